@@ -1,0 +1,34 @@
+# Shared by the scripts in this folder: paths, pinned tool versions and the Python environment.
+# shellcheck shell=bash
+
+HERALD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HERALD_CACHE="${HERALD_CACHE:-$HERALD_ROOT/.cache}"
+HERALD_STACK_DIR="${HERALD_STACK_DIR:-$HERALD_ROOT/.stack}"
+
+UV_VERSION="0.13.8"
+FERRETDB_VERSION="v1.24.2"
+PYTHON_BIN="${HERALD_PYTHON:-python3.11}"
+
+log() { printf '[herald] %s\n' "$*" >&2; }
+die() { printf '[herald] error: %s\n' "$*" >&2; exit 1; }
+
+# uv lives in its own small virtualenv under .cache; it then builds .venv from uv.lock.
+ensure_uv() {
+  local tools="$HERALD_CACHE/tools"
+  if [ ! -x "$tools/bin/uv" ] || [ "$("$tools/bin/uv" --version 2>/dev/null | awk '{print $2}')" != "$UV_VERSION" ]; then
+    command -v "$PYTHON_BIN" >/dev/null || die "$PYTHON_BIN not found (Python 3.11 is required)"
+    log "installing uv $UV_VERSION into $tools"
+    "$PYTHON_BIN" -m venv "$tools"
+    "$tools/bin/pip" install --quiet "uv==$UV_VERSION"
+  fi
+  UV="$tools/bin/uv"
+}
+
+# Installs the locked dependencies and every workspace package into .venv (fast when nothing changed).
+ensure_python_env() {
+  ensure_uv
+  export UV_PYTHON_DOWNLOADS=never
+  (cd "$HERALD_ROOT" && "$UV" sync --frozen --all-packages --python "$PYTHON_BIN" --quiet) \
+    || die "uv sync failed"
+  export PATH="$HERALD_ROOT/.venv/bin:$PATH"
+}

@@ -1,0 +1,1 @@
+"""Herald's shared package: the public event contract and the adapters every service uses."""

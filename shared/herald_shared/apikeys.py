@@ -1,0 +1,85 @@
+"""API keys: minting and slow hashing (for billing, which issues them) and the projection every service
+keeps of ApiKeyIssued / ApiKeyRevoked to authenticate requests without asking another service."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from .contract import Event
+from .contract.billing import ApiKeyIssued, ApiKeyRevoked
+from .mongo import Projection, UpdateOne, WriteOp
+
+KEY_PREFIX = "hk_"
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
+    """scrypt hash encoded as 'scrypt$n$r$p$salt$hash' (what ApiKeyIssued carries)."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_secret(secret: str, encoded: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        raw_salt = base64.urlsafe_b64decode(salt + "=" * (-len(salt) % 4))
+        expected = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4))
+        actual = hashlib.scrypt(secret.encode(), salt=raw_salt, n=int(n), r=int(r), p=int(p), dklen=len(expected))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def new_api_key() -> tuple[str, str, str]:
+    """(key_id, full key shown once to the customer, hash to publish)."""
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    return key_id, f"{KEY_PREFIX}{key_id}.{secret}", hash_secret(secret)
+
+
+def split_api_key(key: str) -> tuple[str, str] | None:
+    if not key.startswith(KEY_PREFIX) or "." not in key:
+        return None
+    key_id, _, secret = key[len(KEY_PREFIX):].partition(".")
+    return (key_id, secret) if key_id and secret else None
+
+
+class ApiKeyProjection(Projection):
+    """api_keys: one document per key; a key is active while it has no `revoked_at`."""
+
+    collections = ("api_keys",)
+
+    def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
+        if isinstance(event, ApiKeyIssued):
+            issued = event.payload
+            # $set of issue fields never touches revoked_at: re-applying an old issue cannot un-revoke.
+            return [("api_keys", UpdateOne({"_id": issued.key_id}, {"$set": {
+                "account_id": event.account_id, "key_hash": issued.key_hash, "label": issued.label,
+                "issued_by": issued.issued_by, "issued_at": event.occurred_at}}, upsert=True))]
+        if isinstance(event, ApiKeyRevoked):
+            revoked = event.payload
+            return [("api_keys", UpdateOne({"_id": revoked.key_id}, {"$set": {
+                "account_id": event.account_id, "revoked_at": event.occurred_at, "revoked_by": revoked.revoked_by}},
+                upsert=True))]
+        return []
+
+    async def authenticate(self, key: str) -> str | None:
+        """The account a presented key belongs to, or None (unknown, revoked, malformed or wrong secret)."""
+        parts = split_api_key(key)
+        if parts is None:
+            return None
+        key_id, secret = parts
+        doc = await self.db["api_keys"].find_one({"_id": key_id})
+        if not doc or doc.get("revoked_at") or "key_hash" not in doc:
+            return None
+        return str(doc["account_id"]) if verify_secret(secret, doc["key_hash"]) else None

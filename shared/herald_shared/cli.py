@@ -1,0 +1,257 @@
+"""`herald`: the operator's command line — topics, publishing events, tailing, dead letters, schemas."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from .contract import Event, InvalidEvent, parse_event, serialize_event
+from .contract import publish as contract_files
+from .kafka import (
+    DLQ_REASON,
+    DLQ_SOURCE_OFFSET,
+    DLQ_SOURCE_PARTITION,
+    DLQ_SOURCE_TOPIC,
+    EventPublisher,
+    ensure_topics,
+    event_headers,
+    make_producer,
+    read_from_start,
+)
+from .settings import HeraldSettings
+from .topics import ALL_TOPICS, DLQ_SUFFIX
+
+
+class CliError(Exception):
+    """Something the operator must fix; printed without a traceback, exit code 1."""
+
+
+def _out(line: str) -> None:
+    print(line, flush=True)
+
+
+async def cmd_topics_create(settings: HeraldSettings, _: argparse.Namespace) -> None:
+    for name, state in (await ensure_topics(settings)).items():
+        _out(f"{state:8} {name}")
+
+
+async def cmd_topics_list(settings: HeraldSettings, _: argparse.Namespace) -> None:
+    for spec in ALL_TOPICS:
+        retention = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms // 86_400_000}d"
+        _out(f"{settings.topics(spec.name):32} partitions={spec.partitions:<3} retention={retention:8} "
+             f"owner={spec.owner}")
+
+
+def _read_events_json(source: str) -> list[dict[str, Any]]:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{source}: not JSON: {exc}") from None
+    items = data if isinstance(data, list) else [data]
+    if not all(isinstance(item, dict) for item in items):
+        raise CliError(f"{source}: expected an event object or a list of them")
+    return items
+
+
+async def cmd_publish(settings: HeraldSettings, args: argparse.Namespace) -> None:
+    events: list[Event] = []
+    for index, item in enumerate(_read_events_json(args.file)):
+        item.setdefault("producer", args.producer)
+        try:
+            events.append(parse_event(item))
+        except InvalidEvent as exc:
+            raise CliError(f"event #{index + 1} refused, nothing published: {exc.reason}") from None
+    producer = make_producer(settings, "herald-cli")
+    await producer.start()
+    try:
+        results = await EventPublisher(producer, settings.topics).publish_many(events)
+    finally:
+        await producer.stop()
+    for event, meta in zip(events, results, strict=True):
+        _out(f"published {event.type} {event.event_id} -> {meta.topic}[{meta.partition}]@{meta.offset}")
+
+
+def _summary(value: bytes | None) -> str:
+    try:
+        event = parse_event(value or b"")
+    except InvalidEvent as exc:
+        return f"INVALID ({exc.reason}) {(value or b'')[:120]!r}"
+    payload = json.dumps(event.payload.model_dump(mode="json"), separators=(",", ":"))
+    return (f"{event.occurred_at.isoformat(timespec='seconds')} {event.type} account={event.account_id} "
+            f"id={event.event_id} {payload[:300]}")
+
+
+async def cmd_tail(settings: HeraldSettings, args: argparse.Namespace) -> None:
+    topic = settings.topics(args.topic)
+    shown = 0
+    async for records in read_from_start(settings, [topic], follow=args.follow):
+        for record in records:
+            _out(f"{record.topic}[{record.partition}]@{record.offset} {_summary(record.value)}")
+            shown += 1
+            if args.limit and shown >= args.limit:
+                return
+
+
+def _dlq_topic(settings: HeraldSettings, base: str) -> str:
+    return settings.topics.dead_letter(base)
+
+
+def _header(record: Any, name: str) -> str:
+    for key, value in record.headers or ():
+        if key == name:
+            return bytes(value).decode(errors="replace")
+    return ""
+
+
+async def cmd_dlq_list(settings: HeraldSettings, args: argparse.Namespace) -> None:
+    topic = _dlq_topic(settings, args.topic)
+    count = 0
+    async for records in read_from_start(settings, [topic]):
+        for r in records:
+            count += 1
+            origin = (f"{_header(r, DLQ_SOURCE_TOPIC)}[{_header(r, DLQ_SOURCE_PARTITION)}]"
+                      f"@{_header(r, DLQ_SOURCE_OFFSET)}")
+            _out(f"{r.partition}:{r.offset} from {origin} reason: {_header(r, DLQ_REASON)}")
+            _out(f"    value: {(r.value or b'')[:200]!r}")
+    _out(f"{count} dead-letter entr{'y' if count == 1 else 'ies'} in {topic}")
+
+
+async def _fetch_one(settings: HeraldSettings, topic: str, partition: int, offset: int) -> Any:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, client_id="herald-cli")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        if offset >= end:
+            raise CliError(f"{topic}[{partition}] has no offset {offset} (end is {end})")
+        consumer.seek(tp, offset)
+        record = await asyncio.wait_for(consumer.getone(tp), timeout=10)
+        if record.offset != offset:
+            raise CliError(f"{topic}[{partition}]@{offset} no longer exists (retention)")
+        return record
+    finally:
+        await consumer.stop()
+
+
+async def cmd_dlq_replay(settings: HeraldSettings, args: argparse.Namespace) -> None:
+    topic = _dlq_topic(settings, args.topic)
+    try:
+        partition, offset = (int(x) for x in args.entry.split(":"))
+    except ValueError:
+        raise CliError(f"entry must be PARTITION:OFFSET as `herald dlq list` prints it, got {args.entry!r}") from None
+    record = await _fetch_one(settings, topic, partition, offset)
+    target = _header(record, DLQ_SOURCE_TOPIC) or topic.removesuffix(DLQ_SUFFIX)
+    value: bytes = record.value or b""
+    if args.value_file:
+        value = await asyncio.to_thread(Path(args.value_file).read_bytes)
+    headers = [(k, v) for k, v in record.headers or () if not k.startswith("herald.dlq.")]
+    headers.append(("herald.replayed_from", f"{topic}:{partition}:{offset}".encode()))
+    key = record.key
+    try:
+        event = parse_event(value)
+        if settings.topics(event.topic) != target:
+            raise InvalidEvent(f"{event.type} belongs on {settings.topics(event.topic)}, not {target}")
+        key = event.account_id.encode()
+        headers = [(k, v) for k, v in headers if k not in {h for h, _ in event_headers(event)}]
+        headers += event_headers(event)
+        value = serialize_event(event) if args.value_file else value
+    except InvalidEvent as exc:
+        if not args.force:
+            raise CliError(f"still invalid, not replayed: {exc.reason} (fix it with --value-file, "
+                           f"or --force to replay as is)") from None
+    producer = make_producer(settings, "herald-cli")
+    await producer.start()
+    try:
+        meta = await producer.send_and_wait(target, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+    _out(f"replayed {topic} {partition}:{offset} -> {meta.topic}[{meta.partition}]@{meta.offset}")
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    directory = Path(args.dir) if args.dir else contract_files.SCHEMA_DIR
+    if args.action == "generate":
+        try:
+            written = contract_files.write_files(directory)
+        except contract_files.IncompatibleChange as exc:
+            raise CliError(str(exc)) from None
+        for rel in written:
+            _out(f"wrote {directory / rel}")
+        _out(f"{len(written)} file(s) changed in {directory}")
+        return 0
+    stale = contract_files.stale_files(directory)
+    for rel in stale:
+        _out(f"stale: {directory / rel}")
+    if stale:
+        _out("run `herald schemas generate` and commit the result")
+        return 1
+    _out(f"schemas in {directory} are up to date")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herald", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    topics = sub.add_parser("topics", help="create or list the registry's topics")
+    topics_sub = topics.add_subparsers(dest="action", required=True)
+    topics_sub.add_parser("create", help="create every missing topic (idempotent)").set_defaults(run=cmd_topics_create)
+    topics_sub.add_parser("list", help="the registry: names, partitions, retention").set_defaults(run=cmd_topics_list)
+
+    pub = sub.add_parser("publish", help="validate an event (or a JSON list of them) and publish it")
+    pub.add_argument("file", help="JSON file, or - for standard input")
+    pub.add_argument("--producer", default="herald-cli", help="producer name when the event has none")
+    pub.set_defaults(run=cmd_publish)
+
+    tail = sub.add_parser("tail", help="print a topic's events as readable lines, from the beginning")
+    tail.add_argument("topic", help="base topic name, e.g. herald.delivery or herald.delivery.dlq")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events")
+    tail.add_argument("--limit", "-n", type=int, default=0, help="stop after N lines")
+    tail.set_defaults(run=cmd_tail)
+
+    dlq = sub.add_parser("dlq", help="dead-letter entries: list them, replay one")
+    dlq_sub = dlq.add_subparsers(dest="action", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="entries of a topic's dead-letter topic with their reasons")
+    dlq_list.add_argument("topic", help="base topic, e.g. herald.delivery")
+    dlq_list.set_defaults(run=cmd_dlq_list)
+    replay = dlq_sub.add_parser("replay", help="send one entry back to its topic, after a fix")
+    replay.add_argument("topic", help="base topic, e.g. herald.delivery")
+    replay.add_argument("entry", help="PARTITION:OFFSET of the entry, as `dlq list` prints it")
+    replay.add_argument("--value-file", help="replay this corrected JSON instead of the stored bytes")
+    replay.add_argument("--force", action="store_true", help="replay even if it still fails validation")
+    replay.set_defaults(run=cmd_dlq_replay)
+
+    schemas = sub.add_parser("schemas", help="the published JSON Schemas and AsyncAPI document")
+    schemas.add_argument("action", choices=["generate", "check"])
+    schemas.add_argument("--dir", help="output folder (default: shared/schemas)")
+    schemas.set_defaults(sync=cmd_schemas)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if hasattr(args, "sync"):
+            return int(args.sync(args))
+        asyncio.run(args.run(HeraldSettings(), args))
+        return 0
+    except (CliError, KeyError, OSError, KafkaError) as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

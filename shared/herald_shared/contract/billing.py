@@ -1,0 +1,227 @@
+"""Events of the billing service (topic `herald.billing`): accounts, access, plans, quotas, credits, payments."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AwareDatetime, Field, StringConstraints
+
+from .envelope import (
+    Cents,
+    Count,
+    Currency,
+    Email,
+    Event,
+    Identifier,
+    Name,
+    Payload,
+    ShortText,
+    personal_data,
+)
+
+Username = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+PlanKind = Literal["trial", "monthly", "pay_as_you_go"]
+BlockReason = Literal["trial_ended", "subscriber_limit_exceeded", "monthly_quota_reached", "credits_exhausted",
+                      "payment_failed", "no_plan"]
+
+
+class BillingEvent(Event):
+    topic: ClassVar[str] = "herald.billing"
+
+
+class AccountOpenedPayload(Payload):
+    company_name: Name
+    registered_email: Email = Field(description="Where account notices (suspension, payment) go.")
+    main_username: Username
+    terms_accepted_at: AwareDatetime = Field(description="Starts the 30-day trial.")
+
+
+class AccountOpened(BillingEvent):
+    type: Literal["AccountOpened"] = "AccountOpened"
+    payload: AccountOpenedPayload
+
+
+class AccountApprovedPayload(Payload):
+    reviewer: Name
+    note: ShortText | None = None
+
+
+class AccountApproved(BillingEvent):
+    """Staff reviewed the new account; it may now send at its plan's limits."""
+
+    type: Literal["AccountApproved"] = "AccountApproved"
+    payload: AccountApprovedPayload
+
+
+class ApiKeyIssuedPayload(Payload):
+    key_id: Identifier = Field(description="Public part of the key, also its lookup prefix.")
+    key_hash: Annotated[str, StringConstraints(min_length=20, max_length=512)] = Field(
+        description="Slow hash of the secret (scrypt, encoded as 'scrypt$n$r$p$salt$hash'); never the secret.")
+    label: Name | None = None
+    issued_by: Username
+
+
+class ApiKeyIssued(BillingEvent):
+    type: Literal["ApiKeyIssued"] = "ApiKeyIssued"
+    payload: ApiKeyIssuedPayload
+
+
+class ApiKeyRevokedPayload(Payload):
+    key_id: Identifier
+    revoked_by: Username
+    reason: ShortText | None = None
+
+
+class ApiKeyRevoked(BillingEvent):
+    type: Literal["ApiKeyRevoked"] = "ApiKeyRevoked"
+    payload: ApiKeyRevokedPayload
+
+
+class LoginAttempt(Payload):
+    username: Username
+    actor: Literal["user", "staff"] = "user"
+    method: Literal["password", "api_key"]
+    ip: str | None = personal_data("Where the attempt came from (audit log).", default=None)
+    user_agent: ShortText | None = None
+
+
+class LoginSucceeded(BillingEvent):
+    type: Literal["LoginSucceeded"] = "LoginSucceeded"
+    payload: LoginAttempt
+
+
+class LoginFailedPayload(LoginAttempt):
+    reason: Literal["unknown_user", "wrong_password", "revoked_key", "locked"]
+
+
+class LoginFailed(BillingEvent):
+    type: Literal["LoginFailed"] = "LoginFailed"
+    payload: LoginFailedPayload
+
+
+class PlanChangedPayload(Payload):
+    plan: PlanKind
+    edition: Literal["standard", "pro"] = Field(default="standard", description="PRO drops the Herald footer.")
+    tier_subscriber_limit: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Monthly plans: subscriber limit of the tier.")
+    monthly_send_cap: Count | None = Field(default=None, description="109 x the tier's subscriber limit.")
+    monthly_fee_cents: Cents | None = None
+    currency: Currency = "EUR"
+    billing_day: Annotated[int, Field(ge=1, le=31)] | None = None
+    effective_at: AwareDatetime
+
+
+class PlanChanged(BillingEvent):
+    type: Literal["PlanChanged"] = "PlanChanged"
+    payload: PlanChangedPayload
+
+
+class TrialEndedPayload(Payload):
+    reason: Literal["expired", "subscriber_limit_exceeded"]
+    subscribers: Count
+    emails_sent: Count
+
+
+class TrialEnded(BillingEvent):
+    type: Literal["TrialEnded"] = "TrialEnded"
+    payload: TrialEndedPayload
+
+
+class QuotaExhaustedPayload(Payload):
+    quota: Literal["monthly_emails", "trial_emails", "trial_subscribers", "credits"]
+    limit: Count
+    used: Count
+    period_start: AwareDatetime | None = None
+
+
+class QuotaExhausted(BillingEvent):
+    type: Literal["QuotaExhausted"] = "QuotaExhausted"
+    payload: QuotaExhaustedPayload
+
+
+class CreditsPurchasedPayload(Payload):
+    batch_id: Identifier
+    credits: Annotated[int, Field(gt=0)]
+    expires_at: AwareDatetime
+    price_cents: Cents
+    currency: Currency = "EUR"
+
+
+class CreditsPurchased(BillingEvent):
+    type: Literal["CreditsPurchased"] = "CreditsPurchased"
+    payload: CreditsPurchasedPayload
+
+
+class CreditsExpiredPayload(Payload):
+    batch_id: Identifier
+    credits_expired: Count
+
+
+class CreditsExpired(BillingEvent):
+    type: Literal["CreditsExpired"] = "CreditsExpired"
+    payload: CreditsExpiredPayload
+
+
+class PaymentFailedPayload(Payload):
+    invoice_id: Identifier
+    amount_cents: Cents
+    currency: Currency = "EUR"
+    reason: ShortText
+    attempt: Annotated[int, Field(ge=1)] = 1
+
+
+class PaymentFailed(BillingEvent):
+    type: Literal["PaymentFailed"] = "PaymentFailed"
+    payload: PaymentFailedPayload
+
+
+class PaymentSucceededPayload(Payload):
+    invoice_id: Identifier
+    amount_cents: Cents
+    currency: Currency = "EUR"
+
+
+class PaymentSucceeded(BillingEvent):
+    type: Literal["PaymentSucceeded"] = "PaymentSucceeded"
+    payload: PaymentSucceededPayload
+
+
+class InvoiceLine(Payload):
+    description: ShortText
+    amount_cents: Cents
+
+
+class InvoiceIssuedPayload(Payload):
+    invoice_id: Identifier
+    amount_cents: Cents
+    currency: Currency = "EUR"
+    period_start: AwareDatetime
+    period_end: AwareDatetime
+    due_at: AwareDatetime
+    lines: list[InvoiceLine] = Field(min_length=1)
+
+
+class InvoiceIssued(BillingEvent):
+    type: Literal["InvoiceIssued"] = "InvoiceIssued"
+    payload: InvoiceIssuedPayload
+
+
+class SendingBlockedPayload(Payload):
+    reason: BlockReason
+    detail: ShortText | None = None
+
+
+class SendingBlocked(BillingEvent):
+    """Billing closes the sending gate for one reason; each reason is lifted by its own SendingUnblocked."""
+
+    type: Literal["SendingBlocked"] = "SendingBlocked"
+    payload: SendingBlockedPayload
+
+
+class SendingUnblockedPayload(Payload):
+    reason: BlockReason
+
+
+class SendingUnblocked(BillingEvent):
+    type: Literal["SendingUnblocked"] = "SendingUnblocked"
+    payload: SendingUnblockedPayload

@@ -1,0 +1,118 @@
+"""Events of the campaigns service (topic `herald.campaigns`): a campaign from draft to review, queue and completion."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AwareDatetime, Field, StringConstraints
+
+from .envelope import Count, Email, Event, Identifier, Name, Payload, ShortText
+from .subscriptions import FieldName, FieldValue
+
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=998)]
+Body = Annotated[str, StringConstraints(max_length=2_000_000)]
+
+
+class CampaignContent(Payload):
+    subject: Subject
+    from_name: Name
+    from_email: Email = Field(description="The sender address (the account's, not a subscriber's).")
+    reply_to: Email | None = None
+    html_body: Body | None = None
+    text_body: Body
+
+
+class Segment(Payload):
+    """Which active members of the list get the campaign: custom-field equality, all must match."""
+
+    field_equals: dict[FieldName, FieldValue] = Field(default_factory=dict)
+
+
+class CampaignsEvent(Event):
+    topic: ClassVar[str] = "herald.campaigns"
+
+
+class CampaignCreatedPayload(Payload):
+    campaign_id: Identifier
+    name: Name
+    list_id: Identifier
+    segment: Segment = Segment()
+    content: CampaignContent
+
+
+class CampaignCreated(CampaignsEvent):
+    type: Literal["CampaignCreated"] = "CampaignCreated"
+    payload: CampaignCreatedPayload
+
+
+class CampaignSubmittedPayload(Payload):
+    campaign_id: Identifier
+    submitted_by: Name
+    review_required: bool = Field(description="True during the trial: every campaign is reviewed by staff.")
+
+
+class CampaignSubmitted(CampaignsEvent):
+    type: Literal["CampaignSubmitted"] = "CampaignSubmitted"
+    payload: CampaignSubmittedPayload
+
+
+class CampaignApprovedPayload(Payload):
+    campaign_id: Identifier
+    reviewer: Name
+    note: ShortText | None = None
+
+
+class CampaignApproved(CampaignsEvent):
+    type: Literal["CampaignApproved"] = "CampaignApproved"
+    payload: CampaignApprovedPayload
+
+
+class CampaignRejectedPayload(Payload):
+    campaign_id: Identifier
+    reviewer: Name
+    reasons: list[ShortText] = Field(min_length=1)
+
+
+class CampaignRejected(CampaignsEvent):
+    type: Literal["CampaignRejected"] = "CampaignRejected"
+    payload: CampaignRejectedPayload
+
+
+class CampaignQueuedPayload(Payload):
+    """Everything delivery needs to send, so it never asks another service."""
+
+    campaign_id: Identifier
+    list_id: Identifier
+    segment: Segment = Segment()
+    content: CampaignContent
+    send_at: AwareDatetime | None = Field(default=None, description="Not before this time; now when absent.")
+    review_required: bool = Field(description="Whether delivery must also see CampaignApproved before sending.")
+
+
+class CampaignQueued(CampaignsEvent):
+    type: Literal["CampaignQueued"] = "CampaignQueued"
+    payload: CampaignQueuedPayload
+
+
+class CampaignCancelledPayload(Payload):
+    campaign_id: Identifier
+    cancelled_by: Name
+    reason: ShortText | None = None
+
+
+class CampaignCancelled(CampaignsEvent):
+    type: Literal["CampaignCancelled"] = "CampaignCancelled"
+    payload: CampaignCancelledPayload
+
+
+class CampaignCompletedPayload(Payload):
+    campaign_id: Identifier
+    recipients: Count
+    sent: Count
+    bounced: Count
+    failed: Count = 0
+
+
+class CampaignCompleted(CampaignsEvent):
+    type: Literal["CampaignCompleted"] = "CampaignCompleted"
+    payload: CampaignCompletedPayload

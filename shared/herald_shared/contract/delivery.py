@@ -1,0 +1,126 @@
+"""Events of the delivery service (topic `herald.delivery`): sending outcomes, bounces, complaints, engagement."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AnyHttpUrl, AwareDatetime, Field, StringConstraints
+
+from .envelope import Count, Event, Identifier, Payload, ShortText, personal_data
+
+SmtpCode = Annotated[int, Field(ge=200, le=599)]
+EnhancedStatus = Annotated[str, StringConstraints(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
+Domain = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MessageKind = Literal["campaign", "confirmation", "account_notice"]
+
+
+class DeliveryEvent(Event):
+    topic: ClassVar[str] = "herald.delivery"
+
+
+class MessageRef(Payload):
+    """Ties an outcome to its message; campaign and subscriber are absent for account notices."""
+
+    message_id: Identifier = Field(description="Deterministic: the same campaign and subscriber give the same id.")
+    kind: MessageKind = "campaign"
+    campaign_id: Identifier | None = None
+    subscriber_id: Identifier | None = None
+    list_id: Identifier | None = None
+
+
+class MessageSentPayload(MessageRef):
+    recipient_domain: Domain
+    smtp_code: SmtpCode
+    smtp_reply: ShortText | None = None
+    attempt: Annotated[int, Field(ge=1)] = 1
+
+
+class MessageSent(DeliveryEvent):
+    """The relay accepted the message (2xx). Counts as one email sent against quotas and credits."""
+
+    type: Literal["MessageSent"] = "MessageSent"
+    payload: MessageSentPayload
+
+
+class MessageDeferredPayload(MessageRef):
+    smtp_code: SmtpCode | None = Field(default=None, description="Absent when the connection failed.")
+    enhanced_status_code: EnhancedStatus | None = None
+    diagnostic: ShortText
+    attempt: Annotated[int, Field(ge=1)]
+    next_attempt_at: AwareDatetime
+
+
+class MessageDeferred(DeliveryEvent):
+    type: Literal["MessageDeferred"] = "MessageDeferred"
+    payload: MessageDeferredPayload
+
+
+class MessageBouncedPayload(MessageRef):
+    bounce_class: Literal["hard", "soft"]
+    smtp_code: SmtpCode | None = None
+    enhanced_status_code: EnhancedStatus | None = None
+    diagnostic: ShortText
+    source: Literal["smtp_reply", "dsn", "retry_expired"]
+    reporting_mta: Domain | None = None
+
+
+class MessageBounced(DeliveryEvent):
+    type: Literal["MessageBounced"] = "MessageBounced"
+    payload: MessageBouncedPayload
+
+
+class ComplaintReceivedPayload(MessageRef):
+    feedback_type: Literal["abuse", "fraud", "virus", "not-spam", "other"]
+    reporting_domain: Domain
+    arrival_date: AwareDatetime | None = None
+
+
+class ComplaintReceived(DeliveryEvent):
+    """A feedback-loop (ARF) report. Who complained is never shown to the customer: reports give counts only."""
+
+    type: Literal["ComplaintReceived"] = "ComplaintReceived"
+    payload: ComplaintReceivedPayload
+
+
+class ClientContext(Payload):
+    ip: str | None = personal_data("IP address of the opening/clicking client.", default=None)
+    user_agent: ShortText | None = personal_data("User agent of the client.", default=None)
+    device: Literal["desktop", "mobile", "tablet", "bot", "other"] | None = None
+    browser: Annotated[str, StringConstraints(max_length=100)] | None = None
+    country: Annotated[str, StringConstraints(max_length=2)] | None = None
+    city: Annotated[str, StringConstraints(max_length=100)] | None = personal_data("City, where known.",
+                                                                                  default=None)
+
+
+class MessageOpenedPayload(MessageRef):
+    client: ClientContext
+
+
+class MessageOpened(DeliveryEvent):
+    type: Literal["MessageOpened"] = "MessageOpened"
+    payload: MessageOpenedPayload
+
+
+class LinkClickedPayload(MessageRef):
+    url: AnyHttpUrl
+    link_index: Annotated[int, Field(ge=0)]
+    client: ClientContext
+
+
+class LinkClicked(DeliveryEvent):
+    type: Literal["LinkClicked"] = "LinkClicked"
+    payload: LinkClickedPayload
+
+
+class DeliveryHeldPayload(Payload):
+    campaign_id: Identifier | None = None
+    gate: Literal["account_suspended", "sending_blocked", "account_review", "campaign_review"]
+    reason: ShortText
+    messages_held: Count
+
+
+class DeliveryHeld(DeliveryEvent):
+    """A closed gate holds messages; none is dropped, and they go out when it opens."""
+
+    type: Literal["DeliveryHeld"] = "DeliveryHeld"
+    payload: DeliveryHeldPayload

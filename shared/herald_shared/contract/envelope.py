@@ -1,0 +1,98 @@
+"""The envelope every Herald event carries, and the field types the payloads share."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID, uuid4
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+# Identifiers are opaque strings chosen by the owning service (ULIDs, UUIDs, slugs).
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+AccountId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+ShortText = Annotated[str, StringConstraints(max_length=1000)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# A lowercase hex SHA-256 of a normalised email address: lets consumers match an address
+# (suppression, erasure) without holding it.
+EmailHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Cents = Annotated[int, Field(ge=0)]
+Currency = Literal["EUR"]
+Count = Annotated[int, Field(ge=0)]
+
+
+def personal_data(description: str, **kwargs: Any) -> Any:
+    """A field holding personal data; marked `x-personal-data` in the published JSON Schema."""
+    return Field(description=description, json_schema_extra={"x-personal-data": True}, **kwargs)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+Email = EmailStr
+
+
+class Payload(BaseModel):
+    """Base of every event payload: immutable, and unknown fields are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(BaseModel):
+    """The envelope. Subclasses fix `type`, the owning `topic`, the `version` and the `payload` model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Base name of the topic that owns this event (see herald_shared.topics).
+    topic: ClassVar[str]
+    # Bumped whenever the payload changes incompatibly; the schema checks enforce it.
+    version: ClassVar[int] = 1
+
+    event_id: UUID = Field(default_factory=uuid4, description="Unique id; consumers deduplicate by it.")
+    type: str = Field(description="The event's name, e.g. MessageBounced.")
+    schema_version: int = Field(default=0, description="Version of this event type's schema.")
+    occurred_at: AwareDatetime = Field(default_factory=utc_now, description="When it happened, in UTC.")
+    account_id: AccountId = Field(description="The tenant; also the Kafka message key.")
+    producer: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="Name of the service (or tool) that produced the event."
+    )
+    correlation_id: UUID | None = Field(default=None, description="Shared by all events of one flow.")
+    causation_id: UUID | None = Field(default=None, description="event_id of the event that caused this one.")
+    payload: Payload
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_schema_version(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schema_version") in (None, 0):
+            data = {**data, "schema_version": cls.version}
+        return data
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema_version(cls, value: int) -> int:
+        if value != cls.version:
+            raise ValueError(f"unsupported schema_version {value} (this contract knows version {cls.version})")
+        return value
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    def caused(self) -> dict[str, Any]:
+        """Envelope fields for an event caused by this one: same account and flow, causation set."""
+        return {
+            "account_id": self.account_id,
+            "correlation_id": self.correlation_id or self.event_id,
+            "causation_id": self.event_id,
+        }

@@ -1,0 +1,161 @@
+"""Events of the subscriptions service (topic `herald.subscriptions`): lists, opt-in, consent, suppression, GDPR."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AnyHttpUrl, AwareDatetime, Field, StringConstraints
+
+from .envelope import Count, Email, EmailHash, Event, Identifier, Name, Payload, ShortText, personal_data
+
+OptInMode = Literal["single", "double"]
+FieldValue = str | int | float | bool | None
+FieldName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+class CustomFieldDefinition(Payload):
+    name: FieldName
+    kind: Literal["text", "number", "date", "boolean"] = "text"
+
+
+class ConsentEvidence(Payload):
+    """How the person opted in (PRODUCT.md: imports only for people who opted in, with evidence)."""
+
+    source: Literal["api", "form", "import"]
+    collected_at: AwareDatetime
+    method: ShortText = Field(description="Where consent was given, e.g. 'signup form on example.com'.")
+    ip: str | None = personal_data("IP address the consent came from, where known.", default=None)
+    user_agent: ShortText | None = personal_data("Browser user agent at consent, where known.", default=None)
+
+
+class SubscriptionsEvent(Event):
+    topic: ClassVar[str] = "herald.subscriptions"
+
+
+class ListCreatedPayload(Payload):
+    list_id: Identifier
+    name: Name
+    opt_in: OptInMode
+    custom_fields: list[CustomFieldDefinition] = Field(default_factory=list)
+
+
+class ListCreated(SubscriptionsEvent):
+    type: Literal["ListCreated"] = "ListCreated"
+    payload: ListCreatedPayload
+
+
+class ListDeletedPayload(Payload):
+    list_id: Identifier
+    members_at_deletion: Count = Field(description="Members the list had; kept for one-off-sending checks.")
+
+
+class ListDeleted(SubscriptionsEvent):
+    type: Literal["ListDeleted"] = "ListDeleted"
+    payload: ListDeletedPayload
+
+
+class SubscriberAddedPayload(Payload):
+    list_id: Identifier
+    subscriber_id: Identifier
+    email: Email = personal_data("The subscriber's address; delivery needs it to send.")
+    email_sha256: EmailHash
+    first_name: Name | None = personal_data("First name, for merge tags.", default=None)
+    last_name: Name | None = personal_data("Last name, for merge tags.", default=None)
+    phone: Annotated[str, StringConstraints(max_length=40)] | None = personal_data("Phone number.", default=None)
+    custom_fields: dict[FieldName, FieldValue] = personal_data("Custom field values.", default_factory=dict)
+    opt_in: OptInMode
+    consent: ConsentEvidence
+
+
+class SubscriberAdded(SubscriptionsEvent):
+    """A person joined a list: active at once with single opt-in (SubscriberConfirmed follows), pending with double."""
+
+    type: Literal["SubscriberAdded"] = "SubscriberAdded"
+    payload: SubscriberAddedPayload
+
+
+class ConfirmationRequestedPayload(Payload):
+    list_id: Identifier
+    subscriber_id: Identifier
+    email: Email = personal_data("Where the confirmation email goes.")
+    greeting_name: Name | None = personal_data("Name for the greeting line, if known.", default=None)
+    list_name: Name
+    company_name: Name
+    confirm_url: AnyHttpUrl = Field(description="Signed, expiring link; the email's only link.")
+    expires_at: AwareDatetime
+
+
+class ConfirmationRequested(SubscriptionsEvent):
+    """Double opt-in: send the confirmation email, which carries only the request to confirm."""
+
+    type: Literal["ConfirmationRequested"] = "ConfirmationRequested"
+    payload: ConfirmationRequestedPayload
+
+
+class SubscriberConfirmedPayload(Payload):
+    list_id: Identifier
+    subscriber_id: Identifier
+    method: Literal["single_opt_in", "double_opt_in"]
+    ip: str | None = personal_data("IP the confirmation link was opened from.", default=None)
+
+
+class SubscriberConfirmed(SubscriptionsEvent):
+    type: Literal["SubscriberConfirmed"] = "SubscriberConfirmed"
+    payload: SubscriberConfirmedPayload
+
+
+class SubscriberUnsubscribedPayload(Payload):
+    list_id: Identifier
+    subscriber_id: Identifier
+    source: Literal["one_click", "unsubscribe_page", "preference_page", "api", "complaint"]
+    campaign_id: Identifier | None = Field(default=None, description="Campaign whose link was used; counts "
+                                           "towards that campaign's unsubscribe rate.")
+    message_id: Identifier | None = None
+
+
+class SubscriberUnsubscribed(SubscriptionsEvent):
+    type: Literal["SubscriberUnsubscribed"] = "SubscriberUnsubscribed"
+    payload: SubscriberUnsubscribedPayload
+
+
+class SubscriberSuppressedPayload(Payload):
+    subscriber_id: Identifier
+    email_sha256: EmailHash
+    reason: Literal["hard_bounce", "complaint", "manual"]
+    message_id: Identifier | None = None
+    campaign_id: Identifier | None = None
+
+
+class SubscriberSuppressed(SubscriptionsEvent):
+    """The address may not be mailed by this account again, on any list, until a fresh double opt-in."""
+
+    type: Literal["SubscriberSuppressed"] = "SubscriberSuppressed"
+    payload: SubscriberSuppressedPayload
+
+
+class SubscriberErasedPayload(Payload):
+    subscriber_id: Identifier
+    email_sha256: EmailHash = Field(description="Kept so a suppression still applies after erasure.")
+    requested_by: Literal["subscriber", "account", "retention_policy"]
+
+
+class SubscriberErased(SubscriptionsEvent):
+    """GDPR erasure: every projection drops this subscriber's personal data."""
+
+    type: Literal["SubscriberErased"] = "SubscriberErased"
+    payload: SubscriberErasedPayload
+
+
+class ImportCompletedPayload(Payload):
+    import_id: Identifier
+    list_id: Identifier
+    rows_total: Count
+    rows_imported: Count
+    rows_rejected: Count
+    rejected_by_reason: dict[Annotated[str, StringConstraints(max_length=64)], Count] = Field(default_factory=dict)
+    started_at: AwareDatetime
+
+
+class ImportCompleted(SubscriptionsEvent):
+    type: Literal["ImportCompleted"] = "ImportCompleted"
+    payload: ImportCompletedPayload

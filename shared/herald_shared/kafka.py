@@ -1,0 +1,339 @@
+"""Kafka adapters on aiokafka: topic creation, an idempotent event publisher, and the consumer loop.
+
+The consumer loop is at-least-once in, effectively-once out: offsets are committed only after a batch
+was handled and flushed; events already seen (by event_id) are skipped; anything that cannot be parsed,
+validated or handled goes to the topic's dead-letter topic, byte for byte, with the reason in headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import RecordMetadata
+
+from . import metrics
+from .contract import Event, InvalidEvent, parse_event, serialize_event
+from .settings import HeraldSettings
+from .topics import ALL_TOPICS, DLQ_SUFFIX, TopicNames, TopicSpec
+
+log = logging.getLogger(__name__)
+
+# Header names of a dead-letter entry; the value is the original message, byte for byte.
+DLQ_REASON = "herald.dlq.reason"
+DLQ_SOURCE_TOPIC = "herald.dlq.source_topic"
+DLQ_SOURCE_PARTITION = "herald.dlq.source_partition"
+DLQ_SOURCE_OFFSET = "herald.dlq.source_offset"
+DLQ_CONSUMER = "herald.dlq.consumer"
+DLQ_FAILED_AT = "herald.dlq.failed_at"
+
+
+async def ensure_topics(settings: HeraldSettings, specs: Iterable[TopicSpec] = ALL_TOPICS) -> dict[str, str]:
+    """Create every missing topic of the registry; idempotent. Returns topic → 'created' | 'exists'."""
+    names = settings.topics
+    wanted = {names(spec.name): spec for spec in specs}
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="herald-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name=name, num_partitions=spec.partitions,
+                            replication_factor=settings.kafka_replication_factor, topic_configs=spec.config())
+                   for name, spec in wanted.items() if name not in existing]
+        result = {name: "exists" for name in wanted if name in existing}
+        if missing:
+            response = await admin.create_topics(missing)
+            for name, code, message in _topic_errors(response):
+                if code == 36:  # TOPIC_ALREADY_EXISTS: created concurrently, which is fine
+                    result[name] = "exists"
+                elif code != 0:
+                    raise KafkaError(f"creating topic {name} failed: error {code} {message or ''}".strip())
+                else:
+                    result[name] = "created"
+        return dict(sorted(result.items()))
+    finally:
+        await admin.close()
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+    rows = []
+    for item in response.topic_errors:
+        name, code = item[0], item[1]
+        rows.append((name, code, item[2] if len(item) > 2 else None))
+    return rows
+
+
+def make_producer(settings: HeraldSettings, client_id: str) -> AIOKafkaProducer:
+    """Idempotent (no duplicates from retries), acks from all in-sync replicas."""
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, client_id=client_id,
+                            enable_idempotence=True, acks="all", linger_ms=5)
+
+
+def event_headers(event: Event) -> list[tuple[str, bytes]]:
+    return [("type", event.type.encode()), ("schema_version", str(event.schema_version).encode()),
+            ("event_id", str(event.event_id).encode()), ("producer", event.producer.encode())]
+
+
+def validate_record(record: ConsumerRecord[bytes, bytes], names: TopicNames) -> Event:
+    """The event in a record, if it is valid, on its owning topic, and keyed by its account."""
+    if record.value is None:
+        raise InvalidEvent("empty message value (tombstone)")
+    event = parse_event(record.value)
+    expected_topic = names(event.topic)
+    if record.topic != expected_topic:
+        raise InvalidEvent(f"{event.type} belongs on {expected_topic}, not {record.topic}")
+    if record.key != event.account_id.encode():
+        raise InvalidEvent(f"message key {record.key!r} is not the event's account_id {event.account_id!r}")
+    return event
+
+
+class EventPublisher:
+    """Publishes events to the topic that owns their type, keyed by account_id."""
+
+    def __init__(self, producer: AIOKafkaProducer, topics: TopicNames) -> None:
+        self._producer = producer
+        self._topics = topics
+
+    async def publish(self, event: Event) -> RecordMetadata:
+        return (await self.publish_many([event]))[0]
+
+    async def publish_many(self, events: Sequence[Event]) -> list[RecordMetadata]:
+        """Send all, then wait for all: one round of acknowledgements instead of one per event."""
+        pending = []
+        for event in events:
+            topic = self._topics(event.topic)
+            pending.append(await self._producer.send(topic, value=serialize_event(event),
+                                                     key=event.account_id.encode(), headers=event_headers(event)))
+        results: list[RecordMetadata] = list(await asyncio.gather(*pending))
+        for event in events:
+            metrics.EVENTS_PRODUCED.labels(event.topic, event.type).inc()
+        return results
+
+
+class Reject(Exception):
+    """Raised by a handler for an event it can never handle; the event goes to the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EventHandler(Protocol):
+    async def handle(self, event: Event) -> None:
+        """Decide and stage the effects of one event. Raise Reject for a permanent refusal."""
+
+    async def flush(self) -> None:
+        """Persist what handle() staged; called before the batch's offsets are committed."""
+
+
+class Deduplicator(Protocol):
+    async def seen(self, event_ids: Sequence[str]) -> set[str]: ...
+
+    async def remember(self, event_ids: Sequence[str]) -> None: ...
+
+
+class DeadLetters:
+    """Writes dead-letter entries: the raw message with why and where it failed."""
+
+    def __init__(self, producer: AIOKafkaProducer, consumer_name: str) -> None:
+        self._producer = producer
+        self._consumer_name = consumer_name
+
+    async def send(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        headers = [(k, v) for k, v in (record.headers or ()) if not k.startswith("herald.dlq.")]
+        headers += [
+            (DLQ_REASON, reason[:2000].encode()),
+            (DLQ_SOURCE_TOPIC, record.topic.encode()),
+            (DLQ_SOURCE_PARTITION, str(record.partition).encode()),
+            (DLQ_SOURCE_OFFSET, str(record.offset).encode()),
+            (DLQ_CONSUMER, self._consumer_name.encode()),
+            (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
+        ]
+        target = record.topic if record.topic.endswith(DLQ_SUFFIX) else record.topic + DLQ_SUFFIX
+        await self._producer.send_and_wait(target, value=record.value, key=record.key, headers=headers)
+        metrics.EVENTS_DEAD_LETTERED.labels(self._consumer_name, record.topic, reason.split(":")[0][:60]).inc()
+        log.warning("dead-lettered", extra={"topic": record.topic, "partition": record.partition,
+                                            "offset": record.offset, "reason": reason})
+
+
+class EventConsumer:
+    """The consumer loop of a service: poll a batch, validate, deduplicate, handle, flush, commit."""
+
+    def __init__(
+        self,
+        settings: HeraldSettings,
+        *,
+        name: str,
+        topics: Sequence[str],
+        handler: EventHandler,
+        producer: AIOKafkaProducer,
+        deduplicator: Deduplicator | None = None,
+        max_records: int = 500,
+        handler_attempts: int = 3,
+        retry_delay: float = 0.2,
+    ) -> None:
+        self.name = name
+        self._names = settings.topics
+        self._topics = [self._names(t) for t in topics]
+        self._handler = handler
+        self._dedupe = deduplicator
+        self._dead_letters = DeadLetters(producer, name)
+        self._max_records = max_records
+        self._attempts = handler_attempts
+        self._retry_delay = retry_delay
+        self._stopping = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=name,
+            client_id=name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        self.started = False
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, commit it, and leave the group (what SIGTERM does)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self._consumer.start()
+        self.started = True
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
+                if batches:
+                    await self._process(batches)
+                await self._report_lag()
+        finally:
+            self.started = False
+            await self._consumer.stop()
+
+    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        staged: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in batches.items():
+            for record in records:
+                try:
+                    staged.append((record, validate_record(record, self._names)))
+                except InvalidEvent as exc:
+                    await self._dead_letters.send(record, exc.reason)
+            offsets[tp] = records[-1].offset + 1
+        ids = [str(event.event_id) for _, event in staged]
+        seen = await self._dedupe.seen(ids) if self._dedupe else set()
+        handled: list[str] = []
+        for record, event in staged:
+            event_id = str(event.event_id)
+            if event_id in seen:
+                metrics.EVENTS_DUPLICATE.labels(self.name, record.topic).inc()
+                continue
+            seen.add(event_id)
+            if await self._handle(record, event):
+                handled.append(event_id)
+        await self._with_retry("flush", self._handler.flush)
+        if self._dedupe and handled:
+            dedupe = self._dedupe
+            await self._with_retry("remember handled events", lambda: dedupe.remember(handled))
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The partitions moved to another member during a rebalance; it re-reads them and the
+            # deduplicator makes that harmless.
+            log.warning("commit failed after rebalance", extra={"error": str(exc)})
+
+    async def _handle(self, record: ConsumerRecord[bytes, bytes], event: Event) -> bool:
+        for attempt in range(1, self._attempts + 1):
+            started = time.perf_counter()
+            try:
+                await self._handler.handle(event)
+            except Reject as exc:
+                await self._dead_letters.send(record, f"rejected: {exc.reason}")
+                return False
+            except Exception as exc:
+                if attempt == self._attempts:
+                    await self._dead_letters.send(
+                        record, f"handler failed after {attempt} attempts: {type(exc).__name__}: {exc}")
+                    return False
+                log.warning("handler failed, retrying", exc_info=True, extra={"event_id": str(event.event_id)})
+                await asyncio.sleep(self._retry_delay * 2 ** (attempt - 1))
+                continue
+            metrics.HANDLER_SECONDS.labels(self.name, record.topic, event.type).observe(
+                time.perf_counter() - started)
+            metrics.EVENTS_CONSUMED.labels(self.name, record.topic, event.type).inc()
+            return True
+        return False
+
+    async def _with_retry(self, what: str, action: Any) -> None:
+        """Infrastructure trouble (MongoDB away) is waited out, never turned into lost events."""
+        delay = self._retry_delay
+        while True:
+            try:
+                await action()
+                return
+            except Exception:
+                if self._stopping.is_set():
+                    raise
+                log.exception("%s failed; retrying in %.1fs", what, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _report_lag(self) -> None:
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await self._consumer.position(tp)
+            metrics.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+
+async def read_from_start(
+    settings: HeraldSettings, topics: Sequence[str], *, follow: bool = False, batch_size: int = 1000,
+) -> Any:
+    """Yield batches of records of the given real topic names from offset 0, without a consumer group.
+
+    Without `follow` it stops at the end offsets seen when it started (what a rebuild needs).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                                group_id=None, isolation_level="read_committed", client_id="herald-reader")
+    await consumer.start()
+    try:
+        ids = await partition_ids(settings, topics)
+        partitions = [TopicPartition(topic, p) for topic in topics for p in ids[topic]]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while follow or remaining:
+            batches = await consumer.getmany(*partitions, timeout_ms=300, max_records=batch_size)
+            records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
+            if records:
+                yield records
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+async def partition_ids(settings: HeraldSettings, topics: Sequence[str]) -> dict[str, list[int]]:
+    """Partition ids of each real topic name; raises KafkaError for a topic that does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="herald-admin")
+    await admin.start()
+    try:
+        described = {t["topic"]: t for t in await admin.describe_topics(list(topics))}
+    finally:
+        await admin.close()
+    result = {}
+    for topic in topics:
+        info = described.get(topic)
+        if not info or info.get("error_code") or not info.get("partitions"):
+            raise KafkaError(f"topic {topic} does not exist (run `herald topics create`)")
+        result[topic] = sorted(p["partition"] for p in info["partitions"])
+    return result

@@ -1,0 +1,138 @@
+"""MongoDB adapters on PyMongo's async API: client, event-id deduplication, and projections.
+
+Only what both MongoDB and FerretDB 1.x serve is used: CRUD, upserts, unique indexes, bulk writes.
+Writes are batched (one bulk_write per collection per Kafka batch) because FerretDB pays an fsync per write.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+from pymongo.operations import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+
+__all__ = ["DeleteMany", "DeleteOne", "InsertOne", "MongoDeduplicator", "Projection", "ReplaceOne", "UpdateMany",
+           "UpdateOne", "WriteOp", "make_client", "rebuild"]
+
+from .contract import Event, InvalidEvent
+from .settings import HeraldSettings
+
+log = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+WriteOp = InsertOne[Document] | UpdateOne | UpdateMany | ReplaceOne[Document] | DeleteOne | DeleteMany
+DUPLICATE_KEY = 11000
+
+
+def make_client(settings: HeraldSettings, app_name: str) -> AsyncMongoClient[Document]:
+    return AsyncMongoClient(settings.mongodb_url, appname=app_name, tz_aware=True, tzinfo=UTC,
+                            serverSelectionTimeoutMS=10_000)
+
+
+class MongoDeduplicator:
+    """Remembers which event ids a consumer has handled, in its own collection (`_id` = event id)."""
+
+    def __init__(self, db: AsyncDatabase[Document], consumer_name: str) -> None:
+        self._collection = db[f"processed_events.{consumer_name}"]
+
+    async def seen(self, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        cursor = self._collection.find({"_id": {"$in": list(event_ids)}}, {"_id": 1})
+        return {doc["_id"] async for doc in cursor}
+
+    async def remember(self, event_ids: Sequence[str]) -> None:
+        now = datetime.now(UTC)
+        try:
+            await self._collection.insert_many([{"_id": i, "at": now} for i in event_ids], ordered=False)
+        except BulkWriteError as exc:
+            # Ids remembered before a crash are fine; anything else is a real failure.
+            if any(err.get("code") != DUPLICATE_KEY for err in exc.details.get("writeErrors", [])):
+                raise
+
+
+class Projection(ABC):
+    """A read model folded from events. Subclasses map an event to write operations, idempotently.
+
+    `apply` must give operations whose repeated application changes nothing (upserts with $set,
+    keyed by the entity), because an event can be applied again after a crash before commit.
+    """
+
+    #: Collections this projection owns; a rebuild drops and refills exactly these.
+    collections: tuple[str, ...] = ()
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.db = db
+        self._staged: list[tuple[str, WriteOp]] = []
+
+    @abstractmethod
+    def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
+        """(collection, operation) pairs for one event; [] for events this projection ignores."""
+
+    async def ensure_indexes(self) -> None:
+        """Create the projection's indexes; override when it has any."""
+        return None
+
+    async def handle(self, event: Event) -> None:
+        self._staged.extend(self.apply(event))
+
+    async def flush(self) -> None:
+        """Write what was staged, in order, one bulk request per run of the same collection."""
+        staged, self._staged = self._staged, []
+        try:
+            while staged:
+                collection = staged[0][0]
+                run = 0
+                while run < len(staged) and staged[run][0] == collection:
+                    run += 1
+                await self.db[collection].bulk_write([op for _, op in staged[:run]], ordered=True)
+                staged = staged[run:]
+        except Exception:
+            self._staged = staged + self._staged
+            raise
+
+    async def drop(self) -> None:
+        for name in self.collections:
+            await self.db.drop_collection(name)
+
+
+async def rebuild(projection: Projection, settings: HeraldSettings, topics: Sequence[str],
+                  deduplicator: MongoDeduplicator | None = None) -> int:
+    """Drop the projection and fold it again from offset 0 of the given base topics.
+
+    Messages that fail validation are skipped, as the live consumer dead-letters them; events replayed
+    from a dead-letter topic sit later in the topic and are applied there, as they were live.
+    Returns the number of events applied.
+    """
+    from .kafka import read_from_start, validate_record
+
+    await projection.drop()
+    await projection.ensure_indexes()
+    names = settings.topics
+    seen: set[str] = set()
+    applied = 0
+    async for records in read_from_start(settings, [names(t) for t in topics]):
+        handled = []
+        for record in records:
+            try:
+                event = validate_record(record, names)
+            except InvalidEvent:
+                continue
+            event_id = str(event.event_id)
+            if event_id in seen:
+                continue
+            seen.add(event_id)
+            await projection.handle(event)
+            handled.append(event_id)
+            applied += 1
+        await projection.flush()
+        if deduplicator is not None and handled:
+            await deduplicator.remember(handled)
+    log.info("projection rebuilt", extra={"projection": type(projection).__name__, "events": applied})
+    return applied

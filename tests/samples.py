@@ -1,0 +1,98 @@
+"""One realistic example of every event type, for round-trip and schema tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from herald_shared.contract import EVENT_TYPES, Event
+
+T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+CONTENT = {"subject": "November news", "from_name": "Acme", "from_email": "news@acme.example",
+           "text_body": "Hello {{first_name}}", "html_body": "<p>Hello {{first_name}}</p>"}
+CONSENT = {"source": "form", "collected_at": T0.isoformat(), "method": "signup form on acme.example",
+           "ip": "203.0.113.9", "user_agent": "Mozilla/5.0"}
+REF = {"message_id": "msg-c1-s1", "campaign_id": "c1", "subscriber_id": "s1", "list_id": "l1"}
+CLIENT = {"ip": "198.51.100.7", "user_agent": "Mozilla/5.0 (iPhone)", "device": "mobile", "browser": "Safari",
+          "country": "LV", "city": "Riga"}
+HASH = "a" * 64
+LATER = (T0 + timedelta(days=3)).isoformat()
+
+PAYLOADS: dict[str, dict[str, Any]] = {
+    "ListCreated": {"list_id": "l1", "name": "Newsletter", "opt_in": "double",
+                    "custom_fields": [{"name": "city", "kind": "text"}]},
+    "ListDeleted": {"list_id": "l1", "members_at_deletion": 120},
+    "SubscriberAdded": {"list_id": "l1", "subscriber_id": "s1", "email": "anna@example.com", "email_sha256": HASH,
+                        "first_name": "Anna", "last_name": "Berzina", "custom_fields": {"city": "Riga"},
+                        "opt_in": "double", "consent": CONSENT},
+    "ConfirmationRequested": {"list_id": "l1", "subscriber_id": "s1", "email": "anna@example.com",
+                              "greeting_name": "Anna", "list_name": "Newsletter", "company_name": "Acme",
+                              "confirm_url": "https://herald.example/confirm/tok", "expires_at": LATER},
+    "SubscriberConfirmed": {"list_id": "l1", "subscriber_id": "s1", "method": "double_opt_in", "ip": "203.0.113.9"},
+    "SubscriberUnsubscribed": {"list_id": "l1", "subscriber_id": "s1", "source": "one_click", "campaign_id": "c1",
+                               "message_id": "msg-c1-s1"},
+    "SubscriberSuppressed": {"subscriber_id": "s1", "email_sha256": HASH, "reason": "hard_bounce",
+                             "message_id": "msg-c1-s1", "campaign_id": "c1"},
+    "SubscriberErased": {"subscriber_id": "s1", "email_sha256": HASH, "requested_by": "subscriber"},
+    "ImportCompleted": {"import_id": "imp1", "list_id": "l1", "rows_total": 10, "rows_imported": 8,
+                        "rows_rejected": 2, "rejected_by_reason": {"missing_consent": 2},
+                        "started_at": T0.isoformat()},
+    "CampaignCreated": {"campaign_id": "c1", "name": "November", "list_id": "l1", "content": CONTENT},
+    "CampaignSubmitted": {"campaign_id": "c1", "submitted_by": "anna", "review_required": True},
+    "CampaignApproved": {"campaign_id": "c1", "reviewer": "staff-1"},
+    "CampaignRejected": {"campaign_id": "c1", "reviewer": "staff-1", "reasons": ["gambling offer"]},
+    "CampaignQueued": {"campaign_id": "c1", "list_id": "l1", "segment": {"field_equals": {"city": "Riga"}},
+                       "content": CONTENT, "review_required": False},
+    "CampaignCancelled": {"campaign_id": "c1", "cancelled_by": "anna", "reason": "typo"},
+    "CampaignCompleted": {"campaign_id": "c1", "recipients": 100, "sent": 97, "bounced": 3},
+    "MessageSent": {**REF, "recipient_domain": "example.com", "smtp_code": 250, "smtp_reply": "2.0.0 Ok"},
+    "MessageDeferred": {**REF, "smtp_code": 451, "enhanced_status_code": "4.7.1", "diagnostic": "try later",
+                        "attempt": 2, "next_attempt_at": LATER},
+    "MessageBounced": {**REF, "bounce_class": "hard", "smtp_code": 550, "enhanced_status_code": "5.1.1",
+                       "diagnostic": "user unknown", "source": "smtp_reply"},
+    "ComplaintReceived": {**REF, "feedback_type": "abuse", "reporting_domain": "mail.example.net"},
+    "MessageOpened": {**REF, "client": CLIENT},
+    "LinkClicked": {**REF, "url": "https://acme.example/offer", "link_index": 0, "client": CLIENT},
+    "DeliveryHeld": {"campaign_id": "c1", "gate": "account_suspended", "reason": "hard bounce rate 9%",
+                     "messages_held": 40},
+    "AccountWarned": {"metric": "abuse_rate", "value": 0.0012, "warning_level": 0.001, "threshold": 0.005,
+                      "scope": {"kind": "rolling_window", "window": "24h"},
+                      "counts": {"sent": 5000, "complaints": 6}},
+    "AccountSuspended": {"metric": "hard_bounce_rate", "value": 0.09, "threshold": 0.08,
+                         "scope": {"kind": "campaign", "campaign_id": "c1"},
+                         "counts": {"sent": 1000, "hard_bounces": 90}, "reason": "hard bounce rate 9% >= 8%"},
+    "AccountReinstated": {"reinstated_by": "staff-1", "reason": "list cleaned"},
+    "ContentFlagged": {"campaign_id": "c1", "matches": [{"category": "gambling", "rule": "casino",
+                                                          "excerpt": "best casino bonus"}]},
+    "AccountOpened": {"company_name": "Acme", "registered_email": "owner@acme.example", "main_username": "anna",
+                      "terms_accepted_at": T0.isoformat()},
+    "AccountApproved": {"reviewer": "staff-1"},
+    "ApiKeyIssued": {"key_id": "0123abcd", "key_hash": "scrypt$16384$8$1$c2FsdA$ZGlnZXN0ZGlnZXN0",
+                     "label": "CRM", "issued_by": "anna"},
+    "ApiKeyRevoked": {"key_id": "0123abcd", "revoked_by": "anna", "reason": "rotated"},
+    "LoginSucceeded": {"username": "anna", "method": "password", "ip": "203.0.113.9"},
+    "LoginFailed": {"username": "anna", "method": "password", "ip": "203.0.113.9", "reason": "wrong_password"},
+    "PlanChanged": {"plan": "monthly", "tier_subscriber_limit": 100_000, "monthly_send_cap": 10_900_000,
+                    "monthly_fee_cents": 19900, "billing_day": 31, "effective_at": T0.isoformat()},
+    "TrialEnded": {"reason": "subscriber_limit_exceeded", "subscribers": 21, "emails_sent": 40},
+    "QuotaExhausted": {"quota": "monthly_emails", "limit": 10_900_000, "used": 10_900_000},
+    "CreditsPurchased": {"batch_id": "b1", "credits": 5000, "expires_at": LATER, "price_cents": 2500},
+    "CreditsExpired": {"batch_id": "b1", "credits_expired": 120},
+    "PaymentFailed": {"invoice_id": "inv1", "amount_cents": 19900, "reason": "card declined"},
+    "PaymentSucceeded": {"invoice_id": "inv1", "amount_cents": 19900},
+    "InvoiceIssued": {"invoice_id": "inv1", "amount_cents": 19900, "period_start": T0.isoformat(),
+                      "period_end": LATER, "due_at": LATER,
+                      "lines": [{"description": "Monthly plan, 100,000 subscribers", "amount_cents": 19900}]},
+    "SendingBlocked": {"reason": "payment_failed", "detail": "invoice inv1"},
+    "SendingUnblocked": {"reason": "payment_failed"},
+}
+
+
+def sample(type_name: str, account_id: str = "acc-1", **envelope: Any) -> Event:
+    cls = EVENT_TYPES[type_name]
+    return cls.model_validate({"type": type_name, "account_id": account_id, "producer": "tests",
+                               "occurred_at": T0.isoformat(), "payload": PAYLOADS[type_name], **envelope})
+
+
+def all_samples(account_id: str = "acc-1") -> list[Event]:
+    return [sample(name, account_id) for name in EVENT_TYPES]
