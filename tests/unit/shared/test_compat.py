@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from herald_shared.contract.compat import incompatibilities
 from pydantic import BaseModel, Field
+
+from herald_shared.contract.compat import incompatibilities
 
 
 def schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -6,9 +6,9 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
 from herald_shared.contract import EVENT_TYPES, InvalidEvent, parse_event, serialize_event
 from herald_shared.contract.publish import event_schema
-
 from tests.samples import PAYLOADS, all_samples, sample
 
 # The event names of ARCHITECTURE.md's services table, by owning topic (the public contract).

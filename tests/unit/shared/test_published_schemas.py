@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
+
 from herald_shared.contract import EVENT_TYPES, serialize_event
 from herald_shared.contract.compat import incompatibilities
 from herald_shared.contract.publish import (
@@ -21,8 +23,6 @@ from herald_shared.contract.publish import (
     stale_files,
     write_files,
 )
-from jsonschema import Draft202012Validator
-
 from tests.samples import all_samples
 
 REPO = SCHEMA_DIR.parents[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from herald_shared.contract import EVENT_TYPES
 from herald_shared.topics import ALL_TOPICS, EVENT_TOPICS, FOREVER, TopicNames, events_of, spec
 

@@ -1,0 +1,112 @@
+"""Fixtures shared by all tests. Integration tests use the real stack that scripts/test started (or the
+KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL given); each test gets its own topic prefix and database prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
+
+from herald_shared.kafka import ensure_topics, make_producer
+from herald_shared.mongo import Document, make_client
+from herald_shared.settings import HeraldSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.path) or "/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> dict[str, str]:
+    """The stack's addresses; fails (never skips) when an integration test has no stack to talk to."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        "MONGODB_URL": os.environ.get("MONGODB_URL", "mongodb://127.0.0.1:27017"),
+    }
+    return env
+
+
+@pytest.fixture
+async def settings(stack_env: dict[str, str]) -> AsyncIterator[HeraldSettings]:
+    """Settings with a fresh topic prefix (topics created) and database prefix, cleaned up afterwards."""
+    run = uuid.uuid4().hex[:10]
+    config = HeraldSettings(
+        kafka_bootstrap_servers=stack_env["KAFKA_BOOTSTRAP_SERVERS"],
+        mongodb_url=stack_env["MONGODB_URL"],
+        topic_prefix=f"t{run}.",
+        database_prefix=f"t{run}_",
+    )
+    try:
+        await asyncio.wait_for(ensure_topics(config), timeout=60)
+    except Exception as exc:
+        pytest.fail(f"no Kafka at {config.kafka_bootstrap_servers} ({exc!r}); run scripts/test, which starts it")
+    yield config
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        ours = [t for t in await admin.list_topics() if t.startswith(config.topic_prefix)]
+        if ours:
+            await admin.delete_topics(ours)
+    finally:
+        await admin.close()
+    client = make_client(config, "tests-cleanup")
+    try:
+        for name in await client.list_database_names():
+            if name.startswith(config.database_prefix):
+                await client.drop_database(name)
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def mongo(settings: HeraldSettings) -> AsyncIterator[AsyncMongoClient[Document]]:
+    client = make_client(settings, "tests")
+    try:
+        await asyncio.wait_for(client.admin.command("ping"), timeout=15)
+    except Exception as exc:
+        pytest.fail(f"no MongoDB at {settings.mongodb_url} ({exc!r}); run scripts/test, which starts it")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def producer(settings: HeraldSettings) -> AsyncIterator[AIOKafkaProducer]:
+    kafka_producer = make_producer(settings, "tests")
+    await kafka_producer.start()
+    yield kafka_producer
+    await kafka_producer.stop()
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], until: Callable[[T], bool], *, within: float = 30.0,
+                     what: str = "condition") -> T:
+    """Poll `probe` until `until(result)` holds; fail with the last result at the deadline."""
+    deadline = time.monotonic() + within
+    result = await probe()
+    while not until(result):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}; last value: {result!r}")
+        await asyncio.sleep(0.1)
+        result = await probe()
+    return result
+
+
+def subprocess_env(settings: HeraldSettings, **extra: Any) -> dict[str, str]:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+           "MONGODB_URL": settings.mongodb_url, "HERALD_TOPIC_PREFIX": settings.topic_prefix,
+           "HERALD_DATABASE_PREFIX": settings.database_prefix}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env

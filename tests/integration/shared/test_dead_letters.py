@@ -1,0 +1,112 @@
+"""Bad input never stops a stream: it lands in the dead-letter topic with its reason, and the consumer
+keeps consuming the good events after it. An operator can list and replay dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from herald_shared.contract import serialize_event
+from herald_shared.kafka import DLQ_REASON, DLQ_SOURCE_OFFSET, DLQ_SOURCE_TOPIC, EventPublisher, read_from_start
+from herald_shared.settings import HeraldSettings
+from tests.conftest import eventually, subprocess_env
+from tests.integration.shared.helpers import RecordingHandler, running_consumer
+from tests.samples import sample
+
+
+async def _dead_letters(settings: HeraldSettings, base: str) -> list[dict[str, str]]:
+    entries = []
+    async for records in read_from_start(settings, [settings.topics.dead_letter(base)]):
+        for record in records:
+            headers = {k: bytes(v).decode() for k, v in record.headers}
+            entries.append({**headers, "value": record.value.decode(errors="replace")})
+    return entries
+
+
+async def test_malformed_and_unknown_messages_are_dead_lettered_and_the_good_ones_after_are_consumed(
+        settings: HeraldSettings, producer: AIOKafkaProducer) -> None:
+    topic = settings.topics("herald.delivery")
+    good_before, good_after = sample("MessageSent"), sample("MessageBounced")
+    wrong_key = sample("ComplaintReceived")
+    await EventPublisher(producer, settings.topics).publish(good_before)
+    bad = [
+        (b"{this is not json", b"acc-1"),
+        (json.dumps({"type": "MessageExploded", "account_id": "acc-1"}).encode(), b"acc-1"),
+        (serialize_event(sample("AccountApproved")), b"acc-1"),   # a billing event on the delivery topic
+        (serialize_event(wrong_key), b"acc-other"),               # keyed by another account
+    ]
+    for value, key in bad:
+        await producer.send_and_wait(topic, value=value, key=key, partition=0)
+    await EventPublisher(producer, settings.topics).publish(good_after)
+
+    handler = RecordingHandler()
+    async with running_consumer(settings, producer, handler, ["herald.delivery"]):
+        await eventually(lambda: _types(handler), lambda t: t == ["MessageSent", "MessageBounced"],
+                         what="good events around the bad ones")
+        entries = await eventually(lambda: _dead_letters(settings, "herald.delivery"), lambda e: len(e) == 4,
+                                   what="four dead letters")
+
+    reasons = [e[DLQ_REASON] for e in entries]
+    assert reasons[0].startswith("not JSON")
+    assert reasons[1] == "unknown event type 'MessageExploded'"
+    assert reasons[2] == f"AccountApproved belongs on {settings.topics('herald.billing')}, not {topic}"
+    assert "is not the event's account_id 'acc-1'" in reasons[3]
+    assert entries[0]["value"] == "{this is not json"
+    assert all(e[DLQ_SOURCE_TOPIC] == topic and e[DLQ_SOURCE_OFFSET].isdigit() for e in entries)
+
+
+async def _types(handler: RecordingHandler) -> list[str]:
+    return [e.type for e in handler.events]
+
+
+async def test_a_handler_that_keeps_failing_dead_letters_the_event_and_moves_on(
+        settings: HeraldSettings, producer: AIOKafkaProducer) -> None:
+    publisher = EventPublisher(producer, settings.topics)
+    await publisher.publish_many([sample("PaymentFailed"), sample("PaymentSucceeded"), sample("PlanChanged")])
+    handler = RecordingHandler(reject_types=["PaymentSucceeded"], fail_types=["PaymentFailed"])
+    async with running_consumer(settings, producer, handler, ["herald.billing"]):
+        await eventually(lambda: _types(handler), lambda t: t == ["PlanChanged"], what="PlanChanged handled")
+        entries = await eventually(lambda: _dead_letters(settings, "herald.billing"), lambda e: len(e) == 2,
+                                   what="two dead letters")
+    reasons = sorted(e[DLQ_REASON] for e in entries)
+    assert reasons[0] == "handler failed after 3 attempts: RuntimeError: store unavailable"
+    assert reasons[1] == "rejected: PaymentSucceeded is not handled here"
+
+
+def _herald(settings: HeraldSettings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "herald_shared.cli", *args], env=subprocess_env(settings),
+                          capture_output=True, text=True, input=stdin, timeout=60, check=False)
+
+
+async def test_operator_lists_a_dead_letter_fixes_it_and_replays_it(
+        settings: HeraldSettings, producer: AIOKafkaProducer, tmp_path: Path) -> None:
+    broken = json.loads(serialize_event(sample("MessageSent")))
+    del broken["payload"]["recipient_domain"]
+    await producer.send_and_wait(settings.topics("herald.delivery"), value=json.dumps(broken).encode(), key=b"acc-1")
+    handler = RecordingHandler()
+    async with running_consumer(settings, producer, handler, ["herald.delivery"]):
+        await eventually(lambda: _dead_letters(settings, "herald.delivery"), lambda e: len(e) == 1,
+                         what="the broken event dead-lettered")
+        listing = await asyncio.to_thread(_herald, settings, "dlq", "list", "herald.delivery")
+        assert listing.returncode == 0, listing.stderr
+        assert "reason: invalid MessageSent: payload.recipient_domain: Field required" in listing.stdout
+        entry = listing.stdout.split()[0]
+
+        unchanged = await asyncio.to_thread(_herald, settings, "dlq", "replay", "herald.delivery", entry)
+        assert unchanged.returncode == 1
+        assert "still invalid, not replayed" in unchanged.stderr
+
+        broken["payload"]["recipient_domain"] = "example.com"
+        fixed = tmp_path / "fixed.json"
+        fixed.write_text(json.dumps(broken))
+        replay = await asyncio.to_thread(_herald, settings, "dlq", "replay", "herald.delivery", entry,
+                                         "--value-file", str(fixed))
+        assert replay.returncode == 0, replay.stderr
+        events = await eventually(lambda: _types(handler), lambda t: t == ["MessageSent"], what="replayed event")
+    assert events == ["MessageSent"]
+    assert str(handler.events[0].event_id) == broken["event_id"]
