@@ -27,7 +27,7 @@ from .kafka import (
     read_from_start,
 )
 from .settings import HeraldSettings
-from .topics import ALL_TOPICS, DLQ_SUFFIX
+from .topics import ALL_TOPICS, DLQ_SUFFIX, strimzi_manifests
 
 
 class CliError(Exception):
@@ -48,6 +48,11 @@ async def cmd_topics_list(settings: HeraldSettings, _: argparse.Namespace) -> No
         retention = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms // 86_400_000}d"
         _out(f"{settings.topics(spec.name):32} partitions={spec.partitions:<3} retention={retention:8} "
              f"owner={spec.owner}")
+
+
+def cmd_topics_manifests(_: argparse.Namespace) -> int:
+    sys.stdout.write(strimzi_manifests())
+    return 0
 
 
 def _read_events_json(source: str) -> list[dict[str, Any]]:
@@ -208,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     topics_sub = topics.add_subparsers(dest="action", required=True)
     topics_sub.add_parser("create", help="create every missing topic (idempotent)").set_defaults(run=cmd_topics_create)
     topics_sub.add_parser("list", help="the registry: names, partitions, retention").set_defaults(run=cmd_topics_list)
+    topics_sub.add_parser("manifests", help="print Strimzi KafkaTopic YAML for the registry").set_defaults(
+        sync=cmd_topics_manifests)
 
     pub = sub.add_parser("publish", help="validate an event (or a JSON list of them) and publish it")
     pub.add_argument("file", help="JSON file, or - for standard input")

@@ -88,3 +88,30 @@ class TopicNames:
 
     def dead_letter(self, base: str) -> str:
         return self(base) if base.endswith(DLQ_SUFFIX) else self(base + DLQ_SUFFIX)
+
+
+def strimzi_manifests(cluster: str = "herald", namespace: str = "herald", replicas: int = 3) -> str:
+    """Strimzi KafkaTopic resources for every registry topic (deploy/k8s/kafka-topics.yaml is this)."""
+    docs = []
+    for topic in ALL_TOPICS:
+        resource = topic.name.replace(".", "-")
+        config = "\n".join(f"    {key}: \"{value}\"" for key, value in sorted(topic.config().items()))
+        docs.append(
+            f"# {topic.description}\n"
+            "apiVersion: kafka.strimzi.io/v1beta2\n"
+            "kind: KafkaTopic\n"
+            "metadata:\n"
+            f"  name: {resource}\n"
+            f"  namespace: {namespace}\n"
+            f"  labels:\n    strimzi.io/cluster: {cluster}\n    app.kubernetes.io/part-of: herald\n"
+            f"    herald.dev/owner: {topic.owner}\n"
+            "spec:\n"
+            f"  topicName: {topic.name}\n"
+            f"  partitions: {topic.partitions}\n"
+            f"  replicas: {replicas}\n"
+            f"  config:\n{config}\n"
+            "    min.insync.replicas: \"2\"\n"
+        )
+    header = ("# Generated from shared/herald_shared/topics.py by `herald topics manifests`; do not edit.\n"
+              "# Strimzi KafkaTopic resources for an operator-managed cluster named 'herald'.\n")
+    return header + "---\n".join(docs)

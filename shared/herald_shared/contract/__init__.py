@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Annotated, Any, Union
 
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from . import billing, campaigns, compliance, delivery, subscriptions
 from .envelope import Event, Payload
@@ -46,31 +45,36 @@ def event_class(type_name: str) -> type[Event]:
 def _summarise(error: ValidationError) -> str:
     parts = []
     for item in error.errors()[:5]:
-        location = ".".join(str(p) for p in item["loc"]) or "(event)"
+        location = ".".join(str(p) for p in item["loc"][1:]) or "(event)"
         parts.append(f"{location}: {item['msg']}")
     more = error.error_count() - len(parts)
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+# One pass in pydantic-core: JSON parsing and validation of the type the `type` field names.
+_ANY_EVENT: TypeAdapter[Event] = TypeAdapter(
+    Annotated[Union[tuple(EVENT_TYPES.values())], Field(discriminator="type")]  # type: ignore[arg-type]  # noqa: UP007
+)
+
+
 def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
     """Validate a raw value against the contract. Raises InvalidEvent with a readable reason."""
-    if isinstance(raw, dict):
-        data: Any = raw
-    else:
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidEvent(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidEvent(f"an event is a JSON object, got {type(data).__name__}")
-    type_name = data.get("type")
-    if not isinstance(type_name, str):
-        raise InvalidEvent("missing or non-string 'type'")
-    cls = event_class(type_name)
     try:
-        return cls.model_validate(data)
+        if isinstance(raw, dict):
+            return _ANY_EVENT.validate_python(raw)
+        return _ANY_EVENT.validate_json(raw)
     except ValidationError as exc:
-        raise InvalidEvent(f"invalid {type_name}: {_summarise(exc)}") from None
+        first = exc.errors()[0]
+        kind = first["type"]
+        if kind == "json_invalid":
+            raise InvalidEvent(f"not JSON: {first['msg']}") from None
+        if kind in ("dict_type", "model_type", "model_attributes_type"):
+            raise InvalidEvent("an event is a JSON object") from None
+        if kind == "union_tag_not_found":
+            raise InvalidEvent("missing or non-string 'type'") from None
+        if kind == "union_tag_invalid":
+            raise InvalidEvent(f"unknown event type {first.get('ctx', {}).get('tag')!r}") from None
+        raise InvalidEvent(f"invalid {first['loc'][0]}: {_summarise(exc)}") from None
 
 
 def serialize_event(event: Event) -> bytes:

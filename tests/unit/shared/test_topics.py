@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from herald_shared.contract import EVENT_TYPES
-from herald_shared.topics import ALL_TOPICS, EVENT_TOPICS, FOREVER, TopicNames, events_of, spec
+from herald_shared.topics import ALL_TOPICS, EVENT_TOPICS, FOREVER, TopicNames, events_of, spec, strimzi_manifests
 
 
 def test_every_event_type_belongs_to_a_registered_topic() -> None:
@@ -41,3 +44,11 @@ def test_unknown_topic_is_an_error() -> None:
 def test_events_of_a_topic() -> None:
     assert {c.__name__ for c in events_of("herald.compliance")} == {
         "AccountWarned", "AccountSuspended", "AccountReinstated", "ContentFlagged"}
+
+
+def test_committed_strimzi_manifests_match_the_registry() -> None:
+    path = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "kafka-topics.yaml"
+    assert path.read_text() == strimzi_manifests(), "run `herald topics manifests > deploy/k8s/kafka-topics.yaml`"
+    docs = list(yaml.safe_load_all(path.read_text()))
+    assert [d["spec"]["topicName"] for d in docs] == [t.name for t in ALL_TOPICS]
+    assert all(d["kind"] == "KafkaTopic" and d["spec"]["config"]["retention.ms"] for d in docs)
