@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -33,6 +33,7 @@ DLQ_SOURCE_PARTITION = "herald.dlq.source_partition"
 DLQ_SOURCE_OFFSET = "herald.dlq.source_offset"
 DLQ_CONSUMER = "herald.dlq.consumer"
 DLQ_FAILED_AT = "herald.dlq.failed_at"
+DeadLetterCategory = Literal["invalid", "rejected", "handler_failed"]
 
 
 async def ensure_topics(settings: HeraldSettings, specs: Iterable[TopicSpec] = ALL_TOPICS) -> dict[str, str]:
@@ -145,7 +146,8 @@ class DeadLetters:
         self._producer = producer
         self._consumer_name = consumer_name
 
-    async def send(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+    async def send(self, record: ConsumerRecord[bytes, bytes], reason: str, category: DeadLetterCategory) -> None:
+        """`reason` is free text for people; `category` is the bounded metric label."""
         headers = [(k, v) for k, v in (record.headers or ()) if not k.startswith("herald.dlq.")]
         headers += [
             (DLQ_REASON, reason[:2000].encode()),
@@ -157,7 +159,7 @@ class DeadLetters:
         ]
         target = record.topic if record.topic.endswith(DLQ_SUFFIX) else record.topic + DLQ_SUFFIX
         await self._producer.send_and_wait(target, value=record.value, key=record.key, headers=headers)
-        metrics.EVENTS_DEAD_LETTERED.labels(self._consumer_name, record.topic, reason.split(":")[0][:60]).inc()
+        metrics.EVENTS_DEAD_LETTERED.labels(self._consumer_name, record.topic, category).inc()
         log.warning("dead-lettered", extra={"topic": record.topic, "partition": record.partition,
                                             "offset": record.offset, "reason": reason})
 
@@ -224,7 +226,7 @@ class EventConsumer:
                 try:
                     staged.append((record, validate_record(record, self._names)))
                 except InvalidEvent as exc:
-                    await self._dead_letters.send(record, exc.reason)
+                    await self._dead_letters.send(record, exc.reason, "invalid")
             offsets[tp] = records[-1].offset + 1
         ids = [str(event.event_id) for _, event in staged]
         seen = await self._dedupe.seen(ids) if self._dedupe else set()
@@ -254,12 +256,13 @@ class EventConsumer:
             try:
                 await self._handler.handle(event)
             except Reject as exc:
-                await self._dead_letters.send(record, f"rejected: {exc.reason}")
+                await self._dead_letters.send(record, f"rejected: {exc.reason}", "rejected")
                 return False
             except Exception as exc:
                 if attempt == self._attempts:
                     await self._dead_letters.send(
-                        record, f"handler failed after {attempt} attempts: {type(exc).__name__}: {exc}")
+                        record, f"handler failed after {attempt} attempts: {type(exc).__name__}: {exc}",
+                        "handler_failed")
                     return False
                 log.warning("handler failed, retrying", exc_info=True, extra={"event_id": str(event.event_id)})
                 await asyncio.sleep(self._retry_delay * 2 ** (attempt - 1))

@@ -9,8 +9,9 @@ EVENTS_CONSUMED = Counter("herald_events_consumed_total", "Events consumed and h
                           ["consumer", "topic", "type"])
 EVENTS_DUPLICATE = Counter("herald_events_duplicate_total", "Events skipped because their event_id was seen.",
                            ["consumer", "topic"])
-EVENTS_DEAD_LETTERED = Counter("herald_events_dead_lettered_total", "Messages sent to a dead-letter topic.",
-                               ["consumer", "topic", "reason"])
+EVENTS_DEAD_LETTERED = Counter("herald_events_dead_lettered_total",
+                               "Messages sent to a dead-letter topic, by category: invalid, rejected, handler_failed.",
+                               ["consumer", "topic", "category"])
 HANDLER_SECONDS = Histogram("herald_handler_seconds", "Time to handle one event.", ["consumer", "topic", "type"],
                             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 CONSUMER_LAG = Gauge("herald_consumer_lag", "Messages between the consumer's position and the high watermark.",

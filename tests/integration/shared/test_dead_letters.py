@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 
 from herald_shared.contract import serialize_event
 from herald_shared.kafka import DLQ_REASON, DLQ_SOURCE_OFFSET, DLQ_SOURCE_TOPIC, EventPublisher, read_from_start
@@ -52,6 +53,10 @@ async def test_malformed_and_unknown_messages_are_dead_lettered_and_the_good_one
                                    what="four dead letters")
 
     reasons = [e[DLQ_REASON] for e in entries]
+    labels = {"consumer": settings.topic_prefix + "test-consumer", "topic": topic, "category": "invalid"}
+    assert REGISTRY.get_sample_value("herald_events_dead_lettered_total", labels) == 4
+    consumed = {"consumer": settings.topic_prefix + "test-consumer", "topic": topic, "type": "MessageSent"}
+    assert REGISTRY.get_sample_value("herald_events_consumed_total", consumed) == 1
     assert reasons[0].startswith("not JSON")
     assert reasons[1] == "unknown event type 'MessageExploded'"
     assert reasons[2] == f"AccountApproved belongs on {settings.topics('herald.billing')}, not {topic}"

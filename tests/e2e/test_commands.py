@@ -1,0 +1,89 @@
+"""The README's commands as a newcomer runs them: a second `scripts/stack start` is harmless, and
+`scripts/run` brings the platform up (topics created) and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.conftest import ROOT, eventually
+
+
+def local_env(**extra: str) -> dict[str, str]:
+    """The environment without the stack's addresses, so the scripts treat the local stack as their own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL")}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def local_stack() -> None:
+    status = subprocess.run([ROOT / "scripts" / "stack", "status"], env=local_env(), capture_output=True, text=True,
+                            check=False)
+    if status.returncode != 0:
+        pytest.skip("the suite runs against a Kafka/MongoDB that scripts/stack did not start: " + status.stdout)
+
+
+def test_a_second_stack_start_is_harmless(local_stack: None) -> None:
+    again = subprocess.run([ROOT / "scripts" / "stack", "start"], env=local_env(), capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert again.returncode == 0, again.stderr
+    assert "Kafka: already running" in again.stderr
+    assert "MongoDB: already running" in again.stderr
+    assert again.stdout.startswith("export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:")
+
+
+@pytest.fixture
+async def run_prefix(stack_env: dict[str, str]) -> AsyncIterator[str]:
+    prefix = f"run{uuid.uuid4().hex[:8]}."
+    yield prefix
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+    await admin.start()
+    try:
+        ours = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if ours:
+            await admin.delete_topics(ours)
+    finally:
+        await admin.close()
+
+
+async def test_run_command_brings_up_the_topics_and_stops_on_sigterm(
+        local_stack: None, run_prefix: str, stack_env: dict[str, str], tmp_path: Path) -> None:
+    output = tmp_path / "run.log"
+    sink = await asyncio.to_thread(output.open, "w")
+    process = await asyncio.create_subprocess_exec(
+        ROOT / "scripts" / "run", env=local_env(HERALD_TOPIC_PREFIX=run_prefix), stdout=sink,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    sink.close()
+    try:
+        await eventually(lambda: _read(output), lambda text: "Herald is running" in text, within=180,
+                         what="scripts/run to report the platform running")
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack_env["KAFKA_BOOTSTRAP_SERVERS"])
+        await admin.start()
+        try:
+            topics = {t for t in await admin.list_topics() if t.startswith(run_prefix)}
+        finally:
+            await admin.close()
+        assert {t.removeprefix(run_prefix) for t in topics} >= {"herald.delivery", "herald.delivery.dlq",
+                                                                "herald.billing", "herald.subscriptions"}
+        assert len(topics) == 10
+        process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = await _read(output)
+    assert returncode == 0, text
+    assert "stopped (the stack keeps running" in text
+
+
+async def _read(path: Path) -> str:
+    return await asyncio.to_thread(path.read_text)
