@@ -2,7 +2,8 @@
 # shellcheck shell=bash
 
 HERALD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-HERALD_CACHE="${HERALD_CACHE:-$HERALD_ROOT/.cache}"
+# Downloads and builds (uv, Kafka's jars, FerretDB) are keyed by version and shared by every clone.
+HERALD_CACHE="${HERALD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/herald}"
 HERALD_STACK_DIR="${HERALD_STACK_DIR:-$HERALD_ROOT/.stack}"
 
 UV_VERSION="0.13.8"
@@ -12,7 +13,7 @@ PYTHON_BIN="${HERALD_PYTHON:-python3.11}"
 log() { printf '[herald] %s\n' "$*" >&2; }
 die() { printf '[herald] error: %s\n' "$*" >&2; exit 1; }
 
-# uv lives in its own small virtualenv under .cache; it then builds .venv from uv.lock.
+# uv lives in its own small virtualenv in the cache; it then builds .venv from uv.lock.
 ensure_uv() {
   local tools="$HERALD_CACHE/tools"
   if [ ! -x "$tools/bin/uv" ] || [ "$("$tools/bin/uv" --version 2>/dev/null | awk '{print $2}')" != "$UV_VERSION" ]; then
