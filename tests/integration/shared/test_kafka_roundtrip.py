@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 
 from herald_shared.kafka import EventPublisher, read_from_start
 from herald_shared.settings import HeraldSettings
@@ -19,6 +20,7 @@ async def test_every_event_type_round_trips_through_kafka(settings: HeraldSettin
     handler = RecordingHandler()
     async with running_consumer(settings, producer, handler, [t.name for t in EVENT_TOPICS]):
         await eventually(lambda: _count(handler), lambda n: n >= len(sent), what="all events consumed")
+        await eventually(lambda: _total_lag(settings), lambda lag: lag == (0.0, 30), what="consumer lag reported 0")
     by_id = {e.event_id: e for e in handler.events}
     assert len(handler.events) == len(sent)
     for event in sent:
@@ -27,6 +29,13 @@ async def test_every_event_type_round_trips_through_kafka(settings: HeraldSettin
 
 async def _count(handler: RecordingHandler) -> int:
     return len(handler.events)
+
+
+async def _total_lag(settings: HeraldSettings) -> tuple[float, int]:
+    """Sum of the lag gauge over this consumer's partitions, and how many partitions report it."""
+    samples = [s for metric in REGISTRY.collect() if metric.name == "herald_consumer_lag" for s in metric.samples
+               if s.labels["consumer"] == settings.topic_prefix + "test-consumer"]
+    return sum(s.value for s in samples), len(samples)
 
 
 async def test_events_are_keyed_by_account_so_one_account_stays_in_one_partition(
