@@ -21,6 +21,7 @@ LATER = (T0 + timedelta(days=3)).isoformat()
 PAYLOADS: dict[str, dict[str, Any]] = {
     "ListCreated": {"list_id": "l1", "name": "Newsletter", "opt_in": "double",
                     "custom_fields": [{"name": "city", "kind": "text"}]},
+    "ListRenamed": {"list_id": "l1", "name": "Weekly news"},
     "ListDeleted": {"list_id": "l1", "members_at_deletion": 120},
     "SubscriberAdded": {"list_id": "l1", "subscriber_id": "s1", "email": "anna@example.com", "email_sha256": HASH,
                         "first_name": "Anna", "last_name": "Berzina", "custom_fields": {"city": "Riga"},

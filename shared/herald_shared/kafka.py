@@ -139,6 +139,10 @@ class Deduplicator(Protocol):
     async def remember(self, event_ids: Sequence[str]) -> None: ...
 
 
+class CheckpointStore(Protocol):
+    async def save(self, next_offsets: dict[tuple[str, int], int]) -> None: ...
+
+
 class DeadLetters:
     """Writes dead-letter entries: the raw message with why and where it failed."""
 
@@ -176,6 +180,7 @@ class EventConsumer:
         handler: EventHandler,
         producer: AIOKafkaProducer,
         deduplicator: Deduplicator | None = None,
+        checkpoints: CheckpointStore | None = None,
         max_records: int = 500,
         handler_attempts: int = 3,
         retry_delay: float = 0.2,
@@ -185,6 +190,7 @@ class EventConsumer:
         self._topics = [self._names(t) for t in topics]
         self._handler = handler
         self._dedupe = deduplicator
+        self._checkpoints = checkpoints
         self._dead_letters = DeadLetters(producer, name)
         self._max_records = max_records
         self._attempts = handler_attempts
@@ -243,6 +249,9 @@ class EventConsumer:
         if self._dedupe and handled:
             dedupe = self._dedupe
             await self._with_retry("remember handled events", lambda: dedupe.remember(handled))
+        if self._checkpoints:
+            store, positions = self._checkpoints, {(tp.topic, tp.partition): o for tp, o in offsets.items()}
+            await self._with_retry("save checkpoints", lambda: store.save(positions))
         try:
             await self._consumer.commit(offsets)
         except CommitFailedError as exc:

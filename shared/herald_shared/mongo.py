@@ -6,6 +6,7 @@ Writes are batched (one bulk_write per collection per Kafka batch) because Ferre
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -55,6 +56,35 @@ class MongoDeduplicator:
             # Ids remembered before a crash are fine; anything else is a real failure.
             if any(err.get("code") != DUPLICATE_KEY for err in exc.details.get("writeErrors", [])):
                 raise
+
+
+class Checkpoints:
+    """How far a consumer has applied each partition (the next offset), stored next to its projection.
+
+    An HTTP handler that published an event waits here until the projection includes it, so it can answer
+    from the read model (read-your-writes), whichever replica's consumer owns the partition.
+    """
+
+    def __init__(self, db: AsyncDatabase[Document], consumer_name: str) -> None:
+        self._collection = db[f"checkpoints.{consumer_name}"]
+
+    async def save(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        ops = [UpdateOne({"_id": f"{topic}:{partition}"}, {"$max": {"next_offset": offset}}, upsert=True)
+               for (topic, partition), offset in next_offsets.items()]
+        if ops:
+            await self._collection.bulk_write(ops, ordered=False)
+
+    async def applied(self, topic: str, partition: int) -> int:
+        doc = await self._collection.find_one({"_id": f"{topic}:{partition}"})
+        return int(doc["next_offset"]) if doc else 0
+
+    async def wait_until_applied(self, positions: Sequence[tuple[str, int, int]]) -> None:
+        """Wait until every (topic, partition, offset) is applied; the caller bounds it with asyncio.timeout."""
+        delay = 0.005
+        for topic, partition, offset in positions:
+            while await self.applied(topic, partition) <= offset:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
 
 class Projection(ABC):

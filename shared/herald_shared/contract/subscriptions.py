@@ -44,6 +44,16 @@ class ListCreated(SubscriptionsEvent):
     payload: ListCreatedPayload
 
 
+class ListRenamedPayload(Payload):
+    list_id: Identifier
+    name: Name
+
+
+class ListRenamed(SubscriptionsEvent):
+    type: Literal["ListRenamed"] = "ListRenamed"
+    payload: ListRenamedPayload
+
+
 class ListDeletedPayload(Payload):
     list_id: Identifier
     members_at_deletion: Count = Field(description="Members the list had; kept for one-off-sending checks.")

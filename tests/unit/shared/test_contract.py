@@ -13,7 +13,8 @@ from tests.samples import PAYLOADS, all_samples, sample
 
 # The event names of ARCHITECTURE.md's services table, by owning topic (the public contract).
 ARCHITECTURE_EVENTS = {
-    "herald.subscriptions": ["ListCreated", "SubscriberAdded", "ConfirmationRequested", "SubscriberConfirmed",
+    "herald.subscriptions": ["ListCreated", "ListRenamed", "ListDeleted", "SubscriberAdded", "ConfirmationRequested",
+                             "SubscriberConfirmed",
                              "SubscriberUnsubscribed", "SubscriberSuppressed", "SubscriberErased", "ImportCompleted"],
     "herald.campaigns": ["CampaignCreated", "CampaignSubmitted", "CampaignApproved", "CampaignRejected",
                          "CampaignQueued", "CampaignCancelled", "CampaignCompleted"],
