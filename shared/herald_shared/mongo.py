@@ -132,6 +132,21 @@ class Projection(ABC):
             await self.db.drop_collection(name)
 
 
+class ProjectionGroup:
+    """Several projections fed by one consumer: each sees every event, all flush before the commit."""
+
+    def __init__(self, *projections: Projection) -> None:
+        self.projections = projections
+
+    async def handle(self, event: Event) -> None:
+        for projection in self.projections:
+            await projection.handle(event)
+
+    async def flush(self) -> None:
+        for projection in self.projections:
+            await projection.flush()
+
+
 async def rebuild(projection: Projection, settings: HeraldSettings, topics: Sequence[str],
                   deduplicator: MongoDeduplicator | None = None) -> int:
     """Drop the projection and fold it again from offset 0 of the given base topics.

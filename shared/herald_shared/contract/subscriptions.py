@@ -145,6 +145,7 @@ class SubscriberSuppressed(SubscriptionsEvent):
 
 class SubscriberErasedPayload(Payload):
     subscriber_id: Identifier
+    list_id: Identifier | None = None
     email_sha256: EmailHash = Field(description="Kept so a suppression still applies after erasure.")
     requested_by: Literal["subscriber", "account", "retention_policy"]
 

@@ -1,0 +1,313 @@
+"""Subscriptions' rules, pure: who may join a list and how, and which events each request records.
+
+PRODUCT.md, "Lists and subscribers": single or double opt-in; consent evidence required; a suppressed
+address never comes back by API or import, only by a fresh double opt-in by the person; unsubscribing is
+idempotent and remembers the campaign it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from email_validator import EmailNotValidError, validate_email
+
+from herald_shared.contract import Event
+from herald_shared.contract.subscriptions import (
+    ConfirmationRequested,
+    ConfirmationRequestedPayload,
+    ConsentEvidence,
+    CustomFieldDefinition,
+    FieldValue,
+    ListCreated,
+    ListCreatedPayload,
+    ListDeleted,
+    ListDeletedPayload,
+    ListRenamed,
+    ListRenamedPayload,
+    OptInMode,
+    SubscriberAdded,
+    SubscriberAddedPayload,
+    SubscriberConfirmed,
+    SubscriberConfirmedPayload,
+    SubscriberErased,
+    SubscriberErasedPayload,
+    SubscriberSuppressed,
+    SubscriberSuppressedPayload,
+    SubscriberUnsubscribed,
+    SubscriberUnsubscribedPayload,
+)
+
+PRODUCER = "subscriptions"
+Status = Literal["pending", "active", "unsubscribed", "suppressed", "erased"]
+Channel = Literal["api", "form", "import"]
+UnsubscribeSource = Literal["one_click", "unsubscribe_page", "preference_page", "api", "complaint"]
+
+
+class SubscriptionError(Exception):
+    """A rule refused the request. `code` names the rule (problem type / import rejection reason)."""
+
+    code = "subscription_error"
+    http_status = 422
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ListNotFound(SubscriptionError):
+    code, http_status = "list_not_found", 404
+
+
+class ListAlreadyExists(SubscriptionError):
+    code, http_status = "list_already_exists", 409
+
+
+class SubscriberNotFound(SubscriptionError):
+    code, http_status = "subscriber_not_found", 404
+
+
+class InvalidEmail(SubscriptionError):
+    code = "invalid_email"
+
+
+class InvalidCustomField(SubscriptionError):
+    code = "invalid_custom_field"
+
+
+class ConsentMissing(SubscriptionError):
+    code = "missing_consent"
+
+
+class AddressSuppressed(SubscriptionError):
+    code, http_status = "suppressed", 409
+
+
+class PreviouslyUnsubscribed(SubscriptionError):
+    code, http_status = "previously_unsubscribed", 409
+
+
+class LinkNoLongerValid(SubscriptionError):
+    code, http_status = "link_no_longer_valid", 410
+
+
+def normalise_email(raw: str) -> str:
+    """Syntax check and normalisation (no DNS); the whole address is lower-cased for identity."""
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise InvalidEmail(f"{raw!r} is not a valid email address: {exc}") from None
+
+
+def email_sha256(email: str) -> str:
+    return hashlib.sha256(email.encode()).hexdigest()
+
+
+def subscriber_id_for(account_id: str, list_id: str, email: str) -> str:
+    """Deterministic: the same person on the same list is always the same subscriber."""
+    return "s" + hashlib.sha256(f"{account_id}\0{list_id}\0{email}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class ListState:
+    account_id: str
+    list_id: str
+    name: str
+    opt_in: OptInMode
+    custom_fields: dict[str, str]
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class MemberState:
+    subscriber_id: str
+    list_id: str
+    email_sha256: str
+    status: Status
+    awaiting_confirmation: bool = False
+
+
+@dataclass(frozen=True)
+class SubscribeRequest:
+    email: str
+    consent: ConsentEvidence | None
+    channel: Channel
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    custom_fields: dict[str, FieldValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConfirmLink:
+    url: str
+    expires_at: datetime
+
+
+Outcome = Literal["active", "pending", "already_active", "already_pending"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    events: list[Event]
+    outcome: Outcome
+    subscriber_id: str
+
+
+def _event(cls: type[Event], account_id: str, payload: object, causation: Event | None = None) -> Event:
+    envelope = causation.caused() if causation else {"account_id": account_id}
+    return cls(producer=PRODUCER, payload=payload, **envelope)
+
+
+def create_list(account_id: str, list_id: str, name: str, opt_in: OptInMode,
+                custom_fields: list[CustomFieldDefinition], existing: ListState | None) -> list[Event]:
+    if existing is not None:
+        same = (existing.name, existing.opt_in, existing.custom_fields) == (
+            name, opt_in, {f.name: f.kind for f in custom_fields})
+        if same and not existing.deleted:
+            return []  # the same request again
+        raise ListAlreadyExists(f"list {list_id!r} already exists")
+    payload = ListCreatedPayload(list_id=list_id, name=name, opt_in=opt_in, custom_fields=custom_fields)
+    return [_event(ListCreated, account_id, payload)]
+
+
+def rename_list(current: ListState | None, name: str) -> list[Event]:
+    live = _live_list(current)
+    if live.name == name:
+        return []
+    return [_event(ListRenamed, live.account_id, ListRenamedPayload(list_id=live.list_id, name=name))]
+
+
+def delete_list(current: ListState | None, members: int) -> list[Event]:
+    """A deletion is an event; the members stay in the read model, flagged by the list's deletion."""
+    live = _live_list(current)
+    return [_event(ListDeleted, live.account_id, ListDeletedPayload(list_id=live.list_id,
+                                                                   members_at_deletion=members))]
+
+
+def _live_list(current: ListState | None) -> ListState:
+    if current is None or current.deleted:
+        raise ListNotFound("no such list")
+    return current
+
+
+def check_custom_fields(lst: ListState, values: dict[str, FieldValue]) -> None:
+    for name, value in values.items():
+        kind = lst.custom_fields.get(name)
+        if kind is None:
+            raise InvalidCustomField(f"list {lst.list_id!r} has no custom field {name!r}")
+        if value is None:
+            continue
+        valid = {"text": isinstance(value, str),
+                 "number": isinstance(value, int | float) and not isinstance(value, bool),
+                 "boolean": isinstance(value, bool),
+                 "date": isinstance(value, str) and _is_iso_date(value)}[kind]
+        if not valid:
+            raise InvalidCustomField(f"custom field {name!r} expects a {kind}, got {value!r}")
+
+
+def _is_iso_date(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def subscribe(lst: ListState | None, member: MemberState | None, address_suppressed: bool,
+              request: SubscribeRequest, company_name: str, confirm_link: ConfirmLink) -> Decision:
+    """Decide a subscribe request. `request.email` must already be normalised."""
+    live = _live_list(lst)
+    check_custom_fields(live, request.custom_fields)
+    if request.consent is None:
+        raise ConsentMissing("consent evidence is required for every subscriber")
+    subscriber_id = subscriber_id_for(live.account_id, live.list_id, request.email)
+    status = member.status if member and member.status != "erased" else None
+    double = live.opt_in == "double"
+    if address_suppressed or status == "suppressed":
+        if request.channel != "form":
+            raise AddressSuppressed("this address is suppressed; only the person can lift it by confirming a "
+                                    "fresh double opt-in")
+        double = True
+    elif status == "unsubscribed":
+        if request.channel != "form":
+            raise PreviouslyUnsubscribed("this person unsubscribed; only they can subscribe again")
+        double = True
+    elif status == "active":
+        return Decision([], "already_active", subscriber_id)
+    elif status == "pending":
+        if request.channel == "form":  # the person asks again: send the confirmation again
+            return Decision([_confirmation(live, subscriber_id, request, company_name, confirm_link)],
+                            "already_pending", subscriber_id)
+        return Decision([], "already_pending", subscriber_id)
+
+    added = _event(SubscriberAdded, live.account_id, SubscriberAddedPayload(
+        list_id=live.list_id, subscriber_id=subscriber_id, email=request.email,
+        email_sha256=email_sha256(request.email), first_name=request.first_name, last_name=request.last_name,
+        phone=request.phone, custom_fields=request.custom_fields, opt_in="double" if double else "single",
+        consent=request.consent))
+    if double:
+        return Decision([added, _confirmation(live, subscriber_id, request, company_name, confirm_link)],
+                        "pending", subscriber_id)
+    confirmed = _event(SubscriberConfirmed, live.account_id, SubscriberConfirmedPayload(
+        list_id=live.list_id, subscriber_id=subscriber_id, method="single_opt_in"))
+    return Decision([added, confirmed], "active", subscriber_id)
+
+
+def _confirmation(live: ListState, subscriber_id: str, request: SubscribeRequest, company_name: str,
+                  link: ConfirmLink) -> Event:
+    return _event(ConfirmationRequested, live.account_id, ConfirmationRequestedPayload(
+        list_id=live.list_id, subscriber_id=subscriber_id, email=request.email, greeting_name=request.first_name,
+        list_name=live.name, company_name=company_name, confirm_url=link.url,
+        expires_at=link.expires_at))
+
+
+ConfirmOutcome = Literal["confirmed", "already_confirmed"]
+
+
+def confirm(account_id: str, member: MemberState | None, ip: str | None) -> tuple[list[Event], ConfirmOutcome]:
+    """The person opened a valid confirmation link."""
+    if member is None or member.status == "erased":
+        raise LinkNoLongerValid("this confirmation link is no longer valid")
+    if member.status == "active":
+        return [], "already_confirmed"
+    if member.status == "pending" or (member.status in ("suppressed", "unsubscribed")
+                                      and member.awaiting_confirmation):
+        return [_event(SubscriberConfirmed, account_id, SubscriberConfirmedPayload(
+            list_id=member.list_id, subscriber_id=member.subscriber_id, method="double_opt_in", ip=ip))], "confirmed"
+    raise LinkNoLongerValid("this confirmation link is no longer valid")
+
+
+def unsubscribe(account_id: str, member: MemberState | None, source: UnsubscribeSource,
+                campaign_id: str | None = None, message_id: str | None = None,
+                cause: Event | None = None) -> list[Event]:
+    """Idempotent: only a pending or active member produces an event."""
+    if member is None or member.status not in ("pending", "active"):
+        return []
+    return [_event(SubscriberUnsubscribed, account_id, SubscriberUnsubscribedPayload(
+        list_id=member.list_id, subscriber_id=member.subscriber_id, source=source, campaign_id=campaign_id,
+        message_id=message_id), cause)]
+
+
+def suppress(account_id: str, member: MemberState, already_suppressed: bool,
+             reason: Literal["hard_bounce", "complaint"], cause: Event, message_id: str | None,
+             campaign_id: str | None) -> list[Event]:
+    """A hard bounce or a complaint suppresses the address for the whole account; a complaint also
+    unsubscribes the person from the list the message went to."""
+    events: list[Event] = []
+    if not already_suppressed:
+        events.append(_event(SubscriberSuppressed, account_id, SubscriberSuppressedPayload(
+            subscriber_id=member.subscriber_id, email_sha256=member.email_sha256, reason=reason,
+            message_id=message_id, campaign_id=campaign_id), cause))
+    if reason == "complaint":
+        events += unsubscribe(account_id, member, "complaint", campaign_id, message_id, cause)
+    return events
+
+
+def erase(account_id: str, members: list[MemberState],
+          requested_by: Literal["subscriber", "account", "retention_policy"]) -> list[Event]:
+    return [_event(SubscriberErased, account_id, SubscriberErasedPayload(
+        subscriber_id=m.subscriber_id, list_id=m.list_id, email_sha256=m.email_sha256, requested_by=requested_by))
+        for m in members if m.status != "erased"]

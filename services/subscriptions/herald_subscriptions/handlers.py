@@ -1,0 +1,184 @@
+"""One function per request or incoming event: load state, let the domain decide, publish, and (for
+requests) wait until the projection holds the result so the answer reflects it."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Literal
+
+from herald_shared.contract import Event
+from herald_shared.contract.delivery import ComplaintReceived, MessageBounced
+from herald_shared.contract.subscriptions import CustomFieldDefinition, OptInMode
+from herald_shared.kafka import EventPublisher, Reject
+from herald_shared.links import LinkSigner
+from herald_shared.mongo import Checkpoints, Document
+
+from . import domain, metrics
+from .domain import ConfirmLink, Decision, SubscribeRequest
+from .store import SubscriptionsStore
+
+READ_YOUR_WRITES_TIMEOUT = 15.0
+LOCK_STRIPES = 256
+
+
+class SubscriptionsService:
+    def __init__(self, store: SubscriptionsStore, publisher: EventPublisher, checkpoints: Checkpoints,
+                 links: LinkSigner, topic: str) -> None:
+        self.store = store
+        self.links = links
+        self._publisher = publisher
+        self._checkpoints = checkpoints
+        self._topic = topic
+        # Striped locks: bounded memory, and one decision at a time per aggregate in this process.
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+
+    @asynccontextmanager
+    async def _serialised(self, key: str) -> AsyncIterator[None]:
+        """Decide, publish and wait without another request for the same aggregate in between."""
+        async with self._locks[zlib.crc32(key.encode()) % LOCK_STRIPES]:
+            yield
+
+    async def commit(self, events: Sequence[Event]) -> None:
+        """Publish, then wait until this service's projection has applied every event."""
+        if not events:
+            return
+        results = await self._publisher.publish_many(events)
+        positions = [(r.topic, r.partition, r.offset) for r in results if r.topic == self._topic]
+        async with asyncio.timeout(READ_YOUR_WRITES_TIMEOUT):
+            await self._checkpoints.wait_until_applied(positions)
+        for event in events:
+            metrics.record(event)
+
+    # Lists
+
+    async def create_list(self, account_id: str, list_id: str | None, name: str, opt_in: OptInMode,
+                          custom_fields: list[CustomFieldDefinition]) -> Document:
+        list_id = list_id or "l" + secrets.token_hex(6)
+        async with self._serialised(f"list:{account_id}:{list_id}"):
+            existing = await self.store.list_state(account_id, list_id)
+            await self.commit(domain.create_list(account_id, list_id, name, opt_in, custom_fields, existing))
+        return await self._list(account_id, list_id)
+
+    async def rename_list(self, account_id: str, list_id: str, name: str) -> Document:
+        async with self._serialised(f"list:{account_id}:{list_id}"):
+            await self.commit(domain.rename_list(await self.store.list_state(account_id, list_id), name))
+        return await self._list(account_id, list_id)
+
+    async def delete_list(self, account_id: str, list_id: str) -> None:
+        async with self._serialised(f"list:{account_id}:{list_id}"):
+            counts = await self.store.status_counts(account_id, list_id)
+            await self.commit(domain.delete_list(await self.store.list_state(account_id, list_id),
+                                                 sum(counts.values())))
+
+    async def _list(self, account_id: str, list_id: str) -> Document:
+        doc = await self.store.list_doc(account_id, list_id)
+        if doc is None:
+            raise domain.ListNotFound("no such list")
+        return doc
+
+    # Subscribers
+
+    async def subscribe(self, account_id: str, list_id: str, request: SubscribeRequest) -> tuple[Decision, Document]:
+        email = domain.normalise_email(request.email)
+        request = SubscribeRequest(**{**request.__dict__, "email": email})
+        subscriber_id = domain.subscriber_id_for(account_id, list_id, email)
+        async with self._serialised(f"subscriber:{subscriber_id}"):
+            lst = await self.store.list_state(account_id, list_id)
+            member = await self.store.member_state(account_id, subscriber_id)
+            suppressed = bool(await self.store.suppressed(account_id, [domain.email_sha256(email)]))
+            company = await self.store.company_name(account_id) or (lst.name if lst else list_id)
+            url, expires = self.links.confirm_url(account_id, subscriber_id)
+            decision = domain.subscribe(lst, member, suppressed, request, company, ConfirmLink(url, expires))
+            await self.commit(decision.events)
+        doc = await self.store.member(account_id, subscriber_id)
+        assert doc is not None, "the projection holds what was just committed"
+        return decision, doc
+
+    async def confirm(self, token_account: str, subscriber_id: str, ip: str | None) -> domain.ConfirmOutcome:
+        async with self._serialised(f"subscriber:{subscriber_id}"):
+            member = await self.store.member_state(token_account, subscriber_id)
+            events, outcome = domain.confirm(token_account, member, ip)
+            await self.commit(events)
+        return outcome
+
+    async def unsubscribe(self, account_id: str, subscriber_id: str, source: domain.UnsubscribeSource,
+                          campaign_id: str | None = None, message_id: str | None = None) -> Document:
+        async with self._serialised(f"subscriber:{subscriber_id}"):
+            member = await self.store.member_state(account_id, subscriber_id)
+            if member is None:
+                raise domain.SubscriberNotFound("no such subscriber")
+            await self.commit(domain.unsubscribe(account_id, member, source, campaign_id, message_id))
+        doc = await self.store.member(account_id, subscriber_id)
+        assert doc is not None
+        return doc
+
+    # GDPR
+
+    async def export(self, account_id: str, email: str) -> list[Document]:
+        return await self.store.members_by_hash(account_id, domain.email_sha256(domain.normalise_email(email)))
+
+    async def erase(self, account_id: str, email: str,
+                    requested_by: Literal["subscriber", "account", "retention_policy"]) -> int:
+        email_hash = domain.email_sha256(domain.normalise_email(email))
+        async with self._serialised(f"erase:{account_id}:{email_hash}"):
+            docs = await self.store.members_by_hash(account_id, email_hash)
+            events = domain.erase(account_id, [await self._state(account_id, d["_id"]) for d in docs], requested_by)
+            await self.commit(events)
+        return len(events)
+
+    async def _state(self, account_id: str, subscriber_id: str) -> domain.MemberState:
+        state = await self.store.member_state(account_id, subscriber_id)
+        assert state is not None
+        return state
+
+
+class SuppressionHandler:
+    """Consumes herald.delivery: a hard bounce or a complaint suppresses the address (and a complaint
+    unsubscribes). Soft bounces and messages that are not to a subscriber are not its business."""
+
+    def __init__(self, service: SubscriptionsService) -> None:
+        self._service = service
+        self._staged: list[Event] = []
+        # Within one batch, remember what this handler already decided (the projection is behind).
+        self._suppressed_in_batch: set[tuple[str, str]] = set()
+        self._unsubscribed_in_batch: set[str] = set()
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, MessageBounced) and event.payload.bounce_class == "hard":
+            reason: Literal["hard_bounce", "complaint"] = "hard_bounce"
+        elif isinstance(event, ComplaintReceived):
+            reason = "complaint"
+        else:
+            return
+        ref = event.payload
+        if ref.subscriber_id is None:
+            return  # an account notice, not a subscriber's address
+        member = await self._service.store.member_state(event.account_id, ref.subscriber_id)
+        if member is None:
+            raise Reject(f"{event.type} for unknown subscriber {ref.subscriber_id!r} of account {event.account_id!r}")
+        if member.status == "erased":
+            return
+        key = (event.account_id, member.email_sha256)
+        already = key in self._suppressed_in_batch or bool(
+            await self._service.store.suppressed(event.account_id, [member.email_sha256]))
+        if member.subscriber_id in self._unsubscribed_in_batch:
+            member = domain.MemberState(member.subscriber_id, member.list_id, member.email_sha256, "unsubscribed")
+        events = domain.suppress(event.account_id, member, already, reason, event, ref.message_id, ref.campaign_id)
+        self._suppressed_in_batch.add(key)
+        if reason == "complaint":
+            self._unsubscribed_in_batch.add(member.subscriber_id)
+        self._staged += events
+
+    async def flush(self) -> None:
+        staged, self._staged = self._staged, []
+        try:
+            await self._service.commit(staged)
+        except BaseException:
+            self._staged = staged + self._staged
+            raise
+        self._suppressed_in_batch.clear()
+        self._unsubscribed_in_batch.clear()

@@ -1,0 +1,115 @@
+"""Bootstrap of the subscriptions service: settings, wiring, the two consumers, the HTTP server, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import FastAPI
+from pydantic import Field
+
+from herald_shared.apikeys import ApiKeyProjection
+from herald_shared.http import add_health_routes, make_server
+from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer
+from herald_shared.lifecycle import on_shutdown_signal
+from herald_shared.links import LinkSigner
+from herald_shared.logs import configure_logging
+from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
+from herald_shared.settings import HeraldSettings
+
+from .api import build_api, install_error_handlers
+from .handlers import SubscriptionsService, SuppressionHandler
+from .pages import build_pages
+from .store import SubscriptionsProjection, SubscriptionsStore
+
+SERVICE = "subscriptions"
+log = logging.getLogger(__name__)
+
+
+class SubscriptionsSettings(HeraldSettings):
+    link_secret: str = Field(alias="HERALD_LINK_SECRET", min_length=16,
+                             description="Signs confirmation and unsubscribe links (shared with delivery).")
+    public_url: str | None = Field(default=None, alias="HERALD_PUBLIC_URL",
+                                   description="Base URL of the hosted pages in links; default http://host:port.")
+
+
+class Subscriptions:
+    """The wired service. `start()` runs the consumers in the background; `app` serves HTTP."""
+
+    def __init__(self, settings: SubscriptionsSettings) -> None:
+        self.settings = settings
+        self.mongo = make_client(settings, SERVICE)
+        self.db = self.mongo[settings.database_name(SERVICE)]
+        self.producer = make_producer(settings, SERVICE)
+        self.projection = SubscriptionsProjection(self.db)
+        self.apikeys = ApiKeyProjection(self.db)
+        base_url = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
+        self.service = SubscriptionsService(
+            SubscriptionsStore(self.db), EventPublisher(self.producer, settings.topics),
+            Checkpoints(self.db, "projection"), LinkSigner(settings.link_secret, base_url),
+            settings.topics("herald.subscriptions"))
+        self.projector = EventConsumer(
+            settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
+            topics=["herald.subscriptions", "herald.billing"], handler=ProjectionGroup(self.projection, self.apikeys),
+            producer=self.producer, deduplicator=MongoDeduplicator(self.db, "projection"),
+            checkpoints=Checkpoints(self.db, "projection"))
+        self.suppressor = EventConsumer(
+            settings, name=f"{settings.topic_prefix}{SERVICE}.suppression", topics=["herald.delivery"],
+            handler=SuppressionHandler(self.service), producer=self.producer,
+            deduplicator=MongoDeduplicator(self.db, "suppression"))
+        self.app = FastAPI(title="Herald subscriptions", version="1.0.0",
+                           description="Lists, subscribers, opt-in, unsubscribe, suppression and GDPR requests.")
+        install_error_handlers(self.app)
+        self.app.include_router(build_api(self.service, self.apikeys))
+        self.app.include_router(build_pages(self.service))
+        add_health_routes(self.app, {"mongodb": self._mongo_ready, "consumers": self._consumers_ready})
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _mongo_ready(self) -> bool:
+        await self.db.command("ping")
+        return True
+
+    async def _consumers_ready(self) -> bool:
+        return self.projector.started and self.suppressor.started
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings)
+        await self.projection.ensure_indexes()
+        await self.producer.start()
+        self._tasks = [asyncio.create_task(c.run(), name=c.name) for c in (self.projector, self.suppressor)]
+
+    def request_stop(self) -> None:
+        self.projector.request_stop()
+        self.suppressor.request_stop()
+
+    async def stop(self) -> None:
+        self.request_stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.producer.stop()
+        await self.mongo.close()
+
+
+async def serve(settings: SubscriptionsSettings) -> None:
+    service = Subscriptions(settings)
+    server = make_server(service.app, settings.http_host, settings.http_port)
+
+    def stop_server() -> None:
+        server.should_exit = True
+
+    on_shutdown_signal(service.request_stop, stop_server)
+    await service.start()
+    log.info("subscriptions started", extra={"port": settings.http_port})
+    try:
+        await server.serve()
+    finally:
+        await service.stop()
+
+
+def main() -> None:
+    settings = SubscriptionsSettings()  # from the environment
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

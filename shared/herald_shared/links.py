@@ -1,0 +1,78 @@
+"""Signed links in emails and pages: double opt-in confirmation (expiring) and per-message unsubscribe.
+
+Subscriptions reads both; delivery mints unsubscribe links when it renders a message. Both use the same
+secret (HERALD_LINK_SECRET). Tokens are signed, not encrypted: they carry ids, never an address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+CONFIRM_SALT = "herald.confirm.v1"
+UNSUBSCRIBE_SALT = "herald.unsubscribe.v1"
+CONFIRM_VALIDITY = timedelta(days=7)
+
+
+class LinkInvalid(Exception):
+    """Forged, damaged or of the wrong kind."""
+
+
+class LinkExpired(Exception):
+    """Genuine but too old."""
+
+
+@dataclass(frozen=True)
+class ConfirmClaim:
+    account_id: str
+    subscriber_id: str
+
+
+@dataclass(frozen=True)
+class UnsubscribeClaim:
+    account_id: str
+    subscriber_id: str
+    campaign_id: str | None
+    message_id: str | None
+
+
+class LinkSigner:
+    def __init__(self, secret: str, public_base_url: str) -> None:
+        if len(secret) < 16:
+            raise ValueError("HERALD_LINK_SECRET must be at least 16 characters")
+        self._confirm = URLSafeTimedSerializer(secret, salt=CONFIRM_SALT)
+        self._unsubscribe = URLSafeTimedSerializer(secret, salt=UNSUBSCRIBE_SALT)
+        self.base_url = public_base_url.rstrip("/")
+
+    def confirm_url(self, account_id: str, subscriber_id: str, now: datetime | None = None) -> tuple[str, datetime]:
+        token = self._confirm.dumps({"a": account_id, "s": subscriber_id})
+        issued = now or datetime.now(UTC)
+        return f"{self.base_url}/confirm/{token}", issued + CONFIRM_VALIDITY
+
+    def read_confirm(self, token: str) -> ConfirmClaim:
+        data = self._load(self._confirm, token, max_age=int(CONFIRM_VALIDITY.total_seconds()))
+        return ConfirmClaim(str(data["a"]), str(data["s"]))
+
+    def unsubscribe_url(self, account_id: str, subscriber_id: str, campaign_id: str | None = None,
+                        message_id: str | None = None) -> str:
+        token = self._unsubscribe.dumps({"a": account_id, "s": subscriber_id, "c": campaign_id, "m": message_id})
+        return f"{self.base_url}/unsubscribe/{token}"
+
+    def read_unsubscribe(self, token: str) -> UnsubscribeClaim:
+        data = self._load(self._unsubscribe, token, max_age=None)
+        return UnsubscribeClaim(str(data["a"]), str(data["s"]), data.get("c"), data.get("m"))
+
+    @staticmethod
+    def _load(serializer: URLSafeTimedSerializer, token: str, max_age: int | None) -> dict[str, Any]:
+        try:
+            data = serializer.loads(token, max_age=max_age)
+        except SignatureExpired:
+            raise LinkExpired("this link has expired") from None
+        except BadSignature:
+            raise LinkInvalid("this link is not valid") from None
+        if not isinstance(data, dict) or not isinstance(data.get("a"), str) or not isinstance(data.get("s"), str):
+            raise LinkInvalid("this link is not valid")
+        return data

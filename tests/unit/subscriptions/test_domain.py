@@ -1,0 +1,202 @@
+"""Subscriptions' pure rules (PRODUCT.md, "Lists and subscribers"): every transition, the illegal ones too."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from herald_shared.contract.subscriptions import (
+    ConfirmationRequested,
+    ConsentEvidence,
+    CustomFieldDefinition,
+    ListCreated,
+    SubscriberAdded,
+    SubscriberConfirmed,
+    SubscriberErased,
+    SubscriberSuppressed,
+    SubscriberUnsubscribed,
+)
+from herald_subscriptions import domain
+from herald_subscriptions.domain import (
+    ConfirmLink,
+    ListState,
+    MemberState,
+    SubscribeRequest,
+)
+
+NOW = datetime(2026, 11, 2, tzinfo=UTC)
+CONSENT = ConsentEvidence(source="api", collected_at=NOW, method="checkout checkbox")
+LINK = ConfirmLink("https://herald.example/confirm/token", NOW)
+
+
+def a_list(opt_in: str = "single", **fields: str) -> ListState:
+    return ListState("acc", "l1", "News", opt_in, dict(fields))  # type: ignore[arg-type]
+
+
+def request(channel: str = "api", consent: ConsentEvidence | None = CONSENT, **extra: object) -> SubscribeRequest:
+    return SubscribeRequest(email="anna@example.com", consent=consent, channel=channel, **extra)  # type: ignore[arg-type]
+
+
+def member(status: str, awaiting: bool = False) -> MemberState:
+    return MemberState("s1", "l1", domain.email_sha256("anna@example.com"), status, awaiting)  # type: ignore[arg-type]
+
+
+def types(events: list) -> list[str]:  # type: ignore[type-arg]
+    return [e.type for e in events]
+
+
+def subscribe(lst: ListState | None = None, m: MemberState | None = None, suppressed: bool = False,
+              req: SubscribeRequest | None = None) -> domain.Decision:
+    return domain.subscribe(lst or a_list(), m, suppressed, req or request(), "Acme", LINK)
+
+
+def test_email_is_checked_and_normalised() -> None:
+    assert domain.normalise_email("  Anna@Example.COM ") == "anna@example.com"
+    with pytest.raises(domain.InvalidEmail):
+        domain.normalise_email("anna@")
+    with pytest.raises(domain.InvalidEmail):
+        domain.normalise_email("two@@example.com")
+
+
+def test_subscriber_id_is_deterministic_per_account_list_and_address() -> None:
+    one = domain.subscriber_id_for("acc", "l1", "anna@example.com")
+    assert one == domain.subscriber_id_for("acc", "l1", "anna@example.com")
+    assert one != domain.subscriber_id_for("acc", "l2", "anna@example.com")
+    assert one != domain.subscriber_id_for("other", "l1", "anna@example.com")
+
+
+def test_single_opt_in_is_active_at_once() -> None:
+    decision = subscribe()
+    assert decision.outcome == "active"
+    assert types(decision.events) == ["SubscriberAdded", "SubscriberConfirmed"]
+    added, confirmed = decision.events
+    assert isinstance(added, SubscriberAdded) and added.payload.opt_in == "single"
+    assert isinstance(confirmed, SubscriberConfirmed) and confirmed.payload.method == "single_opt_in"
+
+
+def test_double_opt_in_stays_pending_and_asks_for_confirmation() -> None:
+    decision = subscribe(a_list("double"))
+    assert decision.outcome == "pending"
+    assert types(decision.events) == ["SubscriberAdded", "ConfirmationRequested"]
+    request_event = decision.events[1]
+    assert isinstance(request_event, ConfirmationRequested)
+    assert str(request_event.payload.confirm_url) == LINK.url
+    assert request_event.payload.company_name == "Acme"
+
+
+def test_consent_evidence_is_required() -> None:
+    with pytest.raises(domain.ConsentMissing):
+        subscribe(req=request(consent=None))
+
+
+def test_unknown_list_or_deleted_list_refuses() -> None:
+    with pytest.raises(domain.ListNotFound):
+        domain.subscribe(None, None, False, request(), "Acme", LINK)
+    deleted = ListState("acc", "l1", "News", "single", {}, deleted=True)
+    with pytest.raises(domain.ListNotFound):
+        subscribe(deleted)
+
+
+def test_custom_fields_must_be_defined_and_typed() -> None:
+    lst = a_list(city="text", age="number", vip="boolean", born="date")
+    ok = request(custom_fields={"city": "Riga", "age": 41, "vip": True, "born": "1985-02-01"})
+    assert subscribe(lst, req=ok).outcome == "active"
+    for bad in ({"shoe": "42"}, {"age": "forty"}, {"vip": "yes"}, {"born": "yesterday"}, {"age": True}):
+        with pytest.raises(domain.InvalidCustomField):
+            subscribe(lst, req=request(custom_fields=bad))
+
+
+def test_subscribing_twice_is_idempotent() -> None:
+    assert subscribe(m=member("active")).events == []
+    assert subscribe(m=member("active")).outcome == "already_active"
+    assert subscribe(a_list("double"), m=member("pending")).events == []
+
+
+def test_a_pending_person_asking_again_on_the_form_gets_the_confirmation_again() -> None:
+    decision = subscribe(a_list("double"), m=member("pending"), req=request("form"))
+    assert types(decision.events) == ["ConfirmationRequested"]
+
+
+@pytest.mark.parametrize("channel", ["api", "import"])
+def test_a_suppressed_address_cannot_come_back_by_api_or_import(channel: str) -> None:
+    with pytest.raises(domain.AddressSuppressed):
+        subscribe(suppressed=True, req=request(channel))
+    with pytest.raises(domain.AddressSuppressed):
+        subscribe(m=member("suppressed"), req=request(channel))
+
+
+def test_only_a_fresh_double_opt_in_by_the_person_lifts_a_suppression() -> None:
+    decision = subscribe(a_list("single"), m=member("suppressed"), req=request("form"))
+    assert decision.outcome == "pending"
+    assert types(decision.events) == ["SubscriberAdded", "ConfirmationRequested"]
+    events, outcome = domain.confirm("acc", member("suppressed", awaiting=True), ip="203.0.113.1")
+    assert outcome == "confirmed" and types(events) == ["SubscriberConfirmed"]
+
+
+@pytest.mark.parametrize("channel", ["api", "import"])
+def test_a_person_who_unsubscribed_is_not_re_added_by_the_customer(channel: str) -> None:
+    with pytest.raises(domain.PreviouslyUnsubscribed):
+        subscribe(m=member("unsubscribed"), req=request(channel))
+
+
+def test_a_person_who_unsubscribed_can_come_back_through_double_opt_in() -> None:
+    decision = subscribe(a_list("single"), m=member("unsubscribed"), req=request("form"))
+    assert types(decision.events) == ["SubscriberAdded", "ConfirmationRequested"]
+
+
+def test_an_erased_subscriber_can_subscribe_anew() -> None:
+    assert subscribe(m=member("erased")).outcome == "active"
+
+
+def test_confirmation_transitions() -> None:
+    events, outcome = domain.confirm("acc", member("pending"), ip=None)
+    assert outcome == "confirmed" and isinstance(events[0], SubscriberConfirmed)
+    assert events[0].payload.method == "double_opt_in"
+    assert domain.confirm("acc", member("active"), ip=None) == ([], "already_confirmed")
+    for gone in (None, member("erased"), member("unsubscribed"), member("suppressed")):
+        with pytest.raises(domain.LinkNoLongerValid):
+            domain.confirm("acc", gone, ip=None)
+
+
+def test_unsubscribe_records_its_campaign_and_is_idempotent() -> None:
+    events = domain.unsubscribe("acc", member("active"), "one_click", campaign_id="c1", message_id="m1")
+    assert isinstance(events[0], SubscriberUnsubscribed)
+    assert (events[0].payload.campaign_id, events[0].payload.source) == ("c1", "one_click")
+    assert types(domain.unsubscribe("acc", member("pending"), "api")) == ["SubscriberUnsubscribed"]
+    for status in ("unsubscribed", "suppressed", "erased"):
+        assert domain.unsubscribe("acc", member(status), "one_click") == []
+    assert domain.unsubscribe("acc", None, "one_click") == []
+
+
+def test_hard_bounce_suppresses_once_and_complaint_also_unsubscribes() -> None:
+    cause = ListCreated(account_id="acc", producer="delivery", payload={  # type: ignore[arg-type]
+        "list_id": "l1", "name": "x", "opt_in": "single"})
+    bounce = domain.suppress("acc", member("active"), False, "hard_bounce", cause, "m1", "c1")
+    assert types(bounce) == ["SubscriberSuppressed"]
+    assert isinstance(bounce[0], SubscriberSuppressed) and bounce[0].causation_id == cause.event_id
+    assert domain.suppress("acc", member("active"), True, "hard_bounce", cause, "m1", "c1") == []
+    complaint = domain.suppress("acc", member("active"), False, "complaint", cause, "m1", "c1")
+    assert types(complaint) == ["SubscriberSuppressed", "SubscriberUnsubscribed"]
+    assert types(domain.suppress("acc", member("unsubscribed"), True, "complaint", cause, "m1", "c1")) == []
+
+
+def test_erasure_covers_every_membership_not_yet_erased() -> None:
+    events = domain.erase("acc", [member("active"), member("erased"), member("unsubscribed")], "subscriber")
+    assert types(events) == ["SubscriberErased", "SubscriberErased"]
+    assert isinstance(events[0], SubscriberErased) and events[0].payload.list_id == "l1"
+
+
+def test_list_creation_rename_and_delete() -> None:
+    fields = [CustomFieldDefinition(name="city")]
+    assert types(domain.create_list("acc", "l1", "News", "double", fields, None)) == ["ListCreated"]
+    existing = ListState("acc", "l1", "News", "double", {"city": "text"})
+    assert domain.create_list("acc", "l1", "News", "double", fields, existing) == []
+    with pytest.raises(domain.ListAlreadyExists):
+        domain.create_list("acc", "l1", "Other", "double", fields, existing)
+    assert domain.rename_list(existing, "News") == []
+    assert types(domain.rename_list(existing, "Weekly")) == ["ListRenamed"]
+    deleted = domain.delete_list(existing, members=12)
+    assert deleted[0].payload.members_at_deletion == 12  # type: ignore[attr-defined]
+    with pytest.raises(domain.ListNotFound):
+        domain.rename_list(ListState("acc", "l1", "News", "double", {}, deleted=True), "x")
