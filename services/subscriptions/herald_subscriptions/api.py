@@ -1,6 +1,5 @@
 """The subscriptions HTTP API (`/v1`): parse, authorise by API key, call a handler, map errors to RFC 9457."""
 
-from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime

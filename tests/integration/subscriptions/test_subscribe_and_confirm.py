@@ -1,0 +1,113 @@
+"""Subscribing through the API and the hosted pages, on the real stack: single and double opt-in,
+confirmation links (valid, used, forged, expired), idempotency, and the events recorded."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberAdded, SubscriberConfirmed
+from herald_shared.links import CONFIRM_SALT
+from tests.integration.subscriptions.conftest import SECRET, Platform
+
+
+async def test_single_opt_in_subscriber_is_active_at_once(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list(opt_in="single", custom_fields=[{"name": "city", "kind": "text"}])
+    response = await acme.subscribe("Anna@Example.com", first_name="Anna", custom_fields={"city": "Riga"})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["status"], body["outcome"], body["email"]) == ("active", "active", "anna@example.com")
+    assert body["consent"]["source"] == "api" and body["consent"]["method"] == "signup form on acme.example"
+
+    events = [e for e in await platform.events() if e.type.startswith("Subscriber")]
+    assert [e.type for e in events] == ["SubscriberAdded", "SubscriberConfirmed"]
+    added = events[0]
+    assert isinstance(added, SubscriberAdded) and added.account_id == "acme"
+    assert added.payload.custom_fields == {"city": "Riga"} and added.payload.opt_in == "single"
+
+
+async def test_subscribing_twice_is_idempotent(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list(opt_in="single")
+    first = await acme.subscribe("anna@example.com")
+    again = await acme.subscribe("ANNA@example.com")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["outcome"] == "already_active"
+    assert again.json()["subscriber_id"] == first.json()["subscriber_id"]
+    assert [e.type for e in await platform.events()].count("SubscriberAdded") == 1
+
+
+async def test_double_opt_in_is_pending_until_the_confirmation_link_is_opened(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list(opt_in="double")
+    pending = await acme.subscribe("ben@example.com", first_name="Ben")
+    assert pending.status_code == 201 and pending.json()["status"] == "pending"
+    request = next(e for e in await platform.events() if isinstance(e, ConfirmationRequested))
+    assert request.payload.greeting_name == "Ben" and request.payload.company_name == "acme Ltd"
+    link = urlsplit(str(request.payload.confirm_url)).path
+
+    confirmed = await platform.pages.get(link)
+    assert confirmed.status_code == 200 and "Subscription confirmed" in confirmed.text
+    subscriber = await acme.http.get(f"/v1/subscribers/{pending.json()['subscriber_id']}")
+    assert subscriber.json()["status"] == "active"
+    confirmation = next(e for e in await platform.events() if isinstance(e, SubscriberConfirmed))
+    assert confirmation.payload.method == "double_opt_in" and confirmation.payload.ip == "203.0.113.7"
+
+    used = await platform.pages.get(link)
+    assert used.status_code == 200 and "Already confirmed" in used.text
+    assert [e.type for e in await platform.events()].count("SubscriberConfirmed") == 1
+
+
+async def test_forged_and_expired_confirmation_links_change_nothing(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list(opt_in="double")
+    subscriber_id = (await acme.subscribe("cara@example.com")).json()["subscriber_id"]
+
+    forged = URLSafeTimedSerializer("not-the-secret-at-all", salt=CONFIRM_SALT).dumps({"a": "acme", "s": subscriber_id})
+    response = await platform.pages.get(f"/confirm/{forged}")
+    assert response.status_code == 400 and "not valid" in response.text
+
+    class EightDaysAgo(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int((datetime.now(UTC) - timedelta(days=8)).timestamp())
+
+    expired = URLSafeTimedSerializer(SECRET, salt=CONFIRM_SALT, signer=EightDaysAgo)
+    response = await platform.pages.get(f"/confirm/{expired.dumps({'a': 'acme', 's': subscriber_id})}")
+    assert response.status_code == 410 and "expired" in response.text
+    assert (await acme.http.get(f"/v1/subscribers/{subscriber_id}")).json()["status"] == "pending"
+    assert "SubscriberConfirmed" not in [e.type for e in await platform.events()]
+
+
+async def test_hosted_form_subscribes_with_consent_evidence(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list(opt_in="double")
+    form = await platform.pages.get("/subscribe/acme/news")
+    assert form.status_code == 200 and '<label for="email">' in form.text
+    response = await platform.pages.post("/subscribe/acme/news", data={"email": "dan@example.com", "consent": "yes"},
+                                         headers={"User-Agent": "TestBrowser/1.0"})
+    assert response.status_code == 200 and "Check your inbox" in response.text
+    added = next(e for e in await platform.events() if isinstance(e, SubscriberAdded))
+    assert added.payload.consent.source == "form"
+    assert (added.payload.consent.ip, added.payload.consent.user_agent) == ("203.0.113.7", "TestBrowser/1.0")
+    no_consent = await platform.pages.post("/subscribe/acme/news", data={"email": "eve@example.com"})
+    assert no_consent.status_code == 422
+
+
+async def test_bad_requests_get_problem_documents(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list(opt_in="single", custom_fields=[{"name": "age", "kind": "number"}])
+    cases = [
+        (await acme.subscribe("not-an-address"), 422, "invalid_email"),
+        (await acme.http.post("/v1/lists/news/subscribers", json={"email": "x@example.com"}), 422, "missing_consent"),
+        (await acme.subscribe("x@example.com", custom_fields={"age": "old"}), 422, "invalid_custom_field"),
+        (await acme.subscribe("x@example.com", list_id="nope"), 404, "list_not_found"),
+        (await acme.http.post("/v1/lists", json={"name": "x", "surprise": 1}), 422, "invalid_request"),
+        (await acme.http.post("/v1/lists", json={"list_id": "news", "name": "Other"}), 409, "list_already_exists"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["type"].endswith(f"/{code}")
