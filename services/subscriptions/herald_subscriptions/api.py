@@ -2,6 +2,7 @@
 
 
 import base64
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -87,9 +88,12 @@ def encode_cursor(subscriber_id: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        value = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
-        raise SubscriptionError("cursor is not valid") from None
+        value = ""
+    if not re.fullmatch(r"s[0-9a-f]{24}", value):
+        raise SubscriptionError("cursor is not valid; use next_cursor from the previous page")
+    return value
 
 
 def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRouter:

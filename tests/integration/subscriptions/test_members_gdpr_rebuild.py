@@ -1,0 +1,95 @@
+"""Members queries (status, custom fields, cursor, counts), list lifecycle, GDPR export and erasure, and
+the projection rebuilt from offset 0 equal to the live one, erasure included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from herald_shared.mongo import rebuild
+from herald_subscriptions.store import SubscriptionsProjection
+from tests.integration.subscriptions.conftest import Platform
+
+
+async def test_members_filter_by_status_and_custom_fields_with_cursor_pagination(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list(custom_fields=[{"name": "city", "kind": "text"}, {"name": "age", "kind": "number"}])
+    for i in range(7):
+        city = "Riga" if i % 2 == 0 else "Tartu"
+        response = await acme.subscribe(f"p{i}@example.com", custom_fields={"city": city, "age": 30 + i})
+        assert response.status_code == 201
+    p1 = (await acme.subscribe("p1@example.com")).json()["subscriber_id"]
+    await acme.http.post(f"/v1/subscribers/{p1}/unsubscribe")
+
+    riga: list[dict[str, Any]] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"field.city": "Riga", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        body = (await acme.http.get("/v1/lists/news/subscribers", params=params)).json()
+        riga += body["items"]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(m["email"] for m in riga) == ["p0@example.com", "p2@example.com", "p4@example.com", "p6@example.com"]
+    assert pages == 3 and len({m["subscriber_id"] for m in riga}) == 4
+    assert body["counts"] == {"pending": 0, "active": 6, "unsubscribed": 1, "suppressed": 0}
+
+    unsubscribed = (await acme.http.get("/v1/lists/news/subscribers", params={"status": "unsubscribed"})).json()
+    assert [m["email"] for m in unsubscribed["items"]] == ["p1@example.com"]
+    by_number = (await acme.http.get("/v1/lists/news/subscribers", params={"field.age": "33"})).json()
+    assert [m["email"] for m in by_number["items"]] == ["p3@example.com"]
+    bad_cursor = await acme.http.get("/v1/lists/news/subscribers", params={"cursor": "%%%"})
+    assert bad_cursor.status_code == 422
+
+
+async def test_list_rename_and_delete_keep_members_recorded(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list()
+    await acme.subscribe("anna@example.com")
+    renamed = await acme.http.patch("/v1/lists/news", json={"name": "Weekly"})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Weekly"
+    assert (await acme.http.delete("/v1/lists/news")).status_code == 204
+    assert (await acme.http.get("/v1/lists/news")).status_code == 404
+    assert (await acme.http.delete("/v1/lists/news")).status_code == 404
+    deleted = next(e for e in await platform.events() if e.type == "ListDeleted")
+    assert deleted.payload.members_at_deletion == 1  # type: ignore[attr-defined]
+
+
+async def _dump(projection: SubscriptionsProjection) -> dict[str, list[dict[str, Any]]]:
+    return {name: [d async for d in projection.db[name].find({}).sort("_id", 1)] for name in projection.collections}
+
+
+async def test_erasure_leaves_no_personal_data_and_survives_a_rebuild(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list("news", custom_fields=[{"name": "city", "kind": "text"}])
+    await acme.create_list("offers", opt_in="double")
+    body = {"first_name": "Anna", "phone": "+37120000000", "custom_fields": {"city": "Riga"},
+            "consent": {"method": "webinar signup", "ip": "203.0.113.5", "user_agent": "UA"}}
+    await acme.http.post("/v1/lists/news/subscribers", json={"email": "anna@example.com", **body})
+    await acme.subscribe("anna@example.com", list_id="offers")
+    await acme.subscribe("ben@example.com")
+
+    export = (await acme.http.get("/v1/gdpr/export", params={"email": "Anna@example.com"})).json()
+    assert {m["list_id"] for m in export["memberships"]} == {"news", "offers"}
+    news = next(m for m in export["memberships"] if m["list_id"] == "news")
+    assert (news["first_name"], news["phone"], news["consent"]["ip"]) == ("Anna", "+37120000000", "203.0.113.5")
+
+    erased = await acme.http.post("/v1/gdpr/erase", json={"email": "anna@example.com"})
+    assert erased.json() == {"erased_memberships": 2}
+    assert (await acme.http.post("/v1/gdpr/erase", json={"email": "anna@example.com"})).json() == {
+        "erased_memberships": 0}
+    assert (await acme.http.get("/v1/gdpr/export", params={"email": "anna@example.com"})).json()["memberships"] == []
+
+    live = await _dump(platform.service.projection)
+    assert not any(_holds_personal_data(doc) for doc in live["subscribers"] if doc["status"] == "erased")
+    assert "anna" not in repr(live["subscribers"]).lower() and "203.0.113.5" not in repr(live)
+    assert any(doc.get("email") == "ben@example.com" for doc in live["subscribers"])
+
+    rebuilt = SubscriptionsProjection(platform.service.mongo[platform.settings.database_name("rebuilt")])
+    await rebuild(rebuilt, platform.settings, ["herald.subscriptions", "herald.billing"])
+    assert await _dump(rebuilt) == live
+
+
+def _holds_personal_data(doc: dict[str, Any]) -> bool:
+    return any(key in doc for key in ("email", "first_name", "last_name", "phone", "custom_fields", "consent"))

@@ -1,0 +1,118 @@
+"""One-click unsubscribe (RFC 8058) and the page with a button; suppression from delivery's bounces and
+complaints; a suppressed address comes back only through the person's fresh double opt-in."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from herald_shared.contract.delivery import ComplaintReceived, MessageBounced
+from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberSuppressed, SubscriberUnsubscribed
+from herald_shared.kafka import DLQ_REASON, read_from_start
+from tests.conftest import eventually
+from tests.integration.subscriptions.conftest import Platform, Tenant
+
+
+async def _member(tenant: Tenant, subscriber_id: str) -> dict[str, object]:
+    return (await tenant.http.get(f"/v1/subscribers/{subscriber_id}")).json()  # type: ignore[no-any-return]
+
+
+async def test_one_click_unsubscribe_records_the_campaign_and_is_idempotent(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list()
+    anna = (await acme.subscribe("anna@example.com")).json()["subscriber_id"]
+    link = urlsplit(platform.service.service.links.unsubscribe_url("acme", anna, "c1", "m-c1-anna")).path
+
+    page = await platform.pages.get(link)
+    assert page.status_code == 200 and '<button type="submit"' in page.text
+    assert (await _member(acme, anna))["status"] == "active"  # opening the page changes nothing
+
+    one_click = await platform.pages.post(link, data={"List-Unsubscribe": "One-Click"})
+    assert one_click.status_code == 200 and one_click.text == "Unsubscribed."
+    again = await platform.pages.post(link, data={"List-Unsubscribe": "One-Click"})
+    assert again.status_code == 200
+    member = await _member(acme, anna)
+    assert (member["status"], member["unsubscribe_source"]) == ("unsubscribed", "one_click")
+
+    unsubscribes = [e for e in await platform.events() if isinstance(e, SubscriberUnsubscribed)]
+    assert len(unsubscribes) == 1
+    assert (unsubscribes[0].payload.campaign_id, unsubscribes[0].payload.message_id) == ("c1", "m-c1-anna")
+
+
+async def test_unsubscribe_page_button_and_forged_links(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list()
+    ben = (await acme.subscribe("ben@example.com")).json()["subscriber_id"]
+    link = urlsplit(platform.service.service.links.unsubscribe_url("acme", ben, "c2")).path
+    done = await platform.pages.post(link, data={"confirm": "yes"})
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    assert (await _member(acme, ben))["unsubscribe_source"] == "unsubscribe_page"
+    forged = await platform.pages.post(link[:-3] + "abc", data={"List-Unsubscribe": "One-Click"})
+    assert forged.status_code == 400
+
+
+async def _dead_letters(platform: Platform) -> list[str]:
+    reasons = []
+    async for records in read_from_start(platform.settings, [platform.settings.topics.dead_letter("herald.delivery")]):
+        reasons += [dict(r.headers)[DLQ_REASON].decode() for r in records]
+    return reasons
+
+
+async def test_hard_bounce_suppresses_the_address_for_the_whole_account(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list("news")
+    await acme.create_list("offers")
+    anna = (await acme.subscribe("anna@example.com", list_id="news")).json()["subscriber_id"]
+    anna_offers = (await acme.subscribe("anna@example.com", list_id="offers")).json()["subscriber_id"]
+    await platform.publisher.publish_many([
+        MessageBounced(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+            "message_id": "m1", "campaign_id": "c1", "subscriber_id": anna, "list_id": "news", "bounce_class": "soft",
+            "diagnostic": "mailbox full", "source": "dsn"}),
+        MessageBounced(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+            "message_id": "m2", "campaign_id": "c1", "subscriber_id": anna, "list_id": "news", "bounce_class": "hard",
+            "smtp_code": 550, "enhanced_status_code": "5.1.1", "diagnostic": "user unknown", "source": "smtp_reply"}),
+        MessageBounced(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+            "message_id": "m3", "campaign_id": "c1", "subscriber_id": "s-nobody", "bounce_class": "hard",
+            "diagnostic": "user unknown", "source": "dsn"}),
+    ])
+    await eventually(lambda: _member(acme, anna_offers), lambda m: m["status"] == "suppressed",
+                     what="suppression on every list of the account")
+    assert (await _member(acme, anna))["status"] == "suppressed"
+    suppressed = [e for e in await platform.events() if isinstance(e, SubscriberSuppressed)]
+    assert len(suppressed) == 1 and suppressed[0].payload.reason == "hard_bounce"
+    assert suppressed[0].payload.message_id == "m2"
+
+    reasons = await eventually(lambda: _dead_letters(platform), lambda r: len(r) == 1, what="unknown subscriber")
+    assert reasons == ["rejected: MessageBounced for unknown subscriber 's-nobody' of account 'acme'"]
+
+    refused = await acme.subscribe("anna@example.com", list_id="news")
+    assert refused.status_code == 409 and refused.json()["type"].endswith("/suppressed")
+    new_list = await acme.create_list("third")
+    assert new_list["list_id"] == "third"
+    assert (await acme.subscribe("anna@example.com", list_id="third")).status_code == 409
+
+
+async def test_complaint_suppresses_and_unsubscribes_and_only_a_fresh_double_opt_in_lifts_it(
+        platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list("news", opt_in="single")
+    cara = (await acme.subscribe("cara@example.com")).json()["subscriber_id"]
+    complaint = ComplaintReceived(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        "message_id": "m9", "campaign_id": "c7", "subscriber_id": cara, "list_id": "news", "feedback_type": "abuse",
+        "reporting_domain": "mail.example.net"})
+    await platform.publisher.publish_many([complaint, complaint])  # a redelivered report
+    await eventually(lambda: _member(acme, cara), lambda m: m["status"] == "suppressed", what="suppressed")
+    events = await platform.events()
+    unsubscribes = [e for e in events if isinstance(e, SubscriberUnsubscribed)]
+    assert len(unsubscribes) == 1
+    assert (unsubscribes[0].payload.source, unsubscribes[0].payload.campaign_id) == ("complaint", "c7")
+    assert unsubscribes[0].causation_id == complaint.event_id
+    assert [e.type for e in events].count("SubscriberSuppressed") == 1
+
+    # The person subscribes again on the hosted form: even on a single opt-in list they must confirm.
+    form = await platform.pages.post("/subscribe/acme/news", data={"email": "cara@example.com", "consent": "yes"})
+    assert "Check your inbox" in form.text
+    assert (await _member(acme, cara))["status"] == "suppressed"
+    request = [e for e in await platform.events() if isinstance(e, ConfirmationRequested)][-1]
+    confirmed = await platform.pages.get(urlsplit(str(request.payload.confirm_url)).path)
+    assert "Subscription confirmed" in confirmed.text
+    assert (await _member(acme, cara))["status"] == "active"
