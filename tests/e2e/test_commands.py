@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
 
 from tests.conftest import ROOT, eventually
 
@@ -52,15 +56,38 @@ async def run_prefix(stack_env: dict[str, str]) -> AsyncIterator[str]:
             await admin.delete_topics(ours)
     finally:
         await admin.close()
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack_env["MONGODB_URL"])
+    try:
+        for name in await mongo.list_database_names():
+            if name.startswith(prefix.replace(".", "_")):
+                await mongo.drop_database(name)
+    finally:
+        await mongo.close()
 
 
-async def test_run_command_brings_up_the_topics_and_stops_on_sigterm(
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _ready(url: str) -> int:
+    async with httpx.AsyncClient(timeout=2) as http:
+        try:
+            return (await http.get(url)).status_code
+        except httpx.TransportError:
+            return 0
+
+
+async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigterm(
         local_stack: None, run_prefix: str, stack_env: dict[str, str], tmp_path: Path) -> None:
     output = tmp_path / "run.log"
+    port = free_port()
     sink = await asyncio.to_thread(output.open, "w")
+    env = local_env(HERALD_TOPIC_PREFIX=run_prefix, HERALD_DATABASE_PREFIX=run_prefix.replace(".", "_"),
+                    HERALD_RUN_BASE_PORT=str(port))
     process = await asyncio.create_subprocess_exec(
-        ROOT / "scripts" / "run", env=local_env(HERALD_TOPIC_PREFIX=run_prefix), stdout=sink,
-        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     sink.close()
     try:
         await eventually(lambda: _read(output), lambda text: "Herald is running" in text, within=180,
@@ -74,6 +101,9 @@ async def test_run_command_brings_up_the_topics_and_stops_on_sigterm(
         assert {t.removeprefix(run_prefix) for t in topics} >= {"herald.delivery", "herald.delivery.dlq",
                                                                 "herald.billing", "herald.subscriptions"}
         assert len(topics) == 10
+        # The subscriptions service (port `port`) is up, with its consumers and MongoDB.
+        await eventually(lambda: _ready(f"http://127.0.0.1:{port}/readyz"), lambda code: code == 200, within=60,
+                         what="subscriptions /readyz")
         process.send_signal(signal.SIGTERM)
         returncode = await asyncio.wait_for(process.wait(), timeout=30)
     finally:

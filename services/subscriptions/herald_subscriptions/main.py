@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from fastapi import FastAPI
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.http import add_health_routes, make_server
@@ -106,7 +106,11 @@ async def serve(settings: SubscriptionsSettings) -> None:
 
 
 def main() -> None:
-    settings = SubscriptionsSettings()  # from the environment
+    try:
+        settings = SubscriptionsSettings()  # from the environment
+    except ValidationError as exc:
+        missing = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        raise SystemExit(f"herald-subscriptions: invalid or missing configuration: {missing}") from None
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(serve(settings))
 
