@@ -17,6 +17,7 @@ from herald_shared.contract.subscriptions import ConsentEvidence, CustomFieldDef
 
 from .domain import SubscribeRequest, SubscriptionError
 from .handlers import SubscriptionsService
+from .importer import run_import, spool
 
 PROBLEM = "application/problem+json"
 
@@ -145,6 +146,18 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
             last_name=body.last_name, phone=body.phone, custom_fields=body.custom_fields))
         status = 201 if decision.outcome in ("active", "pending") else 200
         return JSONResponse({**subscriber_out(doc), "outcome": decision.outcome}, status_code=status)
+
+    @router.post("/lists/{list_id}/imports")
+    async def import_csv(list_id: str, request: Request, account_id: Account) -> dict[str, Any]:
+        """CSV (UTF-8, with or without BOM; ',' or ';'), one subscriber a row. Columns: email, consent_method,
+        consent_at (ISO 8601) required; first_name, last_name, phone, consent_ip and the list's custom
+        fields optional. Answers with the counts and the rejected rows (line, reason)."""
+        raw = await spool(request.stream())
+        try:
+            report = await run_import(service, account_id, list_id, raw)
+        finally:
+            raw.close()
+        return report.as_json()
 
     @router.get("/lists/{list_id}/subscribers")
     async def members(list_id: str, request: Request, account_id: Account,

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Literal
 
+from aiokafka.structs import RecordMetadata
+
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced
 from herald_shared.contract.subscriptions import CustomFieldDefinition, OptInMode
@@ -44,14 +46,19 @@ class SubscriptionsService:
 
     async def commit(self, events: Sequence[Event]) -> None:
         """Publish, then wait until this service's projection has applied every event."""
-        if not events:
-            return
-        results = await self._publisher.publish_many(events)
+        results = await self.publish_only(events)
         positions = [(r.topic, r.partition, r.offset) for r in results if r.topic == self._topic]
         async with asyncio.timeout(READ_YOUR_WRITES_TIMEOUT):
             await self._checkpoints.wait_until_applied(positions)
+
+    async def publish_only(self, events: Sequence[Event]) -> list[RecordMetadata]:
+        """Publish without waiting for the projection (bulk work that commits once at its end)."""
+        if not events:
+            return []
+        results = await self._publisher.publish_many(events)
         for event in events:
             metrics.record(event)
+        return results
 
     # Lists
 

@@ -1,0 +1,223 @@
+"""CSV import of consented subscribers, row by row with bounded memory.
+
+The upload is spooled to a temporary file as it arrives, then read with the csv module one row at a
+time and decided in batches (one MongoDB lookup per batch). Every row needs its consent evidence
+(`consent_method`, `consent_at`); a row without it, with a bad address, a suppressed or unsubscribed
+address, or a duplicate is rejected with its line number and reason. Memory: the batch, plus 16 bytes
+per distinct address seen (to find duplicates within the file).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import secrets
+import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from herald_shared.contract import Event
+from herald_shared.contract.subscriptions import ConsentEvidence, FieldValue, ImportCompleted, ImportCompletedPayload
+
+from . import domain
+from .domain import ListState, SubscribeRequest, SubscriptionError
+from .handlers import SubscriptionsService
+
+BATCH = 1000
+MAX_REPORTED_REJECTIONS = 1000
+REQUIRED_COLUMNS = ("email", "consent_method", "consent_at")
+PROFILE_COLUMNS = ("first_name", "last_name", "phone", "consent_ip")
+
+
+class ImportRefused(SubscriptionError):
+    """The file as a whole cannot be imported (encoding, header); nothing was imported."""
+
+    code = "import_refused"
+
+
+@dataclass
+class Rejection:
+    line: int
+    reason: str
+    detail: str
+
+
+@dataclass
+class ImportReport:
+    import_id: str
+    rows_total: int = 0
+    rows_imported: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def reject(self, line: int, reason: str, detail: str) -> None:
+        self.rejected_by_reason[reason] += 1
+        if len(self.rejections) < MAX_REPORTED_REJECTIONS:
+            self.rejections.append(Rejection(line, reason, detail))
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {"import_id": self.import_id, "rows_total": self.rows_total, "rows_imported": self.rows_imported,
+                "rows_rejected": self.rows_rejected, "rejected_by_reason": dict(self.rejected_by_reason),
+                "rejections": [r.__dict__ for r in self.rejections],
+                "rejections_truncated": self.rows_rejected > len(self.rejections)}
+
+
+async def spool(chunks: AsyncIterator[bytes]) -> IO[bytes]:
+    """Write the upload to a temporary file as it arrives; memory stays at one chunk."""
+    spooled = tempfile.TemporaryFile()
+    async for chunk in chunks:
+        spooled.write(chunk)
+    spooled.seek(0)
+    return spooled
+
+
+def _rows(raw: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """(header, iterator of (line number, row)); UTF-8 with or without BOM, ';' or ',' separated."""
+    import io
+
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
+    try:
+        first = text.readline()
+    except UnicodeDecodeError as exc:
+        raise ImportRefused(f"the file is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    delimiter = ";" if first.count(";") > first.count(",") else ","
+    header = [h.strip().lower() for h in next(csv.reader([first], delimiter=delimiter), [])]
+    reader = csv.reader(text, delimiter=delimiter)
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        line = 1
+        try:
+            for values in reader:
+                line = reader.line_num + 1  # the header was line 1
+                if any(v.strip() for v in values):
+                    yield line, [v.strip() for v in values]
+        except UnicodeDecodeError as exc:
+            raise ImportRefused(f"the file is not UTF-8 after line {line}: {exc.reason}") from None
+        except csv.Error as exc:
+            raise ImportRefused(f"the file is not valid CSV after line {line}: {exc}") from None
+
+    return header, rows()
+
+
+def _check_header(header: list[str], lst: ListState) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ImportRefused(f"missing column(s): {', '.join(missing)}; every row needs its consent evidence")
+    unknown = [c for c in header if c not in REQUIRED_COLUMNS + PROFILE_COLUMNS and c not in lst.custom_fields]
+    if unknown:
+        raise ImportRefused(f"unknown column(s): {', '.join(unknown)} (not custom fields of the list)")
+    if len(set(header)) != len(header):
+        raise ImportRefused("a column appears twice in the header")
+
+
+def _field_value(kind: str, raw: str) -> FieldValue:
+    if raw == "":
+        return None
+    if kind == "number":
+        try:
+            return int(raw)
+        except ValueError:
+            return float(raw.replace(",", "."))
+    if kind == "boolean":
+        lowered = raw.lower()
+        if lowered in ("true", "yes", "1"):
+            return True
+        if lowered in ("false", "no", "0"):
+            return False
+        raise ValueError(f"{raw!r} is not a yes/no value")
+    return raw
+
+
+def _parse_row(header: list[str], values: list[str], lst: ListState) -> SubscribeRequest:
+    if len(values) > len(header):
+        raise domain.InvalidCustomField("the row has more values than the header has columns")
+    row = dict(zip(header, values, strict=False))
+    if not row.get("consent_method") or not row.get("consent_at"):
+        raise domain.ConsentMissing("consent_method and consent_at are required")
+    try:
+        collected = datetime.fromisoformat(row["consent_at"])
+    except ValueError:
+        raise domain.ConsentMissing(f"consent_at {row['consent_at']!r} is not an ISO 8601 time") from None
+    if collected.tzinfo is None:
+        collected = collected.replace(tzinfo=UTC)
+    fields: dict[str, FieldValue] = {}
+    for name, kind in lst.custom_fields.items():
+        if name in row:
+            try:
+                fields[name] = _field_value(kind, row[name])
+            except ValueError as exc:
+                raise domain.InvalidCustomField(f"custom field {name!r}: {exc}") from None
+    consent = ConsentEvidence(source="import", collected_at=collected, method=row["consent_method"][:1000],
+                              ip=row.get("consent_ip") or None)
+    return SubscribeRequest(email=domain.normalise_email(row.get("email", "")), consent=consent, channel="import",
+                            first_name=row.get("first_name") or None, last_name=row.get("last_name") or None,
+                            phone=row.get("phone") or None, custom_fields=fields)
+
+
+async def run_import(service: SubscriptionsService, account_id: str, list_id: str, raw: IO[bytes]) -> ImportReport:
+    lst = await service.store.list_state(account_id, list_id)
+    if lst is None or lst.deleted:
+        raise domain.ListNotFound("no such list")
+    started = datetime.now(UTC)
+    header, rows = _rows(raw)
+    _check_header(header, lst)
+    report = ImportReport(import_id="imp" + secrets.token_hex(6))
+    seen: set[bytes] = set()
+    company = await service.store.company_name(account_id) or lst.name
+    batch: list[tuple[int, SubscribeRequest]] = []
+    for line, values in rows:
+        report.rows_total += 1
+        try:
+            request = _parse_row(header, values, lst)
+            domain.check_custom_fields(lst, request.custom_fields)
+        except SubscriptionError as exc:
+            report.reject(line, exc.code, exc.detail)
+            continue
+        digest = hashlib.blake2b(request.email.encode(), digest_size=16).digest()
+        if digest in seen:
+            report.reject(line, "duplicate", "the address appears earlier in the file")
+            continue
+        seen.add(digest)
+        batch.append((line, request))
+        if len(batch) >= BATCH:
+            await _decide_batch(service, lst, company, batch, report)
+            batch = []
+    if batch:
+        await _decide_batch(service, lst, company, batch, report)
+    # Keyed by account, every event of this import is in one partition: waiting for the last one waits for all.
+    completed = ImportCompletedPayload(
+        import_id=report.import_id, list_id=list_id, rows_total=report.rows_total, rows_imported=report.rows_imported,
+        rows_rejected=report.rows_rejected, rejected_by_reason=dict(report.rejected_by_reason), started_at=started)
+    await service.commit([ImportCompleted(account_id=account_id, producer=domain.PRODUCER, payload=completed)])
+    return report
+
+
+async def _decide_batch(service: SubscriptionsService, lst: ListState, company: str,
+                        batch: list[tuple[int, SubscribeRequest]], report: ImportReport) -> None:
+    ids = {req.email: domain.subscriber_id_for(lst.account_id, lst.list_id, req.email) for _, req in batch}
+    members = await service.store.member_states(lst.account_id, list(ids.values()))
+    suppressed = await service.store.suppressed(lst.account_id, [domain.email_sha256(e) for e in ids])
+    events: list[Event] = []
+    for line, request in batch:
+        subscriber_id = ids[request.email]
+        url, expires = service.links.confirm_url(lst.account_id, subscriber_id)
+        try:
+            address_suppressed = domain.email_sha256(request.email) in suppressed
+            decision = domain.subscribe(lst, members.get(subscriber_id), address_suppressed, request, company,
+                                        domain.ConfirmLink(url, expires))
+        except SubscriptionError as exc:
+            report.reject(line, exc.code, exc.detail)
+            continue
+        if decision.outcome in ("already_active", "already_pending"):
+            report.reject(line, "already_subscribed", f"already on the list ({decision.outcome.split('_')[1]})")
+            continue
+        events += decision.events
+        report.rows_imported += 1
+    await service.publish_only(events)

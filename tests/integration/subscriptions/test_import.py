@@ -1,0 +1,98 @@
+"""CSV import: consent evidence on every row; each bad row rejected with its line and reason; good rows in."""
+
+from __future__ import annotations
+
+from herald_shared.contract.delivery import MessageBounced
+from herald_shared.contract.subscriptions import ImportCompleted, SubscriberAdded
+from tests.conftest import eventually
+from tests.integration.subscriptions.conftest import Platform, Tenant
+
+T = "2026-10-01T10:00:00+00:00"
+
+
+async def _import(tenant: Tenant, body: bytes, list_id: str = "news") -> tuple[int, dict[str, object]]:
+    response = await tenant.http.post(f"/v1/lists/{list_id}/imports", content=body,
+                                      headers={"Content-Type": "text/csv"})
+    return response.status_code, response.json()
+
+
+async def test_a_file_with_every_kind_of_bad_row(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list(custom_fields=[{"name": "city", "kind": "text"}, {"name": "age", "kind": "number"}])
+    existing = (await acme.subscribe("existing@example.com")).json()["subscriber_id"]
+    gone = (await acme.subscribe("unsub@example.com")).json()["subscriber_id"]
+    await acme.http.post(f"/v1/subscribers/{gone}/unsubscribe")
+    await platform.publisher.publish(MessageBounced(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        "message_id": "m1", "subscriber_id": existing, "bounce_class": "hard", "diagnostic": "unknown user",
+        "source": "dsn"}))
+    await eventually(lambda: acme.http.get(f"/v1/subscribers/{existing}"),
+                     lambda r: r.json()["status"] == "suppressed", what="existing suppressed")
+    keeper = (await acme.subscribe("keeper@example.com")).json()["subscriber_id"]
+    assert keeper
+
+    rows = [
+        "email;first_name;consent_method;consent_at;city;age",        # 1 header (semicolons, BOM)
+        f"Good1@Example.com;Anna;webinar signup;{T};Riga;30",         # 2 ok
+        f"bad-address;Bob;webinar signup;{T};Riga;31",                # 3 invalid_email
+        "noconsent@example.com;Cara;;;Riga;32",                       # 4 missing_consent
+        f"good1@example.com;Anna again;webinar signup;{T};Riga;30",   # 5 duplicate in the file
+        f"existing@example.com;Dan;webinar signup;{T};;",             # 6 suppressed
+        f"unsub@example.com;Eve;webinar signup;{T};;",                # 7 previously_unsubscribed
+        f"keeper@example.com;Finn;webinar signup;{T};;",              # 8 already_subscribed
+        f"age@example.com;Gus;webinar signup;{T};Riga;old",           # 9 invalid_custom_field
+        f"extra@example.com;Hal;webinar signup;{T};Riga;40;surplus",  # 10 invalid_custom_field
+        "when@example.com;Ida;webinar signup;yesterday;Riga;41",      # 11 missing_consent (bad time)
+        "",                                                           # 12 blank line, skipped
+        f'"quoted@example.com";"Jo; ""JJ""\nJones";webinar signup;{T};Tartu;42',  # 13-14 ok, multi-line
+        f"good2@example.com;Kim;checkout;{T};Riga;",                  # 15 ok
+    ]
+    status, report = await _import(acme, "\ufeff".encode() + "\n".join(rows).encode())
+    assert status == 200, report
+    assert (report["rows_total"], report["rows_imported"], report["rows_rejected"]) == (12, 3, 9)
+    assert report["rejected_by_reason"] == {"invalid_email": 1, "missing_consent": 2, "duplicate": 1,
+                                            "suppressed": 1, "previously_unsubscribed": 1, "already_subscribed": 1,
+                                            "invalid_custom_field": 2}
+    lines = {r["line"]: r["reason"] for r in report["rejections"]}  # type: ignore[attr-defined]
+    assert lines == {3: "invalid_email", 4: "missing_consent", 5: "duplicate", 6: "suppressed",
+                     7: "previously_unsubscribed", 8: "already_subscribed", 9: "invalid_custom_field",
+                     10: "invalid_custom_field", 11: "missing_consent"}
+
+    events = await platform.events()
+    added = [e for e in events if isinstance(e, SubscriberAdded) and e.payload.consent.source == "import"]
+    assert sorted(str(e.payload.email) for e in added) == ["good1@example.com", "good2@example.com",
+                                                           "quoted@example.com"]
+    quoted = next(e for e in added if str(e.payload.email) == "quoted@example.com")
+    assert quoted.payload.first_name == 'Jo; "JJ"\nJones' and quoted.payload.custom_fields == {"city": "Tartu",
+                                                                                               "age": 42}
+    assert quoted.payload.consent.method == "webinar signup"
+    completed = next(e for e in events if isinstance(e, ImportCompleted))
+    assert (completed.payload.rows_imported, completed.payload.rows_rejected) == (3, 9)
+    counts = (await acme.http.get("/v1/lists/news")).json()["counts"]
+    assert counts["active"] == 4  # keeper + three imported (single opt-in list)
+
+
+async def test_comma_separated_utf8_without_bom(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list()
+    body = f"email,consent_method,consent_at,consent_ip\nzoe@example.com,shop checkbox,{T},198.51.100.4\n"
+    status, report = await _import(acme, body.encode())
+    assert (status, report["rows_imported"]) == (200, 1)
+    added = next(e for e in await platform.events() if isinstance(e, SubscriberAdded))
+    assert added.payload.consent.ip == "198.51.100.4"
+
+
+async def test_files_that_cannot_be_imported_at_all_are_refused_whole(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list()
+    cases = [
+        (b"email,first_name\nx@example.com,X\n", "missing column(s): consent_method, consent_at"),
+        (f"email,consent_method,consent_at,shoe\nx@example.com,m,{T},42\n".encode(), "unknown column(s): shoe"),
+        ("email,consent_method,consent_at\nj\xf6rg@example.com,m,t\n".encode("latin-1"), "not UTF-8"),
+    ]
+    for body, message in cases:
+        status, problem = await _import(acme, body)
+        assert status == 422 and problem["type"].endswith("/import_refused")  # type: ignore[union-attr]
+        assert message in problem["detail"]  # type: ignore[operator]
+    status, problem = await _import(acme, b"email,consent_method,consent_at\n", list_id="missing")
+    assert status == 404
+    assert not [e for e in await platform.events() if isinstance(e, SubscriberAdded)]
