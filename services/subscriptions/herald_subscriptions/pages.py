@@ -97,8 +97,9 @@ def build_pages(service: SubscriptionsService) -> APIRouter:
         except (LinkInvalid, LinkExpired):
             return page("This link is not valid", "<p>Check that you opened the whole link from the email.</p>",
                         400)
-        return page("Unsubscribe", """<p>Do you want to stop receiving these emails?</p>
-<form method="post"><button type="submit" name="confirm" value="yes">Unsubscribe</button></form>""")
+        return page("Unsubscribe", f"""<p>Do you want to stop receiving these emails?</p>
+<form method="post"><button type="submit" name="confirm" value="yes">Unsubscribe</button></form>
+<p><a href="/preferences/{escape(token)}">Choose which lists you stay on</a></p>""")
 
     @router.post("/unsubscribe/{token}")
     async def unsubscribe(token: str, request: Request) -> Response:
@@ -118,5 +119,45 @@ def build_pages(service: SubscriptionsService) -> APIRouter:
         if one_click:
             return PlainTextResponse("Unsubscribed.")
         return page("You are unsubscribed", "<p>You will not receive these emails any more.</p>")
+
+    @router.get("/preferences/{token}")
+    async def preferences(token: str) -> HTMLResponse:
+        return await _preferences(token, None)
+
+    @router.post("/preferences/{token}")
+    async def preferences_submit(token: str, request: Request) -> HTMLResponse:
+        form = await request.form()
+        return await _preferences(token, str(form.get("list_id", "")))
+
+    async def _preferences(token: str, leave_list: str | None) -> HTMLResponse:
+        """The lists this address is on in the account that sent the message; leave any of them."""
+        try:
+            claim = service.links.read_unsubscribe(token)
+        except (LinkInvalid, LinkExpired):
+            return page("This link is not valid", "<p>Check that you opened the whole link from the email.</p>",
+                        400)
+        member = await service.store.member(claim.account_id, claim.subscriber_id)
+        if member is None or member["status"] == "erased":
+            return page("Nothing to manage", "<p>We hold no subscriptions for this link.</p>", 404)
+        memberships = await service.store.members_by_hash(claim.account_id, member["email_sha256"])
+        note = ""
+        if leave_list:
+            target = next((m for m in memberships if m.get("list_id") == leave_list), None)
+            left = await service.store.list_doc(claim.account_id, leave_list)
+            if target is not None and left is not None:
+                await service.unsubscribe(claim.account_id, target["_id"], "preference_page", claim.campaign_id,
+                                          claim.message_id)
+                note = f"<p role=\"status\">Done: you left {escape(left['name'])}.</p>"
+                memberships = await service.store.members_by_hash(claim.account_id, member["email_sha256"])
+        rows = []
+        for m in memberships:
+            lst = await service.store.list_doc(claim.account_id, m.get("list_id", ""))
+            if lst is None or m["status"] not in ("pending", "active"):
+                continue
+            rows.append(f"""<li>{escape(lst['name'])}
+  <form method="post" style="display:inline"><input type="hidden" name="list_id" value="{escape(lst['list_id'])}">
+  <button type="submit">Leave {escape(lst['name'])}</button></form></li>""")
+        body = f"<ul>{''.join(rows)}</ul>" if rows else "<p>You are not on any list.</p>"
+        return page("Your subscriptions", note + body)
 
     return router

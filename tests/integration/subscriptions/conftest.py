@@ -28,8 +28,8 @@ class Tenant:
     http: httpx.AsyncClient
 
     async def create_list(self, list_id: str = "news", opt_in: str = "single", **extra: Any) -> dict[str, Any]:
-        response = await self.http.post("/v1/lists", json={"list_id": list_id, "name": "News", "opt_in": opt_in,
-                                                           **extra})
+        body = {"list_id": list_id, "name": list_id.title(), "opt_in": opt_in, **extra}
+        response = await self.http.post("/v1/lists", json=body)
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from prometheus_client import REGISTRY
 
 from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberAdded, SubscriberConfirmed
 from herald_shared.links import CONFIRM_SALT
@@ -16,7 +17,10 @@ from tests.integration.subscriptions.conftest import SECRET, Platform
 async def test_single_opt_in_subscriber_is_active_at_once(platform: Platform) -> None:
     acme = await platform.tenant("acme")
     await acme.create_list(opt_in="single", custom_fields=[{"name": "city", "kind": "text"}])
+    labels = {"channel": "api", "opt_in": "single"}
+    before = REGISTRY.get_sample_value("herald_subscriptions_subscribes_total", labels) or 0.0
     response = await acme.subscribe("Anna@Example.com", first_name="Anna", custom_fields={"city": "Riga"})
+    assert REGISTRY.get_sample_value("herald_subscriptions_subscribes_total", labels) == before + 1
     assert response.status_code == 201, response.text
     body = response.json()
     assert (body["status"], body["outcome"], body["email"]) == ("active", "active", "anna@example.com")
