@@ -3,8 +3,8 @@
 The upload is spooled to a temporary file as it arrives, then read with the csv module one row at a
 time and decided in batches (one MongoDB lookup per batch). Every row needs its consent evidence
 (`consent_method`, `consent_at`); a row without it, with a bad address, a suppressed or unsubscribed
-address, or a duplicate is rejected with its line number and reason. Memory: the batch, plus 16 bytes
-per distinct address seen (to find duplicates within the file).
+address, or a duplicate is rejected with its line number and reason. Memory: the batch, plus 8-16
+bytes per distinct address seen (to find duplicates within the file; see SeenAddresses).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import csv
 import hashlib
 import secrets
 import tempfile
+from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,44 @@ BATCH = 1000
 MAX_REPORTED_REJECTIONS = 1000
 REQUIRED_COLUMNS = ("email", "consent_method", "consent_at")
 PROFILE_COLUMNS = ("first_name", "last_name", "phone", "consent_ip")
+
+
+class SeenAddresses:
+    """The addresses seen so far in a file, as 64-bit fingerprints in one flat array (open addressing):
+    8-16 bytes an address, where a Python set of digests costs ~90. Two different addresses share a
+    fingerprint with probability ~n^2/2^65 (about 3e-8 for a million rows); the later one would be
+    reported as a duplicate."""
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self._slots = array("Q", bytes(8 * capacity))
+        self._mask = capacity - 1
+        self._count = 0
+
+    def add(self, address: str) -> bool:
+        """True if the address is new; False if it was seen before."""
+        fingerprint = int.from_bytes(hashlib.blake2b(address.encode(), digest_size=8).digest(), "big") or 1
+        slots, mask = self._slots, self._mask
+        index = fingerprint & mask
+        while (stored := slots[index]) != 0:
+            if stored == fingerprint:
+                return False
+            index = (index + 1) & mask
+        slots[index] = fingerprint
+        self._count += 1
+        if self._count * 2 > mask:
+            self._grow()
+        return True
+
+    def _grow(self) -> None:
+        old = self._slots
+        self._slots = array("Q", bytes(16 * len(old)))
+        self._mask = len(self._slots) - 1
+        for fingerprint in old:
+            if fingerprint:
+                index = fingerprint & self._mask
+                while self._slots[index] != 0:
+                    index = (index + 1) & self._mask
+                self._slots[index] = fingerprint
 
 
 class ImportRefused(SubscriptionError):
@@ -169,7 +208,7 @@ async def run_import(service: SubscriptionsService, account_id: str, list_id: st
     header, rows = _rows(raw)
     _check_header(header, lst)
     report = ImportReport(import_id="imp" + secrets.token_hex(6))
-    seen: set[bytes] = set()
+    seen = SeenAddresses()
     company = await service.store.company_name(account_id) or lst.name
     batch: list[tuple[int, SubscribeRequest]] = []
     for line, values in rows:
@@ -180,11 +219,9 @@ async def run_import(service: SubscriptionsService, account_id: str, list_id: st
         except SubscriptionError as exc:
             report.reject(line, exc.code, exc.detail)
             continue
-        digest = hashlib.blake2b(request.email.encode(), digest_size=16).digest()
-        if digest in seen:
+        if not seen.add(request.email):
             report.reject(line, "duplicate", "the address appears earlier in the file")
             continue
-        seen.add(digest)
         batch.append((line, request))
         if len(batch) >= BATCH:
             await _decide_batch(service, lst, company, batch, report)
