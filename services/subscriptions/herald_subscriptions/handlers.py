@@ -46,8 +46,10 @@ class SubscriptionsService:
 
     async def commit(self, events: Sequence[Event]) -> None:
         """Publish, then wait until this service's projection has applied every event."""
-        results = await self.publish_only(events)
-        positions = [(r.topic, r.partition, r.offset) for r in results if r.topic == self._topic]
+        await self.wait_until_applied(await self.publish_only(events))
+
+    async def wait_until_applied(self, published: Sequence[RecordMetadata]) -> None:
+        positions = [(r.topic, r.partition, r.offset) for r in published if r.topic == self._topic]
         async with asyncio.timeout(READ_YOUR_WRITES_TIMEOUT):
             await self._checkpoints.wait_until_applied(positions)
 
@@ -150,6 +152,7 @@ class SuppressionHandler:
     def __init__(self, service: SubscriptionsService) -> None:
         self._service = service
         self._staged: list[Event] = []
+        self._published: list[RecordMetadata] = []
         # Within one batch, remember what this handler already decided (the projection is behind).
         self._suppressed_in_batch: set[tuple[str, str]] = set()
         self._unsubscribed_in_batch: set[str] = set()
@@ -181,11 +184,12 @@ class SuppressionHandler:
         self._staged += events
 
     async def flush(self) -> None:
-        staged, self._staged = self._staged, []
-        try:
-            await self._service.commit(staged)
-        except BaseException:
-            self._staged = staged + self._staged
-            raise
+        """Publish what was decided (once: a retry after a failed wait must not publish it again), then wait
+        until the projection shows it, so the next batch decides on up-to-date state."""
+        if self._staged:
+            self._published = await self._service.publish_only(self._staged)
+            self._staged = []
+        await self._service.wait_until_applied(self._published)
+        self._published = []
         self._suppressed_in_batch.clear()
         self._unsubscribed_in_batch.clear()
