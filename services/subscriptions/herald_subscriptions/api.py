@@ -147,11 +147,12 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         status = 201 if decision.outcome in ("active", "pending") else 200
         return JSONResponse({**subscriber_out(doc), "outcome": decision.outcome}, status_code=status)
 
-    @router.post("/lists/{list_id}/imports")
+    @router.post("/lists/{list_id}/imports", status_code=202)
     async def import_csv(list_id: str, request: Request, account_id: Account) -> dict[str, Any]:
         """CSV (UTF-8, with or without BOM; ',' or ';'), one subscriber a row. Columns: email, consent_method,
         consent_at (ISO 8601) required; first_name, last_name, phone, consent_ip and the list's custom
-        fields optional. Answers with the counts and the rejected rows (line, reason)."""
+        fields optional. Answers 202 once every row's events are recorded, with the counts and the rejected
+        rows (line, reason); the members show in queries as the read model folds them in."""
         raw = await spool(request.stream())
         try:
             report = await run_import(service, account_id, list_id, raw)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -311,3 +311,54 @@ def erase(account_id: str, members: list[MemberState],
     return [_event(SubscriberErased, account_id, SubscriberErasedPayload(
         subscriber_id=m.subscriber_id, list_id=m.list_id, email_sha256=m.email_sha256, requested_by=requested_by))
         for m in members if m.status != "erased"]
+
+
+# Folding events into the read model: pure functions over plain documents. Applying the same event
+# twice gives the same document, so a redelivery after a crash changes nothing.
+
+Document = dict[str, Any]
+
+
+def evolve_member(doc: Document | None, event: Event) -> Document | None:
+    """The subscriber (list membership) document after one event."""
+    match event:
+        case SubscriberAdded(payload=p):
+            base = doc if doc is not None and doc["status"] != "erased" else {"_id": p.subscriber_id,
+                                                                               "status": "pending"}
+            new = {**base, "account_id": event.account_id, "list_id": p.list_id, "email": str(p.email),
+                   "email_sha256": p.email_sha256, "first_name": p.first_name, "last_name": p.last_name,
+                   "phone": p.phone, "custom_fields": p.custom_fields, "opt_in": p.opt_in,
+                   "consent": p.consent.model_dump(mode="json"), "added_at": event.occurred_at}
+            if new["status"] == "unsubscribed":  # coming back after unsubscribing starts again as pending
+                new["status"] = "pending"
+            return new
+        case ConfirmationRequested() if doc is not None:
+            return {**doc, "awaiting_confirmation": True, "confirmation_requested_at": event.occurred_at}
+        case SubscriberConfirmed(payload=p) if doc is not None and (
+                doc["status"] == "pending" or (doc["status"] == "suppressed" and doc.get("awaiting_confirmation"))):
+            return {**doc, "status": "active", "awaiting_confirmation": False, "confirmed_at": event.occurred_at,
+                    "confirmation_method": p.method}
+        case SubscriberUnsubscribed(payload=p) if doc is not None and doc["status"] in ("pending", "active"):
+            return {**doc, "status": "unsubscribed", "awaiting_confirmation": False,
+                    "unsubscribed_at": event.occurred_at, "unsubscribe_source": p.source,
+                    "unsubscribe_campaign_id": p.campaign_id}
+        case SubscriberSuppressed(payload=p) if doc is not None and doc["status"] != "erased":
+            return {**doc, "status": "suppressed", "suppressed_reason": p.reason, "awaiting_confirmation": False}
+        case SubscriberErased(payload=p) if doc is not None:
+            # Nothing personal stays: ids, the address hash (a suppression outlives erasure) and when.
+            return {"_id": doc["_id"], "account_id": event.account_id, "list_id": p.list_id or doc.get("list_id"),
+                    "email_sha256": p.email_sha256, "status": "erased", "erased_at": event.occurred_at,
+                    "erasure_requested_by": p.requested_by}
+    return doc
+
+
+def evolve_address(doc: Document | None, event: Event) -> Document | None:
+    """Per account and address (by hash): which memberships it has, so a suppression finds them by _id."""
+    if isinstance(event, SubscriberAdded):
+        p = event.payload
+        members = list(doc["members"]) if doc else []
+        if p.subscriber_id not in members:
+            members.append(p.subscriber_id)
+        return {"_id": f"{event.account_id}:{p.email_sha256}", "account_id": event.account_id,
+                "email_sha256": p.email_sha256, "members": members}
+    return doc

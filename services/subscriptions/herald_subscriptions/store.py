@@ -1,7 +1,7 @@
 """Subscriptions' read models in MongoDB, folded from events, and the queries the API needs.
 
-Every fold is a write whose filter is the transition's guard (e.g. unsubscribe only a pending or active
-member), so applying an event again changes nothing. Every query is scoped by account_id.
+Folding is pure (`domain.evolve_member`); applying an event again changes nothing. Every query is scoped
+by account_id.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from herald_shared.contract import Event
@@ -25,8 +26,9 @@ from herald_shared.contract.subscriptions import (
     SubscriberSuppressed,
     SubscriberUnsubscribed,
 )
-from herald_shared.mongo import Document, Projection, ReplaceOne, UpdateMany, UpdateOne, WriteOp
+from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 
+from . import domain
 from .domain import ListState, MemberState
 
 STATUSES = ("pending", "active", "unsubscribed", "suppressed")
@@ -36,12 +38,69 @@ def list_key(account_id: str, list_id: str) -> str:
     return f"{account_id}:{list_id}"
 
 
+# Events folded in Python over the documents they touch (loaded by _id once per batch).
+MEMBER_EVENTS = (SubscriberAdded, ConfirmationRequested, SubscriberConfirmed, SubscriberUnsubscribed,
+                 SubscriberSuppressed, SubscriberErased)
+
+
 class SubscriptionsProjection(Projection):
-    collections = ("lists", "subscribers", "suppressions", "imports", "accounts")
+    """Memberships are folded in Python by `domain.evolve_member` (load the batch's documents by _id, fold,
+    write back by _id): every read and write is by _id, which any MongoDB-speaking server serves fast.
+    Filters with extra conditions are avoided on purpose: FerretDB 1.x (SQLite) answers them with a full
+    collection scan per write. Lists, suppressions, accounts and imports are keyed writes."""
+
+    collections = ("lists", "subscribers", "addresses", "suppressions", "imports", "accounts")
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__(db)
+        self._member_events: list[Event] = []
 
     async def ensure_indexes(self) -> None:
         await self.db["subscribers"].create_index([("account_id", 1), ("list_id", 1), ("status", 1)])
-        await self.db["subscribers"].create_index([("account_id", 1), ("email_sha256", 1)])
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, MEMBER_EVENTS):
+            self._member_events.append(event)
+        await super().handle(event)
+
+    async def flush(self) -> None:
+        events, self._member_events = self._member_events, []
+        try:
+            await self._fold_members(events)
+        except Exception:
+            self._member_events = events + self._member_events
+            raise
+        await super().flush()
+
+    async def _fold_members(self, events: list[Event]) -> None:
+        if not events:
+            return
+        address_ids = {f"{e.account_id}:{e.payload.email_sha256}" for e in events
+                       if isinstance(e, SubscriberAdded | SubscriberSuppressed)}
+        addresses = await _by_id(self.db["addresses"], address_ids)
+        member_ids = {e.payload.subscriber_id for e in events}  # type: ignore[attr-defined]
+        for doc in addresses.values():
+            member_ids.update(doc["members"])
+        members = await _by_id(self.db["subscribers"], member_ids)
+        before_members, before_addresses = dict(members), dict(addresses)
+        for event in events:
+            if isinstance(event, SubscriberSuppressed):
+                address = addresses.get(f"{event.account_id}:{event.payload.email_sha256}")
+                targets = set(address["members"]) if address else set()
+                targets.add(event.payload.subscriber_id)
+            else:
+                targets = {event.payload.subscriber_id}  # type: ignore[attr-defined]
+            for target in targets:
+                folded = domain.evolve_member(members.get(target), event)
+                if folded is not None:
+                    members[target] = folded
+            if isinstance(event, SubscriberAdded):
+                key = f"{event.account_id}:{event.payload.email_sha256}"
+                address = domain.evolve_address(addresses.get(key), event)
+                if address is not None:
+                    addresses[key] = address
+        await _write_changes(self.db["subscribers"], before_members, members)
+        await _write_changes(self.db["addresses"], before_addresses, addresses)
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         match event:
@@ -55,48 +114,11 @@ class SubscriptionsProjection(Projection):
                                             {"$set": {"name": p.name}}))]
             case ListDeleted(payload=p):
                 return [("lists", UpdateOne({"_id": list_key(event.account_id, p.list_id)},
-                                            {"$set": {"deleted_at": event.occurred_at}})),
-                        ("subscribers", UpdateMany({"account_id": event.account_id, "list_id": p.list_id},
-                                                   {"$set": {"list_deleted": True}}))]
-            case SubscriberAdded(payload=p):
-                return [("subscribers", UpdateOne({"_id": p.subscriber_id}, {
-                    "$set": {"account_id": event.account_id, "list_id": p.list_id, "email": str(p.email),
-                             "email_sha256": p.email_sha256, "first_name": p.first_name, "last_name": p.last_name,
-                             "phone": p.phone, "custom_fields": p.custom_fields, "opt_in": p.opt_in,
-                             "consent": p.consent.model_dump(mode="json"), "added_at": event.occurred_at},
-                    "$setOnInsert": {"status": "pending"}}, upsert=True)),
-                    # Coming back after unsubscribing or erasure starts again as pending.
-                    ("subscribers", UpdateOne({"_id": p.subscriber_id, "status": {"$in": ["unsubscribed", "erased"]}},
-                                              {"$set": {"status": "pending"}}))]
-            case ConfirmationRequested(payload=p):
-                return [("subscribers", UpdateOne({"_id": p.subscriber_id}, {"$set": {
-                    "awaiting_confirmation": True, "confirmation_requested_at": event.occurred_at}}))]
-            case SubscriberConfirmed(payload=p):
-                guard: dict[str, Any] = {"_id": p.subscriber_id, "$or": [
-                    {"status": "pending"}, {"status": "suppressed", "awaiting_confirmation": True}]}
-                return [("subscribers", UpdateOne(guard, {"$set": {
-                    "status": "active", "awaiting_confirmation": False, "confirmed_at": event.occurred_at,
-                    "confirmation_method": p.method}}))]
-            case SubscriberUnsubscribed(payload=p):
-                return [("subscribers", UpdateOne(
-                    {"_id": p.subscriber_id, "status": {"$in": ["pending", "active"]}},
-                    {"$set": {"status": "unsubscribed", "awaiting_confirmation": False,
-                              "unsubscribed_at": event.occurred_at, "unsubscribe_source": p.source,
-                              "unsubscribe_campaign_id": p.campaign_id}}))]
+                                            {"$set": {"deleted_at": event.occurred_at}}))]
             case SubscriberSuppressed(payload=p):
                 return [("suppressions", UpdateOne({"_id": f"{event.account_id}:{p.email_sha256}"}, {"$setOnInsert": {
                     "account_id": event.account_id, "email_sha256": p.email_sha256, "reason": p.reason,
-                    "suppressed_at": event.occurred_at}}, upsert=True)),
-                    ("subscribers", UpdateMany(
-                        {"account_id": event.account_id, "email_sha256": p.email_sha256, "status": {"$ne": "erased"}},
-                        {"$set": {"status": "suppressed", "suppressed_reason": p.reason,
-                                  "awaiting_confirmation": False}}))]
-            case SubscriberErased(payload=p):
-                # Nothing personal stays: only ids, the address hash (suppression must outlive erasure) and when.
-                return [("subscribers", ReplaceOne({"_id": p.subscriber_id, "account_id": event.account_id}, {
-                    "account_id": event.account_id, "list_id": p.list_id, "email_sha256": p.email_sha256,
-                    "status": "erased",
-                    "erased_at": event.occurred_at, "erasure_requested_by": p.requested_by}))]
+                    "suppressed_at": event.occurred_at}}, upsert=True))]
             case ImportCompleted(payload=p):
                 return [("imports", UpdateOne({"_id": f"{event.account_id}:{p.import_id}"}, {"$set": {
                     "account_id": event.account_id, **p.model_dump(mode="json"),
@@ -105,6 +127,34 @@ class SubscriptionsProjection(Projection):
                 return [("accounts", UpdateOne({"_id": event.account_id}, {"$set": {
                     "company_name": p.company_name}}, upsert=True))]
         return []
+
+
+async def _by_id(collection: AsyncCollection[Document], ids: set[str]) -> dict[str, Document]:
+    if not ids:
+        return {}
+    return {doc["_id"]: doc async for doc in collection.find({"_id": {"$in": sorted(ids)}})}
+
+
+async def _write_changes(collection: AsyncCollection[Document], before: dict[str, Document],
+                         after: dict[str, Document]) -> None:
+    """One bulk write of the documents the fold changed: $set what differs, $unset what went away."""
+    ops: list[UpdateOne] = []
+    for key, doc in after.items():
+        old = before.get(key, {})
+        changed = {k: v for k, v in doc.items() if k != "_id" and old.get(k, _MISSING) != v}
+        removed = {k: "" for k in old if k not in doc}
+        update: dict[str, Any] = {}
+        if changed:
+            update["$set"] = changed
+        if removed:
+            update["$unset"] = removed
+        if update:
+            ops.append(UpdateOne({"_id": key}, update, upsert=True))
+    if ops:
+        await collection.bulk_write(ops, ordered=False)
+
+
+_MISSING = object()
 
 
 class SubscriptionsStore:
@@ -133,8 +183,12 @@ class SubscriptionsStore:
         return _member_state(doc) if doc else None
 
     async def members_by_hash(self, account_id: str, email_hash: str) -> list[Document]:
-        cursor = self.db["subscribers"].find({"account_id": account_id, "email_sha256": email_hash}).sort("_id", 1)
-        return [doc async for doc in cursor]
+        """Every membership of one address in the account (through its addresses document, by _id)."""
+        address = await self.db["addresses"].find_one({"_id": f"{account_id}:{email_hash}"})
+        if address is None:
+            return []
+        cursor = self.db["subscribers"].find({"_id": {"$in": address["members"]}, "account_id": account_id})
+        return sorted([doc async for doc in cursor], key=lambda d: d["_id"])
 
     async def member_states(self, account_id: str, subscriber_ids: Sequence[str]) -> dict[str, MemberState]:
         cursor = self.db["subscribers"].find({"_id": {"$in": list(subscriber_ids)}, "account_id": account_id})

@@ -1,0 +1,83 @@
+"""The read model's fold (`evolve_member`, `evolve_address`): each transition, and redelivery changes nothing."""
+
+from __future__ import annotations
+
+from functools import reduce
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from herald_shared.contract import Event
+from herald_subscriptions import domain
+from tests.samples import sample
+
+SID = "s1"
+
+
+def ev(type_name: str, **payload: Any) -> Event:
+    event = sample(type_name)
+    return type(event).model_validate({**event.model_dump(), "payload": {**event.payload.model_dump(), **payload}})
+
+
+ADDED = ev("SubscriberAdded", subscriber_id=SID)
+REQUESTED = ev("ConfirmationRequested", subscriber_id=SID)
+CONFIRMED = ev("SubscriberConfirmed", subscriber_id=SID)
+UNSUBSCRIBED = ev("SubscriberUnsubscribed", subscriber_id=SID)
+SUPPRESSED = ev("SubscriberSuppressed", subscriber_id=SID)
+ERASED = ev("SubscriberErased", subscriber_id=SID)
+
+
+def fold(events: list[Event]) -> dict[str, Any] | None:
+    return reduce(domain.evolve_member, events, None)  # type: ignore[arg-type]
+
+
+def status(events: list[Event]) -> str | None:
+    doc = fold(events)
+    return doc["status"] if doc else None
+
+
+def test_transitions() -> None:
+    assert status([ADDED]) == "pending"
+    assert status([ADDED, CONFIRMED]) == "active"
+    assert status([ADDED, CONFIRMED, UNSUBSCRIBED]) == "unsubscribed"
+    assert status([ADDED, UNSUBSCRIBED]) == "unsubscribed"
+    assert status([ADDED, CONFIRMED, SUPPRESSED]) == "suppressed"
+    assert status([ADDED, CONFIRMED, UNSUBSCRIBED, ADDED]) == "pending"  # came back through double opt-in
+    assert status([ADDED, CONFIRMED, SUPPRESSED, ADDED, CONFIRMED]) == "suppressed"  # needs the request first
+    assert status([ADDED, CONFIRMED, SUPPRESSED, ADDED, REQUESTED, CONFIRMED]) == "active"
+    assert status([ADDED, CONFIRMED, ERASED]) == "erased"
+    assert status([ADDED, CONFIRMED, ERASED, ADDED]) == "pending"  # a fresh subscription after erasure
+
+
+def test_illegal_transitions_change_nothing() -> None:
+    assert fold([CONFIRMED]) is None and fold([UNSUBSCRIBED]) is None and fold([ERASED]) is None
+    assert status([ADDED, CONFIRMED, UNSUBSCRIBED, CONFIRMED]) == "unsubscribed"
+    assert status([ADDED, CONFIRMED, ERASED, SUPPRESSED]) == "erased"
+    assert status([ADDED, CONFIRMED, ERASED, UNSUBSCRIBED]) == "erased"
+
+
+def test_erasure_keeps_nothing_personal() -> None:
+    doc = fold([ADDED, CONFIRMED, ERASED])
+    assert doc is not None
+    assert set(doc) == {"_id", "account_id", "list_id", "email_sha256", "status", "erased_at", "erasure_requested_by"}
+
+
+def test_unsubscribe_records_source_and_campaign() -> None:
+    doc = fold([ADDED, CONFIRMED, UNSUBSCRIBED])
+    assert doc is not None and (doc["unsubscribe_source"], doc["unsubscribe_campaign_id"]) == ("one_click", "c1")
+
+
+def test_address_lists_each_membership_once() -> None:
+    other = ev("SubscriberAdded", subscriber_id="s2", list_id="l2")
+    doc = reduce(domain.evolve_address, [ADDED, other, ADDED], None)  # type: ignore[arg-type]
+    assert doc is not None and doc["members"] == [SID, "s2"]
+
+
+ALL = [ADDED, REQUESTED, CONFIRMED, UNSUBSCRIBED, SUPPRESSED, ERASED]
+
+
+@given(st.lists(st.sampled_from(ALL), max_size=12), st.data())
+def test_redelivering_any_event_right_after_itself_changes_nothing(events: list[Event], data: st.DataObject) -> None:
+    repeated = [e for event in events for e in [event] * data.draw(st.integers(1, 3))]
+    assert fold(repeated) == fold(events)
