@@ -1,7 +1,8 @@
 """MongoDB adapters on PyMongo's async API: client, event-id deduplication, and projections.
 
 Only what both MongoDB and FerretDB 1.x serve is used: CRUD, upserts, unique indexes, bulk writes.
-Writes are batched (one bulk_write per collection per Kafka batch) because FerretDB pays an fsync per write.
+Writes are batched (bulk writes per Kafka batch, in commands of at most 50 operations) because FerretDB
+pays an fsync per write and hangs on larger write commands.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 from pymongo.operations import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 
-__all__ = ["DeleteMany", "DeleteOne", "InsertOne", "MongoDeduplicator", "Projection", "ReplaceOne", "UpdateMany",
-           "UpdateOne", "WriteOp", "make_client", "rebuild"]
+__all__ = [
+    "MAX_OPS_PER_COMMAND", "DeleteMany", "DeleteOne", "InsertOne", "MongoDeduplicator", "Projection", "ReplaceOne",
+    "UpdateMany", "UpdateOne", "WriteOp", "bulk_write", "make_client", "rebuild",
+]
 
 from .contract import Event, InvalidEvent
 from .settings import HeraldSettings
@@ -29,6 +33,15 @@ log = logging.getLogger(__name__)
 Document = dict[str, Any]
 WriteOp = InsertOne[Document] | UpdateOne | UpdateMany | ReplaceOne[Document] | DeleteOne | DeleteMany
 DUPLICATE_KEY = 11000
+# FerretDB 1.24 (SQLite) hangs on a write command of 100 or more operations (measured: 50 and 90 pass,
+# 100 never answers), so every bulk write goes out in commands of at most this many operations.
+MAX_OPS_PER_COMMAND = 50
+
+
+async def bulk_write(collection: AsyncCollection[Document], ops: Sequence[WriteOp], *, ordered: bool = True) -> None:
+    """collection.bulk_write in commands of MAX_OPS_PER_COMMAND, in order."""
+    for start in range(0, len(ops), MAX_OPS_PER_COMMAND):
+        await collection.bulk_write(list(ops[start:start + MAX_OPS_PER_COMMAND]), ordered=ordered)
 
 
 def make_client(settings: HeraldSettings, app_name: str) -> AsyncMongoClient[Document]:
@@ -50,12 +63,14 @@ class MongoDeduplicator:
 
     async def remember(self, event_ids: Sequence[str]) -> None:
         now = datetime.now(UTC)
-        try:
-            await self._collection.insert_many([{"_id": i, "at": now} for i in event_ids], ordered=False)
-        except BulkWriteError as exc:
-            # Ids remembered before a crash are fine; anything else is a real failure.
-            if any(err.get("code") != DUPLICATE_KEY for err in exc.details.get("writeErrors", [])):
-                raise
+        for start in range(0, len(event_ids), MAX_OPS_PER_COMMAND):
+            chunk = event_ids[start:start + MAX_OPS_PER_COMMAND]
+            try:
+                await self._collection.insert_many([{"_id": i, "at": now} for i in chunk], ordered=False)
+            except BulkWriteError as exc:
+                # Ids remembered before a crash are fine; anything else is a real failure.
+                if any(err.get("code") != DUPLICATE_KEY for err in exc.details.get("writeErrors", [])):
+                    raise
 
 
 class Checkpoints:
@@ -72,7 +87,7 @@ class Checkpoints:
         ops = [UpdateOne({"_id": f"{topic}:{partition}"}, {"$max": {"next_offset": offset}}, upsert=True)
                for (topic, partition), offset in next_offsets.items()]
         if ops:
-            await self._collection.bulk_write(ops, ordered=False)
+            await bulk_write(self._collection, ops)
 
     async def applied(self, topic: str, partition: int) -> int:
         doc = await self._collection.find_one({"_id": f"{topic}:{partition}"})
@@ -121,7 +136,7 @@ class Projection(ABC):
                 run = 0
                 while run < len(staged) and staged[run][0] == collection:
                     run += 1
-                await self.db[collection].bulk_write([op for _, op in staged[:run]], ordered=True)
+                await bulk_write(self.db[collection], [op for _, op in staged[:run]])
                 staged = staged[run:]
         except Exception:
             self._staged = staged + self._staged

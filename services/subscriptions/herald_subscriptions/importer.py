@@ -228,11 +228,12 @@ async def run_import(service: SubscriptionsService, account_id: str, list_id: st
             batch = []
     if batch:
         await _decide_batch(service, lst, company, batch, report)
-    # Keyed by account, every event of this import is in one partition: waiting for the last one waits for all.
     completed = ImportCompletedPayload(
         import_id=report.import_id, list_id=list_id, rows_total=report.rows_total, rows_imported=report.rows_imported,
         rows_rejected=report.rows_rejected, rejected_by_reason=dict(report.rejected_by_reason), started_at=started)
-    await service.commit([ImportCompleted(account_id=account_id, producer=domain.PRODUCER, payload=completed)])
+    # Recorded, not yet necessarily visible: a large import is folded into the read model after the answer
+    # (keyed by account, all its events sit in one partition, in order; ImportCompleted comes last).
+    await service.publish_only([ImportCompleted(account_id=account_id, producer=domain.PRODUCER, payload=completed)])
     return report
 
 

@@ -26,7 +26,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberSuppressed,
     SubscriberUnsubscribed,
 )
-from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
+from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp, bulk_write
 
 from . import domain
 from .domain import ListState, MemberState
@@ -150,8 +150,7 @@ async def _write_changes(collection: AsyncCollection[Document], before: dict[str
             update["$unset"] = removed
         if update:
             ops.append(UpdateOne({"_id": key}, update, upsert=True))
-    if ops:
-        await collection.bulk_write(ops, ordered=False)
+    await bulk_write(collection, ops)
 
 
 _MISSING = object()
