@@ -33,7 +33,7 @@ class SubscriptionsService:
         self.store = store
         self.links = links
         self._publisher = publisher
-        self._checkpoints = checkpoints
+        self.checkpoints = checkpoints
         self._topic = topic
         # Striped locks: bounded memory, and one decision at a time per aggregate in this process.
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
@@ -51,7 +51,7 @@ class SubscriptionsService:
     async def wait_until_applied(self, published: Sequence[RecordMetadata]) -> None:
         positions = [(r.topic, r.partition, r.offset) for r in published if r.topic == self._topic]
         async with asyncio.timeout(READ_YOUR_WRITES_TIMEOUT):
-            await self._checkpoints.wait_until_applied(positions)
+            await self.checkpoints.wait_until_applied(positions)
 
     async def publish_only(self, events: Sequence[Event]) -> list[RecordMetadata]:
         """Publish without waiting for the projection (bulk work that commits once at its end)."""
