@@ -165,9 +165,12 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
                       status: Literal["pending", "active", "unsubscribed", "suppressed"] | None = None,
                       cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         """Filter by status and by custom fields (`field.<name>=<value>`, all must match)."""
-        if await service.store.list_doc(account_id, list_id) is None:
+        lst = await service.store.list_doc(account_id, list_id)
+        if lst is None:
             return problem(404, "list_not_found", "no such list")  # type: ignore[return-value]
-        fields = {k[len("field."):]: _typed(v) for k, v in request.query_params.items() if k.startswith("field.")}
+        kinds: dict[str, str] = lst.get("custom_fields", {})
+        fields = {k[len("field."):]: _typed(v, kinds.get(k[len("field."):], "text"))
+                  for k, v in request.query_params.items() if k.startswith("field.")}
         docs = await service.store.members_page(account_id, list_id, status=status, field_equals=fields,
                                                 after=decode_cursor(cursor) if cursor else None, limit=limit)
         next_cursor = encode_cursor(docs[-1]["_id"]) if len(docs) == limit else None
@@ -198,18 +201,19 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
     return router
 
 
-def _typed(value: str) -> FieldValue:
-    """Query values arrive as text; match numbers and booleans as the types they are stored as."""
-    if value in ("true", "false"):
+def _typed(value: str, kind: str) -> FieldValue:
+    """Query values arrive as text; compare them as the list declares the field (a zip code stays text)."""
+    if kind == "boolean" and value in ("true", "false"):
         return value == "true"
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        return float(value)
-    except ValueError:
-        return value
+    if kind == "number":
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                raise SubscriptionError(f"{value!r} is not a number") from None
+    return value
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,6 +8,8 @@ idempotent and remembers the campaign it came from.
 from __future__ import annotations
 
 import hashlib
+import math
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -157,8 +159,12 @@ class Decision:
 
 
 def _event(cls: type[Event], account_id: str, payload: object, causation: Event | None = None) -> Event:
-    envelope = causation.caused() if causation else {"account_id": account_id}
-    return cls(producer=PRODUCER, payload=payload, **envelope)
+    if causation is None:
+        return cls(producer=PRODUCER, payload=payload, account_id=account_id)  # type: ignore[call-arg]  # `type` is each subclass's default
+    # Derived from another event: the same cause always gives the same event id, so deciding again after a
+    # retry or a redelivery publishes a duplicate that consumers drop by event_id.
+    event_id = uuid.uuid5(causation.event_id, f"{cls.__name__}:{getattr(payload, 'subscriber_id', '')}")
+    return cls(producer=PRODUCER, payload=payload, event_id=event_id, **causation.caused())
 
 
 def create_list(account_id: str, list_id: str, name: str, opt_in: OptInMode,
@@ -201,11 +207,20 @@ def check_custom_fields(lst: ListState, values: dict[str, FieldValue]) -> None:
         if value is None:
             continue
         valid = {"text": isinstance(value, str),
-                 "number": isinstance(value, int | float) and not isinstance(value, bool),
+                 "number": _storable_number(value),
                  "boolean": isinstance(value, bool),
                  "date": isinstance(value, str) and _is_iso_date(value)}[kind]
         if not valid:
             raise InvalidCustomField(f"custom field {name!r} expects a {kind}, got {value!r}")
+
+
+def _storable_number(value: object) -> bool:
+    """A number MongoDB can store: a 64-bit integer or a finite double."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _is_iso_date(value: str) -> bool:
@@ -226,6 +241,8 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
     subscriber_id = subscriber_id_for(live.account_id, live.list_id, request.email)
     status = member.status if member and member.status != "erased" else None
     double = live.opt_in == "double"
+    if status == "active":
+        return Decision([], "already_active", subscriber_id)
     if address_suppressed or status == "suppressed":
         if request.channel != "form":
             raise AddressSuppressed("this address is suppressed; only the person can lift it by confirming a "
@@ -235,8 +252,6 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
         if request.channel != "form":
             raise PreviouslyUnsubscribed("this person unsubscribed; only they can subscribe again")
         double = True
-    elif status == "active":
-        return Decision([], "already_active", subscriber_id)
     elif status == "pending":
         if request.channel == "form":  # the person asks again: send the confirmation again
             return Decision([_confirmation(live, subscriber_id, request, company_name, confirm_link)],

@@ -39,6 +39,8 @@ async def test_members_filter_by_status_and_custom_fields_with_cursor_pagination
     assert [m["email"] for m in unsubscribed["items"]] == ["p1@example.com"]
     by_number = (await acme.http.get("/v1/lists/news/subscribers", params={"field.age": "33"})).json()
     assert [m["email"] for m in by_number["items"]] == ["p3@example.com"]
+    not_a_number = await acme.http.get("/v1/lists/news/subscribers", params={"field.age": "old"})
+    assert not_a_number.status_code == 422
     bad_cursor = await acme.http.get("/v1/lists/news/subscribers", params={"cursor": "%%%"})
     assert bad_cursor.status_code == 422
 

@@ -116,3 +116,9 @@ async def test_complaint_suppresses_and_unsubscribes_and_only_a_fresh_double_opt
     confirmed = await platform.pages.get(urlsplit(str(request.payload.confirm_url)).path)
     assert "Subscription confirmed" in confirmed.text
     assert (await _member(acme, cara))["status"] == "active"
+
+    # Back on the list, a new hard bounce suppresses the person again.
+    await platform.publisher.publish(MessageBounced(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        "message_id": "m10", "campaign_id": "c8", "subscriber_id": cara, "bounce_class": "hard",
+        "diagnostic": "user unknown", "source": "dsn"}))
+    await eventually(lambda: _member(acme, cara), lambda m: m["status"] == "suppressed", what="suppressed again")

@@ -200,3 +200,25 @@ def test_list_creation_rename_and_delete() -> None:
     assert deleted[0].payload.members_at_deletion == 12  # type: ignore[attr-defined]
     with pytest.raises(domain.ListNotFound):
         domain.rename_list(ListState("acc", "l1", "News", "double", {}, deleted=True), "x")
+
+
+def test_numbers_must_be_storable() -> None:
+    """A number MongoDB cannot store would block the projection for every tenant."""
+    lst = a_list(age="number")
+    for bad in (10**30, -(2**63) - 1, float("nan"), float("inf")):
+        with pytest.raises(domain.InvalidCustomField):
+            subscribe(lst, req=request(custom_fields={"age": bad}))
+    assert subscribe(lst, req=request(custom_fields={"age": 2**63 - 1})).outcome == "active"
+
+
+def test_an_active_member_resubmitting_the_form_is_not_asked_again() -> None:
+    assert subscribe(m=member("active"), suppressed=True, req=request("form")).events == []
+
+
+def test_events_derived_from_one_cause_get_the_same_ids_when_decided_again() -> None:
+    cause = ListCreated(account_id="acc", producer="delivery", payload={  # type: ignore[arg-type]
+        "list_id": "l1", "name": "x", "opt_in": "single"})
+    first = domain.suppress("acc", member("active"), False, "complaint", cause, "m1", "c1")
+    again = domain.suppress("acc", member("active"), False, "complaint", cause, "m1", "c1")
+    assert [e.event_id for e in first] == [e.event_id for e in again]
+    assert len({e.event_id for e in first}) == 2
