@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import RecordMetadata
+from pymongo.errors import PyMongoError
 
 from . import metrics
 from .contract import Event, InvalidEvent, parse_event, serialize_event
@@ -34,6 +35,8 @@ DLQ_SOURCE_OFFSET = "herald.dlq.source_offset"
 DLQ_CONSUMER = "herald.dlq.consumer"
 DLQ_FAILED_AT = "herald.dlq.failed_at"
 DeadLetterCategory = Literal["invalid", "rejected", "handler_failed"]
+# Errors of the infrastructure, not of the event: a handler hitting one is retried until it passes.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, KafkaError, OSError, TimeoutError)
 
 
 async def ensure_topics(settings: HeraldSettings, specs: Iterable[TopicSpec] = ALL_TOPICS) -> dict[str, str]:
@@ -232,10 +235,11 @@ class EventConsumer:
                 try:
                     staged.append((record, validate_record(record, self._names)))
                 except InvalidEvent as exc:
-                    await self._dead_letters.send(record, exc.reason, "invalid")
+                    await self._dead_letter(record, exc.reason, "invalid")
             offsets[tp] = records[-1].offset + 1
         ids = [str(event.event_id) for _, event in staged]
-        seen = await self._dedupe.seen(ids) if self._dedupe else set()
+        dedupe = self._dedupe
+        seen: set[str] = await self._with_retry("look up handled events", lambda: dedupe.seen(ids)) if dedupe else set()
         handled: list[str] = []
         for record, event in staged:
             event_id = str(event.event_id)
@@ -246,49 +250,64 @@ class EventConsumer:
             if await self._handle(record, event):
                 handled.append(event_id)
         await self._with_retry("flush", self._handler.flush)
-        if self._dedupe and handled:
-            dedupe = self._dedupe
+        if dedupe and handled:
             await self._with_retry("remember handled events", lambda: dedupe.remember(handled))
         if self._checkpoints:
             store, positions = self._checkpoints, {(tp.topic, tp.partition): o for tp, o in offsets.items()}
             await self._with_retry("save checkpoints", lambda: store.save(positions))
         try:
-            await self._consumer.commit(offsets)
+            await self._with_retry("commit offsets", lambda: self._consumer.commit(offsets),
+                                   give_up=(CommitFailedError,))
         except CommitFailedError as exc:
             # The partitions moved to another member during a rebalance; it re-reads them and the
             # deduplicator makes that harmless.
             log.warning("commit failed after rebalance", extra={"error": str(exc)})
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes], event: Event) -> bool:
-        for attempt in range(1, self._attempts + 1):
+        """True when handled. A refusal or a handler that keeps failing dead-letters the event; an
+        infrastructure error (TRANSIENT_ERRORS) is waited out without counting against the event."""
+        failures, wait = 0, self._retry_delay
+        while True:
             started = time.perf_counter()
             try:
                 await self._handler.handle(event)
             except Reject as exc:
-                await self._dead_letters.send(record, f"rejected: {exc.reason}", "rejected")
+                await self._dead_letter(record, f"rejected: {exc.reason}", "rejected")
                 return False
+            except TRANSIENT_ERRORS:
+                if self._stopping.is_set():
+                    raise
+                log.warning("handler hit an infrastructure error; waiting %.1fs", wait, exc_info=True)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 10.0)
+                continue
             except Exception as exc:
-                if attempt == self._attempts:
-                    await self._dead_letters.send(
-                        record, f"handler failed after {attempt} attempts: {type(exc).__name__}: {exc}",
+                failures += 1
+                if failures >= self._attempts:
+                    await self._dead_letter(
+                        record, f"handler failed after {failures} attempts: {type(exc).__name__}: {exc}",
                         "handler_failed")
                     return False
                 log.warning("handler failed, retrying", exc_info=True, extra={"event_id": str(event.event_id)})
-                await asyncio.sleep(self._retry_delay * 2 ** (attempt - 1))
+                await asyncio.sleep(self._retry_delay * 2 ** (failures - 1))
                 continue
             metrics.HANDLER_SECONDS.labels(self.name, record.topic, event.type).observe(
                 time.perf_counter() - started)
             metrics.EVENTS_CONSUMED.labels(self.name, record.topic, event.type).inc()
             return True
-        return False
 
-    async def _with_retry(self, what: str, action: Any) -> None:
-        """Infrastructure trouble (MongoDB away) is waited out, never turned into lost events."""
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str,
+                           category: DeadLetterCategory) -> None:
+        await self._with_retry("dead-letter", lambda: self._dead_letters.send(record, reason, category))
+
+    async def _with_retry(self, what: str, action: Any, give_up: tuple[type[BaseException], ...] = ()) -> Any:
+        """Infrastructure trouble (MongoDB or the broker away) is waited out, never turned into lost events."""
         delay = self._retry_delay
         while True:
             try:
-                await action()
-                return
+                return await action()
+            except give_up:
+                raise
             except Exception:
                 if self._stopping.is_set():
                     raise

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaProducer
+from pymongo.errors import AutoReconnect
 
 from herald_shared.contract import Event
 from herald_shared.kafka import Deduplicator, EventConsumer, Reject
@@ -16,13 +17,18 @@ from herald_shared.settings import HeraldSettings
 class RecordingHandler:
     """Keeps the events it handled, in order; refuses or fails on the event types it is told to."""
 
-    def __init__(self, reject_types: Sequence[str] = (), fail_types: Sequence[str] = ()) -> None:
+    def __init__(self, reject_types: Sequence[str] = (), fail_types: Sequence[str] = (),
+                 database_outages: int = 0) -> None:
         self.events: list[Event] = []
         self.flushes = 0
         self._reject = set(reject_types)
         self._fail = set(fail_types)
+        self._outages = database_outages
 
     async def handle(self, event: Event) -> None:
+        if self._outages > 0:
+            self._outages -= 1
+            raise AutoReconnect("connection refused (the database restarts)")
         if event.type in self._reject:
             raise Reject(f"{event.type} is not handled here")
         if event.type in self._fail:

@@ -115,3 +115,13 @@ async def test_operator_lists_a_dead_letter_fixes_it_and_replays_it(
         events = await eventually(lambda: _types(handler), lambda t: t == ["MessageSent"], what="replayed event")
     assert events == ["MessageSent"]
     assert str(handler.events[0].event_id) == broken["event_id"]
+
+
+async def test_an_infrastructure_error_is_waited_out_not_dead_lettered(
+        settings: HeraldSettings, producer: AIOKafkaProducer) -> None:
+    await EventPublisher(producer, settings.topics).publish_many([sample("CreditsPurchased"), sample("CreditsExpired")])
+    handler = RecordingHandler(database_outages=3)
+    async with running_consumer(settings, producer, handler, ["herald.billing"]):
+        await eventually(lambda: _types(handler), lambda t: t == ["CreditsPurchased", "CreditsExpired"],
+                         what="both handled after the outage")
+    assert await _dead_letters(settings, "herald.billing") == []
