@@ -3,6 +3,7 @@ keeps of ApiKeyIssued / ApiKeyRevoked to authenticate requests without asking an
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -82,4 +83,6 @@ class ApiKeyProjection(Projection):
         doc = await self.db["api_keys"].find_one({"_id": key_id})
         if not doc or doc.get("revoked_at") or "key_hash" not in doc:
             return None
-        return str(doc["account_id"]) if verify_secret(secret, doc["key_hash"]) else None
+        # scrypt takes tens of milliseconds of CPU by design: off the event loop.
+        valid = await asyncio.to_thread(verify_secret, secret, doc["key_hash"])
+        return str(doc["account_id"]) if valid else None

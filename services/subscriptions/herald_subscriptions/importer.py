@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from pydantic import ValidationError
+
 from herald_shared.contract import Event
 from herald_shared.contract.subscriptions import ConsentEvidence, FieldValue, ImportCompleted, ImportCompletedPayload
 
@@ -71,8 +73,14 @@ class SeenAddresses:
                 self._slots[index] = fingerprint
 
 
+def _first_problem(error: ValidationError) -> str:
+    first = error.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc'][-1:])}: {first['msg']}"
+
+
 class ImportRefused(SubscriptionError):
-    """The file as a whole cannot be imported (encoding, header); nothing was imported."""
+    """The file cannot be read on (encoding, header, CSV syntax). A problem in the header refuses the
+    whole file; one found further down stops there, after the rows before it were recorded."""
 
     code = "import_refused"
 
@@ -138,9 +146,11 @@ def _rows(raw: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
                 if any(v.strip() for v in values):
                     yield line, [v.strip() for v in values]
         except UnicodeDecodeError as exc:
-            raise ImportRefused(f"the file is not UTF-8 after line {line}: {exc.reason}") from None
+            raise ImportRefused(f"the file is not UTF-8 after line {line}: {exc.reason}; rows up to that "
+                                "point may have been recorded, nothing after it") from None
         except csv.Error as exc:
-            raise ImportRefused(f"the file is not valid CSV after line {line}: {exc}") from None
+            raise ImportRefused(f"the file is not valid CSV after line {line}: {exc}; rows up to that point "
+                                "may have been recorded, nothing after it") from None
 
     return header, rows()
 
@@ -219,6 +229,9 @@ async def run_import(service: SubscriptionsService, account_id: str, list_id: st
         except SubscriptionError as exc:
             report.reject(line, exc.code, exc.detail)
             continue
+        except ValidationError as exc:
+            report.reject(line, "invalid_value", _first_problem(exc))
+            continue
         if not seen.add(request.email):
             report.reject(line, "duplicate", "the address appears earlier in the file")
             continue
@@ -252,6 +265,9 @@ async def _decide_batch(service: SubscriptionsService, lst: ListState, company: 
                                         domain.ConfirmLink(url, expires))
         except SubscriptionError as exc:
             report.reject(line, exc.code, exc.detail)
+            continue
+        except ValidationError as exc:  # e.g. a first name of 300 characters
+            report.reject(line, "invalid_value", _first_problem(exc))
             continue
         if decision.outcome in ("already_active", "already_pending"):
             report.reject(line, "already_subscribed", f"already on the list ({decision.outcome.split('_')[1]})")

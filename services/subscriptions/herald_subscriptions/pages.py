@@ -8,6 +8,7 @@ from html import escape
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from pydantic import ValidationError
 
 from herald_shared.contract.subscriptions import ConsentEvidence
 from herald_shared.links import LinkExpired, LinkInvalid
@@ -56,15 +57,17 @@ def build_pages(service: SubscriptionsService) -> APIRouter:
         doc = await service.store.list_doc(account_id, list_id)
         if doc is None:
             return page("List not found", "<p>This subscription form does not exist any more.</p>", 404)
-        consent = ConsentEvidence(source="form", collected_at=datetime.now(UTC),
-                                  method=f"Herald hosted subscribe form of list '{doc['name']}'",
-                                  ip=request.client.host if request.client else None,
-                                  user_agent=request.headers.get("user-agent"))
         try:
+            consent = ConsentEvidence(source="form", collected_at=datetime.now(UTC),
+                                      method=f"Herald hosted subscribe form of list '{doc['name']}'"[:1000],
+                                      ip=request.client.host if request.client else None,
+                                      user_agent=(request.headers.get("user-agent") or "")[:1000] or None)
             decision, _ = await service.subscribe(account_id, list_id, SubscribeRequest(
                 email=email, consent=consent, channel="form", first_name=first_name))
         except SubscriptionError as exc:
             return page("Something is not right", f"<p>{escape(exc.detail)}</p>", 422)
+        except ValidationError:
+            return page("Something is not right", "<p>One of the fields is too long.</p>", 422)
         if decision.outcome == "already_active":
             return page("You are already subscribed", "<p>Nothing else to do.</p>")
         if decision.outcome == "active":

@@ -100,3 +100,26 @@ async def test_files_that_cannot_be_imported_at_all_are_refused_whole(platform: 
     status, problem = await _import(acme, b"email,consent_method,consent_at\n", list_id="missing")
     assert status == 404
     assert not [e for e in await platform.events() if isinstance(e, SubscriberAdded)]
+
+
+async def test_a_value_too_long_rejects_its_row_not_the_import(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list()
+    body = (f"email,first_name,phone,consent_method,consent_at\n"
+            f"long@example.com,{'N' * 300},,form,{T}\n"
+            f"phone@example.com,Pia,{'1' * 60},form,{T}\n"
+            f"fine@example.com,Fay,,form,{T}\n")
+    status, report = await _import(acme, body.encode())
+    assert status == 202, report
+    assert (report["rows_imported"], report["rejected_by_reason"]) == (1, {"invalid_value": 2})
+    assert [r["line"] for r in report["rejections"]] == [2, 3]  # type: ignore[index]
+    completed = next(e for e in await platform.events() if isinstance(e, ImportCompleted))
+    assert completed.payload.rows_imported == 1
+
+
+async def test_hosted_form_refuses_over_long_input_with_a_page(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list()
+    response = await platform.pages.post("/subscribe/acme/news", data={
+        "email": "x@example.com", "first_name": "N" * 300, "consent": "yes"}, headers={"User-Agent": "U" * 5000})
+    assert response.status_code == 422 and "too long" in response.text
