@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
 from herald_shared.contract.subscriptions import ConsentEvidence
-from herald_shared.links import LinkExpired, LinkInvalid
+from herald_shared.links import ConfirmClaim, LinkExpired, LinkInvalid
 
 from .domain import SubscribeRequest, SubscriptionError
 from .handlers import SubscriptionsService
@@ -75,15 +75,29 @@ def build_pages(service: SubscriptionsService) -> APIRouter:
         return page("Check your inbox", "<p>We sent you an email with a link. Open it to confirm your "
                                         "subscription; until then you will receive nothing.</p>")
 
-    @router.get("/confirm/{token}")
-    async def confirm(token: str, request: Request) -> HTMLResponse:
+    def _confirm_claim(token: str) -> ConfirmClaim | HTMLResponse:
         try:
-            claim = service.links.read_confirm(token)
+            return service.links.read_confirm(token)
         except LinkExpired:
             return page("This link has expired", "<p>Please subscribe again to get a new link.</p>", 410)
         except LinkInvalid:
             return page("This link is not valid", "<p>Check that you opened the whole link from the email.</p>",
                         400)
+
+    @router.get("/confirm/{token}")
+    async def confirm_page(token: str) -> HTMLResponse:
+        """Opening the link changes nothing: mail scanners open links too. The person presses the button."""
+        claim = _confirm_claim(token)
+        if isinstance(claim, HTMLResponse):
+            return claim
+        return page("Confirm your subscription", """<p>Press the button to start receiving these emails.</p>
+<form method="post"><button type="submit">Confirm subscription</button></form>""")
+
+    @router.post("/confirm/{token}")
+    async def confirm(token: str, request: Request) -> HTMLResponse:
+        claim = _confirm_claim(token)
+        if isinstance(claim, HTMLResponse):
+            return claim
         try:
             outcome = await service.confirm(claim.account_id, claim.subscriber_id,
                                             request.client.host if request.client else None)

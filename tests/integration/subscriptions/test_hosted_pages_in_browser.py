@@ -71,6 +71,9 @@ async def test_a_person_subscribes_confirms_and_manages_preferences_in_a_browser
 
     request = next(e for e in await platform.events() if isinstance(e, ConfirmationRequested))
     await page.goto(base_url + urlsplit(str(request.payload.confirm_url)).path)
+    await page.get_by_role("heading", name="Confirm your subscription").wait_for()
+    assert (await acme.http.get(f"/v1/subscribers/{pending[0]['subscriber_id']}")).json()["status"] == "pending"
+    await page.get_by_role("button", name="Confirm subscription").click()
     await page.get_by_role("heading", name="Subscription confirmed").wait_for()
     assert (await acme.http.get(f"/v1/subscribers/{pending[0]['subscriber_id']}")).json()["status"] == "active"
 

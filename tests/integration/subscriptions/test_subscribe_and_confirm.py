@@ -53,14 +53,17 @@ async def test_double_opt_in_is_pending_until_the_confirmation_link_is_opened(pl
     assert request.payload.greeting_name == "Ben" and request.payload.company_name == "acme Ltd"
     link = urlsplit(str(request.payload.confirm_url)).path
 
-    confirmed = await platform.pages.get(link)
+    opened = await platform.pages.get(link)  # a mail scanner or the person opening the link
+    assert opened.status_code == 200 and "Confirm subscription</button>" in opened.text
+    assert (await acme.http.get(f"/v1/subscribers/{pending.json()['subscriber_id']}")).json()["status"] == "pending"
+    confirmed = await platform.pages.post(link)
     assert confirmed.status_code == 200 and "Subscription confirmed" in confirmed.text
     subscriber = await acme.http.get(f"/v1/subscribers/{pending.json()['subscriber_id']}")
     assert subscriber.json()["status"] == "active"
     confirmation = next(e for e in await platform.events() if isinstance(e, SubscriberConfirmed))
     assert confirmation.payload.method == "double_opt_in" and confirmation.payload.ip == "203.0.113.7"
 
-    used = await platform.pages.get(link)
+    used = await platform.pages.post(link)
     assert used.status_code == 200 and "Already confirmed" in used.text
     assert [e.type for e in await platform.events()].count("SubscriberConfirmed") == 1
 
@@ -71,15 +74,16 @@ async def test_forged_and_expired_confirmation_links_change_nothing(platform: Pl
     subscriber_id = (await acme.subscribe("cara@example.com")).json()["subscriber_id"]
 
     forged = URLSafeTimedSerializer("not-the-secret-at-all", salt=CONFIRM_SALT).dumps({"a": "acme", "s": subscriber_id})
-    response = await platform.pages.get(f"/confirm/{forged}")
+    response = await platform.pages.post(f"/confirm/{forged}")
     assert response.status_code == 400 and "not valid" in response.text
+    assert (await platform.pages.get(f"/confirm/{forged}")).status_code == 400
 
     class EightDaysAgo(TimestampSigner):
         def get_timestamp(self) -> int:
             return int((datetime.now(UTC) - timedelta(days=8)).timestamp())
 
     expired = URLSafeTimedSerializer(SECRET, salt=CONFIRM_SALT, signer=EightDaysAgo)
-    response = await platform.pages.get(f"/confirm/{expired.dumps({'a': 'acme', 's': subscriber_id})}")
+    response = await platform.pages.post(f"/confirm/{expired.dumps({'a': 'acme', 's': subscriber_id})}")
     assert response.status_code == 410 and "expired" in response.text
     assert (await acme.http.get(f"/v1/subscribers/{subscriber_id}")).json()["status"] == "pending"
     assert "SubscriberConfirmed" not in [e.type for e in await platform.events()]

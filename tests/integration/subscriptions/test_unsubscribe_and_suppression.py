@@ -113,7 +113,7 @@ async def test_complaint_suppresses_and_unsubscribes_and_only_a_fresh_double_opt
     assert "Check your inbox" in form.text
     assert (await _member(acme, cara))["status"] == "suppressed"
     request = [e for e in await platform.events() if isinstance(e, ConfirmationRequested)][-1]
-    confirmed = await platform.pages.get(urlsplit(str(request.payload.confirm_url)).path)
+    confirmed = await platform.pages.post(urlsplit(str(request.payload.confirm_url)).path)
     assert "Subscription confirmed" in confirmed.text
     assert (await _member(acme, cara))["status"] == "active"
 
