@@ -97,3 +97,17 @@ def sample(type_name: str, account_id: str = "acc-1", **envelope: Any) -> Event:
 
 def all_samples(account_id: str = "acc-1") -> list[Event]:
     return [sample(name, account_id) for name in EVENT_TYPES]
+
+
+def campaign_queued(account_id: str, campaign_id: str, *, list_id: str = "news", review_required: bool = False,
+                    html_body: str | None = None, text_body: str = "Hello {{ first_name | friend }}!",
+                    segment: dict[str, Any] | None = None, from_email: str = "news@acme.example",
+                    subject: str = "November news") -> Event:
+    """A CampaignQueued as the campaigns service publishes it."""
+    from herald_shared.contract.campaigns import CampaignQueued
+
+    return CampaignQueued(account_id=account_id, producer="campaigns", payload={  # type: ignore[arg-type]
+        "campaign_id": campaign_id, "list_id": list_id, "segment": {"field_equals": segment or {}},
+        "review_required": review_required,
+        "content": {"subject": subject, "from_name": "Acme News", "from_email": from_email,
+                    "html_body": html_body, "text_body": text_body}})

@@ -1,0 +1,261 @@
+"""Pure rules of delivery: message identity, the sending gates, SMTP outcomes and the retry policy.
+
+No I/O here. The sending gates are a fold over billing, compliance and campaign events; the sender asks
+`closed_gate` before every message, and the retry policy decides when a deferred message is tried again.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from herald_shared.contract import Event
+from herald_shared.contract.billing import (
+    AccountApproved,
+    AccountOpened,
+    PlanChanged,
+    SendingBlocked,
+    SendingUnblocked,
+)
+from herald_shared.contract.campaigns import (
+    CampaignApproved,
+    CampaignCancelled,
+    CampaignQueued,
+    CampaignRejected,
+)
+from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
+from herald_shared.contract.subscriptions import FieldValue
+
+# Fixed namespace: message ids and derived event ids are the same in every process and every replay.
+HERALD_DELIVERY_NAMESPACE = uuid.UUID("5b1c2f7e-8f0b-4d55-9a43-2f6f4f1a7d10")
+
+Gate = Literal["account_suspended", "sending_blocked", "account_review", "campaign_review"]
+GATES: tuple[Gate, ...] = ("account_suspended", "sending_blocked", "account_review", "campaign_review")
+MessageKind = Literal["campaign", "confirmation", "account_notice"]
+
+
+def message_id_for(account_id: str, campaign_id: str, subscriber_id: str) -> str:
+    """Deterministic: the same campaign and subscriber always give the same message id."""
+    return str(uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"campaign:{account_id}:{campaign_id}:{subscriber_id}"))
+
+
+def transactional_message_id(kind: MessageKind, cause_event_id: str) -> str:
+    """A confirmation or account notice is one message per event that asked for it."""
+    return str(uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"{kind}:{cause_event_id}"))
+
+
+def outcome_event_id(message_id: str, outcome: str, attempt: int) -> uuid.UUID:
+    """The event id of one outcome of one attempt: republishing it after a crash is deduplicated downstream."""
+    return uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"outcome:{message_id}:{outcome}:{attempt}")
+
+
+# Account and campaign gates
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """What delivery knows of an account, folded from herald.billing and herald.compliance."""
+
+    account_id: str
+    approved: bool = False
+    suspended: bool = False
+    suspension_reason: str | None = None
+    blocked_reasons: frozenset[str] = frozenset()
+    edition: Literal["standard", "pro"] = "standard"
+    registered_email: str | None = None
+    company_name: str | None = None
+
+
+def evolve_account(state: AccountState, event: Event) -> AccountState:
+    """Fold one billing or compliance event into the account's sending state; other events change nothing."""
+    if isinstance(event, AccountOpened):
+        return replace(state, registered_email=str(event.payload.registered_email),
+                       company_name=event.payload.company_name)
+    if isinstance(event, AccountApproved):
+        return replace(state, approved=True)
+    if isinstance(event, PlanChanged):
+        return replace(state, edition=event.payload.edition)
+    if isinstance(event, SendingBlocked):
+        return replace(state, blocked_reasons=state.blocked_reasons | {event.payload.reason})
+    if isinstance(event, SendingUnblocked):
+        return replace(state, blocked_reasons=state.blocked_reasons - {event.payload.reason})
+    if isinstance(event, AccountSuspended):
+        return replace(state, suspended=True, suspension_reason=event.payload.reason)
+    if isinstance(event, AccountReinstated):
+        return replace(state, suspended=False, suspension_reason=None)
+    return state
+
+
+@dataclass(frozen=True)
+class CampaignState:
+    """A queued campaign as delivery sees it, folded from herald.campaigns (events may come in any order
+    relative to each other: an approval can precede the queueing)."""
+
+    campaign_id: str
+    queued: bool = False
+    review_required: bool = False
+    approved: bool = False
+    rejected: bool = False
+    cancelled: bool = False
+
+
+def evolve_campaign(state: CampaignState, event: Event) -> CampaignState:
+    if isinstance(event, CampaignQueued):
+        return replace(state, queued=True, review_required=event.payload.review_required)
+    if isinstance(event, CampaignApproved):
+        return replace(state, approved=True, rejected=False)
+    if isinstance(event, CampaignRejected):
+        return replace(state, rejected=True, approved=False)
+    if isinstance(event, CampaignCancelled):
+        return replace(state, cancelled=True)
+    return state
+
+
+def closed_gate(account: AccountState, campaign: CampaignState | None) -> Gate | None:
+    """The first gate that holds a campaign message, or None when it may go out (PRODUCT.md: "Sending
+    suspension", "Review", "Plans and billing"). Transactional mail (confirmations, account notices) is
+    not held: a suspended account must still receive its notice, and a subscriber can still confirm."""
+    if account.suspended:
+        return "account_suspended"
+    if account.blocked_reasons:
+        return "sending_blocked"
+    if not account.approved:
+        return "account_review"
+    if campaign is not None and campaign.review_required and not campaign.approved:
+        return "campaign_review"
+    return None
+
+
+def gate_reason(gate: Gate, account: AccountState) -> str:
+    if gate == "account_suspended":
+        return f"account suspended: {account.suspension_reason or 'by compliance'}"
+    if gate == "sending_blocked":
+        return "sending blocked by billing: " + ", ".join(sorted(account.blocked_reasons))
+    if gate == "account_review":
+        return "the account has not passed staff review yet"
+    return "the campaign waits for staff approval (trial: every campaign is reviewed)"
+
+
+# SMTP outcomes
+
+ENHANCED_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+@dataclass(frozen=True)
+class SmtpReply:
+    """A reply from the relay, or a connection failure (code None)."""
+
+    code: int | None
+    text: str
+
+    @property
+    def enhanced_status(self) -> str | None:
+        match = ENHANCED_STATUS.match(self.text)
+        if not match or self.code is None or match.group(1) != str(self.code)[0]:
+            return None
+        return ".".join(match.groups())
+
+    @property
+    def diagnostic(self) -> str:
+        if self.code is None:
+            return self.text[:1000] or "connection failed"
+        return f"{self.code} {self.text}"[:1000]
+
+
+Outcome = Literal["sent", "deferred", "bounced"]
+
+
+def classify(reply: SmtpReply) -> Outcome:
+    """2xx sent; 4xx or no reply (connection trouble) deferred; 5xx a hard bounce (RFC 5321 4.2.1)."""
+    if reply.code is None or 400 <= reply.code < 500:
+        return "deferred"
+    if 200 <= reply.code < 300:
+        return "sent"
+    if 500 <= reply.code < 600:
+        return "bounced"
+    # 1xx/3xx at the end of a transaction is a protocol error of the relay: try again later.
+    return "deferred"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, until a give-up age after the first attempt (72 hours by
+    default, as large senders do; RFC 5321 4.5.4.1 allows 4-5 days). Then the message soft-bounces."""
+
+    first_delay: timedelta = timedelta(minutes=5)
+    max_delay: timedelta = timedelta(hours=4)
+    give_up_after: timedelta = timedelta(hours=72)
+    multiplier: float = 2.0
+    jitter: float = 0.5  # each delay is drawn from [delay * (1 - jitter), delay]
+
+    def __post_init__(self) -> None:
+        if self.first_delay <= timedelta(0) or self.max_delay < self.first_delay:
+            raise ValueError("retry delays must be positive and first_delay <= max_delay")
+        if not 0 <= self.jitter < 1 or self.multiplier < 1:
+            raise ValueError("jitter must be in [0, 1) and multiplier >= 1")
+
+    def delay(self, attempt: int, rng: random.Random) -> timedelta:
+        """Wait after the `attempt`-th failed attempt (1-based)."""
+        ceiling = min(self.first_delay.total_seconds() * self.multiplier ** (attempt - 1),
+                      self.max_delay.total_seconds())
+        return timedelta(seconds=ceiling * (1 - self.jitter * rng.random()))
+
+    def next_attempt(self, attempt: int, first_attempt_at: datetime, now: datetime,
+                     rng: random.Random) -> datetime | None:
+        """When to try again after failed attempt `attempt`, or None: give up (the age limit is reached)."""
+        deadline = first_attempt_at + self.give_up_after
+        if now >= deadline:
+            return None
+        return min(now + self.delay(attempt, rng), deadline)
+
+
+# Audience
+
+
+@dataclass(frozen=True)
+class Member:
+    """A list member as delivery's own projection of herald.subscriptions holds it."""
+
+    subscriber_id: str
+    list_id: str
+    email: str | None
+    status: str
+    first_name: str | None = None
+    last_name: str | None = None
+    custom_fields: dict[str, FieldValue] = field(default_factory=dict)
+
+
+def receives(member: Member, list_id: str, segment: dict[str, FieldValue], list_deleted: bool) -> bool:
+    """PRODUCT.md "Every message": only confirmed (active), not unsubscribed, not suppressed, not erased
+    members of the target list, and only those the segment selects."""
+    if list_deleted or member.list_id != list_id or member.status != "active" or not member.email:
+        return False
+    return all(member.custom_fields.get(name) == value for name, value in segment.items())
+
+
+# Rate limits
+
+
+@dataclass
+class TokenBucket:
+    """`rate` messages per second with bursts of `burst`; `reserve` answers how long to wait (seconds) for
+    the next message and takes its token. A rate of 0 means unlimited."""
+
+    rate: float
+    burst: float
+    tokens: float = 0.0
+    updated: float | None = None
+
+    def reserve(self, now: float) -> float:
+        if self.rate <= 0:
+            return 0.0
+        if self.updated is None:
+            self.tokens, self.updated = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate

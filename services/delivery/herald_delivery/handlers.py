@@ -1,0 +1,225 @@
+"""Handlers of the events delivery consumes: they keep the gates and campaigns, expand audiences into jobs,
+and turn confirmation requests and account events into transactional jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from herald_shared.contract import Event
+from herald_shared.contract.billing import (
+    AccountOpened,
+    PaymentFailed,
+    SendingBlocked,
+)
+from herald_shared.contract.campaigns import CampaignCancelled, CampaignQueued, CampaignsEvent
+from herald_shared.contract.compliance import AccountSuspended
+from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberErased
+from herald_shared.kafka import Reject
+from herald_shared.mongo import Document
+
+from . import domain
+from .domain import AccountState, CampaignState, Gate
+from .render import tracked_links
+from .store import QUEUED, DeliveryStore, scoped
+
+log = logging.getLogger(__name__)
+EXPANSION_CHUNK = 500
+
+
+class GateBook:
+    """The sending gates of every account and campaign, in memory, for the sender to ask before each
+    message. The control consumer updates it as it handles each event, before anything is written, so a
+    suspension takes effect at once; `changed` wakes the sender when a gate opens or new jobs exist."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, AccountState] = {}
+        self.campaigns: dict[str, CampaignState] = {}
+        self.changed = asyncio.Event()
+
+    def account(self, account_id: str) -> AccountState:
+        return self.accounts.get(account_id) or AccountState(account_id)
+
+    def campaign(self, account_id: str, campaign_id: str) -> CampaignState:
+        return self.campaigns.get(scoped(account_id, campaign_id)) or CampaignState(campaign_id)
+
+    def gate_for(self, account_id: str, campaign_id: str | None) -> Gate | None:
+        campaign = self.campaign(account_id, campaign_id) if campaign_id else None
+        return domain.closed_gate(self.account(account_id), campaign)
+
+    def held(self) -> tuple[list[str], list[str]]:
+        """Accounts whose every campaign is held, and campaigns held on their own (awaiting approval or
+        cancelled), for the sender's query of due jobs."""
+        accounts = [a for a, s in self.accounts.items() if domain.closed_gate(s, None)]
+        closed = set(accounts)
+        campaigns = [key for key, c in self.campaigns.items()
+                     if key.split(":", 1)[0] not in closed
+                     and (c.cancelled or domain.closed_gate(self.account(key.split(":", 1)[0]), c))]
+        return accounts, campaigns
+
+
+class AudienceJobs:
+    """On herald.subscriptions (next to the audience projection): a ConfirmationRequested becomes the
+    confirmation email's job; an erasure removes the address from jobs that hold it."""
+
+    def __init__(self, store: DeliveryStore, wake: asyncio.Event) -> None:
+        self._store = store
+        self._wake = wake
+        self._staged: list[Callable[[], Awaitable[None]]] = []
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, ConfirmationRequested):
+            p = event.payload
+            job = new_job(domain.transactional_message_id("confirmation", str(event.event_id)), event.account_id,
+                          "confirmation", event.occurred_at, subscriber_id=p.subscriber_id, list_id=p.list_id,
+                          recipient=str(p.email), greeting_name=p.greeting_name, list_name=p.list_name,
+                          company_name=p.company_name, confirm_url=str(p.confirm_url), expires_at=p.expires_at)
+            self._staged.append(lambda: self._store.add_jobs([job]))
+        elif isinstance(event, SubscriberErased):
+            account, subscriber = event.account_id, event.payload.subscriber_id
+            self._staged.append(lambda: self._store.forget_recipient(account, subscriber))
+
+    async def flush(self) -> None:
+        while self._staged:
+            await self._staged[0]()
+            self._staged.pop(0)
+        self._wake.set()
+
+
+def new_job(message_id: str, account_id: str, kind: domain.MessageKind, not_before: datetime,
+            **fields: Any) -> Document:
+    return {"_id": message_id, "account_id": account_id, "kind": kind, "state": QUEUED, "attempts": 0,
+            "first_attempt_at": None, "next_attempt_at": not_before, "created_at": datetime.now(UTC),
+            "published": None, **fields}
+
+
+class ControlHandler:
+    """On herald.billing, herald.compliance and herald.campaigns: folds the gates and campaigns, expands a
+    queued campaign into one job per recipient, and asks for account notices."""
+
+    def __init__(self, store: DeliveryStore, gates: GateBook,
+                 audience_caught_up: Callable[[], Awaitable[None]]) -> None:
+        self._store = store
+        self._gates = gates
+        self._audience_caught_up = audience_caught_up
+        self._dirty_accounts: set[str] = set()
+        self._dirty_campaigns: dict[str, Document] = {}
+        self._jobs: list[Document] = []
+
+    async def load(self) -> None:
+        self._gates.accounts = {s.account_id: s for s in await self._store.all_accounts()}
+        self._gates.campaigns = await self._store.all_campaign_states()
+
+    async def handle(self, event: Event) -> None:
+        account_id = event.account_id
+        before = self._gates.account(account_id)
+        after = domain.evolve_account(before, event)
+        if after != before:
+            self._gates.accounts[account_id] = after
+            self._dirty_accounts.add(account_id)
+        if isinstance(event, CampaignsEvent):
+            await self._campaign_event(event)
+        self._notice_for(event, after)
+        if domain.closed_gate(after, None) is None:
+            self._gates.changed.set()
+
+    async def _campaign_event(self, event: CampaignsEvent) -> None:
+        campaign_id = str(getattr(event.payload, "campaign_id", ""))
+        key = scoped(event.account_id, campaign_id)
+        doc = self._dirty_campaigns.get(key) or await self._store.campaign(event.account_id, campaign_id) or {
+            "_id": key, "account_id": event.account_id, "state": CampaignState(campaign_id).__dict__}
+        state = domain.evolve_campaign(CampaignState(**doc["state"]), event)
+        doc = {**doc, "state": dict(state.__dict__)}
+        self._gates.campaigns[key] = state
+        if isinstance(event, CampaignQueued):
+            p = event.payload
+            doc.update(list_id=p.list_id, content=p.content.model_dump(mode="json"),
+                       segment=p.segment.field_equals, links=tracked_links(p.content.html_body),
+                       send_at=p.send_at, queued_at=event.occurred_at)
+            self._dirty_campaigns[key] = doc
+            await self._expand(event)
+        else:
+            self._dirty_campaigns[key] = doc
+        if isinstance(event, CampaignCancelled):
+            await self.flush()
+            cancelled = await self._store.cancel_campaign(event.account_id, campaign_id)
+            log.info("campaign cancelled", extra={"campaign": key, "jobs_cancelled": cancelled})
+
+    async def _expand(self, event: CampaignQueued) -> None:
+        """One job per member who receives it, as of the audience projection having caught up with
+        herald.subscriptions when the campaign is handled. Jobs have deterministic ids: expanding again
+        (a redelivered event) adds nothing."""
+        await self._audience_caught_up()
+        p = event.payload
+        if await self._store.list_deleted(event.account_id, p.list_id):
+            log.warning("campaign queued for a deleted list: no recipients", extra={"list": p.list_id})
+            return
+        not_before = p.send_at or event.occurred_at
+        batch: list[Document] = []
+        async for member in self._store.list_members(event.account_id, p.list_id):
+            if not domain.receives(member, p.list_id, p.segment.field_equals, list_deleted=False):
+                continue
+            batch.append(new_job(domain.message_id_for(event.account_id, p.campaign_id, member.subscriber_id),
+                                 event.account_id, "campaign", not_before, campaign_id=p.campaign_id,
+                                 campaign_key=scoped(event.account_id, p.campaign_id),
+                                 subscriber_id=member.subscriber_id, list_id=p.list_id))
+            if len(batch) >= EXPANSION_CHUNK:
+                await self._store.add_jobs(batch)
+                batch = []
+        if batch:
+            await self._store.add_jobs(batch)
+        self._gates.changed.set()
+
+    def _notice_for(self, event: Event, account: AccountState) -> None:
+        """PRODUCT.md: a suspension, a block and a failed payment are emailed to the registered address."""
+        subject, text = notice_text(event, account)
+        if subject is None or text is None:
+            return
+        if not account.registered_email:
+            raise Reject(f"{event.type} asks for a notice, but no AccountOpened gave account "
+                         f"{event.account_id!r} a registered address")
+        self._jobs.append(new_job(domain.transactional_message_id("account_notice", str(event.event_id)),
+                                  event.account_id, "account_notice", event.occurred_at,
+                                  recipient=account.registered_email, subject=subject, text=text))
+
+    async def flush(self) -> None:
+        if self._dirty_accounts:
+            await self._store.save_accounts([self._gates.account(a) for a in sorted(self._dirty_accounts)])
+            self._dirty_accounts.clear()
+        if self._dirty_campaigns:
+            await self._store.save_campaigns(list(self._dirty_campaigns.values()))
+            self._dirty_campaigns.clear()
+        if self._jobs:
+            await self._store.add_jobs(self._jobs)
+            self._jobs = []
+            self._gates.changed.set()
+
+
+def notice_text(event: Event, account: AccountState) -> tuple[str | None, str | None]:
+    company = account.company_name or event.account_id
+    if isinstance(event, AccountSuspended) and event.payload.notify_account:
+        p = event.payload
+        detail = ""
+        if p.value is not None and p.threshold is not None:
+            detail = f"\nMeasured {p.metric.replace('_', ' ')}: {p.value:.2%} (threshold {p.threshold:.2%}).\n"
+        return ("Herald: sending is suspended for " + company,
+                f"Hello,\n\nSending for the account {company} has been suspended.\n\nReason: {p.reason}\n{detail}\n"
+                "Messages not yet sent are held, not dropped; they go out if staff reinstate the account.\n"
+                "Reply to this email or contact support to ask for a review.\n")
+    if isinstance(event, SendingBlocked):
+        reason = event.payload.reason.replace("_", " ")
+        return ("Herald: sending is paused for " + company,
+                f"Hello,\n\nSending for the account {company} is paused: {reason}.\n"
+                f"{event.payload.detail or ''}\n\nMessages not yet sent are held and go out once this is "
+                "resolved (for example after an upgrade or a successful payment).\n")
+    if isinstance(event, PaymentFailed):
+        return ("Herald: your payment failed",
+                f"Hello,\n\nThe automatic payment of {event.payload.amount_cents / 100:.2f} "
+                f"{event.payload.currency} for {company} failed: {event.payload.reason}.\n"
+                "Sending is suspended until a payment succeeds.\n")
+    if isinstance(event, AccountOpened):
+        return None, None
+    return None, None

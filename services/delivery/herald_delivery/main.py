@@ -1,0 +1,232 @@
+"""Bootstrap of the delivery service: settings, wiring, the consumers, the sender, the inbound SMTP server,
+the HTTP server (tracking, health, metrics), shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiosmtpd.smtp import SMTP as InboundSMTP
+from fastapi import FastAPI
+from pydantic import Field, ValidationError
+
+from herald_shared.http import add_health_routes, make_server
+from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer, partition_ids
+from herald_shared.lifecycle import on_shutdown_signal
+from herald_shared.links import LinkSigner
+from herald_shared.logs import configure_logging
+from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
+from herald_shared.settings import HeraldSettings
+
+from .domain import RetryPolicy
+from .handlers import AudienceJobs, ControlHandler, GateBook
+from .inbound import MAX_INBOUND_BYTES, InboundHandler, ReportReader
+from .render import DkimKey, MessageTokens, Renderer, RenderSettings
+from .sender import Sender, SenderConfig
+from .smtp import RelayConfig
+from .store import AudienceProjection, DeliveryStore
+from .tracking import build_tracking
+
+SERVICE = "delivery"
+log = logging.getLogger(__name__)
+AUDIENCE_CATCH_UP_TIMEOUT = 60.0
+
+
+class DeliverySettings(HeraldSettings):
+    link_secret: str = Field(alias="HERALD_LINK_SECRET", min_length=16,
+                             description="Signs unsubscribe, tracking and return-path tokens (shared with "
+                                         "subscriptions).")
+    public_url: str | None = Field(default=None, alias="HERALD_PUBLIC_URL",
+                                   description="Base URL of the tracking endpoints; default http://host:port.")
+    subscriptions_url: str = Field(default="http://127.0.0.1:8082", alias="HERALD_SUBSCRIPTIONS_URL",
+                                   description="Public base URL of the subscriptions pages (unsubscribe links).")
+    smtp_host: str = Field(default="127.0.0.1", alias="HERALD_SMTP_HOST", description="The relay.")
+    smtp_port: int = Field(default=25, alias="HERALD_SMTP_PORT")
+    smtp_starttls: bool = Field(default=False, alias="HERALD_SMTP_STARTTLS", description="Require STARTTLS.")
+    smtp_tls: bool = Field(default=False, alias="HERALD_SMTP_TLS", description="Implicit TLS (port 465).")
+    smtp_verify_tls: bool = Field(default=True, alias="HERALD_SMTP_VERIFY_TLS")
+    smtp_username: str | None = Field(default=None, alias="HERALD_SMTP_USERNAME", description="AUTH user.")
+    smtp_password: str | None = Field(default=None, alias="HERALD_SMTP_PASSWORD")
+    smtp_timeout: float = Field(default=60.0, gt=0, alias="HERALD_SMTP_TIMEOUT")
+    concurrency: int = Field(default=10, ge=1, le=500, alias="HERALD_SEND_CONCURRENCY",
+                             description="SMTP connections (one worker each).")
+    account_rate: float = Field(default=0.0, ge=0, alias="HERALD_ACCOUNT_RATE",
+                                description="Messages per second per account; 0 = unlimited.")
+    domain_rate: float = Field(default=0.0, ge=0, alias="HERALD_DOMAIN_RATE",
+                               description="Messages per second per recipient domain; 0 = unlimited.")
+    retry_first_delay: float = Field(default=300.0, gt=0, alias="HERALD_RETRY_FIRST_DELAY_SECONDS")
+    retry_max_delay: float = Field(default=4 * 3600.0, gt=0, alias="HERALD_RETRY_MAX_DELAY_SECONDS")
+    retry_give_up: float = Field(default=72 * 3600.0, gt=0, alias="HERALD_RETRY_GIVE_UP_SECONDS",
+                                 description="Age after which a deferred message soft-bounces (72 h).")
+    poll_interval: float = Field(default=1.0, gt=0, alias="HERALD_SEND_POLL_SECONDS")
+    bounce_domain: str = Field(default="bounces.herald.localhost", alias="HERALD_BOUNCE_DOMAIN",
+                               description="Domain of return paths and Message-IDs; its MX is the inbound server.")
+    inbound_host: str = Field(default="127.0.0.1", alias="HERALD_INBOUND_SMTP_HOST")
+    inbound_port: int = Field(default=2525, ge=0, alias="HERALD_INBOUND_SMTP_PORT",
+                              description="Inbound SMTP for bounces and feedback reports; 0 turns it off.")
+    dkim_keys_dir: Path | None = Field(default=None, alias="HERALD_DKIM_KEYS_DIR",
+                                       description="Files <selector>._domainkey.<domain>.pem, one per domain.")
+    dkim_default_domain: str | None = Field(default=None, alias="HERALD_DKIM_DEFAULT_DOMAIN",
+                                            description="Sign with this domain's key when the sender's "
+                                                        "domain has none.")
+    platform_from: str = Field(default="no-reply@herald.localhost", alias="HERALD_PLATFORM_FROM",
+                               description="From address of confirmations and account notices.")
+    trust_forwarded_for: bool = Field(default=False, alias="HERALD_TRUST_FORWARDED_FOR")
+
+
+def load_dkim_keys(directory: Path | None) -> dict[str, DkimKey]:
+    keys: dict[str, DkimKey] = {}
+    if directory is None:
+        return keys
+    for path in sorted(directory.glob("*._domainkey.*.pem")):
+        selector, _, domain = path.name.removesuffix(".pem").partition("._domainkey.")
+        keys[domain.lower()] = DkimKey(domain.lower(), selector, path.read_bytes())
+    return keys
+
+
+class Delivery:
+    """The wired service. `start()` runs the consumers, the sender and the inbound server."""
+
+    def __init__(self, settings: DeliverySettings) -> None:
+        self.settings = settings
+        self.mongo = make_client(settings, SERVICE)
+        self.db = self.mongo[settings.database_name(SERVICE)]
+        self.producer = make_producer(settings, SERVICE)
+        self.publisher = EventPublisher(self.producer, settings.topics)
+        self.store = DeliveryStore(self.db)
+        self.gates = GateBook()
+        self.tokens = MessageTokens(settings.link_secret)
+        base_url = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
+        keys = load_dkim_keys(settings.dkim_keys_dir)
+        renderer = Renderer(RenderSettings(base_url, settings.bounce_domain), self.tokens,
+                            LinkSigner(settings.link_secret, settings.subscriptions_url), keys,
+                            keys.get((settings.dkim_default_domain or "").lower()))
+        relay = RelayConfig(settings.smtp_host, settings.smtp_port, starttls=settings.smtp_starttls,
+                            implicit_tls=settings.smtp_tls, verify_tls=settings.smtp_verify_tls,
+                            username=settings.smtp_username, password=settings.smtp_password,
+                            timeout=settings.smtp_timeout)
+        policy = RetryPolicy(first_delay=timedelta(seconds=settings.retry_first_delay),
+                             max_delay=timedelta(seconds=max(settings.retry_max_delay, settings.retry_first_delay)),
+                             give_up_after=timedelta(seconds=settings.retry_give_up))
+        self.sender = Sender(self.store, self.gates, renderer, relay, self.publisher, policy,
+                             SenderConfig(concurrency=settings.concurrency, account_rate=settings.account_rate,
+                                          domain_rate=settings.domain_rate, poll_interval=settings.poll_interval,
+                                          platform_from_email=settings.platform_from))
+        self.audience_checkpoints = Checkpoints(self.db, "audience")
+        self.audience = EventConsumer(
+            settings, name=f"{settings.topic_prefix}{SERVICE}.audience", topics=["herald.subscriptions"],
+            handler=ProjectionGroup(AudienceProjection(self.db)), producer=self.producer,
+            deduplicator=MongoDeduplicator(self.db, "audience"), checkpoints=self.audience_checkpoints)
+        self.confirmations = EventConsumer(
+            settings, name=f"{settings.topic_prefix}{SERVICE}.confirmations", topics=["herald.subscriptions"],
+            handler=AudienceJobs(self.store, self.gates.changed), producer=self.producer,
+            deduplicator=MongoDeduplicator(self.db, "confirmations"))
+        self.control_handler = ControlHandler(self.store, self.gates, self.audience_caught_up)
+        self.control = EventConsumer(
+            settings, name=f"{settings.topic_prefix}{SERVICE}.control",
+            topics=["herald.billing", "herald.compliance", "herald.campaigns"], handler=self.control_handler,
+            producer=self.producer, deduplicator=MongoDeduplicator(self.db, "control"))
+        self.inbound = InboundHandler(ReportReader(self.tokens, settings.bounce_domain), self.store, self.publisher,
+                                      self.producer, settings.topics, settings.bounce_domain)
+        self.app = FastAPI(title="Herald delivery", version="1.0.0",
+                           description="Tracking endpoints (opens, clicks) of the delivery service.")
+        self.app.include_router(build_tracking(self.tokens, self.store, self.publisher,
+                                               settings.trust_forwarded_for))
+        add_health_routes(self.app, {"mongodb": self._mongo_ready, "consumers": self._running})
+        self._offsets: AIOKafkaConsumer | None = None
+        self._inbound_server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _mongo_ready(self) -> bool:
+        await self.db.command("ping")
+        return True
+
+    async def _running(self) -> bool:
+        return all(c.started for c in (self.audience, self.confirmations, self.control)) and self.sender.started
+
+    async def audience_caught_up(self) -> None:
+        """Wait until the audience projection has applied everything herald.subscriptions held just now, so a
+        campaign queued after its subscribers were added is expanded to them."""
+        assert self._offsets is not None
+        topic = self.settings.topics("herald.subscriptions")
+        partitions = [TopicPartition(topic, p) for p in (await partition_ids(self.settings, [topic]))[topic]]
+        ends = await self._offsets.end_offsets(partitions)
+        positions = [(tp.topic, tp.partition, end - 1) for tp, end in ends.items() if end > 0]
+        async with asyncio.timeout(AUDIENCE_CATCH_UP_TIMEOUT):
+            await self.audience_checkpoints.wait_until_applied(positions)
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings)
+        await self.store.ensure_indexes()
+        await self.producer.start()
+        self._offsets = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
+                                         client_id=f"{SERVICE}-offsets", isolation_level="read_committed")
+        await self._offsets.start()
+        await self.control_handler.load()
+        if self.settings.inbound_port:
+            loop = asyncio.get_running_loop()
+            self._inbound_server = await loop.create_server(
+                lambda: InboundSMTP(self.inbound, data_size_limit=MAX_INBOUND_BYTES, enable_SMTPUTF8=True,
+                                    hostname=self.settings.bounce_domain),
+                self.settings.inbound_host, self.settings.inbound_port)
+        self._tasks = [asyncio.create_task(c.run(), name=c.name)
+                       for c in (self.audience, self.confirmations, self.control)]
+        self._tasks.append(asyncio.create_task(self.sender.run(), name="sender"))
+        self._tasks.append(asyncio.create_task(self._announce_held(), name="held-announcer"))
+
+    async def _announce_held(self) -> None:
+        while True:
+            try:
+                await self.sender.announce_held()
+            except Exception:
+                log.exception("announcing held messages failed; trying again")
+            await asyncio.sleep(5.0)  # a periodic report, not a wait for something
+
+    def request_stop(self) -> None:
+        for consumer in (self.audience, self.confirmations, self.control):
+            consumer.request_stop()
+        self.sender.request_stop()
+
+    async def stop(self) -> None:
+        self.request_stop()
+        if self._inbound_server is not None:
+            self._inbound_server.close()
+        self._tasks[-1].cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._offsets is not None:
+            await self._offsets.stop()
+        await self.producer.stop()
+        await self.mongo.close()
+
+
+async def serve(settings: DeliverySettings) -> None:
+    service = Delivery(settings)
+    server = make_server(service.app, settings.http_host, settings.http_port)
+
+    def stop_server() -> None:
+        server.should_exit = True
+
+    on_shutdown_signal(service.request_stop, stop_server)
+    await service.start()
+    log.info("delivery started", extra={"port": settings.http_port, "inbound_smtp": settings.inbound_port})
+    try:
+        await server.serve()
+    finally:
+        await service.stop()
+
+
+def main() -> None:
+    try:
+        settings = DeliverySettings()  # from the environment
+    except ValidationError as exc:
+        problems = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        raise SystemExit(f"herald-delivery: invalid or missing configuration: {problems}") from None
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Delivery's own Prometheus metrics (labels are bounded: kinds, classes, gates, never accounts)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter("herald_delivery_messages_total", "Message outcomes, by kind and outcome.", ["kind", "outcome"])
+BOUNCES = Counter("herald_delivery_bounces_total", "Bounces, by class (hard/soft) and source.", ["bounce_class",
+                                                                                                  "source"])
+COMPLAINTS = Counter("herald_delivery_complaints_total", "Feedback-loop complaints received.", ["feedback_type"])
+SKIPPED = Counter("herald_delivery_skipped_total", "Messages not sent because the member left the audience.",
+                  ["reason"])
+SMTP_SECONDS = Histogram("herald_delivery_smtp_seconds", "One SMTP transaction (MAIL to the end of DATA).",
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+RENDER_SECONDS = Histogram("herald_delivery_render_seconds", "Rendering and DKIM-signing one message.",
+                           buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1))
+UNRECORDED_WINDOW = Histogram(
+    "herald_delivery_unrecorded_window_seconds",
+    "From the relay's acceptance to the ledger recording it: a crash inside this window resends the message.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+IN_DOUBT = Counter("herald_delivery_in_doubt_total", "Messages found claimed but unrecorded after a restart.")
+QUEUE_DEPTH = Gauge("herald_delivery_queue_depth", "Messages waiting to be sent (due or not), by kind of gate.",
+                    ["held_by"])
+POOL_CONNECTIONS = Gauge("herald_delivery_smtp_connections", "SMTP connections, by state.", ["state"])
+INBOUND = Counter("herald_delivery_inbound_total", "Mails received by the inbound server, by result.", ["result"])
+TRACKING = Counter("herald_delivery_tracking_total", "Tracking hits, by kind and result.", ["kind", "result"])

@@ -1,0 +1,304 @@
+"""Rendering: a campaign compiled once into a template, then one RFC 5322 message per recipient as bytes.
+
+Every message carries what PRODUCT.md requires whatever the customer wrote: an unsubscribe link in the
+footer (not removable: the footer is added here, after the customer's content), `List-Unsubscribe` with
+`List-Unsubscribe-Post` (RFC 8058, covered by the DKIM signature), and the "Email marketing by Herald"
+identification unless the plan is PRO. Messages are assembled as bytes from pre-split parts rather than
+built as `EmailMessage` objects per recipient: rendering is the sender's main CPU cost.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import html
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import Header
+from email.utils import format_datetime, formataddr
+from typing import Any
+
+import dkim
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from herald_shared.contract.campaigns import CampaignContent
+from herald_shared.links import LinkSigner
+
+from .domain import Member
+
+IDENTIFICATION_FOOTER = "Email marketing by Herald"
+TRACKING_SALT = "herald.tracking.v1"
+# Headers the DKIM signature covers; RFC 8058 section 3.2 requires List-Unsubscribe and -Post among them.
+SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
+                  b"content-type", b"list-unsubscribe", b"list-unsubscribe-post", b"feedback-id")
+MERGE_TAG = re.compile(r"\{\{\s*([a-z_][a-z0-9_]{0,63})\s*(?:\|\s*([^}]*?)\s*)?\}\}")
+HTML_LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'\s<>]+)\2""", re.IGNORECASE)
+BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+CRLF = "\r\n"
+
+
+class TemplateError(Exception):
+    """Content that cannot be rendered into a valid message."""
+
+
+# Signed tokens: the bounce address, tracking links
+
+
+class MessageTokens:
+    """Signs what ties an inbound mail or a tracking hit back to a message, so none can be forged."""
+
+    def __init__(self, secret: str) -> None:
+        if len(secret) < 16:
+            raise ValueError("the link secret must be at least 16 characters")
+        self._key = hashlib.sha256(b"herald.return-path.v1" + secret.encode()).digest()
+        self._tracking = URLSafeSerializer(secret, salt=TRACKING_SALT)
+
+    def address_tag(self, message_id: str) -> str:
+        digest = hmac.new(self._key, message_id.encode(), hashlib.sha256).digest()
+        return base64.b32encode(digest[:10]).decode().lower()
+
+    def tagged_local_part(self, prefix: str, message_id: str) -> str:
+        """`b+<message id>.<tag>`: a VERP local part (bounces) that names and authenticates the message."""
+        return f"{prefix}+{message_id}.{self.address_tag(message_id)}"
+
+    def message_from_local_part(self, local_part: str, prefix: str) -> str | None:
+        """The message id in a tagged local part, or None if it is not one of ours or the tag is wrong."""
+        head, _, rest = local_part.partition("+")
+        message_id, _, tag = rest.rpartition(".")
+        if head.lower() != prefix or not message_id or not hmac.compare_digest(tag.lower(),
+                                                                               self.address_tag(message_id)):
+            return None
+        return message_id
+
+    def tracking_token(self, claim: dict[str, Any]) -> str:
+        return str(self._tracking.dumps(claim))
+
+    def read_tracking(self, token: str) -> dict[str, Any] | None:
+        try:
+            data = self._tracking.loads(token)
+        except BadSignature:
+            return None
+        return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    domain: str
+    selector: str
+    private_key_pem: bytes
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    tracking_base_url: str
+    bounce_domain: str
+    sender_id: str = "herald"  # the last field of Feedback-ID, naming the sending platform
+
+
+@dataclass(frozen=True)
+class Rendered:
+    message_id: str
+    mail_from: str  # the VERP return path
+    recipient: str
+    data: bytes
+
+
+Part = tuple[str, str | None, str | None]  # (literal, merge tag name or None, default)
+
+
+def split_template(text: str) -> list[Part]:
+    """A body split into literals and merge tags once per campaign: `{{ first_name | there }}`."""
+    parts: list[Part] = []
+    position = 0
+    for match in MERGE_TAG.finditer(text):
+        parts.append((text[position:match.start()], match.group(1), match.group(2)))
+        position = match.end()
+    parts.append((text[position:], None, None))
+    return parts
+
+
+def tracked_links(html_body: str | None) -> list[str]:
+    """The URLs of a campaign's HTML links, in order; a click token names one by index (no open redirect)."""
+    if not html_body:
+        return []
+    return [match.group(3) for match in HTML_LINK.finditer(html_body)]
+
+
+def _one_line(value: str) -> str:
+    """Header values never carry a line break (header injection)."""
+    return " ".join(value.split())
+
+
+def _encode_header(value: str) -> str:
+    value = _one_line(value)
+    if value.isascii():
+        return value
+    return Header(value, "utf-8").encode(linesep=CRLF)
+
+
+def _qp(text: str) -> bytes:
+    """Quoted-printable with CRLF line ends, as the message is sent and signed."""
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    # b2a_qp writes its soft line breaks as "=\n" whatever the input's line ends: make all of them CRLF.
+    return binascii.b2a_qp(normalised.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+
+
+@dataclass(frozen=True)
+class CampaignTemplate:
+    """A campaign's content, compiled once; `render` makes one recipient's message."""
+
+    account_id: str
+    campaign_id: str
+    headers: str  # the headers that are the same for every recipient
+    text_parts: list[Part]
+    html_parts: list[Part] | None
+    links: list[str]
+    footer: bool
+    feedback_id: str
+    sender_domain: str
+
+
+def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent, *, footer: bool,
+                     settings: RenderSettings) -> CampaignTemplate:
+    links = tracked_links(content.html_body)
+    html_parts = None
+    if content.html_body is not None:
+        counter = iter(range(len(links)))
+        # Each HTML link becomes a placeholder tag the renderer fills with that recipient's tracking URL.
+        linked = HTML_LINK.sub(lambda m: f"{m.group(1)}{m.group(2)}{{{{__link_{next(counter)}}}}}{m.group(2)}",
+                               content.html_body)
+        html_parts = split_template(linked)
+    from_header = formataddr((_one_line(content.from_name), str(content.from_email)), charset="utf-8")
+    headers = [f"From: {from_header}", f"Subject: {_encode_header(content.subject)}", "MIME-Version: 1.0"]
+    if content.reply_to:
+        headers.append(f"Reply-To: {content.reply_to}")
+    # Gmail's Feedback-ID: campaign:customer:kind:sender, so complaint rates can be told apart per campaign.
+    feedback_id = f"{campaign_id}:{account_id}:campaign:{settings.sender_id}"
+    return CampaignTemplate(account_id=account_id, campaign_id=campaign_id, headers=CRLF.join(headers) + CRLF,
+                            text_parts=split_template(content.text_body), html_parts=html_parts, links=links,
+                            footer=footer, feedback_id=_one_line(feedback_id),
+                            sender_domain=str(content.from_email).rpartition("@")[2].lower())
+
+
+def _merge(parts: list[Part], values: dict[str, str], escape: bool) -> str:
+    out = []
+    for literal, tag, default in parts:
+        out.append(literal)
+        if tag is None:
+            continue
+        value = values.get(tag)
+        if value is None or value == "":
+            value = default or ""
+        out.append(html.escape(value) if escape and not tag.startswith("__") else value)
+    return "".join(out)
+
+
+def merge_values(member: Member) -> dict[str, str]:
+    values = {name: "" if value is None else str(value) for name, value in member.custom_fields.items()}
+    values.update(first_name=member.first_name or "", last_name=member.last_name or "", email=member.email or "")
+    return values
+
+
+class Renderer:
+    def __init__(self, settings: RenderSettings, tokens: MessageTokens, links: LinkSigner,
+                 dkim_keys: dict[str, DkimKey], default_dkim: DkimKey | None = None) -> None:
+        self.settings = settings
+        self.tokens = tokens
+        self.links = links
+        self._dkim_keys = dkim_keys
+        self._default_dkim = default_dkim
+        self._base = settings.tracking_base_url.rstrip("/")
+
+    def return_path(self, message_id: str) -> str:
+        return f"{self.tokens.tagged_local_part('b', message_id)}@{self.settings.bounce_domain}"
+
+    def unsubscribe_mailto(self, message_id: str) -> str:
+        return f"{self.tokens.tagged_local_part('u', message_id)}@{self.settings.bounce_domain}"
+
+    def campaign_message(self, template: CampaignTemplate, member: Member, message_id: str,
+                         now: datetime | None = None) -> Rendered:
+        if not member.email:
+            raise TemplateError("the member has no address (erased?)")
+        claim = {"a": template.account_id, "m": message_id, "c": template.campaign_id, "s": member.subscriber_id}
+        unsubscribe = self.links.unsubscribe_url(template.account_id, member.subscriber_id, template.campaign_id,
+                                                 message_id)
+        values = merge_values(member)
+        values["unsubscribe_url"] = unsubscribe
+        text = _merge(template.text_parts, values, escape=False)
+        text += f"{CRLF}{CRLF}-- {CRLF}Unsubscribe with one click: {unsubscribe}{CRLF}"
+        if template.footer:
+            text += IDENTIFICATION_FOOTER + CRLF
+        html_body = None
+        if template.html_parts is not None:
+            for index in range(len(template.links)):
+                values[f"__link_{index}"] = f"{self._base}/t/c/{self.tokens.tracking_token({**claim, 'i': index})}"
+            html_body = _merge(template.html_parts, values, escape=True)
+            pixel = f"{self._base}/t/o/{self.tokens.tracking_token(claim)}"
+            footer = (f'<div style="margin-top:24px;font-size:12px;color:#555">'
+                      f'<a href="{html.escape(unsubscribe)}">Unsubscribe</a>'
+                      + (f"<br>{IDENTIFICATION_FOOTER}" if template.footer else "")
+                      + f'</div><img src="{pixel}" width="1" height="1" alt="">')
+            end = BODY_END.search(html_body)
+            html_body = html_body[:end.start()] + footer + html_body[end.start():] if end else html_body + footer
+        headers = template.headers + self._per_message_headers(member.email, message_id, template.feedback_id,
+                                                               unsubscribe, now)
+        return self._finish(message_id, member.email, headers, text, html_body, sender_domain=template.sender_domain)
+
+    def transactional_message(self, *, message_id: str, kind: str, account_id: str, recipient: str,
+                              from_name: str, from_email: str, subject: str, text: str,
+                              now: datetime | None = None) -> Rendered:
+        """A confirmation request or an account notice: plain text, no tracking, no other link or offer."""
+        headers = (f"From: {formataddr((_one_line(from_name), from_email), charset='utf-8')}{CRLF}"
+                   f"Subject: {_encode_header(subject)}{CRLF}MIME-Version: 1.0{CRLF}"
+                   f"Date: {format_datetime(now or datetime.now(UTC))}{CRLF}"
+                   f"Message-ID: <{message_id}@{self.settings.bounce_domain}>{CRLF}To: {recipient}{CRLF}"
+                   f"Auto-Submitted: auto-generated{CRLF}"
+                   f"Feedback-ID: {message_id[:8]}:{account_id}:{kind}:{self.settings.sender_id}{CRLF}"
+                   f"Content-Type: text/plain; charset=utf-8{CRLF}Content-Transfer-Encoding: quoted-printable{CRLF}")
+        data = (headers + CRLF).encode("ascii") + _qp(text)
+        return Rendered(message_id, self.return_path(message_id), recipient,
+                        self._sign(data, from_email.rpartition("@")[2].lower()))
+
+    def _per_message_headers(self, recipient: str, message_id: str, feedback_id: str, unsubscribe: str,
+                             now: datetime | None) -> str:
+        mailto = self.unsubscribe_mailto(message_id)
+        return (f"To: {recipient}{CRLF}Date: {format_datetime(now or datetime.now(UTC))}{CRLF}"
+                f"Message-ID: <{message_id}@{self.settings.bounce_domain}>{CRLF}"
+                f"List-Unsubscribe: <{unsubscribe}>, <mailto:{mailto}?subject=unsubscribe>{CRLF}"
+                f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}"
+                f"Feedback-ID: {feedback_id}{CRLF}")
+
+    def _finish(self, message_id: str, recipient: str, headers: str, text: str, html_body: str | None,
+                sender_domain: str) -> Rendered:
+        if html_body is None:
+            body = (f"Content-Type: text/plain; charset=utf-8{CRLF}Content-Transfer-Encoding: quoted-printable"
+                    f"{CRLF}{CRLF}").encode() + _qp(text)
+        else:
+            boundary = f"=_herald_{message_id.replace('-', '')}"
+            body = (f'Content-Type: multipart/alternative; boundary="{boundary}"{CRLF}{CRLF}'
+                    f"--{boundary}{CRLF}Content-Type: text/plain; charset=utf-8{CRLF}"
+                    f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}").encode() + _qp(text) + (
+                f"{CRLF}--{boundary}{CRLF}Content-Type: text/html; charset=utf-8{CRLF}"
+                f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}").encode() + _qp(html_body) + (
+                f"{CRLF}--{boundary}--{CRLF}").encode()
+        data = headers.encode("utf-8") + body
+        return Rendered(message_id, self.return_path(message_id), recipient, self._sign(data, sender_domain))
+
+    def _sign(self, data: bytes, sender_domain: str) -> bytes:
+        """DKIM-sign with the sending domain's key, else the platform's default key, else leave unsigned."""
+        key = self._dkim_keys.get(sender_domain) or self._default_dkim
+        if key is None:
+            return data
+        signature = dkim.sign(data, key.selector.encode(), key.domain.encode(), key.private_key_pem,
+                              include_headers=[h for h in SIGNED_HEADERS if _has_header(data, h)],
+                              canonicalize=(b"relaxed", b"relaxed"))
+        return bytes(signature) + data
+
+
+def _has_header(data: bytes, name: bytes) -> bool:
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    return head.startswith(name + b":") or b"\r\n" + name + b":" in head
+

@@ -1,0 +1,108 @@
+"""Tracking endpoints: the open pixel (MessageOpened) and click redirects (LinkClicked).
+
+A click token names the campaign's link by index, never a URL: the redirect goes only to a URL that is
+in the campaign's content, so the endpoint can't be used as an open redirect.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from ua_parser import parse as parse_user_agent
+
+from herald_shared.contract.delivery import LinkClicked, MessageOpened
+from herald_shared.kafka import EventPublisher
+
+from . import metrics
+from .render import MessageTokens
+from .store import DeliveryStore
+
+log = logging.getLogger(__name__)
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+Device = Literal["desktop", "mobile", "tablet", "bot", "other"]
+
+
+def client_context(ip: str | None, user_agent: str | None) -> dict[str, Any]:
+    """IP, user agent, and the device and browser read from it (ua-parser)."""
+    context: dict[str, Any] = {"ip": ip, "user_agent": (user_agent or None) and user_agent[:1000]}
+    if not user_agent:
+        return context
+    result = parse_user_agent(user_agent)
+    browser = result.user_agent.family if result.user_agent else None
+    device_family = (result.device.family if result.device else "") or ""
+    os_family = (result.os.family if result.os else "") or ""
+    device: Device
+    if device_family == "Spider":
+        device = "bot"
+    elif "ipad" in device_family.lower() or "tablet" in device_family.lower() or "Tablet" in user_agent:
+        device = "tablet"
+    elif os_family in ("iOS", "Android") or "Mobile" in user_agent:
+        device = "mobile"
+    elif os_family in ("Windows", "Mac OS X", "Linux", "Ubuntu", "Chrome OS", "Fedora") or browser:
+        device = "desktop"
+    else:
+        device = "other"
+    context.update(device=device, browser=(browser or None) and browser[:100])
+    return context
+
+
+def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: EventPublisher,
+                   trust_forwarded_for: bool = False) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    def client_ip(request: Request) -> str | None:
+        forwarded = request.headers.get("x-forwarded-for")
+        if trust_forwarded_for and forwarded:
+            return forwarded.split(",")[0].strip()
+        return request.client.host if request.client else None
+
+    def ref(claim: dict[str, Any]) -> dict[str, Any]:
+        return {"message_id": claim["m"], "kind": "campaign", "campaign_id": claim.get("c"),
+                "subscriber_id": claim.get("s")}
+
+    @router.get("/t/o/{token}")
+    async def opened(token: str, request: Request) -> Response:
+        claim = tokens.read_tracking(token)
+        # The image is always served: a broken image is worse for the reader than an unrecorded open.
+        if claim is None or not isinstance(claim.get("m"), str) or not isinstance(claim.get("a"), str):
+            metrics.TRACKING.labels("open", "invalid").inc()
+        else:
+            await publisher.publish(MessageOpened(
+                account_id=claim["a"], producer="delivery",
+                payload={**ref(claim), "client": client_context(client_ip(request),
+                                                                request.headers.get("user-agent"))}))
+            metrics.TRACKING.labels("open", "recorded").inc()
+        return Response(PIXEL, media_type="image/gif",
+                        headers={"Cache-Control": "no-store, no-cache, must-revalidate, private"})
+
+    @router.get("/t/c/{token}")
+    async def clicked(token: str, request: Request) -> Response:
+        claim = tokens.read_tracking(token)
+        if claim is None or not isinstance(claim.get("i"), int) or not isinstance(claim.get("a"), str):
+            metrics.TRACKING.labels("click", "invalid").inc()
+            return _not_found()
+        campaign = await store.campaign(claim["a"], str(claim.get("c")))
+        links = (campaign or {}).get("links") or []
+        index = claim["i"]
+        if not 0 <= index < len(links):
+            metrics.TRACKING.labels("click", "unknown_link").inc()
+            return _not_found()
+        url = links[index]
+        await publisher.publish(LinkClicked(
+            account_id=claim["a"], producer="delivery",
+            payload={**ref(claim), "url": url, "link_index": index,
+                     "client": client_context(client_ip(request), request.headers.get("user-agent"))}))
+        metrics.TRACKING.labels("click", "recorded").inc()
+        return RedirectResponse(url, status_code=302)
+
+    return router
+
+
+def _not_found() -> HTMLResponse:
+    return HTMLResponse("<!doctype html><html lang=en><title>Link not valid</title><main><h1>This link is not "
+                        "valid</h1><p>It may have been damaged when it was copied.</p></main></html>",
+                        status_code=404)

@@ -1,0 +1,189 @@
+"""Rendering: required headers, the footer rules, the un-removable unsubscribe link, tracking, DKIM."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import subprocess
+from email.message import EmailMessage
+from pathlib import Path
+
+import dkim
+import pytest
+
+from herald_delivery.domain import Member
+from herald_delivery.render import (
+    IDENTIFICATION_FOOTER,
+    DkimKey,
+    MessageTokens,
+    Renderer,
+    RenderSettings,
+    compile_campaign,
+    tracked_links,
+)
+from herald_shared.contract.campaigns import CampaignContent
+from herald_shared.links import LinkSigner
+
+SECRET = "unit-test-secret-0123456789"
+HTML = ('<html><body><h1>Hi {{ first_name | there }}</h1><p>{{ city }}</p>'
+        '<a href="https://shop.example/sale?x=1&amp;y=2">Sale</a> <a href=\'http://blog.example/\'>Blog</a>'
+        '</body></html>')
+
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[DkimKey, bytes]:
+    folder = tmp_path_factory.mktemp("dkim")
+    private = folder / "key.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(private), "2048"], check=True, capture_output=True)
+    public_der = subprocess.run(["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"], check=True,
+                                capture_output=True).stdout
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public_der)
+    return DkimKey("acme.example", "s1", Path(private).read_bytes()), record
+
+
+def renderer(keys: dict[str, DkimKey] | None = None) -> Renderer:
+    return Renderer(RenderSettings("https://t.herald.example", "bounces.herald.example"), MessageTokens(SECRET),
+                    LinkSigner(SECRET, "https://lists.herald.example"), keys or {})
+
+
+def content(**changes: object) -> CampaignContent:
+    base = {"subject": "November news", "from_name": "Acme News", "from_email": "news@acme.example",
+            "html_body": HTML, "text_body": "Hello {{ first_name | friend }}, from {{ city }}."}
+    return CampaignContent.model_validate({**base, **changes})
+
+
+MEMBER = Member("s1", "news", "anna@example.org", "active", first_name="Anna <b>", custom_fields={"city": "Riga"})
+
+
+def render(footer: bool = True, member: Member = MEMBER, **changes: object) -> tuple[bytes, EmailMessage]:
+    r = renderer()
+    template = compile_campaign("acme", "c1", content(**changes), footer=footer, settings=r.settings)
+    rendered = r.campaign_message(template, member, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11")
+    message = email.message_from_bytes(rendered.data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return rendered.data, message
+
+
+def bodies(message: EmailMessage) -> tuple[str, str]:
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None and html is not None
+    return text.get_content(), html.get_content()
+
+
+def test_every_campaign_message_has_the_required_headers() -> None:
+    data, message = render()
+    assert message["From"] == "Acme News <news@acme.example>"
+    assert message["To"] == "anna@example.org"
+    assert message["Subject"] == "November news"
+    assert message["Message-ID"] == "<0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11@bounces.herald.example>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    https, mailto = [v.strip(" <>") for v in str(message["List-Unsubscribe"]).split(",")]
+    assert https.startswith("https://lists.herald.example/unsubscribe/")
+    assert mailto.startswith("mailto:u+0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11.") and "@bounces.herald.example" in mailto
+    assert message["Feedback-ID"] == "c1:acme:campaign:herald"
+    assert message.get_content_type() == "multipart/alternative"
+    assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
+
+
+def test_merge_tags_fill_in_and_html_values_are_escaped() -> None:
+    _, message = render()
+    text, html = bodies(message)
+    assert "Hello Anna <b>, from Riga." in text
+    assert "<h1>Hi Anna &lt;b&gt;</h1><p>Riga</p>" in html
+    _, nameless = render(member=Member("s2", "news", "b@example.org", "active"))
+    assert "Hello friend, from ." in bodies(nameless)[0]
+
+
+def test_the_unsubscribe_link_is_in_every_message_even_when_the_content_has_none() -> None:
+    """PRODUCT.md "Every message": an unsubscribe link the customer cannot remove."""
+    _, message = render(html_body="<p>No links at all</p>", text_body="Plain.")
+    text, html = bodies(message)
+    unsubscribe = str(message["List-Unsubscribe"]).split(",")[0].strip(" <>")
+    assert f"Unsubscribe with one click: {unsubscribe}" in text
+    assert f'<a href="{unsubscribe}">Unsubscribe</a>' in html
+
+
+def test_the_identification_footer_is_there_unless_the_plan_is_pro() -> None:
+    """PRODUCT.md "Every message": "Email marketing by Herald" unless the account's plan is PRO."""
+    text, html = bodies(render(footer=True)[1])
+    assert IDENTIFICATION_FOOTER in text and IDENTIFICATION_FOOTER in html
+    text, html = bodies(render(footer=False)[1])
+    assert IDENTIFICATION_FOOTER not in text and IDENTIFICATION_FOOTER not in html
+    assert "Unsubscribe" in text and "Unsubscribe" in html
+
+
+def test_links_are_tracked_by_index_and_the_open_pixel_is_signed() -> None:
+    assert tracked_links(HTML) == ["https://shop.example/sale?x=1&amp;y=2", "http://blog.example/"]
+    _, message = render()
+    html = bodies(message)[1]
+    tokens = MessageTokens(SECRET)
+    assert "https://shop.example" not in html
+    clicks = [part.split('"')[0].split("'")[0] for part in html.split("https://t.herald.example/t/c/")[1:]]
+    claims = [tokens.read_tracking(token) for token in clicks]
+    assert [c["i"] for c in claims if c] == [0, 1]
+    assert all(c and c["m"] == "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11" and c["a"] == "acme" for c in claims)
+    assert "https://t.herald.example/t/o/" in html
+    assert tokens.read_tracking(clicks[0][:-2] + "xx") is None
+
+
+def test_header_values_cannot_inject_headers() -> None:
+    _, message = render(subject="Sale\r\nBcc: victim@example.org")
+    assert message["Bcc"] is None
+    assert message["Subject"] == "Sale Bcc: victim@example.org"
+
+
+def test_non_ascii_subject_and_sender_name_are_encoded() -> None:
+    data, message = render(subject="Ziemassvētku piedāvājums", from_name="Āboli SIA")
+    assert message["Subject"] == "Ziemassvētku piedāvājums"
+    assert message["From"].addresses[0].display_name == "Āboli SIA"
+    data.decode("ascii")  # the wire form is 7-bit
+
+
+def test_the_return_path_names_the_message_and_cannot_be_forged() -> None:
+    r = renderer()
+    path = r.return_path("0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11")
+    local = path.rpartition("@")[0]
+    assert r.tokens.message_from_local_part(local, "b") == "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11"
+    forged = local.replace("0e6f", "1e6f")
+    assert r.tokens.message_from_local_part(forged, "b") is None
+    assert r.tokens.message_from_local_part(local, "u") is None
+
+
+def test_dkim_signature_verifies_and_covers_list_unsubscribe(dkim_key: tuple[DkimKey, bytes]) -> None:
+    """RFC 8058 3.2: the signature must cover List-Unsubscribe and List-Unsubscribe-Post."""
+    key, record = dkim_key
+    r = renderer({"acme.example": key})
+    template = compile_campaign("acme", "c1", content(), footer=True, settings=r.settings)
+    data = r.campaign_message(template, MEMBER, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11").data
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"s1._domainkey.acme.example."
+        return record
+
+    assert dkim.verify(data, dnsfunc=dns)
+    signature = email.message_from_bytes(data)["DKIM-Signature"]
+    signed = {h.strip().lower() for h in signature.split("h=")[1].split(";")[0].replace("\r\n", "").split(":")}
+    assert {"list-unsubscribe", "list-unsubscribe-post", "from", "subject", "message-id"} <= signed
+    tampered = data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+                            b"List-Unsubscribe-Post: List-Unsubscribe=Nope!!!!")
+    assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_a_confirmation_email_carries_only_the_confirm_link() -> None:
+    """PRODUCT.md "Lists and subscribers": the confirmation email contains only the request to confirm."""
+    from herald_delivery.sender import confirmation_text
+
+    job = {"greeting_name": "Anna", "company_name": "Acme", "list_name": "News",
+           "confirm_url": "https://lists.herald.example/confirm/abc"}
+    r = renderer()
+    rendered = r.transactional_message(message_id="m1", kind="confirmation", account_id="acme",
+                                       recipient="anna@example.org", from_name="Acme",
+                                       from_email="no-reply@herald.example", subject="Please confirm",
+                                       text=confirmation_text(job))
+    message = email.message_from_bytes(rendered.data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    body = message.get_content()
+    assert body.count("http") == 1 and "https://lists.herald.example/confirm/abc" in body
+    assert message.get_content_type() == "text/plain" and message["List-Unsubscribe"] is None
