@@ -191,10 +191,16 @@ class Delivery:
         self.sender.request_stop()
 
     async def stop(self) -> None:
-        self.request_stop()
+        """The control consumer first: a campaign it is expanding waits for the audience consumer."""
         if self._inbound_server is not None:
             self._inbound_server.close()
-        self._tasks[-1].cancel()
+        tasks = {task.get_name(): task for task in self._tasks}
+        self.control.request_stop()
+        if self.control.name in tasks:
+            await asyncio.gather(tasks[self.control.name], return_exceptions=True)
+        self.request_stop()
+        if "held-announcer" in tasks:
+            tasks["held-announcer"].cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._offsets is not None:
             await self._offsets.stop()

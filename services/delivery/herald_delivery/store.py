@@ -6,7 +6,6 @@ expanding a campaign twice creates nothing new, and the ledger's state says what
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -47,10 +46,6 @@ def scoped(account_id: str, local_id: str) -> str:
     return f"{account_id}:{local_id}"
 
 
-def address_hash(email: str) -> str:
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
-
-
 class AudienceProjection(Projection):
     """Delivery's own view of herald.subscriptions: who is on which list, in which status, with merge data."""
 
@@ -68,7 +63,7 @@ class AudienceProjection(Projection):
             case SubscriberAdded(payload=p):
                 return [(MEMBERS, UpdateOne({"_id": scoped(account, p.subscriber_id)}, {"$set": {
                     "account_id": account, "subscriber_id": p.subscriber_id, "list_id": p.list_id,
-                    "email": str(p.email), "email_sha256": address_hash(str(p.email)), "first_name": p.first_name,
+                    "email": str(p.email), "email_sha256": p.email_sha256, "first_name": p.first_name,
                     "last_name": p.last_name, "custom_fields": p.custom_fields, "status": "pending"}}, upsert=True))]
             case SubscriberConfirmed(payload=p):
                 return [self._status(account, p.subscriber_id, "active")]

@@ -1,0 +1,226 @@
+"""The delivery service against the real stack and a real SMTP relay the test starts (aiosmtpd on a TCP
+port, in its own thread). Other services' events are published as those services would publish them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+
+from herald_delivery.main import Delivery, DeliverySettings
+from herald_shared.contract import Event, parse_event
+from herald_shared.contract.billing import AccountApproved, AccountOpened, PlanChanged
+from herald_shared.contract.subscriptions import (
+    ListCreated,
+    SubscriberAdded,
+    SubscriberConfirmed,
+)
+from herald_shared.kafka import EventPublisher, read_from_start
+from herald_shared.settings import HeraldSettings
+from tests.conftest import eventually
+
+SECRET = "test-link-secret-0123456789"
+BOUNCE_DOMAIN = "bounces.herald.test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Received:
+    mail_from: str
+    recipient: str
+    data: bytes
+    started_at: float  # when MAIL FROM arrived (time.time())
+    accepted_at: float  # when 250 was answered to the end of DATA
+
+
+@dataclass
+class RelayBehaviour:
+    """Scripted answers per recipient, consumed in order: ("rcpt"|"data", "451 4.7.1 ..." or "drop")."""
+
+    script: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering the end of DATA
+    frozen: threading.Event = field(default_factory=threading.Event)  # while set, DATA is never answered
+    # Called (in the relay's thread) when a message arrives, before it is answered; for kill tests.
+    on_data: Callable[[int], None] | None = None
+
+
+class RelayHandler:
+    def __init__(self, behaviour: RelayBehaviour) -> None:
+        self.behaviour = behaviour
+        self.received: list[Received] = []
+        self.attempts: list[tuple[str, str]] = []  # (recipient, what happened)
+        self._lock = threading.Lock()
+
+    def _next(self, recipient: str, stage: str) -> str | None:
+        with self._lock:
+            steps = self.behaviour.script.get(recipient)
+            if steps and steps[0][0] == stage:
+                return steps.pop(0)[1]
+        return None
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        envelope.mail_from = address
+        session.herald_started = time.time()
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        answer = self._next(address, "rcpt")
+        if answer is not None:
+            self.attempts.append((address, answer))
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        recipient = envelope.rcpt_tos[0]
+        answer = self._next(recipient, "data")
+        if answer == "drop":
+            self.attempts.append((recipient, "drop"))
+            server.transport.close()
+            return "421 4.4.2 connection dropped by the test"
+        if answer is not None:
+            self.attempts.append((recipient, answer))
+            return answer
+        if self.behaviour.on_data is not None:
+            self.behaviour.on_data(len(self.received))
+        if self.behaviour.delay:
+            await asyncio.sleep(self.behaviour.delay)
+        while self.behaviour.frozen.is_set():
+            if server.transport is None or server.transport.is_closing():
+                return "421 4.4.2 gone"  # the client died while we held the reply: not accepted
+            await asyncio.sleep(0.01)
+        if server.transport is None or server.transport.is_closing():
+            return "421 4.4.2 gone"
+        with self._lock:
+            self.received.append(Received(envelope.mail_from, recipient, envelope.original_content or
+                                          envelope.content, getattr(session, "herald_started", time.time()),
+                                          time.time()))
+        self.attempts.append((recipient, "250"))
+        return "250 2.0.0 OK queued"
+
+    def recipients(self) -> list[str]:
+        with self._lock:
+            return [r.recipient for r in self.received]
+
+    async def mailed(self) -> list[str]:
+        """recipients(), as a probe for `eventually`."""
+        return self.recipients()
+
+
+@pytest.fixture
+def relay() -> Any:
+    behaviour = RelayBehaviour()
+    handler = RelayHandler(behaviour)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    handler.port = controller.port  # type: ignore[attr-defined]
+    yield handler
+    behaviour.frozen.clear()
+    controller.stop()
+
+
+@dataclass
+class World:
+    """Publishes what the other services would, and reads what delivery published."""
+
+    settings: HeraldSettings
+    publisher: EventPublisher
+
+    async def publish(self, *events: Event) -> None:
+        await self.publisher.publish_many(list(events))
+
+    async def open_account(self, account_id: str, *, approved: bool = True, edition: str = "standard") -> None:
+        events: list[Event] = [AccountOpened(account_id=account_id, producer="billing", payload={  # type: ignore[arg-type]
+            "company_name": f"{account_id} Ltd", "registered_email": f"owner@{account_id}.example",
+            "main_username": "owner", "terms_accepted_at": "2026-11-01T00:00:00Z"})]
+        if edition == "pro":
+            events.append(PlanChanged(account_id=account_id, producer="billing", payload={  # type: ignore[arg-type]
+                "plan": "monthly", "edition": "pro", "tier_subscriber_limit": 1000, "effective_at":
+                    "2026-11-01T00:00:00Z"}))
+        if approved:
+            events.append(AccountApproved(account_id=account_id, producer="billing",
+                                          payload={"reviewer": "staff"}))  # type: ignore[arg-type]
+        await self.publish(*events)
+
+    async def add_list(self, account_id: str, list_id: str, members: list[tuple[str, str]],
+                       confirmed: bool = True, **fields: Any) -> None:
+        """members: (subscriber_id, email); all confirmed (active) unless told otherwise."""
+        events: list[Event] = [ListCreated(account_id=account_id, producer="subscriptions",  # type: ignore[arg-type]
+                                           payload={"list_id": list_id, "name": list_id, "opt_in": "single"})]
+        for subscriber_id, address in members:
+            events.append(SubscriberAdded(account_id=account_id, producer="subscriptions", payload={  # type: ignore[arg-type]
+                "list_id": list_id, "subscriber_id": subscriber_id, "email": address, "first_name": "Ann",
+                "email_sha256": hashlib.sha256(address.encode()).hexdigest(),
+                "opt_in": "single", "custom_fields": fields,
+                "consent": {"source": "api", "collected_at": "2026-11-01T00:00:00Z", "method": "test"}}))
+            if confirmed:
+                events.append(SubscriberConfirmed(account_id=account_id, producer="subscriptions", payload={  # type: ignore[arg-type]
+                    "list_id": list_id, "subscriber_id": subscriber_id, "method": "single_opt_in"}))
+        await self.publish(*events)
+
+    async def events(self, topic: str = "herald.delivery") -> list[Event]:
+        found: list[Event] = []
+        async for records in read_from_start(self.settings, [self.settings.topics(topic)]):
+            found += [parse_event(r.value) for r in records]
+        return found
+
+    async def wait_for(self, predicate: Callable[[list[Event]], bool], what: str,
+                       within: float = 60.0) -> list[Event]:
+        return await eventually(self.events, predicate, within=within, what=what)
+
+
+def delivery_settings(settings: HeraldSettings, relay_port: int, **overrides: Any) -> DeliverySettings:
+    values: dict[str, Any] = {
+        **settings.model_dump(), "HERALD_LINK_SECRET": SECRET, "HERALD_PUBLIC_URL": "http://track.test",
+        "HERALD_SUBSCRIPTIONS_URL": "http://subs.test", "HERALD_SMTP_HOST": "127.0.0.1",
+        "HERALD_SMTP_PORT": relay_port, "HERALD_BOUNCE_DOMAIN": BOUNCE_DOMAIN,
+        "HERALD_INBOUND_SMTP_PORT": free_port(), "HERALD_SEND_CONCURRENCY": 4,
+        "HERALD_RETRY_FIRST_DELAY_SECONDS": 0.3, "HERALD_RETRY_MAX_DELAY_SECONDS": 1.0,
+        "HERALD_SEND_POLL_SECONDS": 0.2}
+    values.update(overrides)
+    return DeliverySettings(**values)
+
+
+@dataclass
+class Running:
+    service: Delivery
+    world: World
+    http: httpx.AsyncClient
+
+
+@pytest.fixture
+async def world(settings: HeraldSettings, producer: Any) -> World:
+    return World(settings, EventPublisher(producer, settings.topics))
+
+
+@pytest.fixture
+async def start_delivery(settings: HeraldSettings, world: World, relay: Any) -> AsyncIterator[
+        Callable[..., Any]]:
+    started: list[Delivery] = []
+
+    async def start(**overrides: Any) -> Running:
+        service = Delivery(delivery_settings(settings, relay.port, **overrides))
+        await service.start()
+        started.append(service)
+        await eventually(service._running, bool, what="delivery consumers and sender running")
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app, client=("198.51.100.9", 5000)),
+                                 base_url="http://track.test")
+        return Running(service, world, http)
+
+    yield start
+    for service in started:
+        await service.stop()

@@ -1,0 +1,152 @@
+"""A queued campaign on the real stack: audience expansion, rendering and SMTP to a real relay."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections import Counter
+from typing import Any
+
+from herald_shared.contract.delivery import MessageBounced, MessageDeferred, MessageSent
+from herald_shared.contract.subscriptions import (
+    ConfirmationRequested,
+    SubscriberAdded,
+    SubscriberErased,
+    SubscriberSuppressed,
+    SubscriberUnsubscribed,
+)
+from tests.conftest import eventually
+from tests.samples import campaign_queued
+
+from .conftest import World
+
+
+def of_type(events: list[Any], cls: type) -> list[Any]:
+    return [e for e in events if isinstance(e, cls)]
+
+
+async def test_a_campaign_reaches_every_active_subscriber_exactly_once(start_delivery: Any, relay: Any,
+                                                                       world: World) -> None:
+    """PRODUCT.md "Every message": only confirmed, non-suppressed, non-erased members of the target list."""
+    running = await start_delivery()
+    await world.open_account("acme")
+    active = [(f"s{i}", f"reader{i}@example.org") for i in range(12)]
+    await world.add_list("acme", "news", active, city="Riga")
+    await world.add_list("acme", "other", [("o1", "other@example.org")])
+    await world.add_list("acme", "news", [("p1", "pending@example.org")], confirmed=False)
+    await world.add_list("acme", "news", [("x1", "left@example.org"), ("x2", "bounced@example.org"),
+                                          ("x3", "erased@example.org")])
+    sub = {"account_id": "acme", "producer": "subscriptions"}
+    await world.publish(
+        SubscriberUnsubscribed(**sub, payload={"list_id": "news", "subscriber_id": "x1", "source": "api"}),
+        SubscriberSuppressed(**sub, payload={"subscriber_id": "x2", "reason": "hard_bounce", "email_sha256":
+                                             "0" * 64}),
+        SubscriberErased(**sub, payload={"subscriber_id": "x3", "list_id": "news", "email_sha256": "1" * 64,
+                                         "requested_by": "subscriber"}))
+    queued = campaign_queued("acme", "c1", html_body="<p>Hi {{ first_name }}</p><a href='https://acme.example/'>"
+                                                     "shop</a>")
+    await world.publish(queued)
+    expected = sorted(address for _, address in active)
+    await eventually(relay.mailed, lambda r: len(r) >= len(expected), what="every active member mailed")
+    # A redelivered CampaignQueued (a new event id, as a retrying producer would send) expands to nothing new.
+    await world.publish(queued.model_copy(update={"event_id": __import__("uuid").uuid4()}))
+    events = await world.wait_for(lambda es: len(of_type(es, MessageSent)) >= len(expected), "MessageSent")
+    assert sorted(relay.recipients()) == expected
+    assert Counter(relay.recipients()).most_common(1)[0][1] == 1
+    sent = of_type(events, MessageSent)
+    assert sorted(e.payload.subscriber_id for e in sent) == sorted(s for s, _ in active)
+    assert all(e.payload.campaign_id == "c1" and e.payload.smtp_code == 250 and e.payload.recipient_domain ==
+               "example.org" for e in sent)
+    assert len({e.payload.message_id for e in sent}) == len(sent)
+
+    message = email.message_from_bytes(relay.received[0].data, policy=email.policy.default)
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert str(message["List-Unsubscribe"]).startswith("<http://subs.test/unsubscribe/")
+    assert relay.received[0].mail_from.startswith("b+") and relay.received[0].mail_from.endswith(
+        "@bounces.herald.test")
+    text = message.get_body(("plain",))
+    assert text is not None and "Email marketing by Herald" in text.get_content()
+    # Nothing more arrives for the redelivered campaign: the ledger holds every message id once.
+    jobs = await running.service.store.jobs.count_documents({"campaign_id": "c1"})
+    assert jobs == len(expected)
+    assert sorted(relay.recipients()) == expected
+
+
+async def test_pro_accounts_get_no_identification_footer(start_delivery: Any, relay: Any, world: World) -> None:
+    """PRODUCT.md "Every message": no "Email marketing by Herald" footer on PRO plans."""
+    await start_delivery()
+    await world.open_account("pro", edition="pro")
+    await world.add_list("pro", "news", [("s1", "a@example.org")])
+    await world.publish(campaign_queued("pro", "c1"))
+    await eventually(relay.mailed, lambda r: len(r) == 1, what="message sent")
+    body = email.message_from_bytes(relay.received[0].data, policy=email.policy.default).get_body(("plain",))
+    assert body is not None
+    content = body.get_content()
+    assert "Email marketing by Herald" not in content and "Unsubscribe with one click: http://subs.test/" in content
+
+
+async def test_relay_answers_4xx_then_2xx_5xx_and_a_dropped_connection(start_delivery: Any, relay: Any,
+                                                                     world: World) -> None:
+    """4xx or connection trouble defers and retries with backoff; 5xx is a hard bounce with its codes."""
+    relay.behaviour.script = {
+        "later@example.org": [("data", "451 4.7.1 Greylisted, try again later")],
+        "unknown@example.org": [("rcpt", "550 5.1.1 <unknown@example.org>: Recipient address rejected")],
+        "flaky@example.org": [("data", "drop")],
+    }
+    await start_delivery()
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [("s1", "later@example.org"), ("s2", "unknown@example.org"),
+                                          ("s3", "flaky@example.org"), ("s4", "fine@example.org")])
+    await world.publish(campaign_queued("acme", "c1"))
+    events = await world.wait_for(
+        lambda es: len(of_type(es, MessageSent)) >= 3 and len(of_type(es, MessageBounced)) >= 1,
+        "three sent, one bounced")
+    by_subscriber = {e.payload.subscriber_id: e for e in of_type(events, MessageSent)}
+    assert sorted(by_subscriber) == ["s1", "s3", "s4"]
+    assert by_subscriber["s1"].payload.attempt == 2 and by_subscriber["s3"].payload.attempt == 2
+    deferred = {e.payload.subscriber_id: e for e in of_type(events, MessageDeferred)}
+    assert deferred["s1"].payload.smtp_code == 451 and deferred["s1"].payload.enhanced_status_code == "4.7.1"
+    assert deferred["s3"].payload.smtp_code is None and "connection" in deferred["s3"].payload.diagnostic
+    assert deferred["s1"].payload.next_attempt_at > deferred["s1"].occurred_at
+    bounced = of_type(events, MessageBounced)
+    assert len(bounced) == 1
+    b = bounced[0].payload
+    assert (b.subscriber_id, b.bounce_class, b.smtp_code, b.enhanced_status_code, b.source) == (
+        "s2", "hard", 550, "5.1.1", "smtp_reply")
+    assert "Recipient address rejected" in b.diagnostic
+    assert sorted(relay.recipients()) == ["fine@example.org", "flaky@example.org", "later@example.org"]
+
+
+async def test_a_deferred_message_soft_bounces_at_the_give_up_age(start_delivery: Any, relay: Any,
+                                                                  world: World) -> None:
+    relay.behaviour.script = {"full@example.org": [("data", "452 4.2.2 Mailbox full")] * 50}
+    await start_delivery(HERALD_RETRY_GIVE_UP_SECONDS=1.0)
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [("s1", "full@example.org")])
+    await world.publish(campaign_queued("acme", "c1"))
+    events = await world.wait_for(lambda es: bool(of_type(es, MessageBounced)), "soft bounce")
+    bounce = of_type(events, MessageBounced)[0].payload
+    assert (bounce.bounce_class, bounce.source, bounce.smtp_code) == ("soft", "retry_expired", 452)
+    assert of_type(events, MessageDeferred) and relay.recipients() == []
+
+
+async def test_confirmation_request_becomes_an_email_with_only_the_confirm_link(start_delivery: Any, relay: Any,
+                                                                               world: World) -> None:
+    await start_delivery()
+    await world.publish(
+        SubscriberAdded(account_id="acme", producer="subscriptions", payload={
+            "list_id": "news", "subscriber_id": "s1", "email": "new@example.org", "opt_in": "double",
+            "email_sha256": "2" * 64,
+            "consent": {"source": "form", "collected_at": "2026-11-01T00:00:00Z", "method": "form"}}),
+        ConfirmationRequested(account_id="acme", producer="subscriptions", payload={
+            "list_id": "news", "subscriber_id": "s1", "email": "new@example.org", "greeting_name": "Ann",
+            "list_name": "News", "company_name": "Acme Ltd", "confirm_url": "http://subs.test/confirm/tok",
+            "expires_at": "2099-01-01T00:00:00Z"}))
+    await eventually(relay.mailed, lambda r: r == ["new@example.org"], what="confirmation sent")
+    message = email.message_from_bytes(relay.received[0].data, policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
+    body = message.get_content()
+    assert "http://subs.test/confirm/tok" in body and body.count("http") == 1
+    assert "Acme Ltd" in body and "Hello Ann" in body
+    events = await world.wait_for(lambda es: bool(of_type(es, MessageSent)), "MessageSent")
+    assert of_type(events, MessageSent)[0].payload.kind == "confirmation"
