@@ -75,6 +75,9 @@ class DeliverySettings(HeraldSettings):
     platform_from: str = Field(default="no-reply@herald.localhost", alias="HERALD_PLATFORM_FROM",
                                description="From address of confirmations and account notices.")
     trust_forwarded_for: bool = Field(default=False, alias="HERALD_TRUST_FORWARDED_FOR")
+    held_report_interval: float = Field(default=5.0, gt=0, alias="HERALD_HELD_REPORT_SECONDS",
+                                        description="How often held messages are counted (DeliveryHeld, "
+                                                    "queue-depth metrics).")
 
 
 def load_dkim_keys(directory: Path | None) -> dict[str, DkimKey]:
@@ -183,7 +186,7 @@ class Delivery:
                 await self.sender.announce_held()
             except Exception:
                 log.exception("announcing held messages failed; trying again")
-            await asyncio.sleep(5.0)  # a periodic report, not a wait for something
+            await asyncio.sleep(self.settings.held_report_interval)  # a periodic report, not a wait
 
     def request_stop(self) -> None:
         for consumer in (self.audience, self.confirmations, self.control):

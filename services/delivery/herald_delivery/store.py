@@ -166,10 +166,14 @@ class DeliveryStore:
     async def due(self, now: datetime, limit: int, held_accounts: Sequence[str],
                   held_campaigns: Sequence[str]) -> list[Document]:
         query: Document = {"state": QUEUED, "next_attempt_at": {"$lte": now}}
+        sendable: Document = {}
         if held_accounts:
-            query["account_id"] = {"$nin": list(held_accounts)}
+            sendable["account_id"] = {"$nin": list(held_accounts)}
         if held_campaigns:
-            query["campaign_key"] = {"$nin": list(held_campaigns)}
+            sendable["campaign_key"] = {"$nin": list(held_campaigns)}
+        if sendable:
+            # Gates hold campaign mail only: confirmations and account notices go out regardless.
+            query["$or"] = [{"kind": {"$ne": "campaign"}}, sendable]
         return [doc async for doc in self.jobs.find(query).limit(limit)]
 
     async def claim(self, message_ids: Sequence[str], now: datetime, claim: str) -> None:

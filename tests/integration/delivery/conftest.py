@@ -190,7 +190,7 @@ def delivery_settings(settings: HeraldSettings, relay_port: int, **overrides: An
         "HERALD_SMTP_PORT": relay_port, "HERALD_BOUNCE_DOMAIN": BOUNCE_DOMAIN,
         "HERALD_INBOUND_SMTP_PORT": free_port(), "HERALD_SEND_CONCURRENCY": 4,
         "HERALD_RETRY_FIRST_DELAY_SECONDS": 0.3, "HERALD_RETRY_MAX_DELAY_SECONDS": 1.0,
-        "HERALD_SEND_POLL_SECONDS": 0.2}
+        "HERALD_SEND_POLL_SECONDS": 0.2, "HERALD_HELD_REPORT_SECONDS": 0.3}
     values.update(overrides)
     return DeliverySettings(**values)
 
