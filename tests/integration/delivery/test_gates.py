@@ -39,7 +39,8 @@ async def test_a_suspension_mid_campaign_holds_the_rest_within_the_bound_and_rei
     await world.publish(AccountSuspended(account_id="acme", producer="compliance", payload={
         "metric": "hard_bounce_rate", "value": 0.09, "threshold": 0.08, "reason": "hard bounces 9% >= 8%"}))
     gates = running.service.gates
-    while not gates.account("acme").suspended:
+    # Measures the moment the suspension takes effect to the millisecond (eventually() polls every 100 ms).
+    while not gates.account("acme").suspended:  # noqa: ASYNC110
         await asyncio.sleep(0.001)
     applied_at = time.time()
     events = await world.wait_for(lambda es: bool(held(es, "account_suspended")), "DeliveryHeld")

@@ -1,0 +1,137 @@
+"""Bounces and complaints mailed to the inbound SMTP server, and tracking hits, on the real stack."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from typing import Any
+
+import aiosmtplib
+import pytest
+
+from herald_shared.contract.delivery import ComplaintReceived, LinkClicked, MessageBounced, MessageOpened, MessageSent
+from herald_shared.kafka import DLQ_REASON, read_from_start
+from tests.conftest import eventually
+from tests.samples import campaign_queued
+
+from .conftest import BOUNCE_DOMAIN, World
+
+HTML = "<p>Hi</p><a href='https://acme.example/sale'>Sale</a> <a href=\"https://acme.example/blog\">Blog</a>"
+IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+          "Version/17.0 Mobile/15E148 Safari/604.1")
+
+
+async def sent_campaign(start_delivery: Any, relay: Any, world: World) -> tuple[Any, list[Any]]:
+    running = await start_delivery()
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [("s1", "gone@example.org"), ("s2", "angry@example.org")])
+    await world.publish(campaign_queued("acme", "c1", html_body=HTML))
+    await eventually(relay.mailed, lambda r: len(r) == 2, what="campaign sent")
+    events = await world.wait_for(lambda es: len([e for e in es if isinstance(e, MessageSent)]) == 2, "sent")
+    return running, [e for e in events if isinstance(e, MessageSent)]
+
+
+def dsn(recipient: str, action: str, status: str, diagnostic: str, original_headers: str = "") -> str:
+    return (f"From: MAILER-DAEMON@mx.example.org\r\nTo: {recipient}\r\nSubject: Undelivered Mail\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n"
+            "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+            "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; mx.example.org\r\nArrival-Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n\r\n"
+            f"Final-Recipient: rfc822; someone@example.org\r\nAction: {action}\r\nStatus: {status}\r\n"
+            f"Diagnostic-Code: smtp; {diagnostic}\r\n\r\n"
+            f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n{original_headers}\r\n--B--\r\n")
+
+
+def arf(original: bytes) -> str:
+    headers = original.split(b"\r\n\r\n", 1)[0].decode()
+    return (f"From: fbl@isp.example\r\nTo: fbl@{BOUNCE_DOMAIN}\r\nSubject: FW: abuse report\r\n"
+            "MIME-Version: 1.0\r\n"
+            "Content-Type: multipart/report; report-type=feedback-report; boundary=\"F\"\r\n\r\n"
+            "--F\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+            "--F\r\nContent-Type: message/feedback-report\r\n\r\n"
+            "Feedback-Type: abuse\r\nUser-Agent: ISP-FBL/1.0\r\nVersion: 1\r\nReporting-MTA: dns; fbl.isp.example\r\n"
+            "Arrival-Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n\r\n"
+            f"--F\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}\r\n\r\n--F--\r\n")
+
+
+async def mail_inbound(running: Any, recipient: str, body: str, sender: str = "MAILER-DAEMON@mx.example.org") -> None:
+    await aiosmtplib.send(body.encode(), sender=sender, recipients=[recipient], hostname="127.0.0.1",
+                          port=running.service.settings.inbound_port)
+
+
+async def test_dsns_mailed_to_the_return_path_become_hard_and_soft_bounces(start_delivery: Any, relay: Any,
+                                                                          world: World) -> None:
+    running, sent = await sent_campaign(start_delivery, relay, world)
+    by_recipient = {r.recipient: r for r in relay.received}
+    return_path = by_recipient["gone@example.org"].mail_from
+    await mail_inbound(running, return_path, dsn(return_path, "failed", "5.1.1",
+                                                 "550 5.1.1 <gone@example.org>: user unknown"))
+    await mail_inbound(running, return_path, dsn(return_path, "delayed", "4.4.7", "451 4.4.7 queue delay"))
+    events = await world.wait_for(lambda es: len([e for e in es if isinstance(e, MessageBounced)]) == 2, "bounces")
+    hard, soft = sorted((e for e in events if isinstance(e, MessageBounced)), key=lambda e: e.payload.bounce_class)
+    message_id = next(e.payload.message_id for e in sent if e.payload.subscriber_id == "s1")
+    assert (hard.payload.bounce_class, hard.payload.source, hard.payload.smtp_code,
+            hard.payload.enhanced_status_code, hard.payload.reporting_mta) == ("hard", "dsn", 550, "5.1.1",
+                                                                              "mx.example.org")
+    assert (hard.payload.message_id, hard.payload.subscriber_id, hard.payload.campaign_id) == (message_id, "s1", "c1")
+    assert (soft.payload.bounce_class, soft.payload.enhanced_status_code) == ("soft", "4.4.7")
+
+
+async def test_an_arf_report_becomes_a_complaint_tied_by_the_quoted_message(start_delivery: Any, relay: Any,
+                                                                          world: World) -> None:
+    running, _ = await sent_campaign(start_delivery, relay, world)
+    original = next(r for r in relay.received if r.recipient == "angry@example.org").data
+    await mail_inbound(running, f"fbl@{BOUNCE_DOMAIN}", arf(original), sender="fbl@isp.example")
+    events = await world.wait_for(lambda es: any(isinstance(e, ComplaintReceived) for e in es), "complaint")
+    complaint = next(e for e in events if isinstance(e, ComplaintReceived)).payload
+    assert (complaint.subscriber_id, complaint.campaign_id, complaint.feedback_type,
+            complaint.reporting_domain) == ("s2", "c1", "abuse", "fbl.isp.example")
+    assert complaint.arrival_date is not None
+
+
+async def test_mail_that_cannot_be_tied_to_a_message_is_dead_lettered_with_the_reason(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    running = await start_delivery()
+    await mail_inbound(running, f"postmaster@{BOUNCE_DOMAIN}",
+                       "From: someone@example.org\r\nSubject: hello\r\n\r\nJust saying hi.\r\n")
+    forged = f"b+00000000-0000-0000-0000-000000000000.aaaaaaaaaaaaaaaa@{BOUNCE_DOMAIN}"
+    await mail_inbound(running, forged, dsn(forged, "failed", "5.1.1", "550 5.1.1 unknown"))
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+        await mail_inbound(running, "someone@elsewhere.example", "Subject: x\r\n\r\nx\r\n")
+
+    async def dead_letters() -> list[Any]:
+        found = []
+        async for records in read_from_start(world.settings, [world.settings.topics("herald.delivery") + ".dlq"]):
+            found += records
+        return found
+
+    records = await eventually(dead_letters, lambda rs: len(rs) == 2, what="two dead-letter entries")
+    reasons = [dict(r.headers)[DLQ_REASON].decode() for r in records]
+    assert all("names a message" in reason for reason in reasons), reasons
+    assert b"Just saying hi." in records[0].value  # kept byte for byte
+
+
+async def test_open_pixel_and_click_redirect_record_engagement_and_refuse_forgeries(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    running, _ = await sent_campaign(start_delivery, relay, world)
+    message = email.message_from_bytes(relay.received[0].data, policy=email.policy.default)
+    html_part = message.get_body(("html",))
+    assert html_part is not None
+    html = html_part.get_content()
+    pixel = html.split("http://track.test")[-1].split('"')[0]
+    clicks = [part.split("'")[0].split('"')[0] for part in html.split("http://track.test")[1:] if
+              part.startswith("/t/c/")]
+    opened = await running.http.get(pixel, headers={"User-Agent": IPHONE})
+    assert opened.status_code == 200 and opened.headers["content-type"] == "image/gif"
+    second = await running.http.get(clicks[1], headers={"User-Agent": IPHONE})
+    assert second.status_code == 302 and second.headers["location"] == "https://acme.example/blog"
+    forged = await running.http.get(clicks[0][:-3] + "abc")
+    assert forged.status_code == 404
+    events = await world.wait_for(lambda es: any(isinstance(e, LinkClicked) for e in es)
+                                  and any(isinstance(e, MessageOpened) for e in es), "engagement")
+    opened_event = next(e for e in events if isinstance(e, MessageOpened)).payload
+    assert opened_event.client.device == "mobile" and opened_event.client.browser == "Mobile Safari"
+    assert opened_event.client.ip == "198.51.100.9" and opened_event.campaign_id == "c1"
+    click = next(e for e in events if isinstance(e, LinkClicked)).payload
+    assert (str(click.url), click.link_index) == ("https://acme.example/blog", 1)
+    assert len([e for e in events if isinstance(e, LinkClicked)]) == 1
