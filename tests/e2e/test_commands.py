@@ -85,7 +85,8 @@ async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigter
     port = free_port()
     sink = await asyncio.to_thread(output.open, "w")
     env = local_env(HERALD_TOPIC_PREFIX=run_prefix, HERALD_DATABASE_PREFIX=run_prefix.replace(".", "_"),
-                    HERALD_RUN_BASE_PORT=str(port))
+                    HERALD_RUN_BASE_PORT=str(port), HERALD_DEV_SMTP_PORT=str(free_port()),
+                    HERALD_INBOUND_SMTP_PORT=str(free_port()))
     process = await asyncio.create_subprocess_exec(
         ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     sink.close()
@@ -101,9 +102,10 @@ async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigter
         assert {t.removeprefix(run_prefix) for t in topics} >= {"herald.delivery", "herald.delivery.dlq",
                                                                 "herald.billing", "herald.subscriptions"}
         assert len(topics) == 10
-        # The subscriptions service (port `port`) is up, with its consumers and MongoDB.
-        await eventually(lambda: _ready(f"http://127.0.0.1:{port}/readyz"), lambda code: code == 200, within=60,
-                         what="subscriptions /readyz")
+        # Every service is up, with its consumers and MongoDB: delivery on `port`, subscriptions on the next.
+        for service_port, service in ((port, "delivery"), (port + 1, "subscriptions")):
+            await eventually(lambda p=service_port: _ready(f"http://127.0.0.1:{p}/readyz"),  # type: ignore[misc]
+                             lambda code: code == 200, within=60, what=f"{service} /readyz")
         process.send_signal(signal.SIGTERM)
         returncode = await asyncio.wait_for(process.wait(), timeout=30)
     finally:
