@@ -21,7 +21,7 @@ from pymongo.errors import BulkWriteError
 from pymongo.operations import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 
 __all__ = [
-    "MAX_OPS_PER_COMMAND", "DeleteMany", "DeleteOne", "InsertOne", "MongoDeduplicator", "Projection", "ReplaceOne",
+    "DUPLICATE_KEY", "MAX_OPS_PER_COMMAND", "DeleteMany", "DeleteOne", "InsertOne", "MongoDeduplicator", "Projection", "ReplaceOne",
     "UpdateMany", "UpdateOne", "WriteOp", "bulk_write", "make_client", "rebuild",
 ]
 

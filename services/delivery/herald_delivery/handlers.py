@@ -23,8 +23,9 @@ from herald_shared.mongo import Document
 
 from . import domain
 from .domain import AccountState, CampaignState, Gate
+from .queue import JobQueue
 from .render import tracked_links
-from .store import QUEUED, DeliveryStore, scoped
+from .store import DeliveryStore, scoped
 
 log = logging.getLogger(__name__)
 EXPANSION_CHUNK = 500
@@ -50,24 +51,14 @@ class GateBook:
         campaign = self.campaign(account_id, campaign_id) if campaign_id else None
         return domain.closed_gate(self.account(account_id), campaign)
 
-    def held(self) -> tuple[list[str], list[str]]:
-        """Accounts whose every campaign is held, and campaigns held on their own (awaiting approval or
-        cancelled), for the sender's query of due jobs."""
-        accounts = [a for a, s in self.accounts.items() if domain.closed_gate(s, None)]
-        closed = set(accounts)
-        campaigns = [key for key, c in self.campaigns.items()
-                     if key.split(":", 1)[0] not in closed
-                     and (c.cancelled or domain.closed_gate(self.account(key.split(":", 1)[0]), c))]
-        return accounts, campaigns
-
 
 class AudienceJobs:
     """On herald.subscriptions (next to the audience projection): a ConfirmationRequested becomes the
     confirmation email's job; an erasure removes the address from jobs that hold it."""
 
-    def __init__(self, store: DeliveryStore, wake: asyncio.Event) -> None:
+    def __init__(self, store: DeliveryStore, jobs: JobQueue) -> None:
         self._store = store
-        self._wake = wake
+        self._jobs = jobs
         self._staged: list[Callable[[], Awaitable[None]]] = []
 
     async def handle(self, event: Event) -> None:
@@ -77,33 +68,39 @@ class AudienceJobs:
                           "confirmation", event.occurred_at, subscriber_id=p.subscriber_id, list_id=p.list_id,
                           recipient=str(p.email), greeting_name=p.greeting_name, list_name=p.list_name,
                           company_name=p.company_name, confirm_url=str(p.confirm_url), expires_at=p.expires_at)
-            self._staged.append(lambda: self._store.add_jobs([job]))
+            self._staged.append(lambda: self._add(job))
         elif isinstance(event, SubscriberErased):
             account, subscriber = event.account_id, event.payload.subscriber_id
-            self._staged.append(lambda: self._store.forget_recipient(account, subscriber))
+            self._staged.append(lambda: self._forget(account, subscriber))
+
+    async def _add(self, job: Document) -> None:
+        self._jobs.push(await self._store.add_jobs([job]))
+
+    async def _forget(self, account_id: str, subscriber_id: str) -> None:
+        await self._store.forget_recipient(account_id, subscriber_id)
+        self._jobs.forget_recipient(account_id, subscriber_id)
 
     async def flush(self) -> None:
         while self._staged:
             await self._staged[0]()
             self._staged.pop(0)
-        self._wake.set()
 
 
 def new_job(message_id: str, account_id: str, kind: domain.MessageKind, not_before: datetime,
             **fields: Any) -> Document:
-    return {"_id": message_id, "account_id": account_id, "kind": kind, "state": QUEUED, "attempts": 0,
-            "first_attempt_at": None, "next_attempt_at": not_before, "created_at": datetime.now(UTC),
-            "published": None, **fields}
+    return {"_id": message_id, "account_id": account_id, "kind": kind, "attempts": 0, "first_attempt_at": None,
+            "next_attempt_at": not_before, "created_at": datetime.now(UTC), **fields}
 
 
 class ControlHandler:
     """On herald.billing, herald.compliance and herald.campaigns: folds the gates and campaigns, expands a
     queued campaign into one job per recipient, and asks for account notices."""
 
-    def __init__(self, store: DeliveryStore, gates: GateBook,
+    def __init__(self, store: DeliveryStore, gates: GateBook, jobs: JobQueue,
                  audience_caught_up: Callable[[], Awaitable[None]]) -> None:
         self._store = store
         self._gates = gates
+        self._queue = jobs
         self._audience_caught_up = audience_caught_up
         self._dirty_accounts: set[str] = set()
         self._dirty_campaigns: dict[str, Document] = {}
@@ -139,14 +136,16 @@ class ControlHandler:
             doc.update(list_id=p.list_id, content=p.content.model_dump(mode="json"),
                        segment=p.segment.field_equals, links=tracked_links(p.content.html_body),
                        send_at=p.send_at, queued_at=event.occurred_at)
-            self._dirty_campaigns[key] = doc
+            # Written before its jobs exist: the sender renders from this document as soon as they do.
+            await self._store.save_campaigns([doc])
+            self._dirty_campaigns.pop(key, None)
             await self._expand(event)
         else:
             self._dirty_campaigns[key] = doc
         if isinstance(event, CampaignCancelled):
-            await self.flush()
-            cancelled = await self._store.cancel_campaign(event.account_id, campaign_id)
-            log.info("campaign cancelled", extra={"campaign": key, "jobs_cancelled": cancelled})
+            # The sender records each queued message of it as cancelled when it comes to it.
+            log.info("campaign cancelled", extra={"campaign": key})
+            self._gates.changed.set()
 
     async def _expand(self, event: CampaignQueued) -> None:
         """One job per member who receives it, as of the audience projection having caught up with
@@ -167,11 +166,10 @@ class ControlHandler:
                                  campaign_key=scoped(event.account_id, p.campaign_id),
                                  subscriber_id=member.subscriber_id, list_id=p.list_id))
             if len(batch) >= EXPANSION_CHUNK:
-                await self._store.add_jobs(batch)
+                self._queue.push(await self._store.add_jobs(batch))
                 batch = []
         if batch:
-            await self._store.add_jobs(batch)
-        self._gates.changed.set()
+            self._queue.push(await self._store.add_jobs(batch))
 
     def _notice_for(self, event: Event, account: AccountState) -> None:
         """PRODUCT.md: a suspension, a block and a failed payment are emailed to the registered address."""
@@ -193,9 +191,8 @@ class ControlHandler:
             await self._store.save_campaigns(list(self._dirty_campaigns.values()))
             self._dirty_campaigns.clear()
         if self._jobs:
-            await self._store.add_jobs(self._jobs)
+            self._queue.push(await self._store.add_jobs(self._jobs))
             self._jobs = []
-            self._gates.changed.set()
 
 
 def notice_text(event: Event, account: AccountState) -> tuple[str | None, str | None]:

@@ -24,6 +24,7 @@ from herald_shared.settings import HeraldSettings
 from .domain import RetryPolicy
 from .handlers import AudienceJobs, ControlHandler, GateBook
 from .inbound import MAX_INBOUND_BYTES, InboundHandler, ReportReader
+from .queue import JobQueue
 from .render import DkimKey, MessageTokens, Renderer, RenderSettings
 from .sender import Sender, SenderConfig
 from .smtp import RelayConfig
@@ -114,7 +115,8 @@ class Delivery:
         policy = RetryPolicy(first_delay=timedelta(seconds=settings.retry_first_delay),
                              max_delay=timedelta(seconds=max(settings.retry_max_delay, settings.retry_first_delay)),
                              give_up_after=timedelta(seconds=settings.retry_give_up))
-        self.sender = Sender(self.store, self.gates, renderer, relay, self.publisher, policy,
+        self.jobs = JobQueue(self.gates.changed)
+        self.sender = Sender(self.store, self.gates, self.jobs, renderer, relay, self.publisher, policy,
                              SenderConfig(concurrency=settings.concurrency, account_rate=settings.account_rate,
                                           domain_rate=settings.domain_rate, poll_interval=settings.poll_interval,
                                           platform_from_email=settings.platform_from))
@@ -125,9 +127,9 @@ class Delivery:
             deduplicator=MongoDeduplicator(self.db, "audience"), checkpoints=self.audience_checkpoints)
         self.confirmations = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.confirmations", topics=["herald.subscriptions"],
-            handler=AudienceJobs(self.store, self.gates.changed), producer=self.producer,
+            handler=AudienceJobs(self.store, self.jobs), producer=self.producer,
             deduplicator=MongoDeduplicator(self.db, "confirmations"))
-        self.control_handler = ControlHandler(self.store, self.gates, self.audience_caught_up)
+        self.control_handler = ControlHandler(self.store, self.gates, self.jobs, self.audience_caught_up)
         self.control = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.control",
             topics=["herald.billing", "herald.compliance", "herald.campaigns"], handler=self.control_handler,

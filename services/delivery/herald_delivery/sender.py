@@ -1,11 +1,13 @@
-"""The sender: claims due jobs from the ledger, asks the gates, renders, sends over the relay pool, records
+"""The sender: takes due jobs from the ledger, asks the gates, renders, sends over the relay pool, records
 the outcome in the ledger, then publishes it.
 
-Effectively once: a job is claimed (`sending`) before its SMTP transaction and recorded (`sent`, with the
-outcome event) the moment the relay answers; the event is published afterwards and republished after a
-crash (its id is deterministic, so consumers drop the copy). A job still `sending` after a crash is in
-doubt and is sent again: the one window where that repeats a message is between the relay's 250 and the
-ledger write, measured by herald_delivery_unrecorded_window_seconds (README, "Effectively once").
+Effectively once: each batch of jobs handed to the workers is listed in a claim document before any of
+them is sent; each outcome is recorded (with its event) the moment the relay answers; the claim is
+deleted when the batch is done. Outcome events are published after recording and, after a crash,
+published again from the last published-watermark on (their ids are deterministic, so consumers drop
+copies). Jobs of a claim left open by a crash, without an outcome, are in doubt and are sent again: the
+one window where that repeats a message is between the relay's 250 and the ledger write, measured by
+herald_delivery_unrecorded_window_seconds (README, "Effectively once").
 
 Gates bound: every worker asks the in-memory GateBook immediately before its SMTP transaction, and the
 control consumer updates the book as it handles AccountSuspended, so after that moment at most
@@ -20,7 +22,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from herald_shared.contract import Event, parse_event, serialize_event
@@ -35,11 +37,12 @@ from herald_shared.kafka import EventPublisher
 from herald_shared.mongo import Document
 
 from . import domain, metrics
-from .domain import Member, RetryPolicy, SmtpReply, TokenBucket
+from .domain import Gate, Member, RetryPolicy, SmtpReply, TokenBucket
 from .handlers import GateBook
+from .queue import JobQueue
 from .render import CampaignTemplate, Rendered, Renderer, TemplateError, compile_campaign
 from .smtp import RelayConfig, RelayConnection
-from .store import BOUNCED, QUEUED, SENT, SKIPPED, DeliveryStore, scoped
+from .store import BOUNCED, CANCELLED, DEFERRED, SENT, SKIPPED, DeliveryStore, scoped
 
 log = logging.getLogger(__name__)
 PRODUCER = "delivery"
@@ -56,11 +59,12 @@ class SenderConfig:
 
 
 class Sender:
-    def __init__(self, store: DeliveryStore, gates: GateBook, renderer: Renderer, relay: RelayConfig,
-                 publisher: EventPublisher, policy: RetryPolicy, config: SenderConfig,
+    def __init__(self, store: DeliveryStore, gates: GateBook, jobs: JobQueue, renderer: Renderer,
+                 relay: RelayConfig, publisher: EventPublisher, policy: RetryPolicy, config: SenderConfig,
                  rng: random.Random | None = None) -> None:
         self._store = store
         self._gates = gates
+        self._jobs = jobs
         self._renderer = renderer
         self._relay = relay
         self._publisher = publisher
@@ -68,14 +72,17 @@ class Sender:
         self._config = config
         self._rng = rng or random.Random()
         self._queue: asyncio.Queue[tuple[Document, Member | None]] = asyncio.Queue()
-        # Claimed jobs not finished yet: at most two per worker, so the next is ready when one is done.
-        self._capacity = 2 * config.concurrency
+        # Jobs handed out and not finished: up to four per worker, refilled when half are done, so one
+        # claim (and one member look-up) serves many messages and workers never wait for them.
+        self._capacity = 4 * config.concurrency
         self._outstanding = 0
         self._slot_freed = asyncio.Event()
         self._templates: dict[tuple[str, bool], CampaignTemplate] = {}
         self._account_buckets: dict[str, TokenBucket] = {}
         self._domain_buckets: dict[str, TokenBucket] = {}
-        self._to_mark_published: list[str] = []
+        # Outcomes recorded but not yet acknowledged by Kafka, with when they were recorded.
+        self._unpublished: dict[str, datetime] = {}
+        self._watermark_saved = 0.0
         self._held_announced: set[tuple[str, str | None, str]] = set()
         self._stopping = asyncio.Event()
         self._busy = 0
@@ -87,10 +94,14 @@ class Sender:
         self._gates.changed.set()
 
     async def run(self) -> None:
-        in_doubt = await self._store.recover_in_doubt()
+        started_at = datetime.now(UTC)
+        pending, in_doubt = await self._store.load_pending()
         if in_doubt:
-            metrics.IN_DOUBT.inc(in_doubt)
-            log.warning("messages in doubt after a restart are queued again", extra={"count": in_doubt})
+            metrics.IN_DOUBT.inc(len(in_doubt))
+            await self._store.mark_in_doubt([str(job["_id"]) for job in in_doubt])
+            log.warning("messages in doubt after a restart are sent again", extra={"count": len(in_doubt)})
+        await self._store.forget_claims(started_at)
+        self._jobs.push(pending)
         await self._republish()
         connections = [RelayConnection(self._relay) for _ in range(self._config.concurrency)]
         workers = [asyncio.create_task(self._worker(c), name=f"smtp-worker-{i}") for i, c in enumerate(connections)]
@@ -105,43 +116,51 @@ class Sender:
             await asyncio.gather(*workers, return_exceptions=True)
             for connection in connections:
                 await connection.close(quit_politely=True)
-            await self._flush_published()
+            await self._save_watermark()
+
+    def _gate_of(self, job: Document) -> Gate | None:
+        """The closed gate holding a campaign message; a cancelled campaign's jobs are let through to be
+        recorded as cancelled."""
+        if job["kind"] != "campaign":
+            return None
+        if self._gates.campaign(job["account_id"], job["campaign_id"]).cancelled:
+            return None
+        return self._gates.gate_for(job["account_id"], job["campaign_id"])
 
     async def _dispatch(self) -> None:
         while not self._stopping.is_set():
             free = self._capacity - self._outstanding
-            if free <= 0:
+            if free < self._capacity // 2:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
-            held_accounts, held_campaigns = self._gates.held()
             self.dispatch_passes += 1
-            now = datetime.now(UTC)
             self._gates.changed.clear()
-            due = await self._store.due(now, free, held_accounts, held_campaigns)
+            self._jobs.unpark(self._gate_of)
+            due = self._jobs.take_due(datetime.now(UTC), free, self._gate_of)
+            if time.monotonic() - self._watermark_saved > 1.0:
+                await self._save_watermark()
             if due:
-                await self._hand_out(due, now)
-            else:
-                await self._flush_published()
-                try:
-                    async with asyncio.timeout(self._config.poll_interval):
-                        await self._gates.changed.wait()
-                except TimeoutError:
-                    pass
+                await self._hand_out(due)
+                continue
+            try:
+                async with asyncio.timeout(self._config.poll_interval):
+                    await self._gates.changed.wait()
+            except TimeoutError:
+                pass
 
-    async def _hand_out(self, due: list[Document], now: datetime) -> None:
+    async def _hand_out(self, due: list[Document]) -> None:
         claim = uuid.uuid4().hex
-        await self._store.claim([d["_id"] for d in due], now, claim)
-        claimed = await self._store.claimed(claim)
+        await self._store.open_claim(claim, [d["_id"] for d in due], datetime.now(UTC))
         members: dict[tuple[str, str], Member] = {}
         by_account: dict[str, list[str]] = {}
-        for job in claimed:
+        for job in due:
             if job["kind"] == "campaign":
                 by_account.setdefault(job["account_id"], []).append(job["subscriber_id"])
         for account_id, subscriber_ids in by_account.items():
             for subscriber_id, member in (await self._store.members(account_id, subscriber_ids)).items():
                 members[(account_id, subscriber_id)] = member
-        for job in claimed:
+        for job in due:
             self._outstanding += 1
             self._queue.put_nowait((job, members.get((job["account_id"], job.get("subscriber_id") or ""))))
 
@@ -153,10 +172,10 @@ class Sender:
             try:
                 await self._deliver(job, member, connection)
             except Exception:
-                # Infrastructure trouble while recording: the job stays claimed and is retried after a
-                # restart as in doubt; log loudly, never lose it silently.
+                # Infrastructure trouble while recording: the job is tried again in a while (and after a
+                # crash it is in doubt); logged loudly, never lost silently.
                 log.exception("delivering a message failed", extra={"message_id": job["_id"]})
-                await self._release_quietly(job)
+                self._jobs.retry_at(job["_id"], datetime.now(UTC) + timedelta(seconds=5))
             finally:
                 self._busy -= 1
                 metrics.POOL_CONNECTIONS.labels("busy").set(self._busy)
@@ -164,44 +183,47 @@ class Sender:
                 self._slot_freed.set()
                 self._queue.task_done()
 
-    async def _release_quietly(self, job: Document) -> None:
-        try:
-            await self._store.record(job["_id"], {"state": QUEUED})
-        except Exception:
-            log.exception("could not release a claimed message; it is recovered at the next start")
-
-    def _gate_closed(self, job: Document) -> bool:
-        if job["kind"] != "campaign":
-            return False
-        campaign = self._gates.campaign(job["account_id"], job["campaign_id"])
-        return campaign.cancelled or self._gates.gate_for(job["account_id"], job["campaign_id"]) is not None
-
     async def _deliver(self, job: Document, member: Member | None, connection: RelayConnection) -> None:
-        if self._gate_closed(job):
-            await self._store.record(job["_id"], {"state": QUEUED})
+        if self._gate_of(job) is not None:
+            self._jobs.retry_at(job["_id"], job["next_attempt_at"])  # held: parked at the next look
+            return
+        if job["kind"] == "campaign" and self._gates.campaign(job["account_id"], job["campaign_id"]).cancelled:
+            await self._finish_without_sending(job, CANCELLED, "campaign_cancelled")
             return
         started = time.perf_counter()
         try:
             rendered = await self._render(job, member)
         except Skip as skip:
             metrics.SKIPPED.labels(skip.reason).inc()
-            await self._store.record(job["_id"], {"state": SKIPPED, "skip_reason": skip.reason})
+            await self._finish_without_sending(job, SKIPPED, skip.reason)
             return
         metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
         await self._respect_rate_limits(job["account_id"], rendered.recipient)
-        if self._gate_closed(job):  # the gate may have closed while waiting for the rate limit
-            await self._store.record(job["_id"], {"state": QUEUED})
+        if self._gate_of(job) is not None:  # the gate may have closed while waiting for the rate limit
+            self._jobs.retry_at(job["_id"], job["next_attempt_at"])
             return
         reply = await connection.send(rendered.mail_from, rendered.recipient, rendered.data)
         answered = time.perf_counter()
-        fields, event = self._outcome(job, rendered, reply)
-        await self._store.record(job["_id"], fields)
-        if fields["state"] == SENT:
+        outcome, event = self._outcome(job, rendered, reply)
+        self._unpublished[job["_id"]] = outcome["recorded_at"]
+        await self._store.record(outcome)
+        if outcome["outcome"] == SENT:
             metrics.UNRECORDED_WINDOW.observe(time.perf_counter() - answered)
+        if outcome["final"]:
+            self._jobs.done(job["_id"])
+        else:
+            self._jobs.retry_at(job["_id"], outcome["next_attempt_at"], attempts=outcome["attempt"],
+                                first_attempt_at=outcome["first_attempt_at"])
         await self._publisher.publish(event)
-        self._to_mark_published.append(job["_id"])
-        if len(self._to_mark_published) >= 200:
-            await self._flush_published()
+        self._unpublished.pop(job["_id"], None)
+
+    async def _finish_without_sending(self, job: Document, outcome: str, reason: str) -> None:
+        attempt = int(job.get("attempts") or 0) + 1
+        await self._store.record({"_id": f"{job['_id']}:{attempt}", "message_id": job["_id"],
+                                  "account_id": job["account_id"], "campaign_id": job.get("campaign_id"),
+                                  "outcome": outcome, "reason": reason, "final": True, "attempt": attempt,
+                                  "recorded_at": datetime.now(UTC)})
+        self._jobs.done(job["_id"])
 
     async def _render(self, job: Document, member: Member | None) -> Rendered:
         kind = job["kind"]
@@ -256,25 +278,28 @@ class Sender:
             await asyncio.sleep(wait)  # the rate limit itself: the wait is the point
 
     def _outcome(self, job: Document, rendered: Rendered, reply: SmtpReply) -> tuple[Document, Event]:
+        """The ledger's outcome document for this attempt, and the event it publishes."""
         now = datetime.now(UTC)
         attempt = int(job.get("attempts") or 0) + 1
         first = job.get("first_attempt_at") or now
         ref: dict[str, Any] = {"message_id": job["_id"], "kind": job["kind"], "campaign_id": job.get("campaign_id"),
                                "subscriber_id": job.get("subscriber_id"), "list_id": job.get("list_id")}
         envelope: dict[str, Any] = {"account_id": job["account_id"], "producer": PRODUCER}
-        fields: Document = {"attempts": attempt, "first_attempt_at": first, "last_attempt_at": now,
-                            "smtp_code": reply.code, "smtp_reply": reply.diagnostic, "published": False}
-        outcome = domain.classify(reply)
+        outcome: Document = {"_id": f"{job['_id']}:{attempt}", "message_id": job["_id"],
+                             "account_id": job["account_id"], "campaign_id": job.get("campaign_id"),
+                             "attempt": attempt, "first_attempt_at": first, "recorded_at": now, "final": True,
+                             "smtp_code": reply.code, "smtp_reply": reply.diagnostic}
         event: Event
-        if outcome == "sent":
-            fields.update(state=SENT, sent_at=now)
+        result = domain.classify(reply)
+        if result == "sent":
+            outcome["outcome"] = SENT
             event = MessageSent(event_id=domain.outcome_event_id(job["_id"], "sent", attempt), **envelope,
                                 payload={**ref, "recipient_domain": rendered.recipient.rpartition("@")[2].lower(),
                                          "smtp_code": reply.code, "smtp_reply": reply.text[:1000],
                                          "attempt": attempt})
             metrics.MESSAGES.labels(job["kind"], "sent").inc()
-        elif outcome == "bounced":
-            fields.update(state=BOUNCED, bounce_class="hard")
+        elif result == "bounced":
+            outcome.update(outcome=BOUNCED, bounce_class="hard")
             event = MessageBounced(event_id=domain.outcome_event_id(job["_id"], "bounced", attempt), **envelope,
                                    payload={**ref, "bounce_class": "hard", "smtp_code": reply.code,
                                             "enhanced_status_code": reply.enhanced_status,
@@ -284,7 +309,7 @@ class Sender:
         else:
             next_attempt = self._policy.next_attempt(attempt, first, now, self._rng)
             if next_attempt is None:
-                fields.update(state=BOUNCED, bounce_class="soft")
+                outcome.update(outcome=BOUNCED, bounce_class="soft")
                 event = MessageBounced(event_id=domain.outcome_event_id(job["_id"], "expired", attempt), **envelope,
                                        payload={**ref, "bounce_class": "soft", "smtp_code": reply.code,
                                                 "enhanced_status_code": reply.enhanced_status,
@@ -294,53 +319,50 @@ class Sender:
                 metrics.MESSAGES.labels(job["kind"], "bounced").inc()
                 metrics.BOUNCES.labels("soft", "retry_expired").inc()
             else:
-                fields.update(state=QUEUED, next_attempt_at=next_attempt)
+                outcome.update(outcome=DEFERRED, final=False, next_attempt_at=next_attempt)
                 event = MessageDeferred(event_id=domain.outcome_event_id(job["_id"], "deferred", attempt),
                                         **envelope, payload={**ref, "smtp_code": reply.code,
                                                              "enhanced_status_code": reply.enhanced_status,
                                                              "diagnostic": reply.diagnostic, "attempt": attempt,
                                                              "next_attempt_at": next_attempt})
                 metrics.MESSAGES.labels(job["kind"], "deferred").inc()
-        fields["outcome_event"] = serialize_event(event).decode()
-        return fields, event
+        outcome["outcome_event"] = serialize_event(event).decode()
+        return outcome, event
 
-    async def _flush_published(self) -> None:
-        ids, self._to_mark_published = self._to_mark_published, []
-        if ids:
-            await self._store.mark_published(ids)
+    async def _save_watermark(self) -> None:
+        """Everything recorded before the oldest unacknowledged outcome has been published."""
+        self._watermark_saved = time.monotonic()
+        await self._store.save_published_watermark(min(self._unpublished.values(), default=datetime.now(UTC)))
 
     async def _republish(self) -> None:
-        """Outcomes recorded but maybe not published before a crash: publish again (same event ids)."""
-        docs = await self._store.unpublished()
-        for doc in docs:
-            if doc.get("outcome_event"):
-                await self._publisher.publish(parse_event(doc["outcome_event"]))
+        """Outcomes recorded since the last watermark may be unpublished after a crash: publish them again
+        (same event ids, so consumers that saw them drop the copies)."""
+        docs = await self._store.outcomes_to_republish()
+        for start in range(0, len(docs), 500):
+            await self._publisher.publish_many([parse_event(d["outcome_event"]) for d in docs[start:start + 500]])
         if docs:
-            await self._store.mark_published([d["_id"] for d in docs])
             log.info("republished outcomes recorded before a restart", extra={"count": len(docs)})
 
     async def announce_held(self) -> None:
         """DeliveryHeld once per campaign and closed gate (and queue-depth metrics); called periodically."""
-        counts = await self._store.queued_by_campaign()
-        by_gate: dict[str, int] = {}
+        held = self._jobs.held(self._gate_of)
         current: set[tuple[str, str | None, str]] = set()
-        for (account_id, key), count in counts.items():
-            campaign_id = key.split(":", 1)[1] if key else None
-            gate = self._gates.gate_for(account_id, campaign_id) if campaign_id else None
-            by_gate[gate or "none"] = by_gate.get(gate or "none", 0) + count
-            if gate is None or campaign_id is None:
-                continue
+        for (account_id, campaign_id), (gate, count) in held.items():
             current.add((account_id, campaign_id, gate))
             if (account_id, campaign_id, gate) in self._held_announced:
                 continue
-            account = self._gates.account(account_id)
             await self._publisher.publish(DeliveryHeld(
                 account_id=account_id, producer=PRODUCER,
-                payload={"campaign_id": campaign_id, "gate": gate, "reason": domain.gate_reason(gate, account),
+                payload={"campaign_id": campaign_id, "gate": gate,
+                         "reason": domain.gate_reason(gate, self._gates.account(account_id)),
                          "messages_held": count}))
         self._held_announced = current
-        for gate_name in (*domain.GATES, "none"):
-            metrics.QUEUE_DEPTH.labels(gate_name).set(by_gate.get(gate_name, 0))
+        by_gate = {gate: 0 for gate in domain.GATES}
+        for gate, count in held.values():
+            by_gate[gate] += count
+        for gate_name, count in by_gate.items():
+            metrics.QUEUE_DEPTH.labels(gate_name).set(count)
+        metrics.QUEUE_DEPTH.labels("none").set(len(self._jobs) - sum(by_gate.values()))
 
 
 class Skip(Exception):

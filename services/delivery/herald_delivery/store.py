@@ -6,13 +6,16 @@ expanding a campaign twice creates nothing new, and the ledger's state says what
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from herald_shared.contract import Event
 from herald_shared.contract.subscriptions import (
@@ -24,7 +27,17 @@ from herald_shared.contract.subscriptions import (
     SubscriberSuppressed,
     SubscriberUnsubscribed,
 )
-from herald_shared.mongo import Document, Projection, ReplaceOne, UpdateMany, UpdateOne, WriteOp, bulk_write
+from herald_shared.mongo import (
+    DUPLICATE_KEY,
+    MAX_OPS_PER_COMMAND,
+    Document,
+    Projection,
+    ReplaceOne,
+    UpdateMany,
+    UpdateOne,
+    WriteOp,
+    bulk_write,
+)
 
 from .domain import AccountState, CampaignState, Member
 
@@ -33,11 +46,15 @@ LISTS = "lists"
 ACCOUNTS = "accounts"
 CAMPAIGNS = "campaigns"
 JOBS = "jobs"
+OUTCOMES = "outcomes"
+CLAIMS = "claims"
+SENDER_STATE = "sender_state"
 
-# Job states. `queued` includes messages held by a closed gate: holding is not a state of the message,
-# it is the gate's (they go out when it opens). `sending` is claimed by the sender; after a crash it is
-# "in doubt" and queued again (see README, "Effectively once").
-QUEUED, SENDING, SENT, BOUNCED, SKIPPED, CANCELLED = "queued", "sending", "sent", "bounced", "skipped", "cancelled"
+# The ledger is append-only, because FerretDB (SQLite) scans a collection for every update or non-`_id`
+# query while inserts are cheap: `jobs` (one per message, written once), `outcomes` (one per attempt:
+# sent, bounced, deferred, skipped, cancelled; `final` unless deferred) and `claims` (the message ids of
+# each batch handed to the SMTP workers, so a crash leaves them identifiable as in doubt).
+SENT, BOUNCED, DEFERRED, SKIPPED, CANCELLED = "sent", "bounced", "deferred", "skipped", "cancelled"
 FINAL_STATES = (SENT, BOUNCED, SKIPPED, CANCELLED)
 
 
@@ -94,14 +111,62 @@ def member_from(doc: Document) -> Member:
                   custom_fields=dict(doc.get("custom_fields") or {}))
 
 
+class GroupCommit:
+    """Outcome inserts from all SMTP workers, written together: whoever arrives while an insert is under way
+    goes into the next one, so the window between the relay's answer and the ledger stays short under
+    load (one command per round instead of one per message)."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self._collection = collection
+        self._pending: list[tuple[Document, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def insert(self, doc: Document) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((doc, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_rounds())
+        await future
+
+    async def _write_rounds(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_OPS_PER_COMMAND], self._pending[MAX_OPS_PER_COMMAND:]
+            try:
+                await insert_new(self._collection, [doc for doc, _ in batch])
+            except Exception as exc:  # every waiter learns it; none is left hanging
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+
+async def insert_new(collection: AsyncCollection[Document], docs: Sequence[Document]) -> set[str]:
+    """Insert documents whose `_id` is new; returns the ids that already existed (written before a crash,
+    or by a redelivered event). Any other error is raised."""
+    existing: set[str] = set()
+    for start in range(0, len(docs), MAX_OPS_PER_COMMAND):
+        chunk = docs[start:start + MAX_OPS_PER_COMMAND]
+        try:
+            await collection.insert_many(list(chunk), ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(err.get("code") != DUPLICATE_KEY for err in errors):
+                raise
+            existing.update(str(chunk[err["index"]]["_id"]) for err in errors)
+    return existing
+
+
 class DeliveryStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
         self.jobs = db[JOBS]
+        self._group_commit = GroupCommit(db[OUTCOMES])
 
     async def ensure_indexes(self) -> None:
-        await self.jobs.create_index([("state", ASCENDING), ("next_attempt_at", ASCENDING)])
-        await self.jobs.create_index([("campaign_key", ASCENDING)])
+        await self.db[OUTCOMES].create_index([("message_id", ASCENDING)])
         await self.db[MEMBERS].create_index([("account_id", ASCENDING), ("list_id", ASCENDING)])
 
     # Audience
@@ -158,68 +223,74 @@ class DeliveryStore:
 
     # The job ledger
 
-    async def add_jobs(self, docs: Sequence[Document]) -> None:
-        """Insert jobs that do not exist yet; an existing job (same message id) is left as it is."""
-        await bulk_write(self.jobs, [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in docs],
-                         ordered=False)
+    async def add_jobs(self, docs: Sequence[Document]) -> list[Document]:
+        """Insert jobs whose message id is new; returns those (a job that exists is left as it is)."""
+        existing = await insert_new(self.jobs, docs)
+        return [doc for doc in docs if str(doc["_id"]) not in existing]
 
-    async def due(self, now: datetime, limit: int, held_accounts: Sequence[str],
-                  held_campaigns: Sequence[str]) -> list[Document]:
-        query: Document = {"state": QUEUED, "next_attempt_at": {"$lte": now}}
-        sendable: Document = {}
-        if held_accounts:
-            sendable["account_id"] = {"$nin": list(held_accounts)}
-        if held_campaigns:
-            sendable["campaign_key"] = {"$nin": list(held_campaigns)}
-        if sendable:
-            # Gates hold campaign mail only: confirmations and account notices go out regardless.
-            query["$or"] = [{"kind": {"$ne": "campaign"}}, sendable]
-        return [doc async for doc in self.jobs.find(query).limit(limit)]
+    async def open_claim(self, claim: str, message_ids: Sequence[str], now: datetime) -> None:
+        """Record, in one insert, that these jobs are being sent: after a crash they are in doubt."""
+        await self.db[CLAIMS].insert_one({"_id": claim, "message_ids": list(message_ids), "at": now})
 
-    async def claim(self, message_ids: Sequence[str], now: datetime, claim: str) -> None:
-        """Mark queued jobs as being sent by this claim; a job that changed state meanwhile is not taken."""
-        for start in range(0, len(message_ids), 500):
-            await self.jobs.update_many({"_id": {"$in": list(message_ids[start:start + 500])}, "state": QUEUED},
-                                        {"$set": {"state": SENDING, "claimed_at": now, "claim": claim}})
+    async def record(self, outcome: Document) -> None:
+        """Append one attempt's outcome (`_id` = message id and attempt, so a repeat is a no-op)."""
+        await self._group_commit.insert(outcome)
 
-    async def claimed(self, claim: str) -> list[Document]:
-        return [doc async for doc in self.jobs.find({"claim": claim, "state": SENDING})]
+    async def load_pending(self) -> tuple[list[Document], list[Document]]:
+        """The ledger folded at start-up: jobs without a final outcome (with their attempt count and next
+        attempt time), and among them those in doubt: claimed after their last recorded outcome, i.e. the
+        process died during their SMTP transaction."""
+        last: dict[str, Document] = {}
+        async for recorded in self.db[OUTCOMES].find({}, {"outcome_event": 0}):
+            current = last.get(recorded["message_id"])
+            if current is None or (recorded["attempt"], recorded["final"]) > (current["attempt"], current["final"]):
+                last[recorded["message_id"]] = recorded
+        claimed_at: dict[str, datetime] = {}
+        async for claim in self.db[CLAIMS].find({}):
+            for message_id in claim["message_ids"]:
+                claimed_at[message_id] = max(claim["at"], claimed_at.get(message_id, claim["at"]))
+        pending: list[Document] = []
+        in_doubt: list[Document] = []
+        async for job in self.jobs.find({}):
+            outcome: Document | None = last.get(job["_id"])
+            if outcome is not None and outcome["final"]:
+                continue
+            if outcome is not None:
+                job.update(attempts=outcome["attempt"], first_attempt_at=outcome.get("first_attempt_at"),
+                           next_attempt_at=outcome["next_attempt_at"])
+            pending.append(job)
+            claimed = claimed_at.get(job["_id"])
+            if claimed is not None and (outcome is None or claimed >= outcome["recorded_at"]):
+                in_doubt.append(job)
+        return pending, in_doubt
 
-    async def record(self, message_id: str, fields: Document) -> None:
-        await self.jobs.update_one({"_id": message_id}, {"$set": fields})
-
-    async def mark_published(self, message_ids: Sequence[str]) -> None:
+    async def mark_in_doubt(self, message_ids: Sequence[str]) -> None:
+        """Kept on the job for look-ups ("was it sent twice?"); written once, at start-up."""
         for start in range(0, len(message_ids), 500):
             await self.jobs.update_many({"_id": {"$in": list(message_ids[start:start + 500])}},
-                                        {"$set": {"published": True}})
+                                        {"$set": {"in_doubt": True}})
 
-    async def recover_in_doubt(self) -> int:
-        """Jobs claimed when the process died: queued again (sent again: see README on the window)."""
-        result = await self.jobs.update_many({"state": SENDING},
-                                             {"$set": {"state": QUEUED, "in_doubt": True}})
-        return int(result.modified_count)
+    async def forget_claims(self, before: datetime) -> None:
+        """Claims older than the start-up fold are settled (their jobs are pending or finished)."""
+        await self.db[CLAIMS].delete_many({"at": {"$lt": before}})
 
-    async def unpublished(self) -> list[Document]:
-        return [doc async for doc in self.jobs.find({"published": False})]
+    async def save_published_watermark(self, before: datetime) -> None:
+        """Every outcome recorded before `before` has been published (one write, not one per message)."""
+        await self.db[SENDER_STATE].update_one({"_id": "published"}, {"$max": {"before": before}}, upsert=True)
 
-    async def cancel_campaign(self, account_id: str, campaign_id: str) -> int:
-        result = await self.jobs.update_many({"campaign_key": scoped(account_id, campaign_id),
-                                              "state": QUEUED}, {"$set": {"state": CANCELLED}})
-        return int(result.modified_count)
+    async def outcomes_to_republish(self) -> list[Document]:
+        """Outcomes recorded at or after the watermark: maybe unpublished when the process died."""
+        doc = await self.db[SENDER_STATE].find_one({"_id": "published"})
+        query: Document = {"outcome_event": {"$exists": True}}
+        if doc is not None:
+            query["recorded_at"] = {"$gte": doc["before"]}
+        return [d async for d in self.db[OUTCOMES].find(query, {"outcome_event": 1})]
 
-    async def queued_by_campaign(self) -> dict[tuple[str, str | None], int]:
-        """Queued messages per (account, campaign key), for queue-depth and held-by-gate metrics."""
-        counts: dict[tuple[str, str | None], int] = {}
-        pipeline: list[Document] = [{"$match": {"state": {"$in": [QUEUED, SENDING]}}},
-                    {"$group": {"_id": {"a": "$account_id", "c": "$campaign_key"}, "n": {"$sum": 1}}}]
-        async for row in await self.jobs.aggregate(pipeline):
-            counts[(row["_id"]["a"], row["_id"].get("c"))] = int(row["n"])
-        return counts
+    async def outcomes(self, query: Document) -> list[Document]:
+        return [d async for d in self.db[OUTCOMES].find(query, {"outcome_event": 0})]
 
     async def forget_recipient(self, account_id: str, subscriber_id: str) -> None:
-        """Erasure: confirmation jobs hold the address; drop it from every job of this subscriber."""
-        await self.jobs.update_many({"account_id": account_id, "subscriber_id": subscriber_id,
-                                     "state": {"$in": [QUEUED, SENDING]}, "kind": "confirmation"},
-                                    {"$set": {"state": CANCELLED}})
+        """Erasure: confirmation jobs hold the address; drop it from every job of this subscriber (the sender
+        skips a job without a recipient)."""
         await self.jobs.update_many({"account_id": account_id, "subscriber_id": subscriber_id},
                                     {"$unset": {"recipient": "", "greeting_name": ""}})

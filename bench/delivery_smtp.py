@@ -1,0 +1,176 @@
+"""Messages per second from CampaignQueued to SMTP acceptance, against Postfix's `smtp-sink`, next to
+Postfix's own `smtp-source` blasting the same sink in the same run (the physical limit of this machine's
+loopback SMTP), and the parts of the cost: rendering with and without DKIM, and the ledger write window.
+
+    eval "$(scripts/stack env)"; .venv/bin/python -m bench.delivery_smtp [--messages 2000] [--connections 20]
+
+Needs Debian's `postfix` package for smtp-sink and smtp-source (installed here when missing and root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from prometheus_client import REGISTRY
+
+from herald_delivery.domain import Member
+from herald_delivery.main import Delivery, DeliverySettings
+from herald_delivery.render import DkimKey, MessageTokens, Renderer, RenderSettings, compile_campaign
+from herald_shared.contract import Event
+from herald_shared.contract.billing import AccountApproved, AccountOpened
+from herald_shared.contract.campaigns import CampaignContent
+from herald_shared.contract.subscriptions import ListCreated, SubscriberAdded, SubscriberConfirmed
+from herald_shared.kafka import EventPublisher
+from herald_shared.links import LinkSigner
+from herald_shared.mongo import make_client
+from tests.samples import campaign_queued
+
+BODY = ("Dear {{ first_name }}, " + "lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 80)[:5000]
+SECRET = "bench-only-secret-0123456789"
+
+
+def postfix_tool(name: str) -> str:
+    found = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise SystemExit(f"{name} is missing: apt-get install postfix (Debian)")
+    subprocess.run("echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections",
+                   shell=True, check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "postfix"], check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return f"/usr/sbin/{name}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def smtp_source_rate(port: int, messages: int, connections: int) -> float:
+    """Postfix's smtp-source: `connections` parallel sessions, 5 KB messages, no QUIT between messages."""
+    started = time.perf_counter()
+    subprocess.run([postfix_tool("smtp-source"), "-s", str(connections), "-l", "5120", "-m", str(messages), "-d",
+                    "-f", "bench@acme.example", "-t", "reader@example.org", f"127.0.0.1:{port}"], check=True)
+    return messages / (time.perf_counter() - started)
+
+
+def render_rates(messages: int) -> tuple[float, float]:
+    """Messages rendered per second without and with a 2048-bit RSA DKIM signature (dkimpy)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        key_path = Path(tmp) / "k.pem"
+        subprocess.run(["openssl", "genrsa", "-out", str(key_path), "2048"], check=True, capture_output=True)
+        key = DkimKey("acme.example", "s1", key_path.read_bytes())
+    rates = []
+    for keys in ({}, {"acme.example": key}):
+        renderer = Renderer(RenderSettings("https://t.example", "bounces.example"), MessageTokens(SECRET),
+                            LinkSigner(SECRET, "https://lists.example"), keys)
+        content = CampaignContent(subject="Bench", from_name="Acme", from_email="news@acme.example",  # type: ignore[arg-type]
+                                  html_body=f"<p>{BODY}</p><a href='https://acme.example/'>x</a>", text_body=BODY)
+        template = compile_campaign("acme", "c1", content, footer=True, settings=renderer.settings)
+        count = messages if not keys else max(50, messages // 10)
+        started = time.perf_counter()
+        for i in range(count):
+            renderer.campaign_message(template, Member(f"s{i}", "news", f"r{i}@example.org", "active", "Ann"),
+                                      str(uuid.uuid4()))
+        rates.append(count / (time.perf_counter() - started))
+    return rates[0], rates[1]
+
+
+def histogram_quantile(name: str, quantile: float) -> float:
+    """A quantile from a Prometheus histogram's cumulative buckets (upper bound of the bucket)."""
+    buckets = sorted((float(s.labels["le"]), s.value) for m in REGISTRY.collect() if m.name == name
+                     for s in m.samples if s.name == f"{name}_bucket")
+    total = buckets[-1][1] if buckets else 0
+    for bound, count in buckets:
+        if total and count >= quantile * total:
+            return bound
+    return float("nan")
+
+
+async def herald_rate(port: int, messages: int, connections: int) -> float:
+    run = uuid.uuid4().hex[:8]
+    settings = DeliverySettings(topic_prefix=f"bench{run}.", database_prefix=f"bench{run}_",  # type: ignore[call-arg]
+                                HERALD_LINK_SECRET=SECRET, HERALD_SMTP_HOST="127.0.0.1", HERALD_SMTP_PORT=port,
+                                HERALD_SEND_CONCURRENCY=connections, HERALD_INBOUND_SMTP_PORT=0,
+                                HERALD_SEND_POLL_SECONDS=0.05)
+    service = Delivery(settings)
+    await service.start()
+    try:
+        publisher = EventPublisher(service.producer, settings.topics)
+        setup: list[Event] = [
+            AccountOpened(account_id="acme", producer="billing", payload={  # type: ignore[arg-type]
+                "company_name": "Acme", "registered_email": "owner@acme.example", "main_username": "o",
+                "terms_accepted_at": "2026-11-01T00:00:00Z"}),
+            AccountApproved(account_id="acme", producer="billing", payload={"reviewer": "bench"}),  # type: ignore[arg-type]
+            ListCreated(account_id="acme", producer="subscriptions",  # type: ignore[arg-type]
+                        payload={"list_id": "news", "name": "News", "opt_in": "single"})]
+        for i in range(messages):
+            address = f"r{i}@example.org"
+            setup.append(SubscriberAdded(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+                "list_id": "news", "subscriber_id": f"s{i}", "email": address, "first_name": "Ann",
+                "email_sha256": hashlib.sha256(address.encode()).hexdigest(), "opt_in": "single",
+                "consent": {"source": "api", "collected_at": "2026-11-01T00:00:00Z", "method": "bench"}}))
+            setup.append(SubscriberConfirmed(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+                "list_id": "news", "subscriber_id": f"s{i}", "method": "single_opt_in"}))
+        for start in range(0, len(setup), 1000):
+            await publisher.publish_many(setup[start:start + 1000])
+        members = service.db["members"]
+        while await members.count_documents({"status": "active"}) < messages:
+            await asyncio.sleep(0.5)  # the audience projection fills (not measured)
+        outcomes = service.db["outcomes"]
+        started = time.perf_counter()
+        await publisher.publish(campaign_queued("acme", "bench", text_body=BODY,
+                                                html_body=f"<p>{BODY}</p><a href='https://acme.example/'>x</a>"))
+        while await outcomes.count_documents({"outcome": "sent"}) < messages:
+            await asyncio.sleep(0.05)
+        return messages / (time.perf_counter() - started)
+    finally:
+        await service.stop()
+        # Only once nothing uses it: FerretDB 1.24 (SQLite) dies of SIGBUS when a database in use is dropped.
+        cleanup = make_client(settings, "bench-cleanup")
+        await cleanup.drop_database(settings.database_name("delivery"))
+        await cleanup.close()
+
+
+async def main(messages: int, connections: int) -> None:
+    port = free_port()
+    sink = subprocess.Popen([postfix_tool("smtp-sink"), "-u", "nobody", f"127.0.0.1:{port}", "1024"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # smtp-sink has no readiness signal; it listens within milliseconds
+        source = smtp_source_rate(port, max(messages, 20_000), connections)
+        herald = await herald_rate(port, messages, connections)
+    finally:
+        sink.terminate()
+        sink.wait()
+    plain, signed = render_rates(messages)
+    window_p50 = histogram_quantile("herald_delivery_unrecorded_window_seconds", 0.5)
+    window_p99 = histogram_quantile("herald_delivery_unrecorded_window_seconds", 0.99)
+    smtp_p50 = histogram_quantile("herald_delivery_smtp_seconds", 0.5)
+    print(f"smtp-source -s {connections} -l 5120 -d into smtp-sink: {source:,.0f} msg/s (the physical limit)")
+    print(f"Herald, CampaignQueued -> SMTP acceptance, {messages:,} x 5 KB over {connections} connections: "
+          f"{herald:,.0f} msg/s = {herald / source:.3f} x smtp-source")
+    print(f"rendering alone: {plain:,.0f} msg/s unsigned, {signed:,.0f} msg/s with DKIM rsa-sha256 2048 (dkimpy)")
+    print(f"unrecorded window (relay 250 -> ledger written): p50 <= {window_p50 * 1000:.1f} ms, "
+          f"p99 <= {window_p99 * 1000:.1f} ms; SMTP transaction p50 <= {smtp_p50 * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=20)
+    args = parser.parse_args()
+    asyncio.run(main(args.messages, args.connections))

@@ -1,0 +1,122 @@
+"""The sender's in-memory view of the ledger: jobs not finished yet, ordered by when they are due, and those
+a closed gate holds, parked per campaign until it opens.
+
+The ledger in MongoDB is append-only (jobs, then outcomes), and this queue is folded from it at start-up;
+afterwards new jobs are pushed here as they are written. Nothing is scanned per message: on FerretDB
+(SQLite) every query beyond `_id` and every update reads the whole collection, while inserts are cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from .domain import Gate
+
+Job = dict[str, object]
+GroupKey = tuple[str, str | None]  # (account, campaign or None for transactional mail)
+
+
+class JobQueue:
+    def __init__(self, changed: asyncio.Event) -> None:
+        """`changed` is set when jobs are added (the sender waits on it, shared with the gates)."""
+        self._jobs: dict[str, Job] = {}
+        self._heap: list[tuple[datetime, int, str]] = []
+        self._order = itertools.count()
+        self._parked: dict[GroupKey, list[str]] = {}
+        self.changed = changed
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __contains__(self, message_id: str) -> bool:
+        return message_id in self._jobs
+
+    def push(self, jobs: Iterable[Job]) -> int:
+        """Add jobs not known yet (a job already queued keeps its place); returns how many were added."""
+        added = 0
+        for job in jobs:
+            message_id = str(job["_id"])
+            if message_id in self._jobs:
+                continue
+            self._jobs[message_id] = job
+            self._schedule(message_id)
+            added += 1
+        if added:
+            self.changed.set()
+        return added
+
+    def _schedule(self, message_id: str) -> None:
+        due = self._jobs[message_id]["next_attempt_at"]
+        assert isinstance(due, datetime)
+        heapq.heappush(self._heap, (due, next(self._order), message_id))
+
+    def retry_at(self, message_id: str, when: datetime, **changes: object) -> None:
+        """A deferred job: due again at `when`."""
+        job = self._jobs[message_id]
+        job.update(changes, next_attempt_at=when)
+        self._schedule(message_id)
+
+    def done(self, message_id: str) -> None:
+        self._jobs.pop(message_id, None)
+
+    def forget_recipient(self, account_id: str, subscriber_id: str) -> None:
+        """Erasure: queued jobs of the subscriber lose the address they hold (the sender skips them)."""
+        for job in self._jobs.values():
+            if job["account_id"] == account_id and job.get("subscriber_id") == subscriber_id:
+                job.pop("recipient", None)
+                job.pop("greeting_name", None)
+
+    def take_due(self, now: datetime, limit: int, gate_of: Callable[[Job], Gate | None]) -> list[Job]:
+        """Up to `limit` jobs due by `now` whose gates are open; jobs whose gate is closed are parked."""
+        taken: list[Job] = []
+        while self._heap and len(taken) < limit and self._heap[0][0] <= now:
+            due, _, message_id = heapq.heappop(self._heap)
+            job = self._jobs.get(message_id)
+            if job is None or job["next_attempt_at"] != due:
+                continue  # finished, or rescheduled (a newer heap entry stands for it)
+            if gate_of(job) is not None:
+                self._parked.setdefault(group_of(job), []).append(message_id)
+                continue
+            taken.append(job)
+        return taken
+
+    def unpark(self, gate_of: Callable[[Job], Gate | None]) -> int:
+        """Put back the jobs of every group whose gate has opened; returns how many."""
+        released = 0
+        for key in list(self._parked):
+            ids = [i for i in self._parked[key] if i in self._jobs]
+            if not ids:
+                del self._parked[key]
+                continue
+            if gate_of(self._jobs[ids[0]]) is None:
+                del self._parked[key]
+                for message_id in ids:
+                    self._schedule(message_id)
+                released += len(ids)
+        return released
+
+    def held(self, gate_of: Callable[[Job], Gate | None]) -> dict[GroupKey, tuple[Gate, int]]:
+        """Parked groups whose gate is still closed: (gate, messages held)."""
+        report: dict[GroupKey, tuple[Gate, int]] = {}
+        for key, ids in self._parked.items():
+            alive = [i for i in ids if i in self._jobs]
+            if alive:
+                gate = gate_of(self._jobs[alive[0]])
+                if gate is not None:
+                    report[key] = (gate, len(alive))
+        return report
+
+    def pending_by_group(self) -> dict[GroupKey, int]:
+        counts: dict[GroupKey, int] = {}
+        for job in self._jobs.values():
+            counts[group_of(job)] = counts.get(group_of(job), 0) + 1
+        return counts
+
+
+def group_of(job: Job) -> GroupKey:
+    campaign = job.get("campaign_id")
+    return str(job["account_id"]), str(campaign) if campaign is not None else None
