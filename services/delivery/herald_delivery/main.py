@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -144,6 +145,9 @@ class Delivery:
         self._offsets: AIOKafkaConsumer | None = None
         self._inbound_server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.failed: str | None = None
+        self.on_failure: Callable[[], None] | None = None
 
     async def _mongo_ready(self) -> bool:
         await self.db.command("ping")
@@ -181,6 +185,17 @@ class Delivery:
                        for c in (self.audience, self.confirmations, self.control)]
         self._tasks.append(asyncio.create_task(self.sender.run(), name="sender"))
         self._tasks.append(asyncio.create_task(self._announce_held(), name="held-announcer"))
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """A consumer or the sender that dies takes the process down (loudly), so it is restarted."""
+        if task.cancelled() or self._stopping:
+            return
+        self.failed = f"{task.get_name()} stopped: {task.exception()!r}"
+        log.error("a part of the service stopped; shutting down", extra={"reason": self.failed})
+        if self.on_failure is not None:
+            self.on_failure()
 
     async def _announce_held(self) -> None:
         while True:
@@ -191,12 +206,14 @@ class Delivery:
             await asyncio.sleep(self.settings.held_report_interval)  # a periodic report, not a wait
 
     def request_stop(self) -> None:
+        self._stopping = True
         for consumer in (self.audience, self.confirmations, self.control):
             consumer.request_stop()
         self.sender.request_stop()
 
     async def stop(self) -> None:
         """The control consumer first: a campaign it is expanding waits for the audience consumer."""
+        self._stopping = True
         if self._inbound_server is not None:
             self._inbound_server.close()
         tasks = {task.get_name(): task for task in self._tasks}
@@ -221,12 +238,15 @@ async def serve(settings: DeliverySettings) -> None:
         server.should_exit = True
 
     on_shutdown_signal(service.request_stop, stop_server)
+    service.on_failure = stop_server
     await service.start()
     log.info("delivery started", extra={"port": settings.http_port, "inbound_smtp": settings.inbound_port})
     try:
         await server.serve()
     finally:
         await service.stop()
+    if service.failed:
+        raise SystemExit(f"herald-delivery: {service.failed}")
 
 
 def main() -> None:

@@ -13,10 +13,11 @@ import heapq
 import itertools
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from .domain import Gate
 
-Job = dict[str, object]
+Job = dict[str, Any]  # a job document of the ledger
 GroupKey = tuple[str, str | None]  # (account, campaign or None for transactional mail)
 
 

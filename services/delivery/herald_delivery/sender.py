@@ -33,7 +33,7 @@ from herald_shared.contract.delivery import (
     MessageDeferred,
     MessageSent,
 )
-from herald_shared.kafka import EventPublisher
+from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
 from herald_shared.mongo import Document
 
 from . import domain, metrics
@@ -138,11 +138,20 @@ class Sender:
             self._gates.changed.clear()
             self._jobs.unpark(self._gate_of)
             due = self._jobs.take_due(datetime.now(UTC), free, self._gate_of)
-            if time.monotonic() - self._watermark_saved > 1.0:
-                await self._save_watermark()
-            if due:
-                await self._hand_out(due)
-                continue
+            try:
+                if time.monotonic() - self._watermark_saved > 1.0:
+                    await self._save_watermark()
+                if due:
+                    await self._hand_out(due)
+                    continue
+            except TRANSIENT_ERRORS:
+                # MongoDB away: the jobs wait (nothing was sent) and the sender keeps going when it is back.
+                log.exception("the sender could not claim messages; trying again in 5 s")
+                later = datetime.now(UTC) + timedelta(seconds=5)
+                for job in due:
+                    if job["_id"] in self._jobs:
+                        self._jobs.retry_at(job["_id"], later)
+                self._slot_freed.clear()
             try:
                 async with asyncio.timeout(self._config.poll_interval):
                     await self._gates.changed.wait()
