@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +33,7 @@ from herald_shared.contract.subscriptions import ListCreated, SubscriberAdded, S
 from herald_shared.kafka import EventPublisher
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import make_client
+from tests.conftest import eventually
 from tests.samples import campaign_queued
 
 BODY = ("Dear {{ first_name }}, " + "lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 80)[:5000]
@@ -52,8 +54,6 @@ def postfix_tool(name: str) -> str:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -128,14 +128,14 @@ async def herald_rate(port: int, messages: int, connections: int) -> float:
         for start in range(0, len(setup), 1000):
             await publisher.publish_many(setup[start:start + 1000])
         members = service.db["members"]
-        while await members.count_documents({"status": "active"}) < messages:
-            await asyncio.sleep(0.5)  # the audience projection fills (not measured)
+        await eventually(lambda: members.count_documents({"status": "active"}), lambda n: n >= messages,
+                         within=3600, what="the audience projection (not measured)")
         outcomes = service.db["outcomes"]
         started = time.perf_counter()
         await publisher.publish(campaign_queued("acme", "bench", text_body=BODY,
                                                 html_body=f"<p>{BODY}</p><a href='https://acme.example/'>x</a>"))
-        while await outcomes.count_documents({"outcome": "sent"}) < messages:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: outcomes.count_documents({"outcome": "sent"}), lambda n: n >= messages,
+                         within=3600, what="every message accepted by the sink")
         return messages / (time.perf_counter() - started)
     finally:
         await service.stop()
@@ -145,14 +145,27 @@ async def herald_rate(port: int, messages: int, connections: int) -> float:
         await cleanup.close()
 
 
-async def main(messages: int, connections: int) -> None:
-    port = free_port()
+def start_sink(port: int) -> subprocess.Popen[bytes]:
     sink = subprocess.Popen([postfix_tool("smtp-sink"), "-u", "nobody", f"127.0.0.1:{port}", "1024"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:  # ready when it accepts a connection
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return sink
+        except OSError:
+            if time.monotonic() > deadline or sink.poll() is not None:
+                sink.kill()
+                raise SystemExit("smtp-sink did not start") from None
+            time.sleep(0.05)
+
+
+def main(messages: int, connections: int) -> None:
+    port = free_port()
+    sink = start_sink(port)
     try:
-        time.sleep(0.5)  # smtp-sink has no readiness signal; it listens within milliseconds
         source = smtp_source_rate(port, max(messages, 20_000), connections)
-        herald = await herald_rate(port, messages, connections)
+        herald = asyncio.run(herald_rate(port, messages, connections))
     finally:
         sink.terminate()
         sink.wait()
@@ -173,4 +186,4 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=20)
     args = parser.parse_args()
-    asyncio.run(main(args.messages, args.connections))
+    main(args.messages, args.connections)

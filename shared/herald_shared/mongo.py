@@ -21,8 +21,8 @@ from pymongo.errors import BulkWriteError
 from pymongo.operations import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 
 __all__ = [
-    "DUPLICATE_KEY", "MAX_OPS_PER_COMMAND", "DeleteMany", "DeleteOne", "InsertOne", "MongoDeduplicator", "Projection", "ReplaceOne",
-    "UpdateMany", "UpdateOne", "WriteOp", "bulk_write", "make_client", "rebuild",
+    "DUPLICATE_KEY", "MAX_OPS_PER_COMMAND", "DeleteMany", "DeleteOne", "InsertOne", "MongoDeduplicator", "Projection",
+    "ReplaceOne", "UpdateMany", "UpdateOne", "WriteOp", "bulk_write", "make_client", "rebuild",
 ]
 
 from .contract import Event, InvalidEvent

@@ -64,6 +64,7 @@ class ReportReader:
     """Pure: what a DSN or ARF report says, and which message ids it names."""
 
     def __init__(self, tokens: MessageTokens, bounce_domain: str) -> None:
+        self.tokens = tokens
         self._tokens = tokens
         self._bounce_domain = bounce_domain.lower()
 
@@ -222,6 +223,11 @@ class InboundHandler:
         """'recorded' or 'dead_lettered'. Infrastructure errors propagate (the remote retries)."""
         msg = email.message_from_bytes(data)
         try:
+            for rcpt in recipients:
+                unsubscribe = self._reader.tokens.message_from_local_part(rcpt.rpartition("@")[0], "u")
+                if unsubscribe:
+                    raise NotTied(f"mailto unsubscribe for message {unsubscribe}: not processed yet (the "
+                                  "one-click https link is); replay once subscriptions consumes these")
             ids = self._reader.message_ids(recipients, msg)
             if not ids:
                 raise NotTied("no signed return path, quoted address or Message-ID of ours names a message")

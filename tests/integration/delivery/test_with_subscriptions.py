@@ -1,0 +1,93 @@
+"""Subscriptions and delivery together on the real stack, talking only through Kafka: the confirmation
+email's link confirms, a campaign's one-click unsubscribe link unsubscribes (recording the campaign), and a
+DSN for a campaign message suppresses the address."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+
+from herald_shared.apikeys import new_api_key
+from herald_shared.contract.billing import ApiKeyIssued
+from herald_shared.contract.subscriptions import SubscriberSuppressed, SubscriberUnsubscribed
+from herald_shared.settings import HeraldSettings
+from herald_subscriptions.main import Subscriptions, SubscriptionsSettings
+from tests.conftest import eventually
+from tests.samples import campaign_queued
+
+from .conftest import SECRET, World
+from .test_inbound_and_tracking import dsn, mail_inbound
+
+
+def parsed(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+async def test_confirm_unsubscribe_and_bounce_across_the_two_services(
+        settings: HeraldSettings, start_delivery: Any, relay: Any, world: World) -> None:
+    subscriptions = Subscriptions(SubscriptionsSettings(**settings.model_dump(), HERALD_LINK_SECRET=SECRET,
+                                                        HERALD_PUBLIC_URL="http://subs.test"))
+    await subscriptions.start()
+    pages = httpx.AsyncClient(transport=httpx.ASGITransport(app=subscriptions.app), base_url="http://subs.test")
+    try:
+        running = await start_delivery()
+        key_id, key, key_hash = new_api_key()
+        await world.open_account("acme")
+        await world.publish(ApiKeyIssued(account_id="acme", producer="billing", payload={  # type: ignore[arg-type]
+            "key_id": key_id, "key_hash": key_hash, "issued_by": "owner"}))
+        await eventually(lambda: subscriptions.apikeys.authenticate(key), lambda a: a == "acme", what="API key")
+        api = httpx.AsyncClient(transport=httpx.ASGITransport(app=subscriptions.app), base_url="http://subs.test",
+                                headers={"Authorization": f"Bearer {key}"})
+        created = await api.post("/v1/lists", json={"list_id": "news", "name": "News", "opt_in": "double"})
+        assert created.status_code == 201, created.text
+        for address in ("ann@example.org", "bob@example.org"):
+            response = await api.post("/v1/lists/news/subscribers",
+                                      json={"email": address, "consent": {"method": "signup form"}})
+            assert response.status_code in (200, 201), response.text
+
+        # Double opt-in: delivery mails the confirmation; its only link confirms through subscriptions' page.
+        await eventually(relay.mailed, lambda r: sorted(r) == ["ann@example.org", "bob@example.org"],
+                         what="confirmation emails")
+        for mail in list(relay.received):
+            body = parsed(mail.data).get_content()
+            links = re.findall(r"http://subs\.test/confirm/\S+", body)
+            assert len(links) == 1
+            confirmed = await pages.post(links[0].removeprefix("http://subs.test"))
+            assert confirmed.status_code == 200 and "confirmed" in confirmed.text
+
+        # A campaign reaches both (delivery's own audience projection saw the confirmations).
+        await world.publish(campaign_queued("acme", "c1"))
+        await eventually(relay.mailed, lambda r: len(r) == 4, what="campaign sent to both")
+        campaign_mail = {m.recipient: parsed(m.data) for m in relay.received[2:]}
+        return_paths = {m.recipient: m.mail_from for m in relay.received[2:]}
+
+        # RFC 8058 one-click unsubscribe with the List-Unsubscribe URL of Ann's message.
+        url = str(campaign_mail["ann@example.org"]["List-Unsubscribe"]).split(",")[0].strip(" <>")
+        answer = await pages.post(url.removeprefix("http://subs.test"), data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 200, answer.text
+
+        async def of_subscriptions(cls: type) -> list[Any]:
+            return [e for e in await world.events("herald.subscriptions") if isinstance(e, cls)]
+
+        unsubscribed = await eventually(lambda: of_subscriptions(SubscriberUnsubscribed), lambda es: len(es) == 1,
+                                        what="one-click unsubscribe recorded")
+        assert (unsubscribed[0].payload.source, unsubscribed[0].payload.campaign_id) == ("one_click", "c1")
+        assert unsubscribed[0].payload.message_id is not None
+
+        # A hard-bounce DSN for Bob's message: delivery reports it, subscriptions suppresses the address.
+        bob_path = return_paths["bob@example.org"]
+        await mail_inbound(running, bob_path, dsn(bob_path, "failed", "5.1.1", "550 5.1.1 user unknown"))
+
+        found = await eventually(lambda: of_subscriptions(SubscriberSuppressed), lambda es: len(es) == 1,
+                                 what="suppression")
+        assert found[0].payload.reason == "hard_bounce" and found[0].payload.campaign_id == "c1"
+    finally:
+        await pages.aclose()
+        await subscriptions.stop()
