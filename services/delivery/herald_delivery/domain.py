@@ -151,6 +151,8 @@ class SmtpReply:
 
     code: int | None
     text: str
+    # Where the relay answered: a refusal of our MAIL FROM is about us (the sender), not the recipient.
+    stage: Literal["connect", "mail", "rcpt", "data"] = "data"
 
     @property
     def enhanced_status(self) -> str | None:
@@ -170,8 +172,10 @@ Outcome = Literal["sent", "deferred", "bounced"]
 
 
 def classify(reply: SmtpReply) -> Outcome:
-    """2xx sent; 4xx or no reply (connection trouble) deferred; 5xx a hard bounce (RFC 5321 4.2.1)."""
-    if reply.code is None or 400 <= reply.code < 500:
+    """2xx sent; 4xx or no reply (connection trouble) deferred; 5xx to RCPT or DATA a hard bounce (RFC 5321
+    4.2.1). A 5xx to MAIL FROM refuses our sender, not the address: deferred, so no subscriber is suppressed
+    for the platform's own configuration (it soft-bounces at the give-up age if never fixed)."""
+    if reply.code is None or 400 <= reply.code < 500 or reply.stage in ("connect", "mail"):
         return "deferred"
     if 200 <= reply.code < 300:
         return "sent"

@@ -58,10 +58,17 @@ class RelayConnection:
 
     async def send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
         started = time.perf_counter()
-        try:
-            if self._client is None or not self._client.is_connected:
-                await self.close()
+        if self._client is None or not self._client.is_connected:
+            await self.close()
+            try:
                 self._client = await self._connect()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                # Refused TLS or AUTH is our relay's configuration, never the recipient's fault: the message
+                # is deferred (and retried), not bounced.
+                metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
+                return SmtpReply(None, f"connecting to relay {self._config.host}:{self._config.port} failed: "
+                                       f"{type(exc).__name__}: {exc}", stage="connect")
+        try:
             client = self._client
             _refused, response = await client.sendmail(mail_from, [recipient], data)
             self._sent_on_connection += 1
@@ -70,7 +77,10 @@ class RelayConnection:
             reply = _parse_ok(response)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
-            reply = SmtpReply(refused.code, refused.message)
+            reply = SmtpReply(refused.code, refused.message, stage="rcpt")
+            await self._reset()
+        except aiosmtplib.SMTPSenderRefused as exc:
+            reply = SmtpReply(exc.code, exc.message, stage="mail")
             await self._reset()
         except aiosmtplib.SMTPResponseException as exc:
             # MAIL FROM or DATA refused (SMTPSenderRefused, SMTPDataError...): the relay's own reply.
@@ -78,7 +88,7 @@ class RelayConnection:
             await self._reset()
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             reply = SmtpReply(None, f"connection to relay {self._config.host}:{self._config.port} failed: "
-                                    f"{type(exc).__name__}: {exc}")
+                                    f"{type(exc).__name__}: {exc}", stage="connect")
             await self.close()
         metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
         return reply

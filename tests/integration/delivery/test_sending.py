@@ -92,15 +92,17 @@ async def test_relay_answers_4xx_then_2xx_5xx_and_a_dropped_connection(start_del
         "later@example.org": [("data", "451 4.7.1 Greylisted, try again later")],
         "unknown@example.org": [("rcpt", "550 5.1.1 <unknown@example.org>: Recipient address rejected")],
         "flaky@example.org": [("data", "drop")],
+        "spam@example.org": [("data", "554 5.7.1 Message rejected as spam")],
     }
     await start_delivery()
     await world.open_account("acme")
     await world.add_list("acme", "news", [("s1", "later@example.org"), ("s2", "unknown@example.org"),
-                                          ("s3", "flaky@example.org"), ("s4", "fine@example.org")])
+                                          ("s3", "flaky@example.org"), ("s4", "fine@example.org"),
+                                          ("s5", "spam@example.org")])
     await world.publish(campaign_queued("acme", "c1"))
     events = await world.wait_for(
-        lambda es: len(of_type(es, MessageSent)) >= 3 and len(of_type(es, MessageBounced)) >= 1,
-        "three sent, one bounced")
+        lambda es: len(of_type(es, MessageSent)) >= 3 and len(of_type(es, MessageBounced)) >= 2,
+        "three sent, two bounced")
     by_subscriber = {e.payload.subscriber_id: e for e in of_type(events, MessageSent)}
     assert sorted(by_subscriber) == ["s1", "s3", "s4"]
     assert by_subscriber["s1"].payload.attempt == 2 and by_subscriber["s3"].payload.attempt == 2
@@ -108,9 +110,10 @@ async def test_relay_answers_4xx_then_2xx_5xx_and_a_dropped_connection(start_del
     assert deferred["s1"].payload.smtp_code == 451 and deferred["s1"].payload.enhanced_status_code == "4.7.1"
     assert deferred["s3"].payload.smtp_code is None and "connection" in deferred["s3"].payload.diagnostic
     assert deferred["s1"].payload.next_attempt_at > deferred["s1"].occurred_at
-    bounced = of_type(events, MessageBounced)
-    assert len(bounced) == 1
-    b = bounced[0].payload
+    bounced = {e.payload.subscriber_id: e for e in of_type(events, MessageBounced)}
+    assert sorted(bounced) == ["s2", "s5"]
+    assert bounced["s5"].payload.smtp_code == 554 and bounced["s5"].payload.enhanced_status_code == "5.7.1"
+    b = bounced["s2"].payload
     assert (b.subscriber_id, b.bounce_class, b.smtp_code, b.enhanced_status_code, b.source) == (
         "s2", "hard", 550, "5.1.1", "smtp_reply")
     assert "Recipient address rejected" in b.diagnostic

@@ -112,6 +112,13 @@ def test_smtp_replies_are_classified(code: int | None, text: str, outcome: str, 
     assert reply.enhanced_status == enhanced
 
 
+def test_a_refused_sender_defers_instead_of_bouncing_the_recipient() -> None:
+    """A 5xx to MAIL FROM is about the platform's sender, not the subscriber's address."""
+    assert domain.classify(SmtpReply(553, "5.7.1 Sender address rejected", stage="mail")) == "deferred"
+    assert domain.classify(SmtpReply(535, "5.7.8 Authentication failed", stage="connect")) == "deferred"
+    assert domain.classify(SmtpReply(550, "5.1.1 User unknown", stage="rcpt")) == "bounced"
+
+
 def test_retry_backs_off_exponentially_with_jitter_until_the_give_up_age() -> None:
     policy = RetryPolicy(first_delay=timedelta(minutes=5), max_delay=timedelta(hours=4),
                          give_up_after=timedelta(hours=72), jitter=0.5)
