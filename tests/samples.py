@@ -54,6 +54,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "ComplaintReceived": {**REF, "feedback_type": "abuse", "reporting_domain": "mail.example.net"},
     "MessageOpened": {**REF, "client": CLIENT},
     "LinkClicked": {**REF, "url": "https://acme.example/offer", "link_index": 0, "client": CLIENT},
+    "UnsubscribeRequested": {**REF, "channel": "mailto"},
     "DeliveryHeld": {"campaign_id": "c1", "gate": "account_suspended", "reason": "hard bounce rate 9%",
                      "messages_held": 40},
     "AccountWarned": {"metric": "abuse_rate", "value": 0.0012, "warning_level": 0.001, "threshold": 0.005,

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from flufl.bounce import all_failures
 
 from herald_shared.contract import Event
-from herald_shared.contract.delivery import ComplaintReceived, MessageBounced
+from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, UnsubscribeRequested
 from herald_shared.kafka import DLQ_CONSUMER, DLQ_FAILED_AT, DLQ_REASON, DLQ_SOURCE_TOPIC, EventPublisher
 from herald_shared.mongo import Document
 from herald_shared.topics import DLQ_SUFFIX, TopicNames
@@ -65,7 +65,6 @@ class ReportReader:
 
     def __init__(self, tokens: MessageTokens, bounce_domain: str) -> None:
         self.tokens = tokens
-        self._tokens = tokens
         self._bounce_domain = bounce_domain.lower()
 
     def message_ids(self, recipients: list[str], msg: email.message.Message) -> list[str]:
@@ -73,7 +72,7 @@ class ReportReader:
         ids: list[str] = []
         for rcpt in recipients:
             local = rcpt.rpartition("@")[0]
-            found = self._tokens.message_from_local_part(local, "b")
+            found = self.tokens.message_from_local_part(local, "b")
             if found and found not in ids:
                 ids.append(found)
         if ids:
@@ -82,7 +81,7 @@ class ReportReader:
         if original is not None:
             for match in TAGGED.finditer(original):
                 local = match.group(1)
-                found = self._tokens.message_from_local_part(local, local[0].lower())
+                found = self.tokens.message_from_local_part(local, local[0].lower())
                 if found and found not in ids:
                     ids.append(found)
             if not ids:
@@ -220,14 +219,13 @@ class InboundHandler:
         return "250 OK"
 
     async def receive(self, recipients: list[str], data: bytes, mail_from: str) -> str:
-        """'recorded' or 'dead_lettered'. Infrastructure errors propagate (the remote retries)."""
+        """'recorded', 'unsubscribe' or 'dead_lettered'. Infrastructure errors propagate (the remote retries)."""
         msg = email.message_from_bytes(data)
+        unsubscribes = [found for rcpt in recipients
+                        if (found := self._reader.tokens.message_from_local_part(rcpt.rpartition("@")[0], "u"))]
+        if unsubscribes:
+            return await self._unsubscribe(unsubscribes, data, recipients)
         try:
-            for rcpt in recipients:
-                unsubscribe = self._reader.tokens.message_from_local_part(rcpt.rpartition("@")[0], "u")
-                if unsubscribe:
-                    raise NotTied(f"mailto unsubscribe for message {unsubscribe}: not processed yet (the "
-                                  "one-click https link is); replay once subscriptions consumes these")
             ids = self._reader.message_ids(recipients, msg)
             if not ids:
                 raise NotTied("no signed return path, quoted address or Message-ID of ours names a message")
@@ -245,6 +243,20 @@ class InboundHandler:
                 events.append(self._event(job, finding, mail_from))
         await self._publisher.publish_many(events)
         return "recorded"
+
+    async def _unsubscribe(self, message_ids: list[str], data: bytes, recipients: list[str]) -> str:
+        """A mail to a message's List-Unsubscribe mailto address (signed, so it names its message)."""
+        jobs = [job for message_id in message_ids if (job := await self._store.jobs.find_one({"_id": message_id}))]
+        if not jobs:
+            await self._dead_letter(data, f"mailto unsubscribe for unknown message {', '.join(message_ids)}",
+                                    recipients)
+            return "dead_lettered"
+        await self._publisher.publish_many([UnsubscribeRequested(
+            account_id=job["account_id"], producer=PRODUCER,
+            payload={"message_id": job["_id"], "kind": job["kind"], "campaign_id": job.get("campaign_id"),
+                     "subscriber_id": job.get("subscriber_id"), "list_id": job.get("list_id"),
+                     "channel": "mailto"}) for job in jobs])
+        return "unsubscribe"
 
     def _event(self, job: Document, finding: Finding, mail_from: str) -> Event:
         ref = {"message_id": job["_id"], "kind": job["kind"], "campaign_id": job.get("campaign_id"),

@@ -45,7 +45,7 @@ from herald_shared.contract.subscriptions import (
 PRODUCER = "subscriptions"
 Status = Literal["pending", "active", "unsubscribed", "suppressed", "erased"]
 Channel = Literal["api", "form", "import"]
-UnsubscribeSource = Literal["one_click", "unsubscribe_page", "preference_page", "api", "complaint"]
+UnsubscribeSource = Literal["one_click", "unsubscribe_page", "preference_page", "api", "complaint", "mailto"]
 
 
 class SubscriptionError(Exception):

@@ -13,7 +13,7 @@ from typing import Literal
 from aiokafka.structs import RecordMetadata
 
 from herald_shared.contract import Event
-from herald_shared.contract.delivery import ComplaintReceived, MessageBounced
+from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, UnsubscribeRequested
 from herald_shared.contract.subscriptions import CustomFieldDefinition, OptInMode
 from herald_shared.kafka import EventPublisher, Reject
 from herald_shared.links import LinkSigner
@@ -147,7 +147,8 @@ class SubscriptionsService:
 
 class SuppressionHandler:
     """Consumes herald.delivery: a hard bounce or a complaint suppresses the address (and a complaint
-    unsubscribes). Soft bounces and messages that are not to a subscriber are not its business."""
+    unsubscribes); an UnsubscribeRequested (the mailto unsubscribe) unsubscribes. Soft bounces and messages
+    that are not to a subscriber are not its business."""
 
     def __init__(self, service: SubscriptionsService) -> None:
         self._service = service
@@ -158,6 +159,9 @@ class SuppressionHandler:
         self._unsubscribed_in_batch: set[str] = set()
 
     async def handle(self, event: Event) -> None:
+        if isinstance(event, UnsubscribeRequested):
+            await self._unsubscribe_by_mail(event)
+            return
         if isinstance(event, MessageBounced) and event.payload.bounce_class == "hard":
             reason: Literal["hard_bounce", "complaint"] = "hard_bounce"
         elif isinstance(event, ComplaintReceived):
@@ -183,6 +187,21 @@ class SuppressionHandler:
         if reason == "complaint":
             self._unsubscribed_in_batch.add(member.subscriber_id)
         self._staged += events
+
+    async def _unsubscribe_by_mail(self, event: UnsubscribeRequested) -> None:
+        """A mail to the List-Unsubscribe mailto address (RFC 2369): unsubscribed at once, like one click."""
+        ref = event.payload
+        if ref.subscriber_id is None:
+            raise Reject(f"UnsubscribeRequested for message {ref.message_id!r}, which was not to a subscriber")
+        member = await self._service.store.member_state(event.account_id, ref.subscriber_id)
+        if member is None:
+            raise Reject(f"UnsubscribeRequested for unknown subscriber {ref.subscriber_id!r} of account "
+                         f"{event.account_id!r}")
+        if member.subscriber_id in self._unsubscribed_in_batch:
+            return
+        self._staged += domain.unsubscribe(event.account_id, member, "mailto", ref.campaign_id, ref.message_id,
+                                           cause=event)
+        self._unsubscribed_in_batch.add(member.subscriber_id)
 
     async def flush(self) -> None:
         """Publish what was decided (once: a retry after a failed wait must not publish it again), then wait

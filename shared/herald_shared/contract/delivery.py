@@ -124,3 +124,15 @@ class DeliveryHeld(DeliveryEvent):
 
     type: Literal["DeliveryHeld"] = "DeliveryHeld"
     payload: DeliveryHeldPayload
+
+
+class UnsubscribeRequestedPayload(MessageRef):
+    channel: Literal["mailto"] = Field(description="How the recipient asked: a mail to the message's "
+                                                   "List-Unsubscribe mailto address (RFC 2369).")
+
+
+class UnsubscribeRequested(DeliveryEvent):
+    """A recipient asked to unsubscribe by mail; subscriptions unsubscribes them (it owns the membership)."""
+
+    type: Literal["UnsubscribeRequested"] = "UnsubscribeRequested"
+    payload: UnsubscribeRequestedPayload

@@ -117,7 +117,7 @@ class SubscriberConfirmed(SubscriptionsEvent):
 class SubscriberUnsubscribedPayload(Payload):
     list_id: Identifier
     subscriber_id: Identifier
-    source: Literal["one_click", "unsubscribe_page", "preference_page", "api", "complaint"]
+    source: Literal["one_click", "unsubscribe_page", "preference_page", "api", "complaint", "mailto"]
     campaign_id: Identifier | None = Field(default=None, description="Campaign whose link was used; counts "
                                            "towards that campaign's unsubscribe rate.")
     message_id: Identifier | None = None

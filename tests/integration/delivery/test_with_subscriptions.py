@@ -1,6 +1,6 @@
 """Subscriptions and delivery together on the real stack, talking only through Kafka: the confirmation
-email's link confirms, a campaign's one-click unsubscribe link unsubscribes (recording the campaign), and a
-DSN for a campaign message suppresses the address."""
+email's link confirms, a campaign's one-click unsubscribe link and its mailto address unsubscribe (recording
+the campaign), and a DSN for a campaign message suppresses the address."""
 
 from __future__ import annotations
 
@@ -80,6 +80,16 @@ async def test_confirm_unsubscribe_and_bounce_across_the_two_services(
                                         what="one-click unsubscribe recorded")
         assert (unsubscribed[0].payload.source, unsubscribed[0].payload.campaign_id) == ("one_click", "c1")
         assert unsubscribed[0].payload.message_id is not None
+
+        # Bob uses the mailto address of List-Unsubscribe (RFC 2369) instead: a mail to it unsubscribes too.
+        mailto = str(campaign_mail["bob@example.org"]["List-Unsubscribe"]).split(",")[1].strip(" <>")
+        address = mailto.removeprefix("mailto:").split("?")[0]
+        await mail_inbound(running, address, "From: bob@example.org\r\nSubject: unsubscribe\r\n\r\n\r\n",
+                           sender="bob@example.org")
+        both = await eventually(lambda: of_subscriptions(SubscriberUnsubscribed), lambda es: len(es) == 2,
+                                what="mailto unsubscribe recorded")
+        by_mail = next(e for e in both if e.payload.source == "mailto").payload
+        assert (by_mail.campaign_id, by_mail.list_id) == ("c1", "news")
 
         # A hard-bounce DSN for Bob's message: delivery reports it, subscriptions suppresses the address.
         bob_path = return_paths["bob@example.org"]
