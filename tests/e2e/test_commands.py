@@ -71,6 +71,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """A free base port whose next port is free too, then `count - 2` more free ports that are neither."""
+    while True:
+        base = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+        others: list[int] = []
+        while len(others) < count - 2:
+            candidate = free_port()
+            if candidate not in (base, base + 1, *others):
+                others.append(candidate)
+        return [base, base + 1, *others]
+
+
 async def _ready(url: str) -> int:
     async with httpx.AsyncClient(timeout=2) as http:
         try:
@@ -82,11 +99,11 @@ async def _ready(url: str) -> int:
 async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigterm(
         local_stack: None, run_prefix: str, stack_env: dict[str, str], tmp_path: Path) -> None:
     output = tmp_path / "run.log"
-    port = free_port()
+    port, _, dev_smtp, inbound = free_ports(4)  # delivery on `port`, subscriptions on the next
     sink = await asyncio.to_thread(output.open, "w")
     env = local_env(HERALD_TOPIC_PREFIX=run_prefix, HERALD_DATABASE_PREFIX=run_prefix.replace(".", "_"),
-                    HERALD_RUN_BASE_PORT=str(port), HERALD_DEV_SMTP_PORT=str(free_port()),
-                    HERALD_INBOUND_SMTP_PORT=str(free_port()))
+                    HERALD_RUN_BASE_PORT=str(port), HERALD_DEV_SMTP_PORT=str(dev_smtp),
+                    HERALD_INBOUND_SMTP_PORT=str(inbound))
     process = await asyncio.create_subprocess_exec(
         ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     sink.close()
@@ -106,6 +123,12 @@ async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigter
         for service_port, service in ((port, "delivery"), (port + 1, "subscriptions")):
             await eventually(lambda p=service_port: _ready(f"http://127.0.0.1:{p}/readyz"),  # type: ignore[misc]
                              lambda code: code == 200, within=60, what=f"{service} /readyz")
+        # A newcomer can read what the platform mails: a confirmation request lands in the development Maildir.
+        marker = f"http://127.0.0.1:{port + 1}/confirm/{run_prefix}token"
+        await _publish_confirmation_request(stack_env, run_prefix, marker)
+        mailbox = ROOT / ".stack" / "mailbox" / "new"
+        await eventually(lambda: _mail_containing(mailbox, marker), bool, within=60,
+                         what="the confirmation email in .stack/mailbox")
         process.send_signal(signal.SIGTERM)
         returncode = await asyncio.wait_for(process.wait(), timeout=30)
     finally:
@@ -115,6 +138,30 @@ async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigter
     text = await _read(output)
     assert returncode == 0, text
     assert "stopped (the stack keeps running" in text
+
+
+async def _publish_confirmation_request(stack_env: dict[str, str], prefix: str, confirm_url: str) -> None:
+    from herald_shared.contract.subscriptions import ConfirmationRequested
+    from herald_shared.kafka import EventPublisher, make_producer
+    from herald_shared.settings import HeraldSettings
+
+    settings = HeraldSettings(kafka_bootstrap_servers=stack_env["KAFKA_BOOTSTRAP_SERVERS"], topic_prefix=prefix)
+    producer = make_producer(settings, "e2e")
+    await producer.start()
+    try:
+        await EventPublisher(producer, settings.topics).publish(ConfirmationRequested(
+            account_id="e2e", producer="subscriptions", payload={
+                "list_id": "news", "subscriber_id": "s1", "email": "newcomer@example.org", "list_name": "News",
+                "company_name": "E2E Ltd", "confirm_url": confirm_url, "expires_at": "2099-01-01T00:00:00Z"}))
+    finally:
+        await producer.stop()
+
+
+async def _mail_containing(folder: Path, text: str) -> bool:
+    def scan() -> bool:
+        return folder.is_dir() and any(text.encode() in f.read_bytes().replace(b"=\r\n", b"")
+                                       for f in folder.iterdir())
+    return await asyncio.to_thread(scan)
 
 
 async def _read(path: Path) -> str:
