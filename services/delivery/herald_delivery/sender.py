@@ -21,6 +21,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -184,7 +185,8 @@ class Sender:
                 # Infrastructure trouble while recording: the job is tried again in a while (and after a
                 # crash it is in doubt); logged loudly, never lost silently.
                 log.exception("delivering a message failed", extra={"message_id": job["_id"]})
-                self._jobs.retry_at(job["_id"], datetime.now(UTC) + timedelta(seconds=5))
+                if job["_id"] in self._jobs:
+                    self._jobs.retry_at(job["_id"], datetime.now(UTC) + timedelta(seconds=5))
             finally:
                 self._busy -= 1
                 metrics.POOL_CONNECTIONS.labels("busy").set(self._busy)
@@ -215,7 +217,9 @@ class Sender:
         answered = time.perf_counter()
         outcome, event = self._outcome(job, rendered, reply)
         self._unpublished[job["_id"]] = outcome["recorded_at"]
-        await self._store.record(outcome)
+        # The relay has answered: from here on the message is never handed to a worker again. Recording and
+        # publishing are retried until they pass (MongoDB or Kafka away); only a crash leaves it in doubt.
+        await self._until_done("record the outcome", lambda: self._store.record(outcome))
         if outcome["outcome"] == SENT:
             metrics.UNRECORDED_WINDOW.observe(time.perf_counter() - answered)
         if outcome["final"]:
@@ -223,8 +227,21 @@ class Sender:
         else:
             self._jobs.retry_at(job["_id"], outcome["next_attempt_at"], attempts=outcome["attempt"],
                                 first_attempt_at=outcome["first_attempt_at"])
-        await self._publisher.publish(event)
+        await self._until_done("publish the outcome", lambda: self._publisher.publish(event))
         self._unpublished.pop(job["_id"], None)
+
+    async def _until_done(self, what: str, action: Callable[[], Awaitable[Any]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await action()
+                return
+            except TRANSIENT_ERRORS:
+                if self._stopping.is_set():
+                    raise  # shutting down: the claim leaves the message in doubt for the next start
+                log.exception("could not %s; retrying in %.1f s", what, delay)
+                await asyncio.sleep(delay)  # backoff while the infrastructure is away
+                delay = min(delay * 2, 10.0)
 
     async def _finish_without_sending(self, job: Document, outcome: str, reason: str) -> None:
         attempt = int(job.get("attempts") or 0) + 1
