@@ -24,7 +24,14 @@ from flufl.bounce import all_failures
 
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, UnsubscribeRequested
-from herald_shared.kafka import DLQ_CONSUMER, DLQ_FAILED_AT, DLQ_REASON, DLQ_SOURCE_TOPIC, EventPublisher
+from herald_shared.kafka import (
+    DLQ_CONSUMER,
+    DLQ_FAILED_AT,
+    DLQ_REASON,
+    DLQ_SOURCE_TOPIC,
+    TRANSIENT_ERRORS,
+    EventPublisher,
+)
 from herald_shared.mongo import Document
 from herald_shared.topics import DLQ_SUFFIX, TopicNames
 
@@ -98,7 +105,10 @@ class ReportReader:
         if report_type == "feedback-report":
             return [_arf_finding(msg)]
         # Not RFC 3464/5965: let flufl.bounce recognise the many non-standard bounce formats.
-        temporary, permanent = all_failures(msg)
+        try:
+            temporary, permanent = all_failures(msg)
+        except Exception as exc:  # its detectors assume well-formed mail (e.g. one without From crashes it)
+            raise NotTied(f"bounce detection failed on this mail: {type(exc).__name__}: {exc}") from None
         if permanent:
             return [Finding("bounce", "hard", diagnostic="non-standard bounce: permanent failure")]
         if temporary:
@@ -209,8 +219,16 @@ class InboundHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data: bytes = envelope.original_content or envelope.content
+        recipients = list(envelope.rcpt_tos)
         try:
-            result = await self.receive(list(envelope.rcpt_tos), data, str(envelope.mail_from or ""))
+            try:
+                result = await self.receive(recipients, data, str(envelope.mail_from or ""))
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:  # a mail we could not read: kept with the reason, never lost
+                log.exception("inbound mail could not be read; dead-lettering it")
+                await self._dead_letter(data, f"unreadable: {type(exc).__name__}: {exc}", recipients)
+                result = "dead_lettered"
         except Exception:
             log.exception("inbound report could not be recorded; asking the sender to retry")
             metrics.INBOUND.labels("retry_later").inc()

@@ -153,3 +153,15 @@ async def test_confirmation_request_becomes_an_email_with_only_the_confirm_link(
     assert "Acme Ltd" in body and "Hello Ann" in body
     events = await world.wait_for(lambda es: bool(of_type(es, MessageSent)), "MessageSent")
     assert of_type(events, MessageSent)[0].payload.kind == "confirmation"
+
+
+async def test_the_per_account_rate_limit_paces_sending(start_delivery: Any, relay: Any, world: World) -> None:
+    """HERALD_ACCOUNT_RATE=10: a burst of 10, then 10 per second (a lower bound on the time taken)."""
+    await start_delivery(HERALD_ACCOUNT_RATE=10, HERALD_SEND_CONCURRENCY=4)
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [(f"s{i}", f"r{i}@example.org") for i in range(20)])
+    await world.publish(campaign_queued("acme", "c1"))
+    await eventually(relay.mailed, lambda r: len(r) == 20, what="all sent")
+    first = min(r.started_at for r in relay.received)
+    last = max(r.started_at for r in relay.received)
+    assert last - first >= 0.9, f"20 messages in {last - first:.2f}s: faster than 10 burst + 10 per second"

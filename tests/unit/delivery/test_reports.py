@@ -1,0 +1,74 @@
+"""What inbound reports say: DSN (RFC 3464), ARF (RFC 5965), other bounce formats (flufl.bounce)."""
+
+from __future__ import annotations
+
+import email
+
+import pytest
+
+from herald_delivery.inbound import NotTied, ReportReader
+from herald_delivery.render import MessageTokens
+
+TOKENS = MessageTokens("unit-test-secret-0123456789")
+READER = ReportReader(TOKENS, "bounces.example")
+MESSAGE_ID = "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11"
+
+
+def dsn(action: str, status: str) -> email.message.Message:
+    return email.message_from_string(
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=B\n\n--B\nContent-Type: text/plain\n\n"
+        "failed\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\n\n"
+        f"Final-Recipient: rfc822; a@example.org\nAction: {action}\nStatus: {status}\n"
+        f"Diagnostic-Code: smtp; 550 {status} no such user\n\n--B--\n")
+
+
+def test_a_failed_5xx_dsn_is_a_hard_bounce_and_a_4xx_one_soft() -> None:
+    hard = READER.findings(dsn("failed", "5.1.1"))
+    assert [(f.kind, f.bounce_class, f.status, f.smtp_code, f.reporting) for f in hard] == [
+        ("bounce", "hard", "5.1.1", 550, "mx.example.org")]
+    assert READER.findings(dsn("delayed", "4.4.7"))[0].bounce_class == "soft"
+    assert READER.findings(dsn("failed", "4.4.7"))[0].bounce_class == "soft"
+
+
+def test_a_dsn_that_reports_only_deliveries_is_not_a_bounce() -> None:
+    with pytest.raises(NotTied, match="no failed or delayed"):
+        READER.findings(dsn("delivered", "2.0.0"))
+
+
+def test_an_arf_report_is_a_complaint_with_its_feedback_type() -> None:
+    report = email.message_from_string(
+        "Content-Type: multipart/report; report-type=feedback-report; boundary=F\n\n--F\nContent-Type: text/plain\n\n"
+        "abuse\n--F\nContent-Type: message/feedback-report\n\nFeedback-Type: fraud\nVersion: 1\n"
+        "Reporting-MTA: dns; fbl.isp.example\n\n--F\nContent-Type: text/rfc822-headers\n\n"
+        f"Message-ID: <{MESSAGE_ID}@bounces.example>\n\n--F--\n")
+    finding = READER.findings(report)[0]
+    assert (finding.kind, finding.feedback_type, finding.reporting) == ("complaint", "fraud", "fbl.isp.example")
+    assert READER.message_ids([], report) == [MESSAGE_ID]
+
+
+def test_a_non_standard_bounce_is_recognised_by_flufl_bounce() -> None:
+    qmail = email.message_from_string(
+        "From: MAILER-DAEMON@mx.example.org\nSubject: failure notice\n\n"
+        "Hi. This is the qmail-send program at mx.example.org.\nI'm afraid I wasn't able to deliver your "
+        "message to the following addresses.\nThis is a permanent error; I've given up. Sorry it didn't work "
+        "out.\n\n<gone@example.org>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n"
+        "--- Below this line is a copy of the message.\n")
+    assert READER.findings(qmail)[0].bounce_class == "hard"
+
+
+def test_mail_that_is_no_report_is_refused_with_the_reason() -> None:
+    with pytest.raises(NotTied, match="neither a delivery status notification"):
+        READER.findings(email.message_from_string("From: a@example.org\nSubject: hello\n\njust chatting\n"))
+
+
+def test_mail_that_crashes_the_bounce_detectors_is_refused_with_the_reason() -> None:
+    """flufl.bounce's detectors raise on a mail without From; that must become a dead-letter reason."""
+    with pytest.raises(NotTied, match="bounce detection failed"):
+        READER.findings(email.message_from_string("Subject: hello\n\njust chatting\n"))
+
+
+def test_only_signed_return_paths_name_a_message() -> None:
+    good = f"{TOKENS.tagged_local_part('b', MESSAGE_ID)}@bounces.example"
+    assert READER.message_ids([good], email.message_from_string("\n")) == [MESSAGE_ID]
+    forged = f"b+{MESSAGE_ID}.aaaaaaaaaaaaaaaa@bounces.example"
+    assert READER.message_ids([forged], email.message_from_string("\n")) == []
