@@ -260,7 +260,9 @@ class DeliveryStore:
                            next_attempt_at=outcome["next_attempt_at"])
             pending.append(job)
             claimed = claimed_at.get(job["_id"])
-            if claimed is not None and (outcome is None or claimed >= outcome["recorded_at"]):
+            # Strictly later: MongoDB keeps milliseconds, and an attempt's outcome can land in the same
+            # millisecond as its own claim; a re-claim after a deferral is seconds later.
+            if claimed is not None and (outcome is None or claimed > outcome["recorded_at"]):
                 in_doubt.append(job)
         return pending, in_doubt
 
