@@ -164,4 +164,6 @@ async def test_the_per_account_rate_limit_paces_sending(start_delivery: Any, rel
     await eventually(relay.mailed, lambda r: len(r) == 20, what="all sent")
     first = min(r.started_at for r in relay.received)
     last = max(r.started_at for r in relay.received)
-    assert last - first >= 0.9, f"20 messages in {last - first:.2f}s: faster than 10 burst + 10 per second"
+    # The 20th token comes 1.0 s after the first was taken; the first transaction itself starts a little
+    # later (opening the connections), hence 0.7. Unlimited, these 20 take ~50 ms.
+    assert last - first >= 0.7, f"20 messages in {last - first:.2f}s: faster than 10 burst + 10 per second"
