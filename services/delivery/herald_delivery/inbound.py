@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import email
 import email.message
+import hashlib
 import logging
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -36,6 +38,7 @@ from herald_shared.mongo import Document
 from herald_shared.topics import DLQ_SUFFIX, TopicNames
 
 from . import metrics
+from .domain import HERALD_DELIVERY_NAMESPACE
 from .render import MessageTokens
 from .store import DeliveryStore
 
@@ -45,7 +48,6 @@ MAX_INBOUND_BYTES = 900_000  # below Kafka's default message size, so a dead-let
 STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 SMTP_CODE = re.compile(r"\b([245]\d\d)\b")
 TAGGED = re.compile(r"\b([bu]\+[0-9a-fA-F-]{36}\.[a-z2-7]{16})@", re.IGNORECASE)
-OUR_MESSAGE_ID = re.compile(r"<([0-9a-fA-F-]{36})@([^>]+)>")
 FEEDBACK_TYPES = {"abuse", "fraud", "virus", "not-spam", "other"}
 
 
@@ -75,7 +77,8 @@ class ReportReader:
         self._bounce_domain = bounce_domain.lower()
 
     def message_ids(self, recipients: list[str], msg: email.message.Message) -> list[str]:
-        """Signed ids from the envelope recipients first, then from the quoted original message."""
+        """Signed ids from the envelope recipients first, then from the signed return path or mailto
+        unsubscribe address in the quoted original message."""
         ids: list[str] = []
         for rcpt in recipients:
             local = rcpt.rpartition("@")[0]
@@ -91,10 +94,8 @@ class ReportReader:
                 found = self.tokens.message_from_local_part(local, local[0].lower())
                 if found and found not in ids:
                     ids.append(found)
-            if not ids:
-                for match in OUR_MESSAGE_ID.finditer(original):
-                    if match.group(2).lower() == self._bounce_domain and match.group(1) not in ids:
-                        ids.append(match.group(1))
+        # Only signed addresses tie a report to a message: Message-IDs can be computed by an outsider
+        # (they are deterministic), so a forged report quoting them could suppress or complain at will.
         return ids
 
     def findings(self, msg: email.message.Message) -> list[Finding]:
@@ -256,9 +257,13 @@ class InboundHandler:
             await self._dead_letter(data, str(exc), recipients)
             return "dead_lettered"
         events: list[Event] = []
+        report = hashlib.sha256(data).hexdigest()
         for job in known:
-            for finding in findings:
-                events.append(self._event(job, finding, mail_from))
+            for index, finding in enumerate(findings):
+                # The same report delivered again (our 250 lost on the way) gives the same event ids.
+                event = self._event(job, finding, mail_from)
+                events.append(event.model_copy(update={"event_id": uuid.uuid5(
+                    HERALD_DELIVERY_NAMESPACE, f"inbound:{job['_id']}:{report}:{index}")}))
         await self._publisher.publish_many(events)
         return "recorded"
 
@@ -269,7 +274,9 @@ class InboundHandler:
             await self._dead_letter(data, f"mailto unsubscribe for unknown message {', '.join(message_ids)}",
                                     recipients)
             return "dead_lettered"
+        report = hashlib.sha256(data).hexdigest()
         await self._publisher.publish_many([UnsubscribeRequested(
+            event_id=uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"inbound:{job['_id']}:{report}:unsubscribe"),
             account_id=job["account_id"], producer=PRODUCER,
             payload={"message_id": job["_id"], "kind": job["kind"], "campaign_id": job.get("campaign_id"),
                      "subscriber_id": job.get("subscriber_id"), "list_id": job.get("list_id"),

@@ -120,7 +120,8 @@ class Delivery:
         self.sender = Sender(self.store, self.gates, self.jobs, renderer, relay, self.publisher, policy,
                              SenderConfig(concurrency=settings.concurrency, account_rate=settings.account_rate,
                                           domain_rate=settings.domain_rate, poll_interval=settings.poll_interval,
-                                          platform_from_email=settings.platform_from))
+                                          platform_from_email=settings.platform_from),
+                             ready=self.gates_caught_up)
         self.audience_checkpoints = Checkpoints(self.db, "audience")
         self.audience = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.audience", topics=["herald.subscriptions"],
@@ -131,10 +132,12 @@ class Delivery:
             handler=AudienceJobs(self.store, self.jobs), producer=self.producer,
             deduplicator=MongoDeduplicator(self.db, "confirmations"))
         self.control_handler = ControlHandler(self.store, self.gates, self.jobs, self.audience_caught_up)
+        self.control_checkpoints = Checkpoints(self.db, "control")
         self.control = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.control",
             topics=["herald.billing", "herald.compliance", "herald.campaigns"], handler=self.control_handler,
-            producer=self.producer, deduplicator=MongoDeduplicator(self.db, "control"))
+            producer=self.producer, deduplicator=MongoDeduplicator(self.db, "control"),
+            checkpoints=self.control_checkpoints)
         self.inbound = InboundHandler(ReportReader(self.tokens, settings.bounce_domain), self.store, self.publisher,
                                       self.producer, settings.topics, settings.bounce_domain)
         self.app = FastAPI(title="Herald delivery", version="1.0.0",
@@ -159,13 +162,22 @@ class Delivery:
     async def audience_caught_up(self) -> None:
         """Wait until the audience projection has applied everything herald.subscriptions held just now, so a
         campaign queued after its subscribers were added is expanded to them."""
-        assert self._offsets is not None
-        topic = self.settings.topics("herald.subscriptions")
-        partitions = [TopicPartition(topic, p) for p in (await partition_ids(self.settings, [topic]))[topic]]
-        ends = await self._offsets.end_offsets(partitions)
-        positions = [(tp.topic, tp.partition, end - 1) for tp, end in ends.items() if end > 0]
         async with asyncio.timeout(AUDIENCE_CATCH_UP_TIMEOUT):
-            await self.audience_checkpoints.wait_until_applied(positions)
+            await self._caught_up(self.audience_checkpoints, ["herald.subscriptions"])
+
+    async def gates_caught_up(self) -> None:
+        """Wait until the control consumer has applied everything billing, compliance and campaigns held at
+        start-up: the sender sends nothing before, so a suspension it has not seen yet cannot be bypassed."""
+        await self._caught_up(self.control_checkpoints, ["herald.billing", "herald.compliance", "herald.campaigns"])
+
+    async def _caught_up(self, checkpoints: Checkpoints, base_topics: list[str]) -> None:
+        assert self._offsets is not None
+        topics = [self.settings.topics(t) for t in base_topics]
+        ids = await partition_ids(self.settings, topics)
+        partitions = [TopicPartition(topic, p) for topic in topics for p in ids[topic]]
+        ends = await self._offsets.end_offsets(partitions)
+        await checkpoints.wait_until_applied([(tp.topic, tp.partition, end - 1) for tp, end in ends.items()
+                                              if end > 0])
 
     async def start(self) -> None:
         await ensure_topics(self.settings)
@@ -206,9 +218,10 @@ class Delivery:
             await asyncio.sleep(self.settings.held_report_interval)  # a periodic report, not a wait
 
     def request_stop(self) -> None:
+        """SIGTERM: the control consumer and the sender first; `stop()` stops the audience consumers once the
+        control consumer is done (a campaign it is expanding waits for the audience)."""
         self._stopping = True
-        for consumer in (self.audience, self.confirmations, self.control):
-            consumer.request_stop()
+        self.control.request_stop()
         self.sender.request_stop()
 
     async def stop(self) -> None:
@@ -221,6 +234,8 @@ class Delivery:
         if self.control.name in tasks:
             await asyncio.gather(tasks[self.control.name], return_exceptions=True)
         self.request_stop()
+        self.audience.request_stop()
+        self.confirmations.request_stop()
         if "held-announcer" in tasks:
             tasks["held-announcer"].cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -124,7 +124,7 @@ def tracked_links(html_body: str | None) -> list[str]:
     """The URLs of a campaign's HTML links, in order; a click token names one by index (no open redirect)."""
     if not html_body:
         return []
-    return [match.group(3) for match in HTML_LINK.finditer(html_body)]
+    return [html.unescape(match.group(3)) for match in HTML_LINK.finditer(html_body)]
 
 
 def _one_line(value: str) -> str:

@@ -62,7 +62,8 @@ class SenderConfig:
 class Sender:
     def __init__(self, store: DeliveryStore, gates: GateBook, jobs: JobQueue, renderer: Renderer,
                  relay: RelayConfig, publisher: EventPublisher, policy: RetryPolicy, config: SenderConfig,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, ready: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._ready = ready
         self._store = store
         self._gates = gates
         self._jobs = jobs
@@ -95,6 +96,8 @@ class Sender:
         self._gates.changed.set()
 
     async def run(self) -> None:
+        if self._ready is not None and not await self._wait_until_ready():
+            return
         started_at = datetime.now(UTC)
         pending, in_doubt = await self._store.load_pending()
         if in_doubt:
@@ -119,12 +122,26 @@ class Sender:
                 await connection.close(quit_politely=True)
             await self._save_watermark()
 
+    async def _wait_until_ready(self) -> bool:
+        """The gates must be current before anything is sent (a suspension published while this process was
+        down, or handled but not saved before a crash). False when asked to stop meanwhile."""
+        assert self._ready is not None
+        while not self._stopping.is_set():
+            try:
+                async with asyncio.timeout(5):
+                    await self._ready()
+                return True
+            except TimeoutError:
+                log.info("the sender waits for the gates (billing, compliance, campaigns) to catch up")
+        return False
+
     def _gate_of(self, job: Document) -> Gate | None:
         """The closed gate holding a campaign message; a cancelled campaign's jobs are let through to be
         recorded as cancelled."""
         if job["kind"] != "campaign":
             return None
-        if self._gates.campaign(job["account_id"], job["campaign_id"]).cancelled:
+        campaign = self._gates.campaign(job["account_id"], job["campaign_id"])
+        if campaign.cancelled or campaign.rejected:
             return None
         return self._gates.gate_for(job["account_id"], job["campaign_id"])
 
@@ -185,7 +202,7 @@ class Sender:
                 # Infrastructure trouble while recording: the job is tried again in a while (and after a
                 # crash it is in doubt); logged loudly, never lost silently.
                 log.exception("delivering a message failed", extra={"message_id": job["_id"]})
-                if job["_id"] in self._jobs:
+                if job["_id"] in self._jobs and not job.get("_answered"):
                     self._jobs.retry_at(job["_id"], datetime.now(UTC) + timedelta(seconds=5))
             finally:
                 self._busy -= 1
@@ -198,15 +215,27 @@ class Sender:
         if self._gate_of(job) is not None:
             self._jobs.retry_at(job["_id"], job["next_attempt_at"])  # held: parked at the next look
             return
-        if job["kind"] == "campaign" and self._gates.campaign(job["account_id"], job["campaign_id"]).cancelled:
-            await self._finish_without_sending(job, CANCELLED, "campaign_cancelled")
-            return
+        if job["kind"] == "campaign":
+            campaign = self._gates.campaign(job["account_id"], job["campaign_id"])
+            if campaign.cancelled or campaign.rejected:
+                await self._finish_without_sending(
+                    job, CANCELLED, "campaign_cancelled" if campaign.cancelled else "campaign_rejected")
+                return
         started = time.perf_counter()
         try:
             rendered = await self._render(job, member)
         except Skip as skip:
             metrics.SKIPPED.labels(skip.reason).inc()
             await self._finish_without_sending(job, SKIPPED, skip.reason)
+            return
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:
+            # Bad stored content, a bad DKIM key, an address that cannot be encoded: trying again would fail
+            # again, so it is recorded (with the error in the log), never retried forever.
+            log.exception("a message could not be rendered", extra={"message_id": job["_id"]})
+            metrics.SKIPPED.labels("render_failed").inc()
+            await self._finish_without_sending(job, SKIPPED, "render_failed")
             return
         metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
         await self._respect_rate_limits(job["account_id"], rendered.recipient)
@@ -215,6 +244,7 @@ class Sender:
             return
         reply = await connection.send(rendered.mail_from, rendered.recipient, rendered.data)
         answered = time.perf_counter()
+        job["_answered"] = True  # from here on, a failure never hands the job to a worker again
         outcome, event = self._outcome(job, rendered, reply)
         self._unpublished[job["_id"]] = outcome["recorded_at"]
         # The relay has answered: from here on the message is never handed to a worker again. Recording and

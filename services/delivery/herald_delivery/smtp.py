@@ -86,6 +86,10 @@ class RelayConnection:
             # MAIL FROM or DATA refused (SMTPSenderRefused, SMTPDataError...): the relay's own reply.
             reply = SmtpReply(exc.code, exc.message)
             await self._reset()
+        except UnicodeEncodeError as exc:
+            # A non-ASCII address the relay cannot take without SMTPUTF8: permanent for this recipient.
+            reply = SmtpReply(553, f"5.6.7 address cannot be sent without SMTPUTF8: {exc}", stage="rcpt")
+            await self.close()
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             reply = SmtpReply(None, f"connection to relay {self._config.host}:{self._config.port} failed: "
                                     f"{type(exc).__name__}: {exc}", stage="connect")

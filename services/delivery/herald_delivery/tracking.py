@@ -14,8 +14,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from ua_parser import parse as parse_user_agent
 
+from herald_shared.contract import Event
 from herald_shared.contract.delivery import LinkClicked, MessageOpened
-from herald_shared.kafka import EventPublisher
+from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
 
 from . import metrics
 from .render import MessageTokens
@@ -64,6 +65,17 @@ def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: Event
         return {"message_id": claim["m"], "kind": "campaign", "campaign_id": claim.get("c"),
                 "subscriber_id": claim.get("s")}
 
+    async def record(kind: str, event: Event) -> None:
+        """The reader always gets the image or the redirect; a hit that cannot be published is logged and
+        counted (engagement is statistics, not worth a broken email)."""
+        try:
+            await publisher.publish(event)
+        except TRANSIENT_ERRORS:
+            log.exception("tracking hit not recorded", extra={"kind": kind})
+            metrics.TRACKING.labels(kind, "not_recorded").inc()
+            return
+        metrics.TRACKING.labels(kind, "recorded").inc()
+
     @router.get("/t/o/{token}")
     async def opened(token: str, request: Request) -> Response:
         claim = tokens.read_tracking(token)
@@ -71,11 +83,10 @@ def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: Event
         if claim is None or not isinstance(claim.get("m"), str) or not isinstance(claim.get("a"), str):
             metrics.TRACKING.labels("open", "invalid").inc()
         else:
-            await publisher.publish(MessageOpened(
+            await record("open", MessageOpened(
                 account_id=claim["a"], producer="delivery",
                 payload={**ref(claim), "client": client_context(client_ip(request),
                                                                 request.headers.get("user-agent"))}))
-            metrics.TRACKING.labels("open", "recorded").inc()
         return Response(PIXEL, media_type="image/gif",
                         headers={"Cache-Control": "no-store, no-cache, must-revalidate, private"})
 
@@ -92,11 +103,10 @@ def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: Event
             metrics.TRACKING.labels("click", "unknown_link").inc()
             return _not_found()
         url = links[index]
-        await publisher.publish(LinkClicked(
+        await record("click", LinkClicked(
             account_id=claim["a"], producer="delivery",
             payload={**ref(claim), "url": url, "link_index": index,
                      "client": client_context(client_ip(request), request.headers.get("user-agent"))}))
-        metrics.TRACKING.labels("click", "recorded").inc()
         return RedirectResponse(url, status_code=302)
 
     return router

@@ -107,3 +107,37 @@ async def test_a_billing_block_holds_sends_a_notice_and_lifting_it_sends_the_res
     await world.publish(SendingUnblocked(account_id="acme", producer="billing",
                                          payload={"reason": "monthly_quota_reached"}))
     await eventually(relay.mailed, lambda r: "a@example.org" in r, what="sent after the block is lifted")
+
+
+async def test_a_rejected_campaign_is_never_sent(start_delivery: Any, relay: Any, world: World) -> None:
+    from herald_shared.contract.campaigns import CampaignRejected
+
+    running = await start_delivery()
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [("s1", "a@example.org")])
+    await world.publish(campaign_queued("acme", "c1", review_required=True))
+    await world.wait_for(lambda es: bool(held(es, "campaign_review")), "held for review")
+    await world.publish(CampaignRejected(account_id="acme", producer="campaigns", payload={
+        "campaign_id": "c1", "reviewer": "staff", "reasons": ["gambling offer"]}))
+
+    async def outcomes() -> list[Any]:
+        return await running.service.store.outcomes({"campaign_id": "c1"})
+
+    found = await eventually(outcomes, bool, what="the message recorded as not sent")
+    assert [(o["outcome"], o["reason"]) for o in found] == [("cancelled", "campaign_rejected")]
+    assert relay.recipients() == []
+
+
+async def test_a_suspension_published_while_delivery_was_down_holds_after_the_restart(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """The sender sends nothing until the gates have caught up with billing, compliance and campaigns."""
+    first = await start_delivery()
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [(f"s{i}", f"r{i}@example.org") for i in range(5)])
+    await first.service.stop()
+    await world.publish(campaign_queued("acme", "c1"))
+    await world.publish(AccountSuspended(account_id="acme", producer="compliance", payload={
+        "metric": "abuse_rate", "value": 0.006, "threshold": 0.005, "reason": "complaints 0.6% > 0.5%"}))
+    await start_delivery()
+    await world.wait_for(lambda es: bool(held(es, "account_suspended")), "held after the restart")
+    assert [r for r in relay.recipients() if r != "owner@acme.example"] == []

@@ -167,3 +167,18 @@ async def test_the_per_account_rate_limit_paces_sending(start_delivery: Any, rel
     # The 20th token comes 1.0 s after the first was taken; the first transaction itself starts a little
     # later (opening the connections), hence 0.7. Unlimited, these 20 take ~50 ms.
     assert last - first >= 0.7, f"20 messages in {last - first:.2f}s: faster than 10 burst + 10 per second"
+
+
+async def test_an_address_the_relay_cannot_take_bounces_and_the_connection_goes_on(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """A non-ASCII address (valid per the contract) to a relay without SMTPUTF8: a hard bounce, not a retry
+    loop, and the next message on the same connection still goes out."""
+    await start_delivery(HERALD_SEND_CONCURRENCY=1)
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [("s1", "josé@bücher.de"), ("s2", "plain@example.org")])
+    await world.publish(campaign_queued("acme", "c1"))
+    events = await world.wait_for(lambda es: bool(of_type(es, MessageBounced)) and bool(of_type(es, MessageSent)),
+                                  "one bounced, one sent")
+    bounce = of_type(events, MessageBounced)[0].payload
+    assert (bounce.subscriber_id, bounce.bounce_class, bounce.enhanced_status_code) == ("s1", "hard", "5.6.7")
+    assert relay.recipients() == ["plain@example.org"]

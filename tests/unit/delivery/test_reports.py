@@ -43,7 +43,11 @@ def test_an_arf_report_is_a_complaint_with_its_feedback_type() -> None:
         f"Message-ID: <{MESSAGE_ID}@bounces.example>\n\n--F--\n")
     finding = READER.findings(report)[0]
     assert (finding.kind, finding.feedback_type, finding.reporting) == ("complaint", "fraud", "fbl.isp.example")
-    assert READER.message_ids([], report) == [MESSAGE_ID]
+    # Our Message-ID alone does not tie it: message ids are deterministic, so an outsider could compute them.
+    assert READER.message_ids([], report) == []
+    unsubscribe = f"List-Unsubscribe: <mailto:{TOKENS.tagged_local_part('u', MESSAGE_ID)}@bounces.example>"
+    quoting = email.message_from_string(report.as_string().replace("Message-ID:", unsubscribe + "\nMessage-ID:"))
+    assert READER.message_ids([], quoting) == [MESSAGE_ID]
 
 
 def test_a_non_standard_bounce_is_recognised_by_flufl_bounce() -> None:
