@@ -1,4 +1,5 @@
-"""Graceful shutdown: SIGTERM and SIGINT call the service's stop callbacks once."""
+"""A service process: entry point, HTTP server, and graceful shutdown (SIGTERM and SIGINT call the
+service's stop callbacks once)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,14 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from .http import make_server
+from .logs import configure_logging
+from .settings import HeraldSettings
 
 log = logging.getLogger(__name__)
 
@@ -26,3 +35,51 @@ def on_shutdown_signal(*callbacks: Callable[[], None]) -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, handle, sig.name)
     return stopping
+
+
+class Service(Protocol):
+    """What a service's wiring offers its process: an HTTP app, background work, and a way to stop."""
+
+    app: FastAPI
+    failed: str | None  # set when a part of the service stopped on its own: the process exits non-zero
+    on_failure: Callable[[], None] | None  # called then, to stop the HTTP server
+
+    async def start(self) -> None: ...
+
+    def request_stop(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+SettingsT = TypeVar("SettingsT", bound=HeraldSettings)
+
+
+def run_service(name: str, settings_class: type[SettingsT], build: Callable[[SettingsT], Service]) -> None:
+    """The `herald-<name>` entry point: settings from the environment (a clear exit when they are invalid),
+    logging, then the service and its HTTP server until SIGTERM/SIGINT."""
+    try:
+        settings = settings_class()
+    except ValidationError as exc:
+        problems = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        raise SystemExit(f"herald-{name}: invalid or missing configuration: {problems}") from None
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(_serve(name, settings, build))
+
+
+async def _serve(name: str, settings: SettingsT, build: Callable[[SettingsT], Service]) -> None:
+    service = build(settings)  # inside the loop: clients bind to it
+    server = make_server(service.app, settings.http_host, settings.http_port)
+
+    def stop_server() -> None:
+        server.should_exit = True
+
+    on_shutdown_signal(service.request_stop, stop_server)
+    service.on_failure = stop_server
+    await service.start()
+    log.info("service started", extra={"service": name, "port": settings.http_port})
+    try:
+        await server.serve()
+    finally:
+        await service.stop()
+    if service.failed:
+        raise SystemExit(f"herald-{name}: {service.failed}")

@@ -11,7 +11,6 @@ from typing import Any
 
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
-    AccountOpened,
     PaymentFailed,
     SendingBlocked,
 )
@@ -217,6 +216,4 @@ def notice_text(event: Event, account: AccountState) -> tuple[str | None, str | 
                 f"Hello,\n\nThe automatic payment of {event.payload.amount_cents / 100:.2f} "
                 f"{event.payload.currency} for {company} failed: {event.payload.reason}.\n"
                 "Sending is suspended until a payment succeeds.\n")
-    if isinstance(event, AccountOpened):
-        return None, None
     return None, None

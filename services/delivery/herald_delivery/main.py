@@ -12,13 +12,12 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiosmtpd.smtp import SMTP as InboundSMTP
 from fastapi import FastAPI
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from herald_shared.http import add_health_routes, make_server
+from herald_shared.http import add_health_routes
 from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer, partition_ids
-from herald_shared.lifecycle import on_shutdown_signal
+from herald_shared.lifecycle import run_service
 from herald_shared.links import LinkSigner
-from herald_shared.logs import configure_logging
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
 from herald_shared.settings import HeraldSettings
 
@@ -146,6 +145,7 @@ class Delivery:
                                                settings.trust_forwarded_for))
         add_health_routes(self.app, {"mongodb": self._mongo_ready, "consumers": self._running})
         self._offsets: AIOKafkaConsumer | None = None
+        self._partitions: dict[str, list[int]] = {}
         self._inbound_server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -173,8 +173,10 @@ class Delivery:
     async def _caught_up(self, checkpoints: Checkpoints, base_topics: list[str]) -> None:
         assert self._offsets is not None
         topics = [self.settings.topics(t) for t in base_topics]
-        ids = await partition_ids(self.settings, topics)
-        partitions = [TopicPartition(topic, p) for topic in topics for p in ids[topic]]
+        missing = [t for t in topics if t not in self._partitions]
+        if missing:  # asked once per topic: an admin connection per campaign would be waste
+            self._partitions.update(await partition_ids(self.settings, missing))
+        partitions = [TopicPartition(topic, p) for topic in topics for p in self._partitions[topic]]
         ends = await self._offsets.end_offsets(partitions)
         await checkpoints.wait_until_applied([(tp.topic, tp.partition, end - 1) for tp, end in ends.items()
                                               if end > 0])
@@ -245,33 +247,8 @@ class Delivery:
         await self.mongo.close()
 
 
-async def serve(settings: DeliverySettings) -> None:
-    service = Delivery(settings)
-    server = make_server(service.app, settings.http_host, settings.http_port)
-
-    def stop_server() -> None:
-        server.should_exit = True
-
-    on_shutdown_signal(service.request_stop, stop_server)
-    service.on_failure = stop_server
-    await service.start()
-    log.info("delivery started", extra={"port": settings.http_port, "inbound_smtp": settings.inbound_port})
-    try:
-        await server.serve()
-    finally:
-        await service.stop()
-    if service.failed:
-        raise SystemExit(f"herald-delivery: {service.failed}")
-
-
 def main() -> None:
-    try:
-        settings = DeliverySettings()  # from the environment
-    except ValidationError as exc:
-        problems = ", ".join(str(e["loc"][0]) for e in exc.errors())
-        raise SystemExit(f"herald-delivery: invalid or missing configuration: {problems}") from None
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    run_service(SERVICE, DeliverySettings, Delivery)
 
 
 if __name__ == "__main__":

@@ -292,13 +292,16 @@ class Renderer:
         key = self._dkim_keys.get(sender_domain) or self._default_dkim
         if key is None:
             return data
+        present = _header_names(data)
         signature = dkim.sign(data, key.selector.encode(), key.domain.encode(), key.private_key_pem,
-                              include_headers=[h for h in SIGNED_HEADERS if _has_header(data, h)],
+                              include_headers=[h for h in SIGNED_HEADERS if h in present],
                               canonicalize=(b"relaxed", b"relaxed"))
         return bytes(signature) + data
 
 
-def _has_header(data: bytes, name: bytes) -> bool:
-    head = data.split(b"\r\n\r\n", 1)[0].lower()
-    return head.startswith(name + b":") or b"\r\n" + name + b":" in head
+def _header_names(data: bytes) -> set[bytes]:
+    """Lower-cased names of the message's headers (folded continuation lines skipped)."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    return {line.split(b":", 1)[0].strip().lower() for line in head.split(b"\r\n")
+            if line and line[:1] not in (b" ", b"\t")}
 

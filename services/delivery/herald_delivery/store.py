@@ -187,10 +187,6 @@ class DeliveryStore:
                 found[doc["subscriber_id"]] = member_from(doc)
         return found
 
-    async def member(self, account_id: str, subscriber_id: str) -> Member | None:
-        doc = await self.db[MEMBERS].find_one({"_id": scoped(account_id, subscriber_id)})
-        return member_from(doc) if doc else None
-
     # Accounts and campaigns (written only by the control consumer, which folds them in memory)
 
     async def all_accounts(self) -> list[AccountState]:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from herald_shared.apikeys import ApiKeyProjection
-from herald_shared.http import add_health_routes, make_server
+from herald_shared.http import add_health_routes
 from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer
-from herald_shared.lifecycle import on_shutdown_signal
+from herald_shared.lifecycle import run_service
 from herald_shared.links import LinkSigner
-from herald_shared.logs import configure_logging
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
 from herald_shared.settings import HeraldSettings
 
@@ -64,6 +64,8 @@ class Subscriptions:
         self.app.include_router(build_pages(self.service))
         add_health_routes(self.app, {"mongodb": self._mongo_ready, "consumers": self._consumers_ready})
         self._tasks: list[asyncio.Task[None]] = []
+        self.failed: str | None = None  # its consumers are not watched yet (delivery's are)
+        self.on_failure: Callable[[], None] | None = None
 
     async def _mongo_ready(self) -> bool:
         await self.db.command("ping")
@@ -89,30 +91,8 @@ class Subscriptions:
         await self.mongo.close()
 
 
-async def serve(settings: SubscriptionsSettings) -> None:
-    service = Subscriptions(settings)
-    server = make_server(service.app, settings.http_host, settings.http_port)
-
-    def stop_server() -> None:
-        server.should_exit = True
-
-    on_shutdown_signal(service.request_stop, stop_server)
-    await service.start()
-    log.info("subscriptions started", extra={"port": settings.http_port})
-    try:
-        await server.serve()
-    finally:
-        await service.stop()
-
-
 def main() -> None:
-    try:
-        settings = SubscriptionsSettings()  # from the environment
-    except ValidationError as exc:
-        missing = ", ".join(str(e["loc"][0]) for e in exc.errors())
-        raise SystemExit(f"herald-subscriptions: invalid or missing configuration: {missing}") from None
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    run_service(SERVICE, SubscriptionsSettings, Subscriptions)
 
 
 if __name__ == "__main__":
