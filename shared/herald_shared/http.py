@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -12,6 +13,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    """An RFC 9457 problem document."""
+    return JSONResponse({"type": f"https://herald.dev/problems/{code}", "title": code.replace("_", " "),
+                         "status": status, "detail": detail, **extra}, status_code=status, media_type=PROBLEM)
 
 
 def add_health_routes(app: FastAPI, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:

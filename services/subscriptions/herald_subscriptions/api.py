@@ -14,17 +14,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.contract.envelope import Identifier, Name, ShortText
 from herald_shared.contract.subscriptions import ConsentEvidence, CustomFieldDefinition, FieldValue, OptInMode
+from herald_shared.http import problem
 
 from .domain import SubscribeRequest, SubscriptionError
 from .handlers import SubscriptionsService
 from .importer import run_import, spool
-
-PROBLEM = "application/problem+json"
-
-
-def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"type": f"https://herald.dev/problems/{code}", "title": code.replace("_", " "),
-                         "status": status, "detail": detail, **extra}, status_code=status, media_type=PROBLEM)
 
 
 class Unauthorised(Exception):

@@ -1,0 +1,434 @@
+"""Pure compliance rules: count sending outcomes per campaign and per rolling window exactly once, and decide
+warnings and suspensions (PRODUCT.md, "Sending suspension"; "Lists and subscribers", one-off sending)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+from herald_shared.contract import Event
+from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, MessageSent
+from herald_shared.contract.subscriptions import SubscriberUnsubscribed
+
+RateMetric = Literal["hard_bounce_rate", "abuse_rate", "unsubscribe_rate"]
+FactKind = Literal["sent", "hard_bounce", "complaint", "unsubscribe"]
+KINDS: tuple[FactKind, ...] = ("sent", "hard_bounce", "complaint", "unsubscribe")
+_IDS = uuid.UUID("6f1d3c52-4b8e-4a57-9d0e-2f6c1b7a9e13")
+
+
+def decision_id(*parts: object) -> str:
+    """Deterministic event id of an announcement: the same breach always yields the same id, so the output
+    topic can be checked for it after a crash instead of trusting local state."""
+    return str(uuid.uuid5(_IDS, "|".join(str(p) for p in parts)))
+
+
+# --- facts ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One countable thing an event says. `key` identifies it across redeliveries and re-reports."""
+
+    kind: FactKind
+    key: str
+    at: int  # event time, whole seconds since the epoch
+    campaign_id: str | None
+
+
+def facts_of(event: Event) -> list[Fact]:
+    """What an input event counts for. "Sent" means handed to a receiving server: a message accepted
+    (MessageSent) or refused outright (a hard or soft bounce at SMTP time, or one given up after retries),
+    so every bounce has its message in the denominator and a rate never exceeds 100%."""
+    at = int(event.occurred_at.timestamp())
+    match event:
+        case MessageSent(payload=p):
+            return [Fact("sent", f"s:{p.message_id}", at, p.campaign_id)]
+        case MessageBounced(payload=p):
+            facts = []
+            if p.source in ("smtp_reply", "retry_expired"):
+                facts.append(Fact("sent", f"s:{p.message_id}", at, p.campaign_id))
+            if p.bounce_class == "hard":
+                facts.append(Fact("hard_bounce", f"b:{p.message_id}", at, p.campaign_id))
+            return facts
+        case ComplaintReceived(payload=p) if p.feedback_type != "not-spam":
+            return [Fact("complaint", f"c:{p.message_id}", at, p.campaign_id)]
+        case SubscriberUnsubscribed(payload=p) if p.source != "complaint":
+            # An unsubscribe caused by a complaint is already counted as the complaint.
+            return [Fact("unsubscribe", f"u:{p.list_id}:{p.subscriber_id}", at, p.campaign_id)]
+    return []
+
+
+def claim(index: MutableMapping[str, Any], fact: Fact, source: str, offset: int) -> bool:
+    """Whether this occurrence of a fact may be counted. The index remembers where each fact was first seen;
+    a replay of that same record (after a crash) may count again (the account state's watermark decides),
+    any other record with the same fact is a duplicate."""
+    marker = [source, offset, fact.at]
+    first = index.get(fact.key)
+    if first is None:
+        index[fact.key] = marker
+        return True
+    return list(first[:2]) == marker[:2]
+
+
+# --- counts and rates -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Counts:
+    sent: int = 0
+    hard_bounce: int = 0
+    complaint: int = 0
+    unsubscribe: int = 0
+
+    def add(self, kind: FactKind, n: int = 1) -> None:
+        setattr(self, kind, getattr(self, kind) + n)
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(getattr(self, k) + getattr(other, k) for k in KINDS))
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(*(max(0, getattr(self, k) - getattr(other, k)) for k in KINDS))
+
+    def to_list(self) -> list[int]:
+        return [self.sent, self.hard_bounce, self.complaint, self.unsubscribe]
+
+    @classmethod
+    def of(cls, values: Iterable[int]) -> Counts:
+        return cls(*values)
+
+    def evidence(self) -> dict[str, int]:
+        return {"sent": self.sent, "hard_bounces": self.hard_bounce, "complaints": self.complaint,
+                "unsubscribes": self.unsubscribe}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One suspension rule: a rate, its threshold, whether reaching it (≥) or only passing it (>) breaches, and
+    the warning levels below it."""
+
+    metric: RateMetric
+    counted: FactKind
+    threshold: Fraction
+    inclusive: bool
+    warnings: tuple[Fraction, ...] = ()
+
+    def rate(self, counts: Counts) -> Fraction:
+        return Fraction(getattr(counts, self.counted), counts.sent) if counts.sent else Fraction(0)
+
+    def breached(self, counts: Counts) -> bool:
+        rate = self.rate(counts)
+        return rate >= self.threshold if self.inclusive else rate > self.threshold
+
+    def warning_reached(self, counts: Counts) -> Fraction | None:
+        """The highest warning level the rate has reached, if any."""
+        rate = self.rate(counts)
+        reached = [level for level in self.warnings if rate >= level]
+        return max(reached) if reached else None
+
+
+HARD_BOUNCE_BAND = (Fraction(8, 100), Fraction(15, 100))  # the terms allow 8–15% (Data processing 3.4)
+
+
+@dataclass(frozen=True)
+class Policy:
+    rules: tuple[Rule, ...]
+    minimum_sent: int = 500
+    windows_hours: tuple[int, ...] = (24, 168)
+    bucket_seconds: int = 3600
+    campaign_retention_seconds: int = 30 * 86400
+    one_off_deleted_within_seconds: int = 7 * 86400
+    one_off_followed_within_seconds: int = 30 * 86400
+    one_off_overlap: Fraction = Fraction(8, 10)
+    one_off_minimum_members: int = 20
+
+    def __post_init__(self) -> None:
+        if any(h * 3600 % self.bucket_seconds for h in self.windows_hours):
+            raise ValueError("every window must be a whole number of buckets")
+        for rule in self.rules:
+            if rule.metric == "hard_bounce_rate" and not HARD_BOUNCE_BAND[0] <= rule.threshold <= HARD_BOUNCE_BAND[1]:
+                raise ValueError("the hard-bounce threshold must lie in the 8–15% band the terms allow")
+
+    @property
+    def longest_window_seconds(self) -> int:
+        return max(self.windows_hours) * 3600
+
+    def bucket(self, at: int) -> int:
+        return at // self.bucket_seconds
+
+
+def default_rules(hard_bounce: Fraction = Fraction(8, 100), abuse: Fraction = Fraction(5, 1000),
+                  unsubscribe: Fraction = Fraction(1, 100),
+                  hard_bounce_warnings: tuple[Fraction, ...] = (Fraction(5, 100),),
+                  abuse_warnings: tuple[Fraction, ...] = (Fraction(1, 1000), Fraction(3, 1000)),
+                  unsubscribe_warnings: tuple[Fraction, ...] = (Fraction(5, 1000),)) -> tuple[Rule, ...]:
+    """Hard bounce ≥ 8%, abuse > 0.5% (warned at Gmail's and Yahoo's 0.1% and 0.3%), unsubscribe > 1%."""
+    return (Rule("hard_bounce_rate", "hard_bounce", hard_bounce, True, _below(hard_bounce_warnings, hard_bounce)),
+            Rule("abuse_rate", "complaint", abuse, False, _below(abuse_warnings, abuse)),
+            Rule("unsubscribe_rate", "unsubscribe", unsubscribe, False, _below(unsubscribe_warnings, unsubscribe)))
+
+
+def _below(levels: tuple[Fraction, ...], threshold: Fraction) -> tuple[Fraction, ...]:
+    if any(level >= threshold for level in levels):
+        raise ValueError("warning levels must lie below their suspension threshold")
+    return tuple(sorted(levels))
+
+
+# --- the account's state ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class AccountState:
+    """Everything the processor knows of one account, kept as one table value so that counts and the offsets
+    they include are written (and recovered) together."""
+
+    stream_time: int = 0  # latest event time seen
+    buckets: dict[int, Counts] = field(default_factory=dict)
+    campaigns: dict[str, Counts] = field(default_factory=dict)
+    campaign_seen: dict[str, int] = field(default_factory=dict)
+    watermarks: dict[str, int] = field(default_factory=dict)  # "topic:partition" → last offset applied
+    epoch: int = 0  # reinstatements so far
+    baseline: dict[str, Counts] = field(default_factory=dict)  # counts that stopped counting at reinstatement
+    suspension: dict[str, Any] | None = None
+    warned: dict[str, str] = field(default_factory=dict)  # "metric|scope" → highest level announced
+    deleted_lists: dict[str, list[int]] = field(default_factory=dict)  # list → [deleted_at, last_sent_at]
+
+    def applied(self, source: str, offset: int) -> bool:
+        return self.watermarks.get(source, -1) >= offset
+
+    def mark_applied(self, source: str, offset: int) -> None:
+        self.watermarks[source] = max(offset, self.watermarks.get(source, -1))
+
+    def count(self, fact: Fact, policy: Policy) -> None:
+        self.stream_time = max(self.stream_time, fact.at)
+        if fact.at > self.stream_time - policy.longest_window_seconds:
+            self.buckets.setdefault(policy.bucket(fact.at), Counts()).add(fact.kind)
+        if fact.campaign_id:
+            self.campaigns.setdefault(fact.campaign_id, Counts()).add(fact.kind)
+            self.campaign_seen[fact.campaign_id] = max(fact.at, self.campaign_seen.get(fact.campaign_id, 0))
+
+    def window_counts(self, hours: int, policy: Policy, *, raw: bool = False) -> Counts:
+        newest = policy.bucket(self.stream_time)
+        oldest = newest - hours * 3600 // policy.bucket_seconds
+        total = Counts()
+        for bucket, counts in self.buckets.items():
+            if oldest < bucket <= newest:
+                total = total + (counts if raw else counts - self.baseline.get(f"b:{bucket}", Counts()))
+        return total
+
+    def campaign_counts(self, campaign_id: str, *, raw: bool = False) -> Counts:
+        counts = self.campaigns.get(campaign_id, Counts())
+        return counts if raw else counts - self.baseline.get(f"c:{campaign_id}", Counts())
+
+    def reinstate(self) -> None:
+        """Staff lifted the suspension: every counter restarts from zero for the rules (what was counted before
+        no longer counts towards a new suspension), while the raw totals stay for reports."""
+        self.epoch += 1
+        self.suspension = None
+        self.warned = {}
+        self.baseline = {f"b:{b}": Counts(*c.to_list()) for b, c in self.buckets.items()}
+        self.baseline.update({f"c:{c}": Counts(*n.to_list()) for c, n in self.campaigns.items()})
+
+    def prune(self, policy: Policy) -> None:
+        """Forget what no window or campaign can need any more; keeps an account's state bounded."""
+        oldest = policy.bucket(self.stream_time - policy.longest_window_seconds)
+        for bucket in [b for b in self.buckets if b <= oldest]:
+            del self.buckets[bucket]
+            self.baseline.pop(f"b:{bucket}", None)
+        horizon = self.stream_time - policy.campaign_retention_seconds
+        for campaign in [c for c, at in self.campaign_seen.items() if at < horizon]:
+            self.campaigns.pop(campaign, None)
+            del self.campaign_seen[campaign]
+            self.baseline.pop(f"c:{campaign}", None)
+            for key in [k for k in self.warned if k.endswith(f"|campaign:{campaign}")]:
+                del self.warned[key]
+        follow = self.stream_time - policy.one_off_followed_within_seconds
+        for list_id in [k for k, (deleted_at, _) in self.deleted_lists.items() if deleted_at < follow]:
+            del self.deleted_lists[list_id]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t": self.stream_time, "b": {str(k): v.to_list() for k, v in self.buckets.items()},
+                "c": {k: v.to_list() for k, v in self.campaigns.items()}, "cs": self.campaign_seen,
+                "w": self.watermarks, "e": self.epoch, "bl": {k: v.to_list() for k, v in self.baseline.items()},
+                "s": self.suspension, "wn": self.warned, "dl": self.deleted_lists}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> AccountState:
+        if not data:
+            return cls()
+        return cls(stream_time=data["t"], buckets={int(k): Counts.of(v) for k, v in data["b"].items()},
+                   campaigns={k: Counts.of(v) for k, v in data["c"].items()}, campaign_seen=dict(data["cs"]),
+                   watermarks=dict(data["w"]), epoch=data["e"],
+                   baseline={k: Counts.of(v) for k, v in data["bl"].items()}, suspension=data["s"],
+                   warned=dict(data["wn"]), deleted_lists={k: list(v) for k, v in data["dl"].items()})
+
+
+# --- decisions -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    kind: Literal["campaign", "rolling_window"]
+    name: str  # campaign id, or "24h" / "7d"
+
+    @property
+    def key(self) -> str:
+        return f"{'campaign' if self.kind == 'campaign' else 'window'}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Breach:
+    event_id: str
+    rule: Rule
+    scope: Scope
+    counts: Counts
+
+    @property
+    def value(self) -> Fraction:
+        return self.rule.rate(self.counts)
+
+
+@dataclass(frozen=True)
+class Warning:
+    event_id: str
+    rule: Rule
+    level: Fraction
+    scope: Scope
+    counts: Counts
+
+
+def window_name(hours: int) -> str:
+    return f"{hours // 24}d" if hours % 24 == 0 and hours >= 48 else f"{hours}h"
+
+
+def scopes_of(state: AccountState, policy: Policy) -> list[tuple[Scope, Counts]]:
+    scopes = [(Scope("campaign", c), state.campaign_counts(c)) for c in sorted(state.campaigns)]
+    scopes += [(Scope("rolling_window", window_name(h)), state.window_counts(h, policy)) for h in policy.windows_hours]
+    return scopes
+
+
+def suspension_id(account_id: str, epoch: int) -> str:
+    return decision_id("suspended", account_id, epoch)
+
+
+def evaluate(account_id: str, state: AccountState, policy: Policy,
+             already_suspended: bool) -> tuple[Breach | None, list[Warning]]:
+    """The breach that suspends the account (at most one per epoch: the first rule, campaigns before windows),
+    and the warnings not announced yet. A scope below the minimum volume decides nothing."""
+    breach: Breach | None = None
+    warnings: list[Warning] = []
+    for scope, counts in scopes_of(state, policy):
+        if counts.sent < policy.minimum_sent:
+            continue
+        for rule in policy.rules:
+            if rule.breached(counts):
+                if breach is None and not already_suspended:
+                    breach = Breach(suspension_id(account_id, state.epoch), rule, scope, counts)
+                continue
+            level = rule.warning_reached(counts)
+            announced = state.warned.get(f"{rule.metric}|{scope.key}")
+            if level is not None and (announced is None or level > Fraction(announced)):
+                warnings.append(Warning(decision_id("warned", account_id, state.epoch, rule.metric, scope.key,
+                                                    level), rule, level, scope, counts))
+    if breach is not None or already_suspended:
+        return breach, []  # a suspended account is not warned: the suspension says more
+    return None, warnings
+
+
+# --- one-off sending -------------------------------------------------------------------------------------------
+
+SKETCH_SIZE = 256
+_HASH_SPACE = 1 << 64
+
+
+@dataclass
+class ListRecord:
+    """What the processor keeps of one list: when it was created, sent to and deleted, and a bottom-k sketch of
+    its members' address hashes (bounded memory; exact below SKETCH_SIZE members)."""
+
+    created_at: int | None = None
+    last_sent_at: int | None = None
+    deleted_at: int | None = None
+    members_at_deletion: int | None = None
+    sketch: list[int] = field(default_factory=list)
+    flagged: list[str] = field(default_factory=list)  # deleted lists this list was already flagged against
+
+    def add_member(self, email_sha256: str) -> None:
+        value = int(email_sha256[:16], 16)
+        sketch = self.sketch
+        if value in sketch or (len(sketch) >= SKETCH_SIZE and value > sketch[-1]):
+            return
+        sketch.append(value)
+        sketch.sort()
+        del sketch[SKETCH_SIZE:]
+
+    def members(self) -> float:
+        if self.members_at_deletion is not None:
+            return float(self.members_at_deletion)
+        if len(self.sketch) < SKETCH_SIZE:
+            return float(len(self.sketch))
+        return (SKETCH_SIZE - 1) * _HASH_SPACE / (self.sketch[-1] + 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"c": self.created_at, "s": self.last_sent_at, "d": self.deleted_at, "m": self.members_at_deletion,
+                "k": self.sketch, "f": self.flagged}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> ListRecord:
+        if not data:
+            return cls()
+        return cls(data["c"], data["s"], data["d"], data["m"], list(data["k"]), list(data["f"]))
+
+
+def shared_fraction(old: ListRecord, new: ListRecord) -> float:
+    """Estimated share of the old list's members that are also in the new list (exact for small lists)."""
+    if not old.sketch or not new.sketch:
+        return 0.0
+    a, b = set(old.sketch), set(new.sketch)
+    union = sorted(a | b)[:SKETCH_SIZE]
+    both = sum(1 for v in union if v in a and v in b)
+    jaccard = both / len(union)
+    old_n, new_n = old.members(), new.members()
+    if len(a) < SKETCH_SIZE and len(b) < SKETCH_SIZE:
+        return len(a & b) / len(a)
+    overlap = jaccard * (old_n + new_n) / (1 + jaccard)
+    return min(1.0, overlap / old_n) if old_n else 0.0
+
+
+def deleted_soon_after_send(record: ListRecord, policy: Policy) -> bool:
+    return (record.deleted_at is not None and record.last_sent_at is not None
+            and 0 <= record.deleted_at - record.last_sent_at <= policy.one_off_deleted_within_seconds)
+
+
+@dataclass(frozen=True)
+class OneOffSending:
+    event_id: str
+    deleted_list_id: str
+    new_list_id: str
+    shared: float
+    deleted: ListRecord
+    new: ListRecord
+
+
+def one_off_sending(account_id: str, new_list_id: str, new: ListRecord, candidates: dict[str, list[int]],
+                    load: Callable[[str], ListRecord], policy: Policy) -> list[OneOffSending]:
+    """A list deleted soon after it was sent to, followed by a new list holding mostly the same addresses."""
+    found = []
+    if new.deleted_at is not None:
+        return found
+    for old_id, (deleted_at, last_sent_at) in candidates.items():
+        if old_id == new_list_id or old_id in new.flagged:
+            continue
+        started = new.created_at if new.created_at is not None else deleted_at
+        if started < last_sent_at or started - deleted_at > policy.one_off_followed_within_seconds:
+            continue
+        old = load(old_id)
+        if old.members() < policy.one_off_minimum_members:
+            continue
+        shared = shared_fraction(old, new)
+        if shared >= policy.one_off_overlap:
+            found.append(OneOffSending(decision_id("one-off", account_id, old_id, new_list_id), old_id,
+                                       new_list_id, shared, old, new))
+    return found

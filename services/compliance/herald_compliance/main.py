@@ -1,0 +1,245 @@
+"""Bootstrap of the compliance processor: settings, the faust app (agent and tables) inside the service's own
+event loop, the staff HTTP API (rates, reinstatement), health and metrics, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from herald_shared.apikeys import verify_secret
+from herald_shared.contract.compliance import AccountReinstated, AccountReinstatedPayload
+from herald_shared.contract.envelope import Identifier, ShortText
+from herald_shared.http import add_health_routes, problem
+from herald_shared.kafka import DeadLetters, EventPublisher, ensure_topics, make_producer
+from herald_shared.lifecycle import run_service
+from herald_shared.settings import HeraldSettings
+
+from .domain import AccountState, Policy, default_rules
+from .processor import (
+    INPUT_TOPICS,
+    PARTITIONS,
+    SERVICE,
+    Announcements,
+    PartitionedTable,
+    Processor,
+    as_fraction,
+    rate_report,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ComplianceSettings(HeraldSettings):
+    hard_bounce_threshold: float = Field(default=8.0, ge=8.0, le=15.0, alias="HERALD_HARD_BOUNCE_THRESHOLD_PERCENT",
+                                         description="Suspend at a hard-bounce rate of this or more (the terms "
+                                                     "allow 8–15).")
+    abuse_threshold: float = Field(default=0.5, gt=0, lt=100, alias="HERALD_ABUSE_THRESHOLD_PERCENT",
+                                   description="Suspend above this complaint rate.")
+    unsubscribe_threshold: float = Field(default=1.0, gt=0, lt=100, alias="HERALD_UNSUBSCRIBE_THRESHOLD_PERCENT",
+                                         description="Suspend above this unsubscribe rate.")
+    hard_bounce_warnings: list[float] = Field(default=[5.0], alias="HERALD_HARD_BOUNCE_WARNINGS_PERCENT")
+    abuse_warnings: list[float] = Field(default=[0.1, 0.3], alias="HERALD_ABUSE_WARNINGS_PERCENT",
+                                        description="Gmail's and Yahoo's bulk-sender spam-rate levels.")
+    unsubscribe_warnings: list[float] = Field(default=[0.5], alias="HERALD_UNSUBSCRIBE_WARNINGS_PERCENT")
+    minimum_sent: int = Field(default=500, ge=1, alias="HERALD_RATE_MINIMUM_SENT",
+                              description="Messages a campaign or window needs before its rates decide anything.")
+    windows_hours: list[int] = Field(default=[24, 168], alias="HERALD_RATE_WINDOWS_HOURS",
+                                     description="Rolling windows of the account, in hours.")
+    campaign_retention_days: int = Field(default=30, ge=1, alias="HERALD_CAMPAIGN_RETENTION_DAYS")
+    one_off_deleted_within_hours: int = Field(default=168, ge=1, alias="HERALD_ONE_OFF_DELETED_WITHIN_HOURS")
+    one_off_followed_within_hours: int = Field(default=720, ge=1, alias="HERALD_ONE_OFF_FOLLOWED_WITHIN_HOURS")
+    one_off_overlap: float = Field(default=80.0, gt=0, le=100, alias="HERALD_ONE_OFF_OVERLAP_PERCENT")
+    one_off_minimum_members: int = Field(default=20, ge=1, alias="HERALD_ONE_OFF_MINIMUM_MEMBERS")
+    batch_size: int = Field(default=2000, ge=1, alias="HERALD_COMPLIANCE_BATCH_SIZE")
+    batch_seconds: float = Field(default=0.05, gt=0, alias="HERALD_COMPLIANCE_BATCH_SECONDS")
+    staff_tokens: str = Field(default="", alias="HERALD_STAFF_TOKENS",
+                              description="Staff who may read rates and reinstate: 'name=scrypt-hash,...' "
+                                          "(hashes from herald_shared.apikeys.hash_secret).")
+
+    @field_validator("hard_bounce_warnings", "abuse_warnings", "unsubscribe_warnings", "windows_hours", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    def policy(self) -> Policy:
+        return Policy(
+            rules=default_rules(as_fraction(self.hard_bounce_threshold), as_fraction(self.abuse_threshold),
+                                as_fraction(self.unsubscribe_threshold),
+                                tuple(map(as_fraction, self.hard_bounce_warnings)),
+                                tuple(map(as_fraction, self.abuse_warnings)),
+                                tuple(map(as_fraction, self.unsubscribe_warnings))),
+            minimum_sent=self.minimum_sent, windows_hours=tuple(self.windows_hours),
+            campaign_retention_seconds=self.campaign_retention_days * 86400,
+            one_off_deleted_within_seconds=self.one_off_deleted_within_hours * 3600,
+            one_off_followed_within_seconds=self.one_off_followed_within_hours * 3600,
+            one_off_overlap=as_fraction(self.one_off_overlap),
+            one_off_minimum_members=self.one_off_minimum_members)
+
+    def staff(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in self.staff_tokens.split(",") if "=" in item)
+        return {name.strip(): encoded.strip() for name, encoded in pairs}
+
+
+class ReinstateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: ShortText
+    suspension_event_id: Identifier | None = None
+
+
+class Unauthorised(Exception):
+    pass
+
+
+class Compliance:
+    """The wired service: `start()` creates the topics and starts the faust app in this event loop."""
+
+    def __init__(self, settings: ComplianceSettings) -> None:
+        self.settings = settings
+        self.policy = settings.policy()  # invalid thresholds stop the process here, with the reason
+        self.staff = settings.staff()
+        topics = settings.topics
+        self.producer = make_producer(settings, SERVICE)
+        self.publisher = EventPublisher(self.producer, topics)
+        brokers = [f"kafka://{b.strip()}" for b in settings.kafka_bootstrap_servers.split(",") if b.strip()]
+        self.faust = faust.App(
+            f"{settings.topic_prefix}herald-compliance", broker=brokers, store="memory://", web_enabled=False,
+            topic_partitions=PARTITIONS, topic_replication_factor=settings.kafka_replication_factor,
+            processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest", producer_acks=-1,
+            stream_wait_empty=True, autodiscover=False)
+        schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        self.accounts = PartitionedTable(self.faust.Table("accounts", schema=schema, partitions=PARTITIONS,
+                                                          help="Counts, windows and decisions per account."))
+        self.facts = PartitionedTable(self.faust.Table("facts", schema=schema, partitions=PARTITIONS,
+                                                       help="Where each counted fact was first seen (dedupe)."))
+        self.lists = PartitionedTable(self.faust.Table("lists", schema=schema, partitions=PARTITIONS,
+                                                       help="Lists: created, sent to, deleted; member sketch."))
+        self.announcements = Announcements(settings.kafka_bootstrap_servers, topics("herald.compliance"))
+        self.processor = Processor(self.policy, topics, self.accounts, self.facts, self.lists, self.announcements,
+                                   self.publisher, DeadLetters(self.producer, f"{settings.topic_prefix}{SERVICE}"),
+                                   self._highwater)
+        source = self.faust.topic(*(topics(t) for t in INPUT_TOPICS), key_type=bytes, value_type=bytes,
+                                  key_serializer="raw", value_serializer="raw", partitions=PARTITIONS)
+        self.faust.agent(source, name="compliance", isolated_partitions=True)(self._agent)
+        self.faust.on_partitions_assigned.connect(self._on_assigned)
+        self.faust.on_partitions_revoked.connect(self._on_revoked)
+        self.app = FastAPI(title="Herald compliance", version="1.0.0",
+                           description="Staff API of the compliance processor: per-account rates, reinstatement.")
+        self._routes()
+        add_health_routes(self.app, {"kafka": self._ready})
+        self._sweeper: asyncio.Task[None] | None = None
+        self._started = False
+        self.failed: str | None = None
+        self.on_failure: Callable[[], None] | None = None
+
+    # --- the stream ---------------------------------------------------------------------------------------------
+
+    async def _agent(self, stream: Any) -> None:
+        async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_seconds):
+            try:
+                await self.processor.handle(events)
+            except Exception:
+                # A bug, not bad input (that is dead-lettered). faust would acknowledge the batch on the way out
+                # and could commit it unprocessed; leaving at once keeps it for the next start to redo.
+                log.critical("batch failed; exiting without committing it", exc_info=True)
+                logging.shutdown()
+                os._exit(70)
+
+    async def _on_assigned(self, *_: Any, **__: Any) -> None:
+        self.processor.assigned_at = time.monotonic()
+
+    async def _on_revoked(self, _: Any, revoked: Any = (), **__: Any) -> None:
+        self.announcements.forget(sorted({tp.partition for tp in revoked}))
+
+    def _highwater(self, tp: Any) -> int | None:
+        try:
+            value = self.faust.consumer.highwater(tp)
+        except Exception:  # no fetch for this partition yet
+            return None
+        return int(value) if value is not None else None
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(600)
+            removed = self.processor.sweep_facts(self.policy.longest_window_seconds, time.time())
+            if removed:
+                log.info("forgot expired facts", extra={"removed": removed})
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+
+    async def _ready(self) -> bool:
+        return self._started and not self.faust.in_recovery
+
+    async def start(self) -> None:
+        await ensure_topics(self.settings)
+        await self.producer.start()
+        await self.faust.start()
+        self._sweeper = asyncio.create_task(self._sweep(), name="sweep-facts")
+        self._started = True
+
+    def request_stop(self) -> None:
+        log.info("stopping")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await self.faust.stop()
+        await self.producer.stop()
+
+    # --- HTTP ---------------------------------------------------------------------------------------------------
+
+    def _staff_member(self, request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        for name, encoded in self.staff.items():
+            if token and verify_secret(token, encoded):
+                return name
+        raise Unauthorised
+
+    def _routes(self) -> None:
+        app = self.app
+
+        @app.get("/v1/accounts/{account_id}/rates")
+        async def rates(account_id: Identifier, request: Request) -> JSONResponse:
+            staff = self._staff_member(request)
+            log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": "rates"})
+            data = self.accounts.get(account_id)
+            if data is None:
+                return problem(404, "unknown_account", "No sending outcomes of this account on this worker.")
+            return JSONResponse({"account_id": account_id,
+                                 **rate_report(AccountState.from_json(data), self.policy)})
+
+        @app.post("/v1/accounts/{account_id}/reinstatement", status_code=202)
+        async def reinstate(account_id: Identifier, body: ReinstateIn, request: Request) -> JSONResponse:
+            staff = self._staff_member(request)
+            state = AccountState.from_json(self.accounts.get(account_id))
+            if state.suspension is None:
+                return problem(409, "not_suspended", "The account is not suspended.")
+            suspension_id = body.suspension_event_id or state.suspension.get("event_id")
+            event = AccountReinstated(account_id=account_id, producer=SERVICE, payload=AccountReinstatedPayload(
+                reinstated_by=staff, reason=body.reason, suspension_event_id=suspension_id))
+            await self.publisher.publish(event)
+            log.warning("account reinstated", extra={"staff": staff, "account_id": account_id, "reason": body.reason})
+            return JSONResponse({"event_id": str(event.event_id), "reinstated_by": staff,
+                                 "suspension_event_id": suspension_id}, status_code=202)
+
+        @app.exception_handler(Unauthorised)
+        async def unauthorised(_: Request, __: Unauthorised) -> JSONResponse:
+            return problem(401, "unauthorised", "A staff token is required (Authorization: Bearer ...).")
+
+        @app.exception_handler(RequestValidationError)
+        async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+            return problem(422, "invalid_request", "; ".join(str(e["msg"]) for e in exc.errors()[:5]))
+
+
+def main() -> None:
+    run_service(SERVICE, ComplianceSettings, Compliance)

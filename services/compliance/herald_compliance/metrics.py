@@ -1,0 +1,24 @@
+"""Prometheus metrics of the compliance processor (per-account rates are on HTTP, not here: unbounded labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SUSPENSIONS = Counter("herald_compliance_suspensions_total", "AccountSuspended emitted, by metric and scope kind.",
+                      ["metric", "scope"])
+WARNINGS = Counter("herald_compliance_warnings_total", "AccountWarned emitted, by metric and scope kind.",
+                   ["metric", "scope"])
+EVENTS = Counter("herald_compliance_events_total",
+                 "Input events by type and outcome: counted, duplicate (same fact seen before), replayed (already "
+                 "in the state after a restart), ignored (nothing to count), dead_lettered.",
+                 ["topic", "type", "outcome"])
+LAG_MESSAGES = Gauge("herald_compliance_lag_messages", "Messages between the last processed offset and the end of "
+                     "the partition.", ["topic", "partition"])
+LAG_SECONDS = Histogram("herald_compliance_event_age_seconds", "Age of an input event when it is processed "
+                        "(produce-to-decision latency).", ["topic"],
+                        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
+RECOVERY_SECONDS = Gauge("herald_compliance_table_recovery_seconds", "Time from the last partition assignment to the "
+                         "first batch processed after it (table recovery from the changelogs).")
+BATCH_SECONDS = Histogram("herald_compliance_batch_seconds", "Time to process one batch of one partition.",
+                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+DEDUPE_ENTRIES = Gauge("herald_compliance_dedupe_entries", "Facts remembered for deduplication on this worker.")

@@ -1,0 +1,419 @@
+"""The stream processor: a faust agent per input partition counts facts into changelog-backed tables, and
+announces warnings, suspensions and one-off sending on herald.compliance exactly once.
+
+Exactly once, over at-least-once processing:
+- an account's whole state (counts, and the last offset of every input partition they include) is one table
+  value, so a replay after a crash skips what the recovered state already holds;
+- a fact (a message sent, bounced, complained about; an unsubscribe) is counted once however often it is
+  published: the `facts` table remembers where each was first seen;
+- announcements have deterministic ids, and the output partition is read before a partition is processed, so
+  an announcement that reached Kafka before a crash is never repeated (and one that did not is made again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import murmur2
+from faust.types import EventT
+
+from herald_shared.contract import Event, InvalidEvent
+from herald_shared.contract.campaigns import CampaignQueued
+from herald_shared.contract.compliance import (
+    AccountReinstated,
+    AccountSuspended,
+    AccountSuspendedPayload,
+    AccountWarned,
+    AccountWarnedPayload,
+    RateCounts,
+    RateScope,
+)
+from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded
+from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, validate_record
+from herald_shared.topics import TopicNames
+
+from . import metrics
+from .domain import (
+    AccountState,
+    Breach,
+    ListRecord,
+    OneOffSending,
+    Policy,
+    Warning,
+    claim,
+    deleted_soon_after_send,
+    evaluate,
+    facts_of,
+    one_off_sending,
+    scopes_of,
+    suspension_id,
+    window_name,
+)
+
+log = logging.getLogger(__name__)
+SERVICE = "compliance"
+INPUT_TOPICS = ("herald.delivery", "herald.subscriptions", "herald.campaigns", "herald.compliance")
+PARTITIONS = 6  # every input topic has 6 partitions (herald_shared.topics): co-partitioned by account
+
+
+def _decode(value: Any) -> dict[str, Any] | None:
+    # Values are written as JSON bytes; faust hands recovered values back already decoded.
+    if value is None or isinstance(value, dict):
+        return value
+    decoded: dict[str, Any] = json.loads(value)
+    return decoded
+
+
+class PartitionedTable:
+    """A faust table written with the partition given explicitly: batches from `take_events` run outside the
+    per-event context faust uses to pick the changelog partition."""
+
+    def __init__(self, table: faust.Table[str, bytes]) -> None:
+        self.table = table
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return _decode(self.table.data.get(key))
+
+    def put(self, partition: int, key: str, value: dict[str, Any]) -> None:
+        raw = json.dumps(value, separators=(",", ":")).encode()
+        self.table.data[key] = raw
+        self.table.send_changelog(partition, key, raw)
+
+    def delete(self, partition: int, key: str) -> None:
+        self.table.data.pop(key, None)
+        self.table.send_changelog(partition, key, None, value_serializer="raw")
+
+    def __len__(self) -> int:
+        return len(self.table.data)
+
+
+class FactIndex:
+    """The `facts` table seen as a mapping for `domain.claim`, keyed per account."""
+
+    def __init__(self, table: PartitionedTable, account_id: str, partition: int) -> None:
+        self.table, self.prefix, self.partition = table, f"{account_id}|", partition
+
+    def get(self, key: str) -> Any:
+        raw = self.table.table.data.get(self.prefix + key)
+        return None if raw is None else (json.loads(raw) if isinstance(raw, bytes | str) else raw)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raw = json.dumps(value, separators=(",", ":")).encode()
+        self.table.table.data[self.prefix + key] = raw
+        self.table.table.send_changelog(self.partition, self.prefix + key, raw)
+
+    # the MutableMapping methods claim() does not use
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+
+class Announcements:
+    """Event ids already on herald.compliance, per partition: read from Kafka itself before a partition is
+    processed, so whatever local state was lost in a crash, nothing announced is announced twice."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self._bootstrap, self._topic = bootstrap_servers, topic
+        self._ids: dict[int, set[str]] = {}
+        self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def forget(self, partitions: Sequence[int]) -> None:
+        for partition in partitions:
+            self._ids.pop(partition, None)
+
+    async def ready(self, partition: int) -> set[str]:
+        async with self._locks[partition]:
+            if partition not in self._ids:
+                self._ids[partition] = await self._read(partition)
+            return self._ids[partition]
+
+    async def _read(self, partition: int) -> set[str]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+                                    isolation_level="read_committed", client_id="herald-compliance-announcements")
+        await consumer.start()
+        try:
+            tp = TopicPartition(self._topic, partition)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            ids: set[str] = set()
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+                for record in batch.get(tp, []):
+                    try:
+                        ids.add(str(json.loads(record.value)["event_id"]))
+                    except (ValueError, KeyError, TypeError):
+                        continue  # not ours to judge: the topic's own consumers dead-letter it
+            return ids
+        finally:
+            await consumer.stop()
+
+
+@dataclass(frozen=True)
+class Parsed:
+    event: Event
+    source: str  # "topic:partition"
+    offset: int
+    message: Any
+
+
+class Processor:
+    """Applies one partition's batch: parse, dead-letter, count, decide, announce, save."""
+
+    def __init__(self, policy: Policy, topics: TopicNames, accounts: PartitionedTable, facts: PartitionedTable,
+                 lists: PartitionedTable, announcements: Announcements, publisher: EventPublisher,
+                 dead_letters: DeadLetters, highwater: Callable[[TopicPartition], int | None]) -> None:
+        self.policy, self.topics = policy, topics
+        self.accounts, self.facts, self.lists = accounts, facts, lists
+        self.announcements, self.publisher, self.dead_letters = announcements, publisher, dead_letters
+        self._highwater = highwater
+        self._base = {topics(t): t for t in INPUT_TOPICS}
+        self.assigned_at: float | None = None
+
+    async def handle(self, events: Sequence[EventT]) -> None:
+        if not events:
+            return
+        started = time.perf_counter()
+        if self.assigned_at is not None:
+            metrics.RECOVERY_SECONDS.set(time.monotonic() - self.assigned_at)
+            self.assigned_at = None
+        partition = events[0].message.partition
+        announced = await self.announcements.ready(partition)
+        by_account: dict[str, list[Parsed]] = defaultdict(list)
+        for item in events:
+            parsed = await self._parse(item.message)
+            if parsed is not None:
+                by_account[parsed.event.account_id].append(parsed)
+        for account_id, items in by_account.items():
+            await self._apply_account(account_id, partition, items, announced)
+        last = events[-1].message
+        tp = TopicPartition(last.topic, last.partition)
+        highwater = self._highwater(tp)
+        if highwater is not None:
+            metrics.LAG_MESSAGES.labels(last.topic, str(last.partition)).set(max(0, highwater - last.offset - 1))
+        metrics.DEDUPE_ENTRIES.set(len(self.facts))
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _parse(self, message: Any) -> Parsed | None:
+        base = self._base.get(message.topic, message.topic)
+        try:
+            event = validate_record(message, self.topics)
+            expected = (murmur2(message.key) & 0x7FFFFFFF) % PARTITIONS
+            if message.partition != expected:
+                raise InvalidEvent(f"on partition {message.partition}, but its key belongs on partition {expected}"
+                                   " (publish keyed by account_id with the default partitioner)")
+        except InvalidEvent as exc:
+            await self.dead_letters.send(message, str(exc), "invalid")
+            metrics.EVENTS.labels(base, "unknown", "dead_lettered").inc()
+            return None
+        metrics.LAG_SECONDS.labels(base).observe(max(0.0, time.time() - event.occurred_at.timestamp()))
+        return Parsed(event, f"{base}:{message.partition}", message.offset, message)
+
+    async def _apply_account(self, account_id: str, partition: int, items: list[Parsed], announced: set[str]) -> None:
+        state = AccountState.from_json(self.accounts.get(account_id))
+        index = FactIndex(self.facts, account_id, partition)
+        touched_lists: set[str] = set()
+        for item in items:
+            event, topic = item.event, self._base.get(item.message.topic, item.message.topic)
+            if state.applied(item.source, item.offset):
+                metrics.EVENTS.labels(topic, event.type, "replayed").inc()
+                continue
+            outcome = self._apply(account_id, partition, state, item, index, touched_lists)
+            state.mark_applied(item.source, item.offset)
+            metrics.EVENTS.labels(topic, event.type, outcome).inc()
+        state.prune(self.policy)
+        already = state.suspension is not None or suspension_id(account_id, state.epoch) in announced
+        breach, warnings = evaluate(account_id, state, self.policy, already)
+        if breach is not None:
+            await self._announce_suspension(account_id, state, breach, announced)
+        for warning in warnings:
+            await self._announce_warning(account_id, warning, announced)
+            state.warned[f"{warning.rule.metric}|{warning.scope.key}"] = str(warning.level)
+        for list_id in sorted(touched_lists):
+            await self._check_one_off(account_id, partition, state, list_id, announced)
+        self.accounts.put(partition, account_id, state.to_json())
+
+    def _apply(self, account_id: str, partition: int, state: AccountState, item: Parsed, index: FactIndex,
+               touched_lists: set[str]) -> str:
+        event = item.event
+        facts = facts_of(event)
+        if facts:
+            counted = False
+            for fact in facts:
+                if claim(index, fact, item.source, item.offset):
+                    state.count(fact, self.policy)
+                    counted = True
+            return "counted" if counted else "duplicate"
+        at = int(event.occurred_at.timestamp())
+        match event:
+            case AccountReinstated():
+                state.reinstate()
+            case AccountSuspended():
+                if state.suspension is None and str(event.event_id) == suspension_id(account_id, state.epoch):
+                    state.suspension = {"event_id": str(event.event_id), "metric": event.payload.metric}
+            case ListCreated(payload=p):
+                self._update_list(account_id, partition, state, p.list_id, created_at=at)
+            case SubscriberAdded(payload=p):
+                record = ListRecord.from_json(self.lists.get(f"{account_id}|{p.list_id}"))
+                record.add_member(p.email_sha256)
+                self.lists.put(partition, f"{account_id}|{p.list_id}", record.to_json())
+                touched_lists.add(p.list_id)
+            case ListDeleted(payload=p):
+                self._update_list(account_id, partition, state, p.list_id, deleted_at=at,
+                                  members=p.members_at_deletion)
+            case CampaignQueued(payload=p):
+                self._update_list(account_id, partition, state, p.list_id, sent_at=at)
+                touched_lists.add(p.list_id)
+            case _:
+                return "ignored"
+        return "counted"
+
+    def _update_list(self, account_id: str, partition: int, state: AccountState, list_id: str, *,
+                     created_at: int | None = None, sent_at: int | None = None, deleted_at: int | None = None,
+                     members: int | None = None) -> None:
+        key = f"{account_id}|{list_id}"
+        record = ListRecord.from_json(self.lists.get(key))
+        if created_at is not None:
+            record.created_at = created_at
+        if sent_at is not None:
+            record.last_sent_at = max(sent_at, record.last_sent_at or 0)
+        if deleted_at is not None:
+            record.deleted_at, record.members_at_deletion = deleted_at, members
+        if deleted_soon_after_send(record, self.policy):
+            assert record.deleted_at is not None and record.last_sent_at is not None
+            state.deleted_lists[list_id] = [record.deleted_at, record.last_sent_at]
+        self.lists.put(partition, key, record.to_json())
+
+    async def _check_one_off(self, account_id: str, partition: int, state: AccountState, list_id: str,
+                             announced: set[str]) -> None:
+        if not state.deleted_lists:
+            return
+        key = f"{account_id}|{list_id}"
+        record = ListRecord.from_json(self.lists.get(key))
+        found = one_off_sending(account_id, list_id, record, state.deleted_lists,
+                                lambda old: ListRecord.from_json(self.lists.get(f"{account_id}|{old}")), self.policy)
+        for finding in found:
+            await self._announce_one_off(account_id, finding, announced)
+            record.flagged.append(finding.deleted_list_id)
+        if found:
+            self.lists.put(partition, key, record.to_json())
+
+    async def _announce_suspension(self, account_id: str, state: AccountState, breach: Breach,
+                                   announced: set[str]) -> None:
+        scope = _rate_scope(breach.scope.kind, breach.scope.name)
+        value = float(breach.value)
+        comparison = "≥" if breach.rule.inclusive else ">"
+        reason = (f"{breach.rule.metric.replace('_', ' ')} {value:.2%} {comparison} {float(breach.rule.threshold):.2%}"
+                  f" ({breach.scope.kind.replace('_', ' ')} {breach.scope.name}: {breach.counts.sent} sent)")
+        event = AccountSuspended(
+            event_id=breach.event_id, account_id=account_id, producer=SERVICE,
+            payload=AccountSuspendedPayload(metric=breach.rule.metric, value=min(1.0, value),
+                                            threshold=float(breach.rule.threshold), scope=scope,
+                                            counts=_rate_counts(breach.counts), reason=reason, notify_account=True))
+        await self._publish(event, announced)
+        state.suspension = {"event_id": breach.event_id, "metric": breach.rule.metric, "value": value,
+                            "threshold": float(breach.rule.threshold), "scope": breach.scope.key,
+                            "counts": breach.counts.evidence(), "at": datetime.now(UTC).isoformat()}
+        metrics.SUSPENSIONS.labels(breach.rule.metric, breach.scope.kind).inc()
+        log.warning("account suspended", extra={"account_id": account_id, "reason": reason})
+
+    async def _announce_warning(self, account_id: str, warning: Warning, announced: set[str]) -> None:
+        value = float(warning.rule.rate(warning.counts))
+        event = AccountWarned(
+            event_id=warning.event_id, account_id=account_id, producer=SERVICE,
+            payload=AccountWarnedPayload(metric=warning.rule.metric, value=value, warning_level=float(warning.level),
+                                         threshold=float(warning.rule.threshold),
+                                         scope=_rate_scope(warning.scope.kind, warning.scope.name),
+                                         counts=_rate_counts(warning.counts)))
+        await self._publish(event, announced)
+        metrics.WARNINGS.labels(warning.rule.metric, warning.scope.kind).inc()
+
+    async def _announce_one_off(self, account_id: str, finding: OneOffSending, announced: set[str]) -> None:
+        deleted, new = finding.deleted, finding.new
+        event = AccountWarned(
+            event_id=finding.event_id, account_id=account_id, producer=SERVICE,
+            payload=AccountWarnedPayload(metric="one_off_sending", value=round(finding.shared, 4), evidence={
+                "deleted_list_id": finding.deleted_list_id, "new_list_id": finding.new_list_id,
+                "deleted_list_members": round(deleted.members()), "new_list_members": round(new.members()),
+                "shared_fraction": round(finding.shared, 4),
+                "deleted_list_last_sent_at": _iso(deleted.last_sent_at), "deleted_at": _iso(deleted.deleted_at),
+                "new_list_created_at": _iso(new.created_at)}))
+        await self._publish(event, announced)
+        metrics.WARNINGS.labels("one_off_sending", "list").inc()
+
+    async def _publish(self, event: Event, announced: set[str]) -> None:
+        if str(event.event_id) in announced:
+            return
+        delay = 0.1
+        while True:
+            try:
+                await self.publisher.publish(event)
+                break
+            except TRANSIENT_ERRORS as exc:  # the broker is briefly away: the batch waits, nothing is skipped
+                log.warning("publishing failed, retrying", extra={"type": event.type, "error": repr(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        announced.add(str(event.event_id))
+
+    def sweep_facts(self, horizon_seconds: int, now: float) -> int:
+        """Forget facts older than the dedupe horizon (the longest window); returns how many."""
+        oldest = now - horizon_seconds
+        expired = []
+        for key, raw in list(self.facts.table.data.items()):
+            marker = raw if isinstance(raw, list) else json.loads(raw)
+            if marker[2] < oldest:
+                expired.append((int(marker[0].rsplit(":", 1)[1]), key))
+        for partition, key in expired:
+            self.facts.delete(partition, key)
+        return len(expired)
+
+
+def _rate_scope(kind: str, name: str) -> RateScope:
+    if kind == "campaign":
+        return RateScope(kind="campaign", campaign_id=name)
+    return RateScope(kind="rolling_window", window=name)
+
+
+def _rate_counts(counts: Any) -> RateCounts:
+    return RateCounts(sent=counts.sent, hard_bounces=counts.hard_bounce, complaints=counts.complaint,
+                      unsubscribes=counts.unsubscribe)
+
+
+def _iso(at: int | None) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat() if at is not None else ""
+
+
+def rate_report(state: AccountState, policy: Policy) -> dict[str, Any]:
+    """What staff see for one account: each scope's counts (since the last reinstatement, and raw) and rates."""
+    def rates(counts: Any) -> dict[str, float | None]:
+        return {rule.metric: (float(rule.rate(counts)) if counts.sent else None) for rule in policy.rules}
+
+    scopes = []
+    for scope, counts in scopes_of(state, policy):
+        raw = (state.campaign_counts(scope.name, raw=True) if scope.kind == "campaign"
+               else state.window_counts(next(h for h in policy.windows_hours if window_name(h) == scope.name), policy,
+                                        raw=True))
+        scopes.append({"scope": scope.kind, "name": scope.name, "counts": counts.evidence(), "rates": rates(counts),
+                       "raw_counts": raw.evidence(), "decides": counts.sent >= policy.minimum_sent})
+    return {"suspended": state.suspension is not None, "suspension": state.suspension,
+            "reinstatements": state.epoch, "minimum_sent": policy.minimum_sent,
+            "thresholds": {r.metric: float(r.threshold) for r in policy.rules},
+            "stream_time": _iso(state.stream_time) if state.stream_time else None, "scopes": scopes}
+
+
+def as_fraction(percent: float) -> Fraction:
+    """A configured percentage (8.0 means 8%) as an exact fraction, so 8.00% and 7.99% compare exactly."""
+    return Fraction(str(percent)) / 100

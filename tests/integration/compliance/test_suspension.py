@@ -1,0 +1,110 @@
+"""A breach on the real broker leads to exactly one AccountSuspended with its evidence; staff reinstate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from herald_shared.kafka import DLQ_REASON
+from tests.conftest import eventually
+
+from .conftest import STAFF, Bus, complaint, hard_bounce, sent
+
+
+def counts_of(rates: dict[str, Any], campaign: str) -> dict[str, int] | None:
+    for scope in rates.get("scopes", []):
+        if scope["scope"] == "campaign" and scope["name"] == campaign:
+            return dict(scope["raw_counts"])
+    return None
+
+
+async def test_hard_bounce_rate_of_8_percent_suspends_account_once_with_evidence(start_compliance: Any,
+                                                                                   bus: Bus) -> None:
+    running = await start_compliance()
+    await bus.publish(*(sent("acc-1", "c1", i) for i in range(100)))
+    await bus.publish(*(hard_bounce("acc-1", "c1", i) for i in range(7)))
+    await eventually(lambda: running.rates("acc-1"), lambda r: counts_of(r, "c1") == {
+        "sent": 100, "hard_bounces": 7, "complaints": 0, "unsubscribes": 0}, what="7 bounces counted")
+    assert await bus.compliance_events("AccountSuspended") == []  # 7% does not suspend
+
+    await bus.publish(hard_bounce("acc-1", "c1", 7))  # the 8th: 8.00%
+    suspended = await eventually(lambda: bus.compliance_events("AccountSuspended"), lambda e: len(e) == 1,
+                                 what="AccountSuspended")
+    payload = suspended[0]["payload"]
+    assert suspended[0]["account_id"] == "acc-1"
+    assert payload["metric"] == "hard_bounce_rate" and payload["value"] == 0.08 and payload["threshold"] == 0.08
+    assert payload["scope"] == {"kind": "campaign", "campaign_id": "c1", "window": None}
+    assert payload["counts"] == {"sent": 100, "hard_bounces": 8, "complaints": 0, "unsubscribes": 0}
+    assert payload["notify_account"] is True
+
+    # every event after the breach, and the same events published again, change nothing
+    await bus.publish(*(hard_bounce("acc-1", "c1", i) for i in range(8, 20)))
+    await bus.publish(*(sent("acc-1", "c1", i) for i in range(100)))  # republished: counted once
+    await eventually(lambda: running.rates("acc-1"), lambda r: counts_of(r, "c1") == {
+        "sent": 100, "hard_bounces": 20, "complaints": 0, "unsubscribes": 0}, what="later bounces counted")
+    assert len(await bus.compliance_events("AccountSuspended")) == 1
+    rates = await running.rates("acc-1")
+    assert rates["suspended"] is True and rates["suspension"]["metric"] == "hard_bounce_rate"
+
+
+async def test_staff_reinstatement_restarts_the_counters(start_compliance: Any, bus: Bus) -> None:
+    running = await start_compliance()
+    await bus.publish(*(sent("acc-2", "c1", i) for i in range(200)))
+    await bus.publish(*(complaint("acc-2", "c1", i) for i in range(2)))  # 1.0% > 0.5%
+    await eventually(lambda: bus.compliance_events("AccountSuspended"), lambda e: len(e) == 1, what="suspension")
+
+    refused = await running.http.post("/v1/accounts/acc-2/reinstatement", json={"reason": "cleaned list"})
+    assert refused.status_code == 401 and refused.headers["content-type"] == "application/problem+json"
+    response = await running.http.post("/v1/accounts/acc-2/reinstatement", headers=STAFF,
+                                       json={"reason": "customer removed the purchased addresses"})
+    assert response.status_code == 202, response.text
+    reinstated = await eventually(lambda: bus.compliance_events("AccountReinstated"), lambda e: len(e) == 1,
+                                  what="AccountReinstated")
+    assert reinstated[0]["payload"]["reinstated_by"] == "rita"
+    assert reinstated[0]["payload"]["suspension_event_id"] == (await bus.compliance_events("AccountSuspended"))[0][
+        "event_id"]
+    rates = await eventually(lambda: running.rates("acc-2"), lambda r: r.get("reinstatements") == 1,
+                             what="reinstatement applied")
+    assert rates["suspended"] is False
+    campaign = next(s for s in rates["scopes"] if s["name"] == "c1")
+    assert campaign["counts"]["complaints"] == 0 and campaign["raw_counts"]["complaints"] == 2
+    conflict = await running.http.post("/v1/accounts/acc-2/reinstatement", headers=STAFF, json={"reason": "again"})
+    assert conflict.status_code == 409
+
+    # a new breach after reinstatement suspends again, once
+    await bus.publish(*(sent("acc-2", "c2", i) for i in range(100)))
+    await bus.publish(*(complaint("acc-2", "c2", i) for i in range(3)))
+    events = await eventually(lambda: bus.compliance_events("AccountSuspended"), lambda e: len(e) == 2,
+                              what="second suspension")
+    assert events[1]["payload"]["scope"]["campaign_id"] == "c2" and events[1]["event_id"] != events[0]["event_id"]
+
+
+async def test_abuse_rate_warnings_at_bulk_sender_levels(start_compliance: Any, bus: Bus) -> None:
+    running = await start_compliance(HERALD_RATE_MINIMUM_SENT=1000)
+    await bus.publish(*(sent("acc-3", "c1", i) for i in range(1000)))
+    await bus.publish(complaint("acc-3", "c1", 0))  # 0.1%
+    warned = await eventually(lambda: bus.compliance_events("AccountWarned"), lambda e: len(e) >= 1,
+                              what="0.1% warning")
+    assert {(w["payload"]["metric"], w["payload"]["warning_level"]) for w in warned} == {("abuse_rate", 0.001)}
+    await bus.publish(*(complaint("acc-3", "c1", i) for i in range(1, 3)))  # 0.3%
+    warned = await eventually(lambda: bus.compliance_events("AccountWarned"),
+                              lambda e: {w["payload"]["warning_level"] for w in e} == {0.001, 0.003},
+                              what="0.3% warning")
+    assert await bus.compliance_events("AccountSuspended") == []
+    assert (await running.rates("acc-3"))["suspended"] is False
+
+
+async def test_malformed_event_goes_to_the_dead_letter_topic_and_processing_continues(start_compliance: Any,
+                                                                                       bus: Bus) -> None:
+    running = await start_compliance()
+    await bus.publish_raw("herald.delivery", b"acc-4", b"{not json")
+    await bus.publish_raw("herald.delivery", b"acc-4", b'{"type": "MessageSent", "account_id": "acc-4"}')
+    wrong_key = sent("acc-4", "c1", 99)
+    await bus.publish_raw("herald.delivery", b"someone-else", wrong_key.model_dump_json().encode())
+    await bus.publish(*(sent("acc-4", "c1", i) for i in range(3)))
+    await eventually(lambda: running.rates("acc-4"), lambda r: counts_of(r, "c1") is not None
+                     and counts_of(r, "c1")["sent"] == 3, what="valid events counted")  # type: ignore[index]
+    dead = await eventually(lambda: bus.records("herald.delivery.dlq"), lambda r: len(r) == 3, what="dead letters")
+    reasons = {r.value: dict(r.headers)[DLQ_REASON].decode() for r in dead}  # the original bytes, each with why
+    assert reasons[b"{not json"].startswith("not JSON")
+    assert reasons[b'{"type": "MessageSent", "account_id": "acc-4"}'].startswith("invalid")
+    assert "not the event's account_id" in reasons[wrong_key.model_dump_json().encode()]

@@ -1,0 +1,238 @@
+"""The pure rate and threshold rules of the compliance processor (PRODUCT.md, "Sending suspension")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from herald_compliance.domain import (
+    AccountState,
+    Counts,
+    Fact,
+    Policy,
+    claim,
+    default_rules,
+    evaluate,
+    facts_of,
+    suspension_id,
+)
+from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, MessageSent
+from herald_shared.contract.subscriptions import SubscriberUnsubscribed
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+AT = int(T0.timestamp())
+POLICY = Policy(default_rules(), minimum_sent=500)
+
+
+def state_with(sent: int, *, hard: int = 0, complaints: int = 0, unsubscribes: int = 0,
+               campaign: str | None = "c1") -> AccountState:
+    state = AccountState()
+    for kind, n in (("sent", sent), ("hard_bounce", hard), ("complaint", complaints), ("unsubscribe", unsubscribes)):
+        for i in range(n):
+            state.count(Fact(kind, f"{kind}:{i}", AT + i % 60, campaign), POLICY)  # type: ignore[arg-type]
+    return state
+
+
+def decide(state: AccountState, policy: Policy = POLICY) -> Any:
+    return evaluate("acc-1", state, policy, already_suspended=False)
+
+
+def test_hard_bounce_rate_of_8_percent_suspends_account() -> None:
+    breach, _ = decide(state_with(10_000, hard=800))
+    assert breach is not None and breach.rule.metric == "hard_bounce_rate"
+    assert breach.value == Fraction(8, 100)
+    assert breach.scope.kind == "campaign" and breach.scope.name == "c1"
+    assert breach.counts == Counts(sent=10_000, hard_bounce=800)
+
+
+def test_hard_bounce_rate_of_7_99_percent_does_not_suspend() -> None:
+    breach, warnings = decide(state_with(10_000, hard=799))
+    assert breach is None
+    assert {(w.rule.metric, w.level) for w in warnings} == {("hard_bounce_rate", Fraction(5, 100))}
+
+
+def test_abuse_rate_of_exactly_0_5_percent_does_not_suspend() -> None:
+    breach, warnings = decide(state_with(10_000, complaints=50))
+    assert breach is None
+    assert {w.level for w in warnings if w.scope.kind == "campaign"} == {Fraction(3, 1000)}
+
+
+def test_abuse_rate_of_0_51_percent_suspends() -> None:
+    breach, _ = decide(state_with(10_000, complaints=51))
+    assert breach is not None and breach.rule.metric == "abuse_rate" and breach.value == Fraction(51, 10_000)
+
+
+def test_unsubscribe_rate_above_1_percent_suspends_and_1_percent_does_not() -> None:
+    assert decide(state_with(10_000, unsubscribes=100))[0] is None
+    breach, _ = decide(state_with(10_000, unsubscribes=101))
+    assert breach is not None and breach.rule.metric == "unsubscribe_rate"
+
+
+def test_below_minimum_volume_nothing_fires() -> None:
+    breach, warnings = decide(state_with(499, hard=400, complaints=100, unsubscribes=100))
+    assert breach is None and warnings == []
+    breach, _ = decide(state_with(500, hard=400))
+    assert breach is not None
+
+
+def test_gmail_and_yahoo_spam_rate_levels_warn_before_the_threshold() -> None:
+    """A complaint rate of 0.1% and 0.3% (the bulk-sender rules) warns; each level once."""
+    state = state_with(10_000, complaints=10)
+    _, warnings = decide(state)
+    assert [float(w.level) for w in warnings if w.scope.kind == "campaign"] == [0.001]
+    for w in warnings:
+        state.warned[f"{w.rule.metric}|{w.scope.key}"] = str(w.level)
+    assert decide(state)[1] == []
+    for i in range(20):
+        state.count(Fact("complaint", f"more:{i}", AT, "c1"), POLICY)
+    _, warnings = decide(state)
+    assert {float(w.level) for w in warnings} == {0.003}
+
+
+def test_a_suspended_account_is_not_suspended_again_nor_warned() -> None:
+    state = state_with(10_000, hard=900, complaints=100)
+    breach, _ = evaluate("acc-1", state, POLICY, already_suspended=True)
+    assert breach is None
+    assert evaluate("acc-1", state, POLICY, already_suspended=True) == (None, [])
+
+
+def test_suspension_id_is_the_same_for_the_same_breach_and_new_after_reinstatement() -> None:
+    state = state_with(1_000, hard=100)
+    first, _ = decide(state)
+    again, _ = decide(state)
+    assert first is not None and again is not None and first.event_id == again.event_id
+    state.reinstate()
+    assert suspension_id("acc-1", 1) != first.event_id
+
+
+def test_reinstatement_restarts_the_counters() -> None:
+    """After staff lift a suspension, what was counted before no longer counts towards a new one."""
+    state = state_with(1_000, hard=100)
+    state.reinstate()
+    assert decide(state) == (None, [])
+    for i in range(600):
+        state.count(Fact("sent", f"new-sent:{i}", AT + 10, "c1"), POLICY)
+    for i in range(48):
+        state.count(Fact("hard_bounce", f"new-b:{i}", AT + 10, "c1"), POLICY)
+    breach, _ = decide(state)
+    assert breach is not None and breach.counts == Counts(sent=600, hard_bounce=48)
+    assert state.campaign_counts("c1", raw=True).sent == 1_600
+
+
+def test_rolling_window_catches_what_no_single_campaign_shows() -> None:
+    state = AccountState()
+    for c in range(5):  # five campaigns of 200: each below the minimum volume, together 1,000
+        for i in range(200):
+            state.count(Fact("sent", f"s{c}:{i}", AT + c * 3600, f"c{c}"), POLICY)
+        for i in range(20):
+            state.count(Fact("hard_bounce", f"b{c}:{i}", AT + c * 3600, f"c{c}"), POLICY)
+    breach, _ = decide(state)
+    assert breach is not None and breach.scope.kind == "rolling_window" and breach.scope.name == "24h"
+
+
+def test_window_slides_with_event_time() -> None:
+    state = state_with(1_000, hard=79, campaign=None)
+    later = AT + 25 * 3600
+    for i in range(10):
+        state.count(Fact("hard_bounce", f"late:{i}", later, None), POLICY)
+    assert state.window_counts(24, POLICY).sent == 0  # the first day has left the 24 h window
+    assert state.window_counts(168, POLICY) == Counts(sent=1_000, hard_bounce=89)
+
+
+def test_duplicate_fact_is_counted_once_and_a_replay_of_the_same_record_is_allowed() -> None:
+    index: dict[str, Any] = {}
+    fact = Fact("sent", "s:m1", AT, "c1")
+    assert claim(index, fact, "herald.delivery:0", 5)
+    assert not claim(index, fact, "herald.delivery:0", 9)  # republished: another record, same message
+    assert claim(index, fact, "herald.delivery:0", 5)  # the same record again (replay after a crash)
+
+
+def test_watermark_skips_records_already_in_the_state() -> None:
+    state = AccountState()
+    state.mark_applied("herald.delivery:2", 41)
+    assert state.applied("herald.delivery:2", 41) and state.applied("herald.delivery:2", 7)
+    assert not state.applied("herald.delivery:2", 42) and not state.applied("herald.subscriptions:2", 1)
+
+
+def _ref(i: int) -> dict[str, Any]:
+    return {"message_id": f"m{i}", "campaign_id": "c1", "subscriber_id": f"s{i}", "list_id": "l1"}
+
+
+def test_what_each_event_counts_for() -> None:
+    env: dict[str, Any] = {"account_id": "acc-1", "producer": "delivery", "occurred_at": T0}
+    sent = MessageSent(**env, payload={**_ref(1), "recipient_domain": "example.com", "smtp_code": 250})
+    rejected = MessageBounced(**env, payload={**_ref(2), "bounce_class": "hard", "smtp_code": 550,
+                                              "diagnostic": "no such user", "source": "smtp_reply"})
+    dsn = MessageBounced(**env, payload={**_ref(1), "bounce_class": "hard", "diagnostic": "gone", "source": "dsn"})
+    soft = MessageBounced(**env, payload={**_ref(3), "bounce_class": "soft", "diagnostic": "full", "source": "dsn"})
+    complaint = ComplaintReceived(**env, payload={**_ref(1), "feedback_type": "abuse", "reporting_domain": "isp.net"})
+    not_spam = ComplaintReceived(**env, payload={**_ref(1), "feedback_type": "not-spam",
+                                                 "reporting_domain": "isp.net"})
+    unsub = SubscriberUnsubscribed(**{**env, "producer": "subscriptions"}, payload={
+        "list_id": "l1", "subscriber_id": "s1", "source": "one_click", "campaign_id": "c1"})
+    by_complaint = SubscriberUnsubscribed(**{**env, "producer": "subscriptions"}, payload={
+        "list_id": "l1", "subscriber_id": "s1", "source": "complaint", "campaign_id": "c1"})
+    kinds = {name: [f.kind for f in facts_of(e)] for name, e in [
+        ("sent", sent), ("rejected", rejected), ("dsn", dsn), ("soft", soft), ("complaint", complaint),
+        ("not_spam", not_spam), ("unsub", unsub), ("by_complaint", by_complaint)]}
+    assert kinds == {"sent": ["sent"], "rejected": ["sent", "hard_bounce"], "dsn": ["hard_bounce"], "soft": [],
+                     "complaint": ["complaint"], "not_spam": [], "unsub": ["unsubscribe"], "by_complaint": []}
+
+
+def test_policy_refuses_a_hard_bounce_threshold_outside_the_terms_band() -> None:
+    for percent in (Fraction(7, 100), Fraction(16, 100)):
+        with pytest.raises(ValueError, match="8–15%"):
+            Policy(default_rules(hard_bounce=percent))
+    Policy(default_rules(hard_bounce=Fraction(12, 100)))
+    with pytest.raises(ValueError, match="below"):
+        default_rules(abuse_warnings=(Fraction(6, 1000),))
+
+
+def test_state_survives_its_json_form() -> None:
+    state = state_with(600, hard=10, complaints=2, unsubscribes=1)
+    state.mark_applied("herald.delivery:1", 99)
+    state.reinstate()
+    assert AccountState.from_json(state.to_json()) == state
+
+
+facts = st.lists(st.tuples(st.sampled_from(["sent", "hard_bounce", "complaint", "unsubscribe"]), st.integers(0, 30)),
+                 max_size=120)
+
+
+@settings(max_examples=60, deadline=None)
+@given(facts, st.randoms(use_true_random=False), st.integers(1, 10))
+def test_any_order_and_any_redelivery_give_the_same_counts(items: list[Any], rnd: Any, chunk: int) -> None:
+    """Out-of-order and duplicate events: the counts depend only on the set of facts."""
+    # a republished fact is the same event: same time, same campaign
+    records = [(Fact(kind, f"{kind}:{n}", AT + n * 7919, ["c1", "c2", None][n % 3]), offset)
+               for offset, (kind, n) in enumerate(items)]
+
+    def fold(order: list[Any], redeliver: bool) -> AccountState:
+        state, index = AccountState(), {}
+        for start in range(0, len(order), chunk):
+            for fact, offset in order[start:start + chunk]:
+                if state.applied(f"p:{offset}", offset):
+                    continue
+                if claim(index, fact, f"p:{offset}", offset):
+                    state.count(fact, POLICY)
+                state.mark_applied(f"p:{offset}", offset)
+            if redeliver:  # a crash replays the chunk
+                for fact, offset in order[start:start + chunk]:
+                    if not state.applied(f"p:{offset}", offset) and claim(index, fact, f"p:{offset}", offset):
+                        state.count(fact, POLICY)
+        return state
+
+    first = fold(records, False)
+    shuffled = list(records)
+    rnd.shuffle(shuffled)
+    other = fold(shuffled, True)
+    assert first.campaigns == other.campaigns
+    stream_time = max((f.at for f, _ in records), default=0)
+    for hours in POLICY.windows_hours:
+        assert first.window_counts(hours, POLICY) == other.window_counts(hours, POLICY)
+    assert first.stream_time == other.stream_time == stream_time
