@@ -4,10 +4,10 @@ warnings and suspensions (PRODUCT.md, "Sending suspension"; "Lists and subscribe
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, MessageSent
@@ -61,7 +61,15 @@ def facts_of(event: Event) -> list[Fact]:
     return []
 
 
-def claim(index: MutableMapping[str, Any], fact: Fact, source: str, offset: int) -> bool:
+class FactMarkers(Protocol):
+    """Where each fact was first seen: a dict in tests, a changelog-backed table in the processor."""
+
+    def get(self, key: str) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+
+def claim(index: FactMarkers, fact: Fact, source: str, offset: int) -> bool:
     """Whether this occurrence of a fact may be counted. The index remembers where each fact was first seen;
     a replay of that same record (after a crash) may count again (the account state's watermark decides),
     any other record with the same fact is a duplicate."""
@@ -129,7 +137,7 @@ class Rule:
         return max(reached) if reached else None
 
 
-HARD_BOUNCE_BAND = (Fraction(8, 100), Fraction(15, 100))  # the terms allow 8–15% (Data processing 3.4)
+HARD_BOUNCE_BAND = (Fraction(8, 100), Fraction(15, 100))  # the terms allow 8-15% (Data processing 3.4)
 
 
 @dataclass(frozen=True)
@@ -149,7 +157,7 @@ class Policy:
             raise ValueError("every window must be a whole number of buckets")
         for rule in self.rules:
             if rule.metric == "hard_bounce_rate" and not HARD_BOUNCE_BAND[0] <= rule.threshold <= HARD_BOUNCE_BAND[1]:
-                raise ValueError("the hard-bounce threshold must lie in the 8–15% band the terms allow")
+                raise ValueError("the hard-bounce threshold must lie in the 8-15% band the terms allow")
 
     @property
     def longest_window_seconds(self) -> int:
@@ -415,7 +423,7 @@ class OneOffSending:
 def one_off_sending(account_id: str, new_list_id: str, new: ListRecord, candidates: dict[str, list[int]],
                     load: Callable[[str], ListRecord], policy: Policy) -> list[OneOffSending]:
     """A list deleted soon after it was sent to, followed by a new list holding mostly the same addresses."""
-    found = []
+    found: list[OneOffSending] = []
     if new.deleted_at is not None:
         return found
     for old_id, (deleted_at, last_sent_at) in candidates.items():

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 class ComplianceSettings(HeraldSettings):
     hard_bounce_threshold: float = Field(default=8.0, ge=8.0, le=15.0, alias="HERALD_HARD_BOUNCE_THRESHOLD_PERCENT",
                                          description="Suspend at a hard-bounce rate of this or more (the terms "
-                                                     "allow 8–15).")
+                                                     "allow 8-15).")
     abuse_threshold: float = Field(default=0.5, gt=0, lt=100, alias="HERALD_ABUSE_THRESHOLD_PERCENT",
                                    description="Suspend above this complaint rate.")
     unsubscribe_threshold: float = Field(default=1.0, gt=0, lt=100, alias="HERALD_UNSUBSCRIBE_THRESHOLD_PERCENT",
@@ -62,6 +62,9 @@ class ComplianceSettings(HeraldSettings):
     one_off_minimum_members: int = Field(default=20, ge=1, alias="HERALD_ONE_OFF_MINIMUM_MEMBERS")
     batch_size: int = Field(default=2000, ge=1, alias="HERALD_COMPLIANCE_BATCH_SIZE")
     batch_seconds: float = Field(default=0.05, gt=0, alias="HERALD_COMPLIANCE_BATCH_SECONDS")
+    session_timeout: float = Field(default=10.0, ge=6, alias="HERALD_COMPLIANCE_SESSION_TIMEOUT_SECONDS",
+                                   description="How long a vanished worker keeps its partitions before another "
+                                               "takes them over.")
     staff_tokens: str = Field(default="", alias="HERALD_STAFF_TOKENS",
                               description="Staff who may read rates and reinstate: 'name=scrypt-hash,...' "
                                           "(hashes from herald_shared.apikeys.hash_secret).")
@@ -115,8 +118,9 @@ class Compliance:
             f"{settings.topic_prefix}herald-compliance", broker=brokers, store="memory://", web_enabled=False,
             topic_partitions=PARTITIONS, topic_replication_factor=settings.kafka_replication_factor,
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest", producer_acks=-1,
-            stream_wait_empty=True, autodiscover=False)
-        schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
+            stream_wait_empty=True, autodiscover=False, broker_session_timeout=settings.session_timeout,
+            broker_heartbeat_interval=settings.session_timeout / 5)
+        schema: Any = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.accounts = PartitionedTable(self.faust.Table("accounts", schema=schema, partitions=PARTITIONS,
                                                           help="Counts, windows and decisions per account."))
         self.facts = PartitionedTable(self.faust.Table("facts", schema=schema, partitions=PARTITIONS,
@@ -154,10 +158,11 @@ class Compliance:
                 logging.shutdown()
                 os._exit(70)
 
-    async def _on_assigned(self, *_: Any, **__: Any) -> None:
+    async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         self.processor.assigned_at = time.monotonic()
 
-    async def _on_revoked(self, _: Any, revoked: Any = (), **__: Any) -> None:
+    async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", ())
         self.announcements.forget(sorted({tp.partition for tp in revoked}))
 
     def _highwater(self, tp: Any) -> int | None:

@@ -23,10 +23,8 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
-import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
-from faust.types import EventT
 
 from herald_shared.contract import Event, InvalidEvent
 from herald_shared.contract.campaigns import CampaignQueued
@@ -77,22 +75,38 @@ def _decode(value: Any) -> dict[str, Any] | None:
 
 class PartitionedTable:
     """A faust table written with the partition given explicitly: batches from `take_events` run outside the
-    per-event context faust uses to pick the changelog partition."""
+    per-event context faust uses to pick the changelog partition.
 
-    def __init__(self, table: faust.Table[str, bytes]) -> None:
+    Writes are tracked until Kafka has them: faust's own flush before a commit gives up after 0.1 s when its send
+    buffer is full, so a commit could include offsets whose state was never written (the kill test lost counts
+    that way). A batch is acknowledged only after `durable()`."""
+
+    def __init__(self, table: Any) -> None:  # a faust Table of str → JSON bytes
         self.table = table
+        self._pending: list[Any] = []
+
+    def _send(self, partition: int, key: str, raw: bytes | None) -> None:
+        if raw is None:
+            self._pending.append(self.table.send_changelog(partition, key, None, value_serializer="raw"))
+        else:
+            self._pending.append(self.table.send_changelog(partition, key, raw))
+
+    async def durable(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
 
     def get(self, key: str) -> dict[str, Any] | None:
         return _decode(self.table.data.get(key))
 
-    def put(self, partition: int, key: str, value: dict[str, Any]) -> None:
+    def put(self, partition: int, key: str, value: Any) -> None:
         raw = json.dumps(value, separators=(",", ":")).encode()
         self.table.data[key] = raw
-        self.table.send_changelog(partition, key, raw)
+        self._send(partition, key, raw)
 
     def delete(self, partition: int, key: str) -> None:
         self.table.data.pop(key, None)
-        self.table.send_changelog(partition, key, None, value_serializer="raw")
+        self._send(partition, key, None)
 
     def __len__(self) -> int:
         return len(self.table.data)
@@ -109,16 +123,8 @@ class FactIndex:
         return None if raw is None else (json.loads(raw) if isinstance(raw, bytes | str) else raw)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        raw = json.dumps(value, separators=(",", ":")).encode()
-        self.table.table.data[self.prefix + key] = raw
-        self.table.table.send_changelog(self.partition, self.prefix + key, raw)
+        self.table.put(self.partition, self.prefix + key, value)
 
-    # the MutableMapping methods claim() does not use
-    def __getitem__(self, key: str) -> Any:
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
 
 
 class Announcements:
@@ -183,7 +189,7 @@ class Processor:
         self._base = {topics(t): t for t in INPUT_TOPICS}
         self.assigned_at: float | None = None
 
-    async def handle(self, events: Sequence[EventT]) -> None:
+    async def handle(self, events: Sequence[Any]) -> None:  # faust events of one partition
         if not events:
             return
         started = time.perf_counter()
@@ -199,6 +205,8 @@ class Processor:
                 by_account[parsed.event.account_id].append(parsed)
         for account_id, items in by_account.items():
             await self._apply_account(account_id, partition, items, announced)
+        for table in (self.facts, self.lists, self.accounts):
+            await table.durable()  # before faust may acknowledge (and commit) this batch
         last = events[-1].message
         tp = TopicPartition(last.topic, last.partition)
         highwater = self._highwater(tp)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
@@ -186,7 +186,7 @@ def test_what_each_event_counts_for() -> None:
 
 def test_policy_refuses_a_hard_bounce_threshold_outside_the_terms_band() -> None:
     for percent in (Fraction(7, 100), Fraction(16, 100)):
-        with pytest.raises(ValueError, match="8–15%"):
+        with pytest.raises(ValueError, match="8-15%"):
             Policy(default_rules(hard_bounce=percent))
     Policy(default_rules(hard_bounce=Fraction(12, 100)))
     with pytest.raises(ValueError, match="below"):
