@@ -71,21 +71,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def free_ports(count: int) -> list[int]:
-    """A free base port whose next port is free too, then `count - 2` more free ports that are neither."""
+def free_ports(count: int, run: int = 3) -> list[int]:
+    """A free base port whose next `run - 1` ports are free too, then `count - run` more free ports."""
     while True:
         base = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", base + 1))
-            except OSError:
-                continue
+        try:
+            for offset in range(1, run):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        block = list(range(base, base + run))
         others: list[int] = []
-        while len(others) < count - 2:
+        while len(others) < count - run:
             candidate = free_port()
-            if candidate not in (base, base + 1, *others):
+            if candidate not in (*block, *others):
                 others.append(candidate)
-        return [base, base + 1, *others]
+        return [*block, *others]
 
 
 async def _ready(url: str) -> int:
@@ -99,7 +101,7 @@ async def _ready(url: str) -> int:
 async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigterm(
         local_stack: None, run_prefix: str, stack_env: dict[str, str], tmp_path: Path) -> None:
     output = tmp_path / "run.log"
-    port, _, dev_smtp, inbound = free_ports(4)  # delivery on `port`, subscriptions on the next
+    port, _, _, dev_smtp, inbound = free_ports(5)  # compliance on `port`, delivery and subscriptions next
     sink = await asyncio.to_thread(output.open, "w")
     env = local_env(HERALD_TOPIC_PREFIX=run_prefix, HERALD_DATABASE_PREFIX=run_prefix.replace(".", "_"),
                     HERALD_RUN_BASE_PORT=str(port), HERALD_DEV_SMTP_PORT=str(dev_smtp),
@@ -118,13 +120,14 @@ async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigter
             await admin.close()
         assert {t.removeprefix(run_prefix) for t in topics} >= {"herald.delivery", "herald.delivery.dlq",
                                                                 "herald.billing", "herald.subscriptions"}
-        assert len(topics) == 10
-        # Every service is up, with its consumers and MongoDB: delivery on `port`, subscriptions on the next.
-        for service_port, service in ((port, "delivery"), (port + 1, "subscriptions")):
+        assert len({t for t in topics if t.startswith(run_prefix + "herald.")}) == 10
+        assert run_prefix + "herald-compliance-accounts-changelog" in topics  # the processor's fault-tolerant state
+        # Every service is up, with its consumers, MongoDB or tables: folder order from `port`.
+        for service_port, service in ((port, "compliance"), (port + 1, "delivery"), (port + 2, "subscriptions")):
             await eventually(lambda p=service_port: _ready(f"http://127.0.0.1:{p}/readyz"),  # type: ignore[misc]
                              lambda code: code == 200, within=60, what=f"{service} /readyz")
         # A newcomer can read what the platform mails: a confirmation request lands in the development Maildir.
-        marker = f"http://127.0.0.1:{port + 1}/confirm/{run_prefix}token"
+        marker = f"http://127.0.0.1:{port + 2}/confirm/{run_prefix}token"
         await _publish_confirmation_request(stack_env, run_prefix, marker)
         mailbox = ROOT / ".stack" / "mailbox" / "new"
         await eventually(lambda: _mail_containing(mailbox, marker), bool, within=60,
