@@ -121,7 +121,6 @@ async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigter
         assert {t.removeprefix(run_prefix) for t in topics} >= {"herald.delivery", "herald.delivery.dlq",
                                                                 "herald.billing", "herald.subscriptions"}
         assert len({t for t in topics if t.startswith(run_prefix + "herald.")}) == 10
-        assert run_prefix + "herald-compliance-accounts-changelog" in topics  # the processor's fault-tolerant state
         # Every service is up, with its consumers, MongoDB or tables: folder order from `port`.
         for service_port, service in ((port, "compliance"), (port + 1, "delivery"), (port + 2, "subscriptions")):
             await eventually(lambda p=service_port: _ready(f"http://127.0.0.1:{p}/readyz"),  # type: ignore[misc]

@@ -1,0 +1,152 @@
+"""Events per second through the compliance processor, next to a plain aiokafka consumer reading the same topic
+in the same run (the ratio is the figure), and the latency from a breaching event being produced to its
+AccountSuspended being produced (Kafka record timestamps), p50/p99, under a steady background load.
+
+    eval "$(scripts/stack env)"; .venv/bin/python -m bench.compliance_stream [--events 50000] [--breaches 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import REGISTRY
+
+from herald_compliance.main import Compliance, ComplianceSettings
+from herald_shared.contract import Event, serialize_event
+from herald_shared.contract.delivery import MessageBounced, MessageSent
+from herald_shared.kafka import ensure_topics, make_producer, partition_ids
+from herald_shared.settings import HeraldSettings
+from tests.conftest import eventually
+
+
+def sent(account: str, i: int) -> MessageSent:
+    return MessageSent(account_id=account, producer="bench", occurred_at=datetime.now(UTC), payload={
+        "message_id": f"{account}-m{i}", "campaign_id": "c1", "subscriber_id": f"s{i}", "list_id": "l1",
+        "recipient_domain": "example.com", "smtp_code": 250})
+
+
+def bounce(account: str, i: int) -> MessageBounced:
+    return MessageBounced(account_id=account, producer="bench", occurred_at=datetime.now(UTC), payload={
+        "message_id": f"{account}-m{i}", "campaign_id": "c1", "subscriber_id": f"s{i}", "list_id": "l1",
+        "bounce_class": "hard", "diagnostic": "5.1.1", "source": "dsn"})
+
+
+async def publish(producer: Any, settings: HeraldSettings, events: list[Event]) -> list[Any]:
+    futures = [await producer.send(settings.topics(e.topic), value=serialize_event(e), key=e.account_id.encode())
+               for e in events]
+    return list(await asyncio.gather(*futures))
+
+
+async def plain_consumer_rate(settings: HeraldSettings, total: int) -> float:
+    """The baseline: read the topic from the start and decode every JSON value."""
+    topic = settings.topics("herald.delivery")
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in (await partition_ids(settings, [topic]))[topic]]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        started, seen = time.perf_counter(), 0
+        while seen < total:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                for record in records:
+                    json.loads(record.value)
+                    seen += 1
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def counted() -> float:
+    return sum(s.value for m in REGISTRY.collect() if m.name == "herald_compliance_events"
+               for s in m.samples if s.name.endswith("_total"))
+
+
+async def main(events: int, breaches: int) -> None:
+    run = uuid.uuid4().hex[:8]
+    base = HeraldSettings(topic_prefix=f"bench{run}.")
+    await ensure_topics(base)
+    producer = make_producer(base, "bench")
+    await producer.start()
+    accounts = [f"acc-{i}" for i in range(100)]
+    print(f"publishing {events} MessageSent over {len(accounts)} accounts ...")
+    await publish(producer, base, [sent(accounts[i % 100], i) for i in range(events)])
+
+    baseline = await plain_consumer_rate(base, events)
+    settings = ComplianceSettings(HERALD_TOPIC_PREFIX=base.topic_prefix, HERALD_RATE_MINIMUM_SENT=100,
+                                  HERALD_HTTP_PORT=0)
+    service = Compliance(settings)
+    before = counted()
+    await service.start()
+    started = time.perf_counter()
+    await eventually(lambda: asyncio.sleep(0, counted() - before), lambda n: n >= events, within=600,
+                     what="every event processed")
+    processor = events / (time.perf_counter() - started)
+    print(f"throughput: plain aiokafka consumer {baseline:,.0f} events/s; processor {processor:,.0f} events/s "
+          f"= {processor / baseline:.3f} x (including the consumer group join and table recovery)")
+
+    # latency: breaching accounts among a steady load of other accounts' sends
+    print(f"latency: {breaches} accounts breach one after another under a steady load ...")
+    for k in range(breaches):
+        await publish(producer, base, [sent(f"breach-{k}", i) for i in range(100)])
+    stop = asyncio.Event()
+
+    async def background() -> None:
+        i = events
+        while not stop.is_set():
+            await publish(producer, base, [sent(accounts[j % 100], i + j) for j in range(200)])
+            i += 200
+            await asyncio.sleep(0.1)  # ~2,000 events/s
+
+    load = asyncio.create_task(background())
+    produced: dict[str, float] = {}
+    for k in range(breaches):
+        await publish(producer, base, [bounce(f"breach-{k}", i) for i in range(7)])
+        await asyncio.sleep(0.05)
+        meta = (await publish(producer, base, [bounce(f"breach-{k}", 7)]))[0]  # the 8th: 8.00%
+        produced[f"breach-{k}"] = meta.timestamp / 1000
+        await asyncio.sleep(0.1)
+    topic = base.topics("herald.compliance")
+    reader = AIOKafkaConsumer(topic, bootstrap_servers=base.kafka_bootstrap_servers, group_id=None,
+                              auto_offset_reset="earliest")
+    await reader.start()
+    suspended: dict[str, float] = {}
+    deadline = time.monotonic() + 60
+    while len(suspended) < breaches and time.monotonic() < deadline:
+        for records in (await reader.getmany(timeout_ms=500)).values():
+            for record in records:
+                event = json.loads(record.value)
+                if event["type"] == "AccountSuspended":
+                    suspended[event["account_id"]] = record.timestamp / 1000
+    stop.set()
+    await load
+    await reader.stop()
+    latencies = sorted((suspended[a] - produced[a]) * 1000 for a in produced if a in suspended)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    p50 = statistics.median(latencies)
+    print(f"breach -> AccountSuspended: {len(latencies)}/{breaches} suspended, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+          f"max {latencies[-1]:.0f} ms")
+    await service.stop()
+    await producer.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka_bootstrap_servers)
+    await admin.start()
+    await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(base.topic_prefix)])
+    await admin.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--breaches", type=int, default=40)
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.breaches))
