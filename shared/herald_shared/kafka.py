@@ -326,23 +326,26 @@ class EventConsumer:
 
 async def read_from_start(
     settings: HeraldSettings, topics: Sequence[str], *, follow: bool = False, batch_size: int = 1000,
+    partitions: Sequence[int] | None = None,
 ) -> Any:
     """Yield batches of records of the given real topic names from offset 0, without a consumer group.
 
-    Without `follow` it stops at the end offsets seen when it started (what a rebuild needs).
+    Without `follow` it stops at the end offsets seen when it started (what a rebuild needs). `partitions`
+    limits it to those partition numbers of every topic.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
                                 group_id=None, isolation_level="read_committed", client_id="herald-reader")
     await consumer.start()
     try:
-        ids = await partition_ids(settings, topics)
-        partitions = [TopicPartition(topic, p) for topic in topics for p in ids[topic]]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if ends[tp] > 0}
+        ids = ({topic: list(partitions) for topic in topics} if partitions is not None
+               else await partition_ids(settings, topics))
+        assigned = [TopicPartition(topic, p) for topic in topics for p in ids[topic]]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        remaining = {tp for tp in assigned if ends[tp] > 0}
         while follow or remaining:
-            batches = await consumer.getmany(*partitions, timeout_ms=300, max_records=batch_size)
+            batches = await consumer.getmany(*assigned, timeout_ms=300, max_records=batch_size)
             records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
             if records:
                 yield records

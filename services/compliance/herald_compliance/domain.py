@@ -3,6 +3,7 @@ warnings and suspensions (PRODUCT.md, "Sending suspension"; "Lists and subscribe
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -366,10 +367,10 @@ class ListRecord:
     def add_member(self, email_sha256: str) -> None:
         value = int(email_sha256[:16], 16)
         sketch = self.sketch
-        if value in sketch or (len(sketch) >= SKETCH_SIZE and value > sketch[-1]):
+        at = bisect.bisect_left(sketch, value)
+        if at >= SKETCH_SIZE or (at < len(sketch) and sketch[at] == value):
             return
-        sketch.append(value)
-        sketch.sort()
+        sketch.insert(at, value)
         del sketch[SKETCH_SIZE:]
 
     def members(self) -> float:

@@ -122,18 +122,21 @@ class Compliance:
             broker_heartbeat_interval=settings.session_timeout / 5)
         schema: Any = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.accounts = PartitionedTable(self.faust.Table("accounts", schema=schema, partitions=PARTITIONS,
-                                                          help="Counts, windows and decisions per account."))
+                                                          help="Counts, windows and decisions per account."),
+                                         self.producer)
         self.facts = PartitionedTable(self.faust.Table("facts", schema=schema, partitions=PARTITIONS,
-                                                       help="Where each counted fact was first seen (dedupe)."))
+                                                       help="Where each counted fact was first seen (dedupe)."),
+                                      self.producer)
         self.lists = PartitionedTable(self.faust.Table("lists", schema=schema, partitions=PARTITIONS,
-                                                       help="Lists: created, sent to, deleted; member sketch."))
-        self.announcements = Announcements(settings.kafka_bootstrap_servers, topics("herald.compliance"))
+                                                       help="Lists: created, sent to, deleted; member sketch."),
+                                      self.producer)
+        self.announcements = Announcements(settings)
         self.processor = Processor(self.policy, topics, self.accounts, self.facts, self.lists, self.announcements,
                                    self.publisher, DeadLetters(self.producer, f"{settings.topic_prefix}{SERVICE}"),
                                    self._highwater)
         source = self.faust.topic(*(topics(t) for t in INPUT_TOPICS), key_type=bytes, value_type=bytes,
                                   key_serializer="raw", value_serializer="raw", partitions=PARTITIONS)
-        self.faust.agent(source, name="compliance", isolated_partitions=True)(self._agent)
+        self.faust.agent(source, name="compliance")(self._agent)
         self.faust.on_partitions_assigned.connect(self._on_assigned)
         self.faust.on_partitions_revoked.connect(self._on_revoked)
         self.app = FastAPI(title="Herald compliance", version="1.0.0",
@@ -175,7 +178,7 @@ class Compliance:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(600)
-            removed = self.processor.sweep_facts(self.policy.longest_window_seconds, time.time())
+            removed = await self.processor.sweep_facts(self.policy.longest_window_seconds, time.time())
             if removed:
                 log.info("forgot expired facts", extra={"removed": removed})
 

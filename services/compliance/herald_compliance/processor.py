@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from herald_shared.contract import Event, InvalidEvent
@@ -38,7 +38,8 @@ from herald_shared.contract.compliance import (
     RateScope,
 )
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded
-from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, validate_record
+from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, read_from_start, validate_record
+from herald_shared.settings import HeraldSettings
 from herald_shared.topics import TopicNames
 
 from . import metrics
@@ -65,39 +66,45 @@ INPUT_TOPICS = ("herald.delivery", "herald.subscriptions", "herald.campaigns", "
 PARTITIONS = 6  # every input topic has 6 partitions (herald_shared.topics): co-partitioned by account
 
 
-def _decode(value: Any) -> dict[str, Any] | None:
+def _decode(value: Any) -> Any:
     # Values are written as JSON bytes; faust hands recovered values back already decoded.
-    if value is None or isinstance(value, dict):
-        return value
-    decoded: dict[str, Any] = json.loads(value)
-    return decoded
+    return json.loads(value) if isinstance(value, bytes | str) else value
 
 
 class PartitionedTable:
-    """A faust table written with the partition given explicitly: batches from `take_events` run outside the
-    per-event context faust uses to pick the changelog partition.
+    """A faust table (str → JSON bytes) whose changelog this service writes itself, with the partition given
+    explicitly: batches from `take_events` run outside the per-event context faust uses to pick the changelog
+    partition, and faust's own buffered sends are no guarantee. Its flush before a commit gives up after 0.1 s
+    when the buffer is full (the kill test lost counts that way), and awaiting those sends stalled under load.
+    Writes go through the service's idempotent producer, and a batch is acknowledged only after `durable()`."""
 
-    Writes are tracked until Kafka has them: faust's own flush before a commit gives up after 0.1 s when its send
-    buffer is full, so a commit could include offsets whose state was never written (the kill test lost counts
-    that way). A batch is acknowledged only after `durable()`."""
-
-    def __init__(self, table: Any) -> None:  # a faust Table of str → JSON bytes
-        self.table = table
-        self._pending: list[Any] = []
+    def __init__(self, table: Any, producer: AIOKafkaProducer) -> None:
+        self.table, self._producer = table, producer
+        self._pending: list[tuple[int, str, bytes | None]] = []
 
     def _send(self, partition: int, key: str, raw: bytes | None) -> None:
-        if raw is None:
-            self._pending.append(self.table.send_changelog(partition, key, None, value_serializer="raw"))
-        else:
-            self._pending.append(self.table.send_changelog(partition, key, raw))
+        self._pending.append((partition, key, raw))
 
     async def durable(self) -> None:
+        """Write what was changed since the last call to the changelog, and wait until Kafka has it."""
         pending, self._pending = self._pending, []
-        if pending:
-            await asyncio.gather(*pending)
+        if not pending:
+            return
+        changelog = self.table.changelog_topic
+        name = changelog.get_topic_name()
+        futures = []
+        for partition, key, raw in pending:
+            # encoded exactly as faust encodes its own changelog writes, so its recovery reads them back
+            key_bytes, _ = changelog.prepare_key(key, self.table.key_serializer)
+            value = None if raw is None else changelog.prepare_value(raw, self.table.value_serializer)[0]
+            futures.append(await self._producer.send(name, value=value, key=key_bytes, partition=partition))
+        await asyncio.gather(*futures)
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> Any:
         return _decode(self.table.data.get(key))
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(key, _decode(raw)) for key, raw in self.table.data.items()]
 
     def put(self, partition: int, key: str, value: Any) -> None:
         raw = json.dumps(value, separators=(",", ":")).encode()
@@ -119,8 +126,7 @@ class FactIndex:
         self.table, self.prefix, self.partition = table, f"{account_id}|", partition
 
     def get(self, key: str) -> Any:
-        raw = self.table.table.data.get(self.prefix + key)
-        return None if raw is None else (json.loads(raw) if isinstance(raw, bytes | str) else raw)
+        return self.table.get(self.prefix + key)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.table.put(self.partition, self.prefix + key, value)
@@ -131,8 +137,8 @@ class Announcements:
     """Event ids already on herald.compliance, per partition: read from Kafka itself before a partition is
     processed, so whatever local state was lost in a crash, nothing announced is announced twice."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self._bootstrap, self._topic = bootstrap_servers, topic
+    def __init__(self, settings: HeraldSettings) -> None:
+        self._settings = settings
         self._ids: dict[int, set[str]] = {}
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -147,25 +153,15 @@ class Announcements:
             return self._ids[partition]
 
     async def _read(self, partition: int) -> set[str]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
-                                    isolation_level="read_committed", client_id="herald-compliance-announcements")
-        await consumer.start()
-        try:
-            tp = TopicPartition(self._topic, partition)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            ids: set[str] = set()
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-                for record in batch.get(tp, []):
-                    try:
-                        ids.add(str(json.loads(record.value)["event_id"]))
-                    except (ValueError, KeyError, TypeError):
-                        continue  # not ours to judge: the topic's own consumers dead-letter it
-            return ids
-        finally:
-            await consumer.stop()
+        ids: set[str] = set()
+        topic = self._settings.topics("herald.compliance")
+        async for records in read_from_start(self._settings, [topic], partitions=[partition], batch_size=5000):
+            for record in records:
+                try:
+                    ids.add(str(json.loads(record.value)["event_id"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # not ours to judge: the topic's own consumers dead-letter it
+        return ids
 
 
 @dataclass(frozen=True)
@@ -189,29 +185,33 @@ class Processor:
         self._base = {topics(t): t for t in INPUT_TOPICS}
         self.assigned_at: float | None = None
 
-    async def handle(self, events: Sequence[Any]) -> None:  # faust events of one partition
+    async def handle(self, events: Sequence[Any]) -> None:
+        """One batch of faust events, from any input partitions; each partition's share is applied with that
+        partition's announcements and written to that partition of the changelogs."""
         if not events:
             return
         started = time.perf_counter()
         if self.assigned_at is not None:
             metrics.RECOVERY_SECONDS.set(time.monotonic() - self.assigned_at)
             self.assigned_at = None
-        partition = events[0].message.partition
-        announced = await self.announcements.ready(partition)
-        by_account: dict[str, list[Parsed]] = defaultdict(list)
+        by_partition: dict[int, dict[str, list[Parsed]]] = defaultdict(lambda: defaultdict(list))
+        last: dict[tuple[str, int], int] = {}
         for item in events:
-            parsed = await self._parse(item.message)
+            message = item.message
+            last[(message.topic, message.partition)] = message.offset
+            parsed = await self._parse(message)
             if parsed is not None:
-                by_account[parsed.event.account_id].append(parsed)
-        for account_id, items in by_account.items():
-            await self._apply_account(account_id, partition, items, announced)
+                by_partition[message.partition][parsed.event.account_id].append(parsed)
+        for partition, by_account in by_partition.items():
+            announced = await self.announcements.ready(partition)
+            for account_id, items in by_account.items():
+                await self._apply_account(account_id, partition, items, announced)
         for table in (self.facts, self.lists, self.accounts):
             await table.durable()  # before faust may acknowledge (and commit) this batch
-        last = events[-1].message
-        tp = TopicPartition(last.topic, last.partition)
-        highwater = self._highwater(tp)
-        if highwater is not None:
-            metrics.LAG_MESSAGES.labels(last.topic, str(last.partition)).set(max(0, highwater - last.offset - 1))
+        for (topic, partition), offset in last.items():
+            highwater = self._highwater(TopicPartition(topic, partition))
+            if highwater is not None:
+                metrics.LAG_MESSAGES.labels(topic, str(partition)).set(max(0, highwater - offset - 1))
         metrics.DEDUPE_ENTRIES.set(len(self.facts))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
@@ -376,16 +376,16 @@ class Processor:
                 delay = min(delay * 2, 5.0)
         announced.add(str(event.event_id))
 
-    def sweep_facts(self, horizon_seconds: int, now: float) -> int:
+    async def sweep_facts(self, horizon_seconds: int, now: float) -> int:
         """Forget facts older than the dedupe horizon (the longest window); returns how many."""
         oldest = now - horizon_seconds
         expired = []
-        for key, raw in list(self.facts.table.data.items()):
-            marker = raw if isinstance(raw, list) else json.loads(raw)
+        for key, marker in self.facts.items():
             if marker[2] < oldest:
                 expired.append((int(marker[0].rsplit(":", 1)[1]), key))
         for partition, key in expired:
             self.facts.delete(partition, key)
+        await self.facts.durable()
         return len(expired)
 
 

@@ -1,0 +1,63 @@
+"""One-off sending (PRODUCT.md, "Lists and subscribers"): a list deleted soon after a send, then a new list with
+mostly the same addresses."""
+
+from __future__ import annotations
+
+import hashlib
+
+from herald_compliance.domain import ListRecord, Policy, default_rules, deleted_soon_after_send, one_off_sending
+
+POLICY = Policy(default_rules())
+DAY = 86400
+
+
+def digest(i: int) -> str:
+    return hashlib.sha256(f"person{i}@example.com".encode()).hexdigest()
+
+
+def members(ids: range) -> ListRecord:
+    record = ListRecord()
+    for i in ids:
+        record.add_member(digest(i))
+    return record
+
+
+def test_sketch_is_exact_below_its_size_and_adding_twice_changes_nothing() -> None:
+    record = members(range(100))
+    again = members(range(100))
+    for i in range(100):
+        again.add_member(digest(i))
+    assert record.members() == again.members() == 100 and record.sketch == again.sketch
+
+
+def test_sketch_estimates_large_lists_within_a_few_percent() -> None:
+    record = members(range(20_000))
+    assert len(record.sketch) == 256 and abs(record.members() - 20_000) / 20_000 < 0.2
+
+
+def _old_list() -> ListRecord:
+    old = members(range(1_000))
+    old.created_at, old.last_sent_at, old.deleted_at, old.members_at_deletion = 0, 10 * DAY, 11 * DAY, 1_000
+    return old
+
+
+def test_list_deleted_after_a_send_then_recreated_with_the_same_addresses_is_flagged() -> None:
+    old = _old_list()
+    assert deleted_soon_after_send(old, POLICY)
+    new = members(range(50, 1_050))  # 95% of the old addresses
+    new.created_at = 12 * DAY
+    found = one_off_sending("acc-1", "new", new, {"old": [11 * DAY, 10 * DAY]}, lambda _: old, POLICY)
+    assert [(f.deleted_list_id, f.new_list_id) for f in found] == [("old", "new")]
+    assert 0.85 < found[0].shared <= 1.0
+    new.flagged.append("old")  # once per pair
+    assert one_off_sending("acc-1", "new", new, {"old": [11 * DAY, 10 * DAY]}, lambda _: old, POLICY) == []
+
+
+def test_a_different_audience_or_a_list_kept_long_after_its_send_is_not_flagged() -> None:
+    old = _old_list()
+    different = members(range(500, 1_500))  # half the old addresses
+    different.created_at = 12 * DAY
+    assert one_off_sending("acc-1", "new", different, {"old": [11 * DAY, 10 * DAY]}, lambda _: old, POLICY) == []
+    kept = _old_list()
+    kept.deleted_at = 40 * DAY  # deleted a month after its last send: a list retired, not a one-off
+    assert not deleted_soon_after_send(kept, POLICY)
