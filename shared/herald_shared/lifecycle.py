@@ -1,11 +1,13 @@
 """A service process: entry point, HTTP server, and graceful shutdown (SIGTERM and SIGINT call the
-service's stop callbacks once)."""
+service's stop callbacks once; SIGUSR1 logs every asyncio task's stack)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import sys
+import traceback
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -34,7 +36,32 @@ def on_shutdown_signal(*callbacks: Callable[[], None]) -> asyncio.Event:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, handle, sig.name)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     return stopping
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: log where every asyncio task (of every loop in the process) and every thread is waiting, for a
+    worker that seems stuck."""
+    tasks = [t for t in list(getattr(asyncio.tasks, "_all_tasks", ())) if not t.done()] or list(asyncio.all_tasks())
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        log.warning("task %s:\n%s", task.get_name(), "".join(_awaiting(task.get_coro())))
+    for ident, frame in sys._current_frames().items():
+        log.warning("thread %s:\n%s", ident, "".join(traceback.format_stack(frame, limit=15)))
+    log.warning("tasks dumped", extra={"tasks": len(tasks)})
+
+
+def _awaiting(coro: object) -> list[str]:
+    """The chain of awaits of a suspended coroutine, outermost first, down to the future it waits on."""
+    lines: list[str] = []
+    while coro is not None and len(lines) < 40:
+        frame = next((f for a in ("cr_frame", "ag_frame", "gi_frame") if (f := getattr(coro, a, None))), None)
+        if frame is None:
+            lines.append(f"  awaiting {coro!r}\n"[:400])
+            break
+        lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n")
+        coro = next((c for a in ("cr_await", "ag_await", "gi_yieldfrom") if (c := getattr(coro, a, None))), None)
+    return lines
 
 
 class Service(Protocol):
