@@ -20,10 +20,11 @@ from herald_shared.apikeys import verify_secret
 from herald_shared.contract.compliance import AccountReinstated, AccountReinstatedPayload
 from herald_shared.contract.envelope import Identifier, ShortText
 from herald_shared.http import add_health_routes, problem
-from herald_shared.kafka import DeadLetters, EventPublisher, ensure_topics, make_producer
+from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, ensure_topics, make_producer
 from herald_shared.lifecycle import run_service
 from herald_shared.settings import HeraldSettings
 
+from .continuity import Continuity
 from .domain import AccountState, Policy, default_rules
 from .processor import (
     INPUT_TOPICS,
@@ -65,6 +66,9 @@ class ComplianceSettings(HeraldSettings):
     session_timeout: float = Field(default=10.0, ge=6, alias="HERALD_COMPLIANCE_SESSION_TIMEOUT_SECONDS",
                                    description="How long a vanished worker keeps its partitions before another "
                                                "takes them over.")
+    stall_seconds: float = Field(default=5.0, gt=0, alias="HERALD_COMPLIANCE_STALL_SECONDS",
+                                 description="A partition with records past the last one processed and nothing "
+                                             "delivered for this long is read straight from Kafka.")
     staff_tokens: str = Field(default="", alias="HERALD_STAFF_TOKENS",
                               description="Staff who may read rates and reinstate: 'name=scrypt-hash,...' "
                                           "(hashes from herald_shared.apikeys.hash_secret).")
@@ -131,9 +135,10 @@ class Compliance:
                                                        help="Lists: created, sent to, deleted; member sketch."),
                                       self.producer)
         self.announcements = Announcements(settings)
+        self.continuity = Continuity(settings, self.faust.conf.id)
         self.processor = Processor(self.policy, topics, self.accounts, self.facts, self.lists, self.announcements,
                                    self.publisher, DeadLetters(self.producer, f"{settings.topic_prefix}{SERVICE}"),
-                                   self._highwater)
+                                   self._highwater, self.continuity)
         source = self.faust.topic(*(topics(t) for t in INPUT_TOPICS), key_type=bytes, value_type=bytes,
                                   key_serializer="raw", value_serializer="raw", partitions=PARTITIONS)
         self.faust.agent(source, name="compliance")(self._agent)
@@ -144,6 +149,7 @@ class Compliance:
         self._routes()
         add_health_routes(self.app, {"kafka": self._ready})
         self._sweeper: asyncio.Task[None] | None = None
+        self._catcher: asyncio.Task[None] | None = None
         self._started = False
         self.failed: str | None = None
         self.on_failure: Callable[[], None] | None = None
@@ -163,10 +169,10 @@ class Compliance:
 
     async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         self.processor.assigned_at = time.monotonic()
+        await self.processor.assigned(args[0] if args else kwargs.get("assigned", ()))
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        revoked = args[0] if args else kwargs.get("revoked", ())
-        self.announcements.forget(sorted({tp.partition for tp in revoked}))
+        await self.processor.revoked(args[0] if args else kwargs.get("revoked", ()))
 
     def _highwater(self, tp: Any) -> int | None:
         try:
@@ -174,6 +180,20 @@ class Compliance:
         except Exception:  # no fetch for this partition yet
             return None
         return int(value) if value is not None else None
+
+    async def _catch_up(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.stall_seconds / 2)
+            if self.faust.in_recovery or not self.faust.consumer.assignment():
+                continue  # the stream is not expected to deliver yet
+            try:
+                await self.processor.catch_up(self.settings.stall_seconds)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("catching up failed; trying again", extra={"error": repr(exc)})
+            except Exception:
+                log.critical("catching up failed; exiting", exc_info=True)
+                logging.shutdown()
+                os._exit(70)
 
     async def _sweep(self) -> None:
         while True:
@@ -192,15 +212,18 @@ class Compliance:
         await self.producer.start()
         await self.faust.start()
         self._sweeper = asyncio.create_task(self._sweep(), name="sweep-facts")
+        self._catcher = asyncio.create_task(self._catch_up(), name="catch-up")
         self._started = True
 
     def request_stop(self) -> None:
         log.info("stopping")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._catcher):
+            if task is not None:
+                task.cancel()
         await self.faust.stop()
+        await self.continuity.stop()
         await self.producer.stop()
 
     # --- HTTP ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The stream processor: a faust agent per input partition counts facts into changelog-backed tables, and
+"""The stream processor: one faust agent over the input topics counts facts into changelog-backed tables, and
 announces warnings, suspensions and one-off sending on herald.compliance exactly once.
 
 Exactly once, over at-least-once processing:
@@ -7,7 +7,8 @@ Exactly once, over at-least-once processing:
 - a fact (a message sent, bounced, complained about; an unsubscribe) is counted once however often it is
   published: the `facts` table remembers where each was first seen;
 - announcements have deterministic ids, and the output partition is read before a partition is processed, so
-  an announcement that reached Kafka before a crash is never repeated (and one that did not is made again).
+  an announcement that reached Kafka before a crash is never repeated (and one that did not is made again);
+- no record is skipped: what faust's stream drops on a rebalance is read from Kafka (continuity.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -43,6 +44,7 @@ from herald_shared.settings import HeraldSettings
 from herald_shared.topics import TopicNames
 
 from . import metrics
+from .continuity import Continuity, Fetch, reconcile
 from .domain import (
     AccountState,
     Breach,
@@ -63,6 +65,7 @@ from .domain import (
 log = logging.getLogger(__name__)
 SERVICE = "compliance"
 INPUT_TOPICS = ("herald.delivery", "herald.subscriptions", "herald.campaigns", "herald.compliance")
+CATCH_UP_RECORDS = 5000  # per partition and round of the stall check: memory stays bounded on a long backlog
 PARTITIONS = 6  # every input topic has 6 partitions (herald_shared.topics): co-partitioned by account
 
 
@@ -177,43 +180,109 @@ class Processor:
 
     def __init__(self, policy: Policy, topics: TopicNames, accounts: PartitionedTable, facts: PartitionedTable,
                  lists: PartitionedTable, announcements: Announcements, publisher: EventPublisher,
-                 dead_letters: DeadLetters, highwater: Callable[[TopicPartition], int | None]) -> None:
+                 dead_letters: DeadLetters, highwater: Callable[[TopicPartition], int | None],
+                 continuity: Continuity) -> None:
         self.policy, self.topics = policy, topics
         self.accounts, self.facts, self.lists = accounts, facts, lists
         self.announcements, self.publisher, self.dead_letters = announcements, publisher, dead_letters
         self._highwater = highwater
         self._base = {topics(t): t for t in INPUT_TOPICS}
+        self.continuity = continuity
         self.assigned_at: float | None = None
+        self._lock = asyncio.Lock()  # a batch, a catch-up and an assignment never interleave
 
     async def handle(self, events: Sequence[Any]) -> None:
         """One batch of faust events, from any input partitions; each partition's share is applied with that
         partition's announcements and written to that partition of the changelogs."""
         if not events:
             return
-        started = time.perf_counter()
         if self.assigned_at is not None:
             metrics.RECOVERY_SECONDS.set(time.monotonic() - self.assigned_at)
             self.assigned_at = None
+        async with self._lock:
+            await self._apply_records([event.message for event in events])
+
+    async def assigned(self, tps: Iterable[Any]) -> None:
+        """Partitions given to this worker: expect their committed offsets."""
+        inputs = [tp for tp in tps if tp.topic in self._base]
+        async with self._lock:
+            for attempt in range(5):
+                try:
+                    await self.continuity.assign(inputs)
+                    return
+                except TRANSIENT_ERRORS as exc:
+                    log.warning("reading committed offsets failed", extra={"error": repr(exc), "attempt": attempt})
+                    await asyncio.sleep(0.5 * 2 ** attempt)
+            log.error("committed offsets unknown: the stream is trusted on these partitions until reassigned",
+                      extra={"partitions": len(inputs)})
+
+    async def revoked(self, tps: Iterable[Any]) -> None:
+        """Partitions taken away (after the batch in progress, if any)."""
+        tps = list(tps)
+        async with self._lock:
+            self.continuity.forget(tps)
+            self.announcements.forget(sorted({tp.partition for tp in tps if tp.topic in self._base}))
+
+    async def catch_up(self, stalled_after: float) -> int:
+        """Read straight from Kafka what an owned partition holds past the expected offset when nothing has come
+        for `stalled_after` seconds (faust lost its tail); returns how many records were read."""
+        async with self._lock:
+            records = []
+            for tp, (start, end) in (await self.continuity.stalled(stalled_after)).items():
+                records.extend(await self.continuity.read(tp, start, min(end, start + CATCH_UP_RECORDS)))
+            if records:
+                log.warning("read records the stream did not deliver", extra={"records": len(records),
+                                                                              "reason": "stalled"})
+                metrics.REFETCHED.labels("stalled").inc(len(records))
+                await self._apply_records(records)
+            return len(records)
+
+    async def _apply_records(self, records: Sequence[Any]) -> None:
+        started = time.perf_counter()
+        by_tp: dict[TopicPartition, list[Any]] = defaultdict(list)
+        for record in records:
+            by_tp[TopicPartition(record.topic, record.partition)].append(record)
+        ordered: list[Any] = []
+        for tp, share in by_tp.items():
+            ordered.extend(await self._contiguous(tp, share))
         by_partition: dict[int, dict[str, list[Parsed]]] = defaultdict(lambda: defaultdict(list))
-        last: dict[tuple[str, int], int] = {}
-        for item in events:
-            message = item.message
-            last[(message.topic, message.partition)] = message.offset
-            parsed = await self._parse(message)
+        for record in ordered:
+            parsed = await self._parse(record)
             if parsed is not None:
-                by_partition[message.partition][parsed.event.account_id].append(parsed)
+                by_partition[record.partition][parsed.event.account_id].append(parsed)
         for partition, by_account in by_partition.items():
             announced = await self.announcements.ready(partition)
             for account_id, items in by_account.items():
                 await self._apply_account(account_id, partition, items, announced)
         for table in (self.facts, self.lists, self.accounts):
             await table.durable()  # before faust may acknowledge (and commit) this batch
-        for (topic, partition), offset in last.items():
-            highwater = self._highwater(TopicPartition(topic, partition))
+        for tp, share in by_tp.items():
+            highwater = self._highwater(tp)
             if highwater is not None:
-                metrics.LAG_MESSAGES.labels(topic, str(partition)).set(max(0, highwater - offset - 1))
+                metrics.LAG_MESSAGES.labels(tp.topic, str(tp.partition)).set(max(0, highwater - share[-1].offset - 1))
         metrics.DEDUPE_ENTRIES.set(len(self.facts))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _contiguous(self, tp: TopicPartition, share: list[Any]) -> list[Any]:
+        """The partition's records in order with nothing skipped: holes are read from Kafka, and what was
+        already processed since the partition was assigned is dropped."""
+        expected = self.continuity.expected.get(tp)
+        if expected is None:  # assigned before this worker tracked it: trust the stream
+            return share
+        plan, after = reconcile(expected, [record.offset for record in share])
+        records: list[Any] = []
+        for step in plan:
+            if isinstance(step, Fetch):
+                missing = await self.continuity.read(tp, step.start, step.end)
+                log.warning("read records the stream skipped", extra={
+                    "topic": tp.topic, "partition": tp.partition, "from": step.start, "to": step.end,
+                    "records": len(missing)})
+                metrics.REFETCHED.labels("gap").inc(len(missing))
+                records.extend(missing)
+            else:
+                records.append(share[step.index])
+        self.continuity.advance(tp, after)
+        return records
 
     async def _parse(self, message: Any) -> Parsed | None:
         base = self._base.get(message.topic, message.topic)
