@@ -1,0 +1,86 @@
+"""On the real broker: the unsubscribe rate (from herald.subscriptions, with its campaign) suspends above 1%, and
+one-off sending (a list deleted soon after a send, then a new list with mostly the same addresses) is flagged
+with its evidence. Events are published as the subscriptions and campaigns services publish them."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from herald_compliance.domain import ListRecord
+from herald_shared.contract import Event
+from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded, SubscriberUnsubscribed
+from tests.conftest import eventually
+from tests.samples import campaign_queued
+
+from .conftest import Bus, sent
+from .test_suspension import counts_of
+
+
+def unsubscribed(account_id: str, i: int, source: str = "one_click") -> SubscriberUnsubscribed:
+    return SubscriberUnsubscribed(account_id=account_id, producer="subscriptions", payload={  # type: ignore[arg-type]
+        "list_id": "l1", "subscriber_id": f"s{i}", "source": source, "campaign_id": "c1",
+        "message_id": f"c1-m{i}"})
+
+
+async def test_unsubscribe_rate_above_1_percent_suspends_and_complaint_unsubscribes_do_not_count(
+        start_compliance: Any, bus: Bus) -> None:
+    running = await start_compliance()
+    await bus.publish(*(sent("acc-u1", "c1", i) for i in range(200)))
+    await bus.publish(unsubscribed("acc-u1", 0), unsubscribed("acc-u1", 1))  # 1.00%: not above 1%
+    await bus.publish(unsubscribed("acc-u1", 2, source="complaint"))  # counted as the complaint, not here
+    await eventually(lambda: running.rates("acc-u1"), lambda r: counts_of(r, "c1") == {
+        "sent": 200, "hard_bounces": 0, "complaints": 0, "unsubscribes": 2}, what="two unsubscribes counted")
+    assert await bus.compliance_events("AccountSuspended") == []
+    warned = await bus.compliance_events("AccountWarned")
+    assert {(w["payload"]["metric"], w["payload"]["warning_level"]) for w in warned} == {("unsubscribe_rate", 0.005)}
+
+    await bus.publish(unsubscribed("acc-u1", 3))  # 1.5%
+    suspended = await eventually(lambda: bus.compliance_events("AccountSuspended"), lambda e: len(e) == 1,
+                                 what="AccountSuspended for unsubscribes")
+    payload = suspended[0]["payload"]
+    assert payload["metric"] == "unsubscribe_rate" and payload["value"] == 0.015 and payload["threshold"] == 0.01
+    assert payload["counts"] == {"sent": 200, "hard_bounces": 0, "complaints": 0, "unsubscribes": 3}
+
+
+def new_list(account_id: str, list_id: str, addresses: range) -> list[Event]:
+    events: list[Event] = [ListCreated(account_id=account_id, producer="subscriptions",  # type: ignore[arg-type]
+                                       payload={"list_id": list_id, "name": list_id, "opt_in": "single"})]
+    for i in addresses:
+        address = f"person{i}@example.com"
+        events.append(SubscriberAdded(account_id=account_id, producer="subscriptions", payload={  # type: ignore[arg-type]
+            "list_id": list_id, "subscriber_id": f"{list_id}-s{i}", "email": address,
+            "email_sha256": hashlib.sha256(address.encode()).hexdigest(), "opt_in": "single",
+            "consent": {"source": "import", "collected_at": "2026-11-01T00:00:00Z", "method": "test"}}))
+    return events
+
+
+async def test_list_deleted_after_a_send_then_recreated_is_flagged_as_one_off_sending(start_compliance: Any,
+                                                                                      bus: Bus) -> None:
+    running = await start_compliance()
+    lists = running.service.lists
+    await bus.publish(*new_list("acc-o1", "bought", range(100)))
+    await bus.publish(campaign_queued("acc-o1", "blast", list_id="bought"))
+    await bus.publish(ListDeleted(account_id="acc-o1", producer="subscriptions",  # type: ignore[arg-type]
+                                  payload={"list_id": "bought", "members_at_deletion": 100}))
+    await eventually(lambda: _async(ListRecord.from_json(lists.get("acc-o1|bought"))),
+                     lambda r: r.deleted_at is not None and r.last_sent_at is not None,
+                     what="the send and the deletion seen")
+    assert await bus.compliance_events("AccountWarned") == []
+
+    await bus.publish(*new_list("acc-o1", "unrelated", range(1000, 1050)))  # other people: nothing to flag
+    await bus.publish(*new_list("acc-o1", "again", range(5, 100)))  # 95 of the 100 deleted addresses
+    warned = await eventually(lambda: bus.compliance_events("AccountWarned"), lambda e: len(e) >= 1,
+                              what="one-off sending flagged")
+    assert len(warned) == 1 and warned[0]["account_id"] == "acc-o1"
+    payload = warned[0]["payload"]
+    assert payload["metric"] == "one_off_sending"
+    evidence = payload["evidence"]
+    assert evidence["deleted_list_id"] == "bought" and evidence["new_list_id"] == "again"
+    assert evidence["deleted_list_members"] == 100 and evidence["new_list_members"] == 95
+    assert evidence["shared_fraction"] >= 0.9
+    assert evidence["deleted_at"] and evidence["deleted_list_last_sent_at"] and evidence["new_list_created_at"]
+
+
+async def _async(value: Any) -> Any:
+    return value
