@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from fastapi import FastAPI, Request
@@ -163,9 +163,7 @@ class Compliance:
             except Exception:
                 # A bug, not bad input (that is dead-lettered). faust would acknowledge the batch on the way out
                 # and could commit it unprocessed; leaving at once keeps it for the next start to redo.
-                log.critical("batch failed; exiting without committing it", exc_info=True)
-                logging.shutdown()
-                os._exit(70)
+                _exit_at_once("batch failed; exiting without committing it")
 
     async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         self.processor.assigned_at = time.monotonic()
@@ -191,14 +189,16 @@ class Compliance:
             except TRANSIENT_ERRORS as exc:
                 log.warning("catching up failed; trying again", extra={"error": repr(exc)})
             except Exception:
-                log.critical("catching up failed; exiting", exc_info=True)
-                logging.shutdown()
-                os._exit(70)
+                _exit_at_once("catching up failed; exiting")
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(600)
-            removed = await self.processor.sweep_facts(self.policy.longest_window_seconds, time.time())
+            try:
+                removed = await self.processor.sweep_facts(self.policy.longest_window_seconds, time.time())
+            except TRANSIENT_ERRORS as exc:  # the deletions are written next time
+                log.warning("forgetting expired facts failed", extra={"error": repr(exc)})
+                continue
             if removed:
                 log.info("forgot expired facts", extra={"removed": removed})
 
@@ -270,6 +270,13 @@ class Compliance:
         @app.exception_handler(RequestValidationError)
         async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
             return problem(422, "invalid_request", "; ".join(str(e["msg"]) for e in exc.errors()[:5]))
+
+
+def _exit_at_once(why: str) -> NoReturn:
+    """Leave without faust's shutdown (which acknowledges what is in hand): the next start redoes it."""
+    log.critical(why, exc_info=True)
+    logging.shutdown()
+    os._exit(70)
 
 
 def main() -> None:

@@ -189,7 +189,7 @@ class Processor:
         self._base = {topics(t): t for t in INPUT_TOPICS}
         self.continuity = continuity
         self.assigned_at: float | None = None
-        self._lock = asyncio.Lock()  # a batch, a catch-up and an assignment never interleave
+        self._lock = asyncio.Lock()  # batches, catch-ups, sweeps, assignments and revocations never interleave
 
     async def handle(self, events: Sequence[Any]) -> None:
         """One batch of faust events, from any input partitions; each partition's share is applied with that
@@ -448,13 +448,14 @@ class Processor:
     async def sweep_facts(self, horizon_seconds: int, now: float) -> int:
         """Forget facts older than the dedupe horizon (the longest window); returns how many."""
         oldest = now - horizon_seconds
-        expired = []
-        for key, marker in self.facts.items():
-            if marker[2] < oldest:
-                expired.append((int(marker[0].rsplit(":", 1)[1]), key))
-        for partition, key in expired:
-            self.facts.delete(partition, key)
-        await self.facts.durable()
+        async with self._lock:  # not between a batch's fact claims and its durable() write
+            expired = []
+            for key, marker in self.facts.items():
+                if marker[2] < oldest:
+                    expired.append((int(marker[0].rsplit(":", 1)[1]), key))
+            for partition, key in expired:
+                self.facts.delete(partition, key)
+            await self.facts.durable()
         return len(expired)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from herald_shared.kafka import DLQ_REASON
@@ -108,3 +109,16 @@ async def test_malformed_event_goes_to_the_dead_letter_topic_and_processing_cont
     assert reasons[b"{not json"].startswith("not JSON")
     assert reasons[b'{"type": "MessageSent", "account_id": "acc-4"}'].startswith("invalid")
     assert "not the event's account_id" in reasons[wrong_key.model_dump_json().encode()]
+
+
+async def test_facts_older_than_the_longest_window_are_forgotten(start_compliance: Any, bus: Bus) -> None:
+    running = await start_compliance()
+    await bus.publish(*(sent("acc-5", "c1", i) for i in range(10)))
+    await eventually(lambda: running.rates("acc-5"), lambda r: (counts_of(r, "c1") or {}).get("sent") == 10,
+                     what="sends counted")
+    processor, facts = running.service.processor, running.service.facts
+    assert await processor.sweep_facts(3600, time.time()) == 0  # an hour's horizon keeps them
+    assert len(facts) == 10
+    assert await processor.sweep_facts(0, time.time() + 60) == 10  # a minute later, a zero horizon forgets all
+    assert len(facts) == 0
+    assert (counts_of(await running.rates("acc-5"), "c1") or {}).get("sent") == 10  # counts stay
