@@ -17,6 +17,9 @@ from herald_shared.contract.subscriptions import SubscriberUnsubscribed
 RateMetric = Literal["hard_bounce_rate", "abuse_rate", "unsubscribe_rate"]
 FactKind = Literal["sent", "hard_bounce", "complaint", "unsubscribe"]
 KINDS: tuple[FactKind, ...] = ("sent", "hard_bounce", "complaint", "unsubscribe")
+# Unsubscribes the recipient made. Not counted: one caused by a complaint (already counted as the complaint) and
+# one the customer made through the API (list hygiene, e.g. opt-outs synced from a CRM, must not count against it).
+RECIPIENT_UNSUBSCRIBES = frozenset({"one_click", "unsubscribe_page", "preference_page", "mailto"})
 _IDS = uuid.UUID("6f1d3c52-4b8e-4a57-9d0e-2f6c1b7a9e13")
 
 
@@ -56,8 +59,7 @@ def facts_of(event: Event) -> list[Fact]:
             return facts
         case ComplaintReceived(payload=p) if p.feedback_type != "not-spam":
             return [Fact("complaint", f"c:{p.message_id}", at, p.campaign_id)]
-        case SubscriberUnsubscribed(payload=p) if p.source != "complaint":
-            # An unsubscribe caused by a complaint is already counted as the complaint.
+        case SubscriberUnsubscribed(payload=p) if p.source in RECIPIENT_UNSUBSCRIBES:
             return [Fact("unsubscribe", f"u:{p.list_id}:{p.subscriber_id}", at, p.campaign_id)]
     return []
 

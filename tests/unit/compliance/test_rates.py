@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from fractions import Fraction
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herald_compliance.domain import (
+    RECIPIENT_UNSUBSCRIBES,
     AccountState,
     Counts,
     Fact,
@@ -22,7 +23,7 @@ from herald_compliance.domain import (
     suspension_id,
 )
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, MessageSent
-from herald_shared.contract.subscriptions import SubscriberUnsubscribed
+from herald_shared.contract.subscriptions import SubscriberUnsubscribed, SubscriberUnsubscribedPayload
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 AT = int(T0.timestamp())
@@ -177,11 +178,24 @@ def test_what_each_event_counts_for() -> None:
         "list_id": "l1", "subscriber_id": "s1", "source": "one_click", "campaign_id": "c1"})
     by_complaint = SubscriberUnsubscribed(**{**env, "producer": "subscriptions"}, payload={
         "list_id": "l1", "subscriber_id": "s1", "source": "complaint", "campaign_id": "c1"})
+    by_customer = SubscriberUnsubscribed(**{**env, "producer": "subscriptions"}, payload={
+        "list_id": "l1", "subscriber_id": "s2", "source": "api"})
     kinds = {name: [f.kind for f in facts_of(e)] for name, e in [
         ("sent", sent), ("rejected", rejected), ("dsn", dsn), ("soft", soft), ("complaint", complaint),
-        ("not_spam", not_spam), ("unsub", unsub), ("by_complaint", by_complaint)]}
+        ("not_spam", not_spam), ("unsub", unsub), ("by_complaint", by_complaint), ("by_customer", by_customer)]}
     assert kinds == {"sent": ["sent"], "rejected": ["sent", "hard_bounce"], "dsn": ["hard_bounce"], "soft": [],
-                     "complaint": ["complaint"], "not_spam": [], "unsub": ["unsubscribe"], "by_complaint": []}
+                     "complaint": ["complaint"], "not_spam": [], "unsub": ["unsubscribe"], "by_complaint": [],
+                     "by_customer": []}
+
+
+def test_every_recipient_unsubscribe_source_counts() -> None:
+    """The unsubscribe rate counts what recipients did, through every way they have (PRODUCT.md, "Every message")."""
+    env: dict[str, Any] = {"account_id": "acc-1", "producer": "subscriptions", "occurred_at": T0}
+    sources = set(get_args(SubscriberUnsubscribedPayload.model_fields["source"].annotation))
+    assert sources - RECIPIENT_UNSUBSCRIBES == {"complaint", "api"}  # a new source must be decided here
+    for source in sorted(RECIPIENT_UNSUBSCRIBES):
+        event = SubscriberUnsubscribed(**env, payload={"list_id": "l1", "subscriber_id": "s1", "source": source})
+        assert [f.kind for f in facts_of(event)] == ["unsubscribe"], source
 
 
 def test_policy_refuses_a_hard_bounce_threshold_outside_the_terms_band() -> None:
