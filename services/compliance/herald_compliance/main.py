@@ -24,6 +24,7 @@ from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, e
 from herald_shared.lifecycle import run_service
 from herald_shared.settings import HeraldSettings
 
+from . import metrics
 from .continuity import Continuity
 from .domain import AccountState, Policy, default_rules
 from .processor import (
@@ -144,6 +145,8 @@ class Compliance:
         self.faust.agent(source, name="compliance")(self._agent)
         self.faust.on_partitions_assigned.connect(self._on_assigned)
         self.faust.on_partitions_revoked.connect(self._on_revoked)
+        self.faust.on_rebalance_complete.connect(self._on_recovered)
+        self._assigned_at: float | None = None
         self.app = FastAPI(title="Herald compliance", version="1.0.0",
                            description="Staff API of the compliance processor: per-account rates, reinstatement.")
         self._routes()
@@ -166,8 +169,13 @@ class Compliance:
                 _exit_at_once("batch failed; exiting without committing it")
 
     async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        self.processor.assigned_at = time.monotonic()
+        self._assigned_at = time.monotonic()
         await self.processor.assigned(args[0] if args else kwargs.get("assigned", ()))
+
+    async def _on_recovered(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        if self._assigned_at is not None:  # faust sends this when the tables are recovered (or needed nothing)
+            metrics.RECOVERY_SECONDS.set(time.monotonic() - self._assigned_at)
+            self._assigned_at = None
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         await self.processor.revoked(args[0] if args else kwargs.get("revoked", ()))

@@ -188,7 +188,6 @@ class Processor:
         self._highwater = highwater
         self._base = {topics(t): t for t in INPUT_TOPICS}
         self.continuity = continuity
-        self.assigned_at: float | None = None
         self._lock = asyncio.Lock()  # batches, catch-ups, sweeps, assignments and revocations never interleave
 
     async def handle(self, events: Sequence[Any]) -> None:
@@ -196,9 +195,6 @@ class Processor:
         partition's announcements and written to that partition of the changelogs."""
         if not events:
             return
-        if self.assigned_at is not None:
-            metrics.RECOVERY_SECONDS.set(time.monotonic() - self.assigned_at)
-            self.assigned_at = None
         async with self._lock:
             await self._apply_records([event.message for event in events])
 

@@ -126,6 +126,9 @@ async def test_sigkill_mid_stream_then_restart_gives_exact_counts_and_no_duplica
             warned = await bus.compliance_events("AccountWarned")
             assert len({e["event_id"] for e in warned}) == len(warned)
             assert {e["account_id"] for e in warned} >= {"acc-k1"}
+            recovered = [line for line in (await http.get("/metrics")).text.splitlines()
+                         if line.startswith("herald_compliance_table_recovery_seconds ")]
+            assert recovered and float(recovered[0].split()[1]) > 0  # the restart recovered the tables, timed
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
