@@ -25,7 +25,6 @@ from herald_shared.contract import Event, serialize_event
 from herald_shared.contract.delivery import MessageBounced, MessageSent
 from herald_shared.kafka import ensure_topics, make_producer, partition_ids
 from herald_shared.settings import HeraldSettings
-from tests.conftest import eventually
 
 
 def sent(account: str, i: int) -> MessageSent:
@@ -89,11 +88,20 @@ async def main(events: int, breaches: int) -> None:
     before = counted()
     await service.start()
     started = time.perf_counter()
-    await eventually(lambda: asyncio.sleep(0, counted() - before), lambda n: n >= events, within=600,
-                     what="every event processed")
-    processor = events / (time.perf_counter() - started)
-    print(f"throughput: plain aiokafka consumer {baseline:,.0f} events/s; processor {processor:,.0f} events/s "
-          f"= {processor / baseline:.3f} x (including the consumer group join and table recovery)")
+    first: float | None = None  # when the first event was processed: the group has joined, the tables recovered
+    deadline = started + 600
+    while (done := counted() - before) < events:
+        if first is None and done > 0:
+            first, first_done = time.perf_counter(), done
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"only {done:.0f} of {events} events processed in 600 s")
+        await asyncio.sleep(0.01)
+    finished = time.perf_counter()
+    overall = events / (finished - started)
+    steady = (events - first_done) / (finished - first) if first is not None and finished > first else overall
+    print(f"throughput: plain aiokafka consumer {baseline:,.0f} events/s; processor {overall:,.0f} events/s "
+          f"= {overall / baseline:.3f} x including the group join and table recovery "
+          f"({(first or finished) - started:.1f} s), {steady:,.0f} events/s = {steady / baseline:.3f} x after it")
 
     # latency: breaching accounts among a steady load of other accounts' sends
     print(f"latency: {breaches} accounts breach one after another under a steady load ...")

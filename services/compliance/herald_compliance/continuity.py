@@ -127,12 +127,15 @@ class Continuity:
                 raise KafkaError(f"{tp.topic}:{tp.partition} gave nothing past offset {position} (reading to {end})")
         return records
 
+    async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict(await (await self._consumer()).end_offsets(list(tps)))
+
     async def stalled(self, after_seconds: float) -> dict[TopicPartition, tuple[int, int]]:
         """Owned partitions with records past the expected offset and no progress for `after_seconds`."""
         now = time.monotonic()
         quiet = [tp for tp, at in self.progress.items() if now - at >= after_seconds]
         if not quiet:
             return {}
-        ends = await (await self._consumer()).end_offsets(quiet)
+        ends = await self.end_offsets(quiet)
         return {tp: (self.expected[tp], end) for tp, end in ends.items()
                 if tp in self.expected and end > self.expected[tp]}

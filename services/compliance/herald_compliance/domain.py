@@ -40,13 +40,20 @@ class Fact:
     key: str
     at: int  # event time, whole seconds since the epoch
     campaign_id: str | None
+    sent_key: str | None = None  # the key of the "sent" fact of the message this one is about, when known
 
 
-def facts_of(event: Event) -> list[Fact]:
+def facts_of(event: Event, produced_at: int | None = None) -> list[Fact]:
     """What an input event counts for. "Sent" means handed to a receiving server: a message accepted
     (MessageSent) or refused outright (a hard or soft bounce at SMTP time, or one given up after retries),
-    so every bounce has its message in the denominator and a rate never exceeds 100%."""
+    so every bounce has its message in the denominator and a rate never exceeds 100%.
+
+    `produced_at` is the Kafka record's timestamp: an event cannot have happened after it was published, so a
+    producer's clock running ahead cannot move the account's windows into the future (Kafka 4 refuses records
+    stamped more than an hour ahead of the broker, `log.message.timestamp.after.max.ms`)."""
     at = int(event.occurred_at.timestamp())
+    if produced_at is not None:
+        at = min(at, produced_at)
     match event:
         case MessageSent(payload=p):
             return [Fact("sent", f"s:{p.message_id}", at, p.campaign_id)]
@@ -55,12 +62,13 @@ def facts_of(event: Event) -> list[Fact]:
             if p.source in ("smtp_reply", "retry_expired"):
                 facts.append(Fact("sent", f"s:{p.message_id}", at, p.campaign_id))
             if p.bounce_class == "hard":
-                facts.append(Fact("hard_bounce", f"b:{p.message_id}", at, p.campaign_id))
+                facts.append(Fact("hard_bounce", f"b:{p.message_id}", at, p.campaign_id, f"s:{p.message_id}"))
             return facts
         case ComplaintReceived(payload=p) if p.feedback_type != "not-spam":
-            return [Fact("complaint", f"c:{p.message_id}", at, p.campaign_id)]
+            return [Fact("complaint", f"c:{p.message_id}", at, p.campaign_id, f"s:{p.message_id}")]
         case SubscriberUnsubscribed(payload=p) if p.source in RECIPIENT_UNSUBSCRIBES:
-            return [Fact("unsubscribe", f"u:{p.list_id}:{p.subscriber_id}", at, p.campaign_id)]
+            return [Fact("unsubscribe", f"u:{p.list_id}:{p.subscriber_id}", at, p.campaign_id,
+                         f"s:{p.message_id}" if p.message_id else None)]
     return []
 
 
@@ -72,16 +80,24 @@ class FactMarkers(Protocol):
     def __setitem__(self, key: str, value: Any) -> None: ...
 
 
-def claim(index: FactMarkers, fact: Fact, source: str, offset: int) -> bool:
-    """Whether this occurrence of a fact may be counted. The index remembers where each fact was first seen;
-    a replay of that same record (after a crash) may count again (the account state's watermark decides),
-    any other record with the same fact is a duplicate."""
-    marker = [source, offset, fact.at]
+def claim(index: FactMarkers, fact: Fact, source: str, offset: int, epoch: int = 0) -> bool:
+    """Whether this occurrence of a fact may be counted. The index remembers where each fact was first seen
+    (and in which epoch: reinstatements so far); a replay of that same record (after a crash) may count again
+    (the account state's watermark decides), any other record with the same fact is a duplicate."""
     first = index.get(fact.key)
     if first is None:
-        index[fact.key] = marker
+        index[fact.key] = [source, offset, fact.at, epoch]
         return True
-    return list(first[:2]) == marker[:2]
+    return list(first[:2]) == [source, offset]
+
+
+def sent_before(index: FactMarkers, fact: Fact, epoch: int) -> bool:
+    """Whether the message a bounce, complaint or unsubscribe is about was sent before the account's latest
+    reinstatement: such a fact stays in the raw totals but never counts towards a new suspension."""
+    if fact.sent_key is None:
+        return False
+    marker = index.get(fact.sent_key)
+    return marker is not None and (marker[3] if len(marker) > 3 else 0) < epoch
 
 
 # --- counts and rates -------------------------------------------------------------------------------------------
@@ -166,6 +182,11 @@ class Policy:
     def longest_window_seconds(self) -> int:
         return max(self.windows_hours) * 3600
 
+    def too_late(self, fact: Fact, produced_at: int) -> bool:
+        """A fact published more than the longest window after it happened is not counted: its duplicates could
+        no longer be told apart (the dedupe index forgets facts that old), and no window holds it any more."""
+        return produced_at - fact.at > self.longest_window_seconds
+
     def bucket(self, at: int) -> int:
         return at // self.bucket_seconds
 
@@ -212,13 +233,20 @@ class AccountState:
     def mark_applied(self, source: str, offset: int) -> None:
         self.watermarks[source] = max(offset, self.watermarks.get(source, -1))
 
-    def count(self, fact: Fact, policy: Policy) -> None:
+    def count(self, fact: Fact, policy: Policy, *, before_reinstatement: bool = False) -> None:
+        """Count a fact in its hour and its campaign; one `before_reinstatement` goes into the baseline as well,
+        so it shows in the raw totals and never in what the rules judge."""
         self.stream_time = max(self.stream_time, fact.at)
         if fact.at > self.stream_time - policy.longest_window_seconds:
-            self.buckets.setdefault(policy.bucket(fact.at), Counts()).add(fact.kind)
+            bucket = policy.bucket(fact.at)
+            self.buckets.setdefault(bucket, Counts()).add(fact.kind)
+            if before_reinstatement:
+                self.baseline.setdefault(f"b:{bucket}", Counts()).add(fact.kind)
         if fact.campaign_id:
             self.campaigns.setdefault(fact.campaign_id, Counts()).add(fact.kind)
             self.campaign_seen[fact.campaign_id] = max(fact.at, self.campaign_seen.get(fact.campaign_id, 0))
+            if before_reinstatement:
+                self.baseline.setdefault(f"c:{fact.campaign_id}", Counts()).add(fact.kind)
 
     def window_counts(self, hours: int, policy: Policy, *, raw: bool = False) -> Counts:
         newest = policy.bucket(self.stream_time)

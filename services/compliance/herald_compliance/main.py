@@ -14,6 +14,7 @@ import faust
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from faust.types import TP
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from herald_shared.apikeys import verify_secret
@@ -26,7 +27,7 @@ from herald_shared.settings import HeraldSettings
 
 from . import metrics
 from .continuity import Continuity
-from .domain import AccountState, Policy, default_rules
+from .domain import AccountState, Policy, decision_id, default_rules
 from .processor import (
     INPUT_TOPICS,
     PARTITIONS,
@@ -34,6 +35,7 @@ from .processor import (
     Announcements,
     PartitionedTable,
     Processor,
+    account_partition,
     as_fraction,
     rate_report,
 )
@@ -108,6 +110,10 @@ class Unauthorised(Exception):
     pass
 
 
+class NotHeldHere(Exception):
+    pass
+
+
 class Compliance:
     """The wired service: `start()` creates the topics and starts the faust app in this event loop."""
 
@@ -139,7 +145,7 @@ class Compliance:
         self.continuity = Continuity(settings, self.faust.conf.id)
         self.processor = Processor(self.policy, topics, self.accounts, self.facts, self.lists, self.announcements,
                                    self.publisher, DeadLetters(self.producer, f"{settings.topic_prefix}{SERVICE}"),
-                                   self._highwater, self.continuity)
+                                   self._highwater, self.continuity, self._acknowledge)
         source = self.faust.topic(*(topics(t) for t in INPUT_TOPICS), key_type=bytes, value_type=bytes,
                                   key_serializer="raw", value_serializer="raw", partitions=PARTITIONS)
         self.faust.agent(source, name="compliance")(self._agent)
@@ -179,6 +185,12 @@ class Compliance:
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         await self.processor.revoked(args[0] if args else kwargs.get("revoked", ()))
+
+    async def _acknowledge(self, tp: Any, start: int, end: int) -> None:
+        # faust's own mark for offsets it will never see (its _add_gap, used for compacted or transactional logs):
+        # its commits then move past records this processor read from Kafka itself
+        consumer: Any = self.faust.consumer
+        await consumer._add_gap(TP(tp.topic, tp.partition), start, end - 1)
 
     def _highwater(self, tp: Any) -> int | None:
         try:
@@ -244,6 +256,12 @@ class Compliance:
                 return name
         raise Unauthorised
 
+    def _held_here(self, account_id: str) -> None:
+        """Only the worker holding an account's partition answers for it: its tables also hold standby copies of
+        other partitions, which may lag."""
+        if account_partition(account_id) not in self.processor.owned:
+            raise NotHeldHere
+
     def _routes(self) -> None:
         app = self.app
 
@@ -251,6 +269,7 @@ class Compliance:
         async def rates(account_id: Identifier, request: Request) -> JSONResponse:
             staff = self._staff_member(request)
             log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": "rates"})
+            self._held_here(account_id)
             data = self.accounts.get(account_id)
             if data is None:
                 return problem(404, "unknown_account", "No sending outcomes of this account on this worker.")
@@ -260,16 +279,28 @@ class Compliance:
         @app.post("/v1/accounts/{account_id}/reinstatement", status_code=202)
         async def reinstate(account_id: Identifier, body: ReinstateIn, request: Request) -> JSONResponse:
             staff = self._staff_member(request)
+            self._held_here(account_id)
             state = AccountState.from_json(self.accounts.get(account_id))
             if state.suspension is None:
                 return problem(409, "not_suspended", "The account is not suspended.")
-            suspension_id = body.suspension_event_id or state.suspension.get("event_id")
-            event = AccountReinstated(account_id=account_id, producer=SERVICE, payload=AccountReinstatedPayload(
-                reinstated_by=staff, reason=body.reason, suspension_event_id=suspension_id))
+            suspension_id = str(state.suspension["event_id"])
+            if body.suspension_event_id is not None and body.suspension_event_id != suspension_id:
+                return problem(409, "suspension_mismatch", f"The account's current suspension is {suspension_id}, "
+                               f"not {body.suspension_event_id}: it was lifted, or suspended again since.")
+            # one id per suspension: a repeated request (a double click, a client's retry) is the same event
+            event = AccountReinstated(
+                event_id=decision_id("reinstated", account_id, suspension_id), account_id=account_id,
+                producer=SERVICE, payload=AccountReinstatedPayload(reinstated_by=staff, reason=body.reason,
+                                                                   suspension_event_id=suspension_id))
             await self.publisher.publish(event)
             log.warning("account reinstated", extra={"staff": staff, "account_id": account_id, "reason": body.reason})
             return JSONResponse({"event_id": str(event.event_id), "reinstated_by": staff,
                                  "suspension_event_id": suspension_id}, status_code=202)
+
+        @app.exception_handler(NotHeldHere)
+        async def not_held_here(_: Request, __: NotHeldHere) -> JSONResponse:
+            return problem(421, "not_held_here", "Another worker holds this account's partition (or this one is "
+                           "still starting); ask that worker.")
 
         @app.exception_handler(Unauthorised)
         async def unauthorised(_: Request, __: Unauthorised) -> JSONResponse:

@@ -17,14 +17,14 @@ import asyncio
 import json
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from herald_shared.contract import Event, InvalidEvent
@@ -58,6 +58,7 @@ from .domain import (
     facts_of,
     one_off_sending,
     scopes_of,
+    sent_before,
     suspension_id,
     window_name,
 )
@@ -67,6 +68,13 @@ SERVICE = "compliance"
 INPUT_TOPICS = ("herald.delivery", "herald.subscriptions", "herald.campaigns", "herald.compliance")
 CATCH_UP_RECORDS = 5000  # per partition and round of the stall check: memory stays bounded on a long backlog
 PARTITIONS = 6  # every input topic has 6 partitions (herald_shared.topics): co-partitioned by account
+SWEEP_MARGIN_SECONDS = 3600  # facts are kept this much longer than the horizon: records in flight stay judged
+
+
+def account_partition(account_id: str | bytes) -> int:
+    """The partition of every input topic that holds an account's events (Kafka's default partitioner)."""
+    key = account_id.encode() if isinstance(account_id, str) else account_id
+    return int((murmur2(key) & 0x7FFFFFFF) % PARTITIONS)
 
 
 def _decode(value: Any) -> Any:
@@ -106,8 +114,8 @@ class PartitionedTable:
     def get(self, key: str) -> Any:
         return _decode(self.table.data.get(key))
 
-    def items(self) -> list[tuple[str, Any]]:
-        return [(key, _decode(raw)) for key, raw in self.table.data.items()]
+    def keys(self) -> list[str]:
+        return list(self.table.data)
 
     def put(self, partition: int, key: str, value: Any) -> None:
         raw = json.dumps(value, separators=(",", ":")).encode()
@@ -173,6 +181,15 @@ class Parsed:
     source: str  # "topic:partition"
     offset: int
     message: Any
+    produced_at: int | None  # the record's timestamp, whole seconds
+
+
+def produced_at(message: Any) -> int | None:
+    """The record's Kafka timestamp in whole seconds: faust's messages carry seconds, aiokafka's milliseconds."""
+    timestamp = message.timestamp
+    if timestamp is None or timestamp < 0:
+        return None
+    return int(timestamp / 1000) if isinstance(message, ConsumerRecord) else int(timestamp)
 
 
 class Processor:
@@ -181,13 +198,17 @@ class Processor:
     def __init__(self, policy: Policy, topics: TopicNames, accounts: PartitionedTable, facts: PartitionedTable,
                  lists: PartitionedTable, announcements: Announcements, publisher: EventPublisher,
                  dead_letters: DeadLetters, highwater: Callable[[TopicPartition], int | None],
-                 continuity: Continuity) -> None:
+                 continuity: Continuity, acknowledge: Callable[[TopicPartition, int, int], Awaitable[None]]) -> None:
         self.policy, self.topics = policy, topics
         self.accounts, self.facts, self.lists = accounts, facts, lists
         self.announcements, self.publisher, self.dead_letters = announcements, publisher, dead_letters
         self._highwater = highwater
         self._base = {topics(t): t for t in INPUT_TOPICS}
+        self._event_age = {t: metrics.LAG_SECONDS.labels(t) for t in INPUT_TOPICS}  # a label lookup per event costs
         self.continuity = continuity
+        self._acknowledge = acknowledge  # tells faust that offsets [start, end) of a partition were processed
+        self._log_time: dict[TopicPartition, int] = {}  # per input partition: newest record timestamp processed
+        self.owned: set[int] = set()  # input partitions this worker holds (the tables also hold standby copies)
         self._lock = asyncio.Lock()  # batches, catch-ups, sweeps, assignments and revocations never interleave
 
     async def handle(self, events: Sequence[Any]) -> None:
@@ -202,6 +223,7 @@ class Processor:
         """Partitions given to this worker: expect their committed offsets."""
         inputs = [tp for tp in tps if tp.topic in self._base]
         async with self._lock:
+            self.owned |= {tp.partition for tp in inputs}
             for attempt in range(5):
                 try:
                     await self.continuity.assign(inputs)
@@ -216,7 +238,10 @@ class Processor:
         """Partitions taken away (after the batch in progress, if any)."""
         tps = list(tps)
         async with self._lock:
+            self.owned -= {tp.partition for tp in tps if tp.topic in self._base}
             self.continuity.forget(tps)
+            for tp in tps:
+                self._log_time.pop(TopicPartition(tp.topic, tp.partition), None)
             self.announcements.forget(sorted({tp.partition for tp in tps if tp.topic in self._base}))
 
     async def catch_up(self, stalled_after: float) -> int:
@@ -239,8 +264,11 @@ class Processor:
         for record in records:
             by_tp[TopicPartition(record.topic, record.partition)].append(record)
         ordered: list[Any] = []
+        read_here: dict[TopicPartition, list[int]] = {}  # offsets read from Kafka by this processor, not faust
         for tp, share in by_tp.items():
-            ordered.extend(await self._contiguous(tp, share))
+            records_of_tp = await self._contiguous(tp, share)
+            ordered.extend(records_of_tp)
+            read_here[tp] = [r.offset for r in records_of_tp if isinstance(r, ConsumerRecord)]
         by_partition: dict[int, dict[str, list[Parsed]]] = defaultdict(lambda: defaultdict(list))
         for record in ordered:
             parsed = await self._parse(record)
@@ -252,7 +280,14 @@ class Processor:
                 await self._apply_account(account_id, partition, items, announced)
         for table in (self.facts, self.lists, self.accounts):
             await table.durable()  # before faust may acknowledge (and commit) this batch
+        for tp, offsets in read_here.items():
+            # faust never saw these records, so it would never commit past them: acknowledge them to it
+            for start, end in _ranges(offsets):
+                await self._acknowledge(tp, start, end)
         for tp, share in by_tp.items():
+            times = [t for t in map(produced_at, share) if t is not None]
+            if times:
+                self._log_time[tp] = max(self._log_time.get(tp, 0), *times)
             highwater = self._highwater(tp)
             if highwater is not None:
                 metrics.LAG_MESSAGES.labels(tp.topic, str(tp.partition)).set(max(0, highwater - share[-1].offset - 1))
@@ -284,7 +319,7 @@ class Processor:
         base = self._base.get(message.topic, message.topic)
         try:
             event = validate_record(message, self.topics)
-            expected = (murmur2(message.key) & 0x7FFFFFFF) % PARTITIONS
+            expected = account_partition(message.key)
             if message.partition != expected:
                 raise InvalidEvent(f"on partition {message.partition}, but its key belongs on partition {expected}"
                                    " (publish keyed by account_id with the default partitioner)")
@@ -292,21 +327,24 @@ class Processor:
             await self.dead_letters.send(message, str(exc), "invalid")
             metrics.EVENTS.labels(base, "unknown", "dead_lettered").inc()
             return None
-        metrics.LAG_SECONDS.labels(base).observe(max(0.0, time.time() - event.occurred_at.timestamp()))
-        return Parsed(event, f"{base}:{message.partition}", message.offset, message)
+        self._event_age[base].observe(max(0.0, time.time() - event.occurred_at.timestamp()))
+        return Parsed(event, f"{base}:{message.partition}", message.offset, message, produced_at(message))
 
     async def _apply_account(self, account_id: str, partition: int, items: list[Parsed], announced: set[str]) -> None:
         state = AccountState.from_json(self.accounts.get(account_id))
         index = FactIndex(self.facts, account_id, partition)
         touched_lists: set[str] = set()
+        outcomes: Counter[tuple[str, str, str]] = Counter()  # counted into Prometheus once per account and batch
         for item in items:
             event, topic = item.event, self._base.get(item.message.topic, item.message.topic)
             if state.applied(item.source, item.offset):
-                metrics.EVENTS.labels(topic, event.type, "replayed").inc()
+                outcomes[topic, event.type, "replayed"] += 1
                 continue
             outcome = self._apply(account_id, partition, state, item, index, touched_lists)
             state.mark_applied(item.source, item.offset)
-            metrics.EVENTS.labels(topic, event.type, outcome).inc()
+            outcomes[topic, event.type, outcome] += 1
+        for labels, n in outcomes.items():
+            metrics.EVENTS.labels(*labels).inc(n)
         state.prune(self.policy)
         already = state.suspension is not None or suspension_id(account_id, state.epoch) in announced
         breach, warnings = evaluate(account_id, state, self.policy, already)
@@ -322,17 +360,23 @@ class Processor:
     def _apply(self, account_id: str, partition: int, state: AccountState, item: Parsed, index: FactIndex,
                touched_lists: set[str]) -> str:
         event = item.event
-        facts = facts_of(event)
+        facts = facts_of(event, item.produced_at)
         if facts:
-            counted = False
+            outcome = "duplicate"
             for fact in facts:
-                if claim(index, fact, item.source, item.offset):
-                    state.count(fact, self.policy)
-                    counted = True
-            return "counted" if counted else "duplicate"
+                if item.produced_at is not None and self.policy.too_late(fact, item.produced_at):
+                    outcome = "late" if outcome == "duplicate" else outcome
+                elif claim(index, fact, item.source, item.offset, state.epoch):
+                    state.count(fact, self.policy, before_reinstatement=sent_before(index, fact, state.epoch))
+                    outcome = "counted"
+            return outcome
         at = int(event.occurred_at.timestamp())
         match event:
-            case AccountReinstated():
+            case AccountReinstated(payload=p):
+                # Only the suspension it names (or, unnamed, the current one) is lifted: a reinstatement sent
+                # twice, or arriving after a newer suspension, changes nothing.
+                if state.suspension is None or p.suspension_event_id not in (None, state.suspension["event_id"]):
+                    return "ignored"
                 state.reinstate()
             case AccountSuspended():
                 if state.suspension is None and str(event.event_id) == suspension_id(account_id, state.epoch):
@@ -441,18 +485,53 @@ class Processor:
                 delay = min(delay * 2, 5.0)
         announced.add(str(event.event_id))
 
+    def _log_now(self, source: str, now: float) -> float | None:
+        """How far one input partition's log has been read, in record time: the wall clock once it is caught up;
+        the newest record processed while it is behind (replaying history); None if unknown yet."""
+        base, partition = source.rsplit(":", 1)
+        tp = TopicPartition(self.topics(base), int(partition))
+        expected, highwater = self.continuity.expected.get(tp), self._highwater(tp)
+        if expected is None or highwater is None or expected >= highwater:
+            return now
+        return self._log_time.get(tp)
+
     async def sweep_facts(self, horizon_seconds: int, now: float) -> int:
-        """Forget facts older than the dedupe horizon (the longest window); returns how many."""
-        oldest = now - horizon_seconds
+        """Forget the facts of this worker's partitions that happened more than the dedupe horizon (the longest
+        window) before their partition's log time: a duplicate of one of them would be too late to count anyway
+        (Policy.too_late). Yields to the event loop as it goes (millions of facts take seconds); returns how
+        many it forgot."""
         async with self._lock:  # not between a batch's fact claims and its durable() write
-            expired = []
-            for key, marker in self.facts.items():
-                if marker[2] < oldest:
-                    expired.append((int(marker[0].rsplit(":", 1)[1]), key))
-            for partition, key in expired:
-                self.facts.delete(partition, key)
+            expired = 0
+            log_now: dict[str, float | None] = {}
+            for n, key in enumerate(self.facts.keys()):
+                if n % 5000 == 4999:
+                    await asyncio.sleep(0)  # heartbeats and HTTP go on
+                marker = self.facts.get(key)
+                if marker is None:
+                    continue
+                source = marker[0]
+                partition = int(source.rsplit(":", 1)[1])
+                if partition not in self.owned:
+                    continue  # a standby copy: the partition's owner sweeps it
+                if source not in log_now:
+                    log_now[source] = self._log_now(source, now)
+                read_to = log_now[source]
+                if read_to is not None and marker[2] < read_to - horizon_seconds - SWEEP_MARGIN_SECONDS:
+                    self.facts.delete(partition, key)
+                    expired += 1
             await self.facts.durable()
-        return len(expired)
+        return expired
+
+
+def _ranges(offsets: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted offsets as [start, end) runs of consecutive offsets."""
+    runs: list[tuple[int, int]] = []
+    for offset in sorted(offsets):
+        if runs and runs[-1][1] == offset:
+            runs[-1] = (runs[-1][0], offset + 1)
+        else:
+            runs.append((offset, offset + 1))
+    return runs
 
 
 def _rate_scope(kind: str, name: str) -> RateScope:

@@ -64,6 +64,7 @@ class AccountState:
     approved: bool = False
     suspended: bool = False
     suspension_reason: str | None = None
+    suspension_event_id: str | None = None
     blocked_reasons: frozenset[str] = frozenset()
     edition: Literal["standard", "pro"] = "standard"
     registered_email: str | None = None
@@ -84,9 +85,13 @@ def evolve_account(state: AccountState, event: Event) -> AccountState:
     if isinstance(event, SendingUnblocked):
         return replace(state, blocked_reasons=state.blocked_reasons - {event.payload.reason})
     if isinstance(event, AccountSuspended):
-        return replace(state, suspended=True, suspension_reason=event.payload.reason)
+        return replace(state, suspended=True, suspension_reason=event.payload.reason,
+                       suspension_event_id=str(event.event_id))
     if isinstance(event, AccountReinstated):
-        return replace(state, suspended=False, suspension_reason=None)
+        named = event.payload.suspension_event_id
+        if named is not None and named != state.suspension_event_id:
+            return state  # it lifts an earlier suspension, not the one in force
+        return replace(state, suspended=False, suspension_reason=None, suspension_event_id=None)
     return state
 
 

@@ -17,13 +17,12 @@ from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import murmur2
 from faust.agents.agent import AgentTestWrapper
 from mode.supervisors import CrashingSupervisor
 
 from herald_compliance.domain import AccountState
 from herald_compliance.main import Compliance
-from herald_compliance.processor import PARTITIONS, rate_report
+from herald_compliance.processor import PARTITIONS, account_partition, rate_report
 from herald_shared.contract import Event, serialize_event
 from herald_shared.kafka import ensure_topics
 from herald_shared.settings import HeraldSettings
@@ -32,7 +31,7 @@ from tests.conftest import eventually
 from .conftest import Bus, compliance_settings, hard_bounce, sent
 
 ACCOUNT = "acc-h1"
-PARTITION = (murmur2(ACCOUNT.encode()) & 0x7FFFFFFF) % PARTITIONS
+PARTITION = account_partition(ACCOUNT)
 
 
 @pytest.fixture

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
+from herald_compliance.processor import SWEEP_MARGIN_SECONDS
+from herald_shared.contract.compliance import AccountReinstated
 from herald_shared.kafka import DLQ_REASON
 from tests.conftest import eventually
 
@@ -78,6 +81,21 @@ async def test_staff_reinstatement_restarts_the_counters(start_compliance: Any, 
                               what="second suspension")
     assert events[1]["payload"]["scope"]["campaign_id"] == "c2" and events[1]["event_id"] != events[0]["event_id"]
 
+    # a reinstatement of the first suspension, delivered again, does not lift the second
+    stale = AccountReinstated.model_validate({**reinstated[0], "event_id": str(uuid.uuid4())})
+    await bus.publish(stale, sent("acc-2", "c3", 0))
+    await eventually(lambda: running.rates("acc-2"), lambda r: counts_of(r, "c3") is not None, what="c3 counted")
+    assert (await running.rates("acc-2"))["suspended"] is True
+    mismatch = await running.http.post("/v1/accounts/acc-2/reinstatement", headers=STAFF, json={
+        "reason": "wrong one", "suspension_event_id": events[0]["event_id"]})
+    assert mismatch.status_code == 409 and mismatch.json()["type"].endswith("suspension_mismatch")
+    # the same request twice (a double click) is one event (or, once the first was applied, refused)
+    statuses = [(await running.http.post("/v1/accounts/acc-2/reinstatement", headers=STAFF,
+                                         json={"reason": "list cleaned again"})).status_code for _ in range(2)]
+    assert statuses[0] == 202 and statuses[1] in (202, 409)
+    ids = [e["event_id"] for e in await bus.compliance_events("AccountReinstated")]
+    assert len(set(ids)) == 3  # the first, the stale copy, and the double click's one id
+
 
 async def test_abuse_rate_warnings_at_bulk_sender_levels(start_compliance: Any, bus: Bus) -> None:
     running = await start_compliance(HERALD_RATE_MINIMUM_SENT=1000)
@@ -119,6 +137,7 @@ async def test_facts_older_than_the_longest_window_are_forgotten(start_complianc
     processor, facts = running.service.processor, running.service.facts
     assert await processor.sweep_facts(3600, time.time()) == 0  # an hour's horizon keeps them
     assert len(facts) == 10
-    assert await processor.sweep_facts(0, time.time() + 60) == 10  # a minute later, a zero horizon forgets all
+    later = time.time() + SWEEP_MARGIN_SECONDS + 60
+    assert await processor.sweep_facts(0, later) == 10  # past the margin, a zero horizon forgets all
     assert len(facts) == 0
     assert (counts_of(await running.rates("acc-5"), "c1") or {}).get("sent") == 10  # counts stay

@@ -20,6 +20,7 @@ from herald_compliance.domain import (
     default_rules,
     evaluate,
     facts_of,
+    sent_before,
     suspension_id,
 )
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, MessageSent
@@ -143,6 +144,55 @@ def test_window_slides_with_event_time() -> None:
         state.count(Fact("hard_bounce", f"late:{i}", later, None), POLICY)
     assert state.window_counts(24, POLICY).sent == 0  # the first day has left the 24 h window
     assert state.window_counts(168, POLICY) == Counts(sent=1_000, hard_bounce=89)
+
+
+def test_a_producer_clock_running_ahead_cannot_move_the_windows_into_the_future() -> None:
+    """An event cannot have happened after its record was published: its time is capped at the record's."""
+    env: dict[str, Any] = {"account_id": "acc-1", "producer": "delivery"}
+    skewed = MessageSent(**env, occurred_at=datetime.fromtimestamp(AT + 31 * 86400, UTC),
+                         payload={**_ref(0), "recipient_domain": "example.com", "smtp_code": 250})
+    state = state_with(1_000, hard=200)
+    for fact in facts_of(skewed, produced_at=AT + 60):
+        state.count(fact, POLICY)
+    state.prune(POLICY)
+    assert state.stream_time == AT + 60
+    breach, _ = decide(state)
+    assert breach is not None and breach.scope.name == "c1"  # the campaign was not pruned, its rate still judged
+    assert state.window_counts(24, POLICY).sent == 1_001
+
+
+def test_a_fact_published_longer_after_it_happened_than_the_longest_window_is_too_late() -> None:
+    """Its duplicates could no longer be told apart (the dedupe index forgets facts that old)."""
+    fact = Fact("hard_bounce", "b:m1", AT, "c1")
+    assert not POLICY.too_late(fact, AT + POLICY.longest_window_seconds)
+    assert POLICY.too_late(fact, AT + POLICY.longest_window_seconds + 1)
+
+
+def test_late_bounces_of_messages_sent_before_a_reinstatement_never_count_towards_a_new_suspension() -> None:
+    """PRODUCT.md "Sending suspension": after staff lift it, what came before does not suspend again."""
+    state, index = AccountState(), {}
+
+    def count(kind: str, i: int, at: int) -> None:
+        fact = Fact(kind, f"{kind}:{i}", at, "c1", None if kind == "sent" else f"sent:{i}")  # type: ignore[arg-type]
+        assert claim(index, fact, "herald.delivery:0", hash((kind, i)), state.epoch)
+        state.count(fact, POLICY, before_reinstatement=sent_before(index, fact, state.epoch))
+
+    for i in range(1000):
+        count("sent", i, AT)
+    for i in range(80):
+        count("hard_bounce", i, AT + 60)
+    assert decide(state)[0] is not None
+    state.reinstate()
+    for i in range(80, 120):  # DSNs of the old messages arrive after the reinstatement
+        count("hard_bounce", i, AT + 7200)
+    for i in range(1000, 1500):  # new mail: 2% bounces
+        count("sent", i, AT + 7200)
+    for i in range(1000, 1010):
+        count("hard_bounce", i, AT + 7300)
+    assert decide(state)[0] is None
+    assert state.campaign_counts("c1") == Counts(sent=500, hard_bounce=10)
+    assert state.campaign_counts("c1", raw=True) == Counts(sent=1500, hard_bounce=130)
+    assert state.window_counts(24, POLICY) == Counts(sent=500, hard_bounce=10)
 
 
 def test_duplicate_fact_is_counted_once_and_a_replay_of_the_same_record_is_allowed() -> None:

@@ -59,6 +59,24 @@ def test_suspension_holds_until_reinstated() -> None:
     assert domain.closed_gate(reinstated, None) is None
 
 
+def test_a_reinstatement_of_an_earlier_suspension_does_not_lift_the_current_one() -> None:
+    first = AccountSuspended(account_id="acme", producer="compliance",
+                             payload={"metric": "hard_bounce_rate", "reason": "8% hard bounces"})
+    second = AccountSuspended(account_id="acme", producer="compliance",
+                              payload={"metric": "abuse_rate", "reason": "0.6% complaints"})
+
+    def reinstatement(suspension: AccountSuspended) -> AccountReinstated:
+        return AccountReinstated(account_id="acme", producer="compliance", payload={
+            "reinstated_by": "staff", "reason": "fixed", "suspension_event_id": str(suspension.event_id)})
+
+    state = fold(billing(AccountApproved, reviewer="s"), first, reinstatement(first), second)
+    assert domain.closed_gate(state, None) == "account_suspended"
+    state = domain.evolve_account(state, reinstatement(first))  # the first one's, delivered again
+    assert domain.closed_gate(state, None) == "account_suspended"
+    state = domain.evolve_account(state, reinstatement(second))
+    assert domain.closed_gate(state, None) is None
+
+
 def test_every_billing_block_holds_until_each_is_lifted() -> None:
     state = fold(billing(AccountApproved, reviewer="s"), billing(SendingBlocked, reason="trial_ended"),
                  billing(SendingBlocked, reason="payment_failed"))
