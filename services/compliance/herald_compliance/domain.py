@@ -17,6 +17,7 @@ from herald_shared.contract.subscriptions import SubscriberUnsubscribed
 RateMetric = Literal["hard_bounce_rate", "abuse_rate", "unsubscribe_rate"]
 FactKind = Literal["sent", "hard_bounce", "complaint", "unsubscribe"]
 KINDS: tuple[FactKind, ...] = ("sent", "hard_bounce", "complaint", "unsubscribe")
+CAMPAIGNS_KEPT = 10  # a list remembers this many of the campaigns sent to it: enough to tell "few" (one-off)
 # Unsubscribes the recipient made. Not counted: one caused by a complaint (already counted as the complaint) and
 # one the customer made through the API (list hygiene, e.g. opt-outs synced from a CRM, must not count against it).
 RECIPIENT_UNSUBSCRIBES = frozenset({"one_click", "unsubscribe_page", "preference_page", "mailto"})
@@ -170,8 +171,11 @@ class Policy:
     one_off_followed_within_seconds: int = 30 * 86400
     one_off_overlap: Fraction = Fraction(8, 10)
     one_off_minimum_members: int = 20
+    one_off_maximum_sends: int = 1
 
     def __post_init__(self) -> None:
+        if not 1 <= self.one_off_maximum_sends < CAMPAIGNS_KEPT:
+            raise ValueError(f"one-off sending looks at lists sent 1 to {CAMPAIGNS_KEPT - 1} campaigns")
         if any(h * 3600 % self.bucket_seconds for h in self.windows_hours):
             raise ValueError("every window must be a whole number of buckets")
         for rule in self.rules:
@@ -226,6 +230,7 @@ class AccountState:
     suspension: dict[str, Any] | None = None
     warned: dict[str, str] = field(default_factory=dict)  # "metric|scope" → highest level announced
     deleted_lists: dict[str, list[int]] = field(default_factory=dict)  # list → [deleted_at, last_sent_at]
+    campaign_lists: dict[str, str] = field(default_factory=dict)  # campaign → the list its mail went to
 
     def applied(self, source: str, offset: int) -> bool:
         return self.watermarks.get(source, -1) >= offset
@@ -279,6 +284,7 @@ class AccountState:
         horizon = self.stream_time - policy.campaign_retention_seconds
         for campaign in [c for c, at in self.campaign_seen.items() if at < horizon]:
             self.campaigns.pop(campaign, None)
+            self.campaign_lists.pop(campaign, None)
             del self.campaign_seen[campaign]
             self.baseline.pop(f"c:{campaign}", None)
             for key in [k for k in self.warned if k.endswith(f"|campaign:{campaign}")]:
@@ -291,7 +297,8 @@ class AccountState:
         return {"t": self.stream_time, "b": {str(k): v.to_list() for k, v in self.buckets.items()},
                 "c": {k: v.to_list() for k, v in self.campaigns.items()}, "cs": self.campaign_seen,
                 "w": self.watermarks, "e": self.epoch, "bl": {k: v.to_list() for k, v in self.baseline.items()},
-                "s": self.suspension, "wn": self.warned, "dl": self.deleted_lists}
+                "s": self.suspension, "wn": self.warned, "dl": self.deleted_lists,
+                "cl": self.campaign_lists}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> AccountState:
@@ -301,7 +308,8 @@ class AccountState:
                    campaigns={k: Counts.of(v) for k, v in data["c"].items()}, campaign_seen=dict(data["cs"]),
                    watermarks=dict(data["w"]), epoch=data["e"],
                    baseline={k: Counts.of(v) for k, v in data["bl"].items()}, suspension=data["s"],
-                   warned=dict(data["wn"]), deleted_lists={k: list(v) for k, v in data["dl"].items()})
+                   warned=dict(data["wn"]), deleted_lists={k: list(v) for k, v in data["dl"].items()},
+                   campaign_lists=dict(data.get("cl", {})))
 
 
 # --- decisions -------------------------------------------------------------------------------------------------
@@ -379,6 +387,7 @@ def evaluate(account_id: str, state: AccountState, policy: Policy,
 # --- one-off sending -------------------------------------------------------------------------------------------
 
 SKETCH_SIZE = 256
+MINIMUM_SAMPLE = 8  # sampled old-list members a comparison needs: new lists up to ~30 times larger compare
 _HASH_SPACE = 1 << 64
 
 
@@ -393,6 +402,13 @@ class ListRecord:
     members_at_deletion: int | None = None
     sketch: list[int] = field(default_factory=list)
     flagged: list[str] = field(default_factory=list)  # deleted lists this list was already flagged against
+    campaigns: list[str] = field(default_factory=list)  # campaigns sent to it (the first CAMPAIGNS_KEPT)
+
+    def sent(self, campaign_id: str, at: int) -> None:
+        """A campaign's mail to this list was accepted by a receiving server."""
+        self.last_sent_at = max(at, self.last_sent_at or 0)
+        if campaign_id not in self.campaigns and len(self.campaigns) < CAMPAIGNS_KEPT:
+            self.campaigns.append(campaign_id)
 
     def add_member(self, email_sha256: str) -> None:
         value = int(email_sha256[:16], 16)
@@ -412,33 +428,38 @@ class ListRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {"c": self.created_at, "s": self.last_sent_at, "d": self.deleted_at, "m": self.members_at_deletion,
-                "k": self.sketch, "f": self.flagged}
+                "k": self.sketch, "f": self.flagged, "n": self.campaigns}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> ListRecord:
         if not data:
             return cls()
-        return cls(data["c"], data["s"], data["d"], data["m"], list(data["k"]), list(data["f"]))
+        return cls(data["c"], data["s"], data["d"], data["m"], list(data["k"]), list(data["f"]),
+                   list(data.get("n", ())))
 
 
-def shared_fraction(old: ListRecord, new: ListRecord) -> float:
-    """Estimated share of the old list's members that are also in the new list (exact for small lists)."""
+def shared_fraction(old: ListRecord, new: ListRecord) -> float | None:
+    """Estimated share of the old list's members that are also in the new list; None when the sketches cannot
+    tell. Exact while both sketches hold every member. Otherwise the members of the old list whose hash lies
+    below both sketches' largest values are a uniform sample of it whose presence in the new list is known
+    exactly; fewer than MINIMUM_SAMPLE of them (a new list far larger than the old one) tell nothing."""
     if not old.sketch or not new.sketch:
-        return 0.0
-    a, b = set(old.sketch), set(new.sketch)
-    union = sorted(a | b)[:SKETCH_SIZE]
-    both = sum(1 for v in union if v in a and v in b)
-    jaccard = both / len(union)
-    old_n, new_n = old.members(), new.members()
-    if len(a) < SKETCH_SIZE and len(b) < SKETCH_SIZE:
-        return len(a & b) / len(a)
-    overlap = jaccard * (old_n + new_n) / (1 + jaccard)
-    return min(1.0, overlap / old_n) if old_n else 0.0
+        return None
+    limit = min(s[-1] if len(s) >= SKETCH_SIZE else _HASH_SPACE for s in (old.sketch, new.sketch))
+    sample = [v for v in old.sketch if v <= limit]
+    exact = len(old.sketch) < SKETCH_SIZE and len(new.sketch) < SKETCH_SIZE
+    if not sample or (not exact and len(sample) < MINIMUM_SAMPLE):
+        return None
+    in_new = set(new.sketch)
+    return sum(1 for v in sample if v in in_new) / len(sample)
 
 
 def deleted_soon_after_send(record: ListRecord, policy: Policy) -> bool:
+    """Deleted within the configured time after its last send, having been sent few campaigns ("after one send",
+    PRODUCT.md): a list used for months and then retired is not one-off sending."""
     return (record.deleted_at is not None and record.last_sent_at is not None
-            and 0 <= record.deleted_at - record.last_sent_at <= policy.one_off_deleted_within_seconds)
+            and 0 <= record.deleted_at - record.last_sent_at <= policy.one_off_deleted_within_seconds
+            and 0 < len(record.campaigns) <= policy.one_off_maximum_sends)
 
 
 @dataclass(frozen=True)
@@ -467,7 +488,7 @@ def one_off_sending(account_id: str, new_list_id: str, new: ListRecord, candidat
         if old.members() < policy.one_off_minimum_members:
             continue
         shared = shared_fraction(old, new)
-        if shared >= policy.one_off_overlap:
+        if shared is not None and shared >= policy.one_off_overlap:
             found.append(OneOffSending(decision_id("one-off", account_id, old_id, new_list_id), old_id,
                                        new_list_id, shared, old, new))
     return found

@@ -64,6 +64,9 @@ class ComplianceSettings(HeraldSettings):
     one_off_followed_within_hours: int = Field(default=720, ge=1, alias="HERALD_ONE_OFF_FOLLOWED_WITHIN_HOURS")
     one_off_overlap: float = Field(default=80.0, gt=0, le=100, alias="HERALD_ONE_OFF_OVERLAP_PERCENT")
     one_off_minimum_members: int = Field(default=20, ge=1, alias="HERALD_ONE_OFF_MINIMUM_MEMBERS")
+    one_off_maximum_sends: int = Field(default=1, ge=1, le=9, alias="HERALD_ONE_OFF_MAXIMUM_SENDS",
+                                       description="A deleted list sent at most this many campaigns can be "
+                                                   "one-off sending (\"after one send\").")
     batch_size: int = Field(default=2000, ge=1, alias="HERALD_COMPLIANCE_BATCH_SIZE")
     batch_seconds: float = Field(default=0.05, gt=0, alias="HERALD_COMPLIANCE_BATCH_SECONDS")
     session_timeout: float = Field(default=10.0, ge=6, alias="HERALD_COMPLIANCE_SESSION_TIMEOUT_SECONDS",
@@ -93,7 +96,8 @@ class ComplianceSettings(HeraldSettings):
             one_off_deleted_within_seconds=self.one_off_deleted_within_hours * 3600,
             one_off_followed_within_seconds=self.one_off_followed_within_hours * 3600,
             one_off_overlap=as_fraction(self.one_off_overlap),
-            one_off_minimum_members=self.one_off_minimum_members)
+            one_off_minimum_members=self.one_off_minimum_members,
+            one_off_maximum_sends=self.one_off_maximum_sends)
 
     def staff(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in self.staff_tokens.split(",") if "=" in item)

@@ -28,7 +28,6 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from herald_shared.contract import Event, InvalidEvent
-from herald_shared.contract.campaigns import CampaignQueued
 from herald_shared.contract.compliance import (
     AccountReinstated,
     AccountSuspended,
@@ -38,6 +37,7 @@ from herald_shared.contract.compliance import (
     RateCounts,
     RateScope,
 )
+from herald_shared.contract.delivery import MessageSent
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded
 from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, read_from_start, validate_record
 from herald_shared.settings import HeraldSettings
@@ -65,7 +65,8 @@ from .domain import (
 
 log = logging.getLogger(__name__)
 SERVICE = "compliance"
-INPUT_TOPICS = ("herald.delivery", "herald.subscriptions", "herald.campaigns", "herald.compliance")
+# herald.campaigns is not among them: a list counts as sent to when its mail is accepted (MessageSent)
+INPUT_TOPICS = ("herald.delivery", "herald.subscriptions", "herald.compliance")
 CATCH_UP_RECORDS = 5000  # per partition and round of the stall check: memory stays bounded on a long backlog
 PARTITIONS = 6  # every input topic has 6 partitions (herald_shared.topics): co-partitioned by account
 SWEEP_MARGIN_SECONDS = 3600  # facts are kept this much longer than the horizon: records in flight stay judged
@@ -104,12 +105,17 @@ class PartitionedTable:
         changelog = self.table.changelog_topic
         name = changelog.get_topic_name()
         futures = []
-        for partition, key, raw in pending:
-            # encoded exactly as faust encodes its own changelog writes, so its recovery reads them back
-            key_bytes, _ = changelog.prepare_key(key, self.table.key_serializer)
-            value = None if raw is None else changelog.prepare_value(raw, self.table.value_serializer)[0]
-            futures.append(await self._producer.send(name, value=value, key=key_bytes, partition=partition))
-        await asyncio.gather(*futures)
+        try:
+            for partition, key, raw in pending:
+                # encoded exactly as faust encodes its own changelog writes, so its recovery reads them back
+                key_bytes, _ = changelog.prepare_key(key, self.table.key_serializer)
+                value = None if raw is None else changelog.prepare_value(raw, self.table.value_serializer)[0]
+                futures.append(await self._producer.send(name, value=value, key=key_bytes, partition=partition))
+            await asyncio.gather(*futures)
+        except BaseException:
+            # written again next time, ahead of anything newer (a key's last write still lands last)
+            self._pending = pending + self._pending
+            raise
 
     def get(self, key: str) -> Any:
         return _decode(self.table.data.get(key))
@@ -360,6 +366,8 @@ class Processor:
     def _apply(self, account_id: str, partition: int, state: AccountState, item: Parsed, index: FactIndex,
                touched_lists: set[str]) -> str:
         event = item.event
+        if isinstance(event, MessageSent):
+            self._note_list_sent(account_id, partition, state, event, touched_lists)
         facts = facts_of(event, item.produced_at)
         if facts:
             outcome = "duplicate"
@@ -391,22 +399,31 @@ class Processor:
             case ListDeleted(payload=p):
                 self._update_list(account_id, partition, state, p.list_id, deleted_at=at,
                                   members=p.members_at_deletion)
-            case CampaignQueued(payload=p):
-                self._update_list(account_id, partition, state, p.list_id, sent_at=at)
-                touched_lists.add(p.list_id)
             case _:
                 return "ignored"
         return "counted"
 
+    def _note_list_sent(self, account_id: str, partition: int, state: AccountState, event: MessageSent,
+                        touched_lists: set[str]) -> None:
+        """A list counts as sent to when a campaign's first message to it is accepted (not when the campaign is
+        queued: it may be scheduled for later, or cancelled). Once per campaign: the account state remembers."""
+        p = event.payload
+        if p.kind != "campaign" or not p.campaign_id or not p.list_id or p.campaign_id in state.campaign_lists:
+            return
+        state.campaign_lists[p.campaign_id] = p.list_id
+        at = int(event.occurred_at.timestamp())
+        self._update_list(account_id, partition, state, p.list_id, sent=(p.campaign_id, at))
+        touched_lists.add(p.list_id)
+
     def _update_list(self, account_id: str, partition: int, state: AccountState, list_id: str, *,
-                     created_at: int | None = None, sent_at: int | None = None, deleted_at: int | None = None,
-                     members: int | None = None) -> None:
+                     created_at: int | None = None, sent: tuple[str, int] | None = None,
+                     deleted_at: int | None = None, members: int | None = None) -> None:
         key = f"{account_id}|{list_id}"
         record = ListRecord.from_json(self.lists.get(key))
         if created_at is not None:
             record.created_at = created_at
-        if sent_at is not None:
-            record.last_sent_at = max(sent_at, record.last_sent_at or 0)
+        if sent is not None:
+            record.sent(*sent)
         if deleted_at is not None:
             record.deleted_at, record.members_at_deletion = deleted_at, members
         if deleted_soon_after_send(record, self.policy):
@@ -440,11 +457,12 @@ class Processor:
             payload=AccountSuspendedPayload(metric=breach.rule.metric, value=min(1.0, value),
                                             threshold=float(breach.rule.threshold), scope=scope,
                                             counts=_rate_counts(breach.counts), reason=reason, notify_account=True))
-        await self._publish(event, announced)
+        published = await self._publish(event, announced)
         state.suspension = {"event_id": breach.event_id, "metric": breach.rule.metric, "value": value,
                             "threshold": float(breach.rule.threshold), "scope": breach.scope.key,
                             "counts": breach.counts.evidence(), "at": datetime.now(UTC).isoformat()}
-        metrics.SUSPENSIONS.labels(breach.rule.metric, breach.scope.kind).inc()
+        if published:  # not when a replay finds it already announced
+            metrics.SUSPENSIONS.labels(breach.rule.metric, breach.scope.kind).inc()
         log.warning("account suspended", extra={"account_id": account_id, "reason": reason})
 
     async def _announce_warning(self, account_id: str, warning: Warning, announced: set[str]) -> None:
@@ -455,8 +473,8 @@ class Processor:
                                          threshold=float(warning.rule.threshold),
                                          scope=_rate_scope(warning.scope.kind, warning.scope.name),
                                          counts=_rate_counts(warning.counts)))
-        await self._publish(event, announced)
-        metrics.WARNINGS.labels(warning.rule.metric, warning.scope.kind).inc()
+        if await self._publish(event, announced):
+            metrics.WARNINGS.labels(warning.rule.metric, warning.scope.kind).inc()
 
     async def _announce_one_off(self, account_id: str, finding: OneOffSending, announced: set[str]) -> None:
         deleted, new = finding.deleted, finding.new
@@ -467,13 +485,16 @@ class Processor:
                 "deleted_list_members": round(deleted.members()), "new_list_members": round(new.members()),
                 "shared_fraction": round(finding.shared, 4),
                 "deleted_list_last_sent_at": _iso(deleted.last_sent_at), "deleted_at": _iso(deleted.deleted_at),
+                "deleted_list_campaigns": ",".join(deleted.campaigns),
+                "deleted_list_campaigns_sent": len(deleted.campaigns),
                 "new_list_created_at": _iso(new.created_at)}))
-        await self._publish(event, announced)
-        metrics.WARNINGS.labels("one_off_sending", "list").inc()
+        if await self._publish(event, announced):
+            metrics.WARNINGS.labels("one_off_sending", "list").inc()
 
-    async def _publish(self, event: Event, announced: set[str]) -> None:
+    async def _publish(self, event: Event, announced: set[str]) -> bool:
+        """Publish an announcement unless it is on herald.compliance already; whether it was published."""
         if str(event.event_id) in announced:
-            return
+            return False
         delay = 0.1
         while True:
             try:
@@ -484,6 +505,7 @@ class Processor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         announced.add(str(event.event_id))
+        return True
 
     def _log_now(self, source: str, now: float) -> float | None:
         """How far one input partition's log has been read, in record time: the wall clock once it is caught up;

@@ -1,6 +1,6 @@
 """On the real broker: the unsubscribe rate (from herald.subscriptions, with its campaign) suspends above 1%, and
 one-off sending (a list deleted soon after a send, then a new list with mostly the same addresses) is flagged
-with its evidence. Events are published as the subscriptions and campaigns services publish them."""
+with its evidence. Events are published as the subscriptions and delivery services publish them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 from herald_compliance.domain import ListRecord
 from herald_shared.contract import Event
+from herald_shared.contract.delivery import MessageSent
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded, SubscriberUnsubscribed
 from tests.conftest import eventually
-from tests.samples import campaign_queued
 
 from .conftest import Bus, sent
 from .test_suspension import counts_of
@@ -60,7 +60,10 @@ async def test_list_deleted_after_a_send_then_recreated_is_flagged_as_one_off_se
     running = await start_compliance()
     lists = running.service.lists
     await bus.publish(*new_list("acc-o1", "bought", range(100)))
-    await bus.publish(campaign_queued("acc-o1", "blast", list_id="bought"))
+    # the list is sent to: its mail accepted, as delivery reports it
+    await bus.publish(*(MessageSent(account_id="acc-o1", producer="delivery", payload={  # type: ignore[arg-type]
+        "message_id": f"blast-m{i}", "campaign_id": "blast", "subscriber_id": f"bought-s{i}", "list_id": "bought",
+        "recipient_domain": "example.com", "smtp_code": 250}) for i in range(100)))
     await bus.publish(ListDeleted(account_id="acc-o1", producer="subscriptions",  # type: ignore[arg-type]
                                   payload={"list_id": "bought", "members_at_deletion": 100}))
     await eventually(lambda: _async(ListRecord.from_json(lists.get("acc-o1|bought"))),
@@ -80,6 +83,7 @@ async def test_list_deleted_after_a_send_then_recreated_is_flagged_as_one_off_se
     assert evidence["deleted_list_members"] == 100 and evidence["new_list_members"] == 95
     assert evidence["shared_fraction"] >= 0.9
     assert evidence["deleted_at"] and evidence["deleted_list_last_sent_at"] and evidence["new_list_created_at"]
+    assert evidence["deleted_list_campaigns"] == "blast" and evidence["deleted_list_campaigns_sent"] == 1
 
 
 async def _async(value: Any) -> Any:

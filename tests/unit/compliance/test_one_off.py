@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import hashlib
 
-from herald_compliance.domain import ListRecord, Policy, default_rules, deleted_soon_after_send, one_off_sending
+from herald_compliance.domain import (
+    ListRecord,
+    Policy,
+    default_rules,
+    deleted_soon_after_send,
+    one_off_sending,
+    shared_fraction,
+)
 
 POLICY = Policy(default_rules())
 DAY = 86400
@@ -37,7 +44,8 @@ def test_sketch_estimates_large_lists_within_a_few_percent() -> None:
 
 def _old_list() -> ListRecord:
     old = members(range(1_000))
-    old.created_at, old.last_sent_at, old.deleted_at, old.members_at_deletion = 0, 10 * DAY, 11 * DAY, 1_000
+    old.created_at, old.deleted_at, old.members_at_deletion = 0, 11 * DAY, 1_000
+    old.sent("blast", 10 * DAY)
     return old
 
 
@@ -61,3 +69,40 @@ def test_a_different_audience_or_a_list_kept_long_after_its_send_is_not_flagged(
     kept = _old_list()
     kept.deleted_at = 40 * DAY  # deleted a month after its last send: a list retired, not a one-off
     assert not deleted_soon_after_send(kept, POLICY)
+
+
+def test_a_list_sent_many_campaigns_then_deleted_is_not_one_off_sending() -> None:
+    """"Deleting a list after one send and re-creating it for the next" (PRODUCT.md); the number is configuration."""
+    used = _old_list()
+    used.sent("newsletter-2", 10 * DAY + 60)
+    used.sent("newsletter-2", 10 * DAY + 120)  # the same campaign's later messages: still two campaigns
+    assert used.campaigns == ["blast", "newsletter-2"]
+    assert not deleted_soon_after_send(used, POLICY)
+    assert deleted_soon_after_send(used, Policy(default_rules(), one_off_maximum_sends=2))
+    never_sent = members(range(100))
+    never_sent.deleted_at = DAY
+    assert not deleted_soon_after_send(never_sent, POLICY)
+
+
+def _share(old_ids: range, new_ids: range, others: int) -> float | None:
+    old, new = members(old_ids), members(new_ids)
+    for i in range(others):
+        new.add_member(hashlib.sha256(f"other{i}@example.net".encode()).hexdigest())
+    return shared_fraction(old, new)
+
+
+def test_the_share_is_estimated_fairly_when_the_new_list_is_much_larger() -> None:
+    """A new list holding the whole deleted list among many others still shows a share near 100%; one holding
+    30% of it does not reach 80%."""
+    for trial in range(20):
+        old = range(trial * 10_000, trial * 10_000 + 1_000)
+        whole = _share(old, old, 9_000)
+        assert whole is not None and whole >= 0.95, (trial, whole)
+        part = _share(old, range(old.start, old.start + 300), 9_000)
+        assert part is not None and part < 0.6, (trial, part)
+
+
+def test_no_share_is_claimed_when_the_sketches_cannot_tell() -> None:
+    assert _share(range(50), range(50), 0) == 1.0  # small lists compare exactly
+    assert _share(range(200), range(200), 100_000) is None  # 200 among 100,000: too few sampled to judge
+    assert shared_fraction(ListRecord(), members(range(10))) is None
