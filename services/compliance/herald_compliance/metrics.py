@@ -21,7 +21,8 @@ RECOVERY_SECONDS = Gauge("herald_compliance_table_recovery_seconds", "Time from 
                          "until faust had recovered the tables from their changelogs and resumed the stream.")
 BATCH_SECONDS = Histogram("herald_compliance_batch_seconds", "Time to process one batch (all its partitions).",
                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-DEDUPE_ENTRIES = Gauge("herald_compliance_dedupe_entries", "Facts remembered for deduplication on this worker.")
+DEDUPE_ENTRIES = Gauge("herald_compliance_dedupe_entries", "Facts remembered for deduplication on this worker "
+                       "(standby copies of other workers' partitions included).")
 REFETCHED = Counter("herald_compliance_refetched_records_total", "Input records read straight from Kafka because "
                     "the stream skipped them (gap) or stopped delivering a partition (stalled); see continuity.py.",
                     ["reason"])
