@@ -92,13 +92,17 @@ def claim(index: FactMarkers, fact: Fact, source: str, offset: int, epoch: int =
     return list(first[:2]) == [source, offset]
 
 
-def sent_before(index: FactMarkers, fact: Fact, epoch: int) -> bool:
+def sent_before(index: FactMarkers, fact: Fact, state: AccountState, policy: Policy) -> bool:
     """Whether the message a bounce, complaint or unsubscribe is about was sent before the account's latest
     reinstatement: such a fact stays in the raw totals but never counts towards a new suspension."""
-    if fact.sent_key is None:
+    if fact.sent_key is None or state.epoch == 0:
         return False
     marker = index.get(fact.sent_key)
-    return marker is not None and (marker[3] if len(marker) > 3 else 0) < epoch
+    if marker is None:
+        # Its send is no longer remembered, so it is older than the dedupe horizon (or was never seen): with a
+        # reinstatement within that horizon, it came before it.
+        return state.reinstated_at is not None and state.reinstated_at >= fact.at - policy.longest_window_seconds
+    return len(marker) > 3 and marker[3] < state.epoch  # a marker without an epoch is from before epochs
 
 
 # --- counts and rates -------------------------------------------------------------------------------------------
@@ -226,6 +230,7 @@ class AccountState:
     campaign_seen: dict[str, int] = field(default_factory=dict)
     watermarks: dict[str, int] = field(default_factory=dict)  # "topic:partition" → last offset applied
     epoch: int = 0  # reinstatements so far
+    reinstated_at: int | None = None  # time of the latest reinstatement
     baseline: dict[str, Counts] = field(default_factory=dict)  # counts that stopped counting at reinstatement
     suspension: dict[str, Any] | None = None
     warned: dict[str, str] = field(default_factory=dict)  # "metric|scope" → highest level announced
@@ -266,10 +271,11 @@ class AccountState:
         counts = self.campaigns.get(campaign_id, Counts())
         return counts if raw else counts - self.baseline.get(f"c:{campaign_id}", Counts())
 
-    def reinstate(self) -> None:
+    def reinstate(self, at: int) -> None:
         """Staff lifted the suspension: every counter restarts from zero for the rules (what was counted before
         no longer counts towards a new suspension), while the raw totals stay for reports."""
         self.epoch += 1
+        self.reinstated_at = at
         self.suspension = None
         self.warned = {}
         self.baseline = {f"b:{b}": Counts(*c.to_list()) for b, c in self.buckets.items()}
@@ -298,7 +304,7 @@ class AccountState:
                 "c": {k: v.to_list() for k, v in self.campaigns.items()}, "cs": self.campaign_seen,
                 "w": self.watermarks, "e": self.epoch, "bl": {k: v.to_list() for k, v in self.baseline.items()},
                 "s": self.suspension, "wn": self.warned, "dl": self.deleted_lists,
-                "cl": self.campaign_lists}
+                "cl": self.campaign_lists, "ra": self.reinstated_at}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> AccountState:
@@ -309,7 +315,7 @@ class AccountState:
                    watermarks=dict(data["w"]), epoch=data["e"],
                    baseline={k: Counts.of(v) for k, v in data["bl"].items()}, suspension=data["s"],
                    warned=dict(data["wn"]), deleted_lists={k: list(v) for k, v in data["dl"].items()},
-                   campaign_lists=dict(data.get("cl", {})))
+                   campaign_lists=dict(data.get("cl", {})), reinstated_at=data.get("ra"))
 
 
 # --- decisions -------------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import faust
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from faust.types import TP
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from herald_shared.apikeys import verify_secret
@@ -26,7 +25,7 @@ from herald_shared.lifecycle import run_service
 from herald_shared.settings import HeraldSettings
 
 from . import metrics
-from .continuity import Continuity
+from .continuity import Acknowledgements, Continuity
 from .domain import AccountState, Policy, decision_id, default_rules
 from .processor import (
     INPUT_TOPICS,
@@ -149,7 +148,8 @@ class Compliance:
         self.continuity = Continuity(settings, self.faust.conf.id)
         self.processor = Processor(self.policy, topics, self.accounts, self.facts, self.lists, self.announcements,
                                    self.publisher, DeadLetters(self.producer, f"{settings.topic_prefix}{SERVICE}"),
-                                   self._highwater, self.continuity, self._acknowledge)
+                                   self._highwater, self.continuity,
+                                   Acknowledgements(lambda: self.faust.consumer))
         source = self.faust.topic(*(topics(t) for t in INPUT_TOPICS), key_type=bytes, value_type=bytes,
                                   key_serializer="raw", value_serializer="raw", partitions=PARTITIONS)
         self.faust.agent(source, name="compliance")(self._agent)
@@ -188,13 +188,10 @@ class Compliance:
             self._assigned_at = None
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        await self.processor.revoked(args[0] if args else kwargs.get("revoked", ()))
-
-    async def _acknowledge(self, tp: Any, start: int, end: int) -> None:
-        # faust's own mark for offsets it will never see (its _add_gap, used for compacted or transactional logs):
-        # its commits then move past records this processor read from Kafka itself
-        consumer: Any = self.faust.consumer
-        await consumer._add_gap(TP(tp.topic, tp.partition), start, end - 1)
+        try:
+            await self.processor.revoked(args[0] if args else kwargs.get("revoked", ()))
+        except Exception:
+            _exit_at_once("the tables of revoked partitions could not be written; exiting")
 
     def _highwater(self, tp: Any) -> int | None:
         try:
@@ -263,7 +260,7 @@ class Compliance:
     def _held_here(self, account_id: str) -> None:
         """Only the worker holding an account's partition answers for it: its tables also hold standby copies of
         other partitions, which may lag."""
-        if account_partition(account_id) not in self.processor.owned:
+        if self.faust.in_recovery or account_partition(account_id) not in self.processor.owned:
             raise NotHeldHere
 
     def _routes(self) -> None:

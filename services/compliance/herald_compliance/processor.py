@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -44,7 +44,7 @@ from herald_shared.settings import HeraldSettings
 from herald_shared.topics import TopicNames
 
 from . import metrics
-from .continuity import Continuity, Fetch, reconcile
+from .continuity import Acknowledgements, Continuity, Fetch, reconcile
 from .domain import (
     AccountState,
     Breach,
@@ -204,7 +204,7 @@ class Processor:
     def __init__(self, policy: Policy, topics: TopicNames, accounts: PartitionedTable, facts: PartitionedTable,
                  lists: PartitionedTable, announcements: Announcements, publisher: EventPublisher,
                  dead_letters: DeadLetters, highwater: Callable[[TopicPartition], int | None],
-                 continuity: Continuity, acknowledge: Callable[[TopicPartition, int, int], Awaitable[None]]) -> None:
+                 continuity: Continuity, acknowledgements: Acknowledgements) -> None:
         self.policy, self.topics = policy, topics
         self.accounts, self.facts, self.lists = accounts, facts, lists
         self.announcements, self.publisher, self.dead_letters = announcements, publisher, dead_letters
@@ -212,7 +212,9 @@ class Processor:
         self._base = {topics(t): t for t in INPUT_TOPICS}
         self._event_age = {t: metrics.LAG_SECONDS.labels(t) for t in INPUT_TOPICS}  # a label lookup per event costs
         self.continuity = continuity
-        self._acknowledge = acknowledge  # tells faust that offsets [start, end) of a partition were processed
+        self.acknowledgements = acknowledgements
+        # records read here (not delivered by faust), processed, to acknowledge once their batch is durable
+        self._to_acknowledge: dict[TopicPartition, list[int]] = defaultdict(list)
         self._log_time: dict[TopicPartition, int] = {}  # per input partition: newest record timestamp processed
         self.owned: set[int] = set()  # input partitions this worker holds (the tables also hold standby copies)
         self._lock = asyncio.Lock()  # batches, catch-ups, sweeps, assignments and revocations never interleave
@@ -244,10 +246,17 @@ class Processor:
         """Partitions taken away (after the batch in progress, if any)."""
         tps = list(tps)
         async with self._lock:
+            # what the last batch changed reaches the changelogs before the partitions' next owner recovers them
+            # (every member revokes before any is assigned); if it cannot, the process must not go on with
+            # tables ahead of their changelogs
+            for table in (self.facts, self.lists, self.accounts):
+                await table.durable()
             self.owned -= {tp.partition for tp in tps if tp.topic in self._base}
             self.continuity.forget(tps)
+            self.acknowledgements.forget(tps)
             for tp in tps:
                 self._log_time.pop(TopicPartition(tp.topic, tp.partition), None)
+                self._to_acknowledge.pop(TopicPartition(tp.topic, tp.partition), None)
             self.announcements.forget(sorted({tp.partition for tp in tps if tp.topic in self._base}))
 
     async def catch_up(self, stalled_after: float) -> int:
@@ -270,11 +279,10 @@ class Processor:
         for record in records:
             by_tp[TopicPartition(record.topic, record.partition)].append(record)
         ordered: list[Any] = []
-        read_here: dict[TopicPartition, list[int]] = {}  # offsets read from Kafka by this processor, not faust
         for tp, share in by_tp.items():
             records_of_tp = await self._contiguous(tp, share)
             ordered.extend(records_of_tp)
-            read_here[tp] = [r.offset for r in records_of_tp if isinstance(r, ConsumerRecord)]
+            self._to_acknowledge[tp].extend(r.offset for r in records_of_tp if isinstance(r, ConsumerRecord))
         by_partition: dict[int, dict[str, list[Parsed]]] = defaultdict(lambda: defaultdict(list))
         for record in ordered:
             parsed = await self._parse(record)
@@ -286,10 +294,9 @@ class Processor:
                 await self._apply_account(account_id, partition, items, announced)
         for table in (self.facts, self.lists, self.accounts):
             await table.durable()  # before faust may acknowledge (and commit) this batch
-        for tp, offsets in read_here.items():
-            # faust never saw these records, so it would never commit past them: acknowledge them to it
-            for start, end in _ranges(offsets):
-                await self._acknowledge(tp, start, end)
+        for tp, offsets in self._to_acknowledge.items():
+            self.acknowledgements.acknowledge(tp, offsets)  # faust never saw them: it would never commit past them
+        self._to_acknowledge.clear()
         for tp, share in by_tp.items():
             times = [t for t in map(produced_at, share) if t is not None]
             if times:
@@ -375,7 +382,7 @@ class Processor:
                 if item.produced_at is not None and self.policy.too_late(fact, item.produced_at):
                     outcome = "late" if outcome == "duplicate" else outcome
                 elif claim(index, fact, item.source, item.offset, state.epoch):
-                    state.count(fact, self.policy, before_reinstatement=sent_before(index, fact, state.epoch))
+                    state.count(fact, self.policy, before_reinstatement=sent_before(index, fact, state, self.policy))
                     outcome = "counted"
             return outcome
         at = int(event.occurred_at.timestamp())
@@ -385,7 +392,7 @@ class Processor:
                 # twice, or arriving after a newer suspension, changes nothing.
                 if state.suspension is None or p.suspension_event_id not in (None, state.suspension["event_id"]):
                     return "ignored"
-                state.reinstate()
+                state.reinstate(min(at, item.produced_at or at))
             case AccountSuspended():
                 if state.suspension is None and str(event.event_id) == suspension_id(account_id, state.epoch):
                     state.suspension = {"event_id": str(event.event_id), "metric": event.payload.metric}
@@ -513,9 +520,9 @@ class Processor:
         base, partition = source.rsplit(":", 1)
         tp = TopicPartition(self.topics(base), int(partition))
         expected, highwater = self.continuity.expected.get(tp), self._highwater(tp)
-        if expected is None or highwater is None or expected >= highwater:
-            return now
-        return self._log_time.get(tp)
+        if expected is None or highwater is None:
+            return None
+        return now if expected >= highwater else self._log_time.get(tp)
 
     async def sweep_facts(self, horizon_seconds: int, now: float) -> int:
         """Forget the facts of this worker's partitions that happened more than the dedupe horizon (the longest
@@ -543,17 +550,6 @@ class Processor:
                     expired += 1
             await self.facts.durable()
         return expired
-
-
-def _ranges(offsets: Sequence[int]) -> list[tuple[int, int]]:
-    """Sorted offsets as [start, end) runs of consecutive offsets."""
-    runs: list[tuple[int, int]] = []
-    for offset in sorted(offsets):
-        if runs and runs[-1][1] == offset:
-            runs[-1] = (runs[-1][0], offset + 1)
-        else:
-            runs.append((offset, offset + 1))
-    return runs
 
 
 def _rate_scope(kind: str, name: str) -> RateScope:

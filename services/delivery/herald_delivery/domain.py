@@ -88,9 +88,9 @@ def evolve_account(state: AccountState, event: Event) -> AccountState:
         return replace(state, suspended=True, suspension_reason=event.payload.reason,
                        suspension_event_id=str(event.event_id))
     if isinstance(event, AccountReinstated):
-        named = event.payload.suspension_event_id
-        if named is not None and named != state.suspension_event_id:
-            return state  # it lifts an earlier suspension, not the one in force
+        named, current = event.payload.suspension_event_id, state.suspension_event_id
+        if named is not None and current is not None and named != current:
+            return state  # it lifts an earlier suspension, not the one in force (unknown: one stored before ids)
         return replace(state, suspended=False, suspension_reason=None, suspension_event_id=None)
     return state
 

@@ -108,14 +108,14 @@ def test_suspension_id_is_the_same_for_the_same_breach_and_new_after_reinstateme
     first, _ = decide(state)
     again, _ = decide(state)
     assert first is not None and again is not None and first.event_id == again.event_id
-    state.reinstate()
+    state.reinstate(AT + 60)
     assert suspension_id("acc-1", 1) != first.event_id
 
 
 def test_reinstatement_restarts_the_counters() -> None:
     """After staff lift a suspension, what was counted before no longer counts towards a new one."""
     state = state_with(1_000, hard=100)
-    state.reinstate()
+    state.reinstate(AT + 60)
     assert decide(state) == (None, [])
     for i in range(600):
         state.count(Fact("sent", f"new-sent:{i}", AT + 10, "c1"), POLICY)
@@ -175,14 +175,14 @@ def test_late_bounces_of_messages_sent_before_a_reinstatement_never_count_toward
     def count(kind: str, i: int, at: int) -> None:
         fact = Fact(kind, f"{kind}:{i}", at, "c1", None if kind == "sent" else f"sent:{i}")  # type: ignore[arg-type]
         assert claim(index, fact, "herald.delivery:0", hash((kind, i)), state.epoch)
-        state.count(fact, POLICY, before_reinstatement=sent_before(index, fact, state.epoch))
+        state.count(fact, POLICY, before_reinstatement=sent_before(index, fact, state, POLICY))
 
     for i in range(1000):
         count("sent", i, AT)
     for i in range(80):
         count("hard_bounce", i, AT + 60)
     assert decide(state)[0] is not None
-    state.reinstate()
+    state.reinstate(AT + 3600)
     for i in range(80, 120):  # DSNs of the old messages arrive after the reinstatement
         count("hard_bounce", i, AT + 7200)
     for i in range(1000, 1500):  # new mail: 2% bounces
@@ -193,6 +193,21 @@ def test_late_bounces_of_messages_sent_before_a_reinstatement_never_count_toward
     assert state.campaign_counts("c1") == Counts(sent=500, hard_bounce=10)
     assert state.campaign_counts("c1", raw=True) == Counts(sent=1500, hard_bounce=130)
     assert state.window_counts(24, POLICY) == Counts(sent=500, hard_bounce=10)
+
+
+def test_a_complaint_whose_send_was_forgotten_counts_only_if_no_reinstatement_came_since() -> None:
+    """The send's marker is swept after the longest window; a reinstatement within that window came after it."""
+    week = POLICY.longest_window_seconds
+    complaint = Fact("complaint", "c:m1", AT + week + 86400, "c1", "s:m1")  # about mail sent at AT, forgotten
+    state = AccountState()
+    state.reinstate(AT + week + 43200)  # half a day before the complaint
+    assert sent_before({}, complaint, state, POLICY)
+    long_ago = AccountState()
+    long_ago.reinstate(AT - 86400)  # before the send: the mail came after it
+    assert not sent_before({}, complaint, long_ago, POLICY)
+    legacy = {"s:m1": ["herald.delivery:0", 5, AT]}  # a marker written before epochs were kept
+    assert not sent_before(legacy, complaint, state, POLICY)
+    assert not sent_before({}, complaint, AccountState(), POLICY)  # never reinstated
 
 
 def test_duplicate_fact_is_counted_once_and_a_replay_of_the_same_record_is_allowed() -> None:
@@ -260,7 +275,7 @@ def test_policy_refuses_a_hard_bounce_threshold_outside_the_terms_band() -> None
 def test_state_survives_its_json_form() -> None:
     state = state_with(600, hard=10, complaints=2, unsubscribes=1)
     state.mark_applied("herald.delivery:1", 99)
-    state.reinstate()
+    state.reinstate(AT + 60)
     assert AccountState.from_json(state.to_json()) == state
 
 

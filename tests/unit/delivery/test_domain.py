@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -75,6 +76,9 @@ def test_a_reinstatement_of_an_earlier_suspension_does_not_lift_the_current_one(
     assert domain.closed_gate(state, None) == "account_suspended"
     state = domain.evolve_account(state, reinstatement(second))
     assert domain.closed_gate(state, None) is None
+    # a suspension stored before suspensions were remembered by id is lifted by any reinstatement
+    stored = replace(state, suspended=True, suspension_reason="8% hard bounces", suspension_event_id=None)
+    assert domain.closed_gate(domain.evolve_account(stored, reinstatement(second)), None) is None
 
 
 def test_every_billing_block_holds_until_each_is_lifted() -> None:
