@@ -189,6 +189,12 @@ class Parsed:
     message: Any
     produced_at: int | None  # the record's timestamp, whole seconds
 
+    @property
+    def at(self) -> int:
+        """The event's time, capped at its record's (as facts_of caps it)."""
+        at = int(self.event.occurred_at.timestamp())
+        return at if self.produced_at is None else min(at, self.produced_at)
+
 
 def produced_at(message: Any) -> int | None:
     """The record's Kafka timestamp in whole seconds: faust's messages carry seconds, aiokafka's milliseconds."""
@@ -374,7 +380,7 @@ class Processor:
                touched_lists: set[str]) -> str:
         event = item.event
         if isinstance(event, MessageSent):
-            self._note_list_sent(account_id, partition, state, event, touched_lists)
+            self._note_list_sent(account_id, partition, state, event, item.at, touched_lists)
         facts = facts_of(event, item.produced_at)
         if facts:
             outcome = "duplicate"
@@ -385,14 +391,14 @@ class Processor:
                     state.count(fact, self.policy, before_reinstatement=sent_before(index, fact, state, self.policy))
                     outcome = "counted"
             return outcome
-        at = int(event.occurred_at.timestamp())
+        at = item.at
         match event:
             case AccountReinstated(payload=p):
                 # Only the suspension it names (or, unnamed, the current one) is lifted: a reinstatement sent
                 # twice, or arriving after a newer suspension, changes nothing.
                 if state.suspension is None or p.suspension_event_id not in (None, state.suspension["event_id"]):
                     return "ignored"
-                state.reinstate(min(at, item.produced_at or at))
+                state.reinstate(at)
             case AccountSuspended():
                 if state.suspension is None and str(event.event_id) == suspension_id(account_id, state.epoch):
                     state.suspension = {"event_id": str(event.event_id), "metric": event.payload.metric}
@@ -410,7 +416,7 @@ class Processor:
                 return "ignored"
         return "counted"
 
-    def _note_list_sent(self, account_id: str, partition: int, state: AccountState, event: MessageSent,
+    def _note_list_sent(self, account_id: str, partition: int, state: AccountState, event: MessageSent, at: int,
                         touched_lists: set[str]) -> None:
         """A list counts as sent to when a campaign's first message to it is accepted (not when the campaign is
         queued: it may be scheduled for later, or cancelled). Once per campaign: the account state remembers."""
@@ -418,7 +424,6 @@ class Processor:
         if p.kind != "campaign" or not p.campaign_id or not p.list_id or p.campaign_id in state.campaign_lists:
             return
         state.campaign_lists[p.campaign_id] = p.list_id
-        at = int(event.occurred_at.timestamp())
         self._update_list(account_id, partition, state, p.list_id, sent=(p.campaign_id, at))
         touched_lists.add(p.list_id)
 
