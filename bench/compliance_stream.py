@@ -71,6 +71,14 @@ def counted() -> float:
                for s in m.samples if s.name.endswith("_total"))
 
 
+async def _processed(total: float, within: float = 600) -> None:
+    deadline = time.monotonic() + within
+    while counted() < total:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {counted():.0f} of {total:.0f} events processed in {within:.0f} s")
+        await asyncio.sleep(0.01)
+
+
 async def main(events: int, breaches: int) -> None:
     run = uuid.uuid4().hex[:8]
     base = HeraldSettings(topic_prefix=f"bench{run}.")
@@ -107,6 +115,8 @@ async def main(events: int, breaches: int) -> None:
     print(f"latency: {breaches} accounts breach one after another under a steady load ...")
     for k in range(breaches):
         await publish(producer, base, [sent(f"breach-{k}", i) for i in range(100)])
+    # steady state: the backlog of those sends is processed before the load starts and the first breach comes
+    await _processed(before + events + breaches * 100)
     stop = asyncio.Event()
 
     async def background() -> None:
@@ -117,6 +127,7 @@ async def main(events: int, breaches: int) -> None:
             await asyncio.sleep(0.1)  # ~2,000 events/s
 
     load = asyncio.create_task(background())
+    await asyncio.sleep(2)  # the load runs for a while before the first breach
     produced: dict[str, float] = {}
     for k in range(breaches):
         await publish(producer, base, [bounce(f"breach-{k}", i) for i in range(7)])
