@@ -1,5 +1,6 @@
-"""SIGKILL the processor in the middle of a stream, restart it: the final counts equal a ground truth recomputed
-from the input topics, and no AccountSuspended is announced twice (the kill test is the judge of exactly once)."""
+"""SIGKILL the processor in the middle of a stream (once, or again while it catches up), restart it: the final
+counts equal a ground truth recomputed from the input topics, and no AccountSuspended is announced twice (the kill
+test is the judge of exactly once)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections import defaultdict
 from typing import Any
 
 import httpx
+import pytest
 
 from herald_shared.contract import Event
 from herald_shared.settings import HeraldSettings
@@ -70,8 +72,10 @@ async def ground_truth(bus: Bus) -> dict[str, dict[str, int]]:
                       "complaints": len(kinds["complaints"]), "unsubscribes": 0} for account, kinds in seen.items()}
 
 
+@pytest.mark.parametrize("kill_after", [(1500,), (1500, 5000)], ids=["once", "twice"])
 async def test_sigkill_mid_stream_then_restart_gives_exact_counts_and_no_duplicate_suspension(
-        settings: HeraldSettings, bus: Bus, tmp_path: Any) -> None:
+        settings: HeraldSettings, bus: Bus, tmp_path: Any, kill_after: tuple[int, ...]) -> None:
+    """Killed once, or killed again while the restarted worker catches up; then restarted for good."""
     port = free_port()
     http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5)
 
@@ -94,28 +98,34 @@ async def test_sigkill_mid_stream_then_restart_gives_exact_counts_and_no_duplica
 
     events = stream()
     third = len(events) // 3
-    with (tmp_path / "run1.log").open("wb") as log1:
-        worker = start(settings, port, log1)
+    publisher: asyncio.Task[None] | None = None
+    for run, counted_before_kill in enumerate(kill_after):
+        with (tmp_path / f"run{run}.log").open("wb") as log:
+            worker = start(settings, port, log)
+            try:
+                await eventually(ready, lambda ok, w=worker: ok or w.poll() is not None,
+                                 within=60, what="processor ready")
+                if publisher is None:
+                    publisher = asyncio.create_task(bus.publish(*events[:2 * third]))
+                # kill while the stream flows: some of it counted, much of it not
+                at_kill = await eventually(
+                    counts, lambda c, n=counted_before_kill: sum(v["sent"] for v in c.values()) > n,
+                    within=60, what="processing under way")
+                worker.send_signal(signal.SIGKILL)
+                worker.wait(10)
+                await publisher
+                published = sum(v["sent"] for v in (await ground_truth(bus)).values())
+                assert sum(v["sent"] for v in at_kill.values()) < published  # killed with work left to do
+            finally:
+                if worker.poll() is None:
+                    worker.kill()
+        # duplicates: a publisher that retried a slice
+        await bus.publish(*events[third:third + 500])
+    last = tmp_path / "last.log"
+    with last.open("wb") as log:
+        worker = start(settings, port, log)
         try:
-            await eventually(ready, lambda ok: ok or worker.poll() is not None, within=60, what="processor ready")
-            publisher = asyncio.create_task(bus.publish(*events[:2 * third]))
-            # kill while the stream flows: some of it counted, much of it not
-            at_kill = await eventually(counts, lambda c: sum(v["sent"] for v in c.values()) > 1500, within=60,
-                                       what="processing under way")
-            worker.send_signal(signal.SIGKILL)
-            worker.wait(10)
-            await publisher
-            published = sum(v["sent"] for v in (await ground_truth(bus)).values())
-            assert sum(v["sent"] for v in at_kill.values()) < published  # killed with work left to do
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-    # duplicates: a publisher that retried a slice; then the rest of the stream
-    await bus.publish(*events[third:third + 500])
-    with (tmp_path / "run2.log").open("wb") as log2:
-        worker = start(settings, port, log2)
-        try:
-            await bus.publish(*events[2 * third:])
+            await bus.publish(*events[2 * third:])  # the rest of the stream
             truth = await ground_truth(bus)
             assert truth["acc-k0"] == {"sent": 3000, "hard_bounces": 300, "complaints": 0, "unsubscribes": 0}
             final = await eventually(counts, lambda c: c == truth, within=120, what="counts equal the ground truth")
@@ -132,7 +142,7 @@ async def test_sigkill_mid_stream_then_restart_gives_exact_counts_and_no_duplica
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
-                assert worker.wait(30) == 0, (tmp_path / "run2.log").read_text()[-3000:]
+                assert worker.wait(30) == 0, last.read_text()[-3000:]
             finally:
                 if worker.poll() is None:
                     os.kill(worker.pid, signal.SIGKILL)
