@@ -44,17 +44,21 @@ class Fact:
     sent_key: str | None = None  # the key of the "sent" fact of the message this one is about, when known
 
 
+def event_time(event: Event, produced_at: int | None = None) -> int:
+    """An event's time in whole seconds, capped at its Kafka record's timestamp (`produced_at`): an event cannot
+    have happened after it was published, so a producer's clock running ahead cannot move the account's windows
+    into the future (Kafka 4 refuses records stamped more than an hour ahead of the broker,
+    `log.message.timestamp.after.max.ms`)."""
+    at = int(event.occurred_at.timestamp())
+    return at if produced_at is None else min(at, produced_at)
+
+
 def facts_of(event: Event, produced_at: int | None = None) -> list[Fact]:
     """What an input event counts for. "Sent" means handed to a receiving server: a message accepted
     (MessageSent) or refused outright (a hard or soft bounce at SMTP time, or one given up after retries),
-    so every bounce has its message in the denominator and a rate never exceeds 100%.
-
-    `produced_at` is the Kafka record's timestamp: an event cannot have happened after it was published, so a
-    producer's clock running ahead cannot move the account's windows into the future (Kafka 4 refuses records
-    stamped more than an hour ahead of the broker, `log.message.timestamp.after.max.ms`)."""
-    at = int(event.occurred_at.timestamp())
-    if produced_at is not None:
-        at = min(at, produced_at)
+    so every bounce has its message in the denominator and a rate never exceeds 100%. Facts carry the
+    event's time capped at its record's (`event_time`)."""
+    at = event_time(event, produced_at)
     match event:
         case MessageSent(payload=p):
             return [Fact("sent", f"s:{p.message_id}", at, p.campaign_id)]

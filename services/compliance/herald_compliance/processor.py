@@ -55,6 +55,7 @@ from .domain import (
     claim,
     deleted_soon_after_send,
     evaluate,
+    event_time,
     facts_of,
     one_off_sending,
     scopes_of,
@@ -191,9 +192,7 @@ class Parsed:
 
     @property
     def at(self) -> int:
-        """The event's time, capped at its record's (as facts_of caps it)."""
-        at = int(self.event.occurred_at.timestamp())
-        return at if self.produced_at is None else min(at, self.produced_at)
+        return event_time(self.event, self.produced_at)
 
 
 def produced_at(message: Any) -> int | None:
