@@ -8,13 +8,19 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections import OrderedDict
+
+from pymongo.asynchronous.database import AsyncDatabase
 
 from .contract import Event
 from .contract.billing import ApiKeyIssued, ApiKeyRevoked
-from .mongo import Projection, UpdateOne, WriteOp
+from .mongo import Document, Projection, UpdateOne, WriteOp
 
 KEY_PREFIX = "hk_"
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+# Keys verified by scrypt are remembered (SHA-256 of the secret, per key id and stored hash) so a client's
+# every request does not pay tens of milliseconds of CPU; bounded, least recently used first out.
+VERIFIED_KEYS_REMEMBERED = 10_000
 
 
 def _b64(data: bytes) -> str:
@@ -60,6 +66,10 @@ class ApiKeyProjection(Projection):
 
     collections = ("api_keys",)
 
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__(db)
+        self._verified: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         if isinstance(event, ApiKeyIssued):
             issued = event.payload
@@ -83,6 +93,18 @@ class ApiKeyProjection(Projection):
         doc = await self.db["api_keys"].find_one({"_id": key_id})
         if not doc or doc.get("revoked_at") or "key_hash" not in doc:
             return None
+        # The stored document is read on every request, so a revocation takes effect at once; only the
+        # slow hash is skipped for a secret this process already verified against the same stored hash.
+        remembered = (key_id, str(doc["key_hash"]))
+        fingerprint = hashlib.sha256(secret.encode()).digest()
+        known = self._verified.get(remembered)
+        if known is not None and hmac.compare_digest(known, fingerprint):
+            self._verified.move_to_end(remembered)
+            return str(doc["account_id"])
         # scrypt takes tens of milliseconds of CPU by design: off the event loop.
-        valid = await asyncio.to_thread(verify_secret, secret, doc["key_hash"])
-        return str(doc["account_id"]) if valid else None
+        if not await asyncio.to_thread(verify_secret, secret, doc["key_hash"]):
+            return None
+        self._verified[remembered] = fingerprint
+        if len(self._verified) > VERIFIED_KEYS_REMEMBERED:
+            self._verified.popitem(last=False)
+        return str(doc["account_id"])

@@ -22,6 +22,7 @@ from pymongo.errors import PyMongoError
 
 from . import metrics
 from .contract import Event, InvalidEvent, parse_event, serialize_event
+from .contract.envelope import RecordPosition
 from .settings import HeraldSettings
 from .topics import ALL_TOPICS, DLQ_SUFFIX, TopicNames, TopicSpec
 
@@ -94,6 +95,7 @@ def validate_record(record: ConsumerRecord[bytes, bytes], names: TopicNames) -> 
         raise InvalidEvent(f"{event.type} belongs on {expected_topic}, not {record.topic}")
     if record.key != event.account_id.encode():
         raise InvalidEvent(f"message key {record.key!r} is not the event's account_id {event.account_id!r}")
+    event.read_at(RecordPosition(record.topic, record.partition, record.offset))
     return event
 
 

@@ -1,8 +1,8 @@
 """MongoDB adapters on PyMongo's async API: client, event-id deduplication, and projections.
 
 Only what both MongoDB and FerretDB 1.x serve is used: CRUD, upserts, unique indexes, bulk writes.
-Writes are batched (bulk writes per Kafka batch, in commands of at most 50 operations) because FerretDB
-pays an fsync per write and hangs on larger write commands.
+Writes are batched (one bulk write per Kafka batch and collection). How read models use the store (loads
+and writes by `_id`, listings as `_id` ranges, counts kept as events fold) is in `readmodel`.
 """
 
 from __future__ import annotations
@@ -17,31 +17,27 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 from pymongo.operations import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 
 __all__ = [
-    "DUPLICATE_KEY", "MAX_OPS_PER_COMMAND", "DeleteMany", "DeleteOne", "InsertOne", "MongoDeduplicator", "Projection",
+    "DUPLICATE_KEY", "DeleteMany", "DeleteOne", "InsertOne", "MongoDeduplicator", "Projection",
     "ReplaceOne", "UpdateMany", "UpdateOne", "WriteOp", "bulk_write", "make_client", "rebuild",
 ]
 
 from .contract import Event, InvalidEvent
+from .readmodel import DUPLICATE_KEY, insert_new
 from .settings import HeraldSettings
 
 log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 WriteOp = InsertOne[Document] | UpdateOne | UpdateMany | ReplaceOne[Document] | DeleteOne | DeleteMany
-DUPLICATE_KEY = 11000
-# FerretDB 1.24 (SQLite) hangs on a write command of 100 or more operations (measured: 50 and 90 pass,
-# 100 never answers), so every bulk write goes out in commands of at most this many operations.
-MAX_OPS_PER_COMMAND = 50
 
 
 async def bulk_write(collection: AsyncCollection[Document], ops: Sequence[WriteOp], *, ordered: bool = True) -> None:
-    """collection.bulk_write in commands of MAX_OPS_PER_COMMAND, in order."""
-    for start in range(0, len(ops), MAX_OPS_PER_COMMAND):
-        await collection.bulk_write(list(ops[start:start + MAX_OPS_PER_COMMAND]), ordered=ordered)
+    """collection.bulk_write, when there is anything to write (the driver refuses an empty list)."""
+    if ops:
+        await collection.bulk_write(list(ops), ordered=ordered)
 
 
 def make_client(settings: HeraldSettings, app_name: str) -> AsyncMongoClient[Document]:
@@ -62,44 +58,56 @@ class MongoDeduplicator:
         return {doc["_id"] async for doc in cursor}
 
     async def remember(self, event_ids: Sequence[str]) -> None:
+        # Ids remembered before a crash are fine (insert_new leaves them); anything else is a real failure.
         now = datetime.now(UTC)
-        for start in range(0, len(event_ids), MAX_OPS_PER_COMMAND):
-            chunk = event_ids[start:start + MAX_OPS_PER_COMMAND]
-            try:
-                await self._collection.insert_many([{"_id": i, "at": now} for i in chunk], ordered=False)
-            except BulkWriteError as exc:
-                # Ids remembered before a crash are fine; anything else is a real failure.
-                if any(err.get("code") != DUPLICATE_KEY for err in exc.details.get("writeErrors", [])):
-                    raise
+        await insert_new(self._collection, [{"_id": i, "at": now} for i in event_ids])
 
 
 class Checkpoints:
     """How far a consumer has applied each partition (the next offset), stored next to its projection.
 
     An HTTP handler that published an event waits here until the projection includes it, so it can answer
-    from the read model (read-your-writes), whichever replica's consumer owns the partition.
+    from the read model (read-your-writes), whichever replica's consumer owns the partition. In the process
+    whose consumer saves a checkpoint, waiters are woken at once; otherwise they poll the stored one.
     """
+
+    POLL_INTERVAL = 0.05
 
     def __init__(self, db: AsyncDatabase[Document], consumer_name: str) -> None:
         self._collection = db[f"checkpoints.{consumer_name}"]
+        self._known: dict[tuple[str, int], int] = {}
+        self._saved: asyncio.Event | None = None
 
     async def save(self, next_offsets: dict[tuple[str, int], int]) -> None:
         ops = [UpdateOne({"_id": f"{topic}:{partition}"}, {"$max": {"next_offset": offset}}, upsert=True)
                for (topic, partition), offset in next_offsets.items()]
-        if ops:
-            await bulk_write(self._collection, ops)
+        await bulk_write(self._collection, ops)
+        self._learn(next_offsets)
+        if self._saved is not None:
+            self._saved.set()
+            self._saved = None
+
+    def _learn(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        for position, offset in next_offsets.items():
+            self._known[position] = max(offset, self._known.get(position, 0))
 
     async def applied(self, topic: str, partition: int) -> int:
         doc = await self._collection.find_one({"_id": f"{topic}:{partition}"})
-        return int(doc["next_offset"]) if doc else 0
+        offset = int(doc["next_offset"]) if doc else 0
+        self._learn({(topic, partition): offset})
+        return self._known[(topic, partition)]
 
     async def wait_until_applied(self, positions: Sequence[tuple[str, int, int]]) -> None:
         """Wait until every (topic, partition, offset) is applied; the caller bounds it with asyncio.timeout."""
-        delay = 0.005
         for topic, partition, offset in positions:
-            while await self.applied(topic, partition) <= offset:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.1)
+            while self._known.get((topic, partition), 0) <= offset:
+                if self._saved is None:
+                    self._saved = asyncio.Event()
+                try:
+                    async with asyncio.timeout(self.POLL_INTERVAL):
+                        await self._saved.wait()
+                except TimeoutError:
+                    await self.applied(topic, partition)  # another process's consumer may own it
 
 
 class Projection(ABC):

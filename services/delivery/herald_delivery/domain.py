@@ -11,7 +11,7 @@ import re
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
@@ -28,7 +28,14 @@ from herald_shared.contract.campaigns import (
     CampaignRejected,
 )
 from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
-from herald_shared.contract.subscriptions import FieldValue
+from herald_shared.contract.subscriptions import (
+    FieldValue,
+    SubscriberAdded,
+    SubscriberConfirmed,
+    SubscriberErased,
+    SubscriberSuppressed,
+    SubscriberUnsubscribed,
+)
 
 # Fixed namespace: message ids and derived event ids are the same in every process and every replay.
 HERALD_DELIVERY_NAMESPACE = uuid.UUID("5b1c2f7e-8f0b-4d55-9a43-2f6f4f1a7d10")
@@ -236,6 +243,44 @@ class Member:
     first_name: str | None = None
     last_name: str | None = None
     custom_fields: dict[str, FieldValue] = field(default_factory=dict)
+
+
+AudienceDoc = dict[str, Any]
+
+
+def evolve_audience_member(doc: AudienceDoc | None, event: Event, *, named: bool) -> AudienceDoc | None:
+    """A member of delivery's audience after one herald.subscriptions event (`doc` is None for one not seen
+    yet). `named`: the event names this member; False for the other memberships of a suppressed address,
+    which the suppression reaches only while they could still be sent to. The store keys the documents."""
+    account = event.account_id
+    match event:
+        case SubscriberAdded(payload=p):
+            return {"account_id": account, "subscriber_id": p.subscriber_id,
+                    "list_id": p.list_id, "email": str(p.email), "email_sha256": p.email_sha256,
+                    "first_name": p.first_name, "last_name": p.last_name, "custom_fields": p.custom_fields,
+                    "status": "pending"}
+        case SubscriberErased(payload=p):
+            list_id = p.list_id or (doc or {}).get("list_id")
+            return {"account_id": account, "subscriber_id": p.subscriber_id,
+                    "list_id": list_id, "email": None, "email_sha256": p.email_sha256, "status": "erased"}
+    if doc is None or doc["status"] == "erased":  # erasure is final for this id
+        return doc
+    match event:
+        case SubscriberConfirmed():
+            return {**doc, "status": "active"}
+        case SubscriberUnsubscribed():
+            return {**doc, "status": "unsubscribed"}
+        case SubscriberSuppressed() if named or doc["status"] in ("pending", "active"):
+            return {**doc, "status": "suppressed"}
+    return doc
+
+
+def evolve_audience_address(doc: AudienceDoc | None, event: SubscriberAdded) -> AudienceDoc:
+    """Every membership of one address in an account, so a suppression reaches them. The store keys it."""
+    members = list(doc["members"]) if doc else []
+    if event.payload.subscriber_id not in members:
+        members.append(event.payload.subscriber_id)
+    return {"account_id": event.account_id, "members": members}
 
 
 def receives(member: Member, list_id: str, segment: dict[str, FieldValue], list_deleted: bool) -> bool:

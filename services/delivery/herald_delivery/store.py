@@ -15,7 +15,6 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
 
 from herald_shared.contract import Event
 from herald_shared.contract.subscriptions import (
@@ -27,21 +26,15 @@ from herald_shared.contract.subscriptions import (
     SubscriberSuppressed,
     SubscriberUnsubscribed,
 )
-from herald_shared.mongo import (
-    DUPLICATE_KEY,
-    MAX_OPS_PER_COMMAND,
-    Document,
-    Projection,
-    ReplaceOne,
-    UpdateMany,
-    UpdateOne,
-    WriteOp,
-    bulk_write,
-)
+from herald_shared.mongo import Document, Projection, ReplaceOne, UpdateOne, WriteOp, bulk_write
+from herald_shared.readmodel import SecondaryIndex, compose, insert_new, load, write_changes
 
+from . import domain
 from .domain import AccountState, CampaignState, Member
 
 MEMBERS = "members"
+ACTIVE_MEMBERS = "active_members"
+ADDRESSES = "addresses"
 LISTS = "lists"
 ACCOUNTS = "accounts"
 CAMPAIGNS = "campaigns"
@@ -49,11 +42,13 @@ JOBS = "jobs"
 OUTCOMES = "outcomes"
 CLAIMS = "claims"
 SENDER_STATE = "sender_state"
+# Members loaded per query when a campaign is expanded.
+EXPANSION_PAGE = 1000
 
-# The ledger is append-only, because FerretDB (SQLite) scans a collection for every update or non-`_id`
-# query while inserts are cheap: `jobs` (one per message, written once), `outcomes` (one per attempt:
-# sent, bounced, deferred, skipped, cancelled; `final` unless deferred) and `claims` (the message ids of
-# each batch handed to the SMTP workers, so a crash leaves them identifiable as in doubt).
+# The ledger is append-only (inserts are the cheapest write on every MongoDB-speaking store; updates and
+# queries beyond `_id` are not, on FerretDB): `jobs` (one per message, written once), `outcomes` (one per
+# attempt: sent, bounced, deferred, skipped, cancelled; `final` unless deferred) and `claims` (the message
+# ids of each batch handed to the SMTP workers, so a crash leaves them identifiable as in doubt).
 SENT, BOUNCED, DEFERRED, SKIPPED, CANCELLED = "sent", "bounced", "deferred", "skipped", "cancelled"
 FINAL_STATES = (SENT, BOUNCED, SKIPPED, CANCELLED)
 
@@ -63,10 +58,82 @@ def scoped(account_id: str, local_id: str) -> str:
     return f"{account_id}:{local_id}"
 
 
-class AudienceProjection(Projection):
-    """Delivery's own view of herald.subscriptions: who is on which list, in which status, with merge data."""
+def active_key(doc: Document) -> str | None:
+    """Where an active member is listed for expansion: account, list, member."""
+    if doc["status"] != "active":
+        return None
+    return compose(doc["account_id"], doc["list_id"], doc["subscriber_id"])
 
-    collections = (MEMBERS, LISTS)
+
+MEMBER_EVENTS = (SubscriberAdded, SubscriberConfirmed, SubscriberUnsubscribed, SubscriberSuppressed,
+                 SubscriberErased)
+
+
+class AudienceProjection(Projection):
+    """Delivery's own view of herald.subscriptions: who is on which list, in which status, with merge data.
+
+    Members are folded in Python (`domain.evolve_audience_member`) over the documents a batch touches,
+    loaded by `_id`; the active members of each list are listed in `active_members` (composed `_id`s, read
+    as a range when a campaign is expanded); `addresses` finds every membership of an address, which a
+    suppression reaches across lists (see herald_shared.readmodel)."""
+
+    collections = (MEMBERS, ACTIVE_MEMBERS, ADDRESSES, LISTS)
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__(db)
+        self._member_events: list[Event] = []
+        self._active = SecondaryIndex(db[ACTIVE_MEMBERS], active_key)
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, MEMBER_EVENTS):
+            self._member_events.append(event)
+        await super().handle(event)
+
+    async def flush(self) -> None:
+        events, self._member_events = self._member_events, []
+        try:
+            await self._fold_members(events)
+        except Exception:
+            self._member_events = events + self._member_events
+            raise
+        await super().flush()
+
+    async def _fold_members(self, events: list[Event]) -> None:
+        if not events:
+            return
+        address_ids = {compose(e.account_id, e.payload.email_sha256) for e in events
+                       if isinstance(e, SubscriberAdded | SubscriberSuppressed)}
+        addresses = await load(self.db[ADDRESSES], address_ids)
+        member_ids = {scoped(e.account_id, e.payload.subscriber_id) for e in events}  # type: ignore[attr-defined]
+        for doc in addresses.values():
+            member_ids.update(scoped(doc["account_id"], s) for s in doc["members"])
+        members: dict[str, Document] = await load(self.db[MEMBERS], member_ids)
+        before_members, before_addresses = dict(members), dict(addresses)
+        for event in events:
+            key = scoped(event.account_id, event.payload.subscriber_id)  # type: ignore[attr-defined]
+            folded = domain.evolve_audience_member(members.get(key), event, named=True)
+            if folded is not None and folded is not members.get(key):
+                members[key] = {"_id": key, **folded}
+            if isinstance(event, SubscriberSuppressed):
+                # Suppression is of the address for the whole account (PRODUCT.md), whichever list.
+                address = addresses.get(compose(event.account_id, event.payload.email_sha256))
+                for other in address["members"] if address else ():
+                    other_key = scoped(event.account_id, other)
+                    other_doc = members.get(other_key)
+                    if other_key == key or other_doc is None:
+                        continue
+                    suppressed = domain.evolve_audience_member(other_doc, event, named=False)
+                    if suppressed is not None and suppressed is not other_doc:
+                        members[other_key] = {"_id": other_key, **suppressed}
+            if isinstance(event, SubscriberAdded):
+                address_key = compose(event.account_id, event.payload.email_sha256)
+                addresses[address_key] = {"_id": address_key,
+                                          **domain.evolve_audience_address(addresses.get(address_key), event)}
+        changed = {k: v for k, v in members.items() if v is not before_members.get(k)}
+        await self._active.write(before_members, changed)  # the listing before the documents it lists
+        await write_changes(self.db[MEMBERS], before_members, changed)
+        await write_changes(self.db[ADDRESSES], before_addresses,
+                            {k: v for k, v in addresses.items() if v is not before_addresses.get(k)})
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         account = event.account_id
@@ -77,32 +144,7 @@ class AudienceProjection(Projection):
             case ListDeleted(payload=p):
                 return [(LISTS, UpdateOne({"_id": scoped(account, p.list_id)},
                                           {"$set": {"account_id": account, "deleted": True}}, upsert=True))]
-            case SubscriberAdded(payload=p):
-                return [(MEMBERS, UpdateOne({"_id": scoped(account, p.subscriber_id)}, {"$set": {
-                    "account_id": account, "subscriber_id": p.subscriber_id, "list_id": p.list_id,
-                    "email": str(p.email), "email_sha256": p.email_sha256, "first_name": p.first_name,
-                    "last_name": p.last_name, "custom_fields": p.custom_fields, "status": "pending"}}, upsert=True))]
-            case SubscriberConfirmed(payload=p):
-                return [self._status(account, p.subscriber_id, "active")]
-            case SubscriberUnsubscribed(payload=p):
-                return [self._status(account, p.subscriber_id, "unsubscribed")]
-            case SubscriberSuppressed(payload=p):
-                # Suppression is of the address for the whole account (PRODUCT.md), whichever list.
-                return [self._status(account, p.subscriber_id, "suppressed"),
-                        (MEMBERS, UpdateMany({"account_id": account, "email_sha256": p.email_sha256,
-                                              "status": {"$in": ["pending", "active"]}},
-                                             {"$set": {"status": "suppressed"}}))]
-            case SubscriberErased(payload=p):
-                return [(MEMBERS, ReplaceOne({"_id": scoped(account, p.subscriber_id)}, {
-                    "account_id": account, "subscriber_id": p.subscriber_id, "list_id": p.list_id,
-                    "email": None, "email_sha256": p.email_sha256, "status": "erased"}, upsert=True))]
         return []
-
-    @staticmethod
-    def _status(account: str, subscriber_id: str, status: str) -> tuple[str, WriteOp]:
-        # Never revive an erased member's row: erasure is final for this id.
-        return (MEMBERS, UpdateOne({"_id": scoped(account, subscriber_id), "status": {"$ne": "erased"}},
-                                   {"$set": {"status": status}}))
 
 
 def member_from(doc: Document) -> Member:
@@ -130,7 +172,7 @@ class GroupCommit:
 
     async def _write_rounds(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending[:MAX_OPS_PER_COMMAND], self._pending[MAX_OPS_PER_COMMAND:]
+            batch, self._pending = self._pending, []
             try:
                 await insert_new(self._collection, [doc for doc, _ in batch])
             except Exception as exc:  # every waiter learns it; none is left hanging
@@ -143,31 +185,15 @@ class GroupCommit:
                         future.set_result(None)
 
 
-async def insert_new(collection: AsyncCollection[Document], docs: Sequence[Document]) -> set[str]:
-    """Insert documents whose `_id` is new; returns the ids that already existed (written before a crash,
-    or by a redelivered event). Any other error is raised."""
-    existing: set[str] = set()
-    for start in range(0, len(docs), MAX_OPS_PER_COMMAND):
-        chunk = docs[start:start + MAX_OPS_PER_COMMAND]
-        try:
-            await collection.insert_many(list(chunk), ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(err.get("code") != DUPLICATE_KEY for err in errors):
-                raise
-            existing.update(str(chunk[err["index"]]["_id"]) for err in errors)
-    return existing
-
-
 class DeliveryStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
         self.jobs = db[JOBS]
+        self._active = SecondaryIndex(db[ACTIVE_MEMBERS], active_key)
         self._group_commit = GroupCommit(db[OUTCOMES])
 
     async def ensure_indexes(self) -> None:
         await self.db[OUTCOMES].create_index([("message_id", ASCENDING)])
-        await self.db[MEMBERS].create_index([("account_id", ASCENDING), ("list_id", ASCENDING)])
 
     # Audience
 
@@ -176,16 +202,25 @@ class DeliveryStore:
         return bool(doc and doc.get("deleted"))
 
     async def list_members(self, account_id: str, list_id: str) -> AsyncIterator[Member]:
-        async for doc in self.db[MEMBERS].find({"account_id": account_id, "list_id": list_id, "status": "active"}):
-            yield member_from(doc)
+        """The list's active members: their listing read as an `_id` range, a page at a time, then the
+        members of each page by `_id`."""
+        after: str | None = None
+        while True:
+            keys = await self._active.keys(account_id, list_id, after=after, limit=EXPANSION_PAGE)
+            if not keys:
+                return
+            found = await load(self.db[MEMBERS], (scoped(account_id, k.rsplit("/", 1)[1]) for k in keys))
+            for key in keys:
+                doc = found.get(scoped(account_id, key.rsplit("/", 1)[1]))
+                if doc is not None and active_key(doc) == key:
+                    yield member_from(doc)
+            if len(keys) < EXPANSION_PAGE:
+                return
+            after = keys[-1]
 
     async def members(self, account_id: str, subscriber_ids: Sequence[str]) -> dict[str, Member]:
-        keys = [scoped(account_id, s) for s in subscriber_ids]
-        found: dict[str, Member] = {}
-        for start in range(0, len(keys), 500):
-            async for doc in self.db[MEMBERS].find({"_id": {"$in": keys[start:start + 500]}}):
-                found[doc["subscriber_id"]] = member_from(doc)
-        return found
+        found = await load(self.db[MEMBERS], (scoped(account_id, s) for s in subscriber_ids))
+        return {doc["subscriber_id"]: member_from(doc) for doc in found.values()}
 
     # Accounts and campaigns (written only by the control consumer, which folds them in memory)
 

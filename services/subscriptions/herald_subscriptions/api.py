@@ -77,16 +77,17 @@ def subscriber_out(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def encode_cursor(subscriber_id: str) -> str:
-    return base64.urlsafe_b64encode(subscriber_id.encode()).decode().rstrip("=")
+def encode_cursor(listing_key: str) -> str:
+    return base64.urlsafe_b64encode(listing_key.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> str:
+def decode_cursor(cursor: str, account_id: str, list_id: str) -> str:
+    """The listing key a page ended at; only a key of this list is accepted."""
     try:
         value = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
         value = ""
-    if not re.fullmatch(r"s[0-9a-f]{24}", value):
+    if not re.fullmatch(rf"{re.escape(account_id)}/{re.escape(list_id)}/[a-z]+/s[0-9a-f]{{24}}", value):
         raise SubscriptionError("cursor is not valid; use next_cursor from the previous page")
     return value
 
@@ -165,10 +166,10 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         kinds: dict[str, str] = lst.get("custom_fields", {})
         fields = {k[len("field."):]: _typed(v, kinds.get(k[len("field."):], "text"))
                   for k, v in request.query_params.items() if k.startswith("field.")}
-        docs = await service.store.members_page(account_id, list_id, status=status, field_equals=fields,
-                                                after=decode_cursor(cursor) if cursor else None, limit=limit)
-        next_cursor = encode_cursor(docs[-1]["_id"]) if len(docs) == limit else None
-        return {"items": [subscriber_out(d) for d in docs], "next_cursor": next_cursor,
+        after = decode_cursor(cursor, account_id, list_id) if cursor else None
+        docs, last = await service.store.members_page(account_id, list_id, status=status, field_equals=fields,
+                                                      after=after, limit=limit)
+        return {"items": [subscriber_out(d) for d in docs], "next_cursor": encode_cursor(last) if last else None,
                 "counts": await service.store.status_counts(account_id, list_id)}
 
     @router.get("/subscribers/{subscriber_id}")

@@ -368,12 +368,13 @@ def evolve_member(doc: Document | None, event: Event) -> Document | None:
 
 
 def evolve_address(doc: Document | None, event: Event) -> Document | None:
-    """Per account and address (by hash): which memberships it has, so a suppression finds them by _id."""
+    """Per account and address (by hash): which memberships it has, so a suppression finds them by _id.
+    The store keys the document."""
     if isinstance(event, SubscriberAdded):
         p = event.payload
         members = list(doc["members"]) if doc else []
         if p.subscriber_id not in members:
             members.append(p.subscriber_id)
-        return {"_id": f"{event.account_id}:{p.email_sha256}", "account_id": event.account_id,
+        return {"account_id": event.account_id,
                 "email_sha256": p.email_sha256, "members": members}
     return doc

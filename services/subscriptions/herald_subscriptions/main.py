@@ -44,15 +44,17 @@ class Subscriptions:
         self.projection = SubscriptionsProjection(self.db)
         self.apikeys = ApiKeyProjection(self.db)
         base_url = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
+        # One instance for the consumer that saves and the requests that wait: a save wakes them at once.
+        checkpoints = Checkpoints(self.db, "projection")
         self.service = SubscriptionsService(
             SubscriptionsStore(self.db), EventPublisher(self.producer, settings.topics),
-            Checkpoints(self.db, "projection"), LinkSigner(settings.link_secret, base_url),
+            checkpoints, LinkSigner(settings.link_secret, base_url),
             settings.topics("herald.subscriptions"))
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
             topics=["herald.subscriptions", "herald.billing"], handler=ProjectionGroup(self.projection, self.apikeys),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "projection"),
-            checkpoints=Checkpoints(self.db, "projection"))
+            checkpoints=checkpoints)
         self.suppressor = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.suppression", topics=["herald.delivery"],
             handler=SuppressionHandler(self.service), producer=self.producer,
@@ -76,7 +78,6 @@ class Subscriptions:
 
     async def start(self) -> None:
         await ensure_topics(self.settings)
-        await self.projection.ensure_indexes()
         await self.producer.start()
         self._tasks = [asyncio.create_task(c.run(), name=c.name) for c in (self.projector, self.suppressor)]
 

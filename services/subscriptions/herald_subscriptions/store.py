@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from herald_shared.contract import Event
@@ -26,16 +25,26 @@ from herald_shared.contract.subscriptions import (
     SubscriberSuppressed,
     SubscriberUnsubscribed,
 )
-from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp, bulk_write
+from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
+from herald_shared.readmodel import Counters, SecondaryIndex, compose, load, prefix_range, write_changes
 
 from . import domain
 from .domain import ListState, MemberState
 
 STATUSES = ("pending", "active", "unsubscribed", "suppressed")
+LISTS, SUBSCRIBERS, LIST_MEMBERS, LIST_COUNTS = "lists", "subscribers", "list_members", "list_counts"
+ADDRESSES, SUPPRESSIONS = "addresses", "suppressions"
 
 
 def list_key(account_id: str, list_id: str) -> str:
-    return f"{account_id}:{list_id}"
+    return compose(account_id, list_id)
+
+
+def listing_key(doc: Document) -> str | None:
+    """Where a membership is listed: by account, list, status, then id (an erased one is not listed)."""
+    if doc["status"] not in STATUSES:
+        return None
+    return compose(doc["account_id"], doc["list_id"], doc["status"], doc["_id"])
 
 
 # Events folded in Python over the documents they touch (loaded by _id once per batch).
@@ -44,19 +53,19 @@ MEMBER_EVENTS = (SubscriberAdded, ConfirmationRequested, SubscriberConfirmed, Su
 
 
 class SubscriptionsProjection(Projection):
-    """Memberships are folded in Python by `domain.evolve_member` (load the batch's documents by _id, fold,
-    write back by _id): every read and write is by _id, which any MongoDB-speaking server serves fast.
-    Filters with extra conditions are avoided on purpose: FerretDB 1.x (SQLite) answers them with a full
-    collection scan per write. Lists, suppressions, accounts and imports are keyed writes."""
+    """Memberships are folded in Python by `domain.evolve_member` over the documents a batch touches (loaded
+    by `_id`), then written back: new members inserted in bulk, changed ones updated by `_id`. Each list's
+    members are listed by status in `list_members` (composed `_id`s, read as ranges) and counted in
+    `list_counts` as they fold (see herald_shared.readmodel). Lists, suppressions, accounts and imports are
+    keyed writes."""
 
-    collections = ("lists", "subscribers", "addresses", "suppressions", "imports", "accounts")
+    collections = (LISTS, SUBSCRIBERS, LIST_MEMBERS, LIST_COUNTS, ADDRESSES, SUPPRESSIONS, "imports", "accounts")
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
         self._member_events: list[Event] = []
-
-    async def ensure_indexes(self) -> None:
-        await self.db["subscribers"].create_index([("account_id", 1), ("list_id", 1), ("status", 1)])
+        self._listing = SecondaryIndex(db[LIST_MEMBERS], listing_key)
+        self._counts = Counters(db[LIST_COUNTS])
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, MEMBER_EVENTS):
@@ -69,58 +78,80 @@ class SubscriptionsProjection(Projection):
             await self._fold_members(events)
         except Exception:
             self._member_events = events + self._member_events
+            self._counts.discard()
             raise
         await super().flush()
 
     async def _fold_members(self, events: list[Event]) -> None:
         if not events:
             return
-        address_ids = {f"{e.account_id}:{e.payload.email_sha256}" for e in events
+        address_ids = {compose(e.account_id, e.payload.email_sha256) for e in events
                        if isinstance(e, SubscriberAdded | SubscriberSuppressed)}
-        addresses = await _by_id(self.db["addresses"], address_ids)
+        addresses = await load(self.db[ADDRESSES], address_ids)
         member_ids = {e.payload.subscriber_id for e in events}  # type: ignore[attr-defined]
         for doc in addresses.values():
             member_ids.update(doc["members"])
-        members = await _by_id(self.db["subscribers"], member_ids)
+        members: dict[str, Document] = await load(self.db[SUBSCRIBERS], member_ids)
         before_members, before_addresses = dict(members), dict(addresses)
+        await self._counts.prepare(list_key(d["account_id"], d["list_id"]) for d in members.values())
+        await self._counts.prepare(list_key(e.account_id, e.payload.list_id) for e in events
+                                   if isinstance(e, SubscriberAdded))
         for event in events:
             if isinstance(event, SubscriberSuppressed):
-                address = addresses.get(f"{event.account_id}:{event.payload.email_sha256}")
+                address = addresses.get(compose(event.account_id, event.payload.email_sha256))
                 targets = set(address["members"]) if address else set()
                 targets.add(event.payload.subscriber_id)
             else:
                 targets = {event.payload.subscriber_id}  # type: ignore[attr-defined]
-            for target in targets:
-                folded = domain.evolve_member(members.get(target), event)
-                if folded is not None:
+            for target in sorted(targets):
+                old = members.get(target)
+                folded = domain.evolve_member(old, event)
+                if folded is not None and folded is not old:
                     members[target] = folded
+                    self._count(event, old, folded)
             if isinstance(event, SubscriberAdded):
-                key = f"{event.account_id}:{event.payload.email_sha256}"
+                key = compose(event.account_id, event.payload.email_sha256)
                 address = domain.evolve_address(addresses.get(key), event)
                 if address is not None:
-                    addresses[key] = address
-        await _write_changes(self.db["subscribers"], before_members, members)
-        await _write_changes(self.db["addresses"], before_addresses, addresses)
+                    addresses[key] = {**address, "_id": key}
+        # Counts, then the listing, then the documents: see Counters and SecondaryIndex on why this order.
+        await self._counts.write()
+        changed = {k: v for k, v in members.items() if v is not before_members.get(k)}
+        await self._listing.write(before_members, changed)
+        await write_changes(self.db[SUBSCRIBERS], before_members, changed)
+        await write_changes(self.db[ADDRESSES], before_addresses,
+                            {k: v for k, v in addresses.items() if v is not before_addresses.get(k)})
+
+    def _count(self, event: Event, old: Document | None, new: Document) -> None:
+        before = old["status"] if old is not None else None
+        if before == new["status"]:
+            return
+        deltas: dict[str, int] = {}
+        if before in STATUSES:
+            deltas[str(before)] = -1
+        if new["status"] in STATUSES:
+            deltas[new["status"]] = deltas.get(new["status"], 0) + 1
+        self._counts.add(list_key(new["account_id"], new["list_id"]), event, deltas)
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         match event:
             case ListCreated(payload=p):
-                return [("lists", UpdateOne({"_id": list_key(event.account_id, p.list_id)}, {"$setOnInsert": {
+                return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)}, {"$setOnInsert": {
                     "account_id": event.account_id, "list_id": p.list_id, "name": p.name, "opt_in": p.opt_in,
                     "custom_fields": {f.name: f.kind for f in p.custom_fields}, "created_at": event.occurred_at}},
                     upsert=True))]
             case ListRenamed(payload=p):
-                return [("lists", UpdateOne({"_id": list_key(event.account_id, p.list_id)},
-                                            {"$set": {"name": p.name}}))]
+                return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)},
+                                          {"$set": {"name": p.name}}))]
             case ListDeleted(payload=p):
-                return [("lists", UpdateOne({"_id": list_key(event.account_id, p.list_id)},
-                                            {"$set": {"deleted_at": event.occurred_at}}))]
+                return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)},
+                                          {"$set": {"deleted_at": event.occurred_at}}))]
             case SubscriberSuppressed(payload=p):
-                return [("suppressions", UpdateOne({"_id": f"{event.account_id}:{p.email_sha256}"}, {"$setOnInsert": {
+                return [(SUPPRESSIONS, UpdateOne({"_id": compose(event.account_id, p.email_sha256)}, {"$setOnInsert": {
                     "account_id": event.account_id, "email_sha256": p.email_sha256, "reason": p.reason,
                     "suppressed_at": event.occurred_at}}, upsert=True))]
             case ImportCompleted(payload=p):
-                return [("imports", UpdateOne({"_id": f"{event.account_id}:{p.import_id}"}, {"$set": {
+                return [("imports", UpdateOne({"_id": compose(event.account_id, p.import_id)}, {"$set": {
                     "account_id": event.account_id, **p.model_dump(mode="json"),
                     "completed_at": event.occurred_at}}, upsert=True))]
             case AccountOpened(payload=p):
@@ -129,53 +160,30 @@ class SubscriptionsProjection(Projection):
         return []
 
 
-async def _by_id(collection: AsyncCollection[Document], ids: set[str]) -> dict[str, Document]:
-    if not ids:
-        return {}
-    return {doc["_id"]: doc async for doc in collection.find({"_id": {"$in": sorted(ids)}})}
-
-
-async def _write_changes(collection: AsyncCollection[Document], before: dict[str, Document],
-                         after: dict[str, Document]) -> None:
-    """One bulk write of the documents the fold changed: $set what differs, $unset what went away."""
-    ops: list[UpdateOne] = []
-    for key, doc in after.items():
-        old = before.get(key, {})
-        changed = {k: v for k, v in doc.items() if k != "_id" and old.get(k, _MISSING) != v}
-        removed = {k: "" for k in old if k not in doc}
-        update: dict[str, Any] = {}
-        if changed:
-            update["$set"] = changed
-        if removed:
-            update["$unset"] = removed
-        if update:
-            ops.append(UpdateOne({"_id": key}, update, upsert=True))
-    await bulk_write(collection, ops)
-
-
-_MISSING = object()
-
-
 class SubscriptionsStore:
-    """Reads of the projection. Every method takes the account and never returns another account's data."""
+    """Reads of the projection, each by `_id` or an `_id` range. Every method takes the account and never
+    returns another account's data."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
+        self._listing = SecondaryIndex(db[LIST_MEMBERS], listing_key)
+        self._counts = Counters(db[LIST_COUNTS])
 
     async def list_state(self, account_id: str, list_id: str) -> ListState | None:
-        doc = await self.db["lists"].find_one({"_id": list_key(account_id, list_id), "account_id": account_id})
+        doc = await self.db[LISTS].find_one({"_id": list_key(account_id, list_id)})
         return _list_state(doc) if doc else None
 
     async def list_doc(self, account_id: str, list_id: str) -> Document | None:
-        return await self.db["lists"].find_one({"_id": list_key(account_id, list_id), "account_id": account_id,
-                                                 "deleted_at": {"$exists": False}})
+        doc = await self.db[LISTS].find_one({"_id": list_key(account_id, list_id)})
+        return doc if doc is not None and "deleted_at" not in doc else None
 
     async def lists(self, account_id: str) -> list[Document]:
-        cursor = self.db["lists"].find({"account_id": account_id, "deleted_at": {"$exists": False}}).sort("_id", 1)
-        return [doc async for doc in cursor]
+        cursor = self.db[LISTS].find({"_id": prefix_range(account_id)}).sort("_id", 1)
+        return [doc async for doc in cursor if "deleted_at" not in doc]
 
     async def member(self, account_id: str, subscriber_id: str) -> Document | None:
-        return await self.db["subscribers"].find_one({"_id": subscriber_id, "account_id": account_id})
+        doc = await self.db[SUBSCRIBERS].find_one({"_id": subscriber_id})
+        return doc if doc is not None and doc["account_id"] == account_id else None
 
     async def member_state(self, account_id: str, subscriber_id: str) -> MemberState | None:
         doc = await self.member(account_id, subscriber_id)
@@ -183,43 +191,63 @@ class SubscriptionsStore:
 
     async def members_by_hash(self, account_id: str, email_hash: str) -> list[Document]:
         """Every membership of one address in the account (through its addresses document, by _id)."""
-        address = await self.db["addresses"].find_one({"_id": f"{account_id}:{email_hash}"})
+        address = await self.db[ADDRESSES].find_one({"_id": compose(account_id, email_hash)})
         if address is None:
             return []
-        cursor = self.db["subscribers"].find({"_id": {"$in": address["members"]}, "account_id": account_id})
-        return sorted([doc async for doc in cursor], key=lambda d: d["_id"])
+        found = await load(self.db[SUBSCRIBERS], address["members"])
+        return sorted((d for d in found.values() if d["account_id"] == account_id), key=lambda d: d["_id"])
 
     async def member_states(self, account_id: str, subscriber_ids: Sequence[str]) -> dict[str, MemberState]:
-        cursor = self.db["subscribers"].find({"_id": {"$in": list(subscriber_ids)}, "account_id": account_id})
-        return {doc["_id"]: _member_state(doc) async for doc in cursor}
+        found = await load(self.db[SUBSCRIBERS], subscriber_ids)
+        return {k: _member_state(d) for k, d in found.items() if d["account_id"] == account_id}
 
     async def suppressed(self, account_id: str, email_hashes: Sequence[str]) -> set[str]:
-        ids = [f"{account_id}:{h}" for h in email_hashes]
-        cursor = self.db["suppressions"].find({"_id": {"$in": ids}, "account_id": account_id})
-        return {doc["email_sha256"] async for doc in cursor}
+        found = await load(self.db[SUPPRESSIONS], (compose(account_id, h) for h in email_hashes))
+        return {doc["email_sha256"] for doc in found.values()}
 
     async def company_name(self, account_id: str) -> str | None:
         doc = await self.db["accounts"].find_one({"_id": account_id})
         return str(doc["company_name"]) if doc else None
 
     async def members_page(self, account_id: str, list_id: str, *, status: str | None,
-                           field_equals: dict[str, Any], after: str | None, limit: int) -> list[Document]:
-        query: dict[str, Any] = {"account_id": account_id, "list_id": list_id, "status": {"$ne": "erased"}}
-        if status:
-            query["status"] = status
-        for name, value in field_equals.items():
-            query[f"custom_fields.{name}"] = value
-        if after:
-            query["_id"] = {"$gt": after}
-        cursor = self.db["subscribers"].find(query).sort("_id", 1).limit(limit)
-        return [doc async for doc in cursor]
+                           field_equals: dict[str, Any], after: str | None,
+                           limit: int) -> tuple[list[Document], str | None]:
+        """One page of a list's members in listing order (status, then id) and the key to continue after,
+        None at the end. Custom-field conditions are checked on the members read: a rare value reads the
+        list's listing in chunks until the page is full."""
+        prefix = (account_id, list_id, status) if status else (account_id, list_id)
+        chunk = limit if not field_equals else max(limit, 1000)
+        page: list[Document] = []
+        while True:
+            keys = await self._listing.keys(*prefix, after=after, limit=chunk)
+            if not keys:
+                return page, None
+            found = await load(self.db[SUBSCRIBERS], (k.rsplit("/", 1)[1] for k in keys))
+            for key in keys:
+                doc = found.get(key.rsplit("/", 1)[1])
+                if doc is not None and listing_key(doc) == key and _fields_match(doc, field_equals):
+                    page.append(doc)
+                    if len(page) == limit:
+                        return page, key
+            after = keys[-1]
+            if len(keys) < chunk:
+                return page, None
 
     async def status_counts(self, account_id: str, list_id: str) -> dict[str, int]:
-        cursor = await self.db["subscribers"].aggregate([
-            {"$match": {"account_id": account_id, "list_id": list_id}},
-            {"$group": {"_id": "$status", "n": {"$sum": 1}}}])
-        found = {doc["_id"]: doc["n"] async for doc in cursor}
-        return {status: int(found.get(status, 0)) for status in STATUSES}
+        found = await self._counts.read(list_key(account_id, list_id))
+        return {status: found.get(status, 0) for status in STATUSES}
+
+
+def _fields_match(doc: Document, field_equals: dict[str, Any]) -> bool:
+    fields = doc.get("custom_fields") or {}
+    return all(_same_value(fields.get(name), value) for name, value in field_equals.items())
+
+
+def _same_value(stored: Any, wanted: Any) -> bool:
+    """Equality as MongoDB's filter has it: 3 equals 3.0, but true is not 1."""
+    if isinstance(stored, bool) or isinstance(wanted, bool):
+        return type(stored) is type(wanted) and stored == wanted
+    return bool(stored == wanted)
 
 
 def _list_state(doc: Document) -> ListState:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 from uuid import UUID, uuid4
 
 from pydantic import (
@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    PrivateAttr,
     StringConstraints,
     field_validator,
     model_validator,
@@ -48,6 +49,14 @@ class Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class RecordPosition(NamedTuple):
+    """Where an event was read from Kafka. Not part of the event: a consumer's knowledge of it."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 class Event(BaseModel):
     """The envelope. Subclasses fix `type`, the owning `topic`, the `version` and the `payload` model."""
 
@@ -69,6 +78,15 @@ class Event(BaseModel):
     correlation_id: UUID | None = Field(default=None, description="Shared by all events of one flow.")
     causation_id: UUID | None = Field(default=None, description="event_id of the event that caused this one.")
     payload: Payload
+    _position: RecordPosition | None = PrivateAttr(default=None)
+
+    @property
+    def position(self) -> RecordPosition | None:
+        """The record this event was read from (set by the consumer), or None for an event made here."""
+        return self._position
+
+    def read_at(self, position: RecordPosition) -> None:
+        self._position = position
 
     @model_validator(mode="before")
     @classmethod

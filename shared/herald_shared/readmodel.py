@@ -1,0 +1,205 @@
+"""Read models built for a store that is fast only by `_id`: the one way every service folds its projections.
+
+FerretDB 1.x (with the project's patches) answers `_id` equality, `_id` `$in` and `_id` ranges from the
+primary key index and scans the whole table for anything else; a real MongoDB is fast at all of it. So:
+- documents are loaded by `$in` on `_id` once per batch, folded in Python and written back by `_id`;
+  documents that are new are inserted in bulk (no upsert per document);
+- a listing ("members of list L with status S") is a *secondary index*: a collection whose `_id`s are
+  composed keys (`account/list/status/member`), read as an `_id` prefix range;
+- counts are kept as the events fold (`Counters`), never computed by scanning, and stay exact when a
+  batch is applied again after a crash: each counter document remembers the offset of the last event
+  it counted.
+
+Keys are joined with `/`, which no identifier of the contract contains, so a prefix range of one list
+can never reach into another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+from pymongo.operations import DeleteOne, UpdateOne
+
+from .contract import Event
+
+Document = dict[str, Any]
+DUPLICATE_KEY = 11000
+SEPARATOR = "/"
+# Ids per `$in` query: one index lookup each, and a query of this size answers in milliseconds.
+LOAD_CHUNK = 1000
+
+__all__ = ["Counters", "SecondaryIndex", "compose", "insert_new", "load", "prefix_range", "write_changes"]
+
+
+def compose(*parts: str) -> str:
+    """A composed `_id`. Parts must not contain '/' (contract identifiers never do)."""
+    return SEPARATOR.join(parts)
+
+
+def prefix_range(*parts: str) -> dict[str, str]:
+    """The `_id` filter of every key that starts with these parts (and a '/' after the last)."""
+    prefix = compose(*parts) + SEPARATOR
+    return {"$gte": prefix, "$lt": prefix[:-1] + chr(ord(SEPARATOR) + 1)}
+
+
+async def load(collection: AsyncCollection[Document], ids: Iterable[str]) -> dict[str, Document]:
+    """The documents with these `_id`s (absent ones are simply missing), by `$in` in chunks."""
+    wanted = sorted(set(ids))
+    found: dict[str, Document] = {}
+    for start in range(0, len(wanted), LOAD_CHUNK):
+        async for doc in collection.find({"_id": {"$in": wanted[start:start + LOAD_CHUNK]}}):
+            found[doc["_id"]] = doc
+    return found
+
+
+async def insert_new(collection: AsyncCollection[Document], docs: Sequence[Document]) -> set[str]:
+    """Insert in bulk; returns the `_id`s that already existed (written before a crash, or by a redelivered
+    event), which are left as they are. Any other error is raised."""
+    if not docs:
+        return set()
+    try:
+        await collection.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(err.get("code") != DUPLICATE_KEY for err in errors):
+            raise
+        return {str(docs[err["index"]]["_id"]) for err in errors}
+    return set()
+
+
+_MISSING = object()
+
+
+async def write_changes(collection: AsyncCollection[Document], before: Mapping[str, Document],
+                        after: Mapping[str, Document | None]) -> None:
+    """Write what a fold changed: documents new since `before` are inserted in bulk (a document that exists
+    after all is replaced by its `$set`), changed ones get `$set`/`$unset` of what differs, `None` deletes."""
+    new = [doc for key, doc in after.items() if doc is not None and key not in before]
+    ops: list[UpdateOne | DeleteOne] = []
+    for key, doc in after.items():
+        old = before.get(key)
+        if doc is None:
+            if old is not None:
+                ops.append(DeleteOne({"_id": key}))
+        elif old is not None:
+            update = _difference(old, doc)
+            if update:
+                ops.append(UpdateOne({"_id": key}, update))
+    existed = await insert_new(collection, new)
+    # Only after a crash between a write and its offset commit: make the stored copy what the fold says.
+    ops += [UpdateOne({"_id": doc["_id"]}, {"$set": {k: v for k, v in doc.items() if k != "_id"}})
+            for doc in new if str(doc["_id"]) in existed]
+    if ops:
+        await collection.bulk_write(ops, ordered=True)
+
+
+def _difference(old: Document, new: Document) -> dict[str, Any]:
+    changed = {k: v for k, v in new.items() if k != "_id" and old.get(k, _MISSING) != v}
+    removed = {k: "" for k in old if k not in new}
+    update: dict[str, Any] = {}
+    if changed:
+        update["$set"] = changed
+    if removed:
+        update["$unset"] = removed
+    return update
+
+
+class SecondaryIndex:
+    """A listing kept as a collection of composed keys: `key(doc)` says where a document is listed (None: not
+    listed). Write it before the documents it lists: when a batch is applied again after a crash, the fold
+    then sees the old documents and repeats the same index changes, which are idempotent."""
+
+    def __init__(self, collection: AsyncCollection[Document], key: Callable[[Document], str | None]) -> None:
+        self.collection = collection
+        self._key = key
+
+    async def write(self, before: Mapping[str, Document], after: Mapping[str, Document | None]) -> None:
+        removed: list[DeleteOne] = []
+        added: list[Document] = []
+        for member_id, doc in after.items():
+            old = before.get(member_id)
+            old_key = self._key(old) if old is not None else None
+            new_key = self._key(doc) if doc is not None else None
+            if old_key == new_key:
+                continue
+            if old_key is not None:
+                removed.append(DeleteOne({"_id": old_key}))
+            if new_key is not None:
+                added.append({"_id": new_key})
+        if removed:
+            await self.collection.bulk_write(removed, ordered=False)
+        await insert_new(self.collection, added)
+
+    async def keys(self, *prefix: str, after: str | None = None, limit: int = 100) -> list[str]:
+        """Keys under a prefix in `_id` order, after a given key (a page's cursor)."""
+        bounds = prefix_range(*prefix)
+        if after is not None and after >= bounds["$gte"]:
+            bounds = {"$gt": after, "$lt": bounds["$lt"]}
+        cursor = self.collection.find({"_id": bounds}, {"_id": 1}).sort("_id", 1).limit(limit)
+        return [doc["_id"] async for doc in cursor]
+
+
+class Counters:
+    """Counts per key (e.g. members of a list by status), folded with the events, exact under replay.
+
+    Every event of one key must come from one Kafka partition (true for anything of one account, the
+    message key). Each counter document stores `through`, the offset of the last event it counted; an
+    event at or before it was counted already. Write the counters before the documents they count: a
+    crash after the counters and before the documents makes the replay fold the documents again without
+    counting twice.
+    """
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+        self._loaded: dict[str, Document] = {}
+        self._current: dict[str, Document] = {}
+
+    async def prepare(self, keys: Iterable[str]) -> None:
+        """Load the counters a batch will touch."""
+        missing = set(keys) - set(self._current)
+        loaded = await load(self.collection, missing)
+        for key in missing:
+            doc = loaded.get(key)
+            self._loaded[key] = doc if doc is not None else {}
+            self._current[key] = _copy_counter(doc) if doc is not None else {"_id": key, "counts": {}}
+
+    def add(self, key: str, event: Event, deltas: Mapping[str, int]) -> None:
+        """Count one event's changes (name → +n/-n), unless this counter already counted that event."""
+        current = self._current[key]
+        position = event.position
+        if position is not None:
+            through = current.get("through")
+            if through is not None and position.offset <= through:
+                return
+            current["through"] = position.offset
+        counts = current["counts"]
+        for name, delta in deltas.items():
+            if delta:
+                counts[name] = counts.get(name, 0) + delta
+
+    def get(self, key: str) -> dict[str, int]:
+        return dict(self._current[key]["counts"])
+
+    async def write(self) -> None:
+        """Write the changed counters (absolute values and `through`: repeating the write changes nothing)."""
+        before = {k: v for k, v in self._loaded.items() if v}
+        after: dict[str, Document | None] = {k: v for k, v in self._current.items() if v != self._loaded[k]}
+        await write_changes(self.collection, before, after)
+        self._loaded.clear()
+        self._current.clear()
+
+    def discard(self) -> None:
+        """Forget what was counted in memory (the write failed; the batch will be folded again)."""
+        self._loaded.clear()
+        self._current.clear()
+
+    async def read(self, key: str) -> dict[str, int]:
+        doc = await self.collection.find_one({"_id": key})
+        return {k: int(v) for k, v in (doc or {}).get("counts", {}).items()}
+
+
+def _copy_counter(doc: Document) -> Document:
+    return {**doc, "counts": dict(doc.get("counts", {}))}

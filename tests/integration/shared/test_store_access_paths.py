@@ -1,0 +1,145 @@
+"""The local store serves Herald's access paths from the primary key index, proven by PostgreSQL's own
+counters under FerretDB (deploy/local/ferretdb/*.patch), not by timing; and large write commands answer.
+
+The index counters are read from the PostgreSQL that `scripts/stack` runs under FerretDB. Against another
+MongoDB (MONGODB_URL, a mongod on PATH) there is no such PostgreSQL and those tests are skipped; the
+write-size test runs on any server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from pymongo import AsyncMongoClient, UpdateOne
+
+from herald_shared.mongo import Document
+from herald_shared.readmodel import load, prefix_range
+from herald_shared.settings import HeraldSettings
+from tests.conftest import ROOT
+
+DOCS = 3_000
+LOOKUPS = 200
+
+
+def stack_sql(query: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL")}
+    done = subprocess.run([ROOT / "scripts" / "stack", "psql", "-tAc", query], env=env, capture_output=True,
+                          text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def postgres_under_ferretdb(settings: HeraldSettings) -> None:
+    status = subprocess.run([ROOT / "scripts" / "stack", "status"], capture_output=True, text=True, check=False,
+                            env={k: v for k, v in os.environ.items() if k != "MONGODB_URL"})
+    if "postgres running" not in status.stdout or "mongodb  running" not in status.stdout:
+        pytest.skip("MongoDB is not the stack's FerretDB on PostgreSQL: " + status.stdout)
+
+
+def table_of(database: str, collection: str) -> str:
+    return stack_sql(f"SELECT _jsonb->>'table' FROM \"{database}\"._ferretdb_database_metadata "
+                     f"WHERE _jsonb->>'_id' = '{collection}'")
+
+
+async def scans(database: str, table: str) -> tuple[int, int]:
+    """(sequential scans, index scans) of one table, as PostgreSQL counts them."""
+    row = await asyncio.to_thread(stack_sql, "SELECT coalesce(seq_scan, 0), coalesce(idx_scan, 0) FROM "
+                                  f"pg_stat_user_tables WHERE schemaname = '{database}' AND relname = '{table}'")
+    seq, idx = row.split("|")
+    return int(seq), int(idx)
+
+
+async def counted(database: str, table: str, until: Callable[[tuple[int, int]], bool]) -> tuple[int, int]:
+    """PostgreSQL publishes a backend's counters when it goes idle, within about ten seconds: wait for them."""
+    deadline = time.monotonic() + 30
+    found = await scans(database, table)
+    while not until(found) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        found = await scans(database, table)
+    return found
+
+
+async def filled(mongo: AsyncMongoClient[Document], settings: HeraldSettings, name: str) -> tuple[str, str]:
+    database = settings.database_name("paths")
+    collection = mongo[database][name]
+    for start in range(0, DOCS, 1000):
+        await collection.insert_many([{"_id": f"acc/list/{i:06d}", "status": "active", "n": i}
+                                      for i in range(start, start + 1000)])
+    return database, table_of(database, name)
+
+
+async def measure(database: str, table: str, work: Callable[[], Awaitable[None]], index_scans: int) -> None:
+    """Run `work`, then require at least `index_scans` more index scans and not one more sequential scan."""
+    seq_before, idx_before = await scans(database, table)
+    await work()
+    seq_after, idx_after = await counted(database, table, lambda found: found[1] >= idx_before + index_scans)
+    assert idx_after >= idx_before + index_scans, (idx_before, idx_after)
+    assert seq_after == seq_before, f"{seq_after - seq_before} sequential scans of {DOCS} documents"
+
+
+async def test_lookups_and_updates_by_id_use_the_index(settings: HeraldSettings, mongo: AsyncMongoClient[Document],
+                                                      postgres_under_ferretdb: None) -> None:
+    database, table = await filled(mongo, settings, "by_id")
+    collection = mongo[database]["by_id"]
+
+    async def work() -> None:
+        for i in range(0, DOCS, DOCS // LOOKUPS):
+            doc = await collection.find_one({"_id": f"acc/list/{i:06d}"})
+            assert doc is not None and doc["n"] == i
+            await collection.update_one({"_id": f"acc/list/{i:06d}"}, {"$set": {"status": "unsubscribed"}})
+        await collection.bulk_write([UpdateOne({"_id": f"acc/list/{i:06d}"}, {"$inc": {"n": 1}})
+                                     for i in range(100)])
+
+    await measure(database, table, work, index_scans=2 * LOOKUPS + 100)
+    assert (await collection.find_one({"_id": "acc/list/000000"}))["status"] == "unsubscribed"  # type: ignore[index]
+
+
+async def test_in_on_id_uses_the_index(settings: HeraldSettings, mongo: AsyncMongoClient[Document],
+                                       postgres_under_ferretdb: None) -> None:
+    database, table = await filled(mongo, settings, "in_id")
+    collection = mongo[database]["in_id"]
+    wanted = [f"acc/list/{i:06d}" for i in range(7, DOCS, 29)] + ["acc/list/missing"]
+
+    async def work() -> None:
+        found = await load(collection, wanted)
+        assert sorted(found) == sorted(wanted[:-1])
+
+    await measure(database, table, work, index_scans=1)
+
+
+async def test_a_prefix_range_on_id_uses_the_index(settings: HeraldSettings, mongo: AsyncMongoClient[Document],
+                                                   postgres_under_ferretdb: None) -> None:
+    database, table = await filled(mongo, settings, "range_id")
+    collection = mongo[database]["range_id"]
+    neighbours = ["acc/list", "acc/list0", "acc/list-2/x", "acc/lis/x", "acc/list.b/x", "acc/list:c/x", "acc/list/"]
+    await collection.insert_many([{"_id": key, "n": -1} for key in neighbours])
+
+    async def work() -> None:
+        cursor = collection.find({"_id": prefix_range("acc", "list")}).sort("_id", 1).limit(50)
+        page = [doc["_id"] async for doc in cursor]
+        assert page == ["acc/list/"] + [f"acc/list/{i:06d}" for i in range(49)]
+        after = {"$gt": "acc/list/002990", "$lt": prefix_range("acc", "list")["$lt"]}
+        assert [d["_id"] async for d in collection.find({"_id": after}).sort("_id", 1)] == [
+            f"acc/list/{i:06d}" for i in range(2991, DOCS)]
+
+    await measure(database, table, work, index_scans=2)
+
+
+async def test_write_commands_of_hundreds_of_operations_answer(settings: HeraldSettings,
+                                                               mongo: AsyncMongoClient[Document]) -> None:
+    """FerretDB 1.24 held a pooled connection per statement until a write command ended, so one of 50+
+    (PostgreSQL) or 100+ (SQLite) operations never answered; deploy/local/ferretdb's second patch."""
+    subs = mongo[settings.database_name("large")]["subscribers"]
+    async with asyncio.timeout(60):
+        await subs.bulk_write([UpdateOne({"_id": f"s{i}"}, {"$set": {"n": i}}, upsert=True) for i in range(500)])
+        await subs.bulk_write([UpdateOne({"_id": f"s{i}"}, {"$set": {"n": -i}}) for i in range(1000)],
+                              ordered=False)
+        await subs.delete_many({"_id": {"$in": [f"s{i}" for i in range(0, 500, 2)]}})
+    assert await subs.count_documents({"n": {"$lt": 0}}) == 249

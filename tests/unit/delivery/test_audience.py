@@ -1,0 +1,82 @@
+"""Delivery's own view of a list's members, folded from herald.subscriptions (PRODUCT.md "Every message":
+only confirmed, non-suppressed members receive campaigns; a suppression covers the address account-wide)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from herald_delivery.domain import evolve_audience_address, evolve_audience_member
+from herald_shared.contract.subscriptions import (
+    SubscriberAdded,
+    SubscriberConfirmed,
+    SubscriberErased,
+    SubscriberSuppressed,
+    SubscriberUnsubscribed,
+)
+
+HASH = "a" * 64
+
+
+def added(subscriber_id: str = "s1", list_id: str = "news") -> SubscriberAdded:
+    return SubscriberAdded(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+        "list_id": list_id, "subscriber_id": subscriber_id, "email": "ann@example.com", "email_sha256": HASH,
+        "first_name": "Ann", "opt_in": "single",
+        "consent": {"source": "api", "collected_at": "2026-11-01T00:00:00Z", "method": "form"}})
+
+
+def member_after(*events: Any, named: bool = True) -> dict[str, Any] | None:
+    doc = None
+    for event in events:
+        doc = evolve_audience_member(doc, event, named=named)
+    return doc
+
+
+def confirmed() -> SubscriberConfirmed:
+    return SubscriberConfirmed(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+        "list_id": "news", "subscriber_id": "s1", "method": "single_opt_in"})
+
+
+def suppressed() -> SubscriberSuppressed:
+    return SubscriberSuppressed(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+        "subscriber_id": "s1", "email_sha256": HASH, "reason": "hard_bounce"})
+
+
+def test_a_member_is_active_only_once_confirmed() -> None:
+    assert member_after(added())["status"] == "pending"  # type: ignore[index]
+    doc = member_after(added(), confirmed())
+    assert doc is not None and doc["status"] == "active" and doc["email"] == "ann@example.com"
+    assert doc["first_name"] == "Ann" and doc["list_id"] == "news"
+
+
+def test_events_about_a_member_never_seen_create_nothing() -> None:
+    assert member_after(confirmed()) is None
+    assert member_after(suppressed()) is None
+
+
+def test_unsubscribe_and_suppression_stop_sending() -> None:
+    unsubscribed = SubscriberUnsubscribed(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+        "list_id": "news", "subscriber_id": "s1", "source": "one_click"})
+    assert member_after(added(), confirmed(), unsubscribed)["status"] == "unsubscribed"  # type: ignore[index]
+    assert member_after(added(), confirmed(), suppressed())["status"] == "suppressed"  # type: ignore[index]
+
+
+def test_a_suppression_reaches_other_memberships_only_while_they_could_be_sent_to() -> None:
+    active = member_after(added(), confirmed())
+    assert evolve_audience_member(active, suppressed(), named=False)["status"] == "suppressed"  # type: ignore[index]
+    unsubscribed = {**active, "status": "unsubscribed"}  # type: ignore[dict-item]
+    assert evolve_audience_member(unsubscribed, suppressed(), named=False) is unsubscribed
+
+
+def test_erasure_is_final_and_keeps_nothing_personal() -> None:
+    erased = SubscriberErased(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+        "subscriber_id": "s1", "email_sha256": HASH, "requested_by": "subscriber"})
+    doc = member_after(added(), confirmed(), erased, confirmed())
+    assert doc == {"account_id": "acme", "subscriber_id": "s1", "list_id": "news", "email": None,
+                   "email_sha256": HASH, "status": "erased"}
+
+
+def test_an_address_remembers_each_of_its_memberships_once() -> None:
+    doc = evolve_audience_address(None, added("s1"))
+    doc = evolve_audience_address(doc, added("s2", "offers"))
+    doc = evolve_audience_address(doc, added("s1"))
+    assert doc == {"account_id": "acme", "members": ["s1", "s2"]}
