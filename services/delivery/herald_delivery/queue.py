@@ -2,8 +2,8 @@
 a closed gate holds, parked per campaign until it opens.
 
 The ledger in MongoDB is append-only (jobs, then outcomes), and this queue is folded from it at start-up;
-afterwards new jobs are pushed here as they are written. Nothing is scanned per message: on FerretDB
-(SQLite) every query beyond `_id` and every update reads the whole collection, while inserts are cheap.
+afterwards new jobs are pushed here as they are written. Nothing is scanned per message: FerretDB 1.x
+reads the whole collection for every filter beyond `_id` (even patched), while inserts are cheap.
 """
 
 from __future__ import annotations

@@ -88,6 +88,15 @@ class Event(BaseModel):
     def read_at(self, position: RecordPosition) -> None:
         self._position = position
 
+    def __eq__(self, other: object) -> bool:
+        """Events are equal by their fields; where one was read from is not part of what it says."""
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
     @model_validator(mode="before")
     @classmethod
     def _default_schema_version(cls, data: Any) -> Any:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from herald_shared.mongo import Document, bulk_write
+from herald_shared.mongo import Document
 from herald_shared.settings import HeraldSettings
 
 
@@ -50,12 +48,3 @@ async def test_bulk_write_and_a_simple_aggregation(settings: HeraldSettings,
     cursor = await subs.aggregate([{"$match": {"list_id": "l1"}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}},
                                    {"$sort": {"_id": 1}}])
     assert [doc async for doc in cursor] == [{"_id": "active", "n": 20}, {"_id": "pending", "n": 10}]
-
-
-async def test_large_bulk_writes_complete(settings: HeraldSettings, mongo: AsyncMongoClient[Document]) -> None:
-    """FerretDB 1.24 (SQLite) never answers a write command of 100+ operations; bulk_write splits them."""
-    subs = mongo[settings.database_name("large")]["subscribers"]
-    async with asyncio.timeout(60):
-        await bulk_write(subs, [UpdateOne({"_id": f"s{i}"}, {"$set": {"n": i}}, upsert=True) for i in range(250)])
-        await bulk_write(subs, [UpdateOne({"_id": f"s{i}"}, {"$set": {"n": -i}}) for i in range(250)], ordered=False)
-    assert await subs.count_documents({"n": {"$lt": 0}}) == 249
