@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -232,8 +233,9 @@ def _is_iso_date(value: str) -> bool:
 
 
 def subscribe(lst: ListState | None, member: MemberState | None, address_suppressed: bool,
-              request: SubscribeRequest, company_name: str, confirm_link: ConfirmLink) -> Decision:
-    """Decide a subscribe request. `request.email` must already be normalised."""
+              request: SubscribeRequest, company_name: str, confirm_link: Callable[[], ConfirmLink]) -> Decision:
+    """Decide a subscribe request. `request.email` must already be normalised. `confirm_link` is asked only
+    when a confirmation is sent (signing one costs more than the rest of a single opt-in decision)."""
     live = _live_list(lst)
     check_custom_fields(live, request.custom_fields)
     if request.consent is None:
@@ -272,11 +274,12 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
 
 
 def _confirmation(live: ListState, subscriber_id: str, request: SubscribeRequest, company_name: str,
-                  link: ConfirmLink) -> Event:
+                  link: Callable[[], ConfirmLink]) -> Event:
+    made = link()
     return _event(ConfirmationRequested, live.account_id, ConfirmationRequestedPayload(
         list_id=live.list_id, subscriber_id=subscriber_id, email=request.email, greeting_name=request.first_name,
-        list_name=live.name, company_name=company_name, confirm_url=link.url,
-        expires_at=link.expires_at))
+        list_name=live.name, company_name=company_name, confirm_url=made.url,
+        expires_at=made.expires_at))
 
 
 ConfirmOutcome = Literal["confirmed", "already_confirmed"]

@@ -100,8 +100,8 @@ class SubscriptionsService:
             member = await self.store.member_state(account_id, subscriber_id)
             suppressed = bool(await self.store.suppressed(account_id, [domain.email_sha256(email)]))
             company = await self.store.company_name(account_id) or (lst.name if lst else list_id)
-            url, expires = self.links.confirm_url(account_id, subscriber_id)
-            decision = domain.subscribe(lst, member, suppressed, request, company, ConfirmLink(url, expires))
+            decision = domain.subscribe(lst, member, suppressed, request, company,
+                                        lambda: ConfirmLink(*self.links.confirm_url(account_id, subscriber_id)))
             await self.commit(decision.events)
         doc = await self.store.member(account_id, subscriber_id)
         assert doc is not None, "the projection holds what was just committed"

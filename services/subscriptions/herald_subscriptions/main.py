@@ -23,6 +23,9 @@ from .pages import build_pages
 from .store import SubscriptionsProjection, SubscriptionsStore
 
 SERVICE = "subscriptions"
+# The projection folds a batch with a fixed number of store round trips (loads by `_id`, bulk inserts), so
+# a backlog (an import) is folded in big batches; a quiet topic still gives batches of what just arrived.
+PROJECTION_BATCH = 2000
 log = logging.getLogger(__name__)
 
 
@@ -54,7 +57,7 @@ class Subscriptions:
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
             topics=["herald.subscriptions", "herald.billing"], handler=ProjectionGroup(self.projection, self.apikeys),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "projection"),
-            checkpoints=checkpoints)
+            checkpoints=checkpoints, max_records=PROJECTION_BATCH)
         self.suppressor = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.suppression", topics=["herald.delivery"],
             handler=SuppressionHandler(self.service), producer=self.producer,

@@ -48,7 +48,7 @@ def types(events: list) -> list[str]:  # type: ignore[type-arg]
 
 def subscribe(lst: ListState | None = None, m: MemberState | None = None, suppressed: bool = False,
               req: SubscribeRequest | None = None) -> domain.Decision:
-    return domain.subscribe(lst or a_list(), m, suppressed, req or request(), "Acme", LINK)
+    return domain.subscribe(lst or a_list(), m, suppressed, req or request(), "Acme", lambda: LINK)
 
 
 def test_email_is_checked_and_normalised() -> None:
@@ -92,7 +92,7 @@ def test_consent_evidence_is_required() -> None:
 
 def test_unknown_list_or_deleted_list_refuses() -> None:
     with pytest.raises(domain.ListNotFound):
-        domain.subscribe(None, None, False, request(), "Acme", LINK)
+        domain.subscribe(None, None, False, request(), "Acme", lambda: LINK)
     deleted = ListState("acc", "l1", "News", "single", {}, deleted=True)
     with pytest.raises(domain.ListNotFound):
         subscribe(deleted)

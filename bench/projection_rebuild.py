@@ -1,0 +1,117 @@
+"""Rebuild of the subscriptions read model from offset 0, against the subscriptions service running as its own
+process (`herald-subscriptions` from .venv/bin): N members (1,000,000: SubscriberAdded + SubscriberConfirmed
+each, 2 x N events, after a ListCreated and an ApiKeyIssued) are published to a fresh prefix's topics, then the
+service is started on an empty database and timed from its start until its projection checkpoint
+(`checkpoints.projection`) has passed the last member event, polled by `_id`. Then the list's counts
+(`GET /v1/lists/{list}`) must be exactly N active.
+
+Baseline in the same run: consuming the same topic raw (`read_from_start` + `parse_event`) in this process;
+the ratio is the baseline's time over the rebuild's (1.0 = as fast as reading and parsing alone).
+Target (issue): >= 0.3 x.
+
+    eval "$(scripts/stack env)"; PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m bench.projection_rebuild \
+        [--members 1000000] [--keep]
+
+Needs the local stack. Publishing the events is not measured (its rate is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from herald_shared.contract import parse_event
+from herald_shared.kafka import EventPublisher, ensure_topics, make_producer, read_from_start
+from herald_shared.mongo import make_client
+from herald_shared.settings import HeraldSettings
+
+from . import harness
+from .harness import ServiceProcess, verdict
+
+TARGET_RATIO = 0.3
+
+
+async def raw_read(settings: HeraldSettings, expected: int) -> float:
+    """Seconds to read herald.subscriptions from offset 0 and parse every event (the baseline)."""
+    started = time.perf_counter()
+    consumed = 0
+    async for records in read_from_start(settings, [settings.topics("herald.subscriptions")]):
+        for record in records:
+            parse_event(record.value)
+        consumed += len(records)
+    seconds = time.perf_counter() - started
+    assert consumed == expected, f"read back {consumed} of {expected} events"
+    return seconds
+
+
+async def run(members: int, keep: bool) -> None:
+    prefix = harness.new_prefix()
+    settings = harness.settings_for(prefix)
+    events = 2 * members + 1
+    print(f"run {prefix}: {members:,} members ({events:,} events on herald.subscriptions)", flush=True)
+    await ensure_topics(settings)
+    producer = make_producer(settings, "bench")
+    await producer.start()
+    try:
+        publisher = EventPublisher(producer, settings.topics)
+        key = await harness.issue_api_key(publisher)
+        await publisher.publish(harness.list_created())
+        print(f"publishing {members:,} members (not measured)", flush=True)
+        publish_seconds, positions = await harness.publish_members(publisher, range(members), progress="members")
+    finally:
+        await producer.stop()
+    print(f"published at {2 * members / publish_seconds:,.0f} events/s; baseline: reading them raw", flush=True)
+    raw_seconds = await raw_read(settings, events)
+
+    print("rebuild: herald-subscriptions from offset 0", flush=True)
+    service = ServiceProcess("subscriptions", settings)
+    mongo = make_client(settings, "bench")
+    try:
+        started = time.perf_counter()
+        service.start()
+        await service.wait_ready(within=600)
+        ready = time.perf_counter() - started
+        await harness.wait_checkpoint(mongo[settings.database_name("subscriptions")], "projection", positions,
+                                      within=max(600, events / 200), what="the rebuild", interval=0.5)
+        rebuild_seconds = time.perf_counter() - started
+        async with harness.api_client(service.url, key) as http:
+            await harness.wait_authorised(http)
+            counts = await harness.list_counts(http)
+    finally:
+        await mongo.close()
+        code = service.stop()
+        if code not in (0, None):
+            print(f"herald-subscriptions exited with {code}; log {service.log_path}:\n{service.log_tail()}")
+    if not keep:
+        await harness.cleanup(settings, ["subscriptions"])
+    report(members, events, raw_seconds, ready, rebuild_seconds, counts)
+    if keep:
+        print(f"kept: topics {prefix}.*, databases {prefix}_* (log {service.log_path})")
+
+
+def report(members: int, events: int, raw_seconds: float, ready: float, rebuild_seconds: float,
+           counts: dict[str, int]) -> None:
+    ratio = raw_seconds / rebuild_seconds
+    print()
+    print(f"== projection_rebuild: {events:,} events ({members:,} members) into an empty subscriptions read model ==")
+    print(f"baseline, reading them raw (read_from_start + parse_event): {raw_seconds:7.1f} s = "
+          f"{events / raw_seconds:10,.0f} events/s")
+    print(f"rebuild, from the process's start to the checkpoint past the last event: {rebuild_seconds:7.1f} s = "
+          f"{events / rebuild_seconds:10,.0f} events/s (ready after {ready:.1f} s; "
+          f"{events / (rebuild_seconds - ready):,.0f} events/s from then)")
+    print(f"rebuild / raw read: {ratio:.3f} x   target >= {TARGET_RATIO} x: {verdict(ratio >= TARGET_RATIO)}")
+    exact = counts.get("active") == members and sum(counts.values()) == members
+    print(f"counts after the rebuild: {counts}: {'exact' if exact else f'MISMATCH, expected {members:,} active'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, default=1_000_000, help="members published (2 events each)")
+    parser.add_argument("--keep", action="store_true", help="keep the run's topics and databases")
+    args = parser.parse_args()
+    asyncio.run(run(args.members, args.keep))
+
+
+if __name__ == "__main__":
+    main()
