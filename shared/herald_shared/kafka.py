@@ -252,11 +252,15 @@ class EventConsumer:
             if await self._handle(record, event):
                 handled.append(event_id)
         await self._with_retry("flush", self._handler.flush)
+        # Once flushed, remembering the ids and saving the checkpoint are independent: a crash between or
+        # during them replays the batch, which the projection's idempotence and the ids remembered absorb.
+        after_flush = []
         if dedupe and handled:
-            await self._with_retry("remember handled events", lambda: dedupe.remember(handled))
+            after_flush.append(self._with_retry("remember handled events", lambda: dedupe.remember(handled)))
         if self._checkpoints:
             store, positions = self._checkpoints, {(tp.topic, tp.partition): o for tp, o in offsets.items()}
-            await self._with_retry("save checkpoints", lambda: store.save(positions))
+            after_flush.append(self._with_retry("save checkpoints", lambda: store.save(positions)))
+        await asyncio.gather(*after_flush)
         try:
             await self._with_retry("commit offsets", lambda: self._consumer.commit(offsets),
                                    give_up=(CommitFailedError,))

@@ -96,10 +96,11 @@ class SubscriptionsService:
         request = SubscribeRequest(**{**request.__dict__, "email": email})
         subscriber_id = domain.subscriber_id_for(account_id, list_id, email)
         async with self._serialised(f"subscriber:{subscriber_id}"):
-            lst = await self.store.list_state(account_id, list_id)
-            member = await self.store.member_state(account_id, subscriber_id)
-            suppressed = bool(await self.store.suppressed(account_id, [domain.email_sha256(email)]))
-            company = await self.store.company_name(account_id) or (lst.name if lst else list_id)
+            lst, member, suppressed_hashes, company_name = await asyncio.gather(
+                self.store.list_state(account_id, list_id), self.store.member_state(account_id, subscriber_id),
+                self.store.suppressed(account_id, [domain.email_sha256(email)]), self.store.company_name(account_id))
+            suppressed = bool(suppressed_hashes)
+            company = company_name or (lst.name if lst else list_id)
             decision = domain.subscribe(lst, member, suppressed, request, company,
                                         lambda: ConfirmLink(*self.links.confirm_url(account_id, subscriber_id)))
             await self.commit(decision.events)

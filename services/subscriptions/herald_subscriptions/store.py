@@ -6,6 +6,7 @@ by account_id.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,15 +88,18 @@ class SubscriptionsProjection(Projection):
             return
         address_ids = {compose(e.account_id, e.payload.email_sha256) for e in events
                        if isinstance(e, SubscriberAdded | SubscriberSuppressed)}
-        addresses = await load(self.db[ADDRESSES], address_ids)
+        # The lists the events name, loaded alongside the addresses; a suppression's other memberships may
+        # name more, loaded once the members are.
+        addresses, _ = await asyncio.gather(
+            load(self.db[ADDRESSES], address_ids),
+            self._counts.prepare({list_key(e.account_id, e.payload.list_id) for e in events  # type: ignore[attr-defined]
+                                  if getattr(e.payload, "list_id", None)}))
         member_ids = {e.payload.subscriber_id for e in events}  # type: ignore[attr-defined]
         for doc in addresses.values():
             member_ids.update(doc["members"])
         members: dict[str, Document] = await load(self.db[SUBSCRIBERS], member_ids)
         before_members, before_addresses = dict(members), dict(addresses)
         await self._counts.prepare(list_key(d["account_id"], d["list_id"]) for d in members.values())
-        await self._counts.prepare(list_key(e.account_id, e.payload.list_id) for e in events
-                                   if isinstance(e, SubscriberAdded))
         for event in events:
             if isinstance(event, SubscriberSuppressed):
                 address = addresses.get(compose(event.account_id, event.payload.email_sha256))
@@ -117,10 +121,12 @@ class SubscriptionsProjection(Projection):
         # Counts, then the listing, then the documents: see Counters and SecondaryIndex on why this order.
         await self._counts.write()
         changed = {k: v for k, v in members.items() if v is not before_members.get(k)}
+        # Addresses depend on nothing else written here.
         await self._listing.write(before_members, changed)
-        await write_changes(self.db[SUBSCRIBERS], before_members, changed)
-        await write_changes(self.db[ADDRESSES], before_addresses,
-                            {k: v for k, v in addresses.items() if v is not before_addresses.get(k)})
+        await asyncio.gather(
+            write_changes(self.db[SUBSCRIBERS], before_members, changed),
+            write_changes(self.db[ADDRESSES], before_addresses,
+                          {k: v for k, v in addresses.items() if v is not before_addresses.get(k)}))
 
     def _count(self, event: Event, old: Document | None, new: Document) -> None:
         before = old["status"] if old is not None else None
