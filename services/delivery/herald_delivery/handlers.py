@@ -27,7 +27,7 @@ from .render import tracked_links
 from .store import DeliveryStore, scoped
 
 log = logging.getLogger(__name__)
-EXPANSION_CHUNK = 500
+EXPANSION_CHUNK = 1000
 
 
 class GateBook:
@@ -157,18 +157,31 @@ class ControlHandler:
             return
         not_before = p.send_at or event.occurred_at
         batch: list[Document] = []
-        async for member in self._store.list_members(event.account_id, p.list_id):
-            if not domain.receives(member, p.list_id, p.segment.field_equals, list_deleted=False):
-                continue
-            batch.append(new_job(domain.message_id_for(event.account_id, p.campaign_id, member.subscriber_id),
-                                 event.account_id, "campaign", not_before, campaign_id=p.campaign_id,
-                                 campaign_key=scoped(event.account_id, p.campaign_id),
-                                 subscriber_id=member.subscriber_id, list_id=p.list_id))
-            if len(batch) >= EXPANSION_CHUNK:
-                self._queue.push(await self._store.add_jobs(batch))
-                batch = []
+        # One chunk is inserted while the next is read: the store works on both at once.
+        inserting: asyncio.Task[None] | None = None
+        try:
+            async for member in self._store.list_members(event.account_id, p.list_id):
+                if not domain.receives(member, p.list_id, p.segment.field_equals, list_deleted=False):
+                    continue
+                batch.append(new_job(domain.message_id_for(event.account_id, p.campaign_id, member.subscriber_id),
+                                     event.account_id, "campaign", not_before, campaign_id=p.campaign_id,
+                                     campaign_key=scoped(event.account_id, p.campaign_id),
+                                     subscriber_id=member.subscriber_id, list_id=p.list_id))
+                if len(batch) >= EXPANSION_CHUNK:
+                    if inserting is not None:
+                        await inserting
+                    inserting, batch = asyncio.create_task(self._add_jobs(batch)), []
+            if inserting is not None:
+                await inserting
+        except BaseException:
+            if inserting is not None:
+                inserting.cancel()  # expanding again adds only what is missing
+            raise
         if batch:
-            self._queue.push(await self._store.add_jobs(batch))
+            await self._add_jobs(batch)
+
+    async def _add_jobs(self, jobs: list[Document]) -> None:
+        self._queue.push(await self._store.add_jobs(jobs))
 
     def _notice_for(self, event: Event, account: AccountState) -> None:
         """PRODUCT.md: a suspension, a block and a failed payment are emailed to the registered address."""
