@@ -17,14 +17,16 @@ measured). Baseline in the same run: wrk at `GET /healthz` of the same process w
 `--keep` leaves the filled list (topics and databases of the run's prefix) for another run, and prints the
 prefix; `--reuse-prefix` runs on a list that bench.members_page or this bench left, publishing only members it
 lacks (the subscribers a run adds stay in the list; the check counts from the run's own start). Needs the
-local stack and Debian's `wrk` (apt-get install wrk).
+local stack and Debian's `wrk` (installed here when missing and root).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -70,9 +72,15 @@ def wrk_runs(url: str, key: str, connections: int, seconds: int) -> tuple[WrkRes
     return baseline, measured
 
 
-async def run(members: int, connections: int, seconds: int, reuse: str | None, keep: bool) -> None:
+def ensure_wrk() -> None:
     if shutil.which("wrk") is None:
-        raise SystemExit("wrk is missing: apt-get install wrk (Debian)")
+        if os.geteuid() != 0:
+            raise SystemExit("wrk is missing: apt-get install wrk (Debian)")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+async def run(members: int, connections: int, seconds: int, reuse: str | None, keep: bool) -> None:
     prefix = reuse or harness.new_prefix()
     settings = harness.settings_for(prefix)
     print(f"run {prefix}: {members:,} members, wrk -c{connections} -d{seconds}s", flush=True)
@@ -158,6 +166,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the filled list for another run")
     parser.add_argument("--reuse-prefix", help="run on the list a --keep run left (prefix benchXXXXXXXX)")
     args = parser.parse_args()
+    ensure_wrk()
     asyncio.run(run(args.members, args.connections, args.duration, args.reuse_prefix, args.keep))
 
 
