@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -72,17 +74,25 @@ class Checkpoints:
     """
 
     POLL_INTERVAL = 0.05
+    # A partition this process's consumer saved lately is woken here; its waiters read the stored
+    # checkpoint only this often, in case the partition moved to another replica.
+    LOCAL_POLL_INTERVAL = 1.0
+    LOCAL_FOR = 5.0
 
     def __init__(self, db: AsyncDatabase[Document], consumer_name: str) -> None:
         self._collection = db[f"checkpoints.{consumer_name}"]
         self._known: dict[tuple[str, int], int] = {}
         self._saved: asyncio.Event | None = None
+        self._saved_here: dict[tuple[str, int], float] = {}
 
     async def save(self, next_offsets: dict[tuple[str, int], int]) -> None:
         ops = [UpdateOne({"_id": f"{topic}:{partition}"}, {"$max": {"next_offset": offset}}, upsert=True)
                for (topic, partition), offset in next_offsets.items()]
         await bulk_write(self._collection, ops)
         self._learn(next_offsets)
+        now = time.monotonic()
+        for position in next_offsets:
+            self._saved_here[position] = now
         if self._saved is not None:
             self._saved.set()
             self._saved = None
@@ -103,8 +113,9 @@ class Checkpoints:
             while self._known.get((topic, partition), 0) <= offset:
                 if self._saved is None:
                     self._saved = asyncio.Event()
+                local = time.monotonic() - self._saved_here.get((topic, partition), -math.inf) < self.LOCAL_FOR
                 try:
-                    async with asyncio.timeout(self.POLL_INTERVAL):
+                    async with asyncio.timeout(self.LOCAL_POLL_INTERVAL if local else self.POLL_INTERVAL):
                         await self._saved.wait()
                 except TimeoutError:
                     await self.applied(topic, partition)  # another process's consumer may own it
