@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -160,13 +160,11 @@ class ControlHandler:
         # One chunk is inserted while the next is read: the store works on both at once.
         inserting: asyncio.Task[None] | None = None
         try:
-            async for member in self._store.list_members(event.account_id, p.list_id):
-                if not domain.receives(member, p.list_id, p.segment.field_equals, list_deleted=False):
-                    continue
-                batch.append(new_job(domain.message_id_for(event.account_id, p.campaign_id, member.subscriber_id),
+            async for subscriber_id in self._recipients(event):
+                batch.append(new_job(domain.message_id_for(event.account_id, p.campaign_id, subscriber_id),
                                      event.account_id, "campaign", not_before, campaign_id=p.campaign_id,
                                      campaign_key=scoped(event.account_id, p.campaign_id),
-                                     subscriber_id=member.subscriber_id, list_id=p.list_id))
+                                     subscriber_id=subscriber_id, list_id=p.list_id))
                 if len(batch) >= EXPANSION_CHUNK:
                     if inserting is not None:
                         await inserting
@@ -179,6 +177,21 @@ class ControlHandler:
             raise
         if batch:
             await self._add_jobs(batch)
+
+    async def _recipients(self, event: CampaignQueued) -> AsyncIterator[str]:
+        """Who receives it. Without a segment, every member the list's listing holds as active: that is what
+        `domain.receives` asks, so the members themselves are not read here (the sender reads each again
+        before sending, and skips whoever unsubscribed, was suppressed or erased since). With a segment,
+        the members are read and matched."""
+        p = event.payload
+        if not p.segment.field_equals:
+            async for page in self._store.active_member_ids(event.account_id, p.list_id):
+                for subscriber_id in page:
+                    yield subscriber_id
+            return
+        async for member in self._store.list_members(event.account_id, p.list_id):
+            if domain.receives(member, p.list_id, p.segment.field_equals, list_deleted=False):
+                yield member.subscriber_id
 
     async def _add_jobs(self, jobs: list[Document]) -> None:
         self._queue.push(await self._store.add_jobs(jobs))

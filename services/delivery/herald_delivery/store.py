@@ -204,16 +204,25 @@ class DeliveryStore:
     async def list_members(self, account_id: str, list_id: str) -> AsyncIterator[Member]:
         """The list's active members: their listing read as an `_id` range, a page at a time, then the
         members of each page by `_id`."""
-        after: str | None = None
-        while True:
-            keys = await self._active.keys(account_id, list_id, after=after, limit=EXPANSION_PAGE)
-            if not keys:
-                return
+        async for keys in self._active_pages(account_id, list_id):
             found = await load(self.db[MEMBERS], (scoped(account_id, k.rsplit("/", 1)[1]) for k in keys))
             for key in keys:
                 doc = found.get(scoped(account_id, key.rsplit("/", 1)[1]))
                 if doc is not None and active_key(doc) == key:
                     yield member_from(doc)
+
+    async def active_member_ids(self, account_id: str, list_id: str) -> AsyncIterator[list[str]]:
+        """The subscriber ids of the list's active members, a page at a time, from the listing alone (as of
+        the audience projection's last flush: it writes the listing and the members in one batch)."""
+        async for keys in self._active_pages(account_id, list_id):
+            yield [k.rsplit("/", 1)[1] for k in keys]
+
+    async def _active_pages(self, account_id: str, list_id: str) -> AsyncIterator[list[str]]:
+        after: str | None = None
+        while True:
+            keys = await self._active.keys(account_id, list_id, after=after, limit=EXPANSION_PAGE)
+            if keys:
+                yield keys
             if len(keys) < EXPANSION_PAGE:
                 return
             after = keys[-1]
