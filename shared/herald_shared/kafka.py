@@ -173,10 +173,6 @@ class DeadLetters:
                                             "offset": record.offset, "reason": reason})
 
 
-# A consumed batch: each record with its event (or why it is invalid), and the offsets to commit after it.
-Fetched = tuple[list[tuple[ConsumerRecord[bytes, bytes], Event | InvalidEvent]], dict[TopicPartition, int]]
-
-
 class EventConsumer:
     """The consumer loop of a service: poll a batch, validate, deduplicate, handle, flush, commit."""
 
@@ -223,49 +219,26 @@ class EventConsumer:
     async def run(self) -> None:
         await self._consumer.start()
         self.started = True
-        ahead: asyncio.Task[Fetched | None] | None = None
         try:
             while not self._stopping.is_set():
-                fetched = await (ahead if ahead is not None else self._fetch())
-                ahead = None
-                if fetched is not None:
-                    # The next batch is fetched and parsed while this one is handled and flushed (the
-                    # store's round trips leave the CPU to it); it is handled only once this one is
-                    # committed. One left ahead at a stop is simply read again by whoever comes next.
-                    ahead = asyncio.create_task(self._fetch())
-                    await self._process(*fetched)
+                batches = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
+                if batches:
+                    await self._process(batches)
                 await self._report_lag()
         finally:
-            if ahead is not None:
-                ahead.cancel()
-                await asyncio.gather(ahead, return_exceptions=True)
             self.started = False
             await self._consumer.stop()
 
-    async def _fetch(self) -> Fetched | None:
-        """A batch, each record parsed (or the reason it is invalid), and the offsets to commit after it."""
-        batches = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
-        if not batches:
-            return None
-        parsed: list[tuple[ConsumerRecord[bytes, bytes], Event | InvalidEvent]] = []
+    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        staged: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
         offsets: dict[TopicPartition, int] = {}
         for tp, records in batches.items():
             for record in records:
                 try:
-                    parsed.append((record, validate_record(record, self._names)))
+                    staged.append((record, validate_record(record, self._names)))
                 except InvalidEvent as exc:
-                    parsed.append((record, exc))
+                    await self._dead_letter(record, exc.reason, "invalid")
             offsets[tp] = records[-1].offset + 1
-        return parsed, offsets
-
-    async def _process(self, parsed: list[tuple[ConsumerRecord[bytes, bytes], Event | InvalidEvent]],
-                       offsets: dict[TopicPartition, int]) -> None:
-        staged: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
-        for record, outcome in parsed:
-            if isinstance(outcome, InvalidEvent):
-                await self._dead_letter(record, outcome.reason, "invalid")
-            else:
-                staged.append((record, outcome))
         ids = [str(event.event_id) for _, event in staged]
         dedupe = self._dedupe
         seen: set[str] = await self._with_retry("look up handled events", lambda: dedupe.seen(ids)) if dedupe else set()
