@@ -31,12 +31,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from herald_delivery.domain import message_id_for
-from herald_shared.contract import Event, parse_event
+from herald_shared.contract import Event
 from herald_shared.contract.billing import AccountApproved, AccountOpened
 from herald_shared.contract.campaigns import CampaignQueued
-from herald_shared.kafka import EventPublisher, ensure_topics, make_producer, read_from_start
+from herald_shared.kafka import EventPublisher, ensure_topics, make_producer
 from herald_shared.mongo import make_client
-from herald_shared.settings import HeraldSettings
 
 from . import harness
 from .harness import ACCOUNT, LIST, ServiceProcess, verdict
@@ -60,19 +59,6 @@ def campaign_queued(campaign_id: str) -> Event:
         "send_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
         "content": {"subject": "November news", "from_name": "Bench News", "from_email": "news@bench.example",
                     "html_body": f"<p>{BODY}</p><a href='https://bench.example/'>more</a>", "text_body": BODY}})
-
-
-async def raw_read(settings: HeraldSettings, expected: int) -> float:
-    """Seconds to read herald.subscriptions from offset 0 and parse every event (the baseline)."""
-    started = time.perf_counter()
-    consumed = 0
-    async for records in read_from_start(settings, [settings.topics("herald.subscriptions")]):
-        for record in records:
-            parse_event(record.value)
-        consumed += len(records)
-    seconds = time.perf_counter() - started
-    assert consumed == expected, f"read back {consumed} of {expected} events"
-    return seconds
 
 
 async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -118,7 +104,7 @@ async def run(members: int, keep: bool) -> None:
         filled_in = await harness.wait_checkpoint(db, "audience", published, within=max(600, members / 50),
                                                   what="the audience projection", interval=0.5)
         print(f"audience applied {filled_in:.0f} s after the last publish (not measured)", flush=True)
-        raw_seconds = await raw_read(settings, 2 * members + 1)
+        raw_seconds = await harness.raw_read(settings, 2 * members + 1)
 
         started = time.perf_counter()
         queued = harness.last_positions([await publisher.publish(campaign_queued(campaign_id))])

@@ -31,7 +31,7 @@ from aiokafka.structs import RecordMetadata
 from pymongo import AsyncMongoClient
 
 from herald_shared.apikeys import new_api_key
-from herald_shared.contract import Event
+from herald_shared.contract import Event, parse_event
 from herald_shared.contract.billing import ApiKeyIssued
 from herald_shared.contract.subscriptions import (
     ListCreated,
@@ -39,7 +39,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberConfirmed,
     SubscriberUnsubscribed,
 )
-from herald_shared.kafka import EventPublisher
+from herald_shared.kafka import EventPublisher, read_from_start
 from herald_shared.mongo import Document, make_client
 from herald_shared.settings import HeraldSettings
 
@@ -136,6 +136,19 @@ async def publish_members(publisher: EventPublisher, indices: range, *, unsubscr
         events = unsubscribe_events(range(start, min(start + PUBLISH_CHUNK, unsubscribed.stop)))
         last_positions(await publisher.publish_many(events), positions)
     return spent, positions
+
+
+async def raw_read(settings: HeraldSettings, expected: int) -> float:
+    """Seconds to read herald.subscriptions from offset 0 and parse every event (the baseline)."""
+    started = time.perf_counter()
+    consumed = 0
+    async for records in read_from_start(settings, [settings.topics("herald.subscriptions")]):
+        for record in records:
+            parse_event(record.value)
+        consumed += len(records)
+    seconds = time.perf_counter() - started
+    assert consumed == expected, f"read back {consumed} of {expected} events"
+    return seconds
 
 
 async def wait_checkpoint(db: Any, consumer: str, positions: Positions, *, within: float,

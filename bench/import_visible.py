@@ -31,8 +31,7 @@ from typing import Any
 
 import httpx
 
-from herald_shared.contract import parse_event
-from herald_shared.kafka import EventPublisher, ensure_topics, make_producer, read_from_start
+from herald_shared.kafka import EventPublisher, ensure_topics, make_producer
 from herald_shared.settings import HeraldSettings
 from herald_shared.topics import spec
 
@@ -70,15 +69,7 @@ async def floors(prefix: str, rows: int) -> tuple[float, float]:
                                                            progress="publish floor")
     finally:
         await producer.stop()
-    started = time.perf_counter()
-    consumed = 0
-    async for records in read_from_start(floor, [floor.topics("herald.subscriptions")]):
-        for record in records:
-            parse_event(record.value)
-        consumed += len(records)
-    consume_seconds = time.perf_counter() - started
-    assert consumed == 2 * rows, f"read back {consumed} of {2 * rows} events"
-    return publish_seconds, consume_seconds
+    return publish_seconds, await harness.raw_read(floor, 2 * rows)
 
 
 def time_at(samples: list[tuple[float, int]], count: int) -> float:

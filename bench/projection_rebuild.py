@@ -21,28 +21,13 @@ import argparse
 import asyncio
 import time
 
-from herald_shared.contract import parse_event
-from herald_shared.kafka import EventPublisher, ensure_topics, make_producer, read_from_start
+from herald_shared.kafka import EventPublisher, ensure_topics, make_producer
 from herald_shared.mongo import make_client
-from herald_shared.settings import HeraldSettings
 
 from . import harness
 from .harness import ServiceProcess, verdict
 
 TARGET_RATIO = 0.3
-
-
-async def raw_read(settings: HeraldSettings, expected: int) -> float:
-    """Seconds to read herald.subscriptions from offset 0 and parse every event (the baseline)."""
-    started = time.perf_counter()
-    consumed = 0
-    async for records in read_from_start(settings, [settings.topics("herald.subscriptions")]):
-        for record in records:
-            parse_event(record.value)
-        consumed += len(records)
-    seconds = time.perf_counter() - started
-    assert consumed == expected, f"read back {consumed} of {expected} events"
-    return seconds
 
 
 async def run(members: int, keep: bool) -> None:
@@ -62,7 +47,7 @@ async def run(members: int, keep: bool) -> None:
     finally:
         await producer.stop()
     print(f"published at {2 * members / publish_seconds:,.0f} events/s; baseline: reading them raw", flush=True)
-    raw_seconds = await raw_read(settings, events)
+    raw_seconds = await harness.raw_read(settings, events)
 
     print("rebuild: herald-subscriptions from offset 0", flush=True)
     service = ServiceProcess("subscriptions", settings)
