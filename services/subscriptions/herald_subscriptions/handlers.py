@@ -8,6 +8,7 @@ import secrets
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Literal
 
 from aiokafka.structs import RecordMetadata
@@ -91,6 +92,10 @@ class SubscriptionsService:
 
     # Subscribers
 
+    def confirm_link(self, account_id: str, subscriber_id: str) -> ConfirmLink:
+        """A freshly signed confirmation link (asked for by `domain.subscribe` only when it sends one)."""
+        return ConfirmLink(*self.links.confirm_url(account_id, subscriber_id))
+
     async def subscribe(self, account_id: str, list_id: str, request: SubscribeRequest) -> tuple[Decision, Document]:
         email = domain.normalise_email(request.email)
         request = SubscribeRequest(**{**request.__dict__, "email": email})
@@ -102,7 +107,7 @@ class SubscriptionsService:
             suppressed = bool(suppressed_hashes)
             company = company_name or (lst.name if lst else list_id)
             decision = domain.subscribe(lst, member, suppressed, request, company,
-                                        lambda: ConfirmLink(*self.links.confirm_url(account_id, subscriber_id)))
+                                        partial(self.confirm_link, account_id, subscriber_id))
             await self.commit(decision.events)
         doc = await self.store.member(account_id, subscriber_id)
         assert doc is not None, "the projection holds what was just committed"

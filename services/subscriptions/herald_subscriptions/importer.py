@@ -251,10 +251,6 @@ async def run_import(service: SubscriptionsService, account_id: str, list_id: st
     return report
 
 
-def _confirm_link(service: SubscriptionsService, account_id: str, subscriber_id: str) -> domain.ConfirmLink:
-    return domain.ConfirmLink(*service.links.confirm_url(account_id, subscriber_id))
-
-
 async def _decide_batch(service: SubscriptionsService, lst: ListState, company: str,
                         batch: list[tuple[int, SubscribeRequest]], report: ImportReport) -> None:
     ids = {req.email: domain.subscriber_id_for(lst.account_id, lst.list_id, req.email) for _, req in batch}
@@ -266,7 +262,7 @@ async def _decide_batch(service: SubscriptionsService, lst: ListState, company: 
         try:
             address_suppressed = domain.email_sha256(request.email) in suppressed
             decision = domain.subscribe(lst, members.get(subscriber_id), address_suppressed, request, company,
-                                        partial(_confirm_link, service, lst.account_id, subscriber_id))
+                                        partial(service.confirm_link, lst.account_id, subscriber_id))
         except SubscriptionError as exc:
             report.reject(line, exc.code, exc.detail)
             continue
