@@ -14,9 +14,10 @@ from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, MessageSent
 from herald_shared.contract.subscriptions import SubscriberUnsubscribed
 
-RateMetric = Literal["hard_bounce_rate", "abuse_rate", "unsubscribe_rate"]
-FactKind = Literal["sent", "hard_bounce", "complaint", "unsubscribe"]
-KINDS: tuple[FactKind, ...] = ("sent", "hard_bounce", "complaint", "unsubscribe")
+RateMetric = Literal["hard_bounce_rate", "abuse_rate", "unsubscribe_rate", "block_rate"]
+FactKind = Literal["sent", "hard_bounce", "complaint", "unsubscribe", "block"]
+# In the order counts are stored (a block count was added last: older stored counts simply lack it).
+KINDS: tuple[FactKind, ...] = ("sent", "hard_bounce", "complaint", "unsubscribe", "block")
 CAMPAIGNS_KEPT = 10  # a list remembers this many of the campaigns sent to it: enough to tell "few" (one-off)
 # Unsubscribes the recipient made. Not counted: one caused by a complaint (already counted as the complaint) and
 # one the customer made through the API (list hygiene, e.g. opt-outs synced from a CRM, must not count against it).
@@ -66,8 +67,13 @@ def facts_of(event: Event, produced_at: int | None = None) -> list[Fact]:
             facts = []
             if p.source in ("smtp_reply", "retry_expired"):
                 facts.append(Fact("sent", f"s:{p.message_id}", at, p.campaign_id))
+            # Only a hard bounce says the address is invalid; a block says the receiver refused our mail
+            # (PRODUCT.md: "its sending gets the platform's IPs or domains blocklisted"). Soft and
+            # undetermined bounces are reported, never judged.
             if p.bounce_class == "hard":
                 facts.append(Fact("hard_bounce", f"b:{p.message_id}", at, p.campaign_id, f"s:{p.message_id}"))
+            elif p.bounce_class == "block":
+                facts.append(Fact("block", f"k:{p.message_id}", at, p.campaign_id, f"s:{p.message_id}"))
             return facts
         case ComplaintReceived(payload=p) if p.feedback_type != "not-spam":
             return [Fact("complaint", f"c:{p.message_id}", at, p.campaign_id, f"s:{p.message_id}")]
@@ -118,6 +124,7 @@ class Counts:
     hard_bounce: int = 0
     complaint: int = 0
     unsubscribe: int = 0
+    block: int = 0
 
     def add(self, kind: FactKind, n: int = 1) -> None:
         setattr(self, kind, getattr(self, kind) + n)
@@ -129,7 +136,7 @@ class Counts:
         return Counts(*(max(0, getattr(self, k) - getattr(other, k)) for k in KINDS))
 
     def to_list(self) -> list[int]:
-        return [self.sent, self.hard_bounce, self.complaint, self.unsubscribe]
+        return [getattr(self, k) for k in KINDS]
 
     @classmethod
     def of(cls, values: Iterable[int]) -> Counts:
@@ -137,7 +144,7 @@ class Counts:
 
     def evidence(self) -> dict[str, int]:
         return {"sent": self.sent, "hard_bounces": self.hard_bounce, "complaints": self.complaint,
-                "unsubscribes": self.unsubscribe}
+                "unsubscribes": self.unsubscribe, "blocks": self.block}
 
 
 @dataclass(frozen=True)
@@ -207,11 +214,15 @@ def default_rules(hard_bounce: Fraction = Fraction(8, 100), abuse: Fraction = Fr
                   unsubscribe: Fraction = Fraction(1, 100),
                   hard_bounce_warnings: tuple[Fraction, ...] = (Fraction(5, 100),),
                   abuse_warnings: tuple[Fraction, ...] = (Fraction(1, 1000), Fraction(3, 1000)),
-                  unsubscribe_warnings: tuple[Fraction, ...] = (Fraction(5, 1000),)) -> tuple[Rule, ...]:
-    """Hard bounce ≥ 8%, abuse > 0.5% (warned at Gmail's and Yahoo's 0.1% and 0.3%), unsubscribe > 1%."""
+                  unsubscribe_warnings: tuple[Fraction, ...] = (Fraction(5, 1000),),
+                  block: Fraction = Fraction(5, 100),
+                  block_warnings: tuple[Fraction, ...] = (Fraction(2, 100),)) -> tuple[Rule, ...]:
+    """Hard bounce ≥ 8%, abuse > 0.5% (warned at Gmail's and Yahoo's 0.1% and 0.3%), unsubscribe > 1%, and
+    blocks ≥ 5% (warned at 2%): the "blocklisted" rule, see the service README on the defaults."""
     return (Rule("hard_bounce_rate", "hard_bounce", hard_bounce, True, _below(hard_bounce_warnings, hard_bounce)),
             Rule("abuse_rate", "complaint", abuse, False, _below(abuse_warnings, abuse)),
-            Rule("unsubscribe_rate", "unsubscribe", unsubscribe, False, _below(unsubscribe_warnings, unsubscribe)))
+            Rule("unsubscribe_rate", "unsubscribe", unsubscribe, False, _below(unsubscribe_warnings, unsubscribe)),
+            Rule("block_rate", "block", block, True, _below(block_warnings, block)))
 
 
 def _below(levels: tuple[Fraction, ...], threshold: Fraction) -> tuple[Fraction, ...]:

@@ -54,6 +54,10 @@ class ComplianceSettings(HeraldSettings):
     abuse_warnings: list[float] = Field(default=[0.1, 0.3], alias="HERALD_ABUSE_WARNINGS_PERCENT",
                                         description="Gmail's and Yahoo's bulk-sender spam-rate levels.")
     unsubscribe_warnings: list[float] = Field(default=[0.5], alias="HERALD_UNSUBSCRIBE_WARNINGS_PERCENT")
+    block_threshold: float = Field(default=5.0, gt=0, lt=100, alias="HERALD_BLOCK_THRESHOLD_PERCENT",
+                                   description="Suspend at a block rate (receivers refusing our mail: policy, "
+                                               "spam, blocklists) of this or more.")
+    block_warnings: list[float] = Field(default=[2.0], alias="HERALD_BLOCK_WARNINGS_PERCENT")
     minimum_sent: int = Field(default=500, ge=1, alias="HERALD_RATE_MINIMUM_SENT",
                               description="Messages a campaign or window needs before its rates decide anything.")
     windows_hours: list[int] = Field(default=[24, 168], alias="HERALD_RATE_WINDOWS_HOURS",
@@ -78,7 +82,8 @@ class ComplianceSettings(HeraldSettings):
                               description="Staff who may read rates and reinstate: 'name=scrypt-hash,...' "
                                           "(hashes from herald_shared.apikeys.hash_secret).")
 
-    @field_validator("hard_bounce_warnings", "abuse_warnings", "unsubscribe_warnings", "windows_hours", mode="before")
+    @field_validator("hard_bounce_warnings", "abuse_warnings", "unsubscribe_warnings", "block_warnings",
+                     "windows_hours", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
@@ -89,7 +94,8 @@ class ComplianceSettings(HeraldSettings):
                                 as_fraction(self.unsubscribe_threshold),
                                 tuple(map(as_fraction, self.hard_bounce_warnings)),
                                 tuple(map(as_fraction, self.abuse_warnings)),
-                                tuple(map(as_fraction, self.unsubscribe_warnings))),
+                                tuple(map(as_fraction, self.unsubscribe_warnings)),
+                                as_fraction(self.block_threshold), tuple(map(as_fraction, self.block_warnings))),
             minimum_sent=self.minimum_sent, windows_hours=tuple(self.windows_hours),
             campaign_retention_seconds=self.campaign_retention_days * 86400,
             one_off_deleted_within_seconds=self.one_off_deleted_within_hours * 3600,

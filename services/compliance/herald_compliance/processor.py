@@ -564,7 +564,7 @@ def _rate_scope(kind: str, name: str) -> RateScope:
 
 def _rate_counts(counts: Any) -> RateCounts:
     return RateCounts(sent=counts.sent, hard_bounces=counts.hard_bounce, complaints=counts.complaint,
-                      unsubscribes=counts.unsubscribe)
+                      unsubscribes=counts.unsubscribe, blocks=counts.block)
 
 
 def _iso(at: int | None) -> str:

@@ -197,6 +197,125 @@ def classify(reply: SmtpReply) -> Outcome:
     return "deferred"
 
 
+# Bounce classification: one table for SMTP replies at sending time and for reports that come back later.
+#
+# hard: the address is invalid, so it is suppressed and counts toward the hard-bounce rate. block: the receiver
+# refused our mail, not the address (policy, spam, reputation, authentication), so it counts toward the block
+# rate and never suppresses anyone. soft: temporary. undetermined: nothing below says; reported only.
+# Mailgun, SendGrid and Amazon SES draw the same line between bounces (the address) and blocks (the sender).
+
+BounceClass = Literal["hard", "soft", "block", "undetermined"]
+
+# Enhanced status codes of a permanent failure (RFC 3463 "5.subject.detail"), by "subject.detail", then by
+# "subject". Every 4.x.x is soft. Codes not here (5.0.0, 5.1.0's siblings, 5.5.x...) say too little alone:
+# the phrases, then the SMTP code decide.
+PERMANENT_STATUS: dict[str, BounceClass] = {
+    "1.1": "hard",   # RFC 3463 X.1.1 bad destination mailbox address: no such user
+    "1.2": "hard",   # X.1.2 bad destination system address: the domain does not exist or takes no mail
+    "1.3": "hard",   # X.1.3 bad destination mailbox address syntax
+    "1.4": "hard",   # X.1.4 destination mailbox address ambiguous
+    "1.6": "hard",   # X.1.6 destination mailbox has moved, no forwarding address
+    "1.10": "hard",  # RFC 7505 X.1.10: the recipient's domain publishes a null MX, it takes no mail
+    "1.7": "block",  # X.1.7 bad sender's mailbox address syntax: our sender is refused, not the address
+    "1.8": "block",  # X.1.8 bad sender's system address: our sending domain is refused
+    "2.1": "hard",   # X.2.1 mailbox disabled, not accepting messages (a closed or deactivated account)
+    "2.2": "soft",   # X.2.2 mailbox full: RFC 3463 allows it as a persistent transient failure
+    "2.3": "soft",   # X.2.3 message length exceeds administrative limit: this message, not the address
+    "3.4": "soft",   # X.3.4 message too big for system: as X.2.3
+    "4.1": "hard",   # X.4.1 no answer from host; Microsoft 365 answers unknown recipients with 5.4.1
+    "4.4": "hard",   # X.4.4 unable to route: the domain has no MX or address record
+    "4.7": "soft",   # X.4.7 delivery time expired: the receiver never refused the address
+    "7": "block",    # X.7.x security or policy: spam or content, blocklists, SPF/DKIM/DMARC (5.7.26), rDNS (5.7.25)
+}
+
+# Known phrases, matched in this order in the reply or the report's text when the status code decides nothing.
+# Blocks come first: wrongly calling a block "hard" suppresses a valid subscriber, the costlier mistake.
+_PHRASES: tuple[tuple[BounceClass, str, str], ...] = (
+    ("block", r"\bspam\b|unsolicited|\bjunk\b|bulk mail",
+     "spam or bulk-mail rejection (Gmail 5.7.1 'likely unsolicited mail')"),
+    ("block", r"\bblock(ed|ing)?\b|blocklist|blacklist|denylist|\bdnsbl\b|\brbl\b|listed (at|on|in|by)\b"
+              r"|spamhaus|spamcop|barracuda|sorbs|uceprotect|surbl",
+     "blocked, or a blocklist listing (PRODUCT.md: IPs or domains blocklisted)"),
+    ("block", r"reputation|policy (reason|violation|rejection)|rejected (by|for|due to) policy"
+              r"|content (rejected|filter)|virus|malware|phishing",
+     "reputation, policy or content rejection"),
+    ("block", r"\bdmarc\b|\bspf\b|\bdkim\b|not authenticated|unauthenticated|reverse dns|\bptr\b",
+     "the receiver's sender authentication (RFC 7208/6376/7489) or reverse DNS checks"),
+    ("soft", r"mailbox (is )?full|over ?quota|quota exceeded|exceeded (its )?(storage|quota)"
+             r"|insufficient (storage|disk)|storage allocation",
+     "mailbox full (RFC 3463 X.2.2; RFC 5321 552)"),
+    ("soft", r"gr[ae]ylist|try again later|temporar(il)?y",
+     "greylisting or a temporary refusal"),
+    ("hard", r"user unknown|unknown (user|recipient|mailbox|address)|no such (user|mailbox|recipient|address)"
+             r"|(user|mailbox|recipient|address) (not found|does not exist|doesn't exist|unknown)"
+             r"|invalid (recipient|mailbox|address)|not a valid (recipient|mailbox|user)|no mailbox"
+             r"|mailbox unavailable|bad destination|unrouteable address|does not exist",
+     "the address does not exist (RFC 3463 X.1.1, RFC 5321 550 'mailbox unavailable')"),
+    ("hard", r"(account|mailbox|user) (has been |is )?(disabled|deactivated|inactive|closed|suspended)"
+             r"|no longer (active|in use|available)",
+     "the mailbox was closed (RFC 3463 X.2.1)"),
+)
+BOUNCE_PHRASES = tuple((bounce_class, re.compile(pattern, re.IGNORECASE), why)
+                       for bounce_class, pattern, why in _PHRASES)
+
+# Basic SMTP reply codes of a permanent failure (RFC 5321 4.2, RFC 7504) that decide when nothing else does;
+# 550 and 554 are too generic to.
+PERMANENT_SMTP: dict[int, BounceClass] = {
+    521: "hard",   # RFC 7504: the host does not accept mail
+    551: "hard",   # RFC 5321: user not local
+    553: "hard",   # RFC 5321: mailbox name not allowed
+    556: "hard",   # RFC 7504: the domain does not accept mail
+    552: "soft",   # RFC 5321: exceeded storage allocation (mailbox full)
+    530: "block",  # RFC 4954: authentication required: our sending, not the address
+    535: "block",  # RFC 4954: authentication credentials invalid
+}
+
+TEXT_STATUS = re.compile(r"(?<![\d.])([245])\.([0-7])\.(\d{1,3})(?![.\d])")
+# A reply code where replies put them: at a line's start or after "said:", "smtp;", "error:" and the like.
+TEXT_SMTP_CODE = re.compile(r"(?:^|[:;]\s*)([245][0-5]\d)(?=[ \t-])", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class BounceVerdict:
+    bounce_class: BounceClass
+    why: str
+
+
+def status_in(text: str) -> str | None:
+    match = TEXT_STATUS.search(text)
+    return ".".join(match.groups()) if match else None
+
+
+def smtp_code_in(text: str) -> int | None:
+    match = TEXT_SMTP_CODE.search(text)
+    return int(match.group(1)) if match else None
+
+
+def classify_bounce(*, status: str | None, smtp_code: int | None, text: str,
+                    permanent: bool | None = None) -> BounceVerdict:
+    """The class of one failure: its enhanced status code, then known phrases in its text, then its SMTP
+    code, then what the report says of it (`permanent`: failed for good, False: delayed, None: unknown).
+    The codes are taken from the text when not given."""
+    status = status or status_in(text)
+    smtp_code = smtp_code or smtp_code_in(text)
+    if (status or "").startswith("4") or (smtp_code is not None and 400 <= smtp_code < 500) or permanent is False:
+        return BounceVerdict("soft", f"temporary failure {status or smtp_code or ''}".strip())
+    if status is not None and status.startswith("5"):
+        _, subject, detail = status.split(".")
+        decided = PERMANENT_STATUS.get(f"{subject}.{detail}") or PERMANENT_STATUS.get(subject)
+        if decided is not None:
+            return BounceVerdict(decided, f"status {status}")
+    for bounce_class, pattern, why in BOUNCE_PHRASES:
+        if pattern.search(text):
+            return BounceVerdict(bounce_class, why)
+    if smtp_code in PERMANENT_SMTP:
+        return BounceVerdict(PERMANENT_SMTP[smtp_code], f"SMTP code {smtp_code}")
+    if permanent and status is None and smtp_code is None:
+        # A bounce format recognised as a permanent failure of the address, with no code to say otherwise.
+        return BounceVerdict("hard", "permanent failure reported for the address")
+    return BounceVerdict("undetermined", f"nothing classifies {status or smtp_code or 'the report'}")
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, until a give-up age after the first attempt (72 hours by

@@ -13,6 +13,7 @@ from __future__ import annotations
 import email
 import email.message
 import hashlib
+import html
 import logging
 import re
 import uuid
@@ -37,16 +38,15 @@ from herald_shared.kafka import (
 from herald_shared.mongo import Document
 from herald_shared.topics import DLQ_SUFFIX, TopicNames
 
-from . import metrics
-from .domain import HERALD_DELIVERY_NAMESPACE
+from . import domain, metrics
+from .domain import HERALD_DELIVERY_NAMESPACE, BounceClass
 from .render import MessageTokens
 from .store import DeliveryStore
 
 log = logging.getLogger(__name__)
 PRODUCER = "delivery"
 MAX_INBOUND_BYTES = 900_000  # below Kafka's default message size, so a dead-letter entry always fits
-STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-SMTP_CODE = re.compile(r"\b([245]\d\d)\b")
+SIGNED_MESSAGE_ID = re.compile(r"<([0-9a-fA-F-]{36}\.[a-z2-7]{16})@", re.IGNORECASE)
 TAGGED = re.compile(r"\b([bu]\+[0-9a-fA-F-]{36}\.[a-z2-7]{16})@", re.IGNORECASE)
 FEEDBACK_TYPES = {"abuse", "fraud", "virus", "not-spam", "other"}
 
@@ -55,12 +55,16 @@ class NotTied(Exception):
     """The mail cannot be tied to a message of ours, or is not a report; the reason goes to the DLQ."""
 
 
+class NotABounce(Exception):
+    """A mail to a return path that reports nothing: an automatic reply (RFC 3834). Counted, not recorded."""
+
+
 @dataclass(frozen=True)
 class Finding:
     """One failure or complaint a report states about one of our messages."""
 
     kind: str  # "bounce" | "complaint"
-    bounce_class: str | None = None
+    bounce_class: BounceClass | None = None
     status: str | None = None
     smtp_code: int | None = None
     diagnostic: str = ""
@@ -87,35 +91,37 @@ class ReportReader:
                 ids.append(found)
         if ids:
             return ids
-        original = _original_headers(msg)
-        if original is not None:
-            for match in TAGGED.finditer(original):
-                local = match.group(1)
-                found = self.tokens.message_from_local_part(local, local[0].lower())
-                if found and found not in ids:
-                    ids.append(found)
-        # Only signed addresses tie a report to a message: Message-IDs can be computed by an outsider
-        # (they are deterministic), so a forged report quoting them could suppress or complain at will.
+        # The quoted original (its headers, or the whole report when it quotes the message inline): its
+        # return path, its mailto unsubscribe address or its Message-ID, all three signed. An unsigned id
+        # ties nothing: message ids are deterministic, so a forged report could otherwise name any message.
+        quoted = _original_headers(msg)
+        if quoted is None:
+            quoted = _explanation(msg, cut_original=False)
+        for match in TAGGED.finditer(quoted):
+            local = match.group(1)
+            found = self.tokens.message_from_local_part(local, local[0].lower())
+            if found and found not in ids:
+                ids.append(found)
+        for match in SIGNED_MESSAGE_ID.finditer(quoted):
+            found = self.tokens.message_from_signed_id(match.group(1))
+            if found and found not in ids:
+                ids.append(found)
         return ids
 
     def findings(self, msg: email.message.Message) -> list[Finding]:
+        """What a report tied to one of our messages says, at most one finding per bounce class. A bounce
+        nothing classifies is `undetermined`, never refused for its format."""
         report_type = (msg.get_param("report-type") or "") if msg.get_content_type() == "multipart/report" else ""
         report_type = str(report_type).lower()
-        if report_type == "delivery-status":
-            return _dsn_findings(msg)
         if report_type == "feedback-report":
             return [_arf_finding(msg)]
-        # Not RFC 3464/5965: let flufl.bounce recognise the many non-standard bounce formats.
-        try:
-            temporary, permanent = all_failures(msg)
-        except Exception as exc:  # its detectors assume well-formed mail (e.g. one without From crashes it)
-            raise NotTied(f"bounce detection failed on this mail: {type(exc).__name__}: {exc}") from None
-        if permanent:
-            return [Finding("bounce", "hard", diagnostic="non-standard bounce: permanent failure")]
-        if temporary:
-            return [Finding("bounce", "soft", diagnostic="non-standard bounce: temporary failure")]
-        raise NotTied("neither a delivery status notification (RFC 3464) nor a feedback report (RFC 5965), "
-                      "and no bounce format recognised")
+        found = _dsn_findings(msg) if report_type == "delivery-status" else []
+        if not found:
+            found = [_other_bounce(msg)]
+        by_class: dict[str | None, Finding] = {}
+        for finding in found:
+            by_class.setdefault(finding.bounce_class, finding)
+        return list(by_class.values())
 
 
 def _part(msg: email.message.Message, content_type: str) -> email.message.Message | None:
@@ -126,7 +132,7 @@ def _part(msg: email.message.Message, content_type: str) -> email.message.Messag
 
 
 def _original_headers(msg: email.message.Message) -> str | None:
-    for content_type in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
+    for content_type in ORIGINAL_PARTS:
         part = _part(msg, content_type)
         if part is None:
             continue
@@ -146,30 +152,125 @@ def _fields(part: email.message.Message) -> list[email.message.Message]:
     return []
 
 
+def _action(value: Any) -> str:
+    """RFC 3464's Action, read as MTAs really write it: "failure", "failed (Bad destination mailbox address)",
+    "Delayed"."""
+    word = str(value or "").strip().lower()
+    for prefix, action in (("fail", "failed"), ("delay", "delayed"), ("deliver", "delivered"),
+                           ("relay", "relayed"), ("expand", "expanded")):
+        if word.startswith(prefix):
+            return action
+    return ""
+
+
 def _dsn_findings(msg: email.message.Message) -> list[Finding]:
+    """The failed and delayed recipients of an RFC 3464 report, read leniently: a `Status` may be a bare SMTP
+    code (553) and an `Action` a word of its own. Empty when the report gives nothing to go on (the caller
+    then reads it as any other bounce); NotTied when it reports only deliveries."""
     status_part = _part(msg, "message/delivery-status")
-    if status_part is None:
-        raise NotTied("multipart/report of type delivery-status without a message/delivery-status part")
-    blocks = _fields(status_part)
+    blocks = _fields(status_part) if status_part is not None else []
     if len(blocks) < 2:
-        raise NotTied("delivery-status part without per-recipient fields")
+        return []
     reporting = _after_semicolon(blocks[0].get("Reporting-MTA"))
-    findings = []
+    findings, delivered = [], 0
     for block in blocks[1:]:
-        action = str(block.get("Action", "")).strip().lower()
-        status = str(block.get("Status", "")).strip()
-        match = STATUS.search(status)
-        if action not in ("failed", "delayed") or not match:
-            continue  # delivered, relayed, expanded: not a failure
-        diagnostic = _after_semicolon(block.get("Diagnostic-Code")) or f"{action} with status {status}"
-        code = SMTP_CODE.search(diagnostic)
-        bounce_class = "hard" if match.group(1) == "5" and action == "failed" else "soft"
-        findings.append(Finding("bounce", bounce_class, status=".".join(match.groups()),
-                                smtp_code=int(code.group(1)) if code else None, diagnostic=diagnostic[:1000],
+        action = _action(block.get("Action"))
+        status_field = " ".join(str(block.get("Status", "")).split())
+        diagnostic = _after_semicolon(block.get("Diagnostic-Code")) or ""
+        status = domain.status_in(status_field)
+        smtp_code = domain.smtp_code_in(status_field) or domain.smtp_code_in(diagnostic)
+        if action in ("delivered", "relayed", "expanded"):
+            delivered += 1
+            continue
+        first = (status or str(smtp_code or ""))[:1]
+        if action not in ("failed", "delayed") and first not in ("4", "5"):
+            continue
+        permanent = action == "failed" and first != "4" if action else first == "5"
+        verdict = domain.classify_bounce(status=status or domain.status_in(diagnostic), smtp_code=smtp_code,
+                                         text=diagnostic, permanent=permanent)
+        described = diagnostic or f"{action or 'failed'} with status {status_field}"
+        findings.append(Finding("bounce", verdict.bounce_class, status=status or domain.status_in(diagnostic),
+                                smtp_code=smtp_code, diagnostic=_diagnostic(described, verdict),
                                 reporting=reporting))
-    if not findings:
-        raise NotTied("the DSN reports no failed or delayed recipient")
+    if not findings and delivered == len(blocks) - 1:
+        raise NotTied("the DSN reports only successful delivery (Action delivered, relayed or expanded)")
     return findings
+
+
+def _other_bounce(msg: email.message.Message) -> Finding:
+    """A bounce in any other format: flufl.bounce's detectors say whether it failed for good or for now, the
+    codes and phrases of its explanation (never of the quoted original) say why."""
+    permanent: bool | None = None
+    try:
+        temporary, failed = all_failures(msg)
+        permanent = True if failed else False if temporary else None
+    except Exception:  # its detectors assume well-formed mail (e.g. one without From crashes them)
+        log.info("bounce detectors could not read an inbound mail; classifying it by its text", exc_info=True)
+    text = _explanation(msg)
+    verdict = domain.classify_bounce(status=None, smtp_code=None, text=text, permanent=permanent)
+    if verdict.bounce_class == "undetermined" and permanent is None and _auto_reply(msg):
+        raise NotABounce("an automatic reply (RFC 3834), not a bounce")
+    evidence = _evidence_line(text)
+    return Finding("bounce", verdict.bounce_class, status=domain.status_in(evidence),
+                   smtp_code=domain.smtp_code_in(evidence),
+                   diagnostic=_diagnostic(evidence or "non-standard bounce", verdict))
+
+
+ORIGINAL_PARTS = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
+# Where a plain-text bounce starts quoting the original message (qmail, Exim, Sendmail, Exchange, Postfix).
+ORIGINAL_FOLLOWS = re.compile(r"^[ \t]*-{2,}.*(original message|copy of (the|your) message|below this line"
+                              r"|returned message|undelivered message|headers? of the original|original headers)",
+                              re.IGNORECASE | re.MULTILINE)
+EXPLANATION_LIMIT = 20_000
+
+
+def _explanation(msg: email.message.Message, *, cut_original: bool = True) -> str:
+    """The human-readable text of a bounce, without the original message it may quote inline (unless
+    `cut_original` is False) or attach."""
+    texts: list[str] = []
+
+    def visit(part: email.message.Message) -> None:
+        content_type = part.get_content_type()
+        if content_type in ORIGINAL_PARTS or content_type.startswith("message/"):
+            return
+        if part.is_multipart():
+            for child in _fields(part):
+                visit(child)
+            return
+        if part.get_content_maintype() != "text":
+            return
+        raw = part.get_payload(decode=True)
+        text = raw.decode(part.get_content_charset() or "utf-8", "replace") if isinstance(raw, bytes) else ""
+        if content_type == "text/html":
+            text = html.unescape(re.sub(r"<[^>]*>", " ", text))
+        texts.append(text)
+
+    visit(msg)
+    text = "\n".join(texts)[:EXPLANATION_LIMIT]
+    cut = ORIGINAL_FOLLOWS.search(text) if cut_original else None
+    return text[:cut.start()] if cut else text
+
+
+def _evidence_line(text: str) -> str:
+    """The line that says most: the first with a status or reply code, else with a known phrase."""
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if domain.status_in(line) or domain.smtp_code_in(line):
+            return line
+    for line in lines:
+        if any(pattern.search(line) for _, pattern, _ in domain.BOUNCE_PHRASES):
+            return line
+    return ""
+
+
+def _diagnostic(described: str, verdict: domain.BounceVerdict) -> str:
+    return f"{described} [{verdict.bounce_class}: {verdict.why}]"[:1000]
+
+
+def _auto_reply(msg: email.message.Message) -> bool:
+    auto = str(msg.get("Auto-Submitted", "no")).strip().lower()
+    return (auto != "no" or msg.get("X-Autoreply") is not None or msg.get("X-Autorespond") is not None
+            or str(msg.get("Precedence", "")).strip().lower() == "auto_reply")
 
 
 def _arf_finding(msg: email.message.Message) -> Finding:
@@ -238,7 +339,9 @@ class InboundHandler:
         return "250 OK"
 
     async def receive(self, recipients: list[str], data: bytes, mail_from: str) -> str:
-        """'recorded', 'unsubscribe' or 'dead_lettered'. Infrastructure errors propagate (the remote retries)."""
+        """'recorded', 'unsubscribe', 'auto_reply' or 'dead_lettered'. Infrastructure errors propagate (the
+        remote retries). A report tied to a message of ours is recorded whatever its format; a message gets
+        at most one bounce event per class, however many reports (or mentions in one) name it."""
         msg = email.message_from_bytes(data)
         unsubscribes = [found for rcpt in recipients
                         if (found := self._reader.tokens.message_from_local_part(rcpt.rpartition("@")[0], "u"))]
@@ -248,24 +351,37 @@ class InboundHandler:
             ids = self._reader.message_ids(recipients, msg)
             if not ids:
                 raise NotTied("no signed return path, quoted address or Message-ID of ours names a message")
-            findings = self._reader.findings(msg)
             jobs = [await self._store.jobs.find_one({"_id": message_id}) for message_id in ids]
             known = [job for job in jobs if job is not None]
             if not known:
                 raise NotTied(f"no message with id {', '.join(ids)} in the ledger")
+            findings = self._reader.findings(msg)
         except NotTied as exc:
             await self._dead_letter(data, str(exc), recipients)
             return "dead_lettered"
-        events: list[Event] = []
+        except NotABounce as exc:
+            log.info("inbound mail to a return path is not a report", extra={"reason": str(exc)})
+            return "auto_reply"
         report = hashlib.sha256(data).hexdigest()
+        events: list[Event] = []
         for job in known:
             for index, finding in enumerate(findings):
-                # The same report delivered again (our 250 lost on the way) gives the same event ids.
-                event = self._event(job, finding, mail_from)
-                events.append(event.model_copy(update={"event_id": uuid.uuid5(
-                    HERALD_DELIVERY_NAMESPACE, f"inbound:{job['_id']}:{report}:{index}")}))
-        await self._publisher.publish_many(events)
-        return "recorded"
+                # Deterministic ids: the same report delivered again (our 250 lost on the way) or another
+                # report of the same bounce class gives the same event.
+                name = (f"inbound:{job['_id']}:bounce:{finding.bounce_class}" if finding.kind == "bounce"
+                        else f"inbound:{job['_id']}:{report}:{index}")
+                events.append(self._event(job, finding, mail_from).model_copy(
+                    update={"event_id": uuid.uuid5(HERALD_DELIVERY_NAMESPACE, name)}))
+        bounces = {str(e.event_id): e for e in events if isinstance(e, MessageBounced)}
+        seen = await self._store.bounces_reported(list(bounces))
+        fresh = [e for e in events if str(e.event_id) not in seen]
+        await self._publisher.publish_many(fresh)
+        for event in fresh:
+            metrics.record_report(event)
+        # Remembered once published: a crash in between publishes the same event id again, which consumers
+        # drop as a duplicate.
+        await self._store.mark_bounces_reported([k for k in bounces if k not in seen])
+        return "recorded" if fresh else "duplicate"
 
     async def _unsubscribe(self, message_ids: list[str], data: bytes, recipients: list[str]) -> str:
         """A mail to a message's List-Unsubscribe mailto address (signed, so it names its message)."""
@@ -288,12 +404,10 @@ class InboundHandler:
                "subscriber_id": job.get("subscriber_id"), "list_id": job.get("list_id")}
         envelope = {"account_id": job["account_id"], "producer": PRODUCER}
         if finding.kind == "complaint":
-            metrics.COMPLAINTS.labels(finding.feedback_type or "other").inc()
             reporter = finding.reporting or mail_from.rpartition("@")[2] or "unknown"
             return ComplaintReceived(**envelope, payload={**ref, "feedback_type": finding.feedback_type,
                                                           "reporting_domain": reporter[:255],
                                                           "arrival_date": finding.arrival_date})
-        metrics.BOUNCES.labels(finding.bounce_class or "hard", "dsn").inc()
         return MessageBounced(**envelope, payload={**ref, "bounce_class": finding.bounce_class,
                                                    "smtp_code": finding.smtp_code,
                                                    "enhanced_status_code": finding.status,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from herald_shared.contract import Event
+from herald_shared.contract.delivery import ComplaintReceived, MessageBounced
+
 MESSAGES = Counter("herald_delivery_messages_total", "Message outcomes, by kind and outcome.", ["kind", "outcome"])
-BOUNCES = Counter("herald_delivery_bounces_total", "Bounces, by class (hard/soft) and source.", ["bounce_class",
-                                                                                                  "source"])
+BOUNCES = Counter("herald_delivery_bounces_total", "Bounces, by class (hard/soft/block/undetermined) and source.",
+                  ["bounce_class", "source"])
 COMPLAINTS = Counter("herald_delivery_complaints_total", "Feedback-loop complaints received.", ["feedback_type"])
 SKIPPED = Counter("herald_delivery_skipped_total", "Messages not sent because the member left the audience.",
                   ["reason"])
@@ -24,3 +27,11 @@ QUEUE_DEPTH = Gauge("herald_delivery_queue_depth", "Messages waiting to be sent 
 POOL_CONNECTIONS = Gauge("herald_delivery_smtp_connections", "SMTP connections, by state.", ["state"])
 INBOUND = Counter("herald_delivery_inbound_total", "Mails received by the inbound server, by result.", ["result"])
 TRACKING = Counter("herald_delivery_tracking_total", "Tracking hits, by kind and result.", ["kind", "result"])
+
+
+def record_report(event: Event) -> None:
+    """Count a bounce or complaint event as it is published."""
+    if isinstance(event, MessageBounced):
+        BOUNCES.labels(event.payload.bounce_class, event.payload.source).inc()
+    elif isinstance(event, ComplaintReceived):
+        COMPLAINTS.labels(event.payload.feedback_type).inc()

@@ -60,18 +60,25 @@ class MessageTokens:
         digest = hmac.new(self._key, message_id.encode(), hashlib.sha256).digest()
         return base64.b32encode(digest[:10]).decode().lower()
 
+    def signed_id(self, message_id: str) -> str:
+        """`<message id>.<tag>`: names and authenticates the message (return paths and Message-IDs)."""
+        return f"{message_id}.{self.address_tag(message_id)}"
+
+    def message_from_signed_id(self, signed: str) -> str | None:
+        """The message id in a signed id, or None if it is not one of ours or the tag is wrong."""
+        message_id, _, tag = signed.rpartition(".")
+        if not message_id or not hmac.compare_digest(tag.lower(), self.address_tag(message_id)):
+            return None
+        return message_id
+
     def tagged_local_part(self, prefix: str, message_id: str) -> str:
-        """`b+<message id>.<tag>`: a VERP local part (bounces) that names and authenticates the message."""
-        return f"{prefix}+{message_id}.{self.address_tag(message_id)}"
+        """`b+<signed id>`: a VERP local part (bounces) that names and authenticates the message."""
+        return f"{prefix}+{self.signed_id(message_id)}"
 
     def message_from_local_part(self, local_part: str, prefix: str) -> str | None:
         """The message id in a tagged local part, or None if it is not one of ours or the tag is wrong."""
         head, _, rest = local_part.partition("+")
-        message_id, _, tag = rest.rpartition(".")
-        if head.lower() != prefix or not message_id or not hmac.compare_digest(tag.lower(),
-                                                                               self.address_tag(message_id)):
-            return None
-        return message_id
+        return self.message_from_signed_id(rest) if head.lower() == prefix else None
 
     def tracking_token(self, claim: dict[str, Any]) -> str:
         return str(self._tracking.dumps(claim))
@@ -215,6 +222,10 @@ class Renderer:
     def return_path(self, message_id: str) -> str:
         return f"{self.tokens.tagged_local_part('b', message_id)}@{self.settings.bounce_domain}"
 
+    def message_id_header(self, message_id: str) -> str:
+        """Signed like the return path, so a report quoting only the original's Message-ID is tied to it."""
+        return f"<{self.tokens.signed_id(message_id)}@{self.settings.bounce_domain}>"
+
     def unsubscribe_mailto(self, message_id: str) -> str:
         return f"{self.tokens.tagged_local_part('u', message_id)}@{self.settings.bounce_domain}"
 
@@ -254,7 +265,7 @@ class Renderer:
         headers = (f"From: {formataddr((_one_line(from_name), from_email), charset='utf-8')}{CRLF}"
                    f"Subject: {_encode_header(subject)}{CRLF}MIME-Version: 1.0{CRLF}"
                    f"Date: {format_datetime(now or datetime.now(UTC))}{CRLF}"
-                   f"Message-ID: <{message_id}@{self.settings.bounce_domain}>{CRLF}To: {recipient}{CRLF}"
+                   f"Message-ID: {self.message_id_header(message_id)}{CRLF}To: {recipient}{CRLF}"
                    f"Auto-Submitted: auto-generated{CRLF}"
                    f"Feedback-ID: {message_id[:8]}:{account_id}:{kind}:{self.settings.sender_id}{CRLF}"
                    f"Content-Type: text/plain; charset=utf-8{CRLF}Content-Transfer-Encoding: quoted-printable{CRLF}")
@@ -266,7 +277,7 @@ class Renderer:
                              now: datetime | None) -> str:
         mailto = self.unsubscribe_mailto(message_id)
         return (f"To: {recipient}{CRLF}Date: {format_datetime(now or datetime.now(UTC))}{CRLF}"
-                f"Message-ID: <{message_id}@{self.settings.bounce_domain}>{CRLF}"
+                f"Message-ID: {self.message_id_header(message_id)}{CRLF}"
                 f"List-Unsubscribe: <{unsubscribe}>, <mailto:{mailto}?subject=unsubscribe>{CRLF}"
                 f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}"
                 f"Feedback-ID: {feedback_id}{CRLF}")

@@ -355,13 +355,16 @@ class Sender:
                                          "attempt": attempt})
             metrics.MESSAGES.labels(job["kind"], "sent").inc()
         elif result == "bounced":
-            outcome.update(outcome=BOUNCED, bounce_class="hard")
+            # The receiver's refusal says whether the address is invalid or our mail is refused (a block).
+            verdict = domain.classify_bounce(status=reply.enhanced_status, smtp_code=reply.code, text=reply.text,
+                                             permanent=True)
+            outcome.update(outcome=BOUNCED, bounce_class=verdict.bounce_class)
             event = MessageBounced(event_id=domain.outcome_event_id(job["_id"], "bounced", attempt), **envelope,
-                                   payload={**ref, "bounce_class": "hard", "smtp_code": reply.code,
+                                   payload={**ref, "bounce_class": verdict.bounce_class, "smtp_code": reply.code,
                                             "enhanced_status_code": reply.enhanced_status,
                                             "diagnostic": reply.diagnostic, "source": "smtp_reply"})
             metrics.MESSAGES.labels(job["kind"], "bounced").inc()
-            metrics.BOUNCES.labels("hard", "smtp_reply").inc()
+            metrics.record_report(event)
         else:
             next_attempt = self._policy.next_attempt(attempt, first, now, self._rng)
             if next_attempt is None:
@@ -373,7 +376,7 @@ class Sender:
                                                               f"{reply.diagnostic}"[:1000],
                                                 "source": "retry_expired"})
                 metrics.MESSAGES.labels(job["kind"], "bounced").inc()
-                metrics.BOUNCES.labels("soft", "retry_expired").inc()
+                metrics.record_report(event)
             else:
                 outcome.update(outcome=DEFERRED, final=False, next_attempt_at=next_attempt)
                 event = MessageDeferred(event_id=domain.outcome_event_id(job["_id"], "deferred", attempt),

@@ -42,6 +42,7 @@ JOBS = "jobs"
 OUTCOMES = "outcomes"
 CLAIMS = "claims"
 SENDER_STATE = "sender_state"
+BOUNCE_REPORTS = "bounce_reports"  # the inbound bounce events published, by event id (one per message and class)
 # Members loaded per query when a campaign is expanded.
 EXPANSION_PAGE = 1000
 
@@ -330,6 +331,12 @@ class DeliveryStore:
 
     async def outcomes(self, query: Document) -> list[Document]:
         return [d async for d in self.db[OUTCOMES].find(query, {"outcome_event": 0})]
+
+    async def bounces_reported(self, event_ids: Sequence[str]) -> set[str]:
+        return set(await load(self.db[BOUNCE_REPORTS], event_ids))
+
+    async def mark_bounces_reported(self, event_ids: Sequence[str]) -> None:
+        await insert_new(self.db[BOUNCE_REPORTS], [{"_id": event_id} for event_id in event_ids])
 
     async def forget_recipient(self, account_id: str, subscriber_id: str) -> None:
         """Erasure: confirmation jobs hold the address; drop it from every job of this subscriber (the sender

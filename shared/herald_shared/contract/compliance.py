@@ -8,8 +8,8 @@ from pydantic import Field, StringConstraints
 
 from .envelope import Count, Event, Identifier, Name, Payload, ShortText
 
-Metric = Literal["hard_bounce_rate", "abuse_rate", "unsubscribe_rate", "one_off_sending", "blocklisting",
-                 "anti_spam_rules", "inbox_placement"]
+Metric = Literal["hard_bounce_rate", "abuse_rate", "unsubscribe_rate", "block_rate", "one_off_sending",
+                 "blocklisting", "anti_spam_rules", "inbox_placement"]
 Rate = Annotated[float, Field(ge=0.0, le=1.0, description="A fraction: 0.08 is 8%.")]
 
 
@@ -27,6 +27,7 @@ class RateCounts(Payload):
     hard_bounces: Count = 0
     complaints: Count = 0
     unsubscribes: Count = 0
+    blocks: Count = Field(default=0, description="Bounces of class block: the receiver refused our mail.")
 
 
 class ComplianceEvent(Event):

@@ -55,8 +55,15 @@ class MessageDeferred(DeliveryEvent):
     payload: MessageDeferredPayload
 
 
+BounceClass = Literal["hard", "soft", "block", "undetermined"]
+
+
 class MessageBouncedPayload(MessageRef):
-    bounce_class: Literal["hard", "soft"]
+    bounce_class: BounceClass = Field(description=(
+        "hard: the address is invalid (suppressed, counts toward the hard-bounce rate); soft: a temporary "
+        "failure (reported only); block: the receiver refused our mail, not the address (policy, spam, "
+        "reputation, authentication; counts toward the block rate); undetermined: a report tied to the message "
+        "that nothing classifies (reported only)."))
     smtp_code: SmtpCode | None = None
     enhanced_status_code: EnhancedStatus | None = None
     diagnostic: ShortText

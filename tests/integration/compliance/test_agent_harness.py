@@ -72,13 +72,13 @@ async def test_agent_counts_suspends_once_and_skips_a_redelivered_record(harness
                                  what="AccountSuspended from the harnessed agent")
     assert suspended[0]["account_id"] == ACCOUNT
     assert suspended[0]["payload"]["counts"] == {"sent": 100, "hard_bounces": 8, "complaints": 0,
-                                                 "unsubscribes": 0}
+                                                 "unsubscribes": 0, "blocks": 0}
 
     # the same bytes again at new offsets (a publisher's retry): duplicates, counted once, no second suspension
     await put(wrapper, *(hard_bounce(ACCOUNT, "c1", i) for i in range(8)))
     await put(wrapper, sent(ACCOUNT, "c1", 100))
     report = await eventually(lambda: _rates(service), lambda r: r["c1"]["sent"] == 101, what="the 101st send")
-    assert report["c1"] == {"sent": 101, "hard_bounces": 8, "complaints": 0, "unsubscribes": 0}
+    assert report["c1"] == {"sent": 101, "hard_bounces": 8, "complaints": 0, "unsubscribes": 0, "blocks": 0}
     assert len(await bus.compliance_events("AccountSuspended")) == 1
 
 

@@ -69,7 +69,8 @@ async def ground_truth(bus: Bus) -> dict[str, dict[str, int]]:
             event["type"]]
         seen[event["account_id"]][kind].add(payload["message_id"])
     return {account: {"sent": len(kinds["sent"]), "hard_bounces": len(kinds["hard_bounces"]),
-                      "complaints": len(kinds["complaints"]), "unsubscribes": 0} for account, kinds in seen.items()}
+                      "complaints": len(kinds["complaints"]), "unsubscribes": 0, "blocks": 0}
+            for account, kinds in seen.items()}
 
 
 @pytest.mark.parametrize("kill_after", [(1500,), (1500, 5000)], ids=["once", "twice"])
@@ -127,7 +128,8 @@ async def test_sigkill_mid_stream_then_restart_gives_exact_counts_and_no_duplica
         try:
             await bus.publish(*events[2 * third:])  # the rest of the stream
             truth = await ground_truth(bus)
-            assert truth["acc-k0"] == {"sent": 3000, "hard_bounces": 300, "complaints": 0, "unsubscribes": 0}
+            assert truth["acc-k0"] == {"sent": 3000, "hard_bounces": 300, "complaints": 0, "unsubscribes": 0,
+                                       "blocks": 0}
             final = await eventually(counts, lambda c: c == truth, within=120, what="counts equal the ground truth")
             assert final == truth
             suspended = await bus.compliance_events("AccountSuspended")

@@ -27,7 +27,7 @@ async def test_hard_bounce_rate_of_8_percent_suspends_account_once_with_evidence
     await bus.publish(*(sent("acc-1", "c1", i) for i in range(100)))
     await bus.publish(*(hard_bounce("acc-1", "c1", i) for i in range(7)))
     await eventually(lambda: running.rates("acc-1"), lambda r: counts_of(r, "c1") == {
-        "sent": 100, "hard_bounces": 7, "complaints": 0, "unsubscribes": 0}, what="7 bounces counted")
+        "sent": 100, "hard_bounces": 7, "complaints": 0, "unsubscribes": 0, "blocks": 0}, what="7 bounces counted")
     assert await bus.compliance_events("AccountSuspended") == []  # 7% does not suspend
 
     await bus.publish(hard_bounce("acc-1", "c1", 7))  # the 8th: 8.00%
@@ -37,14 +37,14 @@ async def test_hard_bounce_rate_of_8_percent_suspends_account_once_with_evidence
     assert suspended[0]["account_id"] == "acc-1"
     assert payload["metric"] == "hard_bounce_rate" and payload["value"] == 0.08 and payload["threshold"] == 0.08
     assert payload["scope"] == {"kind": "campaign", "campaign_id": "c1", "window": None}
-    assert payload["counts"] == {"sent": 100, "hard_bounces": 8, "complaints": 0, "unsubscribes": 0}
+    assert payload["counts"] == {"sent": 100, "hard_bounces": 8, "complaints": 0, "unsubscribes": 0, "blocks": 0}
     assert payload["notify_account"] is True
 
     # every event after the breach, and the same events published again, change nothing
     await bus.publish(*(hard_bounce("acc-1", "c1", i) for i in range(8, 20)))
     await bus.publish(*(sent("acc-1", "c1", i) for i in range(100)))  # republished: counted once
     await eventually(lambda: running.rates("acc-1"), lambda r: counts_of(r, "c1") == {
-        "sent": 100, "hard_bounces": 20, "complaints": 0, "unsubscribes": 0}, what="later bounces counted")
+        "sent": 100, "hard_bounces": 20, "complaints": 0, "unsubscribes": 0, "blocks": 0}, what="later bounces counted")
     assert len(await bus.compliance_events("AccountSuspended")) == 1
     rates = await running.rates("acc-1")
     assert rates["suspended"] is True and rates["suspension"]["metric"] == "hard_bounce_rate"

@@ -30,7 +30,8 @@ async def test_unsubscribe_rate_above_1_percent_suspends_and_complaint_unsubscri
     await bus.publish(unsubscribed("acc-u1", 0), unsubscribed("acc-u1", 1))  # 1.00%: not above 1%
     await bus.publish(unsubscribed("acc-u1", 2, source="complaint"))  # counted as the complaint, not here
     await eventually(lambda: running.rates("acc-u1"), lambda r: counts_of(r, "c1") == {
-        "sent": 200, "hard_bounces": 0, "complaints": 0, "unsubscribes": 2}, what="two unsubscribes counted")
+        "sent": 200, "hard_bounces": 0, "complaints": 0, "unsubscribes": 2, "blocks": 0},
+        what="two unsubscribes counted")
     assert await bus.compliance_events("AccountSuspended") == []
     warned = await bus.compliance_events("AccountWarned")
     assert {(w["payload"]["metric"], w["payload"]["warning_level"]) for w in warned} == {("unsubscribe_rate", 0.005)}
@@ -40,7 +41,7 @@ async def test_unsubscribe_rate_above_1_percent_suspends_and_complaint_unsubscri
                                  what="AccountSuspended for unsubscribes")
     payload = suspended[0]["payload"]
     assert payload["metric"] == "unsubscribe_rate" and payload["value"] == 0.015 and payload["threshold"] == 0.01
-    assert payload["counts"] == {"sent": 200, "hard_bounces": 0, "complaints": 0, "unsubscribes": 3}
+    assert payload["counts"] == {"sent": 200, "hard_bounces": 0, "complaints": 0, "unsubscribes": 3, "blocks": 0}
 
 
 def new_list(account_id: str, list_id: str, addresses: range) -> list[Event]:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiosmtplib
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
@@ -224,3 +225,27 @@ async def start_delivery(settings: HeraldSettings, world: World, relay: Any) -> 
     yield start
     for service in started:
         await service.stop()
+
+
+def dsn(recipient: str, action: str, status: str, diagnostic: str, original_headers: str = "") -> str:
+    return delivery_report(recipient, f"Final-Recipient: rfc822; someone@example.org\r\nAction: {action}\r\n"
+                                      f"Status: {status}\r\nDiagnostic-Code: smtp; {diagnostic}\r\n",
+                           original_headers=original_headers)
+
+
+def delivery_report(recipient: str, *per_recipient: str, original_headers: str = "") -> str:
+    """An RFC 3464 report with these per-recipient field blocks, as it arrives at the inbound server."""
+    fields = "\r\n".join(per_recipient)
+    return (f"From: MAILER-DAEMON@mx.example.org\r\nTo: {recipient}\r\nSubject: Undelivered Mail\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n"
+            "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+            "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; mx.example.org\r\nArrival-Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n\r\n"
+            f"{fields}\r\n--B\r\nContent-Type: text/rfc822-headers\r\n\r\n{original_headers}\r\n--B--\r\n")
+
+
+async def mail_inbound(running: Running, recipient: str, body: str,
+                       sender: str = "MAILER-DAEMON@mx.example.org") -> None:
+    """Mail a report to the inbound server over SMTP; it answers 250 once the report is recorded."""
+    await aiosmtplib.send(body.encode(), sender=sender, recipients=[recipient], hostname="127.0.0.1",
+                          port=running.service.settings.inbound_port)

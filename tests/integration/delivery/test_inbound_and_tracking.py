@@ -14,7 +14,7 @@ from herald_shared.kafka import DLQ_REASON, read_from_start
 from tests.conftest import eventually
 from tests.samples import campaign_queued
 
-from .conftest import BOUNCE_DOMAIN, World
+from .conftest import BOUNCE_DOMAIN, World, dsn, mail_inbound
 
 HTML = "<p>Hi</p><a href='https://acme.example/sale'>Sale</a> <a href=\"https://acme.example/blog\">Blog</a>"
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -31,17 +31,6 @@ async def sent_campaign(start_delivery: Any, relay: Any, world: World) -> tuple[
     return running, [e for e in events if isinstance(e, MessageSent)]
 
 
-def dsn(recipient: str, action: str, status: str, diagnostic: str, original_headers: str = "") -> str:
-    return (f"From: MAILER-DAEMON@mx.example.org\r\nTo: {recipient}\r\nSubject: Undelivered Mail\r\n"
-            "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n"
-            "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
-            "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-            "Reporting-MTA: dns; mx.example.org\r\nArrival-Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n\r\n"
-            f"Final-Recipient: rfc822; someone@example.org\r\nAction: {action}\r\nStatus: {status}\r\n"
-            f"Diagnostic-Code: smtp; {diagnostic}\r\n\r\n"
-            f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n{original_headers}\r\n--B--\r\n")
-
-
 def arf(original: bytes) -> str:
     headers = original.split(b"\r\n\r\n", 1)[0].decode()
     return (f"From: fbl@isp.example\r\nTo: fbl@{BOUNCE_DOMAIN}\r\nSubject: FW: abuse report\r\n"
@@ -52,11 +41,6 @@ def arf(original: bytes) -> str:
             "Feedback-Type: abuse\r\nUser-Agent: ISP-FBL/1.0\r\nVersion: 1\r\nReporting-MTA: dns; fbl.isp.example\r\n"
             "Arrival-Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n\r\n"
             f"--F\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}\r\n\r\n--F--\r\n")
-
-
-async def mail_inbound(running: Any, recipient: str, body: str, sender: str = "MAILER-DAEMON@mx.example.org") -> None:
-    await aiosmtplib.send(body.encode(), sender=sender, recipients=[recipient], hostname="127.0.0.1",
-                          port=running.service.settings.inbound_port)
 
 
 async def test_dsns_mailed_to_the_return_path_become_hard_and_soft_bounces(start_delivery: Any, relay: Any,

@@ -20,8 +20,7 @@ from herald_subscriptions.main import Subscriptions, SubscriptionsSettings
 from tests.conftest import eventually
 from tests.samples import campaign_queued
 
-from .conftest import SECRET, World
-from .test_inbound_and_tracking import dsn, mail_inbound
+from .conftest import SECRET, World, dsn, mail_inbound
 
 
 def parsed(data: bytes) -> EmailMessage:

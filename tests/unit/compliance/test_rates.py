@@ -31,10 +31,11 @@ AT = int(T0.timestamp())
 POLICY = Policy(default_rules(), minimum_sent=500)
 
 
-def state_with(sent: int, *, hard: int = 0, complaints: int = 0, unsubscribes: int = 0,
+def state_with(sent: int, *, hard: int = 0, complaints: int = 0, unsubscribes: int = 0, blocks: int = 0,
                campaign: str | None = "c1") -> AccountState:
     state = AccountState()
-    for kind, n in (("sent", sent), ("hard_bounce", hard), ("complaint", complaints), ("unsubscribe", unsubscribes)):
+    for kind, n in (("sent", sent), ("hard_bounce", hard), ("complaint", complaints), ("unsubscribe", unsubscribes),
+                    ("block", blocks)):
         for i in range(n):
             state.count(Fact(kind, f"{kind}:{i}", AT + i % 60, campaign), POLICY)  # type: ignore[arg-type]
     return state
@@ -236,6 +237,12 @@ def test_what_each_event_counts_for() -> None:
                                               "diagnostic": "no such user", "source": "smtp_reply"})
     dsn = MessageBounced(**env, payload={**_ref(1), "bounce_class": "hard", "diagnostic": "gone", "source": "dsn"})
     soft = MessageBounced(**env, payload={**_ref(3), "bounce_class": "soft", "diagnostic": "full", "source": "dsn"})
+    blocked = MessageBounced(**env, payload={**_ref(4), "bounce_class": "block", "smtp_code": 550,
+                                             "diagnostic": "5.7.1 spam", "source": "smtp_reply"})
+    block_dsn = MessageBounced(**env, payload={**_ref(1), "bounce_class": "block", "diagnostic": "listed",
+                                               "source": "dsn"})
+    unclassified = MessageBounced(**env, payload={**_ref(5), "bounce_class": "undetermined", "smtp_code": 554,
+                                                  "diagnostic": "554 no", "source": "smtp_reply"})
     complaint = ComplaintReceived(**env, payload={**_ref(1), "feedback_type": "abuse", "reporting_domain": "isp.net"})
     not_spam = ComplaintReceived(**env, payload={**_ref(1), "feedback_type": "not-spam",
                                                  "reporting_domain": "isp.net"})
@@ -247,10 +254,30 @@ def test_what_each_event_counts_for() -> None:
         "list_id": "l1", "subscriber_id": "s2", "source": "api"})
     kinds = {name: [f.kind for f in facts_of(e)] for name, e in [
         ("sent", sent), ("rejected", rejected), ("dsn", dsn), ("soft", soft), ("complaint", complaint),
-        ("not_spam", not_spam), ("unsub", unsub), ("by_complaint", by_complaint), ("by_customer", by_customer)]}
+        ("not_spam", not_spam), ("unsub", unsub), ("by_complaint", by_complaint), ("by_customer", by_customer),
+        ("blocked", blocked), ("block_dsn", block_dsn), ("unclassified", unclassified)]}
     assert kinds == {"sent": ["sent"], "rejected": ["sent", "hard_bounce"], "dsn": ["hard_bounce"], "soft": [],
+                     "blocked": ["sent", "block"], "block_dsn": ["block"], "unclassified": ["sent"],
                      "complaint": ["complaint"], "not_spam": [], "unsub": ["unsubscribe"], "by_complaint": [],
                      "by_customer": []}
+
+
+def test_a_block_rate_of_5_percent_suspends_and_2_percent_warns() -> None:
+    """Receivers refusing our mail is the "blocklisted" rule (PRODUCT.md, "Sending suspension"); blocks never
+    count as hard bounces."""
+    breach, warnings = decide(state_with(1000, blocks=49))
+    assert breach is None
+    assert {(w.rule.metric, w.level) for w in warnings} == {("block_rate", Fraction(2, 100))}
+    breach, _ = decide(state_with(1000, blocks=50))
+    assert breach is not None and breach.rule.metric == "block_rate" and breach.value == Fraction(5, 100)
+    assert breach.counts == Counts(sent=1000, block=50)
+    assert breach.counts.evidence() == {"sent": 1000, "hard_bounces": 0, "complaints": 0, "unsubscribes": 0,
+                                        "blocks": 50}
+    assert decide(state_with(1000, blocks=19)) == (None, [])
+
+
+def test_counts_stored_before_blocks_were_counted_still_load() -> None:
+    assert Counts.of([10, 1, 2, 3]) == Counts(sent=10, hard_bounce=1, complaint=2, unsubscribe=3, block=0)
 
 
 def test_every_recipient_unsubscribe_source_counts() -> None:
@@ -279,8 +306,8 @@ def test_state_survives_its_json_form() -> None:
     assert AccountState.from_json(state.to_json()) == state
 
 
-facts = st.lists(st.tuples(st.sampled_from(["sent", "hard_bounce", "complaint", "unsubscribe"]), st.integers(0, 30)),
-                 max_size=120)
+facts = st.lists(st.tuples(st.sampled_from(["sent", "hard_bounce", "complaint", "unsubscribe", "block"]),
+                           st.integers(0, 30)), max_size=120)
 
 
 @settings(max_examples=60, deadline=None)

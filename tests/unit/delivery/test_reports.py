@@ -6,7 +6,7 @@ import email
 
 import pytest
 
-from herald_delivery.inbound import NotTied, ReportReader
+from herald_delivery.inbound import NotABounce, NotTied, ReportReader
 from herald_delivery.render import MessageTokens
 
 TOKENS = MessageTokens("unit-test-secret-0123456789")
@@ -31,7 +31,7 @@ def test_a_failed_5xx_dsn_is_a_hard_bounce_and_a_4xx_one_soft() -> None:
 
 
 def test_a_dsn_that_reports_only_deliveries_is_not_a_bounce() -> None:
-    with pytest.raises(NotTied, match="no failed or delayed"):
+    with pytest.raises(NotTied, match="only successful delivery"):
         READER.findings(dsn("delivered", "2.0.0"))
 
 
@@ -60,15 +60,21 @@ def test_a_non_standard_bounce_is_recognised_by_flufl_bounce() -> None:
     assert READER.findings(qmail)[0].bounce_class == "hard"
 
 
-def test_mail_that_is_no_report_is_refused_with_the_reason() -> None:
-    with pytest.raises(NotTied, match="neither a delivery status notification"):
-        READER.findings(email.message_from_string("From: a@example.org\nSubject: hello\n\njust chatting\n"))
+def test_mail_to_a_return_path_that_nothing_classifies_is_undetermined_and_an_auto_reply_is_no_bounce() -> None:
+    """Tied mail is recorded whatever its format; only an automatic reply (RFC 3834) with nothing of a bounce
+    in it is not a report at all."""
+    chat = email.message_from_string("From: a@example.org\nSubject: hello\n\njust chatting\n")
+    assert [f.bounce_class for f in READER.findings(chat)] == ["undetermined"]
+    away = email.message_from_string("From: a@example.org\nSubject: Out of office\nAuto-Submitted: auto-replied\n\n"
+                                     "I am away until Monday.\n")
+    with pytest.raises(NotABounce):
+        READER.findings(away)
 
 
-def test_mail_that_crashes_the_bounce_detectors_is_refused_with_the_reason() -> None:
-    """flufl.bounce's detectors raise on a mail without From; that must become a dead-letter reason."""
-    with pytest.raises(NotTied, match="bounce detection failed"):
-        READER.findings(email.message_from_string("Subject: hello\n\njust chatting\n"))
+def test_mail_that_crashes_the_bounce_detectors_is_still_classified_by_its_text() -> None:
+    """flufl.bounce's detectors choke on a mail without From; its text still says what happened."""
+    finding = READER.findings(email.message_from_string("Subject: failure\n\n550 5.1.1 no such user\n"))[0]
+    assert (finding.bounce_class, finding.status, finding.smtp_code) == ("hard", "5.1.1", 550)
 
 
 def test_only_signed_return_paths_name_a_message() -> None:
