@@ -1,4 +1,5 @@
-"""The HTTP side every service has: /healthz, /readyz and /metrics on a FastAPI app, served by uvicorn."""
+"""The HTTP side every service has: a FastAPI app whose errors are RFC 9457 problem documents and whose
+OpenAPI document says so, /healthz, /readyz and /metrics, served by uvicorn."""
 
 from __future__ import annotations
 
@@ -8,18 +9,150 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
+
+from .apikeys import ApiKeyProjection
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 PROBLEM = "application/problem+json"
+
+
+class FieldProblem(BaseModel):
+    location: str = Field(description="Where in the request, e.g. 'body.email' or 'query.limit'.")
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document: how every Herald API answers an error."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(description="Names the kind of problem: https://herald.dev/problems/<code>.")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    errors: list[FieldProblem] | None = Field(default=None, description="422 only: what is wrong, field by field.")
+
+
+# What each error status means in Herald's APIs; a route declares the ones it can answer with `problems`.
+PROBLEM_STATUSES = {
+    400: "The request body could not be read (not UTF-8, or not the declared media type).",
+    401: "No valid credentials: an API key (Authorization: Bearer, or X-API-Key) or a staff token.",
+    403: "The credentials are valid but may not do this.",
+    404: "No such resource in this account.",
+    409: "The request conflicts with the resource's current state.",
+    413: "The request body is larger than this route takes.",
+    415: "The request body is not of a media type this route takes.",
+    421: "Another worker holds this resource; ask that one.",
+    422: "The request is not valid; `errors` says where.",
+    429: "Too many requests; wait as long as Retry-After says.",
+    503: "The change is recorded but not visible yet, or a dependency is away; retry.",
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route or router that can answer with these problem statuses."""
+    return {status: {"description": PROBLEM_STATUSES[status], "model": Problem} for status in statuses}
 
 
 def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
     """An RFC 9457 problem document."""
     return JSONResponse({"type": f"https://herald.dev/problems/{code}", "title": code.replace("_", " "),
                          "status": status, "detail": detail, **extra}, status_code=status, media_type=PROBLEM)
+
+
+class Unauthorised(Exception):
+    """No valid credentials; answered 401 with a `WWW-Authenticate: Bearer` challenge."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def api_key_account(apikeys: ApiKeyProjection) -> Callable[..., Awaitable[str]]:
+    """A dependency answering the account of the request's API key. The key comes in `Authorization: Bearer`
+    or `X-API-Key`; when both are sent, Authorization wins and X-API-Key is not looked at."""
+    bearer = HTTPBearer(auto_error=False, scheme_name="ApiKeyBearer",
+                        description="An API key of the account: `Authorization: Bearer hk_...`.")
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader",
+                          description="The same API key in `X-API-Key` (used only without Authorization).")
+
+    # Defaults, not Annotated: this module's annotations are strings, and `bearer` is local.
+    async def account(credentials: HTTPAuthorizationCredentials | None = Security(bearer),  # noqa: B008
+                      x_api_key: str | None = Security(header)) -> str:
+        key = credentials.credentials if credentials is not None else x_api_key
+        account_id = await apikeys.authenticate(key) if key else None
+        if account_id is None:
+            raise Unauthorised("a valid API key of the account is required (Authorization: Bearer hk_... or "
+                               "X-API-Key)")
+        return account_id
+
+    return account
+
+
+def api_app(title: str, description: str, version: str = "1.0.0") -> FastAPI:
+    """A service's FastAPI app: errors are problem documents (invalid requests, unknown routes, refused
+    credentials), and its OpenAPI document says so for every error status its routes declare."""
+    app = FastAPI(title=title, version=version, description=description)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"location": ".".join(str(p) for p in e["loc"]), "message": str(e["msg"])} for e in exc.errors()]
+        return problem(422, "invalid_request", "the request is not valid", errors=errors)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        response = problem(exc.status_code, "_".join(str(exc.detail).lower().split()), str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route matching the path only (RFC 9110 15.5.6: all).
+            allowed = {method for route in app.routes if isinstance(route, BaseRoute)
+                       and route.matches(request.scope)[0] != Match.NONE for method in getattr(route, "methods", ())}
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
+
+    @app.exception_handler(Unauthorised)
+    async def unauthorised(_: Request, exc: Unauthorised) -> JSONResponse:
+        response = problem(401, "unauthorised", exc.detail)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _problem_content(original())
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _problem_content(schema: dict[str, Any]) -> None:
+    """Every error response is `application/problem+json` with the Problem schema, FastAPI's own 422 too."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if "Problem" not in components:
+        components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        components["FieldProblem"] = components["Problem"].pop("$defs")["FieldProblem"]
+    reference = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if "requestBody" in operation:
+                operation["responses"].setdefault("400", {"description": PROBLEM_STATUSES[400]})
+            for code, response in operation.get("responses", {}).items():
+                # A route's own non-JSON error page (an HTML page for a person) is left as it says.
+                if code[:1] in ("4", "5") and set(response.get("content", {})) <= {"application/json"}:
+                    response["content"] = {PROBLEM: reference}
+                    if code == "422":
+                        response["description"] = PROBLEM_STATUSES[422]
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
 
 
 def add_health_routes(app: FastAPI, readiness: Mapping[str, ReadinessCheck]) -> FastAPI:

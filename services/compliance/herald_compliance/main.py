@@ -6,20 +6,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import faust
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from herald_shared.apikeys import verify_secret
 from herald_shared.contract.compliance import AccountReinstated, AccountReinstatedPayload
 from herald_shared.contract.envelope import Identifier, ShortText
-from herald_shared.http import add_health_routes, problem
+from herald_shared.http import Unauthorised, add_health_routes, api_app, problem, problems
 from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, ensure_topics, make_producer
 from herald_shared.lifecycle import run_service
 from herald_shared.settings import HeraldSettings
@@ -109,14 +110,15 @@ class ComplianceSettings(HeraldSettings):
         return {name.strip(): encoded.strip() for name, encoded in pairs}
 
 
+STAFF_TOKEN = HTTPBearer(auto_error=False, scheme_name="StaffToken",
+                         description="A staff token (HERALD_STAFF_TOKENS): `Authorization: Bearer ...`.")
+StaffCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(STAFF_TOKEN)]
+
+
 class ReinstateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: ShortText
     suspension_event_id: Identifier | None = None
-
-
-class Unauthorised(Exception):
-    pass
 
 
 class NotHeldHere(Exception):
@@ -134,8 +136,12 @@ class Compliance:
         self.producer = make_producer(settings, SERVICE)
         self.publisher = EventPublisher(self.producer, topics)
         brokers = [f"kafka://{b.strip()}" for b in settings.kafka_bootstrap_servers.split(",") if b.strip()]
+        app_id = f"{settings.topic_prefix}herald-compliance"
         self.faust = faust.App(
-            f"{settings.topic_prefix}herald-compliance", broker=brokers, store="memory://", web_enabled=False,
+            # Tables live in memory and in their changelog topics; faust still creates its data folder, so it
+            # goes to the temporary folder, not wherever the process was started.
+            app_id, broker=brokers, store="memory://", web_enabled=False,
+            datadir=os.path.join(tempfile.gettempdir(), f"{app_id}-data"),
             topic_partitions=PARTITIONS, topic_replication_factor=settings.kafka_replication_factor,
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest", producer_acks=-1,
             stream_wait_empty=True, autodiscover=False, broker_session_timeout=settings.session_timeout,
@@ -163,8 +169,8 @@ class Compliance:
         self.faust.on_partitions_revoked.connect(self._on_revoked)
         self.faust.on_rebalance_complete.connect(self._on_recovered)
         self._assigned_at: float | None = None
-        self.app = FastAPI(title="Herald compliance", version="1.0.0",
-                           description="Staff API of the compliance processor: per-account rates, reinstatement.")
+        self.app = api_app("Herald compliance", "Staff API of the compliance processor: per-account rates, "
+                           "reinstatement. Errors are RFC 9457 problem documents (application/problem+json).")
         self._routes()
         add_health_routes(self.app, {"kafka": self._ready})
         self._sweeper: asyncio.Task[None] | None = None
@@ -255,13 +261,12 @@ class Compliance:
 
     # --- HTTP ---------------------------------------------------------------------------------------------------
 
-    def _staff_member(self, request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    def _staff_member(self, credentials: HTTPAuthorizationCredentials | None) -> str:
+        token = credentials.credentials if credentials is not None else ""
         for name, encoded in self.staff.items():
             if token and verify_secret(token, encoded):
                 return name
-        raise Unauthorised
+        raise Unauthorised("a staff token is required (Authorization: Bearer ...)")
 
     def _held_here(self, account_id: str) -> None:
         """Only the worker holding an account's partition answers for it: its tables also hold standby copies of
@@ -272,9 +277,10 @@ class Compliance:
     def _routes(self) -> None:
         app = self.app
 
-        @app.get("/v1/accounts/{account_id}/rates")
-        async def rates(account_id: Identifier, request: Request) -> JSONResponse:
-            staff = self._staff_member(request)
+        @app.get("/v1/accounts/{account_id}/rates", responses=problems(401, 404, 421, 422))
+        async def rates(account_id: Identifier, credentials: StaffCredentials) -> JSONResponse:
+            """An account's counts and rates per campaign and rolling window, from the worker holding it."""
+            staff = self._staff_member(credentials)
             log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": "rates"})
             self._held_here(account_id)
             data = self.accounts.get(account_id)
@@ -283,9 +289,12 @@ class Compliance:
             return JSONResponse({"account_id": account_id,
                                  **rate_report(AccountState.from_json(data), self.policy)})
 
-        @app.post("/v1/accounts/{account_id}/reinstatement", status_code=202)
-        async def reinstate(account_id: Identifier, body: ReinstateIn, request: Request) -> JSONResponse:
-            staff = self._staff_member(request)
+        @app.post("/v1/accounts/{account_id}/reinstatement", status_code=202,
+                  responses=problems(401, 409, 421, 422, 503))
+        async def reinstate(account_id: Identifier, body: ReinstateIn, credentials: StaffCredentials) -> JSONResponse:
+            """Lift the account's suspension (AccountReinstated): 409 when it is not suspended, or suspended
+            again since the suspension named."""
+            staff = self._staff_member(credentials)
             self._held_here(account_id)
             state = AccountState.from_json(self.accounts.get(account_id))
             if state.suspension is None:
@@ -309,13 +318,6 @@ class Compliance:
             return problem(421, "not_held_here", "Another worker holds this account's partition (or this one is "
                            "still starting); ask that worker.")
 
-        @app.exception_handler(Unauthorised)
-        async def unauthorised(_: Request, __: Unauthorised) -> JSONResponse:
-            return problem(401, "unauthorised", "A staff token is required (Authorization: Bearer ...).")
-
-        @app.exception_handler(RequestValidationError)
-        async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
-            return problem(422, "invalid_request", "; ".join(str(e["msg"]) for e in exc.errors()[:5]))
 
 
 def _exit_at_once(why: str) -> NoReturn:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiosmtpd.smtp import SMTP as InboundSMTP
-from fastapi import FastAPI
 from pydantic import Field
 
-from herald_shared.http import add_health_routes
+from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer, partition_ids
 from herald_shared.lifecycle import run_service
 from herald_shared.links import LinkSigner
@@ -139,8 +138,8 @@ class Delivery:
             checkpoints=self.control_checkpoints)
         self.inbound = InboundHandler(ReportReader(self.tokens, settings.bounce_domain), self.store, self.publisher,
                                       self.producer, settings.topics, settings.bounce_domain)
-        self.app = FastAPI(title="Herald delivery", version="1.0.0",
-                           description="Tracking endpoints (opens, clicks) of the delivery service.")
+        self.app = api_app("Herald delivery", "Tracking endpoints (opens, clicks) of the delivery service, "
+                           "reached from the messages it sends.")
         self.app.include_router(build_tracking(self.tokens, self.store, self.publisher,
                                                settings.trust_forwarded_for))
         add_health_routes(self.app, {"mongodb": self._mongo_ready, "consumers": self._running})

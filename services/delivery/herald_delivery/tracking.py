@@ -53,7 +53,7 @@ def client_context(ip: str | None, user_agent: str | None) -> dict[str, Any]:
 
 def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: EventPublisher,
                    trust_forwarded_for: bool = False) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(tags=["tracking"])
 
     def client_ip(request: Request) -> str | None:
         forwarded = request.headers.get("x-forwarded-for")
@@ -76,8 +76,11 @@ def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: Event
             return
         metrics.TRACKING.labels(kind, "recorded").inc()
 
-    @router.get("/t/o/{token}")
+    @router.get("/t/o/{token}", response_class=Response, responses={
+        200: {"description": "The 1x1 GIF, always (an unreadable token is counted, not recorded).",
+              "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}}}})
     async def opened(token: str, request: Request) -> Response:
+        """The open pixel of a campaign message: records MessageOpened for a valid token."""
         claim = tokens.read_tracking(token)
         # The image is always served: a broken image is worse for the reader than an unrecorded open.
         if claim is None or not isinstance(claim.get("m"), str) or not isinstance(claim.get("a"), str):
@@ -90,8 +93,13 @@ def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: Event
         return Response(PIXEL, media_type="image/gif",
                         headers={"Cache-Control": "no-store, no-cache, must-revalidate, private"})
 
-    @router.get("/t/c/{token}")
+    @router.get("/t/c/{token}", status_code=302, response_class=Response, responses={
+        302: {"description": "To the campaign's link the token names (LinkClicked recorded).",
+              "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}}},
+        404: {"description": "The token is damaged or forged, or names no link of the campaign: an HTML page "
+                             "for the reader.", "content": {"text/html": {"schema": {"type": "string"}}}}})
     async def clicked(token: str, request: Request) -> Response:
+        """A tracked link of a campaign message: redirects only to a URL in the campaign's content."""
         claim = tokens.read_tracking(token)
         if claim is None or not isinstance(claim.get("i"), int) or not isinstance(claim.get("a"), str):
             metrics.TRACKING.labels("click", "invalid").inc()

@@ -1,28 +1,62 @@
 """The subscriptions HTTP API (`/v1`): parse, authorise by API key, call a handler, map errors to RFC 9457."""
 
 
-import base64
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic.json_schema import WithJsonSchema
 
 from herald_shared.apikeys import ApiKeyProjection
-from herald_shared.contract.envelope import Identifier, Name, ShortText
+from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import ConsentEvidence, CustomFieldDefinition, FieldValue, OptInMode
-from herald_shared.http import problem
+from herald_shared.http import api_key_account, problem, problems
+from herald_shared.readmodel import SEPARATOR, compose
 
+from . import domain
 from .domain import SubscribeRequest, SubscriptionError
 from .handlers import SubscriptionsService
 from .importer import run_import, spool
 
+# An address as the API takes it, normalised: ASCII (delivery cannot send to SMTPUTF8 addresses), a dot-atom
+# local part of at most 64 characters, a domain name whose top level is not special-use (RFC 6761), and
+# email-validator's checks (no DNS look-up). The pattern is in the schema, so what it allows is accepted.
+EMAIL_PATTERN = (
+    r"^(?![^@]{65})[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
+    # email-validator's special-use top-level names, in any case; labels never "ab--" (that is Punycode)
+    r"(?!.*\.(" + "|".join("".join(f"[{c}{c.upper()}]" for c in name)
+                            for name in ("test", "invalid", "local", "localhost", "onion", "arpa")) + r")$)"
+    r"((?![A-Za-z0-9]{2}--)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
 
-class Unauthorised(Exception):
-    pass
+
+EMAIL = re.compile(EMAIL_PATTERN)
+
+
+def _email(value: str) -> str:
+    if not EMAIL.fullmatch(value):
+        raise ValueError("not an email address this API takes: an ASCII dot-atom local part (at most 64 "
+                         "characters) @ a domain name whose top level is not special-use")
+    try:
+        return domain.normalise_email(value)
+    except domain.InvalidEmail as exc:
+        raise ValueError(exc.detail) from None
+
+
+EmailAddress = Annotated[str, StringConstraints(min_length=6, max_length=254), AfterValidator(_email),
+                         WithJsonSchema({"type": "string", "format": "email", "minLength": 6, "maxLength": 254,
+                                         "pattern": EMAIL_PATTERN})]
+# A page cursor: the status and subscriber id the previous page ended at.
+Cursor = Annotated[str, StringConstraints(pattern=r"^(pending|active|unsubscribed|suppressed)\.s[0-9a-f]{24}$")]
+
+
+# Text as the API takes it: no NUL character (`domain.check_text`), said in the schema too.
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
+NameText = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+FieldValueIn = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | int | float | bool | None
 
 
 class Body(BaseModel):
@@ -31,33 +65,45 @@ class Body(BaseModel):
 
 class ListIn(Body):
     list_id: Identifier | None = None
-    name: Name
+    name: NameText
     opt_in: OptInMode = "double"
     custom_fields: list[CustomFieldDefinition] = Field(default_factory=list)
 
 
 class RenameIn(Body):
-    name: Name
+    name: NameText
+
+
+def _iso_text(value: object) -> object:
+    """JSON carries times as ISO 8601 text; a number is not taken for one (pydantic would read it as Unix time)."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("a time is ISO 8601 text with its offset, e.g. 2026-11-02T09:00:00Z")
+    return value
+
+
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
 class ConsentIn(Body):
-    method: ShortText = Field(description="Where and how the person opted in, e.g. 'checkout checkbox'.")
-    collected_at: AwareDatetime | None = None
-    ip: str | None = None
-    user_agent: ShortText | None = None
+    method: Text = Field(description="Where and how the person opted in, e.g. 'checkout checkbox'.")
+    collected_at: IsoTime | None = None
+    ip: Annotated[str, StringConstraints(max_length=100, pattern=NO_NUL)] | None = None
+    user_agent: Text | None = None
 
 
 class SubscribeIn(Body):
-    email: Annotated[str, StringConstraints(max_length=320)]
-    first_name: Name | None = None
-    last_name: Name | None = None
-    phone: Annotated[str, StringConstraints(max_length=40)] | None = None
-    custom_fields: dict[str, FieldValue] = Field(default_factory=dict)
-    consent: ConsentIn | None = None
+    email: EmailAddress
+    first_name: NameText | None = None
+    last_name: NameText | None = None
+    phone: Annotated[str, StringConstraints(max_length=40, pattern=NO_NUL)] | None = None
+    custom_fields: dict[str, FieldValueIn] = Field(
+        default_factory=dict, description="Values of the list's custom fields; a field the list does not declare, "
+                                          "or a value of the wrong kind, is refused with 409.")
+    consent: ConsentIn = Field(description="Consent evidence is required for every subscriber (PRODUCT.md).")
 
 
 class EraseIn(Body):
-    email: Annotated[str, StringConstraints(max_length=320)]
+    email: EmailAddress
     requested_by: Literal["subscriber", "account"] = "subscriber"
 
 
@@ -78,34 +124,21 @@ def subscriber_out(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode_cursor(listing_key: str) -> str:
-    return base64.urlsafe_b64encode(listing_key.encode()).decode().rstrip("=")
+    _, _, status, subscriber_id = listing_key.rsplit(SEPARATOR, 3)
+    return f"{status}.{subscriber_id}"
 
 
 def decode_cursor(cursor: str, account_id: str, list_id: str) -> str:
-    """The listing key a page ended at; only a key of this list is accepted."""
-    try:
-        value = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-    except (ValueError, UnicodeDecodeError):
-        value = ""
-    if not re.fullmatch(rf"{re.escape(account_id)}/{re.escape(list_id)}/[a-z]+/s[0-9a-f]{{24}}", value):
-        raise SubscriptionError("cursor is not valid; use next_cursor from the previous page")
-    return value
+    """The listing key a page ended at (any well-formed cursor is a place in the list to continue from)."""
+    status, _, subscriber_id = cursor.partition(".")
+    return compose(account_id, list_id, status, subscriber_id)
 
 
 def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", responses=problems(401))
+    Account = Annotated[str, Depends(api_key_account(apikeys))]
 
-    async def account(authorization: Annotated[str | None, Header()] = None,
-                      x_api_key: Annotated[str | None, Header()] = None) -> str:
-        key = x_api_key or (authorization[7:] if authorization and authorization.startswith("Bearer ") else None)
-        account_id = await apikeys.authenticate(key) if key else None
-        if account_id is None:
-            raise Unauthorised()
-        return account_id
-
-    Account = Annotated[str, Depends(account)]
-
-    @router.post("/lists", status_code=201)
+    @router.post("/lists", status_code=201, responses=problems(409, 422, 503))
     async def create_list(body: ListIn, account_id: Account) -> dict[str, Any]:
         doc = await service.create_list(account_id, body.list_id, body.name, body.opt_in, body.custom_fields)
         return list_out(doc)
@@ -114,26 +147,31 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
     async def lists(account_id: Account) -> dict[str, Any]:
         return {"items": [list_out(d) for d in await service.store.lists(account_id)]}
 
-    @router.get("/lists/{list_id}")
-    async def get_list(list_id: str, account_id: Account) -> dict[str, Any]:
+    @router.get("/lists/{list_id}", responses=problems(404, 422))
+    async def get_list(list_id: Identifier, account_id: Account) -> dict[str, Any]:
         doc = await service.store.list_doc(account_id, list_id)
         if doc is None:
             return problem(404, "list_not_found", "no such list")  # type: ignore[return-value]
         counts = await service.store.status_counts(account_id, list_id)
         return {**list_out(doc), "counts": counts}
 
-    @router.patch("/lists/{list_id}")
-    async def rename_list(list_id: str, body: RenameIn, account_id: Account) -> dict[str, Any]:
+    @router.patch("/lists/{list_id}", responses=problems(404, 422, 503))
+    async def rename_list(list_id: Identifier, body: RenameIn, account_id: Account) -> dict[str, Any]:
         return list_out(await service.rename_list(account_id, list_id, body.name))
 
-    @router.delete("/lists/{list_id}", status_code=204)
-    async def delete_list(list_id: str, account_id: Account) -> Response:
+    @router.delete("/lists/{list_id}", status_code=204, responses=problems(404, 422, 503))
+    async def delete_list(list_id: Identifier, account_id: Account) -> Response:
         await service.delete_list(account_id, list_id)
         return Response(status_code=204)
 
-    @router.post("/lists/{list_id}/subscribers")
-    async def subscribe(list_id: str, body: SubscribeIn, account_id: Account) -> JSONResponse:
-        consent = None if body.consent is None else ConsentEvidence(
+    @router.post("/lists/{list_id}/subscribers", status_code=201, responses={
+        200: {"description": "Already on the list (`outcome` says how); nothing changed."},
+        **problems(404, 409, 422, 503)})
+    async def subscribe(list_id: Identifier, body: SubscribeIn, account_id: Account) -> JSONResponse:
+        """Add one subscriber: 201 when added (`outcome` active, or pending a double opt-in confirmation),
+        200 when already on the list. 409 when the address is suppressed or the person unsubscribed (only
+        they can come back), or the custom fields do not match the list's."""
+        consent = ConsentEvidence(
             source="api", collected_at=body.consent.collected_at or datetime.now(UTC), method=body.consent.method,
             ip=body.consent.ip, user_agent=body.consent.user_agent)
         decision, doc = await service.subscribe(account_id, list_id, SubscribeRequest(
@@ -142,12 +180,14 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         status = 201 if decision.outcome in ("active", "pending") else 200
         return JSONResponse({**subscriber_out(doc), "outcome": decision.outcome}, status_code=status)
 
-    @router.post("/lists/{list_id}/imports", status_code=202)
-    async def import_csv(list_id: str, request: Request, account_id: Account) -> dict[str, Any]:
+    @router.post("/lists/{list_id}/imports", status_code=202, responses=problems(404, 422, 503), openapi_extra={
+        "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}})
+    async def import_csv(list_id: Identifier, request: Request, account_id: Account) -> dict[str, Any]:
         """CSV (UTF-8, with or without BOM; ',' or ';'), one subscriber a row. Columns: email, consent_method,
         consent_at (ISO 8601) required; first_name, last_name, phone, consent_ip and the list's custom
         fields optional. Answers 202 once every row's events are recorded, with the counts and the rejected
-        rows (line, reason); the members show in queries as the read model folds them in."""
+        rows (line, reason); the members show in queries as the read model folds them in. A file that is not
+        UTF-8 CSV with those columns is refused with 422."""
         raw = await spool(request.stream())
         try:
             report = await run_import(service, account_id, list_id, raw)
@@ -155,11 +195,13 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
             raw.close()
         return report.as_json()
 
-    @router.get("/lists/{list_id}/subscribers")
-    async def members(list_id: str, request: Request, account_id: Account,
+    @router.get("/lists/{list_id}/subscribers", responses=problems(404, 422))
+    async def members(list_id: Identifier, request: Request, account_id: Account,
                       status: Literal["pending", "active", "unsubscribed", "suppressed"] | None = None,
-                      cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-        """Filter by status and by custom fields (`field.<name>=<value>`, all must match)."""
+                      cursor: Cursor | None = None,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """Filter by status and by custom fields (`field.<name>=<value>`, all must match; a value that is not
+        of the field's kind is refused with 422). `cursor` is `next_cursor` of the previous page."""
         lst = await service.store.list_doc(account_id, list_id)
         if lst is None:
             return problem(404, "list_not_found", "no such list")  # type: ignore[return-value]
@@ -172,24 +214,24 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         return {"items": [subscriber_out(d) for d in docs], "next_cursor": encode_cursor(last) if last else None,
                 "counts": await service.store.status_counts(account_id, list_id)}
 
-    @router.get("/subscribers/{subscriber_id}")
-    async def get_subscriber(subscriber_id: str, account_id: Account) -> dict[str, Any]:
+    @router.get("/subscribers/{subscriber_id}", responses=problems(404, 422))
+    async def get_subscriber(subscriber_id: Identifier, account_id: Account) -> dict[str, Any]:
         doc = await service.store.member(account_id, subscriber_id)
         if doc is None or doc["status"] == "erased":
             return problem(404, "subscriber_not_found", "no such subscriber")  # type: ignore[return-value]
         return subscriber_out(doc)
 
-    @router.post("/subscribers/{subscriber_id}/unsubscribe")
-    async def unsubscribe(subscriber_id: str, account_id: Account) -> dict[str, Any]:
+    @router.post("/subscribers/{subscriber_id}/unsubscribe", responses=problems(404, 422, 503))
+    async def unsubscribe(subscriber_id: Identifier, account_id: Account) -> dict[str, Any]:
         return subscriber_out(await service.unsubscribe(account_id, subscriber_id, "api"))
 
-    @router.get("/gdpr/export")
-    async def export(email: str, account_id: Account) -> dict[str, Any]:
+    @router.get("/gdpr/export", responses=problems(422))
+    async def export(email: EmailAddress, account_id: Account) -> dict[str, Any]:
         """Everything held about one person in this account, across lists."""
         docs = await service.export(account_id, email)
         return {"email": email, "memberships": [subscriber_out(d) for d in docs if d["status"] != "erased"]}
 
-    @router.post("/gdpr/erase")
+    @router.post("/gdpr/erase", responses=problems(422, 503))
     async def erase(body: EraseIn, account_id: Account) -> dict[str, Any]:
         return {"erased_memberships": await service.erase(account_id, body.email, body.requested_by)}
 
@@ -215,18 +257,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SubscriptionError)
     async def rule_refused(_: Request, exc: SubscriptionError) -> JSONResponse:
         return problem(exc.http_status, exc.code, exc.detail)
-
-    @app.exception_handler(Unauthorised)
-    async def unauthorised(_: Request, __: Unauthorised) -> JSONResponse:
-        response = problem(401, "unauthorised", "a valid API key of the account is required "
-                                                "(Authorization: Bearer hk_... or X-API-Key)")
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"location": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        return problem(422, "invalid_request", "the request is not valid", errors=errors)
 
     @app.exception_handler(TimeoutError)
     async def lagging(_: Request, __: TimeoutError) -> JSONResponse:

@@ -77,7 +77,22 @@ class InvalidEmail(SubscriptionError):
 
 
 class InvalidCustomField(SubscriptionError):
-    code = "invalid_custom_field"
+    """The values do not match the custom fields the list declares: a conflict with the list's state."""
+
+    code, http_status = "invalid_custom_field", 409
+
+
+class InvalidText(SubscriptionError):
+    code = "invalid_text"
+
+
+def check_text(**values: object) -> None:
+    """Text holds no NUL character: PostgreSQL's jsonb (under FerretDB) cannot store one, so a recorded event
+    carrying it could never be folded into a read model."""
+    for name, value in values.items():
+        texts = value.values() if isinstance(value, dict) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise InvalidText(f"{name} contains a NUL character")
 
 
 class ConsentMissing(SubscriptionError):
@@ -170,6 +185,7 @@ def _event(cls: type[Event], account_id: str, payload: object, causation: Event 
 
 def create_list(account_id: str, list_id: str, name: str, opt_in: OptInMode,
                 custom_fields: list[CustomFieldDefinition], existing: ListState | None) -> list[Event]:
+    check_text(name=name)
     if existing is not None:
         same = (existing.name, existing.opt_in, existing.custom_fields) == (
             name, opt_in, {f.name: f.kind for f in custom_fields})
@@ -182,6 +198,7 @@ def create_list(account_id: str, list_id: str, name: str, opt_in: OptInMode,
 
 def rename_list(current: ListState | None, name: str) -> list[Event]:
     live = _live_list(current)
+    check_text(name=name)
     if live.name == name:
         return []
     return [_event(ListRenamed, live.account_id, ListRenamedPayload(list_id=live.list_id, name=name))]
@@ -238,6 +255,10 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
     when a confirmation is sent (signing one costs more than the rest of a single opt-in decision)."""
     live = _live_list(lst)
     check_custom_fields(live, request.custom_fields)
+    consent = request.consent
+    check_text(first_name=request.first_name, last_name=request.last_name, phone=request.phone,
+               custom_fields=request.custom_fields, consent_method=consent and consent.method,
+               user_agent=consent and consent.user_agent, ip=consent and consent.ip)
     if request.consent is None:
         raise ConsentMissing("consent evidence is required for every subscriber")
     subscriber_id = subscriber_id_for(live.account_id, live.list_id, request.email)

@@ -6,11 +6,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from fastapi import FastAPI
 from pydantic import Field
 
 from herald_shared.apikeys import ApiKeyProjection
-from herald_shared.http import add_health_routes
+from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer
 from herald_shared.lifecycle import run_service
 from herald_shared.links import LinkSigner
@@ -62,8 +61,8 @@ class Subscriptions:
             settings, name=f"{settings.topic_prefix}{SERVICE}.suppression", topics=["herald.delivery"],
             handler=SuppressionHandler(self.service), producer=self.producer,
             deduplicator=MongoDeduplicator(self.db, "suppression"))
-        self.app = FastAPI(title="Herald subscriptions", version="1.0.0",
-                           description="Lists, subscribers, opt-in, unsubscribe, suppression and GDPR requests.")
+        self.app = api_app("Herald subscriptions", "Lists, subscribers, opt-in, unsubscribe, suppression and "
+                           "GDPR requests. Errors are RFC 9457 problem documents (application/problem+json).")
         install_error_handlers(self.app)
         self.app.include_router(build_api(self.service, self.apikeys))
         self.app.include_router(build_pages(self.service))

@@ -39,6 +39,12 @@ async def test_requests_without_a_valid_key_are_refused(platform: Platform) -> N
     assert wrong.status_code == 401
     via_header = await acme.http.get("/v1/lists", headers={"Authorization": "", "X-API-Key": acme.key})
     assert via_header.status_code == 200
+    # Both sent: Authorization wins and X-API-Key is not looked at (documented in the OpenAPI document).
+    both = await acme.http.get("/v1/lists", headers={"X-API-Key": "hk_0000.wrong"})
+    assert both.status_code == 200
+    wrong_bearer = await acme.http.get("/v1/lists", headers={"Authorization": "Bearer hk_0000.nope",
+                                                             "X-API-Key": acme.key})
+    assert wrong_bearer.status_code == 401
 
     key_id = acme.key.removeprefix("hk_").split(".")[0]
     await platform.publisher.publish(ApiKeyRevoked(account_id="acme", producer="billing", payload={  # type: ignore[arg-type]

@@ -105,17 +105,27 @@ async def test_hosted_form_subscribes_with_consent_evidence(platform: Platform) 
 
 
 async def test_bad_requests_get_problem_documents(platform: Platform) -> None:
+    """What the request schema refuses is a 422 naming the field; what the list's state refuses is a 409."""
     acme = await platform.tenant("acme")
     await acme.create_list(opt_in="single", custom_fields=[{"name": "age", "kind": "number"}])
     cases = [
-        (await acme.subscribe("not-an-address"), 422, "invalid_email"),
-        (await acme.http.post("/v1/lists/news/subscribers", json={"email": "x@example.com"}), 422, "missing_consent"),
-        (await acme.subscribe("x@example.com", custom_fields={"age": "old"}), 422, "invalid_custom_field"),
-        (await acme.subscribe("x@example.com", list_id="nope"), 404, "list_not_found"),
-        (await acme.http.post("/v1/lists", json={"name": "x", "surprise": 1}), 422, "invalid_request"),
-        (await acme.http.post("/v1/lists", json={"list_id": "news", "name": "Other"}), 409, "list_already_exists"),
+        (await acme.subscribe("not-an-address"), 422, "invalid_request", "body.email"),
+        (await acme.subscribe("x@mail.test"), 422, "invalid_request", "body.email"),  # special-use (RFC 6761)
+        (await acme.http.post("/v1/lists/news/subscribers", json={"email": "x@example.com"}), 422,
+         "invalid_request", "body.consent"),
+        (await acme.subscribe("x@example.com", first_name="A\x00"), 422, "invalid_request", "body.first_name"),
+        (await acme.subscribe("x@example.com", custom_fields={"age": "old"}), 409, "invalid_custom_field", None),
+        (await acme.subscribe("x@example.com", custom_fields={"shoe": 42}), 409, "invalid_custom_field", None),
+        (await acme.subscribe("x@example.com", list_id="nope"), 404, "list_not_found", None),
+        (await acme.http.post("/v1/lists", json={"name": "x", "surprise": 1}), 422, "invalid_request",
+         "body.surprise"),
+        (await acme.http.post("/v1/lists", json={"list_id": "news", "name": "Other"}), 409, "list_already_exists",
+         None),
+        (await acme.http.get("/v1/gdpr/export", params={"email": ""}), 422, "invalid_request", "query.email"),
     ]
-    for response, status, code in cases:
+    for response, status, code, location in cases:
         assert response.status_code == status, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["type"].endswith(f"/{code}")
+        if location is not None:
+            assert location in [e["location"] for e in response.json()["errors"]], response.text

@@ -1,0 +1,71 @@
+"""Shared by the integration tests of every HTTP service: schemathesis against the live service."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from herald_shared.http import make_server
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return "{ " + ", ".join(f'"{k}" = {_toml(v)}' for k, v in value.items()) + " }"
+
+
+async def run_schemathesis(app: FastAPI, tmp_path: Path, *, headers: dict[str, str], max_examples: int = 15,
+                           operations: Sequence[dict[str, Any]] = (), **config: Any) -> str:
+    """Serve the app over TCP (uvicorn, in this event loop) and run `schemathesis run --checks all` at its
+    published /openapi.json as a separate process; fails with schemathesis' report on any failure. Returns
+    the report. `config` and `operations` go to schemathesis' configuration file (its TOML keys)."""
+    port = _free_port()
+    server = make_server(app, "127.0.0.1", port)
+    serving = asyncio.create_task(server.serve())
+    lines = [f"{key} = {_toml(value)}" for key, value in config.items()]
+    for operation in operations:
+        lines.append("[[operations]]")
+        lines += [f"{key} = {_toml(value)}" for key, value in operation.items()]
+    config_file, log = tmp_path / "schemathesis.toml", tmp_path / "schemathesis.log"
+    config_file.write_text("\n".join(lines) + "\n")
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:  # uvicorn says so once it listens; its task raises if it cannot
+                if serving.done():
+                    serving.result()
+                await asyncio.sleep(0.01)
+        args = [str(SCHEMATHESIS), "--config-file", str(config_file), "run", f"http://127.0.0.1:{port}/openapi.json",
+                "--checks", "all", "--max-examples", str(max_examples), "--no-color", "--request-timeout", "20"]
+        for name, value in headers.items():
+            args += ["--header", f"{name}: {value}"]
+        with log.open("wb") as out:
+            # In tmp_path: schemathesis keeps its cache and hypothesis database in its working folder.
+            process = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                                                           cwd=tmp_path)
+            await process.wait()
+    finally:
+        server.should_exit = True
+        await serving
+    report = log.read_text(errors="replace")
+    assert process.returncode == 0, f"schemathesis found failures (exit {process.returncode}):\n{report}"
+    return report
