@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import faust
 from fastapi import Request, Security
@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from herald_shared.apikeys import verify_secret
-from herald_shared.contract.compliance import AccountReinstated, AccountReinstatedPayload
+from herald_shared.contract.compliance import AccountReinstated, AccountReinstatedPayload, RateCounts
 from herald_shared.contract.envelope import Identifier, ShortText
 from herald_shared.http import Unauthorised, add_health_routes, api_app, problem, problems
 from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, ensure_topics, make_producer
@@ -113,6 +113,38 @@ class ComplianceSettings(HeraldSettings):
 STAFF_TOKEN = HTTPBearer(auto_error=False, scheme_name="StaffToken",
                          description="A staff token (HERALD_STAFF_TOKENS): `Authorization: Bearer ...`.")
 StaffCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(STAFF_TOKEN)]
+
+
+class Out(BaseModel):
+    """What the staff API answers, for its OpenAPI document (schemathesis checks the answers against it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScopeRates(Out):
+    scope: Literal["campaign", "rolling_window"]
+    name: str = Field(description="The campaign id, or the window: '24h', '7d'.")
+    counts: RateCounts = Field(description="Since the latest reinstatement: what the rules judge.")
+    rates: dict[str, float | None] = Field(description="Per metric; null before anything was sent.")
+    raw_counts: RateCounts
+    decides: bool = Field(description="Whether the scope has the minimum volume for its rates to decide.")
+
+
+class RatesOut(Out):
+    account_id: Identifier
+    suspended: bool
+    suspension: dict[str, Any] | None
+    reinstatements: int
+    minimum_sent: int
+    thresholds: dict[str, float]
+    stream_time: str | None
+    scopes: list[ScopeRates]
+
+
+class ReinstatedOut(Out):
+    event_id: str
+    reinstated_by: str
+    suspension_event_id: str
 
 
 class ReinstateIn(BaseModel):
@@ -277,7 +309,9 @@ class Compliance:
     def _routes(self) -> None:
         app = self.app
 
-        @app.get("/v1/accounts/{account_id}/rates", responses=problems(401, 404, 421, 422))
+        @app.get("/v1/accounts/{account_id}/rates", response_model=None, responses={
+            200: {"model": RatesOut, "description": "The account's counts and rates."},
+            **problems(401, 404, 421, 422)})
         async def rates(account_id: Identifier, credentials: StaffCredentials) -> JSONResponse:
             """An account's counts and rates per campaign and rolling window, from the worker holding it."""
             staff = self._staff_member(credentials)
@@ -289,8 +323,9 @@ class Compliance:
             return JSONResponse({"account_id": account_id,
                                  **rate_report(AccountState.from_json(data), self.policy)})
 
-        @app.post("/v1/accounts/{account_id}/reinstatement", status_code=202,
-                  responses=problems(401, 409, 421, 422, 503))
+        @app.post("/v1/accounts/{account_id}/reinstatement", status_code=202, response_model=None, responses={
+            202: {"model": ReinstatedOut, "description": "AccountReinstated is recorded."},
+            **problems(401, 409, 421, 422, 503)})
         async def reinstate(account_id: Identifier, body: ReinstateIn, credentials: StaffCredentials) -> JSONResponse:
             """Lift the account's suspension (AccountReinstated): 409 when it is not suspended, or suspended
             again since the suspension named."""

@@ -107,6 +107,94 @@ class EraseIn(Body):
     requested_by: Literal["subscriber", "account"] = "subscriber"
 
 
+# What the API answers, for its OpenAPI document (the routes build the JSON themselves; schemathesis checks
+# every answer against these in CI).
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListOut(Out):
+    list_id: Identifier
+    name: str
+    opt_in: OptInMode
+    custom_fields: list[CustomFieldDefinition]
+    created_at: AwareDatetime
+
+
+class StatusCounts(Out):
+    pending: int
+    active: int
+    unsubscribed: int
+    suppressed: int
+
+
+class ListWithCounts(ListOut):
+    counts: StatusCounts
+
+
+class ListsOut(Out):
+    items: list[ListOut]
+
+
+class SubscriberOut(Out):
+    """A list membership; fields appear once known (an erased one keeps only ids, status and when)."""
+
+    subscriber_id: Identifier
+    list_id: Identifier | None = None
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    custom_fields: dict[str, FieldValue] | None = None
+    status: Literal["pending", "active", "unsubscribed", "suppressed", "erased"]
+    opt_in: Literal["single", "double"] | None = None
+    consent: ConsentEvidence | None = None
+    unsubscribe_source: domain.UnsubscribeSource | None = None
+    added_at: AwareDatetime | None = None
+    confirmed_at: AwareDatetime | None = None
+    unsubscribed_at: AwareDatetime | None = None
+    erased_at: AwareDatetime | None = None
+
+
+class SubscribedOut(SubscriberOut):
+    outcome: domain.Outcome = Field(description="active or pending: added (201); already_*: on the list (200).")
+
+
+class MembersPage(Out):
+    items: list[SubscriberOut]
+    next_cursor: Cursor | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+    counts: StatusCounts
+
+
+class ImportRejection(Out):
+    line: int
+    reason: str
+    detail: str
+
+
+class ImportReportOut(Out):
+    import_id: str
+    rows_total: int
+    rows_imported: int
+    rows_rejected: int
+    rejected_by_reason: dict[str, int]
+    rejections: list[ImportRejection] = Field(description="The first 1,000 rejected rows.")
+    rejections_truncated: bool
+
+
+class ExportOut(Out):
+    email: str
+    memberships: list[SubscriberOut]
+
+
+class ErasedOut(Out):
+    erased_memberships: int
+
+
+def answers(status: int, model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": model, "description": description}}
+
+
 def list_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {"list_id": doc["list_id"], "name": doc["name"], "opt_in": doc["opt_in"],
             "custom_fields": [{"name": k, "kind": v} for k, v in doc.get("custom_fields", {}).items()],
@@ -138,16 +226,19 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
     router = APIRouter(prefix="/v1", responses=problems(401))
     Account = Annotated[str, Depends(api_key_account(apikeys))]
 
-    @router.post("/lists", status_code=201, responses=problems(409, 422, 503))
+    @router.post("/lists", status_code=201, response_model=None,
+                 responses={**answers(201, ListOut, "The list."), **problems(409, 422, 503)})
     async def create_list(body: ListIn, account_id: Account) -> dict[str, Any]:
         doc = await service.create_list(account_id, body.list_id, body.name, body.opt_in, body.custom_fields)
         return list_out(doc)
 
-    @router.get("/lists")
+    @router.get("/lists", response_model=None, responses=answers(200, ListsOut, "The account's lists."))
     async def lists(account_id: Account) -> dict[str, Any]:
         return {"items": [list_out(d) for d in await service.store.lists(account_id)]}
 
-    @router.get("/lists/{list_id}", responses=problems(404, 422))
+    @router.get("/lists/{list_id}", response_model=None,
+                responses={**answers(200, ListWithCounts, "The list and its members by status."),
+                           **problems(404, 422)})
     async def get_list(list_id: Identifier, account_id: Account) -> dict[str, Any]:
         doc = await service.store.list_doc(account_id, list_id)
         if doc is None:
@@ -155,7 +246,8 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         counts = await service.store.status_counts(account_id, list_id)
         return {**list_out(doc), "counts": counts}
 
-    @router.patch("/lists/{list_id}", responses=problems(404, 422, 503))
+    @router.patch("/lists/{list_id}", response_model=None,
+                  responses={**answers(200, ListOut, "The renamed list."), **problems(404, 422, 503)})
     async def rename_list(list_id: Identifier, body: RenameIn, account_id: Account) -> dict[str, Any]:
         return list_out(await service.rename_list(account_id, list_id, body.name))
 
@@ -164,8 +256,9 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         await service.delete_list(account_id, list_id)
         return Response(status_code=204)
 
-    @router.post("/lists/{list_id}/subscribers", status_code=201, responses={
-        200: {"description": "Already on the list (`outcome` says how); nothing changed."},
+    @router.post("/lists/{list_id}/subscribers", status_code=201, response_model=None, responses={
+        **answers(201, SubscribedOut, "Added: active, or pending its double opt-in confirmation."),
+        **answers(200, SubscribedOut, "Already on the list (`outcome` says how); nothing changed."),
         **problems(404, 409, 422, 503)})
     async def subscribe(list_id: Identifier, body: SubscribeIn, account_id: Account) -> JSONResponse:
         """Add one subscriber: 201 when added (`outcome` active, or pending a double opt-in confirmation),
@@ -180,7 +273,9 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         status = 201 if decision.outcome in ("active", "pending") else 200
         return JSONResponse({**subscriber_out(doc), "outcome": decision.outcome}, status_code=status)
 
-    @router.post("/lists/{list_id}/imports", status_code=202, responses=problems(404, 422, 503), openapi_extra={
+    @router.post("/lists/{list_id}/imports", status_code=202, response_model=None,
+                 responses={**answers(202, ImportReportOut, "Every row recorded or rejected; the report."),
+                            **problems(404, 415, 422, 503)}, openapi_extra={
         "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}})
     async def import_csv(list_id: Identifier, request: Request, account_id: Account) -> dict[str, Any]:
         """CSV (UTF-8, with or without BOM; ',' or ';'), one subscriber a row. Columns: email, consent_method,
@@ -188,6 +283,8 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         fields optional. Answers 202 once every row's events are recorded, with the counts and the rejected
         rows (line, reason); the members show in queries as the read model folds them in. A file that is not
         UTF-8 CSV with those columns is refused with 422."""
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "text/csv":
+            return problem(415, "unsupported_media_type", "send the file as text/csv")  # type: ignore[return-value]
         raw = await spool(request.stream())
         try:
             report = await run_import(service, account_id, list_id, raw)
@@ -195,7 +292,9 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
             raw.close()
         return report.as_json()
 
-    @router.get("/lists/{list_id}/subscribers", responses=problems(404, 422))
+    @router.get("/lists/{list_id}/subscribers", response_model=None,
+                responses={**answers(200, MembersPage, "One page of members, in status then id order."),
+                           **problems(404, 422)})
     async def members(list_id: Identifier, request: Request, account_id: Account,
                       status: Literal["pending", "active", "unsubscribed", "suppressed"] | None = None,
                       cursor: Cursor | None = None,
@@ -214,24 +313,29 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         return {"items": [subscriber_out(d) for d in docs], "next_cursor": encode_cursor(last) if last else None,
                 "counts": await service.store.status_counts(account_id, list_id)}
 
-    @router.get("/subscribers/{subscriber_id}", responses=problems(404, 422))
+    @router.get("/subscribers/{subscriber_id}", response_model=None,
+                responses={**answers(200, SubscriberOut, "The membership."), **problems(404, 422)})
     async def get_subscriber(subscriber_id: Identifier, account_id: Account) -> dict[str, Any]:
         doc = await service.store.member(account_id, subscriber_id)
         if doc is None or doc["status"] == "erased":
             return problem(404, "subscriber_not_found", "no such subscriber")  # type: ignore[return-value]
         return subscriber_out(doc)
 
-    @router.post("/subscribers/{subscriber_id}/unsubscribe", responses=problems(404, 422, 503))
+    @router.post("/subscribers/{subscriber_id}/unsubscribe", response_model=None,
+                 responses={**answers(200, SubscriberOut, "The membership, unsubscribed."),
+                            **problems(404, 422, 503)})
     async def unsubscribe(subscriber_id: Identifier, account_id: Account) -> dict[str, Any]:
         return subscriber_out(await service.unsubscribe(account_id, subscriber_id, "api"))
 
-    @router.get("/gdpr/export", responses=problems(422))
+    @router.get("/gdpr/export", response_model=None,
+                responses={**answers(200, ExportOut, "Every membership of the address."), **problems(422)})
     async def export(email: EmailAddress, account_id: Account) -> dict[str, Any]:
         """Everything held about one person in this account, across lists."""
         docs = await service.export(account_id, email)
         return {"email": email, "memberships": [subscriber_out(d) for d in docs if d["status"] != "erased"]}
 
-    @router.post("/gdpr/erase", responses=problems(422, 503))
+    @router.post("/gdpr/erase", response_model=None,
+                 responses={**answers(200, ErasedOut, "How many memberships were erased."), **problems(422, 503)})
     async def erase(body: EraseIn, account_id: Account) -> dict[str, Any]:
         return {"erased_memberships": await service.erase(account_id, body.email, body.requested_by)}
 

@@ -99,6 +99,8 @@ async def test_files_that_cannot_be_imported_at_all_are_refused_whole(platform: 
         assert message in problem["detail"]  # type: ignore[operator]
     status, problem = await _import(acme, b"email,consent_method,consent_at\n", list_id="missing")
     assert status == 404
+    as_json = await acme.http.post("/v1/lists/news/imports", json={"email": "x@example.com"})
+    assert as_json.status_code == 415 and as_json.headers["content-type"] == "application/problem+json"
     assert not [e for e in await platform.events() if isinstance(e, SubscriberAdded)]
 
 
