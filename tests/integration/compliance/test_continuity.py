@@ -36,10 +36,23 @@ async def drop_buffered_records(running: Running, bus: Bus, account: str, first:
     recovery does, and let it go on. Returns how many buffered records were thrown away."""
     processor = running.service.processor
     queue = stream_queue(running)
+    tp = TopicPartition(bus.settings.topics("herald.delivery"), account_partition(account))
     async with processor._lock:  # the batch in progress: the stream buffers behind it
         await bus.publish(*(sent(account, "c1", i) for i in range(first, first + count)))
-        await eventually(lambda: asyncio.sleep(0.2, queue.qsize()), lambda size: size > count // 2,
-                         what="faust buffering the records")
+        end = (await running.service.continuity.end_offsets([tp]))[tp]
+        # Clear only once faust's consumer has handed over every record and none is on its way to the queue:
+        # a record delivered after the clear would show a hole instead of a lost tail.
+        await eventually(lambda: running.service.faust.consumer.position(tp), lambda at: at == end,
+                         what="faust's consumer at the partition's end")
+        sizes: list[int] = []
+
+        async def settled_size() -> int:
+            sizes.append(queue.qsize())
+            await asyncio.sleep(0.2)
+            return sizes[-1]
+
+        await eventually(settled_size, lambda size: size > 0 and sizes[-2:] == [size, size] and len(sizes) > 1,
+                         what="faust's queue holding what it fetched")
         dropped = queue.qsize()
         running.service.faust.flow_control.clear()
         assert queue.qsize() == 0
