@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 
 from .apikeys import ApiKeyProjection
+from .rules import RuleRefused
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 PROBLEM = "application/problem+json"
@@ -116,6 +117,15 @@ def api_app(title: str, description: str, version: str = "1.0.0") -> FastAPI:
                        and route.matches(request.scope)[0] != Match.NONE for method in getattr(route, "methods", ())}
             response.headers["Allow"] = ", ".join(sorted(allowed))
         return response
+
+    @app.exception_handler(RuleRefused)
+    async def rule_refused(_: Request, exc: RuleRefused) -> JSONResponse:
+        return problem(exc.http_status, exc.code, exc.detail)
+
+    @app.exception_handler(TimeoutError)
+    async def lagging(_: Request, __: TimeoutError) -> JSONResponse:
+        # What a request waiting for its own writes raises (herald_shared.commands.Recorder.commit).
+        return problem(503, "projection_lagging", "the change was recorded but is not visible yet; retry the read")
 
     @app.exception_handler(Unauthorised)
     async def unauthorised(_: Request, exc: Unauthorised) -> JSONResponse:

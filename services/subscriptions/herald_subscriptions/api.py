@@ -1,66 +1,27 @@
 """The subscriptions HTTP API (`/v1`): parse, authorise by API key, call a handler, map errors to RFC 9457."""
 
 
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
-from pydantic.json_schema import WithJsonSchema
+from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
 
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import ConsentEvidence, CustomFieldDefinition, FieldValue, OptInMode
 from herald_shared.http import api_key_account, problem, problems
 from herald_shared.readmodel import SEPARATOR, compose
+from herald_shared.request_fields import NO_NUL, Body, EmailAddress, FieldValueIn, IsoTime, NameText, Out, Text
 
 from . import domain
 from .domain import SubscribeRequest, SubscriptionError
 from .handlers import SubscriptionsService
 from .importer import run_import, spool
 
-# An address as the API takes it, normalised: ASCII (delivery cannot send to SMTPUTF8 addresses), a dot-atom
-# local part of at most 64 characters, a domain name whose top level is not special-use (RFC 6761), and
-# email-validator's checks (no DNS look-up). The pattern is in the schema, so what it allows is accepted.
-EMAIL_PATTERN = (
-    r"^(?![^@]{65})[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
-    # email-validator's special-use top-level names, in any case; labels never "ab--" (that is Punycode)
-    r"(?!.*\.(" + "|".join("".join(f"[{c}{c.upper()}]" for c in name)
-                            for name in ("test", "invalid", "local", "localhost", "onion", "arpa")) + r")$)"
-    r"((?![A-Za-z0-9]{2}--)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
-
-
-EMAIL = re.compile(EMAIL_PATTERN)
-
-
-def _email(value: str) -> str:
-    if not EMAIL.fullmatch(value):
-        raise ValueError("not an email address this API takes: an ASCII dot-atom local part (at most 64 "
-                         "characters) @ a domain name whose top level is not special-use")
-    try:
-        return domain.normalise_email(value)
-    except domain.InvalidEmail as exc:
-        raise ValueError(exc.detail) from None
-
-
-EmailAddress = Annotated[str, StringConstraints(min_length=6, max_length=254), AfterValidator(_email),
-                         WithJsonSchema({"type": "string", "format": "email", "minLength": 6, "maxLength": 254,
-                                         "pattern": EMAIL_PATTERN})]
 # A page cursor: the status and subscriber id the previous page ended at.
 Cursor = Annotated[str, StringConstraints(pattern=r"^(pending|active|unsubscribed|suppressed)\.s[0-9a-f]{24}$")]
-
-
-# Text as the API takes it: no NUL character (`domain.check_text`), said in the schema too.
-NO_NUL = r"^[^\x00]*$"
-Text = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
-NameText = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
-FieldValueIn = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | int | float | bool | None
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ListIn(Body):
@@ -72,16 +33,6 @@ class ListIn(Body):
 
 class RenameIn(Body):
     name: NameText
-
-
-def _iso_text(value: object) -> object:
-    """JSON carries times as ISO 8601 text; a number is not taken for one (pydantic would read it as Unix time)."""
-    if not isinstance(value, str | datetime):
-        raise ValueError("a time is ISO 8601 text with its offset, e.g. 2026-11-02T09:00:00Z")
-    return value
-
-
-IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
 class ConsentIn(Body):
@@ -109,10 +60,6 @@ class EraseIn(Body):
 
 # What the API answers, for its OpenAPI document (the routes build the JSON themselves; schemathesis checks
 # every answer against these in CI).
-class Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class ListOut(Out):
     list_id: Identifier
     name: str
@@ -355,13 +302,3 @@ def _typed(value: str, kind: str) -> FieldValue:
             except ValueError:
                 raise SubscriptionError(f"{value!r} is not a number") from None
     return value
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(SubscriptionError)
-    async def rule_refused(_: Request, exc: SubscriptionError) -> JSONResponse:
-        return problem(exc.http_status, exc.code, exc.detail)
-
-    @app.exception_handler(TimeoutError)
-    async def lagging(_: Request, __: TimeoutError) -> JSONResponse:
-        return problem(503, "projection_lagging", "the change was recorded but is not visible yet; retry the read")

@@ -42,6 +42,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberUnsubscribed,
     SubscriberUnsubscribedPayload,
 )
+from herald_shared.rules import RuleRefused
 
 PRODUCER = "subscriptions"
 Status = Literal["pending", "active", "unsubscribed", "suppressed", "erased"]
@@ -49,15 +50,10 @@ Channel = Literal["api", "form", "import"]
 UnsubscribeSource = Literal["one_click", "unsubscribe_page", "preference_page", "api", "complaint", "mailto"]
 
 
-class SubscriptionError(Exception):
+class SubscriptionError(RuleRefused):
     """A rule refused the request. `code` names the rule (problem type / import rejection reason)."""
 
     code = "subscription_error"
-    http_status = 422
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
 
 
 class ListNotFound(SubscriptionError):

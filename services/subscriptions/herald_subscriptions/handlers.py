@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import zlib
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from functools import partial
 from typing import Literal
 
 from aiokafka.structs import RecordMetadata
 
+from herald_shared.commands import Recorder
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, UnsubscribeRequested
 from herald_shared.contract.subscriptions import CustomFieldDefinition, OptInMode
@@ -24,44 +22,18 @@ from . import domain, metrics
 from .domain import ConfirmLink, Decision, SubscribeRequest
 from .store import SubscriptionsStore
 
-READ_YOUR_WRITES_TIMEOUT = 15.0
-LOCK_STRIPES = 256
-
 
 class SubscriptionsService:
     def __init__(self, store: SubscriptionsStore, publisher: EventPublisher, checkpoints: Checkpoints,
                  links: LinkSigner, topic: str) -> None:
         self.store = store
         self.links = links
-        self._publisher = publisher
+        self.recorder = Recorder(publisher, checkpoints, topic, on_published=metrics.record)
         self.checkpoints = checkpoints
-        self._topic = topic
-        # Striped locks: bounded memory, and one decision at a time per aggregate in this process.
-        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
-
-    @asynccontextmanager
-    async def _serialised(self, key: str) -> AsyncIterator[None]:
-        """Decide, publish and wait without another request for the same aggregate in between."""
-        async with self._locks[zlib.crc32(key.encode()) % LOCK_STRIPES]:
-            yield
-
-    async def commit(self, events: Sequence[Event]) -> None:
-        """Publish, then wait until this service's projection has applied every event."""
-        await self.wait_until_applied(await self.publish_only(events))
-
-    async def wait_until_applied(self, published: Sequence[RecordMetadata]) -> None:
-        positions = [(r.topic, r.partition, r.offset) for r in published if r.topic == self._topic]
-        async with asyncio.timeout(READ_YOUR_WRITES_TIMEOUT):
-            await self.checkpoints.wait_until_applied(positions)
-
-    async def publish_only(self, events: Sequence[Event]) -> list[RecordMetadata]:
-        """Publish without waiting for the projection (bulk work that commits once at its end)."""
-        if not events:
-            return []
-        results = await self._publisher.publish_many(events)
-        for event in events:
-            metrics.record(event)
-        return results
+        self._serialised = self.recorder.serialised
+        self.commit = self.recorder.commit
+        self.publish_only = self.recorder.publish_only
+        self.wait_until_applied = self.recorder.wait_until_applied
 
     # Lists
 

@@ -16,7 +16,7 @@ from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
 from herald_shared.settings import HeraldSettings
 
-from .api import build_api, install_error_handlers
+from .api import build_api
 from .handlers import SubscriptionsService, SuppressionHandler
 from .pages import build_pages
 from .store import SubscriptionsProjection, SubscriptionsStore
@@ -63,7 +63,6 @@ class Subscriptions:
             deduplicator=MongoDeduplicator(self.db, "suppression"))
         self.app = api_app("Herald subscriptions", "Lists, subscribers, opt-in, unsubscribe, suppression and "
                            "GDPR requests. Errors are RFC 9457 problem documents (application/problem+json).")
-        install_error_handlers(self.app)
         self.app.include_router(build_api(self.service, self.apikeys))
         self.app.include_router(build_pages(self.service))
         add_health_routes(self.app, {"mongodb": self._mongo_ready, "consumers": self._consumers_ready})

@@ -1,0 +1,68 @@
+"""What Herald's HTTP APIs take, each type with the schema that says so exactly: what a schema allows is
+accepted, and what it refuses is a 422 (schemathesis holds every service to that in CI)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, StringConstraints
+from pydantic.json_schema import WithJsonSchema
+
+# An address: ASCII (delivery cannot send to SMTPUTF8 addresses), a dot-atom local part of at most 64
+# characters, a domain name whose top level is not special-use (RFC 6761), and email-validator's checks (no
+# DNS look-up); normalised and lower-cased.
+EMAIL_PATTERN = (
+    r"^(?![^@]{65})[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
+    # email-validator's special-use top-level names, in any case; labels never "ab--" (that is Punycode)
+    r"(?!.*\.(" + "|".join("".join(f"[{c}{c.upper()}]" for c in name)
+                            for name in ("test", "invalid", "local", "localhost", "onion", "arpa")) + r")$)"
+    r"((?![A-Za-z0-9]{2}--)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+EMAIL = re.compile(EMAIL_PATTERN)
+
+
+def _email(value: str) -> str:
+    if not EMAIL.fullmatch(value):
+        raise ValueError("not an email address this API takes: an ASCII dot-atom local part (at most 64 "
+                         "characters) @ a domain name whose top level is not special-use")
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+EmailAddress = Annotated[str, StringConstraints(min_length=6, max_length=254), AfterValidator(_email),
+                         WithJsonSchema({"type": "string", "format": "email", "minLength": 6, "maxLength": 254,
+                                         "pattern": EMAIL_PATTERN})]
+
+# Text holds no NUL character: PostgreSQL's jsonb (under FerretDB) cannot store one, so an event carrying it
+# could never be folded into a read model.
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
+NameText = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+# A custom field's value (subscribers, segments).
+FieldValueIn = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | int | float | bool | None
+
+
+def _iso_text(value: object) -> object:
+    """JSON carries times as ISO 8601 text; a number is not taken for one (pydantic would read it as Unix time)."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("a time is ISO 8601 text with its offset, e.g. 2026-11-02T09:00:00Z")
+    return value
+
+
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+
+
+class Body(BaseModel):
+    """A request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """An answer, as the OpenAPI document describes it (routes build the JSON; schemathesis checks it)."""
+
+    model_config = ConfigDict(extra="forbid")
