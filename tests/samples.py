@@ -39,6 +39,8 @@ PAYLOADS: dict[str, dict[str, Any]] = {
                         "rows_rejected": 2, "rejected_by_reason": {"missing_consent": 2},
                         "started_at": T0.isoformat()},
     "CampaignCreated": {"campaign_id": "c1", "name": "November", "list_id": "l1", "content": CONTENT},
+    "CampaignEdited": {"campaign_id": "c1", "name": "November news", "list_id": "l1", "content": CONTENT},
+    "CampaignDeleted": {"campaign_id": "c1"},
     "CampaignSubmitted": {"campaign_id": "c1", "submitted_by": "anna", "review_required": True},
     "CampaignApproved": {"campaign_id": "c1", "reviewer": "staff-1"},
     "CampaignRejected": {"campaign_id": "c1", "reviewer": "staff-1", "reasons": ["gambling offer"]},

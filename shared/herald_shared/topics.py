@@ -40,7 +40,7 @@ class TopicSpec:
 # Owners and consumers as in ARCHITECTURE.md; every service also reads herald.billing for API keys.
 EVENT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("herald.subscriptions", "subscriptions", 6, "Lists, subscribers, consent, suppression, erasure.",
-              consumers=("delivery", "compliance", "billing")),
+              consumers=("campaigns", "delivery", "compliance", "billing")),
     TopicSpec("herald.campaigns", "campaigns", 6, "Campaigns from creation through review to completion.",
               consumers=("delivery", "compliance")),
     TopicSpec("herald.delivery", "delivery", 6, "Sending outcomes, bounces, complaints, opens and clicks.",

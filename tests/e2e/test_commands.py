@@ -101,7 +101,8 @@ async def _ready(url: str) -> int:
 async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigterm(
         local_stack: None, run_prefix: str, stack_env: dict[str, str], tmp_path: Path) -> None:
     output = tmp_path / "run.log"
-    port, _, _, dev_smtp, inbound = free_ports(5)  # compliance on `port`, delivery and subscriptions next
+    # campaigns on `port`, then compliance, delivery and subscriptions (folder order)
+    port, _, _, _, dev_smtp, inbound = free_ports(6, run=4)
     sink = await asyncio.to_thread(output.open, "w")
     env = local_env(HERALD_TOPIC_PREFIX=run_prefix, HERALD_DATABASE_PREFIX=run_prefix.replace(".", "_"),
                     HERALD_RUN_BASE_PORT=str(port), HERALD_DEV_SMTP_PORT=str(dev_smtp),
@@ -122,11 +123,12 @@ async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigter
                                                                 "herald.billing", "herald.subscriptions"}
         assert len({t for t in topics if t.startswith(run_prefix + "herald.")}) == 10
         # Every service is up, with its consumers, MongoDB or tables: folder order from `port`.
-        for service_port, service in ((port, "compliance"), (port + 1, "delivery"), (port + 2, "subscriptions")):
+        for service_port, service in ((port, "campaigns"), (port + 1, "compliance"), (port + 2, "delivery"),
+                                      (port + 3, "subscriptions")):
             await eventually(lambda p=service_port: _ready(f"http://127.0.0.1:{p}/readyz"),  # type: ignore[misc]
                              lambda code: code == 200, within=60, what=f"{service} /readyz")
         # A newcomer can read what the platform mails: a confirmation request lands in the development Maildir.
-        marker = f"http://127.0.0.1:{port + 2}/confirm/{run_prefix}token"
+        marker = f"http://127.0.0.1:{port + 3}/confirm/{run_prefix}token"
         await _publish_confirmation_request(stack_env, run_prefix, marker)
         mailbox = ROOT / ".stack" / "mailbox" / "new"
         await eventually(lambda: _mail_containing(mailbox, marker), bool, within=60,

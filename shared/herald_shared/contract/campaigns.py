@@ -45,6 +45,26 @@ class CampaignCreated(CampaignsEvent):
     payload: CampaignCreatedPayload
 
 
+class CampaignEditedPayload(CampaignCreatedPayload):
+    """The draft as it is now, whole (name, target and content): folding needs no earlier version."""
+
+
+class CampaignEdited(CampaignsEvent):
+    type: Literal["CampaignEdited"] = "CampaignEdited"
+    payload: CampaignEditedPayload
+
+
+class CampaignDeletedPayload(Payload):
+    campaign_id: Identifier
+
+
+class CampaignDeleted(CampaignsEvent):
+    """A draft deleted; a campaign that was submitted or sent is never deleted."""
+
+    type: Literal["CampaignDeleted"] = "CampaignDeleted"
+    payload: CampaignDeletedPayload
+
+
 class CampaignSubmittedPayload(Payload):
     campaign_id: Identifier
     submitted_by: Name

@@ -1,0 +1,83 @@
+"""Campaign drafts' rules, pure: targets and segments checked against the account's lists, drafts only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from herald_campaigns import domain
+from herald_campaigns.domain import CampaignState, Draft, ListInfo
+from herald_shared.contract.campaigns import CampaignCreated, CampaignDeleted, CampaignEdited
+
+NEWS = ListInfo("news", {"city": "text"})
+DRAFT = Draft(name="November", list_id="news", subject="Our news", from_name="Acme", from_email="news@acme.example",
+              html_body="<h1>Hello</h1><p>Our <b>news</b>:</p><ul><li>one</li><li>two</li></ul>",
+              segment={"city": "Riga"})
+AT = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+
+
+def state_after(*events: object) -> CampaignState:
+    doc = None
+    for event in events:
+        doc = domain.evolve(doc, event, AT)  # type: ignore[arg-type]
+    assert doc is not None
+    return CampaignState(account_id="acme", campaign_id=str(doc["campaign_id"]), status=doc["status"],  # type: ignore[arg-type]
+                         name=str(doc["name"]), list_id=str(doc["list_id"]), segment=doc["segment"],  # type: ignore[arg-type]
+                         content=domain.CampaignContent.model_validate(doc["content"]))
+
+
+def test_a_draft_for_a_list_of_the_account_is_created_with_a_text_part_derived_from_its_html() -> None:
+    [created] = domain.create("acme", "c1", DRAFT, NEWS, None)
+    assert isinstance(created, CampaignCreated)
+    assert created.payload.segment.field_equals == {"city": "Riga"}
+    text = created.payload.content.text_body
+    assert "Hello" in text and "news" in text and "<" not in text
+    assert text.index("one") < text.index("two")
+
+
+@pytest.mark.parametrize(("lst", "draft", "error"), [
+    (None, DRAFT, domain.UnknownList),
+    (ListInfo("news", {"city": "text"}, deleted=True), DRAFT, domain.UnknownList),
+    (ListInfo("news", {}), DRAFT, domain.UnknownField),
+])
+def test_a_draft_must_target_a_live_list_of_the_account_and_its_fields(lst: ListInfo | None, draft: Draft,
+                                                                        error: type[Exception]) -> None:
+    with pytest.raises(error):
+        domain.create("acme", "c1", draft, lst, None)
+
+
+def test_an_id_in_use_conflicts_and_a_given_text_part_is_kept() -> None:
+    created = domain.create("acme", "c1", DRAFT, NEWS, None)
+    with pytest.raises(domain.CampaignExists):
+        domain.create("acme", "c1", DRAFT, NEWS, state_after(*created))
+    [own_text] = domain.create("acme", "c2", Draft(**{**DRAFT.__dict__, "text_body": "Plain"}), NEWS, None)
+    assert own_text.payload.content.text_body == "Plain"  # type: ignore[attr-defined]
+
+
+def test_edit_duplicate_and_delete_apply_to_drafts_only() -> None:
+    created = domain.create("acme", "c1", DRAFT, NEWS, None)
+    state = state_after(*created)
+    assert domain.edit(state, "c1", DRAFT, NEWS) == []  # the same edit again records nothing
+    [edited] = domain.edit(state, "c1", Draft(**{**DRAFT.__dict__, "subject": "Fresh"}), NEWS)
+    assert isinstance(edited, CampaignEdited) and edited.payload.content.subject == "Fresh"
+    [copy] = domain.duplicate(state, "c1", "c9")
+    assert (copy.payload.campaign_id, copy.payload.name) == ("c9", "November (copy)")  # type: ignore[attr-defined]
+    [deleted] = domain.delete(state, "c1")
+    assert isinstance(deleted, CampaignDeleted)
+    gone = state_after(*created, deleted)
+    for refused in (lambda: domain.edit(gone, "c1", DRAFT, NEWS), lambda: domain.duplicate(gone, "c1", "c2"),
+                    lambda: domain.delete(gone, "c1"), lambda: domain.edit(None, "c1", DRAFT, NEWS)):
+        with pytest.raises(domain.CampaignNotFound):
+            refused()
+
+
+def test_the_fold_ignores_edits_after_deletion_and_a_second_creation() -> None:
+    created = domain.create("acme", "c1", DRAFT, NEWS, None)
+    state = state_after(*created)
+    [edited] = domain.edit(state, "c1", Draft(**{**DRAFT.__dict__, "name": "Renamed"}), NEWS)
+    [deleted] = domain.delete(state, "c1")
+    doc = None
+    for event in (*created, deleted, edited, *created):
+        doc = domain.evolve(doc, event, AT)
+    assert doc is not None and (doc["status"], doc["name"]) == ("deleted", "November")
