@@ -14,7 +14,7 @@ from herald_shared.contract.subscriptions import FieldName, FieldValue
 from herald_shared.http import api_key_account, problem, problems
 from herald_shared.request_fields import NO_NUL, Body, EmailAddress, FieldValueIn, NameText, Out
 
-from .domain import Draft
+from .domain import Draft, report
 from .handlers import CampaignsService
 
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=998, pattern=NO_NUL)]
@@ -64,6 +64,49 @@ class CampaignsPage(Out):
     next_cursor: Identifier | None = Field(description="Pass as `cursor` for the next page; null on the last.")
 
 
+class Bounces(Out):
+    hard: int
+    soft: int
+    block: int
+    undetermined: int
+
+
+class Engagement(Out):
+    unique: int = Field(description="Messages opened (clicked) at least once.")
+    total: int
+
+
+class LinkClicks(Out):
+    link_index: int
+    clicks: int
+
+
+class Clicks(Engagement):
+    per_link: list[LinkClicks]
+
+
+class ReportRates(Out):
+    hard_bounce_rate: float | None
+    block_rate: float | None
+    abuse_rate: float | None
+    unsubscribe_rate: float | None
+
+
+class ReportOut(Out):
+    """How a campaign went. Complaints are a count: who complained is never disclosed (PRODUCT.md)."""
+
+    campaign_id: Identifier
+    status: str
+    sent: int = Field(description="Handed to a receiving server: accepted, or refused at SMTP time.")
+    delivered: int = Field(description="Accepted, less those a report later said failed for good.")
+    bounces: Bounces = Field(description="By class: hard, soft, block (refused by policy), undetermined.")
+    opens: Engagement
+    clicks: Clicks
+    complaints: int
+    unsubscribes: int
+    rates: ReportRates = Field(description="Of `sent`, as compliance computes them; null before any send.")
+
+
 def campaign_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {"campaign_id": doc["campaign_id"], "status": doc["status"], "name": doc["name"],
             "list_id": doc["list_id"], "segment": doc.get("segment", {}), "content": doc["content"],
@@ -100,6 +143,16 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection) -> APIRouter
         if doc is None:
             return problem(404, "campaign_not_found", f"no campaign {campaign_id!r}")  # type: ignore[return-value]
         return campaign_out(doc)
+
+    @router.get("/campaigns/{campaign_id}/report", response_model=None,
+                responses={**answers(200, ReportOut, "The campaign's counts and rates."), **problems(404, 422)})
+    async def campaign_report(campaign_id: Identifier, account_id: Account) -> dict[str, Any]:
+        """Counted from delivery's and subscriptions' events as they arrive, exact under redelivery."""
+        doc = await service.store.campaign(account_id, campaign_id)
+        if doc is None:
+            return problem(404, "campaign_not_found", f"no campaign {campaign_id!r}")  # type: ignore[return-value]
+        counts = await service.store.report_counts(account_id, campaign_id)
+        return {"campaign_id": campaign_id, "status": doc["status"], **report(counts)}
 
     @router.put("/campaigns/{campaign_id}", response_model=None,
                 responses={**answers(200, CampaignOut, "The draft as edited."), **problems(404, 409, 422, 503)})

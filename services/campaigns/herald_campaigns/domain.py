@@ -24,7 +24,8 @@ from herald_shared.contract.campaigns import (
     CampaignEditedPayload,
     Segment,
 )
-from herald_shared.contract.subscriptions import FieldValue
+from herald_shared.contract.delivery import ComplaintReceived, LinkClicked, MessageBounced, MessageOpened, MessageSent
+from herald_shared.contract.subscriptions import FieldValue, SubscriberUnsubscribed
 from herald_shared.rules import RuleRefused
 
 PRODUCER = "campaigns"
@@ -173,3 +174,79 @@ def evolve(doc: dict[str, object] | None, event: Event, at: datetime) -> dict[st
         case CampaignDeleted() if doc is not None:
             return {**doc, "status": "deleted", "updated_at": at}
     return doc
+
+
+# Reports (issue 14, "Reports"): what each delivery or subscriptions event adds to its campaign's counts.
+
+# Unsubscribes the recipient made (as compliance counts them): not the customer's own through the API, nor
+# those a complaint caused (counted as the complaint).
+RECIPIENT_UNSUBSCRIBES = frozenset({"one_click", "unsubscribe_page", "preference_page", "mailto"})
+REPORT_EVENTS = (MessageSent, MessageBounced, ComplaintReceived, MessageOpened, LinkClicked, SubscriberUnsubscribed)
+
+
+def report_campaign(event: Event) -> str | None:
+    """The campaign an event reports on, if any (transactional mail and account notices are not reported)."""
+    if not isinstance(event, REPORT_EVENTS):
+        return None
+    payload = event.payload
+    if isinstance(event, SubscriberUnsubscribed):
+        return payload.campaign_id if payload.source in RECIPIENT_UNSUBSCRIBES else None  # type: ignore[union-attr]
+    return payload.campaign_id if payload.kind == "campaign" else None  # type: ignore[union-attr]
+
+
+def report_counts(event: Event) -> dict[str, int]:
+    """Counter increments. `sent` is every message handed to a receiving server (accepted, or refused at SMTP
+    time or given up after retries), the denominator of the rates, as compliance has it; `failed_later` are
+    accepted messages a report later said failed for good."""
+    match event:
+        case MessageSent():
+            return {"sent": 1, "accepted": 1}
+        case MessageBounced(payload=p):
+            counts = {f"bounced_{p.bounce_class}": 1}
+            if p.source in ("smtp_reply", "retry_expired"):
+                counts["sent"] = 1
+            elif p.bounce_class != "soft":
+                counts["failed_later"] = 1
+            return counts
+        case ComplaintReceived(payload=p) if p.feedback_type != "not-spam":
+            return {"complaints": 1}
+        case MessageOpened():
+            return {"opens_total": 1}
+        case LinkClicked(payload=p):
+            return {"clicks_total": 1, f"clicks_link_{p.link_index}": 1}
+        case SubscriberUnsubscribed():
+            return {"unsubscribes": 1}
+    return {}
+
+
+def engagement(event: Event) -> tuple[str, str] | None:
+    """(counter, marker) of a first open or click of a message: counted once per message, however often."""
+    if isinstance(event, MessageOpened):
+        return "opens_unique", f"o:{event.payload.message_id}"
+    if isinstance(event, LinkClicked):
+        return "clicks_unique", f"c:{event.payload.message_id}"
+    return None
+
+
+BOUNCE_CLASSES = ("hard", "soft", "block", "undetermined")
+
+
+def report(counts: dict[str, int]) -> dict[str, object]:
+    """The report of a campaign from its counts: never who complained, only how many."""
+    sent = counts.get("sent", 0)
+    bounces = {c: counts.get(f"bounced_{c}", 0) for c in BOUNCE_CLASSES}
+    per_link = sorted((int(k.removeprefix("clicks_link_")), v) for k, v in counts.items()
+                      if k.startswith("clicks_link_"))
+
+    def rate(n: int) -> float | None:
+        return n / sent if sent else None
+
+    return {
+        "sent": sent, "delivered": counts.get("accepted", 0) - counts.get("failed_later", 0), "bounces": bounces,
+        "opens": {"unique": counts.get("opens_unique", 0), "total": counts.get("opens_total", 0)},
+        "clicks": {"unique": counts.get("clicks_unique", 0), "total": counts.get("clicks_total", 0),
+                   "per_link": [{"link_index": i, "clicks": n} for i, n in per_link]},
+        "complaints": counts.get("complaints", 0), "unsubscribes": counts.get("unsubscribes", 0),
+        "rates": {"hard_bounce_rate": rate(bounces["hard"]), "block_rate": rate(bounces["block"]),
+                  "abuse_rate": rate(counts.get("complaints", 0)),
+                  "unsubscribe_rate": rate(counts.get("unsubscribes", 0))}}

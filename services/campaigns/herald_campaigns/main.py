@@ -15,7 +15,7 @@ from herald_shared.settings import HeraldSettings
 
 from .api import build_api
 from .handlers import CampaignsService
-from .store import CampaignsProjection, CampaignsStore
+from .store import CampaignsProjection, CampaignsStore, ReportsProjection
 
 SERVICE = "campaigns"
 
@@ -35,8 +35,9 @@ class Campaigns:
         self.service = CampaignsService(CampaignsStore(self.db), recorder)
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
-            topics=["herald.campaigns", "herald.subscriptions", "herald.billing"],
-            handler=ProjectionGroup(CampaignsProjection(self.db), self.apikeys), producer=self.producer,
+            topics=["herald.campaigns", "herald.subscriptions", "herald.delivery", "herald.billing"],
+            handler=ProjectionGroup(CampaignsProjection(self.db), ReportsProjection(self.db), self.apikeys),
+            producer=self.producer,
             deduplicator=MongoDeduplicator(self.db, "projection"), checkpoints=checkpoints)
         self.app = api_app("Herald campaigns", "Campaign drafts of an account: create, edit, duplicate, delete. "
                            "Errors are RFC 9457 problem documents (application/problem+json).")

@@ -16,12 +16,12 @@ from herald_shared.contract import Event
 from herald_shared.contract.campaigns import CampaignContent, CampaignCreated, CampaignDeleted, CampaignEdited
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
-from herald_shared.readmodel import compose, load, prefix_range, write_changes
+from herald_shared.readmodel import Counters, compose, insert_new, load, prefix_range, write_changes
 
 from . import domain
 from .domain import CampaignState, ListInfo
 
-CAMPAIGNS, LISTS = "campaigns", "lists"
+CAMPAIGNS, LISTS, REPORTS, ENGAGED = "campaigns", "lists", "reports", "engaged"
 CAMPAIGN_EVENTS = (CampaignCreated, CampaignEdited, CampaignDeleted)
 
 
@@ -75,6 +75,61 @@ class CampaignsProjection(Projection):
         return []
 
 
+def report_key(account_id: str, campaign_id: str, topic: str) -> str:
+    """A campaign's counters, one document per input topic: `Counters` needs each key's events from one
+    partition (an account's delivery events are on one, its subscriptions events on another)."""
+    return compose(account_id, campaign_id, topic)
+
+
+class ReportsProjection(Projection):
+    """Per campaign, counters folded from herald.delivery and herald.subscriptions (`reports`, exact under
+    replay: see herald_shared.readmodel.Counters), and a marker per message opened or clicked (`engaged`,
+    inserted in bulk once counted) so unique opens and clicks count each message once."""
+
+    collections = (REPORTS, ENGAGED)
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__(db)
+        self._events: list[tuple[str, Event]] = []
+        self._counts = Counters(db[REPORTS])
+
+    def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
+        return []
+
+    async def handle(self, event: Event) -> None:
+        campaign = domain.report_campaign(event)
+        if campaign is not None:
+            self._events.append((report_key(event.account_id, campaign, event.topic), event))
+
+    async def flush(self) -> None:
+        events, self._events = self._events, []
+        try:
+            await self._fold(events)
+        except Exception:
+            self._events = events + self._events
+            self._counts.discard()
+            raise
+
+    async def _fold(self, events: list[tuple[str, Event]]) -> None:
+        if not events:
+            return
+        markers = {compose(key, first[1]) for key, event in events if (first := domain.engagement(event))}
+        seen = set(await load(self.db[ENGAGED], markers))
+        await self._counts.prepare({key for key, _ in events})
+        new: list[str] = []
+        for key, event in events:
+            counts = domain.report_counts(event)
+            first = domain.engagement(event)
+            if first is not None and (marker := compose(key, first[1])) not in seen:
+                seen.add(marker)
+                new.append(marker)
+                counts[first[0]] = 1
+            self._counts.add(key, event, counts)
+        # Counters first: a replay after a crash skips what they counted, then inserts the markers again.
+        await self._counts.write()
+        await insert_new(self.db[ENGAGED], [{"_id": marker} for marker in new])
+
+
 class CampaignsStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
@@ -96,6 +151,15 @@ class CampaignsStore:
         found = [doc async for doc in self.db[CAMPAIGNS].find({"_id": bounds}).sort("_id", 1).limit(limit)]
         last = str(found[-1]["campaign_id"]) if len(found) == limit else None
         return [doc for doc in found if doc["status"] != "deleted"], last
+
+    async def report_counts(self, account_id: str, campaign_id: str) -> dict[str, int]:
+        found = await load(self.db[REPORTS], [report_key(account_id, campaign_id, t)
+                                              for t in ("herald.delivery", "herald.subscriptions")])
+        counts: dict[str, int] = {}
+        for doc in found.values():
+            for name, value in doc.get("counts", {}).items():
+                counts[name] = counts.get(name, 0) + int(value)
+        return counts
 
     async def list_info(self, account_id: str, list_id: str) -> ListInfo | None:
         doc = await self.db[LISTS].find_one({"_id": compose(account_id, list_id)})

@@ -81,3 +81,35 @@ def test_the_fold_ignores_edits_after_deletion_and_a_second_creation() -> None:
     for event in (*created, deleted, edited, *created):
         doc = domain.evolve(doc, event, AT)
     assert doc is not None and (doc["status"], doc["name"]) == ("deleted", "November")
+
+
+def test_what_each_event_adds_to_its_campaigns_report() -> None:
+    from tests.samples import sample
+
+    sent, bounced, opened, clicked = (sample(t) for t in ("MessageSent", "MessageBounced", "MessageOpened",
+                                                           "LinkClicked"))
+    dsn_block = bounced.model_copy(update={"payload": bounced.payload.model_copy(update={  # type: ignore[attr-defined]
+        "bounce_class": "block", "source": "dsn"})})
+    assert domain.report_counts(sent) == {"sent": 1, "accepted": 1}
+    assert domain.report_counts(bounced) == {"bounced_hard": 1, "sent": 1}  # refused at SMTP time: handed over
+    assert domain.report_counts(dsn_block) == {"bounced_block": 1, "failed_later": 1}
+    assert domain.report_counts(opened) == {"opens_total": 1}
+    assert domain.report_counts(clicked) == {"clicks_total": 1, "clicks_link_0": 1}
+    assert domain.engagement(opened) == ("opens_unique", f"o:{opened.payload.message_id}")  # type: ignore[attr-defined]
+    notice = sent.model_copy(update={"payload": sent.payload.model_copy(update={  # type: ignore[attr-defined]
+        "kind": "account_notice", "campaign_id": None})})
+    assert domain.report_campaign(sent) == "c1" and domain.report_campaign(notice) is None
+
+
+def test_a_report_gives_counts_and_rates_of_what_was_handed_over_and_never_who() -> None:
+    counts = {"sent": 200, "accepted": 190, "failed_later": 4, "bounced_hard": 10, "bounced_block": 4,
+              "opens_unique": 50, "opens_total": 80, "clicks_unique": 20, "clicks_total": 30, "clicks_link_1": 10,
+              "clicks_link_0": 20, "complaints": 1, "unsubscribes": 2}
+    out = domain.report(counts)
+    assert (out["sent"], out["delivered"]) == (200, 186)
+    assert out["clicks"] == {"unique": 20, "total": 30, "per_link": [{"link_index": 0, "clicks": 20},
+                                                                     {"link_index": 1, "clicks": 10}]}
+    assert out["rates"] == {"hard_bounce_rate": 0.05, "block_rate": 0.02, "abuse_rate": 0.005,
+                            "unsubscribe_rate": 0.01}
+    assert domain.report({})["rates"] == {"hard_bounce_rate": None, "block_rate": None, "abuse_rate": None,
+                                          "unsubscribe_rate": None}

@@ -1,0 +1,89 @@
+"""A campaign's report on the real stack, from delivery's and subscriptions' events published as those services
+publish them: counts by kind and class, unique and total engagement, exact when events are redelivered, and
+no answer ever says who complained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from herald_shared.contract import Event
+from herald_shared.contract.delivery import ComplaintReceived, LinkClicked, MessageBounced, MessageOpened, MessageSent
+from herald_shared.contract.subscriptions import SubscriberUnsubscribed
+from tests.conftest import eventually
+
+from .conftest import Platform, draft
+
+CLIENT = {"ip": "198.51.100.7", "user_agent": "Mozilla/5.0"}
+COMPLAINER = "s5"
+
+
+def ref(i: int, campaign: str = "c1", kind: str = "campaign") -> dict[str, Any]:
+    return {"message_id": f"m-{campaign}-{i}", "kind": kind, "campaign_id": campaign if kind == "campaign" else None,
+            "subscriber_id": f"s{i}", "list_id": "news"}
+
+
+def delivery_events() -> list[Event]:
+    env: dict[str, Any] = {"account_id": "acme", "producer": "delivery"}
+    events: list[Event] = [MessageSent(**env, payload={**ref(i), "recipient_domain": "example.org",
+                                                       "smtp_code": 250}) for i in range(10)]
+    events += [
+        MessageBounced(**env, payload={**ref(10), "bounce_class": "hard", "smtp_code": 550,
+                                       "diagnostic": "550 5.1.1 no such user", "source": "smtp_reply"}),
+        MessageBounced(**env, payload={**ref(1), "bounce_class": "block", "diagnostic": "listed", "source": "dsn"}),
+        MessageBounced(**env, payload={**ref(2), "bounce_class": "soft", "diagnostic": "full", "source": "dsn"}),
+        MessageBounced(**env, payload={**ref(3), "bounce_class": "undetermined", "diagnostic": "?",
+                                       "source": "dsn"}),
+        MessageOpened(**env, payload={**ref(0), "client": CLIENT}),
+        MessageOpened(**env, payload={**ref(0), "client": CLIENT}),
+        MessageOpened(**env, payload={**ref(1), "client": CLIENT}),
+        LinkClicked(**env, payload={**ref(0), "url": "https://acme.example/a", "link_index": 0, "client": CLIENT}),
+        LinkClicked(**env, payload={**ref(0), "url": "https://acme.example/a", "link_index": 0, "client": CLIENT}),
+        LinkClicked(**env, payload={**ref(4), "url": "https://acme.example/b", "link_index": 1, "client": CLIENT}),
+        ComplaintReceived(**env, payload={**ref(5), "feedback_type": "abuse", "reporting_domain": "isp.example"}),
+        # Not this campaign's: a confirmation email, and another campaign's message.
+        MessageSent(**env, payload={**ref(20, kind="confirmation"), "recipient_domain": "example.org",
+                                    "smtp_code": 250}),
+        MessageSent(**env, payload={**ref(21, campaign="c2"), "recipient_domain": "example.org", "smtp_code": 250}),
+    ]
+    subscriptions: dict[str, Any] = {"account_id": "acme", "producer": "subscriptions"}
+    events += [SubscriberUnsubscribed(**subscriptions, payload={"list_id": "news", "subscriber_id": "s6",
+                                                                "source": "one_click", "campaign_id": "c1"}),
+               SubscriberUnsubscribed(**subscriptions, payload={"list_id": "news", "subscriber_id": "s7",
+                                                                "source": "api", "campaign_id": "c1"})]
+    return events
+
+
+EXPECTED = {"campaign_id": "c1", "status": "draft", "sent": 11, "delivered": 8,
+            "bounces": {"hard": 1, "soft": 1, "block": 1, "undetermined": 1},
+            "opens": {"unique": 2, "total": 3},
+            "clicks": {"unique": 2, "total": 3, "per_link": [{"link_index": 0, "clicks": 2},
+                                                             {"link_index": 1, "clicks": 1}]},
+            "complaints": 1, "unsubscribes": 1,
+            "rates": {"hard_bounce_rate": 1 / 11, "block_rate": 1 / 11, "abuse_rate": 1 / 11,
+                      "unsubscribe_rate": 1 / 11}}
+
+
+async def test_a_report_counts_each_kind_once_even_when_events_are_redelivered(platform: Platform) -> None:
+    acme = await platform.tenant("acme", "news")
+    assert (await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})).status_code == 201
+    events = delivery_events()
+    await platform.publisher.publish_many(events)
+
+    async def report() -> dict[str, Any]:
+        return (await acme.http.get("/v1/campaigns/c1/report")).json()  # type: ignore[no-any-return]
+
+    assert await eventually(report, lambda r: r == EXPECTED, what="the report") == EXPECTED
+    # Every event again (a publisher's retry: same ids), then one more send to know they were all read.
+    await platform.publisher.publish_many(events)
+    await platform.publisher.publish(MessageSent(account_id="acme", producer="delivery", payload={
+        **ref(11), "recipient_domain": "example.org", "smtp_code": 250}))
+    after = await eventually(report, lambda r: r["sent"] == 12, what="the extra send counted")
+    assert after == {**EXPECTED, "sent": 12, "delivered": 9,
+                     "rates": {k: 1 / 12 for k in EXPECTED["rates"]}}  # type: ignore[attr-defined]
+
+    # Who complained is never in any answer (PRODUCT.md, Termination 1): only how many.
+    for response in (await acme.http.get("/v1/campaigns/c1/report"), await acme.http.get("/v1/campaigns/c1"),
+                     await acme.http.get("/v1/campaigns")):
+        assert COMPLAINER not in response.text and "m-c1-5" not in response.text
+    rival = await platform.tenant("rival", "news")
+    assert (await rival.http.get("/v1/campaigns/c1/report")).status_code == 404
