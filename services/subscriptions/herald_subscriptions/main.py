@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 
 from pydantic import Field
 
 from herald_shared.apikeys import ApiKeyProjection
+from herald_shared.consuming import ConsumingService
 from herald_shared.http import add_health_routes, api_app
-from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer
+from herald_shared.kafka import EventConsumer, EventPublisher
 from herald_shared.lifecycle import run_service
 from herald_shared.links import LinkSigner
-from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
+from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup
 from herald_shared.settings import HeraldSettings
 
 from .api import build_api
@@ -35,14 +34,12 @@ class SubscriptionsSettings(HeraldSettings):
                                    description="Base URL of the hosted pages in links; default http://host:port.")
 
 
-class Subscriptions:
+class Subscriptions(ConsumingService):
     """The wired service. `start()` runs the consumers in the background; `app` serves HTTP."""
 
     def __init__(self, settings: SubscriptionsSettings) -> None:
-        self.settings = settings
-        self.mongo = make_client(settings, SERVICE)
-        self.db = self.mongo[settings.database_name(SERVICE)]
-        self.producer = make_producer(settings, SERVICE)
+        super().__init__(settings, SERVICE)
+        self.settings: SubscriptionsSettings = settings
         self.projection = SubscriptionsProjection(self.db)
         self.apikeys = ApiKeyProjection(self.db)
         base_url = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
@@ -65,32 +62,8 @@ class Subscriptions:
                            "GDPR requests. Errors are RFC 9457 problem documents (application/problem+json).")
         self.app.include_router(build_api(self.service, self.apikeys))
         self.app.include_router(build_pages(self.service))
-        add_health_routes(self.app, {"mongodb": self._mongo_ready, "consumers": self._consumers_ready})
-        self._tasks: list[asyncio.Task[None]] = []
-        self.failed: str | None = None  # its consumers are not watched yet (delivery's are)
-        self.on_failure: Callable[[], None] | None = None
-
-    async def _mongo_ready(self) -> bool:
-        await self.db.command("ping")
-        return True
-
-    async def _consumers_ready(self) -> bool:
-        return self.projector.started and self.suppressor.started
-
-    async def start(self) -> None:
-        await ensure_topics(self.settings)
-        await self.producer.start()
-        self._tasks = [asyncio.create_task(c.run(), name=c.name) for c in (self.projector, self.suppressor)]
-
-    def request_stop(self) -> None:
-        self.projector.request_stop()
-        self.suppressor.request_stop()
-
-    async def stop(self) -> None:
-        self.request_stop()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.producer.stop()
-        await self.mongo.close()
+        add_health_routes(self.app, self.ready_checks())
+        self.consumers = [self.projector, self.suppressor]
 
 
 def main() -> None:
