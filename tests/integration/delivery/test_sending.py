@@ -164,9 +164,10 @@ async def test_the_per_account_rate_limit_paces_sending(start_delivery: Any, rel
     await eventually(relay.mailed, lambda r: len(r) == 20, what="all sent")
     first = min(r.started_at for r in relay.received)
     last = max(r.started_at for r in relay.received)
-    # The 20th token comes 1.0 s after the first was taken; the first transaction itself starts a little
-    # later (opening the connections), hence 0.7. Unlimited, these 20 take ~50 ms.
-    assert last - first >= 0.7, f"20 messages in {last - first:.2f}s: faster than 10 burst + 10 per second"
+    # The 20th token comes 1.0 s after the first was taken; the first transaction itself starts later by the
+    # time to open the connections, which reached 0.33 s on a loaded 2-core CI run, hence 0.5. Unlimited,
+    # these 20 take ~50 ms, so the bound still tells a limited sender from an unlimited one tenfold.
+    assert last - first >= 0.5, f"20 messages in {last - first:.2f}s: faster than 10 burst + 10 per second"
 
 
 async def test_an_address_the_relay_cannot_take_bounces_and_the_connection_goes_on(
