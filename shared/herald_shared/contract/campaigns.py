@@ -10,11 +10,16 @@ from .envelope import Count, Email, Event, Identifier, Name, Payload, ShortText
 from .subscriptions import FieldName, FieldValue
 
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=998)]
+Preheader = Annotated[str, StringConstraints(max_length=255)]
 Body = Annotated[str, StringConstraints(max_length=2_000_000)]
+TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 class CampaignContent(Payload):
     subject: Subject
+    preheader: Preheader | None = Field(
+        default=None, description="The preview line inboxes show after the subject (rendered hidden at the top "
+                                  "of the HTML part).")
     from_name: Name
     from_email: Email = Field(description="The sender address (the account's, not a subscriber's).")
     reply_to: Email | None = None
@@ -65,10 +70,30 @@ class CampaignDeleted(CampaignsEvent):
     payload: CampaignDeletedPayload
 
 
+ReviewReason = Literal["account_not_approved", "trial", "flagged"]
+
+
+class ScreeningMatch(Payload):
+    """One reason content screening flagged a campaign: explainable to staff and to the author."""
+
+    category: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    matched: ShortText = Field(description="The text (or link) that matched, as written.")
+    where: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="subject, preheader, html_body, text_body or link.")
+    rule: ShortText = Field(description="The phrase or domain of the category's list that it matched.")
+
+
 class CampaignSubmittedPayload(Payload):
     campaign_id: Identifier
     submitted_by: Name
-    review_required: bool = Field(description="True during the trial: every campaign is reviewed by staff.")
+    review_required: bool = Field(description="True when staff must approve it first (see review_reasons).")
+    review_reasons: list[ReviewReason] = Field(
+        default_factory=list, description="Why it goes to staff review: the account is not approved yet, it is "
+                                          "on trial (every campaign is reviewed), or screening flagged it.")
+    screening: list[ScreeningMatch] = Field(default_factory=list,
+                                            description="What content screening matched (empty: nothing).")
+    send_at: AwareDatetime | None = Field(default=None, description="When to send (UTC); now when absent.")
+    time_zone: TimeZone | None = Field(default=None, description="The IANA zone the sender scheduled in.")
 
 
 class CampaignSubmitted(CampaignsEvent):
@@ -96,6 +121,37 @@ class CampaignRejectedPayload(Payload):
 class CampaignRejected(CampaignsEvent):
     type: Literal["CampaignRejected"] = "CampaignRejected"
     payload: CampaignRejectedPayload
+
+
+class StaffViewedPayload(Payload):
+    campaign_id: Identifier
+    staff: Name = Field(description="The staff member (their credential's name).")
+    action: Literal["review_queue", "campaign", "approve", "reject"]
+
+
+class StaffViewed(CampaignsEvent):
+    """Audit: a member of the platform staff looked at (or decided on) a campaign of the account."""
+
+    type: Literal["StaffViewed"] = "StaffViewed"
+    payload: StaffViewedPayload
+
+
+class CampaignTestRequestedPayload(Payload):
+    """A test send of the campaign as it is now: delivery renders and sends it like any message, marked as a
+    test (never counted in reports, rates or quotas)."""
+
+    campaign_id: Identifier
+    test_id: Identifier
+    recipients: list[Email] = Field(min_length=1, max_length=5)
+    content: CampaignContent
+    sample: dict[FieldName, FieldValue] = Field(
+        default_factory=dict, description="The values merge tags render with (a chosen member or a sample).")
+    requested_by: Name
+
+
+class CampaignTestRequested(CampaignsEvent):
+    type: Literal["CampaignTestRequested"] = "CampaignTestRequested"
+    payload: CampaignTestRequestedPayload
 
 
 class CampaignQueuedPayload(Payload):
