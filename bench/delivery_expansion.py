@@ -41,7 +41,7 @@ from . import harness
 from .harness import ACCOUNT, LIST, ServiceProcess, verdict
 
 TARGET_SECONDS_PER_100K = 30.0
-BODY = "Dear {{ first_name | friend }}, the November news. " * 20
+BODY = "Dear {{ first_name | default('friend') }}, the November news. " * 20
 
 
 def account_events() -> list[Event]:

@@ -108,7 +108,7 @@ def all_samples(account_id: str = "acc-1") -> list[Event]:
 
 
 def campaign_queued(account_id: str, campaign_id: str, *, list_id: str = "news", review_required: bool = False,
-                    html_body: str | None = None, text_body: str = "Hello {{ first_name | friend }}!",
+                    html_body: str | None = None, text_body: str = 'Hello {{ first_name | default("friend") }}!',
                     segment: dict[str, Any] | None = None, from_email: str = "news@acme.example",
                     subject: str = "November news") -> Event:
     """A CampaignQueued as the campaigns service publishes it."""

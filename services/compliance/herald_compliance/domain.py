@@ -57,9 +57,11 @@ def event_time(event: Event, produced_at: int | None = None) -> int:
 def facts_of(event: Event, produced_at: int | None = None) -> list[Fact]:
     """What an input event counts for. "Sent" means handed to a receiving server: a message accepted
     (MessageSent) or refused outright (a hard or soft bounce at SMTP time, or one given up after retries),
-    so every bounce has its message in the denominator and a rate never exceeds 100%. Facts carry the
-    event's time capped at its record's (`event_time`)."""
+    so every bounce has its message in the denominator and a rate never exceeds 100%. Test sends count for
+    nothing. Facts carry the event's time capped at its record's (`event_time`)."""
     at = event_time(event, produced_at)
+    if isinstance(event, MessageSent | MessageBounced | ComplaintReceived) and event.payload.kind == "test":
+        return []  # a test send (to the author's own addresses) counts toward no rate
     match event:
         case MessageSent(payload=p):
             return [Fact("sent", f"s:{p.message_id}", at, p.campaign_id)]

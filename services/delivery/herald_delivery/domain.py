@@ -42,7 +42,7 @@ HERALD_DELIVERY_NAMESPACE = uuid.UUID("5b1c2f7e-8f0b-4d55-9a43-2f6f4f1a7d10")
 
 Gate = Literal["account_suspended", "sending_blocked", "account_review", "campaign_review"]
 GATES: tuple[Gate, ...] = ("account_suspended", "sending_blocked", "account_review", "campaign_review")
-MessageKind = Literal["campaign", "confirmation", "account_notice"]
+MessageKind = Literal["campaign", "confirmation", "account_notice", "test"]
 
 
 def message_id_for(account_id: str, campaign_id: str, subscriber_id: str) -> str:
@@ -53,6 +53,11 @@ def message_id_for(account_id: str, campaign_id: str, subscriber_id: str) -> str
 def transactional_message_id(kind: MessageKind, cause_event_id: str) -> str:
     """A confirmation or account notice is one message per event that asked for it."""
     return str(uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"{kind}:{cause_event_id}"))
+
+
+def message_id_for_test(account_id: str, test_id: str, recipient: str) -> str:
+    """One message per test send and address: a redelivered CampaignTestRequested sends nothing twice."""
+    return str(uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"test:{account_id}:{test_id}:{recipient.lower()}"))
 
 
 def outcome_event_id(message_id: str, outcome: str, attempt: int) -> uuid.UUID:
@@ -139,6 +144,18 @@ def closed_gate(account: AccountState, campaign: CampaignState | None) -> Gate |
         return "account_review"
     if campaign is not None and campaign.review_required and not campaign.approved:
         return "campaign_review"
+    return None
+
+
+def gate_refusing_test(account: AccountState) -> Gate | None:
+    """The gate that refuses a test send, or None. A test goes to the few addresses its author names, so
+    staff review holds none (it is how a campaign is prepared for review); but a suspended or blocked
+    account may not mail anyone, tests included. A test is refused rather than held: it is wanted now, not
+    whenever the account is reinstated."""
+    if account.suspended:
+        return "account_suspended"
+    if account.blocked_reasons:
+        return "sending_blocked"
     return None
 
 

@@ -1,5 +1,6 @@
 """Handlers of the events delivery consumes: they keep the gates and campaigns, expand audiences into jobs,
-and turn confirmation requests and account events into transactional jobs."""
+turn test-send requests into test jobs, and confirmation requests and account events into transactional
+jobs."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ from herald_shared.contract.billing import (
     PaymentFailed,
     SendingBlocked,
 )
-from herald_shared.contract.campaigns import CampaignCancelled, CampaignQueued, CampaignsEvent
+from herald_shared.contract.campaigns import (
+    CampaignCancelled,
+    CampaignQueued,
+    CampaignsEvent,
+    CampaignTestRequested,
+)
 from herald_shared.contract.compliance import AccountSuspended
 from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberErased
 from herald_shared.kafka import Reject
@@ -116,7 +122,9 @@ class ControlHandler:
         if after != before:
             self._gates.accounts[account_id] = after
             self._dirty_accounts.add(account_id)
-        if isinstance(event, CampaignsEvent):
+        if isinstance(event, CampaignTestRequested):
+            await self._test_requested(event)
+        elif isinstance(event, CampaignsEvent):
             await self._campaign_event(event)
         self._notice_for(event, after)
         if domain.closed_gate(after, None) is None:
@@ -177,6 +185,24 @@ class ControlHandler:
             raise
         if batch:
             await self._add_jobs(batch)
+
+    async def _test_requested(self, event: CampaignTestRequested) -> None:
+        """A test send: its content and sample stored first (the sender renders from them), then one job per
+        address. Job ids are deterministic: a redelivered request sends nothing twice. Whether the account may
+        send tests at all is asked when each is sent (`domain.gate_refusing_test`)."""
+        p = event.payload
+        key = scoped(event.account_id, p.test_id)
+        await self._store.save_test_send({
+            "_id": key, "account_id": event.account_id, "campaign_id": p.campaign_id, "test_id": p.test_id,
+            "content": p.content.model_dump(mode="json"), "sample": p.sample, "requested_by": p.requested_by,
+            "requested_at": event.occurred_at})
+        recipients = {str(address).lower(): str(address) for address in p.recipients}
+        await self._add_jobs([new_job(domain.message_id_for_test(event.account_id, p.test_id, lowered),
+                                      event.account_id, "test", event.occurred_at, campaign_id=p.campaign_id,
+                                      test_id=p.test_id, test_key=key, recipient=address)
+                              for lowered, address in recipients.items()])
+        log.info("test send requested", extra={"campaign": p.campaign_id, "test": p.test_id,
+                                               "recipients": len(recipients)})
 
     async def _recipients(self, event: CampaignQueued) -> AsyncIterator[str]:
         """Who receives it. Without a segment, every member the list's listing holds as active: that is what

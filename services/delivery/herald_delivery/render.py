@@ -3,8 +3,9 @@
 Every message carries what PRODUCT.md requires whatever the customer wrote: an unsubscribe link in the
 footer (not removable: the footer is added here, after the customer's content), `List-Unsubscribe` with
 `List-Unsubscribe-Post` (RFC 8058, covered by the DKIM signature), and the "Email marketing by Herald"
-identification unless the plan is PRO. Messages are assembled as bytes from pre-split parts rather than
-built as `EmailMessage` objects per recipient: rendering is the sender's main CPU cost.
+identification unless the plan is PRO. Subject, preheader and bodies are templates of the shared renderer
+(`herald_shared.templating`), compiled once per campaign; messages are assembled as bytes rather than built
+as `EmailMessage` objects per recipient: rendering is the sender's main CPU cost.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import hmac
 import html
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
@@ -26,6 +28,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner
+from herald_shared.templating import MAX_TOKENS, Template, compile_template
 
 from .domain import Member
 
@@ -34,9 +37,13 @@ TRACKING_SALT = "herald.tracking.v1"
 # Headers the DKIM signature covers; RFC 8058 section 3.2 requires List-Unsubscribe and -Post among them.
 SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
                   b"content-type", b"list-unsubscribe", b"list-unsubscribe-post", b"feedback-id")
-MERGE_TAG = re.compile(r"\{\{\s*([a-z_][a-z0-9_]{0,63})\s*(?:\|\s*([^}]*?)\s*)?\}\}")
-HTML_LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'\s<>]+)\2""", re.IGNORECASE)
+HTML_LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'\s<>{}]+)\2""", re.IGNORECASE)
+BODY_START = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+# The value a tracked link of the HTML body becomes (`{{ __link_0 }}`...): no custom field starts with "_".
+LINK_FIELD = "__link_"
+MAX_SUBJECT_CHARS = 2_000  # a rendered subject or preheader; bodies have the shared renderer's limit
+TEST_SUBJECT_PREFIX = "[Test] "
 CRLF = "\r\n"
 
 
@@ -113,22 +120,9 @@ class Rendered:
     data: bytes
 
 
-Part = tuple[str, str | None, str | None]  # (literal, merge tag name or None, default)
-
-
-def split_template(text: str) -> list[Part]:
-    """A body split into literals and merge tags once per campaign: `{{ first_name | there }}`."""
-    parts: list[Part] = []
-    position = 0
-    for match in MERGE_TAG.finditer(text):
-        parts.append((text[position:match.start()], match.group(1), match.group(2)))
-        position = match.end()
-    parts.append((text[position:], None, None))
-    return parts
-
-
 def tracked_links(html_body: str | None) -> list[str]:
-    """The URLs of a campaign's HTML links, in order; a click token names one by index (no open redirect)."""
+    """The URLs of a campaign's HTML links, in order; a click token names one by index (no open redirect).
+    A URL with a merge tag in it (`{` or `}`) is personalised: it stays as written, untracked."""
     if not html_body:
         return []
     return [html.unescape(match.group(3)) for match in HTML_LINK.finditer(html_body)]
@@ -155,13 +149,16 @@ def _qp(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class CampaignTemplate:
-    """A campaign's content, compiled once; `render` makes one recipient's message."""
+    """A campaign's content, compiled once; `Renderer.campaign_message` makes one recipient's message."""
 
     account_id: str
     campaign_id: str
     headers: str  # the headers that are the same for every recipient
-    text_parts: list[Part]
-    html_parts: list[Part] | None
+    subject: Template
+    subject_header: str | None  # the Subject header, when the subject is not personalised
+    preheader: Template | None
+    text: Template
+    html: Template | None  # tracked links are the values LINK_FIELD0, LINK_FIELD1...
     links: list[str]
     footer: bool
     feedback_id: str
@@ -170,43 +167,53 @@ class CampaignTemplate:
 
 def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent, *, footer: bool,
                      settings: RenderSettings) -> CampaignTemplate:
+    """The campaign's subject, preheader and bodies compiled with the shared renderer; TemplateProblem when
+    one of them does not compile (campaigns checked them, so this is stored content gone bad)."""
     links = tracked_links(content.html_body)
-    html_parts = None
+    html_template = None
     if content.html_body is not None:
         counter = iter(range(len(links)))
-        # Each HTML link becomes a placeholder tag the renderer fills with that recipient's tracking URL.
-        linked = HTML_LINK.sub(lambda m: f"{m.group(1)}{m.group(2)}{{{{__link_{next(counter)}}}}}{m.group(2)}",
+        # Each tracked link becomes a value the renderer fills with that recipient's tracking URL.
+        linked = HTML_LINK.sub(lambda m: f"{m.group(1)}{m.group(2)}{{{{ {LINK_FIELD}{next(counter)} }}}}{m.group(2)}",
                                content.html_body)
-        html_parts = split_template(linked)
+        # Campaigns checked the body without them: each adds {{, a name, }} and a split of the text around it.
+        html_template = compile_template(linked, html=True, where="html_body",
+                                         max_tokens=MAX_TOKENS + 4 * len(links))
+    subject = compile_template(content.subject, where="subject", max_output_chars=MAX_SUBJECT_CHARS)
+    preheader = None
+    if content.preheader and html_template is not None:
+        preheader = compile_template(content.preheader, where="preheader", max_output_chars=MAX_SUBJECT_CHARS)
     from_header = formataddr((_one_line(content.from_name), str(content.from_email)), charset="utf-8")
-    headers = [f"From: {from_header}", f"Subject: {_encode_header(content.subject)}", "MIME-Version: 1.0"]
+    headers = [f"From: {from_header}", "MIME-Version: 1.0"]
     if content.reply_to:
         headers.append(f"Reply-To: {content.reply_to}")
     # Gmail's Feedback-ID: campaign:customer:kind:sender, so complaint rates can be told apart per campaign.
     feedback_id = f"{campaign_id}:{account_id}:campaign:{settings.sender_id}"
+    static_subject = subject.static_text
     return CampaignTemplate(account_id=account_id, campaign_id=campaign_id, headers=CRLF.join(headers) + CRLF,
-                            text_parts=split_template(content.text_body), html_parts=html_parts, links=links,
-                            footer=footer, feedback_id=_one_line(feedback_id),
+                            subject=subject, preheader=preheader,
+                            subject_header=None if static_subject is None else _subject_header(static_subject),
+                            text=compile_template(content.text_body, where="text_body"), html=html_template,
+                            links=links, footer=footer, feedback_id=_one_line(feedback_id),
                             sender_domain=str(content.from_email).rpartition("@")[2].lower())
 
 
-def _merge(parts: list[Part], values: dict[str, str], escape: bool) -> str:
-    out = []
-    for literal, tag, default in parts:
-        out.append(literal)
-        if tag is None:
-            continue
-        value = values.get(tag)
-        if value is None or value == "":
-            value = default or ""
-        out.append(html.escape(value) if escape and not tag.startswith("__") else value)
-    return "".join(out)
-
-
-def merge_values(member: Member) -> dict[str, str]:
-    values = {name: "" if value is None else str(value) for name, value in member.custom_fields.items()}
+def merge_values(member: Member) -> dict[str, object]:
+    """A member's merge values: custom fields as stored (numbers stay numbers, for comparisons), the names and
+    the address; absent values are "" (so `default` applies)."""
+    values: dict[str, object] = {name: "" if value is None else value for name, value in member.custom_fields.items()}
     values.update(first_name=member.first_name or "", last_name=member.last_name or "", email=member.email or "")
     return values
+
+
+def _subject_header(subject: str) -> str:
+    return f"Subject: {_encode_header(subject)}{CRLF}"
+
+
+def _preheader_html(text: str) -> str:
+    """The preview line inboxes show after the subject, hidden in the message itself."""
+    return (f'<div style="display:none;max-height:0;overflow:hidden;mso-hide:all" aria-hidden="true">'
+            f"{html.escape(_one_line(text))}</div>")
 
 
 class Renderer:
@@ -231,32 +238,59 @@ class Renderer:
 
     def campaign_message(self, template: CampaignTemplate, member: Member, message_id: str,
                          now: datetime | None = None) -> Rendered:
+        """One subscriber's message. TemplateError when the member has no address; RenderError when their
+        values make a render fail or exceed its limits."""
         if not member.email:
             raise TemplateError("the member has no address (erased?)")
-        claim = {"a": template.account_id, "m": message_id, "c": template.campaign_id, "s": member.subscriber_id}
-        unsubscribe = self.links.unsubscribe_url(template.account_id, member.subscriber_id, template.campaign_id,
+        return self._campaign(template, member.email, merge_values(member), message_id, member.subscriber_id,
+                              test=False, now=now)
+
+    def test_message(self, template: CampaignTemplate, recipient: str, sample: Mapping[str, object],
+                     message_id: str, test_id: str, now: datetime | None = None) -> Rendered:
+        """A test send of the campaign: rendered with the sample values, `[Test] ` before the subject and
+        `X-Herald-Test: yes`. Its links are left as written and it has no open pixel (a test's engagement is
+        nobody's statistic); its unsubscribe link names no subscriber, so it unsubscribes no one."""
+        values: dict[str, object] = {name: "" if value is None else value for name, value in sample.items()}
+        return self._campaign(template, recipient, values, message_id, f"test:{test_id}", test=True, now=now)
+
+    def _campaign(self, template: CampaignTemplate, recipient: str, values: dict[str, object], message_id: str,
+                  subscriber_id: str, *, test: bool, now: datetime | None) -> Rendered:
+        claim = {"a": template.account_id, "m": message_id, "c": template.campaign_id, "s": subscriber_id}
+        unsubscribe = self.links.unsubscribe_url(template.account_id, subscriber_id, template.campaign_id,
                                                  message_id)
-        values = merge_values(member)
         values["unsubscribe_url"] = unsubscribe
-        text = _merge(template.text_parts, values, escape=False)
+        text = template.text.render(values)
         text += f"{CRLF}{CRLF}-- {CRLF}Unsubscribe with one click: {unsubscribe}{CRLF}"
         if template.footer:
             text += IDENTIFICATION_FOOTER + CRLF
         html_body = None
-        if template.html_parts is not None:
-            for index in range(len(template.links)):
-                values[f"__link_{index}"] = f"{self._base}/t/c/{self.tokens.tracking_token({**claim, 'i': index})}"
-            html_body = _merge(template.html_parts, values, escape=True)
-            pixel = f"{self._base}/t/o/{self.tokens.tracking_token(claim)}"
+        if template.html is not None:
+            for index, url in enumerate(template.links):
+                values[f"{LINK_FIELD}{index}"] = url if test else (
+                    f"{self._base}/t/c/{self.tokens.tracking_token({**claim, 'i': index})}")
+            html_body = template.html.render(values)
+            if template.preheader is not None:
+                hidden = _preheader_html(template.preheader.render(values))
+                start = BODY_START.search(html_body)
+                html_body = html_body[:start.end()] + hidden + html_body[start.end():] if start else hidden + html_body
             footer = (f'<div style="margin-top:24px;font-size:12px;color:#555">'
                       f'<a href="{html.escape(unsubscribe)}">Unsubscribe</a>'
-                      + (f"<br>{IDENTIFICATION_FOOTER}" if template.footer else "")
-                      + f'</div><img src="{pixel}" width="1" height="1" alt="">')
+                      + (f"<br>{IDENTIFICATION_FOOTER}" if template.footer else "") + "</div>")
+            if not test:
+                pixel = f"{self._base}/t/o/{self.tokens.tracking_token(claim)}"
+                footer += f'<img src="{pixel}" width="1" height="1" alt="">'
             end = BODY_END.search(html_body)
             html_body = html_body[:end.start()] + footer + html_body[end.start():] if end else html_body + footer
-        headers = template.headers + self._per_message_headers(member.email, message_id, template.feedback_id,
-                                                               unsubscribe, now)
-        return self._finish(message_id, member.email, headers, text, html_body, sender_domain=template.sender_domain)
+        headers = template.headers
+        feedback_id = template.feedback_id
+        if test:
+            headers += _subject_header(TEST_SUBJECT_PREFIX + template.subject.render(values))
+            headers += f"X-Herald-Test: yes{CRLF}"
+            feedback_id = feedback_id.replace(":campaign:", ":test:")
+        else:
+            headers += template.subject_header or _subject_header(template.subject.render(values))
+        headers += self._per_message_headers(recipient, message_id, feedback_id, unsubscribe, now)
+        return self._finish(message_id, recipient, headers, text, html_body, sender_domain=template.sender_domain)
 
     def transactional_message(self, *, message_id: str, kind: str, account_id: str, recipient: str,
                               from_name: str, from_email: str, subject: str, text: str,

@@ -36,6 +36,7 @@ from herald_shared.contract.delivery import (
 )
 from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
 from herald_shared.mongo import Document
+from herald_shared.templating import RenderError, TemplateProblem
 
 from . import domain, metrics
 from .domain import Gate, Member, RetryPolicy, SmtpReply, TokenBucket
@@ -79,7 +80,8 @@ class Sender:
         self._capacity = 4 * config.concurrency
         self._outstanding = 0
         self._slot_freed = asyncio.Event()
-        self._templates: dict[tuple[str, bool], CampaignTemplate] = {}
+        # Compiled campaigns, or why one does not compile (asked once, not once per recipient).
+        self._templates: dict[tuple[str, bool], CampaignTemplate | Skip] = {}
         self._account_buckets: dict[str, TokenBucket] = {}
         self._domain_buckets: dict[str, TokenBucket] = {}
         # Outcomes recorded but not yet acknowledged by Kafka, with when they were recorded.
@@ -211,9 +213,19 @@ class Sender:
                 self._slot_freed.set()
                 self._queue.task_done()
 
+    def _test_refused(self, job: Document) -> Gate | None:
+        """A test send is refused, not held, while the account is suspended or blocked (domain)."""
+        if job["kind"] != "test":
+            return None
+        return domain.gate_refusing_test(self._gates.account(job["account_id"]))
+
     async def _deliver(self, job: Document, member: Member | None, connection: RelayConnection) -> None:
         if self._gate_of(job) is not None:
             self._jobs.retry_at(job["_id"], job["next_attempt_at"])  # held: parked at the next look
+            return
+        if (refused := self._test_refused(job)) is not None:
+            metrics.SKIPPED.labels(refused).inc()
+            await self._finish_without_sending(job, SKIPPED, refused)
             return
         if job["kind"] == "campaign":
             campaign = self._gates.campaign(job["account_id"], job["campaign_id"])
@@ -226,7 +238,10 @@ class Sender:
             rendered = await self._render(job, member)
         except Skip as skip:
             metrics.SKIPPED.labels(skip.reason).inc()
-            await self._finish_without_sending(job, SKIPPED, skip.reason)
+            if skip.detail:
+                log.warning("a message is not sent: %s", skip.detail,
+                            extra={"message_id": job["_id"], "reason": skip.reason})
+            await self._finish_without_sending(job, SKIPPED, skip.reason, skip.detail)
             return
         except TRANSIENT_ERRORS:
             raise
@@ -241,6 +256,10 @@ class Sender:
         await self._respect_rate_limits(job["account_id"], rendered.recipient)
         if self._gate_of(job) is not None:  # the gate may have closed while waiting for the rate limit
             self._jobs.retry_at(job["_id"], job["next_attempt_at"])
+            return
+        if (refused := self._test_refused(job)) is not None:
+            metrics.SKIPPED.labels(refused).inc()
+            await self._finish_without_sending(job, SKIPPED, refused)
             return
         reply = await connection.send(rendered.mail_from, rendered.recipient, rendered.data)
         answered = time.perf_counter()
@@ -273,12 +292,16 @@ class Sender:
                 await asyncio.sleep(delay)  # backoff while the infrastructure is away
                 delay = min(delay * 2, 10.0)
 
-    async def _finish_without_sending(self, job: Document, outcome: str, reason: str) -> None:
+    async def _finish_without_sending(self, job: Document, outcome: str, reason: str,
+                                      detail: str | None = None) -> None:
         attempt = int(job.get("attempts") or 0) + 1
-        await self._store.record({"_id": f"{job['_id']}:{attempt}", "message_id": job["_id"],
-                                  "account_id": job["account_id"], "campaign_id": job.get("campaign_id"),
-                                  "outcome": outcome, "reason": reason, "final": True, "attempt": attempt,
-                                  "recorded_at": datetime.now(UTC)})
+        recorded: Document = {"_id": f"{job['_id']}:{attempt}", "message_id": job["_id"],
+                              "account_id": job["account_id"], "campaign_id": job.get("campaign_id"),
+                              "outcome": outcome, "reason": reason, "final": True, "attempt": attempt,
+                              "recorded_at": datetime.now(UTC)}
+        if detail:
+            recorded["detail"] = detail[:1000]
+        await self._store.record(recorded)
         self._jobs.done(job["_id"])
 
     async def _render(self, job: Document, member: Member | None) -> Rendered:
@@ -293,9 +316,17 @@ class Sender:
                 return self._renderer.campaign_message(template, member, job["_id"])
             except TemplateError:
                 raise Skip("member_erased") from None
+            except RenderError as exc:  # this member's values hit a limit: the others are rendered as usual
+                raise Skip("render_failed", str(exc)) from None
         recipient = job.get("recipient")
         if not recipient:
             raise Skip("recipient_erased")
+        if kind == "test":
+            template, sample = await self._test_template(job)
+            try:
+                return self._renderer.test_message(template, recipient, sample, job["_id"], job["test_id"])
+            except RenderError as exc:
+                raise Skip("render_failed", str(exc)) from None
         if kind == "confirmation":
             if job["expires_at"] <= datetime.now(UTC):
                 raise Skip("confirmation_expired")
@@ -316,10 +347,31 @@ class Sender:
             doc = await self._store.campaign(account_id, campaign_id)
             if doc is None or "content" not in doc:
                 raise Skip("campaign_unknown")
-            template = compile_campaign(account_id, campaign_id, CampaignContent.model_validate(doc["content"]),
-                                        footer=footer, settings=self._renderer.settings)
+            template = self._compile(account_id, campaign_id, doc["content"], footer)
             self._templates[key] = template
+        if isinstance(template, Skip):
+            raise template
         return template
+
+    async def _test_template(self, job: Document) -> tuple[CampaignTemplate, dict[str, Any]]:
+        """A test send's content (not cached: a test is at most five messages) and its sample values."""
+        doc = await self._store.test_send(job["account_id"], job["test_id"])
+        if doc is None:
+            raise Skip("test_unknown")
+        footer = self._gates.account(job["account_id"]).edition != "pro"
+        template = self._compile(job["account_id"], job["campaign_id"], doc["content"], footer)
+        if isinstance(template, Skip):
+            raise template
+        sample = dict(doc.get("sample") or {})
+        sample.setdefault("email", job["recipient"])
+        return template, sample
+
+    def _compile(self, account_id: str, campaign_id: str, content: Document, footer: bool) -> CampaignTemplate | Skip:
+        try:
+            return compile_campaign(account_id, campaign_id, CampaignContent.model_validate(content),
+                                    footer=footer, settings=self._renderer.settings)
+        except TemplateProblem as exc:  # campaigns checks content before it is queued: stored content gone bad
+            return Skip("template_invalid", str(exc))
 
     async def _respect_rate_limits(self, account_id: str, recipient: str) -> None:
         config = self._config
@@ -425,11 +477,13 @@ class Sender:
 
 
 class Skip(Exception):
-    """A job that is not sent (the member left the audience, the link expired...): recorded with why."""
+    """A job that is not sent (the member left the audience, the link expired...): recorded with why, and
+    with the detail (a render limit, a template problem) where there is one."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, detail: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail
 
 
 def confirmation_text(job: Document) -> str:

@@ -38,6 +38,7 @@ ADDRESSES = "addresses"
 LISTS = "lists"
 ACCOUNTS = "accounts"
 CAMPAIGNS = "campaigns"
+TESTS = "tests"  # test sends: the content and sample values each was requested with
 JOBS = "jobs"
 OUTCOMES = "outcomes"
 CLAIMS = "claims"
@@ -255,6 +256,12 @@ class DeliveryStore:
 
     async def save_campaigns(self, docs: Sequence[Document]) -> None:
         await bulk_write(self.db[CAMPAIGNS], [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs])
+
+    async def test_send(self, account_id: str, test_id: str) -> Document | None:
+        return await self.db[TESTS].find_one({"_id": scoped(account_id, test_id)})
+
+    async def save_test_send(self, doc: Document) -> None:
+        await self.db[TESTS].replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
     async def all_campaign_states(self) -> dict[str, CampaignState]:
         states = {}

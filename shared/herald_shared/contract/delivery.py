@@ -11,7 +11,8 @@ from .envelope import Count, Event, Identifier, Payload, ShortText, personal_dat
 SmtpCode = Annotated[int, Field(ge=200, le=599)]
 EnhancedStatus = Annotated[str, StringConstraints(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
 Domain = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-MessageKind = Literal["campaign", "confirmation", "account_notice"]
+# "test": a test send of a campaign (CampaignTestRequested); reported, never counted in rates, reports or quotas.
+MessageKind = Literal["campaign", "confirmation", "account_notice", "test"]
 
 
 class DeliveryEvent(Event):
@@ -19,7 +20,8 @@ class DeliveryEvent(Event):
 
 
 class MessageRef(Payload):
-    """Ties an outcome to its message; campaign and subscriber are absent for account notices."""
+    """Ties an outcome to its message; campaign and subscriber are absent for account notices, the subscriber
+    for test sends (kind "test")."""
 
     message_id: Identifier = Field(description="Deterministic: the same campaign and subscriber give the same id.")
     kind: MessageKind = "campaign"

@@ -262,6 +262,22 @@ def test_what_each_event_counts_for() -> None:
                      "by_customer": []}
 
 
+def test_a_test_send_counts_toward_no_rate() -> None:
+    """A test send goes to its author's own addresses: its sends, bounces and complaints are no recipient's."""
+    env: dict[str, Any] = {"account_id": "acc-1", "producer": "delivery", "occurred_at": T0}
+    ref = {"message_id": "t1", "kind": "test", "campaign_id": "c1"}
+    events = [MessageSent(**env, payload={**ref, "recipient_domain": "acme.example", "smtp_code": 250}),
+              MessageBounced(**env, payload={**ref, "bounce_class": "hard", "smtp_code": 550,
+                                             "diagnostic": "no such user", "source": "smtp_reply"}),
+              MessageBounced(**env, payload={**ref, "bounce_class": "block", "diagnostic": "listed",
+                                             "source": "dsn"}),
+              ComplaintReceived(**env, payload={**ref, "feedback_type": "abuse", "reporting_domain": "isp.net"})]
+    assert [facts_of(e) for e in events] == [[], [], [], []]
+    # The same message as a campaign's counts.
+    assert [f.kind for f in facts_of(events[0].model_copy(update={"payload": events[0].payload.model_copy(
+        update={"kind": "campaign"})}))] == ["sent"]
+
+
 def test_a_block_rate_of_5_percent_suspends_and_2_percent_warns() -> None:
     """Receivers refusing our mail is the "blocklisted" rule (PRODUCT.md, "Sending suspension"); blocks never
     count as hard bounces."""

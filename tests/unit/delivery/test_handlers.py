@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from herald_delivery.domain import Member
+from herald_delivery.domain import Member, message_id_for_test
 from herald_delivery.handlers import ControlHandler, GateBook
 from herald_delivery.queue import JobQueue
 from herald_shared.contract.billing import AccountApproved, AccountOpened
+from herald_shared.contract.campaigns import CampaignTestRequested
 from herald_shared.contract.compliance import AccountSuspended
 from tests.samples import campaign_queued
 
@@ -18,6 +19,7 @@ class RecordingStore:
         self.calls: list[tuple[str, Any]] = []
         self._members = members
         self.campaigns: dict[str, Any] = {}
+        self.jobs: list[Any] = []
 
     async def campaign(self, account_id: str, campaign_id: str) -> Any:
         return self.campaigns.get(f"{account_id}:{campaign_id}")
@@ -38,7 +40,11 @@ class RecordingStore:
 
     async def add_jobs(self, docs: list[Any]) -> list[Any]:
         self.calls.append(("add_jobs", [d["_id"] for d in docs]))
+        self.jobs = docs
         return docs
+
+    async def save_test_send(self, doc: dict[str, Any]) -> None:
+        self.calls.append(("save_test_send", doc["_id"]))
 
 
 async def caught_up() -> None:
@@ -75,3 +81,19 @@ async def test_a_suspension_closes_the_gate_at_once_and_asks_for_a_notice() -> N
     assert store.calls == []
     await handler.flush()
     assert [name for name, _ in store.calls] == ["save_accounts", "add_jobs"]
+
+
+async def test_a_test_request_stores_its_content_then_one_job_per_address_with_deterministic_ids() -> None:
+    store = RecordingStore([])
+    gates = GateBook()
+    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    request = CampaignTestRequested(account_id="acme", producer="campaigns", payload={  # type: ignore[arg-type]
+        "campaign_id": "c1", "test_id": "t1", "recipients": ["a@acme.example", "A@acme.example", "b@acme.example"],
+        "content": {"subject": "Hi", "from_name": "Acme", "from_email": "news@acme.example", "text_body": "x"},
+        "sample": {"first_name": "Anna"}, "requested_by": "anna"})
+    await handler.handle(request)
+    await handler.flush()
+    expected = [message_id_for_test("acme", "t1", address) for address in ("a@acme.example", "b@acme.example")]
+    assert store.calls == [("save_test_send", "acme:t1"), ("add_jobs", expected)]
+    assert {job["kind"] for job in store.jobs} == {"test"} and store.campaigns == {}  # no campaign document
+    assert message_id_for_test("acme", "t1", "A@ACME.example") == expected[0]

@@ -1,4 +1,5 @@
-"""Rendering: required headers, the footer rules, the un-removable unsubscribe link, tracking, DKIM."""
+"""Rendering: required headers, the footer rules, the un-removable unsubscribe link, tracking, DKIM,
+personalisation (subject, preheader, bodies), render limits and test sends."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from herald_delivery.render import (
 )
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner
+from herald_shared.templating import RenderError, TemplateProblem
 
 SECRET = "unit-test-secret-0123456789"
-HTML = ('<html><body><h1>Hi {{ first_name | there }}</h1><p>{{ city }}</p>'
+HTML = ('<html><body><h1>Hi {{ first_name | default("there") }}</h1><p>{{ city }}</p>'
         '<a href="https://shop.example/sale?x=1&amp;y=2">Sale</a> <a href=\'http://blog.example/\'>Blog</a>'
         '</body></html>')
 
@@ -49,7 +51,7 @@ def renderer(keys: dict[str, DkimKey] | None = None) -> Renderer:
 
 def content(**changes: object) -> CampaignContent:
     base = {"subject": "November news", "from_name": "Acme News", "from_email": "news@acme.example",
-            "html_body": HTML, "text_body": "Hello {{ first_name | friend }}, from {{ city }}."}
+            "html_body": HTML, "text_body": 'Hello {{ first_name | default("friend") }}, from {{ city }}.'}
     return CampaignContent.model_validate({**base, **changes})
 
 
@@ -190,3 +192,71 @@ def test_a_confirmation_email_carries_only_the_confirm_link() -> None:
     body = message.get_content()
     assert body.count("http") == 1 and "https://lists.herald.example/confirm/abc" in body
     assert message.get_content_type() == "text/plain" and message["List-Unsubscribe"] is None
+
+
+def test_the_preheader_is_hidden_at_the_top_of_the_html_part_only() -> None:
+    _, message = render(preheader='Sale for {{ first_name | default("you") }} <today>')
+    text, html = bodies(message)
+    hidden = ('<body><div style="display:none;max-height:0;overflow:hidden;mso-hide:all" aria-hidden="true">'
+              "Sale for Anna &lt;b&gt; &lt;today&gt;</div><h1>")
+    assert hidden in html
+    assert "Sale for" not in text
+    _, bodyless = render(html_body="<p>No body tag</p>", preheader="Plain preview")
+    assert bodies(bodyless)[1].startswith('<div style="display:none;max-height:0;overflow:hidden;mso-hide:all" '
+                                          'aria-hidden="true">Plain preview</div><p>No body tag</p>')
+
+
+def test_a_personalised_subject_is_rendered_per_recipient_on_one_line() -> None:
+    _, message = render(subject='{{ first_name | default("Friend") }}, your November news')
+    assert message["Subject"] == "Anna <b>, your November news"
+    injected = Member("s3", "news", "c@example.org", "active", first_name="Eve\r\nBcc: victim@example.org")
+    _, message = render(subject="Hi {{ first_name }}", member=injected)
+    assert message["Bcc"] is None and message["Subject"] == "Hi Eve Bcc: victim@example.org"
+
+
+def test_a_link_with_a_merge_tag_stays_personalised_and_untracked() -> None:
+    body = ('<body><a href="https://shop.example/?who={{ email }}">Mine</a>'
+            '<a href="https://shop.example/all">All</a></body>')
+    assert tracked_links(body) == ["https://shop.example/all"]
+    html = bodies(render(html_body=body)[1])[1]
+    assert 'href="https://shop.example/?who=anna@example.org"' in html
+    assert "https://shop.example/all" not in html and html.count("https://t.herald.example/t/c/") == 1
+
+
+def test_content_that_does_not_compile_is_refused_with_where_and_line() -> None:
+    r = renderer()
+    with pytest.raises(TemplateProblem) as refused:
+        compile_campaign("acme", "c1", content(text_body="Hi\n{{ first_name.__class__ }}"), footer=True,
+                         settings=r.settings)
+    assert (refused.value.where, refused.value.line) == ("text_body", 2)
+
+
+def test_a_render_limit_hit_by_one_member_fails_that_member_only() -> None:
+    r = renderer()
+    template = compile_campaign("acme", "c1", content(text_body="About you: {{ bio }}"), footer=True,
+                                settings=r.settings)
+    huge = Member("s4", "news", "d@example.org", "active", custom_fields={"bio": "x" * 2_000_001})
+    with pytest.raises(RenderError, match="longer than"):
+        r.campaign_message(template, huge, "m-huge")
+    assert r.campaign_message(template, MEMBER, "m-ok").recipient == "anna@example.org"
+
+
+def test_a_test_message_is_marked_rendered_with_the_sample_and_untracked() -> None:
+    r = renderer()
+    template = compile_campaign("acme", "c1", content(preheader="Hi {{ first_name }}"), footer=True,
+                                settings=r.settings)
+    rendered = r.test_message(template, "owner@acme.example", {"first_name": "Sample", "city": "Ventspils"},
+                              "t-message", "t1")
+    message = email.message_from_bytes(rendered.data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    assert message["Subject"] == "[Test] November news" and message["X-Herald-Test"] == "yes"
+    assert message["To"] == "owner@acme.example" and message["Feedback-ID"] == "c1:acme:test:herald"
+    text, html = bodies(message)
+    assert "Hello Sample, from Ventspils." in text and "<h1>Hi Sample</h1><p>Ventspils</p>" in html
+    assert "Hi Sample</div>" in html  # the preheader
+    # The links as written, no open pixel: nothing of a test is tracked.
+    assert 'href="https://shop.example/sale?x=1&amp;y=2"' in html and "/t/o/" not in html and "/t/c/" not in html
+    # Its unsubscribe link is there, as in every message, but names no subscriber.
+    unsubscribe = str(message["List-Unsubscribe"]).split(",")[0].strip(" <>")
+    claim = r.links.read_unsubscribe(unsubscribe.rsplit("/", 1)[1])
+    assert claim.subscriber_id == "test:t1" and claim.campaign_id == "c1"

@@ -1,0 +1,136 @@
+"""The sender's handling of one job, with an in-memory store and relay: render failures are recorded, test
+sends are sent as tests or refused while the account may not send."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+from typing import Any
+
+from herald_delivery.domain import AccountState, Member, RetryPolicy, SmtpReply
+from herald_delivery.handlers import GateBook
+from herald_delivery.queue import JobQueue
+from herald_delivery.render import MessageTokens, Renderer, RenderSettings
+from herald_delivery.sender import Sender, SenderConfig
+from herald_delivery.smtp import RelayConfig
+from herald_shared.contract import Event
+from herald_shared.contract.delivery import MessageSent
+from herald_shared.links import LinkSigner
+
+SECRET = "unit-test-secret-0123456789"
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+CONTENT = {"subject": "News for {{ first_name | default('you') }}", "from_name": "Acme",
+           "from_email": "news@acme.example", "text_body": "About you: {{ bio }}",
+           "html_body": "<body><p>{{ bio }}</p><a href='https://acme.example/'>shop</a></body>"}
+
+
+class Store:
+    def __init__(self) -> None:
+        self.recorded: list[dict[str, Any]] = []
+        self.campaigns = {"acme:c1": {"content": CONTENT}}
+        self.tests = {"acme:t1": {"content": CONTENT, "sample": {"first_name": "Sample", "bio": "sample bio"}}}
+
+    async def record(self, outcome: dict[str, Any]) -> None:
+        self.recorded.append(outcome)
+
+    async def campaign(self, account_id: str, campaign_id: str) -> Any:
+        return self.campaigns.get(f"{account_id}:{campaign_id}")
+
+    async def test_send(self, account_id: str, test_id: str) -> Any:
+        return self.tests.get(f"{account_id}:{test_id}")
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
+        self.sent.append((recipient, data))
+        return SmtpReply(250, "2.0.0 OK")
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+
+def sender(account: AccountState) -> tuple[Sender, Store, Publisher]:
+    gates = GateBook()
+    gates.accounts["acme"] = account
+    store, publisher = Store(), Publisher()
+    renderer = Renderer(RenderSettings("https://t.example", "bounces.example"), MessageTokens(SECRET),
+                        LinkSigner(SECRET, "https://lists.example"), {})
+    return Sender(store, gates, JobQueue(gates.changed), renderer, RelayConfig("127.0.0.1"),  # type: ignore[arg-type]
+                  publisher, RetryPolicy(), SenderConfig()), store, publisher  # type: ignore[arg-type]
+
+
+def campaign_job(message_id: str, subscriber_id: str) -> dict[str, Any]:
+    return {"_id": message_id, "account_id": "acme", "kind": "campaign", "campaign_id": "c1",
+            "subscriber_id": subscriber_id, "list_id": "news", "attempts": 0, "next_attempt_at": T0}
+
+
+def job_of_test_send(message_id: str, recipient: str) -> dict[str, Any]:
+    return {"_id": message_id, "account_id": "acme", "kind": "test", "campaign_id": "c1", "test_id": "t1",
+            "recipient": recipient, "attempts": 0, "next_attempt_at": T0}
+
+
+async def test_a_render_limit_hit_by_one_member_is_recorded_for_that_member_and_the_rest_are_sent() -> None:
+    """A member whose values make the render exceed its limits is recorded (skipped: render_failed, with why),
+    never sent, never retried; the next member is sent as usual."""
+    send, store, publisher = sender(AccountState("acme", approved=True))
+    relay = Relay()
+    huge = Member("s1", "news", "huge@example.org", "active", custom_fields={"bio": "x" * 2_000_001})
+    fine = Member("s2", "news", "fine@example.org", "active", first_name="Ann", custom_fields={"bio": "hi"})
+    for job, member in ((campaign_job("m1", "s1"), huge), (campaign_job("m2", "s2"), fine)):
+        send._jobs.push([job])
+        await send._deliver(job, member, relay)  # type: ignore[arg-type]
+    skipped, sent = store.recorded
+    assert (skipped["message_id"], skipped["outcome"], skipped["reason"]) == ("m1", "skipped", "render_failed")
+    assert "longer than 2,000,000" in skipped["detail"]
+    assert (sent["message_id"], sent["outcome"]) == ("m2", "sent")
+    assert [recipient for recipient, _ in relay.sent] == ["fine@example.org"]
+    assert [type(e) for e in publisher.events] == [MessageSent]
+    assert "m1" not in send._jobs and "m2" not in send._jobs
+
+
+async def test_a_test_send_goes_out_marked_before_the_account_is_approved_and_counts_as_a_test() -> None:
+    """Review holds campaigns, not tests: a test is how a campaign is prepared for review."""
+    send, store, publisher = sender(AccountState("acme", approved=False))
+    relay = Relay()
+    job = job_of_test_send("tm1", "owner@acme.example")
+    send._jobs.push([job])
+    await send._deliver(job, None, relay)  # type: ignore[arg-type]
+    (recipient, data), = relay.sent
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert recipient == "owner@acme.example" and message["X-Herald-Test"] == "yes"
+    assert message["Subject"] == "[Test] News for Sample"
+    event, = publisher.events
+    assert [(o["message_id"], o["outcome"]) for o in store.recorded] == [("tm1", "sent")]
+    assert isinstance(event, MessageSent) and event.payload.kind == "test"
+    assert event.payload.campaign_id == "c1" and event.payload.subscriber_id is None
+
+
+async def test_a_suspended_or_blocked_account_cannot_send_tests() -> None:
+    """A suspended account must not use test sends to mail people: the test is refused (recorded), not held."""
+    for account, reason in ((AccountState("acme", approved=True, suspended=True), "account_suspended"),
+                            (AccountState("acme", approved=True, blocked_reasons=frozenset({"payment_failed"})),
+                             "sending_blocked")):
+        send, store, publisher = sender(account)
+        relay = Relay()
+        job = job_of_test_send("tm1", "owner@acme.example")
+        send._jobs.push([job])
+        await send._deliver(job, None, relay)  # type: ignore[arg-type]
+        assert relay.sent == [] and publisher.events == []
+        assert [(o["outcome"], o["reason"]) for o in store.recorded] == [("skipped", reason)]
+        assert len(send._jobs) == 0
+
+
+def test_no_gate_parks_a_test_job() -> None:
+    """Held messages wait for the gate to open; a test is refused when it comes up instead (above)."""
+    send, _, _ = sender(AccountState("acme", approved=False, suspended=True))
+    assert send._gate_of(job_of_test_send("tm1", "owner@acme.example")) is None
+    assert send._gate_of(campaign_job("m1", "s1")) == "account_suspended"
