@@ -9,21 +9,20 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 import faust
-from fastapi import Request, Security
+from fastapi import Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from herald_shared.apikeys import verify_secret
 from herald_shared.contract.compliance import AccountReinstated, AccountReinstatedPayload, RateCounts
 from herald_shared.contract.envelope import Identifier, ShortText
-from herald_shared.http import Unauthorised, add_health_routes, api_app, problem, problems
+from herald_shared.http import add_health_routes, api_app, problem, problems
 from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, ensure_topics, make_producer
 from herald_shared.lifecycle import run_service
 from herald_shared.settings import HeraldSettings
+from herald_shared.staff import StaffCredentials, StaffTokens
 
 from . import metrics
 from .continuity import Acknowledgements, Continuity
@@ -105,14 +104,6 @@ class ComplianceSettings(HeraldSettings):
             one_off_minimum_members=self.one_off_minimum_members,
             one_off_maximum_sends=self.one_off_maximum_sends)
 
-    def staff(self) -> dict[str, str]:
-        pairs = (item.split("=", 1) for item in self.staff_tokens.split(",") if "=" in item)
-        return {name.strip(): encoded.strip() for name, encoded in pairs}
-
-
-STAFF_TOKEN = HTTPBearer(auto_error=False, scheme_name="StaffToken",
-                         description="A staff token (HERALD_STAFF_TOKENS): `Authorization: Bearer ...`.")
-StaffCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(STAFF_TOKEN)]
 
 
 class Out(BaseModel):
@@ -163,7 +154,7 @@ class Compliance:
     def __init__(self, settings: ComplianceSettings) -> None:
         self.settings = settings
         self.policy = settings.policy()  # invalid thresholds stop the process here, with the reason
-        self.staff = settings.staff()
+        self.staff = StaffTokens.from_setting(settings.staff_tokens)
         topics = settings.topics
         self.producer = make_producer(settings, SERVICE)
         self.publisher = EventPublisher(self.producer, topics)
@@ -293,13 +284,6 @@ class Compliance:
 
     # --- HTTP ---------------------------------------------------------------------------------------------------
 
-    def _staff_member(self, credentials: HTTPAuthorizationCredentials | None) -> str:
-        token = credentials.credentials if credentials is not None else ""
-        for name, encoded in self.staff.items():
-            if token and verify_secret(token, encoded):
-                return name
-        raise Unauthorised("a staff token is required (Authorization: Bearer ...)")
-
     def _held_here(self, account_id: str) -> None:
         """Only the worker holding an account's partition answers for it: its tables also hold standby copies of
         other partitions, which may lag."""
@@ -314,7 +298,7 @@ class Compliance:
             **problems(401, 404, 421, 422)})
         async def rates(account_id: Identifier, credentials: StaffCredentials) -> JSONResponse:
             """An account's counts and rates per campaign and rolling window, from the worker holding it."""
-            staff = self._staff_member(credentials)
+            staff = await self.staff.member(credentials)
             log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": "rates"})
             self._held_here(account_id)
             data = self.accounts.get(account_id)
@@ -329,7 +313,7 @@ class Compliance:
         async def reinstate(account_id: Identifier, body: ReinstateIn, credentials: StaffCredentials) -> JSONResponse:
             """Lift the account's suspension (AccountReinstated): 409 when it is not suspended, or suspended
             again since the suspension named."""
-            staff = self._staff_member(credentials)
+            staff = await self.staff.member(credentials)
             self._held_here(account_id)
             state = AccountState.from_json(self.accounts.get(account_id))
             if state.suspension is None:
