@@ -1,0 +1,1219 @@
+"""Content screening, pure: which prohibited categories a campaign's content matches, and what hides its footer.
+
+PRODUCT.md, "Content and industries": a campaign is screened before it can be queued; a match sends it to staff
+review with the reason attached (a `Match`: category, the text as written, where, and the list entry it matched).
+PRODUCT.md, "Every message": the unsubscribe link and the "Email marketing by Herald" footer cannot be removed;
+content that hides or neutralises them is refused outright (a `Refusal` with a sentence for the author).
+
+How matching works
+------------------
+* Text (subject, preheader, the HTML body as text, the text body) is folded one character for one character:
+  lower case, diacritics dropped (ā→a, ķ→k, š→s...), so "kazīno"/"kazino" and "kredīts"/"kredits" are one
+  spelling and a match still points at the text as written. Invisible characters (soft hyphen, zero-width
+  spaces) are removed first, so "via&shy;gra" is "viagra".
+* Each category lists phrases in English and Latvian in a small notation (`_PHRASES`): a space is one or more
+  spaces or hyphens, `*` continues the word (a stem: "kredīt*" is kredīts, kredītu, kredītiem...), `{a|b}` is
+  one of the endings or words, `-` is an optional hyphen or space ("e-pasta" is also "epasta", "e pasta"), `'`
+  an optional apostrophe. Every phrase starts at the start of a word and ends at the end of one, so substrings
+  never fire ("bet" is not in "better"). Rules that need context are regular expressions (`_PATTERNS`). A
+  phrase right after "never", "not", "don't", "avoid", "stop" (advice against it) does not fire.
+* The lists hold multi-word phrases or words that are strong alone ("viagra", "warez", "forex"); a word that
+  is innocent alone needs its context. Decisions (tested): "credit" alone (film credits, course credits, paying
+  by credit card) does not fire, credit *offers* do ("quick loans", "ātrais kredīts", "kredīts bez ķīlas");
+  "pharmacy"/"aptieka" alone (an address) does not, "online pharmacy"/"interneta aptieka" does; "casino"/
+  "kazino" alone ("Casino Royale") does not, "online casino", "casino bonus", "free spins" do; Latvian
+  "likmes" alone means rates too, so only betting phrases ("sporta likmes", "likmju birojs") fire; Latvian
+  "akcijas" are also sales, so only stock-market phrases fire; "bez receptes" alone is also "without a
+  (cooking) recipe", so it fires after a medicine word ("zāles bez receptes", "bez ārsta receptes"); "work
+  from home"/"darbs no mājām" alone is how a job ad describes remote work, so it fires only with earnings in
+  the same sentence ("work from home and earn", "darbs no mājām, pelni...") or as an offer ("make money from
+  home"); "adult" alone (adult education) and "trading" alone (trading hours) never fire.
+* Links: every `href` (a, area) and image `src` of the HTML, and every URL written in the text (with or without
+  a scheme), is checked by host against affiliate networks and URL shorteners. A host matches a listed domain
+  when it is that domain or a subdomain of it (`www.bit.ly` is bit.ly; `bit.ly.evil.example` and
+  `notbit.ly` are not). Udemy links count as affiliate links only with a coupon or affiliate code, Amazon
+  links only with an Associates `tag=`; a link to an executable file (.exe, .scr...) is flagged as malware.
+* Not screened by phrases: children's data without consent, defamation, products illegal only in some
+  countries and copyrighted images (staff judge these in review); "hate" lists unambiguous slurs and threats.
+
+What is refused (the footer Herald appends just before `</body>`, or at the end)
+-------------------------------------------------------------------------------
+* A `<style>` rule with a hiding declaration (display:none, visibility:hidden, opacity:0, font-size:0..2px,
+  zero height/width with overflow:hidden, off-screen offsets, clip, scale(0), mso-hide:all, transparent or
+  same-colour text) that could reach the footer: its subject (the last compound selector) is not limited to a
+  class or id and is `*` or a tag the footer is made of or sits in (div, a, br, img, an element still open
+  there), or its class/id is on an element still open where the footer goes. `.preheader { display:none }`,
+  `h1 { font-size:0 }` and light link colours inside `@media (prefers-color-scheme: dark)` are fine;
+  `div { display:none }` and `a { color:#fff }` on a white page are not. (The preheader field exists for
+  hidden preview text.)
+* An element that hides its content (inline hiding style, same text and background colour, `hidden`, a closed
+  `<details>`, or one whose content is never shown such as `<template>`, `<style>`, `<textarea>`) still open
+  where the footer goes, and an unclosed comment or unfinished tag there: the footer would be swallowed.
+* An unsubscribe link (`{{ unsubscribe_url }}`) or unsubscribe wording inside a hiding element or written in
+  its background colour. Concealment (display:none, opacity:0, zero height...) counts whatever is inside; a
+  tiny font and visibility:hidden are inherited and count only until the content sets its own again (email
+  builders wrap everything in font-size:0 cells and set the size inside).
+* A second, fake unsubscribe link: a link that reads as unsubscribing but does not go to
+  `{{ unsubscribe_url }}`.
+Hiding an element that is closed and holds no unsubscribe content is fine (a hidden preview-text div).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from urllib.parse import SplitResult, urlsplit
+
+MAX_MATCHES = 50
+MAX_REFUSALS = 20
+SNIPPET = 200
+
+CATEGORIES: tuple[str, ...] = (
+    "adult",                  # pornography, escort services
+    "drugs",                  # illegal drugs and medicines, their smuggling
+    "pirated_software",       # cracks, keygens, warez
+    "weapons",                # instructions for weapons or explosives, untraceable/unlicensed arms
+    "minors",                 # material exploiting minors
+    "mailing_lists",          # selling or buying mailing lists
+    "pharmacy",               # online pharmacies, prescription drugs without prescription
+    "supplements",            # dietary, herbal and vitamin supplements, diet pills
+    "horoscopes",             # horoscopes, numerology, astrology, fortune telling
+    "work_from_home",         # work-from-home and easy-money "opportunities"
+    "credit_debt_mortgage",   # credit, loan, debt and mortgage offers
+    "affiliate",              # affiliate marketing (ClickBank, JVZoo, Udemy...) in text or links
+    "day_trading",            # online trading, day-trading and stock tips, forex, binary options
+    "hate",                   # hateful or abusive content: slurs, threats
+    "illegal_goods",          # illegal services and goods: forged documents, counterfeits, stolen data
+    "malware",                # malware offers, antivirus-disabling lures, links to executables
+    "gambling",               # online or offline gambling, betting
+    "mlm",                    # pyramid schemes and multi-level marketing
+    "copyright",              # pirated films, music and books
+    "link_shortener",         # a link through a URL shortener hides its target
+)
+
+# --- folding -------------------------------------------------------------------------------------------------
+
+
+def _fold_table() -> dict[int, str]:
+    """Lower case without diacritics, one character for one, so positions in the folded text are the original's."""
+    table: dict[int, str] = {}
+    for code in range(0x250):
+        char = chr(code)
+        lower = char.lower()
+        if len(lower) != 1:
+            continue
+        base = unicodedata.normalize("NFD", lower)[0]
+        folded = base if base.isascii() else lower
+        if folded != char:
+            table[code] = folded
+    table.update({0xA0: " ", 0x2019: "'", 0x2018: "'", 0x2010: "-", 0x2011: "-", 0x2013: "-"})
+    return table
+
+
+_FOLD = _fold_table()
+_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+_WORD = re.compile(r"\w+")
+# "Never buy email lists", "avoid payday loans", "stop gambling": advice against, not an offer. (Latvian negates
+# with a prefix, "nepērc", which is another word already.)
+_NEGATED = re.compile(r"(?<!\w)(?:never|not|don't|dont|doesn't|won't|can't|cannot|avoid|stop|nekad)\s+$")
+
+
+def _fold(text: str) -> str:
+    return text.translate(_FOLD)
+
+
+def _snippet(text: str) -> str:
+    return " ".join(text.split())[:SNIPPET]
+
+
+# --- phrase lists ------------------------------------------------------------------------------------------------
+# English first, then Latvian. Notation: see the module docstring.
+
+_PHRASES: dict[str, tuple[str, ...]] = {
+    "adult": (
+        "porn*", "xxx {video*|movie*|site*|cam*}", "sex {video*|cam*|chat*|dating|tape*|toy*}", "live sex",
+        "adult {dating|video*|movie*|content|site*|webcam*}", "nude cam*", "webcam girl*", "cam girl*",
+        "camgirl*", "escort {service*|agenc*|girl*|lad*}", "call girl*", "erotic massage*",
+        "happy ending massage*", "hot singles", "horny", "nsfw", "hentai", "onlyfans leak*",
+        "eskorta {pakalpojum*|meiten*|aģentūr*|dienest*}", "intīm* {pakalpojum*|iepazīšan*}",
+        "seksa {video*|čat*|kamer*|rotaļliet*|pakalpojum*|iepazīšan*}", "erotisk* {masāž*|pakalpojum*}",
+        "pieaugušo {video*|filmas|filmu|filmām|saturs|saturu|vietn*|iepazīšan*}", "kailbild*",
+    ),
+    "drugs": (
+        "cocaine", "heroin", "methamphetamine*", "crystal meth", "fentanyl", "mephedrone", "mdma", "ketamine",
+        "lsd tab*", "buy lsd", "ecstasy {pill*|tablet*}", "magic mushroom*", "psilocybin",
+        "{buy|order} {weed|cannabis|marijuana|drugs}", "{weed|cannabis|marijuana} delivery",
+        "{weed|cannabis|marijuana|drugs} for sale",
+        "thc {vape*|cart*}", "{party|recreational} drug*", "drugs delivered", "narcotics",
+        "synthetic cannabinoid*", "research chemicals", "legal high*", "{darknet|dark web} market*",
+        "narkotik*", "{narkotisk*|psihotrop*} viel*", "kokaīn*", "heroīn{s|u|a|am|ā}", "amfetamīn*",
+        "metamfetamīn*", "fentanil*", "mefedron*", "ketamīn{s|u|a}", "ekstazī",
+        "{pērc*|pasūti*|nopērc*} {marihuān*|zālīt*}", "marihuān* {piegād*|pārdošan*}",
+        "halucinogēn* sēn*", "sintētisk* kanabinoīd*", "{nelegāl*|nelikumīg*} medikament*",
+        "medikament* kontraband*",
+    ),
+    "pirated_software": (
+        "warez", "keygen*", "{serial|license|licence|product|cd} key generator*", "crack download*",
+        "download crack*", "cracked {software|version*|apps}",
+        "full version crack*", "serial crack*", "crack and serial", "nulled", "pirated {software|windows|games}",
+        "{kms|windows|office} activator", "activation bypass",
+        "uzlauzt* {programm*|versij*|spēl*}", "pirātisk* {programm*|programmatūr*|datorprogramm*|spēl*}",
+        "nelicencēt* programm*", "{licences|licenču} atslēg* ģenerator*", "atslēgu ģenerator*",
+        "programm* bez licenc*",
+    ),
+    "weapons": (
+        "{how to make|make|build|making} a bomb", "bomb making", "pipe bomb*", "homemade {explosive*|bomb*}",
+        "{make|making|build|building} explosives", "molotov cocktail*", "3d printed {gun*|firearm*|weapon*}",
+        "{ghost|untraceable} {gun*|firearm*}", "auto sear*", "full auto conversion", "buy grenade*", "tatp",
+        "c4 explosive*", "napalm recipe*", "buy guns online",
+        "{guns|firearms|weapons} without {a licen*|licen*|background check*}",
+        "{assault rifle*|silencer*|suppressor*} for sale",
+        "kā {izgatavot|pagatavot|uztaisīt} {bumbu|spridzekli|sprāgstvielas|sprāgstvielu|ieroci|granātu}",
+        "{bumb*|spridzekļ*|sprāgstviel*|granāt*} izgatavošan*", "pašdarināt* {spridzekļ*|bumb*|sprāgstviel*}",
+        "molotova kokteil*", "{pērc*|nopērc*} {granāt*|spridzekļ*}", "{ieroč*|šaujamieroč*} bez {atļauj*|licenc*}",
+        "nereģistrēt* {ieroč*|šaujamieroč*}", "3d drukāt* {ieroč*|šaujamieroč*}",
+    ),
+    "minors": (
+        "child porn*", "kiddie porn*", "underage {porn*|nude*|sex*}", "preteen {nude*|model*|sex*}",
+        "teen nude*", "jailbait", "lolicon", "shotacon", "pedophil*", "paedophil*",
+        "bērnu porn*", "nepilngadīg* {porn*|kail*|erotik*}", "seks* ar nepilngadīg*", "pedofil*",
+    ),
+    "mailing_lists": (
+        "{buy|purchase} {email|e-mail} {list*|database*|address*|leads}", "buy an email list",
+        "{email|mailing} {list*|database*|address*|leads} for sale", "{bulk|targeted|b2b|verified} email list*",
+        "fresh email lead*", "email {extractor*|harvester*|scraper*}", "email list rental",
+        "{pērc*|pirkt|nopērc*|nopirkt|iegādāj*|pārdod*|pārdodam} e-past* {adres*|adrešu|sarakst*|datubāz*|kontakt*}",
+        "e-past* {adres*|adrešu|sarakst*|datubāz*|kontakt*} pārdošanā",
+        "{pērc*|pirkt|nopērc*|iegādāj*|pārdod*|pārdodam} adresātu sarakst*",
+        "adresātu sarakst* {pārdošanā|pārdod*}", "klientu datubāz* pārdošanā",
+    ),
+    "pharmacy": (
+        "viagr*", "cialis*", "levitra*", "kamagra*", "sildenafil*", "tadalafil*", "vardenafil*", "xanax*",
+        "valium*", "diazepam*", "alprazolam*", "tramadol*", "oxycodone", "oxycontin", "hydrocodone", "vicodin",
+        "percocet", "adderall*", "ambien", "zolpidem*", "phentermine", "modafinil*", "clonazepam*",
+        "lorazepam*", "{online|internet|canadian|mexican} pharmac*", "online drugstore*", "pharmacy online",
+        "no prescription {needed|required}",
+        "{meds|medication*|medicine*|pills|drugs|tablets|antibiotic*|painkiller*} without {a |}prescription",
+        "{buy|cheap|discount|order} {meds|pills} online", "cheap {meds|pills}", "rx meds",
+        "{prescription|erectile dysfunction|ed} {pills|drugs|meds} online", "ed pills",
+        "{interneta|tiešsaistes|online} aptiek*", "e-aptiek*", "aptiek* internetā", "bez ārsta recept*",
+        "{zāles|zāļu|medikament*|tablet*|antibiotik*|pretsāpju*|līdzekļ*} bez recept*",
+        "{potenc*|erekcij*} {tablet*|līdzekļ*|zāles}",
+    ),
+    "supplements": (
+        "{dietary|diet|herbal|vitamin|nutritional|food|weight loss|fat burning} supplement*",
+        "{weight loss|diet|slimming|keto|keto diet|fat burning|miracle} pill*", "slimming tea*", "fat burner*",
+        "appetite suppressant*", "detox tea*", "testosterone booster*", "male enhancement",
+        "hgh supplement*", "colon cleanse*", "lose weight fast",
+        "uztura bagātinātāj*", "{augu|vitamīnu} piedev*",
+        "{tievēšanas|diētas|svara zaudēšanas|tauku dedzināšanas} {tablet*|līdzekļ*|tēj*|kapsul*|preparāt*}",
+        "tauku dedzinātāj*", "{detoksikācijas|detoks} tēj*",
+        "testosterona {paaugstinātāj*|pastiprinātāj*|booster*}",
+    ),
+    "horoscopes": (  # "numerolog*" and "astrolog*" are also the Latvian numeroloģija, astroloģija (folded)
+        "horoscope*", "numerolog*", "astrolog*", "tarot", "psychic {reading*|hotline*}", "love spell*",
+        "zodiac sign*", "birth chart*", "fortune {telling|teller*}", "life path number*",
+        "horoskop*", "zodiaka zīm*", "taro {kārt*|lasījum*}", "zīlēšan*",
+        "zīlniek*", "zīlniec*", "mīlestības burvestīb*", "natāl* kart*", "{likteņa|dzīves ceļa} skaitl*",
+    ),
+    "work_from_home": (
+        "{make|earn} money {from home|online}", "earn from home", "{extra income|extra cash} from home",
+        "{work from home|work at home|home based business} opportunit*", "be your own boss",
+        "get paid to {take survey*|click}", "data entry from home", "{stuff envelopes|envelope stuffing}",
+        "laptop lifestyle", "quit your day job",
+        "{pelni|nopelni|pelnīt|nopelnīt} no mājām", "{pelni*|nopelni*} naudu internetā",
+        "{viegl*|ātr*} peļņ*", "viegli nopelnīt", "esi pats sev {priekšnieks|boss*}",
+        "papildu ienākum* no mājām",
+    ),
+    "credit_debt_mortgage": (
+        "{payday|quick|fast|instant|easy|cash|personal|guaranteed|low interest|bad credit} loan*",
+        "guaranteed approval", "loan approval", "pre-approved {loan*|credit*|for a loan}", "no credit check*",
+        "bad credit {ok|okay|accepted|welcome}", "{credit repair|repair your credit|fix your credit}",
+        "boost your credit score", "debt {consolidation|relief|settlement|management plan*}",
+        "consolidate your debt*", "{get out of|eliminate your} debt*", "refinance your mortgage",
+        "mortgage {refinanc*|offer*|approval}", "lower your mortgage", "reverse mortgage*",
+        "home equity loan*", "cash advance*", "loan offer*", "apply for a loan", "get a loan",
+        "{credit|credit card} offer*", "increase your credit limit", "instant credit",
+        "consumer credit", "quick cash",
+        "ātr* {kredīt*|aizdevum*}", "{kredīt*|aizdevum*} bez {ķīlas|galvotāj*|izziņ*}",
+        "{patēriņa|sms|hipotekār*|mājokļa} kredīt*", "kredīt* ar sliktu kredītvēstur*",
+        "slikt* kredītvēstur*", "{kredīt*|parād*} {konsolidācij*|apvienošan*|refinansēšan*}",
+        "refinansē* kredīt*", "parādu dzēšan*", "atbrīvo* no parādiem", "hipotēk{a|as|u|ai|ā|ām}", "kredītlīnij*",
+        "{kredīt{a|u|s}|aizdevum{a|u|s}} piedāvājum*", "piesakies {kredīt*|aizdevum*}", "aizņemies naudu",
+    ),
+    "affiliate": (
+        "clickbank", "jvzoo", "warriorplus", "warrior plus", "digistore24", "hoplink*",
+        "affiliate {link*|commission*|marketing|program*|offer*|network*}", "as an affiliate",
+        "i {may|might} earn a commission", "{earn|earning} commission*", "commission on every sale",
+        "cpa {offer*|network*}", "udemy coupon*", "free udemy course*",
+        "{filiāļu|partneru|affiliate|afiliēt*} mārketing*", "{partneru|affiliate} {saite*|saiti|saitēm}",
+        "komisij* no katr* pārdošan*",
+    ),
+    "day_trading": (
+        # Not "stock alerts" or "stock picking" (inventory), nor "guaranteed returns" (of goods).
+        "day {trading|trader*}", "daytrad*", "forex*", "binary option*", "penny stock*", "stock {tips|picks}",
+        "{trading|crypto} signal*", "trading {bot*|robot*}", "copy trading", "cfd trading", "guaranteed profit*",
+        "guaranteed {investment|monthly|weekly|daily} return*", "pump and dump", "next big stock",
+        "insider trading tip*", "stock market {tip*|advice}",
+        "dienas tirdzniecīb*", "binār* opcij*", "{tirdzniecības|kriptovalūt*} signāl*",
+        "tirdzniecības {robot*|bot*}", "garantēt* {peļņ*|ienesīg*|atdev*}", "kopēšanas tirdzniecīb*",
+        "penny akcij*", "akciju tirg* {padom*|ieteikum*|prognoz*}", "biržas {padom*|ieteikum*}",
+    ),
+    "hate": (
+        "faggot*", "kike", "kikes", "white power", "sieg heil", "heil hitler", "gas the jews",
+        "death to {the |}{jews|muslims|gays|blacks|immigrants|refugees}", "subhuman*", "untermensch*",
+        "kill yourself", "we know where you live", "you deserve to die", "race traitor*", "white genocide",
+        "nēģer*", "pidar*", "pider*", "pederast*", "žīd{s|i|u|iem|us|a}", "zemcilvēk*",
+        "nāvi {žīdiem|krieviem|latviešiem|geijiem|musulmaņiem|imigrantiem|bēgļiem}", "nogalini sevi",
+        "nogalinies", "ej pakārties", "mēs zinām, kur tu dzīvo",
+    ),
+    "illegal_goods": (
+        # Security notices talk about stolen cards, hacked accounts and counterfeit money too: offers only.
+        "fake {passport*|id|ids|id card*|driver's licen*|diploma*}", "buy a diploma", "buy diploma*",
+        "{buy|order|undetectable} {counterfeit|fake} {money|bill*|banknote*|note*}",
+        "counterfeit {money|bill*|banknote*} for sale", "{replica|designer replica} {watch*|handbag*|bag*}",
+        "designer replica*", "{cvv|cc} dump*", "fullz", "{buy|fresh} stolen {credit card*|card*}",
+        "stolen {credit card*|card*} for sale", "{buy|selling} {hacked|cloned} {account*|card*}",
+        "{hacked|cloned} {accounts|cards} for sale", "{buy|selling} card skimmer*", "hire a hacker",
+        "hacker for hire", "ddos {for hire|attack* for hire}", "{rent|order|buy} {a |}ddos*", "booter service*",
+        "money laundering service*", "{contraband|untaxed|smuggled} cigarette*",
+        "viltot* {pase|pasi|pases|pasēm|dokument*|diplom*|apliecīb*|tiesīb*}",
+        "{pērc*|nopērc*|pārdod*|pārdodam} {viltot*|zagt*|uzlauzt*} *",
+        "{pirkt|nopirkt|pērc*|nopērc*} diplom*", "diplom* bez mācībām", "kontrabandas {cigaret*|alkohol*|prec*}",
+        "{cigaret*|alkohol*} bez akcīz*", "replik* {pulksteņ*|som*}", "{pasūti*|pērc*|nopērc*} ddos*",
+    ),
+    "malware": (
+        # Security newsletters name ransomware, keyloggers and trojans too: offers and lures only.
+        "{undetectable|buy} keylogger*", "keylogger* for sale", "ransomware {for sale|kit*}", "buy ransomware",
+        "rat builder*", "crypter*", "botnet {for rent|for hire|rental}", "rent a botnet", "stealer log*",
+        "{malware|exploit kit*} for sale", "{disable|turn off|deactivate} {your |the |}anti-virus*",
+        "{enable|please enable} {macros|content|editing} to {view|see|open|read|display}",
+        "{atslēdz*|izslēdz*|deaktivizē*} {savu |}antivīrus*", "{iespējo*|ieslēdz*} makro*",
+    ),
+    "gambling": (
+        "online casino*", "casino online", "casino {bonus*|game*|spin*}", "play casino", "{free|bonus} spins",
+        "{no deposit|deposit} bonus*", "sports betting", "sportsbook*", "bet now", "place {your|a} bet*",
+        "betting {odds|tip*|site*}", "bookmaker*", "{online|play} slots", "slot machine*", "online poker",
+        "poker online", "online {roulette|blackjack}", "gambling", "win real money", "progressive jackpot*",
+        "bet365", "unibet", "betsafe", "optibet", "olybet", "pokerstars",
+        "azartspēl*", "{online|tiešsaistes|interneta} kazino", "kazino {bonus*|spēl*|griezien*}", "spēlē kazino",
+        "{bezmaksas|bonusa} griezien*", "{griezien*|bonus*} bez depozīt*", "depozīta bonus*", "sporta likm*",
+        "likmju {biroj*|koeficient*|vietn*|lap*|padom*}", "{veic|veiciet|liec|lieciet|izdari|izdariet} likm*",
+        "spēļu automāt*", "laimē* īst* naud*", "tiešsaistes {poker*|rulet*}", "{poker*|rulet*} tiešsaistē",
+        "džekpot*",
+    ),
+    "mlm": (
+        "mlm", "multi-level marketing", "pyramid scheme*", "ponzi", "downline*", "binary compensation plan*",
+        "cash gifting", "gifting circle*",
+        "piramīd* {shēm*|spēl*}", "finanšu piramīd*", "{daudzpakāpju|daudzlīmeņu} mārketing*",
+        "tīkla mārketing*", "piesaisti {draugus|cilvēkus} un {pelni|nopelni}",
+    ),
+    "copyright": (
+        "{free movie|free music|free mp3} download*", "download {full|free} movie*", "download free mp3*",
+        "full movie* free", "watch {movies|full movies} free", "watch free movies", "free movies online",
+        "pirated {movie*|music|film*|ebook*|book*}", "torrent download*", "download torrent*", "via torrent",
+        "torrent link*", "pirate bay", "no copyright infringement intended", "leaked {album*|movie*}",
+        "camrip", "dvdrip",
+        "lejupielād* {film*|mūzik*|albom*} bez maksas", "bezmaksas {film*|mūzik*|albom*} lejupielād*",
+        "pirātisk* {film*|mūzik*|grāmat*|satur*}",
+        "torrent* lejupielād*", "lejupielād* torrent*", "torentu", "torrentu", "nopludināt* {film*|albom*}",
+    ),
+}
+
+# Rules that need context, as regular expressions over folded text: (label, pattern, the first letters of the
+# words they can start with). Labels say what they look for.
+_MONEY = r"(?:[$€£]\s?\d[\d,.]*|\d[\d,.]*\s?(?:[$€£]|eur\b|euros?\b|eiro\b|usd\b|dollars\b))"
+_PATTERNS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
+    "work_from_home": (
+        ("work from home + earnings in the same sentence",
+         r"work(?:ing)?[\s-]+(?:from|at)[\s-]+home\b[^.!?\n]{0,80}?\b(?:earn\w*|money|cash|income|profit\w*|rich)\b",
+         ("wor",)),
+        ("earn/make money a day or week",
+         r"(?:earn|make|making|earning)\s+(?:up\s+to\s+)?" + _MONEY + r"\s*(?:/|a|per|each|every)\s*(?:day|week)\b",
+         ("ear", "mak")),
+        ("darbs no mājām + peļņa tajā pašā teikumā",
+         r"(?:darb\w*|strad\w*)\s+(?:no\s+majam|majas)\b[^.!?\n]{0,80}?"
+         r"\b(?:pelni\w*|nopelni\w*|pelnit\w*|nopelnit\w*|pelna\w*|ienakum\w*)",
+         ("dar", "str")),
+        ("nopelni N € dienā/nedēļā",
+         r"(?:nopelni\w*|pelni\w*)\s+(?:lidz\s+)?" + _MONEY + r"\s*(?:/\s*)?(?:dien\w*|nedel\w*)",
+         ("nop", "pel")),
+    ),
+    "credit_debt_mortgage": (
+        ("a loan or credit up to a sum of money",
+         r"(?:borrow|loans?|credit|kredit(?:s|u|i|us)|aizdevum(?:s|u|i|us)|aiznemies)\s+(?:of\s+)?"
+         r"(?:up\s+to|lidz)\s+" + _MONEY, ("bor", "loa", "cre", "kre", "aiz")),
+    ),
+    "mailing_lists": (
+        ("millions of email addresses",
+         r"\d[\d.,]*\s*(?:million|mln|milj\w*|k)\s+(?:verified\s+|targeted\s+|fresh\s+|valid\s+)?"
+         r"(?:e[\s-]?mail|e[\s-]?past\w*)\s+(?:address\w*|adres\w*|leads|contacts|kontakt\w*)",
+         tuple("0123456789")),
+    ),
+    "supplements": (
+        ("lose N kg/pounds in N days", r"(?:lose|notieve\w*)\s+(?:up\s+to\s+|lidz\s+|par\s+)?\d+\s?"
+         r"(?:kg|kilos?|lbs?|pounds|kilogram\w*)\s+(?:in|in\s+just|(?:tikai\s+)?)\s*\d+\s+(?:days|weeks|dien\w*|nedel\w*)",
+         ("los", "not")),
+    ),
+    "hate": (
+        ("n-word", r"n[i1]gg(?:er|a|az|ers|as)(?!\w)", ("nig", "n1g")),
+    ),
+    "mlm": (
+        ("network marketing (not social)", r"(?<!social )(?<!social-)network[\s-]+marketing(?!\w)", ("net",)),
+    ),
+}
+
+# --- link lists --------------------------------------------------------------------------------------------------
+
+_AFFILIATE_DOMAINS = (
+    "clickbank.net", "clickbank.com", "jvzoo.com", "jvz1.com", "jvz2.com", "jvz3.com", "jvz4.com", "jvz5.com",
+    "jvz6.com", "jvz7.com", "jvz8.com", "jvz9.com", "warriorplus.com", "digistore24.com", "digistore24.de",
+    "shareasale.com", "linksynergy.com", "cj.com", "anrdoezrs.net", "jdoqocy.com", "tkqlhce.com", "dpbolvw.net",
+    "kqzyfj.com", "qksrv.net", "emjcd.com", "afcyhf.com", "awltovhc.com", "ftjcfx.com", "lduhtrp.net",
+    "tqlkg.com", "awin1.com", "zenaps.com", "impact.com", "sjv.io", "pxf.io", "7eer.net", "evyy.net",
+    "prf.hn", "tradedoubler.com", "go2cloud.org", "avantlink.com", "pepperjamnetwork.com", "flexlinkspro.com",
+)
+_SHORTENER_DOMAINS = (
+    "bit.ly", "bitly.com", "bit.do", "tinyurl.com", "t.co", "goo.gl", "ow.ly", "is.gd", "v.gd", "buff.ly",
+    "rebrand.ly", "cutt.ly", "shorturl.at", "tiny.cc", "rb.gy", "t.ly", "s.id", "shorte.st", "adf.ly", "bl.ink",
+    "lnkd.in", "soo.gd", "clck.ru", "amzn.to", "tiny.one", "shorturl.com", "qrco.de", "short.gy", "urlz.fr",
+    "trib.al", "dlvr.it", "ift.tt", "1url.com", "hyperurl.co",
+)
+_DOMAINS: dict[str, str] = {domain: "affiliate" for domain in _AFFILIATE_DOMAINS}
+_DOMAINS.update({domain: "link_shortener" for domain in _SHORTENER_DOMAINS})
+_UDEMY_AFFILIATE = re.compile(r"(?:^|&)(?:couponcode|ranmid|raneaid|ransiteid|referralcode)=", re.IGNORECASE)
+_AMAZON = re.compile(r"(?:^|\.)amazon\.(?:[a-z]{2,3}|co\.[a-z]{2}|com\.[a-z]{2})$")
+_AMAZON_TAG = re.compile(r"(?:^|&)tag=", re.IGNORECASE)
+_EXECUTABLE = re.compile(r"\.(?:exe|scr|pif|bat|cmd|vbs|vbe|jse|wsf|msi|hta|jar|ps1|lnk|apk)$", re.IGNORECASE)
+
+_URL_JUNK = re.compile(r"[\t\n\r]")
+_HTTP_PREFIX = re.compile(r"^(https?):/*", re.IGNORECASE)
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*:", re.IGNORECASE)
+_BARE_HOST = re.compile(r"^(?:[\w\-]+\.)+[a-z]{2,}(?:[:/?#]|$)", re.IGNORECASE)
+_HTTP_IN = re.compile(r"https?:", re.IGNORECASE)
+
+# --- compiled rules ----------------------------------------------------------------------------------------------
+
+
+_KEY = 6  # rules are indexed by up to this many first letters of their first word
+
+
+@dataclass(frozen=True)
+class _Rule:
+    category: str
+    label: str
+    pattern: re.Pattern[str]
+
+
+def _translate(phrase: str) -> str:
+    out: list[str] = []
+    position = 0
+    while position < len(phrase):
+        char = phrase[position]
+        if char == " ":
+            out.append(r"[\s\-]+")
+        elif char == "*":
+            out.append(r"\w*")
+        elif char == "-":
+            out.append(r"[\s\-]?")
+        elif char == "'":
+            out.append("'?")
+        elif char == ",":
+            out.append(",?")
+        elif char == "{":
+            end = phrase.index("}", position)
+            inner = phrase[position + 1:end]
+            # `kredīt{s|u}` nests one level: find the closing brace of the outer group.
+            while inner.count("{") > inner.count("}"):
+                end = phrase.index("}", end + 1)
+                inner = phrase[position + 1:end]
+            out.append("(?:" + "|".join(_translate(alt) for alt in _split_alternatives(inner)) + ")")
+            position = end
+        else:
+            out.append(re.escape(char))
+        position += 1
+    return "".join(out)
+
+
+def _split_alternatives(inner: str) -> list[str]:
+    alternatives, depth, start = [], 0, 0
+    for index, char in enumerate(inner):
+        depth += (char == "{") - (char == "}")
+        if char == "|" and depth == 0:
+            alternatives.append(inner[start:index])
+            start = index + 1
+    alternatives.append(inner[start:])
+    return alternatives
+
+
+def _first_letters(phrase: str) -> set[str]:
+    """The keys a phrase is indexed by: the first (up to six) letters of the words it can start with."""
+    if phrase.startswith("{"):
+        end = phrase.index("}")
+        return {key for alt in _split_alternatives(phrase[1:end]) for key in _first_letters(alt + phrase[end + 1:])}
+    literal = re.match(r"\w*", phrase)
+    key = literal.group()[:_KEY] if literal else ""
+    if not key:
+        raise ValueError(f"a screening phrase must start with a letter or digit: {phrase!r}")
+    return {key}
+
+
+def _compile_rules() -> dict[str, tuple[_Rule, ...]]:
+    index: dict[str, list[_Rule]] = {}
+    seen: dict[str, str] = {}
+    for category, phrases in _PHRASES.items():
+        for phrase in phrases:
+            folded = _fold(phrase)
+            if folded in seen:
+                raise ValueError(f"screening phrase {phrase!r} is {seen[folded]!r} without diacritics: list it once")
+            seen[folded] = phrase
+            rule = _Rule(category, phrase, re.compile(_translate(folded) + r"(?!\w)"))
+            for key in _first_letters(folded):
+                index.setdefault(key, []).append(rule)
+    for category, patterns in _PATTERNS.items():
+        for label, pattern, keys in patterns:
+            rule = _Rule(category, label, re.compile(pattern))
+            for key in keys:
+                index.setdefault(key, []).append(rule)
+    unknown = {rule.category for rules in index.values() for rule in rules} - set(CATEGORIES)
+    if unknown:
+        raise ValueError(f"screening rules name unknown categories: {sorted(unknown)}")
+    return {key: tuple(rules) for key, rules in index.items()}
+
+
+_RULES = _compile_rules()
+
+# --- results -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Match:
+    """A prohibited-content match: sends the campaign to staff review with it attached."""
+
+    category: str
+    matched: str  # the text as written (or the link), at most 200 characters
+    where: str  # subject, preheader, html_body, text_body or link
+    rule: str  # the phrase, pattern or domain of the category's list that matched
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Content that hides or neutralises the unsubscribe link or the footer: refused outright."""
+
+    reason: str  # a sentence for the author
+    where: str
+    matched: str  # the offending snippet, at most 200 characters
+
+
+@dataclass(frozen=True)
+class Screening:
+    matches: tuple[Match, ...]
+    refusals: tuple[Refusal, ...]
+
+    @property
+    def flagged(self) -> bool:
+        """Staff must review it (PRODUCT.md, "Content and industries")."""
+        return bool(self.matches)
+
+    @property
+    def refused(self) -> bool:
+        """It cannot be queued at all until the author fixes it (PRODUCT.md, "Every message")."""
+        return bool(self.refusals)
+
+
+# --- text --------------------------------------------------------------------------------------------------------
+
+
+def _text_matches(clean: str, folded: str, where: str) -> Iterator[Match]:
+    """The rules matching at the start of a word: only those indexed by the word's first letters are tried."""
+    candidates: dict[str, tuple[_Rule, ...]] = {}  # by a word's first letters, for this text
+    for word in _WORD.finditer(folded):
+        start = word.start()
+        letters = folded[start:start + _KEY]
+        rules = candidates.get(letters)
+        if rules is None:
+            rules = candidates[letters] = tuple(
+                rule for size in range(1, _KEY + 1) for rule in _RULES.get(letters[:size], ()))
+        for rule in rules:
+            found = rule.pattern.match(folded, start)
+            if found and not _NEGATED.search(folded, max(0, start - 16), start):
+                yield Match(rule.category, _snippet(clean[start:found.end()]), where, rule.label)
+
+
+def _text_urls(text: str) -> Iterator[str]:
+    """The URLs written in a text, with or without a scheme ("https://bit.ly/x", "bit.ly/x", "www.x.com")."""
+    for token in text.split():
+        if "." not in token:
+            continue
+        scheme = _HTTP_IN.search(token)
+        token = token[scheme.start():] if scheme else token.lstrip("([<{\"'")
+        token = token.rstrip(".,;:!?)]}>\"'")
+        if "@" in token.partition("/")[0] or not (scheme or _BARE_HOST.match(token)):
+            continue  # an email address, or a word with a dot
+        yield token
+
+
+# --- links -------------------------------------------------------------------------------------------------------
+
+
+def _split_url(url: str) -> tuple[str, SplitResult] | None:
+    # Browsers drop tabs and line breaks from URLs and read backslashes and missing slashes in http(s) URLs as
+    # slashes: the host screened is the one a browser would open.
+    url = _HTTP_PREFIX.sub(lambda m: m.group(1) + "://", _URL_JUNK.sub("", url).strip().replace("\\", "/"))
+    if url.startswith("//"):
+        url = "http:" + url
+    elif not _SCHEME.match(url):
+        if not _BARE_HOST.match(url):
+            return None
+        url = "http://" + url
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return None
+    return host.rstrip("."), parts
+
+
+def _link_matches(url: str) -> Iterator[Match]:
+    split = _split_url(url)
+    if split is None:
+        return
+    host, parts = split
+    matched = _URL_JUNK.sub("", url).strip()[:SNIPPET]
+    labels = host.split(".")
+    for index in range(len(labels) - 1):
+        domain = ".".join(labels[index:])
+        category = _DOMAINS.get(domain)
+        if category:
+            yield Match(category, matched, "link", domain)
+            break
+        if domain == "udemy.com" and _UDEMY_AFFILIATE.search(parts.query):
+            yield Match("affiliate", matched, "link", "udemy.com with a coupon or affiliate code")
+            break
+    if _AMAZON.search(host) and _AMAZON_TAG.search(parts.query):
+        yield Match("affiliate", matched, "link", "amazon with an Associates tag=")
+    executable = _EXECUTABLE.search(parts.path)
+    if executable:
+        yield Match("malware", matched, "link", f"link to an executable file ({executable.group().lower()})")
+
+
+# --- CSS ---------------------------------------------------------------------------------------------------------
+
+_Colour = tuple[int, int, int, float]
+_NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255), "black": (0, 0, 0), "red": (255, 0, 0), "lime": (0, 255, 0), "green": (0, 128, 0),
+    "blue": (0, 0, 255), "yellow": (255, 255, 0), "cyan": (0, 255, 255), "aqua": (0, 255, 255),
+    "magenta": (255, 0, 255), "fuchsia": (255, 0, 255), "silver": (192, 192, 192), "gray": (128, 128, 128),
+    "grey": (128, 128, 128), "maroon": (128, 0, 0), "olive": (128, 128, 0), "purple": (128, 0, 128),
+    "teal": (0, 128, 128), "navy": (0, 0, 128), "orange": (255, 165, 0), "whitesmoke": (245, 245, 245),
+    "snow": (255, 250, 250), "ivory": (255, 255, 240), "ghostwhite": (248, 248, 255),
+}
+_WHITE: _Colour = (255, 255, 255, 1.0)
+_UNKNOWN: _Colour = (0, 0, 0, -1.0)  # a background image: never "the same colour" as text
+_COLOUR = re.compile(r"#([0-9a-f]{8}|[0-9a-f]{6}|[0-9a-f]{3,4})\b|rgba?\(([^)]*)\)|\b(transparent|[a-z]+)\b")
+_LENGTH = re.compile(r"^(-?(?:\d+\.?\d*|\.\d+))([a-z%]*)$")
+_PX_PER_UNIT = {"": 1.0, "px": 1.0, "pt": 4 / 3, "pc": 16.0, "in": 96.0, "cm": 37.8, "mm": 3.78, "q": 0.945,
+                "em": 16.0, "rem": 16.0, "ex": 8.0, "ch": 8.0, "%": 0.16, "vw": 6.0, "vh": 6.0, "vmin": 6.0,
+                "vmax": 6.0}
+_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+_CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)")
+_IMPORTANT = re.compile(r"!\s*important", re.IGNORECASE)
+_DARK_MODE = re.compile(r"prefers-color-scheme\s*:\s*dark")
+_GROUPING_AT_RULES = ("@media", "@supports", "@container", "@layer", "@document", "@-moz-document")
+
+
+def _css_unescape(text: str) -> str:
+    def one(found: re.Match[str]) -> str:
+        if found.group(1):
+            code = int(found.group(1), 16)
+            return chr(code) if 0 < code < 0x110000 else ""
+        return found.group(2)
+    return _CSS_ESCAPE.sub(one, text)
+
+
+def _declarations(text: str) -> dict[str, str]:
+    declarations: dict[str, str] = {}
+    if "/*" in text:
+        text = _CSS_COMMENT.sub("", text)
+    if "\\" in text:
+        text = _css_unescape(text)
+    for part in text.split(";"):
+        name, colon, value = part.partition(":")
+        if colon and name.strip():
+            value = value.strip().lower()
+            declarations[name.strip().lower()] = _IMPORTANT.sub("", value).rstrip() if "!" in value else value
+    return declarations
+
+
+def _colour(value: str | None) -> _Colour | None:
+    if not value:
+        return None
+    for found in _COLOUR.finditer(value.lower()):
+        hex_digits, functional, name = found.groups()
+        if hex_digits:
+            if len(hex_digits) <= 4:
+                hex_digits = "".join(digit * 2 for digit in hex_digits)
+            alpha = int(hex_digits[6:8], 16) / 255 if len(hex_digits) == 8 else 1.0
+            return int(hex_digits[0:2], 16), int(hex_digits[2:4], 16), int(hex_digits[4:6], 16), alpha
+        if functional is not None:
+            numbers = re.findall(r"-?\d*\.?\d+%?", functional)
+            if len(numbers) < 3:
+                return None
+            channels = [min(255, max(0, round(float(n[:-1]) * 2.55 if n.endswith("%") else float(n))))
+                        for n in numbers[:3]]
+            alpha = 1.0
+            if len(numbers) > 3:
+                alpha = float(numbers[3][:-1]) / 100 if numbers[3].endswith("%") else float(numbers[3])
+            return channels[0], channels[1], channels[2], alpha
+        if name == "transparent":
+            return 0, 0, 0, 0.0
+        if name in _NAMED_COLOURS:
+            red, green, blue = _NAMED_COLOURS[name]
+            return red, green, blue, 1.0
+    return None
+
+
+def _same_colour(text: _Colour | None, background: _Colour | None) -> bool:
+    if text is None or background is None or text[3] <= 0.05 or background[3] <= 0.05:
+        return False
+    return sum(abs(a - b) for a, b in zip(text[:3], background[:3], strict=True)) <= 24
+
+
+def _px(value: str) -> float | None:
+    found = _LENGTH.match(value.strip())
+    if not found or found.group(2) not in _PX_PER_UNIT:
+        return None
+    return float(found.group(1)) * _PX_PER_UNIT[found.group(2)]
+
+
+def _font_size(declarations: dict[str, str]) -> str | None:
+    if "font-size" in declarations:
+        return declarations["font-size"]
+    if "font" in declarations:
+        for token in re.split(r"[\s/]+", declarations["font"]):
+            if token == "0" or (_LENGTH.match(token) and not token.replace(".", "").isdigit()):
+                return token
+    return None
+
+
+def _background(declarations: dict[str, str]) -> _Colour | None:
+    if "url(" in declarations.get("background", "") or declarations.get("background-image", "none") != "none":
+        return _UNKNOWN
+    for name in ("background-color", "background"):
+        colour = _colour(declarations.get(name))
+        if colour is not None and colour[3] > 0.05:
+            return colour
+    return None
+
+
+_OFFSETS = ("left", "top", "right", "bottom", "margin", "margin-left", "margin-top", "text-indent")
+_CONCEALING_PROPERTIES = frozenset({*_OFFSETS, "display", "mso-hide", "content-visibility", "opacity", "zoom",
+                                    "overflow", "overflow-x", "overflow-y", "clip", "clip-path", "transform"})
+
+
+def _concealing(declarations: dict[str, str]) -> str | None:
+    """What hides an element with all its content, whatever the content's own style says (None: nothing)."""
+    if declarations.keys().isdisjoint(_CONCEALING_PROPERTIES):
+        return None
+    get = declarations.get
+    if get("display") == "none":
+        return "display:none"
+    if get("mso-hide") == "all":
+        return "mso-hide:all"
+    if get("content-visibility") == "hidden":
+        return "content-visibility:hidden"
+    for name in ("opacity", "zoom"):
+        amount = _px(get(name, "").rstrip("%")) if name in declarations else None
+        if amount is not None and (amount / 100 if get(name, "").endswith("%") else amount) <= 0.05:
+            return f"{name}:{get(name)}"
+    if any(get(name) in ("hidden", "clip") for name in ("overflow", "overflow-x", "overflow-y")):
+        for name in ("height", "max-height", "width", "max-width", "line-height"):
+            value = get(name, "")
+            length = _px(value) if value else None
+            if name == "line-height" and value[-1:].isdigit() and length:
+                continue  # a bare number multiplies the font size: only 0 hides
+            if length is not None and length <= 1:
+                return f"{name}:{get(name)} with overflow:hidden"
+    if "rect(" in get("clip", ""):
+        return f"clip:{get('clip')}"
+    if get("clip-path", "none") != "none":
+        return f"clip-path:{get('clip-path')}"
+    for scale in re.findall(r"scale[xyz3d]*\(([^)]*)\)", get("transform", "")):
+        if any(float(n) <= 0.05 for n in re.findall(r"-?\d*\.?\d+", scale)):
+            return f"transform:{get('transform')}"
+    for name in _OFFSETS:
+        value = get(name, "")
+        if "-" in value and any((_px(token) or 0) <= -100 for token in value.split()):
+            return f"{name}:{value}"
+    return None
+
+
+def _tiny_font(declarations: dict[str, str]) -> str | None:
+    """A font size too small to read (inherited, so content can set its own again)."""
+    size = _font_size(declarations)
+    size_px = _px(size) if size else None
+    return f"font-size:{size}" if size_px is not None and size_px < 3 else None
+
+
+def _invisible(declarations: dict[str, str]) -> str | None:
+    """visibility:hidden (inherited, so content can set visibility:visible again)."""
+    visibility = declarations.get("visibility")
+    return f"visibility:{visibility}" if visibility in ("hidden", "collapse") else None
+
+
+def _invisible_text(text: _Colour | None, background: _Colour | None) -> bool:
+    return text is not None and (text[3] <= 0.05 or _same_colour(text, background))
+
+
+def _hiding(declarations: dict[str, str]) -> str | None:
+    """What in these declarations (of one style rule) hides content, as written (None: nothing)."""
+    found = _concealing(declarations) or _invisible(declarations) or _tiny_font(declarations)
+    if found:
+        return found
+    if "-webkit-text-fill-color" in declarations and _invisible_text(
+            _colour(declarations["-webkit-text-fill-color"]), None):
+        return f"-webkit-text-fill-color:{declarations['-webkit-text-fill-color']}"
+    if "color" in declarations and _invisible_text(_colour(declarations["color"]), _background(declarations)):
+        return f"color:{declarations['color']}" + ("" if _background(declarations) is None else
+                                                   " on the same background")
+    return None
+
+
+def _css_rules(css: str) -> Iterator[tuple[str, str, bool]]:
+    """(selector, declarations, for dark mode only) of the style rules of a style sheet, in @media and the like too."""
+    css = _CSS_COMMENT.sub("", css)
+    preludes: list[str] = []
+    start = 0
+    for brace in re.finditer(r"[{}]", css):
+        if brace.group() == "{":
+            preludes.append(css[start:brace.start()].rpartition(";")[2].strip())
+        elif preludes:
+            prelude = preludes.pop()
+            outer = [p.lower() for p in preludes]
+            if prelude and not prelude.startswith("@") and all(p.startswith(_GROUPING_AT_RULES) for p in outer):
+                yield prelude, css[start:brace.start()], any(_DARK_MODE.search(p) for p in outer)
+        start = brace.end()
+
+
+# --- HTML --------------------------------------------------------------------------------------------------------
+
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)  # where delivery puts the footer (render.py)
+_UNSUBSCRIBE_HREF = re.compile(r"\s*\{\{\s*unsubscribe_url\s*(?:\|[^}]*)?\}\}\s*")
+_UNSUBSCRIBE_WORDING = re.compile(
+    r"(?<!\w)(?:unsubscri\w*|opt[\s-]?out|remove\s+me|atrakst(?:iti?es|ieties|isan\w*)|atteikties\s+no"
+    r"|atsak(?:ities|ieties|ies)(?:\s+no)?|partraukt\s+(?:abonement\w*|abonesan\w*))(?!\w)")
+_WORDING_HINTS = ("unsub", "opt", "remove", "atrakst", "atteik", "atsak", "partraukt", "pārtraukt")
+
+
+def _says_unsubscribe(text: str) -> bool:
+    lower = text.lower()
+    return any(hint in lower for hint in _WORDING_HINTS) and _UNSUBSCRIBE_WORDING.search(_fold(text)) is not None
+
+
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "keygen", "link", "meta", "param",
+                   "source", "track", "wbr"})
+_NOT_DISPLAYED = frozenset({"script", "style", "template", "textarea", "title", "noscript", "noembed", "noframes",
+                            "iframe", "object", "select", "option", "datalist", "xmp", "plaintext", "svg", "math",
+                            "canvas", "video", "audio"})
+_BLOCK = frozenset({"address", "article", "aside", "blockquote", "br", "caption", "dd", "details", "dialog", "div",
+                    "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5",
+                    "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary", "table",
+                    "tbody", "td", "tfoot", "th", "thead", "title", "tr", "ul"})
+_CLOSES_P = frozenset({"address", "article", "aside", "blockquote", "details", "dialog", "div", "dl", "fieldset",
+                       "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header",
+                       "hgroup", "hr", "main", "menu", "nav", "ol", "p", "pre", "section", "table", "ul"})
+_IMPLIES_END = _CLOSES_P | {"li", "dt", "dd", "td", "th", "tr", "tbody", "thead", "tfoot", "option", "optgroup"}
+_SCOPE = frozenset({"html", "table", "td", "th", "caption", "template", "object", "applet", "marquee", "button"})
+_TABLE_PARTS = frozenset({"tr", "tbody", "thead", "tfoot", "table"})
+_LIST_SCOPE = _SCOPE | {"ul", "ol"}
+_DL_SCOPE = _SCOPE | {"dl"}
+_ROW_SCOPE = frozenset({"table", "tr"})
+_TABLE_SCOPE = frozenset({"table"})
+# The footer delivery appends: <div style=...><a href=...>Unsubscribe</a><br>Email marketing by Herald</div><img>
+_FOOTER_TAGS = frozenset({"div", "a", "br", "img"})
+_NONE: frozenset[str] = frozenset()
+
+_R_STYLE = ("A <style> rule ({selector}) hides content with {what}, and it could reach the unsubscribe link and "
+            "footer Herald adds at the end of the message. Limit it to a class or id of your own (not one on an "
+            "element the footer ends up inside); for hidden preview text use the campaign's preheader field.")
+_R_UNCLOSED = ("This element hides its content ({what}) and is not closed before the end of the body, so it would "
+               "also hide the unsubscribe link and footer Herald adds there. Close it with </{tag}>.")
+_R_NOT_DISPLAYED = ("The <{tag}> element is not closed before the end of the body, so the unsubscribe link and "
+                    "footer Herald adds there would not be shown. Close it with </{tag}>.")
+_R_COMMENT = ("An HTML comment (<!--) is not closed before the end of the body, so the unsubscribe link and footer "
+              "Herald adds there would be commented out. Close it with -->.")
+_R_TAG = ("The body ends inside an unfinished tag (a </body> inside an attribute, or a missing >), so the "
+          "unsubscribe link and footer Herald adds there would be swallowed by it. Finish the tag.")
+_R_HIDDEN = ("The unsubscribe link or wording is inside an element that hides it ({what}). Unsubscribing must "
+             "stay visible: remove the hiding style.")
+_R_SAME_COLOUR = ("The unsubscribe link or wording is written in the colour of its background ({what}). "
+                  "Unsubscribing must stay visible: use a contrasting colour.")
+_R_FAKE = ("A link that reads as an unsubscribe link goes to {href!r} instead of {{{{ unsubscribe_url }}}}. Link "
+           "it to {{{{ unsubscribe_url }}}} (Herald also adds its own unsubscribe link to every message).")
+
+
+@dataclass(slots=True)
+class _Link:
+    href: str | None
+    start: str
+    unsubscribe: bool  # it goes to {{ unsubscribe_url }}
+    text: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Element:
+    """An open element and what it passes on to its content (computed once, when it opens)."""
+
+    tag: str
+    start: str  # the start tag as written
+    hides: str | None  # what of its own hides its content (style, markup, colour; None: nothing)
+    bg: _Colour | None  # its own background colour
+    classes: frozenset[str]
+    ids: frozenset[str]
+    # What hides the content at this point, by the element responsible. Concealment (display:none, opacity...)
+    # holds whatever the content says; a tiny font and visibility:hidden hold until content sets its own again.
+    concealed_by: _Element | None
+    tiny_font_by: _Element | None
+    invisible_by: _Element | None
+    text_colour: _Colour | None  # the text colour inside it (None: the client's default or link colour)
+    background: _Colour | None  # the background inside it (None: the page's)
+    coloured_by: _Element | None  # the element that set text_colour or background
+    link: _Link | None = None
+
+
+class _HtmlReader(HTMLParser):
+    """Reads an HTML body once: its text, its links, and what hides the footer or the unsubscribe link.
+
+    Every event costs the same however deep the document nests (counts of open tags, what each element passes on
+    computed when it opens), so a body of thousands of unclosed elements screens in linear time.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.links: list[str] = []
+        self.refusals: list[Refusal] = []
+        self.style_sheets: list[str] = []
+        self.stack: list[_Element] = []
+        self.open_tags: dict[str, int] = {}
+        self.open_links: list[_Link] = []
+        self.page_bg: _Colour = _WHITE
+        self.class_bg: dict[str, _Colour] = {}
+        self.at_footer: list[_Element] = []
+        self.unfinished = ""  # what the parser still holds where the footer goes: an open comment or tag
+
+    def read(self, html_body: str) -> None:
+        end = _BODY_END.search(html_body)
+        footer_at = end.start() if end else len(html_body)
+        self.feed(html_body[:footer_at])
+        self.at_footer = list(self.stack)
+        # HTMLParser keeps what it cannot finish yet (an open comment or tag) until more input comes.
+        self.unfinished = str(getattr(self, "rawdata", ""))
+        self.feed(html_body[footer_at:])
+        self.close()
+        self._pop_to(0)
+        self._check_footer()
+        for css in self.style_sheets:
+            self._check_style_sheet(css)
+
+    # Parser events
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._start(tag, attrs, void=tag in _VOID)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        # Browsers ignore the slash of <div/>: only void elements are empty.
+        self._start(tag, attrs, void=tag in _VOID)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _BLOCK:
+            self.text.append("\n")
+        if not self.open_tags.get(tag):
+            return
+        for depth in range(len(self.stack) - 1, -1, -1):
+            open_tag = self.stack[depth].tag
+            if open_tag == tag:
+                self._pop_to(depth)
+                return
+            if open_tag in _SCOPE and not (tag in _TABLE_PARTS and open_tag in ("td", "th", "caption")):
+                return  # like a browser, an end tag does not close what is outside the table cell it is in
+
+    def handle_data(self, data: str) -> None:
+        top = self.stack[-1].tag if self.stack else ""
+        if top == "style":
+            self.style_sheets[-1] += data
+            return
+        if top == "script":
+            return
+        self.text.append(data)
+        for link in self.open_links:
+            link.text.append(data)
+        if _says_unsubscribe(data) and not any(link.unsubscribe for link in self.open_links):
+            self._check_visible()
+
+    # Elements
+
+    def _start(self, tag: str, attrs: list[tuple[str, str | None]], void: bool) -> None:
+        values: dict[str, str] = {}
+        for name, value in attrs:
+            values.setdefault(name, value or "")
+        if tag in _IMPLIES_END:
+            self._close_implied(tag)
+        elif tag == "a":
+            self._close_open("a", stop=_SCOPE)  # links do not nest: a new one ends the open one
+        elif tag == "body" and self.open_tags.get("head"):
+            self._close_open("head", stop=())
+        if tag in _BLOCK:
+            self.text.append("\n")
+        if values.get("alt"):
+            self.text.append(f" {values['alt']} ")
+            if tag == "img":
+                for link in self.open_links:
+                    link.text.append(values["alt"])
+        url = values.get("href") if tag in ("a", "area") else values.get("src") if tag == "img" else None
+        if url:
+            self.links.append(url)
+        if void:
+            return
+        self._push(tag, values)
+        if tag == "style":
+            self.style_sheets.append("")
+        elif tag == "a":
+            href = values.get("href")
+            link = self.stack[-1].link = _Link(href, self.stack[-1].start,
+                                               href is not None and _UNSUBSCRIBE_HREF.fullmatch(href) is not None)
+            self.open_links.append(link)
+            if link.unsubscribe:
+                self._check_visible()
+
+    def _push(self, tag: str, values: dict[str, str]) -> None:
+        style = values.get("style")
+        declarations = _declarations(style) if style else {}
+        fg = bg = None
+        if declarations:
+            fg, bg = _colour(declarations.get("color")), _background(declarations)
+        if tag == "font" and fg is None:
+            fg = _colour(values.get("color"))
+        if bg is None and "bgcolor" in values:
+            bg = _colour(values["bgcolor"])
+        if bg is None and values.get("background"):
+            bg = _UNKNOWN  # a background image: its colour is not known
+        classes = frozenset(values["class"].split()) if "class" in values else _NONE
+        if bg is None and self.class_bg and classes:
+            bg = next((self.class_bg[name] for name in classes if name in self.class_bg), None)
+        concealing = (_concealing(declarations) if declarations else None) or self._hidden_by_markup(tag, values)
+        tiny_font = _tiny_font(declarations) if declarations else None
+        invisible = _invisible(declarations) if declarations else None
+        parent = self.stack[-1] if self.stack else None
+        element = _Element(
+            tag, self.get_starttag_text() or f"<{tag}>", concealing or invisible or tiny_font, bg, classes,
+            frozenset(values["id"].split()) if "id" in values else _NONE,
+            concealed_by=parent.concealed_by if parent else None,
+            tiny_font_by=parent.tiny_font_by if parent else None,
+            invisible_by=parent.invisible_by if parent else None,
+            # links keep the client's link colour unless styled themselves
+            text_colour=fg if fg is not None or tag == "a" else parent.text_colour if parent else None,
+            background=bg if bg is not None else parent.background if parent else None,
+            coloured_by=parent.coloured_by if parent else None)
+        if concealing:
+            element.concealed_by = element
+        if declarations:
+            if tiny_font or _font_size(declarations) is not None:
+                element.tiny_font_by = element if tiny_font else None
+            if invisible or "visibility" in declarations:
+                element.invisible_by = element if invisible else None
+        if fg is not None or bg is not None:
+            element.coloured_by = element
+            if element.hides is None and _invisible_text(element.text_colour, element.background or self.page_bg):
+                element.hides = f"text colour {_css_colour(element.text_colour)} on the same background"
+        self.stack.append(element)
+        self.open_tags[tag] = self.open_tags.get(tag, 0) + 1
+
+    @staticmethod
+    def _hidden_by_markup(tag: str, values: dict[str, str]) -> str | None:
+        if "hidden" in values:
+            return "the hidden attribute"
+        if tag in ("details", "dialog") and "open" not in values:
+            return f"a closed <{tag}>"
+        if tag in _NOT_DISPLAYED:
+            return f"<{tag}> content is not displayed"
+        return None
+
+    def _close_implied(self, tag: str) -> None:
+        """The end tags HTML lets authors leave out (a <p> ends at the next block, an <li> at the next <li>...)."""
+        if tag in _CLOSES_P:
+            self._close_open("p", stop=_SCOPE)
+        if tag == "li":
+            self._close_open("li", stop=_LIST_SCOPE)
+        elif tag in ("dt", "dd"):
+            self._close_open("dt", stop=_DL_SCOPE)
+            self._close_open("dd", stop=_DL_SCOPE)
+        elif tag in ("td", "th"):
+            self._close_open("td", stop=_ROW_SCOPE)
+            self._close_open("th", stop=_ROW_SCOPE)
+        elif tag == "tr":
+            self._close_open("tr", stop=_TABLE_SCOPE)
+        elif tag in ("tbody", "thead", "tfoot"):
+            for part in ("tbody", "thead", "tfoot"):
+                self._close_open(part, stop=_TABLE_SCOPE)
+        elif tag in ("option", "optgroup") and self.stack and self.stack[-1].tag == "option":
+            self._pop_to(len(self.stack) - 1)
+
+    def _close_open(self, tag: str, stop: Collection[str]) -> None:
+        if not self.open_tags.get(tag):
+            return
+        for depth in range(len(self.stack) - 1, -1, -1):
+            if self.stack[depth].tag == tag:
+                self._pop_to(depth)
+                return
+            if self.stack[depth].tag in stop:
+                return
+
+    def _pop_to(self, depth: int) -> None:
+        while len(self.stack) > depth:
+            self._closed(self.stack.pop())
+
+    def _closed(self, element: _Element) -> None:
+        self.open_tags[element.tag] -= 1
+        if element.tag == "style":
+            self._note_style_sheet(self.style_sheets[-1])
+        link = element.link
+        if link is None:
+            return
+        self.open_links.remove(link)
+        words = " ".join(" ".join(link.text).split())
+        if not link.unsubscribe and _says_unsubscribe(words):
+            self._refuse(_R_FAKE.format(href=link.href or ""), f"{link.start}{words}</a>")
+
+    # Checks
+
+    def _check_visible(self) -> None:
+        """Unsubscribe content is at the current position: refuse when what encloses it hides it."""
+        if not self.stack:
+            return
+        top = self.stack[-1]
+        culprit = top.concealed_by or top.invisible_by or top.tiny_font_by
+        if culprit is not None:
+            self._refuse(_R_HIDDEN.format(what=culprit.hides), culprit.start)
+        elif _invisible_text(top.text_colour, top.background or self.page_bg):
+            source = top.coloured_by or top
+            if source.hides:
+                self._refuse(_R_HIDDEN.format(what=source.hides), source.start)
+            else:
+                self._refuse(_R_SAME_COLOUR.format(what=_css_colour(top.text_colour)), source.start)
+
+    def _check_footer(self) -> None:
+        """What the footer delivery appends where the body ends would be inside."""
+        if self.unfinished.startswith("<!--"):
+            self._refuse(_R_COMMENT, self.unfinished)
+        elif self.unfinished.startswith("<") and not any(e.tag in ("style", "script") for e in self.at_footer):
+            self._refuse(_R_TAG, self.unfinished)
+        for element in self.at_footer:
+            if element.tag in _NOT_DISPLAYED:
+                self._refuse(_R_NOT_DISPLAYED.format(tag=element.tag), element.start)
+            elif element.hides:
+                # Conservative: the footer must not depend on setting again what an unclosed element changed.
+                self._refuse(_R_UNCLOSED.format(what=element.hides, tag=element.tag), element.start)
+
+    def _check_style_sheet(self, css: str) -> None:
+        ancestors = self.at_footer
+        footer_bg = (ancestors[-1].background if ancestors else None) or self.page_bg
+        for selector, body, dark_mode in _css_rules(css):
+            declarations = _declarations(body)
+            what = _hiding(declarations)
+            # Light text on the page's background is what dark mode is for: the client darkens the page itself.
+            if what is None and not dark_mode and _same_colour(_colour(declarations.get("color")),
+                                                               _background(declarations) or footer_bg):
+                what = f"color:{declarations['color']} on the page's background"
+            if what and _may_reach_footer(selector, ancestors):
+                self._refuse(_R_STYLE.format(selector=_snippet(selector)[:80], what=what),
+                             f"{selector} {{{_snippet(body)}}}")
+
+    def _refuse(self, reason: str, matched: str) -> None:
+        refusal = Refusal(reason=reason, where="html_body", matched=_snippet(matched))
+        if refusal not in self.refusals:
+            self.refusals.append(refusal)
+
+    def _note_style_sheet(self, css: str) -> None:
+        """The page's and classes' backgrounds a style sheet sets, for the colour checks of the elements after it."""
+        for selector, body, dark_mode in _css_rules(css):
+            background = _background(_declarations(body))
+            if background is None or dark_mode:
+                continue
+            for one in selector.lower().split(","):
+                one = one.strip()
+                if one in ("body", "html", ":root"):
+                    self.page_bg = background
+                elif re.fullmatch(r"[a-z0-9]*\.[\w\-]+", one):
+                    self.class_bg[one.partition(".")[2]] = background
+
+
+def _css_colour(colour: _Colour | None) -> str:
+    if colour is None:
+        return "?"
+    return "#{:02x}{:02x}{:02x}".format(*colour[:3])
+
+
+def _may_reach_footer(selector: str, ancestors: list[_Element]) -> bool:
+    """Whether any selector of the list could select the footer or an element the footer ends up inside."""
+    tags = _FOOTER_TAGS | {e.tag for e in ancestors}
+    classes = {name for e in ancestors for name in e.classes}
+    ids = {name for e in ancestors for name in e.ids}
+    for one in selector.split(","):
+        if not one.strip():
+            continue
+        compounds = re.split(r"\s*[>+~]\s*|\s+", one.strip())
+        subject = re.sub(r"\([^)]*\)|\[[^\]]*\]", "", compounds[-1] if compounds else "")
+        subject_classes = set(re.findall(r"\.([\w\-]+)", subject))
+        subject_ids = set(re.findall(r"#([\w\-]+)", subject))
+        if subject_classes or subject_ids:
+            if subject_classes & classes or subject_ids & ids:
+                return True
+            continue
+        tag = re.match(r"[a-z][a-z0-9\-]*", subject.lower())
+        if tag is None or tag.group() in tags:
+            return True
+    return False
+
+
+# --- the screening -----------------------------------------------------------------------------------------------
+
+
+def screen(*, subject: str, preheader: str | None, html_body: str | None, text_body: str | None) -> Screening:
+    """Screen a campaign's content: prohibited-content matches (for staff review) and refusals (hidden footer)."""
+    html_text = ""
+    html_links: list[str] = []
+    refusals: list[Refusal] = []
+    if html_body:
+        reader = _HtmlReader()
+        reader.read(html_body)
+        html_text = "".join(reader.text)
+        html_links = reader.links
+        refusals = reader.refusals
+    found: list[Match] = []
+    urls: list[str] = []
+    for where, text in (("subject", subject), ("preheader", preheader), ("html_body", html_text),
+                        ("text_body", text_body)):
+        if not text:
+            continue
+        clean = _INVISIBLE.sub("", text)
+        folded = _fold(clean)
+        found.extend(_text_matches(clean, folded, where))
+        if where == "html_body":
+            urls.extend(html_links)
+        urls.extend(_text_urls(clean))
+    for url in urls:
+        found.extend(_link_matches(url))
+    matches: list[Match] = []
+    seen: set[tuple[str, str, str]] = set()
+    for match in found:
+        key = (match.category, match.rule, match.where)
+        if key not in seen:
+            seen.add(key)
+            matches.append(match)
+    return Screening(matches=tuple(matches[:MAX_MATCHES]), refusals=tuple(refusals[:MAX_REFUSALS]))
