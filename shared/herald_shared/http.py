@@ -38,7 +38,8 @@ class Problem(BaseModel):
     title: str
     status: int = Field(ge=400, le=599)
     detail: str
-    errors: list[FieldProblem] | None = Field(default=None, description="422 only: what is wrong, field by field.")
+    errors: list[FieldProblem] | None = Field(default=None, description="What is wrong, field by field (422, and "
+                                                                       "409 where a rule names fields).")
 
 
 # What each error status means in Herald's APIs; a route declares the ones it can answer with `problems`.
@@ -120,6 +121,9 @@ def api_app(title: str, description: str, version: str = "1.0.0") -> FastAPI:
 
     @app.exception_handler(RuleRefused)
     async def rule_refused(_: Request, exc: RuleRefused) -> JSONResponse:
+        if exc.errors:
+            return problem(exc.http_status, exc.code, exc.detail,
+                           errors=[{"location": where, "message": message} for where, message in exc.errors])
         return problem(exc.http_status, exc.code, exc.detail)
 
     @app.exception_handler(TimeoutError)

@@ -377,3 +377,16 @@ async def partition_ids(settings: HeraldSettings, topics: Sequence[str]) -> dict
             raise KafkaError(f"topic {topic} does not exist (run `herald topics create`)")
         result[topic] = sorted(p["partition"] for p in info["partitions"])
     return result
+
+
+async def end_offsets(settings: HeraldSettings, topic: str) -> dict[int, int]:
+    """The next offset to be written in each partition of a real topic name (what is there right now)."""
+    ids = await partition_ids(settings, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                                group_id=None, isolation_level="read_committed", client_id="herald-reader")
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in ids[topic]])
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}

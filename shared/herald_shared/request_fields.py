@@ -8,7 +8,17 @@ from datetime import datetime
 from typing import Annotated
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+)
 from pydantic.json_schema import WithJsonSchema
 
 # An address: ASCII (delivery cannot send to SMTPUTF8 addresses), a dot-atom local part of at most 64
@@ -42,8 +52,10 @@ EmailAddress = Annotated[str, StringConstraints(min_length=6, max_length=254), A
 NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
 NameText = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
-# A custom field's value (subscribers, segments).
-FieldValueIn = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | int | float | bool | None
+# A custom field's value (subscribers, segments, merge values), each JSON type as itself: a string is never
+# read as a number (pydantic's lax mode would take "000" for 0, past the string's length limit).
+FieldValueIn = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | StrictInt | StrictFloat | \
+    StrictBool | None
 
 
 def _iso_text(value: object) -> object:

@@ -10,6 +10,7 @@ class RuleRefused(Exception):
     code = "rule_refused"
     http_status = 422
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, errors: list[tuple[str, str]] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.errors = errors  # (location, message) pairs, e.g. ("body.html_body", "line 3: ...")

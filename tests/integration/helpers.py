@@ -35,10 +35,12 @@ def _toml(value: Any) -> str:
 
 
 async def run_schemathesis(app: FastAPI, tmp_path: Path, *, headers: dict[str, str], max_examples: int = 15,
-                           operations: Sequence[dict[str, Any]] = (), **config: Any) -> str:
+                           operations: Sequence[dict[str, Any]] = (), extra_args: Sequence[str] = (),
+                           **config: Any) -> str:
     """Serve the app over TCP (uvicorn, in this event loop) and run `schemathesis run --checks all` at its
     published /openapi.json as a separate process; fails with schemathesis' report on any failure. Returns
-    the report. `config` and `operations` go to schemathesis' configuration file (its TOML keys)."""
+    the report. `config` and `operations` go to schemathesis' configuration file (its TOML keys); `extra_args` to
+    its command line (e.g. `--include-path-regex`)."""
     port = _free_port()
     server = make_server(app, "127.0.0.1", port)
     serving = asyncio.create_task(server.serve())
@@ -55,7 +57,8 @@ async def run_schemathesis(app: FastAPI, tmp_path: Path, *, headers: dict[str, s
                     serving.result()
                 await asyncio.sleep(0.01)
         args = [str(SCHEMATHESIS), "--config-file", str(config_file), "run", f"http://127.0.0.1:{port}/openapi.json",
-                "--checks", "all", "--max-examples", str(max_examples), "--no-color", "--request-timeout", "20"]
+                "--checks", "all", "--max-examples", str(max_examples), "--no-color", "--request-timeout", "20",
+                *extra_args]
         for name, value in headers.items():
             args += ["--header", f"{name}: {value}"]
         with log.open("wb") as out:

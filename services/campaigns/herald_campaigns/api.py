@@ -1,23 +1,38 @@
 """The campaigns HTTP API (`/v1`): parse, authorise by API key, call a handler, map errors to RFC 9457."""
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Account` is local.
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import AwareDatetime, BeforeValidator, Field, StringConstraints
 
 from herald_shared.apikeys import ApiKeyProjection
-from herald_shared.contract.campaigns import CampaignContent
+from herald_shared.contract.campaigns import CampaignContent, ScreeningMatch
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import FieldName, FieldValue
 from herald_shared.http import api_key_account, problem, problems
-from herald_shared.request_fields import NO_NUL, Body, EmailAddress, FieldValueIn, NameText, Out
+from herald_shared.request_fields import NO_NUL, Body, EmailAddress, FieldValueIn, NameText, Out, Text
+from herald_shared.staff import StaffCredentials, StaffTokens
 
-from .domain import Draft, report
+from .domain import STATUSES, Draft, display_state, report
 from .handlers import CampaignsService
 
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=998, pattern=NO_NUL)]
+Preheader = Annotated[str, StringConstraints(max_length=255, pattern=NO_NUL)]
+TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+\-/]+$")]
+StatusName = Literal[STATUSES]  # type: ignore[valid-type]
+Values = Annotated[dict[FieldName, FieldValueIn], Field(json_schema_extra={"additionalProperties": False})]
+
+
+def _iso_text(value: object) -> object:
+    if not isinstance(value, str | datetime):
+        raise ValueError("a time is ISO 8601 text: local (2026-12-24T09:00:00, in time_zone) or with an offset")
+    return value
+
+
+LocalOrAwareTime = Annotated[datetime, BeforeValidator(_iso_text)]
 HtmlBody = Annotated[str, StringConstraints(min_length=1, max_length=2_000_000, pattern=NO_NUL)]
 TextBody = Annotated[str, StringConstraints(min_length=1, max_length=2_000_000, pattern=NO_NUL)]
 
@@ -32,6 +47,8 @@ class DraftIn(Body):
         description="Only active members whose custom fields equal these (all must match); a field the list does "
                     "not declare is refused with 409.")
     subject: Subject
+    preheader: Preheader | None = Field(default=None, description="The preview line inboxes show after the "
+                                                                  "subject.")
     from_name: NameText
     from_email: EmailAddress
     reply_to: EmailAddress | None = None
@@ -41,7 +58,7 @@ class DraftIn(Body):
     def draft(self) -> Draft:
         return Draft(name=self.name, list_id=self.list_id, subject=self.subject, from_name=self.from_name,
                      from_email=self.from_email, reply_to=self.reply_to, html_body=self.html_body,
-                     text_body=self.text_body, segment=dict(self.segment))
+                     text_body=self.text_body, segment=dict(self.segment), preheader=self.preheader)
 
 
 class CampaignIn(DraftIn):
@@ -50,13 +67,68 @@ class CampaignIn(DraftIn):
 
 class CampaignOut(Out):
     campaign_id: Identifier
-    status: str = Field(description="draft (today's only state; review, schedule and sending come next).")
+    status: StatusName = Field(description="draft → (submit) in_review (staff review) or scheduled → queued "
+                                           "(handed to delivery at its time); rejected (edit it into a draft "
+                                           "again), cancelled.")
     name: str
     list_id: Identifier
     segment: dict[str, FieldValue]
     content: CampaignContent
+    send_at: AwareDatetime | None = Field(default=None, description="When it goes (UTC); null: when submitted "
+                                                                    "or approved.")
+    time_zone: str | None = None
+    review_reasons: list[str] = Field(default_factory=list, description="Why staff review it: "
+                                      "account_not_approved, trial, flagged.")
+    screening: list[ScreeningMatch] = Field(default_factory=list, description="What content screening matched.")
+    rejection: list[str] | None = Field(default=None, description="Staff's reasons, when rejected.")
     created_at: AwareDatetime
     updated_at: AwareDatetime
+
+
+class SubmitIn(Body):
+    send_at: LocalOrAwareTime | None = Field(
+        default=None, description="When to send: a local time in `time_zone` (2026-12-24T09:00:00; a time "
+                                  "the zone skips when clocks go forward is refused, one it has twice is the "
+                                  "first), or a time with an offset; now when absent.")
+    time_zone: TimeZone | None = Field(default=None, description="An IANA zone, e.g. Europe/Riga (UTC when "
+                                                                 "absent).")
+
+
+class CancelIn(Body):
+    reason: Text | None = None
+
+
+class PreviewIn(Body):
+    values: Values | None = Field(default=None, description="A member's fields (e.g. read from the members "
+                                                            "API); a sample member's when absent.")
+
+
+class PreviewOut(Out):
+    subject: str
+    preheader: str | None
+    html_body: str | None
+    text_body: str | None
+
+
+class TestIn(Body):
+    recipients: list[EmailAddress] = Field(min_length=1, max_length=5)
+    values: Values | None = Field(default=None, description="Merge values; a sample member's when absent.")
+
+
+class TestOut(Out):
+    test_id: Identifier
+    recipients: list[str]
+
+
+class StaffAccess(Out):
+    campaign_id: Identifier
+    staff: str
+    action: str
+    at: AwareDatetime
+
+
+class StaffAccessPage(Out):
+    items: list[StaffAccess]
 
 
 class CampaignsPage(Out):
@@ -96,7 +168,8 @@ class ReportOut(Out):
     """How a campaign went. Complaints are a count: who complained is never disclosed (PRODUCT.md)."""
 
     campaign_id: Identifier
-    status: str
+    status: str = Field(description="The campaign's status; once queued: suspended (the account is), held "
+                                    "(delivery holds it behind a closed gate), sending, or queued.")
     sent: int = Field(description="Handed to a receiving server: accepted, or refused at SMTP time.")
     delivered: int = Field(description="Accepted, less those a report later said failed for good.")
     bounces: Bounces = Field(description="By class: hard, soft, block (refused by policy), undetermined.")
@@ -108,9 +181,36 @@ class ReportOut(Out):
 
 
 def campaign_out(doc: dict[str, Any]) -> dict[str, Any]:
+    send_at = doc.get("send_at")
     return {"campaign_id": doc["campaign_id"], "status": doc["status"], "name": doc["name"],
             "list_id": doc["list_id"], "segment": doc.get("segment", {}), "content": doc["content"],
+            "send_at": send_at.isoformat() if send_at else None, "time_zone": doc.get("time_zone"),
+            "review_reasons": doc.get("review_reasons", []), "screening": doc.get("screening", []),
+            "rejection": doc.get("rejection"),
             "created_at": doc["created_at"].isoformat(), "updated_at": doc["updated_at"].isoformat()}
+
+
+class QueueItem(CampaignOut):
+    account_id: Identifier
+    submitted_at: AwareDatetime
+
+
+class QueuePage(Out):
+    items: list[QueueItem]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+
+
+class ApproveIn(Body):
+    note: Text | None = None
+
+
+class RejectIn(Body):
+    reasons: list[Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=NO_NUL)]] = Field(
+        min_length=1, max_length=20, description="Why, for the customer.")
+
+
+def queue_item(doc: dict[str, Any]) -> dict[str, Any]:
+    return {**campaign_out(doc), "account_id": doc["account_id"], "submitted_at": doc["submitted_at"].isoformat()}
 
 
 def answers(status: int, model: type[Out], description: str) -> dict[int | str, dict[str, Any]]:
@@ -152,7 +252,9 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection) -> APIRouter
         if doc is None:
             return problem(404, "campaign_not_found", f"no campaign {campaign_id!r}")  # type: ignore[return-value]
         counts = await service.store.report_counts(account_id, campaign_id)
-        return {"campaign_id": campaign_id, "status": doc["status"], **report(counts)}
+        account = await service.store.account(account_id)
+        return {"campaign_id": campaign_id, "status": display_state(doc, account, counts.get("sent", 0)),
+                **report(counts)}
 
     @router.put("/campaigns/{campaign_id}", response_model=None,
                 responses={**answers(200, CampaignOut, "The draft as edited."), **problems(404, 409, 422, 503)})
@@ -165,9 +267,91 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection) -> APIRouter
     async def duplicate(campaign_id: Identifier, account_id: Account) -> JSONResponse:
         return JSONResponse(campaign_out(await service.duplicate(account_id, campaign_id)), status_code=201)
 
-    @router.delete("/campaigns/{campaign_id}", status_code=204, responses=problems(404, 422, 503))
+    @router.delete("/campaigns/{campaign_id}", status_code=204, responses=problems(404, 409, 422, 503))
     async def delete(campaign_id: Identifier, account_id: Account) -> Response:
+        """Delete a draft (or a rejected campaign); 409 once it was submitted: cancel it instead."""
         await service.delete(account_id, campaign_id)
         return Response(status_code=204)
+
+    @router.post("/campaigns/{campaign_id}/preview", response_model=None,
+                 responses={**answers(200, PreviewOut, "Subject, preheader and bodies merged."),
+                            **problems(404, 409, 422)})
+    async def preview(campaign_id: Identifier, body: PreviewIn, account_id: Account) -> dict[str, Any]:
+        """The campaign rendered for one member's values, or a sample member's (delivery adds the unsubscribe
+        footer and tracking when it sends)."""
+        return await service.preview(account_id, campaign_id, body.values)
+
+    @router.post("/campaigns/{campaign_id}/tests", status_code=202, response_model=None,
+                 responses={**answers(202, TestOut, "Delivery sends it, marked as a test."),
+                            **problems(404, 409, 422, 503)})
+    async def test_send(campaign_id: Identifier, body: TestIn, account_id: Account) -> JSONResponse:
+        """Send the campaign as it is now to up to 5 addresses, subject marked [Test]; never counted in reports,
+        rates or quotas."""
+        recipients = list(dict.fromkeys(body.recipients))
+        test_id = await service.test_send(account_id, campaign_id, recipients, body.values, "api")
+        return JSONResponse({"test_id": test_id, "recipients": recipients}, status_code=202)
+
+    @router.post("/campaigns/{campaign_id}/submission", response_model=None,
+                 responses={**answers(200, CampaignOut, "Submitted: in_review (staff first) or scheduled."),
+                            **problems(404, 409, 422, 503)})
+    async def submit(campaign_id: Identifier, body: SubmitIn, account_id: Account) -> dict[str, Any]:
+        """Screen the draft and send it at `send_at`. It goes to staff review first when the account is not
+        approved yet, is on trial, or screening matched prohibited content (the matches are in `screening`);
+        422 when a template does not compile or the content hides the unsubscribe link or footer."""
+        return campaign_out(await service.submit(account_id, campaign_id, body.send_at, body.time_zone, "api"))
+
+    @router.post("/campaigns/{campaign_id}/cancellation", response_model=None,
+                 responses={**answers(200, CampaignOut, "Cancelled; delivery stops sending it."),
+                            **problems(404, 409, 422, 503)})
+    async def cancel(campaign_id: Identifier, body: CancelIn, account_id: Account) -> dict[str, Any]:
+        """Cancel a submitted campaign: in review, scheduled, or sending (delivery stops); a draft is deleted."""
+        return campaign_out(await service.cancel(account_id, campaign_id, "api", body.reason))
+
+    @router.get("/staff-access", response_model=None,
+                responses={**answers(200, StaffAccessPage, "Newest first: who of the platform's staff looked "
+                                                           "at which campaign, when."), **problems(422)})
+    async def staff_access(account_id: Account, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+        docs = await service.store.staff_access(account_id, limit)
+        return {"items": [{"campaign_id": d["campaign_id"], "staff": d["staff"], "action": d["action"],
+                           "at": d["at"].isoformat()} for d in docs]}
+
+    return router
+
+
+def build_staff_api(service: CampaignsService, staff_tokens: StaffTokens) -> APIRouter:
+    """Platform staff only (a staff token, never a customer's key); every look is audit-logged."""
+    router = APIRouter(prefix="/v1/staff", responses=problems(401), tags=["staff"])
+
+    async def staff_member(credentials: StaffCredentials) -> str:
+        return await staff_tokens.member(credentials)
+
+    Staff = Annotated[str, Depends(staff_member)]
+
+    @router.get("/review-queue", response_model=None,
+                responses={**answers(200, QueuePage, "Oldest submission first, with screening evidence."),
+                           **problems(422)})
+    async def review_queue(staff: Staff, cursor: Annotated[str, StringConstraints(
+            max_length=300, pattern=r"^[A-Za-z0-9._:/\-]*$")] | None = None,
+            limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+        docs, last = await service.staff_queue(staff, cursor, limit)
+        return {"items": [queue_item(d) for d in docs], "next_cursor": last}
+
+    @router.get("/campaigns/{account_id}/{campaign_id}", response_model=None,
+                responses={**answers(200, CampaignOut, "The campaign."), **problems(404, 422, 503)})
+    async def campaign(account_id: Identifier, campaign_id: Identifier, staff: Staff) -> dict[str, Any]:
+        return campaign_out(await service.staff_campaign(staff, account_id, campaign_id))
+
+    @router.post("/campaigns/{account_id}/{campaign_id}/approval", response_model=None,
+                 responses={**answers(200, CampaignOut, "Approved: scheduled."), **problems(404, 409, 422, 503)})
+    async def approve(account_id: Identifier, campaign_id: Identifier, body: ApproveIn,
+                      staff: Staff) -> dict[str, Any]:
+        return campaign_out(await service.approve(staff, account_id, campaign_id, body.note))
+
+    @router.post("/campaigns/{account_id}/{campaign_id}/rejection", response_model=None,
+                 responses={**answers(200, CampaignOut, "Rejected, with the reasons."),
+                            **problems(404, 409, 422, 503)})
+    async def reject(account_id: Identifier, campaign_id: Identifier, body: RejectIn,
+                     staff: Staff) -> dict[str, Any]:
+        return campaign_out(await service.reject(staff, account_id, campaign_id, body.reasons))
 
     return router

@@ -7,14 +7,29 @@ list's custom fields), from the account's sender, with a text part (derived from
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from inscriptis import get_text
 
+from herald_shared import templating
 from herald_shared.contract import Event
+from herald_shared.contract.billing import (
+    AccountApproved,
+    AccountOpened,
+    PlanChanged,
+    SendingBlocked,
+    SendingUnblocked,
+    TrialEnded,
+)
 from herald_shared.contract.campaigns import (
+    CampaignApproved,
+    CampaignApprovedPayload,
+    CampaignCancelled,
+    CampaignCancelledPayload,
     CampaignContent,
     CampaignCreated,
     CampaignCreatedPayload,
@@ -22,14 +37,42 @@ from herald_shared.contract.campaigns import (
     CampaignDeletedPayload,
     CampaignEdited,
     CampaignEditedPayload,
+    CampaignQueued,
+    CampaignQueuedPayload,
+    CampaignRejected,
+    CampaignRejectedPayload,
+    CampaignSubmitted,
+    CampaignSubmittedPayload,
+    CampaignTestRequested,
+    CampaignTestRequestedPayload,
+    ReviewReason,
+    ScreeningMatch,
     Segment,
 )
-from herald_shared.contract.delivery import ComplaintReceived, LinkClicked, MessageBounced, MessageOpened, MessageSent
+from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
+from herald_shared.contract.delivery import (
+    ComplaintReceived,
+    DeliveryHeld,
+    LinkClicked,
+    MessageBounced,
+    MessageOpened,
+    MessageSent,
+)
 from herald_shared.contract.subscriptions import FieldValue, SubscriberUnsubscribed
 from herald_shared.rules import RuleRefused
 
+from .screening import Screening
+
 PRODUCER = "campaigns"
-Status = Literal["draft", "deleted"]
+# Fixed: the CampaignQueued of a campaign has the same event id in every process, before and after a crash.
+HERALD_CAMPAIGNS_NAMESPACE = uuid.UUID("0f4b8f2e-6a57-4d8e-9c1e-2b7d4e1f9a63")
+Status = Literal["draft", "in_review", "rejected", "scheduled", "queued", "cancelled", "deleted"]
+STATUSES: tuple[Status, ...] = ("draft", "in_review", "rejected", "scheduled", "queued", "cancelled", "deleted")
+EDITABLE: tuple[Status, ...] = ("draft", "rejected")  # a rejected campaign is edited back into a draft
+CANCELLABLE: tuple[Status, ...] = ("in_review", "scheduled", "queued")
+# A send time this far in the past is a mistake, not "now".
+PAST_TOLERANCE = timedelta(minutes=5)
+TEST_RECIPIENTS_MAX = 5
 
 
 class CampaignError(RuleRefused):
@@ -58,6 +101,48 @@ class UnknownField(CampaignError):
     code, http_status = "unknown_field", 409
 
 
+class InvalidTemplate(CampaignError):
+    """A subject, preheader or body that does not compile, uses what the sandbox refuses, or names a field the
+    list does not have: refused with the part, the line and the reason."""
+
+    code, http_status = "invalid_template", 422
+
+
+class ContentRefused(CampaignError):
+    """Content that hides or neutralises the unsubscribe link or the footer (PRODUCT.md, "Every message")."""
+
+    code, http_status = "content_refused", 422
+
+
+class WrongState(CampaignError):
+    """The campaign is not in a state that allows this (e.g. editing a scheduled campaign)."""
+
+    code, http_status = "wrong_state", 409
+
+
+class InvalidSchedule(CampaignError):
+    """An unknown time zone, a local time that does not exist there (DST), or a time in the past."""
+
+    code, http_status = "invalid_schedule", 422
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """What campaigns knows of an account (herald.billing, herald.compliance) to decide on review."""
+
+    account_id: str
+    opened: bool = False
+    approved: bool = False
+    plan: str | None = None  # trial, monthly, pay_as_you_go; None before any PlanChanged
+    suspended: bool = False
+    blocked: tuple[str, ...] = ()
+
+    @property
+    def on_trial(self) -> bool:
+        """From accepting the terms until a paid plan (or the trial's end, after which billing blocks)."""
+        return self.plan == "trial" or (self.opened and self.plan is None)
+
+
 @dataclass(frozen=True)
 class ListInfo:
     """What campaigns knows of a list of the account (from herald.subscriptions)."""
@@ -80,6 +165,7 @@ class Draft:
     html_body: str | None = None
     text_body: str | None = None
     segment: dict[str, FieldValue] = field(default_factory=dict)
+    preheader: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +177,17 @@ class CampaignState:
     list_id: str
     segment: dict[str, FieldValue]
     content: CampaignContent
+    send_at: datetime | None = None
+    review_reasons: tuple[str, ...] = ()
+    screening: tuple[dict[str, str], ...] = ()
+
+
+def state_of(doc: Mapping[str, Any]) -> CampaignState:
+    return CampaignState(account_id=doc["account_id"], campaign_id=doc["campaign_id"], status=doc["status"],
+                         name=doc["name"], list_id=doc["list_id"], segment=dict(doc.get("segment", {})),
+                         content=CampaignContent.model_validate(doc["content"]), send_at=doc.get("send_at"),
+                         review_reasons=tuple(doc.get("review_reasons", ())),
+                         screening=tuple(doc.get("screening", ())))
 
 
 def new_campaign_id() -> str:
@@ -104,17 +201,44 @@ def text_of(html_body: str) -> str:
 
 def _content(draft: Draft) -> CampaignContent:
     text = draft.text_body if draft.text_body else text_of(draft.html_body or "")
-    return CampaignContent(subject=draft.subject, from_name=draft.from_name, from_email=draft.from_email,
-                           reply_to=draft.reply_to, html_body=draft.html_body, text_body=text)
+    return CampaignContent(subject=draft.subject, preheader=draft.preheader, from_name=draft.from_name,
+                           from_email=draft.from_email, reply_to=draft.reply_to, html_body=draft.html_body,
+                           text_body=text)
+
+
+def _live_list(list_id: str, lst: ListInfo | None) -> ListInfo:
+    if lst is None or lst.deleted:
+        raise UnknownList(f"list {list_id!r} is not a list of this account")
+    return lst
+
+
+def check_templates(content: CampaignContent, lst: ListInfo) -> None:
+    """Every part compiles in the sandbox and names only the list's fields (at save and again at submit: the
+    list may have changed in between). All problems are reported, each with its part and line."""
+    parts = [("subject", content.subject, False), ("preheader", content.preheader, False),
+             ("html_body", content.html_body, True), ("text_body", content.text_body, False)]
+    problems = []
+    for where, source, is_html in parts:
+        if source is None:
+            continue
+        try:
+            templating.check(source, lst.custom_fields, where=where, html=is_html)
+        except templating.TemplateProblem as problem:
+            line = f"line {problem.line}: " if problem.line else ""
+            problems.append((f"body.{where}", f"{line}{problem.reason}"))
+    if problems:
+        raise InvalidTemplate("; ".join(f"{where.removeprefix('body.')} {message}" for where, message in problems),
+                              errors=problems)
 
 
 def _checked(draft: Draft, lst: ListInfo | None) -> CampaignContent:
-    if lst is None or lst.deleted:
-        raise UnknownList(f"list {draft.list_id!r} is not a list of this account")
+    lst = _live_list(draft.list_id, lst)
     unknown = sorted(set(draft.segment) - set(lst.custom_fields))
     if unknown:
         raise UnknownField(f"list {draft.list_id!r} has no custom field {', '.join(unknown)}")
-    return _content(draft)
+    content = _content(draft)
+    check_templates(content, lst)
+    return content
 
 
 def _event(cls: type[Event], account_id: str, payload: object) -> Event:
@@ -131,17 +255,28 @@ def create(account_id: str, campaign_id: str, draft: Draft, lst: ListInfo | None
         segment=Segment(field_equals=draft.segment), content=content))]
 
 
-def _draft_of(current: CampaignState | None, campaign_id: str) -> CampaignState:
+def _existing(current: CampaignState | None, campaign_id: str) -> CampaignState:
     if current is None or current.status == "deleted":
         raise CampaignNotFound(f"no campaign {campaign_id!r}")
     return current
 
 
+def _in(state: CampaignState, allowed: tuple[Status, ...], doing: str) -> CampaignState:
+    if state.status not in allowed:
+        raise WrongState(f"campaign {state.campaign_id!r} is {state.status}: only a campaign that is "
+                         f"{' or '.join(allowed)} can be {doing}")
+    return state
+
+
+def _draft_of(current: CampaignState | None, campaign_id: str, doing: str = "changed") -> CampaignState:
+    return _in(_existing(current, campaign_id), EDITABLE, doing)
+
+
 def edit(current: CampaignState | None, campaign_id: str, draft: Draft, lst: ListInfo | None) -> list[Event]:
-    state = _draft_of(current, campaign_id)
+    state = _draft_of(current, campaign_id, "edited")
     content = _checked(draft, lst)
-    if (state.name, state.list_id, state.segment, state.content) == (draft.name, draft.list_id, draft.segment,
-                                                                     content):
+    if state.status == "draft" and (state.name, state.list_id, state.segment, state.content) == (
+            draft.name, draft.list_id, draft.segment, content):
         return []  # the same edit again
     return [_event(CampaignEdited, state.account_id, CampaignEditedPayload(
         campaign_id=campaign_id, name=draft.name, list_id=draft.list_id,
@@ -149,7 +284,7 @@ def edit(current: CampaignState | None, campaign_id: str, draft: Draft, lst: Lis
 
 
 def duplicate(current: CampaignState | None, campaign_id: str, new_id: str) -> list[Event]:
-    state = _draft_of(current, campaign_id)
+    state = _existing(current, campaign_id)  # any campaign can be the start of a new draft
     name = f"{state.name} (copy)"[:200]
     return [_event(CampaignCreated, state.account_id, CampaignCreatedPayload(
         campaign_id=new_id, name=name, list_id=state.list_id, segment=Segment(field_equals=state.segment),
@@ -157,23 +292,213 @@ def duplicate(current: CampaignState | None, campaign_id: str, new_id: str) -> l
 
 
 def delete(current: CampaignState | None, campaign_id: str) -> list[Event]:
-    state = _draft_of(current, campaign_id)
+    state = _draft_of(current, campaign_id, "deleted")
     return [_event(CampaignDeleted, state.account_id, CampaignDeletedPayload(campaign_id=campaign_id))]
 
 
-def evolve(doc: dict[str, object] | None, event: Event, at: datetime) -> dict[str, object] | None:
-    """The campaign document after one event (the read model's fold)."""
-    match event:
-        case CampaignCreated(payload=p) if doc is None:
+# Submit, review, schedule, queue, cancel (PRODUCT.md "Content and industries", "Review")
+
+
+def send_time(send_at: datetime | None, time_zone: str | None, now: datetime) -> datetime | None:
+    """The UTC instant of a send time: an aware time as given, a local (naive) time in `time_zone` (UTC when
+    absent). A local time that does not exist in the zone (the hour skipped when clocks go forward) is
+    refused; one that happens twice (clocks go back) is the first of the two. None: now."""
+    if send_at is None:
+        return None
+    if send_at.tzinfo is None:
+        try:
+            zone = ZoneInfo(time_zone or "UTC")
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise InvalidSchedule(f"unknown time zone {time_zone!r} (an IANA name, e.g. Europe/Riga)") from exc
+        local = send_at.replace(tzinfo=zone, fold=0)
+        instant = local.astimezone(UTC)
+        if instant.astimezone(zone).replace(tzinfo=None) != send_at:
+            raise InvalidSchedule(f"{send_at.isoformat()} does not exist in {zone.key} (clocks go forward then)")
+    else:
+        instant = send_at.astimezone(UTC)
+    if instant < now - PAST_TOLERANCE:
+        raise InvalidSchedule(f"{instant.isoformat()} is in the past")
+    return instant
+
+
+def review_reasons(account: AccountInfo | None, screening: Screening) -> list[ReviewReason]:
+    """PRODUCT.md "Review": a new account's campaigns until staff approve the account, every campaign during
+    the trial, and every campaign screening flagged go to staff first."""
+    reasons: list[ReviewReason] = []
+    if account is None or not account.approved:
+        reasons.append("account_not_approved")
+    if account is not None and account.on_trial:
+        reasons.append("trial")
+    if screening.flagged:
+        reasons.append("flagged")
+    return reasons
+
+
+def submit(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, account: AccountInfo | None,
+           screening: Screening, send_at: datetime | None, time_zone: str | None, now: datetime,
+           submitted_by: str) -> list[Event]:
+    state = _in(_existing(current, campaign_id), ("draft",), "submitted")
+    check_templates(state.content, _live_list(state.list_id, lst))
+    if screening.refusals:
+        raise ContentRefused("; ".join(r.reason for r in screening.refusals),
+                             errors=[(f"body.{r.where}", f"{r.reason} ({r.matched})") for r in screening.refusals])
+    instant = send_time(send_at, time_zone, now)
+    reasons = review_reasons(account, screening)
+    matches = [ScreeningMatch(category=m.category, matched=m.matched, where=m.where, rule=m.rule)
+               for m in screening.matches]
+    return [_event(CampaignSubmitted, state.account_id, CampaignSubmittedPayload(
+        campaign_id=campaign_id, submitted_by=submitted_by, review_required=bool(reasons),
+        review_reasons=reasons, screening=matches, send_at=instant,
+        time_zone=time_zone if send_at is not None and send_at.tzinfo is None else None))]
+
+
+def approve(current: CampaignState | None, campaign_id: str, reviewer: str, note: str | None) -> list[Event]:
+    state = _in(_existing(current, campaign_id), ("in_review",), "approved")
+    return [_event(CampaignApproved, state.account_id, CampaignApprovedPayload(
+        campaign_id=campaign_id, reviewer=reviewer, note=note))]
+
+
+def reject(current: CampaignState | None, campaign_id: str, reviewer: str, reasons: list[str]) -> list[Event]:
+    state = _in(_existing(current, campaign_id), ("in_review",), "rejected")
+    return [_event(CampaignRejected, state.account_id, CampaignRejectedPayload(
+        campaign_id=campaign_id, reviewer=reviewer, reasons=reasons))]
+
+
+def cancel(current: CampaignState | None, campaign_id: str, by: str, reason: str | None) -> list[Event]:
+    state = _existing(current, campaign_id)
+    if state.status == "cancelled":
+        return []  # cancelled already: the same request again
+    _in(state, CANCELLABLE, "cancelled (delete a draft instead)")
+    return [_event(CampaignCancelled, state.account_id, CampaignCancelledPayload(
+        campaign_id=campaign_id, cancelled_by=by, reason=reason))]
+
+
+def queued_event_id(account_id: str, campaign_id: str) -> uuid.UUID:
+    return uuid.uuid5(HERALD_CAMPAIGNS_NAMESPACE, f"queued:{account_id}:{campaign_id}")
+
+
+def due(state: CampaignState, now: datetime) -> bool:
+    return state.status == "scheduled" and (state.send_at is None or state.send_at <= now)
+
+
+def queue(current: CampaignState | None, now: datetime) -> list[Event]:
+    """The CampaignQueued of a scheduled campaign whose time has come, with everything delivery needs to send
+    it; nothing if it is not (any more) scheduled and due. Its event id is fixed per campaign."""
+    if current is None or not due(current, now):
+        return []
+    state = current
+    event = CampaignQueued(event_id=queued_event_id(state.account_id, state.campaign_id),
+                           account_id=state.account_id, producer=PRODUCER, payload=CampaignQueuedPayload(
+                               campaign_id=state.campaign_id, list_id=state.list_id,
+                               segment=Segment(field_equals=state.segment), content=state.content,
+                               send_at=state.send_at, review_required=bool(state.review_reasons)))
+    return [event]
+
+
+def test_send(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, recipients: list[str],
+              sample: dict[str, FieldValue], requested_by: str, test_id: str) -> list[Event]:
+    """A test of the campaign as it is now to at most 5 addresses, rendered with `sample` values."""
+    state = _existing(current, campaign_id)
+    check_templates(state.content, _live_list(state.list_id, lst))
+    unique = list(dict.fromkeys(address.lower() for address in recipients))
+    if not 1 <= len(unique) <= TEST_RECIPIENTS_MAX:
+        raise WrongState(f"a test goes to 1 to {TEST_RECIPIENTS_MAX} addresses")
+    return [_event(CampaignTestRequested, state.account_id, CampaignTestRequestedPayload(
+        campaign_id=campaign_id, test_id=test_id, recipients=unique, content=state.content, sample=sample,
+        requested_by=requested_by))]
+
+
+def evolve(doc: dict[str, Any] | None, event: Event, at: datetime) -> dict[str, Any] | None:
+    """The campaign document after one event (the read model's fold). Events that do not fit the state are
+    ignored: a replay, or an approval of a campaign cancelled meanwhile."""
+    if doc is None:
+        if isinstance(event, CampaignCreated):
+            p = event.payload
             return {"account_id": event.account_id, "campaign_id": p.campaign_id, "status": "draft",
                     "name": p.name, "list_id": p.list_id, "segment": dict(p.segment.field_equals),
                     "content": p.content.model_dump(mode="json"), "created_at": at, "updated_at": at}
-        case CampaignEdited(payload=p) if doc is not None and doc["status"] == "draft":
-            return {**doc, "name": p.name, "list_id": p.list_id, "segment": dict(p.segment.field_equals),
-                    "content": p.content.model_dump(mode="json"), "updated_at": at}
-        case CampaignDeleted() if doc is not None:
+        return None
+    status = doc["status"]
+    match event:
+        case CampaignEdited(payload=edited) if status in EDITABLE:
+            return {**doc, "status": "draft", "name": edited.name, "list_id": edited.list_id,
+                    "segment": dict(edited.segment.field_equals), "content": edited.content.model_dump(mode="json"),
+                    "updated_at": at}
+        case CampaignDeleted() if status in EDITABLE:
             return {**doc, "status": "deleted", "updated_at": at}
+        case CampaignSubmitted(payload=submitted) if status == "draft":
+            return {**doc, "status": "in_review" if submitted.review_required else "scheduled",
+                    "send_at": submitted.send_at, "time_zone": submitted.time_zone,
+                    "review_reasons": list(submitted.review_reasons),
+                    "screening": [m.model_dump() for m in submitted.screening], "submitted_at": at,
+                    "updated_at": at, "rejection": None}
+        case CampaignApproved(payload=approved) if status == "in_review":
+            return {**doc, "status": "scheduled", "reviewed_by": approved.reviewer, "updated_at": at}
+        case CampaignRejected(payload=rejected) if status == "in_review":
+            return {**doc, "status": "rejected", "reviewed_by": rejected.reviewer, "rejection": list(rejected.reasons),
+                    "updated_at": at}
+        case CampaignQueued() if status == "scheduled":
+            return {**doc, "status": "queued", "queued_at": at, "updated_at": at}
+        case CampaignCancelled(payload=cancelled) if status in CANCELLABLE:
+            return {**doc, "status": "cancelled", "cancelled_by": cancelled.cancelled_by, "updated_at": at}
+        case DeliveryHeld(payload=held) if status == "queued":
+            return {**doc, "held_gate": held.gate}
     return doc
+
+
+def display_state(doc: Mapping[str, Any], account: AccountInfo | None, sent: int) -> str:
+    """A campaign's state as its report shows it: its own status until it is queued; then suspended (the
+    account is), held (delivery holds it behind a gate that is still closed), sending (messages went out),
+    or queued (none yet). Delivery does not report a campaign's end yet, so "done" is not shown."""
+    status = str(doc["status"])
+    if status != "queued":
+        return status
+    if account is not None and account.suspended:
+        return "suspended"
+    gate = doc.get("held_gate")
+    still_closed = {"account_suspended": account is not None and account.suspended,
+                    "sending_blocked": account is not None and bool(account.blocked),
+                    "account_review": account is None or not account.approved,
+                    "campaign_review": False}
+    if gate is not None and still_closed.get(str(gate), False):
+        return "held"
+    return "sending" if sent else "queued"
+
+
+def evolve_account(doc: dict[str, Any] | None, event: Event) -> dict[str, Any] | None:
+    """What campaigns keeps of an account: approved, plan (trial), suspended, blocked."""
+    base: dict[str, Any] = doc or {"account_id": event.account_id, "opened": False, "approved": False,
+                                   "plan": None, "suspended": False, "blocked": []}
+    match event:
+        case AccountOpened():
+            return {**base, "opened": True}
+        case AccountApproved():
+            return {**base, "approved": True}
+        case PlanChanged(payload=p):
+            return {**base, "plan": p.plan}
+        case TrialEnded():
+            return {**base, "plan": "trial_ended" if base["plan"] in (None, "trial") else base["plan"]}
+        case AccountSuspended():
+            return {**base, "suspended": True}
+        case AccountReinstated():
+            return {**base, "suspended": False}
+        case SendingBlocked(payload=p):
+            return {**base, "blocked": sorted({*base["blocked"], p.reason})}
+        case SendingUnblocked(payload=p):
+            return {**base, "blocked": [r for r in base["blocked"] if r != p.reason]}
+    return doc
+
+
+ACCOUNT_EVENTS = (AccountOpened, AccountApproved, PlanChanged, TrialEnded, AccountSuspended, AccountReinstated,
+                  SendingBlocked, SendingUnblocked)
+
+
+def account_info(doc: Mapping[str, Any] | None) -> AccountInfo | None:
+    if doc is None:
+        return None
+    return AccountInfo(account_id=doc["account_id"], opened=bool(doc.get("opened")),
+                       approved=bool(doc.get("approved")), plan=doc.get("plan"),
+                       suspended=bool(doc.get("suspended")), blocked=tuple(doc.get("blocked", ())))
 
 
 # Reports (issue 14, "Reports"): what each delivery or subscriptions event adds to its campaign's counts.
@@ -250,3 +575,40 @@ def report(counts: dict[str, int]) -> dict[str, object]:
         "rates": {"hard_bounce_rate": rate(bounces["hard"]), "block_rate": rate(bounces["block"]),
                   "abuse_rate": rate(counts.get("complaints", 0)),
                   "unsubscribe_rate": rate(counts.get("unsubscribes", 0))}}
+
+
+# Previews and test sends render with the shared sandboxed renderer, as delivery does.
+
+SAMPLE_MEMBER: dict[str, FieldValue] = {"email": "anna.berzina@example.com", "first_name": "Anna",
+                                        "last_name": "Bērziņa"}
+
+
+def sample_values(lst: ListInfo | None) -> dict[str, FieldValue]:
+    """Plausible values for every field of the list: what a preview or test shows without a chosen member."""
+    values: dict[str, FieldValue] = dict(SAMPLE_MEMBER)
+    if lst is not None:
+        values.update({k: v for k, v in templating.sample_values(lst.custom_fields).items()
+                       if isinstance(v, str | int | float | bool) or v is None})
+    return values
+
+
+def preview(current: CampaignState | None, campaign_id: str, lst: ListInfo | None,
+            values: dict[str, FieldValue] | None) -> dict[str, str | None]:
+    """Subject, preheader and bodies merged for one member's values (the sample when none are given).
+    Delivery adds the unsubscribe footer and tracking on top when it sends."""
+    state = _existing(current, campaign_id)
+    merged: dict[str, object] = {**sample_values(lst), **(values or {}),
+                                 "unsubscribe_url": "https://example.invalid/unsubscribe/preview"}
+    content = state.content
+    out: dict[str, str | None] = {}
+    for where, source, is_html in (("subject", content.subject, False), ("preheader", content.preheader, False),
+                                   ("html_body", content.html_body, True), ("text_body", content.text_body, False)):
+        if source is None:
+            out[where] = None
+            continue
+        try:
+            out[where] = templating.compile_template(source, html=is_html).render(
+                {k: "" if v is None else str(v) for k, v in merged.items()})
+        except (templating.TemplateProblem, templating.RenderError) as exc:
+            raise InvalidTemplate(f"{where}: {exc}", errors=[(f"body.{where}", str(exc))]) from exc
+    return out

@@ -1,14 +1,30 @@
 """One function per request: load state, let the domain decide, publish, and wait until the projection holds
-the result so the answer reflects it."""
+the result so the answer reflects it. The scheduler is one more caller: it queues what is due."""
 
 from __future__ import annotations
 
-from herald_shared.commands import Recorder
-from herald_shared.mongo import Document
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
-from . import domain
+from herald_shared.commands import Recorder
+from herald_shared.contract.campaigns import StaffViewed, StaffViewedPayload
+from herald_shared.contract.subscriptions import FieldValue
+from herald_shared.kafka import end_offsets
+from herald_shared.mongo import Document
+from herald_shared.settings import HeraldSettings
+
+from . import domain, metrics, screening
 from .domain import Draft
 from .store import CampaignsStore
+
+log = logging.getLogger("herald.campaigns")
+
+
+def _lock(account_id: str, campaign_id: str) -> str:
+    return f"campaign:{account_id}:{campaign_id}"
 
 
 class CampaignsService:
@@ -18,14 +34,14 @@ class CampaignsService:
 
     async def create(self, account_id: str, campaign_id: str | None, draft: Draft) -> Document:
         campaign_id = campaign_id or domain.new_campaign_id()
-        async with self.recorder.serialised(f"campaign:{account_id}:{campaign_id}"):
+        async with self.recorder.serialised(_lock(account_id, campaign_id)):
             existing = await self.store.campaign_state(account_id, campaign_id)
             lst = await self.store.list_info(account_id, draft.list_id)
             await self.recorder.commit(domain.create(account_id, campaign_id, draft, lst, existing))
         return await self._campaign(account_id, campaign_id)
 
     async def edit(self, account_id: str, campaign_id: str, draft: Draft) -> Document:
-        async with self.recorder.serialised(f"campaign:{account_id}:{campaign_id}"):
+        async with self.recorder.serialised(_lock(account_id, campaign_id)):
             current = await self.store.campaign_state(account_id, campaign_id)
             lst = await self.store.list_info(account_id, draft.list_id)
             await self.recorder.commit(domain.edit(current, campaign_id, draft, lst))
@@ -38,12 +54,157 @@ class CampaignsService:
         return await self._campaign(account_id, new_id)
 
     async def delete(self, account_id: str, campaign_id: str) -> None:
-        async with self.recorder.serialised(f"campaign:{account_id}:{campaign_id}"):
+        async with self.recorder.serialised(_lock(account_id, campaign_id)):
             current = await self.store.campaign_state(account_id, campaign_id)
             await self.recorder.commit(domain.delete(current, campaign_id))
+
+    async def submit(self, account_id: str, campaign_id: str, send_at: datetime | None, time_zone: str | None,
+                     submitted_by: str) -> Document:
+        """Screen, check and schedule (or send to staff review) a draft."""
+        async with self.recorder.serialised(_lock(account_id, campaign_id)):
+            current = await self.store.campaign_state(account_id, campaign_id)
+            lst = await self.store.list_info(account_id, current.list_id) if current is not None else None
+            account = await self.store.account(account_id)
+            verdict = screening.screen(subject=current.content.subject, preheader=current.content.preheader,
+                                       html_body=current.content.html_body, text_body=current.content.text_body
+                                       ) if current is not None else screening.Screening((), ())
+            try:
+                events = domain.submit(current, campaign_id, lst, account, verdict, send_at, time_zone,
+                                       datetime.now(UTC), submitted_by)
+            except domain.ContentRefused:
+                metrics.SCREENING.labels("refused").inc()
+                raise
+            for category in sorted({m.category for m in verdict.matches}) or ["clean"]:
+                metrics.SCREENING.labels(category).inc()
+            await self.recorder.commit(events)
+        return await self._campaign(account_id, campaign_id)
+
+    async def cancel(self, account_id: str, campaign_id: str, by: str, reason: str | None) -> Document:
+        async with self.recorder.serialised(_lock(account_id, campaign_id)):
+            current = await self.store.campaign_state(account_id, campaign_id)
+            await self.recorder.commit(domain.cancel(current, campaign_id, by, reason))
+        return await self._campaign(account_id, campaign_id)
+
+    async def test_send(self, account_id: str, campaign_id: str, recipients: Sequence[str],
+                        sample: dict[str, FieldValue] | None, requested_by: str) -> str:
+        current = await self.store.campaign_state(account_id, campaign_id)
+        lst = await self.store.list_info(account_id, current.list_id) if current is not None else None
+        values = sample if sample is not None else domain.sample_values(lst)
+        test_id = "t" + uuid.uuid4().hex[:12]
+        await self.recorder.publish_only(domain.test_send(current, campaign_id, lst, list(recipients), values,
+                                                          requested_by, test_id))
+        return test_id
+
+    async def preview(self, account_id: str, campaign_id: str,
+                      values: dict[str, FieldValue] | None) -> dict[str, str | None]:
+        current = await self.store.campaign_state(account_id, campaign_id)
+        lst = await self.store.list_info(account_id, current.list_id) if current is not None else None
+        return domain.preview(current, campaign_id, lst, values)
+
+    # Staff (separate credentials; every look is audit-logged as StaffViewed on the account's events)
+
+    async def staff_queue(self, staff: str, after: str | None, limit: int) -> tuple[list[Document], str | None]:
+        docs, cursor = await self.store.review_queue(after, limit)
+        await self._audit(staff, docs, "review_queue")
+        return docs, cursor
+
+    async def staff_campaign(self, staff: str, account_id: str, campaign_id: str) -> Document:
+        doc = await self._campaign(account_id, campaign_id)
+        await self._audit(staff, [doc], "campaign")
+        return doc
+
+    async def approve(self, staff: str, account_id: str, campaign_id: str, note: str | None) -> Document:
+        async with self.recorder.serialised(_lock(account_id, campaign_id)):
+            current = await self.store.campaign_state(account_id, campaign_id)
+            await self.recorder.commit([*domain.approve(current, campaign_id, staff, note),
+                                        self._viewed(staff, account_id, campaign_id, "approve")])
+        return await self._campaign(account_id, campaign_id)
+
+    async def reject(self, staff: str, account_id: str, campaign_id: str, reasons: list[str]) -> Document:
+        async with self.recorder.serialised(_lock(account_id, campaign_id)):
+            current = await self.store.campaign_state(account_id, campaign_id)
+            await self.recorder.commit([*domain.reject(current, campaign_id, staff, reasons),
+                                        self._viewed(staff, account_id, campaign_id, "reject")])
+        return await self._campaign(account_id, campaign_id)
+
+    def _viewed(self, staff: str, account_id: str, campaign_id: str, action: str) -> StaffViewed:
+        return StaffViewed(account_id=account_id, producer=domain.PRODUCER, payload=StaffViewedPayload(
+            campaign_id=campaign_id, staff=staff, action=action))
+
+    async def _audit(self, staff: str, docs: list[Document], action: str) -> None:
+        """Recorded before the answer leaves: no look goes unlogged."""
+        await self.recorder.publish_only([self._viewed(staff, d["account_id"], d["campaign_id"], action)
+                                          for d in docs])
+        for doc in docs:
+            log.info("staff looked at a campaign", extra={"staff": staff, "account_id": doc["account_id"],
+                                                          "campaign": doc["campaign_id"], "what": action})
+
+    # The scheduler
+
+    async def queue_due(self, now: datetime) -> int:
+        """Queue every scheduled campaign whose time has come; each decided under its lock against the state
+        the projection holds, and waited for, so it is queued once."""
+        queued = 0
+        for send_at, account_id, campaign_id in await self.store.due(now):
+            async with self.recorder.serialised(_lock(account_id, campaign_id)):
+                current = await self.store.campaign_state(account_id, campaign_id)
+                events = domain.queue(current, now)
+                if not events:
+                    continue
+                await self.recorder.commit(events)
+            metrics.SCHEDULE_LAG.observe(max(0.0, (datetime.now(UTC) - send_at).total_seconds()))
+            log.info("campaign queued", extra={"account_id": account_id, "campaign": campaign_id,
+                                               "send_at": send_at.isoformat()})
+            queued += 1
+        return queued
 
     async def _campaign(self, account_id: str, campaign_id: str) -> Document:
         doc = await self.store.campaign(account_id, campaign_id)
         if doc is None:
             raise domain.CampaignNotFound(f"no campaign {campaign_id!r}")
         return doc
+
+
+class Scheduler:
+    """Emits CampaignQueued at each campaign's time. It starts only once the projection has applied everything
+    herald.campaigns held when the process started (its own CampaignQueued of before a crash included), so a
+    campaign queued just before a SIGKILL is not queued again; from then on every decision waits for its own
+    event to be applied."""
+
+    def __init__(self, service: CampaignsService, settings: HeraldSettings, interval: float = 0.5) -> None:
+        self.service = service
+        self.settings = settings
+        self.interval = interval
+        self.caught_up = False
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        topic = self.settings.topics("herald.campaigns")
+        ends = await end_offsets(self.settings, topic)
+        await self.service.recorder.checkpoints.wait_until_applied(
+            [(topic, partition, end - 1) for partition, end in ends.items() if end > 0])
+        self.caught_up = True
+        log.info("scheduler caught up with herald.campaigns", extra={"partitions": len(ends)})
+        while not self._stopping.is_set():
+            try:
+                await self.service.queue_due(datetime.now(UTC))
+                await self._gauges()
+            except Exception:  # the scheduler outlives a failed round; the next one retries
+                log.exception("scheduling round failed; retrying")
+            try:
+                async with asyncio.timeout(self.interval):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass
+
+    async def _gauges(self) -> None:
+        store = self.service.store
+        counts = await store.status_counts()
+        for status in domain.STATUSES:
+            metrics.CAMPAIGNS.labels(status).set(counts.get(status, 0))
+        oldest = await store.oldest_in_review()
+        metrics.REVIEW_AGE.set((datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0)
+        metrics.REVIEW_DEPTH.set(counts.get("in_review", 0))

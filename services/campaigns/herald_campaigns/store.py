@@ -3,68 +3,171 @@
 
 `campaigns` (`account/campaign`): each campaign folded in Python (`domain.evolve`) over the documents a batch
 touches, loaded by `_id`; `lists` (`account/list`): the account's lists and their custom fields, from
-herald.subscriptions, so a draft's target and segment are checked without asking that service.
+herald.subscriptions, so a draft's target and segment are checked without asking that service; `accounts`
+(`account`): approval, plan, suspension and blocks, from herald.billing and herald.compliance.
+Two listings kept as the campaigns fold (`SecondaryIndex`): `schedule` (`due time/account/campaign`, what the
+scheduler reads as an `_id` range up to now) and `review` (`submitted time/account/campaign`, the staff
+queue, oldest first). `stats` counts campaigns by status per partition of herald.campaigns (`Counters`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from herald_shared.contract import Event
-from herald_shared.contract.campaigns import CampaignContent, CampaignCreated, CampaignDeleted, CampaignEdited
+from herald_shared.contract.campaigns import (
+    CampaignApproved,
+    CampaignCancelled,
+    CampaignCreated,
+    CampaignDeleted,
+    CampaignEdited,
+    CampaignQueued,
+    CampaignRejected,
+    CampaignSubmitted,
+    StaffViewed,
+)
+from herald_shared.contract.delivery import DeliveryHeld
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
-from herald_shared.readmodel import Counters, compose, insert_new, load, prefix_range, write_changes
+from herald_shared.readmodel import (
+    Counters,
+    SecondaryIndex,
+    compose,
+    insert_new,
+    load,
+    prefix_range,
+    write_changes,
+)
 
 from . import domain
-from .domain import CampaignState, ListInfo
+from .domain import AccountInfo, CampaignState, ListInfo
 
 CAMPAIGNS, LISTS, REPORTS, ENGAGED = "campaigns", "lists", "reports", "engaged"
-CAMPAIGN_EVENTS = (CampaignCreated, CampaignEdited, CampaignDeleted)
+ACCOUNTS, SCHEDULE, REVIEW, STATS, AUDIT = "accounts", "schedule", "review", "stats", "audit"
+CAMPAIGN_EVENTS = (CampaignCreated, CampaignEdited, CampaignDeleted, CampaignSubmitted, CampaignApproved,
+                   CampaignRejected, CampaignQueued, CampaignCancelled)
 
 
 def campaign_key(account_id: str, campaign_id: str) -> str:
     return compose(account_id, campaign_id)
 
 
+def time_key(at: datetime) -> str:
+    """A UTC instant as a fixed-width string that sorts as time does."""
+    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def schedule_key(doc: Mapping[str, Any]) -> str | None:
+    """Where a scheduled campaign waits: at its send time (or its submission or approval, sent now)."""
+    if doc.get("status") != "scheduled":
+        return None
+    return compose(time_key(doc.get("send_at") or doc["updated_at"]), doc["account_id"], doc["campaign_id"])
+
+
+def review_key(doc: Mapping[str, Any]) -> str | None:
+    if doc.get("status") != "in_review":
+        return None
+    return compose(time_key(doc["submitted_at"]), doc["account_id"], doc["campaign_id"])
+
+
+def key_parts(key: str) -> tuple[datetime, str, str]:
+    """(time, account, campaign) of a `schedule` or `review` key."""
+    at, account_id, campaign_id = key.split("/")
+    return datetime.strptime(at, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC), account_id, campaign_id
+
+
+def stats_key(event: Event) -> str:
+    position = event.position
+    return compose("status", str(position.partition) if position is not None else "live")
+
+
+def _campaign_of(event: Event) -> str | None:
+    if isinstance(event, CAMPAIGN_EVENTS):
+        return str(event.payload.campaign_id)
+    if isinstance(event, DeliveryHeld):
+        return event.payload.campaign_id
+    return None
+
+
 class CampaignsProjection(Projection):
-    collections = (CAMPAIGNS, LISTS)
+    collections = (CAMPAIGNS, LISTS, ACCOUNTS, SCHEDULE, REVIEW, STATS, AUDIT)
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
         self._campaign_events: list[Event] = []
+        self._account_events: list[Event] = []
+        self._schedule = SecondaryIndex(db[SCHEDULE], schedule_key)
+        self._review = SecondaryIndex(db[REVIEW], review_key)
+        self._stats = Counters(db[STATS])
 
     async def handle(self, event: Event) -> None:
-        if isinstance(event, CAMPAIGN_EVENTS):
+        if _campaign_of(event) is not None:
             self._campaign_events.append(event)
+        if isinstance(event, domain.ACCOUNT_EVENTS):
+            self._account_events.append(event)
         await super().handle(event)
 
     async def flush(self) -> None:
         events, self._campaign_events = self._campaign_events, []
+        accounts, self._account_events = self._account_events, []
         try:
+            await self._fold_accounts(accounts)
             await self._fold(events)
         except Exception:
             self._campaign_events = events + self._campaign_events
+            self._account_events = accounts + self._account_events
+            self._stats.discard()
             raise
         await super().flush()
+
+    async def _fold_accounts(self, events: list[Event]) -> None:
+        if not events:
+            return
+        before = await load(self.db[ACCOUNTS], {e.account_id for e in events})
+        after: dict[str, Document | None] = dict(before)
+        for event in events:
+            folded = domain.evolve_account(after.get(event.account_id), event)
+            if folded is not None:
+                after[event.account_id] = {**folded, "_id": event.account_id}
+        await write_changes(self.db[ACCOUNTS], before, {k: v for k, v in after.items() if v is not before.get(k)})
 
     async def _fold(self, events: list[Event]) -> None:
         if not events:
             return
-        keys = {campaign_key(e.account_id, e.payload.campaign_id) for e in events}  # type: ignore[attr-defined]
+        keys = {campaign_key(e.account_id, str(_campaign_of(e))) for e in events}
         before = await load(self.db[CAMPAIGNS], keys)
         after: dict[str, Document | None] = dict(before)
+        await self._stats.prepare({stats_key(e) for e in events if isinstance(e, CAMPAIGN_EVENTS)})
         for event in events:
-            key = campaign_key(event.account_id, event.payload.campaign_id)  # type: ignore[attr-defined]
-            folded = domain.evolve(after.get(key), event, event.occurred_at)
-            if folded is not None:
-                after[key] = {**folded, "_id": key}
-        await write_changes(self.db[CAMPAIGNS], before, {k: v for k, v in after.items() if v is not before.get(k)})
+            key = campaign_key(event.account_id, str(_campaign_of(event)))
+            old = after.get(key)
+            folded = domain.evolve(old, event, event.occurred_at)
+            if folded is None or folded is old:
+                continue
+            after[key] = {**folded, "_id": key}
+            if isinstance(event, CAMPAIGN_EVENTS):
+                was, now = (old or {}).get("status"), folded["status"]
+                if was != now:
+                    self._stats.add(stats_key(event), event, {**({str(was): -1} if was else {}), str(now): 1})
+        changed = {k: v for k, v in after.items() if v is not before.get(k)}
+        # Counters and listings before the documents: a replay after a crash repeats them idempotently.
+        await self._stats.write()
+        await self._schedule.write(before, changed)
+        await self._review.write(before, changed)
+        await write_changes(self.db[CAMPAIGNS], before, changed)
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         match event:
+            case StaffViewed(payload=p):
+                # Audit: who of the staff looked at which campaign of the account, when (a replay rewrites it).
+                return [(AUDIT, UpdateOne({"_id": compose(event.account_id, time_key(event.occurred_at),
+                                                          str(event.event_id))}, {"$setOnInsert": {
+                    "account_id": event.account_id, "campaign_id": p.campaign_id, "staff": p.staff,
+                    "action": p.action, "at": event.occurred_at}}, upsert=True))]
             case ListCreated(payload=p):
                 return [(LISTS, UpdateOne({"_id": compose(event.account_id, p.list_id)}, {"$setOnInsert": {
                     "account_id": event.account_id, "list_id": p.list_id,
@@ -140,7 +243,41 @@ class CampaignsStore:
 
     async def campaign_state(self, account_id: str, campaign_id: str) -> CampaignState | None:
         doc = await self.db[CAMPAIGNS].find_one({"_id": campaign_key(account_id, campaign_id)})
-        return _state(doc) if doc is not None else None
+        return domain.state_of(doc) if doc is not None else None
+
+    async def account(self, account_id: str) -> AccountInfo | None:
+        return domain.account_info(await self.db[ACCOUNTS].find_one({"_id": account_id}))
+
+    async def due(self, now: datetime, limit: int = 100) -> list[tuple[datetime, str, str]]:
+        """Scheduled campaigns whose time has come, earliest first: (send time, account, campaign)."""
+        cursor = self.db[SCHEDULE].find({"_id": {"$lt": time_key(now) + "~"}}, {"_id": 1}).sort("_id", 1)
+        return [key_parts(doc["_id"]) async for doc in cursor.limit(limit)]
+
+    async def review_queue(self, after: str | None, limit: int) -> tuple[list[Document], str | None]:
+        """A page of the staff review queue, oldest submission first, and the cursor of the next page."""
+        bounds: dict[str, Any] = {"$gt": after} if after is not None else {"$gte": ""}
+        keys = [doc["_id"] async for doc in self.db[REVIEW].find({"_id": bounds}, {"_id": 1})
+                .sort("_id", 1).limit(limit)]
+        found = await load(self.db[CAMPAIGNS], [campaign_key(a, c) for _, a, c in map(key_parts, keys)])
+        docs = [found[k] for k in (campaign_key(a, c) for _, a, c in map(key_parts, keys)) if k in found]
+        return docs, keys[-1] if len(keys) == limit else None
+
+    async def oldest_in_review(self) -> datetime | None:
+        doc = await self.db[REVIEW].find_one({"_id": {"$gte": ""}}, {"_id": 1}, sort=[("_id", 1)])
+        return key_parts(doc["_id"])[0] if doc is not None else None
+
+    async def status_counts(self) -> dict[str, int]:
+        """Campaigns by status, summed over the partitions' counters (a handful of documents)."""
+        totals: dict[str, int] = {}
+        async for doc in self.db[STATS].find({"_id": prefix_range("status")}):
+            for name, value in doc.get("counts", {}).items():
+                totals[name] = totals.get(name, 0) + int(value)
+        return totals
+
+    async def staff_access(self, account_id: str, limit: int = 100) -> list[Document]:
+        """The account's audit log of staff looks at its campaigns, newest first."""
+        cursor = self.db[AUDIT].find({"_id": prefix_range(account_id)}).sort("_id", -1).limit(limit)
+        return [doc async for doc in cursor]
 
     async def campaigns(self, account_id: str, after: str | None, limit: int) -> tuple[list[Document], str | None]:
         """A page of the account's campaigns in id order (deleted ones left out, so a page may hold fewer),
@@ -168,8 +305,3 @@ class CampaignsStore:
         return ListInfo(list_id=doc["list_id"], custom_fields=dict(doc.get("custom_fields", {})),
                         deleted=bool(doc.get("deleted")))
 
-
-def _state(doc: Document) -> CampaignState:
-    return CampaignState(account_id=doc["account_id"], campaign_id=doc["campaign_id"], status=doc["status"],
-                         name=doc["name"], list_id=doc["list_id"], segment=dict(doc.get("segment", {})),
-                         content=CampaignContent.model_validate(doc["content"]))

@@ -1,0 +1,16 @@
+"""Prometheus metrics of the campaigns service (issue 14, "Metrics")."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CAMPAIGNS = Gauge("herald_campaigns_by_status", "Campaigns by status, as the read model counts them.", ["status"])
+SCREENING = Counter("herald_campaigns_screening_verdicts_total",
+                    "Screening verdicts at submit: a category matched, clean, or refused (hidden footer).",
+                    ["verdict"])
+REVIEW_DEPTH = Gauge("herald_campaigns_review_queue_depth", "Campaigns waiting for staff review.")
+REVIEW_AGE = Gauge("herald_campaigns_review_queue_oldest_seconds",
+                   "How long the oldest campaign in the review queue has waited (0 when empty).")
+SCHEDULE_LAG = Histogram("herald_campaigns_schedule_lag_seconds",
+                         "From a campaign's send time to its CampaignQueued being recorded.",
+                         buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))

@@ -1,0 +1,169 @@
+"""Draft → screen → review → schedule → CampaignQueued at its time, through the API on the real stack; staff
+review with separate credentials, every staff look audit-logged; tenants never see each other's campaigns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from herald_shared.contract.campaigns import (
+    CampaignApproved,
+    CampaignQueued,
+    CampaignRejected,
+    CampaignSubmitted,
+    CampaignTestRequested,
+    StaffViewed,
+)
+from tests.conftest import eventually
+
+from .conftest import Platform, draft
+
+
+def of(events: list[Any], cls: type, campaign_id: str) -> list[Any]:
+    return [e for e in events if isinstance(e, cls) and e.payload.campaign_id == campaign_id]
+
+
+async def test_a_paid_approved_account_schedules_in_its_zone_and_the_campaign_is_queued_at_that_time(
+        platform: Platform) -> None:
+    acme = await platform.tenant("acc-sched", "news", account="paid")
+    assert (await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})).status_code == 201
+    at = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    local = at.astimezone(ZoneInfo("Europe/Riga")).replace(tzinfo=None)
+    response = await acme.http.post("/v1/campaigns/c1/submission",
+                                    json={"send_at": local.isoformat(), "time_zone": "Europe/Riga"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["status"], body["review_reasons"], body["screening"], body["time_zone"]) == (
+        "scheduled", [], [], "Europe/Riga")
+    due = datetime.fromisoformat(body["send_at"])
+    assert due == at
+    events = await eventually(platform.events, lambda evs: of(evs, CampaignQueued, "c1"), within=30,
+                              what="CampaignQueued")
+    [queued] = of(events, CampaignQueued, "c1")
+    assert queued.occurred_at >= due and queued.payload.send_at == due
+    assert queued.payload.content.subject == "Our November news" and queued.payload.review_required is False
+    assert (await acme.http.get("/v1/campaigns/c1")).json()["status"] == "queued"
+    # Submitted twice, edited or deleted once submitted: refused.
+    assert (await acme.http.post("/v1/campaigns/c1/submission", json={})).status_code == 409
+    assert (await acme.http.put("/v1/campaigns/c1", json=draft())).status_code == 409
+    assert (await acme.http.delete("/v1/campaigns/c1")).status_code == 409
+
+
+async def test_a_trial_campaign_waits_in_the_staff_queue_and_is_queued_once_approved(platform: Platform) -> None:
+    acme = await platform.tenant("acc-trial", "news", account="trial")
+    await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})
+    body = (await acme.http.post("/v1/campaigns/c1/submission", json={})).json()
+    assert (body["status"], body["review_reasons"]) == ("in_review", ["trial"])
+    async with platform.staff() as staff:
+        # A customer key is not a staff credential, and no credential is none.
+        assert (await acme.http.get("/v1/staff/review-queue")).status_code == 401
+        queue = await eventually(lambda: staff.get("/v1/staff/review-queue?limit=200"),
+                                 lambda r: any(i["account_id"] == "acc-trial" for i in r.json()["items"]),
+                                 what="campaign in the review queue")
+        [item] = [i for i in queue.json()["items"] if i["account_id"] == "acc-trial"]
+        assert (item["campaign_id"], item["review_reasons"]) == ("c1", ["trial"])
+        assert (await staff.get("/v1/staff/campaigns/acc-trial/c1")).status_code == 200
+        approved = await staff.post("/v1/staff/campaigns/acc-trial/c1/approval", json={"note": "fine"})
+        assert approved.status_code == 200 and approved.json()["status"] == "scheduled"
+        assert (await staff.post("/v1/staff/campaigns/acc-trial/c1/approval", json={})).status_code == 409
+    events = await eventually(platform.events, lambda evs: of(evs, CampaignQueued, "c1") and [
+        e for e in of(evs, CampaignQueued, "c1") if e.account_id == "acc-trial"], within=30, what="queued")
+    mine = [e for e in events if e.account_id == "acc-trial"]
+    assert [type(e).__name__ for e in mine if not isinstance(e, StaffViewed)][-3:] == [
+        "CampaignSubmitted", "CampaignApproved", "CampaignQueued"]
+    [queued] = of(mine, CampaignQueued, "c1")
+    assert queued.payload.review_required is True  # delivery also sees the approval before it
+    # Every staff look is in the account's audit log: the queue listing, the campaign, the approval.
+    looks = [(e.payload.staff, e.payload.action) for e in of(mine, StaffViewed, "c1")]
+    assert ("rita", "review_queue") in looks and ("rita", "campaign") in looks and ("rita", "approve") in looks
+    log = await eventually(lambda: acme.http.get("/v1/staff-access"),
+                           lambda r: len(r.json()["items"]) >= 3, what="audit log projected")
+    assert {(i["staff"], i["action"]) for i in log.json()["items"]} >= {("rita", "review_queue"),
+                                                                        ("rita", "approve")}
+
+
+async def test_flagged_content_goes_to_review_with_its_evidence_and_a_rejection_reopens_the_draft(
+        platform: Platform) -> None:
+    acme = await platform.tenant("acc-flag", "news", account="paid")
+    html = '<p>Best odds at our online casino: <a href="https://bit.ly/xyz">claim free spins</a></p>'
+    await acme.http.post("/v1/campaigns", json={**draft(html_body=html), "campaign_id": "c1"})
+    body = (await acme.http.post("/v1/campaigns/c1/submission", json={})).json()
+    assert (body["status"], body["review_reasons"]) == ("in_review", ["flagged"])
+    categories = {m["category"] for m in body["screening"]}
+    assert "gambling" in categories and any(m["where"] == "link" for m in body["screening"])
+    async with platform.staff() as staff:
+        rejected = await staff.post("/v1/staff/campaigns/acc-flag/c1/rejection",
+                                    json={"reasons": ["gambling is prohibited content"]})
+        assert rejected.status_code == 200 and rejected.json()["rejection"] == ["gambling is prohibited content"]
+    events = await platform.events()
+    [submitted] = [e for e in of(events, CampaignSubmitted, "c1") if e.account_id == "acc-flag"]
+    assert submitted.payload.screening and [e for e in of(events, CampaignRejected, "c1")
+                                            if e.account_id == "acc-flag"]
+    assert not [e for e in of(events, CampaignApproved, "c1") if e.account_id == "acc-flag"]
+    edited = await acme.http.put("/v1/campaigns/c1", json=draft())
+    assert edited.status_code == 200 and edited.json()["status"] == "draft"
+    again = (await acme.http.post("/v1/campaigns/c1/submission", json={})).json()
+    assert (again["status"], again["screening"]) == ("scheduled", [])
+
+
+async def test_refused_content_and_templates_answer_422_with_where_and_why(platform: Platform) -> None:
+    acme = await platform.tenant("acc-refuse", "news", account="paid")
+    hidden = ('<p>News</p><div style="display:none"><a href="{{ unsubscribe_url }}">unsubscribe</a></div>')
+    await acme.http.post("/v1/campaigns", json={**draft(html_body=hidden), "campaign_id": "c1"})
+    refused = await acme.http.post("/v1/campaigns/c1/submission", json={})
+    assert refused.status_code == 422 and refused.json()["type"].endswith("/content_refused")
+    assert refused.json()["errors"][0]["location"] == "body.html_body"
+    bad = await acme.http.post("/v1/campaigns", json=draft(html_body="<p>{{ shoe_size }}</p>\n<p>{% for %}</p>"))
+    assert bad.status_code == 422 and bad.json()["type"].endswith("/invalid_template")
+    escape = await acme.http.post("/v1/campaigns", json=draft(
+        html_body="{{ ''.__class__.__mro__[1].__subclasses__() }}"))
+    assert escape.status_code == 422
+    past = await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c2"})
+    assert past.status_code == 201
+    for schedule in ({"send_at": "2020-01-01T09:00:00", "time_zone": "Europe/Riga"},
+                     {"send_at": "2027-03-28T03:30:00", "time_zone": "Europe/Riga"},
+                     {"send_at": "2027-03-28T09:00:00", "time_zone": "Mars/Base"}):
+        answer = await acme.http.post("/v1/campaigns/c2/submission", json=schedule)
+        assert answer.status_code == 422 and answer.json()["type"].endswith("/invalid_schedule"), answer.text
+
+
+async def test_preview_and_test_send(platform: Platform) -> None:
+    acme = await platform.tenant("acc-preview", "news", account="paid")
+    html = '<p>Hello {{ first_name | default("friend") }} from {{ city | default("Riga") }}</p>'
+    await acme.http.post("/v1/campaigns", json={**draft(html_body=html, preheader="Hi {{ first_name }}"),
+                                                "campaign_id": "c1"})
+    sample = (await acme.http.post("/v1/campaigns/c1/preview", json={})).json()
+    assert "Hello Anna" in sample["html_body"] and sample["preheader"] == "Hi Anna"
+    chosen = (await acme.http.post("/v1/campaigns/c1/preview",
+                                   json={"values": {"first_name": "<b>Jānis</b>", "city": ""}})).json()
+    assert "Hello &lt;b&gt;Jānis&lt;/b&gt; from Riga" in chosen["html_body"]
+    assert "Jānis" in chosen["text_body"]
+    test = await acme.http.post("/v1/campaigns/c1/tests", json={"recipients": ["me@acme.example"],
+                                                                "values": {"first_name": "Me"}})
+    assert test.status_code == 202
+    test_id = test.json()["test_id"]
+    events = await eventually(platform.events, lambda evs: [e for e in evs if isinstance(e, CampaignTestRequested)
+                                                            and e.payload.test_id == test_id], what="test event")
+    [requested] = [e for e in events if isinstance(e, CampaignTestRequested) and e.payload.test_id == test_id]
+    assert requested.payload.recipients == ["me@acme.example"] and requested.payload.sample == {"first_name": "Me"}
+    too_many = await acme.http.post("/v1/campaigns/c1/tests",
+                                    json={"recipients": [f"a{i}@acme.example" for i in range(6)]})
+    assert too_many.status_code == 422
+
+
+async def test_no_route_reaches_another_accounts_campaign(platform: Platform) -> None:
+    acme = await platform.tenant("acc-iso-a", "news", account="paid")
+    other = await platform.tenant("acc-iso-b", "news", account="paid")
+    await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})
+    for method, path, body in (("get", "/v1/campaigns/c1", None), ("get", "/v1/campaigns/c1/report", None),
+                               ("put", "/v1/campaigns/c1", draft()), ("delete", "/v1/campaigns/c1", None),
+                               ("post", "/v1/campaigns/c1/duplicate", None),
+                               ("post", "/v1/campaigns/c1/preview", {}),
+                               ("post", "/v1/campaigns/c1/tests", {"recipients": ["x@b.example"]}),
+                               ("post", "/v1/campaigns/c1/submission", {}),
+                               ("post", "/v1/campaigns/c1/cancellation", {})):
+        answer = await other.http.request(method, path, json=body)
+        assert answer.status_code == 404, (method, path, answer.text)
+    assert (await other.http.get("/v1/campaigns")).json()["items"] == []
+    assert (await acme.http.get("/v1/campaigns/c1")).json()["status"] == "draft"

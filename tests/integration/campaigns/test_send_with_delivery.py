@@ -1,0 +1,57 @@
+"""The campaigns API and delivery together on the real stack: a campaign written, submitted and queued through
+the API is sent by delivery to a real SMTP server (the development mailbox), its report counts what delivery
+published, and a cancellation mid-send stops delivery."""
+
+from __future__ import annotations
+
+import asyncio
+from email import message_from_bytes, policy
+from typing import Any
+
+from herald_shared.contract.delivery import MessageSent
+from tests.conftest import eventually
+from tests.integration.delivery.conftest import World, relay, start_delivery, world  # noqa: F401 (fixtures)
+
+from .conftest import Platform, draft
+
+MEMBERS = 30
+
+
+async def test_a_campaign_from_the_api_is_sent_reported_and_cancelled_mid_send(
+        platform: Platform, start_delivery: Any, relay: Any, world: World) -> None:  # noqa: F811
+    await world.open_account("acc-send")
+    await world.add_list("acc-send", "news", [(f"s{i:02}", f"m{i:02}@example.org") for i in range(MEMBERS)])
+    acme = await platform.tenant("acc-send", account="paid")
+    await eventually(lambda: platform.service.service.store.list_info("acc-send", "news"), bool, what="list")
+    running = await start_delivery(HERALD_ACCOUNT_RATE=5)  # 5 messages a second: time to cancel in the middle
+    html = '<p>Hello {{ first_name | default("friend") }}!</p><p><a href="https://acme.example/sale">Sale</a></p>'
+    created = await acme.http.post("/v1/campaigns", json={**draft(html_body=html, preheader="Our sale"),
+                                                          "campaign_id": "c1"})
+    assert created.status_code == 201, created.text
+    assert (await acme.http.post("/v1/campaigns/c1/submission", json={})).json()["status"] == "scheduled"
+    await eventually(relay.mailed, lambda r: len(r) >= 3, within=60, what="delivery sending the campaign")
+    message = message_from_bytes(relay.received[0].data, policy=policy.default)
+    assert message["Subject"] == "Our November news"
+    html_part = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "Hello Ann!" in html_part and "Our sale" in html_part and "Unsubscribe" in html_part
+    cancelled = await acme.http.post("/v1/campaigns/c1/cancellation", json={"reason": "wrong price"})
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    at_cancel = len(relay.recipients())
+
+    async def cancelled_outcomes() -> list[Any]:
+        found = await running.service.store.outcomes({"campaign_id": "c1"})
+        return [o for o in found if o["outcome"] == "cancelled"]
+
+    # Every message not sent when the cancellation arrived is recorded as cancelled, none dropped silently.
+    await eventually(cancelled_outcomes, lambda found: len(found) + len(relay.recipients()) == MEMBERS,
+                     within=60, what="the rest recorded as cancelled")
+    await asyncio.sleep(1)  # at 5 a second, 5 more would have gone by now
+    delivered = len(relay.recipients())
+    assert delivered < MEMBERS and delivered <= at_cancel + 5, (at_cancel, delivered)
+    sent_events = await world.wait_for(
+        lambda es: len([e for e in es if isinstance(e, MessageSent)]) == delivered, "a MessageSent per message")
+    assert {e.payload.campaign_id for e in sent_events if isinstance(e, MessageSent)} == {"c1"}
+    report = await eventually(lambda: acme.http.get("/v1/campaigns/c1/report"),
+                              lambda r: r.json()["sent"] == delivered, what="report counts every send")
+    assert report.json()["status"] == "cancelled" and report.json()["delivered"] == delivered
+

@@ -1,0 +1,254 @@
+"""The review and schedule state machine, pure: who goes to staff review and why, what each state allows, send
+times in named zones across DST, queueing once at the due time, cancellation, and what a report shows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from herald_campaigns import domain
+from herald_campaigns.domain import AccountInfo, CampaignState, Draft, ListInfo
+from herald_campaigns.screening import Match, Refusal, Screening
+from herald_shared.contract.billing import AccountApproved, AccountOpened, PlanChanged, SendingBlocked
+from herald_shared.contract.campaigns import (
+    CampaignApproved,
+    CampaignCancelled,
+    CampaignQueued,
+    CampaignRejected,
+    CampaignSubmitted,
+    CampaignTestRequested,
+)
+from herald_shared.contract.compliance import AccountSuspended
+from herald_shared.contract.delivery import DeliveryHeld
+from herald_shared.contract.envelope import Event
+
+NEWS = ListInfo("news", {"city": "text"})
+DRAFT = Draft(name="November", list_id="news", subject="News for {{ first_name | default('you') }}",
+              from_name="Acme", from_email="news@acme.example", html_body="<p>Hello {{ city }}</p>",
+              segment={"city": "Riga"})
+NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+CLEAN = Screening(matches=(), refusals=())
+FLAGGED = Screening(matches=(Match(category="gambling", matched="online casino", where="html_body",
+                                   rule="online casino"),), refusals=())
+PAID = AccountInfo("acme", opened=True, approved=True, plan="monthly")
+
+
+def fold(*events: Event, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+    for event in events:
+        doc = domain.evolve(doc, event, event.occurred_at)
+    assert doc is not None
+    return doc
+
+
+def draft_doc() -> dict[str, Any]:
+    return fold(*domain.create("acme", "c1", DRAFT, NEWS, None))
+
+
+def submitted(account: AccountInfo | None = PAID, screening: Screening = CLEAN,
+              send_at: datetime | None = None) -> tuple[Event, dict[str, Any]]:
+    doc = draft_doc()
+    [event] = domain.submit(domain.state_of(doc), "c1", NEWS, account, screening, send_at, None, NOW, "api")
+    return event, fold(event, doc=doc)
+
+
+@pytest.mark.parametrize(("account", "screening", "reasons"), [
+    (PAID, CLEAN, []),
+    (None, CLEAN, ["account_not_approved"]),
+    (AccountInfo("acme", opened=True, approved=False, plan="monthly"), CLEAN, ["account_not_approved"]),
+    (AccountInfo("acme", opened=True, approved=True), CLEAN, ["trial"]),
+    (AccountInfo("acme", opened=True, approved=True, plan="trial"), CLEAN, ["trial"]),
+    (AccountInfo("acme", opened=True, approved=False, plan="trial"), FLAGGED,
+     ["account_not_approved", "trial", "flagged"]),
+    (PAID, FLAGGED, ["flagged"]),
+])
+def test_who_goes_to_staff_review_and_why(account: AccountInfo | None, screening: Screening,
+                                          reasons: list[str]) -> None:
+    event, doc = submitted(account, screening)
+    assert isinstance(event, CampaignSubmitted)
+    assert event.payload.review_reasons == reasons
+    assert event.payload.review_required is bool(reasons)
+    assert doc["status"] == ("in_review" if reasons else "scheduled")
+    assert [m.category for m in event.payload.screening] == [m.category for m in screening.matches]
+
+
+def test_content_hiding_the_footer_is_refused_with_where_and_what() -> None:
+    refused = Screening(matches=(), refusals=(Refusal(reason="hidden unsubscribe link", where="html_body",
+                                                      matched='<a style="display:none"'),))
+    with pytest.raises(domain.ContentRefused) as caught:
+        domain.submit(domain.state_of(draft_doc()), "c1", NEWS, PAID, refused, None, None, NOW, "api")
+    assert caught.value.errors == [("body.html_body", 'hidden unsubscribe link (<a style="display:none")')]
+
+
+def test_a_template_naming_a_field_the_list_no_longer_has_is_refused_at_submit_with_its_line() -> None:
+    state = domain.state_of(draft_doc())
+    with pytest.raises(domain.InvalidTemplate) as caught:
+        domain.submit(state, "c1", ListInfo("news", {}), PAID, CLEAN, None, None, NOW, "api")
+    errors = caught.value.errors or []
+    # the text part was derived from the HTML, merge tag and all
+    assert [where for where, _ in errors] == ["body.html_body", "body.text_body"]
+    assert all("line 1" in message and "city" in message for _, message in errors)
+    with pytest.raises(domain.UnknownList):
+        domain.submit(state, "c1", ListInfo("news", {"city": "text"}, deleted=True), PAID, CLEAN, None, None,
+                      NOW, "api")
+
+
+def test_each_state_allows_only_its_transitions() -> None:
+    _, scheduled = submitted()
+    state = domain.state_of(scheduled)
+    for refused in (lambda: domain.submit(state, "c1", NEWS, PAID, CLEAN, None, None, NOW, "api"),
+                    lambda: domain.edit(state, "c1", DRAFT, NEWS), lambda: domain.delete(state, "c1"),
+                    lambda: domain.approve(state, "c1", "rita", None),
+                    lambda: domain.reject(state, "c1", "rita", ["no"])):
+        with pytest.raises(domain.WrongState):
+            refused()
+    assert domain.duplicate(state, "c1", "c2")  # any campaign can start a new draft
+
+
+def test_staff_approve_into_the_schedule_or_reject_back_to_an_editable_campaign() -> None:
+    _, in_review = submitted(None)
+    [approved] = domain.approve(domain.state_of(in_review), "c1", "rita", "fine")
+    assert isinstance(approved, CampaignApproved) and fold(approved, doc=dict(in_review))["status"] == "scheduled"
+    [rejected] = domain.reject(domain.state_of(in_review), "c1", "rita", ["pharmacy offer"])
+    assert isinstance(rejected, CampaignRejected)
+    doc = fold(rejected, doc=dict(in_review))
+    assert (doc["status"], doc["rejection"]) == ("rejected", ["pharmacy offer"])
+    [edited] = domain.edit(domain.state_of(doc), "c1", Draft(**{**DRAFT.__dict__, "subject": "Fixed"}), NEWS)
+    doc = fold(edited, doc=doc)
+    assert doc["status"] == "draft"
+    [again] = domain.submit(domain.state_of(doc), "c1", NEWS, PAID, CLEAN, None, None, NOW, "api")
+    assert fold(again, doc=doc)["status"] == "scheduled"
+
+
+@pytest.mark.parametrize(("local", "zone", "utc"), [
+    (datetime(2026, 12, 24, 9, 0), "Europe/Riga", datetime(2026, 12, 24, 7, 0, tzinfo=UTC)),  # EET, +2
+    (datetime(2027, 6, 1, 9, 0), "Europe/Riga", datetime(2027, 6, 1, 6, 0, tzinfo=UTC)),  # EEST, +3
+    (datetime(2027, 3, 28, 4, 30), "Europe/Riga", datetime(2027, 3, 28, 1, 30, tzinfo=UTC)),  # just after
+    (datetime(2026, 12, 24, 9, 0), "America/New_York", datetime(2026, 12, 24, 14, 0, tzinfo=UTC)),
+    (datetime(2026, 12, 24, 9, 0), None, datetime(2026, 12, 24, 9, 0, tzinfo=UTC)),
+    (datetime(2026, 12, 24, 9, 0, tzinfo=UTC), "Europe/Riga", datetime(2026, 12, 24, 9, 0, tzinfo=UTC)),
+])
+def test_send_times_in_a_named_zone(local: datetime, zone: str | None, utc: datetime) -> None:
+    assert domain.send_time(local, zone, NOW) == utc
+
+
+def test_the_fall_back_hour_is_its_first_occurrence() -> None:
+    # Riga, 31 Oct 2027: 04:00 EEST → 03:00 EET, so 03:30 comes twice; the first is 00:30 UTC.
+    assert domain.send_time(datetime(2027, 10, 31, 3, 30), "Europe/Riga", NOW) == datetime(
+        2027, 10, 31, 0, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("local", "zone"), [
+    (datetime(2027, 3, 28, 3, 30), "Europe/Riga"),  # clocks jump from 03:00 to 04:00: 03:30 never happens
+    (datetime(2027, 3, 14, 2, 30), "America/New_York"),
+    (datetime(2026, 12, 24, 9, 0), "Mars/Olympus"),
+    (datetime(2026, 12, 24, 9, 0), "../../etc/passwd"),
+    (datetime(2026, 12, 1, 9, 0), "Europe/Riga"),  # in the past
+])
+def test_send_times_that_do_not_exist_or_passed_are_refused(local: datetime, zone: str) -> None:
+    with pytest.raises(domain.InvalidSchedule):
+        domain.send_time(local, zone, NOW)
+
+
+def test_a_scheduled_campaign_is_queued_once_at_its_time_with_all_delivery_needs() -> None:
+    at = NOW + timedelta(hours=2)
+    _, doc = submitted(send_at=at)
+    state = domain.state_of(doc)
+    assert domain.queue(state, NOW) == []  # not yet
+    [queued] = domain.queue(state, at)
+    assert isinstance(queued, CampaignQueued)
+    [again] = domain.queue(state, at + timedelta(seconds=5))
+    assert queued.event_id == again.event_id  # the same decision after a crash is the same event
+    p = queued.payload
+    assert (p.campaign_id, p.list_id, p.segment.field_equals, p.send_at, p.review_required) == (
+        "c1", "news", {"city": "Riga"}, at, False)
+    assert p.content.subject == DRAFT.subject
+    doc = fold(queued, doc=doc)
+    assert doc["status"] == "queued" and domain.queue(domain.state_of(doc), at) == []
+
+
+def test_cancel_before_or_during_sending_not_a_draft() -> None:
+    _, doc = submitted()
+    [queued] = domain.queue(domain.state_of(doc), NOW)
+    doc = fold(queued, doc=doc)
+    [cancelled] = domain.cancel(domain.state_of(doc), "c1", "api", "typo")
+    assert isinstance(cancelled, CampaignCancelled)
+    doc = fold(cancelled, doc=doc)
+    assert doc["status"] == "cancelled"
+    assert domain.cancel(domain.state_of(doc), "c1", "api", None) == []  # the same request again
+    assert domain.queue(domain.state_of(doc), NOW) == []
+    with pytest.raises(domain.WrongState):
+        domain.cancel(domain.state_of(draft_doc()), "c1", "api", None)
+
+
+def test_an_approval_after_a_cancellation_changes_nothing() -> None:
+    _, in_review = submitted(None)
+    [cancelled] = domain.cancel(domain.state_of(in_review), "c1", "api", None)
+    [approved] = domain.approve(domain.state_of(in_review), "c1", "rita", None)
+    assert fold(cancelled, approved, doc=dict(in_review))["status"] == "cancelled"
+
+
+def test_a_test_send_goes_to_at_most_five_distinct_addresses() -> None:
+    state = domain.state_of(draft_doc())
+    [event] = domain.test_send(state, "c1", NEWS, ["A@x.example", "a@x.example", "b@x.example"],
+                               {"first_name": "Anna"}, "api", "t1")
+    assert isinstance(event, CampaignTestRequested)
+    assert event.payload.recipients == ["a@x.example", "b@x.example"]
+    with pytest.raises(domain.WrongState):
+        domain.test_send(state, "c1", NEWS, [f"{i}@x.example" for i in range(6)], {}, "api", "t2")
+
+
+def account_doc(*events: Event) -> dict[str, Any] | None:
+    doc = None
+    for event in events:
+        doc = domain.evolve_account(doc, event)
+    return doc
+
+
+def billing(cls: type[Event], **payload: Any) -> Event:
+    return cls(account_id="acme", producer="billing", payload=payload)  # type: ignore[call-arg]
+
+
+def test_the_account_fold_knows_approval_trial_suspension_and_blocks() -> None:
+    opened = billing(AccountOpened, company_name="Acme", registered_email="ops@acme.example", main_username="anna",
+                     terms_accepted_at=NOW)
+    info = domain.account_info(account_doc(opened))
+    assert info is not None and info.on_trial and not info.approved
+    paid = billing(PlanChanged, plan="monthly", tier_subscriber_limit=1000, effective_at=NOW)
+    info = domain.account_info(account_doc(opened, billing(AccountApproved, reviewer="rita"), paid))
+    assert info is not None and info.approved and not info.on_trial
+    suspended = AccountSuspended(account_id="acme", producer="compliance", payload={  # type: ignore[arg-type]
+        "metric": "abuse_rate", "value": 0.01, "threshold": 0.005, "reason": "complaints above 0.5%"})
+    info = domain.account_info(account_doc(opened, suspended, billing(SendingBlocked, reason="payment_failed")))
+    assert info is not None and info.suspended and info.blocked == ("payment_failed",)
+
+
+def test_a_report_shows_held_suspended_sending_or_queued_once_queued() -> None:
+    _, doc = submitted()
+    [queued] = domain.queue(domain.state_of(doc), NOW)
+    doc = fold(queued, doc=doc)
+    assert domain.display_state(doc, PAID, 0) == "queued"
+    assert domain.display_state(doc, PAID, 10) == "sending"
+    held = DeliveryHeld(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        "campaign_id": "c1", "gate": "account_review", "reason": "not approved", "messages_held": 10})
+    doc = fold(held, doc=doc)
+    assert domain.display_state(doc, AccountInfo("acme", opened=True, plan="monthly"), 0) == "held"
+    assert domain.display_state(doc, PAID, 0) == "queued"  # approved since: the gate is open again
+    assert domain.display_state(doc, AccountInfo("acme", approved=True, suspended=True), 5) == "suspended"
+    assert domain.display_state(draft_doc(), PAID, 0) == "draft"
+
+
+def test_a_report_counts_no_test_message() -> None:
+    sent = {"message_id": "m1", "kind": "test", "campaign_id": "c1", "recipient_domain": "x.example",
+            "smtp_code": 250}
+    from herald_shared.contract.delivery import MessageSent
+    assert domain.report_campaign(MessageSent(account_id="acme", producer="delivery", payload=sent)) is None  # type: ignore[arg-type]
+
+
+def test_state_of_reads_what_the_fold_wrote() -> None:
+    _, doc = submitted(None, FLAGGED, NOW + timedelta(days=1))
+    state: CampaignState = domain.state_of(doc)
+    assert (state.status, state.send_at, state.review_reasons) == ("in_review", NOW + timedelta(days=1),
+                                                                   ("account_not_approved", "flagged"))
+    assert state.screening[0]["category"] == "gambling"
