@@ -138,11 +138,12 @@ async def publish_members(publisher: EventPublisher, indices: range, *, unsubscr
     return spent, positions
 
 
-async def raw_read(settings: HeraldSettings, expected: int) -> float:
-    """Seconds to read herald.subscriptions from offset 0 and parse every event (the baseline)."""
+async def raw_read(settings: HeraldSettings, expected: int,
+                   topics: Sequence[str] = ("herald.subscriptions",)) -> float:
+    """Seconds to read the topics from offset 0 and parse every event (the baseline)."""
     started = time.perf_counter()
     consumed = 0
-    async for records in read_from_start(settings, [settings.topics("herald.subscriptions")]):
+    async for records in read_from_start(settings, [settings.topics(t) for t in topics]):
         for record in records:
             parse_event(record.value)
         consumed += len(records)
