@@ -133,6 +133,13 @@ async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigter
         mailbox = ROOT / ".stack" / "mailbox" / "new"
         await eventually(lambda: _mail_containing(mailbox, marker), bool, within=60,
                          what="the confirmation email in .stack/mailbox")
+        # A campaign written, submitted and queued through the campaigns API, to a list made through the
+        # subscriptions API, is sent by delivery into the development mailbox.
+        subject = f"Our {run_prefix} news"
+        await _send_a_campaign(stack_env, run_prefix, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 3}",
+                               subject)
+        await eventually(lambda: _mail_containing(mailbox, subject), bool, within=90,
+                         what="the campaign in .stack/mailbox")
         process.send_signal(signal.SIGTERM)
         returncode = await asyncio.wait_for(process.wait(), timeout=30)
     finally:
@@ -159,6 +166,53 @@ async def _publish_confirmation_request(stack_env: dict[str, str], prefix: str, 
                 "company_name": "E2E Ltd", "confirm_url": confirm_url, "expires_at": "2099-01-01T00:00:00Z"}))
     finally:
         await producer.stop()
+
+
+async def _send_a_campaign(stack_env: dict[str, str], prefix: str, campaigns: str, subscriptions: str,
+                           subject: str) -> None:
+    """An approved account on a monthly plan with an API key (published as billing would), then only the
+    public APIs: a single opt-in list with one subscriber, a campaign, its submission (sent now)."""
+    from herald_shared.apikeys import new_api_key
+    from herald_shared.contract.billing import AccountApproved, AccountOpened, ApiKeyIssued, PlanChanged
+    from herald_shared.kafka import EventPublisher, make_producer
+    from herald_shared.settings import HeraldSettings
+
+    settings = HeraldSettings(kafka_bootstrap_servers=stack_env["KAFKA_BOOTSTRAP_SERVERS"], topic_prefix=prefix)
+    key_id, key, key_hash = new_api_key()
+    producer = make_producer(settings, "e2e")
+    await producer.start()
+    try:
+        await EventPublisher(producer, settings.topics).publish_many([
+            AccountOpened(account_id="e2e", producer="billing", payload={  # type: ignore[arg-type]
+                "company_name": "E2E Ltd", "registered_email": "owner@e2e.example", "main_username": "owner",
+                "terms_accepted_at": "2026-11-01T00:00:00Z"}),
+            PlanChanged(account_id="e2e", producer="billing", payload={  # type: ignore[arg-type]
+                "plan": "monthly", "tier_subscriber_limit": 1000, "effective_at": "2026-11-02T00:00:00Z"}),
+            AccountApproved(account_id="e2e", producer="billing", payload={"reviewer": "staff"}),  # type: ignore[arg-type]
+            ApiKeyIssued(account_id="e2e", producer="billing", payload={  # type: ignore[arg-type]
+                "key_id": key_id, "key_hash": key_hash, "issued_by": "owner"})])
+    finally:
+        await producer.stop()
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=subscriptions, headers=headers, timeout=20) as subs, \
+            httpx.AsyncClient(base_url=campaigns, headers=headers, timeout=20) as camp:
+        created = await eventually(lambda: subs.post("/v1/lists", json={"list_id": "news", "name": "News",
+                                                                         "opt_in": "single"}),
+                                   lambda r: r.status_code != 401, within=60, what="the API key projected")
+        assert created.status_code == 201, created.text
+        subscribed = await subs.post("/v1/lists/news/subscribers", json={
+            "email": "reader@example.org", "first_name": "Reader", "consent": {"method": "e2e signup form"}})
+        assert subscribed.status_code == 201, subscribed.text
+        draft = {"campaign_id": "nov", "name": "November", "list_id": "news", "subject": subject,
+                 "from_name": "E2E", "from_email": "news@e2e.example",
+                 "html_body": '<p>Hello {{ first_name | default("friend") }}</p>'}
+        made = await eventually(lambda: camp.post("/v1/campaigns", json=draft),
+                                lambda r: r.status_code not in (401, 409), within=60,
+                                what="the key and the list projected in campaigns")
+        assert made.status_code == 201, made.text
+        # The account's approval was projected before its key (one partition of herald.billing, in order).
+        submitted = await camp.post("/v1/campaigns/nov/submission", json={})
+        assert submitted.status_code == 200 and submitted.json()["status"] == "scheduled", submitted.text
 
 
 async def _mail_containing(folder: Path, text: str) -> bool:
