@@ -167,3 +167,32 @@ async def test_no_route_reaches_another_accounts_campaign(platform: Platform) ->
         assert answer.status_code == 404, (method, path, answer.text)
     assert (await other.http.get("/v1/campaigns")).json()["items"] == []
     assert (await acme.http.get("/v1/campaigns/c1")).json()["status"] == "draft"
+
+
+def metric(text: str, name: str) -> float:
+    """A sample's value in Prometheus text, 0 when absent (`name` with its labels, as exposed)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_states_verdicts_the_review_queue_and_schedule_lag(platform: Platform) -> None:
+    acme = await platform.tenant("acc-metrics", "news", account="paid")
+    before = (await acme.http.get("/metrics")).text
+    html = "<p>Claim your free spins at the online casino tonight</p>"
+    await acme.http.post("/v1/campaigns", json={**draft(html_body=html), "campaign_id": "c1"})
+    assert (await acme.http.post("/v1/campaigns/c1/submission", json={})).json()["status"] == "in_review"
+    after = await eventually(lambda: acme.http.get("/metrics"), lambda r: metric(
+        r.text, "herald_campaigns_review_queue_depth") >= 1 and metric(
+        r.text, "herald_campaigns_review_queue_oldest_seconds") > 0, what="review queue gauges")
+    verdict = 'herald_campaigns_screening_verdicts_total{verdict="gambling"}'
+    assert metric(after.text, verdict) == metric(before, verdict) + 1
+    assert metric(after.text, 'herald_campaigns_by_status{status="in_review"}') >= 1
+    async with platform.staff() as staff:
+        assert (await staff.post("/v1/staff/campaigns/acc-metrics/c1/approval", json={})).status_code == 200
+    lag = "herald_campaigns_schedule_lag_seconds_count"
+    done = await eventually(lambda: acme.http.get("/metrics"), lambda r: metric(r.text, lag) > metric(before, lag)
+                            and metric(r.text, 'herald_campaigns_by_status{status="queued"}') >= 1,
+                            what="queued: the lag observed, the state counted")
+    assert metric(done.text, "herald_campaigns_schedule_lag_seconds_sum") < 60
