@@ -224,7 +224,8 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection) -> APIRouter
     @router.post("/campaigns", status_code=201, response_model=None,
                  responses={**answers(201, CampaignOut, "The draft."), **problems(409, 422, 503)})
     async def create(body: CampaignIn, account_id: Account) -> JSONResponse:
-        """A draft for one of the account's lists; 409 when the list or a segment field is not the account's."""
+        """A draft for one of the account's lists; 409 when the list, a segment field or its value's kind does not fit
+        the account's list; 422 when a template does not compile or names a field the list does not have."""
         doc = await service.create(account_id, body.campaign_id, body.draft())
         return JSONResponse(campaign_out(doc), status_code=201)
 

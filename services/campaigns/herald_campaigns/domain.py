@@ -59,6 +59,7 @@ from herald_shared.contract.delivery import (
     MessageSent,
 )
 from herald_shared.contract.subscriptions import FieldValue, SubscriberUnsubscribed
+from herald_shared.fields import fits
 from herald_shared.rules import RuleRefused
 
 from .screening import Screening
@@ -99,6 +100,13 @@ class UnknownField(CampaignError):
     """The segment names a field the target list does not declare."""
 
     code, http_status = "unknown_field", 409
+
+
+class InvalidSegment(CampaignError):
+    """A segment value that is not of its field's kind, which could never match a member: a conflict with the
+    list's definition (as subscriptions answers a member's value of the wrong kind)."""
+
+    code, http_status = "invalid_segment", 409
 
 
 class InvalidTemplate(CampaignError):
@@ -236,6 +244,12 @@ def _checked(draft: Draft, lst: ListInfo | None) -> CampaignContent:
     unknown = sorted(set(draft.segment) - set(lst.custom_fields))
     if unknown:
         raise UnknownField(f"list {draft.list_id!r} has no custom field {', '.join(unknown)}")
+    wrong = [(name, value) for name, value in draft.segment.items() if not fits(lst.custom_fields[name], value)]
+    if wrong:
+        raise InvalidSegment("; ".join(f"custom field {name!r} is a {lst.custom_fields[name]}, not {value!r}"
+                                       for name, value in wrong),
+                             errors=[(f"body.segment.{name}", f"expects a {lst.custom_fields[name]}")
+                                     for name, _ in wrong])
     content = _content(draft)
     check_templates(content, lst)
     return content

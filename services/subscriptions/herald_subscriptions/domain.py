@@ -8,7 +8,6 @@ idempotent and remembers the campaign it came from.
 from __future__ import annotations
 
 import hashlib
-import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberUnsubscribed,
     SubscriberUnsubscribedPayload,
 )
+from herald_shared.fields import fits
 from herald_shared.rules import RuleRefused
 
 PRODUCER = "subscriptions"
@@ -218,31 +218,8 @@ def check_custom_fields(lst: ListState, values: dict[str, FieldValue]) -> None:
         kind = lst.custom_fields.get(name)
         if kind is None:
             raise InvalidCustomField(f"list {lst.list_id!r} has no custom field {name!r}")
-        if value is None:
-            continue
-        valid = {"text": isinstance(value, str),
-                 "number": _storable_number(value),
-                 "boolean": isinstance(value, bool),
-                 "date": isinstance(value, str) and _is_iso_date(value)}[kind]
-        if not valid:
+        if not fits(kind, value):
             raise InvalidCustomField(f"custom field {name!r} expects a {kind}, got {value!r}")
-
-
-def _storable_number(value: object) -> bool:
-    """A number MongoDB can store: a 64-bit integer or a finite double."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return -(2**63) <= value < 2**63
-    return isinstance(value, float) and math.isfinite(value)
-
-
-def _is_iso_date(value: str) -> bool:
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
 
 
 def subscribe(lst: ListState | None, member: MemberState | None, address_suppressed: bool,

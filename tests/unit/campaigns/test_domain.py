@@ -40,6 +40,9 @@ def test_a_draft_for_a_list_of_the_account_is_created_with_a_text_part_derived_f
     (None, DRAFT, domain.UnknownList),
     (ListInfo("news", {"city": "text"}, deleted=True), DRAFT, domain.UnknownList),
     (ListInfo("news", {}), DRAFT, domain.UnknownField),
+    (ListInfo("news", {"city": "number"}), DRAFT, domain.InvalidSegment),
+    (ListInfo("news", {"city": "text", "vip": "boolean"}), Draft(**{**DRAFT.__dict__, "segment": {"vip": "yes"}}),
+     domain.InvalidSegment),
 ])
 def test_a_draft_must_target_a_live_list_of_the_account_and_its_fields(lst: ListInfo | None, draft: Draft,
                                                                         error: type[Exception]) -> None:
