@@ -62,6 +62,8 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "MessageOpened": {**REF, "client": CLIENT},
     "LinkClicked": {**REF, "url": "https://acme.example/offer", "link_index": 0, "client": CLIENT},
     "UnsubscribeRequested": {**REF, "channel": "mailto"},
+    "CampaignDeliveryFinished": {"campaign_id": "c1", "recipients": 100, "sent": 94, "bounced": 3, "skipped": 1,
+                                 "failed": 0, "cancelled": 2},
     "DeliveryHeld": {"campaign_id": "c1", "gate": "account_suspended", "reason": "hard bounce rate 9%",
                      "messages_held": 40},
     "AccountWarned": {"metric": "abuse_rate", "value": 0.0012, "warning_level": 0.001, "threshold": 0.005,

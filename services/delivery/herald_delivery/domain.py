@@ -28,6 +28,7 @@ from herald_shared.contract.campaigns import (
     CampaignRejected,
 )
 from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
+from herald_shared.contract.delivery import CampaignDeliveryFinished, CampaignDeliveryFinishedPayload
 from herald_shared.contract.subscriptions import (
     FieldValue,
     SubscriberAdded,
@@ -43,6 +44,7 @@ HERALD_DELIVERY_NAMESPACE = uuid.UUID("5b1c2f7e-8f0b-4d55-9a43-2f6f4f1a7d10")
 Gate = Literal["account_suspended", "sending_blocked", "account_review", "campaign_review"]
 GATES: tuple[Gate, ...] = ("account_suspended", "sending_blocked", "account_review", "campaign_review")
 MessageKind = Literal["campaign", "confirmation", "account_notice", "test"]
+PRODUCER = "delivery"
 
 
 def message_id_for(account_id: str, campaign_id: str, subscriber_id: str) -> str:
@@ -167,6 +169,70 @@ def gate_reason(gate: Gate, account: AccountState) -> str:
     if gate == "account_review":
         return "the account has not passed staff review yet"
     return "the campaign waits for staff approval (trial: every campaign is reviewed)"
+
+
+# The end of a campaign
+
+# How one campaign message ended, as CampaignDeliveryFinished counts it.
+FinalResult = Literal["sent", "bounced", "skipped", "failed", "cancelled"]
+# Why the sender skips a message whose member left the audience after the expansion (it reads each member
+# again when it hands the message out): `not_in_audience`, `member_<status>`. Any other skip is a failure.
+LEFT_THE_AUDIENCE = re.compile(r"^(not_in_audience|member_[a-z_]+)$")
+
+
+def final_result(outcome: str, reason: str | None = None) -> FinalResult | None:
+    """How a recorded outcome counts at the end of its campaign; None for a deferral, which is tried again."""
+    if outcome == "sent":
+        return "sent"
+    if outcome == "bounced":  # refused when sent, or given up at the retry age
+        return "bounced"
+    if outcome == "cancelled":
+        return "cancelled"
+    if outcome == "skipped":
+        return "skipped" if reason is not None and LEFT_THE_AUDIENCE.match(reason) else "failed"
+    return None
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    """How far delivery is with one campaign: how many jobs its expansion wrote (None until it has written
+    all of them) and how its finished messages ended. The unfinished ones are the sender's queue's to count."""
+
+    expanded_jobs: int | None = None
+    sent: int = 0
+    bounced: int = 0
+    skipped: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def finished_messages(self) -> int:
+        return self.sent + self.bounced + self.skipped + self.failed + self.cancelled
+
+    def counted(self, result: FinalResult, messages: int = 1) -> CampaignProgress:
+        return replace(self, **{result: getattr(self, result) + messages})
+
+
+def delivery_finished_event_id(account_id: str, campaign_id: str) -> uuid.UUID:
+    """One CampaignDeliveryFinished per campaign: announcing it again after a crash is deduplicated downstream."""
+    return uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"campaign-delivery-finished:{account_id}:{campaign_id}")
+
+
+def delivery_finished(account_id: str, campaign_id: str, progress: CampaignProgress, unfinished: int,
+                      now: datetime) -> CampaignDeliveryFinished | None:
+    """The end of a campaign, or None: it has ended when its expansion has written every job and none of its
+    messages is unfinished (pending, held behind a closed gate, or deferred for a retry). A campaign nobody
+    receives ends right after its expansion; a cancelled one once its remaining messages are recorded
+    cancelled. Each message ends once, so `recipients` is the sum of how they ended: the messages the
+    campaign has in the ledger."""
+    if progress.expanded_jobs is None or unfinished > 0:
+        return None
+    return CampaignDeliveryFinished(
+        event_id=delivery_finished_event_id(account_id, campaign_id), account_id=account_id, producer=PRODUCER,
+        occurred_at=now, payload=CampaignDeliveryFinishedPayload(
+            campaign_id=campaign_id, recipients=progress.finished_messages, sent=progress.sent,
+            bounced=progress.bounced, skipped=progress.skipped, failed=progress.failed,
+            cancelled=progress.cancelled))
 
 
 # SMTP outcomes

@@ -18,6 +18,7 @@ from herald_shared.contract.billing import (
 from herald_shared.contract.campaigns import (
     CampaignCancelled,
     CampaignQueued,
+    CampaignRejected,
     CampaignsEvent,
     CampaignTestRequested,
 )
@@ -27,6 +28,7 @@ from herald_shared.kafka import Reject
 from herald_shared.mongo import Document
 
 from . import domain
+from .completion import CampaignCompletion
 from .domain import AccountState, CampaignState, Gate
 from .queue import JobQueue
 from .render import tracked_links
@@ -102,8 +104,10 @@ class ControlHandler:
     queued campaign into one job per recipient, and asks for account notices."""
 
     def __init__(self, store: DeliveryStore, gates: GateBook, jobs: JobQueue,
-                 audience_caught_up: Callable[[], Awaitable[None]]) -> None:
+                 audience_caught_up: Callable[[], Awaitable[None]],
+                 completion: CampaignCompletion | None = None) -> None:
         self._store = store
+        self._completion = completion
         self._gates = gates
         self._queue = jobs
         self._audience_caught_up = audience_caught_up
@@ -143,28 +147,37 @@ class ControlHandler:
             doc.update(list_id=p.list_id, content=p.content.model_dump(mode="json"),
                        segment=p.segment.field_equals, links=tracked_links(p.content.html_body),
                        send_at=p.send_at, queued_at=event.occurred_at)
+            doc.pop("expanded_jobs", None)  # written again when this expansion has written every job
             # Written before its jobs exist: the sender renders from this document as soon as they do.
             await self._store.save_campaigns([doc])
             self._dirty_campaigns.pop(key, None)
-            await self._expand(event)
+            if self._completion is not None:
+                self._completion.expanding(event.account_id, campaign_id)
+            jobs = await self._expand(event)
+            if self._completion is not None:
+                await self._completion.expanded(event.account_id, campaign_id, jobs)
         else:
             self._dirty_campaigns[key] = doc
-        if isinstance(event, CampaignCancelled):
-            # The sender records each queued message of it as cancelled when it comes to it.
-            log.info("campaign cancelled", extra={"campaign": key})
+        if isinstance(event, CampaignCancelled | CampaignRejected):
+            # The sender records each queued message of it as cancelled when it comes to it: those due later
+            # (scheduled, or deferred for a retry) now, so the campaign ends now rather than at their retry.
+            self._queue.bring_forward(event.account_id, campaign_id, datetime.now(UTC))
+            if isinstance(event, CampaignCancelled):
+                log.info("campaign cancelled", extra={"campaign": key})
             self._gates.changed.set()
 
-    async def _expand(self, event: CampaignQueued) -> None:
+    async def _expand(self, event: CampaignQueued) -> int:
         """One job per member who receives it, as of the audience projection having caught up with
-        herald.subscriptions when the campaign is handled. Jobs have deterministic ids: expanding again
-        (a redelivered event) adds nothing."""
+        herald.subscriptions when the campaign is handled; returns how many. Jobs have deterministic ids:
+        expanding again (a redelivered event) adds nothing."""
         await self._audience_caught_up()
         p = event.payload
         if await self._store.list_deleted(event.account_id, p.list_id):
             log.warning("campaign queued for a deleted list: no recipients", extra={"list": p.list_id})
-            return
+            return 0
         not_before = p.send_at or event.occurred_at
         batch: list[Document] = []
+        jobs = 0
         # One chunk is inserted while the next is read: the store works on both at once.
         inserting: asyncio.Task[None] | None = None
         try:
@@ -173,6 +186,7 @@ class ControlHandler:
                                      event.account_id, "campaign", not_before, campaign_id=p.campaign_id,
                                      campaign_key=scoped(event.account_id, p.campaign_id),
                                      subscriber_id=subscriber_id, list_id=p.list_id))
+                jobs += 1
                 if len(batch) >= EXPANSION_CHUNK:
                     if inserting is not None:
                         await inserting
@@ -185,6 +199,7 @@ class ControlHandler:
             raise
         if batch:
             await self._add_jobs(batch)
+        return jobs
 
     async def _test_requested(self, event: CampaignTestRequested) -> None:
         """A test send: its content and sample stored first (the sender renders from them), then one job per

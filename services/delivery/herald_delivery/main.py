@@ -20,6 +20,7 @@ from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
 from herald_shared.settings import HeraldSettings
 
+from .completion import CampaignCompletion
 from .domain import RetryPolicy
 from .handlers import AudienceJobs, ControlHandler, GateBook
 from .inbound import MAX_INBOUND_BYTES, InboundHandler, ReportReader
@@ -77,7 +78,8 @@ class DeliverySettings(HeraldSettings):
     trust_forwarded_for: bool = Field(default=False, alias="HERALD_TRUST_FORWARDED_FOR")
     held_report_interval: float = Field(default=5.0, gt=0, alias="HERALD_HELD_REPORT_SECONDS",
                                         description="How often held messages are counted (DeliveryHeld, "
-                                                    "queue-depth metrics).")
+                                                    "queue-depth metrics) and a CampaignDeliveryFinished "
+                                                    "that failed is tried again.")
 
 
 def load_dkim_keys(directory: Path | None) -> dict[str, DkimKey]:
@@ -115,11 +117,12 @@ class Delivery:
                              max_delay=timedelta(seconds=max(settings.retry_max_delay, settings.retry_first_delay)),
                              give_up_after=timedelta(seconds=settings.retry_give_up))
         self.jobs = JobQueue(self.gates.changed)
+        self.completion = CampaignCompletion(self.store, self.jobs, self.publisher)
         self.sender = Sender(self.store, self.gates, self.jobs, renderer, relay, self.publisher, policy,
                              SenderConfig(concurrency=settings.concurrency, account_rate=settings.account_rate,
                                           domain_rate=settings.domain_rate, poll_interval=settings.poll_interval,
                                           platform_from_email=settings.platform_from),
-                             ready=self.gates_caught_up)
+                             ready=self.gates_caught_up, completion=self.completion)
         self.audience_checkpoints = Checkpoints(self.db, "audience")
         self.audience = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.audience", topics=["herald.subscriptions"],
@@ -129,7 +132,8 @@ class Delivery:
             settings, name=f"{settings.topic_prefix}{SERVICE}.confirmations", topics=["herald.subscriptions"],
             handler=AudienceJobs(self.store, self.jobs), producer=self.producer,
             deduplicator=MongoDeduplicator(self.db, "confirmations"))
-        self.control_handler = ControlHandler(self.store, self.gates, self.jobs, self.audience_caught_up)
+        self.control_handler = ControlHandler(self.store, self.gates, self.jobs, self.audience_caught_up,
+                                              self.completion)
         self.control_checkpoints = Checkpoints(self.db, "control")
         self.control = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.control",
@@ -188,6 +192,7 @@ class Delivery:
                                          client_id=f"{SERVICE}-offsets", isolation_level="read_committed")
         await self._offsets.start()
         await self.control_handler.load()
+        await self.completion.load()
         if self.settings.inbound_port:
             loop = asyncio.get_running_loop()
             self._inbound_server = await loop.create_server(
@@ -211,9 +216,11 @@ class Delivery:
             self.on_failure()
 
     async def _announce_held(self) -> None:
+        """Held messages, and the end of campaigns whose announcement failed (MongoDB or Kafka away)."""
         while True:
             try:
                 await self.sender.announce_held()
+                await self.completion.announce_pending()
             except Exception:
                 log.exception("announcing held messages failed; trying again")
             await asyncio.sleep(self.settings.held_report_interval)  # a periodic report, not a wait

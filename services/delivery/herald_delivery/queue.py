@@ -28,6 +28,8 @@ class JobQueue:
         self._heap: list[tuple[datetime, int, str]] = []
         self._order = itertools.count()
         self._parked: dict[GroupKey, list[str]] = {}
+        # Campaign messages not finished, per campaign: when none is left, delivery is done with it.
+        self._unfinished: dict[GroupKey, int] = {}
         self.changed = changed
 
     def __len__(self) -> int:
@@ -45,6 +47,8 @@ class JobQueue:
                 continue
             self._jobs[message_id] = job
             self._schedule(message_id)
+            if job["kind"] == "campaign":
+                self._unfinished[group_of(job)] = self._unfinished.get(group_of(job), 0) + 1
             added += 1
         if added:
             self.changed.set()
@@ -61,8 +65,36 @@ class JobQueue:
         job.update(changes, next_attempt_at=when)
         self._schedule(message_id)
 
-    def done(self, message_id: str) -> None:
-        self._jobs.pop(message_id, None)
+    def done(self, message_id: str) -> bool:
+        """The job has a final outcome; False when it was not queued (finished already)."""
+        job = self._jobs.pop(message_id, None)
+        if job is None:
+            return False
+        if job["kind"] == "campaign":
+            key = group_of(job)
+            left = self._unfinished[key] - 1
+            if left:
+                self._unfinished[key] = left
+            else:
+                del self._unfinished[key]
+        return True
+
+    def unfinished(self, account_id: str, campaign_id: str) -> int:
+        """Messages of the campaign not finished yet: pending, in flight, held or deferred."""
+        return self._unfinished.get((account_id, campaign_id), 0)
+
+    def bring_forward(self, account_id: str, campaign_id: str, when: datetime) -> int:
+        """Make the campaign's jobs due later (a scheduled send, a retry) due at `when`, so a cancelled
+        campaign's remaining messages are recorded now rather than at their retry. Jobs due already (pending,
+        held, in flight) are left alone; returns how many were moved."""
+        moved = [message_id for message_id, job in self._jobs.items()
+                 if job["kind"] == "campaign" and job["next_attempt_at"] > when
+                 and group_of(job) == (account_id, campaign_id)]
+        for message_id in moved:
+            self.retry_at(message_id, when)
+        if moved:
+            self.changed.set()
+        return len(moved)
 
     def forget_recipient(self, account_id: str, subscriber_id: str) -> None:
         """Erasure: queued jobs of the subscriber lose the address they hold (the sender skips them)."""

@@ -39,6 +39,7 @@ from herald_shared.mongo import Document
 from herald_shared.templating import RenderError, TemplateProblem
 
 from . import domain, metrics
+from .completion import CampaignCompletion
 from .domain import Gate, Member, RetryPolicy, SmtpReply, TokenBucket
 from .handlers import GateBook
 from .queue import JobQueue
@@ -63,8 +64,10 @@ class SenderConfig:
 class Sender:
     def __init__(self, store: DeliveryStore, gates: GateBook, jobs: JobQueue, renderer: Renderer,
                  relay: RelayConfig, publisher: EventPublisher, policy: RetryPolicy, config: SenderConfig,
-                 rng: random.Random | None = None, ready: Callable[[], Awaitable[None]] | None = None) -> None:
+                 rng: random.Random | None = None, ready: Callable[[], Awaitable[None]] | None = None,
+                 completion: CampaignCompletion | None = None) -> None:
         self._ready = ready
+        self._completion = completion
         self._store = store
         self._gates = gates
         self._jobs = jobs
@@ -101,14 +104,16 @@ class Sender:
         if self._ready is not None and not await self._wait_until_ready():
             return
         started_at = datetime.now(UTC)
-        pending, in_doubt = await self._store.load_pending()
-        if in_doubt:
-            metrics.IN_DOUBT.inc(len(in_doubt))
-            await self._store.mark_in_doubt([str(job["_id"]) for job in in_doubt])
-            log.warning("messages in doubt after a restart are sent again", extra={"count": len(in_doubt)})
+        ledger = await self._store.load_pending()
+        if ledger.in_doubt:
+            metrics.IN_DOUBT.inc(len(ledger.in_doubt))
+            await self._store.mark_in_doubt([str(job["_id"]) for job in ledger.in_doubt])
+            log.warning("messages in doubt after a restart are sent again", extra={"count": len(ledger.in_doubt)})
         await self._store.forget_claims(started_at)
-        self._jobs.push(pending)
+        self._jobs.push(ledger.pending)
         await self._republish()
+        if self._completion is not None:
+            await self._completion.ledger_loaded(ledger.finished)
         connections = [RelayConnection(self._relay) for _ in range(self._config.concurrency)]
         workers = [asyncio.create_task(self._worker(c), name=f"smtp-worker-{i}") for i, c in enumerate(connections)]
         self.started = True
@@ -271,13 +276,14 @@ class Sender:
         await self._until_done("record the outcome", lambda: self._store.record(outcome))
         if outcome["outcome"] == SENT:
             metrics.UNRECORDED_WINDOW.observe(time.perf_counter() - answered)
-        if outcome["final"]:
-            self._jobs.done(job["_id"])
-        else:
+        if not outcome["final"]:
             self._jobs.retry_at(job["_id"], outcome["next_attempt_at"], attempts=outcome["attempt"],
                                 first_attempt_at=outcome["first_attempt_at"])
         await self._until_done("publish the outcome", lambda: self._publisher.publish(event))
         self._unpublished.pop(job["_id"], None)
+        if outcome["final"]:
+            # Only once its event is out: the end of its campaign is announced after every outcome event.
+            await self._finished(job, outcome["outcome"])
 
     async def _until_done(self, what: str, action: Callable[[], Awaitable[Any]]) -> None:
         delay = 0.2
@@ -302,7 +308,16 @@ class Sender:
         if detail:
             recorded["detail"] = detail[:1000]
         await self._store.record(recorded)
-        self._jobs.done(job["_id"])
+        await self._finished(job, outcome, reason)
+
+    async def _finished(self, job: Document, outcome: str, reason: str | None = None) -> None:
+        """The job's final outcome is recorded (and published, if it has an event): out of the queue, and
+        counted toward its campaign's end, once (the queue says whether it still held the job)."""
+        if not self._jobs.done(job["_id"]) or self._completion is None:
+            return
+        result = domain.final_result(outcome, reason)
+        if result is not None:
+            await self._completion.message_finished(job, result)
 
     async def _render(self, job: Document, member: Member | None) -> Rendered:
         kind = job["kind"]

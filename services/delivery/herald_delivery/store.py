@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ from herald_shared.mongo import Document, Projection, ReplaceOne, UpdateOne, Wri
 from herald_shared.readmodel import SecondaryIndex, compose, insert_new, load, write_changes
 
 from . import domain
-from .domain import AccountState, CampaignState, Member
+from .domain import AccountState, CampaignState, FinalResult, Member
 
 MEMBERS = "members"
 ACTIVE_MEMBERS = "active_members"
@@ -44,6 +44,9 @@ OUTCOMES = "outcomes"
 CLAIMS = "claims"
 SENDER_STATE = "sender_state"
 BOUNCE_REPORTS = "bounce_reports"  # the inbound bounce events published, by event id (one per message and class)
+# CampaignDeliveryFinished of each campaign delivery is done with (`_id` = account:campaign), written before
+# it is published and marked `published` after.
+FINISHED_CAMPAIGNS = "finished_campaigns"
 # Members loaded per query when a campaign is expanded.
 EXPANSION_PAGE = 1000
 
@@ -187,6 +190,16 @@ class GroupCommit:
                         future.set_result(None)
 
 
+@dataclass
+class LedgerFold:
+    """The ledger as the sender needs it at start-up."""
+
+    pending: list[Document] = field(default_factory=list)  # jobs without a final outcome
+    in_doubt: list[Document] = field(default_factory=list)  # among them, those claimed after their last outcome
+    # How the finished messages of each campaign ended, by campaign (`account:campaign`).
+    finished: dict[str, dict[FinalResult, int]] = field(default_factory=dict)
+
+
 class DeliveryStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
@@ -263,6 +276,33 @@ class DeliveryStore:
     async def save_test_send(self, doc: Document) -> None:
         await self.db[TESTS].replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
+    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int) -> None:
+        """The campaign's expansion has written every job (`jobs` of them): it can end once they have."""
+        await self.db[CAMPAIGNS].update_one({"_id": scoped(account_id, campaign_id)},
+                                            {"$set": {"expanded_jobs": jobs}})
+
+    async def expansions(self) -> dict[str, int]:
+        """The campaigns whose expansion wrote every job, with how many (read once, at start-up)."""
+        return {doc["_id"]: int(doc["expanded_jobs"]) async for doc in self.db[CAMPAIGNS].find(
+            {"expanded_jobs": {"$exists": True}}, {"expanded_jobs": 1})}
+
+    async def finished_campaigns(self) -> list[Document]:
+        """Every campaign delivery announced as finished: its key and whether the event was published
+        (read once, at start-up; one small document per campaign)."""
+        return [doc async for doc in self.db[FINISHED_CAMPAIGNS].find({})]
+
+    async def record_finished(self, doc: Document) -> Document:
+        """Write the announcement of a campaign's end before it is published; returns the one stored (the
+        first written, should it exist already)."""
+        if await insert_new(self.db[FINISHED_CAMPAIGNS], [doc]):
+            stored = await self.db[FINISHED_CAMPAIGNS].find_one({"_id": doc["_id"]})
+            assert stored is not None
+            return stored
+        return doc
+
+    async def mark_finished_published(self, key: str) -> None:
+        await self.db[FINISHED_CAMPAIGNS].update_one({"_id": key}, {"$set": {"published": True}})
+
     async def all_campaign_states(self) -> dict[str, CampaignState]:
         states = {}
         async for doc in self.db[CAMPAIGNS].find({}, {"state": 1}):
@@ -284,10 +324,10 @@ class DeliveryStore:
         """Append one attempt's outcome (`_id` = message id and attempt, so a repeat is a no-op)."""
         await self._group_commit.insert(outcome)
 
-    async def load_pending(self) -> tuple[list[Document], list[Document]]:
+    async def load_pending(self) -> LedgerFold:
         """The ledger folded at start-up: jobs without a final outcome (with their attempt count and next
         attempt time), and among them those in doubt: claimed after their last recorded outcome, i.e. the
-        process died during their SMTP transaction."""
+        process died during their SMTP transaction; and how the other messages of each campaign ended."""
         last: dict[str, Document] = {}
         async for recorded in self.db[OUTCOMES].find({}, {"outcome_event": 0}):
             current = last.get(recorded["message_id"])
@@ -297,22 +337,25 @@ class DeliveryStore:
         async for claim in self.db[CLAIMS].find({}):
             for message_id in claim["message_ids"]:
                 claimed_at[message_id] = max(claim["at"], claimed_at.get(message_id, claim["at"]))
-        pending: list[Document] = []
-        in_doubt: list[Document] = []
+        fold = LedgerFold()
         async for job in self.jobs.find({}):
             outcome: Document | None = last.get(job["_id"])
             if outcome is not None and outcome["final"]:
+                result = domain.final_result(outcome["outcome"], outcome.get("reason"))
+                if job["kind"] == "campaign" and result is not None:
+                    counts = fold.finished.setdefault(scoped(job["account_id"], job["campaign_id"]), {})
+                    counts[result] = counts.get(result, 0) + 1
                 continue
             if outcome is not None:
                 job.update(attempts=outcome["attempt"], first_attempt_at=outcome.get("first_attempt_at"),
                            next_attempt_at=outcome["next_attempt_at"])
-            pending.append(job)
+            fold.pending.append(job)
             claimed = claimed_at.get(job["_id"])
             # Strictly later: MongoDB keeps milliseconds, and an attempt's outcome can land in the same
             # millisecond as its own claim; a re-claim after a deferral is seconds later.
             if claimed is not None and (outcome is None or claimed > outcome["recorded_at"]):
-                in_doubt.append(job)
-        return pending, in_doubt
+                fold.in_doubt.append(job)
+        return fold
 
     async def mark_in_doubt(self, message_ids: Sequence[str]) -> None:
         """Kept on the job for look-ups ("was it sent twice?"); written once, at start-up."""

@@ -145,3 +145,31 @@ class UnsubscribeRequested(DeliveryEvent):
 
     type: Literal["UnsubscribeRequested"] = "UnsubscribeRequested"
     payload: UnsubscribeRequestedPayload
+
+
+class CampaignDeliveryFinishedPayload(Payload):
+    """How each message of the campaign ended: recipients = sent + bounced + skipped + failed + cancelled."""
+
+    campaign_id: Identifier
+    recipients: Count = Field(description="Messages the campaign was expanded into: one per member of its "
+                                          "audience when it was queued (0 when nobody was).")
+    sent: Count = Field(description="Accepted by the relay (MessageSent).")
+    bounced: Count = Field(description=(
+        "Refused by the receiving server when sent, or given up after the retry period (MessageBounced with "
+        "source smtp_reply or retry_expired). A bounce reported later about an accepted message stays in "
+        "`sent` (its MessageBounced says so)."))
+    skipped: Count = Field(description="Not sent: the member left the audience (unsubscribed, suppressed, "
+                                       "erased) after the campaign was queued and before their message's turn.")
+    failed: Count = Field(description="Not sent: the message could not be made (the member's values broke a "
+                                      "render limit, the stored content no longer compiles).")
+    cancelled: Count = Field(description="Not sent: the campaign was cancelled, or rejected by staff, first.")
+
+
+class CampaignDeliveryFinished(DeliveryEvent):
+    """Delivery is done with a campaign: every message it was expanded into has a final outcome (none is
+    pending, held behind a closed gate or deferred for a retry). Published once per campaign, with an event
+    id derived from the account and campaign; `occurred_at` is when the last outcome was recorded. Not for
+    test sends or transactional mail."""
+
+    type: Literal["CampaignDeliveryFinished"] = "CampaignDeliveryFinished"
+    payload: CampaignDeliveryFinishedPayload

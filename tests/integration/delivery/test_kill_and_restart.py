@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from herald_shared.contract.delivery import MessageSent
+from herald_shared.contract.delivery import CampaignDeliveryFinished, MessageSent
 from herald_shared.mongo import Document
 from tests.conftest import eventually, subprocess_env
 from tests.samples import campaign_queued
@@ -83,6 +83,11 @@ async def test_sigkill_mid_campaign_and_restart_sends_everyone_exactly_once(
         assert await jobs.count_documents({"in_doubt": True}) == in_flight
         sent = [e for e in events if isinstance(e, MessageSent)]
         assert len({e.payload.message_id for e in sent}) == AUDIENCE
+        # The campaign's end, counted from the ledger folded at the restart and the messages sent since.
+        events = await world.wait_for(lambda es: any(isinstance(e, CampaignDeliveryFinished) for e in es),
+                                      "CampaignDeliveryFinished")
+        end, = [e for e in events if isinstance(e, CampaignDeliveryFinished)]
+        assert (end.payload.recipients, end.payload.sent) == (AUDIENCE, AUDIENCE)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

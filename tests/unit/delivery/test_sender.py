@@ -8,6 +8,7 @@ import email.policy
 from datetime import UTC, datetime
 from typing import Any
 
+from herald_delivery.completion import CampaignCompletion
 from herald_delivery.domain import AccountState, Member, RetryPolicy, SmtpReply
 from herald_delivery.handlers import GateBook
 from herald_delivery.queue import JobQueue
@@ -15,7 +16,7 @@ from herald_delivery.render import MessageTokens, Renderer, RenderSettings
 from herald_delivery.sender import Sender, SenderConfig
 from herald_delivery.smtp import RelayConfig
 from herald_shared.contract import Event
-from herald_shared.contract.delivery import MessageSent
+from herald_shared.contract.delivery import CampaignDeliveryFinished, MessageSent
 from herald_shared.links import LinkSigner
 
 SECRET = "unit-test-secret-0123456789"
@@ -41,6 +42,22 @@ class Store:
         return self.tests.get(f"{account_id}:{test_id}")
 
 
+class Announcements:
+    """Where CampaignCompletion keeps the campaigns' ends (in memory)."""
+
+    def __init__(self) -> None:
+        self.finished: dict[str, dict[str, Any]] = {}
+
+    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int) -> None:
+        return None
+
+    async def record_finished(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return self.finished.setdefault(doc["_id"], doc)
+
+    async def mark_finished_published(self, key: str) -> None:
+        self.finished[key]["published"] = True
+
+
 class Relay:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
@@ -58,14 +75,16 @@ class Publisher:
         self.events.append(event)
 
 
-def sender(account: AccountState) -> tuple[Sender, Store, Publisher]:
+def sender(account: AccountState, completion: bool = False) -> tuple[Sender, Store, Publisher]:
     gates = GateBook()
     gates.accounts["acme"] = account
     store, publisher = Store(), Publisher()
     renderer = Renderer(RenderSettings("https://t.example", "bounces.example"), MessageTokens(SECRET),
                         LinkSigner(SECRET, "https://lists.example"), {})
-    return Sender(store, gates, JobQueue(gates.changed), renderer, RelayConfig("127.0.0.1"),  # type: ignore[arg-type]
-                  publisher, RetryPolicy(), SenderConfig()), store, publisher  # type: ignore[arg-type]
+    jobs = JobQueue(gates.changed)
+    ends = CampaignCompletion(Announcements(), jobs, publisher) if completion else None  # type: ignore[arg-type]
+    return Sender(store, gates, jobs, renderer, RelayConfig("127.0.0.1"),  # type: ignore[arg-type]
+                  publisher, RetryPolicy(), SenderConfig(), completion=ends), store, publisher  # type: ignore[arg-type]
 
 
 def campaign_job(message_id: str, subscriber_id: str) -> dict[str, Any]:
@@ -134,3 +153,20 @@ def test_no_gate_parks_a_test_job() -> None:
     send, _, _ = sender(AccountState("acme", approved=False, suspended=True))
     assert send._gate_of(job_of_test_send("tm1", "owner@acme.example")) is None
     assert send._gate_of(campaign_job("m1", "s1")) == "account_suspended"
+
+
+async def test_the_end_of_a_campaign_is_announced_after_its_last_outcome_event_and_counts_skips() -> None:
+    """Every outcome event of a campaign comes before its CampaignDeliveryFinished in the topic."""
+    send, _, publisher = sender(AccountState("acme", approved=True), completion=True)
+    assert send._completion is not None
+    await send._completion.ledger_loaded({})
+    relay = Relay()
+    jobs = [campaign_job("m1", "s1"), campaign_job("m2", "s2")]
+    send._jobs.push(jobs)
+    await send._completion.expanded("acme", "c1", 2)
+    await send._deliver(jobs[0], Member("s1", "news", None, "unsubscribed"), relay)  # type: ignore[arg-type]
+    assert publisher.events == []
+    await send._deliver(jobs[1], Member("s2", "news", "b@example.org", "active"), relay)  # type: ignore[arg-type]
+    sent, end = publisher.events
+    assert isinstance(sent, MessageSent) and isinstance(end, CampaignDeliveryFinished)
+    assert (end.payload.recipients, end.payload.sent, end.payload.skipped) == (2, 1, 1)
