@@ -1,14 +1,15 @@
 """Campaign reports folded from offset 0: N delivery events (200,000) as delivery publishes them, for 3 accounts
 and 9 campaigns, and the recipients' unsubscribes on herald.subscriptions, are published to a fresh prefix's
 topics; then the campaigns service's report read model folds them into an empty database, timed from the
-consumer's start until its projection checkpoint (`checkpoints.projection`) has passed the last event. Then
+consumer's start until its checkpoint (`checkpoints.reports`) has passed the last event. Then
 every campaign's counts (`CampaignsStore.report_counts`, and `domain.report` of them) must equal those
 computed here while generating.
 
-What folds is the service's own `ReportsProjection` in an `EventConsumer` wired as herald_campaigns.main
-wires it (a `ProjectionGroup`, `MongoDeduplicator` and `Checkpoints` named "projection", the consumer group
-`<prefix>campaigns.projection`), in this process, reading herald.delivery and herald.subscriptions; the
-service's other projections (drafts, lists, API keys) are left out, as they ignore these events.
+What folds is the service's own report consumer, built by `herald_campaigns.main.reports_consumer` as the
+service builds it (`ReportsProjection` in an `EventConsumer` of its own, the consumer group
+`<prefix>campaigns.reports`, 2,000-record batches, a `WindowDeduplicator` and `Checkpoints` named "reports"),
+in this process, reading herald.delivery and herald.subscriptions. The service's other consumer (drafts,
+lists, accounts, API keys) passes these events over unparsed and is not run here.
 
 The mix, per message of a campaign (over its list's subscribers, in send order, engagement trickling in
 later, all sorted by time, so sends, bounce reports, opens and clicks interleave as they would):
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import random
 import time
 from collections import Counter
@@ -44,13 +46,14 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from herald_campaigns import domain
-from herald_campaigns.store import CampaignsStore, ReportsProjection
+from herald_campaigns.main import REPORTS, reports_consumer
+from herald_campaigns.store import CampaignsStore
 from herald_delivery.domain import message_id_for
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, LinkClicked, MessageBounced, MessageOpened, MessageSent
 from herald_shared.contract.subscriptions import SubscriberUnsubscribed
-from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer
-from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
+from herald_shared.kafka import EventPublisher, ensure_topics, make_producer
+from herald_shared.mongo import Checkpoints, make_client
 from herald_shared.settings import HeraldSettings
 
 from . import harness
@@ -107,6 +110,7 @@ class Plan:
             account, campaign, _, start = self.rng.choices(CAMPAIGNS, weights=shares)[0]
             self._message(account, campaign, start * 3600.0)
         self.items.sort()
+        self.total = len(self.items)
 
     def _add(self, at: float, kind: str, account: str, campaign: str, subscriber: int, extra: Any = None) -> None:
         self.items.append(Planned(at, len(self.items), kind, account, campaign, subscriber, extra))
@@ -215,7 +219,7 @@ async def publish(settings: HeraldSettings, plan: Plan) -> tuple[float, Position
             done += len(events)
             if time.monotonic() - announced > 10:
                 announced = time.monotonic()
-                print(f"  {done:,} of {len(plan.items):,} published", flush=True)
+                print(f"  {done:,} of {plan.total:,} published", flush=True)
     finally:
         await producer.stop()
     return spent, positions
@@ -267,11 +271,9 @@ async def fold(settings: HeraldSettings, positions: Positions, total: int) -> Fo
     mongo = make_client(settings, SERVICE)
     db = mongo[settings.database_name(SERVICE)]
     producer = make_producer(settings, SERVICE)
-    name = f"{settings.topic_prefix}{SERVICE}.projection"
-    checkpoints = TimedCheckpoints(db, "projection", positions)
-    consumer = EventConsumer(settings, name=name, topics=list(TOPICS), handler=ProjectionGroup(ReportsProjection(db)),
-                             producer=producer, deduplicator=MongoDeduplicator(db, "projection"),
-                             checkpoints=checkpoints)
+    checkpoints = TimedCheckpoints(db, REPORTS, positions)
+    consumer = reports_consumer(settings, db, producer, checkpoints)
+    name = consumer.name
     await producer.start()
     try:
         started = time.perf_counter()
@@ -306,7 +308,7 @@ async def run(delivery_events: int, keep: bool) -> None:
     prefix = harness.new_prefix()
     settings = harness.settings_for(prefix)
     plan = Plan(delivery_events)
-    total = len(plan.items)
+    total = plan.total
     print(f"run {prefix}: {plan.messages:,} messages of {len(CAMPAIGNS)} campaigns, "
           f"{plan.by_topic['herald.delivery']:,} events on herald.delivery and "
           f"{plan.by_topic['herald.subscriptions']:,} on herald.subscriptions "
@@ -314,6 +316,11 @@ async def run(delivery_events: int, keep: bool) -> None:
     await ensure_topics(settings)
     print(f"publishing {total:,} events (not measured)", flush=True)
     publish_seconds, positions = await publish(settings, plan)
+    # Published: drop the planned events. They are ~300,000 objects the garbage collector tracks, which every
+    # full collection during the fold would traverse (the fold keeps batches alive, so it collects often);
+    # the service's process has nothing like them.
+    plan.items.clear()
+    gc.collect()
     print(f"published at {total / publish_seconds:,.0f} events/s; baseline: reading them raw", flush=True)
     raw_seconds = await raw_read(settings, total, TOPICS)
     print(f"raw read {total / raw_seconds:,.0f} events/s; the report read model from offset 0", flush=True)
@@ -328,7 +335,7 @@ async def run(delivery_events: int, keep: bool) -> None:
 
 
 def report(plan: Plan, raw_seconds: float, result: Fold) -> bool:
-    total = len(plan.items)
+    total = plan.total
     ratio = raw_seconds / result.seconds
     after_first = result.seconds - result.first
     steady = (total - result.first_events) / after_first if after_first > 0 else float("nan")

@@ -11,7 +11,9 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,11 +21,13 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 from pymongo.operations import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 
 __all__ = [
     "DUPLICATE_KEY", "DeleteMany", "DeleteOne", "InsertOne", "MongoDeduplicator", "Projection",
-    "ReplaceOne", "UpdateMany", "UpdateOne", "WriteOp", "bulk_write", "make_client", "rebuild",
+    "ReplaceOne", "UpdateMany", "UpdateOne", "WindowDeduplicator", "WriteOp", "bulk_write", "make_client",
+    "rebuild",
 ]
 
 from .contract import Event, InvalidEvent
@@ -33,6 +37,8 @@ from .settings import HeraldSettings
 log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
+# Between the event ids (UUIDs) in one string of a WindowDeduplicator document.
+IDS_SEPARATOR = " "
 WriteOp = InsertOne[Document] | UpdateOne | UpdateMany | ReplaceOne[Document] | DeleteOne | DeleteMany
 
 
@@ -63,6 +69,161 @@ class MongoDeduplicator:
         # Ids remembered before a crash are fine (insert_new leaves them); anything else is a real failure.
         now = datetime.now(UTC)
         await insert_new(self._collection, [{"_id": i, "at": now} for i in event_ids])
+
+
+class WindowDeduplicator:
+    """Remembers the last `window` event ids a consumer handled, for a consumer whose copies of an event come
+    close behind the original and that cannot afford a stored document per event id (`MongoDeduplicator`:
+    FerretDB writes each as a row, ~60 us an id, and looks a batch up in ~10 ms).
+
+    Stored as one document per handled batch: `_id` a time-ordered sequence, `ids` the batch's event ids as
+    one string (2,000 ids are written in ~8 ms; as an array FerretDB takes twice as long). A batch smaller
+    than `fill` ids is added to the document before it instead, so a trickle of small batches still makes
+    documents of about `fill` ids. The window is kept in memory (~130 bytes an id: 26 MB for 200,000) and
+    loaded from the newest documents at the first look-up, so a restarted consumer knows what the last one
+    handled; `seen` answers from memory. Documents older than the window are deleted (each time
+    `prune_every` documents have left it, and at the load), so the collection holds about `window` ids.
+
+    Semantics for `EventConsumer`, as `MongoDeduplicator`'s within the window: ids are remembered only after
+    their batch was flushed (a crash before leaves them unremembered and the batch is replayed whole), and an
+    id is in memory only once its document is written, so a write that failed, and is retried, never makes
+    `seen` claim an id that is not stored.
+
+    The limit: a copy that arrives more than `window` handled events after its original (counted over all
+    the partitions the consumer reads) is not recognised and is handled again. Use it where the copies that
+    come are near and a second count of a rare far one costs little: a redelivery of the same offsets after
+    a crash (which `readmodel.Counters` makes exact by offset anyway), a producer's retry (the idempotent
+    producer of `kafka.make_producer` drops those before they reach the topic), and outcomes delivery
+    republishes from its watermark right after a restart (the last second or so of sending). Not recognised:
+    an event replayed from a dead-letter topic long after the original was handled here, or one published
+    again by hand with the same id. The memory is this process's: with two replicas, a partition that moves
+    to the other arrives without the ids this one remembered since the other started, so use it in a service
+    that runs one replica (campaigns does).
+    """
+
+    def __init__(self, db: AsyncDatabase[Document], consumer_name: str, *, window: int = 200_000,
+                 fill: int = 1000, prune_every: int = 16) -> None:
+        if window < 1 or fill < 1 or prune_every < 1:
+            raise ValueError("window, fill and prune_every must be positive")
+        self._collection = db[f"recent_events.{consumer_name}"]
+        self._window, self._fill, self._prune_every = window, fill, prune_every
+        self._documents: deque[tuple[str, list[str]]] = deque()  # in the window, oldest first
+        self._held = 0  # ids in self._documents
+        self._newest: dict[str, str] = {}  # event id -> the newest document holding it
+        self._filling: tuple[str, list[str]] | None = None  # written by this instance, still taking ids
+        self._left = 0  # documents that left the window since the last prune
+        self._loaded = False
+        self._instance = uuid.uuid4().hex[:8]
+        self._last_sequence = 0
+
+    async def seen(self, event_ids: Sequence[str]) -> set[str]:
+        await self._load()
+        newest = self._newest
+        return {i for i in event_ids if i in newest}
+
+    async def remember(self, event_ids: Sequence[str]) -> None:
+        await self._load()
+        if not event_ids:
+            return
+        ids = list(event_ids)
+        document = await self._append(ids) or await self._insert(ids)
+        self._held += len(ids)
+        newest = self._newest
+        for event_id in ids:
+            newest[event_id] = document
+        self._leave_window()
+        if self._left >= self._prune_every:
+            await self._prune()
+
+    async def _append(self, ids: list[str]) -> str | None:
+        """Add the ids to the document this instance is filling, if it has room; its `_id`, or None."""
+        filling = self._filling
+        if filling is None or len(filling[1]) >= self._fill:
+            return None
+        # The whole list again: FerretDB rewrites the document for a $push all the same, and $set is idempotent.
+        result = await self._collection.update_one({"_id": filling[0]},
+                                                   {"$set": {"ids": _joined([*filling[1], *ids])}})
+        if not result.matched_count:  # pruned meanwhile by another writer
+            self._filling = None
+            return None
+        filling[1].extend(ids)
+        return filling[0]
+
+    async def _insert(self, ids: list[str]) -> str:
+        # A retry after an insert that reached the store but failed to answer stores the ids again under
+        # another `_id`: harmless, as each id is remembered by its newest document.
+        document = self._next_id()
+        await self._collection.insert_one({"_id": document, "ids": _joined(ids)})
+        self._filling = (document, list(ids))
+        self._documents.append(self._filling)
+        return document
+
+    def _next_id(self) -> str:
+        """Time-ordered and increasing in this process even if the clock steps back; the suffix keeps two
+        writers of the same nanosecond apart."""
+        self._last_sequence = max(time.time_ns(), self._last_sequence + 1)
+        return f"{self._last_sequence:020d}.{self._instance}"
+
+    def _leave_window(self) -> None:
+        """Forget the oldest documents while the rest still hold `window` ids (the newest one always stays)."""
+        documents, newest = self._documents, self._newest
+        while len(documents) > 1 and self._held - len(documents[0][1]) >= self._window:
+            document, ids = documents.popleft()
+            self._held -= len(ids)
+            for event_id in ids:
+                if newest.get(event_id) == document:
+                    del newest[event_id]
+            self._left += 1
+
+    async def _prune(self) -> None:
+        """Delete the documents older than the window's oldest. Housekeeping: a failure is retried later,
+        never made the batch's."""
+        if not self._documents:
+            return
+        try:
+            await self._collection.delete_many({"_id": {"$gte": "", "$lt": self._documents[0][0]}})
+        except PyMongoError:
+            log.warning("pruning remembered event ids failed; trying again later", exc_info=True)
+            return
+        self._left = 0
+
+    async def _load(self) -> None:
+        """The newest documents holding `window` ids, once; older ones are deleted."""
+        if self._loaded:
+            return
+        found: list[Document] = []
+        held = 0
+        cursor = self._collection.find({"_id": {"$gte": ""}}).sort("_id", -1)
+        try:
+            async for doc in cursor:
+                found.append({"_id": doc["_id"], "ids": doc["ids"].split(IDS_SEPARATOR)})
+                held += len(found[-1]["ids"])
+                if held >= self._window:
+                    break
+        finally:
+            await cursor.close()
+        self._documents.clear()
+        self._newest.clear()
+        self._held = 0
+        for doc in reversed(found):
+            ids = doc["ids"]
+            self._documents.append((doc["_id"], ids))
+            self._held += len(ids)
+            for event_id in ids:
+                self._newest[event_id] = doc["_id"]
+        if found:
+            newest_sequence = int(str(found[0]["_id"]).split(".")[0])
+            self._last_sequence = max(self._last_sequence, newest_sequence)
+        self._leave_window()
+        await self._prune()
+        self._loaded = True
+
+
+def _joined(event_ids: Sequence[str]) -> str:
+    joined = IDS_SEPARATOR.join(event_ids)
+    if joined.count(IDS_SEPARATOR) != len(event_ids) - 1:
+        raise ValueError("an event id contains the separator")
+    return joined
 
 
 class Checkpoints:

@@ -30,6 +30,8 @@ from herald_shared.contract.campaigns import (
     CampaignApprovedPayload,
     CampaignCancelled,
     CampaignCancelledPayload,
+    CampaignCompleted,
+    CampaignCompletedPayload,
     CampaignContent,
     CampaignCreated,
     CampaignCreatedPayload,
@@ -51,6 +53,7 @@ from herald_shared.contract.campaigns import (
 )
 from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
 from herald_shared.contract.delivery import (
+    CampaignDeliveryFinished,
     ComplaintReceived,
     DeliveryHeld,
     LinkClicked,
@@ -67,10 +70,11 @@ from .screening import Screening
 PRODUCER = "campaigns"
 # Fixed: the CampaignQueued of a campaign has the same event id in every process, before and after a crash.
 HERALD_CAMPAIGNS_NAMESPACE = uuid.UUID("0f4b8f2e-6a57-4d8e-9c1e-2b7d4e1f9a63")
-Status = Literal["draft", "in_review", "rejected", "scheduled", "queued", "cancelled", "deleted"]
-STATUSES: tuple[Status, ...] = ("draft", "in_review", "rejected", "scheduled", "queued", "cancelled", "deleted")
+Status = Literal["draft", "in_review", "rejected", "scheduled", "queued", "done", "cancelled", "deleted"]
+STATUSES: tuple[Status, ...] = ("draft", "in_review", "rejected", "scheduled", "queued", "done", "cancelled",
+                                "deleted")
 EDITABLE: tuple[Status, ...] = ("draft", "rejected")  # a rejected campaign is edited back into a draft
-CANCELLABLE: tuple[Status, ...] = ("in_review", "scheduled", "queued")
+CANCELLABLE: tuple[Status, ...] = ("in_review", "scheduled", "queued")  # not done: nothing is left to stop
 # A send time this far in the past is a mistake, not "now".
 PAST_TOLERANCE = timedelta(minutes=5)
 TEST_RECIPIENTS_MAX = 5
@@ -409,6 +413,23 @@ def queue(current: CampaignState | None, now: datetime) -> list[Event]:
     return [event]
 
 
+def completed_event_id(account_id: str, campaign_id: str) -> uuid.UUID:
+    return uuid.uuid5(HERALD_CAMPAIGNS_NAMESPACE, f"completed:{account_id}:{campaign_id}")
+
+
+def complete(doc: Mapping[str, Any] | None) -> list[Event]:
+    """CampaignCompleted of a queued campaign delivery has finished with (CampaignDeliveryFinished), once: a
+    fixed event id per campaign. A cancelled campaign stays cancelled."""
+    if doc is None or doc.get("status") != "queued" or not doc.get("delivery"):
+        return []
+    counts = doc["delivery"]
+    return [CampaignCompleted(event_id=completed_event_id(doc["account_id"], doc["campaign_id"]),
+                              account_id=doc["account_id"], producer=PRODUCER, payload=CampaignCompletedPayload(
+                                  campaign_id=doc["campaign_id"], recipients=counts["recipients"],
+                                  sent=counts["sent"], bounced=counts["bounced"],
+                                  failed=counts["failed"] + counts["skipped"] + counts["cancelled"]))]
+
+
 def test_send(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, recipients: list[str],
               sample: dict[str, FieldValue], requested_by: str, test_id: str) -> list[Event]:
     """A test of the campaign as it is now to at most 5 addresses, rendered with `sample` values."""
@@ -457,13 +478,19 @@ def evolve(doc: dict[str, Any] | None, event: Event, at: datetime) -> dict[str, 
             return {**doc, "status": "cancelled", "cancelled_by": cancelled.cancelled_by, "updated_at": at}
         case DeliveryHeld(payload=held) if status == "queued":
             return {**doc, "held_gate": held.gate}
+        case CampaignDeliveryFinished(payload=finished) if status in ("queued", "cancelled", "scheduled"):
+            # Kept whatever the status: delivery's event may be folded before the campaign's own CampaignQueued.
+            return {**doc, "delivery": finished.model_dump(include={"recipients", "sent", "bounced", "skipped",
+                                                                    "failed", "cancelled"})}
+        case CampaignCompleted() if status == "queued":
+            return {**doc, "status": "done", "completed_at": at, "updated_at": at}
     return doc
 
 
 def display_state(doc: Mapping[str, Any], account: AccountInfo | None, sent: int) -> str:
-    """A campaign's state as its report shows it: its own status until it is queued; then suspended (the
-    account is), held (delivery holds it behind a gate that is still closed), sending (messages went out),
-    or queued (none yet). Delivery does not report a campaign's end yet, so "done" is not shown."""
+    """A campaign's state as its report shows it: its own status until it is queued, and done once delivery
+    finished with it; while queued: suspended (the account is), held (delivery holds it behind a gate that is
+    still closed), sending (messages went out), or queued (none yet)."""
     status = str(doc["status"])
     if status != "queued":
         return status

@@ -158,6 +158,19 @@ class CampaignsService:
             queued += 1
         return queued
 
+    async def complete_finished(self) -> int:
+        """CampaignCompleted for every queued campaign delivery has finished with."""
+        completed = 0
+        for account_id, campaign_id in await self.store.completing():
+            async with self.recorder.serialised(_lock(account_id, campaign_id)):
+                events = domain.complete(await self.store.campaign(account_id, campaign_id))
+                if not events:
+                    continue
+                await self.recorder.commit(events)
+            log.info("campaign completed", extra={"account_id": account_id, "campaign": campaign_id})
+            completed += 1
+        return completed
+
     async def _campaign(self, account_id: str, campaign_id: str) -> Document:
         doc = await self.store.campaign(account_id, campaign_id)
         if doc is None:
@@ -166,10 +179,10 @@ class CampaignsService:
 
 
 class Scheduler:
-    """Emits CampaignQueued at each campaign's time. It starts only once the projection has applied everything
-    herald.campaigns held when the process started (its own CampaignQueued of before a crash included), so a
-    campaign queued just before a SIGKILL is not queued again; from then on every decision waits for its own
-    event to be applied."""
+    """Emits CampaignQueued at each campaign's time, and CampaignCompleted once delivery has finished one. It
+    starts only once the projection has applied everything herald.campaigns held when the process started (its
+    own CampaignQueued of before a crash included), so a campaign queued just before a SIGKILL is not queued
+    again; from then on every decision waits for its own event to be applied."""
 
     def __init__(self, service: CampaignsService, settings: HeraldSettings, interval: float = 0.5) -> None:
         self.service = service
@@ -191,6 +204,7 @@ class Scheduler:
         while not self._stopping.is_set():
             try:
                 await self.service.queue_due(datetime.now(UTC))
+                await self.service.complete_finished()
                 await self._gauges()
             except Exception:  # the scheduler outlives a failed round; the next one retries
                 log.exception("scheduling round failed; retrying")

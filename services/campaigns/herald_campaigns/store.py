@@ -12,6 +12,7 @@ queue, oldest first). `stats` counts campaigns by status per partition of herald
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from herald_shared.contract import Event
 from herald_shared.contract.campaigns import (
     CampaignApproved,
     CampaignCancelled,
+    CampaignCompleted,
     CampaignCreated,
     CampaignDeleted,
     CampaignEdited,
@@ -30,7 +32,7 @@ from herald_shared.contract.campaigns import (
     CampaignSubmitted,
     StaffViewed,
 )
-from herald_shared.contract.delivery import DeliveryHeld
+from herald_shared.contract.delivery import CampaignDeliveryFinished, DeliveryHeld
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 from herald_shared.readmodel import (
@@ -48,8 +50,11 @@ from .domain import AccountInfo, CampaignState, ListInfo
 
 CAMPAIGNS, LISTS, REPORTS, ENGAGED = "campaigns", "lists", "reports", "engaged"
 ACCOUNTS, SCHEDULE, REVIEW, STATS, AUDIT = "accounts", "schedule", "review", "stats", "audit"
+COMPLETING = "completing"
 CAMPAIGN_EVENTS = (CampaignCreated, CampaignEdited, CampaignDeleted, CampaignSubmitted, CampaignApproved,
-                   CampaignRejected, CampaignQueued, CampaignCancelled)
+                   CampaignRejected, CampaignQueued, CampaignCancelled, CampaignCompleted)
+# What the campaigns read model takes from herald.delivery (the reports have their own consumer).
+DELIVERY_EVENTS = (DeliveryHeld, CampaignDeliveryFinished)
 
 
 def campaign_key(account_id: str, campaign_id: str) -> str:
@@ -74,6 +79,13 @@ def review_key(doc: Mapping[str, Any]) -> str | None:
     return compose(time_key(doc["submitted_at"]), doc["account_id"], doc["campaign_id"])
 
 
+def completing_key(doc: Mapping[str, Any]) -> str | None:
+    """A queued campaign delivery has finished with waits here for its CampaignCompleted."""
+    if doc.get("status") != "queued" or not doc.get("delivery"):
+        return None
+    return compose(doc["account_id"], doc["campaign_id"])
+
+
 def key_parts(key: str) -> tuple[datetime, str, str]:
     """(time, account, campaign) of a `schedule` or `review` key."""
     at, account_id, campaign_id = key.split("/")
@@ -88,13 +100,13 @@ def stats_key(event: Event) -> str:
 def _campaign_of(event: Event) -> str | None:
     if isinstance(event, CAMPAIGN_EVENTS):
         return str(event.payload.campaign_id)
-    if isinstance(event, DeliveryHeld):
+    if isinstance(event, DELIVERY_EVENTS):
         return event.payload.campaign_id
     return None
 
 
 class CampaignsProjection(Projection):
-    collections = (CAMPAIGNS, LISTS, ACCOUNTS, SCHEDULE, REVIEW, STATS, AUDIT)
+    collections = (CAMPAIGNS, LISTS, ACCOUNTS, SCHEDULE, REVIEW, COMPLETING, STATS, AUDIT)
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
@@ -102,6 +114,7 @@ class CampaignsProjection(Projection):
         self._account_events: list[Event] = []
         self._schedule = SecondaryIndex(db[SCHEDULE], schedule_key)
         self._review = SecondaryIndex(db[REVIEW], review_key)
+        self._completing = SecondaryIndex(db[COMPLETING], completing_key)
         self._stats = Counters(db[STATS])
 
     async def handle(self, event: Event) -> None:
@@ -158,6 +171,7 @@ class CampaignsProjection(Projection):
         await self._stats.write()
         await self._schedule.write(before, changed)
         await self._review.write(before, changed)
+        await self._completing.write(before, changed)
         await write_changes(self.db[CAMPAIGNS], before, changed)
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
@@ -216,13 +230,15 @@ class ReportsProjection(Projection):
     async def _fold(self, events: list[tuple[str, Event]]) -> None:
         if not events:
             return
-        markers = {compose(key, first[1]) for key, event in events if (first := domain.engagement(event))}
-        seen = set(await load(self.db[ENGAGED], markers))
-        await self._counts.prepare({key for key, _ in events})
+        firsts = [domain.engagement(event) for _, event in events]
+        markers = {compose(key, first[1]) for (key, _), first in zip(events, firsts, strict=True) if first}
+        # Two independent reads: wait for both at once.
+        engaged, _ = await asyncio.gather(load(self.db[ENGAGED], markers),
+                                          self._counts.prepare({key for key, _ in events}))
+        seen = set(engaged)
         new: list[str] = []
-        for key, event in events:
+        for (key, event), first in zip(events, firsts, strict=True):
             counts = domain.report_counts(event)
-            first = domain.engagement(event)
             if first is not None and (marker := compose(key, first[1])) not in seen:
                 seen.add(marker)
                 new.append(marker)
@@ -261,6 +277,11 @@ class CampaignsStore:
         found = await load(self.db[CAMPAIGNS], [campaign_key(a, c) for _, a, c in map(key_parts, keys)])
         docs = [found[k] for k in (campaign_key(a, c) for _, a, c in map(key_parts, keys)) if k in found]
         return docs, keys[-1] if len(keys) == limit else None
+
+    async def completing(self, limit: int = 100) -> list[tuple[str, str]]:
+        """(account, campaign) of queued campaigns delivery has finished with, not completed yet."""
+        cursor = self.db[COMPLETING].find({"_id": {"$gte": ""}}, {"_id": 1}).sort("_id", 1).limit(limit)
+        return [tuple(doc["_id"].split("/")) async for doc in cursor]
 
     async def oldest_in_review(self) -> datetime | None:
         doc = await self.db[REVIEW].find_one({"_id": {"$gte": ""}}, {"_id": 1}, sort=[("_id", 1)])

@@ -6,9 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from herald_campaigns.store import CampaignsProjection, CampaignsStore, ReportsProjection
 from herald_shared.contract import Event
-from herald_shared.contract.delivery import ComplaintReceived, LinkClicked, MessageBounced, MessageOpened, MessageSent
+from herald_shared.contract.billing import SendingBlocked
+from herald_shared.contract.delivery import (
+    ComplaintReceived,
+    DeliveryHeld,
+    LinkClicked,
+    MessageBounced,
+    MessageOpened,
+    MessageSent,
+)
 from herald_shared.contract.subscriptions import SubscriberUnsubscribed
 from herald_shared.mongo import rebuild
 from tests.conftest import eventually
@@ -99,3 +109,32 @@ async def test_a_report_counts_each_kind_once_even_when_events_are_redelivered(p
     live, rebuilt = platform.service.service.store, CampaignsStore(db)
     assert await rebuilt.report_counts("acme", "c1") == await live.report_counts("acme", "c1")
     assert await rebuilt.campaign("acme", "c1") == await live.campaign("acme", "c1")
+
+
+async def test_reports_have_their_own_consumer_and_the_campaign_still_sees_its_delivery_held(
+        platform: Platform) -> None:
+    """DeliveryHeld is on herald.delivery like the sends: the campaigns read model takes it (a report's state),
+    the reports' consumer counts the sends, each with its own group, checkpoints and readiness."""
+    service = platform.service
+    prefix = service.settings.topic_prefix
+    assert sorted(c.name for c in service.consumers) == [f"{prefix}campaigns.projection", f"{prefix}campaigns.reports"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://campaigns") as http:
+        await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, what="both consumers ready")
+
+    acme = await platform.tenant("acc-held", "news", account="paid")
+    assert (await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})).status_code == 201
+    assert (await acme.http.post("/v1/campaigns/c1/submission", json={})).status_code == 200
+
+    async def report() -> dict[str, Any]:
+        return (await acme.http.get("/v1/campaigns/c1/report")).json()  # type: ignore[no-any-return]
+
+    await eventually(report, lambda r: r["status"] == "queued", what="queued")
+    env: dict[str, Any] = {"account_id": "acc-held"}
+    await platform.publisher.publish_many([
+        SendingBlocked(**env, producer="billing", payload={"reason": "monthly_quota_reached"}),
+        MessageSent(**env, producer="delivery", payload={**ref(0), "recipient_domain": "example.org",
+                                                         "smtp_code": 250}),
+        DeliveryHeld(**env, producer="delivery", payload={"campaign_id": "c1", "gate": "sending_blocked",
+                                                          "reason": "monthly quota reached", "messages_held": 9})])
+    held = await eventually(report, lambda r: r["status"] == "held" and r["sent"] == 1, what="held, one sent")
+    assert held["delivered"] == 1

@@ -8,6 +8,7 @@ import asyncio
 from email import message_from_bytes, policy
 from typing import Any
 
+from herald_shared.contract.campaigns import CampaignCompleted
 from herald_shared.contract.delivery import MessageSent
 from tests.conftest import eventually
 from tests.integration.delivery.conftest import World, relay, start_delivery, world  # noqa: F401 (fixtures)
@@ -54,4 +55,15 @@ async def test_a_campaign_from_the_api_is_sent_reported_and_cancelled_mid_send(
     report = await eventually(lambda: acme.http.get("/v1/campaigns/c1/report"),
                               lambda r: r.json()["sent"] == delivered, what="report counts every send")
     assert report.json()["status"] == "cancelled" and report.json()["delivered"] == delivered
+    # A campaign delivery finishes is done, with its counts on CampaignCompleted.
+    await acme.http.post("/v1/campaigns", json={**draft(subject="Second"), "campaign_id": "c2",
+                                                "segment": {}})
+    assert (await acme.http.post("/v1/campaigns/c2/submission", json={})).status_code == 200
+    done = await eventually(lambda: acme.http.get("/v1/campaigns/c2/report"),
+                            lambda r: r.json()["status"] == "done", within=60, what="the second campaign done")
+    assert done.json()["sent"] == MEMBERS
+    [completed] = [e for e in await platform.events() if isinstance(e, CampaignCompleted)]
+    assert completed.model_dump()["payload"] == {"campaign_id": "c2", "recipients": MEMBERS, "sent": MEMBERS,
+                                                 "bounced": 0, "failed": 0}
+    assert (await acme.http.get("/v1/campaigns/c1")).json()["status"] == "cancelled"
 

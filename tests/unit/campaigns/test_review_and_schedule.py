@@ -252,3 +252,39 @@ def test_state_of_reads_what_the_fold_wrote() -> None:
     assert (state.status, state.send_at, state.review_reasons) == ("in_review", NOW + timedelta(days=1),
                                                                    ("account_not_approved", "flagged"))
     assert state.screening[0]["category"] == "gambling"
+
+
+def finished(**counts: int) -> Event:
+    from herald_shared.contract.delivery import CampaignDeliveryFinished
+    return CampaignDeliveryFinished(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        "campaign_id": "c1", **{"recipients": 10, "sent": 7, "bounced": 1, "skipped": 1, "failed": 0,
+                                "cancelled": 1, **counts}})
+
+
+def test_a_queued_campaign_delivery_finished_with_completes_once_with_its_counts() -> None:
+    from herald_shared.contract.campaigns import CampaignCompleted
+    _, doc = submitted()
+    [queued] = domain.queue(domain.state_of(doc), NOW)
+    assert domain.complete(fold(queued, doc=doc)) == []  # delivery has not finished
+    doc = fold(queued, finished(), doc=doc)
+    [completed] = domain.complete(doc)
+    assert isinstance(completed, CampaignCompleted)
+    assert completed.model_dump()["payload"] == {"campaign_id": "c1", "recipients": 10, "sent": 7, "bounced": 1,
+                                                 "failed": 2}
+    assert domain.complete(doc)[0].event_id == completed.event_id  # decided again after a crash: the same event
+    doc = fold(completed, doc=doc)
+    assert doc["status"] == "done" and domain.complete(doc) == []
+    assert domain.display_state(doc, PAID, 7) == "done"
+    with pytest.raises(domain.WrongState):
+        domain.cancel(domain.state_of(doc), "c1", "api", None)
+
+
+def test_delivery_finishing_before_the_queueing_is_folded_still_completes_and_a_cancelled_one_stays_so() -> None:
+    _, doc = submitted()
+    [queued] = domain.queue(domain.state_of(doc), NOW)
+    early = fold(finished(), queued, doc=dict(doc))  # delivery's event folded first (another topic)
+    assert len(domain.complete(early)) == 1
+    [cancelled] = domain.cancel(domain.state_of(fold(queued, doc=dict(doc))), "c1", "api", None)
+    stopped = fold(queued, cancelled, finished(sent=3, cancelled=6), doc=dict(doc))
+    assert stopped["status"] == "cancelled" and domain.complete(stopped) == []
+    assert stopped["delivery"]["cancelled"] == 6
