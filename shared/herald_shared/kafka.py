@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -188,31 +187,12 @@ class DeadLetters:
                                             "offset": record.offset, "reason": reason})
 
 
-# With read-ahead, parsing yields to the batch being handled after this many records (~3 ms of parsing).
-READ_AHEAD_SLICE = 50
-
-
-@dataclass
-class _Batch:
-    """A polled batch: the valid events, the invalid records with why, and the next offset per partition."""
-
-    staged: list[tuple[ConsumerRecord[bytes, bytes], Event]] = field(default_factory=list)
-    invalid: list[tuple[ConsumerRecord[bytes, bytes], str]] = field(default_factory=list)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
-
-
 class EventConsumer:
     """The consumer loop of a service: poll a batch, validate, deduplicate, handle, flush, commit.
 
     `only` names, per base topic, the only event types wanted from it: records of other types (by their
     `type` header) are passed over unparsed, and their offsets committed with the batch; a record without
     the header is read as usual. Topics not named give every event.
-
-    With `read_ahead`, the next batch is fetched and parsed while this one waits on its round trips
-    (MongoDB, the offset commit), which keeps the process busy where parsing is much of the work. Nothing of
-    the batch read ahead is looked up, handled or dead-lettered before this one is committed, so what is
-    remembered, written and committed, and in what order, stays the same; on stop, the batch read ahead is
-    dropped and read again after the restart.
     """
 
     def __init__(
@@ -229,7 +209,6 @@ class EventConsumer:
         handler_attempts: int = 3,
         retry_delay: float = 0.2,
         only: Mapping[str, Collection[type[Event]]] | None = None,
-        read_ahead: bool = False,
     ) -> None:
         self.name = name
         self._names = settings.topics
@@ -240,7 +219,6 @@ class EventConsumer:
                 raise ValueError(f"only: {topic} is not consumed here, or not every type named is on it")
             self._only[self._names(topic)] = frozenset(_type_name(cls).encode() for cls in classes)
         self._metrics: dict[tuple[str, str], tuple[Histogram, Counter]] = {}
-        self._read_ahead = read_ahead
         self._handler = handler
         self._dedupe = deduplicator
         self._checkpoints = checkpoints
@@ -267,47 +245,29 @@ class EventConsumer:
     async def run(self) -> None:
         await self._consumer.start()
         self.started = True
-        ahead: asyncio.Task[_Batch] | None = None
         try:
             while not self._stopping.is_set():
-                batch = await (ahead if ahead is not None else self._read())
-                ahead = None
-                if batch.offsets:
-                    if self._read_ahead:
-                        ahead = asyncio.create_task(self._read(), name=f"{self.name} read-ahead")
-                    await self._process(batch)
+                batches = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
+                if batches:
+                    await self._process(batches)
                 await self._report_lag()
         finally:
             self.started = False
-            if ahead is not None:  # read, not handled: read again after a restart
-                ahead.cancel()
-                await asyncio.gather(ahead, return_exceptions=True)
             await self._consumer.stop()
 
-    async def _read(self) -> _Batch:
-        """The next batch, parsed and validated; nothing is handled, dead-lettered or committed yet."""
-        batches = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
-        batch = _Batch()
-        parsed = 0
+    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        staged: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
+        offsets: dict[TopicPartition, int] = {}
         for tp, records in batches.items():
             wanted = self._only.get(tp.topic)
             for record in records:
                 if wanted is not None and not _has_type(record, wanted):
                     continue
                 try:
-                    batch.staged.append((record, validate_record(record, self._names)))
+                    staged.append((record, validate_record(record, self._names)))
                 except InvalidEvent as exc:
-                    batch.invalid.append((record, exc.reason))
-                parsed += 1
-                if self._read_ahead and parsed % READ_AHEAD_SLICE == 0:
-                    await asyncio.sleep(0)  # let the batch being handled go on when its round trip answers
-            batch.offsets[tp] = records[-1].offset + 1
-        return batch
-
-    async def _process(self, batch: _Batch) -> None:
-        for record, reason in batch.invalid:
-            await self._dead_letter(record, reason, "invalid")
-        staged, offsets = batch.staged, batch.offsets
+                    await self._dead_letter(record, exc.reason, "invalid")
+            offsets[tp] = records[-1].offset + 1
         ids = [str(event.event_id) for _, event in staged]
         dedupe = self._dedupe
         seen: set[str] = await self._with_retry("look up handled events", lambda: dedupe.seen(ids)) if dedupe else set()

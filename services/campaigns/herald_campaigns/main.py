@@ -95,7 +95,7 @@ class Campaigns(ConsumingService):
 def reports_consumer(settings: HeraldSettings, db: AsyncDatabase[Document], producer: AIOKafkaProducer,
                      checkpoints: Checkpoints | None = None) -> EventConsumer:
     """The report read model's own consumer (bench/campaign_reports.py runs this one): only the events a report
-    counts, in large batches parsed one ahead, deduplicated by a window of recent event ids
+    counts, in large batches, deduplicated by a window of recent event ids
     (`WindowDeduplicator`; a replay of the same offsets is exact by `Counters` anyway). Where the reports were
     folded by the projection consumer before, this group starts from offset 0 once: the counters skip, by
     offset, what was counted then, so the catch-up costs the reading only."""
@@ -104,8 +104,7 @@ def reports_consumer(settings: HeraldSettings, db: AsyncDatabase[Document], prod
         only={topic: [cls for cls in domain.REPORT_EVENTS if cls.topic == topic] for topic in REPORT_TOPICS},
         handler=ReportsProjection(db), producer=producer,
         deduplicator=WindowDeduplicator(db, REPORTS, window=REPORTS_DEDUPLICATION_WINDOW),
-        checkpoints=checkpoints if checkpoints is not None else Checkpoints(db, REPORTS), max_records=REPORTS_BATCH,
-        read_ahead=True)
+        checkpoints=checkpoints if checkpoints is not None else Checkpoints(db, REPORTS), max_records=REPORTS_BATCH)
 
 
 def main() -> None:

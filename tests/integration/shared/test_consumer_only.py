@@ -1,6 +1,5 @@
-"""How an EventConsumer reads: `only` passes over the types it does not want without parsing them, and
-`read_ahead` parses the next batch early without changing what is handled, committed, or read again after a
-stop."""
+"""An EventConsumer with `only` passes over the event types it does not want, without parsing them, and
+commits their offsets with the batch."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from herald_shared.contract import Event
 from herald_shared.contract.delivery import DeliveryHeld, MessageSent
 from herald_shared.contract.subscriptions import SubscriberAdded
 from herald_shared.kafka import EventConsumer, EventPublisher
@@ -67,45 +65,5 @@ def test_only_refuses_a_type_that_is_not_on_the_topic_named(settings: HeraldSett
                       producer=None, only={"herald.delivery": [MessageSent]})
 
 
-class StopAfterFirst(RecordingHandler):
-    """Asks its consumer to stop once it handled one event: the batch in hand is finished and committed."""
-
-    consumer: EventConsumer | None = None
-
-    async def handle(self, event: Event) -> None:
-        await super().handle(event)
-        if self.consumer is not None:
-            self.consumer.request_stop()
-
-
-async def test_reading_ahead_handles_every_event_once_in_order_and_a_stop_drops_the_batch_read_ahead(
-        settings: HeraldSettings, producer: AIOKafkaProducer) -> None:
-    publisher = EventPublisher(producer, settings.topics)
-    # One account, so one partition: the order is the topic's.
-    events = [sample("SubscriberAdded", payload={**sample("SubscriberAdded").payload.model_dump(),
-                                                   "subscriber_id": f"s{i}"}) for i in range(7)]
-    await publisher.publish_many(events)
-    first = StopAfterFirst()
-    reading = consumer(settings, producer, first, ["herald.subscriptions"], max_records=2, read_ahead=True)
-    first.consumer = reading
-    await until_stopped(asyncio.create_task(reading.run()))
-    # The first batch was finished (and committed); the one read ahead was dropped with the stop.
-    assert await _subscribers(first) == ["s0", "s1"]
-
-    rest = RecordingHandler()
-    resumed = consumer(settings, producer, rest, ["herald.subscriptions"], max_records=2, read_ahead=True)
-    task = asyncio.create_task(resumed.run())
-    await eventually(lambda: _subscribers(rest), lambda s: len(s) >= 5, what="the rest")
-    await asyncio.sleep(1.0)  # a duplicate would show up by now
-    resumed.request_stop()
-    await until_stopped(task)
-    assert await _subscribers(rest) == ["s2", "s3", "s4", "s5", "s6"]
-    assert rest.flushes >= 3  # in batches of two at most
-
-
 async def _types(handler: RecordingHandler) -> list[str]:
     return [e.type for e in handler.events]
-
-
-async def _subscribers(handler: RecordingHandler) -> list[str]:
-    return [str(e.payload.subscriber_id) for e in handler.events]  # type: ignore[attr-defined]
