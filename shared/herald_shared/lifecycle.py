@@ -4,6 +4,7 @@ service's stop callbacks once; SIGUSR1 logs every asyncio task's stack)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -80,6 +81,22 @@ class Service(Protocol):
 
 SettingsT = TypeVar("SettingsT", bound=HeraldSettings)
 
+# Young-generation collections every 20,000 net allocations instead of CPython's 700. A consumer folding a
+# 2,000-event batch allocates far more than 700 objects per event, all of them short-lived and free of cycles
+# (reference counting frees them); at 700 the collector ran dozens of times per batch and, promoting the
+# batch's live objects, full collections followed. Measured on the campaign reports fold: 20% of its time.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Called once a service has started: what it built until then (modules, routes, models, clients) lives as
+    long as the process, so it moves out of the collector's sight (`gc.freeze`), and young collections run less
+    often (`GC_YOUNG_THRESHOLD`). Cyclic garbage is still collected; only later."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
 
 def run_service(name: str, settings_class: type[SettingsT], build: Callable[[SettingsT], Service]) -> None:
     """The `herald-<name>` entry point: settings from the environment (a clear exit when they are invalid),
@@ -103,6 +120,7 @@ async def _serve(name: str, settings: SettingsT, build: Callable[[SettingsT], Se
     on_shutdown_signal(service.request_stop, stop_server)
     service.on_failure = stop_server
     await service.start()
+    tune_gc()
     log.info("service started", extra={"service": name, "port": settings.http_port})
     try:
         await server.serve()
