@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -193,6 +193,13 @@ class EventConsumer:
     `only` names, per base topic, the only event types wanted from it: records of other types (by their
     `type` header) are passed over unparsed, and their offsets committed with the batch; a record without
     the header is read as usual. Topics not named give every event.
+
+    `slice_records` (default: the whole batch) splits a batch for parsing, deduplicating and handling: the
+    events of one slice are released before the next is parsed (once handled, a handler should keep only
+    what it needs of them). Parsing into memory still holding thousands of parsed events costs a large batch
+    up to half again per event (cache misses); the flush, the ids remembered, the checkpoint and the commit
+    stay once per batch. Each slice costs the deduplicator a look-up: use it with one that answers from
+    memory (`WindowDeduplicator`).
     """
 
     def __init__(
@@ -209,6 +216,7 @@ class EventConsumer:
         handler_attempts: int = 3,
         retry_delay: float = 0.2,
         only: Mapping[str, Collection[type[Event]]] | None = None,
+        slice_records: int | None = None,
     ) -> None:
         self.name = name
         self._names = settings.topics
@@ -224,9 +232,12 @@ class EventConsumer:
         self._checkpoints = checkpoints
         self._dead_letters = DeadLetters(producer, name)
         self._max_records = max_records
+        self._slice_records = slice_records or max_records
         self._attempts = handler_attempts
         self._retry_delay = retry_delay
         self._stopping = asyncio.Event()
+        self._finishing: asyncio.Task[None] | None = None  # the last batch's `_finish`
+        self._remembering: set[str] = set()  # the ids it remembers
         self._consumer = AIOKafkaConsumer(
             *self._topics,
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -250,39 +261,45 @@ class EventConsumer:
                 batches = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
                 if batches:
                     await self._process(batches)
+                elif self._finishing is not None and self._finishing.done():
+                    await self._finished()
                 await self._report_lag()
+            await self._finished()
         finally:
+            if self._finishing is not None:  # failed elsewhere: the batch is not committed, and is read again
+                self._finishing.cancel()
+                await asyncio.gather(self._finishing, return_exceptions=True)
+                self._finishing = None
             self.started = False
             await self._consumer.stop()
 
     async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        staged: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
-        offsets: dict[TopicPartition, int] = {}
-        for tp, records in batches.items():
-            wanted = self._only.get(tp.topic)
-            for record in records:
-                if wanted is not None and not _has_type(record, wanted):
-                    continue
-                try:
-                    staged.append((record, validate_record(record, self._names)))
-                except InvalidEvent as exc:
-                    await self._dead_letter(record, exc.reason, "invalid")
-            offsets[tp] = records[-1].offset + 1
-        ids = [str(event.event_id) for _, event in staged]
-        dedupe = self._dedupe
-        seen: set[str] = await self._with_retry("look up handled events", lambda: dedupe.seen(ids)) if dedupe else set()
+        """Handle and flush a batch; its ids are remembered, its checkpoint saved and its offsets committed
+        in the background (`_finish`) while the next batch is read and handled, in order: a batch's finish
+        starts once the one before is done."""
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
         handled: list[str] = []
-        for (record, event), event_id in zip(staged, ids, strict=True):
-            if event_id in seen:
-                metrics.EVENTS_DUPLICATE.labels(self.name, record.topic).inc()
-                continue
-            seen.add(event_id)
-            if await self._handle(record, event):
-                handled.append(event_id)
+        seen: set[str] = set()  # the batch's handled ids, for copies within it
+        for records in self._slices(batches):
+            await self._handle_slice(records, seen, handled)
+            await asyncio.sleep(0)  # a turn for the rest of the service (its API, a handler's reads ahead)
         await self._with_retry("flush", self._handler.flush)
+        await self._finished()
+        self._remembering = set(handled)
+        self._finishing = asyncio.create_task(self._finish(offsets, handled), name=f"{self.name}: finish batch")
+
+    async def _finished(self) -> None:
+        """Wait for the batch before's finish (raising what stopped it)."""
+        if self._finishing is not None:
+            await self._finishing
+            self._finishing = None
+            self._remembering = set()
+
+    async def _finish(self, offsets: dict[TopicPartition, int], handled: list[str]) -> None:
         # Once flushed, remembering the ids and saving the checkpoint are independent: a crash between or
         # during them replays the batch, which the projection's idempotence and the ids remembered absorb.
         after_flush = []
+        dedupe = self._dedupe
         if dedupe and handled:
             after_flush.append(self._with_retry("remember handled events", lambda: dedupe.remember(handled)))
         if self._checkpoints:
@@ -296,6 +313,43 @@ class EventConsumer:
             # The partitions moved to another member during a rebalance; it re-reads them and the
             # deduplicator makes that harmless.
             log.warning("commit failed after rebalance", extra={"error": str(exc)})
+
+    def _slices(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+                ) -> Iterator[list[ConsumerRecord[bytes, bytes]]]:
+        """The batch's wanted records (see `only`), `slice_records` at a time."""
+        chunk: list[ConsumerRecord[bytes, bytes]] = []
+        for tp, records in batches.items():
+            wanted = self._only.get(tp.topic)
+            for record in records:
+                if wanted is None or _has_type(record, wanted):
+                    chunk.append(record)
+                    if len(chunk) == self._slice_records:
+                        yield chunk
+                        chunk = []
+        if chunk:
+            yield chunk
+
+    async def _handle_slice(self, records: list[ConsumerRecord[bytes, bytes]], seen: set[str],
+                            handled: list[str]) -> None:
+        """Parse (the invalid dead-lettered), deduplicate and handle some records of the batch."""
+        staged: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
+        for record in records:
+            try:
+                staged.append((record, validate_record(record, self._names)))
+            except InvalidEvent as exc:
+                await self._dead_letter(record, exc.reason, "invalid")
+        ids = [str(event.event_id) for _, event in staged]
+        dedupe = self._dedupe
+        if dedupe:
+            seen.update(await self._with_retry("look up handled events", lambda: dedupe.seen(ids)))
+        remembering = self._remembering  # the batch before's ids, handed to the deduplicator in the background
+        for (record, event), event_id in zip(staged, ids, strict=True):
+            if event_id in seen or event_id in remembering:
+                metrics.EVENTS_DUPLICATE.labels(self.name, record.topic).inc()
+                continue
+            seen.add(event_id)
+            if await self._handle(record, event):
+                handled.append(event_id)
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes], event: Event) -> bool:
         """True when handled. A refusal or a handler that keeps failing dead-letters the event; an

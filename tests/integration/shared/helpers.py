@@ -42,9 +42,11 @@ class RecordingHandler:
 @contextlib.asynccontextmanager
 async def running_consumer(settings: HeraldSettings, producer: AIOKafkaProducer, handler: RecordingHandler,
                            topics: Sequence[str], *, name: str = "test-consumer",
-                           deduplicator: Deduplicator | None = None) -> AsyncIterator[EventConsumer]:
+                           deduplicator: Deduplicator | None = None, max_records: int = 500,
+                           slice_records: int | None = None) -> AsyncIterator[EventConsumer]:
     consumer = EventConsumer(settings, name=settings.topic_prefix + name, topics=topics, handler=handler,
-                             producer=producer, deduplicator=deduplicator, retry_delay=0.01)
+                             producer=producer, deduplicator=deduplicator, retry_delay=0.01,
+                             max_records=max_records, slice_records=slice_records)
     task = asyncio.create_task(consumer.run())
     try:
         yield consumer
