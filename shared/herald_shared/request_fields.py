@@ -65,7 +65,15 @@ def _iso_text(value: object) -> object:
     return value
 
 
+def _iso_local_or_aware_text(value: object) -> object:
+    if not isinstance(value, str | datetime):
+        raise ValueError("a time is ISO 8601 text: local (2026-12-24T09:00:00, in time_zone) or with an offset")
+    return value
+
+
 IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+# A wall-clock time with or without an offset (a local one is read in a time zone given beside it).
+LocalOrAwareTime = Annotated[datetime, BeforeValidator(_iso_local_or_aware_text)]
 
 
 class Body(BaseModel):

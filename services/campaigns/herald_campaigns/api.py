@@ -1,19 +1,27 @@
 """The campaigns HTTP API (`/v1`): parse, authorise by API key, call a handler, map errors to RFC 9457."""
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Account` is local.
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BeforeValidator, Field, StringConstraints
+from pydantic import AwareDatetime, Field, StringConstraints
 
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.contract.campaigns import CampaignContent, ScreeningMatch
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import FieldName, FieldValue
 from herald_shared.http import api_key_account, problem, problems
-from herald_shared.request_fields import NO_NUL, Body, EmailAddress, FieldValueIn, NameText, Out, Text
+from herald_shared.request_fields import (
+    NO_NUL,
+    Body,
+    EmailAddress,
+    FieldValueIn,
+    LocalOrAwareTime,
+    NameText,
+    Out,
+    Text,
+)
 from herald_shared.staff import StaffCredentials, StaffTokens
 
 from .domain import STATUSES, Draft, display_state, report
@@ -26,13 +34,6 @@ StatusName = Literal[STATUSES]  # type: ignore[valid-type]
 Values = Annotated[dict[FieldName, FieldValueIn], Field(json_schema_extra={"additionalProperties": False})]
 
 
-def _iso_text(value: object) -> object:
-    if not isinstance(value, str | datetime):
-        raise ValueError("a time is ISO 8601 text: local (2026-12-24T09:00:00, in time_zone) or with an offset")
-    return value
-
-
-LocalOrAwareTime = Annotated[datetime, BeforeValidator(_iso_text)]
 HtmlBody = Annotated[str, StringConstraints(min_length=1, max_length=2_000_000, pattern=NO_NUL)]
 TextBody = Annotated[str, StringConstraints(min_length=1, max_length=2_000_000, pattern=NO_NUL)]
 

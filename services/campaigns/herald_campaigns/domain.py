@@ -273,7 +273,7 @@ def create(account_id: str, campaign_id: str, draft: Draft, lst: ListInfo | None
         segment=Segment(field_equals=draft.segment), content=content))]
 
 
-def _existing(current: CampaignState | None, campaign_id: str) -> CampaignState:
+def existing(current: CampaignState | None, campaign_id: str) -> CampaignState:
     if current is None or current.status == "deleted":
         raise CampaignNotFound(f"no campaign {campaign_id!r}")
     return current
@@ -287,7 +287,7 @@ def _in(state: CampaignState, allowed: tuple[Status, ...], doing: str) -> Campai
 
 
 def _draft_of(current: CampaignState | None, campaign_id: str, doing: str = "changed") -> CampaignState:
-    return _in(_existing(current, campaign_id), EDITABLE, doing)
+    return _in(existing(current, campaign_id), EDITABLE, doing)
 
 
 def edit(current: CampaignState | None, campaign_id: str, draft: Draft, lst: ListInfo | None) -> list[Event]:
@@ -302,7 +302,7 @@ def edit(current: CampaignState | None, campaign_id: str, draft: Draft, lst: Lis
 
 
 def duplicate(current: CampaignState | None, campaign_id: str, new_id: str) -> list[Event]:
-    state = _existing(current, campaign_id)  # any campaign can be the start of a new draft
+    state = existing(current, campaign_id)  # any campaign can be the start of a new draft
     name = f"{state.name} (copy)"[:200]
     return [_event(CampaignCreated, state.account_id, CampaignCreatedPayload(
         campaign_id=new_id, name=name, list_id=state.list_id, segment=Segment(field_equals=state.segment),
@@ -355,7 +355,7 @@ def review_reasons(account: AccountInfo | None, screening: Screening) -> list[Re
 def submit(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, account: AccountInfo | None,
            screening: Screening, send_at: datetime | None, time_zone: str | None, now: datetime,
            submitted_by: str) -> list[Event]:
-    state = _in(_existing(current, campaign_id), ("draft",), "submitted")
+    state = _in(existing(current, campaign_id), ("draft",), "submitted")
     check_templates(state.content, _live_list(state.list_id, lst))
     if screening.refusals:
         raise ContentRefused("; ".join(r.reason for r in screening.refusals),
@@ -371,19 +371,19 @@ def submit(current: CampaignState | None, campaign_id: str, lst: ListInfo | None
 
 
 def approve(current: CampaignState | None, campaign_id: str, reviewer: str, note: str | None) -> list[Event]:
-    state = _in(_existing(current, campaign_id), ("in_review",), "approved")
+    state = _in(existing(current, campaign_id), ("in_review",), "approved")
     return [_event(CampaignApproved, state.account_id, CampaignApprovedPayload(
         campaign_id=campaign_id, reviewer=reviewer, note=note))]
 
 
 def reject(current: CampaignState | None, campaign_id: str, reviewer: str, reasons: list[str]) -> list[Event]:
-    state = _in(_existing(current, campaign_id), ("in_review",), "rejected")
+    state = _in(existing(current, campaign_id), ("in_review",), "rejected")
     return [_event(CampaignRejected, state.account_id, CampaignRejectedPayload(
         campaign_id=campaign_id, reviewer=reviewer, reasons=reasons))]
 
 
 def cancel(current: CampaignState | None, campaign_id: str, by: str, reason: str | None) -> list[Event]:
-    state = _existing(current, campaign_id)
+    state = existing(current, campaign_id)
     if state.status == "cancelled":
         return []  # cancelled already: the same request again
     _in(state, CANCELLABLE, "cancelled (delete a draft instead)")
@@ -433,7 +433,7 @@ def complete(doc: Mapping[str, Any] | None) -> list[Event]:
 def test_send(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, recipients: list[str],
               sample: dict[str, FieldValue], requested_by: str, test_id: str) -> list[Event]:
     """A test of the campaign as it is now to at most 5 addresses, rendered with `sample` values."""
-    state = _existing(current, campaign_id)
+    state = existing(current, campaign_id)
     check_templates(state.content, _live_list(state.list_id, lst))
     unique = list(dict.fromkeys(address.lower() for address in recipients))
     if not 1 <= len(unique) <= TEST_RECIPIENTS_MAX:
@@ -637,7 +637,7 @@ def preview(current: CampaignState | None, campaign_id: str, lst: ListInfo | Non
             values: dict[str, FieldValue] | None) -> dict[str, str | None]:
     """Subject, preheader and bodies merged for one member's values (the sample when none are given).
     Delivery adds the unsubscribe footer and tracking on top when it sends."""
-    state = _existing(current, campaign_id)
+    state = existing(current, campaign_id)
     merged: dict[str, object] = {**sample_values(lst), **(values or {}),
                                  "unsubscribe_url": "https://example.invalid/unsubscribe/preview"}
     content = state.content

@@ -62,12 +62,11 @@ class CampaignsService:
                      submitted_by: str) -> Document:
         """Screen, check and schedule (or send to staff review) a draft."""
         async with self.recorder.serialised(_lock(account_id, campaign_id)):
-            current = await self.store.campaign_state(account_id, campaign_id)
-            lst = await self.store.list_info(account_id, current.list_id) if current is not None else None
+            current = domain.existing(await self.store.campaign_state(account_id, campaign_id), campaign_id)
+            lst = await self.store.list_info(account_id, current.list_id)
             account = await self.store.account(account_id)
             verdict = screening.screen(subject=current.content.subject, preheader=current.content.preheader,
-                                       html_body=current.content.html_body, text_body=current.content.text_body
-                                       ) if current is not None else screening.Screening((), ())
+                                       html_body=current.content.html_body, text_body=current.content.text_body)
             try:
                 events = domain.submit(current, campaign_id, lst, account, verdict, send_at, time_zone,
                                        datetime.now(UTC), submitted_by)

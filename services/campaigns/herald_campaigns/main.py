@@ -29,7 +29,8 @@ REPORTS = "reports"  # the report read model's consumer: its group, checkpoints 
 REPORT_TOPICS = ("herald.delivery", "herald.subscriptions")
 # Every send, bounce, open and click is counted: large batches spread a batch's round trips over many events
 # (nobody waits for a report to include their own write, as they do for a draft).
-REPORTS_BATCH = 2000
+REPORTS_BATCH = 5000
+REPORTS_SLICE = 250  # parsed, looked up and handled at a time (EventConsumer: `slice_records`)
 # Copies of delivery's events come close behind the originals (republished from its watermark right after
 # a restart); a copy further back than this many handled events would be counted again (WindowDeduplicator).
 REPORTS_DEDUPLICATION_WINDOW = 200_000
@@ -104,7 +105,8 @@ def reports_consumer(settings: HeraldSettings, db: AsyncDatabase[Document], prod
         only={topic: [cls for cls in domain.REPORT_EVENTS if cls.topic == topic] for topic in REPORT_TOPICS},
         handler=ReportsProjection(db), producer=producer,
         deduplicator=WindowDeduplicator(db, REPORTS, window=REPORTS_DEDUPLICATION_WINDOW),
-        checkpoints=checkpoints if checkpoints is not None else Checkpoints(db, REPORTS), max_records=REPORTS_BATCH)
+        checkpoints=checkpoints if checkpoints is not None else Checkpoints(db, REPORTS), max_records=REPORTS_BATCH,
+        slice_records=REPORTS_SLICE)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -33,6 +33,7 @@ from herald_shared.contract.campaigns import (
     StaffViewed,
 )
 from herald_shared.contract.delivery import CampaignDeliveryFinished, DeliveryHeld
+from herald_shared.contract.envelope import position_of
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 from herald_shared.readmodel import (
@@ -198,6 +199,19 @@ def report_key(account_id: str, campaign_id: str, topic: str) -> str:
     return compose(account_id, campaign_id, topic)
 
 
+MARKER_LOOKUP = 500  # engagement markers looked up at a time while a batch is handled
+
+
+class Counted(NamedTuple):
+    """One event as a report counts it: the counter document, the event's offset (`Counters.add_at`), the
+    increments, and for a first open or click of a message (counted once) its counter and marker."""
+
+    key: str
+    offset: int | None
+    counts: dict[str, int]
+    first: tuple[str, str] | None
+
+
 class ReportsProjection(Projection):
     """Per campaign, counters folded from herald.delivery and herald.subscriptions (`reports`, exact under
     replay: see herald_shared.readmodel.Counters), and a marker per message opened or clicked (`engaged`,
@@ -207,43 +221,67 @@ class ReportsProjection(Projection):
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
-        self._events: list[tuple[str, Event]] = []
+        self._counted: list[Counted] = []
         self._counts = Counters(db[REPORTS])
+        # Markers of the batch not yet looked up, and the look-ups under way: started as the batch is handled,
+        # so the store answers while the consumer parses the rest (every earlier batch is flushed by then,
+        # and nothing else writes markers: campaigns runs one replica).
+        self._unchecked: list[str] = []
+        self._lookups: list[asyncio.Task[dict[str, Document]]] = []
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         return []
 
     async def handle(self, event: Event) -> None:
         campaign = domain.report_campaign(event)
-        if campaign is not None:
-            self._events.append((report_key(event.account_id, campaign, event.topic), event))
+        if campaign is None:
+            return
+        # What the fold needs of the event, not the event (the consumer hands it over in slices, to release).
+        key = report_key(event.account_id, campaign, event.topic)
+        position = position_of(event)
+        first = domain.engagement(event)
+        marker = (first[0], compose(key, first[1])) if first is not None else None
+        self._counted.append(Counted(key, position.offset if position is not None else None,
+                                     domain.report_counts(event), marker))
+        if marker is not None:
+            self._unchecked.append(marker[1])
+            if len(self._unchecked) >= MARKER_LOOKUP:
+                self._look_up()
+
+    def _look_up(self) -> None:
+        markers, self._unchecked = set(self._unchecked), []
+        self._lookups.append(asyncio.create_task(load(self.db[ENGAGED], markers)))
 
     async def flush(self) -> None:
-        events, self._events = self._events, []
+        counted, self._counted = self._counted, []
+        if self._unchecked:
+            self._look_up()
+        lookups, self._lookups = self._lookups, []
         try:
-            await self._fold(events)
+            await self._fold(counted, lookups)
         except Exception:
-            self._events = events + self._events
+            for lookup in lookups:
+                lookup.cancel()
+            await asyncio.gather(*lookups, return_exceptions=True)
+            self._counted = counted + self._counted
+            self._unchecked = [c.first[1] for c in counted if c.first is not None] + self._unchecked
             self._counts.discard()
             raise
 
-    async def _fold(self, events: list[tuple[str, Event]]) -> None:
-        if not events:
+    async def _fold(self, counted: list[Counted], lookups: list[asyncio.Task[dict[str, Document]]]) -> None:
+        if not counted:
             return
-        firsts = [domain.engagement(event) for _, event in events]
-        markers = {compose(key, first[1]) for (key, _), first in zip(events, firsts, strict=True) if first}
-        # Two independent reads: wait for both at once.
-        engaged, _ = await asyncio.gather(load(self.db[ENGAGED], markers),
-                                          self._counts.prepare({key for key, _ in events}))
-        seen = set(engaged)
+        # Independent reads: wait for all at once.
+        found, _ = await asyncio.gather(asyncio.gather(*lookups), self._counts.prepare({c.key for c in counted}))
+        seen = {marker for engaged in found for marker in engaged}
         new: list[str] = []
-        for (key, event), first in zip(events, firsts, strict=True):
-            counts = domain.report_counts(event)
-            if first is not None and (marker := compose(key, first[1])) not in seen:
+        for c in counted:
+            counts = c.counts
+            if c.first is not None and (marker := c.first[1]) not in seen:
                 seen.add(marker)
                 new.append(marker)
-                counts[first[0]] = 1
-            self._counts.add(key, event, counts)
+                counts = {**counts, c.first[0]: 1}
+            self._counts.add_at(c.key, c.offset, counts)
         # Counters first: a replay after a crash skips what they counted, then inserts the markers again.
         await self._counts.write()
         await insert_new(self.db[ENGAGED], [{"_id": marker} for marker in new])
@@ -274,8 +312,9 @@ class CampaignsStore:
         bounds: dict[str, Any] = {"$gt": after} if after is not None else {"$gte": ""}
         keys = [doc["_id"] async for doc in self.db[REVIEW].find({"_id": bounds}, {"_id": 1})
                 .sort("_id", 1).limit(limit)]
-        found = await load(self.db[CAMPAIGNS], [campaign_key(a, c) for _, a, c in map(key_parts, keys)])
-        docs = [found[k] for k in (campaign_key(a, c) for _, a, c in map(key_parts, keys)) if k in found]
+        wanted = [campaign_key(a, c) for _, a, c in map(key_parts, keys)]
+        found = await load(self.db[CAMPAIGNS], wanted)
+        docs = [found[k] for k in wanted if k in found]
         return docs, keys[-1] if len(keys) == limit else None
 
     async def completing(self, limit: int = 100) -> list[tuple[str, str]]:
