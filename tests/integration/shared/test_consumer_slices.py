@@ -1,8 +1,12 @@
 """An EventConsumer with `slice_records` parses, deduplicates and handles a batch a slice at a time, and still
 flushes, remembers and commits once per batch: a copy of an event in a later slice of the same batch is
-handled once, a bad record in a slice is dead-lettered, and the order is the log's."""
+handled once, a bad record in a slice is dead-lettered, and the order is the log's. A batch's ids are remembered
+in the background while the next batch is handled: a copy arriving meanwhile is still recognised."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
@@ -47,3 +51,41 @@ async def test_a_batch_in_slices_is_handled_once_in_order_and_flushed_once(
 
 async def _ids(handler: RecordingHandler) -> list[object]:
     return [e.event_id for e in handler.events]
+
+
+class SlowDeduplicator:
+    """Remembers slowly (a database under load): the consumer goes on to the next batch meanwhile."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.pending: set[str] = set()  # being remembered
+        self.asked_while_pending: set[str] = set()
+
+    async def seen(self, event_ids: Sequence[str]) -> set[str]:
+        self.asked_while_pending |= self.pending.intersection(event_ids)
+        return self.ids.intersection(event_ids)
+
+    async def remember(self, event_ids: Sequence[str]) -> None:
+        self.pending.update(event_ids)
+        await asyncio.sleep(1.5)
+        self.ids.update(event_ids)
+        self.pending.difference_update(event_ids)
+
+
+async def test_a_copy_arriving_while_its_batch_is_still_remembered_is_handled_once(
+        settings: HeraldSettings, producer: AIOKafkaProducer) -> None:
+    topic = settings.topics("herald.delivery")
+    event = sample("MessageSent")
+    dedupe = SlowDeduplicator()
+    handler = RecordingHandler()
+    async with running_consumer(settings, producer, handler, ["herald.delivery"], name="remembering",
+                                deduplicator=dedupe):
+        await producer.send_and_wait(topic, value=serialize_event(event), key=b"acc-1", headers=event_headers(event))
+        await eventually(lambda: _ids(handler), lambda ids: ids == [event.event_id], what="the event")
+        # Its batch's ids are still being remembered (1.5 s): the copy comes in the next batch meanwhile.
+        await producer.send_and_wait(topic, value=serialize_event(event), key=b"acc-1", headers=event_headers(event))
+        await EventPublisher(producer, settings.topics).publish(marker := sample("MessageOpened"))
+        await eventually(lambda: _ids(handler), lambda ids: ids[-1] == marker.event_id, what="the marker")
+    assert dedupe.asked_while_pending == {str(event.event_id)}, "the copy came while its id was being remembered"
+    assert await _ids(handler) == [event.event_id, marker.event_id]
+    assert dedupe.ids == {str(event.event_id), str(marker.event_id)}, "stopping waits for the last remember"
