@@ -65,7 +65,6 @@ class ApiKeyProjection(Projection):
     """api_keys: one document per key; a key is active while it has no `revoked_at`."""
 
     collections = ("api_keys",)
-    sealable = True  # handle() only stages (the cache of verified secrets is checked against the store)
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -152,16 +152,6 @@ class EventHandler(Protocol):
         """Persist what handle() staged; called before the batch's offsets are committed."""
 
 
-class SealableHandler(EventHandler, Protocol):
-    """A handler whose `handle` only stages (reads nothing a write changes): with `sealable` true, the consumer
-    takes a batch's write with `seal()` and runs it while it handles the next batch."""
-
-    sealable: bool
-
-    def seal(self) -> Callable[[], Awaitable[None]]:
-        """Take what handle() staged; the write returned is repeatable and runs after every earlier one."""
-
-
 class Deduplicator(Protocol):
     async def seen(self, event_ids: Sequence[str]) -> set[str]: ...
 
@@ -238,7 +228,6 @@ class EventConsumer:
             self._only[self._names(topic)] = frozenset(_type_name(cls).encode() for cls in classes)
         self._metrics: dict[tuple[str, str], tuple[Histogram, Counter]] = {}
         self._handler = handler
-        self._sealable = bool(getattr(handler, "sealable", False))
         self._dedupe = deduplicator
         self._checkpoints = checkpoints
         self._dead_letters = DeadLetters(producer, name)
@@ -287,21 +276,17 @@ class EventConsumer:
     async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Handle and flush a batch; its ids are remembered, its checkpoint saved and its offsets committed
         in the background (`_finish`) while the next batch is read and handled, in order: a batch's finish
-        starts once the one before is done. A handler that can seal a batch (`sealable`: its `handle` only
-        stages, see `Projection.seal`) has the batch written in the background too, before the rest."""
+        starts once the one before is done."""
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
         handled: list[str] = []
         seen: set[str] = set()  # the batch's handled ids, for copies within it
         for records in self._slices(batches):
             await self._handle_slice(records, seen, handled)
             await asyncio.sleep(0)  # a turn for the rest of the service (its API, a handler's reads ahead)
-        write = cast(SealableHandler, self._handler).seal() if self._sealable else None
-        if write is None:
-            await self._with_retry("flush", self._handler.flush)
+        await self._with_retry("flush", self._handler.flush)
         await self._finished()
         self._remembering = set(handled)
-        self._finishing = asyncio.create_task(self._finish(offsets, handled, write),
-                                              name=f"{self.name}: finish batch")
+        self._finishing = asyncio.create_task(self._finish(offsets, handled), name=f"{self.name}: finish batch")
 
     async def _finished(self) -> None:
         """Wait for the batch before's finish (raising what stopped it)."""
@@ -310,10 +295,7 @@ class EventConsumer:
             self._finishing = None
             self._remembering = set()
 
-    async def _finish(self, offsets: dict[TopicPartition, int], handled: list[str],
-                      write: Callable[[], Awaitable[None]] | None) -> None:
-        if write is not None:
-            await self._with_retry("flush", write)
+    async def _finish(self, offsets: dict[TopicPartition, int], handled: list[str]) -> None:
         # Once flushed, remembering the ids and saving the checkpoint are independent: a crash between or
         # during them replays the batch, which the projection's idempotence and the ids remembered absorb.
         after_flush = []

@@ -14,10 +14,9 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
@@ -283,10 +282,6 @@ class Checkpoints:
                     await self.applied(topic, partition)  # another process's consumer may own it
 
 
-# A sealed batch's write (`Projection.seal`).
-Write = Callable[[], Awaitable[None]]
-
-
 class Projection(ABC):
     """A read model folded from events. Subclasses map an event to write operations, idempotently.
 
@@ -309,11 +304,6 @@ class Projection(ABC):
         """Create the projection's indexes; override when it has any."""
         return None
 
-    #: Whether `seal` takes everything `handle` staged, so that the consumer can write a batch while it
-    #: handles the next (`EventConsumer`). A subclass that keeps more state than `_staged` says so only
-    #: once its `seal` takes that too.
-    sealable: ClassVar[bool] = False
-
     async def handle(self, event: Event) -> None:
         self._staged.extend(self.apply(event))
 
@@ -321,28 +311,16 @@ class Projection(ABC):
         """Write what was staged, in order, one bulk request per run of the same collection."""
         staged, self._staged = self._staged, []
         try:
-            await self._write_staged(staged)
+            while staged:
+                collection = staged[0][0]
+                run = 0
+                while run < len(staged) and staged[run][0] == collection:
+                    run += 1
+                await bulk_write(self.db[collection], [op for _, op in staged[:run]])
+                staged = staged[run:]
         except Exception:
             self._staged = staged + self._staged
             raise
-
-    def seal(self) -> Write:
-        """Take what `handle` staged, and return its write: repeatable (it writes the same again if tried
-        again after a failure), and run only once every earlier write is done."""
-        if not self.sealable:
-            raise TypeError(f"{type(self).__name__} is not sealable")
-        staged, self._staged = self._staged, []
-        return partial(self._write_staged, staged)
-
-    async def _write_staged(self, staged: list[tuple[str, WriteOp]]) -> None:
-        done = 0
-        while done < len(staged):
-            collection = staged[done][0]
-            run = done
-            while run < len(staged) and staged[run][0] == collection:
-                run += 1
-            await bulk_write(self.db[collection], [op for _, op in staged[done:run]])
-            done = run
 
     async def drop(self) -> None:
         for name in self.collections:
@@ -354,15 +332,6 @@ class ProjectionGroup:
 
     def __init__(self, *projections: Projection) -> None:
         self.projections = projections
-        self.sealable = all(projection.sealable for projection in projections)
-
-    def seal(self) -> Write:
-        writes = [projection.seal() for projection in self.projections]
-
-        async def write() -> None:
-            for each in writes:
-                await each()
-        return write
 
     async def handle(self, event: Event) -> None:
         for projection in self.projections:

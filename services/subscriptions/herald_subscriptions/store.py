@@ -26,7 +26,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberSuppressed,
     SubscriberUnsubscribed,
 )
-from herald_shared.mongo import Document, Projection, UpdateOne, Write, WriteOp
+from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 from herald_shared.readmodel import Counters, SecondaryIndex, compose, load, prefix_range, write_changes
 
 from . import domain
@@ -73,8 +73,6 @@ class SubscriptionsProjection(Projection):
             self._member_events.append(event)
         await super().handle(event)
 
-    sealable = True  # handle() only stages: the member events, and the keyed writes in `_staged`
-
     async def flush(self) -> None:
         events, self._member_events = self._member_events, []
         try:
@@ -84,19 +82,6 @@ class SubscriptionsProjection(Projection):
             self._counts.discard()
             raise
         await super().flush()
-
-    def seal(self) -> Write:
-        events, self._member_events = self._member_events, []
-        keyed = super().seal()
-
-        async def write() -> None:
-            try:
-                await self._fold_members(events)
-            except Exception:
-                self._counts.discard()
-                raise
-            await keyed()
-        return write
 
     async def _fold_members(self, events: list[Event]) -> None:
         if not events:
