@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 from typing import Annotated
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -20,6 +20,8 @@ from pydantic import (
     StringConstraints,
 )
 from pydantic.json_schema import WithJsonSchema
+
+from .contract.envelope import checked_email
 
 # An address: ASCII (delivery cannot send to SMTPUTF8 addresses), a dot-atom local part of at most 64
 # characters, a domain name whose top level is not special-use (RFC 6761), and email-validator's checks (no
@@ -38,7 +40,7 @@ def _email(value: str) -> str:
         raise ValueError("not an email address this API takes: an ASCII dot-atom local part (at most 64 "
                          "characters) @ a domain name whose top level is not special-use")
     try:
-        return validate_email(value, check_deliverability=False).normalized.lower()
+        return checked_email(value).lower()
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
 

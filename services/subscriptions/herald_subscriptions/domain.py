@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 
 from herald_shared.contract import Event
+from herald_shared.contract.envelope import checked_email
 from herald_shared.contract.subscriptions import (
     ConfirmationRequested,
     ConfirmationRequestedPayload,
@@ -110,7 +111,7 @@ class LinkNoLongerValid(SubscriptionError):
 def normalise_email(raw: str) -> str:
     """Syntax check and normalisation (no DNS); the whole address is lower-cased for identity."""
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
+        return checked_email(raw.strip()).lower()
     except EmailNotValidError as exc:
         raise InvalidEmail(f"{raw!r} is not a valid email address: {exc}") from None
 

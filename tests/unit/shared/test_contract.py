@@ -6,9 +6,12 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pydantic import TypeAdapter
 
 from herald_shared.contract import EVENT_TYPES, InvalidEvent, parse_event, serialize_event
+from herald_shared.contract.envelope import Email, checked_email
 from herald_shared.contract.publish import event_schema
+from herald_shared.request_fields import EmailAddress
 from tests.samples import PAYLOADS, all_samples, sample
 
 # The event names of ARCHITECTURE.md's services table, by owning topic (the public contract).
@@ -129,3 +132,15 @@ def test_complaint_payload_carries_no_complainer_address() -> None:
     """PRODUCT.md, Termination 1: the addresses of people who complained are never disclosed."""
     schema = json.dumps(event_schema(EVENT_TYPES["ComplaintReceived"]))
     assert "email" not in schema.lower()
+
+
+def test_an_address_in_normal_form_is_checked_once_by_requests_and_events() -> None:
+    checked_email.cache_clear()
+    address = "new.reader@acme-news.com"
+    assert TypeAdapter(EmailAddress).validate_python(address) == address
+    assert TypeAdapter(Email).validate_python(address) == address
+    assert checked_email.cache_info().misses == 1, "the event reuses the request's check"
+    # A form that is not normal is checked as given, and its normal form (lower-cased) once more.
+    assert TypeAdapter(EmailAddress).validate_python("New.Reader@ACME-news.com") == address
+    with pytest.raises(ValueError, match="valid"):
+        TypeAdapter(Email).validate_python("Reader <new.reader@acme-news.com>")
