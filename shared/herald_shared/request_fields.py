@@ -60,22 +60,18 @@ FieldValueIn = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)
     StrictBool | None
 
 
-def _iso_text(value: object) -> object:
+def _iso_text(expected: str) -> BeforeValidator:
     """JSON carries times as ISO 8601 text; a number is not taken for one (pydantic would read it as Unix time)."""
-    if not isinstance(value, str | datetime):
-        raise ValueError("a time is ISO 8601 text with its offset, e.g. 2026-11-02T09:00:00Z")
-    return value
+    def check(value: object) -> object:
+        if not isinstance(value, str | datetime):
+            raise ValueError(f"a time is ISO 8601 text{expected}")
+        return value
+    return BeforeValidator(check)
 
 
-def _iso_local_or_aware_text(value: object) -> object:
-    if not isinstance(value, str | datetime):
-        raise ValueError("a time is ISO 8601 text: local (2026-12-24T09:00:00, in time_zone) or with an offset")
-    return value
-
-
-IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+IsoTime = Annotated[AwareDatetime, _iso_text(" with its offset, e.g. 2026-11-02T09:00:00Z")]
 # A wall-clock time with or without an offset (a local one is read in a time zone given beside it).
-LocalOrAwareTime = Annotated[datetime, BeforeValidator(_iso_local_or_aware_text)]
+LocalOrAwareTime = Annotated[datetime, _iso_text(": local (2026-12-24T09:00:00, in time_zone) or with an offset")]
 
 
 class Body(BaseModel):
