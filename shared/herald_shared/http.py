@@ -63,6 +63,11 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": PROBLEM_STATUSES[status], "model": Problem} for status in statuses}
 
 
+def answers(status: int, model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a route's success answer: its status, body model and meaning."""
+    return {status: {"model": model, "description": description}}
+
+
 def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
     """An RFC 9457 problem document."""
     return JSONResponse({"type": f"https://herald.dev/problems/{code}", "title": code.replace("_", " "),

@@ -11,7 +11,7 @@ from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.contract.campaigns import CampaignContent, ScreeningMatch
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import FieldName, FieldValue
-from herald_shared.http import api_key_account, problem, problems
+from herald_shared.http import answers, api_key_account, problem, problems
 from herald_shared.request_fields import (
     NO_NUL,
     Body,
@@ -212,10 +212,6 @@ class RejectIn(Body):
 
 def queue_item(doc: dict[str, Any]) -> dict[str, Any]:
     return {**campaign_out(doc), "account_id": doc["account_id"], "submitted_at": doc["submitted_at"].isoformat()}
-
-
-def answers(status: int, model: type[Out], description: str) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": model, "description": description}}
 
 
 def build_api(service: CampaignsService, apikeys: ApiKeyProjection) -> APIRouter:

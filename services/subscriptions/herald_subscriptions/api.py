@@ -6,12 +6,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, Field, StringConstraints
+from pydantic import AwareDatetime, Field, StringConstraints
 
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import ConsentEvidence, CustomFieldDefinition, FieldValue, OptInMode
-from herald_shared.http import api_key_account, problem, problems
+from herald_shared.http import answers, api_key_account, problem, problems
 from herald_shared.readmodel import SEPARATOR, compose
 from herald_shared.request_fields import NO_NUL, Body, EmailAddress, FieldValueIn, IsoTime, NameText, Out, Text
 
@@ -136,10 +136,6 @@ class ExportOut(Out):
 
 class ErasedOut(Out):
     erased_memberships: int
-
-
-def answers(status: int, model: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": model, "description": description}}
 
 
 def list_out(doc: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,9 @@ from .envelope import (
 Username = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 PlanKind = Literal["trial", "monthly", "pay_as_you_go"]
 BlockReason = Literal["trial_ended", "subscriber_limit_exceeded", "monthly_quota_reached", "credits_exhausted",
-                      "payment_failed", "no_plan"]
+                      "payment_failed", "no_plan", "trial_quota_reached"]
+UserRole = Literal["owner", "member"]
+PasswordHash = Annotated[str, StringConstraints(min_length=20, max_length=512)]
 
 
 class BillingEvent(Event):
@@ -51,6 +53,77 @@ class AccountApproved(BillingEvent):
 
     type: Literal["AccountApproved"] = "AccountApproved"
     payload: AccountApprovedPayload
+
+
+class AccountRejectedPayload(Payload):
+    reviewer: Name
+    reasons: list[ShortText] = Field(min_length=1, max_length=20)
+
+
+class AccountRejected(BillingEvent):
+    """Staff reviewed the new account and refused it: it stays held (it may still manage its lists)."""
+
+    type: Literal["AccountRejected"] = "AccountRejected"
+    payload: AccountRejectedPayload
+
+
+class UserAddedPayload(Payload):
+    username: Username = Field(description="Unique across Herald (lower case); what the user logs in with.")
+    role: UserRole
+    password_hash: PasswordHash = Field(description="argon2id hash of the password (PHC string); never the "
+                                                    "password.")
+    added_by: Username
+
+
+class UserAdded(BillingEvent):
+    """A user of the account: its main user (owner, at sign-up) or a sub-user."""
+
+    type: Literal["UserAdded"] = "UserAdded"
+    payload: UserAddedPayload
+
+
+class PasswordChangedPayload(Payload):
+    username: Username
+    password_hash: PasswordHash
+
+
+class PasswordChanged(BillingEvent):
+    """Sessions the user opened before this end with it."""
+
+    type: Literal["PasswordChanged"] = "PasswordChanged"
+    payload: PasswordChangedPayload
+
+
+class UserDisabledPayload(Payload):
+    username: Username
+    disabled_by: Username
+
+
+class UserDisabled(BillingEvent):
+    type: Literal["UserDisabled"] = "UserDisabled"
+    payload: UserDisabledPayload
+
+
+class LoggedOutPayload(Payload):
+    username: Username
+    session_id: Identifier
+
+
+class LoggedOut(BillingEvent):
+    type: Literal["LoggedOut"] = "LoggedOut"
+    payload: LoggedOutPayload
+
+
+class StaffAccessedPayload(Payload):
+    staff: Name = Field(description="The staff member (their credential's name).")
+    what: Literal["review_queue", "account", "audit_log", "approve", "reject"]
+
+
+class StaffAccessed(BillingEvent):
+    """Audit: a member of the platform staff looked at (or decided on) the account's data in billing."""
+
+    type: Literal["StaffAccessed"] = "StaffAccessed"
+    payload: StaffAccessedPayload
 
 
 class ApiKeyIssuedPayload(Payload):
@@ -83,6 +156,7 @@ class LoginAttempt(Payload):
     method: Literal["password", "api_key"]
     ip: str | None = personal_data("Where the attempt came from (audit log).", default=None)
     user_agent: ShortText | None = None
+    session_id: Identifier | None = Field(default=None, description="The session a password login opened.")
 
 
 class LoginSucceeded(BillingEvent):
@@ -91,7 +165,8 @@ class LoginSucceeded(BillingEvent):
 
 
 class LoginFailedPayload(LoginAttempt):
-    reason: Literal["unknown_user", "wrong_password", "revoked_key", "locked"]
+    reason: Literal["unknown_user", "wrong_password", "revoked_key", "locked", "disabled_user"] = Field(
+        description="locked: refused unchecked, too many failed attempts for this user or address.")
 
 
 class LoginFailed(BillingEvent):

@@ -1,0 +1,334 @@
+"""The billing HTTP API (`/v1`): sign-up, sessions, the account's users, API keys and audit log, and the staff
+review of new accounts; parse, authorise, call a handler, map errors to RFC 9457."""
+
+# No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Current` is local.
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field, StringConstraints
+
+from herald_shared.contract.envelope import Identifier
+from herald_shared.http import answers, problem, problems
+from herald_shared.request_fields import NO_NUL, Body, EmailAddress, NameText, Out, Text
+from herald_shared.staff import StaffCredentials, StaffTokens
+
+from .domain import PASSWORD_MAX, PASSWORD_MIN, TRIAL_EMAILS, TRIAL_SUBSCRIBERS, Account, Usage, User
+from .handlers import BillingService, Client, Session, TooManyAttempts
+
+Password = Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=NO_NUL)]
+Username = Annotated[str, StringConstraints(min_length=3, max_length=100, pattern=r"^[a-z0-9][a-z0-9._@+\-]*$")]
+LoginName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NO_NUL)]
+Cursor = Annotated[str, StringConstraints(max_length=300, pattern=r"^[A-Za-z0-9._:/\-]*$")]
+Limit = Annotated[int, Query(ge=1, le=200)]
+SESSION = HTTPBearer(auto_error=False, scheme_name="SessionToken",
+                     description="A session token from POST /v1/sessions: `Authorization: Bearer hs_...`.")
+
+
+class SignUpIn(Body):
+    company_name: NameText
+    email: EmailAddress = Field(description="The account's registered address: where notices go.")
+    username: Username = Field(description="The main user's login name (lower case), unique across Herald.")
+    password: Password
+    accept_terms: bool = Field(description="The terms of service are accepted (the 30-day trial starts now).")
+    age_18: bool = Field(description="The person signing up attests an age of 18 or more.")
+
+
+class LoginIn(Body):
+    username: LoginName
+    password: Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX)]
+
+
+class PasswordIn(Body):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX)]
+    new_password: Password
+
+
+class UserIn(Body):
+    username: Username
+    password: Password
+    role: Literal["owner", "member"] = "member"
+
+
+class KeyIn(Body):
+    label: NameText | None = None
+
+
+class RevokeIn(Body):
+    reason: Text | None = None
+
+
+class ApproveIn(Body):
+    note: Text | None = None
+
+
+class RejectIn(Body):
+    reasons: list[Text] = Field(min_length=1, max_length=20)
+
+
+class UsageOut(Out):
+    subscribers: int = Field(description="Stored in the account's lists (any status).")
+    trial_emails: int = Field(description="Campaign emails the relay accepted during the trial.")
+
+
+class TrialOut(Out):
+    ends_at: datetime
+    subscriber_limit: int
+    email_limit: int
+    ended_reason: Literal["expired", "subscriber_limit_exceeded"] | None
+
+
+class AccountOut(Out):
+    account_id: str
+    company_name: str
+    registered_email: str
+    main_username: str
+    opened_at: datetime
+    review: Literal["in_review", "approved", "rejected"] = Field(description="Staff review of a new account: "
+                                                                            "until approved, sending is held.")
+    plan: str = Field(description="trial, or trial_ended (no plan chosen yet: lists stay manageable, sending "
+                                  "is blocked).")
+    trial: TrialOut
+    sending_blocked: list[str] = Field(description="Why sending is blocked (SendingBlocked reasons); empty: not "
+                                                   "blocked by billing.")
+    usage: UsageOut
+
+
+class SessionOut(Out):
+    token: str = Field(description="Send it as `Authorization: Bearer ...`; it ends at expires_at, on logout, on "
+                                   "a password change or when the user is disabled.")
+    expires_at: datetime
+    account_id: str
+    username: str
+    role: Literal["owner", "member"]
+
+
+class UserOut(Out):
+    username: str
+    role: Literal["owner", "member"]
+    disabled: bool
+
+
+class UsersOut(Out):
+    items: list[UserOut]
+
+
+class KeyOut(Out):
+    key_id: str
+    label: str | None
+    issued_by: str
+    issued_at: datetime
+    revoked_at: datetime | None
+
+
+class NewKeyOut(KeyOut):
+    key: str = Field(description="The whole key, shown this once: Herald keeps only its hash.")
+
+
+class KeysOut(Out):
+    items: list[KeyOut]
+    next_cursor: str | None
+
+
+class AuditEntryOut(Out):
+    at: datetime
+    kind: Literal["login", "staff_access"]
+    result: Literal["success", "failure"] | None = None
+    reason: str | None = None
+    username: str | None = None
+    method: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    staff: str | None = None
+    what: str | None = None
+
+
+class AuditOut(Out):
+    items: list[AuditEntryOut]
+    next_cursor: str | None
+
+
+class QueueOut(Out):
+    items: list[AccountOut]
+    next_cursor: str | None
+
+
+def account_out(account: Account, usage: Usage) -> dict[str, Any]:
+    return {"account_id": account.account_id, "company_name": account.company_name,
+            "registered_email": account.registered_email, "main_username": account.main_username,
+            "opened_at": account.opened_at.isoformat(), "review": account.review, "plan": account.plan,
+            "trial": {"ends_at": account.trial_ends_at.isoformat(), "subscriber_limit": TRIAL_SUBSCRIBERS,
+                      "email_limit": TRIAL_EMAILS, "ended_reason": account.trial_ended_reason},
+            "sending_blocked": list(account.blocked),
+            "usage": {"subscribers": usage.subscribers, "trial_emails": usage.trial_emails}}
+
+
+def user_out(user: User) -> dict[str, Any]:
+    return {"username": user.username, "role": user.role, "disabled": user.disabled}
+
+
+def key_out(doc: dict[str, Any]) -> dict[str, Any]:
+    at = doc.get("revoked_at")
+    return {"key_id": doc["key_id"], "label": doc.get("label"), "issued_by": doc.get("issued_by", ""),
+            "issued_at": doc["issued_at"].isoformat(), "revoked_at": at.isoformat() if at else None}
+
+
+def audit_out(doc: dict[str, Any]) -> dict[str, Any]:
+    fields = ("result", "reason", "username", "method", "ip", "user_agent", "staff", "what")
+    return {"at": doc["at"].isoformat(), "kind": doc["kind"], **{f: doc.get(f) for f in fields}}
+
+
+def page(items: list[dict[str, Any]], docs: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    return {"items": items, "next_cursor": docs[-1]["_id"] if len(docs) == limit else None}
+
+
+def build_api(service: BillingService) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    async def current(credentials: HTTPAuthorizationCredentials | None = Security(SESSION)) -> Session:  # noqa: B008
+        return await service.session(credentials.credentials if credentials is not None else None)
+
+    Current = Annotated[Session, Depends(current)]
+    signed_in = problems(401)
+
+    @router.post("/accounts", status_code=201, response_model=None, tags=["sign-up"],
+                 responses={**answers(201, AccountOut, "Opened: on a 30-day trial, waiting for staff review."),
+                            **problems(409, 422, 503)})
+    async def sign_up(body: SignUpIn) -> dict[str, Any]:
+        """Open an account: the terms accepted (the trial starts), an age of 18 or more attested, and its main
+        user (owner). Log in with POST /v1/sessions."""
+        account = await service.sign_up(body.company_name, body.email, body.username, body.password,
+                                         body.accept_terms, body.age_18)
+        return account_out(account, Usage())
+
+    @router.post("/sessions", status_code=201, response_model=None, tags=["sessions"],
+                 responses={**answers(201, SessionOut, "Logged in."), **problems(401, 422, 429, 503)})
+    async def log_in(body: LoginIn, request: Request) -> JSONResponse:
+        """Log in with a username and password. Every attempt is in the account's audit log; after repeated
+        failures for a user or from an address, attempts are refused for a while (429, Retry-After)."""
+        client = Client(request.client.host if request.client else None, request.headers.get("user-agent"))
+        try:
+            session = await service.log_in(body.username, body.password, client)
+        except TooManyAttempts as exc:
+            response = problem(429, "too_many_attempts", str(exc))
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+            return response
+        return JSONResponse({"token": session.token, "expires_at": session.expires_at.isoformat(),
+                             "account_id": session.user.account_id, "username": session.user.username,
+                             "role": session.user.role}, status_code=201)
+
+    @router.delete("/sessions/current", status_code=204, tags=["sessions"], responses={**signed_in,
+                                                                                       **problems(503)})
+    async def log_out(session: Current) -> Response:
+        await service.log_out(session)
+        return Response(status_code=204)
+
+    @router.get("/account", response_model=None, tags=["account"],
+                responses={**answers(200, AccountOut, "The account, its plan and usage."), **signed_in})
+    async def account(session: Current) -> dict[str, Any]:
+        return account_out(*await service.overview(session.user.account_id))
+
+    @router.put("/account/password", status_code=204, tags=["account"],
+                responses={**signed_in, **problems(403, 422, 503)})
+    async def change_password(body: PasswordIn, session: Current) -> Response:
+        """Change your own password (403 when the current one is not right); your other sessions end."""
+        await service.change_password(session, body.current_password, body.new_password)
+        return Response(status_code=204)
+
+    @router.get("/account/users", response_model=None, tags=["users"],
+                responses={**answers(200, UsersOut, "The account's users."), **signed_in})
+    async def users(session: Current) -> dict[str, Any]:
+        return {"items": [user_out(u) for u in await service.users(session)]}
+
+    @router.post("/account/users", status_code=201, response_model=None, tags=["users"],
+                 responses={**answers(201, UserOut, "Added."), **signed_in, **problems(403, 409, 422, 503)})
+    async def add_user(body: UserIn, session: Current) -> dict[str, Any]:
+        """Owners add users (owners or members)."""
+        return user_out(await service.add_user(session, body.username, body.password, body.role))
+
+    @router.post("/account/users/{username}/disabling", response_model=None, tags=["users"],
+                 responses={**answers(200, UserOut, "Disabled: their sessions end, they cannot log in."),
+                            **signed_in, **problems(403, 404, 409, 422, 503)})
+    async def disable_user(username: Username, session: Current) -> dict[str, Any]:
+        return user_out(await service.disable_user(session, username))
+
+    @router.get("/account/api-keys", response_model=None, tags=["api keys"],
+                responses={**answers(200, KeysOut, "The account's keys, revoked ones too (never the secrets)."),
+                           **signed_in, **problems(422)})
+    async def keys(session: Current, cursor: Cursor | None = None, limit: Limit = 50) -> dict[str, Any]:
+        docs = await service.store.keys(session.user.account_id, cursor, limit)
+        return page([key_out(d) for d in docs], docs, limit)
+
+    @router.post("/account/api-keys", status_code=201, response_model=None, tags=["api keys"],
+                 responses={**answers(201, NewKeyOut, "Issued; every service accepts it within moments."),
+                            **signed_in, **problems(403, 422, 503)})
+    async def issue_key(body: KeyIn, session: Current) -> dict[str, Any]:
+        """Owners issue keys for the other services' APIs. The key is in this answer only."""
+        key, doc = await service.issue_key(session, body.label)
+        return {**key_out(doc), "key": key}
+
+    @router.post("/account/api-keys/{key_id}/revocation", response_model=None, tags=["api keys"],
+                 responses={**answers(200, KeyOut, "Revoked: every service refuses it from now on."),
+                            **signed_in, **problems(403, 404, 422, 503)})
+    async def revoke_key(key_id: Identifier, body: RevokeIn, session: Current) -> dict[str, Any]:
+        return key_out(await service.revoke_key(session, key_id, body.reason))
+
+    @router.get("/account/audit-log", response_model=None, tags=["account"],
+                responses={**answers(200, AuditOut, "Logins, failed attempts and staff access, oldest first."),
+                           **signed_in, **problems(403, 422)})
+    async def audit_log(session: Current, cursor: Cursor | None = None, limit: Limit = 50) -> dict[str, Any]:
+        """Owners read the account's audit log (PRODUCT.md: who, when, from where, success or not)."""
+        docs = await service.audit(session, cursor, limit)
+        return page([audit_out(d) for d in docs], docs, limit)
+
+    return router
+
+
+def build_staff_api(service: BillingService, staff_tokens: StaffTokens) -> APIRouter:
+    """Platform staff only (a staff token, never a customer's credential); every look is audit-logged."""
+    router = APIRouter(prefix="/v1/staff", responses=problems(401), tags=["staff"])
+
+    async def staff_member(credentials: StaffCredentials) -> str:
+        return await staff_tokens.member(credentials)
+
+    Staff = Annotated[str, Depends(staff_member)]
+
+    @router.get("/account-review", response_model=None,
+                responses={**answers(200, QueueOut, "New accounts waiting for review, oldest first."),
+                           **problems(422, 503)})
+    async def review_queue(staff: Staff, cursor: Cursor | None = None, limit: Limit = 50) -> dict[str, Any]:
+        accounts, last = await service.review_queue(staff, cursor, limit)
+        usage = await service.store.touched_usage([a.account_id for a in accounts])
+        return {"items": [account_out(*usage[a.account_id]) for a in accounts if a.account_id in usage],
+                "next_cursor": last}
+
+    @router.get("/accounts/{account_id}", response_model=None,
+                responses={**answers(200, AccountOut, "The account."), **problems(404, 422, 503)})
+    async def account(account_id: Identifier, staff: Staff) -> dict[str, Any]:
+        return account_out(*await service.staff_account(staff, account_id))
+
+    @router.get("/accounts/{account_id}/audit-log", response_model=None,
+                responses={**answers(200, AuditOut, "The account's audit log, oldest first."),
+                           **problems(404, 422, 503)})
+    async def audit_log(account_id: Identifier, staff: Staff, cursor: Cursor | None = None,
+                        limit: Limit = 50) -> dict[str, Any]:
+        docs = await service.staff_audit(staff, account_id, cursor, limit)
+        return page([audit_out(d) for d in docs], docs, limit)
+
+    @router.post("/accounts/{account_id}/approval", response_model=None,
+                 responses={**answers(200, AccountOut, "Approved: it may send at its plan's limits."),
+                            **problems(404, 422, 503)})
+    async def approve(account_id: Identifier, body: ApproveIn, staff: Staff) -> dict[str, Any]:
+        await service.approve(staff, account_id, body.note)
+        return account_out(*await service.overview(account_id))
+
+    @router.post("/accounts/{account_id}/rejection", response_model=None,
+                 responses={**answers(200, AccountOut, "Rejected: sending stays held."),
+                            **problems(404, 409, 422, 503)})
+    async def reject(account_id: Identifier, body: RejectIn, staff: Staff) -> dict[str, Any]:
+        await service.reject(staff, account_id, body.reasons)
+        return account_out(*await service.overview(account_id))
+
+    return router

@@ -1,0 +1,359 @@
+"""One function per request: load state, let the domain decide, publish, and wait until the projection holds
+the result. Passwords (argon2id) and sessions (signed, short-lived tokens) are checked here; the usage guard
+and the trial clock are the two callers that act without a request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from herald_shared.apikeys import new_api_key
+from herald_shared.commands import Recorder
+from herald_shared.contract import Event
+from herald_shared.contract.billing import (
+    LoginAttempt,
+    LoginFailed,
+    LoginFailedPayload,
+    LoginSucceeded,
+    StaffAccessed,
+    StaffAccessedPayload,
+)
+from herald_shared.http import Unauthorised
+from herald_shared.mongo import Document
+from herald_shared.throttle import Throttle
+
+from . import domain, metrics
+from .domain import Account, Role, Usage, User
+from .store import BillingProjection, BillingStore
+
+log = logging.getLogger("herald.billing")
+SESSION_PREFIX = "hs_"
+SESSION_SALT = "herald.session.v1"
+FailureReason = Literal["unknown_user", "wrong_password", "locked", "disabled_user"]
+StaffWhat = Literal["review_queue", "account", "audit_log", "approve", "reject"]
+
+
+class TooManyAttempts(Exception):
+    """Login refused unchecked: too many failed attempts for this user or this address (429)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many failed logins; retry in {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    session_id: str
+    user: User
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Client:
+    """Where a request came from, for the audit log."""
+
+    ip: str | None
+    user_agent: str | None
+
+
+class Passwords:
+    """argon2id (argon2-cffi's defaults: RFC 9106's second recommended setting); hashing and checking run off
+    the event loop. An unknown user costs the same check as a known one, so timing does not tell them apart."""
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self._hasher = hasher or PasswordHasher()
+        self._decoy = self._hasher.hash(secrets.token_urlsafe(16))
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def matches(self, password: str, encoded: str | None) -> bool:
+        return await asyncio.to_thread(self._check, password, encoded)
+
+    def _check(self, password: str, encoded: str | None) -> bool:
+        try:
+            self._hasher.verify(encoded or self._decoy, password)
+        except (VerificationError, InvalidHashError):
+            return False
+        return encoded is not None
+
+
+class BillingService:
+    def __init__(self, store: BillingStore, recorder: Recorder, passwords: Passwords, session_secret: str,
+                 session_validity: timedelta, clock: Callable[[], datetime] = domain.utcnow,
+                 user_throttle: Throttle | None = None, address_throttle: Throttle | None = None) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.passwords = passwords
+        self.clock = clock
+        self._sessions = URLSafeSerializer(session_secret, salt=SESSION_SALT)
+        self._validity = session_validity
+        # PRODUCT.md: failed logins are throttled per user and per address.
+        self.user_throttle = user_throttle or Throttle(limit=5, window=timedelta(minutes=15))
+        self.address_throttle = address_throttle or Throttle(limit=30, window=timedelta(minutes=15))
+
+    # Sign-up and sessions
+
+    async def sign_up(self, company_name: str, registered_email: str, username: str, password: str,
+                      accept_terms: bool, age_18: bool) -> Account:
+        name = domain.normalise_username(username)
+        domain.check_password(password, name)
+        password_hash = await self.passwords.hash(password)
+        account_id = domain.new_account_id()
+        async with self.recorder.serialised(f"user:{name}"):
+            events = domain.sign_up(account_id, company_name, registered_email, name, password_hash, accept_terms,
+                                    age_18, await self.store.user(name), self.clock())
+            await self.recorder.commit(events)
+        metrics.SIGN_UPS.inc()
+        log.info("account opened", extra={"account_id": account_id})
+        return await self._account(account_id)
+
+    async def log_in(self, username: str, password: str, client: Client) -> Session:
+        now = self.clock()
+        name = username.strip().lower()
+        wait = max(self.user_throttle.retry_after(name, now),
+                   self.address_throttle.retry_after(client.ip or "", now) if client.ip else 0.0)
+        user = await self.store.user(name)
+        if wait > 0:
+            await self._failed(user, name, client, "locked")
+            raise TooManyAttempts(wait)
+        matches = await self.passwords.matches(password, user.password_hash if user is not None else None)
+        reason: Literal["unknown_user", "wrong_password", "disabled_user"] | None = (
+            "unknown_user" if user is None else "wrong_password" if not matches else
+            "disabled_user" if user.disabled else None)
+        if reason is not None or user is None:
+            self.user_throttle.failed(name, now)
+            if client.ip:
+                self.address_throttle.failed(client.ip, now)
+            await self._failed(user, name, client, reason or "unknown_user")
+            raise Unauthorised("the username or the password is not right")
+        self.user_throttle.succeeded(name)
+        session_id = "s" + secrets.token_hex(12)
+        # Issued and expiry times to the microsecond, by the service's clock: a session opened right after a
+        # password change is after it.
+        expires_at = now + self._validity
+        token = SESSION_PREFIX + self._sessions.dumps({"a": user.account_id, "u": user.username, "s": session_id,
+                                                       "t": now.timestamp(), "e": expires_at.timestamp()})
+        await self.recorder.commit([LoginSucceeded(account_id=user.account_id, producer=domain.PRODUCER,
+                                                   payload=self._attempt(user.username, client, session_id))])
+        metrics.LOGINS.labels("success").inc()
+        return Session(token, session_id, user, expires_at)
+
+    async def _failed(self, user: User | None, name: str, client: Client, reason: FailureReason) -> None:
+        metrics.LOGINS.labels(reason).inc()
+        if user is None:
+            # No account to write it to: the service's log keeps it (and the address throttle counts it).
+            log.warning("login for an unknown user", extra={"username": name[:100], "ip": client.ip,
+                                                            "reason": reason})
+            return
+        await self.recorder.commit([LoginFailed(account_id=user.account_id, producer=domain.PRODUCER,
+                                                payload=LoginFailedPayload(
+                                                    **self._attempt(user.username, client).model_dump(),
+                                                    reason=reason))])
+
+    @staticmethod
+    def _attempt(username: str, client: Client, session_id: str | None = None) -> LoginAttempt:
+        return LoginAttempt(username=username, method="password", ip=client.ip,
+                            user_agent=(client.user_agent or "")[:1000] or None, session_id=session_id)
+
+    async def session(self, token: str | None) -> Session:
+        """The session of a bearer token, or Unauthorised."""
+        if not token or not token.startswith(SESSION_PREFIX):
+            raise Unauthorised("a session token is required (Authorization: Bearer hs_...; POST /v1/sessions)")
+        try:
+            claims = self._sessions.loads(token[len(SESSION_PREFIX):])
+            account_id, username, session_id = str(claims["a"]), str(claims["u"]), str(claims["s"])
+            issued_at = datetime.fromtimestamp(float(claims["t"]), UTC)
+            expires_at = datetime.fromtimestamp(float(claims["e"]), UTC)
+        except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
+            raise Unauthorised("a session token is required (Authorization: Bearer hs_...; POST /v1/sessions)") \
+                from None
+        if self.clock() >= expires_at:
+            raise Unauthorised("the session has expired; log in again")
+        user = await self.store.user(username)
+        ended = await self.store.session_ended(session_id)
+        if not domain.session_valid(user, account_id, issued_at, ended) or user is None:
+            raise Unauthorised("the session has ended; log in again")
+        return Session(token, session_id, user, expires_at)
+
+    async def log_out(self, session: Session) -> None:
+        await self.recorder.commit(domain.log_out(session.user, session.session_id))
+
+    async def change_password(self, session: Session, current: str, new: str) -> None:
+        user = session.user
+        domain.check_password(new, user.username, "body.new_password")
+        matches = await self.passwords.matches(current, user.password_hash)
+        new_hash = await self.passwords.hash(new)
+        async with self.recorder.serialised(f"user:{user.username}"):
+            await self.recorder.commit(domain.change_password(user, matches, new_hash))
+
+    # Users and keys of the account
+
+    async def add_user(self, session: Session, username: str, password: str, role: Role) -> User:
+        name = domain.normalise_username(username)
+        domain.check_password(password, name)
+        password_hash = await self.passwords.hash(password)
+        async with self.recorder.serialised(f"user:{name}"):
+            await self.recorder.commit(domain.add_user(session.user, name, role, password_hash,
+                                                       await self.store.user(name)))
+        return await self._user(name)
+
+    async def disable_user(self, session: Session, username: str) -> User:
+        name = username.strip().lower()
+        async with self.recorder.serialised(f"user:{name}"):
+            await self.recorder.commit(domain.disable_user(session.user, await self.store.user(name)))
+        return await self._user(name)
+
+    async def users(self, session: Session) -> list[User]:
+        return await self.store.users(await self._account(session.user.account_id))
+
+    async def issue_key(self, session: Session, label: str | None) -> tuple[str, Document]:
+        """The key (shown once) and what is listed of it."""
+        key_id, key, key_hash = new_api_key()
+        await self.recorder.commit(domain.issue_key(session.user, key_id, key_hash, label))
+        doc = await self.store.key(session.user.account_id, key_id)
+        assert doc is not None  # the commit waited for it
+        return key, doc
+
+    async def revoke_key(self, session: Session, key_id: str, reason: str | None) -> Document:
+        account_id = session.user.account_id
+        async with self.recorder.serialised(f"key:{key_id}"):
+            doc = await self.store.key(account_id, key_id)
+            await self.recorder.commit(domain.revoke_key(session.user, doc["account_id"] if doc else None,
+                                                         bool(doc and doc.get("revoked_at")), key_id, reason))
+        revoked = await self.store.key(account_id, key_id)
+        assert revoked is not None
+        return revoked
+
+    async def audit(self, session: Session, after: str | None, limit: int) -> list[Document]:
+        domain.require_owner(session.user)
+        return await self.store.audit(session.user.account_id, after, limit)
+
+    async def overview(self, account_id: str) -> tuple[Account, Usage]:
+        return await self._account(account_id), await self.store.usage(account_id)
+
+    # Staff (separate credentials; every look at an account is written to its audit log)
+
+    async def review_queue(self, staff: str, after: str | None, limit: int) -> tuple[list[Account], str | None]:
+        accounts, cursor = await self.store.review_queue(after, limit)
+        await self._staff_access(staff, [a.account_id for a in accounts], "review_queue")
+        return accounts, cursor
+
+    async def staff_account(self, staff: str, account_id: str) -> tuple[Account, Usage]:
+        found = await self.overview(account_id)
+        await self._staff_access(staff, [account_id], "account")
+        return found
+
+    async def staff_audit(self, staff: str, account_id: str, after: str | None, limit: int) -> list[Document]:
+        await self._account(account_id)
+        await self._staff_access(staff, [account_id], "audit_log")
+        return await self.store.audit(account_id, after, limit)
+
+    async def approve(self, staff: str, account_id: str, note: str | None) -> Account:
+        async with self.recorder.serialised(f"account:{account_id}"):
+            events = domain.approve(await self.store.account(account_id), staff, note)
+            await self.recorder.commit([*events, self._accessed(staff, account_id, "approve")])
+        return await self._account(account_id)
+
+    async def reject(self, staff: str, account_id: str, reasons: list[str]) -> Account:
+        async with self.recorder.serialised(f"account:{account_id}"):
+            events = domain.reject(await self.store.account(account_id), staff, reasons)
+            await self.recorder.commit([*events, self._accessed(staff, account_id, "reject")])
+        return await self._account(account_id)
+
+    def _accessed(self, staff: str, account_id: str, what: StaffWhat) -> Event:
+        return StaffAccessed(account_id=account_id, producer=domain.PRODUCER,
+                             payload=StaffAccessedPayload(staff=staff, what=what))
+
+    async def _staff_access(self, staff: str, account_ids: Sequence[str], what: StaffWhat) -> None:
+        """Recorded before the answer leaves: no look goes unlogged."""
+        await self.recorder.commit([self._accessed(staff, a, what) for a in account_ids])
+
+    # The plan, without a request
+
+    async def enforce(self, account_ids: Sequence[str]) -> int:
+        """Publish what each account's plan calls for (fixed event ids: a repeat is the same event)."""
+        decided: list[Event] = []
+        now = self.clock()
+        for account, usage in (await self.store.touched_usage(account_ids)).values():
+            decided += domain.enforce(account, usage, now)
+        if decided:
+            await self.recorder.publish_only(decided)
+            for event in decided:
+                metrics.ENFORCED.labels(event.type).inc()
+                log.info("plan enforced", extra={"account_id": event.account_id, "event": event.type})
+        return len(decided)
+
+    async def _account(self, account_id: str) -> Account:
+        account = await self.store.account(account_id)
+        if account is None:
+            raise domain.AccountNotFound("no such account")
+        return account
+
+    async def _user(self, username: str) -> User:
+        user = await self.store.user(username)
+        if user is None:
+            raise domain.UserNotFound("no such user")
+        return user
+
+
+class UsageGuard:
+    """The consumer's handler: folds the projection, then lets the plan speak for every account whose state or
+    usage the batch changed, before the batch's offsets are committed (a crash in between decides again, with
+    the same event ids)."""
+
+    def __init__(self, projection: BillingProjection, service: BillingService, *others: object) -> None:
+        self.projection = projection
+        self.service = service
+        self.others = others
+
+    async def handle(self, event: Event) -> None:
+        await self.projection.handle(event)
+        for other in self.others:
+            await other.handle(event)  # type: ignore[attr-defined]
+
+    async def flush(self) -> None:
+        await self.projection.flush()
+        for other in self.others:
+            await other.flush()  # type: ignore[attr-defined]
+        if self.projection.touched:
+            await self.service.enforce(sorted(self.projection.touched))
+
+
+class TrialClock:
+    """Ends trials at day 30: reads the accounts whose trial end has come (an `_id` range up to now) and lets
+    the plan decide, every `interval` seconds."""
+
+    def __init__(self, service: BillingService, interval: float) -> None:
+        self.service = service
+        self.interval = interval
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def tick(self) -> int:
+        due = await self.service.store.trials_ending(self.service.clock())
+        return await self.service.enforce(due) if due else 0
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.tick()
+            except Exception:  # the clock outlives a failed round; the next one retries
+                log.exception("trial clock round failed; retrying")
+            try:
+                async with asyncio.timeout(self.interval):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass

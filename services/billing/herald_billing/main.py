@@ -1,0 +1,97 @@
+"""Bootstrap of the billing service: settings, wiring, its consumer (herald.billing for accounts, users and
+keys; herald.subscriptions and herald.delivery for usage), the trial clock, the HTTP server, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from datetime import timedelta
+
+from pydantic import Field
+
+from herald_shared.apikeys import ApiKeyProjection
+from herald_shared.commands import Recorder
+from herald_shared.consuming import ConsumingService
+from herald_shared.http import add_health_routes, api_app
+from herald_shared.kafka import EventConsumer, EventPublisher
+from herald_shared.lifecycle import run_service
+from herald_shared.mongo import Checkpoints, MongoDeduplicator
+from herald_shared.settings import HeraldSettings
+from herald_shared.staff import StaffTokens
+
+from .api import build_api, build_staff_api
+from .handlers import BillingService, Passwords, TrialClock, UsageGuard
+from .store import DELIVERY_EVENTS, SUBSCRIPTION_EVENTS, BillingProjection, BillingStore
+
+SERVICE = "billing"
+log = logging.getLogger("herald.billing")
+
+
+class BillingSettings(HeraldSettings):
+    staff_tokens: str = Field(default="", alias="HERALD_STAFF_TOKENS",
+                              description="Staff who review accounts: 'name=scrypt-hash,...' (hashes from "
+                                          "herald_shared.apikeys.hash_secret).")
+    session_secret: str = Field(default="", alias="HERALD_SESSION_SECRET",
+                                description="Signs session tokens; every replica needs the same one. Empty: a "
+                                            "random one per process (sessions end when it restarts).")
+    session_minutes: int = Field(default=60, ge=1, le=24 * 60, alias="HERALD_SESSION_MINUTES",
+                                 description="How long a session token holds.")
+    clock_interval: float = Field(default=30.0, gt=0, le=3600, alias="HERALD_BILLING_CLOCK_INTERVAL_SECONDS",
+                                  description="How often trials that reached day 30 are ended.")
+
+
+class Billing(ConsumingService):
+    """The wired service. `start()` runs the consumer and the trial clock in the background; `app` serves
+    HTTP."""
+
+    def __init__(self, settings: BillingSettings, passwords: Passwords | None = None) -> None:
+        super().__init__(settings, SERVICE)
+        secret = settings.session_secret
+        if not secret:
+            log.warning("HERALD_SESSION_SECRET is not set: sessions end when this process stops")
+            secret = secrets.token_urlsafe(32)
+        checkpoints = Checkpoints(self.db, "projection")
+        recorder = Recorder(EventPublisher(self.producer, settings.topics), checkpoints,
+                            settings.topics("herald.billing"))
+        self.store = BillingStore(self.db)
+        self.service = BillingService(self.store, recorder, passwords or Passwords(), secret,
+                                      timedelta(minutes=settings.session_minutes))
+        self.clock = TrialClock(self.service, settings.clock_interval)
+        self.projection = BillingProjection(self.db)
+        self.projector = EventConsumer(
+            settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
+            topics=["herald.billing", "herald.subscriptions", "herald.delivery"],
+            only={"herald.subscriptions": list(SUBSCRIPTION_EVENTS), "herald.delivery": list(DELIVERY_EVENTS)},
+            handler=UsageGuard(self.projection, self.service, ApiKeyProjection(self.db)), producer=self.producer,
+            deduplicator=MongoDeduplicator(self.db, "projection"), checkpoints=checkpoints)
+        self.app = api_app("Herald billing", "Accounts and access: sign-up, sessions, the account's users, API keys "
+                           "and audit log; the plan and its usage; and the staff review of new accounts. Errors are "
+                           "RFC 9457 problem documents (application/problem+json).")
+        self.app.include_router(build_api(self.service))
+        self.app.include_router(build_staff_api(self.service, StaffTokens.from_setting(settings.staff_tokens)))
+        add_health_routes(self.app, self.ready_checks())
+        self.consumers = [self.projector]
+        self._ticking: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        self._ticking = asyncio.create_task(self.clock.run(), name="trial-clock")
+
+    def request_stop(self) -> None:
+        self.clock.request_stop()
+        super().request_stop()
+
+    async def stop(self) -> None:
+        self.clock.request_stop()
+        if self._ticking is not None:
+            await asyncio.gather(self._ticking, return_exceptions=True)
+        await super().stop()
+
+
+def main() -> None:
+    run_service(SERVICE, BillingSettings, Billing)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Billing's read model in MongoDB, folded from events, and the reads the API and the clock need; every read
+and write by `_id` or an `_id` range.
+
+From herald.billing: `accounts` (`account`), `users` (`username`, unique across Herald), `ended_sessions`
+(`session id`), `keys` (`account/key`: the account's API keys, for listing; authentication reads
+`herald_shared.apikeys`), `audit` (`account/time/event`: logins, failed attempts, staff access). Two listings
+kept as the accounts fold (`SecondaryIndex`): `review` (`opened time/account`, the staff queue, oldest first)
+and `trials` (`trial end/account`, what the clock reads up to now).
+
+Usage, from herald.subscriptions and herald.delivery: `members` (`account/subscriber`: each stored
+subscriber once, with its list), `lists` (`account/list`: deleted or not), and `usage` (`Counters`: per
+account its stored subscribers and, per list, its members, from herald.subscriptions; its trial emails from
+herald.delivery; exact under replay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from herald_shared.contract import Event
+from herald_shared.contract.billing import (
+    AccountApproved,
+    AccountOpened,
+    AccountRejected,
+    ApiKeyIssued,
+    ApiKeyRevoked,
+    LoggedOut,
+    LoginFailed,
+    LoginSucceeded,
+    PasswordChanged,
+    PlanChanged,
+    QuotaExhausted,
+    SendingBlocked,
+    StaffAccessed,
+    TrialEnded,
+    UserAdded,
+    UserDisabled,
+)
+from herald_shared.contract.delivery import MessageSent
+from herald_shared.contract.envelope import position_of
+from herald_shared.contract.subscriptions import ListDeleted, SubscriberAdded, SubscriberErased
+from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
+from herald_shared.readmodel import Counters, SecondaryIndex, compose, load, prefix_range, write_changes
+
+from . import domain
+from .domain import Account, Usage, User
+
+ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "keys", "audit"
+REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
+ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, TrialEnded, QuotaExhausted,
+                  SendingBlocked, UserAdded)
+USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
+# What billing counts of the other services' topics.
+SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberErased, ListDeleted)
+DELIVERY_EVENTS = (MessageSent,)
+
+
+def time_key(at: datetime) -> str:
+    """A UTC instant as a fixed-width string that sorts as time does."""
+    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def review_key(doc: Mapping[str, Any]) -> str | None:
+    return compose(time_key(doc["opened_at"]), doc["account_id"]) if doc.get("review") == "in_review" else None
+
+
+def trial_key(doc: Mapping[str, Any]) -> str | None:
+    return compose(time_key(account_of(doc).trial_ends_at), doc["account_id"]) if doc.get("plan") == "trial" else None
+
+
+def subscriptions_usage(account_id: str) -> str:
+    return compose(account_id, "subscriptions")
+
+
+def list_usage(account_id: str, list_id: str) -> str:
+    return compose(account_id, "list", list_id)
+
+
+def delivery_usage(account_id: str) -> str:
+    return compose(account_id, "delivery")
+
+
+def account_doc(account: Account) -> Document:
+    return {"_id": account.account_id, **asdict(account)}
+
+
+def account_of(doc: Mapping[str, Any]) -> Account:
+    fields = {k: v for k, v in doc.items() if k != "_id"}
+    for name in ("blocked", "exhausted", "users"):
+        fields[name] = tuple(fields.get(name, ()))
+    return Account(**fields)
+
+
+def user_doc(user: User) -> Document:
+    return {"_id": user.username, **asdict(user)}
+
+
+def user_of(doc: Mapping[str, Any]) -> User:
+    return User(**{k: v for k, v in doc.items() if k != "_id"})
+
+
+class BillingProjection(Projection):
+    """Accounts and users folded in Python over the documents a batch touches (loaded by `_id`), usage counted
+    as the events fold. `touched` names the accounts whose state or usage the last flush changed."""
+
+    collections = (ACCOUNTS, USERS, ENDED, KEYS, AUDIT, REVIEW, TRIALS, MEMBERS, LISTS, USAGE)
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__(db)
+        self._accounts: list[Event] = []
+        self._users: list[Event] = []
+        self._usage: list[Event] = []
+        self._review = SecondaryIndex(db[REVIEW], review_key)
+        self._trials = SecondaryIndex(db[TRIALS], trial_key)
+        self._counts = Counters(db[USAGE])
+        self.touched: set[str] = set()
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, ACCOUNT_EVENTS):
+            self._accounts.append(event)
+        if isinstance(event, USER_EVENTS):
+            self._users.append(event)
+        if isinstance(event, SUBSCRIPTION_EVENTS) or (isinstance(event, MessageSent)
+                                                     and event.payload.kind == "campaign"):
+            self._usage.append(event)
+        await super().handle(event)
+
+    async def flush(self) -> None:
+        accounts, self._accounts = self._accounts, []
+        users, self._users = self._users, []
+        usage, self._usage = self._usage, []
+        try:
+            plans = await self._fold_accounts(accounts)
+            await self._fold_users(users)
+            await self._count(usage, plans)
+            await super().flush()
+        except Exception:
+            self._accounts, self._users, self._usage = accounts + self._accounts, users + self._users, \
+                usage + self._usage
+            self._counts.discard()
+            raise
+        self.touched = {e.account_id for e in (*accounts, *usage)}
+
+    async def _fold_accounts(self, events: list[Event]) -> dict[str, str]:
+        """Fold; returns the plan each account of the batch has after it."""
+        if not events:
+            return {}
+        before = await load(self.db[ACCOUNTS], {e.account_id for e in events})
+        after: dict[str, Document | None] = dict(before)
+        for event in events:
+            old = after.get(event.account_id)
+            folded = domain.evolve_account(account_of(old) if old is not None else None, event)
+            if folded is not None:
+                after[event.account_id] = account_doc(folded)
+        changed = {k: v for k, v in after.items() if v != before.get(k)}
+        await self._review.write(before, changed)
+        await self._trials.write(before, changed)
+        await write_changes(self.db[ACCOUNTS], before, changed)
+        return {k: str(v["plan"]) for k, v in after.items() if v is not None}
+
+    async def _fold_users(self, events: list[Event]) -> None:
+        if not events:
+            return
+        names = {str(e.payload.username) for e in events}  # type: ignore[attr-defined]
+        before = await load(self.db[USERS], names)
+        after: dict[str, Document | None] = dict(before)
+        for event in events:
+            name = str(event.payload.username)  # type: ignore[attr-defined]
+            old = after.get(name)
+            folded = domain.evolve_user(user_of(old) if old is not None else None, event)
+            if folded is not None:
+                after[name] = user_doc(folded)
+        await write_changes(self.db[USERS], before, {k: v for k, v in after.items() if v != before.get(k)})
+
+    async def _count(self, events: list[Event], plans: Mapping[str, str]) -> None:
+        """Stored subscribers and trial emails. A subscriber added again (after an unsubscribe, or by a copy of
+        the event) is stored once; an erased one, or a deleted list's members, no longer count."""
+        if not events:
+            return
+        accounts = {e.account_id for e in events}
+        member_keys = {compose(e.account_id, e.payload.subscriber_id) for e in events
+                       if isinstance(e, (SubscriberAdded, SubscriberErased))}
+        members = await load(self.db[MEMBERS], member_keys)
+        list_ids = {compose(e.account_id, e.payload.list_id) for e in events
+                    if isinstance(e, (SubscriberAdded, ListDeleted))}
+        list_ids |= {compose(str(d["account_id"]), str(d["list_id"])) for d in members.values()}
+        lists = await load(self.db[LISTS], list_ids)
+        member_after: dict[str, Document | None] = dict(members)
+        lists_after: dict[str, Document | None] = dict(lists)
+        known_plans = dict(plans)
+        missing = accounts - set(known_plans)
+        if missing:
+            known_plans |= {k: str(v.get("plan")) for k, v in (await load(self.db[ACCOUNTS], missing)).items()}
+        await self._counts.prepare({subscriptions_usage(a) for a in accounts} | {delivery_usage(a) for a in accounts}
+                                   | {list_usage(*key.split("/", 1)) for key in list_ids})
+        for event in events:
+            position = position_of(event)
+            offset = position.offset if position is not None else None
+            a = event.account_id
+            match event:
+                case SubscriberAdded(payload=p):
+                    key = compose(a, p.subscriber_id)
+                    if member_after.get(key) is None:
+                        member_after[key] = {"_id": key, "account_id": a, "list_id": p.list_id}
+                        self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": 1})
+                        self._counts.add_at(list_usage(a, p.list_id), offset, {"members": 1})
+                    lists_after.setdefault(compose(a, p.list_id), None)
+                case SubscriberErased(payload=p):
+                    key = compose(a, p.subscriber_id)
+                    member = member_after.get(key)
+                    if member is not None:
+                        member_after[key] = None
+                        list_key = compose(a, str(member["list_id"]))
+                        if not (lists_after.get(list_key) or {}).get("deleted"):
+                            self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": -1})
+                            self._counts.add_at(list_usage(a, str(member["list_id"])), offset, {"members": -1})
+                case ListDeleted(payload=p):
+                    list_key = compose(a, p.list_id)
+                    if not (lists_after.get(list_key) or {}).get("deleted"):
+                        lists_after[list_key] = {"_id": list_key, "deleted": True}
+                        held = self._counts.get(list_usage(a, p.list_id)).get("members", 0)
+                        self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": -held})
+                case MessageSent():
+                    if known_plans.get(a) == "trial":
+                        self._counts.add_at(delivery_usage(a), offset, {"trial_emails": 1})
+        # Counters before the documents they count: a replay after a crash repeats the documents' changes.
+        await self._counts.write()
+        await write_changes(self.db[MEMBERS], members,
+                            {k: v for k, v in member_after.items() if v != members.get(k)})
+        await write_changes(self.db[LISTS], lists,
+                            {k: v for k, v in lists_after.items() if v is not None and v != lists.get(k)})
+
+    def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
+        a = event.account_id
+        match event:
+            case LoggedOut(payload=p):
+                return [(ENDED, UpdateOne({"_id": p.session_id}, {"$setOnInsert": {
+                    "account_id": a, "username": p.username, "at": event.occurred_at}}, upsert=True))]
+            case ApiKeyIssued(payload=p):
+                return [(KEYS, UpdateOne({"_id": compose(a, p.key_id)}, {"$set": {
+                    "account_id": a, "key_id": p.key_id, "label": p.label, "issued_by": p.issued_by,
+                    "issued_at": event.occurred_at}}, upsert=True))]
+            case ApiKeyRevoked(payload=p):
+                return [(KEYS, UpdateOne({"_id": compose(a, p.key_id)}, {"$set": {
+                    "account_id": a, "key_id": p.key_id, "revoked_at": event.occurred_at,
+                    "revoked_by": p.revoked_by}}, upsert=True))]
+            case LoginSucceeded(payload=p) | LoginFailed(payload=p):
+                entry = {"kind": "login", "result": "success" if isinstance(event, LoginSucceeded) else "failure",
+                         "reason": getattr(p, "reason", None), "username": p.username, "actor": p.actor,
+                         "method": p.method, "ip": p.ip, "user_agent": p.user_agent}
+                return [self._audit(event, entry)]
+            case StaffAccessed(payload=p):
+                return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": p.what})]
+        return []
+
+    @staticmethod
+    def _audit(event: Event, entry: Document) -> tuple[str, WriteOp]:
+        key = compose(event.account_id, time_key(event.occurred_at), str(event.event_id))
+        return (AUDIT, UpdateOne({"_id": key}, {"$setOnInsert": {
+            "account_id": event.account_id, "at": event.occurred_at, **entry}}, upsert=True))
+
+
+class BillingStore:
+    """Reads of the projection. Every account-scoped read takes the account and never returns another's data."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.db = db
+        self._counts = Counters(db[USAGE])
+
+    async def account(self, account_id: str) -> Account | None:
+        doc = await self.db[ACCOUNTS].find_one({"_id": account_id})
+        return account_of(doc) if doc else None
+
+    async def user(self, username: str) -> User | None:
+        doc = await self.db[USERS].find_one({"_id": username})
+        return user_of(doc) if doc else None
+
+    async def users(self, account: Account) -> list[User]:
+        found = await load(self.db[USERS], account.users)
+        return [user_of(found[name]) for name in sorted(found) if found[name]["account_id"] == account.account_id]
+
+    async def session_ended(self, session_id: str) -> bool:
+        return await self.db[ENDED].find_one({"_id": session_id}, {"_id": 1}) is not None
+
+    async def key(self, account_id: str, key_id: str) -> Document | None:
+        return await self.db[KEYS].find_one({"_id": compose(account_id, key_id)})
+
+    async def keys(self, account_id: str, after: str | None, limit: int) -> list[Document]:
+        return await self._page(KEYS, account_id, after, limit)
+
+    async def audit(self, account_id: str, after: str | None, limit: int) -> list[Document]:
+        return await self._page(AUDIT, account_id, after, limit)
+
+    async def _page(self, collection: str, account_id: str, after: str | None, limit: int) -> list[Document]:
+        bounds: dict[str, str] = prefix_range(account_id)
+        if after is not None and after >= bounds["$gte"]:
+            bounds = {"$gt": after, "$lt": bounds["$lt"]}
+        cursor = self.db[collection].find({"_id": bounds}).sort("_id", 1).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def usage(self, account_id: str) -> Usage:
+        subscriptions = await self._counts.read(subscriptions_usage(account_id))
+        delivery = await self._counts.read(delivery_usage(account_id))
+        return Usage(subscribers=subscriptions.get("subscribers", 0), trial_emails=delivery.get("trial_emails", 0))
+
+    async def review_queue(self, after: str | None, limit: int) -> tuple[list[Account], str | None]:
+        """Accounts waiting for review, oldest first; the cursor is the last key of a full page."""
+        cursor = self.db[REVIEW].find({"_id": {"$gt": after or ""}}, {"_id": 1}).sort("_id", 1).limit(limit)
+        keys = [str(doc["_id"]) async for doc in cursor]
+        ids = [key.rsplit("/", 1)[1] for key in keys]
+        found = await load(self.db[ACCOUNTS], ids)
+        return [account_of(found[a]) for a in ids if a in found], (keys[-1] if len(keys) == limit else None)
+
+    async def trials_ending(self, now: datetime) -> list[str]:
+        """Accounts whose trial ends at or before `now` and has not been ended yet ('0' sorts after the '/' that
+        follows a key's time)."""
+        cursor = self.db[TRIALS].find({"_id": {"$lt": time_key(now) + "0"}}, {"_id": 1}).sort("_id", 1)
+        return [str(doc["_id"]).rsplit("/", 1)[1] async for doc in cursor]
+
+    async def touched_usage(self, accounts: Iterable[str]) -> dict[str, tuple[Account, Usage]]:
+        found: dict[str, tuple[Account, Usage]] = {}
+        for account_id in sorted(set(accounts)):
+            account = await self.account(account_id)
+            if account is not None:
+                found[account_id] = (account, await self.usage(account_id))
+        return found
