@@ -339,7 +339,7 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
         opened = event.payload
         return Account(account_id=event.account_id, company_name=opened.company_name,
                        registered_email=str(opened.registered_email), main_username=opened.main_username,
-                       opened_at=opened.terms_accepted_at)
+                       opened_at=to_stored_precision(opened.terms_accepted_at))
     if state is None:
         return None
     if isinstance(event, AccountApproved):
@@ -377,6 +377,11 @@ def evolve_user(state: User | None, event: Event) -> User | None:
     if isinstance(event, UserDisabled):
         return replace(state, disabled=True)
     return state
+
+
+def to_stored_precision(at: datetime) -> datetime:
+    """MongoDB keeps times to the millisecond: what is folded is what is read back."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 def utcnow() -> datetime:

@@ -1,0 +1,46 @@
+"""Staff review of new accounts (PRODUCT.md, "Review"), with every staff look in the account's audit log."""
+
+from __future__ import annotations
+
+from herald_shared.contract.billing import AccountApproved, AccountRejected, StaffAccessed
+
+from .conftest import Platform
+
+
+async def test_staff_approve_a_new_account_from_the_queue(platform: Platform) -> None:
+    ada = await platform.sign_up("ada")
+    eve = await platform.sign_up("eve", company="Evil Ltd")
+    staff = platform.staff()
+    assert (await platform.client().get("/v1/staff/account-review")).status_code == 401
+    assert (await ada.http.get("/v1/staff/account-review")).status_code == 401  # a customer's session is not staff
+    queue = (await staff.get("/v1/staff/account-review")).json()
+    assert [a["account_id"] for a in queue["items"]] == [ada.account_id, eve.account_id]
+    page = (await staff.get("/v1/staff/account-review", params={"limit": 1})).json()
+    assert [a["account_id"] for a in page["items"]] == [ada.account_id] and page["next_cursor"]
+    rest = (await staff.get("/v1/staff/account-review", params={"cursor": page["next_cursor"]})).json()
+    assert [a["account_id"] for a in rest["items"]] == [eve.account_id] and rest["next_cursor"] is None
+    approved = await staff.post(f"/v1/staff/accounts/{ada.account_id}/approval", json={"note": "checked"})
+    assert approved.status_code == 200 and approved.json()["review"] == "approved"
+    rejected = await staff.post(f"/v1/staff/accounts/{eve.account_id}/rejection", json={"reasons": ["fake company"]})
+    assert rejected.status_code == 200 and rejected.json()["review"] == "rejected"
+    assert (await staff.post(f"/v1/staff/accounts/{eve.account_id}/rejection",
+                             json={"reasons": ["again"]})).status_code == 409
+    assert (await staff.get("/v1/staff/account-review")).json()["items"] == []
+    assert (await staff.post("/v1/staff/accounts/nobody/approval", json={})).status_code == 404
+    events = await platform.events()
+    assert [(e.account_id, e.payload.reviewer) for e in events if isinstance(e, AccountApproved)] == [
+        (ada.account_id, "rita")]
+    assert [e.payload.reasons for e in events if isinstance(e, AccountRejected)] == [["fake company"]]
+    seen = [(e.payload.what) for e in events if isinstance(e, StaffAccessed) and e.account_id == ada.account_id]
+    assert seen == ["review_queue", "review_queue", "approve"]
+
+
+async def test_the_owner_sees_every_staff_look_at_the_account(platform: Platform) -> None:
+    ada = await platform.sign_up("ada")
+    staff = platform.staff()
+    assert (await staff.get(f"/v1/staff/accounts/{ada.account_id}")).json()["company_name"] == "Acme Ltd"
+    log = (await staff.get(f"/v1/staff/accounts/{ada.account_id}/audit-log")).json()["items"]
+    assert [e["kind"] for e in log] == ["login", "staff_access", "staff_access"]  # this look is in it too
+    mine = (await ada.http.get("/v1/account/audit-log")).json()["items"]
+    assert [(e["kind"], e["staff"], e["what"]) for e in mine if e["kind"] == "staff_access"] == [
+        ("staff_access", "rita", "account"), ("staff_access", "rita", "audit_log")]

@@ -1,0 +1,133 @@
+"""The trial on the real stack (PRODUCT.md, "Plans and billing"): 30 days, 20 subscribers, 100 emails. Usage comes
+from the other services' events: subscribers from the subscriptions service itself (driven through its API with
+a key billing issued), sends from MessageSent events as delivery publishes them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from herald_shared.contract.billing import QuotaExhausted, SendingBlocked, TrialEnded
+from herald_shared.contract.delivery import MessageSent
+from herald_shared.contract.subscriptions import SubscriberAdded
+from herald_shared.settings import HeraldSettings
+from herald_subscriptions.main import Subscriptions, SubscriptionsSettings
+from tests.conftest import eventually
+
+from .conftest import Customer, Platform
+
+T = "2026-10-01T10:00:00+00:00"
+
+
+@pytest.fixture
+async def subscriptions(settings: HeraldSettings) -> AsyncIterator[Subscriptions]:
+    service = Subscriptions(SubscriptionsSettings(**settings.model_dump(), HERALD_LINK_SECRET="test-link-secret-0123",
+                                                  HERALD_PUBLIC_URL="http://subs"))
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+async def account(customer: Customer) -> dict[str, Any]:
+    response = await customer.http.get("/v1/account")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def subscriptions_api(subscriptions: Subscriptions, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=subscriptions.app), base_url="http://subs",
+                             headers={"Authorization": f"Bearer {key}"})
+
+
+async def import_rows(subscriptions: Subscriptions, key: str, emails: list[str]) -> None:
+    http = subscriptions_api(subscriptions, key)
+    await eventually(lambda: subscriptions.apikeys.authenticate(key), lambda a: a is not None,
+                     what="the key billing issued, known to subscriptions")
+    if (await http.get("/v1/lists/news")).status_code == 404:
+        created = await http.post("/v1/lists", json={"list_id": "news", "name": "News", "opt_in": "single"})
+        assert created.status_code == 201, created.text
+    body = "email,consent_method,consent_at\n" + "".join(f"{e},shop checkbox,{T}\n" for e in emails)
+    imported = await http.post("/v1/lists/news/imports", content=body.encode(), headers={"Content-Type": "text/csv"})
+    assert imported.status_code == 202 and imported.json()["rows_imported"] == len(emails), imported.text
+
+
+async def test_a_key_billing_issues_is_accepted_by_subscriptions_until_revoked(
+        platform: Platform, subscriptions: Subscriptions) -> None:
+    ada = await platform.sign_up("ada")
+    issued = await ada.http.post("/v1/account/api-keys", json={"label": "crm"})
+    assert issued.status_code == 201
+    key = issued.json()["key"]
+    assert key.startswith("hk_") and "key" not in (await ada.http.get("/v1/account/api-keys")).json()["items"][0]
+    await import_rows(subscriptions, key, ["one@example.com"])
+    revoked = await ada.http.post(f"/v1/account/api-keys/{issued.json()['key_id']}/revocation", json={})
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    await eventually(lambda: subscriptions.apikeys.authenticate(key), lambda a: a is None,
+                     what="the revocation, known to subscriptions")
+
+
+async def test_the_21st_stored_subscriber_ends_the_trial_for_good(platform: Platform,
+                                                                  subscriptions: Subscriptions) -> None:
+    ada = await platform.sign_up("ada")
+    key = (await ada.http.post("/v1/account/api-keys", json={})).json()["key"]
+    await import_rows(subscriptions, key, [f"p{i}@example.com" for i in range(20)])
+    # The same people added again (as after an unsubscribe, through the form) are stored once.
+    added = [e for e in await platform.events("herald.subscriptions") if isinstance(e, SubscriberAdded)]
+    await platform.publisher.publish_many([e.model_copy(update={"event_id": uuid.uuid4()}) for e in added[:5]])
+    await eventually(lambda: account(ada), lambda a: a["usage"]["subscribers"] == 20, what="20 subscribers counted")
+    assert (await account(ada))["plan"] == "trial"
+    await import_rows(subscriptions, key, ["p20@example.com"])
+    ended = await eventually(lambda: account(ada), lambda a: a["plan"] == "trial_ended", what="trial ended")
+    assert ended["trial"]["ended_reason"] == "subscriber_limit_exceeded"
+    assert ended["sending_blocked"] == ["trial_ended"] and ended["usage"]["subscribers"] == 21
+    events = [e for e in await platform.events() if isinstance(e, (TrialEnded, SendingBlocked))]
+    assert [(type(e), getattr(e.payload, "reason", None)) for e in events] == [
+        (TrialEnded, "subscriber_limit_exceeded"), (SendingBlocked, "trial_ended")]
+    # Deleting the list afterwards does not bring the trial back.
+    assert (await subscriptions_api(subscriptions, key).delete("/v1/lists/news")).status_code == 204
+    after = await eventually(lambda: account(ada), lambda a: a["usage"]["subscribers"] == 0, what="list deleted")
+    assert after["plan"] == "trial_ended" and after["sending_blocked"] == ["trial_ended"]
+
+
+def sent(account_id: str, n: int, kind: str = "campaign") -> MessageSent:
+    return MessageSent(account_id=account_id, producer="delivery", payload={  # type: ignore[arg-type]
+        "message_id": f"m{n}-{kind}", "kind": kind, "campaign_id": "c1" if kind == "campaign" else None,
+        "subscriber_id": f"s{n}" if kind == "campaign" else None, "recipient_domain": "example.com",
+        "smtp_code": 250})
+
+
+async def test_the_100th_campaign_email_exhausts_the_trial(platform: Platform) -> None:
+    ada = await platform.sign_up("ada")
+    first = [sent(ada.account_id, n) for n in range(99)]
+    # Copies of an event, confirmations, account notices and test sends are not counted.
+    await platform.publisher.publish_many([*first, *first[:10], sent(ada.account_id, 1, "confirmation"),
+                                           sent(ada.account_id, 2, "test"), sent(ada.account_id, 3, "account_notice")])
+    await eventually(lambda: account(ada), lambda a: a["usage"]["trial_emails"] == 99, what="99 emails counted")
+    assert (await account(ada))["sending_blocked"] == []
+    await platform.publisher.publish(sent(ada.account_id, 99))
+    blocked = await eventually(lambda: account(ada), lambda a: a["sending_blocked"] != [], what="trial quota")
+    assert blocked["sending_blocked"] == ["trial_quota_reached"] and blocked["plan"] == "trial"
+    exhausted = [e for e in await platform.events() if isinstance(e, QuotaExhausted)]
+    assert [(e.payload.quota, e.payload.limit, e.payload.used) for e in exhausted] == [("trial_emails", 100, 100)]
+
+
+async def test_the_trial_ends_at_day_30(platform: Platform) -> None:
+    ada = await platform.sign_up("ada")
+    opened = datetime.fromisoformat((await account(ada))["opened_at"])
+    platform.set_clock(lambda: opened + timedelta(days=30) - timedelta(seconds=1))
+    assert await platform.service.clock.tick() == 0
+    platform.set_clock(lambda: opened + timedelta(days=30))
+    assert await platform.service.clock.tick() == 2
+    ada = await platform.log_in("ada", ada.account_id)  # the clock moved past the first session's end
+    ended = await eventually(lambda: account(ada), lambda a: a["plan"] == "trial_ended", what="trial expired")
+    assert ended["trial"]["ended_reason"] == "expired" and ended["sending_blocked"] == ["trial_ended"]
+    assert await platform.service.clock.tick() == 0  # no longer on trial: nothing more to decide
+    ids = {e.event_id for e in await platform.events() if isinstance(e, TrialEnded)}
+    assert len(ids) == 1 and ids == {uuid.uuid5(uuid.UUID("5b0e3c9a-1f7d-4e62-8a4b-c3d2e1f0a9b8"),
+                                                f"trial-ended:{ada.account_id}")}

@@ -1,0 +1,177 @@
+"""Billing's rules, pure: sign-up, users and sessions, review, and the trial's boundaries (PRODUCT.md, "Plans and
+billing": 30 days, 20 subscribers, 100 emails; "the trial ends at day 30 or as soon as the subscriber limit is
+exceeded, even if subscribers are deleted afterwards")."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from herald_billing import domain
+from herald_billing.domain import Account, Usage, User
+from herald_shared.contract.billing import (
+    AccountOpened,
+    PasswordChanged,
+    PlanChanged,
+    QuotaExhausted,
+    SendingBlocked,
+    TrialEnded,
+    UserAdded,
+    UserDisabled,
+)
+
+NOW = datetime(2026, 12, 3, 9, 0, 0, 123456, tzinfo=UTC)
+HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
+
+
+def opened(at: datetime = NOW) -> Account:
+    events = domain.sign_up("a1", "Acme", "ada@acme.example", "ada", HASH, True, True, None, at)
+    state = None
+    for event in events:
+        state = domain.evolve_account(state, event)
+    assert state is not None
+    return state
+
+
+def test_sign_up_records_the_account_its_owner_and_the_trial() -> None:
+    events = domain.sign_up("a1", "Acme", "ada@acme.example", "ada", HASH, True, True, None, NOW)
+    assert [type(e) for e in events] == [AccountOpened, UserAdded, PlanChanged]
+    assert events[0].payload.terms_accepted_at == NOW  # type: ignore[attr-defined]
+    account = opened()
+    assert (account.plan, account.review, account.users) == ("trial", "in_review", ("ada",))
+    assert account.trial_ends_at == account.opened_at + timedelta(days=30)
+    assert account.opened_at == NOW.replace(microsecond=123000)  # as MongoDB will hand it back
+
+
+@pytest.mark.parametrize(("terms", "adult"), [(False, True), (True, False), (False, False)])
+def test_sign_up_takes_the_terms_and_an_age_of_18(terms: bool, adult: bool) -> None:
+    with pytest.raises(domain.TermsNotAccepted):
+        domain.sign_up("a1", "Acme", "ada@acme.example", "ada", HASH, terms, adult, None, NOW)
+
+
+def test_a_username_is_taken_once_across_herald() -> None:
+    other = User("ada", "a2", "owner", HASH)
+    with pytest.raises(domain.UsernameTaken):
+        domain.sign_up("a1", "Acme", "ada@acme.example", "ada", HASH, True, True, other, NOW)
+    # Folding: the first account to add a name keeps it.
+    first = domain.evolve_user(None, UserAdded(account_id="a1", producer="billing", payload={  # type: ignore[arg-type]
+        "username": "ada", "role": "owner", "password_hash": HASH, "added_by": "ada"}))
+    second = domain.evolve_user(first, UserAdded(account_id="a2", producer="billing", payload={  # type: ignore[arg-type]
+        "username": "ada", "role": "owner", "password_hash": HASH, "added_by": "ada"}))
+    assert second == first and first is not None and first.account_id == "a1"
+
+
+@pytest.mark.parametrize(("password", "ok"), [("x" * 11, False), ("x" * 12, False), ("xy" * 6, True),
+                                              ("my-ada-password", False), ("MY-ADA-PASSWORD", False),
+                                              ("z" * 257, False), ("correct horse", True)])
+def test_passwords_are_long_and_not_the_username(password: str, ok: bool) -> None:
+    if ok:
+        domain.check_password(password, "ada")
+    else:
+        with pytest.raises(domain.WeakPassword):
+            domain.check_password(password, "ada")
+
+
+@pytest.mark.parametrize("name", ["ab", "-ada", "Ada Lovelace", "a" * 101, "ada/x"])
+def test_invalid_usernames_are_refused(name: str) -> None:
+    with pytest.raises(domain.InvalidUsername):
+        domain.normalise_username(name)
+
+
+def test_usernames_are_lower_case() -> None:
+    assert domain.normalise_username("  Ada.L@Acme.example ") == "ada.l@acme.example"
+
+
+def test_a_session_holds_until_logout_password_change_or_disabling() -> None:
+    user = User("bob", "a1", "member", HASH)
+    issued = NOW
+    assert domain.session_valid(user, "a1", issued, ended=False)
+    assert not domain.session_valid(user, "a1", issued, ended=True)
+    assert not domain.session_valid(user, "a2", issued, ended=False)
+    assert not domain.session_valid(None, "a1", issued, ended=False)
+    changed = domain.evolve_user(user, PasswordChanged(account_id="a1", producer="billing", occurred_at=NOW, payload={  # type: ignore[arg-type]
+        "username": "bob", "password_hash": HASH}))
+    assert changed is not None
+    assert not domain.session_valid(changed, "a1", NOW - timedelta(microseconds=1), ended=False)
+    assert domain.session_valid(changed, "a1", NOW, ended=False)
+    disabled = domain.evolve_user(changed, UserDisabled(account_id="a1", producer="billing", payload={  # type: ignore[arg-type]
+        "username": "bob", "disabled_by": "ada"}))
+    assert disabled is not None and not domain.session_valid(disabled, "a1", NOW, ended=False)
+    # Another account cannot change a user it does not own.
+    assert domain.evolve_user(user, UserDisabled(account_id="a2", producer="billing", payload={  # type: ignore[arg-type]
+        "username": "bob", "disabled_by": "eve"})) == user
+
+
+def test_only_owners_manage_users_and_keys_and_nobody_disables_the_owner() -> None:
+    owner, member = User("ada", "a1", "owner", HASH), User("bob", "a1", "member", HASH)
+    with pytest.raises(domain.OwnersOnly):
+        domain.issue_key(member, "k1", "scrypt$" + "x" * 30, None)
+    with pytest.raises(domain.OwnersOnly):
+        domain.add_user(member, "cy", "member", HASH, None)
+    with pytest.raises(domain.CannotDisable):
+        domain.disable_user(owner, owner)
+    with pytest.raises(domain.UserNotFound):
+        domain.disable_user(owner, User("eve", "a2", "member", HASH))
+    assert len(domain.disable_user(owner, member)) == 1
+    assert domain.disable_user(owner, replace(member, disabled=True)) == []
+    with pytest.raises(domain.KeyNotFound):
+        domain.revoke_key(owner, "a2", False, "k1", None)
+    assert domain.revoke_key(owner, "a1", True, "k1", None) == []
+
+
+def test_review_approves_once_and_rejects_only_what_waits() -> None:
+    account = opened()
+    assert len(domain.approve(account, "rita", None)) == 1
+    assert domain.approve(replace(account, review="approved"), "rita", None) == []
+    with pytest.raises(domain.AlreadyReviewed):
+        domain.reject(replace(account, review="rejected"), "rita", ["again"])
+    with pytest.raises(domain.AccountNotFound):
+        domain.approve(None, "rita", None)
+
+
+def test_20_subscribers_keep_the_trial_and_the_21st_ends_it() -> None:
+    account = opened()
+    assert domain.enforce(account, Usage(subscribers=20), NOW) == []
+    ended, blocked = domain.enforce(account, Usage(subscribers=21, trial_emails=7), NOW)
+    assert isinstance(ended, TrialEnded) and isinstance(blocked, SendingBlocked)
+    assert (ended.payload.reason, ended.payload.subscribers, ended.payload.emails_sent) == (
+        "subscriber_limit_exceeded", 21, 7)
+    assert blocked.payload.reason == "trial_ended"
+
+
+def test_the_trial_ends_at_day_30_not_a_moment_before() -> None:
+    account = opened()
+    assert domain.enforce(account, Usage(), account.opened_at + timedelta(days=30, microseconds=-1)) == []
+    ended, _ = domain.enforce(account, Usage(), account.opened_at + timedelta(days=30))
+    assert isinstance(ended, TrialEnded) and ended.payload.reason == "expired"
+
+
+def test_the_trial_stays_ended_when_subscribers_are_deleted_afterwards() -> None:
+    account = opened()
+    for event in domain.enforce(account, Usage(subscribers=21), NOW):
+        account = domain.evolve_account(account, event)  # type: ignore[assignment]
+    assert account.plan == "trial_ended" and account.blocked == ("trial_ended",)
+    assert domain.enforce(account, Usage(subscribers=0), NOW) == []
+    again = PlanChanged(account_id="a1", producer="billing", payload={"plan": "trial", "effective_at": NOW})  # type: ignore[arg-type]
+    assert domain.evolve_account(account, again) == account  # a trial never starts again
+
+
+def test_99_emails_keep_sending_open_and_the_100th_exhausts_the_trial() -> None:
+    account = opened()
+    assert domain.enforce(account, Usage(trial_emails=99), NOW) == []
+    exhausted, blocked = domain.enforce(account, Usage(trial_emails=100), NOW)
+    assert isinstance(exhausted, QuotaExhausted) and isinstance(blocked, SendingBlocked)
+    assert (exhausted.payload.quota, exhausted.payload.limit, exhausted.payload.used) == ("trial_emails", 100, 100)
+    assert blocked.payload.reason == "trial_quota_reached"
+    folded = domain.evolve_account(account, exhausted)
+    assert folded is not None and domain.enforce(folded, Usage(trial_emails=101), NOW) == []
+
+
+def test_a_decision_taken_twice_is_the_same_event() -> None:
+    account = opened()
+    first = domain.enforce(account, Usage(subscribers=25), NOW)
+    second = domain.enforce(account, Usage(subscribers=30), NOW + timedelta(seconds=5))
+    assert [e.event_id for e in first] == [e.event_id for e in second]
+    assert domain.enforce(account, Usage(trial_emails=100), NOW)[0].event_id != first[0].event_id
