@@ -18,7 +18,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
+from herald_shared.apikeys import hash_secret
 from tests.conftest import ROOT, eventually
+
+STAFF_TOKEN = "e2e-staff-token-0123456789"
 
 
 def local_env(**extra: str) -> dict[str, str]:
@@ -101,12 +104,12 @@ async def _ready(url: str) -> int:
 async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigterm(
         local_stack: None, run_prefix: str, stack_env: dict[str, str], tmp_path: Path) -> None:
     output = tmp_path / "run.log"
-    # campaigns on `port`, then compliance, delivery and subscriptions (folder order)
-    port, _, _, _, dev_smtp, inbound = free_ports(6, run=4)
+    # billing on `port`, then campaigns, compliance, delivery and subscriptions (folder order)
+    port, _, _, _, _, dev_smtp, inbound = free_ports(7, run=5)
     sink = await asyncio.to_thread(output.open, "w")
     env = local_env(HERALD_TOPIC_PREFIX=run_prefix, HERALD_DATABASE_PREFIX=run_prefix.replace(".", "_"),
                     HERALD_RUN_BASE_PORT=str(port), HERALD_DEV_SMTP_PORT=str(dev_smtp),
-                    HERALD_INBOUND_SMTP_PORT=str(inbound))
+                    HERALD_INBOUND_SMTP_PORT=str(inbound), HERALD_STAFF_TOKENS=f"rita={hash_secret(STAFF_TOKEN)}")
     process = await asyncio.create_subprocess_exec(
         ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     sink.close()
@@ -123,21 +126,21 @@ async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigter
                                                                 "herald.billing", "herald.subscriptions"}
         assert len({t for t in topics if t.startswith(run_prefix + "herald.")}) == 10
         # Every service is up, with its consumers, MongoDB or tables: folder order from `port`.
-        for service_port, service in ((port, "campaigns"), (port + 1, "compliance"), (port + 2, "delivery"),
-                                      (port + 3, "subscriptions")):
+        services = ("billing", "campaigns", "compliance", "delivery", "subscriptions")
+        for service_port, service in enumerate(services, start=port):
             await eventually(lambda p=service_port: _ready(f"http://127.0.0.1:{p}/readyz"),  # type: ignore[misc]
                              lambda code: code == 200, within=60, what=f"{service} /readyz")
         # A newcomer can read what the platform mails: a confirmation request lands in the development Maildir.
-        marker = f"http://127.0.0.1:{port + 3}/confirm/{run_prefix}token"
+        marker = f"http://127.0.0.1:{port + 4}/confirm/{run_prefix}token"
         await _publish_confirmation_request(stack_env, run_prefix, marker)
         mailbox = ROOT / ".stack" / "mailbox" / "new"
         await eventually(lambda: _mail_containing(mailbox, marker), bool, within=60,
                          what="the confirmation email in .stack/mailbox")
-        # A campaign written, submitted and queued through the campaigns API, to a list made through the
-        # subscriptions API, is sent by delivery into the development mailbox.
+        # An account opened, approved and given a key through the billing API; a list made through the
+        # subscriptions API; a campaign written, submitted, approved by staff and queued through the campaigns
+        # API: delivery sends it into the development mailbox.
         subject = f"Our {run_prefix} news"
-        await _send_a_campaign(stack_env, run_prefix, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 3}",
-                               subject)
+        await _send_a_campaign(run_prefix, *(f"http://127.0.0.1:{p}" for p in (port, port + 1, port + 4)), subject)
         await eventually(lambda: _mail_containing(mailbox, subject), bool, within=90,
                          what="the campaign in .stack/mailbox")
         process.send_signal(signal.SIGTERM)
@@ -168,32 +171,26 @@ async def _publish_confirmation_request(stack_env: dict[str, str], prefix: str, 
         await producer.stop()
 
 
-async def _send_a_campaign(stack_env: dict[str, str], prefix: str, campaigns: str, subscriptions: str,
-                           subject: str) -> None:
-    """An approved account on a monthly plan with an API key (published as billing would), then only the
-    public APIs: a single opt-in list with one subscriber, a campaign, its submission (sent now)."""
-    from herald_shared.apikeys import new_api_key
-    from herald_shared.contract.billing import AccountApproved, AccountOpened, ApiKeyIssued, PlanChanged
-    from herald_shared.kafka import EventPublisher, make_producer
-    from herald_shared.settings import HeraldSettings
-
-    settings = HeraldSettings(kafka_bootstrap_servers=stack_env["KAFKA_BOOTSTRAP_SERVERS"], topic_prefix=prefix)
-    key_id, key, key_hash = new_api_key()
-    producer = make_producer(settings, "e2e")
-    await producer.start()
-    try:
-        await EventPublisher(producer, settings.topics).publish_many([
-            AccountOpened(account_id="e2e", producer="billing", payload={  # type: ignore[arg-type]
-                "company_name": "E2E Ltd", "registered_email": "owner@e2e.example", "main_username": "owner",
-                "terms_accepted_at": "2026-11-01T00:00:00Z"}),
-            PlanChanged(account_id="e2e", producer="billing", payload={  # type: ignore[arg-type]
-                "plan": "monthly", "tier_subscriber_limit": 1000, "effective_at": "2026-11-02T00:00:00Z"}),
-            AccountApproved(account_id="e2e", producer="billing", payload={"reviewer": "staff"}),  # type: ignore[arg-type]
-            ApiKeyIssued(account_id="e2e", producer="billing", payload={  # type: ignore[arg-type]
-                "key_id": key_id, "key_hash": key_hash, "issued_by": "owner"})])
-    finally:
-        await producer.stop()
-    headers = {"Authorization": f"Bearer {key}"}
+async def _send_a_campaign(prefix: str, billing: str, campaigns: str, subscriptions: str, subject: str) -> None:
+    """Only the public APIs: sign-up, the staff's approval, a login and an API key (billing); a single opt-in
+    list with one subscriber (subscriptions); a campaign, its submission (sent now) and, the account being on
+    its trial, the staff's approval of the campaign (campaigns)."""
+    staff = {"Authorization": f"Bearer {STAFF_TOKEN}"}
+    username, password = f"owner-{prefix}e2e", "a long e2e password"
+    async with httpx.AsyncClient(base_url=billing, timeout=20) as bill:
+        opened = await bill.post("/v1/accounts", json={
+            "company_name": "E2E Ltd", "email": "owner@e2e.example", "username": username, "password": password,
+            "accept_terms": True, "age_18": True})
+        assert opened.status_code == 201, opened.text
+        account_id = opened.json()["account_id"]
+        approved = await bill.post(f"/v1/staff/accounts/{account_id}/approval", json={}, headers=staff)
+        assert approved.status_code == 200 and approved.json()["review"] == "approved", approved.text
+        session = await bill.post("/v1/sessions", json={"username": username, "password": password})
+        assert session.status_code == 201, session.text
+        issued = await bill.post("/v1/account/api-keys", json={"label": "e2e"},
+                                 headers={"Authorization": f"Bearer {session.json()['token']}"})
+        assert issued.status_code == 201, issued.text
+    headers = {"Authorization": f"Bearer {issued.json()['key']}"}
     async with httpx.AsyncClient(base_url=subscriptions, headers=headers, timeout=20) as subs, \
             httpx.AsyncClient(base_url=campaigns, headers=headers, timeout=20) as camp:
         created = await eventually(lambda: subs.post("/v1/lists", json={"list_id": "news", "name": "News",
@@ -210,9 +207,10 @@ async def _send_a_campaign(stack_env: dict[str, str], prefix: str, campaigns: st
                                 lambda r: r.status_code not in (401, 409), within=60,
                                 what="the key and the list projected in campaigns")
         assert made.status_code == 201, made.text
-        # The account's approval was projected before its key (one partition of herald.billing, in order).
         submitted = await camp.post("/v1/campaigns/nov/submission", json={})
-        assert submitted.status_code == 200 and submitted.json()["status"] == "scheduled", submitted.text
+        assert submitted.status_code == 200 and submitted.json()["status"] == "in_review", submitted.text
+        approval = await camp.post(f"/v1/staff/campaigns/{account_id}/nov/approval", json={}, headers=staff)
+        assert approval.status_code == 200 and approval.json()["status"] == "scheduled", approval.text
 
 
 async def _mail_containing(folder: Path, text: str) -> bool:
