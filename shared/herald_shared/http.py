@@ -45,7 +45,8 @@ class Problem(BaseModel):
 # What each error status means in Herald's APIs; a route declares the ones it can answer with `problems`.
 PROBLEM_STATUSES = {
     400: "The request body could not be read (not UTF-8, or not the declared media type).",
-    401: "No valid credentials: an API key (Authorization: Bearer, or X-API-Key) or a staff token.",
+    401: "No valid credentials: an API key (Authorization: Bearer, or X-API-Key), a session or a staff token.",
+    402: "A payment was needed and was declined; nothing changed.",
     403: "The credentials are valid but may not do this.",
     404: "No such resource in this account.",
     409: "The request conflicts with the resource's current state.",

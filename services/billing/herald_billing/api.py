@@ -6,17 +6,19 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Security
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field, StringConstraints
 
 from herald_shared.contract.envelope import Identifier
 from herald_shared.http import answers, problem, problems
-from herald_shared.request_fields import NO_NUL, Body, EmailAddress, NameText, Out, Text
+from herald_shared.request_fields import NO_NUL, Body, EmailAddress, IsoTime, NameText, Out, Text
 from herald_shared.staff import StaffCredentials, StaffTokens
 
-from .domain import PASSWORD_MAX, PASSWORD_MIN, TRIAL_EMAILS, TRIAL_SUBSCRIBERS, Account, Usage, User
+from .domain import PASSWORD_MAX, PASSWORD_MIN, TRIAL_DAYS, TRIAL_EMAILS, TRIAL_SUBSCRIBERS, Account, Usage, User
 from .handlers import BillingService, Client, Session, TooManyAttempts
+from .invoice_page import invoice_html
+from .plans import MONTHLY_SEND_FACTOR, Plans
 
 Password = Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=NO_NUL)]
 Username = Annotated[str, StringConstraints(min_length=3, max_length=100, pattern=r"^[a-z0-9][a-z0-9._@+\-]*$")]
@@ -68,9 +70,39 @@ class RejectIn(Body):
     reasons: list[Text] = Field(min_length=1, max_length=20)
 
 
+class PlanIn(Body):
+    subscribers: int = Field(gt=0, le=100_000_000, description="The tier, by its subscriber limit (GET /v1/plans).")
+    edition: Literal["standard", "pro"] = Field(default="standard", description="PRO: no Herald footer.")
+
+
+class PaymentMethodIn(Body):
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z0-9_\-]+$")] = Field(
+        description="The platform's payment provider (`simulated` in development).")
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:\-]+$")] = \
+        Field(description="The provider's reference to the method; with `simulated`: sim-card-ok, "
+                          "sim-card-declined, sim-card-insufficient-funds or sim-card-expired.")
+
+
+class CancellationIn(Body):
+    received_at: IsoTime = Field(description="When the customer's request reached Herald.")
+
+
 class UsageOut(Out):
     subscribers: int = Field(description="Stored in the account's lists (any status).")
     trial_emails: int = Field(description="Campaign emails the relay accepted during the trial.")
+    period_emails: int | None = Field(description="Monthly plan: campaign emails sent in the current period.")
+
+
+class MonthlyOut(Out):
+    subscriber_limit: int
+    edition: Literal["standard", "pro"]
+    monthly_fee_cents: int = Field(description="EUR cents, VAT excluded.")
+    monthly_send_cap: int = Field(description="109 x the subscriber limit, per billing period.")
+    billing_day: int
+    period_start: datetime
+    period_end: datetime
+    paid_until: datetime | None
+    cancel_at: datetime | None = Field(description="When a cancellation takes effect (the end of a paid period).")
 
 
 class TrialOut(Out):
@@ -93,6 +125,9 @@ class AccountOut(Out):
     trial: TrialOut
     sending_blocked: list[str] = Field(description="Why sending is blocked (SendingBlocked reasons); empty: not "
                                                    "blocked by billing.")
+    monthly: MonthlyOut | None = Field(description="The monthly plan, when that is the plan.")
+    payment_method: str | None = Field(description="provider:reference of automatic payments.")
+    open_invoices: list[str] = Field(description="Invoices not paid yet.")
     usage: UsageOut
 
 
@@ -150,19 +185,107 @@ class AuditOut(Out):
     next_cursor: str | None
 
 
+class TierOut(Out):
+    subscribers: int
+    monthly_cents: int
+    pro_monthly_cents: int
+    monthly_send_cap: int
+
+
+class PackOut(Out):
+    credits: int
+    price_cents: int
+    validity_days: int
+
+
+class TrialTermsOut(Out):
+    days: int
+    subscriber_limit: int
+    email_limit: int
+
+
+class PlansOut(Out):
+    currency: Literal["EUR"]
+    vat_percent: str
+    tiers: list[TierOut]
+    credit_packs: list[PackOut]
+    trial: TrialTermsOut
+
+
+class InvoiceLineOut(Out):
+    description: str
+    amount_cents: int
+
+
+class InvoiceOut(Out):
+    invoice_id: str
+    issued_at: datetime
+    status: Literal["open", "paid"]
+    amount_cents: int
+    net_cents: int | None
+    vat_cents: int | None
+    vat_percent: str | None
+    currency: Literal["EUR"]
+    period_start: datetime
+    period_end: datetime
+    lines: list[InvoiceLineOut]
+    attempts: int
+    last_failure: str | None
+
+
+class InvoicesOut(Out):
+    items: list[InvoiceOut]
+    next_cursor: str | None
+
+
 class QueueOut(Out):
     items: list[AccountOut]
     next_cursor: str | None
 
 
-def account_out(account: Account, usage: Usage) -> dict[str, Any]:
+def account_out(account: Account, usage: Usage, now: datetime) -> dict[str, Any]:
+    monthly, period_emails = None, None
+    if account.plan == "monthly" and account.tier is not None and account.billing_day is not None:
+        start, end = account.period(now)
+        period_emails = usage.period_emails(start)
+        monthly = {"subscriber_limit": account.tier, "edition": account.edition,
+                   "monthly_fee_cents": account.fee_cents, "monthly_send_cap": MONTHLY_SEND_FACTOR * account.tier,
+                   "billing_day": account.billing_day, "period_start": start.isoformat(),
+                   "period_end": end.isoformat(), "paid_until": _iso(account.paid_until),
+                   "cancel_at": _iso(account.cancel_at)}
     return {"account_id": account.account_id, "company_name": account.company_name,
             "registered_email": account.registered_email, "main_username": account.main_username,
             "opened_at": account.opened_at.isoformat(), "review": account.review, "plan": account.plan,
             "trial": {"ends_at": account.trial_ends_at.isoformat(), "subscriber_limit": TRIAL_SUBSCRIBERS,
                       "email_limit": TRIAL_EMAILS, "ended_reason": account.trial_ended_reason},
-            "sending_blocked": list(account.blocked),
-            "usage": {"subscribers": usage.subscribers, "trial_emails": usage.trial_emails}}
+            "sending_blocked": list(account.blocked), "monthly": monthly, "payment_method": account.payment_method,
+            "open_invoices": [i.invoice_id for i in account.open_invoices],
+            "usage": {"subscribers": usage.subscribers, "trial_emails": usage.trial_emails,
+                      "period_emails": period_emails}}
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def plans_out(plans: Plans) -> dict[str, Any]:
+    return {"currency": "EUR", "vat_percent": str(plans.vat_percent),
+            "tiers": [{"subscribers": t.subscribers, "monthly_cents": t.monthly_cents,
+                       "pro_monthly_cents": t.pro_monthly_cents, "monthly_send_cap": t.monthly_send_cap}
+                      for t in plans.tiers],
+            "credit_packs": [{"credits": c.credits, "price_cents": c.price_cents, "validity_days": c.validity_days}
+                             for c in plans.packs],
+            "trial": {"days": TRIAL_DAYS, "subscriber_limit": TRIAL_SUBSCRIBERS, "email_limit": TRIAL_EMAILS}}
+
+
+def invoice_out(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"invoice_id": doc["invoice_id"], "issued_at": doc["issued_at"].isoformat(), "status": doc["status"],
+            "amount_cents": doc["amount_cents"], "net_cents": doc.get("net_cents"), "vat_cents": doc.get("vat_cents"),
+            "vat_percent": doc.get("vat_percent"), "currency": doc.get("currency", "EUR"),
+            "period_start": doc["period_start"].isoformat(), "period_end": doc["period_end"].isoformat(),
+            "lines": [{"description": line["description"], "amount_cents": line["amount_cents"]}
+                      for line in doc["lines"]],
+            "attempts": doc.get("attempts", 0), "last_failure": doc.get("last_failure")}
 
 
 def user_out(user: User) -> dict[str, Any]:
@@ -201,7 +324,7 @@ def build_api(service: BillingService) -> APIRouter:
         user (owner). Log in with POST /v1/sessions."""
         account = await service.sign_up(body.company_name, body.email, body.username, body.password,
                                          body.accept_terms, body.age_18)
-        return account_out(account, Usage())
+        return account_out(account, Usage(), service.clock())
 
     @router.post("/sessions", status_code=201, response_model=None, tags=["sessions"],
                  responses={**answers(201, SessionOut, "Logged in."), **problems(401, 422, 429, 503)})
@@ -228,7 +351,64 @@ def build_api(service: BillingService) -> APIRouter:
     @router.get("/account", response_model=None, tags=["account"],
                 responses={**answers(200, AccountOut, "The account, its plan and usage."), **signed_in})
     async def account(session: Current) -> dict[str, Any]:
-        return account_out(*await service.overview(session.user.account_id))
+        return account_out(*await service.overview(session.user.account_id), service.clock())
+
+    @router.get("/plans", response_model=None, tags=["plans"],
+                responses={**answers(200, PlansOut, "Tiers, prices (EUR cents, VAT excluded) and credit packs.")})
+    async def offered_plans() -> dict[str, Any]:
+        return plans_out(service.plans)
+
+    @router.put("/account/payment-method", status_code=204, tags=["plans"],
+                responses={**signed_in, **problems(403, 422, 503)})
+    async def set_payment_method(body: PaymentMethodIn, session: Current) -> Response:
+        """Owners set how automatic payments are taken (the provider's reference; never card data)."""
+        await service.set_payment_method(session, body.provider, body.reference)
+        return Response(status_code=204)
+
+    @router.put("/account/plan", response_model=None, tags=["plans"],
+                responses={**answers(200, AccountOut, "The plan now (paid; sending unblocked where it may be)."),
+                           **signed_in, **problems(402, 403, 409, 422, 503)})
+    async def choose_plan(body: PlanIn, session: Current) -> dict[str, Any]:
+        """Choose a monthly tier, or raise it: the first period is charged in full (its day of the month is the
+        billing day from then on), an upgrade the difference for the rest of the period. A tier is never lowered
+        (409); a declined payment changes nothing (402)."""
+        account = await service.buy_monthly(session, body.subscribers, body.edition)
+        return account_out(account, await service.store.usage(account.account_id), service.clock())
+
+    @router.post("/account/cancellation", response_model=None, tags=["plans"],
+                 responses={**answers(200, AccountOut, "Cancelled at the end of the paid period (no refunds)."),
+                            **signed_in, **problems(403, 409, 503)})
+    async def cancel(session: Current) -> dict[str, Any]:
+        account = await service.cancel(session)
+        return account_out(account, await service.store.usage(account.account_id), service.clock())
+
+    @router.get("/account/invoices", response_model=None, tags=["invoices"],
+                responses={**answers(200, InvoicesOut, "The account's invoices, oldest first."), **signed_in,
+                           **problems(422)})
+    async def invoices(session: Current, cursor: Cursor | None = None, limit: Limit = 50) -> dict[str, Any]:
+        docs = await service.store.invoices(session.user.account_id, cursor, limit)
+        return page([invoice_out(d) for d in docs], docs, limit)
+
+    @router.get("/account/invoices/{invoice_id}", response_model=None, tags=["invoices"],
+                responses={**answers(200, InvoiceOut, "The invoice."), **signed_in, **problems(404, 422)})
+    async def invoice(invoice_id: Identifier, session: Current) -> dict[str, Any]:
+        return invoice_out(await service.invoice(session, invoice_id))
+
+    @router.get("/account/invoices/{invoice_id}/document", response_model=None, tags=["invoices"],
+                responses={200: {"content": {"text/html": {"schema": {"type": "string"}}},
+                                 "description": "The invoice as a page a person reads and prints."},
+                           **signed_in, **problems(404, 422)})
+    async def invoice_document(invoice_id: Identifier, session: Current) -> HTMLResponse:
+        doc = await service.invoice(session, invoice_id)
+        account, _ = await service.overview(session.user.account_id)
+        return HTMLResponse(invoice_html(doc, account))
+
+    @router.post("/account/invoices/{invoice_id}/payment", response_model=None, tags=["invoices"],
+                 responses={**answers(200, InvoiceOut, "Paid (or it was already)."), **signed_in,
+                            **problems(402, 403, 404, 422, 503)})
+    async def pay(invoice_id: Identifier, session: Current) -> dict[str, Any]:
+        """Pay an open invoice now with the current payment method; a success lifts the payment block."""
+        return invoice_out(await service.pay_invoice(session, invoice_id))
 
     @router.put("/account/password", status_code=204, tags=["account"],
                 responses={**signed_in, **problems(403, 422, 503)})
@@ -301,13 +481,24 @@ def build_staff_api(service: BillingService, staff_tokens: StaffTokens) -> APIRo
     async def review_queue(staff: Staff, cursor: Cursor | None = None, limit: Limit = 50) -> dict[str, Any]:
         accounts, last = await service.review_queue(staff, cursor, limit)
         usage = await service.store.touched_usage([a.account_id for a in accounts])
-        return {"items": [account_out(*usage[a.account_id]) for a in accounts if a.account_id in usage],
+        return {"items": [account_out(*usage[a.account_id], service.clock()) for a in accounts
+                          if a.account_id in usage],
                 "next_cursor": last}
 
     @router.get("/accounts/{account_id}", response_model=None,
                 responses={**answers(200, AccountOut, "The account."), **problems(404, 422, 503)})
     async def account(account_id: Identifier, staff: Staff) -> dict[str, Any]:
-        return account_out(*await service.staff_account(staff, account_id))
+        return account_out(*await service.staff_account(staff, account_id), service.clock())
+
+    @router.post("/accounts/{account_id}/cancellation", response_model=None,
+                 responses={**answers(200, AccountOut, "Cancelled: at the end of the paid period when the request "
+                                                       "came at least 2 business days before the next payment, "
+                                                       "else at the end of the period after."),
+                            **problems(404, 409, 422, 503)})
+    async def cancel(account_id: Identifier, body: CancellationIn, staff: Staff) -> dict[str, Any]:
+        """A cancellation the customer sent another way (email, letter), recorded by staff."""
+        account = await service.staff_cancel(staff, account_id, body.received_at)
+        return account_out(account, await service.store.usage(account_id), service.clock())
 
     @router.get("/accounts/{account_id}/audit-log", response_model=None,
                 responses={**answers(200, AuditOut, "The account's audit log, oldest first."),
@@ -322,13 +513,13 @@ def build_staff_api(service: BillingService, staff_tokens: StaffTokens) -> APIRo
                             **problems(404, 422, 503)})
     async def approve(account_id: Identifier, body: ApproveIn, staff: Staff) -> dict[str, Any]:
         await service.approve(staff, account_id, body.note)
-        return account_out(*await service.overview(account_id))
+        return account_out(*await service.overview(account_id), service.clock())
 
     @router.post("/accounts/{account_id}/rejection", response_model=None,
                  responses={**answers(200, AccountOut, "Rejected: sending stays held."),
                             **problems(404, 409, 422, 503)})
     async def reject(account_id: Identifier, body: RejectIn, staff: Staff) -> dict[str, Any]:
         await service.reject(staff, account_id, body.reasons)
-        return account_out(*await service.overview(account_id))
+        return account_out(*await service.overview(account_id), service.clock())
 
     return router

@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -24,16 +25,30 @@ from herald_shared.contract.billing import (
     ApiKeyIssuedPayload,
     ApiKeyRevoked,
     ApiKeyRevokedPayload,
+    BlockReason,
+    CancellationRequested,
+    CancellationRequestedPayload,
+    InvoiceIssued,
+    InvoiceIssuedPayload,
+    InvoiceLine,
     LoggedOut,
     LoggedOutPayload,
     PasswordChanged,
     PasswordChangedPayload,
+    PaymentFailed,
+    PaymentFailedPayload,
+    PaymentMethodSet,
+    PaymentMethodSetPayload,
+    PaymentSucceeded,
+    PaymentSucceededPayload,
     PlanChanged,
     PlanChangedPayload,
     QuotaExhausted,
     QuotaExhaustedPayload,
     SendingBlocked,
     SendingBlockedPayload,
+    SendingUnblocked,
+    SendingUnblockedPayload,
     TrialEnded,
     TrialEndedPayload,
     UserAdded,
@@ -43,6 +58,9 @@ from herald_shared.contract.billing import (
 )
 from herald_shared.rules import RuleRefused
 
+from . import plans
+from .plans import Edition, Plans
+
 PRODUCER = "billing"
 # Fixed: a decision billing may take twice (a batch folded again, two replicas) has one event id.
 HERALD_BILLING_NAMESPACE = uuid.UUID("5b0e3c9a-1f7d-4e62-8a4b-c3d2e1f0a9b8")
@@ -51,6 +69,7 @@ HERALD_BILLING_NAMESPACE = uuid.UUID("5b0e3c9a-1f7d-4e62-8a4b-c3d2e1f0a9b8")
 TRIAL_DAYS = 30
 TRIAL_SUBSCRIBERS = 20
 TRIAL_EMAILS = 100
+PAYMENT_RETRY_INTERVAL = timedelta(days=1)  # a failed automatic payment is tried again this often
 
 Role = Literal["owner", "member"]
 ReviewStatus = Literal["in_review", "approved", "rejected"]
@@ -106,6 +125,38 @@ class CannotDisable(RuleRefused):
     code, http_status = "cannot_disable", 409
 
 
+class TierNotOffered(RuleRefused):
+    code, http_status = "tier_not_offered", 422
+
+
+class TierCannotBeLowered(RuleRefused):
+    code, http_status = "tier_cannot_be_lowered", 409
+
+
+class NoPaymentMethod(RuleRefused):
+    code, http_status = "no_payment_method", 409
+
+
+class NotOnAMonthlyPlan(RuleRefused):
+    code, http_status = "not_on_a_monthly_plan", 409
+
+
+class AlreadyCancelled(RuleRefused):
+    code, http_status = "already_cancelled", 409
+
+
+class InvoiceNotFound(RuleRefused):
+    code, http_status = "invoice_not_found", 404
+
+
+class PaymentDeclined(RuleRefused):
+    code, http_status = "payment_declined", 402
+
+
+class PaymentMethodInvalid(RuleRefused):
+    code, http_status = "payment_method_invalid", 422
+
+
 @dataclass(frozen=True)
 class User:
     username: str
@@ -118,6 +169,18 @@ class User:
 
 
 @dataclass(frozen=True)
+class OpenInvoice:
+    """An invoice issued and not paid yet (a renewal whose automatic payment failed)."""
+
+    invoice_id: str
+    amount_cents: int
+    period_start: datetime
+    period_end: datetime
+    attempts: int = 0
+    last_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Account:
     """An account as billing folds it from herald.billing."""
 
@@ -127,11 +190,23 @@ class Account:
     main_username: str
     opened_at: datetime
     review: ReviewStatus = "in_review"
-    plan: str = "trial"  # trial, trial_ended (no plan yet); monthly and pay_as_you_go to come
+    plan: str = "trial"  # trial, trial_ended (no plan chosen after it), monthly, pay_as_you_go, none (cancelled)
     trial_ended_reason: str | None = None
     blocked: tuple[str, ...] = ()
-    exhausted: tuple[str, ...] = ()  # quotas announced as exhausted (QuotaExhausted), for this period
+    # How often each block reason was lifted: a block and its lifting carry this episode in their fixed ids.
+    unblocks: Mapping[str, int] = field(default_factory=dict)
+    exhausted: tuple[str, ...] = ()  # quotas announced as exhausted: "trial_emails", "monthly_emails:<period>"
     users: tuple[str, ...] = ()
+    # Monthly plan
+    tier: int | None = None
+    edition: Edition = "standard"
+    fee_cents: int | None = None
+    billing_day: int | None = None
+    anchor: datetime | None = None  # the first payment: billing dates fall on its day, at its time of day
+    paid_until: datetime | None = None
+    cancel_at: datetime | None = None
+    payment_method: str | None = None  # "provider:reference"
+    open_invoices: tuple[OpenInvoice, ...] = ()
 
     @property
     def trial_ends_at(self) -> datetime:
@@ -141,6 +216,11 @@ class Account:
     def on_trial(self) -> bool:
         return self.plan == "trial"
 
+    def period(self, at: datetime) -> tuple[datetime, datetime]:
+        """The monthly plan's billing period holding `at`."""
+        assert self.billing_day is not None and self.anchor is not None
+        return plans.period_containing(self.billing_day, self.anchor, at)
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -148,6 +228,19 @@ class Usage:
 
     subscribers: int = 0  # stored in its lists (every status; erased members and deleted lists do not count)
     trial_emails: int = 0  # campaign messages the relay accepted during the trial
+    emails_by_period: Mapping[str, int] = field(default_factory=dict)  # monthly plan: by period_key(start)
+
+    def period_emails(self, start: datetime) -> int:
+        return self.emails_by_period.get(period_key(start), 0)
+
+
+def time_key(at: datetime) -> str:
+    """A UTC instant as a fixed-width string that sorts as time does."""
+    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def period_key(start: datetime) -> str:
+    return "sent:" + time_key(start)
 
 
 def _event(cls: type[Event], account_id: str, payload: object, event_id: uuid.UUID | None = None,
@@ -299,34 +392,194 @@ def _existing(account: Account | None) -> Account:
 
 def enforce(account: Account, usage: Usage, now: datetime) -> list[Event]:
     """The events an account's plan calls for, given what it holds and sent, each at most once (fixed ids: the
-    same decision taken again, after a crash or by another replica, is the same event). The trial ends at day
-    30 or as soon as more than 20 subscribers are stored, and stays ended; 100 campaign emails exhaust it."""
-    if not account.on_trial:
-        return []
+    same decision taken again, after a crash or by another replica, is the same event).
+
+    Trial: it ends at day 30 or as soon as more than 20 subscribers are stored, and stays ended; 100 campaign
+    emails exhaust it. Monthly: more subscribers stored than the tier allows, or 109 x the tier's limit of
+    emails sent in the billing period, block sending until an upgrade, a reduction or the next period."""
     a = account.account_id
-    if usage.subscribers > TRIAL_SUBSCRIBERS or now >= account.trial_ends_at:
-        reason: Literal["expired", "subscriber_limit_exceeded"] = (
-            "subscriber_limit_exceeded" if usage.subscribers > TRIAL_SUBSCRIBERS else "expired")
-        detail = (f"{usage.subscribers} subscribers stored; the trial allows {TRIAL_SUBSCRIBERS}"
-                  if reason == "subscriber_limit_exceeded" else f"the {TRIAL_DAYS}-day trial is over")
-        return [
-            _event(TrialEnded, a, TrialEndedPayload(reason=reason, subscribers=usage.subscribers,
-                                                    emails_sent=usage.trial_emails),
-                   fixed_id("trial-ended", a)),
-            _event(SendingBlocked, a, SendingBlockedPayload(reason="trial_ended", detail=detail + "; choose a plan "
-                                                            "to send again (lists stay manageable)"),
-                   fixed_id("blocked", "trial_ended", a)),
-        ]
-    if usage.trial_emails >= TRIAL_EMAILS and "trial_emails" not in account.exhausted:
-        return [
-            _event(QuotaExhausted, a, QuotaExhaustedPayload(quota="trial_emails", limit=TRIAL_EMAILS,
-                                                            used=usage.trial_emails, period_start=account.opened_at),
-                   fixed_id("exhausted", "trial_emails", a)),
-            _event(SendingBlocked, a, SendingBlockedPayload(
-                reason="trial_quota_reached", detail=f"{usage.trial_emails} of the trial's {TRIAL_EMAILS} emails "
-                "sent; choose a plan to send more"), fixed_id("blocked", "trial_quota_reached", a)),
-        ]
+    if account.on_trial:
+        if usage.subscribers > TRIAL_SUBSCRIBERS or now >= account.trial_ends_at:
+            reason: Literal["expired", "subscriber_limit_exceeded"] = (
+                "subscriber_limit_exceeded" if usage.subscribers > TRIAL_SUBSCRIBERS else "expired")
+            detail = (f"{usage.subscribers} subscribers stored; the trial allows {TRIAL_SUBSCRIBERS}"
+                      if reason == "subscriber_limit_exceeded" else f"the {TRIAL_DAYS}-day trial is over")
+            return [_event(TrialEnded, a, TrialEndedPayload(reason=reason, subscribers=usage.subscribers,
+                                                            emails_sent=usage.trial_emails),
+                           fixed_id("trial-ended", a)),
+                    *gate(account, "trial_ended", True, detail + "; choose a plan to send again (lists stay "
+                                                                  "manageable)")]
+        if usage.trial_emails >= TRIAL_EMAILS and "trial_emails" not in account.exhausted:
+            return [_event(QuotaExhausted, a, QuotaExhaustedPayload(
+                        quota="trial_emails", limit=TRIAL_EMAILS, used=usage.trial_emails,
+                        period_start=account.opened_at), fixed_id("exhausted", "trial_emails", a)),
+                    *gate(account, "trial_quota_reached", True, f"{usage.trial_emails} of the trial's "
+                                                                f"{TRIAL_EMAILS} emails sent; choose a plan to "
+                                                                "send more")]
+        return []
+    events: list[Event] = []
+    if account.plan == "monthly" and account.tier is not None:
+        events += gate(account, "subscriber_limit_exceeded", usage.subscribers > account.tier,
+                       f"{usage.subscribers} subscribers stored; the tier allows {account.tier}: upgrade or "
+                       "remove subscribers")
+        start, _ = account.period(now)
+        cap, sent = plans.MONTHLY_SEND_FACTOR * account.tier, usage.period_emails(start)
+        exhausted = f"monthly_emails:{time_key(start)}"
+        if sent >= cap and exhausted not in account.exhausted:
+            events.append(_event(QuotaExhausted, a, QuotaExhaustedPayload(
+                quota="monthly_emails", limit=cap, used=sent, period_start=start), fixed_id("exhausted", exhausted, a)))
+        events += gate(account, "monthly_quota_reached", sent >= cap,
+                       f"{sent} of this period's {cap} emails sent: upgrade, or wait for the next period")
+    events += gate(account, "trial_ended", account.plan == "trial_ended", None)
+    events += gate(account, "trial_quota_reached", False, None)
+    events += gate(account, "no_plan", account.plan == "none", "no plan: choose one to send again")
+    return events
+
+
+def gate(account: Account, reason: BlockReason, closed: bool, detail: str | None) -> list[Event]:
+    """Block sending for `reason` when it should be and is not, lift it when it is and should not be. Each
+    block and its lifting form an episode, numbered by how often the reason was lifted before."""
+    a, episode = account.account_id, str(account.unblocks.get(reason, 0))
+    if closed and reason not in account.blocked:
+        return [_event(SendingBlocked, a, SendingBlockedPayload(reason=reason, detail=detail),
+                       fixed_id("blocked", reason, a, episode))]
+    if not closed and reason in account.blocked:
+        return [_event(SendingUnblocked, a, SendingUnblockedPayload(reason=reason),
+                       fixed_id("unblocked", reason, a, episode))]
     return []
+
+
+# Buying: a monthly plan, an upgrade, a renewal. Each is an invoice to charge, then what its payment records.
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """An invoice to pay now, and what is recorded with it once the payment succeeded (before, nothing is)."""
+
+    invoice: InvoiceIssued
+    then: list[Event]
+
+    @property
+    def amount_cents(self) -> int:
+        return self.invoice.payload.amount_cents
+
+
+def invoice_number(year: int, last: int) -> str:
+    """The next invoice number of a year, after the last one issued (0: none yet)."""
+    return f"{year}-{last + 1:06d}"
+
+
+def _invoice(account: Account, config: Plans, number: str, lines: list[tuple[str, int]], start: datetime,
+             end: datetime, now: datetime) -> InvoiceIssued:
+    net = sum(amount for _, amount in lines)
+    vat = config.vat(net)
+    return InvoiceIssued(account_id=account.account_id, producer=PRODUCER, occurred_at=now,
+                         payload=InvoiceIssuedPayload(
+                             invoice_id=number, amount_cents=net + vat, period_start=start, period_end=end,
+                             due_at=now, lines=[InvoiceLine(description=d, amount_cents=c) for d, c in lines],
+                             net_cents=net, vat_cents=vat, vat_percent=str(config.vat_percent)))
+
+
+def buy_monthly(account: Account, usage: Usage, config: Plans, subscribers: int, edition: Edition,
+                number: str, now: datetime) -> Purchase | None:
+    """Choose a monthly tier, or raise it (PRODUCT.md: at any time, never lowered; mid-period, the difference
+    for the rest of the period is charged at once). None: that is the plan already."""
+    tier = config.tier(subscribers)
+    if tier is None:
+        offered = ", ".join(str(t.subscribers) for t in config.tiers)
+        raise TierNotOffered(f"no tier of {subscribers} subscribers; the tiers are {offered}",
+                             [("body.subscribers", "not a tier")])
+    if account.payment_method is None:
+        raise NoPaymentMethod("set a payment method first (PUT /v1/account/payment-method)")
+    fee = tier.fee(edition)
+    if account.plan == "monthly" and account.tier is not None and account.fee_cents is not None:
+        if (tier.subscribers, edition) == (account.tier, account.edition):
+            return None
+        if tier.subscribers < account.tier or (edition == "standard" and account.edition == "pro"):
+            raise TierCannotBeLowered(f"the plan is {account.tier} subscribers ({account.edition}); a tier is "
+                                      "raised, never lowered, during the agreement")
+        start, end = account.period(now)
+        difference = plans.prorated(fee - account.fee_cents, start, end, now)
+        line = (f"Upgrade from {account.tier} ({account.edition}) to {tier.subscribers} subscribers ({edition}), "
+                f"{now.date().isoformat()} to {end.date().isoformat()}", difference)
+        invoice = _invoice(account, config, number, [line], now, end, now)
+        billing_day = account.billing_day or now.day
+    else:
+        end = plans.next_billing_date(now.day, now)
+        line = (f"Monthly plan, {tier.subscribers} subscribers ({edition}), {now.date().isoformat()} to "
+                f"{end.date().isoformat()}", fee)
+        invoice = _invoice(account, config, number, [line], now, end, now)
+        billing_day = now.day
+    paid = _event(PaymentSucceeded, account.account_id, PaymentSucceededPayload(
+        invoice_id=number, amount_cents=invoice.payload.amount_cents), at=now)
+    return Purchase(invoice, [invoice, paid, _plan_changed(account, tier, edition, billing_day, now)])
+
+
+def _plan_changed(account: Account, tier: plans.Tier, edition: Edition, billing_day: int, now: datetime) -> Event:
+    return _event(PlanChanged, account.account_id, PlanChangedPayload(
+        plan="monthly", edition=edition, tier_subscriber_limit=tier.subscribers,
+        monthly_send_cap=tier.monthly_send_cap, monthly_fee_cents=tier.fee(edition), billing_day=billing_day,
+        effective_at=now), at=now)
+
+
+def renewal(account: Account, config: Plans, number: str, now: datetime) -> InvoiceIssued | None:
+    """The invoice of the next period of a monthly plan once the paid one ended (None: nothing to renew)."""
+    if account.plan != "monthly" or account.paid_until is None or account.paid_until > now or \
+            account.fee_cents is None or account.billing_day is None:
+        return None
+    if account.cancel_at is not None and account.cancel_at <= account.paid_until:
+        return None
+    if any(i.period_start == account.paid_until for i in account.open_invoices):
+        return None  # issued already; its payment is retried
+    start = account.paid_until
+    end = plans.next_billing_date(account.billing_day, start)
+    line = (f"Monthly plan, {account.tier} subscribers ({account.edition}), {start.date().isoformat()} to "
+            f"{end.date().isoformat()}", account.fee_cents)
+    return _invoice(account, config, number, [line], start, end, now)
+
+
+def payment_outcome(account: Account, invoice_id: str, amount_cents: int, declined: str | None,
+                    attempt: int) -> list[Event]:
+    """After charging an open invoice automatically: paid (and the payment block lifted), or failed (and
+    sending blocked until a payment succeeds; the account is emailed: delivery sends the notice)."""
+    a = account.account_id
+    if declined is None:
+        return [_event(PaymentSucceeded, a, PaymentSucceededPayload(invoice_id=invoice_id, amount_cents=amount_cents)),
+                *gate(account, "payment_failed", False, None)]
+    return [_event(PaymentFailed, a, PaymentFailedPayload(invoice_id=invoice_id, amount_cents=amount_cents,
+                                                          reason=declined[:1000], attempt=attempt)),
+            *gate(account, "payment_failed", True, f"the payment of invoice {invoice_id} failed: {declined}"[:1000])]
+
+
+def set_payment_method(actor: User, provider: str, reference: str) -> list[Event]:
+    require_owner(actor)
+    return [_event(PaymentMethodSet, actor.account_id, PaymentMethodSetPayload(provider=provider,
+                                                                               reference=reference))]
+
+
+def cancel(account: Account, channel: Literal["self_service", "request"], received_at: datetime,
+           requested_by: str) -> list[Event]:
+    """PRODUCT.md: cancelling takes effect at the end of the paid period, no refunds; a request (not
+    self-service) must arrive at least 2 business days before the next payment date, or it takes effect at
+    the end of the period after."""
+    if account.plan != "monthly" or account.paid_until is None or account.billing_day is None:
+        raise NotOnAMonthlyPlan("only a monthly plan is cancelled; credits simply expire")
+    if account.cancel_at is not None:
+        raise AlreadyCancelled(f"the plan already ends at {account.cancel_at.isoformat()}")
+    effective = account.paid_until
+    if channel == "request" and plans.business_days_between(received_at, account.paid_until) < 2:
+        effective = plans.next_billing_date(account.billing_day, account.paid_until)
+    return [_event(CancellationRequested, account.account_id, CancellationRequestedPayload(
+        channel=channel, received_at=received_at, effective_at=effective, requested_by=requested_by))]
+
+
+def end_of_agreement(account: Account, now: datetime) -> list[Event]:
+    """A cancelled plan ends at its effective time: no plan (lists stay manageable, sending is blocked)."""
+    if account.plan != "monthly" or account.cancel_at is None or account.cancel_at > now:
+        return []
+    ended = _event(PlanChanged, account.account_id, PlanChangedPayload(plan="none", effective_at=account.cancel_at),
+                   fixed_id("plan-ended", account.account_id, time_key(account.cancel_at)))
+    return [ended, *gate(account, "no_plan", True, "the plan was cancelled; choose a plan to send again")]
 
 
 # Folding herald.billing
@@ -347,18 +600,66 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
     if isinstance(event, AccountRejected):
         return state if state.review == "approved" else replace(state, review="rejected")
     if isinstance(event, PlanChanged):
-        if event.payload.plan == "trial" and state.plan != "trial":
-            return state  # a trial never starts again
-        return replace(state, plan=event.payload.plan)
+        return _plan(state, event)
     if isinstance(event, TrialEnded):
         return replace(state, plan="trial_ended" if state.plan == "trial" else state.plan,
                        trial_ended_reason=event.payload.reason)
     if isinstance(event, QuotaExhausted):
-        return replace(state, exhausted=tuple(sorted({*state.exhausted, event.payload.quota})))
+        quota = event.payload.quota
+        start = event.payload.period_start
+        name = f"{quota}:{time_key(start)}" if quota == "monthly_emails" and start is not None else quota
+        return replace(state, exhausted=tuple(sorted({*state.exhausted, name})))
     if isinstance(event, SendingBlocked):
         return replace(state, blocked=tuple(sorted({*state.blocked, event.payload.reason})))
+    if isinstance(event, SendingUnblocked):
+        reason = event.payload.reason
+        if reason not in state.blocked:
+            return state
+        return replace(state, blocked=tuple(r for r in state.blocked if r != reason),
+                       unblocks={**state.unblocks, reason: state.unblocks.get(reason, 0) + 1})
     if isinstance(event, UserAdded):
         return replace(state, users=tuple(sorted({*state.users, event.payload.username})))
+    if isinstance(event, PaymentMethodSet):
+        return replace(state, payment_method=f"{event.payload.provider}:{event.payload.reference}")
+    if isinstance(event, CancellationRequested):
+        return replace(state, cancel_at=to_stored_precision(event.payload.effective_at))
+    if isinstance(event, InvoiceIssued):
+        issued = event.payload
+        if any(i.invoice_id == issued.invoice_id for i in state.open_invoices):
+            return state
+        return replace(state, open_invoices=(*state.open_invoices, OpenInvoice(
+            issued.invoice_id, issued.amount_cents, to_stored_precision(issued.period_start),
+            to_stored_precision(issued.period_end))))
+    if isinstance(event, PaymentSucceeded):
+        paid = next((i for i in state.open_invoices if i.invoice_id == event.payload.invoice_id), None)
+        if paid is None:
+            return state
+        until = paid.period_end if state.paid_until is None else max(state.paid_until, paid.period_end)
+        return replace(state, paid_until=until, open_invoices=tuple(i for i in state.open_invoices if i is not paid))
+    if isinstance(event, PaymentFailed):
+        return replace(state, open_invoices=tuple(
+            replace(i, attempts=i.attempts + 1, last_attempt_at=to_stored_precision(event.occurred_at))
+            if i.invoice_id == event.payload.invoice_id else i for i in state.open_invoices))
+    return state
+
+
+def _plan(state: Account, event: PlanChanged) -> Account:
+    changed = event.payload
+    if changed.plan == "trial":
+        return state  # the trial starts with the account and never again
+    if changed.plan == "monthly":
+        return replace(state, plan="monthly", tier=changed.tier_subscriber_limit, edition=changed.edition,
+                       fee_cents=changed.monthly_fee_cents, billing_day=changed.billing_day,
+                       anchor=state.anchor or to_stored_precision(changed.effective_at))
+    return replace(state, plan=changed.plan, tier=None, fee_cents=None, billing_day=None, anchor=None,
+                   cancel_at=None, edition=changed.edition)
+
+
+def evolve_all(state: Account, events: list[Event]) -> Account:
+    for event in events:
+        folded = evolve_account(state, event)
+        assert folded is not None
+        state = folded
     return state
 
 

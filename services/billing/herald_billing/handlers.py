@@ -33,13 +33,15 @@ from herald_shared.throttle import Throttle
 
 from . import domain, metrics
 from .domain import Account, Role, Usage, User
+from .payments import PaymentProvider
+from .plans import Edition, Plans
 from .store import BillingProjection, BillingStore
 
 log = logging.getLogger("herald.billing")
 SESSION_PREFIX = "hs_"
 SESSION_SALT = "herald.session.v1"
 FailureReason = Literal["unknown_user", "wrong_password", "locked", "disabled_user"]
-StaffWhat = Literal["review_queue", "account", "audit_log", "approve", "reject"]
+StaffWhat = Literal["review_queue", "account", "audit_log", "approve", "reject", "cancel"]
 
 
 class TooManyAttempts(Exception):
@@ -90,9 +92,15 @@ class Passwords:
 
 class BillingService:
     def __init__(self, store: BillingStore, recorder: Recorder, passwords: Passwords, session_secret: str,
-                 session_validity: timedelta, clock: Callable[[], datetime] = domain.utcnow,
+                 session_validity: timedelta, plans: Plans, payments: PaymentProvider,
+                 clock: Callable[[], datetime] = domain.utcnow,
                  user_throttle: Throttle | None = None, address_throttle: Throttle | None = None) -> None:
         self.store = store
+        self.plans = plans
+        self.payments = payments
+        # Invoice numbers are sequential per year without gaps: one invoice is decided, paid and recorded at a
+        # time in this process (billing runs one replica; see its README).
+        self._invoicing = asyncio.Lock()
         self.recorder = recorder
         self.passwords = passwords
         self.clock = clock
@@ -279,6 +287,115 @@ class BillingService:
         """Recorded before the answer leaves: no look goes unlogged."""
         await self.recorder.commit([self._accessed(staff, a, what) for a in account_ids])
 
+    # Plans, payments, invoices
+
+    async def set_payment_method(self, session: Session, provider: str, reference: str) -> None:
+        if provider != self.payments.name:
+            raise domain.PaymentMethodInvalid(f"payments go through the {self.payments.name!r} provider",
+                                              [("body.provider", "not this platform's provider")])
+        self.payments.check(reference)
+        await self.recorder.commit(domain.set_payment_method(session.user, provider, reference))
+
+    async def buy_monthly(self, session: Session, subscribers: int, edition: Edition) -> Account:
+        """Choose or raise a monthly tier: the invoice is charged first; nothing is recorded unless it was paid."""
+        domain.require_owner(session.user)
+        account_id = session.user.account_id
+        async with self.recorder.serialised(f"account:{account_id}"), self._invoicing:
+            account = await self._account(account_id)
+            usage = await self.store.usage(account_id)
+            now = self.clock()
+            number = domain.invoice_number(now.year, await self.store.last_invoice_number(now.year))
+            purchase = domain.buy_monthly(account, usage, self.plans, subscribers, edition, number, now)
+            if purchase is None:
+                return account
+            declined = await self._charge(account, number, purchase.amount_cents)
+            if declined is not None:
+                metrics.PAYMENTS.labels("declined").inc()
+                raise domain.PaymentDeclined(f"the payment of {purchase.amount_cents / 100:.2f} EUR was declined: "
+                                             f"{declined}; nothing changed")
+            metrics.PAYMENTS.labels("paid").inc()
+            after = domain.evolve_all(account, purchase.then)
+            await self.recorder.commit([*purchase.then, *domain.enforce(after, usage, now)])
+        return await self._account(account_id)
+
+    async def pay_invoice(self, session: Session, invoice_id: str) -> Document:
+        """Pay an open invoice now with the current payment method (402 when declined: the failure is recorded)."""
+        domain.require_owner(session.user)
+        account_id = session.user.account_id
+        async with self.recorder.serialised(f"account:{account_id}"):
+            declined = await self._pay_open(await self._account(account_id), invoice_id)
+        if declined is not None:
+            raise domain.PaymentDeclined(f"the payment was declined: {declined}")
+        doc = await self.store.invoice(account_id, invoice_id)
+        assert doc is not None
+        return doc
+
+    async def _pay_open(self, account: Account, invoice_id: str) -> str | None:
+        invoice = next((i for i in account.open_invoices if i.invoice_id == invoice_id), None)
+        if invoice is None:
+            if await self.store.invoice(account.account_id, invoice_id) is None:
+                raise domain.InvoiceNotFound("no such invoice in this account")
+            return None  # paid already
+        declined = await self._charge(account, invoice_id, invoice.amount_cents)
+        metrics.PAYMENTS.labels("declined" if declined else "paid").inc()
+        await self.recorder.commit(domain.payment_outcome(account, invoice_id, invoice.amount_cents, declined,
+                                                          invoice.attempts + 1))
+        return declined
+
+    async def _charge(self, account: Account, invoice_id: str, amount_cents: int) -> str | None:
+        if amount_cents == 0:
+            return None
+        if account.payment_method is None:
+            return "no payment method"
+        _, _, reference = account.payment_method.partition(":")
+        return await self.payments.charge(reference, account.account_id, invoice_id, amount_cents)
+
+    async def invoice(self, session: Session, invoice_id: str) -> Document:
+        doc = await self.store.invoice(session.user.account_id, invoice_id)
+        if doc is None:
+            raise domain.InvoiceNotFound("no such invoice in this account")
+        return doc
+
+    async def cancel(self, session: Session) -> Account:
+        domain.require_owner(session.user)
+        account_id = session.user.account_id
+        async with self.recorder.serialised(f"account:{account_id}"):
+            account = await self._account(account_id)
+            await self.recorder.commit(domain.cancel(account, "self_service", self.clock(), session.user.username))
+        return await self._account(account_id)
+
+    async def staff_cancel(self, staff: str, account_id: str, received_at: datetime) -> Account:
+        """A cancellation that reached staff (by email, by letter) on `received_at`."""
+        async with self.recorder.serialised(f"account:{account_id}"):
+            account = await self._account(account_id)
+            await self.recorder.commit([*domain.cancel(account, "request", received_at, staff),
+                                        self._accessed(staff, account_id, "cancel")])
+        return await self._account(account_id)
+
+    async def renew(self, account_id: str) -> None:
+        """At the end of a paid period: end a cancelled plan, or invoice the next period and charge it (a failed
+        payment is retried once a day), then let the plan speak (a new period lifts the monthly quota)."""
+        now = self.clock()
+        async with self.recorder.serialised(f"account:{account_id}"), self._invoicing:
+            account = await self.store.account(account_id)
+            if account is None:
+                return
+            ended = domain.end_of_agreement(account, now)
+            if ended:
+                await self.recorder.commit(ended)
+            else:
+                number = domain.invoice_number(now.year, await self.store.last_invoice_number(now.year))
+                invoice = domain.renewal(account, self.plans, number, now)
+                if invoice is not None:
+                    await self.recorder.commit([invoice])
+                    account = await self._account(account_id)
+                for open_invoice in account.open_invoices:
+                    last = open_invoice.last_attempt_at
+                    if last is None or now - last >= domain.PAYMENT_RETRY_INTERVAL:
+                        await self._pay_open(account, open_invoice.invoice_id)
+                        account = await self._account(account_id)
+        await self.enforce([account_id])
+
     # The plan, without a request
 
     async def enforce(self, account_ids: Sequence[str]) -> int:
@@ -330,9 +447,9 @@ class UsageGuard:
             await self.service.enforce(sorted(self.projection.touched))
 
 
-class TrialClock:
-    """Ends trials at day 30: reads the accounts whose trial end has come (an `_id` range up to now) and lets
-    the plan decide, every `interval` seconds."""
+class PlanClock:
+    """Every `interval` seconds: ends trials at day 30 and renews (or ends) monthly plans whose paid period is
+    over, each found as an `_id` range up to now."""
 
     def __init__(self, service: BillingService, interval: float) -> None:
         self.service = service
@@ -343,7 +460,11 @@ class TrialClock:
         self._stopping.set()
 
     async def tick(self) -> int:
-        due = await self.service.store.trials_ending(self.service.clock())
+        """The number of events the trials called for (renewals record theirs as they go)."""
+        now = self.service.clock()
+        for account_id in await self.service.store.renewals_due(now):
+            await self.service.renew(account_id)
+        due = await self.service.store.trials_ending(now)
         return await self.service.enforce(due) if due else 0
 
     async def run(self) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import secrets
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import Field
 
@@ -21,7 +22,9 @@ from herald_shared.settings import HeraldSettings
 from herald_shared.staff import StaffTokens
 
 from .api import build_api, build_staff_api
-from .handlers import BillingService, Passwords, TrialClock, UsageGuard
+from .handlers import BillingService, Passwords, PlanClock, UsageGuard
+from .payments import PaymentProvider, SimulatedProvider
+from .plans import load_plans
 from .store import DELIVERY_EVENTS, SUBSCRIPTION_EVENTS, BillingProjection, BillingStore
 
 SERVICE = "billing"
@@ -38,14 +41,19 @@ class BillingSettings(HeraldSettings):
     session_minutes: int = Field(default=60, ge=1, le=24 * 60, alias="HERALD_SESSION_MINUTES",
                                  description="How long a session token holds.")
     clock_interval: float = Field(default=30.0, gt=0, le=3600, alias="HERALD_BILLING_CLOCK_INTERVAL_SECONDS",
-                                  description="How often trials that reached day 30 are ended.")
+                                  description="How often trials that reached day 30 are ended and monthly plans "
+                                              "whose paid period is over are renewed.")
+    plans_file: Path | None = Field(default=None, alias="HERALD_BILLING_PLANS_FILE",
+                                    description="The tiers, prices, VAT and credit packs (TOML); default: the "
+                                                "file shipped with billing (herald_billing/plans.toml).")
 
 
 class Billing(ConsumingService):
     """The wired service. `start()` runs the consumer and the trial clock in the background; `app` serves
     HTTP."""
 
-    def __init__(self, settings: BillingSettings, passwords: Passwords | None = None) -> None:
+    def __init__(self, settings: BillingSettings, passwords: Passwords | None = None,
+                 payments: PaymentProvider | None = None) -> None:
         super().__init__(settings, SERVICE)
         secret = settings.session_secret
         if not secret:
@@ -56,8 +64,9 @@ class Billing(ConsumingService):
                             settings.topics("herald.billing"))
         self.store = BillingStore(self.db)
         self.service = BillingService(self.store, recorder, passwords or Passwords(), secret,
-                                      timedelta(minutes=settings.session_minutes))
-        self.clock = TrialClock(self.service, settings.clock_interval)
+                                      timedelta(minutes=settings.session_minutes), load_plans(settings.plans_file),
+                                      payments or SimulatedProvider())
+        self.clock = PlanClock(self.service, settings.clock_interval)
         self.projection = BillingProjection(self.db)
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",

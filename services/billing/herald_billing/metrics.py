@@ -9,3 +9,5 @@ LOGINS = Counter("herald_billing_logins_total", "Password logins by result: succ
                  "(unknown_user, wrong_password, disabled_user, locked: refused by the throttle).", ["result"])
 ENFORCED = Counter("herald_billing_plan_events_total", "Events the plan called for (TrialEnded, QuotaExhausted, "
                    "SendingBlocked...), counting repeats of the same decision.", ["type"])
+PAYMENTS = Counter("herald_billing_payments_total", "Charges asked of the payment provider, by result (paid, "
+                   "declined).", ["result"])

@@ -15,9 +15,10 @@ herald.delivery; exact under replay).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -29,13 +30,19 @@ from herald_shared.contract.billing import (
     AccountRejected,
     ApiKeyIssued,
     ApiKeyRevoked,
+    CancellationRequested,
+    InvoiceIssued,
     LoggedOut,
     LoginFailed,
     LoginSucceeded,
     PasswordChanged,
+    PaymentFailed,
+    PaymentMethodSet,
+    PaymentSucceeded,
     PlanChanged,
     QuotaExhausted,
     SendingBlocked,
+    SendingUnblocked,
     StaffAccessed,
     TrialEnded,
     UserAdded,
@@ -48,21 +55,26 @@ from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 from herald_shared.readmodel import Counters, SecondaryIndex, compose, load, prefix_range, write_changes
 
 from . import domain
-from .domain import Account, Usage, User
+from .domain import Account, OpenInvoice, Usage, User, period_key, time_key
 
 ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "keys", "audit"
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
+RENEWALS, INVOICES, INVOICE_NUMBERS = "renewals", "invoices", "invoice_numbers"
+INVOICE_NUMBER = re.compile(r"^(\d{4})-(\d{6})$")
 ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, TrialEnded, QuotaExhausted,
-                  SendingBlocked, UserAdded)
+                  SendingBlocked, SendingUnblocked, UserAdded, PaymentMethodSet, CancellationRequested, InvoiceIssued,
+                  PaymentSucceeded, PaymentFailed)
 USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
 # What billing counts of the other services' topics.
 SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberErased, ListDeleted)
 DELIVERY_EVENTS = (MessageSent,)
 
 
-def time_key(at: datetime) -> str:
-    """A UTC instant as a fixed-width string that sorts as time does."""
-    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+def renewal_key(doc: Mapping[str, Any]) -> str | None:
+    """A monthly plan waits here until its paid period ends (renewed then, or ended if cancelled)."""
+    if doc.get("plan") != "monthly" or doc.get("paid_until") is None:
+        return None
+    return compose(time_key(doc["paid_until"]), doc["account_id"])
 
 
 def review_key(doc: Mapping[str, Any]) -> str | None:
@@ -93,6 +105,8 @@ def account_of(doc: Mapping[str, Any]) -> Account:
     fields = {k: v for k, v in doc.items() if k != "_id"}
     for name in ("blocked", "exhausted", "users"):
         fields[name] = tuple(fields.get(name, ()))
+    fields["open_invoices"] = tuple(OpenInvoice(**i) for i in fields.get("open_invoices", ()))
+    fields["unblocks"] = dict(fields.get("unblocks", {}))
     return Account(**fields)
 
 
@@ -108,7 +122,8 @@ class BillingProjection(Projection):
     """Accounts and users folded in Python over the documents a batch touches (loaded by `_id`), usage counted
     as the events fold. `touched` names the accounts whose state or usage the last flush changed."""
 
-    collections = (ACCOUNTS, USERS, ENDED, KEYS, AUDIT, REVIEW, TRIALS, MEMBERS, LISTS, USAGE)
+    collections = (ACCOUNTS, USERS, ENDED, KEYS, AUDIT, REVIEW, TRIALS, MEMBERS, LISTS, USAGE, RENEWALS, INVOICES,
+                   INVOICE_NUMBERS)
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
@@ -117,6 +132,7 @@ class BillingProjection(Projection):
         self._usage: list[Event] = []
         self._review = SecondaryIndex(db[REVIEW], review_key)
         self._trials = SecondaryIndex(db[TRIALS], trial_key)
+        self._renewals = SecondaryIndex(db[RENEWALS], renewal_key)
         self._counts = Counters(db[USAGE])
         self.touched: set[str] = set()
 
@@ -135,9 +151,9 @@ class BillingProjection(Projection):
         users, self._users = self._users, []
         usage, self._usage = self._usage, []
         try:
-            plans = await self._fold_accounts(accounts)
+            folded = await self._fold_accounts(accounts)
             await self._fold_users(users)
-            await self._count(usage, plans)
+            await self._count(usage, folded)
             await super().flush()
         except Exception:
             self._accounts, self._users, self._usage = accounts + self._accounts, users + self._users, \
@@ -146,8 +162,8 @@ class BillingProjection(Projection):
             raise
         self.touched = {e.account_id for e in (*accounts, *usage)}
 
-    async def _fold_accounts(self, events: list[Event]) -> dict[str, str]:
-        """Fold; returns the plan each account of the batch has after it."""
+    async def _fold_accounts(self, events: list[Event]) -> dict[str, Account]:
+        """Fold; returns each account of the batch as it is after it."""
         if not events:
             return {}
         before = await load(self.db[ACCOUNTS], {e.account_id for e in events})
@@ -160,8 +176,9 @@ class BillingProjection(Projection):
         changed = {k: v for k, v in after.items() if v != before.get(k)}
         await self._review.write(before, changed)
         await self._trials.write(before, changed)
+        await self._renewals.write(before, changed)
         await write_changes(self.db[ACCOUNTS], before, changed)
-        return {k: str(v["plan"]) for k, v in after.items() if v is not None}
+        return {k: account_of(v) for k, v in after.items() if v is not None}
 
     async def _fold_users(self, events: list[Event]) -> None:
         if not events:
@@ -177,7 +194,7 @@ class BillingProjection(Projection):
                 after[name] = user_doc(folded)
         await write_changes(self.db[USERS], before, {k: v for k, v in after.items() if v != before.get(k)})
 
-    async def _count(self, events: list[Event], plans: Mapping[str, str]) -> None:
+    async def _count(self, events: list[Event], folded: Mapping[str, Account]) -> None:
         """Stored subscribers and trial emails. A subscriber added again (after an unsubscribe, or by a copy of
         the event) is stored once; an erased one, or a deleted list's members, no longer count."""
         if not events:
@@ -192,10 +209,10 @@ class BillingProjection(Projection):
         lists = await load(self.db[LISTS], list_ids)
         member_after: dict[str, Document | None] = dict(members)
         lists_after: dict[str, Document | None] = dict(lists)
-        known_plans = dict(plans)
-        missing = accounts - set(known_plans)
+        known = dict(folded)
+        missing = accounts - set(known)
         if missing:
-            known_plans |= {k: str(v.get("plan")) for k, v in (await load(self.db[ACCOUNTS], missing)).items()}
+            known |= {k: account_of(v) for k, v in (await load(self.db[ACCOUNTS], missing)).items()}
         await self._counts.prepare({subscriptions_usage(a) for a in accounts} | {delivery_usage(a) for a in accounts}
                                    | {list_usage(*key.split("/", 1)) for key in list_ids})
         for event in events:
@@ -226,8 +243,13 @@ class BillingProjection(Projection):
                         held = self._counts.get(list_usage(a, p.list_id)).get("members", 0)
                         self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": -held})
                 case MessageSent():
-                    if known_plans.get(a) == "trial":
+                    account = known.get(a)
+                    if account is not None and account.on_trial:
                         self._counts.add_at(delivery_usage(a), offset, {"trial_emails": 1})
+                    elif account is not None and account.plan == "monthly" and account.billing_day is not None:
+                        # In the period the message went out in, whenever it is counted.
+                        start, _ = account.period(event.occurred_at)
+                        self._counts.add_at(delivery_usage(a), offset, {period_key(start): 1})
         # Counters before the documents they count: a replay after a crash repeats the documents' changes.
         await self._counts.write()
         await write_changes(self.db[MEMBERS], members,
@@ -256,6 +278,22 @@ class BillingProjection(Projection):
                 return [self._audit(event, entry)]
             case StaffAccessed(payload=p):
                 return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": p.what})]
+            case InvoiceIssued(payload=p):
+                ops: list[tuple[str, WriteOp]] = [(INVOICES, UpdateOne({"_id": compose(a, p.invoice_id)}, {
+                    "$setOnInsert": {"account_id": a, "issued_at": event.occurred_at, "status": "open",
+                                     "attempts": 0, **p.model_dump(mode="python")}}, upsert=True))]
+                numbered = INVOICE_NUMBER.fullmatch(p.invoice_id)
+                if numbered:  # billing's own numbers; an invoice id of another shape is kept, not counted
+                    ops.append((INVOICE_NUMBERS, UpdateOne({"_id": numbered[1]}, {"$max": {"last": int(numbered[2])}},
+                                                           upsert=True)))
+                return ops
+            case PaymentSucceeded(payload=p):
+                return [(INVOICES, UpdateOne({"_id": compose(a, p.invoice_id)}, {"$set": {
+                    "status": "paid", "paid_at": event.occurred_at}}))]
+            case PaymentFailed(payload=p):
+                return [(INVOICES, UpdateOne({"_id": compose(a, p.invoice_id), "status": "open"}, {
+                    "$set": {"last_failure": p.reason, "last_attempt_at": event.occurred_at},
+                    "$max": {"attempts": p.attempt}}))]
         return []
 
     @staticmethod
@@ -306,7 +344,23 @@ class BillingStore:
     async def usage(self, account_id: str) -> Usage:
         subscriptions = await self._counts.read(subscriptions_usage(account_id))
         delivery = await self._counts.read(delivery_usage(account_id))
-        return Usage(subscribers=subscriptions.get("subscribers", 0), trial_emails=delivery.get("trial_emails", 0))
+        return Usage(subscribers=subscriptions.get("subscribers", 0), trial_emails=delivery.get("trial_emails", 0),
+                     emails_by_period={k: v for k, v in delivery.items() if k.startswith("sent:")})
+
+    async def last_invoice_number(self, year: int) -> int:
+        doc = await self.db[INVOICE_NUMBERS].find_one({"_id": str(year)})
+        return int(doc["last"]) if doc else 0
+
+    async def invoice(self, account_id: str, invoice_id: str) -> Document | None:
+        return await self.db[INVOICES].find_one({"_id": compose(account_id, invoice_id)})
+
+    async def invoices(self, account_id: str, after: str | None, limit: int) -> list[Document]:
+        return await self._page(INVOICES, account_id, after, limit)
+
+    async def renewals_due(self, now: datetime) -> list[str]:
+        """Monthly plans whose paid period ended at or before `now`."""
+        cursor = self.db[RENEWALS].find({"_id": {"$lt": time_key(now) + "0"}}, {"_id": 1}).sort("_id", 1)
+        return [str(doc["_id"]).rsplit("/", 1)[1] async for doc in cursor]
 
     async def review_queue(self, after: str | None, limit: int) -> tuple[list[Account], str | None]:
         """Accounts waiting for review, oldest first; the cursor is the last key of a full page."""

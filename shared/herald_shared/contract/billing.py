@@ -20,7 +20,7 @@ from .envelope import (
 )
 
 Username = Annotated[str, StringConstraints(min_length=1, max_length=100)]
-PlanKind = Literal["trial", "monthly", "pay_as_you_go"]
+PlanKind = Literal["trial", "monthly", "pay_as_you_go", "none"]
 BlockReason = Literal["trial_ended", "subscriber_limit_exceeded", "monthly_quota_reached", "credits_exhausted",
                       "payment_failed", "no_plan", "trial_quota_reached"]
 UserRole = Literal["owner", "member"]
@@ -116,7 +116,7 @@ class LoggedOut(BillingEvent):
 
 class StaffAccessedPayload(Payload):
     staff: Name = Field(description="The staff member (their credential's name).")
-    what: Literal["review_queue", "account", "audit_log", "approve", "reject"]
+    what: Literal["review_queue", "account", "audit_log", "approve", "reject", "cancel"]
 
 
 class StaffAccessed(BillingEvent):
@@ -187,6 +187,8 @@ class PlanChangedPayload(Payload):
 
 
 class PlanChanged(BillingEvent):
+    """The account's plan from `effective_at` ("none": no plan, after a cancellation took effect)."""
+
     type: Literal["PlanChanged"] = "PlanChanged"
     payload: PlanChangedPayload
 
@@ -267,18 +269,48 @@ class InvoiceLine(Payload):
 
 
 class InvoiceIssuedPayload(Payload):
-    invoice_id: Identifier
-    amount_cents: Cents
+    invoice_id: Identifier = Field(description="Its number: sequential per year without gaps, e.g. 2026-000042.")
+    amount_cents: Cents = Field(description="What is due, VAT included.")
     currency: Currency = "EUR"
     period_start: AwareDatetime
     period_end: AwareDatetime
     due_at: AwareDatetime
     lines: list[InvoiceLine] = Field(min_length=1)
+    net_cents: Cents | None = Field(default=None, description="The lines' sum, VAT excluded.")
+    vat_cents: Cents | None = None
+    vat_percent: Annotated[str, StringConstraints(pattern=r"^\d{1,2}(\.\d{1,2})?$")] | None = None
 
 
 class InvoiceIssued(BillingEvent):
     type: Literal["InvoiceIssued"] = "InvoiceIssued"
     payload: InvoiceIssuedPayload
+
+
+class PaymentMethodSetPayload(Payload):
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z0-9_\-]+$")]
+    reference: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="The provider's reference to the method (never card data).")
+
+
+class PaymentMethodSet(BillingEvent):
+    """How automatic payments are taken from now on."""
+
+    type: Literal["PaymentMethodSet"] = "PaymentMethodSet"
+    payload: PaymentMethodSetPayload
+
+
+class CancellationRequestedPayload(Payload):
+    channel: Literal["self_service", "request"]
+    received_at: AwareDatetime
+    effective_at: AwareDatetime = Field(description="The end of a paid period: fees are not refunded.")
+    requested_by: Name
+
+
+class CancellationRequested(BillingEvent):
+    """The agreement ends at `effective_at` (then PlanChanged to "none")."""
+
+    type: Literal["CancellationRequested"] = "CancellationRequested"
+    payload: CancellationRequestedPayload
 
 
 class SendingBlockedPayload(Payload):

@@ -1,0 +1,53 @@
+"""The payment provider seam: billing asks a provider to charge an invoice to the account's payment method and
+records what it answered. `SimulatedProvider` is the one for development and tests; a real provider (a card
+processor, SEPA direct debit) implements the same two methods, keyed by the invoice id so that a charge asked
+for twice is taken once."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .domain import PaymentMethodInvalid
+
+
+class PaymentProvider(Protocol):
+    name: str
+
+    def check(self, reference: str) -> None:
+        """Raise PaymentMethodInvalid when the provider does not know this reference."""
+
+    async def charge(self, reference: str, account_id: str, invoice_id: str, amount_cents: int) -> str | None:
+        """Take `amount_cents` (EUR) for the invoice; None when paid, else why it was declined. Idempotent per
+        invoice id: a charge repeated after a crash is not taken twice."""
+
+
+# The simulated provider's payment methods and what charging each does.
+SIMULATED_METHODS: dict[str, str | None] = {
+    "sim-card-ok": None,
+    "sim-card-declined": "the card was declined",
+    "sim-card-insufficient-funds": "insufficient funds",
+    "sim-card-expired": "the card has expired",
+}
+
+
+class SimulatedProvider:
+    """Charges succeed or fail by the method's name (SIMULATED_METHODS); every charge is remembered by
+    invoice, as a real provider's idempotency key would."""
+
+    name = "simulated"
+
+    def __init__(self) -> None:
+        self.charges: dict[str, tuple[str, int, str | None]] = {}  # invoice id -> (account, amount, declined)
+
+    def check(self, reference: str) -> None:
+        if reference not in SIMULATED_METHODS:
+            raise PaymentMethodInvalid(f"the simulated provider knows {', '.join(SIMULATED_METHODS)}",
+                                       [("body.reference", "unknown payment method")])
+
+    async def charge(self, reference: str, account_id: str, invoice_id: str, amount_cents: int) -> str | None:
+        earlier = self.charges.get(invoice_id)
+        if earlier is not None and earlier[2] is None:
+            return None  # taken already
+        declined = SIMULATED_METHODS.get(reference, "unknown payment method")
+        self.charges[invoice_id] = (account_id, amount_cents, declined)
+        return declined
