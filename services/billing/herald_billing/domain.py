@@ -406,46 +406,47 @@ def enforce(account: Account, usage: Usage, now: datetime) -> list[Event]:
                       if reason == "subscriber_limit_exceeded" else f"the {TRIAL_DAYS}-day trial is over")
             return [_event(TrialEnded, a, TrialEndedPayload(reason=reason, subscribers=usage.subscribers,
                                                             emails_sent=usage.trial_emails),
-                           fixed_id("trial-ended", a)),
+                           fixed_id("trial-ended", a), at=now),
                     *gate(account, "trial_ended", True, detail + "; choose a plan to send again (lists stay "
-                                                                  "manageable)")]
+                                                                  "manageable)", now)]
         if usage.trial_emails >= TRIAL_EMAILS and "trial_emails" not in account.exhausted:
             return [_event(QuotaExhausted, a, QuotaExhaustedPayload(
                         quota="trial_emails", limit=TRIAL_EMAILS, used=usage.trial_emails,
-                        period_start=account.opened_at), fixed_id("exhausted", "trial_emails", a)),
+                        period_start=account.opened_at), fixed_id("exhausted", "trial_emails", a), at=now),
                     *gate(account, "trial_quota_reached", True, f"{usage.trial_emails} of the trial's "
                                                                 f"{TRIAL_EMAILS} emails sent; choose a plan to "
-                                                                "send more")]
+                                                                "send more", now)]
         return []
     events: list[Event] = []
     if account.plan == "monthly" and account.tier is not None:
         events += gate(account, "subscriber_limit_exceeded", usage.subscribers > account.tier,
                        f"{usage.subscribers} subscribers stored; the tier allows {account.tier}: upgrade or "
-                       "remove subscribers")
+                       "remove subscribers", now)
         start, _ = account.period(now)
         cap, sent = plans.MONTHLY_SEND_FACTOR * account.tier, usage.period_emails(start)
         exhausted = f"monthly_emails:{time_key(start)}"
         if sent >= cap and exhausted not in account.exhausted:
             events.append(_event(QuotaExhausted, a, QuotaExhaustedPayload(
-                quota="monthly_emails", limit=cap, used=sent, period_start=start), fixed_id("exhausted", exhausted, a)))
+                quota="monthly_emails", limit=cap, used=sent, period_start=start), fixed_id("exhausted", exhausted, a),
+                at=now))
         events += gate(account, "monthly_quota_reached", sent >= cap,
-                       f"{sent} of this period's {cap} emails sent: upgrade, or wait for the next period")
-    events += gate(account, "trial_ended", account.plan == "trial_ended", None)
-    events += gate(account, "trial_quota_reached", False, None)
-    events += gate(account, "no_plan", account.plan == "none", "no plan: choose one to send again")
+                       f"{sent} of this period's {cap} emails sent: upgrade, or wait for the next period", now)
+    events += gate(account, "trial_ended", account.plan == "trial_ended", None, now)
+    events += gate(account, "trial_quota_reached", False, None, now)
+    events += gate(account, "no_plan", account.plan == "none", "no plan: choose one to send again", now)
     return events
 
 
-def gate(account: Account, reason: BlockReason, closed: bool, detail: str | None) -> list[Event]:
+def gate(account: Account, reason: BlockReason, closed: bool, detail: str | None, now: datetime) -> list[Event]:
     """Block sending for `reason` when it should be and is not, lift it when it is and should not be. Each
     block and its lifting form an episode, numbered by how often the reason was lifted before."""
     a, episode = account.account_id, str(account.unblocks.get(reason, 0))
     if closed and reason not in account.blocked:
         return [_event(SendingBlocked, a, SendingBlockedPayload(reason=reason, detail=detail),
-                       fixed_id("blocked", reason, a, episode))]
+                       fixed_id("blocked", reason, a, episode), at=now)]
     if not closed and reason in account.blocked:
         return [_event(SendingUnblocked, a, SendingUnblockedPayload(reason=reason),
-                       fixed_id("unblocked", reason, a, episode))]
+                       fixed_id("unblocked", reason, a, episode), at=now)]
     return []
 
 
@@ -539,16 +540,18 @@ def renewal(account: Account, config: Plans, number: str, now: datetime) -> Invo
 
 
 def payment_outcome(account: Account, invoice_id: str, amount_cents: int, declined: str | None,
-                    attempt: int) -> list[Event]:
+                    attempt: int, now: datetime) -> list[Event]:
     """After charging an open invoice automatically: paid (and the payment block lifted), or failed (and
     sending blocked until a payment succeeds; the account is emailed: delivery sends the notice)."""
     a = account.account_id
     if declined is None:
-        return [_event(PaymentSucceeded, a, PaymentSucceededPayload(invoice_id=invoice_id, amount_cents=amount_cents)),
-                *gate(account, "payment_failed", False, None)]
+        return [_event(PaymentSucceeded, a, PaymentSucceededPayload(invoice_id=invoice_id, amount_cents=amount_cents),
+                       at=now),
+                *gate(account, "payment_failed", False, None, now)]
     return [_event(PaymentFailed, a, PaymentFailedPayload(invoice_id=invoice_id, amount_cents=amount_cents,
-                                                          reason=declined[:1000], attempt=attempt)),
-            *gate(account, "payment_failed", True, f"the payment of invoice {invoice_id} failed: {declined}"[:1000])]
+                                                          reason=declined[:1000], attempt=attempt), at=now),
+            *gate(account, "payment_failed", True, f"the payment of invoice {invoice_id} failed: {declined}"[:1000],
+                  now)]
 
 
 def set_payment_method(actor: User, provider: str, reference: str) -> list[Event]:
@@ -578,8 +581,8 @@ def end_of_agreement(account: Account, now: datetime) -> list[Event]:
     if account.plan != "monthly" or account.cancel_at is None or account.cancel_at > now:
         return []
     ended = _event(PlanChanged, account.account_id, PlanChangedPayload(plan="none", effective_at=account.cancel_at),
-                   fixed_id("plan-ended", account.account_id, time_key(account.cancel_at)))
-    return [ended, *gate(account, "no_plan", True, "the plan was cancelled; choose a plan to send again")]
+                   fixed_id("plan-ended", account.account_id, time_key(account.cancel_at)), at=now)
+    return [ended, *gate(account, "no_plan", True, "the plan was cancelled; choose a plan to send again", now)]
 
 
 # Folding herald.billing

@@ -339,7 +339,7 @@ class BillingService:
         declined = await self._charge(account, invoice_id, invoice.amount_cents)
         metrics.PAYMENTS.labels("declined" if declined else "paid").inc()
         await self.recorder.commit(domain.payment_outcome(account, invoice_id, invoice.amount_cents, declined,
-                                                          invoice.attempts + 1))
+                                                          invoice.attempts + 1, self.clock()))
         return declined
 
     async def _charge(self, account: Account, invoice_id: str, amount_cents: int) -> str | None:

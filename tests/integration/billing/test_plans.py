@@ -1,0 +1,181 @@
+"""Monthly plans through the billing API on the real stack (PRODUCT.md, "Plans and billing"), with a small plans
+file so quotas are reached in a test: tiers of 2 and 5 subscribers (218 and 545 emails a period)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herald_billing.main import Billing
+from herald_billing.payments import SimulatedProvider
+from herald_shared.contract.billing import (
+    InvoiceIssued,
+    PaymentFailed,
+    PlanChanged,
+    QuotaExhausted,
+    SendingBlocked,
+    SendingUnblocked,
+)
+from herald_shared.contract.delivery import MessageSent
+from herald_shared.kafka import EventPublisher
+from herald_shared.settings import HeraldSettings
+from tests.conftest import eventually
+
+from .conftest import QUICK_PASSWORDS, Customer, Platform, billing_settings
+
+SMALL_PLANS = """vat_percent = 21
+[[tiers]]
+subscribers = 2
+monthly_cents = 1000
+pro_monthly_cents = 2000
+[[tiers]]
+subscribers = 5
+monthly_cents = 4000
+pro_monthly_cents = 6000
+"""
+
+
+@pytest.fixture
+async def small(settings: HeraldSettings, tmp_path: Path) -> AsyncIterator[Platform]:
+    plans = tmp_path / "plans.toml"
+    plans.write_text(SMALL_PLANS)
+    service = Billing(billing_settings(settings, HERALD_BILLING_PLANS_FILE=str(plans)), passwords=QUICK_PASSWORDS,
+                      payments=SimulatedProvider())
+    await service.start()
+    try:
+        platform = Platform(service, EventPublisher(service.producer, settings.topics), None)  # type: ignore[arg-type]
+        platform.http = platform.client()
+        yield platform
+    finally:
+        await service.stop()
+
+
+async def account(customer: Customer) -> dict[str, Any]:
+    response = await customer.http.get("/v1/account")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def pay_with(customer: Customer, reference: str) -> None:
+    response = await customer.http.put("/v1/account/payment-method", json={"provider": "simulated",
+                                                                          "reference": reference})
+    assert response.status_code == 204, response.text
+
+
+def sent(account_id: str, n: int, at: datetime | None = None) -> MessageSent:
+    return MessageSent(account_id=account_id, producer="delivery", **({"occurred_at": at} if at else {}),
+                       payload={"message_id": f"m{n}", "campaign_id": "c1", "subscriber_id": f"s{n}",  # type: ignore[arg-type]
+                                "recipient_domain": "example.com", "smtp_code": 250})
+
+
+async def test_choosing_then_raising_a_tier_is_charged_and_never_lowered(small: Platform) -> None:
+    now = datetime.fromisoformat("2027-01-31T10:00:00+00:00")
+    small.set_clock(lambda: now)
+    ada = await small.sign_up("ada")
+    plans = (await small.http.get("/v1/plans")).json()
+    assert [t["subscribers"] for t in plans["tiers"]] == [2, 5] and plans["tiers"][0]["monthly_send_cap"] == 218
+    no_method = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
+    assert no_method.status_code == 409 and no_method.json()["type"].endswith("/no_payment_method")
+    await pay_with(ada, "sim-card-declined")
+    declined = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
+    assert declined.status_code == 402 and "declined" in declined.json()["detail"]
+    assert (await account(ada))["plan"] == "trial"
+    assert (await ada.http.get("/v1/account/invoices")).json()["items"] == []
+    await pay_with(ada, "sim-card-ok")
+    chosen = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
+    assert chosen.status_code == 200, chosen.text
+    monthly = chosen.json()["monthly"]
+    assert (chosen.json()["plan"], monthly["billing_day"], monthly["monthly_send_cap"]) == ("monthly", 31, 218)
+    assert monthly["paid_until"] == "2027-02-28T10:00:00+00:00"
+    now += timedelta(days=14)  # 2027-02-14: half of the 28-day period left
+    ada = await small.log_in("ada", ada.account_id)
+    raised = await ada.http.put("/v1/account/plan", json={"subscribers": 5})
+    assert raised.status_code == 200 and raised.json()["monthly"]["subscriber_limit"] == 5
+    lowered = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
+    assert lowered.status_code == 409 and lowered.json()["type"].endswith("/tier_cannot_be_lowered")
+    invoices = (await ada.http.get("/v1/account/invoices")).json()["items"]
+    assert [(i["invoice_id"], i["net_cents"], i["vat_cents"], i["amount_cents"], i["status"]) for i in invoices] == [
+        ("2027-000001", 1000, 210, 1210, "paid"), ("2027-000002", 1500, 315, 1815, "paid")]
+    page = await ada.http.get("/v1/account/invoices/2027-000002/document")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Upgrade from 2 (standard) to 5 subscribers" in page.text and "18.15 EUR" in page.text
+    changed = [e for e in await small.events() if isinstance(e, PlanChanged)]
+    assert [(e.payload.plan, e.payload.tier_subscriber_limit) for e in changed] == [
+        ("trial", None), ("monthly", 2), ("monthly", 5)]
+
+
+async def test_the_monthly_quota_and_the_subscriber_limit_block_and_reopen(small: Platform) -> None:
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-ok")
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
+    await small.publisher.publish_many([sent(ada.account_id, n) for n in range(217)])
+    await eventually(lambda: account(ada), lambda a: a["usage"]["period_emails"] == 217, what="217 counted")
+    assert (await account(ada))["sending_blocked"] == []
+    await small.publisher.publish(sent(ada.account_id, 217))
+    blocked = await eventually(lambda: account(ada), lambda a: a["sending_blocked"] != [], what="quota")
+    assert blocked["sending_blocked"] == ["monthly_quota_reached"]
+    exhausted = [e for e in await small.events() if isinstance(e, QuotaExhausted)]
+    assert [(e.payload.quota, e.payload.limit, e.payload.used) for e in exhausted] == [("monthly_emails", 218, 218)]
+    # An upgrade raises the cap (5 x 109 = 545): sending opens again at once.
+    opened = await ada.http.put("/v1/account/plan", json={"subscribers": 5})
+    assert opened.status_code == 200
+    await eventually(lambda: account(ada), lambda a: a["sending_blocked"] == [], what="unblocked by the upgrade")
+    reasons = [(type(e).__name__, e.payload.reason) for e in await small.events()  # type: ignore[attr-defined]
+               if isinstance(e, (SendingBlocked, SendingUnblocked))]
+    assert reasons == [("SendingBlocked", "monthly_quota_reached"), ("SendingUnblocked", "monthly_quota_reached")]
+
+
+async def test_a_failed_renewal_blocks_sending_until_the_invoice_is_paid(small: Platform) -> None:
+    now = datetime.fromisoformat("2026-11-01T10:00:00+00:00")
+    small.set_clock(lambda: now)
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-ok")
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
+    await pay_with(ada, "sim-card-insufficient-funds")
+    now = datetime.fromisoformat("2026-12-01T10:00:00+00:00")
+    await small.service.clock.tick()
+    ada = await small.log_in("ada", ada.account_id)
+    blocked = await eventually(lambda: account(ada), lambda a: a["sending_blocked"] == ["payment_failed"],
+                               what="blocked by the failed payment")
+    assert blocked["open_invoices"] == ["2026-000002"] and blocked["monthly"]["paid_until"].startswith("2026-12-01")
+    # Retried once a day, not at every tick.
+    await small.service.clock.tick()
+    now += timedelta(days=1)
+    await small.service.clock.tick()
+    failures = [e.payload.attempt for e in await small.events() if isinstance(e, PaymentFailed)]
+    assert failures == [1, 2]
+    ada = await small.log_in("ada", ada.account_id)
+    await pay_with(ada, "sim-card-ok")
+    paid = await ada.http.post("/v1/account/invoices/2026-000002/payment")
+    assert paid.status_code == 200 and paid.json()["status"] == "paid" and paid.json()["attempts"] == 2
+    after = await eventually(lambda: account(ada), lambda a: a["sending_blocked"] == [], what="unblocked")
+    assert after["monthly"]["paid_until"].startswith("2027-01-01") and after["open_invoices"] == []
+    issued = [e.payload.invoice_id for e in await small.events() if isinstance(e, InvoiceIssued)]
+    assert issued == ["2026-000001", "2026-000002"]  # one invoice for the period, however often it was tried
+
+
+async def test_a_cancelled_plan_ends_with_its_paid_period_and_invoices_number_per_year(small: Platform) -> None:
+    now = datetime.fromisoformat("2026-12-31T10:00:00+00:00")
+    small.set_clock(lambda: now)
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-ok")
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
+    bob = await small.sign_up("bob", company="Bob Ltd")
+    await pay_with(bob, "sim-card-ok")
+    now = datetime.fromisoformat("2027-01-01T09:00:00+00:00")
+    bob, ada = await small.log_in("bob", bob.account_id), await small.log_in("ada", ada.account_id)
+    assert (await bob.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
+    cancelled = await ada.http.post("/v1/account/cancellation")
+    assert cancelled.status_code == 200 and cancelled.json()["monthly"]["cancel_at"].startswith("2027-01-31")
+    assert (await ada.http.post("/v1/account/cancellation")).status_code == 409
+    now = datetime.fromisoformat("2027-01-31T10:00:00+00:00")
+    await small.service.clock.tick()
+    ada = await small.log_in("ada", ada.account_id)
+    ended = await eventually(lambda: account(ada), lambda a: a["plan"] == "none", what="the plan ended")
+    assert ended["sending_blocked"] == ["no_plan"] and ended["monthly"] is None
+    numbers = sorted(e.payload.invoice_id for e in await small.events() if isinstance(e, InvoiceIssued))
+    assert numbers == ["2026-000001", "2027-000001"]  # ada's plan was not renewed

@@ -1,0 +1,198 @@
+"""Plan arithmetic and the monthly plan's rules, pure (PRODUCT.md, "Plans and billing"): billing dates, proration,
+VAT, invoice numbers, the 109 x quota, upgrades only, cancellation 2 business days ahead."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from herald_billing import domain, plans
+from herald_billing.domain import Account, Usage
+from herald_billing.plans import Plans, Tier, load_plans
+from herald_shared.contract.billing import (
+    CancellationRequested,
+    InvoiceIssued,
+    PaymentFailed,
+    PaymentSucceeded,
+    PlanChanged,
+    QuotaExhausted,
+    SendingBlocked,
+    SendingUnblocked,
+)
+
+PLANS = Plans(tiers=(Tier(500, 900, 1900), Tier(1000, 1500, 2900)), packs=(), vat_percent=Decimal(21))
+
+
+def at(day: str, time: str = "10:00:00") -> datetime:
+    return datetime.fromisoformat(f"{day}T{time}+00:00")
+
+
+def test_the_billing_day_is_the_first_payments_day_or_the_months_last() -> None:
+    assert plans.next_billing_date(31, at("2027-01-31")) == at("2027-02-28")
+    assert plans.next_billing_date(31, at("2028-01-31")) == at("2028-02-29")  # leap year
+    assert plans.next_billing_date(31, at("2027-02-28")) == at("2027-03-31")
+    assert plans.next_billing_date(15, at("2026-12-15")) == at("2027-01-15")
+    assert plans.period_containing(31, at("2027-01-31"), at("2027-03-01")) == (at("2027-02-28"), at("2027-03-31"))
+    assert plans.period_containing(31, at("2027-01-31"), at("2027-02-28", "09:59:59")) == (
+        at("2027-01-31"), at("2027-02-28"))
+
+
+def test_proration_charges_the_rest_of_the_period_to_the_cent() -> None:
+    start, end = at("2026-11-01"), at("2026-12-01")  # 30 days
+    assert plans.prorated(600, start, end, start) == 600
+    assert plans.prorated(600, start, end, at("2026-11-16")) == 300
+    assert plans.prorated(100, start, end, at("2026-11-21")) == 33  # 33.33 rounds down
+    assert plans.prorated(500, start, end, at("2026-11-11")) == 333
+    assert plans.prorated(5, start, end, at("2026-11-16")) == 3  # 2.5 rounds half up
+    assert plans.prorated(600, start, end, end) == 0
+
+
+def test_vat_rounds_half_up_to_the_cent() -> None:
+    assert PLANS.vat(900) == 189
+    assert PLANS.vat(50) == 11  # 10.5
+    assert PLANS.vat(0) == 0
+
+
+def test_invoice_numbers_run_per_year_without_gaps() -> None:
+    assert domain.invoice_number(2026, 0) == "2026-000001"
+    assert domain.invoice_number(2026, 41) == "2026-000042"
+    assert domain.invoice_number(2027, 0) == "2027-000001"
+
+
+def test_business_days_before_the_payment_date() -> None:
+    # Thursday 2026-12-03 to a payment on Monday 2026-12-07: Friday only.
+    assert plans.business_days_between(at("2026-12-03"), at("2026-12-07")) == 1
+    assert plans.business_days_between(at("2026-12-02"), at("2026-12-07")) == 2
+
+
+def test_the_shipped_plans_file_loads_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    shipped = load_plans()
+    assert shipped.tiers[0].monthly_send_cap == 109 * shipped.tiers[0].subscribers
+    bad = tmp_path / "plans.toml"
+    bad.write_text("vat_percent = 21\n[[tiers]]\nsubscribers = 500\nmonthly_cents = 9.5\npro_monthly_cents = 1900\n")
+    with pytest.raises(plans.PlansInvalid):
+        load_plans(bad)
+    bad.write_text("vat_percent = 21\n[[tiers]]\nsubscribers = 500\nmonthly_cents = 900\npro_monthly_cents = 1900\n"
+                   "[[tiers]]\nsubscribers = 1000\nmonthly_cents = 800\npro_monthly_cents = 2000\n")
+    with pytest.raises(plans.PlansInvalid):
+        load_plans(bad)
+
+
+def opened_account(**changes: object) -> Account:
+    base = Account("a1", "Acme", "ada@acme.example", "ada", at("2026-11-01"), payment_method="simulated:sim-card-ok",
+                   plan="trial_ended", blocked=("trial_ended",))
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def monthly(now: datetime) -> Account:
+    purchase = domain.buy_monthly(opened_account(), Usage(), PLANS, 500, "standard", "2026-000001", now)
+    assert purchase is not None
+    account = domain.evolve_all(opened_account(), purchase.then)
+    return domain.evolve_all(account, domain.enforce(account, Usage(), now))  # the trial's block lifted
+
+
+def test_choosing_a_plan_charges_the_first_period_and_fixes_the_billing_day() -> None:
+    now = at("2027-01-31")
+    purchase = domain.buy_monthly(opened_account(), Usage(), PLANS, 500, "standard", "2027-000001", now)
+    assert purchase is not None
+    invoice, paid, changed = purchase.then
+    assert isinstance(invoice, InvoiceIssued) and isinstance(paid, PaymentSucceeded)
+    assert isinstance(changed, PlanChanged)
+    assert (invoice.payload.net_cents, invoice.payload.vat_cents, invoice.payload.amount_cents) == (900, 189, 1089)
+    assert invoice.payload.period_end == at("2027-02-28") and paid.payload.amount_cents == 1089
+    assert (changed.payload.billing_day, changed.payload.monthly_send_cap) == (31, 54_500)
+    account = domain.evolve_all(opened_account(), purchase.then)
+    assert (account.plan, account.tier, account.paid_until, account.open_invoices) == (
+        "monthly", 500, at("2027-02-28"), ())
+    # The trial's block is lifted by the plan.
+    assert [(type(e), e.payload.reason) for e in domain.enforce(account, Usage(), now)] == [  # type: ignore[attr-defined]
+        (SendingUnblocked, "trial_ended")]
+
+
+def test_an_upgrade_charges_the_prorated_difference_and_a_downgrade_is_refused() -> None:
+    account = monthly(at("2026-11-01"))
+    upgrade = domain.buy_monthly(account, Usage(), PLANS, 1000, "standard", "2026-000002", at("2026-11-16"))
+    assert upgrade is not None and upgrade.invoice.payload.net_cents == 300  # (1500 - 900) / 2
+    assert upgrade.invoice.payload.period_end == at("2026-12-01")
+    raised = domain.evolve_all(account, upgrade.then)
+    assert (raised.tier, raised.billing_day, raised.paid_until) == (1000, 1, at("2026-12-01"))
+    with pytest.raises(domain.TierCannotBeLowered):
+        domain.buy_monthly(raised, Usage(), PLANS, 500, "standard", "2026-000003", at("2026-11-20"))
+    pro = domain.buy_monthly(raised, Usage(), PLANS, 1000, "pro", "2026-000003", at("2026-11-16"))
+    assert pro is not None and pro.invoice.payload.net_cents == 700
+    with pytest.raises(domain.TierCannotBeLowered):
+        domain.buy_monthly(domain.evolve_all(raised, pro.then), Usage(), PLANS, 1000, "standard", "x", at("2026-11-17"))
+    assert domain.buy_monthly(raised, Usage(), PLANS, 1000, "standard", "2026-000003", at("2026-11-16")) is None
+    with pytest.raises(domain.TierNotOffered):
+        domain.buy_monthly(raised, Usage(), PLANS, 750, "standard", "2026-000003", at("2026-11-16"))
+    with pytest.raises(domain.NoPaymentMethod):
+        domain.buy_monthly(replace(raised, payment_method=None), Usage(), PLANS, 1000, "pro", "x", at("2026-11-16"))
+
+
+def test_more_subscribers_than_the_tier_block_sending_until_fewer_are_stored() -> None:
+    account = monthly(at("2026-11-01"))
+    assert domain.enforce(account, Usage(subscribers=500), at("2026-11-02")) == []
+    blocked = domain.enforce(account, Usage(subscribers=501), at("2026-11-02"))
+    assert [(type(e), e.payload.reason) for e in blocked] == [(SendingBlocked, "subscriber_limit_exceeded")]  # type: ignore[attr-defined]
+    account = domain.evolve_all(account, blocked)
+    lifted = domain.enforce(account, Usage(subscribers=499), at("2026-11-02"))
+    assert [type(e) for e in lifted] == [SendingUnblocked]
+    account = domain.evolve_all(account, lifted)
+    again = domain.enforce(account, Usage(subscribers=600), at("2026-11-03"))
+    assert again[0].event_id != blocked[0].event_id  # a new episode, a new event
+
+
+def test_exactly_109_times_the_tier_exhausts_the_period_and_the_next_period_reopens() -> None:
+    account = monthly(at("2026-11-01"))
+    period = domain.period_key(at("2026-11-01"))
+    assert domain.enforce(account, Usage(emails_by_period={period: 54_499}), at("2026-11-20")) == []
+    decided = domain.enforce(account, Usage(emails_by_period={period: 54_500}), at("2026-11-20"))
+    assert [type(e) for e in decided] == [QuotaExhausted, SendingBlocked]
+    assert (decided[0].payload.limit, decided[0].payload.used) == (54_500, 54_500)  # type: ignore[attr-defined]
+    account = domain.evolve_all(account, decided)
+    assert domain.enforce(account, Usage(emails_by_period={period: 54_600}), at("2026-11-25")) == []
+    next_period = domain.enforce(account, Usage(emails_by_period={period: 54_600}), at("2026-12-01"))
+    assert [(type(e), e.payload.reason) for e in next_period] == [(SendingUnblocked, "monthly_quota_reached")]  # type: ignore[attr-defined]
+
+
+def test_renewal_invoices_the_next_period_and_a_failure_blocks_until_paid() -> None:
+    account = monthly(at("2026-11-01"))
+    assert domain.renewal(account, PLANS, "2026-000002", at("2026-11-30")) is None
+    invoice = domain.renewal(account, PLANS, "2026-000002", at("2026-12-01"))
+    assert invoice is not None and (invoice.payload.period_start, invoice.payload.period_end) == (
+        at("2026-12-01"), at("2027-01-01"))
+    account = domain.evolve_all(account, [invoice])
+    assert domain.renewal(account, PLANS, "2026-000003", at("2026-12-01")) is None  # issued once
+    failed = domain.payment_outcome(account, "2026-000002", 1089, "insufficient funds", 1, at("2026-12-01"))
+    assert [type(e) for e in failed] == [PaymentFailed, SendingBlocked]
+    account = domain.evolve_all(account, failed)
+    assert account.open_invoices[0].attempts == 1 and "payment_failed" in account.blocked
+    paid = domain.payment_outcome(account, "2026-000002", 1089, None, 2, at("2026-12-02"))
+    assert [type(e) for e in paid] == [PaymentSucceeded, SendingUnblocked]
+    account = domain.evolve_all(account, paid)
+    assert account.paid_until == at("2027-01-01") and account.open_invoices == () and account.blocked == ()
+
+
+def test_cancelling_takes_effect_at_the_end_of_the_paid_period() -> None:
+    account = monthly(at("2026-11-01"))  # paid until Tuesday 2026-12-01
+    (own,) = domain.cancel(account, "self_service", at("2026-11-30"), "ada")
+    assert isinstance(own, CancellationRequested) and own.payload.effective_at == at("2026-12-01")
+    # By request: Thursday 2026-11-26 leaves Friday and Monday: 2 business days, in time.
+    (timely,) = domain.cancel(account, "request", at("2026-11-26"), "rita")
+    assert timely.payload.effective_at == at("2026-12-01")  # type: ignore[attr-defined]
+    (late,) = domain.cancel(account, "request", at("2026-11-27"), "rita")
+    assert late.payload.effective_at == at("2027-01-01")  # type: ignore[attr-defined]
+    cancelled = domain.evolve_all(account, [own])
+    with pytest.raises(domain.AlreadyCancelled):
+        domain.cancel(cancelled, "self_service", at("2026-11-30"), "ada")
+    assert domain.renewal(cancelled, PLANS, "2026-000002", at("2026-12-01")) is None
+    assert domain.end_of_agreement(cancelled, at("2026-11-30", "23:59:59")) == []
+    ended = domain.end_of_agreement(cancelled, at("2026-12-01"))
+    assert [(type(e), getattr(e.payload, "plan", None) or e.payload.reason) for e in ended] == [  # type: ignore[attr-defined]
+        (PlanChanged, "none"), (SendingBlocked, "no_plan")]
+    with pytest.raises(domain.NotOnAMonthlyPlan):
+        domain.cancel(opened_account(), "self_service", at("2026-11-30"), "ada")
