@@ -272,7 +272,8 @@ def notice_text(event: Event, account: AccountState) -> tuple[str | None, str | 
                 f"Hello,\n\nSending for the account {company} has been suspended.\n\nReason: {p.reason}\n{detail}\n"
                 "Messages not yet sent are held, not dropped; they go out if staff reinstate the account.\n"
                 "Reply to this email or contact support to ask for a review.\n")
-    if isinstance(event, SendingBlocked):
+    if isinstance(event, SendingBlocked) and event.payload.reason != "payment_failed":
+        # (A failed payment's notice is PaymentFailed's, below: one email, not two.)
         reason = event.payload.reason.replace("_", " ")
         return ("Herald: sending is paused for " + company,
                 f"Hello,\n\nSending for the account {company} is paused: {reason}.\n"

@@ -2,91 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from collections.abc import AsyncIterator
 
-import httpx
 import pytest
-from argon2 import PasswordHasher
 
-from herald_billing.handlers import Passwords
-from herald_billing.main import Billing, BillingSettings
-from herald_shared.apikeys import hash_secret
-from herald_shared.contract import Event, parse_event
-from herald_shared.kafka import EventPublisher, read_from_start
 from herald_shared.settings import HeraldSettings
 
-STAFF_TOKEN = "staff-token-of-rita-0123456789"
-STAFF = {"Authorization": f"Bearer {STAFF_TOKEN}"}
-PASSWORD = "correct horse battery"
-CLIENT = ("203.0.113.7", 4711)
-
-
-def billing_settings(settings: HeraldSettings, **overrides: Any) -> BillingSettings:
-    return BillingSettings(**{**settings.model_dump(), "HERALD_STAFF_TOKENS": f"rita={hash_secret(STAFF_TOKEN)}",
-                              "HERALD_SESSION_SECRET": "test-session-secret-0123456789",
-                              "HERALD_BILLING_CLOCK_INTERVAL_SECONDS": 3600, **overrides})
-
-
-# argon2id still, at its smallest cost: the tests log in hundreds of times.
-QUICK_PASSWORDS = Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
-
-
-@dataclass
-class Customer:
-    account_id: str
-    username: str
-    token: str
-    http: httpx.AsyncClient
-
-
-@dataclass
-class Platform:
-    service: Billing
-    publisher: EventPublisher
-    http: httpx.AsyncClient  # no credentials, from CLIENT's address
-
-    def client(self, headers: dict[str, str] | None = None, address: tuple[str, int] = CLIENT) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.service.app, client=address),
-                                 base_url="http://billing", headers=headers or {})
-
-    def staff(self) -> httpx.AsyncClient:
-        return self.client(STAFF)
-
-    def set_clock(self, now: Callable[[], datetime]) -> None:
-        self.service.service.clock = now
-
-    async def sign_up(self, username: str, company: str = "Acme Ltd", **changes: Any) -> Customer:
-        body = {"company_name": company, "email": f"{username.split('@')[0]}@acme.example", "username": username,
-                "password": PASSWORD, "accept_terms": True, "age_18": True, **changes}
-        opened = await self.http.post("/v1/accounts", json=body)
-        assert opened.status_code == 201, opened.text
-        return await self.log_in(username, opened.json()["account_id"])
-
-    async def log_in(self, username: str, account_id: str, password: str = PASSWORD) -> Customer:
-        response = await self.http.post("/v1/sessions", json={"username": username, "password": password},
-                                        headers={"User-Agent": "pytest-browser/1.0"})
-        assert response.status_code == 201, response.text
-        token = response.json()["token"]
-        return Customer(account_id, username, token, self.client({"Authorization": f"Bearer {token}"}))
-
-    async def events(self, topic: str = "herald.billing") -> list[Event]:
-        settings = self.service.settings
-        found: list[Event] = []
-        async for records in read_from_start(settings, [settings.topics(topic)]):
-            found += [parse_event(r.value) for r in records]
-        return found
+from .helpers import Platform, running_billing
 
 
 @pytest.fixture
 async def platform(settings: HeraldSettings) -> AsyncIterator[Platform]:
-    service = Billing(billing_settings(settings), passwords=QUICK_PASSWORDS)
-    await service.start()
-    try:
-        platform = Platform(service, EventPublisher(service.producer, settings.topics), None)  # type: ignore[arg-type]
-        platform.http = platform.client()
-        yield platform
-    finally:
-        await service.stop()
+    async with running_billing(settings) as running:
+        yield running

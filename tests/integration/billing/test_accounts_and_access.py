@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from herald_shared.contract.billing import AccountOpened, LoginFailed, LoginSucceeded, PlanChanged, UserAdded
 
-from .conftest import PASSWORD, Platform
+from .helpers import PASSWORD, Platform
 
 
 async def test_sign_up_opens_a_trial_account_waiting_for_review(platform: Platform) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.integration.helpers import run_schemathesis
 
-from .conftest import STAFF, Platform
+from .helpers import STAFF, Platform
 
 # Whether a password is good enough (not containing the username, not one character repeated), a username
 # free, the terms accepted, the current password right or an owner asking: none of it is JSON Schema's to

@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from herald_billing.main import Billing
-from herald_billing.payments import SimulatedProvider
 from herald_shared.contract.billing import (
     InvoiceIssued,
     PaymentFailed,
@@ -21,11 +19,10 @@ from herald_shared.contract.billing import (
     SendingUnblocked,
 )
 from herald_shared.contract.delivery import MessageSent
-from herald_shared.kafka import EventPublisher
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually
 
-from .conftest import QUICK_PASSWORDS, Customer, Platform, billing_settings
+from .helpers import Customer, Platform, running_billing
 
 SMALL_PLANS = """vat_percent = 21
 [[tiers]]
@@ -43,15 +40,8 @@ pro_monthly_cents = 6000
 async def small(settings: HeraldSettings, tmp_path: Path) -> AsyncIterator[Platform]:
     plans = tmp_path / "plans.toml"
     plans.write_text(SMALL_PLANS)
-    service = Billing(billing_settings(settings, HERALD_BILLING_PLANS_FILE=str(plans)), passwords=QUICK_PASSWORDS,
-                      payments=SimulatedProvider())
-    await service.start()
-    try:
-        platform = Platform(service, EventPublisher(service.producer, settings.topics), None)  # type: ignore[arg-type]
-        platform.http = platform.client()
-        yield platform
-    finally:
-        await service.stop()
+    async with running_billing(settings, HERALD_BILLING_PLANS_FILE=str(plans)) as running:
+        yield running
 
 
 async def account(customer: Customer) -> dict[str, Any]:

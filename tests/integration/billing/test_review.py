@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from herald_shared.contract.billing import AccountApproved, AccountRejected, StaffAccessed
 
-from .conftest import Platform
+from .helpers import Platform
 
 
 async def test_staff_approve_a_new_account_from_the_queue(platform: Platform) -> None:

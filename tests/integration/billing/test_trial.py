@@ -19,7 +19,7 @@ from herald_shared.settings import HeraldSettings
 from herald_subscriptions.main import Subscriptions, SubscriptionsSettings
 from tests.conftest import eventually
 
-from .conftest import Customer, Platform
+from .helpers import Customer, Platform
 
 T = "2026-10-01T10:00:00+00:00"
 
