@@ -15,7 +15,18 @@ from herald_shared.http import answers, problem, problems
 from herald_shared.request_fields import NO_NUL, Body, EmailAddress, IsoTime, NameText, Out, Text
 from herald_shared.staff import StaffCredentials, StaffTokens
 
-from .domain import PASSWORD_MAX, PASSWORD_MIN, TRIAL_DAYS, TRIAL_EMAILS, TRIAL_SUBSCRIBERS, Account, Usage, User
+from .domain import (
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    TRIAL_DAYS,
+    TRIAL_EMAILS,
+    TRIAL_SUBSCRIBERS,
+    Account,
+    Usage,
+    User,
+    credit_use,
+    credits_left,
+)
 from .handlers import BillingService, Client, Session, TooManyAttempts
 from .invoice_page import invoice_html
 from .plans import MONTHLY_SEND_FACTOR, Plans
@@ -75,6 +86,10 @@ class PlanIn(Body):
     edition: Literal["standard", "pro"] = Field(default="standard", description="PRO: no Herald footer.")
 
 
+class CreditsIn(Body):
+    credits: int = Field(gt=0, le=100_000_000, description="A credit pack, by its size (GET /v1/plans).")
+
+
 class PaymentMethodIn(Body):
     provider: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z0-9_\-]+$")] = Field(
         description="The platform's payment provider (`simulated` in development).")
@@ -91,6 +106,19 @@ class UsageOut(Out):
     subscribers: int = Field(description="Stored in the account's lists (any status).")
     trial_emails: int = Field(description="Campaign emails the relay accepted during the trial.")
     period_emails: int | None = Field(description="Monthly plan: campaign emails sent in the current period.")
+
+
+class CreditBatchOut(Out):
+    batch_id: str
+    credits: int
+    used: int
+    expires_at: datetime
+    expired: int | None = Field(description="How many expired unused, once the batch expired.")
+
+
+class CreditsOut(Out):
+    left: int = Field(description="Credits that can still be spent: one per campaign email sent.")
+    batches: list[CreditBatchOut]
 
 
 class MonthlyOut(Out):
@@ -126,6 +154,7 @@ class AccountOut(Out):
     sending_blocked: list[str] = Field(description="Why sending is blocked (SendingBlocked reasons); empty: not "
                                                    "blocked by billing.")
     monthly: MonthlyOut | None = Field(description="The monthly plan, when that is the plan.")
+    credits: CreditsOut | None = Field(description="Pay-as-you-go credits, once any were bought.")
     payment_method: str | None = Field(description="provider:reference of automatic payments.")
     open_invoices: list[str] = Field(description="Invoices not paid yet.")
     usage: UsageOut
@@ -258,10 +287,21 @@ def account_out(account: Account, usage: Usage, now: datetime) -> dict[str, Any]
             "opened_at": account.opened_at.isoformat(), "review": account.review, "plan": account.plan,
             "trial": {"ends_at": account.trial_ends_at.isoformat(), "subscriber_limit": TRIAL_SUBSCRIBERS,
                       "email_limit": TRIAL_EMAILS, "ended_reason": account.trial_ended_reason},
-            "sending_blocked": list(account.blocked), "monthly": monthly, "payment_method": account.payment_method,
+            "sending_blocked": list(account.blocked), "monthly": monthly, "credits": credits_out(account, usage, now),
+            "payment_method": account.payment_method,
             "open_invoices": [i.invoice_id for i in account.open_invoices],
             "usage": {"subscribers": usage.subscribers, "trial_emails": usage.trial_emails,
                       "period_emails": period_emails}}
+
+
+def credits_out(account: Account, usage: Usage, now: datetime) -> dict[str, Any] | None:
+    if not account.credit_batches:
+        return None
+    used, _ = credit_use(account, usage)
+    return {"left": credits_left(account, usage, now),
+            "batches": [{"batch_id": b.batch_id, "credits": b.credits, "used": used[b.batch_id],
+                         "expires_at": b.expires_at.isoformat(), "expired": b.expired}
+                        for b in sorted(account.credit_batches, key=lambda b: b.expires_at)]}
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -373,6 +413,16 @@ def build_api(service: BillingService) -> APIRouter:
         billing day from then on), an upgrade the difference for the rest of the period. A tier is never lowered
         (409); a declined payment changes nothing (402)."""
         account = await service.buy_monthly(session, body.subscribers, body.edition)
+        return account_out(account, await service.store.usage(account.account_id), service.clock())
+
+    @router.post("/account/credits", response_model=None, tags=["plans"],
+                 responses={**answers(200, AccountOut, "Bought: on pay-as-you-go, sending unblocked where it may "
+                                                       "be."), **signed_in, **problems(402, 403, 409, 422, 503)})
+    async def buy_credits(body: CreditsIn, session: Current) -> dict[str, Any]:
+        """Buy a pack of email credits (each batch expires; credits are spent earliest expiry first, one per
+        campaign email sent, bounced or not). Not while on a monthly plan (409); a declined payment changes
+        nothing (402)."""
+        account = await service.buy_credits(session, body.credits)
         return account_out(account, await service.store.usage(account.account_id), service.clock())
 
     @router.post("/account/cancellation", response_model=None, tags=["plans"],

@@ -28,6 +28,10 @@ from herald_shared.contract.billing import (
     BlockReason,
     CancellationRequested,
     CancellationRequestedPayload,
+    CreditsExpired,
+    CreditsExpiredPayload,
+    CreditsPurchased,
+    CreditsPurchasedPayload,
     InvoiceIssued,
     InvoiceIssuedPayload,
     InvoiceLine,
@@ -153,6 +157,14 @@ class PaymentDeclined(RuleRefused):
     code, http_status = "payment_declined", 402
 
 
+class PackNotOffered(RuleRefused):
+    code, http_status = "credit_pack_not_offered", 422
+
+
+class OnAMonthlyPlan(RuleRefused):
+    code, http_status = "on_a_monthly_plan", 409
+
+
 class PaymentMethodInvalid(RuleRefused):
     code, http_status = "payment_method_invalid", 422
 
@@ -178,6 +190,16 @@ class OpenInvoice:
     period_end: datetime
     attempts: int = 0
     last_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CreditBatch:
+    """Pay-as-you-go credits bought together; `expired`: how many expired unused (CreditsExpired), once told."""
+
+    batch_id: str
+    credits: int
+    expires_at: datetime
+    expired: int | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +229,7 @@ class Account:
     cancel_at: datetime | None = None
     payment_method: str | None = None  # "provider:reference"
     open_invoices: tuple[OpenInvoice, ...] = ()
+    credit_batches: tuple[CreditBatch, ...] = ()
 
     @property
     def trial_ends_at(self) -> datetime:
@@ -229,6 +252,7 @@ class Usage:
     subscribers: int = 0  # stored in its lists (every status; erased members and deleted lists do not count)
     trial_emails: int = 0  # campaign messages the relay accepted during the trial
     emails_by_period: Mapping[str, int] = field(default_factory=dict)  # monthly plan: by period_key(start)
+    payg_emails: int = 0  # campaign emails sent on pay-as-you-go: each takes a credit
 
     def period_emails(self, start: datetime) -> int:
         return self.emails_by_period.get(period_key(start), 0)
@@ -431,6 +455,10 @@ def enforce(account: Account, usage: Usage, now: datetime) -> list[Event]:
                 at=now))
         events += gate(account, "monthly_quota_reached", sent >= cap,
                        f"{sent} of this period's {cap} emails sent: upgrade, or wait for the next period", now)
+    if account.plan == "pay_as_you_go":
+        events += expire_credits(account, usage, now)
+        left = credits_left(account, usage, now)
+        events += gate(account, "credits_exhausted", left <= 0, "no email credits left: buy more to send again", now)
     events += gate(account, "trial_ended", account.plan == "trial_ended", None, now)
     events += gate(account, "trial_quota_reached", False, None, now)
     events += gate(account, "no_plan", account.plan == "none", "no plan: choose one to send again", now)
@@ -554,6 +582,63 @@ def payment_outcome(account: Account, invoice_id: str, amount_cents: int, declin
                   now)]
 
 
+# Pay-as-you-go: credits consumed earliest expiry first by every campaign email sent
+
+
+def credit_use(account: Account, usage: Usage) -> tuple[dict[str, int], int]:
+    """How many credits each batch has given, and how many emails were sent without one. Consumption is
+    earliest expiry first, so the emails sent so far fill the batches in that order; a batch that expired
+    keeps what it had given then (its CreditsExpired says how many expired unused)."""
+    used = {b.batch_id: b.credits - b.expired for b in account.credit_batches if b.expired is not None}
+    left = usage.payg_emails - sum(used.values())
+    for batch in sorted((b for b in account.credit_batches if b.expired is None), key=lambda b: b.expires_at):
+        used[batch.batch_id] = min(batch.credits, max(0, left))
+        left -= used[batch.batch_id]
+    return used, max(0, left)
+
+
+def credits_left(account: Account, usage: Usage, now: datetime) -> int:
+    used, _ = credit_use(account, usage)
+    return sum(b.credits - used[b.batch_id] for b in account.credit_batches
+               if b.expired is None and b.expires_at > now)
+
+
+def expire_credits(account: Account, usage: Usage, now: datetime) -> list[Event]:
+    used, _ = credit_use(account, usage)
+    return [_event(CreditsExpired, account.account_id, CreditsExpiredPayload(
+                batch_id=b.batch_id, credits_expired=b.credits - used[b.batch_id]),
+            fixed_id("credits-expired", account.account_id, b.batch_id), at=now)
+            for b in sorted(account.credit_batches, key=lambda b: b.expires_at)
+            if b.expired is None and b.expires_at <= now]
+
+
+def buy_credits(account: Account, config: Plans, credits: int, number: str, now: datetime) -> Purchase:
+    """A pack of credits (PRODUCT.md: bought in advance, each batch with an expiry date); the account is on
+    pay-as-you-go from then on. Not on a monthly plan: that one ends by cancellation first."""
+    pack = config.pack(credits)
+    if pack is None:
+        offered = ", ".join(str(p.credits) for p in config.packs) or "none"
+        raise PackNotOffered(f"no pack of {credits} credits; the packs are {offered}",
+                             [("body.credits", "not a pack")])
+    if account.plan == "monthly":
+        raise OnAMonthlyPlan("credits are for pay-as-you-go; a monthly plan is cancelled first")
+    if account.payment_method is None:
+        raise NoPaymentMethod("set a payment method first (PUT /v1/account/payment-method)")
+    expires_at = now + timedelta(days=pack.validity_days)
+    line = (f"{pack.credits:,} email credits, valid until {expires_at.date().isoformat()}", pack.price_cents)
+    invoice = _invoice(account, config, number, [line], now, expires_at, now)
+    a = account.account_id
+    paid = _event(PaymentSucceeded, a, PaymentSucceededPayload(invoice_id=number,
+                                                               amount_cents=invoice.payload.amount_cents), at=now)
+    bought = _event(CreditsPurchased, a, CreditsPurchasedPayload(batch_id=f"credits-{number}", credits=pack.credits,
+                                                                 expires_at=expires_at, price_cents=pack.price_cents),
+                    at=now)
+    then = [invoice, paid, bought]
+    if account.plan != "pay_as_you_go":
+        then.append(_event(PlanChanged, a, PlanChangedPayload(plan="pay_as_you_go", effective_at=now), at=now))
+    return Purchase(invoice, then)
+
+
 def set_payment_method(actor: User, provider: str, reference: str) -> list[Event]:
     require_owner(actor)
     return [_event(PaymentMethodSet, actor.account_id, PaymentMethodSetPayload(provider=provider,
@@ -622,6 +707,16 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
                        unblocks={**state.unblocks, reason: state.unblocks.get(reason, 0) + 1})
     if isinstance(event, UserAdded):
         return replace(state, users=tuple(sorted({*state.users, event.payload.username})))
+    if isinstance(event, CreditsPurchased):
+        bought = event.payload
+        if any(b.batch_id == bought.batch_id for b in state.credit_batches):
+            return state
+        return replace(state, credit_batches=(*state.credit_batches, CreditBatch(
+            bought.batch_id, bought.credits, to_stored_precision(bought.expires_at))))
+    if isinstance(event, CreditsExpired):
+        return replace(state, credit_batches=tuple(
+            replace(b, expired=event.payload.credits_expired) if b.batch_id == event.payload.batch_id
+            and b.expired is None else b for b in state.credit_batches))
     if isinstance(event, PaymentMethodSet):
         return replace(state, payment_method=f"{event.payload.provider}:{event.payload.reference}")
     if isinstance(event, CancellationRequested):

@@ -308,15 +308,31 @@ class BillingService:
             purchase = domain.buy_monthly(account, usage, self.plans, subscribers, edition, number, now)
             if purchase is None:
                 return account
-            declined = await self._charge(account, number, purchase.amount_cents)
-            if declined is not None:
-                metrics.PAYMENTS.labels("declined").inc()
-                raise domain.PaymentDeclined(f"the payment of {purchase.amount_cents / 100:.2f} EUR was declined: "
-                                             f"{declined}; nothing changed")
-            metrics.PAYMENTS.labels("paid").inc()
-            after = domain.evolve_all(account, purchase.then)
-            await self.recorder.commit([*purchase.then, *domain.enforce(after, usage, now)])
+            await self._record_paid(account, purchase, now)
         return await self._account(account_id)
+
+    async def buy_credits(self, session: Session, credits: int) -> Account:
+        """A pack of credits: charged first; nothing is recorded unless it was paid."""
+        domain.require_owner(session.user)
+        account_id = session.user.account_id
+        async with self.recorder.serialised(f"account:{account_id}"), self._invoicing:
+            account = await self._account(account_id)
+            now = self.clock()
+            number = domain.invoice_number(now.year, await self.store.last_invoice_number(now.year))
+            purchase = domain.buy_credits(account, self.plans, credits, number, now)
+            await self._record_paid(account, purchase, now)
+        return await self._account(account_id)
+
+    async def _record_paid(self, account: Account, purchase: domain.Purchase, now: datetime) -> None:
+        declined = await self._charge(account, purchase.invoice.payload.invoice_id, purchase.amount_cents)
+        if declined is not None:
+            metrics.PAYMENTS.labels("declined").inc()
+            raise domain.PaymentDeclined(f"the payment of {purchase.amount_cents / 100:.2f} EUR was declined: "
+                                         f"{declined}; nothing changed")
+        metrics.PAYMENTS.labels("paid").inc()
+        after = domain.evolve_all(account, purchase.then)
+        usage = await self.store.usage(account.account_id)
+        await self.recorder.commit([*purchase.then, *domain.enforce(after, usage, now)])
 
     async def pay_invoice(self, session: Session, invoice_id: str) -> Document:
         """Pay an open invoice now with the current payment method (402 when declined: the failure is recorded)."""
@@ -448,8 +464,8 @@ class UsageGuard:
 
 
 class PlanClock:
-    """Every `interval` seconds: ends trials at day 30 and renews (or ends) monthly plans whose paid period is
-    over, each found as an `_id` range up to now."""
+    """Every `interval` seconds: ends trials at day 30, renews (or ends) monthly plans whose paid period is over,
+    and expires credits, each found as an `_id` range up to now."""
 
     def __init__(self, service: BillingService, interval: float) -> None:
         self.service = service
@@ -464,7 +480,7 @@ class PlanClock:
         now = self.service.clock()
         for account_id in await self.service.store.renewals_due(now):
             await self.service.renew(account_id)
-        due = await self.service.store.trials_ending(now)
+        due = await self.service.store.trials_ending(now) + await self.service.store.credits_expiring(now)
         return await self.service.enforce(due) if due else 0
 
     async def run(self) -> None:

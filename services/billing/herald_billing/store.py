@@ -31,6 +31,8 @@ from herald_shared.contract.billing import (
     ApiKeyIssued,
     ApiKeyRevoked,
     CancellationRequested,
+    CreditsExpired,
+    CreditsPurchased,
     InvoiceIssued,
     LoggedOut,
     LoginFailed,
@@ -55,15 +57,16 @@ from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 from herald_shared.readmodel import Counters, SecondaryIndex, compose, load, prefix_range, write_changes
 
 from . import domain
-from .domain import Account, OpenInvoice, Usage, User, period_key, time_key
+from .domain import Account, CreditBatch, OpenInvoice, Usage, User, period_key, time_key
 
 ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "keys", "audit"
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
 RENEWALS, INVOICES, INVOICE_NUMBERS = "renewals", "invoices", "invoice_numbers"
+CREDIT_EXPIRY = "credit_expiry"
 INVOICE_NUMBER = re.compile(r"^(\d{4})-(\d{6})$")
 ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, TrialEnded, QuotaExhausted,
                   SendingBlocked, SendingUnblocked, UserAdded, PaymentMethodSet, CancellationRequested, InvoiceIssued,
-                  PaymentSucceeded, PaymentFailed)
+                  PaymentSucceeded, PaymentFailed, CreditsPurchased, CreditsExpired)
 USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
 # What billing counts of the other services' topics.
 SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberErased, ListDeleted)
@@ -75,6 +78,14 @@ def renewal_key(doc: Mapping[str, Any]) -> str | None:
     if doc.get("plan") != "monthly" or doc.get("paid_until") is None:
         return None
     return compose(time_key(doc["paid_until"]), doc["account_id"])
+
+
+def credit_expiry_key(doc: Mapping[str, Any]) -> str | None:
+    """A pay-as-you-go account waits here until its next batch of credits expires."""
+    if doc.get("plan") != "pay_as_you_go":
+        return None
+    due = [b["expires_at"] for b in doc.get("credit_batches", ()) if b.get("expired") is None]
+    return compose(time_key(min(due)), doc["account_id"]) if due else None
 
 
 def review_key(doc: Mapping[str, Any]) -> str | None:
@@ -107,6 +118,7 @@ def account_of(doc: Mapping[str, Any]) -> Account:
         fields[name] = tuple(fields.get(name, ()))
     fields["open_invoices"] = tuple(OpenInvoice(**i) for i in fields.get("open_invoices", ()))
     fields["unblocks"] = dict(fields.get("unblocks", {}))
+    fields["credit_batches"] = tuple(CreditBatch(**b) for b in fields.get("credit_batches", ()))
     return Account(**fields)
 
 
@@ -123,7 +135,7 @@ class BillingProjection(Projection):
     as the events fold. `touched` names the accounts whose state or usage the last flush changed."""
 
     collections = (ACCOUNTS, USERS, ENDED, KEYS, AUDIT, REVIEW, TRIALS, MEMBERS, LISTS, USAGE, RENEWALS, INVOICES,
-                   INVOICE_NUMBERS)
+                   INVOICE_NUMBERS, CREDIT_EXPIRY)
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
@@ -133,6 +145,7 @@ class BillingProjection(Projection):
         self._review = SecondaryIndex(db[REVIEW], review_key)
         self._trials = SecondaryIndex(db[TRIALS], trial_key)
         self._renewals = SecondaryIndex(db[RENEWALS], renewal_key)
+        self._credit_expiry = SecondaryIndex(db[CREDIT_EXPIRY], credit_expiry_key)
         self._counts = Counters(db[USAGE])
         self.touched: set[str] = set()
 
@@ -177,6 +190,7 @@ class BillingProjection(Projection):
         await self._review.write(before, changed)
         await self._trials.write(before, changed)
         await self._renewals.write(before, changed)
+        await self._credit_expiry.write(before, changed)
         await write_changes(self.db[ACCOUNTS], before, changed)
         return {k: account_of(v) for k, v in after.items() if v is not None}
 
@@ -246,6 +260,8 @@ class BillingProjection(Projection):
                     account = known.get(a)
                     if account is not None and account.on_trial:
                         self._counts.add_at(delivery_usage(a), offset, {"trial_emails": 1})
+                    elif account is not None and account.plan == "pay_as_you_go":
+                        self._counts.add_at(delivery_usage(a), offset, {"payg_emails": 1})
                     elif account is not None and account.plan == "monthly" and account.billing_day is not None:
                         # In the period the message went out in, whenever it is counted.
                         start, _ = account.period(event.occurred_at)
@@ -345,7 +361,8 @@ class BillingStore:
         subscriptions = await self._counts.read(subscriptions_usage(account_id))
         delivery = await self._counts.read(delivery_usage(account_id))
         return Usage(subscribers=subscriptions.get("subscribers", 0), trial_emails=delivery.get("trial_emails", 0),
-                     emails_by_period={k: v for k, v in delivery.items() if k.startswith("sent:")})
+                     emails_by_period={k: v for k, v in delivery.items() if k.startswith("sent:")},
+                     payg_emails=delivery.get("payg_emails", 0))
 
     async def last_invoice_number(self, year: int) -> int:
         doc = await self.db[INVOICE_NUMBERS].find_one({"_id": str(year)})
@@ -356,6 +373,11 @@ class BillingStore:
 
     async def invoices(self, account_id: str, after: str | None, limit: int) -> list[Document]:
         return await self._page(INVOICES, account_id, after, limit)
+
+    async def credits_expiring(self, now: datetime) -> list[str]:
+        """Pay-as-you-go accounts with a batch of credits expired at or before `now` and not told yet."""
+        cursor = self.db[CREDIT_EXPIRY].find({"_id": {"$lt": time_key(now) + "0"}}, {"_id": 1}).sort("_id", 1)
+        return [str(doc["_id"]).rsplit("/", 1)[1] async for doc in cursor]
 
     async def renewals_due(self, now: datetime) -> list[str]:
         """Monthly plans whose paid period ended at or before `now`."""

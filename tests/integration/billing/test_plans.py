@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from herald_shared.contract.billing import (
+    CreditsExpired,
     InvoiceIssued,
     PaymentFailed,
     PlanChanged,
@@ -33,6 +34,10 @@ pro_monthly_cents = 2000
 subscribers = 5
 monthly_cents = 4000
 pro_monthly_cents = 6000
+[[credit_packs]]
+credits = 5
+price_cents = 500
+validity_days = 10
 """
 
 
@@ -169,3 +174,38 @@ async def test_a_cancelled_plan_ends_with_its_paid_period_and_invoices_number_pe
     assert ended["sending_blocked"] == ["no_plan"] and ended["monthly"] is None
     numbers = sorted(e.payload.invoice_id for e in await small.events() if isinstance(e, InvoiceIssued))
     assert numbers == ["2026-000001", "2027-000001"]  # ada's plan was not renewed
+
+
+async def test_pay_as_you_go_credits_are_spent_block_when_gone_and_expire(small: Platform) -> None:
+    now = datetime.fromisoformat("2026-11-01T10:00:00+00:00")
+    small.set_clock(lambda: now)
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-ok")
+    bought = await ada.http.post("/v1/account/credits", json={"credits": 5})
+    assert bought.status_code == 200, bought.text
+    assert bought.json()["plan"] == "pay_as_you_go" and bought.json()["credits"]["left"] == 5
+    assert (await ada.http.post("/v1/account/credits", json={"credits": 7})).status_code == 422
+    await small.publisher.publish_many([sent(ada.account_id, n) for n in range(4)])
+    await eventually(lambda: account(ada), lambda a: a["credits"]["left"] == 1, what="4 credits spent")
+    assert (await account(ada))["sending_blocked"] == []
+    await small.publisher.publish(sent(ada.account_id, 4))
+    gone = await eventually(lambda: account(ada), lambda a: a["sending_blocked"] != [], what="credits gone")
+    assert gone["sending_blocked"] == ["credits_exhausted"] and gone["credits"]["left"] == 0
+    now += timedelta(days=5)
+    ada = await small.log_in("ada", ada.account_id)
+    more = await ada.http.post("/v1/account/credits", json={"credits": 5})
+    assert more.status_code == 200 and more.json()["credits"]["left"] == 5
+    await eventually(lambda: account(ada), lambda a: a["sending_blocked"] == [], what="unblocked by more credits")
+    await small.publisher.publish(sent(ada.account_id, 5, at=now))
+    await eventually(lambda: account(ada), lambda a: a["credits"]["left"] == 4, what="the new batch spent from")
+    now += timedelta(days=10)  # the second batch (bought on day 5) expires on day 15 with 4 unused
+    await small.service.clock.tick()
+    ada = await small.log_in("ada", ada.account_id)
+    expired = await eventually(lambda: account(ada), lambda a: a["sending_blocked"] == ["credits_exhausted"],
+                               what="blocked once the credits expired")
+    assert [(b["credits"], b["used"], b["expired"]) for b in expired["credits"]["batches"]] == [(5, 5, 0), (5, 1, 4)]
+    told = sorted((e.payload.batch_id, e.payload.credits_expired) for e in await small.events()
+                  if isinstance(e, CreditsExpired))
+    assert [n for _, n in told] == [0, 4]
+    invoices = (await ada.http.get("/v1/account/invoices")).json()["items"]
+    assert [(i["net_cents"], i["amount_cents"]) for i in invoices] == [(500, 605), (500, 605)]

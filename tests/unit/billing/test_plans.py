@@ -196,3 +196,47 @@ def test_cancelling_takes_effect_at_the_end_of_the_paid_period() -> None:
         (PlanChanged, "none"), (SendingBlocked, "no_plan")]
     with pytest.raises(domain.NotOnAMonthlyPlan):
         domain.cancel(opened_account(), "self_service", at("2026-11-30"), "ada")
+
+
+PACKS = Plans(tiers=PLANS.tiers, packs=(plans.CreditPack(100, 1000, 30),), vat_percent=Decimal(21))
+
+
+def payg(now: datetime, *more: datetime) -> Account:
+    account = opened_account()
+    for n, when in enumerate((now, *more), start=1):
+        purchase = domain.buy_credits(account, PACKS, 100, f"2026-{n:06d}", when)
+        account = domain.evolve_all(account, purchase.then)
+    return domain.evolve_all(account, domain.enforce(account, Usage(), now))  # the trial's block lifted
+
+
+def test_credits_are_spent_earliest_expiry_first_and_an_expired_batch_keeps_what_it_gave() -> None:
+    account = payg(at("2026-11-01"), at("2026-11-10"))  # batches expire 12-01 and 12-10
+    assert account.plan == "pay_as_you_go" and [b.credits for b in account.credit_batches] == [100, 100]
+    used, overdraft = domain.credit_use(account, Usage(payg_emails=130))
+    assert (used, overdraft) == ({"credits-2026-000001": 100, "credits-2026-000002": 30}, 0)
+    # At 12-01 the first batch expires having given 60 of its 100: 40 expire unused.
+    (expired,) = domain.expire_credits(account, Usage(payg_emails=60), at("2026-12-01"))
+    assert expired.payload.credits_expired == 40  # type: ignore[attr-defined]
+    account = domain.evolve_all(account, [expired])
+    # Sends after that come from the second batch only.
+    assert domain.credits_left(account, Usage(payg_emails=60), at("2026-12-02")) == 100
+    assert domain.credits_left(account, Usage(payg_emails=150), at("2026-12-02")) == 10
+    assert domain.credits_left(account, Usage(payg_emails=150), at("2026-12-10")) == 0  # expired too
+
+
+def test_no_credits_left_blocks_sending_and_a_new_pack_reopens_it() -> None:
+    account = payg(at("2026-11-01"))
+    assert [e for e in domain.enforce(account, Usage(payg_emails=99), at("2026-11-02"))
+            if isinstance(e, SendingBlocked)] == []
+    blocked = domain.enforce(account, Usage(payg_emails=100), at("2026-11-02"))
+    assert [(type(e), e.payload.reason) for e in blocked] == [(SendingBlocked, "credits_exhausted")]  # type: ignore[attr-defined]
+    account = domain.evolve_all(account, blocked)
+    more = domain.buy_credits(account, PACKS, 100, "2026-000002", at("2026-11-03"))
+    account = domain.evolve_all(account, more.then)
+    assert [type(e) for e in more.then] == [InvoiceIssued, PaymentSucceeded, domain.CreditsPurchased]  # no plan change
+    reopened = domain.enforce(account, Usage(payg_emails=100), at("2026-11-03"))
+    assert [(type(e), e.payload.reason) for e in reopened] == [(SendingUnblocked, "credits_exhausted")]  # type: ignore[attr-defined]
+    with pytest.raises(domain.PackNotOffered):
+        domain.buy_credits(account, PACKS, 50, "x", at("2026-11-03"))
+    with pytest.raises(domain.OnAMonthlyPlan):
+        domain.buy_credits(monthly(at("2026-11-01")), PACKS, 100, "x", at("2026-11-03"))
