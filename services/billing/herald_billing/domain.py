@@ -193,6 +193,12 @@ class OpenInvoice:
 
 
 @dataclass(frozen=True)
+class PlanSince:
+    since: datetime
+    plan: str
+
+
+@dataclass(frozen=True)
 class CreditBatch:
     """Pay-as-you-go credits bought together; `expired`: how many expired unused (CreditsExpired), once told."""
 
@@ -230,6 +236,17 @@ class Account:
     payment_method: str | None = None  # "provider:reference"
     open_invoices: tuple[OpenInvoice, ...] = ()
     credit_batches: tuple[CreditBatch, ...] = ()
+    # (from, plan) in time order: which plan a send at a given time fell under, whenever it is counted.
+    plan_history: tuple[PlanSince, ...] = ()
+
+    def plan_at(self, at: datetime) -> str | None:
+        """The plan in force at `at` (None before the account was opened)."""
+        current = None
+        for entry in self.plan_history:
+            if entry.since > at:
+                break
+            current = entry.plan
+        return current
 
     @property
     def trial_ends_at(self) -> datetime:
@@ -678,9 +695,10 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
         if state is not None:
             return state
         opened = event.payload
+        opened_at = to_stored_precision(opened.terms_accepted_at)
         return Account(account_id=event.account_id, company_name=opened.company_name,
                        registered_email=str(opened.registered_email), main_username=opened.main_username,
-                       opened_at=to_stored_precision(opened.terms_accepted_at))
+                       opened_at=opened_at, plan_history=(PlanSince(opened_at, "trial"),))
     if state is None:
         return None
     if isinstance(event, AccountApproved):
@@ -688,10 +706,13 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
     if isinstance(event, AccountRejected):
         return state if state.review == "approved" else replace(state, review="rejected")
     if isinstance(event, PlanChanged):
-        return _plan(state, event)
+        changed = _plan(state, event)
+        return _history(changed, event.payload.effective_at, changed.plan) if changed is not state else state
     if isinstance(event, TrialEnded):
-        return replace(state, plan="trial_ended" if state.plan == "trial" else state.plan,
-                       trial_ended_reason=event.payload.reason)
+        if state.plan != "trial":
+            return replace(state, trial_ended_reason=event.payload.reason)
+        return _history(replace(state, plan="trial_ended", trial_ended_reason=event.payload.reason),
+                        event.occurred_at, "trial_ended")
     if isinstance(event, QuotaExhausted):
         quota = event.payload.quota
         start = event.payload.period_start
@@ -739,6 +760,13 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
             replace(i, attempts=i.attempts + 1, last_attempt_at=to_stored_precision(event.occurred_at))
             if i.invoice_id == event.payload.invoice_id else i for i in state.open_invoices))
     return state
+
+
+def _history(state: Account, since: datetime, plan: str) -> Account:
+    entry = PlanSince(to_stored_precision(since), plan)
+    if entry in state.plan_history:
+        return state
+    return replace(state, plan_history=tuple(sorted((*state.plan_history, entry), key=lambda e: e.since)))
 
 
 def _plan(state: Account, event: PlanChanged) -> Account:

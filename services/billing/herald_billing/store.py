@@ -57,7 +57,7 @@ from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 from herald_shared.readmodel import Counters, SecondaryIndex, compose, load, prefix_range, write_changes
 
 from . import domain
-from .domain import Account, CreditBatch, OpenInvoice, Usage, User, period_key, time_key
+from .domain import Account, CreditBatch, OpenInvoice, PlanSince, Usage, User, period_key, time_key
 
 ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "keys", "audit"
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
@@ -119,6 +119,7 @@ def account_of(doc: Mapping[str, Any]) -> Account:
     fields["open_invoices"] = tuple(OpenInvoice(**i) for i in fields.get("open_invoices", ()))
     fields["unblocks"] = dict(fields.get("unblocks", {}))
     fields["credit_batches"] = tuple(CreditBatch(**b) for b in fields.get("credit_batches", ()))
+    fields["plan_history"] = tuple(PlanSince(**entry) for entry in fields.get("plan_history", ()))
     return Account(**fields)
 
 
@@ -257,13 +258,16 @@ class BillingProjection(Projection):
                         held = self._counts.get(list_usage(a, p.list_id)).get("members", 0)
                         self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": -held})
                 case MessageSent():
+                    # Under the plan in force when the message went out, whenever it is counted.
                     account = known.get(a)
-                    if account is not None and account.on_trial:
+                    plan = account.plan_at(event.occurred_at) if account is not None else None
+                    if account is None or plan is None:
+                        continue
+                    if plan == "trial":
                         self._counts.add_at(delivery_usage(a), offset, {"trial_emails": 1})
-                    elif account is not None and account.plan == "pay_as_you_go":
+                    elif plan == "pay_as_you_go":
                         self._counts.add_at(delivery_usage(a), offset, {"payg_emails": 1})
-                    elif account is not None and account.plan == "monthly" and account.billing_day is not None:
-                        # In the period the message went out in, whenever it is counted.
+                    elif plan == "monthly" and account.billing_day is not None:
                         start, _ = account.period(event.occurred_at)
                         self._counts.add_at(delivery_usage(a), offset, {period_key(start): 1})
         # Counters before the documents they count: a replay after a crash repeats the documents' changes.
