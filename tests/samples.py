@@ -87,6 +87,8 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "LoggedOut": {"username": "anna", "session_id": "s0123456789abcdef01234567"},
     "StaffAccessed": {"staff": "rita", "what": "account"},
     "PaymentMethodSet": {"provider": "simulated", "reference": "sim-card-ok"},
+    "AccountDeleted": {"deleted_by": "anna"},
+    "AccountPurged": {"reason": "deleted", "since": "2026-08-01T09:00:00Z"},
     "CancellationRequested": {"channel": "self_service", "received_at": "2026-11-02T09:00:00Z",
                               "effective_at": "2026-12-01T09:00:00Z", "requested_by": "anna"},
     "ApiKeyIssued": {"key_id": "0123abcd", "key_hash": "scrypt$16384$8$1$c2FsdA$ZGlnZXN0ZGlnZXN0",

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
@@ -342,7 +342,19 @@ class ProjectionGroup:
             await projection.flush()
 
 
-async def rebuild(projection: Projection, settings: HeraldSettings, topics: Sequence[str],
+class Rebuildable(Protocol):
+    """What `rebuild` folds into: a projection, or a handler wrapping one (`purging.PurgingHandler`)."""
+
+    async def drop(self) -> None: ...
+
+    async def ensure_indexes(self) -> None: ...
+
+    async def handle(self, event: Event) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+async def rebuild(projection: Rebuildable, settings: HeraldSettings, topics: Sequence[str],
                   deduplicator: MongoDeduplicator | None = None) -> int:
     """Drop the projection and fold it again from offset 0 of the given base topics.
 

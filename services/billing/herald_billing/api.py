@@ -460,6 +460,14 @@ def build_api(service: BillingService) -> APIRouter:
         """Pay an open invoice now with the current payment method; a success lifts the payment block."""
         return invoice_out(await service.pay_invoice(session, invoice_id))
 
+    @router.delete("/account", status_code=204, tags=["account"], responses={**signed_in,
+                                                                                 **problems(403, 409, 503)})
+    async def delete_account(session: Current) -> Response:
+        """Owners close the account: its keys are revoked, nothing more is sent, nobody logs in again. Its data
+        is kept 3 months, then purged from every service (PRODUCT.md, "Data protection")."""
+        await service.delete_account(session)
+        return Response(status_code=204)
+
     @router.put("/account/password", status_code=204, tags=["account"],
                 responses={**signed_in, **problems(403, 422, 503)})
     async def change_password(body: PasswordIn, session: Current) -> Response:

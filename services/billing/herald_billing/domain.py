@@ -17,8 +17,12 @@ from herald_shared.contract import Event
 from herald_shared.contract.billing import (
     AccountApproved,
     AccountApprovedPayload,
+    AccountDeleted,
+    AccountDeletedPayload,
     AccountOpened,
     AccountOpenedPayload,
+    AccountPurged,
+    AccountPurgedPayload,
     AccountRejected,
     AccountRejectedPayload,
     ApiKeyIssued,
@@ -37,6 +41,7 @@ from herald_shared.contract.billing import (
     InvoiceLine,
     LoggedOut,
     LoggedOutPayload,
+    LoginSucceeded,
     PasswordChanged,
     PasswordChangedPayload,
     PaymentFailed,
@@ -74,6 +79,10 @@ TRIAL_DAYS = 30
 TRIAL_SUBSCRIBERS = 20
 TRIAL_EMAILS = 100
 PAYMENT_RETRY_INTERVAL = timedelta(days=1)  # a failed automatic payment is tried again this often
+# PRODUCT.md, "Data protection": an account's data is deleted 3 months after the account is deleted, or when
+# neither the main user nor any sub-user has logged in for 2 years.
+RETENTION_AFTER_DELETION_MONTHS = 3
+RETENTION_WITHOUT_LOGIN_YEARS = 2
 
 Role = Literal["owner", "member"]
 ReviewStatus = Literal["in_review", "approved", "rejected"]
@@ -157,6 +166,10 @@ class PaymentDeclined(RuleRefused):
     code, http_status = "payment_declined", 402
 
 
+class AccountClosed(RuleRefused):
+    code, http_status = "account_closed", 409
+
+
 class PackNotOffered(RuleRefused):
     code, http_status = "credit_pack_not_offered", 422
 
@@ -238,6 +251,8 @@ class Account:
     credit_batches: tuple[CreditBatch, ...] = ()
     # (from, plan) in time order: which plan a send at a given time fell under, whenever it is counted.
     plan_history: tuple[PlanSince, ...] = ()
+    deleted_at: datetime | None = None
+    last_login_at: datetime | None = None
 
     def plan_at(self, at: datetime) -> str | None:
         """The plan in force at `at` (None before the account was opened)."""
@@ -530,6 +545,7 @@ def buy_monthly(account: Account, usage: Usage, config: Plans, subscribers: int,
                 number: str, now: datetime) -> Purchase | None:
     """Choose a monthly tier, or raise it (PRODUCT.md: at any time, never lowered; mid-period, the difference
     for the rest of the period is charged at once). None: that is the plan already."""
+    _open(account)
     tier = config.tier(subscribers)
     if tier is None:
         offered = ", ".join(str(t.subscribers) for t in config.tiers)
@@ -573,7 +589,7 @@ def renewal(account: Account, config: Plans, number: str, now: datetime) -> Invo
     if account.plan != "monthly" or account.paid_until is None or account.paid_until > now or \
             account.fee_cents is None or account.billing_day is None:
         return None
-    if account.cancel_at is not None and account.cancel_at <= account.paid_until:
+    if account.deleted_at is not None or (account.cancel_at is not None and account.cancel_at <= account.paid_until):
         return None
     if any(i.period_start == account.paid_until for i in account.open_invoices):
         return None  # issued already; its payment is retried
@@ -632,6 +648,7 @@ def expire_credits(account: Account, usage: Usage, now: datetime) -> list[Event]
 def buy_credits(account: Account, config: Plans, credits: int, number: str, now: datetime) -> Purchase:
     """A pack of credits (PRODUCT.md: bought in advance, each batch with an expiry date); the account is on
     pay-as-you-go from then on. Not on a monthly plan: that one ends by cancellation first."""
+    _open(account)
     pack = config.pack(credits)
     if pack is None:
         offered = ", ".join(str(p.credits) for p in config.packs) or "none"
@@ -687,6 +704,49 @@ def end_of_agreement(account: Account, now: datetime) -> list[Event]:
     return [ended, *gate(account, "no_plan", True, "the plan was cancelled; choose a plan to send again", now)]
 
 
+# Closing an account, and retention
+
+
+def _open(account: Account) -> None:
+    if account.deleted_at is not None:
+        raise AccountClosed("the account was deleted")
+
+
+def delete_account(actor: User, account: Account, active_keys: list[str], now: datetime) -> list[Event]:
+    """The owner closes the account: every key is revoked (so every service refuses them), sending is blocked,
+    nobody logs in again; the data stays 3 months (an export, a mistake), then is purged."""
+    require_owner(actor)
+    _open(account)
+    a = account.account_id
+    return [_event(AccountDeleted, a, AccountDeletedPayload(deleted_by=actor.username), at=now),
+            *(_event(ApiKeyRevoked, a, ApiKeyRevokedPayload(key_id=key_id, revoked_by=actor.username,
+                                                            reason="the account was deleted"), at=now)
+              for key_id in active_keys),
+            *gate(account, "account_deleted", True, "the account was deleted", now)]
+
+
+def _add_months(at: datetime, months: int) -> datetime:
+    month = at.month - 1 + months
+    year, month = at.year + month // 12, month % 12 + 1
+    return plans.billing_date(year, month, at.day, at)
+
+
+def retention_due(account: Account) -> tuple[datetime, Literal["deleted", "inactive"], datetime]:
+    """When the account's data is to be purged, why, and since when."""
+    if account.deleted_at is not None:
+        return _add_months(account.deleted_at, RETENTION_AFTER_DELETION_MONTHS), "deleted", account.deleted_at
+    since = account.last_login_at or account.opened_at
+    return _add_months(since, 12 * RETENTION_WITHOUT_LOGIN_YEARS), "inactive", since
+
+
+def purge(account: Account, now: datetime) -> list[Event]:
+    due, reason, since = retention_due(account)
+    if now < due:
+        return []
+    return [_event(AccountPurged, account.account_id, AccountPurgedPayload(reason=reason, since=since),
+                   fixed_id("purged", account.account_id), at=now)]
+
+
 # Folding herald.billing
 
 
@@ -728,6 +788,11 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
                        unblocks={**state.unblocks, reason: state.unblocks.get(reason, 0) + 1})
     if isinstance(event, UserAdded):
         return replace(state, users=tuple(sorted({*state.users, event.payload.username})))
+    if isinstance(event, LoginSucceeded):
+        at = to_stored_precision(event.occurred_at)
+        return replace(state, last_login_at=at if state.last_login_at is None else max(at, state.last_login_at))
+    if isinstance(event, AccountDeleted):
+        return state if state.deleted_at else replace(state, deleted_at=to_stored_precision(event.occurred_at))
     if isinstance(event, CreditsPurchased):
         bought = event.payload
         if any(b.batch_id == bought.batch_id for b in state.credit_batches):

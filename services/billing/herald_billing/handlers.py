@@ -40,7 +40,7 @@ from .store import BillingProjection, BillingStore
 log = logging.getLogger("herald.billing")
 SESSION_PREFIX = "hs_"
 SESSION_SALT = "herald.session.v1"
-FailureReason = Literal["unknown_user", "wrong_password", "locked", "disabled_user"]
+FailureReason = Literal["unknown_user", "wrong_password", "locked", "disabled_user", "account_deleted"]
 StaffWhat = Literal["review_queue", "account", "audit_log", "approve", "reject", "cancel"]
 
 
@@ -136,9 +136,10 @@ class BillingService:
             await self._failed(user, name, client, "locked")
             raise TooManyAttempts(wait)
         matches = await self.passwords.matches(password, user.password_hash if user is not None else None)
-        reason: Literal["unknown_user", "wrong_password", "disabled_user"] | None = (
-            "unknown_user" if user is None else "wrong_password" if not matches else
-            "disabled_user" if user.disabled else None)
+        account = await self.store.account(user.account_id) if user is not None else None
+        reason: Literal["unknown_user", "wrong_password", "disabled_user", "account_deleted"] | None = (
+            "unknown_user" if user is None or account is None else "wrong_password" if not matches else
+            "disabled_user" if user.disabled else "account_deleted" if account.deleted_at is not None else None)
         if reason is not None or user is None:
             self.user_throttle.failed(name, now)
             if client.ip:
@@ -159,7 +160,7 @@ class BillingService:
 
     async def _failed(self, user: User | None, name: str, client: Client, reason: FailureReason) -> None:
         metrics.LOGINS.labels(reason).inc()
-        if user is None:
+        if user is None or reason == "unknown_user":
             # No account to write it to: the service's log keeps it (and the address throttle counts it).
             log.warning("login for an unknown user", extra={"username": name[:100], "ip": client.ip,
                                                             "reason": reason})
@@ -189,9 +190,12 @@ class BillingService:
         if self.clock() >= expires_at:
             raise Unauthorised("the session has expired; log in again")
         user = await self.store.user(username)
-        ended = await self.store.session_ended(session_id)
+        ended = await self.store.session_ended(account_id, session_id)
         if not domain.session_valid(user, account_id, issued_at, ended) or user is None:
             raise Unauthorised("the session has ended; log in again")
+        account = await self.store.account(account_id)
+        if account is None or account.deleted_at is not None:
+            raise Unauthorised("the account was deleted")
         return Session(token, session_id, user, expires_at)
 
     async def log_out(self, session: Session) -> None:
@@ -366,6 +370,30 @@ class BillingService:
         _, _, reference = account.payment_method.partition(":")
         return await self.payments.charge(reference, account.account_id, invoice_id, amount_cents)
 
+    async def delete_account(self, session: Session) -> None:
+        """The owner closes the account (its data is purged 3 months later)."""
+        account_id = session.user.account_id
+        async with self.recorder.serialised(f"account:{account_id}"):
+            account = await self._account(account_id)
+            await self.recorder.commit(domain.delete_account(session.user, account,
+                                                             await self.store.active_keys(account_id), self.clock()))
+
+    async def purge_due(self) -> int:
+        """AccountPurged for every account whose retention ran out (each once: a fixed id)."""
+        now = self.clock()
+        purged = 0
+        for account_id in await self.store.purges_due(now):
+            account = await self.store.account(account_id)
+            if account is None:
+                continue
+            events = domain.purge(account, now)
+            await self.recorder.publish_only(events)
+            purged += len(events)
+            for event in events:
+                log.info("account purge decided", extra={"account_id": account_id,
+                                                         "reason": event.payload.reason})  # type: ignore[attr-defined]
+        return purged
+
     async def invoice(self, session: Session, invoice_id: str) -> Document:
         doc = await self.store.invoice(session.user.account_id, invoice_id)
         if doc is None:
@@ -465,7 +493,7 @@ class UsageGuard:
 
 class PlanClock:
     """Every `interval` seconds: ends trials at day 30, renews (or ends) monthly plans whose paid period is over,
-    and expires credits, each found as an `_id` range up to now."""
+    expires credits and purges accounts whose retention ran out, each found as an `_id` range up to now."""
 
     def __init__(self, service: BillingService, interval: float) -> None:
         self.service = service
@@ -480,6 +508,7 @@ class PlanClock:
         now = self.service.clock()
         for account_id in await self.service.store.renewals_due(now):
             await self.service.renew(account_id)
+        await self.service.purge_due()
         due = await self.service.store.trials_ending(now) + await self.service.store.credits_expiring(now)
         return await self.service.enforce(due) if due else 0
 

@@ -18,6 +18,7 @@ from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher
 from herald_shared.lifecycle import run_service
 from herald_shared.mongo import Checkpoints, MongoDeduplicator
+from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import HeraldSettings
 from herald_shared.staff import StaffTokens
 
@@ -72,7 +73,8 @@ class Billing(ConsumingService):
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
             topics=["herald.billing", "herald.subscriptions", "herald.delivery"],
             only={"herald.subscriptions": list(SUBSCRIPTION_EVENTS), "herald.delivery": list(DELIVERY_EVENTS)},
-            handler=UsageGuard(self.projection, self.service, ApiKeyProjection(self.db)), producer=self.producer,
+            handler=PurgingHandler(UsageGuard(self.projection, self.service, ApiKeyProjection(self.db)),
+                                   PurgedAccounts(self.db), self.projection.purge), producer=self.producer,
             deduplicator=MongoDeduplicator(self.db, "projection"), checkpoints=checkpoints)
         self.app = api_app("Herald billing", "Accounts and access: sign-up, sessions, the account's users, API keys "
                            "and audit log; the plan and its usage; and the staff review of new accounts. Errors are "

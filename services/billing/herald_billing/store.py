@@ -26,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
     AccountApproved,
+    AccountDeleted,
     AccountOpened,
     AccountRejected,
     ApiKeyIssued,
@@ -54,6 +55,7 @@ from herald_shared.contract.delivery import MessageSent
 from herald_shared.contract.envelope import position_of
 from herald_shared.contract.subscriptions import ListDeleted, SubscriberAdded, SubscriberErased
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
+from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import Counters, SecondaryIndex, compose, load, prefix_range, write_changes
 
 from . import domain
@@ -62,11 +64,14 @@ from .domain import Account, CreditBatch, OpenInvoice, PlanSince, Usage, User, p
 ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "keys", "audit"
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
 RENEWALS, INVOICES, INVOICE_NUMBERS = "renewals", "invoices", "invoice_numbers"
-CREDIT_EXPIRY = "credit_expiry"
+CREDIT_EXPIRY, RETENTION = "credit_expiry", "retention"
+# Everything of an account under an `account/...` key; invoices stay after a purge (they hold amounts and
+# periods, no personal data, and accounting law keeps them for years).
+ACCOUNT_PREFIXED = (ENDED, KEYS, AUDIT, MEMBERS, LISTS, USAGE)
 INVOICE_NUMBER = re.compile(r"^(\d{4})-(\d{6})$")
 ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, TrialEnded, QuotaExhausted,
                   SendingBlocked, SendingUnblocked, UserAdded, PaymentMethodSet, CancellationRequested, InvoiceIssued,
-                  PaymentSucceeded, PaymentFailed, CreditsPurchased, CreditsExpired)
+                  PaymentSucceeded, PaymentFailed, CreditsPurchased, CreditsExpired, AccountDeleted, LoginSucceeded)
 USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
 # What billing counts of the other services' topics.
 SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberErased, ListDeleted)
@@ -86,6 +91,12 @@ def credit_expiry_key(doc: Mapping[str, Any]) -> str | None:
         return None
     due = [b["expires_at"] for b in doc.get("credit_batches", ()) if b.get("expired") is None]
     return compose(time_key(min(due)), doc["account_id"]) if due else None
+
+
+def retention_key(doc: Mapping[str, Any]) -> str:
+    """Every account waits here for its purge: 3 months after its deletion, or 2 years after its last login."""
+    due, _, _ = domain.retention_due(account_of(doc))
+    return compose(time_key(due), doc["account_id"])
 
 
 def review_key(doc: Mapping[str, Any]) -> str | None:
@@ -136,7 +147,7 @@ class BillingProjection(Projection):
     as the events fold. `touched` names the accounts whose state or usage the last flush changed."""
 
     collections = (ACCOUNTS, USERS, ENDED, KEYS, AUDIT, REVIEW, TRIALS, MEMBERS, LISTS, USAGE, RENEWALS, INVOICES,
-                   INVOICE_NUMBERS, CREDIT_EXPIRY)
+                   INVOICE_NUMBERS, CREDIT_EXPIRY, RETENTION)
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
@@ -147,6 +158,7 @@ class BillingProjection(Projection):
         self._trials = SecondaryIndex(db[TRIALS], trial_key)
         self._renewals = SecondaryIndex(db[RENEWALS], renewal_key)
         self._credit_expiry = SecondaryIndex(db[CREDIT_EXPIRY], credit_expiry_key)
+        self._retention = SecondaryIndex(db[RETENTION], retention_key)
         self._counts = Counters(db[USAGE])
         self.touched: set[str] = set()
 
@@ -192,6 +204,7 @@ class BillingProjection(Projection):
         await self._trials.write(before, changed)
         await self._renewals.write(before, changed)
         await self._credit_expiry.write(before, changed)
+        await self._retention.write(before, changed)
         await write_changes(self.db[ACCOUNTS], before, changed)
         return {k: account_of(v) for k, v in after.items() if v is not None}
 
@@ -277,11 +290,28 @@ class BillingProjection(Projection):
         await write_changes(self.db[LISTS], lists,
                             {k: v for k, v in lists_after.items() if v is not None and v != lists.get(k)})
 
+    async def purge(self, account_id: str) -> None:
+        """Delete the account's data (`purging.PurgingHandler` calls this on AccountPurged): the account, its
+        users, sessions, keys, audit log, usage and its places in the listings; not its invoices."""
+        doc = await self.db[ACCOUNTS].find_one({"_id": account_id})
+        if doc is not None:
+            gone: dict[str, Document | None] = {account_id: None}
+            for index in (self._review, self._trials, self._renewals, self._credit_expiry, self._retention):
+                await index.write({account_id: doc}, gone)
+            users = await load(self.db[USERS], doc.get("users", ()))
+            await self.db[USERS].delete_many({"_id": {"$in": [u for u, d in users.items()
+                                                              if d.get("account_id") == account_id]}})
+        key_ids = [d["key_id"] async for d in self.db[KEYS].find({"_id": prefix_range(account_id)}, {"key_id": 1})]
+        if key_ids:
+            await self.db["api_keys"].delete_many({"_id": {"$in": key_ids}})
+        await delete_by_account_prefix(self.db, account_id, ACCOUNT_PREFIXED)
+        await self.db[ACCOUNTS].delete_one({"_id": account_id})
+
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         a = event.account_id
         match event:
             case LoggedOut(payload=p):
-                return [(ENDED, UpdateOne({"_id": p.session_id}, {"$setOnInsert": {
+                return [(ENDED, UpdateOne({"_id": compose(a, p.session_id)}, {"$setOnInsert": {
                     "account_id": a, "username": p.username, "at": event.occurred_at}}, upsert=True))]
             case ApiKeyIssued(payload=p):
                 return [(KEYS, UpdateOne({"_id": compose(a, p.key_id)}, {"$set": {
@@ -342,8 +372,8 @@ class BillingStore:
         found = await load(self.db[USERS], account.users)
         return [user_of(found[name]) for name in sorted(found) if found[name]["account_id"] == account.account_id]
 
-    async def session_ended(self, session_id: str) -> bool:
-        return await self.db[ENDED].find_one({"_id": session_id}, {"_id": 1}) is not None
+    async def session_ended(self, account_id: str, session_id: str) -> bool:
+        return await self.db[ENDED].find_one({"_id": compose(account_id, session_id)}, {"_id": 1}) is not None
 
     async def key(self, account_id: str, key_id: str) -> Document | None:
         return await self.db[KEYS].find_one({"_id": compose(account_id, key_id)})
@@ -382,6 +412,14 @@ class BillingStore:
         """Pay-as-you-go accounts with a batch of credits expired at or before `now` and not told yet."""
         cursor = self.db[CREDIT_EXPIRY].find({"_id": {"$lt": time_key(now) + "0"}}, {"_id": 1}).sort("_id", 1)
         return [str(doc["_id"]).rsplit("/", 1)[1] async for doc in cursor]
+
+    async def purges_due(self, now: datetime) -> list[str]:
+        cursor = self.db[RETENTION].find({"_id": {"$lt": time_key(now) + "0"}}, {"_id": 1}).sort("_id", 1)
+        return [str(doc["_id"]).rsplit("/", 1)[1] async for doc in cursor]
+
+    async def active_keys(self, account_id: str) -> list[str]:
+        cursor = self.db[KEYS].find({"_id": prefix_range(account_id)})
+        return [str(d["key_id"]) async for d in cursor if not d.get("revoked_at")]
 
     async def renewals_due(self, now: datetime) -> list[str]:
         """Monthly plans whose paid period ended at or before `now`."""

@@ -22,7 +22,7 @@ from .envelope import (
 Username = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 PlanKind = Literal["trial", "monthly", "pay_as_you_go", "none"]
 BlockReason = Literal["trial_ended", "subscriber_limit_exceeded", "monthly_quota_reached", "credits_exhausted",
-                      "payment_failed", "no_plan", "trial_quota_reached"]
+                      "payment_failed", "no_plan", "trial_quota_reached", "account_deleted"]
 UserRole = Literal["owner", "member"]
 PasswordHash = Annotated[str, StringConstraints(min_length=20, max_length=512)]
 
@@ -65,6 +65,32 @@ class AccountRejected(BillingEvent):
 
     type: Literal["AccountRejected"] = "AccountRejected"
     payload: AccountRejectedPayload
+
+
+class AccountDeletedPayload(Payload):
+    deleted_by: Username
+
+
+class AccountDeleted(BillingEvent):
+    """The account was closed by its owner: nothing is sent, nobody logs in, no key is accepted; its data is
+    purged 3 months later (AccountPurged)."""
+
+    type: Literal["AccountDeleted"] = "AccountDeleted"
+    payload: AccountDeletedPayload
+
+
+class AccountPurgedPayload(Payload):
+    reason: Literal["deleted", "inactive"] = Field(description="deleted: 3 months after AccountDeleted; inactive: "
+                                                               "no user logged in for 2 years.")
+    since: AwareDatetime = Field(description="The deletion, or the last login (the opening when none).")
+
+
+class AccountPurged(BillingEvent):
+    """Retention (PRODUCT.md, "Data protection"): every service deletes all of the account's data from its read
+    models and stores, and ignores the account's events from then on, in a rebuild too."""
+
+    type: Literal["AccountPurged"] = "AccountPurged"
+    payload: AccountPurgedPayload
 
 
 class UserAddedPayload(Payload):
@@ -165,7 +191,8 @@ class LoginSucceeded(BillingEvent):
 
 
 class LoginFailedPayload(LoginAttempt):
-    reason: Literal["unknown_user", "wrong_password", "revoked_key", "locked", "disabled_user"] = Field(
+    reason: Literal["unknown_user", "wrong_password", "revoked_key", "locked", "disabled_user",
+                    "account_deleted"] = Field(
         description="locked: refused unchecked, too many failed attempts for this user or address.")
 
 

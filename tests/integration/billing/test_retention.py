@@ -1,0 +1,94 @@
+"""Closing an account and retention in billing (PRODUCT.md, "Data protection"): a deleted account's keys stop
+working at once and its data is purged 3 months later; an account nobody logged in to for 2 years is purged;
+nothing of a purged account comes back, in a rebuild neither."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from herald_billing.store import BillingProjection
+from herald_shared.apikeys import ApiKeyProjection
+from herald_shared.contract.billing import AccountPurged, ApiKeyRevoked, LoginSucceeded
+from herald_shared.mongo import rebuild
+from herald_shared.purging import PurgedAccounts, PurgingHandler
+from tests.conftest import eventually
+
+from .helpers import PASSWORD, Platform
+
+
+async def everything(platform: Platform) -> str:
+    """Every document billing holds, as text (to look for an account's traces)."""
+    return "\n".join(f"{name}: {doc!r}" for name, doc in await documents(platform.service.db))
+
+
+async def documents(db: Any) -> list[tuple[str, Any]]:
+    found = []
+    for name in sorted(await db.list_collection_names()):
+        found += [(name, doc) async for doc in db[name].find({})]
+    return found
+
+
+async def traces(db: Any, account_id: str) -> list[str]:
+    """Documents naming the account, but its tombstone and its invoices (amounts and periods, kept for the
+    accounts)."""
+    return [f"{name}: {doc!r}" for name, doc in await documents(db)
+            if account_id in repr(doc) and name not in ("purged_accounts", "invoices", "invoice_numbers")]
+
+
+async def test_a_deleted_account_is_closed_at_once_and_purged_three_months_later(platform: Platform) -> None:
+    now = datetime.fromisoformat("2026-11-30T10:00:00+00:00")
+    platform.set_clock(lambda: now)
+    ada = await platform.sign_up("ada@acme.example", company="Acme Ltd")
+    bob = await platform.sign_up("bob", company="Bob Ltd")
+    key = (await ada.http.post("/v1/account/api-keys", json={"label": "crm"})).json()
+    assert (await ada.http.post("/v1/account/users", json={"username": "cyril", "password": "long secret of c"})
+            ).status_code == 201
+    assert (await ada.http.delete("/v1/account")).status_code == 204
+    assert (await ada.http.get("/v1/account")).status_code == 401
+    refused = await platform.http.post("/v1/sessions", json={"username": "ada@acme.example", "password": PASSWORD})
+    assert refused.status_code == 401
+    apikeys = ApiKeyProjection(platform.service.db)
+    assert await apikeys.authenticate(key["key"]) is None
+    revoked = [e.payload.key_id for e in await platform.events() if isinstance(e, ApiKeyRevoked)]
+    assert revoked == [key["key_id"]]
+    # Three months later (the last day of February for a deletion on 30 November), not a moment before.
+    now = datetime.fromisoformat("2027-02-28T09:59:59+00:00")
+    assert await platform.service.service.purge_due() == 0
+    now = datetime.fromisoformat("2027-02-28T10:00:00+00:00")
+    assert await platform.service.service.purge_due() == 1
+    await eventually(lambda: everything(platform), lambda text: "Acme Ltd" not in text, what="the account purged")
+    text = await everything(platform)
+    assert await traces(platform.service.db, ada.account_id) == []
+    for trace in ("ada@acme.example", "'cyril'"):
+        assert trace not in text, trace
+    assert "Bob Ltd" in text  # only that account
+    purged = [e for e in await platform.events() if isinstance(e, AccountPurged)]
+    assert [(e.account_id, e.payload.reason) for e in purged] == [(ada.account_id, "deleted")]
+    bob = await platform.log_in("bob", bob.account_id)
+    assert (await bob.http.get("/v1/account")).status_code == 200
+
+
+async def test_no_login_for_two_years_purges_the_account_and_a_rebuild_brings_nothing_back(
+        platform: Platform) -> None:
+    now = datetime.fromisoformat("2026-12-03T10:00:00+00:00")
+    platform.set_clock(lambda: now)
+    ada = await platform.sign_up("ada", company="Acme Ltd")
+    await eventually(lambda: platform.events(), lambda es: any(isinstance(e, LoginSucceeded) for e in es),
+                     what="the login recorded")
+    last_login = next(e.occurred_at for e in await platform.events() if isinstance(e, LoginSucceeded))
+    now = last_login.replace(year=last_login.year + 2) - timedelta(seconds=1)
+    assert await platform.service.service.purge_due() == 0
+    now += timedelta(seconds=1)
+    assert await platform.service.service.purge_due() == 1
+    await eventually(lambda: everything(platform), lambda text: "Acme Ltd" not in text, what="the account purged")
+    # Events of the account that come after the purge (a late copy, another topic read later) are dropped.
+    opened = next(e for e in await platform.events() if e.account_id == ada.account_id)
+    await platform.publisher.publish(opened.model_copy(update={"event_id": __import__("uuid").uuid4()}))
+    rebuilt_db = platform.service.mongo[platform.service.settings.database_name("billing_rebuilt")]
+    await PurgedAccounts(rebuilt_db).add(ada.account_id, now)  # the tombstones a service keeps across rebuilds
+    projection = BillingProjection(rebuilt_db)
+    await rebuild(PurgingHandler(projection, PurgedAccounts(rebuilt_db), projection.purge),
+                  platform.service.settings, ["herald.billing", "herald.subscriptions", "herald.delivery"])
+    assert await traces(rebuilt_db, ada.account_id) == []
+    assert await traces(platform.service.db, ada.account_id) == []  # the late copy was dropped live too
