@@ -84,6 +84,11 @@ class ApiKeyProjection(Projection):
                 upsert=True))]
         return []
 
+    async def purge(self, account_id: str) -> None:
+        """Forget every key of a purged account (one scan of a small collection: a document per key)."""
+        await self.db["api_keys"].delete_many({"account_id": account_id})
+        self._verified.clear()
+
     async def authenticate(self, key: str) -> str | None:
         """The account a presented key belongs to, or None (unknown, revoked, malformed or wrong secret)."""
         parts = split_api_key(key)

@@ -13,6 +13,7 @@ from herald_shared.kafka import EventConsumer, EventPublisher
 from herald_shared.lifecycle import run_service
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup
+from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import HeraldSettings
 
 from .api import build_api
@@ -51,7 +52,8 @@ class Subscriptions(ConsumingService):
             settings.topics("herald.subscriptions"))
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
-            topics=["herald.subscriptions", "herald.billing"], handler=ProjectionGroup(self.projection, self.apikeys),
+            topics=["herald.subscriptions", "herald.billing"],
+            handler=PurgingHandler(ProjectionGroup(self.projection, self.apikeys), PurgedAccounts(self.db), self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "projection"),
             checkpoints=checkpoints, max_records=PROJECTION_BATCH)
         self.suppressor = EventConsumer(
@@ -64,6 +66,11 @@ class Subscriptions(ConsumingService):
         self.app.include_router(build_pages(self.service))
         add_health_routes(self.app, self.ready_checks())
         self.consumers = [self.projector, self.suppressor]
+
+    async def purge(self, account_id: str) -> None:
+        """Retention: the account's lists, members, addresses, suppressions, imports and keys."""
+        await self.projection.purge(account_id)
+        await self.apikeys.purge(account_id)
 
 
 def main() -> None:

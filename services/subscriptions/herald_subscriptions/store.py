@@ -27,7 +27,8 @@ from herald_shared.contract.subscriptions import (
     SubscriberUnsubscribed,
 )
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
-from herald_shared.readmodel import Counters, SecondaryIndex, compose, load, prefix_range, write_changes
+from herald_shared.purging import delete_by_account_prefix
+from herald_shared.readmodel import LOAD_CHUNK, Counters, SecondaryIndex, compose, load, prefix_range, write_changes
 
 from . import domain
 from .domain import ListState, MemberState
@@ -67,6 +68,18 @@ class SubscriptionsProjection(Projection):
         self._member_events: list[Event] = []
         self._listing = SecondaryIndex(db[LIST_MEMBERS], listing_key)
         self._counts = Counters(db[LIST_COUNTS])
+
+    async def purge(self, account_id: str) -> None:
+        """Delete everything of a purged account (`herald_shared.purging`). Memberships are keyed by subscriber
+        id alone; every one of them is named in its address document (`members`), read by the account's
+        prefix first."""
+        cursor = self.db[ADDRESSES].find({"_id": prefix_range(account_id)}, {"members": 1})
+        members = sorted({m async for doc in cursor for m in doc.get("members", ())})
+        for start in range(0, len(members), LOAD_CHUNK):
+            await self.db[SUBSCRIBERS].delete_many({"_id": {"$in": members[start:start + LOAD_CHUNK]}})
+        await delete_by_account_prefix(self.db, account_id, (LISTS, LIST_MEMBERS, LIST_COUNTS, ADDRESSES,
+                                                             SUPPRESSIONS, "imports"))
+        await self.db["accounts"].delete_one({"_id": account_id})
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, MEMBER_EVENTS):
