@@ -12,10 +12,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.commands import Recorder
 from herald_shared.consuming import ConsumingService
+from herald_shared.contract import Event
+from herald_shared.contract.billing import AccountPurged
 from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher
 from herald_shared.lifecycle import run_service
 from herald_shared.mongo import Checkpoints, Document, MongoDeduplicator, ProjectionGroup, WindowDeduplicator
+from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import HeraldSettings
 from herald_shared.staff import StaffTokens
 
@@ -58,14 +61,17 @@ class Campaigns(ConsumingService):
         self.scheduler = Scheduler(self.service, settings, settings.schedule_interval)
         # Drafts, lists, accounts, a campaign's DeliveryHeld, API keys: small batches, as an API call waits
         # for its own event here (read-your-writes).
+        # One set of tombstones for both consumers: a purge either of them handles is seen by the other at once.
+        self.purged = PurgedAccounts(self.db)
+        self.projection = CampaignsProjection(self.db)
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
             topics=["herald.campaigns", "herald.subscriptions", "herald.delivery", "herald.billing",
                     "herald.compliance"],
             only={"herald.delivery": list(DELIVERY_EVENTS)},
-            handler=ProjectionGroup(CampaignsProjection(self.db), self.apikeys), producer=self.producer,
-            deduplicator=MongoDeduplicator(self.db, "projection"), checkpoints=checkpoints)
-        self.reports = reports_consumer(settings, self.db, self.producer)
+            handler=PurgingHandler(ProjectionGroup(self.projection, self.apikeys), self.purged, self.purge),
+            producer=self.producer, deduplicator=MongoDeduplicator(self.db, "projection"), checkpoints=checkpoints)
+        self.reports = reports_consumer(settings, self.db, self.producer, purged=self.purged)
         self.app = api_app("Herald campaigns", "Campaigns of an account: drafts, previews and test sends, "
                            "submission (screening, staff review, schedule), cancellation and reports; and the "
                            "staff review API. Errors are RFC 9457 problem documents (application/problem+json).")
@@ -74,6 +80,12 @@ class Campaigns(ConsumingService):
         add_health_routes(self.app, {**self.ready_checks(), "scheduler": self._scheduler_ready})
         self.consumers = [self.projector, self.reports]
         self._scheduling: asyncio.Task[None] | None = None
+
+    async def purge(self, account_id: str) -> None:
+        """Retention: the account's campaigns, lists, account, audit log and keys (its reports: the reports
+        consumer, which reads AccountPurged too)."""
+        await self.projection.purge(account_id)
+        await self.apikeys.purge(account_id)
 
     async def _scheduler_ready(self) -> bool:
         return self.scheduler.caught_up
@@ -94,17 +106,21 @@ class Campaigns(ConsumingService):
 
 
 def reports_consumer(settings: HeraldSettings, db: AsyncDatabase[Document], producer: AIOKafkaProducer,
-                     checkpoints: Checkpoints | None = None) -> EventConsumer:
+                     checkpoints: Checkpoints | None = None, purged: PurgedAccounts | None = None) -> EventConsumer:
     """The report read model's own consumer (bench/campaign_reports.py runs this one): only the events a report
-    counts, in large batches, deduplicated by a window of recent event ids
-    (`WindowDeduplicator`; a replay of the same offsets is exact by `Counters` anyway). Where the reports were
+    counts, and billing's AccountPurged (retention), in large batches, deduplicated by a window of recent event
+    ids (`WindowDeduplicator`; a replay of the same offsets is exact by `Counters` anyway). Where the reports were
     folded by the projection consumer before, this group starts from offset 0 once: the counters skip, by
     offset, what was counted then, so the catch-up costs the reading only."""
+    reports = ReportsProjection(db)
+    topics = [*REPORT_TOPICS, "herald.billing"]
+    only: dict[str, list[type[Event]]] = {topic: [cls for cls in domain.REPORT_EVENTS if cls.topic == topic]
+                                          for topic in REPORT_TOPICS}
+    only["herald.billing"] = [AccountPurged]
     return EventConsumer(
-        settings, name=f"{settings.topic_prefix}{SERVICE}.{REPORTS}", topics=list(REPORT_TOPICS),
-        only={topic: [cls for cls in domain.REPORT_EVENTS if cls.topic == topic] for topic in REPORT_TOPICS},
-        handler=ReportsProjection(db), producer=producer,
-        deduplicator=WindowDeduplicator(db, REPORTS, window=REPORTS_DEDUPLICATION_WINDOW),
+        settings, name=f"{settings.topic_prefix}{SERVICE}.{REPORTS}", topics=topics, only=only,
+        handler=PurgingHandler(reports, purged if purged is not None else PurgedAccounts(db), reports.purge),
+        producer=producer, deduplicator=WindowDeduplicator(db, REPORTS, window=REPORTS_DEDUPLICATION_WINDOW),
         checkpoints=checkpoints if checkpoints is not None else Checkpoints(db, REPORTS), max_records=REPORTS_BATCH,
         slice_records=REPORTS_SLICE)
 

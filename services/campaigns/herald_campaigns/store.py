@@ -36,6 +36,7 @@ from herald_shared.contract.delivery import CampaignDeliveryFinished, DeliveryHe
 from herald_shared.contract.envelope import position_of
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
+from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
     Counters,
     SecondaryIndex,
@@ -117,6 +118,18 @@ class CampaignsProjection(Projection):
         self._review = SecondaryIndex(db[REVIEW], review_key)
         self._completing = SecondaryIndex(db[COMPLETING], completing_key)
         self._stats = Counters(db[STATS])
+
+    async def purge(self, account_id: str) -> None:
+        """Delete everything of a purged account (`herald_shared.purging`): its campaigns and their places in
+        the schedule and the review queue (keyed by time first: found from the campaigns), its lists, account
+        and staff audit log. The campaigns-by-status counters (per partition, no account in them) keep
+        counting its campaigns until the read model is rebuilt."""
+        before = {d["_id"]: d async for d in self.db[CAMPAIGNS].find({"_id": prefix_range(account_id)})}
+        gone: dict[str, Document | None] = dict.fromkeys(before)
+        for index in (self._schedule, self._review, self._completing):
+            await index.write(before, gone)
+        await delete_by_account_prefix(self.db, account_id, (CAMPAIGNS, LISTS, AUDIT))
+        await self.db[ACCOUNTS].delete_one({"_id": account_id})
 
     async def handle(self, event: Event) -> None:
         if _campaign_of(event) is not None:
@@ -231,6 +244,10 @@ class ReportsProjection(Projection):
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         return []
+
+    async def purge(self, account_id: str) -> None:
+        """A purged account's report counters and engagement markers (`herald_shared.purging`)."""
+        await delete_by_account_prefix(self.db, account_id, (REPORTS, ENGAGED))
 
     async def handle(self, event: Event) -> None:
         campaign = domain.report_campaign(event)
