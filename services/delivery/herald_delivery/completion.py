@@ -71,6 +71,15 @@ class CampaignCompletion:
             if key not in self._finished:
                 self._progress[key] = CampaignProgress(expanded_jobs=jobs)
 
+    def forget_account(self, account_id: str) -> None:
+        """Retention: the account's campaigns are never announced (their jobs and ledger are gone)."""
+        prefix = account_id + ":"
+        for key in [k for k in self._progress if k.startswith(prefix)]:
+            del self._progress[key]
+        for key in [k for k in self._to_announce if k.startswith(prefix)]:
+            del self._to_announce[key]
+        self._finished |= {k for k in self._finished if k.startswith(prefix)}
+
     def expanding(self, account_id: str, campaign_id: str) -> None:
         """Its expansion (again, for a redelivered CampaignQueued) is under way: not finished before it is done."""
         key = scoped(account_id, campaign_id)

@@ -54,6 +54,13 @@ class GateBook:
     def campaign(self, account_id: str, campaign_id: str) -> CampaignState:
         return self.campaigns.get(scoped(account_id, campaign_id)) or CampaignState(campaign_id)
 
+    def forget_account(self, account_id: str) -> None:
+        """Retention: what is known of the account and its campaigns. Its gates are closed from then on (an
+        unknown account is not approved), for any message still on its way."""
+        self.accounts.pop(account_id, None)
+        for key in [k for k in self.campaigns if k.startswith(account_id + ":")]:
+            del self.campaigns[key]
+
     def gate_for(self, account_id: str, campaign_id: str | None) -> Gate | None:
         campaign = self.campaign(account_id, campaign_id) if campaign_id else None
         return domain.closed_gate(self.account(account_id), campaign)

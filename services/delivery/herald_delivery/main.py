@@ -13,11 +13,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiosmtpd.smtp import SMTP as InboundSMTP
 from pydantic import Field
 
+from herald_shared.contract import Event
+from herald_shared.contract.billing import AccountPurged
 from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer, partition_ids
 from herald_shared.lifecycle import run_service
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
+from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import HeraldSettings
 
 from .completion import CampaignCompletion
@@ -124,20 +127,27 @@ class Delivery:
                                           platform_from_email=settings.platform_from),
                              ready=self.gates_caught_up, completion=self.completion)
         self.audience_checkpoints = Checkpoints(self.db, "audience")
+        # Retention: each consumer reads billing's AccountPurged (and nothing else of herald.billing, but the
+        # control consumer), purges the account and drops its later events; one set of tombstones for all.
+        self.purged = PurgedAccounts(self.db)
+        purges: dict[str, list[type[Event]]] = {"herald.billing": [AccountPurged]}
+        audience_topics = ["herald.subscriptions", "herald.billing"]
         self.audience = EventConsumer(
-            settings, name=f"{settings.topic_prefix}{SERVICE}.audience", topics=["herald.subscriptions"],
-            handler=ProjectionGroup(AudienceProjection(self.db)), producer=self.producer,
-            deduplicator=MongoDeduplicator(self.db, "audience"), checkpoints=self.audience_checkpoints)
+            settings, name=f"{settings.topic_prefix}{SERVICE}.audience", topics=audience_topics, only=purges,
+            handler=PurgingHandler(ProjectionGroup(AudienceProjection(self.db)), self.purged, self.purge),
+            producer=self.producer, deduplicator=MongoDeduplicator(self.db, "audience"),
+            checkpoints=self.audience_checkpoints)
         self.confirmations = EventConsumer(
-            settings, name=f"{settings.topic_prefix}{SERVICE}.confirmations", topics=["herald.subscriptions"],
-            handler=AudienceJobs(self.store, self.jobs), producer=self.producer,
-            deduplicator=MongoDeduplicator(self.db, "confirmations"))
+            settings, name=f"{settings.topic_prefix}{SERVICE}.confirmations", topics=audience_topics, only=purges,
+            handler=PurgingHandler(AudienceJobs(self.store, self.jobs), self.purged, self.purge),
+            producer=self.producer, deduplicator=MongoDeduplicator(self.db, "confirmations"))
         self.control_handler = ControlHandler(self.store, self.gates, self.jobs, self.audience_caught_up,
                                               self.completion)
         self.control_checkpoints = Checkpoints(self.db, "control")
         self.control = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.control",
-            topics=["herald.billing", "herald.compliance", "herald.campaigns"], handler=self.control_handler,
+            topics=["herald.billing", "herald.compliance", "herald.campaigns"],
+            handler=PurgingHandler(self.control_handler, self.purged, self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "control"),
             checkpoints=self.control_checkpoints)
         self.inbound = InboundHandler(ReportReader(self.tokens, settings.bounce_domain), self.store, self.publisher,
@@ -154,6 +164,14 @@ class Delivery:
         self._stopping = False
         self.failed: str | None = None
         self.on_failure: Callable[[], None] | None = None
+
+    async def purge(self, account_id: str) -> None:
+        """Retention (AccountPurged): the account's audience, campaigns, test sends and ledger, in MongoDB and
+        in memory (its queued jobs, gates and campaigns in progress). Idempotent: each consumer calls it."""
+        self.jobs.forget_account(account_id)
+        self.gates.forget_account(account_id)
+        self.completion.forget_account(account_id)
+        await self.store.purge(account_id)
 
     async def _mongo_ready(self) -> bool:
         await self.db.command("ping")

@@ -103,6 +103,16 @@ class JobQueue:
                 job.pop("recipient", None)
                 job.pop("greeting_name", None)
 
+    def forget_account(self, account_id: str) -> int:
+        """Retention: the account's jobs leave the queue (held, due or deferred); returns how many."""
+        gone = [message_id for message_id, job in self._jobs.items() if job["account_id"] == account_id]
+        for message_id in gone:
+            del self._jobs[message_id]  # its heap entries are skipped when they come up
+        for key in [k for k in (*self._parked, *self._unfinished) if k[0] == account_id]:
+            self._parked.pop(key, None)
+            self._unfinished.pop(key, None)
+        return len(gone)
+
     def take_due(self, now: datetime, limit: int, gate_of: Callable[[Job], Gate | None]) -> list[Job]:
         """Up to `limit` jobs due by `now` whose gates are open; jobs whose gate is closed are parked."""
         taken: list[Job] = []

@@ -27,6 +27,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberUnsubscribed,
 )
 from herald_shared.mongo import Document, Projection, ReplaceOne, UpdateOne, WriteOp, bulk_write
+from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import SecondaryIndex, compose, insert_new, load, write_changes
 
 from . import domain
@@ -61,6 +62,11 @@ FINAL_STATES = (SENT, BOUNCED, SKIPPED, CANCELLED)
 def scoped(account_id: str, local_id: str) -> str:
     """Ids chosen by other services are unique per account only; documents are keyed by both."""
     return f"{account_id}:{local_id}"
+
+
+def scoped_range(account_id: str) -> dict[str, str]:
+    """The `_id` filter of every `scoped` key of an account (account ids hold no ':' or ';')."""
+    return {"$gte": account_id + ":", "$lt": account_id + ";"}
 
 
 def active_key(doc: Document) -> str | None:
@@ -378,6 +384,17 @@ class DeliveryStore:
         if doc is not None:
             query["recorded_at"] = {"$gte": doc["before"]}
         return [d async for d in self.db[OUTCOMES].find(query, {"outcome_event": 1})]
+
+    async def purge(self, account_id: str) -> None:
+        """Retention: everything of the account. Members, lists, campaigns, test sends and finished campaigns
+        are keyed `account:...`, the active members and addresses `account/...`; the ledger (jobs, outcomes) is
+        keyed by message and found by its `account_id` field, a scan of both collections, once per purge."""
+        for name in (MEMBERS, LISTS, CAMPAIGNS, TESTS, FINISHED_CAMPAIGNS):
+            await self.db[name].delete_many({"_id": scoped_range(account_id)})
+        await delete_by_account_prefix(self.db, account_id, (ACTIVE_MEMBERS, ADDRESSES))
+        await self.db[ACCOUNTS].delete_one({"_id": account_id})
+        await self.db[JOBS].delete_many({"account_id": account_id})
+        await self.db[OUTCOMES].delete_many({"account_id": account_id})
 
     async def outcomes(self, query: Document) -> list[Document]:
         return [d async for d in self.db[OUTCOMES].find(query, {"outcome_event": 0})]
