@@ -36,6 +36,7 @@ from .processor import (
     Processor,
     account_partition,
     as_fraction,
+    is_purged,
     rate_report,
 )
 
@@ -302,7 +303,7 @@ class Compliance:
             log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": "rates"})
             self._held_here(account_id)
             data = self.accounts.get(account_id)
-            if data is None:
+            if data is None or is_purged(data):
                 return problem(404, "unknown_account", "No sending outcomes of this account on this worker.")
             return JSONResponse({"account_id": account_id,
                                  **rate_report(AccountState.from_json(data), self.policy)})
@@ -315,7 +316,10 @@ class Compliance:
             again since the suspension named."""
             staff = await self.staff.member(credentials)
             self._held_here(account_id)
-            state = AccountState.from_json(self.accounts.get(account_id))
+            stored = self.accounts.get(account_id)
+            if is_purged(stored):
+                return problem(409, "not_suspended", "The account was purged.")
+            state = AccountState.from_json(stored)
             if state.suspension is None:
                 return problem(409, "not_suspended", "The account is not suspended.")
             suspension_id = str(state.suspension["event_id"])

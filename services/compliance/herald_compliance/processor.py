@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from herald_shared.contract import Event, InvalidEvent
+from herald_shared.contract.billing import AccountPurged
 from herald_shared.contract.compliance import (
     AccountReinstated,
     AccountSuspended,
@@ -67,10 +68,18 @@ from .domain import (
 log = logging.getLogger(__name__)
 SERVICE = "compliance"
 # herald.campaigns is not among them: a list counts as sent to when its mail is accepted (MessageSent)
-INPUT_TOPICS = ("herald.delivery", "herald.subscriptions", "herald.compliance")
+# herald.billing for AccountPurged only (retention); its other events are ignored.
+INPUT_TOPICS = ("herald.delivery", "herald.subscriptions", "herald.compliance", "herald.billing")
 CATCH_UP_RECORDS = 5000  # per partition and round of the stall check: memory stays bounded on a long backlog
 PARTITIONS = 6  # every input topic has 6 partitions (herald_shared.topics): co-partitioned by account
 SWEEP_MARGIN_SECONDS = 3600  # facts are kept this much longer than the horizon: records in flight stay judged
+
+
+PURGED = {"purged": True}  # what the accounts table keeps of a purged account
+
+
+def is_purged(stored: Any) -> bool:
+    return isinstance(stored, dict) and stored.get("purged") is True
 
 
 def account_partition(account_id: str | bytes) -> int:
@@ -349,7 +358,15 @@ class Processor:
         return Parsed(event, f"{base}:{message.partition}", message.offset, message, produced_at(message))
 
     async def _apply_account(self, account_id: str, partition: int, items: list[Parsed], announced: set[str]) -> None:
-        state = AccountState.from_json(self.accounts.get(account_id))
+        stored = self.accounts.get(account_id)
+        if is_purged(stored) or any(isinstance(item.event, AccountPurged) for item in items):
+            if not is_purged(stored):
+                self._purge(account_id, partition)
+            for item in items:
+                metrics.EVENTS.labels(self._base.get(item.message.topic, item.message.topic), item.event.type,
+                                      "purged").inc()
+            return
+        state = AccountState.from_json(stored)
         index = FactIndex(self.facts, account_id, partition)
         touched_lists: set[str] = set()
         outcomes: Counter[tuple[str, str, str]] = Counter()  # counted into Prometheus once per account and batch
@@ -374,6 +391,17 @@ class Processor:
         for list_id in sorted(touched_lists):
             await self._check_one_off(account_id, partition, state, list_id, announced)
         self.accounts.put(partition, account_id, state.to_json())
+
+    def _purge(self, account_id: str, partition: int) -> None:
+        """Retention (AccountPurged): the account's counts, facts and lists leave the tables (a tombstone in
+        their changelogs), and its state becomes a marker that drops its later events. The facts and lists
+        tables are not indexed by account: a purge reads their keys once."""
+        prefix = f"{account_id}|"
+        for table in (self.facts, self.lists):
+            for key in [k for k in table.keys() if k.startswith(prefix)]:
+                table.delete(partition, key)
+        self.accounts.put(partition, account_id, PURGED)
+        log.info("account purged", extra={"account_id": account_id})
 
     def _apply(self, account_id: str, partition: int, state: AccountState, item: Parsed, index: FactIndex,
                touched_lists: set[str]) -> str:
