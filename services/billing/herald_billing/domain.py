@@ -490,6 +490,12 @@ def enforce(account: Account, usage: Usage, now: datetime) -> list[Event]:
     if account.plan == "pay_as_you_go":
         events += expire_credits(account, usage, now)
         left = credits_left(account, usage, now)
+        episode = f"credits:{account.unblocks.get('credits_exhausted', 0)}"
+        if left <= 0 and episode not in account.exhausted:
+            bought = sum(b.credits for b in account.credit_batches)
+            events.append(_event(QuotaExhausted, a, QuotaExhaustedPayload(
+                quota="credits", limit=bought, used=min(usage.payg_emails, bought)),
+                fixed_id("exhausted", episode, a), at=now))
         events += gate(account, "credits_exhausted", left <= 0, "no email credits left: buy more to send again", now)
     events += gate(account, "trial_ended", account.plan == "trial_ended", None, now)
     events += gate(account, "trial_quota_reached", False, None, now)
@@ -776,7 +782,8 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
     if isinstance(event, QuotaExhausted):
         quota = event.payload.quota
         start = event.payload.period_start
-        name = f"{quota}:{time_key(start)}" if quota == "monthly_emails" and start is not None else quota
+        name = f"{quota}:{time_key(start)}" if quota == "monthly_emails" and start is not None else \
+            f"credits:{state.unblocks.get('credits_exhausted', 0)}" if quota == "credits" else quota
         return replace(state, exhausted=tuple(sorted({*state.exhausted, name})))
     if isinstance(event, SendingBlocked):
         return replace(state, blocked=tuple(sorted({*state.blocked, event.payload.reason})))

@@ -229,13 +229,19 @@ def test_no_credits_left_blocks_sending_and_a_new_pack_reopens_it() -> None:
     assert [e for e in domain.enforce(account, Usage(payg_emails=99), at("2026-11-02"))
             if isinstance(e, SendingBlocked)] == []
     blocked = domain.enforce(account, Usage(payg_emails=100), at("2026-11-02"))
-    assert [(type(e), e.payload.reason) for e in blocked] == [(SendingBlocked, "credits_exhausted")]  # type: ignore[attr-defined]
+    exhausted, closed = blocked
+    assert isinstance(exhausted, QuotaExhausted) and exhausted.payload.quota == "credits"
+    assert (exhausted.payload.limit, exhausted.payload.used) == (100, 100)
+    assert isinstance(closed, SendingBlocked) and closed.payload.reason == "credits_exhausted"
     account = domain.evolve_all(account, blocked)
     more = domain.buy_credits(account, PACKS, 100, "2026-000002", at("2026-11-03"))
     account = domain.evolve_all(account, more.then)
     assert [type(e) for e in more.then] == [InvoiceIssued, PaymentSucceeded, domain.CreditsPurchased]  # no plan change
     reopened = domain.enforce(account, Usage(payg_emails=100), at("2026-11-03"))
     assert [(type(e), e.payload.reason) for e in reopened] == [(SendingUnblocked, "credits_exhausted")]  # type: ignore[attr-defined]
+    account = domain.evolve_all(account, reopened)
+    again = domain.enforce(account, Usage(payg_emails=200), at("2026-11-04"))  # a new episode: told again
+    assert [type(e) for e in again] == [QuotaExhausted, SendingBlocked] and again[0].event_id != exhausted.event_id
     with pytest.raises(domain.PackNotOffered):
         domain.buy_credits(account, PACKS, 50, "x", at("2026-11-03"))
     with pytest.raises(domain.OnAMonthlyPlan):
