@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from fastapi import FastAPI
@@ -63,6 +63,21 @@ def _awaiting(coro: object) -> list[str]:
         lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n")
         coro = next((c for a in ("cr_await", "ag_await", "gi_yieldfrom") if (c := getattr(coro, a, None))), None)
     return lines
+
+
+async def every(interval: float, stopping: asyncio.Event, work: Callable[[], Awaitable[object]], what: str) -> None:
+    """Do `work` every `interval` seconds until `stopping` is set (a scheduler, a clock). A round that fails is
+    logged and the next one retries: the loop outlives it."""
+    while not stopping.is_set():
+        try:
+            await work()
+        except Exception:
+            log.exception("%s failed; retrying", what)
+        try:
+            async with asyncio.timeout(interval):
+                await stopping.wait()
+        except TimeoutError:
+            pass
 
 
 class Service(Protocol):

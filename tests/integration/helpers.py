@@ -1,4 +1,5 @@
-"""Shared by the integration tests of every HTTP service: schemathesis against the live service."""
+"""Shared by the integration tests of every service: schemathesis against the live service, and what a
+service's database still holds (retention)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,14 @@ async def run_schemathesis(app: FastAPI, tmp_path: Path, *, headers: dict[str, s
     report = log.read_text(errors="replace")
     assert process.returncode == 0, f"schemathesis found failures (exit {process.returncode}):\n{report}"
     return report
+
+
+async def documents_holding(db: Any, *texts: str) -> list[str]:
+    """Every document of a service's database whose text contains any of `texts`, as `collection: document`
+    (the purged accounts' tombstones aside: they hold the id and nothing else)."""
+    found = []
+    for name in sorted(await db.list_collection_names()):
+        if name == "purged_accounts":
+            continue
+        found += [f"{name}: {doc!r}" async for doc in db[name].find({}) if any(t in repr(doc) for t in texts)]
+    return found

@@ -13,7 +13,7 @@ from pydantic import Field, StringConstraints
 from herald_shared.contract.envelope import Identifier
 from herald_shared.http import answers, problem, problems
 from herald_shared.request_fields import NO_NUL, Body, EmailAddress, IsoTime, NameText, Out, Text
-from herald_shared.staff import StaffCredentials, StaffTokens
+from herald_shared.staff import StaffTokens, staff_member
 
 from .domain import (
     PASSWORD_MAX,
@@ -528,10 +528,7 @@ def build_staff_api(service: BillingService, staff_tokens: StaffTokens) -> APIRo
     """Platform staff only (a staff token, never a customer's credential); every look is audit-logged."""
     router = APIRouter(prefix="/v1/staff", responses=problems(401), tags=["staff"])
 
-    async def staff_member(credentials: StaffCredentials) -> str:
-        return await staff_tokens.member(credentials)
-
-    Staff = Annotated[str, Depends(staff_member)]
+    Staff = Annotated[str, Depends(staff_member(staff_tokens))]
 
     @router.get("/account-review", response_model=None,
                 responses={**answers(200, QueueOut, "New accounts waiting for review, oldest first."),

@@ -28,6 +28,7 @@ from herald_shared.contract.billing import (
     StaffAccessedPayload,
 )
 from herald_shared.http import Unauthorised
+from herald_shared.lifecycle import every
 from herald_shared.mongo import Document
 from herald_shared.throttle import Throttle
 
@@ -513,13 +514,4 @@ class PlanClock:
         return await self.service.enforce(due) if due else 0
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.tick()
-            except Exception:  # the clock outlives a failed round; the next one retries
-                log.exception("trial clock round failed; retrying")
-            try:
-                async with asyncio.timeout(self.interval):
-                    await self._stopping.wait()
-            except TimeoutError:
-                pass
+        await every(self.interval, self._stopping, self.tick, "plan clock round")

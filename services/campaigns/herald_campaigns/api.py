@@ -22,7 +22,7 @@ from herald_shared.request_fields import (
     Out,
     Text,
 )
-from herald_shared.staff import StaffCredentials, StaffTokens
+from herald_shared.staff import StaffTokens, staff_member
 
 from .domain import STATUSES, Draft, display_state, report
 from .handlers import CampaignsService
@@ -320,10 +320,7 @@ def build_staff_api(service: CampaignsService, staff_tokens: StaffTokens) -> API
     """Platform staff only (a staff token, never a customer's key); every look is audit-logged."""
     router = APIRouter(prefix="/v1/staff", responses=problems(401), tags=["staff"])
 
-    async def staff_member(credentials: StaffCredentials) -> str:
-        return await staff_tokens.member(credentials)
-
-    Staff = Annotated[str, Depends(staff_member)]
+    Staff = Annotated[str, Depends(staff_member(staff_tokens))]
 
     @router.get("/review-queue", response_model=None,
                 responses={**answers(200, QueuePage, "Oldest submission first, with screening evidence."),

@@ -13,6 +13,7 @@ from herald_shared.commands import Recorder
 from herald_shared.contract.campaigns import StaffViewed, StaffViewedPayload
 from herald_shared.contract.subscriptions import FieldValue
 from herald_shared.kafka import end_offsets
+from herald_shared.lifecycle import every
 from herald_shared.mongo import Document
 from herald_shared.settings import HeraldSettings
 
@@ -200,18 +201,12 @@ class Scheduler:
             [(topic, partition, end - 1) for partition, end in ends.items() if end > 0])
         self.caught_up = True
         log.info("scheduler caught up with herald.campaigns", extra={"partitions": len(ends)})
-        while not self._stopping.is_set():
-            try:
-                await self.service.queue_due(datetime.now(UTC))
-                await self.service.complete_finished()
-                await self._gauges()
-            except Exception:  # the scheduler outlives a failed round; the next one retries
-                log.exception("scheduling round failed; retrying")
-            try:
-                async with asyncio.timeout(self.interval):
-                    await self._stopping.wait()
-            except TimeoutError:
-                pass
+        await every(self.interval, self._stopping, self._round, "scheduling round")
+
+    async def _round(self) -> None:
+        await self.service.queue_due(datetime.now(UTC))
+        await self.service.complete_finished()
+        await self._gauges()
 
     async def _gauges(self) -> None:
         store = self.service.store

@@ -5,24 +5,16 @@ dropped by both consumers."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from herald_shared.contract.billing import AccountPurged
 from herald_shared.contract.delivery import MessageSent
 from tests.conftest import eventually
+from tests.integration.helpers import documents_holding
 
 from .conftest import Platform, draft
 
 ACME = ("'acme'", "'acme/", "acme/")
 
-
-async def holding(db: Any, *texts: str) -> list[str]:
-    found = []
-    for name in sorted(await db.list_collection_names()):
-        if name == "purged_accounts":
-            continue
-        found += [f"{name}: {doc!r}" async for doc in db[name].find({}) if any(t in repr(doc) for t in texts)]
-    return found
 
 
 def sent(n: int, campaign: str = "c1", account: str = "acme") -> MessageSent:
@@ -42,11 +34,12 @@ async def test_a_purged_account_leaves_nothing_in_campaigns(platform: Platform) 
     assert (await other.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})).status_code == 201
     await platform.publisher.publish_many([sent(n) for n in range(5)] + [sent(9, account="other")])
     db = platform.service.db
-    await eventually(lambda: holding(db, "'acme/c1/herald.delivery'"), bool, what="acme's report counted")
+    await eventually(lambda: documents_holding(db, "'acme/c1/herald.delivery'"), bool, what="acme's report counted")
 
     await platform.publisher.publish(AccountPurged(account_id="acme", producer="billing", payload={  # type: ignore[arg-type]
         "reason": "inactive", "since": "2024-11-01T00:00:00Z"}))
-    await eventually(lambda: holding(db, *ACME), lambda docs: docs == [], what="acme purged from every collection")
+    await eventually(lambda: documents_holding(db, *ACME), lambda docs: docs == [],
+                     what="acme purged from every collection")
     assert (await acme.http.get("/v1/campaigns")).status_code == 401
     assert (await other.http.get("/v1/campaigns/c1")).status_code == 200
     # Later events of the purged account are dropped by both consumers: a copy of its sends, then another
@@ -55,6 +48,6 @@ async def test_a_purged_account_leaves_nothing_in_campaigns(platform: Platform) 
                                             for e in (sent(n) for n in range(5))), sent(10, account="other")])
     await eventually(lambda: other.http.get("/v1/campaigns/c1/report"), lambda r: r.json()["sent"] == 2,
                      what="the other account's later send counted")
-    assert await holding(db, *ACME) == []
+    assert await documents_holding(db, *ACME) == []
     assert [k async for k in db["schedule"].find({})] == []
-    assert await holding(db, "acme-trial/news")  # a neighbour's keys are outside acme's range
+    assert await documents_holding(db, "acme-trial/news")  # a neighbour's keys are outside acme's range

@@ -9,20 +9,13 @@ from typing import Any
 from herald_shared.contract.billing import AccountApproved, AccountPurged
 from herald_shared.contract.subscriptions import ConfirmationRequested
 from tests.conftest import eventually
+from tests.integration.helpers import documents_holding
 from tests.samples import campaign_queued
 
 from .conftest import World
 
 ACME = ("'acme'", "'acme/", "'acme:", "owner@acme")  # its id as a value and in keys; its address
 
-
-async def holding(db: Any, *texts: str) -> list[str]:
-    found = []
-    for name in sorted(await db.list_collection_names()):
-        if name == "purged_accounts":
-            continue
-        found += [f"{name}: {doc!r}" async for doc in db[name].find({}) if any(t in repr(doc) for t in texts)]
-    return found
 
 
 async def test_a_purged_account_is_forgotten_and_nothing_more_is_sent_for_it(start_delivery: Any, relay: Any,
@@ -43,7 +36,7 @@ async def test_a_purged_account_is_forgotten_and_nothing_more_is_sent_for_it(sta
 
     await world.publish(AccountPurged(account_id="acme", producer="billing", payload={  # type: ignore[arg-type]
         "reason": "deleted", "since": "2026-08-01T00:00:00Z"}))
-    await eventually(lambda: holding(db, *ACME, "acme-readers"), lambda docs: docs == [],
+    await eventually(lambda: documents_holding(db, *ACME, "acme-readers"), lambda docs: docs == [],
                      what="acme gone from every collection")
     assert running.service.jobs.forget_account("acme") == 0  # nothing of it left in the queue
     # Approving the account now (a late event) opens nothing: it is dropped.
@@ -51,11 +44,11 @@ async def test_a_purged_account_is_forgotten_and_nothing_more_is_sent_for_it(sta
                         campaign_queued("other", "c1"))
     await eventually(relay.mailed, lambda r: "someone@example.org" in r, what="the other account's campaign")
     assert [r.recipient for r in relay.received if r.recipient.startswith("reader")] == []  # held, then purged
-    assert await holding(db, *ACME, "acme-readers") == []
+    assert await documents_holding(db, *ACME, "acme-readers") == []
 
     # A restart folds the ledger and the projections again: still nothing of acme.
     await running.service.stop()
     again = await start_delivery()
-    await eventually(lambda: holding(again.service.db, "'other'"), bool, what="the other account still there")
-    assert await holding(again.service.db, *ACME, "acme-readers") == []
+    await eventually(lambda: documents_holding(again.service.db, "'other'"), bool, what="the other account still there")
+    assert await documents_holding(again.service.db, *ACME, "acme-readers") == []
     assert "acme" not in again.service.gates.accounts

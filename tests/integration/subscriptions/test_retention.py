@@ -5,7 +5,6 @@ dropped, and a rebuild from offset 0 brings nothing back."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from herald_shared.contract.billing import AccountPurged
 from herald_shared.contract.subscriptions import SubscriberAdded
@@ -13,20 +12,12 @@ from herald_shared.mongo import rebuild
 from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_subscriptions.store import SubscriptionsProjection
 from tests.conftest import eventually
+from tests.integration.helpers import documents_holding
 from tests.integration.subscriptions.conftest import Platform
 
 T = "2026-10-01T10:00:00+00:00"
 ACME = ("'acme'", "'acme/")  # the account's id, as a value and as a key prefix
 
-
-async def holding(db: Any, *texts: str) -> list[str]:
-    """Documents of the database that contain any of the texts (tombstones aside)."""
-    found = []
-    for name in sorted(await db.list_collection_names()):
-        if name == "purged_accounts":
-            continue
-        found += [f"{name}: {doc!r}" async for doc in db[name].find({}) if any(t in repr(doc) for t in texts)]
-    return found
 
 
 async def test_a_purged_account_leaves_nothing_and_a_rebuild_brings_nothing_back(platform: Platform) -> None:
@@ -44,12 +35,12 @@ async def test_a_purged_account_leaves_nothing_and_a_rebuild_brings_nothing_back
     await other.create_list("news")
     await other.subscribe("anna@example.com")
     db = platform.service.db
-    assert await holding(db, *ACME)
+    assert await documents_holding(db, *ACME)
 
     await platform.publisher.publish(AccountPurged(account_id="acme", producer="billing", payload={  # type: ignore[arg-type]
         "reason": "deleted", "since": "2026-08-01T00:00:00Z"}))
-    await eventually(lambda: holding(db, *ACME, "ben@example.com", "cara@example.com"), lambda docs: docs == [],
-                     what="the account purged")
+    await eventually(lambda: documents_holding(db, *ACME, "ben@example.com", "cara@example.com"),
+                     lambda docs: docs == [], what="the account purged")
     assert await platform.service.apikeys.authenticate(acme.key) is None
     assert (await acme.http.get("/v1/lists")).status_code == 401
     # The other account keeps its own subscriber, the same person.
@@ -61,12 +52,12 @@ async def test_a_purged_account_leaves_nothing_and_a_rebuild_brings_nothing_back
     await other.subscribe("eve@example.com")  # a later event folded: the late copy was handled before it
     await eventually(lambda: other.http.get("/v1/gdpr/export", params={"email": "eve@example.com"}),
                      lambda r: bool(r.json()["memberships"]), what="a later event folded")
-    assert await holding(db, *ACME, "'Anna'") == []
+    assert await documents_holding(db, *ACME, "'Anna'") == []
 
     rebuilt_db = platform.service.mongo[platform.settings.database_name("rebuilt")]
     purged = PurgedAccounts(rebuilt_db)
     projection = SubscriptionsProjection(rebuilt_db)
     await rebuild(PurgingHandler(projection, purged, projection.purge), platform.settings,
                   ["herald.subscriptions", "herald.billing"])
-    assert await holding(rebuilt_db, *ACME, "ben@example.com", "cara@example.com", "'Anna'") == []
-    assert await holding(rebuilt_db, "'other'")
+    assert await documents_holding(rebuilt_db, *ACME, "ben@example.com", "cara@example.com", "'Anna'") == []
+    assert await documents_holding(rebuilt_db, "'other'")
