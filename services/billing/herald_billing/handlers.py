@@ -478,6 +478,7 @@ class UsageGuard:
         self.projection = projection
         self.service = service
         self.others = others
+        self._undecided: set[str] = set()  # folded, not yet decided on: kept until a decision is published
 
     async def handle(self, event: Event) -> None:
         await self.projection.handle(event)
@@ -486,10 +487,13 @@ class UsageGuard:
 
     async def flush(self) -> None:
         await self.projection.flush()
+        self._undecided |= self.projection.take_touched()
         for other in self.others:
             await other.flush()  # type: ignore[attr-defined]
-        if self.projection.touched:
-            await self.service.enforce(sorted(self.projection.touched))
+        if self._undecided:
+            # A failure here fails the flush: the consumer retries it, and these accounts are decided then.
+            await self.service.enforce(sorted(self._undecided))
+            self._undecided.clear()
 
 
 class PlanClock:

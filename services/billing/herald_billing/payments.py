@@ -46,8 +46,8 @@ class SimulatedProvider:
 
     async def charge(self, reference: str, account_id: str, invoice_id: str, amount_cents: int) -> str | None:
         earlier = self.charges.get(invoice_id)
-        if earlier is not None and earlier[2] is None:
-            return None  # taken already
+        if earlier is not None and earlier[2] is None and earlier[:2] == (account_id, amount_cents):
+            return None  # taken already (the same charge asked again, e.g. after its recording failed)
         declined = SIMULATED_METHODS.get(reference, "unknown payment method")
         self.charges[invoice_id] = (account_id, amount_cents, declined)
         return declined

@@ -144,7 +144,7 @@ def user_of(doc: Mapping[str, Any]) -> User:
 
 class BillingProjection(Projection):
     """Accounts and users folded in Python over the documents a batch touches (loaded by `_id`), usage counted
-    as the events fold. `touched` names the accounts whose state or usage the last flush changed."""
+    as the events fold. `take_touched` names the accounts whose state or usage changed."""
 
     collections = (ACCOUNTS, USERS, ENDED, KEYS, AUDIT, REVIEW, TRIALS, MEMBERS, LISTS, USAGE, RENEWALS, INVOICES,
                    INVOICE_NUMBERS, CREDIT_EXPIRY, RETENTION)
@@ -160,7 +160,7 @@ class BillingProjection(Projection):
         self._credit_expiry = SecondaryIndex(db[CREDIT_EXPIRY], credit_expiry_key)
         self._retention = SecondaryIndex(db[RETENTION], retention_key)
         self._counts = Counters(db[USAGE])
-        self.touched: set[str] = set()
+        self._touched: set[str] = set()
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, ACCOUNT_EVENTS):
@@ -186,7 +186,12 @@ class BillingProjection(Projection):
                 usage + self._usage
             self._counts.discard()
             raise
-        self.touched = {e.account_id for e in (*accounts, *usage)}
+        self._touched |= {e.account_id for e in (*accounts, *usage)}
+
+    def take_touched(self) -> set[str]:
+        """The accounts whose state or usage the flushes since the last call changed."""
+        touched, self._touched = self._touched, set()
+        return touched
 
     async def _fold_accounts(self, events: list[Event]) -> dict[str, Account]:
         """Fold; returns each account of the batch as it is after it."""
