@@ -69,11 +69,12 @@ class PurgingHandler:
     async def handle(self, event: Event) -> None:
         known = await self.purged.load()
         if isinstance(event, AccountPurged):
-            if event.account_id not in known:
-                await self.inner.flush()  # what the batch folded of the account so far, then deleted with it
-                await self._purge(event.account_id)
-                await self.purged.add(event.account_id, datetime.now(UTC))
-                log.info("account purged", extra={"account_id": event.account_id, "reason": event.payload.reason})
+            # Every time, even when the tombstone is there: consumers sharing the tombstones purge different
+            # data, and a purge finds nothing the second time.
+            await self.inner.flush()  # what the batch folded of the account so far, then deleted with it
+            await self._purge(event.account_id)
+            await self.purged.add(event.account_id, datetime.now(UTC))
+            log.info("account purged", extra={"account_id": event.account_id, "reason": event.payload.reason})
             return
         if event.account_id in known:
             self.dropped += 1

@@ -170,6 +170,10 @@ class AccountClosed(RuleRefused):
     code, http_status = "account_closed", 409
 
 
+class RenewalPending(RuleRefused):
+    code, http_status = "renewal_pending", 409
+
+
 class PackNotOffered(RuleRefused):
     code, http_status = "credit_pack_not_offered", 422
 
@@ -203,6 +207,7 @@ class OpenInvoice:
     period_end: datetime
     attempts: int = 0
     last_attempt_at: datetime | None = None
+    pays_period: bool = True  # a plan's first period or a renewal: paying it pays up to period_end
 
 
 @dataclass(frozen=True)
@@ -399,8 +404,9 @@ def session_valid(user: User | None, account_id: str, issued_at: datetime, ended
     return user.sessions_valid_from is None or issued_at >= user.sessions_valid_from
 
 
-def issue_key(actor: User, key_id: str, key_hash: str, label: str | None) -> list[Event]:
+def issue_key(actor: User, account: Account, key_id: str, key_hash: str, label: str | None) -> list[Event]:
     require_owner(actor)
+    _open(account)
     return [_event(ApiKeyIssued, actor.account_id, ApiKeyIssuedPayload(key_id=key_id, key_hash=key_hash,
                                                                        label=label, issued_by=actor.username))]
 
@@ -473,30 +479,36 @@ def enforce(account: Account, usage: Usage, now: datetime) -> list[Event]:
                                                                 f"{TRIAL_EMAILS} emails sent; choose a plan to "
                                                                 "send more", now)]
         return []
+    # Every gate is decided every time, closed only under the plan it belongs to: a block of an earlier plan
+    # (credits run out, then a monthly plan bought) is lifted with the change.
     events: list[Event] = []
-    if account.plan == "monthly" and account.tier is not None:
-        events += gate(account, "subscriber_limit_exceeded", usage.subscribers > account.tier,
-                       f"{usage.subscribers} subscribers stored; the tier allows {account.tier}: upgrade or "
-                       "remove subscribers", now)
+    over_tier, quota_reached, credits_gone = False, False, False
+    tier_detail = quota_detail = None
+    if account.plan == "monthly" and account.tier is not None and account.billing_day is not None:
+        over_tier = usage.subscribers > account.tier
+        tier_detail = (f"{usage.subscribers} subscribers stored; the tier allows {account.tier}: upgrade or remove "
+                       "subscribers")
         start, _ = account.period(now)
         cap, sent = plans.MONTHLY_SEND_FACTOR * account.tier, usage.period_emails(start)
+        quota_reached = sent >= cap
+        quota_detail = f"{sent} of this period's {cap} emails sent: upgrade, or wait for the next period"
         exhausted = f"monthly_emails:{time_key(start)}"
-        if sent >= cap and exhausted not in account.exhausted:
+        if quota_reached and exhausted not in account.exhausted:
             events.append(_event(QuotaExhausted, a, QuotaExhaustedPayload(
                 quota="monthly_emails", limit=cap, used=sent, period_start=start), fixed_id("exhausted", exhausted, a),
                 at=now))
-        events += gate(account, "monthly_quota_reached", sent >= cap,
-                       f"{sent} of this period's {cap} emails sent: upgrade, or wait for the next period", now)
     if account.plan == "pay_as_you_go":
         events += expire_credits(account, usage, now)
-        left = credits_left(account, usage, now)
+        credits_gone = credits_left(account, usage, now) <= 0
         episode = f"credits:{account.unblocks.get('credits_exhausted', 0)}"
-        if left <= 0 and episode not in account.exhausted:
+        if credits_gone and episode not in account.exhausted:
             bought = sum(b.credits for b in account.credit_batches)
             events.append(_event(QuotaExhausted, a, QuotaExhaustedPayload(
                 quota="credits", limit=bought, used=min(usage.payg_emails, bought)),
                 fixed_id("exhausted", episode, a), at=now))
-        events += gate(account, "credits_exhausted", left <= 0, "no email credits left: buy more to send again", now)
+    events += gate(account, "subscriber_limit_exceeded", over_tier, tier_detail, now)
+    events += gate(account, "monthly_quota_reached", quota_reached, quota_detail, now)
+    events += gate(account, "credits_exhausted", credits_gone, "no email credits left: buy more to send again", now)
     events += gate(account, "trial_ended", account.plan == "trial_ended", None, now)
     events += gate(account, "trial_quota_reached", False, None, now)
     events += gate(account, "no_plan", account.plan == "none", "no plan: choose one to send again", now)
@@ -536,14 +548,15 @@ def invoice_number(year: int, last: int) -> str:
     return f"{year}-{last + 1:06d}"
 
 
-def _invoice(account: Account, config: Plans, number: str, lines: list[tuple[str, int]], start: datetime,
-             end: datetime, now: datetime) -> InvoiceIssued:
+def _invoice(account: Account, config: Plans, number: str, kind: Literal["plan", "renewal", "upgrade", "credits"],
+             lines: list[tuple[str, int]], start: datetime, end: datetime, now: datetime) -> InvoiceIssued:
     net = sum(amount for _, amount in lines)
     vat = config.vat(net)
     return InvoiceIssued(account_id=account.account_id, producer=PRODUCER, occurred_at=now,
                          payload=InvoiceIssuedPayload(
                              invoice_id=number, amount_cents=net + vat, period_start=start, period_end=end,
                              due_at=now, lines=[InvoiceLine(description=d, amount_cents=c) for d, c in lines],
+                             kind=kind,
                              net_cents=net, vat_cents=vat, vat_percent=str(config.vat_percent)))
 
 
@@ -566,17 +579,20 @@ def buy_monthly(account: Account, usage: Usage, config: Plans, subscribers: int,
         if tier.subscribers < account.tier or (edition == "standard" and account.edition == "pro"):
             raise TierCannotBeLowered(f"the plan is {account.tier} subscribers ({account.edition}); a tier is "
                                       "raised, never lowered, during the agreement")
+        if account.paid_until is None or account.paid_until <= now or account.open_invoices:
+            raise RenewalPending("the paid period is over and its renewal is not paid yet: pay the open invoice "
+                                 "(or wait a moment for the renewal), then upgrade")
         start, end = account.period(now)
         difference = plans.prorated(fee - account.fee_cents, start, end, now)
         line = (f"Upgrade from {account.tier} ({account.edition}) to {tier.subscribers} subscribers ({edition}), "
                 f"{now.date().isoformat()} to {end.date().isoformat()}", difference)
-        invoice = _invoice(account, config, number, [line], now, end, now)
+        invoice = _invoice(account, config, number, "upgrade", [line], now, end, now)
         billing_day = account.billing_day or now.day
     else:
         end = plans.next_billing_date(now.day, now)
         line = (f"Monthly plan, {tier.subscribers} subscribers ({edition}), {now.date().isoformat()} to "
                 f"{end.date().isoformat()}", fee)
-        invoice = _invoice(account, config, number, [line], now, end, now)
+        invoice = _invoice(account, config, number, "plan", [line], now, end, now)
         billing_day = now.day
     paid = _event(PaymentSucceeded, account.account_id, PaymentSucceededPayload(
         invoice_id=number, amount_cents=invoice.payload.amount_cents), at=now)
@@ -603,7 +619,7 @@ def renewal(account: Account, config: Plans, number: str, now: datetime) -> Invo
     end = plans.next_billing_date(account.billing_day, start)
     line = (f"Monthly plan, {account.tier} subscribers ({account.edition}), {start.date().isoformat()} to "
             f"{end.date().isoformat()}", account.fee_cents)
-    return _invoice(account, config, number, [line], start, end, now)
+    return _invoice(account, config, number, "renewal", [line], start, end, now)
 
 
 def payment_outcome(account: Account, invoice_id: str, amount_cents: int, declined: str | None,
@@ -666,7 +682,7 @@ def buy_credits(account: Account, config: Plans, credits: int, number: str, now:
         raise NoPaymentMethod("set a payment method first (PUT /v1/account/payment-method)")
     expires_at = now + timedelta(days=pack.validity_days)
     line = (f"{pack.credits:,} email credits, valid until {expires_at.date().isoformat()}", pack.price_cents)
-    invoice = _invoice(account, config, number, [line], now, expires_at, now)
+    invoice = _invoice(account, config, number, "credits", [line], now, expires_at, now)
     a = account.account_id
     paid = _event(PaymentSucceeded, a, PaymentSucceededPayload(invoice_id=number,
                                                                amount_cents=invoice.payload.amount_cents), at=now)
@@ -820,13 +836,16 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
             return state
         return replace(state, open_invoices=(*state.open_invoices, OpenInvoice(
             issued.invoice_id, issued.amount_cents, to_stored_precision(issued.period_start),
-            to_stored_precision(issued.period_end))))
+            to_stored_precision(issued.period_end), pays_period=issued.kind in ("plan", "renewal"))))
     if isinstance(event, PaymentSucceeded):
         paid = next((i for i in state.open_invoices if i.invoice_id == event.payload.invoice_id), None)
         if paid is None:
             return state
+        rest = tuple(i for i in state.open_invoices if i is not paid)
+        if not paid.pays_period:
+            return replace(state, open_invoices=rest)
         until = paid.period_end if state.paid_until is None else max(state.paid_until, paid.period_end)
-        return replace(state, paid_until=until, open_invoices=tuple(i for i in state.open_invoices if i is not paid))
+        return replace(state, paid_until=until, open_invoices=rest)
     if isinstance(event, PaymentFailed):
         return replace(state, open_invoices=tuple(
             replace(i, attempts=i.attempts + 1, last_attempt_at=to_stored_precision(event.occurred_at))
@@ -846,9 +865,12 @@ def _plan(state: Account, event: PlanChanged) -> Account:
     if changed.plan == "trial":
         return state  # the trial starts with the account and never again
     if changed.plan == "monthly":
+        # Billing always names the tier and the billing day; a monthly plan from elsewhere without them has no
+        # subscriber limit to hold it to, and bills on its effective day.
+        effective = to_stored_precision(changed.effective_at)
         return replace(state, plan="monthly", tier=changed.tier_subscriber_limit, edition=changed.edition,
-                       fee_cents=changed.monthly_fee_cents, billing_day=changed.billing_day,
-                       anchor=state.anchor or to_stored_precision(changed.effective_at))
+                       fee_cents=changed.monthly_fee_cents, billing_day=changed.billing_day or effective.day,
+                       anchor=state.anchor or effective)
     return replace(state, plan=changed.plan, tier=None, fee_cents=None, billing_day=None, anchor=None,
                    cancel_at=None, edition=changed.edition)
 

@@ -102,6 +102,9 @@ class BillingService:
         # Invoice numbers are sequential per year without gaps: one invoice is decided, paid and recorded at a
         # time in this process (billing runs one replica; see its README).
         self._invoicing = asyncio.Lock()
+        # The last number issued per year by this process: the read model may not have folded it yet (a commit
+        # that timed out), and a number must never be given twice.
+        self._last_numbers: dict[int, int] = {}
         self.recorder = recorder
         self.passwords = passwords
         self.clock = clock
@@ -166,10 +169,12 @@ class BillingService:
             log.warning("login for an unknown user", extra={"username": name[:100], "ip": client.ip,
                                                             "reason": reason})
             return
-        await self.recorder.commit([LoginFailed(account_id=user.account_id, producer=domain.PRODUCER,
-                                                payload=LoginFailedPayload(
-                                                    **self._attempt(user.username, client).model_dump(),
-                                                    reason=reason))])
+        # Published, not waited for: an attempt on a known user costs what one on an unknown user does, give or
+        # take the publish (no fold to wait for), so timing does not tell them apart.
+        await self.recorder.publish_only([LoginFailed(account_id=user.account_id, producer=domain.PRODUCER,
+                                                      payload=LoginFailedPayload(
+                                                          **self._attempt(user.username, client).model_dump(),
+                                                          reason=reason))])
 
     @staticmethod
     def _attempt(username: str, client: Client, session_id: str | None = None) -> LoginAttempt:
@@ -233,7 +238,9 @@ class BillingService:
     async def issue_key(self, session: Session, label: str | None) -> tuple[str, Document]:
         """The key (shown once) and what is listed of it."""
         key_id, key, key_hash = new_api_key()
-        await self.recorder.commit(domain.issue_key(session.user, key_id, key_hash, label))
+        async with self.recorder.serialised(f"account:{session.user.account_id}"):  # not beside a deletion
+            account = await self._account(session.user.account_id)
+            await self.recorder.commit(domain.issue_key(session.user, account, key_id, key_hash, label))
         doc = await self.store.key(session.user.account_id, key_id)
         assert doc is not None  # the commit waited for it
         return key, doc
@@ -309,7 +316,7 @@ class BillingService:
             account = await self._account(account_id)
             usage = await self.store.usage(account_id)
             now = self.clock()
-            number = domain.invoice_number(now.year, await self.store.last_invoice_number(now.year))
+            number = await self._next_invoice_number(now)
             purchase = domain.buy_monthly(account, usage, self.plans, subscribers, edition, number, now)
             if purchase is None:
                 return account
@@ -323,10 +330,21 @@ class BillingService:
         async with self.recorder.serialised(f"account:{account_id}"), self._invoicing:
             account = await self._account(account_id)
             now = self.clock()
-            number = domain.invoice_number(now.year, await self.store.last_invoice_number(now.year))
+            number = await self._next_invoice_number(now)
             purchase = domain.buy_credits(account, self.plans, credits, number, now)
             await self._record_paid(account, purchase, now)
         return await self._account(account_id)
+
+    async def _next_invoice_number(self, now: datetime) -> str:
+        last = max(await self.store.last_invoice_number(now.year), self._last_numbers.get(now.year, 0))
+        return domain.invoice_number(now.year, last)
+
+    async def _record_invoice(self, number: str, events: list[Event]) -> None:
+        """Publish events that issue invoice `number`, remember the number as given, then wait for the fold."""
+        published = await self.recorder.publish_only(events)
+        year, last = number.split("-")
+        self._last_numbers[int(year)] = max(int(last), self._last_numbers.get(int(year), 0))
+        await self.recorder.wait_until_applied(published)
 
     async def _record_paid(self, account: Account, purchase: domain.Purchase, now: datetime) -> None:
         declined = await self._charge(account, purchase.invoice.payload.invoice_id, purchase.amount_cents)
@@ -337,7 +355,8 @@ class BillingService:
         metrics.PAYMENTS.labels("paid").inc()
         after = domain.evolve_all(account, purchase.then)
         usage = await self.store.usage(account.account_id)
-        await self.recorder.commit([*purchase.then, *domain.enforce(after, usage, now)])
+        await self._record_invoice(purchase.invoice.payload.invoice_id,
+                                   [*purchase.then, *domain.enforce(after, usage, now)])
 
     async def pay_invoice(self, session: Session, invoice_id: str) -> Document:
         """Pay an open invoice now with the current payment method (402 when declined: the failure is recorded)."""
@@ -423,16 +442,16 @@ class BillingService:
         now = self.clock()
         async with self.recorder.serialised(f"account:{account_id}"), self._invoicing:
             account = await self.store.account(account_id)
-            if account is None:
-                return
+            if account is None or account.deleted_at is not None:
+                return  # a deleted account is not charged again
             ended = domain.end_of_agreement(account, now)
             if ended:
                 await self.recorder.commit(ended)
             else:
-                number = domain.invoice_number(now.year, await self.store.last_invoice_number(now.year))
+                number = await self._next_invoice_number(now)
                 invoice = domain.renewal(account, self.plans, number, now)
                 if invoice is not None:
-                    await self.recorder.commit([invoice])
+                    await self._record_invoice(number, [invoice])
                     account = await self._account(account_id)
                 for open_invoice in account.open_invoices:
                     last = open_invoice.last_attempt_at

@@ -65,9 +65,8 @@ ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "ke
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
 RENEWALS, INVOICES, INVOICE_NUMBERS = "renewals", "invoices", "invoice_numbers"
 CREDIT_EXPIRY, RETENTION = "credit_expiry", "retention"
-# Everything of an account under an `account/...` key; invoices stay after a purge (they hold amounts and
-# periods, no personal data, and accounting law keeps them for years).
-ACCOUNT_PREFIXED = (ENDED, KEYS, AUDIT, MEMBERS, LISTS, USAGE)
+# Everything of an account under an `account/...` key.
+ACCOUNT_PREFIXED = (ENDED, KEYS, AUDIT, MEMBERS, LISTS, USAGE, INVOICES)
 INVOICE_NUMBER = re.compile(r"^(\d{4})-(\d{6})$")
 ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, TrialEnded, QuotaExhausted,
                   SendingBlocked, SendingUnblocked, UserAdded, PaymentMethodSet, CancellationRequested, InvoiceIssued,
@@ -146,8 +145,10 @@ class BillingProjection(Projection):
     """Accounts and users folded in Python over the documents a batch touches (loaded by `_id`), usage counted
     as the events fold. `take_touched` names the accounts whose state or usage changed."""
 
+    # Not `invoice_numbers`: the last number of each year outlives a rebuild (a purged account's invoices are
+    # not folded again, and their numbers must never be given twice).
     collections = (ACCOUNTS, USERS, ENDED, KEYS, AUDIT, REVIEW, TRIALS, MEMBERS, LISTS, USAGE, RENEWALS, INVOICES,
-                   INVOICE_NUMBERS, CREDIT_EXPIRY, RETENTION)
+                   CREDIT_EXPIRY, RETENTION)
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
@@ -297,7 +298,7 @@ class BillingProjection(Projection):
 
     async def purge(self, account_id: str) -> None:
         """Delete the account's data (`purging.PurgingHandler` calls this on AccountPurged): the account, its
-        users, sessions, keys, audit log, usage and its places in the listings; not its invoices."""
+        users, sessions, keys, audit log, usage, invoices and its places in the listings."""
         doc = await self.db[ACCOUNTS].find_one({"_id": account_id})
         if doc is not None:
             gone: dict[str, Document | None] = {account_id: None}

@@ -303,6 +303,9 @@ class InvoiceIssuedPayload(Payload):
     period_end: AwareDatetime
     due_at: AwareDatetime
     lines: list[InvoiceLine] = Field(min_length=1)
+    kind: Literal["plan", "renewal", "upgrade", "credits"] | None = Field(
+        default=None, description="What was bought: a plan's first period, a renewal, an upgrade's difference, "
+                                  "credits. Paying a plan or renewal invoice pays its period.")
     net_cents: Cents | None = Field(default=None, description="The lines' sum, VAT excluded.")
     vat_cents: Cents | None = None
     vat_percent: Annotated[str, StringConstraints(pattern=r"^\d{1,2}(\.\d{1,2})?$")] | None = None

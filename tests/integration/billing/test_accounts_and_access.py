@@ -4,10 +4,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from herald_shared.contract.billing import AccountOpened, LoginFailed, LoginSucceeded, PlanChanged, UserAdded
+from tests.conftest import eventually
 
-from .helpers import PASSWORD, Platform
+from .helpers import PASSWORD, Customer, Platform
+
+
+async def audit(customer: Customer) -> list[dict[str, Any]]:
+    """The account's log of logins (failed attempts are recorded without waiting for the fold)."""
+    items = (await customer.http.get("/v1/account/audit-log")).json()["items"]
+    return [e for e in items if e["kind"] == "login"]
 
 
 async def test_sign_up_opens_a_trial_account_waiting_for_review(platform: Platform) -> None:
@@ -45,7 +53,7 @@ async def test_every_login_and_failed_attempt_is_in_the_audit_log(platform: Plat
     assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
     unknown = await platform.http.post("/v1/sessions", json={"username": "nobody", "password": PASSWORD})
     assert unknown.status_code == 401 and unknown.json()["detail"] == wrong.json()["detail"]
-    log = (await acme.http.get("/v1/account/audit-log")).json()["items"]
+    log = await eventually(lambda: audit(acme), lambda items: len(items) == 2, what="the failure in the log")
     logins = [(e["result"], e["reason"], e["username"], e["ip"], e["user_agent"]) for e in log if e["kind"] == "login"]
     assert logins == [("success", None, "ada", "203.0.113.7", "pytest-browser/1.0"),
                       ("failure", "wrong_password", "ada", "203.0.113.7", "curious/2.0")]
@@ -66,9 +74,8 @@ async def test_repeated_failures_are_throttled_per_user_and_per_address(platform
     # The right password from elsewhere is refused too while the user is locked: the lock is the user's.
     elsewhere = platform.client(address=("198.51.100.9", 5000))
     assert (await elsewhere.post("/v1/sessions", json={"username": "ada", "password": PASSWORD})).status_code == 429
-    reasons = [e["reason"] for e in (await acme.http.get("/v1/account/audit-log")).json()["items"]
-               if e["kind"] == "login"]
-    assert reasons == [None] + ["wrong_password"] * 5 + ["locked", "locked"]
+    log = await eventually(lambda: audit(acme), lambda items: len(items) == 8, what="every attempt in the log")
+    assert [e["reason"] for e in log] == [None] + ["wrong_password"] * 5 + ["locked", "locked"]
     now += timedelta(minutes=15)
     assert (await platform.http.post("/v1/sessions", json={"username": "ada", "password": PASSWORD})).status_code == 201
     # One address guessing many users is stopped by the address throttle.

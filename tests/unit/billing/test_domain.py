@@ -107,7 +107,7 @@ def test_a_session_holds_until_logout_password_change_or_disabling() -> None:
 def test_only_owners_manage_users_and_keys_and_nobody_disables_the_owner() -> None:
     owner, member = User("ada", "a1", "owner", HASH), User("bob", "a1", "member", HASH)
     with pytest.raises(domain.OwnersOnly):
-        domain.issue_key(member, "k1", "scrypt$" + "x" * 30, None)
+        domain.issue_key(member, opened(), "k1", "scrypt$" + "x" * 30, None)
     with pytest.raises(domain.OwnersOnly):
         domain.add_user(member, "cy", "member", HASH, None)
     with pytest.raises(domain.CannotDisable):

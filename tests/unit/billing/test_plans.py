@@ -246,3 +246,39 @@ def test_no_credits_left_blocks_sending_and_a_new_pack_reopens_it() -> None:
         domain.buy_credits(account, PACKS, 50, "x", at("2026-11-03"))
     with pytest.raises(domain.OnAMonthlyPlan):
         domain.buy_credits(monthly(at("2026-11-01")), PACKS, 100, "x", at("2026-11-03"))
+
+
+def test_only_a_plan_or_renewal_invoice_pays_a_period() -> None:
+    """A credit pack's invoice runs to the credits' expiry: paying it must not pay a monthly plan's year."""
+    account = payg(at("2026-11-01"))
+    assert account.paid_until is None
+    purchase = domain.buy_monthly(account, Usage(), PLANS, 500, "standard", "2026-000009", at("2026-11-05"))
+    assert purchase is not None
+    account = domain.evolve_all(account, purchase.then)
+    assert account.paid_until == at("2026-12-05")
+
+
+def test_a_block_of_an_earlier_plan_is_lifted_with_the_change() -> None:
+    account = payg(at("2026-11-01"))
+    account = domain.evolve_all(account, domain.enforce(account, Usage(payg_emails=100), at("2026-11-02")))
+    assert "credits_exhausted" in account.blocked
+    purchase = domain.buy_monthly(account, Usage(), PLANS, 500, "standard", "2026-000009", at("2026-11-05"))
+    assert purchase is not None
+    account = domain.evolve_all(account, purchase.then)
+    lifted = domain.enforce(account, Usage(payg_emails=100), at("2026-11-05"))
+    assert [(type(e), e.payload.reason) for e in lifted] == [(SendingUnblocked, "credits_exhausted")]  # type: ignore[attr-defined]
+
+
+def test_an_upgrade_waits_for_the_ended_periods_renewal() -> None:
+    account = monthly(at("2026-11-01"))
+    with pytest.raises(domain.RenewalPending):
+        domain.buy_monthly(account, Usage(), PLANS, 1000, "standard", "x", at("2026-12-01"))
+
+
+def test_a_monthly_plan_without_a_billing_day_bills_on_its_effective_day() -> None:
+    """A PlanChanged another producer published without the billing day must not stop billing's fold."""
+    account = domain.evolve_all(opened_account(), [PlanChanged(  # type: ignore[call-arg]
+        account_id="a1", producer="billing", payload={"plan": "monthly", "tier_subscriber_limit": 500,
+                                                      "effective_at": at("2026-11-03")})])
+    assert account.billing_day == 3
+    assert domain.enforce(account, Usage(subscribers=600), at("2026-11-04"))  # decides, does not raise
