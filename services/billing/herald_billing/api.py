@@ -471,7 +471,8 @@ def build_api(service: BillingService) -> APIRouter:
     @router.put("/account/password", status_code=204, tags=["account"],
                 responses={**signed_in, **problems(403, 422, 503)})
     async def change_password(body: PasswordIn, session: Current) -> Response:
-        """Change your own password (403 when the current one is not right); your other sessions end."""
+        """Change your own password (403 when the current one is not right); every session you opened before
+        ends, this one too: log in again."""
         await service.change_password(session, body.current_password, body.new_password)
         return Response(status_code=204)
 
