@@ -85,13 +85,15 @@ class DeliverySettings(HeraldSettings):
                                                     "that failed is tried again.")
 
 
-def load_dkim_keys(directory: Path | None) -> dict[str, DkimKey]:
-    keys: dict[str, DkimKey] = {}
+def load_dkim_keys(directory: Path | None) -> dict[str, list[DkimKey]]:
+    """`<selector>._domainkey.<domain>.pem` files, RSA or Ed25519: every key of a domain signs its mail (an
+    Ed25519 and an RSA key side by side sign twice, RFC 8463: receivers that know only RSA use that one)."""
+    keys: dict[str, list[DkimKey]] = {}
     if directory is None:
         return keys
     for path in sorted(directory.glob("*._domainkey.*.pem")):
         selector, _, domain = path.name.removesuffix(".pem").partition("._domainkey.")
-        keys[domain.lower()] = DkimKey(domain.lower(), selector, path.read_bytes())
+        keys.setdefault(domain.lower(), []).append(DkimKey(domain.lower(), selector, path.read_bytes()))
     return keys
 
 
@@ -111,7 +113,7 @@ class Delivery:
         keys = load_dkim_keys(settings.dkim_keys_dir)
         renderer = Renderer(RenderSettings(base_url, settings.bounce_domain), self.tokens,
                             LinkSigner(settings.link_secret, settings.subscriptions_url), keys,
-                            keys.get((settings.dkim_default_domain or "").lower()))
+                            keys.get((settings.dkim_default_domain or "").lower(), []))
         relay = RelayConfig(settings.smtp_host, settings.smtp_port, starttls=settings.smtp_starttls,
                             implicit_tls=settings.smtp_tls, verify_tls=settings.smtp_verify_tls,
                             username=settings.smtp_username, password=settings.smtp_password,

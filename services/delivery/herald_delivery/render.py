@@ -16,20 +16,20 @@ import hashlib
 import hmac
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from typing import Any
 
-import dkim
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner
 from herald_shared.templating import MAX_TOKENS, Template, compile_template
 
+from .dkim_signing import DkimSigner, body_hash
 from .domain import Member
 
 IDENTIFICATION_FOOTER = "Email marketing by Herald"
@@ -218,12 +218,15 @@ def _preheader_html(text: str) -> str:
 
 class Renderer:
     def __init__(self, settings: RenderSettings, tokens: MessageTokens, links: LinkSigner,
-                 dkim_keys: dict[str, DkimKey], default_dkim: DkimKey | None = None) -> None:
+                 dkim_keys: Mapping[str, Sequence[DkimKey]], default_dkim: Sequence[DkimKey] = ()) -> None:
+        """`dkim_keys`: per sending domain, the keys that sign its mail (one signature each: Ed25519 and RSA
+        side by side is dual signing); `default_dkim`: those of the platform's domain, for other domains."""
         self.settings = settings
         self.tokens = tokens
         self.links = links
-        self._dkim_keys = dkim_keys
-        self._default_dkim = default_dkim
+        self._signers = {domain: [DkimSigner.from_pem(k.domain, k.selector, k.private_key_pem) for k in keys]
+                         for domain, keys in dkim_keys.items()}
+        self._default_signers = [DkimSigner.from_pem(k.domain, k.selector, k.private_key_pem) for k in default_dkim]
         self._base = settings.tracking_base_url.rstrip("/")
 
     def return_path(self, message_id: str) -> str:
@@ -333,15 +336,15 @@ class Renderer:
         return Rendered(message_id, self.return_path(message_id), recipient, self._sign(data, sender_domain))
 
     def _sign(self, data: bytes, sender_domain: str) -> bytes:
-        """DKIM-sign with the sending domain's key, else the platform's default key, else leave unsigned."""
-        key = self._dkim_keys.get(sender_domain) or self._default_dkim
-        if key is None:
+        """DKIM-sign (OpenSSL, `dkim_signing`) with the sending domain's keys, else the platform's default
+        keys, else leave unsigned."""
+        signers = self._signers.get(sender_domain) or self._default_signers
+        if not signers:
             return data
         present = _header_names(data)
-        signature = dkim.sign(data, key.selector.encode(), key.domain.encode(), key.private_key_pem,
-                              include_headers=[h for h in SIGNED_HEADERS if h in present],
-                              canonicalize=(b"relaxed", b"relaxed"))
-        return bytes(signature) + data
+        names = [h for h in SIGNED_HEADERS if h in present]
+        digest = body_hash(data)
+        return b"".join(signer.signature_header(data, names, digest) for signer in signers) + data
 
 
 def _header_names(data: bytes) -> set[bytes]:

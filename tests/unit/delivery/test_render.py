@@ -44,7 +44,7 @@ def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[DkimKey, bytes]:
     return DkimKey("acme.example", "s1", Path(private).read_bytes()), record
 
 
-def renderer(keys: dict[str, DkimKey] | None = None) -> Renderer:
+def renderer(keys: dict[str, list[DkimKey]] | None = None) -> Renderer:
     return Renderer(RenderSettings("https://t.herald.example", "bounces.herald.example"), MessageTokens(SECRET),
                     LinkSigner(SECRET, "https://lists.herald.example"), keys or {})
 
@@ -159,7 +159,7 @@ def test_the_return_path_names_the_message_and_cannot_be_forged() -> None:
 def test_dkim_signature_verifies_and_covers_list_unsubscribe(dkim_key: tuple[DkimKey, bytes]) -> None:
     """RFC 8058 3.2: the signature must cover List-Unsubscribe and List-Unsubscribe-Post."""
     key, record = dkim_key
-    r = renderer({"acme.example": key})
+    r = renderer({"acme.example": [key]})
     template = compile_campaign("acme", "c1", content(), footer=True, settings=r.settings)
     data = r.campaign_message(template, MEMBER, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11").data
 

@@ -1,0 +1,140 @@
+"""DKIM signing (RFC 6376, relaxed/relaxed) with OpenSSL through the `cryptography` package: rsa-sha256 and
+ed25519-sha256 (RFC 8463), one signature per key, so a domain can be signed twice (Ed25519 and RSA: receivers
+that do not know Ed25519 yet still find the RSA one). dkimpy stays as the independent verifier in the tests.
+
+Canonicalization (RFC 6376 3.4.2 and 3.4.4, "relaxed"):
+- a header: its name in lower case, unfolded, runs of spaces and tabs made one space, none at the end of the
+  value or around the colon;
+- the body: runs of spaces and tabs made one space, none at line ends, empty lines at the end removed, and a
+  non-empty body ends with CRLF.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+CRLF = b"\r\n"
+_WSP_RUN = re.compile(rb"[ \t]+")
+_FOLD = re.compile(rb"\r\n(?=[ \t])")
+
+
+class DkimKeyInvalid(ValueError):
+    """A key file that is not an RSA (2048 bits or more) or Ed25519 private key in PEM."""
+
+
+@dataclass(frozen=True)
+class DkimSigner:
+    domain: str
+    selector: str
+    key: RSAPrivateKey | Ed25519PrivateKey
+
+    @property
+    def algorithm(self) -> str:
+        return "ed25519-sha256" if isinstance(self.key, Ed25519PrivateKey) else "rsa-sha256"
+
+    @classmethod
+    def from_pem(cls, domain: str, selector: str, pem: bytes) -> DkimSigner:
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise DkimKeyInvalid(f"{selector}._domainkey.{domain}: not a private key in PEM ({exc})") from None
+        if isinstance(key, RSAPrivateKey):
+            if key.key_size < 1024:
+                raise DkimKeyInvalid(f"{selector}._domainkey.{domain}: RSA keys of {key.key_size} bits are refused "
+                                     "by receivers (RFC 8301: at least 1024, 2048 recommended)")
+            return cls(domain, selector, key)
+        if isinstance(key, Ed25519PrivateKey):
+            return cls(domain, selector, key)
+        raise DkimKeyInvalid(f"{selector}._domainkey.{domain}: only RSA and Ed25519 keys sign DKIM")
+
+    def signature_header(self, message: bytes, signed_headers: list[bytes], body_hash: bytes | None = None,
+                         now: int | None = None) -> bytes:
+        """The DKIM-Signature header line (with its CRLF) to put on top of `message`. `signed_headers` are
+        lower-case header names present in the message, in the order they are to be signed. `body_hash`: the
+        message body's hash from `body_hash()`, when several keys sign one message."""
+        head, body = _split(message)
+        headers = _parse_headers(head)
+        digest = body_hash if body_hash is not None else hashlib.sha256(canonical_body(body)).digest()
+        tags = (f"v=1; a={self.algorithm}; c=relaxed/relaxed; d={self.domain}; s={self.selector}; "
+                f"t={now if now is not None else int(time.time())}; h={':'.join(h.decode() for h in signed_headers)}; "
+                f"bh={base64.b64encode(digest).decode()}; b=")
+        signed = b"".join(canonical_header(name, value) for name, value in _pick(headers, signed_headers))
+        signed += canonical_header(b"dkim-signature", b" " + tags.encode()).removesuffix(CRLF)
+        if isinstance(self.key, Ed25519PrivateKey):
+            signature = self.key.sign(hashlib.sha256(signed).digest())
+        else:
+            signature = self.key.sign(signed, padding.PKCS1v15(), hashes.SHA256())
+        return b"DKIM-Signature: " + tags.encode() + _folded(base64.b64encode(signature)) + CRLF
+
+
+def body_hash(message: bytes) -> bytes:
+    return hashlib.sha256(canonical_body(_split(message)[1])).digest()
+
+
+def canonical_header(name: bytes, value: bytes) -> bytes:
+    unfolded = _FOLD.sub(b"", value)
+    return name.strip().lower() + b":" + _WSP_RUN.sub(b" ", unfolded).strip(b" \t") + CRLF
+
+
+def canonical_body(body: bytes) -> bytes:
+    # bytes.replace and endswith run at C speed; a regex over a 10 KB body cost 0.6 ms, more than the signing.
+    if b"\t" in body:
+        body = body.replace(b"\t", b" ")
+    while b"  " in body:
+        body = body.replace(b"  ", b" ")
+    if b" \r\n" in body:
+        body = body.replace(b" \r\n", b"\r\n")
+    if body.endswith(b" "):
+        body = body[:-1]
+    while body.endswith(b"\r\n\r\n"):
+        body = body[:-2]
+    if body == b"\r\n":
+        return b""
+    return body if not body or body.endswith(CRLF) else body + CRLF
+
+
+def _split(message: bytes) -> tuple[bytes, bytes]:
+    head, separator, body = message.partition(CRLF + CRLF)
+    return (head + CRLF, body) if separator else (message, b"")
+
+
+def _parse_headers(head: bytes) -> list[tuple[bytes, bytes]]:
+    """(name, value with its folds) of each header, in order."""
+    headers: list[tuple[bytes, bytes]] = []
+    for line in head.split(CRLF):
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + CRLF + line)
+        else:
+            name, _, value = line.partition(b":")
+            headers.append((name, value))
+    return headers
+
+
+def _pick(headers: list[tuple[bytes, bytes]], names: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """RFC 6376 5.4.2: for a name listed n times, the last n instances, from the bottom up."""
+    used: dict[bytes, int] = {}
+    picked = []
+    for name in names:
+        instances = [h for h in headers if h[0].strip().lower() == name]
+        taken = used.get(name, 0)
+        if taken < len(instances):
+            picked.append(instances[len(instances) - 1 - taken])
+            used[name] = taken + 1
+    return picked
+
+
+def _folded(value: bytes, width: int = 72) -> bytes:
+    """The b= value folded for the line length limits (folding whitespace in b= is ignored by verifiers)."""
+    return (CRLF + b"\t").join(value[i:i + width] for i in range(0, len(value), width))

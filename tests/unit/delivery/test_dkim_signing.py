@@ -1,0 +1,106 @@
+"""DKIM signed with OpenSSL (`herald_delivery.dkim_signing`), verified by dkimpy, the independent implementation:
+rsa-sha256, ed25519-sha256 (RFC 8463) and both at once; tampering breaks every signature."""
+
+from __future__ import annotations
+
+import base64
+import email
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from herald_delivery.dkim_signing import DkimKeyInvalid, DkimSigner, canonical_body, canonical_header
+from herald_delivery.main import load_dkim_keys
+from herald_delivery.render import DkimKey
+
+MESSAGE = (b"From: Acme <news@acme.example>\r\nTo: anna@example.org\r\nSubject:  Our   November\r\n\tnews \r\n"
+           b"Date: Thu, 03 Dec 2026 09:00:00 +0000\r\nMessage-ID: <m1@acme.example>\r\n"
+           b"List-Unsubscribe: <https://lists.example/u/x>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+           b"\r\nHello  Anna, \r\n\r\nNews.\r\n\r\n\r\n")
+SIGNED = [b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe", b"list-unsubscribe-post"]
+
+
+def pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, tuple[DkimSigner, bytes]]:
+    """selector -> (signer, its DNS TXT record)."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    rsa_public = rsa_key.public_key().public_bytes(serialization.Encoding.DER,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    ed_public = ed_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"rsa1": (DkimSigner.from_pem("acme.example", "rsa1", pem(rsa_key)),
+                     b"v=DKIM1; k=rsa; p=" + base64.b64encode(rsa_public)),
+            "ed1": (DkimSigner.from_pem("acme.example", "ed1", pem(ed_key)),
+                    b"v=DKIM1; k=ed25519; p=" + base64.b64encode(ed_public))}
+
+
+def dns(keys: dict[str, tuple[DkimSigner, bytes]]) -> Callable[..., bytes]:
+    def lookup(name: bytes, timeout: int = 5) -> bytes:
+        selector = name.decode().split("._domainkey.")[0]
+        return keys[selector][1]
+    return lookup
+
+
+def verified(message: bytes, keys: dict[str, tuple[DkimSigner, bytes]], signatures: int) -> list[bool]:
+    results = []
+    for i in range(signatures):
+        try:
+            results.append(bool(dkim.DKIM(message).verify(idx=i, dnsfunc=dns(keys))))
+        except dkim.ValidationError:  # a body hash that does not match is raised, not answered False
+            results.append(False)
+    return results
+
+
+@pytest.mark.parametrize("selector", ["rsa1", "ed1"])
+def test_a_signature_verifies_with_dkimpy_and_tampering_breaks_it(keys: dict[str, tuple[DkimSigner, bytes]],
+                                                                  selector: str) -> None:
+    signer = keys[selector][0]
+    signed = signer.signature_header(MESSAGE, SIGNED) + MESSAGE
+    assert verified(signed, keys, 1) == [True]
+    header = email.message_from_bytes(signed)["DKIM-Signature"]
+    assert f"a={signer.algorithm}" in header and "c=relaxed/relaxed" in header
+    for tampered in (signed.replace(b"November", b"December"), signed.replace(b"News.", b"Newz."),
+                     signed.replace(b"One-Click", b"Two-Click")):
+        assert verified(tampered, keys, 1) == [False]
+    # Relaxed: whitespace a relay may change does not break it.
+    assert verified(signed.replace(b"Hello  Anna", b"Hello Anna").replace(b"\r\n\r\n\r\n", b"\r\n"), keys, 1) == [
+        True]
+
+
+def test_dual_signing_gives_two_signatures_each_verifying(keys: dict[str, tuple[DkimSigner, bytes]]) -> None:
+    signed = keys["ed1"][0].signature_header(MESSAGE, SIGNED) + keys["rsa1"][0].signature_header(MESSAGE, SIGNED) + \
+        MESSAGE
+    assert verified(signed, keys, 2) == [True, True]
+    assert verified(signed.replace(b"anna@", b"eve@"), keys, 2) == [False, False]
+
+
+def test_canonicalization_follows_the_rfc_example() -> None:
+    """RFC 6376 3.4.5."""
+    assert canonical_header(b"A", b" X") + canonical_header(b"B ", b" Y\t\r\n\tZ  ") == b"a:X\r\nb:Y Z\r\n"
+    assert canonical_body(b" C \r\nD \t E\r\n\r\n\r\n") == b" C\r\nD E\r\n"
+    assert canonical_body(b"") == b"" and canonical_body(b"\r\n\r\n") == b""
+    assert canonical_body(b"no line end") == b"no line end\r\n"
+
+
+def test_keys_load_per_domain_and_a_bad_key_is_refused_with_its_name(tmp_path: Path) -> None:
+    (tmp_path / "ed1._domainkey.acme.example.pem").write_bytes(pem(ed25519.Ed25519PrivateKey.generate()))
+    (tmp_path / "rsa1._domainkey.acme.example.pem").write_bytes(
+        pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+    loaded = load_dkim_keys(tmp_path)
+    assert [k.selector for k in loaded["acme.example"]] == ["ed1", "rsa1"]
+    with pytest.raises(DkimKeyInvalid, match=r"rsa9\._domainkey\.acme\.example"):
+        DkimSigner.from_pem("acme.example", "rsa9", b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+    weak = subprocess.run(["openssl", "genrsa", "768"], check=True, capture_output=True).stdout
+    with pytest.raises(DkimKeyInvalid, match="768 bits"):
+        DkimSigner.from_pem("acme.example", "old", weak)
+    assert isinstance(DkimKey("acme.example", "s", b""), DkimKey)
