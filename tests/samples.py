@@ -88,6 +88,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "StaffAccessed": {"staff": "rita", "what": "account"},
     "PaymentMethodSet": {"provider": "simulated", "reference": "sim-card-ok"},
     "AccountDeleted": {"deleted_by": "anna"},
+    "StaffViewedRates": {"staff": "rita"},
     "AccountPurged": {"reason": "deleted", "since": "2026-08-01T09:00:00Z"},
     "CancellationRequested": {"channel": "self_service", "received_at": "2026-11-02T09:00:00Z",
                               "effective_at": "2026-12-01T09:00:00Z", "requested_by": "anna"},

@@ -206,7 +206,12 @@ class AuditEntryOut(Out):
     ip: str | None = None
     user_agent: str | None = None
     staff: str | None = None
-    what: str | None = None
+    what: str | None = Field(default=None, description="What staff looked at or did (billing: review_queue, "
+                                                       "account, audit_log, approve, reject, cancel; campaigns: "
+                                                       "review_queue, campaign, approve, reject; compliance: rates, "
+                                                       "reinstate).")
+    service: str | None = Field(default=None, description="Where staff looked: billing, campaigns or compliance.")
+    campaign_id: str | None = None
 
 
 class AuditOut(Out):
@@ -339,7 +344,7 @@ def key_out(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def audit_out(doc: dict[str, Any]) -> dict[str, Any]:
-    fields = ("result", "reason", "username", "method", "ip", "user_agent", "staff", "what")
+    fields = ("result", "reason", "username", "method", "ip", "user_agent", "staff", "what", "service", "campaign_id")
     return {"at": doc["at"].isoformat(), "kind": doc["kind"], **{f: doc.get(f) for f in fields}}
 
 

@@ -26,7 +26,14 @@ from .api import build_api, build_staff_api
 from .handlers import BillingService, Passwords, PlanClock, UsageGuard
 from .payments import PaymentProvider, SimulatedProvider
 from .plans import load_plans
-from .store import DELIVERY_EVENTS, SUBSCRIPTION_EVENTS, BillingProjection, BillingStore
+from .store import (
+    CAMPAIGN_AUDIT_EVENTS,
+    COMPLIANCE_AUDIT_EVENTS,
+    DELIVERY_EVENTS,
+    SUBSCRIPTION_EVENTS,
+    BillingProjection,
+    BillingStore,
+)
 
 SERVICE = "billing"
 log = logging.getLogger("herald.billing")
@@ -71,8 +78,10 @@ class Billing(ConsumingService):
         self.projection = BillingProjection(self.db)
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
-            topics=["herald.billing", "herald.subscriptions", "herald.delivery"],
-            only={"herald.subscriptions": list(SUBSCRIPTION_EVENTS), "herald.delivery": list(DELIVERY_EVENTS)},
+            topics=["herald.billing", "herald.subscriptions", "herald.delivery", "herald.campaigns",
+                    "herald.compliance"],
+            only={"herald.subscriptions": list(SUBSCRIPTION_EVENTS), "herald.delivery": list(DELIVERY_EVENTS),
+                  "herald.campaigns": list(CAMPAIGN_AUDIT_EVENTS), "herald.compliance": list(COMPLIANCE_AUDIT_EVENTS)},
             handler=PurgingHandler(UsageGuard(self.projection, self.service, ApiKeyProjection(self.db)),
                                    PurgedAccounts(self.db), self.projection.purge), producer=self.producer,
             deduplicator=MongoDeduplicator(self.db, "projection"), checkpoints=checkpoints)

@@ -51,6 +51,8 @@ from herald_shared.contract.billing import (
     UserAdded,
     UserDisabled,
 )
+from herald_shared.contract.campaigns import StaffViewed
+from herald_shared.contract.compliance import AccountReinstated, StaffViewedRates
 from herald_shared.contract.delivery import MessageSent
 from herald_shared.contract.envelope import position_of
 from herald_shared.contract.subscriptions import ListDeleted, SubscriberAdded, SubscriberErased
@@ -75,6 +77,9 @@ USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
 # What billing counts of the other services' topics.
 SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberErased, ListDeleted)
 DELIVERY_EVENTS = (MessageSent,)
+# Staff looks and actions the other services record: the account's one audit log shows them all.
+CAMPAIGN_AUDIT_EVENTS = (StaffViewed,)
+COMPLIANCE_AUDIT_EVENTS = (StaffViewedRates, AccountReinstated)
 
 
 def renewal_key(doc: Mapping[str, Any]) -> str | None:
@@ -333,7 +338,17 @@ class BillingProjection(Projection):
                          "method": p.method, "ip": p.ip, "user_agent": p.user_agent}
                 return [self._audit(event, entry)]
             case StaffAccessed(payload=p):
-                return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": p.what})]
+                return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": p.what,
+                                            "service": "billing"})]
+            case StaffViewed(payload=p):
+                return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": p.action,
+                                            "service": "campaigns", "campaign_id": p.campaign_id})]
+            case StaffViewedRates(payload=p):
+                return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": "rates",
+                                            "service": "compliance"})]
+            case AccountReinstated(payload=p):
+                return [self._audit(event, {"kind": "staff_access", "staff": p.reinstated_by, "what": "reinstate",
+                                            "service": "compliance"})]
             case InvoiceIssued(payload=p):
                 ops: list[tuple[str, WriteOp]] = [(INVOICES, UpdateOne({"_id": compose(a, p.invoice_id)}, {
                     "$setOnInsert": {"account_id": a, "issued_at": event.occurred_at, "status": "open",

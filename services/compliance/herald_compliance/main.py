@@ -16,7 +16,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from herald_shared.contract.compliance import AccountReinstated, AccountReinstatedPayload, RateCounts
+from herald_shared.contract.compliance import (
+    AccountReinstated,
+    AccountReinstatedPayload,
+    RateCounts,
+    StaffViewedRates,
+    StaffViewedRatesPayload,
+)
 from herald_shared.contract.envelope import Identifier, ShortText
 from herald_shared.http import add_health_routes, api_app, problem, problems
 from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, ensure_topics, make_producer
@@ -296,15 +302,21 @@ class Compliance:
 
         @app.get("/v1/accounts/{account_id}/rates", response_model=None, responses={
             200: {"model": RatesOut, "description": "The account's counts and rates."},
-            **problems(401, 404, 421, 422)})
+            **problems(401, 404, 421, 422, 503)})
         async def rates(account_id: Identifier, credentials: StaffCredentials) -> JSONResponse:
             """An account's counts and rates per campaign and rolling window, from the worker holding it."""
             staff = await self.staff.member(credentials)
-            log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": "rates"})
             self._held_here(account_id)
             data = self.accounts.get(account_id)
             if data is None or is_purged(data):
                 return problem(404, "unknown_account", "No sending outcomes of this account on this worker.")
+            # Recorded before the answer leaves: the account's audit log (billing) shows every staff look.
+            try:
+                await self.publisher.publish(StaffViewedRates(account_id=account_id, producer=SERVICE,
+                                                              payload=StaffViewedRatesPayload(staff=staff)))
+            except TRANSIENT_ERRORS:
+                return problem(503, "audit_unavailable", "The look could not be recorded in the audit log; retry.")
+            log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": "rates"})
             return JSONResponse({"account_id": account_id,
                                  **rate_report(AccountState.from_json(data), self.policy)})
 

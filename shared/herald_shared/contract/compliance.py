@@ -67,6 +67,18 @@ class AccountSuspended(ComplianceEvent):
     payload: AccountSuspendedPayload
 
 
+class StaffViewedRatesPayload(Payload):
+    staff: Name = Field(description="The staff member (their credential's name).")
+
+
+class StaffViewedRates(ComplianceEvent):
+    """Audit: a member of the platform staff read the account's counts and rates (billing's audit log shows it
+    to the account's owner)."""
+
+    type: Literal["StaffViewedRates"] = "StaffViewedRates"
+    payload: StaffViewedRatesPayload
+
+
 class AccountReinstatedPayload(Payload):
     reinstated_by: Name
     reason: ShortText

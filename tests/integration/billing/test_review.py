@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from herald_shared.contract.billing import AccountApproved, AccountRejected, StaffAccessed
+from typing import Any
 
-from .helpers import Platform
+from herald_shared.contract.billing import AccountApproved, AccountRejected, StaffAccessed
+from herald_shared.contract.campaigns import StaffViewed
+from herald_shared.contract.compliance import AccountReinstated, StaffViewedRates
+from tests.conftest import eventually
+
+from .helpers import Customer, Platform
 
 
 async def test_staff_approve_a_new_account_from_the_queue(platform: Platform) -> None:
@@ -44,3 +49,25 @@ async def test_the_owner_sees_every_staff_look_at_the_account(platform: Platform
     mine = (await ada.http.get("/v1/account/audit-log")).json()["items"]
     assert [(e["kind"], e["staff"], e["what"]) for e in mine if e["kind"] == "staff_access"] == [
         ("staff_access", "rita", "account"), ("staff_access", "rita", "audit_log")]
+
+
+async def test_the_owner_sees_staff_looks_recorded_by_campaigns_and_compliance(platform: Platform) -> None:
+    """PRODUCT.md: every access by platform staff to an account's data is in the audit log (one log, whichever
+    service the staff member looked in)."""
+    ada = await platform.sign_up("ada")
+    a = ada.account_id
+    await platform.publisher.publish_many([
+        StaffViewed(account_id=a, producer="campaigns", payload={  # type: ignore[arg-type]
+            "campaign_id": "c1", "staff": "rita", "action": "campaign"}),
+        StaffViewedRates(account_id=a, producer="compliance", payload={"staff": "sam"}),  # type: ignore[arg-type]
+        AccountReinstated(account_id=a, producer="compliance", payload={  # type: ignore[arg-type]
+            "reinstated_by": "sam", "reason": "list cleaned"})])
+    log = await eventually(lambda: staff_looks(ada), lambda looks: len(looks) == 3, what="the looks in the log")
+    assert [(e["service"], e["staff"], e["what"], e["campaign_id"]) for e in log] == [
+        ("campaigns", "rita", "campaign", "c1"), ("compliance", "sam", "rates", None),
+        ("compliance", "sam", "reinstate", None)]
+
+
+async def staff_looks(customer: Customer) -> list[dict[str, Any]]:
+    items = (await customer.http.get("/v1/account/audit-log")).json()["items"]
+    return [e for e in items if e["kind"] == "staff_access"]

@@ -48,6 +48,9 @@ async def test_hard_bounce_rate_of_8_percent_suspends_account_once_with_evidence
     assert len(await bus.compliance_events("AccountSuspended")) == 1
     rates = await running.rates("acc-1")
     assert rates["suspended"] is True and rates["suspension"]["metric"] == "hard_bounce_rate"
+    # Every staff look at the rates is recorded for the account's audit log (billing shows it to the owner).
+    looks = await bus.compliance_events("StaffViewedRates")
+    assert looks and {(e["account_id"], e["payload"]["staff"]) for e in looks} == {("acc-1", "rita")}
 
 
 async def test_staff_reinstatement_restarts_the_counters(start_compliance: Any, bus: Bus) -> None:

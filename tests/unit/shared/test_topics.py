@@ -43,7 +43,7 @@ def test_unknown_topic_is_an_error() -> None:
 
 def test_events_of_a_topic() -> None:
     assert {c.__name__ for c in events_of("herald.compliance")} == {
-        "AccountWarned", "AccountSuspended", "AccountReinstated", "ContentFlagged"}
+        "AccountWarned", "AccountSuspended", "AccountReinstated", "ContentFlagged", "StaffViewedRates"}
 
 
 def test_committed_strimzi_manifests_match_the_registry() -> None:
