@@ -17,6 +17,7 @@ can never reach into another.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -32,12 +33,27 @@ SEPARATOR = "/"
 # Ids per `$in` query: one index lookup each, and a query of this size answers in milliseconds.
 LOAD_CHUNK = 1000
 
-__all__ = ["Counters", "SecondaryIndex", "compose", "insert_new", "load", "prefix_range", "write_changes"]
+__all__ = ["Counters", "SecondaryIndex", "compose", "insert_new", "keys_due", "load", "prefix_range", "time_key",
+           "write_changes"]
 
 
 def compose(*parts: str) -> str:
     """A composed `_id`. Parts must not contain '/' (contract identifiers never do)."""
     return SEPARATOR.join(parts)
+
+
+def time_key(at: datetime) -> str:
+    """A UTC instant as a fixed-width key part that sorts as time does (microseconds included)."""
+    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+async def keys_due(collection: AsyncCollection[Document], now: datetime, limit: int | None = None) -> list[str]:
+    """The keys of a listing keyed by time first (`time_key(...)/...`) that are due at or before `now`, earliest
+    first: one `_id` range ('0' sorts after the '/' that follows a key's time)."""
+    cursor = collection.find({"_id": {"$lt": time_key(now) + "0"}}, {"_id": 1}).sort("_id", 1)
+    if limit is not None:
+        cursor = cursor.limit(limit)
+    return [str(doc["_id"]) async for doc in cursor]
 
 
 def prefix_range(*parts: str) -> dict[str, str]:

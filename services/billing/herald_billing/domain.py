@@ -65,6 +65,7 @@ from herald_shared.contract.billing import (
     UserDisabled,
     UserDisabledPayload,
 )
+from herald_shared.readmodel import time_key
 from herald_shared.rules import RuleRefused
 
 from . import plans
@@ -293,11 +294,6 @@ class Usage:
 
     def period_emails(self, start: datetime) -> int:
         return self.emails_by_period.get(period_key(start), 0)
-
-
-def time_key(at: datetime) -> str:
-    """A UTC instant as a fixed-width string that sorts as time does."""
-    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def period_key(start: datetime) -> str:

@@ -58,10 +58,19 @@ from herald_shared.contract.envelope import position_of
 from herald_shared.contract.subscriptions import ListDeleted, SubscriberAdded, SubscriberErased
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 from herald_shared.purging import delete_by_account_prefix
-from herald_shared.readmodel import Counters, SecondaryIndex, compose, load, prefix_range, write_changes
+from herald_shared.readmodel import (
+    Counters,
+    SecondaryIndex,
+    compose,
+    keys_due,
+    load,
+    prefix_range,
+    time_key,
+    write_changes,
+)
 
 from . import domain
-from .domain import Account, CreditBatch, OpenInvoice, PlanSince, Usage, User, period_key, time_key
+from .domain import Account, CreditBatch, OpenInvoice, PlanSince, Usage, User, period_key
 
 ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "keys", "audit"
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
@@ -374,12 +383,16 @@ class BillingProjection(Projection):
             "account_id": event.account_id, "at": event.occurred_at, **entry}}, upsert=True))
 
 
+async def _accounts_due(collection: Any, now: datetime) -> list[str]:
+    """The accounts of a `time/account` listing due at or before `now`."""
+    return [key.rsplit("/", 1)[1] for key in await keys_due(collection, now)]
+
+
 class BillingStore:
     """Reads of the projection. Every account-scoped read takes the account and never returns another's data."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
-        self._counts = Counters(db[USAGE])
 
     async def account(self, account_id: str) -> Account | None:
         doc = await self.db[ACCOUNTS].find_one({"_id": account_id})
@@ -413,11 +426,24 @@ class BillingStore:
         return [doc async for doc in cursor]
 
     async def usage(self, account_id: str) -> Usage:
-        subscriptions = await self._counts.read(subscriptions_usage(account_id))
-        delivery = await self._counts.read(delivery_usage(account_id))
-        return Usage(subscribers=subscriptions.get("subscribers", 0), trial_emails=delivery.get("trial_emails", 0),
-                     emails_by_period={k: v for k, v in delivery.items() if k.startswith("sent:")},
-                     payg_emails=delivery.get("payg_emails", 0))
+        return (await self.usages([account_id]))[account_id]
+
+    async def usages(self, account_ids: Iterable[str]) -> dict[str, Usage]:
+        """Each account's usage, its counters loaded together (`$in`)."""
+        wanted = set(account_ids)
+        counters = await load(self.db[USAGE], [k for a in wanted for k in (subscriptions_usage(a), delivery_usage(a))])
+
+        def counts(key: str) -> dict[str, int]:
+            return {k: int(v) for k, v in counters.get(key, {}).get("counts", {}).items()}
+
+        found = {}
+        for a in wanted:
+            subscriptions, delivery = counts(subscriptions_usage(a)), counts(delivery_usage(a))
+            found[a] = Usage(subscribers=subscriptions.get("subscribers", 0),
+                             trial_emails=delivery.get("trial_emails", 0),
+                             emails_by_period={k: v for k, v in delivery.items() if k.startswith("sent:")},
+                             payg_emails=delivery.get("payg_emails", 0))
+        return found
 
     async def last_invoice_number(self, year: int) -> int:
         doc = await self.db[INVOICE_NUMBERS].find_one({"_id": str(year)})
@@ -431,12 +457,10 @@ class BillingStore:
 
     async def credits_expiring(self, now: datetime) -> list[str]:
         """Pay-as-you-go accounts with a batch of credits expired at or before `now` and not told yet."""
-        cursor = self.db[CREDIT_EXPIRY].find({"_id": {"$lt": time_key(now) + "0"}}, {"_id": 1}).sort("_id", 1)
-        return [str(doc["_id"]).rsplit("/", 1)[1] async for doc in cursor]
+        return await _accounts_due(self.db[CREDIT_EXPIRY], now)
 
     async def purges_due(self, now: datetime) -> list[str]:
-        cursor = self.db[RETENTION].find({"_id": {"$lt": time_key(now) + "0"}}, {"_id": 1}).sort("_id", 1)
-        return [str(doc["_id"]).rsplit("/", 1)[1] async for doc in cursor]
+        return await _accounts_due(self.db[RETENTION], now)
 
     async def active_keys(self, account_id: str) -> list[str]:
         cursor = self.db[KEYS].find({"_id": prefix_range(account_id)})
@@ -444,8 +468,7 @@ class BillingStore:
 
     async def renewals_due(self, now: datetime) -> list[str]:
         """Monthly plans whose paid period ended at or before `now`."""
-        cursor = self.db[RENEWALS].find({"_id": {"$lt": time_key(now) + "0"}}, {"_id": 1}).sort("_id", 1)
-        return [str(doc["_id"]).rsplit("/", 1)[1] async for doc in cursor]
+        return await _accounts_due(self.db[RENEWALS], now)
 
     async def review_queue(self, after: str | None, limit: int) -> tuple[list[Account], str | None]:
         """Accounts waiting for review, oldest first; the cursor is the last key of a full page."""
@@ -456,15 +479,12 @@ class BillingStore:
         return [account_of(found[a]) for a in ids if a in found], (keys[-1] if len(keys) == limit else None)
 
     async def trials_ending(self, now: datetime) -> list[str]:
-        """Accounts whose trial ends at or before `now` and has not been ended yet ('0' sorts after the '/' that
-        follows a key's time)."""
-        cursor = self.db[TRIALS].find({"_id": {"$lt": time_key(now) + "0"}}, {"_id": 1}).sort("_id", 1)
-        return [str(doc["_id"]).rsplit("/", 1)[1] async for doc in cursor]
+        """Accounts whose trial ends at or before `now` and has not been ended yet."""
+        return await _accounts_due(self.db[TRIALS], now)
 
     async def touched_usage(self, accounts: Iterable[str]) -> dict[str, tuple[Account, Usage]]:
-        found: dict[str, tuple[Account, Usage]] = {}
-        for account_id in sorted(set(accounts)):
-            account = await self.account(account_id)
-            if account is not None:
-                found[account_id] = (account, await self.usage(account_id))
-        return found
+        """The accounts that exist among these, with their usage: two `$in` reads, whatever their number (the
+        usage guard asks after every batch)."""
+        docs = await load(self.db[ACCOUNTS], accounts)
+        usages = await self.usages(docs)
+        return {account_id: (account_of(doc), usages[account_id]) for account_id, doc in sorted(docs.items())}

@@ -42,8 +42,10 @@ from herald_shared.readmodel import (
     SecondaryIndex,
     compose,
     insert_new,
+    keys_due,
     load,
     prefix_range,
+    time_key,
     write_changes,
 )
 
@@ -61,11 +63,6 @@ DELIVERY_EVENTS = (DeliveryHeld, CampaignDeliveryFinished)
 
 def campaign_key(account_id: str, campaign_id: str) -> str:
     return compose(account_id, campaign_id)
-
-
-def time_key(at: datetime) -> str:
-    """A UTC instant as a fixed-width string that sorts as time does."""
-    return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def schedule_key(doc: Mapping[str, Any]) -> str | None:
@@ -321,8 +318,7 @@ class CampaignsStore:
 
     async def due(self, now: datetime, limit: int = 100) -> list[tuple[datetime, str, str]]:
         """Scheduled campaigns whose time has come, earliest first: (send time, account, campaign)."""
-        cursor = self.db[SCHEDULE].find({"_id": {"$lt": time_key(now) + "~"}}, {"_id": 1}).sort("_id", 1)
-        return [key_parts(doc["_id"]) async for doc in cursor.limit(limit)]
+        return [key_parts(key) for key in await keys_due(self.db[SCHEDULE], now, limit)]
 
     async def review_queue(self, after: str | None, limit: int) -> tuple[list[Document], str | None]:
         """A page of the staff review queue, oldest submission first, and the cursor of the next page."""
