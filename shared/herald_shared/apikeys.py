@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from .contract import Event
 from .contract.billing import ApiKeyIssued, ApiKeyRevoked
 from .mongo import Document, Projection, UpdateOne, WriteOp
+from .readmodel import KeyedReader
 
 KEY_PREFIX = "hk_"
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -69,6 +70,7 @@ class ApiKeyProjection(Projection):
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
         self._verified: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._keys = KeyedReader(db["api_keys"])  # requests' look-ups share queries
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         if isinstance(event, ApiKeyIssued):
@@ -95,7 +97,7 @@ class ApiKeyProjection(Projection):
         if parts is None:
             return None
         key_id, secret = parts
-        doc = await self.db["api_keys"].find_one({"_id": key_id})
+        doc = await self._keys.get(key_id)
         if not doc or doc.get("revoked_at") or "key_hash" not in doc:
             return None
         # The stored document is read on every request, so a revocation takes effect at once; only the

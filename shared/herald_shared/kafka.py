@@ -159,6 +159,9 @@ class Deduplicator(Protocol):
 
 
 class CheckpointStore(Protocol):
+    def flushed(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        """The batch up to these offsets is in the read model (not yet stored as a checkpoint)."""
+
     async def save(self, next_offsets: dict[tuple[str, int], int]) -> None: ...
 
 
@@ -284,6 +287,8 @@ class EventConsumer:
             await self._handle_slice(records, seen, handled)
             await asyncio.sleep(0)  # a turn for the rest of the service (its API, a handler's reads ahead)
         await self._with_retry("flush", self._handler.flush)
+        if self._checkpoints:  # this process's requests waiting on the batch read it from now on
+            self._checkpoints.flushed({(tp.topic, tp.partition): o for tp, o in offsets.items()})
         await self._finished()
         self._remembering = set(handled)
         self._finishing = asyncio.create_task(self._finish(offsets, handled), name=f"{self.name}: finish batch")

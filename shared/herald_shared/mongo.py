@@ -246,10 +246,19 @@ class Checkpoints:
         self._saved: asyncio.Event | None = None
         self._saved_here: dict[tuple[str, int], float] = {}
 
+    def flushed(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        """This process's consumer wrote a batch into the read model: its waiters here may read it now,
+        before the checkpoint is stored (a crash in between replays the batch over what is already there)."""
+        self._known_here(next_offsets)
+
     async def save(self, next_offsets: dict[tuple[str, int], int]) -> None:
         ops = [UpdateOne({"_id": f"{topic}:{partition}"}, {"$max": {"next_offset": offset}}, upsert=True)
                for (topic, partition), offset in next_offsets.items()]
         await bulk_write(self._collection, ops)
+        self._known_here(next_offsets)
+
+    def _known_here(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        """Learn offsets this process's consumer reached, and wake its waiters."""
         self._learn(next_offsets)
         now = time.monotonic()
         for position in next_offsets:

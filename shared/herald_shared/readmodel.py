@@ -16,6 +16,8 @@ can never reach into another.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,8 +35,8 @@ SEPARATOR = "/"
 # Ids per `$in` query: one index lookup each, and a query of this size answers in milliseconds.
 LOAD_CHUNK = 1000
 
-__all__ = ["Counters", "SecondaryIndex", "compose", "insert_new", "keys_due", "load", "prefix_range", "time_key",
-           "write_changes"]
+__all__ = ["Counters", "KeyedReader", "SecondaryIndex", "compose", "insert_new", "keys_due", "load", "prefix_range",
+           "time_key", "write_changes"]
 
 
 def compose(*parts: str) -> str:
@@ -70,6 +72,53 @@ async def load(collection: AsyncCollection[Document], ids: Iterable[str]) -> dic
         async for doc in collection.find({"_id": {"$in": wanted[start:start + LOAD_CHUNK]}}):
             found[doc["_id"]] = doc
     return found
+
+
+class KeyedReader:
+    """Reads one collection by `_id` for many concurrent callers with few queries: the ids asked for while a
+    query is out travel together in the next one (one `$in`), so under load a request costs a share of a
+    query instead of one of its own, and when idle a read goes out at once.
+
+    A read always starts after it was asked for, so it sees every write completed before the call (what
+    read-your-writes needs). Each caller gets a document of its own (copies when several asked for one id).
+    """
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self._collection = collection
+        self._asked: dict[str, list[asyncio.Future[Document | None]]] = {}
+        self._reading: asyncio.Task[None] | None = None
+
+    async def get(self, doc_id: str) -> Document | None:
+        future: asyncio.Future[Document | None] = asyncio.get_running_loop().create_future()
+        self._asked.setdefault(doc_id, []).append(future)
+        if self._reading is None:
+            self._reading = asyncio.create_task(self._read(), name=f"read {self._collection.name} by _id")
+        return await future
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Document]:
+        wanted = list(dict.fromkeys(ids))
+        found = await asyncio.gather(*(self.get(i) for i in wanted))
+        return {i: doc for i, doc in zip(wanted, found, strict=True) if doc is not None}
+
+    async def _read(self) -> None:
+        try:
+            while self._asked:
+                asked, self._asked = self._asked, {}
+                try:
+                    found = await load(self._collection, asked)
+                except Exception as exc:  # every caller of this round gets the error, none hangs
+                    for futures in asked.values():
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
+                for doc_id, futures in asked.items():
+                    doc = found.get(doc_id)
+                    for n, future in enumerate(futures):
+                        if not future.done():
+                            future.set_result(doc if n == 0 or doc is None else copy.deepcopy(doc))
+        finally:
+            self._reading = None
 
 
 async def insert_new(collection: AsyncCollection[Document], docs: Sequence[Document]) -> set[str]:

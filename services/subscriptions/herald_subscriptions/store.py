@@ -28,7 +28,16 @@ from herald_shared.contract.subscriptions import (
 )
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 from herald_shared.purging import delete_by_account_prefix
-from herald_shared.readmodel import LOAD_CHUNK, Counters, SecondaryIndex, compose, load, prefix_range, write_changes
+from herald_shared.readmodel import (
+    LOAD_CHUNK,
+    Counters,
+    KeyedReader,
+    SecondaryIndex,
+    compose,
+    load,
+    prefix_range,
+    write_changes,
+)
 
 from . import domain
 from .domain import ListState, MemberState
@@ -101,16 +110,18 @@ class SubscriptionsProjection(Projection):
             return
         address_ids = {compose(e.account_id, e.payload.email_sha256) for e in events
                        if isinstance(e, SubscriberAdded | SubscriberSuppressed)}
-        # The lists the events name, loaded alongside the addresses; a suppression's other memberships may
-        # name more, loaded once the members are.
-        addresses, _ = await asyncio.gather(
+        # The members and lists the events name, loaded alongside the addresses; a suppression reaches the
+        # address's other memberships too, loaded once the address is (and their lists after them).
+        member_ids = {e.payload.subscriber_id for e in events}  # type: ignore[attr-defined]
+        addresses, members, _ = await asyncio.gather(
             load(self.db[ADDRESSES], address_ids),
+            load(self.db[SUBSCRIBERS], member_ids),
             self._counts.prepare({list_key(e.account_id, e.payload.list_id) for e in events  # type: ignore[attr-defined]
                                   if getattr(e.payload, "list_id", None)}))
-        member_ids = {e.payload.subscriber_id for e in events}  # type: ignore[attr-defined]
-        for doc in addresses.values():
-            member_ids.update(doc["members"])
-        members: dict[str, Document] = await load(self.db[SUBSCRIBERS], member_ids)
+        suppressed = {compose(e.account_id, e.payload.email_sha256) for e in events
+                      if isinstance(e, SubscriberSuppressed)}
+        others = {m for key in suppressed if key in addresses for m in addresses[key]["members"]} - member_ids
+        members.update(await load(self.db[SUBSCRIBERS], others))
         before_members, before_addresses = dict(members), dict(addresses)
         await self._counts.prepare(list_key(d["account_id"], d["list_id"]) for d in members.values())
         for event in events:
@@ -131,11 +142,10 @@ class SubscriptionsProjection(Projection):
                 address = domain.evolve_address(addresses.get(key), event)
                 if address is not None:
                     addresses[key] = {**address, "_id": key}
-        # Counts, then the listing, then the documents: see Counters and SecondaryIndex on why this order.
-        await self._counts.write()
+        # Counts and the listing, then the documents: see Counters and SecondaryIndex on why this order.
         changed = {k: v for k, v in members.items() if v is not before_members.get(k)}
+        await asyncio.gather(self._counts.write(), self._listing.write(before_members, changed))
         # Addresses depend on nothing else written here.
-        await self._listing.write(before_members, changed)
         await asyncio.gather(
             write_changes(self.db[SUBSCRIBERS], before_members, changed),
             write_changes(self.db[ADDRESSES], before_addresses,
@@ -181,19 +191,21 @@ class SubscriptionsProjection(Projection):
 
 class SubscriptionsStore:
     """Reads of the projection, each by `_id` or an `_id` range. Every method takes the account and never
-    returns another account's data."""
+    returns another account's data. Reads by `_id` from concurrent requests share queries (`KeyedReader`)."""
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
+        self._by_id = {name: KeyedReader(db[name]) for name in (LISTS, SUBSCRIBERS, ADDRESSES, SUPPRESSIONS,
+                                                                 "accounts")}
         self._listing = SecondaryIndex(db[LIST_MEMBERS], listing_key)
         self._counts = Counters(db[LIST_COUNTS])
 
     async def list_state(self, account_id: str, list_id: str) -> ListState | None:
-        doc = await self.db[LISTS].find_one({"_id": list_key(account_id, list_id)})
+        doc = await self._by_id[LISTS].get(list_key(account_id, list_id))
         return _list_state(doc) if doc else None
 
     async def list_doc(self, account_id: str, list_id: str) -> Document | None:
-        doc = await self.db[LISTS].find_one({"_id": list_key(account_id, list_id)})
+        doc = await self._by_id[LISTS].get(list_key(account_id, list_id))
         return doc if doc is not None and "deleted_at" not in doc else None
 
     async def lists(self, account_id: str) -> list[Document]:
@@ -201,7 +213,7 @@ class SubscriptionsStore:
         return [doc async for doc in cursor if "deleted_at" not in doc]
 
     async def member(self, account_id: str, subscriber_id: str) -> Document | None:
-        doc = await self.db[SUBSCRIBERS].find_one({"_id": subscriber_id})
+        doc = await self._by_id[SUBSCRIBERS].get(subscriber_id)
         return doc if doc is not None and doc["account_id"] == account_id else None
 
     async def member_state(self, account_id: str, subscriber_id: str) -> MemberState | None:
@@ -210,7 +222,7 @@ class SubscriptionsStore:
 
     async def members_by_hash(self, account_id: str, email_hash: str) -> list[Document]:
         """Every membership of one address in the account (through its addresses document, by _id)."""
-        address = await self.db[ADDRESSES].find_one({"_id": compose(account_id, email_hash)})
+        address = await self._by_id[ADDRESSES].get(compose(account_id, email_hash))
         if address is None:
             return []
         found = await load(self.db[SUBSCRIBERS], address["members"])
@@ -221,11 +233,11 @@ class SubscriptionsStore:
         return {k: _member_state(d) for k, d in found.items() if d["account_id"] == account_id}
 
     async def suppressed(self, account_id: str, email_hashes: Sequence[str]) -> set[str]:
-        found = await load(self.db[SUPPRESSIONS], (compose(account_id, h) for h in email_hashes))
+        found = await self._by_id[SUPPRESSIONS].get_many(compose(account_id, h) for h in email_hashes)
         return {doc["email_sha256"] for doc in found.values()}
 
     async def company_name(self, account_id: str) -> str | None:
-        doc = await self.db["accounts"].find_one({"_id": account_id})
+        doc = await self._by_id["accounts"].get(account_id)
         return str(doc["company_name"]) if doc else None
 
     async def members_page(self, account_id: str, list_id: str, *, status: str | None,
