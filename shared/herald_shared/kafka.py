@@ -75,6 +75,14 @@ def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
     return rows
 
 
+# How long the broker may hold a fetch that finds nothing new. aiokafka keeps one fetch in flight per broker
+# and leaves a partition that still has unconsumed records out of it; so while a consumer handles a batch,
+# the fetch out is for its idle partitions only, and the busy partition's next records wait until that fetch
+# comes back: up to this long (the default, 500 ms, halved a rebuild's rate and put a tail on every
+# read-your-writes request).
+FETCH_MAX_WAIT_MS = 50
+
+
 def make_producer(settings: HeraldSettings, client_id: str) -> AIOKafkaProducer:
     """Idempotent (no duplicates from retries), acks from all in-sync replicas."""
     return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, client_id=client_id,
@@ -249,6 +257,7 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self.started = False
 
