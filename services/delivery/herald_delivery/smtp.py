@@ -6,6 +6,7 @@ connection failed (the message is then deferred and the connection opened again 
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import time
@@ -33,6 +34,17 @@ class RelayConfig:
     max_messages_per_connection: int = 1000  # reconnect now and then, as relays limit a session's messages
 
 
+@functools.cache
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """One TLS context per setting for every connection (loading the system's CA certificates takes tens of
+    milliseconds; a context per connection cost that at each reconnect). Only built when TLS is used."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class RelayConnection:
     """One persistent SMTP session, opened lazily and reopened after any failure."""
 
@@ -43,12 +55,8 @@ class RelayConnection:
 
     async def _connect(self) -> aiosmtplib.SMTP:
         c = self._config
-        context = ssl.create_default_context()
-        if not c.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
         client = aiosmtplib.SMTP(hostname=c.host, port=c.port, use_tls=c.implicit_tls, start_tls=c.starttls,
-                                 tls_context=context if (c.starttls or c.implicit_tls) else None,
+                                 tls_context=tls_context(c.verify_tls) if (c.starttls or c.implicit_tls) else None,
                                  timeout=c.timeout, local_hostname=c.helo_name,
                                  username=c.username, password=c.password)
         await client.connect()
