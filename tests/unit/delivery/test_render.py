@@ -4,8 +4,10 @@ personalisation (subject, preheader, bodies), render limits and test sends."""
 from __future__ import annotations
 
 import base64
+import binascii
 import email
 import email.policy
+import random
 import subprocess
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,6 +23,7 @@ from herald_delivery.render import (
     Renderer,
     RenderSettings,
     compile_campaign,
+    quoted_printable,
     tracked_links,
 )
 from herald_shared.contract.campaigns import CampaignContent
@@ -260,3 +263,29 @@ def test_a_test_message_is_marked_rendered_with_the_sample_and_untracked() -> No
     unsubscribe = str(message["List-Unsubscribe"]).split(",")[0].strip(" <>")
     claim = r.links.read_unsubscribe(unsubscribe.rsplit("/", 1)[1])
     assert claim.subscriber_id == "test:t1" and claim.campaign_id == "c1"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_quoted_printable_is_valid_and_decodes_to_the_text(seed: int) -> None:
+    """Lines of at most 76 characters, only printable ASCII, no "=_" (the multipart boundary's guarantee), and
+    decoding gives the text back, whatever its line ends, escapes, long lines and trailing spaces."""
+    rng = random.Random(seed)
+    alphabet = "abc XYZ.=<>'\"/-_" + ("\t" if seed % 5 == 0 else "") + ("ā€" if seed % 7 == 0 else "")
+    lines = ["".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 40, 74, 75, 76, 77, 150, 400])))
+             for _ in range(rng.randint(1, 8))]
+    text = rng.choice(["\n", "\r\n"]).join(lines)
+    encoded = quoted_printable(text)
+    for line in encoded.split(b"\r\n"):
+        assert len(line) <= 76, line
+        assert line.replace(b"\t", b"").decode("ascii").isprintable(), line  # a tab may stay, not at the end
+        assert not line.endswith((b" ", b"\t")), line
+    assert b"=_" not in encoded
+    assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode("utf-8") == "\n".join(lines)
+
+
+def test_quoted_printable_cuts_long_lines_around_escapes() -> None:
+    for width in range(70, 80):
+        text = "x" * width + "=" * 30 + " "
+        encoded = quoted_printable(text)
+        assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode() == text
+        assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
