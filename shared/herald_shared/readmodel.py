@@ -101,6 +101,7 @@ class KeyedReader:
         return {i: doc for i, doc in zip(wanted, found, strict=True) if doc is not None}
 
     async def _read(self) -> None:
+        asked: dict[str, list[asyncio.Future[Document | None]]] = {}
         try:
             while self._asked:
                 asked, self._asked = self._asked, {}
@@ -119,6 +120,9 @@ class KeyedReader:
                             future.set_result(doc if n == 0 or doc is None else copy.deepcopy(doc))
         finally:
             self._reading = None
+            for futures in asked.values():  # cancelled mid-round (shutting down): its callers do not hang
+                for future in futures:
+                    future.cancel()
 
 
 async def insert_new(collection: AsyncCollection[Document], docs: Sequence[Document]) -> set[str]:

@@ -96,3 +96,16 @@ async def test_a_flushed_batch_wakes_its_waiters_before_the_checkpoint_is_stored
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):
             await checkpoints.wait_until_applied([("t", 0, 42)])
+
+
+async def test_callers_of_a_round_cut_short_are_cancelled_not_left_waiting(settings: HeraldSettings,
+                                                                            mongo: AsyncMongoClient[Document]) -> None:
+    reader = KeyedReader(mongo[settings.database_name("reader")]["docs"])
+    waiting = asyncio.ensure_future(reader.get("a"))
+    await asyncio.sleep(0)  # the caller has asked
+    await asyncio.sleep(0)  # the round is out, waiting on the store
+    assert reader._reading is not None
+    reader._reading.cancel()  # what a shutdown does to it
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, timeout=2)
+    assert await reader.get("a") is None  # a new round starts for the next caller
