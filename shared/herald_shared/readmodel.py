@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
@@ -30,10 +31,16 @@ from .contract import Event
 from .contract.envelope import position_of
 
 Document = dict[str, Any]
+T = TypeVar("T")
+R = TypeVar("R")
 DUPLICATE_KEY = 11000
 SEPARATOR = "/"
 # Ids per `$in` query: one index lookup each, and a query of this size answers in milliseconds.
 LOAD_CHUNK = 1000
+# A big load or insert goes out as up to this many concurrent requests of at least PART_MIN documents each:
+# FerretDB converts every document of a request on one core, so one request leaves the server's other cores
+# idle. On 2 cores, 844 subscriber documents in 3 parts: insert 79 -> 54 ms, load by `$in` 182 -> 112 ms.
+PARTS, PART_MIN = 3, 200
 
 __all__ = ["Counters", "KeyedReader", "SecondaryIndex", "compose", "insert_new", "keys_due", "load", "prefix_range",
            "time_key", "write_changes"]
@@ -64,13 +71,33 @@ def prefix_range(*parts: str) -> dict[str, str]:
     return {"$gte": prefix, "$lt": prefix[:-1] + chr(ord(SEPARATOR) + 1)}
 
 
+def in_parts(items: Sequence[T], most: int = LOAD_CHUNK) -> list[Sequence[T]]:
+    """Items split for concurrent requests: up to PARTS parts of at least PART_MIN items (fewer for few
+    items), none larger than `most`."""
+    size = max(1, min(most, max(PART_MIN, -(-len(items) // PARTS))))
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+async def _gather_parts(work: Sequence[Callable[[], Awaitable[R]]]) -> list[R]:
+    """Run the parts' requests, PARTS at a time; a failure is raised once none of them is still running."""
+    results: list[R] = []
+    for start in range(0, len(work), PARTS):
+        done = await asyncio.gather(*(request() for request in work[start:start + PARTS]), return_exceptions=True)
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            results.append(outcome)
+    return results
+
+
 async def load(collection: AsyncCollection[Document], ids: Iterable[str]) -> dict[str, Document]:
-    """The documents with these `_id`s (absent ones are simply missing), by `$in` in chunks."""
-    wanted = sorted(set(ids))
+    """The documents with these `_id`s (absent ones are simply missing), by `$in`, in concurrent parts."""
+    async def read(part: Sequence[str]) -> list[Document]:
+        return await collection.find({"_id": {"$in": list(part)}}).to_list()
+
     found: dict[str, Document] = {}
-    for start in range(0, len(wanted), LOAD_CHUNK):
-        async for doc in collection.find({"_id": {"$in": wanted[start:start + LOAD_CHUNK]}}):
-            found[doc["_id"]] = doc
+    for docs in await _gather_parts([functools.partial(read, part) for part in in_parts(sorted(set(ids)))]):
+        found.update((doc["_id"], doc) for doc in docs)
     return found
 
 
@@ -126,18 +153,23 @@ class KeyedReader:
 
 
 async def insert_new(collection: AsyncCollection[Document], docs: Sequence[Document]) -> set[str]:
-    """Insert in bulk; returns the `_id`s that already existed (written before a crash, or by a redelivered
-    event), which are left as they are. Any other error is raised."""
-    if not docs:
+    """Insert in bulk, in concurrent parts; returns the `_id`s that already existed (written before a crash,
+    or by a redelivered event), which are left as they are. Any other error is raised, once no part is
+    still being written."""
+    async def insert(part: Sequence[Document]) -> set[str]:
+        try:
+            await collection.insert_many(list(part), ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(err.get("code") != DUPLICATE_KEY for err in errors):
+                raise
+            return {str(part[err["index"]]["_id"]) for err in errors}
         return set()
-    try:
-        await collection.insert_many(list(docs), ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(err.get("code") != DUPLICATE_KEY for err in errors):
-            raise
-        return {str(docs[err["index"]]["_id"]) for err in errors}
-    return set()
+
+    existed: set[str] = set()
+    for found in await _gather_parts([functools.partial(insert, part) for part in in_parts(docs, len(docs))]):
+        existed |= found
+    return existed
 
 
 _MISSING = object()
