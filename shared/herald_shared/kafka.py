@@ -211,6 +211,11 @@ class EventConsumer:
     up to half again per event (cache misses); the flush, the ids remembered, the checkpoint and the commit
     stay once per batch. Each slice costs the deduplicator a look-up: use it with one that answers from
     memory (`WindowDeduplicator`).
+
+    `self_deduplicated` names event types the handler recognises itself when they come again, however far
+    apart (a read model that keeps the ids of the events applied to each document, in that document): the
+    deduplicator neither looks their ids up nor remembers them, which spares a stored id per event. Copies
+    within one batch are still skipped here.
     """
 
     def __init__(
@@ -228,6 +233,7 @@ class EventConsumer:
         retry_delay: float = 0.2,
         only: Mapping[str, Collection[type[Event]]] | None = None,
         slice_records: int | None = None,
+        self_deduplicated: Collection[type[Event]] = (),
     ) -> None:
         self.name = name
         self._names = settings.topics
@@ -244,6 +250,7 @@ class EventConsumer:
         self._dead_letters = DeadLetters(producer, name)
         self._max_records = max_records
         self._slice_records = slice_records or max_records
+        self._self_deduplicated = tuple(self_deduplicated)
         self._attempts = handler_attempts
         self._retry_delay = retry_delay
         self._stopping = asyncio.Event()
@@ -353,16 +360,18 @@ class EventConsumer:
             except InvalidEvent as exc:
                 await self._dead_letter(record, exc.reason, "invalid")
         ids = [str(event.event_id) for _, event in staged]
+        itself = self._self_deduplicated
         dedupe = self._dedupe
         if dedupe:
-            seen.update(await self._with_retry("look up handled events", lambda: dedupe.seen(ids)))
+            asked = [i for i, (_, event) in zip(ids, staged, strict=True) if not isinstance(event, itself)]
+            seen.update(await self._with_retry("look up handled events", lambda: dedupe.seen(asked)))
         remembering = self._remembering  # the batch before's ids, handed to the deduplicator in the background
         for (record, event), event_id in zip(staged, ids, strict=True):
             if event_id in seen or event_id in remembering:
                 metrics.EVENTS_DUPLICATE.labels(self.name, record.topic).inc()
                 continue
             seen.add(event_id)
-            if await self._handle(record, event):
+            if await self._handle(record, event) and not isinstance(event, itself):
                 handled.append(event_id)
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes], event: Event) -> bool:

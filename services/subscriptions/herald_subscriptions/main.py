@@ -19,7 +19,7 @@ from herald_shared.settings import HeraldSettings
 from .api import build_api
 from .handlers import SubscriptionsService, SuppressionHandler
 from .pages import build_pages
-from .store import SubscriptionsProjection, SubscriptionsStore
+from .store import MEMBER_EVENTS, SubscriptionsProjection, SubscriptionsStore
 
 SERVICE = "subscriptions"
 # The projection folds a batch with a fixed number of store round trips (loads by `_id`, bulk inserts), so
@@ -55,7 +55,9 @@ class Subscriptions(ConsumingService):
             topics=["herald.subscriptions", "herald.billing"],
             handler=PurgingHandler(ProjectionGroup(self.projection, self.apikeys), PurgedAccounts(self.db), self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "projection"),
-            checkpoints=checkpoints, max_records=PROJECTION_BATCH)
+            checkpoints=checkpoints, max_records=PROJECTION_BATCH,
+            # The memberships keep the ids applied to them; the API keys' projection ignores these events.
+            self_deduplicated=MEMBER_EVENTS)
         self.suppressor = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.suppression", topics=["herald.delivery"],
             handler=SuppressionHandler(self.service), producer=self.producer,

@@ -58,7 +58,11 @@ def listing_key(doc: Document) -> str | None:
     return compose(doc["account_id"], doc["list_id"], doc["status"], doc["_id"])
 
 
-# Events folded in Python over the documents they touch (loaded by _id once per batch).
+# Events folded in Python over the documents they touch (loaded by _id once per batch). Each membership keeps
+# the ids of the events applied to it (`APPLIED`: UUIDs, space-separated, as FerretDB stores a string for a
+# fraction of an array's cost), so a copy of one, however late, changes nothing: the consumer need not store
+# an id per event for them (`EventConsumer`'s `self_deduplicated`).
+APPLIED = "applied_events"
 MEMBER_EVENTS = (SubscriberAdded, ConfirmationRequested, SubscriberConfirmed, SubscriberUnsubscribed,
                  SubscriberSuppressed, SubscriberErased)
 
@@ -131,11 +135,15 @@ class SubscriptionsProjection(Projection):
                 targets.add(event.payload.subscriber_id)
             else:
                 targets = {event.payload.subscriber_id}  # type: ignore[attr-defined]
+            event_id = str(event.event_id)
             for target in sorted(targets):
                 old = members.get(target)
+                applied = old.get(APPLIED, "") if old is not None else ""
+                if event_id in applied:
+                    continue  # applied before: a redelivery, or a copy published again long after
                 folded = domain.evolve_member(old, event)
-                if folded is not None and folded is not old:
-                    members[target] = folded
+                if folded is not None:
+                    members[target] = {**folded, APPLIED: f"{applied} {event_id}" if applied else event_id}
                     self._count(event, old, folded)
             if isinstance(event, SubscriberAdded):
                 key = compose(event.account_id, event.payload.email_sha256)
