@@ -31,7 +31,7 @@ from .queue import JobQueue
 from .render import DkimKey, MessageTokens, Renderer, RenderSettings
 from .sender import Sender, SenderConfig
 from .smtp import RelayConfig
-from .store import AudienceProjection, DeliveryStore
+from .store import MEMBER_EVENTS, AudienceProjection, DeliveryStore
 from .tracking import build_tracking
 
 SERVICE = "delivery"
@@ -138,7 +138,7 @@ class Delivery:
             settings, name=f"{settings.topic_prefix}{SERVICE}.audience", topics=audience_topics, only=purges,
             handler=PurgingHandler(ProjectionGroup(AudienceProjection(self.db)), self.purged, self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "audience"),
-            checkpoints=self.audience_checkpoints)
+            checkpoints=self.audience_checkpoints, self_deduplicated=MEMBER_EVENTS)  # members keep their ids
         self.confirmations = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.confirmations", topics=audience_topics, only=purges,
             handler=PurgingHandler(AudienceJobs(self.store, self.jobs), self.purged, self.purge),

@@ -28,7 +28,7 @@ from herald_shared.contract.subscriptions import (
 )
 from herald_shared.mongo import Document, Projection, ReplaceOne, UpdateOne, WriteOp, bulk_write
 from herald_shared.purging import delete_by_account_prefix
-from herald_shared.readmodel import SecondaryIndex, compose, insert_new, load, write_changes
+from herald_shared.readmodel import SecondaryIndex, applied, compose, insert_new, load, marked, write_changes
 
 from . import domain
 from .domain import AccountState, CampaignState, FinalResult, Member
@@ -121,21 +121,24 @@ class AudienceProjection(Projection):
         members: dict[str, Document] = await load(self.db[MEMBERS], member_ids)
         before_members, before_addresses = dict(members), dict(addresses)
         for event in events:
+            # Each member keeps the ids of the events folded into it: a copy, however late, changes nothing.
             key = scoped(event.account_id, event.payload.subscriber_id)  # type: ignore[attr-defined]
-            folded = domain.evolve_audience_member(members.get(key), event, named=True)
-            if folded is not None and folded is not members.get(key):
-                members[key] = {"_id": key, **folded}
+            old = members.get(key)
+            if not applied(old, event):
+                folded = domain.evolve_audience_member(old, event, named=True)
+                if folded is not None:
+                    members[key] = marked({**folded, "_id": key}, old, event)
             if isinstance(event, SubscriberSuppressed):
                 # Suppression is of the address for the whole account (PRODUCT.md), whichever list.
                 address = addresses.get(compose(event.account_id, event.payload.email_sha256))
                 for other in address["members"] if address else ():
                     other_key = scoped(event.account_id, other)
                     other_doc = members.get(other_key)
-                    if other_key == key or other_doc is None:
+                    if other_key == key or other_doc is None or applied(other_doc, event):
                         continue
                     suppressed = domain.evolve_audience_member(other_doc, event, named=False)
-                    if suppressed is not None and suppressed is not other_doc:
-                        members[other_key] = {"_id": other_key, **suppressed}
+                    if suppressed is not None:
+                        members[other_key] = marked({**suppressed, "_id": other_key}, other_doc, event)
             if isinstance(event, SubscriberAdded):
                 address_key = compose(event.account_id, event.payload.email_sha256)
                 addresses[address_key] = {"_id": address_key,

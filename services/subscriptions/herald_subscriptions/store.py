@@ -33,8 +33,10 @@ from herald_shared.readmodel import (
     Counters,
     KeyedReader,
     SecondaryIndex,
+    applied,
     compose,
     load,
+    marked,
     prefix_range,
     write_changes,
 )
@@ -59,10 +61,7 @@ def listing_key(doc: Document) -> str | None:
 
 
 # Events folded in Python over the documents they touch (loaded by _id once per batch). Each membership keeps
-# the ids of the events applied to it (`APPLIED`: UUIDs, space-separated, as FerretDB stores a string for a
-# fraction of an array's cost), so a copy of one, however late, changes nothing: the consumer need not store
-# an id per event for them (`EventConsumer`'s `self_deduplicated`).
-APPLIED = "applied_events"
+# the ids of the events folded into it (`readmodel.applied`), so its consumer stores none of theirs.
 MEMBER_EVENTS = (SubscriberAdded, ConfirmationRequested, SubscriberConfirmed, SubscriberUnsubscribed,
                  SubscriberSuppressed, SubscriberErased)
 
@@ -135,15 +134,13 @@ class SubscriptionsProjection(Projection):
                 targets.add(event.payload.subscriber_id)
             else:
                 targets = {event.payload.subscriber_id}  # type: ignore[attr-defined]
-            event_id = str(event.event_id)
             for target in sorted(targets):
                 old = members.get(target)
-                applied = old.get(APPLIED, "") if old is not None else ""
-                if event_id in applied:
-                    continue  # applied before: a redelivery, or a copy published again long after
+                if applied(old, event):
+                    continue  # a redelivery, or a copy published again long after
                 folded = domain.evolve_member(old, event)
                 if folded is not None:
-                    members[target] = {**folded, APPLIED: f"{applied} {event_id}" if applied else event_id}
+                    members[target] = marked(folded, old, event)
                     self._count(event, old, folded)
             if isinstance(event, SubscriberAdded):
                 key = compose(event.account_id, event.payload.email_sha256)
