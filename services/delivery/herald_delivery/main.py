@@ -15,6 +15,7 @@ from pydantic import Field
 
 from herald_shared.contract import Event
 from herald_shared.contract.billing import AccountPurged
+from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberErased
 from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer, partition_ids
 from herald_shared.lifecycle import run_service
@@ -139,8 +140,12 @@ class Delivery:
             handler=PurgingHandler(ProjectionGroup(AudienceProjection(self.db)), self.purged, self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "audience"),
             checkpoints=self.audience_checkpoints, self_deduplicated=MEMBER_EVENTS)  # members keep their ids
+        # Of herald.subscriptions, only what AudienceJobs acts on: the rest is passed over unparsed, and no id
+        # of it is stored (two per imported subscriber otherwise).
+        jobs_only: dict[str, list[type[Event]]] = {**purges, "herald.subscriptions": [ConfirmationRequested,
+                                                                                  SubscriberErased]}
         self.confirmations = EventConsumer(
-            settings, name=f"{settings.topic_prefix}{SERVICE}.confirmations", topics=audience_topics, only=purges,
+            settings, name=f"{settings.topic_prefix}{SERVICE}.confirmations", topics=audience_topics, only=jobs_only,
             handler=PurgingHandler(AudienceJobs(self.store, self.jobs), self.purged, self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "confirmations"))
         self.control_handler = ControlHandler(self.store, self.gates, self.jobs, self.audience_caught_up,

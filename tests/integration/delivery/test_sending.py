@@ -135,7 +135,7 @@ async def test_a_deferred_message_soft_bounces_at_the_give_up_age(start_delivery
 
 async def test_confirmation_request_becomes_an_email_with_only_the_confirm_link(start_delivery: Any, relay: Any,
                                                                                world: World) -> None:
-    await start_delivery()
+    running = await start_delivery()
     await world.publish(
         SubscriberAdded(account_id="acme", producer="subscriptions", payload={
             "list_id": "news", "subscriber_id": "s1", "email": "new@example.org", "opt_in": "double",
@@ -153,6 +153,15 @@ async def test_confirmation_request_becomes_an_email_with_only_the_confirm_link(
     assert "Acme Ltd" in body and "Hello Ann" in body
     events = await world.wait_for(lambda es: bool(of_type(es, MessageSent)), "MessageSent")
     assert of_type(events, MessageSent)[0].payload.kind == "confirmation"
+    # No event id stored for the add: the audience's members keep theirs, and the confirmations consumer
+    # passes over what it does not act on. Both remember the confirmation request's.
+    _added, requested = [str(e.event_id) for e in await world.events("herald.subscriptions")]
+
+    async def remembered() -> list[list[str]]:  # ids are stored in the background, after each batch's flush
+        return [[d["_id"] async for d in running.service.db[f"processed_events.{name}"].find({})]
+                for name in ("audience", "confirmations")]
+
+    await eventually(remembered, lambda ids: ids == [[requested], [requested]], what="only the request's id stored")
 
 
 async def test_the_per_account_rate_limit_paces_sending(start_delivery: Any, relay: Any, world: World) -> None:
