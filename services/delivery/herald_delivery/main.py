@@ -56,6 +56,8 @@ class DeliverySettings(HeraldSettings):
     smtp_username: str | None = Field(default=None, alias="HERALD_SMTP_USERNAME", description="AUTH user.")
     smtp_password: str | None = Field(default=None, alias="HERALD_SMTP_PASSWORD")
     smtp_timeout: float = Field(default=60.0, gt=0, alias="HERALD_SMTP_TIMEOUT")
+    smtp_max_messages: int = Field(default=1000, ge=1, alias="HERALD_SMTP_MAX_MESSAGES",
+                                   description="Messages per SMTP session, then QUIT and a new one.")
     concurrency: int = Field(default=10, ge=1, le=500, alias="HERALD_SEND_CONCURRENCY",
                              description="SMTP connections (one worker each).")
     account_rate: float = Field(default=0.0, ge=0, alias="HERALD_ACCOUNT_RATE",
@@ -118,7 +120,7 @@ class Delivery:
         relay = RelayConfig(settings.smtp_host, settings.smtp_port, starttls=settings.smtp_starttls,
                             implicit_tls=settings.smtp_tls, verify_tls=settings.smtp_verify_tls,
                             username=settings.smtp_username, password=settings.smtp_password,
-                            timeout=settings.smtp_timeout)
+                            timeout=settings.smtp_timeout, max_messages_per_connection=settings.smtp_max_messages)
         policy = RetryPolicy(first_delay=timedelta(seconds=settings.retry_first_delay),
                              max_delay=timedelta(seconds=max(settings.retry_max_delay, settings.retry_first_delay)),
                              give_up_after=timedelta(seconds=settings.retry_give_up))

@@ -1,23 +1,47 @@
-"""The relay: persistent aiosmtplib connections (STARTTLS and AUTH when configured), one per sender worker.
+"""The relay: Herald's own SMTP client (RFC 5321), one persistent session per sender worker, with STARTTLS,
+implicit TLS and AUTH (PLAIN or LOGIN) when configured, and PIPELINING (RFC 2920) when the relay offers it.
 
-A transaction's result is always an SmtpReply: the relay's code and text, or code None when the
-connection failed (the message is then deferred and the connection opened again for the next one).
+With PIPELINING, a message costs two round trips instead of four: MAIL FROM, RCPT TO and DATA go out in one
+write and their three replies are read together, then the content and its end. A refused command is reported
+with its own reply and stage; the replies after it (503 "no valid recipients" and the like) are read and set
+aside, and the session is reset for the next message.
+
+A transaction's result is always an SmtpReply: the relay's code and text, or code None when the connection
+failed or the relay broke the protocol (the message is then deferred and the connection opened again for the
+next one). A session sends at most `max_messages_per_connection` messages, then quits and reconnects, as
+relays limit a session's messages.
+
+The content is sent as rendered (CRLF line endings, the renderer's lines are short): a leading dot is doubled
+(transparency, RFC 5321 4.5.2) with one bytes.replace; bare LF or CR, which the renderer never produces, are
+made CRLF first.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import functools
 import logging
+import re
+import socket
 import ssl
 import time
-from dataclasses import dataclass
-
-import aiosmtplib
+from dataclasses import dataclass, field
+from typing import Literal
 
 from . import metrics
 from .domain import SmtpReply
 
 log = logging.getLogger(__name__)
+
+CRLF = b"\r\n"
+# The longest reply line accepted (RFC 5321 allows 512 octets; relays write longer texts now and then).
+MAX_REPLY_LINE = 8192
+MAX_REPLY_LINES = 100
+Stage = Literal["connect", "mail", "rcpt", "data"]
+LINE_ENDING = re.compile(rb"\r\n|\r|\n")
+STAGES: tuple[Stage, Stage, Stage] = ("mail", "rcpt", "data")
+EXPECTED = ({250}, {250, 251}, {354})  # the replies that let a transaction go on, per command
 
 
 @dataclass(frozen=True)
@@ -45,93 +69,256 @@ def tls_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
+class RelayUnusable(Exception):
+    """The connection cannot carry the transaction: refused connect, TLS or AUTH, a dropped connection, a
+    timeout or a reply that breaks the protocol. The message is deferred; the session is closed."""
+
+
+@dataclass
+class _Reply:
+    code: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def ok(self, *codes: int) -> bool:
+        return self.code in codes
+
+
+class _Session:
+    """One SMTP session: read replies, write commands. Every read is bounded by the configured timeout."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.timeout = timeout
+        self.extensions: dict[str, str] = {}
+
+    async def reply(self) -> _Reply:
+        lines: list[str] = []
+        async with asyncio.timeout(self.timeout):
+            while True:
+                try:
+                    raw = await self.reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError:
+                    raise RelayUnusable("the relay closed the connection") from None
+                except asyncio.LimitOverrunError:
+                    raise RelayUnusable(f"the relay sent a reply line longer than {MAX_REPLY_LINE} octets") from None
+                line = raw.rstrip(b"\r\n")
+                code, sep = line[:3], line[3:4]
+                if len(line) < 3 or not code.isdigit() or sep not in (b" ", b"-", b"") or code[:1] not in b"12345":
+                    raise RelayUnusable(f"the relay sent a malformed reply: {line[:200]!r}")
+                lines.append(line[4:].decode("utf-8", "replace"))
+                if len(lines) > MAX_REPLY_LINES:
+                    raise RelayUnusable(f"the relay sent a reply of more than {MAX_REPLY_LINES} lines")
+                if sep != b"-":
+                    return _Reply(int(code), lines)
+
+    async def command(self, line: bytes) -> _Reply:
+        self.writer.write(line + CRLF)
+        await self.drain()
+        return await self.reply()
+
+    async def drain(self) -> None:
+        async with asyncio.timeout(self.timeout):
+            await self.writer.drain()
+
+    async def hello(self, name: str) -> None:
+        """EHLO (HELO when the relay refuses it); learns the extensions offered."""
+        reply = await self.command(b"EHLO " + name.encode("ascii"))
+        if not reply.ok(250):
+            reply = await self.command(b"HELO " + name.encode("ascii"))
+            if not reply.ok(250):
+                raise RelayUnusable(f"HELO refused: {reply.code} {reply.text}")
+            self.extensions = {}
+            return
+        self.extensions = {}
+        for line in reply.lines[1:]:
+            keyword, _, params = line.partition(" ")
+            self.extensions[keyword.upper()] = params
+
+    def offers(self, extension: str) -> bool:
+        return extension in self.extensions
+
+    async def close(self, quit_politely: bool) -> None:
+        try:
+            if quit_politely and not self.writer.is_closing():
+                self.writer.write(b"QUIT" + CRLF)
+                async with asyncio.timeout(min(self.timeout, 5.0)):
+                    await self.writer.drain()
+                    await self.reply()
+        except (RelayUnusable, OSError, TimeoutError):
+            pass
+        self.writer.close()
+        try:
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
+        except (OSError, TimeoutError, ssl.SSLError):
+            pass
+
+
 class RelayConnection:
     """One persistent SMTP session, opened lazily and reopened after any failure."""
 
     def __init__(self, config: RelayConfig) -> None:
         self._config = config
-        self._client: aiosmtplib.SMTP | None = None
+        self._session: _Session | None = None
         self._sent_on_connection = 0
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> _Session:
         c = self._config
-        client = aiosmtplib.SMTP(hostname=c.host, port=c.port, use_tls=c.implicit_tls, start_tls=c.starttls,
-                                 tls_context=tls_context(c.verify_tls) if (c.starttls or c.implicit_tls) else None,
-                                 timeout=c.timeout, local_hostname=c.helo_name,
-                                 username=c.username, password=c.password)
-        await client.connect()
+        context = tls_context(c.verify_tls) if (c.starttls or c.implicit_tls) else None
+        async with asyncio.timeout(c.timeout):
+            reader, writer = await asyncio.open_connection(
+                c.host, c.port, ssl=context if c.implicit_tls else None, limit=MAX_REPLY_LINE,
+                server_hostname=c.host if c.implicit_tls else None)
+        session = _Session(reader, writer, c.timeout)
+        try:
+            await self._introduce(session, context)
+        except BaseException:
+            await session.close(quit_politely=False)
+            raise
         metrics.POOL_CONNECTIONS.labels("open").inc()
         self._sent_on_connection = 0
-        return client
+        return session
+
+    async def _introduce(self, session: _Session, context: ssl.SSLContext | None) -> None:
+        c = self._config
+        greeting = await session.reply()
+        if not greeting.ok(220):
+            raise RelayUnusable(f"the relay refused the session: {greeting.code} {greeting.text}")
+        name = c.helo_name or socket.getfqdn()
+        await session.hello(name)
+        if c.starttls:
+            if not session.offers("STARTTLS"):
+                raise RelayUnusable("STARTTLS is required but the relay does not offer it")
+            reply = await session.command(b"STARTTLS")
+            if not reply.ok(220):
+                raise RelayUnusable(f"STARTTLS refused: {reply.code} {reply.text}")
+            assert context is not None
+            async with asyncio.timeout(c.timeout):
+                await session.writer.start_tls(context, server_hostname=c.host)
+            await session.hello(name)  # the extensions offered before TLS are forgotten (RFC 3207)
+        if c.username is not None:
+            await self._authenticate(session, c.username, c.password or "")
+
+    @staticmethod
+    async def _authenticate(session: _Session, username: str, password: str) -> None:
+        mechanisms = session.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" in mechanisms:
+            token = base64.b64encode(b"\0" + username.encode() + b"\0" + password.encode())
+            reply = await session.command(b"AUTH PLAIN " + token)
+        elif "LOGIN" in mechanisms:
+            reply = await session.command(b"AUTH LOGIN")
+            for secret in (username, password):
+                if not reply.ok(334):
+                    break
+                reply = await session.command(base64.b64encode(secret.encode()))
+        else:
+            raise RelayUnusable(f"the relay offers no AUTH mechanism Herald speaks (PLAIN, LOGIN): {mechanisms}")
+        if not reply.ok(235):
+            raise RelayUnusable(f"AUTH refused: {reply.code} {reply.text}")
 
     async def send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
         started = time.perf_counter()
-        if self._client is None or not self._client.is_connected:
-            await self.close()
-            try:
-                self._client = await self._connect()
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                # Refused TLS or AUTH is our relay's configuration, never the recipient's fault: the message
-                # is deferred (and retried), not bounced.
-                metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
-                return SmtpReply(None, f"connecting to relay {self._config.host}:{self._config.port} failed: "
-                                       f"{type(exc).__name__}: {exc}", stage="connect")
         try:
-            client = self._client
-            _refused, response = await client.sendmail(mail_from, [recipient], data)
-            self._sent_on_connection += 1
-            if self._sent_on_connection >= self._config.max_messages_per_connection:
-                await self.close(quit_politely=True)
-            reply = _parse_ok(response)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            refused = exc.recipients[0]
-            reply = SmtpReply(refused.code, refused.message, stage="rcpt")
-            await self._reset()
-        except aiosmtplib.SMTPSenderRefused as exc:
-            reply = SmtpReply(exc.code, exc.message, stage="mail")
-            await self._reset()
-        except aiosmtplib.SMTPResponseException as exc:
-            # MAIL FROM or DATA refused (SMTPSenderRefused, SMTPDataError...): the relay's own reply.
-            reply = SmtpReply(exc.code, exc.message)
-            await self._reset()
-        except UnicodeEncodeError as exc:
-            # A non-ASCII address the relay cannot take without SMTPUTF8: permanent for this recipient.
-            reply = SmtpReply(553, f"5.6.7 address cannot be sent without SMTPUTF8: {exc}", stage="rcpt")
-            await self.close()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            reply = SmtpReply(None, f"connection to relay {self._config.host}:{self._config.port} failed: "
+            reply = await self._send(mail_from, recipient, data)
+        except (RelayUnusable, OSError, TimeoutError, ssl.SSLError, UnicodeEncodeError) as exc:
+            # Refused TLS or AUTH is our relay's configuration, never the recipient's fault: the message is
+            # deferred (and retried), not bounced.
+            what = "connection to" if self._session is not None else "connecting to"
+            reply = SmtpReply(None, f"{what} relay {self._config.host}:{self._config.port} failed: "
                                     f"{type(exc).__name__}: {exc}", stage="connect")
             await self.close()
         metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
         return reply
 
-    async def _reset(self) -> None:
-        """After a refused transaction the session is reused; if RSET fails, the connection is dropped."""
-        if self._client is None:
+    async def _send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
+        if refusal := _unsendable(mail_from, "mail") or _unsendable(recipient, "rcpt"):
+            return refusal
+        if self._session is None:
+            self._session = await self._connect()
+        session = self._session
+        utf8 = not (mail_from.isascii() and recipient.isascii())
+        if utf8 and not session.offers("SMTPUTF8"):
+            return SmtpReply(553, "5.6.7 address cannot be sent without SMTPUTF8 (the relay does not offer it)",
+                             stage="rcpt" if not recipient.isascii() else "mail")
+        options = b""
+        if utf8:
+            options += b" SMTPUTF8"
+        if not data.isascii() and session.offers("8BITMIME"):
+            options += b" BODY=8BITMIME"
+        commands = [b"MAIL FROM:<" + mail_from.encode() + b">" + options,
+                    b"RCPT TO:<" + recipient.encode() + b">", b"DATA"]
+        pipelined = session.offers("PIPELINING")
+        if pipelined:
+            session.writer.write(CRLF.join(commands) + CRLF)
+            await session.drain()
+        refused: tuple[_Reply, Stage] | None = None
+        for line, stage, expected in zip(commands, STAGES, EXPECTED, strict=True):
+            reply = await (session.reply() if pipelined else session.command(line))
+            if reply.code == 421:  # the relay is closing the session: nothing more is read from it
+                await self.close()
+                first, where = refused or (reply, stage)
+                return SmtpReply(first.code, first.text, stage=where)
+            if refused is None and reply.code not in expected:
+                refused = (reply, stage)
+                if not pipelined:
+                    break
+        if refused is not None:
+            if pipelined and reply.code == 354:  # DATA opened although a command before it failed (RFC 2920)
+                await session.command(b".")
+            await self._after_refusal(refused[0])
+            return SmtpReply(refused[0].code, refused[0].text, stage=refused[1])
+        session.writer.write(_transparent(data) + b"." + CRLF)
+        await session.drain()
+        final = await session.reply()
+        if not final.ok(250):
+            await self._after_refusal(final)
+            return SmtpReply(final.code, final.text, stage="data")
+        self._sent_on_connection += 1
+        if self._sent_on_connection >= self._config.max_messages_per_connection:
+            await self.close(quit_politely=True)
+        return SmtpReply(final.code, final.text, stage="data")
+
+    async def _after_refusal(self, reply: _Reply) -> None:
+        """A refused transaction: the session is reset and reused, or closed after a 421 (the relay is
+        closing it) or when RSET fails."""
+        session = self._session
+        if session is None:
+            return
+        if reply.code == 421:
+            await self.close()
             return
         try:
-            if self._client.is_connected:
-                await self._client.rset()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            if not (await session.command(b"RSET")).ok(250):
+                await self.close()
+        except (RelayUnusable, OSError, TimeoutError, ssl.SSLError):
             await self.close()
 
     async def close(self, quit_politely: bool = False) -> None:
-        client, self._client = self._client, None
-        if client is None:
+        session, self._session = self._session, None
+        if session is None:
             return
         metrics.POOL_CONNECTIONS.labels("open").dec()
-        try:
-            if quit_politely and client.is_connected:
-                await client.quit()
-            else:
-                client.close()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            client.close()
+        await session.close(quit_politely)
 
 
-def _parse_ok(response: str) -> SmtpReply:
-    """aiosmtplib gives the final reply's text; its code is 250 when sendmail returns normally."""
-    code, _, text = response.partition(" ")
-    if code.isdigit() and len(code) == 3:
-        return SmtpReply(int(code), text)
-    return SmtpReply(250, response)
+def _unsendable(address: str, stage: Stage) -> SmtpReply | None:
+    """An address that cannot go into a command line as it is (never the case for a validated one)."""
+    if not address or any(c in address for c in "\r\n<> ") or len(address) > 320:
+        return SmtpReply(553, f"5.1.3 address {address[:100]!r} cannot be written in an SMTP command", stage=stage)
+    return None
+
+
+def _transparent(data: bytes) -> bytes:
+    """The content as DATA carries it: CRLF line endings, a final CRLF, every line's leading dot doubled."""
+    if data.count(b"\n") != data.count(CRLF) or data.count(b"\r") != data.count(CRLF):
+        data = LINE_ENDING.sub(CRLF, data)
+    if not data.endswith(CRLF):
+        data += CRLF
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\r\n.", b"\r\n..")

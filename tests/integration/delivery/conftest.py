@@ -57,6 +57,10 @@ class RelayBehaviour:
     frozen: threading.Event = field(default_factory=threading.Event)  # while set, DATA is never answered
     # Called (in the relay's thread) when a message arrives, before it is answered; for kill tests.
     on_data: Callable[[int], None] | None = None
+    # Offered in the EHLO reply, as Postfix and most relays do: the sender then writes MAIL FROM, RCPT TO and
+    # DATA at once (RFC 2920), and the scripted refusals below reach it as pipelined replies.
+    pipelining: bool = True
+    smtputf8: bool = True  # aiosmtpd offers SMTPUTF8; False takes it out of the EHLO reply
 
 
 class RelayHandler:
@@ -72,6 +76,15 @@ class RelayHandler:
             if steps and steps[0][0] == stage:
                 return steps.pop(0)[1]
         return None
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.behaviour.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        if not self.behaviour.smtputf8:
+            responses = [r for r in responses if r != "250-SMTPUTF8"]
+        return responses
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         envelope.mail_from = address

@@ -183,6 +183,7 @@ async def test_an_address_the_relay_cannot_take_bounces_and_the_connection_goes_
         start_delivery: Any, relay: Any, world: World) -> None:
     """A non-ASCII address (valid per the contract) to a relay without SMTPUTF8: a hard bounce, not a retry
     loop, and the next message on the same connection still goes out."""
+    relay.behaviour.smtputf8 = False
     await start_delivery(HERALD_SEND_CONCURRENCY=1)
     await world.open_account("acme")
     await world.add_list("acme", "news", [("s1", "josé@bücher.de"), ("s2", "plain@example.org")])

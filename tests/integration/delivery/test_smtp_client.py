@@ -1,0 +1,249 @@
+"""Herald's SMTP client (herald_delivery.smtp) over TCP: against the aiosmtpd relay of the delivery tests, with
+and without PIPELINING, and against a scripted relay that answers byte by byte what a test tells it (greetings
+refused, multi-line and malformed replies, a relay that never answers, one that closes mid-transaction)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from herald_delivery.smtp import RelayConfig, RelayConnection, _transparent
+
+from .conftest import RelayHandler
+
+MESSAGE = (b"From: a@herald.example\r\nTo: r@example.org\r\nSubject: dots\r\n\r\n"
+           b".leading dot\r\nmiddle\r\n..two dots\r\n.\r\nend\r\n")
+
+
+def config(port: int, **overrides: Any) -> RelayConfig:
+    return RelayConfig(**{"host": "127.0.0.1", "port": port, "helo_name": "herald.test", "timeout": 2.0, **overrides})
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
+async def test_messages_arrive_unchanged_and_refusals_keep_the_session(relay: RelayHandler, pipelining: bool) -> None:
+    relay.behaviour.pipelining = pipelining
+    relay.behaviour.script = {"unknown@example.org": [("rcpt", "550 5.1.1 <unknown@example.org>: user unknown")],
+                              "full@example.org": [("data", "452 4.2.2 Mailbox full")]}
+    connection = RelayConnection(config(relay.port))  # type: ignore[attr-defined]
+    try:
+        sent = await connection.send("bounce+1@herald.example", "r@example.org", MESSAGE)
+        unknown = await connection.send("bounce+2@herald.example", "unknown@example.org", MESSAGE)
+        full = await connection.send("bounce+3@herald.example", "full@example.org", MESSAGE)
+        again = await connection.send("bounce+4@herald.example", "r2@example.org", MESSAGE)
+    finally:
+        await connection.close(quit_politely=True)
+    assert (sent.code, sent.stage) == (250, "data") and sent.text.startswith("2.0.0")
+    assert (unknown.code, unknown.stage, unknown.enhanced_status) == (550, "rcpt", "5.1.1")
+    assert (full.code, full.stage, full.text) == (452, "data", "4.2.2 Mailbox full")
+    assert again.code == 250
+    # Transparency undone by the relay: the content arrives exactly as rendered, leading dots included.
+    assert [(r.mail_from, r.recipient, r.data) for r in relay.received] == [
+        ("bounce+1@herald.example", "r@example.org", MESSAGE), ("bounce+4@herald.example", "r2@example.org", MESSAGE)]
+
+
+async def test_a_dropped_connection_is_a_failure_and_the_next_message_reconnects(relay: RelayHandler) -> None:
+    relay.behaviour.script = {"flaky@example.org": [("data", "drop")]}
+    connection = RelayConnection(config(relay.port))  # type: ignore[attr-defined]
+    try:
+        dropped = await connection.send("b@herald.example", "flaky@example.org", MESSAGE)
+        after = await connection.send("b@herald.example", "flaky@example.org", MESSAGE)
+    finally:
+        await connection.close()
+    # aiosmtpd writes its 421 before closing, or the close arrives first: either way not accepted.
+    assert dropped.code in (None, 421) and dropped.stage in ("connect", "data")
+    assert after.code == 250 and relay.recipients() == ["flaky@example.org"]
+
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[[Script], Awaitable[int]]]:
+    """A relay on a free port that runs the test's coroutine for each connection; gives its port."""
+    servers: list[asyncio.Server] = []
+    sessions: list[asyncio.Task[None]] = []
+
+    async def start(script: Script) -> int:
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sessions.append(asyncio.current_task())  # type: ignore[arg-type]
+            try:
+                await script(reader, writer)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(session, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    yield start
+    for server in servers:
+        server.close()
+    for task in sessions:
+        task.cancel()
+    await asyncio.gather(*sessions, return_exceptions=True)
+
+
+async def lines(reader: asyncio.StreamReader, n: int) -> list[bytes]:
+    return [(await reader.readuntil(b"\n")).rstrip(b"\r\n") for _ in range(n)]
+
+
+async def read_data(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n.\r\n")
+
+
+async def test_pipelined_commands_arrive_before_any_reply_and_multiline_replies_are_joined(
+        scripted: Callable[[Script], Awaitable[int]]) -> None:
+    seen: list[list[bytes]] = []
+    data: list[bytes] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220-relay.test ESMTP\r\n220 welcome\r\n")
+        await lines(reader, 1)
+        writer.write(b"250-relay.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+        # No reply is written until all three commands are here: a client that waited would time out.
+        seen.append(await asyncio.wait_for(lines(reader, 3), 1.0))
+        writer.write(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n")
+        data.append(await read_data(reader))
+        writer.write(b"250-2.0.0 queued as 1\r\n250 2.0.0 and a second line\r\n")
+        await lines(reader, 1)  # QUIT
+        writer.write(b"221 bye\r\n")
+
+    connection = RelayConnection(config(await scripted(relay)))
+    reply = await connection.send("b@herald.example", "r@example.org", MESSAGE)
+    await connection.close(quit_politely=True)
+    assert seen == [[b"MAIL FROM:<b@herald.example>", b"RCPT TO:<r@example.org>", b"DATA"]]
+    assert (reply.code, reply.text) == (250, "2.0.0 queued as 1\n2.0.0 and a second line")
+    assert data == [_transparent(MESSAGE) + b".\r\n"]
+
+
+async def test_a_refused_mail_from_is_the_senders_and_the_session_is_reset(
+        scripted: Callable[[Script], Awaitable[int]]) -> None:
+    after: list[list[bytes]] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 relay.test\r\n")
+        await lines(reader, 1)
+        writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+        await lines(reader, 3)
+        writer.write(b"550 5.7.1 sender rejected\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n")
+        after.append(await lines(reader, 1))
+        writer.write(b"250 reset\r\n")
+        await asyncio.sleep(10)
+
+    connection = RelayConnection(config(await scripted(relay)))
+    reply = await connection.send("b@herald.example", "r@example.org", MESSAGE)
+    await connection.close()
+    assert (reply.code, reply.stage, reply.text) == (550, "mail", "5.7.1 sender rejected")
+    assert after == [[b"RSET"]]
+
+
+@pytest.mark.parametrize(("greeting", "ehlo", "expected"), [
+    (b"554 5.3.2 not accepting\r\n", b"", "refused the session: 554"),
+    (b"hello there\r\n", b"", "malformed reply"),
+    (b"220 " + b"x" * 10_000 + b"\r\n", b"", "longer than"),
+    (b"220 relay\r\n", b"250-relay\r\n" * 200 + b"250 end\r\n", "more than 100 lines"),
+    (b"220 relay\r\n", None, "closed the connection"),
+    (b"", b"", "TimeoutError"),
+], ids=["greeting-refused", "garbage", "overlong-line", "endless-reply", "closed", "silent"])
+async def test_a_relay_that_breaks_the_protocol_defers_the_message(
+        scripted: Callable[[Script], Awaitable[int]], greeting: bytes, ehlo: bytes | None, expected: str) -> None:
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting)
+        await lines(reader, 1)
+        if ehlo is None:
+            return  # closes
+        writer.write(ehlo)
+        await asyncio.sleep(10)
+
+    connection = RelayConnection(config(await scripted(relay), timeout=0.5))
+    reply = await connection.send("b@herald.example", "r@example.org", MESSAGE)
+    assert reply.code is None and reply.stage == "connect" and expected in reply.text, reply.text
+
+
+async def test_421_mid_pipeline_closes_and_the_next_message_reconnects_and_helo_is_the_fallback(
+        scripted: Callable[[Script], Awaitable[int]]) -> None:
+    connections = 0
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writer.write(b"220 relay.test\r\n")
+        if connections == 1:
+            await lines(reader, 1)
+            writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+            await lines(reader, 3)
+            writer.write(b"250 ok\r\n421 4.3.2 shutting down\r\n")
+            return
+        assert await lines(reader, 1) == [b"EHLO herald.test"]
+        writer.write(b"502 5.5.1 EHLO not implemented\r\n")
+        assert await lines(reader, 1) == [b"HELO herald.test"]
+        writer.write(b"250 relay.test\r\n")
+        for command in (b"MAIL FROM:<b@herald.example>", b"RCPT TO:<r@example.org>", b"DATA"):
+            assert await lines(reader, 1) == [command]  # no PIPELINING offered: one at a time
+            writer.write(b"354 go\r\n" if command == b"DATA" else b"250 ok\r\n")
+        await read_data(reader)
+        writer.write(b"250 2.0.0 ok\r\n")
+        await asyncio.sleep(10)
+
+    connection = RelayConnection(config(await scripted(relay)))
+    closing = await connection.send("b@herald.example", "r@example.org", MESSAGE)
+    sent = await connection.send("b@herald.example", "r@example.org", MESSAGE)
+    await connection.close()
+    assert (closing.code, closing.stage) == (421, "rcpt")
+    assert sent.code == 250 and connections == 2
+
+
+async def test_a_session_sends_its_limit_then_quits_and_reconnects(relay: RelayHandler) -> None:
+    connection = RelayConnection(config(relay.port, max_messages_per_connection=2))  # type: ignore[attr-defined]
+    peers = []
+    try:
+        for i in range(5):
+            assert (await connection.send("b@herald.example", f"r{i}@example.org", MESSAGE)).code == 250
+            session = connection._session
+            peers.append(None if session is None else session.writer.get_extra_info("sockname"))
+    finally:
+        await connection.close()
+    # After the 2nd and the 4th message the session quit; the 3rd and the 5th opened new ones.
+    assert peers[1] is None and peers[3] is None
+    assert len({peers[0], peers[2], peers[4]}) == 3
+
+
+async def test_addresses_that_cannot_be_written_are_refused_before_any_command(relay: RelayHandler) -> None:
+    connection = RelayConnection(config(relay.port))  # type: ignore[attr-defined]
+    try:
+        injected = await connection.send("b@herald.example", "r@example.org>\r\nRCPT TO:<x@evil.example", MESSAGE)
+        utf8 = await connection.send("b@herald.example", "rené@example.org", MESSAGE)  # aiosmtpd offers SMTPUTF8
+    finally:
+        await connection.close()
+    assert (injected.code, injected.stage) == (553, "rcpt")
+    assert utf8.code == 250 and relay.recipients() == ["rené@example.org"]
+
+
+async def test_a_non_ascii_address_is_refused_when_the_relay_lacks_smtputf8(
+        scripted: Callable[[Script], Awaitable[int]]) -> None:
+    after_ehlo: list[bytes] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 relay.test\r\n")
+        await lines(reader, 1)
+        writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+        after_ehlo.append(await reader.read())  # everything the client writes until it closes
+
+    connection = RelayConnection(config(await scripted(relay)))
+    reply = await connection.send("b@herald.example", "rené@example.org", MESSAGE)
+    await connection.close()
+    for _ in range(100):
+        if after_ehlo:
+            break
+        await asyncio.sleep(0.01)
+    assert (reply.code, reply.stage, reply.enhanced_status) == (553, "rcpt", "5.6.7")
+    assert after_ehlo == [b""]  # no MAIL FROM was written before the client closed
+
+
+def test_transparency_doubles_leading_dots_and_mends_line_endings() -> None:
+    assert _transparent(b".a\r\nb\r\n.c") == b"..a\r\nb\r\n..c\r\n"
+    assert _transparent(b"a\nb\r.c\r\n") == b"a\r\nb\r\n..c\r\n"
+    assert _transparent(b"") == b"\r\n"
