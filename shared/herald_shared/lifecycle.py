@@ -12,7 +12,6 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-import uvloop
 from fastapi import FastAPI
 from pydantic import ValidationError
 
@@ -123,10 +122,7 @@ def run_service(name: str, settings_class: type[SettingsT], build: Callable[[Set
         problems = ", ".join(str(e["loc"][0]) for e in exc.errors())
         raise SystemExit(f"herald-{name}: invalid or missing configuration: {problems}") from None
     configure_logging(settings.log_level, settings.log_format)
-    # uvloop: the event loop in C (libuv); every service spends a large share of its CPU in the loop's own
-    # machinery (socket writes, callbacks, task wake-ups) under load.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(name, settings, build))
+    asyncio.run(_serve(name, settings, build))
 
 
 async def _serve(name: str, settings: SettingsT, build: Callable[[SettingsT], Service]) -> None:
