@@ -1,6 +1,8 @@
 """Messages per second from CampaignQueued to SMTP acceptance, against Postfix's `smtp-sink`, next to
 Postfix's own `smtp-source` blasting the same sink in the same run (the physical limit of this machine's
-loopback SMTP), and the parts of the cost: rendering with and without DKIM, and the ledger write window.
+loopback SMTP), and the parts of the cost: rendering with and without DKIM, and the ledger write window. The
+service runs in this process: its peak RSS while it sends (VmHWM, reset once the audience is projected) is
+reported above its RSS before the campaign.
 
     eval "$(scripts/stack env)"; .venv/bin/python -m bench.delivery_smtp [--messages 2000] [--connections 20]
 
@@ -36,8 +38,11 @@ from herald_shared.mongo import make_client
 from tests.conftest import eventually
 from tests.samples import campaign_queued
 
+from . import harness
+
 BODY = ("Dear {{ first_name }}, " + "lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 80)[:5000]
 SECRET = "bench-only-secret-0123456789"
+MEMORY: dict[str, int] = {}  # KiB: RSS before the campaign, peak while it is sent
 
 
 def postfix_tool(name: str) -> str:
@@ -139,11 +144,14 @@ async def herald_rate(port: int, messages: int, connections: int) -> float:
                 "list_id": "news", "subscriber_id": f"s{i}", "method": "single_opt_in"}))
         for start in range(0, len(setup), 1000):
             await publisher.publish_many(setup[start:start + 1000])
+        del setup  # the bench's own copies of the events, not the service's memory
         members = service.db["members"]
         await eventually(lambda: members.count_documents({"status": "active"}), lambda n: n >= messages,
                          within=3600, what="the audience projection (not measured)")
         outcomes = service.db["outcomes"]
         sent_before = sent_so_far()
+        MEMORY["before"] = harness.status_kib()["VmRSS"]
+        MEMORY["peak_reset"] = harness.reset_peak()
         started = time.perf_counter()
         await publisher.publish(campaign_queued("acme", "bench", text_body=BODY,
                                                 html_body=f"<p>{BODY}</p><a href='https://acme.example/'>x</a>"))
@@ -152,6 +160,7 @@ async def herald_rate(port: int, messages: int, connections: int) -> float:
         await eventually(lambda: asyncio.sleep(0, sent_so_far() - sent_before), lambda n: n >= messages,
                          within=3600, what="every message accepted by the sink")
         elapsed = time.perf_counter() - started
+        MEMORY["peak"] = harness.status_kib()["VmHWM"]
         # Then the ledger must hold every outcome (not timed).
         await eventually(lambda: outcomes.count_documents({"outcome": "sent"}), lambda n: n >= messages,
                          within=600, what="every outcome recorded in the ledger")
@@ -198,6 +207,9 @@ def main(messages: int, connections: int) -> None:
     print(f"rendering alone: {plain:,.0f} msg/s unsigned, {signed:,.0f} msg/s with DKIM rsa-sha256 2048 (OpenSSL)")
     print(f"unrecorded window (relay 250 -> ledger written): p50 <= {window_p50 * 1000:.1f} ms, "
           f"p99 <= {window_p99 * 1000:.1f} ms; SMTP transaction p50 <= {smtp_p50 * 1000:.1f} ms")
+    peak = "peak" if MEMORY.get("peak_reset") else "peak (VmHWM could not be reset: since the process started)"
+    print(f"memory while sending: RSS {MEMORY['before'] / 1024:,.0f} MiB before the campaign, {peak} "
+          f"{MEMORY['peak'] / 1024:,.0f} MiB (+{(MEMORY['peak'] - MEMORY['before']) / 1024:,.0f} MiB)")
 
 
 if __name__ == "__main__":

@@ -253,21 +253,10 @@ class ServiceProcess:
                 await asyncio.sleep(0.2)
 
     def status_kib(self) -> dict[str, int]:
-        """VmRSS, VmHWM, ... of the process in KiB (from /proc/<pid>/status)."""
-        found = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            match = re.match(r"(Vm\w+):\s+(\d+) kB", line)
-            if match:
-                found[match.group(1)] = int(match.group(2))
-        return found
+        return status_kib(self.pid)
 
     def reset_peak(self) -> bool:
-        """Reset VmHWM to the current RSS (Linux: `echo 5 > /proc/<pid>/clear_refs`); False if refused."""
-        try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-            return True
-        except OSError:
-            return False
+        return reset_peak(self.pid)
 
     def stop(self) -> int | None:
         """SIGTERM (the service finishes its batch), SIGKILL after 30 s. Returns the exit code."""
@@ -460,3 +449,22 @@ def run_wrk(url: str, script: Path, *, connections: int, seconds: int, threads: 
                      unexpected=int(fields["unexpected"]),
                      socket_errors={k: int(fields[k]) for k in ("connect", "read", "write", "timeout")},
                      codes=codes, output=done.stdout)
+
+
+def status_kib(pid: int | str = "self") -> dict[str, int]:
+    """VmRSS, VmHWM, ... of a process in KiB (from /proc/<pid>/status)."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        match = re.match(r"(Vm\w+):\s+(\d+) kB", line)
+        if match:
+            found[match.group(1)] = int(match.group(2))
+    return found
+
+
+def reset_peak(pid: int | str = "self") -> bool:
+    """Reset VmHWM to the current RSS (Linux: `echo 5 > /proc/<pid>/clear_refs`); False if refused."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
