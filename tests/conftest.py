@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import hypothesis
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -22,6 +23,13 @@ from herald_shared.settings import HeraldSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+
+# Property tests check what holds, never how fast: no per-example deadline and no "generation is slow" check.
+# Both are timings, and both failed on a busy CI machine: a fresh clone has no .hypothesis cache, so the first
+# test drawing text built Hypothesis's Unicode tables inside its first example (1.7 s).
+hypothesis.settings.register_profile("herald", deadline=None,
+                                     suppress_health_check=[hypothesis.HealthCheck.too_slow])
+hypothesis.settings.load_profile("herald")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
