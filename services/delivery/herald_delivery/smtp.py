@@ -69,6 +69,13 @@ def tls_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
+@functools.cache
+def _local_name() -> str:
+    """The EHLO name when none is configured: this host's name, looked up once (`getfqdn` may ask DNS, and it
+    blocks the event loop while it does)."""
+    return socket.getfqdn()
+
+
 class RelayUnusable(Exception):
     """The connection cannot carry the transaction: refused connect, TLS or AUTH, a dropped connection, a
     timeout or a reply that breaks the protocol. The message is deferred; the session is closed."""
@@ -122,6 +129,9 @@ class _Session:
         return await self.reply()
 
     async def drain(self) -> None:
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+            return  # all of it went to the socket at once (the usual case): nothing to wait for
         async with asyncio.timeout(self.timeout):
             await self.writer.drain()
 
@@ -189,7 +199,7 @@ class RelayConnection:
         greeting = await session.reply()
         if not greeting.ok(220):
             raise RelayUnusable(f"the relay refused the session: {greeting.code} {greeting.text}")
-        name = c.helo_name or socket.getfqdn()
+        name = c.helo_name or _local_name()
         await session.hello(name)
         if c.starttls:
             if not session.offers("STARTTLS"):
