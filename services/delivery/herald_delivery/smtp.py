@@ -103,9 +103,10 @@ class _Session:
         self.timeout = timeout
         self.extensions: dict[str, str] = {}
 
-    async def reply(self) -> _Reply:
+    async def reply(self, timed: bool = True) -> _Reply:
+        """The next reply; within the timeout, unless the caller bounds a group of replies itself."""
         lines: list[str] = []
-        async with asyncio.timeout(self.timeout):
+        async with asyncio.timeout(self.timeout if timed else None):
             while True:
                 try:
                     raw = await self.reader.readuntil(b"\n")
@@ -267,16 +268,20 @@ class RelayConnection:
             session.writer.write(CRLF.join(commands) + CRLF)
             await session.drain()
         refused: tuple[_Reply, Stage] | None = None
-        for line, stage, expected in zip(commands, STAGES, EXPECTED, strict=True):
-            reply = await (session.reply() if pipelined else session.command(line))
-            if reply.code == 421:  # the relay is closing the session: nothing more is read from it
-                await self.close()
-                first, where = refused or (reply, stage)
-                return SmtpReply(first.code, first.text, stage=where)
-            if refused is None and reply.code not in expected:
-                refused = (reply, stage)
-                if not pipelined:
+        # A pipelined group's three replies share one timeout (one timer instead of three).
+        async with asyncio.timeout(session.timeout if pipelined else None):
+            for line, stage, expected in zip(commands, STAGES, EXPECTED, strict=True):
+                reply = await (session.reply(timed=False) if pipelined else session.command(line))
+                if reply.code == 421:  # the relay is closing the session: nothing more is read from it
                     break
+                if refused is None and reply.code not in expected:
+                    refused = (reply, stage)
+                    if not pipelined:
+                        break
+        if reply.code == 421:
+            await self.close()
+            first, where = refused or (reply, stage)
+            return SmtpReply(first.code, first.text, stage=where)
         if refused is not None:
             if pipelined and reply.code == 354:  # DATA opened although a command before it failed (RFC 2920)
                 await session.command(b".")
