@@ -42,7 +42,6 @@ from . import harness
 
 BODY = ("Dear {{ first_name }}, " + "lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 80)[:5000]
 SECRET = "bench-only-secret-0123456789"
-MEMORY: dict[str, int] = {}  # KiB: RSS before the campaign, peak while it is sent
 
 
 def postfix_tool(name: str) -> str:
@@ -117,7 +116,8 @@ def sent_so_far() -> float:
     return REGISTRY.get_sample_value("herald_delivery_messages_total", {"kind": "campaign", "outcome": "sent"}) or 0.0
 
 
-async def herald_rate(port: int, messages: int, connections: int) -> float:
+async def herald_rate(port: int, messages: int, connections: int) -> tuple[float, dict[str, int]]:
+    """Messages per second, and the memory in KiB: RSS before the campaign, its peak while it is sent."""
     run = uuid.uuid4().hex[:8]
     settings = DeliverySettings(topic_prefix=f"bench{run}.", database_prefix=f"bench{run}_",  # type: ignore[call-arg]
                                 HERALD_LINK_SECRET=SECRET, HERALD_SMTP_HOST="127.0.0.1", HERALD_SMTP_PORT=port,
@@ -150,8 +150,7 @@ async def herald_rate(port: int, messages: int, connections: int) -> float:
                          within=3600, what="the audience projection (not measured)")
         outcomes = service.db["outcomes"]
         sent_before = sent_so_far()
-        MEMORY["before"] = harness.status_kib()["VmRSS"]
-        MEMORY["peak_reset"] = harness.reset_peak()
+        memory = {"before": harness.status_kib()["VmRSS"], "peak_reset": harness.reset_peak()}
         started = time.perf_counter()
         await publisher.publish(campaign_queued("acme", "bench", text_body=BODY,
                                                 html_body=f"<p>{BODY}</p><a href='https://acme.example/'>x</a>"))
@@ -160,11 +159,11 @@ async def herald_rate(port: int, messages: int, connections: int) -> float:
         await eventually(lambda: asyncio.sleep(0, sent_so_far() - sent_before), lambda n: n >= messages,
                          within=3600, what="every message accepted by the sink")
         elapsed = time.perf_counter() - started
-        MEMORY["peak"] = harness.status_kib()["VmHWM"]
+        memory["peak"] = harness.status_kib()["VmHWM"]
         # Then the ledger must hold every outcome (not timed).
         await eventually(lambda: outcomes.count_documents({"outcome": "sent"}), lambda n: n >= messages,
                          within=600, what="every outcome recorded in the ledger")
-        return messages / elapsed
+        return messages / elapsed, memory
     finally:
         await service.stop()
         # Only once nothing uses it: FerretDB 1.24 (SQLite) dies of SIGBUS when a database in use is dropped.
@@ -193,7 +192,7 @@ def main(messages: int, connections: int) -> None:
     sink = start_sink(port)
     try:
         source = smtp_source_rate(port, max(messages, 20_000), connections)
-        herald = asyncio.run(herald_rate(port, messages, connections))
+        herald, memory = asyncio.run(herald_rate(port, messages, connections))
     finally:
         sink.terminate()
         sink.wait()
@@ -207,9 +206,9 @@ def main(messages: int, connections: int) -> None:
     print(f"rendering alone: {plain:,.0f} msg/s unsigned, {signed:,.0f} msg/s with DKIM rsa-sha256 2048 (OpenSSL)")
     print(f"unrecorded window (relay 250 -> ledger written): p50 <= {window_p50 * 1000:.1f} ms, "
           f"p99 <= {window_p99 * 1000:.1f} ms; SMTP transaction p50 <= {smtp_p50 * 1000:.1f} ms")
-    peak = "peak" if MEMORY.get("peak_reset") else "peak (VmHWM could not be reset: since the process started)"
-    print(f"memory while sending: RSS {MEMORY['before'] / 1024:,.0f} MiB before the campaign, {peak} "
-          f"{MEMORY['peak'] / 1024:,.0f} MiB (+{(MEMORY['peak'] - MEMORY['before']) / 1024:,.0f} MiB)")
+    peak = "peak" if memory["peak_reset"] else "peak (VmHWM could not be reset: since the process started)"
+    print(f"memory while sending: RSS {memory['before'] / 1024:,.0f} MiB before the campaign, {peak} "
+          f"{memory['peak'] / 1024:,.0f} MiB (+{(memory['peak'] - memory['before']) / 1024:,.0f} MiB)")
 
 
 if __name__ == "__main__":

@@ -138,14 +138,13 @@ class _Session:
 
     async def hello(self, name: str) -> None:
         """EHLO (HELO when the relay refuses it); learns the extensions offered."""
+        self.extensions = {}
         reply = await self.command(b"EHLO " + name.encode("ascii"))
         if not reply.ok(250):
             reply = await self.command(b"HELO " + name.encode("ascii"))
             if not reply.ok(250):
                 raise RelayUnusable(f"HELO refused: {reply.code} {reply.text}")
-            self.extensions = {}
             return
-        self.extensions = {}
         for line in reply.lines[1:]:
             keyword, _, params = line.partition(" ")
             self.extensions[keyword.upper()] = params
@@ -330,7 +329,8 @@ def _unsendable(address: str, stage: Stage) -> SmtpReply | None:
 
 def _transparent(data: bytes) -> bytes:
     """The content as DATA carries it: CRLF line endings, a final CRLF, every line's leading dot doubled."""
-    if data.count(b"\n") != data.count(CRLF) or data.count(b"\r") != data.count(CRLF):
+    line_ends = data.count(CRLF)
+    if data.count(b"\n") != line_ends or data.count(b"\r") != line_ends:
         data = LINE_ENDING.sub(CRLF, data)
     if not data.endswith(CRLF):
         data += CRLF
