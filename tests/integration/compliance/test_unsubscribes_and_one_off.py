@@ -81,10 +81,11 @@ async def test_list_deleted_after_a_send_then_recreated_is_flagged_as_one_off_se
     assert payload["metric"] == "one_off_sending"
     evidence = payload["evidence"]
     assert evidence["deleted_list_id"] == "bought" and evidence["new_list_id"] == "again"
-    # The new list's size is the one when the overlap was found, which depends on how its 95 members were
-    # batched (89 seen in a fresh-clone run); the overlap itself is checked below.
+    # The new list's size and the overlap are the ones when the overlap was found, which depends on how its 95
+    # members were batched (89 members seen in one fresh-clone run, an overlap of 0.8 in another): it lies between the
+    # policy's threshold (0.8 of the deleted list) and the 95 of 100 the new list ends up sharing.
     assert evidence["deleted_list_members"] == 100 and 0 < evidence["new_list_members"] <= 95
-    assert evidence["shared_fraction"] >= 0.9
+    assert 0.8 <= evidence["shared_fraction"] <= 0.95
     assert evidence["deleted_at"] and evidence["deleted_list_last_sent_at"] and evidence["new_list_created_at"]
     assert evidence["deleted_list_campaigns"] == "blast" and evidence["deleted_list_campaigns_sent"] == 1
 
