@@ -108,16 +108,17 @@ def validate_record(record: ConsumerRecord[bytes, bytes], names: TopicNames) -> 
     return event
 
 
-def _has_type(record: ConsumerRecord[bytes, bytes], wanted: frozenset[bytes]) -> bool:
-    """Whether a record's `type` header is one of these (True without the header: it is read to know)."""
+def has_type(record: Any, wanted: frozenset[bytes]) -> bool:
+    """Whether a record's `type` header is one of these (True without the header: it is read to know). Any
+    record with aiokafka's `headers` (pairs of name and bytes): faust's messages carry them the same way."""
     for key, value in record.headers or ():
         if key == "type":
             return value in wanted
     return True
 
 
-def _type_name(cls: type[Event]) -> str:
-    """The `type` an event class writes (its field's fixed default)."""
+def type_name(cls: type[Event]) -> str:
+    """The `type` an event class writes (its field's fixed default), as in the record's `type` header."""
     return str(cls.model_fields["type"].default)
 
 
@@ -242,7 +243,7 @@ class EventConsumer:
         for topic, classes in (only or {}).items():
             if topic not in topics or any(cls.topic != topic for cls in classes):
                 raise ValueError(f"only: {topic} is not consumed here, or not every type named is on it")
-            self._only[self._names(topic)] = frozenset(_type_name(cls).encode() for cls in classes)
+            self._only[self._names(topic)] = frozenset(type_name(cls).encode() for cls in classes)
         self._metrics: dict[tuple[str, str], tuple[Histogram, Counter]] = {}
         self._handler = handler
         self._dedupe = deduplicator
@@ -342,7 +343,7 @@ class EventConsumer:
         for tp, records in batches.items():
             wanted = self._only.get(tp.topic)
             for record in records:
-                if wanted is None or _has_type(record, wanted):
+                if wanted is None or has_type(record, wanted):
                     chunk.append(record)
                     if len(chunk) == self._slice_records:
                         yield chunk

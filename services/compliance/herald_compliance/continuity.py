@@ -17,15 +17,13 @@ per-partition watermarks make any replay idempotent.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from faust.types import TP
-from faust.types.tuples import ack_lock
 
 from herald_shared.settings import HeraldSettings
 
@@ -141,36 +139,3 @@ class Continuity:
         ends = await self.end_offsets(quiet)
         return {tp: (self.expected[tp], end) for tp, end in ends.items()
                 if tp in self.expected and end > self.expected[tp]}
-
-
-class Acknowledgements:
-    """Tells faust's consumer that records it never delivered (read here from Kafka) were processed, the way its
-    own `ack()` records a delivered one, so its commits move past them: otherwise they stay behind the first
-    such record for the life of the process, and its list of acknowledged offsets grows without end.
-
-    This reaches into faust's consumer (`_acked`, `_acked_index`, `_committed_offset`, `ack_lock`, as in
-    faust-streaming 0.15); tests/integration/compliance/test_continuity.py checks that the commits move."""
-
-    def __init__(self, consumer: Callable[[], Any]) -> None:
-        self._consumer = consumer
-
-    def acknowledge(self, tp: TopicPartition, offsets: Iterable[int]) -> None:
-        consumer = self._consumer()
-        key = TP(tp.topic, tp.partition)
-        with ack_lock:
-            committed = consumer._committed_offset[key]
-            index, acked = consumer._acked_index[key], consumer._acked[key]
-            for offset in offsets:
-                if (committed is None or offset >= committed) and offset not in index:
-                    index.add(offset)
-                    acked.append(offset)
-
-    def forget(self, tps: Iterable[Any]) -> None:
-        """Drop what was acknowledged on partitions taken away, as faust does for its own (a batch that finished
-        during the revocation may have acknowledged after faust cleared them)."""
-        consumer = self._consumer()
-        with ack_lock:
-            for tp in tps:
-                key = TP(tp.topic, tp.partition)
-                consumer._acked.pop(key, None)
-                consumer._acked_index.pop(key, None)

@@ -4,6 +4,7 @@ warnings and suspensions (PRODUCT.md, "Sending suspension"; "Lists and subscribe
 from __future__ import annotations
 
 import bisect
+import functools
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -11,8 +12,10 @@ from fractions import Fraction
 from typing import Any, Literal, Protocol
 
 from herald_shared.contract import Event
+from herald_shared.contract.billing import AccountPurged
+from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, MessageSent
-from herald_shared.contract.subscriptions import SubscriberUnsubscribed
+from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded, SubscriberUnsubscribed
 
 RateMetric = Literal["hard_bounce_rate", "abuse_rate", "unsubscribe_rate", "block_rate"]
 FactKind = Literal["sent", "hard_bounce", "complaint", "unsubscribe", "block"]
@@ -23,6 +26,12 @@ CAMPAIGNS_KEPT = 10  # a list remembers this many of the campaigns sent to it: e
 # one the customer made through the API (list hygiene, e.g. opt-outs synced from a CRM, must not count against it).
 RECIPIENT_UNSUBSCRIBES = frozenset({"one_click", "unsubscribe_page", "preference_page", "mailto"})
 _IDS = uuid.UUID("6f1d3c52-4b8e-4a57-9d0e-2f6c1b7a9e13")
+# The events the rules read: facts (sent, bounced, complained, unsubscribed), the account's suspension and its
+# lifting, lists and their members (one-off sending), and retention. Every other event of the input topics
+# changes nothing here and is passed over by its `type` header, unparsed.
+ACTED_ON: tuple[type[Event], ...] = (MessageSent, MessageBounced, ComplaintReceived, SubscriberUnsubscribed,
+                                     AccountSuspended, AccountReinstated, ListCreated, SubscriberAdded, ListDeleted,
+                                     AccountPurged)
 
 
 def decision_id(*parts: object) -> str:
@@ -164,13 +173,15 @@ class Rule:
         return Fraction(getattr(counts, self.counted), counts.sent) if counts.sent else Fraction(0)
 
     def breached(self, counts: Counts) -> bool:
-        rate = self.rate(counts)
-        return rate >= self.threshold if self.inclusive else rate > self.threshold
+        # counted / sent against numerator / denominator, in integers (exact, and no Fraction per scope and rule)
+        counted, sent = (getattr(counts, self.counted), counts.sent) if counts.sent else (0, 1)
+        lhs, rhs = counted * self.threshold.denominator, self.threshold.numerator * sent
+        return lhs >= rhs if self.inclusive else lhs > rhs
 
     def warning_reached(self, counts: Counts) -> Fraction | None:
         """The highest warning level the rate has reached, if any."""
-        rate = self.rate(counts)
-        reached = [level for level in self.warnings if rate >= level]
+        counted, sent = (getattr(counts, self.counted), counts.sent) if counts.sent else (0, 1)
+        reached = [level for level in self.warnings if counted * level.denominator >= level.numerator * sent]
         return max(reached) if reached else None
 
 
@@ -278,15 +289,20 @@ class AccountState:
     def window_counts(self, hours: int, policy: Policy, *, raw: bool = False) -> Counts:
         newest = policy.bucket(self.stream_time)
         oldest = newest - hours * 3600 // policy.bucket_seconds
-        total = Counts()
+        total = [0] * len(KINDS)
         for bucket, counts in self.buckets.items():
             if oldest < bucket <= newest:
-                total = total + (counts if raw else counts - self.baseline.get(f"b:{bucket}", Counts()))
-        return total
+                if not raw and self.baseline:
+                    counts = counts - self.baseline.get(f"b:{bucket}", Counts())
+                for i, n in enumerate(counts.to_list()):
+                    total[i] += n
+        return Counts.of(total)
 
     def campaign_counts(self, campaign_id: str, *, raw: bool = False) -> Counts:
         counts = self.campaigns.get(campaign_id, Counts())
-        return counts if raw else counts - self.baseline.get(f"c:{campaign_id}", Counts())
+        if raw or not self.baseline:
+            return Counts(*counts.to_list())  # a copy, as the difference below is
+        return counts - self.baseline.get(f"c:{campaign_id}", Counts())
 
     def reinstate(self, at: int) -> None:
         """Staff lifted the suspension: every counter restarts from zero for the rules (what was counted before
@@ -379,6 +395,7 @@ def scopes_of(state: AccountState, policy: Policy) -> list[tuple[Scope, Counts]]
     return scopes
 
 
+@functools.lru_cache(maxsize=65536)  # asked for every account in every batch
 def suspension_id(account_id: str, epoch: int) -> str:
     return decision_id("suspended", account_id, epoch)
 

@@ -31,14 +31,14 @@ from herald_shared.settings import HeraldSettings
 from herald_shared.staff import StaffCredentials, StaffTokens
 
 from . import metrics
-from .continuity import Acknowledgements, Continuity
+from .continuity import Continuity
 from .domain import AccountState, Policy, decision_id, default_rules
+from .faust_adapter import Acknowledgements, ChangelogTable
 from .processor import (
     INPUT_TOPICS,
     PARTITIONS,
     SERVICE,
     Announcements,
-    PartitionedTable,
     Processor,
     account_partition,
     as_fraction,
@@ -177,13 +177,13 @@ class Compliance:
             stream_wait_empty=True, autodiscover=False, broker_session_timeout=settings.session_timeout,
             broker_heartbeat_interval=settings.session_timeout / 5)
         schema: Any = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
-        self.accounts = PartitionedTable(self.faust.Table("accounts", schema=schema, partitions=PARTITIONS,
+        self.accounts = ChangelogTable(self.faust.Table("accounts", schema=schema, partitions=PARTITIONS,
                                                           help="Counts, windows and decisions per account."),
                                          self.producer)
-        self.facts = PartitionedTable(self.faust.Table("facts", schema=schema, partitions=PARTITIONS,
+        self.facts = ChangelogTable(self.faust.Table("facts", schema=schema, partitions=PARTITIONS,
                                                        help="Where each counted fact was first seen (dedupe)."),
                                       self.producer)
-        self.lists = PartitionedTable(self.faust.Table("lists", schema=schema, partitions=PARTITIONS,
+        self.lists = ChangelogTable(self.faust.Table("lists", schema=schema, partitions=PARTITIONS,
                                                        help="Lists: created, sent to, deleted; member sketch."),
                                       self.producer)
         self.announcements = Announcements(settings)

@@ -14,6 +14,7 @@ Exactly once, over at-least-once processing:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -24,10 +25,10 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from herald_shared.contract import Event, InvalidEvent
+from herald_shared.contract import EVENT_TYPES, Event, InvalidEvent
 from herald_shared.contract.billing import AccountPurged
 from herald_shared.contract.compliance import (
     AccountReinstated,
@@ -40,13 +41,22 @@ from herald_shared.contract.compliance import (
 )
 from herald_shared.contract.delivery import MessageSent
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded
-from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, read_from_start, validate_record
+from herald_shared.kafka import (
+    TRANSIENT_ERRORS,
+    DeadLetters,
+    EventPublisher,
+    has_type,
+    read_from_start,
+    type_name,
+    validate_record,
+)
 from herald_shared.settings import HeraldSettings
 from herald_shared.topics import TopicNames
 
 from . import metrics
-from .continuity import Acknowledgements, Continuity, Fetch, reconcile
+from .continuity import Continuity, Fetch, reconcile
 from .domain import (
+    ACTED_ON,
     AccountState,
     Breach,
     ListRecord,
@@ -64,6 +74,7 @@ from .domain import (
     suspension_id,
     window_name,
 )
+from .faust_adapter import Acknowledgements, ChangelogTable, durable
 
 log = logging.getLogger(__name__)
 SERVICE = "compliance"
@@ -84,72 +95,18 @@ def is_purged(stored: Any) -> bool:
 
 def account_partition(account_id: str | bytes) -> int:
     """The partition of every input topic that holds an account's events (Kafka's default partitioner)."""
-    key = account_id.encode() if isinstance(account_id, str) else account_id
+    return _partition_of(account_id.encode() if isinstance(account_id, str) else account_id)
+
+
+@functools.lru_cache(maxsize=65536)  # asked for every record; murmur2 is pure Python
+def _partition_of(key: bytes) -> int:
     return int((murmur2(key) & 0x7FFFFFFF) % PARTITIONS)
-
-
-def _decode(value: Any) -> Any:
-    # Values are written as JSON bytes; faust hands recovered values back already decoded.
-    return json.loads(value) if isinstance(value, bytes | str) else value
-
-
-class PartitionedTable:
-    """A faust table (str → JSON bytes) whose changelog this service writes itself, with the partition given
-    explicitly: batches from `take_events` run outside the per-event context faust uses to pick the changelog
-    partition, and faust's own buffered sends are no guarantee. Its flush before a commit gives up after 0.1 s
-    when the buffer is full (the kill test lost counts that way), and awaiting those sends stalled under load.
-    Writes go through the service's idempotent producer, and a batch is acknowledged only after `durable()`."""
-
-    def __init__(self, table: Any, producer: AIOKafkaProducer) -> None:
-        self.table, self._producer = table, producer
-        self._pending: list[tuple[int, str, bytes | None]] = []
-
-    def _send(self, partition: int, key: str, raw: bytes | None) -> None:
-        self._pending.append((partition, key, raw))
-
-    async def durable(self) -> None:
-        """Write what was changed since the last call to the changelog, and wait until Kafka has it."""
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        changelog = self.table.changelog_topic
-        name = changelog.get_topic_name()
-        futures = []
-        try:
-            for partition, key, raw in pending:
-                # encoded exactly as faust encodes its own changelog writes, so its recovery reads them back
-                key_bytes, _ = changelog.prepare_key(key, self.table.key_serializer)
-                value = None if raw is None else changelog.prepare_value(raw, self.table.value_serializer)[0]
-                futures.append(await self._producer.send(name, value=value, key=key_bytes, partition=partition))
-            await asyncio.gather(*futures)
-        except BaseException:
-            # written again next time, ahead of anything newer (a key's last write still lands last)
-            self._pending = pending + self._pending
-            raise
-
-    def get(self, key: str) -> Any:
-        return _decode(self.table.data.get(key))
-
-    def keys(self) -> list[str]:
-        return list(self.table.data)
-
-    def put(self, partition: int, key: str, value: Any) -> None:
-        raw = json.dumps(value, separators=(",", ":")).encode()
-        self.table.data[key] = raw
-        self._send(partition, key, raw)
-
-    def delete(self, partition: int, key: str) -> None:
-        self.table.data.pop(key, None)
-        self._send(partition, key, None)
-
-    def __len__(self) -> int:
-        return len(self.table.data)
 
 
 class FactIndex:
     """The `facts` table seen as a mapping for `domain.claim`, keyed per account."""
 
-    def __init__(self, table: PartitionedTable, account_id: str, partition: int) -> None:
+    def __init__(self, table: ChangelogTable, account_id: str, partition: int) -> None:
         self.table, self.prefix, self.partition = table, f"{account_id}|", partition
 
     def get(self, key: str) -> Any:
@@ -204,6 +161,15 @@ class Parsed:
         return event_time(self.event, self.produced_at)
 
 
+def _type_header(record: Any) -> str:
+    """A record's `type` header when it names an event of the contract (a metric label: no unbounded values)."""
+    for key, value in record.headers or ():
+        if key == "type":
+            name = bytes(value).decode(errors="replace")
+            return name if name in EVENT_TYPES else "unknown"
+    return "unknown"
+
+
 def produced_at(message: Any) -> int | None:
     """The record's Kafka timestamp in whole seconds: faust's messages carry seconds, aiokafka's milliseconds."""
     timestamp = message.timestamp
@@ -215,8 +181,8 @@ def produced_at(message: Any) -> int | None:
 class Processor:
     """Applies one partition's batch: parse, dead-letter, count, decide, announce, save."""
 
-    def __init__(self, policy: Policy, topics: TopicNames, accounts: PartitionedTable, facts: PartitionedTable,
-                 lists: PartitionedTable, announcements: Announcements, publisher: EventPublisher,
+    def __init__(self, policy: Policy, topics: TopicNames, accounts: ChangelogTable, facts: ChangelogTable,
+                 lists: ChangelogTable, announcements: Announcements, publisher: EventPublisher,
                  dead_letters: DeadLetters, highwater: Callable[[TopicPartition], int | None],
                  continuity: Continuity, acknowledgements: Acknowledgements) -> None:
         self.policy, self.topics = policy, topics
@@ -225,6 +191,7 @@ class Processor:
         self._highwater = highwater
         self._base = {topics(t): t for t in INPUT_TOPICS}
         self._event_age = {t: metrics.LAG_SECONDS.labels(t) for t in INPUT_TOPICS}  # a label lookup per event costs
+        self._acted_on = frozenset(type_name(cls).encode() for cls in ACTED_ON)
         self.continuity = continuity
         self.acknowledgements = acknowledgements
         # records read here (not delivered by faust), processed, to acknowledge once their batch is durable
@@ -263,8 +230,7 @@ class Processor:
             # what the last batch changed reaches the changelogs before the partitions' next owner recovers them
             # (every member revokes before any is assigned); if it cannot, the process must not go on with
             # tables ahead of their changelogs
-            for table in (self.facts, self.lists, self.accounts):
-                await table.durable()
+            await durable(self.facts, self.lists, self.accounts)
             self.owned -= {tp.partition for tp in tps if tp.topic in self._base}
             self.continuity.forget(tps)
             self.acknowledgements.forget(tps)
@@ -298,16 +264,21 @@ class Processor:
             ordered.extend(records_of_tp)
             self._to_acknowledge[tp].extend(r.offset for r in records_of_tp if isinstance(r, ConsumerRecord))
         by_partition: dict[int, dict[str, list[Parsed]]] = defaultdict(lambda: defaultdict(list))
+        passed_over: Counter[tuple[str, str]] = Counter()
         for record in ordered:
+            if not has_type(record, self._acted_on):
+                passed_over[self._base.get(record.topic, record.topic), _type_header(record)] += 1
+                continue
             parsed = await self._parse(record)
             if parsed is not None:
                 by_partition[record.partition][parsed.event.account_id].append(parsed)
+        for (topic, type_), n in passed_over.items():
+            metrics.EVENTS.labels(topic, type_, "ignored").inc(n)
         for partition, by_account in by_partition.items():
             announced = await self.announcements.ready(partition)
             for account_id, items in by_account.items():
                 await self._apply_account(account_id, partition, items, announced)
-        for table in (self.facts, self.lists, self.accounts):
-            await table.durable()  # before faust may acknowledge (and commit) this batch
+        await durable(self.facts, self.lists, self.accounts)  # before faust may acknowledge (and commit) this batch
         for tp, offsets in self._to_acknowledge.items():
             self.acknowledgements.acknowledge(tp, offsets)  # faust never saw them: it would never commit past them
         self._to_acknowledge.clear()

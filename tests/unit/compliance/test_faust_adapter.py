@@ -1,0 +1,145 @@
+"""The contract between `herald_compliance.faust_adapter` and the installed faust-streaming.
+
+The adapter is the one module that reaches into faust's internals. Each test here checks one thing it relies on
+against faust itself (no broker needed), so an upgrade that moves any of them fails here, by name, and not as
+lost counts in a kill test. When one fails: read the new faust, mend the adapter, and add the version to
+`KNOWN_GOOD_FAUST`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.metadata import version
+from typing import Any
+
+import faust
+import pytest
+from aiokafka import TopicPartition
+from faust.types import TP
+from faust.types.tuples import Message
+
+from herald_compliance.faust_adapter import KNOWN_GOOD_FAUST, Acknowledgements, ChangelogTable, durable
+
+
+def make_app() -> faust.App:
+    return faust.App("herald-adapter-contract", broker="kafka://127.0.0.1:1", store="memory://",
+                     web_enabled=False, autodiscover=False)
+
+
+def make_table(app: faust.App, name: str = "facts") -> Any:
+    schema: Any = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    return app.Table(name, schema=schema, partitions=6)
+
+
+class RecordingProducer:
+    """Stands in for aiokafka's producer: keeps the record batches the table hands over, per topic and partition."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, list[tuple[bytes, bytes | None]]]] = []
+
+    def create_batch(self) -> RecordingBatch:
+        return RecordingBatch()
+
+    async def send_batch(self, batch: RecordingBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        self.sent.append((topic, partition, batch.records))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class RecordingBatch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes | None]] = []
+
+    def append(self, *, key: bytes, value: bytes | None, timestamp: float | None) -> object:
+        self.records.append((key, value))
+        return object()
+
+
+def test_the_installed_faust_is_a_version_the_adapter_was_checked_against() -> None:
+    installed = version("faust-streaming")
+    assert installed in KNOWN_GOOD_FAUST, (
+        f"faust-streaming {installed} is not among {KNOWN_GOOD_FAUST}: run this module's tests, read what changed "
+        "in faust's Consumer (ack, _new_offset) and memory Store, then add the version")
+
+
+def test_the_memory_store_keeps_its_values_in_a_plain_dict_the_adapter_shares() -> None:
+    table = make_table(make_app())
+    adapter = ChangelogTable(table, RecordingProducer())
+    assert type(table.data.data) is dict
+    adapter.put(2, "acc|s:m1", ["herald.delivery:2", 7, 1700000000, 0])
+    assert table.data["acc|s:m1"] == b'["herald.delivery:2",7,1700000000,0]'  # faust's own mapping sees it
+    assert adapter.get("acc|s:m1") == ["herald.delivery:2", 7, 1700000000, 0]
+
+
+async def test_what_the_adapter_writes_to_a_changelog_is_what_faust_recovery_reads_back() -> None:
+    app = make_app()
+    written, recovered = make_table(app, "written"), make_table(app, "recovered")
+    producer = RecordingProducer()
+    adapter = ChangelogTable(written, producer)
+    adapter.put(1, "acc-1|s:m1", [1, 2])
+    adapter.put(1, "acc-1|s:m2", {"k": "v"})
+    adapter.put(1, "acc-1|s:m1", [3, 4])  # written once per batch: its last value
+    adapter.put(4, "acc-9", {"t": 1})
+    adapter.put(4, "gone", 1)
+    adapter.delete(4, "gone")
+    await durable(adapter)
+    topic = written.changelog_topic.get_topic_name()
+    assert {(t, p) for t, p, _ in producer.sent} == {(topic, 1), (topic, 4)}
+    assert sum(len(records) for _, _, records in producer.sent) == 4  # one record per key changed
+
+    # faust's recovery: each changelog record decoded by the changelog topic, then applied to the store with
+    # the table's own key and value conversions
+    events = [await recovered.changelog_topic.decode(Message(topic, p, offset, 0.0, 0, [], key, value, None))
+              for _, p, records in producer.sent for offset, (key, value) in enumerate(records)]
+    recovered.apply_changelog_batch(events)
+    reader = ChangelogTable(recovered, producer)
+    assert {k: reader.get(k) for k in reader.keys()} == {"acc-1|s:m1": [3, 4], "acc-1|s:m2": {"k": "v"},
+                                                         "acc-9": {"t": 1}}
+
+
+async def test_a_failed_changelog_write_is_written_again_with_anything_newer_winning() -> None:
+    table = make_table(make_app())
+    producer = RecordingProducer()
+    adapter = ChangelogTable(table, producer)
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("broker away")
+
+    adapter.put(0, "a", 1)
+    adapter.put(0, "b", 1)
+    original, producer.send_batch = producer.send_batch, refuse
+    with pytest.raises(ConnectionError):
+        await adapter.durable()
+    adapter.put(0, "b", 2)
+    producer.send_batch = original
+    await adapter.durable()
+    encoded = {table.changelog_topic.prepare_key(k, table.key_serializer)[0]: v for k, v in (("a", b"1"), ("b", b"2"))}
+    assert dict(producer.sent[-1][2]) == encoded
+
+
+def test_acknowledging_records_faust_never_delivered_moves_its_commit_offset() -> None:
+    app = make_app()
+    consumer: Any = app.consumer
+    tp = TopicPartition("herald.delivery", 3)
+    key = TP(tp.topic, tp.partition)
+    for name in ("_acked", "_acked_index", "_committed_offset"):
+        assert hasattr(consumer, name), f"faust's consumer no longer has {name}"
+    assert consumer._committed_offset[key] is None
+    Acknowledgements(lambda: consumer).acknowledge(tp, [0, 1, 2, 3])
+    assert consumer._acked[key] == [0, 1, 2, 3] and consumer._acked_index[key] == {0, 1, 2, 3}
+    # faust's own computation of the next offset to commit now goes past them
+    assert consumer._new_offset(key) == 4
+    Acknowledgements(lambda: consumer).forget([tp])
+    assert not consumer._acked.get(key) and not consumer._acked_index.get(key)
+
+
+def test_faust_acknowledges_its_own_messages_through_the_same_structures() -> None:
+    """The adapter mirrors `Consumer.ack`: if faust keeps its acknowledgements elsewhere, ours mean nothing."""
+    app = make_app()
+    consumer: Any = app.consumer
+    key = TP("herald.delivery", 1)
+    message = Message("herald.delivery", 1, 5, 0.0, 0, [], b"acc", b"{}", None)
+    app.topics.acks_enabled_for = lambda topic: True
+    assert consumer.ack(message)
+    assert 5 in consumer._acked[key] and 5 in consumer._acked_index[key]
