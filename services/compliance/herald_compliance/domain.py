@@ -6,17 +6,27 @@ from __future__ import annotations
 import bisect
 import functools
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any, Literal, Protocol
 
 from herald_shared.contract import Event
 from herald_shared.contract.billing import AccountPurged
-from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
+from herald_shared.contract.compliance import (
+    AccountReinstated,
+    AccountSuspended,
+    AccountSuspendedPayload,
+    AccountWarned,
+    AccountWarnedPayload,
+    RateCounts,
+    RateScope,
+)
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, MessageSent
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded, SubscriberUnsubscribed
 
+PRODUCER = "compliance"  # the `producer` of what is announced
 RateMetric = Literal["hard_bounce_rate", "abuse_rate", "unsubscribe_rate", "block_rate"]
 FactKind = Literal["sent", "hard_bounce", "complaint", "unsubscribe", "block"]
 # In the order counts are stored (a block count was added last: older stored counts simply lack it).
@@ -532,3 +542,234 @@ def one_off_sending(account_id: str, new_list_id: str, new: ListRecord, candidat
             found.append(OneOffSending(decision_id("one-off", account_id, old_id, new_list_id), old_id,
                                        new_list_id, shared, old, new))
     return found
+
+
+# --- deciding on an account's events --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input event of an account, with where it was read: `source` is "topic:partition" (the base topic
+    name), `produced_at` its Kafka record's timestamp in whole seconds."""
+
+    event: Event
+    source: str
+    offset: int
+    produced_at: int | None
+
+    @property
+    def topic(self) -> str:
+        return self.source.rsplit(":", 1)[0]
+
+    @property
+    def at(self) -> int:
+        return event_time(self.event, self.produced_at)
+
+
+class ListRecords(Protocol):
+    """The account's list records: a dict in tests, the `lists` table in the processor."""
+
+    def get(self, list_id: str) -> ListRecord: ...
+
+    def put(self, list_id: str, record: ListRecord) -> None: ...
+
+
+Outcome = Literal["counted", "duplicate", "late", "replayed", "ignored"]
+
+
+@dataclass
+class Decision:
+    """What one account's share of a batch did: each input's outcome, counted by (topic, event type, outcome),
+    and the events to announce on herald.compliance, in order (ids deterministic: the processor publishes each
+    one not announced yet)."""
+
+    outcomes: dict[tuple[str, str, Outcome], int] = field(default_factory=dict)
+    announcements: list[Event] = field(default_factory=list)
+
+    def note(self, item: Input, outcome: Outcome) -> None:
+        key = (item.topic, item.event.type, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+
+def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts: FactMarkers, lists: ListRecords,
+           policy: Policy, announced: Container[str], now: datetime) -> Decision:
+    """Apply an account's inputs, in order, to its state, facts and lists (`evolve`), then judge the result: the
+    suspension a breach calls for (one per epoch; not when `announced` holds it already, as after a crash),
+    warnings not announced yet, and one-off sending on the lists the inputs touched. The state records what
+    is announced; the decision lists the events."""
+    decision = Decision()
+    touched: set[str] = set()
+    for item in inputs:
+        if state.applied(item.source, item.offset):
+            decision.note(item, "replayed")
+            continue
+        decision.note(item, evolve(account_id, state, item, facts, lists, policy, touched))
+        state.mark_applied(item.source, item.offset)
+    state.prune(policy)
+    already = state.suspension is not None or suspension_id(account_id, state.epoch) in announced
+    breach, warnings = evaluate(account_id, state, policy, already)
+    if breach is not None:
+        decision.announcements.append(suspension_event(account_id, breach))
+        value = float(breach.value)
+        state.suspension = {"event_id": breach.event_id, "metric": breach.rule.metric, "value": value,
+                            "threshold": float(breach.rule.threshold), "scope": breach.scope.key,
+                            "counts": breach.counts.evidence(), "at": now.isoformat()}
+    for warning in warnings:
+        decision.announcements.append(warning_event(account_id, warning))
+        state.warned[f"{warning.rule.metric}|{warning.scope.key}"] = str(warning.level)
+    if state.deleted_lists:
+        for list_id in sorted(touched):
+            record = lists.get(list_id)
+            found = one_off_sending(account_id, list_id, record, state.deleted_lists, lists.get, policy)
+            for finding in found:
+                decision.announcements.append(one_off_event(account_id, finding))
+                record.flagged.append(finding.deleted_list_id)
+            if found:
+                lists.put(list_id, record)
+    return decision
+
+
+def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers, lists: ListRecords,
+           policy: Policy, touched: set[str]) -> Outcome:
+    """Apply one input: count its facts once each (a fact seen before is a duplicate, one published more than
+    the longest window after it happened is late), note a list's first send per campaign, lift the suspension
+    a reinstatement names, and keep lists' creation, members and deletion. The lists it changed join `touched`."""
+    event = item.event
+    if isinstance(event, MessageSent):
+        _note_list_sent(state, event, item.at, lists, policy, touched)
+    found = facts_of(event, item.produced_at)
+    if found:
+        outcome: Outcome = "duplicate"
+        for fact in found:
+            if item.produced_at is not None and policy.too_late(fact, item.produced_at):
+                outcome = "late" if outcome == "duplicate" else outcome
+            elif claim(facts, fact, item.source, item.offset, state.epoch):
+                state.count(fact, policy, before_reinstatement=sent_before(facts, fact, state, policy))
+                outcome = "counted"
+        return outcome
+    at = item.at
+    match event:
+        case AccountReinstated(payload=p):
+            # Only the suspension it names (or, unnamed, the current one) is lifted: a reinstatement sent twice,
+            # or arriving after a newer suspension, changes nothing.
+            if state.suspension is None or p.suspension_event_id not in (None, state.suspension["event_id"]):
+                return "ignored"
+            state.reinstate(at)
+        case AccountSuspended():
+            if state.suspension is None and str(event.event_id) == suspension_id(account_id, state.epoch):
+                state.suspension = {"event_id": str(event.event_id), "metric": event.payload.metric}
+        case ListCreated(payload=p):
+            _update_list(state, p.list_id, lists, policy, created_at=at)
+        case SubscriberAdded(payload=p):
+            record = lists.get(p.list_id)
+            record.add_member(p.email_sha256)
+            lists.put(p.list_id, record)
+            touched.add(p.list_id)
+        case ListDeleted(payload=p):
+            _update_list(state, p.list_id, lists, policy, deleted_at=at, members=p.members_at_deletion)
+        case _:
+            return "ignored"
+    return "counted"
+
+
+def _note_list_sent(state: AccountState, event: MessageSent, at: int, lists: ListRecords, policy: Policy,
+                    touched: set[str]) -> None:
+    """A list counts as sent to when a campaign's first message to it is accepted (not when the campaign is
+    queued: it may be scheduled for later, or cancelled). Once per campaign: the account state remembers."""
+    p = event.payload
+    if p.kind != "campaign" or not p.campaign_id or not p.list_id or p.campaign_id in state.campaign_lists:
+        return
+    state.campaign_lists[p.campaign_id] = p.list_id
+    _update_list(state, p.list_id, lists, policy, sent=(p.campaign_id, at))
+    touched.add(p.list_id)
+
+
+def _update_list(state: AccountState, list_id: str, lists: ListRecords, policy: Policy, *,
+                 created_at: int | None = None, sent: tuple[str, int] | None = None,
+                 deleted_at: int | None = None, members: int | None = None) -> None:
+    record = lists.get(list_id)
+    if created_at is not None:
+        record.created_at = created_at
+    if sent is not None:
+        record.sent(*sent)
+    if deleted_at is not None:
+        record.deleted_at, record.members_at_deletion = deleted_at, members
+    if deleted_soon_after_send(record, policy):
+        assert record.deleted_at is not None and record.last_sent_at is not None
+        state.deleted_lists[list_id] = [record.deleted_at, record.last_sent_at]
+    lists.put(list_id, record)
+
+
+# --- what is announced -----------------------------------------------------------------------------------------
+
+
+def suspension_event(account_id: str, breach: Breach) -> AccountSuspended:
+    value = float(breach.value)
+    comparison = "≥" if breach.rule.inclusive else ">"
+    reason = (f"{breach.rule.metric.replace('_', ' ')} {value:.2%} {comparison} {float(breach.rule.threshold):.2%}"
+              f" ({breach.scope.kind.replace('_', ' ')} {breach.scope.name}: {breach.counts.sent} sent)")
+    return AccountSuspended(
+        event_id=breach.event_id, account_id=account_id, producer=PRODUCER,
+        payload=AccountSuspendedPayload(metric=breach.rule.metric, value=min(1.0, value),
+                                        threshold=float(breach.rule.threshold), scope=rate_scope(breach.scope),
+                                        counts=rate_counts(breach.counts), reason=reason, notify_account=True))
+
+
+def warning_event(account_id: str, warning: Warning) -> AccountWarned:
+    return AccountWarned(
+        event_id=warning.event_id, account_id=account_id, producer=PRODUCER,
+        payload=AccountWarnedPayload(metric=warning.rule.metric, value=float(warning.rule.rate(warning.counts)),
+                                     warning_level=float(warning.level), threshold=float(warning.rule.threshold),
+                                     scope=rate_scope(warning.scope), counts=rate_counts(warning.counts)))
+
+
+def one_off_event(account_id: str, finding: OneOffSending) -> AccountWarned:
+    deleted, new = finding.deleted, finding.new
+    return AccountWarned(
+        event_id=finding.event_id, account_id=account_id, producer=PRODUCER,
+        payload=AccountWarnedPayload(metric="one_off_sending", value=round(finding.shared, 4), evidence={
+            "deleted_list_id": finding.deleted_list_id, "new_list_id": finding.new_list_id,
+            "deleted_list_members": round(deleted.members()), "new_list_members": round(new.members()),
+            "shared_fraction": round(finding.shared, 4),
+            "deleted_list_last_sent_at": _iso(deleted.last_sent_at), "deleted_at": _iso(deleted.deleted_at),
+            "deleted_list_campaigns": ",".join(deleted.campaigns),
+            "deleted_list_campaigns_sent": len(deleted.campaigns),
+            "new_list_created_at": _iso(new.created_at)}))
+
+
+def rate_scope(scope: Scope) -> RateScope:
+    if scope.kind == "campaign":
+        return RateScope(kind="campaign", campaign_id=scope.name)
+    return RateScope(kind="rolling_window", window=scope.name)
+
+
+def rate_counts(counts: Counts) -> RateCounts:
+    return RateCounts(sent=counts.sent, hard_bounces=counts.hard_bounce, complaints=counts.complaint,
+                      unsubscribes=counts.unsubscribe, blocks=counts.block)
+
+
+def _iso(at: int | None) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat() if at is not None else ""
+
+
+def rate_report(state: AccountState, policy: Policy) -> dict[str, Any]:
+    """What staff see for one account: each scope's counts (since the last reinstatement, and raw) and rates."""
+    def rates(counts: Counts) -> dict[str, float | None]:
+        return {rule.metric: (float(rule.rate(counts)) if counts.sent else None) for rule in policy.rules}
+
+    scopes = []
+    for scope, counts in scopes_of(state, policy):
+        raw = (state.campaign_counts(scope.name, raw=True) if scope.kind == "campaign"
+               else state.window_counts(next(h for h in policy.windows_hours if window_name(h) == scope.name), policy,
+                                        raw=True))
+        scopes.append({"scope": scope.kind, "name": scope.name, "counts": counts.evidence(), "rates": rates(counts),
+                       "raw_counts": raw.evidence(), "decides": counts.sent >= policy.minimum_sent})
+    return {"suspended": state.suspension is not None, "suspension": state.suspension,
+            "reinstatements": state.epoch, "minimum_sent": policy.minimum_sent,
+            "thresholds": {r.metric: float(r.threshold) for r in policy.rules},
+            "stream_time": _iso(state.stream_time) if state.stream_time else None, "scopes": scopes}
+
+
+def as_fraction(percent: float) -> Fraction:
+    """A configured percentage (8.0 means 8%) as an exact fraction, so 8.00% and 7.99% compare exactly."""
+    return Fraction(str(percent)) / 100

@@ -32,7 +32,7 @@ from herald_shared.staff import StaffCredentials, StaffTokens
 
 from . import metrics
 from .continuity import Continuity
-from .domain import AccountState, Policy, decision_id, default_rules
+from .domain import AccountState, Policy, as_fraction, decision_id, default_rules, rate_report
 from .faust_adapter import Acknowledgements, ChangelogTable
 from .processor import (
     INPUT_TOPICS,
@@ -41,9 +41,7 @@ from .processor import (
     Announcements,
     Processor,
     account_partition,
-    as_fraction,
     is_purged,
-    rate_report,
 )
 
 log = logging.getLogger(__name__)

@@ -20,9 +20,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from fractions import Fraction
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -30,17 +28,7 @@ from aiokafka.partitioner import murmur2
 
 from herald_shared.contract import EVENT_TYPES, Event, InvalidEvent
 from herald_shared.contract.billing import AccountPurged
-from herald_shared.contract.compliance import (
-    AccountReinstated,
-    AccountSuspended,
-    AccountSuspendedPayload,
-    AccountWarned,
-    AccountWarnedPayload,
-    RateCounts,
-    RateScope,
-)
-from herald_shared.contract.delivery import MessageSent
-from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded
+from herald_shared.contract.compliance import AccountSuspended, AccountWarned
 from herald_shared.kafka import (
     TRANSIENT_ERRORS,
     DeadLetters,
@@ -55,25 +43,7 @@ from herald_shared.topics import TopicNames
 
 from . import metrics
 from .continuity import Continuity, Fetch, reconcile
-from .domain import (
-    ACTED_ON,
-    AccountState,
-    Breach,
-    ListRecord,
-    OneOffSending,
-    Policy,
-    Warning,
-    claim,
-    deleted_soon_after_send,
-    evaluate,
-    event_time,
-    facts_of,
-    one_off_sending,
-    scopes_of,
-    sent_before,
-    suspension_id,
-    window_name,
-)
+from .domain import ACTED_ON, AccountState, Input, ListRecord, Policy, decide
 from .faust_adapter import Acknowledgements, ChangelogTable, durable
 
 log = logging.getLogger(__name__)
@@ -117,6 +87,19 @@ class FactIndex:
 
 
 
+class ListTable:
+    """The `lists` table seen as the account's list records, for `domain.decide`."""
+
+    def __init__(self, table: ChangelogTable, account_id: str, partition: int) -> None:
+        self.table, self.prefix, self.partition = table, f"{account_id}|", partition
+
+    def get(self, list_id: str) -> ListRecord:
+        return ListRecord.from_json(self.table.get(self.prefix + list_id))
+
+    def put(self, list_id: str, record: ListRecord) -> None:
+        self.table.put(self.partition, self.prefix + list_id, record.to_json())
+
+
 class Announcements:
     """Event ids already on herald.compliance, per partition: read from Kafka itself before a partition is
     processed, so whatever local state was lost in a crash, nothing announced is announced twice."""
@@ -146,19 +129,6 @@ class Announcements:
                 except (ValueError, KeyError, TypeError):
                     continue  # not ours to judge: the topic's own consumers dead-letter it
         return ids
-
-
-@dataclass(frozen=True)
-class Parsed:
-    event: Event
-    source: str  # "topic:partition"
-    offset: int
-    message: Any
-    produced_at: int | None  # the record's timestamp, whole seconds
-
-    @property
-    def at(self) -> int:
-        return event_time(self.event, self.produced_at)
 
 
 def _type_header(record: Any) -> str:
@@ -263,7 +233,7 @@ class Processor:
             records_of_tp = await self._contiguous(tp, share)
             ordered.extend(records_of_tp)
             self._to_acknowledge[tp].extend(r.offset for r in records_of_tp if isinstance(r, ConsumerRecord))
-        by_partition: dict[int, dict[str, list[Parsed]]] = defaultdict(lambda: defaultdict(list))
+        by_partition: dict[int, dict[str, list[Input]]] = defaultdict(lambda: defaultdict(list))
         passed_over: Counter[tuple[str, str]] = Counter()
         for record in ordered:
             if not has_type(record, self._acted_on):
@@ -313,7 +283,7 @@ class Processor:
         self.continuity.advance(tp, after)
         return records
 
-    async def _parse(self, message: Any) -> Parsed | None:
+    async def _parse(self, message: Any) -> Input | None:
         base = self._base.get(message.topic, message.topic)
         try:
             event = validate_record(message, self.topics)
@@ -326,41 +296,32 @@ class Processor:
             metrics.EVENTS.labels(base, "unknown", "dead_lettered").inc()
             return None
         self._event_age[base].observe(max(0.0, time.time() - event.occurred_at.timestamp()))
-        return Parsed(event, f"{base}:{message.partition}", message.offset, message, produced_at(message))
+        return Input(event, f"{base}:{message.partition}", message.offset, produced_at(message))
 
-    async def _apply_account(self, account_id: str, partition: int, items: list[Parsed], announced: set[str]) -> None:
+    async def _apply_account(self, account_id: str, partition: int, items: list[Input], announced: set[str]) -> None:
         stored = self.accounts.get(account_id)
         if is_purged(stored) or any(isinstance(item.event, AccountPurged) for item in items):
             if not is_purged(stored):
                 self._purge(account_id, partition)
             for item in items:
-                metrics.EVENTS.labels(self._base.get(item.message.topic, item.message.topic), item.event.type,
-                                      "purged").inc()
+                metrics.EVENTS.labels(item.topic, item.event.type, "purged").inc()
             return
         state = AccountState.from_json(stored)
-        index = FactIndex(self.facts, account_id, partition)
-        touched_lists: set[str] = set()
-        outcomes: Counter[tuple[str, str, str]] = Counter()  # counted into Prometheus once per account and batch
-        for item in items:
-            event, topic = item.event, self._base.get(item.message.topic, item.message.topic)
-            if state.applied(item.source, item.offset):
-                outcomes[topic, event.type, "replayed"] += 1
-                continue
-            outcome = self._apply(account_id, partition, state, item, index, touched_lists)
-            state.mark_applied(item.source, item.offset)
-            outcomes[topic, event.type, outcome] += 1
-        for labels, n in outcomes.items():
+        decision = decide(account_id, state, items, FactIndex(self.facts, account_id, partition),
+                          ListTable(self.lists, account_id, partition), self.policy, announced, datetime.now(UTC))
+        for labels, n in decision.outcomes.items():  # counted into Prometheus once per account and batch
             metrics.EVENTS.labels(*labels).inc(n)
-        state.prune(self.policy)
-        already = state.suspension is not None or suspension_id(account_id, state.epoch) in announced
-        breach, warnings = evaluate(account_id, state, self.policy, already)
-        if breach is not None:
-            await self._announce_suspension(account_id, state, breach, announced)
-        for warning in warnings:
-            await self._announce_warning(account_id, warning, announced)
-            state.warned[f"{warning.rule.metric}|{warning.scope.key}"] = str(warning.level)
-        for list_id in sorted(touched_lists):
-            await self._check_one_off(account_id, partition, state, list_id, announced)
+        for event in decision.announcements:
+            if not await self._publish(event, announced):
+                continue  # a replay found it announced already
+            if isinstance(event, AccountSuspended | AccountWarned):
+                p = event.payload
+                scope = p.scope.kind if p.scope is not None else "list"  # one-off sending is about lists
+                if isinstance(event, AccountSuspended):
+                    metrics.SUSPENSIONS.labels(p.metric, scope).inc()
+                    log.warning("account suspended", extra={"account_id": account_id, "reason": event.payload.reason})
+                else:
+                    metrics.WARNINGS.labels(p.metric, scope).inc()
         self.accounts.put(partition, account_id, state.to_json())
 
     def _purge(self, account_id: str, partition: int) -> None:
@@ -373,133 +334,6 @@ class Processor:
                 table.delete(partition, key)
         self.accounts.put(partition, account_id, PURGED)
         log.info("account purged", extra={"account_id": account_id})
-
-    def _apply(self, account_id: str, partition: int, state: AccountState, item: Parsed, index: FactIndex,
-               touched_lists: set[str]) -> str:
-        event = item.event
-        if isinstance(event, MessageSent):
-            self._note_list_sent(account_id, partition, state, event, item.at, touched_lists)
-        facts = facts_of(event, item.produced_at)
-        if facts:
-            outcome = "duplicate"
-            for fact in facts:
-                if item.produced_at is not None and self.policy.too_late(fact, item.produced_at):
-                    outcome = "late" if outcome == "duplicate" else outcome
-                elif claim(index, fact, item.source, item.offset, state.epoch):
-                    state.count(fact, self.policy, before_reinstatement=sent_before(index, fact, state, self.policy))
-                    outcome = "counted"
-            return outcome
-        at = item.at
-        match event:
-            case AccountReinstated(payload=p):
-                # Only the suspension it names (or, unnamed, the current one) is lifted: a reinstatement sent
-                # twice, or arriving after a newer suspension, changes nothing.
-                if state.suspension is None or p.suspension_event_id not in (None, state.suspension["event_id"]):
-                    return "ignored"
-                state.reinstate(at)
-            case AccountSuspended():
-                if state.suspension is None and str(event.event_id) == suspension_id(account_id, state.epoch):
-                    state.suspension = {"event_id": str(event.event_id), "metric": event.payload.metric}
-            case ListCreated(payload=p):
-                self._update_list(account_id, partition, state, p.list_id, created_at=at)
-            case SubscriberAdded(payload=p):
-                record = ListRecord.from_json(self.lists.get(f"{account_id}|{p.list_id}"))
-                record.add_member(p.email_sha256)
-                self.lists.put(partition, f"{account_id}|{p.list_id}", record.to_json())
-                touched_lists.add(p.list_id)
-            case ListDeleted(payload=p):
-                self._update_list(account_id, partition, state, p.list_id, deleted_at=at,
-                                  members=p.members_at_deletion)
-            case _:
-                return "ignored"
-        return "counted"
-
-    def _note_list_sent(self, account_id: str, partition: int, state: AccountState, event: MessageSent, at: int,
-                        touched_lists: set[str]) -> None:
-        """A list counts as sent to when a campaign's first message to it is accepted (not when the campaign is
-        queued: it may be scheduled for later, or cancelled). Once per campaign: the account state remembers."""
-        p = event.payload
-        if p.kind != "campaign" or not p.campaign_id or not p.list_id or p.campaign_id in state.campaign_lists:
-            return
-        state.campaign_lists[p.campaign_id] = p.list_id
-        self._update_list(account_id, partition, state, p.list_id, sent=(p.campaign_id, at))
-        touched_lists.add(p.list_id)
-
-    def _update_list(self, account_id: str, partition: int, state: AccountState, list_id: str, *,
-                     created_at: int | None = None, sent: tuple[str, int] | None = None,
-                     deleted_at: int | None = None, members: int | None = None) -> None:
-        key = f"{account_id}|{list_id}"
-        record = ListRecord.from_json(self.lists.get(key))
-        if created_at is not None:
-            record.created_at = created_at
-        if sent is not None:
-            record.sent(*sent)
-        if deleted_at is not None:
-            record.deleted_at, record.members_at_deletion = deleted_at, members
-        if deleted_soon_after_send(record, self.policy):
-            assert record.deleted_at is not None and record.last_sent_at is not None
-            state.deleted_lists[list_id] = [record.deleted_at, record.last_sent_at]
-        self.lists.put(partition, key, record.to_json())
-
-    async def _check_one_off(self, account_id: str, partition: int, state: AccountState, list_id: str,
-                             announced: set[str]) -> None:
-        if not state.deleted_lists:
-            return
-        key = f"{account_id}|{list_id}"
-        record = ListRecord.from_json(self.lists.get(key))
-        found = one_off_sending(account_id, list_id, record, state.deleted_lists,
-                                lambda old: ListRecord.from_json(self.lists.get(f"{account_id}|{old}")), self.policy)
-        for finding in found:
-            await self._announce_one_off(account_id, finding, announced)
-            record.flagged.append(finding.deleted_list_id)
-        if found:
-            self.lists.put(partition, key, record.to_json())
-
-    async def _announce_suspension(self, account_id: str, state: AccountState, breach: Breach,
-                                   announced: set[str]) -> None:
-        scope = _rate_scope(breach.scope.kind, breach.scope.name)
-        value = float(breach.value)
-        comparison = "≥" if breach.rule.inclusive else ">"
-        reason = (f"{breach.rule.metric.replace('_', ' ')} {value:.2%} {comparison} {float(breach.rule.threshold):.2%}"
-                  f" ({breach.scope.kind.replace('_', ' ')} {breach.scope.name}: {breach.counts.sent} sent)")
-        event = AccountSuspended(
-            event_id=breach.event_id, account_id=account_id, producer=SERVICE,
-            payload=AccountSuspendedPayload(metric=breach.rule.metric, value=min(1.0, value),
-                                            threshold=float(breach.rule.threshold), scope=scope,
-                                            counts=_rate_counts(breach.counts), reason=reason, notify_account=True))
-        published = await self._publish(event, announced)
-        state.suspension = {"event_id": breach.event_id, "metric": breach.rule.metric, "value": value,
-                            "threshold": float(breach.rule.threshold), "scope": breach.scope.key,
-                            "counts": breach.counts.evidence(), "at": datetime.now(UTC).isoformat()}
-        if published:  # not when a replay finds it already announced
-            metrics.SUSPENSIONS.labels(breach.rule.metric, breach.scope.kind).inc()
-        log.warning("account suspended", extra={"account_id": account_id, "reason": reason})
-
-    async def _announce_warning(self, account_id: str, warning: Warning, announced: set[str]) -> None:
-        value = float(warning.rule.rate(warning.counts))
-        event = AccountWarned(
-            event_id=warning.event_id, account_id=account_id, producer=SERVICE,
-            payload=AccountWarnedPayload(metric=warning.rule.metric, value=value, warning_level=float(warning.level),
-                                         threshold=float(warning.rule.threshold),
-                                         scope=_rate_scope(warning.scope.kind, warning.scope.name),
-                                         counts=_rate_counts(warning.counts)))
-        if await self._publish(event, announced):
-            metrics.WARNINGS.labels(warning.rule.metric, warning.scope.kind).inc()
-
-    async def _announce_one_off(self, account_id: str, finding: OneOffSending, announced: set[str]) -> None:
-        deleted, new = finding.deleted, finding.new
-        event = AccountWarned(
-            event_id=finding.event_id, account_id=account_id, producer=SERVICE,
-            payload=AccountWarnedPayload(metric="one_off_sending", value=round(finding.shared, 4), evidence={
-                "deleted_list_id": finding.deleted_list_id, "new_list_id": finding.new_list_id,
-                "deleted_list_members": round(deleted.members()), "new_list_members": round(new.members()),
-                "shared_fraction": round(finding.shared, 4),
-                "deleted_list_last_sent_at": _iso(deleted.last_sent_at), "deleted_at": _iso(deleted.deleted_at),
-                "deleted_list_campaigns": ",".join(deleted.campaigns),
-                "deleted_list_campaigns_sent": len(deleted.campaigns),
-                "new_list_created_at": _iso(new.created_at)}))
-        if await self._publish(event, announced):
-            metrics.WARNINGS.labels("one_off_sending", "list").inc()
 
     async def _publish(self, event: Event, announced: set[str]) -> bool:
         """Publish an announcement unless it is on herald.compliance already; whether it was published."""
@@ -553,41 +387,3 @@ class Processor:
                     expired += 1
             await self.facts.durable()
         return expired
-
-
-def _rate_scope(kind: str, name: str) -> RateScope:
-    if kind == "campaign":
-        return RateScope(kind="campaign", campaign_id=name)
-    return RateScope(kind="rolling_window", window=name)
-
-
-def _rate_counts(counts: Any) -> RateCounts:
-    return RateCounts(sent=counts.sent, hard_bounces=counts.hard_bounce, complaints=counts.complaint,
-                      unsubscribes=counts.unsubscribe, blocks=counts.block)
-
-
-def _iso(at: int | None) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat() if at is not None else ""
-
-
-def rate_report(state: AccountState, policy: Policy) -> dict[str, Any]:
-    """What staff see for one account: each scope's counts (since the last reinstatement, and raw) and rates."""
-    def rates(counts: Any) -> dict[str, float | None]:
-        return {rule.metric: (float(rule.rate(counts)) if counts.sent else None) for rule in policy.rules}
-
-    scopes = []
-    for scope, counts in scopes_of(state, policy):
-        raw = (state.campaign_counts(scope.name, raw=True) if scope.kind == "campaign"
-               else state.window_counts(next(h for h in policy.windows_hours if window_name(h) == scope.name), policy,
-                                        raw=True))
-        scopes.append({"scope": scope.kind, "name": scope.name, "counts": counts.evidence(), "rates": rates(counts),
-                       "raw_counts": raw.evidence(), "decides": counts.sent >= policy.minimum_sent})
-    return {"suspended": state.suspension is not None, "suspension": state.suspension,
-            "reinstatements": state.epoch, "minimum_sent": policy.minimum_sent,
-            "thresholds": {r.metric: float(r.threshold) for r in policy.rules},
-            "stream_time": _iso(state.stream_time) if state.stream_time else None, "scopes": scopes}
-
-
-def as_fraction(percent: float) -> Fraction:
-    """A configured percentage (8.0 means 8%) as an exact fraction, so 8.00% and 7.99% compare exactly."""
-    return Fraction(str(percent)) / 100

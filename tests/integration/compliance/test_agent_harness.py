@@ -20,9 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.agents.agent import AgentTestWrapper
 from mode.supervisors import CrashingSupervisor
 
-from herald_compliance.domain import AccountState
+from herald_compliance.domain import AccountState, rate_report
 from herald_compliance.main import Compliance
-from herald_compliance.processor import PARTITIONS, account_partition, rate_report
+from herald_compliance.processor import PARTITIONS, account_partition
 from herald_shared.contract import Event, serialize_event
 from herald_shared.kafka import ensure_topics
 from herald_shared.settings import HeraldSettings

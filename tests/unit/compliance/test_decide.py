@@ -1,0 +1,195 @@
+"""The compliance rules as the processor applies them, without faust or Kafka: `domain.decide` folds an account's
+inputs into its state, facts and lists, and says what to announce (PRODUCT.md, "Sending suspension"; "Lists and
+subscribers", one-off sending)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from herald_compliance.domain import (
+    ACTED_ON,
+    AccountState,
+    Input,
+    ListRecord,
+    Policy,
+    decide,
+    default_rules,
+    facts_of,
+    suspension_id,
+)
+from herald_shared.contract import EVENT_TYPES, Event
+from herald_shared.contract.compliance import AccountReinstated, AccountSuspended, AccountWarned
+from herald_shared.contract.delivery import MessageBounced, MessageOpened, MessageSent
+from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+NOW = T0 + timedelta(hours=1)
+POLICY = Policy(default_rules(), minimum_sent=100, one_off_minimum_members=20)
+ACCOUNT = "acc-d1"
+
+
+class Lists(dict[str, ListRecord]):
+    def get(self, list_id: str, default: Any = None) -> ListRecord:  # type: ignore[override]
+        return ListRecord.from_json(super().get(list_id, ListRecord()).to_json())  # a copy, as the table gives
+
+    def put(self, list_id: str, record: ListRecord) -> None:
+        self[list_id] = record
+
+
+class Account:
+    """One account's state, facts and lists, and the offsets its inputs get (one source per topic)."""
+
+    def __init__(self) -> None:
+        self.state, self.facts, self.lists = AccountState(), dict[str, Any](), Lists()
+        self.offsets: dict[str, int] = {}
+        self.announced: set[str] = set()
+
+    def input(self, event: Event, *, source: str | None = None, offset: int | None = None,
+              produced_at: datetime | None = None) -> Input:
+        source = source or f"{event.topic}:0"
+        if offset is None:
+            offset = self.offsets[source] = self.offsets.get(source, -1) + 1
+        return Input(event, source, offset, int((produced_at or event.occurred_at).timestamp()))
+
+    def decide(self, *inputs: Input | Event) -> Any:
+        items = [i if isinstance(i, Input) else self.input(i) for i in inputs]
+        decision = decide(ACCOUNT, self.state, items, self.facts, self.lists, POLICY, self.announced, NOW)
+        self.announced |= {str(e.event_id) for e in decision.announcements}
+        return decision
+
+
+def env(at: datetime = T0) -> dict[str, Any]:
+    return {"account_id": ACCOUNT, "producer": "test", "occurred_at": at}
+
+
+def sent(i: int, campaign: str = "c1", list_id: str | None = "l1", kind: str = "campaign") -> MessageSent:
+    return MessageSent(**env(), payload={"message_id": f"{campaign}-m{i}", "campaign_id": campaign, "kind": kind,
+                                         "subscriber_id": f"s{i}", "list_id": list_id,
+                                         "recipient_domain": "example.com", "smtp_code": 250})
+
+
+def bounced(i: int, campaign: str = "c1") -> MessageBounced:
+    return MessageBounced(**env(), payload={"message_id": f"{campaign}-m{i}", "campaign_id": campaign,
+                                            "subscriber_id": f"s{i}", "list_id": "l1", "bounce_class": "hard",
+                                            "smtp_code": 550, "diagnostic": "5.1.1", "source": "dsn"})
+
+
+def reinstated(suspension: str | None) -> AccountReinstated:
+    return AccountReinstated(**env(), payload={"reinstated_by": "staff", "reason": "reviewed",
+                                               "suspension_event_id": suspension})
+
+
+def outcomes(decision: Any) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for (_, _, outcome), n in decision.outcomes.items():
+        found[outcome] = found.get(outcome, 0) + n
+    return found
+
+
+def test_every_event_the_rules_read_is_acted_on_and_no_other_event_changes_anything() -> None:
+    """The processor passes over, unparsed, every type not in ACTED_ON; so no other type may change the state."""
+    assert set(ACTED_ON) <= set(EVENT_TYPES.values())
+    opened = MessageOpened(**env(), payload={"message_id": "c1-m1", "campaign_id": "c1", "subscriber_id": "s1",
+                                             "list_id": "l1", "client": {"device": "mobile"}})
+    assert MessageOpened not in ACTED_ON and facts_of(opened) == []
+    account = Account()
+    before = account.state.to_json()
+    decision = account.decide(opened)
+    assert outcomes(decision) == {"ignored": 1} and decision.announcements == []
+    assert {**account.state.to_json(), "w": {}} == {**before, "w": {}}  # only the watermark moved
+
+
+def test_a_breach_is_announced_once_with_its_evidence_and_recorded_in_the_state() -> None:
+    account = Account()
+    decision = account.decide(*(sent(i) for i in range(100)), *(bounced(i) for i in range(8)))
+    assert outcomes(decision) == {"counted": 108}
+    [suspension] = [e for e in decision.announcements if isinstance(e, AccountSuspended)]
+    assert str(suspension.event_id) == suspension_id(ACCOUNT, 0)
+    assert suspension.payload.metric == "hard_bounce_rate" and suspension.payload.counts.hard_bounces == 8
+    assert account.state.suspension is not None and account.state.suspension["at"] == NOW.isoformat()
+    again = account.decide(*(bounced(i) for i in range(8, 12)))
+    assert not [e for e in again.announcements if isinstance(e, AccountSuspended)]  # one per epoch
+
+
+def test_a_suspension_already_on_the_topic_is_not_announced_again_after_a_lost_state() -> None:
+    """After a crash the state may be older than the topic: `announced` (read from the topic) wins."""
+    account = Account()
+    account.announced.add(suspension_id(ACCOUNT, 0))
+    decision = account.decide(*(sent(i) for i in range(100)), *(bounced(i) for i in range(8)))
+    assert decision.announcements == []
+
+
+def test_a_record_replayed_after_a_restart_and_a_fact_reported_twice_are_not_counted_again() -> None:
+    account = Account()
+    first = account.input(sent(1))
+    assert outcomes(account.decide(first)) == {"counted": 1}
+    assert outcomes(account.decide(first)) == {"replayed": 1}  # same record: the watermark says it is in
+    assert outcomes(account.decide(sent(1))) == {"duplicate": 1}  # the same message published twice
+    assert account.state.campaign_counts("c1").sent == 1
+
+
+def test_a_fact_published_more_than_the_longest_window_after_it_happened_is_late() -> None:
+    account = Account()
+    old = sent(1)
+    item = account.input(old, produced_at=T0 + timedelta(seconds=POLICY.longest_window_seconds + 1))
+    assert outcomes(account.decide(item)) == {"late": 1}
+    assert account.state.campaign_counts("c1").sent == 0
+
+
+def test_only_the_named_or_current_suspension_is_lifted_by_a_reinstatement() -> None:
+    account = Account()
+    account.decide(*(sent(i) for i in range(100)), *(bounced(i) for i in range(8)))
+    current = suspension_id(ACCOUNT, 0)
+    assert outcomes(account.decide(reinstated("an-older-suspension"))) == {"ignored": 1}
+    assert account.state.suspension is not None
+    assert outcomes(account.decide(reinstated(current))) == {"counted": 1}
+    assert account.state.suspension is None and account.state.epoch == 1
+    assert outcomes(account.decide(reinstated(None))) == {"ignored": 1}  # not suspended: nothing to lift
+    assert account.state.epoch == 1
+
+
+def test_counts_restart_for_the_rules_after_a_reinstatement() -> None:
+    account = Account()
+    account.decide(*(sent(i) for i in range(100)), *(bounced(i) for i in range(8)))
+    account.decide(reinstated(None))
+    decision = account.decide(*(bounced(i) for i in range(8, 16)))  # bounces of mail sent before it
+    assert decision.announcements == [] and account.state.suspension is None
+    assert account.state.campaign_counts("c1", raw=True).hard_bounce == 16
+
+
+def test_a_list_counts_as_sent_to_at_its_campaigns_first_accepted_message_and_tests_do_not() -> None:
+    account = Account()
+    account.decide(sent(1, kind="test"), sent(2, list_id=None))
+    assert account.lists.get("l1").last_sent_at is None and account.state.campaign_lists == {}
+    account.decide(sent(3), sent(4))
+    assert account.lists.get("l1").campaigns == ["c1"] and account.state.campaign_lists == {"c1": "l1"}
+    account.decide(sent(1, campaign="c2"))
+    assert account.lists.get("l1").campaigns == ["c1", "c2"]
+
+
+def members(list_id: str, ids: range) -> list[Event]:
+    events: list[Event] = [ListCreated(**env(), payload={"list_id": list_id, "name": list_id, "opt_in": "single"})]
+    for i in ids:
+        address = f"person{i}@example.com"
+        events.append(SubscriberAdded(**env(), payload={
+            "list_id": list_id, "subscriber_id": f"{list_id}-s{i}", "email": address,
+            "email_sha256": hashlib.sha256(address.encode()).hexdigest(), "opt_in": "single",
+            "consent": {"source": "import", "collected_at": "2026-11-01T00:00:00Z", "method": "test"}}))
+    return events
+
+
+def test_a_list_deleted_after_one_send_then_recreated_is_flagged_once_as_one_off_sending() -> None:
+    account = Account()
+    account.decide(*members("bought", range(100)))
+    account.decide(sent(1, list_id="bought"))
+    account.decide(ListDeleted(**env(), payload={"list_id": "bought", "members_at_deletion": 100}))
+    assert "bought" in account.state.deleted_lists
+    assert account.decide(*members("other", range(1000, 1050))).announcements == []
+    [warning] = account.decide(*members("again", range(5, 100))).announcements
+    assert isinstance(warning, AccountWarned) and warning.payload.metric == "one_off_sending"
+    assert warning.payload.evidence["deleted_list_id"] == "bought"
+    assert warning.payload.evidence["new_list_id"] == "again"
+    assert account.lists.get("again").flagged == ["bought"]
+    assert account.decide(*members("again", range(100, 110))).announcements == []  # flagged once
