@@ -9,30 +9,21 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import faust
-from fastapi import Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from herald_shared.contract.compliance import (
-    AccountReinstated,
-    AccountReinstatedPayload,
-    RateCounts,
-    StaffViewedRates,
-    StaffViewedRatesPayload,
-)
-from herald_shared.contract.envelope import Identifier, ShortText
-from herald_shared.http import add_health_routes, api_app, problem, problems
+from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, ensure_topics, make_producer
 from herald_shared.lifecycle import run_service
 from herald_shared.settings import HeraldSettings
-from herald_shared.staff import StaffCredentials, StaffTokens
+from herald_shared.staff import StaffTokens
 
 from . import metrics
+from .api import build_staff_api
 from .continuity import Continuity
-from .domain import AccountState, Policy, as_fraction, decision_id, default_rules, rate_report
+from .domain import AccountState, Policy, as_fraction, default_rules
 from .faust_adapter import Acknowledgements, ChangelogTable
 from .processor import (
     INPUT_TOPICS,
@@ -111,55 +102,12 @@ class ComplianceSettings(HeraldSettings):
 
 
 
-class Out(BaseModel):
-    """What the staff API answers, for its OpenAPI document (schemathesis checks the answers against it)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class ScopeRates(Out):
-    scope: Literal["campaign", "rolling_window"]
-    name: str = Field(description="The campaign id, or the window: '24h', '7d'.")
-    counts: RateCounts = Field(description="Since the latest reinstatement: what the rules judge.")
-    rates: dict[str, float | None] = Field(description="Per metric; null before anything was sent.")
-    raw_counts: RateCounts
-    decides: bool = Field(description="Whether the scope has the minimum volume for its rates to decide.")
-
-
-class RatesOut(Out):
-    account_id: Identifier
-    suspended: bool
-    suspension: dict[str, Any] | None
-    reinstatements: int
-    minimum_sent: int
-    thresholds: dict[str, float]
-    stream_time: str | None
-    scopes: list[ScopeRates]
-
-
-class ReinstatedOut(Out):
-    event_id: str
-    reinstated_by: str
-    suspension_event_id: str
-
-
-class ReinstateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: ShortText
-    suspension_event_id: Identifier | None = None
-
-
-class NotHeldHere(Exception):
-    pass
-
-
 class Compliance:
     """The wired service: `start()` creates the topics and starts the faust app in this event loop."""
 
     def __init__(self, settings: ComplianceSettings) -> None:
         self.settings = settings
         self.policy = settings.policy()  # invalid thresholds stop the process here, with the reason
-        self.staff = StaffTokens.from_setting(settings.staff_tokens)
         topics = settings.topics
         self.producer = make_producer(settings, SERVICE)
         self.publisher = EventPublisher(self.producer, topics)
@@ -199,7 +147,7 @@ class Compliance:
         self._assigned_at: float | None = None
         self.app = api_app("Herald compliance", "Staff API of the compliance processor: per-account rates, "
                            "reinstatement. Errors are RFC 9457 problem documents (application/problem+json).")
-        self._routes()
+        self.app.include_router(build_staff_api(self, StaffTokens.from_setting(settings.staff_tokens)))
         add_health_routes(self.app, {"kafka": self._ready})
         self._sweeper: asyncio.Task[None] | None = None
         self._catcher: asyncio.Task[None] | None = None
@@ -289,67 +237,14 @@ class Compliance:
 
     # --- HTTP ---------------------------------------------------------------------------------------------------
 
-    def _held_here(self, account_id: str) -> None:
+    def held_here(self, account_id: str) -> bool:
         """Only the worker holding an account's partition answers for it: its tables also hold standby copies of
         other partitions, which may lag."""
-        if self.faust.in_recovery or account_partition(account_id) not in self.processor.owned:
-            raise NotHeldHere
+        return not self.faust.in_recovery and account_partition(account_id) in self.processor.owned
 
-    def _routes(self) -> None:
-        app = self.app
-
-        @app.get("/v1/accounts/{account_id}/rates", response_model=None, responses={
-            200: {"model": RatesOut, "description": "The account's counts and rates."},
-            **problems(401, 404, 421, 422, 503)})
-        async def rates(account_id: Identifier, credentials: StaffCredentials) -> JSONResponse:
-            """An account's counts and rates per campaign and rolling window, from the worker holding it."""
-            staff = await self.staff.member(credentials)
-            self._held_here(account_id)
-            data = self.accounts.get(account_id)
-            if data is None or is_purged(data):
-                return problem(404, "unknown_account", "No sending outcomes of this account on this worker.")
-            # Recorded before the answer leaves: the account's audit log (billing) shows every staff look.
-            try:
-                await self.publisher.publish(StaffViewedRates(account_id=account_id, producer=SERVICE,
-                                                              payload=StaffViewedRatesPayload(staff=staff)))
-            except TRANSIENT_ERRORS:
-                return problem(503, "audit_unavailable", "The look could not be recorded in the audit log; retry.")
-            log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": "rates"})
-            return JSONResponse({"account_id": account_id,
-                                 **rate_report(AccountState.from_json(data), self.policy)})
-
-        @app.post("/v1/accounts/{account_id}/reinstatement", status_code=202, response_model=None, responses={
-            202: {"model": ReinstatedOut, "description": "AccountReinstated is recorded."},
-            **problems(401, 409, 421, 422, 503)})
-        async def reinstate(account_id: Identifier, body: ReinstateIn, credentials: StaffCredentials) -> JSONResponse:
-            """Lift the account's suspension (AccountReinstated): 409 when it is not suspended, or suspended
-            again since the suspension named."""
-            staff = await self.staff.member(credentials)
-            self._held_here(account_id)
-            stored = self.accounts.get(account_id)
-            if is_purged(stored):
-                return problem(409, "not_suspended", "The account was purged.")
-            state = AccountState.from_json(stored)
-            if state.suspension is None:
-                return problem(409, "not_suspended", "The account is not suspended.")
-            suspension_id = str(state.suspension["event_id"])
-            if body.suspension_event_id is not None and body.suspension_event_id != suspension_id:
-                return problem(409, "suspension_mismatch", f"The account's current suspension is {suspension_id}, "
-                               f"not {body.suspension_event_id}: it was lifted, or suspended again since.")
-            # one id per suspension: a repeated request (a double click, a client's retry) is the same event
-            event = AccountReinstated(
-                event_id=decision_id("reinstated", account_id, suspension_id), account_id=account_id,
-                producer=SERVICE, payload=AccountReinstatedPayload(reinstated_by=staff, reason=body.reason,
-                                                                   suspension_event_id=suspension_id))
-            await self.publisher.publish(event)
-            log.warning("account reinstated", extra={"staff": staff, "account_id": account_id, "reason": body.reason})
-            return JSONResponse({"event_id": str(event.event_id), "reinstated_by": staff,
-                                 "suspension_event_id": suspension_id}, status_code=202)
-
-        @app.exception_handler(NotHeldHere)
-        async def not_held_here(_: Request, __: NotHeldHere) -> JSONResponse:
-            return problem(421, "not_held_here", "Another worker holds this account's partition (or this one is "
-                           "still starting); ask that worker.")
+    def account(self, account_id: str) -> AccountState | None:
+        stored = self.accounts.get(account_id)
+        return None if stored is None or is_purged(stored) else AccountState.from_json(stored)
 
 
 

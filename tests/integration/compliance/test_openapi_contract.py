@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from herald_compliance.main import RatesOut
+from herald_compliance.api import RatesOut
 from tests.conftest import eventually
 from tests.integration.helpers import run_schemathesis
 

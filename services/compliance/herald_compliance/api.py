@@ -1,0 +1,129 @@
+"""The compliance staff API (`/v1/accounts/...`): an account's rates, and lifting its suspension; parse, authorise,
+answer from the worker holding the account, map errors to RFC 9457."""
+
+# No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Staff` is local.
+import logging
+from typing import Annotated, Any, Literal, Protocol
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from herald_shared.contract.compliance import (
+    AccountReinstated,
+    AccountReinstatedPayload,
+    RateCounts,
+    StaffViewedRates,
+    StaffViewedRatesPayload,
+)
+from herald_shared.contract.envelope import Identifier, ShortText
+from herald_shared.http import answers, problem, problems
+from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
+from herald_shared.request_fields import Body, Out
+from herald_shared.staff import StaffTokens, staff_member
+
+from .domain import PRODUCER, AccountState, Policy, decision_id, rate_report
+
+log = logging.getLogger(__name__)
+
+
+class ScopeRates(Out):
+    scope: Literal["campaign", "rolling_window"]
+    name: str = Field(description="The campaign id, or the window: '24h', '7d'.")
+    counts: RateCounts = Field(description="Since the latest reinstatement: what the rules judge.")
+    rates: dict[str, float | None] = Field(description="Per metric; null before anything was sent.")
+    raw_counts: RateCounts
+    decides: bool = Field(description="Whether the scope has the minimum volume for its rates to decide.")
+
+
+class RatesOut(Out):
+    account_id: Identifier
+    suspended: bool
+    suspension: dict[str, Any] | None
+    reinstatements: int
+    minimum_sent: int
+    thresholds: dict[str, float]
+    stream_time: str | None
+    scopes: list[ScopeRates]
+
+
+class ReinstatedOut(Out):
+    event_id: str
+    reinstated_by: str
+    suspension_event_id: str
+
+
+class ReinstateIn(Body):
+    reason: ShortText
+    suspension_event_id: Identifier | None = None
+
+
+class Accounts(Protocol):
+    """What the routes read of the processor: the policy, and the accounts this worker holds."""
+
+    policy: Policy
+    publisher: EventPublisher
+
+    def held_here(self, account_id: str) -> bool:
+        """Whether this worker holds the account's partition, its tables recovered (standby copies may lag)."""
+
+    def account(self, account_id: str) -> AccountState | None:
+        """The account's state; None when nothing of it was seen, or it was purged."""
+
+
+def not_held_here() -> JSONResponse:
+    return problem(421, "not_held_here", "Another worker holds this account's partition (or this one is still "
+                   "starting); ask that worker.")
+
+
+def build_staff_api(accounts: Accounts, staff_tokens: StaffTokens) -> APIRouter:
+    """Platform staff only (a staff token); every look at an account's rates is audit-logged."""
+    router = APIRouter(prefix="/v1/accounts", responses=problems(401), tags=["staff"])
+
+    Staff = Annotated[str, Depends(staff_member(staff_tokens))]
+
+    @router.get("/{account_id}/rates", response_model=None,
+                responses={**answers(200, RatesOut, "The account's counts and rates."),
+                           **problems(404, 421, 422, 503)})
+    async def rates(account_id: Identifier, staff: Staff) -> JSONResponse:
+        """An account's counts and rates per campaign and rolling window, from the worker holding it."""
+        if not accounts.held_here(account_id):
+            return not_held_here()
+        state = accounts.account(account_id)
+        if state is None:
+            return problem(404, "unknown_account", "No sending outcomes of this account on this worker.")
+        # Recorded before the answer leaves: the account's audit log (billing) shows every staff look.
+        try:
+            await accounts.publisher.publish(StaffViewedRates(account_id=account_id, producer=PRODUCER,
+                                                              payload=StaffViewedRatesPayload(staff=staff)))
+        except TRANSIENT_ERRORS:
+            return problem(503, "audit_unavailable", "The look could not be recorded in the audit log; retry.")
+        log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": "rates"})
+        return JSONResponse({"account_id": account_id, **rate_report(state, accounts.policy)})
+
+    @router.post("/{account_id}/reinstatement", status_code=202, response_model=None,
+                 responses={**answers(202, ReinstatedOut, "AccountReinstated is recorded."),
+                            **problems(409, 421, 422, 503)})
+    async def reinstate(account_id: Identifier, body: ReinstateIn, staff: Staff) -> JSONResponse:
+        """Lift the account's suspension (AccountReinstated): 409 when it is not suspended, or suspended again
+        since the suspension named."""
+        if not accounts.held_here(account_id):
+            return not_held_here()
+        state = accounts.account(account_id)
+        if state is None or state.suspension is None:
+            return problem(409, "not_suspended", "The account is not suspended.")
+        suspension_id = str(state.suspension["event_id"])
+        if body.suspension_event_id is not None and body.suspension_event_id != suspension_id:
+            return problem(409, "suspension_mismatch", f"The account's current suspension is {suspension_id}, "
+                           f"not {body.suspension_event_id}: it was lifted, or suspended again since.")
+        # one id per suspension: a repeated request (a double click, a client's retry) is the same event
+        event = AccountReinstated(
+            event_id=decision_id("reinstated", account_id, suspension_id), account_id=account_id,
+            producer=PRODUCER, payload=AccountReinstatedPayload(reinstated_by=staff, reason=body.reason,
+                                                                suspension_event_id=suspension_id))
+        await accounts.publisher.publish(event)
+        log.warning("account reinstated", extra={"staff": staff, "account_id": account_id, "reason": body.reason})
+        return JSONResponse({"event_id": str(event.event_id), "reinstated_by": staff,
+                             "suspension_event_id": suspension_id}, status_code=202)
+
+    return router
