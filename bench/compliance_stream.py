@@ -2,6 +2,10 @@
 in the same run (the ratio is the figure), and the latency from a breaching event being produced to its
 AccountSuspended being produced (Kafka record timestamps), p50/p99, under a steady background load.
 
+Also, in the same run: faust's own ceiling (the same worker, its batches handed to a handler that only counts
+them: what faust's stream delivers at best, whatever the processor does), and the memory the facts index takes
+per remembered fact (the table's keys, values and dict; and the process's RSS growth).
+
     eval "$(scripts/stack env)"; .venv/bin/python -m bench.compliance_stream [--events 50000] [--breaches 40]
 """
 
@@ -11,6 +15,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -20,7 +25,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 
+from bench.harness import status_kib
 from herald_compliance.main import Compliance, ComplianceSettings
+from herald_compliance.processor import Processor
 from herald_shared.contract import Event, serialize_event
 from herald_shared.contract.delivery import MessageBounced, MessageSent
 from herald_shared.kafka import ensure_topics, make_producer, partition_ids
@@ -71,6 +78,38 @@ def counted() -> float:
                for s in m.samples if s.name.endswith("_total"))
 
 
+def table_bytes(table: dict[Any, Any]) -> int:
+    """What a dict of bytes/str keys and values holds: the dict itself and every key and value object."""
+    return sys.getsizeof(table) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in table.items())
+
+
+async def faust_ceiling(base: HeraldSettings, producer: Any, events: int) -> float:
+    """Events/s faust's stream hands to the agent when handling a batch costs nothing (a fresh copy of the
+    topics, so the group starts from the beginning like the measured run)."""
+    ceiling = HeraldSettings(topic_prefix=f"{base.topic_prefix}ceiling.")
+    await ensure_topics(ceiling)
+    await publish(producer, ceiling, [sent(f"acc-{i % 100}", i) for i in range(events)])
+    handed: list[tuple[float, int]] = []  # (when, events) of each batch
+    all_handed = asyncio.Event()
+
+    async def count_only(self: Processor, batch: Any) -> None:
+        handed.append((time.perf_counter(), len(batch)))
+        if sum(n for _, n in handed) >= events:
+            all_handed.set()
+
+    original = Processor.handle
+    Processor.handle = count_only  # type: ignore[method-assign]
+    service = Compliance(ComplianceSettings(HERALD_TOPIC_PREFIX=ceiling.topic_prefix, HERALD_HTTP_PORT=0))
+    try:
+        await service.start()
+        await asyncio.wait_for(all_handed.wait(), 600)
+        (started, first), finished = handed[0], handed[-1][0]
+        return (events - first) / (finished - started)  # from the first batch on, as the measured run's "after"
+    finally:
+        await service.stop()
+        Processor.handle = original  # type: ignore[method-assign]
+
+
 async def _processed(total: float, within: float = 600) -> None:
     deadline = time.monotonic() + within
     while counted() < total:
@@ -94,6 +133,7 @@ async def main(events: int, breaches: int) -> None:
                                   HERALD_HTTP_PORT=0)
     service = Compliance(settings)
     before = counted()
+    rss_before = status_kib()["VmRSS"]
     await service.start()
     started = time.perf_counter()
     first: float | None = None  # when the first event was processed: the group has joined, the tables recovered
@@ -103,13 +143,19 @@ async def main(events: int, breaches: int) -> None:
             first, first_done = time.perf_counter(), done
         if time.perf_counter() > deadline:
             raise SystemExit(f"only {done:.0f} of {events} events processed in 600 s")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05 if first is not None else 0.01)  # reading the registry costs the worker's thread
     finished = time.perf_counter()
     overall = events / (finished - started)
     steady = (events - first_done) / (finished - first) if first is not None and finished > first else overall
     print(f"throughput: plain aiokafka consumer {baseline:,.0f} events/s; processor {overall:,.0f} events/s "
           f"= {overall / baseline:.3f} x including the group join and table recovery "
           f"({(first or finished) - started:.1f} s), {steady:,.0f} events/s = {steady / baseline:.3f} x after it")
+    facts = service.facts.data
+    remembered = len(facts)
+    rss_growth = (status_kib()["VmRSS"] - rss_before) * 1024
+    print(f"memory: {remembered:,} facts remembered, the facts table {table_bytes(facts) / remembered:,.0f} bytes a "
+          f"fact (as many MB per million); the process grew "
+          f"{rss_growth / remembered:,.0f} bytes a fact (RSS, everything included)")
 
     # latency: breaching accounts among a steady load of other accounts' sends
     print(f"latency: {breaches} accounts breach one after another under a steady load ...")
@@ -156,6 +202,9 @@ async def main(events: int, breaches: int) -> None:
     print(f"breach -> AccountSuspended: {len(latencies)}/{breaches} suspended, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
           f"max {latencies[-1]:.0f} ms")
     await service.stop()
+    ceiling = await faust_ceiling(base, producer, events)
+    print(f"faust's ceiling: its stream hands over {ceiling:,.0f} events/s = {ceiling / baseline:.3f} x of the plain "
+          f"consumer when handling a batch costs nothing; the processor reached {steady / ceiling:.0%} of it")
     await producer.stop()
     admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka_bootstrap_servers)
     await admin.start()
