@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 
 from bench.harness import status_kib
+from herald_compliance import metrics
 from herald_compliance.main import Compliance, ComplianceSettings
 from herald_compliance.processor import Processor
 from herald_shared.contract import Event, serialize_event
@@ -108,6 +109,24 @@ async def faust_ceiling(base: HeraldSettings, producer: Any, events: int) -> flo
     finally:
         await service.stop()
         Processor.handle = original  # type: ignore[method-assign]
+
+
+async def restart(settings: ComplianceSettings, producer: Any, base: HeraldSettings, more: int) -> None:
+    """A new worker on the same tables (as after a SIGKILL: the memory store is always recovered from the
+    changelogs), with `more` sends waiting: how long until it processes again, and its rate then."""
+    await publish(producer, base, [sent(f"acc-{i % 100}", 10_000_000 + i) for i in range(more)])
+    service = Compliance(settings)
+    start_count = counted()
+    started = time.perf_counter()
+    await service.start()
+    await _processed(start_count + 1)
+    resumed, resumed_count = time.perf_counter(), counted()
+    await _processed(start_count + more)
+    rate = (start_count + more - resumed_count) / (time.perf_counter() - resumed)
+    print(f"restart: {len(service.facts.data):,} facts and {len(service.accounts.data):,} accounts recovered; "
+          f"processing again {resumed - started:.1f} s after the start (table recovery "
+          f"{metrics.RECOVERY_SECONDS._value.get():.1f} s), then {rate:,.0f} events/s")
+    await service.stop()
 
 
 async def _processed(total: float, within: float = 600) -> None:
@@ -202,6 +221,7 @@ async def main(events: int, breaches: int) -> None:
     print(f"breach -> AccountSuspended: {len(latencies)}/{breaches} suspended, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
           f"max {latencies[-1]:.0f} ms")
     await service.stop()
+    await restart(settings, producer, base, events // 5)
     ceiling = await faust_ceiling(base, producer, events)
     print(f"faust's ceiling: its stream hands over {ceiling:,.0f} events/s = {ceiling / baseline:.3f} x of the plain "
           f"consumer when handling a batch costs nothing; the processor reached {steady / ceiling:.0%} of it")
