@@ -91,7 +91,7 @@ class TopicNames:
 
 
 def strimzi_manifests(cluster: str = "herald", namespace: str = "herald", replicas: int = 3) -> str:
-    """Strimzi KafkaTopic resources for every registry topic (deploy/k8s/kafka-topics.yaml is this)."""
+    """Strimzi KafkaTopic resources for every registry topic (deploy/k8s/base/kafka-topics.yaml is this)."""
     docs = []
     for topic in ALL_TOPICS:
         resource = topic.name.replace(".", "-")

@@ -47,8 +47,8 @@ def test_events_of_a_topic() -> None:
 
 
 def test_committed_strimzi_manifests_match_the_registry() -> None:
-    path = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "kafka-topics.yaml"
-    assert path.read_text() == strimzi_manifests(), "run `herald topics manifests > deploy/k8s/kafka-topics.yaml`"
+    path = Path(__file__).resolve().parents[3] / "deploy" / "k8s" / "base" / "kafka-topics.yaml"
+    assert path.read_text() == strimzi_manifests(), "run `herald topics manifests > deploy/k8s/base/kafka-topics.yaml`"
     docs = list(yaml.safe_load_all(path.read_text()))
     assert [d["spec"]["topicName"] for d in docs] == [t.name for t in ALL_TOPICS]
     assert all(d["kind"] == "KafkaTopic" and d["spec"]["config"]["retention.ms"] for d in docs)

@@ -1,0 +1,175 @@
+"""The Kubernetes manifests, rendered offline (`kubectl kustomize`, the kustomize built into kubectl) for each
+overlay, and checked against what the services really are: their settings, ports, health routes, partitions and
+replica limits, and the restricted Pod Security Standard."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from herald_shared.settings import HeraldSettings
+from herald_shared.topics import EVENT_TOPICS
+
+ROOT = Path(__file__).resolve().parents[3]
+OVERLAYS = ("dev", "prod")
+SERVICES = ("subscriptions", "campaigns", "delivery", "billing", "compliance")
+SINGLE_REPLICA = {"campaigns", "billing", "delivery"}  # each service's README says why
+SETTINGS = {"subscriptions": "SubscriptionsSettings", "campaigns": "CampaignsSettings", "delivery": "DeliverySettings",
+            "billing": "BillingSettings", "compliance": "ComplianceSettings"}
+
+
+@cache
+def rendered(overlay: str) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (with its built-in kustomize) is needed to render deploy/k8s"
+    done = subprocess.run([kubectl, "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def objects(overlay: str, kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in rendered(overlay) if o["kind"] == kind}
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def env_names(settings_class: type[HeraldSettings]) -> set[str]:
+    """The environment variables a settings class reads (its aliases, or field names in capitals)."""
+    return {(field.alias or name).upper() for name, field in settings_class.model_fields.items()}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_is_deployed_with_its_service_account_service_budget_and_monitor(overlay: str) -> None:
+    deployments = objects(overlay, "Deployment")
+    assert set(deployments) == set(SERVICES)
+    for name, deployment in deployments.items():
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selects(deployment["spec"]["selector"]["matchLabels"], pod_labels)
+        assert deployment["spec"]["template"]["spec"]["serviceAccountName"] in objects(overlay, "ServiceAccount")
+        service = objects(overlay, "Service")[name]
+        assert selects(service["spec"]["selector"], pod_labels)
+        assert selects(objects(overlay, "PodDisruptionBudget")[name]["spec"]["selector"]["matchLabels"], pod_labels)
+        monitor = objects(overlay, "ServiceMonitor")[name]
+        assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+        assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_meets_the_restricted_pod_security_standard(overlay: str) -> None:
+    namespace = objects(overlay, "Namespace")["herald"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for name, deployment in objects(overlay, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] >= 10000, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["automountServiceAccountToken"] is False, name
+        assert not pod.get("hostNetwork") and not pod.get("hostPID"), name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            assert "add" not in context["capabilities"], name
+            tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            assert tmp and "emptyDir" in volumes[tmp[0]["name"]], f"{name}: /tmp must be writable"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_resources_and_spreading(overlay: str) -> None:
+    for name, deployment in objects(overlay, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["http"] == HeraldSettings.model_fields["http_port"].default, name
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, name
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, name
+        assert container["startupProbe"]["httpGet"]["path"] == "/healthz", name
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container["resources"][kind]), f"{name}: {kind}"
+        keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+        assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, name
+        assert container["image"].rsplit(":", 1)[0].endswith(f"herald/{name}") and ":" in container["image"], name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_replicas_respect_partitions_and_the_services_that_run_alone(overlay: str) -> None:
+    partitions = min(t.partitions for t in EVENT_TOPICS)
+    for name, deployment in objects(overlay, "Deployment").items():
+        replicas = deployment["spec"]["replicas"]
+        assert 1 <= replicas <= partitions, f"{name}: replicas beyond {partitions} partitions sit idle"
+        if name in SINGLE_REPLICA:
+            assert replicas == 1, name
+            # a rolling update would run two for a while
+            assert deployment["spec"]["strategy"]["type"] == "Recreate", name
+    assert not objects(overlay, "HorizontalPodAutoscaler")  # none until delivery's sender shares work (issue 16)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_setting_given_is_one_the_service_reads_and_secrets_are_only_referenced(overlay: str) -> None:
+    config_maps = objects(overlay, "ConfigMap")
+    assert not objects(overlay, "Secret"), "secret values never live in the manifests"
+    for name, deployment in objects(overlay, "Deployment").items():
+        module = importlib.import_module(f"herald_{name}.main")
+        known = env_names(getattr(module, SETTINGS[name]))
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        given = set()
+        for source in container["envFrom"]:
+            given |= set(config_maps[source["configMapRef"]["name"]]["data"])
+        for variable in container.get("env", []):
+            given.add(variable["name"])
+            if "valueFrom" in variable:
+                assert set(variable["valueFrom"]) == {"secretKeyRef"}, variable
+        assert given <= known, f"{name} is given settings it does not read: {sorted(given - known)}"
+        assert "MONGODB_URL" in given and "KAFKA_BOOTSTRAP_SERVERS" in given, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_deny_by_default_and_open_only_the_documented_flows(overlay: str) -> None:
+    policies = objects(overlay, "NetworkPolicy")
+    deny = policies["default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"} and not deny.get("ingress")
+    pods = {name: d["spec"]["template"]["metadata"]["labels"] for name, d in objects(overlay, "Deployment").items()}
+
+    def ports(name: str, direction: str) -> set[int]:
+        found = set()
+        for policy in policies.values():
+            spec = policy["spec"]
+            selector = spec["podSelector"]
+            matches = selects(selector.get("matchLabels", {}), pods[name]) or any(
+                e["operator"] == "In" and pods[name].get(e["key"]) in e["values"]
+                for e in selector.get("matchExpressions", []))
+            if matches and direction.capitalize() in spec["policyTypes"]:
+                for rule in spec.get(direction, []):
+                    found |= {p["port"] for p in rule.get("ports", [])}
+        return found
+
+    for name in SERVICES:
+        assert {53, 9092, 27017} <= ports(name, "egress"), name
+        assert 8080 in ports(name, "ingress"), name  # scraped by Prometheus at least
+    assert {25, 465, 587} <= ports("delivery", "egress")
+    assert not {25, 465, 587} & ports("subscriptions", "egress")  # only delivery sends mail
+    assert 2525 in ports("delivery", "ingress")
+    public = policies["public-http"]["spec"]["podSelector"]["matchExpressions"][0]["values"]
+    assert "compliance" not in public  # the staff API is not public
+
+
+def test_the_prod_overlay_names_the_kafka_cluster_the_topics_and_services_expect() -> None:
+    kafka = objects("prod", "Kafka")["herald"]
+    assert kafka["spec"]["entityOperator"]["topicOperator"]["watchedNamespace"] == "herald"
+    topics = objects("prod", "KafkaTopic")
+    assert {t["metadata"]["labels"]["strimzi.io/cluster"] for t in topics.values()} == {"herald"}
+    assert {t["metadata"]["namespace"] for t in topics.values()} == {"herald"}
+    bootstrap = objects("prod", "ConfigMap")["herald-common"]["data"]["KAFKA_BOOTSTRAP_SERVERS"]
+    assert bootstrap.startswith(f"{kafka['metadata']['name']}-kafka-bootstrap.{kafka['metadata']['namespace']}.")
