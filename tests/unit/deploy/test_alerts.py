@@ -1,0 +1,93 @@
+"""The alert rules (deploy/k8s/base/monitoring/alerts.yaml): `promtool check rules`, `promtool test rules` with
+alerts_test.yaml, and every metric they use is one a service exports. promtool comes from Debian's prometheus
+package, unpacked by scripts/lib.sh (`ensure_promtool`; scripts/test exports HERALD_PROMTOOL)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+MONITORING = ROOT / "deploy/k8s/base/monitoring"
+RULE = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
+METRIC_DEFINITION = re.compile(r'(?:Counter|Gauge|Histogram|Summary)\(\s*"(herald_[a-z_]+)"')
+SERIES_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
+
+
+def promtool() -> str:
+    path = os.environ.get("HERALD_PROMTOOL") or shutil.which("promtool")
+    assert path, "promtool is needed: scripts/test fetches it (HERALD_PROMTOOL)"
+    return path
+
+
+def alerts() -> dict[str, dict[str, Any]]:
+    return {rule["alert"]: rule for group in RULE["spec"]["groups"] for rule in group["rules"]}
+
+
+def exported_metrics() -> set[str]:
+    """Every metric name the services define (prometheus_client adds `_total` to counters in what it serves)."""
+    names: set[str] = set()
+    for source in [*(ROOT / "shared").rglob("*.py"), *(ROOT / "services").rglob("*.py")]:
+        names |= set(METRIC_DEFINITION.findall(source.read_text()))
+    return names
+
+
+def series_known(name: str, exported: set[str]) -> bool:
+    return name in exported or any(name.endswith(s) and name.removesuffix(s) in exported for s in SERIES_SUFFIXES)
+
+
+def test_the_rules_pass_promtool_check(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(RULE["spec"]))
+    done = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(alerts())} rules found" in done.stdout
+
+
+def test_every_alert_fires_when_it_should_and_not_before(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(RULE["spec"]))
+    tests = yaml.safe_load((MONITORING / "alerts_test.yaml").read_text())
+    by_name = alerts()
+    tested = set()
+    for case in tests["tests"]:
+        for check in case["alert_rule_test"]:
+            tested.add(check["alertname"])
+            for expected in check["exp_alerts"]:
+                annotations = expected.setdefault("exp_annotations", {})
+                assert "summary" in annotations, f"{check['alertname']}: say which summary is expected"
+                annotations["runbook"] = by_name[check["alertname"]]["annotations"]["runbook"]
+    assert tested == set(by_name), f"alerts without a test: {sorted(set(by_name) - tested)}"
+    (tmp_path / "alerts_test.yaml").write_text(yaml.safe_dump(tests))
+    done = subprocess.run([promtool(), "test", "rules", "alerts_test.yaml"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "SUCCESS" in done.stdout
+
+
+def test_every_alert_has_a_severity_a_summary_and_a_static_runbook() -> None:
+    for name, rule in alerts().items():
+        assert rule["labels"]["severity"] in {"warning", "critical"}, name
+        assert rule["annotations"]["summary"], name
+        runbook = rule["annotations"]["runbook"]
+        assert len(runbook) > 100 and "{{" not in runbook, f"{name}: a runbook says what to do, in plain text"
+
+
+def test_every_metric_the_alerts_use_is_one_a_service_exports() -> None:
+    exported = exported_metrics()
+    assert "herald_delivery_messages_total" in exported and "herald_consumer_lag" in exported
+    for name, rule in alerts().items():
+        used = set(re.findall(r"\b(herald_[a-z_]+)", rule["expr"]))
+        assert used or re.match(r"up\{", rule["expr"]), name  # `up`: Prometheus' own, per scraped target
+        unknown = {metric for metric in used if not series_known(metric, exported)}
+        assert not unknown, f"{name} uses metrics no service exports: {sorted(unknown)}"
+
+
+def test_the_rules_are_part_of_the_base() -> None:
+    kustomization = yaml.safe_load((ROOT / "deploy/k8s/base/kustomization.yaml").read_text())
+    assert "monitoring/alerts.yaml" in kustomization["resources"]
