@@ -9,6 +9,8 @@ HERALD_STACK_DIR="${HERALD_STACK_DIR:-$HERALD_ROOT/.stack}"
 UV_VERSION="0.13.8"
 FERRETDB_VERSION="v1.24.2"
 PROMETHEUS_DEB_VERSION="2.42.0+ds-5+deb12u1"  # Debian 12's prometheus package: promtool for the alert tests
+CHECKOV_VERSION="3.3.30"  # the manifests' best-practice linter, pinned with its dependencies in deploy/k8s
+PROMETHEUS_OPERATOR_VERSION="v0.85.0"  # its CRDs' schemas validate the ServiceMonitors and PrometheusRule
 PYTHON_BIN="${HERALD_PYTHON:-python3.11}"
 
 log() { printf '[herald] %s\n' "$*" >&2; }
@@ -53,4 +55,34 @@ ensure_promtool() {
       || die "unpacking Debian's prometheus package failed"
   fi
   export HERALD_PROMTOOL="$dir/usr/bin/promtool"
+}
+
+# The Prometheus Operator's CRDs (their OpenAPI schemas validate deploy/k8s's ServiceMonitors and PrometheusRule),
+# from the Go module proxy into Go's module cache. Exports HERALD_PROMETHEUS_OPERATOR_DIR.
+ensure_prometheus_operator_crds() {
+  command -v go >/dev/null || die "Go is needed to fetch the Prometheus Operator's CRDs (go mod download)"
+  local dir tmp
+  tmp="$(mktemp -d)"  # outside any module: the download goes to Go's module cache
+  dir="$(cd "$tmp" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" || true
+  rmdir "$tmp"
+  [ -n "$dir" ] && [ -d "$dir/example/prometheus-operator-crd" ] \
+    || die "go mod download of the Prometheus Operator $PROMETHEUS_OPERATOR_VERSION failed"
+  export HERALD_PROMETHEUS_OPERATOR_DIR="$dir"
+}
+
+# checkov (best practices of the rendered manifests) in its own virtualenv in the cache: its dependencies clash
+# with the project's (packaging < 24), so it is pinned apart, hashes included, in deploy/k8s/checkov-requirements.txt
+# (`uv pip compile --generate-hashes --python-version 3.11` of checkov==$CHECKOV_VERSION). Exports HERALD_CHECKOV.
+ensure_checkov() {
+  ensure_uv
+  local pins="$HERALD_ROOT/deploy/k8s/checkov-requirements.txt" dir
+  dir="$HERALD_CACHE/checkov-$CHECKOV_VERSION-$(sha256sum "$pins" | cut -c1-12)"
+  if [ ! -x "$dir/bin/checkov" ]; then
+    log "installing checkov $CHECKOV_VERSION into $dir"
+    UV_PYTHON_DOWNLOADS=never "$UV" venv -q "$dir" --python "$PYTHON_BIN" \
+      && "$UV" pip sync -q --require-hashes --python "$dir/bin/python" "$pins" \
+      || { rm -rf "$dir"; die "installing checkov failed"; }
+  fi
+  export HERALD_CHECKOV="$dir/bin/checkov"
 }
