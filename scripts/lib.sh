@@ -9,6 +9,7 @@ HERALD_STACK_DIR="${HERALD_STACK_DIR:-$HERALD_ROOT/.stack}"
 UV_VERSION="0.13.8"
 FERRETDB_VERSION="v1.24.2"
 PROMETHEUS_DEB_VERSION="2.42.0+ds-5+deb12u1"  # Debian 12's prometheus package: promtool for the alert tests
+KUSTOMIZE_VERSION="v5.5.0"  # renders deploy/k8s (the tests build both overlays with it)
 CHECKOV_VERSION="3.3.30"  # the manifests' best-practice linter, pinned with its dependencies in deploy/k8s
 PROMETHEUS_OPERATOR_VERSION="v0.85.0"  # its CRDs' schemas validate the ServiceMonitors and PrometheusRule
 PYTHON_BIN="${HERALD_PYTHON:-python3.11}"
@@ -85,4 +86,15 @@ ensure_checkov() {
       || { rm -rf "$dir"; die "installing checkov failed"; }
   fi
   export HERALD_CHECKOV="$dir/bin/checkov"
+}
+
+# kustomize, built with `go install` from the Go module proxy into the cache. Exports HERALD_KUSTOMIZE.
+ensure_kustomize() {
+  local bin="$HERALD_CACHE/kustomize-$KUSTOMIZE_VERSION/bin"
+  if [ ! -x "$bin/kustomize" ]; then
+    command -v go >/dev/null || die "Go is needed to build kustomize (go install)"
+    log "building kustomize $KUSTOMIZE_VERSION (go install)"
+    GOBIN="$bin" go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" || die "go install kustomize failed"
+  fi
+  export HERALD_KUSTOMIZE="$bin/kustomize"
 }

@@ -1,10 +1,11 @@
-"""The Kubernetes manifests, rendered offline (`kubectl kustomize`, the kustomize built into kubectl) for each
-overlay, and checked against what the services really are: their settings, ports, health routes, partitions and
-replica limits, and the restricted Pod Security Standard."""
+"""The Kubernetes manifests, rendered offline with kustomize (built by scripts/lib.sh with `go install`:
+HERALD_KUSTOMIZE) for each overlay, and checked against what the services really are: their settings, ports,
+health routes, partitions and replica limits, and the restricted Pod Security Standard."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 from functools import cache
@@ -27,9 +28,9 @@ SETTINGS = {"subscriptions": "SubscriptionsSettings", "campaigns": "CampaignsSet
 
 @cache
 def rendered(overlay: str) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl (with its built-in kustomize) is needed to render deploy/k8s"
-    done = subprocess.run([kubectl, "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
+    kustomize = os.environ.get("HERALD_KUSTOMIZE") or shutil.which("kustomize")
+    assert kustomize, "kustomize is needed to render deploy/k8s: scripts/test builds it (HERALD_KUSTOMIZE)"
+    done = subprocess.run([kustomize, "build", str(ROOT / "deploy/k8s/overlays" / overlay)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
