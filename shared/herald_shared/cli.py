@@ -1,4 +1,4 @@
-"""`herald`: the operator's command line — topics, publishing events, tailing, dead letters, schemas."""
+"""`herald`: the operator's command line — topics, publishing events, tailing, dead letters, schemas, status."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import argparse
 import asyncio
 import json
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,46 @@ async def cmd_topics_list(settings: HeraldSettings, _: argparse.Namespace) -> No
 def cmd_topics_manifests(_: argparse.Namespace) -> int:
     sys.stdout.write(strimzi_manifests())
     return 0
+
+
+STATUS_COLUMNS = ("service", "URL", "API docs", "metrics", "state")
+
+
+def _service_state(url: str) -> str:
+    """ready (/readyz answers 200), starting (it answers, not ready yet), or down (no answer)."""
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+            return "ready" if answer.status == 200 else "starting"
+    except urllib.error.HTTPError:
+        return "starting"
+    except (urllib.error.URLError, OSError):
+        return "down"
+
+
+def status_table(rows: Sequence[tuple[str, str, str]]) -> list[str]:
+    """The lines `herald status` prints: (service, base URL, state) each."""
+    lines = [(name, url, f"{url}/docs", f"{url}/metrics", state) for name, url, state in rows]
+    widths = [max(len(str(line[i])) for line in [STATUS_COLUMNS, *lines]) for i in range(len(STATUS_COLUMNS))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+            for line in [STATUS_COLUMNS, *lines]]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    services: list[tuple[str, str]] = []
+    for item in args.services:
+        name, _, port = item.partition("=")
+        if not name or not port.isdigit():
+            raise CliError(f"{item!r}: give each service as NAME=PORT")
+        services.append((name, f"http://{args.host}:{port}"))
+    deadline = time.monotonic() + args.wait
+    while True:
+        states = [(name, url, _service_state(url)) for name, url in services]
+        if all(state == "ready" for *_, state in states) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    for line in status_table(states):
+        _out(line)
+    return 0 if all(state == "ready" for *_, state in states) else 1
 
 
 def _read_events_json(source: str) -> list[dict[str, Any]]:
@@ -238,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--value-file", help="replay this corrected JSON instead of the stored bytes")
     replay.add_argument("--force", action="store_true", help="replay even if it still fails validation")
     replay.set_defaults(run=cmd_dlq_replay)
+
+    status = sub.add_parser("status", help="what runs where: each service's URL, API docs, metrics and state")
+    status.add_argument("services", nargs="+", metavar="NAME=PORT", help="e.g. billing=8081 campaigns=8082")
+    status.add_argument("--host", default="127.0.0.1")
+    status.add_argument("--wait", type=float, default=0, help="seconds to wait for every service to be ready")
+    status.set_defaults(sync=cmd_status)
 
     schemas = sub.add_parser("schemas", help="the published JSON Schemas and AsyncAPI document")
     schemas.add_argument("action", choices=["generate", "check"])

@@ -1,13 +1,16 @@
 """The README's commands as a newcomer runs them: a second `scripts/stack start` is harmless, and
-`scripts/run` brings the platform up (topics created) and stops cleanly on SIGTERM."""
+`scripts/run` brings the platform up (topics created), prints the table of what runs where that the README shows,
+and stops within 10 s on Ctrl-C (SIGINT)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -101,7 +104,7 @@ async def _ready(url: str) -> int:
             return 0
 
 
-async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigterm(
+async def test_run_command_brings_up_the_topics_and_services_prints_where_and_stops_on_ctrl_c(
         local_stack: None, run_prefix: str, stack_env: dict[str, str], tmp_path: Path) -> None:
     output = tmp_path / "run.log"
     # billing on `port`, then campaigns, compliance, delivery and subscriptions (folder order)
@@ -143,8 +146,11 @@ async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigter
         await _send_a_campaign(run_prefix, *(f"http://127.0.0.1:{p}" for p in (port, port + 1, port + 4)), subject)
         await eventually(lambda: _mail_containing(mailbox, subject), bool, within=90,
                          what="the campaign in .stack/mailbox")
-        process.send_signal(signal.SIGTERM)
+        assert printed_table(await _read(output), port) == readme_table()
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        asked = time.monotonic()
         returncode = await asyncio.wait_for(process.wait(), timeout=30)
+        stopped_after = time.monotonic() - asked
     finally:
         if process.returncode is None:
             process.kill()
@@ -152,6 +158,25 @@ async def test_run_command_brings_up_the_topics_and_services_and_stops_on_sigter
     text = await _read(output)
     assert returncode == 0, text
     assert "stopped (the stack keeps running" in text
+    assert stopped_after < 10, f"scripts/run took {stopped_after:.1f} s to stop"
+
+
+def readme_table() -> list[list[str]]:
+    """The table of what runs where, as the README shows it (default ports), cell by cell."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```text\n(service .*?)```", readme, re.S)
+    assert block, "the README shows the table scripts/run prints"
+    return [line.split() for line in block.group(1).strip().splitlines()]
+
+
+def printed_table(output: str, base_port: int) -> list[list[str]]:
+    """The table scripts/run printed, its ports given back as the defaults from 8081 (the README's)."""
+    lines = output.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.split()[:2] == ["service", "URL"])
+    rows = [lines[start], *lines[start + 1:start + 6]]
+    default = {str(base_port + i): str(8081 + i) for i in range(5)}
+    return [re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{default.get(m.group(1), m.group(1))}", row).split()
+            for row in rows]
 
 
 async def _publish_confirmation_request(stack_env: dict[str, str], prefix: str, confirm_url: str) -> None:

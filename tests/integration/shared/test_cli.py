@@ -57,3 +57,45 @@ async def test_publish_refuses_an_invalid_event_and_publishes_nothing(settings: 
 async def test_unknown_topic_is_a_clear_error(settings: HeraldSettings) -> None:
     result = await run(settings, "tail", "herald.nope")
     assert result.returncode == 1 and "unknown topic 'herald.nope'" in result.stderr
+
+
+async def test_status_names_each_service_with_its_links_and_state(settings: HeraldSettings) -> None:
+    """`herald status` against real HTTP servers: one answering /readyz 200, one 503, and a closed port."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Ready(BaseHTTPRequestHandler):
+        status = 200
+
+        def do_GET(self) -> None:
+            self.send_response(self.status if self.path == "/readyz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Starting(Ready):
+        status = 503
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), handler) for handler in (Ready, Starting)]
+    for server in servers:
+        Thread(target=server.serve_forever, daemon=True).start()
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    closed_port = closed.server_address[1]
+    closed.server_close()
+    try:
+        ports = [s.server_address[1] for s in servers]
+        done = await run(settings, "status", f"billing={ports[0]}", f"campaigns={ports[1]}",
+                         f"delivery={closed_port}", "--wait", "1")
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert done.returncode == 1, done.stderr  # not every service is ready
+    header, *rows = [line.split() for line in done.stdout.splitlines()]
+    assert header == ["service", "URL", "API", "docs", "metrics", "state"]
+    url = f"http://127.0.0.1:{ports[0]}"
+    assert rows[0] == ["billing", url, f"{url}/docs", f"{url}/metrics", "ready"]
+    assert [row[-1] for row in rows] == ["ready", "starting", "down"]
+    refused = await run(settings, "status", "billing")
+    assert refused.returncode == 1 and "NAME=PORT" in refused.stderr
