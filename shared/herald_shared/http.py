@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import uvicorn
@@ -104,10 +105,71 @@ def api_key_account(apikeys: ApiKeyProjection) -> Callable[..., Awaitable[str]]:
     return account
 
 
-def api_app(title: str, description: str, version: str = "1.0.0") -> FastAPI:
+MAX_BODY_BYTES = 1 << 20  # a request body, unless a route says otherwise (api_app's `larger_bodies`)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than its route's limit is answered 413 (a problem document) before
+    the route runs. A declared Content-Length is judged at once; a body without one (chunked) is counted as the
+    route reads it, and the route's read fails at the limit, so nothing past it is ever held or handled."""
+
+    def __init__(self, app: Any, default: int, larger: Sequence[tuple[re.Pattern[str], int]] = ()) -> None:
+        self.app, self.default, self.larger = app, default, list(larger)
+
+    def limit_for(self, path: str) -> int:
+        return next((limit for pattern, limit in self.larger if pattern.fullmatch(path)), self.default)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        declared = next((value for key, value in scope["headers"] if key == b"content-length"), None)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(limit, receive, send)
+            return
+        received, started = 0, False
+
+        async def counted_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message
+
+        async def tracked_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(limit, receive, send)
+
+    @staticmethod
+    async def _refuse(limit: int, receive: Any, send: Any) -> None:
+        response = problem(413, "body_too_large", f"this route takes at most {limit:,} bytes of request body")
+        await response({"type": "http"}, receive, send)
+
+
+def api_app(title: str, description: str, version: str = "1.0.0",
+            larger_bodies: Mapping[str, int] | None = None) -> FastAPI:
     """A service's FastAPI app: errors are problem documents (invalid requests, unknown routes, refused
-    credentials), and its OpenAPI document says so for every error status its routes declare."""
+    credentials), and its OpenAPI document says so for every error status its routes declare. Request bodies
+    are limited to MAX_BODY_BYTES, or for paths matching a `larger_bodies` pattern (a regular expression over the
+    whole path) to its limit; a larger body is refused 413."""
     app = FastAPI(title=title, version=version, description=description)
+    app.add_middleware(BodyLimit, default=MAX_BODY_BYTES,
+                       larger=[(re.compile(pattern), limit) for pattern, limit in (larger_bodies or {}).items()])
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -165,6 +227,7 @@ def _problem_content(schema: dict[str, Any]) -> None:
         for operation in operations.values():
             if "requestBody" in operation:
                 operation["responses"].setdefault("400", {"description": PROBLEM_STATUSES[400]})
+                operation["responses"].setdefault("413", {"description": PROBLEM_STATUSES[413]})
             for code, response in operation.get("responses", {}).items():
                 # A route's own non-JSON error page (an HTML page for a person) is left as it says.
                 if code[:1] in ("4", "5") and set(response.get("content", {})) <= {"application/json"}:

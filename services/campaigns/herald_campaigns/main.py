@@ -23,7 +23,7 @@ from herald_shared.settings import HeraldSettings
 from herald_shared.staff import StaffTokens
 
 from . import domain
-from .api import build_api, build_staff_api
+from .api import LARGER_BODIES, build_api, build_staff_api
 from .handlers import CampaignsService, Scheduler
 from .store import DELIVERY_EVENTS, CampaignsProjection, CampaignsStore, ReportsProjection
 
@@ -74,7 +74,8 @@ class Campaigns(ConsumingService):
         self.reports = reports_consumer(settings, self.db, self.producer, purged=self.purged)
         self.app = api_app("Herald campaigns", "Campaigns of an account: drafts, previews and test sends, "
                            "submission (screening, staff review, schedule), cancellation and reports; and the "
-                           "staff review API. Errors are RFC 9457 problem documents (application/problem+json).")
+                           "staff review API. Errors are RFC 9457 problem documents (application/problem+json).",
+                           larger_bodies=LARGER_BODIES)
         self.app.include_router(build_api(self.service, self.apikeys))
         self.app.include_router(build_staff_api(self.service, StaffTokens.from_setting(settings.staff_tokens)))
         add_health_routes(self.app, {**self.ready_checks(), "scheduler": self._scheduler_ready})

@@ -23,6 +23,11 @@ from .importer import run_import, spool
 # A page cursor: the status and subscriber id the previous page ended at.
 Cursor = Annotated[str, StringConstraints(pattern=r"^(pending|active|unsubscribed|suppressed)\.s[0-9a-f]{24}$")]
 
+# A CSV import's body is streamed to a temporary file as it arrives; this bounds it (about two million rows of
+# ~120 bytes). Other routes take api_app's default (1 MiB).
+MAX_IMPORT_BYTES = 256 << 20
+LARGER_BODIES = {r"/v1/lists/[^/]+/imports": MAX_IMPORT_BYTES}
+
 
 class ListIn(Body):
     list_id: Identifier | None = None

@@ -16,7 +16,7 @@ from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup
 from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import HeraldSettings
 
-from .api import build_api
+from .api import LARGER_BODIES, build_api
 from .handlers import SubscriptionsService, SuppressionHandler
 from .pages import build_pages
 from .store import MEMBER_EVENTS, SubscriptionsProjection, SubscriptionsStore
@@ -63,7 +63,8 @@ class Subscriptions(ConsumingService):
             handler=SuppressionHandler(self.service), producer=self.producer,
             deduplicator=MongoDeduplicator(self.db, "suppression"))
         self.app = api_app("Herald subscriptions", "Lists, subscribers, opt-in, unsubscribe, suppression and "
-                           "GDPR requests. Errors are RFC 9457 problem documents (application/problem+json).")
+                           "GDPR requests. Errors are RFC 9457 problem documents (application/problem+json).",
+                           larger_bodies=LARGER_BODIES)
         self.app.include_router(build_api(self.service, self.apikeys))
         self.app.include_router(build_pages(self.service))
         add_health_routes(self.app, self.ready_checks())

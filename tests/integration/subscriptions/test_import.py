@@ -125,3 +125,18 @@ async def test_hosted_form_refuses_over_long_input_with_a_page(platform: Platfor
     response = await platform.pages.post("/subscribe/acme/news", data={
         "email": "x@example.com", "first_name": "N" * 300, "consent": "yes"}, headers={"User-Agent": "U" * 5000})
     assert response.status_code == 422 and "too long" in response.text
+
+
+async def test_bodies_over_their_routes_limit_are_refused_413_and_change_nothing(platform: Platform) -> None:
+    """The running service: a JSON body over 1 MiB, and an import declared over its 256 MiB, are refused before
+    anything is read or recorded (the limits: herald_shared.http.BodyLimit, subscriptions' LARGER_BODIES)."""
+    acme = await platform.tenant("acme")
+    await acme.create_list()
+    padded = await acme.http.post("/v1/lists", json={"list_id": "big", "name": "x" * (1 << 20)})
+    assert padded.status_code == 413 and padded.headers["content-type"] == "application/problem+json"
+    assert padded.json()["detail"] == "this route takes at most 1,048,576 bytes of request body"
+    assert (await acme.http.get("/v1/lists/big")).status_code == 404
+    huge = await acme.http.post("/v1/lists/news/imports", content=b"email,consent_method,consent_at\n",
+                                headers={"Content-Type": "text/csv", "Content-Length": str((256 << 20) + 1)})
+    assert huge.status_code == 413
+    assert not [e for e in await platform.events() if isinstance(e, SubscriberAdded | ImportCompleted)]

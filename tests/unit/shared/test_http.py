@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+from fastapi import Request
 from pydantic import BaseModel
 
 from herald_shared.http import PROBLEM, api_app, problems
@@ -37,7 +40,8 @@ async def test_every_error_response_in_the_document_is_a_problem_document() -> N
                  for method, operation in operations.items() for code, response in operation["responses"].items()}
     errors = {key: r for key, r in responses.items() if key[2][0] in "45"}
     assert set(errors) == {("/things/{thing_id}", "get", "404"), ("/things/{thing_id}", "get", "422"),
-                           ("/things", "post", "400"), ("/things", "post", "409"), ("/things", "post", "422")}
+                           ("/things", "post", "400"), ("/things", "post", "409"), ("/things", "post", "413"),
+                           ("/things", "post", "422")}
     for response in errors.values():
         assert response["content"] == {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     schemas = document["components"]["schemas"]
@@ -57,3 +61,56 @@ async def test_invalid_requests_unknown_routes_and_wrong_methods_get_problems() 
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET, POST"
     async with app_with_routes() as client:
         assert (await client.put("/things/1")).headers["allow"] == "GET"
+
+
+def limited_app() -> tuple[httpx.AsyncClient, list[int]]:
+    """A route that reads its whole body (what it got is recorded), under a small default and a larger import."""
+    import herald_shared.http as http
+
+    handled: list[int] = []
+    original, http.MAX_BODY_BYTES = http.MAX_BODY_BYTES, 1000
+    try:
+        app = api_app("Test", "A test app.", larger_bodies={r"/lists/[^/]+/imports": 5000})
+    finally:
+        http.MAX_BODY_BYTES = original
+
+    @app.post("/things")
+    async def things(request: Request) -> dict[str, int]:
+        handled.append(len(await request.body()))
+        return {"bytes": handled[-1]}
+
+    @app.post("/lists/{list_id}/imports")
+    async def imports(list_id: str, request: Request) -> dict[str, int]:
+        handled.append(sum([len(chunk) async for chunk in request.stream()]))
+        return {"bytes": handled[-1]}
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test"), handled
+
+
+async def test_a_body_over_the_routes_limit_is_refused_413_before_the_route_handles_it() -> None:
+    http, handled = limited_app()
+    async with http:
+        assert (await http.post("/things", content=b"x" * 1000)).json() == {"bytes": 1000}
+        declared = await http.post("/things", content=b"x" * 1001)  # Content-Length says it at once
+        assert declared.status_code == 413 and declared.headers["content-type"] == PROBLEM
+        assert declared.json()["detail"] == "this route takes at most 1,000 bytes of request body"
+
+        async def chunks(n: int) -> Any:
+            for _ in range(n):
+                yield b"y" * 400
+
+        streamed = await http.post("/things", content=chunks(3))  # chunked: counted as it is read
+        assert streamed.status_code == 413 and streamed.json()["title"] == "body too large"
+        assert (await http.post("/lists/l1/imports", content=chunks(12))).json() == {"bytes": 4800}
+        assert (await http.post("/lists/l1/imports", content=chunks(13))).status_code == 413
+        assert (await http.post("/lists/l1/imports/x", content=b"x" * 1001)).status_code == 413  # whole path
+        assert handled == [1000, 4800]  # the refused bodies never reached a route whole
+
+
+async def test_every_route_that_takes_a_body_documents_413() -> None:
+    http = app_with_routes()
+    async with http:
+        document = (await http.get("/openapi.json")).json()
+    operations = [op for path in document["paths"].values() for op in path.values()]
+    assert all(("413" in op["responses"]) == ("requestBody" in op) for op in operations)
+    assert any("requestBody" in op for op in operations)
