@@ -10,6 +10,7 @@ while Kafka or MongoDB are away it is 451, so the sender keeps the mail and trie
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.message
 import hashlib
@@ -17,12 +18,14 @@ import html
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiosmtpd.smtp import SMTP
 from flufl.bounce import all_failures
 
 from herald_shared.contract import Event
@@ -46,6 +49,8 @@ from .store import DeliveryStore
 log = logging.getLogger(__name__)
 PRODUCER = "delivery"
 MAX_INBOUND_BYTES = 900_000  # below Kafka's default message size, so a dead-letter entry always fits
+# A report names one return path; a few more recipients are tolerated (forwarders), never a mailing list's worth.
+MAX_INBOUND_RECIPIENTS = 10
 SIGNED_MESSAGE_ID = re.compile(r"<([0-9a-fA-F-]{36}\.[a-z2-7]{16})@", re.IGNORECASE)
 TAGGED = re.compile(r"\b([bu]\+[0-9a-fA-F-]{36}\.[a-z2-7]{16})@", re.IGNORECASE)
 FEEDBACK_TYPES = {"abuse", "fraud", "virus", "not-spam", "other"}
@@ -316,6 +321,9 @@ class InboundHandler:
                           rcpt_options: list[str]) -> str:
         if address.rpartition("@")[2].lower() != self._bounce_domain:
             return f"550 5.1.2 this server only takes reports for {self._bounce_domain}"
+        if len(envelope.rcpt_tos) >= MAX_INBOUND_RECIPIENTS:
+            metrics.INBOUND.labels("too_many_recipients").inc()
+            return f"452 4.5.3 at most {MAX_INBOUND_RECIPIENTS} recipients a message"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -421,3 +429,47 @@ class InboundHandler:
                    ("herald.inbound.recipients", ",".join(recipients).encode()[:1000])]
         await self._producer.send_and_wait(topic, value=data, key=b"inbound", headers=headers)
         log.warning("inbound mail dead-lettered", extra={"reason": reason})
+
+
+class _Busy(asyncio.Protocol):
+    """A connection over the session limit: told to come back later (RFC 5321 4.2.3, 421), then closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(b"421 4.7.0 too many connections, try again later\r\n")
+        transport.close()
+
+
+class _CountedSMTP(SMTP):
+    """aiosmtpd's SMTP session, reporting its end to the factory that counts sessions."""
+
+    def __init__(self, *args: Any, ended: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ended = ended
+
+    def connection_lost(self, error: Exception | None) -> None:
+        try:
+            super().connection_lost(error)
+        finally:
+            self._ended()
+
+
+class InboundSessions:
+    """The inbound server's protocol factory: at most `limit` sessions at once (one more is answered 421 and
+    closed), each closed after `idle_seconds` without a command (aiosmtpd's timeout), messages of at most
+    MAX_INBOUND_BYTES (552) and MAX_INBOUND_RECIPIENTS (452, InboundHandler)."""
+
+    def __init__(self, handler: InboundHandler, hostname: str, limit: int, idle_seconds: float) -> None:
+        self._handler, self._hostname, self._limit, self._idle = handler, hostname, limit, idle_seconds
+        self.live = 0
+
+    def _ended(self) -> None:
+        self.live -= 1
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.live >= self._limit:
+            metrics.INBOUND.labels("refused_busy").inc()
+            return _Busy()
+        self.live += 1
+        return _CountedSMTP(self._handler, data_size_limit=MAX_INBOUND_BYTES, enable_SMTPUTF8=True,
+                            hostname=self._hostname, timeout=self._idle, ended=self._ended)

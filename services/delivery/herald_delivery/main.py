@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiosmtpd.smtp import SMTP as InboundSMTP
 from pydantic import Field
 
 from herald_shared.contract import Event
@@ -27,7 +26,7 @@ from herald_shared.settings import HeraldSettings
 from .completion import CampaignCompletion
 from .domain import RetryPolicy
 from .handlers import AudienceJobs, ControlHandler, GateBook
-from .inbound import MAX_INBOUND_BYTES, InboundHandler, ReportReader
+from .inbound import InboundHandler, InboundSessions, ReportReader
 from .queue import JobQueue
 from .render import DkimKey, MessageTokens, Renderer, RenderSettings
 from .sender import Sender, SenderConfig
@@ -74,6 +73,10 @@ class DeliverySettings(HeraldSettings):
     inbound_host: str = Field(default="127.0.0.1", alias="HERALD_INBOUND_SMTP_HOST")
     inbound_port: int = Field(default=2525, ge=0, alias="HERALD_INBOUND_SMTP_PORT",
                               description="Inbound SMTP for bounces and feedback reports; 0 turns it off.")
+    inbound_max_sessions: int = Field(default=100, ge=1, alias="HERALD_INBOUND_MAX_SESSIONS",
+                                      description="Inbound SMTP sessions at once; one more is answered 421.")
+    inbound_idle_seconds: float = Field(default=60.0, gt=0, alias="HERALD_INBOUND_IDLE_SECONDS",
+                                        description="An inbound session idle this long is closed.")
     dkim_keys_dir: Path | None = Field(default=None, alias="HERALD_DKIM_KEYS_DIR",
                                        description="Files <selector>._domainkey.<domain>.pem, one per domain.")
     dkim_default_domain: str | None = Field(default=None, alias="HERALD_DKIM_DEFAULT_DOMAIN",
@@ -223,8 +226,8 @@ class Delivery:
         if self.settings.inbound_port:
             loop = asyncio.get_running_loop()
             self._inbound_server = await loop.create_server(
-                lambda: InboundSMTP(self.inbound, data_size_limit=MAX_INBOUND_BYTES, enable_SMTPUTF8=True,
-                                    hostname=self.settings.bounce_domain),
+                InboundSessions(self.inbound, self.settings.bounce_domain, self.settings.inbound_max_sessions,
+                                self.settings.inbound_idle_seconds),
                 self.settings.inbound_host, self.settings.inbound_port)
         self._tasks = [asyncio.create_task(c.run(), name=c.name)
                        for c in (self.audience, self.confirmations, self.control)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 from typing import Any
@@ -119,3 +120,41 @@ async def test_open_pixel_and_click_redirect_record_engagement_and_refuse_forger
     click = next(e for e in events if isinstance(e, LinkClicked)).payload
     assert (str(click.url), click.link_index) == ("https://acme.example/blog", 1)
     assert len([e for e in events if isinstance(e, LinkClicked)]) == 1
+
+
+async def test_the_inbound_server_bounds_sessions_recipients_and_idle_time(start_delivery: Any) -> None:
+    """Over TCP to the running inbound server: a third session while two are open is told 421 and closed; an idle
+    session is closed after the idle time, and its place is free again; an 11th recipient is refused 452."""
+    running = await start_delivery(HERALD_INBOUND_MAX_SESSIONS=2, HERALD_INBOUND_IDLE_SECONDS=1.5)
+    port = running.service.settings.inbound_port
+
+    async def session() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return reader, writer, await asyncio.wait_for(reader.readline(), 5)
+
+    first, second = await session(), await session()
+    assert first[2].startswith(b"220") and second[2].startswith(b"220")
+    reader, writer, greeting = await session()
+    assert greeting.startswith(b"421 4.7.0")
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at once
+    writer.close()
+    idle_since = asyncio.get_running_loop().time()
+    for reader, writer, _ in (first, second):  # idle: closed by the server (aiosmtpd just closes) after 1.5 s
+        assert await asyncio.wait_for(reader.read(), 10) == b"" and reader.at_eof()
+        writer.close()
+    assert asyncio.get_running_loop().time() - idle_since >= 1.0
+    again = await eventually(session, lambda s: s[2].startswith(b"220"), within=5, what="a session accepted again")
+    again[1].close()
+
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=5)
+    await client.connect()
+    try:
+        await client.ehlo()
+        await client.mail("MAILER-DAEMON@mx.example.org")
+        for n in range(10):
+            assert (await client.rcpt(f"b+m{n}@{BOUNCE_DOMAIN}"))[0] == 250
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
+            await client.rcpt(f"b+m10@{BOUNCE_DOMAIN}")
+        assert refused.value.code == 452
+    finally:
+        await client.quit()
