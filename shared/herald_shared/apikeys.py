@@ -35,6 +35,13 @@ def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
+def _unmatchable_hash() -> str:
+    """A hash of the usual cost that no secret matches (its digest is not scrypt's output for any input we
+    could be sent: random bytes), verified against for unknown key ids."""
+    salt, digest = secrets.token_bytes(16), secrets.token_bytes(32)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
 def verify_secret(secret: str, encoded: str) -> bool:
     try:
         scheme, n, r, p, salt, digest = encoded.split("$")
@@ -46,6 +53,9 @@ def verify_secret(secret: str, encoded: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)
+
+
+_NO_SUCH_KEY = _unmatchable_hash()
 
 
 def new_api_key() -> tuple[str, str, str]:
@@ -99,6 +109,8 @@ class ApiKeyProjection(Projection):
         key_id, secret = parts
         doc = await self._keys.get(key_id)
         if not doc or doc.get("revoked_at") or "key_hash" not in doc:
+            # As slow as a wrong secret for a real key: the time of the answer tells no key id from another.
+            await asyncio.to_thread(verify_secret, secret, _NO_SUCH_KEY)
             return None
         # The stored document is read on every request, so a revocation takes effect at once; only the
         # slow hash is skipped for a secret this process already verified against the same stored hash.

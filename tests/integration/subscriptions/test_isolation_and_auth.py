@@ -52,3 +52,21 @@ async def test_requests_without_a_valid_key_are_refused(platform: Platform) -> N
     await eventually(lambda: platform.service.apikeys.authenticate(acme.key), lambda acc: acc is None,
                      what="revocation projected")
     assert (await acme.http.get("/v1/lists")).status_code == 401
+
+
+async def test_an_unknown_key_id_takes_as_long_to_refuse_as_a_wrong_secret(platform: Platform) -> None:
+    """No timing tells a valid key id from an invalid one: both verify a scrypt hash before answering 401."""
+    import time
+
+    acme = await platform.tenant("acme")
+    key_id = acme.key.removeprefix("hk_").split(".")[0]
+
+    async def refused_in(key: str) -> float:
+        started = time.perf_counter()
+        answer = await acme.http.get("/v1/lists", headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code == 401 and answer.json()["type"].endswith("/unauthorised")
+        return time.perf_counter() - started
+
+    wrong_secret = min([await refused_in(f"hk_{key_id}.wrong{n}") for n in range(3)])
+    unknown_id = min([await refused_in(f"hk_0000000000000000.wrong{n}") for n in range(3)])
+    assert unknown_id > wrong_secret / 3, (unknown_id, wrong_secret)
