@@ -5,6 +5,7 @@ and stops within 10 s on Ctrl-C (SIGINT)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -113,8 +114,9 @@ async def test_run_command_brings_up_the_topics_and_services_prints_where_and_st
     env = local_env(HERALD_TOPIC_PREFIX=run_prefix, HERALD_DATABASE_PREFIX=run_prefix.replace(".", "_"),
                     HERALD_RUN_BASE_PORT=str(port), HERALD_DEV_SMTP_PORT=str(dev_smtp),
                     HERALD_INBOUND_SMTP_PORT=str(inbound), HERALD_STAFF_TOKENS=f"rita={hash_secret(STAFF_TOKEN)}")
-    process = await asyncio.create_subprocess_exec(
-        ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    process = await asyncio.create_subprocess_exec(  # its own process group: nothing it starts outlives the test
+        ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True)
     sink.close()
     try:
         await eventually(lambda: _read(output), lambda text: "Herald is running" in text, within=180,
@@ -152,9 +154,13 @@ async def test_run_command_brings_up_the_topics_and_services_prints_where_and_st
         returncode = await asyncio.wait_for(process.wait(), timeout=30)
         stopped_after = time.monotonic() - asked
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        if process.returncode is None:  # the test failed midway: stop it as Ctrl-C would, then make sure
+            process.send_signal(signal.SIGINT)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), timeout=15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left (services, mailbox)
+        await process.wait()
     text = await _read(output)
     assert returncode == 0, text
     assert "stopped (the stack keeps running" in text
