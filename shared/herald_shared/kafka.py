@@ -108,13 +108,19 @@ def validate_record(record: ConsumerRecord[bytes, bytes], names: TopicNames) -> 
     return event
 
 
-def has_type(record: Any, wanted: frozenset[bytes]) -> bool:
-    """Whether a record's `type` header is one of these (True without the header: it is read to know). Any
-    record with aiokafka's `headers` (pairs of name and bytes): faust's messages carry them the same way."""
+def type_header(record: Any) -> bytes | None:
+    """A record's `type` header, None without one. Any record with aiokafka's `headers` (pairs of name and
+    bytes): faust's messages carry them the same way."""
     for key, value in record.headers or ():
         if key == "type":
-            return value in wanted
-    return True
+            return bytes(value)
+    return None
+
+
+def has_type(record: Any, wanted: frozenset[bytes]) -> bool:
+    """Whether a record's `type` header is one of these (True without the header: it is read to know)."""
+    found = type_header(record)
+    return found is None or found in wanted
 
 
 def type_name(cls: type[Event]) -> str:

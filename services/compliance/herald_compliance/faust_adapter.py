@@ -86,18 +86,11 @@ class ChangelogTable:
     def get(self, key: str) -> Any:
         return decode(self.data.get(key))
 
-    def raw(self, key: str) -> Any:
-        """The stored value as it is (JSON bytes, or what faust's recovery put there)."""
-        return self.data.get(key)
-
     def keys(self) -> list[str]:
         return list(self.data)
 
     def put(self, partition: int, key: str, value: Any) -> None:
-        self.put_raw(partition, key, json.dumps(value, separators=(",", ":")).encode())
-
-    def put_raw(self, partition: int, key: str, raw: bytes) -> None:
-        """Store JSON bytes the caller encoded."""
+        raw = json.dumps(value, separators=(",", ":")).encode()
         self.data[key] = raw
         self._pending[partition, key] = raw
 

@@ -35,6 +35,7 @@ from herald_shared.kafka import (
     EventPublisher,
     has_type,
     read_from_start,
+    type_header,
     type_name,
     validate_record,
 )
@@ -131,13 +132,10 @@ class Announcements:
         return ids
 
 
-def _type_header(record: Any) -> str:
+def _type_label(record: Any) -> str:
     """A record's `type` header when it names an event of the contract (a metric label: no unbounded values)."""
-    for key, value in record.headers or ():
-        if key == "type":
-            name = bytes(value).decode(errors="replace")
-            return name if name in EVENT_TYPES else "unknown"
-    return "unknown"
+    name = (type_header(record) or b"").decode(errors="replace")
+    return name if name in EVENT_TYPES else "unknown"
 
 
 def produced_at(message: Any) -> int | None:
@@ -237,7 +235,7 @@ class Processor:
         passed_over: Counter[tuple[str, str]] = Counter()
         for record in ordered:
             if not has_type(record, self._acted_on):
-                passed_over[self._base.get(record.topic, record.topic), _type_header(record)] += 1
+                passed_over[self._base.get(record.topic, record.topic), _type_label(record)] += 1
                 continue
             parsed = await self._parse(record)
             if parsed is not None:
