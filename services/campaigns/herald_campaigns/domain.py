@@ -563,7 +563,8 @@ def report_campaign(event: Event) -> str | None:
 def report_counts(event: Event) -> dict[str, int]:
     """Counter increments. `sent` is every message handed to a receiving server (accepted, or refused at SMTP
     time or given up after retries), the denominator of the rates, as compliance has it; `failed_later` are
-    accepted messages a report later said failed for good."""
+    accepted messages a report later said failed for good. An open or click delivery marked `automated` (a mail
+    scanner's) is counted apart, never as the reader's."""
     match event:
         case MessageSent():
             return {"sent": 1, "accepted": 1}
@@ -576,20 +577,21 @@ def report_counts(event: Event) -> dict[str, int]:
             return counts
         case ComplaintReceived(payload=p) if p.feedback_type != "not-spam":
             return {"complaints": 1}
-        case MessageOpened():
-            return {"opens_total": 1}
+        case MessageOpened(payload=p):
+            return {"opens_automated": 1} if p.automated else {"opens_total": 1}
         case LinkClicked(payload=p):
-            return {"clicks_total": 1, f"clicks_link_{p.link_index}": 1}
+            return {"clicks_automated": 1} if p.automated else {"clicks_total": 1, f"clicks_link_{p.link_index}": 1}
         case SubscriberUnsubscribed():
             return {"unsubscribes": 1}
     return {}
 
 
 def engagement(event: Event) -> tuple[str, str] | None:
-    """(counter, marker) of a first open or click of a message: counted once per message, however often."""
-    if isinstance(event, MessageOpened):
+    """(counter, marker) of a first open or click of a message: counted once per message, however often. A mail
+    scanner's (`automated`) is not the reader's: it neither counts nor takes the message's first."""
+    if isinstance(event, MessageOpened) and not event.payload.automated:
         return "opens_unique", f"o:{event.payload.message_id}"
-    if isinstance(event, LinkClicked):
+    if isinstance(event, LinkClicked) and not event.payload.automated:
         return "clicks_unique", f"c:{event.payload.message_id}"
     return None
 
@@ -609,8 +611,10 @@ def report(counts: dict[str, int]) -> dict[str, object]:
 
     return {
         "sent": sent, "delivered": counts.get("accepted", 0) - counts.get("failed_later", 0), "bounces": bounces,
-        "opens": {"unique": counts.get("opens_unique", 0), "total": counts.get("opens_total", 0)},
+        "opens": {"unique": counts.get("opens_unique", 0), "total": counts.get("opens_total", 0),
+                  "automated": counts.get("opens_automated", 0)},
         "clicks": {"unique": counts.get("clicks_unique", 0), "total": counts.get("clicks_total", 0),
+                   "automated": counts.get("clicks_automated", 0),
                    "per_link": [{"link_index": i, "clicks": n} for i, n in per_link]},
         "complaints": counts.get("complaints", 0), "unsubscribes": counts.get("unsubscribes", 0),
         "rates": {"hard_bounce_rate": rate(bounces["hard"]), "block_rate": rate(bounces["block"]),

@@ -1,4 +1,5 @@
-"""Pure rules of delivery: message identity, the sending gates, SMTP outcomes and the retry policy.
+"""Pure rules of delivery: message identity, the sending gates, SMTP outcomes, the retry policy, and which
+tracking hits a machine made.
 
 No I/O here. The sending gates are a fold over billing, compliance and campaign events; the sender asks
 `closed_gate` before every message, and the retry policy decides when a deferred message is tried again.
@@ -515,3 +516,38 @@ class TokenBucket:
         self.updated = now
         self.tokens -= 1
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+# Tracking hits made by machines (issue 20, "Tracking"): mail scanners fetch a message's images and follow its
+# links before, or instead of, the reader. Such a hit gets the same image or redirect as any other; its event is
+# marked so that reports leave it out of opens and clicks.
+#
+# Each entry is the name of a mail scanner, matched case-insensitively anywhere in the user agent: a fetch that
+# names the scanner is its. A reader's browser or mail client never carries these names, so a match never marks
+# a person; a scanner that poses as a browser is not caught (nothing in the request tells it apart).
+SCANNER_USER_AGENTS: tuple[str, ...] = (
+    "barracuda",  # Barracuda Email Protection: Link Protection and intent analysis follow a message's links
+    "mimecast",  # Mimecast URL Protect: scans the targets of the links it rewrites
+    "proofpoint",  # Proofpoint URL Defense: sandboxes the targets of the links it rewrites
+    "symantec",  # Symantec (now Broadcom) Email Security.cloud: scans the links of the mail it filters
+    "bingpreview",  # Microsoft's BingPreview: fetches linked pages to preview and check them
+)
+# Not scanners, on purpose:
+# - GoogleImageProxy (Gmail) and YahooMailProxy (Yahoo Mail) fetch images when the reader opens the message,
+#   on their behalf: a person's open. ua-parser calls YahooMailProxy a spider (the event's device "bot"), so the
+#   device is not a signal here. Outlook's own user agents ("Microsoft Office", "Outlook") are the reader's too.
+# - Apple Mail Privacy Protection loads images through Apple's proxies with a generic user agent whether or not
+#   the message is read; nothing in the request tells it apart, so it is not claimed.
+# - A HEAD request (a link checker's) is not answered by the tracking routes (405): it records nothing.
+# - Timing (a hit seconds after sending): the send time is only in the ledger, under message and attempt (which
+#   a hit does not know), the pixel reads nothing today, and a reader with the mail open can open it on arrival.
+NO_USER_AGENT = "no_user_agent"
+
+
+def automated_reason(user_agent: str | None) -> str | None:
+    """Why a tracking hit was made by a machine rather than the reader, or None: `no_user_agent` (every browser
+    and mail client sends one; scripts and scanners may not), or `scanner:<name>` for a known mail scanner."""
+    if user_agent is None or not user_agent.strip():
+        return NO_USER_AGENT
+    lowered = user_agent.lower()
+    return next((f"scanner:{name}" for name in SCANNER_USER_AGENTS if name in lowered), None)

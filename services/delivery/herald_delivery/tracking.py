@@ -1,7 +1,8 @@
 """Tracking endpoints: the open pixel (MessageOpened) and click redirects (LinkClicked).
 
 A click token names the campaign's link by index, never a URL: the redirect goes only to a URL that is
-in the campaign's content, so the endpoint can't be used as an open redirect.
+in the campaign's content, so the endpoint can't be used as an open redirect. A hit a mail scanner made
+(`domain.automated_reason`) gets the same image or redirect; only its event is marked `automated`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from ua_parser import parse as parse_user_agent
 
-from herald_shared.contract import Event
 from herald_shared.contract.delivery import LinkClicked, MessageOpened
 from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
 
-from . import metrics
+from . import domain, metrics
 from .render import MessageTokens
 from .store import DeliveryStore
 
@@ -51,6 +51,12 @@ def client_context(ip: str | None, user_agent: str | None) -> dict[str, Any]:
     return context
 
 
+def engagement(ip: str | None, user_agent: str | None) -> dict[str, Any]:
+    """The payload fields of an open or click besides its message: the client, and the machine mark."""
+    reason = domain.automated_reason(user_agent)
+    return {"client": client_context(ip, user_agent), "automated": reason is not None, "automated_reason": reason}
+
+
 def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: EventPublisher,
                    trust_forwarded_for: bool = False) -> APIRouter:
     router = APIRouter(tags=["tracking"])
@@ -65,7 +71,10 @@ def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: Event
         return {"message_id": claim["m"], "kind": "campaign", "campaign_id": claim.get("c"),
                 "subscriber_id": claim.get("s")}
 
-    async def record(kind: str, event: Event) -> None:
+    def hit(request: Request) -> dict[str, Any]:
+        return engagement(client_ip(request), request.headers.get("user-agent"))
+
+    async def record(kind: str, event: MessageOpened | LinkClicked) -> None:
         """The reader always gets the image or the redirect; a hit that cannot be published is logged and
         counted (engagement is statistics, not worth a broken email)."""
         try:
@@ -74,7 +83,7 @@ def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: Event
             log.exception("tracking hit not recorded", extra={"kind": kind})
             metrics.TRACKING.labels(kind, "not_recorded").inc()
             return
-        metrics.TRACKING.labels(kind, "recorded").inc()
+        metrics.TRACKING.labels(kind, "recorded_automated" if event.payload.automated else "recorded").inc()
 
     @router.get("/t/o/{token}", response_class=Response, responses={
         200: {"description": "The 1x1 GIF, always (an unreadable token is counted, not recorded).",
@@ -88,8 +97,7 @@ def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: Event
         else:
             await record("open", MessageOpened(
                 account_id=claim["a"], producer="delivery",
-                payload={**ref(claim), "client": client_context(client_ip(request),
-                                                                request.headers.get("user-agent"))}))
+                payload={**ref(claim), **hit(request)}))
         return Response(PIXEL, media_type="image/gif",
                         headers={"Cache-Control": "no-store, no-cache, must-revalidate, private"})
 
@@ -113,8 +121,7 @@ def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: Event
         url = links[index]
         await record("click", LinkClicked(
             account_id=claim["a"], producer="delivery",
-            payload={**ref(claim), "url": url, "link_index": index,
-                     "client": client_context(client_ip(request), request.headers.get("user-agent"))}))
+            payload={**ref(claim), "url": url, "link_index": index, **hit(request)}))
         return RedirectResponse(url, status_code=302)
 
     return router

@@ -101,8 +101,21 @@ class ClientContext(Payload):
                                                                                   default=None)
 
 
-class MessageOpenedPayload(MessageRef):
+class EngagementPayload(MessageRef):
+    """An open or a click: who asked, and whether a machine rather than the reader did."""
+
     client: ClientContext
+    automated: bool = Field(default=False, description=(
+        "Made by a machine, not the reader: a mail scanner fetching the image or following the link (known by "
+        "its user agent), or a request with no user agent. It got the same image or redirect; reports count it "
+        "apart from the readers' opens and clicks. False on events from before the mark existed."))
+    automated_reason: Annotated[str, StringConstraints(max_length=100)] | None = Field(default=None, description=(
+        "Why it is marked: `no_user_agent`, or `scanner:<name>` (e.g. scanner:proofpoint); null when "
+        "`automated` is false."))
+
+
+class MessageOpenedPayload(EngagementPayload):
+    pass
 
 
 class MessageOpened(DeliveryEvent):
@@ -110,10 +123,9 @@ class MessageOpened(DeliveryEvent):
     payload: MessageOpenedPayload
 
 
-class LinkClickedPayload(MessageRef):
+class LinkClickedPayload(EngagementPayload):
     url: AnyHttpUrl
     link_index: Annotated[int, Field(ge=0)]
-    client: ClientContext
 
 
 class LinkClicked(DeliveryEvent):

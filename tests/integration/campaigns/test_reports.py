@@ -1,6 +1,6 @@
 """A campaign's report on the real stack, from delivery's and subscriptions' events published as those services
-publish them: counts by kind and class, unique and total engagement, exact when events are redelivered, and
-no answer ever says who complained."""
+publish them: counts by kind and class, unique and total engagement (a mail scanner's apart), exact when events
+are redelivered, and no answer ever says who complained."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from tests.conftest import eventually
 from .conftest import Platform, draft
 
 CLIENT = {"ip": "198.51.100.7", "user_agent": "Mozilla/5.0"}
+SCANNER = {"client": {"ip": "203.0.113.5", "user_agent": "Barracuda Sentinel (EE)"}, "automated": True,
+           "automated_reason": "scanner:barracuda"}
 COMPLAINER = "s5"
 
 
@@ -51,6 +53,9 @@ def delivery_events() -> list[Event]:
         LinkClicked(**env, payload={**ref(0), "url": "https://acme.example/a", "link_index": 0, "client": CLIENT}),
         LinkClicked(**env, payload={**ref(0), "url": "https://acme.example/a", "link_index": 0, "client": CLIENT}),
         LinkClicked(**env, payload={**ref(4), "url": "https://acme.example/b", "link_index": 1, "client": CLIENT}),
+        # A mail scanner's (delivery marked them automated): counted apart, and message 2 stays unopened.
+        MessageOpened(**env, payload={**ref(2), **SCANNER}),
+        LinkClicked(**env, payload={**ref(2), "url": "https://acme.example/b", "link_index": 1, **SCANNER}),
         ComplaintReceived(**env, payload={**ref(5), "feedback_type": "abuse", "reporting_domain": "isp.example"}),
         # Not this campaign's: a confirmation email, and another campaign's message.
         MessageSent(**env, payload={**ref(20, kind="confirmation"), "recipient_domain": "example.org",
@@ -67,9 +72,9 @@ def delivery_events() -> list[Event]:
 
 EXPECTED = {"campaign_id": "c1", "status": "draft", "sent": 11, "delivered": 8,
             "bounces": {"hard": 1, "soft": 1, "block": 1, "undetermined": 1},
-            "opens": {"unique": 2, "total": 3},
-            "clicks": {"unique": 2, "total": 3, "per_link": [{"link_index": 0, "clicks": 2},
-                                                             {"link_index": 1, "clicks": 1}]},
+            "opens": {"unique": 2, "total": 3, "automated": 1},
+            "clicks": {"unique": 2, "total": 3, "automated": 1, "per_link": [{"link_index": 0, "clicks": 2},
+                                                                             {"link_index": 1, "clicks": 1}]},
             "complaints": 1, "unsubscribes": 1,
             "rates": {"hard_bounce_rate": 1 / 11, "block_rate": 1 / 11, "abuse_rate": 1 / 11,
                       "unsubscribe_rate": 1 / 11}}

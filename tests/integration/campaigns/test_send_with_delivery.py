@@ -1,6 +1,6 @@
 """The campaigns API and delivery together on the real stack: a campaign written, submitted and queued through
 the API is sent by delivery to a real SMTP server (the development mailbox), its report counts what delivery
-published, and a cancellation mid-send stops delivery."""
+published (a mail scanner's opens and clicks apart), and a cancellation mid-send stops delivery."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ from email import message_from_bytes, policy
 from typing import Any
 
 from herald_shared.contract.campaigns import CampaignCompleted
-from herald_shared.contract.delivery import MessageSent
+from herald_shared.contract.delivery import LinkClicked, MessageSent
 from tests.conftest import eventually
-from tests.integration.delivery.conftest import World, relay, start_delivery, world  # noqa: F401 (fixtures)
+from tests.integration.delivery.conftest import (  # noqa: F401 (fixtures)
+    World,
+    relay,
+    start_delivery,
+    tracking_paths,
+    world,
+)
 
 from .conftest import Platform, draft
 
@@ -67,3 +73,42 @@ async def test_a_campaign_from_the_api_is_sent_reported_and_cancelled_mid_send(
                                                  "bounced": 0, "failed": 0}
     assert (await acme.http.get("/v1/campaigns/c1")).json()["status"] == "cancelled"
 
+
+
+async def test_a_mail_scanners_click_is_marked_and_the_report_counts_only_the_readers(
+        platform: Platform, start_delivery: Any, relay: Any, world: World) -> None:  # noqa: F811
+    """Issue 20: a scanner following the same message's link gets the same redirect, but its LinkClicked is
+    marked `automated` and the report counts it apart, so it neither inflates clicks nor takes the reader's
+    first click of the message."""
+    await world.open_account("acc-scan")
+    await world.add_list("acc-scan", "news", [("s1", "reader@example.org")])
+    acme = await platform.tenant("acc-scan", account="paid")
+    await eventually(lambda: platform.service.service.store.list_info("acc-scan", "news"), bool, what="list")
+    running = await start_delivery()
+    html = '<p>Hello!</p><p><a href="https://acme.example/sale">Sale</a></p>'
+    created = await acme.http.post("/v1/campaigns", json={**draft(html_body=html), "campaign_id": "c1"})
+    assert created.status_code == 201, created.text
+    assert (await acme.http.post("/v1/campaigns/c1/submission", json={})).status_code == 200
+    await eventually(relay.mailed, lambda r: len(r) == 1, within=60, what="delivery sending the campaign")
+    pixel, [click] = tracking_paths(relay.received[0].data)
+    scanner = {"User-Agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Proofpoint URL Defense"}
+    reader = {"User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148"}
+    # The scanner comes first, as it does: at delivery, before the reader.
+    for headers in (scanner, reader):
+        assert (await running.http.get(pixel, headers=headers)).status_code == 200
+        redirect = await running.http.get(click, headers=headers)
+        assert redirect.status_code == 302 and redirect.headers["location"] == "https://acme.example/sale"
+    events = await world.wait_for(lambda es: len([e for e in es if isinstance(e, LinkClicked)]) == 2, "two clicks")
+    clicks = [e.payload for e in events if isinstance(e, LinkClicked)]
+    assert [(c.automated, c.automated_reason) for c in clicks] == [(True, "scanner:proofpoint"), (False, None)]
+    assert clicks[0].message_id == clicks[1].message_id
+
+    async def report() -> dict[str, Any]:
+        return (await acme.http.get("/v1/campaigns/c1/report")).json()  # type: ignore[no-any-return]
+
+    counted = await eventually(report, lambda r: r["clicks"]["automated"] == 1 and r["clicks"]["total"] == 1
+                               and r["opens"]["automated"] == 1 and r["opens"]["total"] == 1,
+                               what="the report counting both hits")
+    assert counted["opens"] == {"unique": 1, "total": 1, "automated": 1}
+    assert counted["clicks"] == {"unique": 1, "total": 1, "automated": 1,
+                                 "per_link": [{"link_index": 0, "clicks": 1}]}

@@ -15,7 +15,7 @@ from herald_shared.kafka import DLQ_REASON, read_from_start
 from tests.conftest import eventually
 from tests.samples import campaign_queued
 
-from .conftest import BOUNCE_DOMAIN, World, dsn, mail_inbound
+from .conftest import BOUNCE_DOMAIN, World, dsn, mail_inbound, tracking_paths
 
 HTML = "<p>Hi</p><a href='https://acme.example/sale'>Sale</a> <a href=\"https://acme.example/blog\">Blog</a>"
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -120,6 +120,57 @@ async def test_open_pixel_and_click_redirect_record_engagement_and_refuse_forger
     click = next(e for e in events if isinstance(e, LinkClicked)).payload
     assert (str(click.url), click.link_index) == ("https://acme.example/blog", 1)
     assert len([e for e in events if isinstance(e, LinkClicked)]) == 1
+
+
+async def test_a_mail_scanner_gets_the_same_pixel_and_redirect_and_its_hits_are_marked_automated(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """Issue 20: prefetches by mail scanners are marked, so they neither inflate reports nor count as a reader."""
+    running, _ = await sent_campaign(start_delivery, relay, world)
+    pixel, clicks = tracking_paths(relay.received[0].data)
+    scanner = {"User-Agent": "Mozilla/5.0 (compatible; Barracuda Sentinel)"}
+    human_open = await running.http.get(pixel, headers={"User-Agent": IPHONE})
+    for headers in (scanner, {"User-Agent": ""}):
+        scanner_open = await running.http.get(pixel, headers=headers)
+        assert (scanner_open.status_code, scanner_open.content, scanner_open.headers["content-type"]) == (
+            human_open.status_code, human_open.content, human_open.headers["content-type"])
+    # A link checker's HEAD is not answered, and records nothing (the GET after it proves nothing came before).
+    assert (await running.http.head(clicks[0], headers=scanner)).status_code == 405
+    scanner_click = await running.http.get(clicks[0], headers=scanner)
+    human_click = await running.http.get(clicks[0], headers={"User-Agent": IPHONE})
+    assert scanner_click.status_code == human_click.status_code == 302
+    assert scanner_click.headers["location"] == human_click.headers["location"] == "https://acme.example/sale"
+
+    def engagement(es: list[Any]) -> list[Any]:
+        return [e for e in es if isinstance(e, MessageOpened | LinkClicked)]
+
+    events = engagement(await world.wait_for(lambda es: len(engagement(es)) >= 5, "five hits recorded"))
+    assert [(type(e).__name__, e.payload.automated, e.payload.automated_reason) for e in events] == [
+        ("MessageOpened", False, None), ("MessageOpened", True, "scanner:barracuda"),
+        ("MessageOpened", True, "no_user_agent"), ("LinkClicked", True, "scanner:barracuda"),
+        ("LinkClicked", False, None)]
+    assert len({e.payload.message_id for e in events}) == 1
+
+
+async def test_the_click_redirect_goes_only_to_a_link_the_campaign_contains(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """A token names a link of the campaign by index, never a URL: even a validly signed token cannot make the
+    redirect go anywhere else (no open redirect)."""
+    running, sent = await sent_campaign(start_delivery, relay, world)
+    message = sent[0].payload
+    claim = {"a": "acme", "m": message.message_id, "c": "c1", "s": message.subscriber_id}
+    sign = running.service.tokens.tracking_token
+    for forged in ({**claim, "i": 2}, {**claim, "i": -1}, {**claim, "c": "c2", "i": 0}, {**claim, "a": "rival", "i": 0},
+                   {**claim, "i": "https://evil.example/"}):
+        refused = await running.http.get(f"/t/c/{sign(forged)}")
+        assert refused.status_code == 404 and "location" not in refused.headers, forged
+    for index, url in enumerate(("https://acme.example/sale", "https://acme.example/blog")):
+        # A URL slipped into the claim is ignored: the redirect goes to the campaign's link of that index.
+        found = await running.http.get(f"/t/c/{sign({**claim, 'i': index, 'u': 'https://evil.example/'})}")
+        assert found.status_code == 302 and found.headers["location"] == url
+    # Recorded in order: had a refused token been recorded, it would be read before these two.
+    events = await world.wait_for(lambda es: len([e for e in es if isinstance(e, LinkClicked)]) >= 2, "clicks")
+    assert sorted(str(e.payload.url) for e in events if isinstance(e, LinkClicked)) == [
+        "https://acme.example/blog", "https://acme.example/sale"]
 
 
 async def test_the_inbound_server_bounds_sessions_recipients_and_idle_time(start_delivery: Any) -> None:

@@ -104,14 +104,32 @@ def test_what_each_event_adds_to_its_campaigns_report() -> None:
     assert domain.report_campaign(sent) == "c1" and domain.report_campaign(notice) is None
 
 
+def test_a_mail_scanners_open_or_click_is_counted_apart_and_never_as_the_readers_first() -> None:
+    """Issue 20: opens and clicks marked `automated` (mail-scanner prefetches) do not inflate reports."""
+    from tests.samples import sample
+
+    mark = {"automated": True, "automated_reason": "scanner:barracuda"}
+    opened, clicked = (sample(t) for t in ("MessageOpened", "LinkClicked"))
+    scanner_open, scanner_click = (e.model_copy(update={"payload": e.payload.model_copy(update=mark)})  # type: ignore[attr-defined]
+                                   for e in (opened, clicked))
+    assert domain.report_counts(scanner_open) == {"opens_automated": 1}
+    assert domain.report_counts(scanner_click) == {"clicks_automated": 1}
+    assert domain.engagement(scanner_open) is None and domain.engagement(scanner_click) is None
+    assert domain.engagement(clicked) == ("clicks_unique", f"c:{clicked.payload.message_id}")  # type: ignore[attr-defined]
+    out = domain.report({"opens_automated": 3, "clicks_automated": 2, "clicks_total": 1, "clicks_unique": 1,
+                         "clicks_link_0": 1})
+    assert out["opens"] == {"unique": 0, "total": 0, "automated": 3}
+    assert out["clicks"] == {"unique": 1, "total": 1, "automated": 2, "per_link": [{"link_index": 0, "clicks": 1}]}
+
+
 def test_a_report_gives_counts_and_rates_of_what_was_handed_over_and_never_who() -> None:
     counts = {"sent": 200, "accepted": 190, "failed_later": 4, "bounced_hard": 10, "bounced_block": 4,
               "opens_unique": 50, "opens_total": 80, "clicks_unique": 20, "clicks_total": 30, "clicks_link_1": 10,
               "clicks_link_0": 20, "complaints": 1, "unsubscribes": 2}
     out = domain.report(counts)
     assert (out["sent"], out["delivered"]) == (200, 186)
-    assert out["clicks"] == {"unique": 20, "total": 30, "per_link": [{"link_index": 0, "clicks": 20},
-                                                                     {"link_index": 1, "clicks": 10}]}
+    assert out["clicks"] == {"unique": 20, "total": 30, "automated": 0,
+                             "per_link": [{"link_index": 0, "clicks": 20}, {"link_index": 1, "clicks": 10}]}
     assert out["rates"] == {"hard_bounce_rate": 0.05, "block_rate": 0.02, "abuse_rate": 0.005,
                             "unsubscribe_rate": 0.01}
     assert domain.report({})["rates"] == {"hard_bounce_rate": None, "block_rate": None, "abuse_rate": None,

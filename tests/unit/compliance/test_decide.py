@@ -21,7 +21,7 @@ from herald_compliance.domain import (
 )
 from herald_shared.contract import EVENT_TYPES, Event
 from herald_shared.contract.compliance import AccountReinstated, AccountSuspended, AccountWarned
-from herald_shared.contract.delivery import MessageBounced, MessageOpened, MessageSent
+from herald_shared.contract.delivery import LinkClicked, MessageBounced, MessageOpened, MessageSent
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -94,6 +94,8 @@ def test_every_event_the_rules_read_is_acted_on_and_no_other_event_changes_anyth
     opened = MessageOpened(**env(), payload={"message_id": "c1-m1", "campaign_id": "c1", "subscriber_id": "s1",
                                              "list_id": "l1", "client": {"device": "mobile"}})
     assert MessageOpened not in ACTED_ON and facts_of(opened) == []
+    # Opens and clicks (a mail scanner's among them: issue 20) never reach the suspension rules.
+    assert LinkClicked not in ACTED_ON
     account = Account()
     before = account.state.to_json()
     decision = account.decide(opened)
