@@ -100,14 +100,14 @@ async def producer(settings: HeraldSettings) -> AsyncIterator[AIOKafkaProducer]:
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], until: Callable[[T], bool], *, within: float = 30.0,
-                     what: str = "condition") -> T:
-    """Poll `probe` until `until(result)` holds; fail with the last result at the deadline."""
+                     what: str = "condition", every: float = 0.1) -> T:
+    """Poll `probe` every `every` seconds until `until(result)` holds; fail with the last result at the deadline."""
     deadline = time.monotonic() + within
     result = await probe()
     while not until(result):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}; last value: {result!r}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(every)
         result = await probe()
     return result
 

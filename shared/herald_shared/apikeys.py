@@ -16,6 +16,7 @@ from .contract import Event
 from .contract.billing import ApiKeyIssued, ApiKeyRevoked
 from .mongo import Document, Projection, UpdateOne, WriteOp
 from .readmodel import KeyedReader
+from .throttle import CredentialAttempts
 
 KEY_PREFIX = "hk_"
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -72,19 +73,32 @@ def split_api_key(key: str) -> tuple[str, str] | None:
     return (key_id, secret) if key_id and secret else None
 
 
+def key_id_of(key: str) -> str | None:
+    """The key id a presented key names (`hk_<key id>.`), whether or not such a key exists."""
+    parts = split_api_key(key)
+    return parts[0] if parts is not None else None
+
+
 class ApiKeyProjection(Projection):
-    """api_keys: one document per key; a key is active while it has no `revoked_at`."""
+    """api_keys: one document per key; a key is active while it has no `revoked_at`. It also holds what this
+    process knows of requests' keys: the secrets it verified, and the failed attempts (`attempts`: the throttle
+    `herald_shared.http.api_key_account` applies; strict by default, HeraldSettings.api_key_attempts from the
+    service's settings)."""
 
     collections = ("api_keys",)
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], attempts: CredentialAttempts | None = None) -> None:
         super().__init__(db)
+        self.attempts = attempts if attempts is not None else CredentialAttempts.api_keys()
         self._verified: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._keys = KeyedReader(db["api_keys"])  # requests' look-ups share queries
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         if isinstance(event, ApiKeyIssued):
             issued = event.payload
+            # Failures on a key id before its key was projected here were its owner's, using it a moment too soon
+            # (ids are random: nobody else knew it); they must not keep the new key throttled.
+            self.attempts.forget(issued.key_id)
             # $set of issue fields never touches revoked_at: re-applying an old issue cannot un-revoke.
             return [("api_keys", UpdateOne({"_id": issued.key_id}, {"$set": {
                 "account_id": event.account_id, "key_hash": issued.key_hash, "label": issued.label,
@@ -101,14 +115,19 @@ class ApiKeyProjection(Projection):
         await self.db["api_keys"].delete_many({"account_id": account_id})
         self._verified.clear()
 
-    async def authenticate(self, key: str) -> str | None:
-        """The account a presented key belongs to, or None (unknown, revoked, malformed or wrong secret)."""
+    async def authenticate(self, key: str, *, remembered_only: bool = False) -> str | None:
+        """The account a presented key belongs to, or None (unknown, revoked, malformed or wrong secret).
+        `remembered_only`: accept only a secret this process already verified against the key's current hash,
+        and run no scrypt at all (what a throttled key id gets: its owner's clients keep working, guesses cost
+        nothing)."""
         parts = split_api_key(key)
         if parts is None:
             return None
         key_id, secret = parts
         doc = await self._keys.get(key_id)
         if not doc or doc.get("revoked_at") or "key_hash" not in doc:
+            if remembered_only:
+                return None
             # As slow as a wrong secret for a real key: the time of the answer tells no key id from another.
             await asyncio.to_thread(verify_secret, secret, _NO_SUCH_KEY)
             return None
@@ -120,6 +139,8 @@ class ApiKeyProjection(Projection):
         if known is not None and hmac.compare_digest(known, fingerprint):
             self._verified.move_to_end(remembered)
             return str(doc["account_id"])
+        if remembered_only:
+            return None
         # scrypt takes tens of milliseconds of CPU by design: off the event loop.
         if not await asyncio.to_thread(verify_secret, secret, doc["key_hash"]):
             return None

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI, Request, Response, Security
@@ -19,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 
-from .apikeys import ApiKeyProjection
+from .apikeys import key_id_of
+from .metrics import API_KEY_REFUSALS
 from .rules import RuleRefused
+from .throttle import CredentialAttempts, Refusal
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 PROBLEM = "application/problem+json"
@@ -52,6 +55,7 @@ PROBLEM_STATUSES = {
     404: "No such resource in this account.",
     409: "The request conflicts with the resource's current state.",
     413: "The request body is larger than this route takes.",
+    414: "The request target (path and query) is longer than any route takes.",
     415: "The request body is not of a media type this route takes.",
     421: "Another worker holds this resource; ask that one.",
     422: "The request is not valid; `errors` says where.",
@@ -76,6 +80,9 @@ def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
                          "status": status, "detail": detail, **extra}, status_code=status, media_type=PROBLEM)
 
 
+NO_VALID_KEY = "a valid API key of the account is required (Authorization: Bearer hk_... or X-API-Key)"
+
+
 class Unauthorised(Exception):
     """No valid credentials; answered 401 with a `WWW-Authenticate: Bearer` challenge."""
 
@@ -84,23 +91,64 @@ class Unauthorised(Exception):
         self.detail = detail
 
 
-def api_key_account(apikeys: ApiKeyProjection) -> Callable[..., Awaitable[str]]:
+class TooManyAttempts(Exception):
+    """Refused by a throttle without being checked; answered 429 with Retry-After."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(f"too many failed attempts; retry in {refusal.retry_after} s")
+        self.refusal = refusal
+
+
+class ApiKeys(Protocol):
+    """What api_key_account needs of the API keys (herald_shared.apikeys.ApiKeyProjection)."""
+
+    attempts: CredentialAttempts
+
+    async def authenticate(self, key: str, *, remembered_only: bool = False) -> str | None: ...
+
+
+def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+                    ) -> Callable[..., Awaitable[str]]:
     """A dependency answering the account of the request's API key. The key comes in `Authorization: Bearer`
-    or `X-API-Key`; when both are sent, Authorization wins and X-API-Key is not looked at."""
+    or `X-API-Key`; when both are sent, Authorization wins and X-API-Key is not looked at.
+
+    Failed attempts are throttled (`apikeys.attempts`), and a throttled attempt is answered 429 with Retry-After
+    before any scrypt work:
+    - per client address: while it is throttled, everything from it is refused, whatever key it sends;
+    - per key id (`hk_<key id>.`, counted alike whether such a key exists or not, so the answer tells no key id
+      from another): while it is throttled, a secret this process has already verified for the key is still
+      accepted, so guessing on a key id does not lock its owner out; any other secret is refused 429 unchecked
+      (a process that has not verified the owner's key since it started refuses it too, until the window passes).
+      A key id's failures are forgotten when its key is issued (ApiKeyProjection.apply): a new key used a moment
+      before it was projected is not locked out.
+    Only attempts that were checked and failed count (401); a request without a key costs nothing and does not."""
     bearer = HTTPBearer(auto_error=False, scheme_name="ApiKeyBearer",
                         description="An API key of the account: `Authorization: Bearer hk_...`.")
     header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader",
                           description="The same API key in `X-API-Key` (used only without Authorization).")
 
     # Defaults, not Annotated: this module's annotations are strings, and `bearer` is local.
-    async def account(credentials: HTTPAuthorizationCredentials | None = Security(bearer),  # noqa: B008
+    async def account(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer),  # noqa: B008
                       x_api_key: str | None = Security(header)) -> str:
         key = credentials.credentials if credentials is not None else x_api_key
-        account_id = await apikeys.authenticate(key) if key else None
-        if account_id is None:
-            raise Unauthorised("a valid API key of the account is required (Authorization: Bearer hk_... or "
-                               "X-API-Key)")
-        return account_id
+        address = request.client.host if request.client else None
+        key_id = key_id_of(key) if key else None
+        now = clock()
+        refusal = apikeys.attempts.refusal(address, key_id, now)
+        if refusal is not None and refusal.reason == "throttled_ip":
+            API_KEY_REFUSALS.labels(refusal.reason).inc()
+            raise TooManyAttempts(refusal)
+        if not key:
+            raise Unauthorised(NO_VALID_KEY)
+        account_id = await apikeys.authenticate(key, remembered_only=refusal is not None)
+        if account_id is not None:
+            return account_id
+        if refusal is not None:
+            API_KEY_REFUSALS.labels(refusal.reason).inc()
+            raise TooManyAttempts(refusal)
+        apikeys.attempts.failed(address, key_id, now)
+        API_KEY_REFUSALS.labels("bad_key").inc()
+        raise Unauthorised(NO_VALID_KEY)
 
     return account
 
@@ -161,15 +209,40 @@ class BodyLimit:
         await response({"type": "http"}, receive, send)
 
 
+MAX_TARGET_BYTES = 8 << 10  # a request's path and query, as sent (percent-encoded)
+
+
+class TargetLimit:
+    """ASGI middleware: a request whose target (path and query string, as sent) is longer than `limit` bytes is
+    answered 414 (a problem document) before any routing. No route takes anything near it (ids are at most 128
+    characters); it bounds what a server must hold and parse for parameters no route declares."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope.get("raw_path") or scope["path"].encode()
+            query = scope.get("query_string", b"")
+            if len(path) + (len(query) + 1 if query else 0) > self.limit:
+                response = problem(414, "uri_too_long", f"the request target (path and query) takes at most "
+                                                        f"{self.limit:,} bytes")
+                await response({"type": "http"}, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def api_app(title: str, description: str, version: str = "1.0.0",
             larger_bodies: Mapping[str, int] | None = None) -> FastAPI:
     """A service's FastAPI app: errors are problem documents (invalid requests, unknown routes, refused
     credentials), and its OpenAPI document says so for every error status its routes declare. Request bodies
     are limited to MAX_BODY_BYTES, or for paths matching a `larger_bodies` pattern (a regular expression over the
-    whole path) to its limit; a larger body is refused 413."""
+    whole path) to its limit; a larger body is refused 413. A request target (path and query) longer than
+    MAX_TARGET_BYTES is refused 414."""
     app = FastAPI(title=title, version=version, description=description)
     app.add_middleware(BodyLimit, default=MAX_BODY_BYTES,
                        larger=[(re.compile(pattern), limit) for pattern, limit in (larger_bodies or {}).items()])
+    app.add_middleware(TargetLimit, limit=MAX_TARGET_BYTES)  # added last: runs first
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -205,6 +278,12 @@ def api_app(title: str, description: str, version: str = "1.0.0",
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
+    @app.exception_handler(TooManyAttempts)
+    async def too_many_attempts(_: Request, exc: TooManyAttempts) -> JSONResponse:
+        response = problem(429, "too_many_attempts", str(exc))
+        response.headers["Retry-After"] = str(exc.refusal.retry_after)
+        return response
+
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -217,7 +296,8 @@ def api_app(title: str, description: str, version: str = "1.0.0",
 
 
 def _problem_content(schema: dict[str, Any]) -> None:
-    """Every error response is `application/problem+json` with the Problem schema, FastAPI's own 422 too."""
+    """Every error response is `application/problem+json` with the Problem schema, FastAPI's own 422 too; every
+    operation may answer 414 (TargetLimit), and one with a body 400 and 413 (BodyLimit)."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     if "Problem" not in components:
         components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -225,6 +305,7 @@ def _problem_content(schema: dict[str, Any]) -> None:
     reference = {"schema": {"$ref": "#/components/schemas/Problem"}}
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
+            operation["responses"].setdefault("414", {"description": PROBLEM_STATUSES[414]})
             if "requestBody" in operation:
                 operation["responses"].setdefault("400", {"description": PROBLEM_STATUSES[400]})
                 operation["responses"].setdefault("413", {"description": PROBLEM_STATUSES[413]})
@@ -266,9 +347,12 @@ def add_health_routes(app: FastAPI, readiness: Mapping[str, ReadinessCheck]) -> 
     return app
 
 
-def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
-    """A uvicorn server to run inside the service's own event loop (`await server.serve()`)."""
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+def make_server(app: FastAPI, host: str, port: int, forwarded_allow_ips: str = "127.0.0.1") -> uvicorn.Server:
+    """A uvicorn server to run inside the service's own event loop (`await server.serve()`). A request from one of
+    `forwarded_allow_ips` (addresses or networks, comma-separated) is taken to come from the client its
+    `X-Forwarded-For` names (HERALD_FORWARDED_ALLOW_IPS)."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+                            proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips)
     server = uvicorn.Server(config)
     # main.py owns SIGTERM/SIGINT (see lifecycle.py), so uvicorn must not capture them.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

@@ -127,7 +127,7 @@ def run_service(name: str, settings_class: type[SettingsT], build: Callable[[Set
 
 async def _serve(name: str, settings: SettingsT, build: Callable[[SettingsT], Service]) -> None:
     service = build(settings)  # inside the loop: clients bind to it
-    server = make_server(service.app, settings.http_host, settings.http_port)
+    server = make_server(service.app, settings.http_host, settings.http_port, settings.forwarded_allow_ips)
 
     def stop_server() -> None:
         server.should_exit = True

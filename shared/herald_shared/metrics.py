@@ -1,4 +1,4 @@
-"""Prometheus metrics every service exposes for its Kafka traffic (served on /metrics)."""
+"""Prometheus metrics every service exposes (served on /metrics): its Kafka traffic, and refused API keys."""
 
 from __future__ import annotations
 
@@ -16,3 +16,8 @@ HANDLER_SECONDS = Histogram("herald_handler_seconds", "Time to handle one event.
                             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 CONSUMER_LAG = Gauge("herald_consumer_lag", "Messages between the consumer's position and the high watermark.",
                      ["consumer", "topic", "partition"])
+API_KEY_REFUSALS = Counter("herald_api_key_refusals_total",
+                           "API-key attempts refused, by reason: bad_key (unknown, revoked, malformed or wrong "
+                           "secret: 401), throttled_ip, throttled_key (429, not checked).", ["reason"])
+for _reason in ("bad_key", "throttled_ip", "throttled_key"):
+    API_KEY_REFUSALS.labels(_reason)  # every series exported from the start, at 0

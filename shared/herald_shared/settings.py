@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .throttle import (
+    API_KEY_ADDRESS_WINDOW,
+    API_KEY_FAILURES_PER_ADDRESS,
+    API_KEY_FAILURES_PER_KEY,
+    API_KEY_KEY_WINDOW,
+    CredentialAttempts,
+    Throttle,
+)
 from .topics import TopicNames
 
 
@@ -25,10 +35,35 @@ class HeraldSettings(BaseSettings):
     http_port: int = Field(default=8080, alias="HERALD_HTTP_PORT")
     log_level: str = Field(default="INFO", alias="HERALD_LOG_LEVEL")
     log_format: str = Field(default="json", alias="HERALD_LOG_FORMAT", pattern="^(json|text)$")
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1", alias="HERALD_FORWARDED_ALLOW_IPS",
+        description="Proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the client: the "
+                    "address the per-client limits count (SECURITY.md). Set it to the ingress' addresses.")
+    auth_failures_per_ip: int = Field(default=API_KEY_FAILURES_PER_ADDRESS, ge=1, alias="HERALD_AUTH_FAILURES_PER_IP",
+                                      description="Failed API-key attempts from one client address before it is "
+                                                  "refused 429 (in HERALD_AUTH_FAILURES_PER_IP_WINDOW_SECONDS).")
+    auth_failures_per_ip_window: float = Field(default=API_KEY_ADDRESS_WINDOW.total_seconds(), gt=0,
+                                               alias="HERALD_AUTH_FAILURES_PER_IP_WINDOW_SECONDS")
+    auth_failures_per_key: int = Field(default=API_KEY_FAILURES_PER_KEY, ge=1, alias="HERALD_AUTH_FAILURES_PER_KEY",
+                                       description="Failed attempts on one API key id before secrets this process "
+                                                   "has not verified are refused 429 (in "
+                                                   "HERALD_AUTH_FAILURES_PER_KEY_WINDOW_SECONDS).")
+    auth_failures_per_key_window: float = Field(default=API_KEY_KEY_WINDOW.total_seconds(), gt=0,
+                                                alias="HERALD_AUTH_FAILURES_PER_KEY_WINDOW_SECONDS")
 
     @property
     def topics(self) -> TopicNames:
         return TopicNames(self.topic_prefix)
+
+    def api_key_attempts(self) -> CredentialAttempts:
+        """The throttle of failed API-key attempts these settings describe (one per process)."""
+        return CredentialAttempts.api_keys(
+            self.auth_failures_per_ip, timedelta(seconds=self.auth_failures_per_ip_window),
+            self.auth_failures_per_key, timedelta(seconds=self.auth_failures_per_key_window))
+
+    def address_attempts(self) -> Throttle:
+        """Failed credentials per client address, for credentials other than API keys (staff tokens)."""
+        return Throttle(self.auth_failures_per_ip, timedelta(seconds=self.auth_failures_per_ip_window))
 
     def database_name(self, service: str) -> str:
         return f"{self.database_prefix}{service}"

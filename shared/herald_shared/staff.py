@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import OrderedDict
+import hmac
+import math
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Security
+from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .apikeys import verify_secret
-from .http import Unauthorised
+from .http import TooManyAttempts, Unauthorised
+from .throttle import API_KEY_ADDRESS_WINDOW, API_KEY_FAILURES_PER_ADDRESS, Refusal, Throttle
 
 STAFF_TOKEN = HTTPBearer(auto_error=False, scheme_name="StaffToken",
                          description="A staff token (HERALD_STAFF_TOKENS): `Authorization: Bearer ...`.")
 StaffCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(STAFF_TOKEN)]
-VERIFIED_REMEMBERED = 64
 
 
 def parse_staff_tokens(setting: str) -> dict[str, str]:
@@ -33,42 +35,57 @@ def parse_staff_tokens(setting: str) -> dict[str, str]:
 
 
 class StaffTokens:
-    """Who a bearer token belongs to. scrypt is slow on purpose, so it runs off the event loop, and a token
-    verified once is remembered by its SHA-256 (never in clear) for the life of the process."""
+    """Who a bearer token belongs to. scrypt is slow on purpose, so it runs off the event loop, and a member's
+    token verified once is remembered by its SHA-256 (never in clear) for the life of the process. A presented
+    token is compared with every remembered one in constant time: nothing is looked up by the token itself."""
 
-    def __init__(self, hashes: dict[str, str]) -> None:
+    def __init__(self, hashes: dict[str, str], attempts: Throttle | None = None) -> None:
         self._hashes = hashes
-        self._verified: OrderedDict[bytes, str] = OrderedDict()
+        self._verified: dict[str, bytes] = {}  # member -> SHA-256 of their token; one each, so bounded
+        # Failed tokens per client address (each costs one scrypt per member): then 429, unchecked.
+        self._attempts = attempts if attempts is not None else Throttle(API_KEY_FAILURES_PER_ADDRESS,
+                                                                        API_KEY_ADDRESS_WINDOW)
 
     @classmethod
-    def from_setting(cls, setting: str) -> StaffTokens:
-        return cls(parse_staff_tokens(setting))
+    def from_setting(cls, setting: str, attempts: Throttle | None = None) -> StaffTokens:
+        return cls(parse_staff_tokens(setting), attempts)
 
-    async def member(self, credentials: HTTPAuthorizationCredentials | None) -> str:
-        """The staff member's name, or Unauthorised (401)."""
+    async def member(self, credentials: HTTPAuthorizationCredentials | None, address: str | None = None,
+                     now: datetime | None = None) -> str:
+        """The staff member's name; Unauthorised (401), or TooManyAttempts (429) while the client address has
+        failed too often. A token this process already verified is accepted even then: guessing from a shared
+        address does not lock the staff out."""
         token = credentials.credentials if credentials is not None else ""
         if not token:
             raise Unauthorised("a staff token is required (Authorization: Bearer ...)")
         fingerprint = hashlib.sha256(token.encode()).digest()
-        name = self._verified.get(fingerprint)
-        if name is not None and name in self._hashes:
-            self._verified.move_to_end(fingerprint)
-            return name
+        remembered = self._remembered(fingerprint)
+        if remembered is not None:
+            return remembered
+        now = now or datetime.now(UTC)
+        if address is not None and (wait := self._attempts.retry_after(address, now)):
+            raise TooManyAttempts(Refusal("throttled_ip", max(1, math.ceil(wait))))
         for name, encoded in self._hashes.items():
             if await asyncio.to_thread(verify_secret, token, encoded):
-                self._verified[fingerprint] = name
-                if len(self._verified) > VERIFIED_REMEMBERED:
-                    self._verified.popitem(last=False)
+                self._verified[name] = fingerprint
                 return name
+        if address is not None:
+            self._attempts.failed(address, now)
         raise Unauthorised("a staff token is required (Authorization: Bearer ...)")
 
+    def _remembered(self, fingerprint: bytes) -> str | None:
+        found = None
+        for name, known in self._verified.items():  # every one compared: the time tells nothing of a match
+            if hmac.compare_digest(known, fingerprint) and found is None:
+                found = name
+        return found
 
 
-def staff_member(tokens: StaffTokens) -> Callable[[HTTPAuthorizationCredentials | None], Awaitable[str]]:
-    """A route dependency naming the calling staff member (401 without a valid staff token):
-    `Staff = Annotated[str, Depends(staff_member(tokens))]`."""
+def staff_member(tokens: StaffTokens) -> Callable[..., Awaitable[str]]:
+    """A route dependency naming the calling staff member (401 without a valid staff token, 429 while the client
+    address has failed too often): `Staff = Annotated[str, Depends(staff_member(tokens))]`."""
 
-    async def member(credentials: StaffCredentials) -> str:
-        return await tokens.member(credentials)
+    async def member(request: Request, credentials: StaffCredentials) -> str:
+        return await tokens.member(credentials, request.client.host if request.client else None)
 
     return member

@@ -532,7 +532,7 @@ def build_api(service: BillingService) -> APIRouter:
 
 def build_staff_api(service: BillingService, staff_tokens: StaffTokens) -> APIRouter:
     """Platform staff only (a staff token, never a customer's credential); every look is audit-logged."""
-    router = APIRouter(prefix="/v1/staff", responses=problems(401), tags=["staff"])
+    router = APIRouter(prefix="/v1/staff", responses=problems(401, 429), tags=["staff"])
 
     Staff = Annotated[str, Depends(staff_member(staff_tokens))]
 

@@ -89,7 +89,8 @@ class Billing(ConsumingService):
                            "and audit log; the plan and its usage; and the staff review of new accounts. Errors are "
                            "RFC 9457 problem documents (application/problem+json).")
         self.app.include_router(build_api(self.service))
-        self.app.include_router(build_staff_api(self.service, StaffTokens.from_setting(settings.staff_tokens)))
+        staff_tokens = StaffTokens.from_setting(settings.staff_tokens, settings.address_attempts())
+        self.app.include_router(build_staff_api(self.service, staff_tokens))
         add_health_routes(self.app, self.ready_checks())
         self.consumers = [self.projector]
         self._ticking: asyncio.Task[None] | None = None

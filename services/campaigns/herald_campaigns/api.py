@@ -149,8 +149,10 @@ class Bounces(Out):
 
 
 class Engagement(Out):
-    unique: int = Field(description="Messages opened (clicked) at least once.")
-    total: int
+    unique: int = Field(description="Messages opened (clicked) at least once by their reader.")
+    total: int = Field(description="Opens (clicks) by readers, however often.")
+    automated: int = Field(description="Opens (clicks) made by mail scanners, not readers (the event is marked "
+                                       "`automated`): counted here, in none of the others.")
 
 
 class LinkClicks(Out):
@@ -219,7 +221,8 @@ def queue_item(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_api(service: CampaignsService, apikeys: ApiKeyProjection) -> APIRouter:
-    router = APIRouter(prefix="/v1", responses=problems(401))
+    # Every route takes an API key: 401 without a valid one, 429 while failed attempts are throttled.
+    router = APIRouter(prefix="/v1", responses=problems(401, 429))
     Account = Annotated[str, Depends(api_key_account(apikeys))]
 
     @router.post("/campaigns", status_code=201, response_model=None,
@@ -322,7 +325,7 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection) -> APIRouter
 
 def build_staff_api(service: CampaignsService, staff_tokens: StaffTokens) -> APIRouter:
     """Platform staff only (a staff token, never a customer's key); every look is audit-logged."""
-    router = APIRouter(prefix="/v1/staff", responses=problems(401), tags=["staff"])
+    router = APIRouter(prefix="/v1/staff", responses=problems(401, 429), tags=["staff"])
 
     Staff = Annotated[str, Depends(staff_member(staff_tokens))]
 

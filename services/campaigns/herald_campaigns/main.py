@@ -53,7 +53,7 @@ class Campaigns(ConsumingService):
 
     def __init__(self, settings: CampaignsSettings) -> None:
         super().__init__(settings, SERVICE)
-        self.apikeys = ApiKeyProjection(self.db)
+        self.apikeys = ApiKeyProjection(self.db, settings.api_key_attempts())
         checkpoints = Checkpoints(self.db, "projection")
         recorder = Recorder(EventPublisher(self.producer, settings.topics), checkpoints,
                             settings.topics("herald.campaigns"))
@@ -77,7 +77,8 @@ class Campaigns(ConsumingService):
                            "staff review API. Errors are RFC 9457 problem documents (application/problem+json).",
                            larger_bodies=LARGER_BODIES)
         self.app.include_router(build_api(self.service, self.apikeys))
-        self.app.include_router(build_staff_api(self.service, StaffTokens.from_setting(settings.staff_tokens)))
+        staff_tokens = StaffTokens.from_setting(settings.staff_tokens, settings.address_attempts())
+        self.app.include_router(build_staff_api(self.service, staff_tokens))
         add_health_routes(self.app, {**self.ready_checks(), "scheduler": self._scheduler_ready})
         self.consumers = [self.projector, self.reports]
         self._scheduling: asyncio.Task[None] | None = None

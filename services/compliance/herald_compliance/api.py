@@ -78,7 +78,7 @@ def not_held_here() -> JSONResponse:
 
 def build_staff_api(accounts: Accounts, staff_tokens: StaffTokens) -> APIRouter:
     """Platform staff only (a staff token); every look at an account's rates is audit-logged."""
-    router = APIRouter(prefix="/v1/accounts", responses=problems(401), tags=["staff"])
+    router = APIRouter(prefix="/v1/accounts", responses=problems(401, 429), tags=["staff"])
 
     Staff = Annotated[str, Depends(staff_member(staff_tokens))]
 

@@ -147,7 +147,8 @@ class Compliance:
         self._assigned_at: float | None = None
         self.app = api_app("Herald compliance", "Staff API of the compliance processor: per-account rates, "
                            "reinstatement. Errors are RFC 9457 problem documents (application/problem+json).")
-        self.app.include_router(build_staff_api(self, StaffTokens.from_setting(settings.staff_tokens)))
+        staff_tokens = StaffTokens.from_setting(settings.staff_tokens, settings.address_attempts())
+        self.app.include_router(build_staff_api(self, staff_tokens))
         add_health_routes(self.app, {"kafka": self._ready})
         self._sweeper: asyncio.Task[None] | None = None
         self._catcher: asyncio.Task[None] | None = None

@@ -103,8 +103,14 @@ def billing_history(account_id: str, account: str) -> list[Event]:
 
 
 @pytest.fixture
-async def platform(settings: HeraldSettings) -> AsyncIterator[Platform]:
-    service = Campaigns(campaigns_settings(settings))
+def settings_overrides() -> dict[str, Any]:
+    """Settings of the service a test module changes (by defining this fixture), by field name."""
+    return {}
+
+
+@pytest.fixture
+async def platform(settings: HeraldSettings, settings_overrides: dict[str, Any]) -> AsyncIterator[Platform]:
+    service = Campaigns(campaigns_settings(settings, **settings_overrides))
     await service.start()
     try:
         yield Platform(service, EventPublisher(service.producer, settings.topics))

@@ -4,8 +4,11 @@ service on the real stack, with a valid API key and a list to target."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from tests.integration.helpers import run_schemathesis
+import pytest
+
+from tests.integration.helpers import UNTHROTTLED_API_KEYS, run_schemathesis
 
 from .conftest import STAFF, Platform, draft
 
@@ -27,6 +30,11 @@ SUBMISSION_DEPENDS_ON_TIME_AND_CONTENT = {
     "include-path": "/v1/campaigns/{campaign_id}/submission",
     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "401", "404", "409", "422", "503"]}}}
 
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return UNTHROTTLED_API_KEYS
 
 async def test_the_api_honours_its_openapi_document(platform: Platform, tmp_path: Path) -> None:
     acme = await platform.tenant("acme", "news")

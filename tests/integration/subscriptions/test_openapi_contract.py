@@ -4,8 +4,11 @@ service on the real stack, with a valid API key and a list it can work on."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from tests.integration.helpers import run_schemathesis
+import pytest
+
+from tests.integration.helpers import UNTHROTTLED_API_KEYS, run_schemathesis
 
 from .conftest import Platform
 
@@ -15,6 +18,11 @@ IMPORT_REFUSES_UNREADABLE_FILES = {"include-path": "/v1/lists/{list_id}/imports"
                                    "checks": {"positive_data_acceptance": {
                                        "expected-statuses": ["2xx", "401", "404", "409", "422", "503"]}}}
 
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return UNTHROTTLED_API_KEYS
 
 async def test_the_api_honours_its_openapi_document(platform: Platform, tmp_path: Path) -> None:
     tenant = await platform.tenant("acme")

@@ -157,6 +157,9 @@ def test_the_return_path_names_the_message_and_cannot_be_forged() -> None:
     forged = local.replace("0e6f", "1e6f")
     assert r.tokens.message_from_local_part(forged, "b") is None
     assert r.tokens.message_from_local_part(local, "u") is None
+    # A tag with characters no tag has (an inbound mail can be addressed to anything) is refused, not a crash.
+    assert r.tokens.message_from_signed_id(local.rpartition("+")[2][:-3] + "ä€x") is None
+    assert r.tokens.message_from_signed_id("m1.ä") is None
 
 
 def test_dkim_signature_verifies_and_covers_list_unsubscribe(dkim_key: tuple[DkimKey, bytes]) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from fastapi import Request
+from fastapi import Depends, Request
+from prometheus_client import REGISTRY, generate_latest
 from pydantic import BaseModel
 
-from herald_shared.http import PROBLEM, api_app, problems
+from herald_shared.http import MAX_TARGET_BYTES, PROBLEM, PROBLEM_STATUSES, api_app, api_key_account, problems
+from herald_shared.throttle import CredentialAttempts
 
 
 class ThingIn(BaseModel):
@@ -39,9 +43,10 @@ async def test_every_error_response_in_the_document_is_a_problem_document() -> N
     responses = {(path, method, code): response for path, operations in document["paths"].items()
                  for method, operation in operations.items() for code, response in operation["responses"].items()}
     errors = {key: r for key, r in responses.items() if key[2][0] in "45"}
-    assert set(errors) == {("/things/{thing_id}", "get", "404"), ("/things/{thing_id}", "get", "422"),
+    assert set(errors) == {("/things/{thing_id}", "get", "404"), ("/things/{thing_id}", "get", "414"),
+                           ("/things/{thing_id}", "get", "422"), ("/things", "get", "414"),
                            ("/things", "post", "400"), ("/things", "post", "409"), ("/things", "post", "413"),
-                           ("/things", "post", "422")}
+                           ("/things", "post", "414"), ("/things", "post", "422")}
     for response in errors.values():
         assert response["content"] == {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     schemas = document["components"]["schemas"]
@@ -114,3 +119,137 @@ async def test_every_route_that_takes_a_body_documents_413() -> None:
     operations = [op for path in document["paths"].values() for op in path.values()]
     assert all(("413" in op["responses"]) == ("requestBody" in op) for op in operations)
     assert any("requestBody" in op for op in operations)
+
+
+async def test_a_request_target_over_8_kib_is_refused_414_before_routing() -> None:
+    async with app_with_routes() as client:
+        room = MAX_TARGET_BYTES - len("/things?q=")
+        assert (await client.get("/things", params={"q": "x" * room})).status_code == 200  # at the limit: routed
+        long_query = await client.get("/things", params={"q": "x" * (room + 1)})
+        long_path = await client.get("/things/" + "1" * MAX_TARGET_BYTES)
+    for refused in (long_path, long_query):
+        assert refused.status_code == 414 and refused.headers["content-type"] == PROBLEM
+        assert refused.json()["detail"] == "the request target (path and query) takes at most 8,192 bytes"
+
+
+async def test_every_operation_documents_414() -> None:
+    async with app_with_routes() as client:
+        document = (await client.get("/openapi.json")).json()
+    operations = [op for path in document["paths"].values() for op in path.values()]
+    assert operations and all("414" in op["responses"] for op in operations)
+    assert 414 in PROBLEM_STATUSES
+
+
+GOOD_KEY = "hk_0123456789abcdef.right"  # the one key of account acme
+
+
+class Keys:
+    """The API keys of account acme; `checked` lists what was verified the slow way (scrypt, in the real one)."""
+
+    def __init__(self, attempts: CredentialAttempts) -> None:
+        self.attempts = attempts
+        self.checked: list[str] = []
+        self._verified: set[str] = set()
+
+    async def authenticate(self, key: str, *, remembered_only: bool = False) -> str | None:
+        if key in self._verified:
+            return "acme"
+        if remembered_only:
+            return None
+        self.checked.append(key)
+        if key == GOOD_KEY:
+            self._verified.add(key)
+            return "acme"
+        return None
+
+
+def keyed_app(per_ip: int, per_key: int) -> tuple[Callable[[str], httpx.AsyncClient], Keys, list[datetime]]:
+    """An app with one route taking an API key; a client per address; the clock (`now[0]`) to move."""
+    keys = Keys(CredentialAttempts.api_keys(per_ip, timedelta(minutes=5), per_key, timedelta(minutes=15)))
+    now = [datetime(2026, 12, 3, 9, 0, tzinfo=UTC)]
+    app = api_app("Test", "A test app.")
+    account = api_key_account(keys, clock=lambda: now[0])
+
+    @app.get("/things", responses=problems(401, 429))
+    async def things(account_id: str = Depends(account)) -> dict[str, str]:
+        return {"account_id": account_id}
+
+    def client(address: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 4711)),
+                                 base_url="http://test")
+
+    return client, keys, now
+
+
+def refusals(reason: str) -> float:
+    return REGISTRY.get_sample_value("herald_api_key_refusals_total", {"reason": reason}) or 0.0
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_failed_keys_from_one_address_get_429_with_retry_after_and_everything_from_it_is_refused() -> None:
+    client, keys, now = keyed_app(per_ip=3, per_key=100)
+    before = refusals("throttled_ip"), refusals("bad_key")
+    async with client("198.51.100.1") as guesser, client("198.51.100.2") as other:
+        for n in range(3):  # each on another key id: the address is what counts
+            assert (await guesser.get("/things", headers=bearer(f"hk_{n:016x}.guess"))).status_code == 401
+        throttled = await guesser.get("/things", headers=bearer("hk_0000000000000009.guess"))
+        assert throttled.status_code == 429 and throttled.headers["content-type"] == PROBLEM
+        assert throttled.headers["Retry-After"] == "300" and throttled.json()["type"].endswith("/too_many_attempts")
+        assert (await guesser.get("/things", headers=bearer(GOOD_KEY))).status_code == 429  # even a right key
+        assert (await guesser.get("/things")).status_code == 429  # and no key at all
+        assert (await other.get("/things", headers=bearer(GOOD_KEY))).json() == {"account_id": "acme"}
+        now[0] += timedelta(seconds=61)
+        assert (await guesser.get("/things")).headers["Retry-After"] == "239"
+        now[0] += timedelta(seconds=239)  # the first failure left the window
+        assert (await guesser.get("/things", headers=bearer(GOOD_KEY))).status_code == 200
+    # The three guesses and the right key once (then remembered); nothing refused 429 was checked.
+    assert keys.checked == [f"hk_{n:016x}.guess" for n in range(3)] + [GOOD_KEY]
+    assert (refusals("throttled_ip") - before[0], refusals("bad_key") - before[1]) == (4, 3)
+
+
+async def test_a_throttled_key_id_refuses_unverified_secrets_unchecked_but_lets_its_owner_through() -> None:
+    client, keys, _ = keyed_app(per_ip=100, per_key=2)
+    before = refusals("throttled_key")
+    async with client("192.0.2.10") as owner:
+        assert (await owner.get("/things", headers=bearer(GOOD_KEY))).status_code == 200  # verified once
+        for n in range(2):  # guesses on the owner's key id, each from another address
+            async with client(f"203.0.113.{n}") as guesser:
+                assert (await guesser.get("/things", headers=bearer(f"hk_0123456789abcdef.g{n}"))).status_code == 401
+        async with client("203.0.113.99") as guesser:
+            refused = await guesser.get("/things", headers=bearer("hk_0123456789abcdef.g3"))
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "900"
+        assert (await owner.get("/things", headers=bearer(GOOD_KEY))).json() == {"account_id": "acme"}
+        assert (await owner.get("/things", headers={"X-API-Key": GOOD_KEY})).status_code == 200
+    assert keys.checked == [GOOD_KEY, "hk_0123456789abcdef.g0", "hk_0123456789abcdef.g1"]
+    assert refusals("throttled_key") - before == 1
+
+
+async def test_an_unknown_key_id_is_throttled_like_a_real_one() -> None:
+    """No answer tells a valid key id from an invalid one: guesses on either get the same 401s, then 429s."""
+    client, _, _ = keyed_app(per_ip=100, per_key=2)
+    answers = {}
+    for key_id in ("0123456789abcdef", "fedcba9876543210"):  # acme's, and none
+        async with client("203.0.113.5") as guesser:
+            answers[key_id] = [(r.status_code, r.headers.get("Retry-After"), r.json()["detail"]) for r in [
+                await guesser.get("/things", headers=bearer(f"hk_{key_id}.g{n}")) for n in range(3)]]
+    assert answers["0123456789abcdef"] == answers["fedcba9876543210"]
+    assert [status for status, _, _ in answers["fedcba9876543210"]] == [401, 401, 429]
+
+
+async def test_a_request_without_a_key_costs_nothing_and_is_not_counted() -> None:
+    client, keys, _ = keyed_app(per_ip=1, per_key=1)
+    async with client("198.51.100.7") as anonymous:
+        for _ in range(3):
+            answer = await anonymous.get("/things")
+            assert answer.status_code == 401 and answer.headers["WWW-Authenticate"] == "Bearer"
+        assert (await anonymous.get("/things", headers=bearer(GOOD_KEY))).status_code == 200
+    assert keys.checked == [GOOD_KEY]
+
+
+def test_the_refusals_counter_is_exported_with_every_reason() -> None:
+    exported = generate_latest().decode()
+    for reason in ("bad_key", "throttled_ip", "throttled_key"):
+        assert f'herald_api_key_refusals_total{{reason="{reason}"}}' in exported
