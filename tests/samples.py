@@ -22,6 +22,8 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "ListCreated": {"list_id": "l1", "name": "Newsletter", "opt_in": "double",
                     "custom_fields": [{"name": "city", "kind": "text"}]},
     "ListRenamed": {"list_id": "l1", "name": "Weekly news"},
+    "ListFormConfigured": {"list_id": "l1", "frame_ancestors": ["https://www.example.com", "https://*.example.org"],
+                           "challenge": "proof_of_work"},
     "ListDeleted": {"list_id": "l1", "members_at_deletion": 120},
     "SubscriberAdded": {"list_id": "l1", "subscriber_id": "s1", "email": "anna@example.com", "email_sha256": HASH,
                         "first_name": "Anna", "last_name": "Berzina", "custom_fields": {"city": "Riga"},

@@ -18,6 +18,20 @@ READ_YOUR_WRITES_TIMEOUT = 15.0
 LOCK_STRIPES = 256
 
 
+class StripedLocks:
+    """One holder at a time per key in this process, in bounded memory (keys share LOCK_STRIPES locks). Not
+    reentrant: a second key taken while one is held must come from another StripedLocks, always in the same
+    order, so that no two holders wait on each other."""
+
+    def __init__(self, stripes: int = LOCK_STRIPES) -> None:
+        self._locks = [asyncio.Lock() for _ in range(stripes)]
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        async with self._locks[zlib.crc32(key.encode()) % len(self._locks)]:
+            yield
+
+
 class Recorder:
     def __init__(self, publisher: EventPublisher, checkpoints: Checkpoints, topic: str,
                  on_published: Callable[[Event], None] = lambda _: None) -> None:
@@ -25,13 +39,12 @@ class Recorder:
         self.checkpoints = checkpoints
         self._topic = topic
         self._on_published = on_published
-        # Striped locks: bounded memory, and one decision at a time per aggregate in this process.
-        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self._locks = StripedLocks()
 
     @asynccontextmanager
     async def serialised(self, key: str) -> AsyncIterator[None]:
         """Decide, publish and wait without another request for the same aggregate in between."""
-        async with self._locks[zlib.crc32(key.encode()) % LOCK_STRIPES]:
+        async with self._locks.hold(key):
             yield
 
     async def commit(self, events: Sequence[Event]) -> None:

@@ -7,14 +7,20 @@ import asyncio
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
 from herald_shared.http import make_server
+from herald_subscriptions.forms import FormTokens
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+# Schemathesis' `ignored_auth` check sends wrong API keys to every operation and expects 401 each time; with the
+# strict production limits (HERALD_AUTH_FAILURES_*) the service would answer 429 after a few. The contract tests
+# construct their services with these instead (settings by field name).
+UNTHROTTLED_API_KEYS = {"auth_failures_per_ip": 1_000_000, "auth_failures_per_key": 1_000_000}
 
 
 def _free_port() -> int:
@@ -84,3 +90,9 @@ async def documents_holding(db: Any, *texts: str) -> list[str]:
             continue
         found += [f"{name}: {doc!r}" async for doc in db[name].find({}) if any(t in repr(doc) for t in texts)]
     return found
+
+
+def form_token(secret: str, path: str, served_ago: timedelta = timedelta(minutes=1)) -> dict[str, str]:
+    """The hidden field of a hosted form at `path` as its page would have served it `served_ago` (a person takes
+    seconds to fill a form; a post sooner than the minimum fill time is screened out as a bot's)."""
+    return {"form_token": FormTokens(secret).issue(path, datetime.now(UTC) - served_ago)}

@@ -10,7 +10,14 @@ from pydantic import AwareDatetime, Field, StringConstraints
 
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.contract.envelope import Identifier
-from herald_shared.contract.subscriptions import ConsentEvidence, CustomFieldDefinition, FieldValue, OptInMode
+from herald_shared.contract.subscriptions import (
+    ConsentEvidence,
+    CustomFieldDefinition,
+    FieldValue,
+    FormChallenge,
+    FrameOrigin,
+    OptInMode,
+)
 from herald_shared.http import answers, api_key_account, problem, problems
 from herald_shared.readmodel import SEPARATOR, compose
 from herald_shared.request_fields import NO_NUL, Body, EmailAddress, FieldValueIn, IsoTime, NameText, Out, Text
@@ -21,7 +28,10 @@ from .handlers import SubscriptionsService
 from .importer import run_import, spool
 
 # A page cursor: the status and subscriber id the previous page ended at.
-Cursor = Annotated[str, StringConstraints(pattern=r"^(pending|active|unsubscribed|suppressed)\.s[0-9a-f]{24}$")]
+Cursor = Annotated[str, StringConstraints(max_length=38,
+                                          pattern=r"^(pending|active|unsubscribed|suppressed)\.s[0-9a-f]{24}$")]
+# A `field.<name>=<value>` filter of the members' listing: no longer than a custom field's value may be.
+MAX_FILTER_CHARS = 1000
 
 # A CSV import's body is streamed to a temporary file as it arrives; this bounds it (about two million rows of
 # ~120 bytes). Other routes take api_app's default (1 MiB).
@@ -38,6 +48,17 @@ class ListIn(Body):
 
 class RenameIn(Body):
     name: NameText
+
+
+class FormSettings(Body):
+    """The list's hosted subscribe form (`/subscribe/{account_id}/{list_id}`)."""
+
+    frame_ancestors: list[FrameOrigin] = Field(default_factory=list, max_length=20, description=(
+        "Origins (`https://www.example.com`, `https://*.example.com`) whose pages may embed the form in a frame "
+        "(CSP frame-ancestors). Empty: no site may frame it."))
+    challenge: FormChallenge = Field(default="none", description=(
+        "`proof_of_work`: the browser solves a small hash puzzle before each post (a cost per post for a bot, "
+        "about a second for a person)."))
 
 
 class ConsentIn(Body):
@@ -70,6 +91,7 @@ class ListOut(Out):
     name: str
     opt_in: OptInMode
     custom_fields: list[CustomFieldDefinition]
+    form: FormSettings
     created_at: AwareDatetime
 
 
@@ -146,6 +168,8 @@ class ErasedOut(Out):
 def list_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {"list_id": doc["list_id"], "name": doc["name"], "opt_in": doc["opt_in"],
             "custom_fields": [{"name": k, "kind": v} for k, v in doc.get("custom_fields", {}).items()],
+            "form": {"frame_ancestors": doc.get("form_frame_ancestors", []),
+                     "challenge": doc.get("form_challenge", "none")},
             "created_at": doc["created_at"].isoformat()}
 
 
@@ -171,7 +195,8 @@ def decode_cursor(cursor: str, account_id: str, list_id: str) -> str:
 
 
 def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRouter:
-    router = APIRouter(prefix="/v1", responses=problems(401))
+    # Every route takes an API key: 401 without a valid one, 429 while failed attempts are throttled.
+    router = APIRouter(prefix="/v1", responses=problems(401, 429))
     Account = Annotated[str, Depends(api_key_account(apikeys))]
 
     @router.post("/lists", status_code=201, response_model=None,
@@ -198,6 +223,12 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
                   responses={**answers(200, ListOut, "The renamed list."), **problems(404, 422, 503)})
     async def rename_list(list_id: Identifier, body: RenameIn, account_id: Account) -> dict[str, Any]:
         return list_out(await service.rename_list(account_id, list_id, body.name))
+
+    @router.put("/lists/{list_id}/form", response_model=None,
+                responses={**answers(200, ListOut, "The list with its form's new settings."),
+                           **problems(404, 422, 503)})
+    async def configure_form(list_id: Identifier, body: FormSettings, account_id: Account) -> dict[str, Any]:
+        return list_out(await service.configure_form(account_id, list_id, body.frame_ancestors, body.challenge))
 
     @router.delete("/lists/{list_id}", status_code=204, responses=problems(404, 422, 503))
     async def delete_list(list_id: Identifier, account_id: Account) -> Response:
@@ -248,13 +279,19 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
                       cursor: Cursor | None = None,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         """Filter by status and by custom fields (`field.<name>=<value>`, all must match; a value that is not
-        of the field's kind is refused with 422). `cursor` is `next_cursor` of the previous page."""
+        of the field's kind, or longer than 1,000 characters, is refused with 422). `cursor` is `next_cursor` of
+        the previous page."""
+        filters = {k[len("field."):]: v for k, v in request.query_params.items() if k.startswith("field.")}
+        too_long = [name for name, value in filters.items() if len(value) > MAX_FILTER_CHARS]
+        if too_long:
+            return problem(422, "invalid_request", "the request is not valid", errors=[  # type: ignore[return-value]
+                {"location": f"query.field.{name}", "message": f"at most {MAX_FILTER_CHARS:,} characters"}
+                for name in too_long])
         lst = await service.store.list_doc(account_id, list_id)
         if lst is None:
             return problem(404, "list_not_found", "no such list")  # type: ignore[return-value]
         kinds: dict[str, str] = lst.get("custom_fields", {})
-        fields = {k[len("field."):]: _typed(v, kinds.get(k[len("field."):], "text"))
-                  for k, v in request.query_params.items() if k.startswith("field.")}
+        fields = {name: _typed(value, kinds.get(name, "text")) for name, value in filters.items()}
         after = decode_cursor(cursor, account_id, list_id) if cursor else None
         docs, last = await service.store.members_page(account_id, list_id, status=status, field_equals=fields,
                                                       after=after, limit=limit)

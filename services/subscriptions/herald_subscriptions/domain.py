@@ -3,6 +3,12 @@
 PRODUCT.md, "Lists and subscribers": single or double opt-in; consent evidence required; a suppressed
 address never comes back by API or import, only by a fresh double opt-in by the person; unsubscribing is
 idempotent and remembers the campaign it came from.
+
+Subscription bombing (a bot entering a victim's address into many forms, so the victim drowns in confirmation
+emails and the platform's IPs get blocklisted): at most one confirmation email per address per list a day, and
+at most CONFIRMATIONS_PER_ADDRESS_PER_DAY per address across one account's lists. A request beyond them is
+recorded as usual (the membership stays pending) but sends nothing. What a hosted form screens out before it
+gets here (honeypot, fill time, forged or cross-site posts) is `screen_form`.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from email_validator import EmailNotValidError
@@ -24,10 +30,13 @@ from herald_shared.contract.subscriptions import (
     ConsentEvidence,
     CustomFieldDefinition,
     FieldValue,
+    FormChallenge,
     ListCreated,
     ListCreatedPayload,
     ListDeleted,
     ListDeletedPayload,
+    ListFormConfigured,
+    ListFormConfiguredPayload,
     ListRenamed,
     ListRenamedPayload,
     OptInMode,
@@ -49,6 +58,8 @@ PRODUCER = "subscriptions"
 Status = Literal["pending", "active", "unsubscribed", "suppressed", "erased"]
 Channel = Literal["api", "form", "import"]
 UnsubscribeSource = Literal["one_click", "unsubscribe_page", "preference_page", "api", "complaint", "mailto"]
+CONFIRMATION_INTERVAL = timedelta(hours=24)  # per address and list
+CONFIRMATIONS_PER_ADDRESS_PER_DAY = 3  # per address across the lists of one account
 
 
 class SubscriptionError(RuleRefused):
@@ -133,6 +144,8 @@ class ListState:
     opt_in: OptInMode
     custom_fields: dict[str, str]
     deleted: bool = False
+    frame_ancestors: tuple[str, ...] = ()
+    form_challenge: FormChallenge = "none"
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,22 @@ class MemberState:
     email_sha256: str
     status: Status
     awaiting_confirmation: bool = False
+    confirmation_requested_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ConfirmationsSent:
+    """The confirmation emails already asked for: to this membership (the last), and to this address across the
+    account's lists (the last few, newest last)."""
+
+    to_member: datetime | None = None
+    to_address: tuple[datetime, ...] = ()
+
+    def allow(self, now: datetime) -> bool:
+        if self.to_member is not None and now - self.to_member < CONFIRMATION_INTERVAL:
+            return False
+        recent = [t for t in self.to_address if now - t < CONFIRMATION_INTERVAL]
+        return len(recent) < CONFIRMATIONS_PER_ADDRESS_PER_DAY
 
 
 @dataclass(frozen=True)
@@ -169,6 +198,7 @@ class Decision:
     events: list[Event]
     outcome: Outcome
     subscriber_id: str
+    confirmation_withheld: bool = False  # one was due, but the address had its share for the day
 
 
 def _event(cls: type[Event], account_id: str, payload: object, causation: Event | None = None) -> Event:
@@ -201,6 +231,17 @@ def rename_list(current: ListState | None, name: str) -> list[Event]:
     return [_event(ListRenamed, live.account_id, ListRenamedPayload(list_id=live.list_id, name=name))]
 
 
+def configure_form(current: ListState | None, frame_ancestors: list[str], challenge: FormChallenge) -> list[Event]:
+    """Who may frame the list's hosted form, and which challenge guards it; the same settings again change
+    nothing."""
+    live = _live_list(current)
+    ancestors = list(dict.fromkeys(origin.lower().rstrip("/") for origin in frame_ancestors))
+    if (tuple(ancestors), challenge) == (live.frame_ancestors, live.form_challenge):
+        return []
+    return [_event(ListFormConfigured, live.account_id, ListFormConfiguredPayload(
+        list_id=live.list_id, frame_ancestors=ancestors, challenge=challenge))]
+
+
 def delete_list(current: ListState | None, members: int) -> list[Event]:
     """A deletion is an event; the members stay in the read model, flagged by the list's deletion."""
     live = _live_list(current)
@@ -224,9 +265,12 @@ def check_custom_fields(lst: ListState, values: dict[str, FieldValue]) -> None:
 
 
 def subscribe(lst: ListState | None, member: MemberState | None, address_suppressed: bool,
-              request: SubscribeRequest, company_name: str, confirm_link: Callable[[], ConfirmLink]) -> Decision:
+              request: SubscribeRequest, company_name: str, confirm_link: Callable[[], ConfirmLink],
+              sent: ConfirmationsSent | None = None, now: datetime | None = None) -> Decision:
     """Decide a subscribe request. `request.email` must already be normalised. `confirm_link` is asked only
-    when a confirmation is sent (signing one costs more than the rest of a single opt-in decision)."""
+    when a confirmation is sent (signing one costs more than the rest of a single opt-in decision). `sent` says
+    which confirmations went out before (`needs_confirmation_history` says when it matters); `now` is the time
+    it is compared with."""
     live = _live_list(lst)
     check_custom_fields(live, request.custom_fields)
     consent = request.consent
@@ -250,7 +294,9 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
             raise PreviouslyUnsubscribed("this person unsubscribed; only they can subscribe again")
         double = True
     elif status == "pending":
-        if request.channel == "form":  # the person asks again: send the confirmation again
+        if request.channel == "form":  # the person asks again: send the confirmation again, once a day at most
+            if not (sent or ConfirmationsSent()).allow(now or datetime.now(UTC)):
+                return Decision([], "already_pending", subscriber_id, confirmation_withheld=True)
             return Decision([_confirmation(live, subscriber_id, request, company_name, confirm_link)],
                             "already_pending", subscriber_id)
         return Decision([], "already_pending", subscriber_id)
@@ -261,11 +307,48 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
         phone=request.phone, custom_fields=request.custom_fields, opt_in="double" if double else "single",
         consent=request.consent))
     if double:
+        if not (sent or ConfirmationsSent()).allow(now or datetime.now(UTC)):
+            return Decision([added], "pending", subscriber_id, confirmation_withheld=True)
         return Decision([added, _confirmation(live, subscriber_id, request, company_name, confirm_link)],
                         "pending", subscriber_id)
     confirmed = _event(SubscriberConfirmed, live.account_id, SubscriberConfirmedPayload(
         list_id=live.list_id, subscriber_id=subscriber_id, method="single_opt_in"))
     return Decision([added, confirmed], "active", subscriber_id)
+
+
+FormVerdict = Literal["accept", "cross_site", "no_token", "honeypot", "too_fast", "challenge"]
+SILENT_VERDICTS = ("honeypot", "too_fast")  # answered as a success: a bot learns nothing from the answer
+FORM_VALIDITY = timedelta(hours=12)  # a form served longer ago than this is reloaded
+CLOCK_SKEW = timedelta(seconds=30)  # between the replicas that serve a form and take its post
+
+
+def screen_form(*, cross_site: bool, served_at: datetime | None, now: datetime, honeypot: str,
+                min_fill: timedelta | None, challenge_passed: bool | None) -> FormVerdict:
+    """What a post to a hosted form gets before the list's rules are asked. Refused as forged: sent from
+    another site's page, or without a token of this form served within FORM_VALIDITY (answered 403: reload the
+    form). Screened out as a bot: the hidden honeypot field filled in, or the subscribe form sent sooner than
+    `min_fill` after it was served (answered exactly as a success, nothing recorded, nothing mailed). Refused
+    visibly: a challenge the list switched on and the post did not solve (`challenge_passed` None: no
+    challenge). Forgery is checked first, so nobody learns from another site whether the rest would pass."""
+    if cross_site:
+        return "cross_site"
+    if served_at is None or not -CLOCK_SKEW <= now - served_at <= FORM_VALIDITY:
+        return "no_token"
+    if honeypot:
+        return "honeypot"
+    if min_fill is not None and now - served_at < min_fill:
+        return "too_fast"
+    if challenge_passed is False:
+        return "challenge"
+    return "accept"
+
+
+def needs_confirmation_history(lst: ListState | None, member: MemberState | None, address_suppressed: bool) -> bool:
+    """Whether `subscribe` may send a confirmation, so the confirmations sent before must be read (a single
+    opt-in list's new subscriber needs no read more)."""
+    status = member.status if member is not None else None
+    return bool(lst is not None and (lst.opt_in == "double" or address_suppressed
+                                     or status in ("pending", "unsubscribed", "suppressed")))
 
 
 def _confirmation(live: ListState, subscriber_id: str, request: SubscribeRequest, company_name: str,
@@ -365,14 +448,28 @@ def evolve_member(doc: Document | None, event: Event) -> Document | None:
     return doc
 
 
+def address_hash(event: Event) -> str | None:
+    """The address (by hash) whose document an event changes, if any."""
+    if isinstance(event, SubscriberAdded | SubscriberSuppressed):
+        return event.payload.email_sha256
+    if isinstance(event, ConfirmationRequested):
+        return email_sha256(str(event.payload.email))
+    return None
+
+
 def evolve_address(doc: Document | None, event: Event) -> Document | None:
-    """Per account and address (by hash): which memberships it has, so a suppression finds them by _id.
-    The store keys the document."""
+    """Per account and address (by hash): which memberships it has, so a suppression finds them by _id, and the
+    last confirmations sent to it. The store keys the document."""
     if isinstance(event, SubscriberAdded):
         p = event.payload
         members = list(doc["members"]) if doc else []
         if p.subscriber_id not in members:
             members.append(p.subscriber_id)
-        return {"account_id": event.account_id,
-                "email_sha256": p.email_sha256, "members": members}
+        return {**(doc or {}), "account_id": event.account_id, "email_sha256": p.email_sha256, "members": members}
+    if isinstance(event, ConfirmationRequested) and doc is not None:
+        # The last few confirmations to this address, for the daily cap across the account's lists.
+        if event.occurred_at in doc.get("confirmations", ()):
+            return doc  # a redelivery
+        recent = [*doc.get("confirmations", ()), event.occurred_at][-CONFIRMATIONS_PER_ADDRESS_PER_DAY:]
+        return {**doc, "confirmations": recent}
     return doc

@@ -10,10 +10,10 @@ from typing import Literal
 
 from aiokafka.structs import RecordMetadata
 
-from herald_shared.commands import Recorder
+from herald_shared.commands import Recorder, StripedLocks
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, UnsubscribeRequested
-from herald_shared.contract.subscriptions import CustomFieldDefinition, OptInMode
+from herald_shared.contract.subscriptions import CustomFieldDefinition, FormChallenge, OptInMode
 from herald_shared.kafka import EventPublisher, Reject
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, Document
@@ -31,6 +31,7 @@ class SubscriptionsService:
         self.recorder = Recorder(publisher, checkpoints, topic, on_published=metrics.record)
         self.checkpoints = checkpoints
         self._serialised = self.recorder.serialised
+        self._addresses = StripedLocks()  # taken inside a subscriber's lock, never the other way round
         self.commit = self.recorder.commit
         self.publish_only = self.recorder.publish_only
         self.wait_until_applied = self.recorder.wait_until_applied
@@ -48,6 +49,13 @@ class SubscriptionsService:
     async def rename_list(self, account_id: str, list_id: str, name: str) -> Document:
         async with self._serialised(f"list:{account_id}:{list_id}"):
             await self.commit(domain.rename_list(await self.store.list_state(account_id, list_id), name))
+        return await self._list(account_id, list_id)
+
+    async def configure_form(self, account_id: str, list_id: str, frame_ancestors: list[str],
+                             challenge: FormChallenge) -> Document:
+        async with self._serialised(f"list:{account_id}:{list_id}"):
+            await self.commit(domain.configure_form(await self.store.list_state(account_id, list_id),
+                                                    frame_ancestors, challenge))
         return await self._list(account_id, list_id)
 
     async def delete_list(self, account_id: str, list_id: str) -> None:
@@ -78,9 +86,21 @@ class SubscriptionsService:
                 self.store.suppressed(account_id, [domain.email_sha256(email)]), self.store.company_name(account_id))
             suppressed = bool(suppressed_hashes)
             company = company_name or (lst.name if lst else list_id)
-            decision = domain.subscribe(lst, member, suppressed, request, company,
-                                        partial(self.confirm_link, account_id, subscriber_id))
-            await self.commit(decision.events)
+            link = partial(self.confirm_link, account_id, subscriber_id)
+            if not domain.needs_confirmation_history(lst, member, suppressed):
+                decision = domain.subscribe(lst, member, suppressed, request, company, link)
+                await self.commit(decision.events)
+            else:
+                # The address's confirmations across the account's lists: read, decided on and recorded by one
+                # request at a time, so concurrent requests for one address cannot all pass the daily cap.
+                email_hash = domain.email_sha256(email)
+                async with self._addresses.hold(f"{account_id}:{email_hash}"):
+                    sent = domain.ConfirmationsSent(member.confirmation_requested_at if member else None,
+                                                    await self.store.confirmations_to_address(account_id, email_hash))
+                    decision = domain.subscribe(lst, member, suppressed, request, company, link, sent)
+                    await self.commit(decision.events)
+                if decision.confirmation_withheld:
+                    metrics.REFUSED.labels("confirmation_cap").inc()
         doc = await self.store.member(account_id, subscriber_id)
         assert doc is not None, "the projection holds what was just committed"
         return decision, doc

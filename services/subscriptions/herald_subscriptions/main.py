@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from pydantic import Field
 
@@ -17,8 +18,9 @@ from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import HeraldSettings
 
 from .api import LARGER_BODIES, build_api
+from .forms import Limits
 from .handlers import SubscriptionsService, SuppressionHandler
-from .pages import build_pages
+from .pages import FormGuard, build_pages
 from .store import MEMBER_EVENTS, SubscriptionsProjection, SubscriptionsStore
 
 SERVICE = "subscriptions"
@@ -33,6 +35,22 @@ class SubscriptionsSettings(HeraldSettings):
                              description="Signs confirmation and unsubscribe links (shared with delivery).")
     public_url: str | None = Field(default=None, alias="HERALD_PUBLIC_URL",
                                    description="Base URL of the hosted pages in links; default http://host:port.")
+    form_posts_per_ip: int = Field(default=Limits.posts_per_ip, ge=1, alias="HERALD_FORM_POSTS_PER_IP",
+                                   description="Subscribe form posts one client address may send per window.")
+    form_posts_per_address: int = Field(default=Limits.posts_per_address, ge=1,
+                                        alias="HERALD_FORM_POSTS_PER_ADDRESS",
+                                        description="Subscribe form posts for one email address per window.")
+    form_window_seconds: int = Field(default=int(Limits.window.total_seconds()), ge=1,
+                                     alias="HERALD_FORM_WINDOW_SECONDS",
+                                     description="The sliding window of the two form limits above.")
+    form_min_fill_seconds: float = Field(default=Limits.min_fill.total_seconds(), ge=0,
+                                         alias="HERALD_FORM_MIN_FILL_SECONDS",
+                                         description="A subscribe form sent sooner after it was served is a "
+                                                     "bot's: answered as a success, nothing recorded.")
+
+    def form_limits(self) -> Limits:
+        return Limits(self.form_posts_per_ip, self.form_posts_per_address,
+                      timedelta(seconds=self.form_window_seconds), timedelta(seconds=self.form_min_fill_seconds))
 
 
 class Subscriptions(ConsumingService):
@@ -42,7 +60,7 @@ class Subscriptions(ConsumingService):
         super().__init__(settings, SERVICE)
         self.settings: SubscriptionsSettings = settings
         self.projection = SubscriptionsProjection(self.db)
-        self.apikeys = ApiKeyProjection(self.db)
+        self.apikeys = ApiKeyProjection(self.db, settings.api_key_attempts())
         base_url = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
         # One instance for the consumer that saves and the requests that wait: a save wakes them at once.
         checkpoints = Checkpoints(self.db, "projection")
@@ -66,7 +84,8 @@ class Subscriptions(ConsumingService):
                            "GDPR requests. Errors are RFC 9457 problem documents (application/problem+json).",
                            larger_bodies=LARGER_BODIES)
         self.app.include_router(build_api(self.service, self.apikeys))
-        self.app.include_router(build_pages(self.service))
+        self.app.include_router(build_pages(self.service, FormGuard(settings.link_secret, base_url,
+                                                                    settings.form_limits())))
         add_health_routes(self.app, self.ready_checks())
         self.consumers = [self.projector, self.suppressor]
 

@@ -19,6 +19,14 @@ CONFIRMATIONS = Counter("herald_subscriptions_confirmations_total", "Subscribers
 UNSUBSCRIBES = Counter("herald_subscriptions_unsubscribes_total", "Unsubscribes, by source.", ["source"])
 SUPPRESSIONS = Counter("herald_subscriptions_suppressions_total", "Addresses suppressed, by reason.", ["reason"])
 IMPORT_ROWS = Counter("herald_subscriptions_import_rows_total", "Imported CSV rows, by result.", ["result"])
+# Subscription bombing and forged posts (issue 20; SECURITY.md): what the hosted pages refused, and the
+# confirmation emails held back by the daily caps.
+REFUSAL_REASONS = ("honeypot", "too_fast", "no_token", "cross_site", "ip_rate", "address_rate", "challenge",
+                   "confirmation_cap")
+REFUSED = Counter("herald_subscriptions_refused_total", "Hosted form posts refused as likely abuse, and "
+                  "confirmation emails withheld by the daily caps, by reason.", ["reason"])
+for _reason in REFUSAL_REASONS:
+    REFUSED.labels(_reason)
 
 
 def record(event: Event) -> None:

@@ -1,62 +1,178 @@
 """Hosted pages, server-rendered, plain and accessible: subscribe form, check your inbox, confirmation,
-unsubscribe (RFC 8058 one-click POST and a page with a button)."""
+unsubscribe (RFC 8058 one-click POST and a page with a button), preferences.
+
+Every form carries a signed token of its own path, and a post without one, or sent from another site's page, is
+refused (CSRF; the one-click POST is exempt, as RFC 8058 has mail providers send it). The subscribe form also
+has a honeypot field, a minimum fill time, rate limits per client and per address, and the proof-of-work
+challenge a list can switch on (`forms.py`, `domain.screen_form`; SECURITY.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
+from math import ceil
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import ValidationError
+from starlette.datastructures import FormData
 
 from herald_shared.contract.subscriptions import ConsentEvidence
 from herald_shared.links import ConfirmClaim, LinkExpired, LinkInvalid
 
+from . import domain, metrics
 from .domain import SubscribeRequest, SubscriptionError
+from .forms import (
+    CHALLENGE_SCRIPT,
+    STYLE,
+    FormTokens,
+    Limits,
+    ProofOfWork,
+    Quota,
+    cross_site,
+    own_origin,
+    page_headers,
+)
 from .handlers import SubscriptionsService
 
+CHALLENGE_PATH = "/assets/form-challenge.js"
 
-def page(title: str, body: str, status: int = 200) -> HTMLResponse:
+
+def page(title: str, body: str, status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
     return HTMLResponse(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)}</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a}}
-label{{display:block;margin-top:1rem}}input{{font:inherit;padding:.4rem;width:100%;box-sizing:border-box}}
-button{{font:inherit;margin-top:1.5rem;padding:.5rem 1.2rem}}</style></head>
+<style>{STYLE}</style></head>
 <body><main><h1>{escape(title)}</h1>
 {body}
-</main></body></html>""", status_code=status, headers={"Cache-Control": "no-store"})
+</main></body></html>""", status_code=status, headers=headers or page_headers())
 
 
-def build_pages(service: SubscriptionsService) -> APIRouter:
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+class FormGuard:
+    """The hosted forms' defences, as one object the routes ask (`forms.py` has the parts)."""
+
+    def __init__(self, secret: str, public_url: str, limits: Limits) -> None:
+        self.tokens = FormTokens(secret)
+        self.limits = limits
+        self.per_ip = Quota(limits.posts_per_ip, limits.window)
+        self.per_address = Quota(limits.posts_per_address, limits.window)
+        self.proof_of_work = ProofOfWork(secret)
+        self.origin = own_origin(public_url)
+
+    def token_field(self, action: str) -> str:
+        return f'<input type="hidden" name="form_token" value="{escape(self.tokens.issue(action))}">'
+
+    def screen(self, request: Request, form: FormData, *, subscribe: bool = False,
+               challenge: bool = False) -> domain.FormVerdict:
+        action = request.url.path
+        origins = {self.origin, own_origin(str(request.base_url))}
+        return domain.screen_form(
+            cross_site=cross_site(request.headers, origins),
+            served_at=self.tokens.served_at(action, _text(form, "form_token")), now=datetime.now(UTC),
+            honeypot=_text(form, "website") if subscribe else "",
+            min_fill=self.limits.min_fill if subscribe else None,
+            challenge_passed=self.proof_of_work.passed(_text(form, "challenge"), _text(form, "challenge_nonce"))
+            if challenge else None)
+
+
+def _forged(verdict: str) -> HTMLResponse:
+    metrics.REFUSED.labels(verdict).inc()
+    return page("Please send the form again", "<p>This form has expired or was not sent from this site. Reload the "
+                "page and send it again.</p>", 403)
+
+
+def _too_many(reason: str, wait: float) -> HTMLResponse:
+    metrics.REFUSED.labels(reason).inc()
+    return page("Too many attempts", "<p>Please wait a few minutes and try again.</p>", 429,
+                {**page_headers(), "Retry-After": str(max(1, ceil(wait)))})
+
+
+def _check_inbox() -> HTMLResponse:
+    return page("Check your inbox", "<p>We sent you an email with a link. Open it to confirm your subscription; "
+                                    "until then you will receive nothing.</p>")
+
+
+def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
+    @router.get(CHALLENGE_PATH)
+    async def challenge_script() -> Response:
+        return Response(CHALLENGE_SCRIPT, media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+
+    def form_headers(doc: dict[str, object]) -> dict[str, str]:
+        ancestors = doc.get("form_frame_ancestors") or ()
+        return page_headers(ancestors if isinstance(ancestors, Sequence) else (), script=_challenged(doc))
+
+    def not_found() -> HTMLResponse:
+        return page("List not found", "<p>This subscription form does not exist any more.</p>", 404)
+
     @router.get("/subscribe/{account_id}/{list_id}")
-    async def subscribe_form(account_id: str, list_id: str) -> HTMLResponse:
+    async def subscribe_form(account_id: str, list_id: str, request: Request) -> HTMLResponse:
         doc = await service.store.list_doc(account_id, list_id)
-        if doc is None:
-            return page("List not found", "<p>This subscription form does not exist any more.</p>", 404)
+        if doc is None or doc.get("deleted_at"):
+            return not_found()
+        challenge = ""
+        if _challenged(doc):
+            challenge = guard.proof_of_work.fields() + f'<script src="{CHALLENGE_PATH}" defer></script>'
         return page(f"Subscribe to {doc['name']}", f"""
-<form method="post">
+<form method="post"{' data-challenge' if challenge else ''}>
+  {guard.token_field(request.url.path)}{challenge}
   <label for="email">Email address</label>
   <input id="email" name="email" type="email" required autocomplete="email">
   <label for="first_name">First name (optional)</label>
   <input id="first_name" name="first_name" autocomplete="given-name">
-  <p><label><input type="checkbox" name="consent" value="yes" required style="width:auto">
+  <div class="hp" aria-hidden="true"><label for="website">Leave this empty</label>
+  <input id="website" name="website" tabindex="-1" autocomplete="off"></div>
+  <p><label><input type="checkbox" name="consent" value="yes" required>
   I want to receive emails from {escape(doc['name'])}.</label></p>
   <button type="submit">Subscribe</button>
-</form>""")
+</form>""", headers=form_headers(doc))
 
     @router.post("/subscribe/{account_id}/{list_id}")
     async def subscribe_submit(account_id: str, list_id: str, request: Request) -> HTMLResponse:
+        doc = await service.store.list_doc(account_id, list_id)
+        if doc is None or doc.get("deleted_at"):
+            return not_found()
+        response = await subscribe_post(account_id, list_id, request, doc)
+        # Whatever the answer, it shows where the form was: framed by a site the list allows.
+        for name, value in form_headers(doc).items():
+            response.headers[name] = value
+        if "X-Frame-Options" not in form_headers(doc):
+            del response.headers["X-Frame-Options"]
+        return response
+
+    async def subscribe_post(account_id: str, list_id: str, request: Request, doc: dict[str, object]) -> HTMLResponse:
         form = await request.form()
-        email, first_name = str(form.get("email", "")), str(form.get("first_name", "")).strip() or None
+        verdict = guard.screen(request, form, subscribe=True, challenge=_challenged(doc))
+        if verdict in ("cross_site", "no_token"):
+            return _forged(verdict)
+        now = datetime.now(UTC)
+        client = request.client.host if request.client else ""
+        if wait := guard.per_ip.take(client, now):
+            return _too_many("ip_rate", wait)
+        if verdict in domain.SILENT_VERDICTS:
+            metrics.REFUSED.labels(verdict).inc()
+            return _check_inbox()
+        if verdict == "challenge":
+            metrics.REFUSED.labels(verdict).inc()
+            return page("Please try again", "<p>The page could not check that a person sent it. Allow its script "
+                        "to run, reload the page and send it again.</p>", 422)
+        email, first_name = _text(form, "email"), _text(form, "first_name").strip() or None
         if form.get("consent") != "yes":
             return page("Please confirm", "<p>Tick the box to say you want to receive these emails.</p>", 422)
-        doc = await service.store.list_doc(account_id, list_id)
-        if doc is None:
-            return page("List not found", "<p>This subscription form does not exist any more.</p>", 404)
+        try:
+            address = domain.email_sha256(domain.normalise_email(email))
+        except SubscriptionError as exc:
+            return page("Something is not right", f"<p>{escape(exc.detail)}</p>", 422)
+        if wait := guard.per_address.take(f"{account_id}\0{address}", now):
+            return _too_many("address_rate", wait)
         try:
             consent = ConsentEvidence(source="form", collected_at=datetime.now(UTC),
                                       method=f"Herald hosted subscribe form of list '{doc['name']}'"[:1000],
@@ -72,8 +188,7 @@ def build_pages(service: SubscriptionsService) -> APIRouter:
             return page("You are already subscribed", "<p>Nothing else to do.</p>")
         if decision.outcome == "active":
             return page("You are subscribed", "<p>Thank you.</p>")
-        return page("Check your inbox", "<p>We sent you an email with a link. Open it to confirm your "
-                                        "subscription; until then you will receive nothing.</p>")
+        return _check_inbox()  # a confirmation held back by the daily caps reads the same
 
     def _confirm_claim(token: str) -> ConfirmClaim | HTMLResponse:
         try:
@@ -90,14 +205,18 @@ def build_pages(service: SubscriptionsService) -> APIRouter:
         claim = _confirm_claim(token)
         if isinstance(claim, HTMLResponse):
             return claim
-        return page("Confirm your subscription", """<p>Press the button to start receiving these emails.</p>
-<form method="post"><button type="submit">Confirm subscription</button></form>""")
+        return page("Confirm your subscription", f"""<p>Press the button to start receiving these emails.</p>
+<form method="post">{guard.token_field(f"/confirm/{token}")}
+<button type="submit">Confirm subscription</button></form>""")
 
     @router.post("/confirm/{token}")
     async def confirm(token: str, request: Request) -> HTMLResponse:
         claim = _confirm_claim(token)
         if isinstance(claim, HTMLResponse):
             return claim
+        verdict = guard.screen(request, await request.form())
+        if verdict != "accept":
+            return _forged(verdict)
         try:
             outcome = await service.confirm(claim.account_id, claim.subscriber_id,
                                             request.client.host if request.client else None)
@@ -115,18 +234,23 @@ def build_pages(service: SubscriptionsService) -> APIRouter:
             return page("This link is not valid", "<p>Check that you opened the whole link from the email.</p>",
                         400)
         return page("Unsubscribe", f"""<p>Do you want to stop receiving these emails?</p>
-<form method="post"><button type="submit" name="confirm" value="yes">Unsubscribe</button></form>
+<form method="post">{guard.token_field(f"/unsubscribe/{token}")}
+<button type="submit" name="confirm" value="yes">Unsubscribe</button></form>
 <p><a href="/preferences/{escape(token)}">Choose which lists you stay on</a></p>""")
 
     @router.post("/unsubscribe/{token}")
     async def unsubscribe(token: str, request: Request) -> Response:
-        """RFC 8058: a POST with `List-Unsubscribe=One-Click` unsubscribes at once, no login, no page."""
+        """RFC 8058: a POST with `List-Unsubscribe=One-Click` unsubscribes at once, no login, no page, and no
+        form token (mail providers send it from their servers). It acts only on the subscriber the signed link
+        names, and twice is the same as once. The page's own button needs the page's token."""
         try:
             claim = service.links.read_unsubscribe(token)
         except (LinkInvalid, LinkExpired):
             return PlainTextResponse("This unsubscribe link is not valid.", status_code=400)
         form = await request.form()
         one_click = form.get("List-Unsubscribe") == "One-Click"
+        if not one_click and (verdict := guard.screen(request, form)) != "accept":
+            return _forged(verdict)
         try:
             await service.unsubscribe(claim.account_id, claim.subscriber_id,
                                       "one_click" if one_click else "unsubscribe_page",
@@ -144,7 +268,13 @@ def build_pages(service: SubscriptionsService) -> APIRouter:
     @router.post("/preferences/{token}")
     async def preferences_submit(token: str, request: Request) -> HTMLResponse:
         form = await request.form()
-        return await _preferences(token, str(form.get("list_id", "")))
+        try:
+            service.links.read_unsubscribe(token)
+        except (LinkInvalid, LinkExpired):
+            return await _preferences(token, None)  # the same "not valid" page
+        if (verdict := guard.screen(request, form)) != "accept":
+            return _forged(verdict)
+        return await _preferences(token, _text(form, "list_id"))
 
     async def _preferences(token: str, leave_list: str | None) -> HTMLResponse:
         """The lists this address is on in the account that sent the message; leave any of them."""
@@ -172,9 +302,14 @@ def build_pages(service: SubscriptionsService) -> APIRouter:
             if lst is None or m["status"] not in ("pending", "active"):
                 continue
             rows.append(f"""<li>{escape(lst['name'])}
-  <form method="post" style="display:inline"><input type="hidden" name="list_id" value="{escape(lst['list_id'])}">
+  <form method="post" class="inline">{guard.token_field(f"/preferences/{token}")}
+  <input type="hidden" name="list_id" value="{escape(lst['list_id'])}">
   <button type="submit">Leave {escape(lst['name'])}</button></form></li>""")
         body = f"<ul>{''.join(rows)}</ul>" if rows else "<p>You are not on any list.</p>"
         return page("Your subscriptions", note + body)
 
     return router
+
+
+def _challenged(doc: dict[str, object]) -> bool:
+    return doc.get("form_challenge") == "proof_of_work"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -19,6 +20,7 @@ from herald_shared.contract.subscriptions import (
     ImportCompleted,
     ListCreated,
     ListDeleted,
+    ListFormConfigured,
     ListRenamed,
     SubscriberAdded,
     SubscriberConfirmed,
@@ -111,8 +113,7 @@ class SubscriptionsProjection(Projection):
     async def _fold_members(self, events: list[Event]) -> None:
         if not events:
             return
-        address_ids = {compose(e.account_id, e.payload.email_sha256) for e in events
-                       if isinstance(e, SubscriberAdded | SubscriberSuppressed)}
+        address_ids = {compose(e.account_id, h) for e in events if (h := domain.address_hash(e)) is not None}
         # The members and lists the events name, loaded alongside the addresses; a suppression reaches the
         # address's other memberships too, loaded once the address is (and their lists after them).
         member_ids = {e.payload.subscriber_id for e in events}  # type: ignore[attr-defined]
@@ -142,8 +143,8 @@ class SubscriptionsProjection(Projection):
                 if folded is not None:
                     members[target] = marked(folded, old, event)
                     self._count(event, old, folded)
-            if isinstance(event, SubscriberAdded):
-                key = compose(event.account_id, event.payload.email_sha256)
+            if isinstance(event, SubscriberAdded | ConfirmationRequested):
+                key = compose(event.account_id, domain.address_hash(event) or "")
                 address = domain.evolve_address(addresses.get(key), event)
                 if address is not None:
                     addresses[key] = {**address, "_id": key}
@@ -177,6 +178,9 @@ class SubscriptionsProjection(Projection):
             case ListRenamed(payload=p):
                 return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)},
                                           {"$set": {"name": p.name}}))]
+            case ListFormConfigured(payload=p):
+                return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)}, {"$set": {
+                    "form_frame_ancestors": p.frame_ancestors, "form_challenge": p.challenge}}))]
             case ListDeleted(payload=p):
                 return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)},
                                           {"$set": {"deleted_at": event.occurred_at}}))]
@@ -233,6 +237,11 @@ class SubscriptionsStore:
         found = await load(self.db[SUBSCRIBERS], address["members"])
         return sorted((d for d in found.values() if d["account_id"] == account_id), key=lambda d: d["_id"])
 
+    async def confirmations_to_address(self, account_id: str, email_hash: str) -> tuple[datetime, ...]:
+        """The last confirmations asked for to this address across the account's lists (newest last)."""
+        address = await self._by_id[ADDRESSES].get(compose(account_id, email_hash))
+        return tuple(address.get("confirmations", ())) if address else ()
+
     async def member_states(self, account_id: str, subscriber_ids: Sequence[str]) -> dict[str, MemberState]:
         found = await load(self.db[SUBSCRIBERS], subscriber_ids)
         return {k: _member_state(d) for k, d in found.items() if d["account_id"] == account_id}
@@ -288,9 +297,12 @@ def _same_value(stored: Any, wanted: Any) -> bool:
 
 def _list_state(doc: Document) -> ListState:
     return ListState(account_id=doc["account_id"], list_id=doc["list_id"], name=doc["name"], opt_in=doc["opt_in"],
-                     custom_fields=dict(doc.get("custom_fields", {})), deleted="deleted_at" in doc)
+                     custom_fields=dict(doc.get("custom_fields", {})), deleted="deleted_at" in doc,
+                     frame_ancestors=tuple(doc.get("form_frame_ancestors", ())),
+                     form_challenge=doc.get("form_challenge", "none"))
 
 
 def _member_state(doc: Document) -> MemberState:
     return MemberState(subscriber_id=doc["_id"], list_id=doc.get("list_id", ""), email_sha256=doc["email_sha256"],
-                       status=doc["status"], awaiting_confirmation=bool(doc.get("awaiting_confirmation")))
+                       status=doc["status"], awaiting_confirmation=bool(doc.get("awaiting_confirmation")),
+                       confirmation_requested_at=doc.get("confirmation_requested_at"))

@@ -54,6 +54,29 @@ class ListRenamed(SubscriptionsEvent):
     payload: ListRenamedPayload
 
 
+# An origin that may frame a list's hosted subscribe form (CSP frame-ancestors): scheme, host, optional port.
+FrameOrigin = Annotated[str, StringConstraints(
+    pattern=r"^https?://(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*(:[0-9]{1,5})?$",
+    max_length=300)]
+FormChallenge = Literal["none", "proof_of_work"]
+
+
+class ListFormConfiguredPayload(Payload):
+    list_id: Identifier
+    frame_ancestors: list[FrameOrigin] = Field(default_factory=list, max_length=20, description=(
+        "Origins whose pages may embed the hosted subscribe form in a frame; none by default."))
+    challenge: FormChallenge = Field(default="none", description=(
+        "A check every post of the hosted form must pass: proof_of_work makes the browser solve a small "
+        "hash puzzle (a cost per post for a bot)."))
+
+
+class ListFormConfigured(SubscriptionsEvent):
+    """The list's hosted subscribe form: who may frame it and which challenge guards it (replaces the last)."""
+
+    type: Literal["ListFormConfigured"] = "ListFormConfigured"
+    payload: ListFormConfiguredPayload
+
+
 class ListDeletedPayload(Payload):
     list_id: Identifier
     members_at_deletion: Count = Field(description="Members the list had; kept for one-off-sending checks.")

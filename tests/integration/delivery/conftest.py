@@ -4,6 +4,8 @@ port, in its own thread). Other services' events are published as those services
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import hashlib
 import socket
 import threading
@@ -18,8 +20,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from herald_delivery.main import Delivery, DeliverySettings
+from herald_shared.apikeys import new_api_key
 from herald_shared.contract import Event, parse_event
-from herald_shared.contract.billing import AccountApproved, AccountOpened, PlanChanged
+from herald_shared.contract.billing import AccountApproved, AccountOpened, ApiKeyIssued, PlanChanged
 from herald_shared.contract.subscriptions import (
     ListCreated,
     SubscriberAdded,
@@ -27,6 +30,7 @@ from herald_shared.contract.subscriptions import (
 )
 from herald_shared.kafka import EventPublisher, read_from_start
 from herald_shared.settings import HeraldSettings
+from herald_subscriptions.main import Subscriptions, SubscriptionsSettings
 from tests.conftest import eventually
 
 SECRET = "test-link-secret-0123456789"
@@ -262,3 +266,44 @@ async def mail_inbound(running: Running, recipient: str, body: str,
     """Mail a report to the inbound server over SMTP; it answers 250 once the report is recorded."""
     await aiosmtplib.send(body.encode(), sender=sender, recipients=[recipient], hostname="127.0.0.1",
                           port=running.service.settings.inbound_port)
+
+
+def tracking_paths(message: bytes) -> tuple[str, list[str]]:
+    """The open pixel's path and the click paths (in link order) of one sent message."""
+    html_part = email.message_from_bytes(message, policy=email.policy.default).get_body(("html",))
+    assert html_part is not None
+    parts = html_part.get_content().split("http://track.test")[1:]
+    pixel = next(part.split('"')[0] for part in parts if part.startswith("/t/o/"))
+    return pixel, [part.split("'")[0].split('"')[0] for part in parts if part.startswith("/t/c/")]
+
+
+@dataclass
+class SubscriptionsBeside:
+    """The subscriptions service running next to delivery (they talk only through Kafka), with an API key of
+    the account `acme`."""
+
+    service: Subscriptions
+    api: httpx.AsyncClient
+
+    def pages(self, client_ip: str = "203.0.113.7") -> httpx.AsyncClient:
+        """The hosted pages, as seen from one client address."""
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.service.app, client=(client_ip, 4711)),
+                                 base_url="http://subs.test")
+
+
+@pytest.fixture
+async def subscriptions(settings: HeraldSettings, world: World) -> AsyncIterator[SubscriptionsBeside]:
+    service = Subscriptions(SubscriptionsSettings(**settings.model_dump(), HERALD_LINK_SECRET=SECRET,
+                                                  HERALD_PUBLIC_URL="http://subs.test"))
+    await service.start()
+    try:
+        key_id, key, key_hash = new_api_key()
+        await world.open_account("acme")
+        await world.publish(ApiKeyIssued(account_id="acme", producer="billing", payload={  # type: ignore[arg-type]
+            "key_id": key_id, "key_hash": key_hash, "issued_by": "owner"}))
+        await eventually(lambda: service.apikeys.authenticate(key), lambda a: a == "acme", what="API key")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://subs.test",
+                                     headers={"Authorization": f"Bearer {key}"}) as api:
+            yield SubscriptionsBeside(service, api)
+    finally:
+        await service.stop()

@@ -10,17 +10,12 @@ import re
 from email.message import EmailMessage
 from typing import Any
 
-import httpx
-
-from herald_shared.apikeys import new_api_key
-from herald_shared.contract.billing import ApiKeyIssued
 from herald_shared.contract.subscriptions import SubscriberSuppressed, SubscriberUnsubscribed
-from herald_shared.settings import HeraldSettings
-from herald_subscriptions.main import Subscriptions, SubscriptionsSettings
 from tests.conftest import eventually
+from tests.integration.helpers import form_token
 from tests.samples import campaign_queued
 
-from .conftest import SECRET, World, dsn, mail_inbound
+from .conftest import SECRET, SubscriptionsBeside, World, dsn, mail_inbound
 
 
 def parsed(data: bytes) -> EmailMessage:
@@ -30,20 +25,10 @@ def parsed(data: bytes) -> EmailMessage:
 
 
 async def test_confirm_unsubscribe_and_bounce_across_the_two_services(
-        settings: HeraldSettings, start_delivery: Any, relay: Any, world: World) -> None:
-    subscriptions = Subscriptions(SubscriptionsSettings(**settings.model_dump(), HERALD_LINK_SECRET=SECRET,
-                                                        HERALD_PUBLIC_URL="http://subs.test"))
-    await subscriptions.start()
-    pages = httpx.AsyncClient(transport=httpx.ASGITransport(app=subscriptions.app), base_url="http://subs.test")
-    try:
+        start_delivery: Any, relay: Any, world: World, subscriptions: SubscriptionsBeside) -> None:
+    api = subscriptions.api
+    async with subscriptions.pages() as pages:
         running = await start_delivery()
-        key_id, key, key_hash = new_api_key()
-        await world.open_account("acme")
-        await world.publish(ApiKeyIssued(account_id="acme", producer="billing", payload={  # type: ignore[arg-type]
-            "key_id": key_id, "key_hash": key_hash, "issued_by": "owner"}))
-        await eventually(lambda: subscriptions.apikeys.authenticate(key), lambda a: a == "acme", what="API key")
-        api = httpx.AsyncClient(transport=httpx.ASGITransport(app=subscriptions.app), base_url="http://subs.test",
-                                headers={"Authorization": f"Bearer {key}"})
         created = await api.post("/v1/lists", json={"list_id": "news", "name": "News", "opt_in": "double"})
         assert created.status_code == 201, created.text
         for address in ("ann@example.org", "bob@example.org"):
@@ -58,7 +43,8 @@ async def test_confirm_unsubscribe_and_bounce_across_the_two_services(
             body = parsed(mail.data).get_content()
             links = re.findall(r"http://subs\.test/confirm/\S+", body)
             assert len(links) == 1
-            confirmed = await pages.post(links[0].removeprefix("http://subs.test"))
+            path = links[0].removeprefix("http://subs.test")
+            confirmed = await pages.post(path, data=form_token(SECRET, path))
             assert confirmed.status_code == 200 and "confirmed" in confirmed.text
 
         # A campaign reaches both (delivery's own audience projection saw the confirmations).
@@ -97,6 +83,3 @@ async def test_confirm_unsubscribe_and_bounce_across_the_two_services(
         found = await eventually(lambda: of_subscriptions(SubscriberSuppressed), lambda es: len(es) == 1,
                                  what="suppression")
         assert found[0].payload.reason == "hard_bounce" and found[0].payload.campaign_id == "c1"
-    finally:
-        await pages.aclose()
-        await subscriptions.stop()

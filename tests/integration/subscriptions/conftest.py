@@ -17,6 +17,7 @@ from herald_shared.kafka import EventPublisher, read_from_start
 from herald_shared.settings import HeraldSettings
 from herald_subscriptions.main import Subscriptions, SubscriptionsSettings
 from tests.conftest import eventually
+from tests.integration.helpers import form_token
 
 SECRET = "test-link-secret-0123456789"
 
@@ -45,6 +46,10 @@ class Platform:
     publisher: EventPublisher
     pages: httpx.AsyncClient
 
+    async def submit(self, path: str, data: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        """Post a hosted page's form as a person would: with the token its page served a minute ago."""
+        return await self.pages.post(path, data={**form_token(SECRET, path), **(data or {})}, **kwargs)
+
     async def events(self, topic: str = "herald.subscriptions") -> list[Event]:
         from herald_shared.contract import parse_event
 
@@ -69,9 +74,15 @@ class Platform:
 
 
 @pytest.fixture
-async def platform(settings: HeraldSettings) -> AsyncIterator[Platform]:
-    config = SubscriptionsSettings(**settings.model_dump(), HERALD_LINK_SECRET=SECRET,
-                                   HERALD_PUBLIC_URL="http://subs")
+def settings_overrides() -> dict[str, Any]:
+    """Settings of the service a test module changes (by defining this fixture), by field name."""
+    return {}
+
+
+@pytest.fixture
+async def platform(settings: HeraldSettings, settings_overrides: dict[str, Any]) -> AsyncIterator[Platform]:
+    config = SubscriptionsSettings(**{**settings.model_dump(), "HERALD_LINK_SECRET": SECRET,
+                                      "HERALD_PUBLIC_URL": "http://subs", **settings_overrides})
     service = Subscriptions(config)
     await service.start()
     pages = httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app, client=("203.0.113.7", 4711)),

@@ -122,7 +122,7 @@ async def test_a_value_too_long_rejects_its_row_not_the_import(platform: Platfor
 async def test_hosted_form_refuses_over_long_input_with_a_page(platform: Platform) -> None:
     acme = await platform.tenant("acme")
     await acme.create_list()
-    response = await platform.pages.post("/subscribe/acme/news", data={
+    response = await platform.submit("/subscribe/acme/news", {
         "email": "x@example.com", "first_name": "N" * 300, "consent": "yes"}, headers={"User-Agent": "U" * 5000})
     assert response.status_code == 422 and "too long" in response.text
 

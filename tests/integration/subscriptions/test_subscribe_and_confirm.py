@@ -56,14 +56,14 @@ async def test_double_opt_in_is_pending_until_the_confirmation_link_is_opened(pl
     opened = await platform.pages.get(link)  # a mail scanner or the person opening the link
     assert opened.status_code == 200 and "Confirm subscription</button>" in opened.text
     assert (await acme.http.get(f"/v1/subscribers/{pending.json()['subscriber_id']}")).json()["status"] == "pending"
-    confirmed = await platform.pages.post(link)
+    confirmed = await platform.submit(link)
     assert confirmed.status_code == 200 and "Subscription confirmed" in confirmed.text
     subscriber = await acme.http.get(f"/v1/subscribers/{pending.json()['subscriber_id']}")
     assert subscriber.json()["status"] == "active"
     confirmation = next(e for e in await platform.events() if isinstance(e, SubscriberConfirmed))
     assert confirmation.payload.method == "double_opt_in" and confirmation.payload.ip == "203.0.113.7"
 
-    used = await platform.pages.post(link)
+    used = await platform.submit(link)
     assert used.status_code == 200 and "Already confirmed" in used.text
     assert [e.type for e in await platform.events()].count("SubscriberConfirmed") == 1
 
@@ -94,13 +94,13 @@ async def test_hosted_form_subscribes_with_consent_evidence(platform: Platform) 
     await acme.create_list(opt_in="double")
     form = await platform.pages.get("/subscribe/acme/news")
     assert form.status_code == 200 and '<label for="email">' in form.text
-    response = await platform.pages.post("/subscribe/acme/news", data={"email": "dan@example.com", "consent": "yes"},
-                                         headers={"User-Agent": "TestBrowser/1.0"})
+    response = await platform.submit("/subscribe/acme/news", {"email": "dan@example.com", "consent": "yes"},
+                                     headers={"User-Agent": "TestBrowser/1.0"})
     assert response.status_code == 200 and "Check your inbox" in response.text
     added = next(e for e in await platform.events() if isinstance(e, SubscriberAdded))
     assert added.payload.consent.source == "form"
     assert (added.payload.consent.ip, added.payload.consent.user_agent) == ("203.0.113.7", "TestBrowser/1.0")
-    no_consent = await platform.pages.post("/subscribe/acme/news", data={"email": "eve@example.com"})
+    no_consent = await platform.submit("/subscribe/acme/news", {"email": "eve@example.com"})
     assert no_consent.status_code == 422
 
 

@@ -3,13 +3,15 @@ complaints; a suppressed address comes back only through the person's fresh doub
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced
 from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberSuppressed, SubscriberUnsubscribed
 from herald_shared.kafka import DLQ_REASON, read_from_start
 from tests.conftest import eventually
-from tests.integration.subscriptions.conftest import Platform, Tenant
+from tests.integration.helpers import form_token
+from tests.integration.subscriptions.conftest import SECRET, Platform, Tenant
 
 
 async def _member(tenant: Tenant, subscriber_id: str) -> dict[str, object]:
@@ -43,7 +45,7 @@ async def test_unsubscribe_page_button_and_forged_links(platform: Platform) -> N
     await acme.create_list()
     ben = (await acme.subscribe("ben@example.com")).json()["subscriber_id"]
     link = urlsplit(platform.service.service.links.unsubscribe_url("acme", ben, "c2")).path
-    done = await platform.pages.post(link, data={"confirm": "yes"})
+    done = await platform.submit(link, {"confirm": "yes"})
     assert done.status_code == 200 and "You are unsubscribed" in done.text
     assert (await _member(acme, ben))["unsubscribe_source"] == "unsubscribe_page"
     forged = await platform.pages.post(link[:-3] + "abc", data={"List-Unsubscribe": "One-Click"})
@@ -109,11 +111,11 @@ async def test_complaint_suppresses_and_unsubscribes_and_only_a_fresh_double_opt
     assert [e.type for e in events].count("SubscriberSuppressed") == 1
 
     # The person subscribes again on the hosted form: even on a single opt-in list they must confirm.
-    form = await platform.pages.post("/subscribe/acme/news", data={"email": "cara@example.com", "consent": "yes"})
+    form = await platform.submit("/subscribe/acme/news", {"email": "cara@example.com", "consent": "yes"})
     assert "Check your inbox" in form.text
     assert (await _member(acme, cara))["status"] == "suppressed"
     request = [e for e in await platform.events() if isinstance(e, ConfirmationRequested)][-1]
-    confirmed = await platform.pages.post(urlsplit(str(request.payload.confirm_url)).path)
+    confirmed = await platform.submit(urlsplit(str(request.payload.confirm_url)).path)
     assert "Subscription confirmed" in confirmed.text
     assert (await _member(acme, cara))["status"] == "active"
 
@@ -122,3 +124,35 @@ async def test_complaint_suppresses_and_unsubscribes_and_only_a_fresh_double_opt
         "message_id": "m10", "campaign_id": "c8", "subscriber_id": cara, "bounce_class": "hard",
         "diagnostic": "user unknown", "source": "dsn"}))
     await eventually(lambda: _member(acme, cara), lambda m: m["status"] == "suppressed", what="suppressed again")
+
+
+async def test_hosted_forms_refuse_posts_without_their_token_or_from_another_site(platform: Platform) -> None:
+    """CSRF: the confirm, unsubscribe and preference forms need their page's token and a same-site post; only the
+    RFC 8058 one-click POST needs neither (mail providers send it from their servers)."""
+    acme = await platform.tenant("acme")
+    await acme.create_list("news", opt_in="double")
+    await acme.create_list("offers")
+    pending = (await acme.subscribe("nora@example.com")).json()["subscriber_id"]
+    active = (await acme.subscribe("nora@example.com", list_id="offers")).json()["subscriber_id"]
+    confirm = urlsplit(platform.service.service.links.confirm_url("acme", pending)[0]).path
+    unsubscribe = urlsplit(platform.service.service.links.unsubscribe_url("acme", active, "c9")).path
+    preferences = unsubscribe.replace("/unsubscribe/", "/preferences/")
+    other_site = {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}
+
+    for path, data in ((confirm, {}), (unsubscribe, {"confirm": "yes"}), (preferences, {"list_id": "offers"})):
+        without = await platform.pages.post(path, data=data)
+        from_elsewhere = await platform.submit(path, data, headers=other_site)
+        another_forms = await platform.pages.post(path, data={**form_token(SECRET, "/subscribe/acme/news"), **data})
+        assert (without.status_code, from_elsewhere.status_code, another_forms.status_code) == (403, 403, 403), path
+        assert "Reload the page" in without.text
+    assert (await _member(acme, pending))["status"] == "pending"
+    assert (await _member(acme, active))["status"] == "active"
+
+    # The page's own form, served to the person, works; and one-click works from anywhere, once.
+    served = await platform.pages.get(confirm)
+    token = re.search(r'name="form_token" value="([^"]+)"', served.text)
+    assert token is not None
+    assert "Subscription confirmed" in (await platform.pages.post(confirm, data={"form_token": token[1]})).text
+    one_click = await platform.pages.post(unsubscribe, data={"List-Unsubscribe": "One-Click"}, headers=other_site)
+    assert one_click.status_code == 200 and (await _member(acme, active))["status"] == "unsubscribed"
+    assert [e.type for e in await platform.events()].count("SubscriberUnsubscribed") == 1
