@@ -10,6 +10,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 
+from herald_delivery.inbound import MAX_INBOUND_BYTES
 from herald_shared.contract.delivery import ComplaintReceived, LinkClicked, MessageBounced, MessageOpened, MessageSent
 from herald_shared.kafka import DLQ_REASON, read_from_start
 from tests.conftest import eventually
@@ -173,9 +174,10 @@ async def test_the_click_redirect_goes_only_to_a_link_the_campaign_contains(
         "https://acme.example/blog", "https://acme.example/sale"]
 
 
-async def test_the_inbound_server_bounds_sessions_recipients_and_idle_time(start_delivery: Any) -> None:
+async def test_the_inbound_server_bounds_sessions_recipients_size_and_idle_time(start_delivery: Any) -> None:
     """Over TCP to the running inbound server: a third session while two are open is told 421 and closed; an idle
-    session is closed after the idle time, and its place is free again; an 11th recipient is refused 452."""
+    session is closed after the idle time, and its place is free again; an 11th recipient is refused 452; a message
+    over the size limit 552."""
     running = await start_delivery(HERALD_INBOUND_MAX_SESSIONS=2, HERALD_INBOUND_IDLE_SECONDS=1.5)
     port = running.service.settings.inbound_port
 
@@ -209,3 +211,10 @@ async def test_the_inbound_server_bounds_sessions_recipients_and_idle_time(start
         assert refused.value.code == 452
     finally:
         await client.quit()
+
+    # A message over MAX_INBOUND_BYTES is refused 552 (at MAIL FROM's SIZE, or at the end of DATA), unread.
+    too_big = b"Subject: report\r\n\r\n" + (b"x" * 998 + b"\r\n") * (MAX_INBOUND_BYTES // 1000 + 10)
+    with pytest.raises(aiosmtplib.SMTPResponseException) as refused_size:
+        await aiosmtplib.send(too_big, sender="MAILER-DAEMON@mx.example.org", recipients=[f"b+m1@{BOUNCE_DOMAIN}"],
+                              hostname="127.0.0.1", port=port, timeout=10)
+    assert refused_size.value.code == 552
