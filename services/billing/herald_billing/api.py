@@ -28,7 +28,7 @@ from .domain import (
     credits_left,
 )
 from .handlers import BillingService, Client, Session, TooManyAttempts
-from .invoice_page import invoice_html
+from .invoice_page import INVOICE_HEADERS, invoice_html
 from .plans import MONTHLY_SEND_FACTOR, Plans
 
 Password = Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=NO_NUL)]
@@ -456,7 +456,7 @@ def build_api(service: BillingService) -> APIRouter:
     async def invoice_document(invoice_id: Identifier, session: Current) -> HTMLResponse:
         doc = await service.invoice(session, invoice_id)
         account, _ = await service.overview(session.user.account_id)
-        return HTMLResponse(invoice_html(doc, account))
+        return HTMLResponse(invoice_html(doc, account), headers=INVOICE_HEADERS)
 
     @router.post("/account/invoices/{invoice_id}/payment", response_model=None, tags=["invoices"],
                  responses={**answers(200, InvoiceOut, "Paid (or it was already)."), **signed_in,

@@ -5,7 +5,13 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from herald_shared.http import html_security_headers
+
 from .domain import Account
+
+STYLE = ("body{font-family:sans-serif;max-width:48rem;margin:2rem auto}table{width:100%;border-collapse:collapse}"
+         "td,th{padding:.4rem;border-bottom:1px solid #ccc;text-align:left}.n{text-align:right}")
+INVOICE_HEADERS = html_security_headers(STYLE)  # its one stylesheet, nothing else
 
 
 def _eur(cents: int | None) -> str:
@@ -18,8 +24,7 @@ def invoice_html(doc: dict[str, Any], account: Account) -> str:
     status = "Paid" if doc["status"] == "paid" else "Due"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Invoice {escape(doc['invoice_id'])}</title>
-<style>body{{font-family:sans-serif;max-width:48rem;margin:2rem auto}}table{{width:100%;border-collapse:collapse}}
-td,th{{padding:.4rem;border-bottom:1px solid #ccc;text-align:left}}.n{{text-align:right}}</style></head>
+<style>{STYLE}</style></head>
 <body>
 <h1>Invoice {escape(doc['invoice_id'])}</h1>
 <p>Herald &middot; issued {escape(doc['issued_at'].date().isoformat())} &middot; {status}</p>

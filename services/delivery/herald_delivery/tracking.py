@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from ua_parser import parse as parse_user_agent
 
 from herald_shared.contract.delivery import LinkClicked, MessageOpened
+from herald_shared.http import html_security_headers
 from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
 
 from . import domain, metrics
@@ -130,4 +131,4 @@ def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: Event
 def _not_found() -> HTMLResponse:
     return HTMLResponse("<!doctype html><html lang=en><title>Link not valid</title><main><h1>This link is not "
                         "valid</h1><p>It may have been damaged when it was copied.</p></main></html>",
-                        status_code=404)
+                        status_code=404, headers=html_security_headers())

@@ -6,7 +6,6 @@ The rules that decide what a screened post gets are `domain.screen_form`; this m
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 from collections import OrderedDict
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, Signer
 
+from herald_shared.http import html_security_headers
 from herald_shared.throttle import Throttle
 
 FORM_SALT = "herald.form.v1"
@@ -172,20 +172,10 @@ STYLE = ("body{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:3rem au
          "label{display:block;margin-top:1rem}input{font:inherit;padding:.4rem;width:100%;box-sizing:border-box}"
          "input[type=checkbox]{width:auto}button{font:inherit;margin-top:1.5rem;padding:.5rem 1.2rem}"
          "form.inline{display:inline}.hp{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}")
-_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
 
 
 def page_headers(frame_ancestors: Sequence[str] = (), script: bool = False) -> dict[str, str]:
-    """Every hosted page's security headers. The policy allows the one inline stylesheet (by its hash), forms
-    posting back here, the challenge script when the page has one, and framing only by `frame_ancestors`
-    (origins a list allows to embed its form; none by default). No referrer leaves: the pages' paths carry
-    signed tokens."""
-    ancestors = " ".join(frame_ancestors) if frame_ancestors else "'none'"
-    scripts = "'self'" if script else "'none'"
-    policy = (f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; script-src {scripts}; "
-              f"form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}")
-    headers = {"Content-Security-Policy": policy, "Referrer-Policy": "no-referrer",
-               "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
-    if not frame_ancestors:
-        headers["X-Frame-Options"] = "DENY"  # for browsers older than frame-ancestors
-    return headers
+    """Every hosted page's headers: its stylesheet, its forms posting back here, the challenge script when the
+    page has one, framing only by `frame_ancestors` (origins a list allows to embed its form); never cached."""
+    return {**html_security_headers(STYLE, scripts=script, forms=True, frame_ancestors=frame_ancestors),
+            "Cache-Control": "no-store"}

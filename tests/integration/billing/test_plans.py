@@ -97,6 +97,9 @@ async def test_choosing_then_raising_a_tier_is_charged_and_never_lowered(small: 
         ("2027-000001", 1000, 210, 1210, "paid"), ("2027-000002", 1500, 315, 1815, "paid")]
     page = await ada.http.get("/v1/account/invoices/2027-000002/document")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    # Nothing but its own stylesheet may load, it may not be framed, and its address goes nowhere else.
+    assert page.headers["content-security-policy"].startswith("default-src 'none'; style-src 'sha256-")
+    assert (page.headers["x-frame-options"], page.headers["referrer-policy"]) == ("DENY", "no-referrer")
     assert "Upgrade from 2 (standard) to 5 subscribers" in page.text and "18.15 EUR" in page.text
     changed = [e for e in await small.events() if isinstance(e, PlanChanged)]
     assert [(e.payload.plan, e.payload.tier_subscriber_limit) for e in changed] == [

@@ -112,7 +112,7 @@ async def test_open_pixel_and_click_redirect_record_engagement_and_refuse_forger
     second = await running.http.get(clicks[1], headers={"User-Agent": IPHONE})
     assert second.status_code == 302 and second.headers["location"] == "https://acme.example/blog"
     forged = await running.http.get(clicks[0][:-3] + "abc")
-    assert forged.status_code == 404
+    assert forged.status_code == 404 and "script-src 'none'" in forged.headers["content-security-policy"]
     events = await world.wait_for(lambda es: any(isinstance(e, LinkClicked) for e in es)
                                   and any(isinstance(e, MessageOpened) for e in es), "engagement")
     opened_event = next(e for e in events if isinstance(e, MessageOpened)).payload
