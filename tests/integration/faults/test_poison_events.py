@@ -1,0 +1,108 @@
+"""Poison on every topic a service consumes: invalid JSON, an unknown event type, a schema version this contract
+does not know, and valid events (every type of the topic) for an account nobody opened. Invariant: every event
+is processed or dead-lettered. Each consumer of the topic dead-letters exactly the three invalid records, with
+its name and their origin; a valid event is handled, or refused by a rule (dead-lettered `rejected: <rule>`, as
+delivery refuses a suspension notice for an account with no registered address), never a handler failure; its
+committed offsets reach the end of the topic (nothing stuck behind the poison); and the process is still
+running and ready."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from herald_shared.contract import EVENT_TYPES, serialize_event
+from herald_shared.kafka import event_headers
+from herald_shared.settings import HeraldSettings
+from herald_shared.topics import EVENT_TOPICS, events_of
+from tests.conftest import eventually
+from tests.samples import sample
+
+from .conftest import ServiceProcess, behind, dead_letters
+
+GHOST = "acc-ghost"  # no AccountOpened, no list, no campaign: unknown to every service
+
+# Each service's consumers: (consumer group, the name it writes in dead letters) -> the topics it reads.
+CONSUMERS: dict[str, dict[tuple[str, str], list[str]]] = {
+    "billing": {("billing.projection", "billing.projection"): [
+        "herald.billing", "herald.subscriptions", "herald.delivery", "herald.campaigns", "herald.compliance"]},
+    "campaigns": {
+        ("campaigns.projection", "campaigns.projection"): [
+            "herald.campaigns", "herald.subscriptions", "herald.delivery", "herald.billing", "herald.compliance"],
+        ("campaigns.reports", "campaigns.reports"): ["herald.delivery", "herald.subscriptions", "herald.billing"]},
+    "compliance": {("herald-compliance", "compliance"): [
+        "herald.delivery", "herald.subscriptions", "herald.compliance", "herald.billing"]},
+    "delivery": {
+        ("delivery.audience", "delivery.audience"): ["herald.subscriptions", "herald.billing"],
+        ("delivery.confirmations", "delivery.confirmations"): ["herald.subscriptions", "herald.billing"],
+        ("delivery.control", "delivery.control"): ["herald.billing", "herald.compliance", "herald.campaigns"]},
+    "subscriptions": {
+        ("subscriptions.projection", "subscriptions.projection"): ["herald.subscriptions", "herald.billing"],
+        ("subscriptions.suppression", "subscriptions.suppression"): ["herald.delivery"]},
+}
+
+
+def poison(topic: str) -> list[bytes]:
+    """The three invalid records of a topic, as a careless or future producer would write them (no headers)."""
+    future = json.loads(serialize_event(sample(events_of(topic)[0].model_fields["type"].default, GHOST)))
+    future["schema_version"] = 99
+    unknown = {**future, "type": "InvoiceExploded", "schema_version": 1}
+    return [b"{this is not json", json.dumps(unknown).encode(), json.dumps(future).encode()]
+
+
+async def publish_poison_and_ghosts(producer: AIOKafkaProducer, settings: HeraldSettings,
+                                    topics: set[str]) -> dict[str, set[int]]:
+    """Per base topic, the offsets of its three invalid records (all on the ghost account's partition, among its
+    valid events)."""
+    invalid: dict[str, set[int]] = {}
+    for base in sorted(topics):
+        topic, key = settings.topics(base), GHOST.encode()
+        ghosts = [sample(name, GHOST) for name, cls in EVENT_TYPES.items()
+                  if cls.topic == base and name != "AccountOpened"]  # an opened account is no longer unknown
+        half = len(ghosts) // 2
+        records = [(serialize_event(e), event_headers(e)) for e in ghosts[:half]]
+        records += [(value, []) for value in poison(base)]
+        records += [(serialize_event(e), event_headers(e)) for e in ghosts[half:]]
+        # Sent in order, acknowledged together (the idempotent producer keeps a partition's order).
+        sent = [await producer.send(topic, value, key=key, headers=headers) for value, headers in records]
+        offsets = [metadata.offset for metadata in await asyncio.gather(*sent)]
+        invalid[base] = set(offsets[half:half + 3])
+    return invalid
+
+
+@pytest.mark.parametrize("service", sorted(CONSUMERS))
+async def test_poison_on_every_topic_is_dead_lettered_and_every_valid_event_is_processed(
+        settings: HeraldSettings, producer: AIOKafkaProducer, services: Any, service: str) -> None:
+    consumers = CONSUMERS[service]
+    assert {t for topics in consumers.values() for t in topics} <= {spec.name for spec in EVENT_TOPICS}
+    invalid = await publish_poison_and_ghosts(producer, settings, {t for ts in consumers.values() for t in ts})
+    process: ServiceProcess = services[service]
+    started = time.monotonic()
+    process.start()
+    await process.ready()
+
+    for (group, _), topics in consumers.items():
+        left = await eventually(lambda g=settings.topic_prefix + group, t=topics: behind(settings, g, t),  # type: ignore[misc]
+                                lambda gaps: not gaps, within=60, what=f"{group} past the poison", every=0.3)
+        assert left == {}
+    for (_, name), topics in consumers.items():
+        for base in topics:
+            letters = [d for d in await dead_letters(settings, base) if d.consumer == settings.topic_prefix + name]
+            mine = [d for d in letters if d.offset in invalid[base]]
+            refused = [(d.offset, d.reason) for d in letters if d.offset not in invalid[base]]
+            assert all(reason.startswith("rejected: ") for _, reason in refused), (
+                f"{name} failed on a valid event of {base}: {refused}")
+            assert len({d.offset for d in letters}) == len(letters), f"{name} dead-lettered twice: {letters}"
+            assert {d.offset for d in mine} == invalid[base], f"{name} on {base}: {mine}, expected {invalid[base]}"
+            reasons = sorted(d.reason for d in mine)
+            assert reasons[0].startswith("invalid ") and "unsupported schema_version 99" in reasons[0], reasons
+            assert reasons[1].startswith("not JSON"), reasons
+            assert reasons[2] == "unknown event type 'InvoiceExploded'", reasons
+    assert process.alive, process.tail()
+    await process.ready(within=5)
+    print(f"{service}: past the poison {time.monotonic() - started:.1f}s after start")
