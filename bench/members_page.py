@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -42,9 +41,9 @@ TARGET_P99_MS = 100
 
 
 def cursor_at(status: str, index: int) -> str:
-    """The API's cursor (base64 of a listing key) just after member `index` of the fill."""
-    key = f"{ACCOUNT}/{LIST}/{status}/{harness.subscriber_id(ACCOUNT, LIST, harness.email_of(index))}"
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+    """The API's cursor (`<status>.<subscriber id>`, as `api.encode_cursor` writes it) just after member `index`
+    of the fill."""
+    return f"{status}.{harness.subscriber_id(ACCOUNT, LIST, harness.email_of(index))}"
 
 
 async def timed(requests: int, one: Callable[[int], Awaitable[None]]) -> list[float]:
