@@ -116,7 +116,8 @@ def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: da
 
     Failed attempts are throttled (`apikeys.attempts`), and a throttled attempt is answered 429 with Retry-After
     before any scrypt work:
-    - per client address: while it is throttled, everything from it is refused, whatever key it sends;
+    - per client address: while it is throttled, everything from it is refused but a key this process has already
+      verified (others' guesses from a shared address lock no known key out);
     - per key id (`hk_<key id>.`, counted alike whether such a key exists or not, so the answer tells no key id
       from another): while it is throttled, a secret this process has already verified for the key is still
       accepted, so guessing on a key id does not lock its owner out; any other secret is refused 429 unchecked
@@ -138,6 +139,9 @@ def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: da
         now = clock()
         refusal = apikeys.attempts.refusal(address, key_id, now)
         if refusal is not None and refusal.reason == "throttled_ip":
+            # Others' guesses from a shared address (an office, a NAT) do not lock out a key this process knows.
+            if key and (known := await apikeys.authenticate(key, remembered_only=True)) is not None:
+                return known
             API_KEY_REFUSALS.labels(refusal.reason).inc()
             raise TooManyAttempts(refusal)
         if not key:

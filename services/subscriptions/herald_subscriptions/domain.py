@@ -448,6 +448,11 @@ def evolve_member(doc: Document | None, event: Event) -> Document | None:
     return doc
 
 
+def stored_time(at: datetime) -> datetime:
+    """A time as MongoDB keeps it (milliseconds), so one read back compares equal to the one decided."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
 def address_hash(event: Event) -> str | None:
     """The address (by hash) whose document an event changes, if any."""
     if isinstance(event, SubscriberAdded | SubscriberSuppressed):
@@ -468,8 +473,11 @@ def evolve_address(doc: Document | None, event: Event) -> Document | None:
         return {**(doc or {}), "account_id": event.account_id, "email_sha256": p.email_sha256, "members": members}
     if isinstance(event, ConfirmationRequested) and doc is not None:
         # The last few confirmations to this address, for the daily cap across the account's lists.
-        if event.occurred_at in doc.get("confirmations", ()):
+        # The store keeps milliseconds: a redelivered copy is recognised at that precision, and the newest few are
+        # kept whatever order copies arrive in.
+        at = stored_time(event.occurred_at)
+        known = set(doc.get("confirmations", ()))
+        if at in known:
             return doc  # a redelivery
-        recent = [*doc.get("confirmations", ()), event.occurred_at][-CONFIRMATIONS_PER_ADDRESS_PER_DAY:]
-        return {**doc, "confirmations": recent}
+        return {**doc, "confirmations": sorted(known | {at})[-CONFIRMATIONS_PER_ADDRESS_PER_DAY:]}
     return doc

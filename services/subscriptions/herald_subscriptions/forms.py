@@ -19,6 +19,8 @@ from itsdangerous import BadSignature, Signer
 from herald_shared.http import html_security_headers
 from herald_shared.throttle import Throttle
 
+from .domain import FORM_VALIDITY
+
 FORM_SALT = "herald.form.v1"
 CHALLENGE_SALT = "herald.challenge.v1"
 # Proof of work: the browser finds a nonce such that SHA-256(challenge ":" nonce) starts with this many zero bits
@@ -41,14 +43,14 @@ class FormTokens:
         return Signer(self._secret, salt=f"{FORM_SALT}:{action}")
 
     def issue(self, action: str, now: datetime | None = None) -> str:
-        served = int((now or datetime.now(UTC)).timestamp())
+        served = int((now or datetime.now(UTC)).timestamp() * 1000)  # milliseconds: the fill time is exact
         return self._signer(action).sign(str(served)).decode("ascii")
 
     def served_at(self, action: str, token: str) -> datetime | None:
         """When the form with this token was served, or None if the token is not one of ours for this path."""
         try:
             value = self._signer(action).unsign(token.encode("ascii", "replace"))
-            return datetime.fromtimestamp(int(value), UTC)
+            return datetime.fromtimestamp(int(value) / 1000, UTC)
         except (BadSignature, ValueError, OverflowError, OSError):
             return None
 
@@ -106,19 +108,25 @@ class ProofOfWork:
         self.bits = bits
         self._used: OrderedDict[str, None] = OrderedDict()
 
-    def fields(self) -> str:
-        challenge = self._signer.sign(secrets.token_urlsafe(12)).decode("ascii")
+    def fields(self, now: datetime | None = None) -> str:
+        issued = int((now or datetime.now(UTC)).timestamp())
+        challenge = self._signer.sign(f"{issued}-{secrets.token_urlsafe(12)}").decode("ascii")
         return (f'<input type="hidden" name="challenge" value="{challenge}" data-bits="{self.bits}">'
                 '<input type="hidden" name="challenge_nonce" value="">')
 
-    def passed(self, challenge: str, nonce: str) -> bool:
+    def passed(self, challenge: str, nonce: str, now: datetime | None = None) -> bool:
+        """Solved, issued here within FORM_VALIDITY, and not used before (by its signed value: another spelling
+        of the same signature is the same challenge)."""
         try:
-            self._signer.unsign(challenge.encode("ascii", "replace"))
-        except BadSignature:
+            value = self._signer.unsign(challenge.encode("ascii", "replace")).decode()
+            issued = datetime.fromtimestamp(int(value.split("-", 1)[0]), UTC)
+        except (BadSignature, ValueError, OverflowError, OSError):
             return False
-        if challenge in self._used or len(nonce) > 32 or not solves(challenge, nonce, self.bits):
+        if not timedelta(0) <= (now or datetime.now(UTC)) - issued <= FORM_VALIDITY:
             return False
-        self._used[challenge] = None
+        if value in self._used or len(nonce) > 32 or not solves(challenge, nonce, self.bits):
+            return False
+        self._used[value] = None
         if len(self._used) > CHALLENGES_REMEMBERED:
             self._used.popitem(last=False)
         return True

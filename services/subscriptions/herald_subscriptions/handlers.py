@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections import OrderedDict
+from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
 
@@ -13,7 +15,12 @@ from aiokafka.structs import RecordMetadata
 from herald_shared.commands import Recorder, StripedLocks
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, UnsubscribeRequested
-from herald_shared.contract.subscriptions import CustomFieldDefinition, FormChallenge, OptInMode
+from herald_shared.contract.subscriptions import (
+    ConfirmationRequested,
+    CustomFieldDefinition,
+    FormChallenge,
+    OptInMode,
+)
 from herald_shared.kafka import EventPublisher, Reject
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, Document
@@ -21,6 +28,33 @@ from herald_shared.mongo import Checkpoints, Document
 from . import domain, metrics
 from .domain import ConfirmLink, Decision, SubscribeRequest
 from .store import SubscriptionsStore
+
+
+class RecentConfirmations:
+    """The confirmations this process decided in the last day, per account and address: merged with what the
+    read model holds, so a decision not folded yet (its request timed out waiting, or an import's batch) still
+    counts against the daily caps. Bounded: the least recently used addresses are forgotten first."""
+
+    def __init__(self, max_addresses: int = 100_000) -> None:
+        self._sent: OrderedDict[tuple[str, str], list[datetime]] = OrderedDict()
+        self._max = max_addresses
+
+    def merged(self, account_id: str, email_hash: str, stored: tuple[datetime, ...], now: datetime) -> tuple[
+            datetime, ...]:
+        mine = [t for t in self._sent.get((account_id, email_hash), ()) if now - t < domain.CONFIRMATION_INTERVAL]
+        return tuple(sorted({*map(domain.stored_time, stored), *map(domain.stored_time, mine)}))
+
+    def add_decided(self, account_id: str, email_hash: str, events: list[Event]) -> None:
+        """The confirmations among a decision's events (at their own time: the one the read model will hold)."""
+        for event in events:
+            if isinstance(event, ConfirmationRequested):
+                self.add(account_id, email_hash, event.occurred_at)
+
+    def add(self, account_id: str, email_hash: str, at: datetime) -> None:
+        key = (account_id, email_hash)
+        self._sent[key] = [*self._sent.pop(key, ()), at][-domain.CONFIRMATIONS_PER_ADDRESS_PER_DAY:]
+        while len(self._sent) > self._max:
+            self._sent.popitem(last=False)
 
 
 class SubscriptionsService:
@@ -32,6 +66,7 @@ class SubscriptionsService:
         self.checkpoints = checkpoints
         self._serialised = self.recorder.serialised
         self._addresses = StripedLocks()  # taken inside a subscriber's lock, never the other way round
+        self.recent_confirmations = RecentConfirmations()
         self.commit = self.recorder.commit
         self.publish_only = self.recorder.publish_only
         self.wait_until_applied = self.recorder.wait_until_applied
@@ -95,9 +130,13 @@ class SubscriptionsService:
                 # request at a time, so concurrent requests for one address cannot all pass the daily cap.
                 email_hash = domain.email_sha256(email)
                 async with self._addresses.hold(f"{account_id}:{email_hash}"):
-                    sent = domain.ConfirmationsSent(member.confirmation_requested_at if member else None,
-                                                    await self.store.confirmations_to_address(account_id, email_hash))
-                    decision = domain.subscribe(lst, member, suppressed, request, company, link, sent)
+                    stored = await self.store.confirmations_to_address(account_id, email_hash)
+                    now = datetime.now(UTC)
+                    sent = domain.ConfirmationsSent(
+                        member.confirmation_requested_at if member else None,
+                        self.recent_confirmations.merged(account_id, email_hash, stored, now))
+                    decision = domain.subscribe(lst, member, suppressed, request, company, link, sent, now)
+                    self.recent_confirmations.add_decided(account_id, email_hash, decision.events)
                     await self.commit(decision.events)
                 if decision.confirmation_withheld:
                     metrics.REFUSED.labels("confirmation_cap").inc()

@@ -24,9 +24,14 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from herald_shared.contract import Event
-from herald_shared.contract.subscriptions import ConsentEvidence, FieldValue, ImportCompleted, ImportCompletedPayload
+from herald_shared.contract.subscriptions import (
+    ConsentEvidence,
+    FieldValue,
+    ImportCompleted,
+    ImportCompletedPayload,
+)
 
-from . import domain
+from . import domain, metrics
 from .domain import ListState, SubscribeRequest, SubscriptionError
 from .handlers import SubscriptionsService
 
@@ -254,15 +259,23 @@ async def run_import(service: SubscriptionsService, account_id: str, list_id: st
 async def _decide_batch(service: SubscriptionsService, lst: ListState, company: str,
                         batch: list[tuple[int, SubscribeRequest]], report: ImportReport) -> None:
     ids = {req.email: domain.subscriber_id_for(lst.account_id, lst.list_id, req.email) for _, req in batch}
+    hashes = {req.email: domain.email_sha256(req.email) for _, req in batch}
     members = await service.store.member_states(lst.account_id, list(ids.values()))
-    suppressed = await service.store.suppressed(lst.account_id, [domain.email_sha256(e) for e in ids])
+    suppressed = await service.store.suppressed(lst.account_id, list(hashes.values()))
+    # The daily confirmation caps hold for imports too: the addresses' history, read once for the batch.
+    history = {} if lst.opt_in == "single" and not suppressed else \
+        await service.store.confirmations_to_addresses(lst.account_id, list(hashes.values()))
+    recent, now = service.recent_confirmations, datetime.now(UTC)
     events: list[Event] = []
     for line, request in batch:
-        subscriber_id = ids[request.email]
+        subscriber_id, email_hash = ids[request.email], hashes[request.email]
+        member = members.get(subscriber_id)
         try:
-            address_suppressed = domain.email_sha256(request.email) in suppressed
-            decision = domain.subscribe(lst, members.get(subscriber_id), address_suppressed, request, company,
-                                        partial(service.confirm_link, lst.account_id, subscriber_id))
+            address_suppressed = email_hash in suppressed
+            sent = domain.ConfirmationsSent(member.confirmation_requested_at if member else None,
+                                            recent.merged(lst.account_id, email_hash, history.get(email_hash, ()), now))
+            decision = domain.subscribe(lst, member, address_suppressed, request, company,
+                                        partial(service.confirm_link, lst.account_id, subscriber_id), sent, now)
         except SubscriptionError as exc:
             report.reject(line, exc.code, exc.detail)
             continue
@@ -272,6 +285,9 @@ async def _decide_batch(service: SubscriptionsService, lst: ListState, company: 
         if decision.outcome in ("already_active", "already_pending"):
             report.reject(line, "already_subscribed", f"already on the list ({decision.outcome.split('_')[1]})")
             continue
+        recent.add_decided(lst.account_id, email_hash, decision.events)
+        if decision.confirmation_withheld:
+            metrics.REFUSED.labels("confirmation_cap").inc()
         events += decision.events
         report.rows_imported += 1
     await service.publish_only(events)

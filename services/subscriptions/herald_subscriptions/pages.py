@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
 from math import ceil
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
+from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import ConsentEvidence
 from herald_shared.links import ConfirmClaim, LinkExpired, LinkInvalid
 
@@ -37,6 +39,8 @@ from .forms import (
 from .handlers import SubscriptionsService
 
 CHALLENGE_PATH = "/assets/form-challenge.js"
+# A signed link's token in a page's path (a few hundred characters; longer is no token of ours: 422).
+LinkToken = Annotated[str, Path(max_length=1000)]
 
 
 def page(title: str, body: str, status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
@@ -114,7 +118,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
         return page("List not found", "<p>This subscription form does not exist any more.</p>", 404)
 
     @router.get("/subscribe/{account_id}/{list_id}")
-    async def subscribe_form(account_id: str, list_id: str, request: Request) -> HTMLResponse:
+    async def subscribe_form(account_id: Identifier, list_id: Identifier, request: Request) -> HTMLResponse:
         doc = await service.store.list_doc(account_id, list_id)
         if doc is None or doc.get("deleted_at"):
             return not_found()
@@ -136,7 +140,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
 </form>""", headers=form_headers(doc))
 
     @router.post("/subscribe/{account_id}/{list_id}")
-    async def subscribe_submit(account_id: str, list_id: str, request: Request) -> HTMLResponse:
+    async def subscribe_submit(account_id: Identifier, list_id: Identifier, request: Request) -> HTMLResponse:
         doc = await service.store.list_doc(account_id, list_id)
         if doc is None or doc.get("deleted_at"):
             return not_found()
@@ -200,7 +204,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
                         400)
 
     @router.get("/confirm/{token}")
-    async def confirm_page(token: str) -> HTMLResponse:
+    async def confirm_page(token: LinkToken) -> HTMLResponse:
         """Opening the link changes nothing: mail scanners open links too. The person presses the button."""
         claim = _confirm_claim(token)
         if isinstance(claim, HTMLResponse):
@@ -210,7 +214,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
 <button type="submit">Confirm subscription</button></form>""")
 
     @router.post("/confirm/{token}")
-    async def confirm(token: str, request: Request) -> HTMLResponse:
+    async def confirm(token: LinkToken, request: Request) -> HTMLResponse:
         claim = _confirm_claim(token)
         if isinstance(claim, HTMLResponse):
             return claim
@@ -227,7 +231,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
         return page("Subscription confirmed", "<p>Thank you, you are subscribed.</p>")
 
     @router.get("/unsubscribe/{token}")
-    async def unsubscribe_page(token: str) -> HTMLResponse:
+    async def unsubscribe_page(token: LinkToken) -> HTMLResponse:
         try:
             service.links.read_unsubscribe(token)
         except (LinkInvalid, LinkExpired):
@@ -239,7 +243,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
 <p><a href="/preferences/{escape(token)}">Choose which lists you stay on</a></p>""")
 
     @router.post("/unsubscribe/{token}")
-    async def unsubscribe(token: str, request: Request) -> Response:
+    async def unsubscribe(token: LinkToken, request: Request) -> Response:
         """RFC 8058: a POST with `List-Unsubscribe=One-Click` unsubscribes at once, no login, no page, and no
         form token (mail providers send it from their servers). It acts only on the subscriber the signed link
         names, and twice is the same as once. The page's own button needs the page's token."""
@@ -262,11 +266,11 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
         return page("You are unsubscribed", "<p>You will not receive these emails any more.</p>")
 
     @router.get("/preferences/{token}")
-    async def preferences(token: str) -> HTMLResponse:
+    async def preferences(token: LinkToken) -> HTMLResponse:
         return await _preferences(token, None)
 
     @router.post("/preferences/{token}")
-    async def preferences_submit(token: str, request: Request) -> HTMLResponse:
+    async def preferences_submit(token: LinkToken, request: Request) -> HTMLResponse:
         form = await request.form()
         try:
             service.links.read_unsubscribe(token)

@@ -85,7 +85,8 @@ async def test_one_address_on_fifty_lists_gets_a_few_confirmations_a_day(
         assert created.status_code == 201, created.text
 
     # Bots on 25 client addresses enter the victim's address into 25 lists' forms; the account's own API client
-    # adds it to the other 25 (a compromised key, or a careless integration): the same caps hold for both.
+    # adds it to 13 more and imports it into the last 12 (a compromised key, or a careless integration): the same
+    # caps hold for every door.
     async def post(i: int, list_id: str) -> int:
         path = f"/subscribe/acme/{list_id}"
         async with subscriptions.pages(f"198.51.100.{i + 1}") as bot:
@@ -96,10 +97,15 @@ async def test_one_address_on_fifty_lists_gets_a_few_confirmations_a_day(
     posted = await asyncio.gather(*(post(i, list_id) for i, list_id in enumerate(lists[:25])))
     limit = Limits().posts_per_address
     assert sorted(posted) == [200] * limit + [429] * (25 - limit)
-    for list_id in lists[25:]:
+    for list_id in lists[25:38]:
         response = await subscriptions.api.post(f"/v1/lists/{list_id}/subscribers", json={
             "email": "victim@example.org", "consent": {"method": "signup form"}})
         assert response.status_code == 201 and response.json()["status"] == "pending", response.text
+    for list_id in lists[38:]:
+        imported = await subscriptions.api.post(
+            f"/v1/lists/{list_id}/imports", headers={"Content-Type": "text/csv"},
+            content=b"email,consent_method,consent_at\nvictim@example.org,paper form,2026-11-01T10:00:00Z\n")
+        assert imported.status_code == 202 and imported.json()["rows_imported"] == 1, imported.text
 
     await marker_mailed(relay, subscriptions, "marker", "marker@example.org")
     assert relay.recipients().count("victim@example.org") == CONFIRMATIONS_PER_ADDRESS_PER_DAY

@@ -142,8 +142,9 @@ async def test_the_form_is_framed_only_where_its_list_allows_and_its_challenge_r
     page = await browser.new_page()
 
     # news allows no site to frame its form: Chromium refuses to show it (frame-ancestors 'none').
-    await page.goto(f"{site}/news")
-    await page.wait_for_timeout(500)
+    async with page.expect_console_message(lambda message: "frame-ancestors" in message.text) as refused:
+        await page.goto(f"{site}/news")
+    assert "has been blocked" in (await refused.value).text
     frame = page.frame_locator("#form")
     assert await frame.get_by_role("heading", name="Subscribe to News").count() == 0
 

@@ -102,12 +102,13 @@ async def test_key_guessing_from_one_address_gets_429_with_retry_after_after_the
                    for n in range(limit)]
         assert [g.status_code for g in guesses] == [401] * limit
         throttled = await guesser.get("/v1/lists", headers=bearer(f"hk_{secrets.token_hex(8)}.guess"))
-        # Everything from the address is refused while it is throttled, the right key too.
+        # Everything from the address is refused while it is throttled, but a key this process has verified
+        # (others' guesses behind the same NAT lock nobody out who already got in).
         with_the_right_key = await guesser.get("/v1/lists", headers=bearer(acme.key))
-    for answer in (throttled, with_the_right_key):
-        assert answer.status_code == 429 and answer.headers["content-type"] == PROBLEM, answer.text
-        assert 0 < int(answer.headers["Retry-After"]) <= platform.settings.auth_failures_per_ip_window
-    assert refusals("throttled_ip") - before == 2
+    assert throttled.status_code == 429 and throttled.headers["content-type"] == PROBLEM, throttled.text
+    assert 0 < int(throttled.headers["Retry-After"]) <= platform.settings.auth_failures_per_ip_window
+    assert with_the_right_key.status_code == 200, with_the_right_key.text
+    assert refusals("throttled_ip") - before == 1
     assert (await acme.http.get("/v1/lists")).status_code == 200  # from another address
 
 

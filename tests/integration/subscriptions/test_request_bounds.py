@@ -39,3 +39,13 @@ async def test_an_over_long_id_or_an_out_of_range_page_is_refused_422_naming_the
     assert (await acme.http.get("/v1/lists/" + "n" * 128)).status_code == 404
     page = await acme.http.get("/v1/lists/news/subscribers", params={"limit": 1000, "field.city": "x" * 1000})
     assert page.status_code == 200 and page.json()["items"] == []
+
+
+async def test_the_hosted_pages_bound_their_path_parameters(platform: Platform) -> None:
+    acme = await platform.tenant("acme")
+    await acme.create_list("news")
+    for path in ("/subscribe/acme/" + "n" * 129, "/subscribe/" + "a" * 129 + "/news", "/confirm/" + "t" * 1001,
+                 "/unsubscribe/" + "t" * 1001, "/preferences/" + "t" * 1001):
+        answer = await platform.pages.get(path)
+        assert answer.status_code == 422 and answer.headers["content-type"] == PROBLEM, path
+    assert (await platform.pages.get("/confirm/" + "t" * 1000)).status_code == 400  # in bounds: not a valid link

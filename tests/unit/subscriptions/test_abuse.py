@@ -8,7 +8,9 @@ import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 
+import bson
 import pytest
+from bson.codec_options import CodecOptions
 
 from herald_shared.contract.subscriptions import (
     ConfirmationRequested,
@@ -19,6 +21,7 @@ from herald_shared.contract.subscriptions import (
 from herald_subscriptions import domain
 from herald_subscriptions.domain import ConfirmationsSent, ConfirmLink, ListState, MemberState, SubscribeRequest
 from herald_subscriptions.forms import STYLE, FormTokens, ProofOfWork, Quota, cross_site, page_headers, solve
+from herald_subscriptions.handlers import RecentConfirmations
 
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
 DAY = timedelta(hours=24)
@@ -180,3 +183,36 @@ def test_configuring_the_form() -> None:
     assert domain.configure_form(configured, ["https://www.example.com"], "proof_of_work") == []
     with pytest.raises(domain.ListNotFound):
         domain.configure_form(None, [], "none")
+
+
+def test_a_redelivered_confirmation_is_recognised_after_the_store_kept_milliseconds() -> None:
+    """MongoDB keeps milliseconds: the copy of an event folded again after its document was written and read
+    back (a crash between writes, a redelivery) must not count twice."""
+    added = SubscriberAdded(producer="subscriptions", account_id="acc", payload={  # type: ignore[arg-type]
+        "list_id": "l1", "subscriber_id": "s1", "email": "anna@example.com", "email_sha256": ANNA,
+        "opt_in": "double", "consent": CONSENT})
+    requested = ConfirmationRequested(producer="subscriptions", account_id="acc", payload={  # type: ignore[arg-type]
+        "list_id": "l1", "subscriber_id": "s1", "email": "anna@example.com", "list_name": "News",
+        "company_name": "Acme", "confirm_url": "https://h.example/confirm/t", "expires_at": NOW},
+        occurred_at=NOW + timedelta(microseconds=712_345))
+    folded = domain.evolve_address(domain.evolve_address(None, added), requested)
+    stored = bson.decode(bson.encode(folded), codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
+    assert domain.evolve_address(stored, requested) is stored
+    assert stored["confirmations"] == [NOW + timedelta(microseconds=712_000)]
+
+
+def test_this_process_remembers_the_confirmations_it_decided_until_the_read_model_has_them() -> None:
+    recent = RecentConfirmations(max_addresses=2)
+    recent.add("acc", ANNA, NOW - timedelta(hours=1))
+    stored = (NOW - timedelta(hours=1), NOW - timedelta(hours=2))
+    assert recent.merged("acc", ANNA, stored, NOW) == (NOW - timedelta(hours=2), NOW - timedelta(hours=1))
+    # What this process decided and the read model holds are one confirmation, though the store kept milliseconds.
+    decided = NOW + timedelta(microseconds=712_345)
+    recent.add("acc", ANNA, decided)
+    assert recent.merged("acc", ANNA, (NOW + timedelta(microseconds=712_000),), decided) == (
+        NOW - timedelta(hours=1), NOW + timedelta(microseconds=712_000))
+    assert recent.merged("acc", ANNA, (), NOW + DAY + timedelta(seconds=1)) == ()  # a day later: gone
+    assert recent.merged("other", ANNA, (), NOW) == ()
+    recent.add("b", ANNA, NOW)
+    recent.add("c", ANNA, NOW)  # bounded: the least recently used address is forgotten
+    assert recent.merged("acc", ANNA, (), NOW) == ()
