@@ -54,7 +54,10 @@ class DeliverySettings(HeraldSettings):
     smtp_verify_tls: bool = Field(default=True, alias="HERALD_SMTP_VERIFY_TLS")
     smtp_username: str | None = Field(default=None, alias="HERALD_SMTP_USERNAME", description="AUTH user.")
     smtp_password: str | None = Field(default=None, alias="HERALD_SMTP_PASSWORD")
-    smtp_timeout: float = Field(default=60.0, gt=0, alias="HERALD_SMTP_TIMEOUT")
+    smtp_timeout: float = Field(default=60.0, gt=0, alias="HERALD_SMTP_TIMEOUT",
+                                description="Seconds for each reply of the relay, but the last.")
+    smtp_data_timeout: float = Field(default=600.0, gt=0, alias="HERALD_SMTP_DATA_TIMEOUT",
+                                     description="Seconds for the reply to the end of DATA (RFC 5321 4.5.3.2.6).")
     smtp_max_messages: int = Field(default=1000, ge=1, alias="HERALD_SMTP_MAX_MESSAGES",
                                    description="Messages per SMTP session, then QUIT and a new one.")
     concurrency: int = Field(default=10, ge=1, le=500, alias="HERALD_SEND_CONCURRENCY",
@@ -123,7 +126,8 @@ class Delivery:
         relay = RelayConfig(settings.smtp_host, settings.smtp_port, starttls=settings.smtp_starttls,
                             implicit_tls=settings.smtp_tls, verify_tls=settings.smtp_verify_tls,
                             username=settings.smtp_username, password=settings.smtp_password,
-                            timeout=settings.smtp_timeout, max_messages_per_connection=settings.smtp_max_messages)
+                            timeout=settings.smtp_timeout, data_timeout=settings.smtp_data_timeout,
+                            max_messages_per_connection=settings.smtp_max_messages)
         policy = RetryPolicy(first_delay=timedelta(seconds=settings.retry_first_delay),
                              max_delay=timedelta(seconds=max(settings.retry_max_delay, settings.retry_first_delay)),
                              give_up_after=timedelta(seconds=settings.retry_give_up))

@@ -21,6 +21,9 @@ UNRECORDED_WINDOW = Histogram(
     "herald_delivery_unrecorded_window_seconds",
     "From the relay's acceptance to the ledger recording it: a crash inside this window resends the message.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+UNANSWERED = Counter("herald_delivery_unanswered_total", "Messages whose end of DATA the relay did not answer in "
+                     "time (HERALD_SMTP_DATA_TIMEOUT) or answered by closing the connection: sent again, so "
+                     "each is a possible second copy.")
 IN_DOUBT = Counter("herald_delivery_in_doubt_total", "Messages found claimed but unrecorded after a restart.")
 QUEUE_DEPTH = Gauge("herald_delivery_queue_depth", "Messages waiting to be sent (due or not), by kind of gate.",
                     ["held_by"])

@@ -53,7 +53,10 @@ class RelayConfig:
     verify_tls: bool = True
     username: str | None = None
     password: str | None = None
-    timeout: float = 60.0
+    timeout: float = 60.0  # each command's reply
+    # The reply to the end of DATA: RFC 5321 4.5.3.2.6 asks for 10 minutes, because giving up sooner is the one
+    # way a relay that accepted the message gets it a second time.
+    data_timeout: float = 600.0
     helo_name: str | None = None
     max_messages_per_connection: int = 1000  # reconnect now and then, as relays limit a session's messages
 
@@ -103,10 +106,11 @@ class _Session:
         self.timeout = timeout
         self.extensions: dict[str, str] = {}
 
-    async def reply(self, timed: bool = True) -> _Reply:
-        """The next reply; within the timeout, unless the caller bounds a group of replies itself."""
+    async def reply(self, timed: bool = True, within: float | None = None) -> _Reply:
+        """The next reply; within the timeout (or `within` seconds), unless the caller bounds a group of replies
+        itself."""
         lines: list[str] = []
-        async with asyncio.timeout(self.timeout if timed else None):
+        async with asyncio.timeout((within or self.timeout) if timed else None):
             while True:
                 try:
                     raw = await self.reader.readuntil(b"\n")
@@ -176,6 +180,7 @@ class RelayConnection:
         self._config = config
         self._session: _Session | None = None
         self._sent_on_connection = 0
+        self._awaiting_data_reply = False  # the whole message went out; the relay's verdict on it has not come
 
     async def _connect(self) -> _Session:
         c = self._config
@@ -233,14 +238,23 @@ class RelayConnection:
 
     async def send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
         started = time.perf_counter()
+        self._awaiting_data_reply = False
         try:
             reply = await self._send(mail_from, recipient, data)
         except (RelayUnusable, OSError, TimeoutError, ssl.SSLError, UnicodeEncodeError) as exc:
             # Refused TLS or AUTH is our relay's configuration, never the recipient's fault: the message is
             # deferred (and retried), not bounced.
-            what = "connection to" if self._session is not None else "connecting to"
-            reply = SmtpReply(None, f"{what} relay {self._config.host}:{self._config.port} failed: "
-                                    f"{type(exc).__name__}: {exc}", stage="connect")
+            where = f"relay {self._config.host}:{self._config.port}"
+            failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if self._awaiting_data_reply:
+                # The relay may have accepted the message and not said so in time (RFC 1047). It is sent
+                # again, as after a crash in the same window: a possible second copy, counted, never a loss.
+                metrics.UNANSWERED.inc()
+                reply = SmtpReply(None, f"{where} did not answer the end of DATA ({failure}); the outcome is "
+                                        "unknown and the message is sent again", stage="data")
+            else:
+                what = "connection to" if self._session is not None else "connecting to"
+                reply = SmtpReply(None, f"{what} {where} failed: {failure}", stage="connect")
             await self.close()
         metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
         return reply
@@ -286,9 +300,11 @@ class RelayConnection:
                 await session.command(b".")
             await self._after_refusal(refused[0])
             return SmtpReply(refused[0].code, refused[0].text, stage=refused[1])
+        self._awaiting_data_reply = True
         session.writer.write(_transparent(data) + b"." + CRLF)
         await session.drain()
-        final = await session.reply()
+        final = await session.reply(within=self._config.data_timeout)
+        self._awaiting_data_reply = False
         if not final.ok(250):
             await self._after_refusal(final)
             return SmtpReply(final.code, final.text, stage="data")

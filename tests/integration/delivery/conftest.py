@@ -54,7 +54,9 @@ class Received:
 
 @dataclass
 class RelayBehaviour:
-    """Scripted answers per recipient, consumed in order: ("rcpt"|"data", "451 4.7.1 ..." or "drop")."""
+    """Scripted answers per recipient, consumed in order: ("rcpt"|"data", "451 4.7.1 ..." or "drop"), or
+    ("data", "late:SECONDS"): the message is queued, as a real relay would, but its 250 comes SECONDS later, even
+    when the client has given up waiting by then."""
 
     script: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering the end of DATA
@@ -110,6 +112,10 @@ class RelayHandler:
             self.attempts.append((recipient, "drop"))
             server.transport.close()
             return "421 4.4.2 connection dropped by the test"
+        if answer is not None and answer.startswith("late:"):
+            self._queue(envelope, session, recipient)
+            await asyncio.sleep(float(answer.removeprefix("late:")))
+            return "250 2.0.0 OK queued, late"
         if answer is not None:
             self.attempts.append((recipient, answer))
             return answer
@@ -123,12 +129,15 @@ class RelayHandler:
             await asyncio.sleep(0.01)
         if server.transport is None or server.transport.is_closing():
             return "421 4.4.2 gone"
+        self._queue(envelope, session, recipient)
+        return "250 2.0.0 OK queued"
+
+    def _queue(self, envelope: Any, session: Any, recipient: str) -> None:
         with self._lock:
             self.received.append(Received(envelope.mail_from, recipient, envelope.original_content or
                                           envelope.content, getattr(session, "herald_started", time.time()),
                                           time.time()))
         self.attempts.append((recipient, "250"))
-        return "250 2.0.0 OK queued"
 
     def recipients(self) -> list[str]:
         with self._lock:

@@ -19,6 +19,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from herald_shared.contract import Event
+from herald_shared.contract.billing import AccountApproved, AccountOpened, ApiKeyIssued, PlanChanged
+from herald_shared.contract.subscriptions import ListCreated
 from herald_shared.kafka import (
     DLQ_CONSUMER,
     DLQ_REASON,
@@ -177,3 +180,27 @@ async def dead_letters(settings: HeraldSettings, base: str) -> list[DeadLetter]:
             found.append(DeadLetter(headers[DLQ_CONSUMER], int(headers[DLQ_SOURCE_PARTITION]),
                                     int(headers[DLQ_SOURCE_OFFSET]), headers[DLQ_REASON]))
     return found
+
+
+def approved_account(key_id: str, key_hash: str, tier_subscriber_limit: int) -> list[Event]:
+    """What billing and subscriptions publish for acme: opened, approved, on a monthly plan of this tier, with an
+    API key, and its list `news` (single opt-in)."""
+    billing: dict[str, Any] = {"account_id": "acme", "producer": "billing"}
+    return [
+        AccountOpened(**billing, payload={"company_name": "Acme Ltd", "registered_email": "owner@acme.example",
+                                          "main_username": "owner", "terms_accepted_at": "2026-11-01T00:00:00Z"}),
+        AccountApproved(**billing, payload={"reviewer": "staff"}),
+        PlanChanged(**billing, payload={"plan": "monthly", "tier_subscriber_limit": tier_subscriber_limit,
+                                        "effective_at": "2026-11-02T00:00:00Z"}),
+        ApiKeyIssued(**billing, payload={"key_id": key_id, "key_hash": key_hash, "issued_by": "owner"}),
+        ListCreated(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+            "list_id": "news", "name": "News", "opt_in": "single"})]
+
+
+async def list_counts(http: httpx.AsyncClient) -> dict[str, int]:
+    """The counts of acme's list `news` from the subscriptions API; {} while the process does not answer."""
+    try:
+        response = await http.get("/v1/lists/news")
+    except httpx.HTTPError:
+        return {}
+    return response.json()["counts"] if response.status_code == 200 else {}  # type: ignore[no-any-return]

@@ -15,15 +15,13 @@ from pymongo import AsyncMongoClient
 from herald_campaigns.store import CampaignsProjection, CampaignsStore, ReportsProjection
 from herald_shared.apikeys import new_api_key
 from herald_shared.contract import Event
-from herald_shared.contract.billing import AccountApproved, AccountOpened, ApiKeyIssued, PlanChanged
 from herald_shared.contract.delivery import LinkClicked, MessageOpened, MessageSent
-from herald_shared.contract.subscriptions import ListCreated
 from herald_shared.kafka import EventPublisher
 from herald_shared.mongo import Document, rebuild
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually
 
-from .conftest import ServiceProcess, behind
+from .conftest import ServiceProcess, approved_account, behind
 
 MESSAGES = 6_000
 CHUNK = 500  # published a chunk at a time, so the process is killed with much of the campaign still to come
@@ -54,16 +52,7 @@ async def test_sigkill_mid_campaign_then_restart_counts_each_message_once_and_eq
         services: Any) -> None:
     key_id, key, key_hash = new_api_key()
     publisher = EventPublisher(producer, settings.topics)
-    billing: dict[str, Any] = {"account_id": "acme", "producer": "billing"}
-    await publisher.publish_many([
-        AccountOpened(**billing, payload={"company_name": "Acme Ltd", "registered_email": "owner@acme.example",
-                                          "main_username": "owner", "terms_accepted_at": "2026-11-01T00:00:00Z"}),
-        AccountApproved(**billing, payload={"reviewer": "staff"}),
-        PlanChanged(**billing, payload={"plan": "monthly", "tier_subscriber_limit": 1000,
-                                        "effective_at": "2026-11-02T00:00:00Z"}),
-        ApiKeyIssued(**billing, payload={"key_id": key_id, "key_hash": key_hash, "issued_by": "owner"}),
-        ListCreated(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
-            "list_id": "news", "name": "News", "opt_in": "single"})])
+    await publisher.publish_many(approved_account(key_id, key_hash, tier_subscriber_limit=1000))
     process: ServiceProcess = services["campaigns"]
     process.start()
     await process.ready()
