@@ -111,9 +111,12 @@ class ApiKeyProjection(Projection):
         return []
 
     async def purge(self, account_id: str) -> None:
-        """Forget every key of a purged account (one scan of a small collection: a document per key)."""
+        """Forget every key of a purged account (one scan of a small collection: a document per key), and the
+        secrets this process verified for them; other accounts' clients keep theirs (no scrypt again)."""
+        keys = {str(doc["_id"]) async for doc in self.db["api_keys"].find({"account_id": account_id}, {"_id": 1})}
         await self.db["api_keys"].delete_many({"account_id": account_id})
-        self._verified.clear()
+        for remembered in [r for r in self._verified if r[0] in keys]:
+            del self._verified[remembered]
 
     async def authenticate(self, key: str, *, remembered_only: bool = False) -> str | None:
         """The account a presented key belongs to, or None (unknown, revoked, malformed or wrong secret).

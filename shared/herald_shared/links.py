@@ -6,13 +6,16 @@ secret (HERALD_LINK_SECRET). Tokens are signed, not encrypted: they carry ids, n
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_encode
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode, int_to_bytes
 
 CONFIRM_SALT = "herald.confirm.v1"
 UNSUBSCRIBE_SALT = "herald.unsubscribe.v1"
@@ -42,18 +45,27 @@ class UnsubscribeClaim:
 
 
 class TokenWriter:
-    """Writes a claim as itsdangerous' URL-safe serializers do (`URLSafeSerializer`, or `URLSafeTimedSerializer`
-    when `timed`), so their `loads` reads it back, through itsdangerous' own Signer and encoding: compact JSON,
-    URL-safe base64, HMAC-SHA1 with the salt-derived key. Two things are left out of their `dumps`: a new signer
-    object for every token, and the zlib attempt (a compressed payload is one they read too; a claim of a few
-    ids rarely gets shorter). A message carries three tokens: `dumps` cost ~25 us each, this ~8 us."""
+    """Writes a claim exactly as itsdangerous' URL-safe serializers do (`URLSafeSerializer`, or
+    `URLSafeTimedSerializer` when `timed`), so their `loads` reads it back: compact JSON in URL-safe base64,
+    then (when timed) the time in seconds, then HMAC-SHA1 under the key itsdangerous derives from the secret
+    and the salt ("django-concat": SHA-1 of salt, "signer" and secret). The key is derived once here, where
+    itsdangerous derives it for every token, and the zlib attempt of their `dumps` is left out (a claim of a few
+    ids rarely gets shorter; a compressed one is read too). A message carries three tokens: `dumps` cost ~25 us
+    each, this ~4 us. A test checks that both write the same token."""
 
     def __init__(self, secret: str, salt: str, *, timed: bool) -> None:
-        self._signer = (TimestampSigner if timed else Signer)(secret, salt=salt)
+        self._key = hashlib.sha1(salt.encode() + b"signer" + secret.encode()).digest()
+        self._timed = timed
+        self._second = (-1, b"")  # the last second written, and its encoding
 
     def dumps(self, claim: dict[str, Any]) -> str:
-        payload = base64_encode(json.dumps(claim, ensure_ascii=False, separators=(",", ":")).encode())
-        return self._signer.sign(payload).decode("ascii")
+        value = base64_encode(json.dumps(claim, ensure_ascii=False, separators=(",", ":")).encode())
+        if self._timed:
+            now = int(time.time())
+            if now != self._second[0]:
+                self._second = (now, base64_encode(int_to_bytes(now)))
+            value += b"." + self._second[1]
+        return (value + b"." + base64_encode(hmac.digest(self._key, value, "sha1"))).decode("ascii")
 
 
 class LinkSigner:

@@ -18,13 +18,15 @@ import time
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 CRLF = b"\r\n"
 _WSP_RUN = re.compile(rb"[ \t]+")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
+PKCS1 = padding.PKCS1v15()
+PREHASHED_SHA256 = utils.Prehashed(hashes.SHA256())
 
 
 class DkimKeyInvalid(ValueError):
@@ -71,8 +73,8 @@ class DkimSigner:
         signed += canonical_header(b"dkim-signature", b" " + tags.encode()).removesuffix(CRLF)
         if isinstance(self.key, Ed25519PrivateKey):
             signature = self.key.sign(hashlib.sha256(signed).digest())
-        else:
-            signature = self.key.sign(signed, padding.PKCS1v15(), hashes.SHA256())
+        else:  # hashed here: cryptography's own SHA-256 set-up per call cost ~40 us of a ~330 us signature
+            signature = self.key.sign(hashlib.sha256(signed).digest(), PKCS1, PREHASHED_SHA256)
         return b"DKIM-Signature: " + tags.encode() + _folded(base64.b64encode(signature)) + CRLF
 
 

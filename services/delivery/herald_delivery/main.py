@@ -87,7 +87,6 @@ class DeliverySettings(HeraldSettings):
                                                         "domain has none.")
     platform_from: str = Field(default="no-reply@herald.localhost", alias="HERALD_PLATFORM_FROM",
                                description="From address of confirmations and account notices.")
-    trust_forwarded_for: bool = Field(default=False, alias="HERALD_TRUST_FORWARDED_FOR")
     held_report_interval: float = Field(default=5.0, gt=0, alias="HERALD_HELD_REPORT_SECONDS",
                                         description="How often held messages are counted (DeliveryHeld, "
                                                     "queue-depth metrics) and a CampaignDeliveryFinished "
@@ -170,8 +169,7 @@ class Delivery:
                                       self.producer, settings.topics, settings.bounce_domain)
         self.app = api_app("Herald delivery", "Tracking endpoints (opens, clicks) of the delivery service, "
                            "reached from the messages it sends.")
-        self.app.include_router(build_tracking(self.tokens, self.store, self.publisher,
-                                               settings.trust_forwarded_for))
+        self.app.include_router(build_tracking(self.tokens, self.store, self.publisher))
         add_health_routes(self.app, {"mongodb": self._mongo_ready, "consumers": self._running})
         self._offsets: AIOKafkaConsumer | None = None
         self._partitions: dict[str, list[int]] = {}

@@ -44,6 +44,7 @@ BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 LINK_FIELD = "__link_"
 MAX_SUBJECT_CHARS = 2_000  # a rendered subject or preheader; bodies have the shared renderer's limit
 TEST_SUBJECT_PREFIX = "[Test] "
+MAX_7BIT_LINE = 998  # octets, without the CRLF (RFC 5321 4.5.3.1.6)
 CRLF = "\r\n"
 
 
@@ -149,10 +150,26 @@ def _encode_header(value: str) -> str:
     return Header(value, "utf-8").encode(linesep=CRLF)
 
 
+def body_part(text: str, boundary: str = "") -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, the content as sent): `7bit` as written when the text is ASCII without NUL,
+    its lines fit SMTP's 998 octets (RFC 2045 2.7; most campaigns) and it does not hold the multipart
+    `boundary`; else quoted-printable, which cannot hold one ("=" is escaped). Both with CRLF line ends.
+    Encoding 5 KB as quoted-printable cost ~40 us a part, two parts a message."""
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    if (normalised.isascii() and "\0" not in normalised and (not boundary or boundary not in normalised)
+            and max(map(len, normalised.split("\n"))) <= MAX_7BIT_LINE):
+        return "7bit", normalised.encode("ascii").replace(b"\n", b"\r\n")
+    return "quoted-printable", _quoted_printable(normalised)
+
+
 def quoted_printable(text: str) -> bytes:
     """Quoted-printable with CRLF line ends, as the message is sent and signed. (A pure-Python fast path for
     ASCII text was tried: cutting long lines around escapes costs more per piece than binascii's whole line.)"""
-    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _quoted_printable(text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _quoted_printable(normalised: str) -> bytes:
+    """Of a text whose line ends are LF."""
     # b2a_qp writes its soft line breaks as "=\n" whatever the input's line ends: make all of them CRLF.
     return binascii.b2a_qp(normalised.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
 
@@ -315,8 +332,9 @@ class Renderer:
                    f"Message-ID: {self.message_id_header(message_id)}{CRLF}To: {recipient}{CRLF}"
                    f"Auto-Submitted: auto-generated{CRLF}"
                    f"Feedback-ID: {message_id[:8]}:{account_id}:{kind}:{self.settings.sender_id}{CRLF}"
-                   f"Content-Type: text/plain; charset=utf-8{CRLF}Content-Transfer-Encoding: quoted-printable{CRLF}")
-        data = (headers + CRLF).encode("ascii") + quoted_printable(text)
+                   f"Content-Type: text/plain; charset=utf-8{CRLF}")
+        encoding, content = body_part(text)
+        data = (f"{headers}Content-Transfer-Encoding: {encoding}{CRLF}{CRLF}").encode("ascii") + content
         return Rendered(message_id, self.return_path(message_id), recipient,
                         self._sign(data, from_email.rpartition("@")[2].lower()))
 
@@ -331,16 +349,18 @@ class Renderer:
 
     def _finish(self, message_id: str, recipient: str, headers: str, text: str, html_body: str | None,
                 sender_domain: str) -> Rendered:
+        boundary = f"=_herald_{message_id.replace('-', '')}"
+        text_encoding, text_content = body_part(text, boundary)
         if html_body is None:
-            body = (f"Content-Type: text/plain; charset=utf-8{CRLF}Content-Transfer-Encoding: quoted-printable"
-                    f"{CRLF}{CRLF}").encode() + quoted_printable(text)
+            body = (f"Content-Type: text/plain; charset=utf-8{CRLF}Content-Transfer-Encoding: {text_encoding}"
+                    f"{CRLF}{CRLF}").encode() + text_content
         else:
-            boundary = f"=_herald_{message_id.replace('-', '')}"
+            html_encoding, html_content = body_part(html_body, boundary)
             body = (f'Content-Type: multipart/alternative; boundary="{boundary}"{CRLF}{CRLF}'
                     f"--{boundary}{CRLF}Content-Type: text/plain; charset=utf-8{CRLF}"
-                    f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}").encode() + quoted_printable(text) + (
+                    f"Content-Transfer-Encoding: {text_encoding}{CRLF}{CRLF}").encode() + text_content + (
                 f"{CRLF}--{boundary}{CRLF}Content-Type: text/html; charset=utf-8{CRLF}"
-                f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}").encode() + quoted_printable(html_body) + (
+                f"Content-Transfer-Encoding: {html_encoding}{CRLF}{CRLF}").encode() + html_content + (
                 f"{CRLF}--{boundary}--{CRLF}").encode()
         data = headers.encode("utf-8") + body
         return Rendered(message_id, self.return_path(message_id), recipient, self._sign(data, sender_domain))

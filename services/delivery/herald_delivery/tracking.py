@@ -58,14 +58,12 @@ def engagement(ip: str | None, user_agent: str | None) -> dict[str, Any]:
     return {"client": client_context(ip, user_agent), "automated": reason is not None, "automated_reason": reason}
 
 
-def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: EventPublisher,
-                   trust_forwarded_for: bool = False) -> APIRouter:
+def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: EventPublisher) -> APIRouter:
     router = APIRouter(tags=["tracking"])
 
     def client_ip(request: Request) -> str | None:
-        forwarded = request.headers.get("x-forwarded-for")
-        if trust_forwarded_for and forwarded:
-            return forwarded.split(",")[0].strip()
+        # Behind a proxy of HERALD_FORWARDED_ALLOW_IPS, the server has already taken the client from
+        # X-Forwarded-For (the nearest address no trusted proxy added); anyone else's header is ignored.
         return request.client.host if request.client else None
 
     def ref(claim: dict[str, Any]) -> dict[str, Any]:

@@ -107,7 +107,8 @@ async def test_open_pixel_and_click_redirect_record_engagement_and_refuse_forger
     pixel = html.split("http://track.test")[-1].split('"')[0]
     clicks = [part.split("'")[0].split('"')[0] for part in html.split("http://track.test")[1:] if
               part.startswith("/t/c/")]
-    opened = await running.http.get(pixel, headers={"User-Agent": IPHONE})
+    # A client's own X-Forwarded-For is ignored: only a trusted proxy's (HERALD_FORWARDED_ALLOW_IPS) counts.
+    opened = await running.http.get(pixel, headers={"User-Agent": IPHONE, "X-Forwarded-For": "203.0.113.66"})
     assert opened.status_code == 200 and opened.headers["content-type"] == "image/gif"
     second = await running.http.get(clicks[1], headers={"User-Agent": IPHONE})
     assert second.status_code == 302 and second.headers["location"] == "https://acme.example/blog"

@@ -22,6 +22,7 @@ from herald_delivery.render import (
     MessageTokens,
     Renderer,
     RenderSettings,
+    body_part,
     compile_campaign,
     quoted_printable,
     tracked_links,
@@ -292,3 +293,25 @@ def test_quoted_printable_cuts_long_lines_around_escapes() -> None:
         encoded = quoted_printable(text)
         assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode() == text
         assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+
+
+@pytest.mark.parametrize(("text", "encoding"), [
+    ("Hello Ann,\nour news.\n", "7bit"),
+    ("Hello Ann,\r\nour news.\r\n", "7bit"),
+    ("x" * 998 + "\nshort", "7bit"),
+    ("x" * 999 + "\nshort", "quoted-printable"),  # longer than SMTP's line
+    ("Sveiki, Jān!\n", "quoted-printable"),  # not ASCII
+    ("nul\0here\n", "quoted-printable"),
+    ("a line that says --=_herald_m1 in the middle\n", "quoted-printable"),  # the multipart boundary
+])
+def test_a_part_goes_as_written_when_7bit_allows_it_else_quoted_printable(text: str, encoding: str) -> None:
+    """RFC 2045 2.7: 7bit is ASCII without NUL, lines of at most 998 octets; a part must not hold its
+    multipart's boundary either. Both give the text back with CRLF line ends."""
+    used, content = body_part(text, "=_herald_m1")
+    assert used == encoding
+    lf = text.replace("\r\n", "\n")
+    if used == "7bit":
+        assert content == lf.replace("\n", "\r\n").encode("ascii")
+    else:
+        assert all(len(line) <= 76 for line in content.split(b"\r\n"))
+        assert binascii.a2b_qp(content.replace(b"\r\n", b"\n")).decode("utf-8") == lf

@@ -41,3 +41,13 @@ def test_a_token_is_bound_to_its_secret_and_salt_and_to_every_character() -> Non
     forged = payload.replace(payload[2], "A" if payload[2] != "A" else "B", 1) + "." + signature
     with pytest.raises(BadSignature):
         URLSafeSerializer(SECRET, salt="herald.tracking.v1").loads(forged)
+
+
+@pytest.mark.parametrize("now", [1_790_000_000.25, 1_790_000_001.75, 2_000_000_000.0])
+def test_timed_tokens_are_theirs_exactly_at_the_same_second(monkeypatch: pytest.MonkeyPatch, now: float) -> None:
+    writer = TokenWriter(SECRET, "herald.unsubscribe.v1", timed=True)
+    claim = {"a": "acme", "s": "s1", "c": "c1", "m": "m1"}
+    monkeypatch.setattr("time.time", lambda: now)
+    assert writer.dumps(claim) == URLSafeTimedSerializer(SECRET, salt="herald.unsubscribe.v1").dumps(claim)
+    monkeypatch.setattr("time.time", lambda: now + 1)  # the writer's remembered second moves on
+    assert writer.dumps(claim) == URLSafeTimedSerializer(SECRET, salt="herald.unsubscribe.v1").dumps(claim)
