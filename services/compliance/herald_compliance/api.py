@@ -44,6 +44,10 @@ class RatesOut(Out):
     minimum_sent: int
     thresholds: dict[str, float]
     stream_time: str | None
+    forgotten_until: str | None = Field(default=None, description=(
+        "Set when this worker's fact index was full (HERALD_COMPLIANCE_MAX_FACTS) and forgot the account's "
+        "oldest facts early: a fact of this time or older that it no longer remembers is not counted (it could "
+        "be a duplicate)."))
     scopes: list[ScopeRates]
 
 

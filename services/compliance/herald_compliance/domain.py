@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import functools
 import uuid
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -121,6 +121,27 @@ def claim(index: FactMarkers, fact: Fact, source: str, offset: int, epoch: int =
         index[fact.key] = [source, offset, fact.at, epoch]
         return True
     return list(first[:2]) == [source, offset]
+
+
+def forgotten(index: FactMarkers, fact: Fact, state: AccountState) -> bool:
+    """Whether a fact falls in the time whose facts the index forgot early, when it held more than the worker may
+    keep (`eviction_cutoff`), and is not remembered: it cannot be told from a duplicate, so it is late, never
+    counted twice. A fact still remembered is judged as usual."""
+    return state.forgotten_until is not None and fact.at <= state.forgotten_until and index.get(fact.key) is None
+
+
+def eviction_cutoff(facts_per_hour: Mapping[int, int], to_forget: int) -> int | None:
+    """The first hour (seconds since the epoch // 3600) of facts to keep when `to_forget` of the remembered ones
+    must go, oldest hours first and whole hours at a time; None when nothing needs to go. Facts of the hours
+    before it are forgotten: at least `to_forget` of them, or every one when there are not that many."""
+    if to_forget <= 0 or not facts_per_hour:
+        return None
+    gone = 0
+    for hour in sorted(facts_per_hour):
+        gone += facts_per_hour[hour]
+        if gone >= to_forget:
+            return hour + 1
+    return max(facts_per_hour) + 1
 
 
 def sent_before(index: FactMarkers, fact: Fact, state: AccountState, policy: Policy) -> bool:
@@ -274,6 +295,9 @@ class AccountState:
     warned: dict[str, str] = field(default_factory=dict)  # "metric|scope" → highest level announced
     deleted_lists: dict[str, list[int]] = field(default_factory=dict)  # list → [deleted_at, last_sent_at]
     campaign_lists: dict[str, str] = field(default_factory=dict)  # campaign → the list its mail went to
+    # The newest event time whose facts the index forgot early (it was full); facts of that time or older that it
+    # does not remember are late (`forgotten`).
+    forgotten_until: int | None = None
 
     def applied(self, source: str, offset: int) -> bool:
         return self.watermarks.get(source, -1) >= offset
@@ -347,7 +371,7 @@ class AccountState:
                 "c": {k: v.to_list() for k, v in self.campaigns.items()}, "cs": self.campaign_seen,
                 "w": self.watermarks, "e": self.epoch, "bl": {k: v.to_list() for k, v in self.baseline.items()},
                 "s": self.suspension, "wn": self.warned, "dl": self.deleted_lists,
-                "cl": self.campaign_lists, "ra": self.reinstated_at}
+                "cl": self.campaign_lists, "ra": self.reinstated_at, "fu": self.forgotten_until}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> AccountState:
@@ -358,7 +382,8 @@ class AccountState:
                    watermarks=dict(data["w"]), epoch=data["e"],
                    baseline={k: Counts.of(v) for k, v in data["bl"].items()}, suspension=data["s"],
                    warned=dict(data["wn"]), deleted_lists={k: list(v) for k, v in data["dl"].items()},
-                   campaign_lists=dict(data.get("cl", {})), reinstated_at=data.get("ra"))
+                   campaign_lists=dict(data.get("cl", {})), reinstated_at=data.get("ra"),
+                   forgotten_until=data.get("fu"))
 
 
 # --- decisions -------------------------------------------------------------------------------------------------
@@ -641,7 +666,8 @@ def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers
     if found:
         outcome: Outcome = "duplicate"
         for fact in found:
-            if item.produced_at is not None and policy.too_late(fact, item.produced_at):
+            if (item.produced_at is not None and policy.too_late(fact, item.produced_at)) or \
+                    forgotten(facts, fact, state):
                 outcome = "late" if outcome == "duplicate" else outcome
             elif claim(facts, fact, item.source, item.offset, state.epoch):
                 state.count(fact, policy, before_reinstatement=sent_before(facts, fact, state, policy))
@@ -767,7 +793,9 @@ def rate_report(state: AccountState, policy: Policy) -> dict[str, Any]:
     return {"suspended": state.suspension is not None, "suspension": state.suspension,
             "reinstatements": state.epoch, "minimum_sent": policy.minimum_sent,
             "thresholds": {r.metric: float(r.threshold) for r in policy.rules},
-            "stream_time": _iso(state.stream_time) if state.stream_time else None, "scopes": scopes}
+            "stream_time": _iso(state.stream_time) if state.stream_time else None,
+            "forgotten_until": _iso(state.forgotten_until) if state.forgotten_until is not None else None,
+            "scopes": scopes}
 
 
 def as_fraction(percent: float) -> Fraction:

@@ -36,6 +36,7 @@ from .processor import (
 )
 
 log = logging.getLogger(__name__)
+SWEEP_SECONDS = 600  # how often the facts past the dedupe horizon are forgotten
 
 
 class ComplianceSettings(HeraldSettings):
@@ -71,6 +72,10 @@ class ComplianceSettings(HeraldSettings):
     session_timeout: float = Field(default=10.0, ge=6, alias="HERALD_COMPLIANCE_SESSION_TIMEOUT_SECONDS",
                                    description="How long a vanished worker keeps its partitions before another "
                                                "takes them over.")
+    max_facts: int = Field(default=3_000_000, ge=100, alias="HERALD_COMPLIANCE_MAX_FACTS", description=(
+        "Facts this worker remembers for deduplication (standby copies included; ~310 bytes each) before it "
+        "forgets the oldest hours early; a fact of that time it no longer remembers is then late, not counted."))
+    facts_check_seconds: float = Field(default=5.0, gt=0, alias="HERALD_COMPLIANCE_FACTS_CHECK_SECONDS")
     stall_seconds: float = Field(default=5.0, gt=0, alias="HERALD_COMPLIANCE_STALL_SECONDS",
                                  description="A partition with records past the last one processed and nothing "
                                              "delivered for this long is read straight from Kafka.")
@@ -202,15 +207,20 @@ class Compliance:
                 _exit_at_once("catching up failed; exiting")
 
     async def _sweep(self) -> None:
+        """Every HERALD_COMPLIANCE_FACTS_CHECK_SECONDS, keep the fact index within HERALD_COMPLIANCE_MAX_FACTS;
+        every 10 minutes, forget the facts past the dedupe horizon."""
+        swept = time.monotonic()
         while True:
-            await asyncio.sleep(600)
+            await asyncio.sleep(self.settings.facts_check_seconds)
             try:
-                removed = await self.processor.sweep_facts(self.policy.longest_window_seconds, time.time())
+                await self.processor.limit_facts(self.settings.max_facts)
+                if time.monotonic() - swept >= SWEEP_SECONDS:
+                    swept = time.monotonic()
+                    removed = await self.processor.sweep_facts(self.policy.longest_window_seconds, time.time())
+                    if removed:
+                        log.info("forgot expired facts", extra={"removed": removed})
             except TRANSIENT_ERRORS as exc:  # the deletions are written next time
-                log.warning("forgetting expired facts failed", extra={"error": repr(exc)})
-                continue
-            if removed:
-                log.info("forgot expired facts", extra={"removed": removed})
+                log.warning("forgetting facts failed", extra={"error": repr(exc)})
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 

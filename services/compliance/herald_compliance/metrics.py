@@ -10,7 +10,8 @@ WARNINGS = Counter("herald_compliance_warnings_total", "AccountWarned emitted, b
                    ["metric", "scope"])
 EVENTS = Counter("herald_compliance_events_total",
                  "Input events by type and outcome: counted, duplicate (same fact seen before), replayed (already "
-                 "in the state after a restart), ignored (nothing to count), dead_lettered.",
+                 "in the state after a restart), late (too old to tell from a duplicate), ignored (nothing to "
+                 "count), dead_lettered.",
                  ["topic", "type", "outcome"])
 LAG_MESSAGES = Gauge("herald_compliance_lag_messages", "Messages between the last processed offset and the end of "
                      "the partition.", ["topic", "partition"])
@@ -26,3 +27,6 @@ DEDUPE_ENTRIES = Gauge("herald_compliance_dedupe_entries", "Facts remembered for
 REFETCHED = Counter("herald_compliance_refetched_records_total", "Input records read straight from Kafka because "
                     "the stream skipped them (gap) or stopped delivering a partition (stalled); see continuity.py.",
                     ["reason"])
+FORGOTTEN = Counter("herald_compliance_facts_forgotten_total", "Facts forgotten before the dedupe horizon because "
+                    "this worker held more than HERALD_COMPLIANCE_MAX_FACTS (the oldest hours first); facts of that "
+                    "time no longer remembered are then late, not counted.")

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +44,7 @@ from herald_shared.topics import TopicNames
 
 from . import metrics
 from .continuity import Continuity, Fetch, reconcile
-from .domain import ACTED_ON, AccountState, Input, ListRecord, Policy, decide
+from .domain import ACTED_ON, AccountState, Input, ListRecord, Policy, decide, eviction_cutoff
 from .faust_adapter import Acknowledgements, ChangelogTable, durable
 
 log = logging.getLogger(__name__)
@@ -359,6 +359,60 @@ class Processor:
             return None
         return now if expected >= highwater else self._log_time.get(tp)
 
+    async def limit_facts(self, max_facts: int) -> int:
+        """Keep at most `max_facts` facts (90% of it after a cut): when more are held, forget the oldest hours of
+        this worker's partitions' facts (`domain.eviction_cutoff`) before the dedupe horizon would. Each account
+        that lost facts first records, durably, up to which time they were forgotten (`forgotten_until`), and
+        only then are they deleted: from then on a fact of that time which is no longer remembered is late,
+        never counted twice, whatever crashes in between. Returns how many facts it forgot."""
+        if len(self.facts) <= max_facts:
+            return 0
+        async with self._lock:  # not between a batch's fact claims and its durable() write
+            per_hour: Counter[int] = Counter()
+            for n, _, marker, _ in self._owned_facts():
+                if n % 5000 == 4999:
+                    await asyncio.sleep(0)
+                per_hour[marker[2] // 3600] += 1
+            cutoff = eviction_cutoff(per_hour, len(self.facts) - max_facts * 9 // 10)
+            if cutoff is None:
+                return 0
+            doomed: list[tuple[int, str]] = []
+            until: dict[str, int] = {}
+            for n, key, marker, partition in self._owned_facts():
+                if n % 5000 == 4999:
+                    await asyncio.sleep(0)
+                if marker[2] < cutoff * 3600:
+                    doomed.append((partition, key))
+                    account_id = key.split("|", 1)[0]
+                    until[account_id] = max(until.get(account_id, 0), int(marker[2]))
+            for account_id, at in until.items():
+                stored = self.accounts.get(account_id)
+                if is_purged(stored):
+                    continue
+                state = AccountState.from_json(stored)
+                state.forgotten_until = max(state.forgotten_until or 0, at)
+                self.accounts.put(account_partition(account_id), account_id, state.to_json())
+            await self.accounts.durable()
+            for partition, key in doomed:
+                self.facts.delete(partition, key)
+            await self.facts.durable()
+            metrics.FORGOTTEN.inc(len(doomed))
+            metrics.DEDUPE_ENTRIES.set(len(self.facts))
+            log.warning("the fact index was full: forgot the oldest facts before the dedupe horizon", extra={
+                "forgotten": len(doomed), "accounts": len(until), "max_facts": max_facts,
+                "kept_from": datetime.fromtimestamp(cutoff * 3600, UTC).isoformat()})
+            return len(doomed)
+
+    def _owned_facts(self) -> Iterator[tuple[int, str, Any, int]]:
+        """(n, key, marker, partition) of each fact of the partitions this worker holds (not standby copies)."""
+        for n, key in enumerate(list(self.facts.keys())):
+            marker = self.facts.get(key)
+            if marker is None:
+                continue
+            partition = int(marker[0].rsplit(":", 1)[1])
+            if partition in self.owned:
+                yield n, key, marker, partition
+
     async def sweep_facts(self, horizon_seconds: int, now: float) -> int:
         """Forget the facts of this worker's partitions that happened more than the dedupe horizon (the longest
         window) before their partition's log time: a duplicate of one of them would be too late to count anyway
@@ -367,16 +421,10 @@ class Processor:
         async with self._lock:  # not between a batch's fact claims and its durable() write
             expired = 0
             log_now: dict[str, float | None] = {}
-            for n, key in enumerate(self.facts.keys()):
+            for n, key, marker, partition in self._owned_facts():  # standby copies: their owner sweeps them
                 if n % 5000 == 4999:
                     await asyncio.sleep(0)  # heartbeats and HTTP go on
-                marker = self.facts.get(key)
-                if marker is None:
-                    continue
                 source = marker[0]
-                partition = int(source.rsplit(":", 1)[1])
-                if partition not in self.owned:
-                    continue  # a standby copy: the partition's owner sweeps it
                 if source not in log_now:
                     log_now[source] = self._log_now(source, now)
                 read_to = log_now[source]

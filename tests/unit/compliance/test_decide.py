@@ -16,6 +16,7 @@ from herald_compliance.domain import (
     Policy,
     decide,
     default_rules,
+    eviction_cutoff,
     facts_of,
     suspension_id,
 )
@@ -138,6 +139,40 @@ def test_a_fact_published_more_than_the_longest_window_after_it_happened_is_late
     item = account.input(old, produced_at=T0 + timedelta(seconds=POLICY.longest_window_seconds + 1))
     assert outcomes(account.decide(item)) == {"late": 1}
     assert account.state.campaign_counts("c1").sent == 0
+
+
+def sent_at(i: int, at: datetime) -> MessageSent:
+    return MessageSent(**env(at), payload={"message_id": f"c1-m{i}", "campaign_id": "c1", "kind": "campaign",
+                                           "subscriber_id": f"s{i}", "list_id": "l1",
+                                           "recipient_domain": "example.com", "smtp_code": 250})
+
+
+def test_after_the_index_forgot_facts_early_a_fact_of_that_time_it_no_longer_remembers_is_late() -> None:
+    """The fact index was full and forgot the hour before T0 (processor.limit_facts): a send of that hour it
+    still remembers is judged as usual, one it forgot could be a duplicate so it is late, never counted twice;
+    facts after that time count as ever."""
+    account = Account()
+    early = [sent_at(i, T0 - timedelta(minutes=30)) for i in range(4)]
+    assert outcomes(account.decide(*early)) == {"counted": 4}
+    forgotten_until = int((T0 - timedelta(minutes=1)).timestamp())
+    del account.facts["s:c1-m0"], account.facts["s:c1-m1"]  # forgotten; m2 and m3 still remembered
+    account.state.forgotten_until = forgotten_until
+    account.state = AccountState.from_json(account.state.to_json())  # it is kept in the table value
+    assert account.state.forgotten_until == forgotten_until
+    decision = account.decide(*(sent_at(i, T0 - timedelta(minutes=30)) for i in range(4)),  # republished
+                              sent_at(9, T0 - timedelta(minutes=20)),  # never seen, but of the forgotten time
+                              sent_at(10, T0), sent_at(2, T0 - timedelta(minutes=30)))
+    assert outcomes(decision) == {"late": 3, "duplicate": 3, "counted": 1}
+    assert account.state.campaign_counts("c1").sent == 5
+
+
+def test_the_oldest_whole_hours_are_forgotten_until_enough_are() -> None:
+    per_hour = {100: 5, 102: 10, 101: 3}
+    assert eviction_cutoff(per_hour, 0) is None and eviction_cutoff({}, 5) is None
+    assert eviction_cutoff(per_hour, 1) == 101  # hour 100 (5 facts) is enough
+    assert eviction_cutoff(per_hour, 6) == 102  # hours 100 and 101
+    assert eviction_cutoff(per_hour, 18) == 103  # all of them
+    assert eviction_cutoff(per_hour, 50) == 103  # not that many: every one
 
 
 def test_only_the_named_or_current_suspension_is_lifted_by_a_reinstatement() -> None:
