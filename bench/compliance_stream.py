@@ -99,7 +99,7 @@ async def faust_ceiling(base: HeraldSettings, producer: Any, events: int) -> flo
             all_handed.set()
 
     original = Processor.handle
-    Processor.handle = count_only  # type: ignore[method-assign]
+    Processor.handle = count_only  # type: ignore[method-assign,assignment]
     service = Compliance(ComplianceSettings(HERALD_TOPIC_PREFIX=ceiling.topic_prefix, HERALD_HTTP_PORT=0))
     try:
         await service.start()

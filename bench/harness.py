@@ -58,7 +58,7 @@ def new_prefix() -> str:
 
 def settings_for(prefix: str) -> HeraldSettings:
     """Kafka and MongoDB from the environment (`eval "$(scripts/stack env)"`), names under the prefix."""
-    return HeraldSettings(topic_prefix=f"{prefix}.", database_prefix=f"{prefix}_")  # type: ignore[call-arg]
+    return HeraldSettings(topic_prefix=f"{prefix}.", database_prefix=f"{prefix}_")
 
 
 def free_port() -> int:
@@ -84,24 +84,24 @@ def member_events(indices: Iterable[int], *, account_id: str = ACCOUNT, list_id:
     for i in indices:
         email = email_of(i)
         sid = subscriber_id(account_id, list_id, email)
-        events.append(SubscriberAdded(account_id=account_id, producer="subscriptions", payload={  # type: ignore[arg-type]
+        events.append(SubscriberAdded(account_id=account_id, producer="subscriptions", payload={
             "list_id": list_id, "subscriber_id": sid, "email": email, "first_name": f"First{i}",
             "email_sha256": hashlib.sha256(email.encode()).hexdigest(), "opt_in": "single",
             "consent": {"source": "import", "collected_at": CONSENT_AT, "method": "webinar signup form",
                         "ip": f"198.51.100.{i % 250}"}}))
-        events.append(SubscriberConfirmed(account_id=account_id, producer="subscriptions", payload={  # type: ignore[arg-type]
+        events.append(SubscriberConfirmed(account_id=account_id, producer="subscriptions", payload={
             "list_id": list_id, "subscriber_id": sid, "method": "single_opt_in"}))
     return events
 
 
 def unsubscribe_events(indices: Iterable[int], *, account_id: str = ACCOUNT, list_id: str = LIST) -> list[Event]:
-    return [SubscriberUnsubscribed(account_id=account_id, producer="subscriptions", payload={  # type: ignore[arg-type]
+    return [SubscriberUnsubscribed(account_id=account_id, producer="subscriptions", payload={
         "list_id": list_id, "subscriber_id": subscriber_id(account_id, list_id, email_of(i)), "source": "api"})
         for i in indices]
 
 
 def list_created(account_id: str = ACCOUNT, list_id: str = LIST) -> Event:
-    return ListCreated(account_id=account_id, producer="subscriptions",  # type: ignore[arg-type]
+    return ListCreated(account_id=account_id, producer="subscriptions",
                        payload={"list_id": list_id, "name": "News", "opt_in": "single"})
 
 
@@ -173,7 +173,7 @@ async def wait_checkpoint(db: Any, consumer: str, positions: Positions, *, withi
 
 async def issue_api_key(publisher: EventPublisher, account_id: str = ACCOUNT) -> str:
     key_id, key, key_hash = new_api_key()
-    await publisher.publish(ApiKeyIssued(account_id=account_id, producer="billing", payload={  # type: ignore[arg-type]
+    await publisher.publish(ApiKeyIssued(account_id=account_id, producer="billing", payload={
         "key_id": key_id, "key_hash": key_hash, "issued_by": "bench"}))
     return key
 

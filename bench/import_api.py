@@ -54,7 +54,7 @@ async def run(rows: int) -> None:
     try:
         publisher = EventPublisher(service.producer, settings.topics)
         key_id, key, key_hash = new_api_key()
-        issued = await publisher.publish(ApiKeyIssued(account_id="bench", producer="billing", payload={  # type: ignore[arg-type]
+        issued = await publisher.publish(ApiKeyIssued(account_id="bench", producer="billing", payload={
             "key_id": key_id, "key_hash": key_hash, "issued_by": "bench"}))
         async with asyncio.timeout(30):
             await service.service.checkpoints.wait_until_applied([(issued.topic, issued.partition, issued.offset)])

@@ -60,7 +60,7 @@ async def chunks(path: Path) -> AsyncIterator[bytes]:
 async def floors(prefix: str, rows: int) -> tuple[float, float]:
     """(seconds to publish the import's 2 x rows events through EventPublisher, seconds to read them back and
     parse each), on a topic of their own."""
-    floor = HeraldSettings(topic_prefix=f"{prefix}floor.", database_prefix=f"{prefix}floor_")  # type: ignore[call-arg]
+    floor = HeraldSettings(topic_prefix=f"{prefix}floor.", database_prefix=f"{prefix}floor_")
     await ensure_topics(floor, [spec("herald.subscriptions")])
     producer = make_producer(floor, "bench-floor")
     await producer.start()

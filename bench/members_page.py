@@ -46,7 +46,7 @@ def cursor_at(status: str, index: int) -> str:
     return f"{status}.{harness.subscriber_id(ACCOUNT, LIST, harness.email_of(index))}"
 
 
-async def timed(requests: int, one: Callable[[int], Awaitable[None]]) -> list[float]:
+async def timed(requests: int, one: Callable[[int], Awaitable[object]]) -> list[float]:
     latencies = []
     for i in range(requests):
         began = time.perf_counter()

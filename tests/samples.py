@@ -132,7 +132,7 @@ def campaign_queued(account_id: str, campaign_id: str, *, list_id: str = "news",
     """A CampaignQueued as the campaigns service publishes it."""
     from herald_shared.contract.campaigns import CampaignQueued
 
-    return CampaignQueued(account_id=account_id, producer="campaigns", payload={  # type: ignore[arg-type]
+    return CampaignQueued(account_id=account_id, producer="campaigns", payload={
         "campaign_id": campaign_id, "list_id": list_id, "segment": {"field_equals": segment or {}},
         "review_required": review_required,
         "content": {"subject": subject, "from_name": "Acme News", "from_email": from_email,
