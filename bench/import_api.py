@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness import cleanup
 from herald_shared.apikeys import new_api_key
 from herald_shared.contract.billing import ApiKeyIssued
 from herald_shared.kafka import EventPublisher
@@ -85,6 +86,7 @@ async def run(rows: int) -> None:
         print(f"ratio import / floor: {floor / elapsed:.2f}")
     finally:
         await service.stop()
+        await cleanup(settings, ["subscriptions"])  # a kept bench stack does not keep a million rows per run
 
 
 def main() -> None:
