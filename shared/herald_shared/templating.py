@@ -333,7 +333,17 @@ class Template:
     def render(self, values: Mapping[str, object]) -> str:
         """The template with these merge values; RenderError when it fails or exceeds a limit."""
         if self._parts is not None:
+            return "".join(self._render_parts(self._parts, values))
+        return self._render_compiled(values)
+
+    def render_segments(self, values: Mapping[str, object]) -> list[str]:
+        """`render`'s text in pieces whose concatenation it is: the template's own text and each merged value
+        apart (one piece for a template with logic), for a caller that encodes the template's text once."""
+        if self._parts is not None:
             return self._render_parts(self._parts, values)
+        return [self._render_compiled(values)]
+
+    def _render_compiled(self, values: Mapping[str, object]) -> str:
         now = time.perf_counter()
         budget = _Budget(self.max_output_chars, now + self.max_seconds, self.max_seconds, time.thread_time())
         token = _BUDGET.set(budget)
@@ -356,7 +366,7 @@ class Template:
             chunks.close()
             _BUDGET.reset(token)
 
-    def _render_parts(self, parts: list[Part], values: Mapping[str, object]) -> str:
+    def _render_parts(self, parts: list[Part], values: Mapping[str, object]) -> list[str]:
         """What Jinja2 makes of text and merge tags: str(value), escaped in HTML; "" for a missing one, or
         the default for a missing, None or empty one (`_default`)."""
         out: list[str] = []
@@ -380,7 +390,7 @@ class Template:
             raise
         except Exception as exc:  # a value whose str() fails
             raise RenderError(f"{type(exc).__name__}: {exc}") from exc
-        return "".join(out)
+        return out
 
 
 def compile_template(source: str, *, html: bool = False, where: str = "template",

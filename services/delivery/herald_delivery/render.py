@@ -17,7 +17,7 @@ import hmac
 import html
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
@@ -45,6 +45,9 @@ LINK_FIELD = "__link_"
 MAX_SUBJECT_CHARS = 2_000  # a rendered subject or preheader; bodies have the shared renderer's limit
 TEST_SUBJECT_PREFIX = "[Test] "
 MAX_7BIT_LINE = 998  # octets, without the CRLF (RFC 5321 4.5.3.1.6)
+QP_LINE = 76  # the longest quoted-printable line, its soft line break's "=" included (RFC 2045 6.7)
+QP_CACHED_CHARS = 256  # pieces this long are a campaign's own text (merged values are shorter and vary)
+QP_CACHE_ENTRIES = 64  # encoded pieces a campaign keeps
 CRLF = "\r\n"
 
 
@@ -150,16 +153,59 @@ def _encode_header(value: str) -> str:
     return Header(value, "utf-8").encode(linesep=CRLF)
 
 
-def body_part(text: str, boundary: str = "") -> tuple[str, bytes]:
-    """(Content-Transfer-Encoding, the content as sent): `7bit` as written when the text is ASCII without NUL,
-    its lines fit SMTP's 998 octets (RFC 2045 2.7; most campaigns) and it does not hold the multipart
-    `boundary`; else quoted-printable, which cannot hold one ("=" is escaped). Both with CRLF line ends.
-    Encoding 5 KB as quoted-printable cost ~40 us a part, two parts a message."""
-    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+def body_part(text: str | Sequence[str], boundary: str = "",
+              cache: dict[str, bytes] | None = None) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, the content as sent) of a text, or of the concatenation of its pieces:
+    `7bit` as written when the text is ASCII without NUL, its lines fit SMTP's 998 octets (RFC 2045 2.7) and it
+    does not hold the multipart `boundary`; else quoted-printable, which cannot hold one ("=" is escaped). Both
+    with CRLF line ends. Given pieces and a `cache`, each piece is encoded apart (`_qp_pieces`): the long ones,
+    a campaign's own text, once per campaign. Encoding 5 KB as quoted-printable costs ~30 us, two parts a
+    message."""
+    pieces = [text] if isinstance(text, str) else text
+    normalised = "".join(pieces).replace("\r\n", "\n").replace("\r", "\n")
     if (normalised.isascii() and "\0" not in normalised and (not boundary or boundary not in normalised)
             and max(map(len, normalised.split("\n"))) <= MAX_7BIT_LINE):
         return "7bit", normalised.encode("ascii").replace(b"\n", b"\r\n")
+    if cache is not None and len(pieces) > 1 and not any(piece.endswith("\r") for piece in pieces):
+        return "quoted-printable", _qp_pieces(pieces, cache)
     return "quoted-printable", _quoted_printable(normalised)
+
+
+def _qp_pieces(pieces: Sequence[str], cache: dict[str, bytes]) -> bytes:
+    """Quoted-printable of the pieces' concatenation, each piece encoded on its own and ended with a soft line
+    break unless it ends a line: decoding gives the concatenation back. A piece of QP_CACHED_CHARS or more is
+    looked up in (and added to, up to QP_CACHE_ENTRIES) the cache first. No piece may end with CR (it could be
+    half of a CRLF)."""
+    out: list[bytes] = []
+    for piece in pieces:
+        if not piece:
+            continue
+        cached = len(piece) >= QP_CACHED_CHARS
+        encoded = cache.get(piece) if cached else None
+        if encoded is None:
+            encoded = _qp_piece(piece)
+            if cached and len(cache) < QP_CACHE_ENTRIES:
+                cache[piece] = encoded
+        out.append(encoded)
+    content = b"".join(out)
+    if content.endswith(b"=\n"):
+        content = content[:-2]  # no soft line break at the very end
+    return content.replace(b"\n", b"\r\n")
+
+
+def _qp_piece(piece: str) -> bytes:
+    """One piece in quoted-printable with LF line ends, ending with a line end: its own, or a soft line break
+    (its last line cut first when it leaves no room for the "=", never inside an "=XX" escape)."""
+    normalised = piece.replace("\r\n", "\n").replace("\r", "\n")
+    encoded = binascii.b2a_qp(normalised.encode("utf-8"), istext=True)
+    if normalised.endswith("\n"):
+        return encoded
+    head, newline, last = encoded.rpartition(b"\n")
+    if len(last) > QP_LINE - 1:
+        cut = QP_LINE - 2 if last[QP_LINE - 2:QP_LINE - 1] == b"=" else \
+            QP_LINE - 3 if last[QP_LINE - 3:QP_LINE - 2] == b"=" else QP_LINE - 1
+        last = last[:cut] + b"=\n" + last[cut:]
+    return head + newline + last + b"=\n"
 
 
 def quoted_printable(text: str) -> bytes:
@@ -190,6 +236,8 @@ class CampaignTemplate:
     footer: bool
     feedback_id: str
     sender_domain: str
+    # Its own text, encoded once (quoted-printable pieces, `body_part`); filled as its messages are rendered.
+    encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent, *, footer: bool,
@@ -289,28 +337,29 @@ class Renderer:
         unsubscribe = self.links.unsubscribe_url(template.account_id, subscriber_id, template.campaign_id,
                                                  message_id)
         values["unsubscribe_url"] = unsubscribe
-        text = template.text.render(values)
-        text += f"{CRLF}{CRLF}-- {CRLF}Unsubscribe with one click: {unsubscribe}{CRLF}"
-        if template.footer:
-            text += IDENTIFICATION_FOOTER + CRLF
+        text = template.text.render_segments(values)
+        text.append(f"{CRLF}{CRLF}-- {CRLF}Unsubscribe with one click: {unsubscribe}{CRLF}"
+                    + (IDENTIFICATION_FOOTER + CRLF if template.footer else ""))
         html_body = None
         if template.html is not None:
             for index, url in enumerate(template.links):
                 values[f"{LINK_FIELD}{index}"] = url if test else (
                     f"{self._base}/t/c/{self.tokens.tracking_token({**claim, 'i': index})}")
-            html_body = template.html.render(values)
+            html_body = template.html.render_segments(values)
+            whole = "".join(html_body)
+            inserts: list[tuple[int, str]] = []
             if template.preheader is not None:
-                hidden = _preheader_html(template.preheader.render(values))
-                start = BODY_START.search(html_body)
-                html_body = html_body[:start.end()] + hidden + html_body[start.end():] if start else hidden + html_body
+                start = BODY_START.search(whole)
+                inserts.append((start.end() if start else 0, _preheader_html(template.preheader.render(values))))
             footer = (f'<div style="margin-top:24px;font-size:12px;color:#555">'
                       f'<a href="{html.escape(unsubscribe)}">Unsubscribe</a>'
                       + (f"<br>{IDENTIFICATION_FOOTER}" if template.footer else "") + "</div>")
             if not test:
                 pixel = f"{self._base}/t/o/{self.tokens.tracking_token(claim)}"
                 footer += f'<img src="{pixel}" width="1" height="1" alt="">'
-            end = BODY_END.search(html_body)
-            html_body = html_body[:end.start()] + footer + html_body[end.start():] if end else html_body + footer
+            end = BODY_END.search(whole)
+            inserts.append((end.start() if end else len(whole), footer))
+            html_body = _inserted(html_body, inserts)
         headers = template.headers
         feedback_id = template.feedback_id
         if test:
@@ -320,7 +369,8 @@ class Renderer:
         else:
             headers += template.subject_header or _subject_header(template.subject.render(values))
         headers += self._per_message_headers(recipient, message_id, feedback_id, unsubscribe, now)
-        return self._finish(message_id, recipient, headers, text, html_body, sender_domain=template.sender_domain)
+        return self._finish(message_id, recipient, headers, text, html_body, sender_domain=template.sender_domain,
+                            encoded=template.encoded)
 
     def transactional_message(self, *, message_id: str, kind: str, account_id: str, recipient: str,
                               from_name: str, from_email: str, subject: str, text: str,
@@ -347,15 +397,15 @@ class Renderer:
                 f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}"
                 f"Feedback-ID: {feedback_id}{CRLF}")
 
-    def _finish(self, message_id: str, recipient: str, headers: str, text: str, html_body: str | None,
-                sender_domain: str) -> Rendered:
+    def _finish(self, message_id: str, recipient: str, headers: str, text: list[str], html_body: list[str] | None,
+                sender_domain: str, encoded: dict[str, bytes]) -> Rendered:
         boundary = f"=_herald_{message_id.replace('-', '')}"
-        text_encoding, text_content = body_part(text, boundary)
+        text_encoding, text_content = body_part(text, boundary, encoded)
         if html_body is None:
             body = (f"Content-Type: text/plain; charset=utf-8{CRLF}Content-Transfer-Encoding: {text_encoding}"
                     f"{CRLF}{CRLF}").encode() + text_content
         else:
-            html_encoding, html_content = body_part(html_body, boundary)
+            html_encoding, html_content = body_part(html_body, boundary, encoded)
             body = (f'Content-Type: multipart/alternative; boundary="{boundary}"{CRLF}{CRLF}'
                     f"--{boundary}{CRLF}Content-Type: text/plain; charset=utf-8{CRLF}"
                     f"Content-Transfer-Encoding: {text_encoding}{CRLF}{CRLF}").encode() + text_content + (
@@ -375,6 +425,27 @@ class Renderer:
         names = [h for h in SIGNED_HEADERS if h in present]
         digest = body_hash(data)
         return b"".join(signer.signature_header(data, names, digest) for signer in signers) + data
+
+
+def _inserted(pieces: list[str], inserts: list[tuple[int, str]]) -> list[str]:
+    """The pieces with each (position in their concatenation, text) inserted there, in order of position (the
+    earlier of two at one position first); a piece an insertion falls inside is split."""
+    out: list[str] = []
+    todo = sorted(inserts, key=lambda insert: insert[0])  # stable: the earlier of two at one position first
+    offset = 0
+    for piece in pieces:
+        end = offset + len(piece)
+        while todo and todo[0][0] < end:
+            at, text = todo.pop(0)
+            cut = max(at - offset, 0)
+            if cut:
+                out.append(piece[:cut])
+            out.append(text)
+            piece, offset = piece[cut:], at
+        out.append(piece)
+        offset = end
+    out.extend(text for _, text in todo)  # at the very end
+    return out
 
 
 def _header_names(data: bytes) -> set[bytes]:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import dkim
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from herald_delivery.domain import Member
 from herald_delivery.render import (
@@ -315,3 +317,88 @@ def test_a_part_goes_as_written_when_7bit_allows_it_else_quoted_printable(text: 
     else:
         assert all(len(line) <= 76 for line in content.split(b"\r\n"))
         assert binascii.a2b_qp(content.replace(b"\r\n", b"\n")).decode("utf-8") == lf
+
+
+PIECE = st.lists(st.sampled_from([*"abc XYZ.=<>'\"/-_\t\nā€", "\r\n", "\r"]), max_size=300).map("".join)
+
+
+@settings(max_examples=300)
+@given(st.lists(PIECE, min_size=2, max_size=8), st.integers(0, 3))
+def test_pieces_encoded_apart_decode_to_their_concatenation(pieces: list[str], long_at: int) -> None:
+    """A campaign's own text is encoded once and its merged values apart (`body_part` with a cache): whatever
+    the pieces (escapes, tabs and spaces at their ends, line ends, long lines, non-ASCII), the result is valid
+    quoted-printable that decodes to the concatenation, and a second message from the warm cache is the same."""
+    pieces = [*pieces[:long_at], "x" * 90 + "=" * 40 + " " + "y" * 200 + "ā", *pieces[long_at:]]  # never 7bit
+    cache: dict[str, bytes] = {}
+    encoding, encoded = body_part(pieces, "=_herald_m1", cache)
+    assert encoding == "quoted-printable"
+    for line in encoded.split(b"\r\n"):
+        assert len(line) <= 76, line
+        assert line.replace(b"\t", b"").decode("ascii").isprintable(), line
+        assert not line.endswith((b" ", b"\t")), line
+    assert b"=_" not in encoded and b"\n" not in encoded.replace(b"\r\n", b"")
+    expected = "".join(pieces).replace("\r\n", "\n").replace("\r", "\n")
+    assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode("utf-8") == expected
+    assert body_part(pieces, "=_herald_m1", cache) == (encoding, encoded)
+
+
+@pytest.mark.parametrize("width", range(70, 81))
+@pytest.mark.parametrize("tail", ["", "=", "==", "ā", " ", "=ā"])
+def test_a_piece_whose_last_line_fills_the_line_leaves_room_for_the_soft_break(width: int, tail: str) -> None:
+    """A piece's last encoded line near 76 characters, an escape or a space at its end: the soft line break
+    that joins it to the next piece keeps every line within 76 characters and cuts no escape."""
+    for head in ("a" * width + tail, "b" * (width - 2) + tail + "c" * 2):
+        pieces = [head, "ā-next", "x" * 300 + "ā"]
+        encoding, encoded = body_part(pieces, "", {})
+        assert encoding == "quoted-printable"
+        assert all(len(line) <= 76 for line in encoded.split(b"\r\n")), encoded
+        assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode() == "".join(pieces)
+
+
+def test_a_piece_that_ends_with_cr_is_encoded_with_the_whole_text() -> None:
+    """A CR at a piece's end may be half of a CRLF the next piece completes: the text is encoded whole."""
+    pieces = ["Sveiki, Jān!\r", "\nline two " + "z" * 300]
+    encoding, encoded = body_part(pieces, "", {})
+    assert encoding == "quoted-printable"
+    assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode() == "Sveiki, Jān!\nline two " + "z" * 300
+
+
+def test_a_message_whose_parts_go_quoted_printable_decodes_to_what_was_rendered(
+        dkim_key: tuple[DkimKey, bytes]) -> None:
+    """Non-ASCII text and a long line make both parts quoted-printable, encoded piece by piece with the
+    campaign's text cached: the second recipient's message decodes exactly to their own text, with the
+    preheader after <body> and the footer before </body>, and its DKIM signature verifies."""
+    key, record = dkim_key
+    r = renderer({"acme.example": [key]})
+    long_line = "Jaunumi šomēnes: " + "lorem ipsum dolor sit amet, " * 40
+    template = compile_campaign("acme", "c1", content(
+        html_body=f'<html><body class="x"><p>Sveiki, {{{{ first_name }}}}! {long_line}</p>'
+                  '<a href="https://shop.example/">Veikals</a></body></html>',
+        text_body=f"Sveiki, {{{{ first_name }}}}! {long_line}", preheader="Ziema {{ city }}"),
+        footer=True, settings=r.settings)
+    r.campaign_message(template, MEMBER, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b10")  # fills the cache
+    assert template.encoded
+    member = Member("s2", "news", "janis@example.org", "active", first_name="Jānis & co",
+                    custom_fields={"city": "Cēsis"})
+    data = r.campaign_message(template, member, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11").data
+    assert data.count(b"Content-Transfer-Encoding: quoted-printable") == 2
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    text, html_part = (part.replace("\r\n", "\n") for part in bodies(message))
+    unsubscribe = str(message["List-Unsubscribe"]).split(",")[0].strip(" <>")
+    assert text == (f"Sveiki, Jānis & co! {long_line}\n\n-- \nUnsubscribe with one click: {unsubscribe}\n"
+                    f"{IDENTIFICATION_FOOTER}\n")
+    head, _, rest = html_part.partition('<body class="x">')
+    assert head == "<html>" and rest.startswith('<div style="display:none')
+    assert "Ziema Cēsis</div><p>Sveiki, Jānis &amp; co! " + long_line + "</p>" in rest
+    footer_at = rest.index('<div style="margin-top:24px')
+    assert rest[:footer_at].endswith(">Veikals</a>")  # the footer comes right before </body>
+    assert rest[footer_at:].startswith(f'<div style="margin-top:24px;font-size:12px;color:#555"><a href="'
+                                       f'{unsubscribe}">Unsubscribe</a><br>{IDENTIFICATION_FOOTER}</div>'
+                                       '<img src="https://t.herald.example/t/o/')
+    assert rest.endswith('" width="1" height="1" alt=""></body></html>')
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return record
+
+    assert dkim.verify(data, dnsfunc=dns)
