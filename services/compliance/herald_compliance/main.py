@@ -208,19 +208,31 @@ class Compliance:
 
     async def _sweep(self) -> None:
         """Every HERALD_COMPLIANCE_FACTS_CHECK_SECONDS, keep the fact index within HERALD_COMPLIANCE_MAX_FACTS;
-        every 10 minutes, forget the facts past the dedupe horizon."""
+        every 10 minutes, forget the facts past the dedupe horizon. Never while the tables are being recovered
+        (a value read then may be missing or old)."""
         swept = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.facts_check_seconds)
+            if self.faust.in_recovery or not self.faust.consumer.assignment():
+                continue
             try:
-                await self.processor.limit_facts(self.settings.max_facts)
-                if time.monotonic() - swept >= SWEEP_SECONDS:
-                    swept = time.monotonic()
-                    removed = await self.processor.sweep_facts(self.policy.longest_window_seconds, time.time())
-                    if removed:
-                        log.info("forgot expired facts", extra={"removed": removed})
+                await self.processor.limit_facts(self.settings.max_facts, time.time())
             except TRANSIENT_ERRORS as exc:  # the deletions are written next time
-                log.warning("forgetting facts failed", extra={"error": repr(exc)})
+                log.warning("keeping the fact index within its limit failed", extra={"error": repr(exc)})
+            except Exception:
+                _exit_at_once("keeping the fact index within its limit failed; exiting")
+            if time.monotonic() - swept < SWEEP_SECONDS or self.faust.in_recovery:
+                continue
+            swept = time.monotonic()
+            try:
+                removed = await self.processor.sweep_facts(self.policy.longest_window_seconds, time.time())
+            except TRANSIENT_ERRORS as exc:
+                log.warning("forgetting expired facts failed", extra={"error": repr(exc)})
+                continue
+            except Exception:
+                _exit_at_once("forgetting expired facts failed; exiting")
+            if removed:
+                log.info("forgot expired facts", extra={"removed": removed})
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 

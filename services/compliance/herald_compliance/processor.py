@@ -167,6 +167,7 @@ class Processor:
         self._log_time: dict[TopicPartition, int] = {}  # per input partition: newest record timestamp processed
         self.owned: set[int] = set()  # input partitions this worker holds (the tables also hold standby copies)
         self._lock = asyncio.Lock()  # batches, catch-ups, sweeps, assignments and revocations never interleave
+        self._next_limit_check = 0  # fact count under which limit_facts does not try again (it could not cut)
 
     async def handle(self, events: Sequence[Any]) -> None:
         """One batch of faust events, from any input partitions; each partition's share is applied with that
@@ -359,49 +360,66 @@ class Processor:
             return None
         return now if expected >= highwater else self._log_time.get(tp)
 
-    async def limit_facts(self, max_facts: int) -> int:
-        """Keep at most `max_facts` facts (90% of it after a cut): when more are held, forget the oldest hours of
-        this worker's partitions' facts (`domain.eviction_cutoff`) before the dedupe horizon would. Each account
-        that lost facts first records, durably, up to which time they were forgotten (`forgotten_until`), and
-        only then are they deleted: from then on a fact of that time which is no longer remembered is late,
-        never counted twice, whatever crashes in between. Returns how many facts it forgot."""
-        if len(self.facts) <= max_facts:
+    async def limit_facts(self, max_facts: int, now: float) -> int:
+        """Keep at most `max_facts` facts (standby copies included): when more are held, forget the oldest hours
+        of this worker's own partitions' facts (`domain.eviction_cutoff`) before the dedupe horizon would,
+        down to 90% of the limit, but never the facts of the last SWEEP_MARGIN_SECONDS (nor hours after them).
+        Each account that loses facts first records, durably, up to which time they were forgotten
+        (`forgotten_until`), and only then are they deleted: from then on a fact of that time which is no
+        longer remembered is late, never counted twice, whatever crashes in between. When the limit cannot be
+        reached so, the next try waits until 5% of the limit more facts are held. Returns how many it forgot."""
+        held = len(self.facts)
+        if held <= max(max_facts, self._next_limit_check):
+            return 0
+        # Counted without the lock (nothing is changed): the batches go on meanwhile.
+        per_hour: Counter[int] = Counter()
+        owned = 0
+        for n, _, marker, _ in self._owned_facts():
+            if n % 5000 == 4999:
+                await asyncio.sleep(0)
+            per_hour[marker[2] // 3600] += 1
+            owned += 1
+        target = max(max_facts * 9 // 10 - (held - owned), 0)  # of this worker's own facts
+        cutoff = eviction_cutoff(per_hour, owned - target)
+        newest_forgettable = int(now - SWEEP_MARGIN_SECONDS) // 3600
+        if cutoff is not None and cutoff > newest_forgettable:
+            cutoff = newest_forgettable
+            log.error("the fact index is over its limit with recent facts: raise HERALD_COMPLIANCE_MAX_FACTS",
+                      extra={"held": held, "own": owned, "max_facts": max_facts})
+        reached = cutoff is not None and sum(n for hour, n in per_hour.items() if hour < cutoff) >= owned - target
+        self._next_limit_check = 0 if reached else held + max_facts // 20
+        if cutoff is None:
             return 0
         async with self._lock:  # not between a batch's fact claims and its durable() write
-            per_hour: Counter[int] = Counter()
-            for n, _, marker, _ in self._owned_facts():
-                if n % 5000 == 4999:
-                    await asyncio.sleep(0)
-                per_hour[marker[2] // 3600] += 1
-            cutoff = eviction_cutoff(per_hour, len(self.facts) - max_facts * 9 // 10)
-            if cutoff is None:
-                return 0
             doomed: list[tuple[int, str]] = []
             until: dict[str, int] = {}
             for n, key, marker, partition in self._owned_facts():
                 if n % 5000 == 4999:
                     await asyncio.sleep(0)
                 if marker[2] < cutoff * 3600:
-                    doomed.append((partition, key))
                     account_id = key.split("|", 1)[0]
-                    until[account_id] = max(until.get(account_id, 0), int(marker[2]))
+                    if account_id not in until:
+                        stored = self.accounts.get(account_id)
+                        if stored is None or is_purged(stored):
+                            continue  # nothing recorded to say what was forgotten: kept (a purge takes them)
+                        until[account_id] = 0
+                    doomed.append((partition, key))
+                    until[account_id] = max(until[account_id], int(marker[2]))
             for account_id, at in until.items():
-                stored = self.accounts.get(account_id)
-                if is_purged(stored):
-                    continue
-                state = AccountState.from_json(stored)
+                state = AccountState.from_json(self.accounts.get(account_id))
                 state.forgotten_until = max(state.forgotten_until or 0, at)
                 self.accounts.put(account_partition(account_id), account_id, state.to_json())
             await self.accounts.durable()
             for partition, key in doomed:
                 self.facts.delete(partition, key)
             await self.facts.durable()
-            metrics.FORGOTTEN.inc(len(doomed))
-            metrics.DEDUPE_ENTRIES.set(len(self.facts))
+        metrics.FORGOTTEN.inc(len(doomed))
+        metrics.DEDUPE_ENTRIES.set(len(self.facts))
+        if doomed:
             log.warning("the fact index was full: forgot the oldest facts before the dedupe horizon", extra={
                 "forgotten": len(doomed), "accounts": len(until), "max_facts": max_facts,
                 "kept_from": datetime.fromtimestamp(cutoff * 3600, UTC).isoformat()})
-            return len(doomed)
+        return len(doomed)
 
     def _owned_facts(self) -> Iterator[tuple[int, str, Any, int]]:
         """(n, key, marker, partition) of each fact of the partitions this worker holds (not standby copies)."""

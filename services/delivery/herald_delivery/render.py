@@ -162,7 +162,7 @@ def body_part(text: str | Sequence[str], boundary: str = "",
     a campaign's own text, once per campaign. Encoding 5 KB as quoted-printable costs ~30 us, two parts a
     message."""
     pieces = [text] if isinstance(text, str) else text
-    normalised = "".join(pieces).replace("\r\n", "\n").replace("\r", "\n")
+    normalised = _lf("".join(pieces))
     if (normalised.isascii() and "\0" not in normalised and (not boundary or boundary not in normalised)
             and max(map(len, normalised.split("\n"))) <= MAX_7BIT_LINE):
         return "7bit", normalised.encode("ascii").replace(b"\n", b"\r\n")
@@ -196,7 +196,7 @@ def _qp_pieces(pieces: Sequence[str], cache: dict[str, bytes]) -> bytes:
 def _qp_piece(piece: str) -> bytes:
     """One piece in quoted-printable with LF line ends, ending with a line end: its own, or a soft line break
     (its last line cut first when it leaves no room for the "=", never inside an "=XX" escape)."""
-    normalised = piece.replace("\r\n", "\n").replace("\r", "\n")
+    normalised = _lf(str(piece))  # str(): an escaped value is Markup, whose replace() escapes its arguments
     encoded = binascii.b2a_qp(normalised.encode("utf-8"), istext=True)
     if normalised.endswith("\n"):
         return encoded
@@ -208,10 +208,15 @@ def _qp_piece(piece: str) -> bytes:
     return head + newline + last + b"=\n"
 
 
+def _lf(text: str) -> str:
+    """The text with LF line ends (CRLF and lone CR made LF); as is when it has no CR, as most have."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def quoted_printable(text: str) -> bytes:
     """Quoted-printable with CRLF line ends, as the message is sent and signed. (A pure-Python fast path for
     ASCII text was tried: cutting long lines around escapes costs more per piece than binascii's whole line.)"""
-    return _quoted_printable(text.replace("\r\n", "\n").replace("\r", "\n"))
+    return _quoted_printable(_lf(text))
 
 
 def _quoted_printable(normalised: str) -> bytes:

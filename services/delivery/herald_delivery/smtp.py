@@ -300,9 +300,9 @@ class RelayConnection:
                 await session.command(b".")
             await self._after_refusal(refused[0])
             return SmtpReply(refused[0].code, refused[0].text, stage=refused[1])
-        self._awaiting_data_reply = True
         session.writer.write(_transparent(data) + b"." + CRLF)
         await session.drain()
+        self._awaiting_data_reply = True  # all of it is out: from here the relay may have it
         final = await session.reply(within=self._config.data_timeout)
         self._awaiting_data_reply = False
         if not final.ok(250):

@@ -68,8 +68,10 @@ async def test_rebuilt_projection_equals_the_live_one_and_authenticates_the_same
     # Retention purges an account: its keys go, and only its keys' verified secrets are forgotten; another
     # account's client is still recognised without scrypt (remembered_only runs none).
     assert await live.authenticate(keys["acc-3"][1]) == "acc-3"
+    assert await live.authenticate(keys["acc-1"][1]) == "acc-1"  # verified, so remembered
     await live.purge("acc-1")
     assert await live.authenticate(keys["acc-1"][1]) is None
+    assert not [r for r in live._verified if r[0] == keys["acc-1"][0]], "the purged account's secrets forgotten"
     assert await live.authenticate(keys["acc-3"][1], remembered_only=True) == "acc-3"
     assert [d["_id"] for d in await _dump(live)] == sorted(key_id for acc, (key_id, _, _) in keys.items()
                                                            if acc != "acc-1")
