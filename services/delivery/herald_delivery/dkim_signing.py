@@ -83,8 +83,9 @@ def body_hash(message: bytes) -> bytes:
 
 
 def canonical_header(name: bytes, value: bytes) -> bytes:
-    unfolded = _FOLD.sub(b"", value)
-    return name.strip().lower() + b":" + _WSP_RUN.sub(b" ", unfolded).strip(b" \t") + CRLF
+    if b"\r" in value or b"\t" in value or b"  " in value:  # folded, or whitespace to squeeze
+        value = _WSP_RUN.sub(b" ", _FOLD.sub(b"", value))
+    return name.strip().lower() + b":" + value.strip(b" \t") + CRLF
 
 
 def canonical_body(body: bytes) -> bytes:
