@@ -144,6 +144,26 @@ def eviction_cutoff(facts_per_hour: Mapping[int, int], to_forget: int) -> int | 
     return max(facts_per_hour) + 1
 
 
+@dataclass(frozen=True)
+class Forgetting:
+    cutoff: int | None  # the first hour of the worker's own facts kept; None: none to forget
+    within_limit: bool  # whether the worker holds at most 90% of its limit once they are forgotten
+
+
+def plan_forgetting(own_per_hour: Mapping[int, int], held: int, max_facts: int, keep_from_hour: int) -> Forgetting:
+    """Which of a worker's own facts (counted per hour) to forget when it holds `held` facts, standby copies of
+    other workers' partitions included, against `max_facts`: the oldest hours, until it holds 90% of the limit,
+    but never an hour from `keep_from_hour` on (the recent facts that records in flight still need). Standby
+    copies are their owners' to forget: when they alone fill the limit, this worker's facts cannot make room."""
+    target = max_facts * 9 // 10
+    own = sum(own_per_hour.values())
+    cutoff = eviction_cutoff(own_per_hour, own - max(target - (held - own), 0))
+    if cutoff is not None:
+        cutoff = min(cutoff, keep_from_hour)
+    forgotten = sum(n for hour, n in own_per_hour.items() if cutoff is not None and hour < cutoff)
+    return Forgetting(cutoff if forgotten else None, held - forgotten <= target)
+
+
 def sent_before(index: FactMarkers, fact: Fact, state: AccountState, policy: Policy) -> bool:
     """Whether the message a bounce, complaint or unsubscribe is about was sent before the account's latest
     reinstatement: such a fact stays in the raw totals but never counts towards a new suspension."""

@@ -44,7 +44,7 @@ from herald_shared.topics import TopicNames
 
 from . import metrics
 from .continuity import Continuity, Fetch, reconcile
-from .domain import ACTED_ON, AccountState, Input, ListRecord, Policy, decide, eviction_cutoff
+from .domain import ACTED_ON, AccountState, Input, ListRecord, Policy, decide, plan_forgetting
 from .faust_adapter import Acknowledgements, ChangelogTable, durable
 
 log = logging.getLogger(__name__)
@@ -373,21 +373,17 @@ class Processor:
             return 0
         # Counted without the lock (nothing is changed): the batches go on meanwhile.
         per_hour: Counter[int] = Counter()
-        owned = 0
         for n, _, marker, _ in self._owned_facts():
             if n % 5000 == 4999:
                 await asyncio.sleep(0)
             per_hour[marker[2] // 3600] += 1
-            owned += 1
-        target = max(max_facts * 9 // 10 - (held - owned), 0)  # of this worker's own facts
-        cutoff = eviction_cutoff(per_hour, owned - target)
-        newest_forgettable = int(now - SWEEP_MARGIN_SECONDS) // 3600
-        if cutoff is not None and cutoff > newest_forgettable:
-            cutoff = newest_forgettable
-            log.error("the fact index is over its limit with recent facts: raise HERALD_COMPLIANCE_MAX_FACTS",
-                      extra={"held": held, "own": owned, "max_facts": max_facts})
-        reached = cutoff is not None and sum(n for hour, n in per_hour.items() if hour < cutoff) >= owned - target
-        self._next_limit_check = 0 if reached else held + max_facts // 20
+        plan = plan_forgetting(per_hour, held, max_facts, int(now - SWEEP_MARGIN_SECONDS) // 3600)
+        self._next_limit_check = 0 if plan.within_limit else held + max_facts // 20
+        if not plan.within_limit:
+            log.error("the fact index stays over its limit (recent facts, or standby copies): raise "
+                      "HERALD_COMPLIANCE_MAX_FACTS", extra={"held": held, "own": sum(per_hour.values()),
+                                                            "max_facts": max_facts})
+        cutoff = plan.cutoff
         if cutoff is None:
             return 0
         async with self._lock:  # not between a batch's fact claims and its durable() write

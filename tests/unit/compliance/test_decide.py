@@ -11,6 +11,7 @@ from typing import Any
 from herald_compliance.domain import (
     ACTED_ON,
     AccountState,
+    Forgetting,
     Input,
     ListRecord,
     Policy,
@@ -18,6 +19,7 @@ from herald_compliance.domain import (
     default_rules,
     eviction_cutoff,
     facts_of,
+    plan_forgetting,
     suspension_id,
 )
 from herald_shared.contract import EVENT_TYPES, Event
@@ -173,6 +175,22 @@ def test_the_oldest_whole_hours_are_forgotten_until_enough_are() -> None:
     assert eviction_cutoff(per_hour, 6) == 102  # hours 100 and 101
     assert eviction_cutoff(per_hour, 18) == 103  # all of them
     assert eviction_cutoff(per_hour, 50) == 103  # not that many: every one
+
+
+def test_a_full_worker_forgets_its_own_oldest_hours_but_never_recent_ones_nor_for_standby_copies() -> None:
+    """processor.limit_facts' plan: down to 90% of the limit, oldest own hours first; the hours from
+    `keep_from_hour` on are kept; standby copies (held but not owned) are their owners' to forget."""
+    own = {100: 50, 101: 30, 102: 40}
+    # Over the limit with its own facts only: hour 100 (50 facts) brings 120 down to 70 <= 90.
+    assert plan_forgetting(own, held=120, max_facts=100, keep_from_hour=200) == Forgetting(101, True)
+    # Within the limit: nothing.
+    assert plan_forgetting(own, held=120, max_facts=200, keep_from_hour=200) == Forgetting(None, True)
+    # Standby copies fill the limit: the worker's own facts cannot make room; it forgets the old ones it may
+    # and says it stays over.
+    assert plan_forgetting({100: 10, 105: 10}, held=200, max_facts=100, keep_from_hour=105) == Forgetting(105, False)
+    # A burst of recent facts: nothing of the last hours goes, however full.
+    assert plan_forgetting({200: 150}, held=150, max_facts=100, keep_from_hour=200) == Forgetting(None, False)
+    assert plan_forgetting({}, held=150, max_facts=100, keep_from_hour=200) == Forgetting(None, False)
 
 
 def test_only_the_named_or_current_suspension_is_lifted_by_a_reinstatement() -> None:
