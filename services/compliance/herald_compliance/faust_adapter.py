@@ -3,7 +3,8 @@
 The processor relies on faust-streaming for the consumer group, the tables and their recovery from changelogs,
 and reaches past its public API in two places, both here:
 
-- `ChangelogTable` reads and writes a table's in-memory data (the memory store's dict, `Table.data.data`) and
+- `ChangelogTable` reads and writes a table's in-memory data (the memory store's dict, `Table.data.data`, and
+  its key → partition map, `_key_partition`, which decides what the store drops after a rebalance) and
   writes its changelog itself, encoding keys and values with the changelog topic's `prepare_key` /
   `prepare_value` so that faust's recovery reads them back;
 - `Acknowledgements` marks records faust never delivered as processed, through its consumer's `_acked`,
@@ -46,6 +47,10 @@ class ChangelogTable:
         # the memory store's own dict (key → stored value): `Store.data`, through its mapping methods, costs a
         # Python call per look-up
         self.data: dict[str, Any] = table.data.data
+        # the memory store's key → partition map: it learns keys' partitions from the changelogs it recovers,
+        # and after each recovery drops the keys of partitions no longer active here. Keys written here are
+        # entered too, or a worker would keep the facts of every partition it ever held
+        self._key_partition: dict[str, int] = table.data._key_partition
         self._pending: dict[tuple[int, str], bytes | None] = {}
 
     async def durable(self) -> None:
@@ -92,10 +97,12 @@ class ChangelogTable:
     def put(self, partition: int, key: str, value: Any) -> None:
         raw = json.dumps(value, separators=(",", ":")).encode()
         self.data[key] = raw
+        self._key_partition[key] = partition
         self._pending[partition, key] = raw
 
     def delete(self, partition: int, key: str) -> None:
         self.data.pop(key, None)
+        self._key_partition.pop(key, None)
         self._pending[partition, key] = None
 
     def __len__(self) -> int:

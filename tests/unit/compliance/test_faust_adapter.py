@@ -72,6 +72,21 @@ def test_the_memory_store_keeps_its_values_in_a_plain_dict_the_adapter_shares() 
     assert adapter.get("acc|s:m1") == ["herald.delivery:2", 7, 1700000000, 0]
 
 
+async def test_keys_written_for_a_partition_that_moved_away_leave_memory_after_the_next_recovery() -> None:
+    """faust's memory store drops, once a rebalance's recovery completes, the keys of partitions no longer
+    active on this worker, by its key → partition map; the adapter enters the keys it writes there, so a worker
+    does not keep (in memory, unswept) the facts of every partition it ever held."""
+    table = make_table(make_app())
+    adapter = ChangelogTable(table, RecordingProducer())
+    adapter.put(1, "acc-1|s:m1", [1])
+    adapter.put(4, "acc-4|s:m1", [4])
+    adapter.put(4, "acc-4|s:m2", [4])
+    adapter.delete(4, "acc-4|s:m2")
+    assert table.data._key_partition == {"acc-1|s:m1": 1, "acc-4|s:m1": 4}
+    await table.data.on_recovery_completed({TP(table.changelog_topic.get_topic_name(), 1)}, set())
+    assert adapter.keys() == ["acc-1|s:m1"]  # partition 4 went to another worker
+
+
 async def test_what_the_adapter_writes_to_a_changelog_is_what_faust_recovery_reads_back() -> None:
     app = make_app()
     written, recovered = make_table(app, "written"), make_table(app, "recovered")
