@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import html
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -308,6 +309,17 @@ class Renderer:
                          for domain, keys in dkim_keys.items()}
         self._default_signers = [DkimSigner.from_pem(k.domain, k.selector, k.private_key_pem) for k in default_dkim]
         self._base = settings.tracking_base_url.rstrip("/")
+        self._date = (-1, "")  # the last second a Date header was written for, and the header's value
+
+    def date(self, now: datetime | None = None) -> str:
+        """The Date header's value (RFC 5322, whole seconds): `now`, else the current second, formatted once a
+        second (email.utils.format_datetime costs ~10 us, a message needs one)."""
+        if now is not None:
+            return format_datetime(now)
+        second = int(time.time())
+        if second != self._date[0]:
+            self._date = (second, format_datetime(datetime.fromtimestamp(second, UTC)))
+        return self._date[1]
 
     def return_path(self, message_id: str) -> str:
         return f"{self.tokens.tagged_local_part('b', message_id)}@{self.settings.bounce_domain}"
@@ -383,7 +395,7 @@ class Renderer:
         """A confirmation request or an account notice: plain text, no tracking, no other link or offer."""
         headers = (f"From: {formataddr((_one_line(from_name), from_email), charset='utf-8')}{CRLF}"
                    f"Subject: {_encode_header(subject)}{CRLF}MIME-Version: 1.0{CRLF}"
-                   f"Date: {format_datetime(now or datetime.now(UTC))}{CRLF}"
+                   f"Date: {self.date(now)}{CRLF}"
                    f"Message-ID: {self.message_id_header(message_id)}{CRLF}To: {recipient}{CRLF}"
                    f"Auto-Submitted: auto-generated{CRLF}"
                    f"Feedback-ID: {message_id[:8]}:{account_id}:{kind}:{self.settings.sender_id}{CRLF}"
@@ -396,7 +408,7 @@ class Renderer:
     def _per_message_headers(self, recipient: str, message_id: str, feedback_id: str, unsubscribe: str,
                              now: datetime | None) -> str:
         mailto = self.unsubscribe_mailto(message_id)
-        return (f"To: {recipient}{CRLF}Date: {format_datetime(now or datetime.now(UTC))}{CRLF}"
+        return (f"To: {recipient}{CRLF}Date: {self.date(now)}{CRLF}"
                 f"Message-ID: {self.message_id_header(message_id)}{CRLF}"
                 f"List-Unsubscribe: <{unsubscribe}>, <mailto:{mailto}?subject=unsubscribe>{CRLF}"
                 f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}"

@@ -402,3 +402,15 @@ def test_a_message_whose_parts_go_quoted_printable_decodes_to_what_was_rendered(
         return record
 
     assert dkim.verify(data, dnsfunc=dns)
+
+
+def test_the_date_header_is_the_current_second_formatted_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    r = renderer()
+    monkeypatch.setattr("time.time", lambda: 1_790_000_000.9)
+    assert r.date() == format_datetime(datetime.fromtimestamp(1_790_000_000, UTC)) == "Mon, 21 Sep 2026 14:13:20 +0000"
+    monkeypatch.setattr("time.time", lambda: 1_790_000_001.1)
+    assert r.date() == "Mon, 21 Sep 2026 14:13:21 +0000"
+    assert r.date(datetime(2026, 11, 2, 9, 0, 5, 123, tzinfo=UTC)) == "Mon, 02 Nov 2026 09:00:05 +0000"
