@@ -272,6 +272,8 @@ class EventConsumer:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            session_timeout_ms=int(settings.kafka_session_timeout * 1000),
+            heartbeat_interval_ms=int(settings.kafka_session_timeout * 1000 / 3),  # Kafka's advice: a third at most
         )
         self.started = False
 

@@ -26,6 +26,11 @@ class HeraldSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers.")
     kafka_replication_factor: int = Field(default=1, ge=1, alias="HERALD_KAFKA_REPLICATION_FACTOR",
                                           description="Replication factor for topics Herald creates.")
+    kafka_session_timeout: float = Field(
+        default=10.0, ge=6, le=300, alias="HERALD_KAFKA_SESSION_TIMEOUT_SECONDS",
+        description="How long the consumer group waits for a member that stopped heartbeating (a crashed process) "
+                    "before its partitions go to the others; a process restarted after a crash waits as long for "
+                    "them. Kafka brokers accept 6-300 s by default (group.min/max.session.timeout.ms).")
     mongodb_url: str = Field(default="mongodb://127.0.0.1:27017", description="MongoDB connection URL.")
     topic_prefix: str = Field(default="", alias="HERALD_TOPIC_PREFIX",
                               description="Prefix of every topic name (tests, shared clusters).")

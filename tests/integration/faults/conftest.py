@@ -70,7 +70,9 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**SERVICE_ENV[self.name], "HERALD_LOG_FORMAT": "text", **self.env}
+        # A restart after a SIGKILL waits for the dead member's session to end before it gets its partitions.
+        env = {**SERVICE_ENV[self.name], "HERALD_LOG_FORMAT": "text", "HERALD_KAFKA_SESSION_TIMEOUT_SECONDS": 6,
+               **self.env}
         if self.name == "delivery":
             env.setdefault("HERALD_SMTP_PORT", free_port())
             env.setdefault("HERALD_INBOUND_SMTP_PORT", free_port())
