@@ -369,7 +369,10 @@ class Processor:
         longer remembered is late, never counted twice, whatever crashes in between. When the limit cannot be
         reached so, the next try waits until 5% of the limit more facts are held. Returns how many it forgot."""
         held = len(self.facts)
-        if held <= max(max_facts, self._next_limit_check):
+        if held <= max_facts:
+            self._next_limit_check = 0
+            return 0
+        if held <= self._next_limit_check:
             return 0
         # Counted without the lock (nothing is changed): the batches go on meanwhile.
         per_hour: Counter[int] = Counter()
