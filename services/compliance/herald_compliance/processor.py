@@ -362,7 +362,7 @@ class Processor:
 
     async def limit_facts(self, max_facts: int, now: float) -> int:
         """Keep at most `max_facts` facts (standby copies included): when more are held, forget the oldest hours
-        of this worker's own partitions' facts (`domain.eviction_cutoff`) before the dedupe horizon would,
+        of this worker's own partitions' facts (`domain.plan_forgetting`) before the dedupe horizon would,
         down to 90% of the limit, but never the facts of the last SWEEP_MARGIN_SECONDS (nor hours after them).
         Each account that loses facts first records, durably, up to which time they were forgotten
         (`forgotten_until`), and only then are they deleted: from then on a fact of that time which is no
