@@ -392,20 +392,24 @@ class Processor:
         async with self._lock:  # not between a batch's fact claims and its durable() write
             doomed: list[tuple[int, str]] = []
             until: dict[str, int] = {}
+            states: dict[str, AccountState | None] = {}  # each account's state, read once
             for n, key, marker, partition in self._owned_facts():
                 if n % 5000 == 4999:
                     await asyncio.sleep(0)
                 if marker[2] < cutoff * 3600:
                     account_id = key.split("|", 1)[0]
-                    if account_id not in until:
+                    if account_id not in states:
                         stored = self.accounts.get(account_id)
-                        if stored is None or is_purged(stored):
-                            continue  # nothing recorded to say what was forgotten: kept (a purge takes them)
-                        until[account_id] = 0
+                        # nothing recorded to say what was forgotten: kept (a purge takes them)
+                        states[account_id] = None if stored is None or is_purged(stored) else \
+                            AccountState.from_json(stored)
+                    if states[account_id] is None:
+                        continue
                     doomed.append((partition, key))
-                    until[account_id] = max(until[account_id], int(marker[2]))
+                    until[account_id] = max(until.get(account_id, 0), int(marker[2]))
             for account_id, at in until.items():
-                state = AccountState.from_json(self.accounts.get(account_id))
+                state = states[account_id]
+                assert state is not None
                 state.forgotten_until = max(state.forgotten_until or 0, at)
                 self.accounts.put(account_partition(account_id), account_id, state.to_json())
             await self.accounts.durable()

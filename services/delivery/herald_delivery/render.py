@@ -169,7 +169,7 @@ def body_part(text: str | Sequence[str], boundary: str = "",
         return "7bit", normalised.encode("ascii").replace(b"\n", b"\r\n")
     if cache is not None and len(pieces) > 1 and not any(piece.endswith("\r") for piece in pieces):
         return "quoted-printable", _qp_pieces(pieces, cache)
-    return "quoted-printable", _quoted_printable(normalised)
+    return "quoted-printable", quoted_printable(normalised)  # no CR left: _lf passes it as it is
 
 
 def _qp_pieces(pieces: Sequence[str], cache: dict[str, bytes]) -> bytes:
@@ -217,13 +217,8 @@ def _lf(text: str) -> str:
 def quoted_printable(text: str) -> bytes:
     """Quoted-printable with CRLF line ends, as the message is sent and signed. (A pure-Python fast path for
     ASCII text was tried: cutting long lines around escapes costs more per piece than binascii's whole line.)"""
-    return _quoted_printable(_lf(text))
-
-
-def _quoted_printable(normalised: str) -> bytes:
-    """Of a text whose line ends are LF."""
     # b2a_qp writes its soft line breaks as "=\n" whatever the input's line ends: make all of them CRLF.
-    return binascii.b2a_qp(normalised.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    return binascii.b2a_qp(_lf(text).encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
 
 
 @dataclass(frozen=True)
