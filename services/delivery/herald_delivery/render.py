@@ -30,7 +30,7 @@ from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner, TokenWriter
 from herald_shared.templating import MAX_TOKENS, Template, compile_template
 
-from .dkim_signing import DkimSigner, body_hash
+from .dkim_signing import DkimSigner, sign
 from .domain import Member
 
 IDENTIFICATION_FOOTER = "Email marketing by Herald"
@@ -433,10 +433,7 @@ class Renderer:
         signers = self._signers.get(sender_domain) or self._default_signers
         if not signers:
             return data
-        present = _header_names(data)
-        names = [h for h in SIGNED_HEADERS if h in present]
-        digest = body_hash(data)
-        return b"".join(signer.signature_header(data, names, digest) for signer in signers) + data
+        return sign(data, signers, SIGNED_HEADERS)
 
 
 def _inserted(pieces: list[str], inserts: list[tuple[int, str]]) -> list[str]:
@@ -459,10 +456,4 @@ def _inserted(pieces: list[str], inserts: list[tuple[int, str]]) -> list[str]:
     out.extend(text for _, text in todo)  # at the very end
     return out
 
-
-def _header_names(data: bytes) -> set[bytes]:
-    """Lower-cased names of the message's headers (folded continuation lines skipped)."""
-    head = data.split(b"\r\n\r\n", 1)[0]
-    return {line.split(b":", 1)[0].strip().lower() for line in head.split(b"\r\n")
-            if line and line[:1] not in (b" ", b"\t")}
 

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from herald_delivery.dkim_signing import DkimKeyInvalid, DkimSigner, canonical_body, canonical_header
+from herald_delivery.dkim_signing import DkimKeyInvalid, DkimSigner, canonical_body, canonical_header, sign
 from herald_delivery.main import load_dkim_keys
 from herald_delivery.render import DkimKey
 
@@ -65,7 +65,7 @@ def verified(message: bytes, keys: dict[str, tuple[DkimSigner, bytes]], signatur
 def test_a_signature_verifies_with_dkimpy_and_tampering_breaks_it(keys: dict[str, tuple[DkimSigner, bytes]],
                                                                   selector: str) -> None:
     signer = keys[selector][0]
-    signed = signer.signature_header(MESSAGE, SIGNED) + MESSAGE
+    signed = sign(MESSAGE, [signer], SIGNED)
     assert verified(signed, keys, 1) == [True]
     header = email.message_from_bytes(signed)["DKIM-Signature"]
     assert f"a={signer.algorithm}" in header and "c=relaxed/relaxed" in header
@@ -78,10 +78,31 @@ def test_a_signature_verifies_with_dkimpy_and_tampering_breaks_it(keys: dict[str
 
 
 def test_dual_signing_gives_two_signatures_each_verifying(keys: dict[str, tuple[DkimSigner, bytes]]) -> None:
-    signed = keys["ed1"][0].signature_header(MESSAGE, SIGNED) + keys["rsa1"][0].signature_header(MESSAGE, SIGNED) + \
-        MESSAGE
+    signed = sign(MESSAGE, [keys["ed1"][0], keys["rsa1"][0]], SIGNED)
     assert verified(signed, keys, 2) == [True, True]
+    assert "a=ed25519-sha256;" in email.message_from_bytes(signed)["DKIM-Signature"]  # the first signer's on top
     assert verified(signed.replace(b"anna@", b"eve@"), keys, 2) == [False, False]
+
+
+def test_only_headers_the_message_has_are_signed_and_the_last_of_a_repeated_one(
+        keys: dict[str, tuple[DkimSigner, bytes]]) -> None:
+    """RFC 6376 5.4.2: h= names what is signed; a header named once but present twice signs its last instance."""
+    message = b"To: first@example.org\r\n" + MESSAGE
+    signed = sign(message, [keys["rsa1"][0]], [*SIGNED, b"reply-to", b"x-absent"])
+    header = email.message_from_bytes(signed)["DKIM-Signature"]
+    assert "h=from:to:subject:date:message-id:list-unsubscribe:list-unsubscribe-post;" in "".join(header.split())
+    assert verified(signed, keys, 1) == [True]
+    assert verified(signed.replace(b"To: anna@", b"To: eve@"), keys, 1) == [False]
+    assert verified(signed.replace(b"To: first@", b"To: other@"), keys, 1) == [True]  # not the instance signed
+
+
+@pytest.mark.parametrize(("body", "canonical"), [
+    (b"a  b\r\n", b"a b\r\n"), (b"a \r\nb\r\n", b"a\r\nb\r\n"), (b"a\t\tb \t\r\n", b"a b\r\n"),
+    (b"a\r\rb\r\n", b"a\r\rb\r\n"), (b"a \rb", b"a \rb\r\n"), (b"clean line\r\n", b"clean line\r\n"),
+    (b"end  ", b"end\r\n"), (b"x \r\n\r\n \r\n", b"x\r\n")])
+def test_body_canonicalization_cases(body: bytes, canonical: bytes) -> None:
+    """The one-scan test for whitespace to squeeze must not skip any (nor change a lone CR)."""
+    assert canonical_body(body) == canonical
 
 
 def test_canonicalization_follows_the_rfc_example() -> None:
