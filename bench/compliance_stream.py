@@ -6,7 +6,8 @@ Also, in the same run: faust's own ceiling (the same worker, its batches handed 
 them: what faust's stream delivers at best, whatever the processor does), and the memory the facts index takes
 per remembered fact (the table's keys, values and dict; and the process's RSS growth).
 
-    eval "$(scripts/stack env)"; .venv/bin/python -m bench.compliance_stream [--events 50000] [--breaches 40]
+    eval "$(scripts/stack env)"; .venv/bin/python -m bench.compliance_stream [--events 50000] [--breaches 40] \
+        [--accounts 10000]
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ async def publish(producer: Any, settings: HeraldSettings, events: list[Event]) 
     return list(await asyncio.gather(*futures))
 
 
+async def publish_sends(producer: Any, settings: HeraldSettings, count: int, accounts: int, first: int = 0) -> None:
+    """`count` MessageSent spread over `accounts` accounts, made and published 20,000 at a time (a million
+    event objects at once would take gigabytes of the bench's own memory)."""
+    for start in range(first, first + count, 20_000):
+        await publish(producer, settings, [sent(f"acc-{i % accounts}", i)
+                                           for i in range(start, min(first + count, start + 20_000))])
+
+
 async def plain_consumer_rate(settings: HeraldSettings, total: int) -> float:
     """The baseline: read the topic from the start and decode every JSON value."""
     topic = settings.topics("herald.delivery")
@@ -84,12 +93,12 @@ def table_bytes(table: dict[Any, Any]) -> int:
     return sys.getsizeof(table) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in table.items())
 
 
-async def faust_ceiling(base: HeraldSettings, producer: Any, events: int) -> float:
+async def faust_ceiling(base: HeraldSettings, producer: Any, events: int, accounts: int) -> float:
     """Events/s faust's stream hands to the agent when handling a batch costs nothing (a fresh copy of the
     topics, so the group starts from the beginning like the measured run)."""
     ceiling = HeraldSettings(topic_prefix=f"{base.topic_prefix}ceiling.")
     await ensure_topics(ceiling)
-    await publish(producer, ceiling, [sent(f"acc-{i % 100}", i) for i in range(events)])
+    await publish_sends(producer, ceiling, events, accounts)
     handed: list[tuple[float, int]] = []  # (when, events) of each batch
     all_handed = asyncio.Event()
 
@@ -111,10 +120,11 @@ async def faust_ceiling(base: HeraldSettings, producer: Any, events: int) -> flo
         Processor.handle = original  # type: ignore[method-assign]
 
 
-async def restart(settings: ComplianceSettings, producer: Any, base: HeraldSettings, more: int) -> None:
+async def restart(settings: ComplianceSettings, producer: Any, base: HeraldSettings, more: int,
+                  accounts: int) -> None:
     """A new worker on the same tables (as after a SIGKILL: the memory store is always recovered from the
     changelogs), with `more` sends waiting: how long until it processes again, and its rate then."""
-    await publish(producer, base, [sent(f"acc-{i % 100}", 10_000_000 + i) for i in range(more)])
+    await publish_sends(producer, base, more, accounts, first=10_000_000)
     service = Compliance(settings)
     start_count = counted()
     started = time.perf_counter()
@@ -137,15 +147,15 @@ async def _processed(total: float, within: float = 600) -> None:
         await asyncio.sleep(0.01)
 
 
-async def main(events: int, breaches: int) -> None:
+async def main(events: int, breaches: int, account_count: int) -> None:
     run = uuid.uuid4().hex[:8]
     base = HeraldSettings(topic_prefix=f"bench{run}.")
     await ensure_topics(base)
     producer = make_producer(base, "bench")
     await producer.start()
-    accounts = [f"acc-{i}" for i in range(100)]
+    accounts = [f"acc-{i}" for i in range(account_count)]
     print(f"publishing {events} MessageSent over {len(accounts)} accounts ...")
-    await publish(producer, base, [sent(accounts[i % 100], i) for i in range(events)])
+    await publish_sends(producer, base, events, account_count)
 
     baseline = await plain_consumer_rate(base, events)
     settings = ComplianceSettings(HERALD_TOPIC_PREFIX=base.topic_prefix, HERALD_RATE_MINIMUM_SENT=100,
@@ -187,7 +197,7 @@ async def main(events: int, breaches: int) -> None:
     async def background() -> None:
         i = events
         while not stop.is_set():
-            await publish(producer, base, [sent(accounts[j % 100], i + j) for j in range(200)])
+            await publish(producer, base, [sent(accounts[(i + j) % account_count], i + j) for j in range(200)])
             i += 200
             await asyncio.sleep(0.1)  # ~2,000 events/s
 
@@ -221,8 +231,8 @@ async def main(events: int, breaches: int) -> None:
     print(f"breach -> AccountSuspended: {len(latencies)}/{breaches} suspended, p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
           f"max {latencies[-1]:.0f} ms")
     await service.stop()
-    await restart(settings, producer, base, events // 5)
-    ceiling = await faust_ceiling(base, producer, events)
+    await restart(settings, producer, base, events // 5, account_count)
+    ceiling = await faust_ceiling(base, producer, events, account_count)
     print(f"faust's ceiling: its stream hands over {ceiling:,.0f} events/s = {ceiling / baseline:.3f} x of the plain "
           f"consumer when handling a batch costs nothing; the processor reached {steady / ceiling:.0%} of it")
     await producer.stop()
@@ -236,5 +246,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--breaches", type=int, default=40)
+    parser.add_argument("--accounts", type=int, default=10_000, help="accounts the sends are spread over")
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.breaches))
+    asyncio.run(main(args.events, args.breaches, args.accounts))

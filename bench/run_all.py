@@ -158,6 +158,14 @@ def parse_compliance(report: str) -> Headline:
                     ratio=ours and f"{ours[2]} x ({ours[4]} x after the join)")
 
 
+def parse_compliance_workers(report: str) -> Headline:
+    base = _find(r"^one worker:\s+([\d,]+) events/s from the start", report)
+    ours = _find(r"^two workers:\s+([\d,]+) events/s from the start", report)
+    ratio = _find(r"^two / one: ([\d.]+) x from the start", report)
+    return Headline(measured=ours and f"two workers {ours[1]} events/s",
+                    baseline=base and f"one worker {base[1]} events/s", ratio=ratio and f"{ratio[1]} x")
+
+
 def parse_import_rows(report: str) -> Headline:
     base = _find(r"^csv\.reader \(baseline\):\s+([\d,]+) rows/s\s+peak RSS\s+([\d.]+) MiB", report)
     ours = _find(r"^import pipeline:\s+([\d,]+) rows/s\s+peak RSS\s+([\d.]+) MiB", report)
@@ -254,6 +262,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("compliance_stream", "compliance vs a plain consumer; breach → suspension latency", (),
               ("--events", "10000", "--breaches", "10"), True, parse_compliance,
               report_lines=("throughput:", "memory:", "breach -> AccountSuspended", "restart:", "faust's ceiling")),
+    Benchmark("compliance_workers", "two compliance workers against one (issue 17: >= 1.6 x)", (),
+              ("--events", "20000", "--accounts", "1000"), True, parse_compliance_workers),
     Benchmark("import_api", "import rows/s and peak memory for 1,000,000 rows (through the HTTP API, to the 202)",
               (), ("--rows", "20000"), True, parse_import_api,
               report_lines=("import: HTTP", "publishing", "import through the API", "ratio import")),

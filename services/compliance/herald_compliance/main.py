@@ -76,6 +76,11 @@ class ComplianceSettings(HeraldSettings):
         "Facts this worker remembers for deduplication (standby copies included; 300-600 bytes each) before it "
         "forgets the oldest hours early; a fact of that time it no longer remembers is then late, not counted."))
     facts_check_seconds: float = Field(default=5.0, gt=0, alias="HERALD_COMPLIANCE_FACTS_CHECK_SECONDS")
+    standby_replicas: int = Field(default=0, ge=0, le=3, alias="HERALD_COMPLIANCE_STANDBY_REPLICAS", description=(
+        "Standby copies of each partition's tables kept by other workers (faust's table_standby_replicas, "
+        "whose default is 1): a standby takes over a dead worker's partitions without reading their changelogs, "
+        "but every worker then also applies the other workers' changelog records and holds their facts. "
+        "Measured on 2 cores: two workers did 1.39-1.49 x one without standby copies, 0.83-0.94 x with one."))
     stall_seconds: float = Field(default=5.0, gt=0, alias="HERALD_COMPLIANCE_STALL_SECONDS",
                                  description="A partition with records past the last one processed and nothing "
                                              "delivered for this long is read straight from Kafka.")
@@ -125,6 +130,7 @@ class Compliance:
             datadir=os.path.join(tempfile.gettempdir(), f"{app_id}-data"),
             topic_partitions=PARTITIONS, topic_replication_factor=settings.kafka_replication_factor,
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest", producer_acks=-1,
+            table_standby_replicas=settings.standby_replicas,
             stream_wait_empty=True, autodiscover=False, broker_session_timeout=settings.session_timeout,
             broker_heartbeat_interval=settings.session_timeout / 5)
         schema: Any = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
