@@ -8,7 +8,12 @@ and reaches past its public API in two places, both here:
   writes its changelog itself, encoding keys and values with the changelog topic's `prepare_key` /
   `prepare_value` so that faust's recovery reads them back;
 - `Acknowledgements` marks records faust never delivered as processed, through its consumer's `_acked`,
-  `_acked_index` and `_committed_offset` under `faust.types.tuples.ack_lock`.
+  `_acked_index` and `_committed_offset` under `faust.types.tuples.ack_lock`;
+- `PreloadedStore` (the tables' store, `STORE_URL`) is faust's memory store recovering its active partitions
+  itself: on a rebalance (`Store.on_rebalance`, which faust's table manager calls before its `Recovery` looks
+  at the partitions) it reads their changelogs straight from Kafka, and `persisted_offset` tells the recovery
+  where to go on from. faust's recovery applies ~5,000 changelog records a second here (1,220,320 facts took
+  243 s); a plain consumer reads ~100,000.
 
 `tests/unit/compliance/test_faust_adapter.py` checks each of them against the installed faust and fails, naming
 what changed, on an upgrade that moves them. Known good: the versions in `KNOWN_GOOD_FAUST`.
@@ -21,11 +26,15 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust import stores
+from faust.stores import memory
 from faust.types import TP
 from faust.types.tuples import ack_lock
 
 KNOWN_GOOD_FAUST = ("0.15.3",)  # faust-streaming versions this module was checked against (README, compliance)
+STORE_URL = "herald-memory://"
+PRELOAD_BATCH = 20_000  # changelog records fetched at once by the preload
 
 
 def decode(value: Any) -> Any:
@@ -151,3 +160,94 @@ class Acknowledgements:
                 key = TP(tp.topic, tp.partition)
                 consumer._acked.pop(key, None)
                 consumer._acked_index.pop(key, None)
+
+
+class PreloadedStore(memory.Store[str, bytes]):
+    """faust's memory store, whose active partitions are recovered here before faust's own recovery starts: on a
+    rebalance, each changelog partition newly active on this worker (not complete here already) is read from its
+    beginning to its end straight from Kafka and applied as faust's recovery would apply it; `persisted_offset`
+    then hands faust's recovery the last offset read, so it reads only what came after (faust re-reads that one
+    record too: harmless, a record applied twice leaves the same value). Standby partitions are left to faust.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._complete: set[int] = set()  # partitions whose state is whole here (as of the last recovery)
+        self._preloaded: dict[int, int] = {}  # partition → last changelog offset read here, for faust's recovery
+        self.preloaded_records = 0  # changelog records applied by the preload, since the process started
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        topic = self.table.changelog_topic.get_topic_name()
+        actives = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+        todo = sorted(actives - self._complete - set(self._preloaded))
+        if todo:
+            self._preloaded.update(await self._read_changelog(topic, todo))
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        return self._preloaded.get(tp.partition)
+
+    async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        self._complete = {tp.partition for tp in active_tps}
+        self._preloaded.clear()
+
+    async def _read_changelog(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """Apply the partitions' changelog records from the beginning to the end they had when asked; returns
+        the last offset read of each partition that had any."""
+        gone = [key for key, partition in self._key_partition.items() if partition in partitions]
+        for key in gone:  # whatever an earlier holding of these partitions left: the changelog says it all
+            self.data.pop(key, None)
+            self._key_partition.pop(key, None)
+        brokers = ",".join(f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker)
+        consumer = AIOKafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False,
+                                    max_partition_fetch_bytes=8 << 20, client_id=f"{topic}-preload")
+        await consumer.start()
+        last: dict[int, int] = {}
+        try:
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            left = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
+            while left:
+                fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=PRELOAD_BATCH)
+                for tp, records in fetched.items():
+                    self.preloaded_records += apply_changelog(self, tp.partition,
+                                                              ((r.key, r.value) for r in records))
+                    if records:
+                        last[tp.partition] = records[-1].offset
+                for tp in list(left):
+                    if await consumer.position(tp) >= ends[tp]:
+                        left.discard(tp)
+        finally:
+            await consumer.stop()
+        return last
+
+
+def apply_changelog(store: memory.Store[str, bytes], partition: int,
+                    records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    """Changelog records (key and value as written: the key JSON-encoded by the changelog topic, the value the
+    adapter's JSON bytes; None deletes) applied to a memory store as faust's recovery applies them, with one
+    difference: values stay the bytes the adapter writes, where faust's recovery decodes them (`get` reads
+    either; bytes take a third of the memory). Returns how many records were read."""
+    data, key_partition = store.data, store._key_partition
+    read = 0
+    for raw_key, value in records:
+        read += 1
+        try:
+            key = json.loads(raw_key) if raw_key is not None else None
+        except ValueError:
+            key = None
+        if not isinstance(key, str):
+            continue  # not a key the adapter wrote: faust's recovery could not place it either
+        if value is None:
+            data.pop(key, None)
+            key_partition.pop(key, None)
+        else:
+            data[key] = value
+            key_partition[key] = partition
+    return read
+
+
+stores.STORES.aliases.setdefault(STORE_URL.removesuffix("://"), f"{__name__}:PreloadedStore")

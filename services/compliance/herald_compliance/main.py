@@ -24,7 +24,7 @@ from . import metrics
 from .api import build_staff_api
 from .continuity import Continuity
 from .domain import AccountState, Policy, as_fraction, default_rules
-from .faust_adapter import Acknowledgements, ChangelogTable
+from .faust_adapter import STORE_URL, Acknowledgements, ChangelogTable
 from .processor import (
     INPUT_TOPICS,
     PARTITIONS,
@@ -126,7 +126,7 @@ class Compliance:
         self.faust = faust.App(
             # Tables live in memory and in their changelog topics; faust still creates its data folder, so it
             # goes to the temporary folder, not wherever the process was started.
-            app_id, broker=brokers, store="memory://", web_enabled=False,
+            app_id, broker=brokers, store=STORE_URL, web_enabled=False,
             datadir=os.path.join(tempfile.gettempdir(), f"{app_id}-data"),
             topic_partitions=PARTITIONS, topic_replication_factor=settings.kafka_replication_factor,
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest", producer_acks=-1,

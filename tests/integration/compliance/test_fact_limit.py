@@ -66,6 +66,9 @@ async def test_a_full_fact_index_forgets_its_oldest_hours_and_never_counts_a_fac
     again = await start_compliance(HERALD_COMPLIANCE_MAX_FACTS=100, HERALD_COMPLIANCE_FACTS_CHECK_SECONDS=0.2)
     rates = await eventually(lambda: again.rates("acme"), lambda r: sent_in(r) == 130, within=60, what="recovered")
     assert datetime.fromisoformat(rates["forgotten_until"]) == OLD
+    # The tables came back through the preload (faust_adapter.PreloadedStore), not record by record in faust.
+    assert again.service.facts.table.data.preloaded_records > 0
+    assert again.service.accounts.table.data.preloaded_records > 0
     late = outcome("late")
     await bus.publish(*(sent(i, OLD) for i in range(5)), sent(400, NOW))
     await eventually(lambda: again.rates("acme"), lambda r: sent_in(r) == 131, within=60, what="after the restart")

@@ -15,10 +15,19 @@ from typing import Any
 import faust
 import pytest
 from aiokafka import TopicPartition
+from faust import stores
 from faust.types import TP
 from faust.types.tuples import Message
 
-from herald_compliance.faust_adapter import KNOWN_GOOD_FAUST, Acknowledgements, ChangelogTable, durable
+from herald_compliance.faust_adapter import (
+    KNOWN_GOOD_FAUST,
+    STORE_URL,
+    Acknowledgements,
+    ChangelogTable,
+    PreloadedStore,
+    apply_changelog,
+    durable,
+)
 
 
 def make_app() -> faust.App:
@@ -158,3 +167,63 @@ def test_faust_acknowledges_its_own_messages_through_the_same_structures() -> No
     app.topics.acks_enabled_for = lambda topic: True
     assert consumer.ack(message)
     assert 5 in consumer._acked[key] and 5 in consumer._acked_index[key]
+
+
+def test_the_tables_store_is_the_preloading_one() -> None:
+    assert stores.by_url(STORE_URL) is PreloadedStore
+    app = faust.App("herald-adapter-store", broker="kafka://127.0.0.1:1", store=STORE_URL, web_enabled=False,
+                    autodiscover=False)
+    assert isinstance(make_table(app).data, PreloadedStore)
+
+
+async def test_the_preload_applies_changelog_records_as_faust_recovery_does() -> None:
+    """The same records (JSON-encoded keys, a key beyond ASCII, a tombstone) through faust's
+    `apply_changelog_batch` and through `apply_changelog` leave the same keys, the same values as the adapter
+    reads them, and the same key → partition map."""
+    app = faust.App("herald-adapter-preload", broker="kafka://127.0.0.1:1", store=STORE_URL, web_enabled=False,
+                    autodiscover=False)
+    written, by_faust, preloaded = make_table(app, "w"), make_table(app, "f"), make_table(app, "p")
+    producer = RecordingProducer()
+    adapter = ChangelogTable(written, producer)
+    adapter.put(3, "acc-3|s:m1", [1])
+    adapter.put(3, "acc-3|s:ünï", {"k": "v"})
+    adapter.put(3, "gone", 1)
+    await durable(adapter)
+    adapter.delete(3, "gone")
+    await durable(adapter)
+    records = [(key, value) for _, _, batch in producer.sent for key, value in batch]
+    topic = written.changelog_topic.get_topic_name()
+    by_faust.apply_changelog_batch([await by_faust.changelog_topic.decode(Message(topic, 3, n, 0.0, 0, [], k, v, None))
+                                    for n, (k, v) in enumerate(records)])
+    assert apply_changelog(preloaded.data, 3, [*records, (b"not json", b"1"), (None, b"1")]) == 6
+    ours, faust_s = ChangelogTable(preloaded, producer), ChangelogTable(by_faust, producer)
+    assert {k: ours.get(k) for k in ours.keys()} == {k: faust_s.get(k) for k in faust_s.keys()} == {
+        "acc-3|s:m1": [1], "acc-3|s:\u00fcn\u00ef": {"k": "v"}}
+    assert preloaded.data._key_partition == by_faust.data._key_partition == {"acc-3|s:m1": 3,
+                                                                            "acc-3|s:\u00fcn\u00ef": 3}
+
+
+async def test_faust_asks_the_tables_before_its_recovery_and_starts_where_the_preload_stopped() -> None:
+    """On a rebalance faust's table manager calls each table's (so its store's) `on_rebalance` before its
+    Recovery's, and the Recovery takes an active partition's starting offset from `persisted_offset`."""
+    app = faust.App("herald-adapter-order", broker="kafka://127.0.0.1:1", store=STORE_URL, web_enabled=False,
+                    autodiscover=False)
+    table = make_table(app)
+    order: list[str] = []
+
+    async def table_first(*args: Any, **kwargs: Any) -> None:
+        order.append("table")
+
+    async def recovery_next(*args: Any, **kwargs: Any) -> None:
+        order.append("recovery")
+
+    table.on_rebalance = table_first
+    app.tables.recovery.on_rebalance = recovery_next  # type: ignore[method-assign]
+    app.tables._update_channels = recovery_next  # type: ignore[method-assign]  # no broker: nothing to update
+    await app.tables.on_rebalance(set(), set(), set())
+    assert order == ["table", "recovery", "recovery"]  # the channels, then the recovery: after the table
+
+    tp = TP(table.changelog_topic.get_topic_name(), 2)
+    table.data._preloaded[2] = 41
+    app.tables.recovery.add_active(table, tp)
+    assert app.tables.recovery.active_offsets[tp] == 41
