@@ -80,7 +80,7 @@ class ComplianceSettings(HeraldSettings):
         "Standby copies of each partition's tables kept by other workers (faust's table_standby_replicas, "
         "whose default is 1): a standby takes over a dead worker's partitions without reading their changelogs, "
         "but every worker then also applies the other workers' changelog records and holds their facts. "
-        "Measured on 2 cores: two workers did 1.39-1.49 x one without standby copies, 0.83-0.94 x with one."))
+        "Measured on 2 cores: two workers did 1.63-1.66 x one without standby copies, 0.83-0.94 x with one."))
     stall_seconds: float = Field(default=5.0, gt=0, alias="HERALD_COMPLIANCE_STALL_SECONDS",
                                  description="A partition with records past the last one processed and nothing "
                                              "delivered for this long is read straight from Kafka.")
