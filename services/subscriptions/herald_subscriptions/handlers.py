@@ -12,7 +12,7 @@ from typing import Literal
 
 from aiokafka.structs import RecordMetadata
 
-from herald_shared.commands import Recorder, StripedLocks
+from herald_shared.commands import KeyedLocks, Recorder
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, UnsubscribeRequested
 from herald_shared.contract.subscriptions import (
@@ -65,7 +65,7 @@ class SubscriptionsService:
         self.recorder = Recorder(publisher, checkpoints, topic, on_published=metrics.record)
         self.checkpoints = checkpoints
         self._serialised = self.recorder.serialised
-        self._addresses = StripedLocks()  # taken inside a subscriber's lock, never the other way round
+        self._addresses = KeyedLocks()  # taken inside a subscriber's lock, never the other way round
         self.recent_confirmations = RecentConfirmations()
         self.commit = self.recorder.commit
         self.publish_only = self.recorder.publish_only
