@@ -14,9 +14,8 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberAdded
 from tests.conftest import eventually
-from tests.samples import campaign_queued
+from tests.samples import campaign_queued, confirmation_request
 
 from .conftest import World
 
@@ -67,15 +66,7 @@ async def test_every_message_sent_is_signed_and_verifies(start_delivery: Any, re
     await world.add_list("acme", "news", members)
     await world.publish(campaign_queued("acme", "c1", html_body="<p>Hi {{ first_name }}</p>"
                                                                 "<a href='https://acme.example/'>shop</a>"))
-    await world.publish(
-        SubscriberAdded(account_id="acme", producer="subscriptions", payload={
-            "list_id": "news", "subscriber_id": "n1", "email": "new@example.org", "opt_in": "double",
-            "email_sha256": "2" * 64,
-            "consent": {"source": "form", "collected_at": "2026-11-01T00:00:00Z", "method": "form"}}),
-        ConfirmationRequested(account_id="acme", producer="subscriptions", payload={
-            "list_id": "news", "subscriber_id": "n1", "email": "new@example.org", "greeting_name": "Ann",
-            "list_name": "News", "company_name": "Acme Ltd", "confirm_url": "http://subs.test/confirm/tok",
-            "expires_at": "2099-01-01T00:00:00Z"}))
+    await world.publish(*confirmation_request("acme", "n1", "new@example.org"))
     await eventually(relay.mailed, lambda r: len(r) >= MEMBERS + 1, what="the campaign and the confirmation sent")
 
     received = {r.recipient: r.data for r in relay.received}

@@ -9,14 +9,12 @@ from typing import Any
 
 from herald_shared.contract.delivery import MessageBounced, MessageDeferred, MessageSent
 from herald_shared.contract.subscriptions import (
-    ConfirmationRequested,
-    SubscriberAdded,
     SubscriberErased,
     SubscriberSuppressed,
     SubscriberUnsubscribed,
 )
 from tests.conftest import eventually
-from tests.samples import campaign_queued
+from tests.samples import campaign_queued, confirmation_request
 
 from .conftest import World
 
@@ -136,15 +134,7 @@ async def test_a_deferred_message_soft_bounces_at_the_give_up_age(start_delivery
 async def test_confirmation_request_becomes_an_email_with_only_the_confirm_link(start_delivery: Any, relay: Any,
                                                                                world: World) -> None:
     running = await start_delivery()
-    await world.publish(
-        SubscriberAdded(account_id="acme", producer="subscriptions", payload={
-            "list_id": "news", "subscriber_id": "s1", "email": "new@example.org", "opt_in": "double",
-            "email_sha256": "2" * 64,
-            "consent": {"source": "form", "collected_at": "2026-11-01T00:00:00Z", "method": "form"}}),
-        ConfirmationRequested(account_id="acme", producer="subscriptions", payload={
-            "list_id": "news", "subscriber_id": "s1", "email": "new@example.org", "greeting_name": "Ann",
-            "list_name": "News", "company_name": "Acme Ltd", "confirm_url": "http://subs.test/confirm/tok",
-            "expires_at": "2099-01-01T00:00:00Z"}))
+    await world.publish(*confirmation_request("acme", "s1", "new@example.org"))
     await eventually(relay.mailed, lambda r: r == ["new@example.org"], what="confirmation sent")
     message = email.message_from_bytes(relay.received[0].data, policy=email.policy.default)
     assert isinstance(message, email.message.EmailMessage)
