@@ -73,6 +73,16 @@ async def ground_truth(bus: Bus) -> dict[str, dict[str, int]]:
             for account, kinds in seen.items()}
 
 
+async def announced_once(bus: Bus) -> None:
+    """The plan's two suspensions, each announced once; warnings once each, acc-k1's among them."""
+    suspended = await bus.compliance_events("AccountSuspended")
+    assert sorted(e["account_id"] for e in suspended) == ["acc-k0", "acc-k2"]
+    assert len({e["event_id"] for e in suspended}) == len(suspended) == 2
+    warned = await bus.compliance_events("AccountWarned")
+    assert len({e["event_id"] for e in warned}) == len(warned)
+    assert {e["account_id"] for e in warned} >= {"acc-k1"}
+
+
 @pytest.mark.parametrize("kill_after", [(1500,), (1500, 5000)], ids=["once", "twice"])
 async def test_sigkill_mid_stream_then_restart_gives_exact_counts_and_no_duplicate_suspension(
         settings: HeraldSettings, bus: Bus, tmp_path: Any, kill_after: tuple[int, ...]) -> None:
@@ -132,12 +142,7 @@ async def test_sigkill_mid_stream_then_restart_gives_exact_counts_and_no_duplica
                                        "blocks": 0}
             final = await eventually(counts, lambda c: c == truth, within=120, what="counts equal the ground truth")
             assert final == truth
-            suspended = await bus.compliance_events("AccountSuspended")
-            assert sorted(e["account_id"] for e in suspended) == ["acc-k0", "acc-k2"]
-            assert len({e["event_id"] for e in suspended}) == len(suspended) == 2
-            warned = await bus.compliance_events("AccountWarned")
-            assert len({e["event_id"] for e in warned}) == len(warned)
-            assert {e["account_id"] for e in warned} >= {"acc-k1"}
+            await announced_once(bus)
             recovered = [line for line in (await http.get("/metrics")).text.splitlines()
                          if line.startswith("herald_compliance_table_recovery_seconds ")]
             assert recovered and float(recovered[0].split()[1]) > 0  # the restart recovered the tables, timed
