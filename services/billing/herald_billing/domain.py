@@ -80,6 +80,7 @@ TRIAL_DAYS = 30
 TRIAL_SUBSCRIBERS = 20
 TRIAL_EMAILS = 100
 PAYMENT_RETRY_INTERVAL = timedelta(days=1)  # a failed automatic payment is tried again this often
+CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of this clock a time given to us may be
 # PRODUCT.md, "Data protection": an account's data is deleted 3 months after the account is deleted, or when
 # neither the main user nor any sub-user has logged in for 2 years.
 RETENTION_AFTER_DELETION_MONTHS = 3
@@ -157,6 +158,10 @@ class NotOnAMonthlyPlan(RuleRefused):
 
 class AlreadyCancelled(RuleRefused):
     code, http_status = "already_cancelled", 409
+
+
+class ReceivedInTheFuture(RuleRefused):
+    code, http_status = "received_in_the_future", 422
 
 
 class InvoiceNotFound(RuleRefused):
@@ -698,10 +703,13 @@ def set_payment_method(actor: User, provider: str, reference: str) -> list[Event
 
 
 def cancel(account: Account, channel: Literal["self_service", "request"], received_at: datetime,
-           requested_by: str) -> list[Event]:
+           requested_by: str, *, now: datetime) -> list[Event]:
     """PRODUCT.md: cancelling takes effect at the end of the paid period, no refunds; a request (not
     self-service) must arrive at least 2 business days before the next payment date, or it takes effect at
-    the end of the period after."""
+    the end of the period after. A request cannot have arrived after `now` (beyond clock skew)."""
+    if received_at > now + CLOCK_SKEW:
+        raise ReceivedInTheFuture(f"a request received at {received_at.isoformat()} has not arrived yet "
+                                  f"(now {now.isoformat()})")
     if account.plan != "monthly" or account.paid_until is None or account.billing_day is None:
         raise NotOnAMonthlyPlan("only a monthly plan is cancelled; credits simply expire")
     if account.cancel_at is not None:

@@ -425,14 +425,15 @@ class BillingService:
         account_id = session.user.account_id
         async with self.recorder.serialised(f"account:{account_id}"):
             account = await self._account(account_id)
-            await self.recorder.commit(domain.cancel(account, "self_service", self.clock(), session.user.username))
+            now = self.clock()
+            await self.recorder.commit(domain.cancel(account, "self_service", now, session.user.username, now=now))
         return await self._account(account_id)
 
     async def staff_cancel(self, staff: str, account_id: str, received_at: datetime) -> Account:
         """A cancellation that reached staff (by email, by letter) on `received_at`."""
         async with self.recorder.serialised(f"account:{account_id}"):
             account = await self._account(account_id)
-            await self.recorder.commit([*domain.cancel(account, "request", received_at, staff),
+            await self.recorder.commit([*domain.cancel(account, "request", received_at, staff, now=self.clock()),
                                         self._accessed(staff, account_id, "cancel")])
         return await self._account(account_id)
 

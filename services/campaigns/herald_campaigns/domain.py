@@ -326,17 +326,26 @@ def send_time(send_at: datetime | None, time_zone: str | None, now: datetime) ->
     if send_at.tzinfo is None:
         try:
             zone = ZoneInfo(time_zone or "UTC")
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name that is a folder ("Europe")
             raise InvalidSchedule(f"unknown time zone {time_zone!r} (an IANA name, e.g. Europe/Riga)") from exc
         local = send_at.replace(tzinfo=zone, fold=0)
-        instant = local.astimezone(UTC)
+        instant = _in_utc(local)
         if instant.astimezone(zone).replace(tzinfo=None) != send_at:
             raise InvalidSchedule(f"{send_at.isoformat()} does not exist in {zone.key} (clocks go forward then)")
     else:
-        instant = send_at.astimezone(UTC)
+        instant = _in_utc(send_at)
     if instant < now - PAST_TOLERANCE:
         raise InvalidSchedule(f"{instant.isoformat()} is in the past")
     return instant
+
+
+def _in_utc(moment: datetime) -> datetime:
+    """`moment` in UTC; InvalidSchedule when that falls outside the years datetime can hold (9999-12-31 in a
+    zone behind UTC)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidSchedule(f"{moment.isoformat()} is out of range") from exc
 
 
 def review_reasons(account: AccountInfo | None, screening: Screening) -> list[ReviewReason]:

@@ -4,7 +4,7 @@ VAT, invoice numbers, the 109 x quota, upgrades only, cancellation 2 business da
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -179,23 +179,31 @@ def test_renewal_invoices_the_next_period_and_a_failure_blocks_until_paid() -> N
 
 def test_cancelling_takes_effect_at_the_end_of_the_paid_period() -> None:
     account = monthly(at("2026-11-01"))  # paid until Tuesday 2026-12-01
-    (own,) = domain.cancel(account, "self_service", at("2026-11-30"), "ada")
+    (own,) = domain.cancel(account, "self_service", at("2026-11-30"), "ada", now=at("2026-11-30"))
     assert isinstance(own, CancellationRequested) and own.payload.effective_at == at("2026-12-01")
     # By request: Thursday 2026-11-26 leaves Friday and Monday: 2 business days, in time.
-    (timely,) = domain.cancel(account, "request", at("2026-11-26"), "rita")
+    (timely,) = domain.cancel(account, "request", at("2026-11-26"), "rita", now=at("2026-11-30"))
     assert timely.payload.effective_at == at("2026-12-01")  # type: ignore[attr-defined]
-    (late,) = domain.cancel(account, "request", at("2026-11-27"), "rita")
+    (late,) = domain.cancel(account, "request", at("2026-11-27"), "rita", now=at("2026-11-30"))
     assert late.payload.effective_at == at("2027-01-01")  # type: ignore[attr-defined]
     cancelled = domain.evolve_all(account, [own])
     with pytest.raises(domain.AlreadyCancelled):
-        domain.cancel(cancelled, "self_service", at("2026-11-30"), "ada")
+        domain.cancel(cancelled, "self_service", at("2026-11-30"), "ada", now=at("2026-11-30"))
     assert domain.renewal(cancelled, PLANS, "2026-000002", at("2026-12-01")) is None
     assert domain.end_of_agreement(cancelled, at("2026-11-30", "23:59:59")) == []
     ended = domain.end_of_agreement(cancelled, at("2026-12-01"))
     assert [(type(e), getattr(e.payload, "plan", None) or e.payload.reason) for e in ended] == [  # type: ignore[attr-defined]
         (PlanChanged, "none"), (SendingBlocked, "no_plan")]
     with pytest.raises(domain.NotOnAMonthlyPlan):
-        domain.cancel(opened_account(), "self_service", at("2026-11-30"), "ada")
+        domain.cancel(opened_account(), "self_service", at("2026-11-30"), "ada", now=at("2026-11-30"))
+    # a request staff record cannot have arrived after now (beyond clock skew)
+    with pytest.raises(domain.ReceivedInTheFuture):
+        domain.cancel(account, "request", at("2026-11-30", "10:06"), "rita", now=at("2026-11-30"))
+    with pytest.raises(domain.ReceivedInTheFuture):
+        end_of_time = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(-timedelta(hours=23, minutes=59)))
+        domain.cancel(account, "request", end_of_time, "rita", now=at("2026-11-30"))
+    (skewed,) = domain.cancel(account, "request", at("2026-11-30", "10:04"), "rita", now=at("2026-11-30"))
+    assert skewed.payload.received_at == at("2026-11-30", "10:04")  # type: ignore[attr-defined]
 
 
 PACKS = Plans(tiers=PLANS.tiers, packs=(plans.CreditPack(100, 1000, 30),), vat_percent=Decimal(21))

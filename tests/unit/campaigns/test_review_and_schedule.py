@@ -3,7 +3,7 @@ times in named zones across DST, queueing once at the due time, cancellation, an
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -145,8 +145,11 @@ def test_the_fall_back_hour_is_its_first_occurrence() -> None:
     (datetime(2026, 12, 24, 9, 0), "Mars/Olympus"),
     (datetime(2026, 12, 24, 9, 0), "../../etc/passwd"),
     (datetime(2026, 12, 1, 9, 0), "Europe/Riga"),  # in the past
+    (datetime(2030, 1, 1, 9, 0), "Europe"),  # a folder of the zone database, not a zone
+    (datetime(9999, 12, 31, 23, 59, 59), "America/Los_Angeles"),  # after year 9999 in UTC
+    (datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(-timedelta(hours=23, minutes=59))), None),
 ])
-def test_send_times_that_do_not_exist_or_passed_are_refused(local: datetime, zone: str) -> None:
+def test_send_times_that_do_not_exist_or_passed_are_refused(local: datetime, zone: str | None) -> None:
     with pytest.raises(domain.InvalidSchedule):
         domain.send_time(local, zone, NOW)
 
