@@ -3,6 +3,7 @@ accepted, and what it refuses is a 422 (schemathesis holds every service to that
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime
 from typing import Annotated
@@ -35,7 +36,9 @@ EMAIL_PATTERN = (
 EMAIL = re.compile(EMAIL_PATTERN)
 
 
-def _email(value: str) -> str:
+def sendable_email(value: str) -> str:
+    """The address normalised and lower-cased, if it is one Herald can send to (above); ValueError, with why,
+    if not. The API's addresses and the subscriptions rules (form, import) both check with it."""
     if not EMAIL.fullmatch(value):
         raise ValueError("not an email address this API takes: an ASCII dot-atom local part (at most 64 "
                          "characters) @ a domain name whose top level is not special-use")
@@ -45,9 +48,23 @@ def _email(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-EmailAddress = Annotated[str, StringConstraints(min_length=6, max_length=254), AfterValidator(_email),
+EmailAddress = Annotated[str, StringConstraints(min_length=6, max_length=254), AfterValidator(sendable_email),
                          WithJsonSchema({"type": "string", "format": "email", "minLength": 6, "maxLength": 254,
                                          "pattern": EMAIL_PATTERN})]
+
+
+
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("not an IPv4 or IPv6 address") from None
+    return value
+
+
+IpAddress = Annotated[str, StringConstraints(max_length=100), AfterValidator(_ip_address),
+                      WithJsonSchema({"anyOf": [{"type": "string", "format": "ipv4"},
+                                                {"type": "string", "format": "ipv6"}], "maxLength": 100})]
 
 # Text holds no NUL character: PostgreSQL's jsonb (under FerretDB) cannot store one, so an event carrying it
 # could never be folded into a read model.

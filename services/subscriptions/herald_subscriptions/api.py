@@ -20,7 +20,17 @@ from herald_shared.contract.subscriptions import (
 )
 from herald_shared.http import answers, api_key_account, problem, problems
 from herald_shared.readmodel import SEPARATOR, compose
-from herald_shared.request_fields import NO_NUL, Body, EmailAddress, FieldValueIn, IsoTime, NameText, Out, Text
+from herald_shared.request_fields import (
+    NO_NUL,
+    Body,
+    EmailAddress,
+    FieldValueIn,
+    IpAddress,
+    IsoTime,
+    NameText,
+    Out,
+    Text,
+)
 
 from . import domain
 from .domain import SubscribeRequest, SubscriptionError
@@ -64,7 +74,7 @@ class FormSettings(Body):
 class ConsentIn(Body):
     method: Text = Field(description="Where and how the person opted in, e.g. 'checkout checkbox'.")
     collected_at: IsoTime | None = None
-    ip: Annotated[str, StringConstraints(max_length=100, pattern=NO_NUL)] | None = None
+    ip: IpAddress | None = None
     user_agent: Text | None = None
 
 
@@ -260,8 +270,10 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         """CSV (UTF-8, with or without BOM; ',' or ';'), one subscriber a row. Columns: email, consent_method,
         consent_at (ISO 8601) required; first_name, last_name, phone, consent_ip and the list's custom
         fields optional. Answers 202 once every row's events are recorded, with the counts and the rejected
-        rows (line, reason); the members show in queries as the read model folds them in. A file that is not
-        UTF-8 CSV with those columns is refused with 422."""
+        rows (line, reason); the members show in queries as the read model folds them in. A file whose header
+        (or first 8 KiB) is not UTF-8 CSV with those columns is refused with 422; a row further down that
+        cannot be read (a quote left open over the next lines, a field over 131,072 characters, bytes that are
+        not UTF-8: reading ends there) is a rejected row."""
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "text/csv":
             return problem(415, "unsupported_media_type", "send the file as text/csv")  # type: ignore[return-value]
         raw = await spool(request.stream())

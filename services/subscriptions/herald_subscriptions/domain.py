@@ -14,16 +14,14 @@ gets here (honeypot, fill time, forged or cross-site posts) is `screen_form`.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from email_validator import EmailNotValidError
-
 from herald_shared.contract import Event
-from herald_shared.contract.envelope import checked_email
 from herald_shared.contract.subscriptions import (
     ConfirmationRequested,
     ConfirmationRequestedPayload,
@@ -52,6 +50,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberUnsubscribedPayload,
 )
 from herald_shared.fields import fits
+from herald_shared.request_fields import sendable_email
 from herald_shared.rules import RuleRefused
 
 PRODUCER = "subscriptions"
@@ -107,6 +106,30 @@ class ConsentMissing(SubscriptionError):
     code = "missing_consent"
 
 
+class InvalidConsent(SubscriptionError):
+    code = "invalid_consent"
+
+
+CONSENT_CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of this clock a customer's consent time may be
+
+
+def check_consent(consent: ConsentEvidence, now: datetime) -> None:
+    """Evidence of an opt-in that happened (PRODUCT.md: each imported row carries its consent evidence): not
+    collected in the future (beyond clock skew), and its IP, where given, an IPv4 or IPv6 address."""
+    if consent.collected_at > now + CONSENT_CLOCK_SKEW:
+        raise InvalidConsent(f"consent collected at {consent.collected_at.isoformat()} is in the future")
+    if consent.ip is not None and not is_ip_address(consent.ip):
+        raise InvalidConsent(f"consent ip {consent.ip[:100]!r} is not an IPv4 or IPv6 address")
+
+
+def is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class AddressSuppressed(SubscriptionError):
     code, http_status = "suppressed", 409
 
@@ -120,10 +143,11 @@ class LinkNoLongerValid(SubscriptionError):
 
 
 def normalise_email(raw: str) -> str:
-    """Syntax check and normalisation (no DNS); the whole address is lower-cased for identity."""
+    """Syntax check and normalisation (no DNS); the whole address is lower-cased for identity. The same
+    addresses as the API takes, on every channel: ones delivery can send to (ASCII, no special-use domain)."""
     try:
-        return checked_email(raw.strip()).lower()
-    except EmailNotValidError as exc:
+        return sendable_email(raw.strip())
+    except ValueError as exc:
         raise InvalidEmail(f"{raw!r} is not a valid email address: {exc}") from None
 
 
@@ -279,6 +303,7 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
                user_agent=consent and consent.user_agent, ip=consent and consent.ip)
     if request.consent is None:
         raise ConsentMissing("consent evidence is required for every subscriber")
+    check_consent(request.consent, now or datetime.now(UTC))
     subscriber_id = subscriber_id_for(live.account_id, live.list_id, request.email)
     status = member.status if member and member.status != "erased" else None
     double = live.opt_in == "double"

@@ -85,10 +85,18 @@ def _first_problem(error: ValidationError) -> str:
 
 
 class ImportRefused(SubscriptionError):
-    """The file cannot be read on (encoding, header, CSV syntax). A problem in the header refuses the
-    whole file; one found further down stops there, after the rows before it were recorded."""
+    """The file cannot be read at all: its first line is not UTF-8, or its header is wrong. A problem further
+    down is a rejected row instead (see `_rows`)."""
 
     code = "import_refused"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A row the file does not give as values: the rejection's reason and detail."""
+
+    reason: str
+    detail: str
 
 
 @dataclass
@@ -131,8 +139,9 @@ async def spool(chunks: AsyncIterator[bytes]) -> IO[bytes]:
     return spooled
 
 
-def _rows(raw: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
-    """(header, iterator of (line number, row)); UTF-8 with or without BOM, ';' or ',' separated."""
+def _rows(raw: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, list[str] | Unreadable]]]:
+    """(header, iterator of (the line a row starts on, its values, or why they cannot be read)); UTF-8 with or
+    without BOM, ';' or ',' separated."""
     import io
 
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
@@ -143,20 +152,33 @@ def _rows(raw: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     delimiter = ";" if first.count(";") > first.count(",") else ","
     header = [h.strip().lower() for h in next(csv.reader([first], delimiter=delimiter), [])]
     reader = csv.reader(text, delimiter=delimiter)
+    # A quoted value may run over lines in a custom text field, never in these: one that does has taken in
+    # the rows after it (a quote left open), which would otherwise vanish into it.
+    single_line = [i for i, name in enumerate(header) if name in REQUIRED_COLUMNS + PROFILE_COLUMNS]
 
-    def rows() -> Iterator[tuple[int, list[str]]]:
-        line = 1
-        try:
-            for values in reader:
-                line = reader.line_num + 1  # the header was line 1
-                if any(v.strip() for v in values):
-                    yield line, [v.strip() for v in values]
-        except UnicodeDecodeError as exc:
-            raise ImportRefused(f"the file is not UTF-8 after line {line}: {exc.reason}; rows up to that "
-                                "point may have been recorded, nothing after it") from None
-        except csv.Error as exc:
-            raise ImportRefused(f"the file is not valid CSV after line {line}: {exc}; rows up to that point "
-                                "may have been recorded, nothing after it") from None
+    def rows() -> Iterator[tuple[int, list[str] | Unreadable]]:
+        end = 1  # the last line read (the header is line 1)
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as exc:  # a text stream cannot be read past it: the rest is not read
+                yield end + 1, Unreadable("not_utf8", f"the file is not UTF-8 after line {end}: {exc.reason}; "
+                                                      "nothing from here on was read")
+                return
+            except csv.Error as exc:  # e.g. a field over the csv module's limit: the reader goes on after it
+                start, end = end + 1, reader.line_num + 1
+                yield start, Unreadable("invalid_csv", f"not valid CSV: {exc}")
+                continue
+            start, end = end + 1, reader.line_num + 1
+            broken = [header[i] for i in single_line if i < len(values) and ("\n" in values[i] or "\r" in values[i])]
+            if end > start and broken:
+                yield start, Unreadable("multiline_row", f"lines {start}-{end} were read as one row: its "
+                                                         f"{broken[0]} runs over several lines (a quote left "
+                                                         "open?); none of them was imported")
+            elif any(v.strip() for v in values):
+                yield start, [v.strip() for v in values]
 
     return header, rows()
 
@@ -165,10 +187,11 @@ def _check_header(header: list[str], lst: ListState) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise ImportRefused(f"missing column(s): {', '.join(missing)}; every row needs its consent evidence")
-    unknown = [c for c in header if c not in REQUIRED_COLUMNS + PROFILE_COLUMNS and c not in lst.custom_fields]
+    named = [c for c in header if c]  # columns without a name (spreadsheets add them) must stay empty
+    unknown = [c for c in named if c not in REQUIRED_COLUMNS + PROFILE_COLUMNS and c not in lst.custom_fields]
     if unknown:
         raise ImportRefused(f"unknown column(s): {', '.join(unknown)} (not custom fields of the list)")
-    if len(set(header)) != len(header):
+    if len(set(named)) != len(named):
         raise ImportRefused("a column appears twice in the header")
 
 
@@ -193,6 +216,8 @@ def _field_value(kind: str, raw: str) -> FieldValue:
 def _parse_row(header: list[str], values: list[str], lst: ListState) -> SubscribeRequest:
     if len(values) > len(header):
         raise domain.InvalidCustomField("the row has more values than the header has columns")
+    if any(value for name, value in zip(header, values, strict=False) if not name):
+        raise domain.InvalidCustomField("a value under a column that has no name in the header")
     row = dict(zip(header, values, strict=False))
     if not row.get("consent_method") or not row.get("consent_at"):
         raise domain.ConsentMissing("consent_method and consent_at are required")
@@ -209,7 +234,7 @@ def _parse_row(header: list[str], values: list[str], lst: ListState) -> Subscrib
                 fields[name] = _field_value(kind, row[name])
             except ValueError as exc:
                 raise domain.InvalidCustomField(f"custom field {name!r}: {exc}") from None
-    consent = ConsentEvidence(source="import", collected_at=collected, method=row["consent_method"][:1000],
+    consent = ConsentEvidence(source="import", collected_at=collected, method=row["consent_method"],
                               ip=row.get("consent_ip") or None)
     return SubscribeRequest(email=domain.normalise_email(row.get("email", "")), consent=consent, channel="import",
                             first_name=row.get("first_name") or None, last_name=row.get("last_name") or None,
@@ -229,6 +254,9 @@ async def run_import(service: SubscriptionsService, account_id: str, list_id: st
     batch: list[tuple[int, SubscribeRequest]] = []
     for line, values in rows:
         report.rows_total += 1
+        if isinstance(values, Unreadable):
+            report.reject(line, values.reason, values.detail)
+            continue
         try:
             request = _parse_row(header, values, lst)
             domain.check_custom_fields(lst, request.custom_fields)

@@ -180,7 +180,8 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
         try:
             consent = ConsentEvidence(source="form", collected_at=datetime.now(UTC),
                                       method=f"Herald hosted subscribe form of list '{doc['name']}'"[:1000],
-                                      ip=request.client.host if request.client else None,
+                                      ip=request.client.host if request.client
+                                      and domain.is_ip_address(request.client.host) else None,
                                       user_agent=(request.headers.get("user-agent") or "")[:1000] or None)
             decision, _ = await service.subscribe(account_id, list_id, SubscribeRequest(
                 email=email, consent=consent, channel="form", first_name=first_name))
