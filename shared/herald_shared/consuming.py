@@ -4,31 +4,30 @@ background, readiness, and shutdown (the `lifecycle.Service` a process serves)."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from fastapi import FastAPI
 
 from .http import ReadinessCheck
 from .kafka import EventConsumer, ensure_topics, make_producer
+from .lifecycle import WatchedTasks
 from .mongo import make_client
 from .settings import HeraldSettings
 
 
-class ConsumingService:
+class ConsumingService(WatchedTasks):
     """Subclasses build their consumers into `self.consumers` and their HTTP app into `self.app`, and may pass
-    `ready_checks()` to `add_health_routes`."""
+    `ready_checks()` to `add_health_routes`; other background tasks they start go through `watched`."""
 
     app: FastAPI
 
     def __init__(self, settings: HeraldSettings, name: str) -> None:
+        super().__init__()
         self.settings = settings
         self.mongo = make_client(settings, name)
         self.db = self.mongo[settings.database_name(name)]
         self.producer = make_producer(settings, name)
         self.consumers: list[EventConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self.failed: str | None = None  # its consumers are not watched yet (delivery's are)
-        self.on_failure: Callable[[], None] | None = None
 
     def ready_checks(self) -> dict[str, ReadinessCheck]:
         return {"mongodb": self._mongo_ready, "consumers": self._consumers_ready}
@@ -43,9 +42,10 @@ class ConsumingService:
     async def start(self) -> None:
         await ensure_topics(self.settings)
         await self.producer.start()
-        self._tasks = [asyncio.create_task(c.run(), name=c.name) for c in self.consumers]
+        self._tasks = [self.watched(asyncio.create_task(c.run(), name=c.name)) for c in self.consumers]
 
     def request_stop(self) -> None:
+        self.stopping = True
         for consumer in self.consumers:
             consumer.request_stop()
 

@@ -109,18 +109,24 @@ def validate_record(record: ConsumerRecord[bytes, bytes], names: TopicNames) -> 
 
 
 def type_header(record: Any) -> bytes | None:
-    """A record's `type` header, None without one. Any record with aiokafka's `headers` (pairs of name and
-    bytes): faust's messages carry them the same way."""
+    """A record's `type` header, None without one (or with a null one). Any record with aiokafka's `headers`
+    (pairs of name and bytes): faust's messages carry them the same way."""
     for key, value in record.headers or ():
         if key == "type":
-            return bytes(value)
+            return bytes(value) if value is not None else None
     return None
 
 
 def has_type(record: Any, wanted: frozenset[bytes]) -> bool:
-    """Whether a record's `type` header is one of these (True without the header: it is read to know)."""
+    """Whether a record may be one of these types, so it must be read. The `type` header is a routing hint and
+    the value decides: a record is passed over unread only when its header names another type and its value
+    says that type too (a header that disagrees with its value, a producer's mistake, has the record read).
+    True without the header: it is read to know."""
     found = type_header(record)
-    return found is None or found in wanted
+    if found is None or found in wanted:
+        return True
+    value = record.value or b""
+    return b'"type":"' + found + b'"' not in value and b'"type": "' + found + b'"' not in value
 
 
 def type_name(cls: type[Event]) -> str:
@@ -365,9 +371,13 @@ class EventConsumer:
         staged: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
         for record in records:
             try:
-                staged.append((record, validate_record(record, self._names)))
+                event = validate_record(record, self._names)
             except InvalidEvent as exc:
                 await self._dead_letter(record, exc.reason, "invalid")
+                continue
+            wanted = self._only.get(record.topic)
+            if wanted is None or event.type.encode() in wanted:  # a type header that lied can bring others
+                staged.append((record, event))
         ids = [str(event.event_id) for _, event in staged]
         itself = self._self_deduplicated
         dedupe = self._dedupe

@@ -80,6 +80,31 @@ async def every(interval: float, stopping: asyncio.Event, work: Callable[[], Awa
             pass
 
 
+class WatchedTasks:
+    """A service's background tasks (consumers, clocks, the sender), watched: one that ends without being asked
+    to (an exception, or a return) takes the process down loudly, `failed` saying which and why, so that it is
+    restarted instead of serving on with a part of it dead."""
+
+    def __init__(self) -> None:
+        self.failed: str | None = None
+        self.on_failure: Callable[[], None] | None = None
+        self.stopping = False
+
+    def watched(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        task.add_done_callback(self._task_ended)
+        return task
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self.stopping:
+            return
+        error = task.exception()
+        self.failed = f"{task.get_name()} stopped: {error!r}" if error else f"{task.get_name()} ended on its own"
+        log.error("a part of the service stopped; shutting down", extra={"reason": self.failed},
+                  exc_info=error)
+        if self.on_failure is not None:
+            self.on_failure()
+
+
 class Service(Protocol):
     """What a service's wiring offers its process: an HTTP app, background work, and a way to stop."""
 

@@ -97,14 +97,14 @@ class Billing(ConsumingService):
 
     async def start(self) -> None:
         await super().start()
-        self._ticking = asyncio.create_task(self.clock.run(), name="trial-clock")
+        self._ticking = self.watched(asyncio.create_task(self.clock.run(), name="trial-clock"))
 
     def request_stop(self) -> None:
-        self.clock.request_stop()
         super().request_stop()
+        self.clock.request_stop()
 
     async def stop(self) -> None:
-        self.clock.request_stop()
+        self.request_stop()
         if self._ticking is not None:
             await asyncio.gather(self._ticking, return_exceptions=True)
         await super().stop()

@@ -94,14 +94,14 @@ class Campaigns(ConsumingService):
 
     async def start(self) -> None:
         await super().start()
-        self._scheduling = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        self._scheduling = self.watched(asyncio.create_task(self.scheduler.run(), name="scheduler"))
 
     def request_stop(self) -> None:
-        self.scheduler.request_stop()
         super().request_stop()
+        self.scheduler.request_stop()
 
     async def stop(self) -> None:
-        self.scheduler.request_stop()
+        self.request_stop()
         if self._scheduling is not None:
             await asyncio.gather(self._scheduling, return_exceptions=True)
         await super().stop()

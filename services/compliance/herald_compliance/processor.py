@@ -239,7 +239,9 @@ class Processor:
                 passed_over[self._base.get(record.topic, record.topic), _type_label(record)] += 1
                 continue
             parsed = await self._parse(record)
-            if parsed is not None:
+            if parsed is not None and parsed.event.type.encode() not in self._acted_on:  # its type header lied
+                passed_over[self._base.get(record.topic, record.topic), parsed.event.type] += 1
+            elif parsed is not None:
                 by_partition[record.partition][parsed.event.account_id].append(parsed)
         for (topic, type_), n in passed_over.items():
             metrics.EVENTS.labels(topic, type_, "ignored").inc(n)

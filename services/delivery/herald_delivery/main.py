@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from herald_shared.contract.billing import AccountPurged
 from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberErased
 from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer, partition_ids
-from herald_shared.lifecycle import run_service
+from herald_shared.lifecycle import WatchedTasks, run_service
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
 from herald_shared.purging import PurgedAccounts, PurgingHandler
@@ -105,10 +104,11 @@ def load_dkim_keys(directory: Path | None) -> dict[str, list[DkimKey]]:
     return keys
 
 
-class Delivery:
+class Delivery(WatchedTasks):
     """The wired service. `start()` runs the consumers, the sender and the inbound server."""
 
     def __init__(self, settings: DeliverySettings) -> None:
+        super().__init__()
         self.settings = settings
         self.mongo = make_client(settings, SERVICE)
         self.db = self.mongo[settings.database_name(SERVICE)]
@@ -175,9 +175,6 @@ class Delivery:
         self._partitions: dict[str, list[int]] = {}
         self._inbound_server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
-        self.failed: str | None = None
-        self.on_failure: Callable[[], None] | None = None
 
     async def purge(self, account_id: str) -> None:
         """Retention (AccountPurged): the account's audience, campaigns, test sends and ledger, in MongoDB and
@@ -236,16 +233,7 @@ class Delivery:
         self._tasks.append(asyncio.create_task(self.sender.run(), name="sender"))
         self._tasks.append(asyncio.create_task(self._announce_held(), name="held-announcer"))
         for task in self._tasks:
-            task.add_done_callback(self._task_ended)
-
-    def _task_ended(self, task: asyncio.Task[None]) -> None:
-        """A consumer or the sender that dies takes the process down (loudly), so it is restarted."""
-        if task.cancelled() or self._stopping:
-            return
-        self.failed = f"{task.get_name()} stopped: {task.exception()!r}"
-        log.error("a part of the service stopped; shutting down", extra={"reason": self.failed})
-        if self.on_failure is not None:
-            self.on_failure()
+            self.watched(task)
 
     async def _announce_held(self) -> None:
         """Held messages, and the end of campaigns whose announcement failed (MongoDB or Kafka away)."""
@@ -260,13 +248,13 @@ class Delivery:
     def request_stop(self) -> None:
         """SIGTERM: the control consumer and the sender first; `stop()` stops the audience consumers once the
         control consumer is done (a campaign it is expanding waits for the audience)."""
-        self._stopping = True
+        self.stopping = True
         self.control.request_stop()
         self.sender.request_stop()
 
     async def stop(self) -> None:
         """The control consumer first: a campaign it is expanding waits for the audience consumer."""
-        self._stopping = True
+        self.stopping = True
         if self._inbound_server is not None:
             self._inbound_server.close()
         tasks = {task.get_name(): task for task in self._tasks}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -58,11 +59,17 @@ _ANY_EVENT: TypeAdapter[Event] = TypeAdapter(
 
 
 def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
-    """Validate a raw value against the contract. Raises InvalidEvent with a readable reason."""
+    """Validate a raw value against the contract. Raises InvalidEvent with a readable reason. No text in an
+    event may hold a NUL character: the read models' store (PostgreSQL's jsonb, under FerretDB) cannot keep
+    one, so such an event could never be folded and would hold its partition back for good."""
     try:
         if isinstance(raw, dict):
-            return _ANY_EVENT.validate_python(raw)
-        return _ANY_EVENT.validate_json(raw)
+            event = _ANY_EVENT.validate_python(raw)
+            escaped_nul = _holds_nul(raw)
+        else:
+            event = _ANY_EVENT.validate_json(raw)
+            escaped_nul = (b"\\u0000" in raw if isinstance(raw, bytes) else "\\u0000" in raw) and \
+                _holds_nul(json.loads(raw))
     except ValidationError as exc:
         first = exc.errors()[0]
         kind = first["type"]
@@ -75,6 +82,22 @@ def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
         if kind == "union_tag_invalid":
             raise InvalidEvent(f"unknown event type {first.get('ctx', {}).get('tag')!r}") from None
         raise InvalidEvent(f"invalid {first['loc'][0]}: {_summarise(exc)}") from None
+    except (OverflowError, RecursionError) as exc:  # what pydantic does not turn into a ValidationError
+        raise InvalidEvent(f"cannot be read: {type(exc).__name__}: {exc}") from None
+    if escaped_nul:
+        raise InvalidEvent("a text holds a NUL character (\\u0000), which no read model can store")
+    return event
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a NUL character is in any string of a JSON value (keys too)."""
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def serialize_event(event: Event) -> bytes:

@@ -167,7 +167,10 @@ class Event(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _in_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00, 9999-12-31T23:59-01:00: no such time in UTC
+            raise ValueError("out of the range of times in UTC") from None
 
     def caused(self) -> dict[str, Any]:
         """Envelope fields for an event caused by this one: same account and flow, causation set."""

@@ -1,6 +1,7 @@
 """Poison on every topic a service consumes: invalid JSON, an unknown event type, a schema version this contract
-does not know, and valid events (every type of the topic) for an account nobody opened. Invariant: every event
-is processed or dead-lettered. Each consumer of the topic dead-letters exactly the three invalid records, with
+does not know, a time with no UTC equivalent, a NUL character in a text, and valid events (every type of the
+topic; two with odd type headers) for an account nobody opened. Invariant: every event
+is processed or dead-lettered. Each consumer of the topic dead-letters exactly the invalid records, with
 its name and their origin; a valid event is handled, or refused by a rule (dead-lettered `rejected: <rule>`, as
 delivery refuses a suspension notice for an account with no registered address), never a handler failure; its
 committed offsets reach the end of the topic (nothing stuck behind the poison); and the process is still
@@ -48,30 +49,43 @@ CONSUMERS: dict[str, dict[tuple[str, str], list[str]]] = {
 
 
 def poison(topic: str) -> list[bytes]:
-    """The three invalid records of a topic, as a careless or future producer would write them (no headers)."""
-    future = json.loads(serialize_event(sample(events_of(topic)[0].model_fields["type"].default, GHOST)))
-    future["schema_version"] = 99
-    unknown = {**future, "type": "InvoiceExploded", "schema_version": 1}
-    return [b"{this is not json", json.dumps(unknown).encode(), json.dumps(future).encode()]
+    """The invalid records of a topic, as a careless or future producer would write them (no headers): not
+    JSON, an unknown type, an unknown schema version, a time that has no UTC equivalent, and a NUL character in
+    a text (valid JSON and schema, but no read model can store it)."""
+    valid = json.loads(serialize_event(sample(events_of(topic)[0].model_fields["type"].default, GHOST)))
+    future = {**valid, "schema_version": 99}
+    unknown = {**valid, "type": "InvoiceExploded"}
+    no_utc = {**valid, "occurred_at": "0001-01-01T00:00:00+01:00"}
+    nul = {**valid, "producer": "rogue\u0000"}
+    return [b"{this is not json", *(json.dumps(v).encode() for v in (unknown, future, no_utc, nul))]
+
+
+POISON = len(poison("herald.billing"))
 
 
 async def publish_poison_and_ghosts(producer: AIOKafkaProducer, settings: HeraldSettings,
                                     topics: set[str]) -> dict[str, set[int]]:
-    """Per base topic, the offsets of its three invalid records (all on the ghost account's partition, among its
-    valid events)."""
+    """Per base topic, the offsets of its invalid records (all on the ghost account's partition, among its
+    valid events). Two valid events carry odd `type` headers: a null one, and one naming another type of the
+    topic (the value decides, the header is only a hint)."""
     invalid: dict[str, set[int]] = {}
     for base in sorted(topics):
         topic, key = settings.topics(base), GHOST.encode()
         ghosts = [sample(name, GHOST) for name, cls in EVENT_TYPES.items()
                   if cls.topic == base and name != "AccountOpened"]  # an opened account is no longer unknown
         half = len(ghosts) // 2
-        records = [(serialize_event(e), event_headers(e)) for e in ghosts[:half]]
+        records: list[tuple[bytes, list[tuple[str, bytes | None]]]] = [
+            (serialize_event(e), list(event_headers(e))) for e in ghosts[:half]]
         records += [(value, []) for value in poison(base)]
-        records += [(serialize_event(e), event_headers(e)) for e in ghosts[half:]]
+        records += [(serialize_event(e), list(event_headers(e))) for e in ghosts[half:]]
+        first, second = ghosts[0], ghosts[1]  # valid events whose headers are odd: a null type, a lying one
+        records[0] = (records[0][0], [("type", None)])
+        records[1] = (records[1][0], [("type", next(g.type for g in ghosts if g.type != second.type).encode())])
+        assert json.loads(records[0][0])["type"] == first.type and json.loads(records[1][0])["type"] == second.type
         # Sent in order, acknowledged together (the idempotent producer keeps a partition's order).
         sent = [await producer.send(topic, value, key=key, headers=headers) for value, headers in records]
         offsets = [metadata.offset for metadata in await asyncio.gather(*sent)]
-        invalid[base] = set(offsets[half:half + 3])
+        invalid[base] = set(offsets[half:half + POISON])
     return invalid
 
 
@@ -100,9 +114,12 @@ async def test_poison_on_every_topic_is_dead_lettered_and_every_valid_event_is_p
             assert len({d.offset for d in letters}) == len(letters), f"{name} dead-lettered twice: {letters}"
             assert {d.offset for d in mine} == invalid[base], f"{name} on {base}: {mine}, expected {invalid[base]}"
             reasons = sorted(d.reason for d in mine)
-            assert reasons[0].startswith("invalid ") and "unsupported schema_version 99" in reasons[0], reasons
-            assert reasons[1].startswith("not JSON"), reasons
-            assert reasons[2] == "unknown event type 'InvoiceExploded'", reasons
+            assert reasons[0].startswith("a text holds a NUL character"), reasons
+            assert reasons[1].startswith("invalid ") and "occurred_at: Value error, out of the range" in reasons[1], \
+                reasons
+            assert reasons[2].startswith("invalid ") and "unsupported schema_version 99" in reasons[2], reasons
+            assert reasons[3].startswith("not JSON"), reasons
+            assert reasons[4] == "unknown event type 'InvoiceExploded'", reasons
     assert process.alive, process.tail()
     await process.ready(within=5)
     print(f"{service}: past the poison {time.monotonic() - started:.1f}s after start")

@@ -1,5 +1,6 @@
 """An EventConsumer with `only` passes over the event types it does not want, without parsing them, and
-commits their offsets with the batch."""
+commits their offsets with the batch; a record whose `type` header disagrees with its value is read, and the
+value decides."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from herald_shared.contract import serialize_event
 from herald_shared.contract.delivery import DeliveryHeld, MessageSent
 from herald_shared.contract.subscriptions import SubscriberAdded
-from herald_shared.kafka import EventConsumer, EventPublisher
+from herald_shared.kafka import EventConsumer, EventPublisher, read_from_start
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually
 from tests.integration.shared.helpers import RecordingHandler
@@ -67,3 +69,25 @@ def test_only_refuses_a_type_that_is_not_on_the_topic_named(settings: HeraldSett
 
 async def _types(handler: RecordingHandler) -> list[str]:
     return [e.type for e in handler.events]
+
+
+async def test_the_value_decides_when_a_type_header_lies_or_is_null(
+        settings: HeraldSettings, producer: AIOKafkaProducer) -> None:
+    """The `type` header is a routing hint: a wanted event under another type's header is handled, an unwanted
+    one under a wanted type's header is not, and a null header is read as none; nothing is dead-lettered."""
+    topic = settings.topics("herald.delivery")
+    held, opened, held_null = sample("DeliveryHeld"), sample("MessageOpened"), sample("DeliveryHeld")
+    for event, header in ((held, b"MessageOpened"), (opened, b"DeliveryHeld"), (held_null, None)):
+        await producer.send_and_wait(topic, serialize_event(event), key=event.account_id.encode(),
+                                     headers=[("type", header)])
+    handler = RecordingHandler()
+    only = consumer(settings, producer, handler, ["herald.delivery"], only={"herald.delivery": [DeliveryHeld]})
+    task = asyncio.create_task(only.run())
+    await eventually(lambda: _types(handler), lambda t: len(t) == 2, what="both DeliveryHeld")
+    await asyncio.sleep(1.0)  # give the MessageOpened a chance to be handled wrongly
+    only.request_stop()
+    await until_stopped(task)
+    assert {e.event_id for e in handler.events} == {held.event_id, held_null.event_id}
+    dead = [r async for batch in read_from_start(settings, [settings.topics.dead_letter("herald.delivery")])
+            for r in batch]
+    assert dead == []

@@ -67,6 +67,25 @@ def test_naive_timestamp_is_refused() -> None:
         parse_event(sample_dict)
 
 
+@pytest.mark.parametrize("occurred_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_with_no_utc_equivalent_is_invalid_not_a_crash(occurred_at: str) -> None:
+    raw = json.loads(serialize_event(sample("AccountApproved")))
+    for value in (raw | {"occurred_at": occurred_at}, json.dumps(raw | {"occurred_at": occurred_at}).encode()):
+        with pytest.raises(InvalidEvent, match="occurred_at: Value error, out of the range of times in UTC"):
+            parse_event(value)
+
+
+def test_a_nul_character_in_any_text_is_invalid_and_an_escaped_backslash_is_not_one() -> None:
+    raw = json.loads(serialize_event(sample("ListCreated")))
+    nul = raw | {"payload": raw["payload"] | {"name": "Acme\x00Ltd"}}
+    for value in (nul, json.dumps(nul).encode(), json.dumps(nul)):
+        with pytest.raises(InvalidEvent, match="NUL character"):
+            parse_event(value)
+    backslash = raw | {"payload": raw["payload"] | {"name": "Acme \\u0000 Ltd"}}  # the text "\u0000"
+    assert "\\u0000" in json.dumps(backslash)
+    assert parse_event(json.dumps(backslash).encode()).payload.name == "Acme \\u0000 Ltd"  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(("raw", "reason"), [
     (b"{not json", "not JSON"),
     (b"[1, 2]", "JSON object"),
