@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.message
+import email.parser
 import hashlib
 import html
 import logging
@@ -49,11 +50,15 @@ from .store import DeliveryStore
 log = logging.getLogger(__name__)
 PRODUCER = "delivery"
 MAX_INBOUND_BYTES = 900_000  # below Kafka's default message size, so a dead-letter entry always fits
+MAX_REASON_CHARS = 2_000  # of a dead-letter reason (an exception's text can quote a whole header)
 # A report names one return path; a few more recipients are tolerated (forwarders), never a mailing list's worth.
 MAX_INBOUND_RECIPIENTS = 10
 SIGNED_MESSAGE_ID = re.compile(r"<([0-9a-fA-F-]{36}\.[a-z2-7]{16})@", re.IGNORECASE)
 TAGGED = re.compile(r"\b([bu]\+[0-9a-fA-F-]{36}\.[a-z2-7]{16})@", re.IGNORECASE)
 FEEDBACK_TYPES = {"abuse", "fraud", "virus", "not-spam", "other"}
+# Commands a session may send (aiosmtpd answers 421 and closes it after that): a session that only keeps
+# itself open (NOOP, HELP, VRFY) holds one of the limited sessions; one delivering reports may send many.
+COMMAND_LIMITS = {"NOOP": 20, "HELP": 5, "VRFY": 5, "EXPN": 5, "*": 100_000}
 
 
 class NotTied(Exception):
@@ -129,8 +134,24 @@ class ReportReader:
         return list(by_class.values())
 
 
+MAX_MIME_DEPTH = 20  # parts nested deeper than this are not read (real reports nest 3 or 4 deep)
+
+
+def _walk(msg: email.message.Message) -> list[email.message.Message]:
+    """The message and its parts, depth first, to MAX_MIME_DEPTH levels (email's own walk recurses without
+    a bound: a few thousand nested multiparts, an easy 200 KB, raise RecursionError)."""
+    found: list[email.message.Message] = []
+    todo = [(msg, 0)]
+    while todo:
+        part, depth = todo.pop()
+        found.append(part)
+        if depth < MAX_MIME_DEPTH:
+            todo.extend((child, depth + 1) for child in reversed(_fields(part)))
+    return found
+
+
 def _part(msg: email.message.Message, content_type: str) -> email.message.Message | None:
-    for part in msg.walk():
+    for part in _walk(msg):
         if part.get_content_type() == content_type:
             return part
     return None
@@ -176,7 +197,7 @@ def _dsn_findings(msg: email.message.Message) -> list[Finding]:
     blocks = _fields(status_part) if status_part is not None else []
     if len(blocks) < 2:
         return []
-    reporting = _after_semicolon(blocks[0].get("Reporting-MTA"))
+    reporting = _host_name(blocks[0].get("Reporting-MTA"))
     findings, delivered = [], 0
     for block in blocks[1:]:
         action = _action(block.get("Action"))
@@ -227,6 +248,16 @@ ORIGINAL_FOLLOWS = re.compile(r"^[ \t]*-{2,}.*(original message|copy of (the|you
                               r"|returned message|undelivered message|headers? of the original|original headers)",
                               re.IGNORECASE | re.MULTILINE)
 EXPLANATION_LIMIT = 20_000
+HTML_TAG = re.compile(r"<[^<>]*>")
+
+
+def _text_of(raw: bytes, charset: str | None) -> str:
+    """A text part's bytes in its charset; UTF-8 when the charset is unknown (`unknown-8bit`, RFC 1428) or is
+    not a text encoding at all (`base64`)."""
+    try:
+        return raw.decode(charset or "utf-8", "replace")
+    except LookupError:
+        return raw.decode("utf-8", "replace")
 
 
 def _explanation(msg: email.message.Message, *, cut_original: bool = True) -> str:
@@ -234,23 +265,24 @@ def _explanation(msg: email.message.Message, *, cut_original: bool = True) -> st
     `cut_original` is False) or attach."""
     texts: list[str] = []
 
-    def visit(part: email.message.Message) -> None:
+    def visit(part: email.message.Message, depth: int) -> None:
         content_type = part.get_content_type()
         if content_type in ORIGINAL_PARTS or content_type.startswith("message/"):
             return
         if part.is_multipart():
-            for child in _fields(part):
-                visit(child)
+            if depth < MAX_MIME_DEPTH:
+                for child in _fields(part):
+                    visit(child, depth + 1)
             return
         if part.get_content_maintype() != "text":
             return
         raw = part.get_payload(decode=True)
-        text = raw.decode(part.get_content_charset() or "utf-8", "replace") if isinstance(raw, bytes) else ""
-        if content_type == "text/html":
-            text = html.unescape(re.sub(r"<[^>]*>", " ", text))
+        text = _text_of(raw[:4 * EXPLANATION_LIMIT], part.get_content_charset()) if isinstance(raw, bytes) else ""
+        if content_type == "text/html":  # a tag holds no "<": linear, where "<[^>]*>" was quadratic in "<"s
+            text = html.unescape(HTML_TAG.sub(" ", text))
         texts.append(text)
 
-    visit(msg)
+    visit(msg, 0)
     text = "\n".join(texts)[:EXPLANATION_LIMIT]
     cut = ORIGINAL_FOLLOWS.search(text) if cut_original else None
     return text[:cut.start()] if cut else text
@@ -291,18 +323,35 @@ def _arf_finding(msg: email.message.Message) -> Finding:
     if fields.get("Arrival-Date"):
         try:
             arrival = parsedate_to_datetime(str(fields["Arrival-Date"])).astimezone(UTC)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: 9999-12-31 in a zone behind UTC
             arrival = None
-    reporting = _after_semicolon(fields.get("Reporting-MTA"))
+    reporting = _host_name(fields.get("Reporting-MTA"))
     return Finding("complaint", feedback_type=feedback_type if feedback_type in FEEDBACK_TYPES else "other",
                    reporting=reporting, arrival_date=arrival)
 
 
 def _after_semicolon(value: Any) -> str | None:
+    """What follows RFC 3464's type (`dns;`, `smtp;`), or the whole value when it names none."""
     if value is None:
         return None
     text = " ".join(str(value).split())
     return text.split(";", 1)[1].strip() if ";" in text else text
+
+
+def _host_name(value: Any) -> str | None:
+    """A reporting MTA's or domain's name, or None when there is none a Domain of the contract can hold:
+    empty, longer than 255 characters, or with characters that are not text."""
+    name = _after_semicolon(value)
+    return name if name and len(name) <= 255 and name.isprintable() and _encodable(name) else None
+
+
+def _encodable(text: str) -> bool:
+    """Not holding the surrogates that stand for undecodable bytes (SMTPUTF8 sessions pass them on)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class InboundHandler:
@@ -350,7 +399,10 @@ class InboundHandler:
         """'recorded', 'unsubscribe', 'auto_reply' or 'dead_lettered'. Infrastructure errors propagate (the
         remote retries). A report tied to a message of ours is recorded whatever its format; a message gets
         at most one bounce event per class, however many reports (or mentions in one) name it."""
-        msg = email.message_from_bytes(data)
+        try:
+            msg = email.message_from_bytes(data)
+        except RecursionError:  # parts nested thousands deep (email's parser recurses): its head still ties it
+            msg = email.parser.BytesParser().parsebytes(data, headersonly=True)
         unsubscribes = [found for rcpt in recipients
                         if (found := self._reader.tokens.message_from_local_part(rcpt.rpartition("@")[0], "u"))]
         if unsubscribes:
@@ -412,7 +464,7 @@ class InboundHandler:
                "subscriber_id": job.get("subscriber_id"), "list_id": job.get("list_id")}
         envelope = {"account_id": job["account_id"], "producer": PRODUCER}
         if finding.kind == "complaint":
-            reporter = finding.reporting or mail_from.rpartition("@")[2] or "unknown"
+            reporter = finding.reporting or _host_name(mail_from.rpartition("@")[2]) or "unknown"
             return ComplaintReceived(**envelope, payload={**ref, "feedback_type": finding.feedback_type,
                                                           "reporting_domain": reporter[:255],
                                                           "arrival_date": finding.arrival_date})
@@ -424,11 +476,14 @@ class InboundHandler:
 
     async def _dead_letter(self, data: bytes, reason: str, recipients: list[str]) -> None:
         topic = self._topics("herald.delivery") + DLQ_SUFFIX
-        headers = [(DLQ_REASON, reason.encode()), (DLQ_SOURCE_TOPIC, b"inbound-smtp"),
+        # Bounded, and written whatever the text holds (a recipient can carry undecodable bytes), so the entry
+        # always fits and always encodes: a failure here would answer 451, and the same mail would fail again.
+        reason = reason[:MAX_REASON_CHARS]
+        headers = [(DLQ_REASON, reason.encode("utf-8", "backslashreplace")), (DLQ_SOURCE_TOPIC, b"inbound-smtp"),
                    (DLQ_CONSUMER, b"delivery.inbound"), (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
-                   ("herald.inbound.recipients", ",".join(recipients).encode()[:1000])]
+                   ("herald.inbound.recipients", ",".join(recipients).encode("utf-8", "backslashreplace")[:1000])]
         await self._producer.send_and_wait(topic, value=data, key=b"inbound", headers=headers)
-        log.warning("inbound mail dead-lettered", extra={"reason": reason})
+        log.warning("inbound mail dead-lettered", extra={"reason": reason[:500]})
 
 
 class _Busy(asyncio.Protocol):
@@ -456,8 +511,9 @@ class _CountedSMTP(SMTP):
 
 class InboundSessions:
     """The inbound server's protocol factory: at most `limit` sessions at once (one more is answered 421 and
-    closed), each closed after `idle_seconds` without a command (aiosmtpd's timeout), messages of at most
-    MAX_INBOUND_BYTES (552) and MAX_INBOUND_RECIPIENTS (452, InboundHandler)."""
+    closed), each closed after `idle_seconds` without a command (aiosmtpd's timeout) or once it sent a command
+    more often than COMMAND_LIMITS allow (421), messages of at most MAX_INBOUND_BYTES (552) and
+    MAX_INBOUND_RECIPIENTS (452, InboundHandler)."""
 
     def __init__(self, handler: InboundHandler, hostname: str, limit: int, idle_seconds: float) -> None:
         self._handler, self._hostname, self._limit, self._idle = handler, hostname, limit, idle_seconds
@@ -472,4 +528,5 @@ class InboundSessions:
             return _Busy()
         self.live += 1
         return _CountedSMTP(self._handler, data_size_limit=MAX_INBOUND_BYTES, enable_SMTPUTF8=True,
-                            hostname=self._hostname, timeout=self._idle, ended=self._ended)
+                            hostname=self._hostname, timeout=self._idle, ended=self._ended,
+                            command_call_limit=COMMAND_LIMITS)

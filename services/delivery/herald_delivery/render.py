@@ -87,7 +87,9 @@ class MessageTokens:
     def message_from_signed_id(self, signed: str) -> str | None:
         """The message id in a signed id, or None if it is not one of ours or the tag is wrong."""
         message_id, _, tag = signed.rpartition(".")
-        # Bytes: compare_digest refuses str with non-ASCII characters (a return path can carry any).
+        if not signed.isascii():  # ours are ASCII; a return path can carry anything, even undecodable bytes
+            return None
+        # Bytes: compare_digest refuses str with non-ASCII characters.
         if not message_id or not hmac.compare_digest(tag.lower().encode(), self.address_tag(message_id).encode()):
             return None
         return message_id
