@@ -7,18 +7,21 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import uvicorn
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from fastapi import FastAPI, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 
@@ -47,6 +50,8 @@ class Problem(BaseModel):
     errors: list[FieldProblem] | None = Field(default=None, description="What is wrong, field by field (422, and "
                                                                        "409 where a rule names fields).")
 
+
+log = logging.getLogger(__name__)
 
 # What each error status means in Herald's APIs; a route declares the ones it can answer with `problems`.
 PROBLEM_STATUSES = {
@@ -295,6 +300,17 @@ def api_app(title: str, description: str, version: str = "1.0.0",
         # What a request waiting for its own writes raises (herald_shared.commands.Recorder.commit).
         return problem(503, "projection_lagging", "the change was recorded but is not visible yet; retry the read")
 
+    @app.exception_handler(PyMongoError)
+    @app.exception_handler(KafkaError)
+    async def dependency_failed(request: Request, exc: Exception) -> JSONResponse:
+        if dependency_away(exc):
+            response = problem(503, "dependency_unavailable", "the database or the event log is out of reach; "
+                                                              "retry (nothing was changed unless a retry says so)")
+            response.headers["Retry-After"] = "1"
+            return response
+        log.error("request failed in a dependency", exc_info=exc, extra={"path": request.url.path})
+        return problem(500, "internal_error", "the request failed; it is logged")
+
     @app.exception_handler(Unauthorised)
     async def unauthorised(_: Request, exc: Unauthorised) -> JSONResponse:
         response = problem(401, "unauthorised", exc.detail)
@@ -318,9 +334,21 @@ def api_app(title: str, description: str, version: str = "1.0.0",
     return app
 
 
+def dependency_away(exc: BaseException) -> bool:
+    """Whether an error of MongoDB's driver or Kafka's client says the dependency is out of reach for now (a
+    request may be retried: 503), rather than that the request itself failed."""
+    if isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError):
+        return True
+    if isinstance(exc, PyMongoError):
+        return exc.has_error_label("RetryableWriteError") or exc.has_error_label("TransientTransactionError")
+    return isinstance(exc, KafkaError) and (bool(getattr(exc, "retriable", False))
+                                             or isinstance(exc, KafkaTimeoutError))
+
+
 def _problem_content(schema: dict[str, Any]) -> None:
     """Every error response is `application/problem+json` with the Problem schema, FastAPI's own 422 too; every
-    operation may answer 414 (TargetLimit), and one with a body 400 and 413 (BodyLimit)."""
+    operation may answer 414 (TargetLimit) and 503 (a dependency away), and one with a body 400 and 413
+    (BodyLimit)."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     if "Problem" not in components:
         components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -329,6 +357,7 @@ def _problem_content(schema: dict[str, Any]) -> None:
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             operation["responses"].setdefault("414", {"description": PROBLEM_STATUSES[414]})
+            operation["responses"].setdefault("503", {"description": PROBLEM_STATUSES[503]})
             if "requestBody" in operation:
                 operation["responses"].setdefault("400", {"description": PROBLEM_STATUSES[400]})
                 operation["responses"].setdefault("413", {"description": PROBLEM_STATUSES[413]})
