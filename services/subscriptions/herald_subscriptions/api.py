@@ -18,6 +18,7 @@ from herald_shared.contract.subscriptions import (
     FrameOrigin,
     OptInMode,
 )
+from herald_shared.fields import fits
 from herald_shared.http import answers, api_key_account, problem, problems
 from herald_shared.readmodel import SEPARATOR, compose
 from herald_shared.request_fields import (
@@ -33,7 +34,7 @@ from herald_shared.request_fields import (
 )
 
 from . import domain
-from .domain import SubscribeRequest, SubscriptionError
+from .domain import SubscribeRequest
 from .handlers import SubscriptionsService
 from .importer import run_import, spool
 
@@ -290,9 +291,9 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
                       status: Literal["pending", "active", "unsubscribed", "suppressed"] | None = None,
                       cursor: Cursor | None = None,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-        """Filter by status and by custom fields (`field.<name>=<value>`, all must match; a value that is not
-        of the field's kind, or longer than 1,000 characters, is refused with 422). `cursor` is `next_cursor` of
-        the previous page."""
+        """Filter by status and by custom fields (`field.<name>=<value>`, all must match; a name that is not a
+        custom field of the list, a value that is not of the field's kind, or one longer than 1,000 characters,
+        is refused with 422). `cursor` is `next_cursor` of the previous page."""
         filters = {k[len("field."):]: v for k, v in request.query_params.items() if k.startswith("field.")}
         too_long = [name for name, value in filters.items() if len(value) > MAX_FILTER_CHARS]
         if too_long:
@@ -303,7 +304,17 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         if lst is None:
             return problem(404, "list_not_found", "no such list")  # type: ignore[return-value]
         kinds: dict[str, str] = lst.get("custom_fields", {})
-        fields = {name: _typed(value, kinds.get(name, "text")) for name, value in filters.items()}
+        fields, wrong = {}, []
+        for name, value in filters.items():
+            if name not in kinds:
+                wrong.append((name, "not a custom field of the list"))
+            elif not fits(kinds[name], typed := _typed(value, kinds[name])):
+                wrong.append((name, f"not a {kinds[name]} value"))
+            else:
+                fields[name] = typed
+        if wrong:  # a typo in a name, or a value the field cannot hold, would only ever match nobody
+            return problem(422, "invalid_request", "the request is not valid", errors=[  # type: ignore[return-value]
+                {"location": f"query.field.{name}", "message": message} for name, message in wrong])
         after = decode_cursor(cursor, account_id, list_id) if cursor else None
         docs, last = await service.store.members_page(account_id, list_id, status=status, field_equals=fields,
                                                       after=after, limit=limit)
@@ -340,7 +351,8 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
 
 
 def _typed(value: str, kind: str) -> FieldValue:
-    """Query values arrive as text; compare them as the list declares the field (a zip code stays text)."""
+    """Query values arrive as text; compare them as the list declares the field (a zip code stays text). A
+    value the kind cannot read stays text, which `fits` then refuses."""
     if kind == "boolean" and value in ("true", "false"):
         return value == "true"
     if kind == "number":
@@ -350,5 +362,5 @@ def _typed(value: str, kind: str) -> FieldValue:
             try:
                 return float(value)
             except ValueError:
-                raise SubscriptionError(f"{value!r} is not a number") from None
+                return value
     return value
