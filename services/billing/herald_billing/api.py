@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import Field, StringConstraints
+from pydantic import Field, StrictInt, StringConstraints
 
 from herald_shared.contract.envelope import Identifier
 from herald_shared.http import answers, problem, problems
@@ -82,12 +82,13 @@ class RejectIn(Body):
 
 
 class PlanIn(Body):
-    subscribers: int = Field(gt=0, le=100_000_000, description="The tier, by its subscriber limit (GET /v1/plans).")
+    subscribers: StrictInt = Field(gt=0, le=100_000_000,
+                                   description="The tier, by its subscriber limit (GET /v1/plans).")
     edition: Literal["standard", "pro"] = Field(default="standard", description="PRO: no Herald footer.")
 
 
 class CreditsIn(Body):
-    credits: int = Field(gt=0, le=100_000_000, description="A credit pack, by its size (GET /v1/plans).")
+    credits: StrictInt = Field(gt=0, le=100_000_000, description="A credit pack, by its size (GET /v1/plans).")
 
 
 class PaymentMethodIn(Body):

@@ -92,6 +92,9 @@ async def test_choosing_then_raising_a_tier_is_charged_and_never_lowered(small: 
     assert raised.status_code == 200 and raised.json()["monthly"]["subscriber_limit"] == 5
     lowered = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
     assert lowered.status_code == 409 and lowered.json()["type"].endswith("/tier_cannot_be_lowered")
+    for not_a_number in ("10", 10.0, True):  # the schema says integer: nothing else is read as one
+        refused = await ada.http.put("/v1/account/plan", json={"subscribers": not_a_number})
+        assert refused.status_code == 422 and refused.json()["type"].endswith("/invalid_request"), not_a_number
     invoices = (await ada.http.get("/v1/account/invoices")).json()["items"]
     assert [(i["invoice_id"], i["net_cents"], i["vat_cents"], i["amount_cents"], i["status"]) for i in invoices] == [
         ("2027-000001", 1000, 210, 1210, "paid"), ("2027-000002", 1500, 315, 1815, "paid")]
