@@ -1,10 +1,13 @@
 """Is a new JSON Schema of an event compatible with the old one? Pure; used by the contract checks.
 
 Compatible means both directions that matter for an event log:
-- a consumer built on the old schema still reads new events: no field removed or renamed;
+- what a consumer built on the old schema reads is still there: no field removed or renamed;
 - the new schema still reads every old event (projections are rebuilt from offset 0): no type narrowed,
   no enum value dropped, no constraint tightened, no field newly required.
-Adding an optional field or widening a type is compatible.
+Adding an optional field or widening a type is compatible in that sense, but not for a running consumer of
+the old code: payloads refuse unknown fields (`additionalProperties: false`), so it dead-letters an event
+carrying the new field (or a widened value). Deploy the consumers of a changed event before its producer;
+whatever an old consumer dead-lettered meanwhile is replayed with `herald dlq replay` once it is upgraded.
 """
 
 from __future__ import annotations
