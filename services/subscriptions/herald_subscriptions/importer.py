@@ -126,7 +126,7 @@ class ImportReport:
     def as_json(self) -> dict[str, Any]:
         return {"import_id": self.import_id, "rows_total": self.rows_total, "rows_imported": self.rows_imported,
                 "rows_rejected": self.rows_rejected, "rejected_by_reason": dict(self.rejected_by_reason),
-                "rejections": [r.__dict__ for r in self.rejections],
+                "rejections": [r.__dict__ for r in sorted(self.rejections, key=lambda r: r.line)],  # decided apart
                 "rejections_truncated": self.rows_rejected > len(self.rejections)}
 
 

@@ -53,6 +53,7 @@ async def test_a_file_with_every_kind_of_bad_row(platform: Platform) -> None:
                                             "suppressed": 1, "previously_unsubscribed": 1, "already_subscribed": 1,
                                             "invalid_custom_field": 2}
     lines = {r["line"]: r["reason"] for r in report["rejections"]}  # type: ignore[attr-defined]
+    assert list(lines) == sorted(lines)  # in line order, though rows are refused when read or when decided
     assert lines == {3: "invalid_email", 4: "missing_consent", 5: "duplicate", 6: "suppressed",
                      7: "previously_unsubscribed", 8: "already_subscribed", 9: "invalid_custom_field",
                      10: "invalid_custom_field", 11: "missing_consent"}
