@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from herald_subscriptions.domain import ListState, SubscriptionError
-from herald_subscriptions.importer import SeenAddresses, _parse_row, _rows
+from herald_subscriptions.importer import SeenAddresses, Unreadable, _parse_row, _rows
 
 LIST = ListState("acc", "news", "News", "single", {"city": "text", "age": "number"})
 
@@ -48,6 +48,8 @@ def pipeline(raw: IO[bytes]) -> int:
     seen = SeenAddresses()
     accepted = 0
     for _, values in rows:
+        if isinstance(values, Unreadable):
+            continue
         try:
             request = _parse_row(header, values, LIST)
         except SubscriptionError:

@@ -266,15 +266,12 @@ async def run_import(service: SubscriptionsService, account_id: str, list_id: st
         except ValidationError as exc:
             report.reject(line, "invalid_value", _first_problem(exc))
             continue
-        if not seen.add(request.email):
-            report.reject(line, "duplicate", "the address appears earlier in the file")
-            continue
         batch.append((line, request))
         if len(batch) >= BATCH:
-            await _decide_batch(service, lst, company, batch, report)
+            await _decide_batch(service, lst, company, batch, report, seen)
             batch = []
     if batch:
-        await _decide_batch(service, lst, company, batch, report)
+        await _decide_batch(service, lst, company, batch, report, seen)
     completed = ImportCompletedPayload(
         import_id=report.import_id, list_id=list_id, rows_total=report.rows_total, rows_imported=report.rows_imported,
         rows_rejected=report.rows_rejected, rejected_by_reason=dict(report.rejected_by_reason), started_at=started)
@@ -285,7 +282,11 @@ async def run_import(service: SubscriptionsService, account_id: str, list_id: st
 
 
 async def _decide_batch(service: SubscriptionsService, lst: ListState, company: str,
-                        batch: list[tuple[int, SubscribeRequest]], report: ImportReport) -> None:
+                        batch: list[tuple[int, SubscribeRequest]], report: ImportReport,
+                        seen: SeenAddresses) -> None:
+    """Each row decided in file order; a row whose address an earlier row of the file already took is a
+    duplicate. An address counts as taken once a row of it was decided, not when one was read: a row refused
+    for itself (a value too long, consent in the future) leaves its address to a later, valid row."""
     ids = {req.email: domain.subscriber_id_for(lst.account_id, lst.list_id, req.email) for _, req in batch}
     hashes = {req.email: domain.email_sha256(req.email) for _, req in batch}
     members = await service.store.member_states(lst.account_id, list(ids.values()))
@@ -309,6 +310,9 @@ async def _decide_batch(service: SubscriptionsService, lst: ListState, company: 
             continue
         except ValidationError as exc:  # e.g. a first name of 300 characters
             report.reject(line, "invalid_value", _first_problem(exc))
+            continue
+        if not seen.add(request.email):
+            report.reject(line, "duplicate", "the address appears earlier in the file")
             continue
         if decision.outcome in ("already_active", "already_pending"):
             report.reject(line, "already_subscribed", f"already on the list ({decision.outcome.split('_')[1]})")

@@ -111,13 +111,17 @@ async def test_a_value_too_long_rejects_its_row_not_the_import(platform: Platfor
     body = (f"email,first_name,phone,consent_method,consent_at\n"
             f"long@example.com,{'N' * 300},,form,{T}\n"
             f"phone@example.com,Pia,{'1' * 60},form,{T}\n"
-            f"fine@example.com,Fay,,form,{T}\n")
+            f"fine@example.com,Fay,,form,{T}\n"
+            f"long@example.com,Lia,,form,{T}\n")  # the address again, valid this time: not a duplicate
     status, report = await _import(acme, body.encode())
     assert status == 202, report
-    assert (report["rows_imported"], report["rejected_by_reason"]) == (1, {"invalid_value": 2})
+    assert (report["rows_imported"], report["rejected_by_reason"]) == (2, {"invalid_value": 2})
     assert [r["line"] for r in report["rejections"]] == [2, 3]  # type: ignore[index]
     completed = next(e for e in await platform.events() if isinstance(e, ImportCompleted))
-    assert completed.payload.rows_imported == 1
+    assert completed.payload.rows_imported == 2
+    added = [e for e in await platform.events() if isinstance(e, SubscriberAdded)]
+    assert {(str(e.payload.email), e.payload.first_name) for e in added} == {("fine@example.com", "Fay"),
+                                                                            ("long@example.com", "Lia")}
 
 
 async def test_hosted_form_refuses_over_long_input_with_a_page(platform: Platform) -> None:
