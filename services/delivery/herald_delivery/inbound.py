@@ -508,10 +508,17 @@ class _CountedSMTP(SMTP):
         finally:
             self._ended()
 
+    def data_received(self, data: bytes) -> None:
+        """Bytes arriving keep the session alive, as a command does (aiosmtpd restarts its idle timer only for
+        a command, so a slow peer's DATA was cut off after the idle time, unanswered): the idle time is per
+        read, as in Postfix's smtpd_timeout."""
+        self._reset_timeout()
+        super().data_received(data)
+
 
 class InboundSessions:
     """The inbound server's protocol factory: at most `limit` sessions at once (one more is answered 421 and
-    closed), each closed after `idle_seconds` without a command (aiosmtpd's timeout) or once it sent a command
+    closed), each closed after `idle_seconds` in which nothing came (aiosmtpd's timeout) or once it sent a command
     more often than COMMAND_LIMITS allow (421), messages of at most MAX_INBOUND_BYTES (552) and
     MAX_INBOUND_RECIPIENTS (452, InboundHandler)."""
 

@@ -78,7 +78,8 @@ class DeliverySettings(HeraldSettings):
     inbound_max_sessions: int = Field(default=100, ge=1, alias="HERALD_INBOUND_MAX_SESSIONS",
                                       description="Inbound SMTP sessions at once; one more is answered 421.")
     inbound_idle_seconds: float = Field(default=60.0, gt=0, alias="HERALD_INBOUND_IDLE_SECONDS",
-                                        description="An inbound session idle this long is closed.")
+                                        description="An inbound session from which nothing came for this long is "
+                                                    "closed.")
     dkim_keys_dir: Path | None = Field(default=None, alias="HERALD_DKIM_KEYS_DIR",
                                        description="Files <selector>._domainkey.<domain>.pem, one per domain.")
     dkim_default_domain: str | None = Field(default=None, alias="HERALD_DKIM_DEFAULT_DOMAIN",

@@ -144,3 +144,24 @@ async def test_a_session_that_only_keeps_itself_open_is_closed(start_delivery: A
         assert await asyncio.wait_for(reader.read(), 5) == b""
     finally:
         writer.close()
+
+
+async def test_a_slow_peer_is_not_cut_off_in_the_middle_of_its_data(start_delivery: Any, world: World) -> None:
+    """The idle time is per read: DATA arriving a line every half second, for longer than the idle time, is
+    read to its end and answered."""
+    running = await start_delivery(HERALD_INBOUND_IDLE_SECONDS=1.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.service.settings.inbound_port)
+    try:
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220")
+        for command in (b"HELO slow.example", b"MAIL FROM:<x@sender.example>", b"RCPT TO:<postmaster@" + DOMAIN + b">",
+                        b"DATA"):
+            writer.write(command + b"\r\n")
+            assert (await asyncio.wait_for(reader.readline(), 5))[:1] in (b"2", b"3")
+        for line in (b"Subject: slow", b"", b"one", b"two", b"three", b"four", b"five", b"six"):
+            writer.write(line + b"\r\n")
+            await asyncio.sleep(0.5)  # 4 s in all, the idle time 1.5 s
+        writer.write(b".\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"250")
+    finally:
+        writer.close()
+    assert len(await dead_letters(world)) == 1  # not tied to a message: kept with the reason
