@@ -361,11 +361,17 @@ def review_reasons(account: AccountInfo | None, screening: Screening) -> list[Re
     return reasons
 
 
+def submittable(current: CampaignState | None, campaign_id: str, lst: ListInfo | None) -> CampaignState:
+    """A draft whose templates compile against its live list: what may be screened and submitted."""
+    state = _in(existing(current, campaign_id), ("draft",), "submitted")
+    check_templates(state.content, _live_list(state.list_id, lst))
+    return state
+
+
 def submit(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, account: AccountInfo | None,
            screening: Screening, send_at: datetime | None, time_zone: str | None, now: datetime,
            submitted_by: str) -> list[Event]:
-    state = _in(existing(current, campaign_id), ("draft",), "submitted")
-    check_templates(state.content, _live_list(state.list_id, lst))
+    state = submittable(current, campaign_id, lst)
     if screening.refusals:
         raise ContentRefused("; ".join(r.reason for r in screening.refusals),
                              errors=[(f"body.{r.where}", f"{r.reason} ({r.matched})") for r in screening.refusals])
@@ -650,10 +656,21 @@ def preview(current: CampaignState | None, campaign_id: str, lst: ListInfo | Non
             values: dict[str, FieldValue] | None) -> dict[str, str | None]:
     """Subject, preheader and bodies merged for one member's values (the sample when none are given).
     Delivery adds the unsubscribe footer and tracking on top when it sends."""
-    state = existing(current, campaign_id)
-    merged: dict[str, object] = {**sample_values(lst), **(values or {}),
-                                 "unsubscribe_url": "https://example.invalid/unsubscribe/preview"}
-    content = state.content
+    return _rendered(existing(current, campaign_id).content, lst, values,
+                     "https://example.invalid/unsubscribe/preview")
+
+
+def as_rendered(current: CampaignState | None, campaign_id: str, lst: ListInfo | None) -> dict[str, str | None]:
+    """What a member with the sample values would get, for screening what template code writes (the source
+    alone can hide it: `{{ "ca" ~ "sino" }}`, `{% set %}` into a style); the unsubscribe link stays
+    `{{ unsubscribe_url }}`, as screening knows it. A template that cannot render is refused here (422), not
+    when delivery renders it for every member."""
+    return _rendered(existing(current, campaign_id).content, lst, None, "{{ unsubscribe_url }}")
+
+
+def _rendered(content: CampaignContent, lst: ListInfo | None, values: dict[str, FieldValue] | None,
+              unsubscribe_url: str) -> dict[str, str | None]:
+    merged: dict[str, object] = {**sample_values(lst), **(values or {}), "unsubscribe_url": unsubscribe_url}
     out: dict[str, str | None] = {}
     for where, source, is_html in (("subject", content.subject, False), ("preheader", content.preheader, False),
                                    ("html_body", content.html_body, True), ("text_body", content.text_body, False)):

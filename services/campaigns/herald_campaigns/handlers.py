@@ -66,8 +66,13 @@ class CampaignsService:
             current = domain.existing(await self.store.campaign_state(account_id, campaign_id), campaign_id)
             lst = await self.store.list_info(account_id, current.list_id)
             account = await self.store.account(account_id)
+            domain.submittable(current, campaign_id, lst)  # before screening: a draft that compiles
             verdict = screening.screen(subject=current.content.subject, preheader=current.content.preheader,
                                        html_body=current.content.html_body, text_body=current.content.text_body)
+            rendered = domain.as_rendered(current, campaign_id, lst)  # what the template code writes, too
+            verdict = verdict.together(screening.screen(
+                subject=rendered["subject"] or "", preheader=rendered["preheader"], html_body=rendered["html_body"],
+                text_body=rendered["text_body"]))
             try:
                 events = domain.submit(current, campaign_id, lst, account, verdict, send_at, time_zone,
                                        datetime.now(UTC), submitted_by)

@@ -513,6 +513,11 @@ class Screening:
     matches: tuple[Match, ...]
     refusals: tuple[Refusal, ...]
 
+    def together(self, other: Screening) -> Screening:
+        """Both screenings' matches and refusals, each once (a source and its rendering find much the same)."""
+        return Screening(matches=tuple(dict.fromkeys(self.matches + other.matches))[:MAX_MATCHES],
+                         refusals=tuple(dict.fromkeys(self.refusals + other.refusals))[:MAX_REFUSALS])
+
     @property
     def flagged(self) -> bool:
         """Staff must review it (PRODUCT.md, "Content and industries")."""
@@ -1184,17 +1189,115 @@ def _may_reach_footer(selector: str, ancestors: list[_Element]) -> bool:
 # --- the screening -----------------------------------------------------------------------------------------------
 
 
+# Template code in an HTML body (herald_shared.templating: Jinja2 syntax).
+_TEMPLATE_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
+_TEMPLATE_CODE = re.compile(r"\{%-?\s*(\w*).*?%\}|\{\{.*?\}\}", re.DOTALL)
+_TEMPLATE_TAG = re.compile(r"\{%-?\s*(\w*)")
+_BLOCK_STARTS = frozenset({"if", "for", "macro", "call", "filter", "with", "block", "raw"})
+_BRANCHES = frozenset({"elif", "else"})
+# After template code became placeholders (none holds ">"): HTML comments, tags, and a tag's quoted values.
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
+_HTML_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)([^>]*)>")
+_QUOTED_VALUE = re.compile(r"""(\w[\w-]*)\s*=\s*("[^"]*"|'[^']*')""")
+_CODE_MARK = "\x01"  # stands for one piece of template code once it is out of the way
+# Elements whose end tag HTML lets a document leave out (the next sibling or the parent's end closes them).
+_OPTIONAL_END = frozenset({"p", "li", "dt", "dd", "rt", "rp", "optgroup", "option", "colgroup", "caption", "thead",
+                           "tbody", "tfoot", "tr", "td", "th", "head"})
+_R_CODE_IN_CSS = ("Template code inside CSS ({what}): what it writes there cannot be screened, and it could hide "
+                  "the unsubscribe link and footer. Write the style out, or pick between whole styled elements.")
+_R_CODE_IN_TAG = ("Template code inside an HTML tag, outside a quoted attribute value: it could add an attribute "
+                  "that hides the unsubscribe link and footer (hidden, style). Put it inside a quoted value.")
+_R_SPLIT = ("<{tag}> is opened and closed on different sides of a template condition ({{% {keyword} %}}): "
+            "depending on the subscriber, the element could stay open around the unsubscribe link and footer "
+            "Herald adds. Keep whole elements inside each branch.")
+_R_BODY_IN_BRANCH = ("</{tag}> inside a template condition: where the body ends, and so where the unsubscribe "
+                     "link and footer go, must not depend on the subscriber.")
+
+
+def template_refusals(html_body: str) -> list[Refusal]:
+    """What template code could do to the footer that screening the source cannot see: write CSS, add
+    attributes to a tag, or leave an element open (or end the body) in one branch of a condition only. Every
+    branch of a condition must hold whole elements."""
+    refusals: list[Refusal] = []
+    codes: list[str] = []
+
+    def mark(match: re.Match[str]) -> str:
+        codes.append(match.group(0))
+        return f"{_CODE_MARK}{len(codes) - 1}{_CODE_MARK}"
+
+    marked = _TEMPLATE_CODE.sub(mark, _TEMPLATE_COMMENT.sub("", html_body))
+    marked = _HTML_COMMENT.sub(lambda m: "".join(re.findall(f"{_CODE_MARK}\\d+{_CODE_MARK}", m.group(0))), marked)
+    for style in re.finditer(r"<style\b[^>]*>(.*?)(?:</style\s*>|$)", marked, re.IGNORECASE | re.DOTALL):
+        if _CODE_MARK in style.group(1):
+            refusals.append(Refusal(_R_CODE_IN_CSS.format(what="a <style> element"), "html_body",
+                                    _restore(style.group(0), codes)[:200]))
+    # Each piece of markup with the branch of the template it sits in: (kind, tag or keyword, branch, text).
+    branch, next_branch = 0, 1
+    blocks: list[tuple[int, int]] = []  # (branch outside the block, elements open when it began)
+    elements: list[tuple[str, int]] = []
+    position = 0
+    for piece in re.finditer(f"{_CODE_MARK}(\\d+){_CODE_MARK}|" + _HTML_TAG.pattern, marked):
+        if piece.group(1) is not None:  # template code
+            code = codes[int(piece.group(1))]
+            opening = _TEMPLATE_TAG.match(code)
+            keyword = opening.group(1) if opening else ""
+            starts = keyword in _BLOCK_STARTS or (keyword == "set" and "=" not in code)
+            if starts or keyword in _BRANCHES or keyword.startswith("end"):
+                if keyword in _BRANCHES or keyword.startswith("end"):
+                    refusals.extend(_left_open(elements, branch, keyword, codes))
+                    elements = [e for e in elements if e[1] != branch]
+                if starts:
+                    blocks.append((branch, len(elements)))
+                elif keyword.startswith("end") and blocks:
+                    branch = blocks.pop()[0]
+                    continue
+                branch, next_branch = next_branch, next_branch + 1
+            continue
+        closing, tag, inside = piece.group(2) == "/", piece.group(3).lower(), piece.group(4)
+        unquoted = _QUOTED_VALUE.sub(lambda m: "" if m.group(1).lower() != "style" else m.group(0), inside)
+        if _CODE_MARK in unquoted:
+            what = _R_CODE_IN_CSS.format(what="a style attribute") if re.search(r"\bstyle\s*=", unquoted,
+                                                                               re.IGNORECASE) else _R_CODE_IN_TAG
+            refusals.append(Refusal(what, "html_body", _restore(piece.group(0), codes)[:200]))
+        if tag in ("body", "html") and branch:
+            refusals.append(Refusal(_R_BODY_IN_BRANCH.format(tag=tag), "html_body", _restore(piece.group(0), codes)))
+        if tag in _VOID or tag in _OPTIONAL_END:
+            continue
+        if not closing:
+            elements.append((tag, branch))
+            continue
+        opened = next((i for i in range(len(elements) - 1, -1, -1) if elements[i][0] == tag), None)
+        if opened is None:
+            continue  # a browser ignores an end tag with nothing to close
+        if elements[opened][1] != branch:
+            refusals.append(Refusal(_R_SPLIT.format(tag=tag, keyword="if"), "html_body",
+                                    _restore(marked[max(position, piece.start() - 120):piece.end()], codes)[-200:]))
+        del elements[opened:]
+        position = piece.end()
+    return refusals
+
+
+def _left_open(elements: list[tuple[str, int]], branch: int, keyword: str, codes: list[str]) -> list[Refusal]:
+    return [Refusal(_R_SPLIT.format(tag=tag, keyword=keyword), "html_body", f"<{tag}> … {{% {keyword} %}}")
+            for tag, opened_in in elements if opened_in == branch][:1]
+
+
+def _restore(text: str, codes: list[str]) -> str:
+    return re.sub(f"{_CODE_MARK}(\\d+){_CODE_MARK}", lambda m: codes[int(m.group(1))], text)
+
+
 def screen(*, subject: str, preheader: str | None, html_body: str | None, text_body: str | None) -> Screening:
-    """Screen a campaign's content: prohibited-content matches (for staff review) and refusals (hidden footer)."""
+    """Screen a campaign's content: prohibited-content matches (for staff review) and refusals (hidden footer).
+    Template comments are read as what they are, nothing: a `</body>` in one does not end the body."""
     html_text = ""
     html_links: list[str] = []
     refusals: list[Refusal] = []
     if html_body:
         reader = _HtmlReader()
-        reader.read(html_body)
+        reader.read(_TEMPLATE_COMMENT.sub("", html_body))
         html_text = "".join(reader.text)
         html_links = reader.links
-        refusals = reader.refusals
+        refusals = reader.refusals + template_refusals(html_body)
     found: list[Match] = []
     urls: list[str] = []
     for where, text in (("subject", subject), ("preheader", preheader), ("html_body", html_text),

@@ -198,3 +198,27 @@ async def test_metrics_count_states_verdicts_the_review_queue_and_schedule_lag(p
                             and metric(r.text, 'herald_campaigns_by_status{status="queued"}') >= 1,
                             what="queued: the lag observed, the state counted")
     assert metric(done.text, "herald_campaigns_schedule_lag_seconds_sum") < 60
+
+
+async def test_what_template_code_writes_is_screened_at_submission(platform: Platform) -> None:
+    """The source is screened, and so is what a member gets: content assembled by template code is flagged,
+    a footer hidden for some subscribers only is refused, and a template that cannot render is refused at
+    submission rather than skipped for every member at delivery."""
+    acme = await platform.tenant("acc-code", "news", account="paid")
+    bodies = {
+        "c1": "<p>Cheap via{# #}gra, {{ 'online ca' ~ 'sino' }} bonus</p>",
+        "c2": '<p>Hello {{ first_name }}</p><div style="display:none">{% if first_name == "zz" %}</div>{% endif %}',
+        "c3": '{% set c = "div{display:none}" %}<style>{{ c }}</style><p>Hello</p>',
+        "c4": "<p>{{ first_name < 1 }}</p>",
+    }
+    for campaign_id, html_body in bodies.items():
+        created = await acme.http.post("/v1/campaigns", json={**draft(html_body=html_body, text_body="Hello"),
+                                                               "campaign_id": campaign_id})
+        assert created.status_code == 201, created.text
+    flagged = (await acme.http.post("/v1/campaigns/c1/submission", json={})).json()
+    assert (flagged["status"], flagged["review_reasons"]) == ("in_review", ["flagged"]), flagged
+    assert {"pharmacy", "gambling"} <= {m["category"] for m in flagged["screening"]}
+    for campaign_id, problem in (("c2", "content_refused"), ("c3", "content_refused"), ("c4", "invalid_template")):
+        refused = await acme.http.post(f"/v1/campaigns/{campaign_id}/submission", json={})
+        assert refused.status_code == 422 and refused.json()["type"].endswith(f"/{problem}"), refused.text
+        assert (await acme.http.get(f"/v1/campaigns/{campaign_id}")).json()["status"] == "draft"

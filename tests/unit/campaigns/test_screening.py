@@ -402,7 +402,8 @@ REFUSALS = [
     ('<table><tr><td style="background:#222;color:#fff"><a href="{{ unsubscribe_url }}" style="color:#fff">'
      "Unsubscribe</a></td></tr></table>", None),
     (f'<div style="display:none">Preview text</div><p>{UNSUBSCRIBE}</p>', None),
-    ('<div style="color:{{ brand_colour }}">Hi</div>', None),
+    # CSS written by template code cannot be screened (a value can add ";position:fixed" over the footer)
+    ('<div style="color:{{ brand_colour }}">Hi</div>', "Template code inside CSS (a style attribute)"),
     # a second, fake unsubscribe link
     ('<a href="https://evil.example/unsub">Unsubscribe</a>', "A link that reads as an unsubscribe link goes to "
                                                              "'https://evil.example/unsub'"),
@@ -455,3 +456,36 @@ def test_deeply_nested_and_broken_html_is_screened_without_error() -> None:
     assert screen(subject="News", preheader=None, html_body=nested, text_body="x").refusals == ()
     broken = '<p>Hi</p><a href="https://bit.ly/x" style="color:rgba(0,0,0' + "x" * 10_000
     assert screen(subject="News", preheader=None, html_body=broken, text_body="x").refused
+
+
+@pytest.mark.parametrize(("html_body", "expected"), [
+    # an element opened outside a condition and closed inside one: stays open for some subscribers
+    ('<p>Hello {{ first_name }}</p><div style="display:none">{% if first_name == "zz" %}</div>{% endif %}</body>',
+     "opened and closed on different sides"),
+    ("<p>Hi</p>{% if city %}<div>{% else %}<span>{% endif %}", "opened and closed on different sides"),
+    # where the body ends must not depend on the subscriber
+    ('{% if false %}</body>{% endif %}<p>Hi</p><div style="display:none">', "</body> inside a template condition"),
+    # CSS written by template code cannot be screened
+    ('{% set c = "div{display:none}" %}<style>{{ c }}</style><p>Hello</p></body>', "Template code inside CSS"),
+    ('{% set s = "display:none" %}<div style="{{ s }}"><p>Hi</p></div>', "Template code inside CSS"),
+    ('<div style="color:{{ colour }}"><p>Hi</p></div>', "Template code inside CSS"),
+    # template code writing attributes into a tag
+    ('<div {% if first_name == "zz" %}hidden{% endif %}><p>Hi</p></div>', "Template code inside an HTML tag"),
+    ("<div {{ attributes }}><p>Hi</p></div>", "Template code inside an HTML tag"),
+    # a template comment is nothing: a </body> in it does not end the body early
+    ('<p>Hi</p>{# </body> #}<div style="display:none">', "not closed before the end of the body"),
+])
+def test_template_code_that_could_hide_the_footer_is_refused(html_body: str, expected: str) -> None:
+    refusals = screen(subject="News", preheader=None, html_body=html_body, text_body=None).refusals
+    assert any(expected in r.reason for r in refusals), refusals
+
+
+@pytest.mark.parametrize("html_body", [
+    "{% if first_name %}<p>Hi {{ first_name }}</p>{% else %}<p>Hi there</p>{% endif %}",
+    "<table><tr><td>{% if vip %}<b>Gold</b>{% elif city %}<i>{{ city }}</i>{% endif %}</td></tr></table>",
+    '<a href="{{ unsubscribe_url }}">Unsubscribe</a> <img src="https://acme.example/logo.png" alt="{{ company }}">',
+    "{% if a %}<p>one{% else %}<p>two{% endif %}<ul>{% if b %}<li>x{% endif %}</ul>",
+    "<p>{{ first_name }}{# a note to ourselves #}</p>{% set greeting = 'Hi' %}<p>{{ greeting }}</p>",
+])
+def test_template_conditions_holding_whole_elements_pass(html_body: str) -> None:
+    assert screen(subject="News", preheader=None, html_body=html_body, text_body=None).refusals == ()
