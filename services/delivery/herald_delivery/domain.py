@@ -7,6 +7,7 @@ No I/O here. The sending gates are a fold over billing, compliance and campaign 
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import uuid
@@ -419,8 +420,11 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random) -> timedelta:
         """Wait after the `attempt`-th failed attempt (1-based)."""
-        ceiling = min(self.first_delay.total_seconds() * self.multiplier ** (attempt - 1),
-                      self.max_delay.total_seconds())
+        first, most = self.first_delay.total_seconds(), self.max_delay.total_seconds()
+        # multiplier ** (attempt - 1) overflows a float past ~1,000 attempts (possible with short delays and a
+        # long give-up age): the exponent stops growing once the ceiling is reached anyway
+        exponent = min(attempt - 1, math.ceil(math.log(most / first, self.multiplier)) if self.multiplier > 1 else 0)
+        ceiling = min(first * self.multiplier ** exponent, most)
         return timedelta(seconds=ceiling * (1 - self.jitter * rng.random()))
 
     def next_attempt(self, attempt: int, first_attempt_at: datetime, now: datetime,

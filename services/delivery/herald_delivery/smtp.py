@@ -97,6 +97,9 @@ class _Reply:
         return self.code in codes
 
 
+_CONTROLS = {code: " " for code in (*range(0x20), 0x7f) if code != 0x09}
+
+
 class _Session:
     """One SMTP session: read replies, write commands. Every read is bounded by the configured timeout."""
 
@@ -110,6 +113,7 @@ class _Session:
         """The next reply; within the timeout (or `within` seconds), unless the caller bounds a group of replies
         itself."""
         lines: list[str] = []
+        first = b""
         async with asyncio.timeout((within or self.timeout) if timed else None):
             while True:
                 try:
@@ -120,13 +124,24 @@ class _Session:
                     raise RelayUnusable(f"the relay sent a reply line longer than {MAX_REPLY_LINE} octets") from None
                 line = raw.rstrip(b"\r\n")
                 code, sep = line[:3], line[3:4]
-                if len(line) < 3 or not code.isdigit() or sep not in (b" ", b"-", b"") or code[:1] not in b"12345":
+                # RFC 5321 4.2: 2yz to 5yz (no 1yz reply exists in SMTP), one code for all lines of a reply
+                if len(line) < 3 or not code.isdigit() or sep not in (b" ", b"-", b"") or code[:1] not in b"2345":
                     raise RelayUnusable(f"the relay sent a malformed reply: {line[:200]!r}")
-                lines.append(line[4:].decode("utf-8", "replace"))
+                if lines and code != first:
+                    raise RelayUnusable(f"the relay's reply changed its code from {first.decode()} to "
+                                        f"{code.decode()} mid-reply")
+                first = code
+                # Control characters (a NUL above all: the ledger's store cannot keep one) become spaces.
+                lines.append(line[4:].decode("utf-8", "replace").translate(_CONTROLS))
                 if len(lines) > MAX_REPLY_LINES:
                     raise RelayUnusable(f"the relay sent a reply of more than {MAX_REPLY_LINES} lines")
                 if sep != b"-":
                     return _Reply(int(code), lines)
+
+    def buffered(self) -> bool:
+        """Whether the relay sent anything not read yet. asyncio's StreamReader keeps what it received in
+        `_buffer` and has no public way to ask; tests/integration/delivery/test_smtp_client.py holds it to it."""
+        return bool(self.reader._buffer)  # type: ignore[attr-defined]
 
     async def command(self, line: bytes) -> _Reply:
         self.writer.write(line + CRLF)
@@ -212,6 +227,8 @@ class RelayConnection:
             reply = await session.command(b"STARTTLS")
             if not reply.ok(220):
                 raise RelayUnusable(f"STARTTLS refused: {reply.code} {reply.text}")
+            if session.buffered():  # sent in the clear after the 220, to pass for what comes over TLS
+                raise RelayUnusable("the relay sent more after its 220 to STARTTLS (a response injection)")
             assert context is not None
             async with asyncio.timeout(c.timeout):
                 await session.writer.start_tls(context, server_hostname=c.host)
@@ -274,6 +291,8 @@ class RelayConnection:
             options += b" SMTPUTF8"
         if not data.isascii() and session.offers("8BITMIME"):
             options += b" BODY=8BITMIME"
+        if session.buffered():  # a reply nobody asked for: every reply after it would be read for the wrong one
+            raise RelayUnusable("the relay sent a reply Herald did not ask for")
         commands = [b"MAIL FROM:<" + mail_from.encode() + b">" + options,
                     b"RCPT TO:<" + recipient.encode() + b">", b"DATA"]
         pipelined = session.offers("PIPELINING")
@@ -287,6 +306,11 @@ class RelayConnection:
                 reply = await (session.reply(timed=False) if pipelined else session.command(line))
                 if reply.code == 421:  # the relay is closing the session: nothing more is read from it
                     break
+                if reply.code not in expected and reply.code < 400:
+                    # Neither what the stage needs nor a refusal (250 to DATA, 252 to RCPT TO): the relay and
+                    # Herald no longer agree where the transaction is. Nothing is known to be sent: deferred.
+                    raise RelayUnusable(f"the relay answered {stage} with {reply.code} {reply.text[:100]}, "
+                                        f"expected {' or '.join(map(str, expected))}")
                 if refused is None and reply.code not in expected:
                     refused = (reply, stage)
                     if not pipelined:
@@ -304,6 +328,8 @@ class RelayConnection:
         await session.drain()
         self._awaiting_data_reply = True  # all of it is out: from here the relay may have it
         final = await session.reply(within=self._config.data_timeout)
+        if final.code < 400 and final.code != 250:  # neither accepted nor refused: as if it had not answered
+            raise RelayUnusable(f"the relay answered the end of DATA with {final.code} {final.text[:100]}")
         self._awaiting_data_reply = False
         if not final.ok(250):
             await self._after_refusal(final)

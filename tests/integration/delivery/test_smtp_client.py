@@ -247,3 +247,91 @@ def test_transparency_doubles_leading_dots_and_mends_line_endings() -> None:
     assert _transparent(b".a\r\nb\r\n.c") == b"..a\r\nb\r\n..c\r\n"
     assert _transparent(b"a\nb\r.c\r\n") == b"a\r\nb\r\n..c\r\n"
     assert _transparent(b"") == b"\r\n"
+
+
+@pytest.mark.parametrize(("answers", "final", "expected"), [
+    # a reply that lets the transaction go on where it cannot: nothing is known to be sent
+    (b"250 ok\r\n252 2.1.5 cannot verify\r\n354 go\r\n", None, "answered rcpt with 252"),
+    (b"250 ok\r\n250 ok\r\n250 ok\r\n", None, "answered data with 250"),
+    # no 1yz reply exists in SMTP, and a reply keeps one code over all its lines
+    (b"250 ok\r\n150 what\r\n354 go\r\n", None, "malformed reply"),
+    (b"250 ok\r\n250 ok\r\n354 go\r\n", b"550-5.1.1 unknown user\r\n250 ok\r\n", "changed its code from 550 to 250"),
+    # neither accepted nor refused at the end of DATA: in doubt, as if unanswered (sent again)
+    (b"250 ok\r\n250 ok\r\n354 go\r\n", b"220 hm\r\n", "did not answer the end of DATA"),
+], ids=["252-to-rcpt", "250-to-data", "1yz", "mixed-codes", "2yz-to-dot"])
+async def test_a_reply_that_does_not_fit_its_stage_defers_and_is_never_read_as_sent(
+        scripted: Callable[[Script], Awaitable[int]], answers: bytes, final: bytes | None, expected: str) -> None:
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 relay.test\r\n")
+        await lines(reader, 1)
+        writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+        await lines(reader, 3)
+        writer.write(answers)
+        if final is not None:
+            await read_data(reader)
+            writer.write(final)
+        await asyncio.sleep(10)
+
+    connection = RelayConnection(config(await scripted(relay), timeout=1.0, data_timeout=1.0))
+    reply = await connection.send("b@herald.example", "r@example.org", MESSAGE)
+    await connection.close()
+    assert reply.code is None and expected in reply.text, reply.text
+
+
+async def test_a_reply_nobody_asked_for_ends_the_session_before_the_next_message(
+        scripted: Callable[[Script], Awaitable[int]]) -> None:
+    """A relay that answers the end of DATA twice: the second 250 would be read as the next message's MAIL
+    reply, and every reply after it for the one before (the next message recorded as sent, never received)."""
+    sessions: list[int] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sessions.append(len(sessions))
+        writer.write(b"220 relay.test\r\n")
+        await lines(reader, 1)
+        writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+        await lines(reader, 3)
+        writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        await read_data(reader)
+        writer.write(b"250 queued\r\n250 queued again\r\n")
+        await asyncio.sleep(10)
+
+    connection = RelayConnection(config(await scripted(relay), timeout=1.0))
+    first = await connection.send("b@herald.example", "r@example.org", MESSAGE)
+    await asyncio.sleep(0.2)  # the extra line arrives
+    second = await connection.send("b@herald.example", "s@example.org", MESSAGE)
+    await connection.close()
+    assert first.code == 250 and second.code is None and "did not ask for" in second.text, second.text
+
+
+async def test_a_nul_in_a_reply_is_kept_out_of_its_text(scripted: Callable[[Script], Awaitable[int]]) -> None:
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 relay.test\r\n")
+        await lines(reader, 1)
+        writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+        await lines(reader, 3)
+        writer.write(b"250 ok\r\n550 5.1.1 no such\x00user\r\n503 need RCPT\r\n")
+        await lines(reader, 1)  # RSET
+        writer.write(b"250 reset\r\n")
+        await asyncio.sleep(10)
+
+    connection = RelayConnection(config(await scripted(relay), timeout=1.0))
+    reply = await connection.send("b@herald.example", "r@example.org", MESSAGE)
+    await connection.close()
+    assert (reply.code, reply.stage, reply.text) == (550, "rcpt", "5.1.1 no such user")
+
+
+async def test_anything_sent_in_the_clear_after_the_starttls_220_ends_the_session(
+        scripted: Callable[[Script], Awaitable[int]]) -> None:
+    """A STARTTLS response injection (a relay, or someone in the middle, writing after its 220 so that it is read
+    as the first reply over TLS): refused before the handshake, as Postfix does."""
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 relay.test\r\n")
+        await lines(reader, 1)
+        writer.write(b"250-relay.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+        await lines(reader, 1)
+        writer.write(b"220 go ahead\r\n250 injected\r\n")
+        await asyncio.sleep(10)
+
+    connection = RelayConnection(config(await scripted(relay), timeout=1.0, starttls=True, verify_tls=False))
+    reply = await connection.send("b@herald.example", "r@example.org", MESSAGE)
+    assert reply.code is None and reply.stage == "connect" and "response injection" in reply.text, reply.text

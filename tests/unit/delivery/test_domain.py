@@ -156,6 +156,18 @@ def test_retry_backs_off_exponentially_with_jitter_until_the_give_up_age() -> No
     assert policy.next_attempt(10, first, NOW + timedelta(hours=72), rng) is None
 
 
+@pytest.mark.parametrize(("first", "most", "multiplier"), [(60, 60, 2.0), (1, 3600, 1.5), (30, 30, 1.0)])
+def test_retry_delays_stay_at_their_ceiling_however_many_attempts(first: int, most: int, multiplier: float) -> None:
+    """A short first delay with the default 72 h give-up age allows thousands of attempts: multiplier ** attempt
+    overflowed a float past ~1,000 of them, and the message was neither retried nor given up."""
+    policy = RetryPolicy(first_delay=timedelta(seconds=first), max_delay=timedelta(seconds=most),
+                         multiplier=multiplier, jitter=0.0)
+    for attempt in (1, 1025, 5000, 10**6):
+        assert first <= policy.delay(attempt, random.Random(1)).total_seconds() <= most
+    assert policy.delay(10**6, random.Random(1)).total_seconds() == most
+    assert policy.next_attempt(5000, NOW, NOW + timedelta(hours=1), random.Random(1)) is not None
+
+
 def test_retry_policy_refuses_nonsense() -> None:
     with pytest.raises(ValueError):
         RetryPolicy(first_delay=timedelta(0))
