@@ -86,6 +86,13 @@ async def scripted() -> AsyncIterator[Callable[[Script], Awaitable[int]]]:
     await asyncio.gather(*sessions, return_exceptions=True)
 
 
+async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A relay's greeting and its answer to EHLO, offering PIPELINING."""
+    writer.write(b"220 relay.test\r\n")
+    await lines(reader, 1)
+    writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+
+
 async def lines(reader: asyncio.StreamReader, n: int) -> list[bytes]:
     return [(await reader.readuntil(b"\n")).rstrip(b"\r\n") for _ in range(n)]
 
@@ -124,9 +131,7 @@ async def test_a_refused_mail_from_is_the_senders_and_the_session_is_reset(
     after: list[list[bytes]] = []
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 relay.test\r\n")
-        await lines(reader, 1)
-        writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+        await greet(reader, writer)
         await lines(reader, 3)
         writer.write(b"550 5.7.1 sender rejected\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n")
         after.append(await lines(reader, 1))
@@ -227,9 +232,7 @@ async def test_a_non_ascii_address_is_refused_when_the_relay_lacks_smtputf8(
     after_ehlo: list[bytes] = []
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 relay.test\r\n")
-        await lines(reader, 1)
-        writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+        await greet(reader, writer)
         after_ehlo.append(await reader.read())  # everything the client writes until it closes
 
     connection = RelayConnection(config(await scripted(relay)))
@@ -262,9 +265,7 @@ def test_transparency_doubles_leading_dots_and_mends_line_endings() -> None:
 async def test_a_reply_that_does_not_fit_its_stage_defers_and_is_never_read_as_sent(
         scripted: Callable[[Script], Awaitable[int]], answers: bytes, final: bytes | None, expected: str) -> None:
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 relay.test\r\n")
-        await lines(reader, 1)
-        writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+        await greet(reader, writer)
         await lines(reader, 3)
         writer.write(answers)
         if final is not None:
@@ -286,9 +287,7 @@ async def test_a_reply_nobody_asked_for_ends_the_session_before_the_next_message
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sessions.append(len(sessions))
-        writer.write(b"220 relay.test\r\n")
-        await lines(reader, 1)
-        writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+        await greet(reader, writer)
         await lines(reader, 3)
         writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
         await read_data(reader)
@@ -305,9 +304,7 @@ async def test_a_reply_nobody_asked_for_ends_the_session_before_the_next_message
 
 async def test_a_nul_in_a_reply_is_kept_out_of_its_text(scripted: Callable[[Script], Awaitable[int]]) -> None:
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 relay.test\r\n")
-        await lines(reader, 1)
-        writer.write(b"250-relay.test\r\n250 PIPELINING\r\n")
+        await greet(reader, writer)
         await lines(reader, 3)
         writer.write(b"250 ok\r\n550 5.1.1 no such\x00user\r\n503 need RCPT\r\n")
         await lines(reader, 1)  # RSET
