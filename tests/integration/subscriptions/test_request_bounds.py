@@ -9,7 +9,7 @@ from tests.integration.subscriptions.conftest import Platform
 
 async def test_an_over_long_url_is_refused_414(platform: Platform) -> None:
     acme = await platform.tenant("acme")
-    await acme.create_list("news")
+    await acme.create_list("news", custom_fields=[{"name": "city", "kind": "text"}])
     refused = await acme.http.get("/v1/lists/news/subscribers", params={"field.city": "x" * MAX_TARGET_BYTES})
     assert refused.status_code == 414 and refused.headers["content-type"] == PROBLEM, refused.text
     assert refused.json()["type"] == "https://herald.dev/problems/uri_too_long"
@@ -20,7 +20,7 @@ async def test_an_over_long_url_is_refused_414(platform: Platform) -> None:
 async def test_an_over_long_id_or_an_out_of_range_page_is_refused_422_naming_the_parameter(
         platform: Platform) -> None:
     acme = await platform.tenant("acme")
-    await acme.create_list("news")
+    await acme.create_list("news", custom_fields=[{"name": "city", "kind": "text"}])
     await acme.subscribe("ann@example.org")
 
     async def refused(path: str, **params: str | int) -> list[str]:
@@ -43,7 +43,7 @@ async def test_an_over_long_id_or_an_out_of_range_page_is_refused_422_naming_the
 
 async def test_the_hosted_pages_bound_their_path_parameters(platform: Platform) -> None:
     acme = await platform.tenant("acme")
-    await acme.create_list("news")
+    await acme.create_list("news", custom_fields=[{"name": "city", "kind": "text"}])
     for path in ("/subscribe/acme/" + "n" * 129, "/subscribe/" + "a" * 129 + "/news", "/confirm/" + "t" * 1001,
                  "/unsubscribe/" + "t" * 1001, "/preferences/" + "t" * 1001):
         answer = await platform.pages.get(path)
