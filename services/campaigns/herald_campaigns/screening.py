@@ -65,7 +65,7 @@ import unicodedata
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 MAX_MATCHES = 50
 MAX_REFUSALS = 20
@@ -110,11 +110,25 @@ def _fold_table() -> dict[int, str]:
         if folded != char:
             table[code] = folded
     table.update({0xA0: " ", 0x2019: "'", 0x2018: "'", 0x2010: "-", 0x2011: "-", 0x2013: "-"})
+    for code in range(0xFF01, 0xFF5F):  # fullwidth forms read as the ASCII they copy
+        table[code] = chr(code - 0xFEE0).lower()
+    for lookalike, latin in _CONFUSABLES.items():  # Cyrillic and Greek letters drawn like Latin ones
+        table[ord(lookalike)] = table[ord(lookalike.upper())] = latin
     return table
 
 
+# The letters a reader cannot tell from Latin ones (Unicode's confusables, the common ones), in lower case.
+_CONFUSABLES = {"\u0430": "a", "\u0432": "b", "\u0435": "e", "\u0451": "e", "\u043a": "k", "\u043c": "m",
+                "\u043d": "h", "\u043e": "o", "\u0440": "p", "\u0441": "c", "\u0442": "t", "\u0443": "y",
+                "\u0445": "x", "\u0456": "i", "\u0457": "i", "\u0458": "j", "\u0455": "s", "\u0501": "d",
+                "\u051b": "q", "\u051d": "w", "\u04bb": "h", "\u04cf": "l", "\u03b1": "a", "\u03b2": "b",
+                "\u03b5": "e", "\u03b7": "n", "\u03b9": "i", "\u03ba": "k", "\u03bd": "v", "\u03bf": "o",
+                "\u03c1": "p", "\u03c4": "t", "\u03c5": "u", "\u03c7": "x", "\u03b6": "z"}
 _FOLD = _fold_table()
-_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+# Characters that show nothing: soft hyphen, zero widths, joiners, invisible operators, bidi controls, the
+# combining grapheme joiner, variation selectors.
+_INVISIBLE = re.compile("[\u00ad\u034f\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069"
+                        "\ufe00-\ufe0f\ufeff]")
 _WORD = re.compile(r"\w+")
 # "Never buy email lists", "avoid payday loans", "stop gambling": advice against, not an offer. (Latvian negates
 # with a prefix, "nepērc", which is another word already.)
@@ -563,10 +577,14 @@ def _text_urls(text: str) -> Iterator[str]:
 
 # --- links -------------------------------------------------------------------------------------------------------
 
+_FULL_STOPS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})  # IDNA reads them as "."
+
 
 def _split_url(url: str) -> tuple[str, SplitResult] | None:
     # Browsers drop tabs and line breaks from URLs and read backslashes and missing slashes in http(s) URLs as
-    # slashes: the host screened is the one a browser would open.
+    # slashes, and map a host's characters as IDNA does (fullwidth letters, ideographic full stops) after
+    # decoding its percent escapes: the host screened is the one a browser would open.
+    url = unicodedata.normalize("NFKC", _INVISIBLE.sub("", url)).translate(_FULL_STOPS)
     url = _HTTP_PREFIX.sub(lambda m: m.group(1) + "://", _URL_JUNK.sub("", url).strip().replace("\\", "/"))
     if url.startswith("//"):
         url = "http:" + url
@@ -581,6 +599,7 @@ def _split_url(url: str) -> tuple[str, SplitResult] | None:
         return None
     if parts.scheme.lower() not in ("http", "https") or not host:
         return None
+    host = unicodedata.normalize("NFKC", unquote(host)).translate(_FULL_STOPS).lower()
     return host.rstrip("."), parts
 
 

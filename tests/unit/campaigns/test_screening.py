@@ -489,3 +489,18 @@ def test_template_code_that_could_hide_the_footer_is_refused(html_body: str, exp
 ])
 def test_template_conditions_holding_whole_elements_pass(html_body: str) -> None:
     assert screen(subject="News", preheader=None, html_body=html_body, text_body=None).refusals == ()
+
+
+@pytest.mark.parametrize(("html_body", "category"), [
+    ("<p>Cheap vi\u0430gra</p>", "pharmacy"),  # a Cyrillic a
+    ("<p>Cheap \uff56\uff49\uff41\uff47\uff52\uff41</p>", "pharmacy"),  # fullwidth letters
+    ("<p>Cheap via\u034fgra</p>", "pharmacy"),  # the combining grapheme joiner shows nothing
+    ("<p>Cheap via\u2061gra</p>", "pharmacy"),  # nor does an invisible operator
+    ('<a href="https://bit%2Ely/x">x</a>', "link_shortener"),  # a percent-escaped dot in the host
+    ('<a href="https://bit\u3002ly/y">y</a>', "link_shortener"),  # an ideographic full stop
+    ('<a href="https://\uff42\uff49\uff54.ly">z</a>', "link_shortener"),  # fullwidth host letters
+])
+def test_lookalike_letters_invisible_characters_and_hosts_a_browser_maps_are_read_as_what_they_show(
+        html_body: str, category: str) -> None:
+    matches = screen(subject="News", preheader=None, html_body=html_body, text_body=None).matches
+    assert category in {m.category for m in matches}, matches
