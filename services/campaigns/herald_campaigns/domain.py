@@ -255,7 +255,16 @@ def _checked(draft: Draft, lst: ListInfo | None) -> CampaignContent:
                              errors=[(f"body.segment.{name}", f"expects a {lst.custom_fields[name]}")
                                      for name, _ in wrong])
     content = _content(draft)
-    check_templates(content, lst)
+    try:
+        check_templates(content, lst)
+    except InvalidTemplate as exc:
+        if draft.text_body or not exc.errors or not any(where == "body.text_body" for where, _ in exc.errors):
+            raise
+        # The text part was derived from html_body (hidden elements and markup dropped, which can cut template
+        # code apart): say so where the author wrote something, and how to avoid it.
+        raise InvalidTemplate(str(exc), errors=[
+            ("body.html_body", f"the text part Herald derives from it: {message} (give text_body yourself)")
+            if where == "body.text_body" else (where, message) for where, message in exc.errors]) from None
     return content
 
 

@@ -76,3 +76,15 @@ async def test_one_account_never_sees_or_changes_anothers_campaigns(platform: Pl
     assert (await acme.http.get("/v1/campaigns/c1")).json()["name"] == "November"
     anonymous = await acme.http.get("/v1/campaigns", headers={"Authorization": ""})
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+
+
+async def test_a_problem_in_the_derived_text_part_is_reported_on_the_html_the_author_wrote(
+        platform: Platform) -> None:
+    acme = await platform.tenant("acme", "news")
+    html_body = '<div style="display:none">{% set greeting = "Hi" %}</div><p>{{ greeting }} {{ first_name }}</p>'
+    refused = await acme.http.post("/v1/campaigns", json=draft(html_body=html_body))
+    assert refused.status_code == 422, refused.text
+    (error,) = refused.json()["errors"]
+    assert error["location"] == "body.html_body" and "the text part Herald derives from it" in error["message"]
+    written = await acme.http.post("/v1/campaigns", json=draft(html_body=html_body, text_body="Hi {{ first_name }}"))
+    assert written.status_code == 201, written.text
