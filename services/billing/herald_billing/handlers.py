@@ -30,6 +30,7 @@ from herald_shared.contract.billing import (
 from herald_shared.http import Unauthorised
 from herald_shared.lifecycle import every
 from herald_shared.mongo import Document
+from herald_shared.rules import RuleRefused
 from herald_shared.throttle import Throttle
 
 from . import domain, metrics
@@ -281,15 +282,29 @@ class BillingService:
 
     async def approve(self, staff: str, account_id: str, note: str | None) -> Account:
         async with self.recorder.serialised(f"account:{account_id}"):
-            events = domain.approve(await self.store.account(account_id), staff, note)
-            await self.recorder.commit([*events, self._accessed(staff, account_id, "approve")])
+            account = await self.store.account(account_id)
+            await self._staff_decides(staff, account_id, "approve", lambda: domain.approve(account, staff, note))
         return await self._account(account_id)
 
     async def reject(self, staff: str, account_id: str, reasons: list[str]) -> Account:
         async with self.recorder.serialised(f"account:{account_id}"):
-            events = domain.reject(await self.store.account(account_id), staff, reasons)
-            await self.recorder.commit([*events, self._accessed(staff, account_id, "reject")])
+            account = await self.store.account(account_id)
+            await self._staff_decides(staff, account_id, "reject", lambda: domain.reject(account, staff, reasons))
         return await self._account(account_id)
+
+    async def _staff_decides(self, staff: str, account_id: str, what: StaffWhat,
+                             decide: Callable[[], list[Event]]) -> None:
+        """A staff action on an account, logged as staff access with its outcome; a refusal is logged too (its
+        answer shows the account's state: "already rejected", "the plan already ends at ..."), unless there is
+        no such account to have looked at."""
+        try:
+            events = decide()
+        except domain.AccountNotFound:
+            raise
+        except RuleRefused:
+            await self._staff_access(staff, [account_id], what)
+            raise
+        await self.recorder.commit([*events, self._accessed(staff, account_id, what)])
 
     def _accessed(self, staff: str, account_id: str, what: StaffWhat) -> Event:
         return StaffAccessed(account_id=account_id, producer=domain.PRODUCER,
@@ -433,8 +448,8 @@ class BillingService:
         """A cancellation that reached staff (by email, by letter) on `received_at`."""
         async with self.recorder.serialised(f"account:{account_id}"):
             account = await self._account(account_id)
-            await self.recorder.commit([*domain.cancel(account, "request", received_at, staff, now=self.clock()),
-                                        self._accessed(staff, account_id, "cancel")])
+            await self._staff_decides(staff, account_id, "cancel", lambda: domain.cancel(
+                account, "request", received_at, staff, now=self.clock()))
         return await self._account(account_id)
 
     async def renew(self, account_id: str) -> None:

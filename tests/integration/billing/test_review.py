@@ -38,6 +38,10 @@ async def test_staff_approve_a_new_account_from_the_queue(platform: Platform) ->
     assert [e.payload.reasons for e in events if isinstance(e, AccountRejected)] == [["fake company"]]
     seen = [(e.payload.what) for e in events if isinstance(e, StaffAccessed) and e.account_id == ada.account_id]
     assert seen == ["review_queue", "review_queue", "approve"]
+    # a refused action is a look too: its answer ("already rejected") shows the account's state
+    eve_seen = [e.payload.what for e in events if isinstance(e, StaffAccessed) and e.account_id == eve.account_id]
+    assert eve_seen.count("reject") == 2, eve_seen
+    assert not [e for e in events if isinstance(e, StaffAccessed) and e.account_id == "nobody"]
 
 
 async def test_the_owner_sees_every_staff_look_at_the_account(platform: Platform) -> None:
