@@ -107,6 +107,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "CreditsExpired": {"batch_id": "b1", "credits_expired": 120},
     "PaymentFailed": {"invoice_id": "inv1", "amount_cents": 19900, "reason": "card declined"},
     "PaymentSucceeded": {"invoice_id": "inv1", "amount_cents": 19900},
+    "InvoiceVoided": {"invoice_id": "inv1", "reason": "agreement_ended"},
     "InvoiceIssued": {"invoice_id": "inv1", "amount_cents": 19900, "period_start": T0.isoformat(),
                       "period_end": LATER, "due_at": LATER,
                       "lines": [{"description": "Monthly plan, 100,000 subscribers", "amount_cents": 19900}]},

@@ -255,7 +255,8 @@ class InvoiceLineOut(Out):
 class InvoiceOut(Out):
     invoice_id: str
     issued_at: datetime
-    status: Literal["open", "paid"]
+    status: Literal["open", "paid", "void"] = Field(description="void: no longer due (the agreement ended "
+                                                               "before the period it bills), never charged.")
     amount_cents: int
     net_cents: int | None
     vat_cents: int | None

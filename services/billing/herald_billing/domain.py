@@ -39,6 +39,8 @@ from herald_shared.contract.billing import (
     InvoiceIssued,
     InvoiceIssuedPayload,
     InvoiceLine,
+    InvoiceVoided,
+    InvoiceVoidedPayload,
     LoggedOut,
     LoggedOutPayload,
     LoginSucceeded,
@@ -597,7 +599,15 @@ def buy_monthly(account: Account, usage: Usage, config: Plans, subscribers: int,
         billing_day = now.day
     paid = _event(PaymentSucceeded, account.account_id, PaymentSucceededPayload(
         invoice_id=number, amount_cents=invoice.payload.amount_cents), at=now)
-    return Purchase(invoice, [invoice, paid, _plan_changed(account, tier, edition, billing_day, now)])
+    return Purchase(invoice, [invoice, paid, _plan_changed(account, tier, edition, billing_day, now),
+                              *_payment_went_through(account, now)])
+
+
+def _payment_went_through(account: Account, now: datetime) -> list[Event]:
+    """PRODUCT.md: sending is suspended after a failed payment "until a payment succeeds": one did, so the
+    block is lifted, unless a declined invoice is still open (its next charge decides)."""
+    declined = any(i.attempts for i in account.open_invoices)
+    return [] if declined else gate(account, "payment_failed", False, None, now)
 
 
 def _plan_changed(account: Account, tier: plans.Tier, edition: Edition, billing_day: int, now: datetime) -> Event:
@@ -693,7 +703,7 @@ def buy_credits(account: Account, config: Plans, credits: int, number: str, now:
     then = [invoice, paid, bought]
     if account.plan != "pay_as_you_go":
         then.append(_event(PlanChanged, a, PlanChangedPayload(plan="pay_as_you_go", effective_at=now), at=now))
-    return Purchase(invoice, then)
+    return Purchase(invoice, [*then, *_payment_went_through(account, now)])
 
 
 def set_payment_method(actor: User, provider: str, reference: str) -> list[Event]:
@@ -717,8 +727,15 @@ def cancel(account: Account, channel: Literal["self_service", "request"], receiv
     effective = account.paid_until
     if channel == "request" and plans.business_days_between(received_at, account.paid_until) < 2:
         effective = plans.next_billing_date(account.billing_day, account.paid_until)
-    return [_event(CancellationRequested, account.account_id, CancellationRequestedPayload(
-        channel=channel, received_at=received_at, effective_at=effective, requested_by=requested_by))]
+    cancelled = _event(CancellationRequested, account.account_id, CancellationRequestedPayload(
+        channel=channel, received_at=received_at, effective_at=effective, requested_by=requested_by))
+    # A renewal issued (and perhaps declined) for a period from the end on is not due: void, never charged. With
+    # nothing declined left to pay, a block for a failed payment has nothing to wait for.
+    void = [i for i in account.open_invoices if i.pays_period and i.period_start >= effective]
+    voided = [_event(InvoiceVoided, account.account_id, InvoiceVoidedPayload(
+        invoice_id=i.invoice_id, reason="agreement_ended")) for i in void]
+    owing = any(i.attempts for i in account.open_invoices if i not in void)
+    return [cancelled, *voided, *(gate(account, "payment_failed", False, None, now) if void and not owing else [])]
 
 
 def end_of_agreement(account: Account, now: datetime) -> list[Event]:
@@ -850,6 +867,9 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
             return replace(state, open_invoices=rest)
         until = paid.period_end if state.paid_until is None else max(state.paid_until, paid.period_end)
         return replace(state, paid_until=until, open_invoices=rest)
+    if isinstance(event, InvoiceVoided):
+        return replace(state, open_invoices=tuple(
+            i for i in state.open_invoices if i.invoice_id != event.payload.invoice_id))
     if isinstance(event, PaymentFailed):
         return replace(state, open_invoices=tuple(
             replace(i, attempts=i.attempts + 1, last_attempt_at=to_stored_precision(event.occurred_at))

@@ -35,6 +35,7 @@ from herald_shared.contract.billing import (
     CreditsExpired,
     CreditsPurchased,
     InvoiceIssued,
+    InvoiceVoided,
     LoggedOut,
     LoginFailed,
     LoginSucceeded,
@@ -81,7 +82,8 @@ ACCOUNT_PREFIXED = (ENDED, KEYS, AUDIT, MEMBERS, LISTS, USAGE, INVOICES)
 INVOICE_NUMBER = re.compile(r"^(\d{4})-(\d{6})$")
 ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, TrialEnded, QuotaExhausted,
                   SendingBlocked, SendingUnblocked, UserAdded, PaymentMethodSet, CancellationRequested, InvoiceIssued,
-                  PaymentSucceeded, PaymentFailed, CreditsPurchased, CreditsExpired, AccountDeleted, LoginSucceeded)
+                  InvoiceVoided, PaymentSucceeded, PaymentFailed, CreditsPurchased, CreditsExpired, AccountDeleted,
+                  LoginSucceeded)
 USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
 # What billing counts of the other services' topics.
 SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberErased, ListDeleted)
@@ -370,6 +372,9 @@ class BillingProjection(Projection):
             case PaymentSucceeded(payload=p):
                 return [(INVOICES, UpdateOne({"_id": compose(a, p.invoice_id)}, {"$set": {
                     "status": "paid", "paid_at": event.occurred_at}}))]
+            case InvoiceVoided(payload=p):
+                return [(INVOICES, UpdateOne({"_id": compose(a, p.invoice_id), "status": "open"}, {"$set": {
+                    "status": "void", "voided_at": event.occurred_at, "void_reason": p.reason}}))]
             case PaymentFailed(payload=p):
                 return [(INVOICES, UpdateOne({"_id": compose(a, p.invoice_id), "status": "open"}, {
                     "$set": {"last_failure": p.reason, "last_attempt_at": event.occurred_at},

@@ -316,6 +316,20 @@ class InvoiceIssued(BillingEvent):
     payload: InvoiceIssuedPayload
 
 
+class InvoiceVoidedPayload(Payload):
+    invoice_id: Identifier
+    reason: Literal["agreement_ended"] = Field(
+        description="agreement_ended: the period it bills begins when or after the agreement ends (the plan was "
+                    "cancelled while that period's renewal was unpaid).")
+
+
+class InvoiceVoided(BillingEvent):
+    """An open invoice that is no longer due, and is never charged."""
+
+    type: Literal["InvoiceVoided"] = "InvoiceVoided"
+    payload: InvoiceVoidedPayload
+
+
 class PaymentMethodSetPayload(Payload):
     provider: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z0-9_\-]+$")]
     reference: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(

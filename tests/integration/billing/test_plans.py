@@ -215,3 +215,42 @@ async def test_pay_as_you_go_credits_are_spent_block_when_gone_and_expire(small:
     assert [n for _, n in told] == [0, 4]
     invoices = (await ada.http.get("/v1/account/invoices")).json()["items"]
     assert [(i["net_cents"], i["amount_cents"]) for i in invoices] == [(500, 605), (500, 605)]
+
+
+async def test_a_plan_cancelled_while_its_renewal_is_declined_never_charges_that_renewal(small: Platform) -> None:
+    """The renewal of 2026-12-02 is declined (sending blocked); the owner cancels, so the agreement ends at the
+    end of the paid period, where the renewal's period begins: that invoice is void, never charged, and the
+    block lifts (nothing declined is left to pay). A new plan bought later then upgrades freely and is the
+    only thing renewed."""
+    now = datetime.fromisoformat("2026-11-02T10:00:00+00:00")
+    small.set_clock(lambda: now)
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-ok")
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
+    await pay_with(ada, "sim-card-declined")
+    now = datetime.fromisoformat("2026-12-02T10:00:00+00:00")
+    await small.service.clock.tick()
+    ada = await small.log_in("ada", ada.account_id)
+    blocked = await eventually(lambda: account(ada), lambda a: a["sending_blocked"] == ["payment_failed"],
+                               what="the renewal declined")
+    (renewal,) = blocked["open_invoices"]
+    cancelled = await ada.http.post("/v1/account/cancellation")
+    assert cancelled.status_code == 200 and cancelled.json()["open_invoices"] == [], cancelled.text
+    assert "payment_failed" not in cancelled.json()["sending_blocked"]
+    now = datetime.fromisoformat("2026-12-02T10:01:00+00:00")
+    await small.service.clock.tick()
+    ada = await small.log_in("ada", ada.account_id)
+    ended = await eventually(lambda: account(ada), lambda a: a["plan"] == "none", what="the plan ended")
+    assert ended["sending_blocked"] == ["no_plan"]
+    invoices = {i["invoice_id"]: i["status"] for i in (await ada.http.get("/v1/account/invoices")).json()["items"]}
+    assert invoices[renewal] == "void"
+
+    await pay_with(ada, "sim-card-ok")
+    again = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
+    assert again.status_code == 200 and again.json()["sending_blocked"] == [], again.text
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 5})).status_code == 200  # not "pending"
+    now = datetime.fromisoformat("2027-01-02T10:02:00+00:00")
+    await small.service.clock.tick()
+    ada = await small.log_in("ada", ada.account_id)
+    await eventually(lambda: account(ada), lambda a: a["open_invoices"] == [], what="the new plan renewed")
+    assert small.service.service.payments.charges[renewal][2] is not None  # its declined attempt, never paid
