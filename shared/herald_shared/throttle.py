@@ -35,6 +35,15 @@ class Throttle:
         while len(self._failures) > self.max_keys:
             self._failures.popitem(last=False)
 
+    def room(self, key: str, now: datetime) -> int:
+        """How many more the key may count now before it is refused."""
+        return max(0, self.limit - sum(1 for t in self._failures.get(key, ()) if now - t < self.window))
+
+    def count(self, key: str, now: datetime, times: int = 1) -> None:
+        """Count `times` more for the key (what `failed` counts: a throttle of anything, not only failures)."""
+        for _ in range(times):
+            self.failed(key, now)
+
     def succeeded(self, key: str) -> None:
         self._failures.pop(key, None)
 

@@ -288,10 +288,11 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection) -> APIRouter
 
     @router.post("/campaigns/{campaign_id}/tests", status_code=202, response_model=None,
                  responses={**answers(202, TestOut, "Delivery sends it, marked as a test."),
-                            **problems(404, 409, 422, 503)})
+                            **problems(404, 409, 422, 429, 503)})
     async def test_send(campaign_id: Identifier, body: TestIn, account_id: Account) -> JSONResponse:
         """Send the campaign as it is now to up to 5 addresses, subject marked [Test]; never counted in reports,
-        rates or quotas."""
+        rates or quotas. Tests are not reviewed, so an account sends at most HERALD_CAMPAIGNS_TEST_SENDS_PER_DAY
+        (50) test messages in 24 hours; more is refused 429."""
         recipients = list(dict.fromkeys(body.recipients))
         test_id = await service.test_send(account_id, campaign_id, recipients, body.values, "api")
         return JSONResponse({"test_id": test_id, "recipients": recipients}, status_code=202)

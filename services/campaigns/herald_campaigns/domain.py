@@ -113,6 +113,10 @@ class InvalidSegment(CampaignError):
     code, http_status = "invalid_segment", 409
 
 
+class TestSendsExhausted(CampaignError):
+    code, http_status = "test_sends_exhausted", 429
+
+
 class InvalidTemplate(CampaignError):
     """A subject, preheader or body that does not compile, uses what the sandbox refuses, or names a field the
     list does not have: refused with the part, the line and the reason."""
@@ -455,13 +459,18 @@ def complete(doc: Mapping[str, Any] | None) -> list[Event]:
 
 
 def test_send(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, recipients: list[str],
-              sample: dict[str, FieldValue], requested_by: str, test_id: str) -> list[Event]:
-    """A test of the campaign as it is now to at most 5 addresses, rendered with `sample` values."""
+              sample: dict[str, FieldValue], requested_by: str, test_id: str, room: int | None = None) -> list[Event]:
+    """A test of the campaign as it is now to at most 5 addresses, rendered with `sample` values. Tests are
+    neither screened nor reviewed, so they are capped per account and day: `room` is how many more test
+    messages the account may send now (None: no cap)."""
     state = existing(current, campaign_id)
     check_templates(state.content, _live_list(state.list_id, lst))
     unique = list(dict.fromkeys(address.lower() for address in recipients))
     if not 1 <= len(unique) <= TEST_RECIPIENTS_MAX:
         raise WrongState(f"a test goes to 1 to {TEST_RECIPIENTS_MAX} addresses")
+    if room is not None and len(unique) > room:
+        raise TestSendsExhausted(f"{len(unique)} test message(s) asked, {room} left for today: tests are not "
+                                 "reviewed, so an account sends a limited number a day")
     return [_event(CampaignTestRequested, state.account_id, CampaignTestRequestedPayload(
         campaign_id=campaign_id, test_id=test_id, recipients=unique, content=state.content, sample=sample,
         requested_by=requested_by))]

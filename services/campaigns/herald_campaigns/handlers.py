@@ -7,15 +7,16 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from herald_shared.commands import Recorder
-from herald_shared.contract.campaigns import StaffViewed, StaffViewedPayload
+from herald_shared.contract.campaigns import CampaignTestRequested, StaffViewed, StaffViewedPayload
 from herald_shared.contract.subscriptions import FieldValue
 from herald_shared.kafka import end_offsets
 from herald_shared.lifecycle import every
 from herald_shared.mongo import Document
 from herald_shared.settings import HeraldSettings
+from herald_shared.throttle import Throttle
 
 from . import domain, metrics, screening
 from .domain import Draft
@@ -29,9 +30,12 @@ def _lock(account_id: str, campaign_id: str) -> str:
 
 
 class CampaignsService:
-    def __init__(self, store: CampaignsStore, recorder: Recorder) -> None:
+    def __init__(self, store: CampaignsStore, recorder: Recorder, test_sends_per_day: int = 50) -> None:
         self.store = store
         self.recorder = recorder
+        # Test messages per account in the last 24 hours, in this process (a restart or a second replica starts
+        # its own count: the cap bounds abuse, it is not a quota).
+        self.test_sends = Throttle(test_sends_per_day, timedelta(days=1))
 
     async def create(self, account_id: str, campaign_id: str | None, draft: Draft) -> Document:
         campaign_id = campaign_id or domain.new_campaign_id()
@@ -96,8 +100,13 @@ class CampaignsService:
         lst = await self.store.list_info(account_id, current.list_id) if current is not None else None
         values = sample if sample is not None else domain.sample_values(lst)
         test_id = "t" + uuid.uuid4().hex[:12]
-        await self.recorder.publish_only(domain.test_send(current, campaign_id, lst, list(recipients), values,
-                                                          requested_by, test_id))
+        now = datetime.now(UTC)
+        async with self.recorder.serialised(f"tests:{account_id}"):
+            events = domain.test_send(current, campaign_id, lst, list(recipients), values, requested_by, test_id,
+                                      room=self.test_sends.room(account_id, now))
+            await self.recorder.publish_only(events)
+            self.test_sends.count(account_id, now, sum(len(e.payload.recipients) for e in events
+                                                       if isinstance(e, CampaignTestRequested)))
         return test_id
 
     async def preview(self, account_id: str, campaign_id: str,

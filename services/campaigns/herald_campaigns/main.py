@@ -43,6 +43,9 @@ class CampaignsSettings(HeraldSettings):
     staff_tokens: str = Field(default="", alias="HERALD_STAFF_TOKENS",
                               description="Staff who may review campaigns: 'name=scrypt-hash,...' "
                                           "(hashes from herald_shared.apikeys.hash_secret).")
+    test_sends_per_day: int = Field(default=50, ge=1, alias="HERALD_CAMPAIGNS_TEST_SENDS_PER_DAY",
+                                    description="Test messages an account may send in 24 hours (tests are not "
+                                                "reviewed); more is refused 429, per process.")
     schedule_interval: float = Field(default=0.5, gt=0, le=60, alias="HERALD_CAMPAIGNS_SCHEDULE_INTERVAL_SECONDS",
                                      description="How often the scheduler looks for campaigns whose time came.")
 
@@ -57,7 +60,7 @@ class Campaigns(ConsumingService):
         checkpoints = Checkpoints(self.db, "projection")
         recorder = Recorder(EventPublisher(self.producer, settings.topics), checkpoints,
                             settings.topics("herald.campaigns"))
-        self.service = CampaignsService(CampaignsStore(self.db), recorder)
+        self.service = CampaignsService(CampaignsStore(self.db), recorder, settings.test_sends_per_day)
         self.scheduler = Scheduler(self.service, settings, settings.schedule_interval)
         # Drafts, lists, accounts, a campaign's DeliveryHeld, API keys: small batches, as an API call waits
         # for its own event here (read-your-writes).

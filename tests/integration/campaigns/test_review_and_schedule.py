@@ -152,6 +152,18 @@ async def test_preview_and_test_send(platform: Platform) -> None:
     too_many = await acme.http.post("/v1/campaigns/c1/tests",
                                     json={"recipients": [f"a{i}@acme.example" for i in range(6)]})
     assert too_many.status_code == 422
+    # Tests are not reviewed: 50 test messages an account a day (one sent above), then 429, nothing published.
+    for batch in range(9):
+        sent = await acme.http.post("/v1/campaigns/c1/tests",
+                                    json={"recipients": [f"b{batch}.{i}@acme.example" for i in range(5)]})
+        assert sent.status_code == 202, (batch, sent.text)
+    four_left = await acme.http.post("/v1/campaigns/c1/tests",
+                                     json={"recipients": [f"c{i}@acme.example" for i in range(5)]})
+    assert four_left.status_code == 429 and four_left.json()["type"].endswith("/test_sends_exhausted")
+    assert (await acme.http.post("/v1/campaigns/c1/tests",
+                                 json={"recipients": [f"d{i}@acme.example" for i in range(4)]})).status_code == 202
+    tests = [e for e in await platform.events() if isinstance(e, CampaignTestRequested)]
+    assert sum(len(e.payload.recipients) for e in tests) == 50
 
 
 async def test_no_route_reaches_another_accounts_campaign(platform: Platform) -> None:

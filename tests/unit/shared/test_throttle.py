@@ -111,3 +111,13 @@ async def test_staff_tokens_are_throttled_per_client_address_but_a_verified_toke
 def test_an_empty_throttle_is_still_a_throttle() -> None:
     given = Throttle(3, timedelta(minutes=1))
     assert len(given) == 0 and (given or Throttle(99, timedelta(hours=1))) is given
+
+
+def test_a_throttle_counts_anything_and_says_how_much_room_is_left() -> None:
+    throttle = Throttle(5, timedelta(days=1))
+    assert throttle.room("acme", T0) == 5
+    throttle.count("acme", T0, 3)
+    assert throttle.room("acme", T0) == 2 and throttle.room("other", T0) == 5
+    throttle.count("acme", T0 + timedelta(hours=1), 2)
+    assert throttle.room("acme", T0 + timedelta(hours=2)) == 0
+    assert throttle.room("acme", T0 + timedelta(days=1)) == 3  # the first three left the window
