@@ -140,7 +140,8 @@ def campaign_queued(account_id: str, campaign_id: str, *, list_id: str = "news",
                     "html_body": html_body, "text_body": text_body}})
 
 
-def confirmation_request(account_id: str, subscriber_id: str, email: str, *, list_id: str = "news") -> list[Event]:
+def confirmation_request(account_id: str, subscriber_id: str, email: str, *, list_id: str = "news",
+                         greeting_name: str = "Ann") -> list[Event]:
     """A double opt-in subscription as the subscriptions service publishes it: the member added, then the
     confirmation asked for (what delivery turns into a confirmation email)."""
     from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberAdded
@@ -151,6 +152,6 @@ def confirmation_request(account_id: str, subscriber_id: str, email: str, *, lis
             "email_sha256": "2" * 64,
             "consent": {"source": "form", "collected_at": "2026-11-01T00:00:00Z", "method": "form"}}),
         ConfirmationRequested(account_id=account_id, producer="subscriptions", payload={
-            "list_id": list_id, "subscriber_id": subscriber_id, "email": email, "greeting_name": "Ann",
+            "list_id": list_id, "subscriber_id": subscriber_id, "email": email, "greeting_name": greeting_name,
             "list_name": "News", "company_name": "Acme Ltd", "confirm_url": "http://subs.test/confirm/tok",
             "expires_at": "2099-01-01T00:00:00Z"})]

@@ -555,3 +555,16 @@ def automated_reason(user_agent: str | None) -> str | None:
         return NO_USER_AGENT
     lowered = user_agent.lower()
     return next((f"scanner:{name}" for name in SCANNER_USER_AGENTS if name in lowered), None)
+
+
+_PLAIN_NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ .'\-](?=[^\W\d_]))*\.?")
+
+
+def plain_name(name: object) -> str | None:
+    """A first name fit to greet with in a confirmation email, else None (greet without one). The name comes
+    from the public form as anyone typed it, and PRODUCT.md allows the confirmation nothing but the request to
+    confirm, so no line, link, number or offer rides along: letters, single spaces, hyphens, apostrophes and
+    dots between them, at most three words and 30 characters."""
+    if not isinstance(name, str) or len(name) > 30 or name.count(" ") > 2:
+        return None
+    return name if _PLAIN_NAME.fullmatch(name) else None

@@ -503,7 +503,8 @@ class Skip(Exception):
 
 def confirmation_text(job: Document) -> str:
     """PRODUCT.md: the confirmation email contains only the request to confirm; no other link or offer."""
-    greeting = f"Hello {job['greeting_name']}," if job.get("greeting_name") else "Hello,"
+    name = domain.plain_name(job.get("greeting_name"))
+    greeting = f"Hello {name}," if name else "Hello,"
     return (f"{greeting}\n\nplease confirm that you want to receive emails from {job['company_name']} "
             f"(list: {job['list_name']}).\n\nConfirm your subscription:\n{job['confirm_url']}\n\n"
             "If you did not ask for this, ignore this email: you will not be subscribed.\n")

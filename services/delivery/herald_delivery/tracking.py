@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
 from ua_parser import parse as parse_user_agent
 
 from herald_shared.contract.delivery import LinkClicked, MessageOpened
@@ -118,9 +119,15 @@ def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: Event
             metrics.TRACKING.labels("click", "unknown_link").inc()
             return _not_found()
         url = links[index]
-        await record("click", LinkClicked(
-            account_id=claim["a"], producer="delivery",
-            payload={**ref(claim), "url": url, "link_index": index, **hit(request)}))
+        try:
+            clicked = LinkClicked(account_id=claim["a"], producer="delivery",
+                                  payload={**ref(claim), "url": url, "link_index": index, **hit(request)})
+        except ValidationError as exc:  # a link the campaign holds but the contract cannot (a port of 84430)
+            log.warning("a click on a link that is not a valid URL is not recorded", extra={
+                "link_index": index, "error": exc.errors()[0]["msg"]})
+            metrics.TRACKING.labels("click", "invalid_url").inc()
+        else:
+            await record("click", clicked)
         return RedirectResponse(url, status_code=302)
 
     return router

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiosmtplib
 import pytest
+from prometheus_client import REGISTRY
 
 from herald_delivery.inbound import MAX_INBOUND_BYTES
 from herald_shared.contract.delivery import ComplaintReceived, LinkClicked, MessageBounced, MessageOpened, MessageSent
@@ -173,6 +174,25 @@ async def test_the_click_redirect_goes_only_to_a_link_the_campaign_contains(
     events = await world.wait_for(lambda es: len([e for e in es if isinstance(e, LinkClicked)]) >= 2, "clicks")
     assert sorted(str(e.payload.url) for e in events if isinstance(e, LinkClicked)) == [
         "https://acme.example/blog", "https://acme.example/sale"]
+
+
+async def test_a_click_on_a_link_the_contract_cannot_hold_still_redirects_and_is_counted_not_recorded(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """A campaign link with a port typo (84430) matches the link pattern but is no valid URL for LinkClicked:
+    the reader still gets the redirect (it was a 500), the hit is counted as invalid_url, nothing is published."""
+    running = await start_delivery()
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [("s1", "reader@example.org")])
+    await world.publish(campaign_queued("acme", "c1",
+                                        html_body="<p><a href='https://shop.example:84430/sale'>Sale</a></p>"))
+    await eventually(relay.mailed, lambda r: len(r) == 1, what="campaign sent")
+    _, clicks = tracking_paths(relay.received[0].data)
+    before = REGISTRY.get_sample_value("herald_delivery_tracking_total", {"kind": "click", "result": "invalid_url"})
+    followed = await running.http.get(clicks[0])
+    assert followed.status_code == 302 and followed.headers["location"] == "https://shop.example:84430/sale"
+    after = REGISTRY.get_sample_value("herald_delivery_tracking_total", {"kind": "click", "result": "invalid_url"})
+    assert (after or 0) == (before or 0) + 1
+    assert not [e for e in await world.events() if isinstance(e, LinkClicked)]
 
 
 async def test_the_inbound_server_bounds_sessions_recipients_size_and_idle_time(start_delivery: Any) -> None:

@@ -183,3 +183,16 @@ async def test_an_address_the_relay_cannot_take_bounces_and_the_connection_goes_
     bounce = of_type(events, MessageBounced)[0].payload
     assert (bounce.subscriber_id, bounce.bounce_class, bounce.enhanced_status_code) == ("s1", "hard", "5.6.7")
     assert relay.recipients() == ["plain@example.org"]
+
+
+async def test_a_confirmation_greets_only_by_a_plain_name(start_delivery: Any, relay: Any, world: World) -> None:
+    """The name comes from a public form as anyone typed it: what is not a plain name (a line, a link, a number,
+    an offer) is left out of the confirmation, which may carry only the request to confirm (PRODUCT.md)."""
+    await start_delivery()
+    spam = "Hello! You won $5000. Claim it now at https://evil.example/claim?id=1\n\nBest, Support"
+    await world.publish(*confirmation_request("acme", "s2", "victim@example.org", greeting_name=spam))
+    await eventually(relay.mailed, lambda r: r == ["victim@example.org"], what="the confirmation sent")
+    message = email.message_from_bytes(relay.received[0].data, policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
+    text = message.get_content()
+    assert text.startswith("Hello,\r\n") and "evil" not in text and "5000" not in text and text.count("http") == 1
