@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from inscriptis import get_text
 
 from herald_shared import templating
+from herald_shared.campaign_links import broken_links
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
     AccountApproved,
@@ -111,6 +112,10 @@ class InvalidSegment(CampaignError):
     list's definition (as subscriptions answers a member's value of the wrong kind)."""
 
     code, http_status = "invalid_segment", 409
+
+
+class InvalidLink(CampaignError):
+    code = "invalid_link"
 
 
 class TestSendsExhausted(CampaignError):
@@ -378,6 +383,11 @@ def submittable(current: CampaignState | None, campaign_id: str, lst: ListInfo |
     """A draft whose templates compile against its live list: what may be screened and submitted."""
     state = _in(existing(current, campaign_id), ("draft",), "submitted")
     check_templates(state.content, _live_list(state.list_id, lst))
+    broken = broken_links(state.content.html_body)
+    if broken:
+        raise InvalidLink("; ".join(f"{url}: {why}" for url, why in broken),
+                          errors=[("body.html_body", f"the link {url[:200]} is not a valid URL ({why}): a reader "
+                                                     "could not follow it") for url, why in broken])
     return state
 
 

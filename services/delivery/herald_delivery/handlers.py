@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from herald_shared.campaign_links import tracked_links
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
     PaymentFailed,
@@ -31,7 +32,6 @@ from . import domain
 from .completion import CampaignCompletion
 from .domain import AccountState, CampaignState, Gate
 from .queue import JobQueue
-from .render import tracked_links
 from .store import DeliveryStore, scoped
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from herald_shared.campaign_links import HTML_LINK, tracked_links
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner, TokenWriter
 from herald_shared.templating import MAX_TOKENS, Template, compile_template
@@ -38,7 +39,6 @@ TRACKING_SALT = "herald.tracking.v1"
 # Headers the DKIM signature covers; RFC 8058 section 3.2 requires List-Unsubscribe and -Post among them.
 SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
                   b"content-type", b"list-unsubscribe", b"list-unsubscribe-post", b"feedback-id")
-HTML_LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'\s<>{}]+)\2""", re.IGNORECASE)
 BODY_START = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 # The value a tracked link of the HTML body becomes (`{{ __link_0 }}`...): no custom field starts with "_".
@@ -134,14 +134,6 @@ class Rendered:
     mail_from: str  # the VERP return path
     recipient: str
     data: bytes
-
-
-def tracked_links(html_body: str | None) -> list[str]:
-    """The URLs of a campaign's HTML links, in order; a click token names one by index (no open redirect).
-    A URL with a merge tag in it (`{` or `}`) is personalised: it stays as written, untracked."""
-    if not html_body:
-        return []
-    return [html.unescape(match.group(3)) for match in HTML_LINK.finditer(html_body)]
 
 
 def _one_line(value: str) -> str:

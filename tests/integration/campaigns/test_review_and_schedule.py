@@ -222,6 +222,7 @@ async def test_what_template_code_writes_is_screened_at_submission(platform: Pla
         "c2": '<p>Hello {{ first_name }}</p><div style="display:none">{% if first_name == "zz" %}</div>{% endif %}',
         "c3": '{% set c = "div{display:none}" %}<style>{{ c }}</style><p>Hello</p>',
         "c4": "<p>{{ first_name < 1 }}</p>",
+        "c5": "<p><a href='https://shop.example:84430/sale'>Sale</a></p>",  # a link no reader could follow
     }
     for campaign_id, html_body in bodies.items():
         created = await acme.http.post("/v1/campaigns", json={**draft(html_body=html_body, text_body="Hello"),
@@ -230,7 +231,8 @@ async def test_what_template_code_writes_is_screened_at_submission(platform: Pla
     flagged = (await acme.http.post("/v1/campaigns/c1/submission", json={})).json()
     assert (flagged["status"], flagged["review_reasons"]) == ("in_review", ["flagged"]), flagged
     assert {"pharmacy", "gambling"} <= {m["category"] for m in flagged["screening"]}
-    for campaign_id, problem in (("c2", "content_refused"), ("c3", "content_refused"), ("c4", "invalid_template")):
+    for campaign_id, problem in (("c2", "content_refused"), ("c3", "content_refused"), ("c4", "invalid_template"),
+                                 ("c5", "invalid_link")):
         refused = await acme.http.post(f"/v1/campaigns/{campaign_id}/submission", json={})
         assert refused.status_code == 422 and refused.json()["type"].endswith(f"/{problem}"), refused.text
         assert (await acme.http.get(f"/v1/campaigns/{campaign_id}")).json()["status"] == "draft"
