@@ -54,11 +54,18 @@ EmailAddress = Annotated[str, StringConstraints(min_length=6, max_length=254), A
 
 
 
-def _ip_address(value: str) -> str:
+def is_ip_address(text: str) -> bool:
+    """An IPv4 or IPv6 address (what consent evidence's IP must be, on every channel)."""
     try:
-        ipaddress.ip_address(value)
+        ipaddress.ip_address(text)
     except ValueError:
-        raise ValueError("not an IPv4 or IPv6 address") from None
+        return False
+    return True
+
+
+def _ip_address(value: str) -> str:
+    if not is_ip_address(value):
+        raise ValueError("not an IPv4 or IPv6 address")
     return value
 
 

@@ -14,7 +14,6 @@ gets here (honeypot, fill time, forged or cross-site posts) is `screen_form`.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberUnsubscribedPayload,
 )
 from herald_shared.fields import fits
-from herald_shared.request_fields import sendable_email
+from herald_shared.request_fields import is_ip_address, sendable_email
 from herald_shared.rules import RuleRefused
 
 PRODUCER = "subscriptions"
@@ -120,14 +119,6 @@ def check_consent(consent: ConsentEvidence, now: datetime) -> None:
         raise InvalidConsent(f"consent collected at {consent.collected_at.isoformat()} is in the future")
     if consent.ip is not None and not is_ip_address(consent.ip):
         raise InvalidConsent(f"consent ip {consent.ip[:100]!r} is not an IPv4 or IPv6 address")
-
-
-def is_ip_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 class AddressSuppressed(SubscriptionError):

@@ -22,6 +22,7 @@ from starlette.datastructures import FormData
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import ConsentEvidence
 from herald_shared.links import ConfirmClaim, LinkExpired, LinkInvalid
+from herald_shared.request_fields import is_ip_address
 
 from . import domain, metrics
 from .domain import SubscribeRequest, SubscriptionError
@@ -181,7 +182,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
             consent = ConsentEvidence(source="form", collected_at=datetime.now(UTC),
                                       method=f"Herald hosted subscribe form of list '{doc['name']}'"[:1000],
                                       ip=request.client.host if request.client
-                                      and domain.is_ip_address(request.client.host) else None,
+                                      and is_ip_address(request.client.host) else None,
                                       user_agent=(request.headers.get("user-agent") or "")[:1000] or None)
             decision, _ = await service.subscribe(account_id, list_id, SubscribeRequest(
                 email=email, consent=consent, channel="form", first_name=first_name))
