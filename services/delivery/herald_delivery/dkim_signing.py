@@ -82,19 +82,25 @@ class Prepared:
     body_hash: str  # the bh= tag: SHA-256 of the canonical body, in base64
 
 
-def prepare(message: bytes, wanted: Sequence[bytes]) -> Prepared:
+def prepare(message: bytes, wanted: Sequence[bytes], *, body_relaxed: bool = False) -> Prepared:
     """The message's head parsed and its body hashed, once. `wanted`: lower-case header names to sign, in
-    order; those the message lacks are left out of h=."""
+    order; those the message lacks are left out of h=. `body_relaxed`: see `canonical_body`."""
     head, body = _split(message)
     picked = _pick(_parse_headers(head), wanted)
-    return Prepared(b"".join(canonical_header(name, value) for name, value in picked),
-                    ":".join(name.strip().lower().decode() for name, _ in picked),
-                    base64.b64encode(hashlib.sha256(canonical_body(body)).digest()).decode())
+    names = [name.strip().lower() for name, _ in picked]
+    if b"\t" in head or b"  " in head or b" \r\n" in head or b"\n " in head:
+        canonical = b"".join(canonical_header(name, value) for name, value in picked)
+    else:  # no fold, tab, run of spaces or space ending a line (a head as the renderer writes it): ~5 us less
+        canonical = b"".join([name + b":" + value.lstrip(b" ") + CRLF
+                              for name, (_, value) in zip(names, picked, strict=True)])
+    return Prepared(canonical, b":".join(names).decode(),
+                    base64.b64encode(hashlib.sha256(canonical_body(body, body_relaxed)).digest()).decode())
 
 
-def sign(message: bytes, signers: Sequence[DkimSigner], wanted: Sequence[bytes], now: int | None = None) -> bytes:
+def sign(message: bytes, signers: Sequence[DkimSigner], wanted: Sequence[bytes], now: int | None = None, *,
+         body_relaxed: bool = False) -> bytes:
     """The message with one DKIM-Signature per signer on top, in the signers' order."""
-    prepared = prepare(message, wanted)
+    prepared = prepare(message, wanted, body_relaxed=body_relaxed)
     return b"".join(signer.signature_header(prepared, now) for signer in signers) + message
 
 
@@ -104,17 +110,21 @@ def canonical_header(name: bytes, value: bytes) -> bytes:
     return name.strip().lower() + b":" + value.strip(b" \t") + CRLF
 
 
-def canonical_body(body: bytes) -> bytes:
+def canonical_body(body: bytes, relaxed: bool = False) -> bytes:
+    """`relaxed`: the caller knows the body holds no tab, no two spaces in a row and no space before a line
+    end (the renderer's quoted-printable parts), so only its end is looked at: the scans for them cost ~12 us
+    for an 11 KB body, 5% of a message rendered and signed with RSA."""
     # bytes.replace and endswith run at C speed; a regex over a 10 KB body cost 0.6 ms, more than the signing.
-    if b"\t" in body:
-        body = body.replace(b"\t", b" ")
-    # With CR read as a space, a run of spaces and a space ending a line both show as "  ": one scan of the
-    # body for both, as most bodies have neither.
-    if b"  " in body.translate(_CR_AS_SPACE):
-        while b"  " in body:
-            body = body.replace(b"  ", b" ")
-        if b" \r\n" in body:
-            body = body.replace(b" \r\n", b"\r\n")
+    if not relaxed:
+        if b"\t" in body:
+            body = body.replace(b"\t", b" ")
+        # With CR read as a space, a run of spaces and a space ending a line both show as "  ": one scan of
+        # the body for both, as most bodies have neither.
+        if b"  " in body.translate(_CR_AS_SPACE):
+            while b"  " in body:
+                body = body.replace(b"  ", b" ")
+            if b" \r\n" in body:
+                body = body.replace(b" \r\n", b"\r\n")
     if body.endswith(b" "):
         body = body[:-1]
     while body.endswith(b"\r\n\r\n"):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
-from typing import Any
+from typing import Any, NamedTuple
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
@@ -148,44 +148,57 @@ def _encode_header(value: str) -> str:
     return Header(value, "utf-8").encode(linesep=CRLF)
 
 
+class BodyPart(NamedTuple):
+    encoding: str  # its Content-Transfer-Encoding
+    content: bytes  # as sent, with CRLF line ends
+    # Known to hold no tab, no two spaces in a row and no space ending a line: DKIM's relaxed body
+    # canonicalization leaves it as it is, so the signer need not scan it for them (~12 us for 11 KB). False
+    # when not known (the signer then looks).
+    relaxed: bool = False
+
+
 def body_part(text: str | Sequence[str], boundary: str = "",
-              cache: dict[str, bytes] | None = None) -> tuple[str, bytes]:
-    """(Content-Transfer-Encoding, the content as sent) of a text, or of the concatenation of its pieces:
-    `7bit` as written when the text is ASCII without NUL, its lines fit SMTP's 998 octets (RFC 2045 2.7) and it
-    does not hold the multipart `boundary`; else quoted-printable, which cannot hold one ("=" is escaped). Both
-    with CRLF line ends. Given pieces and a `cache`, each piece is encoded apart (`_qp_pieces`): the long ones,
-    a campaign's own text, once per campaign. Encoding 5 KB as quoted-printable costs ~30 us, two parts a
-    message."""
+              cache: dict[str, tuple[bytes, bool]] | None = None) -> BodyPart:
+    """The encoding and content of a text, or of the concatenation of its pieces: `7bit` as written when the
+    text is ASCII without NUL, its lines fit SMTP's 998 octets (RFC 2045 2.7) and it does not hold the
+    multipart `boundary`; else quoted-printable, which cannot hold one ("=" is escaped). Both with CRLF line
+    ends. Given pieces and a `cache`, each piece is encoded apart (`_qp_pieces`): the long ones, a campaign's
+    own text, once per campaign. Encoding 5 KB as quoted-printable costs ~30 us, two parts a message."""
     pieces = [text] if isinstance(text, str) else text
     normalised = _lf("".join(pieces))
     if (normalised.isascii() and "\0" not in normalised and (not boundary or boundary not in normalised)
             and max(map(len, normalised.split("\n"))) <= MAX_7BIT_LINE):
-        return "7bit", normalised.encode("ascii").replace(b"\n", b"\r\n")
+        return BodyPart("7bit", normalised.encode("ascii").replace(b"\n", b"\r\n"))
     if cache is not None and len(pieces) > 1 and not any(piece.endswith("\r") for piece in pieces):
-        return "quoted-printable", _qp_pieces(pieces, cache)
-    return "quoted-printable", quoted_printable(normalised)  # no CR left: _lf passes it as it is
+        return BodyPart("quoted-printable", *_qp_pieces(pieces, cache))
+    return BodyPart("quoted-printable", quoted_printable(normalised))  # no CR left: _lf passes it as it is
 
 
-def _qp_pieces(pieces: Sequence[str], cache: dict[str, bytes]) -> bytes:
+def _qp_pieces(pieces: Sequence[str], cache: dict[str, tuple[bytes, bool]]) -> tuple[bytes, bool]:
     """Quoted-printable of the pieces' concatenation, each piece encoded on its own and ended with a soft line
     break unless it ends a line: decoding gives the concatenation back. A piece of QP_CACHED_CHARS or more is
     looked up in (and added to, up to QP_CACHE_ENTRIES) the cache first. No piece may end with CR (it could be
-    half of a CRLF)."""
+    half of a CRLF). With it, whether the content is relaxed-canonical (`BodyPart.relaxed`): every encoded
+    piece ends with a line end, and quoted-printable never leaves a space or tab before one (it writes =20,
+    =09), so the content is when no piece holds a tab or two spaces in a row."""
     out: list[bytes] = []
+    relaxed = True
     for piece in pieces:
         if not piece:
             continue
         cached = len(piece) >= QP_CACHED_CHARS
-        encoded = cache.get(piece) if cached else None
-        if encoded is None:
+        known = cache.get(piece) if cached else None
+        if known is None:
             encoded = _qp_piece(piece)
+            known = encoded, b"\t" not in encoded and b"  " not in encoded
             if cached and len(cache) < QP_CACHE_ENTRIES:
-                cache[piece] = encoded
-        out.append(encoded)
+                cache[piece] = known
+        out.append(known[0])
+        relaxed = relaxed and known[1]
     content = b"".join(out)
     if content.endswith(b"=\n"):
         content = content[:-2]  # no soft line break at the very end
-    return content.replace(b"\n", b"\r\n")
+    return content.replace(b"\n", b"\r\n"), relaxed
 
 
 def _qp_piece(piece: str) -> bytes:
@@ -232,7 +245,7 @@ class CampaignTemplate:
     feedback_id: str
     sender_domain: str
     # Its own text, encoded once (quoted-printable pieces, `body_part`); filled as its messages are rendered.
-    encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    encoded: dict[str, tuple[bytes, bool]] = field(default_factory=dict, compare=False, repr=False)
 
 
 def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent, *, footer: bool,
@@ -389,10 +402,10 @@ class Renderer:
                    f"Auto-Submitted: auto-generated{CRLF}"
                    f"Feedback-ID: {message_id[:8]}:{account_id}:{kind}:{self.settings.sender_id}{CRLF}"
                    f"Content-Type: text/plain; charset=utf-8{CRLF}")
-        encoding, content = body_part(text)
-        data = (f"{headers}Content-Transfer-Encoding: {encoding}{CRLF}{CRLF}").encode("ascii") + content
+        part = body_part(text)
+        data = (f"{headers}Content-Transfer-Encoding: {part.encoding}{CRLF}{CRLF}").encode("ascii") + part.content
         return Rendered(message_id, self.return_path(message_id), recipient,
-                        self._sign(data, from_email.rpartition("@")[2].lower()))
+                        self._sign(data, from_email.rpartition("@")[2].lower(), part.relaxed))
 
     def _per_message_headers(self, recipient: str, message_id: str, feedback_id: str, unsubscribe: str,
                              now: datetime | None) -> str:
@@ -404,30 +417,35 @@ class Renderer:
                 f"Feedback-ID: {feedback_id}{CRLF}")
 
     def _finish(self, message_id: str, recipient: str, headers: str, text: list[str], html_body: list[str] | None,
-                sender_domain: str, encoded: dict[str, bytes]) -> Rendered:
+                sender_domain: str, encoded: dict[str, tuple[bytes, bool]]) -> Rendered:
         boundary = f"=_herald_{message_id.replace('-', '')}"
-        text_encoding, text_content = body_part(text, boundary, encoded)
+        text_part = body_part(text, boundary, encoded)
+        # The MIME lines around the parts hold no tab, no two spaces and no space at a line end: the body is
+        # relaxed-canonical when its parts are.
+        relaxed = text_part.relaxed
         if html_body is None:
-            body = (f"Content-Type: text/plain; charset=utf-8{CRLF}Content-Transfer-Encoding: {text_encoding}"
-                    f"{CRLF}{CRLF}").encode() + text_content
+            body = (f"Content-Type: text/plain; charset=utf-8{CRLF}Content-Transfer-Encoding: {text_part.encoding}"
+                    f"{CRLF}{CRLF}").encode() + text_part.content
         else:
-            html_encoding, html_content = body_part(html_body, boundary, encoded)
+            html_part = body_part(html_body, boundary, encoded)
+            relaxed = relaxed and html_part.relaxed
             body = (f'Content-Type: multipart/alternative; boundary="{boundary}"{CRLF}{CRLF}'
                     f"--{boundary}{CRLF}Content-Type: text/plain; charset=utf-8{CRLF}"
-                    f"Content-Transfer-Encoding: {text_encoding}{CRLF}{CRLF}").encode() + text_content + (
+                    f"Content-Transfer-Encoding: {text_part.encoding}{CRLF}{CRLF}").encode() + text_part.content + (
                 f"{CRLF}--{boundary}{CRLF}Content-Type: text/html; charset=utf-8{CRLF}"
-                f"Content-Transfer-Encoding: {html_encoding}{CRLF}{CRLF}").encode() + html_content + (
+                f"Content-Transfer-Encoding: {html_part.encoding}{CRLF}{CRLF}").encode() + html_part.content + (
                 f"{CRLF}--{boundary}--{CRLF}").encode()
         data = headers.encode("utf-8") + body
-        return Rendered(message_id, self.return_path(message_id), recipient, self._sign(data, sender_domain))
+        return Rendered(message_id, self.return_path(message_id), recipient,
+                        self._sign(data, sender_domain, relaxed))
 
-    def _sign(self, data: bytes, sender_domain: str) -> bytes:
+    def _sign(self, data: bytes, sender_domain: str, body_relaxed: bool) -> bytes:
         """DKIM-sign (OpenSSL, `dkim_signing`) with the sending domain's keys, else the platform's default
-        keys, else leave unsigned."""
+        keys, else leave unsigned. `body_relaxed`: the body is known to be relaxed-canonical already."""
         signers = self._signers.get(sender_domain) or self._default_signers
         if not signers:
             return data
-        return sign(data, signers, SIGNED_HEADERS)
+        return sign(data, signers, SIGNED_HEADERS, body_relaxed=body_relaxed)
 
 
 def _inserted(pieces: list[str], inserts: list[tuple[int, str]]) -> list[str]:

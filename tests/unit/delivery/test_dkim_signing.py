@@ -13,8 +13,19 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from herald_delivery.dkim_signing import DkimKeyInvalid, DkimSigner, canonical_body, canonical_header, sign
+from herald_delivery.dkim_signing import (
+    DkimKeyInvalid,
+    DkimSigner,
+    _parse_headers,
+    _pick,
+    canonical_body,
+    canonical_header,
+    prepare,
+    sign,
+)
 from herald_delivery.main import load_dkim_keys
 from herald_delivery.render import DkimKey
 
@@ -125,3 +136,22 @@ def test_keys_load_per_domain_and_a_bad_key_is_refused_with_its_name(tmp_path: P
     with pytest.raises(DkimKeyInvalid, match="768 bits"):
         DkimSigner.from_pem("acme.example", "old", weak)
     assert isinstance(DkimKey("acme.example", "s", b""), DkimKey)
+
+
+HEADER_VALUE = st.lists(st.sampled_from(["a", "Z", ":", "<x@y>", " ", "  ", "\t", "\r\n ", "\r\n\t", ";"]),
+                        max_size=12).map("".join)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from(["From", "to", "Subject", "X-Other", "Subject "]), HEADER_VALUE),
+                min_size=1, max_size=8))
+def test_the_head_is_canonicalized_alike_with_and_without_the_plain_head_shortcut(
+        headers: list[tuple[str, str]]) -> None:
+    """`prepare` canonicalizes a head with no fold, tab, run of spaces or space ending a line by a shortcut:
+    whatever the head, its signed headers are what `canonical_header` makes of each (RFC 6376 3.4.2)."""
+    head = "".join(f"{name}:{value}\r\n" for name, value in headers).encode()
+    wanted = [b"from", b"to", b"subject", b"subject", b"x-absent"]
+    picked = _pick(_parse_headers(head), wanted)
+    prepared = prepare(head + b"\r\nbody\r\n", wanted)
+    assert prepared.headers == b"".join(canonical_header(name, value) for name, value in picked)
+    assert prepared.names == ":".join(name.strip().lower().decode() for name, _ in picked)
