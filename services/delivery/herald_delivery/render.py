@@ -157,28 +157,51 @@ class BodyPart(NamedTuple):
     relaxed: bool = False
 
 
+class EncodedPiece(NamedTuple):
+    """What a campaign keeps of a piece of its own text (`body_part`'s cache)."""
+
+    encoded: bytes  # in quoted-printable, as `_qp_piece` writes it, with CRLF line ends
+    relaxed: bool  # the encoding holds no tab and no two spaces in a row (see `BodyPart.relaxed`)
+    # Non-ASCII, a NUL, or a line longer than 7bit allows: so is any text it is a piece of (joining pieces
+    # only makes lines longer), which is then sent in quoted-printable without looking at the rest.
+    never_7bit: bool
+
+
 def body_part(text: str | Sequence[str], boundary: str = "",
-              cache: dict[str, tuple[bytes, bool]] | None = None) -> BodyPart:
+              cache: dict[str, EncodedPiece] | None = None) -> BodyPart:
     """The encoding and content of a text, or of the concatenation of its pieces: `7bit` as written when the
     text is ASCII without NUL, its lines fit SMTP's 998 octets (RFC 2045 2.7) and it does not hold the
     multipart `boundary`; else quoted-printable, which cannot hold one ("=" is escaped). Both with CRLF line
     ends. Given pieces and a `cache`, each piece is encoded apart (`_qp_pieces`): the long ones, a campaign's
     own text, once per campaign. Encoding 5 KB as quoted-printable costs ~30 us, two parts a message."""
     pieces = [text] if isinstance(text, str) else text
-    normalised = _lf("".join(pieces))
-    if (normalised.isascii() and "\0" not in normalised and (not boundary or boundary not in normalised)
-            and max(map(len, normalised.split("\n"))) <= MAX_7BIT_LINE):
-        return BodyPart("7bit", normalised.encode("ascii").replace(b"\n", b"\r\n"))
     if cache is not None and len(pieces) > 1 and not any(piece.endswith("\r") for piece in pieces):
-        return BodyPart("quoted-printable", *_qp_pieces(pieces, cache))
+        long = {piece: _known_piece(piece, cache) for piece in pieces if len(piece) >= QP_CACHED_CHARS}
+        if not any(known.never_7bit for known in long.values()):  # else the rest need not be looked at
+            as_7bit = _as_7bit(_lf("".join(pieces)), boundary)
+            if as_7bit is not None:
+                return BodyPart("7bit", as_7bit)
+        return BodyPart("quoted-printable", *_qp_pieces(pieces, long))
+    normalised = _lf("".join(pieces))
+    as_7bit = _as_7bit(normalised, boundary)
+    if as_7bit is not None:
+        return BodyPart("7bit", as_7bit)
     return BodyPart("quoted-printable", quoted_printable(normalised))  # no CR left: _lf passes it as it is
 
 
-def _qp_pieces(pieces: Sequence[str], cache: dict[str, tuple[bytes, bool]]) -> tuple[bytes, bool]:
+def _as_7bit(normalised: str, boundary: str) -> bytes | None:
+    """The text (LF line ends) as a 7bit part, or None when it may not be one."""
+    if (normalised.isascii() and "\0" not in normalised and (not boundary or boundary not in normalised)
+            and max(map(len, normalised.split("\n"))) <= MAX_7BIT_LINE):
+        return normalised.encode("ascii").replace(b"\n", b"\r\n")
+    return None
+
+
+def _qp_pieces(pieces: Sequence[str], long: Mapping[str, EncodedPiece]) -> tuple[bytes, bool]:
     """Quoted-printable of the pieces' concatenation, each piece encoded on its own and ended with a soft line
-    break unless it ends a line: decoding gives the concatenation back. A piece of QP_CACHED_CHARS or more is
-    looked up in (and added to, up to QP_CACHE_ENTRIES) the cache first. No piece may end with CR (it could be
-    half of a CRLF). With it, whether the content is relaxed-canonical (`BodyPart.relaxed`): every encoded
+    break unless it ends a line: decoding gives the concatenation back. Pieces of QP_CACHED_CHARS or more are
+    taken from `long` (`_known_piece`), the others encoded here. No piece may end with CR (it could be half of
+    a CRLF). With it, whether the content is relaxed-canonical (`BodyPart.relaxed`): every encoded
     piece ends with a line end, and quoted-printable never leaves a space or tab before one (it writes =20,
     =09), so the content is when no piece holds a tab or two spaces in a row."""
     out: list[bytes] = []
@@ -186,19 +209,41 @@ def _qp_pieces(pieces: Sequence[str], cache: dict[str, tuple[bytes, bool]]) -> t
     for piece in pieces:
         if not piece:
             continue
-        cached = len(piece) >= QP_CACHED_CHARS
-        known = cache.get(piece) if cached else None
-        if known is None:
-            encoded = _qp_piece(piece)
-            known = encoded, b"\t" not in encoded and b"  " not in encoded
-            if cached and len(cache) < QP_CACHE_ENTRIES:
-                cache[piece] = known
-        out.append(known[0])
-        relaxed = relaxed and known[1]
+        if len(piece) >= QP_CACHED_CHARS:
+            encoded, clean, _ = long[piece]
+        else:
+            encoded = _plain_piece(piece) or _qp_piece(piece).replace(b"\n", b"\r\n")
+            clean = b"\t" not in encoded and b"  " not in encoded
+        out.append(encoded)
+        relaxed = relaxed and clean
     content = b"".join(out)
-    if content.endswith(b"=\n"):
-        content = content[:-2]  # no soft line break at the very end
-    return content.replace(b"\n", b"\r\n"), relaxed
+    if content.endswith(b"=\r\n"):
+        content = content[:-3]  # no soft line break at the very end
+    return content, relaxed
+
+
+def _known_piece(piece: str, cache: dict[str, EncodedPiece]) -> EncodedPiece:
+    """A long piece as the cache knows it: looked up, else worked out (and kept, up to QP_CACHE_ENTRIES)."""
+    known = cache.get(piece)
+    if known is None:
+        encoded = _qp_piece(piece).replace(b"\n", b"\r\n")
+        normalised = _lf(str(piece))
+        known = EncodedPiece(encoded, b"\t" not in encoded and b"  " not in encoded,
+                             not normalised.isascii() or "\0" in normalised
+                             or max(map(len, normalised.split("\n"))) > MAX_7BIT_LINE)
+        if len(cache) < QP_CACHE_ENTRIES:
+            cache[piece] = known
+    return known
+
+
+def _plain_piece(piece: str) -> bytes | None:
+    """A short piece that quoted-printable leaves as it is (printable ASCII without "=", not ending with a
+    space, not a lone dot: a merged name, a link), encoded as `_qp_piece` would with CRLF, in ~0.2 us instead
+    of ~1.2 us; else None."""
+    if (len(piece) <= QP_LINE - 1 and piece.isascii() and piece.isprintable() and "=" not in piece
+            and not piece.endswith(" ") and piece != "."):
+        return piece.encode("ascii") + b"=\r\n"
+    return None
 
 
 def _qp_piece(piece: str) -> bytes:
@@ -245,7 +290,7 @@ class CampaignTemplate:
     feedback_id: str
     sender_domain: str
     # Its own text, encoded once (quoted-printable pieces, `body_part`); filled as its messages are rendered.
-    encoded: dict[str, tuple[bytes, bool]] = field(default_factory=dict, compare=False, repr=False)
+    encoded: dict[str, EncodedPiece] = field(default_factory=dict, compare=False, repr=False)
 
 
 def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent, *, footer: bool,
@@ -417,7 +462,7 @@ class Renderer:
                 f"Feedback-ID: {feedback_id}{CRLF}")
 
     def _finish(self, message_id: str, recipient: str, headers: str, text: list[str], html_body: list[str] | None,
-                sender_domain: str, encoded: dict[str, tuple[bytes, bool]]) -> Rendered:
+                sender_domain: str, encoded: dict[str, EncodedPiece]) -> Rendered:
         boundary = f"=_herald_{message_id.replace('-', '')}"
         text_part = body_part(text, boundary, encoded)
         # The MIME lines around the parts hold no tab, no two spaces and no space at a line end: the body is

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dkim
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from herald_delivery.dkim_signing import canonical_body
@@ -25,6 +25,8 @@ from herald_delivery.render import (
     MessageTokens,
     Renderer,
     RenderSettings,
+    _plain_piece,
+    _qp_piece,
     body_part,
     compile_campaign,
     quoted_printable,
@@ -439,3 +441,19 @@ def test_the_date_header_is_the_current_second_formatted_once_a_second(monkeypat
     monkeypatch.setattr("time.time", lambda: 1_790_000_001.1)
     assert r.date() == "Mon, 21 Sep 2026 14:13:21 +0000"
     assert r.date(datetime(2026, 11, 2, 9, 0, 5, 123, tzinfo=UTC)) == "Mon, 02 Nov 2026 09:00:05 +0000"
+
+
+@settings(max_examples=500)
+@given(st.text(st.sampled_from([*"aZ9 .=~-_<>&;:/?\"'\t\x7fā\n"]), max_size=90))
+@example("x" * 74)
+@example("x" * 75)
+@example("x" * 76)
+@example("x" * 90)
+@example("." + "x" * 74)
+def test_a_short_piece_left_as_it_is_is_what_quoted_printable_makes_of_it(piece: str) -> None:
+    """The shortcut for short plain pieces (`_plain_piece`) gives what the encoder gives, when it answers."""
+    plain = _plain_piece(piece)
+    if plain is not None:
+        assert plain == _qp_piece(piece).replace(b"\n", b"\r\n")
+    if piece in ("Anna", "https://t.example/t/c/abc.def-_x", ". no", "x" * 75):
+        assert plain is not None
