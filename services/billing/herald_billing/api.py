@@ -206,6 +206,9 @@ class AuditEntryOut(Out):
     method: str | None = None
     ip: str | None = None
     user_agent: str | None = None
+    session_id: str | None = Field(default=None, description="The session a login opened; for a failure, the "
+                                                             "session the current password was given wrong in "
+                                                             "(a password change).")
     staff: str | None = None
     what: str | None = Field(default=None, description="What staff looked at or did (billing: review_queue, "
                                                        "account, audit_log, approve, reject, cancel; campaigns: "
@@ -345,8 +348,20 @@ def key_out(doc: dict[str, Any]) -> dict[str, Any]:
             "issued_at": doc["issued_at"].isoformat(), "revoked_at": at.isoformat() if at else None}
 
 
+def client_of(request: Request) -> Client:
+    """Who is asking, for the audit log and the throttles."""
+    return Client(request.client.host if request.client else None, request.headers.get("user-agent"))
+
+
+def too_many_attempts(exc: TooManyAttempts) -> JSONResponse:
+    response = problem(429, "too_many_attempts", str(exc))
+    response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
 def audit_out(doc: dict[str, Any]) -> dict[str, Any]:
-    fields = ("result", "reason", "username", "method", "ip", "user_agent", "staff", "what", "service", "campaign_id")
+    fields = ("result", "reason", "username", "method", "ip", "user_agent", "session_id", "staff", "what", "service",
+              "campaign_id")
     return {"at": doc["at"].isoformat(), "kind": doc["kind"], **{f: doc.get(f) for f in fields}}
 
 
@@ -378,13 +393,10 @@ def build_api(service: BillingService) -> APIRouter:
     async def log_in(body: LoginIn, request: Request) -> JSONResponse:
         """Log in with a username and password. Every attempt is in the account's audit log; after repeated
         failures for a user or from an address, attempts are refused for a while (429, Retry-After)."""
-        client = Client(request.client.host if request.client else None, request.headers.get("user-agent"))
         try:
-            session = await service.log_in(body.username, body.password, client)
+            session = await service.log_in(body.username, body.password, client_of(request))
         except TooManyAttempts as exc:
-            response = problem(429, "too_many_attempts", str(exc))
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-            return response
+            return too_many_attempts(exc)
         return JSONResponse({"token": session.token, "expires_at": session.expires_at.isoformat(),
                              "account_id": session.user.account_id, "username": session.user.username,
                              "role": session.user.role}, status_code=201)
@@ -475,12 +487,16 @@ def build_api(service: BillingService) -> APIRouter:
         await service.delete_account(session)
         return Response(status_code=204)
 
-    @router.put("/account/password", status_code=204, tags=["account"],
-                responses={**signed_in, **problems(403, 422, 503)})
-    async def change_password(body: PasswordIn, session: Current) -> Response:
+    @router.put("/account/password", status_code=204, response_model=None, tags=["account"],
+                responses={**signed_in, **problems(403, 422, 429, 503)})
+    async def change_password(body: PasswordIn, session: Current, request: Request) -> Response:
         """Change your own password (403 when the current one is not right); every session you opened before
-        ends, this one too: log in again."""
-        await service.change_password(session, body.current_password, body.new_password)
+        ends, this one too: log in again. A wrong current password is a failed login attempt: in the audit log,
+        and counted toward the login throttles (429 with Retry-After once they are reached)."""
+        try:
+            await service.change_password(session, body.current_password, body.new_password, client_of(request))
+        except TooManyAttempts as exc:
+            return too_many_attempts(exc)
         return Response(status_code=204)
 
     @router.get("/account/users", response_model=None, tags=["users"],

@@ -163,7 +163,8 @@ class BillingService:
         metrics.LOGINS.labels("success").inc()
         return Session(token, session_id, user, expires_at)
 
-    async def _failed(self, user: User | None, name: str, client: Client, reason: FailureReason) -> None:
+    async def _failed(self, user: User | None, name: str, client: Client, reason: FailureReason,
+                      session_id: str | None = None) -> None:
         metrics.LOGINS.labels(reason).inc()
         if user is None or reason == "unknown_user":
             # No account to write it to: the service's log keeps it (and the address throttle counts it).
@@ -174,7 +175,8 @@ class BillingService:
         # take the publish (no fold to wait for), so timing does not tell them apart.
         await self.recorder.publish_only([LoginFailed(account_id=user.account_id, producer=domain.PRODUCER,
                                                       payload=LoginFailedPayload(
-                                                          **self._attempt(user.username, client).model_dump(),
+                                                          **self._attempt(user.username, client,
+                                                                          session_id).model_dump(),
                                                           reason=reason))])
 
     @staticmethod
@@ -208,10 +210,24 @@ class BillingService:
     async def log_out(self, session: Session) -> None:
         await self.recorder.commit(domain.log_out(session.user, session.session_id))
 
-    async def change_password(self, session: Session, current: str, new: str) -> None:
+    async def change_password(self, session: Session, current: str, new: str, client: Client) -> None:
+        """The current password is a password given, as at a login: a wrong one is in the audit log (LoginFailed
+        with the session it was given in) and counts toward the same throttles, so a session's holder cannot
+        guess the password unchecked; once they are reached, the change is refused unchecked (TooManyAttempts)."""
         user = session.user
         domain.check_password(new, user.username, "body.new_password")
+        now = self.clock()
+        wait = max(self.user_throttle.retry_after(user.username, now),
+                   self.address_throttle.retry_after(client.ip, now) if client.ip else 0.0)
+        if wait > 0:
+            await self._failed(user, user.username, client, "locked", session.session_id)
+            raise TooManyAttempts(wait)
         matches = await self.passwords.matches(current, user.password_hash)
+        if not matches:
+            self.user_throttle.failed(user.username, now)
+            if client.ip:
+                self.address_throttle.failed(client.ip, now)
+            await self._failed(user, user.username, client, "wrong_password", session.session_id)
         new_hash = await self.passwords.hash(new)
         async with self.recorder.serialised(f"user:{user.username}"):
             await self.recorder.commit(domain.change_password(user, matches, new_hash))

@@ -346,7 +346,7 @@ class BillingProjection(Projection):
             case LoginSucceeded(payload=p) | LoginFailed(payload=p):
                 entry = {"kind": "login", "result": "success" if isinstance(event, LoginSucceeded) else "failure",
                          "reason": getattr(p, "reason", None), "username": p.username, "actor": p.actor,
-                         "method": p.method, "ip": p.ip, "user_agent": p.user_agent}
+                         "method": p.method, "ip": p.ip, "user_agent": p.user_agent, "session_id": p.session_id}
                 return [self._audit(event, entry)]
             case StaffAccessed(payload=p):
                 return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": p.what,

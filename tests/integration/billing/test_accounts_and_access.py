@@ -85,6 +85,31 @@ async def test_repeated_failures_are_throttled_per_user_and_per_address(platform
     assert statuses[:30] == [401] * 30 and statuses[30] == 429
 
 
+async def test_a_wrong_current_password_is_a_failed_attempt_logged_and_throttled(platform: Platform) -> None:
+    """Holding a session does not let anyone guess the password unchecked: a password change with a wrong
+    current password is a LoginFailed in the audit log, with the session it came from, and counts toward the
+    user's login throttle, which then refuses the change (and logins) unchecked with 429."""
+    now = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    platform.set_clock(lambda: now)
+    acme = await platform.sign_up("ada")
+    change = {"current_password": "guess-guess-guess", "new_password": "a new long password"}
+    for _ in range(5):
+        assert (await acme.http.put("/v1/account/password", json=change)).status_code == 403
+    locked = await acme.http.put("/v1/account/password", json={**change, "current_password": PASSWORD})
+    assert locked.status_code == 429 and locked.json()["type"].endswith("/too_many_attempts")
+    assert 0 < int(locked.headers["Retry-After"]) <= 15 * 60
+    assert (await platform.http.post("/v1/sessions", json={"username": "ada", "password": PASSWORD})).status_code == 429
+    log = await eventually(lambda: audit(acme), lambda items: len(items) == 8, what="every attempt in the log")
+    session_id = log[0]["session_id"]
+    assert session_id and [(e["result"], e["reason"], e["session_id"]) for e in log] == [
+        ("success", None, session_id), *[("failure", "wrong_password", session_id)] * 5,
+        ("failure", "locked", session_id), ("failure", "locked", None)]
+    assert (await acme.http.get("/v1/account")).status_code == 200  # nothing was changed
+    now += timedelta(minutes=15)
+    assert (await acme.http.put("/v1/account/password", json={**change, "current_password": PASSWORD})
+            ).status_code == 204
+
+
 async def test_sessions_end_on_logout_password_change_and_disabling(platform: Platform) -> None:
     ada = await platform.sign_up("ada")
     second = await platform.log_in("ada", ada.account_id)
