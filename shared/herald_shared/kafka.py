@@ -36,6 +36,7 @@ DLQ_SOURCE_PARTITION = "herald.dlq.source_partition"
 DLQ_SOURCE_OFFSET = "herald.dlq.source_offset"
 DLQ_CONSUMER = "herald.dlq.consumer"
 DLQ_FAILED_AT = "herald.dlq.failed_at"
+MAX_REASON_CHARS = 2_000  # of a dead-letter reason (an exception's text can quote a whole header)
 DeadLetterCategory = Literal["invalid", "rejected", "handler_failed"]
 # Errors of the infrastructure, not of the event: a handler hitting one is retried until it passes.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, KafkaError, OSError, TimeoutError)
@@ -156,6 +157,17 @@ class EventPublisher:
             metrics.EVENTS_PRODUCED.labels(event.topic, event.type).inc()
         return results
 
+    async def dead_letter(self, base_topic: str, value: bytes, reason: str, *, source: str, consumer: str,
+                          key: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """A dead-letter entry that comes from no consumed record (a mail received, an outcome that could not
+        become its event): `value` as it is, with why (bounded, and written whatever its text holds, so the
+        entry always fits and always encodes) and where (`source`, `consumer`), on `base_topic`'s dead-letter
+        topic."""
+        entry = [(DLQ_REASON, reason[:MAX_REASON_CHARS].encode("utf-8", "backslashreplace")),
+                 (DLQ_SOURCE_TOPIC, source.encode()), (DLQ_CONSUMER, consumer.encode()),
+                 (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()), *headers]
+        await self._producer.send_and_wait(self._topics(base_topic) + DLQ_SUFFIX, value=value, key=key, headers=entry)
+
 
 class Reject(Exception):
     """Raised by a handler for an event it can never handle; the event goes to the dead-letter topic."""
@@ -197,7 +209,7 @@ class DeadLetters:
         """`reason` is free text for people; `category` is the bounded metric label."""
         headers = [(k, v) for k, v in (record.headers or ()) if not k.startswith("herald.dlq.")]
         headers += [
-            (DLQ_REASON, reason[:2000].encode()),
+            (DLQ_REASON, reason[:MAX_REASON_CHARS].encode()),
             (DLQ_SOURCE_TOPIC, record.topic.encode()),
             (DLQ_SOURCE_PARTITION, str(record.partition).encode()),
             (DLQ_SOURCE_OFFSET, str(record.offset).encode()),

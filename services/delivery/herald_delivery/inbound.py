@@ -25,22 +25,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiosmtpd.smtp import SMTP
 from flufl.bounce import all_failures
 
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, UnsubscribeRequested
-from herald_shared.kafka import (
-    DLQ_CONSUMER,
-    DLQ_FAILED_AT,
-    DLQ_REASON,
-    DLQ_SOURCE_TOPIC,
-    TRANSIENT_ERRORS,
-    EventPublisher,
-)
+from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
 from herald_shared.mongo import Document
-from herald_shared.topics import DLQ_SUFFIX, TopicNames
 
 from . import domain, metrics
 from .domain import HERALD_DELIVERY_NAMESPACE, BounceClass
@@ -50,7 +41,6 @@ from .store import DeliveryStore
 log = logging.getLogger(__name__)
 PRODUCER = "delivery"
 MAX_INBOUND_BYTES = 900_000  # below Kafka's default message size, so a dead-letter entry always fits
-MAX_REASON_CHARS = 2_000  # of a dead-letter reason (an exception's text can quote a whole header)
 # A report names one return path; a few more recipients are tolerated (forwarders), never a mailing list's worth.
 MAX_INBOUND_RECIPIENTS = 10
 SIGNED_MESSAGE_ID = re.compile(r"<([0-9a-fA-F-]{36}\.[a-z2-7]{16})@", re.IGNORECASE)
@@ -358,12 +348,10 @@ class InboundHandler:
     """aiosmtpd handler: RCPT accepts only the bounce domain; DATA turns a report into events."""
 
     def __init__(self, reader: ReportReader, store: DeliveryStore, publisher: EventPublisher,
-                 producer: AIOKafkaProducer, topics: TopicNames, bounce_domain: str) -> None:
+                 bounce_domain: str) -> None:
         self._reader = reader
         self._store = store
         self._publisher = publisher
-        self._producer = producer
-        self._topics = topics
         self._bounce_domain = bounce_domain.lower()
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
@@ -475,14 +463,11 @@ class InboundHandler:
                                                    "source": "dsn", "reporting_mta": finding.reporting})
 
     async def _dead_letter(self, data: bytes, reason: str, recipients: list[str]) -> None:
-        topic = self._topics("herald.delivery") + DLQ_SUFFIX
         # Bounded, and written whatever the text holds (a recipient can carry undecodable bytes), so the entry
         # always fits and always encodes: a failure here would answer 451, and the same mail would fail again.
-        reason = reason[:MAX_REASON_CHARS]
-        headers = [(DLQ_REASON, reason.encode("utf-8", "backslashreplace")), (DLQ_SOURCE_TOPIC, b"inbound-smtp"),
-                   (DLQ_CONSUMER, b"delivery.inbound"), (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
-                   ("herald.inbound.recipients", ",".join(recipients).encode("utf-8", "backslashreplace")[:1000])]
-        await self._producer.send_and_wait(topic, value=data, key=b"inbound", headers=headers)
+        await self._publisher.dead_letter(
+            "herald.delivery", data, reason, source="inbound-smtp", consumer="delivery.inbound", key=b"inbound",
+            headers=[("herald.inbound.recipients", ",".join(recipients).encode("utf-8", "backslashreplace")[:1000])])
         log.warning("inbound mail dead-lettered", extra={"reason": reason[:500]})
 
 

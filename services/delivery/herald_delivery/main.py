@@ -167,7 +167,7 @@ class Delivery(WatchedTasks):
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "control"),
             checkpoints=self.control_checkpoints)
         self.inbound = InboundHandler(ReportReader(self.tokens, settings.bounce_domain), self.store, self.publisher,
-                                      self.producer, settings.topics, settings.bounce_domain)
+                                      settings.bounce_domain)
         self.app = api_app("Herald delivery", "Tracking endpoints (opens, clicks) of the delivery service, "
                            "reached from the messages it sends.")
         self.app.include_router(build_tracking(self.tokens, self.store, self.publisher))

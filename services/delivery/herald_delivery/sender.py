@@ -17,6 +17,7 @@ control consumer updates the book as it handles AccountSuspended, so after that 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -34,7 +35,7 @@ from herald_shared.contract.delivery import (
     MessageDeferred,
     MessageSent,
 )
-from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
+from herald_shared.kafka import MAX_REASON_CHARS, TRANSIENT_ERRORS, EventPublisher
 from herald_shared.mongo import Document
 from herald_shared.templating import RenderError, TemplateProblem
 
@@ -269,7 +270,15 @@ class Sender:
         reply = await connection.send(rendered.mail_from, rendered.recipient, rendered.data)
         answered = time.perf_counter()
         job["_answered"] = True  # from here on, a failure never hands the job to a worker again
-        outcome, event = self._outcome(job, rendered, reply)
+        try:
+            outcome, event = self._outcome(job, rendered, reply)
+        except Exception as exc:
+            # No known reply gets here (each cause found was fixed); should one, the message is still recorded
+            # as the relay answered, so it is neither sent again after a restart nor left unfinished, and what
+            # its event could not say goes to the dead-letter topic with why.
+            log.exception("the outcome of a message could not become its event; recorded without it",
+                          extra={"message_id": job["_id"]})
+            outcome, event = unannounced_outcome(job, reply, f"{type(exc).__name__}: {exc}"), None
         self._unpublished[job["_id"]] = outcome["recorded_at"]
         # The relay has answered: from here on the message is never handed to a worker again. Recording and
         # publishing are retried until they pass (MongoDB or Kafka away); only a crash leaves it in doubt.
@@ -279,7 +288,12 @@ class Sender:
         if not outcome["final"]:
             self._jobs.retry_at(job["_id"], outcome["next_attempt_at"], attempts=outcome["attempt"],
                                 first_attempt_at=outcome["first_attempt_at"])
-        await self._until_done("publish the outcome", lambda: self._publisher.publish(event))
+        if event is not None:
+            await self._until_done("publish the outcome", lambda: self._publisher.publish(event))
+        else:
+            await self._until_done("dead-letter the outcome", lambda: self._publisher.dead_letter(
+                "herald.delivery", json.dumps(outcome, default=str).encode(), outcome["reason"], source="sender",
+                consumer="delivery.sender", key=str(job["account_id"]).encode()))
         self._unpublished.pop(job["_id"], None)
         if outcome["final"]:
             # Only once its event is out: the end of its campaign is announced after every outcome event.
@@ -489,6 +503,24 @@ class Sender:
         for gate_name, count in by_gate.items():
             metrics.QUEUE_DEPTH.labels(gate_name).set(count)
         metrics.QUEUE_DEPTH.labels("none").set(len(self._jobs) - sum(by_gate.values()))
+
+
+def unannounced_outcome(job: Document, reply: SmtpReply, failure: str) -> Document:
+    """The ledger's outcome of an attempt whose event could not be made: what the relay answered, final (2xx
+    sent, else bounced `undetermined`: retrying what cannot be recorded would fail again), with why."""
+    now = datetime.now(UTC)
+    attempt = int(job.get("attempts") or 0) + 1
+    sent = reply.code is not None and 200 <= reply.code < 300
+    outcome: Document = {"_id": f"{job['_id']}:{attempt}", "message_id": job["_id"], "account_id": job["account_id"],
+                         "campaign_id": job.get("campaign_id"), "attempt": attempt,
+                         "first_attempt_at": job.get("first_attempt_at") or now, "recorded_at": now, "final": True,
+                         "outcome": SENT if sent else BOUNCED, "smtp_code": reply.code,
+                         "smtp_reply": reply.diagnostic[:1000],
+                         "reason": f"outcome event not made ({failure})"[:MAX_REASON_CHARS]}
+    if not sent:
+        outcome["bounce_class"] = "undetermined"
+    metrics.MESSAGES.labels(job["kind"], outcome["outcome"]).inc()
+    return outcome
 
 
 class Skip(Exception):

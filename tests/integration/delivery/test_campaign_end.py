@@ -3,6 +3,7 @@ message has a final outcome, once per campaign, with exact counts, across cancel
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from typing import Any
@@ -121,3 +122,43 @@ async def test_a_restart_in_the_middle_of_a_campaign_neither_loses_nor_repeats_i
     await eventually(third.service._running, bool, what="the sender folded the ledger")
     await third.service.gates_caught_up()
     assert ends(await world.events()) == [end]
+
+
+async def test_an_outcome_that_cannot_become_its_event_is_recorded_and_dead_lettered(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """Should building an outcome's event fail after the relay answered (no known reply does so any more), the
+    message is recorded all the same: its campaign ends with it counted, it is not pending (so not sent again
+    after a restart), and the dead-letter topic says which message and why."""
+    from herald_shared.kafka import DLQ_REASON, read_from_start
+
+    running = await start_delivery()
+    sender = running.service.sender
+    build = sender._outcome
+
+    def failing(job: Any, rendered: Any, reply: Any) -> Any:
+        if rendered.recipient == "r1@example.org":
+            raise ValueError("a reply the contract cannot carry")
+        return build(job, rendered, reply)
+
+    sender._outcome = failing  # type: ignore[method-assign]
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [(f"s{i}", f"r{i}@example.org") for i in range(3)])
+    await world.publish(campaign_queued("acme", "c1"))
+    events = await world.wait_for(lambda es: bool(ends(es)), "CampaignDeliveryFinished")
+    end, = ends(events)
+    assert counts(end) == {"recipients": 3, "sent": 3, "bounced": 0, "skipped": 0, "failed": 0, "cancelled": 0}
+    sent = [e for e in events if isinstance(e, MessageSent)]
+    assert len(sent) == 2 and sorted(relay.recipients()) == ["r0@example.org", "r1@example.org", "r2@example.org"]
+    fold = await running.service.store.load_pending()
+    assert not [job for job in fold.pending if job.get("campaign_id") == "c1"]
+
+    async def dead_letters() -> list[Any]:
+        topic = world.settings.topics("herald.delivery") + ".dlq"
+        return [r async for batch in read_from_start(world.settings, [topic]) for r in batch]
+
+    entry, = await eventually(dead_letters, lambda rs: len(rs) == 1, what="the dead-letter entry")
+    reason = dict(entry.headers)[DLQ_REASON].decode()
+    assert "outcome event not made (ValueError: a reply the contract cannot carry)" in reason
+    recorded = json.loads(entry.value)
+    assert recorded["outcome"] == "sent" and recorded["final"] and recorded["smtp_code"] == 250
+    assert recorded["message_id"] not in {e.payload.message_id for e in sent}
