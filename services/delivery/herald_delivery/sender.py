@@ -516,7 +516,8 @@ def unannounced_outcome(job: Document, reply: SmtpReply, failure: str) -> Docume
                          "first_attempt_at": job.get("first_attempt_at") or now, "recorded_at": now, "final": True,
                          "outcome": SENT if sent else BOUNCED, "smtp_code": reply.code,
                          "smtp_reply": reply.diagnostic[:1000],
-                         "reason": f"outcome event not made ({failure})"[:MAX_REASON_CHARS]}
+                         # No NUL, which the store refuses for good (it would be retried forever).
+                         "reason": f"outcome event not made ({failure})"[:MAX_REASON_CHARS].replace("\0", " ")}
     if not sent:
         outcome["bounce_class"] = "undetermined"
     metrics.MESSAGES.labels(job["kind"], outcome["outcome"]).inc()

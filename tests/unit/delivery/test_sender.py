@@ -170,3 +170,19 @@ async def test_the_end_of_a_campaign_is_announced_after_its_last_outcome_event_a
     sent, end = publisher.events
     assert isinstance(sent, MessageSent) and isinstance(end, CampaignDeliveryFinished)
     assert (end.payload.recipients, end.payload.sent, end.payload.skipped) == (2, 1, 1)
+
+
+def test_an_unannounced_outcome_says_what_the_relay_answered_and_why_it_has_no_event() -> None:
+    """The record of an attempt whose event could not be made: final, as the relay answered, the next attempt
+    number, and a reason the store can keep (a NUL in an exception's text would be refused for good)."""
+    from herald_delivery.sender import unannounced_outcome
+
+    job = {"_id": "m1", "account_id": "acme", "campaign_id": "c1", "kind": "campaign", "attempts": 1,
+           "first_attempt_at": T0}
+    sent = unannounced_outcome(job, SmtpReply(250, "2.0.0 queued as 4FE"), "ValueError: odd\0text")
+    assert (sent["_id"], sent["attempt"], sent["outcome"], sent["final"], sent["first_attempt_at"]) == (
+        "m1:2", 2, "sent", True, T0)
+    assert sent["reason"] == "outcome event not made (ValueError: odd text)" and "bounce_class" not in sent
+    refused = unannounced_outcome({**job, "attempts": 0, "first_attempt_at": None}, SmtpReply(554, "no"), "x" * 5000)
+    assert (refused["outcome"], refused["bounce_class"], refused["smtp_code"]) == ("bounced", "undetermined", 554)
+    assert len(refused["reason"]) == 2000 and refused["first_attempt_at"] == refused["recorded_at"]
