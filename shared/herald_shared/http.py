@@ -81,6 +81,12 @@ def answers(status: int, model: type[BaseModel], description: str) -> dict[int |
     return {status: {"model": model, "description": description}}
 
 
+def client_host(request: Request) -> str | None:
+    """The client's address. Behind a proxy of HERALD_FORWARDED_ALLOW_IPS the server has already taken it from
+    X-Forwarded-For (the nearest address no trusted proxy added); anyone else's header is ignored."""
+    return request.client.host if request.client else None
+
+
 def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
     """An RFC 9457 problem document."""
     return JSONResponse({"type": f"https://herald.dev/problems/{code}", "title": code.replace("_", " "),
@@ -139,7 +145,7 @@ def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: da
     async def account(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer),  # noqa: B008
                       x_api_key: str | None = Security(header)) -> str:
         key = credentials.credentials if credentials is not None else x_api_key
-        address = request.client.host if request.client else None
+        address = client_host(request)
         key_id = key_id_of(key) if key else None
         now = clock()
         refusal = apikeys.attempts.refusal(address, key_id, now)

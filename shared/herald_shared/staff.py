@@ -20,7 +20,7 @@ from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .apikeys import verify_secret
-from .http import TooManyAttempts, Unauthorised
+from .http import TooManyAttempts, Unauthorised, client_host
 from .throttle import API_KEY_ADDRESS_WINDOW, API_KEY_FAILURES_PER_ADDRESS, Refusal, Throttle
 
 STAFF_TOKEN = HTTPBearer(auto_error=False, scheme_name="StaffToken",
@@ -86,6 +86,6 @@ def staff_member(tokens: StaffTokens) -> Callable[..., Awaitable[str]]:
     address has failed too often): `Staff = Annotated[str, Depends(staff_member(tokens))]`."""
 
     async def member(request: Request, credentials: StaffCredentials) -> str:
-        return await tokens.member(credentials, request.client.host if request.client else None)
+        return await tokens.member(credentials, client_host(request))
 
     return member

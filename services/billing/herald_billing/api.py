@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field, StrictInt, StringConstraints
 
 from herald_shared.contract.envelope import Identifier
-from herald_shared.http import answers, problem, problems
+from herald_shared.http import answers, client_host, problem, problems
 from herald_shared.request_fields import NO_NUL, Body, EmailAddress, IsoTime, NameText, Out, Text
 from herald_shared.staff import StaffTokens, staff_member
 
@@ -350,7 +350,7 @@ def key_out(doc: dict[str, Any]) -> dict[str, Any]:
 
 def client_of(request: Request) -> Client:
     """Who is asking, for the audit log and the throttles."""
-    return Client(request.client.host if request.client else None, request.headers.get("user-agent"))
+    return Client(client_host(request), request.headers.get("user-agent"))
 
 
 def too_many_attempts(exc: TooManyAttempts) -> JSONResponse:

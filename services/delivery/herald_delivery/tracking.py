@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from ua_parser import parse as parse_user_agent
 
 from herald_shared.contract.delivery import LinkClicked, MessageOpened
-from herald_shared.http import html_security_headers
+from herald_shared.http import client_host, html_security_headers
 from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
 
 from . import domain, metrics
@@ -62,17 +62,12 @@ def engagement(ip: str | None, user_agent: str | None) -> dict[str, Any]:
 def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: EventPublisher) -> APIRouter:
     router = APIRouter(tags=["tracking"])
 
-    def client_ip(request: Request) -> str | None:
-        # Behind a proxy of HERALD_FORWARDED_ALLOW_IPS, the server has already taken the client from
-        # X-Forwarded-For (the nearest address no trusted proxy added); anyone else's header is ignored.
-        return request.client.host if request.client else None
-
     def ref(claim: dict[str, Any]) -> dict[str, Any]:
         return {"message_id": claim["m"], "kind": "campaign", "campaign_id": claim.get("c"),
                 "subscriber_id": claim.get("s")}
 
     def hit(request: Request) -> dict[str, Any]:
-        return engagement(client_ip(request), request.headers.get("user-agent"))
+        return engagement(client_host(request), request.headers.get("user-agent"))
 
     async def record(kind: str, event: MessageOpened | LinkClicked) -> None:
         """The reader always gets the image or the redirect; a hit that cannot be published is logged and

@@ -21,6 +21,7 @@ from starlette.datastructures import FormData
 
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import ConsentEvidence
+from herald_shared.http import client_host
 from herald_shared.links import ConfirmClaim, LinkExpired, LinkInvalid
 from herald_shared.request_fields import is_ip_address
 
@@ -159,7 +160,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
         if verdict in ("cross_site", "no_token"):
             return _forged(verdict)
         now = datetime.now(UTC)
-        client = request.client.host if request.client else ""
+        client = client_host(request) or ""
         if wait := guard.per_ip.take(client, now):
             return _too_many("ip_rate", wait)
         if verdict in domain.SILENT_VERDICTS:
@@ -181,8 +182,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
         try:
             consent = ConsentEvidence(source="form", collected_at=datetime.now(UTC),
                                       method=f"Herald hosted subscribe form of list '{doc['name']}'"[:1000],
-                                      ip=request.client.host if request.client
-                                      and is_ip_address(request.client.host) else None,
+                                      ip=client if is_ip_address(client) else None,
                                       user_agent=(request.headers.get("user-agent") or "")[:1000] or None)
             decision, _ = await service.subscribe(account_id, list_id, SubscribeRequest(
                 email=email, consent=consent, channel="form", first_name=first_name))
@@ -225,7 +225,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
             return _forged(verdict)
         try:
             outcome = await service.confirm(claim.account_id, claim.subscriber_id,
-                                            request.client.host if request.client else None)
+                                            client_host(request))
         except SubscriptionError as exc:
             return page("This link is no longer valid", f"<p>{escape(exc.detail)}.</p>", 410)
         if outcome == "already_confirmed":
