@@ -1,10 +1,11 @@
 """Expansion of a campaign to a big audience, against the delivery service running as its own process
 (`herald-delivery` from .venv/bin): the time from publishing CampaignQueued for a list of N active members
-(100,000) until every one of its N jobs is in delivery's ledger, i.e. until the control consumer's checkpoint
-(`checkpoints.control`, saved once a batch is handled and flushed; its handler inserts the jobs) has passed the
-CampaignQueued, polled by `_id` every 0.1 s. Then, not timed: the ledger's jobs counted, the last member's job
-looked up by its message id, the sender's queue depth (`herald_delivery_queue_depth` on /metrics) and the
-control handler's own time for the CampaignQueued (`herald_handler_seconds`).
+(100,000) until every one of its N jobs is in delivery's ledger: the control consumer's checkpoint
+(`checkpoints.control`) has passed the CampaignQueued, and the expansion beside it has marked the campaign's
+document with `expanded_jobs` (it does so once every job is written), both polled by `_id` every 0.1 s. Then, not
+timed: the ledger's jobs counted, the last member's job looked up by its message id, the sender's queue depth
+(`herald_delivery_queue_depth` on /metrics) and the control handler's own time for the CampaignQueued
+(`herald_handler_seconds`: the expansion is no longer part of it).
 
 The audience: an approved account (AccountOpened + AccountApproved on herald.billing), ListCreated and N x
 SubscriberAdded + SubscriberConfirmed published straight to herald.subscriptions, waiting until delivery's
@@ -26,6 +27,7 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -81,6 +83,16 @@ async def queue_depth(url: str, expected: int, within: float = 30) -> float:
         await asyncio.sleep(0.5)
 
 
+async def expanded(db: Any, campaign_id: str, *, within: float) -> None:
+    """Wait until the campaign's document has `expanded_jobs` (polled by `_id`)."""
+    deadline = time.monotonic() + within
+    while (doc := await db["campaigns"].find_one({"_id": f"{ACCOUNT}:{campaign_id}"})) is None or \
+            "expanded_jobs" not in doc:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the campaign's expansion: not done after {within:.0f} s")
+        await asyncio.sleep(0.1)
+
+
 async def run(members: int, keep: bool) -> None:
     prefix = harness.new_prefix()
     settings = harness.settings_for(prefix)
@@ -109,7 +121,9 @@ async def run(members: int, keep: bool) -> None:
         started = time.perf_counter()
         queued = harness.last_positions([await publisher.publish(campaign_queued(campaign_id))])
         await harness.wait_checkpoint(db, "control", queued, within=max(600, members / 20),
-                                      what="the campaign's expansion", interval=0.1)
+                                      what="the control consumer", interval=0.1)
+        # The expansion runs beside the control consumer: done when the campaign says how many jobs it wrote.
+        await expanded(db, campaign_id, within=max(600, members / 20))
         expansion_seconds = time.perf_counter() - started
 
         jobs = await db["jobs"].count_documents({"campaign_id": campaign_id})
@@ -142,8 +156,8 @@ def report(members: int, raw_seconds: float, expansion_seconds: float, handler_s
     print(f"== delivery_expansion: a campaign to {members:,} active members through herald-delivery ==")
     print(f"baseline, reading the {2 * members + 1:,} events of herald.subscriptions raw (read_from_start + "
           f"parse_event): {raw_seconds:.1f} s = {raw_rate:10,.0f} members/s")
-    print(f"CampaignQueued -> every job in the ledger (control checkpoint past it): {expansion_seconds:.1f} s = "
-          f"{rate:10,.0f} jobs/s; the control handler itself {handler_seconds:.1f} s")
+    print(f"CampaignQueued -> every job in the ledger (the campaign marked expanded): {expansion_seconds:.1f} s = "
+          f"{rate:10,.0f} jobs/s; the control handler itself {handler_seconds:.3f} s")
     print(f"expansion / raw read: {rate / raw_rate:.3f} x the members/s ({expansion_seconds / raw_seconds:.1f} x "
           f"the time)")
     print(f"target < {target:.0f} s for {members:,} members (30 s per 100,000): {verdict(expansion_seconds < target)}")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +30,7 @@ from herald_shared.contract.subscriptions import ConfirmationRequested, Subscrib
 from herald_shared.kafka import Reject
 from herald_shared.mongo import Document
 
-from . import domain
+from . import domain, metrics
 from .completion import CampaignCompletion
 from .domain import AccountState, CampaignState, Gate
 from .queue import JobQueue
@@ -36,6 +38,7 @@ from .store import DeliveryStore, scoped
 
 log = logging.getLogger(__name__)
 EXPANSION_CHUNK = 1000
+EXPANSION_RETRY_SECONDS = 5.0
 
 
 class GateBook:
@@ -100,6 +103,102 @@ class AudienceJobs:
             self._staged.pop(0)
 
 
+@dataclass(frozen=True)
+class Expansion:
+    """What expanding a campaign needs: from its CampaignQueued, or after a restart from its document."""
+
+    account_id: str
+    campaign_id: str
+    list_id: str
+    segment: dict[str, Any]
+    not_before: datetime
+
+    @classmethod
+    def of(cls, event: CampaignQueued) -> Expansion:
+        p = event.payload
+        return cls(event.account_id, p.campaign_id, p.list_id, dict(p.segment.field_equals),
+                   p.send_at or event.occurred_at)
+
+    @classmethod
+    def of_document(cls, doc: Document) -> Expansion:
+        return cls(doc["account_id"], doc["state"]["campaign_id"], doc["list_id"], dict(doc.get("segment") or {}),
+                   doc.get("send_at") or doc["queued_at"])
+
+
+class Expansions:
+    """Campaign expansions, one at a time in the order they were queued, beside the control consumer rather
+    than inside it. Expanding a large list takes seconds (a million members about a minute), and meanwhile
+    the control consumer must go on closing gates: a suspension behind an expansion would otherwise wait for
+    it, and the suspended account's messages would go on going out.
+
+    The control consumer's checkpoint therefore passes a CampaignQueued before its expansion is done: the
+    campaign's document says `expansion_pending` until its expansion has written every job, and a restart
+    takes those up again (`ControlHandler.load`). An expansion that fails (the audience not caught up within
+    its time, MongoDB away) is logged and tried again after `retry_seconds`, before any other."""
+
+    def __init__(self, expand: Callable[[Expansion], Awaitable[None]],
+                 retry_seconds: float = EXPANSION_RETRY_SECONDS) -> None:
+        self._expand = expand
+        self._retry_seconds = retry_seconds
+        self._pending: deque[Expansion] = deque()
+        self._current: Expansion | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __len__(self) -> int:
+        """Expansions waiting or under way."""
+        return len(self._pending) + (self._current is not None)
+
+    def submit(self, expansion: Expansion) -> None:
+        self._pending.append(expansion)
+        self._idle.clear()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="campaign-expansions")
+
+    async def idle(self) -> None:
+        """Wait until no expansion is waiting or under way."""
+        await self._idle.wait()
+
+    async def forget_account(self, account_id: str) -> None:
+        """Retention: the account's expansions are dropped, and one under way is stopped before this returns
+        (it must not write jobs after the account's ledger is purged)."""
+        self._pending = deque(e for e in self._pending if e.account_id != account_id)
+        if self._current is not None and self._current.account_id == account_id:
+            await self.stop()
+            if self._pending:
+                self._idle.clear()
+                self._task = asyncio.create_task(self._run(), name="campaign-expansions")
+
+    async def stop(self) -> None:
+        """Stop the expansion under way (its campaign stays pending, for the next start); keep the others."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                expansion = self._current = self._pending.popleft()
+                try:
+                    await self._expand(expansion)
+                except Exception:
+                    metrics.EXPANSION_FAILURES.inc()
+                    log.exception("expanding a campaign failed; trying again", extra={
+                        "account": expansion.account_id, "campaign": expansion.campaign_id})
+                    self._pending.appendleft(expansion)
+                    self._current = None
+                    await asyncio.sleep(self._retry_seconds)
+                finally:
+                    self._current = None
+        finally:
+            if asyncio.current_task() is self._task:
+                self._task = None
+            if not self._pending:
+                self._idle.set()
+
+
 def new_job(message_id: str, account_id: str, kind: domain.MessageKind, not_before: datetime,
             **fields: Any) -> Document:
     return {"_id": message_id, "account_id": account_id, "kind": kind, "attempts": 0, "first_attempt_at": None,
@@ -121,10 +220,18 @@ class ControlHandler:
         self._dirty_accounts: set[str] = set()
         self._dirty_campaigns: dict[str, Document] = {}
         self._jobs: list[Document] = []
+        self.expansions = Expansions(self._expand_campaign)
+        metrics.EXPANSIONS.set_function(lambda: len(self.expansions))
 
     async def load(self) -> None:
+        """At start-up: the gates, and the expansions a stop or crash interrupted, taken up again."""
         self._gates.accounts = {s.account_id: s for s in await self._store.all_accounts()}
         self._gates.campaigns = await self._store.all_campaign_states()
+        for doc in await self._store.pending_expansions():
+            expansion = Expansion.of_document(doc)
+            if self._completion is not None:
+                self._completion.expanding(expansion.account_id, expansion.campaign_id)
+            self.expansions.submit(expansion)
 
     async def handle(self, event: Event) -> None:
         account_id = event.account_id
@@ -155,14 +262,13 @@ class ControlHandler:
                        segment=p.segment.field_equals, links=tracked_links(p.content.html_body),
                        send_at=p.send_at, queued_at=event.occurred_at)
             doc.pop("expanded_jobs", None)  # written again when this expansion has written every job
+            doc["expansion_pending"] = True
             # Written before its jobs exist: the sender renders from this document as soon as they do.
             await self._store.save_campaigns([doc])
             self._dirty_campaigns.pop(key, None)
             if self._completion is not None:
                 self._completion.expanding(event.account_id, campaign_id)
-            jobs = await self._expand(event)
-            if self._completion is not None:
-                await self._completion.expanded(event.account_id, campaign_id, jobs)
+            self.expansions.submit(Expansion.of(event))
         else:
             self._dirty_campaigns[key] = doc
         if isinstance(event, CampaignCancelled | CampaignRejected):
@@ -173,26 +279,39 @@ class ControlHandler:
                 log.info("campaign cancelled", extra={"campaign": key})
             self._gates.changed.set()
 
-    async def _expand(self, event: CampaignQueued) -> int:
+    async def _expand_campaign(self, expansion: Expansion) -> None:
+        """Expand, then say so: the campaign can end once its jobs have (`expanded_jobs`, which also ends
+        `expansion_pending`). A cancellation or rejection handled while it expanded brings its later jobs
+        forward, as one handled after it does."""
+        jobs = await self._expand(expansion)
+        if self._completion is not None:
+            await self._completion.expanded(expansion.account_id, expansion.campaign_id, jobs)
+        else:
+            await self._store.mark_expanded(expansion.account_id, expansion.campaign_id, jobs)
+        state = self._gates.campaign(expansion.account_id, expansion.campaign_id)
+        if state.cancelled or state.rejected:
+            self._queue.bring_forward(expansion.account_id, expansion.campaign_id, datetime.now(UTC))
+        self._gates.changed.set()
+
+    async def _expand(self, expansion: Expansion) -> int:
         """One job per member who receives it, as of the audience projection having caught up with
-        herald.subscriptions when the campaign is handled; returns how many. Jobs have deterministic ids:
-        expanding again (a redelivered event) adds nothing."""
+        herald.subscriptions when the expansion starts; returns how many. Jobs have deterministic ids:
+        expanding again (a redelivered event, a restart) adds only what is missing."""
         await self._audience_caught_up()
-        p = event.payload
-        if await self._store.list_deleted(event.account_id, p.list_id):
-            log.warning("campaign queued for a deleted list: no recipients", extra={"list": p.list_id})
+        e = expansion
+        if await self._store.list_deleted(e.account_id, e.list_id):
+            log.warning("campaign queued for a deleted list: no recipients", extra={"list": e.list_id})
             return 0
-        not_before = p.send_at or event.occurred_at
         batch: list[Document] = []
         jobs = 0
         # One chunk is inserted while the next is read: the store works on both at once.
         inserting: asyncio.Task[None] | None = None
         try:
-            async for subscriber_id in self._recipients(event):
-                batch.append(new_job(domain.message_id_for(event.account_id, p.campaign_id, subscriber_id),
-                                     event.account_id, "campaign", not_before, campaign_id=p.campaign_id,
-                                     campaign_key=scoped(event.account_id, p.campaign_id),
-                                     subscriber_id=subscriber_id, list_id=p.list_id))
+            async for subscriber_id in self._recipients(e):
+                batch.append(new_job(domain.message_id_for(e.account_id, e.campaign_id, subscriber_id),
+                                     e.account_id, "campaign", e.not_before, campaign_id=e.campaign_id,
+                                     campaign_key=scoped(e.account_id, e.campaign_id),
+                                     subscriber_id=subscriber_id, list_id=e.list_id))
                 jobs += 1
                 if len(batch) >= EXPANSION_CHUNK:
                     if inserting is not None:
@@ -226,19 +345,18 @@ class ControlHandler:
         log.info("test send requested", extra={"campaign": p.campaign_id, "test": p.test_id,
                                                "recipients": len(recipients)})
 
-    async def _recipients(self, event: CampaignQueued) -> AsyncIterator[str]:
+    async def _recipients(self, e: Expansion) -> AsyncIterator[str]:
         """Who receives it. Without a segment, every member the list's listing holds as active: that is what
         `domain.receives` asks, so the members themselves are not read here (the sender reads each again
         before sending, and skips whoever unsubscribed, was suppressed or erased since). With a segment,
         the members are read and matched."""
-        p = event.payload
-        if not p.segment.field_equals:
-            async for page in self._store.active_member_ids(event.account_id, p.list_id):
+        if not e.segment:
+            async for page in self._store.active_member_ids(e.account_id, e.list_id):
                 for subscriber_id in page:
                     yield subscriber_id
             return
-        async for member in self._store.list_members(event.account_id, p.list_id):
-            if domain.receives(member, p.list_id, p.segment.field_equals, list_deleted=False):
+        async for member in self._store.list_members(e.account_id, e.list_id):
+            if domain.receives(member, e.list_id, e.segment, list_deleted=False):
                 yield member.subscriber_id
 
     async def _add_jobs(self, jobs: list[Document]) -> None:
@@ -261,7 +379,8 @@ class ControlHandler:
             await self._store.save_accounts([self._gates.account(a) for a in sorted(self._dirty_accounts)])
             self._dirty_accounts.clear()
         if self._dirty_campaigns:
-            await self._store.save_campaigns(list(self._dirty_campaigns.values()))
+            # Their state only: an expansion under way marks the same documents.
+            await self._store.save_campaign_states(list(self._dirty_campaigns.values()))
             self._dirty_campaigns.clear()
         if self._jobs:
             self._queue.push(await self._store.add_jobs(self._jobs))

@@ -180,6 +180,7 @@ class Delivery(WatchedTasks):
     async def purge(self, account_id: str) -> None:
         """Retention (AccountPurged): the account's audience, campaigns, test sends and ledger, in MongoDB and
         in memory (its queued jobs, gates and campaigns in progress). Idempotent: each consumer calls it."""
+        await self.control_handler.expansions.forget_account(account_id)
         self.jobs.forget_account(account_id)
         self.gates.forget_account(account_id)
         self.completion.forget_account(account_id)
@@ -221,8 +222,8 @@ class Delivery(WatchedTasks):
         self._offsets = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
                                          client_id=f"{SERVICE}-offsets", isolation_level="read_committed")
         await self._offsets.start()
-        await self.control_handler.load()
         await self.completion.load()
+        await self.control_handler.load()  # takes up interrupted expansions: after the completion's state
         if self.settings.inbound_port:
             loop = asyncio.get_running_loop()
             self._inbound_server = await loop.create_server(
@@ -248,13 +249,13 @@ class Delivery(WatchedTasks):
 
     def request_stop(self) -> None:
         """SIGTERM: the control consumer and the sender first; `stop()` stops the audience consumers once the
-        control consumer is done (a campaign it is expanding waits for the audience)."""
+        control consumer and the expansions are done (an expansion waits for the audience)."""
         self.stopping = True
         self.control.request_stop()
         self.sender.request_stop()
 
     async def stop(self) -> None:
-        """The control consumer first: a campaign it is expanding waits for the audience consumer."""
+        """The control consumer and the expansions first: an expansion waits for the audience consumer."""
         self.stopping = True
         if self._inbound_server is not None:
             self._inbound_server.close()
@@ -262,6 +263,7 @@ class Delivery(WatchedTasks):
         self.control.request_stop()
         if self.control.name in tasks:
             await asyncio.gather(tasks[self.control.name], return_exceptions=True)
+        await self.control_handler.expansions.stop()  # its campaign stays pending for the next start
         self.request_stop()
         self.audience.request_stop()
         self.confirmations.request_stop()

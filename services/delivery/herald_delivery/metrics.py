@@ -28,6 +28,9 @@ IN_DOUBT = Counter("herald_delivery_in_doubt_total", "Messages found claimed but
 QUEUE_DEPTH = Gauge("herald_delivery_queue_depth", "Messages waiting to be sent (due or not), by kind of gate.",
                     ["held_by"])
 POOL_CONNECTIONS = Gauge("herald_delivery_smtp_connections", "SMTP connections, by state.", ["state"])
+EXPANSIONS = Gauge("herald_delivery_expansions", "Campaign expansions waiting or under way.")
+EXPANSION_FAILURES = Counter("herald_delivery_expansion_failures_total",
+                             "Campaign expansions that failed and will be tried again.")
 INBOUND = Counter("herald_delivery_inbound_total", "Mails received by the inbound server, by result.", ["result"])
 TRACKING = Counter("herald_delivery_tracking_total", "Tracking hits, by kind and result.", ["kind", "result"])
 

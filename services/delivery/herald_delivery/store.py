@@ -279,6 +279,11 @@ class DeliveryStore:
     async def save_campaigns(self, docs: Sequence[Document]) -> None:
         await bulk_write(self.db[CAMPAIGNS], [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs])
 
+    async def save_campaign_states(self, docs: Sequence[Document]) -> None:
+        """Each campaign's state alone (the rest of its document is its expansion's)."""
+        await bulk_write(self.db[CAMPAIGNS], [UpdateOne({"_id": d["_id"]}, {"$set": {
+            "account_id": d["account_id"], "state": d["state"]}}, upsert=True) for d in docs])
+
     async def test_send(self, account_id: str, test_id: str) -> Document | None:
         return await self.db[TESTS].find_one({"_id": scoped(account_id, test_id)})
 
@@ -288,7 +293,12 @@ class DeliveryStore:
     async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int) -> None:
         """The campaign's expansion has written every job (`jobs` of them): it can end once they have."""
         await self.db[CAMPAIGNS].update_one({"_id": scoped(account_id, campaign_id)},
-                                            {"$set": {"expanded_jobs": jobs}})
+                                            {"$set": {"expanded_jobs": jobs}, "$unset": {"expansion_pending": ""}})
+
+    async def pending_expansions(self) -> list[Document]:
+        """The campaigns whose expansion a stop or crash interrupted (read once, at start-up), oldest first."""
+        docs = [doc async for doc in self.db[CAMPAIGNS].find({"expansion_pending": True})]
+        return sorted(docs, key=lambda doc: doc["queued_at"])
 
     async def expansions(self) -> dict[str, int]:
         """The campaigns whose expansion wrote every job, with how many (read once, at start-up)."""

@@ -11,7 +11,7 @@ from typing import Any
 from herald_shared.contract.billing import AccountApproved, SendingBlocked, SendingUnblocked
 from herald_shared.contract.campaigns import CampaignApproved
 from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
-from herald_shared.contract.delivery import DeliveryHeld
+from herald_shared.contract.delivery import CampaignDeliveryFinished, DeliveryHeld
 from tests.conftest import eventually
 from tests.samples import campaign_queued
 
@@ -141,3 +141,48 @@ async def test_a_suspension_published_while_delivery_was_down_holds_after_the_re
     await start_delivery()
     await world.wait_for(lambda es: bool(held(es, "account_suspended")), "held after the restart")
     assert [r for r in relay.recipients() if r != "owner@acme.example"] == []
+
+
+async def test_a_suspension_takes_effect_while_another_campaign_is_expanding_and_a_restart_finishes_that(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """A campaign's expansion runs beside the control consumer: expanding a big list takes up to a minute, and a
+    suspension behind it must not wait (the suspended account's mail would go on going out). Here acme's
+    expansion is held at its read of the audience, for as long as the test likes: beta's suspension still
+    closes beta's gate and mails its notice. The service is then stopped mid-expansion; the next one takes the
+    expansion up again (the control consumer's checkpoint is past the CampaignQueued by then), sends each
+    member once, and announces the campaign's end once."""
+    first = await start_delivery()
+    await world.open_account("acme")
+    await world.open_account("beta")
+    audience = [(f"s{i}", f"r{i}@example.org") for i in range(3)]
+    await world.add_list("acme", "news", audience)
+    store = first.service.store
+    real_read = store.active_member_ids
+    reading = asyncio.Event()
+
+    async def stalled_read(account_id: str, list_id: str) -> Any:
+        reading.set()
+        if account_id == "acme":
+            await asyncio.Event().wait()  # until the service stops
+        async for page in real_read(account_id, list_id):
+            yield page
+
+    store.active_member_ids = stalled_read  # type: ignore[method-assign]
+    await world.publish(campaign_queued("acme", "c1"))
+    await asyncio.wait_for(reading.wait(), 60)
+    await world.publish(AccountSuspended(account_id="beta", producer="compliance", payload={
+        "metric": "abuse_rate", "value": 0.006, "threshold": 0.005, "reason": "complaints 0.6% > 0.5%"}))
+    await eventually(relay.mailed, lambda r: "owner@beta.example" in r, what="beta's suspension notice")
+    assert first.service.gates.gate_for("beta", None) == "account_suspended"
+    campaign = await first.service.db["campaigns"].find_one({"_id": "acme:c1"})
+    assert campaign is not None and campaign["expansion_pending"] is True and "expanded_jobs" not in campaign
+    assert [r for r in relay.recipients() if r.startswith("r")] == []
+
+    await first.service.stop()
+    await start_delivery()
+    events = await world.wait_for(lambda es: any(isinstance(e, CampaignDeliveryFinished) for e in es),
+                                  "acme's campaign finished after the restart")
+    finished = [e for e in events if isinstance(e, CampaignDeliveryFinished)]
+    assert len(finished) == 1 and finished[0].payload.recipients == finished[0].payload.sent == len(audience)
+    mailed = Counter(r for r in relay.recipients() if r.startswith("r"))
+    assert sorted(mailed) == sorted(a for _, a in audience) and max(mailed.values()) == 1

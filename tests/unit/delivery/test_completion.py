@@ -287,6 +287,7 @@ async def test_a_campaign_to_a_deleted_list_or_a_segment_matching_nobody_ends_ri
         await completion.ledger_loaded({})
         handler = ControlHandler(store, GateBook(), queue, caught_up, completion)  # type: ignore[arg-type]
         await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+        await handler.expansions.idle()
         end, = ends(publisher)
         assert end.payload.recipients == 0
 
@@ -301,6 +302,7 @@ async def test_a_cancellation_makes_the_campaigns_later_messages_due_now_and_lea
     later = datetime.now(UTC) + timedelta(hours=4)
     queued = campaign_queued("acme", "c1")
     await handler.handle(queued.model_copy(update={"payload": queued.payload.model_copy(update={"send_at": later})}))
+    await handler.expansions.idle()
     queue.push([{**job(1, campaign="c2"), "next_attempt_at": later}])
     assert queue.unfinished("acme", "c1") == 3
     assert queue.take_due(datetime.now(UTC), 10, lambda _: None) == []

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from herald_delivery.domain import Member, message_id_for_test
-from herald_delivery.handlers import ControlHandler, GateBook
+from herald_delivery.handlers import ControlHandler, Expansions, GateBook
 from herald_delivery.queue import JobQueue
 from herald_shared.contract.billing import AccountApproved, AccountOpened
-from herald_shared.contract.campaigns import CampaignTestRequested
+from herald_shared.contract.campaigns import CampaignCancelled, CampaignTestRequested
 from herald_shared.contract.compliance import AccountSuspended
 from tests.samples import campaign_queued
 
@@ -27,6 +28,17 @@ class RecordingStore:
     async def save_campaigns(self, docs: list[Any]) -> None:
         self.calls.append(("save_campaigns", [d["_id"] for d in docs]))
         self.campaigns.update({d["_id"]: d for d in docs})
+
+    async def save_campaign_states(self, docs: list[Any]) -> None:
+        self.calls.append(("save_campaign_states", [d["_id"] for d in docs]))
+        for doc in docs:
+            self.campaigns[doc["_id"]] = {**self.campaigns.get(doc["_id"], {}), "state": doc["state"]}
+
+    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int) -> None:
+        self.calls.append(("mark_expanded", jobs))
+        doc = self.campaigns[f"{account_id}:{campaign_id}"]
+        doc.pop("expansion_pending", None)
+        doc["expanded_jobs"] = jobs
 
     async def save_accounts(self, states: list[Any]) -> None:
         self.calls.append(("save_accounts", [s.account_id for s in states]))
@@ -58,6 +70,7 @@ async def test_the_campaign_is_stored_before_its_jobs_exist() -> None:
     handler = ControlHandler(store, GateBook(), JobQueue(asyncio.Event()), caught_up)  # type: ignore[arg-type]
     await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
     await handler.flush()
+    await handler.expansions.idle()
     kinds = [name for name, _ in store.calls]
     assert kinds.index("save_campaigns") < kinds.index("add_jobs")
     jobs = next(ids for name, ids in store.calls if name == "add_jobs")
@@ -97,3 +110,139 @@ async def test_a_test_request_stores_its_content_then_one_job_per_address_with_d
     assert store.calls == [("save_test_send", "acme:t1"), ("add_jobs", expected)]
     assert {job["kind"] for job in store.jobs} == {"test"} and store.campaigns == {}  # no campaign document
     assert message_id_for_test("acme", "t1", "A@ACME.example") == expected[0]
+
+
+class StalledStore(RecordingStore):
+    """Its members are read only once `release` is set: an expansion under way, for as long as a test likes."""
+
+    def __init__(self, members: list[Member]) -> None:
+        super().__init__(members)
+        self.release = asyncio.Event()
+        self.reading = asyncio.Event()
+        self.failures = 0  # reads that fail before one succeeds
+        self.pending: list[dict[str, Any]] = []
+        self.stalled: set[str] | None = None  # the accounts whose reads wait for `release` (None: all)
+        self.reads: list[str] = []
+
+    async def list_members(self, account_id: str, list_id: str) -> Any:
+        self.reads.append(account_id)
+        self.reading.set()
+        if self.stalled is None:
+            await self.release.wait()
+        elif account_id in self.stalled:
+            await asyncio.Event().wait()  # for good
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("MongoDB away")
+        for member in self._members:
+            yield member
+
+    async def pending_expansions(self) -> list[dict[str, Any]]:
+        return self.pending
+
+    async def all_accounts(self) -> list[Any]:
+        return []
+
+    async def all_campaign_states(self) -> dict[str, Any]:
+        return {}
+
+
+def segment_members(n: int) -> list[Member]:
+    return [Member(f"s{i}", "news", f"r{i}@example.org", "active", custom_fields={"city": "Riga"}) for i in range(n)]
+
+
+def open_and_approve(account_id: str) -> list[Any]:
+    envelope = {"account_id": account_id, "producer": "billing"}
+    return [AccountOpened(**envelope, payload={  # type: ignore[arg-type]
+        "company_name": account_id, "registered_email": f"owner@{account_id}.example", "main_username": "o",
+        "terms_accepted_at": "2026-11-01T00:00:00Z"}),
+        AccountApproved(**envelope, payload={"reviewer": "staff"})]  # type: ignore[arg-type]
+
+
+async def test_a_suspension_closes_its_gate_while_another_campaign_is_still_being_expanded() -> None:
+    """The expansion runs beside the control consumer: a suspension handled after a CampaignQueued takes effect
+    at once, not once a large list has been expanded."""
+    store = StalledStore(segment_members(3))
+    gates = GateBook()
+    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    for event in open_and_approve("acme") + open_and_approve("beta"):
+        await handler.handle(event)
+    await asyncio.wait_for(handler.handle(campaign_queued("acme", "big", segment={"city": "Riga"})), 1)
+    await asyncio.wait_for(store.reading.wait(), 1)  # the expansion is under way, and stays so
+    await asyncio.wait_for(handler.handle(AccountSuspended(account_id="beta", producer="compliance", payload={  # type: ignore[arg-type]
+        "metric": "abuse_rate", "value": 0.006, "threshold": 0.005, "reason": "complaints"})), 1)
+    assert gates.gate_for("beta", "c1") == "account_suspended"
+    assert len(handler.expansions) == 1 and "expanded_jobs" not in store.campaigns["acme:big"]
+    assert store.campaigns["acme:big"]["expansion_pending"] is True
+    await asyncio.wait_for(handler.flush(), 1)  # the notice's job is written without waiting for the expansion
+    store.release.set()
+    await asyncio.wait_for(handler.expansions.idle(), 1)
+    assert store.campaigns["acme:big"]["expanded_jobs"] == 3 and "expansion_pending" not in store.campaigns["acme:big"]
+    assert len(handler.expansions) == 0
+
+
+async def test_a_campaign_cancelled_during_its_expansion_has_its_later_jobs_brought_forward() -> None:
+    store = StalledStore(segment_members(2))
+    gates = GateBook()
+    queue = JobQueue(gates.changed)
+    handler = ControlHandler(store, gates, queue, caught_up)  # type: ignore[arg-type]
+    later = datetime.now(UTC) + timedelta(hours=4)
+    queued = campaign_queued("acme", "c1", segment={"city": "Riga"})
+    await handler.handle(queued.model_copy(update={"payload": queued.payload.model_copy(update={"send_at": later})}))
+    await asyncio.wait_for(store.reading.wait(), 1)
+    await handler.handle(CampaignCancelled(account_id="acme", producer="campaigns",  # type: ignore[arg-type]
+                                           payload={"campaign_id": "c1", "cancelled_by": "anna"}))
+    store.release.set()
+    await asyncio.wait_for(handler.expansions.idle(), 1)
+    due = queue.take_due(datetime.now(UTC), 10, lambda _: None)
+    assert sorted(j["subscriber_id"] for j in due) == ["s0", "s1"]  # due now, to be recorded cancelled
+
+
+async def test_a_failed_expansion_is_tried_again_before_the_next_one() -> None:
+    store = StalledStore(segment_members(2))
+    store.failures = 1
+    gates = GateBook()
+    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    handler.expansions = Expansions(handler._expand_campaign, retry_seconds=0.01)
+    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    await handler.handle(campaign_queued("acme", "c2", segment={"city": "Riga"}))
+    store.release.set()
+    await asyncio.wait_for(handler.expansions.idle(), 1)
+    assert store.reads == ["acme", "acme", "acme"]  # c1 failed, c1 again, then c2
+    assert [c for c in store.calls if c[0] == "mark_expanded"] == [("mark_expanded", 2)] * 2
+    assert store.campaigns["acme:c1"]["expanded_jobs"] == store.campaigns["acme:c2"]["expanded_jobs"] == 2
+
+
+async def test_a_purge_stops_the_accounts_expansion_under_way_and_drops_its_waiting_ones() -> None:
+    store = StalledStore(segment_members(2))
+    store.stalled = {"acme"}
+    gates = GateBook()
+    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    for account_id, campaign_id in (("acme", "c1"), ("beta", "c2"), ("acme", "c3")):
+        await handler.handle(campaign_queued(account_id, campaign_id, segment={"city": "Riga"}))
+    await asyncio.wait_for(store.reading.wait(), 1)  # acme's c1 under way, stalled for good
+    await asyncio.wait_for(handler.expansions.forget_account("acme"), 1)
+    await asyncio.wait_for(handler.expansions.idle(), 1)
+    assert store.reads == ["acme", "beta"]
+    assert store.campaigns["beta:c2"]["expanded_jobs"] == 2
+    assert "expanded_jobs" not in store.campaigns["acme:c1"] and "expanded_jobs" not in store.campaigns["acme:c3"]
+    assert {j["account_id"] for j in store.jobs} == {"beta"}
+
+
+async def test_an_expansion_interrupted_by_a_stop_is_taken_up_again_at_start() -> None:
+    store = StalledStore(segment_members(2))
+    store.release.set()
+    queued_at = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    store.campaigns["acme:c1"] = {"_id": "acme:c1", "account_id": "acme", "state": {"campaign_id": "c1",
+                                                                                     "queued": True},
+                                  "list_id": "news", "segment": {"city": "Riga"}, "send_at": None,
+                                  "queued_at": queued_at, "expansion_pending": True}
+    store.pending = [store.campaigns["acme:c1"]]
+    gates = GateBook()
+    queue = JobQueue(gates.changed)
+    handler = ControlHandler(store, gates, queue, caught_up)  # type: ignore[arg-type]
+    await handler.load()
+    await asyncio.wait_for(handler.expansions.idle(), 1)
+    assert store.campaigns["acme:c1"]["expanded_jobs"] == 2
+    assert sorted(j["subscriber_id"] for j in store.jobs) == ["s0", "s1"]
+    assert {j["next_attempt_at"] for j in store.jobs} == {queued_at}
