@@ -448,7 +448,9 @@ class Renderer:
                    f"Feedback-ID: {message_id[:8]}:{account_id}:{kind}:{self.settings.sender_id}{CRLF}"
                    f"Content-Type: text/plain; charset=utf-8{CRLF}")
         part = body_part(text)
-        data = (f"{headers}Content-Transfer-Encoding: {part.encoding}{CRLF}{CRLF}").encode("ascii") + part.content
+        # UTF-8: an internationalised address (RFC 6532) goes in the To header as it is, as in campaign mail;
+        # the client then asks the relay for SMTPUTF8.
+        data = (f"{headers}Content-Transfer-Encoding: {part.encoding}{CRLF}{CRLF}").encode() + part.content
         return Rendered(message_id, self.return_path(message_id), recipient,
                         self._sign(data, from_email.rpartition("@")[2].lower(), part.relaxed))
 

@@ -185,6 +185,21 @@ async def test_an_address_the_relay_cannot_take_bounces_and_the_connection_goes_
     assert relay.recipients() == ["plain@example.org"]
 
 
+async def test_a_confirmation_reaches_an_internationalised_address_over_smtputf8(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """A double opt-in subscriber at an internationalised address (RFC 6531/6532) gets the confirmation: the
+    relay offers SMTPUTF8 and the To header carries the address as UTF-8. Before, it was skipped
+    (`render_failed`) and the member could never confirm."""
+    await start_delivery()
+    await world.publish(*confirmation_request("acme", "s7", "josé@bücher.de"))
+    await eventually(relay.mailed, lambda r: r == ["josé@bücher.de"], what="the confirmation sent")
+    message = email.message_from_bytes(relay.received[0].data, policy=email.policy.SMTPUTF8)
+    assert message["To"] == "josé@bücher.de" and "http://subs.test/confirm/tok" in str(message.get_body())
+    events = await world.wait_for(lambda es: bool(of_type(es, MessageSent)), "MessageSent")
+    sent, = of_type(events, MessageSent)
+    assert sent.payload.kind == "confirmation" and sent.payload.recipient_domain == "bücher.de"
+
+
 async def test_a_confirmation_greets_only_by_a_plain_name(start_delivery: Any, relay: Any, world: World) -> None:
     """The name comes from a public form as anyone typed it: what is not a plain name (a line, a link, a number,
     an offer) is left out of the confirmation, which may carry only the request to confirm (PRODUCT.md)."""

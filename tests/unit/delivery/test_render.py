@@ -223,6 +223,20 @@ def test_a_confirmation_email_carries_only_the_confirm_link() -> None:
     assert message.get_content_type() == "text/plain" and message["List-Unsubscribe"] is None
 
 
+def test_a_confirmation_to_an_internationalised_address_is_rendered_with_it_in_utf8() -> None:
+    """RFC 6532: a double opt-in subscriber at josé@bücher.de must be able to confirm (before, rendering the
+    confirmation failed on the address and the member stayed pending for good)."""
+    r = renderer()
+    rendered = r.transactional_message(message_id="m1", kind="confirmation", account_id="acme",
+                                       recipient="josé@bücher.de", from_name="Acme",
+                                       from_email="no-reply@herald.example", subject="Please confirm",
+                                       text="Please confirm: https://x.example/c")
+    assert rendered.recipient == "josé@bücher.de"
+    assert "To: josé@bücher.de\r\n".encode() in rendered.data
+    message = email.message_from_bytes(rendered.data, policy=email.policy.SMTPUTF8)
+    assert message["To"] == "josé@bücher.de"
+
+
 def test_the_preheader_is_hidden_at_the_top_of_the_html_part_only() -> None:
     _, message = render(preheader='Sale for {{ first_name | default("you") }} <today>')
     text, html = bodies(message)
