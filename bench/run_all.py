@@ -247,6 +247,15 @@ def parse_fold(what: str) -> Parser:
     return parse
 
 
+def parse_ledger_fold(report: str) -> Headline:
+    base = _find(r"^baseline, reading the jobs and outcomes raw .*?: [\d.]+ s =\s+([\d,]+) messages/s", report)
+    ours = _find(r"^fold \(DeliveryStore.load_pending\): ([\d.]+) s =\s+([\d,]+) messages/s; peak RSS \+(\d+) MiB",
+                 report)
+    ratio = _find(r"^fold / raw read: ([\d.]+) x", report)
+    return Headline(measured=ours and f"{ours[2]} messages/s ({ours[1]} s), peak RSS +{ours[3]} MiB",
+                    baseline=base and f"raw read {base[1]} messages/s", ratio=ratio and f"{ratio[1]} x")
+
+
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("contract_parse", "the event contract's parsing cost", (), ("--events", "5000", "--rounds", "3"),
               False, parse_contract, report_lines=("events:", "json.loads", "parse_event", "ratio")),
@@ -279,6 +288,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("projection_rebuild", "projection rebuild vs raw consumption", (), ("--members", "20000"), True,
               parse_fold("rebuild")),
     Benchmark("campaign_reports", "report fold rate", (), ("--events", "20000"), True, parse_fold("reports")),
+    Benchmark("ledger_fold", "delivery's start-up fold over a history of finished messages", (),
+              ("--messages", "20000"), True, parse_ledger_fold),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 
