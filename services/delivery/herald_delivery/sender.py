@@ -112,6 +112,7 @@ class Sender:
             log.warning("messages in doubt after a restart are sent again", extra={"count": len(ledger.in_doubt)})
         await self._store.forget_claims(started_at)
         self._jobs.push(ledger.pending)
+        ledger.pending, ledger.in_doubt = [], []  # the queue keeps compact copies; these live as long as run()
         await self._republish()
         if self._completion is not None:
             await self._completion.ledger_loaded(ledger.finished)

@@ -74,3 +74,26 @@ def test_erasure_removes_the_address_from_queued_jobs() -> None:
     queue.forget_recipient("acme", "s1")
     taken = queue.take_due(T0, 1, open_gate)[0]
     assert "recipient" not in taken and "greeting_name" not in taken
+
+
+def test_a_queued_job_is_a_compact_copy_sharing_what_a_campaigns_jobs_share() -> None:
+    """A million-message campaign is a million queued jobs: the ledger-only fields stay in MongoDB, and equal
+    field names and shared values (decoded from MongoDB, each document has its own copies) become one object."""
+    def decoded(message_id: str) -> dict[str, Any]:  # as the driver decodes a job: fresh strings everywhere
+        fresh = "".join
+        return {fresh(["_", "id"]): message_id, fresh(["account", "_id"]): fresh(["ac", "me"]),
+                "campaign_id": fresh(["c", "1"]), "kind": fresh(["camp", "aign"]),
+                "next_attempt_at": T0 + timedelta(0), "created_at": T0, "campaign_key": fresh(["acme:", "c1"]),
+                "subscriber_id": "s-" + message_id, "attempts": 0}
+
+    queue = JobQueue(asyncio.Event())
+    first, second = decoded("m1"), decoded("m2")
+    assert first["account_id"] is not second["account_id"]
+    queue.push([first, second])
+    a, b = queue.take_due(T0, 10, open_gate)
+    assert a == {k: v for k, v in first.items() if k not in ("created_at", "campaign_key")}
+    assert a["account_id"] is b["account_id"] and a["kind"] is b["kind"] and a["campaign_id"] is b["campaign_id"]
+    assert a["next_attempt_at"] is b["next_attempt_at"]
+    assert next(k for k in a if k == "account_id") is next(k for k in b if k == "account_id")
+    first["account_id"] = "changed"  # the queue holds its own copy
+    assert a["account_id"] == "acme"
