@@ -5,10 +5,11 @@ jobs."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,7 @@ from herald_shared.contract.campaigns import (
 )
 from herald_shared.contract.compliance import AccountSuspended
 from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberErased
-from herald_shared.kafka import Reject
+from herald_shared.kafka import TRANSIENT_ERRORS, Reject
 from herald_shared.mongo import Document
 
 from . import domain, metrics
@@ -39,6 +40,7 @@ from .store import DeliveryStore, scoped
 log = logging.getLogger(__name__)
 EXPANSION_CHUNK = 1000
 EXPANSION_RETRY_SECONDS = 5.0
+EXPANSION_ATTEMPTS = 3  # for failures other than the infrastructure's
 
 
 class GateBook:
@@ -105,13 +107,15 @@ class AudienceJobs:
 
 @dataclass(frozen=True)
 class Expansion:
-    """What expanding a campaign needs: from its CampaignQueued, or after a restart from its document."""
+    """What expanding a campaign needs: from its CampaignQueued, or after a restart from its document.
+    `generation` tells a campaign's expansions apart when it is queued again while one waits or runs."""
 
     account_id: str
     campaign_id: str
     list_id: str
     segment: dict[str, Any]
     not_before: datetime
+    generation: int = 0
 
     @classmethod
     def of(cls, event: CampaignQueued) -> Expansion:
@@ -124,6 +128,10 @@ class Expansion:
         return cls(doc["account_id"], doc["state"]["campaign_id"], doc["list_id"], dict(doc.get("segment") or {}),
                    doc.get("send_at") or doc["queued_at"])
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.account_id, self.campaign_id
+
 
 class Expansions:
     """Campaign expansions, one at a time in the order they were queued, beside the control consumer rather
@@ -133,16 +141,30 @@ class Expansions:
 
     The control consumer's checkpoint therefore passes a CampaignQueued before its expansion is done: the
     campaign's document says `expansion_pending` until its expansion has written every job, and a restart
-    takes those up again (`ControlHandler.load`). An expansion that fails (the audience not caught up within
-    its time, MongoDB away) is logged and tried again after `retry_seconds`, before any other."""
+    takes those up again (`ControlHandler.load`).
+    - A campaign queued again while its expansion waits replaces it; while it runs, the running one is
+      superseded (`latest`): it does not mark the campaign expanded, the newer one does.
+    - An infrastructure failure (MongoDB or Kafka away, the audience not caught up in time) is waited out:
+      tried again after `retry_seconds`, before any other. Any other failure is tried `attempts` times, then
+      the expansion is given up until the next start (the campaign stays `expansion_pending`, and says why in
+      `expansion_failed`), so one bad campaign does not hold up every other.
+    - A purge of the account (`forget_account`) drops its expansions and waits until one under way has
+      stopped, its last insert included."""
 
     def __init__(self, expand: Callable[[Expansion], Awaitable[None]],
-                 retry_seconds: float = EXPANSION_RETRY_SECONDS) -> None:
+                 give_up: Callable[[Expansion, str], Awaitable[None]] | None = None,
+                 retry_seconds: float = EXPANSION_RETRY_SECONDS, attempts: int = EXPANSION_ATTEMPTS) -> None:
         self._expand = expand
+        self._give_up = give_up
         self._retry_seconds = retry_seconds
+        self._attempts = attempts
         self._pending: deque[Expansion] = deque()
         self._current: Expansion | None = None
+        self._latest: dict[tuple[str, str], int] = {}
+        self._generations = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # forget_account and stop, one at a time
+        self._stopped = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -150,46 +172,77 @@ class Expansions:
         """Expansions waiting or under way."""
         return len(self._pending) + (self._current is not None)
 
+    def latest(self, expansion: Expansion) -> bool:
+        """Whether no newer expansion of its campaign was submitted since."""
+        return self._latest.get(expansion.key) == expansion.generation
+
     def submit(self, expansion: Expansion) -> None:
+        expansion = replace(expansion, generation=next(self._generations))
+        self._latest[expansion.key] = expansion.generation
+        self._pending = deque(e for e in self._pending if e.key != expansion.key)
         self._pending.append(expansion)
         self._idle.clear()
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="campaign-expansions")
+        self._ensure_task()
 
     async def idle(self) -> None:
         """Wait until no expansion is waiting or under way."""
         await self._idle.wait()
 
     async def forget_account(self, account_id: str) -> None:
-        """Retention: the account's expansions are dropped, and one under way is stopped before this returns
-        (it must not write jobs after the account's ledger is purged)."""
-        self._pending = deque(e for e in self._pending if e.account_id != account_id)
-        if self._current is not None and self._current.account_id == account_id:
-            await self.stop()
-            if self._pending:
-                self._idle.clear()
-                self._task = asyncio.create_task(self._run(), name="campaign-expansions")
+        """Retention: the account's expansions are dropped, and one under way is stopped before this returns,
+        for every caller (it must not write jobs after the account's ledger is purged)."""
+        async with self._lock:
+            self._pending = deque(e for e in self._pending if e.account_id != account_id)
+            self._latest = {k: g for k, g in self._latest.items() if k[0] != account_id}
+            if self._current is not None and self._current.account_id == account_id:
+                await self._cancel()
+            self._ensure_task()
 
     async def stop(self) -> None:
-        """Stop the expansion under way (its campaign stays pending, for the next start); keep the others."""
-        task, self._task = self._task, None
+        """At shutdown: stop the expansion under way (its campaign stays pending, for the next start)."""
+        async with self._lock:
+            self._stopped = True
+            await self._cancel()
+
+    def _ensure_task(self) -> None:
+        if self._pending and self._task is None and not self._stopped:
+            self._idle.clear()
+            self._task = asyncio.create_task(self._run(), name="campaign-expansions")
+        elif not self._pending and self._current is None:
+            self._idle.set()
+
+    async def _cancel(self) -> None:
+        task = self._task
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         try:
+            failures = 0
             while self._pending:
                 expansion = self._current = self._pending.popleft()
                 try:
                     await self._expand(expansion)
-                except Exception:
+                    failures = 0
+                except TRANSIENT_ERRORS:
                     metrics.EXPANSION_FAILURES.inc()
-                    log.exception("expanding a campaign failed; trying again", extra={
-                        "account": expansion.account_id, "campaign": expansion.campaign_id})
-                    self._pending.appendleft(expansion)
-                    self._current = None
+                    log.warning("expanding a campaign hit an infrastructure error; trying again", exc_info=True,
+                                extra={"account": expansion.account_id, "campaign": expansion.campaign_id})
+                    self._retry(expansion)
                     await asyncio.sleep(self._retry_seconds)
+                except Exception as exc:
+                    metrics.EXPANSION_FAILURES.inc()
+                    failures += 1
+                    log.exception("expanding a campaign failed", extra={
+                        "account": expansion.account_id, "campaign": expansion.campaign_id, "attempt": failures})
+                    if failures < self._attempts:
+                        self._retry(expansion)
+                        await asyncio.sleep(self._retry_seconds)
+                        continue
+                    failures = 0
+                    if self._give_up is not None:
+                        await self._give_up(expansion, f"{type(exc).__name__}: {exc}")
                 finally:
                     self._current = None
         finally:
@@ -197,6 +250,12 @@ class Expansions:
                 self._task = None
             if not self._pending:
                 self._idle.set()
+
+    def _retry(self, expansion: Expansion) -> None:
+        """Before any other, unless the campaign was queued again meanwhile."""
+        if not any(e.key == expansion.key for e in self._pending):
+            self._pending.appendleft(expansion)
+        self._current = None
 
 
 def new_job(message_id: str, account_id: str, kind: domain.MessageKind, not_before: datetime,
@@ -220,7 +279,7 @@ class ControlHandler:
         self._dirty_accounts: set[str] = set()
         self._dirty_campaigns: dict[str, Document] = {}
         self._jobs: list[Document] = []
-        self.expansions = Expansions(self._expand_campaign)
+        self.expansions = Expansions(self._expand_campaign, self._expansion_failed)
         metrics.EXPANSIONS.set_function(lambda: len(self.expansions))
 
     async def load(self) -> None:
@@ -281,9 +340,12 @@ class ControlHandler:
 
     async def _expand_campaign(self, expansion: Expansion) -> None:
         """Expand, then say so: the campaign can end once its jobs have (`expanded_jobs`, which also ends
-        `expansion_pending`). A cancellation or rejection handled while it expanded brings its later jobs
-        forward, as one handled after it does."""
+        `expansion_pending`), unless it was queued again meanwhile (the newer expansion says so). A
+        cancellation or rejection handled while it expanded brings its later jobs forward, as one handled
+        after it does."""
         jobs = await self._expand(expansion)
+        if not self.expansions.latest(expansion):
+            return
         if self._completion is not None:
             await self._completion.expanded(expansion.account_id, expansion.campaign_id, jobs)
         else:
@@ -293,10 +355,20 @@ class ControlHandler:
             self._queue.bring_forward(expansion.account_id, expansion.campaign_id, datetime.now(UTC))
         self._gates.changed.set()
 
+    async def _expansion_failed(self, expansion: Expansion, reason: str) -> None:
+        """Given up until the next start: the campaign says why (it stays `expansion_pending`)."""
+        try:
+            await self._store.expansion_failed(expansion.account_id, expansion.campaign_id, reason)
+        except TRANSIENT_ERRORS:
+            log.exception("could not record why a campaign's expansion was given up",
+                          extra={"account": expansion.account_id, "campaign": expansion.campaign_id})
+
     async def _expand(self, expansion: Expansion) -> int:
         """One job per member who receives it, as of the audience projection having caught up with
         herald.subscriptions when the expansion starts; returns how many. Jobs have deterministic ids:
-        expanding again (a redelivered event, a restart) adds only what is missing."""
+        expanding again (a redelivered event, a restart) adds only what is missing. Stopped (a purge, the
+        service's stop), it returns only once its insert under way has ended: jobs written after a purge
+        would outlive it."""
         await self._audience_caught_up()
         e = expansion
         if await self._store.list_deleted(e.account_id, e.list_id):
@@ -315,16 +387,18 @@ class ControlHandler:
                 jobs += 1
                 if len(batch) >= EXPANSION_CHUNK:
                     if inserting is not None:
-                        await inserting
+                        await asyncio.shield(inserting)
                     inserting, batch = asyncio.create_task(self._add_jobs(batch)), []
             if inserting is not None:
-                await inserting
+                await asyncio.shield(inserting)
+            if batch:
+                inserting = asyncio.create_task(self._add_jobs(batch))
+                await asyncio.shield(inserting)
         except BaseException:
+            # An insert under way is let end, not cancelled (shielded above): the server may apply it anyway.
             if inserting is not None:
-                inserting.cancel()  # expanding again adds only what is missing
+                await asyncio.gather(inserting, return_exceptions=True)
             raise
-        if batch:
-            await self._add_jobs(batch)
         return jobs
 
     async def _test_requested(self, event: CampaignTestRequested) -> None:

@@ -26,8 +26,8 @@ GroupKey = tuple[str, str | None]  # (account, campaign or None for transactiona
 # per job (a document decoded from MongoDB has its own copy of each, names included: 1.8 KB a job against
 # ~0.5 KB compact).
 LEDGER_ONLY = frozenset({"created_at", "campaign_key", "test_key"})
-SHARED_VALUES = frozenset({"account_id", "kind", "campaign_id", "list_id", "next_attempt_at", "first_attempt_at",
-                           "company_name", "list_name", "expires_at"})
+SHARED_VALUES = frozenset({"account_id", "kind", "campaign_id", "list_id", "next_attempt_at", "company_name",
+                           "list_name"})
 SHARED_LIMIT = 100_000  # distinct shared values remembered; then forgotten and gathered again
 
 
@@ -49,15 +49,15 @@ class JobQueue:
     def __contains__(self, message_id: str) -> bool:
         return message_id in self._jobs
 
-    def push(self, jobs: Iterable[Job]) -> int:
+    def push(self, jobs: Iterable[Job], *, compacted: bool = False) -> int:
         """Add jobs not known yet (a job already queued keeps its place); returns how many were added. The
-        queue keeps a compact copy of each (`LEDGER_ONLY`, `SHARED_VALUES`)."""
+        queue keeps a compact copy of each (`compact`), or the job itself when it is one already."""
         added = 0
         for job in jobs:
             message_id = str(job["_id"])
             if message_id in self._jobs:
                 continue
-            self._jobs[message_id] = self._compact(job)
+            self._jobs[message_id] = job if compacted else self.compact(job)
             self._schedule(message_id)
             if job["kind"] == "campaign":
                 self._unfinished[group_of(job)] = self._unfinished.get(group_of(job), 0) + 1
@@ -66,7 +66,8 @@ class JobQueue:
             self.changed.set()
         return added
 
-    def _compact(self, job: Job) -> Job:
+    def compact(self, job: Job) -> Job:
+        """A copy without `LEDGER_ONLY` fields, its field names and `SHARED_VALUES` shared with other jobs."""
         shared = self._shared
         if len(shared) > SHARED_LIMIT:
             shared.clear()
@@ -132,6 +133,7 @@ class JobQueue:
     def forget_account(self, account_id: str) -> int:
         """Retention: the account's jobs leave the queue (held, due or deferred); returns how many."""
         gone = [message_id for message_id, job in self._jobs.items() if job["account_id"] == account_id]
+        self._shared.clear()  # nothing of the account is kept alive by it
         for message_id in gone:
             del self._jobs[message_id]  # its heap entries are skipped when they come up
         for key in [k for k in (*self._parked, *self._unfinished) if k[0] == account_id]:

@@ -105,14 +105,14 @@ class Sender:
         if self._ready is not None and not await self._wait_until_ready():
             return
         started_at = datetime.now(UTC)
-        ledger = await self._store.load_pending()
+        ledger = await self._store.load_pending(keep=self._jobs.compact)
         if ledger.in_doubt:
             metrics.IN_DOUBT.inc(len(ledger.in_doubt))
             await self._store.mark_in_doubt([str(job["_id"]) for job in ledger.in_doubt])
             log.warning("messages in doubt after a restart are sent again", extra={"count": len(ledger.in_doubt)})
         await self._store.forget_claims(started_at)
-        self._jobs.push(ledger.pending)
-        ledger.pending, ledger.in_doubt = [], []  # the queue keeps compact copies; these live as long as run()
+        self._jobs.push(ledger.pending, compacted=True)
+        ledger.pending, ledger.in_doubt = [], []  # queued; the lists would live as long as run()
         await self._republish()
         if self._completion is not None:
             await self._completion.ledger_loaded(ledger.finished)

@@ -7,7 +7,7 @@ expanding a campaign twice creates nothing new, and the ledger's state says what
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +26,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberSuppressed,
     SubscriberUnsubscribed,
 )
+from herald_shared.kafka import MAX_REASON_CHARS
 from herald_shared.mongo import Document, Projection, ReplaceOne, UpdateOne, WriteOp, bulk_write
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import SecondaryIndex, applied, compose, insert_new, load, marked, write_changes
@@ -299,8 +300,14 @@ class DeliveryStore:
 
     async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int) -> None:
         """The campaign's expansion has written every job (`jobs` of them): it can end once they have."""
+        await self.db[CAMPAIGNS].update_one({"_id": scoped(account_id, campaign_id)}, {
+            "$set": {"expanded_jobs": jobs}, "$unset": {"expansion_pending": "", "expansion_failed": ""}})
+
+    async def expansion_failed(self, account_id: str, campaign_id: str, reason: str) -> None:
+        """Why the campaign's expansion was given up (until the next start tries it again)."""
+        stored = reason.replace("\0", "\\0")[:MAX_REASON_CHARS]  # the store refuses a NUL
         await self.db[CAMPAIGNS].update_one({"_id": scoped(account_id, campaign_id)},
-                                            {"$set": {"expanded_jobs": jobs}, "$unset": {"expansion_pending": ""}})
+                                            {"$set": {"expansion_failed": stored}})
 
     async def pending_expansions(self) -> list[Document]:
         """The campaigns whose expansion a stop or crash interrupted (read once, at start-up), oldest first."""
@@ -350,7 +357,7 @@ class DeliveryStore:
         """Append one attempt's outcome (`_id` = message id and attempt, so a repeat is a no-op)."""
         await self._group_commit.insert(outcome)
 
-    async def load_pending(self) -> LedgerFold:
+    async def load_pending(self, keep: Callable[[Document], Document] | None = None) -> LedgerFold:
         """The ledger folded at start-up: jobs without a final outcome (with their attempt count and next
         attempt time), and among them those in doubt: claimed after their last recorded outcome, i.e. the
         process died during their SMTP transaction; and how the other messages of each campaign ended.
@@ -358,7 +365,8 @@ class DeliveryStore:
         Every job and outcome ever recorded is read (the ledger keeps them), so the time grows with the
         history; the memory does not hold their documents: of a finished message only its id and how it
         ended are kept while the jobs are read (~0.2 KB; 1.7 KB before), and only unfinished jobs are
-        read whole (by `_id`, after a pass over the jobs' ids and campaigns). See README, "Not done yet"."""
+        read whole (by `_id`, after a pass over the jobs' ids and campaigns), a thousand at a time, each kept
+        as `keep` makes it (the sender's queue keeps a compact copy). See README, "Not done yet"."""
         last: dict[str, _LastOutcome] = {}
         async for recorded in self.db[OUTCOMES].find({}, _OUTCOME_FIELDS):
             message_id = recorded["message_id"]
@@ -396,6 +404,8 @@ class DeliveryStore:
                 deferral = last.get(message_id)
                 if deferral is not None:
                     pending.update(attempts=deferral[0], first_attempt_at=deferral[2], next_attempt_at=deferral[3])
+                if keep is not None:
+                    pending = keep(pending)
                 fold.pending.append(pending)
                 claimed = claimed_at.get(message_id)
                 # Strictly later: MongoDB keeps milliseconds, and an attempt's outcome can land in the same

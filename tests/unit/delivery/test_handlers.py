@@ -140,6 +140,9 @@ class StalledStore(RecordingStore):
     async def pending_expansions(self) -> list[dict[str, Any]]:
         return self.pending
 
+    async def expansion_failed(self, account_id: str, campaign_id: str, reason: str) -> None:
+        self.campaigns[f"{account_id}:{campaign_id}"]["expansion_failed"] = reason
+
     async def all_accounts(self) -> list[Any]:
         return []
 
@@ -246,3 +249,87 @@ async def test_an_expansion_interrupted_by_a_stop_is_taken_up_again_at_start() -
     assert store.campaigns["acme:c1"]["expanded_jobs"] == 2
     assert sorted(j["subscriber_id"] for j in store.jobs) == ["s0", "s1"]
     assert {j["next_attempt_at"] for j in store.jobs} == {queued_at}
+
+
+def marks(store: RecordingStore) -> list[Any]:
+    return [c for c in store.calls if c[0] == "mark_expanded"]
+
+
+async def test_a_campaign_queued_again_while_it_expands_is_marked_expanded_by_the_newer_expansion_only() -> None:
+    """Marking it by the older one would let the campaign end before the newer one's jobs exist."""
+    store = StalledStore(segment_members(2))
+    gates = GateBook()
+    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    await asyncio.wait_for(store.reading.wait(), 1)
+    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))  # under way: superseded
+    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))  # waiting: replaced
+    assert len(handler.expansions) == 2
+    store.release.set()
+    await asyncio.wait_for(handler.expansions.idle(), 1)
+    assert store.reads == ["acme", "acme"] and marks(store) == [("mark_expanded", 2)]
+
+
+async def test_a_campaign_whose_expansion_keeps_failing_is_given_up_and_the_next_goes_on() -> None:
+    class Broken(StalledStore):
+        async def list_members(self, account_id: str, list_id: str) -> Any:
+            self.reads.append(account_id)
+            if account_id == "acme":
+                raise ValueError("a segment no store can read")
+            for member in self._members:
+                yield member
+
+    store = Broken(segment_members(2))
+    gates = GateBook()
+    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    handler.expansions = Expansions(handler._expand_campaign, handler._expansion_failed, retry_seconds=0.01)
+    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    await handler.handle(campaign_queued("beta", "c2", segment={"city": "Riga"}))
+    await asyncio.wait_for(handler.expansions.idle(), 1)
+    assert store.reads == ["acme", "acme", "acme", "beta"]  # three attempts, then the next campaign
+    assert store.campaigns["acme:c1"]["expansion_failed"] == "ValueError: a segment no store can read"
+    assert store.campaigns["acme:c1"]["expansion_pending"] is True  # the next start tries it again
+    assert store.campaigns["beta:c2"]["expanded_jobs"] == 2
+
+
+async def test_every_purge_caller_waits_for_the_stopped_expansions_last_insert_and_one_task_runs() -> None:
+    class SlowInsert(StalledStore):
+        def __init__(self, members: list[Member]) -> None:
+            super().__init__(members)
+            self.inserting = asyncio.Event()
+            self.insert_done = asyncio.Event()
+
+        async def add_jobs(self, docs: list[Any]) -> list[Any]:
+            if docs[0]["account_id"] == "acme":
+                self.inserting.set()
+                await asyncio.sleep(0.05)
+                self.insert_done.set()
+            return await super().add_jobs(docs)
+
+    store = SlowInsert(segment_members(2))
+    store.release.set()
+    gates = GateBook()
+    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    await asyncio.wait_for(store.inserting.wait(), 1)
+    first = asyncio.create_task(handler.expansions.forget_account("acme"))
+    await asyncio.sleep(0)
+    await handler.handle(campaign_queued("beta", "c2", segment={"city": "Riga"}))  # submitted meanwhile
+    second = asyncio.create_task(handler.expansions.forget_account("acme"))
+    await asyncio.wait_for(asyncio.gather(first, second), 1)
+    assert store.insert_done.is_set()  # neither returned while acme's insert was under way
+    await asyncio.wait_for(handler.expansions.idle(), 1)
+    assert store.reads == ["acme", "beta"] and marks(store) == [("mark_expanded", 2)]
+    assert "expanded_jobs" not in store.campaigns["acme:c1"]
+
+
+async def test_after_stop_nothing_more_is_expanded() -> None:
+    store = StalledStore(segment_members(2))
+    store.release.set()
+    gates = GateBook()
+    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    await handler.expansions.stop()
+    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    await handler.expansions.forget_account("beta")
+    await asyncio.sleep(0.02)
+    assert store.reads == [] and store.campaigns["acme:c1"]["expansion_pending"] is True
