@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class CompletionStore(Protocol):
-    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int) -> None: ...
+    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int, token: str) -> None: ...
 
     async def expansions(self) -> dict[str, int]: ...
 
@@ -86,11 +86,13 @@ class CampaignCompletion:
         if key not in self._finished:
             self._progress[key] = replace(self._progress.get(key, CampaignProgress()), expanded_jobs=None)
 
-    async def expanded(self, account_id: str, campaign_id: str, jobs: int) -> None:
-        """The expansion has written every job; a campaign nobody receives ends here."""
-        await self._store.mark_expanded(account_id, campaign_id, jobs)
+    async def expanded(self, account_id: str, campaign_id: str, jobs: int, token: str,
+                       still_latest: Callable[[], bool] = lambda: True) -> None:
+        """The expansion has written every job; a campaign nobody receives ends here. `still_latest`: False
+        once the campaign was queued again (its newer expansion is the one that counts)."""
+        await self._store.mark_expanded(account_id, campaign_id, jobs, token)
         key = scoped(account_id, campaign_id)
-        if key in self._finished:
+        if key in self._finished or not still_latest():
             return
         self._progress[key] = replace(self._progress.get(key, CampaignProgress()), expanded_jobs=jobs)
         if self._ledger_loaded:

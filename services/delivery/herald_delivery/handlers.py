@@ -115,18 +115,19 @@ class Expansion:
     list_id: str
     segment: dict[str, Any]
     not_before: datetime
+    token: str  # the campaign document's `expansion_pending`: only this expansion's end may clear it
     generation: int = 0
 
     @classmethod
     def of(cls, event: CampaignQueued) -> Expansion:
         p = event.payload
         return cls(event.account_id, p.campaign_id, p.list_id, dict(p.segment.field_equals),
-                   p.send_at or event.occurred_at)
+                   p.send_at or event.occurred_at, str(event.event_id))
 
     @classmethod
     def of_document(cls, doc: Document) -> Expansion:
         return cls(doc["account_id"], doc["state"]["campaign_id"], doc["list_id"], dict(doc.get("segment") or {}),
-                   doc.get("send_at") or doc["queued_at"])
+                   doc.get("send_at") or doc["queued_at"], str(doc["expansion_pending"]))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -181,7 +182,6 @@ class Expansions:
         self._latest[expansion.key] = expansion.generation
         self._pending = deque(e for e in self._pending if e.key != expansion.key)
         self._pending.append(expansion)
-        self._idle.clear()
         self._ensure_task()
 
     async def idle(self) -> None:
@@ -208,23 +208,23 @@ class Expansions:
         if self._pending and self._task is None and not self._stopped:
             self._idle.clear()
             self._task = asyncio.create_task(self._run(), name="campaign-expansions")
-        elif not self._pending and self._current is None:
-            self._idle.set()
+        elif self._task is None:
+            self._idle.set()  # nothing runs (stopped, or nothing waits): nobody waits for it in vain
 
     async def _cancel(self) -> None:
         task = self._task
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait({task})  # not gather: a cancel of this caller must not cancel the task again
 
     async def _run(self) -> None:
+        failures: dict[int, int] = {}  # by generation: what other expansions did is not held against one
         try:
-            failures = 0
             while self._pending:
                 expansion = self._current = self._pending.popleft()
                 try:
                     await self._expand(expansion)
-                    failures = 0
+                    self._done(expansion, failures)
                 except TRANSIENT_ERRORS:
                     metrics.EXPANSION_FAILURES.inc()
                     log.warning("expanding a campaign hit an infrastructure error; trying again", exc_info=True,
@@ -233,16 +233,15 @@ class Expansions:
                     await asyncio.sleep(self._retry_seconds)
                 except Exception as exc:
                     metrics.EXPANSION_FAILURES.inc()
-                    failures += 1
+                    failed = failures[expansion.generation] = failures.get(expansion.generation, 0) + 1
                     log.exception("expanding a campaign failed", extra={
-                        "account": expansion.account_id, "campaign": expansion.campaign_id, "attempt": failures})
-                    if failures < self._attempts:
+                        "account": expansion.account_id, "campaign": expansion.campaign_id, "attempt": failed})
+                    if failed < self._attempts:
                         self._retry(expansion)
                         await asyncio.sleep(self._retry_seconds)
                         continue
-                    failures = 0
-                    if self._give_up is not None:
-                        await self._give_up(expansion, f"{type(exc).__name__}: {exc}")
+                    self._done(expansion, failures)
+                    await self._given_up(expansion, f"{type(exc).__name__}: {exc}")
                 finally:
                     self._current = None
         finally:
@@ -250,6 +249,20 @@ class Expansions:
                 self._task = None
             if not self._pending:
                 self._idle.set()
+
+    def _done(self, expansion: Expansion, failures: dict[int, int]) -> None:
+        failures.pop(expansion.generation, None)
+        if self.latest(expansion):
+            del self._latest[expansion.key]
+
+    async def _given_up(self, expansion: Expansion, reason: str) -> None:
+        if self._give_up is None:
+            return
+        try:
+            await self._give_up(expansion, reason)
+        except Exception:  # only recording why: the expansions go on
+            log.exception("could not record why a campaign's expansion was given up",
+                          extra={"account": expansion.account_id, "campaign": expansion.campaign_id})
 
     def _retry(self, expansion: Expansion) -> None:
         """Before any other, unless the campaign was queued again meanwhile."""
@@ -321,7 +334,7 @@ class ControlHandler:
                        segment=p.segment.field_equals, links=tracked_links(p.content.html_body),
                        send_at=p.send_at, queued_at=event.occurred_at)
             doc.pop("expanded_jobs", None)  # written again when this expansion has written every job
-            doc["expansion_pending"] = True
+            doc["expansion_pending"] = str(event.event_id)  # cleared by this expansion's end only
             # Written before its jobs exist: the sender renders from this document as soon as they do.
             await self._store.save_campaigns([doc])
             self._dirty_campaigns.pop(key, None)
@@ -346,10 +359,12 @@ class ControlHandler:
         jobs = await self._expand(expansion)
         if not self.expansions.latest(expansion):
             return
+        e = expansion
         if self._completion is not None:
-            await self._completion.expanded(expansion.account_id, expansion.campaign_id, jobs)
+            await self._completion.expanded(e.account_id, e.campaign_id, jobs, e.token,
+                                            still_latest=lambda: self.expansions.latest(e))
         else:
-            await self._store.mark_expanded(expansion.account_id, expansion.campaign_id, jobs)
+            await self._store.mark_expanded(e.account_id, e.campaign_id, jobs, e.token)
         state = self._gates.campaign(expansion.account_id, expansion.campaign_id)
         if state.cancelled or state.rejected:
             self._queue.bring_forward(expansion.account_id, expansion.campaign_id, datetime.now(UTC))
@@ -357,11 +372,7 @@ class ControlHandler:
 
     async def _expansion_failed(self, expansion: Expansion, reason: str) -> None:
         """Given up until the next start: the campaign says why (it stays `expansion_pending`)."""
-        try:
-            await self._store.expansion_failed(expansion.account_id, expansion.campaign_id, reason)
-        except TRANSIENT_ERRORS:
-            log.exception("could not record why a campaign's expansion was given up",
-                          extra={"account": expansion.account_id, "campaign": expansion.campaign_id})
+        await self._store.expansion_failed(expansion.account_id, expansion.campaign_id, reason)
 
     async def _expand(self, expansion: Expansion) -> int:
         """One job per member who receives it, as of the audience projection having caught up with
@@ -397,7 +408,7 @@ class ControlHandler:
         except BaseException:
             # An insert under way is let end, not cancelled (shielded above): the server may apply it anyway.
             if inserting is not None:
-                await asyncio.gather(inserting, return_exceptions=True)
+                await asyncio.wait({inserting})  # not gather: another cancel must not reach the insert
             raise
         return jobs
 

@@ -298,9 +298,11 @@ class DeliveryStore:
     async def save_test_send(self, doc: Document) -> None:
         await self.db[TESTS].replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
-    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int) -> None:
-        """The campaign's expansion has written every job (`jobs` of them): it can end once they have."""
-        await self.db[CAMPAIGNS].update_one({"_id": scoped(account_id, campaign_id)}, {
+    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int, token: str) -> None:
+        """The campaign's expansion has written every job (`jobs` of them): it can end once they have. Only
+        while the campaign still waits for this expansion (`token`): if it was queued again meanwhile, the
+        newer expansion says so."""
+        await self.db[CAMPAIGNS].update_one({"_id": scoped(account_id, campaign_id), "expansion_pending": token}, {
             "$set": {"expanded_jobs": jobs}, "$unset": {"expansion_pending": "", "expansion_failed": ""}})
 
     async def expansion_failed(self, account_id: str, campaign_id: str, reason: str) -> None:
@@ -311,7 +313,7 @@ class DeliveryStore:
 
     async def pending_expansions(self) -> list[Document]:
         """The campaigns whose expansion a stop or crash interrupted (read once, at start-up), oldest first."""
-        docs = [doc async for doc in self.db[CAMPAIGNS].find({"expansion_pending": True})]
+        docs = [doc async for doc in self.db[CAMPAIGNS].find({"expansion_pending": {"$exists": True}})]
         return sorted(docs, key=lambda doc: doc["queued_at"])
 
     async def expansions(self) -> dict[str, int]:

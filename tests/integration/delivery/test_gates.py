@@ -175,7 +175,7 @@ async def test_a_suspension_takes_effect_while_another_campaign_is_expanding_and
     await eventually(relay.mailed, lambda r: "owner@beta.example" in r, what="beta's suspension notice")
     assert first.service.gates.gate_for("beta", None) == "account_suspended"
     campaign = await first.service.db["campaigns"].find_one({"_id": "acme:c1"})
-    assert campaign is not None and campaign["expansion_pending"] is True and "expanded_jobs" not in campaign
+    assert campaign is not None and "expansion_pending" in campaign and "expanded_jobs" not in campaign
     assert [r for r in relay.recipients() if r.startswith("r")] == []
 
     await first.service.stop()

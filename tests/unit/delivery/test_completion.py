@@ -73,7 +73,7 @@ class Store:
         self.finished: dict[str, dict[str, Any]] = {}
         self.fail_records = 0
 
-    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int) -> None:
+    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int, token: str) -> None:
         self.expanded[f"{account_id}:{campaign_id}"] = jobs
 
     async def expansions(self) -> dict[str, int]:
@@ -127,7 +127,7 @@ async def test_the_last_message_of_a_campaign_announces_its_end_once() -> None:
     jobs = [job(n) for n in range(3)]
     completion.expanding("acme", "c1")
     queue.push(jobs)
-    await completion.expanded("acme", "c1", 3)
+    await completion.expanded("acme", "c1", 3, "t")
     await finish(completion, queue, jobs[0], "sent")
     await finish(completion, queue, jobs[1], "bounced")
     assert ends(publisher) == []
@@ -145,7 +145,7 @@ async def test_test_sends_and_other_campaigns_do_not_hold_up_or_count_toward_a_c
     test_send, other = job(9, kind="test"), job(1, campaign="c2")
     mine = job(1)
     queue.push([test_send, other, mine])
-    await completion.expanded("acme", "c1", 1)
+    await completion.expanded("acme", "c1", 1, "t")
     await finish(completion, queue, mine, "sent")
     end, = ends(publisher)
     assert end.payload.campaign_id == "c1" and end.payload.recipients == 1
@@ -157,7 +157,7 @@ async def test_nothing_ends_before_the_sender_has_folded_the_ledger() -> None:
     """Before that the queue does not hold the unfinished messages of earlier runs: zero would be a lie."""
     completion, queue, _, publisher = tracker()
     await completion.load()
-    await completion.expanded("acme", "c1", 2)
+    await completion.expanded("acme", "c1", 2, "t")
     assert ends(publisher) == []
     queue.push([job(1)])  # the fold finds one unfinished message; the other ended before the restart
     await completion.ledger_loaded({"acme:c1": {"sent": 1}})
@@ -171,7 +171,7 @@ async def test_after_a_restart_counts_come_from_the_ledger_and_the_end_is_not_an
     completion, queue, store, publisher = tracker()
     await completion.ledger_loaded({})
     queue.push([job(n) for n in range(3)])
-    await completion.expanded("acme", "c1", 3)
+    await completion.expanded("acme", "c1", 3, "t")
     await finish(completion, queue, job(0), "sent")
     # Restart: a new process folds the ledger (two ended, one pending) and knows the expansion from the store.
     completion, queue, _, publisher = tracker(store)
@@ -184,7 +184,7 @@ async def test_after_a_restart_counts_come_from_the_ledger_and_the_end_is_not_an
     # Restart again: announced and published, so nothing is announced, whatever the ledger says.
     completion, queue, _, publisher = tracker(store)
     await completion.load()
-    await completion.expanded("acme", "c1", 3)  # a redelivered CampaignQueued expanded again
+    await completion.expanded("acme", "c1", 3, "t")  # a redelivered CampaignQueued expanded again
     await completion.ledger_loaded({"acme:c1": {"sent": 2, "skipped": 1}})
     assert publisher.events == []
 
@@ -192,7 +192,7 @@ async def test_after_a_restart_counts_come_from_the_ledger_and_the_end_is_not_an
 async def test_an_end_recorded_but_not_published_before_a_crash_is_published_at_start_with_the_same_id() -> None:
     completion, _, store, publisher = tracker()
     await completion.ledger_loaded({})
-    await completion.expanded("acme", "c1", 0)
+    await completion.expanded("acme", "c1", 0, "t")
     first, = ends(publisher)
     store.finished["acme:c1"]["published"] = False  # the process died before marking it
     completion, _, _, publisher = tracker(store)
@@ -207,7 +207,7 @@ async def test_an_end_that_could_not_be_recorded_is_announced_on_a_later_try() -
     completion, _, store, publisher = tracker()
     await completion.ledger_loaded({})
     store.fail_records = 1
-    await completion.expanded("acme", "c1", 0)
+    await completion.expanded("acme", "c1", 0, "t")
     assert publisher.events == []
     await completion.announce_pending()
     end, = ends(publisher)
@@ -236,7 +236,7 @@ def test_in_any_order_of_endings_the_campaign_ends_once_with_exact_counts(
         for item, result in order[:cut] + order[:min(cut, 1)]:  # one of them reported twice
             await finish(completion, queue, item, result)
         assert ends(publisher) == []
-        await completion.expanded("acme", "c1", len(jobs))
+        await completion.expanded("acme", "c1", len(jobs), "t")
         for item, result in order[cut:]:
             assert ends(publisher) == []
             await finish(completion, queue, item, result)

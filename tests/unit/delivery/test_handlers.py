@@ -34,9 +34,11 @@ class RecordingStore:
         for doc in docs:
             self.campaigns[doc["_id"]] = {**self.campaigns.get(doc["_id"], {}), "state": doc["state"]}
 
-    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int) -> None:
-        self.calls.append(("mark_expanded", jobs))
+    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int, token: str) -> None:
         doc = self.campaigns[f"{account_id}:{campaign_id}"]
+        if doc.get("expansion_pending") != token:
+            return  # as the store's update: only while the campaign waits for this expansion
+        self.calls.append(("mark_expanded", jobs))
         doc.pop("expansion_pending", None)
         doc["expanded_jobs"] = jobs
 
@@ -176,7 +178,7 @@ async def test_a_suspension_closes_its_gate_while_another_campaign_is_still_bein
         "metric": "abuse_rate", "value": 0.006, "threshold": 0.005, "reason": "complaints"})), 1)
     assert gates.gate_for("beta", "c1") == "account_suspended"
     assert len(handler.expansions) == 1 and "expanded_jobs" not in store.campaigns["acme:big"]
-    assert store.campaigns["acme:big"]["expansion_pending"] is True
+    assert isinstance(store.campaigns["acme:big"]["expansion_pending"], str)
     await asyncio.wait_for(handler.flush(), 1)  # the notice's job is written without waiting for the expansion
     store.release.set()
     await asyncio.wait_for(handler.expansions.idle(), 1)
@@ -239,7 +241,7 @@ async def test_an_expansion_interrupted_by_a_stop_is_taken_up_again_at_start() -
     store.campaigns["acme:c1"] = {"_id": "acme:c1", "account_id": "acme", "state": {"campaign_id": "c1",
                                                                                      "queued": True},
                                   "list_id": "news", "segment": {"city": "Riga"}, "send_at": None,
-                                  "queued_at": queued_at, "expansion_pending": True}
+                                  "queued_at": queued_at, "expansion_pending": "e1"}
     store.pending = [store.campaigns["acme:c1"]]
     gates = GateBook()
     queue = JobQueue(gates.changed)
@@ -288,7 +290,7 @@ async def test_a_campaign_whose_expansion_keeps_failing_is_given_up_and_the_next
     await asyncio.wait_for(handler.expansions.idle(), 1)
     assert store.reads == ["acme", "acme", "acme", "beta"]  # three attempts, then the next campaign
     assert store.campaigns["acme:c1"]["expansion_failed"] == "ValueError: a segment no store can read"
-    assert store.campaigns["acme:c1"]["expansion_pending"] is True  # the next start tries it again
+    assert "expansion_pending" in store.campaigns["acme:c1"]  # the next start tries it again
     assert store.campaigns["beta:c2"]["expanded_jobs"] == 2
 
 
@@ -332,4 +334,87 @@ async def test_after_stop_nothing_more_is_expanded() -> None:
     await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
     await handler.expansions.forget_account("beta")
     await asyncio.sleep(0.02)
-    assert store.reads == [] and store.campaigns["acme:c1"]["expansion_pending"] is True
+    assert store.reads == [] and "expansion_pending" in store.campaigns["acme:c1"]
+
+
+async def test_an_expansion_superseded_while_it_marks_the_campaign_leaves_the_newer_one_pending() -> None:
+    """The campaign is queued again while the older expansion's mark is on its way: the mark, conditional on
+    the older expansion's token, leaves the newer one's `expansion_pending` alone."""
+    class SlowMark(StalledStore):
+        def __init__(self, members: list[Member]) -> None:
+            super().__init__(members)
+            self.marking = asyncio.Event()
+            self.let_mark = asyncio.Event()
+
+        async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int, token: str) -> None:
+            if not self.marking.is_set():
+                self.marking.set()
+                await self.let_mark.wait()
+            await super().mark_expanded(account_id, campaign_id, jobs, token)
+
+    store = SlowMark(segment_members(2))
+    store.release.set()
+    gates = GateBook()
+    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    await asyncio.wait_for(store.marking.wait(), 1)
+    again = campaign_queued("acme", "c1", segment={"city": "Riga"})
+    await handler.handle(again)
+    assert store.campaigns["acme:c1"]["expansion_pending"] == str(again.event_id)
+    store.let_mark.set()
+    await asyncio.wait_for(handler.expansions.idle(), 1)
+    assert store.reads == ["acme", "acme"] and marks(store) == [("mark_expanded", 2)]  # the newer one's
+    assert "expansion_pending" not in store.campaigns["acme:c1"]
+
+
+async def test_a_purge_cancelled_while_it_waits_does_not_cancel_the_insert_under_way() -> None:
+    class SlowInsert(StalledStore):
+        def __init__(self, members: list[Member]) -> None:
+            super().__init__(members)
+            self.inserting = asyncio.Event()
+            self.insert_done = asyncio.Event()
+
+        async def add_jobs(self, docs: list[Any]) -> list[Any]:
+            self.inserting.set()
+            await asyncio.sleep(0.05)
+            self.insert_done.set()
+            return await super().add_jobs(docs)
+
+    store = SlowInsert(segment_members(2))
+    store.release.set()
+    gates = GateBook()
+    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    await asyncio.wait_for(store.inserting.wait(), 1)
+    purge = asyncio.create_task(handler.expansions.forget_account("acme"))
+    await asyncio.sleep(0.01)
+    purge.cancel()  # e.g. the consumer that purges is itself stopped
+    await asyncio.gather(purge, return_exceptions=True)
+    await asyncio.wait_for(store.insert_done.wait(), 1)  # the insert ended; it was not cancelled
+
+
+async def test_failures_count_per_expansion_and_a_failure_to_record_why_stops_nothing() -> None:
+    class Broken(StalledStore):
+        async def list_members(self, account_id: str, list_id: str) -> Any:
+            self.reads.append(account_id)
+            if account_id != "gamma":
+                raise ValueError(f"{account_id} cannot be read")
+            for member in self._members:
+                yield member
+
+        async def expansion_failed(self, account_id: str, campaign_id: str, reason: str) -> None:
+            raise TypeError("cannot encode the reason")
+
+    store = Broken(segment_members(1))
+    gates = GateBook()
+    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    handler.expansions = Expansions(handler._expand_campaign, handler._expansion_failed, retry_seconds=0.05)
+    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    await handler.handle(campaign_queued("beta", "c2", segment={"city": "Riga"}))
+    await handler.handle(campaign_queued("gamma", "c3", segment={"city": "Riga"}))
+    while store.reads != ["acme"]:  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    await handler.expansions.forget_account("acme")  # after one failure: beta's count starts at none
+    await asyncio.wait_for(handler.expansions.idle(), 2)
+    assert store.reads == ["acme", "beta", "beta", "beta", "gamma"]
+    assert store.campaigns["gamma:c3"]["expanded_jobs"] == 1

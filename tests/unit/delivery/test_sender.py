@@ -48,7 +48,7 @@ class Announcements:
     def __init__(self) -> None:
         self.finished: dict[str, dict[str, Any]] = {}
 
-    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int) -> None:
+    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int, token: str) -> None:
         return None
 
     async def record_finished(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +163,7 @@ async def test_the_end_of_a_campaign_is_announced_after_its_last_outcome_event_a
     relay = Relay()
     jobs = [campaign_job("m1", "s1"), campaign_job("m2", "s2")]
     send._jobs.push(jobs)
-    await send._completion.expanded("acme", "c1", 2)
+    await send._completion.expanded("acme", "c1", 2, "t")
     await send._deliver(jobs[0], Member("s1", "news", None, "unsubscribed"), relay)  # type: ignore[arg-type]
     assert publisher.events == []
     await send._deliver(jobs[1], Member("s2", "news", "b@example.org", "active"), relay)  # type: ignore[arg-type]
