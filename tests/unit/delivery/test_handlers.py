@@ -152,6 +152,22 @@ class StalledStore(RecordingStore):
         return {}
 
 
+class SlowInsert(StalledStore):
+    """acme's job inserts take 50 ms: long enough to stop an expansion in the middle of one."""
+
+    def __init__(self, members: list[Member]) -> None:
+        super().__init__(members)
+        self.inserting = asyncio.Event()
+        self.insert_done = asyncio.Event()
+
+    async def add_jobs(self, docs: list[Any]) -> list[Any]:
+        if docs[0]["account_id"] == "acme":
+            self.inserting.set()
+            await asyncio.sleep(0.05)
+            self.insert_done.set()
+        return await super().add_jobs(docs)
+
+
 def segment_members(n: int) -> list[Member]:
     return [Member(f"s{i}", "news", f"r{i}@example.org", "active", custom_fields={"city": "Riga"}) for i in range(n)]
 
@@ -295,19 +311,6 @@ async def test_a_campaign_whose_expansion_keeps_failing_is_given_up_and_the_next
 
 
 async def test_every_purge_caller_waits_for_the_stopped_expansions_last_insert_and_one_task_runs() -> None:
-    class SlowInsert(StalledStore):
-        def __init__(self, members: list[Member]) -> None:
-            super().__init__(members)
-            self.inserting = asyncio.Event()
-            self.insert_done = asyncio.Event()
-
-        async def add_jobs(self, docs: list[Any]) -> list[Any]:
-            if docs[0]["account_id"] == "acme":
-                self.inserting.set()
-                await asyncio.sleep(0.05)
-                self.insert_done.set()
-            return await super().add_jobs(docs)
-
     store = SlowInsert(segment_members(2))
     store.release.set()
     gates = GateBook()
@@ -368,18 +371,6 @@ async def test_an_expansion_superseded_while_it_marks_the_campaign_leaves_the_ne
 
 
 async def test_a_purge_cancelled_while_it_waits_does_not_cancel_the_insert_under_way() -> None:
-    class SlowInsert(StalledStore):
-        def __init__(self, members: list[Member]) -> None:
-            super().__init__(members)
-            self.inserting = asyncio.Event()
-            self.insert_done = asyncio.Event()
-
-        async def add_jobs(self, docs: list[Any]) -> list[Any]:
-            self.inserting.set()
-            await asyncio.sleep(0.05)
-            self.insert_done.set()
-            return await super().add_jobs(docs)
-
     store = SlowInsert(segment_members(2))
     store.release.set()
     gates = GateBook()
