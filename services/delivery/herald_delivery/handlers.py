@@ -298,8 +298,8 @@ class ControlHandler:
     async def load(self) -> None:
         """At start-up: the gates, and the expansions a stop or crash interrupted, taken up again."""
         self._gates.accounts = {s.account_id: s for s in await self._store.all_accounts()}
-        self._gates.campaigns = await self._store.all_campaign_states()
-        for doc in await self._store.pending_expansions():
+        self._gates.campaigns, pending = await self._store.campaigns_at_start()
+        for doc in pending:
             expansion = Expansion.of_document(doc)
             if self._completion is not None:
                 self._completion.expanding(expansion.account_id, expansion.campaign_id)

@@ -311,11 +311,6 @@ class DeliveryStore:
         await self.db[CAMPAIGNS].update_one({"_id": scoped(account_id, campaign_id)},
                                             {"$set": {"expansion_failed": stored}})
 
-    async def pending_expansions(self) -> list[Document]:
-        """The campaigns whose expansion a stop or crash interrupted (read once, at start-up), oldest first."""
-        docs = [doc async for doc in self.db[CAMPAIGNS].find({"expansion_pending": {"$exists": True}})]
-        return sorted(docs, key=lambda doc: doc["queued_at"])
-
     async def expansions(self) -> dict[str, int]:
         """The campaigns whose expansion wrote every job, with how many (read once, at start-up)."""
         return {doc["_id"]: int(doc["expanded_jobs"]) async for doc in self.db[CAMPAIGNS].find(
@@ -338,11 +333,16 @@ class DeliveryStore:
     async def mark_finished_published(self, key: str) -> None:
         await self.db[FINISHED_CAMPAIGNS].update_one({"_id": key}, {"$set": {"published": True}})
 
-    async def all_campaign_states(self) -> dict[str, CampaignState]:
-        states = {}
-        async for doc in self.db[CAMPAIGNS].find({}, {"state": 1}):
+    async def campaigns_at_start(self) -> tuple[dict[str, CampaignState], list[Document]]:
+        """Every campaign's state, and the campaigns whose expansion a stop or crash interrupted (oldest
+        first): one read at start-up, without their content."""
+        states: dict[str, CampaignState] = {}
+        pending: list[Document] = []
+        async for doc in self.db[CAMPAIGNS].find({}, {"content": 0, "links": 0}):
             states[doc["_id"]] = CampaignState(**doc["state"])
-        return states
+            if "expansion_pending" in doc:
+                pending.append(doc)
+        return states, sorted(pending, key=lambda doc: doc["queued_at"])
 
     # The job ledger
 

@@ -70,7 +70,7 @@ async def test_the_campaign_is_stored_before_its_jobs_exist() -> None:
     store = RecordingStore([Member("s1", "news", "a@example.org", "active"),
                             Member("s2", "news", "b@example.org", "active", custom_fields={"city": "Riga"})])
     handler = ControlHandler(store, GateBook(), JobQueue(asyncio.Event()), caught_up)  # type: ignore[arg-type]
-    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    await queue_campaign(handler, "acme", "c1")
     await handler.flush()
     await handler.expansions.idle()
     kinds = [name for name, _ in store.calls]
@@ -100,8 +100,7 @@ async def test_a_suspension_closes_the_gate_at_once_and_asks_for_a_notice() -> N
 
 async def test_a_test_request_stores_its_content_then_one_job_per_address_with_deterministic_ids() -> None:
     store = RecordingStore([])
-    gates = GateBook()
-    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    handler = control(store)
     request = CampaignTestRequested(account_id="acme", producer="campaigns", payload={  # type: ignore[arg-type]
         "campaign_id": "c1", "test_id": "t1", "recipients": ["a@acme.example", "A@acme.example", "b@acme.example"],
         "content": {"subject": "Hi", "from_name": "Acme", "from_email": "news@acme.example", "text_body": "x"},
@@ -139,8 +138,6 @@ class StalledStore(RecordingStore):
         for member in self._members:
             yield member
 
-    async def pending_expansions(self) -> list[dict[str, Any]]:
-        return self.pending
 
     async def expansion_failed(self, account_id: str, campaign_id: str, reason: str) -> None:
         self.campaigns[f"{account_id}:{campaign_id}"]["expansion_failed"] = reason
@@ -148,8 +145,8 @@ class StalledStore(RecordingStore):
     async def all_accounts(self) -> list[Any]:
         return []
 
-    async def all_campaign_states(self) -> dict[str, Any]:
-        return {}
+    async def campaigns_at_start(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return {}, self.pending
 
 
 class SlowInsert(StalledStore):
@@ -166,6 +163,16 @@ class SlowInsert(StalledStore):
             await asyncio.sleep(0.05)
             self.insert_done.set()
         return await super().add_jobs(docs)
+
+
+def control(store: RecordingStore) -> ControlHandler:
+    """A control handler over the store, with its own gates and queue."""
+    gates = GateBook()
+    return ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+
+
+async def queue_campaign(handler: ControlHandler, account_id: str, campaign_id: str) -> None:
+    await handler.handle(campaign_queued(account_id, campaign_id, segment={"city": "Riga"}))
 
 
 def segment_members(n: int) -> list[Member]:
@@ -222,11 +229,10 @@ async def test_a_campaign_cancelled_during_its_expansion_has_its_later_jobs_brou
 async def test_a_failed_expansion_is_tried_again_before_the_next_one() -> None:
     store = StalledStore(segment_members(2))
     store.failures = 1
-    gates = GateBook()
-    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    handler = control(store)
     handler.expansions = Expansions(handler._expand_campaign, retry_seconds=0.01)
-    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
-    await handler.handle(campaign_queued("acme", "c2", segment={"city": "Riga"}))
+    await queue_campaign(handler, "acme", "c1")
+    await queue_campaign(handler, "acme", "c2")
     store.release.set()
     await asyncio.wait_for(handler.expansions.idle(), 1)
     assert store.reads == ["acme", "acme", "acme"]  # c1 failed, c1 again, then c2
@@ -237,8 +243,7 @@ async def test_a_failed_expansion_is_tried_again_before_the_next_one() -> None:
 async def test_a_purge_stops_the_accounts_expansion_under_way_and_drops_its_waiting_ones() -> None:
     store = StalledStore(segment_members(2))
     store.stalled = {"acme"}
-    gates = GateBook()
-    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    handler = control(store)
     for account_id, campaign_id in (("acme", "c1"), ("beta", "c2"), ("acme", "c3")):
         await handler.handle(campaign_queued(account_id, campaign_id, segment={"city": "Riga"}))
     await asyncio.wait_for(store.reading.wait(), 1)  # acme's c1 under way, stalled for good
@@ -276,12 +281,11 @@ def marks(store: RecordingStore) -> list[Any]:
 async def test_a_campaign_queued_again_while_it_expands_is_marked_expanded_by_the_newer_expansion_only() -> None:
     """Marking it by the older one would let the campaign end before the newer one's jobs exist."""
     store = StalledStore(segment_members(2))
-    gates = GateBook()
-    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
-    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    handler = control(store)
+    await queue_campaign(handler, "acme", "c1")
     await asyncio.wait_for(store.reading.wait(), 1)
-    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))  # under way: superseded
-    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))  # waiting: replaced
+    await queue_campaign(handler, "acme", "c1")  # under way: superseded
+    await queue_campaign(handler, "acme", "c1")  # waiting: replaced
     assert len(handler.expansions) == 2
     store.release.set()
     await asyncio.wait_for(handler.expansions.idle(), 1)
@@ -298,11 +302,10 @@ async def test_a_campaign_whose_expansion_keeps_failing_is_given_up_and_the_next
                 yield member
 
     store = Broken(segment_members(2))
-    gates = GateBook()
-    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    handler = control(store)
     handler.expansions = Expansions(handler._expand_campaign, handler._expansion_failed, retry_seconds=0.01)
-    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
-    await handler.handle(campaign_queued("beta", "c2", segment={"city": "Riga"}))
+    await queue_campaign(handler, "acme", "c1")
+    await queue_campaign(handler, "beta", "c2")
     await asyncio.wait_for(handler.expansions.idle(), 1)
     assert store.reads == ["acme", "acme", "acme", "beta"]  # three attempts, then the next campaign
     assert store.campaigns["acme:c1"]["expansion_failed"] == "ValueError: a segment no store can read"
@@ -313,13 +316,12 @@ async def test_a_campaign_whose_expansion_keeps_failing_is_given_up_and_the_next
 async def test_every_purge_caller_waits_for_the_stopped_expansions_last_insert_and_one_task_runs() -> None:
     store = SlowInsert(segment_members(2))
     store.release.set()
-    gates = GateBook()
-    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
-    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    handler = control(store)
+    await queue_campaign(handler, "acme", "c1")
     await asyncio.wait_for(store.inserting.wait(), 1)
     first = asyncio.create_task(handler.expansions.forget_account("acme"))
     await asyncio.sleep(0)
-    await handler.handle(campaign_queued("beta", "c2", segment={"city": "Riga"}))  # submitted meanwhile
+    await queue_campaign(handler, "beta", "c2")  # submitted meanwhile
     second = asyncio.create_task(handler.expansions.forget_account("acme"))
     await asyncio.wait_for(asyncio.gather(first, second), 1)
     assert store.insert_done.is_set()  # neither returned while acme's insert was under way
@@ -331,10 +333,9 @@ async def test_every_purge_caller_waits_for_the_stopped_expansions_last_insert_a
 async def test_after_stop_nothing_more_is_expanded() -> None:
     store = StalledStore(segment_members(2))
     store.release.set()
-    gates = GateBook()
-    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    handler = control(store)
     await handler.expansions.stop()
-    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    await queue_campaign(handler, "acme", "c1")
     await handler.expansions.forget_account("beta")
     await asyncio.sleep(0.02)
     assert store.reads == [] and "expansion_pending" in store.campaigns["acme:c1"]
@@ -357,9 +358,8 @@ async def test_an_expansion_superseded_while_it_marks_the_campaign_leaves_the_ne
 
     store = SlowMark(segment_members(2))
     store.release.set()
-    gates = GateBook()
-    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
-    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    handler = control(store)
+    await queue_campaign(handler, "acme", "c1")
     await asyncio.wait_for(store.marking.wait(), 1)
     again = campaign_queued("acme", "c1", segment={"city": "Riga"})
     await handler.handle(again)
@@ -373,9 +373,8 @@ async def test_an_expansion_superseded_while_it_marks_the_campaign_leaves_the_ne
 async def test_a_purge_cancelled_while_it_waits_does_not_cancel_the_insert_under_way() -> None:
     store = SlowInsert(segment_members(2))
     store.release.set()
-    gates = GateBook()
-    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
-    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
+    handler = control(store)
+    await queue_campaign(handler, "acme", "c1")
     await asyncio.wait_for(store.inserting.wait(), 1)
     purge = asyncio.create_task(handler.expansions.forget_account("acme"))
     await asyncio.sleep(0.01)
@@ -397,12 +396,11 @@ async def test_failures_count_per_expansion_and_a_failure_to_record_why_stops_no
             raise TypeError("cannot encode the reason")
 
     store = Broken(segment_members(1))
-    gates = GateBook()
-    handler = ControlHandler(store, gates, JobQueue(gates.changed), caught_up)  # type: ignore[arg-type]
+    handler = control(store)
     handler.expansions = Expansions(handler._expand_campaign, handler._expansion_failed, retry_seconds=0.05)
-    await handler.handle(campaign_queued("acme", "c1", segment={"city": "Riga"}))
-    await handler.handle(campaign_queued("beta", "c2", segment={"city": "Riga"}))
-    await handler.handle(campaign_queued("gamma", "c3", segment={"city": "Riga"}))
+    await queue_campaign(handler, "acme", "c1")
+    await queue_campaign(handler, "beta", "c2")
+    await queue_campaign(handler, "gamma", "c3")
     while store.reads != ["acme"]:  # noqa: ASYNC110
         await asyncio.sleep(0.001)
     await handler.expansions.forget_account("acme")  # after one failure: beta's count starts at none
