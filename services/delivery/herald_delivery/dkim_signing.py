@@ -97,11 +97,29 @@ def prepare(message: bytes, wanted: Sequence[bytes], *, body_relaxed: bool = Fal
                     base64.b64encode(hashlib.sha256(canonical_body(body, body_relaxed)).digest()).decode())
 
 
+@dataclass(frozen=True)
+class Signatures:
+    """The signatures one message is to get, prepared: `headers()` makes them. The costly part, RSA in OpenSSL,
+    releases the GIL, so a caller can run it on another thread while its event loop goes on."""
+
+    signers: tuple[DkimSigner, ...]
+    prepared: Prepared
+
+    def headers(self, now: int | None = None) -> bytes:
+        """One DKIM-Signature header per signer, in the signers' order, to put on top of the message."""
+        return b"".join(signer.signature_header(self.prepared, now) for signer in self.signers)
+
+
+def signatures(message: bytes, signers: Sequence[DkimSigner], wanted: Sequence[bytes], *,
+               body_relaxed: bool = False) -> Signatures:
+    """What `sign` does before it signs: the message's head parsed and its body hashed."""
+    return Signatures(tuple(signers), prepare(message, wanted, body_relaxed=body_relaxed))
+
+
 def sign(message: bytes, signers: Sequence[DkimSigner], wanted: Sequence[bytes], now: int | None = None, *,
          body_relaxed: bool = False) -> bytes:
     """The message with one DKIM-Signature per signer on top, in the signers' order."""
-    prepared = prepare(message, wanted, body_relaxed=body_relaxed)
-    return b"".join(signer.signature_header(prepared, now) for signer in signers) + message
+    return signatures(message, signers, wanted, body_relaxed=body_relaxed).headers(now) + message
 
 
 def canonical_header(name: bytes, value: bytes) -> bytes:

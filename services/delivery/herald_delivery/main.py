@@ -122,7 +122,7 @@ class Delivery(WatchedTasks):
         keys = load_dkim_keys(settings.dkim_keys_dir)
         renderer = Renderer(RenderSettings(base_url, settings.bounce_domain), self.tokens,
                             LinkSigner(settings.link_secret, settings.subscriptions_url), keys,
-                            keys.get((settings.dkim_default_domain or "").lower(), []))
+                            keys.get((settings.dkim_default_domain or "").lower(), []), defer_signing=True)
         relay = RelayConfig(settings.smtp_host, settings.smtp_port, starttls=settings.smtp_starttls,
                             implicit_tls=settings.smtp_tls, verify_tls=settings.smtp_verify_tls,
                             username=settings.smtp_username, password=settings.smtp_password,

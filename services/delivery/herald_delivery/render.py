@@ -31,7 +31,7 @@ from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner, TokenWriter
 from herald_shared.templating import MAX_TOKENS, Template, compile_template
 
-from .dkim_signing import DkimSigner, sign
+from .dkim_signing import DkimSigner, Signatures, sign, signatures
 from .domain import Member
 
 IDENTIFICATION_FOOTER = "Email marketing by Herald"
@@ -134,6 +134,9 @@ class Rendered:
     mail_from: str  # the VERP return path
     recipient: str
     data: bytes
+    # Only from a renderer that leaves signing to its caller (`Renderer(defer_signing=True)`): `data` is then
+    # the message without its DKIM-Signature headers, which `signatures.headers()` makes (put them on top).
+    signatures: Signatures | None = None
 
 
 def _one_line(value: str) -> str:
@@ -346,9 +349,13 @@ def _preheader_html(text: str) -> str:
 
 class Renderer:
     def __init__(self, settings: RenderSettings, tokens: MessageTokens, links: LinkSigner,
-                 dkim_keys: Mapping[str, Sequence[DkimKey]], default_dkim: Sequence[DkimKey] = ()) -> None:
+                 dkim_keys: Mapping[str, Sequence[DkimKey]], default_dkim: Sequence[DkimKey] = (), *,
+                 defer_signing: bool = False) -> None:
         """`dkim_keys`: per sending domain, the keys that sign its mail (one signature each: Ed25519 and RSA
-        side by side is dual signing); `default_dkim`: those of the platform's domain, for other domains."""
+        side by side is dual signing); `default_dkim`: those of the platform's domain, for other domains.
+        `defer_signing`: messages come back prepared for signing but unsigned (`Rendered.signatures`), for a
+        caller that signs them on another thread."""
+        self._defer_signing = defer_signing
         self.settings = settings
         self.tokens = tokens
         self.links = links
@@ -451,8 +458,7 @@ class Renderer:
         # UTF-8: an internationalised address (RFC 6532) goes in the To header as it is, as in campaign mail;
         # the client then asks the relay for SMTPUTF8.
         data = (f"{headers}Content-Transfer-Encoding: {part.encoding}{CRLF}{CRLF}").encode() + part.content
-        return Rendered(message_id, self.return_path(message_id), recipient,
-                        self._sign(data, from_email.rpartition("@")[2].lower(), part.relaxed))
+        return self._rendered(message_id, recipient, data, from_email.rpartition("@")[2].lower(), part.relaxed)
 
     def _per_message_headers(self, recipient: str, message_id: str, feedback_id: str, unsubscribe: str,
                              now: datetime | None) -> str:
@@ -482,17 +488,22 @@ class Renderer:
                 f"{CRLF}--{boundary}{CRLF}Content-Type: text/html; charset=utf-8{CRLF}"
                 f"Content-Transfer-Encoding: {html_part.encoding}{CRLF}{CRLF}").encode() + html_part.content + (
                 f"{CRLF}--{boundary}--{CRLF}").encode()
-        data = headers.encode("utf-8") + body
-        return Rendered(message_id, self.return_path(message_id), recipient,
-                        self._sign(data, sender_domain, relaxed))
+        return self._rendered(message_id, recipient, headers.encode("utf-8") + body, sender_domain, relaxed)
 
-    def _sign(self, data: bytes, sender_domain: str, body_relaxed: bool) -> bytes:
-        """DKIM-sign (OpenSSL, `dkim_signing`) with the sending domain's keys, else the platform's default
-        keys, else leave unsigned. `body_relaxed`: the body is known to be relaxed-canonical already."""
+    def _rendered(self, message_id: str, recipient: str, data: bytes, sender_domain: str,
+                  body_relaxed: bool) -> Rendered:
+        """The message DKIM-signed (OpenSSL, `dkim_signing`) with the sending domain's keys, else the platform's
+        default keys, else unsigned; or prepared for signing (`defer_signing`). `body_relaxed`: the body is
+        known to be relaxed-canonical already."""
+        mail_from = self.return_path(message_id)
         signers = self._signers.get(sender_domain) or self._default_signers
         if not signers:
-            return data
-        return sign(data, signers, SIGNED_HEADERS, body_relaxed=body_relaxed)
+            return Rendered(message_id, mail_from, recipient, data)
+        if self._defer_signing:
+            return Rendered(message_id, mail_from, recipient, data,
+                            signatures(data, signers, SIGNED_HEADERS, body_relaxed=body_relaxed))
+        return Rendered(message_id, mail_from, recipient,
+                        sign(data, signers, SIGNED_HEADERS, body_relaxed=body_relaxed))
 
 
 def _inserted(pieces: list[str], inserts: list[tuple[int, str]]) -> list[str]:

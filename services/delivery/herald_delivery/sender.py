@@ -23,7 +23,8 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,6 +51,9 @@ from .store import BOUNCED, CANCELLED, DEFERRED, SENT, SKIPPED, DeliveryStore, s
 
 log = logging.getLogger(__name__)
 PRODUCER = "delivery"
+# Threads that make DKIM signatures (`Rendered.signatures`): OpenSSL releases the GIL while it signs (~0.2 ms
+# an RSA-2048 signature), so the event loop goes on rendering and sending other messages meanwhile.
+SIGNING_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class Sender:
         self._busy = 0
         self.started = False
         self.dispatch_passes = 0  # looks at the ledger so far (tests wait on it to see that nothing is due)
+        self._signing: ThreadPoolExecutor | None = None  # while running
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -117,6 +122,7 @@ class Sender:
         if self._completion is not None:
             await self._completion.ledger_loaded(ledger.finished)
         connections = [RelayConnection(self._relay) for _ in range(self._config.concurrency)]
+        self._signing = ThreadPoolExecutor(SIGNING_THREADS, thread_name_prefix="dkim")
         workers = [asyncio.create_task(self._worker(c), name=f"smtp-worker-{i}") for i, c in enumerate(connections)]
         self.started = True
         try:
@@ -127,6 +133,7 @@ class Sender:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            self._signing.shutdown(wait=False)
             for connection in connections:
                 await connection.close(quit_politely=True)
             await self._save_watermark()
@@ -335,6 +342,13 @@ class Sender:
             await self._completion.message_finished(job, result)
 
     async def _render(self, job: Document, member: Member | None) -> Rendered:
+        rendered = await self._rendered(job, member)
+        if rendered.signatures is None:
+            return rendered
+        signing = asyncio.get_running_loop().run_in_executor(self._signing, rendered.signatures.headers)
+        return replace(rendered, data=await signing + rendered.data, signatures=None)
+
+    async def _rendered(self, job: Document, member: Member | None) -> Rendered:
         kind = job["kind"]
         if kind == "campaign":
             if member is None:

@@ -188,6 +188,29 @@ def test_dkim_signature_verifies_and_covers_list_unsubscribe(dkim_key: tuple[Dki
     assert not dkim.verify(tampered, dnsfunc=dns)
 
 
+def test_a_renderer_that_defers_signing_gives_the_message_and_its_prepared_signatures(
+        dkim_key: tuple[DkimKey, bytes]) -> None:
+    """The sender's renderer leaves the signatures to a thread of their own: the message comes unsigned with
+    what signs it, and once those headers are on top dkimpy verifies it (campaign mail and a notice alike)."""
+    key, record = dkim_key
+    deferring = Renderer(RenderSettings("https://t.herald.example", "bounces.herald.example"), MessageTokens(SECRET),
+                         LinkSigner(SECRET, "https://lists.herald.example"), {"acme.example": [key]},
+                         defer_signing=True)
+    template = compile_campaign("acme", "c1", content(), footer=True, settings=deferring.settings)
+    notice = deferring.transactional_message(message_id="0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b12", kind="notice",
+                                             account_id="acme", recipient="owner@example.org", from_name="Acme",
+                                             from_email="news@acme.example", subject="Hello", text="A notice.")
+    for rendered in (deferring.campaign_message(template, MEMBER, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11"), notice):
+        assert rendered.signatures is not None and b"DKIM-Signature" not in rendered.data
+        signed = rendered.signatures.headers() + rendered.data
+        assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
+        assert not dkim.verify(signed.replace(b"Subject:", b"Subject: x", 1), dnsfunc=lambda name, timeout=5: record)
+    # Without keys for the domain there is nothing to sign, deferred or not.
+    plain = Renderer(RenderSettings("https://t.herald.example", "bounces.herald.example"), MessageTokens(SECRET),
+                     LinkSigner(SECRET, "https://lists.herald.example"), {}, defer_signing=True)
+    assert plain.campaign_message(template, MEMBER, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11").signatures is None
+
+
 @pytest.mark.parametrize("spacing", ["single spaces", "two  spaces and a\ttab", "a space at a line end \nthen more"])
 def test_a_quoted_printable_body_signs_whatever_its_spacing(dkim_key: tuple[DkimKey, bytes], spacing: str) -> None:
     """A body of quoted-printable pieces (non-ASCII, a long line) is signed without the signer's scans for
