@@ -138,3 +138,11 @@ def test_the_runner_writes_results_with_machine_date_command_and_report(tmp_path
     assert re.search(r"^\| contract_parse \| ok \| \d+ s \| parse_event [\d,]+ events/s \| json\.loads [\d,]+ "
                      r"events/s \| [\d.]+ x \|", text, re.MULTILINE)
     assert (tmp_path / "logs" / "contract_parse.log").exists()
+
+
+def test_the_delivery_report_states_each_of_its_targets() -> None:
+    """Issue 16's unsigned rate (absolute and against smtp-source), the signed rate and the unrecorded window."""
+    delivery = headline(BY_NAME["delivery_smtp"], report_text(BY_NAME["delivery_smtp"], sample("delivery_smtp")))
+    assert delivery.targets == (">= 2,000 msg/s and >= 0.1 x smtp-source: NOT MET", ">= 1,000 msg/s with rsa: MET",
+                                "p99 <= 50 ms: MET")
+    assert delivery.measured == "1,375 msg/s (unrecorded window p99 <= 50.0 ms); DKIM rsa-sha256 2048: 1,058 msg/s"
