@@ -231,8 +231,10 @@ def main(messages: int, connections: int, dkim: str) -> None:
           f">= {TARGET_UNSIGNED_RATIO} x smtp-source: {'MET' if met else 'NOT MET'})")
     if signed_rate is not None:
         verdict = "MET" if signed_rate >= TARGET_SIGNED else "NOT MET"
+        target = f"target >= {TARGET_SIGNED:,} msg/s with rsa: {verdict}" if dkim == "rsa" else \
+            f"the target, >= {TARGET_SIGNED:,} msg/s, is for rsa alone"
         print(f"Herald with DKIM {DKIM_NAMES[dkim]}, the same campaign: {signed_rate:,.0f} msg/s = "
-              f"{signed_rate / herald:.2f} x unsigned (target >= 1,000 msg/s with rsa: {verdict})")
+              f"{signed_rate / herald:.2f} x unsigned ({target})")
     print(f"rendering alone: {plain:,.0f} msg/s unsigned, {signed:,.0f} msg/s with DKIM rsa-sha256 2048 (OpenSSL)")
     # The histogram's bucket bounds: p99 is at most the bound given (5, 10, 25, 50, 100 ms...).
     print(f"unrecorded window (relay 250 -> ledger written): p50 <= {window_p50 * 1000:.1f} ms, "

@@ -45,6 +45,12 @@ class DkimSigner:
     def algorithm(self) -> str:
         return "ed25519-sha256" if isinstance(self.key, Ed25519PrivateKey) else "rsa-sha256"
 
+    @property
+    def costly(self) -> bool:
+        """RSA: ~0.2 ms a signature (2048 bits), worth a thread of its own; Ed25519 takes ~0.02 ms, less than
+        handing it to a thread and back."""
+        return isinstance(self.key, RSAPrivateKey)
+
     @classmethod
     def from_pem(cls, domain: str, selector: str, pem: bytes) -> DkimSigner:
         try:

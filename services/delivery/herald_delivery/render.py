@@ -353,8 +353,8 @@ class Renderer:
                  defer_signing: bool = False) -> None:
         """`dkim_keys`: per sending domain, the keys that sign its mail (one signature each: Ed25519 and RSA
         side by side is dual signing); `default_dkim`: those of the platform's domain, for other domains.
-        `defer_signing`: messages come back prepared for signing but unsigned (`Rendered.signatures`), for a
-        caller that signs them on another thread."""
+        `defer_signing`: messages with an RSA signature to make come back prepared for signing but unsigned
+        (`Rendered.signatures`), for a caller that signs them on another thread."""
         self._defer_signing = defer_signing
         self.settings = settings
         self.tokens = tokens
@@ -499,7 +499,7 @@ class Renderer:
         signers = self._signers.get(sender_domain) or self._default_signers
         if not signers:
             return Rendered(message_id, mail_from, recipient, data)
-        if self._defer_signing:
+        if self._defer_signing and any(signer.costly for signer in signers):
             return Rendered(message_id, mail_from, recipient, data,
                             signatures(data, signers, SIGNED_HEADERS, body_relaxed=body_relaxed))
         return Rendered(message_id, mail_from, recipient,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import dkim
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -209,6 +211,14 @@ def test_a_renderer_that_defers_signing_gives_the_message_and_its_prepared_signa
     plain = Renderer(RenderSettings("https://t.herald.example", "bounces.herald.example"), MessageTokens(SECRET),
                      LinkSigner(SECRET, "https://lists.herald.example"), {}, defer_signing=True)
     assert plain.campaign_message(template, MEMBER, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11").signatures is None
+    # An Ed25519 signature costs less than a trip to a thread: made at once.
+    ed_pem = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    ed = Renderer(RenderSettings("https://t.herald.example", "bounces.herald.example"), MessageTokens(SECRET),
+                  LinkSigner(SECRET, "https://lists.herald.example"), {"acme.example": [DkimKey("acme.example", "e1",
+                                                                                                ed_pem)]},
+                  defer_signing=True)
+    at_once = ed.campaign_message(template, MEMBER, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11")
+    assert at_once.signatures is None and at_once.data.startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;")
 
 
 @pytest.mark.parametrize("spacing", ["single spaces", "two  spaces and a\ttab", "a space at a line end \nthen more"])
