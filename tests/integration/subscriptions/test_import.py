@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from herald_shared.contract.delivery import MessageBounced
 from herald_shared.contract.subscriptions import ImportCompleted, SubscriberAdded
+from herald_subscriptions.importer import BATCH
 from tests.conftest import eventually
 from tests.integration.subscriptions.conftest import Platform, Tenant
 
@@ -152,35 +153,37 @@ async def test_rows_the_file_does_not_give_cleanly_are_rejected_and_accounted_fo
     that is no evidence: each is a rejected row with its line, and every good row before and after is in."""
     acme = await platform.tenant("acme")
     await acme.create_list()
-    good = [f"good{i}@example.com,shop checkbox,{T}," for i in range(1500)]
+    n = BATCH + 500  # one full batch and more
+    good = [f"good{i}@example.com,shop checkbox,{T}," for i in range(n)]
     rows = [
         "email,consent_method,consent_at,consent_ip,",                  # 1 header, an unnamed last column
-        *good,                                                          # 2-1501 ok (one full batch and more)
-        f'open@example.com,form,{T},"198.51.100.4,',                    # 1502-1504 one row: the quote
+        *good,                                                          # 2 .. n+1 ok
+        f'open@example.com,form,{T},"198.51.100.4,',                    # n+2 .. n+4 one row: the quote
         f"taken1@example.com,form,{T},,",                               # is left open until the one
-        f'taken2@example.com,form,{T},",',                              # ending line 1504
-        f"big@example.com,form,{T},{'9' * 140_000},",                   # 1505 invalid_csv
-        "future@example.com,form,2099-01-01T00:00:00Z,,",              # 1506 invalid_consent
-        f"ip@example.com,form,{T},<script>alert(1)</script>,",          # 1507 invalid_consent
-        f"method@example.com,{'m' * 1500},{T},,",                       # 1508 invalid_value
-        f"unnamed@example.com,form,{T},,surplus",                       # 1509 invalid_custom_field
-        f"after@example.com,form,{T},2001:db8::1,",                     # 1510 ok
-        f"jörg@example.com,form,{T},,",                                 # 1511 invalid_email: not sendable
+        f'taken2@example.com,form,{T},",',                              # ending line n+4
+        f"big@example.com,form,{T},{'9' * 140_000},",                   # n+5 invalid_csv
+        "future@example.com,form,2099-01-01T00:00:00Z,,",              # n+6 invalid_consent
+        f"ip@example.com,form,{T},<script>alert(1)</script>,",          # n+7 invalid_consent
+        f"method@example.com,{'m' * 1500},{T},,",                       # n+8 invalid_value
+        f"unnamed@example.com,form,{T},,surplus",                       # n+9 invalid_custom_field
+        f"after@example.com,form,{T},2001:db8::1,",                     # n+10 ok
+        f"jörg@example.com,form,{T},,",                                 # n+11 invalid_email: not sendable
     ]
     status, report = await _import(acme, "\n".join(rows).encode())
     assert status == 202, report
-    assert (report["rows_total"], report["rows_imported"], report["rows_rejected"]) == (1508, 1501, 7)
+    assert (report["rows_total"], report["rows_imported"], report["rows_rejected"]) == (n + 8, n + 1, 7)
     rejections = {r["line"]: (r["reason"], r["detail"]) for r in report["rejections"]}  # type: ignore[attr-defined]
-    assert {line: reason for line, (reason, _) in rejections.items()} == {
-        1502: "multiline_row", 1505: "invalid_csv", 1506: "invalid_consent", 1507: "invalid_consent",
-        1508: "invalid_value", 1509: "invalid_custom_field", 1511: "invalid_email"}
-    assert "lines 1502-1504 were read as one row: its consent_ip runs over several lines" in rejections[1502][1]
+    assert {line - n: reason for line, (reason, _) in rejections.items()} == {
+        2: "multiline_row", 5: "invalid_csv", 6: "invalid_consent", 7: "invalid_consent",
+        8: "invalid_value", 9: "invalid_custom_field", 11: "invalid_email"}
+    assert (f"lines {n + 2}-{n + 4} were read as one row: its consent_ip runs over several lines"
+            in rejections[n + 2][1])
     added = {str(e.payload.email): e for e in await platform.events() if isinstance(e, SubscriberAdded)}
-    assert len(added) == 1501 and "good0@example.com" in added and "good1499@example.com" in added
+    assert len(added) == n + 1 and "good0@example.com" in added and f"good{n - 1}@example.com" in added
     assert added["after@example.com"].payload.consent.ip == "2001:db8::1"
     assert not {"open@example.com", "taken1@example.com", "taken2@example.com", "big@example.com"} & set(added)
     completed = next(e for e in await platform.events() if isinstance(e, ImportCompleted))
-    assert (completed.payload.rows_imported, completed.payload.rows_rejected) == (1501, 7)
+    assert (completed.payload.rows_imported, completed.payload.rows_rejected) == (n + 1, 7)
 
 
 async def test_consent_the_api_is_given_must_have_happened_and_name_an_address(platform: Platform) -> None:
