@@ -175,6 +175,16 @@ async def queue_campaign(handler: ControlHandler, account_id: str, campaign_id: 
     await handler.handle(campaign_queued(account_id, campaign_id, segment={"city": "Riga"}))
 
 
+async def inserting_acme() -> tuple[SlowInsert, ControlHandler]:
+    """acme's campaign queued, and its expansion in the middle of its (slow) job insert."""
+    store = SlowInsert(segment_members(2))
+    store.release.set()
+    handler = control(store)
+    await queue_campaign(handler, "acme", "c1")
+    await asyncio.wait_for(store.inserting.wait(), 1)
+    return store, handler
+
+
 def segment_members(n: int) -> list[Member]:
     return [Member(f"s{i}", "news", f"r{i}@example.org", "active", custom_fields={"city": "Riga"}) for i in range(n)]
 
@@ -314,11 +324,7 @@ async def test_a_campaign_whose_expansion_keeps_failing_is_given_up_and_the_next
 
 
 async def test_every_purge_caller_waits_for_the_stopped_expansions_last_insert_and_one_task_runs() -> None:
-    store = SlowInsert(segment_members(2))
-    store.release.set()
-    handler = control(store)
-    await queue_campaign(handler, "acme", "c1")
-    await asyncio.wait_for(store.inserting.wait(), 1)
+    store, handler = await inserting_acme()
     first = asyncio.create_task(handler.expansions.forget_account("acme"))
     await asyncio.sleep(0)
     await queue_campaign(handler, "beta", "c2")  # submitted meanwhile
@@ -371,11 +377,7 @@ async def test_an_expansion_superseded_while_it_marks_the_campaign_leaves_the_ne
 
 
 async def test_a_purge_cancelled_while_it_waits_does_not_cancel_the_insert_under_way() -> None:
-    store = SlowInsert(segment_members(2))
-    store.release.set()
-    handler = control(store)
-    await queue_campaign(handler, "acme", "c1")
-    await asyncio.wait_for(store.inserting.wait(), 1)
+    store, handler = await inserting_acme()
     purge = asyncio.create_task(handler.expansions.forget_account("acme"))
     await asyncio.sleep(0.01)
     purge.cancel()  # e.g. the consumer that purges is itself stopped
