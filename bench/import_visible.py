@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from herald_shared.kafka import EventPublisher, ensure_topics, make_producer
+from herald_shared.kafka import BULK_BATCH_BYTES, EventPublisher, ensure_topics, make_producer
 from herald_shared.settings import HeraldSettings
 from herald_shared.topics import spec
 
@@ -62,7 +62,7 @@ async def floors(prefix: str, rows: int) -> tuple[float, float]:
     parse each), on a topic of their own."""
     floor = HeraldSettings(topic_prefix=f"{prefix}floor.", database_prefix=f"{prefix}floor_")
     await ensure_topics(floor, [spec("herald.subscriptions")])
-    producer = make_producer(floor, "bench-floor")
+    producer = make_producer(floor, "bench-floor", batch_bytes=BULK_BATCH_BYTES)  # as the service's
     await producer.start()
     try:
         publish_seconds, _ = await harness.publish_members(EventPublisher(producer, floor.topics), range(rows),

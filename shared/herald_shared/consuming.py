@@ -8,7 +8,7 @@ import asyncio
 from fastapi import FastAPI
 
 from .http import ReadinessCheck
-from .kafka import EventConsumer, ensure_topics, make_producer
+from .kafka import BATCH_BYTES, EventConsumer, ensure_topics, make_producer
 from .lifecycle import WatchedTasks
 from .mongo import make_client
 from .settings import HeraldSettings
@@ -20,12 +20,13 @@ class ConsumingService(WatchedTasks):
 
     app: FastAPI
 
-    def __init__(self, settings: HeraldSettings, name: str) -> None:
+    def __init__(self, settings: HeraldSettings, name: str, *, batch_bytes: int = BATCH_BYTES) -> None:
+        """`batch_bytes`: see `kafka.make_producer`."""
         super().__init__()
         self.settings = settings
         self.mongo = make_client(settings, name)
         self.db = self.mongo[settings.database_name(name)]
-        self.producer = make_producer(settings, name)
+        self.producer = make_producer(settings, name, batch_bytes=batch_bytes)
         self.consumers: list[EventConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -10,7 +10,7 @@ from pydantic import Field
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.consuming import ConsumingService
 from herald_shared.http import add_health_routes, api_app
-from herald_shared.kafka import EventConsumer, EventPublisher
+from herald_shared.kafka import BULK_BATCH_BYTES, EventConsumer, EventPublisher
 from herald_shared.lifecycle import run_service
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup
@@ -57,7 +57,7 @@ class Subscriptions(ConsumingService):
     """The wired service. `start()` runs the consumers in the background; `app` serves HTTP."""
 
     def __init__(self, settings: SubscriptionsSettings) -> None:
-        super().__init__(settings, SERVICE)
+        super().__init__(settings, SERVICE, batch_bytes=BULK_BATCH_BYTES)  # an import publishes in thousands
         self.settings: SubscriptionsSettings = settings
         self.projection = SubscriptionsProjection(self.db)
         self.apikeys = ApiKeyProjection(self.db, settings.api_key_attempts())
