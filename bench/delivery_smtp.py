@@ -228,18 +228,17 @@ def main(messages: int, connections: int, dkim: str) -> None:
     met = herald >= TARGET_UNSIGNED and herald / source >= TARGET_UNSIGNED_RATIO
     print(f"Herald, CampaignQueued -> SMTP acceptance, {messages:,} x 5 KB over {connections} connections: "
           f"{herald:,.0f} msg/s = {herald / source:.3f} x smtp-source (target >= {TARGET_UNSIGNED:,} msg/s and "
-          f">= {TARGET_UNSIGNED_RATIO} x smtp-source: {'MET' if met else 'NOT MET'})")
+          f">= {TARGET_UNSIGNED_RATIO} x smtp-source: {harness.verdict(met)})")
     if signed_rate is not None:
-        verdict = "MET" if signed_rate >= TARGET_SIGNED else "NOT MET"
-        target = f"target >= {TARGET_SIGNED:,} msg/s with rsa: {verdict}" if dkim == "rsa" else \
-            f"the target, >= {TARGET_SIGNED:,} msg/s, is for rsa alone"
+        target = (f"target >= {TARGET_SIGNED:,} msg/s with rsa: {harness.verdict(signed_rate >= TARGET_SIGNED)}"
+                  if dkim == "rsa" else f"the target, >= {TARGET_SIGNED:,} msg/s, is for rsa alone")
         print(f"Herald with DKIM {DKIM_NAMES[dkim]}, the same campaign: {signed_rate:,.0f} msg/s = "
               f"{signed_rate / herald:.2f} x unsigned ({target})")
     print(f"rendering alone: {plain:,.0f} msg/s unsigned, {signed:,.0f} msg/s with DKIM rsa-sha256 2048 (OpenSSL)")
     # The histogram's bucket bounds: p99 is at most the bound given (5, 10, 25, 50, 100 ms...).
     print(f"unrecorded window (relay 250 -> ledger written): p50 <= {window_p50 * 1000:.1f} ms, "
           f"p99 <= {window_p99 * 1000:.1f} ms (target p99 <= {TARGET_WINDOW_P99_MS} ms: "
-          f"{'MET' if window_p99 * 1000 <= TARGET_WINDOW_P99_MS else 'NOT MET'}); "
+          f"{harness.verdict(window_p99 * 1000 <= TARGET_WINDOW_P99_MS)}); "
           f"SMTP transaction p50 <= {smtp_p50 * 1000:.1f} ms")
     peak = "peak" if memory["peak_reset"] else "peak (VmHWM could not be reset: since the process started)"
     print(f"memory while sending: RSS {memory['before'] / 1024:,.0f} MiB before the campaign, {peak} "

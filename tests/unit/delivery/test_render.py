@@ -55,9 +55,9 @@ def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[DkimKey, bytes]:
     return DkimKey("acme.example", "s1", Path(private).read_bytes()), record
 
 
-def renderer(keys: dict[str, list[DkimKey]] | None = None) -> Renderer:
+def renderer(keys: dict[str, list[DkimKey]] | None = None, *, defer_signing: bool = False) -> Renderer:
     return Renderer(RenderSettings("https://t.herald.example", "bounces.herald.example"), MessageTokens(SECRET),
-                    LinkSigner(SECRET, "https://lists.herald.example"), keys or {})
+                    LinkSigner(SECRET, "https://lists.herald.example"), keys or {}, defer_signing=defer_signing)
 
 
 def content(**changes: object) -> CampaignContent:
@@ -195,9 +195,7 @@ def test_a_renderer_that_defers_signing_gives_the_message_and_its_prepared_signa
     """The sender's renderer leaves the signatures to a thread of their own: the message comes unsigned with
     what signs it, and once those headers are on top dkimpy verifies it (campaign mail and a notice alike)."""
     key, record = dkim_key
-    deferring = Renderer(RenderSettings("https://t.herald.example", "bounces.herald.example"), MessageTokens(SECRET),
-                         LinkSigner(SECRET, "https://lists.herald.example"), {"acme.example": [key]},
-                         defer_signing=True)
+    deferring = renderer({"acme.example": [key]}, defer_signing=True)
     template = compile_campaign("acme", "c1", content(), footer=True, settings=deferring.settings)
     notice = deferring.transactional_message(message_id="0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b12", kind="notice",
                                              account_id="acme", recipient="owner@example.org", from_name="Acme",
@@ -208,15 +206,11 @@ def test_a_renderer_that_defers_signing_gives_the_message_and_its_prepared_signa
         assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
         assert not dkim.verify(signed.replace(b"Subject:", b"Subject: x", 1), dnsfunc=lambda name, timeout=5: record)
     # Without keys for the domain there is nothing to sign, deferred or not.
-    plain = Renderer(RenderSettings("https://t.herald.example", "bounces.herald.example"), MessageTokens(SECRET),
-                     LinkSigner(SECRET, "https://lists.herald.example"), {}, defer_signing=True)
+    plain = renderer(defer_signing=True)
     assert plain.campaign_message(template, MEMBER, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11").signatures is None
     # An Ed25519 signature costs less than a trip to a thread: made at once.
     ed_pem = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    ed = Renderer(RenderSettings("https://t.herald.example", "bounces.herald.example"), MessageTokens(SECRET),
-                  LinkSigner(SECRET, "https://lists.herald.example"), {"acme.example": [DkimKey("acme.example", "e1",
-                                                                                                ed_pem)]},
-                  defer_signing=True)
+    ed = renderer({"acme.example": [DkimKey("acme.example", "e1", ed_pem)]}, defer_signing=True)
     at_once = ed.campaign_message(template, MEMBER, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11")
     assert at_once.signatures is None and at_once.data.startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;")
 
