@@ -336,6 +336,44 @@ class Projection(ABC):
             await self.db.drop_collection(name)
 
 
+class FoldingProjection(Projection):
+    """A projection that folds some of its events in Python over the documents a batch touches (one load and
+    one write per document, however many of the batch's events reach it): events of the `folded` types wait
+    for the flush and are folded there together (`fold`), before what `apply` staged is written. A flush that
+    fails keeps the batch's events for the next try, ahead of newer ones, and calls `discard`."""
+
+    #: The event types `fold` takes (they may also be applied by `apply`).
+    folded: tuple[type[Event], ...] = ()
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        super().__init__(db)
+        self._folding: list[Event] = []
+
+    @abstractmethod
+    async def fold(self, events: list[Event]) -> None:
+        """Fold a batch's events of the `folded` types (never empty) and write the documents they change."""
+
+    def discard(self) -> None:
+        """Forget what a failed `fold` left in memory (counts it prepared); override when it keeps any."""
+        return None
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, self.folded):
+            self._folding.append(event)
+        await super().handle(event)
+
+    async def flush(self) -> None:
+        events, self._folding = self._folding, []
+        try:
+            if events:
+                await self.fold(events)
+        except Exception:
+            self._folding = events + self._folding
+            self.discard()
+            raise
+        await super().flush()
+
+
 class ProjectionGroup:
     """Several projections fed by one consumer: each sees every event, all flush before the commit."""
 

@@ -27,7 +27,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberUnsubscribed,
 )
 from herald_shared.kafka import MAX_REASON_CHARS
-from herald_shared.mongo import Document, Projection, ReplaceOne, UpdateOne, WriteOp, bulk_write
+from herald_shared.mongo import Document, FoldingProjection, ReplaceOne, UpdateOne, WriteOp, bulk_write
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import SecondaryIndex, applied, compose, insert_new, load, marked, write_changes
 
@@ -81,7 +81,7 @@ MEMBER_EVENTS = (SubscriberAdded, SubscriberConfirmed, SubscriberUnsubscribed, S
                  SubscriberErased)
 
 
-class AudienceProjection(Projection):
+class AudienceProjection(FoldingProjection):
     """Delivery's own view of herald.subscriptions: who is on which list, in which status, with merge data.
 
     Members are folded in Python (`domain.evolve_audience_member`) over the documents a batch touches,
@@ -90,29 +90,13 @@ class AudienceProjection(Projection):
     suppression reaches across lists (see herald_shared.readmodel)."""
 
     collections = (MEMBERS, ACTIVE_MEMBERS, ADDRESSES, LISTS)
+    folded = MEMBER_EVENTS
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
-        self._member_events: list[Event] = []
         self._active = SecondaryIndex(db[ACTIVE_MEMBERS], active_key)
 
-    async def handle(self, event: Event) -> None:
-        if isinstance(event, MEMBER_EVENTS):
-            self._member_events.append(event)
-        await super().handle(event)
-
-    async def flush(self) -> None:
-        events, self._member_events = self._member_events, []
-        try:
-            await self._fold_members(events)
-        except Exception:
-            self._member_events = events + self._member_events
-            raise
-        await super().flush()
-
-    async def _fold_members(self, events: list[Event]) -> None:
-        if not events:
-            return
+    async def fold(self, events: list[Event]) -> None:
         address_ids = {compose(e.account_id, e.payload.email_sha256) for e in events
                        if isinstance(e, SubscriberAdded | SubscriberSuppressed)}
         addresses = await load(self.db[ADDRESSES], address_ids)

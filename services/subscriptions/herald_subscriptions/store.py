@@ -28,7 +28,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberSuppressed,
     SubscriberUnsubscribed,
 )
-from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
+from herald_shared.mongo import Document, FoldingProjection, UpdateOne, WriteOp
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
     LOAD_CHUNK,
@@ -68,7 +68,7 @@ MEMBER_EVENTS = (SubscriberAdded, ConfirmationRequested, SubscriberConfirmed, Su
                  SubscriberSuppressed, SubscriberErased)
 
 
-class SubscriptionsProjection(Projection):
+class SubscriptionsProjection(FoldingProjection):
     """Memberships are folded in Python by `domain.evolve_member` over the documents a batch touches (loaded
     by `_id`), then written back: new members inserted in bulk, changed ones updated by `_id`. Each list's
     members are listed by status in `list_members` (composed `_id`s, read as ranges) and counted in
@@ -76,10 +76,10 @@ class SubscriptionsProjection(Projection):
     keyed writes."""
 
     collections = (LISTS, SUBSCRIBERS, LIST_MEMBERS, LIST_COUNTS, ADDRESSES, SUPPRESSIONS, "imports", "accounts")
+    folded = MEMBER_EVENTS
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
-        self._member_events: list[Event] = []
         self._listing = SecondaryIndex(db[LIST_MEMBERS], listing_key)
         self._counts = Counters(db[LIST_COUNTS])
 
@@ -95,24 +95,10 @@ class SubscriptionsProjection(Projection):
                                                              SUPPRESSIONS, "imports"))
         await self.db["accounts"].delete_one({"_id": account_id})
 
-    async def handle(self, event: Event) -> None:
-        if isinstance(event, MEMBER_EVENTS):
-            self._member_events.append(event)
-        await super().handle(event)
+    def discard(self) -> None:
+        self._counts.discard()
 
-    async def flush(self) -> None:
-        events, self._member_events = self._member_events, []
-        try:
-            await self._fold_members(events)
-        except Exception:
-            self._member_events = events + self._member_events
-            self._counts.discard()
-            raise
-        await super().flush()
-
-    async def _fold_members(self, events: list[Event]) -> None:
-        if not events:
-            return
+    async def fold(self, events: list[Event]) -> None:
         address_ids = {compose(e.account_id, h) for e in events if (h := domain.address_hash(e)) is not None}
         # The members and lists the events name, loaded alongside the addresses; a suppression reaches the
         # address's other memberships too, loaded once the address is (and their lists after them).

@@ -1,0 +1,73 @@
+"""`mongo.FoldingProjection`: which events wait for the fold, and what a failed fold leaves for the next flush
+(pure logic: the projection here stages no writes, so no database is asked)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from herald_shared.contract import Event
+from herald_shared.contract.subscriptions import ListCreated, ListRenamed
+from herald_shared.mongo import FoldingProjection, WriteOp
+
+
+def listed(list_id: str) -> ListCreated:
+    return ListCreated(account_id="acc", producer="subscriptions",
+                       payload={"list_id": list_id, "name": list_id, "opt_in": "single"})
+
+
+def renamed(list_id: str) -> ListRenamed:
+    return ListRenamed(account_id="acc", producer="subscriptions",
+                       payload={"list_id": list_id, "name": "new"})
+
+
+class Folding(FoldingProjection):
+    folded = (ListCreated,)
+
+    def __init__(self, failures: int = 0) -> None:
+        super().__init__(db=None)  # type: ignore[arg-type]  # nothing is staged, so nothing is written
+        self.failures = failures
+        self.folds: list[list[Event]] = []
+        self.applied: list[Event] = []
+        self.discarded = 0
+
+    def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
+        self.applied.append(event)
+        return []
+
+    async def fold(self, events: list[Event]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the store is away")
+        self.folds.append(list(events))
+
+    def discard(self) -> None:
+        self.discarded += 1
+
+
+async def test_events_of_the_folded_types_are_folded_together_at_the_flush_and_every_event_is_applied() -> None:
+    projection = Folding()
+    events: list[Any] = [listed("a"), renamed("a"), listed("b")]
+    for event in events:
+        await projection.handle(event)
+    assert projection.folds == []  # nothing before the flush
+    await projection.flush()
+    assert projection.folds == [[events[0], events[2]]]
+    assert projection.applied == events
+    await projection.flush()  # nothing new: fold is not asked with an empty batch
+    assert projection.folds == [[events[0], events[2]]]
+
+
+async def test_a_failed_fold_discards_its_state_and_keeps_its_events_ahead_of_newer_ones() -> None:
+    projection = Folding(failures=1)
+    first, second, later = listed("a"), listed("b"), listed("c")
+    await projection.handle(first)
+    await projection.handle(second)
+    with pytest.raises(ConnectionError):
+        await projection.flush()
+    assert projection.discarded == 1
+    await projection.handle(later)
+    await projection.flush()
+    assert projection.folds == [[first, second, later]]
+    assert projection.discarded == 1
