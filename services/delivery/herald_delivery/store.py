@@ -7,7 +7,9 @@ expanding a campaign twice creates nothing new, and the ledger's state says what
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,6 +35,8 @@ from herald_shared.readmodel import SecondaryIndex, applied, compose, insert_new
 
 from . import domain
 from .domain import AccountState, CampaignState, FinalResult, Member
+
+log = logging.getLogger(__name__)
 
 MEMBERS = "members"
 ACTIVE_MEMBERS = "active_members"
@@ -191,6 +195,7 @@ _OUTCOME_FIELDS = {"message_id": 1, "attempt": 1, "final": 1, "outcome": 1, "rea
                    "next_attempt_at": 1, "recorded_at": 1}
 
 
+
 @dataclass
 class LedgerFold:
     """The ledger as the sender needs it at start-up."""
@@ -199,6 +204,67 @@ class LedgerFold:
     in_doubt: list[Document] = field(default_factory=list)  # among them, those claimed after their last outcome
     # How the finished messages of each campaign ended, by campaign (`account:campaign`).
     finished: dict[str, dict[FinalResult, int]] = field(default_factory=dict)
+
+
+_JOB_FIELDS = {"kind": 1, "account_id": 1, "campaign_id": 1}
+_READ_AHEAD_BATCH, _READ_AHEAD_BATCHES = 1000, 4
+
+
+class _OutOfOrder(Exception):
+    """Jobs and outcomes did not come in the order the start-up fold's merge needs."""
+
+
+async def _by_id(collection: AsyncCollection[Document], fields: Document) -> AsyncGenerator[Document, None]:
+    """Every document with a string `_id`, in `_id` order (an `_id` range, which FerretDB reads by its index).
+    Read ahead by a task of its own, a few thousand documents at most, so that the two collections the fold
+    merges are read at once rather than in turns."""
+    ahead: asyncio.Queue[list[Document] | BaseException | None] = asyncio.Queue(maxsize=_READ_AHEAD_BATCHES)
+
+    async def read() -> None:
+        try:
+            batch: list[Document] = []
+            async for doc in collection.find({"_id": {"$gte": ""}}, fields).sort("_id", ASCENDING):
+                batch.append(doc)
+                if len(batch) == _READ_AHEAD_BATCH:
+                    await ahead.put(batch)
+                    batch = []
+            await ahead.put(batch)
+            await ahead.put(None)
+        except Exception as exc:  # handed to the reader, which raises it
+            await ahead.put(exc)
+
+    reader = asyncio.create_task(read(), name=f"read {collection.name} in _id order")
+    try:
+        while (batch := await ahead.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
+            for doc in batch:
+                yield doc
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+def _later(current: _LastOutcome | None, recorded: Document) -> _LastOutcome:
+    """A message's last outcome so far, given one more recorded (a later attempt, or the final one of it)."""
+    if current is not None and (recorded["attempt"], recorded["final"]) <= (current[0], current[1]):
+        return current
+    if recorded["final"]:
+        return recorded["attempt"], True, domain.final_result(recorded["outcome"], recorded.get("reason"))
+    return (recorded["attempt"], False, recorded.get("first_attempt_at"), recorded["next_attempt_at"],
+            recorded["recorded_at"])
+
+
+def _judge(fold: LedgerFold, unfinished: list[tuple[str, _LastOutcome | None]], job: Document,
+           last: _LastOutcome | None) -> None:
+    """A finished job counts toward its campaign's end; an unfinished one is kept, with its last deferral."""
+    if last is not None and last[1]:
+        result = last[2]
+        if job["kind"] == "campaign" and result is not None:
+            counts = fold.finished.setdefault(scoped(job["account_id"], job["campaign_id"]), {})
+            counts[result] = counts.get(result, 0) + 1
+        return
+    unfinished.append((job["_id"], last))
 
 
 class DeliveryStore:
@@ -349,45 +415,27 @@ class DeliveryStore:
         process died during their SMTP transaction; and how the other messages of each campaign ended.
 
         Every job and outcome ever recorded is read (the ledger keeps them), so the time grows with the
-        history; the memory does not hold their documents: of a finished message only its id and how it
-        ended are kept while the jobs are read (~0.2 KB; 1.7 KB before), and only unfinished jobs are
-        read whole (by `_id`, after a pass over the jobs' ids and campaigns), a thousand at a time, each kept
-        as `keep` makes it (the sender's queue keeps a compact copy). See README, "Not done yet"."""
-        last: dict[str, _LastOutcome] = {}
-        async for recorded in self.db[OUTCOMES].find({}, _OUTCOME_FIELDS):
-            message_id = recorded["message_id"]
-            current = last.get(message_id)
-            if current is not None and (recorded["attempt"], recorded["final"]) <= (current[0], current[1]):
-                continue
-            if recorded["final"]:
-                last[message_id] = (recorded["attempt"], True,
-                                    domain.final_result(recorded["outcome"], recorded.get("reason")))
-            else:
-                last[message_id] = (recorded["attempt"], False, recorded.get("first_attempt_at"),
-                                    recorded["next_attempt_at"], recorded["recorded_at"])
+        history. The memory does not: jobs and outcomes are read side by side in `_id` order (an outcome's
+        `_id` is its message id and attempt), so a message is judged when its outcomes have been read and
+        only the unfinished ones are kept, then read whole by `_id`, a thousand at a time, each kept as
+        `keep` makes it (the sender's queue keeps a compact copy). Should the two orders not agree (ids that
+        are not the uuids Herald writes), the ledger is folded as before that: every finished message's id
+        and how it ended held until the jobs are read (~0.2 KB a message). See README, "Not done yet"."""
         claimed_at: dict[str, datetime] = {}
         async for claim in self.db[CLAIMS].find({}):
             for message_id in claim["message_ids"]:
                 claimed_at[message_id] = max(claim["at"], claimed_at.get(message_id, claim["at"]))
-        fold = LedgerFold()
-        unfinished: list[str] = []
-        async for job in self.jobs.find({}, {"kind": 1, "account_id": 1, "campaign_id": 1}):
-            outcome = last.pop(job["_id"], None)
-            if outcome is not None and outcome[1]:
-                result = outcome[2]
-                if job["kind"] == "campaign" and result is not None:
-                    counts = fold.finished.setdefault(scoped(job["account_id"], job["campaign_id"]), {})
-                    counts[result] = counts.get(result, 0) + 1
-                continue
-            unfinished.append(job["_id"])
-            if outcome is not None:
-                last[job["_id"]] = outcome  # wanted again below
+        try:
+            fold, unfinished = await self._fold_in_id_order()
+        except _OutOfOrder as exc:
+            log.warning("the ledger is folded holding every finished message (slower, more memory): %s", exc)
+            fold, unfinished = await self._fold_unordered()
         for start in range(0, len(unfinished), 1000):
-            found = await load(self.jobs, unfinished[start:start + 1000])
-            for message_id in unfinished[start:start + 1000]:
+            chunk = unfinished[start:start + 1000]
+            found = await load(self.jobs, (message_id for message_id, _ in chunk))
+            for message_id, deferral in chunk:
                 if (pending := found.get(message_id)) is None:
                     continue  # purged meanwhile
-                deferral = last.get(message_id)
                 if deferral is not None:
                     pending.update(attempts=deferral[0], first_attempt_at=deferral[2], next_attempt_at=deferral[3])
                 if keep is not None:
@@ -399,6 +447,53 @@ class DeliveryStore:
                 if claimed is not None and (deferral is None or claimed > deferral[4]):
                     fold.in_doubt.append(pending)
         return fold
+
+    async def _fold_in_id_order(self) -> tuple[LedgerFold, list[tuple[str, _LastOutcome | None]]]:
+        """Jobs and outcomes merged in `_id` order: each job with its outcomes, read just before the next job's.
+        Raises _OutOfOrder when a stream is not in the order the merge needs (then nothing is returned)."""
+        expected = await self.jobs.estimated_document_count()
+        fold = LedgerFold()
+        unfinished: list[tuple[str, _LastOutcome | None]] = []
+        async with aclosing(_by_id(self.db[OUTCOMES], _OUTCOME_FIELDS)) as outcomes, \
+                aclosing(_by_id(self.jobs, _JOB_FIELDS)) as job_docs:
+            recorded = await anext(outcomes, None)
+            previous_job = previous_outcome = ""
+            jobs = 0
+            async for job in job_docs:
+                message_id = job["_id"]
+                if message_id <= previous_job:
+                    raise _OutOfOrder(f"job {message_id!r} read after {previous_job!r}")
+                previous_job = message_id
+                jobs += 1
+                last: _LastOutcome | None = None
+                while recorded is not None and recorded["message_id"] <= message_id:
+                    if recorded["message_id"] < previous_outcome:
+                        raise _OutOfOrder(f"an outcome of {recorded['message_id']!r} after {previous_outcome!r}'s")
+                    previous_outcome = recorded["message_id"]
+                    if previous_outcome == message_id:  # else an outcome whose job was purged
+                        last = _later(last, recorded)
+                    recorded = await anext(outcomes, None)
+                _judge(fold, unfinished, job, last)
+            while recorded is not None:  # outcomes of no job still read, for the order's sake
+                if recorded["message_id"] < previous_outcome:
+                    raise _OutOfOrder(f"an outcome of {recorded['message_id']!r} after {previous_outcome!r}'s")
+                previous_outcome = recorded["message_id"]
+                recorded = await anext(outcomes, None)
+        if jobs < expected:
+            raise _OutOfOrder(f"{jobs} jobs read by string `_id`, {expected} in the collection")
+        return fold, unfinished
+
+    async def _fold_unordered(self) -> tuple[LedgerFold, list[tuple[str, _LastOutcome | None]]]:
+        """Every finished message's last outcome held while the jobs are read, in whatever order they come."""
+        last: dict[str, _LastOutcome] = {}
+        async for recorded in self.db[OUTCOMES].find({}, _OUTCOME_FIELDS):
+            found = _later(last.get(recorded["message_id"]), recorded)
+            last[recorded["message_id"]] = found
+        fold = LedgerFold()
+        unfinished: list[tuple[str, _LastOutcome | None]] = []
+        async for job in self.jobs.find({}, _JOB_FIELDS):
+            _judge(fold, unfinished, job, last.pop(job["_id"], None))
+        return fold, unfinished
 
     async def mark_in_doubt(self, message_ids: Sequence[str]) -> None:
         """Kept on the job for look-ups ("was it sent twice?"); written once, at start-up."""

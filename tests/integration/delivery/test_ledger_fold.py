@@ -1,11 +1,19 @@
 """The sender's start-up fold of the ledger (`DeliveryStore.load_pending`) on the real database: which jobs are
 pending, with what attempt and due time, which are in doubt, and how the finished ones of each campaign ended.
-The kill tests reach it through a crash; here every case is laid out at once."""
+The kill tests reach it through a crash; here every case is laid out at once, twice: with message ids as Herald
+writes them (uuids: jobs and outcomes merged in `_id` order, memory for the unfinished only) and with ids that
+are prefixes of one another, whose outcomes sort apart from their jobs (the fold notices, and holds every
+finished message instead)."""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from herald_delivery.handlers import new_job
 from herald_delivery.store import CLAIMS, OUTCOMES, DeliveryStore
@@ -26,42 +34,56 @@ def outcome(message_id: str, attempt: int, kind: str, *, final: bool, at: dateti
     return doc
 
 
-async def test_the_fold_finds_pending_deferred_in_doubt_and_finished_messages(mongo: Any,
-                                                                               settings: HeraldSettings) -> None:
+def as_uuid(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+def as_is(name: str) -> str:
+    return name
+
+
+@pytest.mark.parametrize("ids", [as_uuid, as_is], ids=["uuids, merged in _id order", "prefixes, held"])
+async def test_the_fold_finds_pending_deferred_in_doubt_and_finished_messages(
+        mongo: Any, settings: HeraldSettings, ids: Callable[[str], str], caplog: pytest.LogCaptureFixture) -> None:
     db = mongo[settings.database_name("delivery")]
     store = DeliveryStore(db)
     await store.ensure_indexes()
-    jobs = {name: new_job(name, "acme", "campaign", T0, campaign_id=campaign, campaign_key=f"acme:{campaign}",
+    jobs = {name: new_job(ids(name), "acme", "campaign", T0, campaign_id=campaign, campaign_key=f"acme:{campaign}",
                           subscriber_id=f"s-{name}", list_id="news")
             for name, campaign in (("sent", "c1"), ("bounced", "c1"), ("left", "c1"), ("cancelled", "c2"),
                                    ("never-tried", "c1"), ("deferred", "c1"), ("deferred-then-sent", "c1"),
                                    ("claimed-unrecorded", "c1"), ("deferred-then-claimed", "c1"),
                                    ("deferred-twice", "c1"))}
-    jobs["notice"] = new_job("notice", "acme", "account_notice", T0, recipient="owner@acme.example",
+    jobs["notice"] = new_job(ids("notice"), "acme", "account_notice", T0, recipient="owner@acme.example",
                              subject="s", text="t")
     await db["jobs"].insert_many(list(jobs.values()))
     minute = timedelta(minutes=1)
     await db[OUTCOMES].insert_many([
-        outcome("sent", 1, "sent", final=True, at=T0),
-        outcome("bounced", 1, "bounced", final=True, at=T0),
-        outcome("left", 1, "skipped", final=True, at=T0, reason="member_unsubscribed"),
-        outcome("cancelled", 1, "cancelled", final=True, at=T0, campaign="c2"),
-        outcome("deferred", 1, "deferred", final=False, at=T0),
-        outcome("deferred-then-sent", 2, "sent", final=True, at=T0 + 2 * minute),
-        outcome("deferred-then-sent", 1, "deferred", final=False, at=T0),  # found after the later one
-        outcome("deferred-then-claimed", 1, "deferred", final=False, at=T0),
-        outcome("deferred-twice", 2, "deferred", final=False, at=T0 + 3 * minute),
-        outcome("deferred-twice", 1, "deferred", final=False, at=T0 + minute),
+        outcome(ids("purged"), 1, "sent", final=True, at=T0),  # its job is gone: counted nowhere
+        outcome(ids("sent"), 1, "sent", final=True, at=T0),
+        outcome(ids("bounced"), 1, "bounced", final=True, at=T0),
+        outcome(ids("left"), 1, "skipped", final=True, at=T0, reason="member_unsubscribed"),
+        outcome(ids("cancelled"), 1, "cancelled", final=True, at=T0, campaign="c2"),
+        outcome(ids("deferred"), 1, "deferred", final=False, at=T0),
+        outcome(ids("deferred-then-sent"), 2, "sent", final=True, at=T0 + 2 * minute),
+        outcome(ids("deferred-then-sent"), 1, "deferred", final=False, at=T0),  # found after the later one
+        outcome(ids("deferred-then-claimed"), 1, "deferred", final=False, at=T0),
+        outcome(ids("deferred-twice"), 2, "deferred", final=False, at=T0 + 3 * minute),
+        outcome(ids("deferred-twice"), 1, "deferred", final=False, at=T0 + minute),
     ])
     await db[CLAIMS].insert_many([
-        {"_id": "k1", "message_ids": ["claimed-unrecorded", "sent"], "at": T0 - minute},
-        {"_id": "k2", "message_ids": ["deferred-then-claimed", "deferred"], "at": T0 - minute},
-        {"_id": "k3", "message_ids": ["deferred-then-claimed"], "at": T0 + 5 * minute},
+        {"_id": "k1", "message_ids": [ids("claimed-unrecorded"), ids("sent")], "at": T0 - minute},
+        {"_id": "k2", "message_ids": [ids("deferred-then-claimed"), ids("deferred")], "at": T0 - minute},
+        {"_id": "k3", "message_ids": [ids("deferred-then-claimed")], "at": T0 + 5 * minute},
     ])
 
-    fold = await store.load_pending()
+    with caplog.at_level(logging.WARNING, logger="herald_delivery.store"):
+        fold = await store.load_pending()
 
-    pending = {job["_id"]: job for job in fold.pending}
+    held = any("holding every finished message" in r.getMessage() for r in caplog.records)
+    assert held == (ids is as_is)  # the merge is used whenever the ids allow it
+    names = {ids(name): name for name in [*jobs, "purged"]}
+    pending = {names[job["_id"]]: job for job in fold.pending}
     assert sorted(pending) == ["claimed-unrecorded", "deferred", "deferred-then-claimed", "deferred-twice",
                                "never-tried", "notice"]
     assert pending["never-tried"]["attempts"] == 0 and pending["never-tried"]["next_attempt_at"] == T0
@@ -71,5 +93,5 @@ async def test_the_fold_finds_pending_deferred_in_doubt_and_finished_messages(mo
     assert pending["deferred-twice"]["first_attempt_at"] == T0
     assert pending["notice"]["recipient"] == "owner@acme.example"  # a pending job comes whole
     # In doubt: claimed after its last outcome (or with none); a claim before the deferral is settled.
-    assert sorted(job["_id"] for job in fold.in_doubt) == ["claimed-unrecorded", "deferred-then-claimed"]
+    assert sorted(names[job["_id"]] for job in fold.in_doubt) == ["claimed-unrecorded", "deferred-then-claimed"]
     assert fold.finished == {"acme:c1": {"sent": 2, "bounced": 1, "skipped": 1}, "acme:c2": {"cancelled": 1}}
