@@ -195,7 +195,6 @@ _OUTCOME_FIELDS = {"message_id": 1, "attempt": 1, "final": 1, "outcome": 1, "rea
                    "next_attempt_at": 1, "recorded_at": 1}
 
 
-
 @dataclass
 class LedgerFold:
     """The ledger as the sender needs it at start-up."""
