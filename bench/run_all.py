@@ -475,7 +475,9 @@ def _duration(seconds: float) -> str:
 
 
 def render(outcomes: Sequence[Outcome], *, quick: bool, started: datetime, total_s: float,
-           pending: Sequence[Benchmark] = ()) -> str:
+           pending: Sequence[Benchmark] = (), source: str | None = None) -> str:
+    """RESULTS.md. `source`: the commit the run started from (`commit()` taken before the first write, which
+    would otherwise count this file itself as an uncommitted change); asked now when not given."""
     out: list[str] = ["# Benchmark results", ""]
     out.append("Written by `scripts/bench` (`python -m bench.run_all`); do not edit by hand. Each ratio is against a "
                "baseline measured in the same run on the same machine; see bench/README.md for what each "
@@ -490,7 +492,7 @@ def render(outcomes: Sequence[Outcome], *, quick: bool, started: datetime, total
                 f"{', '.join(b.name for b in pending)}.**", ""]
     failed = [o for o in outcomes if not o.ok]
     out += [f"- date: {started.strftime('%Y-%m-%d %H:%M UTC')}; all benchmarks took {_duration(total_s)}",
-            f"- commit: {commit()}",
+            f"- commit: {source or commit()}",
             *([f"- load average (1, 5, 15 min) before the first benchmark: "
                f"{', '.join(f'{x:.2f}' for x in outcomes[0].load_before)} on {os.cpu_count()} cores; other work on "
                "the machine slows every figure (each section gives the load before it)"] if outcomes else []),
@@ -548,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs = args.logs or Path(tempfile.mkdtemp(prefix="herald-bench-"))
     logs.mkdir(parents=True, exist_ok=True)
     timeout_s = args.timeout or (900.0 if args.quick else 3600.0)
-    started, began = datetime.now(UTC), time.monotonic()
+    started, began, source = datetime.now(UTC), time.monotonic(), commit()
     print(f"bench: {len(chosen)} benchmark(s){' (quick)' if args.quick else ''}; full output in {logs}", flush=True)
     outcomes: list[Outcome] = []
     kept: list[str] = []
@@ -567,14 +569,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: {benchmark.name} {'ok' if outcome.ok else 'FAILED (' + str(outcome.failure) + ')'} "
                   f"in {_duration(outcome.seconds)}", flush=True)
             write(args.output, render(outcomes, quick=args.quick, started=started,
-                                      total_s=time.monotonic() - began, pending=chosen[i + 1:]))
+                                      total_s=time.monotonic() - began, pending=chosen[i + 1:], source=source))
     except KeyboardInterrupt:
         interrupted = True
         print("bench: interrupted; writing what was measured", flush=True)
     finally:
         drop_kept(kept)
     write(args.output, render(outcomes, quick=args.quick, started=started, total_s=time.monotonic() - began,
-                              pending=chosen[len(outcomes):]))
+                              pending=chosen[len(outcomes):], source=source))
     failed = [o.benchmark.name for o in outcomes if not o.ok]
     print(f"bench: wrote {args.output}; {len(outcomes) - len(failed)} of {len(chosen)} succeeded"
           + (f", failed: {', '.join(failed)}" if failed else ""), flush=True)
