@@ -209,11 +209,12 @@ class ServiceProcess:
     """`herald-<name>` from .venv/bin with env-var configuration, its output in a log file; RSS from /proc."""
 
     def __init__(self, name: str, settings: HeraldSettings, *, port: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, role: str = "") -> None:
+        """`role` tells apart, in the log's name, processes of one service configured differently."""
         self.name = name
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(tempfile.gettempdir()) / f"{settings.topic_prefix}{name}.log"
+        self.log_path = Path(tempfile.gettempdir()) / f"{settings.topic_prefix}{name}{'-' + role if role else ''}.log"
         self.env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
                     "MONGODB_URL": settings.mongodb_url, "HERALD_TOPIC_PREFIX": settings.topic_prefix,
                     "HERALD_DATABASE_PREFIX": settings.database_prefix, "HERALD_HTTP_HOST": "127.0.0.1",

@@ -1,9 +1,14 @@
 """A CSV import until its LAST member is visible through the members API, end to end, against the subscriptions
-service running as its own process (`herald-subscriptions` from .venv/bin): rows/s from the request until
+service running as processes of its own (`herald-subscriptions` from .venv/bin): rows/s from the request until
 `GET /v1/lists/{list}` counts every imported row as active (and the last row's subscriber answers), the time
 the first and the last slice of rows (100,000 by default) took to become visible, and the service's peak RSS
-above its idle RSS (/proc/<pid>/status: VmHWM, reset just before the import, minus VmRSS before it). Then the
-members are paged through `GET /v1/lists/{list}/subscribers?status=active&limit=1000` and counted.
+above its idle RSS (/proc/<pid>/status: VmHWM, reset just before the import, minus VmRSS before it; summed
+over its processes). Then the members are paged through
+`GET /v1/lists/{list}/subscribers?status=active&limit=1000` and counted.
+
+The service runs as two processes, as the README's "Processes" describes: one serves the API
+(`HERALD_RUN_CONSUMERS=false`: the import is decided and published there), the other folds the read model
+(its API is not used). `--one-process` runs the single process that does both instead.
 
 Baselines in the same run, in this process: publishing the same events (SubscriberAdded + SubscriberConfirmed
 per row) straight through EventPublisher to a topic of their own, and consuming them back raw
@@ -11,7 +16,7 @@ per row) straight through EventPublisher to a topic of their own, and consuming 
 Targets (issue): >= 5,000 rows/s end to end; peak RSS < 200 MB above idle.
 
     eval "$(scripts/stack env)"; PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m bench.import_visible \
-        [--rows 1000000] [--slice 100000] [--no-walk] [--keep]
+        [--rows 1000000] [--slice 100000] [--no-walk] [--keep] [--one-process]
 
 Needs the local stack (`scripts/stack start`). MB here are 10^6 bytes. On an unpatched FerretDB (no
 deploy/local/ferretdb/*.patch yet) every `_id` lookup scans and write commands of 100+ updates hang: expect
@@ -83,48 +88,58 @@ def time_at(samples: list[tuple[float, int]], count: int) -> float:
     return math.nan
 
 
-async def run(rows: int, slice_rows: int, walk: bool, keep: bool, within: float) -> None:
+async def run(rows: int, slice_rows: int, walk: bool, keep: bool, within: float, one_process: bool) -> None:
     prefix = harness.new_prefix()
     settings = harness.settings_for(prefix)
-    print(f"run {prefix}: {rows:,} rows", flush=True)
+    shape = "one process" if one_process else "two processes (API, fold)"
+    print(f"run {prefix}: {rows:,} rows, herald-subscriptions as {shape}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "import.csv"
         make_file(path, rows)
         size_mib = path.stat().st_size / 2**20
         await ensure_topics(settings)
-        service = ServiceProcess("subscriptions", settings)
+        if one_process:
+            service = ServiceProcess("subscriptions", settings)
+            processes = [service]
+        else:
+            service = ServiceProcess("subscriptions", settings, env={"HERALD_RUN_CONSUMERS": "false"}, role="api")
+            processes = [service, ServiceProcess("subscriptions", settings, role="fold")]
         producer = make_producer(settings, "bench")
         await producer.start()
         try:
-            service.start()
-            await service.wait_ready()
+            for process in processes:
+                process.start()
+            for process in processes:
+                await process.wait_ready()
             key = await harness.issue_api_key(EventPublisher(producer, settings.topics))
             async with harness.api_client(service.url, key, timeout=7200) as http:
                 await harness.wait_authorised(http)
                 await harness.ensure_list(http)
                 publish_seconds, consume_seconds = await floors(prefix, rows)
                 await asyncio.sleep(1)
-                idle_kib = service.status_kib()["VmRSS"]
-                peak_reset = service.reset_peak()
-                result = await measure(http, service, path, rows, within)
-                peak_kib = service.status_kib()["VmHWM"] if peak_reset else result["max_rss_kib"]
+                idle_kib = sum(p.status_kib()["VmRSS"] for p in processes)
+                peak_reset = all([p.reset_peak() for p in processes])
+                result = await measure(http, processes, path, rows, within)
+                peak_kib = sum(p.status_kib()["VmHWM"] for p in processes) if peak_reset else result["max_rss_kib"]
                 walked = await walk_members(http) if walk and result["visible"] is not None else None
         finally:
             await producer.stop()
-            code = service.stop()
-            if code not in (0, None):
-                print(f"herald-subscriptions exited with {code}; log {service.log_path}:\n{service.log_tail()}")
+            for process in processes:
+                code = process.stop()
+                if code not in (0, None):
+                    print(f"herald-subscriptions exited with {code}; log {process.log_path}:\n{process.log_tail()}")
     if not keep:
         await harness.cleanup(settings, ["subscriptions"], [f"{prefix}floor."])
     report(rows, size_mib, slice_rows, publish_seconds, consume_seconds, idle_kib, peak_kib, peak_reset, result,
-           walked)
+           walked, shape)
     if keep:
-        print(f"kept: topics {prefix}.*, databases {prefix}_* (log {service.log_path})")
+        print(f"kept: topics {prefix}.*, databases {prefix}_* (logs {', '.join(str(p.log_path) for p in processes)})")
 
 
-async def measure(http: httpx.AsyncClient, service: ServiceProcess, path: Path, rows: int,
+async def measure(http: httpx.AsyncClient, processes: list[ServiceProcess], path: Path, rows: int,
                   within: float) -> dict[str, Any]:
-    """POST the file; sample the active count every 0.5 s until all imported rows are visible."""
+    """POST the file; sample the active count every 0.5 s until all imported rows are visible. `max_rss_kib`:
+    the largest sum of the processes' RSS sampled."""
     samples: list[tuple[float, int]] = []
     max_rss = 0
     started = time.perf_counter()
@@ -138,9 +153,10 @@ async def measure(http: httpx.AsyncClient, service: ServiceProcess, path: Path, 
     while True:
         await asyncio.sleep(SAMPLE_EVERY)
         now = time.perf_counter() - started
-        max_rss = max(max_rss, service.status_kib()["VmRSS"])
-        if service.process is not None and service.process.poll() is not None:
-            raise RuntimeError(f"herald-subscriptions exited during the import:\n{service.log_tail()}")
+        max_rss = max(max_rss, sum(p.status_kib()["VmRSS"] for p in processes))
+        for process in processes:
+            if process.process is not None and process.process.poll() is not None:
+                raise RuntimeError(f"herald-subscriptions exited during the import:\n{process.log_tail()}")
         if accepted is None and upload.done():
             response = upload.result()
             accepted = time.perf_counter() - started
@@ -185,7 +201,7 @@ async def walk_members(http: httpx.AsyncClient) -> tuple[int, float, list[float]
 
 def report(rows: int, size_mib: float, slice_rows: int, publish_seconds: float, consume_seconds: float,
            idle_kib: int, peak_kib: int, peak_reset: bool, result: dict[str, Any],
-           walked: tuple[int, float, list[float]] | None) -> None:
+           walked: tuple[int, float, list[float]] | None, shape: str) -> None:
     imported = result["report"].get("rows_imported", 0)
     visible, accepted, samples = result["visible"], result["accepted"], result["samples"]
     publish_rate, consume_rate = rows / publish_seconds, rows / consume_seconds
@@ -193,7 +209,7 @@ def report(rows: int, size_mib: float, slice_rows: int, publish_seconds: float, 
     peak_mb = (peak_kib - idle_kib) * 1024 / 1e6
     part = min(slice_rows, max(1, imported // 10))
     print()
-    print(f"== import_visible: {rows:,} rows ({size_mib:.0f} MiB CSV) through herald-subscriptions ==")
+    print(f"== import_visible: {rows:,} rows ({size_mib:.0f} MiB CSV) through herald-subscriptions, {shape} ==")
     print(f"floor, publishing {2 * rows:,} events through EventPublisher: {publish_rate:10,.0f} rows/s "
           f"({publish_seconds:.1f} s)")
     print(f"floor, consuming them back (read_from_start + parse_event): {consume_rate:10,.0f} rows/s "
@@ -216,7 +232,7 @@ def report(rows: int, size_mib: float, slice_rows: int, publish_seconds: float, 
     else:
         print(f"NOT all visible: counts {result['counts']} after {samples[-1][0]:.0f} s   "
               f"target >= {TARGET_ROWS_PER_SECOND:,} rows/s: NOT MET")
-    print(f"service RSS: idle {idle_kib / 1024:.0f} MiB, peak {peak_kib / 1024:.0f} MiB "
+    print(f"service RSS, its processes together: idle {idle_kib / 1024:.0f} MiB, peak {peak_kib / 1024:.0f} MiB "
           f"({'VmHWM reset before the import' if peak_reset else 'max of VmRSS samples; VmHWM reset refused'}): "
           f"{peak_mb:.0f} MB above idle   target < {TARGET_PEAK_MB} MB: {verdict(peak_mb < TARGET_PEAK_MB)}")
     if walked is not None:
@@ -238,10 +254,12 @@ def main() -> None:
                         help="rows in the first/last slice compared (at most a tenth of the rows)")
     parser.add_argument("--no-walk", action="store_true", help="skip paging through the members afterwards")
     parser.add_argument("--keep", action="store_true", help="keep the run's topics and databases")
+    parser.add_argument("--one-process", action="store_true",
+                        help="one herald-subscriptions process that serves the API and folds (default: two)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for visibility")
     args = parser.parse_args()
     within = args.timeout or max(600.0, args.rows / 200)
-    asyncio.run(run(args.rows, args.slice, not args.no_walk, args.keep, within))
+    asyncio.run(run(args.rows, args.slice, not args.no_walk, args.keep, within, args.one_process))
 
 
 if __name__ == "__main__":

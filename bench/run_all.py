@@ -196,6 +196,8 @@ def parse_import_visible(report: str) -> Headline:
         measured = "NOT all visible"
     if measured and memory:
         measured += f", peak +{memory[1]} MB"
+    if measured and (shape := _find(r"through herald-subscriptions, (.+) ==$", report)):
+        measured += f"; {shape[1]}"
     return Headline(measured=measured, baseline=base and f"publishing {base[1]} rows/s",
                     ratio=ratio and f"{ratio[1]} x")
 

@@ -47,6 +47,10 @@ class SubscriptionsSettings(HeraldSettings):
                                          alias="HERALD_FORM_MIN_FILL_SECONDS",
                                          description="A subscribe form sent sooner after it was served is a "
                                                      "bot's: answered as a success, nothing recorded.")
+    run_consumers: bool = Field(default=True, alias="HERALD_RUN_CONSUMERS",
+                                description="false: this process serves HTTP only, and the read model is folded by "
+                                            "the processes where it is true (at least one must run). Its "
+                                            "read-your-writes answers then wait for the stored checkpoints.")
 
     def form_limits(self) -> Limits:
         return Limits(self.form_posts_per_ip, self.form_posts_per_address,
@@ -87,7 +91,8 @@ class Subscriptions(ConsumingService):
         self.app.include_router(build_pages(self.service, FormGuard(settings.link_secret, base_url,
                                                                     settings.form_limits())))
         add_health_routes(self.app, self.ready_checks())
-        self.consumers = [self.projector, self.suppressor]
+        # HERALD_RUN_CONSUMERS=false: an API process beside the folding ones (README, "Processes").
+        self.consumers = [self.projector, self.suppressor] if settings.run_consumers else []
 
     async def purge(self, account_id: str) -> None:
         """Retention: the account's lists, members, addresses, suppressions, imports and keys."""

@@ -75,6 +75,12 @@ def test_figures_of_the_compliance_and_subscribe_reports() -> None:
     assert subscribe.checks == "every 201 counted: MET"
 
 
+def test_the_import_headline_says_how_the_service_ran() -> None:
+    imported = headline(BY_NAME["import_visible"], report_text(BY_NAME["import_visible"], sample("import_visible")))
+    assert imported.measured == ("5,797 rows/s end to end (20,000 rows in 3.5 s), peak +40 MB; "
+                                 "two processes (API, fold)")
+
+
 def test_targets_and_checks_are_those_the_report_states() -> None:
     rebuild = headline(BY_NAME["projection_rebuild"], report_text(BY_NAME["projection_rebuild"],
                                                                    sample("projection_rebuild")))
