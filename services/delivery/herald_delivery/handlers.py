@@ -374,19 +374,29 @@ class ControlHandler:
         """Given up until the next start: the campaign says why (it stays `expansion_pending`)."""
         await self._store.expansion_failed(expansion.account_id, expansion.campaign_id, reason)
 
+    def _called_off(self, expansion: Expansion) -> bool:
+        """Whether the campaign was cancelled or rejected (as the control consumer has handled so far)."""
+        state = self._gates.campaign(expansion.account_id, expansion.campaign_id)
+        return state.cancelled or state.rejected
+
     async def _expand(self, expansion: Expansion) -> int:
         """One job per member who receives it, as of the audience projection having caught up with
-        herald.subscriptions when the expansion starts; returns how many. Jobs have deterministic ids:
-        expanding again (a redelivered event, a restart) adds only what is missing. Stopped (a purge, the
+        herald.subscriptions when the expansion starts; returns how many it wrote. Jobs have deterministic
+        ids: expanding again (a redelivered event, a restart) adds only what is missing. Stopped (a purge, the
         service's stop), it returns only once its insert under way has ended: jobs written after a purge
-        would outlive it."""
+        would outlive it. A campaign cancelled or rejected before its expansion starts gets no jobs, and one
+        called off while it expands gets no more: the jobs written already are recorded cancelled by the
+        sender (a million of them one by one, before, for a campaign cancelled while it waited)."""
         await self._audience_caught_up()
         e = expansion
+        if self._called_off(e):
+            log.info("campaign called off before its expansion: no jobs", extra={"campaign": e.campaign_id})
+            return 0
         if await self._store.list_deleted(e.account_id, e.list_id):
             log.warning("campaign queued for a deleted list: no recipients", extra={"list": e.list_id})
             return 0
         batch: list[Document] = []
-        jobs = 0
+        written = 0
         # One chunk is inserted while the next is read: the store works on both at once.
         inserting: asyncio.Task[None] | None = None
         try:
@@ -395,22 +405,27 @@ class ControlHandler:
                                      e.account_id, "campaign", e.not_before, campaign_id=e.campaign_id,
                                      campaign_key=scoped(e.account_id, e.campaign_id),
                                      subscriber_id=subscriber_id, list_id=e.list_id))
-                jobs += 1
                 if len(batch) >= EXPANSION_CHUNK:
                     if inserting is not None:
                         await asyncio.shield(inserting)
-                    inserting, batch = asyncio.create_task(self._add_jobs(batch)), []
+                    if self._called_off(e):
+                        batch = []
+                        break
+                    inserting, batch, written = asyncio.create_task(self._add_jobs(batch)), [], written + len(batch)
             if inserting is not None:
                 await asyncio.shield(inserting)
-            if batch:
-                inserting = asyncio.create_task(self._add_jobs(batch))
+            if batch and not self._called_off(e):
+                inserting, written = asyncio.create_task(self._add_jobs(batch)), written + len(batch)
                 await asyncio.shield(inserting)
         except BaseException:
             # An insert under way is let end, not cancelled (shielded above): the server may apply it anyway.
             if inserting is not None:
                 await asyncio.wait({inserting})  # not gather: another cancel must not reach the insert
             raise
-        return jobs
+        if self._called_off(e):
+            log.info("campaign called off during its expansion: no more jobs",
+                     extra={"campaign": e.campaign_id, "jobs": written})
+        return written
 
     async def _test_requested(self, event: CampaignTestRequested) -> None:
         """A test send: its content and sample stored first (the sender renders from them), then one job per

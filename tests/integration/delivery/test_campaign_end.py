@@ -3,6 +3,7 @@ message has a final outcome, once per campaign, with exact counts, across cancel
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import Counter
@@ -93,6 +94,35 @@ async def test_a_campaign_cancelled_mid_send_ends_when_its_other_messages_are_re
     p = end.payload
     assert p.recipients == 20 and p.cancelled > 0 and p.sent == len(mailed) >= 3
     assert p.sent + p.cancelled == 20 and p.bounced == p.skipped == p.failed == 0
+
+
+async def test_a_campaign_cancelled_before_its_expansion_started_ends_with_no_message(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """Its expansion held back (it waits for the audience) until the cancellation is handled: no job is written,
+    and the campaign ends at once with nothing in it (before, every member got a job recorded cancelled)."""
+    running = await start_delivery()
+    handler = running.service.control_handler
+    release, audience_caught_up = asyncio.Event(), handler._audience_caught_up
+
+    async def held_back() -> None:
+        await release.wait()
+        await audience_caught_up()
+
+    handler._audience_caught_up = held_back
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [(f"s{i}", f"r{i}@example.org") for i in range(20)])
+    await world.publish(campaign_queued("acme", "c1"))
+    await world.publish(CampaignCancelled(account_id="acme", producer="campaigns",
+                                          payload={"campaign_id": "c1", "cancelled_by": "anna"}))
+    await eventually(lambda: asyncio.sleep(0, running.service.gates.campaign("acme", "c1")),
+                     lambda state: state.cancelled, what="the cancellation handled")
+    assert len(handler.expansions) == 1  # waiting still
+    release.set()
+    events = await world.wait_for(lambda es: bool(ends(es)), "CampaignDeliveryFinished")
+    end, = ends(events)
+    assert counts(end) == {"recipients": 0, "sent": 0, "bounced": 0, "skipped": 0, "failed": 0, "cancelled": 0}
+    assert await running.service.store.jobs.count_documents({"campaign_id": "c1"}) == 0
+    assert [r for r in relay.recipients() if r != "owner@acme.example"] == []
 
 
 async def test_a_restart_in_the_middle_of_a_campaign_neither_loses_nor_repeats_its_end(

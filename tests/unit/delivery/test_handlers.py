@@ -219,21 +219,54 @@ async def test_a_suspension_closes_its_gate_while_another_campaign_is_still_bein
     assert len(handler.expansions) == 0
 
 
-async def test_a_campaign_cancelled_during_its_expansion_has_its_later_jobs_brought_forward() -> None:
-    store = StalledStore(segment_members(2))
+def cancelled(account_id: str, campaign_id: str) -> CampaignCancelled:
+    return CampaignCancelled(account_id=account_id, producer="campaigns",  # type: ignore[arg-type]
+                             payload={"campaign_id": campaign_id, "cancelled_by": "anna"})
+
+
+async def test_a_campaign_cancelled_during_its_insert_has_the_jobs_it_wrote_brought_forward() -> None:
+    store = SlowInsert(segment_members(2))
+    store.release.set()
     gates = GateBook()
     queue = JobQueue(gates.changed)
     handler = ControlHandler(store, gates, queue, caught_up)  # type: ignore[arg-type]
     later = datetime.now(UTC) + timedelta(hours=4)
     queued = campaign_queued("acme", "c1", segment={"city": "Riga"})
     await handler.handle(queued.model_copy(update={"payload": queued.payload.model_copy(update={"send_at": later})}))
-    await asyncio.wait_for(store.reading.wait(), 1)
-    await handler.handle(CampaignCancelled(account_id="acme", producer="campaigns",  # type: ignore[arg-type]
-                                           payload={"campaign_id": "c1", "cancelled_by": "anna"}))
-    store.release.set()
+    await asyncio.wait_for(store.inserting.wait(), 1)
+    await handler.handle(cancelled("acme", "c1"))  # before the insert under way has pushed its jobs
+    assert not store.insert_done.is_set()
     await asyncio.wait_for(handler.expansions.idle(), 1)
     due = queue.take_due(datetime.now(UTC), 10, lambda _: None)
     assert sorted(j["subscriber_id"] for j in due) == ["s0", "s1"]  # due now, to be recorded cancelled
+    assert store.campaigns["acme:c1"]["expanded_jobs"] == 2
+
+
+async def test_a_campaign_cancelled_while_it_expands_gets_no_more_jobs() -> None:
+    store = StalledStore(segment_members(2))
+    handler = control(store)
+    await queue_campaign(handler, "acme", "c1")
+    await asyncio.wait_for(store.reading.wait(), 1)  # its members being read, no job written yet
+    await handler.handle(cancelled("acme", "c1"))
+    store.release.set()
+    await asyncio.wait_for(handler.expansions.idle(), 1)
+    assert [c for c in store.calls if c[0] == "add_jobs"] == []
+    assert store.campaigns["acme:c1"]["expanded_jobs"] == 0 and "expansion_pending" not in store.campaigns["acme:c1"]
+
+
+async def test_a_campaign_cancelled_while_its_expansion_waits_is_not_expanded() -> None:
+    store = StalledStore(segment_members(2))
+    handler = control(store)
+    await queue_campaign(handler, "acme", "c1")
+    await asyncio.wait_for(store.reading.wait(), 1)  # c1 under way; c2 waits behind it
+    await queue_campaign(handler, "acme", "c2")
+    await handler.handle(cancelled("acme", "c2"))
+    store.release.set()
+    await asyncio.wait_for(handler.expansions.idle(), 1)
+    assert store.reads == ["acme"]  # c2's audience never read
+    assert store.campaigns["acme:c1"]["expanded_jobs"] == 2
+    assert store.campaigns["acme:c2"]["expanded_jobs"] == 0 and "expansion_pending" not in store.campaigns["acme:c2"]
+    assert {j["campaign_id"] for j in store.jobs} == {"c1"}
 
 
 async def test_a_failed_expansion_is_tried_again_before_the_next_one() -> None:
