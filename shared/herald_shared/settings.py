@@ -72,3 +72,14 @@ class HeraldSettings(BaseSettings):
 
     def database_name(self, service: str) -> str:
         return f"{self.database_prefix}{service}"
+
+
+class EdgeSettings(HeraldSettings):
+    """Settings of a service whose HTTP side (and delivery's inbound SMTP) can run in processes of their own,
+    scaled apart from the one(s) that consume: subscriptions and delivery."""
+
+    run_consumers: bool = Field(
+        default=True, alias="HERALD_RUN_CONSUMERS",
+        description="false: this process serves HTTP (and delivery's inbound SMTP) only: no consumer (and no "
+                    "sender in delivery) runs in it. The processes where it is true do that work; at least one "
+                    "must run. See the service's README, \"Processes\".")

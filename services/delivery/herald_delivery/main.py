@@ -20,7 +20,7 @@ from herald_shared.lifecycle import WatchedTasks, run_service
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
 from herald_shared.purging import PurgedAccounts, PurgingHandler
-from herald_shared.settings import HeraldSettings
+from herald_shared.settings import EdgeSettings
 
 from .completion import CampaignCompletion
 from .domain import RetryPolicy
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 AUDIENCE_CATCH_UP_TIMEOUT = 60.0
 
 
-class DeliverySettings(HeraldSettings):
+class DeliverySettings(EdgeSettings):
     link_secret: str = Field(alias="HERALD_LINK_SECRET", min_length=16,
                              description="Signs unsubscribe, tracking and return-path tokens (shared with "
                                          "subscriptions).")
@@ -191,6 +191,8 @@ class Delivery(WatchedTasks):
         return True
 
     async def _running(self) -> bool:
+        if not self.settings.run_consumers:  # an edge process: its HTTP and inbound SMTP answer from the start
+            return True
         return all(c.started for c in (self.audience, self.confirmations, self.control)) and self.sender.started
 
     async def audience_caught_up(self) -> None:
@@ -216,26 +218,36 @@ class Delivery(WatchedTasks):
                                               if end > 0])
 
     async def start(self) -> None:
+        """Everything, or with HERALD_RUN_CONSUMERS=false the edge only: tracking (HTTP) and inbound SMTP, which
+        read the store and publish, and need none of the consumers' or the sender's state (README,
+        "Processes")."""
         await ensure_topics(self.settings)
         await self.store.ensure_indexes()
         await self.producer.start()
-        self._offsets = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
-                                         client_id=f"{SERVICE}-offsets", isolation_level="read_committed")
-        await self._offsets.start()
-        await self.completion.load()
-        await self.control_handler.load()  # takes up interrupted expansions: after the completion's state
+        if self.settings.run_consumers:
+            await self._start_consuming()
         if self.settings.inbound_port:
             loop = asyncio.get_running_loop()
             self._inbound_server = await loop.create_server(
                 InboundSessions(self.inbound, self.settings.bounce_domain, self.settings.inbound_max_sessions,
                                 self.settings.inbound_idle_seconds),
                 self.settings.inbound_host, self.settings.inbound_port)
-        self._tasks = [asyncio.create_task(c.run(), name=c.name)
-                       for c in (self.audience, self.confirmations, self.control)]
-        self._tasks.append(asyncio.create_task(self.sender.run(), name="sender"))
-        self._tasks.append(asyncio.create_task(self._announce_held(), name="held-announcer"))
+        if self.settings.run_consumers:
+            self._tasks = [asyncio.create_task(c.run(), name=c.name)
+                           for c in (self.audience, self.confirmations, self.control)]
+            self._tasks.append(asyncio.create_task(self.sender.run(), name="sender"))
+            self._tasks.append(asyncio.create_task(self._announce_held(), name="held-announcer"))
         for task in self._tasks:
             self.watched(task)
+
+    async def _start_consuming(self) -> None:
+        """What the consumers and the sender need before they run: the offsets client, the campaigns' progress,
+        the gates, and the expansions a stop or crash interrupted."""
+        self._offsets = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
+                                         client_id=f"{SERVICE}-offsets", isolation_level="read_committed")
+        await self._offsets.start()
+        await self.completion.load()
+        await self.control_handler.load()  # takes up interrupted expansions: after the completion's state
 
     async def _announce_held(self) -> None:
         """Held messages, and the end of campaigns whose announcement failed (MongoDB or Kafka away)."""

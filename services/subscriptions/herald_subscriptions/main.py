@@ -15,7 +15,7 @@ from herald_shared.lifecycle import run_service
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup
 from herald_shared.purging import PurgedAccounts, PurgingHandler
-from herald_shared.settings import HeraldSettings
+from herald_shared.settings import EdgeSettings
 
 from .api import LARGER_BODIES, build_api
 from .forms import Limits
@@ -30,7 +30,7 @@ PROJECTION_BATCH = 2000
 log = logging.getLogger(__name__)
 
 
-class SubscriptionsSettings(HeraldSettings):
+class SubscriptionsSettings(EdgeSettings):
     link_secret: str = Field(alias="HERALD_LINK_SECRET", min_length=16,
                              description="Signs confirmation and unsubscribe links (shared with delivery).")
     public_url: str | None = Field(default=None, alias="HERALD_PUBLIC_URL",
@@ -47,10 +47,6 @@ class SubscriptionsSettings(HeraldSettings):
                                          alias="HERALD_FORM_MIN_FILL_SECONDS",
                                          description="A subscribe form sent sooner after it was served is a "
                                                      "bot's: answered as a success, nothing recorded.")
-    run_consumers: bool = Field(default=True, alias="HERALD_RUN_CONSUMERS",
-                                description="false: this process serves HTTP only, and the read model is folded by "
-                                            "the processes where it is true (at least one must run). Its "
-                                            "read-your-writes answers then wait for the stored checkpoints.")
 
     def form_limits(self) -> Limits:
         return Limits(self.form_posts_per_ip, self.form_posts_per_address,

@@ -239,3 +239,29 @@ async def test_the_inbound_server_bounds_sessions_recipients_size_and_idle_time(
         await aiosmtplib.send(too_big, sender="MAILER-DAEMON@mx.example.org", recipients=[f"b+m1@{BOUNCE_DOMAIN}"],
                               hostname="127.0.0.1", port=port, timeout=10)
     assert refused_size.value.code == 552
+
+
+async def test_an_edge_process_records_opens_clicks_and_bounces_of_what_another_process_sent(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """HERALD_RUN_CONSUMERS=false (README, "Processes"): a process with no consumer and no sender serves the
+    tracking endpoints and the inbound SMTP server for the messages the sending process sent."""
+    _, sent = await sent_campaign(start_delivery, relay, world)
+    edge = await start_delivery(HERALD_RUN_CONSUMERS=False)
+    assert edge.service._tasks == [] and not edge.service.sender.started
+    assert not any(c.started for c in (edge.service.audience, edge.service.confirmations, edge.service.control))
+    assert (await edge.http.get("/readyz")).status_code == 200
+    gone = next(r for r in relay.received if r.recipient == "gone@example.org")
+    pixel, clicks = tracking_paths(gone.data)
+    opened = await edge.http.get(pixel, headers={"User-Agent": IPHONE})
+    assert opened.status_code == 200 and opened.headers["content-type"] == "image/gif"
+    clicked = await edge.http.get(clicks[0], headers={"User-Agent": IPHONE})
+    assert clicked.status_code == 302 and clicked.headers["location"] == "https://acme.example/sale"
+    await mail_inbound(edge, gone.mail_from, dsn(gone.mail_from, "failed", "5.1.1",
+                                                 "550 5.1.1 <gone@example.org>: user unknown"))
+    kinds = (MessageOpened, LinkClicked, MessageBounced)
+    events = await world.wait_for(lambda es: all(any(isinstance(e, k) for e in es) for k in kinds),
+                                  "the open, the click and the bounce")
+    message_id = next(e.payload.message_id for e in sent if e.payload.subscriber_id == "s1")
+    for kind in kinds:
+        [event] = [e for e in events if isinstance(e, kind)]
+        assert (event.payload.message_id, event.payload.subscriber_id) == (message_id, "s1"), kind

@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ("dev", "prod")
 SERVICES = ("subscriptions", "campaigns", "delivery", "billing", "compliance")
 SINGLE_REPLICA = {"campaigns", "billing", "delivery"}  # each service's README says why
+# Every Deployment, with the service whose image and settings it runs: delivery's edge is herald-delivery with
+# HERALD_RUN_CONSUMERS=false (tracking and inbound SMTP only; services/delivery/README.md, "Processes").
+DEPLOYMENTS = {**{s: s for s in SERVICES}, "delivery-edge": "delivery"}
 SETTINGS = {"subscriptions": "SubscriptionsSettings", "campaigns": "CampaignsSettings", "delivery": "DeliverySettings",
             "billing": "BillingSettings", "compliance": "ComplianceSettings"}
 
@@ -44,6 +47,12 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def consumes(deployment: dict[str, Any]) -> bool:
+    """Whether its processes run consumers (all do, but those given HERALD_RUN_CONSUMERS=false)."""
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return {"name": "HERALD_RUN_CONSUMERS", "value": "false"} not in container.get("env", [])
+
+
 def env_names(settings_class: type[HeraldSettings]) -> set[str]:
     """The environment variables a settings class reads (its aliases, or field names in capitals)."""
     return {(field.alias or name).upper() for name, field in settings_class.model_fields.items()}
@@ -52,7 +61,7 @@ def env_names(settings_class: type[HeraldSettings]) -> set[str]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_service_is_deployed_with_its_service_account_service_budget_and_monitor(overlay: str) -> None:
     deployments = objects(overlay, "Deployment")
-    assert set(deployments) == set(SERVICES)
+    assert set(deployments) == set(DEPLOYMENTS)
     for name, deployment in deployments.items():
         pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert selects(deployment["spec"]["selector"]["matchLabels"], pod_labels)
@@ -101,20 +110,33 @@ def test_probes_resources_and_spreading(overlay: str) -> None:
             assert {"cpu", "memory"} <= set(container["resources"][kind]), f"{name}: {kind}"
         keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
         assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, name
-        assert container["image"].rsplit(":", 1)[0].endswith(f"herald/{name}") and ":" in container["image"], name
+        image = container["image"]
+        assert image.rsplit(":", 1)[0].endswith(f"herald/{DEPLOYMENTS[name]}") and ":" in image, name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_replicas_respect_partitions_and_the_services_that_run_alone(overlay: str) -> None:
     partitions = min(t.partitions for t in EVENT_TOPICS)
-    for name, deployment in objects(overlay, "Deployment").items():
+    deployments = objects(overlay, "Deployment")
+    for name, deployment in deployments.items():
         replicas = deployment["spec"]["replicas"]
-        assert 1 <= replicas <= partitions, f"{name}: replicas beyond {partitions} partitions sit idle"
+        assert replicas >= 1, name
+        if consumes(deployment):
+            assert replicas <= partitions, f"{name}: replicas beyond {partitions} partitions sit idle"
         if name in SINGLE_REPLICA:
             assert replicas == 1, name
             # a rolling update would run two for a while
             assert deployment["spec"]["strategy"]["type"] == "Recreate", name
-    assert not objects(overlay, "HorizontalPodAutoscaler")  # none until delivery's sender shares work (issue 16)
+    # Autoscaled: only what consumes nothing (delivery's edge); the sender waits for replicas that share work
+    # (issue 16), and the consumers' partitions bound the others.
+    autoscalers = objects(overlay, "HorizontalPodAutoscaler")
+    assert {a["spec"]["scaleTargetRef"]["name"] for a in autoscalers.values()} == {"delivery-edge"}
+    for autoscaler in autoscalers.values():
+        spec = autoscaler["spec"]
+        target = deployments[spec["scaleTargetRef"]["name"]]
+        assert spec["scaleTargetRef"]["kind"] == "Deployment" and not consumes(target)
+        assert 2 <= spec["minReplicas"] == target["spec"]["replicas"] < spec["maxReplicas"]
+        assert target["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -122,8 +144,9 @@ def test_every_setting_given_is_one_the_service_reads_and_secrets_are_only_refer
     config_maps = objects(overlay, "ConfigMap")
     assert not objects(overlay, "Secret"), "secret values never live in the manifests"
     for name, deployment in objects(overlay, "Deployment").items():
-        module = importlib.import_module(f"herald_{name}.main")
-        known = env_names(getattr(module, SETTINGS[name]))
+        service = DEPLOYMENTS[name]
+        module = importlib.import_module(f"herald_{service}.main")
+        known = env_names(getattr(module, SETTINGS[service]))
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         given = set()
         for source in container["envFrom"]:
@@ -141,7 +164,8 @@ def test_network_policies_deny_by_default_and_open_only_the_documented_flows(ove
     policies = objects(overlay, "NetworkPolicy")
     deny = policies["default-deny"]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"} and not deny.get("ingress")
-    pods = {name: d["spec"]["template"]["metadata"]["labels"] for name, d in objects(overlay, "Deployment").items()}
+    deployments = objects(overlay, "Deployment")
+    pods = {name: d["spec"]["template"]["metadata"]["labels"] for name, d in deployments.items()}
 
     def ports(name: str, direction: str) -> set[int]:
         found = set()
@@ -156,14 +180,20 @@ def test_network_policies_deny_by_default_and_open_only_the_documented_flows(ove
                     found |= {p["port"] for p in rule.get("ports", [])}
         return found
 
-    for name in SERVICES:
+    for name in DEPLOYMENTS:
         assert {53, 9092, 27017} <= ports(name, "egress"), name
         assert 8080 in ports(name, "ingress"), name  # scraped by Prometheus at least
     assert {25, 465, 587} <= ports("delivery", "egress")
-    assert not {25, 465, 587} & ports("subscriptions", "egress")  # only delivery sends mail
-    assert 2525 in ports("delivery", "ingress")
+    for name in ("subscriptions", "delivery-edge"):
+        assert not {25, 465, 587} & ports(name, "egress"), name  # only delivery's sender sends mail
+    assert 2525 in ports("delivery-edge", "ingress") and 2525 not in ports("delivery", "ingress")
     public = policies["public-http"]["spec"]["podSelector"]["matchExpressions"][0]["values"]
-    assert "compliance" not in public  # the staff API is not public
+    assert "compliance" not in public and "delivery" not in public  # the staff API, the sender
+    assert "delivery-edge" in public
+    # The sender's inbound SMTP server is off: the edge's Service is the MX's.
+    [sender] = deployments["delivery"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "HERALD_INBOUND_SMTP_PORT", "value": "0"} in sender["env"]
+    assert {p["name"] for p in objects(overlay, "Service")["delivery-edge"]["spec"]["ports"]} == {"http", "smtp"}
 
 
 def test_the_prod_overlay_names_the_kafka_cluster_the_topics_and_services_expect() -> None:
