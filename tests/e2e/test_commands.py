@@ -1,6 +1,7 @@
 """The README's commands as a newcomer runs them: a second `scripts/stack start` is harmless, and
 `scripts/run` brings the platform up (topics created), prints the table of what runs where that the README shows,
-runs `scripts/demo` start to finish, and stops within 10 s on Ctrl-C (SIGINT)."""
+runs `scripts/demo` start to finish, serves metrics that pass `promtool check metrics` and cover every metric
+the alerts and the dashboard use, and stops within 10 s on Ctrl-C (SIGINT)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from pymongo import AsyncMongoClient
 
 from herald_shared.apikeys import hash_secret
 from tests.conftest import ROOT, eventually
+from tests.unit.deploy.test_alerts import alerts, promtool, series_known
+from tests.unit.deploy.test_dashboard import QUERIES
 
 STAFF_TOKEN = "e2e-staff-token-0123456789"
 
@@ -97,6 +100,31 @@ def free_ports(count: int, run: int = 3) -> list[int]:
         return [*block, *others]
 
 
+def monitored_metrics() -> set[str]:
+    """The herald_ metrics the alert rules and the dashboard's panels use."""
+    expressions = [rule["expr"] for rule in alerts().values()] + [expr for _, expr in QUERIES]
+    return {name for expr in expressions for name in re.findall(r"\b(herald_[a-z_]+)", expr)}
+
+
+async def _served_metrics(port: int, services: tuple[str, ...]) -> set[str]:
+    """The metric and series names the services on ports from `port` serve at /metrics, each exposition checked
+    with `promtool check metrics` (naming, `_total` on counters, base units, help text)."""
+    names: set[str] = set()
+    async with httpx.AsyncClient(timeout=10) as http:
+        for service_port, service in enumerate(services, start=port):
+            response = await http.get(f"http://127.0.0.1:{service_port}/metrics")
+            assert response.status_code == 200, service
+            checked = await asyncio.to_thread(subprocess.run, [promtool(), "check", "metrics"], input=response.text,
+                                              capture_output=True, text=True, timeout=60)
+            assert checked.returncode == 0, f"{service}: {checked.stdout}{checked.stderr}"
+            for line in response.text.splitlines():
+                if line.startswith("# TYPE "):
+                    names.add(line.split()[2])
+                elif line and not line.startswith("#"):
+                    names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
 async def _ready(url: str) -> int:
     async with httpx.AsyncClient(timeout=2) as http:
         try:
@@ -139,7 +167,7 @@ async def test_run_command_brings_up_the_topics_and_services_prints_where_and_st
         # A newcomer can read what the platform mails: a confirmation request lands in the development Maildir.
         marker = f"http://127.0.0.1:{port + 4}/confirm/{run_prefix}token"
         await _publish_confirmation_request(stack_env, run_prefix, marker)
-        mailbox = ROOT / ".stack" / "mailbox" / "new"
+        mailbox = Path(os.environ.get("HERALD_STACK_DIR") or ROOT / ".stack") / "mailbox" / "new"  # as scripts/lib.sh
         await eventually(lambda: _mail_containing(mailbox, marker), bool, within=60,
                          what="the confirmation email in .stack/mailbox")
         # The guided demo (scripts/demo), start to finish, against this platform: sign-up, approval, a key, a double
@@ -160,6 +188,12 @@ async def test_run_command_brings_up_the_topics_and_services_prints_where_and_st
         assert reports["welcome"][1] == "2,004" and int(reports["welcome"][3]) == 40, told
         assert int(reports["weekend"][1].replace(",", "")) == 2004 - 40 - int(reports["welcome"][7]), told
         assert printed_table(await _read(output), port) == readme_table()
+        # Metric hygiene on what the running services serve, the demo having exercised them: every exposition
+        # passes `promtool check metrics`, and every metric an alert or a dashboard panel uses is served.
+        served = await _served_metrics(port, services)
+        assert "herald_delivery_messages_total" in served and "herald_consumer_lag" in served
+        unknown = {m for m in monitored_metrics() if not series_known(m, served)}
+        assert not unknown, f"alerts or panels use metrics no running service serves: {sorted(unknown)}"
         process.send_signal(signal.SIGINT)  # Ctrl-C
         asked = time.monotonic()
         returncode = await asyncio.wait_for(process.wait(), timeout=30)
