@@ -273,6 +273,30 @@ class ServiceProcess:
         return self.process.returncode
 
 
+def subscriptions_processes(settings: HeraldSettings, *, split: bool) -> list[ServiceProcess]:
+    """herald-subscriptions as one process, or split as its README's "Processes" describes: an API process
+    (`HERALD_RUN_CONSUMERS=false`), first in the list (the one to send requests to), and one that folds."""
+    if not split:
+        return [ServiceProcess("subscriptions", settings)]
+    return [ServiceProcess("subscriptions", settings, env={"HERALD_RUN_CONSUMERS": "false"}, role="api"),
+            ServiceProcess("subscriptions", settings, role="fold")]
+
+
+async def start_processes(processes: Sequence[ServiceProcess]) -> None:
+    for process in processes:
+        process.start()
+    for process in processes:
+        await process.wait_ready()
+
+
+def stop_processes(processes: Sequence[ServiceProcess]) -> None:
+    """Stop each; one that exited with an error says so, with its log's tail."""
+    for process in processes:
+        code = process.stop()
+        if code not in (0, None):
+            print(f"herald-{process.name} exited with {code}; log {process.log_path}:\n{process.log_tail()}")
+
+
 def api_client(url: str, key: str, *, timeout: float = 60) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout,
                              limits=httpx.Limits(max_connections=20, max_keepalive_connections=20))

@@ -98,19 +98,12 @@ async def run(rows: int, slice_rows: int, walk: bool, keep: bool, within: float,
         make_file(path, rows)
         size_mib = path.stat().st_size / 2**20
         await ensure_topics(settings)
-        if one_process:
-            service = ServiceProcess("subscriptions", settings)
-            processes = [service]
-        else:
-            service = ServiceProcess("subscriptions", settings, env={"HERALD_RUN_CONSUMERS": "false"}, role="api")
-            processes = [service, ServiceProcess("subscriptions", settings, role="fold")]
+        processes = harness.subscriptions_processes(settings, split=not one_process)
+        service = processes[0]
         producer = make_producer(settings, "bench")
         await producer.start()
         try:
-            for process in processes:
-                process.start()
-            for process in processes:
-                await process.wait_ready()
+            await harness.start_processes(processes)
             key = await harness.issue_api_key(EventPublisher(producer, settings.topics))
             async with harness.api_client(service.url, key, timeout=7200) as http:
                 await harness.wait_authorised(http)
@@ -124,10 +117,7 @@ async def run(rows: int, slice_rows: int, walk: bool, keep: bool, within: float,
                 walked = await walk_members(http) if walk and result["visible"] is not None else None
         finally:
             await producer.stop()
-            for process in processes:
-                code = process.stop()
-                if code not in (0, None):
-                    print(f"herald-subscriptions exited with {code}; log {process.log_path}:\n{process.log_tail()}")
+            harness.stop_processes(processes)
     if not keep:
         await harness.cleanup(settings, ["subscriptions"], [f"{prefix}floor."])
     report(rows, size_mib, slice_rows, publish_seconds, consume_seconds, idle_kib, peak_kib, peak_reset, result,

@@ -9,10 +9,13 @@ must have grown by at least the 201 answers (by at most the requests still in fl
 The list (N members) is filled as in bench.members_page: SubscriberAdded + SubscriberConfirmed published
 straight to herald.subscriptions, waiting until the service's projection checkpoint has passed them (not
 measured). Baseline in the same run: wrk at `GET /healthz` of the same process with the same connections
-(HTTP, framework and wrk alone). Targets (issue): >= 600 requests/s, p99 < 50 ms.
+(HTTP, framework and wrk alone). Targets (issue): >= 600 requests/s, p99 < 50 ms. `--two-processes` sends the
+requests to an API process (`HERALD_RUN_CONSUMERS=false`) beside one that folds (services/subscriptions/README.md,
+"Processes"): each 201 then waits for the checkpoint the other stores.
 
     eval "$(scripts/stack env)"; PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m bench.subscribe_api \
-        [--members 1000000] [--connections 20] [--duration 30] [--keep | --reuse-prefix benchXXXXXXXX]
+        [--members 1000000] [--connections 20] [--duration 30] [--keep | --reuse-prefix benchXXXXXXXX] \
+        [--two-processes]
 
 `--keep` leaves the filled list (topics and databases of the run's prefix) for another run, and prints the
 prefix; `--reuse-prefix` runs on a list that bench.members_page or this bench left, publishing only members it
@@ -38,7 +41,7 @@ from herald_shared.mongo import make_client
 from herald_shared.settings import HeraldSettings
 
 from . import harness
-from .harness import LIST, ServiceProcess, WrkResult, verdict
+from .harness import LIST, WrkResult, verdict
 
 TARGET_REQUESTS_PER_SECOND = 600
 TARGET_P99_MS = 50
@@ -80,19 +83,21 @@ def ensure_wrk() -> None:
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
-async def run(members: int, connections: int, seconds: int, reuse: str | None, keep: bool) -> None:
+async def run(members: int, connections: int, seconds: int, reuse: str | None, keep: bool, split: bool) -> None:
     prefix = reuse or harness.new_prefix()
     settings = harness.settings_for(prefix)
-    print(f"run {prefix}: {members:,} members, wrk -c{connections} -d{seconds}s", flush=True)
+    shape = "two processes (API, fold)" if split else "one process"
+    print(f"run {prefix}: {members:,} members, wrk -c{connections} -d{seconds}s, herald-subscriptions as {shape}",
+          flush=True)
     await ensure_topics(settings)
-    service = ServiceProcess("subscriptions", settings)
+    processes = harness.subscriptions_processes(settings, split=split)
+    service = processes[0]
     producer = make_producer(settings, "bench")
     mongo = make_client(settings, "bench")
     db = mongo[settings.database_name("subscriptions")]
     await producer.start()
     try:
-        service.start()
-        await service.wait_ready()
+        await harness.start_processes(processes)
         publisher = EventPublisher(producer, settings.topics)
         key = await harness.issue_api_key(publisher)
         async with harness.api_client(service.url, key) as http:
@@ -112,12 +117,10 @@ async def run(members: int, connections: int, seconds: int, reuse: str | None, k
     finally:
         await mongo.close()
         await producer.stop()
-        code = service.stop()
-        if code not in (0, None):
-            print(f"herald-subscriptions exited with {code}; log {service.log_path}:\n{service.log_tail()}")
+        harness.stop_processes(processes)
     if not keep and not reuse:
         await harness.cleanup(settings, ["subscriptions"])
-    report(members, connections, seconds, before, after, settled, baseline, measured)
+    report(members, connections, seconds, before, after, settled, baseline, measured, shape)
     if keep or reuse:
         print(f"kept: prefix {prefix} (--reuse-prefix {prefix}); remove with the stack's reset")
 
@@ -132,13 +135,13 @@ def line(name: str, result: WrkResult) -> str:
 
 
 def report(members: int, connections: int, seconds: int, before: dict[str, int], after: dict[str, int],
-           settled: float, baseline: WrkResult, measured: WrkResult) -> None:
+           settled: float, baseline: WrkResult, measured: WrkResult, shape: str) -> None:
     created = measured.codes.get(201, 0)
     recorded = after["active"] - before["active"]
     errors = sum(measured.socket_errors.values())
     print()
     print(f"== subscribe_api: a list filled with {members:,} members (counts before the run: {before}), "
-          f"wrk -c{connections} -d{seconds}s ==")
+          f"wrk -c{connections} -d{seconds}s, {shape} ==")
     print(line("GET /healthz (baseline: HTTP + framework)", baseline))
     print(line(f"POST /v1/lists/{LIST}/subscribers, new address", measured))
     print(f"subscribe / healthz: {measured.rps / baseline.rps:.3f} x the requests/s, p50 "
@@ -165,9 +168,11 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=30, help="seconds of each wrk run")
     parser.add_argument("--keep", action="store_true", help="keep the filled list for another run")
     parser.add_argument("--reuse-prefix", help="run on the list a --keep run left (prefix benchXXXXXXXX)")
+    parser.add_argument("--two-processes", action="store_true",
+                        help="requests to an API process (HERALD_RUN_CONSUMERS=false) beside one that folds")
     args = parser.parse_args()
     ensure_wrk()
-    asyncio.run(run(args.members, args.connections, args.duration, args.reuse_prefix, args.keep))
+    asyncio.run(run(args.members, args.connections, args.duration, args.reuse_prefix, args.keep, args.two_processes))
 
 
 if __name__ == "__main__":

@@ -231,10 +231,12 @@ class Checkpoints:
 
     An HTTP handler that published an event waits here until the projection includes it, so it can answer
     from the read model (read-your-writes), whichever replica's consumer owns the partition. In the process
-    whose consumer saves a checkpoint, waiters are woken at once; otherwise they poll the stored one.
+    whose consumer saves a checkpoint, waiters are woken at once. Otherwise the stored checkpoint is polled:
+    one read every POLL_INTERVAL per partition, shared by all its waiters (an API-only process has many), which
+    wakes them when it has moved.
     """
 
-    POLL_INTERVAL = 0.05
+    POLL_INTERVAL = 0.01
     # A partition this process's consumer saved lately is woken here; its waiters read the stored
     # checkpoint only this often, in case the partition moved to another replica.
     LOCAL_POLL_INTERVAL = 1.0
@@ -245,6 +247,8 @@ class Checkpoints:
         self._known: dict[tuple[str, int], int] = {}
         self._saved: asyncio.Event | None = None
         self._saved_here: dict[tuple[str, int], float] = {}
+        self._waiting: dict[tuple[str, int], int] = {}  # waiters per polled partition
+        self._pollers: dict[tuple[str, int], asyncio.Task[None]] = {}
 
     def flushed(self, next_offsets: dict[tuple[str, int], int]) -> None:
         """This process's consumer wrote a batch into the read model: its waiters here may read it now,
@@ -263,6 +267,9 @@ class Checkpoints:
         now = time.monotonic()
         for position in next_offsets:
             self._saved_here[position] = now
+        self._wake()
+
+    def _wake(self) -> None:
         if self._saved is not None:
             self._saved.set()
             self._saved = None
@@ -280,15 +287,47 @@ class Checkpoints:
     async def wait_until_applied(self, positions: Sequence[tuple[str, int, int]]) -> None:
         """Wait until every (topic, partition, offset) is applied; the caller bounds it with asyncio.timeout."""
         for topic, partition, offset in positions:
-            while self._known.get((topic, partition), 0) <= offset:
+            position = (topic, partition)
+            while self._known.get(position, 0) <= offset:
                 if self._saved is None:
                     self._saved = asyncio.Event()
-                local = time.monotonic() - self._saved_here.get((topic, partition), -math.inf) < self.LOCAL_FOR
+                saved = self._saved
+                if time.monotonic() - self._saved_here.get(position, -math.inf) < self.LOCAL_FOR:
+                    try:
+                        async with asyncio.timeout(self.LOCAL_POLL_INTERVAL):
+                            await saved.wait()
+                    except TimeoutError:
+                        await self.applied(topic, partition)  # in case it moved to another replica
+                    continue
+                self._waiting[position] = self._waiting.get(position, 0) + 1
                 try:
-                    async with asyncio.timeout(self.LOCAL_POLL_INTERVAL if local else self.POLL_INTERVAL):
-                        await self._saved.wait()
-                except TimeoutError:
-                    await self.applied(topic, partition)  # another process's consumer may own it
+                    if position not in self._pollers:
+                        self._pollers[position] = asyncio.create_task(self._poll(position),
+                                                                      name=f"poll checkpoint {topic}:{partition}")
+                    await saved.wait()
+                finally:
+                    left = self._waiting.get(position, 1) - 1
+                    if left:
+                        self._waiting[position] = left
+                    else:
+                        self._waiting.pop(position, None)
+
+    async def _poll(self, position: tuple[str, int]) -> None:
+        """Read a partition's stored checkpoint while anyone waits on it (another process's consumer owns it),
+        waking the waiters when it has moved. A failed read is logged and tried again: the waiters' own
+        timeouts bound them."""
+        try:
+            while self._waiting.get(position, 0) > 0:
+                before = self._known.get(position, 0)
+                try:
+                    if await self.applied(*position) > before:
+                        self._wake()
+                except Exception:
+                    log.warning("reading a checkpoint failed; trying again", exc_info=True,
+                                extra={"position": f"{position[0]}:{position[1]}"})
+                await asyncio.sleep(self.POLL_INTERVAL)  # the polling interval: a wait is what it is for
+        finally:
+            self._pollers.pop(position, None)
 
 
 class Projection(ABC):

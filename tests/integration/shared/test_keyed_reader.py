@@ -109,3 +109,28 @@ async def test_callers_of_a_round_cut_short_are_cancelled_not_left_waiting(setti
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(waiting, timeout=2)
     assert await reader.get("a") is None  # a new round starts for the next caller
+
+
+async def test_waiters_elsewhere_share_one_read_of_the_stored_checkpoint_and_wake_when_it_moves(
+        settings: HeraldSettings) -> None:
+    """An API-only process (its partitions folded by another process): its many waiters cost one read of the
+    stored checkpoint per interval between them, and are woken once the other process stores it."""
+    finds = Finds()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_url, event_listeners=[finds])
+    try:
+        db = client[settings.database_name("checkpoints")]
+        api, folder = Checkpoints(db, "projection"), Checkpoints(db, "projection")
+        waiters = [asyncio.ensure_future(api.wait_until_applied([("t", 3, 41)])) for _ in range(20)]
+        await asyncio.sleep(0.2)
+        assert not any(w.done() for w in waiters)
+        polls = finds.count
+        assert 2 <= polls <= 0.2 / Checkpoints.POLL_INTERVAL + 5, polls  # ~20: one poller, not one per waiter
+        await folder.save({("t", 3): 42})  # the other process's consumer stores it
+        await asyncio.wait_for(asyncio.gather(*waiters), timeout=1)
+        await asyncio.sleep(3 * Checkpoints.POLL_INTERVAL)
+        assert not api._pollers  # nobody waits: nothing polls
+        stopped = finds.count
+        await asyncio.sleep(0.1)
+        assert finds.count == stopped
+    finally:
+        await client.close()
