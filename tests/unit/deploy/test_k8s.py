@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ("dev", "prod")
 SERVICES = ("subscriptions", "campaigns", "delivery", "billing", "compliance")
 SINGLE_REPLICA = {"campaigns", "billing", "delivery"}  # each service's README says why
-# Every Deployment, with the service whose image and settings it runs: delivery's edge is herald-delivery with
-# HERALD_RUN_CONSUMERS=false (tracking and inbound SMTP only; services/delivery/README.md, "Processes").
-DEPLOYMENTS = {**{s: s for s in SERVICES}, "delivery-edge": "delivery"}
+# Every Deployment, with the service whose image and settings it runs: delivery's edge and subscriptions' API run
+# with HERALD_RUN_CONSUMERS=false (HTTP, and delivery's inbound SMTP, only; their READMEs, "Processes").
+DEPLOYMENTS = {**{s: s for s in SERVICES}, "delivery-edge": "delivery", "subscriptions-api": "subscriptions"}
 SETTINGS = {"subscriptions": "SubscriptionsSettings", "campaigns": "CampaignsSettings", "delivery": "DeliverySettings",
             "billing": "BillingSettings", "compliance": "ComplianceSettings"}
 
@@ -127,10 +127,12 @@ def test_replicas_respect_partitions_and_the_services_that_run_alone(overlay: st
             assert replicas == 1, name
             # a rolling update would run two for a while
             assert deployment["spec"]["strategy"]["type"] == "Recreate", name
-    # Autoscaled: only what consumes nothing (delivery's edge); the sender waits for replicas that share work
-    # (issue 16), and the consumers' partitions bound the others.
+    # Autoscaled: exactly what consumes nothing (delivery's edge, subscriptions' API); the sender waits for
+    # replicas that share work (issue 16), and the consumers' partitions bound the others.
     autoscalers = objects(overlay, "HorizontalPodAutoscaler")
-    assert {a["spec"]["scaleTargetRef"]["name"] for a in autoscalers.values()} == {"delivery-edge"}
+    assert {a["spec"]["scaleTargetRef"]["name"] for a in autoscalers.values()} == {
+        name for name, deployment in deployments.items() if not consumes(deployment)} == {
+        "delivery-edge", "subscriptions-api"}
     for autoscaler in autoscalers.values():
         spec = autoscaler["spec"]
         target = deployments[spec["scaleTargetRef"]["name"]]
@@ -184,12 +186,12 @@ def test_network_policies_deny_by_default_and_open_only_the_documented_flows(ove
         assert {53, 9092, 27017} <= ports(name, "egress"), name
         assert 8080 in ports(name, "ingress"), name  # scraped by Prometheus at least
     assert {25, 465, 587} <= ports("delivery", "egress")
-    for name in ("subscriptions", "delivery-edge"):
+    for name in ("subscriptions", "subscriptions-api", "delivery-edge"):
         assert not {25, 465, 587} & ports(name, "egress"), name  # only delivery's sender sends mail
     assert 2525 in ports("delivery-edge", "ingress") and 2525 not in ports("delivery", "ingress")
     public = policies["public-http"]["spec"]["podSelector"]["matchExpressions"][0]["values"]
-    assert "compliance" not in public and "delivery" not in public  # the staff API, the sender
-    assert "delivery-edge" in public
+    assert not {"compliance", "delivery", "subscriptions"} & set(public)  # the staff API, what consumes
+    assert {"delivery-edge", "subscriptions-api", "campaigns", "billing"} <= set(public)
     # The sender's inbound SMTP server is off: the edge's Service is the MX's.
     [sender] = deployments["delivery"]["spec"]["template"]["spec"]["containers"]
     assert {"name": "HERALD_INBOUND_SMTP_PORT", "value": "0"} in sender["env"]
