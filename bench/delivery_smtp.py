@@ -46,6 +46,7 @@ from herald_shared.contract.billing import AccountApproved, AccountOpened
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.contract.subscriptions import ListCreated, SubscriberAdded, SubscriberConfirmed
 from herald_shared.kafka import EventPublisher
+from herald_shared.lifecycle import tune_gc
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import make_client
 from tests.conftest import eventually
@@ -141,7 +142,7 @@ DKIM_NAMES = {"rsa": "rsa-sha256 2048", "ed25519": "ed25519-sha256", "dual": "ed
 
 
 async def herald_rates(port: int, messages: int, connections: int, repeats: int,
-                       keys_dir: Path | None = None) -> tuple[list[float], dict[str, int]]:
+                       keys_dir: Path | None = None) -> tuple[list[float], dict[str, list[float]], dict[str, int]]:
     """Messages per second of each of `repeats` campaigns to the same audience, sent one after the other (the
     ledger holding every outcome of one before the next is queued), and the memory in KiB: RSS before the
     first campaign, its peak while they are sent. `keys_dir`: the DKIM keys the service signs acme.example's
@@ -153,6 +154,7 @@ async def herald_rates(port: int, messages: int, connections: int, repeats: int,
                                 HERALD_SEND_POLL_SECONDS=0.05, HERALD_DKIM_KEYS_DIR=keys_dir)
     service = Delivery(settings)
     await service.start()
+    tune_gc()  # as the service's entry point does once it has started (herald_shared.lifecycle.run_service)
     try:
         publisher = EventPublisher(service.producer, settings.topics)
         setup: list[Event] = [
@@ -178,10 +180,11 @@ async def herald_rates(port: int, messages: int, connections: int, repeats: int,
                          within=3600, what="the audience projection (not measured)")
         outcomes = service.db["outcomes"]
         memory = {"before": harness.status_kib()["VmRSS"], "peak_reset": harness.reset_peak()}
-        rates = []
+        rates: list[float] = []
+        cpu: dict[str, list[float]] = {}
         for n in range(1, repeats + 1):
             sent_before = sent_so_far()
-            started = time.perf_counter()
+            started, cpu_before = time.perf_counter(), harness.cpu_seconds_by_program(PROGRAMS)
             await publisher.publish(campaign_queued(
                 "acme", f"bench{n}", text_body=BODY, html_body=f"<p>{BODY}</p><a href='https://acme.example/'>x</a>"))
             # Watched through the sender's own counter (in this process): counting the ledger while it is
@@ -189,12 +192,15 @@ async def herald_rates(port: int, messages: int, connections: int, repeats: int,
             await eventually(functools.partial(sent_since, sent_before), functools.partial(operator.le, messages),
                              within=3600, what="every message accepted by the sink")
             rates.append(messages / (time.perf_counter() - started))
+            cpu_after = harness.cpu_seconds_by_program(PROGRAMS)
+            for program, seconds in cpu_after.items():
+                cpu.setdefault(program, []).append((seconds - cpu_before[program]) / messages * 1e6)
             # Then the ledger must hold every outcome (not timed).
             await eventually(lambda: outcomes.count_documents({"outcome": "sent"}),
                              functools.partial(operator.le, messages * n),
                              within=600, what="every outcome recorded in the ledger")
         memory["peak"] = harness.status_kib()["VmHWM"]
-        return rates, memory
+        return rates, cpu, memory
     finally:
         await service.stop()
         # Only once nothing uses it: FerretDB 1.24 (SQLite) dies of SIGBUS when a database in use is dropped.
@@ -218,6 +224,20 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
 
 
+# The programs a campaign's messages cost CPU in, besides the service ("self": this process, every thread).
+PROGRAMS = ("ferretdb", "postgres", "java", "smtp-sink")
+PROGRAM_NAMES = {"self": "the service", "ferretdb": "FerretDB", "postgres": "PostgreSQL", "java": "Kafka",
+                 "smtp-sink": "smtp-sink"}
+
+
+def cpu_shares(cpu: dict[str, list[float]]) -> str:
+    """Microseconds of CPU a message, by program, and their sum."""
+    medians = {program: statistics.median(values) for program, values in cpu.items()}
+    parts = ", ".join(f"{PROGRAM_NAMES[program]} {us:,.0f} us" for program, us in
+                      sorted(medians.items(), key=lambda item: -item[1]))
+    return f"{parts}; {sum(medians.values()):,.0f} us in all"
+
+
 def runs(rates: list[float]) -> str:
     return " / ".join(f"{rate:,.0f}" for rate in rates)
 
@@ -226,15 +246,17 @@ def main(messages: int, connections: int, dkim: str, repeats: int) -> None:
     port = free_port()
     sink = start_sink(port)
     signed_rates: list[float] = []
+    signed_cpu: dict[str, list[float]] = {}
     try:
         sources = [smtp_source_rate(port, max(messages, 20_000), connections) for _ in range(repeats)]
-        herald_rates_, memory = asyncio.run(herald_rates(port, messages, connections, repeats))
+        herald_rates_, cpu, memory = asyncio.run(herald_rates(port, messages, connections, repeats))
         if DKIM_KEYS[dkim]:
             with tempfile.TemporaryDirectory() as keys_dir:
                 for n, kind in enumerate(DKIM_KEYS[dkim]):
                     key = new_key(kind, f"k{n}")
                     (Path(keys_dir) / f"k{n}._domainkey.acme.example.pem").write_bytes(key.private_key_pem)
-                signed_rates, _ = asyncio.run(herald_rates(port, messages, connections, repeats, Path(keys_dir)))
+                signed_rates, signed_cpu, _ = asyncio.run(
+                    herald_rates(port, messages, connections, repeats, Path(keys_dir)))
     finally:
         sink.terminate()
         sink.wait()
@@ -250,6 +272,9 @@ def main(messages: int, connections: int, dkim: str, repeats: int) -> None:
     print(f"Herald, CampaignQueued -> SMTP acceptance, {messages:,} x 5 KB over {connections} connections: "
           f"{herald:,.0f} msg/s = {herald / source:.3f} x smtp-source (target >= {TARGET_UNSIGNED:,} msg/s and "
           f">= {TARGET_UNSIGNED_RATIO} x smtp-source: {harness.verdict(met)}); median of {runs(herald_rates_)}")
+    print(f"where the machine's CPU went, a message sent, unsigned (median of the campaigns): {cpu_shares(cpu)}")
+    if signed_cpu:
+        print(f"  the same with DKIM {DKIM_NAMES[dkim]}: {cpu_shares(signed_cpu)}")
     if signed_rate is not None:
         target = (f"target >= {TARGET_SIGNED:,} msg/s with rsa: {harness.verdict(signed_rate >= TARGET_SIGNED)}"
                   if dkim == "rsa" else f"the target, >= {TARGET_SIGNED:,} msg/s, is for rsa alone")

@@ -493,3 +493,21 @@ def reset_peak(pid: int | str = "self") -> bool:
         return True
     except OSError:
         return False
+
+
+def cpu_seconds_by_program(programs: Sequence[str]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by every running process of each program (its `comm`: "java",
+    "ferretdb", "postgres", ...), and by this process as "self"; subtract two of these to see where a
+    machine's cores went meanwhile. A process that ended in between is missed (its time left with it)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys(programs, 0.0)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if name in used:
+            used[name] += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15)
+    used["self"] = time.process_time()
+    return used
