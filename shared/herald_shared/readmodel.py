@@ -108,10 +108,12 @@ async def _gather_parts(work: Sequence[Callable[[], Awaitable[R]]]) -> list[R]:
     return results
 
 
-async def load(collection: AsyncCollection[Document], ids: Iterable[str]) -> dict[str, Document]:
-    """The documents with these `_id`s (absent ones are simply missing), by `$in`, in concurrent parts."""
+async def load(collection: AsyncCollection[Document], ids: Iterable[str],
+               fields: Document | None = None) -> dict[str, Document]:
+    """The documents with these `_id`s (absent ones are simply missing), by `$in`, in concurrent parts; only
+    `fields` of each (a projection) when given."""
     async def read(part: Sequence[str]) -> list[Document]:
-        return await collection.find({"_id": {"$in": list(part)}}).to_list()
+        return await collection.find({"_id": {"$in": list(part)}}, fields).to_list()
 
     found: dict[str, Document] = {}
     for docs in await _gather_parts([functools.partial(read, part) for part in in_parts(sorted(set(ids)))]):

@@ -94,6 +94,7 @@ class Sender:
         self._domain_buckets: dict[str, TokenBucket] = {}
         # Outcomes recorded but not yet acknowledged by Kafka, with when they were recorded.
         self._unpublished: dict[str, datetime] = {}
+        self._closing: list[str] = []  # jobs (not a campaign's) finished and published, to close (`_close_jobs`)
         self._watermark_saved = 0.0
         self._held_announced: set[tuple[str, str | None, str]] = set()
         self._stopping = asyncio.Event()
@@ -118,7 +119,9 @@ class Sender:
         await self._store.forget_claims(started_at)
         self._jobs.push(ledger.pending, compacted=True)
         ledger.pending, ledger.in_doubt = [], []  # queued; the lists would live as long as run()
-        await self._republish()
+        await self._republish(ledger.republish)
+        self._closing.extend(ledger.closed)  # their outcomes are published now
+        await self._close_jobs()
         if self._completion is not None:
             await self._completion.ledger_loaded(ledger.finished)
         connections = [RelayConnection(self._relay) for _ in range(self._config.concurrency)]
@@ -335,6 +338,8 @@ class Sender:
     async def _finished(self, job: Document, outcome: str, reason: str | None = None) -> None:
         """The job's final outcome is recorded (and published, if it has an event): out of the queue, and
         counted toward its campaign's end, once (the queue says whether it still held the job)."""
+        if job["kind"] != "campaign":
+            self._closing.append(job["_id"])
         if not self._jobs.done(job["_id"]) or self._completion is None:
             return
         result = domain.final_result(outcome, reason)
@@ -485,14 +490,26 @@ class Sender:
         return outcome, event
 
     async def _save_watermark(self) -> None:
-        """Everything recorded before the oldest unacknowledged outcome has been published."""
+        """Everything recorded before the oldest unacknowledged outcome has been published; and the jobs
+        finished since the last time closed."""
         self._watermark_saved = time.monotonic()
         await self._store.save_published_watermark(min(self._unpublished.values(), default=datetime.now(UTC)))
+        await self._close_jobs()
 
-    async def _republish(self) -> None:
+    async def _close_jobs(self) -> None:
+        """Jobs other than a campaign's, finished and published: a start need not read them (a second a
+        delete of all of them, not one per message). Should it fail, they stay open: the next start reads
+        them and finds them finished."""
+        closing, self._closing = self._closing, []
+        try:
+            await self._store.close_jobs(closing)
+        except BaseException:
+            self._closing.extend(closing)
+            raise
+
+    async def _republish(self, docs: list[Document]) -> None:
         """Outcomes recorded since the last watermark may be unpublished after a crash: publish them again
         (same event ids, so consumers that saw them drop the copies)."""
-        docs = await self._store.outcomes_to_republish()
         for start in range(0, len(docs), 500):
             await self._publisher.publish_many([parse_event(d["outcome_event"]) for d in docs[start:start + 500]])
         if docs:

@@ -7,11 +7,12 @@ expanding a campaign twice creates nothing new, and the ledger's state says what
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING
@@ -31,7 +32,17 @@ from herald_shared.contract.subscriptions import (
 from herald_shared.kafka import MAX_REASON_CHARS
 from herald_shared.mongo import Document, FoldingProjection, ReplaceOne, UpdateOne, WriteOp, bulk_write
 from herald_shared.purging import delete_by_account_prefix
-from herald_shared.readmodel import SecondaryIndex, applied, compose, insert_new, load, marked, write_changes
+from herald_shared.readmodel import (
+    LOAD_CHUNK,
+    SecondaryIndex,
+    applied,
+    compose,
+    insert_new,
+    load,
+    marked,
+    prefix_range,
+    write_changes,
+)
 
 from . import domain
 from .domain import AccountState, CampaignState, FinalResult, Member
@@ -60,6 +71,17 @@ EXPANSION_PAGE = 1000
 # queries beyond `_id` are not, on FerretDB): `jobs` (one per message, written once), `outcomes` (one per
 # attempt: sent, bounced, deferred, skipped, cancelled; `final` unless deferred) and `claims` (the message
 # ids of each batch handed to the SMTP workers, so a crash leaves them identifiable as in doubt).
+#
+# What a start reads of it is the work that may be unfinished, never the history (README, "Effectively once"):
+# each insert of a campaign's jobs lists their ids in `job_index` (`account:campaign/<digest of the ids>`), and
+# each campaign with jobs has a `job_buckets` document (`account:campaign`); a start reads the lists of the
+# campaigns not announced finished. Every other job (confirmation, notice, test send) has an `open_jobs`
+# document, deleted once its final outcome is published. Both are written before the jobs they name, so a crash
+# in between leaves a listed id without its job (which a start passes over), never a job nobody lists.
+JOB_BUCKETS, JOB_INDEX, OPEN_JOBS = "job_buckets", "job_index", "open_jobs"
+# In `sender_state`: every job is listed. Missing (a ledger written before the lists existed, or none yet), the
+# next start folds the whole ledger once and lists what is open in it.
+LEDGER_LISTED = "ledger_listed"
 SENT, BOUNCED, DEFERRED, SKIPPED, CANCELLED = "sent", "bounced", "deferred", "skipped", "cancelled"
 FINAL_STATES = (SENT, BOUNCED, SKIPPED, CANCELLED)
 
@@ -201,12 +223,22 @@ class LedgerFold:
 
     pending: list[Document] = field(default_factory=list)  # jobs without a final outcome
     in_doubt: list[Document] = field(default_factory=list)  # among them, those claimed after their last outcome
-    # How the finished messages of each campaign ended, by campaign (`account:campaign`).
+    # How the finished messages of each campaign not announced finished ended, by campaign (`account:campaign`).
     finished: dict[str, dict[FinalResult, int]] = field(default_factory=dict)
+    # Outcomes recorded since the published-watermark, with their events: maybe unpublished when the process
+    # stopped (`_id` and `outcome_event`).
+    republish: list[Document] = field(default_factory=list)
+    # Open jobs (not a campaign's) found finished: closed once their outcomes are surely published.
+    closed: list[str] = field(default_factory=list)
+    whole: bool = False  # the whole ledger was read (its first start with the lists), not the open work alone
 
 
 _JOB_FIELDS = {"kind": 1, "account_id": 1, "campaign_id": 1}
 _READ_AHEAD_BATCH, _READ_AHEAD_BATCHES = 1000, 4
+
+
+def _digest(ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
 
 
 class _OutOfOrder(Exception):
@@ -254,9 +286,23 @@ def _later(current: _LastOutcome | None, recorded: Document) -> _LastOutcome:
             recorded["recorded_at"])
 
 
+@dataclass
+class _Listing:
+    """Where the whole ledger is read to list it: the job ids of each campaign not announced finished."""
+
+    announced: set[str]
+    ids: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, job: Document) -> None:
+        if job["kind"] == "campaign" and (key := scoped(job["account_id"], job["campaign_id"])) not in self.announced:
+            self.ids.setdefault(key, []).append(str(job["_id"]))
+
+
 def _judge(fold: LedgerFold, unfinished: list[tuple[str, _LastOutcome | None]], job: Document,
-           last: _LastOutcome | None) -> None:
+           last: _LastOutcome | None, listing: _Listing | None = None) -> None:
     """A finished job counts toward its campaign's end; an unfinished one is kept, with its last deferral."""
+    if listing is not None:
+        listing.add(job)
     if last is not None and last[1]:
         result = last[2]
         if job["kind"] == "campaign" and result is not None:
@@ -272,6 +318,7 @@ class DeliveryStore:
         self.jobs = db[JOBS]
         self._active = SecondaryIndex(db[ACTIVE_MEMBERS], active_key)
         self._group_commit = GroupCommit(db[OUTCOMES])
+        self._buckets: set[str] = set()  # campaigns whose `job_buckets` document is written
 
     async def ensure_indexes(self) -> None:
         await self.db[OUTCOMES].create_index([("message_id", ASCENDING)])
@@ -396,9 +443,40 @@ class DeliveryStore:
     # The job ledger
 
     async def add_jobs(self, docs: Sequence[Document]) -> list[Document]:
-        """Insert jobs whose message id is new; returns those (a job that exists is left as it is)."""
+        """Insert jobs whose message id is new; returns those (a job that exists is left as it is). Listed
+        first, so a start finds them (see JOB_INDEX)."""
+        by_campaign: dict[str, list[str]] = {}
+        others: list[Document] = []
+        for doc in docs:
+            if doc["kind"] == "campaign":
+                by_campaign.setdefault(scoped(doc["account_id"], doc["campaign_id"]), []).append(str(doc["_id"]))
+            else:
+                others.append({"_id": doc["_id"], "account_id": doc["account_id"]})
+        await self._list_jobs(by_campaign, others)
         existing = await insert_new(self.jobs, docs)
         return [doc for doc in docs if str(doc["_id"]) not in existing]
+
+    async def _list_jobs(self, by_campaign: dict[str, list[str]], others: Sequence[Document]) -> None:
+        """Each campaign's job ids (one `job_index` document per campaign and call, its `_id` a digest of the
+        ids, so writing the same list again changes nothing), its bucket once, and an open document for each
+        other job."""
+        buckets = [key for key in by_campaign if key not in self._buckets]
+        writes = []
+        if buckets:
+            writes.append(insert_new(self.db[JOB_BUCKETS], [{"_id": key} for key in buckets]))
+        lists = [{"_id": compose(key, _digest(part)), "ids": part} for key, ids in by_campaign.items()
+                 for part in (ids[start:start + LOAD_CHUNK] for start in range(0, len(ids), LOAD_CHUNK))]
+        if lists:
+            writes.append(insert_new(self.db[JOB_INDEX], lists))
+        if others:
+            writes.append(insert_new(self.db[OPEN_JOBS], list(others)))
+        await asyncio.gather(*writes)
+        self._buckets.update(buckets)
+
+    async def close_jobs(self, message_ids: Sequence[str]) -> None:
+        """Jobs other than a campaign's whose final outcome is published: a start need not read them again."""
+        for start in range(0, len(message_ids), LOAD_CHUNK):
+            await self.db[OPEN_JOBS].delete_many({"_id": {"$in": list(message_ids[start:start + LOAD_CHUNK])}})
 
     async def open_claim(self, claim: str, message_ids: Sequence[str], now: datetime) -> None:
         """Record, in one insert, that these jobs are being sent: after a crash they are in doubt."""
@@ -411,30 +489,87 @@ class DeliveryStore:
     async def load_pending(self, keep: Callable[[Document], Document] | None = None) -> LedgerFold:
         """The ledger folded at start-up: jobs without a final outcome (with their attempt count and next
         attempt time), and among them those in doubt: claimed after their last recorded outcome, i.e. the
-        process died during their SMTP transaction; and how the other messages of each campaign ended.
+        process died during their SMTP transaction; how the other messages of each campaign not announced
+        finished ended; and the outcomes maybe unpublished.
 
-        Every job and outcome ever recorded is read (the ledger keeps them), so the time grows with the
-        history. The memory does not: jobs and outcomes are read side by side in `_id` order (an outcome's
-        `_id` is its message id and attempt), so a message is judged when its outcomes have been read and
-        only the unfinished ones are kept, then read whole by `_id`, a thousand at a time, each kept as
-        `keep` makes it (the sender's queue keeps a compact copy). Should the two orders not agree (ids that
-        are not the uuids Herald writes), the ledger is folded as before that: every finished message's id
-        and how it ended held until the jobs are read (~0.2 KB a message). See README, "Not done yet"."""
+        Only the work that may be unfinished is read (see JOB_INDEX): the jobs of the campaigns not announced
+        finished and the other jobs still open, and their outcomes, by `_id`. So a start costs what is in
+        flight, not the history. A ledger not listed yet (written before the lists existed) is read whole
+        once (`_fold_whole_ledger`), and what is open in it listed. Unfinished jobs are read whole by `_id`, a
+        thousand at a time, each kept as `keep` makes it (the sender's queue keeps a compact copy)."""
         claimed_at: dict[str, datetime] = {}
         async for claim in self.db[CLAIMS].find({}):
             for message_id in claim["message_ids"]:
                 claimed_at[message_id] = max(claim["at"], claimed_at.get(message_id, claim["at"]))
-        try:
-            fold, unfinished = await self._fold_in_id_order()
-        except _OutOfOrder as exc:
-            log.warning("the ledger is folded holding every finished message (slower, more memory): %s", exc)
-            fold, unfinished = await self._fold_unordered()
+        announced = {str(doc["_id"]) async for doc in self.db[FINISHED_CAMPAIGNS].find({}, {"_id": 1})}
+        if await self.db[SENDER_STATE].find_one({"_id": LEDGER_LISTED}) is None:
+            return await self._fold_whole_ledger(announced, claimed_at, keep)
+        fold, unfinished = await self._fold_open_work(announced)
+        await self._take_unfinished(fold, unfinished, claimed_at, keep)
+        return fold
+
+    async def _fold_open_work(self, announced: set[str]) -> tuple[LedgerFold, list[tuple[str, _LastOutcome | None]]]:
+        """The listed jobs of the campaigns not announced finished, and the open other jobs, judged by their
+        outcomes (read by `_id`: message id and attempt)."""
+        published = await self.db[SENDER_STATE].find_one({"_id": "published"})
+        since = published["before"] if published is not None else None
+        fold = LedgerFold()
+        unfinished: list[tuple[str, _LastOutcome | None]] = []
+        recent: list[str] = []
+        buckets = [str(doc["_id"]) async for doc in self.db[JOB_BUCKETS].find({})]
+        self._buckets.update(buckets)
+        for key in buckets:
+            if key in announced:
+                continue
+            account_id, _, campaign_id = key.partition(":")
+            ids = {message_id async for doc in self.db[JOB_INDEX].find({"_id": prefix_range(key)})
+                   for message_id in doc["ids"]}
+            job = {"kind": "campaign", "account_id": account_id, "campaign_id": campaign_id}
+            for message_id, last in await self._last_outcomes(sorted(ids), since, recent):
+                _judge(fold, unfinished, {**job, "_id": message_id}, last)
+        others = [str(doc["_id"]) async for doc in self.db[OPEN_JOBS].find({}, {"_id": 1})]
+        for message_id, last in await self._last_outcomes(others, since, recent):
+            if last is not None and last[1]:
+                fold.closed.append(message_id)
+            else:
+                unfinished.append((message_id, last))
+        found = await load(self.db[OUTCOMES], recent, {"outcome_event": 1, "recorded_at": 1})
+        fold.republish = sorted((doc for doc in found.values() if "outcome_event" in doc),
+                                key=lambda doc: (doc["recorded_at"], doc["_id"]))
+        return fold, unfinished
+
+    async def _last_outcomes(self, message_ids: Sequence[str], since: datetime | None,
+                             recent: list[str]) -> list[tuple[str, _LastOutcome | None]]:
+        """Each message's last outcome (None: never tried), asked attempt by attempt (`<id>:1`, then `<id>:2` of
+        those deferred, ...), a few thousand messages at a time. The outcomes recorded at or after `since` (all,
+        when None) are added to `recent`."""
+        judged: list[tuple[str, _LastOutcome | None]] = []
+        for start in range(0, len(message_ids), 5 * LOAD_CHUNK):
+            chunk = message_ids[start:start + 5 * LOAD_CHUNK]
+            last: dict[str, _LastOutcome] = {}
+            asking, attempt = list(chunk), 1
+            while asking:
+                found = await load(self.db[OUTCOMES], [f"{m}:{attempt}" for m in asking], _OUTCOME_FIELDS)
+                for doc in found.values():
+                    last[doc["message_id"]] = _later(last.get(doc["message_id"]), doc)
+                    if since is None or doc["recorded_at"] >= since:
+                        recent.append(doc["_id"])
+                # A deferral is followed by the next attempt's outcome, if any; a final outcome by none.
+                asking = [m for m in asking if f"{m}:{attempt}" in found and not last[m][1]]
+                attempt += 1
+            judged.extend((m, last.get(m)) for m in chunk)
+        return judged
+
+    async def _take_unfinished(self, fold: LedgerFold, unfinished: list[tuple[str, _LastOutcome | None]],
+                               claimed_at: dict[str, datetime],
+                               keep: Callable[[Document], Document] | None) -> None:
+        """The unfinished jobs read whole, with their last deferral; in doubt when claimed after it."""
         for start in range(0, len(unfinished), 1000):
             chunk = unfinished[start:start + 1000]
             found = await load(self.jobs, (message_id for message_id, _ in chunk))
             for message_id, deferral in chunk:
                 if (pending := found.get(message_id)) is None:
-                    continue  # purged meanwhile
+                    continue  # purged meanwhile, or listed by an insert a crash interrupted
                 if deferral is not None:
                     pending.update(attempts=deferral[0], first_attempt_at=deferral[2], next_attempt_at=deferral[3])
                 if keep is not None:
@@ -445,9 +580,34 @@ class DeliveryStore:
                 # millisecond as its own claim; a re-claim after a deferral is seconds later.
                 if claimed is not None and (deferral is None or claimed > deferral[4]):
                     fold.in_doubt.append(pending)
+
+    async def _fold_whole_ledger(self, announced: set[str], claimed_at: dict[str, datetime],
+                                 keep: Callable[[Document], Document] | None) -> LedgerFold:
+        """Every job and outcome, once, for a ledger not listed yet: folded as before the lists existed, then
+        what is open in it listed (the jobs of each campaign not announced finished, the other unfinished
+        jobs), then marked listed. Jobs and outcomes are read side by side in `_id` order (an outcome's `_id`
+        is its message id and attempt), so a message is judged when its outcomes have been read and only the
+        unfinished ones are kept. Should the two orders not agree (ids that are not the uuids Herald writes),
+        every finished message's id and how it ended is held until the jobs are read (~0.2 KB a message)."""
+        listing = _Listing(announced)
+        try:
+            fold, unfinished = await self._fold_in_id_order(listing)
+        except _OutOfOrder as exc:
+            log.warning("the ledger is folded holding every finished message (slower, more memory): %s", exc)
+            listing = _Listing(announced)
+            fold, unfinished = await self._fold_unordered(listing)
+        await self._take_unfinished(fold, unfinished, claimed_at, keep)
+        fold.republish = await self.outcomes_to_republish()
+        fold.whole = True
+        await self._list_jobs(listing.ids, [{"_id": job["_id"], "account_id": job["account_id"]}
+                                            for job in fold.pending if job["kind"] != "campaign"])
+        await self.db[SENDER_STATE].update_one({"_id": LEDGER_LISTED}, {"$set": {"at": datetime.now(UTC)}},
+                                               upsert=True)
+        log.info("the ledger was read whole once and its open work listed",
+                 extra={"campaigns": len(listing.ids), "pending": len(fold.pending)})
         return fold
 
-    async def _fold_in_id_order(self) -> tuple[LedgerFold, list[tuple[str, _LastOutcome | None]]]:
+    async def _fold_in_id_order(self, listing: _Listing) -> tuple[LedgerFold, list[tuple[str, _LastOutcome | None]]]:
         """Jobs and outcomes merged in `_id` order: each job with its outcomes, read just before the next job's.
         Raises _OutOfOrder when a stream is not in the order the merge needs (then nothing is returned)."""
         expected = await self.jobs.estimated_document_count()
@@ -472,7 +632,7 @@ class DeliveryStore:
                     if previous_outcome == message_id:  # else an outcome whose job was purged
                         last = _later(last, recorded)
                     recorded = await anext(outcomes, None)
-                _judge(fold, unfinished, job, last)
+                _judge(fold, unfinished, job, last, listing)
             while recorded is not None:  # outcomes of no job still read, for the order's sake
                 if recorded["message_id"] < previous_outcome:
                     raise _OutOfOrder(f"an outcome of {recorded['message_id']!r} after {previous_outcome!r}'s")
@@ -482,7 +642,7 @@ class DeliveryStore:
             raise _OutOfOrder(f"{jobs} jobs read by string `_id`, {expected} in the collection")
         return fold, unfinished
 
-    async def _fold_unordered(self) -> tuple[LedgerFold, list[tuple[str, _LastOutcome | None]]]:
+    async def _fold_unordered(self, listing: _Listing) -> tuple[LedgerFold, list[tuple[str, _LastOutcome | None]]]:
         """Every finished message's last outcome held while the jobs are read, in whatever order they come."""
         last: dict[str, _LastOutcome] = {}
         async for recorded in self.db[OUTCOMES].find({}, _OUTCOME_FIELDS):
@@ -491,7 +651,7 @@ class DeliveryStore:
         fold = LedgerFold()
         unfinished: list[tuple[str, _LastOutcome | None]] = []
         async for job in self.jobs.find({}, _JOB_FIELDS):
-            _judge(fold, unfinished, job, last.pop(job["_id"], None))
+            _judge(fold, unfinished, job, last.pop(job["_id"], None), listing)
         return fold, unfinished
 
     async def mark_in_doubt(self, message_ids: Sequence[str]) -> None:
@@ -519,9 +679,12 @@ class DeliveryStore:
     async def purge(self, account_id: str) -> None:
         """Retention: everything of the account. Members, lists, campaigns, test sends and finished campaigns
         are keyed `account:...`, the active members and addresses `account/...`; the ledger (jobs, outcomes) is
-        keyed by message and found by its `account_id` field, a scan of both collections, once per purge."""
-        for name in (MEMBERS, LISTS, CAMPAIGNS, TESTS, FINISHED_CAMPAIGNS):
+        keyed by message and found by its `account_id` field, a scan of both collections (and of the open jobs),
+        once per purge."""
+        for name in (MEMBERS, LISTS, CAMPAIGNS, TESTS, FINISHED_CAMPAIGNS, JOB_BUCKETS, JOB_INDEX):
             await self.db[name].delete_many({"_id": scoped_range(account_id)})
+        self._buckets = {key for key in self._buckets if not key.startswith(account_id + ":")}
+        await self.db[OPEN_JOBS].delete_many({"account_id": account_id})
         await delete_by_account_prefix(self.db, account_id, (ACTIVE_MEMBERS, ADDRESSES))
         await self.db[ACCOUNTS].delete_one({"_id": account_id})
         await self.db[JOBS].delete_many({"account_id": account_id})

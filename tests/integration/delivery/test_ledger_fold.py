@@ -1,9 +1,12 @@
 """The sender's start-up fold of the ledger (`DeliveryStore.load_pending`) on the real database: which jobs are
 pending, with what attempt and due time, which are in doubt, and how the finished ones of each campaign ended.
-The kill tests reach it through a crash; here every case is laid out at once, twice: with message ids as Herald
-writes them (uuids: jobs and outcomes merged in `_id` order, memory for the unfinished only) and with ids that
-are prefixes of one another, whose outcomes sort apart from their jobs (the fold notices, and holds every
-finished message instead)."""
+The kill tests reach it through a crash; here every case is laid out at once.
+
+A ledger written as the service writes it is listed (`job_index`, `open_jobs`): a start reads the open work
+only. One written before the lists existed is read whole once, twice here: with message ids as Herald writes
+them (uuids: jobs and outcomes merged in `_id` order, memory for the unfinished only) and with ids that are
+prefixes of one another, whose outcomes sort apart from their jobs (the fold notices, and holds every finished
+message instead); what is open in it is listed then."""
 
 from __future__ import annotations
 
@@ -16,7 +19,16 @@ from typing import Any
 import pytest
 
 from herald_delivery.handlers import new_job
-from herald_delivery.store import CLAIMS, OUTCOMES, DeliveryStore
+from herald_delivery.store import (
+    CLAIMS,
+    FINISHED_CAMPAIGNS,
+    JOB_INDEX,
+    LEDGER_LISTED,
+    OPEN_JOBS,
+    OUTCOMES,
+    SENDER_STATE,
+    DeliveryStore,
+)
 from herald_shared.settings import HeraldSettings
 
 T0 = datetime(2026, 12, 1, 9, tzinfo=UTC)
@@ -95,3 +107,89 @@ async def test_the_fold_finds_pending_deferred_in_doubt_and_finished_messages(
     # In doubt: claimed after its last outcome (or with none); a claim before the deferral is settled.
     assert sorted(names[job["_id"]] for job in fold.in_doubt) == ["claimed-unrecorded", "deferred-then-claimed"]
     assert fold.finished == {"acme:c1": {"sent": 2, "bounced": 1, "skipped": 1}, "acme:c2": {"cancelled": 1}}
+
+
+async def test_a_listed_ledger_is_read_for_its_open_work_only(mongo: Any, settings: HeraldSettings) -> None:
+    db = mongo[settings.database_name("delivery")]
+    store = DeliveryStore(db)
+    await store.ensure_indexes()
+    first = await store.load_pending()  # a new ledger: nothing to read, listed from now on
+    assert first.whole and await db[SENDER_STATE].find_one({"_id": LEDGER_LISTED}) is not None
+    ids = as_uuid
+
+    def job(name: str, campaign: str = "c1") -> dict[str, Any]:
+        return new_job(ids(name), "acme", "campaign", T0, campaign_id=campaign, subscriber_id=f"s-{name}",
+                       list_id="news", campaign_key=f"acme:{campaign}")
+
+    def notice(name: str) -> dict[str, Any]:
+        return new_job(ids(name), "acme", "account_notice", T0, recipient="owner@acme.example", subject="s", text="t")
+
+    await store.add_jobs([job(name) for name in ("sent", "deferred", "deferred-then-sent", "never-tried",
+                                                 "claimed-unrecorded", "bounced")])
+    await store.add_jobs([job("ghost", campaign="c0")])  # its campaign was announced finished: never read again
+    await store.add_jobs([notice("notice-done"), notice("notice-open")])
+    # Listed by an insert that a crash cut short: the id is listed, its job was never written.
+    await db[JOB_INDEX].insert_one({"_id": "acme:c1/unwritten", "ids": [ids("unwritten")]})
+    await db[FINISHED_CAMPAIGNS].insert_one({"_id": "acme:c0", "published": True})
+    minute = timedelta(minutes=1)
+    await db[SENDER_STATE].insert_one({"_id": "published", "before": T0 + minute})
+    await db[OUTCOMES].insert_many([
+        outcome(ids("sent"), 1, "sent", final=True, at=T0),  # before the watermark: published
+        outcome(ids("bounced"), 1, "bounced", final=True, at=T0),
+        outcome(ids("deferred"), 1, "deferred", final=False, at=T0),
+        outcome(ids("deferred-then-sent"), 1, "deferred", final=False, at=T0),
+        outcome(ids("deferred-then-sent"), 2, "sent", final=True, at=T0 + 2 * minute),
+        outcome(ids("notice-done"), 1, "sent", final=True, at=T0 + 3 * minute),
+    ])
+    await db[CLAIMS].insert_one({"_id": "k1", "message_ids": [ids("claimed-unrecorded")], "at": T0})
+
+    fold = await store.load_pending()
+
+    names = {ids(name): name for name in ("sent", "deferred", "deferred-then-sent", "never-tried",
+                                          "claimed-unrecorded", "bounced", "ghost", "notice-done", "notice-open")}
+    assert not fold.whole
+    pending = {names[job["_id"]]: job for job in fold.pending}
+    assert sorted(pending) == ["claimed-unrecorded", "deferred", "never-tried", "notice-open"]
+    assert pending["deferred"]["attempts"] == 1 and pending["deferred"]["next_attempt_at"] == T0 + 10 * minute
+    assert pending["never-tried"]["attempts"] == 0
+    assert [names[job["_id"]] for job in fold.in_doubt] == ["claimed-unrecorded"]
+    assert fold.finished == {"acme:c1": {"sent": 2, "bounced": 1}}
+    assert [names[message_id] for message_id in fold.closed] == ["notice-done"]
+    # Recorded since the watermark, oldest first: maybe unpublished.
+    assert [doc["_id"] for doc in fold.republish] == [f"{ids('deferred-then-sent')}:2", f"{ids('notice-done')}:1"]
+    assert all(doc["outcome_event"] == "{}" for doc in fold.republish)
+
+    await store.close_jobs(fold.closed)
+    assert [doc["_id"] async for doc in db[OPEN_JOBS].find({})] == [ids("notice-open")]
+    again = await store.load_pending()
+    assert again.closed == [] and sorted(names[job["_id"]] for job in again.pending) == sorted(pending)
+
+
+async def test_a_ledger_written_before_the_lists_is_read_whole_once_and_its_open_work_listed(
+        mongo: Any, settings: HeraldSettings) -> None:
+    db = mongo[settings.database_name("delivery")]
+    store = DeliveryStore(db)
+    await store.ensure_indexes()
+    ids = as_uuid
+    jobs = [new_job(ids(name), "acme", "campaign", T0, campaign_id=campaign, subscriber_id=f"s-{name}",
+                    list_id="news", campaign_key=f"acme:{campaign}")
+            for name, campaign in (("sent", "c1"), ("never-tried", "c1"), ("old", "c0"))]
+    jobs.append(new_job(ids("notice"), "acme", "account_notice", T0, recipient="o@acme.example", subject="s",
+                        text="t"))
+    await db["jobs"].insert_many(jobs)  # as an older version wrote them: no lists
+    await db[OUTCOMES].insert_many([outcome(ids("sent"), 1, "sent", final=True, at=T0),
+                                    outcome(ids("old"), 1, "sent", final=True, at=T0, campaign="c0")])
+    await db[FINISHED_CAMPAIGNS].insert_one({"_id": "acme:c0", "published": True})
+
+    whole = await store.load_pending()
+    listed = await DeliveryStore(db).load_pending()  # the next start, as a new process
+
+    assert whole.whole and not listed.whole
+    for fold in (whole, listed):
+        assert sorted(job["_id"] for job in fold.pending) == sorted([ids("never-tried"), ids("notice")])
+        assert fold.finished.get("acme:c1") == {"sent": 1}
+    assert "acme:c0" not in listed.finished  # announced: its jobs are not listed, nor read again
+    lists = [doc async for doc in db[JOB_INDEX].find({})]
+    assert [doc["_id"].partition("/")[0] for doc in lists] == ["acme:c1"]
+    assert sorted(lists[0]["ids"]) == sorted([ids("sent"), ids("never-tried")])
+    assert [doc["_id"] async for doc in db[OPEN_JOBS].find({})] == [ids("notice")]

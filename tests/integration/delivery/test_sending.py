@@ -152,6 +152,11 @@ async def test_confirmation_request_becomes_an_email_with_only_the_confirm_link(
                 for name in ("audience", "confirmations")]
 
     await eventually(remembered, lambda ids: ids == [[requested], [requested]], what="only the request's id stored")
+    # Its job was open (a start would read it) until its outcome was published; then closed.
+    jobs = [d["_id"] async for d in running.service.db["jobs"].find({})]
+    assert len(jobs) == 1
+    await eventually(lambda: running.service.db["open_jobs"].count_documents({}), lambda n: n == 0,
+                     what="the confirmation's job closed")
 
 
 async def test_the_per_account_rate_limit_paces_sending(start_delivery: Any, relay: Any, world: World) -> None:
