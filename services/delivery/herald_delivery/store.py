@@ -293,9 +293,21 @@ class _Listing:
     announced: set[str]
     ids: dict[str, list[str]] = field(default_factory=dict)
 
+    full: bool = False  # a campaign's list holds LOAD_CHUNK ids: `take` them and write them
+
     def add(self, job: Document) -> None:
         if job["kind"] == "campaign" and (key := scoped(job["account_id"], job["campaign_id"])) not in self.announced:
-            self.ids.setdefault(key, []).append(str(job["_id"]))
+            ids = self.ids.setdefault(key, [])
+            ids.append(str(job["_id"]))
+            self.full = self.full or len(ids) >= LOAD_CHUNK
+
+    def take(self) -> dict[str, list[str]]:
+        """The lists that are full, handed over to be written (so the fold holds at most a chunk a campaign)."""
+        taken = {key: ids for key, ids in self.ids.items() if len(ids) >= LOAD_CHUNK}
+        for key in taken:
+            del self.ids[key]
+        self.full = False
+        return taken
 
 
 def _judge(fold: LedgerFold, unfinished: list[tuple[str, _LastOutcome | None]], job: Document,
@@ -633,6 +645,8 @@ class DeliveryStore:
                         last = _later(last, recorded)
                     recorded = await anext(outcomes, None)
                 _judge(fold, unfinished, job, last, listing)
+                if listing.full:
+                    await self._list_jobs(listing.take(), [])
             while recorded is not None:  # outcomes of no job still read, for the order's sake
                 if recorded["message_id"] < previous_outcome:
                     raise _OutOfOrder(f"an outcome of {recorded['message_id']!r} after {previous_outcome!r}'s")
@@ -652,6 +666,8 @@ class DeliveryStore:
         unfinished: list[tuple[str, _LastOutcome | None]] = []
         async for job in self.jobs.find({}, _JOB_FIELDS):
             _judge(fold, unfinished, job, last.pop(job["_id"], None), listing)
+            if listing.full:
+                await self._list_jobs(listing.take(), [])
         return fold, unfinished
 
     async def mark_in_doubt(self, message_ids: Sequence[str]) -> None:

@@ -176,9 +176,14 @@ async def test_a_ledger_written_before_the_lists_is_read_whole_once_and_its_open
             for name, campaign in (("sent", "c1"), ("never-tried", "c1"), ("old", "c0"))]
     jobs.append(new_job(ids("notice"), "acme", "account_notice", T0, recipient="o@acme.example", subject="s",
                         text="t"))
+    # More than one list's worth (the fold writes a campaign's list each thousand ids, not all at the end).
+    many = [f"many-{i}" for i in range(1_200)]
+    jobs += [new_job(ids(name), "acme", "campaign", T0, campaign_id="c1", subscriber_id=f"s-{name}",
+                     list_id="news", campaign_key="acme:c1") for name in many]
     await db["jobs"].insert_many(jobs)  # as an older version wrote them: no lists
     await db[OUTCOMES].insert_many([outcome(ids("sent"), 1, "sent", final=True, at=T0),
-                                    outcome(ids("old"), 1, "sent", final=True, at=T0, campaign="c0")])
+                                    outcome(ids("old"), 1, "sent", final=True, at=T0, campaign="c0"),
+                                    *(outcome(ids(name), 1, "sent", final=True, at=T0) for name in many)])
     await db[FINISHED_CAMPAIGNS].insert_one({"_id": "acme:c0", "published": True})
 
     whole = await store.load_pending()
@@ -187,9 +192,10 @@ async def test_a_ledger_written_before_the_lists_is_read_whole_once_and_its_open
     assert whole.whole and not listed.whole
     for fold in (whole, listed):
         assert sorted(job["_id"] for job in fold.pending) == sorted([ids("never-tried"), ids("notice")])
-        assert fold.finished.get("acme:c1") == {"sent": 1}
+        assert fold.finished.get("acme:c1") == {"sent": 1 + len(many)}
     assert "acme:c0" not in listed.finished  # announced: its jobs are not listed, nor read again
     lists = [doc async for doc in db[JOB_INDEX].find({})]
-    assert [doc["_id"].partition("/")[0] for doc in lists] == ["acme:c1"]
-    assert sorted(lists[0]["ids"]) == sorted([ids("sent"), ids("never-tried")])
+    assert {doc["_id"].partition("/")[0] for doc in lists} == {"acme:c1"} and len(lists) == 2
+    assert max(len(doc["ids"]) for doc in lists) == 1000
+    assert sorted(i for doc in lists for i in doc["ids"]) == sorted(ids(n) for n in ["sent", "never-tried", *many])
     assert [doc["_id"] async for doc in db[OPEN_JOBS].find({})] == [ids("notice")]
