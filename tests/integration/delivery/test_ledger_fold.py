@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from herald_delivery.domain import outcome_event_id
 from herald_delivery.handlers import new_job
 from herald_delivery.store import (
     CLAIMS,
@@ -29,7 +30,12 @@ from herald_delivery.store import (
     SENDER_STATE,
     DeliveryStore,
 )
+from herald_shared.contract import serialize_event
+from herald_shared.contract.delivery import MessageSent
 from herald_shared.settings import HeraldSettings
+from tests.conftest import eventually
+
+from .conftest import World
 
 T0 = datetime(2026, 12, 1, 9, tzinfo=UTC)
 
@@ -199,3 +205,31 @@ async def test_a_ledger_written_before_the_lists_is_read_whole_once_and_its_open
     assert max(len(doc["ids"]) for doc in lists) == 1000
     assert sorted(i for doc in lists for i in doc["ids"]) == sorted(ids(n) for n in ["sent", "never-tried", *many])
     assert [doc["_id"] async for doc in db[OPEN_JOBS].find({})] == [ids("notice")]
+
+
+async def test_a_start_publishes_again_what_a_crash_left_unpublished_then_closes_its_open_job(
+        mongo: Any, settings: HeraldSettings, start_delivery: Any, world: World, relay: Any) -> None:
+    """A notice was sent and its outcome recorded, then the process died before the event was published: the
+    next start publishes it (with the same id), and only then closes its open job; it is not sent again."""
+    db = mongo[settings.database_name("delivery")]
+    store = DeliveryStore(db)
+    await db[SENDER_STATE].insert_one({"_id": LEDGER_LISTED, "at": T0})  # listed by an earlier start
+    message_id = as_uuid("notice")
+    await store.add_jobs([new_job(message_id, "acme", "account_notice", T0, recipient="owner@acme.example",
+                                  subject="s", text="t")])
+    now = datetime.now(UTC)
+    await db[SENDER_STATE].insert_one({"_id": "published", "before": now - timedelta(seconds=1)})
+    event = MessageSent(event_id=outcome_event_id(message_id, "sent", 1), account_id="acme", producer="delivery",
+                        payload={"message_id": message_id, "kind": "account_notice", "recipient_domain": "acme.example",
+                                 "smtp_code": 250, "smtp_reply": "2.0.0 OK queued", "attempt": 1})
+    recorded = outcome(message_id, 1, "sent", final=True, at=now, campaign="")
+    recorded.update(campaign_id=None, outcome_event=serialize_event(event).decode())
+    await db[OUTCOMES].insert_one(recorded)
+    assert [doc["_id"] async for doc in db[OPEN_JOBS].find({})] == [message_id]
+
+    await start_delivery()
+
+    events = await world.wait_for(lambda es: any(e.event_id == event.event_id for e in es), "the outcome published")
+    assert [e for e in events if isinstance(e, MessageSent)] == [event]
+    await eventually(lambda: db[OPEN_JOBS].count_documents({}), lambda n: n == 0, what="its open job closed")
+    assert relay.recipients() == []  # the relay had it: never sent twice
