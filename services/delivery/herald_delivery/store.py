@@ -79,8 +79,12 @@ EXPANSION_PAGE = 1000
 # document, deleted once its final outcome is published. Both are written before the jobs they name, so a crash
 # in between leaves a listed id without its job (which a start passes over), never a job nobody lists.
 JOB_BUCKETS, JOB_INDEX, OPEN_JOBS = "job_buckets", "job_index", "open_jobs"
-# In `sender_state`: every job is listed. Missing (a ledger written before the lists existed, or none yet), the
-# next start folds the whole ledger once and lists what is open in it.
+# The jobs that hold a subscriber's address (confirmations): `account:subscriber/<message id>`, written with the
+# job, so an erasure finds them by an `_id` range instead of scanning every job ever written.
+RECIPIENT_JOBS = "recipient_jobs"
+# In `sender_state`: every job is listed (and every job holding an address, in RECIPIENT_JOBS). Missing (a ledger
+# written before the lists existed, or none yet), the next start folds the whole ledger once and lists what is
+# open in it, and the jobs holding an address; until then an erasure scans the jobs.
 LEDGER_LISTED = "ledger_listed"
 SENT, BOUNCED, DEFERRED, SKIPPED, CANCELLED = "sent", "bounced", "deferred", "skipped", "cancelled"
 FINAL_STATES = (SENT, BOUNCED, SKIPPED, CANCELLED)
@@ -233,7 +237,7 @@ class LedgerFold:
     whole: bool = False  # the whole ledger was read (its first start with the lists), not the open work alone
 
 
-_JOB_FIELDS = {"kind": 1, "account_id": 1, "campaign_id": 1}
+_JOB_FIELDS = {"kind": 1, "account_id": 1, "campaign_id": 1, "subscriber_id": 1, "recipient": 1}
 _READ_AHEAD_BATCH, _READ_AHEAD_BATCHES = 1000, 4
 
 
@@ -288,26 +292,31 @@ def _later(current: _LastOutcome | None, recorded: Document) -> _LastOutcome:
 
 @dataclass
 class _Listing:
-    """Where the whole ledger is read to list it: the job ids of each campaign not announced finished."""
+    """Where the whole ledger is read to list it: the job ids of each campaign not announced finished, and the
+    jobs holding an address (RECIPIENT_JOBS)."""
 
     announced: set[str]
     ids: dict[str, list[str]] = field(default_factory=dict)
-
-    full: bool = False  # a campaign's list holds LOAD_CHUNK ids: `take` them and write them
+    holding: list[Document] = field(default_factory=list)
+    full: bool = False  # a list holds LOAD_CHUNK ids: `take` them and write them
 
     def add(self, job: Document) -> None:
         if job["kind"] == "campaign" and (key := scoped(job["account_id"], job["campaign_id"])) not in self.announced:
             ids = self.ids.setdefault(key, [])
             ids.append(str(job["_id"]))
             self.full = self.full or len(ids) >= LOAD_CHUNK
+        if job.get("recipient") and job.get("subscriber_id"):
+            self.holding.append(job)
+            self.full = self.full or len(self.holding) >= LOAD_CHUNK
 
-    def take(self) -> dict[str, list[str]]:
-        """The lists that are full, handed over to be written (so the fold holds at most a chunk a campaign)."""
+    def take(self) -> tuple[dict[str, list[str]], list[Document]]:
+        """The lists that are full, handed over to be written (so the fold holds at most a chunk of each)."""
         taken = {key: ids for key, ids in self.ids.items() if len(ids) >= LOAD_CHUNK}
         for key in taken:
             del self.ids[key]
+        holding, self.holding = (self.holding, []) if len(self.holding) >= LOAD_CHUNK else ([], self.holding)
         self.full = False
-        return taken
+        return taken, holding
 
 
 def _judge(fold: LedgerFold, unfinished: list[tuple[str, _LastOutcome | None]], job: Document,
@@ -331,6 +340,7 @@ class DeliveryStore:
         self._active = SecondaryIndex(db[ACTIVE_MEMBERS], active_key)
         self._group_commit = GroupCommit(db[OUTCOMES])
         self._buckets: set[str] = set()  # campaigns whose `job_buckets` document is written
+        self._listed = False  # LEDGER_LISTED seen (it is never unset)
 
     async def ensure_indexes(self) -> None:
         await self.db[OUTCOMES].create_index([("message_id", ASCENDING)])
@@ -464,7 +474,7 @@ class DeliveryStore:
                 by_campaign.setdefault(scoped(doc["account_id"], doc["campaign_id"]), []).append(str(doc["_id"]))
             else:
                 others.append({"_id": doc["_id"], "account_id": doc["account_id"]})
-        await self._list_jobs(by_campaign, others)
+        await asyncio.gather(self._list_jobs(by_campaign, others), self._list_recipients(docs))
         existing = await insert_new(self.jobs, docs)
         return [doc for doc in docs if str(doc["_id"]) not in existing]
 
@@ -484,6 +494,16 @@ class DeliveryStore:
             writes.append(insert_new(self.db[OPEN_JOBS], list(others)))
         await asyncio.gather(*writes)
         self._buckets.update(buckets)
+
+    async def _list_recipients(self, docs: Sequence[Document]) -> None:
+        """The jobs among these that hold a subscriber's address (RECIPIENT_JOBS)."""
+        holding = [{"_id": compose(scoped(doc["account_id"], doc["subscriber_id"]), str(doc["_id"]))} for doc in docs
+                   if doc.get("recipient") and doc.get("subscriber_id")]
+        if holding:
+            await insert_new(self.db[RECIPIENT_JOBS], holding)
+
+    async def _write_listing(self, lists: dict[str, list[str]], holding: Sequence[Document]) -> None:
+        await asyncio.gather(self._list_jobs(lists, []), self._list_recipients(holding))
 
     async def close_jobs(self, message_ids: Sequence[str]) -> None:
         """Jobs other than a campaign's whose final outcome is published: a start need not read them again."""
@@ -613,6 +633,7 @@ class DeliveryStore:
         fold.whole = True
         await self._list_jobs(listing.ids, [{"_id": job["_id"], "account_id": job["account_id"]}
                                             for job in fold.pending if job["kind"] != "campaign"])
+        await self._list_recipients(listing.holding)
         await self.db[SENDER_STATE].update_one({"_id": LEDGER_LISTED}, {"$set": {"at": datetime.now(UTC)}},
                                                upsert=True)
         log.info("the ledger was read whole once and its open work listed",
@@ -646,7 +667,7 @@ class DeliveryStore:
                     recorded = await anext(outcomes, None)
                 _judge(fold, unfinished, job, last, listing)
                 if listing.full:
-                    await self._list_jobs(listing.take(), [])
+                    await self._write_listing(*listing.take())
             while recorded is not None:  # outcomes of no job still read, for the order's sake
                 if recorded["message_id"] < previous_outcome:
                     raise _OutOfOrder(f"an outcome of {recorded['message_id']!r} after {previous_outcome!r}'s")
@@ -667,7 +688,7 @@ class DeliveryStore:
         async for job in self.jobs.find({}, _JOB_FIELDS):
             _judge(fold, unfinished, job, last.pop(job["_id"], None), listing)
             if listing.full:
-                await self._list_jobs(listing.take(), [])
+                await self._write_listing(*listing.take())
         return fold, unfinished
 
     async def mark_in_doubt(self, message_ids: Sequence[str]) -> None:
@@ -697,7 +718,7 @@ class DeliveryStore:
         are keyed `account:...`, the active members and addresses `account/...`; the ledger (jobs, outcomes) is
         keyed by message and found by its `account_id` field, a scan of both collections (and of the open jobs),
         once per purge."""
-        for name in (MEMBERS, LISTS, CAMPAIGNS, TESTS, FINISHED_CAMPAIGNS, JOB_BUCKETS, JOB_INDEX):
+        for name in (MEMBERS, LISTS, CAMPAIGNS, TESTS, FINISHED_CAMPAIGNS, JOB_BUCKETS, JOB_INDEX, RECIPIENT_JOBS):
             await self.db[name].delete_many({"_id": scoped_range(account_id)})
         self._buckets = {key for key in self._buckets if not key.startswith(account_id + ":")}
         await self.db[OPEN_JOBS].delete_many({"account_id": account_id})
@@ -717,6 +738,15 @@ class DeliveryStore:
 
     async def forget_recipient(self, account_id: str, subscriber_id: str) -> None:
         """Erasure: confirmation jobs hold the address; drop it from every job of this subscriber (the sender
-        skips a job without a recipient)."""
-        await self.jobs.update_many({"account_id": account_id, "subscriber_id": subscriber_id},
-                                    {"$unset": {"recipient": "", "greeting_name": ""}})
+        skips a job without a recipient). They are found by their RECIPIENT_JOBS keys (an `_id` range); on a
+        ledger not listed yet (written by a version before them), by a scan of every job."""
+        unset = {"$unset": {"recipient": "", "greeting_name": ""}}
+        if not self._listed and await self.db[SENDER_STATE].find_one({"_id": LEDGER_LISTED}) is None:
+            await self.jobs.update_many({"account_id": account_id, "subscriber_id": subscriber_id}, unset)
+            return
+        self._listed = True
+        keys = prefix_range(scoped(account_id, subscriber_id))
+        ids = [str(doc["_id"]).rpartition("/")[2] async for doc in self.db[RECIPIENT_JOBS].find({"_id": keys})]
+        for start in range(0, len(ids), LOAD_CHUNK):
+            await self.jobs.update_many({"_id": {"$in": ids[start:start + LOAD_CHUNK]}}, unset)
+        await self.db[RECIPIENT_JOBS].delete_many({"_id": keys})

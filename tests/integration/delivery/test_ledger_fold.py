@@ -27,6 +27,7 @@ from herald_delivery.store import (
     LEDGER_LISTED,
     OPEN_JOBS,
     OUTCOMES,
+    RECIPIENT_JOBS,
     SENDER_STATE,
     DeliveryStore,
 )
@@ -233,3 +234,30 @@ async def test_a_start_publishes_again_what_a_crash_left_unpublished_then_closes
     assert [e for e in events if isinstance(e, MessageSent)] == [event]
     await eventually(lambda: db[OPEN_JOBS].count_documents({}), lambda n: n == 0, what="its open job closed")
     assert relay.recipients() == []  # the relay had it: never sent twice
+
+
+async def test_an_erasure_finds_the_jobs_holding_the_address_by_their_keys(mongo: Any,
+                                                                            settings: HeraldSettings) -> None:
+    """Confirmation jobs hold the subscriber's address: an erasure removes it from each of them, found by their
+    `recipient_jobs` keys; on a ledger written before the keys, by a scan, until the first start lists them."""
+    db = mongo[settings.database_name("delivery")]
+    store = DeliveryStore(db)
+
+    def confirmation(name: str, subscriber: str) -> dict[str, Any]:
+        return new_job(ids(name), "acme", "confirmation", T0, subscriber_id=subscriber, list_id="news",
+                       recipient=f"{subscriber}@example.org", greeting_name="Ann")
+
+    ids = as_uuid
+    await db["jobs"].insert_many([confirmation("old-s0", "s0"), confirmation("old-s1", "s1")])  # no keys
+    await store.forget_recipient("acme", "s0")  # not listed yet: found by a scan
+    await store.load_pending()  # the first start lists them
+    assert [doc["_id"] async for doc in db[RECIPIENT_JOBS].find({})] == [f"acme:s1/{ids('old-s1')}"]
+    await store.add_jobs([confirmation("new-s1", "s1"), confirmation("new-s2", "s2")])
+
+    await store.forget_recipient("acme", "s1")
+
+    jobs = {doc["_id"]: doc async for doc in db["jobs"].find({})}
+    for erased in ("old-s0", "old-s1", "new-s1"):
+        assert "recipient" not in jobs[ids(erased)] and "greeting_name" not in jobs[ids(erased)]
+    assert jobs[ids("new-s2")]["recipient"] == "s2@example.org"
+    assert [doc["_id"] async for doc in db[RECIPIENT_JOBS].find({})] == [f"acme:s2/{ids('new-s2')}"]
