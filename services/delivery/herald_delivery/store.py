@@ -241,6 +241,16 @@ _JOB_FIELDS = {"kind": 1, "account_id": 1, "campaign_id": 1, "subscriber_id": 1,
 _READ_AHEAD_BATCH, _READ_AHEAD_BATCHES = 1000, 4
 
 
+def _campaign_key(job: Document) -> str | None:
+    """The campaign a job is listed under (JOB_INDEX), or None for a job that is kept open instead."""
+    return scoped(job["account_id"], job["campaign_id"]) if job["kind"] == "campaign" else None
+
+
+def _holds_address(job: Document) -> bool:
+    """Whether the job keeps a subscriber's address (a confirmation), so an erasure must reach it."""
+    return bool(job.get("recipient") and job.get("subscriber_id"))
+
+
 def _digest(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
 
@@ -301,11 +311,11 @@ class _Listing:
     full: bool = False  # a list holds LOAD_CHUNK ids: `take` them and write them
 
     def add(self, job: Document) -> None:
-        if job["kind"] == "campaign" and (key := scoped(job["account_id"], job["campaign_id"])) not in self.announced:
+        if (key := _campaign_key(job)) is not None and key not in self.announced:
             ids = self.ids.setdefault(key, [])
             ids.append(str(job["_id"]))
             self.full = self.full or len(ids) >= LOAD_CHUNK
-        if job.get("recipient") and job.get("subscriber_id"):
+        if _holds_address(job):
             self.holding.append(job)
             self.full = self.full or len(self.holding) >= LOAD_CHUNK
 
@@ -470,8 +480,8 @@ class DeliveryStore:
         by_campaign: dict[str, list[str]] = {}
         others: list[Document] = []
         for doc in docs:
-            if doc["kind"] == "campaign":
-                by_campaign.setdefault(scoped(doc["account_id"], doc["campaign_id"]), []).append(str(doc["_id"]))
+            if (key := _campaign_key(doc)) is not None:
+                by_campaign.setdefault(key, []).append(str(doc["_id"]))
             else:
                 others.append({"_id": doc["_id"], "account_id": doc["account_id"]})
         await asyncio.gather(self._list_jobs(by_campaign, others), self._list_recipients(docs))
@@ -498,7 +508,7 @@ class DeliveryStore:
     async def _list_recipients(self, docs: Sequence[Document]) -> None:
         """The jobs among these that hold a subscriber's address (RECIPIENT_JOBS)."""
         holding = [{"_id": compose(scoped(doc["account_id"], doc["subscriber_id"]), str(doc["_id"]))} for doc in docs
-                   if doc.get("recipient") and doc.get("subscriber_id")]
+                   if _holds_address(doc)]
         if holding:
             await insert_new(self.db[RECIPIENT_JOBS], holding)
 
