@@ -4,7 +4,8 @@ AccountSuspended being produced (Kafka record timestamps), p50/p99, under a stea
 
 Also, in the same run: faust's own ceiling (the same worker, its batches handed to a handler that only counts
 them: what faust's stream delivers at best, whatever the processor does), and the memory the facts index takes
-per remembered fact (the table's keys, values and dict; and the process's RSS growth).
+per remembered fact (the packed table's buckets and name tables, `PackedFacts.nbytes`; and the process's RSS
+growth).
 
     eval "$(scripts/stack env)"; .venv/bin/python -m bench.compliance_stream [--events 50000] [--breaches 40] \
         [--accounts 10000]
@@ -16,7 +17,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -88,11 +88,6 @@ def counted() -> float:
                for s in m.samples if s.name.endswith("_total"))
 
 
-def table_bytes(table: dict[Any, Any]) -> int:
-    """What a dict of bytes/str keys and values holds: the dict itself and every key and value object."""
-    return sys.getsizeof(table) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in table.items())
-
-
 async def faust_ceiling(base: HeraldSettings, producer: Any, events: int, accounts: int) -> float:
     """Events/s faust's stream hands to the agent when handling a batch costs nothing (a fresh copy of the
     topics, so the group starts from the beginning like the measured run)."""
@@ -133,7 +128,7 @@ async def restart(settings: ComplianceSettings, producer: Any, base: HeraldSetti
     resumed, resumed_count = time.perf_counter(), counted()
     await _processed(start_count + more)
     rate = (start_count + more - resumed_count) / (time.perf_counter() - resumed)
-    print(f"restart: {len(service.facts.data):,} facts and {len(service.accounts.data):,} accounts recovered; "
+    print(f"restart: {len(service.facts):,} facts and {len(service.accounts.data):,} accounts recovered; "
           f"processing again {resumed - started:.1f} s after the start (table recovery "
           f"{metrics.RECOVERY_SECONDS._value.get():.1f} s), then {rate:,.0f} events/s")
     await service.stop()
@@ -179,10 +174,9 @@ async def main(events: int, breaches: int, account_count: int) -> None:
     print(f"throughput: plain aiokafka consumer {baseline:,.0f} events/s; processor {overall:,.0f} events/s "
           f"= {overall / baseline:.3f} x including the group join and table recovery "
           f"({(first or finished) - started:.1f} s), {steady:,.0f} events/s = {steady / baseline:.3f} x after it")
-    facts = service.facts.data
-    remembered = len(facts)
+    remembered, table_bytes = len(service.facts), service.facts.facts.nbytes()
     rss_growth = (status_kib()["VmRSS"] - rss_before) * 1024
-    print(f"memory: {remembered:,} facts remembered, the facts table {table_bytes(facts) / remembered:,.0f} bytes a "
+    print(f"memory: {remembered:,} facts remembered, the facts table {table_bytes / remembered:,.0f} bytes a "
           f"fact (as many MB per million); the process grew "
           f"{rss_growth / remembered:,.0f} bytes a fact (RSS, everything included)")
 

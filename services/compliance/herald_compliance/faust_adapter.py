@@ -14,6 +14,10 @@ and reaches past its public API in two places, both here:
   at the partitions) it reads their changelogs straight from Kafka, and `persisted_offset` tells the recovery
   where to go on from. faust's recovery applies ~5,000 changelog records a second here (1,220,320 facts took
   243 s); a plain consumer reads ~100,000.
+- `FactStore` (the facts table's store, `FACT_STORE_URL`) is that store with `packed_facts.PackedFacts` in
+  place of the memory store's dict and key → partition map (about 40 bytes a fact instead of ~250), taking
+  faust's recovery (`apply_changelog_batch`) and its end (`on_recovery_completed`) in their place; `FactTable`
+  reads and writes it, and writes its changelog as `ChangelogTable` does.
 
 `tests/unit/compliance/test_faust_adapter.py` checks each of them against the installed faust and fails, naming
 what changed, on an upgrade that moves them. Known good: the versions in `KNOWN_GOOD_FAUST`.
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -32,8 +36,14 @@ from faust.stores import memory
 from faust.types import TP
 from faust.types.tuples import ack_lock
 
+from . import packed_facts
+from .packed_facts import PackedFacts
+
 KNOWN_GOOD_FAUST = ("0.15.3",)  # faust-streaming versions this module was checked against (README, compliance)
 STORE_URL = "herald-memory://"
+# the facts table's store, `FactStore` (with something after the scheme: an empty URL is falsy, and faust would
+# take the app's store instead)
+FACT_STORE_URL = "herald-facts://memory"
 PRELOAD_BATCH = 20_000  # changelog records fetched at once by the preload
 
 
@@ -42,24 +52,12 @@ def decode(value: Any) -> Any:
     return json.loads(value) if isinstance(value, bytes | str) else value
 
 
-class ChangelogTable:
-    """A faust table (str → JSON bytes) whose changelog this service writes itself, with the partition given
-    explicitly: batches from `take_events` run outside the per-event context faust uses to pick the changelog
-    partition, and faust's own buffered sends are no guarantee. Its flush before a commit gives up after 0.1 s
-    when the buffer is full (the kill test lost counts that way), and awaiting those sends stalled under load.
-
-    Writes go through the service's idempotent producer, each changed key once per `durable()` (its last value),
-    in one record batch per changelog partition; a batch is acknowledged only after `durable()`."""
+class _Changelog:
+    """What a table whose changelog this service writes itself has: the records changed since the last
+    `durable()`, each key's last value, per partition (see `ChangelogTable`)."""
 
     def __init__(self, table: Any, producer: AIOKafkaProducer) -> None:
         self.table, self._producer = table, producer
-        # the memory store's own dict (key → stored value): `Store.data`, through its mapping methods, costs a
-        # Python call per look-up
-        self.data: dict[str, Any] = table.data.data
-        # the memory store's key → partition map: it learns keys' partitions from the changelogs it recovers,
-        # and after each recovery drops the keys of partitions no longer active here. Keys written here are
-        # entered too, or a worker would keep the facts of every partition it ever held
-        self._key_partition: dict[str, int] = table.data._key_partition
         self._pending: dict[tuple[int, str], bytes | None] = {}
 
     async def durable(self) -> None:
@@ -97,6 +95,26 @@ class ChangelogTable:
             futures.append(await self._producer.send_batch(batch, name, partition=partition))
         return futures
 
+
+class ChangelogTable(_Changelog):
+    """A faust table (str → JSON bytes) whose changelog this service writes itself, with the partition given
+    explicitly: batches from `take_events` run outside the per-event context faust uses to pick the changelog
+    partition, and faust's own buffered sends are no guarantee. Its flush before a commit gives up after 0.1 s
+    when the buffer is full (the kill test lost counts that way), and awaiting those sends stalled under load.
+
+    Writes go through the service's idempotent producer, each changed key once per `durable()` (its last value),
+    in one record batch per changelog partition; a batch is acknowledged only after `durable()`."""
+
+    def __init__(self, table: Any, producer: AIOKafkaProducer) -> None:
+        super().__init__(table, producer)
+        # the memory store's own dict (key → stored value): `Store.data`, through its mapping methods, costs a
+        # Python call per look-up
+        self.data: dict[str, Any] = table.data.data
+        # the memory store's key → partition map: it learns keys' partitions from the changelogs it recovers,
+        # and after each recovery drops the keys of partitions no longer active here. Keys written here are
+        # entered too, or a worker would keep the facts of every partition it ever held
+        self._key_partition: dict[str, int] = table.data._key_partition
+
     def get(self, key: str) -> Any:
         return decode(self.data.get(key))
 
@@ -118,7 +136,62 @@ class ChangelogTable:
         return len(self.data)
 
 
-async def durable(*tables: ChangelogTable) -> None:
+class FactTable(_Changelog):
+    """The facts table: a faust table on `FactStore` (`FACT_STORE_URL`), whose memory is `PackedFacts` (about 40
+    bytes a fact), its changelog written here as `ChangelogTable` writes its own. A fact is named by its account
+    and its key within the account; in the changelog it is `<account>|#<digest>` → the marker's JSON."""
+
+    def __init__(self, table: Any, producer: AIOKafkaProducer) -> None:
+        super().__init__(table, producer)
+        self.facts: PackedFacts = table.data.data
+        self._last: tuple[str, str, bytes] = ("", "", b"")  # a claim looks a fact up, then puts it: hashed once
+
+    def _digest(self, account_id: str, fact_key: str) -> bytes:
+        account, key, fact_digest = self._last
+        if account != account_id or key != fact_key:
+            fact_digest = packed_facts.digest(account_id, fact_key)
+            self._last = (account_id, fact_key, fact_digest)
+        return fact_digest
+
+    def get(self, account_id: str, fact_key: str) -> Any:
+        return self.facts.get(self._digest(account_id, fact_key))
+
+    def put(self, partition: int, account_id: str, fact_key: str, marker: Any) -> None:
+        fact_digest = self._digest(account_id, fact_key)
+        self.facts.put(fact_digest, account_id, partition, marker)
+        self._pending[partition, packed_facts.changelog_key(account_id, fact_digest)] = \
+            json.dumps(marker, separators=(",", ":")).encode()
+
+    def delete(self, account_id: str, partition: int, fact_digest: bytes) -> None:
+        """Forget one fact (as `all()` names it), in memory and in the changelog."""
+        self._tombstones(account_id, partition, fact_digest, self.facts.delete(fact_digest))
+
+    def delete_account(self, account_id: str) -> int:
+        """Forget every fact of an account (a purge); returns how many."""
+        gone = self.facts.remove_where(lambda account, _: account != account_id)
+        for account, partition, fact_digest, earlier in gone:
+            self._tombstones(account, partition, fact_digest, earlier)
+        return len(gone)
+
+    def all(self) -> Iterator[tuple[bytes, str, int, Any]]:
+        """(digest, account, partition, marker) of every fact held (standby copies included); see
+        `PackedFacts.facts`."""
+        return self.facts.facts()
+
+    def keys(self) -> list[str]:
+        """Every fact's changelog key (for inspection and tests: it builds a string per fact)."""
+        return [packed_facts.changelog_key(account, fact_digest) for fact_digest, account, _, _ in self.all()]
+
+    def _tombstones(self, account_id: str, partition: int, fact_digest: bytes, earlier: str | None) -> None:
+        self._pending[partition, packed_facts.changelog_key(account_id, fact_digest)] = None
+        if earlier is not None:  # read in the earlier format: that record goes too
+            self._pending[partition, earlier] = None
+
+    def __len__(self) -> int:
+        return len(self.facts)
+
+
+async def durable(*tables: _Changelog) -> None:
     """Write what the tables changed since their last write to their changelogs, all at once, and wait until
     Kafka has all of it; on failure, everything is written again next time."""
     taken = [(table, table._take()) for table in tables]
@@ -195,10 +268,7 @@ class PreloadedStore(memory.Store[str, bytes]):
     async def _read_changelog(self, topic: str, partitions: list[int]) -> dict[int, int]:
         """Apply the partitions' changelog records from the beginning to the end they had when asked; returns
         the last offset read of each partition that had any."""
-        gone = [key for key, partition in self._key_partition.items() if partition in partitions]
-        for key in gone:  # whatever an earlier holding of these partitions left: the changelog says it all
-            self.data.pop(key, None)
-            self._key_partition.pop(key, None)
+        self._forget(partitions)  # whatever an earlier holding of these partitions left: the changelog says it all
         brokers = ",".join(f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker)
         consumer = AIOKafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False,
                                     max_partition_fetch_bytes=8 << 20, client_id=f"{topic}-preload")
@@ -213,8 +283,7 @@ class PreloadedStore(memory.Store[str, bytes]):
             while left:
                 fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=PRELOAD_BATCH)
                 for tp, records in fetched.items():
-                    self.preloaded_records += apply_changelog(self, tp.partition,
-                                                              ((r.key, r.value) for r in records))
+                    self.preloaded_records += self._apply(tp.partition, ((r.key, r.value) for r in records))
                     if records:
                         last[tp.partition] = records[-1].offset
                 for tp in list(left):
@@ -223,6 +292,62 @@ class PreloadedStore(memory.Store[str, bytes]):
         finally:
             await consumer.stop()
         return last
+
+    def _forget(self, partitions: list[int]) -> None:
+        gone = [key for key, partition in self._key_partition.items() if partition in partitions]
+        for key in gone:
+            self.data.pop(key, None)
+            self._key_partition.pop(key, None)
+
+    def _apply(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+        return apply_changelog(self, partition, records)
+
+
+class FactStore(PreloadedStore):
+    """The facts table's store: `PreloadedStore` whose memory is `PackedFacts` in place of the memory store's
+    dict (and its key → partition map: a packed fact holds its partition). Changelog records reach it through
+    the preload (active partitions) and through faust's recovery (`apply_changelog_batch`: standby copies, and
+    what came after the preload), in either key format (see `packed_facts`)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.data: PackedFacts = PackedFacts()  # type: ignore[assignment]
+
+    def apply_changelog_batch(self, batch: Iterable[Any], to_key: Callable[[Any], Any],
+                              to_value: Callable[[Any], Any]) -> None:
+        for event in batch:
+            key = to_key(event.key)
+            if isinstance(key, str):  # not a key this service wrote: faust's own store could not place it either
+                self.data.apply(event.message.partition, key,
+                                None if event.message.value is None else to_value(event.value))
+
+    async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
+        # as the memory store does with its key → partition map: what is not active here now leaves memory
+        actives = {tp.partition for tp in active_tps}
+        self.data.remove_where(lambda _, partition: partition in actives)
+        await super().on_recovery_completed(active_tps, standby_tps)
+
+    def _forget(self, partitions: list[int]) -> None:
+        self.data.drop_partitions(partitions)
+
+    def _apply(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+        read = 0
+        for key, value in changelog_keys(records):
+            read += 1
+            if key is not None:
+                self.data.apply(partition, key, value)
+        return read
+
+
+def changelog_keys(records: Iterable[tuple[bytes | None, bytes | None]]) -> Iterator[tuple[str | None, bytes | None]]:
+    """Changelog records with their keys decoded as the changelog topic encoded them (JSON); None for a key that
+    is not a string the adapter wrote (faust's recovery could not place it either)."""
+    for raw_key, value in records:
+        try:
+            key = json.loads(raw_key) if raw_key is not None else None
+        except ValueError:
+            key = None
+        yield (key if isinstance(key, str) else None), value
 
 
 def apply_changelog(store: memory.Store[str, bytes], partition: int,
@@ -233,14 +358,10 @@ def apply_changelog(store: memory.Store[str, bytes], partition: int,
     either; bytes take a third of the memory). Returns how many records were read."""
     data, key_partition = store.data, store._key_partition
     read = 0
-    for raw_key, value in records:
+    for key, value in changelog_keys(records):
         read += 1
-        try:
-            key = json.loads(raw_key) if raw_key is not None else None
-        except ValueError:
-            key = None
-        if not isinstance(key, str):
-            continue  # not a key the adapter wrote: faust's recovery could not place it either
+        if key is None:
+            continue
         if value is None:
             data.pop(key, None)
             key_partition.pop(key, None)
@@ -251,3 +372,4 @@ def apply_changelog(store: memory.Store[str, bytes], partition: int,
 
 
 stores.STORES.aliases.setdefault(STORE_URL.removesuffix("://"), f"{__name__}:PreloadedStore")
+stores.STORES.aliases.setdefault(FACT_STORE_URL.split("://")[0], f"{__name__}:FactStore")

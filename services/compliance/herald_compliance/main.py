@@ -24,7 +24,7 @@ from . import metrics
 from .api import build_staff_api
 from .continuity import Continuity
 from .domain import AccountState, Policy, as_fraction, default_rules
-from .faust_adapter import STORE_URL, Acknowledgements, ChangelogTable
+from .faust_adapter import FACT_STORE_URL, STORE_URL, Acknowledgements, ChangelogTable, FactTable
 from .processor import (
     INPUT_TOPICS,
     PARTITIONS,
@@ -137,9 +137,9 @@ class Compliance:
         self.accounts = ChangelogTable(self.faust.Table("accounts", schema=schema, partitions=PARTITIONS,
                                                           help="Counts, windows and decisions per account."),
                                          self.producer)
-        self.facts = ChangelogTable(self.faust.Table("facts", schema=schema, partitions=PARTITIONS,
-                                                       help="Where each counted fact was first seen (dedupe)."),
-                                      self.producer)
+        self.facts = FactTable(self.faust.Table("facts", schema=schema, partitions=PARTITIONS, store=FACT_STORE_URL,
+                                                help="Where each counted fact was first seen (dedupe)."),
+                               self.producer)
         self.lists = ChangelogTable(self.faust.Table("lists", schema=schema, partitions=PARTITIONS,
                                                        help="Lists: created, sent to, deleted; member sketch."),
                                       self.producer)

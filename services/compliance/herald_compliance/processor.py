@@ -45,7 +45,7 @@ from herald_shared.topics import TopicNames
 from . import metrics
 from .continuity import Continuity, Fetch, reconcile
 from .domain import ACTED_ON, AccountState, Input, ListRecord, Policy, decide, plan_forgetting
-from .faust_adapter import Acknowledgements, ChangelogTable, durable
+from .faust_adapter import Acknowledgements, ChangelogTable, FactTable, durable
 
 log = logging.getLogger(__name__)
 SERVICE = "compliance"
@@ -77,14 +77,14 @@ def _partition_of(key: bytes) -> int:
 class FactIndex:
     """The `facts` table seen as a mapping for `domain.claim`, keyed per account."""
 
-    def __init__(self, table: ChangelogTable, account_id: str, partition: int) -> None:
-        self.table, self.prefix, self.partition = table, f"{account_id}|", partition
+    def __init__(self, table: FactTable, account_id: str, partition: int) -> None:
+        self.table, self.account_id, self.partition = table, account_id, partition
 
     def get(self, key: str) -> Any:
-        return self.table.get(self.prefix + key)
+        return self.table.get(self.account_id, key)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.table.put(self.partition, self.prefix + key, value)
+        self.table.put(self.partition, self.account_id, key, value)
 
 
 
@@ -132,6 +132,12 @@ class Announcements:
         return ids
 
 
+def _is_marker(marker: Any) -> bool:
+    """Whether a remembered value is a marker `[source "<topic>:<partition>", offset, at, ...]`."""
+    return (isinstance(marker, list) and len(marker) > 2 and isinstance(marker[0], str)
+            and marker[0].rpartition(":")[2].isdigit() and type(marker[2]) is int)
+
+
 def _type_label(record: Any) -> str:
     """A record's `type` header when it names an event of the contract (a metric label: no unbounded values)."""
     name = (type_header(record) or b"").decode(errors="replace")
@@ -149,7 +155,7 @@ def produced_at(message: Any) -> int | None:
 class Processor:
     """Applies one partition's batch: parse, dead-letter, count, decide, announce, save."""
 
-    def __init__(self, policy: Policy, topics: TopicNames, accounts: ChangelogTable, facts: ChangelogTable,
+    def __init__(self, policy: Policy, topics: TopicNames, accounts: ChangelogTable, facts: FactTable,
                  lists: ChangelogTable, announcements: Announcements, publisher: EventPublisher,
                  dead_letters: DeadLetters, highwater: Callable[[TopicPartition], int | None],
                  continuity: Continuity, acknowledgements: Acknowledgements) -> None:
@@ -328,11 +334,11 @@ class Processor:
     def _purge(self, account_id: str, partition: int) -> None:
         """Retention (AccountPurged): the account's counts, facts and lists leave the tables (a tombstone in
         their changelogs), and its state becomes a marker that drops its later events. The facts and lists
-        tables are not indexed by account: a purge reads their keys once."""
+        tables are not indexed by account: a purge reads them once."""
         prefix = f"{account_id}|"
-        for table in (self.facts, self.lists):
-            for key in [k for k in table.keys() if k.startswith(prefix)]:
-                table.delete(partition, key)
+        self.facts.delete_account(account_id)
+        for key in [k for k in self.lists.keys() if k.startswith(prefix)]:
+            self.lists.delete(partition, key)
         self.accounts.put(partition, account_id, PURGED)
         log.info("account purged", extra={"account_id": account_id})
 
@@ -378,7 +384,7 @@ class Processor:
             return 0
         # Counted without the lock (nothing is changed): the batches go on meanwhile.
         per_hour: Counter[int] = Counter()
-        for n, _, marker, _ in self._owned_facts():
+        for n, _, _, marker, _ in self._owned_facts():
             if n % 5000 == 4999:
                 await asyncio.sleep(0)
             per_hour[marker[2] // 3600] += 1
@@ -392,14 +398,13 @@ class Processor:
         if cutoff is None:
             return 0
         async with self._lock:  # not between a batch's fact claims and its durable() write
-            doomed: list[tuple[int, str]] = []
+            doomed: list[tuple[str, int, bytes]] = []
             until: dict[str, int] = {}
             states: dict[str, AccountState | None] = {}  # each account's state, read once
-            for n, key, marker, partition in self._owned_facts():
+            for n, fact, account_id, marker, partition in self._owned_facts():
                 if n % 5000 == 4999:
                     await asyncio.sleep(0)
                 if marker[2] < cutoff * 3600:
-                    account_id = key.split("|", 1)[0]
                     if account_id not in states:
                         stored = self.accounts.get(account_id)
                         # nothing recorded to say what was forgotten: kept (a purge takes them)
@@ -407,7 +412,7 @@ class Processor:
                             AccountState.from_json(stored)
                     if states[account_id] is None:
                         continue
-                    doomed.append((partition, key))
+                    doomed.append((account_id, partition, fact))
                     until[account_id] = max(until.get(account_id, 0), int(marker[2]))
             for account_id, at in until.items():
                 state = states[account_id]
@@ -415,8 +420,8 @@ class Processor:
                 state.forgotten_until = max(state.forgotten_until or 0, at)
                 self.accounts.put(account_partition(account_id), account_id, state.to_json())
             await self.accounts.durable()
-            for partition, key in doomed:
-                self.facts.delete(partition, key)
+            for account_id, partition, fact in doomed:
+                self.facts.delete(account_id, partition, fact)
             await self.facts.durable()
         metrics.FORGOTTEN.inc(len(doomed))
         metrics.DEDUPE_ENTRIES.set(len(self.facts))
@@ -426,15 +431,12 @@ class Processor:
                 "kept_from": datetime.fromtimestamp(cutoff * 3600, UTC).isoformat()})
         return len(doomed)
 
-    def _owned_facts(self) -> Iterator[tuple[int, str, Any, int]]:
-        """(n, key, marker, partition) of each fact of the partitions this worker holds (not standby copies)."""
-        for n, key in enumerate(list(self.facts.keys())):
-            marker = self.facts.get(key)
-            if marker is None:
-                continue
-            partition = int(marker[0].rsplit(":", 1)[1])
-            if partition in self.owned:
-                yield n, key, marker, partition
+    def _owned_facts(self) -> Iterator[tuple[int, bytes, str, Any, int]]:
+        """(n, digest, account, marker, partition) of each fact of the partitions this worker holds (not standby
+        copies), n counting every fact looked at; a fact whose marker is not one (garbled) is passed over."""
+        for n, (fact, account_id, partition, marker) in enumerate(self.facts.all()):
+            if partition in self.owned and _is_marker(marker):
+                yield n, fact, account_id, marker, partition
 
     async def sweep_facts(self, horizon_seconds: int, now: float) -> int:
         """Forget the facts of this worker's partitions that happened more than the dedupe horizon (the longest
@@ -444,7 +446,7 @@ class Processor:
         async with self._lock:  # not between a batch's fact claims and its durable() write
             expired = 0
             log_now: dict[str, float | None] = {}
-            for n, key, marker, partition in self._owned_facts():  # standby copies: their owner sweeps them
+            for n, fact, account_id, marker, partition in self._owned_facts():  # standby copies: their owner's
                 if n % 5000 == 4999:
                     await asyncio.sleep(0)  # heartbeats and HTTP go on
                 source = marker[0]
@@ -452,7 +454,7 @@ class Processor:
                     log_now[source] = self._log_now(source, now)
                 read_to = log_now[source]
                 if read_to is not None and marker[2] < read_to - horizon_seconds - SWEEP_MARGIN_SECONDS:
-                    self.facts.delete(partition, key)
+                    self.facts.delete(account_id, partition, fact)
                     expired += 1
             await self.facts.durable()
         return expired

@@ -9,6 +9,7 @@ lost counts in a kill test. When one fails: read the new faust, mend the adapter
 from __future__ import annotations
 
 import asyncio
+import json
 from importlib.metadata import version
 from typing import Any
 
@@ -19,15 +20,20 @@ from faust import stores
 from faust.types import TP
 from faust.types.tuples import Message
 
+from herald_compliance import packed_facts
 from herald_compliance.faust_adapter import (
+    FACT_STORE_URL,
     KNOWN_GOOD_FAUST,
     STORE_URL,
     Acknowledgements,
     ChangelogTable,
+    FactStore,
+    FactTable,
     PreloadedStore,
     apply_changelog,
     durable,
 )
+from herald_compliance.packed_facts import PackedFacts
 
 
 def make_app() -> faust.App:
@@ -227,3 +233,92 @@ async def test_faust_asks_the_tables_before_its_recovery_and_starts_where_the_pr
     table.data._preloaded[2] = 41
     app.tables.recovery.add_active(table, tp)
     assert app.tables.recovery.active_offsets[tp] == 41
+
+
+def make_fact_table(app: faust.App, name: str = "facts") -> Any:
+    schema: Any = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    return app.Table(name, schema=schema, partitions=6, store=FACT_STORE_URL)
+
+
+def store_app(name: str) -> faust.App:
+    return faust.App(name, broker="kafka://127.0.0.1:1", store=STORE_URL, web_enabled=False, autodiscover=False)
+
+
+def test_the_facts_table_keeps_its_facts_packed() -> None:
+    assert stores.by_url(FACT_STORE_URL) is FactStore
+    table = make_fact_table(store_app("herald-adapter-facts"))
+    assert isinstance(table.data, FactStore) and isinstance(table.data.data, PackedFacts)
+    assert table.data._key_partition == {}  # a packed fact holds its partition
+
+
+async def test_what_the_fact_table_writes_is_what_faust_recovery_reads_back() -> None:
+    """Facts written by `FactTable` (new keys), one in the earlier format (as `ChangelogTable` wrote it before),
+    a fact forgotten (its tombstone) and the earlier-format one forgotten (tombstones under both keys), through
+    faust's own recovery into a `FactStore`."""
+    app = store_app("herald-adapter-fact-log")
+    written, recovered = make_fact_table(app, "written"), make_fact_table(app, "recovered")
+    producer = RecordingProducer()
+    earlier = ChangelogTable(make_table(app, "earlier"), producer)
+    earlier.put(2, "acc-2|s:old", ["herald.delivery:2", 5, 1_700_000_000, 0])
+    facts = FactTable(written, producer)
+    facts.put(1, "acc-1", "s:m1", ["herald.delivery:1", 7, 1_700_000_001, 0])
+    facts.put(1, "acc-1", "s:m2", ["herald.delivery:1", 8, 1_700_000_002, 1])
+    facts.put(2, "acc-2", "s:m3", ["herald.delivery:2", 9, 1_700_000_003])
+    facts.delete("acc-1", 1, packed_facts.digest("acc-1", "s:m2"))
+    await durable(earlier, facts)
+    topic = recovered.changelog_topic.get_topic_name()
+
+    async def recover(records: list[tuple[int, bytes, bytes | None]]) -> FactTable:
+        recovered.apply_changelog_batch([
+            await recovered.changelog_topic.decode(Message(topic, p, n, 0.0, 0, [], k, v, None))
+            for n, (p, k, v) in enumerate(records)])
+        return FactTable(recovered, producer)
+
+    records = [(p, k, v) for _, p, batch in producer.sent for k, v in batch]
+    assert sum(1 for _, _, v in records if v is None) == 1  # the forgotten fact's tombstone
+    reader = await recover(records)
+    assert len(reader) == 3
+    assert reader.get("acc-1", "s:m1") == ["herald.delivery:1", 7, 1_700_000_001, 0]
+    assert reader.get("acc-1", "s:m2") is None
+    assert reader.get("acc-2", "s:m3") == ["herald.delivery:2", 9, 1_700_000_003]
+    assert reader.get("acc-2", "s:old") == ["herald.delivery:2", 5, 1_700_000_000, 0]  # the earlier format
+
+    producer.sent.clear()
+    reader.delete("acc-2", 2, packed_facts.digest("acc-2", "s:old"))
+    assert reader.delete_account("acc-1") == 1
+    await durable(reader)
+    tombstones = {(p, json.loads(k)) for _, p, batch in producer.sent for k, v in batch if v is None}
+    assert tombstones == {(2, "acc-2|s:old"), (2, packed_facts.changelog_key("acc-2", packed_facts.digest(
+        "acc-2", "s:old"))), (1, packed_facts.changelog_key("acc-1", packed_facts.digest("acc-1", "s:m1")))}
+    again = await recover([*records, *((p, k, v) for _, p, batch in producer.sent for k, v in batch)])
+    assert [(account, marker) for _, account, _, marker in again.all()] == [
+        ("acc-2", ["herald.delivery:2", 9, 1_700_000_003])]
+
+
+async def test_the_preload_and_faust_recovery_leave_the_same_facts() -> None:
+    app = store_app("herald-adapter-fact-preload")
+    written, by_faust, preloaded = (make_fact_table(app, n) for n in ("w", "f", "p"))
+    producer = RecordingProducer()
+    facts = FactTable(written, producer)
+    for i in range(20):
+        facts.put(3, f"acc-{i % 2}", f"s:ü{i}", ["herald.delivery:3", i, 1_700_000_000 + i, i % 2])
+    facts.delete("acc-0", 3, packed_facts.digest("acc-0", "s:ü0"))
+    await durable(facts)
+    records = [(k, v) for _, _, batch in producer.sent for k, v in batch]
+    topic = by_faust.changelog_topic.get_topic_name()
+    by_faust.apply_changelog_batch([await by_faust.changelog_topic.decode(Message(topic, 3, n, 0.0, 0, [], k, v, None))
+                                    for n, (k, v) in enumerate(records)])
+    assert preloaded.data._apply(3, [*records, (b"not json", b"1"), (None, b"1")]) == len(records) + 2
+    assert sorted(preloaded.data.data.facts()) == sorted(by_faust.data.data.facts())
+    assert len(preloaded.data.data) == 19
+
+
+async def test_facts_of_partitions_no_longer_active_leave_memory_after_the_next_recovery() -> None:
+    table = make_fact_table(store_app("herald-adapter-fact-moved"))
+    facts = FactTable(table, RecordingProducer())
+    facts.put(1, "acc-1", "s:m1", ["herald.delivery:1", 1, 1, 0])
+    facts.put(4, "acc-4", "s:m1", ["herald.delivery:4", 1, 1, 0])
+    await table.data.on_recovery_completed({TP(table.changelog_topic.get_topic_name(), 1)}, set())
+    assert [(account, partition) for _, account, partition, _ in facts.all()] == [("acc-1", 1)]
+    table.data._forget([1])  # before the preload reads a partition's changelog again
+    assert len(facts) == 0
