@@ -69,8 +69,9 @@ class _Changelog:
         return pending
 
     def _restore(self, pending: dict[tuple[int, str], bytes | None]) -> None:
-        # written again next time, ahead of anything newer (a key's last write still wins)
-        self._pending = {**pending, **self._pending}
+        # written again next time, ahead of anything newer: a key written since keeps its newer value and its
+        # place after them (two keys of one fact, see FactTable, are written in the order they were changed)
+        self._pending = {**{k: v for k, v in pending.items() if k not in self._pending}, **self._pending}
 
     async def _send(self, pending: dict[tuple[int, str], bytes | None]) -> list[asyncio.Future[Any]]:
         if not pending:
@@ -159,8 +160,9 @@ class FactTable(_Changelog):
     def put(self, partition: int, account_id: str, fact_key: str, marker: Any) -> None:
         fact_digest = self._digest(account_id, fact_key)
         self.facts.put(fact_digest, account_id, partition, marker)
-        self._pending[partition, packed_facts.changelog_key(account_id, fact_digest)] = \
-            json.dumps(marker, separators=(",", ":")).encode()
+        key = (partition, packed_facts.changelog_key(account_id, fact_digest))
+        self._pending.pop(key, None)  # after the tombstones of a deletion not written yet (`_tombstones`)
+        self._pending[key] = json.dumps(marker, separators=(",", ":")).encode()
 
     def delete(self, account_id: str, partition: int, fact_digest: bytes) -> None:
         """Forget one fact (as `all()` names it), in memory and in the changelog."""

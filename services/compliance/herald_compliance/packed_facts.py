@@ -125,6 +125,8 @@ class PackedFacts:
             return False
         account_id, fact_digest, earlier = parsed
         if value is None:
+            if earlier and self.legacy.get(fact_digest) != key:
+                return True  # the fact is held under its new key (written again since): that record stands
             self._remove(fact_digest)
             self.legacy.pop(fact_digest, None)
             return True

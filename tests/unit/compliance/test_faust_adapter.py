@@ -322,3 +322,32 @@ async def test_facts_of_partitions_no_longer_active_leave_memory_after_the_next_
     assert [(account, partition) for _, account, partition, _ in facts.all()] == [("acc-1", 1)]
     table.data._forget([1])  # before the preload reads a partition's changelog again
     assert len(facts) == 0
+
+
+async def test_a_fact_remembered_again_is_written_after_the_tombstones_of_its_forgetting() -> None:
+    """A fact read in the earlier format, forgotten (tombstones under both keys; their write fails), then claimed
+    again before the next write: the new key's record comes after the old key's tombstone, so a recovery holds
+    the fact."""
+    app = store_app("herald-adapter-fact-order")
+    table, recovered = make_fact_table(app, "written"), make_fact_table(app, "recovered")
+    producer = RecordingProducer()
+    facts = FactTable(table, producer)
+    facts.facts.apply(2, "acc|s:m1", b'["herald.delivery:2",5,1700000000,0]')
+    facts.delete("acc", 2, packed_facts.digest("acc", "s:m1"))
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("broker away")
+
+    original, producer.send_batch = producer.send_batch, refuse
+    with pytest.raises(ConnectionError):
+        await facts.durable()
+    producer.send_batch = original
+    facts.put(2, "acc", "s:m1", ["herald.delivery:2", 9, 1_700_000_100, 0])
+    await facts.durable()
+    records = [(json.loads(k), v) for _, _, batch in producer.sent for k, v in batch]
+    new_key = packed_facts.changelog_key("acc", packed_facts.digest("acc", "s:m1"))
+    assert [k for k, _ in records] == ["acc|s:m1", new_key]  # the new key's tombstone was superseded
+    topic = recovered.changelog_topic.get_topic_name()
+    recovered.apply_changelog_batch([await recovered.changelog_topic.decode(Message(
+        topic, 2, n, 0.0, 0, [], k, v, None)) for n, (_, _, batch) in enumerate(producer.sent) for k, v in batch])
+    assert FactTable(recovered, producer).get("acc", "s:m1") == ["herald.delivery:2", 9, 1_700_000_100, 0]
