@@ -5,7 +5,8 @@ AccountSuspended being produced (Kafka record timestamps), p50/p99, under a stea
 Also, in the same run: faust's own ceiling (the same worker, its batches handed to a handler that only counts
 them: what faust's stream delivers at best, whatever the processor does), and the memory the facts index takes
 per remembered fact (the packed table's buckets and name tables, `PackedFacts.nbytes`; and the process's RSS
-growth).
+growth), and how long a sweep of every remembered fact holds a batch up (taking the batches' lock a part of the
+index at a time, and whole as before).
 
     eval "$(scripts/stack env)"; .venv/bin/python -m bench.compliance_stream [--events 50000] [--breaches 40] \
         [--accounts 10000]
@@ -27,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import REGISTRY
 
 from bench.harness import status_kib
-from herald_compliance import metrics
+from herald_compliance import metrics, packed_facts, processor
 from herald_compliance.main import Compliance, ComplianceSettings
 from herald_compliance.processor import Processor
 from herald_shared.contract import Event, serialize_event
@@ -86,6 +87,31 @@ async def plain_consumer_rate(settings: HeraldSettings, total: int) -> float:
 def counted() -> float:
     return sum(s.value for m in REGISTRY.collect() if m.name == "herald_compliance_events"
                for s in m.samples if s.name.endswith("_total"))
+
+
+async def sweep_hold(service: Compliance, part: int) -> tuple[float, float]:
+    """One sweep of every fact (none expired), taking the batches' lock `part` buckets of the index at a time,
+    while a stand-in batch takes that lock every 5 ms: the sweep's time, and the longest the stand-in waited."""
+    waited, done = 0.0, asyncio.Event()
+
+    async def batch() -> None:
+        nonlocal waited
+        while not done.is_set():
+            asked = time.perf_counter()
+            async with service.processor._lock:
+                waited = max(waited, time.perf_counter() - asked)
+            await asyncio.sleep(0.005)
+
+    stand_in = asyncio.create_task(batch())
+    original, processor.SWEEP_PART = processor.SWEEP_PART, part
+    started = time.perf_counter()
+    try:
+        await service.processor.sweep_facts(10 * 365 * 86400, time.time())  # a horizon that keeps every fact
+    finally:
+        processor.SWEEP_PART = original
+        done.set()
+        await stand_in
+    return time.perf_counter() - started, waited
 
 
 async def faust_ceiling(base: HeraldSettings, producer: Any, events: int, accounts: int) -> float:
@@ -179,6 +205,11 @@ async def main(events: int, breaches: int, account_count: int) -> None:
     print(f"memory: {remembered:,} facts remembered, the facts table {table_bytes / remembered:,.0f} bytes a "
           f"fact (as many MB per million); the process grew "
           f"{rss_growth / remembered:,.0f} bytes a fact (RSS, everything included)")
+
+    for label, part in (("in parts", processor.SWEEP_PART), ("whole, as before 2026-12-05", packed_facts.BUCKETS)):
+        seconds, waited = await sweep_hold(service, part)
+        print(f"sweep of {remembered:,} facts ({label}): {seconds:.2f} s; a batch waited at most {waited * 1000:,.0f} "
+              "ms for it")
 
     # latency: breaching accounts among a steady load of other accounts' sends
     print(f"latency: {breaches} accounts breach one after another under a steady load ...")

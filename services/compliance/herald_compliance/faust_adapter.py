@@ -175,10 +175,10 @@ class FactTable(_Changelog):
             self._tombstones(account, partition, fact_digest, earlier)
         return len(gone)
 
-    def all(self) -> Iterator[tuple[bytes, str, int, Any]]:
-        """(digest, account, partition, marker) of every fact held (standby copies included); see
-        `PackedFacts.facts`."""
-        return self.facts.facts()
+    def all(self, start: int = 0, stop: int = packed_facts.BUCKETS) -> Iterator[tuple[bytes, str, int, Any]]:
+        """(digest, account, partition, marker) of every fact held (standby copies included), or those of some
+        buckets; see `PackedFacts.facts`."""
+        return self.facts.facts(start, stop)
 
     def keys(self) -> list[str]:
         """Every fact's changelog key (for inspection and tests: it builds a string per fact)."""

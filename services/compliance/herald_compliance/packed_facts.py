@@ -30,6 +30,7 @@ DIGEST_BYTES = 12
 RECORD = struct.Struct("<12sqqIHHH")
 SIZE = RECORD.size
 BUCKET_BITS = 16
+BUCKETS = 1 << BUCKET_BITS
 NO_EPOCH = 0xFFFF
 NEW_KEY = "|#"
 
@@ -79,7 +80,7 @@ class PackedFacts:
     """Remembered facts: digest → (account, changelog partition, marker `[source, offset, at, epoch]`)."""
 
     def __init__(self) -> None:
-        self._buckets: list[bytearray | None] = [None] * (1 << BUCKET_BITS)
+        self._buckets: list[bytearray | None] = [None] * BUCKETS
         self._count = 0
         self._accounts = _Names(1 << 32)
         self._sources = _Names(1 << 16)
@@ -145,15 +146,17 @@ class PackedFacts:
 
     # --- walking through them ---------------------------------------------------------------------------------
 
-    def facts(self) -> Iterator[tuple[bytes, str, int, Any]]:
+    def facts(self, start: int = 0, stop: int = BUCKETS) -> Iterator[tuple[bytes, str, int, Any]]:
         """(digest, account, partition, marker) of every fact, one bucket at a time (each copied as it is
-        reached): facts may be changed or deleted while this runs."""
-        for bucket in self._buckets:
+        reached): facts may be changed or deleted while this runs. `start` and `stop` take the buckets of that
+        range only (the facts kept whole come with the last bucket), so a long walk can go in parts."""
+        for bucket in self._buckets[start:stop]:
             if bucket:
                 for record in RECORD.iter_unpack(bytes(bucket)):
                     yield record[0], self._accounts.names[record[3]], record[5], self._marker(record)
-        for fact_digest, (account_id, partition, marker) in list(self.odd.items()):
-            yield fact_digest, account_id, partition, marker
+        if stop >= BUCKETS:
+            for fact_digest, (account_id, partition, marker) in list(self.odd.items()):
+                yield fact_digest, account_id, partition, marker
 
     def remove_where(self, keep: Callable[[str, int], bool]) -> list[tuple[str, int, bytes, str | None]]:
         """Forget every fact for which `keep(account, partition)` is false; returns (account, partition, digest,

@@ -46,6 +46,7 @@ from . import metrics
 from .continuity import Continuity, Fetch, reconcile
 from .domain import ACTED_ON, AccountState, Input, ListRecord, Policy, decide, plan_forgetting
 from .faust_adapter import Acknowledgements, ChangelogTable, FactTable, durable
+from .packed_facts import BUCKETS
 
 log = logging.getLogger(__name__)
 SERVICE = "compliance"
@@ -54,6 +55,7 @@ SERVICE = "compliance"
 INPUT_TOPICS = ("herald.delivery", "herald.subscriptions", "herald.compliance", "herald.billing")
 CATCH_UP_RECORDS = 5000  # per partition and round of the stall check: memory stays bounded on a long backlog
 PARTITIONS = 6  # every input topic has 6 partitions (herald_shared.topics): co-partitioned by account
+SWEEP_PART = 1024  # buckets of the fact index swept under one hold of the lock (1/64 of the facts)
 SWEEP_MARGIN_SECONDS = 3600  # facts are kept this much longer than the horizon: records in flight stay judged
 
 
@@ -431,30 +433,33 @@ class Processor:
                 "kept_from": datetime.fromtimestamp(cutoff * 3600, UTC).isoformat()})
         return len(doomed)
 
-    def _owned_facts(self) -> Iterator[tuple[int, bytes, str, Any, int]]:
+    def _owned_facts(self, start: int = 0, stop: int = BUCKETS) -> Iterator[tuple[int, bytes, str, Any, int]]:
         """(n, digest, account, marker, partition) of each fact of the partitions this worker holds (not standby
-        copies), n counting every fact looked at; a fact whose marker is not one (garbled) is passed over."""
-        for n, (fact, account_id, partition, marker) in enumerate(self.facts.all()):
+        copies), of the index's buckets from `start` to `stop`, n counting every fact looked at; a fact whose
+        marker is not one (garbled) is passed over."""
+        for n, (fact, account_id, partition, marker) in enumerate(self.facts.all(start, stop)):
             if partition in self.owned and _is_marker(marker):
                 yield n, fact, account_id, marker, partition
 
     async def sweep_facts(self, horizon_seconds: int, now: float) -> int:
         """Forget the facts of this worker's partitions that happened more than the dedupe horizon (the longest
         window) before their partition's log time: a duplicate of one of them would be too late to count anyway
-        (Policy.too_late). Yields to the event loop as it goes (millions of facts take seconds); returns how
-        many it forgot."""
-        async with self._lock:  # not between a batch's fact claims and its durable() write
-            expired = 0
-            log_now: dict[str, float | None] = {}
-            for n, fact, account_id, marker, partition in self._owned_facts():  # standby copies: their owner's
-                if n % 5000 == 4999:
-                    await asyncio.sleep(0)  # heartbeats and HTTP go on
-                source = marker[0]
-                if source not in log_now:
-                    log_now[source] = self._log_now(source, now)
-                read_to = log_now[source]
-                if read_to is not None and marker[2] < read_to - horizon_seconds - SWEEP_MARGIN_SECONDS:
-                    self.facts.delete(account_id, partition, fact)
-                    expired += 1
-            await self.facts.durable()
+        (Policy.too_late). Goes through the facts in parts (SWEEP_PART buckets of the index, each part's
+        deletions written before the next), taking the batches' lock for one part at a time: batches go on
+        between the parts, so a sweep of millions of facts holds none of them up for long. Returns how many it
+        forgot."""
+        expired = 0
+        log_now: dict[str, float | None] = {}
+        for start in range(0, BUCKETS, SWEEP_PART):
+            async with self._lock:  # not between a batch's fact claims and its durable() write
+                for _, fact, account_id, marker, partition in self._owned_facts(start, start + SWEEP_PART):
+                    source = marker[0]  # standby copies are their owner's to sweep
+                    if source not in log_now:
+                        log_now[source] = self._log_now(source, now)
+                    read_to = log_now[source]
+                    if read_to is not None and marker[2] < read_to - horizon_seconds - SWEEP_MARGIN_SECONDS:
+                        self.facts.delete(account_id, partition, fact)
+                        expired += 1
+                await self.facts.durable()
+            await asyncio.sleep(0)  # a batch waiting for the lock takes it now
         return expired

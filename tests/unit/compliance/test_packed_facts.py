@@ -162,3 +162,15 @@ def test_a_fact_forgotten_then_remembered_again_survives_the_old_keys_tombstone(
     facts.apply(1, old, json.dumps(marker(1)).encode())
     facts.apply(1, old, None)  # its own tombstone: gone
     assert facts.get(fact) is None and facts.legacy == {}
+
+
+def test_the_facts_come_in_parts_of_buckets_the_odd_ones_with_the_last() -> None:
+    facts = PackedFacts()
+    for i in range(5_000):
+        facts.put(digest("a", f"s:{i}"), "a", 0, marker(i))
+    facts.put(digest("a", "odd"), "a", 0, {"garbled": 1})
+    parts = [list(facts.facts(start, start + 4096)) for start in range(0, packed_facts.BUCKETS, 4096)]
+    assert sorted(f for part in parts for f, _, _, _ in part) == sorted(f for f, _, _, _ in facts.facts())
+    assert all(len(part) < 1_000 for part in parts)
+    assert [m for _, _, _, m in parts[-1]][-1] == {"garbled": 1}
+    assert not any(m == {"garbled": 1} for part in parts[:-1] for _, _, _, m in part)
