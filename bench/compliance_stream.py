@@ -91,16 +91,17 @@ def counted() -> float:
 
 async def sweep_hold(service: Compliance, part: int) -> tuple[float, float]:
     """One sweep of every fact (none expired), taking the batches' lock `part` buckets of the index at a time,
-    while a stand-in batch takes that lock every 5 ms: the sweep's time, and the longest the stand-in waited."""
+    while a stand-in batch wants that lock every 5 ms: the sweep's time, and the longest the stand-in was held
+    up (its wake-up late, as the event loop was busy, and then waiting for the lock)."""
     waited, done = 0.0, asyncio.Event()
 
     async def batch() -> None:
         nonlocal waited
         while not done.is_set():
-            asked = time.perf_counter()
-            async with service.processor._lock:
-                waited = max(waited, time.perf_counter() - asked)
+            asleep = time.perf_counter()
             await asyncio.sleep(0.005)
+            async with service.processor._lock:
+                waited = max(waited, time.perf_counter() - asleep - 0.005)
 
     stand_in = asyncio.create_task(batch())
     original, processor.SWEEP_PART = processor.SWEEP_PART, part

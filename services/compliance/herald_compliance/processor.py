@@ -452,7 +452,9 @@ class Processor:
         log_now: dict[str, float | None] = {}
         for start in range(0, BUCKETS, SWEEP_PART):
             async with self._lock:  # not between a batch's fact claims and its durable() write
-                for _, fact, account_id, marker, partition in self._owned_facts(start, start + SWEEP_PART):
+                for n, fact, account_id, marker, partition in self._owned_facts(start, start + SWEEP_PART):
+                    if n % 5000 == 4999:
+                        await asyncio.sleep(0)  # heartbeats and HTTP go on
                     source = marker[0]  # standby copies are their owner's to sweep
                     if source not in log_now:
                         log_now[source] = self._log_now(source, now)
