@@ -204,8 +204,9 @@ async def main(events: int, breaches: int, account_count: int) -> None:
     remembered, table_bytes = len(service.facts), service.facts.facts.nbytes()
     rss_growth = (status_kib()["VmRSS"] - rss_before) * 1024
     print(f"memory: {remembered:,} facts remembered, the facts table {table_bytes / remembered:,.0f} bytes a "
-          f"fact (as many MB per million); the process grew "
-          f"{rss_growth / remembered:,.0f} bytes a fact (RSS, everything included)")
+          f"fact (as many MB per million; {table_bytes / 2**20:,.1f} MiB in all, of which ~4 MiB of buckets "
+          f"however few the facts); the process grew {rss_growth / remembered:,.0f} bytes a fact (RSS, everything "
+          "included)")
 
     for label, part in (("in parts", processor.SWEEP_PART), ("whole, as before 2026-12-05", packed_facts.BUCKETS)):
         seconds, waited = await sweep_hold(service, part)
