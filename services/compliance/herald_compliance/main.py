@@ -72,8 +72,8 @@ class ComplianceSettings(HeraldSettings):
     session_timeout: float = Field(default=10.0, ge=6, alias="HERALD_COMPLIANCE_SESSION_TIMEOUT_SECONDS",
                                    description="How long a vanished worker keeps its partitions before another "
                                                "takes them over.")
-    max_facts: int = Field(default=2_500_000, ge=100, alias="HERALD_COMPLIANCE_MAX_FACTS", description=(
-        "Facts this worker remembers for deduplication (standby copies included; 300-600 bytes each) before it "
+    max_facts: int = Field(default=10_000_000, ge=100, alias="HERALD_COMPLIANCE_MAX_FACTS", description=(
+        "Facts this worker remembers for deduplication (standby copies included; 60-70 bytes each) before it "
         "forgets the oldest hours early; a fact of that time it no longer remembers is then late, not counted."))
     facts_check_seconds: float = Field(default=5.0, gt=0, alias="HERALD_COMPLIANCE_FACTS_CHECK_SECONDS")
     standby_replicas: int = Field(default=0, ge=0, le=3, alias="HERALD_COMPLIANCE_STANDBY_REPLICAS", description=(

@@ -6,7 +6,7 @@ record, `RECORD`: the digest, the marker's offset, time and epoch, and small num
 source and its changelog partition (each an index into a table of the distinct values seen). Records live in
 65,536 buckets (bytearrays, by the digest's first two bytes), found with `bytearray.find`: every look-up,
 insert and delete is a few C calls. A 96-bit digest makes a collision between two facts of one worker
-(2,500,000 held at most by default) about 10^-17 likely.
+(10,000,000 held at most by default) about 10^-15 likely.
 
 In the changelog a fact is keyed `<account>|#<digest in hex>` (`changelog_key`) and its value is the marker's
 JSON, as before. A record in the earlier format, keyed by the fact itself (`<account>|s:<message id>`), has the
