@@ -319,7 +319,7 @@ class FactStore(PreloadedStore):
                               to_value: Callable[[Any], Any]) -> None:
         for event in batch:
             key = to_key(event.key)
-            if isinstance(key, str):  # not a key this service wrote: faust's own store could not place it either
+            if isinstance(key, str):  # any other is no key this service wrote (faust's store could not place it)
                 self.data.apply(event.message.partition, key,
                                 None if event.message.value is None else to_value(event.value))
 
