@@ -399,39 +399,53 @@ class Processor:
         cutoff = plan.cutoff
         if cutoff is None:
             return 0
-        async with self._lock:  # not between a batch's fact claims and its durable() write
-            doomed: list[tuple[str, int, bytes]] = []
-            until: dict[str, int] = {}
-            states: dict[str, AccountState | None] = {}  # each account's state, read once
-            for n, fact, account_id, marker, partition in self._owned_facts():
-                if n % 5000 == 4999:
-                    await asyncio.sleep(0)
-                if marker[2] < cutoff * 3600:
-                    if account_id not in states:
-                        stored = self.accounts.get(account_id)
-                        # nothing recorded to say what was forgotten: kept (a purge takes them)
-                        states[account_id] = None if stored is None or is_purged(stored) else \
-                            AccountState.from_json(stored)
-                    if states[account_id] is None:
-                        continue
-                    doomed.append((account_id, partition, fact))
-                    until[account_id] = max(until.get(account_id, 0), int(marker[2]))
+        # Which accounts lose facts, and up to which time: read without the lock too.
+        until: dict[str, int] = {}
+        for n, _, account_id, marker, _ in self._owned_facts():
+            if n % 5000 == 4999:
+                await asyncio.sleep(0)
+            if marker[2] < cutoff * 3600:
+                until[account_id] = max(until.get(account_id, 0), int(marker[2]))
+        recorded: dict[str, int] = {}  # account → the time recorded as forgotten up to
+        async with self._lock:  # not between a batch's reading and writing of an account's state
             for account_id, at in until.items():
-                state = states[account_id]
-                assert state is not None
+                stored = self.accounts.get(account_id)
+                if stored is None or is_purged(stored):
+                    continue  # nothing recorded to say what was forgotten: kept (a purge takes them)
+                state = AccountState.from_json(stored)
                 state.forgotten_until = max(state.forgotten_until or 0, at)
                 self.accounts.put(account_partition(account_id), account_id, state.to_json())
+                recorded[account_id] = at
             await self.accounts.durable()
-            for account_id, partition, fact in doomed:
-                self.facts.delete(account_id, partition, fact)
-            await self.facts.durable()
-        metrics.FORGOTTEN.inc(len(doomed))
+        # Only then the facts go, a part of the index at a time; only those of a time recorded as forgotten (a
+        # fact claimed since the first read, later than that time, stays).
+        forgotten = await self._forget_in_parts(
+            lambda account_id, marker: account_id in recorded and marker[2] <= recorded[account_id])
+        metrics.FORGOTTEN.inc(forgotten)
         metrics.DEDUPE_ENTRIES.set(len(self.facts))
-        if doomed:
+        if forgotten:
             log.warning("the fact index was full: forgot the oldest facts before the dedupe horizon", extra={
-                "forgotten": len(doomed), "accounts": len(until), "max_facts": max_facts,
+                "forgotten": forgotten, "accounts": len(recorded), "max_facts": max_facts,
                 "kept_from": datetime.fromtimestamp(cutoff * 3600, UTC).isoformat()})
-        return len(doomed)
+        return forgotten
+
+    async def _forget_in_parts(self, doomed: Callable[[str, Any], bool]) -> int:
+        """Forget each fact of this worker's partitions that `doomed(account, marker)` names, going through the
+        index in parts (SWEEP_PART buckets, each part's deletions written before the next) and taking the
+        batches' lock for one part at a time: batches go on between the parts, so a pass over millions of facts
+        holds none of them up for long. Returns how many it forgot."""
+        forgotten = 0
+        for start in range(0, BUCKETS, SWEEP_PART):
+            async with self._lock:  # not between a batch's fact claims and its durable() write
+                for n, fact, account_id, marker, partition in self._owned_facts(start, start + SWEEP_PART):
+                    if n % 5000 == 4999:
+                        await asyncio.sleep(0)  # heartbeats and HTTP go on
+                    if doomed(account_id, marker):
+                        self.facts.delete(account_id, partition, fact)
+                        forgotten += 1
+                await self.facts.durable()
+            await asyncio.sleep(0)  # a batch waiting for the lock takes it now
+        return forgotten
 
     def _owned_facts(self, start: int = 0, stop: int = BUCKETS) -> Iterator[tuple[int, bytes, str, Any, int]]:
         """(n, digest, account, marker, partition) of each fact of the partitions this worker holds (not standby
@@ -444,24 +458,15 @@ class Processor:
     async def sweep_facts(self, horizon_seconds: int, now: float) -> int:
         """Forget the facts of this worker's partitions that happened more than the dedupe horizon (the longest
         window) before their partition's log time: a duplicate of one of them would be too late to count anyway
-        (Policy.too_late). Goes through the facts in parts (SWEEP_PART buckets of the index, each part's
-        deletions written before the next), taking the batches' lock for one part at a time: batches go on
-        between the parts, so a sweep of millions of facts holds none of them up for long. Returns how many it
-        forgot."""
-        expired = 0
+        (Policy.too_late). Standby copies are their owner's to sweep. In parts (`_forget_in_parts`); returns how
+        many it forgot."""
         log_now: dict[str, float | None] = {}
-        for start in range(0, BUCKETS, SWEEP_PART):
-            async with self._lock:  # not between a batch's fact claims and its durable() write
-                for n, fact, account_id, marker, partition in self._owned_facts(start, start + SWEEP_PART):
-                    if n % 5000 == 4999:
-                        await asyncio.sleep(0)  # heartbeats and HTTP go on
-                    source = marker[0]  # standby copies are their owner's to sweep
-                    if source not in log_now:
-                        log_now[source] = self._log_now(source, now)
-                    read_to = log_now[source]
-                    if read_to is not None and marker[2] < read_to - horizon_seconds - SWEEP_MARGIN_SECONDS:
-                        self.facts.delete(account_id, partition, fact)
-                        expired += 1
-                await self.facts.durable()
-            await asyncio.sleep(0)  # a batch waiting for the lock takes it now
-        return expired
+
+        def expired(_: str, marker: Any) -> bool:
+            source = marker[0]
+            if source not in log_now:
+                log_now[source] = self._log_now(source, now)
+            read_to = log_now[source]
+            return read_to is not None and marker[2] < read_to - horizon_seconds - SWEEP_MARGIN_SECONDS
+
+        return await self._forget_in_parts(expired)
