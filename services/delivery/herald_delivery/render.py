@@ -253,7 +253,7 @@ def _qp_piece(piece: str) -> bytes:
     """One piece in quoted-printable with LF line ends, ending with a line end: its own, or a soft line break
     (its last line cut first when it leaves no room for the "=", never inside an "=XX" escape)."""
     normalised = _lf(str(piece))  # str(): an escaped value is Markup, whose replace() escapes its arguments
-    encoded = binascii.b2a_qp(normalised.encode("utf-8"), istext=True)
+    encoded = _b2a_qp(normalised)
     if normalised.endswith("\n"):
         return encoded
     head, newline, last = encoded.rpartition(b"\n")
@@ -273,7 +273,21 @@ def quoted_printable(text: str) -> bytes:
     """Quoted-printable with CRLF line ends, as the message is sent and signed. (A pure-Python fast path for
     ASCII text was tried: cutting long lines around escapes costs more per piece than binascii's whole line.)"""
     # b2a_qp writes its soft line breaks as "=\n" whatever the input's line ends: make all of them CRLF.
-    return binascii.b2a_qp(_lf(text).encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    return _b2a_qp(_lf(text)).replace(b"\n", b"\r\n")
+
+
+def _b2a_qp(normalised: str) -> bytes:
+    """binascii's quoted-printable (LF line ends), with its lines kept to QP_LINE: it counts a space or tab
+    ending a line as one character, then writes it as "=20" or "=09", so such a line can reach 78. That escape
+    then goes to a line of its own, after a soft line break. (Only a line's last space or tab is escaped.)"""
+    encoded = binascii.b2a_qp(normalised.encode("utf-8"), istext=True)
+    if b"=20" not in encoded and b"=09" not in encoded:
+        return encoded
+    lines = encoded.split(b"\n")
+    for i, line in enumerate(lines):
+        if len(line) > QP_LINE and line[-3:] in (b"=20", b"=09"):  # the rest is at most QP_LINE - 1 then
+            lines[i] = line[:-3] + b"=\n" + line[-3:]
+    return b"\n".join(lines)
 
 
 @dataclass(frozen=True)
