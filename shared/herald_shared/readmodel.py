@@ -5,7 +5,8 @@ primary key index and scans the whole table for anything else; a real MongoDB is
 - documents are loaded by `$in` on `_id` once per batch, folded in Python and written back by `_id`;
   documents that are new are inserted in bulk (no upsert per document);
 - a listing ("members of list L with status S") is a *secondary index*: a collection whose `_id`s are
-  composed keys (`account/list/status/member`), read as an `_id` prefix range;
+  composed keys (`account/list/status/member`), read as an `_id` prefix range, written before the documents
+  and mended by the fold that applies a crashed batch again, however differently its batch is cut (`States`);
 - counts are kept as the events fold (`Counters`), never computed by scanning, and stay exact when a
   batch is applied again after a crash: each counter document remembers the offset of the last event
   it counted.
@@ -42,8 +43,8 @@ LOAD_CHUNK = 1000
 # idle. On 2 cores, 844 subscriber documents in 3 parts: insert 79 -> 54 ms, load by `$in` 182 -> 112 ms.
 PARTS, PART_MIN = 3, 200
 
-__all__ = ["APPLIED", "Counters", "KeyedReader", "SecondaryIndex", "applied", "compose", "in_parts", "insert_new",
-           "keys_due", "load", "marked", "prefix_range", "time_key", "write_changes"]
+__all__ = ["APPLIED", "Counters", "KeyedReader", "SecondaryIndex", "States", "applied", "compose", "in_parts",
+           "insert_new", "keys_due", "load", "marked", "prefix_range", "time_key", "write_changes"]
 
 
 # The ids of the events folded into a document, kept in it: a fold that skips an event already there
@@ -229,30 +230,53 @@ def _difference(old: Document, new: Document) -> dict[str, Any]:
     return update
 
 
+class States:
+    """What a fold made of each document of a batch, state after state (`SecondaryIndex.write`'s `passed`):
+    `set(key, doc)` in place of `after[key] = doc`."""
+
+    def __init__(self, after: dict[str, Any]) -> None:  # documents by key (None: deleted)
+        self.after = after
+        self.passed: dict[str, list[Document]] = {}
+
+    def set(self, key: str, doc: Document) -> None:
+        self.after[key] = doc
+        self.passed.setdefault(key, []).append(doc)
+
+
 class SecondaryIndex:
     """A listing kept as a collection of composed keys: `key(doc)` says where a document is listed (None: not
-    listed). Write it before the documents it lists: when a batch is applied again after a crash, the fold
-    then sees the old documents and repeats the same index changes, which are idempotent."""
+    listed). Write it before the documents it lists. A crash between the two leaves keys the documents do
+    not show yet; the fold that applies those events again after the restart starts from the same documents
+    but may fold more events at once (its batch is whatever the consumer reads then), so it passes over the
+    states the crashed fold ended in. So `write` removes, besides the key a document had before the batch, the
+    key of every state it passed through in the batch (`passed`) that is not its final one: each such key could
+    have been written by a fold of a shorter batch. Keys name their document, so no other one is touched."""
 
     def __init__(self, collection: AsyncCollection[Document], key: Callable[[Document], str | None]) -> None:
         self.collection = collection
         self._key = key
 
-    async def write(self, before: Mapping[str, Document], after: Mapping[str, Document | None]) -> None:
-        removed: list[DeleteOne] = []
+    async def write(self, before: Mapping[str, Document], after: Mapping[str, Document | None],
+                    passed: Mapping[str, Iterable[Document]] | None = None) -> None:
+        """`after`: the documents the batch changed; `passed`: for each document, the states the fold made of it
+        on the way (the last one included or not). A document that came back to where it started is in
+        `passed` alone: its key goes back too (a shorter fold may have moved it)."""
+        passed = passed or {}
+        removed: set[str] = set()
         added: list[Document] = []
-        for member_id, doc in after.items():
-            old = before.get(member_id)
+        for doc_id in {**after, **passed}:
+            old = before.get(doc_id)
+            doc = after[doc_id] if doc_id in after else old
             old_key = self._key(old) if old is not None else None
             new_key = self._key(doc) if doc is not None else None
-            if old_key == new_key:
-                continue
-            if old_key is not None:
-                removed.append(DeleteOne({"_id": old_key}))
-            if new_key is not None:
+            keys = (old_key, *(self._key(state) for state in passed.get(doc_id, ())))
+            stale = {k for k in keys if k is not None and k != new_key}
+            removed |= stale
+            if new_key is not None and (new_key != old_key or stale):
                 added.append({"_id": new_key})
-        if removed:
-            await self.collection.bulk_write(removed, ordered=False)
+        ids = sorted(removed)
+        for start in range(0, len(ids), LOAD_CHUNK):  # one statement per chunk, found through the `_id` index
+            await self.collection.delete_many({"_id": {"$in": ids[start:start + LOAD_CHUNK]}})
         await insert_new(self.collection, added)
 
     async def keys(self, *prefix: str, after: str | None = None, limit: int = 100) -> list[str]:

@@ -62,6 +62,7 @@ from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
     Counters,
     SecondaryIndex,
+    States,
     compose,
     keys_due,
     load,
@@ -216,17 +217,15 @@ class BillingProjection(Projection):
             return {}
         before = await load(self.db[ACCOUNTS], {e.account_id for e in events})
         after: dict[str, Document | None] = dict(before)
+        states = States(after)
         for event in events:
             old = after.get(event.account_id)
             folded = domain.evolve_account(account_of(old) if old is not None else None, event)
             if folded is not None:
-                after[event.account_id] = account_doc(folded)
+                states.set(event.account_id, account_doc(folded))
         changed = {k: v for k, v in after.items() if v != before.get(k)}
-        await self._review.write(before, changed)
-        await self._trials.write(before, changed)
-        await self._renewals.write(before, changed)
-        await self._credit_expiry.write(before, changed)
-        await self._retention.write(before, changed)
+        for index in (self._review, self._trials, self._renewals, self._credit_expiry, self._retention):
+            await index.write(before, changed, states.passed)
         await write_changes(self.db[ACCOUNTS], before, changed)
         return {k: account_of(v) for k, v in after.items() if v is not None}
 

@@ -40,6 +40,7 @@ from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
     Counters,
     SecondaryIndex,
+    States,
     compose,
     insert_new,
     keys_due,
@@ -165,6 +166,7 @@ class CampaignsProjection(Projection):
         keys = {campaign_key(e.account_id, str(_campaign_of(e))) for e in events}
         before = await load(self.db[CAMPAIGNS], keys)
         after: dict[str, Document | None] = dict(before)
+        states = States(after)
         await self._stats.prepare({stats_key(e) for e in events if isinstance(e, CAMPAIGN_EVENTS)})
         for event in events:
             key = campaign_key(event.account_id, str(_campaign_of(event)))
@@ -172,7 +174,7 @@ class CampaignsProjection(Projection):
             folded = domain.evolve(old, event, event.occurred_at)
             if folded is None or folded is old:
                 continue
-            after[key] = {**folded, "_id": key}
+            states.set(key, {**folded, "_id": key})
             if isinstance(event, CAMPAIGN_EVENTS):
                 was, now = (old or {}).get("status"), folded["status"]
                 if was != now:
@@ -180,9 +182,8 @@ class CampaignsProjection(Projection):
         changed = {k: v for k, v in after.items() if v is not before.get(k)}
         # Counters and listings before the documents: a replay after a crash repeats them idempotently.
         await self._stats.write()
-        await self._schedule.write(before, changed)
-        await self._review.write(before, changed)
-        await self._completing.write(before, changed)
+        for index in (self._schedule, self._review, self._completing):
+            await index.write(before, changed, states.passed)
         await write_changes(self.db[CAMPAIGNS], before, changed)
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:

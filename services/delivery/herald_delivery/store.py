@@ -35,6 +35,7 @@ from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
     LOAD_CHUNK,
     SecondaryIndex,
+    States,
     applied,
     compose,
     insert_new,
@@ -135,6 +136,7 @@ class AudienceProjection(FoldingProjection):
             member_ids.update(scoped(doc["account_id"], s) for s in doc["members"])
         members: dict[str, Document] = await load(self.db[MEMBERS], member_ids)
         before_members, before_addresses = dict(members), dict(addresses)
+        states = States(members)
         for event in events:
             # Each member keeps the ids of the events folded into it: a copy, however late, changes nothing.
             key = scoped(event.account_id, event.payload.subscriber_id)  # type: ignore[attr-defined]
@@ -142,7 +144,7 @@ class AudienceProjection(FoldingProjection):
             if not applied(old, event):
                 folded = domain.evolve_audience_member(old, event, named=True)
                 if folded is not None:
-                    members[key] = marked({**folded, "_id": key}, old, event)
+                    states.set(key, marked({**folded, "_id": key}, old, event))
             if isinstance(event, SubscriberSuppressed):
                 # Suppression is of the address for the whole account (PRODUCT.md), whichever list.
                 address = addresses.get(compose(event.account_id, event.payload.email_sha256))
@@ -153,13 +155,13 @@ class AudienceProjection(FoldingProjection):
                         continue
                     suppressed = domain.evolve_audience_member(other_doc, event, named=False)
                     if suppressed is not None:
-                        members[other_key] = marked({**suppressed, "_id": other_key}, other_doc, event)
+                        states.set(other_key, marked({**suppressed, "_id": other_key}, other_doc, event))
             if isinstance(event, SubscriberAdded):
                 address_key = compose(event.account_id, event.payload.email_sha256)
                 addresses[address_key] = {"_id": address_key,
                                           **domain.evolve_audience_address(addresses.get(address_key), event)}
         changed = {k: v for k, v in members.items() if v is not before_members.get(k)}
-        await self._active.write(before_members, changed)  # the listing before the documents it lists
+        await self._active.write(before_members, changed, states.passed)  # the listing before its documents
         await write_changes(self.db[MEMBERS], before_members, changed)
         await write_changes(self.db[ADDRESSES], before_addresses,
                             {k: v for k, v in addresses.items() if v is not before_addresses.get(k)})

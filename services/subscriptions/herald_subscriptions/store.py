@@ -35,6 +35,7 @@ from herald_shared.readmodel import (
     Counters,
     KeyedReader,
     SecondaryIndex,
+    States,
     applied,
     compose,
     load,
@@ -113,6 +114,7 @@ class SubscriptionsProjection(FoldingProjection):
         others = {m for key in suppressed if key in addresses for m in addresses[key]["members"]} - member_ids
         members.update(await load(self.db[SUBSCRIBERS], others))
         before_members, before_addresses = dict(members), dict(addresses)
+        states = States(members)
         await self._counts.prepare(list_key(d["account_id"], d["list_id"]) for d in members.values())
         for event in events:
             if isinstance(event, SubscriberSuppressed):
@@ -127,7 +129,7 @@ class SubscriptionsProjection(FoldingProjection):
                     continue  # a redelivery, or a copy published again long after
                 folded = domain.evolve_member(old, event)
                 if folded is not None:
-                    members[target] = marked(folded, old, event)
+                    states.set(target, marked(folded, old, event))
                     self._count(event, old, folded)
             if isinstance(event, SubscriberAdded | ConfirmationRequested):
                 key = compose(event.account_id, domain.address_hash(event) or "")
@@ -136,7 +138,7 @@ class SubscriptionsProjection(FoldingProjection):
                     addresses[key] = {**address, "_id": key}
         # Counts and the listing, then the documents: see Counters and SecondaryIndex on why this order.
         changed = {k: v for k, v in members.items() if v is not before_members.get(k)}
-        await asyncio.gather(self._counts.write(), self._listing.write(before_members, changed))
+        await asyncio.gather(self._counts.write(), self._listing.write(before_members, changed, states.passed))
         # Addresses depend on nothing else written here.
         await asyncio.gather(
             write_changes(self.db[SUBSCRIBERS], before_members, changed),

@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import pytest
 from pymongo import AsyncMongoClient
 
+from herald_delivery import store as delivery_store
 from herald_delivery.store import AudienceProjection, DeliveryStore
 from herald_shared.contract import Event
 from herald_shared.contract.subscriptions import (
@@ -75,3 +77,32 @@ async def test_old_membership_events_folded_again_bring_nobody_back(
     await fold(projection, *history, *later)
     assert await audience(store, "news") == [] and await audience(store, "offers") == []
     assert {d["_id"]: d async for d in db["members"].find({})} == members
+
+
+async def test_a_longer_batch_folded_after_a_crash_leaves_no_one_listed_who_left(
+        settings: HeraldSettings, mongo: AsyncMongoClient[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch died after writing the listing (s1 listed active) and before the members; the batch folded again
+    after the restart is longer (s1 added, confirmed and unsubscribed at once). The expansion reads the listing
+    alone: s1 must not be in it."""
+    db = mongo[settings.database_name("delivery")]
+    created = ListCreated(account_id="acme", producer="subscriptions",  # type: ignore[arg-type]
+                          payload={"list_id": "news", "name": "News", "opt_in": "single"})
+    history: list[Event] = [created, added("s1", "news", "ann@example.org"), confirmed("s1", "news"),
+                            added("s2", "news", "ben@example.org"), confirmed("s2", "news")]
+    left = SubscriberUnsubscribed(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+        "list_id": "news", "subscriber_id": "s1", "source": "one_click"})
+    real_write = delivery_store.write_changes
+
+    async def dies_before_the_members(collection: Any, before: Any, after: Any) -> None:
+        if collection.name == delivery_store.MEMBERS:
+            raise ConnectionError("the process died here")
+        await real_write(collection, before, after)
+
+    monkeypatch.setattr(delivery_store, "write_changes", dies_before_the_members)
+    with pytest.raises(ConnectionError):
+        await fold(AudienceProjection(db), *history)
+    monkeypatch.setattr(delivery_store, "write_changes", real_write)
+    await fold(AudienceProjection(db), *history, left)
+    store = DeliveryStore(db)
+    assert [ids async for ids in store.active_member_ids("acme", "news")] == [["s2"]]
+    assert await audience(store, "news") == ["s2"]

@@ -8,7 +8,16 @@ from pymongo import AsyncMongoClient
 from herald_shared.contract.envelope import RecordPosition
 from herald_shared.contract.subscriptions import SubscriberConfirmed
 from herald_shared.mongo import Document
-from herald_shared.readmodel import Counters, SecondaryIndex, compose, insert_new, load, prefix_range, write_changes
+from herald_shared.readmodel import (
+    Counters,
+    SecondaryIndex,
+    States,
+    compose,
+    insert_new,
+    load,
+    prefix_range,
+    write_changes,
+)
 from herald_shared.settings import HeraldSettings
 
 
@@ -83,3 +92,31 @@ async def test_counters_count_each_event_once_when_a_batch_is_applied_again(sett
     await fold([confirmed_at(None)])  # an event made here, never read from Kafka, always counts
     assert await counters.read("acc/news") == {"pending": -12, "active": 12}
     assert await counters.read("acc/other") == {}
+
+
+async def test_a_listing_written_by_a_shorter_fold_before_a_crash_is_mended_by_the_longer_one(
+        settings: HeraldSettings, mongo: AsyncMongoClient[Document]) -> None:
+    """The fold that dies wrote the listing of the states its batch ended in; the one after the restart starts
+    from the same documents with a longer batch and passes over those states (`States`): their keys go, and a
+    document that ends where it started is listed there again."""
+    collection = mongo[settings.database_name("mended")]["listing"]
+    index = SecondaryIndex(collection, lambda doc: compose("acc", doc["status"], doc["_id"]))
+    start = {"a": {"_id": "a", "status": "pending"}, "b": {"_id": "b", "status": "active"}}
+    await index.write({}, start)
+    # The dead fold: a confirmed (pending -> active), b paused (active -> paused); its documents never written.
+    await index.write(start, {"a": {"_id": "a", "status": "active"}, "b": {"_id": "b", "status": "paused"}})
+    # The fold after the restart: a also unsubscribed, b also resumed (back where it started, so unchanged).
+    after: dict[str, Document | None] = dict(start)
+    states = States(after)
+    states.set("a", {"_id": "a", "status": "active"})
+    states.set("a", {"_id": "a", "status": "unsubscribed"})
+    states.set("b", {"_id": "b", "status": "paused"})
+    states.set("b", {"_id": "b", "status": "active"})
+    changed = {k: v for k, v in after.items() if v != start.get(k)}
+    assert list(changed) == ["a"]
+    await index.write(start, changed, states.passed)
+    assert [d["_id"] async for d in collection.find({}).sort("_id", 1)] == ["acc/active/b", "acc/unsubscribed/a"]
+    # Without what it passed over, the same write leaves both of the dead fold's keys.
+    await index.write({}, {"a": {"_id": "a", "status": "active"}, "b": {"_id": "b", "status": "paused"}})
+    await index.write(start, changed)
+    assert "acc/active/a" in [d["_id"] async for d in collection.find({})]
