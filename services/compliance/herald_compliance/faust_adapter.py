@@ -18,6 +18,8 @@ and reaches past its public API in two places, both here:
   place of the memory store's dict and key → partition map (about 40 bytes a fact instead of ~250), taking
   faust's recovery (`apply_changelog_batch`) and its end (`on_recovery_completed`) in their place; `FactTable`
   reads and writes it, and writes its changelog as `ChangelogTable` does.
+- `Transport` (the broker URLs' scheme, `TRANSPORT_SCHEME`) is faust's aiokafka transport whose consumer hands
+  each fetched record to the streams without four tasks and an `asyncio.wait` when it can (`Consumer`).
 
 `tests/unit/compliance/test_faust_adapter.py` checks each of them against the installed faust and fails, naming
 what changed, on an upgrade that moves them. Known good: the versions in `KNOWN_GOOD_FAUST`.
@@ -26,13 +28,16 @@ what changed, on an upgrade that moves them. Known good: the versions in `KNOWN_
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust import stores
 from faust.stores import memory
+from faust.transport import drivers
+from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from faust.types.tuples import ack_lock
 
@@ -45,6 +50,7 @@ STORE_URL = "herald-memory://"
 # take the app's store instead)
 FACT_STORE_URL = "herald-facts://memory"
 PRELOAD_BATCH = 20_000  # changelog records fetched at once by the preload
+TRANSPORT_SCHEME = "herald-kafka"  # the broker URLs' scheme: faust's aiokafka transport with `Consumer`
 
 
 def decode(value: Any) -> Any:
@@ -373,5 +379,87 @@ def apply_changelog(store: memory.Store[str, bytes], partition: int,
     return read
 
 
+class Consumer(aiokafka_driver.Consumer):
+    """faust's aiokafka consumer, handing records to the streams more cheaply.
+
+    faust's fetch loop (`Consumer._drain_messages`) hands each record to the conductor as
+    `await self.wait_first(deliver(record), self.suspend_flow.wait())`, so that a delivery stuck on a full
+    stream buffer or on paused flow is given up when a rebalance suspends the flow. `wait_first` makes four
+    tasks (the delivery, the suspension, the consumer's stop and crash) and an `asyncio.wait` for every record:
+    ~48 µs here, half of what faust's stream costs a record. This one runs the delivery in place first, in a
+    copy of the context as a task would: the usual delivery (decode, put in a buffer with room) finishes in that
+    one step, and nothing else is made. Then it lets the loop run once, as the tasks did: the stream takes each
+    record out as it comes. Without that the fetch loop filled the stream's buffer to its high mark, faust took
+    the partitions out of the fetch until it drained, and the worker did less than before (200,000 sends:
+    6,577 to 6,934 events/s handed over against 8,422 to 8,905; yielding after every 10th record, the same). A
+    delivery that has to wait goes on in a task, through faust's own `wait_first` with the suspension, exactly
+    as before. Only that call is changed: any other goes to faust."""
+
+    deliveries_in_place = 0  # records handed over in one step (a test checks that the fast way is taken)
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109 - faust's signature
+        if not (len(coros) == 2 and timeout is None and self._waits_for_suspension(coros[1])):
+            return await super().wait_first(*coros, timeout=timeout)
+        deliver, suspended = coros
+        if self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set():
+            return await super().wait_first(deliver, suspended)
+        context = contextvars.copy_context()
+        try:
+            step = context.run(deliver.send, None)
+        except StopIteration:
+            suspended.close()
+            Consumer.deliveries_in_place += 1
+            await asyncio.sleep(0)  # the stream takes it out now, as it did while the tasks ran (see above)
+            return None  # faust's loop does not read what wait_first returns
+        except BaseException:
+            suspended.close()
+            raise
+        rest = asyncio.get_running_loop().create_task(_resume(deliver, step), context=context)
+        return await super().wait_first(rest, suspended)
+
+    def _waits_for_suspension(self, coro: Any) -> bool:
+        """True for a coroutine of `self.suspend_flow.wait()` not started yet."""
+        return (getattr(coro, "cr_code", None) is asyncio.Event.wait.__code__ and coro.cr_frame is not None
+                and coro.cr_frame.f_locals.get("self") is self.suspend_flow)
+
+
+class _Resumed:
+    """A coroutine that was stepped once outside a task (it yielded `step`), awaitable so that a task goes on
+    driving it from there: what the task sends or throws in goes to the coroutine, what it yields goes out."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], step: Any) -> None:
+        self._coro, self._step = coro, step
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, step = self._coro, self._step
+        while True:
+            try:
+                sent = yield step
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as thrown:  # a cancellation, or whatever the task throws in
+                try:
+                    step = coro.throw(thrown)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    step = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], step: Any) -> Any:
+    return await _Resumed(coro, step)
+
+
+class Transport(aiokafka_driver.Transport):
+    """faust's aiokafka transport with `Consumer` as its consumer."""
+
+    Consumer = Consumer
+
+
+drivers.TRANSPORTS.aliases.setdefault(TRANSPORT_SCHEME, f"{__name__}:Transport")
 stores.STORES.aliases.setdefault(STORE_URL.removesuffix("://"), f"{__name__}:PreloadedStore")
 stores.STORES.aliases.setdefault(FACT_STORE_URL.split("://")[0], f"{__name__}:FactStore")

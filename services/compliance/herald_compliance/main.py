@@ -24,7 +24,14 @@ from . import metrics
 from .api import build_staff_api
 from .continuity import Continuity
 from .domain import AccountState, Policy, as_fraction, default_rules
-from .faust_adapter import FACT_STORE_URL, STORE_URL, Acknowledgements, ChangelogTable, FactTable
+from .faust_adapter import (
+    FACT_STORE_URL,
+    STORE_URL,
+    TRANSPORT_SCHEME,
+    Acknowledgements,
+    ChangelogTable,
+    FactTable,
+)
 from .processor import (
     INPUT_TOPICS,
     PARTITIONS,
@@ -121,7 +128,8 @@ class Compliance:
         topics = settings.topics
         self.producer = make_producer(settings, SERVICE)
         self.publisher = EventPublisher(self.producer, topics)
-        brokers = [f"kafka://{b.strip()}" for b in settings.kafka_bootstrap_servers.split(",") if b.strip()]
+        servers = settings.kafka_bootstrap_servers.split(",")
+        brokers = [f"{TRANSPORT_SCHEME}://{b.strip()}" for b in servers if b.strip()]
         app_id = f"{settings.topic_prefix}herald-compliance"
         self.faust = faust.App(
             # Tables live in memory and in their changelog topics; faust still creates its data folder, so it

@@ -9,6 +9,8 @@ lost counts in a kill test. When one fails: read the new faust, mend the adapter
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import json
 from importlib.metadata import version
 from typing import Any
@@ -25,8 +27,10 @@ from herald_compliance.faust_adapter import (
     FACT_STORE_URL,
     KNOWN_GOOD_FAUST,
     STORE_URL,
+    TRANSPORT_SCHEME,
     Acknowledgements,
     ChangelogTable,
+    Consumer,
     FactStore,
     FactTable,
     PreloadedStore,
@@ -351,3 +355,118 @@ async def test_a_fact_remembered_again_is_written_after_the_tombstones_of_its_fo
     recovered.apply_changelog_batch([await recovered.changelog_topic.decode(Message(
         topic, 2, n, 0.0, 0, [], k, v, None)) for n, (_, _, batch) in enumerate(producer.sent) for k, v in batch])
     assert FactTable(recovered, producer).get("acc", "s:m1") == ["herald.delivery:2", 9, 1_700_000_100, 0]
+
+
+# --- handing records to the streams (Consumer) ------------------------------------------------------------------
+
+def make_consumer() -> Consumer:
+    app = faust.App("herald-adapter-consumer", broker=f"{TRANSPORT_SCHEME}://127.0.0.1:1", store="memory://",
+                    web_enabled=False, autodiscover=False)
+    consumer = app.consumer
+    assert type(consumer) is Consumer, "the broker URL's scheme no longer selects the adapter's transport"
+    return consumer
+
+
+async def test_faust_fetch_loop_hands_each_record_over_in_place_through_the_adapter() -> None:
+    """faust's own `_drain_messages` (its fetch loop, not a copy of it) awaits
+    `wait_first(deliver(record), suspend_flow.wait())` per record; the adapter's consumer recognises that call
+    and runs the delivery in place. If faust changes the call, no record is counted here."""
+    consumer = make_consumer()
+    tp = TP("herald.delivery", 0)
+    records = [Message("herald.delivery", 0, offset, 0.0, 0, None, None, b"k", b"v", None) for offset in range(3)]
+    delivered: list[int] = []
+    fetcher = make_app()  # any mode Service: the loop stops once this one is stopped
+
+    async def deliver(message: Message) -> None:
+        delivered.append(message.offset)
+
+    async def getmany(timeout: float) -> Any:  # noqa: ASYNC109 - faust's signature
+        for record in records:
+            yield tp, record
+        fetcher._stopped.set()
+
+    consumer.callback = deliver
+    consumer.getmany = getmany  # type: ignore[method-assign]
+    in_place = Consumer.deliveries_in_place
+    await asyncio.wait_for(consumer._drain_messages(fetcher), 5)
+    assert delivered == [0, 1, 2]
+    assert Consumer.deliveries_in_place - in_place == 3
+    assert consumer._read_offset[tp] == 2
+
+
+async def test_a_delivery_that_has_to_wait_goes_on_in_a_task_and_finishes() -> None:
+    consumer = make_consumer()
+    room = asyncio.get_running_loop().create_future()
+    steps: list[str] = []
+
+    async def deliver() -> str:
+        steps.append("decoded")
+        await room  # a full stream buffer
+        steps.append("put")
+        return "done"
+
+    waiting = asyncio.ensure_future(consumer.wait_first(deliver(), consumer.suspend_flow.wait()))
+    await asyncio.sleep(0.01)
+    assert steps == ["decoded"] and not waiting.done()
+    room.set_result(None)
+    result = await asyncio.wait_for(waiting, 1)
+    assert steps == ["decoded", "put"]
+    assert result.results == ["done"]  # faust's own wait_first answered, with the delivery as the winner
+
+
+async def test_a_delivery_still_waiting_when_the_flow_is_suspended_is_given_up_as_faust_gives_it_up() -> None:
+    consumer = make_consumer()
+    outcome: list[str] = []
+
+    async def deliver() -> None:
+        try:
+            await asyncio.Event().wait()  # a buffer that never gets room
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    waiting = asyncio.ensure_future(consumer.wait_first(deliver(), consumer.suspend_flow.wait()))
+    await asyncio.sleep(0.01)
+    consumer.suspend_flow.set()  # a rebalance
+    await asyncio.wait_for(waiting, 1)
+    await asyncio.sleep(0)
+    assert outcome == ["cancelled"]
+
+
+async def test_a_delivery_failing_at_once_raises_and_leaves_no_coroutine_unawaited(recwarn: Any) -> None:
+    consumer = make_consumer()
+
+    async def deliver() -> None:
+        raise ValueError("undecodable")
+
+    with pytest.raises(ValueError, match="undecodable"):
+        await consumer.wait_first(deliver(), consumer.suspend_flow.wait())
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+async def test_a_delivery_runs_in_its_own_context_as_in_a_task() -> None:
+    consumer = make_consumer()
+    seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="caller")
+
+    async def deliver() -> None:
+        seen.set("delivery")
+
+    await consumer.wait_first(deliver(), consumer.suspend_flow.wait())
+    assert seen.get() == "caller"
+
+
+async def test_other_waits_and_suspended_flow_go_to_faust_unchanged() -> None:
+    consumer = make_consumer()
+    in_place = Consumer.deliveries_in_place
+    other = asyncio.Event()
+    other.set()
+    result = await consumer.wait_first(other.wait(), consumer.can_resume_flow.wait(), timeout=1)
+    assert result.done and not result.stopped  # faust's wait_first: the set event won
+    consumer.suspend_flow.set()
+
+    async def deliver() -> str:
+        return "late"
+
+    await consumer.wait_first(deliver(), consumer.suspend_flow.wait())
+    assert Consumer.deliveries_in_place == in_place
