@@ -258,8 +258,12 @@ class InvoiceLineOut(Out):
 class InvoiceOut(Out):
     invoice_id: str
     issued_at: datetime
-    status: Literal["open", "paid", "void"] = Field(description="void: no longer due (the agreement ended "
-                                                               "before the period it bills), never charged.")
+    status: Literal["open", "paid", "void"] = Field(description="open: not paid yet (a purchase being charged, "
+                                                               "or a renewal whose payment failed); void: see "
+                                                               "void_reason.")
+    void_reason: Literal["agreement_ended", "payment_declined"] | None = Field(
+        description="agreement_ended: no longer due (the agreement ended before the period it bills), never "
+                    "charged. payment_declined: a purchase whose payment was declined; it bought nothing.")
     amount_cents: int
     net_cents: int | None
     vat_cents: int | None
@@ -335,7 +339,8 @@ def invoice_out(doc: dict[str, Any]) -> dict[str, Any]:
             "period_start": doc["period_start"].isoformat(), "period_end": doc["period_end"].isoformat(),
             "lines": [{"description": line["description"], "amount_cents": line["amount_cents"]}
                       for line in doc["lines"]],
-            "attempts": doc.get("attempts", 0), "last_failure": doc.get("last_failure")}
+            "attempts": doc.get("attempts", 0), "last_failure": doc.get("last_failure"),
+            "void_reason": doc.get("void_reason")}
 
 
 def user_out(user: User) -> dict[str, Any]:

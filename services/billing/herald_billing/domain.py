@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
@@ -54,6 +54,7 @@ from herald_shared.contract.billing import (
     PaymentSucceededPayload,
     PlanChanged,
     PlanChangedPayload,
+    PurchaseTerms,
     QuotaExhausted,
     QuotaExhaustedPayload,
     SendingBlocked,
@@ -182,6 +183,17 @@ class RenewalPending(RuleRefused):
     code, http_status = "renewal_pending", 409
 
 
+class PurchasePending(RuleRefused):
+    code, http_status = "purchase_pending", 409
+
+
+class ProviderUnavailable(RuleRefused):
+    """The payment provider did not answer: whether it took the money is not known. The purchase stays
+    recorded and open; asked again for the same invoice, the provider answers what it did."""
+
+    code, http_status = "payment_provider_unavailable", 503
+
+
 class PackNotOffered(RuleRefused):
     code, http_status = "credit_pack_not_offered", 422
 
@@ -207,7 +219,8 @@ class User:
 
 @dataclass(frozen=True)
 class OpenInvoice:
-    """An invoice issued and not paid yet (a renewal whose automatic payment failed)."""
+    """An invoice issued and not paid yet: a renewal whose automatic payment failed, or a purchase between its
+    recording and its charge (`purchase`: its terms, InvoiceIssued's `purchase` as stored)."""
 
     invoice_id: str
     amount_cents: int
@@ -216,6 +229,8 @@ class OpenInvoice:
     attempts: int = 0
     last_attempt_at: datetime | None = None
     pays_period: bool = True  # a plan's first period or a renewal: paying it pays up to period_end
+    purchase: Mapping[str, Any] | None = None
+    net_cents: int | None = None
 
 
 @dataclass(frozen=True)
@@ -531,19 +546,8 @@ def gate(account: Account, reason: BlockReason, closed: bool, detail: str | None
     return []
 
 
-# Buying: a monthly plan, an upgrade, a renewal. Each is an invoice to charge, then what its payment records.
-
-
-@dataclass(frozen=True)
-class Purchase:
-    """An invoice to pay now, and what is recorded with it once the payment succeeded (before, nothing is)."""
-
-    invoice: InvoiceIssued
-    then: list[Event]
-
-    @property
-    def amount_cents(self) -> int:
-        return self.invoice.payload.amount_cents
+# Buying: a monthly plan, an upgrade, credits, a renewal. Each is an invoice, recorded first, then charged; what a
+# purchase buys is recorded once its payment succeeded (settle_purchase), and a declined purchase is voided.
 
 
 def invoice_number(year: int, last: int) -> str:
@@ -552,7 +556,8 @@ def invoice_number(year: int, last: int) -> str:
 
 
 def _invoice(account: Account, config: Plans, number: str, kind: Literal["plan", "renewal", "upgrade", "credits"],
-             lines: list[tuple[str, int]], start: datetime, end: datetime, now: datetime) -> InvoiceIssued:
+             lines: list[tuple[str, int]], start: datetime, end: datetime, now: datetime,
+             purchase: PurchaseTerms | None = None) -> InvoiceIssued:
     net = sum(amount for _, amount in lines)
     vat = config.vat(net)
     return InvoiceIssued(account_id=account.account_id, producer=PRODUCER, occurred_at=now,
@@ -560,14 +565,26 @@ def _invoice(account: Account, config: Plans, number: str, kind: Literal["plan",
                              invoice_id=number, amount_cents=net + vat, period_start=start, period_end=end,
                              due_at=now, lines=[InvoiceLine(description=d, amount_cents=c) for d, c in lines],
                              kind=kind,
-                             net_cents=net, vat_cents=vat, vat_percent=str(config.vat_percent)))
+                             net_cents=net, vat_cents=vat, vat_percent=str(config.vat_percent), purchase=purchase))
+
+
+def pending_purchases(account: Account) -> list[OpenInvoice]:
+    """Purchases recorded and not settled yet (their charge, or its outcome's recording, was interrupted)."""
+    return [i for i in account.open_invoices if i.purchase is not None]
+
+
+def _no_purchase_pending(account: Account) -> None:
+    if pending_purchases(account):
+        raise PurchasePending("an earlier purchase is still being charged; try again in a moment")
 
 
 def buy_monthly(account: Account, usage: Usage, config: Plans, subscribers: int, edition: Edition,
-                number: str, now: datetime) -> Purchase | None:
+                number: str, now: datetime) -> InvoiceIssued | None:
     """Choose a monthly tier, or raise it (PRODUCT.md: at any time, never lowered; mid-period, the difference
-    for the rest of the period is charged at once). None: that is the plan already."""
+    for the rest of the period is charged at once): the invoice to record and charge. None: that is the plan
+    already."""
     _open(account)
+    _no_purchase_pending(account)
     tier = config.tier(subscribers)
     if tier is None:
         offered = ", ".join(str(t.subscribers) for t in config.tiers)
@@ -589,18 +606,49 @@ def buy_monthly(account: Account, usage: Usage, config: Plans, subscribers: int,
         difference = plans.prorated(fee - account.fee_cents, start, end, now)
         line = (f"Upgrade from {account.tier} ({account.edition}) to {tier.subscribers} subscribers ({edition}), "
                 f"{now.date().isoformat()} to {end.date().isoformat()}", difference)
-        invoice = _invoice(account, config, number, "upgrade", [line], now, end, now)
-        billing_day = account.billing_day or now.day
+        return _invoice(account, config, number, "upgrade", [line], now, end, now,
+                        _plan_terms(tier, edition, account.billing_day or now.day))
+    end = plans.next_billing_date(now.day, now)
+    line = (f"Monthly plan, {tier.subscribers} subscribers ({edition}), {now.date().isoformat()} to "
+            f"{end.date().isoformat()}", fee)
+    return _invoice(account, config, number, "plan", [line], now, end, now, _plan_terms(tier, edition, now.day))
+
+
+def _plan_terms(tier: plans.Tier, edition: Edition, billing_day: int) -> PurchaseTerms:
+    return PurchaseTerms(tier_subscriber_limit=tier.subscribers, edition=edition,
+                         monthly_send_cap=tier.monthly_send_cap, monthly_fee_cents=tier.fee(edition),
+                         billing_day=billing_day)
+
+
+def settle_purchase(account: Account, invoice_id: str, declined: str | None, now: datetime) -> list[Event]:
+    """A purchase's invoice once charged: paid, then what it buys (and a payment block lifted where it may be);
+    declined (None: paid), voided, buying nothing. Fixed ids: settled twice (a request and the plan clock
+    after a crash) it is the same events; settled already, nothing."""
+    invoice = next((i for i in pending_purchases(account) if i.invoice_id == invoice_id), None)
+    if invoice is None or invoice.purchase is None:
+        return []
+    a = account.account_id
+    if declined is not None:
+        return [_event(InvoiceVoided, a, InvoiceVoidedPayload(invoice_id=invoice_id, reason="payment_declined"),
+                       fixed_id("purchase-voided", a, invoice_id), at=now)]
+    terms = PurchaseTerms.model_validate(invoice.purchase)
+    bought: list[Event] = [_event(PaymentSucceeded, a, PaymentSucceededPayload(
+        invoice_id=invoice_id, amount_cents=invoice.amount_cents), fixed_id("purchase-paid", a, invoice_id), at=now)]
+    since = invoice.period_start  # the purchase's time
+    if terms.credits is not None and terms.credits_expire_at is not None:
+        bought.append(_event(CreditsPurchased, a, CreditsPurchasedPayload(
+            batch_id=f"credits-{invoice_id}", credits=terms.credits, expires_at=terms.credits_expire_at,
+            price_cents=invoice.net_cents if invoice.net_cents is not None else invoice.amount_cents),
+            fixed_id("purchase-credits", a, invoice_id), at=now))
+        if account.plan != "pay_as_you_go":
+            bought.append(_event(PlanChanged, a, PlanChangedPayload(plan="pay_as_you_go", effective_at=since),
+                                 fixed_id("purchase-plan", a, invoice_id), at=now))
     else:
-        end = plans.next_billing_date(now.day, now)
-        line = (f"Monthly plan, {tier.subscribers} subscribers ({edition}), {now.date().isoformat()} to "
-                f"{end.date().isoformat()}", fee)
-        invoice = _invoice(account, config, number, "plan", [line], now, end, now)
-        billing_day = now.day
-    paid = _event(PaymentSucceeded, account.account_id, PaymentSucceededPayload(
-        invoice_id=number, amount_cents=invoice.payload.amount_cents), at=now)
-    return Purchase(invoice, [invoice, paid, _plan_changed(account, tier, edition, billing_day, now),
-                              *_payment_went_through(account, now)])
+        bought.append(_event(PlanChanged, a, PlanChangedPayload(
+            plan="monthly", edition=terms.edition or "standard", tier_subscriber_limit=terms.tier_subscriber_limit,
+            monthly_send_cap=terms.monthly_send_cap, monthly_fee_cents=terms.monthly_fee_cents,
+            billing_day=terms.billing_day, effective_at=since), fixed_id("purchase-plan", a, invoice_id), at=now))
+    return [*bought, *_payment_went_through(account, now)]
 
 
 def _payment_went_through(account: Account, now: datetime) -> list[Event]:
@@ -608,13 +656,6 @@ def _payment_went_through(account: Account, now: datetime) -> list[Event]:
     block is lifted, unless a declined invoice is still open (its next charge decides)."""
     declined = any(i.attempts for i in account.open_invoices)
     return [] if declined else gate(account, "payment_failed", False, None, now)
-
-
-def _plan_changed(account: Account, tier: plans.Tier, edition: Edition, billing_day: int, now: datetime) -> Event:
-    return _event(PlanChanged, account.account_id, PlanChangedPayload(
-        plan="monthly", edition=edition, tier_subscriber_limit=tier.subscribers,
-        monthly_send_cap=tier.monthly_send_cap, monthly_fee_cents=tier.fee(edition), billing_day=billing_day,
-        effective_at=now), at=now)
 
 
 def renewal(account: Account, config: Plans, number: str, now: datetime) -> InvoiceIssued | None:
@@ -678,10 +719,12 @@ def expire_credits(account: Account, usage: Usage, now: datetime) -> list[Event]
             if b.expired is None and b.expires_at <= now]
 
 
-def buy_credits(account: Account, config: Plans, credits: int, number: str, now: datetime) -> Purchase:
-    """A pack of credits (PRODUCT.md: bought in advance, each batch with an expiry date); the account is on
-    pay-as-you-go from then on. Not on a monthly plan: that one ends by cancellation first."""
+def buy_credits(account: Account, config: Plans, credits: int, number: str, now: datetime) -> InvoiceIssued:
+    """A pack of credits (PRODUCT.md: bought in advance, each batch with an expiry date): the invoice to record
+    and charge; once paid, the account is on pay-as-you-go. Not on a monthly plan: that one ends by
+    cancellation first."""
     _open(account)
+    _no_purchase_pending(account)
     pack = config.pack(credits)
     if pack is None:
         offered = ", ".join(str(p.credits) for p in config.packs) or "none"
@@ -693,17 +736,8 @@ def buy_credits(account: Account, config: Plans, credits: int, number: str, now:
         raise NoPaymentMethod("set a payment method first (PUT /v1/account/payment-method)")
     expires_at = now + timedelta(days=pack.validity_days)
     line = (f"{pack.credits:,} email credits, valid until {expires_at.date().isoformat()}", pack.price_cents)
-    invoice = _invoice(account, config, number, "credits", [line], now, expires_at, now)
-    a = account.account_id
-    paid = _event(PaymentSucceeded, a, PaymentSucceededPayload(invoice_id=number,
-                                                               amount_cents=invoice.payload.amount_cents), at=now)
-    bought = _event(CreditsPurchased, a, CreditsPurchasedPayload(batch_id=f"credits-{number}", credits=pack.credits,
-                                                                 expires_at=expires_at, price_cents=pack.price_cents),
-                    at=now)
-    then = [invoice, paid, bought]
-    if account.plan != "pay_as_you_go":
-        then.append(_event(PlanChanged, a, PlanChangedPayload(plan="pay_as_you_go", effective_at=now), at=now))
-    return Purchase(invoice, [*then, *_payment_went_through(account, now)])
+    return _invoice(account, config, number, "credits", [line], now, expires_at, now,
+                    PurchaseTerms(credits=pack.credits, credits_expire_at=expires_at))
 
 
 def set_payment_method(actor: User, provider: str, reference: str) -> list[Event]:
@@ -857,7 +891,8 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
             return state
         return replace(state, open_invoices=(*state.open_invoices, OpenInvoice(
             issued.invoice_id, issued.amount_cents, to_stored_precision(issued.period_start),
-            to_stored_precision(issued.period_end), pays_period=issued.kind in ("plan", "renewal"))))
+            to_stored_precision(issued.period_end), pays_period=issued.kind in ("plan", "renewal"),
+            purchase=_stored_terms(issued.purchase), net_cents=issued.net_cents)))
     if isinstance(event, PaymentSucceeded):
         paid = next((i for i in state.open_invoices if i.invoice_id == event.payload.invoice_id), None)
         if paid is None:
@@ -875,6 +910,14 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
             replace(i, attempts=i.attempts + 1, last_attempt_at=to_stored_precision(event.occurred_at))
             if i.invoice_id == event.payload.invoice_id else i for i in state.open_invoices))
     return state
+
+
+def _stored_terms(terms: PurchaseTerms | None) -> dict[str, Any] | None:
+    """A purchase's terms as the account document keeps them (times at the store's precision)."""
+    if terms is None:
+        return None
+    return {k: to_stored_precision(v) if isinstance(v, datetime) else v
+            for k, v in terms.model_dump(mode="python", exclude_none=True).items()}
 
 
 def _history(state: Account, since: datetime, plan: str) -> Account:

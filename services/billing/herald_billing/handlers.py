@@ -20,6 +20,7 @@ from herald_shared.apikeys import new_api_key
 from herald_shared.commands import Recorder
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
+    InvoiceIssued,
     LoginAttempt,
     LoginFailed,
     LoginFailedPayload,
@@ -340,30 +341,29 @@ class BillingService:
         await self.recorder.commit(domain.set_payment_method(session.user, provider, reference))
 
     async def buy_monthly(self, session: Session, subscribers: int, edition: Edition) -> Account:
-        """Choose or raise a monthly tier: the invoice is charged first; nothing is recorded unless it was paid."""
+        """Choose or raise a monthly tier: the invoice is recorded, then charged; the plan changes once paid."""
         domain.require_owner(session.user)
         account_id = session.user.account_id
         async with self.recorder.serialised(f"account:{account_id}"), self._invoicing:
-            account = await self._account(account_id)
+            account = await self._settle_pending(await self._account(account_id))
             usage = await self.store.usage(account_id)
             now = self.clock()
             number = await self._next_invoice_number(now)
-            purchase = domain.buy_monthly(account, usage, self.plans, subscribers, edition, number, now)
-            if purchase is None:
+            invoice = domain.buy_monthly(account, usage, self.plans, subscribers, edition, number, now)
+            if invoice is None:
                 return account
-            await self._record_paid(account, purchase, now)
+            await self._purchase(invoice)
         return await self._account(account_id)
 
     async def buy_credits(self, session: Session, credits: int) -> Account:
-        """A pack of credits: charged first; nothing is recorded unless it was paid."""
+        """A pack of credits: the invoice is recorded, then charged; the credits are the account's once paid."""
         domain.require_owner(session.user)
         account_id = session.user.account_id
         async with self.recorder.serialised(f"account:{account_id}"), self._invoicing:
-            account = await self._account(account_id)
+            account = await self._settle_pending(await self._account(account_id))
             now = self.clock()
             number = await self._next_invoice_number(now)
-            purchase = domain.buy_credits(account, self.plans, credits, number, now)
-            await self._record_paid(account, purchase, now)
+            await self._purchase(domain.buy_credits(account, self.plans, credits, number, now))
         return await self._account(account_id)
 
     async def _next_invoice_number(self, now: datetime) -> str:
@@ -377,17 +377,45 @@ class BillingService:
         self._last_numbers[int(year)] = max(int(last), self._last_numbers.get(int(year), 0))
         await self.recorder.wait_until_applied(published)
 
-    async def _record_paid(self, account: Account, purchase: domain.Purchase, now: datetime) -> None:
-        declined = await self._charge(account, purchase.invoice.payload.invoice_id, purchase.amount_cents)
+    async def _purchase(self, invoice: InvoiceIssued) -> None:
+        """Record the purchase's invoice, then charge it and record what it bought (or void it when declined).
+        Stopped between (a crash, Kafka or the provider away), the purchase stays open: the account's next
+        purchase or payment, or the plan clock, settles it, asking the provider for the same invoice, which a
+        provider takes once (`PaymentProvider.charge`)."""
+        issued = invoice.payload
+        await self._record_invoice(issued.invoice_id, [invoice])
+        account = await self._account(invoice.account_id)
+        pending = next(i for i in domain.pending_purchases(account) if i.invoice_id == issued.invoice_id)
+        declined = await self._settle(account, pending)
         if declined is not None:
-            metrics.PAYMENTS.labels("declined").inc()
-            raise domain.PaymentDeclined(f"the payment of {purchase.amount_cents / 100:.2f} EUR was declined: "
-                                         f"{declined}; nothing changed")
-        metrics.PAYMENTS.labels("paid").inc()
-        after = domain.evolve_all(account, purchase.then)
-        usage = await self.store.usage(account.account_id)
-        await self._record_invoice(purchase.invoice.payload.invoice_id,
-                                   [*purchase.then, *domain.enforce(after, usage, now)])
+            raise domain.PaymentDeclined(f"the payment of {issued.amount_cents / 100:.2f} EUR was declined: "
+                                         f"{declined}; invoice {issued.invoice_id} is void and nothing changed")
+
+    async def _settle(self, account: Account, invoice: domain.OpenInvoice) -> str | None:
+        """Charge a recorded purchase and record the outcome; the reason when declined."""
+        declined = await self._charge(account, invoice.invoice_id, invoice.amount_cents)
+        metrics.PAYMENTS.labels("paid" if declined is None else "declined").inc()
+        now = self.clock()
+        settled = domain.settle_purchase(account, invoice.invoice_id, declined, now)
+        after = domain.evolve_all(account, settled)
+        await self.recorder.commit([*settled, *domain.enforce(after, await self.store.usage(account.account_id), now)])
+        return declined
+
+    async def _settle_pending(self, account: Account) -> Account:
+        """Settle the account's purchases that a crash or an outage left recorded and not settled."""
+        pending = domain.pending_purchases(account)
+        for invoice in pending:
+            await self._settle(account, invoice)
+            account = await self._account(account.account_id)
+        return account
+
+    async def settle_purchases(self, account_id: str) -> None:
+        """The plan clock: an account's purchases left unsettled (under the account's lock, so never one that a
+        request is settling)."""
+        async with self.recorder.serialised(f"account:{account_id}"):
+            account = await self.store.account(account_id)
+            if account is not None:
+                await self._settle_pending(account)
 
     async def pay_invoice(self, session: Session, invoice_id: str) -> Document:
         """Pay an open invoice now with the current payment method (402 when declined: the failure is recorded)."""
@@ -407,6 +435,8 @@ class BillingService:
             if await self.store.invoice(account.account_id, invoice_id) is None:
                 raise domain.InvoiceNotFound("no such invoice in this account")
             return None  # paid already
+        if invoice.purchase is not None:
+            return await self._settle(account, invoice)
         declined = await self._charge(account, invoice_id, invoice.amount_cents)
         metrics.PAYMENTS.labels("declined" if declined else "paid").inc()
         await self.recorder.commit(domain.payment_outcome(account, invoice_id, invoice.amount_cents, declined,
@@ -419,7 +449,15 @@ class BillingService:
         if account.payment_method is None:
             return "no payment method"
         _, _, reference = account.payment_method.partition(":")
-        return await self.payments.charge(reference, account.account_id, invoice_id, amount_cents)
+        try:
+            return await self.payments.charge(reference, account.account_id, invoice_id, amount_cents)
+        except Exception as exc:
+            metrics.PAYMENTS.labels("unknown").inc()
+            log.warning("the payment provider gave no answer", exc_info=True,
+                        extra={"account_id": account.account_id, "invoice_id": invoice_id})
+            raise domain.ProviderUnavailable(f"the payment provider did not answer about invoice {invoice_id}; "
+                                             "it stays open and is settled once the provider answers (on a retry, "
+                                             "or by the plan clock)") from exc
 
     async def delete_account(self, session: Session) -> None:
         """The owner closes the account (its data is purged 3 months later)."""
@@ -548,8 +586,9 @@ class UsageGuard:
 
 
 class PlanClock:
-    """Every `interval` seconds: ends trials at day 30, renews (or ends) monthly plans whose paid period is over,
-    expires credits and purges accounts whose retention ran out, each found as an `_id` range up to now."""
+    """Every `interval` seconds: settles purchases left open (a crash, an outage), ends trials at day 30, renews
+    (or ends) monthly plans whose paid period is over, expires credits and purges accounts whose retention ran
+    out, each found as an `_id` range up to now."""
 
     def __init__(self, service: BillingService, interval: float) -> None:
         self.service = service
@@ -562,6 +601,11 @@ class PlanClock:
     async def tick(self) -> int:
         """The number of events the trials called for (renewals record theirs as they go)."""
         now = self.service.clock()
+        for account_id in await self.service.store.purchases_due(now):
+            try:
+                await self.service.settle_purchases(account_id)
+            except domain.ProviderUnavailable:
+                pass  # logged by the charge; the next round asks again
         for account_id in await self.service.store.renewals_due(now):
             await self.service.renew(account_id)
         await self.service.purge_due()

@@ -21,7 +21,7 @@ def _eur(cents: int | None) -> str:
 def invoice_html(doc: dict[str, Any], account: Account) -> str:
     lines = "".join(f"<tr><td>{escape(str(line['description']))}</td><td class=n>{_eur(line['amount_cents'])}</td></tr>"
                     for line in doc["lines"])
-    status = "Paid" if doc["status"] == "paid" else "Due"
+    status = {"paid": "Paid", "void": "Void: not due"}.get(doc["status"], "Due")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Invoice {escape(doc['invoice_id'])}</title>
 <style>{STYLE}</style></head>

@@ -10,4 +10,4 @@ LOGINS = Counter("herald_billing_logins_total", "Password logins by result: succ
 ENFORCED = Counter("herald_billing_plan_events_total", "Events the plan called for (TrialEnded, QuotaExhausted, "
                    "SendingBlocked...), counting repeats of the same decision.", ["type"])
 PAYMENTS = Counter("herald_billing_payments_total", "Charges asked of the payment provider, by result (paid, "
-                   "declined).", ["result"])
+                   "declined, unknown: no answer).", ["result"])

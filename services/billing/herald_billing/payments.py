@@ -18,7 +18,8 @@ class PaymentProvider(Protocol):
 
     async def charge(self, reference: str, account_id: str, invoice_id: str, amount_cents: int) -> str | None:
         """Take `amount_cents` (EUR) for the invoice; None when paid, else why it was declined. Idempotent per
-        invoice id: a charge repeated after a crash is not taken twice."""
+        invoice id: a charge repeated after a crash is not taken twice. `domain.ProviderUnavailable` (or any
+        other exception) when the answer is not known (timeout, connection lost)."""
 
 
 # The simulated provider's payment methods and what charging each does.

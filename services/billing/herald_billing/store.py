@@ -3,9 +3,10 @@ and write by `_id` or an `_id` range.
 
 From herald.billing: `accounts` (`account`), `users` (`username`, unique across Herald), `ended_sessions`
 (`session id`), `keys` (`account/key`: the account's API keys, for listing; authentication reads
-`herald_shared.apikeys`), `audit` (`account/time/event`: logins, failed attempts, staff access). Two listings
-kept as the accounts fold (`SecondaryIndex`): `review` (`opened time/account`, the staff queue, oldest first)
-and `trials` (`trial end/account`, what the clock reads up to now).
+`herald_shared.apikeys`), `audit` (`account/time/event`: logins, failed attempts, staff access). Listings
+kept as the accounts fold (`SecondaryIndex`): `review` (`opened time/account`, the staff queue, oldest
+first), and what the clock reads up to now, each `due time/account`: `trials` (trial end), `renewals` (paid
+period's end), `credit_expiry`, `retention` (purge), `purchases` (a purchase recorded and not settled).
 
 Usage, from herald.subscriptions and herald.delivery: `members` (`account/subscriber`: each stored
 subscriber once, with its list), `lists` (`account/list`: deleted or not), and `usage` (`Counters`: per
@@ -15,6 +16,7 @@ herald.delivery; exact under replay).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
@@ -77,7 +79,7 @@ from .domain import Account, CreditBatch, OpenInvoice, PlanSince, Usage, User, p
 ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "keys", "audit"
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
 RENEWALS, INVOICES, INVOICE_NUMBERS = "renewals", "invoices", "invoice_numbers"
-CREDIT_EXPIRY, RETENTION = "credit_expiry", "retention"
+CREDIT_EXPIRY, RETENTION, PURCHASES = "credit_expiry", "retention", "purchases"
 # Everything of an account under an `account/...` key.
 ACCOUNT_PREFIXED = (ENDED, KEYS, AUDIT, MEMBERS, LISTS, USAGE, INVOICES)
 INVOICE_NUMBER = re.compile(r"^(\d{4})-(\d{6})$")
@@ -99,6 +101,13 @@ def renewal_key(doc: Mapping[str, Any]) -> str | None:
     if doc.get("plan") != "monthly" or doc.get("paid_until") is None:
         return None
     return compose(time_key(doc["paid_until"]), doc["account_id"])
+
+
+def purchase_key(doc: Mapping[str, Any]) -> str | None:
+    """An account waits here while a purchase of it is recorded and not settled (charged and its outcome
+    recorded): a request settles it at once, the plan clock after a crash or an outage."""
+    pending = [i["period_start"] for i in doc.get("open_invoices", ()) if i.get("purchase") is not None]
+    return compose(time_key(min(pending)), doc["account_id"]) if pending else None
 
 
 def credit_expiry_key(doc: Mapping[str, Any]) -> str | None:
@@ -165,7 +174,7 @@ class BillingProjection(Projection):
     # Not `invoice_numbers`: the last number of each year outlives a rebuild (a purged account's invoices are
     # not folded again, and their numbers must never be given twice).
     collections = (ACCOUNTS, USERS, ENDED, KEYS, AUDIT, REVIEW, TRIALS, MEMBERS, LISTS, USAGE, RENEWALS, INVOICES,
-                   CREDIT_EXPIRY, RETENTION)
+                   CREDIT_EXPIRY, RETENTION, PURCHASES)
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
@@ -177,6 +186,9 @@ class BillingProjection(Projection):
         self._renewals = SecondaryIndex(db[RENEWALS], renewal_key)
         self._credit_expiry = SecondaryIndex(db[CREDIT_EXPIRY], credit_expiry_key)
         self._retention = SecondaryIndex(db[RETENTION], retention_key)
+        self._purchases = SecondaryIndex(db[PURCHASES], purchase_key)
+        self._listings = (self._review, self._trials, self._renewals, self._credit_expiry, self._retention,
+                          self._purchases)
         self._counts = Counters(db[USAGE])
         self._touched: set[str] = set()
 
@@ -224,8 +236,7 @@ class BillingProjection(Projection):
             if folded is not None:
                 states.set(event.account_id, account_doc(folded))
         changed = {k: v for k, v in after.items() if v != before.get(k)}
-        for index in (self._review, self._trials, self._renewals, self._credit_expiry, self._retention):
-            await index.write(before, changed, states.passed)
+        await asyncio.gather(*(index.write(before, changed, states.passed) for index in self._listings))
         await write_changes(self.db[ACCOUNTS], before, changed)
         return {k: account_of(v) for k, v in after.items() if v is not None}
 
@@ -317,7 +328,7 @@ class BillingProjection(Projection):
         doc = await self.db[ACCOUNTS].find_one({"_id": account_id})
         if doc is not None:
             gone: dict[str, Document | None] = {account_id: None}
-            for index in (self._review, self._trials, self._renewals, self._credit_expiry, self._retention):
+            for index in self._listings:
                 await index.write({account_id: doc}, gone)
             users = await load(self.db[USERS], doc.get("users", ()))
             await self.db[USERS].delete_many({"_id": {"$in": [u for u, d in users.items()
@@ -469,6 +480,10 @@ class BillingStore:
     async def active_keys(self, account_id: str) -> list[str]:
         cursor = self.db[KEYS].find({"_id": prefix_range(account_id)})
         return [str(d["key_id"]) async for d in cursor if not d.get("revoked_at")]
+
+    async def purchases_due(self, now: datetime) -> list[str]:
+        """Accounts with a purchase recorded at or before `now` and not settled."""
+        return await _accounts_due(self.db[PURCHASES], now)
 
     async def renewals_due(self, now: datetime) -> list[str]:
         """Monthly plans whose paid period ended at or before `now`."""

@@ -295,6 +295,20 @@ class InvoiceLine(Payload):
     amount_cents: Cents
 
 
+class PurchaseTerms(Payload):
+    """What a purchase's invoice buys, recorded with the invoice before it is charged: once it is paid, its
+    PaymentSucceeded is followed by the PlanChanged (plan, upgrade) or CreditsPurchased (credits) these terms
+    make; a declined charge voids the invoice (`payment_declined`) and buys nothing."""
+
+    tier_subscriber_limit: Annotated[int, Field(gt=0)] | None = Field(default=None, description="Plan, upgrade.")
+    edition: Literal["standard", "pro"] | None = Field(default=None, description="Plan, upgrade.")
+    monthly_send_cap: Count | None = Field(default=None, description="Plan, upgrade.")
+    monthly_fee_cents: Cents | None = Field(default=None, description="Plan, upgrade: the tier's full fee.")
+    billing_day: Annotated[int, Field(ge=1, le=31)] | None = Field(default=None, description="Plan, upgrade.")
+    credits: Annotated[int, Field(gt=0)] | None = Field(default=None, description="Credits: how many.")
+    credits_expire_at: AwareDatetime | None = Field(default=None, description="Credits: when they expire.")
+
+
 class InvoiceIssuedPayload(Payload):
     invoice_id: Identifier = Field(description="Its number: sequential per year without gaps, e.g. 2026-000042.")
     amount_cents: Cents = Field(description="What is due, VAT included.")
@@ -309,6 +323,9 @@ class InvoiceIssuedPayload(Payload):
     net_cents: Cents | None = Field(default=None, description="The lines' sum, VAT excluded.")
     vat_cents: Cents | None = None
     vat_percent: Annotated[str, StringConstraints(pattern=r"^\d{1,2}(\.\d{1,2})?$")] | None = None
+    purchase: PurchaseTerms | None = Field(
+        default=None, description="A purchase (plan, upgrade, credits) is recorded before it is charged: what "
+                                  "it buys once paid. Absent on renewals and on purchases recorded only once paid.")
 
 
 class InvoiceIssued(BillingEvent):
@@ -318,9 +335,10 @@ class InvoiceIssued(BillingEvent):
 
 class InvoiceVoidedPayload(Payload):
     invoice_id: Identifier
-    reason: Literal["agreement_ended"] = Field(
+    reason: Literal["agreement_ended", "payment_declined"] = Field(
         description="agreement_ended: the period it bills begins when or after the agreement ends (the plan was "
-                    "cancelled while that period's renewal was unpaid).")
+                    "cancelled while that period's renewal was unpaid). payment_declined: a purchase whose charge "
+                    "was declined; it bought nothing.")
 
 
 class InvoiceVoided(BillingEvent):

@@ -14,6 +14,7 @@ from argon2 import PasswordHasher
 
 from herald_billing.handlers import Passwords
 from herald_billing.main import Billing, BillingSettings
+from herald_billing.payments import PaymentProvider
 from herald_shared.apikeys import hash_secret
 from herald_shared.contract import Event, parse_event
 from herald_shared.kafka import EventPublisher, read_from_start
@@ -82,8 +83,9 @@ class Platform:
 
 
 @asynccontextmanager
-async def running_billing(settings: HeraldSettings, **overrides: Any) -> AsyncIterator[Platform]:
-    service = Billing(billing_settings(settings, **overrides), passwords=QUICK_PASSWORDS)
+async def running_billing(settings: HeraldSettings, payments: PaymentProvider | None = None,
+                          **overrides: Any) -> AsyncIterator[Platform]:
+    service = Billing(billing_settings(settings, **overrides), passwords=QUICK_PASSWORDS, payments=payments)
     await service.start()
     try:
         platform = Platform(service, EventPublisher(service.producer, settings.topics), None)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from herald_billing.payments import SimulatedProvider
 from herald_shared.contract.billing import (
     CreditsExpired,
     InvoiceIssued,
@@ -80,8 +81,12 @@ async def test_choosing_then_raising_a_tier_is_charged_and_never_lowered(small: 
     await pay_with(ada, "sim-card-declined")
     declined = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
     assert declined.status_code == 402 and "declined" in declined.json()["detail"]
-    assert (await account(ada))["plan"] == "trial"
-    assert (await ada.http.get("/v1/account/invoices")).json()["items"] == []
+    assert (await account(ada))["plan"] == "trial" and (await account(ada))["open_invoices"] == []
+    # The invoice was recorded before its charge: declined, it is void (its number is not given again).
+    void = (await ada.http.get("/v1/account/invoices")).json()["items"]
+    assert [(i["invoice_id"], i["status"], i["void_reason"]) for i in void] == [
+        ("2027-000001", "void", "payment_declined")]
+    assert "Void: not due" in (await ada.http.get("/v1/account/invoices/2027-000001/document")).text
     await pay_with(ada, "sim-card-ok")
     chosen = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
     assert chosen.status_code == 200, chosen.text
@@ -99,8 +104,9 @@ async def test_choosing_then_raising_a_tier_is_charged_and_never_lowered(small: 
         assert refused.status_code == 422 and refused.json()["type"].endswith("/invalid_request"), not_a_number
     invoices = (await ada.http.get("/v1/account/invoices")).json()["items"]
     assert [(i["invoice_id"], i["net_cents"], i["vat_cents"], i["amount_cents"], i["status"]) for i in invoices] == [
-        ("2027-000001", 1000, 210, 1210, "paid"), ("2027-000002", 1500, 315, 1815, "paid")]
-    page = await ada.http.get("/v1/account/invoices/2027-000002/document")
+        ("2027-000001", 1000, 210, 1210, "void"), ("2027-000002", 1000, 210, 1210, "paid"),
+        ("2027-000003", 1500, 315, 1815, "paid")]
+    page = await ada.http.get("/v1/account/invoices/2027-000003/document")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     # Nothing but its own stylesheet may load, it may not be framed, and its address goes nowhere else.
     assert page.headers["content-security-policy"].startswith("default-src 'none'; style-src 'sha256-")
@@ -130,6 +136,102 @@ async def test_the_monthly_quota_and_the_subscriber_limit_block_and_reopen(small
     reasons = [(type(e).__name__, e.payload.reason) for e in await small.events()  # type: ignore[attr-defined]
                if isinstance(e, (SendingBlocked, SendingUnblocked))]
     assert reasons == [("SendingBlocked", "monthly_quota_reached"), ("SendingUnblocked", "monthly_quota_reached")]
+
+
+class AnswerLost(SimulatedProvider):
+    """The simulated provider, whose next answer can be lost: `lose = "after"` it took the money (the reply
+    never came back), `"before"` it was never reached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose: str | None = None
+
+    async def charge(self, reference: str, account_id: str, invoice_id: str, amount_cents: int) -> str | None:
+        lose, self.lose = self.lose, None
+        if lose == "before":
+            raise ConnectionRefusedError("the provider is out of reach")
+        declined = await super().charge(reference, account_id, invoice_id, amount_cents)
+        if lose == "after":
+            raise ConnectionResetError("the provider's answer was lost")
+        return declined
+
+
+BOUGHT_AT = datetime.fromisoformat("2027-03-10T10:00:00+00:00")
+
+
+async def ada_with_a_card(platform: Platform) -> Customer:
+    """Ada signed up at BOUGHT_AT (the service's time from then on), with a card that pays."""
+    platform.set_clock(lambda: BOUGHT_AT)
+    ada = await platform.sign_up("ada")
+    await pay_with(ada, "sim-card-ok")
+    return ada
+
+
+def small_billing(settings: HeraldSettings, tmp_path: Path, provider: AnswerLost) -> Any:
+    plans = tmp_path / "plans.toml"
+    plans.write_text(SMALL_PLANS)
+    return running_billing(settings, payments=provider, HERALD_BILLING_PLANS_FILE=str(plans))
+
+
+async def test_a_charge_whose_answer_was_lost_is_recorded_once_by_the_next_request(settings: HeraldSettings,
+                                                                                  tmp_path: Path) -> None:
+    """The provider took the money and its answer was lost: 503, the purchase stays open (recorded, nothing
+    changed yet); the owner's next request settles it first, asking the provider again for the same invoice.
+    One charge, one invoice, paid; the plan from the purchase's time. Both ways: a plan, then credits."""
+    provider = AnswerLost()
+    async with small_billing(settings, tmp_path, provider) as platform:
+        ada = await ada_with_a_card(platform)
+        provider.lose = "after"
+        lost = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
+        assert lost.status_code == 503 and lost.json()["type"].endswith("/payment_provider_unavailable")
+        pending = await account(ada)
+        assert (pending["plan"], pending["open_invoices"]) == ("trial", ["2027-000001"])
+        platform.set_clock(lambda: BOUGHT_AT + timedelta(minutes=3))
+        again = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
+        assert again.status_code == 200, again.text
+        assert (again.json()["plan"], again.json()["open_invoices"]) == ("monthly", [])
+        assert again.json()["monthly"]["paid_until"] == "2027-04-10T10:00:00+00:00"  # from the purchase's time
+        invoices = (await ada.http.get("/v1/account/invoices")).json()["items"]
+        assert [(i["invoice_id"], i["status"]) for i in invoices] == [("2027-000001", "paid")]
+        assert provider.charges == {"2027-000001": (ada.account_id, 1210, None)}
+
+        bob = await platform.sign_up("bob")
+        await pay_with(bob, "sim-card-ok")
+        provider.lose = "after"
+        assert (await bob.http.post("/v1/account/credits", json={"credits": 5})).status_code == 503
+        paid = await bob.http.post("/v1/account/invoices/2027-000002/payment")
+        assert paid.status_code == 200 and paid.json()["status"] == "paid", paid.text
+        bobs = await eventually(lambda: account(bob), lambda a: a["plan"] == "pay_as_you_go", what="credits")
+        assert (bobs["credits"]["left"], bobs["open_invoices"]) == (5, [])
+        assert provider.charges["2027-000002"] == (bob.account_id, 605, None) and len(provider.charges) == 2
+        events = await platform.events()
+        assert sorted(e.payload.invoice_id for e in events if isinstance(e, PaymentSucceeded)) == [
+            "2027-000001", "2027-000002"]
+        assert [(e.account_id, e.payload.plan) for e in events if isinstance(e, PlanChanged)
+                and e.payload.plan != "trial"] == [(ada.account_id, "monthly"), (bob.account_id, "pay_as_you_go")]
+
+
+async def test_a_purchase_recorded_before_a_stop_is_settled_by_the_plan_clock_after_the_restart(
+        settings: HeraldSettings, tmp_path: Path) -> None:
+    """The service stops between recording a purchase and charging it (the provider was never reached). After
+    the restart, the plan clock finds it (`purchases` listing) and settles it: charged once, plan changed."""
+    provider = AnswerLost()
+    async with small_billing(settings, tmp_path, provider) as first:
+        ada = await ada_with_a_card(first)
+        provider.lose = "before"
+        assert (await ada.http.put("/v1/account/plan", json={"subscribers": 5, "edition": "pro"})).status_code == 503
+    assert provider.charges == {}
+    async with small_billing(settings, tmp_path, provider) as second:
+        second.set_clock(lambda: BOUGHT_AT + timedelta(minutes=10))
+        ada = await second.log_in("ada", ada.account_id)
+        await second.service.clock.tick()  # (or its round at the start did it already: nothing else settles it)
+        settled = await account(ada)
+        assert (settled["plan"], settled["monthly"]["subscriber_limit"], settled["monthly"]["edition"],
+                settled["open_invoices"]) == ("monthly", 5, "pro", [])
+        assert provider.charges == {"2027-000001": (ada.account_id, 7260, None)}
+        recorded = len(await second.events())
+        await second.service.clock.tick()  # settled: nothing more to do
+        assert len(await second.events()) == recorded
 
 
 class Clock:

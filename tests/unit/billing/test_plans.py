@@ -13,9 +13,12 @@ import pytest
 from herald_billing import domain, plans
 from herald_billing.domain import Account, Usage
 from herald_billing.plans import Plans, Tier, load_plans
+from herald_shared.contract import Event
 from herald_shared.contract.billing import (
     CancellationRequested,
+    CreditsPurchased,
     InvoiceIssued,
+    InvoiceVoided,
     PaymentFailed,
     PaymentSucceeded,
     PlanChanged,
@@ -88,24 +91,29 @@ def opened_account(**changes: object) -> Account:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+def bought(account: Account, invoice: InvoiceIssued | None) -> list[Event]:
+    """A purchase as recorded when its charge is paid at once: its invoice, then what settling it records."""
+    assert invoice is not None
+    issued = domain.evolve_all(account, [invoice])
+    return [invoice, *domain.settle_purchase(issued, invoice.payload.invoice_id, None, invoice.occurred_at)]
+
+
 def monthly(now: datetime) -> Account:
     purchase = domain.buy_monthly(opened_account(), Usage(), PLANS, 500, "standard", "2026-000001", now)
-    assert purchase is not None
-    account = domain.evolve_all(opened_account(), purchase.then)
+    account = domain.evolve_all(opened_account(), bought(opened_account(), purchase))
     return domain.evolve_all(account, domain.enforce(account, Usage(), now))  # the trial's block lifted
 
 
 def test_choosing_a_plan_charges_the_first_period_and_fixes_the_billing_day() -> None:
     now = at("2027-01-31")
     purchase = domain.buy_monthly(opened_account(), Usage(), PLANS, 500, "standard", "2027-000001", now)
-    assert purchase is not None
-    invoice, paid, changed = purchase.then
+    invoice, paid, changed = events = bought(opened_account(), purchase)
     assert isinstance(invoice, InvoiceIssued) and isinstance(paid, PaymentSucceeded)
     assert isinstance(changed, PlanChanged)
     assert (invoice.payload.net_cents, invoice.payload.vat_cents, invoice.payload.amount_cents) == (900, 189, 1089)
     assert invoice.payload.period_end == at("2027-02-28") and paid.payload.amount_cents == 1089
     assert (changed.payload.billing_day, changed.payload.monthly_send_cap) == (31, 54_500)
-    account = domain.evolve_all(opened_account(), purchase.then)
+    account = domain.evolve_all(opened_account(), events)
     assert (account.plan, account.tier, account.paid_until, account.open_invoices) == (
         "monthly", 500, at("2027-02-28"), ())
     # The trial's block is lifted by the plan.
@@ -116,16 +124,17 @@ def test_choosing_a_plan_charges_the_first_period_and_fixes_the_billing_day() ->
 def test_an_upgrade_charges_the_prorated_difference_and_a_downgrade_is_refused() -> None:
     account = monthly(at("2026-11-01"))
     upgrade = domain.buy_monthly(account, Usage(), PLANS, 1000, "standard", "2026-000002", at("2026-11-16"))
-    assert upgrade is not None and upgrade.invoice.payload.net_cents == 300  # (1500 - 900) / 2
-    assert upgrade.invoice.payload.period_end == at("2026-12-01")
-    raised = domain.evolve_all(account, upgrade.then)
+    assert upgrade is not None and upgrade.payload.net_cents == 300  # (1500 - 900) / 2
+    assert upgrade.payload.period_end == at("2026-12-01")
+    raised = domain.evolve_all(account, bought(account, upgrade))
     assert (raised.tier, raised.billing_day, raised.paid_until) == (1000, 1, at("2026-12-01"))
     with pytest.raises(domain.TierCannotBeLowered):
         domain.buy_monthly(raised, Usage(), PLANS, 500, "standard", "2026-000003", at("2026-11-20"))
     pro = domain.buy_monthly(raised, Usage(), PLANS, 1000, "pro", "2026-000003", at("2026-11-16"))
-    assert pro is not None and pro.invoice.payload.net_cents == 700
+    assert pro is not None and pro.payload.net_cents == 700
     with pytest.raises(domain.TierCannotBeLowered):
-        domain.buy_monthly(domain.evolve_all(raised, pro.then), Usage(), PLANS, 1000, "standard", "x", at("2026-11-17"))
+        domain.buy_monthly(domain.evolve_all(raised, bought(raised, pro)), Usage(), PLANS, 1000, "standard", "x",
+                           at("2026-11-17"))
     assert domain.buy_monthly(raised, Usage(), PLANS, 1000, "standard", "2026-000003", at("2026-11-16")) is None
     with pytest.raises(domain.TierNotOffered):
         domain.buy_monthly(raised, Usage(), PLANS, 750, "standard", "2026-000003", at("2026-11-16"))
@@ -213,7 +222,7 @@ def payg(now: datetime, *more: datetime) -> Account:
     account = opened_account()
     for n, when in enumerate((now, *more), start=1):
         purchase = domain.buy_credits(account, PACKS, 100, f"2026-{n:06d}", when)
-        account = domain.evolve_all(account, purchase.then)
+        account = domain.evolve_all(account, bought(account, purchase))
     return domain.evolve_all(account, domain.enforce(account, Usage(), now))  # the trial's block lifted
 
 
@@ -242,9 +251,9 @@ def test_no_credits_left_blocks_sending_and_a_new_pack_reopens_it() -> None:
     assert (exhausted.payload.limit, exhausted.payload.used) == (100, 100)
     assert isinstance(closed, SendingBlocked) and closed.payload.reason == "credits_exhausted"
     account = domain.evolve_all(account, blocked)
-    more = domain.buy_credits(account, PACKS, 100, "2026-000002", at("2026-11-03"))
-    account = domain.evolve_all(account, more.then)
-    assert [type(e) for e in more.then] == [InvoiceIssued, PaymentSucceeded, domain.CreditsPurchased]  # no plan change
+    more = bought(account, domain.buy_credits(account, PACKS, 100, "2026-000002", at("2026-11-03")))
+    account = domain.evolve_all(account, more)
+    assert [type(e) for e in more] == [InvoiceIssued, PaymentSucceeded, domain.CreditsPurchased]  # no plan change
     reopened = domain.enforce(account, Usage(payg_emails=100), at("2026-11-03"))
     assert [(type(e), e.payload.reason) for e in reopened] == [(SendingUnblocked, "credits_exhausted")]  # type: ignore[attr-defined]
     account = domain.evolve_all(account, reopened)
@@ -261,8 +270,7 @@ def test_only_a_plan_or_renewal_invoice_pays_a_period() -> None:
     account = payg(at("2026-11-01"))
     assert account.paid_until is None
     purchase = domain.buy_monthly(account, Usage(), PLANS, 500, "standard", "2026-000009", at("2026-11-05"))
-    assert purchase is not None
-    account = domain.evolve_all(account, purchase.then)
+    account = domain.evolve_all(account, bought(account, purchase))
     assert account.paid_until == at("2026-12-05")
 
 
@@ -271,10 +279,59 @@ def test_a_block_of_an_earlier_plan_is_lifted_with_the_change() -> None:
     account = domain.evolve_all(account, domain.enforce(account, Usage(payg_emails=100), at("2026-11-02")))
     assert "credits_exhausted" in account.blocked
     purchase = domain.buy_monthly(account, Usage(), PLANS, 500, "standard", "2026-000009", at("2026-11-05"))
-    assert purchase is not None
-    account = domain.evolve_all(account, purchase.then)
+    account = domain.evolve_all(account, bought(account, purchase))
     lifted = domain.enforce(account, Usage(payg_emails=100), at("2026-11-05"))
     assert [(type(e), e.payload.reason) for e in lifted] == [(SendingUnblocked, "credits_exhausted")]  # type: ignore[attr-defined]
+
+
+def test_a_purchase_is_recorded_before_its_charge_and_only_its_payment_changes_the_plan() -> None:
+    """The invoice goes first, with what it buys; until it is settled the account is as it was and buys nothing
+    else. Declined, it is void; paid, its terms are recorded. Each outcome has fixed ids (settled by a request
+    and by the clock after a crash, it is recorded once), and a settled purchase is not settled again."""
+    account = opened_account()
+    invoice = domain.buy_monthly(account, Usage(), PLANS, 1000, "pro", "2026-000007", at("2026-11-05"))
+    assert invoice is not None and invoice.payload.purchase is not None
+    assert (invoice.payload.purchase.tier_subscriber_limit, invoice.payload.purchase.edition,
+            invoice.payload.purchase.monthly_fee_cents, invoice.payload.purchase.billing_day) == (1000, "pro", 2900, 5)
+    pending = domain.evolve_all(account, [invoice])
+    assert (pending.plan, pending.tier, pending.paid_until) == ("trial_ended", None, None)
+    assert [i.invoice_id for i in domain.pending_purchases(pending)] == ["2026-000007"]
+    with pytest.raises(domain.PurchasePending):
+        domain.buy_monthly(pending, Usage(), PLANS, 500, "standard", "2026-000008", at("2026-11-05"))
+    with pytest.raises(domain.PurchasePending):
+        domain.buy_credits(pending, PACKS, 100, "2026-000008", at("2026-11-05"))
+
+    (voided,) = domain.settle_purchase(pending, "2026-000007", "card declined", at("2026-11-05", "10:00:01"))
+    assert isinstance(voided, InvoiceVoided) and voided.payload.reason == "payment_declined"
+    void = domain.evolve_all(pending, [voided])
+    assert (void.plan, void.open_invoices, void.blocked) == ("trial_ended", (), ("trial_ended",))
+    assert domain.settle_purchase(void, "2026-000007", None, at("2026-11-06")) == []  # settled: nothing more
+
+    first = domain.settle_purchase(pending, "2026-000007", None, at("2026-11-05", "10:00:01"))
+    again = domain.settle_purchase(pending, "2026-000007", None, at("2026-11-05", "10:07:00"))
+    assert [type(e) for e in first] == [PaymentSucceeded, PlanChanged]
+    assert [e.event_id for e in first] == [e.event_id for e in again]
+    changed = first[1].payload
+    assert (changed.plan, changed.tier_subscriber_limit, changed.edition, changed.effective_at) == (  # type: ignore[attr-defined]
+        "monthly", 1000, "pro", at("2026-11-05"))  # from the purchase's time, not the settling's
+    paid = domain.evolve_all(pending, first)
+    assert (paid.plan, paid.tier, paid.paid_until, paid.open_invoices) == ("monthly", 1000, at("2026-12-05"), ())
+    assert domain.settle_purchase(paid, "2026-000007", None, at("2026-11-06")) == []
+
+
+def test_a_credits_purchase_records_its_pack_once_paid() -> None:
+    account = opened_account()
+    invoice = domain.buy_credits(account, PACKS, 100, "2026-000003", at("2026-11-05"))
+    assert invoice.payload.purchase is not None and invoice.payload.purchase.credits == 100
+    pending = domain.evolve_all(account, [invoice])
+    assert (pending.plan, pending.credit_batches) == ("trial_ended", ())
+    events = domain.settle_purchase(pending, "2026-000003", None, at("2026-11-05", "10:00:02"))
+    assert [type(e) for e in events] == [PaymentSucceeded, CreditsPurchased, PlanChanged]
+    batch = events[1].payload
+    assert (batch.batch_id, batch.credits, batch.price_cents, batch.expires_at) == (  # type: ignore[attr-defined]
+        "credits-2026-000003", 100, 1000, at("2026-12-05"))
+    after = domain.evolve_all(pending, events)
+    assert (after.plan, [b.credits for b in after.credit_batches], after.open_invoices) == ("pay_as_you_go", [100], ())
 
 
 def test_an_upgrade_waits_for_the_ended_periods_renewal() -> None:
