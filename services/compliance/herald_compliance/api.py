@@ -1,12 +1,13 @@
 """The compliance staff API (`/v1/accounts/...`): an account's rates, and lifting its suspension; parse, authorise,
-answer from the worker holding the account, map errors to RFC 9457."""
+answer from the worker holding the account (a request for an account held elsewhere is forwarded there once),
+map errors to RFC 9457."""
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Staff` is local.
 import logging
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
 from herald_shared.contract.compliance import (
@@ -62,8 +63,26 @@ class ReinstateIn(Body):
     suspension_event_id: Identifier | None = None
 
 
+# Set on a request one worker forwards to another (the value: the forwarder's URL). Such a request is never
+# forwarded again; a client sends it to ask the worker it reaches only.
+FORWARDED = "X-Herald-Forwarded-By"
+ANSWERED_BY = "X-Herald-Answered-By"  # on a forwarded request's answer: the holder's URL
+# Headers of the staff request that go with it: the credentials (the holder authorises again) and the body's type.
+FORWARDED_HEADERS = ("authorization", "content-type", "user-agent")
+# Headers of the holder's answer that come back with it.
+ANSWER_HEADERS = ("content-type", "retry-after", "www-authenticate")
+
+
+class Holder(Protocol):
+    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes,
+                      ) -> tuple[int, dict[str, str], bytes]:
+        """Send a request to another worker: its status, headers (lower-case names) and body. OSError or
+        TimeoutError when it cannot be reached."""
+
+
 class Accounts(Protocol):
-    """What the routes read of the processor: the policy, and the accounts this worker holds."""
+    """What the routes read of the processor: the policy, the accounts this worker holds, and which worker
+    holds the others."""
 
     policy: Policy
     publisher: EventPublisher
@@ -74,10 +93,42 @@ class Accounts(Protocol):
     def account(self, account_id: str) -> AccountState | None:
         """The account's state; None when nothing of it was seen, or it was purged."""
 
+    def holder_url(self, account_id: str) -> str | None:
+        """The base URL of the other worker holding the account's partition, as it advertised it; None when
+        this worker is the one (still recovering), or the group's assignment does not say (a rebalance)."""
+
+    @property
+    def url(self) -> str:
+        """This worker's advertised base URL."""
+
+    @property
+    def holders(self) -> Holder:
+        """How requests reach another worker."""
+
 
 def not_held_here() -> JSONResponse:
-    return problem(421, "not_held_here", "Another worker holds this account's partition (or this one is still "
-                   "starting); ask that worker.")
+    return problem(421, "not_held_here", "Another worker holds this account's partition, and this request was "
+                   "forwarded already or no holder is known yet (a rebalance, or this worker still starting); "
+                   "retry, or ask the holder.")
+
+
+async def held_elsewhere(accounts: Accounts, account_id: str, request: Request) -> Response:
+    """Forward the request, once, to the worker holding the account, and answer what it answers."""
+    holder = None if FORWARDED.lower() in request.headers else accounts.holder_url(account_id)
+    if holder is None:
+        return not_held_here()
+    headers = {name: value for name, value in request.headers.items() if name in FORWARDED_HEADERS}
+    headers[FORWARDED] = accounts.url
+    target = holder.rstrip("/") + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    try:
+        status, answer_headers, body = await accounts.holders.request(request.method, target, headers,
+                                                                      await request.body())
+    except (OSError, TimeoutError) as exc:
+        log.warning("the worker holding an account did not answer", extra={"holder": holder, "error": repr(exc)})
+        return problem(503, "holder_unreachable", "The worker holding this account's partition did not answer; "
+                       "retry (after a rebalance another worker holds it).")
+    kept = {name: value for name, value in answer_headers.items() if name in ANSWER_HEADERS}
+    return Response(body, status_code=status, headers={**kept, ANSWERED_BY: holder})
 
 
 def build_staff_api(accounts: Accounts, staff_tokens: StaffTokens) -> APIRouter:
@@ -89,10 +140,10 @@ def build_staff_api(accounts: Accounts, staff_tokens: StaffTokens) -> APIRouter:
     @router.get("/{account_id}/rates", response_model=None,
                 responses={**answers(200, RatesOut, "The account's counts and rates."),
                            **problems(404, 421, 422, 503)})
-    async def rates(account_id: Identifier, staff: Staff) -> JSONResponse:
+    async def rates(account_id: Identifier, staff: Staff, request: Request) -> Response:
         """An account's counts and rates per campaign and rolling window, from the worker holding it."""
         if not accounts.held_here(account_id):
-            return not_held_here()
+            return await held_elsewhere(accounts, account_id, request)
         state = accounts.account(account_id)
         if state is None:
             return problem(404, "unknown_account", "No sending outcomes of this account on this worker.")
@@ -108,11 +159,11 @@ def build_staff_api(accounts: Accounts, staff_tokens: StaffTokens) -> APIRouter:
     @router.post("/{account_id}/reinstatement", status_code=202, response_model=None,
                  responses={**answers(202, ReinstatedOut, "AccountReinstated is recorded."),
                             **problems(409, 421, 422, 503)})
-    async def reinstate(account_id: Identifier, body: ReinstateIn, staff: Staff) -> JSONResponse:
+    async def reinstate(account_id: Identifier, body: ReinstateIn, staff: Staff, request: Request) -> Response:
         """Lift the account's suspension (AccountReinstated): 409 when it is not suspended, or suspended again
         since the suspension named."""
         if not accounts.held_here(account_id):
-            return not_held_here()
+            return await held_elsewhere(accounts, account_id, request)
         state = accounts.account(account_id)
         if state is None or state.suspension is None:
             return problem(409, "not_suspended", "The account is not suspended.")

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+import aiohttp
 import faust
-from pydantic import Field, field_validator
+from pydantic import AnyHttpUrl, Field, field_validator
 
 from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, ensure_topics, make_producer
@@ -91,6 +93,11 @@ class ComplianceSettings(HeraldSettings):
     stall_seconds: float = Field(default=5.0, gt=0, alias="HERALD_COMPLIANCE_STALL_SECONDS",
                                  description="A partition with records past the last one processed and nothing "
                                              "delivered for this long is read straight from Kafka.")
+    advertised_url: AnyHttpUrl | None = Field(
+        default=None, alias="HERALD_COMPLIANCE_ADVERTISED_URL",
+        description="How the other workers reach this one's HTTP API: a staff request for an account this worker "
+                    "holds is forwarded here by the worker it reached. Default http://<HERALD_HTTP_HOST>:"
+                    "<HERALD_HTTP_PORT>, the host name when it listens on every address.")
     staff_tokens: str = Field(default="", alias="HERALD_STAFF_TOKENS",
                               description="Staff who may read rates and reinstate: 'name=scrypt-hash,...' "
                                           "(hashes from herald_shared.apikeys.hash_secret).")
@@ -100,6 +107,12 @@ class ComplianceSettings(HeraldSettings):
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    def worker_url(self) -> str:
+        if self.advertised_url is not None:
+            return str(self.advertised_url).rstrip("/")
+        host = self.http_host if self.http_host not in ("0.0.0.0", "::", "") else socket.gethostname()
+        return f"http://{host}:{self.http_port}"
 
     def policy(self) -> Policy:
         return Policy(
@@ -134,7 +147,9 @@ class Compliance:
         self.faust = faust.App(
             # Tables live in memory and in their changelog topics; faust still creates its data folder, so it
             # goes to the temporary folder, not wherever the process was started.
-            app_id, broker=brokers, store=STORE_URL, web_enabled=False,
+            # No faust web server: `canonical_url` is the service's own HTTP API, which the group's assignment
+            # tells every worker (app.router), so that staff requests reach the worker holding the account.
+            app_id, broker=brokers, store=STORE_URL, web_enabled=False, canonical_url=settings.worker_url(),
             datadir=os.path.join(tempfile.gettempdir(), f"{app_id}-data"),
             topic_partitions=PARTITIONS, topic_replication_factor=settings.kafka_replication_factor,
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest", producer_acks=-1,
@@ -282,6 +297,41 @@ class Compliance:
     def account(self, account_id: str) -> AccountState | None:
         stored = self.accounts.get(account_id)
         return None if stored is None or is_purged(stored) else AccountState.from_json(stored)
+
+    @property
+    def url(self) -> str:
+        return str(self.faust.conf.canonical_url)
+
+    def holder_url(self, account_id: str) -> str | None:
+        partition = account_partition(account_id)
+        try:
+            hosts = self.faust.router.table_metadata("accounts")  # {worker URL: {changelog topic: partitions}}
+        except KeyError:  # no assignment yet
+            return None
+        holder = next((url for url, topics in hosts.items() if any(partition in p for p in topics.values())), None)
+        return None if holder is None or holder == self.url else holder
+
+    @property
+    def holders(self) -> WorkerClient:
+        return WorkerClient(self.faust.http_client)
+
+
+class WorkerClient:
+    """Requests to another worker, over faust's own aiohttp session."""
+
+    TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes,
+                      ) -> tuple[int, dict[str, str], bytes]:
+        try:
+            async with self.session.request(method, url, headers=headers, data=body or None,
+                                            timeout=self.TIMEOUT, allow_redirects=False) as response:
+                return response.status, {k.lower(): v for k, v in response.headers.items()}, await response.read()
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(f"{method} {url}: {exc!r}") from exc
 
 
 

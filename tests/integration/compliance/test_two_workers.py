@@ -1,8 +1,9 @@
 """Two workers of one group share the accounts' partitions. SIGKILL one in the middle of the stream: the other
 takes its partitions over (recovering their facts from the changelogs) and the counts end equal to a ground
 truth recomputed from the input topic, with no AccountSuspended announced twice. Then the killed worker comes
-back and takes partitions back from the survivor: between the two of them every account is answered by exactly
-one worker, with the same exact counts."""
+back and takes partitions back from the survivor: between the two of them every account is held by exactly
+one worker, with the same exact counts; and staff asking either worker get every account's answer (one held
+elsewhere is forwarded to its holder, once)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from herald_compliance.api import ANSWERED_BY, FORWARDED
 from herald_compliance.processor import account_partition
 from herald_shared.contract import Event
 from herald_shared.settings import HeraldSettings
@@ -39,12 +41,13 @@ class Worker:
             self.process = start(self.settings, self.port, log)
 
     async def held(self) -> dict[str, dict[str, int]]:
-        """Raw counts of the plan's accounts whose partition this worker holds (421 elsewhere); {} while it
-        does not answer at all."""
+        """Raw counts of the plan's accounts whose partition this worker holds (421 elsewhere: asked as a
+        forwarded request, which is not forwarded again); {} while it does not answer at all."""
         result = {}
         for account in PLAN:
             try:
-                response = await self.http.get(f"/v1/accounts/{account}/rates", headers=STAFF)
+                response = await self.http.get(f"/v1/accounts/{account}/rates",
+                                               headers={**STAFF, FORWARDED: "http://the-test"})
             except httpx.HTTPError:
                 return {}
             if response.status_code == 200:
@@ -153,6 +156,28 @@ async def test_two_workers_one_killed_mid_stream_then_back_give_exact_counts_and
                                   lambda h: split_between(h) and {k: v for w in h for k, v in w.items()} == truth,
                                   within=120, what="the returned worker sharing the accounts again, exactly")
         assert {k: v for w in shared for k, v in w.items()} == truth
+
+        # Staff may ask either worker: an account the other holds is answered by its holder, through this one.
+        for worker, its_own in ((a, shared[0]), (b, shared[1])):
+            through: dict[str, dict[str, int]] = {}
+            for account in PLAN:
+                response = await worker.http.get(f"/v1/accounts/{account}/rates", headers=STAFF)
+                assert response.status_code == 200, response.text
+                assert (ANSWERED_BY in response.headers) == (account not in its_own), account
+                through[account] = next(s["raw_counts"] for s in response.json()["scopes"] if s["name"] == "c1")
+            assert through == truth
+            elsewhere = next(account for account in PLAN if account not in its_own)
+            # Naming a suspension that is not the account's: the holder refuses it whatever the account's state
+            # (and reads the body it was forwarded to get there), so nothing is lifted.
+            lift = await worker.http.post(f"/v1/accounts/{elsewhere}/reinstatement", headers=STAFF,
+                                          json={"reason": "asked through the other worker",
+                                                "suspension_event_id": "not-its-suspension"})
+            assert lift.status_code == 409 and lift.headers[ANSWERED_BY], lift.text
+            assert lift.json()["type"].rsplit("/", 1)[1] in ("not_suspended", "suspension_mismatch"), lift.text
+            no_body = await worker.http.post(f"/v1/accounts/{elsewhere}/reinstatement", headers=STAFF)
+            assert no_body.status_code == 422, no_body.text
+            stranger = await worker.http.get(f"/v1/accounts/{elsewhere}/rates")
+            assert stranger.status_code == 401 and ANSWERED_BY not in stranger.headers  # refused before forwarding
 
         await announced_once(bus)
     finally:
