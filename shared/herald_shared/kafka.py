@@ -14,9 +14,9 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter, Histogram
 from pymongo.errors import PyMongoError
@@ -251,6 +251,15 @@ class EventConsumer:
     apart (a read model that keeps the ids of the events applied to each document, in that document): the
     deduplicator neither looks their ids up nor remembers them, which spares a stored id per event. Copies
     within one batch are still skipped here.
+
+    `lead` names base topics read to their end before the others, after every assignment (the other topics'
+    partitions are paused until then): a fold whose events of one topic need what another says (billing
+    counts a send under the plan in force, so it needs the account's history first) sees it in that order when
+    it starts from offset 0, not in whatever order the fetches interleave. Caught up, it costs nothing.
+
+    `caught_up` is set once every partition assigned was read to the end offset it had when assigned (and the
+    handler flushed once more then): a handler that decides from what it folded (billing's plan guard) waits
+    for it, so that a fold from offset 0 decides nothing from the half-folded state on the way.
     """
 
     def __init__(
@@ -269,10 +278,17 @@ class EventConsumer:
         only: Mapping[str, Collection[type[Event]]] | None = None,
         slice_records: int | None = None,
         self_deduplicated: Collection[type[Event]] = (),
+        lead: Collection[str] = (),
     ) -> None:
         self.name = name
         self._names = settings.topics
         self._topics = [self._names(t) for t in topics]
+        if not set(lead) <= set(topics):
+            raise ValueError(f"lead: {sorted(set(lead) - set(topics))} not consumed here")
+        self._lead = frozenset(self._names(t) for t in lead)
+        self._catching_up: dict[TopicPartition, int] = {}  # assigned, not yet read to their end when assigned
+        self._paused: set[TopicPartition] = set()  # until the lead topics' partitions are read to their end
+        self.caught_up = asyncio.Event()
         self._only: dict[str, frozenset[bytes]] = {}
         for topic, classes in (only or {}).items():
             if topic not in topics or any(cls.topic != topic for cls in classes):
@@ -292,7 +308,6 @@ class EventConsumer:
         self._finishing: asyncio.Task[None] | None = None  # the last batch's `_finish`
         self._remembering: set[str] = set()  # the ids it remembers
         self._consumer = AIOKafkaConsumer(
-            *self._topics,
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=name,
             client_id=name,
@@ -311,9 +326,12 @@ class EventConsumer:
 
     async def run(self) -> None:
         await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=_Assignments(self))
         self.started = True
         try:
             while not self._stopping.is_set():
+                if self._catching_up:
+                    await self._check_caught_up()
                 batches = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
                 if batches:
                     await self._process(batches)
@@ -328,6 +346,35 @@ class EventConsumer:
                 self._finishing = None
             self.started = False
             await self._consumer.stop()
+
+    async def _assigned(self, assigned: Collection[TopicPartition]) -> None:
+        """A new assignment: how far each partition goes now; the lead topics' partitions first."""
+        self.caught_up.clear()
+        consumer, partitions = self._consumer, list(assigned)
+        ends = await self._with_retry("read end offsets", lambda: consumer.end_offsets(partitions)) if assigned else {}
+        self._catching_up = {tp: end for tp, end in ends.items() if end > 0}
+        self._paused = set()
+        if any(tp.topic in self._lead for tp in self._catching_up):
+            self._paused = {tp for tp in assigned if tp.topic not in self._lead}
+            self._consumer.pause(*self._paused)
+        if not self._catching_up:
+            self.caught_up.set()
+
+    async def _check_caught_up(self) -> None:
+        assignment = self._consumer.assignment()
+        for tp, end in list(self._catching_up.items()):
+            try:
+                done = tp not in assignment or await self._consumer.position(tp) >= end
+            except IllegalStateError:  # revoked meanwhile: the next assignment says what is left
+                done = True
+            if done:
+                self._catching_up.pop(tp, None)
+        if self._paused and not any(tp.topic in self._lead for tp in self._catching_up):
+            self._consumer.resume(*(self._paused & assignment))
+            self._paused = set()
+        if not self._catching_up:
+            self.caught_up.set()
+            await self._with_retry("flush", self._handler.flush)  # what waited for it is decided now
 
     async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Handle and flush a batch; its ids are remembered, its checkpoint saved and its offsets committed
@@ -486,14 +533,26 @@ class EventConsumer:
             metrics.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
 
+class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: EventConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        await self._consumer._assigned(assigned)
+
+
 async def read_from_start(
     settings: HeraldSettings, topics: Sequence[str], *, follow: bool = False, batch_size: int = 1000,
-    partitions: Sequence[int] | None = None,
+    partitions: Sequence[int] | None = None, lead: Collection[str] = (),
 ) -> Any:
     """Yield batches of records of the given real topic names from offset 0, without a consumer group.
 
     Without `follow` it stops at the end offsets seen when it started (what a rebuild needs). `partitions`
-    limits it to those partition numbers of every topic.
+    limits it to those partition numbers of every topic. `lead` (real topic names): read to their end offsets
+    first, then the rest (see EventConsumer's `lead`).
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
                                 group_id=None, isolation_level="read_committed", client_id="herald-reader")
@@ -507,7 +566,8 @@ async def read_from_start(
         ends = await consumer.end_offsets(assigned)
         remaining = {tp for tp in assigned if ends[tp] > 0}
         while follow or remaining:
-            batches = await consumer.getmany(*assigned, timeout_ms=300, max_records=batch_size)
+            leading = [tp for tp in remaining if tp.topic in lead]
+            batches = await consumer.getmany(*(leading or assigned), timeout_ms=300, max_records=batch_size)
             records = [r for tp in sorted(batches, key=lambda t: (t.topic, t.partition)) for r in batches[tp]]
             if records:
                 yield records

@@ -441,8 +441,9 @@ class Rebuildable(Protocol):
 
 
 async def rebuild(projection: Rebuildable, settings: HeraldSettings, topics: Sequence[str],
-                  deduplicator: MongoDeduplicator | None = None) -> int:
-    """Drop the projection and fold it again from offset 0 of the given base topics.
+                  deduplicator: MongoDeduplicator | None = None, lead: Sequence[str] = ()) -> int:
+    """Drop the projection and fold it again from offset 0 of the given base topics (`lead`: of them, those
+    read to their end first, as the service's consumer reads them).
 
     Messages that fail validation are skipped, as the live consumer dead-letters them; events replayed
     from a dead-letter topic sit later in the topic and are applied there, as they were live.
@@ -455,7 +456,7 @@ async def rebuild(projection: Rebuildable, settings: HeraldSettings, topics: Seq
     names = settings.topics
     seen: set[str] = set()
     applied = 0
-    async for records in read_from_start(settings, [names(t) for t in topics]):
+    async for records in read_from_start(settings, [names(t) for t in topics], lead=[names(t) for t in lead]):
         handled = []
         for record in records:
             try:

@@ -5,6 +5,7 @@ and the trial clock are the two callers that act without a request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -561,12 +562,15 @@ class BillingService:
 class UsageGuard:
     """The consumer's handler: folds the projection, then lets the plan speak for every account whose state or
     usage the batch changed, before the batch's offsets are committed (a crash in between decides again, with
-    the same event ids)."""
+    the same event ids). Not while the consumer catches up (`caught_up`, the consumer's): a fold from offset 0
+    passes through states that never were (an account's sends not counted yet) and would decide from them;
+    the accounts it touched are decided once it has caught up, from what they are."""
 
     def __init__(self, projection: BillingProjection, service: BillingService, *others: object) -> None:
         self.projection = projection
         self.service = service
         self.others = others
+        self.caught_up: asyncio.Event | None = None  # None: always caught up
         self._undecided: set[str] = set()  # folded, not yet decided on: kept until a decision is published
 
     async def handle(self, event: Event) -> None:
@@ -579,7 +583,7 @@ class UsageGuard:
         self._undecided |= self.projection.take_touched()
         for other in self.others:
             await other.flush()  # type: ignore[attr-defined]
-        if self._undecided:
+        if self._undecided and (self.caught_up is None or self.caught_up.is_set()):
             # A failure here fails the flush: the consumer retries it, and these accounts are decided then.
             await self.service.enforce(sorted(self._undecided))
             self._undecided.clear()
@@ -590,9 +594,11 @@ class PlanClock:
     (or ends) monthly plans whose paid period is over, expires credits and purges accounts whose retention ran
     out, each found as an `_id` range up to now."""
 
-    def __init__(self, service: BillingService, interval: float) -> None:
+    def __init__(self, service: BillingService, interval: float, ready: asyncio.Event | None = None) -> None:
         self.service = service
         self.interval = interval
+        self.ready = ready  # the projection caught up: no round decides from a half-folded state before
+        self.ran = asyncio.Event()  # set after the first round (done or failed)
         self._stopping = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -602,15 +608,25 @@ class PlanClock:
         """The number of events the trials called for (renewals record theirs as they go)."""
         now = self.service.clock()
         for account_id in await self.service.store.purchases_due(now):
-            try:
+            with contextlib.suppress(domain.ProviderUnavailable):  # logged by the charge; the next round asks again
                 await self.service.settle_purchases(account_id)
-            except domain.ProviderUnavailable:
-                pass  # logged by the charge; the next round asks again
         for account_id in await self.service.store.renewals_due(now):
-            await self.service.renew(account_id)
+            with contextlib.suppress(domain.ProviderUnavailable):  # the same
+                await self.service.renew(account_id)
         await self.service.purge_due()
         due = await self.service.store.trials_ending(now) + await self.service.store.credits_expiring(now)
         return await self.service.enforce(due) if due else 0
 
     async def run(self) -> None:
-        await every(self.interval, self._stopping, self.tick, "plan clock round")
+        if self.ready is not None:  # the first round once the projection caught up (or never, if stopped first)
+            ready, stopping = asyncio.ensure_future(self.ready.wait()), asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in (ready, stopping):
+                waiting.cancel()
+        await every(self.interval, self._stopping, self._round, "plan clock round")
+
+    async def _round(self) -> None:
+        try:
+            await self.tick()
+        finally:
+            self.ran.set()

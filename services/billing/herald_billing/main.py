@@ -76,15 +76,17 @@ class Billing(ConsumingService):
                                       payments or SimulatedProvider())
         self.clock = PlanClock(self.service, settings.clock_interval)
         self.projection = BillingProjection(self.db)
+        self.guard = UsageGuard(self.projection, self.service, ApiKeyProjection(self.db))
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
             topics=["herald.billing", "herald.subscriptions", "herald.delivery", "herald.campaigns",
                     "herald.compliance"],
             only={"herald.subscriptions": list(SUBSCRIPTION_EVENTS), "herald.delivery": list(DELIVERY_EVENTS),
                   "herald.campaigns": list(CAMPAIGN_AUDIT_EVENTS), "herald.compliance": list(COMPLIANCE_AUDIT_EVENTS)},
-            handler=PurgingHandler(UsageGuard(self.projection, self.service, ApiKeyProjection(self.db)),
-                                   PurgedAccounts(self.db), self.projection.purge), producer=self.producer,
-            deduplicator=MongoDeduplicator(self.db, "projection"), checkpoints=checkpoints)
+            handler=PurgingHandler(self.guard, PurgedAccounts(self.db), self.projection.purge), producer=self.producer,
+            deduplicator=MongoDeduplicator(self.db, "projection"), checkpoints=checkpoints,
+            lead=["herald.billing"])  # each account's history before its usage: a send counts under its plan
+        self.guard.caught_up = self.clock.ready = self.projector.caught_up
         self.app = api_app("Herald billing", "Accounts and access: sign-up, sessions, the account's users, API keys "
                            "and audit log; the plan and its usage; and the staff review of new accounts. Errors are "
                            "RFC 9457 problem documents (application/problem+json).")

@@ -181,9 +181,8 @@ class CampaignsProjection(Projection):
                     self._stats.add(stats_key(event), event, {**({str(was): -1} if was else {}), str(now): 1})
         changed = {k: v for k, v in after.items() if v is not before.get(k)}
         # Counters and listings before the documents: a replay after a crash repeats them idempotently.
-        await self._stats.write()
-        for index in (self._schedule, self._review, self._completing):
-            await index.write(before, changed, states.passed)
+        await asyncio.gather(self._stats.write(), *(index.write(before, changed, states.passed)
+                                                   for index in (self._schedule, self._review, self._completing)))
         await write_changes(self.db[CAMPAIGNS], before, changed)
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:

@@ -3,6 +3,7 @@ billing tests and the cross-service tests that need accounts, plans and payments
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -84,10 +85,16 @@ class Platform:
 
 @asynccontextmanager
 async def running_billing(settings: HeraldSettings, payments: PaymentProvider | None = None,
-                          **overrides: Any) -> AsyncIterator[Platform]:
+                          clock: Callable[[], datetime] | None = None, **overrides: Any) -> AsyncIterator[Platform]:
+    """`clock`: the service's time from its start (else the wall clock until the test sets one)."""
     service = Billing(billing_settings(settings, **overrides), passwords=QUICK_PASSWORDS, payments=payments)
+    if clock is not None:
+        service.service.clock = clock
     await service.start()
     try:
+        # The plan clock's first round (once the projection caught up) done before the test acts: a round of its
+        # own later in the test would race with it (the tests' clock interval is an hour).
+        await asyncio.wait_for(service.clock.ran.wait(), 120)
         platform = Platform(service, EventPublisher(service.producer, settings.topics), None)  # type: ignore[arg-type]
         platform.http = platform.client()
         yield platform

@@ -3,12 +3,14 @@ file so quotas are reached in a test: tiers of 2 and 5 subscribers (218 and 545 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from herald_billing.payments import SimulatedProvider
 from herald_shared.contract.billing import (
@@ -16,6 +18,7 @@ from herald_shared.contract.billing import (
     InvoiceIssued,
     InvoiceVoided,
     PaymentFailed,
+    PaymentMethodSet,
     PaymentSucceeded,
     PlanChanged,
     QuotaExhausted,
@@ -23,6 +26,7 @@ from herald_shared.contract.billing import (
     SendingUnblocked,
 )
 from herald_shared.contract.delivery import MessageSent
+from herald_shared.kafka import partition_ids
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually
 
@@ -167,10 +171,11 @@ async def ada_with_a_card(platform: Platform) -> Customer:
     return ada
 
 
-def small_billing(settings: HeraldSettings, tmp_path: Path, provider: AnswerLost) -> Any:
+def small_billing(settings: HeraldSettings, tmp_path: Path, provider: AnswerLost,
+                  clock: Callable[[], datetime] | None = None) -> Any:
     plans = tmp_path / "plans.toml"
     plans.write_text(SMALL_PLANS)
-    return running_billing(settings, payments=provider, HERALD_BILLING_PLANS_FILE=str(plans))
+    return running_billing(settings, payments=provider, clock=clock, HERALD_BILLING_PLANS_FILE=str(plans))
 
 
 async def test_a_charge_whose_answer_was_lost_is_recorded_once_by_the_next_request(settings: HeraldSettings,
@@ -207,8 +212,9 @@ async def test_a_charge_whose_answer_was_lost_is_recorded_once_by_the_next_reque
         events = await platform.events()
         assert sorted(e.payload.invoice_id for e in events if isinstance(e, PaymentSucceeded)) == [
             "2027-000001", "2027-000002"]
-        assert [(e.account_id, e.payload.plan) for e in events if isinstance(e, PlanChanged)
-                and e.payload.plan != "trial"] == [(ada.account_id, "monthly"), (bob.account_id, "pay_as_you_go")]
+        assert sorted((e.account_id, e.payload.plan) for e in events if isinstance(e, PlanChanged)  # two partitions
+                      and e.payload.plan != "trial") == sorted([(ada.account_id, "monthly"),
+                                                                 (bob.account_id, "pay_as_you_go")])
 
 
 async def test_a_purchase_recorded_before_a_stop_is_settled_by_the_plan_clock_after_the_restart(
@@ -232,6 +238,50 @@ async def test_a_purchase_recorded_before_a_stop_is_settled_by_the_plan_clock_af
         recorded = len(await second.events())
         await second.service.clock.tick()  # settled: nothing more to do
         assert len(await second.events()) == recorded
+
+
+async def test_a_fold_from_offset_0_counts_each_send_under_its_plan_and_announces_nothing_new(
+        settings: HeraldSettings, tmp_path: Path) -> None:
+    """The read model folded again from offset 0 (a new database, the consumer group rewound): herald.billing is
+    read to its end first, so each send counts under the plan in force when it went out, even with the account's
+    history behind 40,000 other billing records (more than a fetch takes of a partition: without `lead` the
+    sends are read first and not counted); and nothing is decided until the fold has caught up, so no state on
+    the way (the account blocked for its quota, its sends not counted yet) is announced (without the wait: an
+    unblock that never happened)."""
+    provider = AnswerLost()
+    async with small_billing(settings, tmp_path, provider) as live:
+        await live.publisher.publish_many([  # records of accounts billing never opened: folded as nothing
+            PaymentMethodSet(account_id=f"filler-{n}", producer="billing",
+                             payload={"provider": "simulated", "reference": "sim-card-ok"})  # type: ignore[arg-type]
+            for n in range(40_000)])
+        ada = await ada_with_a_card(live)
+        assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
+        await live.publisher.publish_many([sent(ada.account_id, n, BOUGHT_AT + timedelta(hours=1))
+                                           for n in range(218)])
+        before = await eventually(lambda: account(ada), lambda a: a["sending_blocked"] == ["monthly_quota_reached"],
+                                  what="ada's quota reached")
+        announced = {e.event_id for e in await live.events()}
+    # The projection's consumer group back to offset 0 of every topic it reads.
+    group = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                             group_id=f"{settings.topic_prefix}billing.projection")
+    await group.start()
+    try:
+        topics = [settings.topics(t) for t in ("herald.billing", "herald.subscriptions", "herald.delivery",
+                                               "herald.campaigns", "herald.compliance")]
+        everything = [TopicPartition(t, p) for t, ids in (await partition_ids(settings, topics)).items() for p in ids]
+        group.assign(everything)
+        await group.commit(dict.fromkeys(everything, 0))
+    finally:
+        await group.stop()
+    fresh = settings.model_copy(update={"database_prefix": f"{settings.database_prefix}again_"})
+    async with small_billing(fresh, tmp_path, provider, clock=lambda: BOUGHT_AT + timedelta(hours=2)) as again:
+        await asyncio.wait_for(again.service.projector.caught_up.wait(), 120)
+        ada = await again.log_in("ada", ada.account_id)  # recorded and applied: the fold is past its catch-up
+        after = await account(ada)
+        assert after["usage"] == before["usage"] and after["usage"]["period_emails"] == 218
+        assert (after["plan"], after["sending_blocked"]) == ("monthly", ["monthly_quota_reached"])
+        new = [e for e in await again.events() if e.event_id not in announced]
+        assert [e.type for e in new] == ["LoginSucceeded"], [(e.type, e.payload) for e in new]
 
 
 class Clock:

@@ -150,7 +150,8 @@ async def test_the_read_model_rebuilt_from_the_topics_equals_the_live_one(platfo
     await eventually(lambda: account(ada), lambda a: a["usage"]["subscribers"] == 0, what="the list deleted")
     live = platform.service.projection
     rebuilt = BillingProjection(platform.service.mongo[platform.service.settings.database_name("billing_rebuilt")])
-    await rebuild(rebuilt, platform.service.settings, ["herald.billing", "herald.subscriptions", "herald.delivery"])
+    await rebuild(rebuilt, platform.service.settings, ["herald.billing", "herald.subscriptions", "herald.delivery"],
+                  lead=["herald.billing"])
     for name in ("accounts", "users", "usage", "members", "lists", "keys", "trials", "review", "audit"):
         assert await dump(rebuilt.db[name]) == await dump(live.db[name]), name
 

@@ -1,0 +1,80 @@
+"""The plan guard decides nothing while its consumer catches up, then every account the catch-up touched, once;
+the plan clock's first round waits for the same (pure: stand-ins for the projection and the service; the fold
+from offset 0 on the real stack is in tests/integration/billing/test_plans.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from herald_billing.handlers import PlanClock, UsageGuard
+
+
+class Projection:
+    def __init__(self) -> None:
+        self.touched: set[str] = set()
+
+    async def handle(self, event: Any) -> None:
+        self.touched.add(event)
+
+    async def flush(self) -> None:
+        pass
+
+    def take_touched(self) -> set[str]:
+        touched, self.touched = self.touched, set()
+        return touched
+
+
+class Service:
+    def __init__(self) -> None:
+        self.decided: list[list[str]] = []
+
+    async def enforce(self, account_ids: list[str]) -> int:
+        self.decided.append(account_ids)
+        return 0
+
+    def clock(self) -> Any:
+        return None
+
+
+async def test_nothing_is_decided_until_caught_up_then_every_account_touched_once() -> None:
+    projection, service, caught_up = Projection(), Service(), asyncio.Event()
+    guard = UsageGuard(projection, service)  # type: ignore[arg-type]
+    guard.caught_up = caught_up
+    for batch in (["a1", "a2"], ["a2", "a3"]):
+        for account in batch:
+            await guard.handle(account)  # type: ignore[arg-type]
+        await guard.flush()
+    assert service.decided == []
+    caught_up.set()
+    await guard.flush()  # the consumer's flush once caught up
+    assert service.decided == [["a1", "a2", "a3"]]
+    await guard.handle("a4")  # type: ignore[arg-type]
+    await guard.flush()
+    assert service.decided == [["a1", "a2", "a3"], ["a4"]]
+
+
+async def test_the_plan_clocks_first_round_waits_for_the_fold_to_catch_up() -> None:
+    service, ready = Service(), asyncio.Event()
+    clock = PlanClock(service, interval=3600, ready=ready)  # type: ignore[arg-type]
+    rounds: list[int] = []
+
+    async def tick() -> int:
+        rounds.append(1)
+        return 0
+
+    clock.tick = tick  # type: ignore[method-assign]
+    running = asyncio.create_task(clock.run())
+    await asyncio.sleep(0.05)
+    assert rounds == []
+    ready.set()
+    await asyncio.wait_for(clock.ran.wait(), 5)
+    assert rounds == [1]
+    clock.request_stop()
+    await asyncio.wait_for(running, 5)
+
+    stopped = PlanClock(service, interval=3600, ready=asyncio.Event())  # type: ignore[arg-type]
+    stopped.tick = tick  # type: ignore[method-assign]
+    stopped.request_stop()
+    await asyncio.wait_for(stopped.run(), 5)  # stopped before it caught up: no round at all
+    assert rounds == [1]
