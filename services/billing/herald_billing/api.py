@@ -261,9 +261,11 @@ class InvoiceOut(Out):
     status: Literal["open", "paid", "void"] = Field(description="open: not paid yet (a purchase being charged, "
                                                                "or a renewal whose payment failed); void: see "
                                                                "void_reason.")
-    void_reason: Literal["agreement_ended", "payment_declined"] | None = Field(
+    void_reason: Literal["agreement_ended", "payment_declined", "account_deleted"] | None = Field(
         description="agreement_ended: no longer due (the agreement ended before the period it bills), never "
-                    "charged. payment_declined: a purchase whose payment was declined; it bought nothing.")
+                    "charged. payment_declined: a purchase whose payment was declined; it bought nothing. "
+                    "account_deleted: a purchase the provider had not charged when the account was deleted; "
+                    "never charged.")
     amount_cents: int
     net_cents: int | None
     vat_cents: int | None

@@ -651,6 +651,17 @@ def settle_purchase(account: Account, invoice_id: str, declined: str | None, now
     return [*bought, *_payment_went_through(account, now)]
 
 
+def abandon_purchase(account: Account, invoice_id: str, now: datetime) -> list[Event]:
+    """A deleted account's purchase that the provider never charged: void (`account_deleted`), never charged
+    now for an account that is gone. The same fixed id as a declined purchase's void: an invoice is voided
+    once."""
+    if not any(i.invoice_id == invoice_id for i in pending_purchases(account)):
+        return []
+    return [_event(InvoiceVoided, account.account_id, InvoiceVoidedPayload(invoice_id=invoice_id,
+                                                                           reason="account_deleted"),
+                   fixed_id("purchase-voided", account.account_id, invoice_id), at=now)]
+
+
 def _payment_went_through(account: Account, now: datetime) -> list[Event]:
     """PRODUCT.md: sending is suspended after a failed payment "until a payment succeeds": one did, so the
     block is lifted, unless a declined invoice is still open (its next charge decides)."""

@@ -8,10 +8,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -42,6 +42,7 @@ from .plans import Edition, Plans
 from .store import BillingProjection, BillingStore
 
 log = logging.getLogger("herald.billing")
+T = TypeVar("T")
 SESSION_PREFIX = "hs_"
 SESSION_SALT = "herald.session.v1"
 FailureReason = Literal["unknown_user", "wrong_password", "locked", "disabled_user", "account_deleted"]
@@ -393,7 +394,11 @@ class BillingService:
                                          f"{declined}; invoice {issued.invoice_id} is void and nothing changed")
 
     async def _settle(self, account: Account, invoice: domain.OpenInvoice) -> str | None:
-        """Charge a recorded purchase and record the outcome; the reason when declined."""
+        """Charge a recorded purchase and record the outcome; the reason when declined. A deleted account's
+        purchase is not charged any more: the provider is asked what it did with it (`_close_purchase`)."""
+        if account.deleted_at is not None:
+            await self._close_purchase(account, invoice)
+            return None
         declined = await self._charge(account, invoice.invoice_id, invoice.amount_cents)
         metrics.PAYMENTS.labels("paid" if declined is None else "declined").inc()
         now = self.clock()
@@ -401,6 +406,18 @@ class BillingService:
         after = domain.evolve_all(account, settled)
         await self.recorder.commit([*settled, *domain.enforce(after, await self.store.usage(account.account_id), now)])
         return declined
+
+    async def _close_purchase(self, account: Account, invoice: domain.OpenInvoice) -> None:
+        """A purchase left open when its account was deleted: what the provider took is recorded paid (and
+        what it bought), a declined charge voided as ever, and a purchase the provider never charged is voided
+        (`account_deleted`) instead of being charged now for an account that is gone."""
+        found = await self._ask_provider(account, invoice.invoice_id,
+                                         lambda: self.payments.find_charge(invoice.invoice_id))
+        now = self.clock()
+        if found is None:
+            await self.recorder.commit(domain.abandon_purchase(account, invoice.invoice_id, now))
+        else:
+            await self.recorder.commit(domain.settle_purchase(account, invoice.invoice_id, found.declined, now))
 
     async def _settle_pending(self, account: Account) -> Account:
         """Settle the account's purchases that a crash or an outage left recorded and not settled."""
@@ -450,8 +467,13 @@ class BillingService:
         if account.payment_method is None:
             return "no payment method"
         _, _, reference = account.payment_method.partition(":")
+        return await self._ask_provider(account, invoice_id, lambda: self.payments.charge(
+            reference, account.account_id, invoice_id, amount_cents))
+
+    async def _ask_provider(self, account: Account, invoice_id: str, ask: Callable[[], Awaitable[T]]) -> T:
+        """The provider's answer about an invoice; ProviderUnavailable (503) when it gives none."""
         try:
-            return await self.payments.charge(reference, account.account_id, invoice_id, amount_cents)
+            return await ask()
         except Exception as exc:
             metrics.PAYMENTS.labels("unknown").inc()
             log.warning("the payment provider gave no answer", exc_info=True,
@@ -467,6 +489,10 @@ class BillingService:
             account = await self._account(account_id)
             await self.recorder.commit(domain.delete_account(session.user, account,
                                                              await self.store.active_keys(account_id), self.clock()))
+            # A purchase an outage left open is closed now (never charged any more); if the provider does not
+            # answer (logged), the plan clock asks again.
+            with contextlib.suppress(domain.ProviderUnavailable):
+                await self._settle_pending(await self._account(account_id))
 
     async def purge_due(self) -> int:
         """AccountPurged for every account whose retention ran out (each once: a fixed id)."""

@@ -335,10 +335,11 @@ class InvoiceIssued(BillingEvent):
 
 class InvoiceVoidedPayload(Payload):
     invoice_id: Identifier
-    reason: Literal["agreement_ended", "payment_declined"] = Field(
+    reason: Literal["agreement_ended", "payment_declined", "account_deleted"] = Field(
         description="agreement_ended: the period it bills begins when or after the agreement ends (the plan was "
                     "cancelled while that period's renewal was unpaid). payment_declined: a purchase whose charge "
-                    "was declined; it bought nothing.")
+                    "was declined; it bought nothing. account_deleted: a purchase left open by an outage, which "
+                    "the provider had not charged when the account was deleted; it is never charged.")
 
 
 class InvoiceVoided(BillingEvent):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from herald_billing.payments import SimulatedProvider
+from herald_billing.payments import Charged, SimulatedProvider
 from herald_shared.contract.billing import (
     CreditsExpired,
     InvoiceIssued,
@@ -159,6 +159,12 @@ class AnswerLost(SimulatedProvider):
             raise ConnectionResetError("the provider's answer was lost")
         return declined
 
+    async def find_charge(self, invoice_id: str) -> Charged | None:
+        lose, self.lose = self.lose, None
+        if lose is not None:
+            raise ConnectionRefusedError("the provider is out of reach")
+        return await super().find_charge(invoice_id)
+
 
 BOUGHT_AT = datetime.fromisoformat("2027-03-10T10:00:00+00:00")
 
@@ -238,6 +244,48 @@ async def test_a_purchase_recorded_before_a_stop_is_settled_by_the_plan_clock_af
         recorded = len(await second.events())
         await second.service.clock.tick()  # settled: nothing more to do
         assert len(await second.events()) == recorded
+
+
+async def test_a_purchase_left_open_is_never_charged_once_its_account_is_deleted(settings: HeraldSettings,
+                                                                                  tmp_path: Path) -> None:
+    """Purchases an outage left open, then their accounts deleted. Ada's provider was never reached: her
+    deletion voids the purchase (`account_deleted`), never charged. Bob's provider took the money and lost its
+    answer: his deletion records the payment (money taken is never without its record), charging nothing more.
+    Carol's provider does not answer at her deletion either: the deletion goes through all the same, and the
+    plan clock voids the purchase later, still charging nothing."""
+    provider = AnswerLost()
+    async with small_billing(settings, tmp_path, provider) as platform:
+        platform.set_clock(lambda: BOUGHT_AT)
+        customers = []
+        for name, lose in (("ada", "before"), ("bob", "after"), ("carol", "before")):
+            customers.append(customer := await platform.sign_up(name))
+            await pay_with(customer, "sim-card-ok")
+            provider.lose = lose
+            refused = await customer.http.put("/v1/account/plan", json={"subscribers": 2})
+            assert refused.status_code == 503, refused.text
+        ada, bob, carol = customers
+        assert provider.charges == {"2027-000002": (bob.account_id, 1210, None)}
+        for customer in (ada, bob):
+            assert (await customer.http.delete("/v1/account")).status_code == 204
+        provider.lose = "before"  # at carol's deletion
+        assert (await carol.http.delete("/v1/account")).status_code == 204
+        store = platform.service.store
+        invoices = {i: await store.invoice(c.account_id, i)
+                    for c, i in ((ada, "2027-000001"), (bob, "2027-000002"), (carol, "2027-000003"))}
+        assert {i: (d or {}).get("status") for i, d in invoices.items()} == {
+            "2027-000001": "void", "2027-000002": "paid", "2027-000003": "open"}
+        assert invoices["2027-000001"]["void_reason"] == "account_deleted"  # type: ignore[index]
+
+        platform.set_clock(lambda: BOUGHT_AT + timedelta(hours=1))
+        await platform.service.clock.tick()
+        carols = await store.invoice(carol.account_id, "2027-000003")
+        assert carols is not None and (carols["status"], carols["void_reason"]) == ("void", "account_deleted")
+        assert await store.purchases_due(BOUGHT_AT + timedelta(days=1)) == []
+        assert provider.charges == {"2027-000002": (bob.account_id, 1210, None)}  # nothing charged since
+        events = await platform.events()
+        assert sorted((e.payload.invoice_id, e.payload.reason) for e in events if isinstance(e, InvoiceVoided)) == [
+            ("2027-000001", "account_deleted"), ("2027-000003", "account_deleted")]
+        assert [e.payload.invoice_id for e in events if isinstance(e, PaymentSucceeded)] == ["2027-000002"]
 
 
 async def test_a_fold_from_offset_0_counts_each_send_under_its_plan_and_announces_nothing_new(

@@ -319,6 +319,20 @@ def test_a_purchase_is_recorded_before_its_charge_and_only_its_payment_changes_t
     assert domain.settle_purchase(paid, "2026-000007", None, at("2026-11-06")) == []
 
 
+def test_a_deleted_accounts_purchase_the_provider_never_charged_is_voided_once() -> None:
+    account = opened_account()
+    invoice = domain.buy_monthly(account, Usage(), PLANS, 1000, "pro", "2026-000007", at("2026-11-05"))
+    pending = domain.evolve_all(account, [invoice])
+    (voided,) = domain.abandon_purchase(pending, "2026-000007", at("2026-11-06"))
+    assert isinstance(voided, InvoiceVoided) and voided.payload.reason == "account_deleted"
+    declined = domain.settle_purchase(pending, "2026-000007", "card declined", at("2026-11-06"))
+    assert voided.event_id == declined[0].event_id  # one void per invoice, whichever settles it
+    void = domain.evolve_all(pending, [voided])
+    assert (void.plan, void.open_invoices, domain.pending_purchases(void)) == ("trial_ended", (), [])
+    assert domain.abandon_purchase(void, "2026-000007", at("2026-11-07")) == []
+    assert domain.abandon_purchase(pending, "2026-000099", at("2026-11-07")) == []  # not a purchase of the account
+
+
 def test_a_credits_purchase_records_its_pack_once_paid() -> None:
     account = opened_account()
     invoice = domain.buy_credits(account, PACKS, 100, "2026-000003", at("2026-11-05"))
