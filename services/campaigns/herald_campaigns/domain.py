@@ -615,8 +615,8 @@ def report_counts(event: Event) -> dict[str, int]:
             counts = {f"bounced_{p.bounce_class}": 1}
             if p.source in ("smtp_reply", "retry_expired"):
                 counts["sent"] = 1
-            elif p.bounce_class != "soft":
-                counts["failed_later"] = 1
+            elif p.source == "dsn" and p.bounce_class != "soft":
+                counts["failed_later"] = 1  # (a `local` one never left Herald: neither sent nor failed later)
             return counts
         case ComplaintReceived(payload=p) if p.feedback_type != "not-spam":
             return {"complaints": 1}

@@ -250,6 +250,8 @@ class SmtpReply:
     text: str
     # Where the relay answered: a refusal of our MAIL FROM is about us (the sender), not the recipient.
     stage: Literal["connect", "mail", "rcpt", "data"] = "data"
+    # Made by Herald's own client, the message never handed to the relay (an address it cannot carry).
+    local: bool = False
 
     @property
     def enhanced_status(self) -> str | None:
@@ -310,6 +312,9 @@ PERMANENT_STATUS: dict[str, BounceClass] = {
     "4.1": "hard",   # X.4.1 no answer from host; Microsoft 365 answers unknown recipients with 5.4.1
     "4.4": "hard",   # X.4.4 unable to route: the domain has no MX or address record
     "4.7": "soft",   # X.4.7 delivery time expired: the receiver never refused the address
+    # X.6.x the message's content or media (RFC 3463), e.g. 5.6.7 a non-ASCII address a server on the way cannot
+    # carry (RFC 6531): neither the address's fault nor a refusal of our mail; never suppresses anyone.
+    "6": "undetermined",
     "7": "block",    # X.7.x security or policy: spam or content, blocklists, SPF/DKIM/DMARC (5.7.26), rDNS (5.7.25)
 }
 

@@ -223,6 +223,10 @@ def _other_bounce(msg: email.message.Message) -> Finding:
     except Exception:  # its detectors assume well-formed mail (e.g. one without From crashes them)
         log.info("bounce detectors could not read an inbound mail; classifying it by its text", exc_info=True)
     text = _explanation(msg)
+    if permanent is None and _auto_reply(msg) and not _failure_code_in(text):
+        # An out-of-office reply's words ("blocked", "junk folder", "checked for viruses", "temporarily away")
+        # are no refusal: only a failure code, or the detectors, make an automatic reply a bounce.
+        raise NotABounce("an automatic reply (RFC 3834) with no failure code, not a bounce")
     verdict = domain.classify_bounce(status=None, smtp_code=None, text=text, permanent=permanent)
     if verdict.bounce_class == "undetermined" and permanent is None and _auto_reply(msg):
         raise NotABounce("an automatic reply (RFC 3834), not a bounce")
@@ -292,6 +296,12 @@ def _evidence_line(text: str) -> str:
 
 def _diagnostic(described: str, verdict: domain.BounceVerdict) -> str:
     return f"{described} [{verdict.bounce_class}: {verdict.why}]"[:1000]
+
+
+def _failure_code_in(text: str) -> bool:
+    """An enhanced status or an SMTP reply code of a failure (4xx, 5xx) anywhere in the text."""
+    status, code = domain.status_in(text), domain.smtp_code_in(text)
+    return (status is not None and status[0] in "45") or (code is not None and code >= 400)
 
 
 def _auto_reply(msg: email.message.Message) -> bool:

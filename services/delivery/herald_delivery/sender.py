@@ -463,7 +463,8 @@ class Sender:
             event = MessageBounced(event_id=domain.outcome_event_id(job["_id"], "bounced", attempt), **envelope,
                                    payload={**ref, "bounce_class": verdict.bounce_class, "smtp_code": reply.code,
                                             "enhanced_status_code": reply.enhanced_status,
-                                            "diagnostic": reply.diagnostic, "source": "smtp_reply"})
+                                            "diagnostic": reply.diagnostic,
+                                            "source": "local" if reply.local else "smtp_reply"})
             metrics.MESSAGES.labels(job["kind"], "bounced").inc()
             metrics.record_report(event)
         else:

@@ -285,7 +285,7 @@ class RelayConnection:
         utf8 = not (mail_from.isascii() and recipient.isascii())
         if utf8 and not session.offers("SMTPUTF8"):
             return SmtpReply(553, "5.6.7 address cannot be sent without SMTPUTF8 (the relay does not offer it)",
-                             stage="rcpt" if not recipient.isascii() else "mail")
+                             stage="rcpt" if not recipient.isascii() else "mail", local=True)
         options = b""
         if utf8:
             options += b" SMTPUTF8"
@@ -365,7 +365,8 @@ class RelayConnection:
 def _unsendable(address: str, stage: Stage) -> SmtpReply | None:
     """An address that cannot go into a command line as it is (never the case for a validated one)."""
     if not address or any(c in address for c in "\r\n<> ") or len(address) > 320:
-        return SmtpReply(553, f"5.1.3 address {address[:100]!r} cannot be written in an SMTP command", stage=stage)
+        return SmtpReply(553, f"5.1.3 address {address[:100]!r} cannot be written in an SMTP command", stage=stage,
+                         local=True)
     return None
 
 

@@ -69,7 +69,10 @@ class MessageBouncedPayload(MessageRef):
     smtp_code: SmtpCode | None = None
     enhanced_status_code: EnhancedStatus | None = None
     diagnostic: ShortText
-    source: Literal["smtp_reply", "dsn", "retry_expired"]
+    source: Literal["smtp_reply", "dsn", "retry_expired", "local"] = Field(description=(
+        "smtp_reply: the relay refused the message in the SMTP transaction; dsn: a report that came back "
+        "later (the message was sent); retry_expired: deferred until the give-up age; local: never handed to "
+        "the relay, whose path cannot carry the address (5.6.7: a non-ASCII address and no SMTPUTF8)."))
     reporting_mta: Domain | None = None
 
 

@@ -176,8 +176,9 @@ async def test_the_per_account_rate_limit_paces_sending(start_delivery: Any, rel
 
 async def test_an_address_the_relay_cannot_take_bounces_and_the_connection_goes_on(
         start_delivery: Any, relay: Any, world: World) -> None:
-    """A non-ASCII address (valid per the contract) to a relay without SMTPUTF8: a hard bounce, not a retry
-    loop, and the next message on the same connection still goes out."""
+    """A non-ASCII address (valid per the contract) to a relay without SMTPUTF8: a bounce, not a retry loop,
+    and the next message on the same connection still goes out. The bounce is `undetermined` and `local` (the
+    relay's shortcoming, not the address's: no suppression, no hard-bounce rate, no send counted)."""
     relay.behaviour.smtputf8 = False
     await start_delivery(HERALD_SEND_CONCURRENCY=1)
     await world.open_account("acme")
@@ -186,7 +187,8 @@ async def test_an_address_the_relay_cannot_take_bounces_and_the_connection_goes_
     events = await world.wait_for(lambda es: bool(of_type(es, MessageBounced)) and bool(of_type(es, MessageSent)),
                                   "one bounced, one sent")
     bounce = of_type(events, MessageBounced)[0].payload
-    assert (bounce.subscriber_id, bounce.bounce_class, bounce.enhanced_status_code) == ("s1", "hard", "5.6.7")
+    assert (bounce.subscriber_id, bounce.bounce_class, bounce.enhanced_status_code, bounce.source) == (
+        "s1", "undetermined", "5.6.7", "local")
     assert relay.recipients() == ["plain@example.org"]
 
 

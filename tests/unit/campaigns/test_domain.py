@@ -96,6 +96,9 @@ def test_what_each_event_adds_to_its_campaigns_report() -> None:
     assert domain.report_counts(sent) == {"sent": 1, "accepted": 1}
     assert domain.report_counts(bounced) == {"bounced_hard": 1, "sent": 1}  # refused at SMTP time: handed over
     assert domain.report_counts(dsn_block) == {"bounced_block": 1, "failed_later": 1}
+    never_left = bounced.model_copy(update={"payload": bounced.payload.model_copy(update={  # type: ignore[attr-defined]
+        "bounce_class": "undetermined", "source": "local"})})
+    assert domain.report_counts(never_left) == {"bounced_undetermined": 1}  # neither sent nor failed later
     assert domain.report_counts(opened) == {"opens_total": 1}
     assert domain.report_counts(clicked) == {"clicks_total": 1, "clicks_link_0": 1}
     assert domain.engagement(opened) == ("opens_unique", f"o:{opened.payload.message_id}")  # type: ignore[attr-defined]

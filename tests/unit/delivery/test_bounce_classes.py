@@ -42,8 +42,10 @@ MESSAGE_ID = "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11"
     (None, 452, "Too many recipients received this hour", "soft"),
     ("4.7.0", 421, "4.7.0 [192.0.2.7] Our system has detected an unusual rate of unsolicited mail", "soft"),
     ("5.2.3", 552, "5.2.3 Message size exceeds fixed maximum message size", "soft"),
-    # undetermined: nothing says
+    # undetermined: nothing says, or the message's content or media (X.6.x), not the address
     ("5.0.0", 554, "5.0.0 Service unavailable", "undetermined"),
+    ("5.6.7", 553, "5.6.7 address cannot be sent without SMTPUTF8 (the relay does not offer it)", "undetermined"),
+    ("5.6.7", 553, "5.6.7 Non-ASCII addresses not permitted for that recipient: user unknown?", "undetermined"),
     (None, 550, "Requested action not taken", "undetermined"),
 ])
 def test_a_refusal_is_classified_by_its_code_then_its_phrase(status: str | None, code: int | None, text: str,

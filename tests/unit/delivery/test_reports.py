@@ -71,6 +71,26 @@ def test_mail_to_a_return_path_that_nothing_classifies_is_undetermined_and_an_au
         READER.findings(away)
 
 
+@pytest.mark.parametrize("body", [
+    "I am out of the office until 14 November.\n\n--\nThis email has been checked for viruses by Avast.\n",
+    "I am away until Monday; my calendar is blocked for the conference.\n",
+    "I'm away this week. If you don't hear back, please check your junk folder.\n",
+    "I am temporarily away from my desk and will reply on Monday.\n",
+    "Out of office. Spam filters may hold my replies; policy questions to hr@corp.example.\n",
+])
+def test_an_auto_reply_is_no_bounce_whatever_words_it_uses(body: str) -> None:
+    """An out-of-office reply's words alone never make a block or soft bounce (a block counts toward the
+    account's suspension): only a failure code or a recognised bounce format does."""
+    away = email.message_from_string("From: Jane <jane@corp.example>\nSubject: Automatic reply: News\n"
+                                     f"Auto-Submitted: auto-replied\nX-Autoreply: yes\n\n{body}")
+    with pytest.raises(NotABounce):
+        READER.findings(away)
+    refused = email.message_from_string("From: postmaster@corp.example\nSubject: Undeliverable\n"
+                                        "Auto-Submitted: auto-replied\n\nDelivery failed: 550 5.7.1 blocked "
+                                        "by policy\n")
+    assert [f.bounce_class for f in READER.findings(refused)] == ["block"]  # an auto-submitted refusal is one
+
+
 def test_mail_that_crashes_the_bounce_detectors_is_still_classified_by_its_text() -> None:
     """flufl.bounce's detectors choke on a mail without From; its text still says what happened."""
     finding = READER.findings(email.message_from_string("Subject: failure\n\n550 5.1.1 no such user\n"))[0]
