@@ -366,6 +366,12 @@ def _in_utc(moment: datetime) -> datetime:
         raise InvalidSchedule(f"{moment.isoformat()} is out of range") from exc
 
 
+def _refuse(screening: Screening) -> None:
+    if screening.refusals:
+        raise ContentRefused("; ".join(r.reason for r in screening.refusals),
+                             errors=[(f"body.{r.where}", f"{r.reason} ({r.matched})") for r in screening.refusals])
+
+
 def review_reasons(account: AccountInfo | None, screening: Screening) -> list[ReviewReason]:
     """PRODUCT.md "Review": a new account's campaigns until staff approve the account, every campaign during
     the trial, and every campaign screening flagged go to staff first."""
@@ -395,9 +401,7 @@ def submit(current: CampaignState | None, campaign_id: str, lst: ListInfo | None
            screening: Screening, send_at: datetime | None, time_zone: str | None, now: datetime,
            submitted_by: str) -> list[Event]:
     state = submittable(current, campaign_id, lst)
-    if screening.refusals:
-        raise ContentRefused("; ".join(r.reason for r in screening.refusals),
-                             errors=[(f"body.{r.where}", f"{r.reason} ({r.matched})") for r in screening.refusals])
+    _refuse(screening)
     instant = send_time(send_at, time_zone, now)
     reasons = review_reasons(account, screening)
     matches = [ScreeningMatch(category=m.category, matched=m.matched, where=m.where, rule=m.rule)
@@ -468,13 +472,23 @@ def complete(doc: Mapping[str, Any] | None) -> list[Event]:
                                   failed=counts["failed"] + counts["skipped"] + counts["cancelled"]))]
 
 
-def test_send(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, recipients: list[str],
-              sample: dict[str, FieldValue], requested_by: str, test_id: str, room: int | None = None) -> list[Event]:
-    """A test of the campaign as it is now to at most 5 addresses, rendered with `sample` values. Tests are
-    neither screened nor reviewed, so they are capped per account and day: `room` is how many more test
-    messages the account may send now (None: no cap)."""
+def testable(current: CampaignState | None, campaign_id: str, lst: ListInfo | None) -> CampaignState:
+    """A campaign whose templates compile against its live list: what may be screened and tested."""
     state = existing(current, campaign_id)
     check_templates(state.content, _live_list(state.list_id, lst))
+    return state
+
+
+def test_send(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, recipients: list[str],
+              sample: dict[str, FieldValue], requested_by: str, test_id: str, screening: Screening,
+              room: int | None = None) -> list[Event]:
+    """A test of the campaign as it is now to at most 5 addresses, rendered with `sample` values. Content
+    screening refuses (422) what it refuses at submission, content that hides the footer or the unsubscribe
+    link (PRODUCT.md, "Every message": tests are messages too); its flags do not hold a test. Tests are not
+    reviewed, so they are capped per account and day: `room` is how many more test messages the account may
+    send now (None: no cap)."""
+    state = testable(current, campaign_id, lst)
+    _refuse(screening)
     unique = list(dict.fromkeys(address.lower() for address in recipients))
     if not 1 <= len(unique) <= TEST_RECIPIENTS_MAX:
         raise WrongState(f"a test goes to 1 to {TEST_RECIPIENTS_MAX} addresses")
@@ -688,12 +702,13 @@ def preview(current: CampaignState | None, campaign_id: str, lst: ListInfo | Non
                      "https://example.invalid/unsubscribe/preview")
 
 
-def as_rendered(current: CampaignState | None, campaign_id: str, lst: ListInfo | None) -> dict[str, str | None]:
+def as_rendered(current: CampaignState | None, campaign_id: str, lst: ListInfo | None,
+                values: dict[str, FieldValue] | None = None) -> dict[str, str | None]:
     """What a member with the sample values would get, for screening what template code writes (the source
     alone can hide it: `{{ "ca" ~ "sino" }}`, `{% set %}` into a style); the unsubscribe link stays
     `{{ unsubscribe_url }}`, as screening knows it. A template that cannot render is refused here (422), not
     when delivery renders it for every member."""
-    return _rendered(existing(current, campaign_id).content, lst, None, "{{ unsubscribe_url }}")
+    return _rendered(existing(current, campaign_id).content, lst, values, "{{ unsubscribe_url }}")
 
 
 def _rendered(content: CampaignContent, lst: ListInfo | None, values: dict[str, FieldValue] | None,
@@ -706,8 +721,8 @@ def _rendered(content: CampaignContent, lst: ListInfo | None, values: dict[str, 
             out[where] = None
             continue
         try:
-            out[where] = templating.compile_template(source, html=is_html).render(
-                {k: "" if v is None else str(v) for k, v in merged.items()})
+            out[where] = templating.compile_template(source, html=is_html).render(  # typed, as delivery merges
+                {k: "" if v is None else v for k, v in merged.items()})
         except (templating.TemplateProblem, templating.RenderError) as exc:
             raise InvalidTemplate(f"{where}: {exc}", errors=[(f"body.{where}", str(exc))]) from exc
     return out

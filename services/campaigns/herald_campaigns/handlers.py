@@ -71,12 +71,7 @@ class CampaignsService:
             lst = await self.store.list_info(account_id, current.list_id)
             account = await self.store.account(account_id)
             domain.submittable(current, campaign_id, lst)  # before screening: a draft that compiles
-            verdict = screening.screen(subject=current.content.subject, preheader=current.content.preheader,
-                                       html_body=current.content.html_body, text_body=current.content.text_body)
-            rendered = domain.as_rendered(current, campaign_id, lst)  # what the template code writes, too
-            verdict = verdict.together(screening.screen(
-                subject=rendered["subject"] or "", preheader=rendered["preheader"], html_body=rendered["html_body"],
-                text_body=rendered["text_body"]))
+            verdict = self._screen(current, campaign_id, lst, None)
             try:
                 events = domain.submit(current, campaign_id, lst, account, verdict, send_at, time_zone,
                                        datetime.now(UTC), submitted_by)
@@ -87,6 +82,17 @@ class CampaignsService:
                 metrics.SCREENING.labels(category).inc()
             await self.recorder.commit(events)
         return await self._campaign(account_id, campaign_id)
+
+    @staticmethod
+    def _screen(current: domain.CampaignState, campaign_id: str, lst: domain.ListInfo | None,
+                values: dict[str, FieldValue] | None) -> screening.Screening:
+        """The content as written, and as its template code writes it for these values (the sample's)."""
+        verdict = screening.screen(subject=current.content.subject, preheader=current.content.preheader,
+                                   html_body=current.content.html_body, text_body=current.content.text_body)
+        rendered = domain.as_rendered(current, campaign_id, lst, values)
+        return verdict.together(screening.screen(
+            subject=rendered["subject"] or "", preheader=rendered["preheader"], html_body=rendered["html_body"],
+            text_body=rendered["text_body"]))
 
     async def cancel(self, account_id: str, campaign_id: str, by: str, reason: str | None) -> Document:
         async with self.recorder.serialised(_lock(account_id, campaign_id)):
@@ -101,9 +107,11 @@ class CampaignsService:
         values = sample if sample is not None else domain.sample_values(lst)
         test_id = "t" + uuid.uuid4().hex[:12]
         now = datetime.now(UTC)
+        state = domain.testable(current, campaign_id, lst)
+        verdict = self._screen(state, campaign_id, lst, values)
         async with self.recorder.serialised(f"tests:{account_id}"):
-            events = domain.test_send(current, campaign_id, lst, list(recipients), values, requested_by, test_id,
-                                      room=self.test_sends.room(account_id, now))
+            events = domain.test_send(state, campaign_id, lst, list(recipients), values, requested_by, test_id,
+                                      verdict, room=self.test_sends.room(account_id, now))
             await self.recorder.publish_only(events)
             self.test_sends.count(account_id, now, sum(len(e.payload.recipients) for e in events
                                                        if isinstance(e, CampaignTestRequested)))

@@ -116,6 +116,10 @@ async def test_refused_content_and_templates_answer_422_with_where_and_why(platf
     refused = await acme.http.post("/v1/campaigns/c1/submission", json={})
     assert refused.status_code == 422 and refused.json()["type"].endswith("/content_refused")
     assert refused.json()["errors"][0]["location"] == "body.html_body"
+    test = await acme.http.post("/v1/campaigns/c1/tests", json={"recipients": ["me@acme.example"]})
+    assert test.status_code == 422 and test.json()["type"].endswith("/content_refused"), test.text  # a test too
+    assert not [e for e in await platform.events() if isinstance(e, CampaignTestRequested)
+                and e.account_id == "acc-refuse"]
     bad = await acme.http.post("/v1/campaigns", json=draft(html_body="<p>{{ shoe_size }}</p>\n<p>{% for %}</p>"))
     assert bad.status_code == 422 and bad.json()["type"].endswith("/invalid_template")
     escape = await acme.http.post("/v1/campaigns", json=draft(

@@ -137,3 +137,21 @@ def test_a_report_gives_counts_and_rates_of_what_was_handed_over_and_never_who()
                             "unsubscribe_rate": 0.01}
     assert domain.report({})["rates"] == {"hard_bounce_rate": None, "block_rate": None, "abuse_rate": None,
                                           "unsubscribe_rate": None}
+
+
+def test_preview_and_submit_render_custom_fields_with_their_types_as_delivery_does() -> None:
+    """Numbers compare as numbers and booleans test as booleans (README, Personalisation): the preview and
+    the submit's rendering pass the values typed, as delivery does; as text, `points > 100` failed (so the
+    campaign could never be submitted) and `vip: False` showed the VIP branch."""
+    from herald_shared.contract.campaigns import CampaignContent
+
+    points = ListInfo("news", {"points": "number", "vip": "boolean"})
+    html = ("<html><body>{% if points > 100 %}<p>Gold</p>{% else %}<p>Hi</p>{% endif %}"
+            "{% if vip %}<p>VIP price</p>{% else %}<p>Price</p>{% endif %}</body></html>")
+    content = CampaignContent(subject="Hi", from_name="Acme", from_email="a@acme.example", html_body=html,
+                              text_body="Hi")
+    state = CampaignState("acme", "c1", "draft", "November", "news", {}, content)
+    domain.check_templates(content, points)
+    assert "<p>Hi</p>" in (domain.as_rendered(state, "c1", points)["html_body"] or "")  # the sample: 42
+    shown = domain.preview(state, "c1", points, {"points": 150, "vip": False})["html_body"] or ""
+    assert "<p>Gold</p>" in shown and "<p>Price</p>" in shown and "VIP" not in shown

@@ -195,11 +195,23 @@ def test_an_approval_after_a_cancellation_changes_nothing() -> None:
 def test_a_test_send_goes_to_at_most_five_distinct_addresses() -> None:
     state = domain.state_of(draft_doc())
     [event] = domain.test_send(state, "c1", NEWS, ["A@x.example", "a@x.example", "b@x.example"],
-                               {"first_name": "Anna"}, "api", "t1")
+                               {"first_name": "Anna"}, "api", "t1", CLEAN)
     assert isinstance(event, CampaignTestRequested)
     assert event.payload.recipients == ["a@x.example", "b@x.example"]
     with pytest.raises(domain.WrongState):
-        domain.test_send(state, "c1", NEWS, [f"{i}@x.example" for i in range(6)], {}, "api", "t2")
+        domain.test_send(state, "c1", NEWS, [f"{i}@x.example" for i in range(6)], {}, "api", "t2", CLEAN)
+
+
+def test_a_test_send_is_refused_what_a_submission_is_refused_but_not_held_for_what_it_flags() -> None:
+    """Tests are messages too: content hiding the footer is refused (422) as at submission; a flag for staff
+    review (gambling) holds no test (tests are how a campaign is prepared for review)."""
+    state = domain.state_of(draft_doc())
+    hidden = Screening(matches=(), refusals=(Refusal(reason="This element hides its content (display:none)",
+                                                     matched="display:none", where="html_body"),))
+    with pytest.raises(domain.ContentRefused, match="hides its content"):
+        domain.test_send(state, "c1", NEWS, ["a@x.example"], {}, "api", "t1", hidden)
+    [event] = domain.test_send(state, "c1", NEWS, ["a@x.example"], {}, "api", "t2", FLAGGED)
+    assert isinstance(event, CampaignTestRequested)
 
 
 def account_doc(*events: Event) -> dict[str, Any] | None:
