@@ -179,7 +179,7 @@ def gate_reason(gate: Gate, account: AccountState) -> str:
 FinalResult = Literal["sent", "bounced", "skipped", "failed", "cancelled"]
 # Why the sender skips a message whose member left the audience after the expansion (it reads each member
 # again when it hands the message out): `not_in_audience`, `member_<status>`. Any other skip is a failure.
-LEFT_THE_AUDIENCE = re.compile(r"^(not_in_audience|member_[a-z_]+)$")
+LEFT_THE_AUDIENCE = re.compile(r"^(not_in_audience|member_[a-z_]+|list_deleted)$")
 
 
 def final_result(outcome: str, reason: str | None = None) -> FinalResult | None:

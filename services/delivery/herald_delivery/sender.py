@@ -51,6 +51,7 @@ from .store import BOUNCED, CANCELLED, DEFERRED, SENT, SKIPPED, DeliveryStore, s
 
 log = logging.getLogger(__name__)
 PRODUCER = "delivery"
+LIST_DELETED = "list_deleted"  # a member status the hand-out gives members of a list deleted after the expansion
 # Threads that make DKIM signatures (`Rendered.signatures`): OpenSSL releases the GIL while it signs (~0.2 ms
 # an RSA-2048 signature), so the event loop goes on rendering and sending other messages meanwhile.
 SIGNING_THREADS = 2
@@ -206,6 +207,11 @@ class Sender:
         for account_id, subscriber_ids in by_account.items():
             for subscriber_id, member in (await self._store.members(account_id, subscriber_ids)).items():
                 members[(account_id, subscriber_id)] = member
+        if members:  # a list deleted after the expansion: its members are no campaign's audience any more
+            gone = await self._store.deleted_lists({(a, m.list_id) for (a, _), m in members.items()})
+            for key, member in members.items():
+                if (key[0], member.list_id) in gone:
+                    members[key] = replace(member, status=LIST_DELETED)
         for job in due:
             self._outstanding += 1
             self._queue.put_nowait((job, members.get((job["account_id"], job.get("subscriber_id") or ""))))
@@ -358,6 +364,8 @@ class Sender:
         if kind == "campaign":
             if member is None:
                 raise Skip("not_in_audience")
+            if member.status == LIST_DELETED:
+                raise Skip("list_deleted")
             if member.status != "active" or not member.email:
                 raise Skip(f"member_{member.status}")
             template = await self._template(job["account_id"], job["campaign_id"])

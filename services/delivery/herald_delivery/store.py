@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -362,6 +362,11 @@ class DeliveryStore:
     async def list_deleted(self, account_id: str, list_id: str) -> bool:
         doc = await self.db[LISTS].find_one({"_id": scoped(account_id, list_id)})
         return bool(doc and doc.get("deleted"))
+
+    async def deleted_lists(self, lists: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of these (account, list) pairs, the lists deleted."""
+        found = await load(self.db[LISTS], (scoped(a, list_id) for a, list_id in lists))
+        return {(a, list_id) for a, list_id in lists if found.get(scoped(a, list_id), {}).get("deleted")}
 
     async def list_members(self, account_id: str, list_id: str) -> AsyncIterator[Member]:
         """The list's active members: their listing read as an `_id` range, a page at a time, then the

@@ -170,11 +170,12 @@ class CampaignDeliveryFinishedPayload(Payload):
                                           "audience when it was queued (0 when nobody was).")
     sent: Count = Field(description="Accepted by the relay (MessageSent).")
     bounced: Count = Field(description=(
-        "Refused by the receiving server when sent, or given up after the retry period (MessageBounced with "
-        "source smtp_reply or retry_expired). A bounce reported later about an accepted message stays in "
-        "`sent` (its MessageBounced says so)."))
+        "Refused by the receiving server when sent, or given up after the retry period, or never handed to the "
+        "relay (MessageBounced with source smtp_reply, retry_expired or local). A bounce reported later about "
+        "an accepted message stays in `sent` (its MessageBounced says so)."))
     skipped: Count = Field(description="Not sent: the member left the audience (unsubscribed, suppressed, "
-                                       "erased) after the campaign was queued and before their message's turn.")
+                                       "erased, or the list was deleted) after the campaign was queued and "
+                                       "before their message's turn.")
     failed: Count = Field(description="Not sent: the message could not be made (the member's values broke a "
                                       "render limit, the stored content no longer compiles).")
     cancelled: Count = Field(description="Not sent: the campaign was cancelled, or rejected by staff, first.")

@@ -78,6 +78,33 @@ async def test_a_campaign_nobody_receives_ends_right_after_its_expansion(start_d
     assert [r for r in relay.recipients() if r != "owner@acme.example"] == []
 
 
+async def test_a_list_deleted_after_the_expansion_is_mailed_no_more(start_delivery: Any, relay: Any,
+                                                                    world: World) -> None:
+    """PRODUCT.md: a campaign goes only to subscribers of its target list. Its messages held behind a gate
+    (the account suspended) when the list is deleted: none is sent after that, each is recorded skipped
+    (`list_deleted`), and the campaign ends with those counts."""
+    from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
+    from herald_shared.contract.delivery import DeliveryHeld
+    from herald_shared.contract.subscriptions import ListDeleted
+
+    running = await start_delivery()
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [(f"s{i}", f"r{i}@example.org") for i in range(3)])
+    await world.publish(AccountSuspended(account_id="acme", producer="compliance", payload={
+        "metric": "hard_bounce_rate", "value": 0.09, "threshold": 0.08, "reason": "hard bounces 9% >= 8%"}))
+    await world.publish(campaign_queued("acme", "c1"))
+    await world.wait_for(lambda es: any(isinstance(e, DeliveryHeld) and e.payload.campaign_id == "c1"
+                                        for e in es), "the campaign held")
+    await world.publish(ListDeleted(account_id="acme", producer="subscriptions",
+                                    payload={"list_id": "news", "members_at_deletion": 3}))
+    await running.service.audience_caught_up()
+    await world.publish(AccountReinstated(account_id="acme", producer="compliance",
+                                          payload={"reinstated_by": "staff-1", "reason": "list cleaned"}))
+    end, = ends(await world.wait_for(lambda es: bool(ends(es)), "CampaignDeliveryFinished"))
+    assert counts(end) == {"recipients": 3, "sent": 0, "bounced": 0, "skipped": 3, "failed": 0, "cancelled": 0}
+    assert [r for r in relay.recipients() if r != "owner@acme.example"] == []
+
+
 async def test_a_campaign_cancelled_mid_send_ends_when_its_other_messages_are_recorded_cancelled(
         start_delivery: Any, relay: Any, world: World) -> None:
     await start_delivery(HERALD_ACCOUNT_RATE=5)  # 5 messages a second: time to cancel in the middle
