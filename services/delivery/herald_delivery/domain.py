@@ -565,6 +565,21 @@ def automated_reason(user_agent: str | None) -> str | None:
 _PLAIN_NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ .'\-](?=[^\W\d_]))*\.?")
 
 
+# What mail clients turn into a link, or what reads as an offer, in a name the customer chose.
+_NOT_A_LABEL = re.compile(r"[a-z][a-z0-9+.\-]*:/|www\.|[/@?=%$€£]|\d+ ?%", re.IGNORECASE)
+
+
+def plain_label(name: object, limit: int = 60) -> str | None:
+    """A list or company name fit to name in a confirmation email, else None (the email says "this list",
+    "this sender"). The customer chooses them, and PRODUCT.md allows the confirmation nothing but the request
+    to confirm, so neither may carry a link, an address or an offer: one line of at most `limit` characters
+    without a URL, `www.`, an @, a slash, a query, a percentage or a currency sign. (A bare domain such as
+    "Booking.com" stays: it names the sender.)"""
+    if not isinstance(name, str) or not name.strip() or len(name) > limit or not name.isprintable():
+        return None
+    return None if _NOT_A_LABEL.search(name) else name.strip()
+
+
 def plain_name(name: object) -> str | None:
     """A first name fit to greet with in a confirmation email, else None (greet without one). The name comes
     from the public form as anyone typed it, and PRODUCT.md allows the confirmation nothing but the request to

@@ -389,8 +389,9 @@ class Sender:
                 raise Skip("confirmation_expired")
             return self._renderer.transactional_message(
                 message_id=job["_id"], kind=kind, account_id=job["account_id"], recipient=recipient,
-                from_name=job["company_name"], from_email=self._config.platform_from_email,
-                subject=f"Please confirm your subscription to {job['list_name']}", text=confirmation_text(job))
+                from_name=domain.plain_label(job["company_name"]) or "Herald",
+                from_email=self._config.platform_from_email, subject=confirmation_subject(job),
+                text=confirmation_text(job))
         return self._renderer.transactional_message(
             message_id=job["_id"], kind=kind, account_id=job["account_id"], recipient=recipient,
             from_name=self._config.platform_from_name, from_email=self._config.platform_from_email,
@@ -575,10 +576,19 @@ class Skip(Exception):
         self.detail = detail
 
 
+def confirmation_subject(job: Document) -> str:
+    list_name = domain.plain_label(job.get("list_name"))
+    return f"Please confirm your subscription to {list_name}" if list_name else "Please confirm your subscription"
+
+
 def confirmation_text(job: Document) -> str:
-    """PRODUCT.md: the confirmation email contains only the request to confirm; no other link or offer."""
+    """PRODUCT.md: the confirmation email contains only the request to confirm; no other link or offer. The
+    names in it are the customer's, so only plain ones are shown (`domain.plain_label`)."""
     name = domain.plain_name(job.get("greeting_name"))
     greeting = f"Hello {name}," if name else "Hello,"
-    return (f"{greeting}\n\nplease confirm that you want to receive emails from {job['company_name']} "
-            f"(list: {job['list_name']}).\n\nConfirm your subscription:\n{job['confirm_url']}\n\n"
+    company = domain.plain_label(job.get("company_name")) or "this sender"
+    list_name = domain.plain_label(job.get("list_name"))
+    which = f" (list: {list_name})" if list_name else ""
+    return (f"{greeting}\n\nplease confirm that you want to receive emails from {company}{which}.\n\n"
+            f"Confirm your subscription:\n{job['confirm_url']}\n\n"
             "If you did not ask for this, ignore this email: you will not be subscribed.\n")

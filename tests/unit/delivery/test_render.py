@@ -250,6 +250,29 @@ def test_a_confirmation_email_carries_only_the_confirm_link() -> None:
     assert message.get_content_type() == "text/plain" and message["List-Unsubscribe"] is None
 
 
+@pytest.mark.parametrize(("company", "list_name", "shown"), [
+    ("Acme", "News", "emails from Acme (list: News)."),
+    ("Booking.com", "Ziņas un piedāvājumi", "emails from Booking.com (list: Ziņas un piedāvājumi)."),
+    ("Acme", "News - 50% OFF all week, buy now at https://acme.example/sale?c=FREE", "emails from Acme."),
+    ("Acme", "Sale at www.acme.example", "emails from Acme."),
+    ("Buy at acme.example/sale", "News", "emails from this sender (list: News)."),
+    ("Acme", "Write to deals@acme.example", "emails from Acme."),
+    ("Acme", "Only €9 this week", "emails from Acme."),
+    ("Acme", "A" * 61, "emails from Acme."),
+])
+def test_a_confirmation_names_only_plain_list_and_company_names(company: str, list_name: str, shown: str) -> None:
+    """The customer chooses those names; a link, address or offer in one stays out of the confirmation."""
+    from herald_delivery.sender import confirmation_subject, confirmation_text
+
+    job = {"greeting_name": "Anna", "company_name": company, "list_name": list_name,
+           "confirm_url": "https://lists.herald.example/confirm/abc"}
+    text = confirmation_text(job)
+    assert shown in text and text.count("http") == 1
+    subject = confirmation_subject(job)
+    assert subject == (f"Please confirm your subscription to {list_name}" if f"list: {list_name}" in shown
+                       else "Please confirm your subscription")
+
+
 def test_a_confirmation_to_an_internationalised_address_is_rendered_with_it_in_utf8() -> None:
     """RFC 6532: a double opt-in subscriber at josé@bücher.de must be able to confirm (before, rendering the
     confirmation failed on the address and the member stayed pending for good)."""
