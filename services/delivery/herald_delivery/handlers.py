@@ -27,7 +27,7 @@ from herald_shared.contract.campaigns import (
     CampaignTestRequested,
 )
 from herald_shared.contract.compliance import AccountSuspended
-from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberErased
+from herald_shared.contract.subscriptions import ConfirmationRequested, MembershipNoticeRequested, SubscriberErased
 from herald_shared.kafka import TRANSIENT_ERRORS, Reject
 from herald_shared.mongo import Document
 
@@ -73,11 +73,13 @@ class GateBook:
 
 class AudienceJobs:
     """On herald.subscriptions (next to the audience projection): a ConfirmationRequested becomes the
-    confirmation email's job; an erasure removes the address from jobs that hold it."""
+    confirmation email's job, a MembershipNoticeRequested the customer's notice (to the account's registered
+    address, which the control consumer's gates know); an erasure removes the address from jobs that hold it."""
 
-    def __init__(self, store: DeliveryStore, jobs: JobQueue) -> None:
+    def __init__(self, store: DeliveryStore, jobs: JobQueue, gates: GateBook) -> None:
         self._store = store
         self._jobs = jobs
+        self._gates = gates
         self._staged: list[Callable[[], Awaitable[None]]] = []
 
     async def handle(self, event: Event) -> None:
@@ -88,6 +90,17 @@ class AudienceJobs:
                           recipient=str(p.email), greeting_name=p.greeting_name, list_name=p.list_name,
                           company_name=p.company_name, confirm_url=str(p.confirm_url), expires_at=p.expires_at)
             self._staged.append(lambda: self._add(job))
+        elif isinstance(event, MembershipNoticeRequested):
+            owner = self._gates.account(event.account_id)
+            if not owner.registered_email:
+                raise Reject(f"{event.type} asks for a notice, but no AccountOpened gave account "
+                             f"{event.account_id!r} a registered address")
+            subject, text = membership_notice_text(event)
+            notice = new_job(domain.transactional_message_id("account_notice", str(event.event_id)),
+                             event.account_id, "account_notice", event.occurred_at,
+                             subscriber_id=event.payload.subscriber_id, recipient=owner.registered_email,
+                             subject=subject, text=text)  # keyed under the subscriber: an erasure reaches it
+            self._staged.append(lambda: self._add(notice))
         elif isinstance(event, SubscriberErased):
             account, subscriber = event.account_id, event.payload.subscriber_id
             self._staged.append(lambda: self._forget(account, subscriber))
@@ -485,6 +498,24 @@ class ControlHandler:
         if self._jobs:
             self._queue.push(await self._store.add_jobs(self._jobs))
             self._jobs = []
+
+
+MEMBERSHIP_HOW = {"double_opt_in": "confirmed by the link in the confirmation email",
+                  "form": "through the list's subscribe form", "api": "through the API",
+                  "one_click": "with the one-click unsubscribe of an email", "unsubscribe_page":
+                  "on the unsubscribe page", "preference_page": "on the preferences page",
+                  "mailto": "by email to the unsubscribe address"}
+
+
+def membership_notice_text(event: MembershipNoticeRequested) -> tuple[str, str]:
+    """PRODUCT.md: the customer is notified of subscribes and unsubscribes when it asked to be."""
+    p = event.payload
+    verb, preposition = ("subscribed", "to") if p.change == "subscribed" else ("unsubscribed", "from")
+    when = event.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"Herald: {p.email} {verb} {preposition} {p.list_name}",
+            f"Hello,\n\n{p.email} {verb} {preposition} your list {p.list_name} {MEMBERSHIP_HOW[p.how]}, on "
+            f"{when}.\n\nYou get this email because the list's notifications are on "
+            f"(PUT /v1/lists/{p.list_id}/notifications turns them off).\n")
 
 
 def notice_text(event: Event, account: AccountState) -> tuple[str | None, str | None]:

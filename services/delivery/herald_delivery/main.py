@@ -13,7 +13,7 @@ from pydantic import Field
 
 from herald_shared.contract import Event
 from herald_shared.contract.billing import AccountPurged
-from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberErased
+from herald_shared.contract.subscriptions import ConfirmationRequested, MembershipNoticeRequested, SubscriberErased
 from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer, partition_ids
 from herald_shared.lifecycle import WatchedTasks, run_service
@@ -151,11 +151,11 @@ class Delivery(WatchedTasks):
             checkpoints=self.audience_checkpoints, self_deduplicated=MEMBER_EVENTS)  # members keep their ids
         # Of herald.subscriptions, only what AudienceJobs acts on: the rest is passed over unparsed, and no id
         # of it is stored (two per imported subscriber otherwise).
-        jobs_only: dict[str, list[type[Event]]] = {**purges, "herald.subscriptions": [ConfirmationRequested,
-                                                                                  SubscriberErased]}
+        jobs_only: dict[str, list[type[Event]]] = {**purges, "herald.subscriptions": [
+            ConfirmationRequested, MembershipNoticeRequested, SubscriberErased]}
         self.confirmations = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.confirmations", topics=audience_topics, only=jobs_only,
-            handler=PurgingHandler(AudienceJobs(self.store, self.jobs), self.purged, self.purge),
+            handler=PurgingHandler(AudienceJobs(self.store, self.jobs, self.gates), self.purged, self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "confirmations"))
         self.control_handler = ControlHandler(self.store, self.gates, self.jobs, self.audience_caught_up,
                                               self.completion)

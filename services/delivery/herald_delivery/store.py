@@ -754,10 +754,11 @@ class DeliveryStore:
         await insert_new(self.db[BOUNCE_REPORTS], [{"_id": event_id} for event_id in event_ids])
 
     async def forget_recipient(self, account_id: str, subscriber_id: str) -> None:
-        """Erasure: confirmation jobs hold the address; drop it from every job of this subscriber (the sender
-        skips a job without a recipient). They are found by their RECIPIENT_JOBS keys (an `_id` range); on a
-        ledger not listed yet (written by a version before them), by a scan of every job."""
-        unset = {"$unset": {"recipient": "", "greeting_name": ""}}
+        """Erasure: confirmation jobs hold the address, the customer's notices about a member name it; drop it
+        from every job of this subscriber (the sender skips a job without a recipient). They are found by their
+        RECIPIENT_JOBS keys (an `_id` range); on a ledger not listed yet (written by a version before them), by
+        a scan of every job."""
+        unset = {"$unset": {"recipient": "", "greeting_name": "", "text": "", "subject": ""}}
         if not self._listed and await self.db[SENDER_STATE].find_one({"_id": LEDGER_LISTED}) is None:
             await self.jobs.update_many({"account_id": account_id, "subscriber_id": subscriber_id}, unset)
             return

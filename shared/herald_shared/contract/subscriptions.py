@@ -193,3 +193,40 @@ class ImportCompletedPayload(Payload):
 class ImportCompleted(SubscriptionsEvent):
     type: Literal["ImportCompleted"] = "ImportCompleted"
     payload: ImportCompletedPayload
+
+
+class ListNotificationsConfiguredPayload(Payload):
+    list_id: Identifier
+    subscribes: bool = Field(description=(
+        "Email the account's registered address when someone subscribes to the list (a confirmation by the "
+        "subscriber, or the customer's API adding an active member); imports never notify."))
+    unsubscribes: bool = Field(description=(
+        "Email the account's registered address when a member unsubscribes (link, page, List-Unsubscribe); "
+        "not for the customer's own API call, nor a complaint (who complained is never disclosed)."))
+
+
+class ListNotificationsConfigured(SubscriptionsEvent):
+    """Which membership changes of the list the customer is emailed about (PRODUCT.md: "The customer is notified
+    of subscribes and unsubscribes when it asked to be"); replaces the last. A new list notifies of nothing."""
+
+    type: Literal["ListNotificationsConfigured"] = "ListNotificationsConfigured"
+    payload: ListNotificationsConfiguredPayload
+
+
+class MembershipNoticeRequestedPayload(Payload):
+    list_id: Identifier
+    list_name: Name
+    subscriber_id: Identifier
+    email: Email = personal_data("Who subscribed or unsubscribed: the notice names them.")
+    change: Literal["subscribed", "unsubscribed"]
+    how: Literal["double_opt_in", "form", "api", "one_click", "unsubscribe_page", "preference_page", "mailto"] = (
+        Field(description="How it happened: a confirmation link, the hosted form (single opt-in), the API, or "
+                          "the unsubscribe route the member used."))
+
+
+class MembershipNoticeRequested(SubscriptionsEvent):
+    """Email the customer that someone subscribed to or unsubscribed from a list whose notifications ask for it;
+    delivery sends it to the account's registered address."""
+
+    type: Literal["MembershipNoticeRequested"] = "MembershipNoticeRequested"
+    payload: MembershipNoticeRequestedPayload
