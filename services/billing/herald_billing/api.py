@@ -105,7 +105,8 @@ class CancellationIn(Body):
 
 class UsageOut(Out):
     subscribers: int = Field(description="Stored in the account's lists (any status).")
-    trial_emails: int = Field(description="Campaign emails the relay accepted during the trial.")
+    trial_emails: int = Field(description="Campaign emails sent during the trial (those the receiving server "
+                                          "refused when sent included).")
     period_emails: int | None = Field(description="Monthly plan: campaign emails sent in the current period.")
 
 
@@ -481,9 +482,10 @@ def build_api(service: BillingService) -> APIRouter:
 
     @router.post("/account/invoices/{invoice_id}/payment", response_model=None, tags=["invoices"],
                  responses={**answers(200, InvoiceOut, "Paid (or it was already)."), **signed_in,
-                            **problems(402, 403, 404, 422, 503)})
+                            **problems(402, 403, 404, 409, 422, 503)})
     async def pay(invoice_id: Identifier, session: Current) -> dict[str, Any]:
-        """Pay an open invoice now with the current payment method; a success lifts the payment block."""
+        """Pay an open invoice now with the current payment method; a success lifts the payment block. A void
+        invoice is never paid: 409 `invoice_void`."""
         return invoice_out(await service.pay_invoice(session, invoice_id))
 
     @router.delete("/account", status_code=204, tags=["account"], responses={**signed_in,

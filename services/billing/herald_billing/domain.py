@@ -68,6 +68,7 @@ from herald_shared.contract.billing import (
     UserDisabled,
     UserDisabledPayload,
 )
+from herald_shared.contract.delivery import MessageBounced, MessageSent
 from herald_shared.readmodel import time_key
 from herald_shared.rules import RuleRefused
 
@@ -169,6 +170,10 @@ class ReceivedInTheFuture(RuleRefused):
 
 class InvoiceNotFound(RuleRefused):
     code, http_status = "invoice_not_found", 404
+
+
+class InvoiceVoid(RuleRefused):
+    code, http_status = "invoice_void", 409
 
 
 class PaymentDeclined(RuleRefused):
@@ -310,7 +315,9 @@ class Usage:
     """What an account holds and has sent, counted from herald.subscriptions and herald.delivery."""
 
     subscribers: int = 0  # stored in its lists (every status; erased members and deleted lists do not count)
-    trial_emails: int = 0  # campaign messages the relay accepted during the trial
+    # The most subscribers stored at once while on the trial: deleting them afterwards does not save it.
+    trial_peak_subscribers: int = 0
+    trial_emails: int = 0  # campaign emails sent during the trial (counts_as_sent)
     emails_by_period: Mapping[str, int] = field(default_factory=dict)  # monthly plan: by period_key(start)
     payg_emails: int = 0  # campaign emails sent on pay-as-you-go: each takes a credit
 
@@ -320,6 +327,22 @@ class Usage:
 
 def period_key(start: datetime) -> str:
     return "sent:" + time_key(start)
+
+
+def counts_as_sent(event: Event) -> bool:
+    """Whether a delivery outcome is a campaign email sent, which the plan counts (trial emails, the monthly
+    cap, credits). PRODUCT.md: "every email sent consumes a credit, even if the receiving server blocks it": a
+    message the relay accepted (MessageSent), and one the receiving server refused when it was sent
+    (MessageBounced `smtp_reply`, a 5xx to RCPT TO or DATA; delivery publishes no MessageSent for it). Not a
+    bounce reported later (`dsn`): its message was accepted and its MessageSent counted. Not one given up after
+    retrying (`retry_expired`): no server took or refused it for good (temporary refusals, no connection, or a
+    refusal of our sender at MAIL FROM, which delivery retries), so it was never sent. Confirmations, account
+    notices and test sends are not counted."""
+    if isinstance(event, MessageSent):
+        return event.payload.kind == "campaign"
+    if isinstance(event, MessageBounced):
+        return event.payload.kind == "campaign" and event.payload.source == "smtp_reply"
+    return False
 
 
 def _event(cls: type[Event], account_id: str, payload: object, event_id: uuid.UUID | None = None,
@@ -474,17 +497,20 @@ def enforce(account: Account, usage: Usage, now: datetime) -> list[Event]:
     """The events an account's plan calls for, given what it holds and sent, each at most once (fixed ids: the
     same decision taken again, after a crash or by another replica, is the same event).
 
-    Trial: it ends at day 30 or as soon as more than 20 subscribers are stored, and stays ended; 100 campaign
-    emails exhaust it. Monthly: more subscribers stored than the tier allows, or 109 x the tier's limit of
-    emails sent in the billing period, block sending until an upgrade, a reduction or the next period."""
+    Trial: it ends at day 30 or as soon as more than 20 subscribers are stored (at any moment: their peak, so
+    subscribers deleted in the same batch do not save it), and stays ended; 100 campaign emails exhaust it.
+    Monthly: more subscribers stored than the tier allows, or 109 x the tier's limit of emails sent in the
+    billing period, block sending until an upgrade, a reduction or the next period."""
     a = account.account_id
     if account.on_trial:
-        if usage.subscribers > TRIAL_SUBSCRIBERS or now >= account.trial_ends_at:
+        peak = max(usage.subscribers, usage.trial_peak_subscribers)
+        if peak > TRIAL_SUBSCRIBERS or now >= account.trial_ends_at:
             reason: Literal["expired", "subscriber_limit_exceeded"] = (
-                "subscriber_limit_exceeded" if usage.subscribers > TRIAL_SUBSCRIBERS else "expired")
-            detail = (f"{usage.subscribers} subscribers stored; the trial allows {TRIAL_SUBSCRIBERS}"
+                "subscriber_limit_exceeded" if peak > TRIAL_SUBSCRIBERS else "expired")
+            stored = peak if reason == "subscriber_limit_exceeded" else usage.subscribers
+            detail = (f"{stored} subscribers stored; the trial allows {TRIAL_SUBSCRIBERS}"
                       if reason == "subscriber_limit_exceeded" else f"the {TRIAL_DAYS}-day trial is over")
-            return [_event(TrialEnded, a, TrialEndedPayload(reason=reason, subscribers=usage.subscribers,
+            return [_event(TrialEnded, a, TrialEndedPayload(reason=reason, subscribers=stored,
                                                             emails_sent=usage.trial_emails),
                            fixed_id("trial-ended", a), at=now),
                     *gate(account, "trial_ended", True, detail + "; choose a plan to send again (lists stay "

@@ -436,7 +436,8 @@ class BillingService:
                 await self._settle_pending(account)
 
     async def pay_invoice(self, session: Session, invoice_id: str) -> Document:
-        """Pay an open invoice now with the current payment method (402 when declined: the failure is recorded)."""
+        """Pay an open invoice now with the current payment method (402 when declined: the failure is recorded; 409
+        for a void invoice, which is never paid)."""
         domain.require_owner(session.user)
         account_id = session.user.account_id
         async with self.recorder.serialised(f"account:{account_id}"):
@@ -450,8 +451,12 @@ class BillingService:
     async def _pay_open(self, account: Account, invoice_id: str) -> str | None:
         invoice = next((i for i in account.open_invoices if i.invoice_id == invoice_id), None)
         if invoice is None:
-            if await self.store.invoice(account.account_id, invoice_id) is None:
+            doc = await self.store.invoice(account.account_id, invoice_id)
+            if doc is None:
                 raise domain.InvoiceNotFound("no such invoice in this account")
+            if doc.get("status") == "void":
+                raise domain.InvoiceVoid(f"invoice {invoice_id} is void ({doc.get('void_reason')}): it is never "
+                                         "paid")
             return None  # paid already
         if invoice.purchase is not None:
             return await self._settle(account, invoice)

@@ -9,7 +9,7 @@ import calendar
 import itertools
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import MINYEAR, UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 from pathlib import Path
@@ -141,11 +141,15 @@ def prorated(difference_cents: int, start: datetime, end: datetime, now: datetim
 
 def business_days_between(start: datetime, end: datetime) -> int:
     """Whole working days (Monday to Friday) from the day after `start` up to and including the day before
-    `end`'s day: what "at least 2 business days before" counts."""
-    days = 0
-    day = start.date() + timedelta(days=1)
-    while day < end.date():
-        if day.weekday() < 5:
-            days += 1
-        day += timedelta(days=1)
-    return days
+    `end`'s day: what "at least 2 business days before" counts. Days in UTC, as every time billing keeps: the
+    same instant counts the same whatever offset it was written with."""
+    first, last = utc_date(start), utc_date(end)
+    return sum(1 for n in range(1, (last - first).days) if (first + timedelta(days=n)).weekday() < 5)
+
+
+def utc_date(at: datetime) -> date:
+    """`at`'s day in UTC (the calendar's first or last day for a time at its very end, which UTC cannot hold)."""
+    try:
+        return at.astimezone(UTC).date()
+    except OverflowError:
+        return date.min if at.year == MINYEAR else date.max

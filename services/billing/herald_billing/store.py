@@ -10,8 +10,8 @@ period's end), `credit_expiry`, `retention` (purge), `purchases` (a purchase rec
 
 Usage, from herald.subscriptions and herald.delivery: `members` (`account/subscriber`: each stored
 subscriber once, with its list), `lists` (`account/list`: deleted or not), and `usage` (`Counters`: per
-account its stored subscribers and, per list, its members, from herald.subscriptions; its trial emails from
-herald.delivery; exact under replay).
+account its stored subscribers, their peak while on the trial and, per list, its members, from
+herald.subscriptions; its emails sent, from herald.delivery; exact under replay).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from herald_shared.contract.billing import (
 )
 from herald_shared.contract.campaigns import StaffViewed
 from herald_shared.contract.compliance import AccountReinstated, StaffViewedRates
-from herald_shared.contract.delivery import MessageSent
+from herald_shared.contract.delivery import MessageBounced, MessageSent
 from herald_shared.contract.envelope import position_of
 from herald_shared.contract.subscriptions import ListDeleted, SubscriberAdded, SubscriberErased
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
@@ -90,7 +90,7 @@ ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, 
 USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
 # What billing counts of the other services' topics.
 SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberErased, ListDeleted)
-DELIVERY_EVENTS = (MessageSent,)
+DELIVERY_EVENTS = (MessageSent, MessageBounced)  # the emails sent among them: domain.counts_as_sent
 # Staff looks and actions the other services record: the account's one audit log shows them all.
 CAMPAIGN_AUDIT_EVENTS = (StaffViewed,)
 COMPLIANCE_AUDIT_EVENTS = (StaffViewedRates, AccountReinstated)
@@ -197,8 +197,7 @@ class BillingProjection(Projection):
             self._accounts.append(event)
         if isinstance(event, USER_EVENTS):
             self._users.append(event)
-        if isinstance(event, SUBSCRIPTION_EVENTS) or (isinstance(event, MessageSent)
-                                                     and event.payload.kind == "campaign"):
+        if isinstance(event, SUBSCRIPTION_EVENTS) or domain.counts_as_sent(event):
             self._usage.append(event)
         await super().handle(event)
 
@@ -255,8 +254,9 @@ class BillingProjection(Projection):
         await write_changes(self.db[USERS], before, {k: v for k, v in after.items() if v != before.get(k)})
 
     async def _count(self, events: list[Event], folded: Mapping[str, Account]) -> None:
-        """Stored subscribers and trial emails. A subscriber added again (after an unsubscribe, or by a copy of
-        the event) is stored once; an erased one, or a deleted list's members, no longer count."""
+        """Stored subscribers (and their peak while on the trial) and emails sent. A subscriber added again
+        (after an unsubscribe, or by a copy of the event) is stored once; an erased one, or a deleted list's
+        members, no longer count."""
         if not events:
             return
         accounts = {e.account_id for e in events}
@@ -284,7 +284,8 @@ class BillingProjection(Projection):
                     key = compose(a, p.subscriber_id)
                     if member_after.get(key) is None:
                         member_after[key] = {"_id": key, "account_id": a, "list_id": p.list_id}
-                        self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": 1})
+                        self._counts.add_at(subscriptions_usage(a), offset,
+                                            self._one_more_subscriber(a, known.get(a), event.occurred_at))
                         self._counts.add_at(list_usage(a, p.list_id), offset, {"members": 1})
                     lists_after.setdefault(compose(a, p.list_id), None)
                 case SubscriberErased(payload=p):
@@ -302,8 +303,9 @@ class BillingProjection(Projection):
                         lists_after[list_key] = {"_id": list_key, "deleted": True}
                         held = self._counts.get(list_usage(a, p.list_id)).get("members", 0)
                         self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": -held})
-                case MessageSent():
-                    # Under the plan in force when the message went out, whenever it is counted.
+                case MessageSent() | MessageBounced():
+                    # An email sent (only those were kept: domain.counts_as_sent), under the plan in force when
+                    # it went out, whenever it is counted.
                     account = known.get(a)
                     plan = account.plan_at(event.occurred_at) if account is not None else None
                     if account is None or plan is None:
@@ -321,6 +323,16 @@ class BillingProjection(Projection):
                             {k: v for k, v in member_after.items() if v != members.get(k)})
         await write_changes(self.db[LISTS], lists,
                             {k: v for k, v in lists_after.items() if v is not None and v != lists.get(k)})
+
+    def _one_more_subscriber(self, account_id: str, account: Account | None, at: datetime) -> dict[str, int]:
+        """The counts of one more subscriber stored: while on the trial, a new peak too (PRODUCT.md: the trial
+        ends as soon as its limit is exceeded, even if subscribers are deleted afterwards, in the same batch
+        too). Counted with the subscriber at its offset, so exact under replay."""
+        counts = self._counts.get(subscriptions_usage(account_id))
+        stored, peak = counts.get("subscribers", 0) + 1, counts.get("trial_peak_subscribers", 0)
+        if account is None or account.plan_at(at) != "trial" or stored <= peak:
+            return {"subscribers": 1}
+        return {"subscribers": 1, "trial_peak_subscribers": stored - peak}
 
     async def purge(self, account_id: str) -> None:
         """Delete the account's data (`purging.PurgingHandler` calls this on AccountPurged): the account, its
@@ -455,6 +467,7 @@ class BillingStore:
         for a in wanted:
             subscriptions, delivery = counts(subscriptions_usage(a)), counts(delivery_usage(a))
             found[a] = Usage(subscribers=subscriptions.get("subscribers", 0),
+                             trial_peak_subscribers=subscriptions.get("trial_peak_subscribers", 0),
                              trial_emails=delivery.get("trial_emails", 0),
                              emails_by_period={k: v for k, v in delivery.items() if k.startswith("sent:")},
                              payg_emails=delivery.get("payg_emails", 0))

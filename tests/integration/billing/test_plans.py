@@ -25,7 +25,7 @@ from herald_shared.contract.billing import (
     SendingBlocked,
     SendingUnblocked,
 )
-from herald_shared.contract.delivery import MessageSent
+from herald_shared.contract.delivery import MessageBounced, MessageSent
 from herald_shared.kafka import partition_ids
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually
@@ -72,6 +72,16 @@ def sent(account_id: str, n: int, at: datetime | None = None) -> MessageSent:
     return MessageSent(account_id=account_id, producer="delivery", **({"occurred_at": at} if at else {}),
                        payload={"message_id": f"m{n}", "campaign_id": "c1", "subscriber_id": f"s{n}",  # type: ignore[arg-type]
                                 "recipient_domain": "example.com", "smtp_code": 250})
+
+
+def bounced(account_id: str, n: int, at: datetime, source: str = "smtp_reply",
+            kind: str = "campaign") -> MessageBounced:
+    """By default a campaign email the receiving server refused when it was sent (a 5xx to RCPT TO or DATA):
+    delivery publishes this, and no MessageSent."""
+    return MessageBounced(account_id=account_id, producer="delivery", occurred_at=at, payload={  # type: ignore[arg-type]
+        "message_id": f"m{n}", "kind": kind, "campaign_id": "c1",
+        "subscriber_id": f"s{n}" if kind == "campaign" else None, "bounce_class": "block", "smtp_code": 550,
+        "enhanced_status_code": "5.7.1", "diagnostic": "550 5.7.1 refused as spam", "source": source})
 
 
 async def test_choosing_then_raising_a_tier_is_charged_and_never_lowered(small: Platform) -> None:
@@ -467,3 +477,64 @@ async def test_a_plan_cancelled_while_its_renewal_is_declined_never_charges_that
     events = await small.events()
     assert not [e for e in events if isinstance(e, PaymentSucceeded) and e.payload.invoice_id == renewal]
     assert [e.payload.invoice_id for e in events if isinstance(e, InvoiceVoided)] == [renewal]
+
+
+async def test_an_email_the_receiving_server_refused_counts_as_sent_on_every_plan(small: Platform) -> None:
+    """PRODUCT.md: "every email sent consumes a credit, even if the receiving server blocks it": a campaign email
+    refused when sent (MessageBounced smtp_reply, no MessageSent) counts as one sent on the trial, for credits and
+    toward the monthly cap, once however often it comes; a later report on an email sent (dsn: its MessageSent
+    counted it), an email given up after retrying and a test send do not."""
+    clock = Clock(small, "2026-11-01T10:00:00+00:00")
+    ada = await small.sign_up("ada")
+    a = ada.account_id
+
+    def not_sent(n: int) -> list[MessageBounced]:
+        return [bounced(a, 0, clock.now, "dsn"), bounced(a, n, clock.now, "retry_expired"),
+                bounced(a, n + 1, clock.now, kind="test")]
+
+    clock.now += timedelta(minutes=1)
+    refused = [bounced(a, n, clock.now) for n in range(100, 103)]
+    await small.publisher.publish_many([sent(a, 0, clock.now), *refused, *refused[:2], *not_sent(900),
+                                        sent(a, 1, clock.now)])
+    await eventually(lambda: account(ada), lambda x: x["usage"]["trial_emails"] == 5, what="5 trial emails")
+
+    clock.now += timedelta(minutes=1)
+    await pay_with(ada, "sim-card-ok")
+    assert (await ada.http.post("/v1/account/credits", json={"credits": 5})).status_code == 200
+    refused = [bounced(a, n, clock.now) for n in range(200, 202)]
+    await small.publisher.publish_many([*refused, *refused, *not_sent(910), sent(a, 2, clock.now)])
+    await eventually(lambda: account(ada), lambda x: x["credits"]["left"] == 2, what="3 credits spent")
+    await small.publisher.publish_many([bounced(a, n, clock.now) for n in range(202, 204)])
+    gone = await eventually(lambda: account(ada), lambda x: x["sending_blocked"] != [], what="credits gone")
+    assert gone["sending_blocked"] == ["credits_exhausted"] and gone["credits"]["left"] == 0
+
+    clock.now += timedelta(minutes=1)
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200  # 218 a period
+    refused = [bounced(a, n, clock.now) for n in range(300, 417)]
+    await small.publisher.publish_many([*(sent(a, n, clock.now) for n in range(3, 103)), *refused, *refused[:10],
+                                        *not_sent(920)])
+    await eventually(lambda: account(ada), lambda x: x["usage"]["period_emails"] == 217, what="217 counted")
+    assert (await account(ada))["sending_blocked"] == []
+    await small.publisher.publish(bounced(a, 417, clock.now))
+    blocked = await eventually(lambda: account(ada), lambda x: x["sending_blocked"] != [], what="the monthly cap")
+    assert blocked["sending_blocked"] == ["monthly_quota_reached"] and blocked["usage"]["period_emails"] == 218
+    exhausted = [(e.payload.quota, e.payload.used) for e in await small.events() if isinstance(e, QuotaExhausted)]
+    assert exhausted == [("credits", 5), ("monthly_emails", 218)]
+
+
+async def test_a_void_invoice_is_never_paid(small: Platform) -> None:
+    """A declined purchase's invoice is void: paying it is refused (409 invoice_void, as the API documents),
+    and it stays void, never charged."""
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-declined")
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 402
+    (void,) = (await ada.http.get("/v1/account/invoices")).json()["items"]
+    assert (void["status"], void["void_reason"]) == ("void", "payment_declined")
+    await pay_with(ada, "sim-card-ok")
+    paying = await ada.http.post(f"/v1/account/invoices/{void['invoice_id']}/payment")
+    assert paying.status_code == 409, paying.text
+    assert paying.json()["type"] == "https://herald.dev/problems/invoice_void"
+    assert (await ada.http.get(f"/v1/account/invoices/{void['invoice_id']}")).json()["status"] == "void"
+    assert not [e for e in await small.events() if isinstance(e, PaymentSucceeded)]
+    route = small.service.app.openapi()["paths"]["/v1/account/invoices/{invoice_id}/payment"]["post"]
+    assert "409" in route["responses"] and "invoice_void" in route["description"]

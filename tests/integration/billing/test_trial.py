@@ -11,17 +11,19 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from herald_billing.store import BillingProjection
 from herald_shared.contract.billing import QuotaExhausted, SendingBlocked, TrialEnded
 from herald_shared.contract.delivery import MessageSent
-from herald_shared.contract.subscriptions import SubscriberAdded
+from herald_shared.contract.subscriptions import ListDeleted, SubscriberAdded
+from herald_shared.kafka import EventPublisher
 from herald_shared.mongo import rebuild
 from herald_shared.settings import HeraldSettings
 from herald_subscriptions.main import Subscriptions, SubscriptionsSettings
 from tests.conftest import eventually
 
-from .helpers import Customer, Platform
+from .helpers import Customer, Platform, running_billing
 
 T = "2026-10-01T10:00:00+00:00"
 
@@ -95,6 +97,28 @@ async def test_the_21st_stored_subscriber_ends_the_trial_for_good(platform: Plat
     assert (await subscriptions_api(subscriptions, key).delete("/v1/lists/news")).status_code == 204
     after = await eventually(lambda: account(ada), lambda a: a["usage"]["subscribers"] == 0, what="list deleted")
     assert after["plan"] == "trial_ended" and after["sending_blocked"] == ["trial_ended"]
+
+
+async def test_subscribers_deleted_before_billing_looked_do_not_save_the_trial(settings: HeraldSettings,
+                                                                              producer: AIOKafkaProducer) -> None:
+    """PRODUCT.md: the trial ends "as soon as the subscriber limit is exceeded, even if subscribers are deleted
+    afterwards": 25 imported and their list deleted while billing was stopped end it once billing caught up
+    (its guard decides then, from what it folded: 0 stored, 25 at the most)."""
+    async with running_billing(settings) as platform:
+        ada = await platform.sign_up("ada")
+    consent = {"source": "import", "collected_at": T, "method": "shop checkbox"}
+    added = [SubscriberAdded(account_id=ada.account_id, producer="subscriptions", payload={  # type: ignore[arg-type]
+        "list_id": "news", "subscriber_id": f"s{n}", "email": f"p{n}@example.com", "email_sha256": "2" * 64,
+        "opt_in": "single", "consent": consent}) for n in range(25)]
+    deleted = ListDeleted(account_id=ada.account_id, producer="subscriptions",
+                          payload={"list_id": "news", "members_at_deletion": 25})  # type: ignore[arg-type]
+    await EventPublisher(producer, settings.topics).publish_many([*added, deleted])
+    async with running_billing(settings) as platform:
+        ada = await platform.log_in("ada", ada.account_id)
+        ended = await eventually(lambda: account(ada), lambda a: a["plan"] == "trial_ended", what="trial ended")
+        assert ended["trial"]["ended_reason"] == "subscriber_limit_exceeded" and ended["usage"]["subscribers"] == 0
+        decided = {(e.event_id, e.payload.subscribers) for e in await platform.events() if isinstance(e, TrialEnded)}
+        assert [n for _, n in decided] == [25]
 
 
 def sent(account_id: str, n: int, kind: str = "campaign") -> MessageSent:

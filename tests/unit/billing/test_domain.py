@@ -21,6 +21,7 @@ from herald_shared.contract.billing import (
     UserAdded,
     UserDisabled,
 )
+from herald_shared.contract.delivery import MessageBounced, MessageSent
 
 NOW = datetime(2026, 12, 3, 9, 0, 0, 123456, tzinfo=UTC)
 HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
@@ -141,6 +142,16 @@ def test_20_subscribers_keep_the_trial_and_the_21st_ends_it() -> None:
     assert blocked.payload.reason == "trial_ended"
 
 
+def test_more_than_20_subscribers_at_any_moment_end_the_trial_though_fewer_are_stored_now() -> None:
+    """PRODUCT.md: the trial ends "as soon as the subscriber limit is exceeded, even if subscribers are deleted
+    afterwards": 25 stored, then deleted before the guard looked (one batch), still end it."""
+    account = opened()
+    assert domain.enforce(account, Usage(subscribers=3, trial_peak_subscribers=20), NOW) == []
+    ended, blocked = domain.enforce(account, Usage(subscribers=0, trial_peak_subscribers=25), NOW)
+    assert isinstance(ended, TrialEnded) and isinstance(blocked, SendingBlocked)
+    assert (ended.payload.reason, ended.payload.subscribers) == ("subscriber_limit_exceeded", 25)
+
+
 def test_the_trial_ends_at_day_30_not_a_moment_before() -> None:
     account = opened()
     assert domain.enforce(account, Usage(), account.opened_at + timedelta(days=30, microseconds=-1)) == []
@@ -175,3 +186,24 @@ def test_a_decision_taken_twice_is_the_same_event() -> None:
     second = domain.enforce(account, Usage(subscribers=30), NOW + timedelta(seconds=5))
     assert [e.event_id for e in first] == [e.event_id for e in second]
     assert domain.enforce(account, Usage(trial_emails=100), NOW)[0].event_id != first[0].event_id
+
+
+def outcome(kind: str = "campaign", source: str | None = None) -> MessageSent | MessageBounced:
+    ref = {"message_id": "m1", "kind": kind, "campaign_id": "c1", "subscriber_id": "s1" if kind == "campaign" else None}
+    if source is None:
+        return MessageSent(account_id="a1", producer="delivery", payload={  # type: ignore[arg-type]
+            **ref, "recipient_domain": "example.com", "smtp_code": 250})
+    return MessageBounced(account_id="a1", producer="delivery", payload={  # type: ignore[arg-type]
+        **ref, "bounce_class": "block", "smtp_code": 550, "diagnostic": "550 5.7.1 refused", "source": source})
+
+
+def test_an_email_the_receiving_server_refused_counts_as_sent_and_nothing_counts_twice() -> None:
+    """PRODUCT.md: "every email sent consumes a credit, even if the receiving server blocks it": a 5xx to RCPT TO
+    or DATA (MessageBounced smtp_reply, no MessageSent) counts; a later report on a message sent (dsn) was
+    counted by its MessageSent; one given up after retrying was never sent; test sends are never counted."""
+    assert domain.counts_as_sent(outcome())
+    assert domain.counts_as_sent(outcome(source="smtp_reply"))
+    assert not domain.counts_as_sent(outcome(source="dsn"))
+    assert not domain.counts_as_sent(outcome(source="retry_expired"))
+    assert not domain.counts_as_sent(outcome("test")) and not domain.counts_as_sent(outcome("test", "smtp_reply"))
+    assert not domain.counts_as_sent(outcome("confirmation", "smtp_reply"))

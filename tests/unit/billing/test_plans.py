@@ -4,7 +4,7 @@ VAT, invoice numbers, the 109 x quota, upgrades only, cancellation 2 business da
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -70,6 +70,15 @@ def test_business_days_before_the_payment_date() -> None:
     # Thursday 2026-12-03 to a payment on Monday 2026-12-07: Friday only.
     assert plans.business_days_between(at("2026-12-03"), at("2026-12-07")) == 1
     assert plans.business_days_between(at("2026-12-02"), at("2026-12-07")) == 2
+
+
+def test_business_days_are_counted_in_utc_whatever_offset_a_time_was_written_with() -> None:
+    # Friday 2026-11-27 01:30 UTC to a payment on Tuesday 2026-12-01: Monday only, however it is written.
+    for written in ("2026-11-27T01:30:00+00:00", "2026-11-26T23:30:00-02:00", "2026-11-27T03:30:00+02:00"):
+        assert plans.business_days_between(datetime.fromisoformat(written), at("2026-12-01")) == 1, written
+    # The ends of the calendar, which UTC cannot hold, still count.
+    first = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=23, minutes=59)))
+    assert plans.business_days_between(first, datetime(1, 1, 10, tzinfo=UTC)) == 6
 
 
 def test_the_shipped_plans_file_loads_and_bad_ones_are_refused(tmp_path: Path) -> None:
@@ -211,6 +220,10 @@ def test_cancelling_takes_effect_at_the_end_of_the_paid_period() -> None:
     with pytest.raises(domain.ReceivedInTheFuture):
         end_of_time = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(-timedelta(hours=23, minutes=59)))
         domain.cancel(account, "request", end_of_time, "rita", now=at("2026-11-30"))
+    # The same instant written with another offset is the same request: its days are UTC's, as the payment's.
+    for written in ("2026-11-27T01:30:00+00:00", "2026-11-26T23:30:00-02:00", "2026-11-27T03:30:00+02:00"):
+        (same,) = domain.cancel(account, "request", datetime.fromisoformat(written), "rita", now=at("2026-11-30"))
+        assert same.payload.effective_at == at("2027-01-01"), written  # type: ignore[attr-defined]
     (skewed,) = domain.cancel(account, "request", at("2026-11-30", "10:04"), "rita", now=at("2026-11-30"))
     assert skewed.payload.received_at == at("2026-11-30", "10:04")  # type: ignore[attr-defined]
 
