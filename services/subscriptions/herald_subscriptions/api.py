@@ -272,9 +272,9 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         consent_at (ISO 8601) required; first_name, last_name, phone, consent_ip and the list's custom
         fields optional. Answers 202 once every row's events are recorded, with the counts and the rejected
         rows (line, reason); the members show in queries as the read model folds them in. A file whose header
-        (or first 8 KiB) is not UTF-8 CSV with those columns is refused with 422; a row further down that
-        cannot be read (a quote left open over the next lines, a field over 131,072 characters, bytes that are
-        not UTF-8: reading ends there) is a rejected row."""
+        is not UTF-8 CSV with those columns is refused with 422; a row further down that cannot be read (a
+        quote left open over the next lines, a field over 131,072 characters, bytes that are not UTF-8) is a
+        rejected row."""
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "text/csv":
             return problem(415, "unsupported_media_type", "send the file as text/csv")  # type: ignore[return-value]
         raw = await spool(request.stream())

@@ -1,8 +1,8 @@
 """Subscriptions' rules, pure: who may join a list and how, and which events each request records.
 
 PRODUCT.md, "Lists and subscribers": single or double opt-in; consent evidence required; a suppressed
-address never comes back by API or import, only by a fresh double opt-in by the person; unsubscribing is
-idempotent and remembers the campaign it came from.
+address never comes back by API or import, only by a fresh double opt-in by the person, nor does one that
+unsubscribed, erased or not; unsubscribing is idempotent and remembers the campaign it came from.
 
 Subscription bombing (a bot entering a victim's address into many forms, so the victim drowns in confirmation
 emails and the platform's IPs get blocklisted): at most one confirmation email per address per list a day, and
@@ -110,13 +110,19 @@ class InvalidConsent(SubscriptionError):
 
 
 CONSENT_CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of this clock a customer's consent time may be
+# Earlier consent times are placeholders a system filled in (0001-01-01, 1900-01-01), not when anyone opted in.
+EARLIEST_CONSENT = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def check_consent(consent: ConsentEvidence, now: datetime) -> None:
     """Evidence of an opt-in that happened (PRODUCT.md: each imported row carries its consent evidence): not
-    collected in the future (beyond clock skew), and its IP, where given, an IPv4 or IPv6 address."""
+    collected in the future (beyond clock skew) nor before EARLIEST_CONSENT, and its IP, where given, an IPv4 or
+    IPv6 address."""
     if consent.collected_at > now + CONSENT_CLOCK_SKEW:
         raise InvalidConsent(f"consent collected at {consent.collected_at.isoformat()} is in the future")
+    if consent.collected_at < EARLIEST_CONSENT:
+        raise InvalidConsent(f"consent collected at {consent.collected_at.isoformat()} is before 2000-01-01: "
+                             "a placeholder, not when the person opted in")
     if consent.ip is not None and not is_ip_address(consent.ip):
         raise InvalidConsent(f"consent ip {consent.ip[:100]!r} is not an IPv4 or IPv6 address")
 
@@ -171,6 +177,17 @@ class MemberState:
     status: Status
     awaiting_confirmation: bool = False
     confirmation_requested_at: datetime | None = None
+    # An erased membership keeps (nothing personal) whether its person had unsubscribed or been suppressed.
+    opted_out: Literal["unsubscribed", "suppressed"] | None = None
+
+
+def standing(member: MemberState | None) -> Status | None:
+    """The membership a request is decided on. Erasure forgets the person, not their opt-out: an erased
+    membership whose person had unsubscribed or been suppressed stands as that, so the customer cannot add
+    the address again by erasing it first."""
+    if member is None:
+        return None
+    return member.opted_out if member.status == "erased" else member.status
 
 
 @dataclass(frozen=True)
@@ -270,13 +287,21 @@ def _live_list(current: ListState | None) -> ListState:
     return current
 
 
+CUSTOM_TEXT_CHARS = 1000  # the longest custom text the API's schema takes (request_fields.FieldValueIn)
+
+
 def check_custom_fields(lst: ListState, values: dict[str, FieldValue]) -> None:
+    """The values fit the custom fields the list declares; a text is at most CUSTOM_TEXT_CHARS long on every
+    channel (an import's too)."""
     for name, value in values.items():
         kind = lst.custom_fields.get(name)
         if kind is None:
             raise InvalidCustomField(f"list {lst.list_id!r} has no custom field {name!r}")
         if not fits(kind, value):
             raise InvalidCustomField(f"custom field {name!r} expects a {kind}, got {value!r}")
+        if isinstance(value, str) and len(value) > CUSTOM_TEXT_CHARS:
+            raise InvalidCustomField(f"custom field {name!r} is {len(value):,} characters long; at most "
+                                     f"{CUSTOM_TEXT_CHARS:,}")
 
 
 def subscribe(lst: ListState | None, member: MemberState | None, address_suppressed: bool,
@@ -296,7 +321,7 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
         raise ConsentMissing("consent evidence is required for every subscriber")
     check_consent(request.consent, now or datetime.now(UTC))
     subscriber_id = subscriber_id_for(live.account_id, live.list_id, request.email)
-    status = member.status if member and member.status != "erased" else None
+    status = standing(member)
     double = live.opt_in == "double"
     if status == "active":
         return Decision([], "already_active", subscriber_id)
@@ -362,7 +387,7 @@ def screen_form(*, cross_site: bool, served_at: datetime | None, now: datetime, 
 def needs_confirmation_history(lst: ListState | None, member: MemberState | None, address_suppressed: bool) -> bool:
     """Whether `subscribe` may send a confirmation, so the confirmations sent before must be read (a single
     opt-in list's new subscriber needs no read more)."""
-    status = member.status if member is not None else None
+    status = standing(member)
     return bool(lst is not None and (lst.opt_in == "double" or address_suppressed
                                      or status in ("pending", "unsubscribed", "suppressed")))
 
@@ -457,10 +482,13 @@ def evolve_member(doc: Document | None, event: Event) -> Document | None:
         case SubscriberSuppressed(payload=p) if doc is not None and doc["status"] != "erased":
             return {**doc, "status": "suppressed", "suppressed_reason": p.reason, "awaiting_confirmation": False}
         case SubscriberErased(payload=p) if doc is not None:
-            # Nothing personal stays: ids, the address hash (a suppression outlives erasure) and when.
-            return {"_id": doc["_id"], "account_id": event.account_id, "list_id": p.list_id or doc.get("list_id"),
-                    "email_sha256": p.email_sha256, "status": "erased", "erased_at": event.occurred_at,
-                    "erasure_requested_by": p.requested_by}
+            # Nothing personal stays: ids, the address hash (a suppression outlives erasure), when, and whether
+            # the person had opted out (the customer may not add them again: `standing`).
+            erased = {"_id": doc["_id"], "account_id": event.account_id, "list_id": p.list_id or doc.get("list_id"),
+                      "email_sha256": p.email_sha256, "status": "erased", "erased_at": event.occurred_at,
+                      "erasure_requested_by": p.requested_by}
+            opted_out = doc["status"] if doc["status"] in ("unsubscribed", "suppressed") else doc.get("opted_out")
+            return {**erased, "opted_out": opted_out} if opted_out else erased
     return doc
 
 

@@ -211,12 +211,16 @@ class SuppressionHandler:
         member = await self._service.store.member_state(event.account_id, ref.subscriber_id)
         if member is None:
             raise Reject(f"{event.type} for unknown subscriber {ref.subscriber_id!r} of account {event.account_id!r}")
-        if member.status == "erased":
-            return
-        # Decided by the membership, not the account's suppression record: someone who came back through a
-        # fresh double opt-in is active again, and a new hard bounce must suppress them again.
         key = (event.account_id, member.email_sha256)
-        already = key in self._suppressed_in_batch or member.status == "suppressed"
+        if member.status == "erased":
+            # Erasure forgets the person, not that the address must not be mailed: the suppression is recorded
+            # by the address hash the erased membership keeps (the account's record says if it already is).
+            already = key in self._suppressed_in_batch or bool(
+                await self._service.store.suppressed(event.account_id, [member.email_sha256]))
+        else:
+            # Decided by the membership, not the account's suppression record: someone who came back through a
+            # fresh double opt-in is active again, and a new hard bounce must suppress them again.
+            already = key in self._suppressed_in_batch or member.status == "suppressed"
         if member.subscriber_id in self._unsubscribed_in_batch:
             member = domain.MemberState(member.subscriber_id, member.list_id, member.email_sha256, "unsubscribed")
         events = domain.suppress(event.account_id, member, already, reason, event, ref.message_id, ref.campaign_id)

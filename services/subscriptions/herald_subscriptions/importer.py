@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import re
 import secrets
 import tempfile
 from array import array
@@ -43,6 +45,13 @@ BATCH = 3000
 MAX_REPORTED_REJECTIONS = 1000
 REQUIRED_COLUMNS = ("email", "consent_method", "consent_at")
 PROFILE_COLUMNS = ("first_name", "last_name", "phone", "consent_ip")
+# What decoding with errors="surrogateescape" makes of a byte that is not UTF-8 (valid UTF-8 never gives these).
+NOT_UTF8 = re.compile("[\udc80-\udcff]")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# A number as a spreadsheet writes one: an optional sign, digits, at most one decimal separator ('.' or ',').
+NUMBER = re.compile(r"[+-]?([0-9]+([.,][0-9]*)?|[.,][0-9]+)")
+# One to three digits, a separator, three digits: "1,000" and "1.000" mean one thousand as often as one.
+THOUSANDS = re.compile(r"[+-]?[1-9][0-9]{0,2}[.,][0-9]{3}")
 
 
 class SeenAddresses:
@@ -143,48 +152,139 @@ async def spool(chunks: AsyncIterator[bytes]) -> IO[bytes]:
     return spooled
 
 
+class _Lines:
+    """The file's lines as the csv reader takes them: counted, and the lines of the row being read kept (one,
+    but for a quoted value running over lines), so a rejected row names the lines it took."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+        self.read = 1  # the header is line 1
+        self.row: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._text)
+        self.read += 1
+        self.row.append(line)
+        return line
+
+    @property
+    def row_start(self) -> int:
+        return self.read - len(self.row) + 1
+
+    def skip_open_value(self, delimiter: str) -> None:
+        """The csv reader gave up on the row (a field over its limit) and goes on at the next line; when that
+        line is inside a quoted value, the lines up to the value's closing quote are still the row's, and must
+        not be read as rows of their own."""
+        quoted = False
+        for line in self.row:
+            quoted = _quote_open_after(line, quoted, delimiter)
+        while quoted and (line := self._text.readline()):
+            self.read += 1
+            quoted = _quote_open_after(line, quoted, delimiter)
+
+
+def _quote_open_after(line: str, quoted: bool, delimiter: str) -> bool:
+    """Whether a quoted value is still open at the end of `line`, given whether one was at its start, read as
+    the csv module reads: a field that starts with a quote runs to the next quote that is not doubled, a quote
+    elsewhere is a character."""
+    at = 0
+    while True:
+        if quoted:
+            close = line.find('"', at)
+            if close < 0:
+                return True
+            if line.startswith('"', close + 1):  # a doubled quote, inside the value
+                at = close + 2
+                continue
+            quoted, at = False, close + 1
+        elif line.startswith('"', at):
+            quoted, at = True, at + 1
+            continue
+        at = line.find(delimiter, at) + 1  # the next field's start
+        if at == 0:
+            return False
+
+
 def _rows(raw: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, list[str] | Unreadable]]]:
     """(header, iterator of (the line a row starts on, its values, or why they cannot be read)); UTF-8 with or
-    without BOM, ';' or ',' separated."""
-    import io
-
-    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
-    try:
-        first = text.readline()
-    except UnicodeDecodeError as exc:
-        raise ImportRefused(f"the file is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    without BOM, ';' or ',' separated. Bytes that are not UTF-8 reject the row they are in (decoded as
+    surrogates, so the rows around them are read as usual)."""
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    first = text.readline()
+    if bad := NOT_UTF8.search(first):
+        raise ImportRefused(f"the file is not UTF-8: byte {_byte(bad[0])} in the header (line 1)")
     delimiter = ";" if first.count(";") > first.count(",") else ","
     header = [h.strip().lower() for h in next(csv.reader([first], delimiter=delimiter), [])]
-    reader = csv.reader(text, delimiter=delimiter)
+    lines = _Lines(text)
+    reader = csv.reader(lines, delimiter=delimiter)
     # A quoted value may run over lines in a custom text field, never in these: one that does has taken in
     # the rows after it (a quote left open), which would otherwise vanish into it.
     single_line = [i for i, name in enumerate(header) if name in REQUIRED_COLUMNS + PROFILE_COLUMNS]
 
     def rows() -> Iterator[tuple[int, list[str] | Unreadable]]:
-        end = 1  # the last line read (the header is line 1)
         while True:
+            lines.row = []
             try:
                 values = next(reader)
             except StopIteration:
                 return
-            except UnicodeDecodeError as exc:  # a text stream cannot be read past it: the rest is not read
-                yield end + 1, Unreadable("not_utf8", f"the file is not UTF-8 after line {end}: {exc.reason}; "
-                                                      "nothing from here on was read")
-                return
-            except csv.Error as exc:  # e.g. a field over the csv module's limit: the reader goes on after it
-                start, end = end + 1, reader.line_num + 1
-                yield start, Unreadable("invalid_csv", f"not valid CSV: {exc}")
+            except csv.Error as exc:  # e.g. a field over the csv module's limit
+                start = lines.row_start
+                lines.skip_open_value(delimiter)
+                taken = f"; lines {start}-{lines.read} were read as one row, none of them imported" \
+                    if lines.read > start else ""
+                yield start, Unreadable("invalid_csv", f"not valid CSV: {exc}{taken}")
                 continue
-            start, end = end + 1, reader.line_num + 1
+            start, end = lines.row_start, lines.read
             broken = [header[i] for i in single_line if i < len(values) and ("\n" in values[i] or "\r" in values[i])]
-            if end > start and broken:
+            if bad := next((found for line in lines.row if (found := NOT_UTF8.search(line))), None):
+                within = f"line {start}" if end == start else f"lines {start}-{end}"
+                yield start, Unreadable("not_utf8", f"{within}: byte {_byte(bad[0])} is not UTF-8 (a file saved "
+                                                    "in another encoding?); not imported")
+            elif end > start and broken:
                 yield start, Unreadable("multiline_row", f"lines {start}-{end} were read as one row: its "
                                                          f"{broken[0]} runs over several lines (a quote left "
                                                          "open?); none of them was imported")
+            elif end > start and (row_inside := _row_inside(header, values, delimiter)) is not None:
+                name, offset = row_inside
+                yield start, Unreadable("multiline_row", f"lines {start}-{end} were read as one row: its {name} "
+                                                         f"runs over several lines, and line {start + offset} "
+                                                         "in it reads as a row of its own (a quote left open?); "
+                                                         "none of them was imported")
             elif any(v.strip() for v in values):
                 yield start, [v.strip() for v in values]
 
     return header, rows()
+
+
+def _byte(escaped: str) -> str:
+    return f"0x{ord(escaped) - 0xDC00:02x}"
+
+
+def _row_inside(header: list[str], values: list[str], delimiter: str) -> tuple[str, int] | None:
+    """A value running over lines, one of whose lines reads as a row with an address in the email column:
+    (the value's column, that line's offset from the row's first line), else None."""
+    if "email" not in header:
+        return None
+    email_column, offset = header.index("email"), 0
+    for column, value in enumerate(values):
+        inner = LINE_BREAK.split(value)
+        for number, line in enumerate(inner[1:], 1):
+            try:
+                cells = next(csv.reader([line], delimiter=delimiter), [])
+            except csv.Error:
+                continue
+            if email_column < len(cells):
+                try:
+                    domain.normalise_email(cells[email_column])
+                except domain.InvalidEmail:
+                    continue
+                return (header[column] if column < len(header) else "value"), offset + number
+        offset += len(inner) - 1
+    return None
 
 
 def _check_header(header: list[str], lst: ListState) -> None:
@@ -203,10 +303,13 @@ def _field_value(kind: str, raw: str) -> FieldValue:
     if raw == "":
         return None
     if kind == "number":
-        try:
-            return int(raw)
-        except ValueError:
-            return float(raw.replace(",", "."))
+        if not NUMBER.fullmatch(raw):
+            raise ValueError(f"{raw!r} is not a number: an optional sign, digits and at most one decimal "
+                             "separator ('.' or ','), without thousands separators")
+        if THOUSANDS.fullmatch(raw):
+            raise ValueError(f"{raw!r} is ambiguous: a thousands separator or a decimal one? Write thousands "
+                             "without a separator, a decimal with other than three decimal places")
+        return int(raw) if raw.lstrip("+-").isdigit() else float(raw.replace(",", "."))
     if kind == "boolean":
         lowered = raw.lower()
         if lowered in ("true", "yes", "1"):

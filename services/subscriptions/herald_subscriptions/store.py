@@ -298,4 +298,5 @@ def _list_state(doc: Document) -> ListState:
 def _member_state(doc: Document) -> MemberState:
     return MemberState(subscriber_id=doc["_id"], list_id=doc.get("list_id", ""), email_sha256=doc["email_sha256"],
                        status=doc["status"], awaiting_confirmation=bool(doc.get("awaiting_confirmation")),
-                       confirmation_requested_at=doc.get("confirmation_requested_at"))
+                       confirmation_requested_at=doc.get("confirmation_requested_at"),
+                       opted_out=doc.get("opted_out"))

@@ -93,7 +93,7 @@ async def test_files_that_cannot_be_imported_at_all_are_refused_whole(platform: 
     cases = [
         (b"email,first_name\nx@example.com,X\n", "missing column(s): consent_method, consent_at"),
         (f"email,consent_method,consent_at,shoe\nx@example.com,m,{T},42\n".encode(), "unknown column(s): shoe"),
-        ("email,consent_method,consent_at\nj\xf6rg@example.com,m,t\n".encode("latin-1"), "not UTF-8"),
+        ("email,consent_method,consent_at,stra\xdfe\nj@example.com,m,t,x\n".encode("latin-1"), "not UTF-8"),
     ]
     for body, message in cases:
         status, problem = await _import(acme, body)
@@ -186,11 +186,54 @@ async def test_rows_the_file_does_not_give_cleanly_are_rejected_and_accounted_fo
     assert (completed.payload.rows_imported, completed.payload.rows_rejected) == (n + 1, 7)
 
 
+async def test_rows_whose_values_are_not_what_they_seem_are_rejected_not_imported(platform: Platform) -> None:
+    """A stray quote in a custom text swallowing the rows after it, a field over the csv module's limit hiding
+    a row in its quoted value, a byte that is not UTF-8 past the first 8 KiB, numbers with a thousands
+    separator, a custom text over the API's 1,000 characters, a consent time that is a placeholder: each is a
+    rejected row with its line, and every row around them is in."""
+    acme = await platform.tenant("acme")
+    await acme.create_list(custom_fields=[{"name": "notes", "kind": "text"}, {"name": "score", "kind": "number"}])
+    padding = [f"pad{i}@example.com,form,{T},n,{i}" for i in range(300)]  # ~11 KiB
+    rows = [
+        "email,consent_method,consent_at,notes,score",                     # 1
+        *padding,                                                          # 2 .. 301 ok
+        f'anna@example.com,form,{T},"VIP,1',                               # 302 .. 304 one row: the quote
+        f"bob@example.com,form,{T},,2",                                    # left open takes in bob and
+        f'carol@example.com,form,{T},",3',                                 # carol
+        f'huge@example.com,form,{T},"{"x" * 140_000}',                     # 305 .. 306 invalid_csv, the whole
+        f'evil@example.com,form,{T},",4',                                  # quoted value with it
+        f"jörg@example.com,form,{T},,5",                                   # 307 not_utf8 (Latin-1)
+        f"thousands@example.com,form,{T},,\"1,000\"",                      # 308 invalid_custom_field
+        f"underscore@example.com,form,{T},,1_000",                         # 309 invalid_custom_field
+        f"long@example.com,form,{T},{'n' * 1001},",                        # 310 invalid_custom_field
+        "placeholder@example.com,form,0001-01-01T00:00:00Z,,",            # 311 invalid_consent
+        f"after@example.com,form,{T},fine,\"2,5\"",                        # 312 ok
+    ]
+    body = "\n".join(rows).encode().replace("jörg".encode(), "jörg".encode("latin-1"))
+    status, report = await _import(acme, body)
+    assert status == 202, report
+    assert (report["rows_total"], report["rows_imported"], report["rows_rejected"]) == (308, 301, 7)
+    rejections = {r["line"]: (r["reason"], r["detail"]) for r in report["rejections"]}  # type: ignore[attr-defined]
+    assert {line: reason for line, (reason, _) in rejections.items()} == {
+        302: "multiline_row", 305: "invalid_csv", 307: "not_utf8", 308: "invalid_custom_field",
+        309: "invalid_custom_field", 310: "invalid_custom_field", 311: "invalid_consent"}
+    assert "lines 302-304 were read as one row: its notes runs over several lines, and line 303" in rejections[302][1]
+    assert "lines 305-306 were read as one row" in rejections[305][1]
+    assert rejections[307][1].startswith("line 307: byte 0xf6 is not UTF-8")
+    assert "ambiguous" in rejections[308][1] and "not a number" in rejections[309][1]
+    assert "at most 1,000" in rejections[310][1] and "before 2000-01-01" in rejections[311][1]
+    added = {str(e.payload.email): e for e in await platform.events() if isinstance(e, SubscriberAdded)}
+    assert len(added) == 301 and "pad0@example.com" in added and "pad299@example.com" in added
+    assert added["after@example.com"].payload.custom_fields == {"notes": "fine", "score": 2.5}
+
+
 async def test_consent_the_api_is_given_must_have_happened_and_name_an_address(platform: Platform) -> None:
     acme = await platform.tenant("acme")
     await acme.create_list()
     for consent in ({"method": "checkout", "collected_at": "2999-01-01T00:00:00Z"},
-                    {"method": "checkout", "collected_at": "9999-12-31T23:59:59-23:59"}):
+                    {"method": "checkout", "collected_at": "9999-12-31T23:59:59-23:59"},
+                    {"method": "checkout", "collected_at": "0001-01-01T00:00:00+01:00"},
+                    {"method": "checkout", "collected_at": "1999-12-31T23:59:59Z"}):
         answer = await acme.http.post("/v1/lists/news/subscribers", json={"email": "p@example.com",
                                                                            "consent": consent})
         assert answer.status_code == 422 and answer.json()["type"].endswith("/invalid_consent"), answer.text

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from herald_shared.contract.delivery import MessageBounced
+from herald_shared.contract.subscriptions import SubscriberSuppressed
 from herald_shared.mongo import rebuild
+from herald_subscriptions.domain import email_sha256
 from herald_subscriptions.store import SubscriptionsProjection
+from tests.conftest import eventually
 from tests.integration.subscriptions.conftest import Platform
 
 
@@ -95,6 +99,44 @@ async def test_erasure_leaves_no_personal_data_and_survives_a_rebuild(platform: 
     rebuilt = SubscriptionsProjection(platform.service.mongo[platform.settings.database_name("rebuilt")])
     await rebuild(rebuilt, platform.settings, ["herald.subscriptions", "herald.billing"])
     assert await _dump(rebuilt) == live
+
+
+async def test_erasure_keeps_an_opt_out_and_a_later_bounce_still_suppresses(platform: Platform) -> None:
+    """Erasing someone who unsubscribed does not let the customer add them again (API or import); the person
+    may still come back through the form's double opt-in. A hard bounce for an erased member suppresses the
+    address by its hash."""
+    acme = await platform.tenant("acme")
+    await acme.create_list("news")
+    await acme.create_list("offers")
+    anna = (await acme.subscribe("anna@example.com")).json()["subscriber_id"]
+    await acme.http.post(f"/v1/subscribers/{anna}/unsubscribe")
+    assert (await acme.http.post("/v1/gdpr/erase", json={"email": "anna@example.com"})).json() == {
+        "erased_memberships": 1}
+
+    again = await acme.subscribe("anna@example.com")
+    assert again.status_code == 409 and again.json()["type"].endswith("/previously_unsubscribed"), again.text
+    imported = (await acme.http.post("/v1/lists/news/imports", headers={"Content-Type": "text/csv"}, content=(
+        b"email,consent_method,consent_at\nanna@example.com,crm,2026-10-01T10:00:00Z\n"))).json()
+    assert (imported["rows_imported"], imported["rejected_by_reason"]) == (0, {"previously_unsubscribed": 1})
+    form = await platform.submit("/subscribe/acme/news", {"email": "anna@example.com", "consent": "yes"})
+    assert "Check your inbox" in form.text
+    assert (await acme.http.get(f"/v1/subscribers/{anna}")).json()["status"] == "pending"
+
+    ben = (await acme.subscribe("ben@example.com")).json()["subscriber_id"]
+    await acme.http.post("/v1/gdpr/erase", json={"email": "ben@example.com"})
+    await platform.publisher.publish(MessageBounced(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        "message_id": "m1", "campaign_id": "c1", "subscriber_id": ben, "bounce_class": "hard",
+        "diagnostic": "user unknown", "source": "dsn"}))
+    suppressed = await eventually(platform.events, lambda events: any(
+        isinstance(e, SubscriberSuppressed) for e in events), what="the erased address suppressed")
+    event = next(e for e in suppressed if isinstance(e, SubscriberSuppressed))
+    assert (event.payload.subscriber_id, event.payload.email_sha256) == (ben, email_sha256("ben@example.com"))
+    store = platform.service.service.store
+    await eventually(lambda: store.suppressed("acme", [event.payload.email_sha256]), bool,
+                     what="the suppression folded")
+    refused = await acme.subscribe("ben@example.com", list_id="offers")
+    assert refused.status_code == 409 and refused.json()["type"].endswith("/suppressed")
+    assert (await acme.subscribe("ben@example.com")).json()["type"].endswith("/suppressed")
 
 
 def _holds_personal_data(doc: dict[str, Any]) -> bool:

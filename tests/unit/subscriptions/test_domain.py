@@ -90,6 +90,15 @@ def test_consent_evidence_is_required() -> None:
         subscribe(req=request(consent=None))
 
 
+def test_consent_collected_before_2000_is_a_placeholder_not_evidence() -> None:
+    for placeholder in (datetime(1, 1, 1, tzinfo=UTC), datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC)):
+        consent = ConsentEvidence(source="import", collected_at=placeholder, method="old crm")
+        with pytest.raises(domain.InvalidConsent, match="before 2000-01-01"):
+            subscribe(req=request("import", consent=consent))
+    earliest = ConsentEvidence(source="import", collected_at=datetime(2000, 1, 1, tzinfo=UTC), method="old crm")
+    assert subscribe(req=request("import", consent=earliest)).outcome == "active"
+
+
 def test_unknown_list_or_deleted_list_refuses() -> None:
     with pytest.raises(domain.ListNotFound):
         domain.subscribe(None, None, False, request(), "Acme", lambda: LINK)
@@ -149,6 +158,29 @@ def test_an_erased_subscriber_can_subscribe_anew() -> None:
     assert subscribe(m=member("erased")).outcome == "active"
 
 
+def erased_after(opted_out: str) -> MemberState:
+    return MemberState("s1", "l1", domain.email_sha256("anna@example.com"), "erased",
+                       opted_out=opted_out)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("channel", ["api", "import"])
+def test_erasure_does_not_let_the_customer_re_add_someone_who_opted_out(channel: str) -> None:
+    """PRODUCT.md, "Lists and subscribers": an unsubscribe or suppression outlives erasure, as before it."""
+    with pytest.raises(domain.PreviouslyUnsubscribed):
+        subscribe(m=erased_after("unsubscribed"), req=request(channel))
+    with pytest.raises(domain.AddressSuppressed):
+        subscribe(m=erased_after("suppressed"), req=request(channel))
+
+
+def test_after_erasure_the_person_who_opted_out_comes_back_through_double_opt_in_as_before() -> None:
+    for opted_out in ("unsubscribed", "suppressed"):
+        assert domain.needs_confirmation_history(a_list("single"), erased_after(opted_out), False)
+        before = subscribe(a_list("single"), m=member(opted_out), req=request("form"))
+        after = subscribe(a_list("single"), m=erased_after(opted_out), req=request("form"))
+        assert types(after.events) == types(before.events) == ["SubscriberAdded", "ConfirmationRequested"]
+        assert after.outcome == before.outcome == "pending"
+
+
 def test_confirmation_transitions() -> None:
     events, outcome = domain.confirm("acc", member("pending"), ip=None)
     assert outcome == "confirmed" and isinstance(events[0], SubscriberConfirmed)
@@ -200,6 +232,14 @@ def test_list_creation_rename_and_delete() -> None:
     assert deleted[0].payload.members_at_deletion == 12  # type: ignore[attr-defined]
     with pytest.raises(domain.ListNotFound):
         domain.rename_list(ListState("acc", "l1", "News", "double", {}, deleted=True), "x")
+
+
+def test_a_custom_text_is_at_most_1000_characters_on_every_channel() -> None:
+    lst = a_list(notes="text")
+    for channel in ("api", "form", "import"):
+        with pytest.raises(domain.InvalidCustomField, match="1,001 characters long; at most 1,000"):
+            subscribe(lst, req=request(channel, custom_fields={"notes": "n" * 1001}))
+    assert subscribe(lst, req=request("import", custom_fields={"notes": "n" * 1000})).outcome == "active"
 
 
 def test_numbers_must_be_storable() -> None:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from herald_shared.contract import Event
 from herald_subscriptions import domain
+from herald_subscriptions.store import _member_state
 from tests.samples import sample
 
 SID = "s1"
@@ -61,6 +62,17 @@ def test_erasure_keeps_nothing_personal() -> None:
     doc = fold([ADDED, CONFIRMED, ERASED])
     assert doc is not None
     assert set(doc) == {"_id", "account_id", "list_id", "email_sha256", "status", "erased_at", "erasure_requested_by"}
+
+
+def test_erasure_keeps_that_the_person_had_opted_out_so_the_customer_cannot_re_add_them() -> None:
+    for opt_out, status_kept in ((UNSUBSCRIBED, "unsubscribed"), (SUPPRESSED, "suppressed")):
+        doc = fold([ADDED, CONFIRMED, opt_out, ERASED])
+        assert doc is not None and (doc["status"], doc["opted_out"]) == ("erased", status_kept)
+        assert set(doc) == {"_id", "account_id", "list_id", "email_sha256", "status", "erased_at",
+                            "erasure_requested_by", "opted_out"}
+        assert _member_state(doc).opted_out == status_kept
+    fresh = fold([ADDED, CONFIRMED, UNSUBSCRIBED, ERASED, ADDED])  # the person came back through the form
+    assert fresh is not None and fresh["status"] == "pending" and "opted_out" not in fresh
 
 
 def test_unsubscribe_records_source_and_campaign() -> None:

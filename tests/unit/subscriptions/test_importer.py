@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from herald_subscriptions import domain
 from herald_subscriptions.domain import ListState
-from herald_subscriptions.importer import SeenAddresses, _field_value, _parse_row
+from herald_subscriptions.importer import ImportRefused, SeenAddresses, Unreadable, _field_value, _parse_row, _rows
 
 LIST = ListState("acc", "news", "News", "single", {"age": "number", "vip": "boolean"})
 HEADER = ["email", "consent_method", "consent_at", "age", "vip"]
@@ -41,3 +43,60 @@ def test_row_values_are_typed_by_the_lists_custom_fields() -> None:
     assert _field_value("number", "") is None and _field_value("boolean", "0") is False
     with pytest.raises(ValueError, match="yes/no"):
         _field_value("boolean", "maybe")
+
+
+def read(data: bytes) -> dict[int, list[str] | Unreadable]:
+    return dict(_rows(io.BytesIO(data))[1])
+
+
+HEAD = b"email,consent_method,consent_at,notes\n"
+
+
+@pytest.mark.parametrize("raw", ["1,000", "1.000", "-12,345", "1_000", "1 000", "1e5", "nan", "inf", "0x1f",
+                                 "1,5,0", "1.5.0", "+", ".", "\u0661\u0662", "12abc"])
+def test_a_number_is_a_sign_digits_and_one_decimal_separator_at_most(raw: str) -> None:
+    """A "1,000" is one thousand to some and 1.0 to others: refused rather than read either way."""
+    with pytest.raises(ValueError, match=r"ambiguous|not a number"):
+        _field_value("number", raw)
+
+
+def test_numbers_read_with_a_decimal_point_or_comma() -> None:
+    cases = {"42": 42, "-3": -3, "+7": 7, "41,5": 41.5, "2.25": 2.25, "0,125": 0.125, "1234,567": 1234.567,
+             "1000": 1000, ".5": 0.5, "-0.75": -0.75}
+    assert {raw: _field_value("number", raw) for raw in cases} == cases
+
+
+def test_a_value_running_over_lines_that_holds_a_row_of_its_own_rejects_the_lines_it_took() -> None:
+    rows = read(HEAD + b'anna@example.com,form,2024-01-01,"VIP\n'
+                       b"bob@example.com,form,2024-01-02,\ncarol@example.com,form,2024-01-03,\n")
+    assert list(rows) == [2]
+    assert isinstance(rows[2], Unreadable) and rows[2].reason == "multiline_row"
+    assert "lines 2-4 were read as one row: its notes runs over several lines, and line 3" in rows[2].detail
+    kept = read(HEAD + b'anna@example.com,form,2024-01-01,"Tartu\nold town"\nbob@example.com,form,2024-01-02,\n')
+    assert kept == {2: ["anna@example.com", "form", "2024-01-01", "Tartu\nold town"],
+                    4: ["bob@example.com", "form", "2024-01-02", ""]}
+
+
+def test_a_field_over_the_csv_limit_takes_its_whole_quoted_value_with_it() -> None:
+    """The csv module goes on at the next line after a field over its limit: inside the quoted value, whose
+    lines must not be read as rows (here, one with an address)."""
+    value = b"x" * 100_000 + b"\n" + b"y" * 40_000 + b'\nevil@example.com,form,2024-01-01,""quoted""\nz,'
+    rows = read(HEAD + b'anna@example.com,form,2024-01-01,"' + value + b'"\nbob@example.com,form,2024-01-02,ok\n')
+    assert isinstance(rows[2], Unreadable) and rows[2].reason == "invalid_csv"
+    assert "lines 2-5 were read as one row" in rows[2].detail
+    assert rows[6] == ["bob@example.com", "form", "2024-01-02", "ok"] and list(rows) == [2, 6]
+    unquoted = read(HEAD + b"anna@example.com,form,2024-01-01," + b"x" * 140_000 + b"\nbob@example.com,f,t,\n")
+    assert isinstance(unquoted[2], Unreadable) and "lines" not in unquoted[2].detail and 3 in unquoted
+
+
+def test_bytes_that_are_not_utf8_reject_their_row_only() -> None:
+    good = b"".join(b"u%d@example.com,form,2024-01-01,n\n" % i for i in range(1000))  # ~35 KiB
+    cut = good.index(b"u600@")
+    rows = read(HEAD + good[:cut] + b"j\xf6rg@example.com,form,2024-01-01,\"a\nb\"\n" + good[cut:])
+    bad = rows.pop(602)
+    assert isinstance(bad, Unreadable) and bad.reason == "not_utf8"
+    assert bad.detail.startswith("lines 602-603: byte 0xf6 is not UTF-8")
+    assert len(rows) == 1000 and all(isinstance(values, list) for values in rows.values())
+    assert rows[2][0] == "u0@example.com" and rows[604][0] == "u600@example.com"  # the lines after count on
+    with pytest.raises(ImportRefused, match="byte 0xe9 in the header"):
+        _rows(io.BytesIO(b"email,consent_method,consent_at,caf\xe9\n"))
