@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import AwareDatetime, Field, StrictBool, StringConstraints
 
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.contract.envelope import Identifier
@@ -72,6 +72,19 @@ class FormSettings(Body):
         "about a second for a person)."))
 
 
+class NotificationSettings(Body):
+    """Which membership changes of the list the account's registered address is emailed about (PRODUCT.md:
+    "The customer is notified of subscribes and unsubscribes when it asked to be"). Both off for a new list."""
+
+    subscribes: StrictBool = Field(description=(
+        "Someone subscribed: confirmed by the link of a double opt-in, or became active at once through the "
+        "hosted form or the API. An import never notifies."))
+    unsubscribes: StrictBool = Field(description=(
+        "A member unsubscribed by an email's link (one-click or the page), the preferences page or a mail to the "
+        "List-Unsubscribe address. Not for the account's own API call, nor a complaint (who complained is never "
+        "disclosed)."))
+
+
 class ConsentIn(Body):
     method: Text = Field(description="Where and how the person opted in, e.g. 'checkout checkbox'.")
     collected_at: IsoTime | None = None
@@ -103,6 +116,7 @@ class ListOut(Out):
     opt_in: OptInMode
     custom_fields: list[CustomFieldDefinition]
     form: FormSettings
+    notifications: NotificationSettings
     created_at: AwareDatetime
 
 
@@ -181,6 +195,8 @@ def list_out(doc: dict[str, Any]) -> dict[str, Any]:
             "custom_fields": [{"name": k, "kind": v} for k, v in doc.get("custom_fields", {}).items()],
             "form": {"frame_ancestors": doc.get("form_frame_ancestors", []),
                      "challenge": doc.get("form_challenge", "none")},
+            "notifications": {"subscribes": bool(doc.get("notify_subscribes")),
+                              "unsubscribes": bool(doc.get("notify_unsubscribes"))},
             "created_at": doc["created_at"].isoformat()}
 
 
@@ -240,6 +256,16 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
                            **problems(404, 422, 503)})
     async def configure_form(list_id: Identifier, body: FormSettings, account_id: Account) -> dict[str, Any]:
         return list_out(await service.configure_form(account_id, list_id, body.frame_ancestors, body.challenge))
+
+    @router.put("/lists/{list_id}/notifications", response_model=None,
+                responses={**answers(200, ListOut, "The list with its new notification settings."),
+                           **problems(404, 422, 503)})
+    async def configure_notifications(list_id: Identifier, body: NotificationSettings,
+                                      account_id: Account) -> dict[str, Any]:
+        """Email the account's registered address when someone subscribes to or unsubscribes from the list: one
+        email per change, naming the address and how it happened (delivery sends it)."""
+        return list_out(await service.configure_notifications(account_id, list_id, body.subscribes,
+                                                              body.unsubscribes))
 
     @router.delete("/lists/{list_id}", status_code=204, responses=problems(404, 422, 503))
     async def delete_list(list_id: Identifier, account_id: Account) -> Response:

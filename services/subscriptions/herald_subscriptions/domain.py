@@ -34,8 +34,12 @@ from herald_shared.contract.subscriptions import (
     ListDeletedPayload,
     ListFormConfigured,
     ListFormConfiguredPayload,
+    ListNotificationsConfigured,
+    ListNotificationsConfiguredPayload,
     ListRenamed,
     ListRenamedPayload,
+    MembershipNoticeRequested,
+    MembershipNoticeRequestedPayload,
     OptInMode,
     SubscriberAdded,
     SubscriberAddedPayload,
@@ -167,6 +171,8 @@ class ListState:
     deleted: bool = False
     frame_ancestors: tuple[str, ...] = ()
     form_challenge: FormChallenge = "none"
+    notify_subscribes: bool = False
+    notify_unsubscribes: bool = False
 
 
 @dataclass(frozen=True)
@@ -272,6 +278,40 @@ def configure_form(current: ListState | None, frame_ancestors: list[str], challe
         return []
     return [_event(ListFormConfigured, live.account_id, ListFormConfiguredPayload(
         list_id=live.list_id, frame_ancestors=ancestors, challenge=challenge))]
+
+
+def configure_notifications(current: ListState | None, subscribes: bool, unsubscribes: bool) -> list[Event]:
+    """Which membership changes the customer is emailed about (PRODUCT.md: "The customer is notified of
+    subscribes and unsubscribes when it asked to be"); the same settings again record nothing."""
+    live = _live_list(current)
+    if (subscribes, unsubscribes) == (live.notify_subscribes, live.notify_unsubscribes):
+        return []
+    return [_event(ListNotificationsConfigured, live.account_id, ListNotificationsConfiguredPayload(
+        list_id=live.list_id, subscribes=subscribes, unsubscribes=unsubscribes))]
+
+
+# How a membership change came about, for the customer's notice; the rest notify nothing: an import (the
+# customer brought those members), the customer's own API unsubscribe, and a complaint (who complained is
+# never disclosed to the customer, PRODUCT.md "Sending suspension").
+NoticeHow = Literal["double_opt_in", "form", "api", "one_click", "unsubscribe_page", "preference_page", "mailto"]
+NOTICE_HOWS: dict[str, tuple[str, ...]] = {
+    "subscribed": ("double_opt_in", "form", "api"),
+    "unsubscribed": ("one_click", "unsubscribe_page", "preference_page", "mailto")}
+
+
+def membership_notice(lst: ListState | None, subscriber_id: str, email: str | None,
+                      change: Literal["subscribed", "unsubscribed"], how: str,
+                      cause: Event | None = None) -> list[Event]:
+    """The customer's notice of one membership change, when the list asks for it (`configure_notifications`)
+    and the change came about in a way that notifies (NOTICE_HOWS). `cause`: the event it follows from, which
+    fixes its id (decided again after a redelivery, it is the same notice)."""
+    if lst is None or lst.deleted or not email or how not in NOTICE_HOWS[change]:
+        return []
+    if not (lst.notify_subscribes if change == "subscribed" else lst.notify_unsubscribes):
+        return []
+    return [_event(MembershipNoticeRequested, lst.account_id, MembershipNoticeRequestedPayload(
+        list_id=lst.list_id, list_name=lst.name, subscriber_id=subscriber_id, email=email, change=change,
+        how=how), cause)]
 
 
 def delete_list(current: ListState | None, members: int) -> list[Event]:

@@ -93,6 +93,26 @@ class SubscriptionsService:
                                                     frame_ancestors, challenge))
         return await self._list(account_id, list_id)
 
+    async def configure_notifications(self, account_id: str, list_id: str, subscribes: bool,
+                                      unsubscribes: bool) -> Document:
+        async with self._serialised(f"list:{account_id}:{list_id}"):
+            await self.commit(domain.configure_notifications(await self.store.list_state(account_id, list_id),
+                                                             subscribes, unsubscribes))
+        return await self._list(account_id, list_id)
+
+    async def notice(self, account_id: str, list_id: str, subscriber_id: str,
+                     change: Literal["subscribed", "unsubscribed"], how: str, email: str | None = None,
+                     cause: Event | None = None) -> list[Event]:
+        """The customer's notice of a membership change just decided, if its list asks for one (the member's
+        address read only then)."""
+        lst = await self.store.list_state(account_id, list_id)
+        if lst is None or not (lst.notify_subscribes if change == "subscribed" else lst.notify_unsubscribes):
+            return []
+        if email is None:
+            doc = await self.store.member(account_id, subscriber_id)
+            email = doc.get("email") if doc else None
+        return domain.membership_notice(lst, subscriber_id, email, change, how, cause)
+
     async def delete_list(self, account_id: str, list_id: str) -> None:
         async with self._serialised(f"list:{account_id}:{list_id}"):
             counts = await self.store.status_counts(account_id, list_id)
@@ -124,7 +144,7 @@ class SubscriptionsService:
             link = partial(self.confirm_link, account_id, subscriber_id)
             if not domain.needs_confirmation_history(lst, member, suppressed):
                 decision = domain.subscribe(lst, member, suppressed, request, company, link)
-                await self.commit(decision.events)
+                await self.commit([*decision.events, *self._subscribed_notice(lst, decision, request)])
             else:
                 # The address's confirmations across the account's lists: read, decided on and recorded by one
                 # request at a time, so concurrent requests for one address cannot all pass the daily cap.
@@ -137,17 +157,27 @@ class SubscriptionsService:
                         self.recent_confirmations.merged(account_id, email_hash, stored, now))
                     decision = domain.subscribe(lst, member, suppressed, request, company, link, sent, now)
                     self.recent_confirmations.add_decided(account_id, email_hash, decision.events)
-                    await self.commit(decision.events)
+                    await self.commit([*decision.events, *self._subscribed_notice(lst, decision, request)])
                 if decision.confirmation_withheld:
                     metrics.REFUSED.labels("confirmation_cap").inc()
         doc = await self.store.member(account_id, subscriber_id)
         assert doc is not None, "the projection holds what was just committed"
         return decision, doc
 
+    @staticmethod
+    def _subscribed_notice(lst: domain.ListState | None, decision: Decision,
+                           request: SubscribeRequest) -> list[Event]:
+        if decision.outcome != "active":  # (a double opt-in is noticed when the person confirms)
+            return []
+        return domain.membership_notice(lst, decision.subscriber_id, request.email, "subscribed", request.channel)
+
     async def confirm(self, token_account: str, subscriber_id: str, ip: str | None) -> domain.ConfirmOutcome:
         async with self._serialised(f"subscriber:{subscriber_id}"):
             member = await self.store.member_state(token_account, subscriber_id)
             events, outcome = domain.confirm(token_account, member, ip)
+            if events and member is not None:
+                events += await self.notice(token_account, member.list_id, subscriber_id, "subscribed",
+                                            "double_opt_in")
             await self.commit(events)
         return outcome
 
@@ -157,7 +187,10 @@ class SubscriptionsService:
             member = await self.store.member_state(account_id, subscriber_id)
             if member is None:
                 raise domain.SubscriberNotFound("no such subscriber")
-            await self.commit(domain.unsubscribe(account_id, member, source, campaign_id, message_id))
+            events = domain.unsubscribe(account_id, member, source, campaign_id, message_id)
+            if events:
+                events += await self.notice(account_id, member.list_id, subscriber_id, "unsubscribed", source)
+            await self.commit(events)
         doc = await self.store.member(account_id, subscriber_id)
         assert doc is not None
         return doc
@@ -240,8 +273,12 @@ class SuppressionHandler:
                          f"{event.account_id!r}")
         if member.subscriber_id in self._unsubscribed_in_batch:
             return
-        self._staged += domain.unsubscribe(event.account_id, member, "mailto", ref.campaign_id, ref.message_id,
-                                           cause=event)
+        unsubscribed = domain.unsubscribe(event.account_id, member, "mailto", ref.campaign_id, ref.message_id,
+                                          cause=event)
+        if unsubscribed:
+            unsubscribed += await self._service.notice(event.account_id, member.list_id, member.subscriber_id,
+                                                       "unsubscribed", "mailto", cause=event)
+        self._staged += unsubscribed
         self._unsubscribed_in_batch.add(member.subscriber_id)
 
     async def flush(self) -> None:

@@ -21,6 +21,7 @@ from herald_shared.contract.subscriptions import (
     ListCreated,
     ListDeleted,
     ListFormConfigured,
+    ListNotificationsConfigured,
     ListRenamed,
     SubscriberAdded,
     SubscriberConfirmed,
@@ -169,6 +170,9 @@ class SubscriptionsProjection(FoldingProjection):
             case ListFormConfigured(payload=p):
                 return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)}, {"$set": {
                     "form_frame_ancestors": p.frame_ancestors, "form_challenge": p.challenge}}))]
+            case ListNotificationsConfigured(payload=p):
+                return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)}, {"$set": {
+                    "notify_subscribes": p.subscribes, "notify_unsubscribes": p.unsubscribes}}))]
             case ListDeleted(payload=p):
                 return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)},
                                           {"$set": {"deleted_at": event.occurred_at}}))]
@@ -292,7 +296,9 @@ def _list_state(doc: Document) -> ListState:
     return ListState(account_id=doc["account_id"], list_id=doc["list_id"], name=doc["name"], opt_in=doc["opt_in"],
                      custom_fields=dict(doc.get("custom_fields", {})), deleted="deleted_at" in doc,
                      frame_ancestors=tuple(doc.get("form_frame_ancestors", ())),
-                     form_challenge=doc.get("form_challenge", "none"))
+                     form_challenge=doc.get("form_challenge", "none"),
+                     notify_subscribes=bool(doc.get("notify_subscribes")),
+                     notify_unsubscribes=bool(doc.get("notify_unsubscribes")))
 
 
 def _member_state(doc: Document) -> MemberState:

@@ -83,3 +83,65 @@ async def test_confirm_unsubscribe_and_bounce_across_the_two_services(
         found = await eventually(lambda: of_subscriptions(SubscriberSuppressed), lambda es: len(es) == 1,
                                  what="suppression")
         assert found[0].payload.reason == "hard_bounce" and found[0].payload.campaign_id == "c1"
+
+
+async def test_the_customer_is_notified_of_subscribes_and_unsubscribes_when_it_asked_to_be(
+        start_delivery: Any, relay: Any, world: World, subscriptions: SubscriptionsBeside) -> None:
+    """PRODUCT.md "Data protection": the customer is notified of subscribes and unsubscribes when it asked to be.
+    A list that asked (PUT .../notifications): each subscribe (a double opt-in confirmed, the API adding an active
+    member) and each unsubscribe by the member (one click, a mail to the List-Unsubscribe address) is one email
+    to the registered address; an import, the account's own API unsubscribe and a complaint notify nothing (who
+    complained is never disclosed); a list that did not ask notifies nothing."""
+    from herald_shared.contract.subscriptions import MembershipNoticeRequested
+
+    api, owner = subscriptions.api, "owner@acme.example"
+    async with subscriptions.pages() as pages:
+        running = await start_delivery()
+        for list_id, opt_in in (("news", "double"), ("quiet", "single"), ("shop", "single")):
+            created = await api.post("/v1/lists", json={"list_id": list_id, "name": list_id.title(), "opt_in": opt_in})
+            assert created.status_code == 201, created.text
+        for list_id in ("news", "shop"):
+            asked = await api.put(f"/v1/lists/{list_id}/notifications", json={"subscribes": True, "unsubscribes": True})
+            assert asked.status_code == 200 and asked.json()["notifications"] == {"subscribes": True,
+                                                                                   "unsubscribes": True}, asked.text
+        assert (await api.get("/v1/lists/quiet")).json()["notifications"] == {"subscribes": False,
+                                                                               "unsubscribes": False}
+        consent, ids = {"method": "signup form"}, {}
+        for list_id, address in (("news", "ann@example.org"), ("quiet", "quinn@example.org"),
+                                 ("shop", "sam@example.org")):
+            added = await api.post(f"/v1/lists/{list_id}/subscribers", json={"email": address, "consent": consent})
+            assert added.status_code in (200, 201), added.text
+            ids[address] = added.json()["subscriber_id"]
+        imported = await api.post("/v1/lists/shop/imports", headers={"Content-Type": "text/csv"},
+                                  content=b"email,consent_method,consent_at\nimp@example.org,fair,2026-11-01T00:00:00Z\n")
+        assert imported.status_code == 202 and imported.json()["rows_imported"] == 1, imported.text
+
+        # Sam (API, single opt-in) is noticed at once; Ann once she confirms; Quinn's list did not ask.
+        await eventually(relay.mailed, lambda r: sorted(r) == ["ann@example.org", owner], what="notice, confirmation")
+        confirmation = next(m for m in relay.received if m.recipient == "ann@example.org")
+        path = re.findall(r"http://subs\.test/confirm/\S+", parsed(confirmation.data).get_content())[0]
+        path = path.removeprefix("http://subs.test")
+        assert (await pages.post(path, data=form_token(SECRET, path))).status_code == 200
+        await eventually(relay.mailed, lambda r: r.count(owner) == 2, what="the confirmation noticed")
+
+        # Unsubscribes: Sam by one click, then Ann by the account's own API call (no notice).
+        await world.publish(campaign_queued("acme", "c1", list_id="shop"))
+        await eventually(relay.mailed, lambda r: "sam@example.org" in r and "imp@example.org" in r,
+                         what="the campaign")
+        sams = parsed(next(m.data for m in relay.received if m.recipient == "sam@example.org"))
+        url = str(sams["List-Unsubscribe"]).split(",")[0].strip(" <>")
+        answer = await pages.post(url.removeprefix("http://subs.test"), data={"List-Unsubscribe": "One-Click"})
+        assert answer.status_code == 200, answer.text
+        await eventually(relay.mailed, lambda r: r.count(owner) == 3, what="the unsubscribe noticed")
+        gone = await api.post(f"/v1/subscribers/{ids['ann@example.org']}/unsubscribe")
+        assert gone.status_code == 200, gone.text
+
+        notices = [e for e in await world.events("herald.subscriptions") if isinstance(e, MembershipNoticeRequested)]
+        assert sorted((e.payload.email, e.payload.change, e.payload.how) for e in notices) == [
+            ("ann@example.org", "subscribed", "double_opt_in"), ("sam@example.org", "subscribed", "api"),
+            ("sam@example.org", "unsubscribed", "one_click")]
+        texts = sorted(m.data.replace(b"=\r\n", b"").decode() for m in relay.received if m.recipient == owner)
+        assert any("Subject: Herald: sam@example.org unsubscribed from Shop" in t for t in texts)
+        assert any("ann@example.org subscribed to your list News confirmed by the link" in t for t in texts)
+        await running.service.audience_caught_up()
+        assert relay.recipients().count(owner) == 3

@@ -262,3 +262,35 @@ def test_events_derived_from_one_cause_get_the_same_ids_when_decided_again() -> 
     again = domain.suppress("acc", member("active"), False, "complaint", cause, "m1", "c1")
     assert [e.event_id for e in first] == [e.event_id for e in again]
     assert len({e.event_id for e in first}) == 2
+
+
+def test_the_customer_is_notified_only_as_the_list_asks_and_never_of_imports_own_calls_or_complaints() -> None:
+    """PRODUCT.md: the customer is notified of subscribes and unsubscribes when it asked to be."""
+    from dataclasses import replace
+
+    from herald_shared.contract.subscriptions import ListNotificationsConfigured, MembershipNoticeRequested
+
+    quiet = ListState("acc", "l1", "News", "double", {})
+    [configured] = domain.configure_notifications(quiet, True, False)
+    assert isinstance(configured, ListNotificationsConfigured)
+    assert (configured.payload.subscribes, configured.payload.unsubscribes) == (True, False)
+    both = replace(quiet, notify_subscribes=True, notify_unsubscribes=True)
+    assert domain.configure_notifications(both, True, True) == []  # the same settings again
+    with pytest.raises(domain.ListNotFound):
+        domain.configure_notifications(replace(quiet, deleted=True), True, True)
+
+    assert domain.membership_notice(quiet, "s1", "a@example.org", "subscribed", "form") == []  # not asked
+    for change, how in (("subscribed", "double_opt_in"), ("subscribed", "form"), ("subscribed", "api"),
+                        ("unsubscribed", "one_click"), ("unsubscribed", "unsubscribe_page"),
+                        ("unsubscribed", "preference_page"), ("unsubscribed", "mailto")):
+        [notice] = domain.membership_notice(both, "s1", "a@example.org", change, how)  # type: ignore[arg-type]
+        assert isinstance(notice, MembershipNoticeRequested)
+        assert (notice.payload.email, notice.payload.change, notice.payload.how, notice.payload.list_name) == (
+            "a@example.org", change, how, "News")
+    for change, how in (("subscribed", "import"), ("unsubscribed", "api"), ("unsubscribed", "complaint")):
+        assert domain.membership_notice(both, "s1", "a@example.org", change, how) == [], how  # type: ignore[arg-type]
+    assert domain.membership_notice(both, "s1", None, "subscribed", "form") == []  # no address known
+    cause = domain.confirm("acc", domain.MemberState("s1", "l1", "h", "pending"), None)[0][0]
+    first = domain.membership_notice(both, "s1", "a@example.org", "unsubscribed", "mailto", cause)
+    again = domain.membership_notice(both, "s1", "a@example.org", "unsubscribed", "mailto", cause)
+    assert first[0].event_id == again[0].event_id  # decided again after a redelivery: the same notice
