@@ -148,10 +148,15 @@ class SubscriberOut(Out):
     status: Literal["pending", "active", "unsubscribed", "suppressed", "erased"]
     opt_in: Literal["single", "double"] | None = None
     consent: ConsentEvidence | None = None
+    confirmation_method: Literal["single_opt_in", "double_opt_in"] | None = None
+    confirmation_ip: str | None = Field(default=None, description="Where the double opt-in link was confirmed from.")
     unsubscribe_source: domain.UnsubscribeSource | None = None
+    unsubscribe_campaign_id: Identifier | None = None
+    suppressed_reason: Literal["hard_bounce", "complaint"] | None = None
     added_at: AwareDatetime | None = None
     confirmed_at: AwareDatetime | None = None
     unsubscribed_at: AwareDatetime | None = None
+    suppressed_at: AwareDatetime | None = None
     erased_at: AwareDatetime | None = None
 
 
@@ -181,9 +186,16 @@ class ImportReportOut(Out):
     rejections_truncated: bool
 
 
+class SuppressionOut(Out):
+    reason: Literal["hard_bounce", "complaint"]
+    suppressed_at: AwareDatetime
+
+
 class ExportOut(Out):
     email: str
     memberships: list[SubscriberOut]
+    suppression: SuppressionOut | None = Field(description=(
+        "The account's record that the address is not mailed (a hard bounce or a complaint), if any."))
 
 
 class ErasedOut(Out):
@@ -202,9 +214,10 @@ def list_out(doc: dict[str, Any]) -> dict[str, Any]:
 
 def subscriber_out(doc: dict[str, Any]) -> dict[str, Any]:
     keep = ("list_id", "email", "first_name", "last_name", "phone", "custom_fields", "status", "opt_in", "consent",
-            "unsubscribe_source")
+            "confirmation_method", "confirmation_ip", "unsubscribe_source", "unsubscribe_campaign_id",
+            "suppressed_reason")
     out = {"subscriber_id": doc["_id"], **{k: doc.get(k) for k in keep if k in doc}}
-    for key in ("added_at", "confirmed_at", "unsubscribed_at", "erased_at"):
+    for key in ("added_at", "confirmed_at", "unsubscribed_at", "suppressed_at", "erased_at"):
         if doc.get(key):
             out[key] = doc[key].isoformat()
     return out
@@ -365,8 +378,10 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
                 responses={**answers(200, ExportOut, "Every membership of the address."), **problems(422)})
     async def export(email: EmailAddress, account_id: Account) -> dict[str, Any]:
         """Everything held about one person in this account, across lists."""
-        docs = await service.export(account_id, email)
-        return {"email": email, "memberships": [subscriber_out(d) for d in docs if d["status"] != "erased"]}
+        docs, suppression = await service.export(account_id, email)
+        return {"email": email, "memberships": [subscriber_out(d) for d in docs if d["status"] != "erased"],
+                "suppression": None if suppression is None else {
+                    "reason": suppression["reason"], "suppressed_at": suppression["suppressed_at"].isoformat()}}
 
     @router.post("/gdpr/erase", response_model=None,
                  responses={**answers(200, ErasedOut, "How many memberships were erased."), **problems(422, 503)})

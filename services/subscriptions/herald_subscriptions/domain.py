@@ -513,14 +513,16 @@ def evolve_member(doc: Document | None, event: Event) -> Document | None:
             return {**doc, "awaiting_confirmation": True, "confirmation_requested_at": event.occurred_at}
         case SubscriberConfirmed(payload=p) if doc is not None and (
                 doc["status"] == "pending" or (doc["status"] == "suppressed" and doc.get("awaiting_confirmation"))):
-            return {**doc, "status": "active", "awaiting_confirmation": False, "confirmed_at": event.occurred_at,
-                    "confirmation_method": p.method}
+            confirmed = {**doc, "status": "active", "awaiting_confirmation": False,
+                         "confirmed_at": event.occurred_at, "confirmation_method": p.method}
+            return {**confirmed, "confirmation_ip": p.ip} if p.ip else confirmed  # the opt-in's proof
         case SubscriberUnsubscribed(payload=p) if doc is not None and doc["status"] in ("pending", "active"):
             return {**doc, "status": "unsubscribed", "awaiting_confirmation": False,
                     "unsubscribed_at": event.occurred_at, "unsubscribe_source": p.source,
                     "unsubscribe_campaign_id": p.campaign_id}
         case SubscriberSuppressed(payload=p) if doc is not None and doc["status"] != "erased":
-            return {**doc, "status": "suppressed", "suppressed_reason": p.reason, "awaiting_confirmation": False}
+            return {**doc, "status": "suppressed", "suppressed_reason": p.reason, "awaiting_confirmation": False,
+                    "suppressed_at": event.occurred_at}
         case SubscriberErased(payload=p) if doc is not None:
             # Nothing personal stays: ids, the address hash (a suppression outlives erasure), when, and whether
             # the person had opted out (the customer may not add them again: `standing`).

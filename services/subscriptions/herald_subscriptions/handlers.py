@@ -197,8 +197,11 @@ class SubscriptionsService:
 
     # GDPR
 
-    async def export(self, account_id: str, email: str) -> list[Document]:
-        return await self.store.members_by_hash(account_id, domain.email_sha256(domain.normalise_email(email)))
+    async def export(self, account_id: str, email: str) -> tuple[list[Document], Document | None]:
+        """The person's memberships, and the account's suppression record of the address."""
+        email_hash = domain.email_sha256(domain.normalise_email(email))
+        return await asyncio.gather(self.store.members_by_hash(account_id, email_hash),
+                                    self.store.suppression(account_id, email_hash))
 
     async def erase(self, account_id: str, email: str,
                     requested_by: Literal["subscriber", "account", "retention_policy"]) -> int:

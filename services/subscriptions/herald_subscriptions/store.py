@@ -247,6 +247,10 @@ class SubscriptionsStore:
         found = await self._by_id[SUPPRESSIONS].get_many(compose(account_id, h) for h in email_hashes)
         return {doc["email_sha256"] for doc in found.values()}
 
+    async def suppression(self, account_id: str, email_hash: str) -> Document | None:
+        """The account's suppression record of an address (GDPR export: why and since when it is not mailed)."""
+        return await self._by_id[SUPPRESSIONS].get(compose(account_id, email_hash))
+
     async def company_name(self, account_id: str) -> str | None:
         doc = await self._by_id["accounts"].get(account_id)
         return str(doc["company_name"]) if doc else None

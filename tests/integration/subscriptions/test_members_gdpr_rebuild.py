@@ -141,3 +141,36 @@ async def test_erasure_keeps_an_opt_out_and_a_later_bounce_still_suppresses(plat
 
 def _holds_personal_data(doc: dict[str, Any]) -> bool:
     return any(key in doc for key in ("email", "first_name", "last_name", "phone", "custom_fields", "consent"))
+
+
+async def test_an_export_holds_the_proof_of_the_opt_in_and_the_suppression(platform: Platform) -> None:
+    """PRODUCT.md "Data protection": export of one subscriber's data: the confirmation (method, when, the IP the
+    link was confirmed from), how they left, and the account's suppression record of the address."""
+    from urllib.parse import urlsplit
+
+    from herald_shared.contract.subscriptions import ConfirmationRequested, SubscriberConfirmed
+
+    acme = await platform.tenant("acme")
+    await acme.create_list("news", opt_in="double")
+    carol = (await acme.subscribe("carol@example.com")).json()["subscriber_id"]
+    request = await eventually(platform.events, lambda es: [e for e in es if isinstance(e, ConfirmationRequested)],
+                               what="the confirmation request")
+    link = urlsplit(str(next(e for e in request if isinstance(e, ConfirmationRequested)).payload.confirm_url)).path
+    assert (await platform.submit(link)).status_code == 200
+    confirmed = next(e for e in await platform.events() if isinstance(e, SubscriberConfirmed))
+    assert confirmed.payload.ip
+    await platform.publisher.publish(MessageBounced(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        "message_id": "m1", "campaign_id": "c1", "subscriber_id": carol, "bounce_class": "hard",
+        "diagnostic": "user unknown", "source": "dsn"}))
+    store = platform.service.service.store
+    await eventually(lambda: store.suppressed("acme", [email_sha256("carol@example.com")]), bool,
+                     what="the suppression folded")
+    export = (await acme.http.get("/v1/gdpr/export", params={"email": "carol@example.com"})).json()
+    [membership] = export["memberships"]
+    assert (membership["confirmation_method"], membership["confirmation_ip"]) == ("double_opt_in",
+                                                                                  confirmed.payload.ip)
+    assert membership["confirmed_at"] and membership["suppressed_at"]
+    assert (membership["status"], membership["suppressed_reason"]) == ("suppressed", "hard_bounce")
+    assert export["suppression"]["reason"] == "hard_bounce" and export["suppression"]["suppressed_at"]
+    assert (await acme.http.get("/v1/gdpr/export", params={"email": "nobody@example.com"})).json() == {
+        "email": "nobody@example.com", "memberships": [], "suppression": None}
