@@ -478,7 +478,10 @@ def evolve_audience_member(doc: AudienceDoc | None, event: Event, *, named: bool
     if doc is None or doc["status"] == "erased":  # erasure is final for this id
         return doc
     match event:
-        case SubscriberConfirmed():
+        case SubscriberConfirmed() if doc["status"] in ("pending", "active"):
+            # As subscriptions folds it: a confirmation decided before a suppression or an unsubscribe that
+            # came first in the topic (a race between the two) makes no one active again. (A person coming back
+            # is added again first, which makes the membership pending.)
             return {**doc, "status": "active"}
         case SubscriberUnsubscribed():
             return {**doc, "status": "unsubscribed"}

@@ -60,6 +60,16 @@ def test_unsubscribe_and_suppression_stop_sending() -> None:
     assert member_after(added(), confirmed(), suppressed())["status"] == "suppressed"  # type: ignore[index]
 
 
+def test_a_confirmation_after_a_suppression_or_an_unsubscribe_makes_no_one_active_until_added_again() -> None:
+    """As subscriptions' fold has it: a confirmation that lost a race with a suppression (or an unsubscribe)
+    stays without effect, so delivery never mails an address subscriptions holds suppressed."""
+    unsubscribed = SubscriberUnsubscribed(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+        "list_id": "news", "subscriber_id": "s1", "source": "one_click"})
+    assert member_after(added(), suppressed(), confirmed())["status"] == "suppressed"  # type: ignore[index]
+    assert member_after(added(), unsubscribed, confirmed())["status"] == "unsubscribed"  # type: ignore[index]
+    assert member_after(added(), suppressed(), added(), confirmed())["status"] == "active"  # type: ignore[index]
+
+
 def test_a_suppression_reaches_other_memberships_only_while_they_could_be_sent_to() -> None:
     active = member_after(added(), confirmed())
     assert evolve_audience_member(active, suppressed(), named=False)["status"] == "suppressed"  # type: ignore[index]
