@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field, StrictInt, StringConstraints
 
 from herald_shared.contract.envelope import Identifier
-from herald_shared.http import answers, client_host, problem, problems
+from herald_shared.http import Problem, answers, client_host, problem, problems
 from herald_shared.request_fields import NO_NUL, Body, EmailAddress, IsoTime, NameText, Out, Text
 from herald_shared.staff import StaffTokens, staff_member
 
@@ -579,12 +579,21 @@ def build_staff_api(service: BillingService, staff_tokens: StaffTokens) -> APIRo
         return account_out(*await service.staff_account(staff, account_id), service.clock())
 
     @router.post("/accounts/{account_id}/cancellation", response_model=None,
-                 responses={**answers(200, AccountOut, "Cancelled: at the end of the paid period when the request "
-                                                       "came at least 2 business days before the next payment, "
-                                                       "else at the end of the period after."),
-                            **problems(404, 409, 422, 503)})
+                 responses={**answers(200, AccountOut, "Cancelled: at the payment date that was next when the "
+                                                       "request arrived, if it came at least 2 business days "
+                                                       "before it, else at the one after; a renewal still open for "
+                                                       "a period from then is void (agreement_ended)."),
+                            **problems(404, 409, 422, 503),
+                            409: {"model": Problem, "description": (
+                                "not_on_a_monthly_plan, already_cancelled; or cancellation_needs_refund: the "
+                                "plan should have ended at a date whose period was charged before the request was "
+                                "recorded. Nothing is recorded; the detail gives the date, and `errors` names "
+                                "each invoice to refund (`invoices.<number>`).")}})
     async def cancel(account_id: Identifier, body: CancellationIn, staff: Staff) -> dict[str, Any]:
-        """A cancellation the customer sent another way (email, letter), recorded by staff."""
+        """A cancellation the customer sent another way (email, letter), recorded by staff: from the payment date
+        that was next when it was received (`received_at`), however late it is recorded. If the period from the
+        date it takes effect was already paid, it is refused (409 `cancellation_needs_refund`) rather than charge
+        the customer for a period they cancelled."""
         account = await service.staff_cancel(staff, account_id, body.received_at)
         return account_out(account, await service.store.usage(account_id), service.clock())
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -168,6 +168,14 @@ class ReceivedInTheFuture(RuleRefused):
     code, http_status = "received_in_the_future", 422
 
 
+class CancellationNeedsRefund(RuleRefused):
+    """A request that came in time to end the plan at a payment date, recorded after that payment's period was
+    charged: recording it would charge the customer for a period they cancelled, so it is refused, naming the
+    invoices to refund and when the plan should have ended."""
+
+    code, http_status = "cancellation_needs_refund", 409
+
+
 class InvoiceNotFound(RuleRefused):
     code, http_status = "invoice_not_found", 404
 
@@ -246,12 +254,15 @@ class PlanSince:
 
 @dataclass(frozen=True)
 class CreditBatch:
-    """Pay-as-you-go credits bought together; `expired`: how many expired unused (CreditsExpired), once told."""
+    """Pay-as-you-go credits bought together (`bought_at`: when CreditsPurchased recorded them; None in an account
+    folded before it was kept: valid from the start); `expired`: how many expired unused (CreditsExpired), once
+    told."""
 
     batch_id: str
     credits: int
     expires_at: datetime
     expired: int | None = None
+    bought_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -319,14 +330,28 @@ class Usage:
     trial_peak_subscribers: int = 0
     trial_emails: int = 0  # campaign emails sent during the trial (counts_as_sent)
     emails_by_period: Mapping[str, int] = field(default_factory=dict)  # monthly plan: by period_key(start)
-    payg_emails: int = 0  # campaign emails sent on pay-as-you-go: each takes a credit
+    # Campaign emails sent on pay-as-you-go, each taking a credit, by the credit window they were sent in
+    # (`credit_window`: "" before any batch).
+    payg_sent: Mapping[str, int] = field(default_factory=dict)
 
     def period_emails(self, start: datetime) -> int:
         return self.emails_by_period.get(period_key(start), 0)
 
+    @property
+    def payg_emails(self) -> int:
+        return sum(self.payg_sent.values())
+
 
 def period_key(start: datetime) -> str:
     return "sent:" + time_key(start)
+
+
+PAYG_PREFIX = "payg:"
+
+
+def payg_key(window: str) -> str:
+    """The name an account's pay-as-you-go emails of one credit window are counted under."""
+    return PAYG_PREFIX + window
 
 
 def counts_as_sent(event: Event) -> bool:
@@ -726,19 +751,47 @@ def payment_outcome(account: Account, invoice_id: str, amount_cents: int, declin
                   now)]
 
 
-# Pay-as-you-go: credits consumed earliest expiry first by every campaign email sent
+# Pay-as-you-go: every campaign email sent takes a credit of a batch valid when it was sent, earliest expiry first
+
+
+def _bought_key(batch: CreditBatch) -> str:
+    return time_key(batch.bought_at) if batch.bought_at is not None else ""
+
+
+def credit_window(account: Account, at: datetime) -> str:
+    """The credit window holding `at`, named by its start: the latest instant at or before `at` when a batch of
+    the account was bought or expired ("" before any). The same batches are valid throughout a window, so
+    emails counted per window (`Usage.payg_sent`) are spent by the time they were sent, whenever they are
+    counted: a batch bought or expired later changes no window of an earlier email."""
+    sent = time_key(at)
+    return max((k for b in account.credit_batches for k in (_bought_key(b), time_key(b.expires_at)) if k <= sent),
+               default="")
 
 
 def credit_use(account: Account, usage: Usage) -> tuple[dict[str, int], int]:
-    """How many credits each batch has given, and how many emails were sent without one. Consumption is
-    earliest expiry first, so the emails sent so far fill the batches in that order; a batch that expired
-    keeps what it had given then (its CreditsExpired says how many expired unused)."""
-    used = {b.batch_id: b.credits - b.expired for b in account.credit_batches if b.expired is not None}
-    left = usage.payg_emails - sum(used.values())
-    for batch in sorted((b for b in account.credit_batches if b.expired is None), key=lambda b: b.expires_at):
-        used[batch.batch_id] = min(batch.credits, max(0, left))
-        left -= used[batch.batch_id]
-    return used, max(0, left)
+    """How many credits each batch has given, and how many emails were sent without one. The emails of each
+    credit window, in time order, take credits from the batches valid in it (bought, not expired), earliest
+    expiry first: a batch never gives a credit to an email sent after it expired. An email sent when none was
+    left (past the bound) is taken from the next batch bought. A batch whose expiry was told keeps what it
+    had given then (CreditsExpired: how many expired unused)."""
+    room = {b.batch_id: b.credits if b.expired is None else b.credits - b.expired for b in account.credit_batches}
+    used = dict.fromkeys(room, 0)
+
+    def take(emails: int, batches: list[CreditBatch]) -> int:
+        for batch in batches:
+            given = min(emails, room[batch.batch_id] - used[batch.batch_id])
+            used[batch.batch_id] += given
+            emails -= given
+        return emails
+
+    bought = sorted(account.credit_batches, key=lambda b: (_bought_key(b), b.batch_id))
+    by_expiry = sorted(account.credit_batches, key=lambda b: b.expires_at)
+    unpaid = 0  # sent without a credit: taken from the next batch bought
+    for window, emails in sorted(usage.payg_sent.items()):
+        while bought and _bought_key(bought[0]) <= window:
+            unpaid = take(unpaid, [bought.pop(0)])
+        unpaid += take(emails, [b for b in by_expiry if _bought_key(b) <= window < time_key(b.expires_at)])
+    return used, take(unpaid, bought)
 
 
 def credits_left(account: Account, usage: Usage, now: datetime) -> int:
@@ -784,20 +837,30 @@ def set_payment_method(actor: User, provider: str, reference: str) -> list[Event
 
 
 def cancel(account: Account, channel: Literal["self_service", "request"], received_at: datetime,
-           requested_by: str, *, now: datetime) -> list[Event]:
+           requested_by: str, *, now: datetime, paid: Sequence[tuple[str, datetime]] = ()) -> list[Event]:
     """PRODUCT.md: cancelling takes effect at the end of the paid period, no refunds; a request (not
     self-service) must arrive at least 2 business days before the next payment date, or it takes effect at
-    the end of the period after. A request cannot have arrived after `now` (beyond clock skew)."""
+    the end of the period after. The next payment date is the one that was next when the request arrived,
+    however late staff record it: a renewal for a period from then on that is still open is void; one paid
+    already is refused (CancellationNeedsRefund, naming the invoices of `paid`: (invoice, period start) of
+    the account's paid plan and renewal invoices). A request cannot have arrived after `now` (beyond clock
+    skew)."""
     if received_at > now + CLOCK_SKEW:
         raise ReceivedInTheFuture(f"a request received at {received_at.isoformat()} has not arrived yet "
                                   f"(now {now.isoformat()})")
-    if account.plan != "monthly" or account.paid_until is None or account.billing_day is None:
+    if account.plan != "monthly" or account.paid_until is None or account.billing_day is None or \
+            account.anchor is None:
         raise NotOnAMonthlyPlan("only a monthly plan is cancelled; credits simply expire")
     if account.cancel_at is not None:
         raise AlreadyCancelled(f"the plan already ends at {account.cancel_at.isoformat()}")
     effective = account.paid_until
-    if channel == "request" and plans.business_days_between(received_at, account.paid_until) < 2:
-        effective = plans.next_billing_date(account.billing_day, account.paid_until)
+    if channel == "request":
+        # The payment date that was next when the request arrived (the first one after the plan began).
+        _, due = account.period(account.anchor if received_at <= account.anchor else received_at.astimezone(UTC))
+        in_time = plans.business_days_between(received_at, due) >= 2
+        effective = due if in_time else plans.next_billing_date(account.billing_day, due)
+        if effective < account.paid_until:
+            _refuse_paid_period(received_at, due, in_time, effective, paid)
     cancelled = _event(CancellationRequested, account.account_id, CancellationRequestedPayload(
         channel=channel, received_at=received_at, effective_at=effective, requested_by=requested_by))
     # A renewal issued (and perhaps declined) for a period from the end on is not due: void, never charged. With
@@ -807,6 +870,23 @@ def cancel(account: Account, channel: Literal["self_service", "request"], receiv
         invoice_id=i.invoice_id, reason="agreement_ended")) for i in void]
     owing = any(i.attempts for i in account.open_invoices if i not in void)
     return [cancelled, *voided, *(gate(account, "payment_failed", False, None, now) if void and not owing else [])]
+
+
+def _refuse_paid_period(received_at: datetime, due: datetime, in_time: bool, effective: datetime,
+                        paid: Sequence[tuple[str, datetime]]) -> None:
+    """The period from `effective`, when the plan should have ended, was charged before the request was
+    recorded: say what to refund rather than charge the customer for it."""
+    refund = sorted(invoice for invoice, start in paid if start >= effective)
+    named = ", ".join(refund) if refund else "the invoices of the periods from then"
+    when = "in time for" if in_time else "too late for"
+    raise CancellationNeedsRefund(
+        f"the request arrived on {received_at.isoformat()}, {when} the payment of {due.isoformat()}: the plan "
+        f"should have ended on {effective.isoformat()}, but the period from then is paid already. Refund {named} "
+        "with the payment provider (Herald records no refunds); a cancellation recorded as received now ends "
+        "the plan at the end of the paid period",
+        [("body.received_at", f"the plan should have ended on {effective.isoformat()}"),
+         *((f"invoices.{invoice}", "paid for a period after the plan should have ended: refund it")
+           for invoice in refund)])
 
 
 def end_of_agreement(account: Account, now: datetime) -> list[Event]:
@@ -913,7 +993,8 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
         if any(b.batch_id == bought.batch_id for b in state.credit_batches):
             return state
         return replace(state, credit_batches=(*state.credit_batches, CreditBatch(
-            bought.batch_id, bought.credits, to_stored_precision(bought.expires_at))))
+            bought.batch_id, bought.credits, to_stored_precision(bought.expires_at),
+            bought_at=to_stored_precision(event.occurred_at))))
     if isinstance(event, CreditsExpired):
         return replace(state, credit_batches=tuple(
             replace(b, expired=event.payload.credits_expired) if b.batch_id == event.payload.batch_id

@@ -534,8 +534,9 @@ class BillingService:
         """A cancellation that reached staff (by email, by letter) on `received_at`."""
         async with self.recorder.serialised(f"account:{account_id}"):
             account = await self._account(account_id)
+            paid = await self.store.paid_periods(account_id)
             await self._staff_decides(staff, account_id, "cancel", lambda: domain.cancel(
-                account, "request", received_at, staff, now=self.clock()))
+                account, "request", received_at, staff, now=self.clock(), paid=paid))
         return await self._account(account_id)
 
     async def renew(self, account_id: str) -> None:

@@ -74,7 +74,7 @@ from herald_shared.readmodel import (
 )
 
 from . import domain
-from .domain import Account, CreditBatch, OpenInvoice, PlanSince, Usage, User, period_key
+from .domain import PAYG_PREFIX, Account, CreditBatch, OpenInvoice, PlanSince, Usage, User, payg_key, period_key
 
 ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "keys", "audit"
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
@@ -83,6 +83,8 @@ CREDIT_EXPIRY, RETENTION, PURCHASES = "credit_expiry", "retention", "purchases"
 # Everything of an account under an `account/...` key.
 ACCOUNT_PREFIXED = (ENDED, KEYS, AUDIT, MEMBERS, LISTS, USAGE, INVOICES)
 INVOICE_NUMBER = re.compile(r"^(\d{4})-(\d{6})$")
+# Pay-as-you-go emails as a read model from before the credit windows counted them (no time kept).
+LEGACY_PAYG = "payg_emails"
 ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, TrialEnded, QuotaExhausted,
                   SendingBlocked, SendingUnblocked, UserAdded, PaymentMethodSet, CancellationRequested, InvoiceIssued,
                   InvoiceVoided, PaymentSucceeded, PaymentFailed, CreditsPurchased, CreditsExpired, AccountDeleted,
@@ -313,7 +315,9 @@ class BillingProjection(Projection):
                     if plan == "trial":
                         self._counts.add_at(delivery_usage(a), offset, {"trial_emails": 1})
                     elif plan == "pay_as_you_go":
-                        self._counts.add_at(delivery_usage(a), offset, {"payg_emails": 1})
+                        # In the credit window it was sent in: it takes a credit of the batches valid then.
+                        window = domain.credit_window(account, event.occurred_at)
+                        self._counts.add_at(delivery_usage(a), offset, {payg_key(window): 1})
                     elif plan == "monthly" and account.billing_day is not None:
                         start, _ = account.period(event.occurred_at)
                         self._counts.add_at(delivery_usage(a), offset, {period_key(start): 1})
@@ -466,11 +470,14 @@ class BillingStore:
         found = {}
         for a in wanted:
             subscriptions, delivery = counts(subscriptions_usage(a)), counts(delivery_usage(a))
+            payg = {k.removeprefix(PAYG_PREFIX): v for k, v in delivery.items() if k.startswith(PAYG_PREFIX)}
+            if LEGACY_PAYG in delivery:  # counted before the windows were: as if sent before any batch
+                payg[""] = payg.get("", 0) + delivery[LEGACY_PAYG]
             found[a] = Usage(subscribers=subscriptions.get("subscribers", 0),
                              trial_peak_subscribers=subscriptions.get("trial_peak_subscribers", 0),
                              trial_emails=delivery.get("trial_emails", 0),
                              emails_by_period={k: v for k, v in delivery.items() if k.startswith("sent:")},
-                             payg_emails=delivery.get("payg_emails", 0))
+                             payg_sent=payg)
         return found
 
     async def last_invoice_number(self, year: int) -> int:
@@ -482,6 +489,12 @@ class BillingStore:
 
     async def invoices(self, account_id: str, after: str | None, limit: int) -> list[Document]:
         return await self._page(INVOICES, account_id, after, limit)
+
+    async def paid_periods(self, account_id: str) -> list[tuple[str, datetime]]:
+        """The account's paid invoices that paid a period (a plan's first, a renewal): number and period start."""
+        cursor = self.db[INVOICES].find({"_id": prefix_range(account_id), "status": "paid",
+                                         "kind": {"$in": ["plan", "renewal"]}}, {"invoice_id": 1, "period_start": 1})
+        return [(str(d["invoice_id"]), d["period_start"]) async for d in cursor]
 
     async def credits_expiring(self, now: datetime) -> list[str]:
         """Pay-as-you-go accounts with a batch of credits expired at or before `now` and not told yet."""

@@ -13,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from herald_billing.payments import Charged, SimulatedProvider
+from herald_billing.store import BillingProjection
 from herald_shared.contract.billing import (
     CreditsExpired,
     InvoiceIssued,
@@ -27,6 +28,7 @@ from herald_shared.contract.billing import (
 )
 from herald_shared.contract.delivery import MessageBounced, MessageSent
 from herald_shared.kafka import partition_ids
+from herald_shared.mongo import rebuild
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually
 
@@ -421,10 +423,11 @@ async def test_pay_as_you_go_credits_are_spent_block_when_gone_and_expire(small:
     assert bought.status_code == 200, bought.text
     assert bought.json()["plan"] == "pay_as_you_go" and bought.json()["credits"]["left"] == 5
     assert (await ada.http.post("/v1/account/credits", json={"credits": 7})).status_code == 422
-    await small.publisher.publish_many([sent(ada.account_id, n) for n in range(4)])
+    # Sent at the service's time: a credit is taken from a batch valid when the email was sent.
+    await small.publisher.publish_many([sent(ada.account_id, n, at=now) for n in range(4)])
     await eventually(lambda: account(ada), lambda a: a["credits"]["left"] == 1, what="4 credits spent")
     assert (await account(ada))["sending_blocked"] == []
-    await small.publisher.publish(sent(ada.account_id, 4))
+    await small.publisher.publish(sent(ada.account_id, 4, at=now))
     gone = await eventually(lambda: account(ada), lambda a: a["sending_blocked"] != [], what="credits gone")
     assert gone["sending_blocked"] == ["credits_exhausted"] and gone["credits"]["left"] == 0
     now += timedelta(days=5)
@@ -445,6 +448,40 @@ async def test_pay_as_you_go_credits_are_spent_block_when_gone_and_expire(small:
     assert [n for _, n in told] == [0, 4]
     invoices = (await ada.http.get("/v1/account/invoices")).json()["items"]
     assert [(i["net_cents"], i["amount_cents"]) for i in invoices] == [(500, 605), (500, 605)]
+
+
+async def test_emails_sent_after_a_batch_expired_come_from_the_next_batch_before_the_expiry_is_told(
+        small: Platform) -> None:
+    """PRODUCT.md: each batch of credits with an expiry date; every email sent consumes a credit. Emails sent
+    after a batch expired, folded before its expiry was told (the guard decides seconds later, or after an
+    outage), come from the batch valid when they were sent: the expired one keeps 4 unused, not 1; and a
+    rebuild from the topics counts them the same."""
+    now = datetime.fromisoformat("2026-11-01T10:00:00+00:00")  # the first batch expires on 11-11 at 10:00
+    small.set_clock(lambda: now)
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-ok")
+    assert (await ada.http.post("/v1/account/credits", json={"credits": 5})).status_code == 200
+    await small.publisher.publish(sent(ada.account_id, 0, at=now + timedelta(days=1)))
+    now += timedelta(days=4)
+    ada = await small.log_in("ada", ada.account_id)
+    assert (await ada.http.post("/v1/account/credits", json={"credits": 5})).status_code == 200
+    await eventually(lambda: account(ada), lambda a: a["credits"]["left"] == 9, what="one credit spent")
+    now = datetime.fromisoformat("2026-11-11T10:00:30+00:00")  # 3 emails went out 5 s after the expiry
+    await small.publisher.publish_many([sent(ada.account_id, n, at=now - timedelta(seconds=25)) for n in (1, 2, 3)])
+    ada = await small.log_in("ada", ada.account_id)
+    after = await eventually(lambda: account(ada), lambda a: a["credits"]["batches"][0]["expired"] is not None,
+                             what="the first batch's expiry told by the guard")
+    assert [(b["credits"], b["used"], b["expired"]) for b in after["credits"]["batches"]] == [(5, 1, 4), (5, 3, None)]
+    assert after["credits"]["left"] == 2
+    told = {(e.event_id, e.payload.credits_expired) for e in await small.events() if isinstance(e, CreditsExpired)}
+    assert [n for _, n in told] == [4]  # once (a decision taken twice is the same event)
+    live = small.service.projection
+    rebuilt = BillingProjection(small.service.mongo[small.service.settings.database_name("billing_rebuilt")])
+    await rebuild(rebuilt, small.service.settings, ["herald.billing", "herald.subscriptions", "herald.delivery"],
+                  lead=["herald.billing"])
+    for name in ("accounts", "usage"):
+        assert [d async for d in rebuilt.db[name].find({}).sort("_id", 1)] == \
+            [d async for d in live.db[name].find({}).sort("_id", 1)], name
 
 
 async def test_a_plan_cancelled_while_its_renewal_is_declined_never_charges_that_renewal(small: Platform) -> None:
@@ -477,6 +514,51 @@ async def test_a_plan_cancelled_while_its_renewal_is_declined_never_charges_that
     events = await small.events()
     assert not [e for e in events if isinstance(e, PaymentSucceeded) and e.payload.invoice_id == renewal]
     assert [e.payload.invoice_id for e in events if isinstance(e, InvoiceVoided)] == [renewal]
+
+
+async def test_staff_recording_a_timely_request_after_its_renewal_was_paid_is_refused_with_the_refund(
+        small: Platform) -> None:
+    """PRODUCT.md: cancellation takes effect at the end of the paid period when it arrives 2 business days before
+    the next payment. A letter received on 11-20, recorded on 12-03 after the 12-01 renewal was charged: 409
+    `cancellation_needs_refund`, naming the invoice and the date, and nothing recorded (not a whole period more)."""
+    clock = Clock(small, "2026-11-01T10:00:00+00:00")
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-ok")
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
+    clock.now = datetime.fromisoformat("2026-12-01T10:00:30+00:00")
+    await small.service.clock.tick()
+    ada = await small.log_in("ada", ada.account_id)
+    await eventually(lambda: account(ada), lambda a: a["monthly"]["paid_until"] == "2027-01-01T10:00:00+00:00",
+                     what="the 12-01 renewal paid")
+    clock.now = datetime.fromisoformat("2026-12-03T10:00:00+00:00")
+    async with small.staff() as staff:
+        refused = await staff.post(f"/v1/staff/accounts/{ada.account_id}/cancellation",
+                                   json={"received_at": "2026-11-20T09:00:00Z"})
+    assert refused.status_code == 409, refused.text
+    problem = refused.json()
+    assert problem["type"].endswith("/cancellation_needs_refund") and "2026-12-01T10:00:00+00:00" in problem["detail"]
+    assert [e["location"] for e in problem["errors"]] == ["body.received_at", "invoices.2026-000002"]
+    ada = await small.log_in("ada", ada.account_id)
+    assert (await account(ada))["monthly"]["cancel_at"] is None
+    assert "cancellation_needs_refund" in (await small.http.get("/openapi.json")).text
+
+
+async def test_staff_recording_a_timely_request_while_its_renewal_is_unpaid_voids_it(small: Platform) -> None:
+    """The 12-01 renewal was declined and is open: the request received on 11-20 ends the plan on 12-01 and the
+    renewal is void (agreement_ended), never charged."""
+    clock = Clock(small, "2026-11-01T10:00:00+00:00")
+    ada, blocked = await renewal_declined(small, clock, "sim-card-declined")
+    (renewal,) = blocked["open_invoices"]
+    clock.now = datetime.fromisoformat("2026-12-03T10:00:00+00:00")
+    async with small.staff() as staff:
+        cancelled = await staff.post(f"/v1/staff/accounts/{ada.account_id}/cancellation",
+                                     json={"received_at": "2026-11-20T09:00:00Z"})
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["monthly"]["cancel_at"] == "2026-12-01T10:00:00+00:00"
+    assert cancelled.json()["open_invoices"] == []
+    ada = await small.log_in("ada", ada.account_id)
+    invoice = (await ada.http.get(f"/v1/account/invoices/{renewal}")).json()
+    assert (invoice["status"], invoice["void_reason"]) == ("void", "agreement_ended")
 
 
 async def test_an_email_the_receiving_server_refused_counts_as_sent_on_every_plan(small: Platform) -> None:

@@ -16,6 +16,7 @@ from herald_billing.plans import Plans, Tier, load_plans
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
     CancellationRequested,
+    CreditsExpired,
     CreditsPurchased,
     InvoiceIssued,
     InvoiceVoided,
@@ -228,6 +229,58 @@ def test_cancelling_takes_effect_at_the_end_of_the_paid_period() -> None:
     assert skewed.payload.received_at == at("2026-11-30", "10:04")  # type: ignore[attr-defined]
 
 
+def renewed(account: Account, number: str, now: datetime, declined: str | None = None) -> Account:
+    """The clock's renewal at the end of the paid period, charged: paid, or declined (left open)."""
+    invoice = domain.renewal(account, PLANS, number, now)
+    assert invoice is not None
+    issued = domain.evolve_all(account, [invoice])
+    return domain.evolve_all(issued, domain.payment_outcome(issued, number, invoice.payload.amount_cents, declined,
+                                                            1, now))
+
+
+def test_a_request_in_time_recorded_after_its_payment_was_charged_is_refused_naming_the_refund() -> None:
+    """PRODUCT.md: cancellation takes effect at the end of the paid period if it arrives 2 business days before
+    the next payment date. A letter received on Friday 11-20 (before the 12-01 payment) and recorded on 12-03,
+    after the 12-01 renewal was paid, would otherwise end the plan on 2027-01-01 and charge a period the
+    customer cancelled in time."""
+    account = renewed(monthly(at("2026-11-01")), "2026-000002", at("2026-12-01"))
+    assert account.paid_until == at("2027-01-01")
+    paid = [("2026-000001", at("2026-11-01")), ("2026-000002", at("2026-12-01"))]
+    with pytest.raises(domain.CancellationNeedsRefund) as refused:
+        domain.cancel(account, "request", at("2026-11-20"), "rita", now=at("2026-12-03"), paid=paid)
+    assert refused.value.http_status == 409 and "2026-12-01T10:00:00+00:00" in refused.value.detail
+    assert refused.value.errors is not None and [where for where, _ in refused.value.errors] == [
+        "body.received_at", "invoices.2026-000002"]
+    # Late for 12-01 (received Friday 11-27), it ends on 2027-01-01: the paid period is the one it ends with.
+    (late,) = domain.cancel(account, "request", at("2026-11-27"), "rita", now=at("2026-12-03"), paid=paid)
+    assert late.payload.effective_at == at("2027-01-01")  # type: ignore[attr-defined]
+    # Received after the 12-01 payment: the end of the period paid then.
+    (after,) = domain.cancel(account, "request", at("2026-12-02"), "rita", now=at("2026-12-03"), paid=paid)
+    assert after.payload.effective_at == at("2027-01-01")  # type: ignore[attr-defined]
+
+
+def test_a_request_in_time_recorded_while_its_renewal_is_unpaid_ends_the_plan_then_and_voids_it() -> None:
+    """The 12-01 renewal was declined and is open: the request of 11-20 (in time for 12-01) ends the plan on
+    12-01, the open renewal is void (agreement_ended, never charged) and the payment block lifts."""
+    account = renewed(monthly(at("2026-11-01")), "2026-000002", at("2026-12-01"), declined="card declined")
+    assert account.paid_until == at("2026-12-01") and "payment_failed" in account.blocked
+    cancelled, voided, lifted = domain.cancel(account, "request", at("2026-11-20"), "rita", now=at("2026-12-03"),
+                                              paid=[("2026-000001", at("2026-11-01"))])
+    assert cancelled.payload.effective_at == at("2026-12-01")  # type: ignore[attr-defined]
+    assert isinstance(voided, InvoiceVoided) and (voided.payload.invoice_id, voided.payload.reason) == (
+        "2026-000002", "agreement_ended")
+    assert isinstance(lifted, SendingUnblocked) and lifted.payload.reason == "payment_failed"
+    ended = domain.evolve_all(account, [cancelled, voided, lifted])
+    plan_ended = domain.end_of_agreement(ended, at("2026-12-03"))[0]
+    assert isinstance(plan_ended, PlanChanged) and plan_ended.payload.effective_at == at("2026-12-01")
+
+
+def test_a_request_received_before_the_plan_began_counts_from_its_first_renewal() -> None:
+    account = monthly(at("2026-11-01"))
+    (early,) = domain.cancel(account, "request", at("2026-10-20"), "rita", now=at("2026-11-02"))
+    assert early.payload.effective_at == at("2026-12-01")  # type: ignore[attr-defined]
+
+
 PACKS = Plans(tiers=PLANS.tiers, packs=(plans.CreditPack(100, 1000, 30),), vat_percent=Decimal(21))
 
 
@@ -239,26 +292,92 @@ def payg(now: datetime, *more: datetime) -> Account:
     return domain.evolve_all(account, domain.enforce(account, Usage(), now))  # the trial's block lifted
 
 
+def sent(account: Account, *emails: tuple[datetime, int]) -> Usage:
+    """Pay-as-you-go emails sent at these times, counted as the fold counts them: per credit window."""
+    windows: dict[str, int] = {}
+    for when, count in emails:
+        window = domain.credit_window(account, when)
+        windows[window] = windows.get(window, 0) + count
+    return Usage(payg_sent=windows)
+
+
 def test_credits_are_spent_earliest_expiry_first_and_an_expired_batch_keeps_what_it_gave() -> None:
     account = payg(at("2026-11-01"), at("2026-11-10"))  # batches expire 12-01 and 12-10
     assert account.plan == "pay_as_you_go" and [b.credits for b in account.credit_batches] == [100, 100]
-    used, overdraft = domain.credit_use(account, Usage(payg_emails=130))
+    used, overdraft = domain.credit_use(account, sent(account, (at("2026-11-15"), 130)))
     assert (used, overdraft) == ({"credits-2026-000001": 100, "credits-2026-000002": 30}, 0)
     # At 12-01 the first batch expires having given 60 of its 100: 40 expire unused.
-    (expired,) = domain.expire_credits(account, Usage(payg_emails=60), at("2026-12-01"))
+    (expired,) = domain.expire_credits(account, sent(account, (at("2026-11-15"), 60)), at("2026-12-01"))
     assert expired.payload.credits_expired == 40  # type: ignore[attr-defined]
     account = domain.evolve_all(account, [expired])
     # Sends after that come from the second batch only.
-    assert domain.credits_left(account, Usage(payg_emails=60), at("2026-12-02")) == 100
-    assert domain.credits_left(account, Usage(payg_emails=150), at("2026-12-02")) == 10
-    assert domain.credits_left(account, Usage(payg_emails=150), at("2026-12-10")) == 0  # expired too
+    assert domain.credits_left(account, sent(account, (at("2026-11-15"), 60)), at("2026-12-02")) == 100
+    after = sent(account, (at("2026-11-15"), 60), (at("2026-12-02"), 90))
+    assert domain.credits_left(account, after, at("2026-12-02")) == 10
+    assert domain.credits_left(account, after, at("2026-12-10")) == 0  # expired too
+
+
+PACK_OF_1000 = Plans(tiers=PLANS.tiers, packs=(plans.CreditPack(1000, 1000, 30),), vat_percent=Decimal(21))
+
+
+def test_emails_sent_after_a_batch_expired_are_not_taken_from_it_before_its_expiry_is_told() -> None:
+    """PRODUCT.md: each batch with an expiry date; every email sent consumes a credit (of a batch valid then).
+    The expiry is told by the clock or the next guard decision, seconds later (or after an outage): emails sent
+    in between come from the batch still valid, and what expired unused is exact."""
+    account = opened_account()
+    for number, when in (("2026-000001", at("2026-11-01")), ("2026-000002", at("2026-11-20"))):
+        account = domain.evolve_all(account, bought(account, domain.buy_credits(account, PACK_OF_1000, 1000,
+                                                                                number, when)))
+    assert [b.expires_at for b in account.credit_batches] == [at("2026-12-01"), at("2026-12-20")]
+    # 10 emails before the first batch expires (12-01 10:00), 500 in the 30 s before the guard decides.
+    usage = sent(account, (at("2026-11-25"), 10), (at("2026-12-01", "10:00:05"), 500))
+    decided = domain.enforce(account, usage, at("2026-12-01", "10:00:30"))
+    (expired,) = [e for e in decided if isinstance(e, CreditsExpired)]
+    assert (expired.payload.batch_id, expired.payload.credits_expired) == ("credits-2026-000001", 990)
+    assert domain.credits_left(domain.evolve_all(account, decided), usage, at("2026-12-01", "10:00:31")) == 500
+    # Told a day late (a billing outage), with a day's more emails sent: still 990.
+    later = sent(account, (at("2026-11-25"), 10), (at("2026-12-01", "10:00:05"), 500), (at("2026-12-01", "18:00"), 200))
+    (late,) = domain.expire_credits(account, later, at("2026-12-02"))
+    assert late.payload.credits_expired == 990  # type: ignore[attr-defined]
+    assert domain.credits_left(account, later, at("2026-12-02")) == 300
+
+
+def test_an_email_sent_when_no_credit_was_left_is_taken_from_the_next_batch_bought() -> None:
+    """The bound on messages past a quota: an email sent after the credits ran out and before the block took
+    effect is taken from the next batch bought, not lost, and never from a batch that expired before it."""
+    account = payg(at("2026-11-01"))  # 100 credits expiring 12-01
+    account = domain.evolve_all(account, [domain.expire_credits(account, sent(account), at("2026-12-01"))[0]])
+    usage = sent(account, (at("2026-12-02"), 3))  # past the bound: no batch valid
+    assert domain.credit_use(account, usage) == ({"credits-2026-000001": 0}, 3)
+    assert domain.credits_left(account, usage, at("2026-12-02")) == 0
+    account = domain.evolve_all(account, bought(account, domain.buy_credits(account, PACKS, 100, "2026-000002",
+                                                                            at("2026-12-03"))))
+    assert sent(account, (at("2026-12-02"), 3)) == usage  # a batch bought later changes no earlier window
+    usage = sent(account, (at("2026-12-02"), 3), (at("2026-12-04"), 7))
+    assert domain.credit_use(account, usage) == ({"credits-2026-000001": 0, "credits-2026-000002": 10}, 0)
+    assert domain.credits_left(account, usage, at("2026-12-04")) == 90
+
+
+def test_a_batch_bought_later_does_not_take_the_emails_an_earlier_one_gave() -> None:
+    """Batches of different validities: a short one bought after emails were sent does not take them from the
+    batch that gave them (earliest expiry first among the batches valid when each email was sent)."""
+    mixed = Plans(tiers=PLANS.tiers, packs=(plans.CreditPack(100, 1000, 60), plans.CreditPack(50, 600, 10)),
+                  vat_percent=Decimal(21))
+    account = opened_account()
+    for number, credits, when in (("2026-000001", 100, at("2026-11-01")), ("2026-000002", 50, at("2026-11-10"))):
+        account = domain.evolve_all(account, bought(account, domain.buy_credits(account, mixed, credits, number,
+                                                                                when)))
+    usage = sent(account, (at("2026-11-05"), 40), (at("2026-11-12"), 20))
+    assert domain.credit_use(account, usage)[0] == {"credits-2026-000001": 40, "credits-2026-000002": 20}
+    (expired,) = domain.expire_credits(account, usage, at("2026-11-20"))
+    assert (expired.payload.batch_id, expired.payload.credits_expired) == ("credits-2026-000002", 30)  # type: ignore[attr-defined]
 
 
 def test_no_credits_left_blocks_sending_and_a_new_pack_reopens_it() -> None:
     account = payg(at("2026-11-01"))
-    assert [e for e in domain.enforce(account, Usage(payg_emails=99), at("2026-11-02"))
+    assert [e for e in domain.enforce(account, sent(account, (at("2026-11-02"), 99)), at("2026-11-02"))
             if isinstance(e, SendingBlocked)] == []
-    blocked = domain.enforce(account, Usage(payg_emails=100), at("2026-11-02"))
+    blocked = domain.enforce(account, sent(account, (at("2026-11-02"), 100)), at("2026-11-02"))
     exhausted, closed = blocked
     assert isinstance(exhausted, QuotaExhausted) and exhausted.payload.quota == "credits"
     assert (exhausted.payload.limit, exhausted.payload.used) == (100, 100)
@@ -267,10 +386,11 @@ def test_no_credits_left_blocks_sending_and_a_new_pack_reopens_it() -> None:
     more = bought(account, domain.buy_credits(account, PACKS, 100, "2026-000002", at("2026-11-03")))
     account = domain.evolve_all(account, more)
     assert [type(e) for e in more] == [InvoiceIssued, PaymentSucceeded, domain.CreditsPurchased]  # no plan change
-    reopened = domain.enforce(account, Usage(payg_emails=100), at("2026-11-03"))
+    reopened = domain.enforce(account, sent(account, (at("2026-11-02"), 100)), at("2026-11-03"))
     assert [(type(e), e.payload.reason) for e in reopened] == [(SendingUnblocked, "credits_exhausted")]  # type: ignore[attr-defined]
     account = domain.evolve_all(account, reopened)
-    again = domain.enforce(account, Usage(payg_emails=200), at("2026-11-04"))  # a new episode: told again
+    again = domain.enforce(account, sent(account, (at("2026-11-02"), 100), (at("2026-11-04"), 100)),
+                           at("2026-11-04"))  # a new episode: told again
     assert [type(e) for e in again] == [QuotaExhausted, SendingBlocked] and again[0].event_id != exhausted.event_id
     with pytest.raises(domain.PackNotOffered):
         domain.buy_credits(account, PACKS, 50, "x", at("2026-11-03"))
@@ -289,11 +409,12 @@ def test_only_a_plan_or_renewal_invoice_pays_a_period() -> None:
 
 def test_a_block_of_an_earlier_plan_is_lifted_with_the_change() -> None:
     account = payg(at("2026-11-01"))
-    account = domain.evolve_all(account, domain.enforce(account, Usage(payg_emails=100), at("2026-11-02")))
+    account = domain.evolve_all(account, domain.enforce(account, sent(account, (at("2026-11-02"), 100)),
+                                                        at("2026-11-02")))
     assert "credits_exhausted" in account.blocked
     purchase = domain.buy_monthly(account, Usage(), PLANS, 500, "standard", "2026-000009", at("2026-11-05"))
     account = domain.evolve_all(account, bought(account, purchase))
-    lifted = domain.enforce(account, Usage(payg_emails=100), at("2026-11-05"))
+    lifted = domain.enforce(account, sent(account, (at("2026-11-02"), 100)), at("2026-11-05"))
     assert [(type(e), e.payload.reason) for e in lifted] == [(SendingUnblocked, "credits_exhausted")]  # type: ignore[attr-defined]
 
 
