@@ -5,6 +5,7 @@ jobs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections import deque
@@ -71,15 +72,20 @@ class GateBook:
         return domain.closed_gate(self.account(account_id), campaign)
 
 
+GATES_WAIT_SECONDS = 60  # how long a notice waits for the control consumer to know the account's address
+
+
 class AudienceJobs:
     """On herald.subscriptions (next to the audience projection): a ConfirmationRequested becomes the
     confirmation email's job, a MembershipNoticeRequested the customer's notice (to the account's registered
     address, which the control consumer's gates know); an erasure removes the address from jobs that hold it."""
 
-    def __init__(self, store: DeliveryStore, jobs: JobQueue, gates: GateBook) -> None:
+    def __init__(self, store: DeliveryStore, jobs: JobQueue, gates: GateBook,
+                 gates_caught_up: Callable[[], Awaitable[None]] | None = None) -> None:
         self._store = store
         self._jobs = jobs
         self._gates = gates
+        self._gates_caught_up = gates_caught_up
         self._staged: list[Callable[[], Awaitable[None]]] = []
 
     async def handle(self, event: Event) -> None:
@@ -92,14 +98,24 @@ class AudienceJobs:
             self._staged.append(lambda: self._add(job))
         elif isinstance(event, MembershipNoticeRequested):
             owner = self._gates.account(event.account_id)
+            if not owner.registered_email and self._gates_caught_up is not None:
+                # The control consumer folds AccountOpened; after a restart with a backlog it may be behind
+                # this one: wait until it has applied what billing held now, then look again.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(GATES_WAIT_SECONDS):
+                        await self._gates_caught_up()
+                owner = self._gates.account(event.account_id)
             if not owner.registered_email:
                 raise Reject(f"{event.type} asks for a notice, but no AccountOpened gave account "
                              f"{event.account_id!r} a registered address")
             subject, text = membership_notice_text(event)
             notice = new_job(domain.transactional_message_id("account_notice", str(event.event_id)),
                              event.account_id, "account_notice", event.occurred_at,
-                             subscriber_id=event.payload.subscriber_id, recipient=owner.registered_email,
-                             subject=subject, text=text)  # keyed under the subscriber: an erasure reaches it
+                             recipient=owner.registered_email, subject=subject, text=text,
+                             # Named, not mailed: an erasure of the member reaches it (`store.erasable_by`),
+                             # and its outcome events name no subscriber (a bounce of the customer's mailbox
+                             # must not suppress the member).
+                             about_subscriber_id=event.payload.subscriber_id)
             self._staged.append(lambda: self._add(notice))
         elif isinstance(event, SubscriberErased):
             account, subscriber = event.account_id, event.payload.subscriber_id

@@ -298,10 +298,16 @@ def _diagnostic(described: str, verdict: domain.BounceVerdict) -> str:
     return f"{described} [{verdict.bounce_class}: {verdict.why}]"[:1000]
 
 
+# A failure code where a refusal writes one: a reply code with its enhanced status ("550 5.1.1", "550-5.7.1"),
+# or a code after "Status:", "smtp;" or "said:". Not a bare "5.7.25" (a date) or "555-0134" (a phone number),
+# which an out-of-office reply may well hold.
+REFUSAL_CODE = re.compile(r"\b[45][0-5]\d[ -][45]\.\d{1,3}\.\d{1,3}\b"
+                          r"|(?:status:|smtp;|said:)\s*(?:[45]\.\d{1,3}\.\d{1,3}|[45][0-5]\d)\b", re.IGNORECASE)
+
+
 def _failure_code_in(text: str) -> bool:
-    """An enhanced status or an SMTP reply code of a failure (4xx, 5xx) anywhere in the text."""
-    status, code = domain.status_in(text), domain.smtp_code_in(text)
-    return (status is not None and status[0] in "45") or (code is not None and code >= 400)
+    """Whether the text quotes a refusal's code (REFUSAL_CODE)."""
+    return REFUSAL_CODE.search(text) is not None
 
 
 def _auto_reply(msg: email.message.Message) -> bool:

@@ -155,7 +155,8 @@ class Delivery(WatchedTasks):
             ConfirmationRequested, MembershipNoticeRequested, SubscriberErased]}
         self.confirmations = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.confirmations", topics=audience_topics, only=jobs_only,
-            handler=PurgingHandler(AudienceJobs(self.store, self.jobs, self.gates), self.purged, self.purge),
+            handler=PurgingHandler(AudienceJobs(self.store, self.jobs, self.gates, self.gates_caught_up),
+                                   self.purged, self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "confirmations"))
         self.control_handler = ControlHandler(self.store, self.gates, self.jobs, self.audience_caught_up,
                                               self.completion)

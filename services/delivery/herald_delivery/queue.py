@@ -124,11 +124,13 @@ class JobQueue:
         return len(moved)
 
     def forget_recipient(self, account_id: str, subscriber_id: str) -> None:
-        """Erasure: queued jobs of the subscriber lose the address they hold (the sender skips them)."""
+        """Erasure: queued jobs of the subscriber, or naming them, lose the address, greeting and text they hold
+        (the sender skips a job without a recipient)."""
         for job in self._jobs.values():
-            if job["account_id"] == account_id and job.get("subscriber_id") == subscriber_id:
-                job.pop("recipient", None)
-                job.pop("greeting_name", None)
+            if job["account_id"] == account_id and subscriber_id in (job.get("subscriber_id"),
+                                                                     job.get("about_subscriber_id")):
+                for field in ("recipient", "greeting_name", "subject", "text"):
+                    job.pop(field, None)
 
     def forget_account(self, account_id: str) -> int:
         """Retention: the account's jobs leave the queue (held, due or deferred); returns how many."""

@@ -248,9 +248,13 @@ def _campaign_key(job: Document) -> str | None:
     return scoped(job["account_id"], job["campaign_id"]) if job["kind"] == "campaign" else None
 
 
-def _holds_address(job: Document) -> bool:
-    """Whether the job keeps a subscriber's address (a confirmation), so an erasure must reach it."""
-    return bool(job.get("recipient") and job.get("subscriber_id"))
+def erasable_by(job: Document) -> str | None:
+    """The subscriber whose erasure must reach this job: the one whose address it keeps (a confirmation), or the
+    one a notice to the customer names (`about_subscriber_id`); None for the others (a campaign job holds no
+    address: the member is read when it is sent)."""
+    if not job.get("recipient"):
+        return None
+    return job.get("subscriber_id") or job.get("about_subscriber_id")
 
 
 def _digest(ids: Sequence[str]) -> str:
@@ -317,7 +321,7 @@ class _Listing:
             ids = self.ids.setdefault(key, [])
             ids.append(str(job["_id"]))
             self.full = self.full or len(ids) >= LOAD_CHUNK
-        if _holds_address(job):
+        if erasable_by(job) is not None:
             self.holding.append(job)
             self.full = self.full or len(self.holding) >= LOAD_CHUNK
 
@@ -514,8 +518,8 @@ class DeliveryStore:
 
     async def _list_recipients(self, docs: Sequence[Document]) -> None:
         """The jobs among these that hold a subscriber's address (RECIPIENT_JOBS)."""
-        holding = [{"_id": compose(scoped(doc["account_id"], doc["subscriber_id"]), str(doc["_id"]))} for doc in docs
-                   if _holds_address(doc)]
+        holding = [{"_id": compose(scoped(doc["account_id"], subscriber), str(doc["_id"]))} for doc in docs
+                   if (subscriber := erasable_by(doc)) is not None]
         if holding:
             await insert_new(self.db[RECIPIENT_JOBS], holding)
 

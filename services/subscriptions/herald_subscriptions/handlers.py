@@ -242,8 +242,8 @@ class SuppressionHandler:
         else:
             return
         ref = event.payload
-        if ref.subscriber_id is None:
-            return  # an account notice, not a subscriber's address
+        if ref.subscriber_id is None or ref.kind not in ("campaign", "confirmation"):
+            return  # not a message to a subscriber's address (an account notice, a test)
         member = await self._service.store.member_state(event.account_id, ref.subscriber_id)
         if member is None:
             raise Reject(f"{event.type} for unknown subscriber {ref.subscriber_id!r} of account {event.account_id!r}")

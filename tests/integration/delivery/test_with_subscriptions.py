@@ -90,8 +90,9 @@ async def test_the_customer_is_notified_of_subscribes_and_unsubscribes_when_it_a
     """PRODUCT.md "Data protection": the customer is notified of subscribes and unsubscribes when it asked to be.
     A list that asked (PUT .../notifications): each subscribe (a double opt-in confirmed, the API adding an active
     member) and each unsubscribe by the member (one click, a mail to the List-Unsubscribe address) is one email
-    to the registered address; an import, the account's own API unsubscribe and a complaint notify nothing (who
-    complained is never disclosed); a list that did not ask notifies nothing."""
+    to the registered address; an import and the account's own API unsubscribe notify nothing, nor does a list
+    that did not ask. (A complaint notifies nothing either: who complained is never disclosed; the domain's unit
+    test covers it.)"""
     from herald_shared.contract.subscriptions import MembershipNoticeRequested
 
     api, owner = subscriptions.api, "owner@acme.example"
@@ -133,15 +134,21 @@ async def test_the_customer_is_notified_of_subscribes_and_unsubscribes_when_it_a
         answer = await pages.post(url.removeprefix("http://subs.test"), data={"List-Unsubscribe": "One-Click"})
         assert answer.status_code == 200, answer.text
         await eventually(relay.mailed, lambda r: r.count(owner) == 3, what="the unsubscribe noticed")
+        # The imported member (whose subscribe was not noticed) leaves by a mail to the List-Unsubscribe address.
+        imps = parsed(next(m.data for m in relay.received if m.recipient == "imp@example.org"))
+        mailto = str(imps["List-Unsubscribe"]).split(",")[1].strip(" <>").removeprefix("mailto:").split("?")[0]
+        await mail_inbound(running, mailto, "From: imp@example.org\r\nSubject: unsubscribe\r\n\r\n\r\n",
+                           sender="imp@example.org")
+        await eventually(relay.mailed, lambda r: r.count(owner) == 4, what="the mailto unsubscribe noticed")
         gone = await api.post(f"/v1/subscribers/{ids['ann@example.org']}/unsubscribe")
         assert gone.status_code == 200, gone.text
 
         notices = [e for e in await world.events("herald.subscriptions") if isinstance(e, MembershipNoticeRequested)]
         assert sorted((e.payload.email, e.payload.change, e.payload.how) for e in notices) == [
-            ("ann@example.org", "subscribed", "double_opt_in"), ("sam@example.org", "subscribed", "api"),
-            ("sam@example.org", "unsubscribed", "one_click")]
+            ("ann@example.org", "subscribed", "double_opt_in"), ("imp@example.org", "unsubscribed", "mailto"),
+            ("sam@example.org", "subscribed", "api"), ("sam@example.org", "unsubscribed", "one_click")]
         texts = sorted(m.data.replace(b"=\r\n", b"").decode() for m in relay.received if m.recipient == owner)
         assert any("Subject: Herald: sam@example.org unsubscribed from Shop" in t for t in texts)
         assert any("ann@example.org subscribed to your list News confirmed by the link" in t for t in texts)
         await running.service.audience_caught_up()
-        assert relay.recipients().count(owner) == 3
+        assert relay.recipients().count(owner) == 4

@@ -174,3 +174,26 @@ async def test_an_export_holds_the_proof_of_the_opt_in_and_the_suppression(platf
     assert export["suppression"]["reason"] == "hard_bounce" and export["suppression"]["suppressed_at"]
     assert (await acme.http.get("/v1/gdpr/export", params={"email": "nobody@example.com"})).json() == {
         "email": "nobody@example.com", "memberships": [], "suppression": None}
+
+
+async def test_a_bounce_or_complaint_of_a_message_to_the_customer_suppresses_no_subscriber(platform: Platform) -> None:
+    """A notice to the customer about a member (or any message not to a subscriber's address) that bounces or is
+    reported as spam says nothing of the member's address: no suppression, no unsubscribe."""
+    from herald_shared.contract.delivery import ComplaintReceived
+
+    acme = await platform.tenant("acme")
+    await acme.create_list("news")
+    dora = (await acme.subscribe("dora@example.com")).json()["subscriber_id"]
+    eve = (await acme.subscribe("eve@example.com")).json()["subscriber_id"]
+    about_dora = {"message_id": "n1", "subscriber_id": dora, "kind": "account_notice"}
+    await platform.publisher.publish(MessageBounced(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        **about_dora, "bounce_class": "hard", "diagnostic": "user unknown", "source": "smtp_reply"}))
+    await platform.publisher.publish(ComplaintReceived(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        **about_dora, "feedback_type": "abuse", "reporting_domain": "isp.example"}))
+    await platform.publisher.publish(MessageBounced(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        "message_id": "m2", "campaign_id": "c1", "subscriber_id": eve, "bounce_class": "hard",
+        "diagnostic": "user unknown", "source": "dsn"}))  # after them in the partition: handled once they were
+    events = await eventually(platform.events, lambda es: any(isinstance(e, SubscriberSuppressed) for e in es),
+                              what="eve suppressed")
+    assert [e.payload.subscriber_id for e in events if isinstance(e, SubscriberSuppressed)] == [eve]
+    assert (await acme.http.get(f"/v1/subscribers/{dora}")).json()["status"] == "active"

@@ -205,5 +205,6 @@ def test_an_email_the_receiving_server_refused_counts_as_sent_and_nothing_counts
     assert domain.counts_as_sent(outcome(source="smtp_reply"))
     assert not domain.counts_as_sent(outcome(source="dsn"))
     assert not domain.counts_as_sent(outcome(source="retry_expired"))
+    assert not domain.counts_as_sent(outcome(source="local"))  # never handed to the relay: never sent
     assert not domain.counts_as_sent(outcome("test")) and not domain.counts_as_sent(outcome("test", "smtp_reply"))
     assert not domain.counts_as_sent(outcome("confirmation", "smtp_reply"))

@@ -248,3 +248,13 @@ def test_a_list_deleted_after_one_send_then_recreated_is_flagged_once_as_one_off
     assert warning.payload.evidence["new_list_id"] == "again"
     assert account.lists.get("again").flagged == ["bought"]
     assert account.decide(*members("again", range(100, 110))).announcements == []  # flagged once
+
+
+def test_a_message_herald_never_handed_to_the_relay_counts_toward_no_rate() -> None:
+    """MessageBounced `local` (an address the relay's path cannot carry, 5.6.7): neither a send (the rates'
+    denominator) nor a hard bounce nor a block."""
+    never_left = bounced(1).model_copy(update={"payload": bounced(1).payload.model_copy(update={
+        "source": "local", "bounce_class": "undetermined", "enhanced_status_code": "5.6.7"})})
+    assert facts_of(never_left) == []
+    refused = bounced(1).model_copy(update={"payload": bounced(1).payload.model_copy(update={"source": "smtp_reply"})})
+    assert [f.kind for f in facts_of(refused)] == ["sent", "hard_bounce"]

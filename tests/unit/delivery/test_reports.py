@@ -77,6 +77,8 @@ def test_mail_to_a_return_path_that_nothing_classifies_is_undetermined_and_an_au
     "I'm away this week. If you don't hear back, please check your junk folder.\n",
     "I am temporarily away from my desk and will reply on Monday.\n",
     "Out of office. Spam filters may hold my replies; policy questions to hr@corp.example.\n",
+    "Ich bin bis 5.7.25 nicht im Buero; mein Kalender ist blockiert.\n",
+    "My calendar is blocked this week.\nMobile: 555-0134\n",
 ])
 def test_an_auto_reply_is_no_bounce_whatever_words_it_uses(body: str) -> None:
     """An out-of-office reply's words alone never make a block or soft bounce (a block counts toward the
@@ -89,6 +91,9 @@ def test_an_auto_reply_is_no_bounce_whatever_words_it_uses(body: str) -> None:
                                         "Auto-Submitted: auto-replied\n\nDelivery failed: 550 5.7.1 blocked "
                                         "by policy\n")
     assert [f.bounce_class for f in READER.findings(refused)] == ["block"]  # an auto-submitted refusal is one
+    said = email.message_from_string("From: postmaster@corp.example\nSubject: Undeliverable\nAuto-Submitted: "
+                                     "auto-replied\n\nremote host said: 550 mailbox unavailable\n")
+    assert [f.bounce_class for f in READER.findings(said)] == ["hard"]
 
 
 def test_mail_that_crashes_the_bounce_detectors_is_still_classified_by_its_text() -> None:
