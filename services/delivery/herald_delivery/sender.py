@@ -52,6 +52,7 @@ from .store import BOUNCED, CANCELLED, DEFERRED, SENT, SKIPPED, DeliveryStore, s
 log = logging.getLogger(__name__)
 PRODUCER = "delivery"
 LIST_DELETED = "list_deleted"  # a member status the hand-out gives members of a list deleted after the expansion
+LIST_RECHECK_SECONDS = 1.0  # how stale the hand-out's knowledge that a list is not deleted may be
 # Threads that make DKIM signatures (`Rendered.signatures`): OpenSSL releases the GIL while it signs (~0.2 ms
 # an RSA-2048 signature), so the event loop goes on rendering and sending other messages meanwhile.
 SIGNING_THREADS = 2
@@ -91,6 +92,10 @@ class Sender:
         self._slot_freed = asyncio.Event()
         # Compiled campaigns, or why one does not compile (asked once, not once per recipient).
         self._templates: dict[tuple[str, bool], CampaignTemplate | Skip] = {}
+        # Lists deleted (for good: a list id is never created again), and when each other list was last looked
+        # at: a batch reads a list at most once a LIST_RECHECK_SECONDS, not once per batch.
+        self._deleted_lists: set[tuple[str, str]] = set()
+        self._lists_checked: dict[tuple[str, str], float] = {}
         self._account_buckets: dict[str, TokenBucket] = {}
         self._domain_buckets: dict[str, TokenBucket] = {}
         # Outcomes recorded but not yet acknowledged by Kafka, with when they were recorded.
@@ -208,13 +213,21 @@ class Sender:
             for subscriber_id, member in (await self._store.members(account_id, subscriber_ids)).items():
                 members[(account_id, subscriber_id)] = member
         if members:  # a list deleted after the expansion: its members are no campaign's audience any more
-            gone = await self._store.deleted_lists({(a, m.list_id) for (a, _), m in members.items()})
+            await self._check_lists({(a, m.list_id) for (a, _), m in members.items()})
             for key, member in members.items():
-                if (key[0], member.list_id) in gone:
+                if (key[0], member.list_id) in self._deleted_lists:
                     members[key] = replace(member, status=LIST_DELETED)
         for job in due:
             self._outstanding += 1
             self._queue.put_nowait((job, members.get((job["account_id"], job.get("subscriber_id") or ""))))
+
+    async def _check_lists(self, lists: set[tuple[str, str]]) -> None:
+        now = time.monotonic()
+        due = {key for key in lists - self._deleted_lists
+               if now - self._lists_checked.get(key, -LIST_RECHECK_SECONDS) >= LIST_RECHECK_SECONDS}
+        if due:
+            self._deleted_lists |= await self._store.deleted_lists(due)
+            self._lists_checked.update(dict.fromkeys(due, now))
 
     async def _worker(self, connection: RelayConnection) -> None:
         while True:
