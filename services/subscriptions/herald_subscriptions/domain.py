@@ -174,6 +174,10 @@ class ListState:
     notify_subscribes: bool = False
     notify_unsubscribes: bool = False
 
+    def notifies(self, change: Literal["subscribed", "unsubscribed"]) -> bool:
+        """Whether the customer asked to be emailed about this kind of membership change."""
+        return self.notify_subscribes if change == "subscribed" else self.notify_unsubscribes
+
 
 @dataclass(frozen=True)
 class MemberState:
@@ -307,7 +311,7 @@ def membership_notice(lst: ListState | None, subscriber_id: str, email: str | No
     fixes its id (decided again after a redelivery, it is the same notice)."""
     if lst is None or lst.deleted or not email or how not in NOTICE_HOWS[change]:
         return []
-    if not (lst.notify_subscribes if change == "subscribed" else lst.notify_unsubscribes):
+    if not lst.notifies(change):
         return []
     return [_event(MembershipNoticeRequested, lst.account_id, MembershipNoticeRequestedPayload(
         list_id=lst.list_id, list_name=lst.name, subscriber_id=subscriber_id, email=email, change=change,

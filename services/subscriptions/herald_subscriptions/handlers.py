@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
@@ -82,22 +83,23 @@ class SubscriptionsService:
         return await self._list(account_id, list_id)
 
     async def rename_list(self, account_id: str, list_id: str, name: str) -> Document:
-        async with self._serialised(f"list:{account_id}:{list_id}"):
-            await self.commit(domain.rename_list(await self.store.list_state(account_id, list_id), name))
-        return await self._list(account_id, list_id)
+        return await self._change_list(account_id, list_id, lambda lst: domain.rename_list(lst, name))
 
     async def configure_form(self, account_id: str, list_id: str, frame_ancestors: list[str],
                              challenge: FormChallenge) -> Document:
-        async with self._serialised(f"list:{account_id}:{list_id}"):
-            await self.commit(domain.configure_form(await self.store.list_state(account_id, list_id),
-                                                    frame_ancestors, challenge))
-        return await self._list(account_id, list_id)
+        return await self._change_list(account_id, list_id,
+                                       lambda lst: domain.configure_form(lst, frame_ancestors, challenge))
 
     async def configure_notifications(self, account_id: str, list_id: str, subscribes: bool,
                                       unsubscribes: bool) -> Document:
+        return await self._change_list(account_id, list_id,
+                                       lambda lst: domain.configure_notifications(lst, subscribes, unsubscribes))
+
+    async def _change_list(self, account_id: str, list_id: str,
+                           decide: Callable[[domain.ListState | None], list[Event]]) -> Document:
+        """Decide a change of the list on its current state, under its lock; the list as it is then."""
         async with self._serialised(f"list:{account_id}:{list_id}"):
-            await self.commit(domain.configure_notifications(await self.store.list_state(account_id, list_id),
-                                                             subscribes, unsubscribes))
+            await self.commit(decide(await self.store.list_state(account_id, list_id)))
         return await self._list(account_id, list_id)
 
     async def notice(self, account_id: str, list_id: str, subscriber_id: str,
@@ -106,7 +108,7 @@ class SubscriptionsService:
         """The customer's notice of a membership change just decided, if its list asks for one (the member's
         address read only then)."""
         lst = await self.store.list_state(account_id, list_id)
-        if lst is None or not (lst.notify_subscribes if change == "subscribed" else lst.notify_unsubscribes):
+        if lst is None or not lst.notifies(change):
             return []
         if email is None:
             doc = await self.store.member(account_id, subscriber_id)
