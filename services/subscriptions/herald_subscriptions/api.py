@@ -150,9 +150,10 @@ class SubscriberOut(Out):
     consent: ConsentEvidence | None = None
     confirmation_method: Literal["single_opt_in", "double_opt_in"] | None = None
     confirmation_ip: str | None = Field(default=None, description="Where the double opt-in link was confirmed from.")
-    unsubscribe_source: domain.UnsubscribeSource | None = None
+    unsubscribe_source: Literal["one_click", "unsubscribe_page", "preference_page", "api", "mailto"] | None = Field(
+        default=None, description="How the member unsubscribed. A complaint is never shown (PRODUCT.md: who "
+        "complained is never disclosed): a complainer reads as suppressed, like a hard bounce, with no cause.")
     unsubscribe_campaign_id: Identifier | None = None
-    suppressed_reason: Literal["hard_bounce", "complaint"] | None = None
     added_at: AwareDatetime | None = None
     confirmed_at: AwareDatetime | None = None
     unsubscribed_at: AwareDatetime | None = None
@@ -187,7 +188,8 @@ class ImportReportOut(Out):
 
 
 class SuppressionOut(Out):
-    reason: Literal["hard_bounce", "complaint"]
+    """Why (a hard bounce or a complaint) is not said: who complained is never disclosed to the customer."""
+
     suppressed_at: AwareDatetime
 
 
@@ -213,11 +215,17 @@ def list_out(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def subscriber_out(doc: dict[str, Any]) -> dict[str, Any]:
-    keep = ("list_id", "email", "first_name", "last_name", "phone", "custom_fields", "status", "opt_in", "consent",
-            "confirmation_method", "confirmation_ip", "unsubscribe_source", "unsubscribe_campaign_id",
-            "suppressed_reason")
+    """A membership as the customer sees it. Who complained is never disclosed (PRODUCT.md, "Sending
+    suspension"): a suppressed member says no cause, and a complaint's unsubscribe (its source, campaign and
+    time) is left out, so a complainer reads exactly as a hard bounce does."""
+    keep = ["list_id", "email", "first_name", "last_name", "phone", "custom_fields", "status", "opt_in", "consent",
+            "confirmation_method", "confirmation_ip"]
+    times = ["added_at", "confirmed_at", "suppressed_at", "erased_at"]
+    if doc.get("unsubscribe_source") != "complaint":
+        keep += ["unsubscribe_source", "unsubscribe_campaign_id"]
+        times.append("unsubscribed_at")
     out = {"subscriber_id": doc["_id"], **{k: doc.get(k) for k in keep if k in doc}}
-    for key in ("added_at", "confirmed_at", "unsubscribed_at", "suppressed_at", "erased_at"):
+    for key in times:
         if doc.get(key):
             out[key] = doc[key].isoformat()
     return out
@@ -381,7 +389,7 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         docs, suppression = await service.export(account_id, email)
         return {"email": email, "memberships": [subscriber_out(d) for d in docs if d["status"] != "erased"],
                 "suppression": None if suppression is None else {
-                    "reason": suppression["reason"], "suppressed_at": suppression["suppressed_at"].isoformat()}}
+                    "suppressed_at": suppression["suppressed_at"].isoformat()}}
 
     @router.post("/gdpr/erase", response_model=None,
                  responses={**answers(200, ErasedOut, "How many memberships were erased."), **problems(422, 503)})

@@ -110,6 +110,21 @@ async def test_complaint_suppresses_and_unsubscribes_and_only_a_fresh_double_opt
     assert unsubscribes[0].causation_id == complaint.event_id
     assert [e.type for e in events].count("SubscriberSuppressed") == 1
 
+    # Who complained is never disclosed (PRODUCT.md): the complainer reads as a hard-bounced member does, with
+    # no cause, no unsubscribe of the complaint, and none in the GDPR export either.
+    dan = (await acme.subscribe("dan@example.com")).json()["subscriber_id"]
+    await platform.publisher.publish(MessageBounced(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        "message_id": "m8", "campaign_id": "c7", "subscriber_id": dan, "list_id": "news", "bounce_class": "hard",
+        "diagnostic": "user unknown", "source": "dsn"}))
+    bounced = await eventually(lambda: _member(acme, dan), lambda m: m["status"] == "suppressed", what="dan suppressed")
+    complained = await _member(acme, cara)
+    assert complained.keys() == bounced.keys()
+    assert not {"suppressed_reason", "unsubscribe_source", "unsubscribe_campaign_id", "unsubscribed_at"} & \
+        complained.keys()
+    export = (await acme.http.get("/v1/gdpr/export", params={"email": "cara@example.com"})).json()
+    assert "complaint" not in str(export) and export["suppression"].keys() == {"suppressed_at"}
+    assert [m["status"] for m in export["memberships"]] == ["suppressed"]
+
     # The person subscribes again on the hosted form: even on a single opt-in list they must confirm.
     form = await platform.submit("/subscribe/acme/news", {"email": "cara@example.com", "consent": "yes"})
     assert "Check your inbox" in form.text
