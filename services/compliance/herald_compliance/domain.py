@@ -35,6 +35,10 @@ CAMPAIGNS_KEPT = 10  # a list remembers this many of the campaigns sent to it: e
 # Unsubscribes the recipient made. Not counted: one caused by a complaint (already counted as the complaint) and
 # one the customer made through the API (list hygiene, e.g. opt-outs synced from a CRM, must not count against it).
 RECIPIENT_UNSUBSCRIBES = frozenset({"one_click", "unsubscribe_page", "preference_page", "mailto"})
+# Messages that are not the account's sending, so count toward no rate (neither sent nor their bounces and
+# complaints): a test send goes to the campaign author's own addresses, an account notice (a membership notice, the
+# suspension email) to the customer's own mailbox. Counted, they would dilute the rates their recipients judge.
+NOT_SENDING = frozenset({"test", "account_notice"})
 _IDS = uuid.UUID("6f1d3c52-4b8e-4a57-9d0e-2f6c1b7a9e13")
 # The events the rules read: facts (sent, bounced, complained, unsubscribed), the account's suspension and its
 # lifting, lists and their members (one-off sending), and retention. Every other event of the input topics
@@ -76,11 +80,11 @@ def event_time(event: Event, produced_at: int | None = None) -> int:
 def facts_of(event: Event, produced_at: int | None = None) -> list[Fact]:
     """What an input event counts for. "Sent" means handed to a receiving server: a message accepted
     (MessageSent) or refused outright (a hard or soft bounce at SMTP time, or one given up after retries),
-    so every bounce has its message in the denominator and a rate never exceeds 100%. Test sends count for
-    nothing. Facts carry the event's time capped at its record's (`event_time`)."""
+    so every bounce has its message in the denominator and a rate never exceeds 100%. Test sends and account
+    notices count for nothing (`NOT_SENDING`). Facts carry the event's time capped at its record's (`event_time`)."""
     at = event_time(event, produced_at)
-    if isinstance(event, MessageSent | MessageBounced | ComplaintReceived) and event.payload.kind == "test":
-        return []  # a test send (to the author's own addresses) counts toward no rate
+    if isinstance(event, MessageSent | MessageBounced | ComplaintReceived) and event.payload.kind in NOT_SENDING:
+        return []
     match event:
         case MessageSent(payload=p):
             return [Fact("sent", f"s:{p.message_id}", at, p.campaign_id)]
@@ -489,7 +493,7 @@ _HASH_SPACE = 1 << 64
 @dataclass
 class ListRecord:
     """What the processor keeps of one list: when it was created, sent to and deleted, and a bottom-k sketch of
-    its members' address hashes (bounded memory; exact below SKETCH_SIZE members)."""
+    its members' address hashes with when each was added (bounded memory; exact below SKETCH_SIZE members)."""
 
     created_at: int | None = None
     last_sent_at: int | None = None
@@ -498,6 +502,9 @@ class ListRecord:
     sketch: list[int] = field(default_factory=list)
     flagged: list[str] = field(default_factory=list)  # deleted lists this list was already flagged against
     campaigns: list[str] = field(default_factory=list)  # campaigns sent to it (the first CAMPAIGNS_KEPT)
+    # When each sketch entry was first added (event time), in the sketch's order: one-off sending is judged by when
+    # a list got its addresses. None: unknown (a list whose creation was not seen, stored before times were kept).
+    added: list[int | None] = field(default_factory=list)
 
     def sent(self, campaign_id: str, at: int) -> None:
         """A campaign's mail to this list was accepted by a receiving server."""
@@ -505,14 +512,16 @@ class ListRecord:
         if campaign_id not in self.campaigns and len(self.campaigns) < CAMPAIGNS_KEPT:
             self.campaigns.append(campaign_id)
 
-    def add_member(self, email_sha256: str) -> None:
+    def add_member(self, email_sha256: str, at: int) -> None:
+        """An address joined the list at `at`; one added again keeps the time it was first added."""
         value = int(email_sha256[:16], 16)
         sketch = self.sketch
-        at = bisect.bisect_left(sketch, value)
-        if at >= SKETCH_SIZE or (at < len(sketch) and sketch[at] == value):
+        i = bisect.bisect_left(sketch, value)
+        if i >= SKETCH_SIZE or (i < len(sketch) and sketch[i] == value):
             return
-        sketch.insert(at, value)
-        del sketch[SKETCH_SIZE:]
+        sketch.insert(i, value)
+        self.added.insert(i, at)
+        del sketch[SKETCH_SIZE:], self.added[SKETCH_SIZE:]
 
     def members(self) -> float:
         if self.members_at_deletion is not None:
@@ -523,21 +532,26 @@ class ListRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {"c": self.created_at, "s": self.last_sent_at, "d": self.deleted_at, "m": self.members_at_deletion,
-                "k": self.sketch, "f": self.flagged, "n": self.campaigns}
+                "k": self.sketch, "f": self.flagged, "n": self.campaigns, "a": self.added}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> ListRecord:
         if not data:
             return cls()
+        # A record stored before the times were kept: its members were added when it was created or later, and
+        # judging them as added at its creation is what the rule did then.
+        added = list(data["a"]) if "a" in data else [data["c"]] * len(data["k"])
         return cls(data["c"], data["s"], data["d"], data["m"], list(data["k"]), list(data["f"]),
-                   list(data.get("n", ())))
+                   list(data.get("n", ())), added)
 
 
-def shared_fraction(old: ListRecord, new: ListRecord) -> float | None:
-    """Estimated share of the old list's members that are also in the new list; None when the sketches cannot
-    tell. Exact while both sketches hold every member. Otherwise the members of the old list whose hash lies
-    below both sketches' largest values are a uniform sample of it whose presence in the new list is known
-    exactly; fewer than MINIMUM_SAMPLE of them (a new list far larger than the old one) tell nothing."""
+def shared_fraction(old: ListRecord, new: ListRecord, added_between: tuple[int, int] | None = None) -> float | None:
+    """Estimated share of the old list's members that are also in the new list (added to it within
+    `added_between`, both ends included, when given); None when the sketches cannot tell. Exact while both
+    sketches hold every member. Otherwise the members of the old list whose hash lies below both sketches' largest
+    values are a uniform sample of it whose presence in the new list, and when it got there, are known exactly
+    (a bottom-k sketch never drops a value below its largest); fewer than MINIMUM_SAMPLE of them (a new list far
+    larger than the old one) tell nothing."""
     if not old.sketch or not new.sketch:
         return None
     limit = min(s[-1] if len(s) >= SKETCH_SIZE else _HASH_SPACE for s in (old.sketch, new.sketch))
@@ -545,7 +559,11 @@ def shared_fraction(old: ListRecord, new: ListRecord) -> float | None:
     exact = len(old.sketch) < SKETCH_SIZE and len(new.sketch) < SKETCH_SIZE
     if not sample or (not exact and len(sample) < MINIMUM_SAMPLE):
         return None
-    in_new = set(new.sketch)
+    if added_between is None:
+        in_new = set(new.sketch)
+    else:
+        since, until = added_between
+        in_new = {v for v, at in zip(new.sketch, new.added, strict=True) if at is None or since <= at <= until}
     return sum(1 for v in sample if v in in_new) / len(sample)
 
 
@@ -569,20 +587,20 @@ class OneOffSending:
 
 def one_off_sending(account_id: str, new_list_id: str, new: ListRecord, candidates: dict[str, list[int]],
                     load: Callable[[str], ListRecord], policy: Policy) -> list[OneOffSending]:
-    """A list deleted soon after it was sent to, followed by a new list holding mostly the same addresses."""
+    """A list deleted soon after it was sent to, followed by a new list that got mostly the same addresses after
+    that send (and within the follow-up time after the deletion). When the new list got them decides, not when it
+    was created: a list made empty beforehand and filled after the send is a re-creation all the same, while one
+    that already held them before the send is a second list."""
     found: list[OneOffSending] = []
     if new.deleted_at is not None:
         return found
     for old_id, (deleted_at, last_sent_at) in candidates.items():
         if old_id == new_list_id or old_id in new.flagged:
             continue
-        started = new.created_at if new.created_at is not None else deleted_at
-        if started < last_sent_at or started - deleted_at > policy.one_off_followed_within_seconds:
-            continue
         old = load(old_id)
         if old.members() < policy.one_off_minimum_members:
             continue
-        shared = shared_fraction(old, new)
+        shared = shared_fraction(old, new, (last_sent_at, deleted_at + policy.one_off_followed_within_seconds))
         if shared is not None and shared >= policy.one_off_overlap:
             found.append(OneOffSending(decision_id("one-off", account_id, old_id, new_list_id), old_id,
                                        new_list_id, shared, old, new))
@@ -708,7 +726,7 @@ def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers
             _update_list(state, p.list_id, lists, policy, created_at=at)
         case SubscriberAdded(payload=p):
             record = lists.get(p.list_id)
-            record.add_member(p.email_sha256)
+            record.add_member(p.email_sha256, at)
             lists.put(p.list_id, record)
             touched.add(p.list_id)
         case ListDeleted(payload=p):

@@ -1,10 +1,12 @@
 """On the real broker: the unsubscribe rate (from herald.subscriptions, with its campaign) suspends above 1%, and
-one-off sending (a list deleted soon after a send, then a new list with mostly the same addresses) is flagged
-with its evidence. Events are published as the subscriptions and delivery services publish them."""
+one-off sending (a list deleted soon after a send, then a list that got mostly the same addresses after it,
+whenever that list was created) is flagged with its evidence. Events are published as the subscriptions and
+delivery services publish them."""
 
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from herald_compliance.domain import ListRecord
@@ -13,7 +15,7 @@ from herald_shared.contract.delivery import MessageSent
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded, SubscriberUnsubscribed
 from tests.conftest import eventually
 
-from .conftest import Bus, sent
+from .conftest import Bus, env_of, sent
 from .test_suspension import counts_of
 
 
@@ -44,16 +46,18 @@ async def test_unsubscribe_rate_above_1_percent_suspends_and_complaint_unsubscri
     assert payload["counts"] == {"sent": 200, "hard_bounces": 0, "complaints": 0, "unsubscribes": 3, "blocks": 0}
 
 
-def new_list(account_id: str, list_id: str, addresses: range) -> list[Event]:
-    events: list[Event] = [ListCreated(account_id=account_id, producer="subscriptions",  # type: ignore[arg-type]
+def new_list(account_id: str, list_id: str, addresses: range, at: datetime | None = None, *,
+             create: bool = True) -> list[Event]:
+    """A list created (unless `create` is false) and filled, as subscriptions publishes it, at `at` (or now)."""
+    events: list[Event] = [ListCreated(**env_of(account_id, "subscriptions", at),  # type: ignore[arg-type]
                                        payload={"list_id": list_id, "name": list_id, "opt_in": "single"})]
     for i in addresses:
         address = f"person{i}@example.com"
-        events.append(SubscriberAdded(account_id=account_id, producer="subscriptions", payload={  # type: ignore[arg-type]
+        events.append(SubscriberAdded(**env_of(account_id, "subscriptions", at), payload={  # type: ignore[arg-type]
             "list_id": list_id, "subscriber_id": f"{list_id}-s{i}", "email": address,
             "email_sha256": hashlib.sha256(address.encode()).hexdigest(), "opt_in": "single",
             "consent": {"source": "import", "collected_at": "2026-11-01T00:00:00Z", "method": "test"}}))
-    return events
+    return events if create else events[1:]
 
 
 async def test_list_deleted_after_a_send_then_recreated_is_flagged_as_one_off_sending(start_compliance: Any,
@@ -92,3 +96,40 @@ async def test_list_deleted_after_a_send_then_recreated_is_flagged_as_one_off_se
 
 async def _async(value: Any) -> Any:
     return value
+
+
+def sent_to(account_id: str, list_id: str, campaign: str, at: datetime) -> MessageSent:
+    return MessageSent(**env_of(account_id, at=at), payload={  # type: ignore[arg-type]
+        "message_id": f"{campaign}-m0", "campaign_id": campaign, "subscriber_id": f"{list_id}-s0", "list_id": list_id,
+        "recipient_domain": "example.com", "smtp_code": 250})
+
+
+async def test_a_list_created_empty_before_the_send_and_filled_after_it_is_flagged_too(start_compliance: Any,
+                                                                                      bus: Bus) -> None:
+    """Creating the next list beforehand does not hide a re-creation: when a list got the addresses decides. A
+    list that held them before the send ("held") is a second list, not flagged. Times are given (an hour ago on)
+    so that before and after the send are not the same second."""
+    running = await start_compliance()
+    lists = running.service.lists
+    t = datetime.now(UTC) - timedelta(hours=1)
+    minutes = [t + timedelta(minutes=m) for m in range(60)]
+    await bus.publish(*new_list("acc-o2", "spare", range(0), minutes[0]))  # created empty
+    await bus.publish(*new_list("acc-o2", "bought", range(100), minutes[1]))
+    await bus.publish(*new_list("acc-o2", "held", range(100), minutes[2]))  # the same people, before the send
+    await bus.publish(sent_to("acc-o2", "bought", "blast", minutes[10]))
+    await bus.publish(ListDeleted(**env_of("acc-o2", "subscriptions", minutes[20]),  # type: ignore[arg-type]
+                                  payload={"list_id": "bought", "members_at_deletion": 100}))
+    await bus.publish(sent_to("acc-o2", "held", "held-next", minutes[30]))
+    await eventually(lambda: _async(ListRecord.from_json(lists.get("acc-o2|held"))),
+                     lambda r: r.last_sent_at is not None, what="the second list's send seen")
+    # Later than the held list's check, so a warning of it would be on the topic before the spare's.
+    await bus.publish(*new_list("acc-o2", "spare", range(5, 100), minutes[40], create=False))
+    await bus.publish(sent_to("acc-o2", "spare", "next", minutes[50]))
+    warned = await eventually(lambda: bus.compliance_events("AccountWarned"),
+                              lambda e: any(w["account_id"] == "acc-o2" for w in e), what="one-off sending flagged")
+    [payload] = [w["payload"] for w in warned if w["account_id"] == "acc-o2"]
+    assert payload["metric"] == "one_off_sending"
+    evidence = payload["evidence"]
+    assert evidence["deleted_list_id"] == "bought" and evidence["new_list_id"] == "spare"
+    assert evidence["new_list_created_at"] == minutes[0].replace(microsecond=0).isoformat()
+    assert 0.8 <= evidence["shared_fraction"] <= 0.95

@@ -224,15 +224,49 @@ def test_a_list_counts_as_sent_to_at_its_campaigns_first_accepted_message_and_te
     assert account.lists.get("l1").campaigns == ["c1", "c2"]
 
 
-def members(list_id: str, ids: range) -> list[Event]:
-    events: list[Event] = [ListCreated(**env(), payload={"list_id": list_id, "name": list_id, "opt_in": "single"})]
+def members(list_id: str, ids: range, at: datetime = T0, *, create: bool = True) -> list[Event]:
+    events: list[Event] = [ListCreated(**env(at), payload={"list_id": list_id, "name": list_id, "opt_in": "single"})]
     for i in ids:
         address = f"person{i}@example.com"
-        events.append(SubscriberAdded(**env(), payload={
+        events.append(SubscriberAdded(**env(at), payload={
             "list_id": list_id, "subscriber_id": f"{list_id}-s{i}", "email": address,
             "email_sha256": hashlib.sha256(address.encode()).hexdigest(), "opt_in": "single",
             "consent": {"source": "import", "collected_at": "2026-11-01T00:00:00Z", "method": "test"}}))
-    return events
+    return events if create else events[1:]
+
+
+def sent_to(list_id: str, campaign: str, at: datetime) -> MessageSent:
+    return MessageSent(**env(at), payload={"message_id": f"{campaign}-m0", "campaign_id": campaign,
+                                           "subscriber_id": f"{list_id}-s0", "list_id": list_id,
+                                           "recipient_domain": "example.com", "smtp_code": 250})
+
+
+def one_off_after_a_spare_list(filled_at: datetime) -> list[Any]:
+    """A spare list created empty first; "bought" filled, sent once, deleted; then the spare filled with the same
+    addresses at `filled_at` (unless that is before the send) and sent: what is announced, batch by batch."""
+    account, hour = Account(), timedelta(hours=1)
+    found = [account.decide(*members("spare", range(0)))]
+    found.append(account.decide(*members("bought", range(100))))
+    if filled_at < T0 + hour:
+        found.append(account.decide(*members("spare", range(100), filled_at, create=False)))
+    found.append(account.decide(sent_to("bought", "blast", T0 + hour)))
+    found.append(account.decide(ListDeleted(**env(T0 + 2 * hour), payload={"list_id": "bought",
+                                                                           "members_at_deletion": 100})))
+    if filled_at >= T0 + hour:
+        found.append(account.decide(*members("spare", range(100), filled_at, create=False)))
+    found.append(account.decide(sent_to("spare", "next", T0 + 4 * hour)))
+    return [e for decision in found for e in decision.announcements]
+
+
+def test_a_spare_list_created_before_the_send_and_filled_after_the_deletion_is_one_off_sending() -> None:
+    [warning] = one_off_after_a_spare_list(filled_at=T0 + timedelta(hours=3))
+    assert isinstance(warning, AccountWarned) and warning.payload.metric == "one_off_sending"
+    assert warning.payload.evidence["deleted_list_id"] == "bought"
+    assert warning.payload.evidence["new_list_id"] == "spare"
+
+
+def test_a_list_holding_the_addresses_before_the_send_is_a_second_list_and_not_flagged() -> None:
+    assert one_off_after_a_spare_list(filled_at=T0 + timedelta(minutes=30)) == []
 
 
 def test_a_list_deleted_after_one_send_then_recreated_is_flagged_once_as_one_off_sending() -> None:
@@ -248,6 +282,31 @@ def test_a_list_deleted_after_one_send_then_recreated_is_flagged_once_as_one_off
     assert warning.payload.evidence["new_list_id"] == "again"
     assert account.lists.get("again").flagged == ["bought"]
     assert account.decide(*members("again", range(100, 110))).announcements == []  # flagged once
+
+
+def notice(i: int) -> MessageSent:
+    return MessageSent(**env(), payload={"message_id": f"n{i}", "kind": "account_notice",
+                                         "recipient_domain": "acme.example", "smtp_code": 250})
+
+
+def test_notices_to_the_customers_own_mailbox_do_not_dilute_the_rolling_windows() -> None:
+    """Campaigns each too small to decide (50 sent, minimum 100) add up in the windows: 8 hard bounces of 100 sent
+    suspend. Ten account notices on top are no sending of the account's (8 of 110 would not)."""
+    def run(notices: int) -> tuple[Any, AccountState]:
+        account = Account()
+        decision = account.decide(*(sent(i, campaign=f"c{c}") for c in range(2) for i in range(50)),
+                                  *(bounced(i, campaign=f"c{c}") for c in range(2) for i in range(4)),
+                                  *(notice(i) for i in range(notices)))
+        return decision, account.state
+
+    for notices in (0, 10):
+        decision, state = run(notices)
+        assert state.window_counts(24, POLICY).sent == 100
+        [suspended] = decision.announcements
+        assert isinstance(suspended, AccountSuspended), notices
+        assert suspended.payload.scope.window == "24h" and suspended.payload.counts.sent == 100
+        assert suspended.payload.counts.hard_bounces == 8
+    assert outcomes(run(10)[0])["ignored"] == 10
 
 
 def test_a_message_herald_never_handed_to_the_relay_counts_toward_no_rate() -> None:

@@ -278,6 +278,24 @@ def test_a_test_send_counts_toward_no_rate() -> None:
         update={"kind": "campaign"})}))] == ["sent"]
 
 
+def test_an_account_notice_counts_toward_no_rate() -> None:
+    """An account notice (a membership notice, the suspension email) goes to the customer's own mailbox: it is not
+    the account's sending, so neither it nor its bounces and complaints count, in any scope."""
+    env: dict[str, Any] = {"account_id": "acc-1", "producer": "delivery", "occurred_at": T0}
+    ref = {"message_id": "n1", "kind": "account_notice"}
+    events = [MessageSent(**env, payload={**ref, "recipient_domain": "acme.example", "smtp_code": 250}),
+              MessageBounced(**env, payload={**ref, "bounce_class": "hard", "smtp_code": 550,
+                                             "diagnostic": "no such user", "source": "smtp_reply"}),
+              MessageBounced(**env, payload={**ref, "bounce_class": "block", "diagnostic": "listed",
+                                             "source": "dsn"}),
+              ComplaintReceived(**env, payload={**ref, "feedback_type": "abuse", "reporting_domain": "isp.net"})]
+    assert [facts_of(e) for e in events] == [[], [], [], []]
+    # A confirmation request is the account's sending (to its subscribers): it counts.
+    confirmation = events[0].model_copy(update={"payload": events[0].payload.model_copy(
+        update={"kind": "confirmation"})})
+    assert [f.kind for f in facts_of(confirmation)] == ["sent"]
+
+
 def test_a_block_rate_of_5_percent_suspends_and_2_percent_warns() -> None:
     """Receivers refusing our mail is the "blocklisted" rule (PRODUCT.md, "Sending suspension"); blocks never
     count as hard bounces."""
