@@ -147,14 +147,20 @@ def build_staff_api(accounts: Accounts, staff_tokens: StaffTokens) -> APIRouter:
         state = accounts.account(account_id)
         if state is None:
             return problem(404, "unknown_account", "No sending outcomes of this account on this worker.")
-        # Recorded before the answer leaves: the account's audit log (billing) shows every staff look.
+        if (unrecorded := await audited(account_id, staff, "rates")) is not None:
+            return unrecorded
+        return JSONResponse({"account_id": account_id, **rate_report(state, accounts.policy)})
+
+    async def audited(account_id: str, staff: str, what: str) -> Response | None:
+        """Record a staff look at the account's data before the answer that shows it leaves (the account's audit
+        log, in billing, shows every one); a 503 to answer instead when it cannot be recorded."""
         try:
             await accounts.publisher.publish(StaffViewedRates(account_id=account_id, producer=PRODUCER,
                                                               payload=StaffViewedRatesPayload(staff=staff)))
         except TRANSIENT_ERRORS:
             return problem(503, "audit_unavailable", "The look could not be recorded in the audit log; retry.")
-        log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": "rates"})
-        return JSONResponse({"account_id": account_id, **rate_report(state, accounts.policy)})
+        log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": what})
+        return None
 
     @router.post("/{account_id}/reinstatement", status_code=202, response_model=None,
                  responses={**answers(202, ReinstatedOut, "AccountReinstated is recorded."),
@@ -165,12 +171,17 @@ def build_staff_api(accounts: Accounts, staff_tokens: StaffTokens) -> APIRouter:
         if not accounts.held_here(account_id):
             return await held_elsewhere(accounts, account_id, request)
         state = accounts.account(account_id)
-        if state is None or state.suspension is None:
+        if state is None:
             return problem(409, "not_suspended", "The account is not suspended.")
+        # A refusal shows the account's suspension state (whether suspended, which suspension): a look, recorded.
+        if state.suspension is None:
+            return await audited(account_id, staff, "suspension") or problem(
+                409, "not_suspended", "The account is not suspended.")
         suspension_id = str(state.suspension["event_id"])
         if body.suspension_event_id is not None and body.suspension_event_id != suspension_id:
-            return problem(409, "suspension_mismatch", f"The account's current suspension is {suspension_id}, "
-                           f"not {body.suspension_event_id}: it was lifted, or suspended again since.")
+            return await audited(account_id, staff, "suspension") or problem(
+                409, "suspension_mismatch", f"The account's current suspension is {suspension_id}, "
+                f"not {body.suspension_event_id}: it was lifted, or suspended again since.")
         # one id per suspension: a repeated request (a double click, a client's retry) is the same event
         event = AccountReinstated(
             event_id=decision_id("reinstated", account_id, suspension_id), account_id=account_id,

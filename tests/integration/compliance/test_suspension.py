@@ -74,8 +74,12 @@ async def test_staff_reinstatement_restarts_the_counters(start_compliance: Any, 
     assert rates["suspended"] is False
     campaign = next(s for s in rates["scopes"] if s["name"] == "c1")
     assert campaign["counts"]["complaints"] == 0 and campaign["raw_counts"]["complaints"] == 2
+    looks = len(await bus.compliance_events("StaffViewedRates"))
     conflict = await running.http.post("/v1/accounts/acc-2/reinstatement", headers=STAFF, json={"reason": "again"})
     assert conflict.status_code == 409
+    # A refusal shows the account's suspension state: a staff look, recorded for the audit log like one at the rates.
+    await eventually(lambda: bus.compliance_events("StaffViewedRates"), lambda e: len(e) == looks + 1,
+                     what="the refused reinstatement's look recorded")
 
     # a new breach after reinstatement suspends again, once
     await bus.publish(*(sent("acc-2", "c2", i) for i in range(100)))
@@ -89,9 +93,13 @@ async def test_staff_reinstatement_restarts_the_counters(start_compliance: Any, 
     await bus.publish(stale, sent("acc-2", "c3", 0))
     await eventually(lambda: running.rates("acc-2"), lambda r: counts_of(r, "c3") is not None, what="c3 counted")
     assert (await running.rates("acc-2"))["suspended"] is True
+    looks = len(await bus.compliance_events("StaffViewedRates"))
     mismatch = await running.http.post("/v1/accounts/acc-2/reinstatement", headers=STAFF, json={
         "reason": "wrong one", "suspension_event_id": events[0]["event_id"]})
     assert mismatch.status_code == 409 and mismatch.json()["type"].endswith("suspension_mismatch")
+    looked = await eventually(lambda: bus.compliance_events("StaffViewedRates"), lambda e: len(e) == looks + 1,
+                              what="the mismatch's look recorded")
+    assert looked[-1]["account_id"] == "acc-2" and looked[-1]["payload"]["staff"] == "rita"
     # the same request twice (a double click) is one event (or, once the first was applied, refused)
     statuses = [(await running.http.post("/v1/accounts/acc-2/reinstatement", headers=STAFF,
                                          json={"reason": "list cleaned again"})).status_code for _ in range(2)]
