@@ -31,7 +31,7 @@ import httpx
 
 from herald_shared.kafka import EventPublisher, ensure_topics, make_producer
 from herald_shared.mongo import make_client
-from herald_shared.readmodel import load, prefix_range
+from herald_shared.readmodel import compose, load, prefix_range
 from herald_shared.settings import HeraldSettings
 
 from . import harness
@@ -111,7 +111,7 @@ async def measure(http: httpx.AsyncClient, settings: HeraldSettings, members: in
             bounds = prefix_range(ACCOUNT, LIST, "active")
             cursor = db["list_members"].find({"_id": {"$gt": after, "$lt": bounds["$lt"]}}, {"_id": 1})
             keys = [doc["_id"] async for doc in cursor.sort("_id", 1).limit(100)]
-            await load(db["subscribers"], (k.rsplit("/", 1)[1] for k in keys))
+            await load(db["subscribers"], (compose(ACCOUNT, k.rsplit("/", 1)[1]) for k in keys))
 
         await timed(20, store_page)
         results["store alone: the deep pages' range read + $in load (baseline)"] = await timed(requests, store_page)

@@ -224,7 +224,7 @@ def subscriber_out(doc: dict[str, Any]) -> dict[str, Any]:
     if doc.get("unsubscribe_source") != "complaint":
         keep += ["unsubscribe_source", "unsubscribe_campaign_id"]
         times.append("unsubscribed_at")
-    out = {"subscriber_id": doc["_id"], **{k: doc.get(k) for k in keep if k in doc}}
+    out = {"subscriber_id": doc["subscriber_id"], **{k: doc.get(k) for k in keep if k in doc}}
     for key in times:
         if doc.get(key):
             out[key] = doc[key].isoformat()

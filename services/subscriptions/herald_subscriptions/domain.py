@@ -501,10 +501,14 @@ Document = dict[str, Any]
 
 
 def evolve_member(doc: Document | None, event: Event) -> Document | None:
-    """The subscriber (list membership) document after one event."""
+    """The subscriber (list membership) document after one event; the store keys it by account and
+    subscriber id. A subscriber id is unique within its account only (a producer such as a CRM chooses it), so
+    an event of another account never changes the document."""
+    if doc is not None and doc.get("account_id") != event.account_id:
+        return doc
     match event:
         case SubscriberAdded(payload=p):
-            base = doc if doc is not None and doc["status"] != "erased" else {"_id": p.subscriber_id,
+            base = doc if doc is not None and doc["status"] != "erased" else {"subscriber_id": p.subscriber_id,
                                                                                "status": "pending"}
             new = {**base, "account_id": event.account_id, "list_id": p.list_id, "email": str(p.email),
                    "email_sha256": p.email_sha256, "first_name": p.first_name, "last_name": p.last_name,
@@ -530,7 +534,8 @@ def evolve_member(doc: Document | None, event: Event) -> Document | None:
         case SubscriberErased(payload=p) if doc is not None:
             # Nothing personal stays: ids, the address hash (a suppression outlives erasure), when, and whether
             # the person had opted out (the customer may not add them again: `standing`).
-            erased = {"_id": doc["_id"], "account_id": event.account_id, "list_id": p.list_id or doc.get("list_id"),
+            erased = {"subscriber_id": doc["subscriber_id"], "account_id": event.account_id,
+                      "list_id": p.list_id or doc.get("list_id"),
                       "email_sha256": p.email_sha256, "status": "erased", "erased_at": event.occurred_at,
                       "erasure_requested_by": p.requested_by}
             opted_out = doc["status"] if doc["status"] in ("unsubscribed", "suppressed") else doc.get("opted_out")

@@ -137,7 +137,7 @@ class SubscriptionsService:
         email = domain.normalise_email(request.email)
         request = SubscribeRequest(**{**request.__dict__, "email": email})
         subscriber_id = domain.subscriber_id_for(account_id, list_id, email)
-        async with self._serialised(f"subscriber:{subscriber_id}"):
+        async with self._serialised(f"subscriber:{account_id}:{subscriber_id}"):
             lst, member, suppressed_hashes, company_name = await asyncio.gather(
                 self.store.list_state(account_id, list_id), self.store.member_state(account_id, subscriber_id),
                 self.store.suppressed(account_id, [domain.email_sha256(email)]), self.store.company_name(account_id))
@@ -174,7 +174,7 @@ class SubscriptionsService:
         return domain.membership_notice(lst, decision.subscriber_id, request.email, "subscribed", request.channel)
 
     async def confirm(self, token_account: str, subscriber_id: str, ip: str | None) -> domain.ConfirmOutcome:
-        async with self._serialised(f"subscriber:{subscriber_id}"):
+        async with self._serialised(f"subscriber:{token_account}:{subscriber_id}"):
             member = await self.store.member_state(token_account, subscriber_id)
             events, outcome = domain.confirm(token_account, member, ip)
             if events and member is not None:
@@ -185,7 +185,7 @@ class SubscriptionsService:
 
     async def unsubscribe(self, account_id: str, subscriber_id: str, source: domain.UnsubscribeSource,
                           campaign_id: str | None = None, message_id: str | None = None) -> Document:
-        async with self._serialised(f"subscriber:{subscriber_id}"):
+        async with self._serialised(f"subscriber:{account_id}:{subscriber_id}"):
             member = await self.store.member_state(account_id, subscriber_id)
             if member is None:
                 raise domain.SubscriberNotFound("no such subscriber")
@@ -210,7 +210,8 @@ class SubscriptionsService:
         email_hash = domain.email_sha256(domain.normalise_email(email))
         async with self._serialised(f"erase:{account_id}:{email_hash}"):
             docs = await self.store.members_by_hash(account_id, email_hash)
-            events = domain.erase(account_id, [await self._state(account_id, d["_id"]) for d in docs], requested_by)
+            states = [await self._state(account_id, d["subscriber_id"]) for d in docs]
+            events = domain.erase(account_id, states, requested_by)
             await self.commit(events)
         return len(events)
 
@@ -231,7 +232,7 @@ class SuppressionHandler:
         self._published: list[RecordMetadata] = []
         # Within one batch, remember what this handler already decided (the projection is behind).
         self._suppressed_in_batch: set[tuple[str, str]] = set()
-        self._unsubscribed_in_batch: set[str] = set()
+        self._unsubscribed_in_batch: set[tuple[str, str]] = set()  # (account, subscriber id)
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, UnsubscribeRequested):
@@ -259,12 +260,12 @@ class SuppressionHandler:
             # Decided by the membership, not the account's suppression record: someone who came back through a
             # fresh double opt-in is active again, and a new hard bounce must suppress them again.
             already = key in self._suppressed_in_batch or member.status == "suppressed"
-        if member.subscriber_id in self._unsubscribed_in_batch:
+        if (event.account_id, member.subscriber_id) in self._unsubscribed_in_batch:
             member = domain.MemberState(member.subscriber_id, member.list_id, member.email_sha256, "unsubscribed")
         events = domain.suppress(event.account_id, member, already, reason, event, ref.message_id, ref.campaign_id)
         self._suppressed_in_batch.add(key)
         if reason == "complaint":
-            self._unsubscribed_in_batch.add(member.subscriber_id)
+            self._unsubscribed_in_batch.add((event.account_id, member.subscriber_id))
         self._staged += events
 
     async def _unsubscribe_by_mail(self, event: UnsubscribeRequested) -> None:
@@ -276,7 +277,7 @@ class SuppressionHandler:
         if member is None:
             raise Reject(f"UnsubscribeRequested for unknown subscriber {ref.subscriber_id!r} of account "
                          f"{event.account_id!r}")
-        if member.subscriber_id in self._unsubscribed_in_batch:
+        if (event.account_id, member.subscriber_id) in self._unsubscribed_in_batch:
             return
         unsubscribed = domain.unsubscribe(event.account_id, member, "mailto", ref.campaign_id, ref.message_id,
                                           cause=event)
@@ -284,7 +285,7 @@ class SuppressionHandler:
             unsubscribed += await self._service.notice(event.account_id, member.list_id, member.subscriber_id,
                                                        "unsubscribed", "mailto", cause=event)
         self._staged += unsubscribed
-        self._unsubscribed_in_batch.add(member.subscriber_id)
+        self._unsubscribed_in_batch.add((event.account_id, member.subscriber_id))
 
     async def flush(self) -> None:
         """Publish what was decided (once: a retry after a failed wait must not publish it again), then wait

@@ -21,12 +21,13 @@ from .api import LARGER_BODIES, build_api
 from .forms import Limits
 from .handlers import SubscriptionsService, SuppressionHandler
 from .pages import FormGuard, build_pages
-from .store import MEMBER_EVENTS, SubscriptionsProjection, SubscriptionsStore
+from .store import MEMBER_EVENTS, SubscriptionsProjection, SubscriptionsStore, check_format
 
 SERVICE = "subscriptions"
 # The projection folds a batch with a fixed number of store round trips (loads by `_id`, bulk inserts), so
 # a backlog (an import) is folded in big batches; a quiet topic still gives batches of what just arrived.
 PROJECTION_BATCH = 2000
+PROJECTION_TOPICS = ["herald.subscriptions", "herald.billing"]
 log = logging.getLogger(__name__)
 
 
@@ -70,7 +71,7 @@ class Subscriptions(ConsumingService):
             settings.topics("herald.subscriptions"))
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
-            topics=["herald.subscriptions", "herald.billing"],
+            topics=PROJECTION_TOPICS,
             handler=PurgingHandler(ProjectionGroup(self.projection, self.apikeys), PurgedAccounts(self.db), self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "projection"),
             checkpoints=checkpoints, max_records=PROJECTION_BATCH,
@@ -89,6 +90,11 @@ class Subscriptions(ConsumingService):
         add_health_routes(self.app, self.ready_checks())
         # HERALD_RUN_CONSUMERS=false: an API process beside the folding ones (README, "Processes").
         self.consumers = [self.projector, self.suppressor] if settings.run_consumers else []
+
+    async def start(self) -> None:
+        # A read model of an earlier format is refused, not answered from: it is rebuilt first (README, "Upgrading").
+        await check_format(self.db)
+        await super().start()
 
     async def purge(self, account_id: str) -> None:
         """Retention: the account's lists, members, addresses, suppressions, imports and keys."""

@@ -298,8 +298,8 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
             target = next((m for m in memberships if m.get("list_id") == leave_list), None)
             left = await service.store.list_doc(claim.account_id, leave_list)
             if target is not None and left is not None:
-                await service.unsubscribe(claim.account_id, target["_id"], "preference_page", claim.campaign_id,
-                                          claim.message_id)
+                await service.unsubscribe(claim.account_id, target["subscriber_id"], "preference_page",
+                                          claim.campaign_id, claim.message_id)
                 note = f"<p role=\"status\">Done: you left {escape(left['name'])}.</p>"
                 memberships = await service.store.members_by_hash(claim.account_id, member["email_sha256"])
         rows = []

@@ -32,7 +32,6 @@ from herald_shared.contract.subscriptions import (
 from herald_shared.mongo import Document, FoldingProjection, UpdateOne, WriteOp
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
-    LOAD_CHUNK,
     Counters,
     KeyedReader,
     SecondaryIndex,
@@ -57,11 +56,46 @@ def list_key(account_id: str, list_id: str) -> str:
     return compose(account_id, list_id)
 
 
+def member_key(account_id: str, subscriber_id: str) -> str:
+    """A membership's `_id`: subscriber ids are unique per account only (the contract lets a producer such as a
+    CRM choose them), so two accounts' memberships of one id are two documents."""
+    return compose(account_id, subscriber_id)
+
+
 def listing_key(doc: Document) -> str | None:
     """Where a membership is listed: by account, list, status, then id (an erased one is not listed)."""
     if doc["status"] not in STATUSES:
         return None
-    return compose(doc["account_id"], doc["list_id"], doc["status"], doc["_id"])
+    return compose(doc["account_id"], doc["list_id"], doc["status"], doc["subscriber_id"])
+
+
+# The read model's format, marked beside it (not a projection collection: a rebuild leaves the mark). 2: memberships
+# keyed by account and subscriber id (`member_key`); a read model of members without a mark is of the format before,
+# keyed by subscriber id alone, and is rebuilt from the topics (`herald_subscriptions.rebuild`).
+FORMAT, FORMATS = 2, "read_model_format"
+
+
+class ReadModelOutdated(SystemExit):
+    """The read model in the database is of an earlier format; the process cannot serve or fold it."""
+
+
+async def check_format(db: AsyncDatabase[Document]) -> None:
+    """Refuse a read model of an earlier format (`ReadModelOutdated`); one holding no membership yet has nothing
+    to convert and is marked now. Two reads by `_id`, once at start."""
+    mark = await db[FORMATS].find_one({"_id": "subscriptions"})
+    if mark is not None and mark["format"] == FORMAT:
+        return
+    if mark is None and await db[SUBSCRIBERS].find_one({"_id": {"$gt": ""}}, {"_id": 1}) is None:
+        await mark_format(db)
+        return
+    raise ReadModelOutdated(
+        f"herald-subscriptions: the read model in {db.name!r} is of format {mark['format'] if mark else 1} "
+        f"(an earlier one when unmarked), this version reads {FORMAT}; stop every subscriptions process and run "
+        "`python -m herald_subscriptions.rebuild` once (README, \"Upgrading\")")
+
+
+async def mark_format(db: AsyncDatabase[Document]) -> None:
+    await db[FORMATS].update_one({"_id": "subscriptions"}, {"$set": {"format": FORMAT}}, upsert=True)
 
 
 # Events folded in Python over the documents they touch (loaded by _id once per batch). Each membership keeps
@@ -86,15 +120,10 @@ class SubscriptionsProjection(FoldingProjection):
         self._counts = Counters(db[LIST_COUNTS])
 
     async def purge(self, account_id: str) -> None:
-        """Delete everything of a purged account (`herald_shared.purging`). Memberships are keyed by subscriber
-        id alone; every one of them is named in its address document (`members`), read by the account's
-        prefix first."""
-        cursor = self.db[ADDRESSES].find({"_id": prefix_range(account_id)}, {"members": 1})
-        members = sorted({m async for doc in cursor for m in doc.get("members", ())})
-        for start in range(0, len(members), LOAD_CHUNK):
-            await self.db[SUBSCRIBERS].delete_many({"_id": {"$in": members[start:start + LOAD_CHUNK]}})
-        await delete_by_account_prefix(self.db, account_id, (LISTS, LIST_MEMBERS, LIST_COUNTS, ADDRESSES,
-                                                             SUPPRESSIONS, "imports"))
+        """Delete everything of a purged account (`herald_shared.purging`): every key starts with the account,
+        so an `_id` range per collection reaches its documents and no other account's."""
+        await delete_by_account_prefix(self.db, account_id, (LISTS, SUBSCRIBERS, LIST_MEMBERS, LIST_COUNTS,
+                                                             ADDRESSES, SUPPRESSIONS, "imports"))
         await self.db["accounts"].delete_one({"_id": account_id})
 
     def discard(self) -> None:
@@ -104,7 +133,7 @@ class SubscriptionsProjection(FoldingProjection):
         address_ids = {compose(e.account_id, h) for e in events if (h := domain.address_hash(e)) is not None}
         # The members and lists the events name, loaded alongside the addresses; a suppression reaches the
         # address's other memberships too, loaded once the address is (and their lists after them).
-        member_ids = {e.payload.subscriber_id for e in events}  # type: ignore[attr-defined]
+        member_ids = {member_key(e.account_id, e.payload.subscriber_id) for e in events}  # type: ignore[attr-defined]
         addresses, members, _ = await asyncio.gather(
             load(self.db[ADDRESSES], address_ids),
             load(self.db[SUBSCRIBERS], member_ids),
@@ -112,7 +141,8 @@ class SubscriptionsProjection(FoldingProjection):
                                   if getattr(e.payload, "list_id", None)}))
         suppressed = {compose(e.account_id, e.payload.email_sha256) for e in events
                       if isinstance(e, SubscriberSuppressed)}
-        others = {m for key in suppressed if key in addresses for m in addresses[key]["members"]} - member_ids
+        others = {member_key(addresses[key]["account_id"], m) for key in suppressed if key in addresses
+                  for m in addresses[key]["members"]} - member_ids
         members.update(await load(self.db[SUBSCRIBERS], others))
         before_members, before_addresses = dict(members), dict(addresses)
         states = States(members)
@@ -120,17 +150,17 @@ class SubscriptionsProjection(FoldingProjection):
         for event in events:
             if isinstance(event, SubscriberSuppressed):
                 address = addresses.get(compose(event.account_id, event.payload.email_sha256))
-                targets = set(address["members"]) if address else set()
-                targets.add(event.payload.subscriber_id)
+                targets = {member_key(event.account_id, m) for m in address["members"]} if address else set()
+                targets.add(member_key(event.account_id, event.payload.subscriber_id))
             else:
-                targets = {event.payload.subscriber_id}  # type: ignore[attr-defined]
+                targets = {member_key(event.account_id, event.payload.subscriber_id)}  # type: ignore[attr-defined]
             for target in sorted(targets):
                 old = members.get(target)
                 if applied(old, event):
                     continue  # a redelivery, or a copy published again long after
                 folded = domain.evolve_member(old, event)
                 if folded is not None:
-                    states.set(target, marked(folded, old, event))
+                    states.set(target, {**marked(folded, old, event), "_id": target})
                     self._count(event, old, folded)
             if isinstance(event, SubscriberAdded | ConfirmationRequested):
                 key = compose(event.account_id, domain.address_hash(event) or "")
@@ -214,7 +244,7 @@ class SubscriptionsStore:
         return [doc async for doc in cursor if "deleted_at" not in doc]
 
     async def member(self, account_id: str, subscriber_id: str) -> Document | None:
-        doc = await self._by_id[SUBSCRIBERS].get(subscriber_id)
+        doc = await self._by_id[SUBSCRIBERS].get(member_key(account_id, subscriber_id))
         return doc if doc is not None and doc["account_id"] == account_id else None
 
     async def member_state(self, account_id: str, subscriber_id: str) -> MemberState | None:
@@ -226,7 +256,7 @@ class SubscriptionsStore:
         address = await self._by_id[ADDRESSES].get(compose(account_id, email_hash))
         if address is None:
             return []
-        found = await load(self.db[SUBSCRIBERS], address["members"])
+        found = await load(self.db[SUBSCRIBERS], (member_key(account_id, m) for m in address["members"]))
         return sorted((d for d in found.values() if d["account_id"] == account_id), key=lambda d: d["_id"])
 
     async def confirmations_to_address(self, account_id: str, email_hash: str) -> tuple[datetime, ...]:
@@ -240,8 +270,8 @@ class SubscriptionsStore:
         return {doc["email_sha256"]: tuple(doc.get("confirmations", ())) for doc in found.values()}
 
     async def member_states(self, account_id: str, subscriber_ids: Sequence[str]) -> dict[str, MemberState]:
-        found = await load(self.db[SUBSCRIBERS], subscriber_ids)
-        return {k: _member_state(d) for k, d in found.items() if d["account_id"] == account_id}
+        found = await load(self.db[SUBSCRIBERS], (member_key(account_id, i) for i in subscriber_ids))
+        return {d["subscriber_id"]: _member_state(d) for d in found.values() if d["account_id"] == account_id}
 
     async def suppressed(self, account_id: str, email_hashes: Sequence[str]) -> set[str]:
         found = await self._by_id[SUPPRESSIONS].get_many(compose(account_id, h) for h in email_hashes)
@@ -268,9 +298,9 @@ class SubscriptionsStore:
             keys = await self._listing.keys(*prefix, after=after, limit=chunk)
             if not keys:
                 return page, None
-            found = await load(self.db[SUBSCRIBERS], (k.rsplit("/", 1)[1] for k in keys))
+            found = await load(self.db[SUBSCRIBERS], (member_key(account_id, k.rsplit("/", 1)[1]) for k in keys))
             for key in keys:
-                doc = found.get(key.rsplit("/", 1)[1])
+                doc = found.get(member_key(account_id, key.rsplit("/", 1)[1]))
                 if doc is not None and listing_key(doc) == key and _fields_match(doc, field_equals):
                     page.append(doc)
                     if len(page) == limit:
@@ -306,7 +336,8 @@ def _list_state(doc: Document) -> ListState:
 
 
 def _member_state(doc: Document) -> MemberState:
-    return MemberState(subscriber_id=doc["_id"], list_id=doc.get("list_id", ""), email_sha256=doc["email_sha256"],
-                       status=doc["status"], awaiting_confirmation=bool(doc.get("awaiting_confirmation")),
+    return MemberState(subscriber_id=doc["subscriber_id"], list_id=doc.get("list_id", ""),
+                       email_sha256=doc["email_sha256"], status=doc["status"],
+                       awaiting_confirmation=bool(doc.get("awaiting_confirmation")),
                        confirmation_requested_at=doc.get("confirmation_requested_at"),
                        opted_out=doc.get("opted_out"))

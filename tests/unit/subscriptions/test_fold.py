@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from herald_shared.contract import Event
 from herald_subscriptions import domain
-from herald_subscriptions.store import _member_state
+from herald_subscriptions.store import _member_state, listing_key, member_key
 from tests.samples import sample
 
 SID = "s1"
@@ -61,18 +61,38 @@ def test_illegal_transitions_change_nothing() -> None:
 def test_erasure_keeps_nothing_personal() -> None:
     doc = fold([ADDED, CONFIRMED, ERASED])
     assert doc is not None
-    assert set(doc) == {"_id", "account_id", "list_id", "email_sha256", "status", "erased_at", "erasure_requested_by"}
+    assert set(doc) == {"subscriber_id", "account_id", "list_id", "email_sha256", "status", "erased_at",
+                        "erasure_requested_by"}
 
 
 def test_erasure_keeps_that_the_person_had_opted_out_so_the_customer_cannot_re_add_them() -> None:
     for opt_out, status_kept in ((UNSUBSCRIBED, "unsubscribed"), (SUPPRESSED, "suppressed")):
         doc = fold([ADDED, CONFIRMED, opt_out, ERASED])
         assert doc is not None and (doc["status"], doc["opted_out"]) == ("erased", status_kept)
-        assert set(doc) == {"_id", "account_id", "list_id", "email_sha256", "status", "erased_at",
+        assert set(doc) == {"subscriber_id", "account_id", "list_id", "email_sha256", "status", "erased_at",
                             "erasure_requested_by", "opted_out"}
         assert _member_state(doc).opted_out == status_kept
     fresh = fold([ADDED, CONFIRMED, UNSUBSCRIBED, ERASED, ADDED])  # the person came back through the form
     assert fresh is not None and fresh["status"] == "pending" and "opted_out" not in fresh
+
+
+def test_an_event_of_another_account_never_changes_a_membership() -> None:
+    """PRODUCT.md: one account can never change another account's data. Subscriber ids are unique per account
+    only (a CRM may choose them), so another account's events naming the same id leave the member as it was."""
+    member = fold([ADDED, CONFIRMED])
+    assert member is not None and member["account_id"] == ADDED.account_id
+    for event in ALL:
+        rival = event.model_copy(update={"account_id": "rival"})
+        assert domain.evolve_member(member, rival) == member
+
+
+def test_two_accounts_same_subscriber_id_are_two_documents_listed_apart() -> None:
+    assert member_key("acme", SID) != member_key("rival", SID)
+    assert member_key("acme", SID).startswith("acme/")
+    doc = fold([ADDED, CONFIRMED])
+    assert doc is not None and doc["subscriber_id"] == SID
+    assert listing_key(doc) == f"{doc['account_id']}/{doc['list_id']}/active/{SID}"
+    assert _member_state(doc).subscriber_id == SID
 
 
 def test_unsubscribe_records_source_and_campaign() -> None:
