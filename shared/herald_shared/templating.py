@@ -1,7 +1,8 @@
 """Personalisation: the one template language of campaign content (subject, preheader, bodies), sandboxed.
 
-Campaigns checks what a customer saves or submits (`check`); delivery compiles it once per campaign
-(`compile_template`) and renders it per recipient (`Template.render`). The language is a small subset of
+Campaigns checks what a customer saves or submits (`check`) and screens what its code could write for any
+member (`every_branch`, `constant_texts`: readings for screening only, never sent); delivery compiles it once per
+campaign (`compile_template`) and renders it per recipient (`Template.render`). The language is a small subset of
 Jinja2, enforced on the parsed template before anything is compiled, so a template is safe whoever wrote it:
 
 - `{{ first_name }}`, `{{ city | default("Riga") }}`, string and number constants, `~` (concatenation);
@@ -30,7 +31,7 @@ from functools import wraps
 from typing import Any
 
 import markupsafe
-from jinja2 import Undefined, nodes
+from jinja2 import Environment, Undefined, nodes
 from jinja2 import filters as jinja_filters
 from jinja2 import tests as jinja_tests
 from jinja2.compiler import CodeGenerator, Frame
@@ -176,11 +177,28 @@ class _Environment(SandboxedEnvironment):
     herald_concat = staticmethod(_concat)
 
 
-def _environment(html: bool) -> _Environment:
+def _lenient(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that gives back its value where it would fail (`"a" | round`): for screening, which renders arms of
+    conditions with values no member taking them may have (its Jinja2 pass-argument marker is kept)."""
+
+    @wraps(function)
+    def lenient(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except RenderError:
+            raise
+        except Exception:
+            return next((arg for arg in args if not isinstance(arg, Environment | nodes.EvalContext)), "")
+
+    return lenient
+
+
+def _environment(html: bool, lenient: bool = False) -> _Environment:
     env = _Environment(autoescape=html, optimized=False, finalize=_finalize, keep_trailing_newline=True,
                        undefined=Undefined)
     env.globals.clear()
-    env.filters = {name: _bounded(function) for name, function in (
+    wrap = (lambda function: _lenient(_bounded(function))) if lenient else _bounded
+    env.filters = {name: wrap(function) for name, function in (
         ("default", _default), ("d", _default), ("upper", jinja_filters.do_upper),
         ("lower", jinja_filters.do_lower), ("title", jinja_filters.do_title),
         ("capitalize", jinja_filters.do_capitalize), ("trim", jinja_filters.do_trim),
@@ -192,6 +210,7 @@ def _environment(html: bool) -> _Environment:
 
 
 _ENVIRONMENTS = {False: _environment(False), True: _environment(True)}
+_SCREENING_ENVIRONMENTS = {False: _environment(False, lenient=True), True: _environment(True, lenient=True)}
 
 
 # Compile-time checks: the allowlist
@@ -431,6 +450,143 @@ def _compile(source: str, html: bool, where: str, known: frozenset[str] | None, 
     except (RecursionError, SyntaxError, MemoryError):  # Python's own limits on the code Jinja2 generates
         raise TemplateProblem(where, None, "nested too deeply") from None
     return template(compiled, None)
+
+
+# Screening: what template code could write for any member, not only for the sample
+
+
+def every_branch(source: str, values: Mapping[str, object], *, html: bool = False, where: str = "template",
+                 max_output_chars: int = 2 * MAX_OUTPUT_CHARS, max_seconds: float = MAX_SECONDS) -> list[str]:
+    """The template rendered with `values` with every arm of every condition written out, in order (the `if`
+    body, each `elif` body, the `else` body; both `x` and `y` of `x if c else y`, both operands of `and` and
+    `or`), then once more for each position of an arm: every condition taking its first arm, its second, its
+    third, its last (an `if` without `else` has an empty last arm). No condition is evaluated. What one member
+    gets is in one of these or spread over them, except a phrase assembled from arms of different conditions
+    at different positions (and arms past the third of a long `elif` chain, written out only in the first
+    rendering). Pieces no member gets together may meet here: screening them is for staff review, not a
+    refusal. Filters give back their value where they would fail (an arm may hold a value of another kind), and
+    conditions' own values (`{{ a == b }}`) are `False`. Nothing for a template without conditions: its
+    rendering for `values` is all there is. Refused as `check` refuses (TemplateProblem); a rendering over the
+    limits is a RenderError. Each rendering has a render's time limit: screening runs in the request, and a
+    template's arms written out take about as long as its rendering does."""
+    if not any(opening in source for opening in ("{{", "{%", "{#")):
+        return []
+    env = _SCREENING_ENVIRONMENTS[html]
+    tree = _parse(source, where, env, MAX_TOKENS)
+    _refuse(tree, where, None)
+    most = _most_arms(tree)
+    if not most:
+        return []
+    picks: list[int | None] = [None, *range(min(most, 3)), *([_LAST_ARM] if most > 3 else [])]
+    out: list[str] = []
+    for pick in picks:
+        written = nodes.Template(_written_out(tree.body, pick), lineno=1)
+        written.set_environment(env)
+        try:
+            compiled = env.from_string(written)
+        except (TemplateSyntaxError, RecursionError, SyntaxError, MemoryError) as exc:
+            raise TemplateProblem(where, None, f"cannot be read: {exc}") from None
+        out.append(Template(compiled, None, html=html, max_output_chars=max_output_chars,
+                            max_seconds=max_seconds).render(values))
+    return out
+
+
+def constant_texts(source: str, *, html: bool = False, where: str = "template") -> list[str]:
+    """Every text the template's code holds, in document order: each string constant, and each expression of
+    constants as it evaluates (`"ca" ~ "sino"`, `"X" | lower`, a `{% set %}` of constants), whether or not any
+    member's rendering reaches it. Refused as `check` refuses (TemplateProblem)."""
+    if not any(opening in source for opening in ("{{", "{%", "{#")):
+        return []
+    env = _SCREENING_ENVIRONMENTS[html]
+    tree = _parse(source, where, env, MAX_TOKENS)
+    _refuse(tree, where, None)
+    eval_ctx = nodes.EvalContext(env)
+    texts: list[str] = []
+    stack: list[tuple[nodes.Node, bool]] = [(tree, False)]
+    while stack:  # depth first, children in order; not recursive
+        node, in_constant = stack.pop()
+        if isinstance(node, nodes.Const):
+            if isinstance(node.value, str) and node.value:
+                texts.append(node.value)
+        elif isinstance(node, nodes.Expr) and not isinstance(node, nodes.TemplateData) and not in_constant:
+            try:  # the largest expression of constants only: its parts are the constants within it
+                value = node.as_const(eval_ctx)
+            except Exception:  # nodes.Impossible: a name, or a filter that fails on these constants
+                value = None
+            if isinstance(value, str) and value:
+                texts.append(str(value))
+                in_constant = True
+        stack.extend((child, in_constant) for child in reversed(list(node.iter_child_nodes())))
+    return texts
+
+
+_LAST_ARM = -1
+
+
+def _arms(node: nodes.If) -> list[list[nodes.Node]]:
+    """The arms of a condition: its body, each `elif` body, its `else` body (empty when it has none)."""
+    return [node.body, *(arm.body for arm in node.elif_), node.else_]
+
+
+def _most_arms(tree: nodes.Template) -> int:
+    """The most arms one condition of the template has (an inline condition, `and` and `or` have two)."""
+    most = 0
+    for node in tree.find_all((nodes.If, nodes.CondExpr, nodes.And, nodes.Or)):
+        most = max(most, len(_arms(node)) if isinstance(node, nodes.If) else 2)
+    return most
+
+
+def _written_out(body: list[nodes.Node], pick: int | None) -> list[nodes.Node]:
+    """Statements with each condition replaced by its arms: all of them in order (`pick` None), or the arm at
+    position `pick` (the last where it has fewer)."""
+    out: list[nodes.Node] = []
+    for node in body:
+        if isinstance(node, nodes.If):
+            arms = _arms(node)
+            for arm in arms if pick is None else [arms[pick] if pick < len(arms) else arms[-1]]:
+                out.extend(_written_out(arm, pick))
+        elif isinstance(node, nodes.Output):
+            out.append(nodes.Output([part for child in node.nodes for part in _outputs(child, pick)],
+                                    lineno=node.lineno))
+        elif isinstance(node, nodes.Assign):
+            out.append(nodes.Assign(node.target, _expression(node.node, pick), lineno=node.lineno))
+        else:
+            out.append(node)
+    return out
+
+
+def _alternatives(node: nodes.CondExpr | nodes.And | nodes.Or) -> tuple[nodes.Expr, nodes.Expr]:
+    if isinstance(node, nodes.CondExpr):  # `x if c` without else is undefined, "", when c is false
+        return node.expr1, node.expr2 if node.expr2 is not None else nodes.Const("", lineno=node.lineno)
+    return node.left, node.right
+
+
+def _outputs(node: nodes.Node, pick: int | None) -> list[nodes.Node]:
+    if pick is None and isinstance(node, nodes.CondExpr | nodes.And | nodes.Or):
+        first, second = _alternatives(node)
+        return [*_outputs(first, pick), *_outputs(second, pick)]
+    return [_expression(node, pick)]
+
+
+def _expression(node: nodes.Node, pick: int | None) -> nodes.Node:
+    """An expression with each choice in it replaced by both alternatives joined (`pick` None) or the one at
+    position `pick`; a condition's own value by `False`."""
+    if isinstance(node, nodes.CondExpr | nodes.And | nodes.Or):
+        first, second = _alternatives(node)
+        if pick is None:
+            return nodes.Concat([_expression(first, pick), _expression(second, pick)], lineno=node.lineno)
+        return _expression(first if pick == 0 else second, pick)
+    if isinstance(node, nodes.Compare | nodes.Test | nodes.Not):
+        return nodes.Const(False, lineno=node.lineno)
+    fields: list[Any] = []
+    for name in node.fields:
+        value = getattr(node, name)
+        if isinstance(value, nodes.Node):
+            value = _expression(value, pick)
+        elif isinstance(value, list):
+            value = [_expression(item, pick) if isinstance(item, nodes.Node) else item for item in value]
+        fields.append(value)
+    return type(node)(*fields, lineno=node.lineno)
 
 
 _SAMPLE_TEXT = {"city": "Riga", "country": "Latvia", "company": "Acme", "company_name": "Acme",

@@ -66,7 +66,7 @@ from herald_shared.contract.subscriptions import FieldValue, SubscriberUnsubscri
 from herald_shared.fields import fits
 from herald_shared.rules import RuleRefused
 
-from .screening import Screening
+from .screening import Screening, screen, screen_readings
 
 PRODUCER = "campaigns"
 # Fixed: the CampaignQueued of a campaign has the same event id in every process, before and after a crash.
@@ -711,18 +711,55 @@ def as_rendered(current: CampaignState | None, campaign_id: str, lst: ListInfo |
     return _rendered(existing(current, campaign_id).content, lst, values, "{{ unsubscribe_url }}")
 
 
+def screening_of(current: CampaignState | None, campaign_id: str, lst: ListInfo | None,
+                 values: dict[str, FieldValue] | None = None) -> Screening:
+    """What screening finds in a campaign (PRODUCT.md, "Content and industries"; the same for a submission and a
+    test): its content as written, the sender's name and addresses included; as the member with `values` (the
+    sample's when None) gets it (`as_rendered`); and, as a condition shows other members what that one does
+    not get, its template code with every arm of every condition written out (`templating.every_branch`) and
+    every text that code holds (`templating.constant_texts`). These last readings can join arms no member gets
+    together: what only they find goes to staff review with the rest, it is never refused."""
+    content = existing(current, campaign_id).content
+    verdict = screen(subject=content.subject, preheader=content.preheader, html_body=content.html_body,
+                     text_body=content.text_body, from_name=content.from_name, from_email=content.from_email,
+                     reply_to=content.reply_to)
+    rendered = as_rendered(current, campaign_id, lst, values)
+    verdict = verdict.together(screen(subject=rendered["subject"] or "", preheader=rendered["preheader"],
+                                      html_body=rendered["html_body"], text_body=rendered["text_body"]))
+    merged = _merge_values(lst, values, "{{ unsubscribe_url }}")
+    readings: list[tuple[str, str, bool]] = []
+    for where, source, is_html in _parts(content):
+        try:
+            readings.extend((where, text, is_html)
+                            for text in templating.every_branch(source, merged, html=is_html, where=where))
+            readings.extend((where, text, False)
+                            for text in templating.constant_texts(source, html=is_html, where=where))
+        except (templating.TemplateProblem, templating.RenderError) as exc:
+            raise InvalidTemplate(f"{where}: {exc}", errors=[(f"body.{where}", str(exc))]) from exc
+    return verdict.together(screen_readings(readings))
+
+
+def _parts(content: CampaignContent) -> list[tuple[str, str, bool]]:
+    """The templates of a campaign: (part, source, whether it is HTML)."""
+    return [(where, source, is_html) for where, source, is_html in (
+        ("subject", content.subject, False), ("preheader", content.preheader, False),
+        ("html_body", content.html_body, True), ("text_body", content.text_body, False)) if source is not None]
+
+
+def _merge_values(lst: ListInfo | None, values: dict[str, FieldValue] | None,
+                  unsubscribe_url: str) -> dict[str, object]:
+    """A member's merge values, typed as delivery merges them: the sample's for fields `values` lacks."""
+    merged: dict[str, object] = {**sample_values(lst), **(values or {}), "unsubscribe_url": unsubscribe_url}
+    return {k: "" if v is None else v for k, v in merged.items()}
+
+
 def _rendered(content: CampaignContent, lst: ListInfo | None, values: dict[str, FieldValue] | None,
               unsubscribe_url: str) -> dict[str, str | None]:
-    merged: dict[str, object] = {**sample_values(lst), **(values or {}), "unsubscribe_url": unsubscribe_url}
-    out: dict[str, str | None] = {}
-    for where, source, is_html in (("subject", content.subject, False), ("preheader", content.preheader, False),
-                                   ("html_body", content.html_body, True), ("text_body", content.text_body, False)):
-        if source is None:
-            out[where] = None
-            continue
+    merged = _merge_values(lst, values, unsubscribe_url)
+    out: dict[str, str | None] = {"subject": None, "preheader": None, "html_body": None, "text_body": None}
+    for where, source, is_html in _parts(content):
         try:
-            out[where] = templating.compile_template(source, html=is_html).render(  # typed, as delivery merges
-                {k: "" if v is None else v for k, v in merged.items()})
+            out[where] = templating.compile_template(source, html=is_html).render(merged)
         except (templating.TemplateProblem, templating.RenderError) as exc:
             raise InvalidTemplate(f"{where}: {exc}", errors=[(f"body.{where}", str(exc))]) from exc
     return out

@@ -86,13 +86,9 @@ class CampaignsService:
     @staticmethod
     def _screen(current: domain.CampaignState, campaign_id: str, lst: domain.ListInfo | None,
                 values: dict[str, FieldValue] | None) -> screening.Screening:
-        """The content as written, and as its template code writes it for these values (the sample's)."""
-        verdict = screening.screen(subject=current.content.subject, preheader=current.content.preheader,
-                                   html_body=current.content.html_body, text_body=current.content.text_body)
-        rendered = domain.as_rendered(current, campaign_id, lst, values)
-        return verdict.together(screening.screen(
-            subject=rendered["subject"] or "", preheader=rendered["preheader"], html_body=rendered["html_body"],
-            text_body=rendered["text_body"]))
+        """The content as written, as its template code writes it for these values (the sample's), and with
+        every branch of that code written out (`domain.screening_of`)."""
+        return domain.screening_of(current, campaign_id, lst, values)
 
     async def cancel(self, account_id: str, campaign_id: str, by: str, reason: str | None) -> Document:
         async with self.recorder.serialised(_lock(account_id, campaign_id)):

@@ -7,16 +7,22 @@ content that hides or neutralises them is refused outright (a `Refusal` with a s
 
 How matching works
 ------------------
-* Text (subject, preheader, the HTML body as text, the text body) is folded one character for one character:
-  lower case, diacritics dropped (ā→a, ķ→k, š→s...), so "kazīno"/"kazino" and "kredīts"/"kredits" are one
-  spelling and a match still points at the text as written. Invisible characters (soft hyphen, zero-width
-  spaces) are removed first, so "via&shy;gra" is "viagra".
+* Text (the sender's name and addresses, subject, preheader, the HTML body as text with its alt and title
+  texts, the text body) is folded as a reader reads it (`_fold_char`): compatibility forms as the letters they
+  draw (Unicode NFKD: mathematical bold or script letters, fullwidth and circled letters, ligatures, Latin
+  Extended Additional such as "ị"), combining marks dropped, whether precomposed or written apart (ā→a, ķ→k,
+  "i" + U+0301), lower case, and letters drawn like Latin ones read as those (Cyrillic and Greek look-alikes,
+  dotless i (U+0131), stroked ł ø đ, small capitals "ᴠɪᴀɢʀᴀ"). So "kazīno"/"kazino" and "kredīts"/"kredits" (NFC or
+  NFD) are one spelling, and a match still points at the text as written (`_Folded`). Invisible characters
+  (soft hyphen, zero-width spaces, bidi controls, other format characters) read as nothing, so "via&shy;gra"
+  is "viagra". Folding is one pass over the text; the way back to the text as written is computed only for a
+  text that matched and holds a character that does not fold one for one.
 * Each category lists phrases in English and Latvian in a small notation (`_PHRASES`): a space is one or more
   spaces or hyphens, `*` continues the word (a stem: "kredīt*" is kredīts, kredītu, kredītiem...), `{a|b}` is
   one of the endings or words, `-` is an optional hyphen or space ("e-pasta" is also "epasta", "e pasta"), `'`
   an optional apostrophe. Every phrase starts at the start of a word and ends at the end of one, so substrings
   never fire ("bet" is not in "better"). Rules that need context are regular expressions (`_PATTERNS`). A
-  phrase right after "never", "not", "don't", "avoid", "stop" (advice against it) does not fire.
+  phrase right after "never", "not" (not "why not"), "don't", "avoid", "stop" (advice against it) does not fire.
 * The lists hold multi-word phrases or words that are strong alone ("viagra", "warez", "forex"); a word that
   is innocent alone needs its context. Decisions (tested): "credit" alone (film credits, course credits, paying
   by credit card) does not fire, credit *offers* do ("quick loans", "ātrais kredīts", "kredīts bez ķīlas");
@@ -62,9 +68,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection, Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from itertools import accumulate
 from urllib.parse import SplitResult, unquote, urlsplit
 
 MAX_MATCHES = 50
@@ -97,46 +105,110 @@ CATEGORIES: tuple[str, ...] = (
 # --- folding -------------------------------------------------------------------------------------------------
 
 
-def _fold_table() -> dict[int, str]:
-    """Lower case without diacritics, one character for one, so positions in the folded text are the original's."""
-    table: dict[int, str] = {}
-    for code in range(0x250):
-        char = chr(code)
-        lower = char.lower()
-        if len(lower) != 1:
+def _fold_char(char: str) -> str:
+    """What one character reads as: lower case, compatibility forms (mathematical, circled, superscript,
+    ligature letters) as the letters they draw, diacritics and other combining marks dropped, look-alike letters
+    as the Latin ones. Marks and invisible format characters read as nothing."""
+    if char in _LOOKALIKES:
+        return _LOOKALIKES[char]
+    category = unicodedata.category(char)
+    if category in ("Mn", "Me", "Cf"):
+        return ""
+    decomposed = unicodedata.normalize("NFKD", char)
+    if category[0] not in "LN" and not (category == "So" and len(decomposed) == 1 and decomposed.isalnum()):
+        return char  # punctuation and symbols stay as they are: "™" is not the letters "tm"
+    out: list[str] = []
+    for part in decomposed:
+        if unicodedata.category(part) in ("Mn", "Me"):
             continue
-        base = unicodedata.normalize("NFD", lower)[0]
-        folded = base if base.isascii() else lower
+        for lower in part.lower():
+            if unicodedata.category(lower) not in ("Mn", "Me"):  # "İ".lower() is "i" and a dot above
+                out.append(_LOOKALIKES.get(lower, lower))
+    return "".join(out)
+
+
+def _fold_table() -> dict[int, str]:
+    """Every code point whose reading (`_fold_char`) differs from itself. Code points past 0x2FFFF, but for the
+    tags and variation selectors, are scripts and private use areas that decompose into nothing Latin."""
+    table: dict[int, str] = {}
+    for code in (*range(0x30000), *range(0xE0000, 0xE01F0)):
+        char = chr(code)
+        if not (char in _LOOKALIKES or unicodedata.decomposition(char) or char.lower() != char
+                or unicodedata.category(char) in ("Mn", "Me", "Cf")):
+            continue
+        folded = _fold_char(char)
         if folded != char:
             table[code] = folded
-    table.update({0xA0: " ", 0x2019: "'", 0x2018: "'", 0x2010: "-", 0x2011: "-", 0x2013: "-"})
-    for code in range(0xFF01, 0xFF5F):  # fullwidth forms read as the ASCII they copy
+    for code in range(0xFF01, 0xFF5F):  # fullwidth punctuation too reads as the ASCII it copies
         table[code] = chr(code - 0xFEE0).lower()
-    for lookalike, latin in _CONFUSABLES.items():  # Cyrillic and Greek letters drawn like Latin ones
-        table[ord(lookalike)] = table[ord(lookalike.upper())] = latin
     return table
 
 
-# The letters a reader cannot tell from Latin ones (Unicode's confusables, the common ones), in lower case.
-_CONFUSABLES = {"\u0430": "a", "\u0432": "b", "\u0435": "e", "\u0451": "e", "\u043a": "k", "\u043c": "m",
-                "\u043d": "h", "\u043e": "o", "\u0440": "p", "\u0441": "c", "\u0442": "t", "\u0443": "y",
-                "\u0445": "x", "\u0456": "i", "\u0457": "i", "\u0458": "j", "\u0455": "s", "\u0501": "d",
-                "\u051b": "q", "\u051d": "w", "\u04bb": "h", "\u04cf": "l", "\u03b1": "a", "\u03b2": "b",
-                "\u03b5": "e", "\u03b7": "n", "\u03b9": "i", "\u03ba": "k", "\u03bd": "v", "\u03bf": "o",
-                "\u03c1": "p", "\u03c4": "t", "\u03c5": "u", "\u03c7": "x", "\u03b6": "z"}
+# Letters a reader cannot tell from Latin ones (Unicode's confusables, the common ones), in lower case:
+# Cyrillic, Greek, Latin letters without a decomposition (dotless i, stroked letters), small capitals.
+_LOOKALIKES = {"\u0430": "a", "\u0432": "b", "\u0435": "e", "\u0451": "e", "\u043a": "k", "\u043c": "m",
+               "\u043d": "h", "\u043e": "o", "\u0440": "p", "\u0441": "c", "\u0442": "t", "\u0443": "y",
+               "\u0445": "x", "\u0456": "i", "\u0457": "i", "\u0458": "j", "\u0455": "s", "\u0501": "d",
+               "\u051b": "q", "\u051d": "w", "\u04bb": "h", "\u04cf": "l", "\u03b1": "a", "\u03b2": "b",
+               "\u03b5": "e", "\u03b7": "n", "\u03b9": "i", "\u03ba": "k", "\u03bd": "v", "\u03bf": "o",
+               "\u03c1": "p", "\u03c4": "t", "\u03c5": "u", "\u03c7": "x", "\u03b6": "z",
+               # dotless i and j, Latin iota and alpha, script g, stroked and barred letters
+               "\u0131": "i", "\u0237": "j", "\u0269": "i", "\u0251": "a", "\u0261": "g", "\u0142": "l",
+               "\u00f8": "o", "\u0111": "d", "\u0127": "h", "\u0167": "t", "\u0180": "b", "\u0268": "i",
+               "\u0289": "u", "\u0275": "o", "\u019a": "l",
+               # small capitals
+               "\u1d00": "a", "\u0299": "b", "\u1d04": "c", "\u1d05": "d", "\u1d07": "e", "\ua730": "f",
+               "\u0262": "g", "\u029c": "h", "\u026a": "i", "\u1d0a": "j", "\u1d0b": "k", "\u029f": "l",
+               "\u1d0d": "m", "\u0274": "n", "\u1d0f": "o", "\u1d18": "p", "\ua7af": "q", "\u0280": "r",
+               "\ua731": "s", "\u1d1b": "t", "\u1d1c": "u", "\u1d20": "v", "\u1d21": "w", "\u028f": "y",
+               "\u1d22": "z",
+               # spaces, apostrophes and hyphens as the phrases write them
+               "\u00a0": " ", "\u2019": "'", "\u2018": "'", "\u2010": "-", "\u2011": "-", "\u2013": "-"}
 _FOLD = _fold_table()
+# The characters that may not fold one for one (a mark read as nothing, a ligature as two letters; any past the
+# Basic Multilingual Plane, which keeps the class a bitmap): a text without any is read position for position.
+_RESIZED = re.compile("[" + "".join(re.escape(chr(code)) for code, folded in _FOLD.items()
+                                    if len(folded) != 1 and code < 0x10000) + "\U00010000-\U0010ffff]")
 # Characters that show nothing: soft hyphen, zero widths, joiners, invisible operators, bidi controls, the
 # combining grapheme joiner, variation selectors.
 _INVISIBLE = re.compile("[\u00ad\u034f\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069"
                         "\ufe00-\ufe0f\ufeff]")
 _WORD = re.compile(r"\w+")
-# "Never buy email lists", "avoid payday loans", "stop gambling": advice against, not an offer. (Latvian negates
-# with a prefix, "nepērc", which is another word already.)
-_NEGATED = re.compile(r"(?<!\w)(?:never|not|don't|dont|doesn't|won't|can't|cannot|avoid|stop|nekad)\s+$")
+# "Never buy email lists", "avoid payday loans", "stop gambling": advice against, not an offer ("why not" is an
+# offer). (Latvian negates with a prefix, "nepērc", which is another word already.)
+_NEGATED = re.compile(r"(?<!\w)(?:never|(?<!why )not|don't|dont|doesn't|won't|can't|cannot|avoid|stop|nekad)\s+$")
 
 
 def _fold(text: str) -> str:
+    """`text` as screening reads it (`_fold_char` of each character): one pass over the text, in C."""
     return text.translate(_FOLD)
+
+
+class _Folded:
+    """A text and its folding, with the way back from a span of the folding to the text as written (a folded
+    character may come from several, "v" and a combining accent, or several from one, a ligature)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.folded = _fold(text)
+        self._starts: list[int] | None = None
+
+    def written(self, start: int, end: int) -> str:
+        """The text as written that `folded[start:end]` reads."""
+        if self._starts is None:  # only once something matched: most texts match nothing
+            if _RESIZED.search(self.text):
+                lengths = (len(_FOLD[code]) if code in _FOLD else 1 for code in map(ord, self.text))
+                self._starts = list(accumulate(lengths, initial=0))
+            else:
+                self._starts = []
+        starts = self._starts
+        if not starts:
+            return self.text[start:end]
+        first = bisect_right(starts, start) - 1
+        last = bisect_left(starts, end, lo=first)
+        while last < len(self.text) and starts[last + 1] == end:  # marks after the last letter are part of it
+            last += 1
+        return self.text[first:last]
 
 
 def _snippet(text: str) -> str:
@@ -546,8 +618,9 @@ class Screening:
 # --- text --------------------------------------------------------------------------------------------------------
 
 
-def _text_matches(clean: str, folded: str, where: str) -> Iterator[Match]:
+def _text_matches(text: _Folded, where: str) -> Iterator[Match]:
     """The rules matching at the start of a word: only those indexed by the word's first letters are tried."""
+    folded = text.folded
     candidates: dict[str, tuple[_Rule, ...]] = {}  # by a word's first letters, for this text
     for word in _WORD.finditer(folded):
         start = word.start()
@@ -559,7 +632,7 @@ def _text_matches(clean: str, folded: str, where: str) -> Iterator[Match]:
         for rule in rules:
             found = rule.pattern.match(folded, start)
             if found and not _NEGATED.search(folded, max(0, start - 16), start):
-                yield Match(rule.category, _snippet(clean[start:found.end()]), where, rule.label)
+                yield Match(rule.category, _snippet(text.written(start, found.end())), where, rule.label)
 
 
 def _text_urls(text: str) -> Iterator[str]:
@@ -994,6 +1067,8 @@ class _HtmlReader(HTMLParser):
             self._close_open("head", stop=())
         if tag in _BLOCK:
             self.text.append("\n")
+        if values.get("title"):  # shown when the pointer rests on the element
+            self.text.append(f" {values['title']} ")
         if values.get("alt"):
             self.text.append(f" {values['alt']} ")
             if tag == "img":
@@ -1305,31 +1380,48 @@ def _restore(text: str, codes: list[str]) -> str:
     return re.sub(f"{_CODE_MARK}(\\d+){_CODE_MARK}", lambda m: codes[int(m.group(1))], text)
 
 
-def screen(*, subject: str, preheader: str | None, html_body: str | None, text_body: str | None) -> Screening:
+def screen(*, subject: str, preheader: str | None, html_body: str | None, text_body: str | None,
+           from_name: str | None = None, from_email: str | None = None, reply_to: str | None = None) -> Screening:
     """Screen a campaign's content: prohibited-content matches (for staff review) and refusals (hidden footer).
+    The sender's name and addresses are screened as parts of their own: the recipient reads them first.
     Template comments are read as what they are, nothing: a `</body>` in one does not end the body."""
-    html_text = ""
-    html_links: list[str] = []
     refusals: list[Refusal] = []
     if html_body:
-        reader = _HtmlReader()
-        reader.read(_TEMPLATE_COMMENT.sub("", html_body))
-        html_text = "".join(reader.text)
-        html_links = reader.links
-        refusals = reader.refusals + template_refusals(html_body)
+        refusals = template_refusals(html_body)
+    matches, html_refusals = _matches([
+        ("from_name", from_name, False), ("from_email", from_email, False), ("reply_to", reply_to, False),
+        ("subject", subject, False), ("preheader", preheader, False), ("html_body", html_body, True),
+        ("text_body", text_body, False)])
+    return Screening(matches=matches, refusals=tuple((html_refusals + refusals)[:MAX_REFUSALS]))
+
+
+def screen_readings(readings: Iterable[tuple[str, str, bool]]) -> Screening:
+    """Prohibited-content matches in other readings of parts of the content, each (where, text, whether it is
+    HTML): what template code could write for some member (`templating.every_branch`), the texts its code holds
+    (`templating.constant_texts`). Each reading is screened apart, so no phrase is made across two. Matches
+    only: what a reading hides is refused from the content as written and as the sample member gets it."""
+    return Screening(matches=_matches(readings)[0], refusals=())
+
+
+def _matches(parts: Iterable[tuple[str, str | None, bool]]) -> tuple[tuple[Match, ...], list[Refusal]]:
+    """The matches in these parts (where, text, whether it is HTML), one per category, rule and part, and
+    the refusals of the HTML ones."""
     found: list[Match] = []
+    refusals: list[Refusal] = []
     urls: list[str] = []
-    for where, text in (("subject", subject), ("preheader", preheader), ("html_body", html_text),
-                        ("text_body", text_body)):
+    for where, text, is_html in parts:
         if not text:
             continue
+        if is_html:
+            reader = _HtmlReader()
+            reader.read(_TEMPLATE_COMMENT.sub("", text))
+            text = "".join(reader.text)
+            urls.extend(reader.links)
+            refusals.extend(reader.refusals)
         clean = _INVISIBLE.sub("", text)
-        folded = _fold(clean)
-        found.extend(_text_matches(clean, folded, where))
-        if where == "html_body":
-            urls.extend(html_links)
+        found.extend(_text_matches(_Folded(clean), where))
         urls.extend(_text_urls(clean))
-    for url in urls:
+    for url in urls:  # after the texts': a stable order, parts first
         found.extend(_link_matches(url))
     matches: list[Match] = []
     seen: set[tuple[str, str, str]] = set()
@@ -1338,4 +1430,4 @@ def screen(*, subject: str, preheader: str | None, html_body: str | None, text_b
         if key not in seen:
             seen.add(key)
             matches.append(match)
-    return Screening(matches=tuple(matches[:MAX_MATCHES]), refusals=tuple(refusals[:MAX_REFUSALS]))
+    return tuple(matches[:MAX_MATCHES]), refusals

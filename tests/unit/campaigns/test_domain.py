@@ -155,3 +155,54 @@ def test_preview_and_submit_render_custom_fields_with_their_types_as_delivery_do
     assert "<p>Hi</p>" in (domain.as_rendered(state, "c1", points)["html_body"] or "")  # the sample: 42
     shown = domain.preview(state, "c1", points, {"points": 150, "vip": False})["html_body"] or ""
     assert "<p>Gold</p>" in shown and "<p>Price</p>" in shown and "VIP" not in shown
+
+
+def content_with(**changes: object) -> CampaignState:
+    from herald_shared.contract.campaigns import CampaignContent
+
+    fields: dict[str, object] = {"subject": "News", "from_name": "Shop", "from_email": "a@shop.example",
+                                 "text_body": "hello", "html_body": "<p>hello</p>", **changes}
+    return CampaignState("acme", "c1", "draft", "November", "news", {}, CampaignContent.model_validate(fields))
+
+
+@pytest.mark.parametrize(("changes", "where", "category"), [
+    # a branch the sample member (Anna) never takes, in the body and in the subject
+    ({"html_body": '<p>{% if first_name != "Anna" %}{{ "online ca" ~ "sino bonus" }}{% endif %}</p>'},
+     "html_body", "gambling"),
+    ({"html_body": '<p>{{ "" if email == "anna.berzina@example.com" else "online ca" ~ "sino bonus" }}</p>'},
+     "html_body", "gambling"),
+    ({"subject": '{% if first_name != "Anna" %}{{ "cheap vi" ~ "agra" }}{% endif %} news'}, "subject", "pharmacy"),
+    ({"text_body": '{% if city != "Riga" %}{% set p = "online ca" %}{% else %}{% set p = "" %}{% endif %}'
+                   '{{ p ~ "sino" }}'}, "text_body", "gambling"),
+    ({"preheader": '{{ "Online Ca" ~ "sino" if first_name == "Jānis" }}'}, "preheader", "gambling"),
+    # a text the code holds, whichever branch uses it
+    ({"html_body": '{% set p = "cheap v\u0131agra" %}{% if first_name == "zz" %}{{ p }}{% endif %}'},
+     "html_body", "pharmacy"),
+    # the sender's name
+    ({"from_name": "Online Casino Bonus - Cheap Viagra"}, "from_name", "gambling"),
+])
+def test_screening_reads_what_any_member_gets_not_only_the_sample(changes: dict[str, object], where: str,
+                                                                 category: str) -> None:
+    """PRODUCT.md: "A campaign is screened before it can be queued": every member's campaign, so every branch
+    of its template code, and everything the recipient reads, the sender's name included."""
+    verdict = domain.screening_of(content_with(**changes), "c1", NEWS, None)
+    assert (where, category) in {(m.where, m.category) for m in verdict.matches}, verdict.matches
+    assert verdict.refusals == ()
+
+
+def test_a_personalised_campaign_with_conditions_is_not_flagged() -> None:
+    html = ('<h1>{% if first_name %}Hi {{ first_name }}{% else %}Hello there{% endif %}</h1>'
+            '<p>{{ "Our Riga shop" if city == "Riga" else "Our shops" }} {{ "are open" }} on Sunday.</p>'
+            '{% if city == "Riga" %}<p>Fresh bread at Brīvības iela 1.</p>{% elif city %}<p>Visit {{ city }}.</p>'
+            '{% endif %}<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')
+    state = content_with(html_body=html, subject="{{ first_name | default('Friend') }}, news for you")
+    assert domain.screening_of(state, "c1", NEWS, None).matches == ()
+
+
+def test_submission_and_test_sends_screen_the_same_way() -> None:
+    """A test send is screened as a submission is (README "Test sends"): both go through `screening_of`."""
+    from herald_campaigns.handlers import CampaignsService
+
+    state = content_with(html_body='<p>{% if first_name != "Anna" %}{{ "online ca" ~ "sino" }}{% endif %}</p>')
+    assert CampaignsService._screen(state, "c1", NEWS, None) == domain.screening_of(state, "c1", NEWS, None)
+    assert CampaignsService._screen(state, "c1", NEWS, {"first_name": "Anna"}).flagged

@@ -4,10 +4,11 @@ content that hides the unsubscribe link or footer (PRODUCT.md, "Content and indu
 from __future__ import annotations
 
 import html
+import unicodedata
 
 import pytest
 
-from herald_campaigns.screening import CATEGORIES, MAX_MATCHES, Match, Screening, screen
+from herald_campaigns.screening import CATEGORIES, MAX_MATCHES, Match, Screening, screen, screen_readings
 
 
 def scan(text: str = "", *, subject: str = "News", preheader: str | None = None,
@@ -504,3 +505,86 @@ def test_lookalike_letters_invisible_characters_and_hosts_a_browser_maps_are_rea
         html_body: str, category: str) -> None:
     matches = screen(subject="News", preheader=None, html_body=html_body, text_body=None).matches
     assert category in {m.category for m in matches}, matches
+
+
+@pytest.mark.parametrize("written", [
+    "v\u0131agra",  # a dotless i
+    "vi\u0301agra",  # an i and a combining acute accent
+    "\U0001d42f\U0001d422\U0001d41a\U0001d420\U0001d42b\U0001d41a",  # mathematical bold letters
+    "\U0001d4cb\U0001d4be\U0001d4b6\u210a\U0001d4c7\U0001d4b6",  # mathematical script letters
+    "v\u1ecbagra",  # Latin Extended Additional: i with a dot below
+    "\u1d20\u026a\u1d00\u0262\u0280\u1d00",  # small capitals
+    "\u24e5\u24d8\u24d0\u24d6\u24e1\u24d0",  # circled letters
+    "V\u0130AGRA",  # a capital I with a dot above
+    "v\u0338i\u0330a\u0360gra",  # combining overlays and marks below
+    "vi\u0251gr\u0251",  # Latin alpha
+])
+def test_lookalike_letters_and_combining_marks_read_as_the_latin_letters_they_show(written: str) -> None:
+    """README "Rules": screening reads text as it shows; each of these passed as "something else" before."""
+    for result in (scan(f"Buy {written} now"), scan(subject=f"Cheap {written}"),
+                   scan(html_body=f"<p>Buy {written} now</p>")):
+        assert [m.rule for m in result.matches] == ["viagr*"], (written, result.matches)
+
+
+@pytest.mark.parametrize("phrase", ["ātrais kredīts", "sporta likmes", "online kazīno", "uztura bagātinātāji",
+                                    "online ca\u0301sino"])
+def test_decomposed_text_is_read_as_its_composed_form(phrase: str) -> None:
+    """Latvian typed or pasted in decomposed form (NFD: "a" and a combining macron) is the same text."""
+    composed, decomposed = unicodedata.normalize("NFC", phrase), unicodedata.normalize("NFD", phrase)
+    assert categories(scan(decomposed)) == categories(scan(composed)) != set()
+
+
+def test_the_evidence_is_the_text_as_written_whatever_folds_before_or_inside_it() -> None:
+    """A match points at what the author wrote, also when characters before it fold into more or fewer."""
+    text = "\ufb01ne \ufb02owers, cafe\u0301 \u2460 \u00bd price: online ca\u0301sino\u0301! Ro\u0301ses."
+    [match] = scan(text).matches
+    assert match.matched == "online ca\u0301sino\u0301"
+    [match] = scan("\U0001d41b\U0001d42e\U0001d432 \U0001d42f\U0001d422\U0001d41a\U0001d420\U0001d42b\U0001d41a "
+                   "today").matches
+    assert match.matched == "\U0001d42f\U0001d422\U0001d41a\U0001d420\U0001d42b\U0001d41a"
+
+
+@pytest.mark.parametrize("text", [
+    "Rīgas kafejnīcā šodien ķiršu kūka un zaļā tēja.",  # Latvian, NFC and NFD below
+    unicodedata.normalize("NFD", "Jāņos dziedam līgo dziesmas, ēdam sieru un dzeram alu."),
+    # Turkish: dotless and dotted i
+    "Iğd\u0131r ve Ağr\u0131'dan selamlar: k\u0131ş\u0131n Iş\u0131l ile buluşal\u0131m.",
+    "Łódź, Øresund, Đakovo: ﬁne ﬂowers ™ ½ ① for 5 €.",
+    # mathematical bold "New collection", small capitals "all sizes"
+    "\U0001d40d\U0001d41e\U0001d430 \U0001d41c\U0001d428\U0001d425\U0001d425\U0001d41e\U0001d41c\U0001d42d"
+    "\U0001d422\U0001d428\U0001d427 in \u1d00\u029f\u029f \ua731\u026a\u1d22\u1d07\ua731",
+])
+def test_folding_more_letters_adds_no_false_positives(text: str) -> None:
+    assert scan(text).matches == ()
+
+
+def test_why_not_is_an_offer_not_advice_against() -> None:
+    assert categories(scan("Why not viagra? Why not try an online casino?")) == {"pharmacy", "gambling"}
+    assert scan("Stop gambling: not online casino nights, not slot machines.").matches == ()
+
+
+def test_the_sender_name_and_addresses_are_screened_as_parts_of_their_own() -> None:
+    """The recipient reads the sender's name before anything else: it is content too."""
+    result = screen(subject="News", preheader=None, html_body=None, text_body="Hello",
+                    from_name="Online Casino Bonus - Cheap V\u0131agra", from_email="cheap-viagra@shop.example",
+                    reply_to="free-spins@shop.example")
+    assert {(m.where, m.category) for m in result.matches} == {
+        ("from_name", "gambling"), ("from_name", "pharmacy"), ("from_email", "pharmacy"), ("reply_to", "gambling")}
+    assert screen(subject="News", preheader=None, html_body=None, text_body="Hello", from_name="Rudzu Rasa bakery",
+                  from_email="news@rudzurasa.example", reply_to="help@rudzurasa.example").matches == ()
+
+
+def test_alt_and_title_texts_are_screened_with_the_html_body() -> None:
+    for html_body in ('<p>Hi</p><img src="https://x.example/a.png" alt="Buy viagra online">',
+                      '<p>Hi <span title="Online casino: free spins">there</span></p>'):
+        assert {m.where for m in scan(html_body=html_body).matches} == {"html_body"}, html_body
+
+
+def test_other_readings_are_screened_apart_for_matches_only() -> None:
+    """What template code could write (every branch, its constants) flags; it never refuses, and no phrase is
+    made across two readings."""
+    result = screen_readings([("html_body", '<div style="display:none"><p>online casino</p>', True),
+                              ("subject", "cheap", False), ("subject", "viagra", False),
+                              ("subject", "online", False), ("subject", "casino", False)])
+    assert [(m.where, m.category) for m in result.matches] == [("html_body", "gambling"), ("subject", "pharmacy")]
+    assert result.refusals == ()

@@ -10,6 +10,8 @@ from herald_shared.templating import (
     TemplateProblem,
     check,
     compile_template,
+    constant_texts,
+    every_branch,
     sample_values,
 )
 
@@ -225,3 +227,72 @@ def test_sample_values_are_plausible_for_each_kind() -> None:
     assert values["birthday"] == "2026-11-02" and values["favourite_colour"] == "Favourite colour"
     template = compile_template("{{ first_name }} {% if vip %}VIP {% endif %}{{ points }} {{ city }}")
     assert template.render(values) == "Anna VIP 42 Riga"
+
+
+# Screening's readings: what template code could write for any member (campaigns screens them, never sends them)
+
+SAMPLE = {"first_name": "Anna", "email": "anna.berzina@example.com", "points": 42}
+
+
+@pytest.mark.parametrize(("source", "written_out"), [
+    # a branch the sample does not take; an `elif` chain; an inline condition and `and`/`or`, each both ways
+    ('<p>{% if first_name != "Anna" %}{{ "online ca" ~ "sino" }}{% endif %}</p>', "<p>online casino</p>"),
+    ("{% if a %}1{% elif b %}2{% elif c %}3{% else %}4{% endif %}", "1234"),
+    ('{{ "" if email == "anna.berzina@example.com" else "online casino" }}', "online casino"),
+    ('{{ "online ca" ~ ("sino" if first_name != "Anna" else "") }}', "online casino"),
+    ('{{ first_name and "!" }}|{{ x or "y" }}', "Anna!|y"),
+    # conditions nested in arms, and merge tags in them, with the values given
+    ("{% if a %}{% if b %}x{% else %}{{ first_name }}{% endif %}{% endif %}", "xAnna"),
+])
+def test_every_branch_writes_every_arm_out_in_order(source: str, written_out: str) -> None:
+    renderings = every_branch(source, SAMPLE, html=True)
+    assert renderings[0] == written_out
+
+
+@pytest.mark.parametrize(("source", "for_someone"), [
+    # a `{% set %}` in an arm the sample does not take, overwritten by the `else` when all arms are written out
+    ('{% if first_name != "Anna" %}{% set p = "online ca" %}{% else %}{% set p = "" %}{% endif %}{{ p ~ "sino" }}',
+     "online casino"),
+    ('{% set p = "x" if first_name == "Anna" else "online ca" %}{{ p ~ "sino" }}', "online casino"),
+    ('{% if a %}{% set p = "1" %}{% elif b %}{% set p = "online ca" %}{% else %}{% set p = "3" %}{% endif %}'
+     '{{ p ~ "sino" }}', "online casino"),
+    ('online ca{% if first_name == "Anna" %}x{% endif %}sino', "online casino"),  # the empty else
+])
+def test_every_branch_renders_each_arm_position_too(source: str, for_someone: str) -> None:
+    """What a member gets from one condition is one of the renderings, `{% set %}`s in its arms included."""
+    assert for_someone in every_branch(source, SAMPLE)
+
+
+def test_every_branch_needs_no_condition_to_hold_and_fails_no_filter() -> None:
+    """No condition is evaluated, and a filter on an arm's value of another kind gives back the value: a
+    template that renders for its members is read whole."""
+    source = '{{ (points if points is number else "many") | round }} {{ points > 5 }} {{ "a" | int(0) }}'
+    assert every_branch(source, SAMPLE)[0] == "42many False 0"
+    assert compile_template(source).render(SAMPLE) == "42 True 0"  # rendering for a member is unchanged
+
+
+def test_every_branch_of_a_template_without_conditions_is_its_rendering_alone() -> None:
+    assert every_branch("Hello {{ first_name }}, {{ 'x' ~ first_name }}", SAMPLE) == []
+    assert every_branch("plain text", SAMPLE) == []
+
+
+@pytest.mark.parametrize("payload", ESCAPE_PAYLOADS)
+def test_screening_readings_refuse_what_check_refuses(payload: str) -> None:
+    with pytest.raises(TemplateProblem):
+        every_branch(payload, SAMPLE, html=True)
+    with pytest.raises(TemplateProblem):
+        constant_texts(payload, html=True)
+
+
+def test_every_branch_is_bounded_like_a_render() -> None:
+    doubling = "{% set x = first_name %}" + "{% set x = x ~ x %}" * 40 + "{% if a %}{{ x }}{% endif %}"
+    with pytest.raises(RenderError):
+        every_branch(doubling, SAMPLE)
+
+
+def test_constant_texts_are_every_string_and_expression_of_constants_in_the_code() -> None:
+    source = ('{% if first_name == "Anna" %}hi{% endif %}{{ "online ca" ~ "sino" }}{% set b = "BO" ~ "NUS" | lower %}'
+              '{{ first_name ~ "x" }}{{ "free spins" | upper }}{{ 42 }}{{ x | default("y") }}')
+    assert constant_texts(source, html=True) == [
+        "Anna", "online casino", "online ca", "sino", "BOnus", "BO", "NUS", "x", "FREE SPINS", "free spins", "y"]
+    assert constant_texts("Hello {{ first_name }}") == [] and constant_texts("plain") == []
