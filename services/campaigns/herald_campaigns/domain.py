@@ -129,6 +129,14 @@ class InvalidTemplate(CampaignError):
     code, http_status = "invalid_template", 422
 
 
+class InvalidValues(CampaignError):
+    """Merge values (a preview's, a test's) that no member could hold: a value not of its field's kind, or a
+    number MongoDB cannot store (beyond 64 bits, not finite). A test's values travel in its event to delivery,
+    which stores them: refused here, with the field, rather than dead-lettered there after a 202."""
+
+    code, http_status = "invalid_values", 422
+
+
 class ContentRefused(CampaignError):
     """Content that hides or neutralises the unsubscribe link or the footer (PRODUCT.md, "Every message")."""
 
@@ -488,6 +496,7 @@ def test_send(current: CampaignState | None, campaign_id: str, lst: ListInfo | N
     reviewed, so they are capped per account and day: `room` is how many more test messages the account may
     send now (None: no cap)."""
     state = testable(current, campaign_id, lst)
+    checked_values(lst, sample)
     _refuse(screening)
     unique = list(dict.fromkeys(address.lower() for address in recipients))
     if not 1 <= len(unique) <= TEST_RECIPIENTS_MAX:
@@ -694,10 +703,25 @@ def sample_values(lst: ListInfo | None) -> dict[str, FieldValue]:
     return values
 
 
+def checked_values(lst: ListInfo | None, values: dict[str, FieldValue] | None) -> None:
+    """Refuse (InvalidValues) merge values no member could hold: the standard fields are text, a custom field
+    of the list takes its kind (`fields.fits`), and any other name a storable value."""
+    kinds = {**{name: "text" for name in SAMPLE_MEMBER}, **(lst.custom_fields if lst is not None else {})}
+    wrong = [(name, kinds.get(name)) for name, value in (values or {}).items()
+             if not (fits(kinds[name], value) if name in kinds else
+                     isinstance(value, str | bool) or value is None or fits("number", value))]
+    if wrong:
+        raise InvalidValues("; ".join(f"{name!r}: not a {kind}" if kind else f"{name!r}: not a value MongoDB can "
+                                      "store (a number beyond 64 bits or not finite)" for name, kind in wrong),
+                            errors=[(f"body.values.{name}", f"expects a {kind}" if kind else
+                                     "expects a 64-bit integer or a finite number") for name, kind in wrong])
+
+
 def preview(current: CampaignState | None, campaign_id: str, lst: ListInfo | None,
             values: dict[str, FieldValue] | None) -> dict[str, str | None]:
     """Subject, preheader and bodies merged for one member's values (the sample when none are given).
     Delivery adds the unsubscribe footer and tracking on top when it sends."""
+    checked_values(lst, values)
     return _rendered(existing(current, campaign_id).content, lst, values,
                      "https://example.invalid/unsubscribe/preview")
 

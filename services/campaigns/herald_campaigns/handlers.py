@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from herald_shared.commands import Recorder
+from herald_shared.contract import Event
 from herald_shared.contract.campaigns import CampaignTestRequested, StaffViewed, StaffViewedPayload
 from herald_shared.contract.subscriptions import FieldValue
 from herald_shared.kafka import end_offsets
 from herald_shared.lifecycle import every
 from herald_shared.mongo import Document
+from herald_shared.rules import RuleRefused
 from herald_shared.settings import HeraldSettings
 from herald_shared.throttle import Throttle
 
@@ -132,17 +134,29 @@ class CampaignsService:
         return doc
 
     async def approve(self, staff: str, account_id: str, campaign_id: str, note: str | None) -> Document:
-        async with self.recorder.serialised(_lock(account_id, campaign_id)):
-            current = await self.store.campaign_state(account_id, campaign_id)
-            await self.recorder.commit([*domain.approve(current, campaign_id, staff, note),
-                                        self._viewed(staff, account_id, campaign_id, "approve")])
-        return await self._campaign(account_id, campaign_id)
+        return await self._staff_decides(staff, account_id, campaign_id, "approve",
+                                         lambda current: domain.approve(current, campaign_id, staff, note))
 
     async def reject(self, staff: str, account_id: str, campaign_id: str, reasons: list[str]) -> Document:
+        return await self._staff_decides(staff, account_id, campaign_id, "reject",
+                                         lambda current: domain.reject(current, campaign_id, staff, reasons))
+
+    async def _staff_decides(self, staff: str, account_id: str, campaign_id: str, action: str,
+                             decide: Callable[[domain.CampaignState | None], list[Event]]) -> Document:
+        """A staff decision recorded with its look (StaffViewed). A refusal (409) answers with the campaign's
+        state, so it is a look too, recorded before the answer leaves; a campaign that does not exist shows
+        nothing."""
         async with self.recorder.serialised(_lock(account_id, campaign_id)):
             current = await self.store.campaign_state(account_id, campaign_id)
-            await self.recorder.commit([*domain.reject(current, campaign_id, staff, reasons),
-                                        self._viewed(staff, account_id, campaign_id, "reject")])
+            viewed = self._viewed(staff, account_id, campaign_id, action)
+            try:
+                events = decide(current)
+            except domain.CampaignNotFound:
+                raise
+            except RuleRefused:
+                await self.recorder.publish_only([viewed])
+                raise
+            await self.recorder.commit([*events, viewed])
         return await self._campaign(account_id, campaign_id)
 
     def _viewed(self, staff: str, account_id: str, campaign_id: str, action: str) -> StaffViewed:

@@ -79,6 +79,8 @@ async def test_a_trial_campaign_waits_in_the_staff_queue_and_is_queued_once_appr
     # Every staff look is in the account's audit log: the queue listing, the campaign, the approval.
     looks = [(e.payload.staff, e.payload.action) for e in of(mine, StaffViewed, "c1")]
     assert ("rita", "review_queue") in looks and ("rita", "campaign") in looks and ("rita", "approve") in looks
+    # The refused second approval answered with the campaign's state (409, scheduled): a look, recorded too.
+    assert looks.count(("rita", "approve")) == 2
     log = await eventually(lambda: acme.http.get("/v1/staff-access"),
                            lambda r: len(r.json()["items"]) >= 3, what="audit log projected")
     assert {(i["staff"], i["action"]) for i in log.json()["items"]} >= {("rita", "review_queue"),

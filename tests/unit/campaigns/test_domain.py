@@ -206,3 +206,27 @@ def test_submission_and_test_sends_screen_the_same_way() -> None:
     state = content_with(html_body='<p>{% if first_name != "Anna" %}{{ "online ca" ~ "sino" }}{% endif %}</p>')
     assert CampaignsService._screen(state, "c1", NEWS, None) == domain.screening_of(state, "c1", NEWS, None)
     assert CampaignsService._screen(state, "c1", NEWS, {"first_name": "Anna"}).flagged
+
+
+@pytest.mark.parametrize(("values", "field"), [
+    ({"city": 2**70}, "city"),  # a text field given a number
+    ({"points": 2**70}, "points"),  # beyond 64 bits: delivery could never store the test's sample
+    ({"points": float("inf")}, "points"),
+    ({"other": -(2**63) - 1}, "other"),  # a name the list does not declare still carries a storable value
+    ({"other": float("nan")}, "other"),
+    ({"first_name": 7}, "first_name"),  # the standard fields are text
+])
+def test_merge_values_no_member_could_hold_are_refused_for_previews_and_tests(values: dict[str, object],
+                                                                               field: str) -> None:
+    lst = ListInfo("news", {"city": "text", "points": "number"})
+    state = content_with(html_body='<p>{{ city }} {{ points }} <a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')
+    with pytest.raises(domain.InvalidValues) as refused:
+        domain.preview(state, "c1", lst, values)  # type: ignore[arg-type]
+    assert refused.value.errors == [(f"body.values.{field}", refused.value.errors[0][1])]
+    with pytest.raises(domain.InvalidValues):
+        domain.test_send(state, "c1", lst, ["me@acme.example"], values, "ada", "t1",  # type: ignore[arg-type]
+                         domain.screening_of(state, "c1", lst, None))
+    fine = {"city": "Riga", "points": 2**63 - 1, "other": 1.5, "first_name": "Ada", "vip": True, "none": None}
+    assert domain.preview(state, "c1", lst, fine)["html_body"]  # type: ignore[arg-type]
+    assert domain.test_send(state, "c1", lst, ["me@acme.example"], fine, "ada", "t1",  # type: ignore[arg-type]
+                            domain.screening_of(state, "c1", lst, None))
