@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Match
 from .apikeys import key_id_of
 from .metrics import API_KEY_REFUSALS
 from .rules import RuleRefused
-from .throttle import CredentialAttempts, Refusal
+from .throttle import PREFIX_REMEMBERED, CredentialAttempts, Refusal
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 PROBLEM = "application/problem+json"
@@ -135,7 +135,10 @@ def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: da
       (a process that has not verified the owner's key since it started refuses it too, until the window passes).
       A key id's failures are forgotten when its key is issued (ApiKeyProjection.apply): a new key used a moment
       before it was projected is not locked out.
-    Only attempts that were checked and failed count (401); a request without a key costs nothing and does not."""
+    Only attempts that were checked and failed count (401); a request without a key costs nothing and does not.
+
+    Every refused key (401, 429) is a WARNING in the service's log (`refused_key`): the key id it names (never
+    its secret), the client's address and user agent, and the reason (`herald_api_key_refusals_total`'s)."""
     bearer = HTTPBearer(auto_error=False, scheme_name="ApiKeyBearer",
                         description="An API key of the account: `Authorization: Bearer hk_...`.")
     header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader",
@@ -153,7 +156,7 @@ def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: da
             # Others' guesses from a shared address (an office, a NAT) do not lock out a key this process knows.
             if key and (known := await apikeys.authenticate(key, remembered_only=True)) is not None:
                 return known
-            API_KEY_REFUSALS.labels(refusal.reason).inc()
+            refused_key(request, key_id, refusal.reason)
             raise TooManyAttempts(refusal)
         if not key:
             raise Unauthorised(NO_VALID_KEY)
@@ -161,13 +164,27 @@ def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: da
         if account_id is not None:
             return account_id
         if refusal is not None:
-            API_KEY_REFUSALS.labels(refusal.reason).inc()
+            refused_key(request, key_id, refusal.reason)
             raise TooManyAttempts(refusal)
         apikeys.attempts.failed(address, key_id, now)
-        API_KEY_REFUSALS.labels("bad_key").inc()
+        refused_key(request, key_id, "bad_key")
         raise Unauthorised(NO_VALID_KEY)
 
     return account
+
+
+def refused_key(request: Request, key_id: str | None, reason: str) -> None:
+    """Counted, and a WARNING in the service's log: which key id (None: the key names none), from where, and why
+    (bad_key: unknown, revoked, malformed or wrong secret; throttled_ip, throttled_key: refused unchecked)."""
+    API_KEY_REFUSALS.labels(reason).inc()
+    log.warning("API key refused", extra={"key_id": key_id[:PREFIX_REMEMBERED] if key_id else None,
+                                          "ip": client_host(request), "user_agent": user_agent(request),
+                                          "reason": reason, "path": request.url.path})
+
+
+def user_agent(request: Request) -> str | None:
+    """The request's User-Agent, cut to what an audit record keeps (1,000 characters)."""
+    return (request.headers.get("user-agent") or "")[:1000] or None
 
 
 def html_security_headers(style: str = "", *, scripts: bool = False, forms: bool = False,

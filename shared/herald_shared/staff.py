@@ -3,7 +3,9 @@
 `HERALD_STAFF_TOKENS` names each staff member with the scrypt hash of their token
 (`name=scrypt$...,other=scrypt$...`, hashes from `herald_shared.apikeys.hash_secret`). A route takes
 `StaffCredentials` and asks `StaffTokens.member` who is calling; every look at an account's data is then
-written to an audit log by the service (PRODUCT.md, "Accounts, users, access").
+written to an audit log by the service (PRODUCT.md, "Accounts, users, access"). A token refused (401, 429) is
+a WARNING in the service's log, with the client's address and why (a staff token has no id to name; the token is
+never logged).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -22,6 +25,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from .apikeys import verify_secret
 from .http import TooManyAttempts, Unauthorised, client_host
 from .throttle import API_KEY_ADDRESS_WINDOW, API_KEY_FAILURES_PER_ADDRESS, Refusal, Throttle
+
+log = logging.getLogger(__name__)
 
 STAFF_TOKEN = HTTPBearer(auto_error=False, scheme_name="StaffToken",
                          description="A staff token (HERALD_STAFF_TOKENS): `Authorization: Bearer ...`.")
@@ -64,6 +69,7 @@ class StaffTokens:
             return remembered
         now = now or datetime.now(UTC)
         if address is not None and (wait := self._attempts.retry_after(address, now)):
+            refused_staff_token(address, "throttled_ip")
             raise TooManyAttempts(Refusal("throttled_ip", max(1, math.ceil(wait))))
         for name, encoded in self._hashes.items():
             if await asyncio.to_thread(verify_secret, token, encoded):
@@ -71,6 +77,7 @@ class StaffTokens:
                 return name
         if address is not None:
             self._attempts.failed(address, now)
+        refused_staff_token(address, "wrong_token")
         raise Unauthorised("a staff token is required (Authorization: Bearer ...)")
 
     def _remembered(self, fingerprint: bytes) -> str | None:
@@ -79,6 +86,12 @@ class StaffTokens:
             if hmac.compare_digest(known, fingerprint) and found is None:
                 found = name
         return found
+
+
+def refused_staff_token(address: str | None, reason: str) -> None:
+    """A WARNING in the service's log: from where, and why (wrong_token: no staff member's; throttled_ip: refused
+    unchecked, the address failed too often). A request without a token is no attempt and is not logged."""
+    log.warning("staff token refused", extra={"ip": address, "reason": reason})
 
 
 def staff_member(tokens: StaffTokens) -> Callable[..., Awaitable[str]]:

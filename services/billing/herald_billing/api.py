@@ -2,11 +2,14 @@
 review of new accounts; parse, authorise, call a handler, map errors to RFC 9457."""
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Current` is local.
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field, StrictInt, StringConstraints
 
@@ -24,6 +27,7 @@ from .domain import (
     Account,
     Usage,
     User,
+    attempted_username,
     credit_use,
     credits_left,
 )
@@ -200,7 +204,9 @@ class KeysOut(Out):
 
 class AuditEntryOut(Out):
     at: datetime
-    kind: Literal["login", "staff_access"]
+    kind: Literal["login", "password_change", "staff_access"] = Field(
+        description="login: a login or a failed attempt (a wrong current password at a password change too); "
+                    "password_change: a user changed their password; staff_access: staff looked or acted.")
     result: Literal["success", "failure"] | None = None
     reason: str | None = None
     username: str | None = None
@@ -209,7 +215,8 @@ class AuditEntryOut(Out):
     user_agent: str | None = None
     session_id: str | None = Field(default=None, description="The session a login opened; for a failure, the "
                                                              "session the current password was given wrong in "
-                                                             "(a password change).")
+                                                             "(a password change); for a password change, the "
+                                                             "session it was made in.")
     staff: str | None = None
     what: str | None = Field(default=None, description="What staff looked at or did (billing: review_queue, "
                                                        "account, audit_log, approve, reject, cancel; campaigns: "
@@ -367,6 +374,34 @@ def too_many_attempts(exc: TooManyAttempts) -> JSONResponse:
     return response
 
 
+def failed_validation_too(on_invalid: Callable[[Request], Awaitable[None]]) -> type[APIRoute]:
+    """A route class whose request, when it fails validation, is also handed to `on_invalid` before it is answered
+    the usual 422 (the body has been read by then, and is read again from memory)."""
+
+    class Route(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handle = super().get_route_handler()
+
+            async def handled(request: Request) -> Response:
+                try:
+                    return await handle(request)
+                except RequestValidationError:
+                    await on_invalid(request)
+                    raise
+
+            return handled
+
+    return Route
+
+
+async def login_body(request: Request) -> object:
+    """What a login request's body holds as JSON, or None when it is no JSON."""
+    try:
+        return await request.json()
+    except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError)
+        return None
+
+
 def audit_out(doc: dict[str, Any]) -> dict[str, Any]:
     fields = ("result", "reason", "username", "method", "ip", "user_agent", "session_id", "staff", "what", "service",
               "campaign_id")
@@ -396,11 +431,13 @@ def build_api(service: BillingService) -> APIRouter:
                                          body.accept_terms, body.age_18)
         return account_out(account, Usage(), service.clock())
 
-    @router.post("/sessions", status_code=201, response_model=None, tags=["sessions"],
-                 responses={**answers(201, SessionOut, "Logged in."), **problems(401, 422, 429, 503)})
+    async def malformed_login(request: Request) -> None:
+        await service.malformed_login(attempted_username(await login_body(request)), client_of(request))
+
     async def log_in(body: LoginIn, request: Request) -> JSONResponse:
-        """Log in with a username and password. Every attempt is in the account's audit log; after repeated
-        failures for a user or from an address, attempts are refused for a while (429, Retry-After)."""
+        """Log in with a username and password. Every attempt is in the account's audit log, one that is not valid
+        (422) too; after repeated failures for a user or from an address, attempts are refused for a while (429,
+        Retry-After)."""
         try:
             session = await service.log_in(body.username, body.password, client_of(request))
         except TooManyAttempts as exc:
@@ -408,6 +445,12 @@ def build_api(service: BillingService) -> APIRouter:
         return JSONResponse({"token": session.token, "expires_at": session.expires_at.isoformat(),
                              "account_id": session.user.account_id, "username": session.user.username,
                              "role": session.user.role}, status_code=201)
+
+    # A request that fails validation is a failed login attempt (audited and throttled), answered 422 still.
+    router.add_api_route("/sessions", log_in, methods=["POST"], status_code=201, response_model=None,
+                         tags=["sessions"], responses={**answers(201, SessionOut, "Logged in."),
+                                                       **problems(401, 422, 429, 503)},
+                         route_class_override=failed_validation_too(malformed_login))
 
     @router.delete("/sessions/current", status_code=204, tags=["sessions"], responses={**signed_in,
                                                                                        **problems(503)})

@@ -396,6 +396,17 @@ def normalise_username(username: str) -> str:
     return name
 
 
+def attempted_username(body: object) -> str | None:
+    """The user a login request that is not valid was for, when its body names one as a login takes it (a string
+    of 1 to 100 characters without NUL, compared in lower case): whose failed attempt it is, in the audit log and
+    the throttles. None when the body names nobody readable (no JSON object, no such string)."""
+    value = body.get("username") if isinstance(body, dict) else None
+    if not isinstance(value, str):
+        return None
+    name = value.strip().lower()
+    return name if 0 < len(name) <= 100 and "\x00" not in name else None
+
+
 def check_password(password: str, username: str, where: str = "body.password") -> None:
     """A password of 12 to 256 characters that does not contain the username, and is not one character repeated
     (NIST SP 800-63B: length and context words, no composition rules)."""
@@ -452,11 +463,13 @@ def disable_user(actor: User, target: User | None) -> list[Event]:
                                                                        disabled_by=actor.username))]
 
 
-def change_password(user: User, current_matches: bool, new_hash: str) -> list[Event]:
+def change_password(user: User, current_matches: bool, new_hash: str, ip: str | None = None,
+                    user_agent: str | None = None, session_id: str | None = None) -> list[Event]:
+    """The change, with where it came from: it is in the account's audit log (PRODUCT.md: who, when, from where)."""
     if not current_matches:
         raise WrongPassword("the current password is not right")
-    return [_event(PasswordChanged, user.account_id, PasswordChangedPayload(username=user.username,
-                                                                            password_hash=new_hash))]
+    return [_event(PasswordChanged, user.account_id, PasswordChangedPayload(
+        username=user.username, password_hash=new_hash, ip=ip, user_agent=user_agent, session_id=session_id))]
 
 
 def log_out(user: User, session_id: str) -> list[Event]:

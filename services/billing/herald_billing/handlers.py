@@ -45,7 +45,7 @@ log = logging.getLogger("herald.billing")
 T = TypeVar("T")
 SESSION_PREFIX = "hs_"
 SESSION_SALT = "herald.session.v1"
-FailureReason = Literal["unknown_user", "wrong_password", "locked", "disabled_user", "account_deleted"]
+FailureReason = Literal["unknown_user", "wrong_password", "locked", "disabled_user", "account_deleted", "malformed"]
 StaffWhat = Literal["review_queue", "account", "audit_log", "approve", "reject", "cancel"]
 
 
@@ -166,12 +166,33 @@ class BillingService:
         metrics.LOGINS.labels("success").inc()
         return Session(token, session_id, user, expires_at)
 
+    async def malformed_login(self, username: str | None, client: Client) -> None:
+        """A login request that is not valid (answered 422: a password longer than any Herald takes, empty, missing,
+        not a string) is a failed attempt all the same (PRODUCT.md: every login attempt is audited): LoginFailed
+        (`malformed`) in the log of the user it names (`domain.attempted_username`), or the service's log, and
+        counted by the user's and the address's throttles as a wrong password is. While they refuse, it is not
+        counted again, as a well-formed attempt is not: the answer stays the 422."""
+        now = self.clock()
+        wait = max(self.user_throttle.retry_after(username, now) if username else 0.0,
+                   self.address_throttle.retry_after(client.ip, now) if client.ip else 0.0)
+        if wait <= 0:
+            # As slow as a checked password, as a well-formed attempt is: the time of the 422 tells no known
+            # username from an unknown one.
+            await self.passwords.matches("", None)
+            if username:
+                self.user_throttle.failed(username, now)
+            if client.ip:
+                self.address_throttle.failed(client.ip, now)
+        await self._failed(await self.store.user(username) if username else None, username or "", client,
+                           "malformed")
+
     async def _failed(self, user: User | None, name: str, client: Client, reason: FailureReason,
                       session_id: str | None = None) -> None:
         metrics.LOGINS.labels(reason).inc()
         if user is None or reason == "unknown_user":
             # No account to write it to: the service's log keeps it (and the address throttle counts it).
-            log.warning("login for an unknown user", extra={"username": name[:100], "ip": client.ip,
+            log.warning("login for an unknown user", extra={"username": name[:100] or None, "ip": client.ip,
+                                                            "user_agent": self._user_agent(client),
                                                             "reason": reason})
             return
         # Published, not waited for: an attempt on a known user costs what one on an unknown user does, give or
@@ -182,10 +203,14 @@ class BillingService:
                                                                           session_id).model_dump(),
                                                           reason=reason))])
 
+    @classmethod
+    def _attempt(cls, username: str, client: Client, session_id: str | None = None) -> LoginAttempt:
+        return LoginAttempt(username=username, method="password", ip=client.ip, user_agent=cls._user_agent(client),
+                            session_id=session_id)
+
     @staticmethod
-    def _attempt(username: str, client: Client, session_id: str | None = None) -> LoginAttempt:
-        return LoginAttempt(username=username, method="password", ip=client.ip,
-                            user_agent=(client.user_agent or "")[:1000] or None, session_id=session_id)
+    def _user_agent(client: Client) -> str | None:
+        return (client.user_agent or "")[:1000] or None
 
     async def session(self, token: str | None) -> Session:
         """The session of a bearer token, or Unauthorised."""
@@ -233,7 +258,8 @@ class BillingService:
             await self._failed(user, user.username, client, "wrong_password", session.session_id)
         new_hash = await self.passwords.hash(new)
         async with self.recorder.serialised(f"user:{user.username}"):
-            await self.recorder.commit(domain.change_password(user, matches, new_hash))
+            await self.recorder.commit(domain.change_password(user, matches, new_hash, client.ip,
+                                                              self._user_agent(client), session.session_id))
 
     # Users and keys of the account
 

@@ -3,10 +3,11 @@ and write by `_id` or an `_id` range.
 
 From herald.billing: `accounts` (`account`), `users` (`username`, unique across Herald), `ended_sessions`
 (`session id`), `keys` (`account/key`: the account's API keys, for listing; authentication reads
-`herald_shared.apikeys`), `audit` (`account/time/event`: logins, failed attempts, staff access). Listings
-kept as the accounts fold (`SecondaryIndex`): `review` (`opened time/account`, the staff queue, oldest
-first), and what the clock reads up to now, each `due time/account`: `trials` (trial end), `renewals` (paid
-period's end), `credit_expiry`, `retention` (purge), `purchases` (a purchase recorded and not settled).
+`herald_shared.apikeys`), `audit` (`account/time/event`: logins, failed attempts, password changes, staff
+access). Listings kept as the accounts fold (`SecondaryIndex`): `review` (`opened time/account`, the staff
+queue, oldest first), and what the clock reads up to now, each `due time/account`: `trials` (trial end),
+`renewals` (paid period's end), `credit_expiry`, `retention` (purge), `purchases` (a purchase recorded and not
+settled).
 
 Usage, from herald.subscriptions and herald.delivery: `members` (`account/subscriber`: each stored
 subscriber once, with its list), `lists` (`account/list`: deleted or not), and `usage` (`Counters`: per
@@ -374,6 +375,9 @@ class BillingProjection(Projection):
                          "reason": getattr(p, "reason", None), "username": p.username, "actor": p.actor,
                          "method": p.method, "ip": p.ip, "user_agent": p.user_agent, "session_id": p.session_id}
                 return [self._audit(event, entry)]
+            case PasswordChanged(payload=p):
+                return [self._audit(event, {"kind": "password_change", "result": "success", "username": p.username,
+                                            "ip": p.ip, "user_agent": p.user_agent, "session_id": p.session_id})]
             case StaffAccessed(payload=p):
                 return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": p.what,
                                             "service": "billing"})]

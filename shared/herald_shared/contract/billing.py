@@ -111,10 +111,13 @@ class UserAdded(BillingEvent):
 class PasswordChangedPayload(Payload):
     username: Username
     password_hash: PasswordHash
+    ip: str | None = personal_data("Where the change came from (audit log).", default=None)
+    user_agent: ShortText | None = None
+    session_id: Identifier | None = Field(default=None, description="The session the change was made in.")
 
 
 class PasswordChanged(BillingEvent):
-    """Sessions the user opened before this end with it."""
+    """Sessions the user opened before this end with it; in the account's audit log."""
 
     type: Literal["PasswordChanged"] = "PasswordChanged"
     payload: PasswordChangedPayload
@@ -192,8 +195,9 @@ class LoginSucceeded(BillingEvent):
 
 class LoginFailedPayload(LoginAttempt):
     reason: Literal["unknown_user", "wrong_password", "revoked_key", "locked", "disabled_user",
-                    "account_deleted"] = Field(
-        description="locked: refused unchecked, too many failed attempts for this user or address.")
+                    "account_deleted", "malformed"] = Field(
+        description="locked: refused unchecked, too many failed attempts for this user or address. malformed: "
+                    "the request was not a valid login (422), e.g. a password longer than any Herald takes.")
 
 
 class LoginFailed(BillingEvent):

@@ -105,6 +105,37 @@ def test_a_session_holds_until_logout_password_change_or_disabling() -> None:
         "username": "bob", "disabled_by": "eve"})) == user
 
 
+def test_a_password_change_records_who_made_it_from_where_and_in_which_session() -> None:
+    """PRODUCT.md: the audit log says who, when and from where; a password change is in it."""
+    user = User("bob", "a1", "member", HASH)
+    [changed] = domain.change_password(user, True, HASH, "198.51.100.77", "browser/1", "s123")
+    assert isinstance(changed, PasswordChanged)
+    assert (changed.payload.username, changed.payload.ip, changed.payload.user_agent, changed.payload.session_id) \
+        == ("bob", "198.51.100.77", "browser/1", "s123")
+    with pytest.raises(domain.WrongPassword):
+        domain.change_password(user, False, HASH, "198.51.100.77", "browser/1", "s123")
+
+
+@pytest.mark.parametrize(("body", "username"), [
+    ({"username": "Ada ", "password": "x" * 257}, "ada"),  # longer than any password Herald takes
+    ({"username": "ada", "password": ""}, "ada"),
+    ({"username": "ada"}, "ada"),
+    ({"username": "ada", "password": 12345678901234}, "ada"),
+    ({"username": "", "password": "p"}, None),
+    ({"username": "   ", "password": "p"}, None),
+    ({"username": "a" * 101, "password": "p"}, None),  # no login takes it: nobody's
+    ({"username": "ada\x00", "password": "p"}, None),
+    ({"username": 7, "password": "p"}, None),
+    ({"password": "p"}, None),
+    (["ada", "p"], None),
+    (None, None),  # no JSON at all
+])
+def test_a_login_request_that_is_not_valid_is_an_attempt_for_the_user_it_names(body: object,
+                                                                                username: str | None) -> None:
+    """PRODUCT.md: every login attempt is audited; one answered 422 is the named user's failed attempt."""
+    assert domain.attempted_username(body) == username
+
+
 def test_only_owners_manage_users_and_keys_and_nobody_disables_the_owner() -> None:
     owner, member = User("ada", "a1", "owner", HASH), User("bob", "a1", "member", HASH)
     with pytest.raises(domain.OwnersOnly):
