@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from .contract import Event, InvalidEvent, parse_event, serialize_event
 from .contract import publish as contract_files
 from .kafka import (
+    DLQ_ORIGIN,
     DLQ_REASON,
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_PARTITION,
@@ -167,7 +168,8 @@ async def cmd_dlq_list(settings: HeraldSettings, args: argparse.Namespace) -> No
         for r in records:
             count += 1
             origin = (f"{_header(r, DLQ_SOURCE_TOPIC)}[{_header(r, DLQ_SOURCE_PARTITION)}]"
-                      f"@{_header(r, DLQ_SOURCE_OFFSET)}")
+                      f"@{_header(r, DLQ_SOURCE_OFFSET)}" if _header(r, DLQ_SOURCE_PARTITION)
+                      else _header(r, DLQ_ORIGIN) or _header(r, DLQ_SOURCE_TOPIC))
             _out(f"{r.partition}:{r.offset} from {origin} reason: {_header(r, DLQ_REASON)}")
             _out(f"    value: {(r.value or b'')[:200]!r}")
     _out(f"{count} dead-letter entr{'y' if count == 1 else 'ies'} in {topic}")
@@ -192,6 +194,16 @@ async def _fetch_one(settings: HeraldSettings, topic: str, partition: int, offse
         await consumer.stop()
 
 
+def replay_target(settings: HeraldSettings, record: Any, dlq_topic: str) -> str:
+    """The topic a dead-letter entry goes back to: the one its record was read from; an entry that came from no
+    topic (`herald.dlq.origin`: a mail received, an outcome; or, written before that header was, a source
+    naming no topic of the registry, e.g. `inbound-smtp`) goes to the topic whose dead-letter topic holds it."""
+    source = _header(record, DLQ_SOURCE_TOPIC)
+    if source in {settings.topics(spec.name) for spec in ALL_TOPICS}:
+        return source
+    return dlq_topic.removesuffix(DLQ_SUFFIX)
+
+
 async def cmd_dlq_replay(settings: HeraldSettings, args: argparse.Namespace) -> None:
     topic = _dlq_topic(settings, args.topic)
     try:
@@ -199,7 +211,7 @@ async def cmd_dlq_replay(settings: HeraldSettings, args: argparse.Namespace) -> 
     except ValueError:
         raise CliError(f"entry must be PARTITION:OFFSET as `herald dlq list` prints it, got {args.entry!r}") from None
     record = await _fetch_one(settings, topic, partition, offset)
-    target = _header(record, DLQ_SOURCE_TOPIC) or topic.removesuffix(DLQ_SUFFIX)
+    target = replay_target(settings, record, topic)
     value: bytes = record.value or b""
     if args.value_file:
         value = await asyncio.to_thread(Path(args.value_file).read_bytes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter, Histogram
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError, WriteConcernError
 
 from . import metrics
 from .contract import Event, InvalidEvent, parse_event, serialize_event
@@ -29,17 +29,41 @@ from .topics import ALL_TOPICS, DLQ_SUFFIX, TopicNames, TopicSpec
 
 log = logging.getLogger(__name__)
 
-# Header names of a dead-letter entry; the value is the original message, byte for byte.
+# Header names of a dead-letter entry; the value is the original message, byte for byte. An entry of a record
+# read from a topic says where (topic, partition, offset); one that comes from no record says what it came from
+# instead (`DLQ_ORIGIN`: a mail received, an outcome that could not become its event).
 DLQ_REASON = "herald.dlq.reason"
 DLQ_SOURCE_TOPIC = "herald.dlq.source_topic"
 DLQ_SOURCE_PARTITION = "herald.dlq.source_partition"
 DLQ_SOURCE_OFFSET = "herald.dlq.source_offset"
+DLQ_ORIGIN = "herald.dlq.origin"
 DLQ_CONSUMER = "herald.dlq.consumer"
 DLQ_FAILED_AT = "herald.dlq.failed_at"
 MAX_REASON_CHARS = 2_000  # of a dead-letter reason (an exception's text can quote a whole header)
 DeadLetterCategory = Literal["invalid", "rejected", "handler_failed"]
 # Errors of the infrastructure, not of the event: a handler hitting one is retried until it passes.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, KafkaError, OSError, TimeoutError)
+# Of the errors the server answers (OperationFailure), those of a server briefly unable to write, not of what
+# was written: MongoDB's codes PyMongo retries (a primary stepping down or shutting down, a network error
+# between members), time limits (50, 262), write concern (64), write conflicts (112); and InternalError (1),
+# what FerretDB answers when PostgreSQL under it is away.
+TRANSIENT_CODES = frozenset({1, 6, 7, 50, 64, 89, 91, 112, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error is the infrastructure's (MongoDB or the broker away, a time limit: waited out) rather
+    than a refusal of what was written, which no retry changes: a value the store cannot keep (OverflowError,
+    bson's InvalidDocument) or a write the server refuses (a BulkWriteError or WriteError of another code)."""
+    if isinstance(exc, BulkWriteError):
+        details = exc.details or {}
+        codes = {error.get("code") for error in details.get("writeErrors", [])}
+        return bool(details.get("writeConcernErrors")) or (bool(codes) and codes <= TRANSIENT_CODES)
+    if isinstance(exc, WriteConcernError):
+        return True
+    if isinstance(exc, OperationFailure):
+        return exc.code in TRANSIENT_CODES or any(
+            exc.has_error_label(label) for label in ("RetryableWriteError", "TransientTransactionError"))
+    return isinstance(exc, TRANSIENT_ERRORS)
 
 
 async def ensure_topics(settings: HeraldSettings, specs: Iterable[TopicSpec] = ALL_TOPICS) -> dict[str, str]:
@@ -167,14 +191,14 @@ class EventPublisher:
             metrics.EVENTS_PRODUCED.labels(event.topic, event.type).inc()
         return results
 
-    async def dead_letter(self, base_topic: str, value: bytes, reason: str, *, source: str, consumer: str,
+    async def dead_letter(self, base_topic: str, value: bytes, reason: str, *, origin: str, consumer: str,
                           key: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
         """A dead-letter entry that comes from no consumed record (a mail received, an outcome that could not
         become its event): `value` as it is, with why (bounded, and written whatever its text holds, so the
-        entry always fits and always encodes) and where (`source`, `consumer`), on `base_topic`'s dead-letter
-        topic."""
+        entry always fits and always encodes) and where from (`origin`, not a topic, and `consumer`), on
+        `base_topic`'s dead-letter topic; `herald dlq replay` sends it, corrected, to `base_topic`."""
         entry = [(DLQ_REASON, reason[:MAX_REASON_CHARS].encode("utf-8", "backslashreplace")),
-                 (DLQ_SOURCE_TOPIC, source.encode()), (DLQ_CONSUMER, consumer.encode()),
+                 (DLQ_ORIGIN, origin.encode()), (DLQ_CONSUMER, consumer.encode()),
                  (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()), *headers]
         await self._producer.send_and_wait(self._topics(base_topic) + DLQ_SUFFIX, value=value, key=key, headers=entry)
 
@@ -193,6 +217,16 @@ class EventHandler(Protocol):
 
     async def flush(self) -> None:
         """Persist what handle() staged; called before the batch's offsets are committed."""
+
+
+class ForgetfulHandler(EventHandler, Protocol):
+    """A handler that can drop what it staged, so a batch the store refuses can be handled again event by
+    event (see EventConsumer)."""
+
+    def forget(self) -> None:
+        """Drop what handle() staged and what a failed flush kept for its next try: the handler is as after
+        its last flush that passed, and what it folds next starts from what the store holds (so events
+        handled again are not applied twice)."""
 
 
 class Deduplicator(Protocol):
@@ -260,6 +294,14 @@ class EventConsumer:
     `caught_up` is set once every partition assigned was read to the end offset it had when assigned (and the
     handler flushed once more then): a handler that decides from what it folded (billing's plan guard) waits
     for it, so that a fold from offset 0 decides nothing from the half-folded state on the way.
+
+    A flush is retried while its error is the infrastructure's (`is_transient`: MongoDB or the broker away).
+    One that fails `handler_attempts` times with any other error (the store refuses something the batch made:
+    an integer beyond 64 bits, a key it cannot hold) would hold the partitions back for good; with a handler
+    that can `forget` what it staged (`ForgetfulHandler`), the batch's events are handled again one at a
+    time, each flushed alone, and those whose flush fails that way are dead-lettered with the error; the rest
+    are stored and the consumer goes on. A handler that cannot forget is retried as for a transient error
+    (handing it the events again would apply them twice).
     """
 
     def __init__(
@@ -296,6 +338,7 @@ class EventConsumer:
             self._only[self._names(topic)] = frozenset(type_name(cls).encode() for cls in classes)
         self._metrics: dict[tuple[str, str], tuple[Histogram, Counter]] = {}
         self._handler = handler
+        self._forget: Callable[[], None] | None = getattr(handler, "forget", None)
         self._dedupe = deduplicator
         self._checkpoints = checkpoints
         self._dead_letters = DeadLetters(producer, name)
@@ -382,11 +425,14 @@ class EventConsumer:
         starts once the one before is done."""
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
         handled: list[str] = []
+        passed: list[ConsumerRecord[bytes, bytes]] = []  # the records whose events the handler took, in order
         seen: set[str] = set()  # the batch's handled ids, for copies within it
         for records in self._slices(batches):
-            await self._handle_slice(records, seen, handled)
+            await self._handle_slice(records, seen, handled, passed)
             await asyncio.sleep(0)  # a turn for the rest of the service (its API, a handler's reads ahead)
-        await self._with_retry("flush", self._handler.flush)
+        refused = await self._flush_or_refusal()
+        if refused is not None:
+            await self._set_aside(passed, handled, refused)
         if self._checkpoints:  # this process's requests waiting on the batch read it from now on
             self._checkpoints.flushed({(tp.topic, tp.partition): o for tp, o in offsets.items()})
         await self._finished()
@@ -435,7 +481,7 @@ class EventConsumer:
             yield chunk
 
     async def _handle_slice(self, records: list[ConsumerRecord[bytes, bytes]], seen: set[str],
-                            handled: list[str]) -> None:
+                            handled: list[str], passed: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Parse (the invalid dead-lettered), deduplicate and handle some records of the batch."""
         staged: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
         for record in records:
@@ -459,12 +505,15 @@ class EventConsumer:
                 metrics.EVENTS_DUPLICATE.labels(self.name, record.topic).inc()
                 continue
             seen.add(event_id)
-            if await self._handle(record, event) and not isinstance(event, itself):
-                handled.append(event_id)
+            if await self._handle(record, event):
+                passed.append(record)
+                if not isinstance(event, itself):
+                    handled.append(event_id)
 
-    async def _handle(self, record: ConsumerRecord[bytes, bytes], event: Event) -> bool:
+    async def _handle(self, record: ConsumerRecord[bytes, bytes], event: Event, *, again: bool = False) -> bool:
         """True when handled. A refusal or a handler that keeps failing dead-letters the event; an
-        infrastructure error (TRANSIENT_ERRORS) is waited out without counting against the event."""
+        infrastructure error (`is_transient`) is waited out without counting against the event. `again`: the
+        event was handled (and counted) before, in a batch set aside (`_set_aside`)."""
         failures, wait = 0, self._retry_delay
         while True:
             started = time.perf_counter()
@@ -473,14 +522,14 @@ class EventConsumer:
             except Reject as exc:
                 await self._dead_letter(record, f"rejected: {exc.reason}", "rejected")
                 return False
-            except TRANSIENT_ERRORS:
-                if self._stopping.is_set():
-                    raise
-                log.warning("handler hit an infrastructure error; waiting %.1fs", wait, exc_info=True)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, 10.0)
-                continue
             except Exception as exc:
+                if is_transient(exc):
+                    if self._stopping.is_set():
+                        raise
+                    log.warning("handler hit an infrastructure error; waiting %.1fs", wait, exc_info=True)
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, 10.0)
+                    continue
                 failures += 1
                 if failures >= self._attempts:
                     await self._dead_letter(
@@ -490,10 +539,54 @@ class EventConsumer:
                 log.warning("handler failed, retrying", exc_info=True, extra={"event_id": str(event.event_id)})
                 await asyncio.sleep(self._retry_delay * 2 ** (failures - 1))
                 continue
-            seconds, consumed = self._metrics_of(record.topic, event.type)
-            seconds.observe(time.perf_counter() - started)
-            consumed.inc()
+            if not again:
+                seconds, consumed = self._metrics_of(record.topic, event.type)
+                seconds.observe(time.perf_counter() - started)
+                consumed.inc()
             return True
+
+    async def _flush_or_refusal(self) -> Exception | None:
+        """Flush the handler; None once it passed. An infrastructure error is waited out; any other is
+        returned once the flush failed `handler_attempts` times with it, if the handler can forget what it
+        staged (else it is waited out too: nothing else gets the partition past it)."""
+        failures, delay = 0, self._retry_delay
+        while True:
+            try:
+                await self._handler.flush()
+                return None
+            except Exception as exc:
+                if self._stopping.is_set():
+                    raise
+                if not is_transient(exc) and self._forget is not None:
+                    failures += 1
+                    if failures >= self._attempts:
+                        return exc
+                log.exception("flush failed; retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _set_aside(self, passed: list[ConsumerRecord[bytes, bytes]], handled: list[str],
+                         refusal: Exception) -> None:
+        """The store keeps refusing the batch's flush (`refusal`): the handler forgets it and takes its events
+        again one at a time, each flushed alone; an event whose flush is refused is forgotten and dead-lettered
+        with why, and not remembered as handled (so its replay, once fixed, is not skipped)."""
+        assert self._forget is not None
+        log.warning("the store refuses a batch; its events are handled again one at a time",
+                    extra={"events": len(passed), "error": f"{type(refusal).__name__}: {refusal}"})
+        self._forget()
+        refused: set[str] = set()
+        for record in passed:
+            event = validate_record(record, self._names)  # the bytes it was read from when it passed
+            if await self._handle(record, event, again=True):
+                error = await self._flush_or_refusal()
+                if error is None:
+                    continue
+                self._forget()
+                await self._dead_letter(
+                    record, f"not stored after {self._attempts} attempts: {type(error).__name__}: {error}",
+                    "handler_failed")
+            refused.add(str(event.event_id))
+        handled[:] = [event_id for event_id in handled if event_id not in refused]
 
     def _metrics_of(self, topic: str, event_type: str) -> tuple[Histogram, Counter]:
         """The handler-seconds and consumed children of (topic, type), looked up once (labels() per event

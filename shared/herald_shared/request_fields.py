@@ -15,14 +15,14 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
+    Strict,
     StrictBool,
-    StrictFloat,
-    StrictInt,
     StringConstraints,
 )
 from pydantic.json_schema import WithJsonSchema
 
-from .contract.envelope import checked_email
+from .contract.envelope import INT64_MAX, INT64_MIN, checked_email
 
 # An address: ASCII (delivery cannot send to SMTPUTF8 addresses), a dot-atom local part of at most 64
 # characters, a domain name whose top level is not special-use (RFC 6761), and email-validator's checks (no
@@ -79,9 +79,12 @@ NO_NUL = r"^[^\x00]*$"
 Text = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)]
 NameText = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
 # A custom field's value (subscribers, segments, merge values), each JSON type as itself: a string is never
-# read as a number (pydantic's lax mode would take "000" for 0, past the string's length limit).
-FieldValueIn = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | StrictInt | StrictFloat | \
-    StrictBool | None
+# read as a number (pydantic's lax mode would take "000" for 0, past the string's length limit). A number is
+# one the read models' store keeps (`contract.envelope.INT64_MAX`): an integer of signed 64 bits, and a float
+# within that range too, else a larger integer would pass as a float (its digits lost) instead of a 422.
+FieldValueIn = Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | \
+    Annotated[int, Strict(), Field(ge=INT64_MIN, le=INT64_MAX)] | \
+    Annotated[float, Strict(), Field(gt=INT64_MIN, lt=INT64_MAX + 1, allow_inf_nan=False)] | StrictBool | None
 
 
 def _iso_text(expected: str) -> BeforeValidator:

@@ -482,7 +482,7 @@ class InboundHandler:
         # Bounded, and written whatever the text holds (a recipient can carry undecodable bytes), so the entry
         # always fits and always encodes: a failure here would answer 451, and the same mail would fail again.
         await self._publisher.dead_letter(
-            "herald.delivery", data, reason, source="inbound-smtp", consumer="delivery.inbound", key=b"inbound",
+            "herald.delivery", data, reason, origin="inbound-smtp", consumer="delivery.inbound", key=b"inbound",
             headers=[("herald.inbound.recipients", ",".join(recipients).encode("utf-8", "backslashreplace")[:1000])])
         log.warning("inbound mail dead-lettered", extra={"reason": reason[:500]})
 

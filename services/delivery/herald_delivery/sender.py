@@ -322,7 +322,7 @@ class Sender:
             await self._until_done("publish the outcome", lambda: self._publisher.publish(event))
         else:
             await self._until_done("dead-letter the outcome", lambda: self._publisher.dead_letter(
-                "herald.delivery", json.dumps(outcome, default=str).encode(), outcome["reason"], source="sender",
+                "herald.delivery", json.dumps(outcome, default=str).encode(), outcome["reason"], origin="sender",
                 consumer="delivery.sender", key=str(job["account_id"]).encode()))
         self._unpublished.pop(job["_id"], None)
         if outcome["final"]:

@@ -6,7 +6,18 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
-from .envelope import Count, Event, Identifier, Name, Payload, ShortText
+from .envelope import (
+    Count,
+    Event,
+    FiniteFloat,
+    Identifier,
+    KeysNamedByPattern,
+    MapKey,
+    Name,
+    Payload,
+    ShortText,
+    StorableNumber,
+)
 
 Metric = Literal["hard_bounce_rate", "abuse_rate", "unsubscribe_rate", "block_rate", "one_off_sending",
                  "blocklisting", "anti_spam_rules", "inbox_placement"]
@@ -41,8 +52,8 @@ class AccountWarnedPayload(Payload):
     threshold: Rate | None = Field(default=None, description="The suspension threshold it is approaching.")
     scope: RateScope | None = None
     counts: RateCounts | None = None
-    evidence: dict[Annotated[str, StringConstraints(max_length=64)], ShortText | int | float] = Field(
-        default_factory=dict)
+    evidence: Annotated[dict[MapKey, Annotated[ShortText | int | FiniteFloat, StorableNumber]],
+                        KeysNamedByPattern()] = Field(default_factory=dict)
 
 
 class AccountWarned(ComplianceEvent):

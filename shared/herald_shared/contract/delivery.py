@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AnyHttpUrl, AwareDatetime, Field, StringConstraints
 
-from .envelope import Count, Event, Identifier, Payload, ShortText, personal_data
+from .envelope import Count, Event, Identifier, Payload, ShortText, StorableInt, personal_data
 
 SmtpCode = Annotated[int, Field(ge=200, le=599)]
 EnhancedStatus = Annotated[str, StringConstraints(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
@@ -34,7 +34,7 @@ class MessageSentPayload(MessageRef):
     recipient_domain: Domain
     smtp_code: SmtpCode
     smtp_reply: ShortText | None = None
-    attempt: Annotated[int, Field(ge=1)] = 1
+    attempt: Annotated[int, Field(ge=1), StorableInt] = 1
 
 
 class MessageSent(DeliveryEvent):
@@ -48,7 +48,7 @@ class MessageDeferredPayload(MessageRef):
     smtp_code: SmtpCode | None = Field(default=None, description="Absent when the connection failed.")
     enhanced_status_code: EnhancedStatus | None = None
     diagnostic: ShortText
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Annotated[int, Field(ge=1), StorableInt]
     next_attempt_at: AwareDatetime
 
 
@@ -128,7 +128,7 @@ class MessageOpened(DeliveryEvent):
 
 class LinkClickedPayload(EngagementPayload):
     url: AnyHttpUrl
-    link_index: Annotated[int, Field(ge=0)]
+    link_index: Annotated[int, Field(ge=0), StorableInt]
 
 
 class LinkClicked(DeliveryEvent):

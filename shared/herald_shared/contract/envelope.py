@@ -19,13 +19,16 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import WithJsonSchema
+from pydantic.json_schema import JsonSchemaValue, WithJsonSchema
+from pydantic_core import CoreSchema
 
 # Identifiers are opaque strings chosen by the owning service (ULIDs, UUIDs, slugs).
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -35,9 +38,48 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 # A lowercase hex SHA-256 of a normalised email address: lets consumers match an address
 # (suppression, erasure) without holding it.
 EmailHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Cents = Annotated[int, Field(ge=0)]
+
+# What no read model's store keeps, refused by the contract (README, "The event contract"): an event the contract
+# took and no projection can write would hold its partition back for good. BSON's integers are signed 64-bit
+# (PyMongo refuses a larger one); JSON has no NaN or Infinity, and FerretDB refuses them (NaN drops the
+# connection); a key with a '.' or a leading '$' is a path or an operator to MongoDB, and PostgreSQL's jsonb
+# holds no NUL. The published schemas show the keys' pattern; the integers' range is not in them, since the
+# compatibility rules (`compat`) read any new `maximum` as a narrowing, and this one only refuses what could
+# never be stored.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def within_64_bits(value: Any) -> Any:
+    """An integer a store can keep (signed 64 bits); anything else is left to the type's own validation."""
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError("an integer beyond signed 64 bits, which no read model can store")
+    return value
+
+
+# On an integer type: checked after it is read. On a union of int and float: before, or the float takes it.
+StorableInt = AfterValidator(within_64_bits)
+StorableNumber = BeforeValidator(within_64_bits)
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, description="A finite number (no NaN, no Infinity).")]
+# A key of a free-form map (reasons, evidence): no '.', no leading '$', no NUL.
+MapKey = Annotated[str, StringConstraints(max_length=64, pattern=r"^([^.$\x00][^.\x00]*)?$")]
+
+
+class KeysNamedByPattern:
+    """On a `dict[MapKey, V]`: the schema says the keys' pattern as `propertyNames` and the values as
+    `additionalProperties` (pydantic writes `patternProperties`, which lets a key of any other form through
+    with any value)."""
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        ((pattern, values),) = json_schema.pop("patternProperties").items()
+        json_schema["additionalProperties"] = values
+        json_schema["propertyNames"] = {**json_schema.get("propertyNames", {}), "pattern": pattern}
+        return json_schema
+
+
+Cents = Annotated[int, Field(ge=0), StorableInt]
 Currency = Literal["EUR"]
-Count = Annotated[int, Field(ge=0)]
+Count = Annotated[int, Field(ge=0), StorableInt]
 
 
 def personal_data(description: str, **kwargs: Any) -> Any:
@@ -83,9 +125,9 @@ Email = Annotated[str, AfterValidator(checked_email), WithJsonSchema({"type": "s
 
 
 class Payload(BaseModel):
-    """Base of every event payload: immutable, and unknown fields are refused."""
+    """Base of every event payload: immutable, unknown fields are refused, and so are NaN and Infinity."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class RecordPosition(NamedTuple):

@@ -123,14 +123,26 @@ def asyncapi_document() -> dict[str, Any]:
         "properties": {"type": {"type": "string"}, "schema_version": {"type": "string"},
                        "event_id": {"type": "string"}, "producer": {"type": "string"}},
     }
+    from_topic = ["herald.dlq.source_topic", "herald.dlq.source_partition", "herald.dlq.source_offset"]
     schemas["DeadLetterHeaders"] = {
         "type": "object",
-        "description": "Why and from where a message was dead-lettered; the value is the original raw bytes.",
-        "properties": {name: {"type": "string"} for name in (
-            "herald.dlq.reason", "herald.dlq.source_topic", "herald.dlq.source_partition",
-            "herald.dlq.source_offset", "herald.dlq.consumer", "herald.dlq.failed_at")},
-        "required": ["herald.dlq.reason", "herald.dlq.source_topic", "herald.dlq.source_partition",
-                     "herald.dlq.source_offset"],
+        "description": "Why and from where a message was dead-lettered; the value is the original raw bytes. "
+                       "A record read from a topic is located by its topic, partition and offset; a message "
+                       "that came from no topic (a mail the inbound SMTP server received, an outcome the sender "
+                       "could not make its event) names its origin instead, and is replayed to the topic whose "
+                       "dead-letter topic holds it.",
+        "properties": {
+            "herald.dlq.reason": {"type": "string", "description": "Why, for people."},
+            "herald.dlq.source_topic": {"type": "string", "description": "The topic the record was read from."},
+            "herald.dlq.source_partition": {"type": "string", "description": "Its partition, in decimal."},
+            "herald.dlq.source_offset": {"type": "string", "description": "Its offset, in decimal."},
+            "herald.dlq.origin": {"type": "string", "description": (
+                "What the message came from when it was read from no topic, e.g. inbound-smtp, sender.")},
+            "herald.dlq.consumer": {"type": "string", "description": "What failed on it (a consumer group)."},
+            "herald.dlq.failed_at": {"type": "string", "description": "When, ISO 8601 in UTC."},
+        },
+        "required": ["herald.dlq.reason"],
+        "oneOf": [{"required": from_topic}, {"required": ["herald.dlq.origin"]}],
     }
     messages["DeadLetter"] = {
         "name": "DeadLetter",

@@ -6,10 +6,24 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AnyHttpUrl, AwareDatetime, Field, StringConstraints
 
-from .envelope import Count, Email, EmailHash, Event, Identifier, Name, Payload, ShortText, personal_data
+from .envelope import (
+    Count,
+    Email,
+    EmailHash,
+    Event,
+    FiniteFloat,
+    Identifier,
+    KeysNamedByPattern,
+    MapKey,
+    Name,
+    Payload,
+    ShortText,
+    StorableNumber,
+    personal_data,
+)
 
 OptInMode = Literal["single", "double"]
-FieldValue = str | int | float | bool | None
+FieldValue = Annotated[str | int | FiniteFloat | bool | None, StorableNumber]
 FieldName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
@@ -186,7 +200,7 @@ class ImportCompletedPayload(Payload):
     rows_total: Count
     rows_imported: Count
     rows_rejected: Count
-    rejected_by_reason: dict[Annotated[str, StringConstraints(max_length=64)], Count] = Field(default_factory=dict)
+    rejected_by_reason: Annotated[dict[MapKey, Count], KeysNamedByPattern()] = Field(default_factory=dict)
     started_at: AwareDatetime
 
 

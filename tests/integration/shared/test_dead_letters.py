@@ -13,7 +13,14 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
 
 from herald_shared.contract import serialize_event
-from herald_shared.kafka import DLQ_REASON, DLQ_SOURCE_OFFSET, DLQ_SOURCE_TOPIC, EventPublisher, read_from_start
+from herald_shared.kafka import (
+    DLQ_ORIGIN,
+    DLQ_REASON,
+    DLQ_SOURCE_OFFSET,
+    DLQ_SOURCE_TOPIC,
+    EventPublisher,
+    read_from_start,
+)
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually, subprocess_env
 from tests.integration.shared.helpers import RecordingHandler, running_consumer
@@ -115,6 +122,42 @@ async def test_operator_lists_a_dead_letter_fixes_it_and_replays_it(
         events = await eventually(lambda: _types(handler), lambda t: t == ["MessageSent"], what="replayed event")
     assert events == ["MessageSent"]
     assert str(handler.events[0].event_id) == broken["event_id"]
+
+
+async def test_an_entry_that_came_from_no_topic_is_replayed_to_the_topic_of_its_dead_letter_topic(
+        settings: HeraldSettings, producer: AIOKafkaProducer, tmp_path: Path) -> None:
+    """What delivery's inbound SMTP server dead-letters (a mail received, read from no topic) names its origin;
+    corrected, it is replayed to herald.delivery. So is an entry written before the origin header was (its
+    source `inbound-smtp`, no topic), even with --force (it went to a topic named `inbound-smtp`)."""
+    await EventPublisher(producer, settings.topics).dead_letter(
+        "herald.delivery", b"From: x\n\nnot a report\n", "no signed return path", origin="inbound-smtp",
+        consumer="delivery.inbound", key=b"inbound")
+    await producer.send_and_wait(settings.topics.dead_letter("herald.delivery"), value=b"an old mail", key=b"inbound",
+                                 headers=[(DLQ_REASON, b"unreadable"), (DLQ_SOURCE_TOPIC, b"inbound-smtp")])
+    entries = await _dead_letters(settings, "herald.delivery")
+    assert entries[0][DLQ_ORIGIN] == "inbound-smtp" and DLQ_SOURCE_TOPIC not in entries[0]
+    handler = RecordingHandler()
+    async with running_consumer(settings, producer, handler, ["herald.delivery"]):
+        listing = await asyncio.to_thread(_herald, settings, "dlq", "list", "herald.delivery")
+        assert listing.returncode == 0, listing.stderr
+        lines = [line for line in listing.stdout.splitlines() if " from " in line and not line.startswith(" ")]
+        assert [line.split(" ", 1)[1] for line in lines] == [
+            "from inbound-smtp reason: no signed return path", "from inbound-smtp reason: unreadable"]
+
+        fixed = tmp_path / "bounce.json"
+        fixed.write_bytes(serialize_event(sample("MessageBounced")))
+        replay = await asyncio.to_thread(_herald, settings, "dlq", "replay", "herald.delivery", lines[0].split()[0],
+                                         "--value-file", str(fixed))
+        assert replay.returncode == 0, replay.stderr
+        assert f"-> {settings.topics('herald.delivery')}[" in replay.stdout
+        forced = await asyncio.to_thread(_herald, settings, "dlq", "replay", "herald.delivery", lines[1].split()[0],
+                                         "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert f"-> {settings.topics('herald.delivery')}[" in forced.stdout
+        await eventually(lambda: _types(handler), lambda t: t == ["MessageBounced"], what="the replayed bounce")
+        again = await eventually(lambda: _dead_letters(settings, "herald.delivery"), lambda e: len(e) == 3,
+                                 what="the forced old mail dead-lettered again, by the consumer")
+    assert again[2][DLQ_SOURCE_TOPIC] == settings.topics("herald.delivery")
 
 
 async def test_an_infrastructure_error_is_waited_out_not_dead_lettered(
