@@ -295,7 +295,8 @@ def _evidence_line(text: str) -> str:
 
 
 def _diagnostic(described: str, verdict: domain.BounceVerdict) -> str:
-    return f"{described} [{verdict.bounce_class}: {verdict.why}]"[:1000]
+    """Why, for people: the report's words with the addresses it quotes left out (its message id says whose)."""
+    return f"{domain.without_addresses(described)} [{verdict.bounce_class}: {verdict.why}]"[:1000]
 
 
 # A failure code where a refusal writes one: a reply code with its enhanced status ("550 5.1.1", "550-5.7.1"),

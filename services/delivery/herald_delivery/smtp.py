@@ -26,11 +26,11 @@ import re
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from . import metrics
-from .domain import SmtpReply
+from .domain import SmtpReply, without_addresses
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +274,8 @@ class RelayConnection:
                 reply = SmtpReply(None, f"{what} {where} failed: {failure}", stage="connect")
             await self.close()
         metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
+        if "@" in reply.text:  # a relay's reply often quotes the recipient: kept out of the ledger and events
+            reply = replace(reply, text=without_addresses(reply.text))
         return reply
 
     async def _send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:

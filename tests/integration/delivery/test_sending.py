@@ -115,6 +115,8 @@ async def test_relay_answers_4xx_then_2xx_5xx_and_a_dropped_connection(start_del
     assert (b.subscriber_id, b.bounce_class, b.smtp_code, b.enhanced_status_code, b.source) == (
         "s2", "hard", 550, "5.1.1", "smtp_reply")
     assert "Recipient address rejected" in b.diagnostic
+    # The relay quoted the address: kept out of the event (and the ledger), which an erasure could not reach.
+    assert b.diagnostic.startswith("550 5.1.1 <address>:") and "@" not in b.diagnostic
     assert sorted(relay.recipients()) == ["fine@example.org", "flaky@example.org", "later@example.org"]
 
 

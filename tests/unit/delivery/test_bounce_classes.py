@@ -88,6 +88,19 @@ def test_lenient_dsns_are_read(block: str, expected: tuple[str, str | None, int 
     assert finding.reporting == "mx.example.org"
 
 
+def test_a_bounce_reports_addresses_are_left_out_of_its_diagnostic() -> None:
+    """The message id says whose bounce it is; an address quoted in the report would outlive an erasure."""
+    block = ("Action: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 <anna@t-online.de>: Recipient "
+             "address rejected; write to postmaster@t-online.de")
+    [finding] = READER.findings(dsn(block))
+    assert finding.bounce_class == "hard" and "@" not in finding.diagnostic
+    assert finding.diagnostic.startswith("550 5.1.1 <address>: Recipient address rejected; write to address [hard")
+    [other] = READER.findings(email.message_from_string(QMAIL.format(
+        reason="Remote host said: 550 5.1.1 <anna.k@t-online.de>... User unknown", return_path="b@x.example",
+        message_id="m@x.example")))
+    assert "@" not in other.diagnostic and "User unknown" in other.diagnostic
+
+
 def test_a_dsn_naming_the_recipient_many_times_gives_one_finding_per_class() -> None:
     report = dsn(*["Action: failed\nStatus: 5.1.1"] * 6, "Action: delayed\nStatus: 4.2.2")
     assert sorted(f.bounce_class or "" for f in READER.findings(report)) == ["hard", "soft"]
