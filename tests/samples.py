@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ CONSENT = {"source": "form", "collected_at": T0.isoformat(), "method": "signup f
 REF = {"message_id": "msg-c1-s1", "campaign_id": "c1", "subscriber_id": "s1", "list_id": "l1"}
 CLIENT = {"ip": "198.51.100.7", "user_agent": "Mozilla/5.0 (iPhone)", "device": "mobile", "browser": "Safari",
           "country": "LV", "city": "Riga"}
-HASH = "a" * 64
+HASH = hashlib.sha256(b"anna@example.com").hexdigest()  # SubscriberAdded's address, lower-cased
 LATER = (T0 + timedelta(days=3)).isoformat()
 
 PAYLOADS: dict[str, dict[str, Any]] = {
@@ -154,7 +155,7 @@ def confirmation_request(account_id: str, subscriber_id: str, email: str, *, lis
     return [
         SubscriberAdded(account_id=account_id, producer="subscriptions", payload={
             "list_id": list_id, "subscriber_id": subscriber_id, "email": email, "opt_in": "double",
-            "email_sha256": "2" * 64,
+            "email_sha256": hashlib.sha256(email.lower().encode()).hexdigest(),
             "consent": {"source": "form", "collected_at": "2026-11-01T00:00:00Z", "method": "form"}}),
         ConfirmationRequested(account_id=account_id, producer="subscriptions", payload={
             "list_id": list_id, "subscriber_id": subscriber_id, "email": email, "greeting_name": greeting_name,

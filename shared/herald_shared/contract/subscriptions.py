@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AnyHttpUrl, AwareDatetime, Field, StringConstraints
+from pydantic import AnyHttpUrl, AwareDatetime, Field, StringConstraints, model_validator
 
 from .envelope import (
     Count,
@@ -105,13 +106,23 @@ class SubscriberAddedPayload(Payload):
     list_id: Identifier
     subscriber_id: Identifier
     email: Email = personal_data("The subscriber's address; delivery needs it to send.")
-    email_sha256: EmailHash
+    email_sha256: EmailHash = Field(description=(
+        "sha256 (hex) of the address lower-cased: how the person is found again (export, erasure, suppression "
+        "across lists). An event whose hash is not that of its address is refused."))
     first_name: Name | None = personal_data("First name, for merge tags.", default=None)
     last_name: Name | None = personal_data("Last name, for merge tags.", default=None)
     phone: Annotated[str, StringConstraints(max_length=40)] | None = personal_data("Phone number.", default=None)
     custom_fields: dict[FieldName, FieldValue] = personal_data("Custom field values.", default_factory=dict)
     opt_in: OptInMode
     consent: ConsentEvidence
+
+    @model_validator(mode="after")
+    def _hash_of_the_address(self) -> SubscriberAddedPayload:
+        # A producer (a CRM) hashing the address as written, in its case, would make a member no export or
+        # erasure of the person's address can find.
+        if hashlib.sha256(self.email.lower().encode()).hexdigest() != self.email_sha256:
+            raise ValueError("email_sha256 is not the sha256 of the address lower-cased")
+        return self
 
 
 class SubscriberAdded(SubscriptionsEvent):

@@ -4,6 +4,7 @@ a key billing issued), sends from MessageSent events as delivery publishes them.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -108,7 +109,8 @@ async def test_subscribers_deleted_before_billing_looked_do_not_save_the_trial(s
         ada = await platform.sign_up("ada")
     consent = {"source": "import", "collected_at": T, "method": "shop checkbox"}
     added = [SubscriberAdded(account_id=ada.account_id, producer="subscriptions", payload={  # type: ignore[arg-type]
-        "list_id": "news", "subscriber_id": f"s{n}", "email": f"p{n}@example.com", "email_sha256": "2" * 64,
+        "list_id": "news", "subscriber_id": f"s{n}", "email": f"p{n}@example.com",
+        "email_sha256": hashlib.sha256(f"p{n}@example.com".encode()).hexdigest(),
         "opt_in": "single", "consent": consent}) for n in range(25)]
     deleted = ListDeleted(account_id=ada.account_id, producer="subscriptions",
                           payload={"list_id": "news", "members_at_deletion": 25})  # type: ignore[arg-type]

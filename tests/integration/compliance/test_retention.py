@@ -4,6 +4,7 @@ recovers the tables from the changelogs brings nothing back."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from herald_shared.contract.billing import AccountPurged
@@ -29,7 +30,8 @@ async def test_a_purged_account_leaves_the_tables_and_stays_out(start_compliance
     await bus.publish(ListCreated(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
         "list_id": "l1", "name": "News", "opt_in": "single"}), SubscriberAdded(
         account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
-            "list_id": "l1", "subscriber_id": "s1", "email": "anna@example.com", "email_sha256": "a" * 64,
+            "list_id": "l1", "subscriber_id": "s1", "email": "anna@example.com",
+            "email_sha256": hashlib.sha256(b"anna@example.com").hexdigest(),
             "opt_in": "single", "consent": {"source": "api", "collected_at": "2026-11-01T00:00:00Z", "method": "x"}}))
     await bus.publish(*(sent("acme", "c1", i) for i in range(10)), *(sent("other", "c1", i) for i in range(3)))
     await eventually(lambda: running.rates("acme"), lambda r: sent_in(r, "c1") == 10,

@@ -3,6 +3,7 @@ only confirmed, non-suppressed members receive campaigns; a suppression covers t
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from herald_delivery.domain import evolve_audience_address, evolve_audience_member
@@ -14,7 +15,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberUnsubscribed,
 )
 
-HASH = "a" * 64
+HASH = hashlib.sha256(b"ann@example.com").hexdigest()
 
 
 def added(subscriber_id: str = "s1", list_id: str = "news") -> SubscriberAdded:
