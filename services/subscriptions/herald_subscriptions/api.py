@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, Field, StrictBool, StringConstraints
 
 from herald_shared.apikeys import ApiKeyProjection
+from herald_shared.contract.delivery import BounceClass
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import (
     ConsentEvidence,
@@ -34,6 +35,7 @@ from herald_shared.request_fields import (
 )
 
 from . import domain
+from .activity import EXPORT_LIMIT
 from .domain import SubscribeRequest
 from .handlers import SubscriptionsService
 from .importer import run_import, spool
@@ -193,11 +195,49 @@ class SuppressionOut(Out):
     suppressed_at: AwareDatetime
 
 
+class ActivityOut(Out):
+    """One thing a message to the person recorded: sent, bounced, opened or clicked, with what was collected. A
+    complaint is never listed (who complained is never disclosed to the customer)."""
+
+    type: domain.ActivityType
+    at: AwareDatetime
+    kind: Literal["campaign", "confirmation"] = Field(description="A campaign's message, or the confirmation email "
+                                                                  "of a double opt-in.")
+    subscriber_id: Identifier = Field(description="The membership the message went to.")
+    list_id: Identifier | None = None
+    campaign_id: Identifier | None = None
+    message_id: Identifier
+    bounce_class: BounceClass | None = Field(default=None, description="bounced: hard (the address is invalid), "
+                                             "soft (temporary), block (the receiver refused our mail), undetermined.")
+    diagnostic: str | None = Field(default=None, description="bounced: the receiving server's words.")
+    bounce_source: Literal["smtp_reply", "dsn", "retry_expired", "local"] | None = Field(
+        default=None, description="bounced: refused when sent, reported later, given up after retrying, or never "
+                                  "handed to the relay.")
+    smtp_code: int | None = None
+    enhanced_status_code: str | None = None
+    reporting_mta: str | None = None
+    ip: str | None = Field(default=None, description="opened/clicked: the client's IP address.")
+    user_agent: str | None = Field(default=None, description="opened/clicked: the client's user agent.")
+    device: Literal["desktop", "mobile", "tablet", "bot", "other"] | None = None
+    browser: str | None = None
+    country: str | None = None
+    city: str | None = None
+    automated: bool | None = Field(default=None, description="opened/clicked: by a machine (a mail scanner), not "
+                                                             "the reader.")
+    automated_reason: str | None = None
+    url: str | None = Field(default=None, description="clicked: the link followed.")
+    link_index: int | None = None
+
+
 class ExportOut(Out):
     email: str
     memberships: list[SubscriberOut]
     suppression: SuppressionOut | None = Field(description=(
         "The account's record that the address is not mailed (a hard bounce or a complaint), if any."))
+    activity: list[ActivityOut] = Field(description=(
+        "What the messages to the person's memberships recorded (sent, bounced, opened, clicked), newest first: "
+        f"the newest {EXPORT_LIMIT:,} entries."))
+    activity_truncated: bool = Field(description=f"There was more activity than the {EXPORT_LIMIT:,} entries given.")
 
 
 class ErasedOut(Out):
@@ -229,6 +269,10 @@ def subscriber_out(doc: dict[str, Any]) -> dict[str, Any]:
         if doc.get(key):
             out[key] = doc[key].isoformat()
     return out
+
+
+def activity_out(doc: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in doc.items() if k not in ("_id", "account_id", "at")}, "at": doc["at"].isoformat()}
 
 
 def encode_cursor(listing_key: str) -> str:
@@ -383,13 +427,15 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
         return subscriber_out(await service.unsubscribe(account_id, subscriber_id, "api"))
 
     @router.get("/gdpr/export", response_model=None,
-                responses={**answers(200, ExportOut, "Every membership of the address."), **problems(422)})
+                responses={**answers(200, ExportOut, "Every membership of the address, and its activity."),
+                           **problems(422)})
     async def export(email: EmailAddress, account_id: Account) -> dict[str, Any]:
         """Everything held about one person in this account, across lists."""
-        docs, suppression = await service.export(account_id, email)
-        return {"email": email, "memberships": [subscriber_out(d) for d in docs if d["status"] != "erased"],
-                "suppression": None if suppression is None else {
-                    "suppressed_at": suppression["suppressed_at"].isoformat()}}
+        held = await service.export(account_id, email)
+        return {"email": email, "memberships": [subscriber_out(d) for d in held.memberships if d["status"] != "erased"],
+                "suppression": None if held.suppression is None else {
+                    "suppressed_at": held.suppression["suppressed_at"].isoformat()},
+                "activity": [activity_out(d) for d in held.activity], "activity_truncated": held.activity_truncated}
 
     @router.post("/gdpr/erase", response_model=None,
                  responses={**answers(200, ErasedOut, "How many memberships were erased."), **problems(422, 503)})

@@ -21,6 +21,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from herald_shared.contract import Event
+from herald_shared.contract.delivery import (
+    LinkClicked,
+    LinkClickedPayload,
+    MessageBounced,
+    MessageOpened,
+    MessageRef,
+    MessageSent,
+)
 from herald_shared.contract.subscriptions import (
     ConfirmationRequested,
     ConfirmationRequestedPayload,
@@ -576,3 +584,50 @@ def evolve_address(doc: Document | None, event: Event) -> Document | None:
             return doc  # a redelivery
         return {**doc, "confirmations": sorted(known | {at})[-CONFIRMATIONS_PER_ADDRESS_PER_DAY:]}
     return doc
+
+
+# The person's activity (PRODUCT.md, "Data protection": collected are the IP, country/city, device, browser and the
+# times of opens, clicks and bounces; the GDPR export gives them with the messages sent). Folded from delivery's
+# events into the `activity` read model (`activity.py`), one entry per event.
+
+ActivityType = Literal["sent", "bounced", "opened", "clicked"]
+ACTIVITY_TYPES: dict[type[Event], ActivityType] = {
+    MessageSent: "sent", MessageBounced: "bounced", MessageOpened: "opened", LinkClicked: "clicked"}
+# Messages to the subscriber's own mailbox; an account notice names a member but goes to the customer, and a test
+# send goes to addresses the customer typed.
+ACTIVITY_KINDS = ("campaign", "confirmation")
+
+
+def activity_entry(event: Event) -> Document | None:
+    """What the export keeps of one delivery event about a subscriber's message: its type, time, the message, and
+    what the event collected (a bounce's class, diagnostic and source; an open's or click's client: IP, user
+    agent, device, browser, country, city; a click's link); None when it is not the person's activity: a
+    complaint (who complained is never disclosed to the customer, who is the one answered the export), another
+    event type, a message of another kind, or one naming no subscriber. Fields the event left empty are left out."""
+    kind = ACTIVITY_TYPES.get(type(event))
+    ref = getattr(event, "payload", None)
+    if kind is None or not isinstance(ref, MessageRef) or ref.subscriber_id is None or ref.kind not in ACTIVITY_KINDS:
+        return None
+    entry: Document = {"account_id": event.account_id, "subscriber_id": ref.subscriber_id, "type": kind,
+                       "at": event.occurred_at, "kind": ref.kind, "message_id": ref.message_id,
+                       "campaign_id": ref.campaign_id, "list_id": ref.list_id}
+    match event:
+        case MessageBounced(payload=p):
+            entry |= {"bounce_class": p.bounce_class, "diagnostic": p.diagnostic, "bounce_source": p.source,
+                      "smtp_code": p.smtp_code, "enhanced_status_code": p.enhanced_status_code,
+                      "reporting_mta": p.reporting_mta}
+        case MessageOpened(payload=p) | LinkClicked(payload=p):
+            entry |= {**p.client.model_dump(), "automated": p.automated, "automated_reason": p.automated_reason}
+            if isinstance(p, LinkClickedPayload):
+                entry |= {"url": str(p.url), "link_index": p.link_index}
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def activity_kept(at: datetime, erased_at: datetime | None, rejoined_at: datetime | None) -> bool:
+    """Whether activity at `at` of a membership may be kept. Erasure deletes what the membership had and forgets
+    the person for good (a message opened after it must not bring an IP back), unless the person joined the list
+    again later (a fresh double opt-in keeps the subscriber id): what happens from then on is theirs anew.
+    `erased_at`: the last erasure of the membership, if any; `rejoined_at`: when it was added since then."""
+    if erased_at is None:
+        return True
+    return rejoined_at is not None and rejoined_at > erased_at and at >= rejoined_at

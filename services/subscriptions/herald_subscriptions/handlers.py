@@ -7,6 +7,7 @@ import asyncio
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
@@ -27,6 +28,7 @@ from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, Document
 
 from . import domain, metrics
+from .activity import Activity
 from .domain import ConfirmLink, Decision, SubscribeRequest
 from .store import SubscriptionsStore
 
@@ -58,10 +60,21 @@ class RecentConfirmations:
             self._sent.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class PersonalData:
+    """What one person's GDPR export holds, in one account."""
+
+    memberships: list[Document]  # erased ones included (the API leaves them out)
+    suppression: Document | None  # the account's record that the address is not mailed
+    activity: list[Document]  # of the memberships not erased, newest first (`activity.EXPORT_LIMIT` at most)
+    activity_truncated: bool
+
+
 class SubscriptionsService:
     def __init__(self, store: SubscriptionsStore, publisher: EventPublisher, checkpoints: Checkpoints,
-                 links: LinkSigner, topic: str) -> None:
+                 links: LinkSigner, topic: str, activity: Activity) -> None:
         self.store = store
+        self.activity = activity
         self.links = links
         self.recorder = Recorder(publisher, checkpoints, topic, on_published=metrics.record)
         self.checkpoints = checkpoints
@@ -199,11 +212,15 @@ class SubscriptionsService:
 
     # GDPR
 
-    async def export(self, account_id: str, email: str) -> tuple[list[Document], Document | None]:
-        """The person's memberships, and the account's suppression record of the address."""
+    async def export(self, account_id: str, email: str) -> PersonalData:
+        """The person's memberships, the account's suppression record of the address, and what their messages
+        recorded (an erased membership's activity is deleted; any not deleted yet is not shown)."""
         email_hash = domain.email_sha256(domain.normalise_email(email))
-        return await asyncio.gather(self.store.members_by_hash(account_id, email_hash),
-                                    self.store.suppression(account_id, email_hash))
+        memberships, suppression = await asyncio.gather(self.store.members_by_hash(account_id, email_hash),
+                                                        self.store.suppression(account_id, email_hash))
+        activity, truncated = await self.activity.of_members(
+            account_id, [d["subscriber_id"] for d in memberships if d["status"] != "erased"])
+        return PersonalData(memberships, suppression, activity, truncated)
 
     async def erase(self, account_id: str, email: str,
                     requested_by: Literal["subscriber", "account", "retention_policy"]) -> int:

@@ -1,4 +1,4 @@
-"""Bootstrap of the subscriptions service: settings, wiring, the two consumers, the HTTP server, shutdown."""
+"""Bootstrap of the subscriptions service: settings, wiring, the three consumers, the HTTP server, shutdown."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup
 from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import EdgeSettings
 
+from .activity import ACTIVITY_EVENTS, Activity, ActivityErasures, mark_erasures
 from .api import LARGER_BODIES, build_api
 from .forms import Limits
 from .handlers import SubscriptionsService, SuppressionHandler
@@ -28,6 +29,8 @@ SERVICE = "subscriptions"
 # a backlog (an import) is folded in big batches; a quiet topic still gives batches of what just arrived.
 PROJECTION_BATCH = 2000
 PROJECTION_TOPICS = ["herald.subscriptions", "herald.billing"]
+# A campaign's messages each record a MessageSent here: one bulk insert per batch, so big batches.
+ACTIVITY_BATCH = 2000
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +64,9 @@ class Subscriptions(ConsumingService):
         super().__init__(settings, SERVICE, batch_bytes=BULK_BATCH_BYTES)  # an import publishes in thousands
         self.settings: SubscriptionsSettings = settings
         self.projection = SubscriptionsProjection(self.db)
+        self.activity = Activity(self.db)
+        # One set of tombstones for the consumers that read AccountPurged: a purge either handles is seen by both.
+        purged = PurgedAccounts(self.db)
         self.apikeys = ApiKeyProjection(self.db, settings.api_key_attempts())
         base_url = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
         # One instance for the consumer that saves and the requests that wait: a save wakes them at once.
@@ -68,19 +74,28 @@ class Subscriptions(ConsumingService):
         self.service = SubscriptionsService(
             SubscriptionsStore(self.db), EventPublisher(self.producer, settings.topics),
             checkpoints, LinkSigner(settings.link_secret, base_url),
-            settings.topics("herald.subscriptions"))
+            settings.topics("herald.subscriptions"), self.activity)
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
             topics=PROJECTION_TOPICS,
-            handler=PurgingHandler(ProjectionGroup(self.projection, self.apikeys), PurgedAccounts(self.db), self.purge),
+            handler=PurgingHandler(ProjectionGroup(self.projection, self.apikeys, ActivityErasures(self.db)), purged,
+                                   self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "projection"),
             checkpoints=checkpoints, max_records=PROJECTION_BATCH,
-            # The memberships keep the ids applied to them; the API keys' projection ignores these events.
+            # The memberships keep the ids applied to them; the API keys' projection ignores these events, and an
+            # erasure's tombstone and delete change nothing when repeated.
             self_deduplicated=MEMBER_EVENTS)
         self.suppressor = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.suppression", topics=["herald.delivery"],
             handler=SuppressionHandler(self.service), producer=self.producer,
             deduplicator=MongoDeduplicator(self.db, "suppression"))
+        # The GDPR export's activity (`activity.py`; erasures are the projection's): its own group, so a campaign's
+        # thousands of MessageSent do not hold the suppressions back. No deduplicator: an entry's `_id` is the
+        # event's, and a copy is ignored.
+        self.activity_folder = EventConsumer(
+            settings, name=f"{settings.topic_prefix}{SERVICE}.activity", topics=list(ACTIVITY_EVENTS),
+            only=ACTIVITY_EVENTS, handler=PurgingHandler(self.activity, purged, self.activity.purge),
+            producer=self.producer, max_records=ACTIVITY_BATCH)
         self.app = api_app("Herald subscriptions", "Lists, subscribers, opt-in, unsubscribe, suppression and "
                            "GDPR requests. Errors are RFC 9457 problem documents (application/problem+json).",
                            larger_bodies=LARGER_BODIES)
@@ -89,17 +104,22 @@ class Subscriptions(ConsumingService):
                                                                     settings.form_limits())))
         add_health_routes(self.app, self.ready_checks())
         # HERALD_RUN_CONSUMERS=false: an API process beside the folding ones (README, "Processes").
-        self.consumers = [self.projector, self.suppressor] if settings.run_consumers else []
+        self.consumers = [self.projector, self.suppressor, self.activity_folder] if settings.run_consumers else []
 
     async def start(self) -> None:
         # A read model of an earlier format is refused, not answered from: it is rebuilt first (README, "Upgrading").
         await check_format(self.db)
+        if self.consumers:  # the erasures from before their tombstones, before the activity consumer reads
+            await mark_erasures(self.db)
         await super().start()
 
     async def purge(self, account_id: str) -> None:
-        """Retention: the account's lists, members, addresses, suppressions, imports and keys."""
+        """Retention: the account's lists, members, addresses, suppressions, imports and keys, and its activity and
+        erasure tombstones (which the activity consumer, reading AccountPurged too, also deletes: either may write
+        them after the other purged)."""
         await self.projection.purge(account_id)
         await self.apikeys.purge(account_id)
+        await self.activity.purge(account_id)
 
 
 def main() -> None:

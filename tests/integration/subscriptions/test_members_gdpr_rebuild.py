@@ -173,7 +173,8 @@ async def test_an_export_holds_the_proof_of_the_opt_in_and_the_suppression(platf
     assert membership["status"] == "suppressed" and "suppressed_reason" not in membership  # no cause: see
     assert export["suppression"].keys() == {"suppressed_at"}  # test_unsubscribe_and_suppression, complaints
     assert (await acme.http.get("/v1/gdpr/export", params={"email": "nobody@example.com"})).json() == {
-        "email": "nobody@example.com", "memberships": [], "suppression": None}
+        "email": "nobody@example.com", "memberships": [], "suppression": None, "activity": [],
+        "activity_truncated": False}
 
 
 async def test_a_bounce_or_complaint_of_a_message_to_the_customer_suppresses_no_subscriber(platform: Platform) -> None:

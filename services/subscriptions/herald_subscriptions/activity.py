@@ -1,0 +1,148 @@
+"""The `activity` read model: what delivery recorded about each subscriber's own messages (sent, bounced, opened,
+clicked, with the client an open or click came from), for the GDPR export; removed by erasure and purge.
+
+Written for FerretDB (`herald_shared.readmodel`): insert-only documents keyed
+`account/subscriber/<time>/<event id>`, so one membership's activity is an `_id` prefix range (read newest first
+for the export, deleted at once by an erasure) and an account's is the range of its prefix (purge). A batch is
+one bulk insert; a redelivered event makes the same `_id`, and the duplicate is ignored, so no event ids are kept.
+
+Erasure: the projection's consumer, folding SubscriberErased, writes a tombstone (`activity_erased`: ids and the
+time, nothing personal) and then deletes the membership's range (`ActivityErasures`), so an erasure's answer comes
+once it is done. The activity consumer (its own group, reading herald.delivery and billing's purges) stores
+nothing for an erased membership (an open of an old message, a late bounce report would bring the person's IP
+back): it skips what the tombstones refuse, and after its insert reads them once more and deletes what they refuse
+now. Between the two consumers no order is needed: an erasure whose tombstone that second read missed was
+written after the insert, and its range delete, after the tombstone, takes the entries with it. Only a membership
+added again after the erasure (a fresh double opt-in keeps the id) collects activity again, from then on
+(`domain.activity_kept`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.operations import DeleteMany, UpdateOne
+
+from herald_shared.contract import Event
+from herald_shared.contract.billing import AccountPurged
+from herald_shared.contract.delivery import LinkClicked, MessageBounced, MessageOpened, MessageSent
+from herald_shared.contract.subscriptions import SubscriberErased
+from herald_shared.mongo import Projection, WriteOp
+from herald_shared.purging import delete_by_account_prefix
+from herald_shared.readmodel import compose, insert_new, load, prefix_range, time_key
+
+from . import domain
+from .store import FORMATS, SUBSCRIBERS, member_key
+
+Document = dict[str, Any]
+ACTIVITY, ERASED = "activity", "activity_erased"
+# What the activity consumer reads (its `only`): the rest of each topic is passed over unparsed. Not
+# herald.subscriptions: an import's millions of events would all pass through it for the rare erasure.
+ACTIVITY_EVENTS: dict[str, list[type[Event]]] = {
+    "herald.delivery": [MessageSent, MessageBounced, MessageOpened, LinkClicked],
+    "herald.billing": [AccountPurged],
+}
+# The export gives a person's newest activity up to this many entries (and says when there was more).
+EXPORT_LIMIT = 10_000
+
+
+def activity_key(account_id: str, subscriber_id: str, at: datetime, event_id: str) -> str:
+    """An entry's `_id`: by membership, then time (sorts as time does), then the event (unique, deterministic)."""
+    return compose(account_id, subscriber_id, time_key(at), event_id)
+
+
+class ActivityErasures(Projection):
+    """In the projection's consumer: an erasure's tombstone, then the delete of the membership's activity (in this
+    order: see the module). Both are repeated unchanged when the event comes again."""
+
+    def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
+        if not isinstance(event, SubscriberErased):
+            return []
+        member = (event.account_id, event.payload.subscriber_id)
+        return [(ERASED, UpdateOne({"_id": member_key(*member)}, {
+            "$set": {"account_id": member[0], "subscriber_id": member[1]}, "$max": {"erased_at": event.occurred_at}},
+            upsert=True)), (ACTIVITY, DeleteMany({"_id": prefix_range(*member)}))]
+
+
+async def mark_erasures(db: AsyncDatabase[Document]) -> None:
+    """Once per database: the tombstones of the memberships erased before tombstones were written. The activity
+    consumer's group starts from offset 0 of herald.delivery when first deployed, and must not store an erased
+    person's opens then. One scan of the memberships (FerretDB reads them all), then a mark beside the read
+    model's format; repeating it (two processes starting at once) writes the same tombstones."""
+    if await db[FORMATS].find_one({"_id": ERASED}) is not None:
+        return
+    erased = db[SUBSCRIBERS].find({"status": "erased"}, {"account_id": 1, "subscriber_id": 1, "erased_at": 1})
+    ops = [UpdateOne({"_id": member_key(d["account_id"], d["subscriber_id"])}, {
+        "$set": {"account_id": d["account_id"], "subscriber_id": d["subscriber_id"]},
+        "$max": {"erased_at": d["erased_at"]}}, upsert=True) async for d in erased]
+    for start in range(0, len(ops), 1000):
+        await db[ERASED].bulk_write(ops[start:start + 1000], ordered=False)
+    await db[FORMATS].update_one({"_id": ERASED}, {"$set": {"marked": True}}, upsert=True)
+
+
+class Activity:
+    """The activity consumer's handler (`handle` stages, `flush` writes), and the export's reads."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.db = db
+        self._staged: dict[tuple[str, str], list[Document]] = {}  # entries by membership (account, subscriber)
+
+    async def handle(self, event: Event) -> None:
+        entry = domain.activity_entry(event)
+        if entry is None:
+            return
+        entry["_id"] = activity_key(event.account_id, entry["subscriber_id"], event.occurred_at, str(event.event_id))
+        self._staged.setdefault((event.account_id, entry["subscriber_id"]), []).append(entry)
+
+    async def flush(self) -> None:
+        """Insert what the erasures allow (one bulk insert), then delete what they refuse once it is in."""
+        if not self._staged:
+            return
+        refused = await self._refused(self._staged)
+        kept = [e for entries in self._staged.values() for e in entries if e["_id"] not in refused]
+        if kept:
+            await insert_new(self.db[ACTIVITY], kept)
+            inserted: dict[tuple[str, str], list[Document]] = {}
+            for entry in kept:
+                inserted.setdefault((entry["account_id"], entry["subscriber_id"]), []).append(entry)
+            late = sorted(await self._refused(inserted))
+            if late:
+                await self.db[ACTIVITY].delete_many({"_id": {"$in": late}})
+        self.forget()
+
+    def forget(self) -> None:
+        self._staged.clear()
+
+    async def _refused(self, entries: dict[tuple[str, str], list[Document]]) -> set[str]:
+        """The ids of the entries an erasure of their membership refuses: one `$in` on the tombstones, and for
+        the few memberships erased, one on their membership documents (added again since?)."""
+        tombstones = await load(self.db[ERASED], (member_key(*m) for m in entries))
+        if not tombstones:
+            return set()
+        members = await load(self.db[SUBSCRIBERS], tombstones, {"status": 1, "added_at": 1})
+        refused: set[str] = set()
+        for key, tombstone in tombstones.items():
+            doc = members.get(key)
+            rejoined = doc.get("added_at") if doc is not None and doc["status"] != "erased" else None
+            refused |= {e["_id"] for e in entries[(tombstone["account_id"], tombstone["subscriber_id"])]
+                        if not domain.activity_kept(e["at"], tombstone["erased_at"], rejoined)}
+        return refused
+
+    async def purge(self, account_id: str) -> None:
+        """Retention: the account's activity and erasure tombstones (ranges of its prefix). Both consumers that
+        write here call it on AccountPurged (each drops the account's later events)."""
+        await delete_by_account_prefix(self.db, account_id, (ACTIVITY, ERASED))
+
+    async def of_members(self, account_id: str, subscriber_ids: list[str],
+                         limit: int = EXPORT_LIMIT) -> tuple[list[Document], bool]:
+        """The memberships' activity, newest first, at most `limit` entries; and whether there was more."""
+        async def newest(subscriber_id: str) -> list[Document]:
+            cursor = self.db[ACTIVITY].find({"_id": prefix_range(account_id, subscriber_id)})
+            return await cursor.sort("_id", -1).limit(limit + 1).to_list()
+
+        found = [doc for docs in await asyncio.gather(*map(newest, subscriber_ids)) for doc in docs]
+        found.sort(key=lambda d: (d["at"], d["_id"]), reverse=True)
+        return found[:limit], len(found) > limit
