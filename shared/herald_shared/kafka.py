@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -41,6 +41,10 @@ DLQ_CONSUMER = "herald.dlq.consumer"
 DLQ_FAILED_AT = "herald.dlq.failed_at"
 MAX_REASON_CHARS = 2_000  # of a dead-letter reason (an exception's text can quote a whole header)
 DeadLetterCategory = Literal["invalid", "rejected", "handler_failed"]
+DEAD_LETTER_CATEGORIES: tuple[DeadLetterCategory, ...] = get_args(DeadLetterCategory)
+# How often a consumer reports its lag from the broker's end offsets, whatever its loop is doing: a handler that
+# waits out an infrastructure error holds the loop (and its report after each poll) for as long as that lasts.
+LAG_REPORT_SECONDS = 15.0
 # Errors of the infrastructure, not of the event: a handler hitting one is retried until it passes.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, KafkaError, OSError, TimeoutError)
 # Of the errors the server answers (OperationFailure), those of a server briefly unable to write, not of what
@@ -192,15 +196,29 @@ class EventPublisher:
         return results
 
     async def dead_letter(self, base_topic: str, value: bytes, reason: str, *, origin: str, consumer: str,
-                          key: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+                          key: bytes, headers: Sequence[tuple[str, bytes]] = (),
+                          category: DeadLetterCategory = "invalid") -> None:
         """A dead-letter entry that comes from no consumed record (a mail received, an outcome that could not
         become its event): `value` as it is, with why (bounded, and written whatever its text holds, so the
         entry always fits and always encodes) and where from (`origin`, not a topic, and `consumer`), on
-        `base_topic`'s dead-letter topic; `herald dlq replay` sends it, corrected, to `base_topic`."""
+        `base_topic`'s dead-letter topic; `herald dlq replay` sends it, corrected, to `base_topic`. Counted in
+        herald_events_dead_lettered_total as (`consumer`, `base_topic`, `category`): HeraldDeadLettersGrowing
+        watches only that (`expect_dead_letters` creates the series at 0 beforehand)."""
         entry = [(DLQ_REASON, reason[:MAX_REASON_CHARS].encode("utf-8", "backslashreplace")),
                  (DLQ_ORIGIN, origin.encode()), (DLQ_CONSUMER, consumer.encode()),
                  (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()), *headers]
         await self._producer.send_and_wait(self._topics(base_topic) + DLQ_SUFFIX, value=value, key=key, headers=entry)
+        metrics.EVENTS_DEAD_LETTERED.labels(consumer, base_topic, category).inc()
+
+
+def expect_dead_letters(consumer: str, topics: Iterable[str],
+                        categories: Iterable[DeadLetterCategory] = DEAD_LETTER_CATEGORIES) -> None:
+    """Export herald_events_dead_lettered_total at 0 for what `consumer` may dead-letter: a series born at its
+    first dead letter starts at 1, and increase() over it says 0, so the first one would never alert."""
+    wanted = tuple(categories)
+    for topic in topics:
+        for category in wanted:
+            metrics.EVENTS_DEAD_LETTERED.labels(consumer, topic, category)
 
 
 class Reject(Exception):
@@ -321,6 +339,7 @@ class EventConsumer:
         slice_records: int | None = None,
         self_deduplicated: Collection[type[Event]] = (),
         lead: Collection[str] = (),
+        lag_interval: float = LAG_REPORT_SECONDS,
     ) -> None:
         self.name = name
         self._names = settings.topics
@@ -342,6 +361,8 @@ class EventConsumer:
         self._dedupe = deduplicator
         self._checkpoints = checkpoints
         self._dead_letters = DeadLetters(producer, name)
+        expect_dead_letters(name, self._topics)
+        self._lag_interval = lag_interval
         self._max_records = max_records
         self._slice_records = slice_records or max_records
         self._self_deduplicated = tuple(self_deduplicated)
@@ -371,6 +392,7 @@ class EventConsumer:
         await self._consumer.start()
         self._consumer.subscribe(self._topics, listener=_Assignments(self))
         self.started = True
+        lag = asyncio.create_task(self._watch_lag(), name=f"{self.name}: lag")
         try:
             while not self._stopping.is_set():
                 if self._catching_up:
@@ -383,6 +405,8 @@ class EventConsumer:
                 await self._report_lag()
             await self._finished()
         finally:
+            lag.cancel()
+            await asyncio.gather(lag, return_exceptions=True)
             if self._finishing is not None:  # failed elsewhere: the batch is not committed, and is read again
                 self._finishing.cancel()
                 await asyncio.gather(self._finishing, return_exceptions=True)
@@ -618,12 +642,44 @@ class EventConsumer:
                 delay = min(delay * 2, 10.0)
 
     async def _report_lag(self) -> None:
+        """After each poll: the partitions' ends as the last fetch saw them."""
         for tp in self._consumer.assignment():
             highwater = self._consumer.highwater(tp)
-            if highwater is None:
-                continue
+            if highwater is not None:
+                await self._set_lag(tp, highwater)
+
+    async def _watch_lag(self) -> None:
+        """Every `lag_interval` seconds, the lag from the broker's end offsets, in its own task: a consumer
+        stuck in a batch (a handler waiting out MongoDB) polls nothing, so neither its report after each poll
+        nor the last fetch's high watermark would move while events keep arriving."""
+        while True:
+            await asyncio.sleep(self._lag_interval)
+            try:
+                await self._report_end_offsets()
+            except (KafkaError, OSError, TimeoutError) as exc:  # a rebalance, the broker away: the next round
+                log.info("lag not reported", extra={"consumer": self.name, "error": repr(exc)})
+
+    async def _report_end_offsets(self) -> None:
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return
+        ends = await self._consumer.end_offsets(assigned)
+        for tp, end in ends.items():
+            await self._set_lag(tp, end)
+
+    async def _set_lag(self, tp: TopicPartition, end: int) -> None:
+        try:
             position = await self._consumer.position(tp)
-            metrics.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, highwater - position))
+        except IllegalStateError:  # revoked meanwhile
+            return
+        if tp in self._consumer.assignment():  # still: a revoked partition is its new owner's to report
+            metrics.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, end - position))
+
+    def _revoked(self, revoked: Collection[TopicPartition]) -> None:
+        """Partitions taken away stop being reported here: their new owner reports them; a value left behind
+        would be this consumer's last word on them, forever."""
+        for tp in revoked:
+            metrics.CONSUMER_LAG.remove(self.name, tp.topic, str(tp.partition))
 
 
 class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -631,7 +687,7 @@ class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
-        pass
+        self._consumer._revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         await self._consumer._assigned(assigned)

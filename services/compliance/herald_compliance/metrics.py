@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from herald_shared.contract.compliance import RateScope
+
+from .domain import RateMetric
 
 SUSPENSIONS = Counter("herald_compliance_suspensions_total", "AccountSuspended emitted, by metric and scope kind.",
                       ["metric", "scope"])
 WARNINGS = Counter("herald_compliance_warnings_total", "AccountWarned emitted, by metric and scope kind.",
                    ["metric", "scope"])
+# Every series a decision can make, exported from the start at 0: a series born at its first suspension starts
+# at 1, and increase() over it says 0 (HeraldSuspensionSpike would miss one per series). Rates are measured
+# per campaign or rolling window; one-off sending (a warning) is about lists (processor.py).
+SCOPE_KINDS: tuple[str, ...] = get_args(RateScope.model_fields["kind"].annotation)
+for _metric in get_args(RateMetric):
+    for _scope in SCOPE_KINDS:
+        SUSPENSIONS.labels(_metric, _scope)
+        WARNINGS.labels(_metric, _scope)
+WARNINGS.labels("one_off_sending", "list")
 EVENTS = Counter("herald_compliance_events_total",
                  "Input events by type and outcome: counted, duplicate (same fact seen before), replayed (already "
                  "in the state after a restart), late (too old to tell from a duplicate), ignored (nothing to "

@@ -214,6 +214,8 @@ class Processor:
             for tp in tps:
                 self._log_time.pop(TopicPartition(tp.topic, tp.partition), None)
                 self._to_acknowledge.pop(TopicPartition(tp.topic, tp.partition), None)
+                # its new owner reports it; the last value left here would keep HeraldComplianceLagging firing
+                metrics.LAG_MESSAGES.remove(tp.topic, str(tp.partition))
             self.announcements.forget(sorted({tp.partition for tp in tps if tp.topic in self._base}))
 
     async def catch_up(self, stalled_after: float) -> int:

@@ -44,7 +44,7 @@ class DeliverySettings(EdgeSettings):
                                          "subscriptions).")
     public_url: str | None = Field(default=None, alias="HERALD_PUBLIC_URL",
                                    description="Base URL of the tracking endpoints; default http://host:port.")
-    subscriptions_url: str = Field(default="http://127.0.0.1:8084", alias="HERALD_SUBSCRIPTIONS_URL",
+    subscriptions_url: str = Field(default="http://127.0.0.1:8085", alias="HERALD_SUBSCRIPTIONS_URL",
                                    description="Public base URL of the subscriptions pages (unsubscribe links).")
     smtp_host: str = Field(default="127.0.0.1", alias="HERALD_SMTP_HOST", description="The relay.")
     smtp_port: int = Field(default=25, alias="HERALD_SMTP_PORT")

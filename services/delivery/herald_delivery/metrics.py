@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced
 
+from .domain import MessageKind
+
 MESSAGES = Counter("herald_delivery_messages_total", "Message outcomes, by kind and outcome.", ["kind", "outcome"])
+# Every outcome series exported from the start, at 0: a sender restarted that sends nothing would otherwise
+# export none, and HeraldDeliveryStalled (no outcome in 15 minutes) would have nothing to find at 0.
+for _kind in get_args(MessageKind):
+    for _outcome in ("sent", "bounced", "deferred"):
+        MESSAGES.labels(_kind, _outcome)
 BOUNCES = Counter("herald_delivery_bounces_total", "Bounces, by class (hard/soft/block/undetermined) and source.",
                   ["bounce_class", "source"])
 COMPLAINTS = Counter("herald_delivery_complaints_total", "Feedback-loop complaints received.", ["feedback_type"])
@@ -27,6 +36,10 @@ UNANSWERED = Counter("herald_delivery_unanswered_total", "Messages whose end of 
 IN_DOUBT = Counter("herald_delivery_in_doubt_total", "Messages found claimed but unrecorded after a restart.")
 QUEUE_DEPTH = Gauge("herald_delivery_queue_depth", "Messages waiting to be sent (due or not), by kind of gate.",
                     ["held_by"])
+WAITING_FOR_GATES = Gauge("herald_delivery_sender_waiting_for_gates",
+                          "1 while the sender waits for the gates to be current (the control consumer reading "
+                          "billing, compliance and campaigns to their end) before it loads its queue: nothing is "
+                          "sent, and herald_delivery_queue_depth does not count the queue yet.")
 POOL_CONNECTIONS = Gauge("herald_delivery_smtp_connections", "SMTP connections, by state.", ["state"])
 EXPANSIONS = Gauge("herald_delivery_expansions", "Campaign expansions waiting or under way.")
 EXPANSION_FAILURES = Counter("herald_delivery_expansion_failures_total",

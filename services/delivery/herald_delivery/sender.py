@@ -36,7 +36,7 @@ from herald_shared.contract.delivery import (
     MessageDeferred,
     MessageSent,
 )
-from herald_shared.kafka import MAX_REASON_CHARS, TRANSIENT_ERRORS, EventPublisher
+from herald_shared.kafka import MAX_REASON_CHARS, TRANSIENT_ERRORS, EventPublisher, expect_dead_letters
 from herald_shared.mongo import Document
 from herald_shared.templating import RenderError, TemplateProblem
 
@@ -51,6 +51,7 @@ from .store import BOUNCED, CANCELLED, DEFERRED, SENT, SKIPPED, DeliveryStore, s
 
 log = logging.getLogger(__name__)
 PRODUCER = "delivery"
+SENDER = "delivery.sender"  # the `consumer` of its dead letters (an outcome that could not become its event)
 LIST_DELETED = "list_deleted"  # a member status the hand-out gives members of a list deleted after the expansion
 LIST_RECHECK_SECONDS = 1.0  # how stale the hand-out's knowledge that a list is not deleted may be
 # Threads that make DKIM signatures (`Rendered.signatures`): OpenSSL releases the GIL while it signs (~0.2 ms
@@ -108,6 +109,7 @@ class Sender:
         self.started = False
         self.dispatch_passes = 0  # looks at the ledger so far (tests wait on it to see that nothing is due)
         self._signing: ThreadPoolExecutor | None = None  # while running
+        expect_dead_letters(SENDER, ["herald.delivery"], ["handler_failed"])
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -151,14 +153,18 @@ class Sender:
         """The gates must be current before anything is sent (a suspension published while this process was
         down, or handled but not saved before a crash). False when asked to stop meanwhile."""
         assert self._ready is not None
-        while not self._stopping.is_set():
-            try:
-                async with asyncio.timeout(5):
-                    await self._ready()
-                return True
-            except TimeoutError:
-                log.info("the sender waits for the gates (billing, compliance, campaigns) to catch up")
-        return False
+        metrics.WAITING_FOR_GATES.set(1)  # the ledger is not loaded: the queue's depth is unknown meanwhile
+        try:
+            while not self._stopping.is_set():
+                try:
+                    async with asyncio.timeout(5):
+                        await self._ready()
+                    return True
+                except TimeoutError:
+                    log.info("the sender waits for the gates (billing, compliance, campaigns) to catch up")
+            return False
+        finally:
+            metrics.WAITING_FOR_GATES.set(0)
 
     def _gate_of(self, job: Document) -> Gate | None:
         """The closed gate holding a campaign message; a cancelled campaign's jobs are let through to be
@@ -323,7 +329,7 @@ class Sender:
         else:
             await self._until_done("dead-letter the outcome", lambda: self._publisher.dead_letter(
                 "herald.delivery", json.dumps(outcome, default=str).encode(), outcome["reason"], origin="sender",
-                consumer="delivery.sender", key=str(job["account_id"]).encode()))
+                consumer=SENDER, key=str(job["account_id"]).encode(), category="handler_failed"))
         self._unpublished.pop(job["_id"], None)
         if outcome["final"]:
             # Only once its event is out: the end of its campaign is announced after every outcome event.
