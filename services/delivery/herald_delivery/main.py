@@ -185,6 +185,7 @@ class Delivery(WatchedTasks):
         self.jobs.forget_account(account_id)
         self.gates.forget_account(account_id)
         self.completion.forget_account(account_id)
+        self.sender.forget_account(account_id)
         await self.store.purge(account_id)
 
     async def _mongo_ready(self) -> bool:

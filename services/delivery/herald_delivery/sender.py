@@ -22,6 +22,7 @@ import logging
 import random
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -54,6 +55,7 @@ PRODUCER = "delivery"
 SENDER = "delivery.sender"  # the `consumer` of its dead letters (an outcome that could not become its event)
 LIST_DELETED = "list_deleted"  # a member status the hand-out gives members of a list deleted after the expansion
 LIST_RECHECK_SECONDS = 1.0  # how stale the hand-out's knowledge that a list is not deleted may be
+TEMPLATES_KEPT = 256  # compiled campaigns kept (the most recently used); one evicted is compiled again if needed
 # Threads that make DKIM signatures (`Rendered.signatures`): OpenSSL releases the GIL while it signs (~0.2 ms
 # an RSA-2048 signature), so the event loop goes on rendering and sending other messages meanwhile.
 SIGNING_THREADS = 2
@@ -91,8 +93,9 @@ class Sender:
         self._capacity = 4 * config.concurrency
         self._outstanding = 0
         self._slot_freed = asyncio.Event()
-        # Compiled campaigns, or why one does not compile (asked once, not once per recipient).
-        self._templates: dict[tuple[str, bool], CampaignTemplate | Skip] = {}
+        # Compiled campaigns, or why one does not compile (asked once, not once per recipient): the most recently
+        # used TEMPLATES_KEPT, so a process that has sent for months does not hold every campaign it ever sent.
+        self._templates: OrderedDict[tuple[str, bool], CampaignTemplate | Skip] = OrderedDict()
         # Lists deleted (for good: a list id is never created again), and when each other list was last looked
         # at: a batch reads a list at most once a LIST_RECHECK_SECONDS, not once per batch.
         self._deleted_lists: set[tuple[str, str]] = set()
@@ -110,6 +113,17 @@ class Sender:
         self.dispatch_passes = 0  # looks at the ledger so far (tests wait on it to see that nothing is due)
         self._signing: ThreadPoolExecutor | None = None  # while running
         expect_dead_letters(SENDER, ["herald.delivery"], ["handler_failed"])
+
+    def forget_account(self, account_id: str) -> None:
+        """Retention (AccountPurged): nothing of the account stays in memory: its compiled campaigns (their
+        content), the lists it had, its rate bucket, the held notices announced."""
+        prefix = account_id + ":"
+        for key in [k for k in self._templates if k[0].startswith(prefix)]:
+            del self._templates[key]
+        self._deleted_lists = {k for k in self._deleted_lists if k[0] != account_id}
+        self._lists_checked = {k: v for k, v in self._lists_checked.items() if k[0] != account_id}
+        self._account_buckets.pop(account_id, None)
+        self._held_announced = {k for k in self._held_announced if k[0] != account_id}
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -426,6 +440,10 @@ class Sender:
                 raise Skip("campaign_unknown")
             template = self._compile(account_id, campaign_id, doc["content"], footer)
             self._templates[key] = template
+            while len(self._templates) > TEMPLATES_KEPT:
+                self._templates.popitem(last=False)
+        else:
+            self._templates.move_to_end(key)
         if isinstance(template, Skip):
             raise template
         return template

@@ -8,6 +8,8 @@ import email.policy
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from herald_delivery.completion import CampaignCompletion
 from herald_delivery.domain import AccountState, Member, RetryPolicy, SmtpReply
 from herald_delivery.handlers import GateBook
@@ -186,3 +188,26 @@ def test_an_unannounced_outcome_says_what_the_relay_answered_and_why_it_has_no_e
     refused = unannounced_outcome({**job, "attempts": 0, "first_attempt_at": None}, SmtpReply(554, "no"), "x" * 5000)
     assert (refused["outcome"], refused["bounce_class"], refused["smtp_code"]) == ("bounced", "undetermined", 554)
     assert len(refused["reason"]) == 2000 and refused["first_attempt_at"] == refused["recorded_at"]
+
+
+async def test_compiled_campaigns_are_bounded_and_a_purged_accounts_leave_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that has sent for months keeps only the most recently used campaigns compiled; a purge
+    (AccountPurged) leaves none of the account's content, lists or bucket in memory."""
+    from herald_delivery import sender as sender_module
+
+    monkeypatch.setattr(sender_module, "TEMPLATES_KEPT", 3)
+    send, store, _ = sender(AccountState("acme", approved=True))
+    send._gates.accounts["other"] = AccountState("other", approved=True)
+    for n in range(5):
+        store.campaigns[f"acme:c{n}"] = store.campaigns[f"other:c{n}"] = {"content": CONTENT}
+    for n in (0, 1, 2):
+        await send._template("acme", f"c{n}")
+    await send._template("acme", "c0")  # used again: the most recent
+    await send._template("other", "c3")
+    assert [key for key, _ in send._templates] == ["acme:c2", "acme:c0", "other:c3"]
+    send._deleted_lists |= {("acme", "news"), ("other", "news")}
+    send._lists_checked.update({("acme", "offers"): 1.0, ("other", "offers"): 1.0})
+    send.forget_account("acme")
+    assert [key for key, _ in send._templates] == ["other:c3"]
+    assert send._deleted_lists == {("other", "news")} and list(send._lists_checked) == [("other", "offers")]
