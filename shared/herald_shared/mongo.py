@@ -335,6 +335,10 @@ class Projection(ABC):
 
     `apply` must give operations whose repeated application changes nothing (upserts with $set,
     keyed by the entity), because an event can be applied again after a crash before commit.
+
+    `forget` drops what was staged (`kafka.ForgetfulHandler`: a batch the store refuses is handled again event
+    by event, as after a crash); a subclass that keeps more of a batch in memory before its flush forgets that
+    too.
     """
 
     #: Collections this projection owns; a rebuild drops and refills exactly these.
@@ -370,6 +374,10 @@ class Projection(ABC):
             self._staged = staged + self._staged
             raise
 
+    def forget(self) -> None:
+        """Drop what was staged since the last flush that passed (what a failed flush kept included)."""
+        self._staged = []
+
     async def drop(self) -> None:
         for name in self.collections:
             await self.db.drop_collection(name)
@@ -379,7 +387,8 @@ class FoldingProjection(Projection):
     """A projection that folds some of its events in Python over the documents a batch touches (one load and
     one write per document, however many of the batch's events reach it): events of the `folded` types wait
     for the flush and are folded there together (`fold`), before what `apply` staged is written. A flush that
-    fails keeps the batch's events for the next try, ahead of newer ones, and calls `discard`."""
+    fails keeps the batch's events for the next try, ahead of newer ones, and calls `discard`; `forget` drops
+    them and calls `discard` too, so the next fold loads what the store holds."""
 
     #: The event types `fold` takes (they may also be applied by `apply`).
     folded: tuple[type[Event], ...] = ()
@@ -412,6 +421,11 @@ class FoldingProjection(Projection):
             raise
         await super().flush()
 
+    def forget(self) -> None:
+        self._folding = []
+        self.discard()
+        super().forget()
+
 
 class ProjectionGroup:
     """Several projections fed by one consumer: each sees every event, all flush before the commit."""
@@ -426,6 +440,10 @@ class ProjectionGroup:
     async def flush(self) -> None:
         for projection in self.projections:
             await projection.flush()
+
+    def forget(self) -> None:
+        for projection in self.projections:
+            projection.forget()
 
 
 class Rebuildable(Protocol):

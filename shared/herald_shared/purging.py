@@ -8,6 +8,10 @@ AccountPurged makes the handler write what it holds, deletes the account's data 
 records the tombstone; any later event of that account is dropped before the handler sees it. The order
 matters across topics: in a rebuild, the subscriptions events of an account may be read after billing's
 AccountPurged, and are dropped then; those read before are folded and deleted with the rest.
+
+A purge whose first write (the handler's flush) the store refuses (something the batch staged before it: see
+`kafka.EventConsumer` on a batch the store refuses) waits for the batch's flush instead of failing the event,
+which would dead-letter the purge itself.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from .contract import Event
 from .contract.billing import AccountPurged
+from .kafka import is_transient
 from .readmodel import prefix_range
 
 log = logging.getLogger(__name__)
@@ -65,24 +70,55 @@ class PurgingHandler:
         self.purged = purged
         self._purge = purge
         self.dropped = 0  # events of purged accounts dropped (for tests and logs)
+        # Purges waiting for the flush, since the store refused what the batch staged before them.
+        self._waiting: dict[str, AccountPurged] = {}
 
     async def handle(self, event: Event) -> None:
         known = await self.purged.load()
         if isinstance(event, AccountPurged):
             # Every time, even when the tombstone is there: consumers sharing the tombstones purge different
             # data, and a purge finds nothing the second time.
-            await self.inner.flush()  # what the batch folded of the account so far, then deleted with it
-            await self._purge(event.account_id)
-            await self.purged.add(event.account_id, datetime.now(UTC))
-            log.info("account purged", extra={"account_id": event.account_id, "reason": event.payload.reason})
+            try:
+                await self.inner.flush()  # what the batch folded of the account so far, then deleted with it
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                # Refused for an event before it: the batch's flush purges once it passes, or the consumer sets
+                # the batch aside (`forget`) and hands this event over again, alone.
+                self._waiting[event.account_id] = event
+                return
+            await self._purge_account(event)
             return
-        if event.account_id in known:
+        if event.account_id in known or event.account_id in self._waiting:
             self.dropped += 1
             return
         await self.inner.handle(event)
 
+    async def _purge_account(self, event: AccountPurged) -> None:
+        await self._purge(event.account_id)
+        await self.purged.add(event.account_id, datetime.now(UTC))
+        log.info("account purged", extra={"account_id": event.account_id, "reason": event.payload.reason})
+
     async def flush(self) -> None:
         await self.inner.flush()
+        for account_id, event in list(self._waiting.items()):
+            await self._purge_account(event)
+            del self._waiting[account_id]
+
+    @property
+    def forget(self) -> Callable[[], None] | None:
+        """The wrapped handler's `forget` (`kafka.ForgetfulHandler`), which also drops the purges waiting for the
+        flush (their events are handed over again); None when it has none, so that the consumer keeps retrying
+        a batch the store refuses rather than setting it aside (it asks with getattr)."""
+        inner: Callable[[], None] | None = getattr(self.inner, "forget", None)
+        if inner is None:
+            return None
+
+        def forget() -> None:
+            inner()
+            self._waiting.clear()
+
+        return forget
 
     async def drop(self) -> None:
         await self.inner.drop()  # type: ignore[attr-defined]

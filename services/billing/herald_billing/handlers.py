@@ -30,6 +30,7 @@ from herald_shared.contract.billing import (
     StaffAccessedPayload,
 )
 from herald_shared.http import Unauthorised
+from herald_shared.kafka import is_transient
 from herald_shared.lifecycle import every
 from herald_shared.mongo import Document
 from herald_shared.rules import RuleRefused
@@ -622,7 +623,12 @@ class UsageGuard:
     usage the batch changed, before the batch's offsets are committed (a crash in between decides again, with
     the same event ids). Not while the consumer catches up (`caught_up`, the consumer's): a fold from offset 0
     passes through states that never were (an account's sends not counted yet) and would decide from them;
-    the accounts it touched are decided once it has caught up, from what they are."""
+    the accounts it touched are decided once it has caught up, from what they are.
+
+    A batch the store refuses is forgotten (`forget`) and handled again event by event (`kafka.EventConsumer`),
+    so a flush fails only for what the batch writes: a decision that fails for any other reason than the
+    infrastructure's (a rule that raises) is logged and tried again at the next flush, with the accounts
+    still undecided, rather than failing the flush of events that are stored (they would be dead-lettered)."""
 
     def __init__(self, projection: BillingProjection, service: BillingService, *others: object) -> None:
         self.projection = projection
@@ -642,9 +648,23 @@ class UsageGuard:
         for other in self.others:
             await other.flush()  # type: ignore[attr-defined]
         if self._undecided and (self.caught_up is None or self.caught_up.is_set()):
-            # A failure here fails the flush: the consumer retries it, and these accounts are decided then.
-            await self.service.enforce(sorted(self._undecided))
+            # The infrastructure's failure fails the flush: the consumer retries it, and these accounts are
+            # decided then. Any other keeps them for the next flush (see the class).
+            try:
+                await self.service.enforce(sorted(self._undecided))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                log.exception("deciding what the plans call for failed; trying again at the next flush",
+                              extra={"accounts": len(self._undecided)})
+                return
             self._undecided.clear()
+
+    def forget(self) -> None:
+        """What the batch staged (the accounts already folded and stored stay to be decided)."""
+        self.projection.forget()
+        for other in self.others:
+            other.forget()  # type: ignore[attr-defined]
 
 
 class PlanClock:

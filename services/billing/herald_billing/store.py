@@ -220,6 +220,12 @@ class BillingProjection(Projection):
             raise
         self._touched |= {e.account_id for e in (*accounts, *usage)}
 
+    def forget(self) -> None:
+        """What the batch staged and counted in memory; its events are folded again from what the store holds."""
+        self._accounts, self._users, self._usage = [], [], []
+        self._counts.discard()
+        super().forget()
+
     def take_touched(self) -> set[str]:
         """The accounts whose state or usage the flushes since the last call changed."""
         touched, self._touched = self._touched, set()

@@ -149,6 +149,12 @@ class CampaignsProjection(Projection):
             raise
         await super().flush()
 
+    def forget(self) -> None:
+        """What the batch staged and counted in memory; its events are folded again from what the store holds."""
+        self._campaign_events, self._account_events = [], []
+        self._stats.discard()
+        super().forget()
+
     async def _fold_accounts(self, events: list[Event]) -> None:
         if not events:
             return
@@ -281,6 +287,15 @@ class ReportsProjection(Projection):
             self._unchecked = [c.first[1] for c in counted if c.first is not None] + self._unchecked
             self._counts.discard()
             raise
+
+    def forget(self) -> None:
+        """What the batch counted in memory and the look-ups of its markers (cancelled: the next batch looks
+        up its own, after this one's events were counted again)."""
+        for lookup in self._lookups:
+            lookup.cancel()
+        self._counted, self._unchecked, self._lookups = [], [], []
+        self._counts.discard()
+        super().forget()
 
     async def _fold(self, counted: list[Counted], lookups: list[asyncio.Task[dict[str, Document]]]) -> None:
         if not counted:

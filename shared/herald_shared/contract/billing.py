@@ -16,6 +16,7 @@ from .envelope import (
     Name,
     Payload,
     ShortText,
+    StorableInt,
     personal_data,
 )
 
@@ -25,6 +26,8 @@ BlockReason = Literal["trial_ended", "subscriber_limit_exceeded", "monthly_quota
                       "payment_failed", "no_plan", "trial_quota_reached", "account_deleted"]
 UserRole = Literal["owner", "member"]
 PasswordHash = Annotated[str, StringConstraints(min_length=20, max_length=512)]
+# A count or limit of one or more, that a store can keep (`StorableInt`).
+Positive = Annotated[int, Field(gt=0), StorableInt]
 
 
 class BillingEvent(Event):
@@ -208,7 +211,7 @@ class LoginFailed(BillingEvent):
 class PlanChangedPayload(Payload):
     plan: PlanKind
     edition: Literal["standard", "pro"] = Field(default="standard", description="PRO drops the Herald footer.")
-    tier_subscriber_limit: Annotated[int, Field(gt=0)] | None = Field(
+    tier_subscriber_limit: Positive | None = Field(
         default=None, description="Monthly plans: subscriber limit of the tier.")
     monthly_send_cap: Count | None = Field(default=None, description="109 x the tier's subscriber limit.")
     monthly_fee_cents: Cents | None = None
@@ -249,7 +252,7 @@ class QuotaExhausted(BillingEvent):
 
 class CreditsPurchasedPayload(Payload):
     batch_id: Identifier
-    credits: Annotated[int, Field(gt=0)]
+    credits: Positive
     expires_at: AwareDatetime
     price_cents: Cents
     currency: Currency = "EUR"
@@ -275,7 +278,7 @@ class PaymentFailedPayload(Payload):
     amount_cents: Cents
     currency: Currency = "EUR"
     reason: ShortText
-    attempt: Annotated[int, Field(ge=1)] = 1
+    attempt: Annotated[int, Field(ge=1), StorableInt] = 1
 
 
 class PaymentFailed(BillingEvent):
@@ -304,12 +307,12 @@ class PurchaseTerms(Payload):
     PaymentSucceeded is followed by the PlanChanged (plan, upgrade) or CreditsPurchased (credits) these terms
     make; a declined charge voids the invoice (`payment_declined`) and buys nothing."""
 
-    tier_subscriber_limit: Annotated[int, Field(gt=0)] | None = Field(default=None, description="Plan, upgrade.")
+    tier_subscriber_limit: Positive | None = Field(default=None, description="Plan, upgrade.")
     edition: Literal["standard", "pro"] | None = Field(default=None, description="Plan, upgrade.")
     monthly_send_cap: Count | None = Field(default=None, description="Plan, upgrade.")
     monthly_fee_cents: Cents | None = Field(default=None, description="Plan, upgrade: the tier's full fee.")
     billing_day: Annotated[int, Field(ge=1, le=31)] | None = Field(default=None, description="Plan, upgrade.")
-    credits: Annotated[int, Field(gt=0)] | None = Field(default=None, description="Credits: how many.")
+    credits: Positive | None = Field(default=None, description="Credits: how many.")
     credits_expire_at: AwareDatetime | None = Field(default=None, description="Credits: when they expire.")
 
 

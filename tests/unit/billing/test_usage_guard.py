@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+from pymongo.errors import AutoReconnect
+
 from herald_billing.handlers import PlanClock, UsageGuard
 
 
@@ -78,3 +81,58 @@ async def test_the_plan_clocks_first_round_waits_for_the_fold_to_catch_up() -> N
     stopped.request_stop()
     await asyncio.wait_for(stopped.run(), 5)  # stopped before it caught up: no round at all
     assert rounds == [1]
+
+
+class Failing(Service):
+    def __init__(self, error: Exception, times: int) -> None:
+        super().__init__()
+        self.error, self.times = error, times
+
+    async def enforce(self, account_ids: list[str]) -> int:
+        if self.times:
+            self.times -= 1
+            raise self.error
+        return await super().enforce(account_ids)
+
+
+async def test_a_decision_that_fails_for_no_infrastructure_reason_leaves_the_batch_stored_and_is_tried_again() -> None:
+    """A failing flush is a batch the store refuses (its events are dead-lettered one by one): a rule that raises
+    must not make one of events already folded."""
+    projection, service = Projection(), Failing(ValueError("a rule raised"), times=1)
+    guard = UsageGuard(projection, service)  # type: ignore[arg-type]
+    await guard.handle("a1")  # type: ignore[arg-type]
+    await guard.flush()  # logged, not raised
+    assert service.decided == []
+    await guard.handle("a2")  # type: ignore[arg-type]
+    await guard.flush()
+    assert service.decided == [["a1", "a2"]]
+
+
+async def test_a_decision_that_meets_the_infrastructure_away_fails_the_flush_to_be_waited_out() -> None:
+    projection, service = Projection(), Failing(AutoReconnect("connection refused"), times=1)
+    guard = UsageGuard(projection, service)  # type: ignore[arg-type]
+    await guard.handle("a1")  # type: ignore[arg-type]
+    with pytest.raises(AutoReconnect):
+        await guard.flush()
+    await guard.flush()  # the consumer's retry
+    assert service.decided == [["a1"]]
+
+
+class Forgetful(Projection):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forgotten = 0
+
+    def forget(self) -> None:
+        self.touched.clear()
+        self.forgotten += 1
+
+
+async def test_forgetting_forgets_what_the_projection_and_the_others_staged() -> None:
+    projection, other, service = Forgetful(), Forgetful(), Service()
+    guard = UsageGuard(projection, service, other)  # type: ignore[arg-type]
+    await guard.handle("a1")  # type: ignore[arg-type]
+    guard.forget()
+    assert (projection.forgotten, other.forgotten) == (1, 1)
+    await guard.flush()
+    assert service.decided == []

@@ -1,5 +1,5 @@
-"""`mongo.FoldingProjection`: which events wait for the fold, and what a failed fold leaves for the next flush
-(pure logic: the projection here stages no writes, so no database is asked)."""
+"""`mongo.FoldingProjection`: which events wait for the fold, what a failed fold leaves for the next flush, and
+what `forget` drops (pure logic: nothing staged is ever written, so no database is asked)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from herald_shared.contract import Event
 from herald_shared.contract.subscriptions import ListCreated, ListRenamed
-from herald_shared.mongo import FoldingProjection, WriteOp
+from herald_shared.mongo import FoldingProjection, ProjectionGroup, UpdateOne, WriteOp
 
 
 def listed(list_id: str) -> ListCreated:
@@ -71,3 +71,36 @@ async def test_a_failed_fold_discards_its_state_and_keeps_its_events_ahead_of_ne
     await projection.flush()
     assert projection.folds == [[first, second, later]]
     assert projection.discarded == 1
+
+
+async def test_forgetting_drops_the_events_waiting_for_the_fold_and_what_a_failed_fold_left() -> None:
+    """A batch the store refuses is handled again event by event (`kafka.EventConsumer`): what it staged must
+    not be folded a second time."""
+    projection = Folding(failures=1)
+    first, second, again = listed("a"), listed("b"), listed("a")
+    await projection.handle(first)
+    await projection.handle(second)
+    with pytest.raises(ConnectionError):
+        await projection.flush()
+    projection.forget()
+    assert projection.discarded == 2  # the failed fold's, then the forgetting's
+    await projection.handle(again)
+    await projection.flush()
+    assert projection.folds == [[again]]
+
+
+class Staging(Folding):
+    """Stages a write for every event (never written: each test forgets before a flush)."""
+
+    def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
+        return [("lists", UpdateOne({"_id": event.payload.list_id}, {"$set": {"n": 1}}))]  # type: ignore[attr-defined]
+
+
+async def test_forgetting_drops_the_writes_staged_in_every_projection_of_a_group() -> None:
+    one, other = Staging(), Staging()
+    group = ProjectionGroup(one, other)
+    await group.handle(renamed("a"))
+    await group.handle(listed("b"))
+    group.forget()
+    await group.flush()  # nothing staged is left to write (db=None would fail it), nothing to fold
+    assert (one.folds, other.folds, one.discarded, other.discarded) == ([], [], 1, 1)

@@ -55,6 +55,15 @@ UNSTORABLE: dict[str, tuple[str, Change, str]] = {
     "attempt 2**70": ("MessageSent", lambda p: p.update(attempt=BEYOND), "beyond signed 64 bits"),
     "link index 2**70": ("LinkClicked", lambda p: p.update(link_index=BEYOND), "beyond signed 64 bits"),
     "sent 2**70": ("CampaignDeliveryFinished", lambda p: p.update(sent=BEYOND), "beyond signed 64 bits"),
+    # What billing folds into accounts and invoices.
+    "credits 2**70": ("CreditsPurchased", lambda p: p.update(credits=BEYOND), "beyond signed 64 bits"),
+    "tier subscriber limit 2**70": ("PlanChanged", lambda p: p.update(tier_subscriber_limit=BEYOND),
+                                    "beyond signed 64 bits"),
+    "payment attempt 2**70": ("PaymentFailed", lambda p: p.update(attempt=BEYOND), "beyond signed 64 bits"),
+    "purchase's tier limit 2**63": ("InvoiceIssued", lambda p: p["purchase"].update(tier_subscriber_limit=2**63),
+                                    "beyond signed 64 bits"),
+    "purchase's credits 2**70": ("InvoiceIssued", lambda p: p["purchase"].update(credits=BEYOND),
+                                 "beyond signed 64 bits"),
 }
 
 
@@ -75,6 +84,9 @@ STORABLE: dict[str, tuple[str, Change]] = {
                                                lambda p: p.update(rejected_by_reason={"a$": 1, "bad email": 2,
                                                                                       "": 3})),
     "evidence of each kind": ("AccountWarned", lambda p: p.update(evidence={"t": "x", "n": 3, "f": 0.5})),
+    "credits 2**63-1": ("CreditsPurchased", lambda p: p.update(credits=INT64_MAX)),
+    "tier subscriber limit 2**63-1": ("PlanChanged", lambda p: p.update(tier_subscriber_limit=INT64_MAX)),
+    "payment attempt 2**63-1": ("PaymentFailed", lambda p: p.update(attempt=INT64_MAX)),
 }
 
 
