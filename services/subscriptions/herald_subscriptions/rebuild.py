@@ -8,15 +8,40 @@ import logging
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from herald_shared.contract import Event
 from herald_shared.logs import configure_logging
 from herald_shared.mongo import Document, MongoDeduplicator, make_client, rebuild
 from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import HeraldSettings
 
+from .activity import Activity, ActivityErasures
 from .main import PROJECTION_TOPICS, SERVICE
 from .store import SubscriptionsProjection, mark_format
 
 log = logging.getLogger(__name__)
+
+
+class _WithErasures:
+    """The projection rebuilt, and every erasure's tombstone of the activity written again on the way (a person
+    erased, then back on the list, is a membership no longer marked erased: `activity.mark_erasures` cannot see
+    them). The activity itself is the activity consumer's: not dropped here."""
+
+    def __init__(self, projection: SubscriptionsProjection, erasures: ActivityErasures) -> None:
+        self.projection, self.erasures = projection, erasures
+
+    async def drop(self) -> None:
+        await self.projection.drop()
+
+    async def ensure_indexes(self) -> None:
+        await self.projection.ensure_indexes()
+
+    async def handle(self, event: Event) -> None:
+        await self.projection.handle(event)
+        await self.erasures.handle(event)
+
+    async def flush(self) -> None:
+        await self.projection.flush()
+        await self.erasures.flush()
 
 
 async def rebuild_read_model(settings: HeraldSettings, db: AsyncDatabase[Document]) -> int:
@@ -25,7 +50,14 @@ async def rebuild_read_model(settings: HeraldSettings, db: AsyncDatabase[Documen
     what it reads again was folded here and changes nothing. Interrupted, it is simply run again (the mark is
     written last). Returns the number of events folded."""
     projection = SubscriptionsProjection(db)
-    applied = await rebuild(PurgingHandler(projection, PurgedAccounts(db), projection.purge), settings,
+    folded = _WithErasures(projection, ActivityErasures(db))
+    activity = Activity(db)
+
+    async def purge(account_id: str) -> None:
+        await projection.purge(account_id)
+        await activity.purge(account_id)
+
+    applied = await rebuild(PurgingHandler(folded, PurgedAccounts(db), purge), settings,
                             PROJECTION_TOPICS, deduplicator=MongoDeduplicator(db, "projection"))
     await mark_format(db)
     return applied

@@ -124,3 +124,23 @@ async def test_a_fresh_read_model_is_marked_with_the_current_format(platform: Pl
     await check_format(fresh)
     assert await fresh[store.FORMATS].find_one({"_id": "subscriptions"}) == {"_id": "subscriptions",
                                                                               "format": store.FORMAT}
+
+
+async def test_the_upgrade_rebuild_writes_the_activity_tombstone_of_a_person_erased_then_back(
+        platform: Platform) -> None:
+    """A person erased, then back on the list, is a membership no longer marked erased (the same subscriber id):
+    the activity consumer, new with this format and reading herald.delivery from its start, must still not keep
+    what their messages recorded before the erasure. The upgrade's rebuild writes every erasure's tombstone."""
+    acme = await platform.tenant("acme")
+    await acme.create_list("news")
+    anna = (await acme.subscribe("anna@example.com")).json()["subscriber_id"]
+    erased = await acme.http.post("/v1/gdpr/erase", json={"email": "anna@example.com", "requested_by": "subscriber"})
+    assert erased.status_code == 200 and erased.json() == {"erased_memberships": 1}
+    assert (await acme.subscribe("anna@example.com")).json()["subscriber_id"] == anna
+
+    old = platform.service.mongo[platform.settings.database_name("subscriptions-rejoined")]
+    await rebuild_read_model(platform.settings, old)
+    member = await SubscriptionsStore(old).member("acme", anna)
+    assert member is not None and member["status"] == "active" and "erased_at" not in member
+    tombstone = await old["activity_erased"].find_one({"_id": f"acme/{anna}"})
+    assert tombstone is not None and tombstone["erased_at"] is not None
