@@ -349,6 +349,10 @@ class EventConsumer:
         self._lead = frozenset(self._names(t) for t in lead)
         self._catching_up: dict[TopicPartition, int] = {}  # assigned, not yet read to their end when assigned
         self._paused: set[TopicPartition] = set()  # until the lead topics' partitions are read to their end
+        # The partitions this consumer owns, from an assignment to the revocation that ends it. Not the client's
+        # assignment(): aiokafka keeps answering the old one between a revocation and the next assignment, and
+        # lag reported for a partition in that window would stay behind, its new owner's counted twice.
+        self._owned: set[TopicPartition] = set()
         self.caught_up = asyncio.Event()
         self._only: dict[str, frozenset[bytes]] = {}
         for topic, classes in (only or {}).items():
@@ -417,6 +421,7 @@ class EventConsumer:
     async def _assigned(self, assigned: Collection[TopicPartition]) -> None:
         """A new assignment: how far each partition goes now; the lead topics' partitions first."""
         self.caught_up.clear()
+        self._owned = set(assigned)
         consumer, partitions = self._consumer, list(assigned)
         ends = await self._with_retry("read end offsets", lambda: consumer.end_offsets(partitions)) if assigned else {}
         self._catching_up = {tp: end for tp, end in ends.items() if end > 0}
@@ -643,7 +648,7 @@ class EventConsumer:
 
     async def _report_lag(self) -> None:
         """After each poll: the partitions' ends as the last fetch saw them."""
-        for tp in self._consumer.assignment():
+        for tp in list(self._owned):
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 await self._set_lag(tp, highwater)
@@ -660,7 +665,7 @@ class EventConsumer:
                 log.info("lag not reported", extra={"consumer": self.name, "error": repr(exc)})
 
     async def _report_end_offsets(self) -> None:
-        assigned = list(self._consumer.assignment())
+        assigned = list(self._owned)
         if not assigned:
             return
         ends = await self._consumer.end_offsets(assigned)
@@ -672,12 +677,13 @@ class EventConsumer:
             position = await self._consumer.position(tp)
         except IllegalStateError:  # revoked meanwhile
             return
-        if tp in self._consumer.assignment():  # still: a revoked partition is its new owner's to report
+        if tp in self._owned:  # still: a revoked partition is its new owner's to report
             metrics.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, end - position))
 
     def _revoked(self, revoked: Collection[TopicPartition]) -> None:
         """Partitions taken away stop being reported here: their new owner reports them; a value left behind
         would be this consumer's last word on them, forever."""
+        self._owned -= set(revoked)
         for tp in revoked:
             metrics.CONSUMER_LAG.remove(self.name, tp.topic, str(tp.partition))
 

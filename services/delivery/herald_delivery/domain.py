@@ -243,11 +243,14 @@ ENHANCED_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 # An email address as a relay or a bounce report quotes it ("550 5.1.1 <bob@example.org>: Recipient address
 # rejected"): a reply's words say why, the message id says whose, and the address would outlive an erasure in the
 # ledger and in the events.
-ADDRESS_IN_TEXT = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
+ADDRESS_IN_TEXT = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")  # any script: no \w (marks)
 
 
-def without_addresses(text: str) -> str:
-    """`text` with every email address in it replaced by the word `address`."""
+def without_addresses(text: str, known: str = "") -> str:
+    """`text` with every email address in it (and `known`, one the caller knows it may quote, however written)
+    replaced by the word `address`."""
+    if known and known in text:
+        text = text.replace(known, "address")
     return ADDRESS_IN_TEXT.sub("address", text) if "@" in text else text
 
 

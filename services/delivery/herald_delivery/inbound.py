@@ -30,7 +30,7 @@ from flufl.bounce import all_failures
 
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, UnsubscribeRequested
-from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
+from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher, expect_dead_letters
 from herald_shared.mongo import Document
 
 from . import domain, metrics
@@ -361,6 +361,9 @@ def _encodable(text: str) -> bool:
     return True
 
 
+INBOUND_CONSUMER = "delivery.inbound"  # the `consumer` of its dead letters
+
+
 class InboundHandler:
     """aiosmtpd handler: RCPT accepts only the bounce domain; DATA turns a report into events."""
 
@@ -370,6 +373,7 @@ class InboundHandler:
         self._store = store
         self._publisher = publisher
         self._bounce_domain = bounce_domain.lower()
+        expect_dead_letters(INBOUND_CONSUMER, ["herald.delivery"], ["invalid"])  # the first one alerts too
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -483,7 +487,7 @@ class InboundHandler:
         # Bounded, and written whatever the text holds (a recipient can carry undecodable bytes), so the entry
         # always fits and always encodes: a failure here would answer 451, and the same mail would fail again.
         await self._publisher.dead_letter(
-            "herald.delivery", data, reason, origin="inbound-smtp", consumer="delivery.inbound", key=b"inbound",
+            "herald.delivery", data, reason, origin="inbound-smtp", consumer=INBOUND_CONSUMER, key=b"inbound",
             headers=[("herald.inbound.recipients", ",".join(recipients).encode("utf-8", "backslashreplace")[:1000])])
         log.warning("inbound mail dead-lettered", extra={"reason": reason[:500]})
 

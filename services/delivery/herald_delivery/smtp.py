@@ -275,7 +275,7 @@ class RelayConnection:
             await self.close()
         metrics.SMTP_SECONDS.observe(time.perf_counter() - started)
         if "@" in reply.text:  # a relay's reply often quotes the recipient: kept out of the ledger and events
-            reply = replace(reply, text=without_addresses(reply.text))
+            reply = replace(reply, text=without_addresses(reply.text, recipient))
         return reply
 
     async def _send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:

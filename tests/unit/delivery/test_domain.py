@@ -202,3 +202,14 @@ def test_token_bucket_paces_to_the_rate_after_the_burst() -> None:
     assert bucket.reserve(0.0) == pytest.approx(0.1)
     assert bucket.reserve(0.0) == pytest.approx(0.2)
     assert TokenBucket(rate=0, burst=1).reserve(0.0) == 0
+
+
+@pytest.mark.parametrize("address", ["bob@example.org", "हिन्दी@example.org", "ติดต่อ@example.th", "user@मराठी.भारत",
+                                     "o'neil+x@mail.example.co.uk"])
+def test_a_diagnostic_quotes_no_address_in_any_script(address: str) -> None:
+    from herald_delivery.domain import without_addresses
+
+    said = f"550 5.1.1 <{address}>: Recipient address rejected; write to postmaster@example.org"
+    assert without_addresses(said) == "550 5.1.1 <address>: Recipient address rejected; write to address"
+    assert without_addresses(f"550 unknown user {address}", known=address) == "550 unknown user address"
+    assert without_addresses("250 2.0.0 Ok: queued as 4F2") == "250 2.0.0 Ok: queued as 4F2"

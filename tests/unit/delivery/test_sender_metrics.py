@@ -107,3 +107,11 @@ def test_unsubscribe_links_point_at_subscriptions_where_scripts_run_puts_it() ->
     port = 8081 + services.index("subscriptions")
     assert DeliverySettings.model_fields["subscriptions_url"].default == f"http://127.0.0.1:{port}"
     assert f"`http://127.0.0.1:{port}`" in (ROOT / "services/delivery/README.md").read_text()
+
+
+def test_the_inbound_servers_dead_letter_series_exists_at_zero_before_its_first() -> None:
+    from herald_delivery.inbound import INBOUND_CONSUMER, InboundHandler
+
+    labels = {"consumer": INBOUND_CONSUMER, "topic": "herald.delivery", "category": "invalid"}
+    InboundHandler(None, None, None, "bounces.example")  # type: ignore[arg-type]
+    assert REGISTRY.get_sample_value("herald_events_dead_lettered_total", labels) == 0.0

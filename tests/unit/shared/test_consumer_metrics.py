@@ -132,6 +132,7 @@ async def test_the_lag_is_reported_while_the_consumer_is_stuck_in_a_batch() -> N
     fake.ends[tp] = 1
     fake.batches.append({tp: [record]})
     c._consumer = fake
+    c._owned = {tp}  # as the assignment sets it (the fake makes none)
     running = asyncio.create_task(c.run())
     try:
         await asyncio.wait_for(handler.handling.wait(), 5)
@@ -150,15 +151,19 @@ async def test_a_partition_taken_away_is_no_longer_reported() -> None:
     fake = FakeKafka({tp0, tp1})
     fake.ends, fake.positions = {tp0: 50_000, tp1: 100}, {tp0: 10_000, tp1: 90}
     c._consumer = fake
+    c._owned = {tp0, tp1}  # as the assignment sets it
     await c._report_lag()
     assert (lag(c.name, tp0), lag(c.name, tp1)) == (40_000, 10)
-    await _Assignments(c).on_partitions_revoked({tp0})
-    assert lag(c.name, tp0) is None  # its new owner reports it
-    assert lag(c.name, tp1) == 10
-    fake.assigned = {tp1}
+    await _Assignments(c).on_partitions_revoked({tp0, tp1})
+    assert lag(c.name, tp0) is None and lag(c.name, tp1) is None  # their new owners report them
+    # aiokafka answers the old assignment until the next one lands: reports in between report nothing.
+    assert fake.assigned == {tp0, tp1}
     await c._report_lag()
     await c._report_end_offsets()
-    assert lag(c.name, tp0) is None
+    assert lag(c.name, tp0) is None and lag(c.name, tp1) is None
+    c._owned = {tp1}  # the next assignment
+    await c._report_end_offsets()
+    assert lag(c.name, tp0) is None and lag(c.name, tp1) == 10
 
 
 async def test_a_partition_revoked_while_its_lag_is_read_is_not_reported_again() -> None:
@@ -168,11 +173,12 @@ async def test_a_partition_revoked_while_its_lag_is_read_is_not_reported_again()
     fake.ends, fake.positions = {tp: 500}, {tp: 100}
 
     async def position_then_revoked(partition: TopicPartition) -> int:
-        fake.assigned.discard(partition)  # the rebalance lands while the position is read
+        # The rebalance lands while the position is read; aiokafka still answers the old assignment after it.
         await _Assignments(c).on_partitions_revoked({partition})
         return 100
 
     fake.position = position_then_revoked  # type: ignore[method-assign]
     c._consumer = fake
+    c._owned = {tp}
     await c._report_end_offsets()
     assert lag(c.name, tp) is None
