@@ -148,15 +148,14 @@ class CampaignsService:
         nothing."""
         async with self.recorder.serialised(_lock(account_id, campaign_id)):
             current = await self.store.campaign_state(account_id, campaign_id)
-            viewed = self._viewed(staff, account_id, campaign_id, action)
             try:
                 events = decide(current)
             except domain.CampaignNotFound:
-                raise
+                raise  # before any look is made: the ids asked for may not even make an event's
             except RuleRefused:
-                await self.recorder.publish_only([viewed])
+                await self.recorder.publish_only([self._viewed(staff, account_id, campaign_id, action)])
                 raise
-            await self.recorder.commit([*events, viewed])
+            await self.recorder.commit([*events, self._viewed(staff, account_id, campaign_id, action)])
         return await self._campaign(account_id, campaign_id)
 
     def _viewed(self, staff: str, account_id: str, campaign_id: str, action: str) -> StaffViewed:
