@@ -30,7 +30,6 @@ from herald_shared.contract.billing import (
     StaffAccessedPayload,
 )
 from herald_shared.http import Unauthorised
-from herald_shared.kafka import is_transient
 from herald_shared.lifecycle import every
 from herald_shared.mongo import Document
 from herald_shared.rules import RuleRefused
@@ -592,12 +591,21 @@ class BillingService:
 
     # The plan, without a request
 
-    async def enforce(self, account_ids: Sequence[str]) -> int:
-        """Publish what each account's plan calls for (fixed event ids: a repeat is the same event)."""
+    async def enforce(self, account_ids: Sequence[str], failed: set[str] | None = None) -> int:
+        """Publish what each account's plan calls for (fixed event ids: a repeat is the same event). With
+        `failed`, an account whose rule raises (a defect, not the infrastructure) is logged and added to it, and
+        the others are decided all the same: one account's failure holds back no other's decision."""
         decided: list[Event] = []
         now = self.clock()
         for account, usage in (await self.store.touched_usage(account_ids)).values():
-            decided += domain.enforce(account, usage, now)
+            try:
+                decided += domain.enforce(account, usage, now)
+            except Exception:
+                if failed is None:
+                    raise
+                log.exception("deciding what an account's plan calls for failed; decided again later",
+                              extra={"account_id": account.account_id})
+                failed.add(account.account_id)
         if decided:
             await self.recorder.publish_only(decided)
             for event in decided:
@@ -626,9 +634,10 @@ class UsageGuard:
     the accounts it touched are decided once it has caught up, from what they are.
 
     A batch the store refuses is forgotten (`forget`) and handled again event by event (`kafka.EventConsumer`),
-    so a flush fails only for what the batch writes: a decision that fails for any other reason than the
-    infrastructure's (a rule that raises) is logged and tried again at the next flush, with the accounts
-    still undecided, rather than failing the flush of events that are stored (they would be dead-lettered)."""
+    so a flush fails only for the infrastructure or what the batch writes. An account whose rule raises (a defect)
+    is logged, the other accounts are decided, and it is tried again at every flush of this process; not after a
+    restart (its next change or the plan clock decides it then): failing the flush would have dead-lettered
+    stored events one by one, or held every account's decisions behind one."""
 
     def __init__(self, projection: BillingProjection, service: BillingService, *others: object) -> None:
         self.projection = projection
@@ -649,16 +658,10 @@ class UsageGuard:
             await other.flush()  # type: ignore[attr-defined]
         if self._undecided and (self.caught_up is None or self.caught_up.is_set()):
             # The infrastructure's failure fails the flush: the consumer retries it, and these accounts are
-            # decided then. Any other keeps them for the next flush (see the class).
-            try:
-                await self.service.enforce(sorted(self._undecided))
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
-                log.exception("deciding what the plans call for failed; trying again at the next flush",
-                              extra={"accounts": len(self._undecided)})
-                return
-            self._undecided.clear()
+            # decided then. An account whose rule raises stays for the next flush (see the class).
+            failed: set[str] = set()
+            await self.service.enforce(sorted(self._undecided), failed)
+            self._undecided = failed
 
     def forget(self) -> None:
         """What the batch staged (the accounts already folded and stored stay to be decided)."""

@@ -32,7 +32,7 @@ class Service:
     def __init__(self) -> None:
         self.decided: list[list[str]] = []
 
-    async def enforce(self, account_ids: list[str]) -> int:
+    async def enforce(self, account_ids: list[str], failed: set[str] | None = None) -> int:
         self.decided.append(account_ids)
         return 0
 
@@ -88,24 +88,50 @@ class Failing(Service):
         super().__init__()
         self.error, self.times = error, times
 
-    async def enforce(self, account_ids: list[str]) -> int:
+    async def enforce(self, account_ids: list[str], failed: set[str] | None = None) -> int:
         if self.times:
             self.times -= 1
             raise self.error
         return await super().enforce(account_ids)
 
 
-async def test_a_decision_that_fails_for_no_infrastructure_reason_leaves_the_batch_stored_and_is_tried_again() -> None:
-    """A failing flush is a batch the store refuses (its events are dead-lettered one by one): a rule that raises
-    must not make one of events already folded."""
-    projection, service = Projection(), Failing(ValueError("a rule raised"), times=1)
-    guard = UsageGuard(projection, service)  # type: ignore[arg-type]
-    await guard.handle("a1")  # type: ignore[arg-type]
-    await guard.flush()  # logged, not raised
-    assert service.decided == []
+async def test_an_account_whose_rule_raises_holds_back_no_other_and_is_tried_again_at_the_next_flush(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule that raises for one account (a defect) is logged; the other accounts are decided and published, the
+    flush passes (failing it would dead-letter stored events one by one), and that account is tried again."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from herald_billing import domain
+    from herald_billing.handlers import BillingService
+
+    def enforce(account: Any, usage: Any, now: Any) -> list[Any]:
+        if account.account_id == "bad":
+            raise ValueError("a rule raised")
+        return [SimpleNamespace(type="QuotaExceeded", account_id=account.account_id)]
+
+    monkeypatch.setattr(domain, "enforce", enforce)
+    published: list[Any] = []
+
+    async def touched_usage(ids: list[str]) -> dict[str, Any]:
+        return {a: (SimpleNamespace(account_id=a), None) for a in ids}
+
+    async def publish_only(events: list[Any]) -> None:
+        published.extend(events)
+
+    service: Any = SimpleNamespace(clock=lambda: datetime.now(UTC), store=SimpleNamespace(touched_usage=touched_usage),
+                                   recorder=SimpleNamespace(publish_only=publish_only))
+    service.enforce = lambda ids, failed=None: BillingService.enforce(service, ids, failed)
+    guard = UsageGuard(Projection(), service)  # type: ignore[arg-type]
+    for account_id in ("bad", "a1"):
+        await guard.handle(account_id)  # type: ignore[arg-type]
+    await guard.flush()  # passes
+    assert [e.account_id for e in published] == ["a1"]
     await guard.handle("a2")  # type: ignore[arg-type]
     await guard.flush()
-    assert service.decided == [["a1", "a2"]]
+    assert [e.account_id for e in published] == ["a1", "a2"]  # "bad" tried again, alone failing
+    with pytest.raises(ValueError):  # without `failed` (the plan clock's rounds), a defect is raised as before
+        await BillingService.enforce(service, ["bad"])
 
 
 async def test_a_decision_that_meets_the_infrastructure_away_fails_the_flush_to_be_waited_out() -> None:
