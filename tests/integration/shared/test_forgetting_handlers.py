@@ -147,7 +147,7 @@ class Decisions:
     def __init__(self) -> None:
         self.decided: list[list[str]] = []
 
-    async def enforce(self, account_ids: list[str]) -> int:
+    async def enforce(self, account_ids: list[str], failed: set[str] | None = None) -> int:
         self.decided.append(account_ids)
         return 0
 
