@@ -5,15 +5,13 @@ and staff tokens every service logs."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from herald_shared.settings import HeraldSettings
-from herald_subscriptions.main import Subscriptions, SubscriptionsSettings
+from herald_subscriptions.main import Subscriptions
 from tests.conftest import eventually
 
 from .helpers import PASSWORD, Customer, Platform
@@ -90,17 +88,6 @@ async def test_a_refused_staff_token_is_logged_with_the_address_and_reason(
     assert (await platform.staff().get(f"/v1/staff/accounts/{ada.account_id}")).status_code == 200
     assert lines(caplog, "staff token refused", "ip", "reason") == [(logging.WARNING, "192.0.2.99", "wrong_token")]
     assert "not-a-staff-token" not in " ".join(str(vars(r)) for r in caplog.records)
-
-
-@pytest.fixture
-async def subscriptions(settings: HeraldSettings) -> AsyncIterator[Subscriptions]:
-    service = Subscriptions(SubscriptionsSettings(**settings.model_dump(), HERALD_LINK_SECRET="test-link-secret-0123",
-                                                  HERALD_PUBLIC_URL="http://subs"))
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
 
 
 async def test_a_refused_api_key_is_logged_by_the_service_it_was_sent_to_with_key_id_address_and_reason(

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from herald_billing.store import BillingProjection
@@ -21,23 +19,12 @@ from herald_shared.contract.subscriptions import ListDeleted, SubscriberAdded
 from herald_shared.kafka import EventPublisher
 from herald_shared.mongo import rebuild
 from herald_shared.settings import HeraldSettings
-from herald_subscriptions.main import Subscriptions, SubscriptionsSettings
+from herald_subscriptions.main import Subscriptions
 from tests.conftest import eventually
 
 from .helpers import Customer, Platform, running_billing
 
 T = "2026-10-01T10:00:00+00:00"
-
-
-@pytest.fixture
-async def subscriptions(settings: HeraldSettings) -> AsyncIterator[Subscriptions]:
-    service = Subscriptions(SubscriptionsSettings(**settings.model_dump(), HERALD_LINK_SECRET="test-link-secret-0123",
-                                                  HERALD_PUBLIC_URL="http://subs"))
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
 
 
 async def account(customer: Customer) -> dict[str, Any]:
