@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.deploy.test_k8s import OVERLAYS, ROOT, rendered
+from tests.unit.deploy.test_k8s import OVERLAYS, ROOT, UPGRADES, rendered, rendered_upgrade
 
 CONFIG = ROOT / "deploy/k8s/.checkov.yaml"
 
@@ -24,10 +24,7 @@ def checkov() -> str:
     return path
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_rendered_manifests_pass_every_check_not_skipped_for_a_reason(overlay: str, tmp_path: Path) -> None:
-    manifests = tmp_path / f"{overlay}.yaml"
-    manifests.write_text(yaml.safe_dump_all(rendered(overlay)))
+def assert_checks_pass(manifests: Path) -> None:
     done = subprocess.run([checkov(), "--config-file", str(CONFIG), "-f", str(manifests), "-o", "json"],
                           capture_output=True, text=True, timeout=300)
     report = json.loads(done.stdout)
@@ -36,6 +33,21 @@ def test_the_rendered_manifests_pass_every_check_not_skipped_for_a_reason(overla
     assert summary["failed"] == 0 and not failed, "\n".join(failed)
     assert summary["passed"] > 100  # it did look at the objects
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_rendered_manifests_pass_every_check_not_skipped_for_a_reason(overlay: str, tmp_path: Path) -> None:
+    manifests = tmp_path / f"{overlay}.yaml"
+    manifests.write_text(yaml.safe_dump_all(rendered(overlay)))
+    assert_checks_pass(manifests)
+
+
+@pytest.mark.parametrize("upgrade", UPGRADES)
+def test_an_upgrade_job_passes_every_check_beside_the_prod_overlay(upgrade: str, tmp_path: Path) -> None:
+    """Checked with what it is applied beside: its pod's network policies are the overlay's."""
+    manifests = tmp_path / f"prod-{upgrade}.yaml"
+    manifests.write_text(yaml.safe_dump_all([*rendered("prod"), *rendered_upgrade(upgrade)]))
+    assert_checks_pass(manifests)
 
 
 def test_every_skipped_check_says_why() -> None:

@@ -17,6 +17,7 @@ import yaml
 
 from herald_shared.settings import HeraldSettings
 from herald_shared.topics import EVENT_TOPICS
+from herald_subscriptions import rebuild
 
 ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ("dev", "prod")
@@ -27,16 +28,26 @@ SINGLE_REPLICA = {"campaigns", "billing", "delivery"}  # each service's README s
 DEPLOYMENTS = {**{s: s for s in SERVICES}, "delivery-edge": "delivery", "subscriptions-api": "subscriptions"}
 SETTINGS = {"subscriptions": "SubscriptionsSettings", "campaigns": "CampaignsSettings", "delivery": "DeliverySettings",
             "billing": "BillingSettings", "compliance": "ComplianceSettings"}
+# deploy/k8s/upgrade: kustomizations an operator applies on purpose beside an overlay (a Job each), in no overlay.
+UPGRADES = ("subscriptions-rebuild",)
+
+
+def build(path: Path) -> list[dict[str, Any]]:
+    kustomize = os.environ.get("HERALD_KUSTOMIZE") or shutil.which("kustomize")
+    assert kustomize, "kustomize is needed to render deploy/k8s: scripts/test builds it (HERALD_KUSTOMIZE)"
+    done = subprocess.run([kustomize, "build", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 @cache
 def rendered(overlay: str) -> list[dict[str, Any]]:
-    kustomize = os.environ.get("HERALD_KUSTOMIZE") or shutil.which("kustomize")
-    assert kustomize, "kustomize is needed to render deploy/k8s: scripts/test builds it (HERALD_KUSTOMIZE)"
-    done = subprocess.run([kustomize, "build", str(ROOT / "deploy/k8s/overlays" / overlay)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    return build(ROOT / "deploy/k8s/overlays" / overlay)
+
+
+@cache
+def rendered_upgrade(name: str) -> list[dict[str, Any]]:
+    return build(ROOT / "deploy/k8s/upgrade" / name)
 
 
 def objects(overlay: str, kind: str) -> dict[str, dict[str, Any]]:
@@ -56,6 +67,39 @@ def consumes(deployment: dict[str, Any]) -> bool:
 def env_names(settings_class: type[HeraldSettings]) -> set[str]:
     """The environment variables a settings class reads (its aliases, or field names in capitals)."""
     return {(field.alias or name).upper() for name, field in settings_class.model_fields.items()}
+
+
+def assert_restricted(name: str, pod: dict[str, Any]) -> None:
+    """The restricted Pod Security Standard, and a writable /tmp under a read-only root filesystem."""
+    assert pod["securityContext"]["runAsNonRoot"] is True, name
+    assert pod["securityContext"]["runAsUser"] >= 10000, name
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+    assert pod["automountServiceAccountToken"] is False, name
+    assert not pod.get("hostNetwork") and not pod.get("hostPID"), name
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, name
+        assert context["readOnlyRootFilesystem"] is True, name
+        assert context["capabilities"]["drop"] == ["ALL"], name
+        assert "add" not in context["capabilities"], name
+        tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert tmp and "emptyDir" in volumes[tmp[0]["name"]], f"{name}: /tmp must be writable"
+
+
+def policy_ports(policies: dict[str, dict[str, Any]], pod_labels: dict[str, str], direction: str) -> set[int]:
+    """The ports the network policies selecting a pod of these labels open in one direction (ingress, egress)."""
+    found = set()
+    for policy in policies.values():
+        spec = policy["spec"]
+        selector = spec["podSelector"]
+        matches = selects(selector.get("matchLabels", {}), pod_labels) or any(
+            e["operator"] == "In" and pod_labels.get(e["key"]) in e["values"]
+            for e in selector.get("matchExpressions", []))
+        if matches and direction.capitalize() in spec["policyTypes"]:
+            for rule in spec.get(direction, []):
+                found |= {p["port"] for p in rule.get("ports", [])}
+    return found
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -79,21 +123,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(overlay: str) -> N
     namespace = objects(overlay, "Namespace")["herald"]
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     for name, deployment in objects(overlay, "Deployment").items():
-        pod = deployment["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True, name
-        assert pod["securityContext"]["runAsUser"] >= 10000, name
-        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
-        assert pod["automountServiceAccountToken"] is False, name
-        assert not pod.get("hostNetwork") and not pod.get("hostPID"), name
-        for container in pod["containers"]:
-            context = container["securityContext"]
-            assert context["allowPrivilegeEscalation"] is False, name
-            assert context["readOnlyRootFilesystem"] is True, name
-            assert context["capabilities"]["drop"] == ["ALL"], name
-            assert "add" not in context["capabilities"], name
-            tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
-            volumes = {v["name"]: v for v in pod["volumes"]}
-            assert tmp and "emptyDir" in volumes[tmp[0]["name"]], f"{name}: /tmp must be writable"
+        assert_restricted(name, deployment["spec"]["template"]["spec"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -174,17 +204,7 @@ def test_network_policies_deny_by_default_and_open_only_the_documented_flows(ove
     pods = {name: d["spec"]["template"]["metadata"]["labels"] for name, d in deployments.items()}
 
     def ports(name: str, direction: str) -> set[int]:
-        found = set()
-        for policy in policies.values():
-            spec = policy["spec"]
-            selector = spec["podSelector"]
-            matches = selects(selector.get("matchLabels", {}), pods[name]) or any(
-                e["operator"] == "In" and pods[name].get(e["key"]) in e["values"]
-                for e in selector.get("matchExpressions", []))
-            if matches and direction.capitalize() in spec["policyTypes"]:
-                for rule in spec.get(direction, []):
-                    found |= {p["port"] for p in rule.get("ports", [])}
-        return found
+        return policy_ports(policies, pods[name], direction)
 
     for name in DEPLOYMENTS:
         assert {53, 9092, 27017} <= ports(name, "egress"), name
@@ -210,3 +230,69 @@ def test_the_prod_overlay_names_the_kafka_cluster_the_topics_and_services_expect
     assert {t["metadata"]["namespace"] for t in topics.values()} == {"herald"}
     bootstrap = objects("prod", "ConfigMap")["herald-common"]["data"]["KAFKA_BOOTSTRAP_SERVERS"]
     assert bootstrap.startswith(f"{kafka['metadata']['name']}-kafka-bootstrap.{kafka['metadata']['namespace']}.")
+
+
+def upgrade_job(name: str) -> dict[str, Any]:
+    [job] = [o for o in rendered_upgrade(name) if o["kind"] == "Job"]
+    return job
+
+
+def test_the_upgrade_jobs_are_in_no_overlay_and_render_alone() -> None:
+    """An operator applies an upgrade on purpose (deploy/k8s/README.md): never with the base or an overlay."""
+    for overlay in OVERLAYS:
+        assert not objects(overlay, "Job"), overlay
+    for name in UPGRADES:
+        assert [o["kind"] for o in rendered_upgrade(name)] == ["Job"], name
+        assert upgrade_job(name)["metadata"]["namespace"] == "herald", name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_rebuild_job_runs_like_the_service_beside_the_overlay(overlay: str) -> None:
+    """The Job's pod meets the restricted standard, runs as subscriptions' service account with settings and
+    Secrets the overlay has (and the rebuild reads), reaches Kafka and MongoDB through the overlay's network
+    policies, and is taken for none of the service's pods."""
+    job = upgrade_job("subscriptions-rebuild")
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    pod = job["spec"]["template"]["spec"]
+    assert_restricted("subscriptions-rebuild", pod)
+    assert pod["serviceAccountName"] == "subscriptions" and "subscriptions" in objects(overlay, "ServiceAccount")
+    [container] = pod["containers"]
+    given = set()
+    for source in container["envFrom"]:  # by the name the overlay renders: no kustomize hash to follow
+        given |= set(objects(overlay, "ConfigMap")[source["configMapRef"]["name"]]["data"])
+    secrets = {v["valueFrom"]["secretKeyRef"]["name"] for d in objects(overlay, "Deployment").values()
+               for v in d["spec"]["template"]["spec"]["containers"][0].get("env", [])
+               if "secretKeyRef" in v.get("valueFrom", {})}
+    for variable in container["env"]:
+        given.add(variable["name"])
+        assert variable["valueFrom"]["secretKeyRef"]["name"] in secrets, variable
+    # `python -m herald_subscriptions.rebuild` reads the shared settings (HeraldSettings), nothing of its service's
+    assert given <= env_names(HeraldSettings), sorted(given - env_names(HeraldSettings))
+    assert {"MONGODB_URL", "KAFKA_BOOTSTRAP_SERVERS"} <= given
+    policies = objects(overlay, "NetworkPolicy")
+    assert {53, 9092, 27017} <= policy_ports(policies, pod_labels, "egress")
+    assert not {25, 465, 587} & policy_ports(policies, pod_labels, "egress")
+    public = policies["public-http"]["spec"]["podSelector"]["matchExpressions"][0]["values"]
+    assert pod_labels["app.kubernetes.io/name"] not in public
+    for kind in ("Service", "PodDisruptionBudget", "ServiceMonitor"):
+        for name, obj in objects(overlay, kind).items():
+            selector = obj["spec"]["selector"]
+            assert not selects(selector.get("matchLabels", selector), pod_labels), f"{kind} {name} selects the Job"
+
+
+def test_the_rebuild_job_runs_the_rebuild_once_with_the_prod_image() -> None:
+    job = upgrade_job("subscriptions-rebuild")
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["python", "-m", rebuild.__name__]
+    [prod] = objects("prod", "Deployment")["subscriptions"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == prod["image"], "the upgrade runs the version overlays/prod deploys"
+    assert container["imagePullPolicy"] == "Always"
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][kind]), kind
+    assert pod["restartPolicy"] == "Never" and 0 <= spec["backoffLimit"] <= 3
+    assert spec["activeDeadlineSeconds"] >= 6 * 3600 and spec["ttlSecondsAfterFinished"] >= 3600
+    # a refusal (processes still consume) fails the Job at once: retried, it would be refused again
+    fail = [r for r in spec["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
+    assert fail == [{"action": "FailJob", "onExitCodes": {
+        "containerName": container["name"], "operator": "In", "values": [rebuild.REFUSED]}}]

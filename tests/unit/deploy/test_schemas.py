@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.unit.deploy.test_k8s import OVERLAYS, rendered
+from tests.unit.deploy.test_k8s import OVERLAYS, UPGRADES, rendered, rendered_upgrade
 
 KUBERNETES_VERSION = "1.32"  # what the manifests target (deploy/README.md)
 OPERATOR_KINDS = {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
@@ -53,9 +53,10 @@ def unknown_fields(value: Any, schema: dict[str, Any], path: str = "") -> list[s
     return found
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_rendered_object_is_valid_against_its_schema(overlay: str) -> None:
-    for obj in rendered(overlay):
+@pytest.mark.parametrize("source", [*OVERLAYS, *(f"upgrade/{name}" for name in UPGRADES)])
+def test_every_rendered_object_is_valid_against_its_schema(source: str) -> None:
+    objects = rendered_upgrade(source.removeprefix("upgrade/")) if source.startswith("upgrade/") else rendered(source)
+    for obj in objects:
         kind, name = obj["kind"], obj["metadata"]["name"]
         if kind in OPERATOR_KINDS:
             schema = crd_schema(kind)
