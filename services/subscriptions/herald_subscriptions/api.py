@@ -40,9 +40,12 @@ from .domain import SubscribeRequest
 from .handlers import SubscriptionsService
 from .importer import run_import, spool
 
-# A page cursor: the status and subscriber id the previous page ended at.
-Cursor = Annotated[str, StringConstraints(max_length=38,
-                                          pattern=r"^(pending|active|unsubscribed|suppressed)\.s[0-9a-f]{24}$")]
+# A page cursor: the status and subscriber id the previous page ended at. Any id the event contract allows
+# (`Identifier`: a CRM may choose its subscribers' ids), not only the ones this service makes, or a page ending
+# at such a member would have a next_cursor the next request refuses.
+Cursor = Annotated[str, StringConstraints(
+    max_length=len("unsubscribed.") + 128,
+    pattern=r"^(pending|active|unsubscribed|suppressed)\.[A-Za-z0-9._:\-]{1,128}$")]
 # A `field.<name>=<value>` filter of the members' listing: no longer than a custom field's value may be.
 MAX_FILTER_CHARS = 1000
 
@@ -294,6 +297,10 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
     @router.post("/lists", status_code=201, response_model=None,
                  responses={**answers(201, ListOut, "The list."), **problems(409, 422, 503)})
     async def create_list(body: ListIn, account_id: Account) -> dict[str, Any]:
+        """Create a list (`list_id` optional: one is made). The same request again answers the list; 409
+        `list_already_exists` when a list of that id has other settings, 409 `list_id_of_deleted_list` when the
+        id belonged to a deleted list: its id is never used again, as the deleted list's members, counts and
+        campaigns stay recorded under it and would mix into a new one."""
         doc = await service.create_list(account_id, body.list_id, body.name, body.opt_in, body.custom_fields)
         return list_out(doc)
 
@@ -334,6 +341,8 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
 
     @router.delete("/lists/{list_id}", status_code=204, responses=problems(404, 422, 503))
     async def delete_list(list_id: Identifier, account_id: Account) -> Response:
+        """The list no longer shows nor takes subscribers; its members stay recorded under its id, so the id
+        cannot be used for a new list (`POST /v1/lists` answers 409 `list_id_of_deleted_list`)."""
         await service.delete_list(account_id, list_id)
         return Response(status_code=204)
 

@@ -86,6 +86,15 @@ class ListAlreadyExists(SubscriptionError):
     code, http_status = "list_already_exists", 409
 
 
+class DeletedListId(SubscriptionError):
+    """The id belonged to a list that was deleted. Not reused: a deletion leaves the old list's members, their
+    listing and counts under its id (and delivery's audience, campaigns and late events of its messages name it),
+    so a new list of that id would take them in; and deleting a list to re-create it for the next send is the
+    "one-off sending" PRODUCT.md asks to detect."""
+
+    code, http_status = "list_id_of_deleted_list", 409
+
+
 class SubscriberNotFound(SubscriptionError):
     code, http_status = "subscriber_not_found", 404
 
@@ -263,10 +272,13 @@ def _event(cls: type[Event], account_id: str, payload: object, causation: Event 
 def create_list(account_id: str, list_id: str, name: str, opt_in: OptInMode,
                 custom_fields: list[CustomFieldDefinition], existing: ListState | None) -> list[Event]:
     check_text(name=name)
+    if existing is not None and existing.deleted:
+        raise DeletedListId(f"list id {list_id!r} belonged to a list that was deleted; a deleted list's id cannot "
+                            "be used again: choose another id")
     if existing is not None:
         same = (existing.name, existing.opt_in, existing.custom_fields) == (
             name, opt_in, {f.name: f.kind for f in custom_fields})
-        if same and not existing.deleted:
+        if same:
             return []  # the same request again
         raise ListAlreadyExists(f"list {list_id!r} already exists")
     payload = ListCreatedPayload(list_id=list_id, name=name, opt_in=opt_in, custom_fields=custom_fields)

@@ -326,12 +326,14 @@ def _parse_row(header: list[str], values: list[str], lst: ListState) -> Subscrib
     if any(value for name, value in zip(header, values, strict=False) if not name):
         raise domain.InvalidCustomField("a value under a column that has no name in the header")
     row = dict(zip(header, values, strict=False))
-    if not row.get("consent_method") or not row.get("consent_at"):
+    consent_at = (row.get("consent_at") or "").strip()
+    if not row.get("consent_method") or not consent_at:
         raise domain.ConsentMissing("consent_method and consent_at are required")
     try:
-        collected = datetime.fromisoformat(row["consent_at"])
-    except ValueError:
-        raise domain.ConsentMissing(f"consent_at {row['consent_at']!r} is not an ISO 8601 time") from None
+        collected = datetime.fromisoformat(consent_at)
+    except ValueError:  # given, but not a time anyone can read: evidence that is not valid, not missing
+        raise domain.InvalidConsent(f"consent_at {consent_at[:100]!r} is not an ISO 8601 time "
+                                    "(e.g. 2026-11-01T10:00:00Z)") from None
     if collected.tzinfo is None:
         collected = collected.replace(tzinfo=UTC)
     fields: dict[str, FieldValue] = {}

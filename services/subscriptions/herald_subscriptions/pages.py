@@ -99,6 +99,21 @@ def _too_many(reason: str, wait: float) -> HTMLResponse:
                 {**page_headers(), "Retry-After": str(max(1, ceil(wait)))})
 
 
+# What the subscribe form tells a person when a rule refuses the post: the API's messages (the address rules'
+# wording, the field names) are for developers. Other refusals cannot come from the form's fields as served.
+FORM_REFUSALS = {
+    "invalid_email": "Please enter a valid email address, like name@example.com.",
+    "invalid_text": "Please check what you entered: one of the fields holds a character we cannot take.",
+    "list_not_found": "This subscription form does not exist any more.",
+}
+FORM_REFUSED = "We could not take this subscription. Please check what you entered and try again."
+
+
+def form_refusal(refused: SubscriptionError) -> str:
+    """The subscribe form's words for a refused post (`FORM_REFUSALS`), never the API's detail."""
+    return FORM_REFUSALS.get(refused.code, FORM_REFUSED)
+
+
 def _check_inbox() -> HTMLResponse:
     return page("Check your inbox", "<p>We sent you an email with a link. Open it to confirm your subscription; "
                                     "until then you will receive nothing.</p>")
@@ -176,7 +191,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
         try:
             address = domain.email_sha256(domain.normalise_email(email))
         except SubscriptionError as exc:
-            return page("Something is not right", f"<p>{escape(exc.detail)}</p>", 422)
+            return page("Something is not right", f"<p>{escape(form_refusal(exc))}</p>", 422)
         if wait := guard.per_address.take(f"{account_id}\0{address}", now):
             return _too_many("address_rate", wait)
         try:
@@ -187,7 +202,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
             decision, _ = await service.subscribe(account_id, list_id, SubscribeRequest(
                 email=email, consent=consent, channel="form", first_name=first_name))
         except SubscriptionError as exc:
-            return page("Something is not right", f"<p>{escape(exc.detail)}</p>", 422)
+            return page("Something is not right", f"<p>{escape(form_refusal(exc))}</p>", 422)
         except ValidationError:
             return page("Something is not right", "<p>One of the fields is too long.</p>", 422)
         if decision.outcome == "already_active":

@@ -42,7 +42,7 @@ async def test_a_file_with_every_kind_of_bad_row(platform: Platform) -> None:
         f"keeper@example.com;Finn;webinar signup;{T};;",              # 8 already_subscribed
         f"age@example.com;Gus;webinar signup;{T};Riga;old",           # 9 invalid_custom_field
         f"extra@example.com;Hal;webinar signup;{T};Riga;40;surplus",  # 10 invalid_custom_field
-        "when@example.com;Ida;webinar signup;yesterday;Riga;41",      # 11 missing_consent (bad time)
+        "when@example.com;Ida;webinar signup;01/11/2026;Riga;41",     # 11 invalid_consent (not an ISO time)
         "",                                                           # 12 blank line, skipped
         f'"quoted@example.com";"Jo; ""JJ"" Jones";webinar signup;{T};"Tartu\nold town";42',  # 13-14 ok
         f"good2@example.com;Kim;checkout;{T};Riga;",                  # 15 ok
@@ -50,14 +50,14 @@ async def test_a_file_with_every_kind_of_bad_row(platform: Platform) -> None:
     status, report = await _import(acme, "\ufeff".encode() + "\n".join(rows).encode())
     assert status == 202, report
     assert (report["rows_total"], report["rows_imported"], report["rows_rejected"]) == (12, 3, 9)
-    assert report["rejected_by_reason"] == {"invalid_email": 1, "missing_consent": 2, "duplicate": 1,
-                                            "suppressed": 1, "previously_unsubscribed": 1, "already_subscribed": 1,
-                                            "invalid_custom_field": 2}
+    assert report["rejected_by_reason"] == {"invalid_email": 1, "missing_consent": 1, "invalid_consent": 1,
+                                            "duplicate": 1, "suppressed": 1, "previously_unsubscribed": 1,
+                                            "already_subscribed": 1, "invalid_custom_field": 2}
     lines = {r["line"]: r["reason"] for r in report["rejections"]}  # type: ignore[attr-defined]
     assert list(lines) == sorted(lines)  # in line order, though rows are refused when read or when decided
     assert lines == {3: "invalid_email", 4: "missing_consent", 5: "duplicate", 6: "suppressed",
                      7: "previously_unsubscribed", 8: "already_subscribed", 9: "invalid_custom_field",
-                     10: "invalid_custom_field", 11: "missing_consent"}
+                     10: "invalid_custom_field", 11: "invalid_consent"}
 
     events = await platform.events()
     added = [e for e in events if isinstance(e, SubscriberAdded) and e.payload.consent.source == "import"]

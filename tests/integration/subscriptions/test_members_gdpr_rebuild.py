@@ -66,6 +66,24 @@ async def test_list_rename_and_delete_keep_members_recorded(platform: Platform) 
     assert deleted.payload.members_at_deletion == 1  # type: ignore[attr-defined]
 
 
+async def test_a_deleted_lists_id_is_not_used_again(platform: Platform) -> None:
+    """A list created again under the id would take in the deleted list's members, still recorded under it."""
+    acme = await platform.tenant("acme")
+    await acme.create_list()
+    await acme.subscribe("anna@example.com")
+    assert (await acme.http.delete("/v1/lists/news")).status_code == 204
+    assert [d["list_id"] for d in (await acme.http.get("/v1/lists")).json()["items"]] == []
+    for settings in ({"name": "News", "opt_in": "single"}, {"name": "Other news", "opt_in": "double"}):
+        again = await acme.http.post("/v1/lists", json={"list_id": "news", **settings})
+        assert again.status_code == 409, again.text
+        problem = again.json()
+        assert problem["type"].endswith("/list_id_of_deleted_list")
+        assert "belonged to a list that was deleted" in problem["detail"] and "already exists" not in problem["detail"]
+    assert (await acme.http.get("/v1/lists/news")).status_code == 404
+    assert [e.type for e in await platform.events() if e.type.startswith("List")] == ["ListCreated", "ListDeleted"]
+    assert (await acme.http.post("/v1/lists", json={"list_id": "news-2", "name": "News"})).status_code == 201
+
+
 async def _dump(projection: SubscriptionsProjection) -> dict[str, list[dict[str, Any]]]:
     return {name: [d async for d in projection.db[name].find({}).sort("_id", 1)] for name in projection.collections}
 

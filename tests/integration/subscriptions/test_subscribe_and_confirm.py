@@ -104,6 +104,23 @@ async def test_hosted_form_subscribes_with_consent_evidence(platform: Platform) 
     assert no_consent.status_code == 422
 
 
+async def test_the_hosted_form_tells_a_person_about_a_bad_address_in_plain_words(platform: Platform) -> None:
+    """The form page speaks to a person; the API keeps its exact message for developers."""
+    acme = await platform.tenant("acme")
+    await acme.create_list(opt_in="double")
+    for address in ("anna.example.com", "anna@mail.test"):  # no @; a special-use domain
+        refused = await platform.submit("/subscribe/acme/news", {"email": address, "consent": "yes"})
+        assert refused.status_code == 422
+        assert "Please enter a valid email address, like name@example.com." in refused.text
+        assert "dot-atom" not in refused.text and "this API" not in refused.text and address not in refused.text
+    api = await acme.subscribe("anna.example.com")
+    assert api.status_code == 422
+    assert api.json()["errors"] == [{"location": "body.email", "message": (
+        "Value error, not an email address this API takes: an ASCII dot-atom local part (at most 64 characters) "
+        "@ a domain name whose top level is not special-use")}]
+    assert [e for e in await platform.events() if isinstance(e, SubscriberAdded)] == []
+
+
 async def test_bad_requests_get_problem_documents(platform: Platform) -> None:
     """What the request schema refuses is a 422 naming the field; what the list's state refuses is a 409."""
     acme = await platform.tenant("acme")

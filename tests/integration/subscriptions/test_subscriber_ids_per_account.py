@@ -90,6 +90,31 @@ async def test_two_accounts_using_one_subscriber_id_keep_separate_members_and_pu
     assert (await listing(rival))[1]["suppressed"] == 1
 
 
+async def test_members_pages_run_across_members_whose_ids_a_crm_chose(platform: Platform) -> None:
+    """Every `next_cursor` is taken back, whatever id the page ended at (the contract's `Identifier`)."""
+    acme = await platform.tenant("acme")
+    await acme.create_list("news")
+    ours = [(await acme.subscribe(f"p{i}@example.com")).json()["subscriber_id"] for i in range(3)]
+    chosen = ["crm-42", "CRM:7.a_b", "a.b", "z" * 128]
+    for i, subscriber_id in enumerate(chosen):
+        await platform.publisher.publish_many(crm_member("acme", subscriber_id, f"crm{i}@example.org"))
+    await eventually(lambda: listing(acme), lambda found: found[1]["active"] == 7, what="CRM members folded")
+
+    seen, cursors, cursor = [], [], None
+    while True:
+        response = await acme.http.get("/v1/lists/news/subscribers",
+                                       params={"limit": 1, **({"cursor": cursor} if cursor else {})})
+        assert response.status_code == 200, (cursor, response.text)
+        body = response.json()
+        seen += [m["subscriber_id"] for m in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        cursors.append(cursor)
+    assert sorted(seen) == sorted(ours + chosen) and len(seen) == 7
+    assert {f"active.{subscriber_id}" for subscriber_id in chosen} <= set(cursors)  # each a page's end
+
+
 async def test_an_upgrade_rebuilds_a_read_model_keyed_by_subscriber_id_alone(platform: Platform) -> None:
     """The read model of the earlier format (memberships by subscriber id alone, with one account's member
     folded over the other's) is refused at start and rebuilt from the topics, each account's member its own."""

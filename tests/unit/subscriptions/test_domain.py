@@ -234,6 +234,17 @@ def test_list_creation_rename_and_delete() -> None:
         domain.rename_list(ListState("acc", "l1", "News", "double", {}, deleted=True), "x")
 
 
+def test_a_deleted_lists_id_is_not_used_again_and_the_refusal_says_so() -> None:
+    """A new list under the id would take in the deleted one's members (they stay recorded under it)."""
+    fields = [CustomFieldDefinition(name="city")]
+    deleted = ListState("acc", "news", "News", "double", {"city": "text"}, deleted=True)
+    for name in ("News", "Other"):  # the deleted list's own settings again too: it does not come back
+        with pytest.raises(domain.DeletedListId, match="'news' belonged to a list that was deleted") as refused:
+            domain.create_list("acc", "news", name, "double", fields, deleted)
+        assert (refused.value.code, refused.value.http_status) == ("list_id_of_deleted_list", 409)
+        assert not isinstance(refused.value, domain.ListAlreadyExists)
+
+
 def test_a_custom_text_is_at_most_1000_characters_on_every_channel() -> None:
     lst = a_list(notes="text")
     for channel in ("api", "form", "import"):

@@ -28,12 +28,27 @@ def test_seen_addresses_answers_new_exactly_for_first_occurrences(addresses: lis
 def test_row_needs_consent_and_a_valid_address() -> None:
     with pytest.raises(domain.ConsentMissing):
         _parse_row(HEADER, ["a@example.com", "", "2026-10-01T10:00:00Z", "", ""], LIST)
-    with pytest.raises(domain.ConsentMissing, match="not an ISO 8601 time"):
-        _parse_row(HEADER, ["a@example.com", "form", "last week", "", ""], LIST)
     with pytest.raises(domain.InvalidEmail):
         _parse_row(HEADER, ["nobody", "form", "2026-10-01T10:00:00Z", "", ""], LIST)
     with pytest.raises(domain.InvalidCustomField, match="more values"):
         _parse_row(HEADER, ["a@example.com", "form", "2026-10-01", "1", "yes", "extra"], LIST)
+
+
+@pytest.mark.parametrize("values", [["a@example.com", "form", "", "", ""], ["a@example.com", "form", "  ", "", ""],
+                                    ["a@example.com", "form"]])  # empty, blank, absent (a short row)
+def test_a_row_without_a_consent_time_is_missing_consent(values: list[str]) -> None:
+    with pytest.raises(domain.ConsentMissing) as refused:
+        _parse_row(HEADER, values, LIST)
+    assert refused.value.code == "missing_consent"
+
+
+@pytest.mark.parametrize("consent_at", ["01/11/2026", "last week", "2026-13-01", "2026-11-01 25:00"])
+def test_a_consent_time_that_cannot_be_read_is_invalid_consent_not_missing(consent_at: str) -> None:
+    """README rules: bad consent evidence is `invalid_consent`; a time given but unreadable is evidence that is
+    not valid, not evidence that is missing."""
+    with pytest.raises(domain.InvalidConsent, match="is not an ISO 8601 time") as refused:
+        _parse_row(HEADER, ["a@example.com", "form", consent_at, "", ""], LIST)
+    assert refused.value.code == "invalid_consent"
 
 
 def test_row_values_are_typed_by_the_lists_custom_fields() -> None:
