@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, get_args
 
@@ -241,10 +241,13 @@ class ForgetfulHandler(EventHandler, Protocol):
     """A handler that can drop what it staged, so a batch the store refuses can be handled again event by
     event (see EventConsumer)."""
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
         """Drop what handle() staged and what a failed flush kept for its next try: the handler is as after
         its last flush that passed, and what it folds next starts from what the store holds (so events
-        handled again are not applied twice)."""
+        handled again are not applied twice). What the failed flush wrote ahead of the documents the store
+        refused (counts: `readmodel.Counters.take_back`) is taken back, so events handled again, or replayed
+        from the dead-letter topic, are counted once. An infrastructure error is raised, and it is asked
+        again."""
 
 
 class Deduplicator(Protocol):
@@ -316,10 +319,11 @@ class EventConsumer:
     A flush is retried while its error is the infrastructure's (`is_transient`: MongoDB or the broker away).
     One that fails `handler_attempts` times with any other error (the store refuses something the batch made:
     an integer beyond 64 bits, a key it cannot hold) would hold the partitions back for good; with a handler
-    that can `forget` what it staged (`ForgetfulHandler`), the batch's events are handled again one at a
-    time, each flushed alone, and those whose flush fails that way are dead-lettered with the error; the rest
-    are stored and the consumer goes on. A handler that cannot forget is retried as for a transient error
-    (handing it the events again would apply them twice).
+    that can `forget` what it staged (`ForgetfulHandler`: it takes back too what the refused flush counted
+    ahead of its documents), the batch's events are handled again one at a time, each flushed alone, and those
+    whose flush fails that way are dead-lettered with the error (forgotten the same way, so a replay of the
+    dead letter counts them once); the rest are stored, counted once each, and the consumer goes on. A handler
+    that cannot forget is retried as for a transient error (handing it the events again would apply them twice).
     """
 
     def __init__(
@@ -361,7 +365,7 @@ class EventConsumer:
             self._only[self._names(topic)] = frozenset(type_name(cls).encode() for cls in classes)
         self._metrics: dict[tuple[str, str], tuple[Histogram, Counter]] = {}
         self._handler = handler
-        self._forget: Callable[[], None] | None = getattr(handler, "forget", None)
+        self._forget: Callable[[], Awaitable[None]] | None = getattr(handler, "forget", None)
         self._dedupe = deduplicator
         self._checkpoints = checkpoints
         self._dead_letters = DeadLetters(producer, name)
@@ -599,10 +603,11 @@ class EventConsumer:
         """The store keeps refusing the batch's flush (`refusal`): the handler forgets it and takes its events
         again one at a time, each flushed alone; an event whose flush is refused is forgotten and dead-lettered
         with why, and not remembered as handled (so its replay, once fixed, is not skipped)."""
-        assert self._forget is not None
+        forget = self._forget
+        assert forget is not None
         log.warning("the store refuses a batch; its events are handled again one at a time",
                     extra={"events": len(passed), "error": f"{type(refusal).__name__}: {refusal}"})
-        self._forget()
+        await self._with_retry("forget the batch", forget)
         refused: set[str] = set()
         for record in passed:
             event = validate_record(record, self._names)  # the bytes it was read from when it passed
@@ -610,7 +615,7 @@ class EventConsumer:
                 error = await self._flush_or_refusal()
                 if error is None:
                     continue
-                self._forget()
+                await self._with_retry("forget the event", forget)
                 await self._dead_letter(
                     record, f"not stored after {self._attempts} attempts: {type(error).__name__}: {error}",
                     "handler_failed")

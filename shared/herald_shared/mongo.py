@@ -338,7 +338,7 @@ class Projection(ABC):
 
     `forget` drops what was staged (`kafka.ForgetfulHandler`: a batch the store refuses is handled again event
     by event, as after a crash); a subclass that keeps more of a batch in memory before its flush forgets that
-    too.
+    too, and one that wrote ahead of the refused documents (`readmodel.Counters`) takes that back.
     """
 
     #: Collections this projection owns; a rebuild drops and refills exactly these.
@@ -374,7 +374,7 @@ class Projection(ABC):
             self._staged = staged + self._staged
             raise
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
         """Drop what was staged since the last flush that passed (what a failed flush kept included)."""
         self._staged = []
 
@@ -386,9 +386,10 @@ class Projection(ABC):
 class FoldingProjection(Projection):
     """A projection that folds some of its events in Python over the documents a batch touches (one load and
     one write per document, however many of the batch's events reach it): events of the `folded` types wait
-    for the flush and are folded there together (`fold`), before what `apply` staged is written. A flush that
-    fails keeps the batch's events for the next try, ahead of newer ones, and calls `discard`; `forget` drops
-    them and calls `discard` too, so the next fold loads what the store holds."""
+    for the flush and are folded there together (`fold`), before what `apply` staged is written. A fold that
+    passed calls `settle`; a flush whose fold fails keeps the batch's events for the next try, ahead of newer
+    ones, and calls `discard`; `forget` drops them, calls `discard` too, so the next fold loads what the store
+    holds, and `take_back`, so that what the failed fold wrote ahead of its documents counts them no more."""
 
     #: The event types `fold` takes (they may also be applied by `apply`).
     folded: tuple[type[Event], ...] = ()
@@ -405,6 +406,15 @@ class FoldingProjection(Projection):
         """Forget what a failed `fold` left in memory (counts it prepared); override when it keeps any."""
         return None
 
+    def settle(self) -> None:
+        """The fold passed: its documents are stored (`Counters.settle`); override when it counts."""
+        return None
+
+    async def take_back(self) -> None:
+        """The batch is forgotten: undo what the last failed fold wrote ahead of the documents it could not
+        store (`Counters.take_back`); override when it counts."""
+        return None
+
     async def handle(self, event: Event) -> None:
         if isinstance(event, self.folded):
             self._folding.append(event)
@@ -419,12 +429,15 @@ class FoldingProjection(Projection):
             self._folding = events + self._folding
             self.discard()
             raise
+        if events:
+            self.settle()
         await super().flush()
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
         self._folding = []
         self.discard()
-        super().forget()
+        await self.take_back()
+        await super().forget()
 
 
 class ProjectionGroup:
@@ -441,9 +454,9 @@ class ProjectionGroup:
         for projection in self.projections:
             await projection.flush()
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
         for projection in self.projections:
-            projection.forget()
+            await projection.forget()
 
 
 class Rebuildable(Protocol):

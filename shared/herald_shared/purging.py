@@ -106,16 +106,16 @@ class PurgingHandler:
             del self._waiting[account_id]
 
     @property
-    def forget(self) -> Callable[[], None] | None:
+    def forget(self) -> Callable[[], Awaitable[None]] | None:
         """The wrapped handler's `forget` (`kafka.ForgetfulHandler`), which also drops the purges waiting for the
         flush (their events are handed over again); None when it has none, so that the consumer keeps retrying
         a batch the store refuses rather than setting it aside (it asks with getattr)."""
-        inner: Callable[[], None] | None = getattr(self.inner, "forget", None)
+        inner: Callable[[], Awaitable[None]] | None = getattr(self.inner, "forget", None)
         if inner is None:
             return None
 
-        def forget() -> None:
-            inner()
+        async def forget() -> None:
+            await inner()
             self._waiting.clear()
 
         return forget

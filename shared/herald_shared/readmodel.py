@@ -9,7 +9,8 @@ primary key index and scans the whole table for anything else; a real MongoDB is
   and mended by the fold that applies a crashed batch again, however differently its batch is cut (`States`);
 - counts are kept as the events fold (`Counters`), never computed by scanning, and stay exact when a
   batch is applied again after a crash: each counter document remembers the offset of the last event
-  it counted.
+  it counted; and after a batch whose documents the store refused, set aside by the consumer: what it
+  counted is taken back (`Counters.take_back`).
 
 Keys are joined with `/`, which no identifier of the contract contains, so a prefix range of one list
 can never reach into another.
@@ -291,6 +292,12 @@ class SecondaryIndex:
         return [doc["_id"] async for doc in cursor]
 
 
+# A counter's offsets at or before its `through` whose events it does not count (`Counters.take_back`).
+UNCOUNTED = "uncounted"
+# What one event counted in one counter: its key, its offset (None: made here, not read) and the changes.
+Counting = tuple[str, int | None, Mapping[str, int]]
+
+
 class Counters:
     """Counts per key (e.g. members of a list by status), folded with the events, exact under replay.
 
@@ -299,15 +306,32 @@ class Counters:
     event at or before it was counted already. Write the counters before the documents they count: a
     crash after the counters and before the documents makes the replay fold the documents again without
     counting twice.
+
+    A flush whose documents the store refuses, after the counters were written, leaves counted in the store
+    events whose documents are not there; the consumer then forgets the batch and folds its events again one
+    at a time (`kafka.EventConsumer`), and dead-letters the one refused, to be replayed later at a new offset.
+    So the owner of the counters says how each fold ends: `settle` once its documents are stored, `discard`
+    when it failed; the failed fold's counting (what it added, and what it found counted already: the events
+    whose documents it still had to write) is what `take_back` subtracts when the handler forgets the batch,
+    noting their offsets in the counter (`uncounted`) so that they count when folded again, once.
+    That is exact when the failed fold saw what the store kept of the attempts before it: the store refuses
+    the same writes at every attempt and the flush was tried at least twice (the consumer's default, 3), so
+    the last attempt counts only the events whose documents are still missing. After a single attempt that
+    wrote some of a batch's documents, their events are taken back too (and, already folded, not counted again).
     """
 
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self.collection = collection
         self._loaded: dict[str, Document] = {}
         self._current: dict[str, Document] = {}
+        self._counting = False  # a fold is under way (prepared, and neither settled nor discarded)
+        self._unwritten: list[Counting] = []  # added by this fold, not written yet
+        self._stored: list[Counting] = []  # this fold's counting the store holds (written, or counted before)
+        self._unstored: list[Counting] = []  # the last failed fold's, for `take_back`
 
     async def prepare(self, keys: Iterable[str]) -> None:
         """Load the counters a batch will touch."""
+        self._counting = True
         missing = set(keys) - set(self._current)
         loaded = await load(self.collection, missing)
         for key in missing:
@@ -327,8 +351,18 @@ class Counters:
         if offset is not None:
             through = current.get("through")
             if through is not None and offset <= through:
-                return
-            current["through"] = offset
+                uncounted = current.get(UNCOUNTED, ())
+                if offset not in uncounted:
+                    self._stored.append((key, offset, deltas))
+                    return
+                rest = [o for o in uncounted if o != offset]  # taken back: it counts now
+                if rest:
+                    current[UNCOUNTED] = rest
+                else:
+                    del current[UNCOUNTED]
+            else:
+                current["through"] = offset
+        self._unwritten.append((key, offset, deltas))
         counts = current["counts"]
         for name, delta in deltas.items():
             if delta:
@@ -342,13 +376,53 @@ class Counters:
         before = {k: v for k, v in self._loaded.items() if v}
         after: dict[str, Document | None] = {k: v for k, v in self._current.items() if v != self._loaded[k]}
         await write_changes(self.collection, before, after)
+        self._stored += self._unwritten
+        self._unwritten = []
         self._loaded.clear()
         self._current.clear()
 
+    def settle(self) -> None:
+        """The fold's documents are stored: what it counted stays counted."""
+        self._counting = False
+        self._unwritten, self._stored, self._unstored = [], [], []
+
     def discard(self) -> None:
-        """Forget what was counted in memory (the write failed; the batch will be folded again)."""
+        """Forget what was counted in memory (the fold failed; the batch will be folded again, or forgotten and
+        taken back). Its counting replaces an earlier failed fold's for `take_back`: it saw what that one
+        stored. Once more after that (a handler that forgets calls it again) it changes nothing."""
+        if self._counting:
+            self._unstored, self._counting = self._stored, False
+        self._unwritten, self._stored = [], []
         self._loaded.clear()
         self._current.clear()
+
+    async def take_back(self) -> None:
+        """Subtract what the last failed fold left counted in the store, its documents unwritten (the handler
+        forgets the batch), and note its offsets as not counted: folded again, alone or replayed at a new
+        offset, each of its events counts once. Safe to repeat after a write whose answer was lost (an offset
+        noted is not subtracted again); an event made here (no offset) has nothing to note it by."""
+        unstored, self._counting = self._unstored, False
+        if not unstored:
+            return
+        before = await load(self.collection, {key for key, _, _ in unstored})
+        after: dict[str, Document | None] = {}
+        for key, offset, deltas in unstored:
+            doc = after.get(key) or before.get(key)
+            if doc is None:
+                continue  # nothing counted there any more (the account purged meanwhile)
+            if offset is not None:
+                noted = doc.get(UNCOUNTED, [])
+                if doc.get("through") is None or offset > doc["through"] or offset in noted:
+                    continue
+                doc = after[key] = {**_copy_counter(doc), UNCOUNTED: [*noted, offset]}
+            else:
+                doc = after[key] = _copy_counter(doc)
+            counts = doc["counts"]
+            for name, delta in deltas.items():
+                if delta:
+                    counts[name] = counts.get(name, 0) - delta
+        await write_changes(self.collection, before, after)
+        self._unstored = []
 
     async def read(self, key: str) -> dict[str, int]:
         doc = await self.collection.find_one({"_id": key})
@@ -356,4 +430,7 @@ class Counters:
 
 
 def _copy_counter(doc: Document) -> Document:
-    return {**doc, "counts": dict(doc.get("counts", {}))}
+    copied = {**doc, "counts": dict(doc.get("counts", {}))}
+    if UNCOUNTED in doc:
+        copied[UNCOUNTED] = list(doc[UNCOUNTED])
+    return copied

@@ -663,11 +663,11 @@ class UsageGuard:
             await self.service.enforce(sorted(self._undecided), failed)
             self._undecided = failed
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
         """What the batch staged (the accounts already folded and stored stay to be decided)."""
-        self.projection.forget()
+        await self.projection.forget()
         for other in self.others:
-            other.forget()  # type: ignore[attr-defined]
+            await other.forget()  # type: ignore[attr-defined]
 
 
 class PlanClock:

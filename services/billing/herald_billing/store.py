@@ -212,6 +212,7 @@ class BillingProjection(Projection):
             folded = await self._fold_accounts(accounts)
             await self._fold_users(users)
             await self._count(usage, folded)
+            self._counts.settle()  # the members and lists counted are stored
             await super().flush()
         except Exception:
             self._accounts, self._users, self._usage = accounts + self._accounts, users + self._users, \
@@ -220,11 +221,13 @@ class BillingProjection(Projection):
             raise
         self._touched |= {e.account_id for e in (*accounts, *usage)}
 
-    def forget(self) -> None:
-        """What the batch staged and counted in memory; its events are folded again from what the store holds."""
+    async def forget(self) -> None:
+        """What the batch staged and counted in memory; its events are folded again from what the store holds,
+        and what a refused flush counted ahead of the members and lists it could not store is taken back."""
         self._accounts, self._users, self._usage = [], [], []
         self._counts.discard()
-        super().forget()
+        await self._counts.take_back()
+        await super().forget()
 
     def take_touched(self) -> set[str]:
         """The accounts whose state or usage the flushes since the last call changed."""

@@ -147,13 +147,16 @@ class CampaignsProjection(Projection):
             self._account_events = accounts + self._account_events
             self._stats.discard()
             raise
+        self._stats.settle()
         await super().flush()
 
-    def forget(self) -> None:
-        """What the batch staged and counted in memory; its events are folded again from what the store holds."""
+    async def forget(self) -> None:
+        """What the batch staged and counted in memory; its events are folded again from what the store holds,
+        and what a refused flush counted ahead of the campaigns it could not store is taken back."""
         self._campaign_events, self._account_events = [], []
         self._stats.discard()
-        super().forget()
+        await self._stats.take_back()
+        await super().forget()
 
     async def _fold_accounts(self, events: list[Event]) -> None:
         if not events:
@@ -287,15 +290,18 @@ class ReportsProjection(Projection):
             self._unchecked = [c.first[1] for c in counted if c.first is not None] + self._unchecked
             self._counts.discard()
             raise
+        self._counts.settle()
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
         """What the batch counted in memory and the look-ups of its markers (cancelled: the next batch looks
-        up its own, after this one's events were counted again)."""
+        up its own, after this one's events were counted again); what a refused flush counted ahead of the
+        markers it could not store is taken back."""
         for lookup in self._lookups:
             lookup.cancel()
         self._counted, self._unchecked, self._lookups = [], [], []
         self._counts.discard()
-        super().forget()
+        await self._counts.take_back()
+        await super().forget()
 
     async def _fold(self, counted: list[Counted], lookups: list[asyncio.Task[dict[str, Document]]]) -> None:
         if not counted:

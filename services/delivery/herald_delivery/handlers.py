@@ -133,7 +133,7 @@ class AudienceJobs:
             await self._staged[0]()
             self._staged.pop(0)
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
         """What the batch staged and did not write yet (a job is queued only once written: nothing else to
         undo); its events come again, and what was written of them is found there (job ids are the events')."""
         self._staged = []

@@ -111,9 +111,9 @@ class Activity:
             late = sorted(await self._refused(inserted))
             if late:
                 await self.db[ACTIVITY].delete_many({"_id": {"$in": late}})
-        self.forget()
+        self._staged.clear()
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
         self._staged.clear()
 
     async def _refused(self, entries: dict[tuple[str, str], list[Document]]) -> set[str]:

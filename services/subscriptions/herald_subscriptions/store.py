@@ -129,6 +129,12 @@ class SubscriptionsProjection(FoldingProjection):
     def discard(self) -> None:
         self._counts.discard()
 
+    def settle(self) -> None:
+        self._counts.settle()
+
+    async def take_back(self) -> None:
+        await self._counts.take_back()
+
     async def fold(self, events: list[Event]) -> None:
         address_ids = {compose(e.account_id, h) for e in events if (h := domain.address_hash(e)) is not None}
         # The members and lists the events name, loaded alongside the addresses; a suppression reaches the

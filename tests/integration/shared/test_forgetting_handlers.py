@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +29,7 @@ from herald_delivery.handlers import AudienceJobs, GateBook
 from herald_delivery.queue import JobQueue
 from herald_delivery.store import JOBS, MEMBERS, AudienceProjection, DeliveryStore
 from herald_shared.apikeys import ApiKeyProjection
-from herald_shared.contract import Event
+from herald_shared.contract import Event, serialize_event
 from herald_shared.kafka import (
     DLQ_REASON,
     DLQ_SOURCE_OFFSET,
@@ -39,7 +43,7 @@ from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.readmodel import APPLIED
 from herald_shared.settings import HeraldSettings
 from herald_subscriptions.store import LIST_COUNTS, SUBSCRIBERS, SubscriptionsProjection
-from tests.conftest import eventually
+from tests.conftest import eventually, subprocess_env
 from tests.samples import sample
 
 ACCOUNT = "acc-forget"
@@ -139,6 +143,60 @@ async def test_subscriptions_folds_the_members_around_one_the_store_refuses_once
     assert all(len(d[APPLIED].split()) == 1 for d in members.values()), "each folded once"
     counts = await db[LIST_COUNTS].find_one({"_id": f"{ACCOUNT}/l1"})
     assert counts is not None and counts["counts"] == {"pending": 2}, counts
+
+
+@pytest.mark.usefixtures("refusing_store")
+async def test_subscriptions_counts_a_list_exactly_after_a_member_the_store_refuses_and_once_more_at_its_replay(
+        settings: HeraldSettings, producer: AIOKafkaProducer, mongo: AsyncMongoClient[Document],
+        tmp_path: Path) -> None:
+    """The refused member's count, written before the members, is taken back when the batch is set aside (it
+    stayed counted for good: 3 pending for 2 members), and its dead letter replayed, fixed, counts it once."""
+    db = database(settings, mongo)
+    refused = added("s2", city=REFUSED)
+    events = [event("ListCreated"), added("s1"), refused, added("s3")]
+    topics = ["herald.subscriptions"]
+    await EventPublisher(producer, settings.topics).publish_many(events)
+
+    async def purge(account_id: str) -> None:
+        pass
+
+    async def pending() -> tuple[int, int]:
+        counts = await db[LIST_COUNTS].find_one({"_id": f"{ACCOUNT}/l1"})
+        return await db[SUBSCRIBERS].count_documents({}), (counts or {}).get("counts", {}).get("pending", 0)
+
+    handler = PurgingHandler(ProjectionGroup(SubscriptionsProjection(db), ApiKeyProjection(db)), PurgedAccounts(db),
+                             purge)
+    running = EventConsumer(settings, name=settings.topic_prefix + "counting", topics=topics, handler=handler,
+                            producer=producer, retry_delay=0.01, deduplicator=MongoDeduplicator(db, "counting"))
+    task = asyncio.create_task(running.run())
+    try:
+        letters = await eventually(lambda: dead_letter_entries(settings, topics), lambda d: len(d) == 1,
+                                   what="the refused member dead-lettered")
+        assert await eventually(pending, lambda p: p[0] == 2, what="the other members folded") == (2, 2)
+
+        fixed = json.loads(serialize_event(refused))
+        fixed["payload"]["custom_fields"]["city"] = "Riga"
+        (tmp_path / "fixed.json").write_text(json.dumps(fixed))
+        replay = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "herald_shared.cli", "dlq", "replay", "herald.subscriptions",
+                             letters[0]["entry"], "--value-file", str(tmp_path / "fixed.json")],
+            env=subprocess_env(settings), capture_output=True, text=True, timeout=60, check=False)
+        assert replay.returncode == 0, replay.stderr
+        assert await eventually(pending, lambda p: p[0] == 3, what="the replayed member folded") == (3, 3)
+    finally:
+        running.request_stop()
+        await asyncio.wait_for(task, timeout=30)
+    member = await db[SUBSCRIBERS].find_one({"subscriber_id": "s2"})
+    assert member is not None and member["custom_fields"] == {"city": "Riga"}
+
+
+async def dead_letter_entries(settings: HeraldSettings, topics: Sequence[str]) -> list[dict[str, str]]:
+    """Each dead letter's headers, and where it is (`entry`, as `herald dlq replay` takes it)."""
+    entries = []
+    async for records in read_from_start(settings, [settings.topics.dead_letter(t) for t in topics]):
+        entries += [{k: bytes(v).decode() for k, v in record.headers} | {"entry": f"{record.partition}:{record.offset}"}
+                    for record in records]
+    return entries
 
 
 class Decisions:

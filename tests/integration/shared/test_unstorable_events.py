@@ -59,7 +59,7 @@ class ImportTotals:
             await self.collection.replace_one({"_id": total["_id"]}, total, upsert=True)
         self._totals.clear()
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
         self._totals.clear()
 
 

@@ -149,7 +149,7 @@ class Forgetful(Projection):
         super().__init__()
         self.forgotten = 0
 
-    def forget(self) -> None:
+    async def forget(self) -> None:
         self.touched.clear()
         self.forgotten += 1
 
@@ -158,7 +158,7 @@ async def test_forgetting_forgets_what_the_projection_and_the_others_staged() ->
     projection, other, service = Forgetful(), Forgetful(), Service()
     guard = UsageGuard(projection, service, other)  # type: ignore[arg-type]
     await guard.handle("a1")  # type: ignore[arg-type]
-    guard.forget()
+    await guard.forget()
     assert (projection.forgotten, other.forgotten) == (1, 1)
     await guard.flush()
     assert service.decided == []

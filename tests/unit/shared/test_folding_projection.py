@@ -82,7 +82,7 @@ async def test_forgetting_drops_the_events_waiting_for_the_fold_and_what_a_faile
     await projection.handle(second)
     with pytest.raises(ConnectionError):
         await projection.flush()
-    projection.forget()
+    await projection.forget()
     assert projection.discarded == 2  # the failed fold's, then the forgetting's
     await projection.handle(again)
     await projection.flush()
@@ -101,6 +101,6 @@ async def test_forgetting_drops_the_writes_staged_in_every_projection_of_a_group
     group = ProjectionGroup(one, other)
     await group.handle(renamed("a"))
     await group.handle(listed("b"))
-    group.forget()
+    await group.forget()
     await group.flush()  # nothing staged is left to write (db=None would fail it), nothing to fold
     assert (one.folds, other.folds, one.discarded, other.discarded) == ([], [], 1, 1)

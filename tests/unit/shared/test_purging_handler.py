@@ -47,7 +47,7 @@ class Inner:
 
 
 class Forgetful(Inner):
-    def forget(self) -> None:
+    async def forget(self) -> None:
         self.staged = []
         self.forgotten += 1
 
@@ -61,12 +61,12 @@ def wrapped(inner: Inner) -> tuple[PurgingHandler, list[str]]:
     return PurgingHandler(inner, Tombstones(), purge), purges  # type: ignore[arg-type]
 
 
-def test_it_forgets_only_when_the_handler_it_wraps_can() -> None:
+async def test_it_forgets_only_when_the_handler_it_wraps_can() -> None:
     assert getattr(wrapped(Inner())[0], "forget", None) is None  # the consumer retries such a batch as before
     inner = Forgetful()
     forget: Any = getattr(wrapped(inner)[0], "forget", None)
     assert forget is not None
-    forget()
+    await forget()
     assert inner.forgotten == 1
 
 
@@ -84,11 +84,11 @@ async def test_a_purge_behind_an_event_the_store_refuses_waits_for_the_flush_and
     assert purges == []
 
     # The consumer sets the batch aside: forgets it, and hands its events over again, each flushed alone.
-    handler.forget()  # type: ignore[misc]
+    await handler.forget()  # type: ignore[misc]
     await handler.handle(refused)
     with pytest.raises(WriteError):
         await handler.flush()
-    handler.forget()  # type: ignore[misc]  # refused again: dead-lettered
+    await handler.forget()  # type: ignore[misc]  # refused again: dead-lettered
     inner.error = None
     await handler.handle(purged)
     await handler.flush()
