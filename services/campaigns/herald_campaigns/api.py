@@ -156,7 +156,11 @@ class Engagement(Out):
 
 
 class LinkClicks(Out):
-    link_index: int
+    link_index: int = Field(description="The link's place among the campaign's tracked links (0: the first "
+                                        "http(s) link of the HTML part); a click in the text part counts for "
+                                        "the same link.")
+    url: str | None = Field(description="The link's URL as written in the campaign, before tracking (null "
+                                        "only for an index the campaign's content does not hold).")
     clicks: int
 
 
@@ -259,7 +263,7 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection) -> APIRouter
         counts = await service.store.report_counts(account_id, campaign_id)
         account = await service.store.account(account_id)
         return {"campaign_id": campaign_id, "status": display_state(doc, account, counts.get("sent", 0)),
-                **report(counts)}
+                **report(counts, doc["content"].get("html_body"))}
 
     @router.put("/campaigns/{campaign_id}", response_model=None,
                 responses={**answers(200, CampaignOut, "The draft as edited."), **problems(404, 409, 422, 503)})

@@ -6,6 +6,7 @@ list's custom fields), from the account's sender, with a text part (derived from
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,9 +15,11 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from inscriptis import get_text
+from inscriptis.model.config import ParserConfig
+from inscriptis.model.tag import CustomHtmlTagHandlerMapping
 
 from herald_shared import templating
-from herald_shared.campaign_links import broken_links
+from herald_shared.campaign_links import broken_links, text_link, tracked_links
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
     AccountApproved,
@@ -223,9 +226,34 @@ def new_campaign_id() -> str:
     return "c" + uuid.uuid4().hex[:12]
 
 
+# The link targets a reader of the text part can follow: web, mail and phone addresses, and one template code
+# writes (`{{ unsubscribe_url }}`); not a page's own anchors (`#top`) nor scripts.
+_FOLLOWABLE = re.compile(r"(?:https?:|mailto:|tel:|\{)", re.IGNORECASE)
+
+
 def text_of(html_body: str) -> str:
-    """The text part of an HTML body (inscriptis: layout-aware, tables and lists kept readable)."""
-    return get_text(html_body).strip() or " "
+    """The text part of an HTML body (inscriptis: layout-aware, tables and lists kept readable), each link's
+    target after its label (`Shop <https://shop.example/>`, `herald_shared.campaign_links.text_link`), so a
+    reader of the text part can follow every link, and delivery tracks there the links it tracks in the HTML.
+    (inscriptis' own `display_links` writes Markdown, `[Shop](https://shop.example/)`.)"""
+    open_links: list[str] = []  # the target of each <a> open now ("" when not written out)
+    targets: set[str] = set()
+
+    def start(state: Any, attrs: dict[str, str]) -> None:
+        href = (attrs.get("href") or "").strip()
+        open_links.append(href if _FOLLOWABLE.match(href) else "")
+        targets.add(open_links[-1])
+
+    def end(state: Any) -> None:
+        # Written into the <a> itself (the handler API's `tags[-1]`): a hidden link's target stays hidden.
+        if url := open_links.pop():
+            state.tags[-1].write(" " + text_link(url))
+
+    text = get_text(html_body, ParserConfig(custom_html_tag_handler_mapping=CustomHtmlTagHandlerMapping(
+        start_tag_mapping={"a": start}, end_tag_mapping={"a": end})))
+    for url in targets - {""}:
+        text = text.replace(f"{url} {text_link(url)}", text_link(url))  # a link whose label is its URL: once
+    return text.strip() or " "
 
 
 def _content(draft: Draft) -> CampaignContent:
@@ -665,8 +693,11 @@ def engagement(event: Event) -> tuple[str, str] | None:
 BOUNCE_CLASSES = ("hard", "soft", "block", "undetermined")
 
 
-def report(counts: dict[str, int]) -> dict[str, object]:
-    """The report of a campaign from its counts: never who complained, only how many."""
+def report(counts: dict[str, int], html_body: str | None) -> dict[str, object]:
+    """The report of a campaign from its counts: never who complained, only how many. Each link's clicks name
+    its URL as the campaign's HTML part writes it (`campaign_links.tracked_links`: what a click's link index
+    names for delivery; the content cannot change once queued)."""
+    links = tracked_links(html_body)
     sent = counts.get("sent", 0)
     bounces = {c: counts.get(f"bounced_{c}", 0) for c in BOUNCE_CLASSES}
     per_link = sorted((int(k.removeprefix("clicks_link_")), v) for k, v in counts.items()
@@ -681,7 +712,8 @@ def report(counts: dict[str, int]) -> dict[str, object]:
                   "automated": counts.get("opens_automated", 0)},
         "clicks": {"unique": counts.get("clicks_unique", 0), "total": counts.get("clicks_total", 0),
                    "automated": counts.get("clicks_automated", 0),
-                   "per_link": [{"link_index": i, "clicks": n} for i, n in per_link]},
+                   "per_link": [{"link_index": i, "url": links[i] if i < len(links) else None, "clicks": n}
+                                for i, n in per_link]},
         "complaints": counts.get("complaints", 0), "unsubscribes": counts.get("unsubscribes", 0),
         "rates": {"hard_bounce_rate": rate(bounces["hard"]), "block_rate": rate(bounces["block"]),
                   "abuse_rate": rate(counts.get("complaints", 0)),

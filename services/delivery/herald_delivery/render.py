@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from herald_shared.campaign_links import HTML_LINK, tracked_links
+from herald_shared.campaign_links import HTML_LINK, text_links, tracked_links
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner, TokenWriter
 from herald_shared.templating import MAX_TOKENS, Template, compile_template
@@ -300,7 +300,7 @@ class CampaignTemplate:
     subject: Template
     subject_header: str | None  # the Subject header, when the subject is not personalised
     preheader: Template | None
-    text: Template
+    text: Template  # its links that are tracked links of the HTML (`text_links`) are those values too
     html: Template | None  # tracked links are the values LINK_FIELD0, LINK_FIELD1...
     links: list[str]
     footer: bool
@@ -324,6 +324,8 @@ def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent
         # Campaigns checked the body without them: each adds {{, a name, }} and a split of the text around it.
         html_template = compile_template(linked, html=True, where="html_body",
                                          max_tokens=MAX_TOKENS + 4 * len(links))
+    text_body, text_links_count = _linked_text(content.text_body, links)
+    text_template = compile_template(text_body, where="text_body", max_tokens=MAX_TOKENS + 4 * text_links_count)
     subject = compile_template(content.subject, where="subject", max_output_chars=MAX_SUBJECT_CHARS)
     preheader = None
     if content.preheader and html_template is not None:
@@ -338,9 +340,21 @@ def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent
     return CampaignTemplate(account_id=account_id, campaign_id=campaign_id, headers=CRLF.join(headers) + CRLF,
                             subject=subject, preheader=preheader,
                             subject_header=None if static_subject is None else _subject_header(static_subject),
-                            text=compile_template(content.text_body, where="text_body"), html=html_template,
+                            text=text_template, html=html_template,
                             links=links, footer=footer, feedback_id=_one_line(feedback_id),
                             sender_domain=str(content.from_email).rpartition("@")[2].lower())
+
+
+def _linked_text(text_body: str, links: list[str]) -> tuple[str, int]:
+    """The text part with each of the HTML's tracked links written in it (`<URL>`, as campaigns derives the text
+    part: `campaign_links.text_links`) made the value of that link, as in the HTML, so a click from either part
+    counts for the link; and how many there are."""
+    pieces, at = [], 0
+    found = text_links(text_body, links) if links else []
+    for start, end, index in found:
+        pieces += [text_body[at:start], f"{{{{ {LINK_FIELD}{index} }}}}"]
+        at = end
+    return "".join(pieces) + text_body[at:], len(found)
 
 
 def merge_values(member: Member) -> dict[str, object]:
@@ -422,14 +436,14 @@ class Renderer:
         unsubscribe = self.links.unsubscribe_url(template.account_id, subscriber_id, template.campaign_id,
                                                  message_id)
         values["unsubscribe_url"] = unsubscribe
+        for index, url in enumerate(template.links):
+            values[f"{LINK_FIELD}{index}"] = url if test else (
+                f"{self._base}/t/c/{self.tokens.tracking_token({**claim, 'i': index})}")
         text = template.text.render_segments(values)
         text.append(f"{CRLF}{CRLF}-- {CRLF}Unsubscribe with one click: {unsubscribe}{CRLF}"
                     + (IDENTIFICATION_FOOTER + CRLF if template.footer else ""))
         html_body = None
         if template.html is not None:
-            for index, url in enumerate(template.links):
-                values[f"{LINK_FIELD}{index}"] = url if test else (
-                    f"{self._base}/t/c/{self.tokens.tracking_token({**claim, 'i': index})}")
             html_body = template.html.render_segments(values)
             whole = "".join(html_body)
             inserts: list[tuple[int, str]] = []

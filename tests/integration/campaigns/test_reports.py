@@ -73,8 +73,9 @@ def delivery_events() -> list[Event]:
 EXPECTED = {"campaign_id": "c1", "status": "draft", "sent": 11, "delivered": 8,
             "bounces": {"hard": 1, "soft": 1, "block": 1, "undetermined": 1},
             "opens": {"unique": 2, "total": 3, "automated": 1},
-            "clicks": {"unique": 2, "total": 3, "automated": 1, "per_link": [{"link_index": 0, "clicks": 2},
-                                                                             {"link_index": 1, "clicks": 1}]},
+            "clicks": {"unique": 2, "total": 3, "automated": 1,
+                       "per_link": [{"link_index": 0, "url": "https://acme.example/a", "clicks": 2},
+                                    {"link_index": 1, "url": "https://acme.example/b", "clicks": 1}]},
             "complaints": 1, "unsubscribes": 1,
             "rates": {"hard_bounce_rate": 1 / 11, "block_rate": 1 / 11, "abuse_rate": 1 / 11,
                       "unsubscribe_rate": 1 / 11}}
@@ -82,7 +83,8 @@ EXPECTED = {"campaign_id": "c1", "status": "draft", "sent": 11, "delivered": 8,
 
 async def test_a_report_counts_each_kind_once_even_when_events_are_redelivered(platform: Platform) -> None:
     acme = await platform.tenant("acme", "news")
-    assert (await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})).status_code == 201
+    linked = draft(html_body='<p><a href="https://acme.example/a">A</a> <a href="https://acme.example/b">B</a></p>')
+    assert (await acme.http.post("/v1/campaigns", json={**linked, "campaign_id": "c1"})).status_code == 201
     events = delivery_events()
     await platform.publisher.publish_many(events)
 

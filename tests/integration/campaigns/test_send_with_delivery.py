@@ -111,4 +111,4 @@ async def test_a_mail_scanners_click_is_marked_and_the_report_counts_only_the_re
                                what="the report counting both hits")
     assert counted["opens"] == {"unique": 1, "total": 1, "automated": 1}
     assert counted["clicks"] == {"unique": 1, "total": 1, "automated": 1,
-                                 "per_link": [{"link_index": 0, "clicks": 1}]}
+                                 "per_link": [{"link_index": 0, "url": "https://acme.example/sale", "clicks": 1}]}

@@ -8,6 +8,7 @@ import pytest
 
 from herald_campaigns import domain
 from herald_campaigns.domain import CampaignState, Draft, ListInfo
+from herald_shared.campaign_links import text_links, tracked_links
 from herald_shared.contract.campaigns import CampaignCreated, CampaignDeleted, CampaignEdited
 
 NEWS = ListInfo("news", {"city": "text"})
@@ -34,6 +35,33 @@ def test_a_draft_for_a_list_of_the_account_is_created_with_a_text_part_derived_f
     text = created.payload.content.text_body
     assert "Hello" in text and "news" in text and "<" not in text
     assert text.index("one") < text.index("two")
+
+
+def test_the_derived_text_part_keeps_every_links_address_after_its_label() -> None:
+    """A reader of the text part must be able to follow each link: `Shop <https://...>`, in the form delivery
+    tracks (`campaign_links.text_link`); the unsubscribe link stays a merge tag delivery fills per message."""
+    text = domain.text_of('<p>Our sale: <a href="https://shop.example/sale?a=1&amp;b=2">see the offers</a></p>'
+                          '<ul><li><a href="https://acme.example/">https://acme.example/</a></li>'
+                          '<li><a href="mailto:help@acme.example">Write to us</a></li></ul>'
+                          '<a href="https://acme.example/logo"><img src="logo.png" alt="Acme"></a>'
+                          '<p><a href="#top">Top</a> <a href="javascript:void(0)">Menu</a> '
+                          '<a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
+                          '<div style="display:none"><a href="https://hidden.example/">hidden</a></div>')
+    assert "see the offers <https://shop.example/sale?a=1&b=2>" in text
+    assert "<https://acme.example/>" in text and "https://acme.example/ <" not in text  # the label is the URL
+    assert "Write to us <mailto:help@acme.example>" in text
+    assert "<https://acme.example/logo>" in text  # a linked image: the address alone
+    assert "Top Menu Unsubscribe <{{ unsubscribe_url }}>" in text  # no page anchor nor script written out
+    assert "hidden" not in text
+
+
+def test_a_derived_text_part_names_links_so_delivery_tracks_them_as_the_html_part() -> None:
+    html_body = ('<p><a href="https://shop.example/">Shop</a> <a href="https://acme.example/">Home</a> '
+                 '<a href="https://shop.example/">Shop again</a></p>')
+    [created] = domain.create("acme", "c1", Draft(**{**DRAFT.__dict__, "html_body": html_body}), NEWS, None)
+    text = created.payload.content.text_body  # type: ignore[attr-defined]
+    assert [(text[start:end], index) for start, end, index in text_links(text, tracked_links(html_body))] == [
+        ("https://shop.example/", 0), ("https://acme.example/", 1), ("https://shop.example/", 2)]
 
 
 @pytest.mark.parametrize(("lst", "draft", "error"), [
@@ -120,23 +148,39 @@ def test_a_mail_scanners_open_or_click_is_counted_apart_and_never_as_the_readers
     assert domain.engagement(scanner_open) is None and domain.engagement(scanner_click) is None
     assert domain.engagement(clicked) == ("clicks_unique", f"c:{clicked.payload.message_id}")  # type: ignore[attr-defined]
     out = domain.report({"opens_automated": 3, "clicks_automated": 2, "clicks_total": 1, "clicks_unique": 1,
-                         "clicks_link_0": 1})
+                         "clicks_link_0": 1}, '<a href="https://shop.example/">Shop</a>')
     assert out["opens"] == {"unique": 0, "total": 0, "automated": 3}
-    assert out["clicks"] == {"unique": 1, "total": 1, "automated": 2, "per_link": [{"link_index": 0, "clicks": 1}]}
+    assert out["clicks"] == {"unique": 1, "total": 1, "automated": 2,
+                             "per_link": [{"link_index": 0, "url": "https://shop.example/", "clicks": 1}]}
 
 
 def test_a_report_gives_counts_and_rates_of_what_was_handed_over_and_never_who() -> None:
     counts = {"sent": 200, "accepted": 190, "failed_later": 4, "bounced_hard": 10, "bounced_block": 4,
               "opens_unique": 50, "opens_total": 80, "clicks_unique": 20, "clicks_total": 30, "clicks_link_1": 10,
               "clicks_link_0": 20, "complaints": 1, "unsubscribes": 2}
-    out = domain.report(counts)
+    out = domain.report(counts, None)
     assert (out["sent"], out["delivered"]) == (200, 186)
     assert out["clicks"] == {"unique": 20, "total": 30, "automated": 0,
-                             "per_link": [{"link_index": 0, "clicks": 20}, {"link_index": 1, "clicks": 10}]}
+                             "per_link": [{"link_index": 0, "url": None, "clicks": 20},
+                                          {"link_index": 1, "url": None, "clicks": 10}]}
     assert out["rates"] == {"hard_bounce_rate": 0.05, "block_rate": 0.02, "abuse_rate": 0.005,
                             "unsubscribe_rate": 0.01}
-    assert domain.report({})["rates"] == {"hard_bounce_rate": None, "block_rate": None, "abuse_rate": None,
-                                          "unsubscribe_rate": None}
+    assert domain.report({}, None)["rates"] == {"hard_bounce_rate": None, "block_rate": None, "abuse_rate": None,
+                                                "unsubscribe_rate": None}
+
+
+def test_a_reports_clicks_per_link_name_each_links_url_as_written_in_the_campaign() -> None:
+    """A link index alone does not tell the customer which link was clicked: each entry names its URL, as the
+    HTML part writes it (entities decoded), in the order delivery numbers the links."""
+    html_body = ('<p><a href="https://shop.example/sale?a=1&amp;b=2">Sale</a> <a href="mailto:x@acme.example">'
+                 'Mail</a> <a href="https://shop.example/{{ city }}">Yours</a> <a href="https://acme.example/">'
+                 'Home</a> <a href="https://shop.example/sale?a=1&amp;b=2">Sale again</a></p>')
+    out = domain.report({"clicks_total": 4, "clicks_link_1": 1, "clicks_link_0": 2, "clicks_link_2": 1},
+                        html_body)
+    assert out["clicks"]["per_link"] == [  # type: ignore[index]
+        {"link_index": 0, "url": "https://shop.example/sale?a=1&b=2", "clicks": 2},
+        {"link_index": 1, "url": "https://acme.example/", "clicks": 1},
+        {"link_index": 2, "url": "https://shop.example/sale?a=1&b=2", "clicks": 1}]
 
 
 def test_preview_and_submit_render_custom_fields_with_their_types_as_delivery_does() -> None:

@@ -144,6 +144,33 @@ def test_links_are_tracked_by_index_and_the_open_pixel_is_signed() -> None:
     assert tokens.read_tracking(clicks[0][:-2] + "xx") is None
 
 
+def test_a_link_of_the_text_part_is_tracked_as_the_same_link_of_the_html_part() -> None:
+    """A click from the text part counts for the same link index as one from the HTML part; a URL written
+    otherwise, or that is no link of the HTML, stays as written; the footer's unsubscribe link is untouched."""
+    text_body = ("Sale <https://shop.example/sale?x=1&y=2>\nBlog <http://blog.example/>\nBare http://blog.example/\n"
+                 "Other <https://other.example/>\nLeave: <{{ unsubscribe_url }}>")
+    _, message = render(text_body=text_body)
+    text, html = bodies(message)
+    tokens = MessageTokens(SECRET)
+    clicks = [part.split(">")[0] for part in text.split("<https://t.herald.example/t/c/")[1:]]
+    claims = [tokens.read_tracking(token) for token in clicks]
+    assert [c and (c["i"], c["m"], c["a"], c["c"], c["s"]) for c in claims] == [
+        (0, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11", "acme", "c1", "s1"),
+        (1, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11", "acme", "c1", "s1")]
+    assert text.startswith("Sale <https://t.herald.example/t/c/") and "https://shop.example" not in text
+    assert {"Bare http://blog.example/", "Other <https://other.example/>"} <= set(text.splitlines())
+    # The HTML part's link to the same URL carries the very same tracking URL.
+    assert all(f"https://t.herald.example/t/c/{token}" in html for token in clicks)
+    unsubscribe = str(message["List-Unsubscribe"]).split(",")[0].strip(" <>")
+    assert f"Leave: <{unsubscribe}>" in text and f"Unsubscribe with one click: {unsubscribe}" in text
+
+
+def test_a_text_part_without_an_html_part_keeps_its_links_as_written() -> None:
+    _, message = render(html_body=None, text_body="Sale <https://shop.example/sale?x=1&y=2>")
+    assert message.get_content_type() == "text/plain"
+    assert "Sale <https://shop.example/sale?x=1&y=2>" in message.get_content()
+
+
 def test_header_values_cannot_inject_headers() -> None:
     _, message = render(subject="Sale\r\nBcc: victim@example.org")
     assert message["Bcc"] is None
@@ -336,8 +363,10 @@ def test_a_render_limit_hit_by_one_member_fails_that_member_only() -> None:
 
 def test_a_test_message_is_marked_rendered_with_the_sample_and_untracked() -> None:
     r = renderer()
-    template = compile_campaign("acme", "c1", content(preheader="Hi {{ first_name }}"), footer=True,
-                                settings=r.settings)
+    template = compile_campaign("acme", "c1", content(
+        preheader="Hi {{ first_name }}",
+        text_body='Hello {{ first_name | default("friend") }}, from {{ city }}. <https://shop.example/sale?x=1&y=2>'),
+        footer=True, settings=r.settings)
     rendered = r.test_message(template, "owner@acme.example", {"first_name": "Sample", "city": "Ventspils"},
                               "t-message", "t1")
     message = email.message_from_bytes(rendered.data, policy=email.policy.default)
@@ -349,6 +378,7 @@ def test_a_test_message_is_marked_rendered_with_the_sample_and_untracked() -> No
     assert "Hi Sample</div>" in html  # the preheader
     # The links as written, no open pixel: nothing of a test is tracked.
     assert 'href="https://shop.example/sale?x=1&amp;y=2"' in html and "/t/o/" not in html and "/t/c/" not in html
+    assert "Ventspils. <https://shop.example/sale?x=1&y=2>" in text and "/t/c/" not in text
     # Its unsubscribe link is there, as in every message, but names no subscriber.
     unsubscribe = str(message["List-Unsubscribe"]).split(",")[0].strip(" <>")
     claim = r.links.read_unsubscribe(unsubscribe.rsplit("/", 1)[1])
