@@ -61,6 +61,9 @@ What is refused (the footer Herald appends just before `</body>`, or at the end)
   builders wrap everything in font-size:0 cells and set the size inside).
 * A second, fake unsubscribe link: a link that reads as unsubscribing but does not go to
   `{{ unsubscribe_url }}`.
+* Template code that decides it per member (`template_refusals`): an element or an HTML comment begun in one
+  branch of a condition and ended in another (or never), `</body>` in a condition, code writing CSS or
+  attributes outside a quoted value.
 Hiding an element that is closed and holds no unsubscribe content is fine (a hidden preview-text div).
 """
 
@@ -1291,6 +1294,12 @@ _BLOCK_STARTS = frozenset({"if", "for", "macro", "call", "filter", "with", "bloc
 _BRANCHES = frozenset({"elif", "else"})
 # After template code became placeholders (none holds ">"): HTML comments, tags, and a tag's quoted values.
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
+# Elements whose content HTML reads as text up to their own end tag: a "<!--" or a tag in there is none. Not
+# <noscript>: a mail client runs no script, so it reads what is inside as markup.
+_RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes"})
+# Where a comment ends, looked for from its "<!--" on, as HTML does: "-->" or "--!>", and "<!-->" or "<!--->"
+# are whole (empty) comments.
+_COMMENT_END = re.compile(r"--!?>")
 _HTML_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)([^>]*)>")
 _QUOTED_VALUE = re.compile(r"""(\w[\w-]*)\s*=\s*("[^"]*"|'[^']*')""")
 _CODE_MARK = "\x01"  # stands for one piece of template code once it is out of the way
@@ -1306,12 +1315,18 @@ _R_SPLIT = ("<{tag}> is opened and closed on different sides of a template condi
             "Herald adds. Keep whole elements inside each branch.")
 _R_BODY_IN_BRANCH = ("</{tag}> inside a template condition: where the body ends, and so where the unsubscribe "
                      "link and footer go, must not depend on the subscriber.")
+_R_COMMENT_SPLIT = ("An HTML comment (<!--) is opened and closed on different sides of a template condition: "
+                    "depending on the subscriber, it could stay open to the end of the body and comment out the "
+                    "unsubscribe link and footer Herald adds there. Keep whole comments inside each branch.")
 
 
 def template_refusals(html_body: str) -> list[Refusal]:
     """What template code could do to the footer that screening the source cannot see: write CSS, add
-    attributes to a tag, or leave an element open (or end the body) in one branch of a condition only. Every
-    branch of a condition must hold whole elements."""
+    attributes to a tag, or leave an element or an HTML comment open (or end the body) in one branch of a
+    condition only. Every branch of a condition must hold whole elements and whole comments: template code
+    writes no markup (HTML output is escaped), so where comments begin and end for a subscriber is decided by
+    which branches' text they get, and a comment begun in one branch and ended in another (or never) is open
+    at the footer for some of them (`{% if vip %}<!--{% else %}<!-- -->{% endif %}</body>`)."""
     refusals: list[Refusal] = []
     codes: list[str] = []
 
@@ -1320,8 +1335,9 @@ def template_refusals(html_body: str) -> list[Refusal]:
         return f"{_CODE_MARK}{len(codes) - 1}{_CODE_MARK}"
 
     marked = _TEMPLATE_CODE.sub(mark, _TEMPLATE_COMMENT.sub("", html_body))
-    marked = _HTML_COMMENT.sub(lambda m: "".join(re.findall(f"{_CODE_MARK}\\d+{_CODE_MARK}", m.group(0))), marked)
-    for style in re.finditer(r"<style\b[^>]*>(.*?)(?:</style\s*>|$)", marked, re.IGNORECASE | re.DOTALL):
+    uncommented = _HTML_COMMENT.sub(lambda m: "".join(re.findall(f"{_CODE_MARK}\\d+{_CODE_MARK}", m.group(0))),
+                                    marked)
+    for style in re.finditer(r"<style\b[^>]*>(.*?)(?:</style\s*>|$)", uncommented, re.IGNORECASE | re.DOTALL):
         if _CODE_MARK in style.group(1):
             refusals.append(Refusal(_R_CODE_IN_CSS.format(what="a <style> element"), "html_body",
                                     _restore(style.group(0), codes)[:200]))
@@ -1330,7 +1346,24 @@ def template_refusals(html_body: str) -> list[Refusal]:
     blocks: list[tuple[int, int]] = []  # (branch outside the block, elements open when it began)
     elements: list[tuple[str, int]] = []
     position = 0
-    for piece in re.finditer(f"{_CODE_MARK}(\\d+){_CODE_MARK}|" + _HTML_TAG.pattern, marked):
+    # An HTML comment open: the branch it began in, where it began, and where it ends (len(marked): never).
+    comment: tuple[int, int, int] | None = None
+    raw_text: str | None = None  # an element open whose content is text up to its end tag
+    pieces = re.compile(f"{_CODE_MARK}(\\d+){_CODE_MARK}|(<!--)|" + _HTML_TAG.pattern)
+    at = 0
+    while (piece := pieces.search(marked, at)) is not None:
+        at = piece.end()
+        if comment is not None and piece.start() >= comment[2]:  # the comment has ended before this piece
+            if comment[0] != branch:
+                refusals.append(Refusal(_R_COMMENT_SPLIT, "html_body",
+                                        _restore(marked[comment[1]:comment[2]], codes)[:200]))
+            at, comment = comment[2], None
+            continue
+        if piece.group(2) is not None:
+            if comment is None and raw_text is None:
+                end = _COMMENT_END.search(marked, piece.start() + 2)
+                comment = (branch, piece.start(), end.end() if end else len(marked))
+            continue
         if piece.group(1) is not None:  # template code
             code = codes[int(piece.group(1))]
             opening = _TEMPLATE_TAG.match(code)
@@ -1347,7 +1380,10 @@ def template_refusals(html_body: str) -> list[Refusal]:
                     continue
                 branch, next_branch = next_branch, next_branch + 1
             continue
-        closing, tag, inside = piece.group(2) == "/", piece.group(3).lower(), piece.group(4)
+        closing, tag, inside = piece.group(3) == "/", piece.group(4).lower(), piece.group(5)
+        if comment is not None or (raw_text is not None and not (closing and tag == raw_text)):
+            continue  # text to HTML, not a tag
+        raw_text = tag if tag in _RAW_TEXT and not closing else None
         unquoted = _QUOTED_VALUE.sub(lambda m: "" if m.group(1).lower() != "style" else m.group(0), inside)
         if _CODE_MARK in unquoted:
             what = _R_CODE_IN_CSS.format(what="a style attribute") if re.search(r"\bstyle\s*=", unquoted,
@@ -1368,6 +1404,9 @@ def template_refusals(html_body: str) -> list[Refusal]:
                                     _restore(marked[max(position, piece.start() - 120):piece.end()], codes)[-200:]))
         del elements[opened:]
         position = piece.end()
+    if comment is not None and comment[0] != branch:  # begun in a branch, ended (or open to the end) outside it
+        refusals.append(Refusal(_R_COMMENT_SPLIT, "html_body",
+                                _restore(marked[comment[1]:comment[2]], codes)[:200]))
     return refusals
 
 

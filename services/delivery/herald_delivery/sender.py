@@ -9,9 +9,14 @@ copies). Jobs of a claim left open by a crash, without an outcome, are in doubt 
 one window where that repeats a message is between the relay's 250 and the ledger write, measured by
 herald_delivery_unrecorded_window_seconds (README, "Effectively once").
 
-Gates bound: every worker asks the in-memory GateBook immediately before its SMTP transaction, and the
-control consumer updates the book as it handles AccountSuspended, so after that moment at most
+Gates bound: every worker asks the in-memory GateBook (gates, and whether the campaign was cancelled or
+rejected) immediately before its SMTP transaction, after the rate-limit and the signing waits, and the control
+consumer updates the book as it handles AccountSuspended or CampaignCancelled, so after that moment at most
 `concurrency` messages (one per worker, already past its check) can still reach the relay.
+
+Members the same way: a campaign message's member is read when its batch is handed out and read again after
+the worker's rate-limit wait (or when that read is older than MEMBER_RECHECK_SECONDS), so between the read that
+decides and the relay there is a render and one SMTP transaction, never the wait.
 """
 
 from __future__ import annotations
@@ -55,6 +60,11 @@ PRODUCER = "delivery"
 SENDER = "delivery.sender"  # the `consumer` of its dead letters (an outcome that could not become its event)
 LIST_DELETED = "list_deleted"  # a member status the hand-out gives members of a list deleted after the expansion
 LIST_RECHECK_SECONDS = 1.0  # how stale the hand-out's knowledge that a list is not deleted may be
+# How old the hand-out's read of a member may be when a worker renders its message (it waited in the queue behind
+# other messages); older, or after a rate-limit wait, the member is read again. Batches go at ~ms a message when
+# nothing waits, so the batched read serves them all.
+MEMBER_RECHECK_SECONDS = 1.0
+HELD = "held"  # no outcome: the job waits behind a closed gate (`_stop`)
 TEMPLATES_KEPT = 256  # compiled campaigns kept (the most recently used); one evicted is compiled again if needed
 # Threads that make DKIM signatures (`Rendered.signatures`): OpenSSL releases the GIL while it signs (~0.2 ms
 # an RSA-2048 signature), so the event loop goes on rendering and sending other messages meanwhile.
@@ -87,7 +97,8 @@ class Sender:
         self._policy = policy
         self._config = config
         self._rng = rng or random.Random()
-        self._queue: asyncio.Queue[tuple[Document, Member | None]] = asyncio.Queue()
+        # A job handed out, its member (campaign jobs) and when the member was read (time.monotonic()).
+        self._queue: asyncio.Queue[tuple[Document, Member | None, float]] = asyncio.Queue()
         # Jobs handed out and not finished: up to four per worker, refilled when half are done, so one
         # claim (and one member look-up) serves many messages and workers never wait for them.
         self._capacity = 4 * config.concurrency
@@ -224,11 +235,19 @@ class Sender:
     async def _hand_out(self, due: list[Document]) -> None:
         claim = uuid.uuid4().hex
         await self._store.open_claim(claim, [d["_id"] for d in due], datetime.now(UTC))
+        members = await self._members([job for job in due if job["kind"] == "campaign"])
+        read_at = time.monotonic()
+        for job in due:
+            self._outstanding += 1
+            self._queue.put_nowait((job, members.get((job["account_id"], job.get("subscriber_id") or "")), read_at))
+
+    async def _members(self, jobs: list[Document]) -> dict[tuple[str, str], Member]:
+        """The members of these campaign jobs as the audience holds them now, by (account, subscriber); those
+        of a list deleted after the expansion marked LIST_DELETED."""
         members: dict[tuple[str, str], Member] = {}
         by_account: dict[str, list[str]] = {}
-        for job in due:
-            if job["kind"] == "campaign":
-                by_account.setdefault(job["account_id"], []).append(job["subscriber_id"])
+        for job in jobs:
+            by_account.setdefault(job["account_id"], []).append(job["subscriber_id"])
         for account_id, subscriber_ids in by_account.items():
             for subscriber_id, member in (await self._store.members(account_id, subscriber_ids)).items():
                 members[(account_id, subscriber_id)] = member
@@ -237,9 +256,7 @@ class Sender:
             for key, member in members.items():
                 if (key[0], member.list_id) in self._deleted_lists:
                     members[key] = replace(member, status=LIST_DELETED)
-        for job in due:
-            self._outstanding += 1
-            self._queue.put_nowait((job, members.get((job["account_id"], job.get("subscriber_id") or ""))))
+        return members
 
     async def _check_lists(self, lists: set[tuple[str, str]]) -> None:
         now = time.monotonic()
@@ -251,11 +268,11 @@ class Sender:
 
     async def _worker(self, connection: RelayConnection) -> None:
         while True:
-            job, member = await self._queue.get()
+            job, member, member_read_at = await self._queue.get()
             self._busy += 1
             metrics.POOL_CONNECTIONS.labels("busy").set(self._busy)
             try:
-                await self._deliver(job, member, connection)
+                await self._deliver(job, member, connection, member_read_at)
             except Exception:
                 # Infrastructure trouble while recording: the job is tried again in a while (and after a
                 # crash it is in doubt); logged loudly, never lost silently.
@@ -275,20 +292,49 @@ class Sender:
             return None
         return domain.gate_refusing_test(self._gates.account(job["account_id"]))
 
-    async def _deliver(self, job: Document, member: Member | None, connection: RelayConnection) -> None:
-        if self._gate_of(job) is not None:
-            self._jobs.retry_at(job["_id"], job["next_attempt_at"])  # held: parked at the next look
-            return
-        if (refused := self._test_refused(job)) is not None:
-            metrics.SKIPPED.labels(refused).inc()
-            await self._finish_without_sending(job, SKIPPED, refused)
-            return
+    def _stop(self, job: Document) -> tuple[str, str] | None:
+        """Why the job may not go now, as (outcome, reason), or None. A campaign cancelled or rejected is
+        recorded `cancelled` (whatever its gates: it will never go), one behind a closed gate HELD (parked), a
+        test of an account that may not send refused (`skipped`). Asked before the job is rendered and again
+        immediately before its SMTP transaction: the control consumer may have handled a cancellation or a
+        suspension during the rate-limit or the signing wait."""
         if job["kind"] == "campaign":
             campaign = self._gates.campaign(job["account_id"], job["campaign_id"])
             if campaign.cancelled or campaign.rejected:
-                await self._finish_without_sending(
-                    job, CANCELLED, "campaign_cancelled" if campaign.cancelled else "campaign_rejected")
-                return
+                return CANCELLED, "campaign_cancelled" if campaign.cancelled else "campaign_rejected"
+            gate = self._gates.gate_for(job["account_id"], job["campaign_id"])
+            return None if gate is None else (HELD, gate)
+        refused = self._test_refused(job)
+        return None if refused is None else (SKIPPED, refused)
+
+    async def _stopped(self, job: Document) -> bool:
+        """Parks or records the job when `_stop` says it may not go now; True then."""
+        stop = self._stop(job)
+        if stop is None:
+            return False
+        outcome, reason = stop
+        if outcome == HELD:
+            self._jobs.retry_at(job["_id"], job["next_attempt_at"])  # parked at the next look
+        else:
+            if outcome == SKIPPED:
+                metrics.SKIPPED.labels(reason).inc()
+            await self._finish_without_sending(job, outcome, reason)
+        return True
+
+    async def _deliver(self, job: Document, member: Member | None, connection: RelayConnection,
+                       member_read_at: float | None = None) -> None:
+        """`member_read_at`: when the hand-out read `member` (time.monotonic()); None: just now."""
+        if await self._stopped(job):
+            return
+        recipient = job.get("recipient") if job["kind"] != "campaign" else (
+            member.email if member is not None and member.status == "active" else None)
+        if recipient:  # none: skipped below, and takes no token
+            waited = await self._respect_rate_limits(job["account_id"], recipient)
+            stale = member_read_at is not None and time.monotonic() - member_read_at > MEMBER_RECHECK_SECONDS
+            if job["kind"] == "campaign" and (waited or stale):
+                # PRODUCT.md: only confirmed, non-suppressed subscribers. Whoever unsubscribed, was suppressed
+                # or erased during the wait is skipped: the read that decides comes after it.
+                member = (await self._members([job])).get((job["account_id"], job["subscriber_id"]))
         started = time.perf_counter()
         try:
             rendered = await self._render(job, member)
@@ -309,13 +355,7 @@ class Sender:
             await self._finish_without_sending(job, SKIPPED, "render_failed")
             return
         metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
-        await self._respect_rate_limits(job["account_id"], rendered.recipient)
-        if self._gate_of(job) is not None:  # the gate may have closed while waiting for the rate limit
-            self._jobs.retry_at(job["_id"], job["next_attempt_at"])
-            return
-        if (refused := self._test_refused(job)) is not None:
-            metrics.SKIPPED.labels(refused).inc()
-            await self._finish_without_sending(job, SKIPPED, refused)
+        if await self._stopped(job):  # cancelled, suspended... during the rate-limit or the signing wait
             return
         reply = await connection.send(rendered.mail_from, rendered.recipient, rendered.data)
         answered = time.perf_counter()
@@ -468,7 +508,8 @@ class Sender:
         except TemplateProblem as exc:  # campaigns checks content before it is queued: stored content gone bad
             return Skip("template_invalid", str(exc))
 
-    async def _respect_rate_limits(self, account_id: str, recipient: str) -> None:
+    async def _respect_rate_limits(self, account_id: str, recipient: str) -> float:
+        """Takes the message's tokens and waits for them; returns how long it waited (seconds)."""
         config = self._config
         domain_name = recipient.rpartition("@")[2].lower()
         account = self._account_buckets.setdefault(account_id, TokenBucket(config.account_rate,
@@ -479,6 +520,7 @@ class Sender:
         wait = max(account.reserve(now), per_domain.reserve(now))
         if wait > 0:
             await asyncio.sleep(wait)  # the rate limit itself: the wait is the point
+        return wait
 
     def _outcome(self, job: Document, rendered: Rendered, reply: SmtpReply) -> tuple[Document, Event]:
         """The ledger's outcome document for this attempt, and the event it publishes."""
