@@ -17,7 +17,7 @@ HTML_LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'\s<>{}]+
 _URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)  # what LinkClicked records
 # A link of the text part: a URL between angle brackets, the form RFC 3986 (appendix C) gives for URLs in plain
 # text. Template code is matched first, so a URL written inside it (`{{ "<https://...>" }}`) is left alone.
-_TEXT_LINK = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\})|<(https?://[^\s<>{}]+)>", re.DOTALL)
+_TEXT_LINK = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\})|<(https?://[^\s<>{}]+)>", re.DOTALL | re.IGNORECASE)
 
 
 def tracked_links(html_body: str | None) -> list[str]:

@@ -326,35 +326,17 @@ class Sender:
         """`member_read_at`: when the hand-out read `member` (time.monotonic()); None: just now."""
         if await self._stopped(job):
             return
-        recipient = job.get("recipient") if job["kind"] != "campaign" else (
-            member.email if member is not None and member.status == "active" else None)
-        if recipient:  # none: skipped below, and takes no token
-            waited = await self._respect_rate_limits(job["account_id"], recipient)
-            stale = member_read_at is not None and time.monotonic() - member_read_at > MEMBER_RECHECK_SECONDS
-            if job["kind"] == "campaign" and (waited or stale):
-                # PRODUCT.md: only confirmed, non-suppressed subscribers. Whoever unsubscribed, was suppressed
-                # or erased during the wait is skipped: the read that decides comes after it.
-                member = (await self._members([job])).get((job["account_id"], job["subscriber_id"]))
-        started = time.perf_counter()
-        try:
-            rendered = await self._render(job, member)
-        except Skip as skip:
-            metrics.SKIPPED.labels(skip.reason).inc()
-            if skip.detail:
-                log.warning("a message is not sent: %s", skip.detail,
-                            extra={"message_id": job["_id"], "reason": skip.reason})
-            await self._finish_without_sending(job, SKIPPED, skip.reason, skip.detail)
+        # Rendered first: a message that will not go (its campaign unknown, its member gone) takes no token.
+        if (rendered := await self._render_or_skip(job, member)) is None:
             return
-        except TRANSIENT_ERRORS:
-            raise
-        except Exception:
-            # Bad stored content, a bad DKIM key, an address that cannot be encoded: trying again would fail
-            # again, so it is recorded (with the error in the log), never retried forever.
-            log.exception("a message could not be rendered", extra={"message_id": job["_id"]})
-            metrics.SKIPPED.labels("render_failed").inc()
-            await self._finish_without_sending(job, SKIPPED, "render_failed")
-            return
-        metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
+        waited = await self._respect_rate_limits(job["account_id"], rendered.recipient)
+        stale = member_read_at is not None and time.monotonic() - member_read_at > MEMBER_RECHECK_SECONDS
+        if job["kind"] == "campaign" and (waited or stale):
+            # PRODUCT.md: only confirmed, non-suppressed subscribers. Whoever unsubscribed, was suppressed or
+            # erased during the wait is skipped: the read that decides comes after it (rendered again if changed).
+            fresh = (await self._members([job])).get((job["account_id"], job["subscriber_id"]))
+            if fresh != member and (rendered := await self._render_or_skip(job, fresh)) is None:
+                return
         if await self._stopped(job):  # cancelled, suspended... during the rate-limit or the signing wait
             return
         reply = await connection.send(rendered.mail_from, rendered.recipient, rendered.data)
@@ -507,6 +489,30 @@ class Sender:
                                     footer=footer, settings=self._renderer.settings)
         except TemplateProblem as exc:  # campaigns checks content before it is queued: stored content gone bad
             return Skip("template_invalid", str(exc))
+
+    async def _render_or_skip(self, job: Document, member: Member | None) -> Rendered | None:
+        """The message rendered (and signed); None once recorded as not sent (skipped: why, in the ledger)."""
+        started = time.perf_counter()
+        try:
+            rendered = await self._render(job, member)
+        except Skip as skip:
+            metrics.SKIPPED.labels(skip.reason).inc()
+            if skip.detail:
+                log.warning("a message is not sent: %s", skip.detail,
+                            extra={"message_id": job["_id"], "reason": skip.reason})
+            await self._finish_without_sending(job, SKIPPED, skip.reason, skip.detail)
+            return None
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:
+            # Bad stored content, a bad DKIM key, an address that cannot be encoded: trying again would fail
+            # again, so it is recorded (with the error in the log), never retried forever.
+            log.exception("a message could not be rendered", extra={"message_id": job["_id"]})
+            metrics.SKIPPED.labels("render_failed").inc()
+            await self._finish_without_sending(job, SKIPPED, "render_failed")
+            return None
+        metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
+        return rendered
 
     async def _respect_rate_limits(self, account_id: str, recipient: str) -> float:
         """Takes the message's tokens and waits for them; returns how long it waited (seconds)."""

@@ -204,3 +204,26 @@ async def test_a_member_read_older_than_the_recheck_bound_is_read_again_and_a_fr
     await send._deliver(second, store.audience["s2"], relay, time.monotonic())  # type: ignore[arg-type]
     assert store.member_reads == 1 and relay.sent == ["p2@example.org"]
     assert store.outcomes() == [("m1", "skipped", "member_unsubscribed"), ("m2", "sent", None)]
+
+
+async def test_messages_that_will_not_go_take_no_token_of_the_accounts_rate() -> None:
+    """A message skipped at its render (its campaign's content gone, here) is recorded at once: it neither waits
+    for the account's rate limit nor takes a token from the account's other messages."""
+    send, store, _ = sender(members=6)
+
+    async def no_campaign(account_id: str, campaign_id: str) -> None:
+        return None
+
+    store.campaign = no_campaign  # type: ignore[method-assign]
+    await send._hand_out(send._jobs.take_due(datetime.now(UTC), 40, send._gate_of))
+    relay = Relay()
+    worker = asyncio.create_task(send._worker(relay))  # type: ignore[arg-type]
+    try:
+        async with asyncio.timeout(10):
+            await send._queue.join()
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+    assert relay.sent == []
+    assert {(outcome, reason) for _, outcome, reason in store.outcomes()} == {("skipped", "campaign_unknown")}
+    assert send._account_buckets["acme"].reserve(time.monotonic()) == 0  # the bucket's one token is still there

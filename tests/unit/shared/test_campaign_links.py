@@ -35,3 +35,12 @@ def test_urls_that_are_no_tracked_link_or_not_between_angle_brackets_are_left_as
 
 def test_a_text_part_has_no_tracked_links_without_html_links() -> None:
     assert text_links("<https://acme.example/>", tracked_links(None)) == []
+
+
+def test_a_link_whose_scheme_is_not_lower_case_is_tracked_in_the_text_part_as_in_the_html() -> None:
+    for scheme in ("HTTPS", "Https", "HTTP"):
+        html = f'<p><a href="{scheme}://shop.example/sale">Sale</a></p>'
+        links = tracked_links(html)
+        text = f"Sale {text_link(f'{scheme}://shop.example/sale')}"
+        assert [(text[start:end], index) for start, end, index in text_links(text, links)] == [
+            (f"{scheme}://shop.example/sale", 0)]
