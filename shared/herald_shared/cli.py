@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +83,25 @@ def status_table(rows: Sequence[tuple[str, str, str]]) -> list[str]:
             for line in [STATUS_COLUMNS, *lines]]
 
 
+def installed_services() -> list[str]:
+    """The services installed here, in scripts/run's order: each package installs a console script
+    `herald-<service>` (the one scripts/run starts), and run goes through their folders by name."""
+    return sorted(script.name.removeprefix("herald-") for script in entry_points(group="console_scripts")
+                  if script.name.startswith("herald-"))
+
+
+def run_layout(services: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """NAME=PORT of each service where scripts/run serves it: ports one after another from HERALD_RUN_BASE_PORT
+    (8081), in the order given. What `herald status` looks at when told nothing."""
+    base = environ.get("HERALD_RUN_BASE_PORT") or "8081"
+    if not base.isdigit():
+        raise CliError(f"HERALD_RUN_BASE_PORT={base!r}: not a port number")
+    return [f"{name}={int(base) + offset}" for offset, name in enumerate(services)]
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     services: list[tuple[str, str]] = []
-    for item in args.services:
+    for item in args.services or run_layout(installed_services(), os.environ):
         name, _, port = item.partition("=")
         if not name or not port.isdigit():
             raise CliError(f"{item!r}: give each service as NAME=PORT")
@@ -295,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(run=cmd_dlq_replay)
 
     status = sub.add_parser("status", help="what runs where: each service's URL, API docs, metrics and state")
-    status.add_argument("services", nargs="+", metavar="NAME=PORT", help="e.g. billing=8081 campaigns=8082")
+    status.add_argument("services", nargs="*", metavar="NAME=PORT",
+                        help="e.g. billing=8081 campaigns=8082; none: every installed service where scripts/run "
+                             "serves it (ports from HERALD_RUN_BASE_PORT, 8081, in name order)")
     status.add_argument("--host", default="127.0.0.1")
     status.add_argument("--wait", type=float, default=0, help="seconds to wait for every service to be ready")
     status.set_defaults(sync=cmd_status)

@@ -212,6 +212,106 @@ async def test_run_command_brings_up_the_topics_and_services_prints_where_and_st
     assert stopped_after < 10, f"scripts/run took {stopped_after:.1f} s to stop"
 
 
+async def test_a_service_that_cannot_start_stops_the_run_at_once_and_is_named(
+        local_stack: None, run_prefix: str, tmp_path: Path) -> None:
+    """Delivery cannot bind its inbound SMTP port: scripts/run stops the others and fails at once (not after the two
+    minutes it gives the services to get ready), names delivery, and never says Herald is running."""
+    port, _, _, _, _, dev_smtp = free_ports(6, run=5)
+    output = tmp_path / "run.log"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = local_env(HERALD_TOPIC_PREFIX=run_prefix, HERALD_DATABASE_PREFIX=run_prefix.replace(".", "_"),
+                        HERALD_RUN_BASE_PORT=str(port), HERALD_DEV_SMTP_PORT=str(dev_smtp),
+                        HERALD_INBOUND_SMTP_PORT=str(taken.getsockname()[1]),
+                        HERALD_STAFF_TOKENS=f"rita={hash_secret(STAFF_TOKEN)}")
+        started = time.monotonic()
+        returncode = await _run_until_it_exits(env, output, within=90)
+    took = time.monotonic() - started
+    text = await _read(output)
+    assert returncode != 0, text
+    assert re.search(r"delivery \(pid \d+\) exited during start-up with status [1-9]", text), text
+    assert "address already in use" in text  # delivery's own output, which the message points at
+    assert "Herald is running" not in text and "service        URL" not in text
+    assert "stopped (the stack keeps running" in text
+    assert took < 60, f"scripts/run took {took:.0f} s to notice"
+
+
+async def test_ctrl_c_in_a_terminal_leaves_the_stack_scripts_run_started_running(tmp_path: Path) -> None:
+    """Ctrl-C as a terminal sends it (SIGINT to the whole foreground process group) to a scripts/run that started a
+    new stack of its own: the services stop, the stack's servers (in sessions of their own) keep answering, and
+    `scripts/stack stop` still finds them by their pid files. The new stack's first consumer groups find their
+    coordinator ready: no service logs a GroupCoordinatorNotAvailableError."""
+    port, _, _, _, _, dev_smtp, inbound, kafka, controller, mongodb = free_ports(10, run=5)
+    stack = {"HERALD_STACK_DIR": str(tmp_path / "stack"), "HERALD_STACK_TMPFS": "1", "HERALD_KAFKA_PORT": str(kafka),
+             "HERALD_KAFKA_CONTROLLER_PORT": str(controller), "HERALD_MONGODB_PORT": str(mongodb)}
+    env = local_env(**stack, HERALD_RUN_BASE_PORT=str(port), HERALD_DEV_SMTP_PORT=str(dev_smtp),
+                    HERALD_INBOUND_SMTP_PORT=str(inbound), HERALD_STAFF_TOKENS=f"rita={hash_secret(STAFF_TOKEN)}")
+    output = tmp_path / "run.log"
+    sink = await asyncio.to_thread(output.open, "w")
+    process = await asyncio.create_subprocess_exec(  # the session a terminal gives it; its group is the foreground
+        ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True)
+    sink.close()
+    try:
+        try:
+            await eventually(lambda: _read(output), lambda text: "Herald is running" in text, within=240,
+                             what="scripts/run to report the platform running")
+            os.killpg(process.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+            returncode = await asyncio.wait_for(process.wait(), timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left (services, mailbox)
+            await process.wait()
+        text = await _read(output)
+        assert returncode == 0, text
+        assert "stopped (the stack keeps running" in text
+        assert "GroupCoordinatorNotAvailableError" not in text
+        assert f"inbound SMTP (delivery): smtp://127.0.0.1:{inbound}" in text  # with the other addresses
+        status = await asyncio.to_thread(subprocess.run, [ROOT / "scripts" / "stack", "status"], env=env,
+                                         capture_output=True, text=True, timeout=30, check=False)
+        assert status.returncode == 0, status.stdout + status.stderr
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(f"mongodb://127.0.0.1:{mongodb}",
+                                                                   serverSelectionTimeoutMS=10_000)
+        try:
+            assert (await mongo.admin.command("ping"))["ok"] == 1
+        finally:
+            await mongo.close()
+        admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{kafka}")
+        await admin.start()
+        try:
+            assert "herald.billing" in await admin.list_topics()
+        finally:
+            await admin.close()
+    finally:
+        stopped = await asyncio.to_thread(subprocess.run, [ROOT / "scripts" / "stack", "reset"], env=env,
+                                          capture_output=True, text=True, timeout=120, check=False)
+    assert stopped.returncode == 0, stopped.stderr
+    for server in ("Kafka", "MongoDB", "PostgreSQL"):
+        assert f"{server} stopped" in stopped.stderr, stopped.stderr
+    assert not any(_port_open(p) for p in (kafka, controller, mongodb))
+
+
+async def _run_until_it_exits(env: dict[str, str], output: Path, within: float) -> int | None:
+    """scripts/run in a session of its own, its output in `output`, until it exits; then nothing of it is left."""
+    sink = await asyncio.to_thread(output.open, "w")
+    process = await asyncio.create_subprocess_exec(
+        ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True)
+    sink.close()
+    try:
+        return await asyncio.wait_for(process.wait(), timeout=within)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def readme_table() -> list[list[str]]:
     """The table of what runs where, as the README shows it (default ports), cell by cell."""
     readme = (ROOT / "README.md").read_text()
