@@ -17,7 +17,7 @@ import hmac
 import html
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import Header
@@ -29,7 +29,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from herald_shared.campaign_links import HTML_LINK, text_links, tracked_links
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner, TokenWriter
-from herald_shared.templating import MAX_TOKENS, Template, compile_template
+from herald_shared.templating import MAX_TOKENS, RenderError, Template, compile_template
 
 from .dkim_signing import DkimSigner, Signatures, sign, signatures
 from .domain import Member
@@ -39,13 +39,12 @@ TRACKING_SALT = "herald.tracking.v1"
 # Headers the DKIM signature covers; RFC 8058 section 3.2 requires List-Unsubscribe and -Post among them.
 SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
                   b"content-type", b"list-unsubscribe", b"list-unsubscribe-post", b"feedback-id")
-BODY_START = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
-BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 # The value a tracked link of the HTML body becomes (`{{ __link_0 }}`...): no custom field starts with "_".
 LINK_FIELD = "__link_"
 MAX_SUBJECT_CHARS = 2_000  # a rendered subject or preheader; bodies have the shared renderer's limit
 TEST_SUBJECT_PREFIX = "[Test] "
 MAX_7BIT_LINE = 998  # octets, without the CRLF (RFC 5321 4.5.3.1.6)
+MAX_HEADER_LINE = 78  # characters, without the CRLF: what a header line SHOULD keep to (RFC 5322 2.1.1)
 QP_LINE = 76  # the longest quoted-printable line, its soft line break's "=" included (RFC 2045 6.7)
 QP_CACHED_CHARS = 256  # pieces this long are a campaign's own text (merged values are shorter and vary)
 QP_CACHE_ENTRIES = 64  # encoded pieces a campaign keeps
@@ -144,11 +143,50 @@ def _one_line(value: str) -> str:
     return " ".join(value.split())
 
 
-def _encode_header(value: str) -> str:
+def _folded(name: str, words: Sequence[str]) -> str | None:
+    """The header `name: words...` (with its CRLF), a line break before the space between two words wherever the
+    line would pass 78 characters (RFC 5322 2.2.3 folding; 2.1.1: lines SHOULD be at most 78 characters, MUST be
+    at most 998); None when a word is too long for a line of 998."""
+    lines = []
+    line = f"{name}:"
+    for word in words:
+        if len(line) + 1 + len(word) > MAX_HEADER_LINE and len(line) > len(name) + 1:
+            lines.append(line)
+            line = ""
+        line = f"{line} {word}"
+        if len(line) > MAX_7BIT_LINE:
+            return None
+    lines.append(line)
+    return CRLF.join(lines) + CRLF
+
+
+def _text_header(name: str, value: str) -> str:
+    """An unstructured header (a Subject) on one line, folded at its spaces when longer than 78 characters;
+    in RFC 2047 encoded words (folded between them) when it is not ASCII or a run without a space would make a
+    line longer than 998 octets, which no folding can break."""
     value = _one_line(value)
     if value.isascii():
-        return value
-    return Header(value, "utf-8").encode(linesep=CRLF)
+        if len(name) + 2 + len(value) <= MAX_HEADER_LINE:
+            return f"{name}: {value}{CRLF}"
+        folded = _folded(name, value.split(" "))
+        if folded is not None:
+            return folded
+    return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=CRLF)}{CRLF}"
+
+
+def _from_header(name: str, address: str) -> str:
+    """The From header: the display name as a quoted string or in encoded words, folded like `_text_header`
+    when the line passes 78 characters (a long name: 200 characters of UTF-8 make one encoded word of ~1,000)."""
+    display = _one_line(name)
+    formatted = formataddr((display, address), charset="utf-8")  # also refuses a non-ASCII address, as it did
+    if len(formatted) <= MAX_HEADER_LINE - len("From: "):
+        return f"From: {formatted}{CRLF}"
+    if display.isascii():  # a space in formataddr's output is one between words (or in a quoted string): FWS
+        folded = _folded("From", formatted.split(" "))
+        if folded is not None:
+            return folded
+    encoded = Header(display, "utf-8", header_name="From").encode(linesep=CRLF)
+    return _folded("From", [*encoded.replace(CRLF, "").split(" "), f"<{address}>"]) or f"From: {formatted}{CRLF}"
 
 
 class BodyPart(NamedTuple):
@@ -290,6 +328,223 @@ def _b2a_qp(normalised: str) -> bytes:
     return b"\n".join(lines)
 
 
+# Where the footer goes: a place of the HTML where a browser's tokenizer (HTML Living Standard 13.2.5) reads
+# markup, never inside a comment, a tag or its attribute, raw text (style, title, textarea...), a script or a
+# template; the customer's content, and each member's values in it, cannot hide it there.
+
+_WS = "\t\n\f\r "
+_NAME_END = f"(?![^{_WS}/>])"  # a tag's name ends at white space, "/", ">" (or the end)
+# A tag's attributes as the tokenizer reads them: a quote begins a value only right after "=" (elsewhere it is
+# part of a name or of an unquoted value), and a value left open runs on to the next quote of its kind.
+_VALUE = f"(?:\"[^\"]*+\"|'[^']*+'|[^{_WS}>\"'][^{_WS}>]*+|(?=>))"
+_ATTRIBUTES = f"(?:[{_WS}/]++|[^{_WS}/>][^{_WS}/>=]*+(?:[{_WS}]*+=[{_WS}]*+{_VALUE}|(?![{_WS}]*+=)))*+"
+_TAG = f"[a-zA-Z][^{_WS}/>]*+{_ATTRIBUTES}>"  # after "<" or "</", up to the ">" that ends it
+_RAW_TEXT = "style|title|textarea|xmp|iframe|noembed|noframes"  # read as text up to their end tag
+# Elements after which the reading depends on more than the tokenizer: handled one by one in `visible_points`.
+_STOPS = "body|script|noscript|plaintext|template|frameset|svg|math|select"
+_TEXT = "[^<]++|<(?![a-zA-Z!/?])"
+_COMMENT = "<!--(?:-?>|(?:[^-]++|-(?!-!?>))*+--!?>)"  # "<!-->" and "<!--->" close at once; "--!>" closes too
+_END_TAG = f"</(?!(?:body|html){_NAME_END}){_TAG}"
+_HTML = re.ASCII | re.IGNORECASE  # tag names are ASCII: a "script" spelt with U+017F is no script
+# The markup that leaves the tokenizer reading markup after it, whole: possessive, so one pass, no backtracking.
+# (One alternative per raw-text element: a backreference would need a capturing group, which Python 3.11's
+# possessive repeats mishandle: "SystemError: The span of capturing group is wrong".)
+_RAW_TEXT_ELEMENTS = "|".join(f"<{name}{_NAME_END}{_ATTRIBUTES}>(?:[^<]++|<(?!/{name}{_NAME_END}))*+"
+                              f"</{name}{_NAME_END}{_ATTRIBUTES}>" for name in _RAW_TEXT.split("|"))
+_DATA = re.compile(
+    f"(?:{_TEXT}|<(?!(?:{_RAW_TEXT}|{_STOPS}){_NAME_END}){_TAG}|{_END_TAG}|{_COMMENT}|{_RAW_TEXT_ELEMENTS}"
+    f"|<(?:!(?!--)|\\?|/(?![a-zA-Z]))[^>]*+>)*+", _HTML)
+# The same inside <svg>, <math> (foreign content) or <select>, where raw-text elements are not raw text (or are
+# ignored) and "<![CDATA[" may open a section: only markup that reads alike either way.
+_REGION = re.compile(
+    f"(?:{_TEXT}|<(?!(?:{_RAW_TEXT}|script|noscript|plaintext|template|frameset){_NAME_END}){_TAG}|{_END_TAG}"
+    f"|{_COMMENT}|<(?:!(?!--|\\[CDATA\\[)|\\?|/(?![a-zA-Z]))[^>]*+>)*+", _HTML)
+_STOP = re.compile(f"</?[a-zA-Z][^{_WS}/>]*+", _HTML)  # (no group: see _RAW_TEXT_ELEMENTS)
+_START_TAG = re.compile(f"<{_TAG}", _HTML)
+_END_TAG_AT = re.compile(f"</{_TAG}", _HTML)
+_BODY_START_AT = re.compile(f"<body{_NAME_END}", _HTML)
+# Where the body ends: after </html> too, content is still the body's to a browser, but not to every reader.
+_BODY_END_AT = re.compile(f"</(?:body|html){_NAME_END}", _HTML)
+_SCRIPT_DATA = re.compile(f"</script(?=[{_WS}/>])|<!--", _HTML)
+_SCRIPT_ESCAPED = re.compile(f"--+>|</?script[{_WS}/>]", _HTML)
+_SCRIPT_DOUBLE_ESCAPED = re.compile(f"--+>|</script[{_WS}/>]", _HTML)
+_DASHES_THEN_CLOSE = re.compile("-*>")
+_PARTIAL_NAME = re.compile("</?[a-zA-Z]*")
+_IN_QUOTED_VALUE = re.compile(
+    f"</?[a-zA-Z][^{_WS}/>]*+{_ATTRIBUTES}[^{_WS}/>][^{_WS}/>=]*+[{_WS}]*+=[{_WS}]*+(?:\"[^\"]*+|'[^']*+)", _HTML)
+_RAW_TEXT_START = re.compile(f"<(?:{_RAW_TEXT}){_NAME_END}{_ATTRIBUTES}>", _HTML)
+_REGION_START = re.compile(f"<(?:svg|math|select){_NAME_END}", _HTML)
+
+
+def visible_points(html: str, start: int = 0, end: int | None = None) -> tuple[int | None, int]:
+    """Where in `html[start:end]` the preheader and the footer go, read as a browser reads HTML: (just after the
+    first <body> start tag, None without one; the footer's place). The footer's place is the first </body> (or
+    </html>) that is markup (not one in a comment, an attribute, raw text or a script), else the end; but when
+    something that hides what follows runs to the end first (a comment, tag, attribute value, raw-text element
+    or script left open, <plaintext>, <noscript>, <template>, <frameset>), just before it: there the reader
+    reads markup, so the footer is markup. In <svg>, <math> and <select> the reading depends on the element open
+    (a CDATA section, a <style> that is or is not raw text): when anything read differently follows, the
+    footer goes before the element. Hidden by CSS (`display:none` on an element left open, a style sheet that
+    matches the footer) it can still be: that is no matter of reading (README, "Rendering")."""
+    end = len(html) if end is None else end
+    body = None
+    at = start
+    while True:
+        at = _read(_DATA, html, at, end)
+        stop = _STOP.match(html, at, end)
+        if stop is None or stop.group()[1] == "/":  # the end, </body>, or what runs to it (an open comment...)
+            return body, at
+        tag = _START_TAG.match(html, at, end)
+        if tag is None:  # a start tag left open
+            return body, at
+        name = stop.group()[1:].lower()
+        if name == "body":
+            body = tag.end() if body is None else body
+            at = tag.end()
+        elif name == "script":
+            close = _script_end(html, tag.end(), end)
+            end_tag = None if close is None else _END_TAG_AT.match(html, close, end)
+            if end_tag is None:
+                return body, at
+            at = end_tag.end()
+        elif name in ("svg", "math", "select"):
+            region = _read(_REGION, html, at, end)
+            return body, region if region == end or _BODY_END_AT.match(html, region, end) else at
+        else:  # <plaintext> is never closed; <noscript> is raw text or markup by the reader; <template> is inert
+            return body, at
+
+
+def _read(pattern: re.Pattern[str], html: str, at: int, end: int) -> int:
+    """Where `pattern` (one that always matches, maybe nothing) stops reading from `at`."""
+    found = pattern.match(html, at, end)
+    return at if found is None else found.end()
+
+
+def _script_end(html: str, at: int, end: int) -> int | None:
+    """Where the script whose text starts at `at` ends (its </script>), or None when it runs to `end`: its text
+    has escape states ("<!--", then "<script>", in which a </script> does not end it) that other raw text lacks."""
+    state = "data"
+    while True:
+        if state == "data":
+            found = _SCRIPT_DATA.search(html, at, end)
+            if found is None:
+                return None
+            if found.group().startswith("</"):
+                return found.start()
+            at, state = found.end(), "escaped"
+            dashes = _DASHES_THEN_CLOSE.match(html, at, end)  # "<!-->", "<!--->": back at once
+            if dashes is not None:
+                at, state = dashes.end(), "data"
+        elif state == "escaped":
+            found = _SCRIPT_ESCAPED.search(html, at, end)
+            if found is None:
+                return None
+            if found.group().startswith("</"):
+                return found.start()
+            at, state = found.end(), "data" if found.group().startswith("-") else "double escaped"
+        else:
+            found = _SCRIPT_DOUBLE_ESCAPED.search(html, at, end)
+            if found is None:
+                return None
+            at, state = found.end(), "data" if found.group().startswith("-") else "escaped"
+
+
+class HtmlPlan(NamedTuple):
+    """Where a campaign's preheader and footer go whatever its members' values: which `<body` of a message
+    (counted from 0) is the body's start tag, which `</body` or `</html` is where the footer goes (None: the
+    end). Found once per campaign, so a message is searched for those two tags alone."""
+
+    body_start: int | None
+    body_end: int | None
+
+
+class _EmptyValues(Mapping[str, object]):
+    """Every field, empty: a template of text and merge tags then writes each of its values as a piece."""
+
+    def __getitem__(self, key: str) -> object:
+        return ""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def html_plan(template: Template) -> HtmlPlan | None:
+    """The campaign's `HtmlPlan`, or None when each message is read whole (`visible_points`): a template with
+    logic (what it writes depends on the member), or one with a merge tag where a value could change the
+    reading (in a tag's name, an unquoted attribute, a script...). A value is escaped, so it holds no "<", ">"
+    or quote: in text, a quoted attribute value, raw text or a comment it changes nothing, unless the text
+    around it could make a tag name or a comment's end of it ("</bo{{ x }}", "<!-- {{ x }}>")."""
+    try:
+        pieces = template.render_segments(_EmptyValues())
+    except RenderError:
+        return None
+    if len(pieces) == 1 and template.static_text is None:
+        return None
+    skeleton = "".join(pieces)
+    body, footer = visible_points(skeleton)
+    if footer < len(skeleton) and not _BODY_END_AT.match(skeleton, footer):
+        return None  # before something left open: the number of "<" before it varies with values
+    if _REGION_START.search(skeleton, 0, footer):
+        return None  # <svg>, <math>, <select>: read from the element's start for each value, so not planned
+    at = resume = 0
+    for index in range(0, len(pieces) - 1, 2):  # the template's own text, then a value, in turn
+        at += len(pieces[index])
+        if at > footer + len("</body"):
+            break
+        resume = _inert(skeleton, resume, at, pieces[index + 2] if index + 2 < len(pieces) else "")
+        if resume < 0:
+            return None
+        at += len(pieces[index + 1])
+    # The body's start tag is the last "<body" before its end.
+    return HtmlPlan(None if body is None else len(_BODY_START_AT.findall(skeleton, 0, body)) - 1,
+                    None if footer == len(skeleton) else len(_BODY_END_AT.findall(skeleton, 0, footer)))
+
+
+def _inert(skeleton: str, resume: int, at: int, after: str) -> int:
+    """Whether any escaped value written at `at` of the template's text leaves its reading as it is: -1 if not,
+    else where the next value's reading may resume (a place read as markup, at or before `at`: the analysis
+    of a template with thousands of merge tags stays linear)."""
+    opening = skeleton.rfind("<", max(at - 10, 0), at)  # no name that matters is longer than "noframes"
+    if opening >= 0 and _PARTIAL_NAME.fullmatch(skeleton, opening, at):
+        return -1  # "<", "</", "</bo": the value could end or make a tag name
+    _, stop = visible_points(skeleton, resume, at)
+    if stop == at:  # between two pieces of markup
+        return at
+    if (_IN_QUOTED_VALUE.fullmatch(skeleton, stop, at) or _RAW_TEXT_START.match(skeleton, stop, at)
+            # In a comment, a value ending with "--" would close it before a ">" that follows.
+            or (skeleton.startswith("<!--", stop) and after[:1] not in ("-", "!", ">"))):
+        return stop
+    return -1
+
+
+def _html_points(html: str, plan: HtmlPlan | None) -> tuple[int | None, int]:
+    """`visible_points` of a message, by its campaign's plan when it has one."""
+    if plan is None:
+        return visible_points(html)
+    footer = len(html) if plan.body_end is None else _nth(_BODY_END_AT, html, plan.body_end)
+    body = None
+    if plan.body_start is not None:
+        tag_at = _nth(_BODY_START_AT, html, plan.body_start)
+        tag = None if tag_at is None else _START_TAG.match(html, tag_at)
+        body = None if tag is None else tag.end()
+        if body is None:
+            return visible_points(html)  # cannot be (the plan holds for any values); read whole if it were
+    return (body, footer) if footer is not None else visible_points(html)
+
+
+def _nth(pattern: re.Pattern[str], text: str, n: int) -> int | None:
+    if n == 0:
+        found = pattern.search(text)
+        return None if found is None else found.start()
+    for index, match in enumerate(pattern.finditer(text)):
+        if index == n:
+            return match.start()
+    return None
+
+
 @dataclass(frozen=True)
 class CampaignTemplate:
     """A campaign's content, compiled once; `Renderer.campaign_message` makes one recipient's message."""
@@ -306,6 +561,7 @@ class CampaignTemplate:
     footer: bool
     feedback_id: str
     sender_domain: str
+    html_plan: HtmlPlan | None = None  # where its preheader and footer go; None: found in each message
     # Its own text, encoded once (quoted-printable pieces, `body_part`); filled as its messages are rendered.
     encoded: dict[str, EncodedPiece] = field(default_factory=dict, compare=False, repr=False)
 
@@ -330,8 +586,7 @@ def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent
     preheader = None
     if content.preheader and html_template is not None:
         preheader = compile_template(content.preheader, where="preheader", max_output_chars=MAX_SUBJECT_CHARS)
-    from_header = formataddr((_one_line(content.from_name), str(content.from_email)), charset="utf-8")
-    headers = [f"From: {from_header}", "MIME-Version: 1.0"]
+    headers = [_from_header(content.from_name, str(content.from_email)).removesuffix(CRLF), "MIME-Version: 1.0"]
     if content.reply_to:
         headers.append(f"Reply-To: {content.reply_to}")
     # Gmail's Feedback-ID: campaign:customer:kind:sender, so complaint rates can be told apart per campaign.
@@ -342,7 +597,8 @@ def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent
                             subject_header=None if static_subject is None else _subject_header(static_subject),
                             text=text_template, html=html_template,
                             links=links, footer=footer, feedback_id=_one_line(feedback_id),
-                            sender_domain=str(content.from_email).rpartition("@")[2].lower())
+                            sender_domain=str(content.from_email).rpartition("@")[2].lower(),
+                            html_plan=None if html_template is None else html_plan(html_template))
 
 
 def _linked_text(text_body: str, links: list[str]) -> tuple[str, int]:
@@ -366,7 +622,7 @@ def merge_values(member: Member) -> dict[str, object]:
 
 
 def _subject_header(subject: str) -> str:
-    return f"Subject: {_encode_header(subject)}{CRLF}"
+    return _text_header("Subject", subject)
 
 
 def _preheader_html(text: str) -> str:
@@ -445,19 +701,17 @@ class Renderer:
         html_body = None
         if template.html is not None:
             html_body = template.html.render_segments(values)
-            whole = "".join(html_body)
+            body_start, footer_at = _html_points("".join(html_body), template.html_plan)
             inserts: list[tuple[int, str]] = []
             if template.preheader is not None:
-                start = BODY_START.search(whole)
-                inserts.append((start.end() if start else 0, _preheader_html(template.preheader.render(values))))
+                inserts.append((body_start or 0, _preheader_html(template.preheader.render(values))))
             footer = (f'<div style="margin-top:24px;font-size:12px;color:#555">'
                       f'<a href="{html.escape(unsubscribe)}">Unsubscribe</a>'
                       + (f"<br>{IDENTIFICATION_FOOTER}" if template.footer else "") + "</div>")
             if not test:
                 pixel = f"{self._base}/t/o/{self.tokens.tracking_token(claim)}"
                 footer += f'<img src="{pixel}" width="1" height="1" alt="">'
-            end = BODY_END.search(whole)
-            inserts.append((end.start() if end else len(whole), footer))
+            inserts.append((footer_at, footer))
             html_body = _inserted(html_body, inserts)
         headers = template.headers
         feedback_id = template.feedback_id
@@ -475,8 +729,7 @@ class Renderer:
                               from_name: str, from_email: str, subject: str, text: str,
                               now: datetime | None = None) -> Rendered:
         """A confirmation request or an account notice: plain text, no tracking, no other link or offer."""
-        headers = (f"From: {formataddr((_one_line(from_name), from_email), charset='utf-8')}{CRLF}"
-                   f"Subject: {_encode_header(subject)}{CRLF}MIME-Version: 1.0{CRLF}"
+        headers = (f"{_from_header(from_name, from_email)}{_subject_header(subject)}MIME-Version: 1.0{CRLF}"
                    f"Date: {self.date(now)}{CRLF}"
                    f"Message-ID: {self.message_id_header(message_id)}{CRLF}To: {recipient}{CRLF}"
                    f"Auto-Submitted: auto-generated{CRLF}"
@@ -493,8 +746,7 @@ class Renderer:
         mailto = self.unsubscribe_mailto(message_id)
         return (f"To: {recipient}{CRLF}Date: {self.date(now)}{CRLF}"
                 f"Message-ID: {self.message_id_header(message_id)}{CRLF}"
-                f"List-Unsubscribe: <{unsubscribe}>, <mailto:{mailto}?subject=unsubscribe>{CRLF}"
-                f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}"
+                f"{_list_unsubscribe(unsubscribe, mailto)}List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}"
                 f"Feedback-ID: {feedback_id}{CRLF}")
 
     def _finish(self, message_id: str, recipient: str, headers: str, text: list[str], html_body: list[str] | None,
@@ -532,6 +784,19 @@ class Renderer:
                             signatures(data, signers, SIGNED_HEADERS, body_relaxed=body_relaxed))
         return Rendered(message_id, mail_from, recipient,
                         sign(data, signers, SIGNED_HEADERS, body_relaxed=body_relaxed))
+
+
+def _list_unsubscribe(unsubscribe: str, mailto: str) -> str:
+    """`List-Unsubscribe: <https…>, <mailto:…>` (RFC 2369, 8058). Its https URL alone passes 78 characters, so
+    folding cannot bring the line there: it is one line (as DKIM's signer reads fastest) unless that would pass
+    998 octets, then folded before the mailto; RenderError if the URL alone is too long for a line."""
+    line = f"List-Unsubscribe: <{unsubscribe}>, <mailto:{mailto}?subject=unsubscribe>"
+    if len(line) <= MAX_7BIT_LINE:
+        return line + CRLF
+    folded = _folded("List-Unsubscribe", [f"<{unsubscribe}>,", f"<mailto:{mailto}?subject=unsubscribe>"])
+    if folded is None:
+        raise RenderError(f"the unsubscribe URL is too long for a header line ({len(unsubscribe):,} characters)")
+    return folded
 
 
 def _inserted(pieces: list[str], inserts: list[tuple[int, str]]) -> list[str]:
