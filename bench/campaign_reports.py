@@ -359,13 +359,13 @@ def report(plan: Plan, raw_seconds: float, result: Fold) -> bool:
     for (account, campaign), expected in plan.expected.items():
         want = {k: v for k, v in expected.items() if v}
         got = result.counts[(account, campaign)]
-        if got != want or domain.report(got) != domain.report(want):
+        if got != want or domain.report(got, None) != domain.report(want, None):
             mismatches.append(f"  {account}/{campaign}: expected {sorted(want.items())},\n"
                               f"    folded {sorted(got.items())}")
     totals: Counter[str] = Counter()
     for counts in result.counts.values():
         totals.update(counts)
-    summary = domain.report(dict(totals))
+    summary = domain.report(dict(totals), None)
     bounces: dict[str, int] = summary["bounces"]  # type: ignore[assignment]
     opens: dict[str, int] = summary["opens"]  # type: ignore[assignment]
     clicks: dict[str, Any] = summary["clicks"]  # type: ignore[assignment]
