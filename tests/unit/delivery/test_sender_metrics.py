@@ -111,7 +111,6 @@ def test_unsubscribe_links_point_at_subscriptions_where_scripts_run_puts_it() ->
 
 def test_the_inbound_servers_dead_letter_series_exists_at_zero_before_its_first() -> None:
     from herald_delivery.inbound import INBOUND_CONSUMER, InboundHandler
-
     from herald_shared.metrics import EVENTS_DEAD_LETTERED
 
     labels = {"consumer": INBOUND_CONSUMER, "topic": "herald.delivery", "category": "invalid"}
