@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from pymongo.errors import AutoReconnect
 
-from herald_shared.contract import Event
+from herald_shared.contract import Event, serialize_event
 from herald_shared.kafka import Deduplicator, EventConsumer, Reject
 from herald_shared.settings import HeraldSettings
+from tests.conftest import subprocess_env
 
 
 class RecordingHandler:
@@ -53,3 +59,18 @@ async def running_consumer(settings: HeraldSettings, producer: AIOKafkaProducer,
     finally:
         consumer.request_stop()
         await asyncio.wait_for(task, timeout=30)
+
+
+async def replay_fixed(settings: HeraldSettings, topic: str, entry: str, event: Event,
+                       fix: Callable[[dict[str, Any]], None], tmp_path: Path) -> None:
+    """`herald dlq replay` of the dead letter `entry` of `topic`, with `event` as `fix` corrects it (its JSON, in
+    place) as the value: what an operator does once the cause is mended."""
+    fixed = json.loads(serialize_event(event))
+    fix(fixed)
+    value = tmp_path / "fixed.json"
+    value.write_text(json.dumps(fixed))
+    replay = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "herald_shared.cli", "dlq", "replay", topic, entry,
+                         "--value-file", str(value)],
+        env=subprocess_env(settings), capture_output=True, text=True, timeout=60, check=False)
+    assert replay.returncode == 0, replay.stderr

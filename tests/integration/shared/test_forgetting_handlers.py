@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from herald_delivery.handlers import AudienceJobs, GateBook
 from herald_delivery.queue import JobQueue
 from herald_delivery.store import JOBS, MEMBERS, AudienceProjection, DeliveryStore
 from herald_shared.apikeys import ApiKeyProjection
-from herald_shared.contract import Event, serialize_event
+from herald_shared.contract import Event
 from herald_shared.kafka import (
     DLQ_REASON,
     DLQ_SOURCE_OFFSET,
@@ -43,7 +40,8 @@ from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.readmodel import APPLIED
 from herald_shared.settings import HeraldSettings
 from herald_subscriptions.store import LIST_COUNTS, SUBSCRIBERS, SubscriptionsProjection
-from tests.conftest import eventually, subprocess_env
+from tests.conftest import eventually
+from tests.integration.shared.helpers import replay_fixed
 from tests.samples import sample
 
 ACCOUNT = "acc-forget"
@@ -174,14 +172,8 @@ async def test_subscriptions_counts_a_list_exactly_after_a_member_the_store_refu
                                    what="the refused member dead-lettered")
         assert await eventually(pending, lambda p: p[0] == 2, what="the other members folded") == (2, 2)
 
-        fixed = json.loads(serialize_event(refused))
-        fixed["payload"]["custom_fields"]["city"] = "Riga"
-        (tmp_path / "fixed.json").write_text(json.dumps(fixed))
-        replay = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "herald_shared.cli", "dlq", "replay", "herald.subscriptions",
-                             letters[0]["entry"], "--value-file", str(tmp_path / "fixed.json")],
-            env=subprocess_env(settings), capture_output=True, text=True, timeout=60, check=False)
-        assert replay.returncode == 0, replay.stderr
+        await replay_fixed(settings, "herald.subscriptions", letters[0]["entry"], refused,
+                           lambda fixed: fixed["payload"]["custom_fields"].update(city="Riga"), tmp_path)
         assert await eventually(pending, lambda p: p[0] == 3, what="the replayed member folded") == (3, 3)
     finally:
         running.request_stop()

@@ -6,9 +6,6 @@ store is still waited out, never dead-lettered. On the real stack."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -16,13 +13,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
-from herald_shared.contract import Event, serialize_event
+from herald_shared.contract import Event
 from herald_shared.contract.envelope import INT64_MAX
 from herald_shared.contract.subscriptions import ImportCompleted
 from herald_shared.kafka import DLQ_REASON, DLQ_SOURCE_OFFSET, EventConsumer, EventPublisher, read_from_start
 from herald_shared.mongo import Document, MongoDeduplicator
 from herald_shared.settings import HeraldSettings
-from tests.conftest import eventually, subprocess_env
+from tests.conftest import eventually
+from tests.integration.shared.helpers import replay_fixed
 from tests.samples import sample
 
 ACCOUNT = "acc-sums"
@@ -112,14 +110,8 @@ async def test_an_event_the_store_refuses_is_dead_lettered_and_the_batch_around_
                                           "MongoDB can only handle up to 8-byte ints")
 
         # Fixed and replayed (the same event id): folded, since a dead-lettered event is not remembered handled.
-        fixed = json.loads(serialize_event(overflowing))
-        fixed["payload"]["rows_total"] = 1
-        (tmp_path / "fixed.json").write_text(json.dumps(fixed))
-        replay = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "herald_shared.cli", "dlq", "replay", "herald.subscriptions",
-                             letters[0]["entry"], "--value-file", str(tmp_path / "fixed.json")],
-            env=subprocess_env(settings), capture_output=True, text=True, timeout=60, check=False)
-        assert replay.returncode == 0, replay.stderr
+        await replay_fixed(settings, "herald.subscriptions", letters[0]["entry"], overflowing,
+                           lambda fixed: fixed["payload"].update(rows_total=1), tmp_path)
         done = await eventually(lambda: totals(collection), lambda t: t is not None and len(t["imports"]) == 3,
                                 what="the replayed import folded")
         assert (done["rows"], done["imports"]) == (13, ["i1", "i3", "i2"])
