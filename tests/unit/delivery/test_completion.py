@@ -16,10 +16,11 @@ from herald_delivery.completion import CampaignCompletion
 from herald_delivery.domain import CampaignProgress, FinalResult, Member
 from herald_delivery.handlers import ControlHandler, GateBook
 from herald_delivery.queue import JobQueue
-from herald_shared.contract import Event, parse_event
+from herald_shared.contract import parse_event
 from herald_shared.contract.campaigns import CampaignCancelled
 from herald_shared.contract.delivery import CampaignDeliveryFinished
 from tests.samples import campaign_queued
+from tests.unit.delivery.helpers import Publisher
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 RESULTS: tuple[FinalResult, ...] = ("sent", "bounced", "skipped", "failed", "cancelled")
@@ -90,14 +91,6 @@ class Store:
 
     async def mark_finished_published(self, key: str) -> None:
         self.finished[key]["published"] = True
-
-
-class Publisher:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def publish(self, event: Event) -> None:
-        self.events.append(event)
 
 
 def job(n: int, campaign: str = "c1", kind: str = "campaign") -> dict[str, Any]:

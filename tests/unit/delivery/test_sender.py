@@ -17,9 +17,9 @@ from herald_delivery.queue import JobQueue
 from herald_delivery.render import MessageTokens, Renderer, RenderSettings
 from herald_delivery.sender import Sender, SenderConfig
 from herald_delivery.smtp import RelayConfig
-from herald_shared.contract import Event
 from herald_shared.contract.delivery import CampaignDeliveryFinished, MessageSent
 from herald_shared.links import LinkSigner
+from tests.unit.delivery.helpers import Publisher, Relay
 
 SECRET = "unit-test-secret-0123456789"
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -60,23 +60,6 @@ class Announcements:
         self.finished[key]["published"] = True
 
 
-class Relay:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-
-    async def send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
-        self.sent.append((recipient, data))
-        return SmtpReply(250, "2.0.0 OK")
-
-
-class Publisher:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def publish(self, event: Event) -> None:
-        self.events.append(event)
-
-
 def sender(account: AccountState, completion: bool = False) -> tuple[Sender, Store, Publisher]:
     gates = GateBook()
     gates.accounts["acme"] = account
@@ -113,7 +96,7 @@ async def test_a_render_limit_hit_by_one_member_is_recorded_for_that_member_and_
     assert (skipped["message_id"], skipped["outcome"], skipped["reason"]) == ("m1", "skipped", "render_failed")
     assert "longer than 2,000,000" in skipped["detail"]
     assert (sent["message_id"], sent["outcome"]) == ("m2", "sent")
-    assert [recipient for recipient, _ in relay.sent] == ["fine@example.org"]
+    assert relay.recipients == ["fine@example.org"]
     assert [type(e) for e in publisher.events] == [MessageSent]
     assert "m1" not in send._jobs and "m2" not in send._jobs
 

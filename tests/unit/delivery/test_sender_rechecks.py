@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from herald_delivery.domain import AccountState, CampaignState, Member, RetryPolicy, SmtpReply, TokenBucket
+from herald_delivery.domain import AccountState, CampaignState, Member, RetryPolicy, TokenBucket
 from herald_delivery.handlers import GateBook
 from herald_delivery.queue import JobQueue
 from herald_delivery.render import MessageTokens, Rendered, Renderer, RenderSettings
 from herald_delivery.sender import MEMBER_RECHECK_SECONDS, Sender, SenderConfig
 from herald_delivery.smtp import RelayConfig
-from herald_shared.contract import Event
 from herald_shared.links import LinkSigner
+from tests.unit.delivery.helpers import Publisher, Relay
 
 SECRET = "unit-test-secret-0123456789"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -55,28 +54,6 @@ class Store:
 
     def outcomes(self) -> list[tuple[str, str, str | None]]:
         return sorted((o["message_id"], o["outcome"], o.get("reason")) for o in self.recorded)
-
-
-class Relay:
-    """Accepts every message; `on_first` runs while the first message is in its SMTP transaction."""
-
-    def __init__(self, on_first: Callable[[], Awaitable[None]] | None = None) -> None:
-        self.sent: list[str] = []
-        self.on_first = on_first
-
-    async def send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
-        self.sent.append(recipient)
-        if len(self.sent) == 1 and self.on_first is not None:
-            await self.on_first()
-        return SmtpReply(250, "2.0.0 OK")
-
-
-class Publisher:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def publish(self, event: Event) -> None:
-        self.events.append(event)
 
 
 def sender(members: int, concurrency: int = 1) -> tuple[Sender, Store, GateBook]:
@@ -123,7 +100,7 @@ async def test_a_member_who_leaves_while_their_message_waits_for_the_rate_limit_
 
     relay = Relay(on_first=members_leave)
     await send_all(send, relay)
-    assert relay.sent == ["p1@example.org"]
+    assert relay.recipients == ["p1@example.org"]
     assert store.outcomes() == [("m1", "sent", None), ("m2", "skipped", "member_erased"),
                                 ("m3", "skipped", "member_unsubscribed"), ("m4", "skipped", "member_suppressed")]
 
@@ -152,7 +129,7 @@ async def test_a_campaign_cancelled_while_its_messages_wait_for_the_rate_limit_s
 
     relay = Relay(on_first=cancelled)
     await send_all(send, relay, workers=2)
-    assert relay.sent == ["p1@example.org"]
+    assert relay.recipients == ["p1@example.org"]
     assert store.outcomes() == [("m1", "sent", None)] + [
         (f"m{i}", "cancelled", "campaign_cancelled") for i in (2, 3, 4)]
 
@@ -181,7 +158,7 @@ async def test_what_changes_during_the_signing_wait_is_seen_before_the_smtp_tran
     relay = Relay()
     job = send._jobs.take_due(datetime.now(UTC), 1, send._gate_of)[0]
     await send._deliver(job, store.audience["s1"], relay)  # type: ignore[arg-type]
-    assert relay.sent == []
+    assert relay.recipients == []
     if outcome is None:
         assert store.recorded == [] and "m1" in send._jobs
         assert send._jobs.take_due(datetime.now(UTC), 1, send._gate_of) == []  # parked behind the gate
@@ -200,9 +177,9 @@ async def test_a_member_read_older_than_the_recheck_bound_is_read_again_and_a_fr
     handed_out = store.audience["s1"]
     store.audience["s1"] = replace(handed_out, status="unsubscribed")
     await send._deliver(first, handed_out, relay, time.monotonic() - 2 * MEMBER_RECHECK_SECONDS)  # type: ignore[arg-type]
-    assert store.member_reads == 1 and relay.sent == []
+    assert store.member_reads == 1 and relay.recipients == []
     await send._deliver(second, store.audience["s2"], relay, time.monotonic())  # type: ignore[arg-type]
-    assert store.member_reads == 1 and relay.sent == ["p2@example.org"]
+    assert store.member_reads == 1 and relay.recipients == ["p2@example.org"]
     assert store.outcomes() == [("m1", "skipped", "member_unsubscribed"), ("m2", "sent", None)]
 
 
@@ -224,6 +201,6 @@ async def test_messages_that_will_not_go_take_no_token_of_the_accounts_rate() ->
     finally:
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
-    assert relay.sent == []
+    assert relay.recipients == []
     assert {(outcome, reason) for _, outcome, reason in store.outcomes()} == {("skipped", "campaign_unknown")}
     assert send._account_buckets["acme"].reserve(time.monotonic()) == 0  # the bucket's one token is still there
