@@ -126,7 +126,9 @@ class CampaignState:
 
 def evolve_campaign(state: CampaignState, event: Event) -> CampaignState:
     if isinstance(event, CampaignQueued):
-        return replace(state, queued=True, review_required=event.payload.review_required)
+        # Queued once per campaign, after the last submission's review: a rejection before it judged an earlier
+        # submission, which the author edited and submitted again (with no review needed once off the trial).
+        return replace(state, queued=True, review_required=event.payload.review_required, rejected=False)
     if isinstance(event, CampaignApproved):
         return replace(state, approved=True, rejected=False)
     if isinstance(event, CampaignRejected):

@@ -115,6 +115,22 @@ def test_a_reviewed_campaign_waits_for_approval_in_either_order() -> None:
     assert cancelled.cancelled
 
 
+def test_a_campaign_rejected_then_edited_and_submitted_again_goes_out_once_queued() -> None:
+    """campaigns README: staff reject with reasons, and the author edits the campaign back into a draft and submits
+    it again. Submitted again with no review needed (the account left the trial, or the flagged content is gone),
+    it is queued without an approval: the earlier rejection no longer holds it."""
+    rejected = domain.evolve_campaign(CampaignState("c1"), campaign_event(CampaignRejected, reviewer="s",  # type: ignore[arg-type]
+                                                                             reasons=["spam"]))
+    assert rejected.rejected
+    queued = domain.evolve_campaign(rejected, campaign_queued("acme", "c1", review_required=False))
+    assert not queued.rejected and domain.closed_gate(OPEN, queued) is None
+    # Submitted again under review: held until approved, as any reviewed campaign.
+    again = domain.evolve_campaign(rejected, campaign_queued("acme", "c1", review_required=True))
+    assert domain.closed_gate(OPEN, again) == "campaign_review"
+    approved = domain.evolve_campaign(again, campaign_event(CampaignApproved, reviewer="s"))  # type: ignore[arg-type]
+    assert domain.closed_gate(OPEN, approved) is None
+
+
 def test_account_gates_come_before_the_campaign_gate() -> None:
     waiting = CampaignState("c1", queued=True, review_required=True)
     assert domain.closed_gate(AccountState("acme", approved=True, suspended=True), waiting) == "account_suspended"
