@@ -280,7 +280,7 @@ class Account:
     blocked: tuple[str, ...] = ()
     # How often each block reason was lifted: a block and its lifting carry this episode in their fixed ids.
     unblocks: Mapping[str, int] = field(default_factory=dict)
-    exhausted: tuple[str, ...] = ()  # quotas announced as exhausted: "trial_emails", "monthly_emails:<period>"
+    exhausted: tuple[str, ...] = ()  # quotas announced as exhausted: "trial_emails", "monthly_emails:<period>:<cap>"
     users: tuple[str, ...] = ()
     # Monthly plan
     tier: int | None = None
@@ -378,6 +378,12 @@ def _event(cls: type[Event], account_id: str, payload: object, event_id: uuid.UU
     if at is not None:
         fields["occurred_at"] = at
     return cls(**fields)
+
+
+def monthly_exhausted(period_start: datetime, cap: int) -> str:
+    """The name a monthly cap's exhaustion is announced under: once per period and cap, so the higher cap of a tier
+    raised in the period is announced when it is reached too."""
+    return f"monthly_emails:{time_key(period_start)}:{cap}"
 
 
 def fixed_id(*parts: str) -> uuid.UUID:
@@ -574,7 +580,7 @@ def enforce(account: Account, usage: Usage, now: datetime) -> list[Event]:
         cap, sent = plans.MONTHLY_SEND_FACTOR * account.tier, usage.period_emails(start)
         quota_reached = sent >= cap
         quota_detail = f"{sent} of this period's {cap} emails sent: upgrade, or wait for the next period"
-        exhausted = f"monthly_emails:{time_key(start)}"
+        exhausted = monthly_exhausted(start, cap)
         if quota_reached and exhausted not in account.exhausted:
             events.append(_event(QuotaExhausted, a, QuotaExhaustedPayload(
                 quota="monthly_emails", limit=cap, used=sent, period_start=start), fixed_id("exhausted", exhausted, a),
@@ -983,8 +989,8 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
     if isinstance(event, QuotaExhausted):
         quota = event.payload.quota
         start = event.payload.period_start
-        name = f"{quota}:{time_key(start)}" if quota == "monthly_emails" and start is not None else \
-            f"credits:{state.unblocks.get('credits_exhausted', 0)}" if quota == "credits" else quota
+        name = monthly_exhausted(start, event.payload.limit) if quota == "monthly_emails" and start is not None \
+            else f"credits:{state.unblocks.get('credits_exhausted', 0)}" if quota == "credits" else quota
         return replace(state, exhausted=tuple(sorted({*state.exhausted, name})))
     if isinstance(event, SendingBlocked):
         return replace(state, blocked=tuple(sorted({*state.blocked, event.payload.reason})))

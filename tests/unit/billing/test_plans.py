@@ -178,6 +178,27 @@ def test_exactly_109_times_the_tier_exhausts_the_period_and_the_next_period_reop
     assert [(type(e), e.payload.reason) for e in next_period] == [(SendingUnblocked, "monthly_quota_reached")]  # type: ignore[attr-defined]
 
 
+def test_a_tier_raised_in_the_period_announces_its_own_cap_when_reached() -> None:
+    """PRODUCT.md: 109 x the tier's limit a month, visible in events: the 500 tier's cap (54,500) and, after a raise
+    to 1,000 in the same period, the new cap (109,000) each get their QuotaExhausted."""
+    account = monthly(at("2026-11-01"))
+    period = domain.period_key(at("2026-11-01"))
+    first = domain.enforce(account, Usage(emails_by_period={period: 54_500}), at("2026-11-05"))
+    account = domain.evolve_all(account, first)
+    upgrade = domain.buy_monthly(account, Usage(), PLANS, 1000, "standard", "2026-000002", at("2026-11-06"))
+    assert upgrade is not None
+    account = domain.evolve_all(account, bought(account, upgrade))
+    account = domain.evolve_all(account, domain.enforce(account, Usage(emails_by_period={period: 54_500}),
+                                                        at("2026-11-06")))
+    assert "monthly_quota_reached" not in account.blocked
+    second = domain.enforce(account, Usage(emails_by_period={period: 109_000}), at("2026-11-20"))
+    assert [type(e) for e in second] == [QuotaExhausted, SendingBlocked]
+    assert (second[0].payload.limit, second[0].payload.used) == (109_000, 109_000)  # type: ignore[attr-defined]
+    assert second[0].event_id != first[0].event_id
+    account = domain.evolve_all(account, second)
+    assert domain.enforce(account, Usage(emails_by_period={period: 109_500}), at("2026-11-25")) == []  # once
+
+
 def test_renewal_invoices_the_next_period_and_a_failure_blocks_until_paid() -> None:
     account = monthly(at("2026-11-01"))
     assert domain.renewal(account, PLANS, "2026-000002", at("2026-11-30")) is None
