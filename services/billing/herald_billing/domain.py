@@ -1098,7 +1098,10 @@ def evolve_user(state: User | None, event: Event) -> User | None:
     if state is None or state.account_id != event.account_id:
         return state
     if isinstance(event, PasswordChanged):
-        return replace(state, password_hash=event.payload.password_hash, sessions_valid_from=event.occurred_at)
+        # Rounded up to the millisecond MongoDB keeps: a session issued in the change's millisecond, just before
+        # it, must not pass once the user is read back (a new one issued in it after the change ends too).
+        return replace(state, password_hash=event.payload.password_hash,
+                       sessions_valid_from=to_stored_precision(event.occurred_at + timedelta(microseconds=999)))
     if isinstance(event, UserDisabled):
         return replace(state, disabled=True)
     return state

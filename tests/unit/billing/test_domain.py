@@ -96,7 +96,11 @@ def test_a_session_holds_until_logout_password_change_or_disabling() -> None:
         "username": "bob", "password_hash": HASH}))
     assert changed is not None
     assert not domain.session_valid(changed, "a1", NOW - timedelta(microseconds=1), ended=False)
-    assert domain.session_valid(changed, "a1", NOW, ended=False)
+    assert domain.session_valid(changed, "a1", NOW + timedelta(milliseconds=1), ended=False)
+    # MongoDB keeps the change's time to the millisecond: a session issued in that millisecond before the change
+    # (NOW has .123456) must not pass once the user is read back; the bound is rounded up, never down.
+    assert changed.sessions_valid_from == domain.to_stored_precision(changed.sessions_valid_from)
+    assert not domain.session_valid(changed, "a1", NOW.replace(microsecond=123_001), ended=False)
     disabled = domain.evolve_user(changed, UserDisabled(account_id="a1", producer="billing", payload={  # type: ignore[arg-type]
         "username": "bob", "disabled_by": "ada"}))
     assert disabled is not None and not domain.session_valid(disabled, "a1", NOW, ended=False)
