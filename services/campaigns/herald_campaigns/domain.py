@@ -601,7 +601,8 @@ def display_state(doc: Mapping[str, Any], account: AccountInfo | None, sent: int
 
 
 def evolve_account(doc: dict[str, Any] | None, event: Event) -> dict[str, Any] | None:
-    """What campaigns keeps of an account: approved, plan (trial), suspended, blocked."""
+    """What campaigns keeps of an account: approved, plan (trial), suspended (and by which AccountSuspended: a
+    reinstatement naming another, stale or sent twice, changes nothing), blocked."""
     base: dict[str, Any] = doc or {"account_id": event.account_id, "opened": False, "approved": False,
                                    "plan": None, "suspended": False, "blocked": []}
     match event:
@@ -614,9 +615,12 @@ def evolve_account(doc: dict[str, Any] | None, event: Event) -> dict[str, Any] |
         case TrialEnded():
             return {**base, "plan": "trial_ended" if base["plan"] in (None, "trial") else base["plan"]}
         case AccountSuspended():
-            return {**base, "suspended": True}
-        case AccountReinstated():
-            return {**base, "suspended": False}
+            return {**base, "suspended": True, "suspension_event_id": str(event.event_id)}
+        case AccountReinstated(payload=p):
+            named, current = p.suspension_event_id, base.get("suspension_event_id")
+            if named is not None and current is not None and named != current:
+                return doc  # it lifts an earlier suspension, not the one in force (as compliance and delivery)
+            return {**base, "suspended": False, "suspension_event_id": None}
         case SendingBlocked(payload=p):
             return {**base, "blocked": sorted({*base["blocked"], p.reason})}
         case SendingUnblocked(payload=p):

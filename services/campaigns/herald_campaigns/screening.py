@@ -8,15 +8,16 @@ content that hides or neutralises them is refused outright (a `Refusal` with a s
 How matching works
 ------------------
 * Text (the sender's name and addresses, subject, preheader, the HTML body as text with its alt and title
-  texts, the text body) is folded as a reader reads it (`_fold_char`): compatibility forms as the letters they
-  draw (Unicode NFKD: mathematical bold or script letters, fullwidth and circled letters, ligatures, Latin
-  Extended Additional such as "ị"), combining marks dropped, whether precomposed or written apart (ā→a, ķ→k,
-  "i" + U+0301), lower case, and letters drawn like Latin ones read as those (Cyrillic and Greek look-alikes,
-  dotless i (U+0131), stroked ł ø đ, small capitals "ᴠɪᴀɢʀᴀ"). So "kazīno"/"kazino" and "kredīts"/"kredits" (NFC or
-  NFD) are one spelling, and a match still points at the text as written (`_Folded`). Invisible characters
-  (soft hyphen, zero-width spaces, bidi controls, other format characters) read as nothing, so "via&shy;gra"
-  is "viagra". Folding is one pass over the text; the way back to the text as written is computed only for a
-  text that matched and holds a character that does not fold one for one.
+  texts and the strings of its CSS, which `content:"..."` shows, escapes undone, the text body) is folded as a
+  reader reads it (`_fold_char`): compatibility forms as the letters they draw (Unicode NFKD: mathematical bold
+  or script letters, fullwidth and circled letters, ligatures, Latin Extended Additional such as "ị"),
+  combining marks dropped, whether precomposed or written apart (ā→a, ķ→k, "i" + U+0301), lower case, and
+  letters drawn like Latin ones read as those (Cyrillic and Greek look-alikes, dotless i (U+0131), stroked ł ø
+  đ, small capitals "ᴠɪᴀɢʀᴀ"). So "kazīno"/"kazino" and "kredīts"/"kredits" (NFC or NFD) are one spelling,
+  and a match still points at the text as written (`_Folded`). Invisible characters (soft hyphen, zero-width
+  spaces, bidi controls, other format characters) read as nothing, so "via&shy;gra" is "viagra". Folding is
+  one pass over the text; the way back to the text as written is computed only for a text that matched and
+  holds a character that does not fold one for one.
 * Each category lists phrases in English and Latvian in a small notation (`_PHRASES`): a space is one or more
   spaces or hyphens, `*` continues the word (a stem: "kredīt*" is kredīts, kredītu, kredītiem...), `{a|b}` is
   one of the endings or words, `-` is an optional hyphen or space ("e-pasta" is also "epasta", "e pasta"), `'`
@@ -34,8 +35,10 @@ How matching works
   from home"/"darbs no mājām" alone is how a job ad describes remote work, so it fires only with earnings in
   the same sentence ("work from home and earn", "darbs no mājām, pelni...") or as an offer ("make money from
   home"); "adult" alone (adult education) and "trading" alone (trading hours) never fire.
-* Links: every `href` (a, area) and image `src` of the HTML, and every URL written in the text (with or without
-  a scheme), is checked by host against affiliate networks and URL shorteners. A host matches a listed domain
+* Links: every URL of the HTML a client loads or a reader follows (`href`, `src`, `srcset`, a form's `action`,
+  `formaction`, `background`, `poster`, CSS `url()` and `@import`), and every URL written in the text (with or
+  without a scheme), is checked by host against affiliate networks and URL shorteners, and its path, query string
+  and fragment, decoded (`?q=online+casino`), are screened as text. A host matches a listed domain
   when it is that domain or a subdomain of it (`www.bit.ly` is bit.ly; `bit.ly.evil.example` and
   `notbit.ly` are not). Udemy links count as affiliate links only with a coupon or affiliate code, Amazon
   links only with an Associates `tag=`; a link to an executable file (.exe, .scr...) is flagged as malware.
@@ -44,17 +47,24 @@ How matching works
 
 What is refused (the footer Herald appends just before `</body>`, or at the end)
 -------------------------------------------------------------------------------
-* A `<style>` rule with a hiding declaration (display:none, visibility:hidden, opacity:0, font-size:0..2px,
-  zero height/width with overflow:hidden, off-screen offsets, clip, scale(0), mso-hide:all, transparent or
-  same-colour text) that could reach the footer: its subject (the last compound selector) is not limited to a
-  class or id and is `*` or a tag the footer is made of or sits in (div, a, br, img, an element still open
-  there), or its class/id is on an element still open where the footer goes. `.preheader { display:none }`,
-  `h1 { font-size:0 }` and light link colours inside `@media (prefers-color-scheme: dark)` are fine;
-  `div { display:none }` and `a { color:#fff }` on a white page are not. (The preheader field exists for
-  hidden preview text.)
+* A `<style>` rule with a hiding declaration (display:none, visibility:hidden, opacity:0 or filter:opacity(0),
+  font-size:0..2px, zero height/width with overflow:hidden, off-screen offsets or translations, clip, scale(0),
+  mso-hide:all, transparent or same-colour text; and any height with overflow:hidden, for a div or a link, as
+  the footer could not fit) that could reach the footer: its subject (the last compound selector) is not limited
+  to a class or id and is `*` or a tag the footer is made of or sits in (div, a, br, img, body, html, an element
+  still open there), or its class/id is on an element still open where the footer goes.
+  `.preheader { display:none }`, `h1 { font-size:0 }`, `.card { max-height:200px; overflow:hidden }` and light
+  link colours inside `@media (prefers-color-scheme: dark)` are fine; `div { display:none }` and
+  `a { color:#fff }` on a white page are not. (The preheader field exists for hidden preview text.)
 * An element that hides its content (inline hiding style, same text and background colour, `hidden`, a closed
-  `<details>`, or one whose content is never shown such as `<template>`, `<style>`, `<textarea>`) still open
-  where the footer goes, and an unclosed comment or unfinished tag there: the footer would be swallowed.
+  `<details>`, or one whose content is never shown such as `<template>`, `<style>`, `<textarea>`) or cuts it to
+  a height (any, with overflow:hidden, or clamped lines) still open where the footer goes, and an unclosed
+  comment or unfinished tag there: the footer would be swallowed.
+* An element drawn over the page, wherever it sits, by a style attribute or rule: position:fixed with something
+  drawn (a background, an image), or position:absolute spanning the page both ways (100%, both edges, inset)
+  with it. A caption bar over its own picture is fine.
+* An external style sheet (`<link rel=stylesheet>`, `@import`): its rules cannot be screened. Google Fonts' style
+  sheets (fonts.googleapis.com, what builders link for a web font) hold only its fonts and are allowed.
 * An unsubscribe link (`{{ unsubscribe_url }}`) or unsubscribe wording inside a hiding element or written in
   its background colour. Concealment (display:none, opacity:0, zero height...) counts whatever is inside; a
   tiny font and visibility:hidden are inherited and count only until the content sets its own again (email
@@ -76,7 +86,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from itertools import accumulate
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, unquote, unquote_plus, urlsplit
 
 MAX_MATCHES = 50
 MAX_REFUSALS = 20
@@ -654,6 +664,7 @@ def _text_urls(text: str) -> Iterator[str]:
 # --- links -------------------------------------------------------------------------------------------------------
 
 _FULL_STOPS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})  # IDNA reads them as "."
+_URL_SEPARATORS = str.maketrans("/_+=&", "     ")  # between the words of a path or query
 
 
 def _split_url(url: str) -> tuple[str, SplitResult] | None:
@@ -700,6 +711,11 @@ def _link_matches(url: str) -> Iterator[Match]:
     executable = _EXECUTABLE.search(parts.path)
     if executable:
         yield Match("malware", matched, "link", f"link to an executable file ({executable.group().lower()})")
+    # Its path, query and fragment as words (a derived text part shows a link's path, not what its escapes say):
+    # "/online-casino", "?q=online+casino" and "?q=online%20casino" read alike.
+    words = " ".join((unquote(parts.path), unquote_plus(parts.query), unquote(parts.fragment)))
+    for found in _text_matches(_Folded(_INVISIBLE.sub("", words.translate(_URL_SEPARATORS))), "link"):
+        yield Match(found.category, matched, "link", found.rule)
 
 
 # --- CSS ---------------------------------------------------------------------------------------------------------
@@ -813,7 +829,44 @@ def _background(declarations: dict[str, str]) -> _Colour | None:
 
 _OFFSETS = ("left", "top", "right", "bottom", "margin", "margin-left", "margin-top", "text-indent")
 _CONCEALING_PROPERTIES = frozenset({*_OFFSETS, "display", "mso-hide", "content-visibility", "opacity", "zoom",
-                                    "overflow", "overflow-x", "overflow-y", "clip", "clip-path", "transform"})
+                                    "overflow", "overflow-x", "overflow-y", "clip", "clip-path", "transform",
+                                    "translate", "scale", "filter", "-webkit-filter"})
+_NUMBER = re.compile(r"-?\d*\.?\d+")
+_FILTER_OPACITY = re.compile(r"opacity\(\s*([^)]*)\)|alpha\(\s*opacity\s*=\s*(-?\d*\.?\d+)")
+_TRANSLATION = re.compile(r"translate(?:[xy]|3d)?\(([^)]*)\)")
+_MATRIX = re.compile(r"matrix\(([^)]*)\)")
+
+
+def _far_off(length: str) -> bool:
+    """A translation that moves an element off the page: by its own size or more (±100%), by the viewport's (±100vw
+    or vh), 100px or more to the left or top (as the offsets), or further right or down than any screen is wide."""
+    length = length.strip()
+    if length.endswith("%") or length.endswith(("vw", "vh", "vmin", "vmax")):
+        amount = _NUMBER.match(length)
+        return amount is not None and abs(float(amount.group())) >= 100
+    px = _px(length)
+    return px is not None and (px <= -100 or px >= 2000)
+
+
+def _transformed_away(declarations: dict[str, str]) -> str | None:
+    """A transform that moves an element off the page or shrinks it to nothing (None: neither)."""
+    transform = declarations.get("transform", "")
+    for scale in re.findall(r"scale[xyz3d]*\(([^)]*)\)", transform):
+        if any(float(n) <= 0.05 for n in _NUMBER.findall(scale)):
+            return f"transform:{transform}"
+    for translation in _TRANSLATION.findall(transform):
+        if any(_far_off(length) for length in translation.split(",")[:2]):  # across or down, not towards the reader
+            return f"transform:{transform}"
+    for matrix in _MATRIX.findall(transform):  # matrix(a, b, c, d, tx, ty)
+        numbers = [float(n) for n in _NUMBER.findall(matrix)]
+        if len(numbers) == 6 and (max(map(abs, numbers[0:2])) <= 0.05 or max(map(abs, numbers[2:4])) <= 0.05
+                                  or any(n <= -100 or n >= 2000 for n in numbers[4:6])):
+            return f"transform:{transform}"
+    if "translate" in declarations and any(_far_off(length) for length in declarations["translate"].split()):
+        return f"translate:{declarations['translate']}"
+    if "scale" in declarations and any(float(n) <= 0.05 for n in _NUMBER.findall(declarations["scale"])):
+        return f"scale:{declarations['scale']}"
+    return None
 
 
 def _concealing(declarations: dict[str, str]) -> str | None:
@@ -843,13 +896,76 @@ def _concealing(declarations: dict[str, str]) -> str | None:
         return f"clip:{get('clip')}"
     if get("clip-path", "none") != "none":
         return f"clip-path:{get('clip-path')}"
-    for scale in re.findall(r"scale[xyz3d]*\(([^)]*)\)", get("transform", "")):
-        if any(float(n) <= 0.05 for n in re.findall(r"-?\d*\.?\d+", scale)):
-            return f"transform:{get('transform')}"
+    transformed = _transformed_away(declarations)
+    if transformed:
+        return transformed
+    for name in ("filter", "-webkit-filter"):
+        for amount, percent in _FILTER_OPACITY.findall(get(name, "")):  # opacity(0), opacity(0%), alpha(opacity=0)
+            level = _px(amount.rstrip("%") if amount else percent)
+            if level is not None and (level / 100 if not amount or amount.endswith("%") else level) <= 0.05:
+                return f"{name}:{get(name)}"
     for name in _OFFSETS:
         value = get(name, "")
         if "-" in value and any((_px(token) or 0) <= -100 for token in value.split()):
             return f"{name}:{value}"
+    return None
+
+
+_CLIPPED = ("hidden", "clip")
+# Sizes that fit the content: none of them cuts any off.
+_FITTING = frozenset({"", "auto", "none", "fit-content", "max-content", "min-content", "inherit", "initial", "unset",
+                      "revert", "revert-layer"})
+
+
+def _clipping(declarations: dict[str, str]) -> str | None:
+    """A height of any size that cuts off what does not fit (overflow:hidden, or clamped lines): harmless on an
+    element closed before the footer, hiding on one the footer ends up inside, as it goes last (None: none)."""
+    get = declarations.get
+    # Down the page, what overflows is cut off when overflow-y (or the last of overflow's values) says so;
+    # overflow-x:hidden alone makes a box one scrolls instead.
+    vertical = get("overflow-y") or (get("overflow", "").split() or [""])[-1]
+    if vertical not in _CLIPPED:
+        return None
+    for name in ("height", "max-height", "block-size", "max-block-size", "-webkit-line-clamp", "line-clamp"):
+        if get(name, "") not in _FITTING:
+            return f"{name}:{get(name)} with overflow:{vertical}"
+    return None
+
+
+# An element drawn over the page: fixed to the window (over the footer once the reader scrolls to it), or
+# absolute and spanning the page. Email builders use neither, as most clients drop them.
+_DRAWN_ITSELF = frozenset({"img", "video", "iframe", "object", "embed", "svg", "canvas", "input"})
+
+
+def _spans(declarations: dict[str, str], size: str, edges: tuple[str, str]) -> bool:
+    value = declarations.get(size, "")
+    if "inset" in declarations or all(declarations.get(edge, "auto") != "auto" for edge in edges):
+        return True
+    amount = _NUMBER.match(value)
+    if amount is None:
+        return False
+    if value.endswith(("%", "vw", "vh", "vmax")):
+        return float(amount.group()) >= 100
+    px = _px(value)
+    return px is not None and px >= 600
+
+
+def _overlay(declarations: dict[str, str], drawn_itself: bool = False) -> str | None:
+    """An element that covers the page, and so could cover the footer wherever it sits (None: it does not)."""
+    position = declarations.get("position")
+    if position not in ("fixed", "absolute"):
+        return None
+    background = _background(declarations)
+    painted = ("an image" if drawn_itself or background is _UNKNOWN else
+               f"background {_css_colour(background)}" if background is not None else
+               next((f"{name}:{declarations[name]}" for name in ("backdrop-filter", "-webkit-backdrop-filter")
+                     if declarations.get(name, "none") != "none"), None))
+    if painted is None:
+        return None  # nothing drawn: what is under it shows through
+    if position == "fixed":
+        return f"position:fixed with {painted}"
+    if _spans(declarations, "width", ("left", "right")) and _spans(declarations, "height", ("top", "bottom")):
+        return f"position:absolute over the whole page with {painted}"
     return None
 
 
@@ -900,6 +1016,58 @@ def _css_rules(css: str) -> Iterator[tuple[str, str, bool]]:
         start = brace.end()
 
 
+# A comment, an at-keyword (1), a string (3 or 4, 2: inside url()), an unquoted url() (5), escapes as written.
+_CSS_TOKEN = re.compile(r"/\*.*?(?:\*/|$)"
+                        r"|@((?:[\w-]|\\[0-9a-fA-F]{1,6}\s?|\\.)+)"
+                        r"|(url\(\s*)?(?:\"((?:[^\"\\]|\\.)*)(?:\"|$)|'((?:[^'\\]|\\.)*)(?:'|$))"
+                        r"|url\(\s*([^)\"'\s]*)", re.DOTALL | re.IGNORECASE)
+
+
+def _css_reading(css: str) -> tuple[list[str], list[str], list[str]]:
+    """What CSS holds besides its rules, escapes undone: its strings (a reader sees those of `content:"..."`; any
+    other, a font's name or a selector's value, is read too, at worst sending the campaign to review), the URLs a
+    client loads (`url()`, `@import`), and the style sheets it imports."""
+    texts: list[str] = []
+    urls: list[str] = []
+    imports: list[str] = []
+    importing = False
+    string_end = -1  # where the last string ended: strings with only spaces between them show as one
+    for token in _CSS_TOKEN.finditer(css):
+        keyword, in_url, double, single, bare = token.groups()
+        if keyword is not None:
+            importing = _css_unescape(keyword).lower() == "import"
+            if importing:
+                imports.append("")  # its URL is the string or url() that follows
+            continue
+        written = double if double is not None else single if single is not None else bare
+        if written is None:
+            continue  # a comment
+        value = _css_unescape(written.replace("\\\n", ""))  # a backslash before a line break continues a string
+        if bare is None:
+            if texts and not css[string_end:token.start()].strip():
+                texts[-1] += value  # content:"casi" "no" shows "casino"
+            else:
+                texts.append(value)
+            string_end = token.end()
+        if in_url is not None or bare is not None or importing:
+            urls.append(value)
+        if importing:
+            imports[-1], importing = value, False
+    return texts, urls, imports
+
+
+def _font_css(url: str) -> bool:
+    """Google Fonts' style sheets (what email builders link for a web font): @font-face rules of its own, which the
+    author cannot write into."""
+    split = _split_url(url)
+    return split is not None and split[0] == "fonts.googleapis.com"
+
+
+def _srcset_urls(srcset: str) -> list[str]:
+    """The image URLs of a srcset: comma-separated, each with an optional width or density after a space."""
+    return [candidate.split()[0] for candidate in srcset.split(",") if candidate.split()]
+
+
 # --- HTML --------------------------------------------------------------------------------------------------------
 
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)  # where delivery puts the footer (render.py)
@@ -936,6 +1104,10 @@ _ROW_SCOPE = frozenset({"table", "tr"})
 _TABLE_SCOPE = frozenset({"table"})
 # The footer delivery appends: <div style=...><a href=...>Unsubscribe</a><br>Email marketing by Herald</div><img>
 _FOOTER_TAGS = frozenset({"div", "a", "br", "img"})
+_DOCUMENT = frozenset({"html", "body"})
+_CLIPPED_FOOTER_TAGS = frozenset({"div", "a"})  # those of them whose text a height could cut off
+# Attributes naming what a client loads or a reader follows (srcset: a list of them).
+_LINK_ATTRIBUTES = ("href", "src", "srcset", "action", "formaction", "background", "poster")
 _NONE: frozenset[str] = frozenset()
 
 _R_STYLE = ("A <style> rule ({selector}) hides content with {what}, and it could reach the unsubscribe link and "
@@ -955,6 +1127,14 @@ _R_SAME_COLOUR = ("The unsubscribe link or wording is written in the colour of i
                   "Unsubscribing must stay visible: use a contrasting colour.")
 _R_FAKE = ("A link that reads as an unsubscribe link goes to {href!r} instead of {{{{ unsubscribe_url }}}}. Link "
            "it to {{{{ unsubscribe_url }}}} (Herald also adds its own unsubscribe link to every message).")
+_R_OVERLAY = ("This element is drawn over the page ({what}): wherever it sits, it could cover the unsubscribe link "
+              "and footer Herald adds at the end of the message. Remove its fixed or absolute position.")
+_R_STYLE_OVERLAY = ("A <style> rule ({selector}) draws an element over the page ({what}): it could cover the "
+                    "unsubscribe link and footer Herald adds at the end of the message. Remove its fixed or "
+                    "absolute position.")
+_R_EXTERNAL_CSS = ("An external style sheet ({what}) cannot be screened: its rules could hide the unsubscribe link "
+                   "and footer Herald adds at the end of the message. Write the styles into the message (a <style> "
+                   "element or style attributes).")
 
 
 @dataclass(slots=True)
@@ -984,6 +1164,7 @@ class _Element:
     background: _Colour | None  # the background inside it (None: the page's)
     coloured_by: _Element | None  # the element that set text_colour or background
     link: _Link | None = None
+    clips: str | None = None  # what of its own cuts off content that does not fit (a height with overflow:hidden)
 
 
 class _HtmlReader(HTMLParser):
@@ -1077,12 +1258,22 @@ class _HtmlReader(HTMLParser):
             if tag == "img":
                 for link in self.open_links:
                     link.text.append(values["alt"])
-        url = values.get("href") if tag in ("a", "area") else values.get("src") if tag == "img" else None
-        if url:
-            self.links.append(url)
+        for name in _LINK_ATTRIBUTES:
+            if values.get(name):
+                self.links.extend(_srcset_urls(values[name]) if name == "srcset" else (values[name],))
+        declarations: dict[str, str] = {}
+        if values.get("style"):
+            self._read_css(values["style"])
+            declarations = _declarations(values["style"])
+            overlay = _overlay(declarations, drawn_itself=tag in _DRAWN_ITSELF)
+            if overlay:
+                self._refuse(_R_OVERLAY.format(what=overlay), self.get_starttag_text() or f"<{tag}>")
+        if tag == "link" and "stylesheet" in values.get("rel", "").lower().split() and not _font_css(
+                values.get("href", "")):
+            self._refuse(_R_EXTERNAL_CSS.format(what="<link rel=stylesheet>"), self.get_starttag_text() or "<link>")
         if void:
             return
-        self._push(tag, values)
+        self._push(tag, values, declarations)
         if tag == "style":
             self.style_sheets.append("")
         elif tag == "a":
@@ -1093,9 +1284,7 @@ class _HtmlReader(HTMLParser):
             if link.unsubscribe:
                 self._check_visible()
 
-    def _push(self, tag: str, values: dict[str, str]) -> None:
-        style = values.get("style")
-        declarations = _declarations(style) if style else {}
+    def _push(self, tag: str, values: dict[str, str], declarations: dict[str, str]) -> None:
         fg = bg = None
         if declarations:
             fg, bg = _colour(declarations.get("color")), _background(declarations)
@@ -1121,7 +1310,8 @@ class _HtmlReader(HTMLParser):
             # links keep the client's link colour unless styled themselves
             text_colour=fg if fg is not None or tag == "a" else parent.text_colour if parent else None,
             background=bg if bg is not None else parent.background if parent else None,
-            coloured_by=parent.coloured_by if parent else None)
+            coloured_by=parent.coloured_by if parent else None,
+            clips=_clipping(declarations) if declarations else None)
         if concealing:
             element.concealed_by = element
         if declarations:
@@ -1184,6 +1374,7 @@ class _HtmlReader(HTMLParser):
         self.open_tags[element.tag] -= 1
         if element.tag == "style":
             self._note_style_sheet(self.style_sheets[-1])
+            self._read_css(self.style_sheets[-1])
         link = element.link
         if link is None:
             return
@@ -1218,16 +1409,25 @@ class _HtmlReader(HTMLParser):
         for element in self.at_footer:
             if element.tag in _NOT_DISPLAYED:
                 self._refuse(_R_NOT_DISPLAYED.format(tag=element.tag), element.start)
-            elif element.hides:
-                # Conservative: the footer must not depend on setting again what an unclosed element changed.
-                self._refuse(_R_UNCLOSED.format(what=element.hides, tag=element.tag), element.start)
+            elif element.hides or element.clips:
+                # Conservative: the footer must not depend on setting again what an unclosed element changed, nor
+                # on fitting in what is left of a height that cuts off the rest.
+                self._refuse(_R_UNCLOSED.format(what=element.hides or element.clips, tag=element.tag), element.start)
 
     def _check_style_sheet(self, css: str) -> None:
         ancestors = self.at_footer
         footer_bg = (ancestors[-1].background if ancestors else None) or self.page_bg
         for selector, body, dark_mode in _css_rules(css):
             declarations = _declarations(body)
+            overlay = _overlay(declarations)
+            if overlay:  # whatever it selects: drawn over the page, it covers the footer
+                self._refuse(_R_STYLE_OVERLAY.format(selector=_snippet(selector)[:80], what=overlay),
+                             f"{selector} {{{_snippet(body)}}}")
+                continue
             what = _hiding(declarations)
+            if what is None and (clips := _clipping(declarations)) and _may_reach_footer(
+                    selector, ancestors, _CLIPPED_FOOTER_TAGS):
+                what = clips
             # Light text on the page's background is what dark mode is for: the client darkens the page itself.
             if what is None and not dark_mode and _same_colour(_colour(declarations.get("color")),
                                                                _background(declarations) or footer_bg):
@@ -1235,6 +1435,15 @@ class _HtmlReader(HTMLParser):
             if what and _may_reach_footer(selector, ancestors):
                 self._refuse(_R_STYLE.format(selector=_snippet(selector)[:80], what=what),
                              f"{selector} {{{_snippet(body)}}}")
+
+    def _read_css(self, css: str) -> None:
+        """CSS shows text (`content:"..."`), loads what its URLs name, and may import a style sheet from elsewhere."""
+        texts, urls, imports = _css_reading(css)
+        self.text.extend(f"\n{text}\n" for text in texts)
+        self.links.extend(urls)
+        for url in imports:
+            if not _font_css(url):
+                self._refuse(_R_EXTERNAL_CSS.format(what="@import"), f"@import {url}")
 
     def _refuse(self, reason: str, matched: str) -> None:
         refusal = Refusal(reason=reason, where="html_body", matched=_snippet(matched))
@@ -1261,9 +1470,10 @@ def _css_colour(colour: _Colour | None) -> str:
     return "#{:02x}{:02x}{:02x}".format(*colour[:3])
 
 
-def _may_reach_footer(selector: str, ancestors: list[_Element]) -> bool:
-    """Whether any selector of the list could select the footer or an element the footer ends up inside."""
-    tags = _FOOTER_TAGS | {e.tag for e in ancestors}
+def _may_reach_footer(selector: str, ancestors: list[_Element], footer_tags: frozenset[str] = _FOOTER_TAGS) -> bool:
+    """Whether any selector of the list could select the footer (made of `footer_tags`) or an element the footer
+    ends up inside."""
+    tags = footer_tags | _DOCUMENT | {e.tag for e in ancestors}  # a body without <body> tags is one all the same
     classes = {name for e in ancestors for name in e.classes}
     ids = {name for e in ancestors for name in e.ids}
     for one in selector.split(","):

@@ -1,6 +1,7 @@
 """Screening reads what any member gets, not only the sample member: every branch of template code, the texts
 the code holds, the sender's name, and letters drawn like others; through the API on the real stack, with the
-evidence on CampaignSubmitted for staff (PRODUCT.md, "Content and industries")."""
+evidence on CampaignSubmitted for staff (PRODUCT.md, "Content and industries"); and every link target, the text CSS
+shows and a link's query string."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ async def test_content_only_some_members_get_and_the_sender_name_send_the_campai
         "c4": ({"text_body": "\u0101trais kred\u012bts".replace("\u0101", "a\u0304").replace("\u012b", "i\u0304")},
                ("text_body", "credit_debt_mortgage")),  # Latvian in decomposed form
         "c5": ({"subject": "Cheap \u1d20\u026a\u1d00\u0262\u0280\u1d00"}, ("subject", "pharmacy")),  # small capitals
+        # a form's target, the text CSS shows, a phrase in a link's query string
+        "c6": ({"html_body": '<form action="https://hop.clickbank.net/"><button>Order</button></form>'},
+               ("link", "affiliate")),
+        "c7": ({"html_body": '<style>.deal::after { content:"buy vi\\61 gra" }</style><p class="deal">Today</p>'},
+               ("html_body", "pharmacy")),
+        "c8": ({"html_body": '<p><a href="https://games.example/?q=online+casino">Play</a></p>',
+                "text_body": "Play: https://games.example/"}, ("link", "gambling")),
     }
     for campaign_id, (changes, _) in campaigns.items():
         created = await acme.http.post("/v1/campaigns", json={**draft(**changes), "campaign_id": campaign_id})

@@ -20,7 +20,7 @@ from herald_shared.contract.campaigns import (
     CampaignSubmitted,
     CampaignTestRequested,
 )
-from herald_shared.contract.compliance import AccountSuspended
+from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
 from herald_shared.contract.delivery import DeliveryHeld
 from herald_shared.contract.envelope import Event
 
@@ -237,6 +237,27 @@ def test_the_account_fold_knows_approval_trial_suspension_and_blocks() -> None:
         "metric": "abuse_rate", "value": 0.01, "threshold": 0.005, "reason": "complaints above 0.5%"})
     info = domain.account_info(account_doc(opened, suspended, billing(SendingBlocked, reason="payment_failed")))
     assert info is not None and info.suspended and info.blocked == ("payment_failed",)
+
+
+def test_a_reinstatement_lifts_only_the_suspension_it_names() -> None:
+    """PRODUCT.md, "Sending suspension": it holds until staff lift it; a reinstatement of an earlier suspension,
+    arriving (again) after a newer one, changes nothing, as compliance and delivery read it."""
+    def suspension() -> Event:
+        return AccountSuspended(account_id="acme", producer="compliance", payload={  # type: ignore[arg-type]
+            "metric": "abuse_rate", "value": 0.01, "threshold": 0.005, "reason": "complaints above 0.5%"})
+
+    def reinstatement(suspension_event_id: str | None) -> Event:
+        return AccountReinstated(account_id="acme", producer="compliance", payload={  # type: ignore[arg-type]
+            "reinstated_by": "rita", "reason": "fixed", "suspension_event_id": suspension_event_id})
+
+    first, second = suspension(), suspension()
+    lifts_first = reinstatement(str(first.event_id))
+    info = domain.account_info(account_doc(first, lifts_first, second, lifts_first))
+    assert info is not None and info.suspended
+    info = domain.account_info(account_doc(first, lifts_first, second, reinstatement(str(second.event_id))))
+    assert info is not None and not info.suspended
+    info = domain.account_info(account_doc(first, second, reinstatement(None)))  # unnamed: the one in force
+    assert info is not None and not info.suspended
 
 
 def test_a_report_shows_held_suspended_sending_or_queued_once_queued() -> None:

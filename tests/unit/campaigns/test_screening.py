@@ -323,8 +323,39 @@ font-size:13px;line-height:1;color:#000000;">New knitwear is in. <a href="{{ uns
 <![endif]--></div></body></html>"""
 
 
+# A magazine with a web font (what builders link from Google Fonts), cards cut to a height and clamped lines, a
+# rotated badge, a caption bar over its picture, CSS bullets, a background image and a srcset: all closed before
+# the footer, none over the page.
+MAGAZINE = """<!doctype html><html><head><!--[if !mso]><!--><link href="https://fonts.googleapis.com/css?family=Lora:400,700"
+rel="stylesheet" type="text/css"><style type="text/css">@import url(https://fonts.googleapis.com/css?family=Lora:400,700);
+</style><!--<![endif]--><style>
+  body { margin:0; height:100% !important; width:100% !important; background:#f4f1ea; font-family:Lora,Georgia,serif; }
+  .card { max-height:320px; overflow:hidden; border-radius:8px; background:#ffffff; }
+  .teaser { display:-webkit-box; -webkit-line-clamp:3; -webkit-box-orient:vertical; overflow:hidden; }
+  .badge { display:inline-block; transform:rotate(-4deg) translateY(-2px); background:#c0392b; color:#ffffff; }
+  .hero { position:relative; }
+  .hero .caption { position:absolute; bottom:0; left:0; width:100%; height:48px; background:#000000; color:#fff; }
+  ul.ticks li::before { content:"\\2713  "; color:#2e7d32; }
+  @media only screen and (max-width:480px) { .card { max-height:none !important; } }
+</style></head><body>
+<table width="600" align="center" background="https://cdn.rudzurasa.example/paper.jpg"><tr><td>
+<div class="hero"><img src="https://cdn.rudzurasa.example/hero.jpg" srcset="https://cdn.rudzurasa.example/hero.jpg 1x,
+https://cdn.rudzurasa.example/hero@2x.jpg 2x" alt="Autumn loaves" width="600">
+<div class="caption">Rye season is here</div></div>
+<div class="card" style="max-height:320px;overflow:hidden"><span class="badge">New</span>
+<h2>Ten ways with rye</h2><p class="teaser">From crispbread to kvass: our bakers share what they do with the season's
+rye, and why a slow sourdough matters more than any recipe.</p>
+<ul class="ticks"><li>Baked every morning</li><li>Order by noon, collect by five</li></ul></div>
+<div style="transform:translateX(-12px);height:40px;overflow:hidden"><a
+href="https://rudzurasa.example/shop?q=rye+bread&amp;utm_source=newsletter">Shop rye bread</a></div>
+</td></tr></table>
+<p style="font-size:12px;color:#666666">You are receiving this because you joined at rudzurasa.example.
+<a href="{{ unsubscribe_url }}">Unsubscribe</a></p>
+</body></html>"""
+
+
 @pytest.mark.parametrize(("subject", "html_body"), [("Maiznīcas jaunumi", BAKERY), ("Product update", SAAS),
-                                                    ("Autumn news", BUILDER)])
+                                                    ("Autumn news", BUILDER), ("Rye season", MAGAZINE)])
 def test_a_clean_newsletter_has_no_matches_and_no_refusals(subject: str, html_body: str) -> None:
     result = screen(subject=subject, preheader="Jaunumi", html_body=html_body, text_body="Sveiki! Hello!")
     assert result == Screening(matches=(), refusals=())
@@ -367,6 +398,59 @@ REFUSALS = [
     ('<p>Hi</p><details open><summary>More</summary>', None),
     ('<p>Hi</p><div style="line-height:1;overflow:hidden">x', None),
     ('<p>Hi</p><div style="line-height:0;overflow:hidden">x', "This element hides its content (line-height:0"),
+    # moved off the page, faded out with a filter, or cut to any height while the footer goes inside it
+    ('<p>Hi</p><div style="transform:translateX(-9999px)"><p>more</p>',
+     "This element hides its content (transform:translatex(-9999px))"),
+    ('<p>Hi</p><div style="transform:translate(-200vw)"><p>more</p>',
+     "This element hides its content (transform:translate(-200vw))"),
+    ('<p>Hi</p><div style="transform:translateY(100%)"><p>more</p>', "This element hides its content (transform:"),
+    ('<p>Hi</p><div style="translate:0 -9999px"><p>more</p>', "This element hides its content (translate:0 -9999px)"),
+    ('<p>Hi</p><div style="filter:opacity(0)"><p>more</p>', "This element hides its content (filter:opacity(0))"),
+    ('<p>Hi</p><div style="-webkit-filter:opacity(3%)"><p>more</p>', "This element hides its content (-webkit-filter"),
+    ('<p>Hi</p><div style="max-height:20px;overflow:hidden"><p>more</p>',
+     "This element hides its content (max-height:20px with overflow:hidden)"),
+    ('<body style="height:100%;overflow:hidden"><p>Hi</p></body>',
+     "This element hides its content (height:100% with overflow:hidden)"),
+    ('<p>Hi</p><div style="-webkit-line-clamp:2;display:-webkit-box;overflow:hidden"><p>more</p>',
+     "This element hides its content (-webkit-line-clamp:2"),
+    ('<p>Hi</p><div style="transform:translate(-50%, -20px)">x</div>'
+     '<div style="max-height:80px;overflow:hidden">x</div><div style="filter:opacity(0.8)">x</div>', None),
+    ('<p>Hi</p><div style="height:300px;overflow-x:hidden">x', None),  # a box one scrolls, cutting nothing off
+    ('<p>Hi</p><div style="max-height:none;overflow:hidden">x', None),
+    # drawn over the page, wherever it sits
+    ('<p>Hi</p><div style="position:absolute;top:0;left:0;width:100%;height:100%;background:#fff"></div>',
+     "This element is drawn over the page (position:absolute over the whole page with background #ffffff)"),
+    ('<p>Hi</p><div style="position:fixed;bottom:0;left:0;right:0;height:80px;background:#ffffff"></div>',
+     "This element is drawn over the page (position:fixed with background #ffffff)"),
+    ('<p>Hi</p><img src="https://acme.example/white.png" style="position:fixed;bottom:0;left:0;width:100%">',
+     "This element is drawn over the page (position:fixed with an image)"),
+    ('<div style="position:relative"><img src="https://acme.example/a.jpg" alt="">'
+     '<div style="position:absolute;bottom:0;left:0;width:100%;height:40px;background:#000;color:#fff">Sale</div>'
+     '</div><p>Hi</p>', None),
+    ('<p>Hi</p><div style="position:fixed;top:0;right:0">x</div>', None),  # nothing drawn: the page shows through
+    # the same in a <style> rule, and style sheets that cannot be screened
+    ("<style>body { max-height:40px; overflow:hidden }</style><p>Hi</p>",
+     "A <style> rule (body) hides content with max-height:40px with overflow:hidden"),
+    ("<style>html { visibility:hidden }</style><p>Hi</p>", "A <style> rule (html) hides content with visibility"),
+    ("<style>div { height:24px; overflow:hidden }</style><p>Hi</p>", "A <style> rule (div) hides content with height"),
+    ("<style>body > div { transform:translateX(-9999px) }</style><p>Hi</p>",
+     "A <style> rule (body > div) hides content with transform:translatex(-9999px)"),
+    ("<style>[style] { filter:opacity(0) }</style><p>Hi</p>", "A <style> rule ([style]) hides content with filter"),
+    ('<style>body::after { content:""; position:fixed; top:0; left:0; width:100%; height:100%; background:#fff }'
+     "</style><p>Hi</p>", "A <style> rule (body::after) draws an element over the page (position:fixed with "
+                          "background #ffffff)"),
+    ('<style>.x::before { position:absolute; inset:0; background:url(https://acme.example/w.png) }</style><p>Hi</p>',
+     "A <style> rule (.x::before) draws an element over the page (position:absolute over the whole page"),
+    ('<style>@import url("https://evil.example/hide.css");</style><p>Hi</p>',
+     "An external style sheet (@import) cannot be screened"),
+    ("<style>@\\69mport 'https://evil.example/hide.css';</style><p>Hi</p>",
+     "An external style sheet (@import) cannot be screened"),
+    ('<link rel="stylesheet" href="https://evil.example/h.css"><p>Hi</p>',
+     "An external style sheet (<link rel=stylesheet>) cannot be screened"),
+    ('<LINK REL="alternate Stylesheet" HREF="//evil.example/h.css"><p>Hi</p>', "An external style sheet (<link"),
+    ("<style>.card { max-height:200px; overflow:hidden }</style><p>Hi</p>", None),
+    ('<link rel="stylesheet" href="https://fonts.googleapis.com/css2?family=Lora"><p>Hi</p>', None),
+    ('<link rel="icon" href="https://acme.example/favicon.ico"><p>Hi</p>', None),
     # what the footer would be inside of: an open comment, an unfinished tag, an element never displayed
     ("<p>Hi</p><!-- note", "An HTML comment (<!--) is not closed"),
     ("<html><body><p>Hi</p><!-- </body> --></body></html>", "An HTML comment (<!--) is not closed"),
@@ -457,6 +541,51 @@ def test_deeply_nested_and_broken_html_is_screened_without_error() -> None:
     assert screen(subject="News", preheader=None, html_body=nested, text_body="x").refusals == ()
     broken = '<p>Hi</p><a href="https://bit.ly/x" style="color:rgba(0,0,0' + "x" * 10_000
     assert screen(subject="News", preheader=None, html_body=broken, text_body="x").refused
+
+
+# (HTML body, a (category, where) it must match): what a client loads or a reader follows, and text CSS shows
+SCREENED_TARGETS = [
+    ('<form action="https://hop.clickbank.net/"><button>Order</button></form>', ("affiliate", "link")),
+    ('<form><button formaction="https://hop.clickbank.net/">Order</button></form>', ("affiliate", "link")),
+    ('<form><input type="submit" formaction="https://bit.ly/abc" value="Go"></form>', ("link_shortener", "link")),
+    ('<table background="https://bit.ly/abc"><tr><td>Hello</td></tr></table>', ("link_shortener", "link")),
+    ('<img srcset="https://cdn.acme.example/a.png 1x, https://bit.ly/abc 2x" alt="">', ("link_shortener", "link")),
+    ('<picture><source srcset="https://tinyurl.com/y4"><img src="a.png" alt=""></picture>', ("link_shortener", "link")),
+    ('<video poster="https://bit.ly/abc"></video><p>Hi</p>', ("link_shortener", "link")),
+    ("<td style=\"background:url('https://bit.ly/abc')\">Hello</td>", ("link_shortener", "link")),
+    ("<style>.hero { background-image:url(//bit.ly/abc) }</style><p>Hi</p>", ("link_shortener", "link")),
+    ('<style>.hero { background:url("https://hop.clickbank.net/x.png") }</style><p>Hi</p>', ("affiliate", "link")),
+    ('<style>.x::after { content:"buy viagra" }</style><p class="x">Hi</p>', ("pharmacy", "html_body")),
+    ('<style>.x::after { content:"\\76 iagra" }</style><p class="x">Hi</p>', ("pharmacy", "html_body")),
+    ("<style>.x::after { content:'online ca' 'sino' }</style><p class=x>Hi</p>", ("gambling", "html_body")),
+    ('<p style="content:&quot;buy viagra&quot;">Hi</p>', ("pharmacy", "html_body")),
+    ('<a href="https://shop.example/?q=online+casino">Play</a>', ("gambling", "link")),
+    ('<a href="https://shop.example/search?q=online%20casino&amp;page=2">Play</a>', ("gambling", "link")),
+    ('<img src="https://cdn.shop.example/buy-viagra.png" alt="">', ("pharmacy", "link")),
+]
+
+
+@pytest.mark.parametrize(("html_body", "expected"), SCREENED_TARGETS)
+def test_every_link_target_and_the_text_css_shows_are_screened(html_body: str, expected: tuple[str, str]) -> None:
+    """README: link targets are screened, whatever attribute or CSS names them; a phrase in a query string is
+    read as one in the path; CSS `content` strings are text a reader sees (PRODUCT.md, "Content and industries")."""
+    result = scan(html_body=html_body)
+    assert expected in {(m.category, m.where) for m in result.matches}, result.matches
+    assert result.refusals == ()
+
+
+def test_a_phrase_in_a_query_string_is_shown_with_the_link_it_is_in() -> None:
+    [match] = scan(html_body='<a href="https://shop.example/?q=online+casino">Play</a>').matches
+    assert match == Match("gambling", "https://shop.example/?q=online+casino", "link", "online casino*")
+
+
+@pytest.mark.parametrize("url", [
+    "https://cinema.example/films?title=casino+royale&utm_source=newsletter&utm_campaign=autumn_sale",
+    "https://bank.example/help/credit-card-payments?lang=lv",
+    "https://shop.example/products?category=adult+education&sort=price",
+])
+def test_innocent_paths_and_query_strings_pass_clean(url: str) -> None:
+    assert scan(html_body=f'<a href="{html.escape(url)}">More</a>').matches == ()
 
 
 @pytest.mark.parametrize(("html_body", "expected"), [
