@@ -175,10 +175,54 @@ def sent_before(index: FactMarkers, fact: Fact, state: AccountState, policy: Pol
         return False
     marker = index.get(fact.sent_key)
     if marker is None:
-        # Its send is no longer remembered, so it is older than the dedupe horizon (or was never seen): with a
-        # reinstatement within that horizon, it came before it.
-        return state.reinstated_at is not None and state.reinstated_at >= fact.at - policy.longest_window_seconds
+        # Its send is no longer remembered, so it is older than the dedupe horizon, or was never seen, or has not
+        # been processed yet (another topic's partition, a MessageSent republished after its DSN): with a
+        # reinstatement within that horizon, it is taken for one before it until its send comes (`set_aside`).
+        return within_horizon_of_reinstatement(fact.at, state, policy)
     return len(marker) > 3 and marker[3] < state.epoch  # a marker without an epoch is from before epochs
+
+
+def within_horizon_of_reinstatement(at: int, state: AccountState, policy: Policy) -> bool:
+    """Whether a fact of time `at` whose send is not remembered may be about mail sent before the latest
+    reinstatement: a send older than the dedupe horizon is forgotten, so only within it can the index tell."""
+    return state.reinstated_at is not None and state.reinstated_at >= at - policy.longest_window_seconds
+
+
+# The kinds of fact that name the message they are about (`Fact.sent_key`).
+ABOUT_A_MESSAGE: tuple[FactKind, ...] = ("hard_bounce", "block", "complaint", "unsubscribe")
+# How far a fact's time may lie before its own send's (different producers' clocks): a send later than this
+# after the reinstatement's horizon can have no fact set aside waiting for it.
+CLOCK_SKEW_SECONDS = 3600
+
+
+def set_aside_key(kind: FactKind, campaign_id: str | None, sent_key: str) -> str:
+    """The index key of the note that a fact of this kind and campaign was set aside, as about mail sent before
+    the reinstatement, only because its send (`sent_key`) had not been seen yet."""
+    return f"w:{kind}:{campaign_id or ''}|{sent_key}"
+
+
+def set_aside(index: FactMarkers, fact: Fact, source: str, offset: int, epoch: int) -> None:
+    """Note a fact excluded from the rules because its send was not in the index: if the send comes in this
+    epoch, the fact was about mail sent after the reinstatement, and counts after all (`awaited_by`)."""
+    assert fact.sent_key is not None
+    index[set_aside_key(fact.kind, fact.campaign_id, fact.sent_key)] = [source, offset, fact.at, epoch]
+
+
+def awaited_by(index: FactMarkers, send: Fact, state: AccountState,
+               policy: Policy) -> list[tuple[FactKind, str | None, int]]:
+    """The facts (kind, campaign, time) set aside in this epoch until `send`, claimed now, came. Their campaign is
+    the send's (an unsubscribe may name none)."""
+    if state.epoch == 0 or state.reinstated_at is None or \
+            send.at > state.reinstated_at + policy.longest_window_seconds + CLOCK_SKEW_SECONDS:
+        return []
+    campaigns = (send.campaign_id, None) if send.campaign_id else (None,)
+    found: list[tuple[FactKind, str | None, int]] = []
+    for kind in ABOUT_A_MESSAGE:
+        for campaign in campaigns if kind == "unsubscribe" else campaigns[:1]:
+            note = index.get(set_aside_key(kind, campaign, send.key))
+            if note is not None and len(note) > 3 and note[3] == state.epoch:
+                found.append((kind, campaign, note[2]))
+    return found
 
 
 # --- counts and rates -------------------------------------------------------------------------------------------
@@ -343,6 +387,14 @@ class AccountState:
             self.campaign_seen[fact.campaign_id] = max(fact.at, self.campaign_seen.get(fact.campaign_id, 0))
             if before_reinstatement:
                 self.baseline.setdefault(f"c:{fact.campaign_id}", Counts()).add(fact.kind)
+
+    def count_set_aside(self, kind: FactKind, campaign_id: str | None, at: int, policy: Policy) -> None:
+        """A fact counted as before the reinstatement only because its send had not been seen turned out to be
+        about mail sent after it (the send came in this epoch): out of the baseline, so the rules judge it."""
+        for key in (f"b:{policy.bucket(at)}", f"c:{campaign_id}" if campaign_id else None):
+            counts = self.baseline.get(key) if key else None
+            if counts is not None and getattr(counts, kind) > 0:
+                counts.add(kind, -1)
 
     def window_counts(self, hours: int, policy: Policy, *, raw: bool = False) -> Counts:
         newest = policy.bucket(self.stream_time)
@@ -708,7 +760,16 @@ def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers
                     forgotten(facts, fact, state):
                 outcome = "late" if outcome == "duplicate" else outcome
             elif claim(facts, fact, item.source, item.offset, state.epoch):
-                state.count(fact, policy, before_reinstatement=sent_before(facts, fact, state, policy))
+                before = sent_before(facts, fact, state, policy)
+                state.count(fact, policy, before_reinstatement=before)
+                # Which of a message's facts is processed first is no sign of when it was sent (topics are read in
+                # no set order, a MessageSent may be republished after its DSN): a fact set aside for want of its
+                # send counts as soon as the send comes, so the same facts in any order are judged alike.
+                if before and fact.sent_key is not None and facts.get(fact.sent_key) is None:
+                    set_aside(facts, fact, item.source, item.offset, state.epoch)
+                elif fact.kind == "sent":
+                    for kind, campaign_id, at in awaited_by(facts, fact, state, policy):
+                        state.count_set_aside(kind, campaign_id, at, policy)
                 outcome = "counted"
         return outcome
     at = item.at

@@ -8,10 +8,11 @@ from typing import Any
 
 from herald_compliance.processor import SWEEP_MARGIN_SECONDS
 from herald_shared.contract.compliance import AccountReinstated
+from herald_shared.contract.subscriptions import SubscriberUnsubscribed
 from herald_shared.kafka import DLQ_REASON
 from tests.conftest import eventually
 
-from .conftest import STAFF, Bus, complaint, hard_bounce, sent
+from .conftest import STAFF, Bus, complaint, env_of, hard_bounce, ref, sent
 
 
 def counts_of(rates: dict[str, Any], campaign: str) -> dict[str, int] | None:
@@ -106,6 +107,38 @@ async def test_staff_reinstatement_restarts_the_counters(start_compliance: Any, 
     assert statuses[0] == 202 and statuses[1] in (202, 409)
     ids = [e["event_id"] for e in await bus.compliance_events("AccountReinstated")]
     assert len(set(ids)) == 3  # the first, the stale copy, and the double click's one id
+
+
+async def test_after_a_reinstatement_reports_processed_before_their_sends_count_once_the_sends_come(
+        start_compliance: Any, bus: Bus) -> None:
+    """A new campaign after a reinstatement: its DSNs (herald.delivery) and one-click unsubscribes
+    (herald.subscriptions) are processed before its MessageSent (republished after a sender's restart, or on a
+    partition read later). Set aside while the sends are unknown, they count once the sends come: 8 hard bounces
+    of 100 suspend, as they would with the sends first."""
+    running = await start_compliance()
+    await bus.publish(*(sent("acc-6", "c1", i) for i in range(100)), *(hard_bounce("acc-6", "c1", i) for i in range(8)))
+    await eventually(lambda: bus.compliance_events("AccountSuspended"), lambda e: len(e) == 1, what="suspension")
+    response = await running.http.post("/v1/accounts/acc-6/reinstatement", headers=STAFF,
+                                       json={"reason": "customer removed the purchased addresses"})
+    assert response.status_code == 202, response.text
+    await eventually(lambda: running.rates("acc-6"), lambda r: r.get("reinstatements") == 1,
+                     what="reinstatement applied")
+
+    unsubscribes = [SubscriberUnsubscribed(**env_of("acc-6", "subscriptions"), payload={
+        "list_id": "l1", "subscriber_id": ref("c3", i)["subscriber_id"], "source": "one_click", "campaign_id": "c3",
+        "message_id": ref("c3", i)["message_id"]}) for i in range(8, 10)]
+    await bus.publish(*(hard_bounce("acc-6", "c3", i) for i in range(8)), *unsubscribes)
+    rates = await eventually(lambda: running.rates("acc-6"), lambda r: counts_of(r, "c3") == {
+        "sent": 0, "hard_bounces": 8, "complaints": 0, "unsubscribes": 2, "blocks": 0}, what="c3's reports counted")
+    c3 = next(s for s in rates["scopes"] if s["name"] == "c3")
+    assert c3["counts"]["hard_bounces"] == 0 and c3["counts"]["unsubscribes"] == 0  # set aside: no send seen yet
+
+    await bus.publish(*(sent("acc-6", "c3", i) for i in range(100)))
+    events = await eventually(lambda: bus.compliance_events("AccountSuspended"), lambda e: len(e) == 2,
+                              what="second suspension")
+    payload = events[1]["payload"]
+    assert payload["metric"] == "hard_bounce_rate" and payload["scope"]["campaign_id"] == "c3"
+    assert payload["counts"] == {"sent": 100, "hard_bounces": 8, "complaints": 0, "unsubscribes": 2, "blocks": 0}
 
 
 async def test_abuse_rate_warnings_at_bulk_sender_levels(start_compliance: Any, bus: Bus) -> None:

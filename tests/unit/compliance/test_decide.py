@@ -5,12 +5,17 @@ subscribers", one-off sending)."""
 from __future__ import annotations
 
 import hashlib
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from herald_compliance.domain import (
     ACTED_ON,
     AccountState,
+    Counts,
     Forgetting,
     Input,
     ListRecord,
@@ -24,8 +29,14 @@ from herald_compliance.domain import (
 )
 from herald_shared.contract import EVENT_TYPES, Event
 from herald_shared.contract.compliance import AccountReinstated, AccountSuspended, AccountWarned
-from herald_shared.contract.delivery import LinkClicked, MessageBounced, MessageOpened, MessageSent
-from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded
+from herald_shared.contract.delivery import (
+    ComplaintReceived,
+    LinkClicked,
+    MessageBounced,
+    MessageOpened,
+    MessageSent,
+)
+from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded, SubscriberUnsubscribed
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 NOW = T0 + timedelta(hours=1)
@@ -212,6 +223,136 @@ def test_counts_restart_for_the_rules_after_a_reinstatement() -> None:
     decision = account.decide(*(bounced(i) for i in range(8, 16)))  # bounces of mail sent before it
     assert decision.announcements == [] and account.state.suspension is None
     assert account.state.campaign_counts("c1", raw=True).hard_bounce == 16
+
+
+# After a reinstatement: mail and what comes back about it, each message to its own subscriber.
+REINSTATED_AT = T0 + timedelta(hours=1)
+
+
+def message(campaign: str, i: int) -> dict[str, Any]:
+    return {"message_id": f"{campaign}-m{i}", "campaign_id": campaign, "subscriber_id": f"{campaign}-s{i}",
+            "list_id": "l1"}
+
+
+def mail(campaign: str, i: int, at: datetime) -> MessageSent:
+    return MessageSent(**env(at), payload={**message(campaign, i), "recipient_domain": "example.com",
+                                           "smtp_code": 250})
+
+
+def dsn(campaign: str, i: int, at: datetime) -> MessageBounced:
+    return MessageBounced(**env(at), payload={**message(campaign, i), "bounce_class": "hard", "smtp_code": 550,
+                                              "diagnostic": "5.1.1", "source": "dsn"})
+
+
+def complained(campaign: str, i: int, at: datetime) -> ComplaintReceived:
+    return ComplaintReceived(**env(at), payload={**message(campaign, i), "feedback_type": "abuse",
+                                                 "reporting_domain": "isp.example"})
+
+
+def unsubscribed(campaign: str, i: int, at: datetime) -> SubscriberUnsubscribed:
+    return SubscriberUnsubscribed(**env(at), payload={"list_id": "l1", "subscriber_id": f"{campaign}-s{i}",
+                                                      "source": "one_click", "campaign_id": campaign,
+                                                      "message_id": f"{campaign}-m{i}"})
+
+
+def reinstated_account() -> Account:
+    """c1: 100 sent and 8 hard bounces (8%), suspended; then staff reinstate."""
+    account = Account()
+    account.decide(*(mail("c1", i, T0) for i in range(100)), *(dsn("c1", i, T0) for i in range(8)))
+    account.decide(AccountReinstated(**env(REINSTATED_AT), payload={
+        "reinstated_by": "staff", "reason": "reviewed", "suspension_event_id": suspension_id(ACCOUNT, 0)}))
+    assert account.state.epoch == 1 and account.state.suspension is None
+    return account
+
+
+def suspensions(*decisions: Any) -> list[AccountSuspended]:
+    return [e for d in decisions for e in d.announcements if isinstance(e, AccountSuspended)]
+
+
+def test_after_a_reinstatement_facts_processed_before_their_send_count_once_it_comes() -> None:
+    """A new campaign after a reinstatement: its bounces, complaints or unsubscribes processed before their
+    MessageSent (topics are read in no set order; a MessageSent may be republished after its DSN), in the same
+    batch or an earlier one, are judged as when the sends come first. Boundaries stay exact: 8 hard bounces of
+    100 (8.00%) suspend, 7 do not; 1 complaint (1% > 0.5%); 2 unsubscribes (2% > 1%), 1 does not."""
+    later = REINSTATED_AT + timedelta(hours=1)
+    sends = [mail("c3", i, later) for i in range(100)]
+    cases: list[tuple[list[Event], str | None, Counts]] = [
+        ([dsn("c3", i, later + timedelta(seconds=5)) for i in range(8)], "hard_bounce_rate",
+         Counts(sent=100, hard_bounce=8)),
+        ([dsn("c3", i, later + timedelta(seconds=5)) for i in range(7)], None, Counts(sent=100, hard_bounce=7)),
+        ([complained("c3", 0, later + timedelta(hours=1))], "abuse_rate", Counts(sent=100, complaint=1)),
+        ([unsubscribed("c3", i, later + timedelta(minutes=1)) for i in range(2)], "unsubscribe_rate",
+         Counts(sent=100, unsubscribe=2)),
+        ([unsubscribed("c3", 0, later + timedelta(minutes=1))], None, Counts(sent=100, unsubscribe=1)),
+    ]
+    for facts, metric, judged in cases:
+        for batches in ([sends + facts], [facts + sends], [facts, sends], [sends, facts]):
+            account = reinstated_account()
+            found = suspensions(*(account.decide(*batch) for batch in batches))
+            context = (metric, [len(b) for b in batches], [type(b[0]).__name__ for b in batches])
+            assert account.state.campaign_counts("c3") == judged, context
+            assert account.state.window_counts(24, POLICY) == judged, context
+            if metric is None:
+                assert found == [] and account.state.suspension is None, context
+            else:
+                [suspended] = found
+                assert suspended.payload.metric == metric and suspended.payload.scope.campaign_id == "c3", context
+                assert suspended.payload.counts.sent == 100, context
+
+
+def test_a_fact_about_mail_sent_before_the_reinstatement_stays_out_of_the_rules_in_any_order() -> None:
+    """Its send was counted before the reinstatement, or is no longer remembered and never comes: the fact shows
+    in the raw totals only, whichever is processed first."""
+    later = REINSTATED_AT + timedelta(hours=1)
+    old = [dsn("c1", i, later) for i in range(8, 40)] + [complained("c1", 40, later), unsubscribed("c1", 41, later),
+                                                          complained("c1", 999, later)]  # c1-m999: never seen
+    new = [mail("c3", i, later) for i in range(100)]
+    for order in (old + new, new + old):
+        account = reinstated_account()
+        assert suspensions(account.decide(*order)) == []
+        assert account.state.window_counts(24, POLICY) == Counts(sent=100)
+        assert account.state.campaign_counts("c1") == Counts()
+        assert account.state.campaign_counts("c1", raw=True) == Counts(sent=100, hard_bounce=40, complaint=2,
+                                                                       unsubscribe=1)
+
+
+@settings(max_examples=80, deadline=None)
+@given(resumed=st.integers(0, 100), hard=st.integers(0, 10), complaints=st.integers(0, 1),
+       unsubscribes=st.integers(0, 2), republished=st.integers(0, 30), batch=st.integers(1, 80),
+       rnd=st.randoms(use_true_random=False))
+def test_after_a_reinstatement_the_same_facts_in_any_order_and_batches_give_the_same_suspension(
+        resumed: int, hard: int, complaints: int, unsubscribes: int, republished: int, batch: int,
+        rnd: random.Random) -> None:
+    """PRODUCT.md "Sending suspension", after staff lift it: 100 messages go out, `resumed` of them the held rest of
+    the suspended campaign c1 (delivery sends it on reinstatement), the others a new campaign c3; some bounce, are
+    complained about or unsubscribed from; late reports about c1's mail from before the reinstatement come too, and
+    some events are published twice. However they are ordered and cut into batches, the rules judge exactly the
+    new mail's facts, and the account is suspended (once) exactly when those breach a threshold."""
+    later = REINSTATED_AT + timedelta(minutes=30)
+    ids = [("c1", 100 + i) if i < resumed else ("c3", i) for i in range(100)]
+    at = {m: later + timedelta(seconds=97 * n) for n, m in enumerate(ids)}  # over ~3 hours: several buckets
+    events: list[Event] = [mail(c, i, at[c, i]) for c, i in ids]
+    reply = timedelta(minutes=10)
+    events += [dsn(c, i, at[c, i] + reply) for c, i in ids[:hard]]
+    events += [complained(c, i, at[c, i] + reply) for c, i in ids[hard:hard + complaints]]
+    events += [unsubscribed(c, i, at[c, i] + reply) for c, i in ids[hard + complaints:hard + complaints + unsubscribes]]
+    events += [dsn("c1", i, later) for i in range(8, 20)] + [complained("c1", 20, later),
+                                                              unsubscribed("c1", 21, later),
+                                                              complained("c1", 999, later)]  # c1-m999: never seen
+    events += [rnd.choice(events) for _ in range(republished)]
+    rnd.shuffle(events)
+
+    account = reinstated_account()
+    found = suspensions(*(account.decide(*events[start:start + batch]) for start in range(0, len(events), batch)))
+
+    judged = Counts(sent=100, hard_bounce=hard, complaint=complaints, unsubscribe=unsubscribes)
+    assert account.state.window_counts(24, POLICY) == judged
+    assert account.state.campaign_counts("c1") + account.state.campaign_counts("c3") == judged
+    breached = hard >= 8 or complaints >= 1 or unsubscribes >= 2
+    assert len(found) == (1 if breached else 0)
+    assert (account.state.suspension is not None) == breached
+    if breached:
+        assert found[0].payload.counts.sent == 100  # no scope decides before all 100 are in
 
 
 def test_a_list_counts_as_sent_to_at_its_campaigns_first_accepted_message_and_tests_do_not() -> None:
