@@ -1,5 +1,6 @@
 """The `activity` read model: what delivery recorded about each subscriber's own messages (sent, bounced, opened,
-clicked, with the client an open or click came from), for the GDPR export; removed by erasure and purge.
+clicked, with the client an open or click came from; suppressed, by a hard bounce or a complaint alike), for the
+GDPR export; removed by erasure and purge.
 
 Written for FerretDB (`herald_shared.readmodel`): insert-only documents keyed
 `account/subscriber/<time>/<event id>`, so one membership's activity is an `_id` prefix range (read newest first
@@ -13,8 +14,9 @@ nothing for an erased membership (an open of an old message, a late bounce repor
 back): it skips what the tombstones refuse, and after its insert reads them once more and deletes what they refuse
 now. Between the two consumers no order is needed: an erasure whose tombstone that second read missed was
 written after the insert, and its range delete, after the tombstone, takes the entries with it. Only a membership
-added again after the erasure (a fresh double opt-in keeps the id) collects activity again, from then on
-(`domain.activity_kept`).
+confirmed again after the erasure (the person's fresh double opt-in keeps the id) collects activity again, from its
+confirmation on (`domain.activity_kept`): a re-add still pending (anyone can post a form with an address) is not
+the person's return.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from pymongo.operations import DeleteMany, UpdateOne
 
 from herald_shared.contract import Event
 from herald_shared.contract.billing import AccountPurged
-from herald_shared.contract.delivery import LinkClicked, MessageBounced, MessageOpened, MessageSent
+from herald_shared.contract.delivery import (
+    ComplaintReceived,
+    LinkClicked,
+    MessageBounced,
+    MessageOpened,
+    MessageSent,
+)
 from herald_shared.contract.subscriptions import SubscriberErased
 from herald_shared.mongo import Projection, WriteOp
 from herald_shared.purging import delete_by_account_prefix
@@ -42,9 +50,14 @@ ACTIVITY, ERASED = "activity", "activity_erased"
 # What the activity consumer reads (its `only`): the rest of each topic is passed over unparsed. Not
 # herald.subscriptions: an import's millions of events would all pass through it for the rare erasure.
 ACTIVITY_EVENTS: dict[str, list[type[Event]]] = {
-    "herald.delivery": [MessageSent, MessageBounced, MessageOpened, LinkClicked],
+    # A complaint as a neutral `suppressed` entry, like a hard bounce (`domain.customer_activity`).
+    "herald.delivery": [MessageSent, MessageBounced, MessageOpened, LinkClicked, ComplaintReceived],
     "herald.billing": [AccountPurged],
 }
+# The activity consumer's group, after the service name. `.v2` since complaints are folded too (as `suppressed`,
+# like a hard bounce): a new group reads herald.delivery again from offset 0, so the complaints the group before
+# passed over are added (every other entry is the same `_id` again, ignored; erased memberships' refused).
+ACTIVITY_GROUP = "activity.v2"
 # The export gives a person's newest activity up to this many entries (and says when there was more).
 EXPORT_LIMIT = 10_000
 
@@ -122,11 +135,11 @@ class Activity:
         tombstones = await load(self.db[ERASED], (member_key(*m) for m in entries))
         if not tombstones:
             return set()
-        members = await load(self.db[SUBSCRIBERS], tombstones, {"status": 1, "added_at": 1})
+        members = await load(self.db[SUBSCRIBERS], tombstones, {"status": 1, "confirmed_at": 1})
         refused: set[str] = set()
         for key, tombstone in tombstones.items():
             doc = members.get(key)
-            rejoined = doc.get("added_at") if doc is not None and doc["status"] != "erased" else None
+            rejoined = domain.rejoined_at(doc) if doc is not None else None
             refused |= {e["_id"] for e in entries[(tombstone["account_id"], tombstone["subscriber_id"])]
                         if not domain.activity_kept(e["at"], tombstone["erased_at"], rejoined)}
         return refused

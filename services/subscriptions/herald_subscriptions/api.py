@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, Field, StrictBool, StringConstraints
 
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.contract.delivery import BounceClass
-from herald_shared.contract.envelope import Identifier
+from herald_shared.contract.envelope import EmailHash, Identifier
 from herald_shared.contract.subscriptions import (
     ConsentEvidence,
     CustomFieldDefinition,
@@ -37,7 +37,7 @@ from herald_shared.request_fields import (
 from . import domain
 from .activity import EXPORT_LIMIT
 from .domain import SubscribeRequest
-from .handlers import SubscriptionsService
+from .handlers import PersonalData, SubscriptionsService
 from .importer import run_import, spool
 
 # A page cursor: the status and subscriber id the previous page ended at. Any id the event contract allows
@@ -108,8 +108,23 @@ class SubscribeIn(Body):
     consent: ConsentIn = Field(description="Consent evidence is required for every subscriber (PRODUCT.md).")
 
 
-class EraseIn(Body):
+# The person a GDPR export or erasure is about, by the sha256 (hex) of their address lower-cased: the event
+# contract's `email_sha256`, so every address the contract allows (a CRM's `jörg@example.com`, `anna@bücher.de`, a
+# local part over 64 characters) can be named, not only the ones `email` takes (the API's sendable addresses).
+EMAIL_SHA256_DESCRIPTION = (
+    "sha256 (64 lower-case hex digits) of the address lower-cased, as the event contract's `email_sha256`: names "
+    "any address a producer (a CRM) may have added, also one `email` does not take (not ASCII, a local part over "
+    "64 characters).")
+PersonHash = Annotated[EmailHash, Field(description=EMAIL_SHA256_DESCRIPTION)]
+
+
+class EraseByEmail(Body):
     email: EmailAddress
+    requested_by: Literal["subscriber", "account"] = "subscriber"
+
+
+class EraseByHash(Body):
+    email_sha256: PersonHash
     requested_by: Literal["subscriber", "account"] = "subscriber"
 
 
@@ -199,19 +214,24 @@ class SuppressionOut(Out):
 
 
 class ActivityOut(Out):
-    """One thing a message to the person recorded: sent, bounced, opened or clicked, with what was collected. A
-    complaint is never listed (who complained is never disclosed to the customer)."""
+    """One thing a message to the person recorded: sent, bounced, opened or clicked, with what was collected; or
+    suppressed. Who complained is never disclosed to the customer: a hard bounce and a complaint, which both
+    suppress the address, read alike, as one `suppressed` entry with its time, membership and kind of message
+    only (no message, no cause)."""
 
-    type: domain.ActivityType
+    type: domain.ActivityType = Field(description=(
+        "sent, bounced (soft, block or undetermined), opened, clicked; suppressed: the address is no longer "
+        "mailed because of this message (a hard bounce or a complaint: which one is not said)."))
     at: AwareDatetime
     kind: Literal["campaign", "confirmation"] = Field(description="A campaign's message, or the confirmation email "
                                                                   "of a double opt-in.")
     subscriber_id: Identifier = Field(description="The membership the message went to.")
     list_id: Identifier | None = None
-    campaign_id: Identifier | None = None
-    message_id: Identifier
-    bounce_class: BounceClass | None = Field(default=None, description="bounced: hard (the address is invalid), "
-                                             "soft (temporary), block (the receiver refused our mail), undetermined.")
+    campaign_id: Identifier | None = Field(default=None, description="The campaign (not for `suppressed`).")
+    message_id: Identifier | None = Field(default=None, description="The message (not for `suppressed`).")
+    bounce_class: BounceClass | None = Field(default=None, description="bounced: soft (temporary), block (the "
+                                             "receiver refused our mail), undetermined. A hard bounce (the address "
+                                             "is invalid) reads as `suppressed`.")
     diagnostic: str | None = Field(default=None, description="bounced: the receiving server's words.")
     bounce_source: Literal["smtp_reply", "dsn", "retry_expired", "local"] | None = Field(
         default=None, description="bounced: refused when sent, reported later, given up after retrying, or never "
@@ -233,12 +253,15 @@ class ActivityOut(Out):
 
 
 class ExportOut(Out):
-    email: str
+    email: str | None = Field(description=(
+        "The address asked for; by `email_sha256`, the address the memberships hold (null when none holds it "
+        "any more: erased)."))
     memberships: list[SubscriberOut]
     suppression: SuppressionOut | None = Field(description=(
         "The account's record that the address is not mailed (a hard bounce or a complaint), if any."))
     activity: list[ActivityOut] = Field(description=(
-        "What the messages to the person's memberships recorded (sent, bounced, opened, clicked), newest first: "
+        "What the messages to the person's memberships recorded (sent, bounced, opened, clicked, suppressed), "
+        "newest first: "
         f"the newest {EXPORT_LIMIT:,} entries."))
     activity_truncated: bool = Field(description=f"There was more activity than the {EXPORT_LIMIT:,} entries given.")
 
@@ -275,7 +298,18 @@ def subscriber_out(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def activity_out(doc: dict[str, Any]) -> dict[str, Any]:
-    return {**{k: v for k, v in doc.items() if k not in ("_id", "account_id", "at")}, "at": doc["at"].isoformat()}
+    """An activity entry as the customer reads it (`domain.customer_activity`: a hard bounce stored by an earlier
+    version reads as `suppressed`, as a complaint does)."""
+    entry = domain.customer_activity(doc)
+    return {**{k: v for k, v in entry.items() if k not in ("_id", "account_id", "at")},
+            "at": entry["at"].isoformat()}
+
+
+def export_out(email: str | None, held: PersonalData) -> dict[str, Any]:
+    return {"email": email, "memberships": [subscriber_out(d) for d in held.memberships if d["status"] != "erased"],
+            "suppression": None if held.suppression is None else {
+                "suppressed_at": held.suppression["suppressed_at"].isoformat()},
+            "activity": [activity_out(d) for d in held.activity], "activity_truncated": held.activity_truncated}
 
 
 def encode_cursor(listing_key: str) -> str:
@@ -439,17 +473,28 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRo
                 responses={**answers(200, ExportOut, "Every membership of the address, and its activity."),
                            **problems(422)})
     async def export(email: EmailAddress, account_id: Account) -> dict[str, Any]:
-        """Everything held about one person in this account, across lists."""
-        held = await service.export(account_id, email)
-        return {"email": email, "memberships": [subscriber_out(d) for d in held.memberships if d["status"] != "erased"],
-                "suppression": None if held.suppression is None else {
-                    "suppressed_at": held.suppression["suppressed_at"].isoformat()},
-                "activity": [activity_out(d) for d in held.activity], "activity_truncated": held.activity_truncated}
+        """Everything held about one person in this account, across lists. For an address `email` does not
+        take (a producer's, not ASCII or with a local part over 64 characters), name the person by
+        `GET /v1/gdpr/export/{email_sha256}`."""
+        return export_out(email, await service.export(account_id, domain.email_sha256(email)))
+
+    @router.get("/gdpr/export/{email_sha256}", response_model=None,
+                responses={**answers(200, ExportOut, "Every membership of the address, and its activity."),
+                           **problems(422)})
+    async def export_by_hash(email_sha256: PersonHash, account_id: Account) -> dict[str, Any]:
+        """The same export, the person named by the sha256 of their address lower-cased (the event contract's
+        `email_sha256`): any address the contract allows."""
+        held = await service.export(account_id, email_sha256)
+        held_address = next((str(d["email"]) for d in held.memberships if d.get("email")), None)
+        return export_out(held_address, held)
 
     @router.post("/gdpr/erase", response_model=None,
                  responses={**answers(200, ErasedOut, "How many memberships were erased."), **problems(422, 503)})
-    async def erase(body: EraseIn, account_id: Account) -> dict[str, Any]:
-        return {"erased_memberships": await service.erase(account_id, body.email, body.requested_by)}
+    async def erase(body: EraseByEmail | EraseByHash, account_id: Account) -> dict[str, Any]:
+        """Erase one person in this account, named by `email` or, for any address the event contract allows,
+        by `email_sha256`."""
+        email_hash = body.email_sha256 if isinstance(body, EraseByHash) else domain.email_sha256(body.email)
+        return {"erased_memberships": await service.erase(account_id, email_hash, body.requested_by)}
 
     return router
 

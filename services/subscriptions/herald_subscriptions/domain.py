@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import (
+    ComplaintReceived,
     LinkClicked,
     LinkClickedPayload,
     MessageBounced,
@@ -204,14 +205,15 @@ class MemberState:
     status: Status
     awaiting_confirmation: bool = False
     confirmation_requested_at: datetime | None = None
-    # An erased membership keeps (nothing personal) whether its person had unsubscribed or been suppressed.
+    # Whether the person had unsubscribed or been suppressed and not confirmed a double opt-in since: kept by an
+    # erased membership (nothing personal) and by one re-added, pending, since the opt-out.
     opted_out: Literal["unsubscribed", "suppressed"] | None = None
 
 
 def standing(member: MemberState | None) -> Status | None:
     """The membership a request is decided on. Erasure forgets the person, not their opt-out: an erased
-    membership whose person had unsubscribed or been suppressed stands as that, so the customer cannot add
-    the address again by erasing it first."""
+    membership whose person had unsubscribed or been suppressed stands as that (also when it was re-added,
+    pending, before the erasure), so the customer cannot add the address again by erasing it first."""
     if member is None:
         return None
     return member.opted_out if member.status == "erased" else member.status
@@ -468,9 +470,11 @@ def _confirmation(live: ListState, subscriber_id: str, request: SubscribeRequest
 ConfirmOutcome = Literal["confirmed", "already_confirmed"]
 
 
-def confirm(account_id: str, member: MemberState | None, ip: str | None) -> tuple[list[Event], ConfirmOutcome]:
-    """The person opened a valid confirmation link."""
-    if member is None or member.status == "erased":
+def confirm(account_id: str, lst: ListState | None, member: MemberState | None,
+            ip: str | None) -> tuple[list[Event], ConfirmOutcome]:
+    """The person opened a valid confirmation link. `lst`: the membership's list; a deleted one takes no one (it
+    no longer shows nor takes subscribers), so its links are dead like an erased membership's."""
+    if member is None or member.status == "erased" or lst is None or lst.deleted:
         raise LinkNoLongerValid("this confirmation link is no longer valid")
     if member.status == "active":
         return [], "already_confirmed"
@@ -534,6 +538,13 @@ def evolve_member(doc: Document | None, event: Event) -> Document | None:
                    "email_sha256": p.email_sha256, "first_name": p.first_name, "last_name": p.last_name,
                    "phone": p.phone, "custom_fields": p.custom_fields, "opt_in": p.opt_in,
                    "consent": p.consent.model_dump(mode="json"), "added_at": event.occurred_at}
+            # An opt-out outlives a re-subscription nobody confirmed yet (anyone can post the hosted form with an
+            # address) and an erasure of it: the customer may not add the person while it stands (`standing`).
+            # Only the person's own double opt-in (SubscriberConfirmed) clears it.
+            opted_out = "unsubscribed" if doc is not None and doc["status"] == "unsubscribed" else (
+                doc or {}).get("opted_out")
+            if opted_out:
+                new["opted_out"] = opted_out
             if new["status"] == "unsubscribed":  # coming back after unsubscribing starts again as pending
                 new["status"] = "pending"
             return new
@@ -543,6 +554,8 @@ def evolve_member(doc: Document | None, event: Event) -> Document | None:
                 doc["status"] == "pending" or (doc["status"] == "suppressed" and doc.get("awaiting_confirmation"))):
             confirmed = {**doc, "status": "active", "awaiting_confirmation": False,
                          "confirmed_at": event.occurred_at, "confirmation_method": p.method}
+            if p.method == "double_opt_in":  # the person's own opt-in ends an earlier opt-out
+                confirmed.pop("opted_out", None)
             return {**confirmed, "confirmation_ip": p.ip} if p.ip else confirmed  # the opt-in's proof
         case SubscriberUnsubscribed(payload=p) if doc is not None and doc["status"] in ("pending", "active"):
             return {**doc, "status": "unsubscribed", "awaiting_confirmation": False,
@@ -602,20 +615,25 @@ def evolve_address(doc: Document | None, event: Event) -> Document | None:
 # times of opens, clicks and bounces; the GDPR export gives them with the messages sent). Folded from delivery's
 # events into the `activity` read model (`activity.py`), one entry per event.
 
-ActivityType = Literal["sent", "bounced", "opened", "clicked"]
+ActivityType = Literal["sent", "bounced", "opened", "clicked", "suppressed"]
 ACTIVITY_TYPES: dict[type[Event], ActivityType] = {
-    MessageSent: "sent", MessageBounced: "bounced", MessageOpened: "opened", LinkClicked: "clicked"}
+    MessageSent: "sent", MessageBounced: "bounced", MessageOpened: "opened", LinkClicked: "clicked",
+    ComplaintReceived: "suppressed"}
 # Messages to the subscriber's own mailbox; an account notice names a member but goes to the customer, and a test
 # send goes to addresses the customer typed.
 ACTIVITY_KINDS = ("campaign", "confirmation")
+# What a `suppressed` entry keeps: the membership, when, and the kind of message; not which message, nor anything
+# of the cause (see `customer_activity`).
+SUPPRESSED_FIELDS = ("account_id", "subscriber_id", "type", "at", "kind", "list_id")
 
 
 def activity_entry(event: Event) -> Document | None:
     """What the export keeps of one delivery event about a subscriber's message: its type, time, the message, and
     what the event collected (a bounce's class, diagnostic and source; an open's or click's client: IP, user
-    agent, device, browser, country, city; a click's link); None when it is not the person's activity: a
-    complaint (who complained is never disclosed to the customer, who is the one answered the export), another
-    event type, a message of another kind, or one naming no subscriber. Fields the event left empty are left out."""
+    agent, device, browser, country, city; a click's link); None when it is not the person's activity: another
+    event type, a message of another kind, or one naming no subscriber. A hard bounce and a complaint, the two
+    events that suppress the address, are both one neutral `suppressed` entry (`customer_activity`). Fields the
+    event left empty are left out."""
     kind = ACTIVITY_TYPES.get(type(event))
     ref = getattr(event, "payload", None)
     if kind is None or not isinstance(ref, MessageRef) or ref.subscriber_id is None or ref.kind not in ACTIVITY_KINDS:
@@ -632,14 +650,37 @@ def activity_entry(event: Event) -> Document | None:
             entry |= {**p.client.model_dump(), "automated": p.automated, "automated_reason": p.automated_reason}
             if isinstance(p, LinkClickedPayload):
                 entry |= {"url": str(p.url), "link_index": p.link_index}
-    return {k: v for k, v in entry.items() if v is not None}
+    return customer_activity({k: v for k, v in entry.items() if v is not None})
+
+
+def customer_activity(entry: Document) -> Document:
+    """An activity entry as the customer may read it (the export answers the customer). Who complained is never
+    disclosed to the customer (PRODUCT.md, "Sending suspension"), and a complaint and a hard bounce both suppress
+    the address: were the hard bounce shown as such (class, diagnostic), a suppressed member without one would be
+    a complainer. So both read as one `suppressed` entry of the same fields (SUPPRESSED_FIELDS): not even the
+    message, as an open of the very message that suppressed someone would tell a complaint. Also applied when
+    the export reads entries, for hard bounces an earlier version stored with their class."""
+    if entry["type"] == "suppressed" or (entry["type"] == "bounced" and entry.get("bounce_class") == "hard"):
+        return {k: v for k, v in {**entry, "type": "suppressed"}.items() if k in SUPPRESSED_FIELDS}
+    return entry
+
+
+def rejoined_at(doc: Document) -> datetime | None:
+    """When the person of a membership joined again after an erasure, if they did: its confirmation. An erasure
+    keeps no confirmation, so one the membership holds was made since; a re-add still pending is not a return
+    (anyone can post the hosted form with an address, and the person never confirmed)."""
+    if doc["status"] == "erased":
+        return None
+    confirmed: datetime | None = doc.get("confirmed_at")
+    return confirmed
 
 
 def activity_kept(at: datetime, erased_at: datetime | None, rejoined_at: datetime | None) -> bool:
     """Whether activity at `at` of a membership may be kept. Erasure deletes what the membership had and forgets
     the person for good (a message opened after it must not bring an IP back), unless the person joined the list
-    again later (a fresh double opt-in keeps the subscriber id): what happens from then on is theirs anew.
-    `erased_at`: the last erasure of the membership, if any; `rejoined_at`: when it was added since then."""
+    again later (a fresh confirmation keeps the subscriber id): what happens from then on is theirs anew.
+    `erased_at`: the last erasure of the membership, if any; `rejoined_at`: when it was confirmed since then
+    (`rejoined_at(doc)`)."""
     if erased_at is None:
         return True
     return rejoined_at is not None and rejoined_at > erased_at and at >= rejoined_at

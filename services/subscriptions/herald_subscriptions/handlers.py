@@ -189,7 +189,8 @@ class SubscriptionsService:
     async def confirm(self, token_account: str, subscriber_id: str, ip: str | None) -> domain.ConfirmOutcome:
         async with self._serialised(f"subscriber:{token_account}:{subscriber_id}"):
             member = await self.store.member_state(token_account, subscriber_id)
-            events, outcome = domain.confirm(token_account, member, ip)
+            lst = await self.store.list_state(token_account, member.list_id) if member is not None else None
+            events, outcome = domain.confirm(token_account, lst, member, ip)
             if events and member is not None:
                 events += await self.notice(token_account, member.list_id, subscriber_id, "subscribed",
                                             "double_opt_in")
@@ -212,19 +213,20 @@ class SubscriptionsService:
 
     # GDPR
 
-    async def export(self, account_id: str, email: str) -> PersonalData:
+    async def export(self, account_id: str, email_hash: str) -> PersonalData:
         """The person's memberships, the account's suppression record of the address, and what their messages
-        recorded (an erased membership's activity is deleted; any not deleted yet is not shown)."""
-        email_hash = domain.email_sha256(domain.normalise_email(email))
+        recorded (an erased membership's activity is deleted; any not deleted yet is not shown). The person is
+        named by the hash of their address (`domain.email_sha256` of it lower-cased, the event contract's), so any
+        address a producer may add is found, not only the ones the API takes."""
         memberships, suppression = await asyncio.gather(self.store.members_by_hash(account_id, email_hash),
                                                         self.store.suppression(account_id, email_hash))
         activity, truncated = await self.activity.of_members(
             account_id, [d["subscriber_id"] for d in memberships if d["status"] != "erased"])
         return PersonalData(memberships, suppression, activity, truncated)
 
-    async def erase(self, account_id: str, email: str,
+    async def erase(self, account_id: str, email_hash: str,
                     requested_by: Literal["subscriber", "account", "retention_policy"]) -> int:
-        email_hash = domain.email_sha256(domain.normalise_email(email))
+        """Erase every membership of the address named by its hash (as `export`)."""
         async with self._serialised(f"erase:{account_id}:{email_hash}"):
             docs = await self.store.members_by_hash(account_id, email_hash)
             states = [await self._state(account_id, d["subscriber_id"]) for d in docs]

@@ -17,7 +17,7 @@ from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup
 from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import EdgeSettings
 
-from .activity import ACTIVITY_EVENTS, Activity, ActivityErasures, mark_erasures
+from .activity import ACTIVITY_EVENTS, ACTIVITY_GROUP, Activity, ActivityErasures, mark_erasures
 from .api import LARGER_BODIES, build_api
 from .forms import Limits
 from .handlers import SubscriptionsService, SuppressionHandler
@@ -93,7 +93,7 @@ class Subscriptions(ConsumingService):
         # thousands of MessageSent do not hold the suppressions back. No deduplicator: an entry's `_id` is the
         # event's, and a copy is ignored.
         self.activity_folder = EventConsumer(
-            settings, name=f"{settings.topic_prefix}{SERVICE}.activity", topics=list(ACTIVITY_EVENTS),
+            settings, name=f"{settings.topic_prefix}{SERVICE}.{ACTIVITY_GROUP}", topics=list(ACTIVITY_EVENTS),
             only=ACTIVITY_EVENTS, handler=PurgingHandler(self.activity, purged, self.activity.purge),
             producer=self.producer, max_records=ACTIVITY_BATCH)
         self.app = api_app("Herald subscriptions", "Lists, subscribers, opt-in, unsubscribe, suppression and "

@@ -18,13 +18,13 @@ from herald_shared.mongo import Document, MongoDeduplicator, make_client, rebuil
 from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import HeraldSettings
 
-from .activity import Activity, ActivityErasures
+from .activity import ACTIVITY_GROUP, Activity, ActivityErasures
 from .main import PROJECTION_TOPICS, SERVICE
 from .store import FORMATS, SubscriptionsProjection, mark_format
 
 log = logging.getLogger(__name__)
 # The groups of the service's consumers (main.Subscriptions: each EventConsumer's name, after the topic prefix).
-CONSUMERS = ("projection", "suppression", "activity")
+CONSUMERS = ("projection", "suppression", ACTIVITY_GROUP)
 # The exit status of a rebuild refused because processes consume (deploy/k8s/upgrade: the Job is not retried).
 REFUSED = 3
 

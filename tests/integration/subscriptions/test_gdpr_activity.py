@@ -63,19 +63,23 @@ async def test_the_export_holds_the_persons_messages_bounces_opens_and_clicks_an
     click = message(LinkClicked, "acme", ann, t + timedelta(minutes=3), url="https://acme.example/offer",
                     link_index=0, client=CLIENT)
     await platform.publisher.publish_many([
-        # A complaint first, so that it was handled once the rest shows: who complained is never disclosed.
-        message(ComplaintReceived, "acme", ann, t, "m0", feedback_type="abuse", reporting_domain="mail.example.net"),
+        # A complaint: who complained is never disclosed; it reads as a hard bounce does (`suppressed`).
+        message(ComplaintReceived, "acme", ann, t + timedelta(minutes=4), "m0", feedback_type="abuse",
+                reporting_domain="mail.example.net"),
         sent("acme", ann, t),
         message(MessageBounced, "acme", ann, t + timedelta(minutes=1), "m2", bounce_class="soft",
                 diagnostic="452 4.2.2 mailbox full", source="dsn", smtp_code=452),
         opened("acme", ann, t + timedelta(minutes=2)),
         click,
     ])
-    held = await eventually(lambda: export(acme, "ann@example.org"), lambda e: len(e["activity"]) == 4,
+    held = await eventually(lambda: export(acme, "ann@example.org"), lambda e: len(e["activity"]) == 5,
                             what="ann's activity exported")
-    assert [a["type"] for a in held["activity"]] == ["clicked", "opened", "bounced", "sent"]  # newest first
+    # newest first
+    assert [a["type"] for a in held["activity"]] == ["suppressed", "clicked", "opened", "bounced", "sent"]
     assert held["activity_truncated"] is False
-    clicked, opened_, bounced, sent_ = held["activity"]
+    suppressed, clicked, opened_, bounced, sent_ = held["activity"]
+    assert suppressed == {"type": "suppressed", "at": suppressed["at"], "kind": "campaign", "subscriber_id": ann,
+                          "list_id": "news"}
     assert {k: clicked[k] for k in ("subscriber_id", "campaign_id", "message_id", "kind", "url", "ip", "user_agent",
                                     "device", "browser", "country", "city")} == {
         "subscriber_id": ann, "campaign_id": "c1", "message_id": "m1", "kind": "campaign",
@@ -91,7 +95,7 @@ async def test_the_export_holds_the_persons_messages_bounces_opens_and_clicks_an
     # A copy of an event (redelivered, or published again) adds nothing.
     await platform.publisher.publish_many([click, sent("acme", bob, t)])
     await eventually(lambda: export(acme, "bob@example.org"), lambda e: len(e["activity"]) == 1, what="bob's")
-    assert len((await export(acme, "ann@example.org"))["activity"]) == 4
+    assert len((await export(acme, "ann@example.org"))["activity"]) == 5
 
     erased = await acme.http.post("/v1/gdpr/erase", json={"email": "ann@example.org"})
     assert erased.status_code == 200, erased.text
@@ -160,3 +164,38 @@ async def test_members_erased_before_the_activity_existed_get_their_tombstones_o
                                            opened("acme", bob, datetime.now(UTC))])
     await eventually(lambda: activity_of(platform, "acme", bob), lambda docs: len(docs) == 1, what="bob's open")
     assert await activity_of(platform, "acme", ann) == []
+
+
+async def test_a_re_add_after_the_erasure_is_a_return_only_once_the_person_confirms(platform: Platform) -> None:
+    """README: a delivery event that comes after the erasure is not stored unless the person joined the list again.
+    Anyone can post the hosted form with an address: until the person confirms, an open of a message they got
+    before the erasure brings nothing back; from their confirmation on, their activity is theirs again."""
+    from urllib.parse import urlsplit
+
+    from herald_shared.contract.subscriptions import ConfirmationRequested
+
+    acme = await platform.tenant("acme")
+    await acme.create_list("news", opt_in="double")
+    ann = (await acme.subscribe("ann@example.org")).json()["subscriber_id"]
+    bob = (await acme.subscribe("bob@example.org")).json()["subscriber_id"]
+    assert (await acme.http.post("/v1/gdpr/erase", json={"email": "ann@example.org"})).status_code == 200
+    form = await platform.submit("/subscribe/acme/news", {"email": "ann@example.org", "consent": "yes"})
+    assert "Check your inbox" in form.text
+    assert (await acme.http.get(f"/v1/subscribers/{ann}")).json()["status"] == "pending"
+
+    await platform.publisher.publish_many([opened("acme", ann, datetime.now(UTC), "m-old"),
+                                           opened("acme", bob, datetime.now(UTC), "m-bob")])
+    await eventually(lambda: activity_of(platform, "acme", bob), lambda docs: len(docs) == 1,
+                     what="bob's open, handled after ann's")
+    assert await activity_of(platform, "acme", ann) == []
+
+    requests = [e for e in await platform.events() if isinstance(e, ConfirmationRequested)
+                and e.payload.subscriber_id == ann]
+    confirmed = await platform.submit(urlsplit(str(requests[-1].payload.confirm_url)).path)
+    assert "Subscription confirmed" in confirmed.text
+    await eventually(lambda: acme.http.get(f"/v1/subscribers/{ann}"), lambda r: r.json()["status"] == "active",
+                     what="ann confirmed")
+    await platform.publisher.publish(opened("acme", ann, datetime.now(UTC), "m-new"))
+    kept = await eventually(lambda: activity_of(platform, "acme", ann), lambda docs: len(docs) == 1,
+                            what="ann's open after her confirmation")
+    assert kept[0]["message_id"] == "m-new"

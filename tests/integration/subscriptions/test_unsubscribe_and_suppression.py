@@ -4,6 +4,7 @@ complaints; a suppressed address comes back only through the person's fresh doub
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced
@@ -124,6 +125,13 @@ async def test_complaint_suppresses_and_unsubscribes_and_only_a_fresh_double_opt
     export = (await acme.http.get("/v1/gdpr/export", params={"email": "cara@example.com"})).json()
     assert "complaint" not in str(export) and export["suppression"].keys() == {"suppressed_at"}
     assert [m["status"] for m in export["memberships"]] == ["suppressed"]
+    # Their activity too: the hard bounce and the complaint are each one neutral `suppressed` entry.
+    entries = []
+    for email in ("cara@example.com", "dan@example.com"):
+        held = await eventually(lambda email=email: _export(acme, email),  # type: ignore[misc]
+                                lambda e: len(e["activity"]) == 1, what=f"{email}'s activity")
+        entries += [{k: v for k, v in entry.items() if k not in ("at", "subscriber_id")} for entry in held["activity"]]
+    assert entries == [{"type": "suppressed", "kind": "campaign", "list_id": "news"}] * 2
 
     # The person subscribes again on the hosted form: even on a single opt-in list they must confirm.
     form = await platform.submit("/subscribe/acme/news", {"email": "cara@example.com", "consent": "yes"})
@@ -171,3 +179,9 @@ async def test_hosted_forms_refuse_posts_without_their_token_or_from_another_sit
     one_click = await platform.pages.post(unsubscribe, data={"List-Unsubscribe": "One-Click"}, headers=other_site)
     assert one_click.status_code == 200 and (await _member(acme, active))["status"] == "unsubscribed"
     assert [e.type for e in await platform.events()].count("SubscriberUnsubscribed") == 1
+
+
+async def _export(tenant: Tenant, email: str) -> dict[str, Any]:
+    response = await tenant.http.get("/v1/gdpr/export", params={"email": email})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]

@@ -11,6 +11,7 @@ import pytest
 
 from herald_subscriptions import domain
 from herald_subscriptions.activity import activity_key
+from herald_subscriptions.api import activity_out
 from tests.samples import T0, sample
 
 CLIENT_FIELDS = {"ip": "198.51.100.7", "user_agent": "Mozilla/5.0 (iPhone)", "device": "mobile", "browser": "Safari",
@@ -24,9 +25,33 @@ def test_a_sent_message_is_kept_with_its_message_and_time() -> None:
 
 
 def test_a_bounce_keeps_its_class_diagnostic_and_source() -> None:
-    assert domain.activity_entry(sample("MessageBounced")) == {
-        **MESSAGE, "type": "bounced", "bounce_class": "hard", "diagnostic": "user unknown",
-        "bounce_source": "smtp_reply", "smtp_code": 550, "enhanced_status_code": "5.1.1"}
+    soft = sample("MessageBounced", payload={**sample("MessageBounced").payload.model_dump(), "bounce_class": "soft",
+                                             "smtp_code": 452, "enhanced_status_code": "4.2.2",
+                                             "diagnostic": "mailbox full"})
+    assert domain.activity_entry(soft) == {
+        **MESSAGE, "type": "bounced", "bounce_class": "soft", "diagnostic": "mailbox full",
+        "bounce_source": "smtp_reply", "smtp_code": 452, "enhanced_status_code": "4.2.2"}
+
+
+SUPPRESSED = {k: v for k, v in MESSAGE.items() if k not in ("message_id", "campaign_id")} | {"type": "suppressed"}
+
+
+def test_a_hard_bounce_and_a_complaint_read_alike_as_one_neutral_suppressed_entry() -> None:
+    """PRODUCT.md: who complained is never disclosed to the customer. Both suppress the address; were the hard
+    bounce shown as such, a suppressed member without one would be a complainer."""
+    hard, complaint = domain.activity_entry(sample("MessageBounced")), domain.activity_entry(
+        sample("ComplaintReceived"))
+    assert hard == complaint == SUPPRESSED  # not even the message: an open of it would tell a complaint
+
+
+def test_a_hard_bounce_an_earlier_version_stored_reads_as_suppressed_in_the_export() -> None:
+    stored = {**MESSAGE, "_id": "acc-1/s1/t/e1", "type": "bounced", "bounce_class": "hard",
+              "diagnostic": "user unknown", "bounce_source": "dsn", "smtp_code": 550}
+    complained = {**SUPPRESSED, "_id": "acc-1/s1/t/e2"}
+    assert activity_out(stored) == activity_out(complained) == {
+        "subscriber_id": "s1", "type": "suppressed", "kind": "campaign", "list_id": "l1", "at": T0.isoformat()}
+    soft = {**stored, "bounce_class": "soft"}
+    assert activity_out(soft)["bounce_class"] == "soft"  # a bounce that suppresses nothing stays as it was
 
 
 def test_an_open_keeps_the_client_it_came_from() -> None:
@@ -48,10 +73,9 @@ def test_a_confirmation_email_is_the_persons_activity_too() -> None:
                                             "type": "sent"}
 
 
-@pytest.mark.parametrize("type_name", ["ComplaintReceived", "MessageDeferred", "UnsubscribeRequested",
-                                       "SubscriberAdded", "CampaignDeliveryFinished"])
-def test_a_complaint_and_other_events_are_no_activity(type_name: str) -> None:
-    """Who complained is never disclosed to the customer, who is answered the export."""
+@pytest.mark.parametrize("type_name", ["MessageDeferred", "UnsubscribeRequested", "SubscriberAdded",
+                                       "CampaignDeliveryFinished"])
+def test_other_events_are_no_activity(type_name: str) -> None:
     assert domain.activity_entry(sample(type_name)) is None
 
 
@@ -100,3 +124,31 @@ def test_an_entry_key_sorts_by_membership_then_time() -> None:
     late = activity_key("acc", "s1", T0 + timedelta(microseconds=1), "0000")
     assert early.startswith("acc/s1/") and early < late
     assert activity_key("acc", "s1", T0, "e1") < "acc/s1" + chr(ord("/") + 1)  # within the membership's range
+
+
+def fold_at(*steps: tuple[str, datetime]) -> dict[str, Any]:
+    doc = None
+    for type_name, at in steps:
+        doc = domain.evolve_member(doc, sample(type_name, occurred_at=at.isoformat()))
+    assert doc is not None
+    return doc
+
+
+def test_a_re_add_after_the_erasure_that_nobody_confirmed_is_not_a_return() -> None:
+    """README: a delivery event that comes after the erasure is not stored unless the person joined again. Anyone
+    can post the hosted form with an address; until the person confirms, their opens of old messages stay out."""
+    erased = [("SubscriberAdded", ERASED - 2 * DAY), ("SubscriberConfirmed", ERASED - 2 * DAY),
+              ("SubscriberErased", ERASED)]
+    pending = fold_at(*erased, ("SubscriberAdded", ERASED + DAY), ("ConfirmationRequested", ERASED + DAY))
+    assert pending["status"] == "pending" and domain.rejoined_at(pending) is None
+    assert not domain.activity_kept(ERASED + 2 * DAY, ERASED, domain.rejoined_at(pending))
+    assert domain.rejoined_at(fold_at(*erased)) is None
+
+    back = fold_at(*erased, ("SubscriberAdded", ERASED + DAY), ("ConfirmationRequested", ERASED + DAY),
+                   ("SubscriberConfirmed", ERASED + 3 * DAY))
+    assert domain.rejoined_at(back) == ERASED + 3 * DAY  # the person's confirmation, not the re-add
+    assert not domain.activity_kept(ERASED + 2 * DAY, ERASED, domain.rejoined_at(back))
+    assert domain.activity_kept(ERASED + 3 * DAY, ERASED, domain.rejoined_at(back))
+    left_again = fold_at(*erased, ("SubscriberAdded", ERASED + DAY), ("ConfirmationRequested", ERASED + DAY),
+                         ("SubscriberConfirmed", ERASED + 3 * DAY), ("SubscriberUnsubscribed", ERASED + 4 * DAY))
+    assert domain.rejoined_at(left_again) == ERASED + 3 * DAY  # what they did since rejoining stays theirs

@@ -139,7 +139,7 @@ def test_only_a_fresh_double_opt_in_by_the_person_lifts_a_suppression() -> None:
     decision = subscribe(a_list("single"), m=member("suppressed"), req=request("form"))
     assert decision.outcome == "pending"
     assert types(decision.events) == ["SubscriberAdded", "ConfirmationRequested"]
-    events, outcome = domain.confirm("acc", member("suppressed", awaiting=True), ip="203.0.113.1")
+    events, outcome = domain.confirm("acc", a_list("double"), member("suppressed", awaiting=True), ip="203.0.113.1")
     assert outcome == "confirmed" and types(events) == ["SubscriberConfirmed"]
 
 
@@ -182,13 +182,25 @@ def test_after_erasure_the_person_who_opted_out_comes_back_through_double_opt_in
 
 
 def test_confirmation_transitions() -> None:
-    events, outcome = domain.confirm("acc", member("pending"), ip=None)
+    events, outcome = domain.confirm("acc", a_list("double"), member("pending"), ip=None)
     assert outcome == "confirmed" and isinstance(events[0], SubscriberConfirmed)
     assert events[0].payload.method == "double_opt_in"
-    assert domain.confirm("acc", member("active"), ip=None) == ([], "already_confirmed")
+    assert domain.confirm("acc", a_list("double"), member("active"), ip=None) == ([], "already_confirmed")
     for gone in (None, member("erased"), member("unsubscribed"), member("suppressed")):
         with pytest.raises(domain.LinkNoLongerValid):
-            domain.confirm("acc", gone, ip=None)
+            domain.confirm("acc", a_list("double"), gone, ip=None)
+
+
+def test_a_confirmation_link_of_a_deleted_or_missing_list_is_no_longer_valid() -> None:
+    """A deleted list no longer takes subscribers: its confirmation links are dead, like an erased membership's,
+    and record nothing."""
+    deleted = ListState("acc", "l1", "News", "double", {}, deleted=True)
+    for lst in (deleted, None):
+        for status in ("pending", "active"):
+            with pytest.raises(domain.LinkNoLongerValid):
+                domain.confirm("acc", lst, member(status), ip=None)
+        with pytest.raises(domain.LinkNoLongerValid):
+            domain.confirm("acc", lst, member("suppressed", awaiting=True), ip=None)
 
 
 def test_unsubscribe_records_its_campaign_and_is_idempotent() -> None:
@@ -301,7 +313,7 @@ def test_the_customer_is_notified_only_as_the_list_asks_and_never_of_imports_own
     for change, how in (("subscribed", "import"), ("unsubscribed", "api"), ("unsubscribed", "complaint")):
         assert domain.membership_notice(both, "s1", "a@example.org", change, how) == [], how  # type: ignore[arg-type]
     assert domain.membership_notice(both, "s1", None, "subscribed", "form") == []  # no address known
-    cause = domain.confirm("acc", domain.MemberState("s1", "l1", "h", "pending"), None)[0][0]
+    cause = domain.confirm("acc", a_list("double"), domain.MemberState("s1", "l1", "h", "pending"), None)[0][0]
     first = domain.membership_notice(both, "s1", "a@example.org", "unsubscribed", "mailto", cause)
     again = domain.membership_notice(both, "s1", "a@example.org", "unsubscribed", "mailto", cause)
     assert first[0].event_id == again[0].event_id  # decided again after a redelivery: the same notice

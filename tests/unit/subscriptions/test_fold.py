@@ -72,8 +72,35 @@ def test_erasure_keeps_that_the_person_had_opted_out_so_the_customer_cannot_re_a
         assert set(doc) == {"subscriber_id", "account_id", "list_id", "email_sha256", "status", "erased_at",
                             "erasure_requested_by", "opted_out"}
         assert _member_state(doc).opted_out == status_kept
-    fresh = fold([ADDED, CONFIRMED, UNSUBSCRIBED, ERASED, ADDED])  # the person came back through the form
-    assert fresh is not None and fresh["status"] == "pending" and "opted_out" not in fresh
+    fresh = fold([ADDED, CONFIRMED, UNSUBSCRIBED, ERASED, ADDED])  # re-added through the form, not confirmed yet
+    assert fresh is not None and fresh["status"] == "pending" and fresh["opted_out"] == "unsubscribed"
+    back = fold([ADDED, CONFIRMED, UNSUBSCRIBED, ERASED, ADDED, REQUESTED, CONFIRMED])  # the person confirmed
+    assert back is not None and back["status"] == "active" and "opted_out" not in back
+
+
+ERASED_AGAIN = ev("SubscriberErased", subscriber_id=SID, requested_by="account")
+SINGLE_OPT_IN = ev("SubscriberConfirmed", subscriber_id=SID, method="single_opt_in", ip=None)
+
+
+def test_an_opt_out_outlives_a_re_subscription_nobody_confirmed_and_its_erasure() -> None:
+    """README: someone who unsubscribed is not re-added by the customer, erased or not. Anyone can post the
+    hosted form with an address: the pending membership it makes keeps the opt-out, and so does its erasure."""
+    for opt_out, kept in ((UNSUBSCRIBED, "unsubscribed"), (SUPPRESSED, "suppressed")):
+        for history in ([ADDED, CONFIRMED, opt_out, ADDED, REQUESTED],  # re-added, pending, then erased
+                        [ADDED, CONFIRMED, opt_out, ERASED, ADDED, REQUESTED]):  # erased, re-added, erased again
+            doc = fold([*history, ERASED_AGAIN])
+            assert doc is not None and (doc["status"], doc["opted_out"]) == ("erased", kept), history
+            assert domain.standing(_member_state(doc)) == kept
+    pending = fold([ADDED, CONFIRMED, UNSUBSCRIBED, ADDED])
+    assert pending is not None and (pending["status"], pending["opted_out"]) == ("pending", "unsubscribed")
+
+
+def test_only_the_persons_own_double_opt_in_clears_an_opt_out() -> None:
+    cleared = fold([ADDED, CONFIRMED, UNSUBSCRIBED, ADDED, REQUESTED, CONFIRMED, ERASED_AGAIN])
+    assert cleared is not None and "opted_out" not in cleared and domain.standing(_member_state(cleared)) is None
+    # a producer's (a CRM's) single opt-in confirmation is the customer's word, not the person's
+    kept = fold([ADDED, CONFIRMED, UNSUBSCRIBED, ADDED, SINGLE_OPT_IN, ERASED_AGAIN])
+    assert kept is not None and kept["opted_out"] == "unsubscribed"
 
 
 def test_an_event_of_another_account_never_changes_a_membership() -> None:
@@ -106,10 +133,11 @@ def test_address_lists_each_membership_once() -> None:
     assert doc is not None and doc["members"] == [SID, "s2"]
 
 
-ALL = [ADDED, REQUESTED, CONFIRMED, UNSUBSCRIBED, SUPPRESSED, ERASED]
+ALL = [ADDED, REQUESTED, CONFIRMED, UNSUBSCRIBED, SUPPRESSED, ERASED, SINGLE_OPT_IN]
 
 
 @given(st.lists(st.sampled_from(ALL), max_size=12), st.data())
 def test_redelivering_any_event_right_after_itself_changes_nothing(events: list[Event], data: st.DataObject) -> None:
     repeated = [e for event in events for e in [event] * data.draw(st.integers(1, 3))]
     assert fold(repeated) == fold(events)
+
