@@ -217,7 +217,10 @@ def _rows(raw: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, list[str] | Un
     if bad := NOT_UTF8.search(first):
         raise ImportRefused(f"the file is not UTF-8: byte {_byte(bad[0])} in the header (line 1)")
     delimiter = ";" if first.count(";") > first.count(",") else ","
-    header = [h.strip().lower() for h in next(csv.reader([first], delimiter=delimiter), [])]
+    try:
+        header = [h.strip().lower() for h in next(csv.reader([first], delimiter=delimiter), [])]
+    except csv.Error as exc:  # e.g. a name over the csv module's field limit
+        raise ImportRefused(f"the header (line 1) is not valid CSV: {exc}") from None
     lines = _Lines(text)
     reader = csv.reader(lines, delimiter=delimiter)
     # A quoted value may run over lines in a custom text field, never in these: one that does has taken in

@@ -115,3 +115,11 @@ def test_bytes_that_are_not_utf8_reject_their_row_only() -> None:
     assert rows[2][0] == "u0@example.com" and rows[604][0] == "u600@example.com"  # the lines after count on
     with pytest.raises(ImportRefused, match="byte 0xe9 in the header"):
         _rows(io.BytesIO(b"email,consent_method,consent_at,caf\xe9\n"))
+
+
+def test_a_header_the_csv_module_cannot_read_refuses_the_file_with_why() -> None:
+    """A header name over the csv module's field limit (131,072 characters), quoted or not: the file is refused
+    (422 import_refused), as a header that is not UTF-8 is, not a 500."""
+    for name in (b"x" * 200_000, b'"' + b"x" * 200_000 + b'"'):
+        with pytest.raises(ImportRefused, match="the header \\(line 1\\) is not valid CSV: field larger than"):
+            _rows(io.BytesIO(b"email,consent_method,consent_at," + name + b"\nu@example.com,form,2024-01-01,x\n"))
