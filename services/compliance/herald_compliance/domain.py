@@ -188,6 +188,15 @@ def within_horizon_of_reinstatement(at: int, state: AccountState, policy: Policy
     return state.reinstated_at is not None and state.reinstated_at >= at - policy.longest_window_seconds
 
 
+def sent_in_epoch(fact: Fact, state: AccountState) -> int:
+    """The epoch a fact is claimed in: the current one, but for a send made before the latest reinstatement and
+    read after it (its partition behind, a republished MessageSent), the one before: the bounces, complaints and
+    unsubscribes about that message are then about mail sent before the reinstatement (`sent_before`)."""
+    if fact.kind == "sent" and state.epoch > 0 and state.reinstated_at is not None and fact.at < state.reinstated_at:
+        return state.epoch - 1
+    return state.epoch
+
+
 # The kinds of fact that name the message they are about (`Fact.sent_key`).
 ABOUT_A_MESSAGE: tuple[FactKind, ...] = ("hard_bounce", "block", "complaint", "unsubscribe")
 # How far a fact's time may lie before its own send's (different producers' clocks): a send later than this
@@ -212,9 +221,9 @@ def awaited_by(index: FactMarkers, send: Fact, state: AccountState,
                policy: Policy) -> list[tuple[FactKind, str | None, int]]:
     """The facts (kind, campaign, time) set aside in this epoch until `send`, claimed now, came. Their campaign is
     the send's (an unsubscribe may name none)."""
-    if state.epoch == 0 or state.reinstated_at is None or \
+    if state.epoch == 0 or state.reinstated_at is None or send.at < state.reinstated_at or \
             send.at > state.reinstated_at + policy.longest_window_seconds + CLOCK_SKEW_SECONDS:
-        return []
+        return []  # a send from before the reinstatement, read after it, leaves its facts out as they were
     campaigns = (send.campaign_id, None) if send.campaign_id else (None,)
     found: list[tuple[FactKind, str | None, int]] = []
     for kind in ABOUT_A_MESSAGE:
@@ -759,7 +768,7 @@ def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers
             if (item.produced_at is not None and policy.too_late(fact, item.produced_at)) or \
                     forgotten(facts, fact, state):
                 outcome = "late" if outcome == "duplicate" else outcome
-            elif claim(facts, fact, item.source, item.offset, state.epoch):
+            elif claim(facts, fact, item.source, item.offset, sent_in_epoch(fact, state)):
                 before = sent_before(facts, fact, state, policy)
                 state.count(fact, policy, before_reinstatement=before)
                 # Which of a message's facts is processed first is no sign of when it was sent (topics are read in

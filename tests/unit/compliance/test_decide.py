@@ -316,6 +316,20 @@ def test_a_fact_about_mail_sent_before_the_reinstatement_stays_out_of_the_rules_
                                                                        unsubscribe=1)
 
 
+def test_a_send_from_before_the_reinstatement_read_after_it_leaves_its_facts_out_in_any_order() -> None:
+    """A MessageSent of mail sent before staff reinstated the account, read only after it (its partition behind, a
+    republish), is still mail from before: a complaint about it stays out of the rules whether it is read before or
+    after the send."""
+    sent_at = REINSTATED_AT - timedelta(minutes=30)
+    sends = [mail("c2", i, sent_at) for i in range(100)]
+    complaint = [complained("c2", 0, REINSTATED_AT + timedelta(minutes=5))]
+    for batches in ([complaint, sends], [sends, complaint]):
+        account = reinstated_account()
+        assert suspensions(*(account.decide(*b) for b in batches)) == []
+        assert account.state.campaign_counts("c2").complaint == 0
+        assert account.state.campaign_counts("c2", raw=True).complaint == 1
+
+
 @settings(max_examples=80, deadline=None)
 @given(resumed=st.integers(0, 100), hard=st.integers(0, 10), complaints=st.integers(0, 1),
        unsubscribes=st.integers(0, 2), republished=st.integers(0, 30), batch=st.integers(1, 80),
