@@ -581,7 +581,10 @@ def enforce(account: Account, usage: Usage, now: datetime) -> list[Event]:
         quota_reached = sent >= cap
         quota_detail = f"{sent} of this period's {cap} emails sent: upgrade, or wait for the next period"
         exhausted = monthly_exhausted(start, cap)
-        if quota_reached and exhausted not in account.exhausted:
+        # "monthly_emails:<period>" without the cap: announced by a version before caps were named; taken for this
+        # cap, so an upgrade of Herald does not announce it again (a tier raised in that period is not announced).
+        announced = exhausted in account.exhausted or f"monthly_emails:{time_key(start)}" in account.exhausted
+        if quota_reached and not announced:
             events.append(_event(QuotaExhausted, a, QuotaExhaustedPayload(
                 quota="monthly_emails", limit=cap, used=sent, period_start=start), fixed_id("exhausted", exhausted, a),
                 at=now))

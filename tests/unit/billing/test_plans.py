@@ -27,6 +27,7 @@ from herald_shared.contract.billing import (
     SendingBlocked,
     SendingUnblocked,
 )
+from herald_shared.readmodel import time_key
 
 PLANS = Plans(tiers=(Tier(500, 900, 1900), Tier(1000, 1500, 2900)), packs=(), vat_percent=Decimal(21))
 
@@ -197,6 +198,17 @@ def test_a_tier_raised_in_the_period_announces_its_own_cap_when_reached() -> Non
     assert second[0].event_id != first[0].event_id
     account = domain.evolve_all(account, second)
     assert domain.enforce(account, Usage(emails_by_period={period: 109_500}), at("2026-11-25")) == []  # once
+
+
+def test_a_cap_announced_by_the_version_before_caps_were_named_is_not_announced_again() -> None:
+    """Account documents stored before 0aefa8c name an exhausted cap "monthly_emails:<period>": after the upgrade,
+    the same period's cap is not announced a second time (with a new event id)."""
+    account = monthly(at("2026-11-01"))
+    period = domain.period_key(at("2026-11-01"))
+    start, _ = account.period(at("2026-11-05"))
+    legacy = replace(account, exhausted=(f"monthly_emails:{time_key(start)}",),
+                     blocked=(*account.blocked, "monthly_quota_reached"))
+    assert domain.enforce(legacy, Usage(emails_by_period={period: 54_500}), at("2026-11-05")) == []
 
 
 def test_renewal_invoices_the_next_period_and_a_failure_blocks_until_paid() -> None:
