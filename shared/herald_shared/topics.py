@@ -37,18 +37,19 @@ class TopicSpec:
         return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy, **self.extra_config}
 
 
-# Owners and consumers as in ARCHITECTURE.md; every service also reads herald.billing for API keys.
+# `consumers`: the other services that read the topic, as their consumers are wired (the owner reads its own too);
+# tests/unit/shared/test_asyncapi_consumers.py builds each service and holds this to what it subscribes to.
 EVENT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("herald.subscriptions", "subscriptions", 6, "Lists, subscribers, consent, suppression, erasure.",
-              consumers=("campaigns", "delivery", "compliance", "billing")),
+              consumers=("billing", "campaigns", "compliance", "delivery")),
     TopicSpec("herald.campaigns", "campaigns", 6, "Campaigns from creation through review to completion.",
-              consumers=("delivery", "compliance")),
+              consumers=("billing", "delivery")),
     TopicSpec("herald.delivery", "delivery", 6, "Sending outcomes, bounces, complaints, opens and clicks.",
-              consumers=("subscriptions", "campaigns", "compliance", "billing")),
+              consumers=("billing", "campaigns", "compliance", "subscriptions")),
     TopicSpec("herald.compliance", "compliance", 6, "Warnings, suspensions, reinstatements, content flags.",
-              consumers=("campaigns", "delivery")),
+              consumers=("billing", "campaigns", "delivery")),
     TopicSpec("herald.billing", "billing", 6, "Accounts, users, API keys, plans, quotas, credits, payments.",
-              consumers=("subscriptions", "campaigns", "delivery", "compliance")),
+              consumers=("campaigns", "compliance", "delivery", "subscriptions")),
 )
 
 ALL_TOPICS: tuple[TopicSpec, ...] = tuple(t for spec in EVENT_TOPICS for t in (spec, spec.dead_letter))

@@ -241,7 +241,9 @@ def delivery_finished(account_id: str, campaign_id: str, progress: CampaignProgr
 
 # SMTP outcomes
 
-ENHANCED_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+# Digits are ASCII ones ([0-9]; \d is any script's): what the contract's EnhancedStatus takes, and the published
+# schema, read as ECMA-262 reads it, too. "5.1.\u0661" in a reply is no status.
+ENHANCED_STATUS = re.compile(r"^\s*([245])\.([0-9]{1,3})\.([0-9]{1,3})\b")
 # An email address as a relay or a bounce report quotes it ("550 5.1.1 <bob@example.org>: Recipient address
 # rejected"): a reply's words say why, the message id says whose, and the address would outlive an erasure in the
 # ledger and in the events.
@@ -374,9 +376,10 @@ PERMANENT_SMTP: dict[int, BounceClass] = {
     535: "block",  # RFC 4954: authentication credentials invalid
 }
 
-TEXT_STATUS = re.compile(r"(?<![\d.])([245])\.([0-7])\.(\d{1,3})(?![.\d])")
+# Its digits ASCII, as ENHANCED_STATUS's; next to a digit of any script it is no status.
+TEXT_STATUS = re.compile(r"(?<![\d.])([245])\.([0-7])\.([0-9]{1,3})(?![.\d])")
 # A reply code where replies put them: at a line's start or after "said:", "smtp;", "error:" and the like.
-TEXT_SMTP_CODE = re.compile(r"(?:^|[:;]\s*)([245][0-5]\d)(?=[ \t-])", re.MULTILINE)
+TEXT_SMTP_CODE = re.compile(r"(?:^|[:;]\s*)([245][0-5][0-9])(?=[ \t-])", re.MULTILINE)
 
 
 @dataclass(frozen=True)

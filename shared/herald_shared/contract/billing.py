@@ -329,7 +329,7 @@ class InvoiceIssuedPayload(Payload):
                                   "credits. Paying a plan or renewal invoice pays its period.")
     net_cents: Cents | None = Field(default=None, description="The lines' sum, VAT excluded.")
     vat_cents: Cents | None = None
-    vat_percent: Annotated[str, StringConstraints(pattern=r"^\d{1,2}(\.\d{1,2})?$")] | None = None
+    vat_percent: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,2}(\.[0-9]{1,2})?$")] | None = None
     purchase: PurchaseTerms | None = Field(
         default=None, description="A purchase (plan, upgrade, credits) is recorded before it is charged: what "
                                   "it buys once paid. Absent on renewals and on purchases recorded only once paid.")

@@ -29,7 +29,7 @@ class RateScope(Payload):
 
     kind: Literal["campaign", "rolling_window"]
     campaign_id: Identifier | None = None
-    window: Annotated[str, StringConstraints(pattern=r"^\d+[hd]$")] | None = Field(
+    window: Annotated[str, StringConstraints(pattern=r"^[0-9]+[hd]$")] | None = Field(
         default=None, description="Rolling window length, e.g. '24h' or '7d'.")
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AnyHttpUrl, AwareDatetime, Field, StringConstraints
+from pydantic import AwareDatetime, Field, StringConstraints
 
-from .envelope import Count, Event, Identifier, Payload, ShortText, StorableInt, personal_data
+from .envelope import Count, Event, HttpUrl, Identifier, Payload, ShortText, StorableInt, personal_data
 
 SmtpCode = Annotated[int, Field(ge=200, le=599)]
-EnhancedStatus = Annotated[str, StringConstraints(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$")]
+EnhancedStatus = Annotated[str, StringConstraints(pattern=r"^[245]\.[0-9]{1,3}\.[0-9]{1,3}$")]
 Domain = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 # "test": a test send of a campaign (CampaignTestRequested); reported, never counted in rates, reports or quotas.
 MessageKind = Literal["campaign", "confirmation", "account_notice", "test"]
@@ -127,7 +127,7 @@ class MessageOpened(DeliveryEvent):
 
 
 class LinkClickedPayload(EngagementPayload):
-    url: AnyHttpUrl
+    url: HttpUrl
     link_index: Annotated[int, Field(ge=0), StorableInt]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import EVENT_TYPES, Event
+from .envelope import FORMAT_RULES
 
 # shared/schemas/ in a source checkout; the generated files are committed there.
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -26,6 +27,7 @@ def event_schema(cls: type[Event]) -> dict[str, Any]:
     props["schema_version"] = {"const": cls.version, "title": "Schema Version",
                                "description": props["schema_version"].get("description", "")}
     schema["required"] = ENVELOPE_REQUIRED
+    _describe_formats(schema)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID_BASE + schema_filename(cls),
@@ -33,6 +35,21 @@ def event_schema(cls: type[Event]) -> dict[str, Any]:
         "x-topic": cls.topic,
         "x-kafka-key": "account_id",
     }
+
+
+def _describe_formats(node: Any) -> None:
+    """Add to the description of every node of a format what Herald's parser makes of it (FORMAT_RULES), after
+    the field's own description where there is one: the format alone says less than the parser refuses."""
+    if isinstance(node, dict):
+        form = node.get("format")
+        rules = FORMAT_RULES.get(form) if isinstance(form, str) else None
+        if rules is not None:
+            node["description"] = f"{node['description'].rstrip('.')}. {rules}" if node.get("description") else rules
+        for value in node.values():
+            _describe_formats(value)
+    elif isinstance(node, list):
+        for value in node:
+            _describe_formats(value)
 
 
 def render(document: dict[str, Any]) -> str:
@@ -121,7 +138,11 @@ def asyncapi_document() -> dict[str, Any]:
         "type": "object",
         "description": "Kafka headers on every event; the value is authoritative, headers help routing.",
         "properties": {"type": {"type": "string"}, "schema_version": {"type": "string"},
-                       "event_id": {"type": "string"}, "producer": {"type": "string"}},
+                       "event_id": {"type": "string"}, "producer": {"type": "string"},
+                       "herald.replayed_from": {"type": "string", "description": (
+                           "Only on a record `herald dlq replay` wrote: the dead-letter entry it came from, as "
+                           "<dead-letter topic>:<partition>:<offset>. The entry's other headers are carried over "
+                           "but for its herald.dlq.* ones.")}},
     }
     from_topic = ["herald.dlq.source_topic", "herald.dlq.source_partition", "herald.dlq.source_offset"]
     schemas["DeadLetterHeaders"] = {
@@ -140,6 +161,9 @@ def asyncapi_document() -> dict[str, Any]:
                 "What the message came from when it was read from no topic, e.g. inbound-smtp, sender.")},
             "herald.dlq.consumer": {"type": "string", "description": "What failed on it (a consumer group)."},
             "herald.dlq.failed_at": {"type": "string", "description": "When, ISO 8601 in UTC."},
+            "herald.inbound.recipients": {"type": "string", "description": (
+                "Only on a mail the inbound SMTP server received (origin inbound-smtp): its envelope recipients, "
+                "comma-separated, UTF-8 (undecodable bytes as backslash escapes), at most 1,000 bytes.")},
         },
         "required": ["herald.dlq.reason"],
         "oneOf": [{"required": from_topic}, {"required": ["herald.dlq.origin"]}],
@@ -151,6 +175,12 @@ def asyncapi_document() -> dict[str, Any]:
         "contentType": "application/octet-stream",
         "headers": {"$ref": "#/components/schemas/DeadLetterHeaders"},
         "payload": {"type": "string", "format": "binary"},
+        "bindings": {"kafka": {"key": {"type": "string", "description": (
+            "The key of the record dead-lettered (its account_id, or whatever a producer sent); for an entry from "
+            "no topic, the account_id of the outcome the sender could not publish (origin sender), or the bytes "
+            "'inbound' for a mail the inbound SMTP server received (origin inbound-smtp), whose account is not "
+            "known. `herald dlq replay` keys a replayed event by its account_id.")},
+            "bindingVersion": "0.5.0"}},
     }
     return {
         "asyncapi": "3.0.0",

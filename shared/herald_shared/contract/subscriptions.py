@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AnyHttpUrl, AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from .envelope import (
     Count,
@@ -13,6 +13,7 @@ from .envelope import (
     EmailHash,
     Event,
     FiniteFloat,
+    HttpUrl,
     Identifier,
     KeysNamedByPattern,
     MapKey,
@@ -142,7 +143,7 @@ class ConfirmationRequestedPayload(Payload):
     greeting_name: Name | None = personal_data("Name for the greeting line, if known.", default=None)
     list_name: Name
     company_name: Name
-    confirm_url: AnyHttpUrl = Field(description="Signed, expiring link; the email's only link.")
+    confirm_url: HttpUrl = Field(description="Signed, expiring link; the email's only link.")
     expires_at: AwareDatetime
 
 
