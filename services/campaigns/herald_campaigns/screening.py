@@ -48,21 +48,40 @@ How matching works
 What is refused (the footer Herald appends just before `</body>`, or at the end)
 -------------------------------------------------------------------------------
 * A `<style>` rule with a hiding declaration (display:none, visibility:hidden, opacity:0 or filter:opacity(0),
-  font-size:0..2px, zero height/width with overflow:hidden, off-screen offsets or translations, clip, scale(0),
-  mso-hide:all, transparent or same-colour text; and any height with overflow:hidden, for a div or a link, as
-  the footer could not fit) that could reach the footer: its subject (the last compound selector) is not limited
-  to a class or id and is `*` or a tag the footer is made of or sits in (div, a, br, img, body, html, an element
-  still open there), or its class/id is on an element still open where the footer goes.
-  `.preheader { display:none }`, `h1 { font-size:0 }`, `.card { max-height:200px; overflow:hidden }` and light
-  link colours inside `@media (prefers-color-scheme: dark)` are fine; `div { display:none }` and
-  `a { color:#fff }` on a white page are not. (The preheader field exists for hidden preview text.)
+  font-size:0..2px, zero height/width with overflow:hidden, off-screen offsets or translations (-100px or less,
+  2000px or more), clip, a mask, filter:blur() of 4px or more, a scale, zoom or
+  rotateX/rotateY leaving a fifth of the size or less (like a tiny font), a collapsing matrix, text-indent of
+  100% or 100px with overflow:hidden, mso-hide:all, transparent or same-colour text; and any height, or a
+  width under ~200px or 30% (or any short of 100% with white-space:nowrap), with overflow:hidden or paint
+  containment (contain:paint, strict, content), for a div or a link, as the footer could not fit; wider, its
+  lines wrap) that could reach the footer: its subject (the last compound selector) is
+  not limited to a class or id and is `*` or a tag the footer is made of or sits in (div, a, br, img, body,
+  html, an element still open there), or its class/id is on an element still open where the footer goes; the
+  compound before a `+` (`~`) fits the element right before that one (any before it), and each compound before
+  a descendant or child combinator fits an element the footer is inside. Beefree's `.image_block img+div` reaches
+  the footer's <div> only when the body ends with an <img> inside an element of class image_block.
+  `.preheader { display:none }`, `h1 { font-size:0 }`, `.card { max-height:200px; overflow:hidden }`,
+  `.logo a { text-indent:-9999px }` and light link colours inside `@media (prefers-color-scheme: dark)` are fine;
+  `div { display:none }`, `img + div { display:none }` when the body ends with an <img>, and `a { color:#fff }`
+  on a white page are not. (The preheader field exists for hidden preview text.)
 * An element that hides its content (inline hiding style, same text and background colour, `hidden`, a closed
   `<details>`, or one whose content is never shown such as `<template>`, `<style>`, `<textarea>`) or cuts it to
-  a height (any, with overflow:hidden, or clamped lines) still open where the footer goes, and an unclosed
-  comment or unfinished tag there: the footer would be swallowed.
-* An element drawn over the page, wherever it sits, by a style attribute or rule: position:fixed with something
-  drawn (a background, an image), or position:absolute spanning the page both ways (100%, both edges, inset)
-  with it. A caption bar over its own picture is fine.
+  a height (any, with overflow:hidden or paint containment, or clamped lines) or a width its lines cannot wrap
+  in (as above) still open where the footer goes, and an unclosed comment or unfinished tag there: the footer would
+  be swallowed.
+* An element drawn over the footer, by a style attribute or rule. Wherever it sits: position:fixed with
+  something drawn (a background, an image), or a box-shadow or outline 1000px or more wide. Absolutely
+  positioned, an element is placed in its containing block: its nearest positioned ancestor (by a style
+  attribute, or a rule for that element alone, such as `.hero { position:relative }`, on every screen and
+  never undone by a position:static), else the page. Spanning that block both ways (100%, calc(100%), a
+  min-height, 600px, both edges, inset) with something drawn, it covers the footer when the block is the page
+  or an element still open where the footer goes, or when it reaches 1000px or a window's height beyond it; at
+  the block's bottom, when the block is open there. Sticky and as tall as the window (100vh, 100%, 600px) with
+  something drawn, it covers all of its parent as it scrolls by: refused when the parent is open there (or is
+  the page). A rule is judged by what it could select: an element so placed, or a ::before or ::after of one
+  (the footer's own <div> and link too); an element whose class or id template code writes could have any. A
+  scrim or cover image filling a `position:relative` hero, a 600px picture in its own positioned box, a caption
+  bar over its own picture and a sticky header are fine.
 * An external style sheet (`<link rel=stylesheet>`, `@import`): its rules cannot be screened. Google Fonts' style
   sheets (fonts.googleapis.com, what builders link for a web font) hold only its fonts and are allowed.
 * An unsubscribe link (`{{ unsubscribe_url }}`) or unsubscribe wording inside a hiding element or written in
@@ -79,6 +98,7 @@ Hiding an element that is closed and holds no unsubscribe content is fine (a hid
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from bisect import bisect_left, bisect_right
@@ -827,14 +847,27 @@ def _background(declarations: dict[str, str]) -> _Colour | None:
     return None
 
 
-_OFFSETS = ("left", "top", "right", "bottom", "margin", "margin-left", "margin-top", "text-indent")
-_CONCEALING_PROPERTIES = frozenset({*_OFFSETS, "display", "mso-hide", "content-visibility", "opacity", "zoom",
-                                    "overflow", "overflow-x", "overflow-y", "clip", "clip-path", "transform",
-                                    "translate", "scale", "filter", "-webkit-filter"})
+_OFFSETS = ("left", "top", "right", "bottom", "inset", "margin", "margin-left", "margin-top", "text-indent")
+_TRANSFORMS = ("transform", "-webkit-transform", "-ms-transform", "-moz-transform")
+_MASKS = ("mask", "mask-image", "-webkit-mask", "-webkit-mask-image", "-webkit-mask-box-image", "mask-border",
+          "mask-border-source")
+_CONCEALING_PROPERTIES = frozenset({*_OFFSETS, *_TRANSFORMS, *_MASKS, "display", "mso-hide", "content-visibility",
+                                    "opacity", "zoom", "overflow", "overflow-x", "overflow-y", "contain", "clip",
+                                    "clip-path", "translate", "scale", "rotate", "filter", "-webkit-filter"})
 _NUMBER = re.compile(r"-?\d*\.?\d+")
 _FILTER_OPACITY = re.compile(r"opacity\(\s*([^)]*)\)|alpha\(\s*opacity\s*=\s*(-?\d*\.?\d+)")
-_TRANSLATION = re.compile(r"translate(?:[xy]|3d)?\(([^)]*)\)")
-_MATRIX = re.compile(r"matrix\(([^)]*)\)")
+_BLUR = re.compile(r"blur\(\s*([^)]*)\)")
+_TRANSFORM_FUNCTION = re.compile(r"([a-z][a-z0-9]*)\(([^)]*)\)")
+_ANGLE = re.compile(r"^(-?(?:\d+\.?\d*|\.\d+))(deg|rad|grad|turn)?$")
+_DEGREES_PER_UNIT = {"": 1.0, "deg": 1.0, "rad": 180 / math.pi, "grad": 0.9, "turn": 360.0}
+# Drawn at a fifth of its size or less (a scale, a zoom, a turn nearly edge-on to the reader), 16px text is under
+# 3.2px high: as unreadable as a tiny font.
+_SHRUNK = 0.2
+_FAR = 2000  # px: further right or down than any screen is wide or high
+_BLURRED = 4  # px: text of 12 to 16px blurred this much cannot be read
+_INDENTED = 100  # px: a first line indented this far, with what overflows cut off, shows none of its text
+_NO_VALUE = frozenset({"", "none", "initial", "unset", "inherit", "revert", "revert-layer"})
+_PAINT_CONTAINMENT = frozenset({"paint", "strict", "content"})
 
 
 def _far_off(length: str) -> bool:
@@ -845,27 +878,92 @@ def _far_off(length: str) -> bool:
         amount = _NUMBER.match(length)
         return amount is not None and abs(float(amount.group())) >= 100
     px = _px(length)
-    return px is not None and (px <= -100 or px >= 2000)
+    return px is not None and (px <= -100 or px >= _FAR)
+
+
+def _factor(value: str) -> float | None:
+    """A scale factor as written: a number or a percentage."""
+    value = value.strip()
+    number = _NUMBER.fullmatch(value[:-1] if value.endswith("%") else value)
+    if number is None:
+        return None
+    return float(number.group()) / (100 if value.endswith("%") else 1)
+
+
+def _shrunk(values: Iterable[str]) -> bool:
+    return any(factor is not None and abs(factor) < _SHRUNK for factor in map(_factor, values))
+
+
+def _edge_on(angle: str) -> bool:
+    """A turn about an axis in the page's plane (rotateX, rotateY) that leaves the element (nearly) edge-on to the
+    reader: drawn at cos(angle) of its height or width."""
+    found = _ANGLE.match(angle.strip())
+    if found is None:
+        return False
+    degrees = float(found.group(1)) * _DEGREES_PER_UNIT[found.group(2) or ""]
+    return abs(math.cos(math.radians(degrees))) < _SHRUNK
+
+
+def _turned_edge_on(axis: list[str], angle: str) -> bool:
+    """rotate3d(x, y, z, angle) and `rotate: x y z angle`: a turn about an axis in the page's plane (z = 0)."""
+    factors = [_factor(value) for value in axis]
+    return (len(factors) == 3 and None not in factors and factors[2] == 0 and any(factors[:2])
+            and _edge_on(angle))
+
+
+def _collapsed(a: float, b: float, c: float, d: float, tx: float, ty: float) -> bool:
+    """A matrix that draws the page's plane (nearly) as a line or a point, or moves it far off the page."""
+    return (math.hypot(a, b) < _SHRUNK or math.hypot(c, d) < _SHRUNK or abs(a * d - b * c) < _SHRUNK ** 2
+            or any(n <= -100 or n >= _FAR for n in (tx, ty)))
+
+
+def _transform_hides(function: str, arguments: str) -> bool:
+    values = arguments.split(",")
+    if function in ("scale", "scalex", "scaley", "scale3d"):
+        return _shrunk(values[:2])
+    if function in ("translate", "translatex", "translatey", "translate3d"):
+        return any(_far_off(length) for length in values[:2])  # across or down, not towards the reader
+    if function in ("rotatex", "rotatey"):
+        return _edge_on(values[0])
+    if function == "rotate3d":
+        return len(values) == 4 and _turned_edge_on(values[:3], values[3])
+    numbers = [float(n) for n in _NUMBER.findall(arguments)]
+    if function == "matrix" and len(numbers) == 6:  # matrix(a, b, c, d, tx, ty)
+        return _collapsed(*numbers)
+    if function == "matrix3d" and len(numbers) == 16:  # by columns; the page's plane is x, y with w (the last)
+        w = numbers[15]
+        return w == 0 or _collapsed(*(numbers[i] / w for i in (0, 1, 4, 5, 12, 13)))
+    return False
 
 
 def _transformed_away(declarations: dict[str, str]) -> str | None:
-    """A transform that moves an element off the page or shrinks it to nothing (None: neither)."""
-    transform = declarations.get("transform", "")
-    for scale in re.findall(r"scale[xyz3d]*\(([^)]*)\)", transform):
-        if any(float(n) <= 0.05 for n in _NUMBER.findall(scale)):
-            return f"transform:{transform}"
-    for translation in _TRANSLATION.findall(transform):
-        if any(_far_off(length) for length in translation.split(",")[:2]):  # across or down, not towards the reader
-            return f"transform:{transform}"
-    for matrix in _MATRIX.findall(transform):  # matrix(a, b, c, d, tx, ty)
-        numbers = [float(n) for n in _NUMBER.findall(matrix)]
-        if len(numbers) == 6 and (max(map(abs, numbers[0:2])) <= 0.05 or max(map(abs, numbers[2:4])) <= 0.05
-                                  or any(n <= -100 or n >= 2000 for n in numbers[4:6])):
-            return f"transform:{transform}"
+    """A transform that moves an element off the page, shrinks it to a fifth or less, or turns it edge-on (None:
+    none of these)."""
+    for name in _TRANSFORMS:
+        transform = declarations.get(name, "")
+        if any(_transform_hides(*function) for function in _TRANSFORM_FUNCTION.findall(transform)):
+            return f"{name}:{transform}"
     if "translate" in declarations and any(_far_off(length) for length in declarations["translate"].split()):
         return f"translate:{declarations['translate']}"
-    if "scale" in declarations and any(float(n) <= 0.05 for n in _NUMBER.findall(declarations["scale"])):
+    if "scale" in declarations and _shrunk(declarations["scale"].split()[:2]):
         return f"scale:{declarations['scale']}"
+    rotate = declarations.get("rotate", "").split()
+    if (len(rotate) == 2 and rotate[0] in ("x", "y") and _edge_on(rotate[1])) or (
+            len(rotate) == 4 and _turned_edge_on(rotate[:3], rotate[3])):
+        return f"rotate:{declarations['rotate']}"
+    return None
+
+
+def _clipped(declarations: dict[str, str], across: bool) -> str | None:
+    """What cuts off content overflowing the element across the page (`across`) or down it: overflow:hidden or
+    clip on that axis (overflow's first value is across, its last down), or paint containment, which clips as
+    overflow:clip does (None: nothing; overflow-x:hidden alone makes a box one scrolls down instead)."""
+    overflow = declarations.get("overflow", "").split() or [""]
+    value = declarations.get("overflow-x" if across else "overflow-y") or overflow[0 if across else -1]
+    if value in _CLIPPED:
+        return f"overflow:{value}"
+    if not _PAINT_CONTAINMENT.isdisjoint(declarations.get("contain", "").split()):
+        return f"contain:{declarations['contain']}"
     return None
 
 
@@ -880,22 +978,32 @@ def _concealing(declarations: dict[str, str]) -> str | None:
         return "mso-hide:all"
     if get("content-visibility") == "hidden":
         return "content-visibility:hidden"
-    for name in ("opacity", "zoom"):
-        amount = _px(get(name, "").rstrip("%")) if name in declarations else None
-        if amount is not None and (amount / 100 if get(name, "").endswith("%") else amount) <= 0.05:
-            return f"{name}:{get(name)}"
-    if any(get(name) in ("hidden", "clip") for name in ("overflow", "overflow-x", "overflow-y")):
+    if "opacity" in declarations:
+        opacity = _factor(get("opacity", ""))
+        if opacity is not None and opacity <= 0.05:
+            return f"opacity:{get('opacity')}"
+    if "zoom" in declarations and _shrunk([get("zoom", "")]):
+        return f"zoom:{get('zoom')}"
+    clipped = _clipped(declarations, across=False) or _clipped(declarations, across=True)
+    if clipped:
         for name in ("height", "max-height", "width", "max-width", "line-height"):
             value = get(name, "")
             length = _px(value) if value else None
             if name == "line-height" and value[-1:].isdigit() and length:
                 continue  # a bare number multiplies the font size: only 0 hides
             if length is not None and length <= 1:
-                return f"{name}:{get(name)} with overflow:hidden"
+                return f"{name}:{get(name)} with {clipped}"
+    indent = get("text-indent", "")
+    across = _clipped(declarations, across=True) if indent else None
+    if across and ((_factor(indent) or 0) >= 1 if indent.endswith("%") else (_px(indent) or 0) >= _INDENTED):
+        return f"text-indent:{indent} with {across}"  # the first line pushed past the edge that cuts it off
     if "rect(" in get("clip", ""):
         return f"clip:{get('clip')}"
     if get("clip-path", "none") != "none":
         return f"clip-path:{get('clip-path')}"
+    for name in _MASKS:
+        if get(name, "none") not in _NO_VALUE:
+            return f"{name}:{get(name)}"
     transformed = _transformed_away(declarations)
     if transformed:
         return transformed
@@ -904,9 +1012,11 @@ def _concealing(declarations: dict[str, str]) -> str | None:
             level = _px(amount.rstrip("%") if amount else percent)
             if level is not None and (level / 100 if not amount or amount.endswith("%") else level) <= 0.05:
                 return f"{name}:{get(name)}"
+        if any((_px(radius.strip() or "0") or 0) >= _BLURRED for radius in _BLUR.findall(get(name, ""))):
+            return f"{name}:{get(name)}"
     for name in _OFFSETS:
         value = get(name, "")
-        if "-" in value and any((_px(token) or 0) <= -100 for token in value.split()):
+        if value and any((px := _px(token)) is not None and (px <= -100 or px >= _FAR) for token in value.split()):
             return f"{name}:{value}"
     return None
 
@@ -915,45 +1025,139 @@ _CLIPPED = ("hidden", "clip")
 # Sizes that fit the content: none of them cuts any off.
 _FITTING = frozenset({"", "auto", "none", "fit-content", "max-content", "min-content", "inherit", "initial", "unset",
                       "revert", "revert-layer"})
+_HEIGHTS = ("height", "min-height", "block-size", "min-block-size")
+_WIDTHS = ("width", "min-width", "inline-size", "min-inline-size")
+_CLIPPING_HEIGHTS = ("height", "max-height", "block-size", "max-block-size", "-webkit-line-clamp", "line-clamp")
+_CLIPPING_WIDTHS = ("width", "max-width", "inline-size", "max-inline-size")
+_LENGTHS = re.compile(r"(-?(?:\d+\.?\d*|\.\d+))([a-z%]*)")
+_VIEWPORT_UNIT = re.compile(r"[sld]?v(?:w|h|i|b|min|max)")
+
+
+def _lengths(value: str) -> Iterator[tuple[float, str]]:
+    """The lengths written in a value (in calc(), min(), max() too), with their units."""
+    for number, unit in _LENGTHS.findall(value):
+        yield float(number), unit
+
+
+def _relative(unit: str) -> bool:
+    """A percentage (of the containing block) or a viewport unit (of the window)."""
+    return unit == "%" or _VIEWPORT_UNIT.fullmatch(unit) is not None
+
+
+def _full_width(value: str) -> bool:
+    """A width as wide as its container or the window (or wider): one the footer, a block, would have anyway."""
+    lengths = list(_lengths(value))
+    return bool(lengths) and all(_relative(unit) and number >= 100 for number, unit in lengths)
+
+
+# Across the page, the footer's lines wrap: a width cuts them off only when narrower than its longest word (its
+# text at 11-13px: "Unsubscribe", "marketing", ~80px) or when they may not wrap.
+_NARROW_PX = 200
+_NARROW_PERCENT = 30  # of an email's 600px
+_UNWRAPPED = frozenset({"nowrap", "pre"})
+
+
+def _too_narrow(value: str) -> bool:
+    """A width the footer's words may not fit in (any length in it below ~200px, or 30% of its container)."""
+    for number, unit in _lengths(value):
+        px = None if _relative(unit) else _px(f"{number}{unit}")
+        if (number < _NARROW_PERCENT) if _relative(unit) else (px is not None and px < _NARROW_PX):
+            return True
+    return False
 
 
 def _clipping(declarations: dict[str, str]) -> str | None:
-    """A height of any size that cuts off what does not fit (overflow:hidden, or clamped lines): harmless on an
-    element closed before the footer, hiding on one the footer ends up inside, as it goes last (None: none)."""
+    """A height or a width of any size that cuts off what does not fit (overflow:hidden, clamped lines, paint
+    containment): harmless on an element closed before the footer, hiding on one the footer ends up inside, as it
+    goes last (down the page) or may not fit (across it: one that is not the whole width) (None: none)."""
     get = declarations.get
-    # Down the page, what overflows is cut off when overflow-y (or the last of overflow's values) says so;
-    # overflow-x:hidden alone makes a box one scrolls instead.
-    vertical = get("overflow-y") or (get("overflow", "").split() or [""])[-1]
-    if vertical not in _CLIPPED:
-        return None
-    for name in ("height", "max-height", "block-size", "max-block-size", "-webkit-line-clamp", "line-clamp"):
-        if get(name, "") not in _FITTING:
-            return f"{name}:{get(name)} with overflow:{vertical}"
+    down = _clipped(declarations, across=False)
+    if down:
+        for name in _CLIPPING_HEIGHTS:
+            if get(name, "") not in _FITTING:
+                return f"{name}:{get(name)} with {down}"
+    across = _clipped(declarations, across=True)
+    if across:
+        for name in _CLIPPING_WIDTHS:
+            value = get(name, "")
+            if value not in _FITTING and not _full_width(value) and (
+                    _too_narrow(value) or get("white-space", "") in _UNWRAPPED):
+                return f"{name}:{value} with {across}"
     return None
 
 
-# An element drawn over the page: fixed to the window (over the footer once the reader scrolls to it), or
-# absolute and spanning the page. Email builders use neither, as most clients drop them.
+# An element drawn over other content. Fixed to the window, or painting a shadow or outline 1000px wide, it covers
+# the page wherever it sits. Absolutely positioned, it is placed in its containing block (its nearest positioned
+# ancestor, else the page): as large as that block, or at its bottom, it covers the footer only when the footer is
+# inside that block (the page, or an element still open where the footer goes), or when it reaches far beyond it.
+# Sticky, it stays in the window while its parent scrolls by: as tall as the window, it covers all of the parent.
+# Email builders use none of these over the page (most clients drop them); a scrim or caption over a picture inside
+# a positioned element of its own is common.
 _DRAWN_ITSELF = frozenset({"img", "video", "iframe", "object", "embed", "svg", "canvas", "input"})
+_POSITIONED = frozenset({"relative", "absolute", "fixed", "sticky"})
+_HUGE = 1000  # px: a shadow or outline this wide, or a box reaching this far from its block, reaches the footer
+_PAGE_WIDE = 600  # px: an email's whole width
+_OUTLINE_STYLES = frozenset({"solid", "dotted", "dashed", "double", "groove", "ridge", "inset", "outset", "auto"})
+_CSS_FUNCTION = re.compile(r"[a-z-]*\([^)]*\)|#[0-9a-f]+")
 
 
-def _spans(declarations: dict[str, str], size: str, edges: tuple[str, str]) -> bool:
-    value = declarations.get(size, "")
-    if "inset" in declarations or all(declarations.get(edge, "auto") != "auto" for edge in edges):
+def _page_sized(value: str) -> bool:
+    """A size that reaches across a page: 100% of its containing block or of the window, or an email's width, in
+    calc() and the like too (any of its terms)."""
+    return any(number >= 100 if _relative(unit) else number * _PX_PER_UNIT.get(unit, 0) >= _PAGE_WIDE
+               for number, unit in _lengths(value))
+
+
+def _spans(declarations: dict[str, str], sizes: tuple[str, ...], edges: tuple[str, str], inset: str) -> bool:
+    if any(declarations.get(name, "auto") != "auto" for name in ("inset", inset)):
         return True
-    amount = _NUMBER.match(value)
-    if amount is None:
-        return False
-    if value.endswith(("%", "vw", "vh", "vmax")):
-        return float(amount.group()) >= 100
-    px = _px(value)
-    return px is not None and px >= 600
+    if all(declarations.get(edge, "auto") != "auto" for edge in edges):
+        return True
+    return any(_page_sized(declarations.get(name, "")) for name in sizes)
 
 
-def _overlay(declarations: dict[str, str], drawn_itself: bool = False) -> str | None:
-    """An element that covers the page, and so could cover the footer wherever it sits (None: it does not)."""
+def _escapes(declarations: dict[str, str]) -> bool:
+    """An absolutely positioned element reaching far beyond its containing block up or down the page (1000px or
+    more, a window's height, past 100% of the block): it covers what follows the block too."""
+    for name in (*_HEIGHTS, "top", "bottom", "inset", "inset-block", "margin-top"):
+        for number, unit in _lengths(declarations.get(name, "")):
+            if unit == "%" and (abs(number) > 100 or (abs(number) == 100 and name not in _HEIGHTS)):
+                return True
+            if unit != "%" and (abs(number) >= 100 if _relative(unit)
+                                else abs(number) * _PX_PER_UNIT.get(unit, 0) >= _HUGE):
+                return True
+    return False
+
+
+def _huge_paint(declarations: dict[str, str]) -> str | None:
+    """A shadow or an outline 1000px or more wide: it paints over whatever is around the element (None: none)."""
+    for name in ("box-shadow", "-webkit-box-shadow"):
+        for shadow in re.split(r",(?![^(]*\))", declarations.get(name, "")):
+            colour = _colour(shadow)
+            if "inset" in shadow.split() or (colour is not None and colour[3] <= 0.05):
+                continue  # drawn inside the element, or transparent
+            if any(abs(number) * _PX_PER_UNIT.get(unit, 0) >= _HUGE
+                   for number, unit in _lengths(_CSS_FUNCTION.sub(" ", shadow))):
+                return f"{name}:{declarations[name]}"
+    outline = declarations.get("outline", "").split()
+    style = declarations.get("outline-style") or next((word for word in outline if word in _OUTLINE_STYLES), None)
+    colour = _colour(declarations.get("outline-color") or " ".join(outline))
+    if style in _OUTLINE_STYLES and not (colour is not None and colour[3] <= 0.05):
+        widths = _CSS_FUNCTION.sub(" ", declarations.get("outline-width") or " ".join(outline))
+        if any(number * _PX_PER_UNIT.get(unit, 0) >= _HUGE for number, unit in _lengths(widths)):
+            return f"outline:{declarations.get('outline') or declarations['outline-width']}"
+    return None
+
+
+def _overlay(declarations: dict[str, str], drawn_itself: bool = False) -> tuple[str, str] | None:
+    """What draws an element over other content, and how far (None: nothing): ("page", what) wherever it sits;
+    ("spans", what) an absolute element as large as its containing block; ("bottom", what) one at the bottom of
+    its containing block; ("sticky", what) a sticky one as tall as the window, over its parent as it scrolls by."""
+    huge = _huge_paint(declarations)
+    if huge:
+        return "page", huge
     position = declarations.get("position")
-    if position not in ("fixed", "absolute"):
+    if position not in ("fixed", "absolute", "sticky"):
         return None
     background = _background(declarations)
     painted = ("an image" if drawn_itself or background is _UNKNOWN else
@@ -963,9 +1167,16 @@ def _overlay(declarations: dict[str, str], drawn_itself: bool = False) -> str | 
     if painted is None:
         return None  # nothing drawn: what is under it shows through
     if position == "fixed":
-        return f"position:fixed with {painted}"
-    if _spans(declarations, "width", ("left", "right")) and _spans(declarations, "height", ("top", "bottom")):
-        return f"position:absolute over the whole page with {painted}"
+        return "page", f"position:fixed with {painted}"
+    if position == "sticky":
+        if any(_page_sized(declarations.get(name, "")) for name in _HEIGHTS):
+            return "sticky", f"position:sticky as tall as the window with {painted}"
+        return None
+    if (_spans(declarations, _WIDTHS, ("left", "right"), "inset-inline")
+            and _spans(declarations, _HEIGHTS, ("top", "bottom"), "inset-block")):
+        return "spans", f"position:absolute over the whole page with {painted}"
+    if declarations.get("bottom", "auto") != "auto":
+        return "bottom", f"position:absolute at the bottom with {painted}"
     return None
 
 
@@ -1000,8 +1211,9 @@ def _hiding(declarations: dict[str, str]) -> str | None:
     return None
 
 
-def _css_rules(css: str) -> Iterator[tuple[str, str, bool]]:
-    """(selector, declarations, for dark mode only) of the style rules of a style sheet, in @media and the like too."""
+def _css_rules(css: str) -> Iterator[tuple[str, str, bool, bool]]:
+    """(selector, declarations, for dark mode only, inside @media or the like: on some screens only) of the style
+    rules of a style sheet, in @media and the like too."""
     css = _CSS_COMMENT.sub("", css)
     preludes: list[str] = []
     start = 0
@@ -1012,7 +1224,7 @@ def _css_rules(css: str) -> Iterator[tuple[str, str, bool]]:
             prelude = preludes.pop()
             outer = [p.lower() for p in preludes]
             if prelude and not prelude.startswith("@") and all(p.startswith(_GROUPING_AT_RULES) for p in outer):
-                yield prelude, css[start:brace.start()], any(_DARK_MODE.search(p) for p in outer)
+                yield prelude, css[start:brace.start()], any(_DARK_MODE.search(p) for p in outer), bool(outer)
         start = brace.end()
 
 
@@ -1127,11 +1339,14 @@ _R_SAME_COLOUR = ("The unsubscribe link or wording is written in the colour of i
                   "Unsubscribing must stay visible: use a contrasting colour.")
 _R_FAKE = ("A link that reads as an unsubscribe link goes to {href!r} instead of {{{{ unsubscribe_url }}}}. Link "
            "it to {{{{ unsubscribe_url }}}} (Herald also adds its own unsubscribe link to every message).")
-_R_OVERLAY = ("This element is drawn over the page ({what}): wherever it sits, it could cover the unsubscribe link "
-              "and footer Herald adds at the end of the message. Remove its fixed or absolute position.")
+_R_OVERLAY = ("This element is drawn over the page ({what}): it could cover the unsubscribe link and footer Herald "
+              "adds at the end of the message. Remove its fixed or sticky position (or its shadow or outline); put "
+              "an absolutely positioned element inside one of its own with position:relative, closed before the "
+              "end of the body.")
 _R_STYLE_OVERLAY = ("A <style> rule ({selector}) draws an element over the page ({what}): it could cover the "
-                    "unsubscribe link and footer Herald adds at the end of the message. Remove its fixed or "
-                    "absolute position.")
+                    "unsubscribe link and footer Herald adds at the end of the message. Remove its fixed or sticky "
+                    "position (or its shadow or outline); put what it positions absolutely inside an element of its "
+                    "own with position:relative, closed before the end of the body.")
 _R_EXTERNAL_CSS = ("An external style sheet ({what}) cannot be screened: its rules could hide the unsubscribe link "
                    "and footer Herald adds at the end of the message. Write the styles into the message (a <style> "
                    "element or style attributes).")
@@ -1143,6 +1358,139 @@ class _Link:
     start: str
     unsubscribe: bool  # it goes to {{ unsubscribe_url }}
     text: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class _Node:
+    """An element as a style sheet's selectors see it (its name, classes and ids, parent and previous sibling), and
+    the block an absolutely positioned element inside it is placed in. The footer's elements are nodes too."""
+
+    tag: str
+    classes: frozenset[str]
+    ids: frozenset[str]
+    parent: _Node | None
+    previous: _Node | None  # the element right before it in its parent
+    position: str | None  # as its style attribute sets it
+    any_name: bool = False  # template code writes its class or id: it could be any
+    footer: bool = False  # an element of the footer Herald appends
+    open_at_footer: bool = False  # the footer goes inside it
+    positioned: bool = False  # surely positioned (relative, absolute...): the containing block of what is inside
+    containing: _Node | None = None  # its nearest positioned ancestor (None: the page)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compound:
+    """A compound selector (`div.card#top:hover`) as far as screening reads it: its element name, classes and ids."""
+
+    tag: str | None  # None: any element
+    classes: frozenset[str]
+    ids: frozenset[str]
+    plain: bool  # names only, no attribute, pseudo-class or pseudo-element: it selects every element so named
+    generated: bool  # ::before or ::after: a box of its own, inside the element
+
+    def fits(self, node: _Node, surely: bool = False) -> bool:
+        """Whether the compound could select the node (`surely`: does select it, but for what the parts screening
+        does not read, attributes and pseudo-classes, could rule out)."""
+        if self.tag is not None and self.tag != node.tag:
+            return False
+        if node.any_name and not surely:
+            return True
+        return self.classes <= node.classes and self.ids <= node.ids
+
+
+_SELECTOR_ARGUMENT = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+_COMBINATOR = re.compile(r"\s*([>+~])\s*|\s+")
+_GENERATED = re.compile(r"::?(?:before|after)\b", re.IGNORECASE)
+_SIBLINGS_READ = 1000  # previous siblings a `~` looks through before it is taken to match
+
+
+def _selector(selector: str) -> tuple[list[_Compound], list[str]]:
+    """One selector (no commas) as its compounds and the combinators between them (" ", ">", "+", "~"). What is in
+    brackets or parentheses (attributes, `:not(...)`) only narrows what a compound selects and is left out."""
+    text = selector.strip()
+    while (narrower := _SELECTOR_ARGUMENT.sub(lambda m: ":" if m.group().startswith("[") else "", text)) != text:
+        text = narrower
+    parts = _COMBINATOR.split(text)
+    compounds = []
+    for part in parts[0::2]:
+        tag = re.match(r"[A-Za-z][A-Za-z0-9-]*", part)
+        compounds.append(_Compound(
+            tag.group().lower() if tag else None, frozenset(re.findall(r"\.([\w-]+)", part)),
+            frozenset(re.findall(r"#([\w-]+)", part)), ":" not in part, _GENERATED.search(part) is not None))
+    return compounds, [combinator or " " for combinator in parts[1::2]]
+
+
+class _Names:
+    """The names (element names, classes, ids) of some nodes, to ask whether a compound could select one of them."""
+
+    def __init__(self, nodes: Iterable[_Node]) -> None:
+        self.tags: set[str] = set()
+        self.classes: set[str] = set()
+        self.ids: set[str] = set()
+        self.any_name = False
+        for node in nodes:
+            self.tags.add(node.tag)
+            self.classes |= node.classes
+            self.ids |= node.ids
+            self.any_name |= node.any_name
+
+    def could_fit(self, compound: _Compound) -> bool:
+        return (compound.tag is None or compound.tag in self.tags) and (self.any_name or (
+            compound.classes <= self.classes and compound.ids <= self.ids))
+
+
+class _NodeIndex:
+    """Nodes by their names, to find those a compound could select without reading every node."""
+
+    def __init__(self, nodes: Iterable[_Node]) -> None:
+        self.by_name: dict[str, list[_Node]] = {}
+        self.any_name: list[_Node] = []
+        for node in nodes:
+            for key in (node.tag, *(f".{name}" for name in node.classes), *(f"#{name}" for name in node.ids)):
+                self.by_name.setdefault(key, []).append(node)
+            if node.any_name:
+                self.any_name.append(node)
+
+    def selected(self, compound: _Compound) -> Iterator[_Node]:
+        key = (next((f"#{name}" for name in compound.ids), None) or next((f".{name}" for name in compound.classes),
+                                                                        None) or compound.tag)
+        if key is None:
+            yield from (node for nodes in self.by_name.values() for node in nodes)  # `*`: any
+            return
+        yield from (node for node in self.by_name.get(key, ()) if compound.fits(node))
+        yield from (node for node in self.any_name if compound.fits(node))
+
+
+def _positioning(style_sheets: Iterable[str]) -> tuple[set[_Compound], set[_Compound]]:
+    """The compounds whose elements a style sheet surely positions (a rule for them alone, on every screen) and
+    those it may leave static (position:static and the like, on some screen): a block that contains what is
+    absolutely positioned inside it only when positioned for sure."""
+    positions: set[_Compound] = set()
+    statics: set[_Compound] = set()
+    for css in style_sheets:
+        for selector, body, _, nested in _css_rules(css):
+            position = _declarations(body).get("position")
+            if position is None:
+                continue
+            for one in selector.split(","):
+                compounds, _combinators = _selector(one)
+                if position not in _POSITIONED:
+                    statics.add(compounds[-1])
+                elif len(compounds) == 1 and compounds[0].plain and not nested:
+                    positions.add(compounds[0])
+    return positions, statics
+
+
+def _covers_footer(node: _Node, kind: str, generated: bool, escapes: bool) -> bool:
+    """Whether an element (or its ::before or ::after, `generated`) drawn over others as `kind` says (`_overlay`)
+    covers the footer: the block it is placed in holds the footer (the page, or an element open there)."""
+    if kind == "sticky":
+        parent = node if generated else node.parent
+        return parent is None or parent.open_at_footer
+    block = node if generated and node.positioned else node.containing
+    if kind == "bottom":
+        return block is not None and block.open_at_footer
+    return block is None or block.open_at_footer or escapes
 
 
 @dataclass(slots=True)
@@ -1163,6 +1511,7 @@ class _Element:
     text_colour: _Colour | None  # the text colour inside it (None: the client's default or link colour)
     background: _Colour | None  # the background inside it (None: the page's)
     coloured_by: _Element | None  # the element that set text_colour or background
+    node: _Node
     link: _Link | None = None
     clips: str | None = None  # what of its own cuts off content that does not fit (a height with overflow:hidden)
 
@@ -1187,18 +1536,35 @@ class _HtmlReader(HTMLParser):
         self.class_bg: dict[str, _Colour] = {}
         self.at_footer: list[_Element] = []
         self.unfinished = ""  # what the parser still holds where the footer goes: an open comment or tag
+        self.nodes: list[_Node] = []
+        self.last_child: list[_Node | None] = [None]  # by depth: the last element in the element open there
+        # Drawn over others by a style attribute, judged once the style sheets say where each block is:
+        # (the element, `_overlay`'s kind and what, the start tag, whether it reaches far beyond its block).
+        self.overlays: list[tuple[_Node, str, str, str, bool]] = []
+        # By an overlay's kind and reach: the elements, and those whose ::before or ::after, it would cover the
+        # footer from.
+        self.overlay_index: dict[tuple[str, bool], tuple[_NodeIndex, _NodeIndex]] = {}
+        html = _Node("html", _NONE, _NONE, None, None, None)
+        # A body without <body> tags is one all the same; what is before it (a <head>, written or not) is unknown.
+        self.document = [html, _Node("body", _NONE, _NONE, html, None, None)]
+        self.footer: list[_Node] = []
 
     def read(self, html_body: str) -> None:
         end = _BODY_END.search(html_body)
         footer_at = end.start() if end else len(html_body)
         self.feed(html_body[:footer_at])
         self.at_footer = list(self.stack)
+        for element in self.at_footer:
+            element.node.open_at_footer = True
+        self._add_footer()
         # HTMLParser keeps what it cannot finish yet (an open comment or tag) until more input comes.
         self.unfinished = str(getattr(self, "rawdata", ""))
         self.feed(html_body[footer_at:])
         self.close()
         self._pop_to(0)
+        self._place()
         self._check_footer()
+        self._check_overlays()
         for css in self.style_sheets:
             self._check_style_sheet(css)
 
@@ -1265,15 +1631,17 @@ class _HtmlReader(HTMLParser):
         if values.get("style"):
             self._read_css(values["style"])
             declarations = _declarations(values["style"])
+        node = self._add_node(tag, values, declarations, void)
+        if declarations:
             overlay = _overlay(declarations, drawn_itself=tag in _DRAWN_ITSELF)
             if overlay:
-                self._refuse(_R_OVERLAY.format(what=overlay), self.get_starttag_text() or f"<{tag}>")
+                self.overlays.append((node, *overlay, self.get_starttag_text() or f"<{tag}>", _escapes(declarations)))
         if tag == "link" and "stylesheet" in values.get("rel", "").lower().split() and not _font_css(
                 values.get("href", "")):
             self._refuse(_R_EXTERNAL_CSS.format(what="<link rel=stylesheet>"), self.get_starttag_text() or "<link>")
         if void:
             return
-        self._push(tag, values, declarations)
+        self._push(tag, values, declarations, node)
         if tag == "style":
             self.style_sheets.append("")
         elif tag == "a":
@@ -1284,7 +1652,33 @@ class _HtmlReader(HTMLParser):
             if link.unsubscribe:
                 self._check_visible()
 
-    def _push(self, tag: str, values: dict[str, str], declarations: dict[str, str]) -> None:
+    def _add_node(self, tag: str, values: dict[str, str], declarations: dict[str, str], void: bool) -> _Node:
+        """The element as a node of the document, after the last element in its parent."""
+        depth = len(self.stack)
+        names = values.get("class", "") + values.get("id", "")
+        node = _Node(tag, frozenset(values["class"].split()) if "class" in values else _NONE,
+                     frozenset(values["id"].split()) if "id" in values else _NONE,
+                     self.stack[-1].node if self.stack else None, self.last_child[depth], declarations.get("position"),
+                     any_name="{{" in names or "{%" in names)
+        self.nodes.append(node)
+        self.last_child[depth] = node
+        del self.last_child[depth + 1:]
+        if not void:
+            self.last_child.append(None)
+        return node
+
+    def _add_footer(self) -> None:
+        """The footer delivery appends where the body ends (render.py): <div style=...><a href=...>Unsubscribe</a>
+        <br>Email marketing by Herald</div><img> (the open-tracking pixel), after the last element there."""
+        parent = self.stack[-1].node if self.stack else None
+        previous = self.last_child[len(self.stack)] if len(self.last_child) > len(self.stack) else None
+        div = _Node("div", _NONE, _NONE, parent, previous, None, footer=True)
+        link = _Node("a", _NONE, _NONE, div, None, None, footer=True)
+        self.footer = [div, link, _Node("br", _NONE, _NONE, div, link, None, footer=True),
+                       _Node("img", _NONE, _NONE, parent, div, None, footer=True)]
+        self.nodes.extend(self.footer)
+
+    def _push(self, tag: str, values: dict[str, str], declarations: dict[str, str], node: _Node) -> None:
         fg = bg = None
         if declarations:
             fg, bg = _colour(declarations.get("color")), _background(declarations)
@@ -1311,7 +1705,7 @@ class _HtmlReader(HTMLParser):
             text_colour=fg if fg is not None or tag == "a" else parent.text_colour if parent else None,
             background=bg if bg is not None else parent.background if parent else None,
             coloured_by=parent.coloured_by if parent else None,
-            clips=_clipping(declarations) if declarations else None)
+            node=node, clips=_clipping(declarations) if declarations else None)
         if concealing:
             element.concealed_by = element
         if declarations:
@@ -1414,27 +1808,76 @@ class _HtmlReader(HTMLParser):
                 # on fitting in what is left of a height that cuts off the rest.
                 self._refuse(_R_UNCLOSED.format(what=element.hides or element.clips, tag=element.tag), element.start)
 
+    def _place(self) -> None:
+        """Which elements are surely positioned (by their style attribute, or a style sheet's rule for them alone
+        that nothing may undo), and so the block each absolutely positioned element is placed in."""
+        positions, statics = _positioning(self.style_sheets)
+        positioning, static = _NodeIndex(()), _NodeIndex(())
+        if positions:
+            positioning = _NodeIndex(self.nodes)
+            surely = {id(node) for compound in positions for node in positioning.selected(compound)
+                      if compound.fits(node, surely=True)}
+        if statics:
+            static = _NodeIndex(self.nodes)
+        unsure = {id(node) for compound in statics for node in static.selected(compound)}
+        for node in self.nodes:  # parents before their content
+            if node.position is not None:
+                node.positioned = node.position in _POSITIONED
+            else:
+                node.positioned = bool(positions) and id(node) in surely
+            node.positioned = node.positioned and id(node) not in unsure
+            parent = node.parent
+            node.containing = None if parent is None else parent if parent.positioned else parent.containing
+
+    def _check_overlays(self) -> None:
+        """Elements drawn over others by their style attribute: refused when they cover the footer."""
+        for node, kind, what, start, escapes in self.overlays:
+            if kind == "page" or _covers_footer(node, kind, False, escapes):
+                self._refuse(_R_OVERLAY.format(what=what), start)
+
     def _check_style_sheet(self, css: str) -> None:
-        ancestors = self.at_footer
-        footer_bg = (ancestors[-1].background if ancestors else None) or self.page_bg
-        for selector, body, dark_mode in _css_rules(css):
+        ancestors = [element.node for element in self.at_footer]
+        footer_bg = (self.at_footer[-1].background if self.at_footer else None) or self.page_bg
+        reach = _FooterReach(self.footer, ancestors + self.document)
+        clipped_reach = _FooterReach([node for node in self.footer if node.tag in _CLIPPED_FOOTER_TAGS],
+                                     ancestors + self.document)
+        for selector, body, dark_mode, _ in _css_rules(css):
             declarations = _declarations(body)
             overlay = _overlay(declarations)
-            if overlay:  # whatever it selects: drawn over the page, it covers the footer
-                self._refuse(_R_STYLE_OVERLAY.format(selector=_snippet(selector)[:80], what=overlay),
-                             f"{selector} {{{_snippet(body)}}}")
-                continue
+            if overlay:
+                kind, drawn = overlay
+                if kind == "page" or self._could_cover(selector, kind, _escapes(declarations)):
+                    self._refuse(_R_STYLE_OVERLAY.format(selector=_snippet(selector)[:80], what=drawn),
+                                 f"{selector} {{{_snippet(body)}}}")
+                    continue
             what = _hiding(declarations)
-            if what is None and (clips := _clipping(declarations)) and _may_reach_footer(
-                    selector, ancestors, _CLIPPED_FOOTER_TAGS):
+            if what is None and (clips := _clipping(declarations)) and clipped_reach.reaches(selector):
                 what = clips
             # Light text on the page's background is what dark mode is for: the client darkens the page itself.
             if what is None and not dark_mode and _same_colour(_colour(declarations.get("color")),
                                                                _background(declarations) or footer_bg):
                 what = f"color:{declarations['color']} on the page's background"
-            if what and _may_reach_footer(selector, ancestors):
+            if what and reach.reaches(selector):
                 self._refuse(_R_STYLE.format(selector=_snippet(selector)[:80], what=what),
                              f"{selector} {{{_snippet(body)}}}")
+
+    def _could_cover(self, selector: str, kind: str, escapes: bool) -> bool:
+        """Whether a rule drawing what it selects over others (`_overlay`'s kind) could select an element whose
+        block holds the footer: its subject could be an element (not of the footer: that one shows) outside any
+        positioned element, or inside one the footer ends up in; or a ::before or ::after of such an element or
+        of the footer's."""
+        index = self.overlay_index.get((kind, escapes))
+        if index is None:
+            index = self.overlay_index[(kind, escapes)] = (
+                _NodeIndex(n for n in self.nodes if not n.footer and _covers_footer(n, kind, False, escapes)),
+                _NodeIndex(n for n in self.nodes if _covers_footer(n, kind, True, escapes)))
+        for one in _SELECTOR_LIST.split(selector):
+            if not one.strip():
+                continue
+            subject = _selector(one)[0][-1]
+            if next(index[subject.generated].selected(subject), None) is not None:
+                return True
+        return False
 
     def _read_css(self, css: str) -> None:
         """CSS shows text (`content:"..."`), loads what its URLs name, and may import a style sheet from elsewhere."""
@@ -1452,7 +1895,7 @@ class _HtmlReader(HTMLParser):
 
     def _note_style_sheet(self, css: str) -> None:
         """The page's and classes' backgrounds a style sheet sets, for the colour checks of the elements after it."""
-        for selector, body, dark_mode in _css_rules(css):
+        for selector, body, dark_mode, _ in _css_rules(css):
             background = _background(_declarations(body))
             if background is None or dark_mode:
                 continue
@@ -1470,27 +1913,58 @@ def _css_colour(colour: _Colour | None) -> str:
     return "#{:02x}{:02x}{:02x}".format(*colour[:3])
 
 
-def _may_reach_footer(selector: str, ancestors: list[_Element], footer_tags: frozenset[str] = _FOOTER_TAGS) -> bool:
-    """Whether any selector of the list could select the footer (made of `footer_tags`) or an element the footer
-    ends up inside."""
-    tags = footer_tags | _DOCUMENT | {e.tag for e in ancestors}  # a body without <body> tags is one all the same
-    classes = {name for e in ancestors for name in e.classes}
-    ids = {name for e in ancestors for name in e.ids}
-    for one in selector.split(","):
-        if not one.strip():
-            continue
-        compounds = re.split(r"\s*[>+~]\s*|\s+", one.strip())
-        subject = re.sub(r"\([^)]*\)|\[[^\]]*\]", "", compounds[-1] if compounds else "")
-        subject_classes = set(re.findall(r"\.([\w\-]+)", subject))
-        subject_ids = set(re.findall(r"#([\w\-]+)", subject))
-        if subject_classes or subject_ids:
-            if subject_classes & classes or subject_ids & ids:
+_SELECTOR_LIST = re.compile(r",(?![^()]*\))")  # the commas between selectors, not those in :is(a, b)
+
+
+class _FooterReach:
+    """Whether a selector could select an element of the footer or one the footer ends up inside (`ancestors`,
+    with <html> and <body>, written or not)."""
+
+    def __init__(self, footer: list[_Node], ancestors: list[_Node]) -> None:
+        self.subjects = _NodeIndex([*footer, *ancestors])
+        # What an element of the footer is inside: the elements open there, and the footer's <div> for its link.
+        self.outer = _Names([*ancestors, *(node for node in footer if node.tag == "div")])
+        self.known: dict[tuple[tuple[_Compound, ...], tuple[str, ...]], bool] = {}  # style sheets repeat selectors
+
+    def reaches(self, selector: str) -> bool:
+        """Its subject fits one of those elements, the compound before a `+` fits the element right before that
+        one (before a `~`, any before it), and each compound before a descendant or child combinator fits an
+        element the footer is inside. `.image_block img + div` reaches the footer's <div> only when the body ends
+        with an <img> inside an element of class image_block."""
+        for one in _SELECTOR_LIST.split(selector):
+            if not one.strip():
+                continue
+            compounds, combinators = _selector(one)
+            key = (tuple(compounds), tuple(combinators))
+            if key not in self.known:
+                self.known[key] = self._reaches(compounds, combinators)
+            if self.known[key]:
                 return True
-            continue
-        tag = re.match(r"[a-z][a-z0-9\-]*", subject.lower())
-        if tag is None or tag.group() in tags:
+        return False
+
+    def _reaches(self, compounds: list[_Compound], combinators: list[str]) -> bool:
+        last_outer = max((i for i, combinator in enumerate(combinators) if combinator in " >"), default=-1)
+        if not all(self.outer.could_fit(compound) for compound in compounds[:last_outer + 1]):
+            return False
+        sibling = combinators[-1] if combinators and combinators[-1] in "+~" else None
+        return any(sibling is None or _follows(node, compounds[-2], sibling)
+                   for node in self.subjects.selected(compounds[-1]))
+
+
+def _follows(node: _Node, compound: _Compound, combinator: str) -> bool:
+    """Whether the element right before `node` (`+`), or any before it (`~`), could fit the compound."""
+    if node.tag == "body":
+        return True  # after a <head>, written or not
+    sibling = node.previous
+    for _ in range(_SIBLINGS_READ):
+        if sibling is None:
+            return False
+        if compound.fits(sibling):
             return True
-    return False
+        if combinator == "+":
+            return False
+        sibling = sibling.previous
+    return True
 
 
 # --- the screening -----------------------------------------------------------------------------------------------

@@ -439,7 +439,8 @@ REFUSALS = [
     ('<style>body::after { content:""; position:fixed; top:0; left:0; width:100%; height:100%; background:#fff }'
      "</style><p>Hi</p>", "A <style> rule (body::after) draws an element over the page (position:fixed with "
                           "background #ffffff)"),
-    ('<style>.x::before { position:absolute; inset:0; background:url(https://acme.example/w.png) }</style><p>Hi</p>',
+    ('<style>.x::before { position:absolute; inset:0; background:url(https://acme.example/w.png) }</style>'
+     '<p class="x">Hi</p>',
      "A <style> rule (.x::before) draws an element over the page (position:absolute over the whole page"),
     ('<style>@import url("https://evil.example/hide.css");</style><p>Hi</p>',
      "An external style sheet (@import) cannot be screened"),
