@@ -7,11 +7,23 @@ import asyncio
 
 from fastapi import FastAPI
 
-from .http import ReadinessCheck
-from .kafka import BATCH_BYTES, EventConsumer, ensure_topics, make_producer
+from .http import NotReady, ReadinessCheck
+from .kafka import BATCH_BYTES, BrokerProbe, EventConsumer, ensure_topics, make_producer
 from .lifecycle import WatchedTasks
 from .mongo import make_client
 from .settings import HeraldSettings
+
+
+def broker_readiness(probe: BrokerProbe) -> ReadinessCheck:
+    """The "kafka" readiness check: a broker answered lately (`BrokerProbe`), or why not."""
+
+    async def kafka() -> bool:
+        why = await probe.unreachable()
+        if why is not None:
+            raise NotReady(why)
+        return True
+
+    return kafka
 
 
 class ConsumingService(WatchedTasks):
@@ -27,17 +39,20 @@ class ConsumingService(WatchedTasks):
         self.mongo = make_client(settings, name)
         self.db = self.mongo[settings.database_name(name)]
         self.producer = make_producer(settings, name, batch_bytes=batch_bytes)
+        self.broker = BrokerProbe(self.producer)
         self.consumers: list[EventConsumer] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     def ready_checks(self) -> dict[str, ReadinessCheck]:
-        return {"mongodb": self._mongo_ready, "consumers": self._consumers_ready}
+        return {"mongodb": self._mongo_ready, "kafka": broker_readiness(self.broker),
+                "consumers": self._consumers_ready}
 
     async def _mongo_ready(self) -> bool:
         await self.db.command("ping")
         return True
 
     async def _consumers_ready(self) -> bool:
+        # Started is all a consumer can say: its loop goes on while the broker is away ("kafka" says that).
         return all(consumer.started for consumer in self.consumers)
 
     async def start(self) -> None:

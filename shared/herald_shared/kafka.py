@@ -42,8 +42,9 @@ DLQ_FAILED_AT = "herald.dlq.failed_at"
 MAX_REASON_CHARS = 2_000  # of a dead-letter reason (an exception's text can quote a whole header)
 DeadLetterCategory = Literal["invalid", "rejected", "handler_failed"]
 DEAD_LETTER_CATEGORIES: tuple[DeadLetterCategory, ...] = get_args(DeadLetterCategory)
-# How often a consumer reports its lag from the broker's end offsets, whatever its loop is doing: a handler that
-# waits out an infrastructure error holds the loop (and its report after each poll) for as long as that lasts.
+# How often a consumer reports its lag and position from the broker's end offsets, whatever its loop is doing: a
+# handler that waits out an infrastructure error holds the loop (and its report after each poll) for as long as
+# that lasts.
 LAG_REPORT_SECONDS = 15.0
 # Errors of the infrastructure, not of the event: a handler hitting one is retried until it passes.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, KafkaError, OSError, TimeoutError)
@@ -126,6 +127,50 @@ def make_producer(settings: HeraldSettings, client_id: str, *, batch_bytes: int 
     """Idempotent (no duplicates from retries), acks from all in-sync replicas."""
     return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, client_id=client_id,
                             enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=batch_bytes)
+
+
+# How long readiness waits for a broker's answer (below /readyz's 2 s per check), and how long an answer is kept:
+# probes every 5 s from the kubelet, and any other caller, cost the broker a metadata request every 2 s at most.
+BROKER_ANSWER_SECONDS = 1.0
+BROKER_ANSWER_KEPT_SECONDS = 2.0
+
+
+class BrokerProbe:
+    """Whether the Kafka cluster answers, for readiness: a metadata request over a started producer's connections
+    (any broker's answer will do). A consumer cannot say it: its loop and its `started` go on unchanged while its
+    fetches retry against a broker that is away. Callers within `kept` seconds of an answer get that answer, and
+    those arriving while a request is out wait for it: one request at a time, at most one per `kept` seconds."""
+
+    def __init__(self, producer: AIOKafkaProducer, *, timeout: float = BROKER_ANSWER_SECONDS,
+                 kept: float = BROKER_ANSWER_KEPT_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self._client = producer.client  # aiokafka's AIOKafkaClient: its public metadata request
+        self._timeout, self._kept, self._clock = timeout, kept, clock
+        self._answer: str | None = None
+        self._answered_at: float | None = None
+        self._asking: asyncio.Future[str | None] | None = None
+
+    async def unreachable(self) -> str | None:
+        """None when a broker answered (lately); else why not, for people."""
+        if self._answered_at is not None and self._clock() - self._answered_at < self._kept:
+            return self._answer
+        if self._asking is None:
+            self._asking = asyncio.ensure_future(self._ask())
+        # Shielded: a caller giving up (its own timeout) leaves the answer to the others waiting.
+        return await asyncio.shield(self._asking)
+
+    async def _ask(self) -> str | None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._client.fetch_all_metadata()  # into a fresh ClusterMetadata: the client's is untouched
+            answer = None
+        except TimeoutError:  # a broker that accepts connections but does not answer (paused, overloaded)
+            answer = f"no Kafka broker answered within {self._timeout:g} s"
+        except (KafkaError, OSError) as exc:
+            answer = f"no Kafka broker reachable ({type(exc).__name__})"
+        finally:
+            self._asking = None
+        self._answer, self._answered_at = answer, self._clock()
+        return answer
 
 
 def event_headers(event: Event) -> list[tuple[str, bytes]]:
@@ -379,6 +424,9 @@ class EventConsumer:
         self._stopping = asyncio.Event()
         self._finishing: asyncio.Task[None] | None = None  # the last batch's `_finish`
         self._remembering: set[str] = set()  # the ids it remembers
+        # The first offset of each partition of the batch in hand, until it is flushed: the client's position is
+        # past the batch as soon as it is polled, and a consumer stuck in it would report it as done.
+        self._in_hand: dict[TopicPartition, int] = {}
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=name,
@@ -457,6 +505,7 @@ class EventConsumer:
         in the background (`_finish`) while the next batch is read and handled, in order: a batch's finish
         starts once the one before is done."""
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        self._in_hand = {tp: records[0].offset for tp, records in batches.items()}
         handled: list[str] = []
         passed: list[ConsumerRecord[bytes, bytes]] = []  # the records whose events the handler took, in order
         seen: set[str] = set()  # the batch's handled ids, for copies within it
@@ -468,6 +517,7 @@ class EventConsumer:
             await self._set_aside(passed, handled, refused)
         if self._checkpoints:  # this process's requests waiting on the batch read it from now on
             self._checkpoints.flushed({(tp.topic, tp.partition): o for tp, o in offsets.items()})
+        self._in_hand = {}
         await self._finished()
         self._remembering = set(handled)
         self._finishing = asyncio.create_task(self._finish(offsets, handled), name=f"{self.name}: finish batch")
@@ -678,12 +728,17 @@ class EventConsumer:
             await self._set_lag(tp, end)
 
     async def _set_lag(self, tp: TopicPartition, end: int) -> None:
+        """The partition's lag and the next offset the consumer will process (`herald_consumer_position`): the
+        first of the batch in hand while it is handled, so a batch the consumer is stuck in counts as behind."""
         try:
             position = await self._consumer.position(tp)
         except IllegalStateError:  # revoked meanwhile
             return
+        position = self._in_hand.get(tp, position)  # read after the await: a batch may have been polled meanwhile
         if tp in self._owned:  # still: a revoked partition is its new owner's to report
-            metrics.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, end - position))
+            labels = (self.name, tp.topic, str(tp.partition))
+            metrics.CONSUMER_LAG.labels(*labels).set(max(0, end - position))
+            metrics.CONSUMER_POSITION.labels(*labels).set(position)
 
     def _revoked(self, revoked: Collection[TopicPartition]) -> None:
         """Partitions taken away stop being reported here: their new owner reports them; a value left behind
@@ -691,6 +746,7 @@ class EventConsumer:
         self._owned -= set(revoked)
         for tp in revoked:
             metrics.CONSUMER_LAG.remove(self.name, tp.topic, str(tp.partition))
+            metrics.CONSUMER_POSITION.remove(self.name, tp.topic, str(tp.partition))
 
 
 class _Assignments(ConsumerRebalanceListener):  # type: ignore[misc]

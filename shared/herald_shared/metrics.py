@@ -14,8 +14,13 @@ EVENTS_DEAD_LETTERED = Counter("herald_events_dead_lettered_total",
                                ["consumer", "topic", "category"])
 HANDLER_SECONDS = Histogram("herald_handler_seconds", "Time to handle one event.", ["consumer", "topic", "type"],
                             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-CONSUMER_LAG = Gauge("herald_consumer_lag", "Messages between the consumer's position and the high watermark.",
-                     ["consumer", "topic", "partition"])
+CONSUMER_LAG = Gauge("herald_consumer_lag", "Messages between the next offset the consumer will process "
+                     "(herald_consumer_position) and the partition's end.", ["consumer", "topic", "partition"])
+# Reported with the lag, every 15 s whatever the consumer's loop is doing: a partition whose lag stays above 0 while
+# this does not change is stuck (HeraldConsumerStuck), however little is waiting behind it.
+CONSUMER_POSITION = Gauge("herald_consumer_position", "The next offset the consumer will process: the first of the "
+                          "batch in hand until it is flushed, then the one after it.",
+                          ["consumer", "topic", "partition"])
 API_KEY_REFUSALS = Counter("herald_api_key_refusals_total",
                            "API-key attempts refused, by reason: bad_key (unknown, revoked, malformed or wrong "
                            "secret: 401), throttled_ip, throttled_key (429, not checked).", ["reason"])

@@ -11,11 +11,12 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import Field
 
+from herald_shared.consuming import broker_readiness
 from herald_shared.contract import Event
 from herald_shared.contract.billing import AccountPurged
 from herald_shared.contract.subscriptions import ConfirmationRequested, MembershipNoticeRequested, SubscriberErased
 from herald_shared.http import add_health_routes, api_app
-from herald_shared.kafka import EventConsumer, EventPublisher, ensure_topics, make_producer, partition_ids
+from herald_shared.kafka import BrokerProbe, EventConsumer, EventPublisher, ensure_topics, make_producer, partition_ids
 from herald_shared.lifecycle import WatchedTasks, run_service
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
@@ -172,7 +173,8 @@ class Delivery(WatchedTasks):
         self.app = api_app("Herald delivery", "Tracking endpoints (opens, clicks) of the delivery service, "
                            "reached from the messages it sends.")
         self.app.include_router(build_tracking(self.tokens, self.store, self.publisher))
-        add_health_routes(self.app, {"mongodb": self._mongo_ready, "consumers": self._running})
+        add_health_routes(self.app, {"mongodb": self._mongo_ready,
+                                     "kafka": broker_readiness(BrokerProbe(self.producer)), "consumers": self._running})
         self._offsets: AIOKafkaConsumer | None = None
         self._partitions: dict[str, list[int]] = {}
         self._inbound_server: asyncio.Server | None = None

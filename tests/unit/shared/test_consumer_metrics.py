@@ -1,6 +1,7 @@
 """The Kafka metrics the alerts read, as a consumer exports them: dead-letter counters exist at 0 before the first
 dead letter (increase() over a series born at 1 says 0), dead letters from no consumed record are counted too,
-the lag is reported while the consumer is stuck in a batch, and a partition taken away is no longer reported."""
+the lag and the position are reported while the consumer is stuck in a batch (the batch counted as behind, its
+position not moving: HeraldConsumerStuck), and a partition taken away is no longer reported."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def dead_lettered(consumer: str, topic: str, category: str) -> float | None:
 
 def lag(consumer: str, tp: TopicPartition) -> float | None:
     return REGISTRY.get_sample_value("herald_consumer_lag",
+                                     {"consumer": consumer, "topic": tp.topic, "partition": str(tp.partition)})
+
+
+def position(consumer: str, tp: TopicPartition) -> float | None:
+    return REGISTRY.get_sample_value("herald_consumer_position",
                                      {"consumer": consumer, "topic": tp.topic, "partition": str(tp.partition)})
 
 
@@ -73,6 +79,9 @@ class FakeKafka:
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: self.ends[tp] for tp in partitions}
 
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        return None
+
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         if self.batches:
             batch = self.batches.pop(0)
@@ -95,6 +104,35 @@ class Stuck:
 
     async def flush(self) -> None:
         return None
+
+
+class Refused:
+    """A handler whose store refuses every flush for good (a poison batch: what no retry changes)."""
+
+    def __init__(self) -> None:
+        self.flushes = 0
+
+    async def handle(self, event: Event) -> None:
+        return None
+
+    async def flush(self) -> None:
+        self.flushes += 1
+        raise OverflowError("MongoDB can only handle up to 8-byte ints")
+
+
+class Handled:
+    async def handle(self, event: Event) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+
+def purged_record(tp: TopicPartition, offset: int) -> ConsumerRecord[bytes, bytes]:
+    event = AccountPurged(account_id="acc-1", producer="unit",
+                          payload={"reason": "deleted", "since": datetime.now(UTC)})
+    return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"acc-1", serialize_event(event), None, 0, 0,
+                          event_headers(event))
 
 
 def consumer(name: str, topics: list[str], handler: Any = None, **options: Any) -> EventConsumer:
@@ -125,23 +163,59 @@ async def test_the_lag_is_reported_while_the_consumer_is_stuck_in_a_batch() -> N
     handler = Stuck()
     c = consumer("unit.metrics.stuck", ["herald.billing"], handler, lag_interval=0.01)
     fake = FakeKafka({tp})
-    event = AccountPurged(account_id="acc-1", producer="unit",
-                          payload={"reason": "deleted", "since": datetime.now(UTC)})
-    record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
-        tp.topic, 0, 0, 0, 0, b"acc-1", serialize_event(event), None, 0, 0, event_headers(event))
     fake.ends[tp] = 1
-    fake.batches.append({tp: [record]})
+    fake.batches.append({tp: [purged_record(tp, 0)]})
     c._consumer = fake
     c._owned = {tp}  # as the assignment sets it (the fake makes none)
     running = asyncio.create_task(c.run())
     try:
         await asyncio.wait_for(handler.handling.wait(), 5)
+        # The batch in hand is behind, though the client's position is past it: lag 1, not 0.
+        await until(lambda: (lag(c.name, tp), position(c.name, tp)) == (1, 0))
         fake.ends[tp] = 10_001  # events keep arriving; the loop is in the handler and polls nothing
-        await until(lambda: lag(c.name, tp) == 10_000)
+        await until(lambda: lag(c.name, tp) == 10_001)
         fake.ends[tp] = 20_001
-        await until(lambda: lag(c.name, tp) == 20_000)
+        await until(lambda: lag(c.name, tp) == 20_001)
+        assert position(c.name, tp) == 0  # what HeraldConsumerStuck sees not moving
     finally:
         running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_consumer_stuck_on_a_refused_flush_reports_its_last_event_behind_and_its_position_still() -> None:
+    """The AccountSuspended behind a flush the store refuses (a handler that cannot forget what it staged retries
+    it for good): lag 1 and a position that does not move, reported every round, so the stuck alert fires."""
+    tp = TopicPartition("herald.billing", 2)
+    handler = Refused()
+    c = consumer("unit.metrics.refused", ["herald.billing"], handler, lag_interval=0.01, retry_delay=0.001)
+    fake = FakeKafka({tp})
+    fake.positions[tp], fake.ends[tp] = 41, 42
+    fake.batches.append({tp: [purged_record(tp, 41)]})
+    c._consumer = fake
+    c._owned = {tp}
+    running = asyncio.create_task(c.run())
+    try:
+        await until(lambda: handler.flushes >= 3)
+        await until(lambda: (lag(c.name, tp), position(c.name, tp)) == (1, 41))
+        assert fake.positions[tp] == 42  # the client's own position is past the batch
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_consumer_that_moves_on_reports_its_position_moving() -> None:
+    tp = TopicPartition("herald.billing", 1)
+    c = consumer("unit.metrics.moving", ["herald.billing"], Handled())
+    fake = FakeKafka({tp})
+    fake.ends[tp] = 3
+    fake.batches += [{tp: [purged_record(tp, 0)]}, {tp: [purged_record(tp, 1), purged_record(tp, 2)]}]
+    c._consumer = fake
+    c._owned = {tp}
+    running = asyncio.create_task(c.run())
+    try:
+        await until(lambda: (lag(c.name, tp), position(c.name, tp)) == (0, 3))  # after each poll
+    finally:
+        c.request_stop()
         await asyncio.gather(running, return_exceptions=True)
 
 
@@ -154,8 +228,10 @@ async def test_a_partition_taken_away_is_no_longer_reported() -> None:
     c._owned = {tp0, tp1}  # as the assignment sets it
     await c._report_lag()
     assert (lag(c.name, tp0), lag(c.name, tp1)) == (40_000, 10)
+    assert (position(c.name, tp0), position(c.name, tp1)) == (10_000, 90)
     await _Assignments(c).on_partitions_revoked({tp0, tp1})
     assert lag(c.name, tp0) is None and lag(c.name, tp1) is None  # their new owners report them
+    assert position(c.name, tp0) is None and position(c.name, tp1) is None
     # aiokafka answers the old assignment until the next one lands: reports in between report nothing.
     assert fake.assigned == {tp0, tp1}
     await c._report_lag()
