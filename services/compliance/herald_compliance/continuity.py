@@ -16,8 +16,10 @@ per-partition watermarks make any replay idempotent.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +60,12 @@ def reconcile(expected: int, offsets: Sequence[int]) -> tuple[list[Fetch | Take]
     return plan, expected
 
 
+def lag(expected: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Records between the next offset expected and the partition's end, for each partition still expected (one
+    revoked while its end was asked for is its new owner's to report)."""
+    return {tp: max(0, end - expected[tp]) for tp, end in ends.items() if tp in expected}
+
+
 class Continuity:
     """The next offset expected per owned input partition, and a plain consumer (no group) to read holes."""
 
@@ -66,14 +74,22 @@ class Continuity:
         self.expected: dict[TopicPartition, int] = {}
         self.progress: dict[TopicPartition, float] = {}  # monotonic time the expected offset last moved
         self._reader: AIOKafkaConsumer | None = None
+        self._starting = asyncio.Lock()  # the lag report and the batches may both ask for it first
 
     async def _consumer(self) -> AIOKafkaConsumer:
-        if self._reader is None:
-            self._reader = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers,
-                                            group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                            client_id="herald-compliance-continuity")
-            await self._reader.start()
-        return self._reader
+        async with self._starting:
+            if self._reader is None:
+                reader = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                                          group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                          client_id="herald-compliance-continuity")
+                try:
+                    await reader.start()
+                except BaseException:  # the broker away, or the caller gave up: the next call starts one afresh
+                    with contextlib.suppress(Exception):
+                        await reader.stop()
+                    raise
+                self._reader = reader
+            return self._reader
 
     async def stop(self) -> None:
         if self._reader is not None:

@@ -16,8 +16,17 @@ import aiohttp
 import faust
 from pydantic import AnyHttpUrl, Field, field_validator
 
+from herald_shared.consuming import broker_readiness
 from herald_shared.http import add_health_routes, api_app
-from herald_shared.kafka import TRANSIENT_ERRORS, DeadLetters, EventPublisher, ensure_topics, make_producer
+from herald_shared.kafka import (
+    TRANSIENT_ERRORS,
+    BrokerProbe,
+    DeadLetters,
+    EventPublisher,
+    ensure_topics,
+    expect_dead_letters,
+    make_producer,
+)
 from herald_shared.lifecycle import run_service
 from herald_shared.settings import HeraldSettings
 from herald_shared.staff import StaffTokens
@@ -35,6 +44,7 @@ from .faust_adapter import (
     FactTable,
 )
 from .processor import (
+    DEAD_LETTERED_AS,
     INPUT_TOPICS,
     PARTITIONS,
     SERVICE,
@@ -90,6 +100,10 @@ class ComplianceSettings(HeraldSettings):
         "whose default is 1): a standby takes over a dead worker's partitions without reading their changelogs, "
         "but every worker then also applies the other workers' changelog records and holds their facts. "
         "Measured on 2 cores: two workers did 1.63-1.66 x one without standby copies, 0.83-0.94 x with one."))
+    lag_report_seconds: float = Field(default=5.0, gt=0, alias="HERALD_COMPLIANCE_LAG_REPORT_SECONDS",
+                                      description="How often the lag of each partition (from the broker's end "
+                                                  "offsets) and the running table recovery's time are reported, "
+                                                  "whatever the stream is doing.")
     stall_seconds: float = Field(default=5.0, gt=0, alias="HERALD_COMPLIANCE_STALL_SECONDS",
                                  description="A partition with records past the last one processed and nothing "
                                              "delivered for this long is read straight from Kafka.")
@@ -168,8 +182,12 @@ class Compliance:
                                       self.producer)
         self.announcements = Announcements(settings)
         self.continuity = Continuity(settings, self.faust.conf.id)
+        dead_letterer = f"{settings.topic_prefix}{SERVICE}"
+        # its series exist at 0 from the start: one born at the first dead letter starts at 1, and
+        # HeraldDeadLettersGrowing (increase()) would miss it, after every restart too
+        expect_dead_letters(dead_letterer, [topics(t) for t in INPUT_TOPICS], DEAD_LETTERED_AS)
         self.processor = Processor(self.policy, topics, self.accounts, self.facts, self.lists, self.announcements,
-                                   self.publisher, DeadLetters(self.producer, f"{settings.topic_prefix}{SERVICE}"),
+                                   self.publisher, DeadLetters(self.producer, dead_letterer),
                                    self._highwater, self.continuity,
                                    Acknowledgements(lambda: self.faust.consumer))
         source = self.faust.topic(*(topics(t) for t in INPUT_TOPICS), key_type=bytes, value_type=bytes,
@@ -179,13 +197,18 @@ class Compliance:
         self.faust.on_partitions_revoked.connect(self._on_revoked)
         self.faust.on_rebalance_complete.connect(self._on_recovered)
         self._assigned_at: float | None = None
+        self._recovering_since: float | None = None  # the first assignment whose recovery has not ended yet
         self.app = api_app("Herald compliance", "Staff API of the compliance processor: per-account rates, "
                            "reinstatement. Errors are RFC 9457 problem documents (application/problem+json).")
         staff_tokens = StaffTokens.from_setting(settings.staff_tokens, settings.address_attempts())
         self.app.include_router(build_staff_api(self, staff_tokens))
-        add_health_routes(self.app, {"kafka": self._ready})
+        # "kafka": a broker answers a metadata request (one every 2 s at most): a worker that cannot reach it
+        # processes nothing and cannot record a reinstatement; "tables": started, and not recovering them
+        self.broker = BrokerProbe(self.producer)
+        add_health_routes(self.app, {"kafka": broker_readiness(self.broker), "tables": self._tables_ready})
         self._sweeper: asyncio.Task[None] | None = None
         self._catcher: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self._started = False
         self.failed: str | None = None
         self.on_failure: Callable[[], None] | None = None
@@ -203,12 +226,34 @@ class Compliance:
 
     async def _on_assigned(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         self._assigned_at = time.monotonic()
+        if self._recovering_since is None:  # a rebalance during a recovery does not restart its clock
+            self._recovering_since = self._assigned_at
         await self.processor.assigned(args[0] if args else kwargs.get("assigned", ()))
 
     async def _on_recovered(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         if self._assigned_at is not None:  # faust sends this when the tables are recovered (or needed nothing)
             metrics.RECOVERY_SECONDS.set(time.monotonic() - self._assigned_at)
             self._assigned_at = None
+        self._recovering_since = None
+        self._report_recovery()
+
+    def _report_recovery(self) -> None:
+        metrics.RECOVERY_RUNNING_SECONDS.set(recovery_running(self._recovering_since, time.monotonic()))
+
+    async def _report_progress(self) -> None:
+        """Every HERALD_COMPLIANCE_LAG_REPORT_SECONDS, in its own task, whatever the agent is doing (a batch that
+        does not end, a table recovery that does not end, a stream that stopped delivering): the lag of each owned
+        partition from the broker's end offsets, and how long the table recovery in progress has run. A batch
+        reports the lag too, but a worker that processes nothing would keep its last value (about 0)."""
+        while True:
+            self._report_recovery()
+            try:
+                await asyncio.wait_for(self.processor.report_lag(), timeout=max(self.settings.lag_report_seconds, 5))
+            except TRANSIENT_ERRORS as exc:  # a rebalance, the broker away: the next round
+                log.info("lag not reported", extra={"error": repr(exc)})
+            except Exception:
+                log.exception("lag not reported")  # a report is no reason to stop processing
+            await asyncio.sleep(self.settings.lag_report_seconds)
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         try:
@@ -265,12 +310,14 @@ class Compliance:
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
 
-    async def _ready(self) -> bool:
+    async def _tables_ready(self) -> bool:
         return self._started and not self.faust.in_recovery
 
     async def start(self) -> None:
         await ensure_topics(self.settings)
         await self.producer.start()
+        # before faust starts: a first recovery that never ends is reported too
+        self._reporter = asyncio.create_task(self._report_progress(), name="report-progress")
         await self.faust.start()
         self._sweeper = asyncio.create_task(self._sweep(), name="sweep-facts")
         self._catcher = asyncio.create_task(self._catch_up(), name="catch-up")
@@ -280,7 +327,7 @@ class Compliance:
         log.info("stopping")
 
     async def stop(self) -> None:
-        for task in (self._sweeper, self._catcher):
+        for task in (self._sweeper, self._catcher, self._reporter):
             if task is not None:
                 task.cancel()
         await self.faust.stop()
@@ -314,6 +361,11 @@ class Compliance:
     @property
     def holders(self) -> WorkerClient:
         return WorkerClient(self.faust.http_client)
+
+
+def recovery_running(since: float | None, now: float) -> float:
+    """How long the table recovery in progress has run (0 when none is)."""
+    return 0.0 if since is None else max(0.0, now - since)
 
 
 class WorkerClient:

@@ -35,6 +35,9 @@ LAG_SECONDS = Histogram("herald_compliance_event_age_seconds", "Age of an input 
                         buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
 RECOVERY_SECONDS = Gauge("herald_compliance_table_recovery_seconds", "Time from the last partition assignment "
                          "until faust had recovered the tables from their changelogs and resumed the stream.")
+RECOVERY_RUNNING_SECONDS = Gauge("herald_compliance_table_recovery_running_seconds", "How long the table recovery "
+                                 "in progress has run (0 when none): from the first partition assignment not yet "
+                                 "followed by the stream resuming; a recovery that never ends keeps growing.")
 BATCH_SECONDS = Histogram("herald_compliance_batch_seconds", "Time to process one batch (all its partitions).",
                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 DEDUPE_ENTRIES = Gauge("herald_compliance_dedupe_entries", "Facts remembered for deduplication on this worker "

@@ -31,6 +31,7 @@ from herald_shared.contract.billing import AccountPurged
 from herald_shared.contract.compliance import AccountSuspended, AccountWarned
 from herald_shared.kafka import (
     TRANSIENT_ERRORS,
+    DeadLetterCategory,
     DeadLetters,
     EventPublisher,
     has_type,
@@ -43,7 +44,7 @@ from herald_shared.settings import HeraldSettings
 from herald_shared.topics import TopicNames
 
 from . import metrics
-from .continuity import Continuity, Fetch, reconcile
+from .continuity import Continuity, Fetch, lag, reconcile
 from .domain import ACTED_ON, AccountState, Input, ListRecord, Policy, decide, plan_forgetting
 from .faust_adapter import Acknowledgements, ChangelogTable, FactTable, durable
 from .packed_facts import BUCKETS
@@ -57,6 +58,9 @@ CATCH_UP_RECORDS = 5000  # per partition and round of the stall check: memory st
 PARTITIONS = 6  # every input topic has 6 partitions (herald_shared.topics): co-partitioned by account
 SWEEP_PART = 1024  # buckets of the fact index swept under one hold of the lock (1/64 of the facts)
 SWEEP_MARGIN_SECONDS = 3600  # facts are kept this much longer than the horizon: records in flight stay judged
+# Why the processor dead-letters a record (`_parse`): only what fails the contract or sits on the wrong partition;
+# a rule never refuses an event, and a failing batch stops the process instead (main.py).
+DEAD_LETTERED_AS: tuple[DeadLetterCategory, ...] = ("invalid",)
 
 
 PURGED = {"purged": True}  # what the accounts table keeps of a purged account
@@ -232,6 +236,19 @@ class Processor:
                 await self._apply_records(records)
             return len(records)
 
+    async def report_lag(self) -> None:
+        """The lag of each owned input partition: the broker's end offset minus the next offset expected. Without
+        the lock, so that it is reported whatever the batches are doing: a batch that does not end, a table
+        recovery that does not end (the partitions are owned from their assignment on), a stream that stopped
+        delivering. Otherwise only a processed batch would set it, and a stuck worker would keep its last value."""
+        owned = list(self.continuity.expected)
+        if not owned:
+            return
+        ends = await self.continuity.end_offsets(owned)
+        # read again after the wait: a partition revoked meanwhile is its new owner's to report
+        for tp, behind in lag(self.continuity.expected, ends).items():
+            metrics.LAG_MESSAGES.labels(tp.topic, str(tp.partition)).set(behind)
+
     async def _apply_records(self, records: Sequence[Any]) -> None:
         started = time.perf_counter()
         by_tp: dict[TopicPartition, list[Any]] = defaultdict(list)
@@ -303,7 +320,7 @@ class Processor:
                 raise InvalidEvent(f"on partition {message.partition}, but its key belongs on partition {expected}"
                                    " (publish keyed by account_id with the default partitioner)")
         except InvalidEvent as exc:
-            await self.dead_letters.send(message, str(exc), "invalid")
+            await self.dead_letters.send(message, str(exc), "invalid")  # one of DEAD_LETTERED_AS
             metrics.EVENTS.labels(base, "unknown", "dead_lettered").inc()
             return None
         self._event_age[base].observe(max(0.0, time.time() - event.occurred_at.timestamp()))

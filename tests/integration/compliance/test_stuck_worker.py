@@ -1,0 +1,141 @@
+"""A compliance worker that stops processing is seen, on the real broker: its lag is reported from the broker's
+end offsets by a task of its own, so it rises while a batch does not end and events keep coming (before, only a
+processed batch set it, and a stuck worker kept exporting its last value, about 0); and /readyz's "kafka" check
+fails while the broker does not answer (a SIGSTOPped broker of a private stack), and passes again once it does."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from herald_compliance.main import Compliance
+from herald_compliance.processor import account_partition
+from herald_shared.kafka import ensure_topics
+from herald_shared.settings import HeraldSettings
+from tests.conftest import ROOT, eventually
+
+from .conftest import Bus, Running, compliance_settings, sent
+from .test_suspension import counts_of
+
+
+async def lag_of(settings: HeraldSettings, account: str) -> float | None:
+    return REGISTRY.get_sample_value("herald_compliance_lag_messages", {
+        "topic": settings.topics("herald.delivery"), "partition": str(account_partition(account))})
+
+
+async def test_the_lag_rises_while_a_batch_does_not_end_and_events_keep_coming(
+        start_compliance: Any, bus: Bus, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the stall check would process the partition itself: here it waits longer than the test
+    running: Running = await start_compliance(HERALD_COMPLIANCE_LAG_REPORT_SECONDS=0.2,
+                                              HERALD_COMPLIANCE_STALL_SECONDS=600)
+    account = "acc-stuck"
+    await bus.publish(*(sent(account, "c1", i) for i in range(10)))
+    await eventually(lambda: running.rates(account), lambda r: (counts_of(r, "c1") or {}).get("sent") == 10,
+                     what="10 sent counted")
+    await eventually(lambda: lag_of(bus.settings, account), lambda v: v == 0, what="lag 0")
+
+    processor = running.service.processor
+    handle = processor.handle
+    blocked, release = asyncio.Event(), asyncio.Event()
+
+    async def batch_that_does_not_end(events: Any) -> None:
+        async with processor._lock:  # as a batch holds it: neither the stall check nor a sweep goes on
+            blocked.set()
+            await release.wait()
+        await handle(events)
+
+    monkeypatch.setattr(processor, "handle", batch_that_does_not_end)
+    try:
+        await bus.publish(sent(account, "c1", 10))
+        await asyncio.wait_for(blocked.wait(), timeout=30)
+        await bus.publish(*(sent(account, "c1", i) for i in range(11, 311)))
+        # the held record and the 300 behind it; no batch has ended since the lag was 0
+        await eventually(lambda: lag_of(bus.settings, account), lambda v: v == 301,
+                         what="the lag of the blocked worker")
+    finally:
+        release.set()
+    await eventually(lambda: running.rates(account), lambda r: (counts_of(r, "c1") or {}).get("sent") == 311,
+                     what="everything counted once the batch ends")
+    await eventually(lambda: lag_of(bus.settings, account), lambda v: v == 0,
+                     what="lag 0 again")
+
+
+# --- readiness against a broker that stops answering ----------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class PrivateKafka:
+    """A Kafka broker of this module's own (`scripts/stack start-kafka` in its own folder, on free ports): the
+    shared stack of the other tests is never stopped."""
+
+    bootstrap: str
+    pid_file: Path
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.kill(int(self.pid_file.read_text().strip()), sig)
+
+
+@pytest.fixture(scope="module")
+def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateKafka]:
+    port, folder = free_port(), tmp_path_factory.mktemp("stack")
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL")}
+    env.update(HERALD_STACK_DIR=str(folder), HERALD_STACK_TMPFS="1", HERALD_KAFKA_PORT=str(port),
+               HERALD_KAFKA_CONTROLLER_PORT=str(free_port()), HERALD_KAFKA_HEAP="512m")
+
+    def stack(command: str) -> None:
+        done = subprocess.run([str(ROOT / "scripts/stack"), command], env=env, capture_output=True, text=True,
+                              timeout=180, check=False)
+        assert done.returncode == 0, f"scripts/stack {command}:\n{done.stdout}\n{done.stderr}"
+
+    try:
+        stack("start-kafka")
+        yield PrivateKafka(f"127.0.0.1:{port}", folder / "run" / "kafka.pid")
+    finally:
+        stack("reset")
+
+
+@pytest.fixture
+async def on_private_kafka(private_kafka: PrivateKafka) -> AsyncIterator[tuple[Compliance, httpx.AsyncClient]]:
+    run = uuid.uuid4().hex[:10]
+    settings = HeraldSettings(kafka_bootstrap_servers=private_kafka.bootstrap, topic_prefix=f"t{run}.",
+                              database_prefix=f"t{run}_")
+    await asyncio.wait_for(ensure_topics(settings), timeout=60)
+    service = Compliance(compliance_settings(settings))
+    await service.start()
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://compliance.test")
+    yield service, http
+    await http.aclose()
+    await service.stop()
+
+
+async def test_readiness_fails_while_the_broker_does_not_answer_and_passes_once_it_does_again(
+        private_kafka: PrivateKafka, on_private_kafka: tuple[Compliance, httpx.AsyncClient]) -> None:
+    _, http = on_private_kafka
+    await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, within=60, what="ready")
+    private_kafka.signal(signal.SIGSTOP)  # connections stay open; nothing answers
+    try:
+        answer = await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 503, within=15,
+                                  what="not ready while the broker is stopped")
+        assert answer.json()["checks"]["kafka"].startswith("not ready: no Kafka broker answered"), answer.json()
+    finally:
+        private_kafka.signal(signal.SIGCONT)
+    answer = await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, within=60,
+                              what="ready again")
+    assert answer.json()["checks"] == {"kafka": "ok", "tables": "ok"}
