@@ -151,7 +151,34 @@ HTTP_URL_RULES = (
     "An absolute http or https URL with a host (the scheme in any case). Herald writes it normalised "
     "(scheme://host/path, scheme and host lower-cased); it reads one the way browsers do (WHATWG URL), and "
     "refuses a host WHATWG refuses (an invalid international domain name, a port beyond 65535).")
-HttpUrl = Annotated[AnyHttpUrl, WithJsonSchema(
+# What RFC 3986 takes as written after the authority (a path's, query's or fragment's characters, and the "?" and
+# "#" that start the last two); WHATWG parsing leaves others there as written (| ^ ` { } [ ] and a "%" that starts
+# no escape), which a validator of `format: uri` refuses: Herald writes them percent-encoded, as browsers send them.
+_URI_TAIL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%")
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_AUTHORITY = re.compile(r"^[^:]+://[^/?#]*")
+
+
+def _percent_encoded(part: str) -> str:
+    return "".join(c if c in _URI_TAIL else "".join(f"%{b:02X}" for b in c.encode()) for c in part)
+
+
+def rfc3986_url(url: AnyHttpUrl) -> AnyHttpUrl:
+    """The URL with what RFC 3986 refuses in its path, query and fragment percent-encoded (the same resource to a
+    server: a browser sends those characters so)."""
+    text = str(url)
+    authority = _AUTHORITY.match(text)
+    if authority is None:
+        return url
+    head, tail = text[:authority.end()], text[authority.end():]
+    if all(c in _URI_TAIL or c == "#" for c in tail) and tail.count("#") <= 1 and not _STRAY_PERCENT.search(tail):
+        return url
+    rest, hash_mark, fragment = _STRAY_PERCENT.sub("%25", tail).partition("#")
+    encoded = _percent_encoded(rest) + (hash_mark + _percent_encoded(fragment) if hash_mark else "")
+    return AnyHttpUrl(head + encoded)
+
+
+HttpUrl = Annotated[AnyHttpUrl, AfterValidator(rfc3986_url), WithJsonSchema(
     {"type": "string", "format": "uri", "minLength": 1, "pattern": HTTP_URL_PATTERN})]
 
 DATE_TIME_RULES = ("RFC 3339 with an offset (Z or ±hh:mm); a leap second (:60) is refused, as Python's "

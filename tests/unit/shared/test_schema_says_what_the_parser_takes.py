@@ -8,6 +8,7 @@ import json
 import re
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from email_validator import EmailNotValidError
 from hypothesis import example, given, settings
@@ -69,6 +70,25 @@ def test_a_url_field_takes_what_the_published_pattern_takes(url: str, taken: boo
         wire = with_payload(type_name, **{field: url})
         assert parser_takes(wire) is taken, (type_name, url)
         assert schema_takes(wire) is taken, (type_name, url)
+
+
+@pytest.mark.parametrize("url", [
+    "https://shop.example/?q=a|b", "https://shop.example/?x=[1]", "https://shop.example/a^b",
+    "https://shop.example/?q=a`b", "https://shop.example/a{b}", "https://shop.example/a%zz",
+    "https://shop.example/#frag%", "https://shop.example/p?a=1#x#y", "https://Shop.example/ä?ö=ü#ß",
+])
+def test_a_url_herald_writes_is_a_uri_to_a_validator_checking_formats(url: str) -> None:
+    """WHATWG parsing (pydantic's AnyHttpUrl) keeps characters RFC 3986 refuses in a path, query or fragment; a
+    consumer validating the published `format: uri` would refuse the LinkClicked Herald wrote with them. Herald
+    writes them percent-encoded; what was encoded already stays as it is."""
+    uri = jsonschema_rs.validator_for({"type": "string", "format": "uri"}, validate_formats=True)
+    for type_name, field in (("ConfirmationRequested", "confirm_url"), ("LinkClicked", "url")):
+        event = parse_event(json.dumps(with_payload(type_name, **{field: url})))
+        written = json.loads(serialize_event(event))
+        assert uri.is_valid(written["payload"][field]), (type_name, written["payload"][field])
+        assert jsonschema_rs.validator_for(published(type_name), validate_formats=True).is_valid(written)
+    assert str(parse_event(json.dumps(with_payload("LinkClicked", url="https://x.example/a%20b?c=%7C"))).payload
+               .url) == "https://x.example/a%20b?c=%7C"  # type: ignore[attr-defined]
 
 
 # --- addresses --------------------------------------------------------------------------------------------------
