@@ -1404,10 +1404,26 @@ _GENERATED = re.compile(r"::?(?:before|after)\b", re.IGNORECASE)
 _SIBLINGS_READ = 1000  # previous siblings a `~` looks through before it is taken to match
 
 
+# An attribute selector on the class or id, as builders write them (Stripo's `*[class="gmail-fix"]`): it selects
+# only elements of that class or id, as `.gmail-fix` does (of those classes at least, for several), not any element.
+_ATTRIBUTE_NAME = re.compile(r"""\[\s*(class|id)\s*(~?=)\s*(?:"([^"]*)"|'([^']*)'|([\w-]+))\s*\]""", re.IGNORECASE)
+
+
+def _as_class_or_id(found: re.Match[str]) -> str:
+    name, operator = found.group(1).lower(), found.group(2)
+    words = (found.group(3) if found.group(3) is not None else found.group(4) if found.group(4) is not None
+             else found.group(5)).split()
+    if not words or not all(re.fullmatch(r"[\w-]+", word) for word in words) or (operator == "~=" and len(words) > 1):
+        return found.group()  # left to narrow as any attribute does
+    if name == "id":
+        return f"#{words[0]}" if len(words) == 1 else found.group()
+    return "".join(f".{word}" for word in words)
+
+
 def _selector(selector: str) -> tuple[list[_Compound], list[str]]:
     """One selector (no commas) as its compounds and the combinators between them (" ", ">", "+", "~"). What is in
     brackets or parentheses (attributes, `:not(...)`) only narrows what a compound selects and is left out."""
-    text = selector.strip()
+    text = _ATTRIBUTE_NAME.sub(_as_class_or_id, selector.strip())
     while (narrower := _SELECTOR_ARGUMENT.sub(lambda m: ":" if m.group().startswith("[") else "", text)) != text:
         text = narrower
     parts = _COMBINATOR.split(text)

@@ -213,3 +213,15 @@ def test_a_sibling_rule_that_cannot_reach_the_footer_passes() -> None:
     assert refused_for(page(closed)) == []
     assert refused_for(page("<style>img+div{display:none}</style><img src='x.png'><p>Hello</p>")) == []
     assert refused_for(page("<style>h1+div{display:none}</style><h1>News</h1><p>Hello</p>")) == []
+
+
+def test_an_attribute_selector_on_the_class_or_id_selects_only_that_class_or_id() -> None:
+    """Stripo's stock `*[class="gmail-fix"] {display:none!important}` selects only elements of that class, as
+    `.gmail-fix` does: not the footer. On a class or id the footer sits in, it is refused as `.x` would be."""
+    stripo = ('<style>*[class="gmail-fix"] {display:none!important}</style>'
+              "<table class='gmail-fix'><tr><td>&nbsp;</td></tr></table><p>Hello</p>")
+    assert refused_for(page(stripo)) == []
+    assert refused_for(page("<style>[id='top'] a, td[class~=spacer]{display:none}</style><p>Hello</p>")) == []
+    assert refused_for(page("<style>*[class=\"wrap\"]{display:none}</style><div class='wrap'><p>Hello</p>"))
+    assert refused_for(page("<style>[id=main]{display:none}</style><div id='main'><p>Hello</p>"))
+    assert refused_for(page("<style>*[class=\"wrap\" i]{display:none}</style><p>Hello</p>"))  # unread: any element
