@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from email_validator import EmailNotValidError, validate_email
+
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
     AccountApproved,
@@ -248,6 +250,18 @@ ENHANCED_STATUS = re.compile(r"^\s*([245])\.([0-9]{1,3})\.([0-9]{1,3})\b")
 # rejected"): a reply's words say why, the message id says whose, and the address would outlive an erasure in the
 # ledger and in the events.
 ADDRESS_IN_TEXT = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")  # any script: no \w (marks)
+
+
+def ascii_address(address: str) -> str:
+    """The address as a relay without SMTPUTF8 takes it, when there is such a form: an ASCII local part at an
+    internationalised domain goes with the domain's A-labels (`anna@bücher.de` is `anna@xn--bcher-kva.de`, the
+    same mailbox, RFC 5890); a non-ASCII local part has none (RFC 6530), and stays as it is."""
+    if address.isascii() or not address.rpartition("@")[0].isascii():
+        return address
+    try:
+        return validate_email(address, check_deliverability=False).ascii_email or address
+    except EmailNotValidError:
+        return address
 
 
 def without_addresses(text: str, known: str = "") -> str:

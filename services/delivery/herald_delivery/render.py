@@ -32,7 +32,7 @@ from herald_shared.links import LinkSigner, TokenWriter
 from herald_shared.templating import MAX_TOKENS, RenderError, Template, compile_template
 
 from .dkim_signing import DkimSigner, Signatures, sign, signatures
-from .domain import Member
+from .domain import Member, ascii_address
 
 IDENTIFICATION_FOOTER = "Email marketing by Herald"
 TRACKING_SALT = "herald.tracking.v1"
@@ -731,20 +731,20 @@ class Renderer:
         """A confirmation request or an account notice: plain text, no tracking, no other link or offer."""
         headers = (f"{_from_header(from_name, from_email)}{_subject_header(subject)}MIME-Version: 1.0{CRLF}"
                    f"Date: {self.date(now)}{CRLF}"
-                   f"Message-ID: {self.message_id_header(message_id)}{CRLF}To: {recipient}{CRLF}"
+                   f"Message-ID: {self.message_id_header(message_id)}{CRLF}To: {ascii_address(recipient)}{CRLF}"
                    f"Auto-Submitted: auto-generated{CRLF}"
                    f"Feedback-ID: {message_id[:8]}:{account_id}:{kind}:{self.settings.sender_id}{CRLF}"
                    f"Content-Type: text/plain; charset=utf-8{CRLF}")
         part = body_part(text)
-        # UTF-8: an internationalised address (RFC 6532) goes in the To header as it is, as in campaign mail;
-        # the client then asks the relay for SMTPUTF8.
+        # UTF-8: an internationalised local part (RFC 6532) goes in the To header as it is, as in campaign mail,
+        # and the client then asks the relay for SMTPUTF8; an international domain alone goes as its A-labels.
         data = (f"{headers}Content-Transfer-Encoding: {part.encoding}{CRLF}{CRLF}").encode() + part.content
         return self._rendered(message_id, recipient, data, from_email.rpartition("@")[2].lower(), part.relaxed)
 
     def _per_message_headers(self, recipient: str, message_id: str, feedback_id: str, unsubscribe: str,
                              now: datetime | None) -> str:
         mailto = self.unsubscribe_mailto(message_id)
-        return (f"To: {recipient}{CRLF}Date: {self.date(now)}{CRLF}"
+        return (f"To: {ascii_address(recipient)}{CRLF}Date: {self.date(now)}{CRLF}"
                 f"Message-ID: {self.message_id_header(message_id)}{CRLF}"
                 f"{_list_unsubscribe(unsubscribe, mailto)}List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}"
                 f"Feedback-ID: {feedback_id}{CRLF}")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from . import metrics
-from .domain import SmtpReply, without_addresses
+from .domain import SmtpReply, ascii_address, without_addresses
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +281,7 @@ class RelayConnection:
     async def _send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
         if refusal := _unsendable(mail_from, "mail") or _unsendable(recipient, "rcpt"):
             return refusal
+        recipient = ascii_address(recipient)  # an international domain needs no SMTPUTF8: its A-labels
         if self._session is None:
             self._session = await self._connect()
         session = self._session

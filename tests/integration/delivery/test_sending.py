@@ -194,6 +194,22 @@ async def test_an_address_the_relay_cannot_take_bounces_and_the_connection_goes_
     assert relay.recipients() == ["plain@example.org"]
 
 
+async def test_an_ascii_mailbox_at_an_international_domain_goes_without_smtputf8(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """anna@bücher.de has an ASCII form, anna@xn--bcher-kva.de (RFC 5890): a relay without SMTPUTF8 takes the
+    campaign message for it (envelope and To header), where it used to bounce 5.6.7 like josé@bücher.de."""
+    relay.behaviour.smtputf8 = False
+    await start_delivery()
+    await world.open_account("acme")
+    await world.add_list("acme", "news", [("s1", "anna@bücher.de")])
+    await world.publish(campaign_queued("acme", "c1"))
+    events = await world.wait_for(lambda es: bool(of_type(es, MessageSent)), "MessageSent")
+    assert relay.recipients() == ["anna@xn--bcher-kva.de"] and not of_type(events, MessageBounced)
+    message = email.message_from_bytes(relay.received[0].data, policy=email.policy.default)
+    assert message["To"] == "anna@xn--bcher-kva.de"
+    assert of_type(events, MessageSent)[0].payload.recipient_domain == "bücher.de"
+
+
 async def test_a_confirmation_reaches_an_internationalised_address_over_smtputf8(
         start_delivery: Any, relay: Any, world: World) -> None:
     """A double opt-in subscriber at an internationalised address (RFC 6531/6532) gets the confirmation: the

@@ -20,7 +20,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from herald_delivery.dkim_signing import canonical_body
-from herald_delivery.domain import Member
+from herald_delivery.domain import Member, ascii_address
 from herald_delivery.render import (
     IDENTIFICATION_FOOTER,
     DkimKey,
@@ -312,6 +312,20 @@ def test_a_confirmation_to_an_internationalised_address_is_rendered_with_it_in_u
     assert "To: josé@bücher.de\r\n".encode() in rendered.data
     message = email.message_from_bytes(rendered.data, policy=email.policy.SMTPUTF8)
     assert message["To"] == "josé@bücher.de"
+
+
+def test_an_ascii_mailbox_at_an_international_domain_is_addressed_by_its_a_labels() -> None:
+    """anna@bücher.de is anna@xn--bcher-kva.de (RFC 5890): the To header and the envelope (smtp.py) use that form,
+    so no SMTPUTF8 is needed; the event's recipient stays as the member holds it."""
+    assert ascii_address("anna@bücher.de") == "anna@xn--bcher-kva.de"
+    assert ascii_address("josé@bücher.de") == "josé@bücher.de"  # no ASCII form of a non-ASCII local part
+    assert ascii_address("anna@example.org") == "anna@example.org"
+    rendered = renderer().transactional_message(message_id="m1", kind="confirmation", account_id="acme",
+                                                recipient="anna@bücher.de", from_name="Acme",
+                                                from_email="no-reply@herald.example", subject="Please confirm",
+                                                text="Please confirm: https://x.example/c")
+    assert rendered.recipient == "anna@bücher.de"
+    assert b"To: anna@xn--bcher-kva.de\r\n" in rendered.data and rendered.data.isascii()
 
 
 def test_the_preheader_is_hidden_at_the_top_of_the_html_part_only() -> None:
