@@ -7,12 +7,13 @@ import ast
 import json
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from herald_billing.main import Billing, BillingSettings
 from herald_campaigns.main import Campaigns, CampaignsSettings
@@ -49,6 +50,21 @@ def subscribed(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[str]]]:
 
     monkeypatch.setattr(EventConsumer, "__init__", recording)
     yield built
+
+
+@pytest.fixture(autouse=True)
+async def kafka_clients_closed(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """The services are built, never started: their Kafka clients are stopped at the end, not left to the
+    garbage collector (aiokafka reports an unclosed client then, after the test run's summary)."""
+    clients: list[AIOKafkaProducer | AIOKafkaConsumer] = []
+    for cls in (AIOKafkaProducer, AIOKafkaConsumer):
+        def recording(self: Any, *args: Any, _wire: Any = cls.__init__, **kwargs: Any) -> None:
+            clients.append(self)
+            _wire(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "__init__", recording)
+    yield
+    for client in clients:
+        await client.stop()
 
 
 async def consumed_by_service(subscribed: list[list[str]]) -> dict[str, set[str]]:
