@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.deploy.test_images import BUILD, ROOT, SERVICES
+from tests.unit.deploy.helpers import BUILD, ROOT, SERVICES
 
 
 def uv() -> str:

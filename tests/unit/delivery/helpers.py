@@ -1,12 +1,27 @@
 """Stand-ins for the sender's ports in delivery's unit tests (pure logic only: the integration tests talk to a real
-relay, broker and store)."""
+relay, broker and store), and a sender built on them for account "acme"."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
-from herald_delivery.domain import SmtpReply
+from herald_delivery.completion import CampaignCompletion
+from herald_delivery.domain import AccountState, RetryPolicy, SmtpReply
+from herald_delivery.handlers import GateBook
+from herald_delivery.queue import JobQueue
+from herald_delivery.render import MessageTokens, Renderer, RenderSettings
+from herald_delivery.sender import Sender, SenderConfig
+from herald_delivery.smtp import RelayConfig
 from herald_shared.contract import Event
+from herald_shared.links import LinkSigner
+
+SECRET = "unit-test-secret-0123456789"
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+CONTENT = {"subject": "News for {{ first_name | default('you') }}", "from_name": "Acme",
+           "from_email": "news@acme.example", "text_body": "About you: {{ bio }}",
+           "html_body": "<body><p>{{ bio }}</p><a href='https://acme.example/'>shop</a></body>"}
 
 
 class Relay:
@@ -36,3 +51,54 @@ class Publisher:
 
     async def publish(self, event: Event) -> None:
         self.events.append(event)
+
+
+class Store:
+    """The sender's store, in memory: acme's campaign c1 and test send t1, and the outcomes recorded."""
+
+    def __init__(self) -> None:
+        self.recorded: list[dict[str, Any]] = []
+        self.campaigns = {"acme:c1": {"content": CONTENT}}
+        self.tests = {"acme:t1": {"content": CONTENT, "sample": {"first_name": "Sample", "bio": "sample bio"}}}
+
+    async def record(self, outcome: dict[str, Any]) -> None:
+        self.recorded.append(outcome)
+
+    async def campaign(self, account_id: str, campaign_id: str) -> Any:
+        return self.campaigns.get(f"{account_id}:{campaign_id}")
+
+    async def test_send(self, account_id: str, test_id: str) -> Any:
+        return self.tests.get(f"{account_id}:{test_id}")
+
+
+class Announcements:
+    """Where CampaignCompletion keeps the campaigns' ends (in memory)."""
+
+    def __init__(self) -> None:
+        self.finished: dict[str, dict[str, Any]] = {}
+
+    async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int, token: str) -> None:
+        return None
+
+    async def record_finished(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return self.finished.setdefault(doc["_id"], doc)
+
+    async def mark_finished_published(self, key: str) -> None:
+        self.finished[key]["published"] = True
+
+
+def sender(account: AccountState, completion: bool = False) -> tuple[Sender, Store, Publisher]:
+    gates = GateBook()
+    gates.accounts["acme"] = account
+    store, publisher = Store(), Publisher()
+    renderer = Renderer(RenderSettings("https://t.example", "bounces.example"), MessageTokens(SECRET),
+                        LinkSigner(SECRET, "https://lists.example"), {})
+    jobs = JobQueue(gates.changed)
+    ends = CampaignCompletion(Announcements(), jobs, publisher) if completion else None  # type: ignore[arg-type]
+    return Sender(store, gates, jobs, renderer, RelayConfig("127.0.0.1"),  # type: ignore[arg-type]
+                  publisher, RetryPolicy(), SenderConfig(), completion=ends), store, publisher  # type: ignore[arg-type]
+
+
+def job_of_test_send(message_id: str, recipient: str) -> dict[str, Any]:
+    return {"_id": message_id, "account_id": "acme", "kind": "test", "campaign_id": "c1", "test_id": "t1",
+            "recipient": recipient, "attempts": 0, "next_attempt_at": T0}

@@ -19,7 +19,7 @@ from herald_delivery.queue import JobQueue
 from herald_delivery.sender import Sender, SenderConfig
 from herald_shared.kafka import EventPublisher
 from herald_shared.topics import TopicNames
-from tests.unit.delivery.test_sender import job_of_test_send, sender
+from tests.unit.delivery.helpers import job_of_test_send, sender
 
 ROOT = Path(__file__).resolve().parents[3]
 SENDER_DEAD_LETTERS = {"consumer": "delivery.sender", "topic": "herald.delivery", "category": "handler_failed"}

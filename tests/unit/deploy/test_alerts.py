@@ -4,42 +4,13 @@ package, unpacked by scripts/lib.sh (`ensure_promtool`; scripts/test exports HER
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[3]
-MONITORING = ROOT / "deploy/k8s/base/monitoring"
-RULE = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
-METRIC_DEFINITION = re.compile(r'(?:Counter|Gauge|Histogram|Summary)\(\s*"(herald_[a-z_]+)"')
-SERIES_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
-
-
-def promtool() -> str:
-    path = os.environ.get("HERALD_PROMTOOL") or shutil.which("promtool")
-    assert path, "promtool is needed: scripts/test fetches it (HERALD_PROMTOOL)"
-    return path
-
-
-def alerts() -> dict[str, dict[str, Any]]:
-    return {rule["alert"]: rule for group in RULE["spec"]["groups"] for rule in group["rules"]}
-
-
-def exported_metrics() -> set[str]:
-    """Every metric name the services define (prometheus_client adds `_total` to counters in what it serves)."""
-    names: set[str] = set()
-    for source in [*(ROOT / "shared").rglob("*.py"), *(ROOT / "services").rglob("*.py")]:
-        names |= set(METRIC_DEFINITION.findall(source.read_text()))
-    return names
-
-
-def series_known(name: str, exported: set[str]) -> bool:
-    return name in exported or any(name.endswith(s) and name.removesuffix(s) in exported for s in SERIES_SUFFIXES)
+from tests.unit.deploy.helpers import MONITORING, ROOT, RULE, alerts, exported_metrics, promtool, series_known
 
 
 def test_the_rules_pass_promtool_check(tmp_path: Path) -> None:

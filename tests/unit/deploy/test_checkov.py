@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.deploy.test_k8s import OVERLAYS, ROOT, UPGRADES, rendered, rendered_upgrade
+from tests.unit.deploy.helpers import OVERLAYS, ROOT, UPGRADES, rendered, rendered_upgrade
 
 CONFIG = ROOT / "deploy/k8s/.checkov.yaml"
 

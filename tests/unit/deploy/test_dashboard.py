@@ -11,11 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.unit.deploy.test_alerts import MONITORING, exported_metrics, promtool, series_known
-from tests.unit.deploy.test_k8s import objects
-
-DASHBOARD = json.loads((MONITORING / "herald-dashboard.json").read_text())
-QUERIES = [(panel["title"], target["expr"]) for panel in DASHBOARD["panels"] for target in panel["targets"]]
+from tests.unit.deploy.helpers import DASHBOARD, QUERIES, exported_metrics, objects, promtool, series_known
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:

@@ -6,56 +6,11 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-DOCKERFILE = ROOT / "deploy/images/Dockerfile"
-SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").exists())
-
-
-@dataclass
-class Stage:
-    image: str
-    name: str | None
-    instructions: list[tuple[str, str]] = field(default_factory=list)
-
-    def all(self, keyword: str) -> list[str]:
-        return [args for kw, args in self.instructions if kw == keyword]
-
-
-def instructions(text: str) -> list[tuple[str, str]]:
-    """(KEYWORD, arguments) of each instruction: comments dropped, continuation lines joined."""
-    joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
-    found = []
-    for line in joined.splitlines():
-        if line.strip():
-            keyword, _, args = line.strip().partition(" ")
-            found.append((keyword.upper(), " ".join(args.split())))
-    return found
-
-
-def parse(text: str) -> tuple[dict[str, str], list[Stage]]:
-    """Global ARG defaults, and the stages in order."""
-    args: dict[str, str] = {}
-    stages: list[Stage] = []
-    for keyword, rest in instructions(text):
-        if keyword == "FROM":
-            image, _, name = rest.partition(" AS ")
-            stages.append(Stage(image.strip(), name.strip() or None))
-        elif not stages:
-            if keyword == "ARG" and "=" in rest:
-                key, _, value = rest.partition("=")
-                args[key] = value
-        else:
-            stages[-1].instructions.append((keyword, rest))
-    return args, stages
-
-
-ARGS, STAGES = parse(DOCKERFILE.read_text())
-BUILD, FINAL = STAGES[0], STAGES[-1]
+from tests.unit.deploy.helpers import ARGS, BUILD, FINAL, ROOT, SERVICES, STAGES
 
 
 def resolve(image: str) -> str:

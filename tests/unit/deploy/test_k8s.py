@@ -5,22 +5,15 @@ health routes, partitions and replica limits, and the restricted Pod Security St
 from __future__ import annotations
 
 import importlib
-import os
-import shutil
-import subprocess
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from herald_shared.settings import HeraldSettings
 from herald_shared.topics import EVENT_TOPICS
 from herald_subscriptions import rebuild
+from tests.unit.deploy.helpers import OVERLAYS, UPGRADES, objects, rendered_upgrade
 
-ROOT = Path(__file__).resolve().parents[3]
-OVERLAYS = ("dev", "prod")
 SERVICES = ("subscriptions", "campaigns", "delivery", "billing", "compliance")
 SINGLE_REPLICA = {"campaigns", "billing", "delivery"}  # each service's README says why
 # Every Deployment, with the service whose image and settings it runs: delivery's edge and subscriptions' API run
@@ -28,30 +21,6 @@ SINGLE_REPLICA = {"campaigns", "billing", "delivery"}  # each service's README s
 DEPLOYMENTS = {**{s: s for s in SERVICES}, "delivery-edge": "delivery", "subscriptions-api": "subscriptions"}
 SETTINGS = {"subscriptions": "SubscriptionsSettings", "campaigns": "CampaignsSettings", "delivery": "DeliverySettings",
             "billing": "BillingSettings", "compliance": "ComplianceSettings"}
-# deploy/k8s/upgrade: kustomizations an operator applies on purpose beside an overlay (a Job each), in no overlay.
-UPGRADES = ("subscriptions-rebuild",)
-
-
-def build(path: Path) -> list[dict[str, Any]]:
-    kustomize = os.environ.get("HERALD_KUSTOMIZE") or shutil.which("kustomize")
-    assert kustomize, "kustomize is needed to render deploy/k8s: scripts/test builds it (HERALD_KUSTOMIZE)"
-    done = subprocess.run([kustomize, "build", str(path)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-
-
-@cache
-def rendered(overlay: str) -> list[dict[str, Any]]:
-    return build(ROOT / "deploy/k8s/overlays" / overlay)
-
-
-@cache
-def rendered_upgrade(name: str) -> list[dict[str, Any]]:
-    return build(ROOT / "deploy/k8s/upgrade" / name)
-
-
-def objects(overlay: str, kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in rendered(overlay) if o["kind"] == kind}
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:

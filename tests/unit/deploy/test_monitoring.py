@@ -8,8 +8,7 @@ import re
 import pytest
 import yaml
 
-from tests.unit.deploy.test_alerts import alerts
-from tests.unit.deploy.test_k8s import OVERLAYS, ROOT, rendered
+from tests.unit.deploy.helpers import OVERLAYS, ROOT, alerts, rendered
 
 README = (ROOT / "deploy/README.md").read_text()
 MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}

@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.unit.deploy.test_k8s import OVERLAYS, UPGRADES, rendered, rendered_upgrade
+from tests.unit.deploy.helpers import OVERLAYS, UPGRADES, rendered, rendered_upgrade
 
 KUBERNETES_VERSION = "1.32"  # what the manifests target (deploy/README.md)
 OPERATOR_KINDS = {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
