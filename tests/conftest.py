@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -110,6 +111,13 @@ async def eventually(probe: Callable[[], Awaitable[T]], until: Callable[[T], boo
         await asyncio.sleep(every)
         result = await probe()
     return result
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on at this moment (the system's pick), for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def subprocess_env(settings: HeraldSettings, **extra: Any) -> dict[str, str]:

@@ -24,9 +24,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
 from herald_shared.apikeys import hash_secret
-from tests.conftest import ROOT, eventually
-from tests.unit.deploy.test_alerts import alerts, promtool, series_known
-from tests.unit.deploy.test_dashboard import QUERIES
+from tests.conftest import ROOT, eventually, free_port
+from tests.unit.deploy.helpers import QUERIES, alerts, promtool, series_known
 
 STAFF_TOKEN = "e2e-staff-token-0123456789"
 
@@ -73,12 +72,6 @@ async def run_prefix(stack_env: dict[str, str]) -> AsyncIterator[str]:
                 await mongo.drop_database(name)
     finally:
         await mongo.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def free_ports(count: int, run: int = 3) -> list[int]:

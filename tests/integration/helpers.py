@@ -1,12 +1,15 @@
-"""Shared by the integration tests of every service: schemathesis against the live service, and what a
-service's database still holds (retention)."""
+"""Shared by the integration tests of every service: schemathesis against the live service, what a service's
+database still holds (retention), and a Kafka broker of a test module's own."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
+import os
+import signal
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,18 +18,13 @@ from fastapi import FastAPI
 
 from herald_shared.http import make_server
 from herald_subscriptions.forms import FormTokens
+from tests.conftest import ROOT, free_port
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 # Schemathesis' `ignored_auth` check sends wrong API keys to every operation and expects 401 each time; with the
 # strict production limits (HERALD_AUTH_FAILURES_*) the service would answer 429 after a few. The contract tests
 # construct their services with these instead (settings by field name).
 UNTHROTTLED_API_KEYS = {"auth_failures_per_ip": 1_000_000, "auth_failures_per_key": 1_000_000}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _toml(value: Any) -> str:
@@ -48,7 +46,7 @@ async def run_schemathesis(app: FastAPI, tmp_path: Path, *, headers: dict[str, s
     published /openapi.json as a separate process; fails with schemathesis' report on any failure. Returns
     the report. `config` and `operations` go to schemathesis' configuration file (its TOML keys); `extra_args` to
     its command line (e.g. `--include-path-regex`)."""
-    port = _free_port()
+    port = free_port()
     server = make_server(app, "127.0.0.1", port)
     serving = asyncio.create_task(server.serve())
     lines = [f"{key} = {_toml(value)}" for key, value in config.items()]
@@ -96,3 +94,36 @@ def form_token(secret: str, path: str, served_ago: timedelta = timedelta(minutes
     """The hidden field of a hosted form at `path` as its page would have served it `served_ago` (a person takes
     seconds to fill a form; a post sooner than the minimum fill time is screened out as a bot's)."""
     return {"form_token": FormTokens(secret).issue(path, datetime.now(UTC) - served_ago)}
+
+
+class PrivateKafka:
+    """A Kafka broker of a test module's own, to stop, start or freeze (SIGSTOP) without touching the stack the
+    other tests share: `scripts/stack <command>` in its own folder, on free ports, Kafka alone."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        port = free_port()
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL")}
+        self.env.update(HERALD_STACK_DIR=str(folder), HERALD_STACK_TMPFS="1", HERALD_KAFKA_PORT=str(port),
+                        HERALD_KAFKA_CONTROLLER_PORT=str(free_port()), HERALD_KAFKA_HEAP="512m")
+
+    def __call__(self, command: str) -> None:
+        """`scripts/stack start-kafka`, `stop-kafka` or `reset` on this broker."""
+        done = subprocess.run([str(ROOT / "scripts/stack"), command], env=self.env, capture_output=True, text=True,
+                              timeout=180, check=False)
+        assert done.returncode == 0, f"scripts/stack {command}:\n{done.stdout}\n{done.stderr}"
+
+    def signal(self, number: signal.Signals) -> None:
+        os.kill(int((self.folder / "run/kafka.pid").read_text().strip()), number)
+
+
+@contextmanager
+def private_kafka_in(folder: Path) -> Iterator[PrivateKafka]:
+    """A private broker started in `folder`, and deleted with its data at the end."""
+    kafka = PrivateKafka(folder)
+    try:
+        kafka("start-kafka")
+        yield kafka
+    finally:
+        kafka("reset")

@@ -20,8 +20,7 @@ from herald_shared.contract.campaigns import CampaignQueued
 from herald_shared.contract.subscriptions import ListCreated
 from herald_shared.kafka import EventPublisher
 from herald_shared.settings import HeraldSettings
-from tests.conftest import eventually, subprocess_env
-from tests.integration.compliance.test_kill_and_restart import free_port
+from tests.conftest import eventually, free_port, subprocess_env
 
 from .conftest import billing_history, campaigns_settings, draft
 

@@ -49,6 +49,14 @@ def complaint(account_id: str, campaign: str, i: int) -> ComplaintReceived:
                                                             "reporting_domain": "isp.example"})
 
 
+def counts_of(rates: dict[str, Any], campaign: str) -> dict[str, int] | None:
+    """A campaign's raw counts in a rates answer (`GET /v1/staff/accounts/{id}/rates`), None when it has none."""
+    for scope in rates.get("scopes", []):
+        if scope["scope"] == "campaign" and scope["name"] == campaign:
+            return dict(scope["raw_counts"])
+    return None
+
+
 class Bus:
     """Publishes like another service (aiokafka, JSON, key = account_id) and reads the output topics."""
 

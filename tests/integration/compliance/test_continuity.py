@@ -18,8 +18,7 @@ from prometheus_client import REGISTRY
 from herald_compliance.processor import account_partition
 from tests.conftest import eventually
 
-from .conftest import Bus, Running, sent
-from .test_suspension import counts_of
+from .conftest import Bus, Running, counts_of, sent
 
 
 def refetched(reason: str) -> float:

@@ -6,14 +6,9 @@ fails while the broker does not answer (a SIGSTOPped broker of a private stack),
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,10 +19,10 @@ from herald_compliance.main import Compliance
 from herald_compliance.processor import account_partition
 from herald_shared.kafka import ensure_topics
 from herald_shared.settings import HeraldSettings
-from tests.conftest import ROOT, eventually
+from tests.conftest import eventually
+from tests.integration.helpers import PrivateKafka
 
-from .conftest import Bus, Running, compliance_settings, sent
-from .test_suspension import counts_of
+from .conftest import Bus, Running, compliance_settings, counts_of, sent
 
 
 async def lag_of(settings: HeraldSettings, account: str) -> float | None:
@@ -73,43 +68,6 @@ async def test_the_lag_rises_while_a_batch_does_not_end_and_events_keep_coming(
 
 
 # --- readiness against a broker that stops answering ----------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class PrivateKafka:
-    """A Kafka broker of this module's own (`scripts/stack start-kafka` in its own folder, on free ports): the
-    shared stack of the other tests is never stopped."""
-
-    bootstrap: str
-    pid_file: Path
-
-    def signal(self, sig: signal.Signals) -> None:
-        os.kill(int(self.pid_file.read_text().strip()), sig)
-
-
-@pytest.fixture(scope="module")
-def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateKafka]:
-    port, folder = free_port(), tmp_path_factory.mktemp("stack")
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL")}
-    env.update(HERALD_STACK_DIR=str(folder), HERALD_STACK_TMPFS="1", HERALD_KAFKA_PORT=str(port),
-               HERALD_KAFKA_CONTROLLER_PORT=str(free_port()), HERALD_KAFKA_HEAP="512m")
-
-    def stack(command: str) -> None:
-        done = subprocess.run([str(ROOT / "scripts/stack"), command], env=env, capture_output=True, text=True,
-                              timeout=180, check=False)
-        assert done.returncode == 0, f"scripts/stack {command}:\n{done.stdout}\n{done.stderr}"
-
-    try:
-        stack("start-kafka")
-        yield PrivateKafka(f"127.0.0.1:{port}", folder / "run" / "kafka.pid")
-    finally:
-        stack("reset")
-
 
 @pytest.fixture
 async def on_private_kafka(private_kafka: PrivateKafka) -> AsyncIterator[tuple[Compliance, httpx.AsyncClient]]:

@@ -12,14 +12,7 @@ from herald_shared.contract.subscriptions import SubscriberUnsubscribed
 from herald_shared.kafka import DLQ_REASON
 from tests.conftest import eventually
 
-from .conftest import STAFF, Bus, complaint, env_of, hard_bounce, ref, sent
-
-
-def counts_of(rates: dict[str, Any], campaign: str) -> dict[str, int] | None:
-    for scope in rates.get("scopes", []):
-        if scope["scope"] == "campaign" and scope["name"] == campaign:
-            return dict(scope["raw_counts"])
-    return None
+from .conftest import STAFF, Bus, complaint, counts_of, env_of, hard_bounce, ref, sent
 
 
 async def test_hard_bounce_rate_of_8_percent_suspends_account_once_with_evidence(start_compliance: Any,

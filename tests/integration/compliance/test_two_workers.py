@@ -21,10 +21,10 @@ from herald_compliance.api import ANSWERED_BY, FORWARDED
 from herald_compliance.processor import account_partition
 from herald_shared.contract import Event
 from herald_shared.settings import HeraldSettings
-from tests.conftest import eventually
+from tests.conftest import eventually, free_port
 
 from .conftest import STAFF, Bus
-from .test_kill_and_restart import PLAN, announced_once, free_port, ground_truth, start, stream
+from .helpers import PLAN, announced_once, ground_truth, start, stream
 
 
 class Worker:

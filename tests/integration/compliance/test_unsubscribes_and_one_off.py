@@ -15,8 +15,7 @@ from herald_shared.contract.delivery import MessageSent
 from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded, SubscriberUnsubscribed
 from tests.conftest import eventually
 
-from .conftest import Bus, env_of, sent
-from .test_suspension import counts_of
+from .conftest import Bus, counts_of, env_of, sent
 
 
 def unsubscribed(account_id: str, i: int, source: str = "one_click") -> SubscriberUnsubscribed:

@@ -7,7 +7,6 @@ import asyncio
 import email
 import email.policy
 import hashlib
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +22,7 @@ from herald_delivery.main import Delivery, DeliverySettings
 from herald_shared.apikeys import new_api_key
 from herald_shared.contract import Event, parse_event
 from herald_shared.contract.billing import AccountApproved, AccountOpened, ApiKeyIssued, PlanChanged
+from herald_shared.contract.delivery import DeliveryHeld
 from herald_shared.contract.subscriptions import (
     ListCreated,
     SubscriberAdded,
@@ -31,16 +31,10 @@ from herald_shared.contract.subscriptions import (
 from herald_shared.kafka import EventPublisher, read_from_start
 from herald_shared.settings import HeraldSettings
 from herald_subscriptions.main import Subscriptions, SubscriptionsSettings
-from tests.conftest import eventually
+from tests.conftest import eventually, free_port
 
 SECRET = "test-link-secret-0123456789"
 BOUNCE_DOMAIN = "bounces.herald.test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -316,3 +310,7 @@ async def subscriptions(settings: HeraldSettings, world: World) -> AsyncIterator
             yield SubscriptionsBeside(service, api)
     finally:
         await service.stop()
+
+
+def held(events: list[Any], gate: str) -> list[DeliveryHeld]:
+    return [e for e in events if isinstance(e, DeliveryHeld) and e.payload.gate == gate]

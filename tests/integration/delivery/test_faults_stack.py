@@ -24,10 +24,10 @@ import pytest
 from herald_shared.contract.delivery import CampaignDeliveryFinished, MessageSent
 from herald_shared.kafka import EventPublisher, ensure_topics, make_producer
 from herald_shared.settings import HeraldSettings
-from tests.conftest import ROOT, eventually, subprocess_env
+from tests.conftest import ROOT, eventually, free_port, subprocess_env
 from tests.samples import campaign_queued
 
-from .conftest import BOUNCE_DOMAIN, SECRET, World, free_port
+from .conftest import BOUNCE_DOMAIN, SECRET, World
 
 AUDIENCE = 30
 OUTAGE_AT = 10  # the relay holds its answers when the 11th message arrives; then the outage starts

@@ -11,17 +11,13 @@ from typing import Any
 from herald_shared.contract.billing import AccountApproved, SendingBlocked, SendingUnblocked
 from herald_shared.contract.campaigns import CampaignApproved
 from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
-from herald_shared.contract.delivery import CampaignDeliveryFinished, DeliveryHeld
+from herald_shared.contract.delivery import CampaignDeliveryFinished
 from tests.conftest import eventually
 from tests.samples import campaign_queued
 
-from .conftest import World
+from .conftest import World, held
 
 CONCURRENCY = 3
-
-
-def held(events: list[Any], gate: str) -> list[DeliveryHeld]:
-    return [e for e in events if isinstance(e, DeliveryHeld) and e.payload.gate == gate]
 
 
 async def test_a_suspension_mid_campaign_holds_the_rest_within_the_bound_and_reinstatement_sends_them(

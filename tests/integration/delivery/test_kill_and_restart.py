@@ -15,10 +15,10 @@ from pymongo import AsyncMongoClient
 
 from herald_shared.contract.delivery import CampaignDeliveryFinished, MessageSent
 from herald_shared.mongo import Document
-from tests.conftest import eventually, subprocess_env
+from tests.conftest import eventually, free_port, subprocess_env
 from tests.samples import campaign_queued
 
-from .conftest import BOUNCE_DOMAIN, SECRET, World, free_port
+from .conftest import BOUNCE_DOMAIN, SECRET, World
 
 AUDIENCE = 30
 KILL_AT = 10  # the relay freezes (answers nothing more) when the 11th message arrives; then the process dies

@@ -12,10 +12,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from herald_shared.contract.delivery import MessageSent
-from tests.conftest import eventually
+from tests.conftest import eventually, free_port
 from tests.samples import campaign_queued
 
-from .conftest import RelayBehaviour, RelayHandler, World, free_port
+from .conftest import RelayBehaviour, RelayHandler, World
 
 
 class TlsAuthRelay(RelayHandler):

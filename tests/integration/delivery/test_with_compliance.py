@@ -17,8 +17,7 @@ from tests.conftest import eventually
 from tests.integration.compliance.conftest import STAFF, compliance_settings
 from tests.samples import campaign_queued
 
-from .conftest import World
-from .test_gates import held
+from .conftest import World, held
 
 AUDIENCE = [(f"s{i}", f"r{i}@example.org") for i in range(300)]
 BOUNCING = {address for i, (_, address) in enumerate(AUDIENCE) if i % 5 == 0}  # 20% hard bounces

@@ -5,8 +5,8 @@ processes, and read what Kafka says a consumer group has done."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +21,7 @@ from aiokafka.structs import TopicPartition
 
 from herald_shared.contract import Event
 from herald_shared.contract.billing import AccountApproved, AccountOpened, ApiKeyIssued, PlanChanged
-from herald_shared.contract.subscriptions import ListCreated
+from herald_shared.contract.subscriptions import ListCreated, SubscriberAdded, SubscriberConfirmed
 from herald_shared.kafka import (
     DLQ_CONSUMER,
     DLQ_REASON,
@@ -30,16 +30,13 @@ from herald_shared.kafka import (
     end_offsets,
     read_from_start,
 )
+from herald_shared.mongo import Document
 from herald_shared.settings import HeraldSettings
-from tests.conftest import eventually, subprocess_env
+from herald_subscriptions.domain import subscriber_id_for
+from herald_subscriptions.store import SubscriptionsProjection
+from tests.conftest import eventually, free_port, subprocess_env
 
 LINK_SECRET = "fault-tests-link-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # What each service needs besides the stack's addresses to start (delivery's relay: a port nobody listens on
@@ -206,3 +203,22 @@ async def list_counts(http: httpx.AsyncClient) -> dict[str, int]:
     except httpx.HTTPError:
         return {}
     return response.json()["counts"] if response.status_code == 200 else {}  # type: ignore[no-any-return]
+
+
+def imported_backlog(rows: int) -> list[Event]:
+    """What an import of `rows` into acme's list `news` records: each row added (single opt-in) and confirmed."""
+    events: list[Event] = []
+    for i in range(rows):
+        address = f"reader{i}@example.org"
+        subscriber_id = subscriber_id_for("acme", "news", address)
+        events.append(SubscriberAdded(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+            "list_id": "news", "subscriber_id": subscriber_id, "email": address, "first_name": f"Reader{i}",
+            "email_sha256": hashlib.sha256(address.encode()).hexdigest(), "opt_in": "single",
+            "consent": {"source": "import", "collected_at": "2026-10-01T10:00:00Z", "method": "webinar signup"}}))
+        events.append(SubscriberConfirmed(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+            "list_id": "news", "subscriber_id": subscriber_id, "method": "single_opt_in"}))
+    return events
+
+
+async def dump(projection: SubscriptionsProjection) -> dict[str, list[Document]]:
+    return {name: [d async for d in projection.db[name].find({}).sort("_id", 1)] for name in projection.collections}

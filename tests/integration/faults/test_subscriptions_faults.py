@@ -7,7 +7,6 @@ active member, the list's counts say so, and the read model equals a rebuild fro
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import signal
 from typing import Any
 
@@ -17,17 +16,15 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
 from herald_shared.apikeys import new_api_key
-from herald_shared.contract import Event
 from herald_shared.contract.billing import AccountOpened, ApiKeyIssued
-from herald_shared.contract.subscriptions import ListCreated, SubscriberAdded, SubscriberConfirmed
+from herald_shared.contract.subscriptions import ListCreated
 from herald_shared.kafka import EventPublisher, end_offsets
 from herald_shared.mongo import Document, rebuild
 from herald_shared.settings import HeraldSettings
-from herald_subscriptions.domain import subscriber_id_for
 from herald_subscriptions.store import SubscriptionsProjection
 from tests.conftest import eventually
 
-from .conftest import ServiceProcess, behind, list_counts
+from .conftest import ServiceProcess, behind, dump, imported_backlog, list_counts
 
 ROWS = 4_000  # an import of these is stopped while its request records them
 FOLD_ROWS = 10_000  # a backlog of these (two events each) is folded in batches of 2,000; stopped after the first
@@ -42,27 +39,8 @@ def csv_file(rows: int) -> bytes:
     return "\n".join(lines).encode()
 
 
-def imported_backlog(rows: int) -> list[Event]:
-    """What an import of `rows` into acme's list `news` records: each row added (single opt-in) and confirmed."""
-    events: list[Event] = []
-    for i in range(rows):
-        address = f"reader{i}@example.org"
-        subscriber_id = subscriber_id_for("acme", "news", address)
-        events.append(SubscriberAdded(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
-            "list_id": "news", "subscriber_id": subscriber_id, "email": address, "first_name": f"Reader{i}",
-            "email_sha256": hashlib.sha256(address.encode()).hexdigest(), "opt_in": "single",
-            "consent": {"source": "import", "collected_at": "2026-10-01T10:00:00Z", "method": "webinar signup"}}))
-        events.append(SubscriberConfirmed(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
-            "list_id": "news", "subscriber_id": subscriber_id, "method": "single_opt_in"}))
-    return events
-
-
 async def recorded(settings: HeraldSettings) -> int:
     return sum((await end_offsets(settings, settings.topics("herald.subscriptions"))).values())
-
-
-async def dump(projection: SubscriptionsProjection) -> dict[str, list[Document]]:
-    return {name: [d async for d in projection.db[name].find({}).sort("_id", 1)] for name in projection.collections}
 
 
 def stop(process: ServiceProcess, how: signal.Signals) -> None:

@@ -28,12 +28,11 @@ from herald_shared.mongo import Document, rebuild
 from herald_shared.settings import HeraldSettings
 from herald_subscriptions.domain import subscriber_id_for
 from herald_subscriptions.store import SubscriptionsProjection
-from tests.conftest import eventually
+from tests.conftest import eventually, free_port
 from tests.integration.delivery.conftest import RelayBehaviour, RelayHandler
 from tests.samples import campaign_queued
 
-from .conftest import ServiceProcess, approved_account, behind, free_port, list_counts
-from .test_subscriptions_faults import dump, imported_backlog
+from .conftest import ServiceProcess, approved_account, behind, dump, imported_backlog, list_counts
 
 ROWS = 2_000
 KILL_AT = ROWS // 4  # messages the relay has taken when subscriptions is killed

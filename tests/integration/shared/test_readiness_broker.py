@@ -1,22 +1,16 @@
 """/readyz of a service of consumers (`ConsumingService`) while its Kafka broker is stopped, then paused (SIGSTOP:
 connections stay open, nothing answers): not ready, saying so in the "kafka" check, while its consumers' loops run
 on; ready again once the broker is back. On a Kafka of this module's own, started with `scripts/stack` in its own
-folder and on its own ports (the stack of the other tests is never touched), and deleted at the end."""
+folder and on its own ports (`private_kafka`: the stack of the other tests is never touched), and deleted at the end."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
 from herald_shared.consuming import ConsumingService
@@ -24,44 +18,9 @@ from herald_shared.http import add_health_routes
 from herald_shared.kafka import EventConsumer
 from herald_shared.mongo import make_client
 from herald_shared.settings import HeraldSettings
-from tests.conftest import ROOT, eventually
+from tests.conftest import eventually
+from tests.integration.helpers import PrivateKafka
 from tests.integration.shared.helpers import RecordingHandler
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateKafka:
-    """`scripts/stack <command>` for a Kafka of this module's own (MONGODB_URL set: no MongoDB is started)."""
-
-    def __init__(self, folder: Path, mongodb_url: str) -> None:
-        self.port = free_port()
-        self.folder = folder
-        self.env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-        self.env.update(HERALD_STACK_DIR=str(folder), HERALD_STACK_TMPFS="1", HERALD_KAFKA_PORT=str(self.port),
-                        HERALD_KAFKA_CONTROLLER_PORT=str(free_port()), HERALD_KAFKA_HEAP="512m",
-                        MONGODB_URL=mongodb_url)
-
-    def __call__(self, command: str) -> None:
-        done = subprocess.run([str(ROOT / "scripts/stack"), command], env=self.env, capture_output=True, text=True,
-                              timeout=180, check=False)
-        assert done.returncode == 0, f"scripts/stack {command}:\n{done.stdout}\n{done.stderr}"
-
-    def signal(self, number: signal.Signals) -> None:
-        os.kill(int((self.folder / "run/kafka.pid").read_text()), number)
-
-
-@pytest.fixture(scope="module")
-def private_kafka(tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]) -> Iterator[PrivateKafka]:
-    kafka = PrivateKafka(tmp_path_factory.mktemp("stack"), stack_env["MONGODB_URL"])
-    try:
-        kafka("start")
-        yield kafka
-    finally:
-        kafka("reset")
 
 
 class Consuming(ConsumingService):
@@ -77,7 +36,7 @@ class Consuming(ConsumingService):
 async def test_readyz_is_not_ready_while_the_broker_is_away_and_ready_when_it_is_back(
         private_kafka: PrivateKafka, stack_env: dict[str, str]) -> None:
     run = uuid.uuid4().hex[:10]
-    settings = HeraldSettings(kafka_bootstrap_servers=f"127.0.0.1:{private_kafka.port}",
+    settings = HeraldSettings(kafka_bootstrap_servers=private_kafka.bootstrap,
                               mongodb_url=stack_env["MONGODB_URL"], topic_prefix=f"t{run}.",
                               database_prefix=f"t{run}_")
     service = Consuming(settings)
