@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import secrets
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -79,6 +80,14 @@ def key_id_of(key: str) -> str | None:
     return parts[0] if parts is not None else None
 
 
+@dataclass(frozen=True)
+class KeyHolder:
+    """The account a key id belongs to, and whether its key is revoked (what a refusal's audit needs)."""
+
+    account_id: str
+    revoked: bool
+
+
 class ApiKeyProjection(Projection):
     """api_keys: one document per key; a key is active while it has no `revoked_at`. It also holds what this
     process knows of requests' keys: the secrets it verified, and the failed attempts (`attempts`: the throttle
@@ -117,6 +126,14 @@ class ApiKeyProjection(Projection):
         await self.db["api_keys"].delete_many({"account_id": account_id})
         for remembered in [r for r in self._verified if r[0] in keys]:
             del self._verified[remembered]
+
+    async def holder(self, key_id: str) -> KeyHolder | None:
+        """The account whose key has this id, and whether it is revoked; None for an id no key has here."""
+        doc = await self._keys.get(key_id)
+        if not doc or "account_id" not in doc:
+            return None
+        # A revocation projected before its issue (no hash yet) is a revoked key too: no secret opens it.
+        return KeyHolder(str(doc["account_id"]), bool(doc.get("revoked_at")) or "key_hash" not in doc)
 
     async def authenticate(self, key: str, *, remembered_only: bool = False) -> str | None:
         """The account a presented key belongs to, or None (unknown, revoked, malformed or wrong secret).

@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import uvicorn
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -25,10 +25,12 @@ from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WT
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 
-from .apikeys import key_id_of
+from .apikeys import KeyHolder, key_id_of
+from .contract import Event
+from .contract.envelope import ApiKeyRefusal, ApiKeyRefusedPayload
 from .metrics import API_KEY_REFUSALS
 from .rules import RuleRefused
-from .throttle import PREFIX_REMEMBERED, CredentialAttempts, Refusal
+from .throttle import PREFIX_REMEMBERED, CredentialAttempts, Reason, Refusal, Throttle
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 READINESS_CHECK_SECONDS = 2.0  # each check's, all at once: under the kubelet's probe timeout (3 s)
@@ -125,8 +127,114 @@ class ApiKeys(Protocol):
     async def authenticate(self, key: str, *, remembered_only: bool = False) -> str | None: ...
 
 
-def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-                    ) -> Callable[..., Awaitable[str]]:
+class KeyHolders(Protocol):
+    """What RefusedKeys needs of the API keys (herald_shared.apikeys.ApiKeyProjection)."""
+
+    attempts: CredentialAttempts
+
+    async def holder(self, key_id: str) -> KeyHolder | None: ...
+
+
+class Publisher(Protocol):
+    """What RefusedKeys publishes with (herald_shared.kafka.EventPublisher)."""
+
+    async def publish(self, event: Event) -> object: ...
+
+
+# Why a key was refused, as the log and `herald_api_key_refusals_total` say it.
+RefusalReason = Literal["bad_key"] | Reason
+
+# How long a stopping process waits for the refusals it is still recording (RefusedKeys.close).
+REFUSALS_DRAIN_SECONDS = 5.0
+# Refusals being recorded at once, at most: beyond it one is only the log line (a flood must not grow tasks).
+MAX_REFUSALS_RECORDING = 1000
+
+
+class RefusedKeys:
+    """Puts a refused API key of a known account into that account's audit log (PRODUCT.md: every login attempt
+    is audited): an event on the refusing service's own topic (`event`: ApiKeyRefusedBySubscriptions,
+    ApiKeyRefusedByCampaigns), which billing folds. A key id no key has here belongs to no account and is only the
+    log line (as an unknown username is for a password login).
+
+    What an attacker can make Herald write is bounded per key id and process: each checked failure is recorded
+    (revoked_key, wrong_secret: at most the key throttle's limit per window, since the throttle refuses the rest
+    unchecked), and a key id's unchecked refusals (throttled_key, throttled_ip) once per the key throttle's window.
+    Recording runs beside the answer: the refusal neither waits for the key's look-up or the publish nor fails
+    with them (a failure is logged)."""
+
+    def __init__(self, keys: KeyHolders, publisher: Publisher, event: Callable[..., Event], producer: str,
+                 max_keys: int = 100_000) -> None:
+        self._keys, self._publisher, self._event, self._producer = keys, publisher, event, producer
+        # A key id whose unchecked refusal was recorded within the window: the next ones are not.
+        self._unchecked = Throttle(1, keys.attempts.per_prefix.window, max_keys)
+        self._recording: set[asyncio.Task[None]] = set()
+
+    def refused(self, key_id: str, reason: RefusalReason, request: Request, at: datetime) -> None:
+        """Record, beside the answer, that the request's key was refused (`refused_key`'s reasons)."""
+        unchecked = reason != "bad_key"
+        prefix = key_id[:PREFIX_REMEMBERED]
+        if unchecked and self._unchecked.retry_after(prefix, at) > 0:
+            return
+        if len(self._recording) >= MAX_REFUSALS_RECORDING:
+            log.warning("API key refusal not audited: too many being recorded", extra={"key_id": prefix})
+            return
+        if unchecked:
+            self._unchecked.failed(prefix, at)  # before the look-up: concurrent refusals are recorded once
+        agent = user_agent(request)
+        task = asyncio.create_task(self._record(key_id, reason, client_host(request), agent and storable(agent),
+                                                storable(request.url.path[:1000]), at), name="audit refused API key")
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _record(self, key_id: str, reason: RefusalReason, ip: str | None, agent: str | None, path: str,
+                      at: datetime) -> None:
+        try:
+            holder = await self._keys.holder(key_id)
+            if holder is None:
+                # Nobody's key id: not remembered either, so guessed ids cannot push real ones out.
+                self._unchecked.succeeded(key_id[:PREFIX_REMEMBERED])
+                return
+            await self._publisher.publish(self._event(
+                account_id=holder.account_id, producer=self._producer, occurred_at=at,
+                payload=ApiKeyRefusedPayload(key_id=key_id, reason=audited_reason(reason, holder), ip=ip,
+                                             user_agent=agent, path=path)))
+        except Exception:
+            log.exception("API key refusal not audited", extra={"key_id": key_id[:PREFIX_REMEMBERED],
+                                                                "reason": reason})
+
+    async def drain(self) -> None:
+        """Wait for the refusals being recorded."""
+        while self._recording:
+            await asyncio.wait(set(self._recording))
+
+    async def close(self) -> None:
+        """Before the process's producer closes: wait for the refusals being recorded, at most
+        REFUSALS_DRAIN_SECONDS; those still out then are given up, and logged."""
+        if not self._recording:
+            return
+        _, late = await asyncio.wait(set(self._recording), timeout=REFUSALS_DRAIN_SECONDS)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("API key refusals not audited: the service is stopping", extra={"count": len(late)})
+
+
+def storable(text: str) -> str:
+    """A text a client sent, as an event may carry it: a NUL (a path's `%00`) would make every consumer
+    dead-letter the event (the contract refuses it: no read model can store one)."""
+    return text.replace("\x00", "\ufffd")
+
+
+def audited_reason(reason: RefusalReason, holder: KeyHolder) -> ApiKeyRefusal:
+    """What the audit log says of a refusal of a known key: the log's `bad_key` is a revoked key or a wrong
+    secret; a throttle's reason stays."""
+    if reason != "bad_key":
+        return reason
+    return "revoked_key" if holder.revoked else "wrong_secret"
+
+
+def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                    refusals: RefusedKeys | None = None) -> Callable[..., Awaitable[str]]:
     """A dependency answering the account of the request's API key. The key comes in `Authorization: Bearer`
     or `X-API-Key`; when both are sent, Authorization wins and X-API-Key is not looked at.
 
@@ -143,11 +251,20 @@ def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: da
     Only attempts that were checked and failed count (401); a request without a key costs nothing and does not.
 
     Every refused key (401, 429) is a WARNING in the service's log (`refused_key`): the key id it names (never
-    its secret), the client's address and user agent, and the reason (`herald_api_key_refusals_total`'s)."""
+    its secret), the client's address and user agent, and the reason (`herald_api_key_refusals_total`'s). With
+    `refusals`, a refused key of a known account is in that account's audit log too (RefusedKeys)."""
     bearer = HTTPBearer(auto_error=False, scheme_name="ApiKeyBearer",
                         description="An API key of the account: `Authorization: Bearer hk_...`.")
     header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader",
                           description="The same API key in `X-API-Key` (used only without Authorization).")
+
+    def refuse(request: Request, key_id: str | None, reason: RefusalReason, now: datetime) -> None:
+        refused_key(request, key_id, reason)
+        if refusals is not None and key_id:
+            try:
+                refusals.refused(key_id, reason, request, now)
+            except Exception:  # the answer goes out whatever the audit does
+                log.exception("API key refusal not audited", extra={"reason": reason})
 
     # Defaults, not Annotated: this module's annotations are strings, and `bearer` is local.
     async def account(request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer),  # noqa: B008
@@ -161,7 +278,7 @@ def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: da
             # Others' guesses from a shared address (an office, a NAT) do not lock out a key this process knows.
             if key and (known := await apikeys.authenticate(key, remembered_only=True)) is not None:
                 return known
-            refused_key(request, key_id, refusal.reason)
+            refuse(request, key_id, refusal.reason, now)
             raise TooManyAttempts(refusal)
         if not key:
             raise Unauthorised(NO_VALID_KEY)
@@ -169,16 +286,16 @@ def api_key_account(apikeys: ApiKeys, clock: Callable[[], datetime] = lambda: da
         if account_id is not None:
             return account_id
         if refusal is not None:
-            refused_key(request, key_id, refusal.reason)
+            refuse(request, key_id, refusal.reason, now)
             raise TooManyAttempts(refusal)
         apikeys.attempts.failed(address, key_id, now)
-        refused_key(request, key_id, "bad_key")
+        refuse(request, key_id, "bad_key", now)
         raise Unauthorised(NO_VALID_KEY)
 
     return account
 
 
-def refused_key(request: Request, key_id: str | None, reason: str) -> None:
+def refused_key(request: Request, key_id: str | None, reason: RefusalReason) -> None:
     """Counted, and a WARNING in the service's log: which key id (None: the key names none), from where, and why
     (bad_key: unknown, revoked, malformed or wrong secret; throttled_ip, throttled_key: refused unchecked)."""
     API_KEY_REFUSALS.labels(reason).inc()

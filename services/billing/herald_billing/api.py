@@ -204,11 +204,16 @@ class KeysOut(Out):
 
 class AuditEntryOut(Out):
     at: datetime
-    kind: Literal["login", "password_change", "staff_access"] = Field(
+    kind: Literal["login", "password_change", "staff_access", "api_key"] = Field(
         description="login: a login or a failed attempt (a wrong current password at a password change too); "
-                    "password_change: a user changed their password; staff_access: staff looked or acted.")
+                    "password_change: a user changed their password; staff_access: staff looked or acted; "
+                    "api_key: a service refused an API key of the account (a failed attempt: `key_id`, `service`, "
+                    "`path`, `reason`).")
     result: Literal["success", "failure"] | None = None
-    reason: str | None = None
+    reason: str | None = Field(default=None, description="Why an attempt failed; for an API key revoked_key, "
+                                                          "wrong_secret, throttled_key or throttled_ip (refused "
+                                                          "unchecked: too many failed attempts on the key id, or "
+                                                          "from the address).")
     username: str | None = None
     method: str | None = None
     ip: str | None = None
@@ -222,8 +227,13 @@ class AuditEntryOut(Out):
                                                        "account, audit_log, approve, reject, cancel; campaigns: "
                                                        "review_queue, campaign, approve, reject; compliance: rates, "
                                                        "reinstate).")
-    service: str | None = Field(default=None, description="Where staff looked: billing, campaigns or compliance.")
+    service: str | None = Field(default=None, description="Where staff looked (billing, campaigns or compliance), "
+                                                           "or which service refused an API key (subscriptions, "
+                                                           "campaigns).")
     campaign_id: str | None = None
+    key_id: str | None = Field(default=None, description="The id of the API key a service refused (never its "
+                                                         "secret).")
+    path: str | None = Field(default=None, description="The path a refused API key was presented to.")
 
 
 class AuditOut(Out):
@@ -404,7 +414,7 @@ async def login_body(request: Request) -> object:
 
 def audit_out(doc: dict[str, Any]) -> dict[str, Any]:
     fields = ("result", "reason", "username", "method", "ip", "user_agent", "session_id", "staff", "what", "service",
-              "campaign_id")
+              "campaign_id", "key_id", "path")
     return {"at": doc["at"].isoformat(), "kind": doc["kind"], **{f: doc.get(f) for f in fields}}
 
 

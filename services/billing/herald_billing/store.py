@@ -4,10 +4,10 @@ and write by `_id` or an `_id` range.
 From herald.billing: `accounts` (`account`), `users` (`username`, unique across Herald), `ended_sessions`
 (`session id`), `keys` (`account/key`: the account's API keys, for listing; authentication reads
 `herald_shared.apikeys`), `audit` (`account/time/event`: logins, failed attempts, password changes, staff
-access). Listings kept as the accounts fold (`SecondaryIndex`): `review` (`opened time/account`, the staff
-queue, oldest first), and what the clock reads up to now, each `due time/account`: `trials` (trial end),
-`renewals` (paid period's end), `credit_expiry`, `retention` (purge), `purchases` (a purchase recorded and not
-settled).
+access; staff access and refused API keys from the other services too). Listings kept as the accounts fold
+(`SecondaryIndex`): `review` (`opened time/account`, the staff queue, oldest first), and what the clock reads up
+to now, each `due time/account`: `trials` (trial end), `renewals` (paid period's end), `credit_expiry`,
+`retention` (purge), `purchases` (a purchase recorded and not settled).
 
 Usage, from herald.subscriptions and herald.delivery: `members` (`account/subscriber`: each stored
 subscriber once, with its list), `lists` (`account/list`: deleted or not), and `usage` (`Counters`: per
@@ -55,11 +55,16 @@ from herald_shared.contract.billing import (
     UserAdded,
     UserDisabled,
 )
-from herald_shared.contract.campaigns import StaffViewed
+from herald_shared.contract.campaigns import ApiKeyRefusedByCampaigns, StaffViewed
 from herald_shared.contract.compliance import AccountReinstated, StaffViewedRates
 from herald_shared.contract.delivery import MessageBounced, MessageSent
-from herald_shared.contract.envelope import position_of
-from herald_shared.contract.subscriptions import ListDeleted, SubscriberAdded, SubscriberErased
+from herald_shared.contract.envelope import ApiKeyRefusedPayload, position_of
+from herald_shared.contract.subscriptions import (
+    ApiKeyRefusedBySubscriptions,
+    ListDeleted,
+    SubscriberAdded,
+    SubscriberErased,
+)
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
@@ -94,8 +99,10 @@ USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
 # What billing counts of the other services' topics.
 SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberErased, ListDeleted)
 DELIVERY_EVENTS = (MessageSent, MessageBounced)  # the emails sent among them: domain.counts_as_sent
-# Staff looks and actions the other services record: the account's one audit log shows them all.
-CAMPAIGN_AUDIT_EVENTS = (StaffViewed,)
+# Staff looks and actions, and refused API keys, the other services record: the account's one audit log shows
+# them all.
+SUBSCRIPTION_AUDIT_EVENTS = (ApiKeyRefusedBySubscriptions,)
+CAMPAIGN_AUDIT_EVENTS = (StaffViewed, ApiKeyRefusedByCampaigns)
 COMPLIANCE_AUDIT_EVENTS = (StaffViewedRates, AccountReinstated)
 
 
@@ -399,6 +406,10 @@ class BillingProjection(Projection):
             case AccountReinstated(payload=p):
                 return [self._audit(event, {"kind": "staff_access", "staff": p.reinstated_by, "what": "reinstate",
                                             "service": "compliance"})]
+            case ApiKeyRefusedBySubscriptions(payload=p):
+                return [self._audit(event, key_refused(p, "subscriptions"))]
+            case ApiKeyRefusedByCampaigns(payload=p):
+                return [self._audit(event, key_refused(p, "campaigns"))]
             case InvoiceIssued(payload=p):
                 ops: list[tuple[str, WriteOp]] = [(INVOICES, UpdateOne({"_id": compose(a, p.invoice_id)}, {
                     "$setOnInsert": {"account_id": a, "issued_at": event.occurred_at, "status": "open",
@@ -425,6 +436,12 @@ class BillingProjection(Projection):
         key = compose(event.account_id, time_key(event.occurred_at), str(event.event_id))
         return (AUDIT, UpdateOne({"_id": key}, {"$setOnInsert": {
             "account_id": event.account_id, "at": event.occurred_at, **entry}}, upsert=True))
+
+
+def key_refused(refused: ApiKeyRefusedPayload, service: str) -> Document:
+    """The audit entry of an API key a service refused: a failed attempt with the key id, never a secret."""
+    return {"kind": "api_key", "result": "failure", "reason": refused.reason, "key_id": refused.key_id,
+            "ip": refused.ip, "user_agent": refused.user_agent, "path": refused.path, "service": service}
 
 
 async def _accounts_due(collection: Any, now: datetime) -> list[str]:

@@ -11,7 +11,7 @@ from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.contract.campaigns import CampaignContent, ScreeningMatch
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import FieldName, FieldValue
-from herald_shared.http import answers, api_key_account, problem, problems
+from herald_shared.http import RefusedKeys, answers, api_key_account, problem, problems
 from herald_shared.request_fields import (
     NO_NUL,
     Body,
@@ -224,10 +224,12 @@ def queue_item(doc: dict[str, Any]) -> dict[str, Any]:
     return {**campaign_out(doc), "account_id": doc["account_id"], "submitted_at": doc["submitted_at"].isoformat()}
 
 
-def build_api(service: CampaignsService, apikeys: ApiKeyProjection) -> APIRouter:
-    # Every route takes an API key: 401 without a valid one, 429 while failed attempts are throttled.
+def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys: RefusedKeys | None = None
+              ) -> APIRouter:
+    # Every route takes an API key: 401 without a valid one, 429 while failed attempts are throttled; a refused key
+    # of an account is in its audit log (`refused_keys`).
     router = APIRouter(prefix="/v1", responses=problems(401, 429))
-    Account = Annotated[str, Depends(api_key_account(apikeys))]
+    Account = Annotated[str, Depends(api_key_account(apikeys, refusals=refused_keys))]
 
     @router.post("/campaigns", status_code=201, response_model=None,
                  responses={**answers(201, CampaignOut, "The draft."), **problems(409, 422, 503)})

@@ -14,7 +14,8 @@ from herald_shared.commands import Recorder
 from herald_shared.consuming import ConsumingService
 from herald_shared.contract import Event
 from herald_shared.contract.billing import AccountPurged
-from herald_shared.http import add_health_routes, api_app
+from herald_shared.contract.campaigns import ApiKeyRefusedByCampaigns
+from herald_shared.http import RefusedKeys, add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher
 from herald_shared.lifecycle import run_service
 from herald_shared.mongo import Checkpoints, Document, MongoDeduplicator, ProjectionGroup, WindowDeduplicator
@@ -58,8 +59,10 @@ class Campaigns(ConsumingService):
         super().__init__(settings, SERVICE)
         self.apikeys = ApiKeyProjection(self.db, settings.api_key_attempts())
         checkpoints = Checkpoints(self.db, "projection")
-        recorder = Recorder(EventPublisher(self.producer, settings.topics), checkpoints,
-                            settings.topics("herald.campaigns"))
+        publisher = EventPublisher(self.producer, settings.topics)
+        recorder = Recorder(publisher, checkpoints, settings.topics("herald.campaigns"))
+        # A refused key of an account goes to its audit log (billing's), as this service's event.
+        self.refused_keys = RefusedKeys(self.apikeys, publisher, ApiKeyRefusedByCampaigns, SERVICE)
         self.service = CampaignsService(CampaignsStore(self.db), recorder, settings.test_sends_per_day)
         self.scheduler = Scheduler(self.service, settings, settings.schedule_interval)
         # Drafts, lists, accounts, a campaign's DeliveryHeld, API keys: small batches, as an API call waits
@@ -79,7 +82,7 @@ class Campaigns(ConsumingService):
                            "submission (screening, staff review, schedule), cancellation and reports; and the "
                            "staff review API. Errors are RFC 9457 problem documents (application/problem+json).",
                            larger_bodies=LARGER_BODIES)
-        self.app.include_router(build_api(self.service, self.apikeys))
+        self.app.include_router(build_api(self.service, self.apikeys, self.refused_keys))
         staff_tokens = StaffTokens.from_setting(settings.staff_tokens, settings.address_attempts())
         self.app.include_router(build_staff_api(self.service, staff_tokens))
         add_health_routes(self.app, {**self.ready_checks(), "scheduler": self._scheduler_ready})
@@ -107,6 +110,7 @@ class Campaigns(ConsumingService):
         self.request_stop()
         if self._scheduling is not None:
             await asyncio.gather(self._scheduling, return_exceptions=True)
+        await self.refused_keys.close()  # before the producer closes
         await super().stop()
 
 

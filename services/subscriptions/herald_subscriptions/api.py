@@ -20,7 +20,7 @@ from herald_shared.contract.subscriptions import (
     OptInMode,
 )
 from herald_shared.fields import fits
-from herald_shared.http import answers, api_key_account, problem, problems
+from herald_shared.http import RefusedKeys, answers, api_key_account, problem, problems
 from herald_shared.readmodel import SEPARATOR, compose
 from herald_shared.request_fields import (
     NO_NUL,
@@ -323,10 +323,12 @@ def decode_cursor(cursor: str, account_id: str, list_id: str) -> str:
     return compose(account_id, list_id, status, subscriber_id)
 
 
-def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection) -> APIRouter:
-    # Every route takes an API key: 401 without a valid one, 429 while failed attempts are throttled.
+def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection, refused_keys: RefusedKeys | None = None
+              ) -> APIRouter:
+    # Every route takes an API key: 401 without a valid one, 429 while failed attempts are throttled; a refused key
+    # of an account is in its audit log (`refused_keys`).
     router = APIRouter(prefix="/v1", responses=problems(401, 429))
-    Account = Annotated[str, Depends(api_key_account(apikeys))]
+    Account = Annotated[str, Depends(api_key_account(apikeys, refusals=refused_keys))]
 
     @router.post("/lists", status_code=201, response_model=None,
                  responses={**answers(201, ListOut, "The list."), **problems(409, 422, 503)})

@@ -9,7 +9,8 @@ from pydantic import Field
 
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.consuming import ConsumingService
-from herald_shared.http import add_health_routes, api_app
+from herald_shared.contract.subscriptions import ApiKeyRefusedBySubscriptions
+from herald_shared.http import RefusedKeys, add_health_routes, api_app
 from herald_shared.kafka import BULK_BATCH_BYTES, EventConsumer, EventPublisher
 from herald_shared.lifecycle import run_service
 from herald_shared.links import LinkSigner
@@ -71,8 +72,11 @@ class Subscriptions(ConsumingService):
         base_url = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
         # One instance for the consumer that saves and the requests that wait: a save wakes them at once.
         checkpoints = Checkpoints(self.db, "projection")
+        publisher = EventPublisher(self.producer, settings.topics)
+        # A refused key of an account goes to its audit log (billing's), as this service's event.
+        self.refused_keys = RefusedKeys(self.apikeys, publisher, ApiKeyRefusedBySubscriptions, SERVICE)
         self.service = SubscriptionsService(
-            SubscriptionsStore(self.db), EventPublisher(self.producer, settings.topics),
+            SubscriptionsStore(self.db), publisher,
             checkpoints, LinkSigner(settings.link_secret, base_url),
             settings.topics("herald.subscriptions"), self.activity)
         self.projector = EventConsumer(
@@ -99,7 +103,7 @@ class Subscriptions(ConsumingService):
         self.app = api_app("Herald subscriptions", "Lists, subscribers, opt-in, unsubscribe, suppression and "
                            "GDPR requests. Errors are RFC 9457 problem documents (application/problem+json).",
                            larger_bodies=LARGER_BODIES)
-        self.app.include_router(build_api(self.service, self.apikeys))
+        self.app.include_router(build_api(self.service, self.apikeys, self.refused_keys))
         self.app.include_router(build_pages(self.service, FormGuard(settings.link_secret, base_url,
                                                                     settings.form_limits())))
         add_health_routes(self.app, self.ready_checks())
@@ -112,6 +116,10 @@ class Subscriptions(ConsumingService):
         if self.consumers:  # the erasures from before their tombstones, before the activity consumer reads
             await mark_erasures(self.db)
         await super().start()
+
+    async def stop(self) -> None:
+        await self.refused_keys.close()  # before the producer closes
+        await super().stop()
 
     async def purge(self, account_id: str) -> None:
         """Retention: the account's lists, members, addresses, suppressions, imports and keys, and its activity and

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, Field, StringConstraints
 
-from .envelope import Count, Email, Event, Identifier, Name, Payload, ShortText
+from .envelope import ApiKeyRefusedPayload, Count, Email, Event, Identifier, Name, Payload, ShortText
 from .subscriptions import FieldName, FieldValue
 
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=998)]
@@ -134,6 +134,14 @@ class StaffViewed(CampaignsEvent):
 
     type: Literal["StaffViewed"] = "StaffViewed"
     payload: StaffViewedPayload
+
+
+class ApiKeyRefusedByCampaigns(CampaignsEvent):
+    """Audit: the campaigns API refused an API key of the account (billing's audit log shows it to the account's
+    owner as a failed attempt)."""
+
+    type: Literal["ApiKeyRefusedByCampaigns"] = "ApiKeyRefusedByCampaigns"
+    payload: ApiKeyRefusedPayload
 
 
 class CampaignTestRequestedPayload(Payload):

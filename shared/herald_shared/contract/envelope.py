@@ -286,3 +286,25 @@ class Event(BaseModel):
             "correlation_id": self.correlation_id or self.event_id,
             "causation_id": self.event_id,
         }
+
+
+# Why a service refused an API key of a known account (herald_shared.http.api_key_account).
+ApiKeyRefusal = Literal["revoked_key", "wrong_secret", "throttled_key", "throttled_ip"]
+
+
+class ApiKeyRefusedPayload(Payload):
+    """An API key of the account was presented to a service and refused (401, or 429 from the throttles): a failed
+    attempt in the account's audit log. The payload of each service's own event of it (ApiKeyRefusedBySubscriptions,
+    ApiKeyRefusedByCampaigns); billing folds them all into the one log."""
+
+    key_id: Identifier = Field(description="The id of the key the request presented (`hk_<key id>.`); never its "
+                                           "secret.")
+    reason: ApiKeyRefusal = Field(
+        description="revoked_key: the key is revoked; wrong_secret: the key id is the account's but the secret is "
+                    "not its key's; throttled_key: refused unchecked, too many failed attempts on this key id; "
+                    "throttled_ip: refused unchecked, too many failed attempts from this address. A service "
+                    "records each checked failure (at most its throttle's limit per key id and window), and a key "
+                    "id's unchecked refusals once per throttle window.")
+    ip: str | None = personal_data("Where the request came from (audit log).", default=None)
+    user_agent: ShortText | None = personal_data("The client's User-Agent (audit log).", default=None)
+    path: ShortText = Field(description="The path the request asked for (without its query).")

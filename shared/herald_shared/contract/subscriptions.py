@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from .envelope import (
+    ApiKeyRefusedPayload,
     Count,
     Email,
     EmailHash,
@@ -259,3 +260,11 @@ class MembershipNoticeRequested(SubscriptionsEvent):
 
     type: Literal["MembershipNoticeRequested"] = "MembershipNoticeRequested"
     payload: MembershipNoticeRequestedPayload
+
+
+class ApiKeyRefusedBySubscriptions(SubscriptionsEvent):
+    """Audit: the subscriptions API refused an API key of the account (billing's audit log shows it to the
+    account's owner as a failed attempt)."""
+
+    type: Literal["ApiKeyRefusedBySubscriptions"] = "ApiKeyRefusedBySubscriptions"
+    payload: ApiKeyRefusedPayload
