@@ -64,11 +64,15 @@ What is refused (the footer Herald appends just before `</body>`, or at the end)
   `.logo a { text-indent:-9999px }` and light link colours inside `@media (prefers-color-scheme: dark)` are fine;
   `div { display:none }`, `img + div { display:none }` when the body ends with an <img>, and `a { color:#fff }`
   on a white page are not. (The preheader field exists for hidden preview text.)
-* An element that hides its content (inline hiding style, same text and background colour, `hidden`, a closed
-  `<details>`, or one whose content is never shown such as `<template>`, `<style>`, `<textarea>`) or cuts it to
+* An element that hides its content (inline hiding style, same text and background colour, `hidden`, `popover`
+  (shown only when opened), a closed `<details>`, or one whose content is never shown such as `<template>`,
+  `<style>`, `<textarea>`, `<rp>`, `<meter>`, `<progress>`), or makes it unclickable (`inert`), or cuts it to
   a height (any, with overflow:hidden or paint containment, or clamped lines) or a width its lines cannot wrap
   in (as above) still open where the footer goes, and an unclosed comment or unfinished tag there: the footer would
   be swallowed.
+* A `<template shadowrootmode>` (or the older `shadowroot`) anywhere: its parent becomes a shadow host, which
+  shows none of its own children, the footer among them when the host is open where the footer goes (delivery
+  renames the attribute in any case).
 * An element drawn over the footer, by a style attribute or rule. Wherever it sits: position:fixed with
   something drawn (a background, an image), or a box-shadow or outline 1000px or more wide. Absolutely
   positioned, an element is placed in its containing block: its nearest positioned ancestor (by a style
@@ -1299,7 +1303,10 @@ _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "
                    "source", "track", "wbr"})
 _NOT_DISPLAYED = frozenset({"script", "style", "template", "textarea", "title", "noscript", "noembed", "noframes",
                             "iframe", "object", "select", "option", "datalist", "xmp", "plaintext", "svg", "math",
-                            "canvas", "video", "audio"})
+                            "canvas", "video", "audio", "rp", "meter", "progress"})
+# Declarative shadow DOM: a <template> with one of these makes its parent a shadow host, which shows none of its
+# own children (the footer Herald adds among them, wherever the template is) without a <slot>.
+_SHADOW_ROOT_ATTRIBUTES = ("shadowrootmode", "shadowroot")
 _BLOCK = frozenset({"address", "article", "aside", "blockquote", "br", "caption", "dd", "details", "dialog", "div",
                     "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5",
                     "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary", "table",
@@ -1329,6 +1336,9 @@ _R_UNCLOSED = ("This element hides its content ({what}) and is not closed before
                "also hide the unsubscribe link and footer Herald adds there. Close it with </{tag}>.")
 _R_NOT_DISPLAYED = ("The <{tag}> element is not closed before the end of the body, so the unsubscribe link and "
                     "footer Herald adds there would not be shown. Close it with </{tag}>.")
+_R_SHADOW_ROOT = ("A <template> with a {attribute} attribute makes the element it is in a shadow host, which shows "
+                  "none of its own content, so the unsubscribe link and footer Herald adds there would not be "
+                  "shown. Remove the {attribute} attribute.")
 _R_COMMENT = ("An HTML comment (<!--) is not closed before the end of the body, so the unsubscribe link and footer "
               "Herald adds there would be commented out. Close it with -->.")
 _R_TAG = ("The body ends inside an unfinished tag (a </body> inside an attribute, or a missing >), so the "
@@ -1647,6 +1657,10 @@ class _HtmlReader(HTMLParser):
         if values.get("style"):
             self._read_css(values["style"])
             declarations = _declarations(values["style"])
+        if tag == "template":
+            attribute = next((name for name in _SHADOW_ROOT_ATTRIBUTES if name in values), None)
+            if attribute is not None:
+                self._refuse(_R_SHADOW_ROOT.format(attribute=attribute), self.get_starttag_text() or "<template>")
         node = self._add_node(tag, values, declarations, void)
         if declarations:
             overlay = _overlay(declarations, drawn_itself=tag in _DRAWN_ITSELF)
@@ -1740,6 +1754,10 @@ class _HtmlReader(HTMLParser):
     def _hidden_by_markup(tag: str, values: dict[str, str]) -> str | None:
         if "hidden" in values:
             return "the hidden attribute"
+        if "popover" in values:  # not shown until something opens it, and an email opens nothing
+            return "the popover attribute"
+        if "inert" in values:  # shown, but nothing in it can be clicked
+            return "the inert attribute: nothing in it can be clicked"
         if tag in ("details", "dialog") and "open" not in values:
             return f"a closed <{tag}>"
         if tag in _NOT_DISPLAYED:

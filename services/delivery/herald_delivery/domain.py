@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -596,11 +597,9 @@ def automated_reason(user_agent: str | None) -> str | None:
     return next((f"scanner:{name}" for name in SCANNER_USER_AGENTS if name in lowered), None)
 
 
-_PLAIN_NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[ .'\-](?=[^\W\d_]))*\.?")
-
-
-# What mail clients turn into a link, or what reads as an offer, in a name the customer chose.
-_NOT_A_LABEL = re.compile(r"[a-z][a-z0-9+.\-]*:/|www\.|[/@?=%$€£]|\d+ ?%", re.IGNORECASE)
+# What mail clients turn into a link, or what reads as an offer, in a name the customer chose (read in its
+# NFKC form, so fullwidth "www." is "www."; a scheme's slashes may be backslashes, as browsers read them).
+_NOT_A_LABEL = re.compile(r"[a-z][a-z0-9+.\-]*:[/\\]|www\.|[/@?=%$€£]|\d+ ?%", re.IGNORECASE)
 
 
 def plain_label(name: object, limit: int = 60) -> str | None:
@@ -611,14 +610,7 @@ def plain_label(name: object, limit: int = 60) -> str | None:
     "Booking.com" stays: it names the sender.)"""
     if not isinstance(name, str) or not name.strip() or len(name) > limit or not name.isprintable():
         return None
-    return None if _NOT_A_LABEL.search(name) else name.strip()
-
-
-def plain_name(name: object) -> str | None:
-    """A first name fit to greet with in a confirmation email, else None (greet without one). The name comes
-    from the public form as anyone typed it, and PRODUCT.md allows the confirmation nothing but the request to
-    confirm, so no line, link, number or offer rides along: letters, single spaces, hyphens, apostrophes and
-    dots between them, at most three words and 30 characters."""
-    if not isinstance(name, str) or len(name) > 30 or name.count(" ") > 2:
+    folded = unicodedata.normalize("NFKC", name)
+    if _NOT_A_LABEL.search(folded) or any(unicodedata.category(char) == "Sc" for char in folded):
         return None
-    return name if _PLAIN_NAME.fullmatch(name) else None
+    return name.strip()

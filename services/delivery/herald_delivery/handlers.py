@@ -93,8 +93,9 @@ class AudienceJobs:
             p = event.payload
             job = new_job(domain.transactional_message_id("confirmation", str(event.event_id)), event.account_id,
                           "confirmation", event.occurred_at, subscriber_id=p.subscriber_id, list_id=p.list_id,
-                          recipient=str(p.email), greeting_name=p.greeting_name, list_name=p.list_name,
-                          company_name=p.company_name, confirm_url=str(p.confirm_url), expires_at=p.expires_at)
+                          recipient=str(p.email), list_name=p.list_name, company_name=p.company_name,
+                          confirm_url=str(p.confirm_url), expires_at=p.expires_at)
+            # p.greeting_name is not kept: the confirmation greets no one by name (sender.confirmation_text).
             self._staged.append(lambda: self._add(job))
         elif isinstance(event, MembershipNoticeRequested):
             owner = self._gates.account(event.account_id)

@@ -374,6 +374,18 @@ _IN_QUOTED_VALUE = re.compile(
     f"</?[a-zA-Z][^{_WS}/>]*+{_ATTRIBUTES}[^{_WS}/>][^{_WS}/>=]*+[{_WS}]*+=[{_WS}]*+(?:\"[^\"]*+|'[^']*+)", _HTML)
 _RAW_TEXT_START = re.compile(f"<(?:{_RAW_TEXT}){_NAME_END}{_ATTRIBUTES}>", _HTML)
 _REGION_START = re.compile(f"<(?:svg|math|select){_NAME_END}", _HTML)
+# Declarative shadow DOM: a <template shadowrootmode> (or the older `shadowroot`) makes its parent a shadow host,
+# whose own children (the footer among them) are never shown without a <slot>. Delivery renames the attribute.
+_TEMPLATE_START = re.compile(f"<template{_NAME_END}", _HTML)
+_SHADOW_ROOT_ATTRIBUTES = ("shadowrootmode", "shadowroot")
+_ATTRIBUTE_SEPARATORS = re.compile(f"[{_WS}/]*+")
+_ATTRIBUTE_NAME = re.compile(f"[^{_WS}/>][^{_WS}/>=]*+")
+_ATTRIBUTE_VALUE = re.compile(f"(?:[{_WS}]*+=[{_WS}]*+{_VALUE})?+")
+# Where the text of a body may write a <template> start tag for some member: one written out, or a tag name
+# that template code starts, ends or writes ("<{{ x }}", "<temp{% if a %}late{% endif %}", "< {%- if a %}": a
+# "-" strips the white space before it). Merged values are escaped and never hold "<", so a body without
+# either cannot.
+_MAY_WRITE_TEMPLATE = re.compile(r"<template|<[a-z]*\s*\{[{%#]", _HTML)
 
 
 def visible_points(html: str, start: int = 0, end: int | None = None) -> tuple[int | None, int]:
@@ -412,6 +424,21 @@ def visible_points(html: str, start: int = 0, end: int | None = None) -> tuple[i
             return body, region if region == end or _BODY_END_AT.match(html, region, end) else at
         else:  # <plaintext> is never closed; <noscript> is raw text or markup by the reader; <template> is inert
             return body, at
+
+
+def shadow_root_attributes(html: str) -> list[int]:
+    """Where each `shadowrootmode` or `shadowroot` attribute of a `<template>` start tag in `html` begins, its
+    attributes read as the tokenizer reads them (names end at white space, "/", ">" or "="; ASCII case does not
+    matter; a quote begins a value only after "="). Every "<template" is looked at, also one a browser would
+    read as text (in a comment, an attribute value): renaming an attribute there changes no reading."""
+    found = []
+    for tag in _TEMPLATE_START.finditer(html):
+        at = tag.end()
+        while (name := _ATTRIBUTE_NAME.match(html, _read(_ATTRIBUTE_SEPARATORS, html, at, len(html)))) is not None:
+            if name.group().lower() in _SHADOW_ROOT_ATTRIBUTES:
+                found.append(name.start())
+            at = _read(_ATTRIBUTE_VALUE, html, name.end(), len(html))
+    return found
 
 
 def _read(pattern: re.Pattern[str], html: str, at: int, end: int) -> int:
@@ -562,6 +589,9 @@ class CampaignTemplate:
     feedback_id: str
     sender_domain: str
     html_plan: HtmlPlan | None = None  # where its preheader and footer go; None: found in each message
+    # Its HTML may hold a <template> start tag (`_MAY_WRITE_TEMPLATE`): each message is searched for
+    # shadow-root attributes to rename (`shadow_root_attributes`).
+    templates: bool = False
     # Its own text, encoded once (quoted-printable pieces, `body_part`); filled as its messages are rendered.
     encoded: dict[str, EncodedPiece] = field(default_factory=dict, compare=False, repr=False)
 
@@ -598,7 +628,9 @@ def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent
                             text=text_template, html=html_template,
                             links=links, footer=footer, feedback_id=_one_line(feedback_id),
                             sender_domain=str(content.from_email).rpartition("@")[2].lower(),
-                            html_plan=None if html_template is None else html_plan(html_template))
+                            html_plan=None if html_template is None else html_plan(html_template),
+                            templates=content.html_body is not None
+                            and _MAY_WRITE_TEMPLATE.search(content.html_body) is not None)
 
 
 def _linked_text(text_body: str, links: list[str]) -> tuple[str, int]:
@@ -701,8 +733,13 @@ class Renderer:
         html_body = None
         if template.html is not None:
             html_body = template.html.render_segments(values)
-            body_start, footer_at = _html_points("".join(html_body), template.html_plan)
+            whole = "".join(html_body)
+            body_start, footer_at = _html_points(whole, template.html_plan)
             inserts: list[tuple[int, str]] = []
+            if template.templates:
+                # A declarative shadow root would make the element around the footer a shadow host, which shows
+                # none of its own children: `data-shadowrootmode` is an attribute like any other.
+                inserts += [(at, "data-") for at in shadow_root_attributes(whole)]
             if template.preheader is not None:
                 inserts.append((body_start or 0, _preheader_html(template.preheader.render(values))))
             footer = (f'<div style="margin-top:24px;font-size:12px;color:#555">'

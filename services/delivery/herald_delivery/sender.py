@@ -667,13 +667,14 @@ def confirmation_subject(job: Document) -> str:
 
 
 def confirmation_text(job: Document) -> str:
-    """PRODUCT.md: the confirmation email contains only the request to confirm; no other link or offer. The
-    names in it are the customer's, so only plain ones are shown (`domain.plain_label`)."""
-    name = domain.plain_name(job.get("greeting_name"))
-    greeting = f"Hello {name}," if name else "Hello,"
+    """PRODUCT.md: the confirmation email contains only the request to confirm; no other link or offer. It greets
+    no one by name: the name is what anyone typed into a public form for any address, and bots put offers and
+    links there so that the platform mails them ("signup-form spam"); no filter tells a name from "Buy at
+    evil.com". The list's and the company's names are the customer's, so only plain ones are shown
+    (`domain.plain_label`)."""
     company = domain.plain_label(job.get("company_name")) or "this sender"
     list_name = domain.plain_label(job.get("list_name"))
     which = f" (list: {list_name})" if list_name else ""
-    return (f"{greeting}\n\nplease confirm that you want to receive emails from {company}{which}.\n\n"
+    return (f"Hello,\n\nplease confirm that you want to receive emails from {company}{which}.\n\n"
             f"Confirm your subscription:\n{job['confirm_url']}\n\n"
             "If you did not ask for this, ignore this email: you will not be subscribed.\n")

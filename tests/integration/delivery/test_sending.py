@@ -7,6 +7,8 @@ import email.policy
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from herald_shared.contract.delivery import MessageBounced, MessageDeferred, MessageSent
 from herald_shared.contract.subscriptions import (
     SubscriberErased,
@@ -142,7 +144,8 @@ async def test_confirmation_request_becomes_an_email_with_only_the_confirm_link(
     assert isinstance(message, email.message.EmailMessage)
     body = message.get_content()
     assert "http://subs.test/confirm/tok" in body and body.count("http") == 1
-    assert "Acme Ltd" in body and "Hello Ann" in body
+    # No name from the public form: a plain greeting (signup-form spam, PRODUCT.md "only the request to confirm").
+    assert "Acme Ltd" in body and body.startswith("Hello,\r\n") and "Ann" not in body
     events = await world.wait_for(lambda es: bool(of_type(es, MessageSent)), "MessageSent")
     assert of_type(events, MessageSent)[0].payload.kind == "confirmation"
     # No event id stored for the add: the audience's members keep theirs, and the confirmations consumer
@@ -225,11 +228,15 @@ async def test_a_confirmation_reaches_an_internationalised_address_over_smtputf8
     assert sent.payload.kind == "confirmation" and sent.payload.recipient_domain == "bücher.de"
 
 
-async def test_a_confirmation_greets_only_by_a_plain_name(start_delivery: Any, relay: Any, world: World) -> None:
-    """The name comes from a public form as anyone typed it: what is not a plain name (a line, a link, a number,
-    an offer) is left out of the confirmation, which may carry only the request to confirm (PRODUCT.md)."""
+@pytest.mark.parametrize("spam", [
+    "Hello! You won $5000. Claim it now at https://evil.example/claim?id=1\n\nBest, Support",
+    "Buy at evil.example",  # reads like a name: no filter tells them apart
+])
+async def test_a_confirmation_greets_by_no_name(start_delivery: Any, relay: Any, world: World, spam: str) -> None:
+    """The name comes from a public form anyone may post for any address, and bots put offers and links there
+    (signup-form spam): the confirmation, which may carry only the request to confirm (PRODUCT.md), greets
+    with a plain "Hello," whatever the name."""
     await start_delivery()
-    spam = "Hello! You won $5000. Claim it now at https://evil.example/claim?id=1\n\nBest, Support"
     await world.publish(*confirmation_request("acme", "s2", "victim@example.org", greeting_name=spam))
     await eventually(relay.mailed, lambda r: r == ["victim@example.org"], what="the confirmation sent")
     message = email.message_from_bytes(relay.received[0].data, policy=email.policy.default)

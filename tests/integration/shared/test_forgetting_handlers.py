@@ -247,15 +247,18 @@ async def test_delivery_queues_the_confirmations_around_one_the_store_refuses_on
     db = database(settings, mongo)
     queue = JobQueue(asyncio.Event())
     jobs = AudienceJobs(DeliveryStore(db), queue, GateBook())
-    events = [event("ConfirmationRequested", subscriber_id=s, greeting_name=name)
+    events = [event("ConfirmationRequested", subscriber_id=s, list_name=name)
               for s, name in (("s1", "Anna"), ("s2", REFUSED), ("s3", "Ilze"))]
 
     async def done() -> bool:
         return await db[JOBS].count_documents({}) == 2
 
     await fold_around_refusal(settings, producer, mongo, jobs, events, 1, done)
-    assert sorted([d["subscriber_id"] async for d in db[JOBS].find({})]) == ["s1", "s3"]
+    jobs_stored = [d async for d in db[JOBS].find({})]
+    assert sorted(d["subscriber_id"] for d in jobs_stored) == ["s1", "s3"]
     assert len(queue) == 2
+    # the name anyone typed into the form is never rendered, so never kept (PRODUCT.md: only the request)
+    assert not any("greeting_name" in d for d in jobs_stored)
 
 
 @pytest.mark.usefixtures("refusing_store")
