@@ -383,9 +383,9 @@ _ATTRIBUTE_NAME = re.compile(f"[^{_WS}/>][^{_WS}/>=]*+")
 _ATTRIBUTE_VALUE = re.compile(f"(?:[{_WS}]*+=[{_WS}]*+{_VALUE})?+")
 # Where the text of a body may write a <template> start tag for some member: one written out, or a tag name
 # that template code starts, ends or writes ("<{{ x }}", "<temp{% if a %}late{% endif %}", "< {%- if a %}": a
-# "-" strips the white space before it). Merged values are escaped and never hold "<", so a body without
-# either cannot.
-_MAY_WRITE_TEMPLATE = re.compile(r"<template|<[a-z]*\s*\{[{%#]", _HTML)
+# "-" strips the white space before it, as str.rstrip does: Unicode's too, a no-break space or U+3000, hence no
+# re.ASCII here). Merged values are escaped and never hold "<", so a body without either cannot.
+_MAY_WRITE_TEMPLATE = re.compile(r"<template|<[a-z]*\s*\{[{%#]", re.IGNORECASE)
 
 
 def visible_points(html: str, start: int = 0, end: int | None = None) -> tuple[int | None, int]:

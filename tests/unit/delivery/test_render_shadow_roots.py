@@ -106,6 +106,9 @@ def test_a_test_send_is_neutralised_too(html_body: str) -> None:
     ('<html><body><div><template {% if city %}shadowrootmode="open"{% endif %}><p>x</p></template></div>',
      "Riga"),
     ('<html><body><div>< {%- if city %}template shadowrootmode{% endif %}><p>x</p></template></div>', "Riga"),
+    # Jinja's "-" strips any white space str.rstrip does: a no-break space, U+3000, the separators \x1c-\x1f
+    *[(f'<html><body><div><{space}{{%- if city %}}template shadowrootmode=open{{% endif %}}><p>x</p></template></div>',
+       "Riga") for space in ("\xa0", "\u3000", "\x1c", "\x1f")],
     ("<html><body><div><temp\n{{- city }}><p>x</p></template></div>", "late shadowroot=open"),
 ])
 def test_a_shadow_root_written_by_template_code_or_a_value_is_neutralised(html_body: str, city: str) -> None:
