@@ -12,6 +12,7 @@ import random
 import re
 import unicodedata
 import uuid
+from collections.abc import Container
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -263,6 +264,26 @@ def ascii_address(address: str) -> str:
         return validate_email(address, check_deliverability=False).ascii_email or address
     except EmailNotValidError:
         return address
+
+
+def ascii_domain(domain: str) -> str:
+    """A domain as a head without SMTPUTF8 and DNS write it: lower case, an international label as its A-label
+    (`bücher.de` and `xn--bcher-kva.de` are both `xn--bcher-kva.de`), by the rule of `ascii_address`; as it
+    is, lower-cased, when IDNA refuses it."""
+    return ascii_address(f"postmaster@{domain}").rpartition("@")[2].lower()
+
+
+def signing_domain(from_domain: str, keyed: Container[str]) -> str | None:
+    """Of the domains with DKIM keys (`keyed`, A-labels), the one that signs mail From `from_domain`: the domain
+    itself, else its nearest parent with keys, never one of fewer than two labels (no public-suffix list here:
+    a key is the operator's, for a domain they hold). `mail.acme.example` signed as `acme.example` is aligned
+    for DMARC (relaxed alignment, RFC 7489 3.1.1), the platform's key is not. None: no domain of its own."""
+    labels = ascii_domain(from_domain).split(".")
+    for start in range(0, max(len(labels) - 1, 1)):
+        candidate = ".".join(labels[start:])
+        if candidate in keyed:
+            return candidate
+    return None
 
 
 def without_addresses(text: str, known: str = "") -> str:

@@ -24,7 +24,7 @@ from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import EdgeSettings
 
 from .completion import CampaignCompletion
-from .domain import RetryPolicy
+from .domain import RetryPolicy, ascii_domain
 from .handlers import AudienceJobs, ControlHandler, GateBook
 from .inbound import InboundHandler, InboundSessions, ReportReader
 from .queue import JobQueue
@@ -49,7 +49,10 @@ class DeliverySettings(EdgeSettings):
                                    description="Public base URL of the subscriptions pages (unsubscribe links).")
     smtp_host: str = Field(default="127.0.0.1", alias="HERALD_SMTP_HOST", description="The relay.")
     smtp_port: int = Field(default=25, alias="HERALD_SMTP_PORT")
-    smtp_starttls: bool = Field(default=False, alias="HERALD_SMTP_STARTTLS", description="Require STARTTLS.")
+    smtp_starttls: bool = Field(
+        default=False, alias="HERALD_SMTP_STARTTLS",
+        description="Require STARTTLS (refuse a relay that does not offer it); without it, STARTTLS is still used "
+                    "whenever the relay offers it.")
     smtp_tls: bool = Field(default=False, alias="HERALD_SMTP_TLS", description="Implicit TLS (port 465).")
     smtp_verify_tls: bool = Field(default=True, alias="HERALD_SMTP_VERIFY_TLS")
     smtp_username: str | None = Field(default=None, alias="HERALD_SMTP_USERNAME", description="AUTH user.")
@@ -94,16 +97,58 @@ class DeliverySettings(EdgeSettings):
                                                     "that failed is tried again.")
 
 
+class DkimSettingInvalid(ValueError):
+    """A DKIM setting that names no key: refused at start, since mail would otherwise go out unsigned, silently."""
+
+
 def load_dkim_keys(directory: Path | None) -> dict[str, list[DkimKey]]:
     """`<selector>._domainkey.<domain>.pem` files, RSA or Ed25519: every key of a domain signs its mail (an
-    Ed25519 and an RSA key side by side sign twice, RFC 8463: receivers that know only RSA use that one)."""
+    Ed25519 and an RSA key side by side sign twice, RFC 8463: receivers that know only RSA use that one). The
+    domain is keyed by its A-labels (`ascii_domain`): a file named for `bücher.de` or for `xn--bcher-kva.de`
+    signs mail From either. DkimSettingInvalid when the folder is missing (a misspelt path); an empty one is a
+    WARNING (the manifests mount an optional secret there: a deployment whose relay signs needs none)."""
     keys: dict[str, list[DkimKey]] = {}
     if directory is None:
         return keys
+    if not directory.is_dir():
+        raise DkimSettingInvalid(f"HERALD_DKIM_KEYS_DIR={directory}: no such folder")
     for path in sorted(directory.glob("*._domainkey.*.pem")):
         selector, _, domain = path.name.removesuffix(".pem").partition("._domainkey.")
-        keys.setdefault(domain.lower(), []).append(DkimKey(domain.lower(), selector, path.read_bytes()))
+        domain = ascii_domain(domain)
+        keys.setdefault(domain, []).append(DkimKey(domain, selector, path.read_bytes()))
+    if not keys:
+        log.warning("DKIM: HERALD_DKIM_KEYS_DIR=%s holds no key file (<selector>._domainkey.<domain>.pem): mail "
+                    "goes out unsigned unless the relay signs it", directory)
     return keys
+
+
+def dkim_keys_of(settings: DeliverySettings) -> tuple[dict[str, list[DkimKey]], list[DkimKey]]:
+    """The keys of each domain, and the default domain's (HERALD_DKIM_DEFAULT_DOMAIN) that sign the mail of
+    other domains; DkimSettingInvalid when a setting names what is not there."""
+    keys = load_dkim_keys(settings.dkim_keys_dir)
+    if not settings.dkim_default_domain:
+        return keys, []
+    default = ascii_domain(settings.dkim_default_domain)
+    if default not in keys:
+        found = ", ".join(sorted(keys)) or "none"
+        where = "HERALD_DKIM_KEYS_DIR is not set" if settings.dkim_keys_dir is None else \
+            f"HERALD_DKIM_KEYS_DIR={settings.dkim_keys_dir} has keys for: {found}"
+        raise DkimSettingInvalid(f"HERALD_DKIM_DEFAULT_DOMAIN={settings.dkim_default_domain}: no key file for "
+                                 f"it ({where})")
+    return keys, keys[default]
+
+
+def announce_dkim(renderer: Renderer) -> None:
+    """Which domains sign, with which selector and algorithm (never key material): a start-up log line each."""
+    for domain, signers in sorted(renderer.dkim_signers.items()):
+        log.info("DKIM signs mail from %s and its subdomains: %s", domain,
+                 ", ".join(f"s={signer.selector} a={signer.algorithm}" for signer in signers))
+    if renderer.default_signers:
+        log.info("DKIM signs mail from other domains as %s: %s", renderer.default_signers[0].domain,
+                 ", ".join(f"s={signer.selector} a={signer.algorithm}" for signer in renderer.default_signers))
+    else:
+        log.info("DKIM: mail from other domains goes out unsigned (no HERALD_DKIM_DEFAULT_DOMAIN)"
+                 if renderer.dkim_signers else "DKIM: no keys: mail goes out unsigned unless the relay signs it")
 
 
 class Delivery(WatchedTasks):
@@ -112,6 +157,11 @@ class Delivery(WatchedTasks):
     def __init__(self, settings: DeliverySettings) -> None:
         super().__init__()
         self.settings = settings
+        try:  # first: a bad setting stops the process before anything connects
+            keys, default_keys = dkim_keys_of(settings)
+        except DkimSettingInvalid as exc:
+            log.critical("%s", exc)
+            raise SystemExit(f"herald-{SERVICE}: {exc}") from None
         self.mongo = make_client(settings, SERVICE)
         self.db = self.mongo[settings.database_name(SERVICE)]
         self.producer = make_producer(settings, SERVICE)
@@ -120,10 +170,10 @@ class Delivery(WatchedTasks):
         self.gates = GateBook()
         self.tokens = MessageTokens(settings.link_secret)
         base_url = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
-        keys = load_dkim_keys(settings.dkim_keys_dir)
         renderer = Renderer(RenderSettings(base_url, settings.bounce_domain), self.tokens,
-                            LinkSigner(settings.link_secret, settings.subscriptions_url), keys,
-                            keys.get((settings.dkim_default_domain or "").lower(), []), defer_signing=True)
+                            LinkSigner(settings.link_secret, settings.subscriptions_url), keys, default_keys,
+                            defer_signing=True)
+        announce_dkim(renderer)
         relay = RelayConfig(settings.smtp_host, settings.smtp_port, starttls=settings.smtp_starttls,
                             implicit_tls=settings.smtp_tls, verify_tls=settings.smtp_verify_tls,
                             username=settings.smtp_username, password=settings.smtp_password,

@@ -29,12 +29,13 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from herald_shared.campaign_links import HTML_LINK, text_links, tracked_links
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner, TokenWriter
-from herald_shared.templating import MAX_TOKENS, RenderError, Template, compile_template
+from herald_shared.templating import MAX_TOKENS, RenderError, Template, TemplateProblem, compile_template
 
 from .dkim_signing import DkimSigner, Signatures, sign, signatures
-from .domain import Member, ascii_address
+from .domain import Member, ascii_address, ascii_domain, signing_domain
 
 IDENTIFICATION_FOOTER = "Email marketing by Herald"
+SIGNING_DOMAINS_REMEMBERED = 10_000  # sending domains whose signers (a parent's, the platform's) are kept
 TRACKING_SALT = "herald.tracking.v1"
 # Headers the DKIM signature covers; RFC 8058 section 3.2 requires List-Unsubscribe and -Post among them.
 SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
@@ -172,6 +173,19 @@ def _text_header(name: str, value: str) -> str:
         if folded is not None:
             return folded
     return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=CRLF)}{CRLF}"
+
+
+def _header_address(address: str, where: str) -> str:
+    """A campaign's From or Reply-To as its head writes it: an international domain as its A-labels
+    (`ascii_address`), since the head goes out without SMTPUTF8 (the envelope, Herald's return path and an
+    ASCII recipient, never asks for it). A non-ASCII local part has no such form (RFC 6530): TemplateProblem,
+    so the campaign is refused once (every message skipped `template_invalid` with this reason), not each
+    message with an encoding error."""
+    written = ascii_address(address)
+    if not written.isascii():
+        raise TemplateProblem(where, None, f"{address} cannot be written in a message without SMTPUTF8 (a local "
+                                           "part that is not ASCII); use an ASCII address")
+    return written
 
 
 def _from_header(name: str, address: str) -> str:
@@ -616,9 +630,10 @@ def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent
     preheader = None
     if content.preheader and html_template is not None:
         preheader = compile_template(content.preheader, where="preheader", max_output_chars=MAX_SUBJECT_CHARS)
-    headers = [_from_header(content.from_name, str(content.from_email)).removesuffix(CRLF), "MIME-Version: 1.0"]
+    from_email = _header_address(str(content.from_email), "from_email")
+    headers = [_from_header(content.from_name, from_email).removesuffix(CRLF), "MIME-Version: 1.0"]
     if content.reply_to:
-        headers.append(f"Reply-To: {content.reply_to}")
+        headers.append(f"Reply-To: {_header_address(str(content.reply_to), 'reply_to')}")
     # Gmail's Feedback-ID: campaign:customer:kind:sender, so complaint rates can be told apart per campaign.
     feedback_id = f"{campaign_id}:{account_id}:campaign:{settings.sender_id}"
     static_subject = subject.static_text
@@ -627,7 +642,7 @@ def compile_campaign(account_id: str, campaign_id: str, content: CampaignContent
                             subject_header=None if static_subject is None else _subject_header(static_subject),
                             text=text_template, html=html_template,
                             links=links, footer=footer, feedback_id=_one_line(feedback_id),
-                            sender_domain=str(content.from_email).rpartition("@")[2].lower(),
+                            sender_domain=from_email.rpartition("@")[2].lower(),
                             html_plan=None if html_template is None else html_plan(html_template),
                             templates=content.html_body is not None
                             and _MAY_WRITE_TEMPLATE.search(content.html_body) is not None)
@@ -675,11 +690,28 @@ class Renderer:
         self.settings = settings
         self.tokens = tokens
         self.links = links
-        self._signers = {domain: [DkimSigner.from_pem(k.domain, k.selector, k.private_key_pem) for k in keys]
-                         for domain, keys in dkim_keys.items()}
-        self._default_signers = [DkimSigner.from_pem(k.domain, k.selector, k.private_key_pem) for k in default_dkim]
+        # By the domain's A-labels: the From domain is looked up in that form, and d= is written in it.
+        self._signers: dict[str, list[DkimSigner]] = {}
+        for domain, keys in dkim_keys.items():
+            if not keys:
+                continue
+            self._signers.setdefault(ascii_domain(domain), []).extend(
+                DkimSigner.from_pem(ascii_domain(k.domain), k.selector, k.private_key_pem) for k in keys)
+        self._default_signers = [DkimSigner.from_pem(ascii_domain(k.domain), k.selector, k.private_key_pem)
+                                 for k in default_dkim]
+        self._signers_of: dict[str, list[DkimSigner]] = {}  # sending domains without keys of their own
         self._base = settings.tracking_base_url.rstrip("/")
         self._date = (-1, "")  # the last second a Date header was written for, and the header's value
+
+    @property
+    def dkim_signers(self) -> Mapping[str, Sequence[DkimSigner]]:
+        """The signers of each domain with keys (A-labels); its subdomains are signed with them too."""
+        return self._signers
+
+    @property
+    def default_signers(self) -> Sequence[DkimSigner]:
+        """The signers of mail from any other domain (the platform's)."""
+        return self._default_signers
 
     def date(self, now: datetime | None = None) -> str:
         """The Date header's value (RFC 5322, whole seconds): `now`, else the current second, formatted once a
@@ -766,6 +798,7 @@ class Renderer:
                               from_name: str, from_email: str, subject: str, text: str,
                               now: datetime | None = None) -> Rendered:
         """A confirmation request or an account notice: plain text, no tracking, no other link or offer."""
+        from_email = ascii_address(from_email)  # the platform's: an international domain as its A-labels
         headers = (f"{_from_header(from_name, from_email)}{_subject_header(subject)}MIME-Version: 1.0{CRLF}"
                    f"Date: {self.date(now)}{CRLF}"
                    f"Message-ID: {self.message_id_header(message_id)}{CRLF}To: {ascii_address(recipient)}{CRLF}"
@@ -809,11 +842,20 @@ class Renderer:
 
     def _rendered(self, message_id: str, recipient: str, data: bytes, sender_domain: str,
                   body_relaxed: bool) -> Rendered:
-        """The message DKIM-signed (OpenSSL, `dkim_signing`) with the sending domain's keys, else the platform's
-        default keys, else unsigned; or prepared for signing (`defer_signing`). `body_relaxed`: the body is
-        known to be relaxed-canonical already."""
+        """The message DKIM-signed (OpenSSL, `dkim_signing`) with the sending domain's keys, else those of its
+        nearest parent domain with keys (`signing_domain`), else the platform's default keys, else unsigned;
+        or prepared for signing (`defer_signing`). `body_relaxed`: the body is known to be relaxed-canonical
+        already."""
         mail_from = self.return_path(message_id)
-        signers = self._signers.get(sender_domain) or self._default_signers
+        signers = self._signers.get(sender_domain)
+        if signers is None:  # a subdomain signs with its parent's keys (aligned), else the platform's
+            signers = self._signers_of.get(sender_domain)
+            if signers is None:  # worked out once per domain, not per message
+                parent = signing_domain(sender_domain, self._signers)
+                signers = self._default_signers if parent is None else self._signers[parent]
+                if len(self._signers_of) >= SIGNING_DOMAINS_REMEMBERED:
+                    self._signers_of.clear()
+                self._signers_of[sender_domain] = signers
         if not signers:
             return Rendered(message_id, mail_from, recipient, data)
         if self._defer_signing and any(signer.costly for signer in signers):

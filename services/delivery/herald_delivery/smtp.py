@@ -1,6 +1,11 @@
 """The relay: Herald's own SMTP client (RFC 5321), one persistent session per sender worker, with STARTTLS,
 implicit TLS and AUTH (PLAIN or LOGIN) when configured, and PIPELINING (RFC 2920) when the relay offers it.
 
+STARTTLS (RFC 3207) is used whenever the relay offers it, and required when configured. The certificate is
+checked as when TLS is required: one that does not verify fails the connection (the message is deferred),
+never a fall back to the clear. A relay that refuses STARTTLS (454) is used in the clear unless TLS is
+required or credentials are configured: AUTH is never sent over an unencrypted session.
+
 With PIPELINING, a message costs two round trips instead of four: MAIL FROM, RCPT TO and DATA go out in one
 write and their three replies are read together, then the content and its end. A refused command is reported
 with its own reply and stage; the replies after it (503 "no valid recipients" and the like) are read and set
@@ -48,7 +53,7 @@ EXPECTED = ({250}, {250, 251}, {354})  # the replies that let a transaction go o
 class RelayConfig:
     host: str
     port: int = 25
-    starttls: bool = False  # upgrade with STARTTLS (required when True)
+    starttls: bool = False  # STARTTLS required (refuse a relay without it); False: used whenever offered
     implicit_tls: bool = False  # TLS from the first byte (port 465)
     verify_tls: bool = True
     username: str | None = None
@@ -171,6 +176,10 @@ class _Session:
     def offers(self, extension: str) -> bool:
         return extension in self.extensions
 
+    def encrypted(self) -> bool:
+        """Whether the session runs over TLS (implicit, or after STARTTLS)."""
+        return self.writer.get_extra_info("ssl_object") is not None
+
     async def close(self, quit_politely: bool) -> None:
         try:
             if quit_politely and not self.writer.is_closing():
@@ -199,14 +208,13 @@ class RelayConnection:
 
     async def _connect(self) -> _Session:
         c = self._config
-        context = tls_context(c.verify_tls) if (c.starttls or c.implicit_tls) else None
         async with asyncio.timeout(c.timeout):
             reader, writer = await asyncio.open_connection(
-                c.host, c.port, ssl=context if c.implicit_tls else None, limit=MAX_REPLY_LINE,
+                c.host, c.port, ssl=tls_context(c.verify_tls) if c.implicit_tls else None, limit=MAX_REPLY_LINE,
                 server_hostname=c.host if c.implicit_tls else None)
         session = _Session(reader, writer, c.timeout)
         try:
-            await self._introduce(session, context)
+            await self._introduce(session)
         except BaseException:
             await session.close(quit_politely=False)
             raise
@@ -214,27 +222,51 @@ class RelayConnection:
         self._sent_on_connection = 0
         return session
 
-    async def _introduce(self, session: _Session, context: ssl.SSLContext | None) -> None:
+    async def _introduce(self, session: _Session) -> None:
         c = self._config
         greeting = await session.reply()
         if not greeting.ok(220):
             raise RelayUnusable(f"the relay refused the session: {greeting.code} {greeting.text}")
         name = c.helo_name or _local_name()
         await session.hello(name)
-        if c.starttls:
-            if not session.offers("STARTTLS"):
-                raise RelayUnusable("STARTTLS is required but the relay does not offer it")
-            reply = await session.command(b"STARTTLS")
-            if not reply.ok(220):
-                raise RelayUnusable(f"STARTTLS refused: {reply.code} {reply.text}")
-            if session.buffered():  # sent in the clear after the 220, to pass for what comes over TLS
-                raise RelayUnusable("the relay sent more after its 220 to STARTTLS (a response injection)")
-            assert context is not None
-            async with asyncio.timeout(c.timeout):
-                await session.writer.start_tls(context, server_hostname=c.host)
-            await session.hello(name)  # the extensions offered before TLS are forgotten (RFC 3207)
+        if not session.encrypted():
+            await self._starttls(session, name)
         if c.username is not None:
+            if not session.encrypted():
+                # The password would cross the network readable by anyone on the way: the relay is unusable.
+                raise RelayUnusable("credentials are configured but the session is not encrypted (the relay "
+                                    "offers no STARTTLS, or refused it): AUTH is never sent in the clear")
             await self._authenticate(session, c.username, c.password or "")
+
+    async def _starttls(self, session: _Session, name: str) -> None:
+        """Upgrade to TLS when the relay offers it (opportunistic) or the configuration requires it. A refused
+        STARTTLS leaves the session as it was (RFC 3207 4): it goes on in the clear unless TLS is required
+        (credentials are refused later). A certificate that does not verify ends the connection, as it does when
+        TLS is required: the relay, or someone in the middle, is not who it should be."""
+        c = self._config
+        if not session.offers("STARTTLS"):
+            if c.starttls:
+                raise RelayUnusable("STARTTLS is required but the relay does not offer it")
+            return
+        reply = await session.command(b"STARTTLS")
+        if reply.code < 400 and reply.code != 220:  # neither the go-ahead nor a refusal: where are we?
+            raise RelayUnusable(f"the relay answered STARTTLS with {reply.code} {reply.text[:100]}, expected 220")
+        if not reply.ok(220):
+            if c.starttls:
+                raise RelayUnusable(f"STARTTLS refused: {reply.code} {reply.text}")
+            log.warning("relay %s:%s offers STARTTLS but refused it (%s %s): this session is not encrypted",
+                        c.host, c.port, reply.code, reply.text[:100])
+            return
+        if session.buffered():  # sent in the clear after the 220, to pass for what comes over TLS
+            raise RelayUnusable("the relay sent more after its 220 to STARTTLS (a response injection)")
+        try:
+            async with asyncio.timeout(c.timeout):
+                await session.writer.start_tls(tls_context(c.verify_tls), server_hostname=c.host)
+        except ssl.SSLCertVerificationError as exc:
+            raise RelayUnusable(f"the relay's TLS certificate does not verify ({exc.verify_message}); a relay "
+                                "with a self-signed certificate needs its CA in the bundle SSL_CERT_FILE names, "
+                                "or certificate checks turned off") from None
+        await session.hello(name)  # the extensions offered before TLS are forgotten (RFC 3207 4.2)
 
     @staticmethod
     async def _authenticate(session: _Session, username: str, password: str) -> None:

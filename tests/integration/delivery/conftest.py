@@ -7,16 +7,20 @@ import asyncio
 import email
 import email.policy
 import hashlib
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from herald_delivery.main import Delivery, DeliverySettings
 from herald_shared.apikeys import new_api_key
@@ -314,3 +318,35 @@ async def subscriptions(settings: HeraldSettings, world: World) -> AsyncIterator
 
 def held(events: list[Any], gate: str) -> list[DeliveryHeld]:
     return [e for e in events if isinstance(e, DeliveryHeld) and e.payload.gate == gate]
+
+
+class TlsAuthRelay(RelayHandler):
+    def __init__(self) -> None:
+        super().__init__(RelayBehaviour())
+        self.sessions: list[tuple[bool, str | None]] = []  # (TLS on, authenticated user) per accepted message
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
+        self.sessions.append((session.ssl is not None, login))
+        return await super().handle_DATA(server, session, envelope)
+
+
+def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"herald", b"s3cret")
+    return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+
+@pytest.fixture
+def tls_relay(tmp_path: Path) -> Any:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days",
+                    "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = TlsAuthRelay()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), tls_context=context,
+                            require_starttls=True, authenticator=authenticate, auth_require_tls=True)
+    controller.start()
+    handler.port = controller.port  # type: ignore[attr-defined]
+    yield handler
+    controller.stop()

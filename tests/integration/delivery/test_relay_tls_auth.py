@@ -2,52 +2,13 @@
 
 from __future__ import annotations
 
-import ssl
-import subprocess
-from pathlib import Path
 from typing import Any
 
-import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
-
 from herald_shared.contract.delivery import MessageSent
-from tests.conftest import eventually, free_port
+from tests.conftest import eventually
 from tests.samples import campaign_queued
 
-from .conftest import RelayBehaviour, RelayHandler, World
-
-
-class TlsAuthRelay(RelayHandler):
-    def __init__(self) -> None:
-        super().__init__(RelayBehaviour())
-        self.sessions: list[tuple[bool, str | None]] = []  # (TLS on, authenticated user) per accepted message
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
-        self.sessions.append((session.ssl is not None, login))
-        return await super().handle_DATA(server, session, envelope)
-
-
-def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"herald", b"s3cret")
-    return AuthResult(success=ok, handled=False, auth_data=auth_data)
-
-
-@pytest.fixture
-def tls_relay(tmp_path: Path) -> Any:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days",
-                    "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    handler = TlsAuthRelay()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), tls_context=context,
-                            require_starttls=True, authenticator=authenticate, auth_require_tls=True)
-    controller.start()
-    handler.port = controller.port  # type: ignore[attr-defined]
-    yield handler
-    controller.stop()
+from .conftest import World
 
 
 async def test_delivery_sends_over_starttls_with_auth(start_delivery: Any, tls_relay: Any, world: World) -> None:
