@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from herald_shared.contract.delivery import MessageSent
 from tests.conftest import eventually
 from tests.samples import campaign_queued
@@ -11,8 +13,11 @@ from tests.samples import campaign_queued
 from .conftest import World
 
 
-async def test_delivery_sends_over_starttls_with_auth(start_delivery: Any, tls_relay: Any, world: World) -> None:
-    await start_delivery(HERALD_SMTP_PORT=tls_relay.port, HERALD_SMTP_STARTTLS=True, HERALD_SMTP_VERIFY_TLS=False,
+@pytest.mark.parametrize("required", [True, False], ids=["starttls_required", "starttls_by_default"])
+async def test_delivery_sends_over_starttls_with_auth(start_delivery: Any, tls_relay: Any, world: World,
+                                                      required: bool) -> None:
+    """Required, or by default: STARTTLS is used whenever the relay offers it, and AUTH goes only over TLS."""
+    await start_delivery(HERALD_SMTP_PORT=tls_relay.port, HERALD_SMTP_STARTTLS=required, HERALD_SMTP_VERIFY_TLS=False,
                          HERALD_SMTP_USERNAME="herald", HERALD_SMTP_PASSWORD="s3cret")
     await world.open_account("acme")
     await world.add_list("acme", "news", [("s1", "a@example.org"), ("s2", "b@example.org")])
