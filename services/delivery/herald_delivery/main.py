@@ -151,6 +151,16 @@ def announce_dkim(renderer: Renderer) -> None:
                  if renderer.dkim_signers else "DKIM: no keys: mail goes out unsigned unless the relay signs it")
 
 
+def warn_unless_https_unsubscribe(settings: DeliverySettings) -> None:
+    """RFC 8058's one-click unsubscription is for https URIs only: Gmail and Yahoo ignore an http
+    List-Unsubscribe for it (their bulk-sender rules), so every campaign would fail them. Local runs serve http,
+    so this is a start-up warning, not a refusal; the manifests set https."""
+    if not settings.subscriptions_url.lower().startswith("https://"):
+        log.warning("HERALD_SUBSCRIPTIONS_URL=%s is not https: receivers ignore one-click unsubscription "
+                    "(List-Unsubscribe-Post, RFC 8058) at an http URL, and Gmail and Yahoo require it of bulk "
+                    "senders; set the subscriptions pages' public https URL", settings.subscriptions_url)
+
+
 class Delivery(WatchedTasks):
     """The wired service. `start()` runs the consumers, the sender and the inbound server."""
 
@@ -174,6 +184,7 @@ class Delivery(WatchedTasks):
                             LinkSigner(settings.link_secret, settings.subscriptions_url), keys, default_keys,
                             defer_signing=True)
         announce_dkim(renderer)
+        warn_unless_https_unsubscribe(settings)
         relay = RelayConfig(settings.smtp_host, settings.smtp_port, starttls=settings.smtp_starttls,
                             implicit_tls=settings.smtp_tls, verify_tls=settings.smtp_verify_tls,
                             username=settings.smtp_username, password=settings.smtp_password,

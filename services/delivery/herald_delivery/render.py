@@ -795,15 +795,18 @@ class Renderer:
                             encoded=template.encoded)
 
     def transactional_message(self, *, message_id: str, kind: str, account_id: str, recipient: str,
-                              from_name: str, from_email: str, subject: str, text: str,
+                              from_name: str, from_email: str, subject: str, text: str, feedback_group: str,
                               now: datetime | None = None) -> Rendered:
-        """A confirmation request or an account notice: plain text, no tracking, no other link or offer."""
+        """A confirmation request or an account notice: plain text, no tracking, no other link or offer.
+        `feedback_group`: Feedback-ID's first field, what complaints are to be counted by in a feedback loop
+        (a list's confirmations), in the place a campaign's id takes in campaign mail; never a per-message value,
+        which would make every group one message."""
         from_email = ascii_address(from_email)  # the platform's: an international domain as its A-labels
         headers = (f"{_from_header(from_name, from_email)}{_subject_header(subject)}MIME-Version: 1.0{CRLF}"
                    f"Date: {self.date(now)}{CRLF}"
                    f"Message-ID: {self.message_id_header(message_id)}{CRLF}To: {ascii_address(recipient)}{CRLF}"
                    f"Auto-Submitted: auto-generated{CRLF}"
-                   f"Feedback-ID: {message_id[:8]}:{account_id}:{kind}:{self.settings.sender_id}{CRLF}"
+                   f"Feedback-ID: {_one_line(f'{feedback_group}:{account_id}:{kind}:{self.settings.sender_id}')}{CRLF}"
                    f"Content-Type: text/plain; charset=utf-8{CRLF}")
         part = body_part(text)
         # UTF-8: an internationalised local part (RFC 6532) goes in the To header as it is, as in campaign mail,

@@ -446,11 +446,11 @@ class Sender:
                 message_id=job["_id"], kind=kind, account_id=job["account_id"], recipient=recipient,
                 from_name=domain.plain_label(job["company_name"]) or "Herald",
                 from_email=self._config.platform_from_email, subject=confirmation_subject(job),
-                text=confirmation_text(job))
+                text=confirmation_text(job), feedback_group=job["list_id"])
         return self._renderer.transactional_message(
             message_id=job["_id"], kind=kind, account_id=job["account_id"], recipient=recipient,
             from_name=self._config.platform_from_name, from_email=self._config.platform_from_email,
-            subject=job["subject"], text=job["text"])
+            subject=job["subject"], text=job["text"], feedback_group="notices")
 
     async def _template(self, account_id: str, campaign_id: str) -> CampaignTemplate:
         footer = self._gates.account(account_id).edition != "pro"

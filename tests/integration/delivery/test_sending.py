@@ -146,6 +146,8 @@ async def test_confirmation_request_becomes_an_email_with_only_the_confirm_link(
     assert "http://subs.test/confirm/tok" in body and body.count("http") == 1
     # No name from the public form: a plain greeting (signup-form spam, PRODUCT.md "only the request to confirm").
     assert "Acme Ltd" in body and body.startswith("Hello,\r\n") and "Ann" not in body
+    # A feedback loop counts complaints about the list's confirmations together (not one group per message).
+    assert message["Feedback-ID"] == "news:acme:confirmation:herald"
     events = await world.wait_for(lambda es: bool(of_type(es, MessageSent)), "MessageSent")
     assert of_type(events, MessageSent)[0].payload.kind == "confirmation"
     # No event id stored for the add: the audience's members keep theirs, and the confirmations consumer

@@ -26,7 +26,7 @@ def confirmation_body(job: dict[str, object]) -> str:
     rendered = r.transactional_message(message_id="m1", kind="confirmation", account_id="acme",
                                        recipient="victim@example.org", from_name="Acme",
                                        from_email="no-reply@herald.example", subject=confirmation_subject(job),
-                                       text=confirmation_text(job))
+                                       text=confirmation_text(job), feedback_group="news")
     message = email.message_from_bytes(rendered.data, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
     return message.get_content()

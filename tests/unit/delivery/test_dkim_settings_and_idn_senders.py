@@ -20,7 +20,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from herald_delivery.domain import Member, ascii_domain, signing_domain
-from herald_delivery.main import DeliverySettings, DkimSettingInvalid, announce_dkim, dkim_keys_of, load_dkim_keys
+from herald_delivery.main import (
+    DeliverySettings,
+    DkimSettingInvalid,
+    announce_dkim,
+    dkim_keys_of,
+    load_dkim_keys,
+    warn_unless_https_unsubscribe,
+)
 from herald_delivery.render import DkimKey, MessageTokens, Rendered, Renderer, RenderSettings, compile_campaign
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner
@@ -129,6 +136,19 @@ def test_the_start_logs_which_domains_sign_with_selector_and_algorithm_never_the
         announce_dkim(renderer({}))
     assert [r.getMessage() for r in caplog.records] == [
         "DKIM: no keys: mail goes out unsigned unless the relay signs it"]
+
+
+@pytest.mark.parametrize(("url", "warned"), [
+    ("http://lists.herald.example", True), ("http://127.0.0.1:8085", True),
+    ("https://lists.herald.example", False), ("HTTPS://lists.herald.example", False)])
+def test_the_start_warns_when_unsubscribe_links_are_not_https(
+        caplog: pytest.LogCaptureFixture, url: str, warned: bool) -> None:
+    """RFC 8058 one-click unsubscription is for https URIs; Gmail and Yahoo ignore an http one."""
+    with caplog.at_level(logging.WARNING, logger="herald_delivery.main"):
+        warn_unless_https_unsubscribe(settings(HERALD_SUBSCRIPTIONS_URL=url))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert bool(warnings) == warned
+    assert all(f"HERALD_SUBSCRIPTIONS_URL={url} is not https" in w for w in warnings)
 
 
 # 2, 3. International domains in From and Reply-To

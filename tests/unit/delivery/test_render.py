@@ -226,7 +226,8 @@ def test_a_renderer_that_defers_signing_gives_the_message_and_its_prepared_signa
     template = compile_campaign("acme", "c1", content(), footer=True, settings=deferring.settings)
     notice = deferring.transactional_message(message_id="0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b12", kind="notice",
                                              account_id="acme", recipient="owner@example.org", from_name="Acme",
-                                             from_email="news@acme.example", subject="Hello", text="A notice.")
+                                             from_email="news@acme.example", subject="Hello", text="A notice.",
+                                             feedback_group="notices")
     for rendered in (deferring.campaign_message(template, MEMBER, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11"), notice):
         assert rendered.signatures is not None and b"DKIM-Signature" not in rendered.data
         signed = rendered.signatures.headers() + rendered.data
@@ -269,12 +270,14 @@ def test_a_confirmation_email_carries_only_the_confirm_link() -> None:
     rendered = r.transactional_message(message_id="m1", kind="confirmation", account_id="acme",
                                        recipient="anna@example.org", from_name="Acme",
                                        from_email="no-reply@herald.example", subject="Please confirm",
-                                       text=confirmation_text(job))
+                                       text=confirmation_text(job), feedback_group="news")
     message = email.message_from_bytes(rendered.data, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
     body = message.get_content()
     assert body.count("http") == 1 and "https://lists.herald.example/confirm/abc" in body
     assert message.get_content_type() == "text/plain" and message["List-Unsubscribe"] is None
+    # Grouped by list in a feedback loop (Gmail's counts each field's values), never by message.
+    assert message["Feedback-ID"] == "news:acme:confirmation:herald"
 
 
 @pytest.mark.parametrize(("company", "list_name", "shown"), [
@@ -307,7 +310,7 @@ def test_a_confirmation_to_an_internationalised_address_is_rendered_with_it_in_u
     rendered = r.transactional_message(message_id="m1", kind="confirmation", account_id="acme",
                                        recipient="josé@bücher.de", from_name="Acme",
                                        from_email="no-reply@herald.example", subject="Please confirm",
-                                       text="Please confirm: https://x.example/c")
+                                       text="Please confirm: https://x.example/c", feedback_group="news")
     assert rendered.recipient == "josé@bücher.de"
     assert "To: josé@bücher.de\r\n".encode() in rendered.data
     message = email.message_from_bytes(rendered.data, policy=email.policy.SMTPUTF8)
@@ -323,7 +326,7 @@ def test_an_ascii_mailbox_at_an_international_domain_is_addressed_by_its_a_label
     rendered = renderer().transactional_message(message_id="m1", kind="confirmation", account_id="acme",
                                                 recipient="anna@bücher.de", from_name="Acme",
                                                 from_email="no-reply@herald.example", subject="Please confirm",
-                                                text="Please confirm: https://x.example/c")
+                                                text="Please confirm: https://x.example/c", feedback_group="news")
     assert rendered.recipient == "anna@bücher.de"
     assert b"To: anna@xn--bcher-kva.de\r\n" in rendered.data and rendered.data.isascii()
 

@@ -121,7 +121,8 @@ def test_every_header_line_stays_within_998_octets_at_the_contracts_limits() -> 
     test = r.test_message(template, LONGEST_ADDRESS, {"first_name": "x" * 500}, MESSAGE_ID, LONGEST_ID).data
     notice = r.transactional_message(message_id=MESSAGE_ID, kind="notice", account_id=LONGEST_ACCOUNT,
                                      recipient=LONGEST_ADDRESS, from_name="Ā" * 200, from_email="no-reply@h.example",
-                                     subject="Ā" * 2000, text="A notice.").data
+                                     subject="Ā" * 2000, text="A notice.",
+                                     feedback_group=LONGEST_ID).data
     for message in (data, test, notice):
         assert max(map(len, head_lines(message))) <= 998, max(head_lines(message), key=len)[:60]
     assert parsed(notice)["Subject"] == "Ā" * 2000
