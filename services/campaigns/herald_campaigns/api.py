@@ -309,7 +309,8 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
     async def submit(campaign_id: Identifier, body: SubmitIn, account_id: Account) -> dict[str, Any]:
         """Screen the draft and send it at `send_at`. It goes to staff review first when the account is not
         approved yet, is on trial, or screening matched prohibited content (the matches are in `screening`);
-        422 when a template does not compile or the content hides the unsubscribe link or footer."""
+        422 when a template does not compile, the content hides the unsubscribe link or footer, or the From is at a
+        mailbox provider's domain (`sender_refused`)."""
         return campaign_out(await service.submit(account_id, campaign_id, body.send_at, body.time_zone, "api"))
 
     @router.post("/campaigns/{campaign_id}/cancellation", response_model=None,

@@ -146,6 +146,15 @@ class ContentRefused(CampaignError):
     code, http_status = "content_refused", 422
 
 
+class SenderRefused(CampaignError):
+    """A From address at a mailbox provider's domain (`MAILBOX_PROVIDERS`): nobody but the provider can publish
+    DKIM keys or a DMARC policy for it, so no campaign From it can pass DMARC when another platform sends it, and
+    those providers ask receivers to refuse such mail (Gmail and Yahoo publish p=reject or quarantine, and their
+    bulk-sender rules require an aligned From)."""
+
+    code, http_status = "sender_refused", 422
+
+
 class WrongState(CampaignError):
     """The campaign is not in a state that allows this (e.g. editing a scheduled campaign)."""
 
@@ -263,6 +272,35 @@ def _content(draft: Draft) -> CampaignContent:
                            text_body=text)
 
 
+# Domains whose mailboxes are the provider's (free mail): a From at one of them is refused (`SenderRefused`). Herald's
+# own list, of the providers most mail goes to in Europe and beyond; a domain missing from it is let through.
+MAILBOX_PROVIDERS = frozenset({
+    "gmail.com", "googlemail.com",
+    "yahoo.com", "yahoo.co.uk", "yahoo.de", "yahoo.fr", "yahoo.it", "yahoo.es", "yahoo.co.jp", "ymail.com",
+    "rocketmail.com", "aol.com", "aim.com",
+    "outlook.com", "hotmail.com", "hotmail.co.uk", "hotmail.de", "hotmail.fr", "hotmail.it", "live.com",
+    "live.co.uk", "msn.com",
+    "icloud.com", "me.com", "mac.com",
+    "gmx.com", "gmx.net", "gmx.de", "web.de", "t-online.de", "freenet.de",
+    "mail.ru", "bk.ru", "inbox.ru", "list.ru", "yandex.ru", "yandex.com", "ya.ru",
+    "proton.me", "protonmail.com", "pm.me", "tutanota.com", "tuta.io", "zoho.com", "fastmail.com", "mail.com",
+    "inbox.lv", "one.lv", "apollo.lv", "inbox.lt", "mail.ee",
+    "wp.pl", "o2.pl", "interia.pl", "onet.pl", "seznam.cz", "libero.it", "orange.fr", "free.fr", "laposte.net",
+    "qq.com", "163.com", "126.com", "naver.com",
+})
+
+
+def check_sender(content: CampaignContent) -> None:
+    """Refuse a From at a mailbox provider's domain (`SenderRefused`), at saving, and again at a test send and at
+    submitting (a draft saved before this rule)."""
+    domain = content.from_email.rpartition("@")[2].lower()
+    if domain in MAILBOX_PROVIDERS:
+        reason = (f"{domain} is a mailbox provider's domain: mail From it sent by another platform fails DMARC "
+                  "(its owner publishes the policy and the keys, and Gmail and Yahoo refuse such mail); send "
+                  "From a domain of your own")
+        raise SenderRefused(reason, errors=[("body.from_email", reason)])
+
+
 def _live_list(list_id: str, lst: ListInfo | None) -> ListInfo:
     if lst is None or lst.deleted:
         raise UnknownList(f"list {list_id!r} is not a list of this account")
@@ -300,6 +338,7 @@ def _checked(draft: Draft, lst: ListInfo | None) -> CampaignContent:
                              errors=[(f"body.segment.{name}", f"expects a {lst.custom_fields[name]}")
                                      for name, _ in wrong])
     content = _content(draft)
+    check_sender(content)
     try:
         check_templates(content, lst)
     except InvalidTemplate as exc:
@@ -424,6 +463,7 @@ def review_reasons(account: AccountInfo | None, screening: Screening) -> list[Re
 def submittable(current: CampaignState | None, campaign_id: str, lst: ListInfo | None) -> CampaignState:
     """A draft whose templates compile against its live list: what may be screened and submitted."""
     state = _in(existing(current, campaign_id), ("draft",), "submitted")
+    check_sender(state.content)
     check_templates(state.content, _live_list(state.list_id, lst))
     broken = broken_links(state.content.html_body)
     if broken:
@@ -511,6 +551,7 @@ def complete(doc: Mapping[str, Any] | None) -> list[Event]:
 def testable(current: CampaignState | None, campaign_id: str, lst: ListInfo | None) -> CampaignState:
     """A campaign whose templates compile against its live list: what may be screened and tested."""
     state = existing(current, campaign_id)
+    check_sender(state.content)  # a test is a message too: receivers refuse it the same way
     check_templates(state.content, _live_list(state.list_id, lst))
     return state
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from herald_shared.contract import parse_event
 from herald_shared.contract.campaigns import CampaignCreated, CampaignDeleted, CampaignEdited
 from herald_shared.kafka import read_from_start
+from tests.conftest import eventually
 
 from .conftest import Platform, draft
 
@@ -88,3 +89,26 @@ async def test_a_problem_in_the_derived_text_part_is_reported_on_the_html_the_au
     assert error["location"] == "body.html_body" and "the text part Herald derives from it" in error["message"]
     written = await acme.http.post("/v1/campaigns", json=draft(html_body=html_body, text_body="Hi {{ first_name }}"))
     assert written.status_code == 201, written.text
+
+
+async def test_a_from_at_a_mailbox_providers_domain_is_refused_with_where_and_why(platform: Platform) -> None:
+    """Mail From gmail.com sent by another platform fails DMARC at receivers: refused when saved, and a draft
+    saved before the rule (its event holds such a From) is refused when tested or submitted."""
+    acme = await platform.tenant("acme", "news", account="paid")
+    assert (await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})).status_code == 201
+    for response in (await acme.http.post("/v1/campaigns", json=draft(from_email="news@gmail.com")),
+                     await acme.http.put("/v1/campaigns/c1", json=draft(from_email="Shop@Yahoo.com"))):
+        assert response.status_code == 422, response.text
+        assert response.json()["type"].endswith("/sender_refused")
+        (error,) = response.json()["errors"]
+        assert error["location"] == "body.from_email" and "mailbox provider" in error["message"]
+    await platform.publisher.publish(CampaignCreated(account_id="acme", producer="campaigns", payload={  # type: ignore[arg-type]
+        "campaign_id": "old", "name": "Old", "list_id": "news", "content": {
+            "subject": "News", "from_name": "Acme", "from_email": "news@gmail.com", "text_body": "News."}}))
+    await eventually(lambda: platform.service.service.store.campaign_state("acme", "old"),
+                     lambda state: state is not None, what="the old draft projected")
+    for response in (await acme.http.post("/v1/campaigns/old/tests", json={"recipients": ["me@acme.example"]}),
+                     await acme.http.post("/v1/campaigns/old/submission", json={})):
+        assert response.status_code == 422 and response.json()["type"].endswith("/sender_refused"), response.text
+    events = await platform.events()
+    assert [type(e).__name__ for e in events] == ["CampaignCreated", "CampaignCreated"]  # c1 and old: nothing more

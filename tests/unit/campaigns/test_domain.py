@@ -86,6 +86,31 @@ def test_an_id_in_use_conflicts_and_a_given_text_part_is_kept() -> None:
     assert own_text.payload.content.text_body == "Plain"  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("sender", ["news@gmail.com", "News@GMAIL.COM", "shop@yahoo.co.uk", "a@outlook.com",
+                                    "info@inbox.lv"])
+def test_a_from_at_a_mailbox_providers_domain_is_refused_at_saving_testing_and_submitting(sender: str) -> None:
+    """Such mail fails DMARC when another platform sends it (the provider publishes the policy and the keys)."""
+    with pytest.raises(domain.SenderRefused) as refused:
+        domain.create("acme", "c1", Draft(**{**DRAFT.__dict__, "from_email": sender}), NEWS, None)
+    assert refused.value.errors == [("body.from_email", str(refused.value))]
+    assert "mailbox provider" in str(refused.value)
+    state = state_after(*domain.create("acme", "c1", DRAFT, NEWS, None))
+    with pytest.raises(domain.SenderRefused):
+        domain.edit(state, "c1", Draft(**{**DRAFT.__dict__, "from_email": sender}), NEWS)
+    # A draft saved before the rule (its event holds the From): refused when tested or submitted.
+    old = CampaignState(**{**state.__dict__, "content": state.content.model_copy(update={"from_email": sender})})
+    for attempt in (lambda: domain.testable(old, "c1", NEWS), lambda: domain.submittable(old, "c1", NEWS)):
+        with pytest.raises(domain.SenderRefused):
+            attempt()
+
+
+@pytest.mark.parametrize("sender", ["news@acme.example", "news@mail.gmail.com.acme.example", "gmail.com@acme.example",
+                                    "news@notgmail.com"])
+def test_a_from_at_another_domain_is_not_a_mailbox_providers(sender: str) -> None:
+    [created] = domain.create("acme", "c1", Draft(**{**DRAFT.__dict__, "from_email": sender}), NEWS, None)
+    assert created.payload.content.from_email == sender  # type: ignore[attr-defined]
+
+
 def test_edit_duplicate_and_delete_apply_to_drafts_only() -> None:
     created = domain.create("acme", "c1", DRAFT, NEWS, None)
     state = state_after(*created)
