@@ -271,8 +271,12 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     stale = contract_files.stale_files(directory)
     for rel in stale:
         _out(f"stale: {directory / rel}")
-    if stale:
-        _out("run `herald schemas generate` and commit the result")
+    gaps = contract_files.upcaster_gaps()
+    for gap in gaps:
+        _out(f"no upcaster: {gap}")
+    if stale or gaps:
+        _out("run `herald schemas generate` and commit the result" if stale else
+             "register the upcasters (herald_shared.contract.upcasting)")
         return 1
     _out(f"schemas in {directory} are up to date")
     return 0

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
 from . import billing, campaigns, compliance, delivery, subscriptions
-from .envelope import Event, Payload
+from .envelope import UNKNOWN_VERSION, Event, Payload
+from .upcasting import UPCASTERS, NoUpcaster, Upcasters, upcaster
 
-__all__ = ["EVENT_TYPES", "Event", "InvalidEvent", "Payload", "event_class", "parse_event", "serialize_event"]
+__all__ = ["CONTRACT", "EVENT_TYPES", "UPCASTERS", "Contract", "Event", "InvalidEvent", "Payload", "Upcasters",
+           "event_class", "parse_event", "serialize_event", "upcaster"]
 
 
 def _collect() -> dict[str, type[Event]]:
@@ -52,41 +55,86 @@ def _summarise(error: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-# One pass in pydantic-core: JSON parsing and validation of the type the `type` field names.
-_ANY_EVENT: TypeAdapter[Event] = TypeAdapter(
-    Annotated[Union[tuple(EVENT_TYPES.values())], Field(discriminator="type")]  # type: ignore[arg-type]  # noqa: UP007
-)
+class Contract:
+    """Parsing raw values into events of a set of types, with the upcasters that read their earlier versions.
+    `parse_event` is the contract's own (`EVENT_TYPES`, `upcasting.UPCASTERS`)."""
+
+    def __init__(self, types: Mapping[str, type[Event]], upcasters: Upcasters) -> None:
+        self.types, self.upcasters = types, upcasters
+        # One pass in pydantic-core: JSON parsing and validation of the type the `type` field names.
+        self._any: TypeAdapter[Event] = TypeAdapter(
+            Annotated[Union[tuple(types.values())], Field(discriminator="type")]  # type: ignore[arg-type]  # noqa: UP007
+        )
+
+    def parse(self, raw: bytes | str | dict[str, Any]) -> Event:
+        """Validate a raw value against the contract. Raises InvalidEvent with a readable reason. An event of an
+        earlier schema_version is read through its upcasters (`upcasting`). No text in an event may hold a NUL
+        character: the read models' store (PostgreSQL's jsonb, under FerretDB) cannot keep one, so such an event
+        could never be folded and would hold its partition back for good."""
+        try:
+            if isinstance(raw, dict):
+                event = self._any.validate_python(raw)
+                escaped_nul = _holds_nul(raw)
+            else:
+                event = self._any.validate_json(raw)
+                escaped_nul = (b"\\u0000" in raw if isinstance(raw, bytes) else "\\u0000" in raw) and \
+                    _holds_nul(json.loads(raw))
+        except ValidationError as exc:
+            if any(error["type"] == UNKNOWN_VERSION for error in exc.errors()):
+                return self._earlier_version(raw, exc)
+            raise _invalid(exc) from None
+        except (OverflowError, RecursionError) as exc:  # what pydantic does not turn into a ValidationError
+            raise InvalidEvent(f"cannot be read: {type(exc).__name__}: {exc}") from None
+        if escaped_nul:
+            raise InvalidEvent(NUL_REFUSED)
+        return event
+
+    def _earlier_version(self, raw: bytes | str | dict[str, Any], refused: ValidationError) -> Event:
+        """An event whose schema_version is not its type's: one of an earlier version, through its upcasters;
+        any other (a later version, a gap in the chain) is refused as it was."""
+        data = raw if isinstance(raw, dict) else json.loads(raw)
+        cls, version, payload = self.types[data["type"]], _version_number(data["schema_version"]), data["payload"]
+        if version is None or not 1 <= version < cls.version or not isinstance(payload, dict):
+            raise _invalid(refused) from None
+        try:
+            upcast = {**data, "schema_version": cls.version, "payload": self.upcasters.upcast(cls, version, payload)}
+        except NoUpcaster as exc:
+            raise InvalidEvent(str(exc)) from None
+        except Exception as exc:  # an upcaster that cannot read this payload: a reason, never a crash
+            raise InvalidEvent(f"upcasting {data['type']} v{version}: {type(exc).__name__}: {exc}") from None
+        try:
+            event = self._any.validate_python(upcast)
+        except ValidationError as exc:
+            raise InvalidEvent(f"{data['type']} v{version} upcast to v{cls.version}: {_summarise(exc)}") from None
+        if _holds_nul(upcast):
+            raise InvalidEvent(NUL_REFUSED)
+        return event
 
 
-def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
-    """Validate a raw value against the contract. Raises InvalidEvent with a readable reason. No text in an
-    event may hold a NUL character: the read models' store (PostgreSQL's jsonb, under FerretDB) cannot keep
-    one, so such an event could never be folded and would hold its partition back for good."""
-    try:
-        if isinstance(raw, dict):
-            event = _ANY_EVENT.validate_python(raw)
-            escaped_nul = _holds_nul(raw)
-        else:
-            event = _ANY_EVENT.validate_json(raw)
-            escaped_nul = (b"\\u0000" in raw if isinstance(raw, bytes) else "\\u0000" in raw) and \
-                _holds_nul(json.loads(raw))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        kind = first["type"]
-        if kind == "json_invalid":
-            raise InvalidEvent(f"not JSON: {first['msg']}") from None
-        if kind in ("dict_type", "model_type", "model_attributes_type"):
-            raise InvalidEvent("an event is a JSON object") from None
-        if kind == "union_tag_not_found":
-            raise InvalidEvent("missing or non-string 'type'") from None
-        if kind == "union_tag_invalid":
-            raise InvalidEvent(f"unknown event type {first.get('ctx', {}).get('tag')!r}") from None
-        raise InvalidEvent(f"invalid {first['loc'][0]}: {_summarise(exc)}") from None
-    except (OverflowError, RecursionError) as exc:  # what pydantic does not turn into a ValidationError
-        raise InvalidEvent(f"cannot be read: {type(exc).__name__}: {exc}") from None
-    if escaped_nul:
-        raise InvalidEvent("a text holds a NUL character (\\u0000), which no read model can store")
-    return event
+def _version_number(value: Any) -> int | None:
+    """A schema_version as the envelope reads it (an integer; its digits in a string, the lax reading)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
+
+
+def _invalid(exc: ValidationError) -> InvalidEvent:
+    first = exc.errors()[0]
+    kind = first["type"]
+    if kind == "json_invalid":
+        return InvalidEvent(f"not JSON: {first['msg']}")
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return InvalidEvent("an event is a JSON object")
+    if kind == "union_tag_not_found":
+        return InvalidEvent("missing or non-string 'type'")
+    if kind == "union_tag_invalid":
+        return InvalidEvent(f"unknown event type {first.get('ctx', {}).get('tag')!r}")
+    return InvalidEvent(f"invalid {first['loc'][0]}: {_summarise(exc)}")
+
+
+NUL_REFUSED = "a text holds a NUL character (\\u0000), which no read model can store"
+CONTRACT = Contract(EVENT_TYPES, UPCASTERS)
+parse_event = CONTRACT.parse
 
 
 def _holds_nul(value: Any) -> bool:

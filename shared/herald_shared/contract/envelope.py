@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue, WithJsonSchema
-from pydantic_core import CoreSchema
+from pydantic_core import CoreSchema, PydanticCustomError
 
 # Identifiers are opaque strings chosen by the owning service (ULIDs, UUIDs, slugs).
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -204,6 +204,8 @@ class RecordPosition(NamedTuple):
 
 
 POSITION = "position"
+# The validation error of a schema_version that is not the type's (an earlier one is read through upcasters).
+UNKNOWN_VERSION = "schema_version_unknown"
 
 
 def position_of(event: BaseModel) -> RecordPosition | None:
@@ -267,8 +269,9 @@ class Event(BaseModel):
     @field_validator("schema_version")
     @classmethod
     def _known_schema_version(cls, value: int) -> int:
-        if value != cls.version:
-            raise ValueError(f"unsupported schema_version {value} (this contract knows version {cls.version})")
+        if value != cls.version:  # an earlier one is read through its upcasters (contract.Contract.parse)
+            raise PydanticCustomError(UNKNOWN_VERSION, "unsupported schema_version {version} (this contract knows "
+                                      "version {known})", {"version": value, "known": cls.version})
         return value
 
     @field_validator("occurred_at")

@@ -9,6 +9,7 @@ from typing import Any
 
 from . import EVENT_TYPES, Event
 from .envelope import FORMAT_RULES
+from .upcasting import UPCASTERS
 
 # shared/schemas/ in a source checkout; the generated files are committed there.
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -227,10 +228,20 @@ class IncompatibleChange(Exception):
     """A committed schema would change incompatibly without a schema_version bump."""
 
 
+def upcaster_gaps() -> list[str]:
+    """What `upcasting.UPCASTERS` lacks for the contract's versions (a bump without its upcaster would make
+    every earlier event of the type unreadable), or holds for no type's version."""
+    return UPCASTERS.missing(EVENT_TYPES)
+
+
 def write_files(directory: Path = SCHEMA_DIR) -> list[str]:
-    """Write what is missing or changed; refuse to rewrite a published event schema incompatibly."""
+    """Write what is missing or changed; refuse to rewrite a published event schema incompatibly, and a version
+    bump whose earlier versions no upcaster reads."""
     from .compat import incompatibilities
 
+    if gaps := upcaster_gaps():
+        raise IncompatibleChange("events of an earlier schema_version would be unreadable; register an upcaster "
+                                 "(herald_shared.contract.upcasting) for:\n  " + "\n  ".join(gaps))
     written = []
     for rel, text in expected_files().items():
         path = directory / rel
