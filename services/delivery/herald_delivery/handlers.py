@@ -23,6 +23,7 @@ from herald_shared.contract.billing import (
 from herald_shared.contract.campaigns import (
     CampaignCancelled,
     CampaignQueued,
+    CampaignQueuedPayload,
     CampaignRejected,
     CampaignsEvent,
     CampaignTestRequested,
@@ -46,8 +47,10 @@ EXPANSION_ATTEMPTS = 3  # for failures other than the infrastructure's
 
 class GateBook:
     """The sending gates of every account and campaign, in memory, for the sender to ask before each
-    message. The control consumer updates it as it handles each event, before anything is written, so a
-    suspension takes effect at once; `changed` wakes the sender when a gate opens or new jobs exist."""
+    message. The control consumer closes a gate as it handles the event, before anything is written, so a
+    suspension takes effect at once; it opens one only once the store holds what opens it
+    (`account_until_stored`), so an event the store refuses, then dead-lettered, never lets a message out.
+    `changed` wakes the sender when a gate opens or new jobs exist."""
 
     def __init__(self) -> None:
         self.accounts: dict[str, AccountState] = {}
@@ -70,6 +73,36 @@ class GateBook:
     def gate_for(self, account_id: str, campaign_id: str | None) -> Gate | None:
         campaign = self.campaign(account_id, campaign_id) if campaign_id else None
         return domain.closed_gate(self.account(account_id), campaign)
+
+
+def account_until_stored(current: AccountState, staged: AccountState) -> AccountState:
+    """What the gate book shows of an account while its `staged` state waits for the flush: each gate closed
+    in either closed (a suspension or a block at once), none opened yet, everything else as `current`."""
+    suspended_by = staged if staged.suspended else current
+    return replace(current, approved=current.approved and staged.approved,
+                   suspended=suspended_by.suspended, suspension_reason=suspended_by.suspension_reason,
+                   suspension_event_id=suspended_by.suspension_event_id,
+                   blocked_reasons=current.blocked_reasons | staged.blocked_reasons)
+
+
+def campaign_until_stored(current: CampaignState, staged: CampaignState) -> CampaignState:
+    """The same for a campaign: review asked, a rejection or a cancellation at once; an approval once stored."""
+    return replace(staged, review_required=current.review_required or staged.review_required,
+                   approved=current.approved and staged.approved, rejected=current.rejected or staged.rejected,
+                   cancelled=current.cancelled or staged.cancelled)
+
+
+def stored_send_at(payload: CampaignQueuedPayload) -> datetime | None:
+    """The campaign's `send_at` in UTC, as the store keeps times. The contract takes any offset, so a time such
+    as 0001-01-01T00:00+01:00 is valid there but is no time in UTC, and the store's driver refuses it
+    (OverflowError) whatever the retry: refused here, before anything is changed."""
+    if payload.send_at is None:
+        return None
+    try:
+        return payload.send_at.astimezone(UTC)
+    except OverflowError:
+        raise Reject(f"send_at {payload.send_at.isoformat()} is no time in UTC (outside the years 1 to 9999 "
+                     "there), which the store cannot keep") from None
 
 
 GATES_WAIT_SECONDS = 60  # how long a notice waits for the control consumer to know the account's address
@@ -314,7 +347,15 @@ def new_job(message_id: str, account_id: str, kind: domain.MessageKind, not_befo
 
 class ControlHandler:
     """On herald.billing, herald.compliance and herald.campaigns: folds the gates and campaigns, expands a
-    queued campaign into one job per recipient, and asks for account notices."""
+    queued campaign into one job per recipient, and asks for account notices.
+
+    What handle() stages waits for the flush: the accounts' and campaigns' states (shown in the gate book
+    closed at once, opened once stored: `account_until_stored`), the notices' jobs (queued once written) and
+    the cancelled campaigns' later jobs brought forward (once the cancellation is stored). A CampaignQueued
+    and a CampaignTestRequested are written by handle() itself, and only then take effect in memory (the
+    campaign's state, its expansion, the jobs). So `forget` (`kafka.ForgetfulHandler`) has nothing to undo but
+    the staged states: it drops them and reads what the store holds of their accounts and campaigns back into
+    the gate book."""
 
     def __init__(self, store: DeliveryStore, gates: GateBook, jobs: JobQueue,
                  audience_caught_up: Callable[[], Awaitable[None]],
@@ -324,8 +365,9 @@ class ControlHandler:
         self._gates = gates
         self._queue = jobs
         self._audience_caught_up = audience_caught_up
-        self._dirty_accounts: set[str] = set()
+        self._dirty_accounts: dict[str, AccountState] = {}
         self._dirty_campaigns: dict[str, Document] = {}
+        self._bring_forward: set[tuple[str, str]] = set()  # campaigns called off: their later jobs, once stored
         self._jobs: list[Document] = []
         self.expansions = Expansions(self._expand_campaign, self._expansion_failed)
         metrics.EXPANSIONS.set_function(lambda: len(self.expansions))
@@ -342,46 +384,49 @@ class ControlHandler:
 
     async def handle(self, event: Event) -> None:
         account_id = event.account_id
-        before = self._gates.account(account_id)
+        before = self._dirty_accounts.get(account_id) or self._gates.account(account_id)
         after = domain.evolve_account(before, event)
         if after != before:
-            self._gates.accounts[account_id] = after
-            self._dirty_accounts.add(account_id)
+            self._dirty_accounts[account_id] = after
+            self._gates.accounts[account_id] = account_until_stored(self._gates.account(account_id), after)
         if isinstance(event, CampaignTestRequested):
             await self._test_requested(event)
         elif isinstance(event, CampaignsEvent):
             await self._campaign_event(event)
-        self._notice_for(event, after)
-        if domain.closed_gate(after, None) is None:
-            self._gates.changed.set()
+        await self._notice_for(event, after)
 
     async def _campaign_event(self, event: CampaignsEvent) -> None:
         campaign_id = str(getattr(event.payload, "campaign_id", ""))
         key = scoped(event.account_id, campaign_id)
+        send_at = stored_send_at(event.payload) if isinstance(event, CampaignQueued) else None
         doc = self._dirty_campaigns.get(key) or await self._store.campaign(event.account_id, campaign_id) or {
             "_id": key, "account_id": event.account_id, "state": CampaignState(campaign_id).__dict__}
         state = domain.evolve_campaign(CampaignState(**doc["state"]), event)
         doc = {**doc, "state": dict(state.__dict__)}
-        self._gates.campaigns[key] = state
         if isinstance(event, CampaignQueued):
             p = event.payload
             doc.update(list_id=p.list_id, content=p.content.model_dump(mode="json"),
                        segment=p.segment.field_equals, links=tracked_links(p.content.html_body),
-                       send_at=p.send_at, queued_at=event.occurred_at)
+                       send_at=send_at, queued_at=event.occurred_at)
             doc.pop("expanded_jobs", None)  # written again when this expansion has written every job
             doc["expansion_pending"] = str(event.event_id)  # cleared by this expansion's end only
             # Written before its jobs exist: the sender renders from this document as soon as they do.
             await self._store.save_campaigns([doc])
             self._dirty_campaigns.pop(key, None)
+            self._gates.campaigns[key] = state
             if self._completion is not None:
                 self._completion.expanding(event.account_id, campaign_id)
             self.expansions.submit(Expansion.of(event))
         else:
             self._dirty_campaigns[key] = doc
+            self._gates.campaigns[key] = campaign_until_stored(self._gates.campaign(event.account_id, campaign_id),
+                                                               state)
         if isinstance(event, CampaignCancelled | CampaignRejected):
-            # The sender records each queued message of it as cancelled when it comes to it: those due later
-            # (scheduled, or deferred for a retry) now, so the campaign ends now rather than at their retry.
-            self._queue.bring_forward(event.account_id, campaign_id, datetime.now(UTC))
+            # The sender records each queued message of it as cancelled when it comes to it (at once: the gate
+            # book says so already); those due later (scheduled, or deferred for a retry) are brought forward
+            # once the cancellation is stored (`flush`): brought forward by one the store then refused, they
+            # would go out before their time.
+            self._bring_forward.add((event.account_id, campaign_id))
             if isinstance(event, CampaignCancelled):
                 log.info("campaign cancelled", extra={"campaign": key})
             self._gates.changed.set()
@@ -497,12 +542,18 @@ class ControlHandler:
     async def _add_jobs(self, jobs: list[Document]) -> None:
         self._queue.push(await self._store.add_jobs(jobs))
 
-    def _notice_for(self, event: Event, account: AccountState) -> None:
+    async def _notice_for(self, event: Event, account: AccountState) -> None:
         """PRODUCT.md: a suspension, a block and a failed payment are emailed to the registered address."""
         subject, text = notice_text(event, account)
         if subject is None or text is None:
             return
         if not account.registered_email:
+            if event.account_id in self._dirty_accounts:
+                # The suspension or block applies all the same (README), so it is stored now: the event goes to
+                # the dead-letter topic and is not handed over again should its batch be set aside (`forget`).
+                await self._store.save_accounts([account])
+                self._gates.accounts[event.account_id] = account
+                del self._dirty_accounts[event.account_id]
             raise Reject(f"{event.type} asks for a notice, but no AccountOpened gave account "
                          f"{event.account_id!r} a registered address")
         self._jobs.append(new_job(domain.transactional_message_id("account_notice", str(event.event_id)),
@@ -510,16 +561,55 @@ class ControlHandler:
                                   recipient=account.registered_email, subject=subject, text=text))
 
     async def flush(self) -> None:
+        """Write what handle() staged; each part takes effect in memory once written (gates open, jobs are
+        queued)."""
+        stored = False
         if self._dirty_accounts:
-            await self._store.save_accounts([self._gates.account(a) for a in sorted(self._dirty_accounts)])
+            states = [self._dirty_accounts[a] for a in sorted(self._dirty_accounts)]
+            await self._store.save_accounts(states)
+            self._gates.accounts.update((state.account_id, state) for state in states)
             self._dirty_accounts.clear()
+            stored = True
         if self._dirty_campaigns:
             # Their state only: an expansion under way marks the same documents.
             await self._store.save_campaign_states(list(self._dirty_campaigns.values()))
+            self._gates.campaigns.update((key, CampaignState(**doc["state"]))
+                                         for key, doc in self._dirty_campaigns.items())
             self._dirty_campaigns.clear()
+            stored = True
+        now = datetime.now(UTC)
+        for account_id, campaign_id in sorted(self._bring_forward):
+            self._queue.bring_forward(account_id, campaign_id, now)
+        self._bring_forward.clear()
         if self._jobs:
             self._queue.push(await self._store.add_jobs(self._jobs))
             self._jobs = []
+        if stored:
+            self._gates.changed.set()
+
+    async def forget(self) -> None:
+        """The store refused what the batch staged (`kafka.EventConsumer`): drop it, and put the gate book's
+        accounts and campaigns it touched back as the store holds them (a flush that failed part way wrote
+        some), so the events handed over again one at a time fold from there, and the gates of a refused one
+        are neither opened nor left closed. Nothing else was done ahead of the store (see the class)."""
+        accounts = sorted(self._dirty_accounts)
+        campaigns = sorted(self._dirty_campaigns)
+        stored_accounts = await self._store.accounts(accounts)
+        stored_campaigns = await self._store.campaign_states(campaigns)
+        for account_id in accounts:
+            if account_id in stored_accounts:
+                self._gates.accounts[account_id] = stored_accounts[account_id]
+            else:
+                self._gates.accounts.pop(account_id, None)
+        for key in campaigns:
+            if key in stored_campaigns:
+                self._gates.campaigns[key] = stored_campaigns[key]
+            else:
+                self._gates.campaigns.pop(key, None)
+        self._dirty_accounts.clear()
+        self._dirty_campaigns.clear()
+        self._bring_forward.clear()
+        self._jobs = []
 
 
 MEMBERSHIP_HOW = {"double_opt_in": "confirmed by the link in the confirmation email",

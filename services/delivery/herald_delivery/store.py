@@ -184,6 +184,11 @@ def member_from(doc: Document) -> Member:
                   custom_fields=dict(doc.get("custom_fields") or {}))
 
 
+def account_from(doc: Document) -> AccountState:
+    fields = {key: value for key, value in doc.items() if key != "_id"}
+    return AccountState(**{**fields, "blocked_reasons": frozenset(doc.get("blocked_reasons") or ())})
+
+
 class GroupCommit:
     """Outcome inserts from all SMTP workers, written together: whoever arrives while an insert is under way
     goes into the next one, so the window between the relay's answer and the ledger stays short under
@@ -405,12 +410,11 @@ class DeliveryStore:
     # Accounts and campaigns (written only by the control consumer, which folds them in memory)
 
     async def all_accounts(self) -> list[AccountState]:
-        states = []
-        async for doc in self.db[ACCOUNTS].find({}):
-            doc.pop("_id")
-            doc["blocked_reasons"] = frozenset(doc.get("blocked_reasons") or ())
-            states.append(AccountState(**doc))
-        return states
+        return [account_from(doc) async for doc in self.db[ACCOUNTS].find({})]
+
+    async def accounts(self, account_ids: Collection[str]) -> dict[str, AccountState]:
+        """These accounts as stored (absent ones missing)."""
+        return {key: account_from(doc) for key, doc in (await load(self.db[ACCOUNTS], account_ids)).items()}
 
     async def save_accounts(self, states: Sequence[AccountState]) -> None:
         ops: list[WriteOp] = []
@@ -425,6 +429,11 @@ class DeliveryStore:
 
     async def save_campaigns(self, docs: Sequence[Document]) -> None:
         await bulk_write(self.db[CAMPAIGNS], [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs])
+
+    async def campaign_states(self, keys: Collection[str]) -> dict[str, CampaignState]:
+        """The states of these campaigns (`account:campaign`) as stored (absent ones missing)."""
+        found = await load(self.db[CAMPAIGNS], keys, {"state": 1})
+        return {key: CampaignState(**doc["state"]) for key, doc in found.items()}
 
     async def save_campaign_states(self, docs: Sequence[Document]) -> None:
         """Each campaign's state alone (the rest of its document is its expansion's)."""

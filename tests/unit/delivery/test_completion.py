@@ -255,6 +255,10 @@ class AudienceStore:
     async def save_campaigns(self, docs: list[Any]) -> None:
         self.campaigns.update({d["_id"]: d for d in docs})
 
+    async def save_campaign_states(self, docs: list[Any]) -> None:
+        for doc in docs:
+            self.campaigns[doc["_id"]] = {**self.campaigns.get(doc["_id"], {}), "state": doc["state"]}
+
     async def list_deleted(self, account_id: str, list_id: str) -> bool:
         return self._list_deleted
 
@@ -301,6 +305,7 @@ async def test_a_cancellation_makes_the_campaigns_later_messages_due_now_and_lea
     assert queue.take_due(datetime.now(UTC), 10, lambda _: None) == []
     await handler.handle(CampaignCancelled(account_id="acme", producer="campaigns",
                                            payload={"campaign_id": "c1", "cancelled_by": "anna"}))
+    await handler.flush()  # brought forward once the cancellation is stored
     due = queue.take_due(datetime.now(UTC), 10, lambda _: None)
     assert sorted(j["subscriber_id"] for j in due) == ["s0", "s1", "s2"]
     assert gates.campaign("acme", "c1").cancelled

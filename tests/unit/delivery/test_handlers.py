@@ -89,7 +89,10 @@ async def test_a_suspension_closes_the_gate_at_once_and_asks_for_a_notice() -> N
         "company_name": "Acme", "registered_email": "owner@acme.example", "main_username": "o",
         "terms_accepted_at": "2026-11-01T00:00:00Z"}))
     await handler.handle(AccountApproved(**envelope, payload={"reviewer": "staff"}))  # type: ignore[arg-type]
+    assert gates.gate_for("acme", None) == "account_review"  # a gate opens once the store holds what opens it
+    await handler.flush()
     assert gates.gate_for("acme", None) is None
+    store.calls.clear()
     await handler.handle(AccountSuspended(account_id="acme", producer="compliance", payload={  # type: ignore[arg-type]
         "metric": "abuse_rate", "value": 0.006, "threshold": 0.005, "reason": "complaints 0.6% > 0.5%"}))
     assert gates.gate_for("acme", "c1") == "account_suspended"  # before anything is written
