@@ -23,7 +23,6 @@ from herald_shared.contract.billing import (
 from herald_shared.contract.campaigns import (
     CampaignCancelled,
     CampaignQueued,
-    CampaignQueuedPayload,
     CampaignRejected,
     CampaignsEvent,
     CampaignTestRequested,
@@ -90,19 +89,6 @@ def campaign_until_stored(current: CampaignState, staged: CampaignState) -> Camp
     return replace(staged, review_required=current.review_required or staged.review_required,
                    approved=current.approved and staged.approved, rejected=current.rejected or staged.rejected,
                    cancelled=current.cancelled or staged.cancelled)
-
-
-def stored_send_at(payload: CampaignQueuedPayload) -> datetime | None:
-    """The campaign's `send_at` in UTC, as the store keeps times. The contract takes any offset, so a time such
-    as 0001-01-01T00:00+01:00 is valid there but is no time in UTC, and the store's driver refuses it
-    (OverflowError) whatever the retry: refused here, before anything is changed."""
-    if payload.send_at is None:
-        return None
-    try:
-        return payload.send_at.astimezone(UTC)
-    except OverflowError:
-        raise Reject(f"send_at {payload.send_at.isoformat()} is no time in UTC (outside the years 1 to 9999 "
-                     "there), which the store cannot keep") from None
 
 
 GATES_WAIT_SECONDS = 60  # how long a notice waits for the control consumer to know the account's address
@@ -398,7 +384,6 @@ class ControlHandler:
     async def _campaign_event(self, event: CampaignsEvent) -> None:
         campaign_id = str(getattr(event.payload, "campaign_id", ""))
         key = scoped(event.account_id, campaign_id)
-        send_at = stored_send_at(event.payload) if isinstance(event, CampaignQueued) else None
         doc = self._dirty_campaigns.get(key) or await self._store.campaign(event.account_id, campaign_id) or {
             "_id": key, "account_id": event.account_id, "state": CampaignState(campaign_id).__dict__}
         state = domain.evolve_campaign(CampaignState(**doc["state"]), event)
@@ -407,7 +392,7 @@ class ControlHandler:
             p = event.payload
             doc.update(list_id=p.list_id, content=p.content.model_dump(mode="json"),
                        segment=p.segment.field_equals, links=tracked_links(p.content.html_body),
-                       send_at=send_at, queued_at=event.occurred_at)
+                       send_at=p.send_at, queued_at=event.occurred_at)
             doc.pop("expanded_jobs", None)  # written again when this expansion has written every job
             doc["expansion_pending"] = str(event.event_id)  # cleared by this expansion's end only
             # Written before its jobs exist: the sender renders from this document as soon as they do.

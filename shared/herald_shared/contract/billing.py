@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from .envelope import (
     Cents,
@@ -13,6 +13,7 @@ from .envelope import (
     Email,
     Event,
     Identifier,
+    Instant,
     Name,
     Payload,
     ShortText,
@@ -38,7 +39,7 @@ class AccountOpenedPayload(Payload):
     company_name: Name
     registered_email: Email = Field(description="Where account notices (suspension, payment) go.")
     main_username: Username
-    terms_accepted_at: AwareDatetime = Field(description="Starts the 30-day trial.")
+    terms_accepted_at: Instant = Field(description="Starts the 30-day trial.")
 
 
 class AccountOpened(BillingEvent):
@@ -85,7 +86,7 @@ class AccountDeleted(BillingEvent):
 class AccountPurgedPayload(Payload):
     reason: Literal["deleted", "inactive"] = Field(description="deleted: 3 months after AccountDeleted; inactive: "
                                                                "no user logged in for 2 years.")
-    since: AwareDatetime = Field(description="The deletion, or the last login (the opening when none).")
+    since: Instant = Field(description="The deletion, or the last login (the opening when none).")
 
 
 class AccountPurged(BillingEvent):
@@ -217,7 +218,7 @@ class PlanChangedPayload(Payload):
     monthly_fee_cents: Cents | None = None
     currency: Currency = "EUR"
     billing_day: Annotated[int, Field(ge=1, le=31)] | None = None
-    effective_at: AwareDatetime
+    effective_at: Instant
 
 
 class PlanChanged(BillingEvent):
@@ -242,7 +243,7 @@ class QuotaExhaustedPayload(Payload):
     quota: Literal["monthly_emails", "trial_emails", "trial_subscribers", "credits"]
     limit: Count
     used: Count
-    period_start: AwareDatetime | None = None
+    period_start: Instant | None = None
 
 
 class QuotaExhausted(BillingEvent):
@@ -253,7 +254,7 @@ class QuotaExhausted(BillingEvent):
 class CreditsPurchasedPayload(Payload):
     batch_id: Identifier
     credits: Positive
-    expires_at: AwareDatetime
+    expires_at: Instant
     price_cents: Cents
     currency: Currency = "EUR"
 
@@ -313,16 +314,16 @@ class PurchaseTerms(Payload):
     monthly_fee_cents: Cents | None = Field(default=None, description="Plan, upgrade: the tier's full fee.")
     billing_day: Annotated[int, Field(ge=1, le=31)] | None = Field(default=None, description="Plan, upgrade.")
     credits: Positive | None = Field(default=None, description="Credits: how many.")
-    credits_expire_at: AwareDatetime | None = Field(default=None, description="Credits: when they expire.")
+    credits_expire_at: Instant | None = Field(default=None, description="Credits: when they expire.")
 
 
 class InvoiceIssuedPayload(Payload):
     invoice_id: Identifier = Field(description="Its number: sequential per year without gaps, e.g. 2026-000042.")
     amount_cents: Cents = Field(description="What is due, VAT included.")
     currency: Currency = "EUR"
-    period_start: AwareDatetime
-    period_end: AwareDatetime
-    due_at: AwareDatetime
+    period_start: Instant
+    period_end: Instant
+    due_at: Instant
     lines: list[InvoiceLine] = Field(min_length=1)
     kind: Literal["plan", "renewal", "upgrade", "credits"] | None = Field(
         default=None, description="What was bought: a plan's first period, a renewal, an upgrade's difference, "
@@ -371,8 +372,8 @@ class PaymentMethodSet(BillingEvent):
 
 class CancellationRequestedPayload(Payload):
     channel: Literal["self_service", "request"]
-    received_at: AwareDatetime
-    effective_at: AwareDatetime = Field(description="The end of a paid period: fees are not refunded.")
+    received_at: Instant
+    effective_at: Instant = Field(description="The end of a paid period: fees are not refunded.")
     requested_by: Name
 
 

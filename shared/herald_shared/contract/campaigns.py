@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
-from .envelope import ApiKeyRefusedPayload, Count, Email, Event, Identifier, Name, Payload, ShortText
+from .envelope import ApiKeyRefusedPayload, Count, Email, Event, Identifier, Instant, Name, Payload, ShortText
 from .subscriptions import FieldName, FieldValue
 
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=998)]
@@ -92,7 +92,7 @@ class CampaignSubmittedPayload(Payload):
                                           "on trial (every campaign is reviewed), or screening flagged it.")
     screening: list[ScreeningMatch] = Field(default_factory=list,
                                             description="What content screening matched (empty: nothing).")
-    send_at: AwareDatetime | None = Field(default=None, description="When to send (UTC); now when absent.")
+    send_at: Instant | None = Field(default=None, description="When to send (UTC); now when absent.")
     time_zone: TimeZone | None = Field(default=None, description="The IANA zone the sender scheduled in.")
 
 
@@ -169,7 +169,7 @@ class CampaignQueuedPayload(Payload):
     list_id: Identifier
     segment: Segment = Segment()
     content: CampaignContent
-    send_at: AwareDatetime | None = Field(default=None, description="Not before this time; now when absent.")
+    send_at: Instant | None = Field(default=None, description="Not before this time; now when absent.")
     review_required: bool = Field(description="Whether delivery must also see CampaignApproved before sending.")
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
-from .envelope import Count, Event, HttpUrl, Identifier, Payload, ShortText, StorableInt, personal_data
+from .envelope import Count, Event, HttpUrl, Identifier, Instant, Payload, ShortText, StorableInt, personal_data
 
 SmtpCode = Annotated[int, Field(ge=200, le=599)]
 EnhancedStatus = Annotated[str, StringConstraints(pattern=r"^[245]\.[0-9]{1,3}\.[0-9]{1,3}$")]
@@ -49,7 +49,7 @@ class MessageDeferredPayload(MessageRef):
     enhanced_status_code: EnhancedStatus | None = None
     diagnostic: ShortText
     attempt: Annotated[int, Field(ge=1), StorableInt]
-    next_attempt_at: AwareDatetime
+    next_attempt_at: Instant
 
 
 class MessageDeferred(DeliveryEvent):
@@ -84,7 +84,7 @@ class MessageBounced(DeliveryEvent):
 class ComplaintReceivedPayload(MessageRef):
     feedback_type: Literal["abuse", "fraud", "virus", "not-spam", "other"]
     reporting_domain: Domain
-    arrival_date: AwareDatetime | None = None
+    arrival_date: Instant | None = None
 
 
 class ComplaintReceived(DeliveryEvent):

@@ -182,7 +182,22 @@ HttpUrl = Annotated[AnyHttpUrl, AfterValidator(rfc3986_url), WithJsonSchema(
     {"type": "string", "format": "uri", "minLength": 1, "pattern": HTTP_URL_PATTERN})]
 
 DATE_TIME_RULES = ("RFC 3339 with an offset (Z or ±hh:mm); a leap second (:60) is refused, as Python's "
-                   "datetime has none.")
+                   "datetime has none, and so is a time that is no time in UTC (0001-01-01T00:00+01:00, "
+                   "9999-12-31T23:59-01:00: outside the years 1 to 9999 there), which no store keeps.")
+
+
+def has_utc_time(value: datetime) -> datetime:
+    """`value` as given, if it is a time in UTC too: a consumer's store (MongoDB keeps UTC) refuses one that is
+    not, whatever the retry, and a consumer that handled part of its event first would be left half done."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("no time in UTC (outside the years 1 to 9999 there)") from None
+    return value
+
+
+# Every time of the contract: aware, and a time in UTC.
+Instant = Annotated[AwareDatetime, AfterValidator(has_utc_time)]
 
 # The notes publish adds to the description of every node of these formats, wherever the field's own
 # description stands.

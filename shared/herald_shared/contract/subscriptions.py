@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from .envelope import (
     ApiKeyRefusedPayload,
@@ -16,6 +16,7 @@ from .envelope import (
     FiniteFloat,
     HttpUrl,
     Identifier,
+    Instant,
     KeysNamedByPattern,
     MapKey,
     Name,
@@ -39,7 +40,7 @@ class ConsentEvidence(Payload):
     """How the person opted in (PRODUCT.md: imports only for people who opted in, with evidence)."""
 
     source: Literal["api", "form", "import"]
-    collected_at: AwareDatetime
+    collected_at: Instant
     method: ShortText = Field(description="Where consent was given, e.g. 'signup form on example.com'.")
     ip: str | None = personal_data("IP address the consent came from, where known.", default=None)
     user_agent: ShortText | None = personal_data("Browser user agent at consent, where known.", default=None)
@@ -145,7 +146,7 @@ class ConfirmationRequestedPayload(Payload):
     list_name: Name
     company_name: Name
     confirm_url: HttpUrl = Field(description="Signed, expiring link; the email's only link.")
-    expires_at: AwareDatetime
+    expires_at: Instant
 
 
 class ConfirmationRequested(SubscriptionsEvent):
@@ -217,7 +218,7 @@ class ImportCompletedPayload(Payload):
     rows_imported: Count
     rows_rejected: Count
     rejected_by_reason: Annotated[dict[MapKey, Count], KeysNamedByPattern()] = Field(default_factory=dict)
-    started_at: AwareDatetime
+    started_at: Instant
 
 
 class ImportCompleted(SubscriptionsEvent):

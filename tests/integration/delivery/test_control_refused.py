@@ -43,8 +43,9 @@ async def held_for_review(running: Running, world: World) -> None:
 
 async def test_a_campaign_queued_for_a_time_utc_has_not_is_dead_lettered_and_opens_no_gate(
         start_delivery: Any, relay: Any, world: World) -> None:
-    """A send_at such as 0001-01-01T00:00+01:00 is valid in the contract but no time in UTC, and the store keeps
-    times in UTC only (its driver raises OverflowError): refused with why, before the gate book changes."""
+    """A send_at such as 0001-01-01T00:00+01:00 has an offset but is no time in UTC, which the store keeps times
+    in (its driver raises OverflowError): the contract refuses it, so it is dead-lettered with why before the
+    gate book changes (before, handling it failed part way and its state stayed in memory)."""
     running = await start_delivery()
     await held_for_review(running, world)
     queued_again = campaign_queued("acme", "c1", subject="c1 refused")  # no review asked: it would open c1
@@ -58,7 +59,7 @@ async def test_a_campaign_queued_for_a_time_utc_has_not_is_dead_lettered_and_ope
     gates = running.service.gates
     assert gates.gate_for("acme", "c1") == "campaign_review" and mailed(relay, "c1 news") == []
     reason = dict(entry.headers)[DLQ_REASON].decode()
-    assert reason.startswith("rejected: send_at 0001-01-01T00:00:00+01:00 ") and "UTC" in reason, reason
+    assert reason.startswith("invalid CampaignQueued: payload.send_at: ") and "no time in UTC" in reason, reason
     stored = await running.service.store.campaign("acme", "c1")
     assert stored is not None and stored["state"]["review_required"] and stored["send_at"] is None
 

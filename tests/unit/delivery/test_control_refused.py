@@ -1,9 +1,9 @@
 """The control handler and what the store refuses: gates closed at once and opened only once stored, a batch
-forgotten back to what the store holds, and a send_at the store cannot keep refused before anything changes."""
+forgotten back to what the store holds."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,14 +18,12 @@ from herald_delivery.handlers import (
     account_until_stored,
     campaign_until_stored,
     new_job,
-    stored_send_at,
 )
 from herald_delivery.queue import JobQueue
 from herald_shared.contract.billing import AccountApproved, SendingBlocked
 from herald_shared.contract.campaigns import CampaignApproved, CampaignCancelled
 from herald_shared.contract.compliance import AccountSuspended
 from herald_shared.kafka import Reject
-from tests.samples import campaign_queued
 
 accounts = st.builds(AccountState, st.just("acme"), approved=st.booleans(), suspended=st.booleans(),
                      blocked_reasons=st.frozensets(st.sampled_from(["trial_ended", "payment_failed", "no_plan"])),
@@ -52,17 +50,6 @@ def test_while_unstored_a_gate_closed_in_either_state_stays_closed_and_a_stored_
                                                  or getattr(staged_campaign, called_off))
     assert account_until_stored(staged, staged) == staged
     assert campaign_until_stored(staged_campaign, staged_campaign) == staged_campaign
-
-
-def test_a_send_at_is_kept_in_utc_and_one_that_is_no_time_in_utc_is_refused() -> None:
-    payload = campaign_queued("acme", "c1").payload
-    assert stored_send_at(payload) is None
-    plus_two = datetime(2026, 12, 1, 9, tzinfo=timezone(timedelta(hours=2)))
-    assert stored_send_at(payload.model_copy(update={"send_at": plus_two})) == datetime(2026, 12, 1, 7, tzinfo=UTC)
-    for unstorable in (datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
-                       datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-1)))):
-        with pytest.raises(Reject, match="is no time in UTC"):
-            stored_send_at(payload.model_copy(update={"send_at": unstorable}))
 
 
 class Store:
@@ -225,14 +212,3 @@ async def test_a_suspension_whose_notice_has_no_address_is_refused_but_stored_so
     assert store.accounts_by_id["ghost"].suspended
     await handler.forget()  # the batch set aside: the suspension is not handed over again
     assert gates.gate_for("ghost", None) == "account_suspended"
-
-
-async def test_a_campaign_queued_for_a_time_the_store_cannot_keep_changes_nothing() -> None:
-    store, gates, _, handler = stored_acme()
-    queued = campaign_queued("acme", "c1")  # no review asked: it would open c1
-    unstorable = queued.model_copy(update={"payload": queued.payload.model_copy(update={
-        "send_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))})})
-    with pytest.raises(Reject, match="send_at 0001-01-01T00:00:00\\+01:00 is no time in UTC"):
-        await handler.handle(unstorable)
-    assert gates.gate_for("acme", "c1") == "campaign_review" and len(handler.expansions) == 0
-    assert "expansion_pending" not in store.campaigns["acme:c1"]

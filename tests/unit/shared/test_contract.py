@@ -112,6 +112,26 @@ def test_unknown_fields_are_refused_not_dropped() -> None:
         parse_event(data)
 
 
+@pytest.mark.parametrize(("type_name", "path"), [
+    ("CampaignQueued", ("payload", "send_at")), ("SubscriberAdded", ("payload", "consent", "collected_at")),
+    ("MessageDeferred", ("payload", "next_attempt_at")), ("PlanChanged", ("payload", "effective_at")),
+    ("MessageSent", ("occurred_at",))])
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:00-01:00"])
+def test_a_time_with_an_offset_that_is_no_time_in_utc_is_refused_wherever_it_stands(
+        type_name: str, path: tuple[str, ...], moment: str) -> None:
+    """No consumer's store could keep it (MongoDB keeps UTC; the driver raises OverflowError), whatever the retry."""
+    data = json.loads(serialize_event(sample(type_name)))
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = moment
+    with pytest.raises(InvalidEvent, match=f"invalid {type_name}: .*(no time in UTC|out of the range)"):
+        parse_event(data)
+    node[path[-1]] = moment.replace("0001-01-01T00:00:00+01:00", "0001-01-01T00:00:00-01:00").replace(
+        "9999-12-31T23:59:00-01:00", "9999-12-31T23:59:00+01:00")  # the same clock time, in UTC: taken
+    assert parse_event(data).type == type_name
+
+
 def test_a_future_schema_version_is_refused() -> None:
     data = json.loads(serialize_event(sample("MessageSent")))
     data["schema_version"] = 2
