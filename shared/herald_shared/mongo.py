@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
@@ -338,7 +338,8 @@ class Projection(ABC):
 
     `forget` drops what was staged (`kafka.ForgetfulHandler`: a batch the store refuses is handled again event
     by event, as after a crash); a subclass that keeps more of a batch in memory before its flush forgets that
-    too, and one that wrote ahead of the refused documents (`readmodel.Counters`) takes that back.
+    too, and one that wrote ahead of the refused documents (`readmodel.Counters`, `readmodel.SecondaryIndex`)
+    takes that back.
     """
 
     #: Collections this projection owns; a rebuild drops and refills exactly these.
@@ -383,13 +384,28 @@ class Projection(ABC):
             await self.db.drop_collection(name)
 
 
+class WrittenAhead(Protocol):
+    """What a fold writes ahead of its documents (`readmodel.Counters`, `readmodel.SecondaryIndex`): told how
+    each fold ended, and mended once a batch whose documents the store refused is forgotten."""
+
+    def settle(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+    async def take_back(self) -> None: ...
+
+
+Ahead = TypeVar("Ahead", bound=WrittenAhead)
+
+
 class FoldingProjection(Projection):
     """A projection that folds some of its events in Python over the documents a batch touches (one load and
     one write per document, however many of the batch's events reach it): events of the `folded` types wait
     for the flush and are folded there together (`fold`), before what `apply` staged is written. A fold that
     passed calls `settle`; a flush whose fold fails keeps the batch's events for the next try, ahead of newer
     ones, and calls `discard`; `forget` drops them, calls `discard` too, so the next fold loads what the store
-    holds, and `take_back`, so that what the failed fold wrote ahead of its documents counts them no more."""
+    holds, and `take_back`, so that what the failed fold wrote ahead of its documents (registered with `ahead`:
+    its counts, its listings) counts and lists them as the store holds them."""
 
     #: The event types `fold` takes (they may also be applied by `apply`).
     folded: tuple[type[Event], ...] = ()
@@ -397,23 +413,34 @@ class FoldingProjection(Projection):
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
         self._folding: list[Event] = []
+        self._ahead: list[WrittenAhead] = []
+
+    def ahead(self, part: Ahead) -> Ahead:
+        """Register (and return) what `fold` writes ahead of its documents: each fold's end is told to it
+        (`settle`, `discard`), and a forgotten batch is taken back from it (`take_back`), in this order."""
+        self._ahead.append(part)
+        return part
 
     @abstractmethod
     async def fold(self, events: list[Event]) -> None:
         """Fold a batch's events of the `folded` types (never empty) and write the documents they change."""
 
     def discard(self) -> None:
-        """Forget what a failed `fold` left in memory (counts it prepared); override when it keeps any."""
-        return None
+        """Forget what a failed `fold` left in memory (what it counted and listed ahead); override when it keeps
+        more."""
+        for part in self._ahead:
+            part.discard()
 
     def settle(self) -> None:
-        """The fold passed: its documents are stored (`Counters.settle`); override when it counts."""
-        return None
+        """The fold passed: its documents are stored, and what it wrote ahead of them stands."""
+        for part in self._ahead:
+            part.settle()
 
     async def take_back(self) -> None:
-        """The batch is forgotten: undo what the last failed fold wrote ahead of the documents it could not
-        store (`Counters.take_back`); override when it counts."""
-        return None
+        """The batch is forgotten: mend what the failed folds wrote ahead of the documents the store refused
+        (`Counters.take_back`, `SecondaryIndex.take_back`)."""
+        for part in self._ahead:
+            await part.take_back()
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, self.folded):

@@ -7,6 +7,8 @@ primary key index and scans the whole table for anything else; a real MongoDB is
 - a listing ("members of list L with status S") is a *secondary index*: a collection whose `_id`s are
   composed keys (`account/list/status/member`), read as an `_id` prefix range, written before the documents
   and mended by the fold that applies a crashed batch again, however differently its batch is cut (`States`);
+  and after a batch whose documents the store refused, set aside by the consumer: its documents are listed
+  again as the store holds them (`SecondaryIndex.take_back`);
 - counts are kept as the events fold (`Counters`), never computed by scanning, and stay exact when a
   batch is applied again after a crash: each counter document remembers the offset of the last event
   it counted; and after a batch whose documents the store refused, set aside by the consumer: what it
@@ -45,7 +47,7 @@ LOAD_CHUNK = 1000
 PARTS, PART_MIN = 3, 200
 
 __all__ = ["APPLIED", "Counters", "KeyedReader", "SecondaryIndex", "States", "applied", "compose", "in_parts",
-           "insert_new", "keys_due", "load", "marked", "prefix_range", "time_key", "write_changes"]
+           "insert_new", "keys_due", "load", "marked", "prefix_range", "relisted", "time_key", "write_changes"]
 
 
 # The ids of the events folded into a document, kept in it: a fold that skips an event already there
@@ -251,11 +253,25 @@ class SecondaryIndex:
     but may fold more events at once (its batch is whatever the consumer reads then), so it passes over the
     states the crashed fold ended in. So `write` removes, besides the key a document had before the batch, the
     key of every state it passed through in the batch (`passed`) that is not its final one: each such key could
-    have been written by a fold of a shorter batch. Keys name their document, so no other one is touched."""
+    have been written by a fold of a shorter batch. Keys name their document, so no other one is touched.
 
-    def __init__(self, collection: AsyncCollection[Document], key: Callable[[Document], str | None]) -> None:
+    A fold whose documents the store refuses has written their keys all the same, and removed the keys they
+    still have; the consumer forgets the batch and folds its events again one at a time (`kafka.EventConsumer`),
+    and what it folds again starts from the stored documents, so nothing else mends those keys. Given the
+    `documents` it lists (the collection of the `_id`s `write` is given), the index remembers which documents
+    each fold listed, like `Counters` their counting: `settle` once the fold's documents are stored, `discard`
+    when it failed, and `take_back`, once the batch is forgotten, lists the documents of the failed folds as the
+    store holds them (`relisted`): a member refused is listed nowhere, a refused change leaves its key."""
+
+    def __init__(self, collection: AsyncCollection[Document], key: Callable[[Document], str | None],
+                 documents: AsyncCollection[Document] | None = None) -> None:
         self.collection = collection
         self._key = key
+        self._documents = documents
+        # What this fold wrote for each document: its id, the keys removed, the key added (None: none). A list
+        # of tuples costs a passing fold least; only a failed one gathers it (`discard`).
+        self._listing: list[tuple[str, set[str], str | None]] = []
+        self._unstored: dict[str, set[str]] = {}  # by document: the keys the folds that failed wrote or removed
 
     async def write(self, before: Mapping[str, Document], after: Mapping[str, Document | None],
                     passed: Mapping[str, Iterable[Document]] | None = None) -> None:
@@ -263,6 +279,7 @@ class SecondaryIndex:
         on the way (the last one included or not). A document that came back to where it started is in
         `passed` alone: its key goes back too (a shorter fold may have moved it)."""
         passed = passed or {}
+        remembered = self._listing if self._documents is not None else None
         removed: set[str] = set()
         added: list[Document] = []
         for doc_id in {**after, **passed}:
@@ -273,15 +290,49 @@ class SecondaryIndex:
             keys = (old_key, *(self._key(state) for state in passed.get(doc_id, ())))
             stale = {k for k in keys if k is not None and k != new_key}
             removed |= stale
-            if new_key is not None and (new_key != old_key or stale):
-                added.append({"_id": new_key})
+            listed = new_key if new_key is not None and (new_key != old_key or stale) else None
+            if listed is not None:
+                added.append({"_id": listed})
+            if remembered is not None and (stale or listed is not None):
+                remembered.append((doc_id, stale, listed))
         ids = sorted(removed)
         # The keys removed and the keys added are apart (neither holds a final key of the other), so both go
         # out at once: a batch whose members passed over a state (added, then confirmed) waits for no extra
         # round trip. One delete statement per chunk, found through the `_id` index.
-        await asyncio.gather(insert_new(self.collection, added), *(
-            self.collection.delete_many({"_id": {"$in": ids[start:start + LOAD_CHUNK]}})
-            for start in range(0, len(ids), LOAD_CHUNK)))
+        await asyncio.gather(insert_new(self.collection, added), self._delete(ids))
+
+    async def _delete(self, ids: Sequence[str]) -> None:
+        await asyncio.gather(*(self.collection.delete_many({"_id": {"$in": list(ids[start:start + LOAD_CHUNK])}})
+                               for start in range(0, len(ids), LOAD_CHUNK)))
+
+    def settle(self) -> None:
+        """The fold's documents are stored: the keys it wrote stand."""
+        self._listing, self._unstored = [], {}
+
+    def discard(self) -> None:
+        """The fold failed: what it listed joins what the failed folds before it listed, for `take_back` (a
+        document one of them stored is not folded again by the next, which starts from it). Once more after
+        that (a handler that forgets calls it again) it changes nothing."""
+        for doc_id, removed, added in self._listing:
+            keys = self._unstored.setdefault(doc_id, set())
+            keys.update(removed)
+            if added is not None:
+                keys.add(added)
+        self._listing = []
+
+    async def take_back(self) -> None:
+        """List the documents of the failed folds as the store holds them now (their batch is forgotten): the
+        keys written for a document it does not hold go, and a document it holds unchanged has its key back.
+        Safe to repeat after a failure (kept until it passed); nothing to do without `documents`."""
+        unstored = self._unstored
+        if not unstored or self._documents is None:
+            self._unstored = {}
+            return
+        stored = await load(self._documents, unstored)
+        removed, kept = relisted(unstored, stored, self._key)
+        await asyncio.gather(insert_new(self.collection, [{"_id": k} for k in sorted(kept)]),
+                             self._delete(sorted(removed)))
+        self._unstored = {}
 
     async def keys(self, *prefix: str, after: str | None = None, limit: int = 100) -> list[str]:
         """Keys under a prefix in `_id` order, after a given key (a page's cursor)."""
@@ -290,6 +341,22 @@ class SecondaryIndex:
             bounds = {"$gt": after, "$lt": bounds["$lt"]}
         cursor = self.collection.find({"_id": bounds}, {"_id": 1}).sort("_id", 1).limit(limit)
         return [doc["_id"] async for doc in cursor]
+
+
+def relisted(listing: Mapping[str, Iterable[str]], stored: Mapping[str, Document],
+             key: Callable[[Document], str | None]) -> tuple[set[str], set[str]]:
+    """For the documents a failed fold listed (by `_id`: the keys it wrote or removed for each), the keys that
+    list them as `stored` holds them: (those to remove, those to have). A document not stored is listed nowhere;
+    each document's own key is the only one of its keys kept (keys name their document)."""
+    removed: set[str] = set()
+    kept: set[str] = set()
+    for doc_id, keys in listing.items():
+        doc = stored.get(doc_id)
+        current = key(doc) if doc is not None else None
+        removed.update(k for k in keys if k != current)
+        if current is not None:
+            kept.add(current)
+    return removed, kept
 
 
 # A counter's offsets at or before its `through` whose events it does not count (`Counters.take_back`).

@@ -125,7 +125,9 @@ class AudienceProjection(FoldingProjection):
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
-        self._active = SecondaryIndex(db[ACTIVE_MEMBERS], active_key)
+        # Written ahead of the members: a batch the store refuses is listed again as it holds them (an active
+        # member whose refused change had removed its key would be left out of every campaign).
+        self._active = self.ahead(SecondaryIndex(db[ACTIVE_MEMBERS], active_key, documents=db[MEMBERS]))
 
     async def fold(self, events: list[Event]) -> None:
         address_ids = {compose(e.account_id, e.payload.email_sha256) for e in events

@@ -116,8 +116,9 @@ class SubscriptionsProjection(FoldingProjection):
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
-        self._listing = SecondaryIndex(db[LIST_MEMBERS], listing_key)
-        self._counts = Counters(db[LIST_COUNTS])
+        # Both written ahead of the members: a batch the store refuses is counted and listed as it holds them.
+        self._listing = self.ahead(SecondaryIndex(db[LIST_MEMBERS], listing_key, documents=db[SUBSCRIBERS]))
+        self._counts = self.ahead(Counters(db[LIST_COUNTS]))
 
     async def purge(self, account_id: str) -> None:
         """Delete everything of a purged account (`herald_shared.purging`): every key starts with the account,
@@ -125,15 +126,6 @@ class SubscriptionsProjection(FoldingProjection):
         await delete_by_account_prefix(self.db, account_id, (LISTS, SUBSCRIBERS, LIST_MEMBERS, LIST_COUNTS,
                                                              ADDRESSES, SUPPRESSIONS, "imports"))
         await self.db["accounts"].delete_one({"_id": account_id})
-
-    def discard(self) -> None:
-        self._counts.discard()
-
-    def settle(self) -> None:
-        self._counts.settle()
-
-    async def take_back(self) -> None:
-        await self._counts.take_back()
 
     async def fold(self, events: list[Event]) -> None:
         address_ids = {compose(e.account_id, h) for e in events if (h := domain.address_hash(e)) is not None}

@@ -24,7 +24,7 @@ from herald_billing.store import AUDIT, BillingProjection, subscriptions_usage
 from herald_campaigns.store import CAMPAIGNS, CampaignsProjection
 from herald_delivery.handlers import AudienceJobs, GateBook
 from herald_delivery.queue import JobQueue
-from herald_delivery.store import JOBS, MEMBERS, AudienceProjection, DeliveryStore
+from herald_delivery.store import ACTIVE_MEMBERS, JOBS, MEMBERS, AudienceProjection, DeliveryStore, active_key
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.contract import Event
 from herald_shared.kafka import (
@@ -229,7 +229,8 @@ async def test_delivery_audience_folds_the_members_around_one_the_store_refuses_
         settings: HeraldSettings, producer: AIOKafkaProducer, mongo: AsyncMongoClient[Document]) -> None:
     db = database(settings, mongo)
     events = [event("ListCreated"), added("s1"), added("s2", city=REFUSED), added("s3"),
-              event("SubscriberConfirmed", subscriber_id="s1", list_id="l1")]
+              event("SubscriberConfirmed", subscriber_id="s1", list_id="l1"),
+              event("SubscriberConfirmed", subscriber_id="s2", list_id="l1")]  # s2's key written, its document not
 
     async def done() -> bool:
         return await db[MEMBERS].count_documents({}) == 2 and \
@@ -239,6 +240,8 @@ async def test_delivery_audience_folds_the_members_around_one_the_store_refuses_
     members = {d["subscriber_id"]: d async for d in db[MEMBERS].find({})}
     assert sorted(members) == ["s1", "s3"]
     assert [len(members[s][APPLIED].split()) for s in ("s1", "s3")] == [2, 1], "each event folded once"
+    # The campaigns' audience (read from the listing alone) holds s1 only: no key left for s2, the member refused.
+    assert [d["_id"] async for d in db[ACTIVE_MEMBERS].find({})] == [active_key(members["s1"])]
 
 
 @pytest.mark.usefixtures("refusing_store")

@@ -13,13 +13,10 @@ import pytest
 
 from herald_shared import readmodel
 from herald_shared.readmodel import UNCOUNTED, Counters
+from tests.unit.shared.helpers import Refused, consume
 
 Document = dict[str, Any]
 KEY = "acc/l1"
-
-
-class Refused(Exception):
-    """What the store answers for a document it cannot keep, whatever the attempt."""
 
 
 class Store:
@@ -81,30 +78,6 @@ class Members:
     async def forget(self) -> None:
         self.counters.discard()
         await self.counters.take_back()
-
-
-async def consume(members: Members, batch: list[tuple[int, str]], attempts: int = 3) -> list[int]:
-    """What the consumer does with a batch: flush (fold) up to `attempts` times; refused, forget it and fold
-    each event alone, forgetting and dead-lettering those refused. The offsets dead-lettered."""
-    if await flushed(members, batch, attempts):
-        return []
-    await members.forget()
-    letters = []
-    for event in batch:
-        if not await flushed(members, [event], attempts):
-            await members.forget()
-            letters.append(event[0])
-    return letters
-
-
-async def flushed(members: Members, events: list[tuple[int, str]], attempts: int) -> bool:
-    for _ in range(attempts):
-        try:
-            await members.fold(events)
-            return True
-        except Refused:
-            continue
-    return False
 
 
 def counted(store: Store) -> tuple[int, int, list[int]]:

@@ -104,3 +104,53 @@ async def test_forgetting_drops_the_writes_staged_in_every_projection_of_a_group
     await group.forget()
     await group.flush()  # nothing staged is left to write (db=None would fail it), nothing to fold
     assert (one.folds, other.folds, one.discarded, other.discarded) == ([], [], 1, 1)
+
+
+class Part:
+    """Something a fold writes ahead of its documents (a listing, counts): what it is told, in order."""
+
+    def __init__(self, name: str, told: list[str]) -> None:
+        self.name, self.told = name, told
+
+    def settle(self) -> None:
+        self.told.append(f"{self.name} settle")
+
+    def discard(self) -> None:
+        self.told.append(f"{self.name} discard")
+
+    async def take_back(self) -> None:
+        self.told.append(f"{self.name} take_back")
+
+
+class WritingAhead(FoldingProjection):
+    folded = (ListCreated,)
+
+    def __init__(self, failures: int, told: list[str]) -> None:
+        super().__init__(db=None)  # type: ignore[arg-type]  # nothing is staged, so nothing is written
+        self.failures = failures
+        self.listing = self.ahead(Part("listing", told))
+        self.counts = self.ahead(Part("counts", told))
+
+    def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
+        return []
+
+    async def fold(self, events: list[Event]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ValueError("the store refuses a document")
+
+
+async def test_what_a_fold_writes_ahead_is_told_how_each_fold_ended_and_taken_back_when_the_batch_is_forgotten(
+        ) -> None:
+    told: list[str] = []
+    projection = WritingAhead(failures=1, told=told)
+    await projection.handle(listed("a"))
+    with pytest.raises(ValueError):
+        await projection.flush()
+    await projection.forget()
+    assert told == ["listing discard", "counts discard", "listing discard", "counts discard",
+                    "listing take_back", "counts take_back"]
+    told.clear()
+    await projection.handle(listed("a"))
+    await projection.flush()
+    assert told == ["listing settle", "counts settle"]
