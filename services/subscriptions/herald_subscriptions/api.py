@@ -390,7 +390,7 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection, refused_
         """Add one subscriber: 201 when added (`outcome` active, or pending a double opt-in confirmation),
         200 when already on the list. 409 when the address is suppressed or the person unsubscribed (only
         they can come back), or the custom fields do not match the list's."""
-        consent = ConsentEvidence(
+        consent = domain.consent_evidence(
             source="api", collected_at=body.consent.collected_at or datetime.now(UTC), method=body.consent.method,
             ip=body.consent.ip, user_agent=body.consent.user_agent)
         decision, doc = await service.subscribe(account_id, list_id, SubscribeRequest(

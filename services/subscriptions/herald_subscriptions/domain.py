@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import (
     ComplaintReceived,
@@ -134,6 +136,21 @@ class InvalidConsent(SubscriptionError):
 CONSENT_CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of this clock a customer's consent time may be
 # Earlier consent times are placeholders a system filled in (0001-01-01, 1900-01-01), not when anyone opted in.
 EARLIEST_CONSENT = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def consent_evidence(*, source: str, collected_at: datetime, method: str, ip: str | None = None,
+                     user_agent: str | None = None) -> ConsentEvidence:
+    """The evidence as the contract holds it. A time it refuses (no time in UTC, such as 0001-01-01T00:00+01:00)
+    is evidence that is not valid (`InvalidConsent`), as one in the future is; any other refusal (a method too
+    long) is raised as the contract's ValidationError, which each caller answers already."""
+    try:
+        return ConsentEvidence(source=source, collected_at=collected_at, method=method,
+                               ip=ip, user_agent=user_agent)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        if problem["loc"] != ("collected_at",):
+            raise
+        raise InvalidConsent(f"consent collected at {collected_at.isoformat()}: {problem['msg']}") from None
 
 
 def check_consent(consent: ConsentEvidence, now: datetime) -> None:

@@ -27,7 +27,6 @@ from pydantic import ValidationError
 
 from herald_shared.contract import Event
 from herald_shared.contract.subscriptions import (
-    ConsentEvidence,
     FieldValue,
     ImportCompleted,
     ImportCompletedPayload,
@@ -346,7 +345,7 @@ def _parse_row(header: list[str], values: list[str], lst: ListState) -> Subscrib
                 fields[name] = _field_value(kind, row[name])
             except ValueError as exc:
                 raise domain.InvalidCustomField(f"custom field {name!r}: {exc}") from None
-    consent = ConsentEvidence(source="import", collected_at=collected, method=row["consent_method"],
+    consent = domain.consent_evidence(source="import", collected_at=collected, method=row["consent_method"],
                               ip=row.get("consent_ip") or None)
     return SubscribeRequest(email=domain.normalise_email(row.get("email", "")), consent=consent, channel="import",
                             first_name=row.get("first_name") or None, last_name=row.get("last_name") or None,

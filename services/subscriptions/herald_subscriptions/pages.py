@@ -20,7 +20,6 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from herald_shared.contract.envelope import Identifier
-from herald_shared.contract.subscriptions import ConsentEvidence
 from herald_shared.http import client_host
 from herald_shared.links import ConfirmClaim, LinkExpired, LinkInvalid
 from herald_shared.request_fields import is_ip_address
@@ -195,7 +194,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
         if wait := guard.per_address.take(f"{account_id}\0{address}", now):
             return _too_many("address_rate", wait)
         try:
-            consent = ConsentEvidence(source="form", collected_at=datetime.now(UTC),
+            consent = domain.consent_evidence(source="form", collected_at=datetime.now(UTC),
                                       method=f"Herald hosted subscribe form of list '{doc['name']}'"[:1000],
                                       ip=client if is_ip_address(client) else None,
                                       user_agent=(request.headers.get("user-agent") or "")[:1000] or None)

@@ -208,20 +208,22 @@ async def test_rows_whose_values_are_not_what_they_seem_are_rejected_not_importe
         f"long@example.com,form,{T},{'n' * 1001},",                        # 310 invalid_custom_field
         "placeholder@example.com,form,0001-01-01T00:00:00Z,,",            # 311 invalid_consent
         f"after@example.com,form,{T},fine,\"2,5\"",                        # 312 ok
+        "nowhen@example.com,form,0001-01-01T00:00:00+01:00,,",            # 313 invalid_consent: no time in UTC
     ]
     body = "\n".join(rows).encode().replace("jörg".encode(), "jörg".encode("latin-1"))
     status, report = await _import(acme, body)
     assert status == 202, report
-    assert (report["rows_total"], report["rows_imported"], report["rows_rejected"]) == (308, 301, 7)
+    assert (report["rows_total"], report["rows_imported"], report["rows_rejected"]) == (309, 301, 8)
     rejections = {r["line"]: (r["reason"], r["detail"]) for r in report["rejections"]}  # type: ignore[attr-defined]
     assert {line: reason for line, (reason, _) in rejections.items()} == {
         302: "multiline_row", 305: "invalid_csv", 307: "not_utf8", 308: "invalid_custom_field",
-        309: "invalid_custom_field", 310: "invalid_custom_field", 311: "invalid_consent"}
+        309: "invalid_custom_field", 310: "invalid_custom_field", 311: "invalid_consent", 313: "invalid_consent"}
     assert "lines 302-304 were read as one row: its notes runs over several lines, and line 303" in rejections[302][1]
     assert "lines 305-306 were read as one row" in rejections[305][1]
     assert rejections[307][1].startswith("line 307: byte 0xf6 is not UTF-8")
     assert "ambiguous" in rejections[308][1] and "not a number" in rejections[309][1]
     assert "at most 1,000" in rejections[310][1] and "before 2000-01-01" in rejections[311][1]
+    assert "no time in UTC" in rejections[313][1]
     added = {str(e.payload.email): e for e in await platform.events() if isinstance(e, SubscriberAdded)}
     assert len(added) == 301 and "pad0@example.com" in added and "pad299@example.com" in added
     assert added["after@example.com"].payload.custom_fields == {"notes": "fine", "score": 2.5}
