@@ -25,6 +25,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+QUIETED_LOGGERS = ("aiokafka", "pymongo", "mail.log")
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else
@@ -32,5 +35,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "pymongo"):
+    # Libraries that say at INFO what Herald does not want in its logs: chatter, and in aiosmtpd's "mail.log"
+    # every command of a session, the sender's address included (an unsubscribe by mail, a bounce): logs are kept
+    # where no erasure reaches (PRODUCT.md, "Data protection").
+    for noisy in QUIETED_LOGGERS:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
