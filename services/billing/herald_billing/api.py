@@ -33,7 +33,7 @@ from .domain import (
 )
 from .handlers import BillingService, Client, Session, TooManyAttempts
 from .invoice_page import INVOICE_HEADERS, invoice_html
-from .plans import MONTHLY_SEND_FACTOR, Plans
+from .plans import MONTHLY_SEND_FACTOR, BillingCalendar, Plans
 
 Password = Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=NO_NUL)]
 Username = Annotated[str, StringConstraints(min_length=3, max_length=100, pattern=r"^[a-z0-9][a-z0-9._@+\-]*$")]
@@ -109,8 +109,8 @@ class CancellationIn(Body):
 
 class UsageOut(Out):
     subscribers: int = Field(description="Stored in the account's lists (any status).")
-    trial_emails: int = Field(description="Campaign emails sent during the trial (those the receiving server "
-                                          "refused when sent included).")
+    trial_emails: int = Field(description="Emails sent during the trial: campaign emails and test sends (those "
+                                          "the receiving server refused when sent included).")
     period_emails: int | None = Field(description="Monthly plan: campaign emails sent in the current period.")
 
 
@@ -132,7 +132,8 @@ class MonthlyOut(Out):
     edition: Literal["standard", "pro"]
     monthly_fee_cents: int = Field(description="EUR cents, VAT excluded.")
     monthly_send_cap: int = Field(description="109 x the subscriber limit, per billing period.")
-    billing_day: int
+    billing_day: int = Field(description="The first payment's day of the month in the platform's time zone "
+                                         "(HERALD_BILLING_TIME_ZONE); the month's last day when it is shorter.")
     period_start: datetime
     period_end: datetime
     paid_until: datetime | None
@@ -152,10 +153,12 @@ class AccountOut(Out):
     registered_email: str
     main_username: str
     opened_at: datetime
-    review: Literal["in_review", "approved", "rejected"] = Field(description="Staff review of a new account: "
-                                                                            "until approved, sending is held.")
-    plan: str = Field(description="trial, or trial_ended (no plan chosen yet: lists stay manageable, sending "
-                                  "is blocked).")
+    review: Literal["in_review", "approved", "rejected"] = Field(
+        description="Staff review of a new account: until approved, sending is held. A rejected account buys no "
+                    "plan or credits (409 account_rejected), and its monthly plan ends with its paid period.")
+    plan: str = Field(description="trial; trial_ended (no plan chosen yet: lists stay manageable, sending is "
+                                  "blocked); monthly; pay_as_you_go; or none (a monthly plan ended: cancelled, or "
+                                  "of a rejected account).")
     trial: TrialOut
     sending_blocked: list[str] = Field(description="Why sending is blocked (SendingBlocked reasons); empty: not "
                                                    "blocked by billing.")
@@ -306,10 +309,10 @@ class QueueOut(Out):
     next_cursor: str | None
 
 
-def account_out(account: Account, usage: Usage, now: datetime) -> dict[str, Any]:
+def account_out(account: Account, usage: Usage, now: datetime, calendar: BillingCalendar) -> dict[str, Any]:
     monthly, period_emails = None, None
     if account.plan == "monthly" and account.tier is not None and account.billing_day is not None:
-        start, end = account.period(now)
+        start, end = account.period(now, calendar)
         period_emails = usage.period_emails(start)
         monthly = {"subscriber_limit": account.tier, "edition": account.edition,
                    "monthly_fee_cents": account.fee_cents, "monthly_send_cap": MONTHLY_SEND_FACTOR * account.tier,
@@ -439,7 +442,7 @@ def build_api(service: BillingService) -> APIRouter:
         user (owner). Log in with POST /v1/sessions."""
         account = await service.sign_up(body.company_name, body.email, body.username, body.password,
                                          body.accept_terms, body.age_18)
-        return account_out(account, Usage(), service.clock())
+        return account_out(account, Usage(), service.clock(), service.calendar)
 
     async def malformed_login(request: Request) -> None:
         await service.malformed_login(attempted_username(await login_body(request)), client_of(request))
@@ -471,7 +474,7 @@ def build_api(service: BillingService) -> APIRouter:
     @router.get("/account", response_model=None, tags=["account"],
                 responses={**answers(200, AccountOut, "The account, its plan and usage."), **signed_in})
     async def account(session: Current) -> dict[str, Any]:
-        return account_out(*await service.overview(session.user.account_id), service.clock())
+        return account_out(*await service.overview(session.user.account_id), service.clock(), service.calendar)
 
     @router.get("/plans", response_model=None, tags=["plans"],
                 responses={**answers(200, PlansOut, "Tiers, prices (EUR cents, VAT excluded) and credit packs.")})
@@ -487,30 +490,40 @@ def build_api(service: BillingService) -> APIRouter:
 
     @router.put("/account/plan", response_model=None, tags=["plans"],
                 responses={**answers(200, AccountOut, "The plan now (paid; sending unblocked where it may be)."),
-                           **signed_in, **problems(402, 403, 409, 422, 503)})
+                           **signed_in, **problems(402, 403, 409, 422, 503),
+                           409: {"model": Problem, "description": (
+                               "account_rejected: staff rejected the account in review, it buys nothing; "
+                               "tier_cannot_be_lowered: a lower subscriber limit; edition_cannot_be_lowered: PRO "
+                               "back to standard at the same limit; no_payment_method; renewal_pending; "
+                               "purchase_pending; account_closed.")}})
     async def choose_plan(body: PlanIn, session: Current) -> dict[str, Any]:
-        """Choose a monthly tier, or raise it: the first period is charged in full (its day of the month is the
-        billing day from then on), an upgrade the difference for the rest of the period. A tier is never lowered
-        (409); a declined payment changes nothing (402)."""
+        """Choose a monthly tier, or raise it: the first period is charged in full (its day of the month, in the
+        platform's time zone, is the billing day from then on), an upgrade the difference of the fees for the rest
+        of the period (nothing when the new fee is lower: PRO to standard with a higher limit). A subscriber limit
+        is never lowered, nor PRO changed back to standard at the same limit (409); a declined payment changes
+        nothing (402). Not for an account staff rejected (409 `account_rejected`)."""
         account = await service.buy_monthly(session, body.subscribers, body.edition)
-        return account_out(account, await service.store.usage(account.account_id), service.clock())
+        return account_out(account, await service.store.usage(account.account_id), service.clock(), service.calendar)
 
     @router.post("/account/credits", response_model=None, tags=["plans"],
                  responses={**answers(200, AccountOut, "Bought: on pay-as-you-go, sending unblocked where it may "
-                                                       "be."), **signed_in, **problems(402, 403, 409, 422, 503)})
+                                                       "be."), **signed_in, **problems(402, 403, 409, 422, 503),
+                            409: {"model": Problem, "description": (
+                                "account_rejected: staff rejected the account in review, it buys nothing; "
+                                "on_a_monthly_plan; no_payment_method; purchase_pending; account_closed.")}})
     async def buy_credits(body: CreditsIn, session: Current) -> dict[str, Any]:
         """Buy a pack of email credits (each batch expires; credits are spent earliest expiry first, one per
-        campaign email sent, bounced or not). Not while on a monthly plan (409); a declined payment changes
-        nothing (402)."""
+        campaign email sent, bounced or not). Not while on a monthly plan, nor for an account staff rejected
+        (409); a declined payment changes nothing (402)."""
         account = await service.buy_credits(session, body.credits)
-        return account_out(account, await service.store.usage(account.account_id), service.clock())
+        return account_out(account, await service.store.usage(account.account_id), service.clock(), service.calendar)
 
     @router.post("/account/cancellation", response_model=None, tags=["plans"],
                  responses={**answers(200, AccountOut, "Cancelled at the end of the paid period (no refunds)."),
                             **signed_in, **problems(403, 409, 503)})
     async def cancel(session: Current) -> dict[str, Any]:
         account = await service.cancel(session)
-        return account_out(account, await service.store.usage(account.account_id), service.clock())
+        return account_out(account, await service.store.usage(account.account_id), service.clock(), service.calendar)
 
     @router.get("/account/invoices", response_model=None, tags=["invoices"],
                 responses={**answers(200, InvoicesOut, "The account's invoices, oldest first."), **signed_in,
@@ -531,7 +544,7 @@ def build_api(service: BillingService) -> APIRouter:
     async def invoice_document(invoice_id: Identifier, session: Current) -> HTMLResponse:
         doc = await service.invoice(session, invoice_id)
         account, _ = await service.overview(session.user.account_id)
-        return HTMLResponse(invoice_html(doc, account), headers=INVOICE_HEADERS)
+        return HTMLResponse(invoice_html(doc, account, service.calendar), headers=INVOICE_HEADERS)
 
     @router.post("/account/invoices/{invoice_id}/payment", response_model=None, tags=["invoices"],
                  responses={**answers(200, InvoiceOut, "Paid (or it was already)."), **signed_in,
@@ -541,11 +554,13 @@ def build_api(service: BillingService) -> APIRouter:
         invoice is never paid: 409 `invoice_void`."""
         return invoice_out(await service.pay_invoice(session, invoice_id))
 
-    @router.delete("/account", status_code=204, tags=["account"], responses={**signed_in,
-                                                                                 **problems(403, 409, 503)})
+    @router.delete("/account", status_code=204, tags=["account"], responses={
+        **signed_in, **problems(403, 409, 503),
+        403: {"model": Problem, "description": "main_user_only: only the account's main user closes it."}})
     async def delete_account(session: Current) -> Response:
-        """Owners close the account: its keys are revoked, nothing more is sent, nobody logs in again. Its data
-        is kept 3 months, then purged from every service (PRODUCT.md, "Data protection")."""
+        """The main user closes the account (not another owner: 403): its keys are revoked, nothing more is sent,
+        nobody logs in again. Its data is kept 3 months, then purged from every service (PRODUCT.md, "Data
+        protection")."""
         await service.delete_account(session)
         return Response(status_code=204)
 
@@ -573,9 +588,16 @@ def build_api(service: BillingService) -> APIRouter:
         return user_out(await service.add_user(session, body.username, body.password, body.role))
 
     @router.post("/account/users/{username}/disabling", response_model=None, tags=["users"],
-                 responses={**answers(200, UserOut, "Disabled: their sessions end, they cannot log in."),
-                            **signed_in, **problems(403, 404, 409, 422, 503)})
+                 responses={**answers(200, UserOut, "Disabled: their sessions end, they cannot log in, and the API "
+                                                    "keys they issued are revoked."),
+                            **signed_in, **problems(403, 404, 409, 422, 503),
+                            403: {"model": Problem, "description": (
+                                "owners_only: a member asked; main_user_only: only the main user disables an "
+                                "owner.")},
+                            409: {"model": Problem, "description": (
+                                "cannot_disable: nobody disables the main user, or themselves.")}})
     async def disable_user(username: Username, session: Current) -> dict[str, Any]:
+        """Owners disable members; the main user disables any other user, owners too."""
         return user_out(await service.disable_user(session, username))
 
     @router.get("/account/api-keys", response_model=None, tags=["api keys"],
@@ -622,14 +644,14 @@ def build_staff_api(service: BillingService, staff_tokens: StaffTokens) -> APIRo
     async def review_queue(staff: Staff, cursor: Cursor | None = None, limit: Limit = 50) -> dict[str, Any]:
         accounts, last = await service.review_queue(staff, cursor, limit)
         usage = await service.store.touched_usage([a.account_id for a in accounts])
-        return {"items": [account_out(*usage[a.account_id], service.clock()) for a in accounts
+        return {"items": [account_out(*usage[a.account_id], service.clock(), service.calendar) for a in accounts
                           if a.account_id in usage],
                 "next_cursor": last}
 
     @router.get("/accounts/{account_id}", response_model=None,
                 responses={**answers(200, AccountOut, "The account."), **problems(404, 422, 503)})
     async def account(account_id: Identifier, staff: Staff) -> dict[str, Any]:
-        return account_out(*await service.staff_account(staff, account_id), service.clock())
+        return account_out(*await service.staff_account(staff, account_id), service.clock(), service.calendar)
 
     @router.post("/accounts/{account_id}/cancellation", response_model=None,
                  responses={**answers(200, AccountOut, "Cancelled: at the payment date that was next when the "
@@ -648,7 +670,7 @@ def build_staff_api(service: BillingService, staff_tokens: StaffTokens) -> APIRo
         date it takes effect was already paid, it is refused (409 `cancellation_needs_refund`) rather than charge
         the customer for a period they cancelled."""
         account = await service.staff_cancel(staff, account_id, body.received_at)
-        return account_out(account, await service.store.usage(account_id), service.clock())
+        return account_out(account, await service.store.usage(account_id), service.clock(), service.calendar)
 
     @router.get("/accounts/{account_id}/audit-log", response_model=None,
                 responses={**answers(200, AuditOut, "The account's audit log, oldest first."),
@@ -663,13 +685,13 @@ def build_staff_api(service: BillingService, staff_tokens: StaffTokens) -> APIRo
                             **problems(404, 422, 503)})
     async def approve(account_id: Identifier, body: ApproveIn, staff: Staff) -> dict[str, Any]:
         await service.approve(staff, account_id, body.note)
-        return account_out(*await service.overview(account_id), service.clock())
+        return account_out(*await service.overview(account_id), service.clock(), service.calendar)
 
     @router.post("/accounts/{account_id}/rejection", response_model=None,
                  responses={**answers(200, AccountOut, "Rejected: sending stays held."),
                             **problems(404, 409, 422, 503)})
     async def reject(account_id: Identifier, body: RejectIn, staff: Staff) -> dict[str, Any]:
         await service.reject(staff, account_id, body.reasons)
-        return account_out(*await service.overview(account_id), service.clock())
+        return account_out(*await service.overview(account_id), service.clock(), service.calendar)
 
     return router

@@ -73,9 +73,10 @@ from herald_shared.readmodel import time_key
 from herald_shared.rules import RuleRefused
 
 from . import plans
-from .plans import Edition, Plans
+from .plans import BillingCalendar, Edition, Plans
 
 PRODUCER = "billing"
+PLATFORM_CALENDAR = BillingCalendar()  # Europe/Riga: HERALD_BILLING_TIME_ZONE's default
 # Fixed: a decision billing may take twice (a batch folded again, two replicas) has one event id.
 HERALD_BILLING_NAMESPACE = uuid.UUID("5b0e3c9a-1f7d-4e62-8a4b-c3d2e1f0a9b8")
 
@@ -150,6 +151,23 @@ class TierNotOffered(RuleRefused):
 
 class TierCannotBeLowered(RuleRefused):
     code, http_status = "tier_cannot_be_lowered", 409
+
+
+class EditionCannotBeLowered(RuleRefused):
+    """PRO back to standard at the same subscriber limit: it raises nothing, and would lower the fee agreed for
+    the period (fees are not refunded). With a higher limit it is a raise like any other."""
+
+    code, http_status = "edition_cannot_be_lowered", 409
+
+
+class RejectedAccount(RuleRefused):
+    """Staff rejected the account (PRODUCT.md, "Review"): it may not send, so it is sold nothing more."""
+
+    code, http_status = "account_rejected", 409
+
+
+class MainUserOnly(RuleRefused):
+    code, http_status = "main_user_only", 403
 
 
 class NoPaymentMethod(RuleRefused):
@@ -315,10 +333,17 @@ class Account:
     def on_trial(self) -> bool:
         return self.plan == "trial"
 
-    def period(self, at: datetime) -> tuple[datetime, datetime]:
+    def period(self, at: datetime, calendar: BillingCalendar) -> tuple[datetime, datetime]:
         """The monthly plan's billing period holding `at`."""
         assert self.billing_day is not None and self.anchor is not None
-        return plans.period_containing(self.billing_day, self.anchor, at)
+        return calendar.period_containing(self.billing_day, self.anchor, at)
+
+    @property
+    def agreement_ends_at(self) -> datetime | None:
+        """When the monthly plan ends: a cancellation's effective time, or the end of the paid period of an account
+        staff rejected (never renewed), whichever comes first; None while it goes on."""
+        rejected = self.paid_until if self.review == "rejected" else None
+        return min((t for t in (self.cancel_at, rejected) if t is not None), default=None)
 
 
 @dataclass(frozen=True)
@@ -328,7 +353,7 @@ class Usage:
     subscribers: int = 0  # stored in its lists (every status; erased members and deleted lists do not count)
     # The most subscribers stored at once while on the trial: deleting them afterwards does not save it.
     trial_peak_subscribers: int = 0
-    trial_emails: int = 0  # campaign emails sent during the trial (counts_as_sent)
+    trial_emails: int = 0  # emails sent during the trial, test sends included (counts_as_sent)
     emails_by_period: Mapping[str, int] = field(default_factory=dict)  # monthly plan: by period_key(start)
     # Campaign emails sent on pay-as-you-go, each taking a credit, by the credit window they were sent in
     # (`credit_window`: "" before any batch).
@@ -354,20 +379,34 @@ def payg_key(window: str) -> str:
     return PAYG_PREFIX + window
 
 
-def counts_as_sent(event: Event) -> bool:
-    """Whether a delivery outcome is a campaign email sent, which the plan counts (trial emails, the monthly
-    cap, credits). PRODUCT.md: "every email sent consumes a credit, even if the receiving server blocks it": a
-    message the relay accepted (MessageSent), and one the receiving server refused when it was sent
+SENT_KINDS = ("campaign", "test")  # what a plan may count; confirmations and account notices never
+
+
+def email_sent(event: Event) -> bool:
+    """Whether a delivery outcome is a campaign email or a test send of one that was sent, which a plan may count
+    (`counts_as_sent`). PRODUCT.md: "every email sent consumes a credit, even if the receiving server blocks it":
+    a message the relay accepted (MessageSent), and one the receiving server refused when it was sent
     (MessageBounced `smtp_reply`, a 5xx to RCPT TO or DATA; delivery publishes no MessageSent for it). Not a
     bounce reported later (`dsn`): its message was accepted and its MessageSent counted. Not one given up after
     retrying (`retry_expired`): no server took or refused it for good (temporary refusals, no connection, or a
-    refusal of our sender at MAIL FROM, which delivery retries), so it was never sent. Confirmations, account
-    notices and test sends are not counted."""
+    refusal of our sender at MAIL FROM, which delivery retries), so it was never sent. Confirmations and account
+    notices are never counted."""
     if isinstance(event, MessageSent):
-        return event.payload.kind == "campaign"
+        return event.payload.kind in SENT_KINDS
     if isinstance(event, MessageBounced):
-        return event.payload.kind == "campaign" and event.payload.source == "smtp_reply"
+        return event.payload.kind in SENT_KINDS and event.payload.source == "smtp_reply"
     return False
+
+
+def counts_as_sent(event: Event, plan: str | None) -> bool:
+    """Whether an outcome is an email the plan in force when it was sent counts (the trial's 100, the monthly cap,
+    credits): a campaign email sent (`email_sent`), and on the trial a test send too. PRODUCT.md gives the trial "at
+    most ... 100 emails", and a test send is an email: otherwise an account could send tests without end on a
+    trial nobody paid for. A paid plan's quota and credits count campaign emails only (tests are free there)."""
+    if not email_sent(event) or not isinstance(event, (MessageSent, MessageBounced)):
+        return False
+    kind = event.payload.kind
+    return kind == "campaign" or (kind == "test" and plan == "trial")
 
 
 def _event(cls: type[Event], account_id: str, payload: object, event_id: uuid.UUID | None = None,
@@ -455,18 +494,26 @@ def add_user(actor: User, username: str, role: Role, password_hash: str, existin
                                                                  added_by=actor.username))]
 
 
-def disable_user(actor: User, target: User | None) -> list[Event]:
+def disable_user(actor: User, account: Account, target: User | None, keys_issued: Sequence[str]) -> list[Event]:
+    """An owner disables another user: their sessions end, they cannot log in, and the API keys they issued
+    (`keys_issued`, still active) are revoked, as they may know them. The main user may disable any other user,
+    owners too; another owner only members. Nobody disables the main user, or themselves."""
     require_owner(actor)
     if target is None or target.account_id != actor.account_id:
         raise UserNotFound("no such user in this account")
     if target.username == actor.username:
         raise CannotDisable("a user cannot disable themselves")
-    if target.role == "owner":
-        raise CannotDisable("the account's owner cannot be disabled")
+    if target.username == account.main_username:
+        raise CannotDisable("the account's main user cannot be disabled")
+    if target.role == "owner" and actor.username != account.main_username:
+        raise MainUserOnly(f"only the main user ({account.main_username}) may disable an owner")
     if target.disabled:
         return []
     return [_event(UserDisabled, actor.account_id, UserDisabledPayload(username=target.username,
-                                                                       disabled_by=actor.username))]
+                                                                       disabled_by=actor.username)),
+            *(_event(ApiKeyRevoked, actor.account_id, ApiKeyRevokedPayload(
+                key_id=key_id, revoked_by=actor.username, reason=f"its issuer {target.username} was disabled"))
+              for key_id in keys_issued)]
 
 
 def change_password(user: User, current_matches: bool, new_hash: str, ip: str | None = None,
@@ -521,11 +568,19 @@ def approve(account: Account | None, reviewer: str, note: str | None) -> list[Ev
     return [_event(AccountApproved, current.account_id, AccountApprovedPayload(reviewer=reviewer, note=note))]
 
 
-def reject(account: Account | None, reviewer: str, reasons: list[str]) -> list[Event]:
+def reject(account: Account | None, reviewer: str, reasons: list[str], now: datetime) -> list[Event]:
+    """A rejected account is sold nothing more (RejectedAccount) and its monthly plan is not renewed: it ends at the
+    end of its paid period, at once when that is over already (a renewal left open is void, never charged)."""
     current = _existing(account)
     if current.review != "in_review":
         raise AlreadyReviewed(f"the account was already {current.review}")
-    return [_event(AccountRejected, current.account_id, AccountRejectedPayload(reviewer=reviewer, reasons=reasons))]
+    return [_event(AccountRejected, current.account_id, AccountRejectedPayload(reviewer=reviewer, reasons=reasons)),
+            *end_of_agreement(replace(current, review="rejected"), now)]
+
+
+def _not_rejected(account: Account) -> None:
+    if account.review == "rejected":
+        raise RejectedAccount("staff rejected this account in review: it cannot buy a plan or credits")
 
 
 def _existing(account: Account | None) -> Account:
@@ -537,7 +592,8 @@ def _existing(account: Account | None) -> Account:
 # The plan: what usage allows (PRODUCT.md, "Plans and billing")
 
 
-def enforce(account: Account, usage: Usage, now: datetime) -> list[Event]:
+def enforce(account: Account, usage: Usage, now: datetime,
+            calendar: BillingCalendar = PLATFORM_CALENDAR) -> list[Event]:
     """The events an account's plan calls for, given what it holds and sent, each at most once (fixed ids: the
     same decision taken again, after a crash or by another replica, is the same event).
 
@@ -576,7 +632,7 @@ def enforce(account: Account, usage: Usage, now: datetime) -> list[Event]:
         over_tier = usage.subscribers > account.tier
         tier_detail = (f"{usage.subscribers} subscribers stored; the tier allows {account.tier}: upgrade or remove "
                        "subscribers")
-        start, _ = account.period(now)
+        start, _ = account.period(now, calendar)
         cap, sent = plans.MONTHLY_SEND_FACTOR * account.tier, usage.period_emails(start)
         quota_reached = sent >= cap
         quota_detail = f"{sent} of this period's {cap} emails sent: upgrade, or wait for the next period"
@@ -652,11 +708,15 @@ def _no_purchase_pending(account: Account) -> None:
 
 
 def buy_monthly(account: Account, usage: Usage, config: Plans, subscribers: int, edition: Edition,
-                number: str, now: datetime) -> InvoiceIssued | None:
+                number: str, now: datetime, calendar: BillingCalendar = PLATFORM_CALENDAR) -> InvoiceIssued | None:
     """Choose a monthly tier, or raise it (PRODUCT.md: at any time, never lowered; mid-period, the difference
     for the rest of the period is charged at once): the invoice to record and charge. None: that is the plan
-    already."""
+    already. "Never lowered" is the subscriber limit: a higher limit is a raise whatever the edition (PRO 500 to
+    standard 1000 too), and costs the difference of the fees when the new one is higher, else nothing this period
+    (no refunds; the lower fee from the next one). At the same limit, standard to PRO is a raise, PRO to standard
+    is refused (EditionCannotBeLowered). The billing day is the first payment's day on the platform's calendar."""
     _open(account)
+    _not_rejected(account)
     _no_purchase_pending(account)
     tier = config.tier(subscribers)
     if tier is None:
@@ -669,22 +729,27 @@ def buy_monthly(account: Account, usage: Usage, config: Plans, subscribers: int,
     if account.plan == "monthly" and account.tier is not None and account.fee_cents is not None:
         if (tier.subscribers, edition) == (account.tier, account.edition):
             return None
-        if tier.subscribers < account.tier or (edition == "standard" and account.edition == "pro"):
+        if tier.subscribers < account.tier:
             raise TierCannotBeLowered(f"the plan is {account.tier} subscribers ({account.edition}); a tier is "
                                       "raised, never lowered, during the agreement")
+        if tier.subscribers == account.tier and edition == "standard":
+            raise EditionCannotBeLowered(f"the plan is {account.tier} subscribers (pro); at the same subscriber "
+                                         "limit PRO is not changed back to standard during the agreement: raise the "
+                                         "limit, or cancel and choose again")
         if account.paid_until is None or account.paid_until <= now or account.open_invoices:
             raise RenewalPending("the paid period is over and its renewal is not paid yet: pay the open invoice "
                                  "(or wait a moment for the renewal), then upgrade")
-        start, end = account.period(now)
-        difference = plans.prorated(fee - account.fee_cents, start, end, now)
+        start, end = account.period(now, calendar)
+        difference = plans.prorated(max(0, fee - account.fee_cents), start, end, now)
         line = (f"Upgrade from {account.tier} ({account.edition}) to {tier.subscribers} subscribers ({edition}), "
-                f"{now.date().isoformat()} to {end.date().isoformat()}", difference)
+                f"{calendar.day(now).isoformat()} to {calendar.day(end).isoformat()}", difference)
         return _invoice(account, config, number, "upgrade", [line], now, end, now,
-                        _plan_terms(tier, edition, account.billing_day or now.day))
-    end = plans.next_billing_date(now.day, now)
-    line = (f"Monthly plan, {tier.subscribers} subscribers ({edition}), {now.date().isoformat()} to "
-            f"{end.date().isoformat()}", fee)
-    return _invoice(account, config, number, "plan", [line], now, end, now, _plan_terms(tier, edition, now.day))
+                        _plan_terms(tier, edition, account.billing_day or calendar.billing_day(now)))
+    billing_day = calendar.billing_day(now)
+    end = calendar.next_billing_date(billing_day, now, now)
+    line = (f"Monthly plan, {tier.subscribers} subscribers ({edition}), {calendar.day(now).isoformat()} to "
+            f"{calendar.day(end).isoformat()}", fee)
+    return _invoice(account, config, number, "plan", [line], now, end, now, _plan_terms(tier, edition, billing_day))
 
 
 def _plan_terms(tier: plans.Tier, edition: Edition, billing_day: int) -> PurchaseTerms:
@@ -742,19 +807,22 @@ def _payment_went_through(account: Account, now: datetime) -> list[Event]:
     return [] if declined else gate(account, "payment_failed", False, None, now)
 
 
-def renewal(account: Account, config: Plans, number: str, now: datetime) -> InvoiceIssued | None:
-    """The invoice of the next period of a monthly plan once the paid one ended (None: nothing to renew)."""
+def renewal(account: Account, config: Plans, number: str, now: datetime,
+            calendar: BillingCalendar = PLATFORM_CALENDAR) -> InvoiceIssued | None:
+    """The invoice of the next period of a monthly plan once the paid one ended (None: nothing to renew; a plan
+    that ends then, cancelled or of a rejected account, is ended by `end_of_agreement`)."""
     if account.plan != "monthly" or account.paid_until is None or account.paid_until > now or \
-            account.fee_cents is None or account.billing_day is None:
+            account.fee_cents is None or account.billing_day is None or account.anchor is None:
         return None
-    if account.deleted_at is not None or (account.cancel_at is not None and account.cancel_at <= account.paid_until):
+    ends = account.agreement_ends_at
+    if account.deleted_at is not None or (ends is not None and ends <= account.paid_until):
         return None
     if any(i.period_start == account.paid_until for i in account.open_invoices):
         return None  # issued already; its payment is retried
     start = account.paid_until
-    end = plans.next_billing_date(account.billing_day, start)
-    line = (f"Monthly plan, {account.tier} subscribers ({account.edition}), {start.date().isoformat()} to "
-            f"{end.date().isoformat()}", account.fee_cents)
+    end = calendar.next_billing_date(account.billing_day, account.anchor, start)
+    line = (f"Monthly plan, {account.tier} subscribers ({account.edition}), {calendar.day(start).isoformat()} to "
+            f"{calendar.day(end).isoformat()}", account.fee_cents)
     return _invoice(account, config, number, "renewal", [line], start, end, now)
 
 
@@ -831,11 +899,13 @@ def expire_credits(account: Account, usage: Usage, now: datetime) -> list[Event]
             if b.expired is None and b.expires_at <= now]
 
 
-def buy_credits(account: Account, config: Plans, credits: int, number: str, now: datetime) -> InvoiceIssued:
+def buy_credits(account: Account, config: Plans, credits: int, number: str, now: datetime,
+                calendar: BillingCalendar = PLATFORM_CALENDAR) -> InvoiceIssued:
     """A pack of credits (PRODUCT.md: bought in advance, each batch with an expiry date): the invoice to record
     and charge; once paid, the account is on pay-as-you-go. Not on a monthly plan: that one ends by
-    cancellation first."""
+    cancellation first. Not for an account staff rejected."""
     _open(account)
+    _not_rejected(account)
     _no_purchase_pending(account)
     pack = config.pack(credits)
     if pack is None:
@@ -847,7 +917,7 @@ def buy_credits(account: Account, config: Plans, credits: int, number: str, now:
     if account.payment_method is None:
         raise NoPaymentMethod("set a payment method first (PUT /v1/account/payment-method)")
     expires_at = now + timedelta(days=pack.validity_days)
-    line = (f"{pack.credits:,} email credits, valid until {expires_at.date().isoformat()}", pack.price_cents)
+    line = (f"{pack.credits:,} email credits, valid until {calendar.day(expires_at).isoformat()}", pack.price_cents)
     return _invoice(account, config, number, "credits", [line], now, expires_at, now,
                     PurchaseTerms(credits=pack.credits, credits_expire_at=expires_at))
 
@@ -859,14 +929,16 @@ def set_payment_method(actor: User, provider: str, reference: str) -> list[Event
 
 
 def cancel(account: Account, channel: Literal["self_service", "request"], received_at: datetime,
-           requested_by: str, *, now: datetime, paid: Sequence[tuple[str, datetime]] = ()) -> list[Event]:
+           requested_by: str, *, now: datetime, paid: Sequence[tuple[str, datetime]] = (),
+           calendar: BillingCalendar = PLATFORM_CALENDAR) -> list[Event]:
     """PRODUCT.md: cancelling takes effect at the end of the paid period, no refunds; a request (not
     self-service) must arrive at least 2 business days before the next payment date, or it takes effect at
     the end of the period after. The next payment date is the one that was next when the request arrived,
     however late staff record it: a renewal for a period from then on that is still open is void; one paid
     already is refused (CancellationNeedsRefund, naming the invoices of `paid`: (invoice, period start) of
     the account's paid plan and renewal invoices). A request cannot have arrived after `now` (beyond clock
-    skew)."""
+    skew). A cancellation whose effective time is past already (cancelled while the renewal was declined) ends
+    the plan in the same commit (`end_of_agreement`)."""
     if received_at > now + CLOCK_SKEW:
         raise ReceivedInTheFuture(f"a request received at {received_at.isoformat()} has not arrived yet "
                                   f"(now {now.isoformat()})")
@@ -878,20 +950,15 @@ def cancel(account: Account, channel: Literal["self_service", "request"], receiv
     effective = account.paid_until
     if channel == "request":
         # The payment date that was next when the request arrived (the first one after the plan began).
-        _, due = account.period(account.anchor if received_at <= account.anchor else received_at.astimezone(UTC))
-        in_time = plans.business_days_between(received_at, due) >= 2
-        effective = due if in_time else plans.next_billing_date(account.billing_day, due)
+        _, due = account.period(account.anchor if received_at <= account.anchor else received_at.astimezone(UTC),
+                                calendar)
+        in_time = calendar.business_days_between(received_at, due) >= 2
+        effective = due if in_time else calendar.next_billing_date(account.billing_day, account.anchor, due)
         if effective < account.paid_until:
             _refuse_paid_period(received_at, due, in_time, effective, paid)
     cancelled = _event(CancellationRequested, account.account_id, CancellationRequestedPayload(
         channel=channel, received_at=received_at, effective_at=effective, requested_by=requested_by))
-    # A renewal issued (and perhaps declined) for a period from the end on is not due: void, never charged. With
-    # nothing declined left to pay, a block for a failed payment has nothing to wait for.
-    void = [i for i in account.open_invoices if i.pays_period and i.period_start >= effective]
-    voided = [_event(InvoiceVoided, account.account_id, InvoiceVoidedPayload(
-        invoice_id=i.invoice_id, reason="agreement_ended")) for i in void]
-    owing = any(i.attempts for i in account.open_invoices if i not in void)
-    return [cancelled, *voided, *(gate(account, "payment_failed", False, None, now) if void and not owing else [])]
+    return [cancelled, *end_of_agreement(replace(account, cancel_at=to_stored_precision(effective)), now)]
 
 
 def _refuse_paid_period(received_at: datetime, due: datetime, in_time: bool, effective: datetime,
@@ -912,12 +979,27 @@ def _refuse_paid_period(received_at: datetime, due: datetime, in_time: bool, eff
 
 
 def end_of_agreement(account: Account, now: datetime) -> list[Event]:
-    """A cancelled plan ends at its effective time: no plan (lists stay manageable, sending is blocked)."""
-    if account.plan != "monthly" or account.cancel_at is None or account.cancel_at > now:
+    """A monthly plan that ends (cancelled, or of an account staff rejected: `Account.agreement_ends_at`) ends at
+    that time once it is past: a renewal issued for a period from then on is void (`agreement_ended`, never
+    charged), the plan is none (lists stay manageable) and sending is blocked (`no_plan`); only then, with nothing
+    declined left open, is the block for a failed payment lifted. In this order and in one commit, so sending is
+    never open between the two blocks."""
+    ends = account.agreement_ends_at
+    if account.plan != "monthly" or ends is None or ends > now:
         return []
-    ended = _event(PlanChanged, account.account_id, PlanChangedPayload(plan="none", effective_at=account.cancel_at),
-                   fixed_id("plan-ended", account.account_id, time_key(account.cancel_at)), at=now)
-    return [ended, *gate(account, "no_plan", True, "the plan was cancelled; choose a plan to send again", now)]
+    a = account.account_id
+    void = [i for i in account.open_invoices if i.pays_period and i.period_start >= ends]
+    voided = [_event(InvoiceVoided, a, InvoiceVoidedPayload(invoice_id=i.invoice_id, reason="agreement_ended"),
+                     fixed_id("agreement-voided", a, i.invoice_id), at=now) for i in void]
+    ended = _event(PlanChanged, a, PlanChangedPayload(plan="none", effective_at=ends),
+                   fixed_id("plan-ended", a, time_key(ends)), at=now)
+    if account.review == "rejected":
+        detail = "the account was rejected in review: its plan ended with its paid period"
+    else:
+        detail = "the plan was cancelled; choose a plan to send again"
+    owing = any(i.attempts for i in account.open_invoices if i not in void)
+    return [*voided, ended, *gate(account, "no_plan", True, detail, now),
+            *([] if owing else gate(account, "payment_failed", False, None, now))]
 
 
 # Closing an account, and retention
@@ -929,9 +1011,11 @@ def _open(account: Account) -> None:
 
 
 def delete_account(actor: User, account: Account, active_keys: list[str], now: datetime) -> list[Event]:
-    """The owner closes the account: every key is revoked (so every service refuses them), sending is blocked,
-    nobody logs in again; the data stays 3 months (an export, a mistake), then is purged."""
-    require_owner(actor)
+    """The main user closes the account: every key is revoked (so every service refuses them), sending is blocked,
+    nobody logs in again; the data stays 3 months (an export, a mistake), then is purged. Not another owner: the
+    account is the main user's, who signed up and accepted the terms."""
+    if actor.username != account.main_username:
+        raise MainUserOnly(f"only the account's main user ({account.main_username}) may close the account")
     _open(account)
     a = account.account_id
     return [_event(AccountDeleted, a, AccountDeletedPayload(deleted_by=actor.username), at=now),
@@ -941,22 +1025,18 @@ def delete_account(actor: User, account: Account, active_keys: list[str], now: d
             *gate(account, "account_deleted", True, "the account was deleted", now)]
 
 
-def _add_months(at: datetime, months: int) -> datetime:
-    month = at.month - 1 + months
-    year, month = at.year + month // 12, month % 12 + 1
-    return plans.billing_date(year, month, at.day, at)
-
-
-def retention_due(account: Account) -> tuple[datetime, Literal["deleted", "inactive"], datetime]:
-    """When the account's data is to be purged, why, and since when."""
+def retention_due(account: Account, calendar: BillingCalendar = PLATFORM_CALENDAR,
+                  ) -> tuple[datetime, Literal["deleted", "inactive"], datetime]:
+    """When the account's data is to be purged (calendar months on the platform's calendar), why, and since when."""
     if account.deleted_at is not None:
-        return _add_months(account.deleted_at, RETENTION_AFTER_DELETION_MONTHS), "deleted", account.deleted_at
+        return (calendar.add_months(account.deleted_at, RETENTION_AFTER_DELETION_MONTHS), "deleted",
+                account.deleted_at)
     since = account.last_login_at or account.opened_at
-    return _add_months(since, 12 * RETENTION_WITHOUT_LOGIN_YEARS), "inactive", since
+    return calendar.add_months(since, 12 * RETENTION_WITHOUT_LOGIN_YEARS), "inactive", since
 
 
-def purge(account: Account, now: datetime) -> list[Event]:
-    due, reason, since = retention_due(account)
+def purge(account: Account, now: datetime, calendar: BillingCalendar = PLATFORM_CALENDAR) -> list[Event]:
+    due, reason, since = retention_due(account, calendar)
     if now < due:
         return []
     return [_event(AccountPurged, account.account_id, AccountPurgedPayload(reason=reason, since=since),

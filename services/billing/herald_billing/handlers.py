@@ -38,7 +38,7 @@ from herald_shared.throttle import Throttle
 from . import domain, metrics
 from .domain import Account, Role, Usage, User
 from .payments import PaymentProvider
-from .plans import Edition, Plans
+from .plans import BillingCalendar, Edition, Plans
 from .store import BillingProjection, BillingStore
 
 log = logging.getLogger("herald.billing")
@@ -99,9 +99,11 @@ class BillingService:
     def __init__(self, store: BillingStore, recorder: Recorder, passwords: Passwords, session_secret: str,
                  session_validity: timedelta, plans: Plans, payments: PaymentProvider,
                  clock: Callable[[], datetime] = domain.utcnow,
-                 user_throttle: Throttle | None = None, address_throttle: Throttle | None = None) -> None:
+                 user_throttle: Throttle | None = None, address_throttle: Throttle | None = None,
+                 calendar: BillingCalendar = domain.PLATFORM_CALENDAR) -> None:
         self.store = store
         self.plans = plans
+        self.calendar = calendar
         self.payments = payments
         # Invoice numbers are sequential per year without gaps: one invoice is decided, paid and recorded at a
         # time in this process (billing runs one replica; see its README).
@@ -273,9 +275,14 @@ class BillingService:
         return await self._user(name)
 
     async def disable_user(self, session: Session, username: str) -> User:
+        """Disable a user and revoke the keys they issued, under the account's lock: a key they are issuing at the
+        same time is issued before (and revoked) or refused after."""
         name = username.strip().lower()
-        async with self.recorder.serialised(f"user:{name}"):
-            await self.recorder.commit(domain.disable_user(session.user, await self.store.user(name)))
+        account_id = session.user.account_id
+        async with self.recorder.serialised(f"account:{account_id}"), self.recorder.serialised(f"user:{name}"):
+            account = await self._account(account_id)
+            await self.recorder.commit(domain.disable_user(session.user, account, await self.store.user(name),
+                                                           await self.store.active_keys(account_id, name)))
         return await self._user(name)
 
     async def users(self, session: Session) -> list[User]:
@@ -286,6 +293,9 @@ class BillingService:
         key_id, key, key_hash = new_api_key()
         async with self.recorder.serialised(f"account:{session.user.account_id}"):  # not beside a deletion
             account = await self._account(session.user.account_id)
+            issuer = await self.store.user(session.user.username)
+            if issuer is None or issuer.disabled:  # disabled since the session was checked
+                raise Unauthorised("the session has ended; log in again")
             await self.recorder.commit(domain.issue_key(session.user, account, key_id, key_hash, label))
         doc = await self.store.key(session.user.account_id, key_id)
         assert doc is not None  # the commit waited for it
@@ -334,7 +344,8 @@ class BillingService:
     async def reject(self, staff: str, account_id: str, reasons: list[str]) -> Account:
         async with self.recorder.serialised(f"account:{account_id}"):
             account = await self.store.account(account_id)
-            await self._staff_decides(staff, account_id, "reject", lambda: domain.reject(account, staff, reasons))
+            await self._staff_decides(staff, account_id, "reject",
+                                      lambda: domain.reject(account, staff, reasons, self.clock()))
         return await self._account(account_id)
 
     async def _staff_decides(self, staff: str, account_id: str, what: StaffWhat,
@@ -377,7 +388,8 @@ class BillingService:
             usage = await self.store.usage(account_id)
             now = self.clock()
             number = await self._next_invoice_number(now)
-            invoice = domain.buy_monthly(account, usage, self.plans, subscribers, edition, number, now)
+            invoice = domain.buy_monthly(account, usage, self.plans, subscribers, edition, number, now,
+                                         self.calendar)
             if invoice is None:
                 return account
             await self._purchase(invoice)
@@ -391,7 +403,7 @@ class BillingService:
             account = await self._settle_pending(await self._account(account_id))
             now = self.clock()
             number = await self._next_invoice_number(now)
-            await self._purchase(domain.buy_credits(account, self.plans, credits, number, now))
+            await self._purchase(domain.buy_credits(account, self.plans, credits, number, now, self.calendar))
         return await self._account(account_id)
 
     async def _next_invoice_number(self, now: datetime) -> str:
@@ -430,7 +442,8 @@ class BillingService:
         now = self.clock()
         settled = domain.settle_purchase(account, invoice.invoice_id, declined, now)
         after = domain.evolve_all(account, settled)
-        await self.recorder.commit([*settled, *domain.enforce(after, await self.store.usage(account.account_id), now)])
+        await self.recorder.commit([*settled, *domain.enforce(after, await self.store.usage(account.account_id), now,
+                                                              self.calendar)])
         return declined
 
     async def _close_purchase(self, account: Account, invoice: domain.OpenInvoice) -> None:
@@ -533,7 +546,7 @@ class BillingService:
             account = await self.store.account(account_id)
             if account is None:
                 continue
-            events = domain.purge(account, now)
+            events = domain.purge(account, now, self.calendar)
             await self.recorder.publish_only(events)
             purged += len(events)
             for event in events:
@@ -553,7 +566,8 @@ class BillingService:
         async with self.recorder.serialised(f"account:{account_id}"):
             account = await self._account(account_id)
             now = self.clock()
-            await self.recorder.commit(domain.cancel(account, "self_service", now, session.user.username, now=now))
+            await self.recorder.commit(domain.cancel(account, "self_service", now, session.user.username, now=now,
+                                                     calendar=self.calendar))
         return await self._account(account_id)
 
     async def staff_cancel(self, staff: str, account_id: str, received_at: datetime) -> Account:
@@ -562,12 +576,13 @@ class BillingService:
             account = await self._account(account_id)
             paid = await self.store.paid_periods(account_id)
             await self._staff_decides(staff, account_id, "cancel", lambda: domain.cancel(
-                account, "request", received_at, staff, now=self.clock(), paid=paid))
+                account, "request", received_at, staff, now=self.clock(), paid=paid, calendar=self.calendar))
         return await self._account(account_id)
 
     async def renew(self, account_id: str) -> None:
-        """At the end of a paid period: end a cancelled plan, or invoice the next period and charge it (a failed
-        payment is retried once a day), then let the plan speak (a new period lifts the monthly quota)."""
+        """At the end of a paid period: end a plan that ends then (cancelled, or a rejected account's), or invoice the
+        next period and charge it (a failed payment is retried once a day), then let the plan speak (a new period
+        lifts the monthly quota)."""
         now = self.clock()
         async with self.recorder.serialised(f"account:{account_id}"), self._invoicing:
             account = await self.store.account(account_id)
@@ -578,7 +593,7 @@ class BillingService:
                 await self.recorder.commit(ended)
             else:
                 number = await self._next_invoice_number(now)
-                invoice = domain.renewal(account, self.plans, number, now)
+                invoice = domain.renewal(account, self.plans, number, now, self.calendar)
                 if invoice is not None:
                     await self._record_invoice(number, [invoice])
                     account = await self._account(account_id)
@@ -599,7 +614,7 @@ class BillingService:
         now = self.clock()
         for account, usage in (await self.store.touched_usage(account_ids)).values():
             try:
-                decided += domain.enforce(account, usage, now)
+                decided += domain.enforce(account, usage, now, self.calendar)
             except Exception:
                 if failed is None:
                     raise

@@ -9,7 +9,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.commands import Recorder
@@ -25,7 +25,7 @@ from herald_shared.staff import StaffTokens
 from .api import build_api, build_staff_api
 from .handlers import BillingService, Passwords, PlanClock, UsageGuard
 from .payments import PaymentProvider, SimulatedProvider
-from .plans import load_plans
+from .plans import DEFAULT_TIME_ZONE, BillingCalendar, load_plans
 from .store import (
     CAMPAIGN_AUDIT_EVENTS,
     COMPLIANCE_AUDIT_EVENTS,
@@ -55,6 +55,19 @@ class BillingSettings(HeraldSettings):
     plans_file: Path | None = Field(default=None, alias="HERALD_BILLING_PLANS_FILE",
                                     description="The tiers, prices, VAT and credit packs (TOML); default: the "
                                                 "file shipped with billing (herald_billing/plans.toml).")
+    time_zone: str = Field(default=DEFAULT_TIME_ZONE, alias="HERALD_BILLING_TIME_ZONE",
+                           description="The platform's time zone (an IANA name): billing days, billing dates, "
+                                       "calendar months and business days are taken on its wall clock; times are "
+                                       "kept in UTC.")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        BillingCalendar.named(name)  # a start with a zone the zone database does not have fails here
+        return name
+
+    def calendar(self) -> BillingCalendar:
+        return BillingCalendar.named(self.time_zone)
 
 
 class Billing(ConsumingService):
@@ -72,11 +85,12 @@ class Billing(ConsumingService):
         recorder = Recorder(EventPublisher(self.producer, settings.topics), checkpoints,
                             settings.topics("herald.billing"))
         self.store = BillingStore(self.db)
+        calendar = settings.calendar()
         self.service = BillingService(self.store, recorder, passwords or Passwords(), secret,
                                       timedelta(minutes=settings.session_minutes), load_plans(settings.plans_file),
-                                      payments or SimulatedProvider())
+                                      payments or SimulatedProvider(), calendar=calendar)
         self.clock = PlanClock(self.service, settings.clock_interval)
-        self.projection = BillingProjection(self.db)
+        self.projection = BillingProjection(self.db, calendar)
         self.guard = UsageGuard(self.projection, self.service, ApiKeyProjection(self.db))
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",

@@ -8,12 +8,13 @@ from __future__ import annotations
 import calendar
 import itertools
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import MINYEAR, UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 Edition = Literal["standard", "pro"]
 # PRODUCT.md: emails sent in a month may not exceed 109 x the tier's subscriber limit.
@@ -99,37 +100,6 @@ def _positive(table: dict[str, Any], name: str) -> int:
     return value
 
 
-# Billing periods: the billing day is the day of the month of the first payment (PRODUCT.md), or the month's
-# last day when the month is shorter. A period runs from one billing date to the next, at the same time of day.
-
-
-def billing_date(year: int, month: int, billing_day: int, like: datetime) -> datetime:
-    day = min(billing_day, calendar.monthrange(year, month)[1])
-    return like.replace(year=year, month=month, day=day)
-
-
-def _month_after(year: int, month: int) -> tuple[int, int]:
-    return (year + 1, 1) if month == 12 else (year, month + 1)
-
-
-def next_billing_date(billing_day: int, after: datetime) -> datetime:
-    """The first billing date strictly after `after` (at `after`'s time of day)."""
-    this_month = billing_date(after.year, after.month, billing_day, after)
-    if this_month > after:
-        return this_month
-    return billing_date(*_month_after(after.year, after.month), billing_day, after)
-
-
-def period_containing(billing_day: int, anchor: datetime, at: datetime) -> tuple[datetime, datetime]:
-    """The period [start, end) that contains `at`, for billing dates on `billing_day` at `anchor`'s time of day
-    (the anchor is the first payment)."""
-    start = billing_date(at.year, at.month, billing_day, anchor)
-    if start > at:
-        year, month = (at.year - 1, 12) if at.month == 1 else (at.year, at.month - 1)
-        start = billing_date(year, month, billing_day, anchor)
-    return start, next_billing_date(billing_day, start)
-
-
 def prorated(difference_cents: int, start: datetime, end: datetime, now: datetime) -> int:
     """What a change of `difference_cents` a period costs for the rest of [start, end) from `now`."""
     if now >= end:
@@ -139,17 +109,113 @@ def prorated(difference_cents: int, start: datetime, end: datetime, now: datetim
     return cents(Decimal(difference_cents) * Decimal(int(left)) / Decimal(int(whole)))
 
 
-def business_days_between(start: datetime, end: datetime) -> int:
-    """Whole working days (Monday to Friday) from the day after `start` up to and including the day before
-    `end`'s day: what "at least 2 business days before" counts. Days in UTC, as every time billing keeps: the
-    same instant counts the same whatever offset it was written with."""
-    first, last = utc_date(start), utc_date(end)
-    return sum(1 for n in range(1, (last - first).days) if (first + timedelta(days=n)).weekday() < 5)
+# Billing periods: the billing day is the day of the month of the first payment (PRODUCT.md), or the month's
+# last day when the month is shorter. A period runs from one billing date to the next, at the first payment's time
+# of day. Days and months are the platform's (`BillingCalendar`): the terms are Latvian, and a payment at 00:30 on
+# 1 March in Riga was made on the 1st, whatever day it was in UTC.
+
+DEFAULT_TIME_ZONE = "Europe/Riga"
 
 
-def utc_date(at: datetime) -> date:
-    """`at`'s day in UTC (the calendar's first or last day for a time at its very end, which UTC cannot hold)."""
-    try:
-        return at.astimezone(UTC).date()
-    except OverflowError:
-        return date.min if at.year == MINYEAR else date.max
+@dataclass(frozen=True)
+class BillingCalendar:
+    """Billing days, billing dates, calendar months and business days, on the wall clock of the platform's time zone
+    (`HERALD_BILLING_TIME_ZONE`); every time it is given or gives back is an instant, returned in UTC as billing
+    keeps them. A billing date keeps the first payment's local time of day, so it moves with daylight saving time
+    in UTC."""
+
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TIME_ZONE))
+
+    @classmethod
+    def named(cls, name: str) -> BillingCalendar:
+        """The calendar of an IANA time zone name (ValueError for a name the zone database does not have)."""
+        try:
+            return cls(ZoneInfo(name))
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{name!r} is not an IANA time zone name (such as Europe/Riga): {exc}") from None
+
+    def local(self, at: datetime) -> datetime:
+        return at.astimezone(self.zone)
+
+    def day(self, at: datetime) -> date:
+        """`at`'s day on the platform's calendar (the calendar's first or last day for a time at its very end, which
+        a time zone cannot hold)."""
+        try:
+            return self.local(at).date()
+        except OverflowError:
+            return date.min if at.year == MINYEAR else date.max
+
+    def billing_day(self, at: datetime) -> int:
+        """The billing day of a plan first paid at `at`."""
+        return self.local(at).day
+
+    def billing_date(self, year: int, month: int, billing_day: int, anchor: datetime) -> datetime:
+        """The billing date of a month: its `billing_day` (its last day when shorter), at `anchor`'s local time."""
+        day = min(billing_day, calendar.monthrange(year, month)[1])
+        return self.local(anchor).replace(year=year, month=month, day=day).astimezone(UTC)
+
+    def next_billing_date(self, billing_day: int, anchor: datetime, after: datetime) -> datetime:
+        """The first billing date strictly after `after`."""
+        local = self.local(after)
+        this_month = self.billing_date(local.year, local.month, billing_day, anchor)
+        if this_month > after:
+            return this_month
+        return self.billing_date(*_month_after(local.year, local.month), billing_day, anchor)
+
+    def period_containing(self, billing_day: int, anchor: datetime, at: datetime) -> tuple[datetime, datetime]:
+        """The period [start, end) that contains `at`, for billing dates on `billing_day` at `anchor`'s local time
+        (the anchor is the first payment)."""
+        local = self.local(at)
+        start = self.billing_date(local.year, local.month, billing_day, anchor)
+        if start > at:
+            year, month = (local.year - 1, 12) if local.month == 1 else (local.year, local.month - 1)
+            start = self.billing_date(year, month, billing_day, anchor)
+        return start, self.next_billing_date(billing_day, anchor, start)
+
+    def add_months(self, at: datetime, months: int) -> datetime:
+        """`months` calendar months after `at`, at its local time (the month's last day when it is shorter)."""
+        local = self.local(at)
+        month = local.month - 1 + months
+        return self.billing_date(local.year + month // 12, month % 12 + 1, local.day, at)
+
+    def business_days_between(self, start: datetime, end: datetime) -> int:
+        """Whole business days from the day after `start` up to and including the day before `end`'s day: what "at
+        least 2 business days before" counts ("divu darba dienu": Monday to Friday, not a Latvian public holiday).
+        Days on the platform's calendar: the same instant counts the same whatever offset it was written with."""
+        first, last = self.day(start), self.day(end)
+        holidays = {d for year in range(first.year, last.year + 1) for d in latvian_public_holidays(year)}
+        return sum(1 for n in range(1, (last - first).days)
+                   if (day := first + timedelta(days=n)).weekday() < 5 and day not in holidays)
+
+
+def _month_after(year: int, month: int) -> tuple[int, int]:
+    return (year + 1, 1) if month == 12 else (year, month + 1)
+
+
+def easter_sunday(year: int) -> date:
+    """Western Easter of a Gregorian year (the anonymous Gregorian computus, as Meeus gives it)."""
+    golden = year % 19
+    century, year_of_century = divmod(year, 100)
+    leap_centuries, century_rest = divmod(century, 4)
+    correction = (century - (century + 8) // 25 + 1) // 3
+    epact = (19 * golden + century - leap_centuries - correction + 15) % 30
+    leap_years, year_rest = divmod(year_of_century, 4)
+    weekday = (32 + 2 * century_rest + 2 * leap_years - epact - year_rest) % 7
+    shift = (golden + 11 * epact + 22 * weekday) // 451
+    month, day = divmod(epact + weekday - 7 * shift + 114, 31)
+    return date(year, month, day + 1)
+
+
+def latvian_public_holidays(year: int) -> frozenset[date]:
+    """Latvia's public holidays of a year that can fall on a working day (the Law on Public Holidays, Commemoration
+    Days and Days of Celebration, section 1): New Year, Good Friday and Easter Monday, 1 and 4 May, Midsummer (23 and
+    24 June), 18 November, 24 to 26 and 31 December; 4 May and 18 November falling on a Saturday or Sunday make the
+    next Monday a holiday. Not known here: days a law declares for one year only, and the closing day of the Song
+    and Dance Festival, whose date each festival sets."""
+    easter = easter_sunday(year)
+    days = {date(year, 1, 1), easter - timedelta(days=2), easter + timedelta(days=1), date(year, 5, 1),
+            date(year, 6, 23), date(year, 6, 24), date(year, 12, 24), date(year, 12, 25), date(year, 12, 26),
+            date(year, 12, 31)}
+    for moving in (date(year, 5, 4), date(year, 11, 18)):
+        days.add(moving if moving.weekday() < 5 else moving + timedelta(days=7 - moving.weekday()))
+    return frozenset(days)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -81,6 +81,7 @@ from herald_shared.readmodel import (
 
 from . import domain
 from .domain import PAYG_PREFIX, Account, CreditBatch, OpenInvoice, PlanSince, Usage, User, payg_key, period_key
+from .plans import BillingCalendar
 
 ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "keys", "audit"
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
@@ -128,10 +129,14 @@ def credit_expiry_key(doc: Mapping[str, Any]) -> str | None:
     return compose(time_key(min(due)), doc["account_id"]) if due else None
 
 
-def retention_key(doc: Mapping[str, Any]) -> str:
+def retention_key(calendar: BillingCalendar) -> Callable[[Mapping[str, Any]], str]:
     """Every account waits here for its purge: 3 months after its deletion, or 2 years after its last login."""
-    due, _, _ = domain.retention_due(account_of(doc))
-    return compose(time_key(due), doc["account_id"])
+
+    def key(doc: Mapping[str, Any]) -> str:
+        due, _, _ = domain.retention_due(account_of(doc), calendar)
+        return compose(time_key(due), doc["account_id"])
+
+    return key
 
 
 def review_key(doc: Mapping[str, Any]) -> str | None:
@@ -186,8 +191,9 @@ class BillingProjection(Projection):
     collections = (ACCOUNTS, USERS, ENDED, KEYS, AUDIT, REVIEW, TRIALS, MEMBERS, LISTS, USAGE, RENEWALS, INVOICES,
                    CREDIT_EXPIRY, RETENTION, PURCHASES)
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], calendar: BillingCalendar = domain.PLATFORM_CALENDAR) -> None:
         super().__init__(db)
+        self.calendar = calendar  # the billing periods sends are counted in, and retention's calendar months
         self._accounts: list[Event] = []
         self._users: list[Event] = []
         self._usage: list[Event] = []
@@ -195,7 +201,7 @@ class BillingProjection(Projection):
         self._trials = SecondaryIndex(db[TRIALS], trial_key)
         self._renewals = SecondaryIndex(db[RENEWALS], renewal_key)
         self._credit_expiry = SecondaryIndex(db[CREDIT_EXPIRY], credit_expiry_key)
-        self._retention = SecondaryIndex(db[RETENTION], retention_key)
+        self._retention = SecondaryIndex(db[RETENTION], retention_key(calendar))
         self._purchases = SecondaryIndex(db[PURCHASES], purchase_key)
         self._listings = (self._review, self._trials, self._renewals, self._credit_expiry, self._retention,
                           self._purchases)
@@ -207,7 +213,7 @@ class BillingProjection(Projection):
             self._accounts.append(event)
         if isinstance(event, USER_EVENTS):
             self._users.append(event)
-        if isinstance(event, SUBSCRIPTION_EVENTS) or domain.counts_as_sent(event):
+        if isinstance(event, SUBSCRIPTION_EVENTS) or domain.email_sent(event):
             self._usage.append(event)
         await super().handle(event)
 
@@ -323,11 +329,11 @@ class BillingProjection(Projection):
                         held = self._counts.get(list_usage(a, p.list_id)).get("members", 0)
                         self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": -held})
                 case MessageSent() | MessageBounced():
-                    # An email sent (only those were kept: domain.counts_as_sent), under the plan in force when
-                    # it went out, whenever it is counted.
+                    # An email sent (only those were kept: domain.email_sent), under the plan in force when it went
+                    # out, whenever it is counted; a test send on the trial only (domain.counts_as_sent).
                     account = known.get(a)
                     plan = account.plan_at(event.occurred_at) if account is not None else None
-                    if account is None or plan is None:
+                    if account is None or plan is None or not domain.counts_as_sent(event, plan):
                         continue
                     if plan == "trial":
                         self._counts.add_at(delivery_usage(a), offset, {"trial_emails": 1})
@@ -336,7 +342,7 @@ class BillingProjection(Projection):
                         window = domain.credit_window(account, event.occurred_at)
                         self._counts.add_at(delivery_usage(a), offset, {payg_key(window): 1})
                     elif plan == "monthly" and account.billing_day is not None:
-                        start, _ = account.period(event.occurred_at)
+                        start, _ = account.period(event.occurred_at, self.calendar)
                         self._counts.add_at(delivery_usage(a), offset, {period_key(start): 1})
         # Counters before the documents they count: a replay after a crash repeats the documents' changes.
         await self._counts.write()
@@ -533,9 +539,11 @@ class BillingStore:
     async def purges_due(self, now: datetime) -> list[str]:
         return await _accounts_due(self.db[RETENTION], now)
 
-    async def active_keys(self, account_id: str) -> list[str]:
+    async def active_keys(self, account_id: str, issued_by: str | None = None) -> list[str]:
+        """The account's keys not revoked (those `issued_by` a user, when given)."""
         cursor = self.db[KEYS].find({"_id": prefix_range(account_id)})
-        return [str(d["key_id"]) async for d in cursor if not d.get("revoked_at")]
+        return [str(d["key_id"]) async for d in cursor
+                if not d.get("revoked_at") and (issued_by is None or d.get("issued_by") == issued_by)]
 
     async def purchases_due(self, now: datetime) -> list[str]:
         """Accounts with a purchase recorded at or before `now` and not settled."""

@@ -6,7 +6,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from herald_shared.contract.billing import AccountOpened, LoginFailed, LoginSucceeded, PlanChanged, UserAdded
+from herald_shared.apikeys import ApiKeyProjection
+from herald_shared.contract.billing import (
+    AccountOpened,
+    ApiKeyRevoked,
+    LoginFailed,
+    LoginSucceeded,
+    PlanChanged,
+    UserAdded,
+)
 from tests.conftest import eventually
 
 from .helpers import PASSWORD, Customer, Platform
@@ -166,3 +174,42 @@ async def test_one_account_never_reaches_another(platform: Platform) -> None:
     eves_log = (await eve.http.get("/v1/account/audit-log")).json()["items"]
     assert eves_log and all(e["username"] == "eve" for e in eves_log)
     assert [k["key_id"] for k in (await ada.http.get("/v1/account/api-keys")).json()["items"]] == [issued["key_id"]]
+
+
+async def test_the_main_user_disables_an_owner_whose_sessions_and_keys_stop_working(platform: Platform) -> None:
+    """PRODUCT.md: an account has a main user and sub-users. A sub-user made an owner can be removed by the main
+    user (it could not be by anyone); it cannot remove the main user, nor close the account (403): only the main
+    user may. Disabled, its sessions end and the API keys it issued are revoked (it has seen their secrets)."""
+    ada = await platform.sign_up("ada")
+    added = await ada.http.post("/v1/account/users", json={"username": "bob", "password": "long secret of b",
+                                                           "role": "owner"})
+    assert added.status_code == 201 and added.json()["role"] == "owner"
+    assert (await ada.http.post("/v1/account/users", json={"username": "cyd", "password": "long secret of c"})
+            ).status_code == 201
+    bob = await platform.log_in("bob", ada.account_id, "long secret of b")
+    bobs_key = (await bob.http.post("/v1/account/api-keys", json={"label": "bob's"})).json()
+    adas_key = (await ada.http.post("/v1/account/api-keys", json={"label": "ada's"})).json()
+    keys = ApiKeyProjection(platform.service.db)
+    assert await keys.authenticate(bobs_key["key"]) is not None
+
+    main = await bob.http.post("/v1/account/users/ada/disabling")
+    assert main.status_code == 409 and main.json()["type"].endswith("/cannot_disable"), main.text
+    closing = await bob.http.delete("/v1/account")
+    assert closing.status_code == 403 and closing.json()["type"].endswith("/main_user_only"), closing.text
+    assert (await bob.http.post("/v1/account/users/cyd/disabling")).status_code == 200  # members, yes
+    assert (await ada.http.post("/v1/account/users/ada/disabling")).status_code == 409  # not themselves
+
+    disabled = await ada.http.post("/v1/account/users/bob/disabling")
+    assert disabled.status_code == 200 and disabled.json() == {"username": "bob", "role": "owner", "disabled": True}
+    assert (await bob.http.get("/v1/account")).status_code == 401
+    assert (await platform.http.post("/v1/sessions", json={"username": "bob", "password": "long secret of b"})
+            ).status_code == 401
+    listed = {k["key_id"]: k["revoked_at"] for k in (await ada.http.get("/v1/account/api-keys")).json()["items"]}
+    assert listed[bobs_key["key_id"]] is not None and listed[adas_key["key_id"]] is None
+    assert await keys.authenticate(bobs_key["key"]) is None and await keys.authenticate(adas_key["key"]) is not None
+    revoked = [e.payload for e in await platform.events() if isinstance(e, ApiKeyRevoked)]
+    assert [(p.key_id, p.revoked_by) for p in revoked] == [(bobs_key["key_id"], "ada")]
+    assert (await ada.http.get("/v1/account")).status_code == 200  # the account goes on
+    assert (await ada.http.delete("/v1/account")).status_code == 204  # the main user closes it
+    paths = (await platform.http.get("/openapi.json")).json()["paths"]
+    assert "main_user_only" in paths["/v1/account"]["delete"]["responses"]["403"]["description"]

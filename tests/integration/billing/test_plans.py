@@ -213,7 +213,8 @@ async def test_a_charge_whose_answer_was_lost_is_recorded_once_by_the_next_reque
         again = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
         assert again.status_code == 200, again.text
         assert (again.json()["plan"], again.json()["open_invoices"]) == ("monthly", [])
-        assert again.json()["monthly"]["paid_until"] == "2027-04-10T10:00:00+00:00"  # from the purchase's time
+        # From the purchase's time: 12:00 in Riga, 09:00 UTC once summer time began (28 March).
+        assert again.json()["monthly"]["paid_until"] == "2027-04-10T09:00:00+00:00"
         invoices = (await ada.http.get("/v1/account/invoices")).json()["items"]
         assert [(i["invoice_id"], i["status"]) for i in invoices] == [("2027-000001", "paid")]
         assert provider.charges == {"2027-000001": (ada.account_id, 1210, None)}
@@ -554,8 +555,12 @@ async def test_staff_recording_a_timely_request_while_its_renewal_is_unpaid_void
         cancelled = await staff.post(f"/v1/staff/accounts/{ada.account_id}/cancellation",
                                      json={"received_at": "2026-11-20T09:00:00Z"})
     assert cancelled.status_code == 200, cancelled.text
-    assert cancelled.json()["monthly"]["cancel_at"] == "2026-12-01T10:00:00+00:00"
-    assert cancelled.json()["open_invoices"] == []
+    # 12-01 is past: the plan ended with the request's recording (no_plan blocked before payment_failed lifted).
+    body = cancelled.json()
+    assert (body["plan"], body["sending_blocked"], body["open_invoices"]) == ("none", ["no_plan"], [])
+    ended = [e.payload.effective_at for e in await small.events() if isinstance(e, PlanChanged)
+             and e.payload.plan == "none"]
+    assert ended == [datetime.fromisoformat("2026-12-01T10:00:00+00:00")]
     ada = await small.log_in("ada", ada.account_id)
     invoice = (await ada.http.get(f"/v1/account/invoices/{renewal}")).json()
     assert (invoice["status"], invoice["void_reason"]) == ("void", "agreement_ended")
@@ -565,7 +570,8 @@ async def test_an_email_the_receiving_server_refused_counts_as_sent_on_every_pla
     """PRODUCT.md: "every email sent consumes a credit, even if the receiving server blocks it": a campaign email
     refused when sent (MessageBounced smtp_reply, no MessageSent) counts as one sent on the trial, for credits and
     toward the monthly cap, once however often it comes; a later report on an email sent (dsn: its MessageSent
-    counted it), an email given up after retrying and a test send do not."""
+    counted it) and an email given up after retrying do not, nor a test send on a paid plan (on the trial it
+    counts toward the 100 emails)."""
     clock = Clock(small, "2026-11-01T10:00:00+00:00")
     ada = await small.sign_up("ada")
     a = ada.account_id
@@ -578,7 +584,7 @@ async def test_an_email_the_receiving_server_refused_counts_as_sent_on_every_pla
     refused = [bounced(a, n, clock.now) for n in range(100, 103)]
     await small.publisher.publish_many([sent(a, 0, clock.now), *refused, *refused[:2], *not_sent(900),
                                         sent(a, 1, clock.now)])
-    await eventually(lambda: account(ada), lambda x: x["usage"]["trial_emails"] == 5, what="5 trial emails")
+    await eventually(lambda: account(ada), lambda x: x["usage"]["trial_emails"] == 6, what="6 trial emails")
 
     clock.now += timedelta(minutes=1)
     await pay_with(ada, "sim-card-ok")
@@ -620,3 +626,118 @@ async def test_a_void_invoice_is_never_paid(small: Platform) -> None:
     assert not [e for e in await small.events() if isinstance(e, PaymentSucceeded)]
     route = small.service.app.openapi()["paths"]["/v1/account/invoices/{invoice_id}/payment"]["post"]
     assert "409" in route["responses"] and "invoice_void" in route["description"]
+
+
+async def test_cancelling_while_the_renewal_is_declined_ends_the_plan_before_the_payment_block_lifts(
+        small: Platform) -> None:
+    """The 12-02 renewal is declined (payment_failed); on 12-05 the owner cancels: the plan ends at the end of the
+    paid period, 12-02, already past. It ends in the same commit, no_plan blocked before payment_failed is lifted:
+    lifting it first left sending open until the clock's next round (up to 30 s), when delivery could release held
+    mail of an account with no plan and nothing paid."""
+    clock = Clock(small, "2026-11-02T10:00:00+00:00")
+    ada, _ = await renewal_declined(small, clock, "sim-card-declined")
+    clock.now = datetime.fromisoformat("2026-12-05T12:00:00+00:00")
+    ada = await small.log_in("ada", ada.account_id)
+    cancelled = await ada.http.post("/v1/account/cancellation")
+    assert cancelled.status_code == 200, cancelled.text
+    body = cancelled.json()
+    assert (body["plan"], body["sending_blocked"], body["open_invoices"]) == ("none", ["no_plan"], [])
+    blocks: set[str] = set()
+    for event in [e for e in await small.events() if e.account_id == ada.account_id]:  # as delivery reads them
+        if isinstance(event, SendingBlocked):
+            blocks.add(event.payload.reason)
+        elif isinstance(event, SendingUnblocked):
+            blocks.discard(event.payload.reason)
+            assert blocks, f"sending open after {event.payload.reason} was lifted"
+    assert blocks == {"no_plan"}
+    ends = [e.payload.effective_at for e in await small.events() if isinstance(e, PlanChanged) and
+            e.payload.plan == "none"]
+    assert ends == [datetime.fromisoformat("2026-12-02T10:00:00+00:00")]
+    await small.service.clock.tick()  # nothing left for the clock: the plan ended once
+    assert len([e for e in await small.events() if isinstance(e, PlanChanged) and e.payload.plan == "none"]) == 1
+
+
+async def test_a_higher_limit_is_a_raise_from_pro_to_standard_and_pro_stays_at_the_same_limit(
+        small: Platform) -> None:
+    """PRODUCT.md: "the tier can be raised at any time and never lowered": the tier is the subscriber limit. PRO 2
+    (20.00) to standard 5 (40.00) raises it, charged the difference; PRO 5 back to standard 5 raises nothing and
+    is refused (409 edition_cannot_be_lowered)."""
+    small.set_clock(lambda: datetime.fromisoformat("2027-01-05T10:00:00+00:00"))
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-ok")
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2, "edition": "pro"})).status_code == 200
+    raised = await ada.http.put("/v1/account/plan", json={"subscribers": 5, "edition": "standard"})
+    assert raised.status_code == 200, raised.text
+    assert (raised.json()["monthly"]["subscriber_limit"], raised.json()["monthly"]["edition"]) == (5, "standard")
+    upgrade = (await ada.http.get("/v1/account/invoices")).json()["items"][-1]
+    assert (upgrade["net_cents"], upgrade["amount_cents"]) == (2000, 2420)  # the whole period is left
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 5, "edition": "pro"})).status_code == 200
+    back = await ada.http.put("/v1/account/plan", json={"subscribers": 5, "edition": "standard"})
+    assert back.status_code == 409 and back.json()["type"].endswith("/edition_cannot_be_lowered"), back.text
+    lower = await ada.http.put("/v1/account/plan", json={"subscribers": 2, "edition": "pro"})
+    assert lower.status_code == 409 and lower.json()["type"].endswith("/tier_cannot_be_lowered")
+
+
+async def test_test_sends_are_not_counted_on_a_monthly_plan(small: Platform) -> None:
+    """The trial counts test sends toward its 100 emails (test_trial); a paid plan's cap counts campaign emails."""
+    now = datetime.fromisoformat("2027-01-05T10:00:00+00:00")
+    small.set_clock(lambda: now)
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-ok")
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
+    tests = [MessageSent(account_id=ada.account_id, producer="delivery", occurred_at=now, payload={  # type: ignore[arg-type]
+        "message_id": f"t{n}", "kind": "test", "recipient_domain": "example.com", "smtp_code": 250})
+        for n in range(3)]
+    await small.publisher.publish_many([*tests, sent(ada.account_id, 1, now)])
+    counted = await eventually(lambda: account(ada), lambda a: a["usage"]["period_emails"] >= 1, what="counted")
+    assert (counted["usage"]["period_emails"], counted["usage"]["trial_emails"]) == (1, 0)
+
+
+@pytest.mark.parametrize(("zone", "billing_day", "paid_until", "dates", "period_emails"), [
+    ("Europe/Riga", 1, "2027-03-31T21:30:00+00:00", "2027-03-01 to 2027-04-01", 2),
+    ("UTC", 28, "2027-03-28T22:30:00+00:00", "2027-02-28 to 2027-03-28", 1)])
+async def test_the_billing_day_and_periods_are_taken_in_the_platforms_time_zone(
+        settings: HeraldSettings, tmp_path: Path, zone: str, billing_day: int, paid_until: str, dates: str,
+        period_emails: int) -> None:
+    """PRODUCT.md: the billing date is the day of the month of the first payment. Paid at 00:30 on 1 March in
+    Riga (22:30 on 28 February in UTC), it is the 1st in Europe/Riga (HERALD_BILLING_TIME_ZONE's default), and
+    the period, the send cap's count and the invoice's dates follow; times are kept in UTC."""
+    plans = tmp_path / "plans.toml"
+    plans.write_text(SMALL_PLANS)
+    now = datetime.fromisoformat("2027-02-28T22:30:00+00:00")
+    overrides = {"HERALD_BILLING_TIME_ZONE": zone} if zone != "Europe/Riga" else {}  # the default
+    async with running_billing(settings, clock=lambda: now, HERALD_BILLING_PLANS_FILE=str(plans),
+                               **overrides) as platform:
+        ada = await platform.sign_up("ada")
+        await pay_with(ada, "sim-card-ok")
+        chosen = await ada.http.put("/v1/account/plan", json={"subscribers": 2})
+        assert chosen.status_code == 200, chosen.text
+        assert (chosen.json()["monthly"]["billing_day"], chosen.json()["monthly"]["paid_until"]) == (
+            billing_day, paid_until)
+        (invoice,) = (await ada.http.get("/v1/account/invoices")).json()["items"]
+        assert invoice["lines"][0]["description"].endswith(dates) and invoice["period_end"] == paid_until
+        assert f"Period: {dates}" in (await ada.http.get(f"/v1/account/invoices/{invoice['invoice_id']}/document")).text
+        # Noon on 28 March (UTC) is in Riga's first period, and before the second period in UTC; 29 March is in
+        # the current period in both.
+        await platform.publisher.publish_many([sent(ada.account_id, 1, datetime.fromisoformat("2027-03-28T12:00Z")),
+                                               sent(ada.account_id, 2, datetime.fromisoformat("2027-03-29T09:00Z"))])
+        now = datetime.fromisoformat("2027-03-29T10:00:00+00:00")
+        ada = await platform.log_in("ada", ada.account_id)
+        await eventually(lambda: account(ada), lambda a: a["usage"]["period_emails"] == period_emails,
+                         what="the sends counted in their periods")
+
+
+async def test_two_business_days_leave_out_latvian_public_holidays(small: Platform) -> None:
+    """The terms are Latvian ("divu darba dienu"): a request received on Monday 2025-12-22 for the payment on
+    Friday 2025-12-26 leaves one business day (24 and 25 December are public holidays): too late, it takes effect
+    a period later."""
+    clock = Clock(small, "2025-11-26T10:00:00+00:00")
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-ok")
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
+    clock.now = datetime.fromisoformat("2025-12-22T15:00:00+00:00")
+    async with small.staff() as staff:
+        cancelled = await staff.post(f"/v1/staff/accounts/{ada.account_id}/cancellation",
+                                     json={"received_at": "2025-12-22T09:00:00Z"})
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["monthly"]["cancel_at"] == "2026-01-26T10:00:00+00:00"

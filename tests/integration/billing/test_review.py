@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from herald_shared.contract.billing import AccountApproved, AccountRejected, StaffAccessed
+from herald_shared.contract.billing import AccountApproved, AccountRejected, InvoiceIssued, PlanChanged, StaffAccessed
 from herald_shared.contract.campaigns import StaffViewed
 from herald_shared.contract.compliance import AccountReinstated, StaffViewedRates
 from tests.conftest import eventually
@@ -75,3 +76,49 @@ async def test_the_owner_sees_staff_looks_recorded_by_campaigns_and_compliance(p
 async def staff_looks(customer: Customer) -> list[dict[str, Any]]:
     items = (await customer.http.get("/v1/account/audit-log")).json()["items"]
     return [e for e in items if e["kind"] == "staff_access"]
+
+
+async def test_a_rejected_account_buys_nothing_and_its_plan_ends_with_its_paid_period(platform: Platform) -> None:
+    """PRODUCT.md, "Review": a rejected account stays held. It is sold no plan or credits (409 account_rejected),
+    and a plan bought while it waited for review is not renewed: it ends at the end of its paid period, never
+    charged again."""
+    clock = {"now": datetime.fromisoformat("2026-11-02T10:00:00+00:00")}
+    platform.set_clock(lambda: clock["now"])
+    ada = await platform.sign_up("ada")
+    eve = await platform.sign_up("eve", company="Evil Ltd")
+    for customer in (ada, eve):
+        assert (await customer.http.put("/v1/account/payment-method", json={
+            "provider": "simulated", "reference": "sim-card-ok"})).status_code == 204
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 500})).status_code == 200
+    async with platform.staff() as staff:
+        for customer in (ada, eve):
+            rejected = await staff.post(f"/v1/staff/accounts/{customer.account_id}/rejection",
+                                        json={"reasons": ["fake company"]})
+            assert rejected.status_code == 200 and rejected.json()["review"] == "rejected"
+    for refused in (await eve.http.put("/v1/account/plan", json={"subscribers": 500}),
+                    await eve.http.post("/v1/account/credits", json={"credits": 1000}),
+                    await ada.http.put("/v1/account/plan", json={"subscribers": 1000})):
+        assert refused.status_code == 409 and refused.json()["type"].endswith("/account_rejected"), refused.text
+    assert (await eve.http.get("/v1/account")).json()["plan"] == "trial"
+
+    clock["now"] = datetime.fromisoformat("2026-12-02T10:00:10+00:00")  # the paid period is over
+    await platform.service.clock.tick()
+    ada = await platform.log_in("ada", ada.account_id)
+    ended = await eventually(lambda: overview(ada), lambda a: a["plan"] == "none", what="the plan ended")
+    assert ended["sending_blocked"] == ["no_plan"] and ended["open_invoices"] == []
+    clock["now"] = datetime.fromisoformat("2027-01-02T10:00:10+00:00")
+    await platform.service.clock.tick()
+    issued = [e.payload.invoice_id for e in await platform.events() if isinstance(e, InvoiceIssued)]
+    assert issued == ["2026-000001"]  # the first period only: nothing renewed
+    ended_at = [e.payload.effective_at for e in await platform.events()
+                if isinstance(e, PlanChanged) and e.payload.plan == "none"]
+    assert ended_at == [datetime.fromisoformat("2026-12-02T10:00:00+00:00")]
+    documented = (await platform.http.get("/openapi.json")).json()["paths"]
+    assert "account_rejected" in documented["/v1/account/plan"]["put"]["responses"]["409"]["description"]
+    assert "account_rejected" in documented["/v1/account/credits"]["post"]["responses"]["409"]["description"]
+
+
+async def overview(customer: Customer) -> dict[str, Any]:
+    response = await customer.http.get("/v1/account")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]

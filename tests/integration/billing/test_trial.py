@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from herald_billing.store import BillingProjection
 from herald_shared.contract.billing import QuotaExhausted, SendingBlocked, TrialEnded
-from herald_shared.contract.delivery import MessageSent
+from herald_shared.contract.delivery import MessageBounced, MessageSent
 from herald_shared.contract.subscriptions import ListDeleted, SubscriberAdded
 from herald_shared.kafka import EventPublisher
 from herald_shared.mongo import rebuild
@@ -120,9 +120,9 @@ def sent(account_id: str, n: int, kind: str = "campaign") -> MessageSent:
 async def test_the_100th_campaign_email_exhausts_the_trial(platform: Platform) -> None:
     ada = await platform.sign_up("ada")
     first = [sent(ada.account_id, n) for n in range(99)]
-    # Copies of an event, confirmations, account notices and test sends are not counted.
+    # Copies of an event, confirmations and account notices are not counted.
     await platform.publisher.publish_many([*first, *first[:10], sent(ada.account_id, 1, "confirmation"),
-                                           sent(ada.account_id, 2, "test"), sent(ada.account_id, 3, "account_notice")])
+                                           sent(ada.account_id, 3, "account_notice")])
     await eventually(lambda: account(ada), lambda a: a["usage"]["trial_emails"] == 99, what="99 emails counted")
     assert (await account(ada))["sending_blocked"] == []
     await platform.publisher.publish(sent(ada.account_id, 99))
@@ -130,6 +130,23 @@ async def test_the_100th_campaign_email_exhausts_the_trial(platform: Platform) -
     assert blocked["sending_blocked"] == ["trial_quota_reached"] and blocked["plan"] == "trial"
     exhausted = [e for e in await platform.events() if isinstance(e, QuotaExhausted)]
     assert [(e.payload.quota, e.payload.limit, e.payload.used) for e in exhausted] == [("trial_emails", 100, 100)]
+
+
+async def test_test_sends_count_toward_the_trials_100_emails(platform: Platform) -> None:
+    """PRODUCT.md: the trial allows "at most 20 subscribers and 100 emails". A test send is an email (campaigns
+    sends tests unreviewed, 50 a day): 60 campaign emails and 40 test sends exhaust the trial, a test send the
+    receiving server refused included; a paid plan does not count them (test_plans)."""
+    ada = await platform.sign_up("ada")
+    refused_test = MessageBounced(account_id=ada.account_id, producer="delivery", payload={  # type: ignore[arg-type]
+        "message_id": "m-refused-test", "kind": "test", "bounce_class": "block", "smtp_code": 550,
+        "diagnostic": "550 5.7.1 refused", "source": "smtp_reply"})
+    await platform.publisher.publish_many([*(sent(ada.account_id, n) for n in range(60)),
+                                           *(sent(ada.account_id, n, "test") for n in range(38)), refused_test])
+    counted = await eventually(lambda: account(ada), lambda a: a["usage"]["trial_emails"] == 99, what="99 counted")
+    assert counted["sending_blocked"] == []
+    await platform.publisher.publish(sent(ada.account_id, 38, "test"))
+    blocked = await eventually(lambda: account(ada), lambda a: a["sending_blocked"] != [], what="trial quota")
+    assert blocked["sending_blocked"] == ["trial_quota_reached"] and blocked["usage"]["trial_emails"] == 100
 
 
 async def test_the_trial_ends_at_day_30(platform: Platform) -> None:

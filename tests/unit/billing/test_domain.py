@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
 from herald_billing import domain
 from herald_billing.domain import Account, Usage, User
+from herald_billing.plans import CreditPack, Plans, Tier
 from herald_shared.contract.billing import (
+    AccountDeleted,
     AccountOpened,
+    ApiKeyRevoked,
     PasswordChanged,
     PlanChanged,
     QuotaExhausted,
@@ -140,21 +144,63 @@ def test_a_login_request_that_is_not_valid_is_an_attempt_for_the_user_it_names(b
     assert domain.attempted_username(body) == username
 
 
-def test_only_owners_manage_users_and_keys_and_nobody_disables_the_owner() -> None:
+def test_only_owners_manage_users_and_keys_and_nobody_disables_themselves() -> None:
     owner, member = User("ada", "a1", "owner", HASH), User("bob", "a1", "member", HASH)
     with pytest.raises(domain.OwnersOnly):
         domain.issue_key(member, opened(), "k1", "scrypt$" + "x" * 30, None)
     with pytest.raises(domain.OwnersOnly):
         domain.add_user(member, "cy", "member", HASH, None)
     with pytest.raises(domain.CannotDisable):
-        domain.disable_user(owner, owner)
+        domain.disable_user(owner, opened(), owner, [])
     with pytest.raises(domain.UserNotFound):
-        domain.disable_user(owner, User("eve", "a2", "member", HASH))
-    assert len(domain.disable_user(owner, member)) == 1
-    assert domain.disable_user(owner, replace(member, disabled=True)) == []
+        domain.disable_user(owner, opened(), User("eve", "a2", "member", HASH), [])
+    assert len(domain.disable_user(owner, opened(), member, [])) == 1
+    assert domain.disable_user(owner, opened(), replace(member, disabled=True), []) == []
     with pytest.raises(domain.KeyNotFound):
         domain.revoke_key(owner, "a2", False, "k1", None)
     assert domain.revoke_key(owner, "a1", True, "k1", None) == []
+
+
+def test_the_main_user_disables_any_other_user_and_their_keys_are_revoked() -> None:
+    """An owner added as a sub-user can be removed: by the main user (who signed up); never the main user, by
+    anyone. What a disabled user issued stops working: their active keys are revoked with them."""
+    account = opened()  # main user: ada
+    ada, bob, cy = User("ada", "a1", "owner", HASH), User("bob", "a1", "owner", HASH), User("cy", "a1", "member", HASH)
+    disabled, revoked = domain.disable_user(ada, account, bob, ["k-bob"])
+    assert isinstance(disabled, UserDisabled) and disabled.payload.username == "bob"
+    assert isinstance(revoked, ApiKeyRevoked) and (revoked.payload.key_id, revoked.payload.revoked_by) == (
+        "k-bob", "ada")
+    with pytest.raises(domain.CannotDisable):  # another owner cannot remove the main user
+        domain.disable_user(bob, account, ada, [])
+    with pytest.raises(domain.MainUserOnly):  # nor a peer owner
+        domain.disable_user(bob, account, replace(bob, username="dan"), [])
+    assert [type(e) for e in domain.disable_user(bob, account, cy, [])] == [UserDisabled]  # members, yes
+    with pytest.raises(domain.OwnersOnly):
+        domain.disable_user(cy, account, bob, [])
+
+
+def test_only_the_main_user_closes_the_account() -> None:
+    account = opened()
+    with pytest.raises(domain.MainUserOnly) as refused:
+        domain.delete_account(User("bob", "a1", "owner", HASH), account, ["k1"], NOW)
+    assert refused.value.http_status == 403
+    deleted = domain.delete_account(User("ada", "a1", "owner", HASH), account, ["k1"], NOW)
+    assert [type(e) for e in deleted] == [AccountDeleted, ApiKeyRevoked, SendingBlocked]
+
+
+def test_a_rejected_account_is_sold_nothing() -> None:
+    """PRODUCT.md, "Review": a rejected account stays held; selling it a plan or credits would charge for nothing
+    it may use, every month."""
+    (rejected_event,) = domain.reject(opened(), "rita", ["fake company"], NOW)
+    rejected = domain.evolve_all(replace(opened(), payment_method="simulated:sim-card-ok"), [rejected_event])
+    config = Plans(tiers=(Tier(500, 900, 1900),), packs=(CreditPack(1000, 1000, 365),), vat_percent=Decimal(21))
+    with pytest.raises(domain.RejectedAccount) as refused:
+        domain.buy_monthly(rejected, Usage(), config, 500, "standard", "2026-000001", NOW)
+    assert (refused.value.http_status, refused.value.code) == (409, "account_rejected")
+    with pytest.raises(domain.RejectedAccount):
+        domain.buy_credits(rejected, config, 1000, "2026-000001", NOW)
+    approved = domain.evolve_all(rejected, domain.approve(rejected, "rita", "reconsidered"))
+    assert domain.buy_monthly(approved, Usage(), config, 500, "standard", "2026-000001", NOW) is not None
 
 
 def test_review_approves_once_and_rejects_only_what_waits() -> None:
@@ -162,7 +208,7 @@ def test_review_approves_once_and_rejects_only_what_waits() -> None:
     assert len(domain.approve(account, "rita", None)) == 1
     assert domain.approve(replace(account, review="approved"), "rita", None) == []
     with pytest.raises(domain.AlreadyReviewed):
-        domain.reject(replace(account, review="rejected"), "rita", ["again"])
+        domain.reject(replace(account, review="rejected"), "rita", ["again"], NOW)
     with pytest.raises(domain.AccountNotFound):
         domain.approve(None, "rita", None)
 
@@ -235,11 +281,21 @@ def outcome(kind: str = "campaign", source: str | None = None) -> MessageSent | 
 def test_an_email_the_receiving_server_refused_counts_as_sent_and_nothing_counts_twice() -> None:
     """PRODUCT.md: "every email sent consumes a credit, even if the receiving server blocks it": a 5xx to RCPT TO
     or DATA (MessageBounced smtp_reply, no MessageSent) counts; a later report on a message sent (dsn) was
-    counted by its MessageSent; one given up after retrying was never sent; test sends are never counted."""
-    assert domain.counts_as_sent(outcome())
-    assert domain.counts_as_sent(outcome(source="smtp_reply"))
-    assert not domain.counts_as_sent(outcome(source="dsn"))
-    assert not domain.counts_as_sent(outcome(source="retry_expired"))
-    assert not domain.counts_as_sent(outcome(source="local"))  # never handed to the relay: never sent
-    assert not domain.counts_as_sent(outcome("test")) and not domain.counts_as_sent(outcome("test", "smtp_reply"))
-    assert not domain.counts_as_sent(outcome("confirmation", "smtp_reply"))
+    counted by its MessageSent; one given up after retrying was never sent."""
+    for plan in ("trial", "monthly", "pay_as_you_go"):
+        assert domain.counts_as_sent(outcome(), plan)
+        assert domain.counts_as_sent(outcome(source="smtp_reply"), plan)
+        assert not domain.counts_as_sent(outcome(source="dsn"), plan)
+        assert not domain.counts_as_sent(outcome(source="retry_expired"), plan)
+        assert not domain.counts_as_sent(outcome(source="local"), plan)  # never handed to the relay: never sent
+        assert not domain.counts_as_sent(outcome("confirmation", "smtp_reply"), plan)
+        assert not domain.counts_as_sent(outcome("account_notice"), plan)
+
+
+def test_test_sends_count_toward_the_trials_100_emails_and_no_paid_plans_quota() -> None:
+    """PRODUCT.md: the trial allows "at most 20 subscribers and 100 emails"; a test send is an email (campaigns
+    lets an account send tests unreviewed). A paid plan's cap and credits count campaign emails only."""
+    for test in (outcome("test"), outcome("test", "smtp_reply")):
+        assert domain.email_sent(test) and domain.counts_as_sent(test, "trial")
+        assert not domain.counts_as_sent(test, "monthly") and not domain.counts_as_sent(test, "pay_as_you_go")
+    assert not domain.counts_as_sent(outcome("test", "dsn"), "trial")  # its MessageSent counted it

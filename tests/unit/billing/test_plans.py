@@ -4,9 +4,10 @@ VAT, invoice numbers, the 109 x quota, upgrades only, cancellation 2 business da
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -15,6 +16,7 @@ from herald_billing.domain import Account, Usage
 from herald_billing.plans import Plans, Tier, load_plans
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
+    AccountRejected,
     CancellationRequested,
     CreditsExpired,
     CreditsPurchased,
@@ -36,14 +38,54 @@ def at(day: str, time: str = "10:00:00") -> datetime:
     return datetime.fromisoformat(f"{day}T{time}+00:00")
 
 
+UTC_CALENDAR = plans.BillingCalendar(ZoneInfo("UTC"))
+RIGA = plans.BillingCalendar()
+
+
 def test_the_billing_day_is_the_first_payments_day_or_the_months_last() -> None:
-    assert plans.next_billing_date(31, at("2027-01-31")) == at("2027-02-28")
-    assert plans.next_billing_date(31, at("2028-01-31")) == at("2028-02-29")  # leap year
-    assert plans.next_billing_date(31, at("2027-02-28")) == at("2027-03-31")
-    assert plans.next_billing_date(15, at("2026-12-15")) == at("2027-01-15")
-    assert plans.period_containing(31, at("2027-01-31"), at("2027-03-01")) == (at("2027-02-28"), at("2027-03-31"))
-    assert plans.period_containing(31, at("2027-01-31"), at("2027-02-28", "09:59:59")) == (
-        at("2027-01-31"), at("2027-02-28"))
+    anchor = at("2027-01-31")
+    assert UTC_CALENDAR.next_billing_date(31, anchor, at("2027-01-31")) == at("2027-02-28")
+    assert UTC_CALENDAR.next_billing_date(31, at("2028-01-31"), at("2028-01-31")) == at("2028-02-29")  # leap year
+    assert UTC_CALENDAR.next_billing_date(31, anchor, at("2027-02-28")) == at("2027-03-31")
+    assert UTC_CALENDAR.next_billing_date(15, at("2026-12-15"), at("2026-12-15")) == at("2027-01-15")
+    assert UTC_CALENDAR.period_containing(31, anchor, at("2027-03-01")) == (at("2027-02-28"), at("2027-03-31"))
+    assert UTC_CALENDAR.period_containing(31, anchor, at("2027-02-28", "09:59:59")) == (at("2027-01-31"),
+                                                                                        at("2027-02-28"))
+    # On Riga's calendar the dates keep the first payment's local time (12:00): 10:00 UTC in winter, 09:00 in
+    # summer (from 28 March 2027).
+    assert RIGA.next_billing_date(31, anchor, at("2027-01-31")) == at("2027-02-28")
+    assert RIGA.next_billing_date(31, anchor, at("2027-02-28")) == at("2027-03-31", "09:00:00")
+    assert RIGA.period_containing(31, anchor, at("2027-03-31", "09:30:00")) == (at("2027-03-31", "09:00:00"),
+                                                                                 at("2027-04-30", "09:00:00"))
+
+
+def test_the_billing_day_is_the_day_in_the_platforms_time_zone() -> None:
+    """A first payment at 00:30 on 1 March in Riga (22:30 on 28 February in UTC) bills on the 1st, at 00:30 Riga
+    time; the send cap's period and the invoice's dates are Riga's too. Stored times stay UTC."""
+    riga_midnight = datetime.fromisoformat("2027-02-28T22:30:00+00:00")
+    assert UTC_CALENDAR.billing_day(riga_midnight) == 28  # what billing did
+    assert RIGA.billing_day(riga_midnight) == 1
+    ends = RIGA.next_billing_date(1, riga_midnight, riga_midnight)
+    assert ends == datetime.fromisoformat("2027-04-01T00:30:00+03:00") and ends.tzinfo == UTC
+    assert RIGA.period_containing(1, riga_midnight, datetime.fromisoformat("2027-04-30T21:29:59+00:00")) == (
+        ends, datetime.fromisoformat("2027-05-01T00:30:00+03:00"))
+    purchase = domain.buy_monthly(opened_account(), Usage(), PLANS, 500, "standard", "2027-000001", riga_midnight,
+                                  RIGA)
+    assert purchase is not None and purchase.payload.purchase is not None
+    assert purchase.payload.purchase.billing_day == 1 and purchase.payload.period_end == ends
+    assert purchase.payload.lines[0].description.endswith("2027-03-01 to 2027-04-01")
+    in_utc = domain.buy_monthly(opened_account(), Usage(), PLANS, 500, "standard", "2027-000001", riga_midnight,
+                                UTC_CALENDAR)
+    assert in_utc is not None and in_utc.payload.purchase is not None and in_utc.payload.purchase.billing_day == 28
+    # Calendar months of retention too: 3 months after a deletion at 00:30 on 1 March (Riga) is 1 June, 00:30.
+    assert RIGA.add_months(riga_midnight, 3) == datetime.fromisoformat("2027-06-01T00:30:00+03:00")
+
+
+def test_a_time_zone_is_an_iana_name() -> None:
+    assert plans.BillingCalendar.named("America/New_York").zone.key == "America/New_York"
+    for bad in ("Mars/Olympus", "", "../etc/passwd"):
+        with pytest.raises(ValueError, match="IANA"):
+            plans.BillingCalendar.named(bad)
 
 
 def test_proration_charges_the_rest_of_the_period_to_the_cent() -> None:
@@ -70,17 +112,40 @@ def test_invoice_numbers_run_per_year_without_gaps() -> None:
 
 def test_business_days_before_the_payment_date() -> None:
     # Thursday 2026-12-03 to a payment on Monday 2026-12-07: Friday only.
-    assert plans.business_days_between(at("2026-12-03"), at("2026-12-07")) == 1
-    assert plans.business_days_between(at("2026-12-02"), at("2026-12-07")) == 2
+    assert RIGA.business_days_between(at("2026-12-03"), at("2026-12-07")) == 1
+    assert RIGA.business_days_between(at("2026-12-02"), at("2026-12-07")) == 2
 
 
-def test_business_days_are_counted_in_utc_whatever_offset_a_time_was_written_with() -> None:
-    # Friday 2026-11-27 01:30 UTC to a payment on Tuesday 2026-12-01: Monday only, however it is written.
+def test_latvian_public_holidays_are_not_business_days() -> None:
+    """The terms are Latvian: "divu darba dienu". Monday 2025-12-22 to a payment on Friday 2025-12-26 leaves
+    Tuesday only: 24 and 25 December are public holidays."""
+    assert RIGA.business_days_between(at("2025-12-22"), at("2025-12-26")) == 1
+    assert plans.easter_sunday(2025) == date(2025, 4, 20) and plans.easter_sunday(2024) == date(2024, 3, 31)
+    assert plans.easter_sunday(2000) == date(2000, 4, 23) and plans.easter_sunday(2038) == date(2038, 4, 25)
+    # Good Friday and Easter Monday 2025; Midsummer; 4 May 2024 (a Saturday) moves to Monday the 6th; 18 November
+    # 2023 (a Saturday) to Monday the 20th; 18 November 2025 is a Tuesday.
+    assert {date(2025, 4, 18), date(2025, 4, 21), date(2025, 6, 23), date(2025, 6, 24), date(2025, 11, 18),
+            date(2025, 1, 1), date(2025, 5, 1), date(2025, 12, 31)} <= plans.latvian_public_holidays(2025)
+    assert date(2024, 5, 6) in plans.latvian_public_holidays(2024)
+    assert date(2023, 11, 20) in plans.latvian_public_holidays(2023)
+    assert date(2025, 5, 5) in plans.latvian_public_holidays(2025)  # 4 May 2025 is a Sunday
+    assert date(2026, 5, 4) in plans.latvian_public_holidays(2026) and date(2026, 5, 5) not in \
+        plans.latvian_public_holidays(2026)  # a Monday: no other day
+    # Thursday 2025-04-17 to a payment on Tuesday 2025-04-22: Good Friday and Easter Monday leave none.
+    assert RIGA.business_days_between(at("2025-04-17"), at("2025-04-22")) == 0
+
+
+def test_business_days_are_counted_in_the_platforms_time_zone_whatever_offset_a_time_was_written_with() -> None:
+    # Friday 2026-11-27 01:30 UTC (03:30 in Riga) to a payment on Tuesday 2026-12-01: Monday only, however it is
+    # written.
     for written in ("2026-11-27T01:30:00+00:00", "2026-11-26T23:30:00-02:00", "2026-11-27T03:30:00+02:00"):
-        assert plans.business_days_between(datetime.fromisoformat(written), at("2026-12-01")) == 1, written
-    # The ends of the calendar, which UTC cannot hold, still count.
+        assert RIGA.business_days_between(datetime.fromisoformat(written), at("2026-12-01")) == 1, written
+    # 23:30 UTC on Thursday 2026-11-26 is Friday 01:30 in Riga: the same as above, where UTC counted Friday too.
+    assert RIGA.business_days_between(at("2026-11-26", "23:30"), at("2026-12-01")) == 1
+    assert UTC_CALENDAR.business_days_between(at("2026-11-26", "23:30"), at("2026-12-01")) == 2
+    # The ends of the calendar, which a time zone cannot hold, still count.
     first = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=23, minutes=59)))
-    assert plans.business_days_between(first, datetime(1, 1, 10, tzinfo=UTC)) == 6
+    assert RIGA.business_days_between(first, datetime(1, 1, 10, tzinfo=UTC)) == 6
 
 
 def test_the_shipped_plans_file_loads_and_bad_ones_are_refused(tmp_path: Path) -> None:
@@ -143,7 +208,7 @@ def test_an_upgrade_charges_the_prorated_difference_and_a_downgrade_is_refused()
         domain.buy_monthly(raised, Usage(), PLANS, 500, "standard", "2026-000003", at("2026-11-20"))
     pro = domain.buy_monthly(raised, Usage(), PLANS, 1000, "pro", "2026-000003", at("2026-11-16"))
     assert pro is not None and pro.payload.net_cents == 700
-    with pytest.raises(domain.TierCannotBeLowered):
+    with pytest.raises(domain.EditionCannotBeLowered):
         domain.buy_monthly(domain.evolve_all(raised, bought(raised, pro)), Usage(), PLANS, 1000, "standard", "x",
                            at("2026-11-17"))
     assert domain.buy_monthly(raised, Usage(), PLANS, 1000, "standard", "2026-000003", at("2026-11-16")) is None
@@ -151,6 +216,31 @@ def test_an_upgrade_charges_the_prorated_difference_and_a_downgrade_is_refused()
         domain.buy_monthly(raised, Usage(), PLANS, 750, "standard", "2026-000003", at("2026-11-16"))
     with pytest.raises(domain.NoPaymentMethod):
         domain.buy_monthly(replace(raised, payment_method=None), Usage(), PLANS, 1000, "pro", "x", at("2026-11-16"))
+
+
+def test_a_higher_subscriber_limit_is_a_raise_from_pro_to_standard_too() -> None:
+    """PRODUCT.md: "the tier can be raised at any time and never lowered": the tier is the subscriber limit. PRO 500
+    (19.00) to standard 1000 (15.00) raises it: the footer comes back, nothing is charged for the rest of the
+    period (no refunds either) and the lower fee is renewed from the next period. At the same limit, PRO back to
+    standard raises nothing: refused (edition_cannot_be_lowered)."""
+    purchase = domain.buy_monthly(opened_account(), Usage(), PLANS, 500, "pro", "2026-000001", at("2026-11-01"))
+    pro = domain.evolve_all(opened_account(), bought(opened_account(), purchase))
+    raised = domain.buy_monthly(pro, Usage(), PLANS, 1000, "standard", "2026-000002", at("2026-11-16"))
+    assert raised is not None and (raised.payload.kind, raised.payload.net_cents, raised.payload.amount_cents) == (
+        "upgrade", 0, 0)
+    account = domain.evolve_all(pro, bought(pro, raised))
+    assert (account.tier, account.edition, account.fee_cents, account.paid_until) == (
+        1000, "standard", 1500, at("2026-12-01"))
+    renewal = domain.renewal(account, PLANS, "2026-000003", at("2026-12-01"))
+    assert renewal is not None and renewal.payload.net_cents == 1500
+    # PRO 500 to PRO 1000: the difference of the PRO fees, prorated.
+    pro_raised = domain.buy_monthly(pro, Usage(), PLANS, 1000, "pro", "2026-000002", at("2026-11-16"))
+    assert pro_raised is not None and pro_raised.payload.net_cents == 500  # (2900 - 1900) / 2
+    with pytest.raises(domain.EditionCannotBeLowered) as refused:
+        domain.buy_monthly(pro, Usage(), PLANS, 500, "standard", "x", at("2026-11-16"))
+    assert (refused.value.http_status, refused.value.code) == (409, "edition_cannot_be_lowered")
+    with pytest.raises(domain.TierCannotBeLowered):
+        domain.buy_monthly(account, Usage(), PLANS, 500, "pro", "x", at("2026-11-17"))
 
 
 def test_more_subscribers_than_the_tier_block_sending_until_fewer_are_stored() -> None:
@@ -205,7 +295,7 @@ def test_a_cap_announced_by_the_version_before_caps_were_named_is_not_announced_
     the same period's cap is not announced a second time (with a new event id)."""
     account = monthly(at("2026-11-01"))
     period = domain.period_key(at("2026-11-01"))
-    start, _ = account.period(at("2026-11-05"))
+    start, _ = account.period(at("2026-11-05"), RIGA)
     legacy = replace(account, exhausted=(f"monthly_emails:{time_key(start)}",),
                      blocked=(*account.blocked, "monthly_quota_reached"))
     assert domain.enforce(legacy, Usage(emails_by_period={period: 54_500}), at("2026-11-05")) == []
@@ -294,18 +384,65 @@ def test_a_request_in_time_recorded_after_its_payment_was_charged_is_refused_nam
 
 def test_a_request_in_time_recorded_while_its_renewal_is_unpaid_ends_the_plan_then_and_voids_it() -> None:
     """The 12-01 renewal was declined and is open: the request of 11-20 (in time for 12-01) ends the plan on
-    12-01, the open renewal is void (agreement_ended, never charged) and the payment block lifts."""
+    12-01, the open renewal is void (agreement_ended, never charged) and the payment block lifts, once the plan has
+    ended and sending is blocked for no plan: all in one commit."""
     account = renewed(monthly(at("2026-11-01")), "2026-000002", at("2026-12-01"), declined="card declined")
     assert account.paid_until == at("2026-12-01") and "payment_failed" in account.blocked
-    cancelled, voided, lifted = domain.cancel(account, "request", at("2026-11-20"), "rita", now=at("2026-12-03"),
-                                              paid=[("2026-000001", at("2026-11-01"))])
+    cancelled, voided, ended, blocked, lifted = domain.cancel(account, "request", at("2026-11-20"), "rita",
+                                                              now=at("2026-12-03"),
+                                                              paid=[("2026-000001", at("2026-11-01"))])
     assert cancelled.payload.effective_at == at("2026-12-01")  # type: ignore[attr-defined]
     assert isinstance(voided, InvoiceVoided) and (voided.payload.invoice_id, voided.payload.reason) == (
         "2026-000002", "agreement_ended")
+    assert isinstance(ended, PlanChanged) and (ended.payload.plan, ended.payload.effective_at) == (
+        "none", at("2026-12-01"))
+    assert isinstance(blocked, SendingBlocked) and blocked.payload.reason == "no_plan"
     assert isinstance(lifted, SendingUnblocked) and lifted.payload.reason == "payment_failed"
-    ended = domain.evolve_all(account, [cancelled, voided, lifted])
-    plan_ended = domain.end_of_agreement(ended, at("2026-12-03"))[0]
-    assert isinstance(plan_ended, PlanChanged) and plan_ended.payload.effective_at == at("2026-12-01")
+    after = domain.evolve_all(account, [cancelled, voided, ended, blocked, lifted])
+    assert (after.plan, after.blocked, after.open_invoices) == ("none", ("no_plan",), ())
+    assert domain.end_of_agreement(after, at("2026-12-03")) == []  # the clock has nothing left to end
+
+
+def test_cancelling_while_the_renewal_is_declined_never_opens_sending_before_the_plan_ends() -> None:
+    """Self-service on 12-05, the 12-01 renewal declined: the cancellation takes effect at the end of the paid
+    period, 12-01, which is past. Lifting payment_failed alone would open sending until the clock's next round
+    ended the plan; the plan ends, and no_plan blocks, before payment_failed is lifted, in the same commit."""
+    account = renewed(monthly(at("2026-11-01")), "2026-000002", at("2026-12-01"), declined="card declined")
+    decided = domain.cancel(account, "self_service", at("2026-12-05"), "ada", now=at("2026-12-05"))
+    assert [(type(e).__name__, getattr(e.payload, "reason", None) or getattr(e.payload, "plan", None))
+            for e in decided] == [("CancellationRequested", None), ("InvoiceVoided", "agreement_ended"),
+                                  ("PlanChanged", "none"), ("SendingBlocked", "no_plan"),
+                                  ("SendingUnblocked", "payment_failed")]
+    # Folded one by one, as delivery reads them, sending is blocked after every event.
+    state = account
+    for event in decided:
+        state = domain.evolve_all(state, [event])
+        assert state.blocked, event.type
+    # The clock would record the same end: fixed ids, so a repeat is dropped as a duplicate.
+    again = domain.end_of_agreement(replace(account, cancel_at=at("2026-12-01")), at("2026-12-05", "10:00:30"))
+    assert [e.event_id for e in again] == [e.event_id for e in decided[1:]]
+    # A cancellation that takes effect later ends nothing now.
+    assert [type(e) for e in domain.cancel(monthly(at("2026-11-01")), "self_service", at("2026-11-20"), "ada",
+                                           now=at("2026-11-20"))] == [CancellationRequested]
+
+
+def test_a_rejected_accounts_plan_is_not_renewed_and_ends_with_its_paid_period() -> None:
+    """PRODUCT.md, "Review": a rejected account is held; its monthly plan, bought before the rejection, ends at the
+    end of the paid period instead of being charged every month."""
+    account = monthly(at("2026-11-01"))
+    (rejected_event,) = domain.reject(account, "rita", ["fake company"], at("2026-11-10"))
+    rejected = domain.evolve_all(account, [rejected_event])
+    assert domain.renewal(rejected, PLANS, "2026-000002", at("2026-12-01")) is None
+    assert domain.end_of_agreement(rejected, at("2026-11-30")) == []
+    ended, blocked = domain.end_of_agreement(rejected, at("2026-12-01"))
+    assert isinstance(ended, PlanChanged) and (ended.payload.plan, ended.payload.effective_at) == (
+        "none", at("2026-12-01"))
+    assert isinstance(blocked, SendingBlocked) and blocked.payload.reason == "no_plan"
+    # Rejected while its renewal is declined and open: the plan ends with the rejection, the renewal void.
+    declined = renewed(monthly(at("2026-11-01")), "2026-000002", at("2026-12-01"), declined="card declined")
+    decided = domain.reject(declined, "rita", ["fake company"], at("2026-12-02"))
+    assert [type(e) for e in decided] == [AccountRejected, InvoiceVoided, PlanChanged, SendingBlocked,
+                                          SendingUnblocked]
 
 
 def test_a_request_received_before_the_plan_began_counts_from_its_first_renewal() -> None:

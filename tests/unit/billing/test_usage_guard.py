@@ -105,7 +105,7 @@ async def test_an_account_whose_rule_raises_holds_back_no_other_and_is_tried_aga
     from herald_billing import domain
     from herald_billing.handlers import BillingService
 
-    def enforce(account: Any, usage: Any, now: Any) -> list[Any]:
+    def enforce(account: Any, usage: Any, now: Any, calendar: Any) -> list[Any]:
         if account.account_id == "bad":
             raise ValueError("a rule raised")
         return [SimpleNamespace(type="QuotaExceeded", account_id=account.account_id)]
@@ -120,7 +120,7 @@ async def test_an_account_whose_rule_raises_holds_back_no_other_and_is_tried_aga
         published.extend(events)
 
     service: Any = SimpleNamespace(clock=lambda: datetime.now(UTC), store=SimpleNamespace(touched_usage=touched_usage),
-                                   recorder=SimpleNamespace(publish_only=publish_only))
+                                   recorder=SimpleNamespace(publish_only=publish_only), calendar=None)
     service.enforce = lambda ids, failed=None: BillingService.enforce(service, ids, failed)
     guard = UsageGuard(Projection(), service)  # type: ignore[arg-type]
     for account_id in ("bad", "a1"):
