@@ -11,9 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, Field, StrictInt, StringConstraints
 
-from herald_shared.contract.envelope import Identifier
+from herald_shared.contract.envelope import Identifier, has_utc_time
 from herald_shared.http import Problem, answers, client_host, problem, problems
 from herald_shared.request_fields import NO_NUL, Body, EmailAddress, IsoTime, NameText, Out, Text
 from herald_shared.staff import StaffTokens, staff_member
@@ -104,7 +104,9 @@ class PaymentMethodIn(Body):
 
 
 class CancellationIn(Body):
-    received_at: IsoTime = Field(description="When the customer's request reached Herald.")
+    # A time with an offset that is no time in UTC (0001-01-01T00:00+01:00) cannot be compared or stored: 422.
+    received_at: Annotated[IsoTime, AfterValidator(has_utc_time)] = Field(
+        description="When the customer's request reached Herald.")
 
 
 class UsageOut(Out):

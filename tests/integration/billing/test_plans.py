@@ -552,6 +552,10 @@ async def test_staff_recording_a_timely_request_while_its_renewal_is_unpaid_void
     (renewal,) = blocked["open_invoices"]
     clock.now = datetime.fromisoformat("2026-12-03T10:00:00+00:00")
     async with small.staff() as staff:
+        for no_time_in_utc in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:00-01:00"):  # 422, never a 500
+            refused = await staff.post(f"/v1/staff/accounts/{ada.account_id}/cancellation",
+                                       json={"received_at": no_time_in_utc})
+            assert refused.status_code == 422 and "no time in UTC" in refused.text, refused.text
         cancelled = await staff.post(f"/v1/staff/accounts/{ada.account_id}/cancellation",
                                      json={"received_at": "2026-11-20T09:00:00Z"})
     assert cancelled.status_code == 200, cancelled.text
