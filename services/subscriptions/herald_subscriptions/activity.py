@@ -1,11 +1,16 @@
-"""The `activity` read model: what delivery recorded about each subscriber's own messages (sent, bounced, opened,
-clicked, with the client an open or click came from; suppressed, by a hard bounce or a complaint alike), for the
-GDPR export; removed by erasure and purge.
+"""The `activity` read model: what delivery recorded about each subscriber's own messages (sent, deferred with the
+receiving server's reply, bounced, opened, clicked, with the client an open or click came from; suppressed, by a
+hard bounce or a complaint alike), for the GDPR export; removed by erasure and purge.
 
 Written for FerretDB (`herald_shared.readmodel`): insert-only documents keyed
 `account/subscriber/<time>/<event id>`, so one membership's activity is an `_id` prefix range (read newest first
 for the export, deleted at once by an erasure) and an account's is the range of its prefix (purge). A batch is
 one bulk insert; a redelivered event makes the same `_id`, and the duplicate is ignored, so no event ids are kept.
+
+The export pages through a person's activity newest first, merging their memberships' ranges by time: a page
+ends at an entry, and its cursor (`cursor_after`) bounds each membership's range below that entry
+(`entries_after`), so following the cursors gives every entry once, the oldest included, each page one `_id`
+range read per membership, sorted and limited by the store, and streamed in batches.
 
 Erasure: the projection's consumer, folding SubscriberErased, writes a tombstone (`activity_erased`: ids and the
 time, nothing personal) and then deletes the membership's range (`ActivityErasures`), so an erasure's answer comes
@@ -22,6 +27,10 @@ the person's return.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,13 +43,14 @@ from herald_shared.contract.delivery import (
     ComplaintReceived,
     LinkClicked,
     MessageBounced,
+    MessageDeferred,
     MessageOpened,
     MessageSent,
 )
 from herald_shared.contract.subscriptions import SubscriberErased
 from herald_shared.mongo import Projection, WriteOp
 from herald_shared.purging import delete_by_account_prefix
-from herald_shared.readmodel import compose, insert_new, load, prefix_range, time_key
+from herald_shared.readmodel import SEPARATOR, compose, insert_new, load, prefix_range, time_key
 
 from . import domain
 from .store import FORMATS, SUBSCRIBERS, member_key
@@ -51,20 +61,97 @@ ACTIVITY, ERASED = "activity", "activity_erased"
 # herald.subscriptions: an import's millions of events would all pass through it for the rare erasure.
 ACTIVITY_EVENTS: dict[str, list[type[Event]]] = {
     # A complaint as a neutral `suppressed` entry, like a hard bounce (`domain.customer_activity`).
-    "herald.delivery": [MessageSent, MessageBounced, MessageOpened, LinkClicked, ComplaintReceived],
+    "herald.delivery": [MessageSent, MessageDeferred, MessageBounced, MessageOpened, LinkClicked, ComplaintReceived],
     "herald.billing": [AccountPurged],
 }
-# The activity consumer's group, after the service name. `.v2` since complaints are folded too (as `suppressed`,
-# like a hard bounce): a new group reads herald.delivery again from offset 0, so the complaints the group before
-# passed over are added (every other entry is the same `_id` again, ignored; erased memberships' refused).
-ACTIVITY_GROUP = "activity.v2"
-# The export gives a person's newest activity up to this many entries (and says when there was more).
+# The activity consumer's group, after the service name. A new group reads herald.delivery again from offset 0, so
+# the events of a type the group before passed over are added (every other entry is the same `_id` again, ignored;
+# erased memberships' refused): `.v2` for complaints (as `suppressed`, like a hard bounce), `.v3` for deferrals.
+ACTIVITY_GROUP = "activity.v3"
+# The export gives a person's activity in pages of at most this many entries, newest first.
 EXPORT_LIMIT = 10_000
+# Entries fetched at a time from each membership's range while a page is merged: what a page holds beyond its
+# own entries, however many memberships the person has.
+READ_BATCH = 500
+# A cursor: the entry a page ended at, `<time>.<event id>.<subscriber id>` (fixed-width parts first, as a
+# subscriber id may hold dots).
+CURSOR_PATTERN = (r"^([0-9]{8}T[0-9]{12}Z)\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+                  r"\.([A-Za-z0-9._:\-]{1,128})$")
 
 
 def activity_key(account_id: str, subscriber_id: str, at: datetime, event_id: str) -> str:
     """An entry's `_id`: by membership, then time (sorts as time does), then the event (unique, deterministic)."""
     return compose(account_id, subscriber_id, time_key(at), event_id)
+
+
+def order_key(entry_id: str) -> tuple[str, str]:
+    """Where an entry stands in the export's order across memberships (read in reverse: newest first): its time,
+    then its whole `_id`. Within one membership this is the order of `_id`s, so each range streams in it."""
+    return entry_id.rsplit(SEPARATOR, 2)[1], entry_id
+
+
+def cursor_after(entry_id: str) -> str:
+    """The cursor of the page that ended at this entry."""
+    _, subscriber_id, at, event_id = entry_id.split(SEPARATOR)
+    return f"{at}.{event_id}.{subscriber_id}"
+
+
+def entries_after(account_id: str, subscriber_id: str, cursor: str | None) -> dict[str, str]:
+    """The `_id` range of a membership's entries that come after the cursor's entry in the export's order
+    (`order_key`): the older ones, and of the same time those whose `_id` sorts below the cursor's. A cursor is
+    any well-formed one (`CURSOR_PATTERN`): it only bounds the person's own ranges."""
+    bounds = prefix_range(account_id, subscriber_id)
+    if cursor is None:
+        return bounds
+    found = re.fullmatch(CURSOR_PATTERN, cursor)
+    if found is None:
+        raise ValueError(f"not an activity cursor: {cursor!r}")
+    at, event_id, ended_in = found.groups()
+    if subscriber_id == ended_in:
+        return {**bounds, "$lt": compose(account_id, subscriber_id, at, event_id)}
+    # Another membership's entries of that very time all sort on one side of the cursor's: ids hold no '/', so
+    # `<subscriber>/` and `<ended_in>/` differ before the time does. '0' sorts just after '/'.
+    same_time_before = subscriber_id + SEPARATOR < ended_in + SEPARATOR
+    return {**bounds, "$lt": compose(account_id, subscriber_id, at) + ("0" if same_time_before else "")}
+
+
+class _Newest:
+    """A heap item that pops newest first (heapq pops the least)."""
+
+    __slots__ = ("entry", "key", "source")
+
+    def __init__(self, entry: Document, source: int) -> None:
+        self.key, self.entry, self.source = order_key(entry["_id"]), entry, source
+
+    def __lt__(self, other: _Newest) -> bool:
+        return self.key > other.key
+
+
+async def newest_first(ranges: Sequence[AsyncIterator[Document]], most: int) -> list[Document]:
+    """Up to `most` entries of the ranges (each newest first), merged newest first, reading each range only as
+    far as the merge needs."""
+    heap: list[_Newest] = []
+
+    async def take(source: int) -> None:
+        entry = await anext(ranges[source], None)
+        if entry is not None:
+            heapq.heappush(heap, _Newest(entry, source))
+
+    await asyncio.gather(*map(take, range(len(ranges))))
+    merged: list[Document] = []
+    while heap and len(merged) < most:
+        newest = heapq.heappop(heap)
+        merged.append(newest.entry)
+        await take(newest.source)
+    return merged
+
+
+@dataclass(frozen=True)
+class ActivityPage:
+    """One page of a person's activity in the export."""
+
+    entries: list[Document]  # newest first
+    next_cursor: str | None  # where the next page starts; None on the last
 
 
 class ActivityErasures(Projection):
@@ -149,13 +236,17 @@ class Activity:
         write here call it on AccountPurged (each drops the account's later events)."""
         await delete_by_account_prefix(self.db, account_id, (ACTIVITY, ERASED))
 
-    async def of_members(self, account_id: str, subscriber_ids: list[str],
-                         limit: int = EXPORT_LIMIT) -> tuple[list[Document], bool]:
-        """The memberships' activity, newest first, at most `limit` entries; and whether there was more."""
-        async def newest(subscriber_id: str) -> list[Document]:
-            cursor = self.db[ACTIVITY].find({"_id": prefix_range(account_id, subscriber_id)})
-            return await cursor.sort("_id", -1).limit(limit + 1).to_list()
-
-        found = [doc for docs in await asyncio.gather(*map(newest, subscriber_ids)) for doc in docs]
-        found.sort(key=lambda d: (d["at"], d["_id"]), reverse=True)
-        return found[:limit], len(found) > limit
+    async def page(self, account_id: str, subscriber_ids: list[str], after: str | None = None,
+                   limit: int = EXPORT_LIMIT) -> ActivityPage:
+        """The memberships' activity after the cursor (from the newest without one), newest first, at most
+        `limit` entries: each membership's range read newest first by `_id`, at most `limit + 1` of it (the one
+        more tells whether there is a next page), fetched READ_BATCH at a time as the merge takes them."""
+        reads = [self.db[ACTIVITY].find({"_id": entries_after(account_id, subscriber_id, after)})
+                 .sort("_id", -1).limit(limit + 1).batch_size(min(READ_BATCH, limit + 1))
+                 for subscriber_id in subscriber_ids]
+        try:
+            found = await newest_first(reads, limit + 1)
+        finally:
+            await asyncio.gather(*(read.close() for read in reads))
+        entries = found[:limit]
+        return ActivityPage(entries, cursor_after(entries[-1]["_id"]) if len(found) > limit else None)

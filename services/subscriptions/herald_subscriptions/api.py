@@ -1,6 +1,5 @@
 """The subscriptions HTTP API (`/v1`): parse, authorise by API key, call a handler, map errors to RFC 9457."""
 
-
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -35,7 +34,7 @@ from herald_shared.request_fields import (
 )
 
 from . import domain
-from .activity import EXPORT_LIMIT
+from .activity import CURSOR_PATTERN, EXPORT_LIMIT
 from .domain import SubscribeRequest
 from .handlers import PersonalData, SubscriptionsService
 from .importer import run_import, spool
@@ -46,6 +45,12 @@ from .importer import run_import, spool
 Cursor = Annotated[str, StringConstraints(
     max_length=len("unsubscribed.") + 128,
     pattern=r"^(pending|active|unsubscribed|suppressed)\.[A-Za-z0-9._:\-]{1,128}$")]
+# Where the export's activity continues: `next_cursor` of the page before (`activity.cursor_after`).
+ActivityCursor = Annotated[str, StringConstraints(max_length=len("20261102T093000000000Z.") + 37 + 128,
+                                                  pattern=CURSOR_PATTERN)]
+ActivityCursorParam = Annotated[ActivityCursor | None, Query(description=(
+    "`next_cursor` of the page before: the activity continues after it (a cursor that is none is refused with "
+    "422)."))]
 # A `field.<name>=<value>` filter of the members' listing: no longer than a custom field's value may be.
 MAX_FILTER_CHARS = 1000
 
@@ -214,14 +219,15 @@ class SuppressionOut(Out):
 
 
 class ActivityOut(Out):
-    """One thing a message to the person recorded: sent, bounced, opened or clicked, with what was collected; or
-    suppressed. Who complained is never disclosed to the customer: a hard bounce and a complaint, which both
-    suppress the address, read alike, as one `suppressed` entry with its time, membership and kind of message
-    only (no message, no cause)."""
+    """One thing a message to the person recorded: sent, deferred, bounced, opened or clicked, with what was
+    collected; or suppressed. Who complained is never disclosed to the customer: a hard bounce and a complaint,
+    which both suppress the address, read alike, as one `suppressed` entry with its time, membership and kind of
+    message only (no message, no cause)."""
 
     type: domain.ActivityType = Field(description=(
-        "sent, bounced (soft, block or undetermined), opened, clicked; suppressed: the address is no longer "
-        "mailed because of this message (a hard bounce or a complaint: which one is not said)."))
+        "sent, deferred (the receiving server refused it for now; tried again later), bounced (soft, block or "
+        "undetermined), opened, clicked; suppressed: the address is no longer mailed because of this message (a "
+        "hard bounce or a complaint: which one is not said)."))
     at: AwareDatetime
     kind: Literal["campaign", "confirmation"] = Field(description="A campaign's message, or the confirmation email "
                                                                   "of a double opt-in.")
@@ -232,12 +238,13 @@ class ActivityOut(Out):
     bounce_class: BounceClass | None = Field(default=None, description="bounced: soft (temporary), block (the "
                                              "receiver refused our mail), undetermined. A hard bounce (the address "
                                              "is invalid) reads as `suppressed`.")
-    diagnostic: str | None = Field(default=None, description="bounced: the receiving server's words.")
+    diagnostic: str | None = Field(default=None, description="bounced, deferred: the receiving server's words.")
     bounce_source: Literal["smtp_reply", "dsn", "retry_expired", "local"] | None = Field(
         default=None, description="bounced: refused when sent, reported later, given up after retrying, or never "
                                   "handed to the relay.")
     smtp_code: int | None = None
     enhanced_status_code: str | None = None
+    attempt: int | None = Field(default=None, description="deferred: which attempt to send the message it was.")
     reporting_mta: str | None = None
     ip: str | None = Field(default=None, description="opened/clicked: the client's IP address.")
     user_agent: str | None = Field(default=None, description="opened/clicked: the client's user agent.")
@@ -260,10 +267,13 @@ class ExportOut(Out):
     suppression: SuppressionOut | None = Field(description=(
         "The account's record that the address is not mailed (a hard bounce or a complaint), if any."))
     activity: list[ActivityOut] = Field(description=(
-        "What the messages to the person's memberships recorded (sent, bounced, opened, clicked, suppressed), "
-        "newest first: "
-        f"the newest {EXPORT_LIMIT:,} entries."))
-    activity_truncated: bool = Field(description=f"There was more activity than the {EXPORT_LIMIT:,} entries given.")
+        "What the messages to the person's memberships recorded (sent, deferred, bounced, opened, clicked, "
+        f"suppressed), newest first, at most {EXPORT_LIMIT:,} entries a page: the newest, or those after "
+        "`activity_cursor`."))
+    activity_truncated: bool = Field(description="There is older activity than this page: follow `next_cursor`.")
+    next_cursor: ActivityCursor | None = Field(description=(
+        "Pass as `activity_cursor` for the next page of the activity (older entries; the memberships and the "
+        "suppression are given again); null on the last page. Following it gives every entry once."))
 
 
 class ErasedOut(Out):
@@ -309,7 +319,8 @@ def export_out(email: str | None, held: PersonalData) -> dict[str, Any]:
     return {"email": email, "memberships": [subscriber_out(d) for d in held.memberships if d["status"] != "erased"],
             "suppression": None if held.suppression is None else {
                 "suppressed_at": held.suppression["suppressed_at"].isoformat()},
-            "activity": [activity_out(d) for d in held.activity], "activity_truncated": held.activity_truncated}
+            "activity": [activity_out(d) for d in held.activity.entries],
+            "activity_truncated": held.activity.next_cursor is not None, "next_cursor": held.activity.next_cursor}
 
 
 def encode_cursor(listing_key: str) -> str:
@@ -472,21 +483,23 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection, refused_
         return subscriber_out(await service.unsubscribe(account_id, subscriber_id, "api"))
 
     @router.get("/gdpr/export", response_model=None,
-                responses={**answers(200, ExportOut, "Every membership of the address, and its activity."),
-                           **problems(422)})
-    async def export(email: EmailAddress, account_id: Account) -> dict[str, Any]:
-        """Everything held about one person in this account, across lists. For an address `email` does not
-        take (a producer's, not ASCII or with a local part over 64 characters), name the person by
-        `GET /v1/gdpr/export/{email_sha256}`."""
-        return export_out(email, await service.export(account_id, domain.email_sha256(email)))
+                responses={**answers(200, ExportOut, "Every membership of the address, and a page of its "
+                                                     "activity."), **problems(422)})
+    async def export(email: EmailAddress, account_id: Account,
+                     activity_cursor: ActivityCursorParam = None) -> dict[str, Any]:
+        """Everything held about one person in this account, across lists; the activity a page at a time (follow
+        `next_cursor`). For an address `email` does not take (a producer's, not ASCII or with a local part over 64
+        characters), name the person by `GET /v1/gdpr/export/{email_sha256}`."""
+        return export_out(email, await service.export(account_id, domain.email_sha256(email), activity_cursor))
 
     @router.get("/gdpr/export/{email_sha256}", response_model=None,
-                responses={**answers(200, ExportOut, "Every membership of the address, and its activity."),
-                           **problems(422)})
-    async def export_by_hash(email_sha256: PersonHash, account_id: Account) -> dict[str, Any]:
+                responses={**answers(200, ExportOut, "Every membership of the address, and a page of its "
+                                                     "activity."), **problems(422)})
+    async def export_by_hash(email_sha256: PersonHash, account_id: Account,
+                             activity_cursor: ActivityCursorParam = None) -> dict[str, Any]:
         """The same export, the person named by the sha256 of their address lower-cased (the event contract's
         `email_sha256`): any address the contract allows."""
-        held = await service.export(account_id, email_sha256)
+        held = await service.export(account_id, email_sha256, activity_cursor)
         held_address = next((str(d["email"]) for d in held.memberships if d.get("email")), None)
         return export_out(held_address, held)
 

@@ -28,6 +28,7 @@ from herald_shared.contract.delivery import (
     LinkClicked,
     LinkClickedPayload,
     MessageBounced,
+    MessageDeferred,
     MessageOpened,
     MessageRef,
     MessageSent,
@@ -629,13 +630,14 @@ def evolve_address(doc: Document | None, event: Event) -> Document | None:
 
 
 # The person's activity (PRODUCT.md, "Data protection": collected are the IP, country/city, device, browser and the
-# times of opens, clicks and bounces; the GDPR export gives them with the messages sent). Folded from delivery's
-# events into the `activity` read model (`activity.py`), one entry per event.
+# times of opens, clicks and bounces; the GDPR export gives them with the messages sent, and the deferrals, whose
+# receiving server's reply delivery keeps about the person). Folded from delivery's events into the `activity` read
+# model (`activity.py`), one entry per event.
 
-ActivityType = Literal["sent", "bounced", "opened", "clicked", "suppressed"]
+ActivityType = Literal["sent", "deferred", "bounced", "opened", "clicked", "suppressed"]
 ACTIVITY_TYPES: dict[type[Event], ActivityType] = {
-    MessageSent: "sent", MessageBounced: "bounced", MessageOpened: "opened", LinkClicked: "clicked",
-    ComplaintReceived: "suppressed"}
+    MessageSent: "sent", MessageDeferred: "deferred", MessageBounced: "bounced", MessageOpened: "opened",
+    LinkClicked: "clicked", ComplaintReceived: "suppressed"}
 # Messages to the subscriber's own mailbox; an account notice names a member but goes to the customer, and a test
 # send goes to addresses the customer typed.
 ACTIVITY_KINDS = ("campaign", "confirmation")
@@ -646,8 +648,9 @@ SUPPRESSED_FIELDS = ("account_id", "subscriber_id", "type", "at", "kind", "list_
 
 def activity_entry(event: Event) -> Document | None:
     """What the export keeps of one delivery event about a subscriber's message: its type, time, the message, and
-    what the event collected (a bounce's class, diagnostic and source; an open's or click's client: IP, user
-    agent, device, browser, country, city; a click's link); None when it is not the person's activity: another
+    what the event collected (a deferral's code, the receiving server's reply as delivery published it, addresses
+    replaced, and which attempt it was; a bounce's class, diagnostic and source; an open's or click's client: IP,
+    user agent, device, browser, country, city; a click's link); None when it is not the person's activity: another
     event type, a message of another kind, or one naming no subscriber. A hard bounce and a complaint, the two
     events that suppress the address, are both one neutral `suppressed` entry (`customer_activity`). Fields the
     event left empty are left out."""
@@ -659,6 +662,9 @@ def activity_entry(event: Event) -> Document | None:
                        "at": event.occurred_at, "kind": ref.kind, "message_id": ref.message_id,
                        "campaign_id": ref.campaign_id, "list_id": ref.list_id}
     match event:
+        case MessageDeferred(payload=p):
+            entry |= {"smtp_code": p.smtp_code, "enhanced_status_code": p.enhanced_status_code,
+                      "diagnostic": p.diagnostic, "attempt": p.attempt}
         case MessageBounced(payload=p):
             entry |= {"bounce_class": p.bounce_class, "diagnostic": p.diagnostic, "bounce_source": p.source,
                       "smtp_code": p.smtp_code, "enhanced_status_code": p.enhanced_status_code,

@@ -28,7 +28,7 @@ from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, Document
 
 from . import domain, metrics
-from .activity import Activity
+from .activity import Activity, ActivityPage
 from .domain import ConfirmLink, Decision, SubscribeRequest
 from .store import SubscriptionsStore
 
@@ -66,8 +66,7 @@ class PersonalData:
 
     memberships: list[Document]  # erased ones included (the API leaves them out)
     suppression: Document | None  # the account's record that the address is not mailed
-    activity: list[Document]  # of the memberships not erased, newest first (`activity.EXPORT_LIMIT` at most)
-    activity_truncated: bool
+    activity: ActivityPage  # of the memberships not erased, newest first (`activity.EXPORT_LIMIT` a page)
 
 
 class SubscriptionsService:
@@ -213,16 +212,17 @@ class SubscriptionsService:
 
     # GDPR
 
-    async def export(self, account_id: str, email_hash: str) -> PersonalData:
+    async def export(self, account_id: str, email_hash: str, activity_after: str | None = None) -> PersonalData:
         """The person's memberships, the account's suppression record of the address, and what their messages
-        recorded (an erased membership's activity is deleted; any not deleted yet is not shown). The person is
+        recorded, a page after `activity_after` (an erased membership's activity is deleted; any not deleted yet is
+        not shown). The person is
         named by the hash of their address (`domain.email_sha256` of it lower-cased, the event contract's), so any
         address a producer may add is found, not only the ones the API takes."""
         memberships, suppression = await asyncio.gather(self.store.members_by_hash(account_id, email_hash),
                                                         self.store.suppression(account_id, email_hash))
-        activity, truncated = await self.activity.of_members(
-            account_id, [d["subscriber_id"] for d in memberships if d["status"] != "erased"])
-        return PersonalData(memberships, suppression, activity, truncated)
+        activity = await self.activity.page(
+            account_id, [d["subscriber_id"] for d in memberships if d["status"] != "erased"], activity_after)
+        return PersonalData(memberships, suppression, activity)
 
     async def erase(self, account_id: str, email_hash: str,
                     requested_by: Literal["subscriber", "account", "retention_policy"]) -> int:

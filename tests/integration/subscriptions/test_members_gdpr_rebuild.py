@@ -192,7 +192,7 @@ async def test_an_export_holds_the_proof_of_the_opt_in_and_the_suppression(platf
     assert export["suppression"].keys() == {"suppressed_at"}  # test_unsubscribe_and_suppression, complaints
     assert (await acme.http.get("/v1/gdpr/export", params={"email": "nobody@example.com"})).json() == {
         "email": "nobody@example.com", "memberships": [], "suppression": None, "activity": [],
-        "activity_truncated": False}
+        "activity_truncated": False, "next_cursor": None}
 
 
 async def test_a_bounce_or_complaint_of_a_message_to_the_customer_suppresses_no_subscriber(platform: Platform) -> None:

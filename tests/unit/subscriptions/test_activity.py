@@ -73,7 +73,7 @@ def test_a_confirmation_email_is_the_persons_activity_too() -> None:
                                             "type": "sent"}
 
 
-@pytest.mark.parametrize("type_name", ["MessageDeferred", "UnsubscribeRequested", "SubscriberAdded",
+@pytest.mark.parametrize("type_name", ["UnsubscribeRequested", "SubscriberAdded",
                                        "CampaignDeliveryFinished"])
 def test_other_events_are_no_activity(type_name: str) -> None:
     assert domain.activity_entry(sample(type_name)) is None
