@@ -99,6 +99,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "PaymentMethodSet": {"provider": "simulated", "reference": "sim-card-ok"},
     "AccountDeleted": {"deleted_by": "anna"},
     "StaffViewedRates": {"staff": "rita"},
+    "StaffViewedMessages": {"staff": "rita", "email_sha256": HASH},
     "AccountPurged": {"reason": "deleted", "since": "2026-08-01T09:00:00Z"},
     "CancellationRequested": {"channel": "self_service", "received_at": "2026-11-02T09:00:00Z",
                               "effective_at": "2026-12-01T09:00:00Z", "requested_by": "anna"},

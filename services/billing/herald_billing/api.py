@@ -231,14 +231,19 @@ class AuditEntryOut(Out):
     what: str | None = Field(default=None, description="What staff looked at or did (billing: review_queue, "
                                                        "account, audit_log, approve, reject, cancel; campaigns: "
                                                        "review_queue, campaign, approve, reject; compliance: rates, "
-                                                       "reinstate).")
-    service: str | None = Field(default=None, description="Where staff looked (billing, campaigns or compliance), "
+                                                       "reinstate; delivery: messages, a person's delivery record).")
+    service: str | None = Field(default=None, description="Where staff looked (billing, campaigns, compliance or "
+                                                           "delivery), "
                                                            "or which service refused an API key (subscriptions, "
                                                            "campaigns).")
     campaign_id: str | None = None
     key_id: str | None = Field(default=None, description="The id of the API key a service refused (never its "
                                                          "secret).")
     path: str | None = Field(default=None, description="The path a refused API key was presented to.")
+    subscriber_id: str | None = Field(default=None, description="Whose delivery record staff looked up (delivery: "
+                                                                "messages), when named by the membership's id.")
+    email_sha256: str | None = Field(default=None, description="Whose delivery record staff looked up, when named by "
+                                                               "the hash of the address (never the address).")
 
 
 class AuditOut(Out):
@@ -419,7 +424,7 @@ async def login_body(request: Request) -> object:
 
 def audit_out(doc: dict[str, Any]) -> dict[str, Any]:
     fields = ("result", "reason", "username", "method", "ip", "user_agent", "session_id", "staff", "what", "service",
-              "campaign_id", "key_id", "path")
+              "campaign_id", "key_id", "path", "subscriber_id", "email_sha256")
     return {"at": doc["at"].isoformat(), "kind": doc["kind"], **{f: doc.get(f) for f in fields}}
 
 

@@ -29,6 +29,7 @@ from .plans import DEFAULT_TIME_ZONE, BillingCalendar, load_plans
 from .store import (
     CAMPAIGN_AUDIT_EVENTS,
     COMPLIANCE_AUDIT_EVENTS,
+    DELIVERY_AUDIT_EVENTS,
     DELIVERY_EVENTS,
     SUBSCRIPTION_AUDIT_EVENTS,
     SUBSCRIPTION_EVENTS,
@@ -97,7 +98,7 @@ class Billing(ConsumingService):
             topics=["herald.billing", "herald.subscriptions", "herald.delivery", "herald.campaigns",
                     "herald.compliance"],
             only={"herald.subscriptions": [*SUBSCRIPTION_EVENTS, *SUBSCRIPTION_AUDIT_EVENTS],
-                  "herald.delivery": list(DELIVERY_EVENTS),
+                  "herald.delivery": [*DELIVERY_EVENTS, *DELIVERY_AUDIT_EVENTS],
                   "herald.campaigns": list(CAMPAIGN_AUDIT_EVENTS), "herald.compliance": list(COMPLIANCE_AUDIT_EVENTS)},
             handler=PurgingHandler(self.guard, PurgedAccounts(self.db), self.projection.purge), producer=self.producer,
             deduplicator=MongoDeduplicator(self.db, "projection"), checkpoints=checkpoints,

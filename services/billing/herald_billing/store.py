@@ -57,7 +57,7 @@ from herald_shared.contract.billing import (
 )
 from herald_shared.contract.campaigns import ApiKeyRefusedByCampaigns, StaffViewed
 from herald_shared.contract.compliance import AccountReinstated, StaffViewedRates
-from herald_shared.contract.delivery import MessageBounced, MessageSent
+from herald_shared.contract.delivery import MessageBounced, MessageSent, StaffViewedMessages
 from herald_shared.contract.envelope import ApiKeyRefusedPayload, position_of
 from herald_shared.contract.subscriptions import (
     ApiKeyRefusedBySubscriptions,
@@ -105,6 +105,7 @@ DELIVERY_EVENTS = (MessageSent, MessageBounced)  # the emails sent among them: d
 SUBSCRIPTION_AUDIT_EVENTS = (ApiKeyRefusedBySubscriptions,)
 CAMPAIGN_AUDIT_EVENTS = (StaffViewed, ApiKeyRefusedByCampaigns)
 COMPLIANCE_AUDIT_EVENTS = (StaffViewedRates, AccountReinstated)
+DELIVERY_AUDIT_EVENTS = (StaffViewedMessages,)
 
 
 def renewal_key(doc: Mapping[str, Any]) -> str | None:
@@ -409,6 +410,10 @@ class BillingProjection(Projection):
             case StaffViewedRates(payload=p):
                 return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": "rates",
                                             "service": "compliance"})]
+            case StaffViewedMessages(payload=p):
+                return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": "messages",
+                                            "service": "delivery", "subscriber_id": p.subscriber_id,
+                                            "email_sha256": p.email_sha256})]
             case AccountReinstated(payload=p):
                 return [self._audit(event, {"kind": "staff_access", "staff": p.reinstated_by, "what": "reinstate",
                                             "service": "compliance"})]

@@ -297,8 +297,8 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
                             **problems(404, 409, 422, 429, 503)})
     async def test_send(campaign_id: Identifier, body: TestIn, account_id: Account) -> JSONResponse:
         """Send the campaign as it is now to up to 5 addresses, subject marked [Test]; never counted in reports,
-        rates or quotas, but the trial's 100 emails (billing). Tests are not reviewed, so an account sends at most HERALD_CAMPAIGNS_TEST_SENDS_PER_DAY
-        (50) test messages in 24 hours; more is refused 429."""
+        rates or quotas, but the trial's 100 emails (billing). Tests are not reviewed, so an account sends at most
+        HERALD_CAMPAIGNS_TEST_SENDS_PER_DAY (50) test messages in 24 hours; more is refused 429."""
         recipients = list(dict.fromkeys(body.recipients))
         test_id = await service.test_send(account_id, campaign_id, recipients, body.values, "api")
         return JSONResponse({"test_id": test_id, "recipients": recipients}, status_code=202)

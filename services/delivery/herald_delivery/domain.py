@@ -1,5 +1,5 @@
-"""Pure rules of delivery: message identity, the sending gates, SMTP outcomes, the retry policy, and which
-tracking hits a machine made.
+"""Pure rules of delivery: message identity, the sending gates, SMTP outcomes, the retry policy, which tracking
+hits a machine made, and what a staff look-up says of a message.
 
 No I/O here. The sending gates are a fold over billing, compliance and campaign events; the sender asks
 `closed_gate` before every message, and the retry policy decides when a deferred message is tried again.
@@ -14,7 +14,7 @@ import unicodedata
 import uuid
 from collections.abc import Container
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -71,6 +71,12 @@ def message_id_for_test(account_id: str, test_id: str, recipient: str) -> str:
 def outcome_event_id(message_id: str, outcome: str, attempt: int) -> uuid.UUID:
     """The event id of one outcome of one attempt: republishing it after a crash is deduplicated downstream."""
     return uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"outcome:{message_id}:{outcome}:{attempt}")
+
+
+def inbound_bounce_event_id(message_id: str, bounce_class: str) -> uuid.UUID:
+    """The MessageBounced a report to the inbound server makes of one message and class (one per pair: a second
+    report of the same failure adds nothing); the ids published are kept, so a look-up can ask for them."""
+    return uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"inbound:{message_id}:bounce:{bounce_class}")
 
 
 # Account and campaign gates
@@ -635,3 +641,122 @@ def plain_label(name: object, limit: int = 60) -> str | None:
     if _NOT_A_LABEL.search(folded) or any(unicodedata.category(char) == "Sc" for char in folded):
         return None
     return name.strip()
+
+
+# Staff support look-ups (PRODUCT.md "Data protection": was it sent, when, why blocked)
+
+BOUNCE_CLASSES: tuple[BounceClass, ...] = ("hard", "soft", "block", "undetermined")
+MessageState = Literal["queued", "held", "deferred", "sent", "bounced", "skipped", "cancelled"]
+
+
+@dataclass(frozen=True)
+class QueuedCampaign:
+    """A campaign of the account that was queued (only those have messages), as a look-up orders them."""
+
+    campaign_id: str
+    queued_at: datetime
+    state: CampaignState
+
+    @property
+    def position(self) -> tuple[str, str]:
+        """Newest first is this, descending: the queueing time as a fixed-width key, then the id."""
+        return self.queued_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ"), self.campaign_id
+
+
+class CursorInvalid(ValueError):
+    """A look-up's cursor that no page gave."""
+
+
+@dataclass(frozen=True)
+class LookupCursor:
+    """Where a page of a person's campaign messages ended: its last campaign (by position) and message."""
+
+    queued_key: str
+    campaign_id: str
+    message_id: str
+
+    def text(self) -> str:
+        return f"{self.queued_key}/{self.campaign_id}/{self.message_id}"
+
+    @classmethod
+    def read(cls, text: str) -> LookupCursor:
+        parts = text.split("/")
+        if len(parts) != 3 or not re.fullmatch(r"[0-9]{8}T[0-9]{12}Z", parts[0]) or not parts[1] or not parts[2]:
+            raise CursorInvalid("not a cursor this look-up gave (next_cursor of an earlier page)")
+        return cls(*parts)
+
+    @classmethod
+    def after(cls, campaign: QueuedCampaign, message_id: str) -> LookupCursor:
+        return cls(*campaign.position, message_id)
+
+
+def newest_first(campaigns: list[QueuedCampaign], cursor: LookupCursor | None = None) -> list[QueuedCampaign]:
+    """The campaigns in the order a look-up answers (the latest queued first), from the cursor's campaign on
+    (itself included: its messages after the cursor's are still to come)."""
+    ordered = sorted(campaigns, key=lambda c: c.position, reverse=True)
+    if cursor is None:
+        return ordered
+    return [c for c in ordered if c.position <= (cursor.queued_key, cursor.campaign_id)]
+
+
+def still_to_come(campaign: QueuedCampaign, message_ids: list[str], cursor: LookupCursor | None) -> list[str]:
+    """A campaign's messages for the person in answer order (by id), less those a page before gave."""
+    ordered = sorted(message_ids)
+    if cursor is None or campaign.position != (cursor.queued_key, cursor.campaign_id):
+        return ordered
+    return [m for m in ordered if m > cursor.message_id]
+
+
+def message_state(kind: str, attempts: list[dict[str, Any]], account: AccountState, campaign: CampaignState | None,
+                  due: datetime | None = None) -> dict[str, Any]:
+    """Where one message stands, from its recorded attempts (in order) and, while it has no final outcome, the
+    stored account and campaign states: `state`, whether the ledger holds it as final, and why
+    (`bounce_class`, `reason`, `held_by`, `next_attempt_at`: the next attempt of a deferred one, the first of one
+    never tried, `due`, its campaign's send time).
+
+    A final outcome is what the ledger says. Otherwise the message is pending, and the sender would do what
+    `closed_gate` says: a campaign cancelled or rejected records it cancelled when the sender comes to it; a
+    closed gate holds a campaign message (transactional mail is never held); else it waits for its (next)
+    attempt. The stored states are the control consumer's at its last flush (milliseconds behind the sender's
+    gate book, which lives only in the sending process)."""
+    answer: dict[str, Any] = {"state": "queued", "final": False, "bounce_class": None, "reason": None,
+                              "held_by": None, "next_attempt_at": None}
+    last = attempts[-1] if attempts else None
+    if last is not None and last.get("final"):
+        state: MessageState = last["outcome"]
+        return {**answer, "state": state, "final": True, "reason": last.get("reason"),
+                "bounce_class": last.get("bounce_class") if state == "bounced" else None}
+    if kind == "campaign" and campaign is not None and (campaign.cancelled or campaign.rejected):
+        return {**answer, "state": "cancelled",
+                "reason": "campaign_cancelled" if campaign.cancelled else "campaign_rejected"}
+    gate = closed_gate(account, campaign) if kind == "campaign" else None
+    if gate is not None:
+        return {**answer, "state": "held", "held_by": gate, "reason": gate_reason(gate, account)}
+    if last is not None:
+        return {**answer, "state": "deferred", "next_attempt_at": last.get("next_attempt_at")}
+    return {**answer, "next_attempt_at": due}
+
+
+def attempt_answer(outcome: dict[str, Any]) -> dict[str, Any]:
+    """One recorded attempt as a look-up shows it: when, what the relay answered (its reply as recorded, with
+    no address: `without_addresses`), and how it ended."""
+    return {"attempt": outcome["attempt"], "at": outcome["recorded_at"], "outcome": outcome["outcome"],
+            "smtp_code": outcome.get("smtp_code"), "smtp_reply": outcome.get("smtp_reply"),
+            "bounce_class": outcome.get("bounce_class"), "reason": outcome.get("reason"),
+            "next_attempt_at": outcome.get("next_attempt_at")}
+
+
+def message_answer(job: dict[str, Any], attempts: list[dict[str, Any]], account: AccountState,
+                   campaign: QueuedCampaign | None, reported_bounces: list[str]) -> dict[str, Any]:
+    """One message of the person, as a staff look-up answers it: the job (never its recipient or content), its
+    state (`message_state`), every attempt, and the bounce classes reports to the inbound server gave it after
+    the relay had accepted it (no time is kept of those)."""
+    ordered = sorted(attempts, key=lambda a: a["attempt"])
+    return {"message_id": job["_id"], "kind": job["kind"], "campaign_id": job.get("campaign_id"),
+            "campaign_queued_at": campaign.queued_at if campaign is not None else None,
+            "subscriber_id": job.get("subscriber_id"), "list_id": job.get("list_id"),
+            "created_at": job.get("created_at"), "in_doubt": bool(job.get("in_doubt")),
+            **message_state(job["kind"], ordered, account, campaign.state if campaign is not None else None,
+                            job.get("next_attempt_at")),
+            "attempts": [attempt_answer(a) for a in ordered],
+            "reported_bounces": [c for c in BOUNCE_CLASSES if c in reported_bounces]}

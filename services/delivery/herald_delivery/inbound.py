@@ -437,10 +437,10 @@ class InboundHandler:
             for index, finding in enumerate(findings):
                 # Deterministic ids: the same report delivered again (our 250 lost on the way) or another
                 # report of the same bounce class gives the same event.
-                name = (f"inbound:{job['_id']}:bounce:{finding.bounce_class}" if finding.kind == "bounce"
-                        else f"inbound:{job['_id']}:{report}:{index}")
-                events.append(self._event(job, finding, mail_from).model_copy(
-                    update={"event_id": uuid.uuid5(HERALD_DELIVERY_NAMESPACE, name)}))
+                event_id = (domain.inbound_bounce_event_id(job["_id"], str(finding.bounce_class))
+                            if finding.kind == "bounce"
+                            else uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"inbound:{job['_id']}:{report}:{index}"))
+                events.append(self._event(job, finding, mail_from).model_copy(update={"event_id": event_id}))
         bounces = {str(e.event_id): e for e in events if isinstance(e, MessageBounced)}
         seen = await self._store.bounces_reported(list(bounces))
         fresh = [e for e in events if str(e.event_id) not in seen]

@@ -1,5 +1,5 @@
 """Bootstrap of the delivery service: settings, wiring, the consumers, the sender, the inbound SMTP server,
-the HTTP server (tracking, health, metrics), shutdown."""
+the HTTP server (tracking, staff look-ups, health, metrics), shutdown."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
 from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import EdgeSettings
+from herald_shared.staff import StaffTokens
 
+from .api import build_staff_api
 from .completion import CampaignCompletion
 from .domain import RetryPolicy, ascii_domain
 from .handlers import AudienceJobs, ControlHandler, GateBook
@@ -91,6 +93,9 @@ class DeliverySettings(EdgeSettings):
                                                         "domain has none.")
     platform_from: str = Field(default="no-reply@herald.localhost", alias="HERALD_PLATFORM_FROM",
                                description="From address of confirmations and account notices.")
+    staff_tokens: str = Field(default="", alias="HERALD_STAFF_TOKENS",
+                              description="Staff who may look up a person's messages: 'name=scrypt-hash,...' "
+                                          "(hashes from herald_shared.apikeys.hash_secret).")
     held_report_interval: float = Field(default=5.0, gt=0, alias="HERALD_HELD_REPORT_SECONDS",
                                         description="How often held messages are counted (DeliveryHeld, "
                                                     "queue-depth metrics) and a CampaignDeliveryFinished "
@@ -232,8 +237,11 @@ class Delivery(WatchedTasks):
         self.inbound = InboundHandler(ReportReader(self.tokens, settings.bounce_domain), self.store, self.publisher,
                                       settings.bounce_domain)
         self.app = api_app("Herald delivery", "Tracking endpoints (opens, clicks) of the delivery service, "
-                           "reached from the messages it sends.")
+                           "reached from the messages it sends; and the staff look-up of one person's messages. "
+                           "Errors are RFC 9457 problem documents (application/problem+json).")
         self.app.include_router(build_tracking(self.tokens, self.store, self.publisher))
+        self.app.include_router(build_staff_api(self.store, self.publisher, StaffTokens.from_setting(
+            settings.staff_tokens, settings.address_attempts())))
         add_health_routes(self.app, {"mongodb": self._mongo_ready,
                                      "kafka": broker_readiness(BrokerProbe(self.producer)), "consumers": self._running})
         self._offsets: AIOKafkaConsumer | None = None

@@ -46,7 +46,7 @@ from herald_shared.readmodel import (
 )
 
 from . import domain
-from .domain import AccountState, CampaignState, FinalResult, Member
+from .domain import AccountState, CampaignState, FinalResult, Member, QueuedCampaign
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +246,10 @@ class LedgerFold:
     whole: bool = False  # the whole ledger was read (its first start with the lists), not the open work alone
 
 
+# What a staff look-up reads of a membership and of a job: no address, name, merge value or content.
+_MEMBERSHIP_FIELDS = {"subscriber_id": 1, "list_id": 1, "status": 1}
+_LOOKUP_JOB_FIELDS = {"kind": 1, "account_id": 1, "campaign_id": 1, "subscriber_id": 1, "list_id": 1, "created_at": 1,
+                      "next_attempt_at": 1, "in_doubt": 1}
 _JOB_FIELDS = {"kind": 1, "account_id": 1, "campaign_id": 1, "subscriber_id": 1, "recipient": 1}
 _READ_AHEAD_BATCH, _READ_AHEAD_BATCHES = 1000, 4
 
@@ -493,6 +497,66 @@ class DeliveryStore:
             if "expansion_pending" in doc:
                 pending.append(doc)
         return states, sorted(pending, key=lambda doc: doc["queued_at"])
+
+    # Staff look-ups (README, "Staff look-ups"): one person's messages, found by keys alone
+
+    async def memberships(self, account_id: str, *, subscriber_id: str | None = None,
+                          email_sha256: str | None = None) -> list[Document]:
+        """The memberships a look-up names, by subscriber id or by every membership of the address (`addresses`,
+        by account and hash): their ids, lists and statuses, never their address or merge values."""
+        if subscriber_id is not None:
+            ids = [subscriber_id]
+        else:
+            doc = await self.db[ADDRESSES].find_one({"_id": compose(account_id, str(email_sha256))})
+            ids = list(doc["members"]) if doc else []
+        found = await load(self.db[MEMBERS], [scoped(account_id, s) for s in ids], _MEMBERSHIP_FIELDS)
+        return sorted(found.values(), key=lambda doc: str(doc["subscriber_id"]))
+
+    async def queued_campaigns(self, account_id: str) -> list[QueuedCampaign]:
+        """Every campaign of the account that was queued (only those have messages): an `_id` range, without
+        their content."""
+        found = self.db[CAMPAIGNS].find({"_id": scoped_range(account_id)}, {"state": 1, "queued_at": 1})
+        return [QueuedCampaign(str(doc["_id"]).partition(":")[2], doc["queued_at"], CampaignState(**doc["state"]))
+                async for doc in found if doc.get("queued_at") is not None]
+
+    async def ledger_jobs(self, message_ids: Collection[str]) -> dict[str, Document]:
+        """These jobs by `_id`, as a look-up shows them: never the address or content a confirmation keeps."""
+        return await load(self.jobs, message_ids, _LOOKUP_JOB_FIELDS)
+
+    async def attempts(self, message_ids: Sequence[str]) -> dict[str, list[Document]]:
+        """Every recorded attempt of these messages, in order, by `_id`: `<message id>:1`, then `:2` of those
+        whose first was not final, and so on."""
+        found: dict[str, list[Document]] = {message_id: [] for message_id in message_ids}
+        asking, attempt = list(message_ids), 1
+        while asking:
+            recorded = await load(self.db[OUTCOMES], [f"{m}:{attempt}" for m in asking], {"outcome_event": 0})
+            for doc in recorded.values():
+                found[doc["message_id"]].append(doc)
+            asking = [m for m in asking if not recorded.get(f"{m}:{attempt}", {"final": True})["final"]]
+            attempt += 1
+        return found
+
+    async def reported_bounces(self, message_ids: Collection[str]) -> dict[str, list[str]]:
+        """The bounce classes reports to the inbound server gave these messages (`bounce_reports`, by the event
+        ids they were published with)."""
+        names = {str(domain.inbound_bounce_event_id(m, c)): (m, c) for m in message_ids for c in domain.BOUNCE_CLASSES}
+        reported: dict[str, list[str]] = {}
+        for key in await load(self.db[BOUNCE_REPORTS], names, {"_id": 1}):
+            message_id, bounce_class = names[key]
+            reported.setdefault(message_id, []).append(bounce_class)
+        return reported
+
+    async def confirmation_jobs(self, account_id: str, subscriber_ids: Sequence[str], most: int) -> list[Document]:
+        """The newest `most` confirmation emails of these subscribers, found by their RECIPIENT_JOBS keys (an `_id`
+        range each; an erasure deletes the keys with the address, and a ledger not listed yet has none of the
+        jobs written before its first start with the lists)."""
+        ids: list[str] = []
+        for subscriber_id in subscriber_ids:
+            keys = prefix_range(scoped(account_id, subscriber_id))
+            ids += [str(doc["_id"]).rpartition("/")[2] async for doc in self.db[RECIPIENT_JOBS].find({"_id": keys})]
+        jobs = await load(self.jobs, ids, _LOOKUP_JOB_FIELDS)
+        confirmations = [job for job in jobs.values() if job["kind"] == "confirmation"]
+        return sorted(confirmations, key=lambda job: (job["created_at"], job["_id"]), reverse=True)[:most]
 
     # The job ledger
 

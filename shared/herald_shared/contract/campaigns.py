@@ -146,7 +146,7 @@ class ApiKeyRefusedByCampaigns(CampaignsEvent):
 
 class CampaignTestRequestedPayload(Payload):
     """A test send of the campaign as it is now: delivery renders and sends it like any message, marked as a
-    test (never counted in reports, rates or quotas)."""
+    test (never counted in reports or rates; in quotas only on the trial, whose 100 emails tests count toward)."""
 
     campaign_id: Identifier
     test_id: Identifier

@@ -6,12 +6,25 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
-from .envelope import Count, Event, HttpUrl, Identifier, Instant, Payload, ShortText, StorableInt, personal_data
+from .envelope import (
+    Count,
+    EmailHash,
+    Event,
+    HttpUrl,
+    Identifier,
+    Instant,
+    Name,
+    Payload,
+    ShortText,
+    StorableInt,
+    personal_data,
+)
 
 SmtpCode = Annotated[int, Field(ge=200, le=599)]
 EnhancedStatus = Annotated[str, StringConstraints(pattern=r"^[245]\.[0-9]{1,3}\.[0-9]{1,3}$")]
 Domain = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-# "test": a test send of a campaign (CampaignTestRequested); reported, never counted in rates, reports or quotas.
+# "test": a test send of a campaign (CampaignTestRequested); reported, never counted in rates or reports, nor in quotas
+# but the trial's 100 emails.
 MessageKind = Literal["campaign", "confirmation", "account_notice", "test"]
 
 
@@ -189,3 +202,24 @@ class CampaignDeliveryFinished(DeliveryEvent):
 
     type: Literal["CampaignDeliveryFinished"] = "CampaignDeliveryFinished"
     payload: CampaignDeliveryFinishedPayload
+
+
+class StaffViewedMessagesPayload(Payload):
+    """Who looked, and whom they looked up: one of the two is set, as the look-up named the person. Never an
+    address: staff look a person up by the membership's id or the contract's hash of the address."""
+
+    staff: Name = Field(description="The staff member (their credential's name).")
+    subscriber_id: Identifier | None = Field(default=None, description=(
+        "The membership looked up, when the look-up named a subscriber id; null otherwise."))
+    email_sha256: EmailHash | None = Field(default=None, description=(
+        "The person looked up (every membership of the address in the account), when the look-up named the "
+        "sha256 of their address lower-cased, as SubscriberAdded's `email_sha256`; null otherwise."))
+
+
+class StaffViewedMessages(DeliveryEvent):
+    """Audit: a member of the platform staff read the delivery record of one person's messages in the account
+    (support: was it sent, when, why not). Published before the answer leaves; billing's audit log shows it to
+    the account's owner."""
+
+    type: Literal["StaffViewedMessages"] = "StaffViewedMessages"
+    payload: StaffViewedMessagesPayload

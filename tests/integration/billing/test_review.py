@@ -8,6 +8,7 @@ from typing import Any
 from herald_shared.contract.billing import AccountApproved, AccountRejected, InvoiceIssued, PlanChanged, StaffAccessed
 from herald_shared.contract.campaigns import StaffViewed
 from herald_shared.contract.compliance import AccountReinstated, StaffViewedRates
+from herald_shared.contract.delivery import StaffViewedMessages
 from tests.conftest import eventually
 
 from .helpers import Customer, Platform
@@ -56,7 +57,7 @@ async def test_the_owner_sees_every_staff_look_at_the_account(platform: Platform
         ("staff_access", "rita", "account"), ("staff_access", "rita", "audit_log")]
 
 
-async def test_the_owner_sees_staff_looks_recorded_by_campaigns_and_compliance(platform: Platform) -> None:
+async def test_the_owner_sees_staff_looks_recorded_by_campaigns_compliance_and_delivery(platform: Platform) -> None:
     """PRODUCT.md: every access by platform staff to an account's data is in the audit log (one log, whichever
     service the staff member looked in)."""
     ada = await platform.sign_up("ada")
@@ -66,11 +67,13 @@ async def test_the_owner_sees_staff_looks_recorded_by_campaigns_and_compliance(p
             "campaign_id": "c1", "staff": "rita", "action": "campaign"}),
         StaffViewedRates(account_id=a, producer="compliance", payload={"staff": "sam"}),  # type: ignore[arg-type]
         AccountReinstated(account_id=a, producer="compliance", payload={  # type: ignore[arg-type]
-            "reinstated_by": "sam", "reason": "list cleaned"})])
-    log = await eventually(lambda: staff_looks(ada), lambda looks: len(looks) == 3, what="the looks in the log")
-    assert [(e["service"], e["staff"], e["what"], e["campaign_id"]) for e in log] == [
-        ("campaigns", "rita", "campaign", "c1"), ("compliance", "sam", "rates", None),
-        ("compliance", "sam", "reinstate", None)]
+            "reinstated_by": "sam", "reason": "list cleaned"}),
+        StaffViewedMessages(account_id=a, producer="delivery", payload={  # type: ignore[arg-type]
+            "staff": "sam", "email_sha256": "a" * 64})])
+    log = await eventually(lambda: staff_looks(ada), lambda looks: len(looks) == 4, what="the looks in the log")
+    assert [(e["service"], e["staff"], e["what"], e["campaign_id"], e["email_sha256"]) for e in log] == [
+        ("campaigns", "rita", "campaign", "c1", None), ("compliance", "sam", "rates", None, None),
+        ("compliance", "sam", "reinstate", None, None), ("delivery", "sam", "messages", None, "a" * 64)]
 
 
 async def staff_looks(customer: Customer) -> list[dict[str, Any]]:
