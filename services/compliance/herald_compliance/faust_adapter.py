@@ -19,7 +19,11 @@ and reaches past its public API in two places, both here:
   faust's recovery (`apply_changelog_batch`) and its end (`on_recovery_completed`) in their place; `FactTable`
   reads and writes it, and writes its changelog as `ChangelogTable` does.
 - `Transport` (the broker URLs' scheme, `TRANSPORT_SCHEME`) is faust's aiokafka transport whose consumer hands
-  each fetched record to the streams without four tasks and an `asyncio.wait` when it can (`Consumer`).
+  each fetched record to the streams without four tasks and an `asyncio.wait` when it can (`Consumer`), and
+  whose aiokafka consumer long-polls an idle fetch for `FETCH_MAX_WAIT_MS` instead of faust's fixed 1.5 s
+  (`ConsumerThread`: the offset requests of the table recovery wait behind that poll);
+- `TableManager` (the app's `TableManager` setting) is faust's without the fixed second its start sleeps before
+  the consumer may subscribe.
 
 `tests/unit/compliance/test_faust_adapter.py` checks each of them against the installed faust and fails, naming
 what changed, on an upgrade that moves them. Known good: the versions in `KNOWN_GOOD_FAUST`.
@@ -36,6 +40,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust import stores
 from faust.stores import memory
+from faust.tables import manager
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
@@ -51,6 +56,13 @@ STORE_URL = "herald-memory://"
 FACT_STORE_URL = "herald-facts://memory"
 PRELOAD_BATCH = 20_000  # changelog records fetched at once by the preload
 TRANSPORT_SCHEME = "herald-kafka"  # the broker URLs' scheme: faust's aiokafka transport with `Consumer`
+# How long the broker may hold a fetch that finds nothing new (faust: 1.5 s, aiokafka: 0.5 s). Kafka answers a
+# connection's requests in order, so an offset request sent meanwhile waits for that fetch: the table recovery's
+# offset look-ups took 1.5 s at each start and rebalance. New records end a held fetch at once, whatever this is.
+FETCH_MAX_WAIT_MS = 100
+# A reader made for one read (the preload, the announcements) learns its topic on its first offset request, which
+# fails once and is retried after this (aiokafka: 100 ms, once per topic, three tables in a row at each start).
+READER_RETRY_BACKOFF_MS = 20
 
 
 def decode(value: Any) -> Any:
@@ -79,7 +91,8 @@ class _Changelog:
         # place after them (two keys of one fact, see FactTable, are written in the order they were changed)
         self._pending = {**{k: v for k, v in pending.items() if k not in self._pending}, **self._pending}
 
-    async def _send(self, pending: dict[tuple[int, str], bytes | None]) -> list[asyncio.Future[Any]]:
+    async def _send(self, pending: dict[tuple[int, str], bytes | None]) -> list[tuple[int, int, asyncio.Future[Any]]]:
+        """Send the records; returns each record batch's partition, record count and future."""
         if not pending:
             return []
         changelog = self.table.changelog_topic
@@ -90,17 +103,23 @@ class _Changelog:
             key_bytes = changelog.prepare_key(key, self.table.key_serializer)[0]
             value = None if raw is None else changelog.prepare_value(raw, self.table.value_serializer)[0]
             by_partition.setdefault(partition, []).append((key_bytes, value))
-        futures: list[asyncio.Future[Any]] = []
+        sent: list[tuple[int, int, asyncio.Future[Any]]] = []
         for partition, records in by_partition.items():
-            batch = self._producer.create_batch()
+            batch, count = self._producer.create_batch(), 0
             for key_bytes, value in records:
                 if batch.append(key=key_bytes, value=value, timestamp=None) is None:  # full: send it, go on
-                    futures.append(await self._producer.send_batch(batch, name, partition=partition))
-                    batch = self._producer.create_batch()
+                    sent.append((partition, count, await self._producer.send_batch(batch, name, partition=partition)))
+                    batch, count = self._producer.create_batch(), 0
                     if batch.append(key=key_bytes, value=value, timestamp=None) is None:
                         raise ValueError(f"a {name} record of {len(value or b'')} bytes fits in no batch")
-            futures.append(await self._producer.send_batch(batch, name, partition=partition))
-        return futures
+                count += 1
+            sent.append((partition, count, await self._producer.send_batch(batch, name, partition=partition)))
+        return sent
+
+    def _note_written(self, partition: int, offset: int) -> None:
+        store = self.table.data
+        if isinstance(store, PreloadedStore):
+            store.written(partition, offset)
 
 
 class ChangelogTable(_Changelog):
@@ -204,12 +223,16 @@ async def durable(*tables: _Changelog) -> None:
     Kafka has all of it; on failure, everything is written again next time."""
     taken = [(table, table._take()) for table in tables]
     try:
-        futures = [future for table, pending in taken for future in await table._send(pending)]
-        await asyncio.gather(*futures)
+        sent = [(table, partition, count, future) for table, pending in taken
+                for partition, count, future in await table._send(pending)]
+        written = await asyncio.gather(*(future for *_, future in sent))
     except BaseException:
         for table, pending in taken:
             table._restore(pending)
         raise
+    for (table, partition, count, _), metadata in zip(sent, written, strict=True):
+        if metadata is not None:  # (a producer without acknowledgements learns no offsets)
+            table._note_written(partition, metadata.offset + count - 1)  # a batch's offset is its first record's
 
 
 class Acknowledgements:
@@ -255,6 +278,7 @@ class PreloadedStore(memory.Store[str, bytes]):
         super().__post_init__()
         self._complete: set[int] = set()  # partitions whose state is whole here (as of the last recovery)
         self._preloaded: dict[int, int] = {}  # partition → last changelog offset read here, for faust's recovery
+        self._written: dict[int, int] = {}  # partition → last changelog offset this worker wrote (`durable`)
         self.preloaded_records = 0  # changelog records applied by the preload, since the process started
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
@@ -266,28 +290,51 @@ class PreloadedStore(memory.Store[str, bytes]):
             self._preloaded.update(await self._read_changelog(topic, todo))
 
     def persisted_offset(self, tp: TP) -> int | None:
-        return self._preloaded.get(tp.partition)
+        """Where faust's recovery goes on from: the preload's last record, or, on a partition whose state stayed
+        whole here, the last record this worker wrote. Otherwise faust reads again from where its last recovery
+        ended, everything this worker wrote since included (faust does not see the adapter's writes): a worker
+        keeping its partitions through a rebalance spent 1.3 s re-reading a second of its own writes."""
+        partition = tp.partition
+        if partition in self._preloaded:
+            return self._preloaded[partition]
+        if partition in self._complete and tp in self.app.assignor.assigned_actives():
+            return self._written.get(partition)
+        return None
+
+    def written(self, partition: int, offset: int) -> None:
+        """This worker's write at `offset` of the partition's changelog is in Kafka (and in this store)."""
+        if offset > self._written.get(partition, -1):
+            self._written[partition] = offset
 
     async def on_recovery_completed(self, active_tps: Any, standby_tps: Any) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         self._complete = {tp.partition for tp in active_tps}
         self._preloaded.clear()
+        self._written = {p: offset for p, offset in self._written.items() if p in self._complete}
 
     async def _read_changelog(self, topic: str, partitions: list[int]) -> dict[int, int]:
         """Apply the partitions' changelog records from the beginning to the end they had when asked; returns
         the last offset read of each partition that had any."""
         self._forget(partitions)  # whatever an earlier holding of these partitions left: the changelog says it all
+        for partition in partitions:
+            self._written.pop(partition, None)
         brokers = ",".join(f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker)
         consumer = AIOKafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False,
-                                    max_partition_fetch_bytes=8 << 20, client_id=f"{topic}-preload")
+                                    auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+                                    retry_backoff_ms=READER_RETRY_BACKOFF_MS, max_partition_fetch_bytes=8 << 20,
+                                    client_id=f"{topic}-preload")
         await consumer.start()
         last: dict[int, int] = {}
         try:
             tps = [TopicPartition(topic, p) for p in partitions]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            # asked before anything is assigned: with a fetch in flight, these requests would wait for it
+            # (FETCH_MAX_WAIT_MS), and an empty changelog needs no fetch at all
+            firsts = await consumer.beginning_offsets(tps)
             ends = await consumer.end_offsets(tps)
-            left = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
+            left = {tp for tp in tps if firsts[tp] < ends[tp]}
+            if left:
+                consumer.assign(sorted(left))
+                await consumer.seek_to_beginning(*left)
             while left:
                 fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=PRELOAD_BATCH)
                 for tp, records in fetched.items():
@@ -397,6 +444,9 @@ class Consumer(aiokafka_driver.Consumer):
 
     deliveries_in_place = 0  # records handed over in one step (a test checks that the fast way is taken)
 
+    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:  # noqa: ASYNC109 - faust's signature
         if not (len(coros) == 2 and timeout is None and self._waits_for_suspension(coros[1])):
             return await super().wait_first(*coros, timeout=timeout)
@@ -454,10 +504,31 @@ async def _resume(coro: Coroutine[Any, Any, Any], step: Any) -> Any:
     return await _Resumed(coro, step)
 
 
+class ConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """faust's thread around its aiokafka consumer, whose idle fetches are held for FETCH_MAX_WAIT_MS, not 1.5 s
+    (faust passes a constant; aiokafka reads `_fetch_max_wait_ms` when the consumer starts)."""
+
+    def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+
 class Transport(aiokafka_driver.Transport):
     """faust's aiokafka transport with `Consumer` as its consumer."""
 
     Consumer = Consumer
+
+
+class TableManager(manager.TableManager):
+    """faust's table manager, starting without the second faust sleeps first (time for tables declared late to
+    be added; this service declares its three before the app starts). The consumer subscribes only once this
+    start is done, so that second delayed every worker's first group join."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 drivers.TRANSPORTS.aliases.setdefault(TRANSPORT_SCHEME, f"{__name__}:Transport")

@@ -42,6 +42,7 @@ from .faust_adapter import (
     Acknowledgements,
     ChangelogTable,
     FactTable,
+    TableManager,
 )
 from .processor import (
     DEAD_LETTERED_AS,
@@ -56,6 +57,10 @@ from .processor import (
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 600  # how often the facts past the dedupe horizon are forgotten
+# A member learns that the group is rebalancing (another worker joined or left) from its next heartbeat's answer,
+# and the joining worker waits until then: at session_timeout / 5 (2 s) a second worker started a moment after
+# the first waited up to 2 s before its first event. Heartbeats are tiny requests to the group coordinator.
+HEARTBEAT_SECONDS = 0.5
 
 
 class ComplianceSettings(HeraldSettings):
@@ -169,7 +174,7 @@ class Compliance:
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest", producer_acks=-1,
             table_standby_replicas=settings.standby_replicas,
             stream_wait_empty=True, autodiscover=False, broker_session_timeout=settings.session_timeout,
-            broker_heartbeat_interval=settings.session_timeout / 5)
+            broker_heartbeat_interval=HEARTBEAT_SECONDS, TableManager=TableManager)
         schema: Any = faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw")
         self.accounts = ChangelogTable(self.faust.Table("accounts", schema=schema, partitions=PARTITIONS,
                                                           help="Counts, windows and decisions per account."),

@@ -11,29 +11,34 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import inspect
 import json
 from importlib.metadata import version
 from typing import Any
 
 import faust
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust import stores
+from faust.tables import manager
 from faust.types import TP
 from faust.types.tuples import Message
 
 from herald_compliance import packed_facts
 from herald_compliance.faust_adapter import (
     FACT_STORE_URL,
+    FETCH_MAX_WAIT_MS,
     KNOWN_GOOD_FAUST,
     STORE_URL,
     TRANSPORT_SCHEME,
     Acknowledgements,
     ChangelogTable,
     Consumer,
+    ConsumerThread,
     FactStore,
     FactTable,
     PreloadedStore,
+    TableManager,
     apply_changelog,
     durable,
 )
@@ -51,19 +56,28 @@ def make_table(app: faust.App, name: str = "facts") -> Any:
 
 
 class RecordingProducer:
-    """Stands in for aiokafka's producer: keeps the record batches the table hands over, per topic and partition."""
+    """Stands in for aiokafka's producer: keeps the record batches the table hands over, per topic and partition,
+    and answers each with the offset of its first record, as aiokafka's does."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, int, list[tuple[bytes, bytes | None]]]] = []
+        self.ends: dict[tuple[str, int], int] = {}
 
     def create_batch(self) -> RecordingBatch:
         return RecordingBatch()
 
     async def send_batch(self, batch: RecordingBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
         self.sent.append((topic, partition, batch.records))
+        first = self.ends.get((topic, partition), 0)
+        self.ends[topic, partition] = first + len(batch.records)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
+        future.set_result(RecordMetadata(first))
         return future
+
+
+class RecordMetadata:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
 
 
 class RecordingBatch:
@@ -237,6 +251,34 @@ async def test_faust_asks_the_tables_before_its_recovery_and_starts_where_the_pr
     table.data._preloaded[2] = 41
     app.tables.recovery.add_active(table, tp)
     assert app.tables.recovery.active_offsets[tp] == 41
+
+
+async def test_faust_recovery_of_a_partition_kept_through_a_rebalance_starts_after_this_worker_last_write() -> None:
+    """faust does not see the adapter's changelog writes: left to itself, its recovery of a partition this worker
+    kept reads again everything the worker wrote since the last recovery (1.3 s after a second of processing).
+    The store tells it the last offset written, only for a partition whose state stayed whole here and is
+    active here now."""
+    app = store_app("herald-adapter-written")
+    table = make_table(app)
+    producer = RecordingProducer()
+    producer.ends[table.changelog_topic.get_topic_name(), 2] = 40  # records before this worker's
+    adapter = ChangelogTable(table, producer)
+    tp, moved = TP(table.changelog_topic.get_topic_name(), 2), TP(table.changelog_topic.get_topic_name(), 3)
+    await table.data.on_recovery_completed({tp, moved}, set())  # both whole here
+    adapter.put(2, "acc-2|a", 1)
+    adapter.put(2, "acc-2|b", 1)
+    adapter.put(3, "acc-3|a", 1)
+    await durable(adapter)
+    adapter.put(2, "acc-2|a", 2)
+    await durable(adapter)
+    app.assignor.assigned_actives = lambda: {tp}  # type: ignore[method-assign]  # partition 3 moved away
+    recovery: Any = app.tables.recovery  # type: ignore[attr-defined]
+    recovery.add_active(table, tp)
+    assert recovery.active_offsets[tp] == 42  # records 40 and 41, then 42
+    assert table.data.persisted_offset(moved) is None  # not active here: faust reads it as it would
+    await table.data.on_recovery_completed({tp}, set())
+    app.assignor.assigned_actives = lambda: {tp, moved}  # type: ignore[method-assign]
+    assert table.data.persisted_offset(moved) is None  # given back: its state left memory, it is read whole
 
 
 def make_fact_table(app: faust.App, name: str = "facts") -> Any:
@@ -470,3 +512,49 @@ async def test_other_waits_and_suspended_flow_go_to_faust_unchanged() -> None:
 
     await consumer.wait_first(deliver(), consumer.suspend_flow.wait())
     assert Consumer.deliveries_in_place == in_place
+
+
+# --- start-up: the fetch long poll, the table manager -------------------------------------------------------------
+
+async def test_the_worker_consumer_holds_an_idle_fetch_for_fetch_max_wait_not_faust_constant() -> None:
+    """faust builds its aiokafka consumer with fetch_max_wait_ms=1500, and Kafka answers a connection's requests in
+    order: each offset request of the table recovery waited up to 1.5 s behind a fetch on an empty partition."""
+    consumer = make_consumer()
+    thread = consumer._thread
+    assert type(thread) is ConsumerThread, "faust no longer makes the consumer thread through _new_consumer_thread"
+    made = thread._create_worker_consumer(consumer.transport)
+    assert made._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start), (
+        "aiokafka no longer hands the consumer's _fetch_max_wait_ms to its fetcher when it starts")
+
+
+async def start_table_manager(app: faust.App, tables: Any) -> list[Any]:
+    """Run a table manager's start with what it does beyond waiting stood in for; returns what it did, in order."""
+    done: list[Any] = []
+
+    async def sleep(seconds: float) -> None:
+        done.append(("sleep", seconds))
+
+    async def update_channels() -> None:
+        done.append("channels")
+
+    async def start_recovery() -> None:
+        done.append("recovery")
+
+    tables.sleep, tables._update_channels, tables.recovery.start = sleep, update_channels, start_recovery
+    await tables.on_start()
+    return done
+
+
+async def test_the_table_manager_starts_without_faust_second_of_sleep() -> None:
+    """faust's table manager sleeps a second before registering the tables (time for tables declared late),
+    and the consumer subscribes only after that: every worker's first join waited for it. The service declares
+    its tables before the app starts; the rest of faust's start is kept."""
+    ours = faust.App("herald-adapter-tables", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False,
+                     autodiscover=False, TableManager=TableManager)
+    assert type(ours.tables) is TableManager
+    assert await start_table_manager(ours, ours.tables) == ["channels", "recovery"]
+    theirs = make_app()
+    assert type(theirs.tables) is manager.TableManager
+    assert await start_table_manager(theirs, theirs.tables) == [("sleep", 1.0), "channels", "recovery"], (
+        "faust's table manager starts differently: read its on_start again, then TableManager.on_start")
