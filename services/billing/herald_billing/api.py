@@ -34,6 +34,7 @@ from .domain import (
 from .handlers import BillingService, Client, Session, TooManyAttempts
 from .invoice_page import INVOICE_HEADERS, invoice_html
 from .plans import MONTHLY_SEND_FACTOR, BillingCalendar, Plans
+from .vat import Party
 
 Password = Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=NO_NUL)]
 Username = Annotated[str, StringConstraints(min_length=3, max_length=100, pattern=r"^[a-z0-9][a-z0-9._@+\-]*$")]
@@ -109,6 +110,20 @@ class CancellationIn(Body):
         description="When the customer's request reached Herald.")
 
 
+class BillingDetailsIn(Body):
+    legal_name: NameText = Field(description="Who the invoices are made out to: the company's legal name (or a sole "
+                                             "trader's name).")
+    address: list[NameText] = Field(min_length=1, max_length=4, description="The billing address, one line each "
+                                                                            "(street, city and postcode...).")
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] = Field(
+        description="ISO 3166-1 alpha-2 (LV, DE, US...): decides the invoices' VAT.")
+    vat_number: Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=NO_NUL)] | None = Field(
+        default=None, description="A business's VAT number in an EU member state, with its country's prefix (LV and "
+                                  "11 digits, DE and 9, EL for Greece); spaces, dots and dashes are left out. Its "
+                                  "format is checked (422), not its registration: VIES is not consulted. In another "
+                                  "member state than Latvia it makes the invoices reverse charge (0% VAT).")
+
+
 class UsageOut(Out):
     subscribers: int = Field(description="Stored in the account's lists (any status).")
     trial_emails: int = Field(description="Emails sent during the trial: campaign emails and test sends (those "
@@ -149,6 +164,13 @@ class TrialOut(Out):
     ended_reason: Literal["expired", "subscriber_limit_exceeded"] | None
 
 
+class BillingDetailsOut(Out):
+    legal_name: str
+    address: list[str]
+    country: str = Field(description="ISO 3166-1 alpha-2.")
+    vat_number: str | None
+
+
 class AccountOut(Out):
     account_id: str
     company_name: str
@@ -167,6 +189,9 @@ class AccountOut(Out):
     monthly: MonthlyOut | None = Field(description="The monthly plan, when that is the plan.")
     credits: CreditsOut | None = Field(description="Pay-as-you-go credits, once any were bought.")
     payment_method: str | None = Field(description="provider:reference of automatic payments.")
+    billing_details: BillingDetailsOut | None = Field(description="Who the invoices are made out to (PUT "
+                                                                  "/v1/account/billing-details); none given: the "
+                                                                  "company name, and Latvian VAT.")
     open_invoices: list[str] = Field(description="Invoices not paid yet.")
     usage: UsageOut
 
@@ -209,11 +234,13 @@ class KeysOut(Out):
 
 class AuditEntryOut(Out):
     at: datetime
-    kind: Literal["login", "password_change", "staff_access", "api_key"] = Field(
+    kind: Literal["login", "password_change", "staff_access", "api_key", "cancellation", "billing_details"] = Field(
         description="login: a login or a failed attempt (a wrong current password at a password change too); "
                     "password_change: a user changed their password; staff_access: staff looked or acted; "
                     "api_key: a service refused an API key of the account (a failed attempt: `key_id`, `service`, "
-                    "`path`, `reason`).")
+                    "`path`, `reason`); cancellation: the plan was cancelled or the cancellation withdrawn (`what`: "
+                    "requested, withdrawn; by `username`, or by `staff` recording the customer's request); "
+                    "billing_details: a user changed the billing details.")
     result: Literal["success", "failure"] | None = None
     reason: str | None = Field(default=None, description="Why an attempt failed; for an API key revoked_key, "
                                                           "wrong_secret, throttled_key or throttled_ip (refused "
@@ -229,7 +256,8 @@ class AuditEntryOut(Out):
                                                              "session it was made in.")
     staff: str | None = None
     what: str | None = Field(default=None, description="What staff looked at or did (billing: review_queue, "
-                                                       "account, audit_log, approve, reject, cancel; campaigns: "
+                                                       "account, audit_log, approve, reject, cancel, "
+                                                       "withdraw_cancellation; campaigns: "
                                                        "review_queue, campaign, approve, reject; compliance: rates, "
                                                        "reinstate; delivery: messages, a person's delivery record).")
     service: str | None = Field(default=None, description="Where staff looked (billing, campaigns, compliance or "
@@ -283,6 +311,13 @@ class InvoiceLineOut(Out):
     amount_cents: int
 
 
+class InvoicePartyOut(Out):
+    name: str
+    address: list[str]
+    country: str = Field(description="ISO 3166-1 alpha-2.")
+    vat_number: str | None
+
+
 class InvoiceOut(Out):
     invoice_id: str
     issued_at: datetime
@@ -298,6 +333,16 @@ class InvoiceOut(Out):
     net_cents: int | None
     vat_cents: int | None
     vat_percent: str | None
+    vat_treatment: Literal["domestic", "reverse_charge", "outside_eu", "eu_consumer"] | None = Field(
+        description="domestic: Latvian VAT (a customer in Latvia, or no billing details); reverse_charge: a business "
+                    "in another EU member state with its VAT number, 0%; outside_eu: 0%, outside the scope of EU "
+                    "VAT; eu_consumer: in another member state without a VAT number, Latvian VAT. None: issued "
+                    "before treatments were decided (Latvian VAT).")
+    vat_note: str | None = Field(description="What the invoice says of its VAT (reverse charge, outside the scope).")
+    seller: InvoicePartyOut | None = Field(description="Who issued it: the platform's company (None: issued before "
+                                                       "it was configured).")
+    customer: InvoicePartyOut | None = Field(description="The account's billing details when it was issued (None: "
+                                                         "none were given; the account's company name stands).")
     currency: Literal["EUR"]
     period_start: datetime
     period_end: datetime
@@ -333,6 +378,7 @@ def account_out(account: Account, usage: Usage, now: datetime, calendar: Billing
                       "email_limit": TRIAL_EMAILS, "ended_reason": account.trial_ended_reason},
             "sending_blocked": list(account.blocked), "monthly": monthly, "credits": credits_out(account, usage, now),
             "payment_method": account.payment_method,
+            "billing_details": _details_out(account.billing_details),
             "open_invoices": [i.invoice_id for i in account.open_invoices],
             "usage": {"subscribers": usage.subscribers, "trial_emails": usage.trial_emails,
                       "period_emails": period_emails}}
@@ -346,6 +392,13 @@ def credits_out(account: Account, usage: Usage, now: datetime) -> dict[str, Any]
             "batches": [{"batch_id": b.batch_id, "credits": b.credits, "used": used[b.batch_id],
                          "expires_at": b.expires_at.isoformat(), "expired": b.expired}
                         for b in sorted(account.credit_batches, key=lambda b: b.expires_at)]}
+
+
+def _details_out(details: Party | None) -> dict[str, Any] | None:
+    if details is None:
+        return None
+    return {"legal_name": details.name, "address": list(details.address), "country": details.country,
+            "vat_number": details.vat_number}
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -365,12 +418,21 @@ def plans_out(plans: Plans) -> dict[str, Any]:
 def invoice_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {"invoice_id": doc["invoice_id"], "issued_at": doc["issued_at"].isoformat(), "status": doc["status"],
             "amount_cents": doc["amount_cents"], "net_cents": doc.get("net_cents"), "vat_cents": doc.get("vat_cents"),
-            "vat_percent": doc.get("vat_percent"), "currency": doc.get("currency", "EUR"),
+            "vat_percent": doc.get("vat_percent"), "vat_treatment": doc.get("vat_treatment"),
+            "vat_note": doc.get("vat_note"), "seller": _party_out(doc.get("seller")),
+            "customer": _party_out(doc.get("customer")), "currency": doc.get("currency", "EUR"),
             "period_start": doc["period_start"].isoformat(), "period_end": doc["period_end"].isoformat(),
             "lines": [{"description": line["description"], "amount_cents": line["amount_cents"]}
                       for line in doc["lines"]],
             "attempts": doc.get("attempts", 0), "last_failure": doc.get("last_failure"),
             "void_reason": doc.get("void_reason")}
+
+
+def _party_out(party: dict[str, Any] | None) -> dict[str, Any] | None:
+    if party is None:
+        return None
+    return {"name": party["name"], "address": list(party["address"]), "country": party["country"],
+            "vat_number": party.get("vat_number")}
 
 
 def user_out(user: User) -> dict[str, Any]:
@@ -501,8 +563,9 @@ def build_api(service: BillingService) -> APIRouter:
                            409: {"model": Problem, "description": (
                                "account_rejected: staff rejected the account in review, it buys nothing; "
                                "tier_cannot_be_lowered: a lower subscriber limit; edition_cannot_be_lowered: PRO "
-                               "back to standard at the same limit; no_payment_method; renewal_pending; "
-                               "purchase_pending; account_closed.")}})
+                               "back to standard at the same limit; cancellation_pending: the plan is cancelled, "
+                               "withdraw the cancellation first (POST /v1/account/cancellation/withdrawal); "
+                               "no_payment_method; renewal_pending; purchase_pending; account_closed.")}})
     async def choose_plan(body: PlanIn, session: Current) -> dict[str, Any]:
         """Choose a monthly tier, or raise it: the first period is charged in full (its day of the month, in the
         platform's time zone, is the billing day from then on), an upgrade the difference of the fees for the rest
@@ -529,7 +592,42 @@ def build_api(service: BillingService) -> APIRouter:
                  responses={**answers(200, AccountOut, "Cancelled at the end of the paid period (no refunds)."),
                             **signed_in, **problems(403, 409, 503)})
     async def cancel(session: Current) -> dict[str, Any]:
+        """Owners cancel the monthly plan: it ends at the end of the paid period (withdraw it before then to keep
+        the plan)."""
         account = await service.cancel(session)
+        return account_out(account, await service.store.usage(account.account_id), service.clock(), service.calendar)
+
+    @router.post("/account/cancellation/withdrawal", response_model=None, tags=["plans"],
+                 responses={**answers(200, AccountOut, "Withdrawn: the plan goes on, renewed at the end of the paid "
+                                                       "period as before."),
+                            **signed_in, **problems(403, 409, 503),
+                            403: {"model": Problem, "description": "owners_only: a member asked."},
+                            409: {"model": Problem, "description": (
+                                "no_pending_cancellation: the plan is not cancelled (or there is no monthly plan); "
+                                "cancellation_took_effect: its time came, the plan is over: choose a plan again "
+                                "(PUT /v1/account/plan); account_rejected: staff rejected the account, its plan "
+                                "ends with its paid period; account_closed.")}})
+    async def withdraw_cancellation(session: Current) -> dict[str, Any]:
+        """Keep the monthly plan after all: an owner withdraws its cancellation before it takes effect. (Choosing
+        or raising the plan while it is cancelled is refused, 409 `cancellation_pending`: withdraw first.)"""
+        account = await service.withdraw_cancellation(session)
+        return account_out(account, await service.store.usage(account.account_id), service.clock(), service.calendar)
+
+    @router.put("/account/billing-details", response_model=None, tags=["invoices"],
+                responses={**answers(200, AccountOut, "Set: every invoice issued from now on names them."),
+                           **signed_in, **problems(403, 409, 422, 503),
+                           403: {"model": Problem, "description": "owners_only: a member asked."},
+                           422: {"model": Problem, "description": (
+                               "invalid_request, or billing_details_invalid: a blank name or address line, a "
+                               "country code ISO 3166-1 does not assign, or a VAT number not of the country's format "
+                               "(or given for a country outside the EU); `errors` says which field and why.")}})
+    async def set_billing_details(body: BillingDetailsIn, session: Current) -> dict[str, Any]:
+        """Owners set who the invoices are made out to: the legal name, address, country and, for a business in the
+        EU, its VAT number. From the next invoice on they are on it and decide its VAT: Latvian VAT in Latvia (and
+        without details); 0% reverse charge for a business in another EU member state with its VAT number; 0%
+        outside the EU; Latvian VAT for anyone else in the EU. Invoices issued before stay as they are."""
+        account = await service.set_billing_details(session, body.legal_name, body.address, body.country,
+                                                    body.vat_number)
         return account_out(account, await service.store.usage(account.account_id), service.clock(), service.calendar)
 
     @router.get("/account/invoices", response_model=None, tags=["invoices"],
@@ -677,6 +775,22 @@ def build_staff_api(service: BillingService, staff_tokens: StaffTokens) -> APIRo
         date it takes effect was already paid, it is refused (409 `cancellation_needs_refund`) rather than charge
         the customer for a period they cancelled."""
         account = await service.staff_cancel(staff, account_id, body.received_at)
+        return account_out(account, await service.store.usage(account_id), service.clock(), service.calendar)
+
+    @router.post("/accounts/{account_id}/cancellation/withdrawal", response_model=None,
+                 responses={**answers(200, AccountOut, "Withdrawn: the plan goes on, renewed at the end of the paid "
+                                                       "period as before."),
+                            **problems(404, 409, 422, 503),
+                            409: {"model": Problem, "description": (
+                                "no_pending_cancellation; cancellation_took_effect: its time came before this was "
+                                "recorded, the plan is over and the customer chooses a plan again; "
+                                "account_rejected; account_closed.")},
+                            422: {"model": Problem, "description": (
+                                "invalid_request, or received_in_the_future: received_at is later than now.")}})
+    async def withdraw_cancellation(account_id: Identifier, body: CancellationIn, staff: Staff) -> dict[str, Any]:
+        """The customer's word that they keep the plan (email, letter), recorded by staff (`received_at`: when it
+        reached Herald) before the cancellation takes effect."""
+        account = await service.staff_withdraw_cancellation(staff, account_id, body.received_at)
         return account_out(account, await service.store.usage(account_id), service.clock(), service.calendar)
 
     @router.get("/accounts/{account_id}/audit-log", response_model=None,

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 from herald_shared.contract import Event
@@ -29,9 +30,13 @@ from herald_shared.contract.billing import (
     ApiKeyIssuedPayload,
     ApiKeyRevoked,
     ApiKeyRevokedPayload,
+    BillingDetailsChanged,
+    BillingDetailsChangedPayload,
     BlockReason,
     CancellationRequested,
     CancellationRequestedPayload,
+    CancellationWithdrawn,
+    CancellationWithdrawnPayload,
     CreditsExpired,
     CreditsExpiredPayload,
     CreditsPurchased,
@@ -39,6 +44,7 @@ from herald_shared.contract.billing import (
     InvoiceIssued,
     InvoiceIssuedPayload,
     InvoiceLine,
+    InvoiceParty,
     InvoiceVoided,
     InvoiceVoidedPayload,
     LoggedOut,
@@ -67,13 +73,15 @@ from herald_shared.contract.billing import (
     UserAddedPayload,
     UserDisabled,
     UserDisabledPayload,
+    VatTreatment,
 )
 from herald_shared.contract.delivery import MessageBounced, MessageSent
 from herald_shared.readmodel import time_key
 from herald_shared.rules import RuleRefused
 
-from . import plans
+from . import plans, vat
 from .plans import BillingCalendar, Edition, Plans
+from .vat import Party
 
 PRODUCER = "billing"
 PLATFORM_CALENDAR = BillingCalendar()  # Europe/Riga: HERALD_BILLING_TIME_ZONE's default
@@ -180,6 +188,27 @@ class NotOnAMonthlyPlan(RuleRefused):
 
 class AlreadyCancelled(RuleRefused):
     code, http_status = "already_cancelled", 409
+
+
+class NoPendingCancellation(RuleRefused):
+    code, http_status = "no_pending_cancellation", 409
+
+
+class CancellationTookEffect(RuleRefused):
+    """The cancellation's time has come: the plan is over (or ends now), and is chosen again, not kept."""
+
+    code, http_status = "cancellation_took_effect", 409
+
+
+class CancellationPending(RuleRefused):
+    """A plan chosen again, or raised, while its cancellation is pending: the customer withdraws the cancellation
+    first, rather than pay for a plan that still ends (or have it withdrawn unasked)."""
+
+    code, http_status = "cancellation_pending", 409
+
+
+class BillingDetailsInvalid(RuleRefused):
+    code, http_status = "billing_details_invalid", 422
 
 
 class ReceivedInTheFuture(RuleRefused):
@@ -315,6 +344,7 @@ class Account:
     plan_history: tuple[PlanSince, ...] = ()
     deleted_at: datetime | None = None
     last_login_at: datetime | None = None
+    billing_details: Party | None = None  # who its invoices are made out to (BillingDetailsChanged)
 
     def plan_at(self, at: datetime) -> str | None:
         """The plan in force at `at` (None before the account was opened)."""
@@ -687,14 +717,95 @@ def invoice_number(year: int, last: int) -> str:
 def _invoice(account: Account, config: Plans, number: str, kind: Literal["plan", "renewal", "upgrade", "credits"],
              lines: list[tuple[str, int]], start: datetime, end: datetime, now: datetime,
              purchase: PurchaseTerms | None = None) -> InvoiceIssued:
+    """An invoice naming the seller and the customer as they are now, with the VAT their details call for."""
     net = sum(amount for _, amount in lines)
-    vat = config.vat(net)
+    treatment = invoice_vat(account.billing_details, config.vat_percent)
+    vat_amount = plans.vat_cents(net, treatment.percent)
     return InvoiceIssued(account_id=account.account_id, producer=PRODUCER, occurred_at=now,
                          payload=InvoiceIssuedPayload(
-                             invoice_id=number, amount_cents=net + vat, period_start=start, period_end=end,
+                             invoice_id=number, amount_cents=net + vat_amount, period_start=start, period_end=end,
                              due_at=now, lines=[InvoiceLine(description=d, amount_cents=c) for d, c in lines],
-                             kind=kind,
-                             net_cents=net, vat_cents=vat, vat_percent=str(config.vat_percent), purchase=purchase))
+                             kind=kind, net_cents=net, vat_cents=vat_amount, vat_percent=str(treatment.percent),
+                             purchase=purchase, seller=_party(config.seller), customer=_party(account.billing_details),
+                             vat_treatment=treatment.kind, vat_note=treatment.note))
+
+
+def _party(party: Party | None) -> InvoiceParty | None:
+    if party is None:
+        return None
+    return InvoiceParty(name=party.name, address=list(party.address), country=party.country,
+                        vat_number=party.vat_number)
+
+
+# VAT of an invoice (Council Directive 2006/112/EC; the platform is a Latvian company selling an electronically
+# supplied service)
+
+REVERSE_CHARGE_NOTE = ("Reverse charge: VAT to be accounted for by the customer (Council Directive 2006/112/EC, "
+                       "art. 196).")
+OUTSIDE_EU_NOTE = ("Outside the scope of EU VAT: the customer is established outside the EU (Council Directive "
+                   "2006/112/EC, art. 44; art. 59 for a customer who is not a business).")
+
+
+@dataclass(frozen=True)
+class InvoiceVat:
+    kind: VatTreatment
+    percent: Decimal
+    note: str | None
+
+
+def invoice_vat(customer: Party | None, latvian_percent: Decimal) -> InvoiceVat:
+    """The VAT treatment of an invoice, from the customer's billing details when it is issued:
+    - in Latvia, or no details given: Latvian VAT at the configured rate;
+    - a business in another EU member state, with a VAT number of it: 0%, reverse charge (art. 196), the number on
+      the invoice (its format checked; whether it is registered is not: VIES is not reachable);
+    - outside the EU (the French overseas departments and Åland too, outside its VAT area): 0%, outside the scope;
+    - anyone else in the EU (no VAT number: a consumer): Latvian VAT still. Their own country's rate through the
+      One-Stop Shop is not built; Latvian VAT is right only while the platform's sales to consumers in other member
+      states stay under EUR 10,000 a year (art. 59c)."""
+    if customer is None or customer.country == vat.SELLER_COUNTRY:
+        return InvoiceVat("domestic", latvian_percent, None)
+    if customer.country not in vat.EU_MEMBER_STATES:
+        return InvoiceVat("outside_eu", Decimal(0), OUTSIDE_EU_NOTE)
+    if customer.vat_number is not None:
+        return InvoiceVat("reverse_charge", Decimal(0), REVERSE_CHARGE_NOTE)
+    return InvoiceVat("eu_consumer", latvian_percent, None)
+
+
+def billing_details(legal_name: str, address: Sequence[str], country: str, vat_number: str | None) -> Party:
+    """Billing details as given, checked: a legal name and 1 to 4 address lines that are not blank, an assigned ISO
+    3166-1 alpha-2 country code (any case), and, when given, a VAT number of that country if it is an EU member
+    state (with its prefix: EL for Greece; its format only). Trimmed, the code and number in upper case."""
+    errors: list[tuple[str, str]] = []
+    name, lines = legal_name.strip(), tuple(line.strip() for line in address)
+    if not name:
+        errors.append(("body.legal_name", "blank"))
+    if not 1 <= len(lines) <= 4:
+        errors.append(("body.address", "1 to 4 lines"))
+    errors += [(f"body.address.{n}", "blank") for n, line in enumerate(lines) if not line]
+    code = country.strip().upper()
+    if code not in vat.COUNTRIES:
+        errors.append(("body.country", "not an ISO 3166-1 alpha-2 country code (LV, DE, US...)"))
+    number = None
+    if vat_number is not None and code in vat.COUNTRIES:
+        try:
+            number = vat.check_vat_number(code, vat_number)
+        except vat.VatNumberInvalid as exc:
+            errors.append(("body.vat_number", str(exc)))
+    if errors:
+        raise BillingDetailsInvalid("the billing details are not complete or not valid", errors)
+    return Party(name, lines, code, number)
+
+
+def change_billing_details(actor: User, account: Account, details: Party) -> list[Event]:
+    """Owners set who the invoices are made out to; every invoice issued from then on names them and takes its
+    VAT treatment from them (issued ones stay as they were)."""
+    require_owner(actor)
+    _open(account)
+    if details == account.billing_details:
+        return []
+    return [_event(BillingDetailsChanged, account.account_id, BillingDetailsChangedPayload(
+        legal_name=details.name, address=list(details.address), country=details.country,
+        vat_number=details.vat_number, changed_by=actor.username))]
 
 
 def pending_purchases(account: Account) -> list[OpenInvoice]:
@@ -727,6 +838,8 @@ def buy_monthly(account: Account, usage: Usage, config: Plans, subscribers: int,
         raise NoPaymentMethod("set a payment method first (PUT /v1/account/payment-method)")
     fee = tier.fee(edition)
     if account.plan == "monthly" and account.tier is not None and account.fee_cents is not None:
+        if account.cancel_at is not None:
+            _cancellation_pending(account.cancel_at, now)
         if (tier.subscribers, edition) == (account.tier, account.edition):
             return None
         if tier.subscribers < account.tier:
@@ -750,6 +863,19 @@ def buy_monthly(account: Account, usage: Usage, config: Plans, subscribers: int,
     line = (f"Monthly plan, {tier.subscribers} subscribers ({edition}), {calendar.day(now).isoformat()} to "
             f"{calendar.day(end).isoformat()}", fee)
     return _invoice(account, config, number, "plan", [line], now, end, now, _plan_terms(tier, edition, billing_day))
+
+
+def _cancellation_pending(cancel_at: datetime, now: datetime) -> None:
+    """Choosing the plan again, or raising it, while it is cancelled is refused, naming the withdrawal: the
+    customer says which they mean. Choosing it again used to answer 200 and change nothing, so the plan ended all
+    the same; a raise withdrawing the cancellation unasked would renew, and charge, a plan its customer had
+    cancelled. (To raise the tier for the rest of a cancelled plan: withdraw, raise, cancel again.)"""
+    if cancel_at <= now:
+        raise CancellationTookEffect(f"the plan was cancelled and ends at {cancel_at.isoformat()}: once it has "
+                                     "ended (in a moment), a plan chosen is a new one")
+    raise CancellationPending(f"the plan is cancelled and ends at {cancel_at.isoformat()}: to keep it, withdraw the "
+                              "cancellation first (POST /v1/account/cancellation/withdrawal), then choose or raise "
+                              "the tier")
 
 
 def _plan_terms(tier: plans.Tier, edition: Edition, billing_day: int) -> PurchaseTerms:
@@ -961,6 +1087,31 @@ def cancel(account: Account, channel: Literal["self_service", "request"], receiv
     return [cancelled, *end_of_agreement(replace(account, cancel_at=to_stored_precision(effective)), now)]
 
 
+def withdraw_cancellation(account: Account, channel: Literal["self_service", "request"], received_at: datetime,
+                          withdrawn_by: str, *, now: datetime) -> list[Event]:
+    """A customer who changes their mind before the cancellation takes effect keeps the plan: it is renewed at the
+    end of the paid period as if never cancelled. Not once its time has come (the plan is over: chosen again, not
+    kept), nor for an account staff rejected (its plan ends with its paid period whatever). A withdrawal staff
+    record (`request`) cannot have arrived after now."""
+    if received_at > now + CLOCK_SKEW:
+        raise ReceivedInTheFuture(f"a request received at {received_at.isoformat()} has not arrived yet "
+                                  f"(now {now.isoformat()})")
+    _open(account)
+    if account.plan == "none":
+        raise CancellationTookEffect("the plan has ended already: choose a plan again (PUT /v1/account/plan)")
+    if account.plan != "monthly" or account.cancel_at is None:
+        raise NoPendingCancellation("no cancellation is pending" + (": the plan goes on" if account.plan == "monthly"
+                                                                    else " (only a monthly plan is cancelled)"))
+    if account.cancel_at <= now:
+        raise CancellationTookEffect(f"the cancellation took effect at {account.cancel_at.isoformat()}: the plan is "
+                                     "over; choose a plan again (PUT /v1/account/plan)")
+    if account.review == "rejected":
+        raise RejectedAccount("staff rejected this account in review: its plan ends with its paid period, "
+                              "cancelled or not")
+    return [_event(CancellationWithdrawn, account.account_id, CancellationWithdrawnPayload(
+        channel=channel, received_at=received_at, cancel_at=account.cancel_at, withdrawn_by=withdrawn_by), at=now)]
+
+
 def _refuse_paid_period(received_at: datetime, due: datetime, in_time: bool, effective: datetime,
                         paid: Sequence[tuple[str, datetime]]) -> None:
     """The period from `effective`, when the plan should have ended, was charged before the request was
@@ -1105,6 +1256,14 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
         return replace(state, payment_method=f"{event.payload.provider}:{event.payload.reference}")
     if isinstance(event, CancellationRequested):
         return replace(state, cancel_at=to_stored_precision(event.payload.effective_at))
+    if isinstance(event, CancellationWithdrawn):
+        # Only the cancellation it names: a later one stays.
+        withdrawn = to_stored_precision(event.payload.cancel_at) == state.cancel_at
+        return replace(state, cancel_at=None) if withdrawn else state
+    if isinstance(event, BillingDetailsChanged):
+        given = event.payload
+        return replace(state, billing_details=Party(given.legal_name, tuple(given.address), given.country,
+                                                    given.vat_number))
     if isinstance(event, InvoiceIssued):
         issued = event.payload
         if any(i.invoice_id == issued.invoice_id for i in state.open_invoices):

@@ -46,7 +46,7 @@ T = TypeVar("T")
 SESSION_PREFIX = "hs_"
 SESSION_SALT = "herald.session.v1"
 FailureReason = Literal["unknown_user", "wrong_password", "locked", "disabled_user", "account_deleted", "malformed"]
-StaffWhat = Literal["review_queue", "account", "audit_log", "approve", "reject", "cancel"]
+StaffWhat = Literal["review_queue", "account", "audit_log", "approve", "reject", "cancel", "withdraw_cancellation"]
 
 
 class TooManyAttempts(Exception):
@@ -384,7 +384,7 @@ class BillingService:
         domain.require_owner(session.user)
         account_id = session.user.account_id
         async with self.recorder.serialised(f"account:{account_id}"), self._invoicing:
-            account = await self._settle_pending(await self._account(account_id))
+            account = await self._end_if_due(await self._settle_pending(await self._account(account_id)))
             usage = await self.store.usage(account_id)
             now = self.clock()
             number = await self._next_invoice_number(now)
@@ -400,7 +400,7 @@ class BillingService:
         domain.require_owner(session.user)
         account_id = session.user.account_id
         async with self.recorder.serialised(f"account:{account_id}"), self._invoicing:
-            account = await self._settle_pending(await self._account(account_id))
+            account = await self._end_if_due(await self._settle_pending(await self._account(account_id)))
             now = self.clock()
             number = await self._next_invoice_number(now)
             await self._purchase(domain.buy_credits(account, self.plans, credits, number, now, self.calendar))
@@ -568,6 +568,47 @@ class BillingService:
             now = self.clock()
             await self.recorder.commit(domain.cancel(account, "self_service", now, session.user.username, now=now,
                                                      calendar=self.calendar))
+        return await self._account(account_id)
+
+    async def withdraw_cancellation(self, session: Session) -> Account:
+        """An owner keeps the plan they cancelled, before the cancellation takes effect."""
+        domain.require_owner(session.user)
+        account_id = session.user.account_id
+        async with self.recorder.serialised(f"account:{account_id}"):
+            account = await self._end_if_due(await self._account(account_id))
+            now = self.clock()
+            await self.recorder.commit(domain.withdraw_cancellation(account, "self_service", now,
+                                                                    session.user.username, now=now))
+        return await self._account(account_id)
+
+    async def staff_withdraw_cancellation(self, staff: str, account_id: str, received_at: datetime) -> Account:
+        """The customer's word, by email or letter, that they keep the plan, recorded by staff."""
+        async with self.recorder.serialised(f"account:{account_id}"):
+            account = await self._end_if_due(await self._account(account_id))
+            await self._staff_decides(staff, account_id, "withdraw_cancellation", lambda: domain.withdraw_cancellation(
+                account, "request", received_at, staff, now=self.clock()))
+        return await self._account(account_id)
+
+    async def _end_if_due(self, account: Account) -> Account:
+        """A plan whose agreement ended (its cancellation's time came) and that the clock has not ended yet is
+        ended now, as the clock would (the same fixed ids): a request in between answers from what is, not from a
+        plan that ended moments ago."""
+        # A deleted account's plan is left as the clock leaves it (never renewed, never ended).
+        ended = [] if account.deleted_at is not None else domain.end_of_agreement(account, self.clock())
+        if not ended:
+            return account
+        await self.recorder.commit(ended)
+        return await self._account(account.account_id)
+
+    async def set_billing_details(self, session: Session, legal_name: str, address: Sequence[str], country: str,
+                                  vat_number: str | None) -> Account:
+        """Owners set who the invoices are made out to (from the next invoice on)."""
+        domain.require_owner(session.user)
+        details = domain.billing_details(legal_name, address, country, vat_number)
+        account_id = session.user.account_id
+        async with self.recorder.serialised(f"account:{account_id}"):
+            account = await self._account(account_id)
+            await self.recorder.commit(domain.change_billing_details(session.user, account, details))
         return await self._account(account_id)
 
     async def staff_cancel(self, staff: str, account_id: str, received_at: datetime) -> Account:

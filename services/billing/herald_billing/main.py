@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.commands import Recorder
@@ -36,6 +38,7 @@ from .store import (
     BillingProjection,
     BillingStore,
 )
+from .vat import SELLER_COUNTRY, Party, VatNumberInvalid, check_vat_number
 
 SERVICE = "billing"
 log = logging.getLogger("herald.billing")
@@ -61,11 +64,42 @@ class BillingSettings(HeraldSettings):
                                        "calendar months and business days are taken on its wall clock; times are "
                                        "kept in UTC.")
 
+    seller_name: str = Field(default="", max_length=200, alias="HERALD_BILLING_SELLER_NAME",
+                             description="The platform's company, as every invoice names it: its legal name.")
+    seller_address: str = Field(default="", max_length=200, alias="HERALD_BILLING_SELLER_ADDRESS",
+                                description="Its registered address, on one line (the country is Latvia).")
+    seller_vat_number: str = Field(default="", max_length=40, alias="HERALD_BILLING_SELLER_VAT_NUMBER",
+                                   description="Its Latvian VAT number: LV and 11 digits.")
+
     @field_validator("time_zone")
     @classmethod
     def _known_zone(cls, name: str) -> str:
         BillingCalendar.named(name)  # a start with a zone the zone database does not have fails here
         return name
+
+    @model_validator(mode="after")
+    def _whole_seller(self) -> Self:
+        """All three of the seller's settings or none (a start fails here, saying which are missing or wrong)."""
+        given = {"HERALD_BILLING_SELLER_NAME": self.seller_name.strip(),
+                 "HERALD_BILLING_SELLER_ADDRESS": self.seller_address.strip(),
+                 "HERALD_BILLING_SELLER_VAT_NUMBER": self.seller_vat_number.strip()}
+        missing = [name for name, value in given.items() if not value]
+        if missing and len(missing) < len(given):
+            raise ValueError(f"the seller invoices name takes all of HERALD_BILLING_SELLER_NAME, _ADDRESS and "
+                             f"_VAT_NUMBER; missing: {', '.join(missing)}")
+        if not missing:
+            try:
+                check_vat_number(SELLER_COUNTRY, self.seller_vat_number)
+            except VatNumberInvalid as exc:
+                raise ValueError(f"HERALD_BILLING_SELLER_VAT_NUMBER: {exc}") from None
+        return self
+
+    def seller(self) -> Party | None:
+        """The platform's company as invoices name it; None when not configured."""
+        if not self.seller_name.strip():
+            return None
+        return Party(self.seller_name.strip(), (self.seller_address.strip(),), SELLER_COUNTRY,
+                     check_vat_number(SELLER_COUNTRY, self.seller_vat_number))
 
     def calendar(self) -> BillingCalendar:
         return BillingCalendar.named(self.time_zone)
@@ -87,8 +121,13 @@ class Billing(ConsumingService):
                             settings.topics("herald.billing"))
         self.store = BillingStore(self.db)
         calendar = settings.calendar()
+        seller = settings.seller()
+        if seller is None:
+            log.warning("HERALD_BILLING_SELLER_NAME, _ADDRESS and _VAT_NUMBER are not set: invoices name no seller "
+                        "and are no VAT invoices")
+        plans = replace(load_plans(settings.plans_file), seller=seller)
         self.service = BillingService(self.store, recorder, passwords or Passwords(), secret,
-                                      timedelta(minutes=settings.session_minutes), load_plans(settings.plans_file),
+                                      timedelta(minutes=settings.session_minutes), plans,
                                       payments or SimulatedProvider(), calendar=calendar)
         self.clock = PlanClock(self.service, settings.clock_interval)
         self.projection = BillingProjection(self.db, calendar)

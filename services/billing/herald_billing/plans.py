@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .vat import Party
+
 Edition = Literal["standard", "pro"]
 # PRODUCT.md: emails sent in a month may not exceed 109 x the tier's subscriber limit.
 MONTHLY_SEND_FACTOR = 109
@@ -48,9 +50,13 @@ class CreditPack:
 
 @dataclass(frozen=True)
 class Plans:
+    """What invoices are made from: the tiers and packs, the Latvian VAT rate (`vat_percent`), and the seller every
+    invoice names (the platform's company, HERALD_BILLING_SELLER_*; None: not configured)."""
+
     tiers: tuple[Tier, ...]
     packs: tuple[CreditPack, ...]
     vat_percent: Decimal
+    seller: Party | None = None
 
     def tier(self, subscribers: int) -> Tier | None:
         return next((t for t in self.tiers if t.subscribers == subscribers), None)
@@ -59,7 +65,11 @@ class Plans:
         return next((p for p in self.packs if p.credits == credits), None)
 
     def vat(self, net_cents: int) -> int:
-        return cents(Decimal(net_cents) * self.vat_percent / 100)
+        return vat_cents(net_cents, self.vat_percent)
+
+
+def vat_cents(net_cents: int, percent: Decimal) -> int:
+    return cents(Decimal(net_cents) * percent / 100)
 
 
 def cents(amount: Decimal) -> int:

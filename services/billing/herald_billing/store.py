@@ -1,13 +1,13 @@
 """Billing's read model in MongoDB, folded from events, and the reads the API and the clock need; every read
 and write by `_id` or an `_id` range.
 
-From herald.billing: `accounts` (`account`), `users` (`username`, unique across Herald), `ended_sessions`
-(`session id`), `keys` (`account/key`: the account's API keys, for listing; authentication reads
-`herald_shared.apikeys`), `audit` (`account/time/event`: logins, failed attempts, password changes, staff
-access; staff access and refused API keys from the other services too). Listings kept as the accounts fold
-(`SecondaryIndex`): `review` (`opened time/account`, the staff queue, oldest first), and what the clock reads up
-to now, each `due time/account`: `trials` (trial end), `renewals` (paid period's end), `credit_expiry`,
-`retention` (purge), `purchases` (a purchase recorded and not settled).
+From herald.billing: `accounts` (`account`), `users` (`username`, unique across Herald), `ended_sessions` (`session
+id`), `keys` (`account/key`: the account's API keys, for listing; authentication reads `herald_shared.apikeys`),
+`audit` (`account/time/event`: logins, failed attempts, password changes, cancellations and their withdrawals,
+billing details changed, staff access; staff access and refused API keys from the other services too). Listings kept
+as the accounts fold (`SecondaryIndex`): `review` (`opened time/account`, the staff queue, oldest first), and what
+the clock reads up to now, each `due time/account`: `trials` (trial end), `renewals` (paid period's end),
+`credit_expiry`, `retention` (purge), `purchases` (a purchase recorded and not settled).
 
 Usage, from herald.subscriptions and herald.delivery: `members` (`account/subscriber`: each stored
 subscriber once, with its list), `lists` (`account/list`: deleted or not), and `usage` (`Counters`: per
@@ -34,7 +34,9 @@ from herald_shared.contract.billing import (
     AccountRejected,
     ApiKeyIssued,
     ApiKeyRevoked,
+    BillingDetailsChanged,
     CancellationRequested,
+    CancellationWithdrawn,
     CreditsExpired,
     CreditsPurchased,
     InvoiceIssued,
@@ -82,6 +84,7 @@ from herald_shared.readmodel import (
 from . import domain
 from .domain import PAYG_PREFIX, Account, CreditBatch, OpenInvoice, PlanSince, Usage, User, payg_key, period_key
 from .plans import BillingCalendar
+from .vat import Party
 
 ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "keys", "audit"
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
@@ -93,9 +96,9 @@ INVOICE_NUMBER = re.compile(r"^(\d{4})-(\d{6})$")
 # Pay-as-you-go emails as a read model from before the credit windows counted them (no time kept).
 LEGACY_PAYG = "payg_emails"
 ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, TrialEnded, QuotaExhausted,
-                  SendingBlocked, SendingUnblocked, UserAdded, PaymentMethodSet, CancellationRequested, InvoiceIssued,
-                  InvoiceVoided, PaymentSucceeded, PaymentFailed, CreditsPurchased, CreditsExpired, AccountDeleted,
-                  LoginSucceeded)
+                  SendingBlocked, SendingUnblocked, UserAdded, PaymentMethodSet, CancellationRequested,
+                  CancellationWithdrawn, BillingDetailsChanged, InvoiceIssued, InvoiceVoided, PaymentSucceeded,
+                  PaymentFailed, CreditsPurchased, CreditsExpired, AccountDeleted, LoginSucceeded)
 USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
 # What billing counts of the other services' topics.
 SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberErased, ListDeleted)
@@ -172,6 +175,8 @@ def account_of(doc: Mapping[str, Any]) -> Account:
     fields["unblocks"] = dict(fields.get("unblocks", {}))
     fields["credit_batches"] = tuple(CreditBatch(**b) for b in fields.get("credit_batches", ()))
     fields["plan_history"] = tuple(PlanSince(**entry) for entry in fields.get("plan_history", ()))
+    details = fields.get("billing_details")
+    fields["billing_details"] = Party(**{**details, "address": tuple(details["address"])}) if details else None
     return Account(**fields)
 
 
@@ -401,6 +406,15 @@ class BillingProjection(Projection):
             case PasswordChanged(payload=p):
                 return [self._audit(event, {"kind": "password_change", "result": "success", "username": p.username,
                                             "ip": p.ip, "user_agent": p.user_agent, "session_id": p.session_id})]
+            case CancellationRequested(payload=p):
+                return [self._audit(event, {"kind": "cancellation", "result": "success", "what": "requested",
+                                            **_by(p.channel, p.requested_by)})]
+            case CancellationWithdrawn(payload=p):
+                return [self._audit(event, {"kind": "cancellation", "result": "success", "what": "withdrawn",
+                                            **_by(p.channel, p.withdrawn_by)})]
+            case BillingDetailsChanged(payload=p):
+                return [self._audit(event, {"kind": "billing_details", "result": "success",
+                                            "username": p.changed_by})]
             case StaffAccessed(payload=p):
                 return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": p.what,
                                             "service": "billing"})]
@@ -447,6 +461,11 @@ class BillingProjection(Projection):
         key = compose(event.account_id, time_key(event.occurred_at), str(event.event_id))
         return (AUDIT, UpdateOne({"_id": key}, {"$setOnInsert": {
             "account_id": event.account_id, "at": event.occurred_at, **entry}}, upsert=True))
+
+
+def _by(channel: str, who: str) -> Document:
+    """Who made an account change: a user (self-service), or staff recording the customer's request."""
+    return {"username": who} if channel == "self_service" else {"staff": who, "service": "billing"}
 
 
 def key_refused(refused: ApiKeyRefusedPayload, service: str) -> Document:

@@ -149,7 +149,7 @@ class LoggedOut(BillingEvent):
 
 class StaffAccessedPayload(Payload):
     staff: Name = Field(description="The staff member (their credential's name).")
-    what: Literal["review_queue", "account", "audit_log", "approve", "reject", "cancel"]
+    what: Literal["review_queue", "account", "audit_log", "approve", "reject", "cancel", "withdraw_cancellation"]
 
 
 class StaffAccessed(BillingEvent):
@@ -317,6 +317,22 @@ class PurchaseTerms(Payload):
     credits_expire_at: Instant | None = Field(default=None, description="Credits: when they expire.")
 
 
+# ISO 3166-1 alpha-2, upper case.
+CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+# An EU VAT number with its country's prefix (EL for Greece), without spaces; billing checks each country's format.
+VatNumber = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}[0-9A-Z+*]{2,13}$")]
+VatTreatment = Literal["domestic", "reverse_charge", "outside_eu", "eu_consumer"]
+
+
+class InvoiceParty(Payload):
+    """Who an invoice is from or to, as a VAT invoice names them (Directive 2006/112/EC, art. 226 (3) to (5))."""
+
+    name: Name = personal_data("The legal name (a sole trader's is a person's name).")
+    address: list[Name] = personal_data("The address, one line each.", min_length=1, max_length=4)
+    country: CountryCode
+    vat_number: VatNumber | None = Field(default=None, description="The VAT number, with its country's prefix.")
+
+
 class InvoiceIssuedPayload(Payload):
     invoice_id: Identifier = Field(description="Its number: sequential per year without gaps, e.g. 2026-000042.")
     amount_cents: Cents = Field(description="What is due, VAT included.")
@@ -334,6 +350,17 @@ class InvoiceIssuedPayload(Payload):
     purchase: PurchaseTerms | None = Field(
         default=None, description="A purchase (plan, upgrade, credits) is recorded before it is charged: what "
                                   "it buys once paid. Absent on renewals and on purchases recorded only once paid.")
+    seller: InvoiceParty | None = Field(default=None, description="The platform's company (absent on invoices "
+                                                                  "issued before it was configured).")
+    customer: InvoiceParty | None = Field(default=None, description="The account's billing details when the "
+                                                                    "invoice was issued (absent: none were given).")
+    vat_treatment: VatTreatment | None = Field(
+        default=None, description="domestic: Latvian VAT (a customer in Latvia, or without billing details); "
+                                  "reverse_charge: a business in another EU country with a VAT number, 0% "
+                                  "(art. 196); outside_eu: 0%, outside the scope of EU VAT; eu_consumer: an EU "
+                                  "customer elsewhere without a VAT number, Latvian VAT. Absent on invoices "
+                                  "issued before treatments were decided (Latvian VAT).")
+    vat_note: ShortText | None = Field(default=None, description="What the invoice says of its VAT treatment.")
 
 
 class InvoiceIssued(BillingEvent):
@@ -382,6 +409,38 @@ class CancellationRequested(BillingEvent):
 
     type: Literal["CancellationRequested"] = "CancellationRequested"
     payload: CancellationRequestedPayload
+
+
+class CancellationWithdrawnPayload(Payload):
+    channel: Literal["self_service", "request"] = Field(description="self_service: an owner withdrew it; "
+                                                                    "request: staff recorded the customer's word.")
+    received_at: Instant
+    cancel_at: Instant = Field(description="When the withdrawn cancellation would have taken effect.")
+    withdrawn_by: Name
+
+
+class CancellationWithdrawn(BillingEvent):
+    """A cancellation withdrawn before it took effect: the plan goes on, renewed as before."""
+
+    type: Literal["CancellationWithdrawn"] = "CancellationWithdrawn"
+    payload: CancellationWithdrawnPayload
+
+
+class BillingDetailsChangedPayload(Payload):
+    legal_name: Name = personal_data("Who the invoices are made out to (a sole trader's is a person's name).")
+    address: list[Name] = personal_data("The billing address, one line each.", min_length=1, max_length=4)
+    country: CountryCode
+    vat_number: VatNumber | None = Field(default=None, description="An EU VAT number of the country, with its "
+                                                                   "prefix (format checked, not looked up in VIES).")
+    changed_by: Username
+
+
+class BillingDetailsChanged(BillingEvent):
+    """The account's billing details: every invoice issued from now on names them and takes its VAT treatment
+    from them."""
+
+    type: Literal["BillingDetailsChanged"] = "BillingDetailsChanged"
+    payload: BillingDetailsChangedPayload
 
 
 class SendingBlockedPayload(Payload):

@@ -83,6 +83,13 @@ class Platform:
         return found
 
 
+async def account(customer: Customer) -> dict[str, Any]:
+    """The customer's account as GET /v1/account answers it."""
+    response = await customer.http.get("/v1/account")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
 @asynccontextmanager
 async def running_billing(settings: HeraldSettings, payments: PaymentProvider | None = None,
                           clock: Callable[[], datetime] | None = None, **overrides: Any) -> AsyncIterator[Platform]:

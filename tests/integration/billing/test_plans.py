@@ -32,7 +32,7 @@ from herald_shared.mongo import rebuild
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually
 
-from .helpers import Customer, Platform, running_billing
+from .helpers import Customer, Platform, account, running_billing
 
 SMALL_PLANS = """vat_percent = 21
 [[tiers]]
@@ -56,12 +56,6 @@ async def small(settings: HeraldSettings, tmp_path: Path) -> AsyncIterator[Platf
     plans.write_text(SMALL_PLANS)
     async with running_billing(settings, HERALD_BILLING_PLANS_FILE=str(plans)) as running:
         yield running
-
-
-async def account(customer: Customer) -> dict[str, Any]:
-    response = await customer.http.get("/v1/account")
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 async def pay_with(customer: Customer, reference: str) -> None:

@@ -22,15 +22,9 @@ from herald_shared.settings import HeraldSettings
 from herald_subscriptions.main import Subscriptions
 from tests.conftest import eventually
 
-from .helpers import Customer, Platform, running_billing
+from .helpers import Platform, account, running_billing
 
 T = "2026-10-01T10:00:00+00:00"
-
-
-async def account(customer: Customer) -> dict[str, Any]:
-    response = await customer.http.get("/v1/account")
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 def subscriptions_api(subscriptions: Subscriptions, key: str) -> httpx.AsyncClient:

@@ -13,8 +13,7 @@ import pytest
 
 from herald_billing import domain, plans
 from herald_billing.domain import Account, Usage
-from herald_billing.plans import Plans, Tier, load_plans
-from herald_shared.contract import Event
+from herald_billing.plans import Plans, load_plans
 from herald_shared.contract.billing import (
     AccountRejected,
     CancellationRequested,
@@ -30,13 +29,7 @@ from herald_shared.contract.billing import (
     SendingUnblocked,
 )
 from herald_shared.readmodel import time_key
-
-PLANS = Plans(tiers=(Tier(500, 900, 1900), Tier(1000, 1500, 2900)), packs=(), vat_percent=Decimal(21))
-
-
-def at(day: str, time: str = "10:00:00") -> datetime:
-    return datetime.fromisoformat(f"{day}T{time}+00:00")
-
+from tests.unit.billing.helpers import PLANS, at, bought, monthly, opened_account
 
 UTC_CALENDAR = plans.BillingCalendar(ZoneInfo("UTC"))
 RIGA = plans.BillingCalendar()
@@ -159,25 +152,6 @@ def test_the_shipped_plans_file_loads_and_bad_ones_are_refused(tmp_path: Path) -
                    "[[tiers]]\nsubscribers = 1000\nmonthly_cents = 800\npro_monthly_cents = 2000\n")
     with pytest.raises(plans.PlansInvalid):
         load_plans(bad)
-
-
-def opened_account(**changes: object) -> Account:
-    base = Account("a1", "Acme", "ada@acme.example", "ada", at("2026-11-01"), payment_method="simulated:sim-card-ok",
-                   plan="trial_ended", blocked=("trial_ended",))
-    return replace(base, **changes)  # type: ignore[arg-type]
-
-
-def bought(account: Account, invoice: InvoiceIssued | None) -> list[Event]:
-    """A purchase as recorded when its charge is paid at once: its invoice, then what settling it records."""
-    assert invoice is not None
-    issued = domain.evolve_all(account, [invoice])
-    return [invoice, *domain.settle_purchase(issued, invoice.payload.invoice_id, None, invoice.occurred_at)]
-
-
-def monthly(now: datetime) -> Account:
-    purchase = domain.buy_monthly(opened_account(), Usage(), PLANS, 500, "standard", "2026-000001", now)
-    account = domain.evolve_all(opened_account(), bought(opened_account(), purchase))
-    return domain.evolve_all(account, domain.enforce(account, Usage(), now))  # the trial's block lifted
 
 
 def test_choosing_a_plan_charges_the_first_period_and_fixes_the_billing_day() -> None:
