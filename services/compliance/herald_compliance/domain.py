@@ -308,10 +308,20 @@ class Policy:
     one_off_overlap: Fraction = Fraction(8, 10)
     one_off_minimum_members: int = 20
     one_off_maximum_sends: int = 1
+    # A campaign counts as a send to its list when it reached this share of the members the list had at its first
+    # message: a token send (one recipient) to the old list does not hide a one-off.
+    one_off_send_reach: Fraction = Fraction(1, 2)
+    # A list is compared with the lists sent to recently (a re-creation without a deletion) once it has this many
+    # members, again each time it grew by COMPARE_AGAIN_GROWTH, and at its first campaign: not on every member.
+    one_off_check_members: int = 50
 
     def __post_init__(self) -> None:
         if not 1 <= self.one_off_maximum_sends < CAMPAIGNS_KEPT:
             raise ValueError(f"one-off sending looks at lists sent 1 to {CAMPAIGNS_KEPT - 1} campaigns")
+        if not 0 < self.one_off_send_reach <= 1:
+            raise ValueError("a send's reach is a share of the list: above 0, at most 1")
+        if not 1 <= self.one_off_check_members <= SKETCH_SIZE:
+            raise ValueError(f"lists are compared at 1 to {SKETCH_SIZE} members (the sketch counts them exactly)")
         if any(h * 3600 % self.bucket_seconds for h in self.windows_hours):
             raise ValueError("every window must be a whole number of buckets")
         for rule in self.rules:
@@ -371,6 +381,12 @@ class AccountState:
     suspension: dict[str, Any] | None = None
     warned: dict[str, str] = field(default_factory=dict)  # "metric|scope" → highest level announced
     deleted_lists: dict[str, list[int]] = field(default_factory=dict)  # list → [deleted_at, last_sent_at]
+    # list → when a campaign last began sending to it: the lists a new one may re-create without a deletion.
+    sent_lists: dict[str, int] = field(default_factory=dict)
+    # campaign → [messages, latest time] of its sends too late to count: no rate holds them, but they tell how much
+    # of its list a campaign reached (one-off sending). Not deduplicated (the index no longer knows them), which
+    # only makes a reach larger: a republished token send cannot hide a one-off by it.
+    late_sends: dict[str, list[int]] = field(default_factory=dict)
     campaign_lists: dict[str, str] = field(default_factory=dict)  # campaign → the list its mail went to
     # The newest event time whose facts the index forgot early (it was full); facts of that time or older that it
     # does not remember are late (`forgotten`).
@@ -381,6 +397,10 @@ class AccountState:
 
     def mark_applied(self, source: str, offset: int) -> None:
         self.watermarks[source] = max(offset, self.watermarks.get(source, -1))
+
+    def note_late_send(self, campaign_id: str, at: int) -> None:
+        n, latest = self.late_sends.get(campaign_id, (0, at))
+        self.late_sends[campaign_id] = [n + 1, max(at, latest)]
 
     def count(self, fact: Fact, policy: Policy, *, before_reinstatement: bool = False) -> None:
         """Count a fact in its hour and its campaign; one `before_reinstatement` goes into the baseline as well,
@@ -450,13 +470,18 @@ class AccountState:
         follow = self.stream_time - policy.one_off_followed_within_seconds
         for list_id in [k for k, (deleted_at, _) in self.deleted_lists.items() if deleted_at < follow]:
             del self.deleted_lists[list_id]
+        for list_id in [k for k, sent_at in self.sent_lists.items() if sent_at < follow]:
+            del self.sent_lists[list_id]
+        for campaign in [c for c, (_, at) in self.late_sends.items() if at < horizon]:
+            del self.late_sends[campaign]
 
     def to_json(self) -> dict[str, Any]:
         return {"t": self.stream_time, "b": {str(k): v.to_list() for k, v in self.buckets.items()},
                 "c": {k: v.to_list() for k, v in self.campaigns.items()}, "cs": self.campaign_seen,
                 "w": self.watermarks, "e": self.epoch, "bl": {k: v.to_list() for k, v in self.baseline.items()},
                 "s": self.suspension, "wn": self.warned, "dl": self.deleted_lists,
-                "cl": self.campaign_lists, "ra": self.reinstated_at, "fu": self.forgotten_until}
+                "cl": self.campaign_lists, "ra": self.reinstated_at, "fu": self.forgotten_until,
+                "sl": self.sent_lists, "ls": self.late_sends}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> AccountState:
@@ -468,7 +493,8 @@ class AccountState:
                    baseline={k: Counts.of(v) for k, v in data["bl"].items()}, suspension=data["s"],
                    warned=dict(data["wn"]), deleted_lists={k: list(v) for k, v in data["dl"].items()},
                    campaign_lists=dict(data.get("cl", {})), reinstated_at=data.get("ra"),
-                   forgotten_until=data.get("fu"))
+                   forgotten_until=data.get("fu"), sent_lists=dict(data.get("sl", {})),
+                   late_sends={k: list(v) for k, v in data.get("ls", {}).items()})
 
 
 # --- decisions -------------------------------------------------------------------------------------------------
@@ -547,6 +573,7 @@ def evaluate(account_id: str, state: AccountState, policy: Policy,
 # --- one-off sending -------------------------------------------------------------------------------------------
 
 SKETCH_SIZE = 256
+COMPARE_AGAIN_GROWTH = 17 / 16  # a list already compared is compared again once it grew by this factor
 MINIMUM_SAMPLE = 8  # sampled old-list members a comparison needs: new lists up to ~30 times larger compare
 _HASH_SPACE = 1 << 64
 
@@ -561,17 +588,41 @@ class ListRecord:
     deleted_at: int | None = None
     members_at_deletion: int | None = None
     sketch: list[int] = field(default_factory=list)
-    flagged: list[str] = field(default_factory=list)  # deleted lists this list was already flagged against
-    campaigns: list[str] = field(default_factory=list)  # campaigns sent to it (the first CAMPAIGNS_KEPT)
+    flagged: list[str] = field(default_factory=list)  # earlier lists this list was already flagged against
+    campaigns: list[str] = field(default_factory=list)  # campaigns sent to it (at most CAMPAIGNS_KEPT)
     # When each sketch entry was first added (event time), in the sketch's order: one-off sending is judged by when
     # a list got its addresses. None: unknown (a list whose creation was not seen, stored before times were kept).
     added: list[int | None] = field(default_factory=list)
+    # Per campaign, in `campaigns`' order: when its first message was accepted, and how many messages it had sent
+    # when last looked at (the account's campaign counts are forgotten 30 days on). None: unknown (stored earlier).
+    campaign_sent_at: list[int | None] = field(default_factory=list)
+    campaign_messages: list[int | None] = field(default_factory=list)
+    # Its members when it was last compared with the lists sent to recently (None: never).
+    compared_at_members: float | None = None
 
     def sent(self, campaign_id: str, at: int) -> None:
-        """A campaign's mail to this list was accepted by a receiving server."""
+        """A campaign's first message to this list was accepted by a receiving server. With CAMPAIGNS_KEPT
+        campaigns held, the one that sent the fewest messages makes room: token sends cannot crowd out a blast."""
         self.last_sent_at = max(at, self.last_sent_at or 0)
-        if campaign_id not in self.campaigns and len(self.campaigns) < CAMPAIGNS_KEPT:
-            self.campaigns.append(campaign_id)
+        if campaign_id in self.campaigns:
+            return
+        if len(self.campaigns) >= CAMPAIGNS_KEPT:
+            known = [(n, i) for i, n in enumerate(self.campaign_messages) if n is not None]
+            if not known:
+                return
+            _, smallest = min(known)
+            for kept in (self.campaigns, self.campaign_sent_at, self.campaign_messages):
+                del kept[smallest]
+        self.campaigns.append(campaign_id)
+        self.campaign_sent_at.append(at)
+        self.campaign_messages.append(None)
+
+    def note_messages(self, messages: Callable[[str], int | None]) -> None:
+        """Keep what each campaign had sent, for when the account's counts of it are forgotten."""
+        for i, campaign_id in enumerate(self.campaigns):
+            n = messages(campaign_id)
+            if n is not None:
+                self.campaign_messages[i] = max(n, self.campaign_messages[i] or 0)
 
     def add_member(self, email_sha256: str, at: int) -> None:
         """An address joined the list at `at`; one added again keeps the time it was first added."""
@@ -587,13 +638,23 @@ class ListRecord:
     def members(self) -> float:
         if self.members_at_deletion is not None:
             return float(self.members_at_deletion)
-        if len(self.sketch) < SKETCH_SIZE:
-            return float(len(self.sketch))
-        return (SKETCH_SIZE - 1) * _HASH_SPACE / (self.sketch[-1] + 1)
+        return self.members_added()
+
+    def members_added(self, until: int | None = None) -> float:
+        """Members ever added (by `until`, when given): exact below SKETCH_SIZE, else estimated from the sketch,
+        whose entries are a uniform sample of them. Removals are not seen, so this is the most the list held."""
+        sketch = self.sketch
+        if not sketch:
+            return 0.0
+        held = len(sketch) if until is None else sum(1 for at in self.added if at is None or at <= until)
+        if len(sketch) < SKETCH_SIZE:
+            return float(held)
+        return (SKETCH_SIZE - 1) * _HASH_SPACE / (sketch[-1] + 1) * held / len(sketch)
 
     def to_json(self) -> dict[str, Any]:
         return {"c": self.created_at, "s": self.last_sent_at, "d": self.deleted_at, "m": self.members_at_deletion,
-                "k": self.sketch, "f": self.flagged, "n": self.campaigns, "a": self.added}
+                "k": self.sketch, "f": self.flagged, "n": self.campaigns, "a": self.added,
+                "nt": self.campaign_sent_at, "nm": self.campaign_messages, "cm": self.compared_at_members}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> ListRecord:
@@ -602,8 +663,62 @@ class ListRecord:
         # A record stored before the times were kept: its members were added when it was created or later, and
         # judging them as added at its creation is what the rule did then.
         added = list(data["a"]) if "a" in data else [data["c"]] * len(data["k"])
-        return cls(data["c"], data["s"], data["d"], data["m"], list(data["k"]), list(data["f"]),
-                   list(data.get("n", ())), added)
+        campaigns = list(data.get("n", ()))
+        # Campaigns stored before their times and sizes were kept: each counts as a send, as it did then.
+        unknown: list[int | None] = [None] * len(campaigns)
+        return cls(data["c"], data["s"], data["d"], data["m"], list(data["k"]), list(data["f"]), campaigns, added,
+                   list(data.get("nt", unknown)), list(data.get("nm", unknown)), data.get("cm"))
+
+    def due_for_comparison(self, policy: Policy) -> bool:
+        """Compared with the lists sent to recently from `one_off_check_members` on, then each time it grew by
+        COMPARE_AGAIN_GROWTH: a few dozen comparisons over a list's life, yet the last one sees most of a list
+        whose members are read in several batches, or after its first campaign (topics are read in no set order)."""
+        if self.flagged:
+            return False
+        due = float(policy.one_off_check_members)
+        if self.compared_at_members is not None:
+            due = max(due, self.compared_at_members * COMPARE_AGAIN_GROWTH)
+        return self.members_added() >= due
+
+
+MessagesOf = Callable[[str], int | None]  # a campaign's messages counted so far; None when no longer known
+
+
+def sends_that_count(record: ListRecord, messages: MessagesOf, policy: Policy) -> list[int]:
+    """When each campaign that counts as a send to the list began: one that reached at least
+    `one_off_send_reach` of the members the list had by its first message. A campaign whose size is no longer
+    known counts, as every campaign did before sizes were kept."""
+    times: list[int] = []
+    for i, campaign_id in enumerate(record.campaigns):
+        at = record.campaign_sent_at[i] if i < len(record.campaign_sent_at) else None
+        stored = record.campaign_messages[i] if i < len(record.campaign_messages) else None
+        current = messages(campaign_id)
+        known = [n for n in (stored, current) if n is not None]
+        at = at if at is not None else record.last_sent_at
+        if at is None:
+            continue
+        if not known or max(known) >= policy.one_off_send_reach * Fraction(record.members_added(at)):
+            times.append(at)
+    return times
+
+
+def deleted_after_a_send(record: ListRecord, policy: Policy) -> bool:
+    """A list deleted within the configured time after a campaign began sending to it: a candidate, judged when a
+    later list is compared with it (by then every message of its campaigns has been counted)."""
+    if record.deleted_at is None or record.last_sent_at is None:
+        return False
+    starts = [at if at is not None else record.last_sent_at for at in record.campaign_sent_at] or \
+        [record.last_sent_at]
+    return any(0 <= record.deleted_at - at <= policy.one_off_deleted_within_seconds for at in starts)
+
+
+def deleted_soon_after_send(record: ListRecord, policy: Policy, messages: MessagesOf = lambda _: None) -> bool:
+    """Deleted within the configured time after its last send, having been sent few campaigns ("after one send",
+    PRODUCT.md): a list used for months and then retired is not one-off sending. Only campaigns that reached
+    a fair share of the list count as sends."""
+    sends = sends_that_count(record, messages, policy)
+    return (record.deleted_at is not None and 0 < len(sends) <= policy.one_off_maximum_sends
+            and 0 <= record.deleted_at - max(sends) <= policy.one_off_deleted_within_seconds)
 
 
 def shared_fraction(old: ListRecord, new: ListRecord, added_between: tuple[int, int] | None = None) -> float | None:
@@ -628,26 +743,28 @@ def shared_fraction(old: ListRecord, new: ListRecord, added_between: tuple[int, 
     return sum(1 for v in sample if v in in_new) / len(sample)
 
 
-def deleted_soon_after_send(record: ListRecord, policy: Policy) -> bool:
-    """Deleted within the configured time after its last send, having been sent few campaigns ("after one send",
-    PRODUCT.md): a list used for months and then retired is not one-off sending."""
-    return (record.deleted_at is not None and record.last_sent_at is not None
-            and 0 <= record.deleted_at - record.last_sent_at <= policy.one_off_deleted_within_seconds
-            and 0 < len(record.campaigns) <= policy.one_off_maximum_sends)
+OneOffReason = Literal["list_deleted", "list_recreated"]
 
 
 @dataclass(frozen=True)
 class OneOffSending:
     event_id: str
-    deleted_list_id: str
+    earlier_list_id: str
     new_list_id: str
     shared: float
-    deleted: ListRecord
+    earlier: ListRecord
     new: ListRecord
+    reason: OneOffReason
+    sends: int  # campaigns to the earlier list that counted as sends
+
+    @property
+    def deleted_list_id(self) -> str:
+        return self.earlier_list_id
 
 
 def one_off_sending(account_id: str, new_list_id: str, new: ListRecord, candidates: dict[str, list[int]],
-                    load: Callable[[str], ListRecord], policy: Policy) -> list[OneOffSending]:
+                    load: Callable[[str], ListRecord], policy: Policy,
+                    messages: MessagesOf = lambda _: None) -> list[OneOffSending]:
     """A list deleted soon after it was sent to, followed by a new list that got mostly the same addresses after
     that send (and within the follow-up time after the deletion). When the new list got them decides, not when it
     was created: a list made empty beforehand and filled after the send is a re-creation all the same, while one
@@ -655,17 +772,48 @@ def one_off_sending(account_id: str, new_list_id: str, new: ListRecord, candidat
     found: list[OneOffSending] = []
     if new.deleted_at is not None:
         return found
-    for old_id, (deleted_at, last_sent_at) in candidates.items():
+    for old_id, (deleted_at, _) in candidates.items():
+        if old_id == new_list_id or old_id in new.flagged:
+            continue
+        old = load(old_id)
+        if old.members() < policy.one_off_minimum_members or not deleted_soon_after_send(old, policy, messages):
+            continue
+        sends = sends_that_count(old, messages, policy)
+        shared = shared_fraction(old, new, (max(sends), deleted_at + policy.one_off_followed_within_seconds))
+        if shared is not None and shared >= policy.one_off_overlap:
+            found.append(OneOffSending(decision_id("one-off", account_id, old_id, new_list_id), old_id,
+                                       new_list_id, shared, old, new, "list_deleted", len(sends)))
+    return found
+
+
+def recreated_list(account_id: str, new_list_id: str, new: ListRecord, sent_lists: Mapping[str, int],
+                   load: Callable[[str], ListRecord], policy: Policy,
+                   messages: MessagesOf = lambda _: None) -> OneOffSending | None:
+    """The same pattern without a deletion: a list sent at most `one_off_maximum_sends` campaigns (that reached
+    it), and a new list that got mostly its addresses after its last send, within the follow-up time after it.
+    The earlier list it re-creates best (the largest share, then the latest send), if any, and only for a list
+    not flagged yet."""
+    if new.deleted_at is not None or new.flagged:
+        return None  # one warning tells a list for what it is
+    best: tuple[float, int, str, ListRecord, int] | None = None
+    for old_id in sent_lists:
         if old_id == new_list_id or old_id in new.flagged:
             continue
         old = load(old_id)
         if old.members() < policy.one_off_minimum_members:
             continue
-        shared = shared_fraction(old, new, (last_sent_at, deleted_at + policy.one_off_followed_within_seconds))
-        if shared is not None and shared >= policy.one_off_overlap:
-            found.append(OneOffSending(decision_id("one-off", account_id, old_id, new_list_id), old_id,
-                                       new_list_id, shared, old, new))
-    return found
+        sends = sends_that_count(old, messages, policy)
+        if not 0 < len(sends) <= policy.one_off_maximum_sends:
+            continue
+        since = max(sends)
+        shared = shared_fraction(old, new, (since, since + policy.one_off_followed_within_seconds))
+        if shared is not None and shared >= policy.one_off_overlap and (best is None or (shared, since) > best[:2]):
+            best = (shared, since, old_id, old, len(sends))
+    if best is None:
+        return None
+    shared, _, old_id, old, count = best
+    return OneOffSending(decision_id("one-off", account_id, old_id, new_list_id), old_id, new_list_id, shared, old,
+                         new, "list_recreated", count)
 
 
 # --- deciding on an account's events --------------------------------------------------------------------------
@@ -723,11 +871,12 @@ def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts:
     is announced; the decision lists the events."""
     decision = Decision()
     touched: set[str] = set()
+    fresh: set[str] = set()
     for item in inputs:
         if state.applied(item.source, item.offset):
             decision.note(item, "replayed")
             continue
-        decision.note(item, evolve(account_id, state, item, facts, lists, policy, touched))
+        decision.note(item, evolve(account_id, state, item, facts, lists, policy, touched, fresh))
         state.mark_applied(item.source, item.offset)
     state.prune(policy)
     already = state.suspension is not None or suspension_id(account_id, state.epoch) in announced
@@ -741,26 +890,47 @@ def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts:
     for warning in warnings:
         decision.announcements.append(warning_event(account_id, warning))
         state.warned[f"{warning.rule.metric}|{warning.scope.key}"] = str(warning.level)
-    if state.deleted_lists:
-        for list_id in sorted(touched):
-            record = lists.get(list_id)
-            found = one_off_sending(account_id, list_id, record, state.deleted_lists, lists.get, policy)
-            for finding in found:
-                decision.announcements.append(one_off_event(account_id, finding))
-                record.flagged.append(finding.deleted_list_id)
-            if found:
-                lists.put(list_id, record)
+    messages = campaign_messages(state)
+    for list_id in sorted(touched | fresh):
+        if not state.deleted_lists and list_id not in fresh:
+            continue
+        record = lists.get(list_id)
+        found = one_off_sending(account_id, list_id, record, state.deleted_lists, lists.get, policy, messages) \
+            if state.deleted_lists and list_id in touched else []
+        record.flagged.extend(finding.earlier_list_id for finding in found)
+        if list_id in fresh:
+            recreated = recreated_list(account_id, list_id, record, state.sent_lists, lists.get, policy, messages)
+            if recreated is not None:
+                found.append(recreated)
+                record.flagged.append(recreated.earlier_list_id)
+            record.compared_at_members = record.members_added()
+        for finding in found:
+            decision.announcements.append(one_off_event(account_id, finding))
+        if found or list_id in fresh:
+            lists.put(list_id, record)
     return decision
 
 
+def campaign_messages(state: AccountState) -> MessagesOf:
+    """A campaign's messages seen so far (raw: before and after a reinstatement alike; too late to count too)."""
+    def messages(campaign_id: str) -> int | None:
+        counts, late = state.campaigns.get(campaign_id), state.late_sends.get(campaign_id)
+        if counts is None and late is None:
+            return None
+        return (counts.sent if counts is not None else 0) + (late[0] if late is not None else 0)
+    return messages
+
+
 def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers, lists: ListRecords,
-           policy: Policy, touched: set[str]) -> Outcome:
+           policy: Policy, touched: set[str], fresh: set[str]) -> Outcome:
     """Apply one input: count its facts once each (a fact seen before is a duplicate, one published more than
     the longest window after it happened is late), note a list's first send per campaign, lift the suspension
-    a reinstatement names, and keep lists' creation, members and deletion. The lists it changed join `touched`."""
+    a reinstatement names, and keep lists' creation, members and deletion. The lists it changed join `touched`;
+    those due for a comparison with the lists sent to recently (by their size, or their first campaign) join
+    `fresh` as well."""
     event = item.event
     if isinstance(event, MessageSent):
-        _note_list_sent(state, event, item.at, lists, policy, touched)
+        _note_list_sent(state, event, item.at, lists, policy, touched, fresh)
     found = facts_of(event, item.produced_at)
     if found:
         outcome: Outcome = "duplicate"
@@ -768,6 +938,8 @@ def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers
             if (item.produced_at is not None and policy.too_late(fact, item.produced_at)) or \
                     forgotten(facts, fact, state):
                 outcome = "late" if outcome == "duplicate" else outcome
+                if fact.kind == "sent" and fact.campaign_id:
+                    state.note_late_send(fact.campaign_id, fact.at)
             elif claim(facts, fact, item.source, item.offset, sent_in_epoch(fact, state)):
                 before = sent_before(facts, fact, state, policy)
                 state.count(fact, policy, before_reinstatement=before)
@@ -799,6 +971,8 @@ def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers
             record.add_member(p.email_sha256, at)
             lists.put(p.list_id, record)
             touched.add(p.list_id)
+            if record.due_for_comparison(policy):
+                fresh.add(p.list_id)
         case ListDeleted(payload=p):
             _update_list(state, p.list_id, lists, policy, deleted_at=at, members=p.members_at_deletion)
         case _:
@@ -807,31 +981,41 @@ def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers
 
 
 def _note_list_sent(state: AccountState, event: MessageSent, at: int, lists: ListRecords, policy: Policy,
-                    touched: set[str]) -> None:
+                    touched: set[str], fresh: set[str]) -> None:
     """A list counts as sent to when a campaign's first message to it is accepted (not when the campaign is
     queued: it may be scheduled for later, or cancelled). Once per campaign: the account state remembers."""
     p = event.payload
     if p.kind != "campaign" or not p.campaign_id or not p.list_id or p.campaign_id in state.campaign_lists:
         return
     state.campaign_lists[p.campaign_id] = p.list_id
-    _update_list(state, p.list_id, lists, policy, sent=(p.campaign_id, at))
+    state.sent_lists[p.list_id] = max(at, state.sent_lists.get(p.list_id, at))
+    if _update_list(state, p.list_id, lists, policy, sent=(p.campaign_id, at)):
+        fresh.add(p.list_id)
     touched.add(p.list_id)
 
 
 def _update_list(state: AccountState, list_id: str, lists: ListRecords, policy: Policy, *,
                  created_at: int | None = None, sent: tuple[str, int] | None = None,
-                 deleted_at: int | None = None, members: int | None = None) -> None:
+                 deleted_at: int | None = None, members: int | None = None) -> bool:
+    """Returns whether this was the list's first campaign."""
     record = lists.get(list_id)
+    first = sent is not None and not record.campaigns
+    record.note_messages(campaign_messages(state))
     if created_at is not None:
         record.created_at = created_at
     if sent is not None:
         record.sent(*sent)
     if deleted_at is not None:
         record.deleted_at, record.members_at_deletion = deleted_at, members
-    if deleted_soon_after_send(record, policy):
+    # A campaign's messages only grow, so more sends than one-off sending allows rule the list out for good.
+    if deleted_after_a_send(record, policy) and \
+            len(sends_that_count(record, campaign_messages(state), policy)) <= policy.one_off_maximum_sends:
         assert record.deleted_at is not None and record.last_sent_at is not None
         state.deleted_lists[list_id] = [record.deleted_at, record.last_sent_at]
+    else:
+        state.deleted_lists.pop(list_id, None)
     lists.put(list_id, record)
+    return first
 
 
 # --- what is announced -----------------------------------------------------------------------------------------
@@ -858,17 +1042,20 @@ def warning_event(account_id: str, warning: Warning) -> AccountWarned:
 
 
 def one_off_event(account_id: str, finding: OneOffSending) -> AccountWarned:
-    deleted, new = finding.deleted, finding.new
+    earlier, new = finding.earlier, finding.new
+    # A deleted list keeps the evidence's names it had before re-creations without a deletion were flagged.
+    name = "deleted_list" if finding.reason == "list_deleted" else "earlier_list"
+    evidence: dict[str, str | int | float] = {
+        "reason": finding.reason, f"{name}_id": finding.earlier_list_id, "new_list_id": finding.new_list_id,
+        f"{name}_members": round(earlier.members()), "new_list_members": round(new.members()),
+        "shared_fraction": round(finding.shared, 4), f"{name}_last_sent_at": _iso(earlier.last_sent_at),
+        f"{name}_campaigns": ",".join(earlier.campaigns), f"{name}_campaigns_sent": len(earlier.campaigns),
+        f"{name}_sends_counted": finding.sends, "new_list_created_at": _iso(new.created_at)}
+    if finding.reason == "list_deleted":
+        evidence["deleted_at"] = _iso(earlier.deleted_at)
     return AccountWarned(
         event_id=finding.event_id, account_id=account_id, producer=PRODUCER,
-        payload=AccountWarnedPayload(metric="one_off_sending", value=round(finding.shared, 4), evidence={
-            "deleted_list_id": finding.deleted_list_id, "new_list_id": finding.new_list_id,
-            "deleted_list_members": round(deleted.members()), "new_list_members": round(new.members()),
-            "shared_fraction": round(finding.shared, 4),
-            "deleted_list_last_sent_at": _iso(deleted.last_sent_at), "deleted_at": _iso(deleted.deleted_at),
-            "deleted_list_campaigns": ",".join(deleted.campaigns),
-            "deleted_list_campaigns_sent": len(deleted.campaigns),
-            "new_list_created_at": _iso(new.created_at)}))
+        payload=AccountWarnedPayload(metric="one_off_sending", value=round(finding.shared, 4), evidence=evidence))
 
 
 def rate_scope(scope: Scope) -> RateScope:

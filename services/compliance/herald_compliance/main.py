@@ -89,8 +89,15 @@ class ComplianceSettings(HeraldSettings):
     one_off_overlap: float = Field(default=80.0, gt=0, le=100, alias="HERALD_ONE_OFF_OVERLAP_PERCENT")
     one_off_minimum_members: int = Field(default=20, ge=1, alias="HERALD_ONE_OFF_MINIMUM_MEMBERS")
     one_off_maximum_sends: int = Field(default=1, ge=1, le=9, alias="HERALD_ONE_OFF_MAXIMUM_SENDS",
-                                       description="A deleted list sent at most this many campaigns can be "
-                                                   "one-off sending (\"after one send\").")
+                                       description="A list sent at most this many campaigns (each reaching "
+                                                   "HERALD_ONE_OFF_SEND_REACH_PERCENT of it) can be one-off "
+                                                   "sending (\"after one send\").")
+    one_off_send_reach: float = Field(default=50.0, gt=0, le=100, alias="HERALD_ONE_OFF_SEND_REACH_PERCENT",
+                                      description="A campaign counts as a send to its list when it reached this "
+                                                  "share of the list's members at its first message.")
+    one_off_check_members: int = Field(default=50, ge=1, le=256, alias="HERALD_ONE_OFF_CHECK_MEMBERS",
+                                       description="A new list is compared with the lists sent to recently when it "
+                                                   "reaches this many members, and at its first campaign.")
     batch_size: int = Field(default=2000, ge=1, alias="HERALD_COMPLIANCE_BATCH_SIZE")
     batch_seconds: float = Field(default=0.05, gt=0, alias="HERALD_COMPLIANCE_BATCH_SECONDS")
     session_timeout: float = Field(default=10.0, ge=6, alias="HERALD_COMPLIANCE_SESSION_TIMEOUT_SECONDS",
@@ -147,7 +154,9 @@ class ComplianceSettings(HeraldSettings):
             one_off_followed_within_seconds=self.one_off_followed_within_hours * 3600,
             one_off_overlap=as_fraction(self.one_off_overlap),
             one_off_minimum_members=self.one_off_minimum_members,
-            one_off_maximum_sends=self.one_off_maximum_sends)
+            one_off_maximum_sends=self.one_off_maximum_sends,
+            one_off_send_reach=as_fraction(self.one_off_send_reach),
+            one_off_check_members=self.one_off_check_members)
 
 
 

@@ -97,10 +97,11 @@ async def _async(value: Any) -> Any:
     return value
 
 
-def sent_to(account_id: str, list_id: str, campaign: str, at: datetime) -> MessageSent:
-    return MessageSent(**env_of(account_id, at=at), payload={  # type: ignore[arg-type]
-        "message_id": f"{campaign}-m0", "campaign_id": campaign, "subscriber_id": f"{list_id}-s0", "list_id": list_id,
-        "recipient_domain": "example.com", "smtp_code": 250})
+def sent_to(account_id: str, list_id: str, campaign: str, at: datetime, people: range = range(1)) -> list[Event]:
+    """A campaign's messages to `people` of the list (one, by default: a token send, which is no send to the list)."""
+    return [MessageSent(**env_of(account_id, at=at), payload={  # type: ignore[arg-type]
+        "message_id": f"{campaign}-m{i}", "campaign_id": campaign, "subscriber_id": f"{list_id}-s{i}",
+        "list_id": list_id, "recipient_domain": "example.com", "smtp_code": 250}) for i in people]
 
 
 async def test_a_list_created_empty_before_the_send_and_filled_after_it_is_flagged_too(start_compliance: Any,
@@ -115,15 +116,15 @@ async def test_a_list_created_empty_before_the_send_and_filled_after_it_is_flagg
     await bus.publish(*new_list("acc-o2", "spare", range(0), minutes[0]))  # created empty
     await bus.publish(*new_list("acc-o2", "bought", range(100), minutes[1]))
     await bus.publish(*new_list("acc-o2", "held", range(100), minutes[2]))  # the same people, before the send
-    await bus.publish(sent_to("acc-o2", "bought", "blast", minutes[10]))
+    await bus.publish(*sent_to("acc-o2", "bought", "blast", minutes[10], range(100)))
     await bus.publish(ListDeleted(**env_of("acc-o2", "subscriptions", minutes[20]),  # type: ignore[arg-type]
                                   payload={"list_id": "bought", "members_at_deletion": 100}))
-    await bus.publish(sent_to("acc-o2", "held", "held-next", minutes[30]))
+    await bus.publish(*sent_to("acc-o2", "held", "held-next", minutes[30]))
     await eventually(lambda: _async(ListRecord.from_json(lists.get("acc-o2|held"))),
                      lambda r: r.last_sent_at is not None, what="the second list's send seen")
     # Later than the held list's check, so a warning of it would be on the topic before the spare's.
     await bus.publish(*new_list("acc-o2", "spare", range(5, 100), minutes[40], create=False))
-    await bus.publish(sent_to("acc-o2", "spare", "next", minutes[50]))
+    await bus.publish(*sent_to("acc-o2", "spare", "next", minutes[50]))
     warned = await eventually(lambda: bus.compliance_events("AccountWarned"),
                               lambda e: any(w["account_id"] == "acc-o2" for w in e), what="one-off sending flagged")
     [payload] = [w["payload"] for w in warned if w["account_id"] == "acc-o2"]

@@ -390,10 +390,10 @@ def members(list_id: str, ids: range, at: datetime = T0, *, create: bool = True)
     return events if create else events[1:]
 
 
-def sent_to(list_id: str, campaign: str, at: datetime) -> MessageSent:
-    return MessageSent(**env(at), payload={"message_id": f"{campaign}-m0", "campaign_id": campaign,
-                                           "subscriber_id": f"{list_id}-s0", "list_id": list_id,
-                                           "recipient_domain": "example.com", "smtp_code": 250})
+def sent_to(list_id: str, campaign: str, at: datetime, people: range = range(1)) -> list[MessageSent]:
+    return [MessageSent(**env(at), payload={"message_id": f"{campaign}-m{i}", "campaign_id": campaign,
+                                            "subscriber_id": f"{list_id}-s{i}", "list_id": list_id,
+                                            "recipient_domain": "example.com", "smtp_code": 250}) for i in people]
 
 
 def one_off_after_a_spare_list(filled_at: datetime) -> list[Any]:
@@ -404,12 +404,12 @@ def one_off_after_a_spare_list(filled_at: datetime) -> list[Any]:
     found.append(account.decide(*members("bought", range(100))))
     if filled_at < T0 + hour:
         found.append(account.decide(*members("spare", range(100), filled_at, create=False)))
-    found.append(account.decide(sent_to("bought", "blast", T0 + hour)))
+    found.append(account.decide(*sent_to("bought", "blast", T0 + hour, range(100))))
     found.append(account.decide(ListDeleted(**env(T0 + 2 * hour), payload={"list_id": "bought",
                                                                            "members_at_deletion": 100})))
     if filled_at >= T0 + hour:
         found.append(account.decide(*members("spare", range(100), filled_at, create=False)))
-    found.append(account.decide(sent_to("spare", "next", T0 + 4 * hour)))
+    found.append(account.decide(*sent_to("spare", "next", T0 + 4 * hour)))
     return [e for decision in found for e in decision.announcements]
 
 
@@ -427,7 +427,7 @@ def test_a_list_holding_the_addresses_before_the_send_is_a_second_list_and_not_f
 def test_a_list_deleted_after_one_send_then_recreated_is_flagged_once_as_one_off_sending() -> None:
     account = Account()
     account.decide(*members("bought", range(100)))
-    account.decide(sent(1, list_id="bought"))
+    account.decide(*(sent(i, list_id="bought") for i in range(100)))
     account.decide(ListDeleted(**env(), payload={"list_id": "bought", "members_at_deletion": 100}))
     assert "bought" in account.state.deleted_lists
     assert account.decide(*members("other", range(1000, 1050))).announcements == []
