@@ -36,6 +36,7 @@ from herald_shared.contract.campaigns import (
 from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
 from herald_shared.contract.delivery import CampaignDeliveryFinished, CampaignDeliveryFinishedPayload
 from herald_shared.contract.subscriptions import (
+    ConfirmationRequested,
     FieldValue,
     SubscriberAdded,
     SubscriberConfirmed,
@@ -519,42 +520,64 @@ class Member:
 AudienceDoc = dict[str, Any]
 
 
-def evolve_audience_member(doc: AudienceDoc | None, event: Event, *, named: bool) -> AudienceDoc | None:
+def evolve_audience_member(doc: AudienceDoc | None, event: Event, *,
+                           address_suppressed: bool = False) -> AudienceDoc | None:
     """A member of delivery's audience after one herald.subscriptions event (`doc` is None for one not seen
-    yet). `named`: the event names this member; False for the other memberships of a suppressed address,
-    which the suppression reaches only while they could still be sent to. The store keys the documents."""
+    yet); the store keys the documents. Its status follows subscriptions' fold (`domain.evolve_member` there)
+    event for event, so delivery never mails someone subscriptions holds unsubscribed or suppressed: a re-add
+    keeps a suppression (an unsubscribe starts again as pending), and a suppressed member becomes active only by
+    a confirmation after a ConfirmationRequested (the person's double opt-in), never by a producer's single
+    opt-in. A suppression reaches every membership of the address (the store finds them) but an erased one.
+
+    `address_suppressed`: the account suppressed this address before (`evolve_audience_address`). A membership
+    added then starts suppressed, not pending, so that another producer (a CRM) adding the address under a new
+    id or list cannot have it mailed; like any suppressed member, only the person's double opt-in makes it
+    active. (Subscriptions' fold takes such a membership as pending and a single opt-in makes it active there.)"""
     account = event.account_id
     match event:
         case SubscriberAdded(payload=p):
-            return {"account_id": account, "subscriber_id": p.subscriber_id,
-                    "list_id": p.list_id, "email": str(p.email), "email_sha256": p.email_sha256,
-                    "first_name": p.first_name, "last_name": p.last_name, "custom_fields": p.custom_fields,
-                    "status": "pending"}
+            base = doc if doc is not None and doc["status"] != "erased" else {"status": "pending"}
+            status = "pending" if base["status"] == "unsubscribed" else base["status"]
+            if address_suppressed and status == "pending":
+                status = "suppressed"
+            added = {"account_id": account, "subscriber_id": p.subscriber_id,
+                     "list_id": p.list_id, "email": str(p.email), "email_sha256": p.email_sha256,
+                     "first_name": p.first_name, "last_name": p.last_name, "custom_fields": p.custom_fields,
+                     "status": status}
+            return {**added, "awaiting_confirmation": True} if base.get("awaiting_confirmation") else added
         case SubscriberErased(payload=p):
             list_id = p.list_id or (doc or {}).get("list_id")
             return {"account_id": account, "subscriber_id": p.subscriber_id,
                     "list_id": list_id, "email": None, "email_sha256": p.email_sha256, "status": "erased"}
     if doc is None or doc["status"] == "erased":  # erasure is final for this id
         return doc
+    settled = {k: v for k, v in doc.items() if k != "awaiting_confirmation"}
     match event:
-        case SubscriberConfirmed() if doc["status"] in ("pending", "active"):
-            # As subscriptions folds it: a confirmation decided before a suppression or an unsubscribe that
-            # came first in the topic (a race between the two) makes no one active again. (A person coming back
-            # is added again first, which makes the membership pending.)
-            return {**doc, "status": "active"}
-        case SubscriberUnsubscribed():
-            return {**doc, "status": "unsubscribed"}
-        case SubscriberSuppressed() if named or doc["status"] in ("pending", "active"):
-            return {**doc, "status": "suppressed"}
+        case ConfirmationRequested():
+            return {**doc, "awaiting_confirmation": True}
+        case SubscriberConfirmed() if doc["status"] == "pending" or (
+                doc["status"] == "suppressed" and doc.get("awaiting_confirmation")):
+            # A confirmation decided before a suppression or an unsubscribe that came first in the topic (a race
+            # between the two) makes no one active again.
+            return {**settled, "status": "active"}
+        case SubscriberUnsubscribed() if doc["status"] in ("pending", "active"):
+            return {**settled, "status": "unsubscribed"}
+        case SubscriberSuppressed():
+            return {**settled, "status": "suppressed"}
     return doc
 
 
-def evolve_audience_address(doc: AudienceDoc | None, event: SubscriberAdded) -> AudienceDoc:
-    """Every membership of one address in an account, so a suppression reaches them. The store keys it."""
+def evolve_audience_address(doc: AudienceDoc | None, event: SubscriberAdded | SubscriberSuppressed) -> AudienceDoc:
+    """Every membership of one address in an account, so a suppression reaches them, and whether the account
+    suppressed the address (PRODUCT.md: a suppression is of the address, account-wide; like subscriptions'
+    suppression record it is never lifted, and outlives the erasure of the memberships). The store keys it."""
     members = list(doc["members"]) if doc else []
-    if event.payload.subscriber_id not in members:
+    if isinstance(event, SubscriberAdded) and event.payload.subscriber_id not in members:
         members.append(event.payload.subscriber_id)
-    return {"account_id": event.account_id, "members": members}
+    folded: AudienceDoc = {"account_id": event.account_id, "members": members}
+    if isinstance(event, SubscriberSuppressed) or (doc and doc.get("suppressed")):
+        folded["suppressed"] = True
+    return folded
 
 
 def receives(member: Member, list_id: str, segment: dict[str, FieldValue], list_deleted: bool) -> bool:
@@ -627,18 +650,46 @@ def automated_reason(user_agent: str | None) -> str | None:
 # What mail clients turn into a link, or what reads as an offer, in a name the customer chose (read in its
 # NFKC form, so fullwidth "www." is "www."; a scheme's slashes may be backslashes, as browsers read them).
 _NOT_A_LABEL = re.compile(r"[a-z][a-z0-9+.\-]*:[/\\]|www\.|[/@?=%$€£]|\d+ ?%", re.IGNORECASE)
+# A bare domain ("shoedeals.example", "Booking.com", "bücher.de"): a dot between letters, then a top-level
+# domain's run of letters; mail clients make it a link. "Acme & Co.", "J.P. Morgan" and "Web 2.0" are none.
+_BARE_DOMAIN = re.compile(r"(?<=[^\W\d_])\.(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)\b", re.IGNORECASE)
+# A telephone number: seven digits or more, as people write them ("555 0100", "+371 2000 0000", "(555) 010-0100").
+_PHONE_NUMBER = re.compile(r"\d(?:[ \-.()]{0,3}\d){6,}")
+# Words that make a name an offer, English and Latvian, matched as whole words without case or diacritics
+# (Latvian is often typed without them: "izpardosana"); a Latvian stem ends with `\w*`, as its endings change
+# with case. A small closed list: words that say what a list is about ("News and offers", "Ziņas un
+# piedāvājumi") stay.
+OFFER_WORDS: tuple[str, ...] = (
+    "sale", "free", "off", "discounts?", "cheap(?:er|est)?", "bargains?", "clearance", "coupons?", "vouchers?",
+    "half price", "today only", "limited time", "buy one get one", "bogo",
+    "atlai[dz]\\w*",  # atlaide, atlaides, atlaižu: discount
+    "bezmaksas", "par brivu",  # free of charge
+    "izpardosan\\w*",  # izpārdošana: clearance sale
+    "akcija",  # akcija, akcijā: a sales promotion (its plural, akcijas, is also "shares": AS is akciju sabiedrība)
+    "leti",  # lēti: cheaply
+    "tikai sodien",  # tikai šodien: today only
+    "puscen\\w*",  # puscenā: at half price
+)
+_OFFER = re.compile(r"\b(?:" + "|".join(OFFER_WORDS) + r")\b|\b\d+ ?(?:for|par) ?\d+\b")
+
+
+def _without_marks(text: str) -> str:
+    return "".join(char for char in unicodedata.normalize("NFKD", text) if not unicodedata.combining(char))
 
 
 def plain_label(name: object, limit: int = 60) -> str | None:
     """A list or company name fit to name in a confirmation email, else None (the email says "this list",
     "this sender"). The customer chooses them, and PRODUCT.md allows the confirmation nothing but the request
-    to confirm, so neither may carry a link, an address or an offer: one line of at most `limit` characters
-    without a URL, `www.`, an @, a slash, a query, a percentage or a currency sign. (A bare domain such as
-    "Booking.com" stays: it names the sender.)"""
+    to confirm, so neither may carry a link, an address, a telephone number or an offer: one line of at most
+    `limit` characters without a URL, `www.`, a bare domain (so not "Booking.com" either: a mail client makes it
+    a link, and the name of a shop at another domain is its advertisement), an @, a slash, a query, a
+    percentage or currency sign, seven digits or more, or a word of OFFER_WORDS ("2 for 1" too)."""
     if not isinstance(name, str) or not name.strip() or len(name) > limit or not name.isprintable():
         return None
     folded = unicodedata.normalize("NFKC", name)
-    if _NOT_A_LABEL.search(folded) or any(unicodedata.category(char) == "Sc" for char in folded):
+    if (_NOT_A_LABEL.search(folded) or any(unicodedata.category(char) == "Sc" for char in folded)
+            or _BARE_DOMAIN.search(folded) or _PHONE_NUMBER.search(folded)
+            or _OFFER.search(_without_marks(folded.casefold()))):
         return None
     return name.strip()
 

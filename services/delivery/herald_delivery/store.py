@@ -21,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from herald_shared.contract import Event
 from herald_shared.contract.subscriptions import (
+    ConfirmationRequested,
     ListCreated,
     ListDeleted,
     SubscriberAdded,
@@ -118,10 +119,14 @@ class AudienceProjection(FoldingProjection):
     Members are folded in Python (`domain.evolve_audience_member`) over the documents a batch touches,
     loaded by `_id`; the active members of each list are listed in `active_members` (composed `_id`s, read
     as a range when a campaign is expanded); `addresses` finds every membership of an address, which a
-    suppression reaches across lists (see herald_shared.readmodel)."""
+    suppression reaches across lists, and remembers that the account suppressed it, so a membership added later
+    starts suppressed (see herald_shared.readmodel). ConfirmationRequested is folded too: only a confirmation
+    after it (the person's double opt-in) makes a suppressed member active, as in subscriptions."""
 
     collections = (MEMBERS, ACTIVE_MEMBERS, ADDRESSES, LISTS)
-    folded = MEMBER_EVENTS
+    # Not in MEMBER_EVENTS, the events whose ids the audience consumer leaves to the members (main.py): a
+    # ConfirmationRequested's id is still stored by the consumer, as before it was folded.
+    folded = (*MEMBER_EVENTS, ConfirmationRequested)
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
@@ -142,26 +147,27 @@ class AudienceProjection(FoldingProjection):
         for event in events:
             # Each member keeps the ids of the events folded into it: a copy, however late, changes nothing.
             key = scoped(event.account_id, event.payload.subscriber_id)  # type: ignore[attr-defined]
+            address_key = compose(event.account_id, event.payload.email_sha256) if isinstance(
+                event, SubscriberAdded | SubscriberSuppressed) else None
+            address = addresses.get(address_key) if address_key else None
             old = members.get(key)
             if not applied(old, event):
-                folded = domain.evolve_audience_member(old, event, named=True)
+                folded = domain.evolve_audience_member(old, event, address_suppressed=suppressed_address(
+                    address, members, event.account_id))
                 if folded is not None:
                     states.set(key, marked({**folded, "_id": key}, old, event))
             if isinstance(event, SubscriberSuppressed):
                 # Suppression is of the address for the whole account (PRODUCT.md), whichever list.
-                address = addresses.get(compose(event.account_id, event.payload.email_sha256))
                 for other in address["members"] if address else ():
                     other_key = scoped(event.account_id, other)
                     other_doc = members.get(other_key)
                     if other_key == key or other_doc is None or applied(other_doc, event):
                         continue
-                    suppressed = domain.evolve_audience_member(other_doc, event, named=False)
+                    suppressed = domain.evolve_audience_member(other_doc, event)
                     if suppressed is not None:
                         states.set(other_key, marked({**suppressed, "_id": other_key}, other_doc, event))
-            if isinstance(event, SubscriberAdded):
-                address_key = compose(event.account_id, event.payload.email_sha256)
-                addresses[address_key] = {"_id": address_key,
-                                          **domain.evolve_audience_address(addresses.get(address_key), event)}
+            if address_key is not None and isinstance(event, SubscriberAdded | SubscriberSuppressed):  # for mypy
+                addresses[address_key] = {"_id": address_key, **domain.evolve_audience_address(address, event)}
         changed = {k: v for k, v in members.items() if v is not before_members.get(k)}
         await self._active.write(before_members, changed, states.passed)  # the listing before its documents
         await write_changes(self.db[MEMBERS], before_members, changed)
@@ -178,6 +184,16 @@ class AudienceProjection(FoldingProjection):
                 return [(LISTS, UpdateOne({"_id": scoped(account, p.list_id)},
                                           {"$set": {"account_id": account, "deleted": True}}, upsert=True))]
         return []
+
+
+def suppressed_address(address: Document | None, members: dict[str, Document], account_id: str) -> bool:
+    """Whether the account suppressed this address: its flag, or, for an address folded before the flag was kept
+    (a read model of an earlier version), one of its memberships still suppressed (a membership is suppressed only
+    by a suppression of its address; the fold has every membership of the address loaded)."""
+    if address is None:
+        return False
+    return bool(address.get("suppressed")) or any(
+        (members.get(scoped(account_id, other)) or {}).get("status") == "suppressed" for other in address["members"])
 
 
 def member_from(doc: Document) -> Member:

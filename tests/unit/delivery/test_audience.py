@@ -25,10 +25,10 @@ def added(subscriber_id: str = "s1", list_id: str = "news") -> SubscriberAdded:
         "consent": {"source": "api", "collected_at": "2026-11-01T00:00:00Z", "method": "form"}})
 
 
-def member_after(*events: Any, named: bool = True) -> dict[str, Any] | None:
+def member_after(*events: Any) -> dict[str, Any] | None:
     doc = None
     for event in events:
-        doc = evolve_audience_member(doc, event, named=named)
+        doc = evolve_audience_member(doc, event)
     return doc
 
 
@@ -61,21 +61,26 @@ def test_unsubscribe_and_suppression_stop_sending() -> None:
     assert member_after(added(), confirmed(), suppressed())["status"] == "suppressed"  # type: ignore[index]
 
 
-def test_a_confirmation_after_a_suppression_or_an_unsubscribe_makes_no_one_active_until_added_again() -> None:
+def test_a_confirmation_after_a_suppression_or_an_unsubscribe_makes_no_one_active() -> None:
     """As subscriptions' fold has it: a confirmation that lost a race with a suppression (or an unsubscribe)
-    stays without effect, so delivery never mails an address subscriptions holds suppressed."""
+    stays without effect, so delivery never mails an address subscriptions holds suppressed. Someone who
+    unsubscribed and is added again is pending; a re-add keeps a suppression (test_audience_mirrors_subscriptions)."""
     unsubscribed = SubscriberUnsubscribed(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
         "list_id": "news", "subscriber_id": "s1", "source": "one_click"})
     assert member_after(added(), suppressed(), confirmed())["status"] == "suppressed"  # type: ignore[index]
     assert member_after(added(), unsubscribed, confirmed())["status"] == "unsubscribed"  # type: ignore[index]
-    assert member_after(added(), suppressed(), added(), confirmed())["status"] == "active"  # type: ignore[index]
+    assert member_after(added(), unsubscribed, added(), confirmed())["status"] == "active"  # type: ignore[index]
+    assert member_after(added(), suppressed(), added(), confirmed())["status"] == "suppressed"  # type: ignore[index]
 
 
-def test_a_suppression_reaches_other_memberships_only_while_they_could_be_sent_to() -> None:
+def test_a_suppression_reaches_every_membership_but_an_erased_one() -> None:
+    """As in subscriptions: an unsubscribed membership becomes suppressed too, so a re-add of it stays suppressed."""
     active = member_after(added(), confirmed())
-    assert evolve_audience_member(active, suppressed(), named=False)["status"] == "suppressed"  # type: ignore[index]
+    assert evolve_audience_member(active, suppressed())["status"] == "suppressed"  # type: ignore[index]
     unsubscribed = {**active, "status": "unsubscribed"}  # type: ignore[dict-item]
-    assert evolve_audience_member(unsubscribed, suppressed(), named=False) is unsubscribed
+    assert evolve_audience_member(unsubscribed, suppressed())["status"] == "suppressed"  # type: ignore[index]
+    gone = {**active, "status": "erased", "email": None}  # type: ignore[dict-item]
+    assert evolve_audience_member(gone, suppressed()) is gone
 
 
 def test_erasure_is_final_and_keeps_nothing_personal() -> None:

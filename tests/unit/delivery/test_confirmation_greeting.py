@@ -50,7 +50,7 @@ def test_a_confirmation_greets_with_hello_and_never_the_form_name(first_name: st
     ("https:\\\\evil.example", False), ("ftp://evil.example", False), ("WWW.evil.example", False),
     ("\uff57\uff57\uff57\uff0eevil\uff0eexample", False),  # fullwidth "www."
     ("Deals ¥900", False), ("Only ₹99", False), ("Save 50 %", False),
-    ("Booking.com", True), ("Ziņas un piedāvājumi", True), ("Acme & Co.", True),
+    ("Booking.com", False), ("Ziņas un piedāvājumi", True), ("Acme & Co.", True),
 ])
 def test_a_plain_label_refuses_a_url_with_a_scheme_or_www_and_any_currency_sign(label: str, shown: bool) -> None:
     assert (plain_label(label) is not None) is shown

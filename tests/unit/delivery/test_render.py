@@ -282,7 +282,7 @@ def test_a_confirmation_email_carries_only_the_confirm_link() -> None:
 
 @pytest.mark.parametrize(("company", "list_name", "shown"), [
     ("Acme", "News", "emails from Acme (list: News)."),
-    ("Booking.com", "Ziņas un piedāvājumi", "emails from Booking.com (list: Ziņas un piedāvājumi)."),
+    ("Booking.com", "Ziņas un piedāvājumi", "emails from this sender (list: Ziņas un piedāvājumi)."),
     ("Acme", "News - 50% OFF all week, buy now at https://acme.example/sale?c=FREE", "emails from Acme."),
     ("Acme", "Sale at www.acme.example", "emails from Acme."),
     ("Buy at acme.example/sale", "News", "emails from this sender (list: News)."),
