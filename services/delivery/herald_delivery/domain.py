@@ -544,22 +544,35 @@ def evolve_audience_member(doc: AudienceDoc | None, event: Event, *,
                      "list_id": p.list_id, "email": str(p.email), "email_sha256": p.email_sha256,
                      "first_name": p.first_name, "last_name": p.last_name, "custom_fields": p.custom_fields,
                      "status": status}
-            return {**added, "awaiting_confirmation": True} if base.get("awaiting_confirmation") else added
+            if base.get("awaiting_confirmation"):
+                added["awaiting_confirmation"] = True
+            if (doc or {}).get("opted_out") or (doc or {}).get("status") == "unsubscribed":
+                added["opted_out"] = True  # outlives the re-add and an erasure, as in subscriptions
+            return added
         case SubscriberErased(payload=p):
             list_id = p.list_id or (doc or {}).get("list_id")
-            return {"account_id": account, "subscriber_id": p.subscriber_id,
-                    "list_id": list_id, "email": None, "email_sha256": p.email_sha256, "status": "erased"}
+            erased = {"account_id": account, "subscriber_id": p.subscriber_id,
+                      "list_id": list_id, "email": None, "email_sha256": p.email_sha256, "status": "erased"}
+            if doc is not None and (doc.get("opted_out") or doc["status"] in ("unsubscribed", "suppressed")):
+                erased["opted_out"] = True  # the person's opt-out or suppression outlives their erasure
+            return erased
     if doc is None or doc["status"] == "erased":  # erasure is final for this id
         return doc
     settled = {k: v for k, v in doc.items() if k != "awaiting_confirmation"}
     match event:
         case ConfirmationRequested():
             return {**doc, "awaiting_confirmation": True}
-        case SubscriberConfirmed() if doc["status"] == "pending" or (
-                doc["status"] == "suppressed" and doc.get("awaiting_confirmation")):
+        case SubscriberConfirmed(payload=confirmation) if (
+                (doc["status"] == "pending" and (confirmation.method == "double_opt_in" or not doc.get("opted_out")))
+                or (doc["status"] == "suppressed" and doc.get("awaiting_confirmation")
+                    and confirmation.method == "double_opt_in")):
             # A confirmation decided before a suppression or an unsubscribe that came first in the topic (a race
-            # between the two) makes no one active again.
-            return {**settled, "status": "active"}
+            # between the two) makes no one active again; an opt-out or a suppression is lifted by the person's
+            # double opt-in only.
+            active = {**settled, "status": "active"}
+            if confirmation.method == "double_opt_in":
+                active.pop("opted_out", None)
+            return active
         case SubscriberUnsubscribed() if doc["status"] in ("pending", "active"):
             return {**settled, "status": "unsubscribed"}
         case SubscriberSuppressed():

@@ -569,7 +569,12 @@ def evolve_member(doc: Document | None, event: Event) -> Document | None:
         case ConfirmationRequested() if doc is not None:
             return {**doc, "awaiting_confirmation": True, "confirmation_requested_at": event.occurred_at}
         case SubscriberConfirmed(payload=p) if doc is not None and (
-                doc["status"] == "pending" or (doc["status"] == "suppressed" and doc.get("awaiting_confirmation"))):
+                (doc["status"] == "pending" and (p.method == "double_opt_in" or not doc.get("opted_out")))
+                or (doc["status"] == "suppressed" and doc.get("awaiting_confirmation")
+                    and p.method == "double_opt_in")):
+            # An opt-out or a suppression is lifted by the person's own double opt-in only: another producer
+            # (a CRM) re-adding them with a single opt-in leaves them pending or suppressed, as the API would
+            # have refused them (`decide`: previously_unsubscribed, suppressed).
             confirmed = {**doc, "status": "active", "awaiting_confirmation": False,
                          "confirmed_at": event.occurred_at, "confirmation_method": p.method}
             if p.method == "double_opt_in":  # the person's own opt-in ends an earlier opt-out

@@ -87,16 +87,19 @@ def statuses(names: list[str]) -> tuple[list[str | None], list[str | None]]:
     ("added requested double", "active"),
     # s2 (a): a complaint suppresses bob; a CRM re-adds him under his id and confirms by single opt-in.
     ("added single suppressed added single", "suppressed"),
-    ("added single suppressed added requested single", "active"),  # subscriptions lifts it the same way
+    ("added single suppressed added requested single", "suppressed"),  # a producer's single opt-in lifts nothing
     ("added single suppressed added requested double", "active"),  # the person's own double opt-in
     ("added single suppressed requested suppressed double", "suppressed"),  # a new suppression ends the wait
     ("added single suppressed single", "suppressed"),
     ("added single unsubscribed added", "pending"),  # coming back after unsubscribing starts again as pending
-    ("added single unsubscribed added single", "active"),
+    ("added single unsubscribed added single", "pending"),  # a CRM re-adding an opt-out: not mailed
+    ("added single unsubscribed added requested double", "active"),  # the person's own double opt-in
     ("added single unsubscribed single", "unsubscribed"),  # a confirmation that lost the race changes nothing
     ("added single unsubscribed suppressed added single", "suppressed"),  # the suppression reached the opt-out
     ("added suppressed unsubscribed", "suppressed"),  # suppressed stays suppressed
-    ("added single suppressed erased added single", "active"),  # same id after erasure: see the address tests
+    ("added single suppressed erased added single", "pending"),  # the suppression outlives the erasure
+    ("added single unsubscribed erased added single", "pending"),
+    ("added single suppressed erased added requested double", "active"),
     ("added requested suppressed added single", "suppressed"),
     ("added single added", "active"),  # a re-add of an active member keeps it active
 ])
