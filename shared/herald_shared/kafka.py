@@ -770,8 +770,11 @@ async def read_from_start(
     limits it to those partition numbers of every topic. `lead` (real topic names): read to their end offsets
     first, then the rest (see EventConsumer's `lead`).
     """
+    # The fetch for idle partitions is held FETCH_MAX_WAIT_MS, not aiokafka's 500 ms: while the caller handles a
+    # batch, a busy partition's next records wait behind that fetch (see EventConsumer).
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                                group_id=None, isolation_level="read_committed", client_id="herald-reader")
+                                group_id=None, isolation_level="read_committed", client_id="herald-reader",
+                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     await consumer.start()
     try:
         ids = ({topic: list(partitions) for topic in topics} if partitions is not None

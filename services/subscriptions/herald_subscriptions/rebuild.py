@@ -20,7 +20,7 @@ from herald_shared.settings import HeraldSettings
 
 from .activity import ACTIVITY_GROUP, Activity, ActivityErasures
 from .main import PROJECTION_TOPICS, SERVICE
-from .store import FORMATS, SubscriptionsProjection, mark_format
+from .store import FORMATS, MEMBER_EVENTS, SubscriptionsProjection, mark_format
 
 log = logging.getLogger(__name__)
 # The groups of the service's consumers (main.Subscriptions: each EventConsumer's name, after the topic prefix).
@@ -52,6 +52,41 @@ class _WithErasures:
         await self.erasures.flush()
 
 
+class _MemberEventsNotRemembered(MongoDeduplicator):
+    """The projection consumer's deduplicator as the service leaves it: the member events' ids are not stored
+    (the memberships keep them: `EventConsumer(self_deduplicated=MEMBER_EVENTS)` in `main`), only the others'.
+    It also spares the rebuild a stored document per member event."""
+
+    def __init__(self, db: AsyncDatabase[Document], consumer_name: str) -> None:
+        super().__init__(db, consumer_name)
+        self.member_events: set[str] = set()  # ids handled since the last `remember`
+
+    async def remember(self, event_ids: Sequence[str]) -> None:
+        member_events, self.member_events = self.member_events, set()
+        await super().remember([i for i in event_ids if i not in member_events])
+
+
+class _NotingMemberEvents:
+    """The rebuild's handler, noting each member event's id for `_MemberEventsNotRemembered`."""
+
+    def __init__(self, inner: PurgingHandler, deduplicator: _MemberEventsNotRemembered) -> None:
+        self.inner, self.deduplicator = inner, deduplicator
+
+    async def drop(self) -> None:
+        await self.inner.drop()
+
+    async def ensure_indexes(self) -> None:
+        await self.inner.ensure_indexes()
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, MEMBER_EVENTS):
+            self.deduplicator.member_events.add(str(event.event_id))
+        await self.inner.handle(event)
+
+    async def flush(self) -> None:
+        await self.inner.flush()
+
+
 def consumer_groups(settings: HeraldSettings) -> list[str]:
     return [f"{settings.topic_prefix}{SERVICE}.{consumer}" for consumer in CONSUMERS]
 
@@ -73,7 +108,7 @@ async def fold_read_model(settings: HeraldSettings, db: AsyncDatabase[Document])
     # Unmarked until folded again: a process of this version refuses what an interrupted run (or one that processes
     # joined, `_run`) left, instead of serving it.
     await db[FORMATS].delete_one({"_id": "subscriptions"})  # store.mark_format's
-    projection = SubscriptionsProjection(db)
+    projection = SubscriptionsProjection(db, rebuilding=True)
     folded = _WithErasures(projection, ActivityErasures(db))
     activity = Activity(db)
 
@@ -81,8 +116,9 @@ async def fold_read_model(settings: HeraldSettings, db: AsyncDatabase[Document])
         await projection.purge(account_id)
         await activity.purge(account_id)
 
-    return await rebuild(PurgingHandler(folded, PurgedAccounts(db), purge), settings,
-                         PROJECTION_TOPICS, deduplicator=MongoDeduplicator(db, "projection"))
+    deduplicator = _MemberEventsNotRemembered(db, "projection")
+    return await rebuild(_NotingMemberEvents(PurgingHandler(folded, PurgedAccounts(db), purge), deduplicator),
+                         settings, PROJECTION_TOPICS, deduplicator=deduplicator)
 
 
 async def rebuild_read_model(settings: HeraldSettings, db: AsyncDatabase[Document]) -> int:
