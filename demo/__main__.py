@@ -284,6 +284,14 @@ class Demo:
             members = self.rows + len(people)
             await until("every member active", lambda: self._counts(), lambda n: n.get("active") == members,
                         within=180, show=lambda n: f"{n.get('active', 0):,} of {members:,} active")
+        with self.progress.step("The bakery adds its sending domain: the DNS record that proves it is theirs "
+                                "(campaigns)") as step:
+            added = expect(await self.api("campaigns", "POST", "/v1/sending-domains",
+                                          json={"domain": "bakery.example.com"}), 201)
+            record = added["record"]
+            step.note(f"{added['status']}: publish TXT {record['name']} \"{record['value']}\", then ask for its "
+                      "verification; a local run shares example.com with every account (scripts/run), so its "
+                      "campaigns go out meanwhile")
         first = await self._campaign("welcome", "Fresh rye every morning", members)
         opened, clicked = await self._engage(first)
         suspended = await self._reports_from_receivers(first)

@@ -63,6 +63,13 @@ PAYLOADS: dict[str, dict[str, Any]] = {
                                           "text_body": "Hello {{ first_name }}"},
                               "sample": {"first_name": "Anna"}, "requested_by": "anna"},
     "CampaignCompleted": {"campaign_id": "c1", "recipients": 100, "sent": 97, "bounced": 3},
+    "CampaignReturned": {"campaign_id": "c1", "reason": "sender_unverified",
+                         "detail": "acme.example is not a verified sending domain of this account any more"},
+    "SendingDomainAdded": {"domain": "acme.example", "token": "k2n7q4x8r5t3w6y9z2b4c6d8f3"},
+    "SendingDomainVerified": {"domain": "acme.example", "record": {
+        "type": "TXT", "name": "_herald-verification.acme.example",
+        "value": "herald-verification=k2n7q4x8r5t3w6y9z2b4c6d8f3"}},
+    "SendingDomainRemoved": {"domain": "acme.example"},
     "MessageSent": {**REF, "recipient_domain": "example.com", "smtp_code": 250, "smtp_reply": "2.0.0 Ok"},
     "MessageDeferred": {**REF, "smtp_code": 451, "enhanced_status_code": "4.7.1", "diagnostic": "try later",
                         "attempt": 2, "next_attempt_at": LATER},

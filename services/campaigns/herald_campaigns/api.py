@@ -3,7 +3,7 @@
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Account` is local.
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, Field, StringConstraints
 
@@ -24,7 +24,15 @@ from herald_shared.request_fields import (
 )
 from herald_shared.staff import StaffTokens, staff_member
 
-from .domain import STATUSES, Draft, display_state, report
+from .domain import (
+    STATUSES,
+    DnsUnavailable,
+    Draft,
+    VerificationFailed,
+    display_state,
+    report,
+    verification_record,
+)
 from .handlers import CampaignsService
 
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=998, pattern=NO_NUL)]
@@ -70,11 +78,18 @@ class CampaignIn(DraftIn):
     campaign_id: Identifier | None = Field(default=None, description="Chosen by the server when absent.")
 
 
+class Returned(Out):
+    reason: Literal["sender_unverified"]
+    detail: str
+    at: AwareDatetime
+
+
 class CampaignOut(Out):
     campaign_id: Identifier
     status: StatusName = Field(description="draft → (submit) in_review (staff review) or scheduled → queued "
                                            "(handed to delivery at its time); rejected (edit it into a draft "
-                                           "again), cancelled.")
+                                           "again), cancelled. A scheduled campaign whose From is at no verified "
+                                           "sending domain at its time goes back to draft (`returned`).")
     name: str
     list_id: Identifier
     segment: dict[str, FieldValue]
@@ -86,6 +101,9 @@ class CampaignOut(Out):
                                       "account_not_approved, trial, flagged.")
     screening: list[ScreeningMatch] = Field(default_factory=list, description="What content screening matched.")
     rejection: list[str] | None = Field(default=None, description="Staff's reasons, when rejected.")
+    returned: Returned | None = Field(default=None, description="Why it went back to draft instead of being "
+                                                                "queued at its time (null since it was submitted "
+                                                                "again).")
     created_at: AwareDatetime
     updated_at: AwareDatetime
 
@@ -191,13 +209,53 @@ class ReportOut(Out):
     rates: ReportRates = Field(description="Of `sent`, as compliance computes them; null before any send.")
 
 
+# A domain as a request names it: any case, international labels in Unicode or as A-labels, a trailing dot or not.
+# What IDNA and DNS accept beyond this (label lengths, hyphens, a top-level domain) is checked by the service: 422.
+DomainText = Annotated[str, StringConstraints(min_length=3, max_length=254, pattern=r"^[^\s@/\\\x00]+$")]
+
+
+class SendingDomainIn(Body):
+    domain: DomainText = Field(description="The domain to send From (its subdomains too, once verified), e.g. "
+                                           "acme.example; a mailbox provider's is refused (sender_refused).")
+
+
+class VerificationRecordOut(Out):
+    type: Literal["TXT"]
+    name: str = Field(description="Where to publish it: _herald-verification.<domain>.")
+    value: str = Field(description="herald-verification=<token>: the record's whole text.")
+
+
+class SendingDomainOut(Out):
+    domain: str = Field(description="Lower case, international labels as A-labels (IDNA), no trailing dot.")
+    status: Literal["pending", "verified"] = Field(description="pending: publish `record` in the domain's DNS, "
+                                                               "then ask for verification; verified: campaigns "
+                                                               "may go From it and its subdomains.")
+    record: VerificationRecordOut = Field(description="The DNS record that proves the account controls the domain.")
+    added_at: AwareDatetime
+    verified_at: AwareDatetime | None
+
+
+class SendingDomainsPage(Out):
+    items: list[SendingDomainOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+
+
+def sending_domain_out(doc: dict[str, Any]) -> dict[str, Any]:
+    verified_at = doc.get("verified_at")
+    return {"domain": doc["domain"], "status": doc["status"],
+            "record": verification_record(doc["domain"], doc["token"]).model_dump(),
+            "added_at": doc["added_at"].isoformat(), "verified_at": verified_at.isoformat() if verified_at else None}
+
+
 def campaign_out(doc: dict[str, Any]) -> dict[str, Any]:
     send_at = doc.get("send_at")
+    returned = doc.get("returned")
     return {"campaign_id": doc["campaign_id"], "status": doc["status"], "name": doc["name"],
             "list_id": doc["list_id"], "segment": doc.get("segment", {}), "content": doc["content"],
             "send_at": send_at.isoformat() if send_at else None, "time_zone": doc.get("time_zone"),
             "review_reasons": doc.get("review_reasons", []), "screening": doc.get("screening", []),
             "rejection": doc.get("rejection"),
+            "returned": {**returned, "at": returned["at"].isoformat()} if returned else None,
             "created_at": doc["created_at"].isoformat(), "updated_at": doc["updated_at"].isoformat()}
 
 
@@ -235,7 +293,9 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
                  responses={**answers(201, CampaignOut, "The draft."), **problems(409, 422, 503)})
     async def create(body: CampaignIn, account_id: Account) -> JSONResponse:
         """A draft for one of the account's lists; 409 when the list, a segment field or its value's kind does not fit
-        the account's list; 422 when a template does not compile or names a field the list does not have."""
+        the account's list; 422 when a template does not compile or names a field the list does not have, or the
+        From is at a mailbox provider's domain (`sender_refused`) or at no verified sending domain of the account
+        (`sender_unverified`: see /v1/sending-domains)."""
         doc = await service.create(account_id, body.campaign_id, body.draft())
         return JSONResponse(campaign_out(doc), status_code=201)
 
@@ -310,7 +370,9 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
         """Screen the draft and send it at `send_at`. It goes to staff review first when the account is not
         approved yet, is on trial, or screening matched prohibited content (the matches are in `screening`);
         422 when a template does not compile, the content hides the unsubscribe link or footer, or the From is at a
-        mailbox provider's domain (`sender_refused`)."""
+        mailbox provider's domain (`sender_refused`) or at no verified sending domain of the account
+        (`sender_unverified`; checked again at the send time: a campaign whose domain was removed meanwhile goes
+        back to draft, `returned`)."""
         return campaign_out(await service.submit(account_id, campaign_id, body.send_at, body.time_zone, "api"))
 
     @router.post("/campaigns/{campaign_id}/cancellation", response_model=None,
@@ -327,6 +389,61 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
         docs = await service.store.staff_access(account_id, limit)
         return {"items": [{"campaign_id": d["campaign_id"], "staff": d["staff"], "action": d["action"],
                            "at": d["at"].isoformat()} for d in docs]}
+
+    # Sending domains: a campaign's From must be at one the account verified (or a subdomain of one).
+    DomainInPath = Annotated[str, Path(min_length=3, max_length=254, pattern=r"^[^\s@/\\\x00]+$",
+                                       description="The domain, in Unicode or as A-labels.")]
+
+    @router.post("/sending-domains", status_code=201, response_model=None,
+                 responses={**answers(201, SendingDomainOut, "Added, pending: publish `record`, then verify."),
+                            **problems(409, 422, 503)})
+    async def add_sending_domain(body: SendingDomainIn, account_id: Account) -> JSONResponse:
+        """Add a domain to send From. The answer names the DNS TXT record to publish at
+        `_herald-verification.<domain>` (value `herald-verification=<token>`); then ask for its verification. 409
+        when the domain is added already, 422 when it is no domain name (`invalid_domain`) or a mailbox provider's
+        (`sender_refused`)."""
+        doc = await service.add_sending_domain(account_id, body.domain)
+        return JSONResponse(sending_domain_out(doc), status_code=201)
+
+    @router.get("/sending-domains", response_model=None,
+                responses={**answers(200, SendingDomainsPage, "A page of the account's sending domains, by name."),
+                           **problems(422)})
+    async def sending_domains(account_id: Account, cursor: Annotated[str, StringConstraints(
+            max_length=254, pattern=r"^[a-z0-9.\-]*$")] | None = None,
+            limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+        docs, last = await service.store.sending_domains(account_id, cursor, limit)
+        return {"items": [sending_domain_out(d) for d in docs], "next_cursor": last}
+
+    @router.get("/sending-domains/{domain}", response_model=None,
+                responses={**answers(200, SendingDomainOut, "The sending domain."), **problems(404, 422)})
+    async def sending_domain(domain: DomainInPath, account_id: Account) -> dict[str, Any]:
+        return sending_domain_out(await service.sending_domain(account_id, domain))
+
+    @router.post("/sending-domains/{domain}/verification", response_model=None,
+                 responses={**answers(200, SendingDomainOut, "Verified (now, or before)."),
+                            **problems(404, 409, 422, 503)})
+    async def verify_sending_domain(domain: DomainInPath, account_id: Account) -> Response:
+        """Look the domain's TXT record up in DNS now. 409 `verification_failed` when DNS does not hold it, with
+        what it holds (`found`: the TXT records at that name; `record`: the one expected): the name does not
+        exist, has no TXT record, holds other values, or the domain's name servers failed (SERVFAIL). 503
+        `dns_unavailable` when the name servers Herald asks could not be reached or did not answer in time."""
+        try:
+            doc = await service.verify_sending_domain(account_id, domain)
+        except VerificationFailed as failed:
+            return problem(409, failed.code, failed.detail, record=failed.record.model_dump(), found=list(failed.found))
+        except DnsUnavailable as away:
+            response = problem(503, away.code, away.detail)
+            response.headers["Retry-After"] = "30"
+            return response
+        return JSONResponse(sending_domain_out(doc))
+
+    @router.delete("/sending-domains/{domain}", status_code=204, responses=problems(404, 422, 503))
+    async def remove_sending_domain(domain: DomainInPath, account_id: Account) -> Response:
+        """Remove a sending domain: drafts From it are refused when saved, tested or submitted; a scheduled
+        campaign From it goes back to draft at its time instead of being sent (`returned`); one already queued is
+        sent (cancel it to stop it)."""
+        await service.remove_sending_domain(account_id, domain)
+        return Response(status_code=204)
 
     return router
 

@@ -6,14 +6,17 @@ list's custom fields), from the account's sender, with a text part (derived from
 
 from __future__ import annotations
 
+import base64
 import re
+import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from email_validator import EmailNotValidError, validate_email
 from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
 from inscriptis.model.tag import CustomHtmlTagHandlerMapping
@@ -47,6 +50,8 @@ from herald_shared.contract.campaigns import (
     CampaignQueuedPayload,
     CampaignRejected,
     CampaignRejectedPayload,
+    CampaignReturned,
+    CampaignReturnedPayload,
     CampaignSubmitted,
     CampaignSubmittedPayload,
     CampaignTestRequested,
@@ -54,6 +59,13 @@ from herald_shared.contract.campaigns import (
     ReviewReason,
     ScreeningMatch,
     Segment,
+    SendingDomainAdded,
+    SendingDomainAddedPayload,
+    SendingDomainRemoved,
+    SendingDomainRemovedPayload,
+    SendingDomainVerified,
+    SendingDomainVerifiedPayload,
+    VerificationRecord,
 )
 from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
 from herald_shared.contract.delivery import (
@@ -153,6 +165,44 @@ class SenderRefused(CampaignError):
     bulk-sender rules require an aligned From)."""
 
     code, http_status = "sender_refused", 422
+
+
+class SenderUnverified(CampaignError):
+    """A From address at no verified sending domain of the account (nor a subdomain of one, nor an operator's
+    shared domain): anyone could otherwise send From another company's domain, and receivers would refuse it
+    (Gmail's and Yahoo's bulk-sender rules want an aligned, authenticated From domain)."""
+
+    code, http_status = "sender_unverified", 422
+
+
+class InvalidDomain(CampaignError):
+    code, http_status = "invalid_domain", 422
+
+
+class SendingDomainNotFound(CampaignError):
+    code, http_status = "sending_domain_not_found", 404
+
+
+class SendingDomainExists(CampaignError):
+    code, http_status = "sending_domain_exists", 409
+
+
+class VerificationFailed(CampaignError):
+    """DNS was asked and did not hold the verification record: what it held instead is in `found`."""
+
+    code, http_status = "verification_failed", 409
+
+    def __init__(self, detail: str, record: VerificationRecord, found: tuple[str, ...]) -> None:
+        super().__init__(detail)
+        self.record = record
+        self.found = found
+
+
+class DnsUnavailable(CampaignError):
+    """The name servers campaigns asks could not be reached, refused, or did not answer in time: nothing is
+    known of the domain's records, so nothing changed; try again."""
+
+    code, http_status = "dns_unavailable", 503
 
 
 class WrongState(CampaignError):
@@ -290,15 +340,229 @@ MAILBOX_PROVIDERS = frozenset({
 })
 
 
-def check_sender(content: CampaignContent) -> None:
-    """Refuse a From at a mailbox provider's domain (`SenderRefused`), at saving, and again at a test send and at
-    submitting (a draft saved before this rule)."""
-    domain = content.from_email.rpartition("@")[2].lower()
+def _refuse_provider(domain: str, where: str) -> None:
     if domain in MAILBOX_PROVIDERS:
         reason = (f"{domain} is a mailbox provider's domain: mail From it sent by another platform fails DMARC "
                   "(its owner publishes the policy and the keys, and Gmail and Yahoo refuse such mail); send "
                   "From a domain of your own")
-        raise SenderRefused(reason, errors=[("body.from_email", reason)])
+        raise SenderRefused(reason, errors=[(where, reason)])
+
+
+def check_sender(content: CampaignContent, senders: Senders) -> None:
+    """Refuse a From at a mailbox provider's domain (`SenderRefused`), or at no domain the account verified nor
+    an operator's shared one, or a subdomain of those (`SenderUnverified`): at saving, and again at a test send
+    and at submitting (a draft saved before these rules, or a domain removed since)."""
+    _refuse_provider(content.from_email.rpartition("@")[2].lower(), "body.from_email")
+    reason = unverified_sender(content.from_email, senders)
+    if reason is not None:
+        raise SenderUnverified(reason, errors=[("body.from_email", reason)])
+
+
+# Sending domains: a campaign goes From a domain the account proved it controls by publishing a DNS TXT record, or
+# a subdomain of one (relaxed alignment), or from a domain the operator shares with every account.
+
+VERIFICATION_LABEL = "_herald-verification"
+VERIFICATION_PREFIX = "herald-verification="
+# The longest domain whose verification name DNS can hold (253 characters in all).
+LONGEST_DOMAIN = 253 - len(VERIFICATION_LABEL) - 1
+SendingDomainStatus = Literal["pending", "verified"]
+
+
+@dataclass(frozen=True)
+class Senders:
+    """What decides whether an account may send From a domain: its verified sending domains and the operator's
+    shared ones (each with its subdomains), and, to say what is missing, those it added but has not verified
+    yet (domain: token). All in A-labels."""
+
+    verified: frozenset[str] = frozenset()
+    shared: frozenset[str] = frozenset()
+    pending: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DnsAnswer:
+    """What DNS said of the TXT records at `name` (`resolver.DnsResolver`): `answered` with `texts` (each
+    record's strings joined), `no_record` (the name exists, without TXT), `no_domain` (NXDOMAIN),
+    `server_failure` (SERVFAIL: the domain's name servers failed), or `unreachable` (the name servers campaigns
+    asks could not be reached or did not answer in time); `detail` says more."""
+
+    name: str
+    outcome: Literal["answered", "no_record", "no_domain", "server_failure", "unreachable"]
+    texts: tuple[str, ...] = ()
+    detail: str = ""
+
+
+def domain_name(text: str, where: str = "body.domain") -> str:
+    """A domain as sending domains are kept and compared: lower case, each international label as its A-label
+    (IDNA 2008 with UTS 46 mapping, as addresses are checked: `Bücher.de` is `xn--bcher-kva.de`), without the
+    trailing dot; a host name of two labels or more, not a special-use name (`.test`, `.local`...), short enough
+    for its verification name. InvalidDomain (422) otherwise."""
+    name = text.strip()
+    name = name[:-1] if name.endswith(".") else name
+    if not name or "@" in name:
+        raise InvalidDomain(f"{text!r} is not a domain name", errors=[(where, "expects a domain, e.g. acme.example")])
+    try:
+        ascii_domain = validate_email(f"postmaster@{name}", check_deliverability=False).ascii_domain.lower()
+    except EmailNotValidError as exc:
+        # email-validator speaks of the part after an address's @-sign: here, that is the domain.
+        reason = (str(exc).replace("The part after the @-sign", "The domain")
+                  .replace("After the @-sign, periods", "In a domain, periods")
+                  .replace("An email address cannot have a hyphen immediately after the @-sign",
+                           "A domain cannot start with a hyphen"))
+        raise InvalidDomain(f"{text!r} is not a domain name: {reason}", errors=[(where, reason)]) from None
+    if len(ascii_domain) > LONGEST_DOMAIN:
+        reason = (f"at most {LONGEST_DOMAIN} characters (as A-labels), so that its verification name "
+                  f"{VERIFICATION_LABEL}.<domain> fits in DNS")
+        raise InvalidDomain(f"{text!r} is too long: {reason}", errors=[(where, reason)])
+    return ascii_domain
+
+
+def shared_domains(text: str) -> frozenset[str]:
+    """The operator's shared sending domains from their setting (a comma-separated list); ValueError names a
+    domain that is not one."""
+    try:
+        return frozenset(domain_name(item, "HERALD_CAMPAIGNS_SHARED_SENDING_DOMAINS")
+                         for item in text.split(",") if item.strip())
+    except InvalidDomain as exc:
+        raise ValueError(exc.detail) from None
+
+
+def from_domain(address: str) -> str:
+    """The domain of a From address in A-labels (as it is compared with sending domains)."""
+    domain = address.rpartition("@")[2]
+    try:
+        return domain_name(domain)
+    except InvalidDomain:
+        return domain.lower()  # a contract address always has a domain; this one can match no sending domain
+
+
+def sender_candidates(address: str) -> list[str]:
+    """The sending domains that could cover a From address: its domain and each parent of two labels or more."""
+    labels = from_domain(address).split(".")
+    return [".".join(labels[start:]) for start in range(max(len(labels) - 1, 1))]
+
+
+def covering_domain(domain: str, domains: Collection[str]) -> str | None:
+    """Of `domains`, the one a From at `domain` may use: the domain itself or its nearest parent (relaxed
+    alignment, RFC 7489 3.1.1: `news.acme.example` is aligned with `acme.example`). Never by the name's end alone
+    (`evil-acme.example` is not `acme.example`'s), and never a subdomain (a verified `news.acme.example` says
+    nothing of `acme.example`)."""
+    labels = domain.split(".")
+    for start in range(max(len(labels) - 1, 1)):
+        candidate = ".".join(labels[start:])
+        if candidate in domains:
+            return candidate
+    return None
+
+
+def unverified_sender(address: str, senders: Senders) -> str | None:
+    """Why an account may not send From `address` (None: it may), and how to make it so."""
+    domain = from_domain(address)
+    if covering_domain(domain, senders.verified | senders.shared) is not None:
+        return None
+    pending = covering_domain(domain, senders.pending)
+    if pending is not None:
+        record = verification_record(pending, senders.pending[pending])
+        return (f"{domain} is not verified yet: publish the TXT record {record.name} with the value "
+                f"\"{record.value}\" in its DNS, then verify it (POST /v1/sending-domains/{pending}/verification)")
+    return (f"{domain} is not a verified sending domain of this account: add it (POST /v1/sending-domains with "
+            f"{{\"domain\": \"{domain}\"}}), publish the TXT record the answer names in the domain's DNS, then "
+            f"verify it (POST /v1/sending-domains/{domain}/verification); a verified domain's subdomains may be "
+            "used too")
+
+
+def senders_of(docs: Iterable[Mapping[str, Any]], shared: frozenset[str]) -> Senders:
+    """Senders from the account's sending-domain documents (`evolve_sending_domain`) and the shared domains."""
+    docs = list(docs)
+    return Senders(verified=frozenset(d["domain"] for d in docs if d["status"] == "verified"), shared=shared,
+                   pending={d["domain"]: d["token"] for d in docs if d["status"] == "pending"})
+
+
+def new_verification_token() -> str:
+    """128 random bits, base32 in lower case (26 characters): not a secret, a proof of who published it."""
+    return base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+
+
+def verification_record(domain: str, token: str) -> VerificationRecord:
+    return VerificationRecord(type="TXT", name=f"{VERIFICATION_LABEL}.{domain}", value=f"{VERIFICATION_PREFIX}{token}")
+
+
+def add_sending_domain(account_id: str, domain: str, existing: Mapping[str, Any] | None, token: str) -> list[Event]:
+    """A domain (`domain_name`'s) the account will send From once verified; a mailbox provider's is refused
+    (`SenderRefused`: only the provider can publish records there), one already added conflicts."""
+    _refuse_provider(domain, "body.domain")
+    if existing is not None:
+        raise SendingDomainExists(f"{domain} is a sending domain of this account already ({existing['status']}); "
+                                  "delete it first for a new verification record")
+    return [_event(SendingDomainAdded, account_id, SendingDomainAddedPayload(domain=domain, token=token))]
+
+
+def awaiting_verification(doc: Mapping[str, Any] | None) -> bool:
+    """Whether verifying this sending domain needs DNS to be asked (it exists and is pending)."""
+    return doc is not None and doc["status"] == "pending"
+
+
+def verify_sending_domain(doc: Mapping[str, Any] | None, domain: str, answer: DnsAnswer | None) -> list[Event]:
+    """SendingDomainVerified when DNS holds the domain's verification record (`answer`, asked when
+    `awaiting_verification`); nothing when it is verified already. VerificationFailed (409) says what DNS held
+    instead; DnsUnavailable (503) when DNS could not be asked."""
+    if doc is None:
+        raise SendingDomainNotFound(f"{domain} is not a sending domain of this account")
+    if doc["status"] == "verified":
+        return []
+    if answer is None:
+        raise ValueError("a pending domain is verified against a DNS answer")
+    record = verification_record(domain, doc["token"])
+    publish = (f"publish the TXT record {record.name} with the value \"{record.value}\" and try again (a new "
+               "record can take minutes to reach every name server)")
+    match answer.outcome:
+        case "unreachable":
+            raise DnsUnavailable(f"DNS could not be asked about {record.name} ({answer.detail}): nothing changed; "
+                                 "try again")
+        case "answered" if any(text.strip().lower() == record.value for text in answer.texts):
+            return [_event(SendingDomainVerified, doc["account_id"], SendingDomainVerifiedPayload(
+                domain=domain, record=record))]
+        case "answered":
+            found = ", ".join(f"\"{text[:300]}\"" for text in answer.texts[:10])
+            detail = f"the TXT records at {record.name} are {found}, and none is \"{record.value}\": {publish}"
+        case "no_record":
+            detail = f"{record.name} has no TXT record: {publish}"
+        case "no_domain":
+            detail = f"{record.name} does not exist in DNS (NXDOMAIN): {publish}"
+        case _:
+            detail = (f"DNS could not answer for {record.name} ({answer.detail}): check the domain's name servers, "
+                      "then try again")
+    raise VerificationFailed(detail, record, answer.texts)
+
+
+def remove_sending_domain(doc: Mapping[str, Any] | None, domain: str) -> list[Event]:
+    if doc is None:
+        raise SendingDomainNotFound(f"{domain} is not a sending domain of this account")
+    return [_event(SendingDomainRemoved, doc["account_id"], SendingDomainRemovedPayload(domain=domain))]
+
+
+SENDING_DOMAIN_EVENTS = (SendingDomainAdded, SendingDomainVerified, SendingDomainRemoved)
+
+
+def sending_domain_of(event: Event) -> str | None:
+    """The sending domain an event is about, if any."""
+    return event.payload.domain if isinstance(event, SENDING_DOMAIN_EVENTS) else None
+
+
+def evolve_sending_domain(doc: dict[str, Any] | None, event: Event) -> dict[str, Any] | None:
+    """A sending domain of the account after one event (None: there is none): pending once added, verified
+    when the record found is its own token's, gone when removed. An event that does not fit (a replay, a
+    verification of an earlier addition) returns `doc` itself."""
+    match event:
+        case SendingDomainAdded(payload=p) if doc is None:
+            return {"account_id": event.account_id, "domain": p.domain, "token": p.token, "status": "pending",
+                    "added_at": event.occurred_at, "verified_at": None}
+        case SendingDomainVerified(payload=p) if (doc is not None and doc["status"] == "pending"
+                                                  and p.record == verification_record(doc["domain"], doc["token"])):
+            return {**doc, "status": "verified", "verified_at": event.occurred_at}
+        case SendingDomainRemoved() if doc is not None:
+            return None
+    return doc
 
 
 def _live_list(list_id: str, lst: ListInfo | None) -> ListInfo:
@@ -326,7 +590,7 @@ def check_templates(content: CampaignContent, lst: ListInfo) -> None:
                               errors=problems)
 
 
-def _checked(draft: Draft, lst: ListInfo | None) -> CampaignContent:
+def _checked(draft: Draft, lst: ListInfo | None, senders: Senders) -> CampaignContent:
     lst = _live_list(draft.list_id, lst)
     unknown = sorted(set(draft.segment) - set(lst.custom_fields))
     if unknown:
@@ -338,7 +602,7 @@ def _checked(draft: Draft, lst: ListInfo | None) -> CampaignContent:
                              errors=[(f"body.segment.{name}", f"expects a {lst.custom_fields[name]}")
                                      for name, _ in wrong])
     content = _content(draft)
-    check_sender(content)
+    check_sender(content, senders)
     try:
         check_templates(content, lst)
     except InvalidTemplate as exc:
@@ -357,10 +621,10 @@ def _event(cls: type[Event], account_id: str, payload: object) -> Event:
 
 
 def create(account_id: str, campaign_id: str, draft: Draft, lst: ListInfo | None,
-           existing: CampaignState | None) -> list[Event]:
+           existing: CampaignState | None, *, senders: Senders) -> list[Event]:
     if existing is not None:
         raise CampaignExists(f"campaign {campaign_id!r} already exists")
-    content = _checked(draft, lst)
+    content = _checked(draft, lst, senders)
     return [_event(CampaignCreated, account_id, CampaignCreatedPayload(
         campaign_id=campaign_id, name=draft.name, list_id=draft.list_id,
         segment=Segment(field_equals=draft.segment), content=content))]
@@ -383,9 +647,10 @@ def _draft_of(current: CampaignState | None, campaign_id: str, doing: str = "cha
     return _in(existing(current, campaign_id), EDITABLE, doing)
 
 
-def edit(current: CampaignState | None, campaign_id: str, draft: Draft, lst: ListInfo | None) -> list[Event]:
+def edit(current: CampaignState | None, campaign_id: str, draft: Draft, lst: ListInfo | None, *,
+         senders: Senders) -> list[Event]:
     state = _draft_of(current, campaign_id, "edited")
-    content = _checked(draft, lst)
+    content = _checked(draft, lst, senders)
     if state.status == "draft" and (state.name, state.list_id, state.segment, state.content) == (
             draft.name, draft.list_id, draft.segment, content):
         return []  # the same edit again
@@ -460,10 +725,12 @@ def review_reasons(account: AccountInfo | None, screening: Screening) -> list[Re
     return reasons
 
 
-def submittable(current: CampaignState | None, campaign_id: str, lst: ListInfo | None) -> CampaignState:
-    """A draft whose templates compile against its live list: what may be screened and submitted."""
+def submittable(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, *,
+                senders: Senders) -> CampaignState:
+    """A draft From a domain the account may send From, whose templates compile against its live list: what
+    may be screened and submitted."""
     state = _in(existing(current, campaign_id), ("draft",), "submitted")
-    check_sender(state.content)
+    check_sender(state.content, senders)
     check_templates(state.content, _live_list(state.list_id, lst))
     broken = broken_links(state.content.html_body)
     if broken:
@@ -475,8 +742,8 @@ def submittable(current: CampaignState | None, campaign_id: str, lst: ListInfo |
 
 def submit(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, account: AccountInfo | None,
            screening: Screening, send_at: datetime | None, time_zone: str | None, now: datetime,
-           submitted_by: str) -> list[Event]:
-    state = submittable(current, campaign_id, lst)
+           submitted_by: str, *, senders: Senders) -> list[Event]:
+    state = submittable(current, campaign_id, lst, senders=senders)
     _refuse(screening)
     instant = send_time(send_at, time_zone, now)
     reasons = review_reasons(account, screening)
@@ -517,12 +784,19 @@ def due(state: CampaignState, now: datetime) -> bool:
     return state.status == "scheduled" and (state.send_at is None or state.send_at <= now)
 
 
-def queue(current: CampaignState | None, now: datetime) -> list[Event]:
+def queue(current: CampaignState | None, now: datetime, *, senders: Senders) -> list[Event]:
     """The CampaignQueued of a scheduled campaign whose time has come, with everything delivery needs to send
-    it; nothing if it is not (any more) scheduled and due. Its event id is fixed per campaign."""
+    it; nothing if it is not (any more) scheduled and due. Its event id is fixed per campaign. A campaign whose
+    From is at no domain the account may send From any more (its sending domain removed since the submission)
+    is not queued: CampaignReturned sends it back to its author as a draft, with the reason."""
     if current is None or not due(current, now):
         return []
     state = current
+    unverified = unverified_sender(state.content.from_email, senders)
+    if unverified is not None:
+        return [_event(CampaignReturned, state.account_id, CampaignReturnedPayload(
+            campaign_id=state.campaign_id, reason="sender_unverified",
+            detail=f"not sent at its time: {unverified}; then submit it again"[:1000]))]
     event = CampaignQueued(event_id=queued_event_id(state.account_id, state.campaign_id),
                            account_id=state.account_id, producer=PRODUCER, payload=CampaignQueuedPayload(
                                campaign_id=state.campaign_id, list_id=state.list_id,
@@ -548,23 +822,24 @@ def complete(doc: Mapping[str, Any] | None) -> list[Event]:
                                   failed=counts["failed"] + counts["skipped"] + counts["cancelled"]))]
 
 
-def testable(current: CampaignState | None, campaign_id: str, lst: ListInfo | None) -> CampaignState:
+def testable(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, *,
+             senders: Senders) -> CampaignState:
     """A campaign whose templates compile against its live list: what may be screened and tested."""
     state = existing(current, campaign_id)
-    check_sender(state.content)  # a test is a message too: receivers refuse it the same way
+    check_sender(state.content, senders)  # a test is a message too: receivers refuse it the same way
     check_templates(state.content, _live_list(state.list_id, lst))
     return state
 
 
 def test_send(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, recipients: list[str],
               sample: dict[str, FieldValue], requested_by: str, test_id: str, screening: Screening,
-              room: int | None = None) -> list[Event]:
+              room: int | None = None, *, senders: Senders) -> list[Event]:
     """A test of the campaign as it is now to at most 5 addresses, rendered with `sample` values. Content
     screening refuses (422) what it refuses at submission, content that hides the footer or the unsubscribe
     link (PRODUCT.md, "Every message": tests are messages too); its flags do not hold a test. Tests are not
     reviewed, so they are capped per account and day: `room` is how many more test messages the account may
     send now (None: no cap)."""
-    state = testable(current, campaign_id, lst)
+    state = testable(current, campaign_id, lst, senders=senders)
     checked_values(lst, sample)
     _refuse(screening)
     unique = list(dict.fromkeys(address.lower() for address in recipients))
@@ -601,7 +876,7 @@ def evolve(doc: dict[str, Any] | None, event: Event, at: datetime) -> dict[str, 
                     "send_at": submitted.send_at, "time_zone": submitted.time_zone,
                     "review_reasons": list(submitted.review_reasons),
                     "screening": [m.model_dump() for m in submitted.screening], "submitted_at": at,
-                    "updated_at": at, "rejection": None}
+                    "updated_at": at, "rejection": None, "returned": None}
         case CampaignApproved(payload=approved) if status == "in_review":
             return {**doc, "status": "scheduled", "reviewed_by": approved.reviewer, "updated_at": at}
         case CampaignRejected(payload=rejected) if status == "in_review":
@@ -609,6 +884,9 @@ def evolve(doc: dict[str, Any] | None, event: Event, at: datetime) -> dict[str, 
                     "updated_at": at}
         case CampaignQueued() if status == "scheduled":
             return {**doc, "status": "queued", "queued_at": at, "updated_at": at}
+        case CampaignReturned(payload=returned) if status == "scheduled":
+            return {**doc, "status": "draft", "send_at": None, "time_zone": None, "updated_at": at,
+                    "returned": {"reason": returned.reason, "detail": returned.detail, "at": at}}
         case CampaignCancelled(payload=cancelled) if status in CANCELLABLE:
             return {**doc, "status": "cancelled", "cancelled_by": cancelled.cancelled_by, "updated_at": at}
         case DeliveryHeld(payload=held) if status == "queued":

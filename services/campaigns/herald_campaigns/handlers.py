@@ -8,10 +8,16 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from herald_shared.commands import Recorder
 from herald_shared.contract import Event
-from herald_shared.contract.campaigns import CampaignTestRequested, StaffViewed, StaffViewedPayload
+from herald_shared.contract.campaigns import (
+    CampaignReturned,
+    CampaignTestRequested,
+    StaffViewed,
+    StaffViewedPayload,
+)
 from herald_shared.contract.subscriptions import FieldValue
 from herald_shared.kafka import end_offsets
 from herald_shared.lifecycle import every
@@ -31,10 +37,24 @@ def _lock(account_id: str, campaign_id: str) -> str:
     return f"campaign:{account_id}:{campaign_id}"
 
 
+def _domain_lock(account_id: str, domain_name: str) -> str:
+    return f"sending-domain:{account_id}:{domain_name}"
+
+
+class TxtLookup(Protocol):
+    """DNS as the sending domains' verification asks it (`resolver.DnsResolver`)."""
+
+    async def txt(self, name: str) -> domain.DnsAnswer: ...
+
+
 class CampaignsService:
-    def __init__(self, store: CampaignsStore, recorder: Recorder, test_sends_per_day: int = 50) -> None:
+    def __init__(self, store: CampaignsStore, recorder: Recorder, test_sends_per_day: int = 50, *,
+                 dns: TxtLookup, shared_sending_domains: frozenset[str] = frozenset()) -> None:
         self.store = store
         self.recorder = recorder
+        self.dns = dns
+        # The operator's own domains, usable by every account without verification (HERALD_CAMPAIGNS_SHARED_...).
+        self.shared_sending_domains = shared_sending_domains
         # Test messages per account in the last 24 hours, in this process (a restart or a second replica starts
         # its own count: the cap bounds abuse, it is not a quota).
         self.test_sends = Throttle(test_sends_per_day, timedelta(days=1))
@@ -44,14 +64,16 @@ class CampaignsService:
         async with self.recorder.serialised(_lock(account_id, campaign_id)):
             existing = await self.store.campaign_state(account_id, campaign_id)
             lst = await self.store.list_info(account_id, draft.list_id)
-            await self.recorder.commit(domain.create(account_id, campaign_id, draft, lst, existing))
+            senders = await self.senders(account_id, draft.from_email)
+            await self.recorder.commit(domain.create(account_id, campaign_id, draft, lst, existing, senders=senders))
         return await self._campaign(account_id, campaign_id)
 
     async def edit(self, account_id: str, campaign_id: str, draft: Draft) -> Document:
         async with self.recorder.serialised(_lock(account_id, campaign_id)):
             current = await self.store.campaign_state(account_id, campaign_id)
             lst = await self.store.list_info(account_id, draft.list_id)
-            await self.recorder.commit(domain.edit(current, campaign_id, draft, lst))
+            senders = await self.senders(account_id, draft.from_email)
+            await self.recorder.commit(domain.edit(current, campaign_id, draft, lst, senders=senders))
         return await self._campaign(account_id, campaign_id)
 
     async def duplicate(self, account_id: str, campaign_id: str) -> Document:
@@ -72,11 +94,13 @@ class CampaignsService:
             current = domain.existing(await self.store.campaign_state(account_id, campaign_id), campaign_id)
             lst = await self.store.list_info(account_id, current.list_id)
             account = await self.store.account(account_id)
-            domain.submittable(current, campaign_id, lst)  # before screening: a draft that compiles
+            senders = await self.senders(account_id, current.content.from_email)
+            # before screening: a draft that compiles, From a domain the account may use
+            domain.submittable(current, campaign_id, lst, senders=senders)
             verdict = self._screen(current, campaign_id, lst, None)
             try:
                 events = domain.submit(current, campaign_id, lst, account, verdict, send_at, time_zone,
-                                       datetime.now(UTC), submitted_by)
+                                       datetime.now(UTC), submitted_by, senders=senders)
             except domain.ContentRefused:
                 metrics.SCREENING.labels("refused").inc()
                 raise
@@ -102,14 +126,15 @@ class CampaignsService:
                         sample: dict[str, FieldValue] | None, requested_by: str) -> str:
         current = await self.store.campaign_state(account_id, campaign_id)
         lst = await self.store.list_info(account_id, current.list_id) if current is not None else None
+        senders = await self._senders_of(account_id, current)
         values = sample if sample is not None else domain.sample_values(lst)
         test_id = "t" + uuid.uuid4().hex[:12]
         now = datetime.now(UTC)
-        state = domain.testable(current, campaign_id, lst)
+        state = domain.testable(current, campaign_id, lst, senders=senders)
         verdict = self._screen(state, campaign_id, lst, values)
         async with self.recorder.serialised(f"tests:{account_id}"):
             events = domain.test_send(state, campaign_id, lst, list(recipients), values, requested_by, test_id,
-                                      verdict, room=self.test_sends.room(account_id, now))
+                                      verdict, room=self.test_sends.room(account_id, now), senders=senders)
             await self.recorder.publish_only(events)
             self.test_sends.count(account_id, now, sum(len(e.payload.recipients) for e in events
                                                        if isinstance(e, CampaignTestRequested)))
@@ -179,10 +204,14 @@ class CampaignsService:
         for send_at, account_id, campaign_id in await self.store.due(now):
             async with self.recorder.serialised(_lock(account_id, campaign_id)):
                 current = await self.store.campaign_state(account_id, campaign_id)
-                events = domain.queue(current, now)
+                events = domain.queue(current, now, senders=await self._senders_of(account_id, current))
                 if not events:
                     continue
                 await self.recorder.commit(events)
+            if any(isinstance(e, CampaignReturned) for e in events):
+                log.warning("campaign returned to its author, not queued: its From domain is not verified any "
+                            "more", extra={"account_id": account_id, "campaign": campaign_id})
+                continue
             metrics.SCHEDULE_LAG.observe(max(0.0, (datetime.now(UTC) - send_at).total_seconds()))
             log.info("campaign queued", extra={"account_id": account_id, "campaign": campaign_id,
                                                "send_at": send_at.isoformat()})
@@ -201,6 +230,63 @@ class CampaignsService:
             log.info("campaign completed", extra={"account_id": account_id, "campaign": campaign_id})
             completed += 1
         return completed
+
+    # Sending domains
+
+    async def senders(self, account_id: str, from_email: str) -> domain.Senders:
+        """What decides whether the account may send From this address: of its sending domains, those that
+        could cover it (its domain and parents, read by key), and the shared ones."""
+        docs = await self.store.sending_domains_named(account_id, domain.sender_candidates(from_email))
+        return domain.senders_of(docs, self.shared_sending_domains)
+
+    async def _senders_of(self, account_id: str, current: domain.CampaignState | None) -> domain.Senders:
+        if current is None:
+            return domain.Senders(shared=self.shared_sending_domains)
+        return await self.senders(account_id, current.content.from_email)
+
+    async def add_sending_domain(self, account_id: str, text: str) -> Document:
+        name = domain.domain_name(text)
+        async with self.recorder.serialised(_domain_lock(account_id, name)):
+            existing = await self.store.sending_domain(account_id, name)
+            await self.recorder.commit(domain.add_sending_domain(account_id, name, existing,
+                                                                 domain.new_verification_token()))
+        return await self.sending_domain(account_id, name)
+
+    async def verify_sending_domain(self, account_id: str, text: str) -> Document:
+        """Ask DNS now for the domain's verification record (a pending domain only); verified, or refused with
+        what DNS held instead."""
+        name = self._named(text)
+        async with self.recorder.serialised(_domain_lock(account_id, name)):
+            doc = await self.store.sending_domain(account_id, name)
+            answer = None
+            if doc is not None and domain.awaiting_verification(doc):
+                answer = await self.dns.txt(domain.verification_record(name, doc["token"]).name)
+                log.info("sending domain looked up", extra={"account_id": account_id, "domain": name,
+                                                            "dns": answer.outcome})
+            await self.recorder.commit(domain.verify_sending_domain(doc, name, answer))
+        return await self.sending_domain(account_id, name)
+
+    async def remove_sending_domain(self, account_id: str, text: str) -> None:
+        name = self._named(text)
+        async with self.recorder.serialised(_domain_lock(account_id, name)):
+            doc = await self.store.sending_domain(account_id, name)
+            await self.recorder.commit(domain.remove_sending_domain(doc, name))
+
+    async def sending_domain(self, account_id: str, text: str) -> Document:
+        name = self._named(text)
+        doc = await self.store.sending_domain(account_id, name)
+        if doc is None:
+            raise domain.SendingDomainNotFound(f"{name} is not a sending domain of this account")
+        return doc
+
+    @staticmethod
+    def _named(text: str) -> str:
+        """A sending domain a path names, as it is kept; what is no domain name is no sending domain either."""
+        try:
+            return domain.domain_name(text, "path.domain")
+        except domain.InvalidDomain:
+            raise domain.SendingDomainNotFound(f"{text[:300]!r} is not a sending domain of this account (not a "
+                                               "domain name)") from None
 
     async def _campaign(self, account_id: str, campaign_id: str) -> Document:
         doc = await self.store.campaign(account_id, campaign_id)

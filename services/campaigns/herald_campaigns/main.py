@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaProducer
-from pydantic import Field
+from pydantic import Field, field_validator
 from pymongo.asynchronous.database import AsyncDatabase
 
 from herald_shared.apikeys import ApiKeyProjection
@@ -26,6 +26,7 @@ from herald_shared.staff import StaffTokens
 from . import domain
 from .api import LARGER_BODIES, build_api, build_staff_api
 from .handlers import CampaignsService, Scheduler
+from .resolver import DnsResolver, parse_nameservers
 from .store import DELIVERY_EVENTS, CampaignsProjection, CampaignsStore, ReportsProjection
 
 SERVICE = "campaigns"
@@ -49,6 +50,28 @@ class CampaignsSettings(HeraldSettings):
                                                 "reviewed); more is refused 429, per process.")
     schedule_interval: float = Field(default=0.5, gt=0, le=60, alias="HERALD_CAMPAIGNS_SCHEDULE_INTERVAL_SECONDS",
                                      description="How often the scheduler looks for campaigns whose time came.")
+    shared_sending_domains: str = Field(
+        default="", alias="HERALD_CAMPAIGNS_SHARED_SENDING_DOMAINS",
+        description="The operator's own sending domains (comma-separated), usable From by every account without "
+                    "verification, with their subdomains.")
+    dns_nameservers: str = Field(
+        default="", alias="HERALD_DNS_NAMESERVERS",
+        description="Name servers asked for sending domains' verification records: host[:port], comma-separated "
+                    "(IP addresses; [v6]:port); the system's (/etc/resolv.conf) when empty.")
+    dns_timeout: float = Field(default=5.0, gt=0, le=60, alias="HERALD_DNS_TIMEOUT_SECONDS",
+                               description="How long a verification waits for DNS before answering 503.")
+
+    @field_validator("shared_sending_domains")
+    @classmethod
+    def _domains(cls, value: str) -> str:
+        domain.shared_domains(value)
+        return value
+
+    @field_validator("dns_nameservers")
+    @classmethod
+    def _nameservers(cls, value: str) -> str:
+        parse_nameservers(value)
+        return value
 
 
 class Campaigns(ConsumingService):
@@ -63,7 +86,10 @@ class Campaigns(ConsumingService):
         recorder = Recorder(publisher, checkpoints, settings.topics("herald.campaigns"))
         # A refused key of an account goes to its audit log (billing's), as this service's event.
         self.refused_keys = RefusedKeys(self.apikeys, publisher, ApiKeyRefusedByCampaigns, SERVICE)
-        self.service = CampaignsService(CampaignsStore(self.db), recorder, settings.test_sends_per_day)
+        self.service = CampaignsService(
+            CampaignsStore(self.db), recorder, settings.test_sends_per_day,
+            dns=DnsResolver(parse_nameservers(settings.dns_nameservers), settings.dns_timeout),
+            shared_sending_domains=domain.shared_domains(settings.shared_sending_domains))
         self.scheduler = Scheduler(self.service, settings, settings.schedule_interval)
         # Drafts, lists, accounts, a campaign's DeliveryHeld, API keys: small batches, as an API call waits
         # for its own event here (read-your-writes).

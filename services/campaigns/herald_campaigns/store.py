@@ -4,7 +4,9 @@
 `campaigns` (`account/campaign`): each campaign folded in Python (`domain.evolve`) over the documents a batch
 touches, loaded by `_id`; `lists` (`account/list`): the account's lists and their custom fields, from
 herald.subscriptions, so a draft's target and segment are checked without asking that service; `accounts`
-(`account`): approval, plan, suspension and blocks, from herald.billing and herald.compliance.
+(`account`): approval, plan, suspension and blocks, from herald.billing and herald.compliance;
+`sending_domains` (`account/domain`): the account's sending domains, pending or verified
+(`domain.evolve_sending_domain`).
 Two listings kept as the campaigns fold (`SecondaryIndex`): `schedule` (`due time/account/campaign`, what the
 scheduler reads as an `_id` range up to now) and `review` (`submitted time/account/campaign`, the staff
 queue, oldest first). `stats` counts campaigns by status per partition of herald.campaigns (`Counters`).
@@ -29,6 +31,7 @@ from herald_shared.contract.campaigns import (
     CampaignEdited,
     CampaignQueued,
     CampaignRejected,
+    CampaignReturned,
     CampaignSubmitted,
     StaffViewed,
 )
@@ -55,15 +58,19 @@ from .domain import AccountInfo, CampaignState, ListInfo
 
 CAMPAIGNS, LISTS, REPORTS, ENGAGED = "campaigns", "lists", "reports", "engaged"
 ACCOUNTS, SCHEDULE, REVIEW, STATS, AUDIT = "accounts", "schedule", "review", "stats", "audit"
-COMPLETING = "completing"
+COMPLETING, SENDING_DOMAINS = "completing", "sending_domains"
 CAMPAIGN_EVENTS = (CampaignCreated, CampaignEdited, CampaignDeleted, CampaignSubmitted, CampaignApproved,
-                   CampaignRejected, CampaignQueued, CampaignCancelled, CampaignCompleted)
+                   CampaignRejected, CampaignQueued, CampaignCancelled, CampaignCompleted, CampaignReturned)
 # What the campaigns read model takes from herald.delivery (the reports have their own consumer).
 DELIVERY_EVENTS = (DeliveryHeld, CampaignDeliveryFinished)
 
 
 def campaign_key(account_id: str, campaign_id: str) -> str:
     return compose(account_id, campaign_id)
+
+
+def sending_domain_key(account_id: str, domain_name: str) -> str:
+    return compose(account_id, domain_name)
 
 
 def schedule_key(doc: Mapping[str, Any]) -> str | None:
@@ -106,12 +113,13 @@ def _campaign_of(event: Event) -> str | None:
 
 
 class CampaignsProjection(Projection):
-    collections = (CAMPAIGNS, LISTS, ACCOUNTS, SCHEDULE, REVIEW, COMPLETING, STATS, AUDIT)
+    collections = (CAMPAIGNS, LISTS, ACCOUNTS, SCHEDULE, REVIEW, COMPLETING, STATS, AUDIT, SENDING_DOMAINS)
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
         self._campaign_events: list[Event] = []
         self._account_events: list[Event] = []
+        self._domain_events: list[Event] = []
         self._schedule = SecondaryIndex(db[SCHEDULE], schedule_key)
         self._review = SecondaryIndex(db[REVIEW], review_key)
         self._completing = SecondaryIndex(db[COMPLETING], completing_key)
@@ -119,14 +127,14 @@ class CampaignsProjection(Projection):
 
     async def purge(self, account_id: str) -> None:
         """Delete everything of a purged account (`herald_shared.purging`): its campaigns and their places in
-        the schedule and the review queue (keyed by time first: found from the campaigns), its lists, account
-        and staff audit log. The campaigns-by-status counters (per partition, no account in them) keep
-        counting its campaigns until the read model is rebuilt."""
+        the schedule and the review queue (keyed by time first: found from the campaigns), its lists, account,
+        staff audit log and sending domains. The campaigns-by-status counters (per partition, no account in
+        them) keep counting its campaigns until the read model is rebuilt."""
         before = {d["_id"]: d async for d in self.db[CAMPAIGNS].find({"_id": prefix_range(account_id)})}
         gone: dict[str, Document | None] = dict.fromkeys(before)
         for index in (self._schedule, self._review, self._completing):
             await index.write(before, gone)
-        await delete_by_account_prefix(self.db, account_id, (CAMPAIGNS, LISTS, AUDIT))
+        await delete_by_account_prefix(self.db, account_id, (CAMPAIGNS, LISTS, AUDIT, SENDING_DOMAINS))
         await self.db[ACCOUNTS].delete_one({"_id": account_id})
 
     async def handle(self, event: Event) -> None:
@@ -134,17 +142,22 @@ class CampaignsProjection(Projection):
             self._campaign_events.append(event)
         if isinstance(event, domain.ACCOUNT_EVENTS):
             self._account_events.append(event)
+        if isinstance(event, domain.SENDING_DOMAIN_EVENTS):
+            self._domain_events.append(event)
         await super().handle(event)
 
     async def flush(self) -> None:
         events, self._campaign_events = self._campaign_events, []
         accounts, self._account_events = self._account_events, []
+        domains, self._domain_events = self._domain_events, []
         try:
             await self._fold_accounts(accounts)
+            await self._fold_sending_domains(domains)
             await self._fold(events)
         except Exception:
             self._campaign_events = events + self._campaign_events
             self._account_events = accounts + self._account_events
+            self._domain_events = domains + self._domain_events
             self._stats.discard()
             raise
         self._stats.settle()
@@ -153,7 +166,7 @@ class CampaignsProjection(Projection):
     async def forget(self) -> None:
         """What the batch staged and counted in memory; its events are folded again from what the store holds,
         and what a refused flush counted ahead of the campaigns it could not store is taken back."""
-        self._campaign_events, self._account_events = [], []
+        self._campaign_events, self._account_events, self._domain_events = [], [], []
         self._stats.discard()
         await self._stats.take_back()
         await super().forget()
@@ -168,6 +181,20 @@ class CampaignsProjection(Projection):
             if folded is not None:
                 after[event.account_id] = {**folded, "_id": event.account_id}
         await write_changes(self.db[ACCOUNTS], before, {k: v for k, v in after.items() if v is not before.get(k)})
+
+    async def _fold_sending_domains(self, events: list[Event]) -> None:
+        if not events:
+            return
+        keys = [sending_domain_key(e.account_id, str(domain.sending_domain_of(e))) for e in events]
+        before = await load(self.db[SENDING_DOMAINS], set(keys))
+        after: dict[str, Document | None] = dict(before)
+        for key, event in zip(keys, events, strict=True):
+            old = after.get(key)
+            folded = domain.evolve_sending_domain(old, event)
+            if folded is not old:
+                after[key] = None if folded is None else {**folded, "_id": key}
+        await write_changes(self.db[SENDING_DOMAINS], before,
+                            {k: v for k, v in after.items() if v is not before.get(k)})
 
     async def _fold(self, events: list[Event]) -> None:
         if not events:
@@ -391,6 +418,24 @@ class CampaignsStore:
             for name, value in doc.get("counts", {}).items():
                 counts[name] = counts.get(name, 0) + int(value)
         return counts
+
+    async def sending_domain(self, account_id: str, domain_name: str) -> Document | None:
+        return await self.db[SENDING_DOMAINS].find_one({"_id": sending_domain_key(account_id, domain_name)})
+
+    async def sending_domains_named(self, account_id: str, names: list[str]) -> list[Document]:
+        """Those of these domains the account added (pending or verified), read by key."""
+        found = await load(self.db[SENDING_DOMAINS], [sending_domain_key(account_id, n) for n in names])
+        return list(found.values())
+
+    async def sending_domains(self, account_id: str, after: str | None,
+                              limit: int) -> tuple[list[Document], str | None]:
+        """A page of the account's sending domains by name, from after the domain `after`, and the domain to
+        continue after (None at the end)."""
+        bounds: dict[str, Any] = prefix_range(account_id)
+        if after is not None:
+            bounds = {"$gt": sending_domain_key(account_id, after), "$lt": bounds["$lt"]}
+        found = [doc async for doc in self.db[SENDING_DOMAINS].find({"_id": bounds}).sort("_id", 1).limit(limit)]
+        return found, str(found[-1]["domain"]) if len(found) == limit else None
 
     async def list_info(self, account_id: str, list_id: str) -> ListInfo | None:
         doc = await self.db[LISTS].find_one({"_id": compose(account_id, list_id)})

@@ -200,3 +200,75 @@ class CampaignCompletedPayload(Payload):
 class CampaignCompleted(CampaignsEvent):
     type: Literal["CampaignCompleted"] = "CampaignCompleted"
     payload: CampaignCompletedPayload
+
+
+class CampaignReturnedPayload(Payload):
+    campaign_id: Identifier
+    reason: Literal["sender_unverified"] = Field(
+        description="sender_unverified: at its send time, the From address was at no verified sending domain of "
+                    "the account any more (removed after the submission).")
+    detail: ShortText = Field(description="What the author reads: which domain, and how to send it again.")
+
+
+class CampaignReturned(CampaignsEvent):
+    """A scheduled campaign that could not be queued at its time goes back to a draft (never to delivery): the
+    author fixes it and submits it again."""
+
+    type: Literal["CampaignReturned"] = "CampaignReturned"
+    payload: CampaignReturnedPayload
+
+
+# Sending domains: an account sends From a domain it proved it controls (a DNS TXT record), or a subdomain of one.
+
+# Lower case, each international label as its A-label (IDNA), no trailing dot; at most 232 characters, so that
+# `_herald-verification.<domain>` is a name DNS can hold (253).
+DomainName = Annotated[str, StringConstraints(min_length=3, max_length=232,
+                                              pattern=r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*"
+                                                      r"[a-z0-9])?)+$")]
+VerificationToken = Annotated[str, StringConstraints(min_length=16, max_length=64, pattern=r"^[a-z0-9]+$")]
+
+
+class VerificationRecord(Payload):
+    """The DNS record that proves an account controls a domain: TXT `herald-verification=<token>` at
+    `_herald-verification.<domain>`."""
+
+    type: Literal["TXT"] = "TXT"
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    value: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class SendingDomainAddedPayload(Payload):
+    domain: DomainName
+    token: VerificationToken = Field(
+        description="Random (128 bits, base32): the account publishes TXT `herald-verification=<token>` at "
+                    "`_herald-verification.<domain>`. Not a secret: it is shown to the account.")
+
+
+class SendingDomainAdded(CampaignsEvent):
+    """An account added a domain to send From: pending until its verification record is found in DNS."""
+
+    type: Literal["SendingDomainAdded"] = "SendingDomainAdded"
+    payload: SendingDomainAddedPayload
+
+
+class SendingDomainVerifiedPayload(Payload):
+    domain: DomainName
+    record: VerificationRecord = Field(description="The record found in DNS when it was verified.")
+
+
+class SendingDomainVerified(CampaignsEvent):
+    """The domain's verification record was found: the account's campaigns may go From it and its subdomains."""
+
+    type: Literal["SendingDomainVerified"] = "SendingDomainVerified"
+    payload: SendingDomainVerifiedPayload
+
+
+class SendingDomainRemovedPayload(Payload):
+    domain: DomainName
+
+
+class SendingDomainRemoved(CampaignsEvent):
+    """The account removed a sending domain: no campaign of it is queued From it (or a subdomain) any more."""
+
+    type: Literal["SendingDomainRemoved"] = "SendingDomainRemoved"
+    payload: SendingDomainRemovedPayload

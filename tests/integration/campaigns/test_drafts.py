@@ -40,7 +40,8 @@ async def test_a_draft_is_created_edited_duplicated_listed_and_deleted(platform:
 
     events = [parse_event(r.value) async for batch in read_from_start(
         platform.service.settings, [platform.service.settings.topics("herald.campaigns")]) for r in batch]
-    assert [type(e) for e in events] == [CampaignCreated, CampaignEdited, CampaignCreated, CampaignDeleted]
+    campaign_events = [type(e) for e in events if not type(e).__name__.startswith("SendingDomain")]
+    assert campaign_events == [CampaignCreated, CampaignEdited, CampaignCreated, CampaignDeleted]
 
 
 async def test_the_target_must_be_a_live_list_of_the_account_with_the_segments_fields(platform: Platform) -> None:
@@ -110,5 +111,5 @@ async def test_a_from_at_a_mailbox_providers_domain_is_refused_with_where_and_wh
     for response in (await acme.http.post("/v1/campaigns/old/tests", json={"recipients": ["me@acme.example"]}),
                      await acme.http.post("/v1/campaigns/old/submission", json={})):
         assert response.status_code == 422 and response.json()["type"].endswith("/sender_refused"), response.text
-    events = await platform.events()
+    events = [e for e in await platform.events() if not type(e).__name__.startswith("SendingDomain")]
     assert [type(e).__name__ for e in events] == ["CampaignCreated", "CampaignCreated"]  # c1 and old: nothing more

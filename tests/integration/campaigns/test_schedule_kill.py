@@ -37,8 +37,10 @@ async def queued(settings: HeraldSettings) -> list[Event]:
 
 
 def start(settings: HeraldSettings, port: int, log: Any) -> subprocess.Popen[bytes]:
+    # The drafts' From domain is a shared one: this test is about the scheduler, not senders.
     env = subprocess_env(settings, HERALD_HTTP_PORT=port, HERALD_LOG_FORMAT="text",
-                         HERALD_CAMPAIGNS_SCHEDULE_INTERVAL_SECONDS=0.1)
+                         HERALD_CAMPAIGNS_SCHEDULE_INTERVAL_SECONDS=0.1,
+                         HERALD_CAMPAIGNS_SHARED_SENDING_DOMAINS="acme.example")
     return subprocess.Popen(["herald-campaigns"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 

@@ -54,6 +54,8 @@ async def test_sigkill_mid_campaign_then_restart_counts_each_message_once_and_eq
     publisher = EventPublisher(producer, settings.topics)
     await publisher.publish_many(approved_account(key_id, key_hash, tier_subscriber_limit=1000))
     process: ServiceProcess = services["campaigns"]
+    # The draft's From domain is a shared one: this test is about crashes and counts, not senders.
+    process.env["HERALD_CAMPAIGNS_SHARED_SENDING_DOMAINS"] = "acme.example"
     process.start()
     await process.ready()
     http = httpx.AsyncClient(base_url=process.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)

@@ -12,6 +12,8 @@ from herald_shared.campaign_links import text_links, tracked_links
 from herald_shared.contract.campaigns import CampaignCreated, CampaignDeleted, CampaignEdited
 
 NEWS = ListInfo("news", {"city": "text"})
+# The sending domains these drafts go From, verified.
+ACME = domain.Senders(verified=frozenset({"acme.example", "shop.example"}))
 DRAFT = Draft(name="November", list_id="news", subject="Our news", from_name="Acme", from_email="news@acme.example",
               html_body="<h1>Hello</h1><p>Our <b>news</b>:</p><ul><li>one</li><li>two</li></ul>",
               segment={"city": "Riga"})
@@ -29,7 +31,7 @@ def state_after(*events: object) -> CampaignState:
 
 
 def test_a_draft_for_a_list_of_the_account_is_created_with_a_text_part_derived_from_its_html() -> None:
-    [created] = domain.create("acme", "c1", DRAFT, NEWS, None)
+    [created] = domain.create("acme", "c1", DRAFT, NEWS, None, senders=ACME)
     assert isinstance(created, CampaignCreated)
     assert created.payload.segment.field_equals == {"city": "Riga"}
     text = created.payload.content.text_body
@@ -58,7 +60,8 @@ def test_the_derived_text_part_keeps_every_links_address_after_its_label() -> No
 def test_a_derived_text_part_names_links_so_delivery_tracks_them_as_the_html_part() -> None:
     html_body = ('<p><a href="https://shop.example/">Shop</a> <a href="https://acme.example/">Home</a> '
                  '<a href="https://shop.example/">Shop again</a></p>')
-    [created] = domain.create("acme", "c1", Draft(**{**DRAFT.__dict__, "html_body": html_body}), NEWS, None)
+    [created] = domain.create("acme", "c1", Draft(**{**DRAFT.__dict__, "html_body": html_body}), NEWS, None,
+                              senders=ACME)
     text = created.payload.content.text_body  # type: ignore[attr-defined]
     assert [(text[start:end], index) for start, end, index in text_links(text, tracked_links(html_body))] == [
         ("https://shop.example/", 0), ("https://acme.example/", 1), ("https://shop.example/", 2)]
@@ -75,14 +78,15 @@ def test_a_derived_text_part_names_links_so_delivery_tracks_them_as_the_html_par
 def test_a_draft_must_target_a_live_list_of_the_account_and_its_fields(lst: ListInfo | None, draft: Draft,
                                                                         error: type[Exception]) -> None:
     with pytest.raises(error):
-        domain.create("acme", "c1", draft, lst, None)
+        domain.create("acme", "c1", draft, lst, None, senders=ACME)
 
 
 def test_an_id_in_use_conflicts_and_a_given_text_part_is_kept() -> None:
-    created = domain.create("acme", "c1", DRAFT, NEWS, None)
+    created = domain.create("acme", "c1", DRAFT, NEWS, None, senders=ACME)
     with pytest.raises(domain.CampaignExists):
-        domain.create("acme", "c1", DRAFT, NEWS, state_after(*created))
-    [own_text] = domain.create("acme", "c2", Draft(**{**DRAFT.__dict__, "text_body": "Plain"}), NEWS, None)
+        domain.create("acme", "c1", DRAFT, NEWS, state_after(*created), senders=ACME)
+    [own_text] = domain.create("acme", "c2", Draft(**{**DRAFT.__dict__, "text_body": "Plain"}), NEWS, None,
+                               senders=ACME)
     assert own_text.payload.content.text_body == "Plain"  # type: ignore[attr-defined]
 
 
@@ -91,15 +95,16 @@ def test_an_id_in_use_conflicts_and_a_given_text_part_is_kept() -> None:
 def test_a_from_at_a_mailbox_providers_domain_is_refused_at_saving_testing_and_submitting(sender: str) -> None:
     """Such mail fails DMARC when another platform sends it (the provider publishes the policy and the keys)."""
     with pytest.raises(domain.SenderRefused) as refused:
-        domain.create("acme", "c1", Draft(**{**DRAFT.__dict__, "from_email": sender}), NEWS, None)
+        domain.create("acme", "c1", Draft(**{**DRAFT.__dict__, "from_email": sender}), NEWS, None, senders=ACME)
     assert refused.value.errors == [("body.from_email", str(refused.value))]
     assert "mailbox provider" in str(refused.value)
-    state = state_after(*domain.create("acme", "c1", DRAFT, NEWS, None))
+    state = state_after(*domain.create("acme", "c1", DRAFT, NEWS, None, senders=ACME))
     with pytest.raises(domain.SenderRefused):
-        domain.edit(state, "c1", Draft(**{**DRAFT.__dict__, "from_email": sender}), NEWS)
+        domain.edit(state, "c1", Draft(**{**DRAFT.__dict__, "from_email": sender}), NEWS, senders=ACME)
     # A draft saved before the rule (its event holds the From): refused when tested or submitted.
     old = CampaignState(**{**state.__dict__, "content": state.content.model_copy(update={"from_email": sender})})
-    for attempt in (lambda: domain.testable(old, "c1", NEWS), lambda: domain.submittable(old, "c1", NEWS)):
+    for attempt in (lambda: domain.testable(old, "c1", NEWS, senders=ACME),
+                    lambda: domain.submittable(old, "c1", NEWS, senders=ACME)):
         with pytest.raises(domain.SenderRefused):
             attempt()
 
@@ -107,31 +112,34 @@ def test_a_from_at_a_mailbox_providers_domain_is_refused_at_saving_testing_and_s
 @pytest.mark.parametrize("sender", ["news@acme.example", "news@mail.gmail.com.acme.example", "gmail.com@acme.example",
                                     "news@notgmail.com"])
 def test_a_from_at_another_domain_is_not_a_mailbox_providers(sender: str) -> None:
-    [created] = domain.create("acme", "c1", Draft(**{**DRAFT.__dict__, "from_email": sender}), NEWS, None)
+    senders = domain.Senders(verified=frozenset({"acme.example", "notgmail.com"}))
+    [created] = domain.create("acme", "c1", Draft(**{**DRAFT.__dict__, "from_email": sender}), NEWS, None,
+                              senders=senders)
     assert created.payload.content.from_email == sender  # type: ignore[attr-defined]
 
 
 def test_edit_duplicate_and_delete_apply_to_drafts_only() -> None:
-    created = domain.create("acme", "c1", DRAFT, NEWS, None)
+    created = domain.create("acme", "c1", DRAFT, NEWS, None, senders=ACME)
     state = state_after(*created)
-    assert domain.edit(state, "c1", DRAFT, NEWS) == []  # the same edit again records nothing
-    [edited] = domain.edit(state, "c1", Draft(**{**DRAFT.__dict__, "subject": "Fresh"}), NEWS)
+    assert domain.edit(state, "c1", DRAFT, NEWS, senders=ACME) == []  # the same edit again records nothing
+    [edited] = domain.edit(state, "c1", Draft(**{**DRAFT.__dict__, "subject": "Fresh"}), NEWS, senders=ACME)
     assert isinstance(edited, CampaignEdited) and edited.payload.content.subject == "Fresh"
     [copy] = domain.duplicate(state, "c1", "c9")
     assert (copy.payload.campaign_id, copy.payload.name) == ("c9", "November (copy)")  # type: ignore[attr-defined]
     [deleted] = domain.delete(state, "c1")
     assert isinstance(deleted, CampaignDeleted)
     gone = state_after(*created, deleted)
-    for refused in (lambda: domain.edit(gone, "c1", DRAFT, NEWS), lambda: domain.duplicate(gone, "c1", "c2"),
-                    lambda: domain.delete(gone, "c1"), lambda: domain.edit(None, "c1", DRAFT, NEWS)):
+    for refused in (lambda: domain.edit(gone, "c1", DRAFT, NEWS, senders=ACME),
+                    lambda: domain.duplicate(gone, "c1", "c2"), lambda: domain.delete(gone, "c1"),
+                    lambda: domain.edit(None, "c1", DRAFT, NEWS, senders=ACME)):
         with pytest.raises(domain.CampaignNotFound):
             refused()
 
 
 def test_the_fold_ignores_edits_after_deletion_and_a_second_creation() -> None:
-    created = domain.create("acme", "c1", DRAFT, NEWS, None)
+    created = domain.create("acme", "c1", DRAFT, NEWS, None, senders=ACME)
     state = state_after(*created)
-    [edited] = domain.edit(state, "c1", Draft(**{**DRAFT.__dict__, "name": "Renamed"}), NEWS)
+    [edited] = domain.edit(state, "c1", Draft(**{**DRAFT.__dict__, "name": "Renamed"}), NEWS, senders=ACME)
     [deleted] = domain.delete(state, "c1")
     doc = None
     for event in (*created, deleted, edited, *created):
@@ -294,8 +302,8 @@ def test_merge_values_no_member_could_hold_are_refused_for_previews_and_tests(va
     assert refused.value.errors == [(f"body.values.{field}", refused.value.errors[0][1])]
     with pytest.raises(domain.InvalidValues):
         domain.test_send(state, "c1", lst, ["me@acme.example"], values, "ada", "t1",  # type: ignore[arg-type]
-                         domain.screening_of(state, "c1", lst, None))
+                         domain.screening_of(state, "c1", lst, None), senders=ACME)
     fine = {"city": "Riga", "points": 2**63 - 1, "other": 1.5, "first_name": "Ada", "vip": True, "none": None}
     assert domain.preview(state, "c1", lst, fine)["html_body"]  # type: ignore[arg-type]
     assert domain.test_send(state, "c1", lst, ["me@acme.example"], fine, "ada", "t1",  # type: ignore[arg-type]
-                            domain.screening_of(state, "c1", lst, None))
+                            domain.screening_of(state, "c1", lst, None), senders=ACME)

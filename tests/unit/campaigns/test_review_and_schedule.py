@@ -33,6 +33,7 @@ CLEAN = Screening(matches=(), refusals=())
 FLAGGED = Screening(matches=(Match(category="gambling", matched="online casino", where="html_body",
                                    rule="online casino"),), refusals=())
 PAID = AccountInfo("acme", opened=True, approved=True, plan="monthly")
+ACME = domain.Senders(verified=frozenset({"acme.example"}))  # the domain these drafts go From, verified
 
 
 def fold(*events: Event, doc: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -43,13 +44,14 @@ def fold(*events: Event, doc: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def draft_doc() -> dict[str, Any]:
-    return fold(*domain.create("acme", "c1", DRAFT, NEWS, None))
+    return fold(*domain.create("acme", "c1", DRAFT, NEWS, None, senders=ACME))
 
 
 def submitted(account: AccountInfo | None = PAID, screening: Screening = CLEAN,
               send_at: datetime | None = None) -> tuple[Event, dict[str, Any]]:
     doc = draft_doc()
-    [event] = domain.submit(domain.state_of(doc), "c1", NEWS, account, screening, send_at, None, NOW, "api")
+    [event] = domain.submit(domain.state_of(doc), "c1", NEWS, account, screening, send_at, None, NOW, "api",
+                            senders=ACME)
     return event, fold(event, doc=doc)
 
 
@@ -77,28 +79,28 @@ def test_content_hiding_the_footer_is_refused_with_where_and_what() -> None:
     refused = Screening(matches=(), refusals=(Refusal(reason="hidden unsubscribe link", where="html_body",
                                                       matched='<a style="display:none"'),))
     with pytest.raises(domain.ContentRefused) as caught:
-        domain.submit(domain.state_of(draft_doc()), "c1", NEWS, PAID, refused, None, None, NOW, "api")
+        domain.submit(domain.state_of(draft_doc()), "c1", NEWS, PAID, refused, None, None, NOW, "api", senders=ACME)
     assert caught.value.errors == [("body.html_body", 'hidden unsubscribe link (<a style="display:none")')]
 
 
 def test_a_template_naming_a_field_the_list_no_longer_has_is_refused_at_submit_with_its_line() -> None:
     state = domain.state_of(draft_doc())
     with pytest.raises(domain.InvalidTemplate) as caught:
-        domain.submit(state, "c1", ListInfo("news", {}), PAID, CLEAN, None, None, NOW, "api")
+        domain.submit(state, "c1", ListInfo("news", {}), PAID, CLEAN, None, None, NOW, "api", senders=ACME)
     errors = caught.value.errors or []
     # the text part was derived from the HTML, merge tag and all
     assert [where for where, _ in errors] == ["body.html_body", "body.text_body"]
     assert all("line 1" in message and "city" in message for _, message in errors)
     with pytest.raises(domain.UnknownList):
         domain.submit(state, "c1", ListInfo("news", {"city": "text"}, deleted=True), PAID, CLEAN, None, None,
-                      NOW, "api")
+                      NOW, "api", senders=ACME)
 
 
 def test_each_state_allows_only_its_transitions() -> None:
     _, scheduled = submitted()
     state = domain.state_of(scheduled)
-    for refused in (lambda: domain.submit(state, "c1", NEWS, PAID, CLEAN, None, None, NOW, "api"),
-                    lambda: domain.edit(state, "c1", DRAFT, NEWS), lambda: domain.delete(state, "c1"),
+    for refused in (lambda: domain.submit(state, "c1", NEWS, PAID, CLEAN, None, None, NOW, "api", senders=ACME),
+                    lambda: domain.edit(state, "c1", DRAFT, NEWS, senders=ACME), lambda: domain.delete(state, "c1"),
                     lambda: domain.approve(state, "c1", "rita", None),
                     lambda: domain.reject(state, "c1", "rita", ["no"])):
         with pytest.raises(domain.WrongState):
@@ -114,10 +116,11 @@ def test_staff_approve_into_the_schedule_or_reject_back_to_an_editable_campaign(
     assert isinstance(rejected, CampaignRejected)
     doc = fold(rejected, doc=dict(in_review))
     assert (doc["status"], doc["rejection"]) == ("rejected", ["pharmacy offer"])
-    [edited] = domain.edit(domain.state_of(doc), "c1", Draft(**{**DRAFT.__dict__, "subject": "Fixed"}), NEWS)
+    [edited] = domain.edit(domain.state_of(doc), "c1", Draft(**{**DRAFT.__dict__, "subject": "Fixed"}), NEWS,
+                           senders=ACME)
     doc = fold(edited, doc=doc)
     assert doc["status"] == "draft"
-    [again] = domain.submit(domain.state_of(doc), "c1", NEWS, PAID, CLEAN, None, None, NOW, "api")
+    [again] = domain.submit(domain.state_of(doc), "c1", NEWS, PAID, CLEAN, None, None, NOW, "api", senders=ACME)
     assert fold(again, doc=doc)["status"] == "scheduled"
 
 
@@ -158,29 +161,29 @@ def test_a_scheduled_campaign_is_queued_once_at_its_time_with_all_delivery_needs
     at = NOW + timedelta(hours=2)
     _, doc = submitted(send_at=at)
     state = domain.state_of(doc)
-    assert domain.queue(state, NOW) == []  # not yet
-    [queued] = domain.queue(state, at)
+    assert domain.queue(state, NOW, senders=ACME) == []  # not yet
+    [queued] = domain.queue(state, at, senders=ACME)
     assert isinstance(queued, CampaignQueued)
-    [again] = domain.queue(state, at + timedelta(seconds=5))
+    [again] = domain.queue(state, at + timedelta(seconds=5), senders=ACME)
     assert queued.event_id == again.event_id  # the same decision after a crash is the same event
     p = queued.payload
     assert (p.campaign_id, p.list_id, p.segment.field_equals, p.send_at, p.review_required) == (
         "c1", "news", {"city": "Riga"}, at, False)
     assert p.content.subject == DRAFT.subject
     doc = fold(queued, doc=doc)
-    assert doc["status"] == "queued" and domain.queue(domain.state_of(doc), at) == []
+    assert doc["status"] == "queued" and domain.queue(domain.state_of(doc), at, senders=ACME) == []
 
 
 def test_cancel_before_or_during_sending_not_a_draft() -> None:
     _, doc = submitted()
-    [queued] = domain.queue(domain.state_of(doc), NOW)
+    [queued] = domain.queue(domain.state_of(doc), NOW, senders=ACME)
     doc = fold(queued, doc=doc)
     [cancelled] = domain.cancel(domain.state_of(doc), "c1", "api", "typo")
     assert isinstance(cancelled, CampaignCancelled)
     doc = fold(cancelled, doc=doc)
     assert doc["status"] == "cancelled"
     assert domain.cancel(domain.state_of(doc), "c1", "api", None) == []  # the same request again
-    assert domain.queue(domain.state_of(doc), NOW) == []
+    assert domain.queue(domain.state_of(doc), NOW, senders=ACME) == []
     with pytest.raises(domain.WrongState):
         domain.cancel(domain.state_of(draft_doc()), "c1", "api", None)
 
@@ -195,11 +198,11 @@ def test_an_approval_after_a_cancellation_changes_nothing() -> None:
 def test_a_test_send_goes_to_at_most_five_distinct_addresses() -> None:
     state = domain.state_of(draft_doc())
     [event] = domain.test_send(state, "c1", NEWS, ["A@x.example", "a@x.example", "b@x.example"],
-                               {"first_name": "Anna"}, "api", "t1", CLEAN)
+                               {"first_name": "Anna"}, "api", "t1", CLEAN, senders=ACME)
     assert isinstance(event, CampaignTestRequested)
     assert event.payload.recipients == ["a@x.example", "b@x.example"]
     with pytest.raises(domain.WrongState):
-        domain.test_send(state, "c1", NEWS, [f"{i}@x.example" for i in range(6)], {}, "api", "t2", CLEAN)
+        domain.test_send(state, "c1", NEWS, [f"{i}@x.example" for i in range(6)], {}, "api", "t2", CLEAN, senders=ACME)
 
 
 def test_a_test_send_is_refused_what_a_submission_is_refused_but_not_held_for_what_it_flags() -> None:
@@ -209,8 +212,8 @@ def test_a_test_send_is_refused_what_a_submission_is_refused_but_not_held_for_wh
     hidden = Screening(matches=(), refusals=(Refusal(reason="This element hides its content (display:none)",
                                                      matched="display:none", where="html_body"),))
     with pytest.raises(domain.ContentRefused, match="hides its content"):
-        domain.test_send(state, "c1", NEWS, ["a@x.example"], {}, "api", "t1", hidden)
-    [event] = domain.test_send(state, "c1", NEWS, ["a@x.example"], {}, "api", "t2", FLAGGED)
+        domain.test_send(state, "c1", NEWS, ["a@x.example"], {}, "api", "t1", hidden, senders=ACME)
+    [event] = domain.test_send(state, "c1", NEWS, ["a@x.example"], {}, "api", "t2", FLAGGED, senders=ACME)
     assert isinstance(event, CampaignTestRequested)
 
 
@@ -262,7 +265,7 @@ def test_a_reinstatement_lifts_only_the_suspension_it_names() -> None:
 
 def test_a_report_shows_held_suspended_sending_or_queued_once_queued() -> None:
     _, doc = submitted()
-    [queued] = domain.queue(domain.state_of(doc), NOW)
+    [queued] = domain.queue(domain.state_of(doc), NOW, senders=ACME)
     doc = fold(queued, doc=doc)
     assert domain.display_state(doc, PAID, 0) == "queued"
     assert domain.display_state(doc, PAID, 10) == "sending"
@@ -300,7 +303,7 @@ def finished(**counts: int) -> Event:
 def test_a_queued_campaign_delivery_finished_with_completes_once_with_its_counts() -> None:
     from herald_shared.contract.campaigns import CampaignCompleted
     _, doc = submitted()
-    [queued] = domain.queue(domain.state_of(doc), NOW)
+    [queued] = domain.queue(domain.state_of(doc), NOW, senders=ACME)
     assert domain.complete(fold(queued, doc=doc)) == []  # delivery has not finished
     doc = fold(queued, finished(), doc=doc)
     [completed] = domain.complete(doc)
@@ -317,7 +320,7 @@ def test_a_queued_campaign_delivery_finished_with_completes_once_with_its_counts
 
 def test_delivery_finishing_before_the_queueing_is_folded_still_completes_and_a_cancelled_one_stays_so() -> None:
     _, doc = submitted()
-    [queued] = domain.queue(domain.state_of(doc), NOW)
+    [queued] = domain.queue(domain.state_of(doc), NOW, senders=ACME)
     early = fold(finished(), queued, doc=dict(doc))  # delivery's event folded first (another topic)
     assert len(domain.complete(early)) == 1
     [cancelled] = domain.cancel(domain.state_of(fold(queued, doc=dict(doc))), "c1", "api", None)

@@ -76,4 +76,5 @@ def test_a_submission_whose_condition_comments_out_the_footer_for_some_members_i
     assert [r.reason for r in verdict.refusals if r.reason.startswith(SPLIT)]
     with pytest.raises(domain.ContentRefused, match="different sides of a template condition"):
         domain.submit(state, "c1", lst, domain.AccountInfo("acme", opened=True, approved=True, plan="monthly"),
-                      verdict, None, None, datetime.now(UTC), "ada")
+                      verdict, None, None, datetime.now(UTC), "ada",
+                      senders=domain.Senders(verified=frozenset({"acme.example"})))
