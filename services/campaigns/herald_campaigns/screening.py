@@ -92,6 +92,18 @@ What is refused (the footer Herald appends just before `</body>`, or at the end)
   its background colour. Concealment (display:none, opacity:0, zero height...) counts whatever is inside; a
   tiny font and visibility:hidden are inherited and count only until the content sets its own again (email
   builders wrap everything in font-size:0 cells and set the size inside).
+* Also in such a rule, or on an element left open: what leaves the footer's text drawn but unreadable or
+  unclickable (pointer-events:none, letter-spacing of -3px or less or 100px or more, word-spacing of -10px or
+  less or 600px or more, -webkit-text-security, a blend mode, filter:brightness() of 2 or more, contrast() of 0.2
+  or less, an SVG filter, a thick text stroke, font-size-adjust under 0.2), an image as an element's content
+  (`content:url()`, not on ::before or ::after), a motion path (offset-path), backface-visibility:hidden with a
+  turn, and a value screening cannot work out in any property that can hide (attr(), env(), if(), a var() with
+  more than 32 readings, math other than calc(), min(), max(), clamp(), abs()). Colours are read in hex, rgb(),
+  hsl(), hwb() and CSS's named colours; lab(), lch(), oklab(), oklch(), color(), color-mix(), light-dark() and
+  system colours are not converted: text so coloured counts as invisible (refused where it could be the
+  footer's). Rules nested in style rules (CSS nesting) are read as the selectors they make, and var() as every
+  value the message gives the property anywhere (or its fallback). A background where the footer goes in its
+  text's colour (#555) or its link's (#0000ee) is refused too.
 * A second, fake unsubscribe link: a link that reads as unsubscribing but does not go to
   `{{ unsubscribe_url }}`.
 * Template code that decides it per member (`template_refusals`): an element or an HTML comment begun in one
@@ -108,6 +120,7 @@ import unicodedata
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from html import unescape as html_unescape
 from html.parser import HTMLParser
 from itertools import accumulate
 from urllib.parse import SplitResult, unquote, unquote_plus, urlsplit
@@ -745,26 +758,60 @@ def _link_matches(url: str) -> Iterator[Match]:
 # --- CSS ---------------------------------------------------------------------------------------------------------
 
 _Colour = tuple[int, int, int, float]
+# CSS Color 4's named colours (a rule writing `color:floralwhite` is as white as #fff).
+_NAMED_HEX = """
+aliceblue f0f8ff antiquewhite faebd7 aqua 00ffff aquamarine 7fffd4 azure f0ffff beige f5f5dc bisque ffe4c4
+black 000000 blanchedalmond ffebcd blue 0000ff blueviolet 8a2be2 brown a52a2a burlywood deb887 cadetblue 5f9ea0
+chartreuse 7fff00 chocolate d2691e coral ff7f50 cornflowerblue 6495ed cornsilk fff8dc crimson dc143c cyan 00ffff
+darkblue 00008b darkcyan 008b8b darkgoldenrod b8860b darkgray a9a9a9 darkgreen 006400 darkgrey a9a9a9
+darkkhaki bdb76b darkmagenta 8b008b darkolivegreen 556b2f darkorange ff8c00 darkorchid 9932cc darkred 8b0000
+darksalmon e9967a darkseagreen 8fbc8f darkslateblue 483d8b darkslategray 2f4f4f darkslategrey 2f4f4f
+darkturquoise 00ced1 darkviolet 9400d3 deeppink ff1493 deepskyblue 00bfff dimgray 696969 dimgrey 696969
+dodgerblue 1e90ff firebrick b22222 floralwhite fffaf0 forestgreen 228b22 fuchsia ff00ff gainsboro dcdcdc
+ghostwhite f8f8ff gold ffd700 goldenrod daa520 gray 808080 green 008000 greenyellow adff2f grey 808080
+honeydew f0fff0 hotpink ff69b4 indianred cd5c5c indigo 4b0082 ivory fffff0 khaki f0e68c lavender e6e6fa
+lavenderblush fff0f5 lawngreen 7cfc00 lemonchiffon fffacd lightblue add8e6 lightcoral f08080 lightcyan e0ffff
+lightgoldenrodyellow fafad2 lightgray d3d3d3 lightgreen 90ee90 lightgrey d3d3d3 lightpink ffb6c1
+lightsalmon ffa07a lightseagreen 20b2aa lightskyblue 87cefa lightslategray 778899 lightslategrey 778899
+lightsteelblue b0c4de lightyellow ffffe0 lime 00ff00 limegreen 32cd32 linen faf0e6 magenta ff00ff maroon 800000
+mediumaquamarine 66cdaa mediumblue 0000cd mediumorchid ba55d3 mediumpurple 9370db mediumseagreen 3cb371
+mediumslateblue 7b68ee mediumspringgreen 00fa9a mediumturquoise 48d1cc mediumvioletred c71585
+midnightblue 191970 mintcream f5fffa mistyrose ffe4e1 moccasin ffe4b5 navajowhite ffdead navy 000080
+oldlace fdf5e6 olive 808000 olivedrab 6b8e23 orange ffa500 orangered ff4500 orchid da70d6 palegoldenrod eee8aa
+palegreen 98fb98 paleturquoise afeeee palevioletred db7093 papayawhip ffefd5 peachpuff ffdab9 peru cd853f
+pink ffc0cb plum dda0dd powderblue b0e0e6 purple 800080 rebeccapurple 663399 red ff0000 rosybrown bc8f8f
+royalblue 4169e1 saddlebrown 8b4513 salmon fa8072 sandybrown f4a460 seagreen 2e8b57 seashell fff5ee
+sienna a0522d silver c0c0c0 skyblue 87ceeb slateblue 6a5acd slategray 708090 slategrey 708090 snow fffafa
+springgreen 00ff7f steelblue 4682b4 tan d2b48c teal 008080 thistle d8bfd8 tomato ff6347 turquoise 40e0d0
+violet ee82ee wheat f5deb3 white ffffff whitesmoke f5f5f5 yellow ffff00 yellowgreen 9acd32
+""".split()
 _NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
-    "white": (255, 255, 255), "black": (0, 0, 0), "red": (255, 0, 0), "lime": (0, 255, 0), "green": (0, 128, 0),
-    "blue": (0, 0, 255), "yellow": (255, 255, 0), "cyan": (0, 255, 255), "aqua": (0, 255, 255),
-    "magenta": (255, 0, 255), "fuchsia": (255, 0, 255), "silver": (192, 192, 192), "gray": (128, 128, 128),
-    "grey": (128, 128, 128), "maroon": (128, 0, 0), "olive": (128, 128, 0), "purple": (128, 0, 128),
-    "teal": (0, 128, 128), "navy": (0, 0, 128), "orange": (255, 165, 0), "whitesmoke": (245, 245, 245),
-    "snow": (255, 250, 250), "ivory": (255, 255, 240), "ghostwhite": (248, 248, 255),
-}
+    name: (int(hex_digits[0:2], 16), int(hex_digits[2:4], 16), int(hex_digits[4:6], 16))
+    for name, hex_digits in zip(_NAMED_HEX[0::2], _NAMED_HEX[1::2], strict=True)}
 _WHITE: _Colour = (255, 255, 255, 1.0)
 _UNKNOWN: _Colour = (0, 0, 0, -1.0)  # a background image: never "the same colour" as text
-_COLOUR = re.compile(r"#([0-9a-f]{8}|[0-9a-f]{6}|[0-9a-f]{3,4})\b|rgba?\(([^)]*)\)|\b(transparent|[a-z]+)\b")
+# A colour screening cannot read (lab(), oklch(), color(), color-mix(), a system colour, calc() or var() in it):
+# as text, it may be the background's; as a background or a shadow, it is drawn.
+_UNREADABLE: _Colour = (0, 0, 0, -2.0)
+_COLOUR = re.compile(r"#([0-9a-f]{8}|[0-9a-f]{6}|[0-9a-f]{3,4})\b"
+                     r"|\b(rgba?|hsla?|hwb|lab|lch|oklab|oklch|color|color-mix|light-dark|device-cmyk)\(([^()]*)(\)?)"
+                     r"|\b(transparent|[a-z]+)\b")
+_COLOUR_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?(?:deg|rad|grad|turn|%)?|none")
+_NOT_A_COLOUR = frozenset({"", "inherit", "initial", "unset", "revert", "revert-layer", "currentcolor"})
 _LENGTH = re.compile(r"^(-?(?:\d+\.?\d*|\.\d+))([a-z%]*)$")
 _PX_PER_UNIT = {"": 1.0, "px": 1.0, "pt": 4 / 3, "pc": 16.0, "in": 96.0, "cm": 37.8, "mm": 3.78, "q": 0.945,
                 "em": 16.0, "rem": 16.0, "ex": 8.0, "ch": 8.0, "%": 0.16, "vw": 6.0, "vh": 6.0, "vmin": 6.0,
-                "vmax": 6.0}
+                "vmax": 6.0, "rex": 8.0, "rch": 8.0, "cap": 11.0, "rcap": 11.0, "ic": 16.0, "ric": 16.0,
+                "lh": 19.2, "rlh": 19.2,
+                # the small, large and dynamic viewports' units, and a container's (the window's without one)
+                **{f"{kind}{axis}": 6.0 for kind in ("sv", "lv", "dv", "cq")
+                   for axis in ("w", "h", "i", "b", "min", "max")}}
 _CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 _CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)")
 _IMPORTANT = re.compile(r"!\s*important", re.IGNORECASE)
 _DARK_MODE = re.compile(r"prefers-color-scheme\s*:\s*dark")
-_GROUPING_AT_RULES = ("@media", "@supports", "@container", "@layer", "@document", "@-moz-document")
+_GROUPING_AT_RULES = ("@media", "@supports", "@container", "@layer", "@document", "@-moz-document", "@scope",
+                      "@starting-style")
 
 
 def _css_unescape(text: str) -> str:
@@ -791,31 +838,84 @@ def _declarations(text: str) -> dict[str, str]:
 
 
 def _colour(value: str | None) -> _Colour | None:
+    """The first colour written in a value (None: none; `_UNREADABLE`: one screening cannot convert)."""
     if not value:
         return None
     for found in _COLOUR.finditer(value.lower()):
-        hex_digits, functional, name = found.groups()
+        hex_digits, function, arguments, closed, name = found.groups()
         if hex_digits:
             if len(hex_digits) <= 4:
                 hex_digits = "".join(digit * 2 for digit in hex_digits)
             alpha = int(hex_digits[6:8], 16) / 255 if len(hex_digits) == 8 else 1.0
             return int(hex_digits[0:2], 16), int(hex_digits[2:4], 16), int(hex_digits[4:6], 16), alpha
-        if functional is not None:
-            numbers = re.findall(r"-?\d*\.?\d+%?", functional)
-            if len(numbers) < 3:
-                return None
-            channels = [min(255, max(0, round(float(n[:-1]) * 2.55 if n.endswith("%") else float(n))))
-                        for n in numbers[:3]]
-            alpha = 1.0
-            if len(numbers) > 3:
-                alpha = float(numbers[3][:-1]) / 100 if numbers[3].endswith("%") else float(numbers[3])
-            return channels[0], channels[1], channels[2], alpha
+        if function is not None:
+            return _functional_colour(function, arguments, closed == ")")
         if name == "transparent":
             return 0, 0, 0, 0.0
         if name in _NAMED_COLOURS:
             red, green, blue = _NAMED_COLOURS[name]
             return red, green, blue, 1.0
     return None
+
+
+def _functional_colour(function: str, arguments: str, closed: bool) -> _Colour:
+    """rgb(), hsl() and hwb(), in the legacy (commas) and modern (spaces, `/ alpha`) forms. Others (lab(), lch(),
+    oklab(), oklch(), color(), color-mix()...), relative colours (`from`) and functions inside are unreadable:
+    refused where they colour text that could be the footer's, rather than converted."""
+    numbers = _COLOUR_NUMBER.findall(arguments)
+    if not closed or function not in ("rgb", "rgba", "hsl", "hsla", "hwb") or "from" in arguments or len(numbers) < 3:
+        return _UNREADABLE
+    alpha = 1.0
+    if len(numbers) > 3 and numbers[3] != "none":
+        alpha = float(numbers[3][:-1]) / 100 if numbers[3].endswith("%") else float(numbers[3])
+    if function.startswith("rgb"):
+        channels = [0.0 if n == "none" else float(n[:-1]) * 2.55 if n.endswith("%") else float(n)
+                    for n in numbers[:3]]
+    else:
+        hue = _hue(numbers[0])
+        second, third = (_fraction(n) for n in numbers[1:3])
+        if function == "hwb":
+            if second + third >= 1:
+                grey = 255 * second / (second + third)
+                channels = [grey, grey, grey]
+            else:
+                channels = [(value / 255 * (1 - second - third) + second) * 255
+                            for value in _hsl_rgb(hue, 1.0, 0.5)]
+        else:
+            channels = _hsl_rgb(hue, second, third)
+    red, green, blue = (min(255, max(0, round(channel))) for channel in channels)
+    return red, green, blue, min(1.0, max(0.0, alpha))
+
+
+def _hue(written: str) -> float:
+    found = _ANGLE.match(written)
+    return 0.0 if found is None else float(found.group(1)) * _DEGREES_PER_UNIT[found.group(2) or ""]
+
+
+def _fraction(written: str) -> float:
+    """A saturation, lightness, whiteness or blackness: a percentage, or a number out of 100 (modern syntax)."""
+    if written == "none":
+        return 0.0
+    return min(1.0, max(0.0, float(written.rstrip("%")) / 100))
+
+
+def _hsl_rgb(hue: float, saturation: float, lightness: float) -> list[float]:
+    """CSS Color 4's HSL to sRGB, as 0..255 channels."""
+    def channel(n: int) -> float:
+        k = (n + hue / 30) % 12
+        amount = saturation * min(lightness, 1 - lightness)
+        return 255 * (lightness - amount * max(-1.0, min(k - 3, 9 - k, 1.0)))
+    return [channel(0), channel(8), channel(4)]
+
+
+def _text_colour(value: str | None) -> _Colour | None:
+    """The colour a `color` (or `-webkit-text-fill-color`) declaration gives text (None: none set, it inherits).
+    A value screening cannot read as a colour (a system colour, a colour function it does not convert) is
+    `_UNREADABLE`, which the checks take as invisible."""
+    if value is None or value.strip() in _NOT_A_COLOUR:
+        return None
+    colour = _colour(value)
+    return _UNREADABLE if colour is None else colour
 
 
 def _same_colour(text: _Colour | None, background: _Colour | None) -> bool:
@@ -825,18 +925,123 @@ def _same_colour(text: _Colour | None, background: _Colour | None) -> bool:
 
 
 def _px(value: str) -> float | None:
-    found = _LENGTH.match(value.strip())
-    if not found or found.group(2) not in _PX_PER_UNIT:
-        return None
-    return float(found.group(1)) * _PX_PER_UNIT[found.group(2)]
+    """A length in px (an email's 600px for the window, 16px for an em, a percentage as one of a 16px font), with
+    calc(), min(), max(), clamp() and abs() worked out (None: not a length, or one screening cannot work out)."""
+    value = value.strip()
+    found = _LENGTH.match(value)
+    if found:
+        return float(found.group(1)) * _PX_PER_UNIT[found.group(2)] if found.group(2) in _PX_PER_UNIT else None
+    if _MATH_CALL.fullmatch(value):
+        return _MathReader(value, _PX_PER_UNIT["%"]).value()
+    return None
+
+
+# CSS math functions screening works out (calc() of numbers and lengths, min, max, clamp, abs); others (round(),
+# sin(), mod()...) it cannot, and in a property that could hide the footer that is refused (`_unreadable`).
+_MATH_FUNCTIONS = frozenset({"calc", "-webkit-calc", "-moz-calc", "min", "max", "clamp", "abs"})
+_MATH_CALL = re.compile(r"(?:-webkit-|-moz-)?(?:calc|min|max|clamp|abs)\(.*\)", re.DOTALL)
+_MATH_TOKEN = re.compile(r"\s*(?:(-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)([a-z%]*)|([a-z-]+)\(|([-+*/(),])|([a-z-]+))")
+_MATH_CONSTANTS = {"pi": math.pi, "e": math.e, "infinity": 1e9, "-infinity": -1e9}
+_MATH_DEPTH = 32
+
+
+class _MathReader:
+    """A CSS math expression read as a number of px (or of the percentage's unit): + - * / and parentheses, the
+    functions of `_MATH_FUNCTIONS`; units are not type-checked (a wrong expression is no value in a browser
+    either). Anything else makes the whole value unknown (None)."""
+
+    def __init__(self, text: str, percent: float) -> None:
+        self.tokens = [found.groups() for found in _MATH_TOKEN.finditer(text)]
+        self.percent = percent
+        self.at = 0
+        # a token the pattern skipped (a stray character) makes the expression unknown
+        self.complete = sum(len(found.group()) for found in _MATH_TOKEN.finditer(text)) == len(text.rstrip())
+
+    def value(self) -> float | None:
+        try:
+            result = self._sum(0)
+        except (ValueError, IndexError, ZeroDivisionError, OverflowError):
+            return None
+        return result if self.complete and self.at == len(self.tokens) and math.isfinite(result) else None
+
+    def _next(self) -> tuple[str | None, ...]:
+        token = self.tokens[self.at]
+        self.at += 1
+        return token
+
+    def _peek_operator(self) -> str | None:
+        return self.tokens[self.at][3] if self.at < len(self.tokens) else None
+
+    def _sum(self, depth: int) -> float:
+        if depth > _MATH_DEPTH:
+            raise ValueError("too deep")
+        total = self._product(depth)
+        while self._peek_operator() in ("+", "-"):
+            sign = self._next()[3]
+            term = self._product(depth)
+            total = total + term if sign == "+" else total - term
+        return total
+
+    def _product(self, depth: int) -> float:
+        total = self._factor(depth)
+        while self._peek_operator() in ("*", "/"):
+            operator = self._next()[3]
+            factor = self._factor(depth)
+            total = total * factor if operator == "*" else total / factor
+        return total
+
+    def _factor(self, depth: int) -> float:
+        if depth > _MATH_DEPTH:
+            raise ValueError("too deep")
+        number, unit, function, operator, word = self._next()
+        if number is not None:
+            if unit == "%":
+                return float(number) * self.percent
+            if unit not in _PX_PER_UNIT:
+                raise ValueError(unit)
+            return float(number) * _PX_PER_UNIT[unit or ""]
+        if word is not None and word in _MATH_CONSTANTS:
+            return _MATH_CONSTANTS[word]
+        if operator == "(":
+            inner = self._sum(depth + 1)
+            self._close()
+            return inner
+        if operator == "-":
+            return -self._factor(depth + 1)
+        if function is None or function not in _MATH_FUNCTIONS:
+            raise ValueError(function or word or operator)
+        arguments = [self._sum(depth + 1)]
+        while self._peek_operator() == ",":
+            self.at += 1
+            arguments.append(self._sum(depth + 1))
+        self._close()
+        if function == "min":
+            return min(arguments)
+        if function == "max":
+            return max(arguments)
+        if function == "clamp":
+            if len(arguments) != 3:
+                raise ValueError("clamp")
+            return max(arguments[0], min(arguments[1], arguments[2]))
+        if function == "abs":
+            return abs(arguments[0])
+        if len(arguments) != 1:
+            raise ValueError(function)
+        return arguments[0]
+
+    def _close(self) -> None:
+        if self._next()[3] != ")":
+            raise ValueError("unclosed")
 
 
 def _font_size(declarations: dict[str, str]) -> str | None:
     if "font-size" in declarations:
         return declarations["font-size"]
     if "font" in declarations:
-        for token in re.split(r"[\s/]+", declarations["font"]):
-            if token == "0" or (_LENGTH.match(token) and not token.replace(".", "").isdigit()):
+        for token in (part for word in _words(declarations["font"]) for part in
+                      ([word] if "(" in word else word.split("/"))):
+            if token == "0" or (_LENGTH.match(token) and not token.replace(".", "").isdigit()) or _MATH_CALL.fullmatch(
+                    token):
                 return token
     return None
 
@@ -846,6 +1051,8 @@ def _background(declarations: dict[str, str]) -> _Colour | None:
         return _UNKNOWN
     for name in ("background-color", "background"):
         colour = _colour(declarations.get(name))
+        if colour is _UNREADABLE:
+            return _UNKNOWN
         if colour is not None and colour[3] > 0.05:
             return colour
     return None
@@ -855,13 +1062,45 @@ _OFFSETS = ("left", "top", "right", "bottom", "inset", "margin", "margin-left", 
 _TRANSFORMS = ("transform", "-webkit-transform", "-ms-transform", "-moz-transform")
 _MASKS = ("mask", "mask-image", "-webkit-mask", "-webkit-mask-image", "-webkit-mask-box-image", "mask-border",
           "mask-border-source")
-_CONCEALING_PROPERTIES = frozenset({*_OFFSETS, *_TRANSFORMS, *_MASKS, "display", "mso-hide", "content-visibility",
-                                    "opacity", "zoom", "overflow", "overflow-x", "overflow-y", "contain", "clip",
-                                    "clip-path", "translate", "scale", "rotate", "filter", "-webkit-filter"})
+_OFFSET_PATH = ("offset", "offset-path")
+_CONCEALING_PROPERTIES = frozenset({*_OFFSETS, *_TRANSFORMS, *_MASKS, *_OFFSET_PATH, "display", "mso-hide",
+                                    "content-visibility", "opacity", "zoom", "overflow", "overflow-x", "overflow-y",
+                                    "contain", "clip", "clip-path", "translate", "scale", "rotate", "filter",
+                                    "-webkit-filter", "backface-visibility"})
+# Text drawn but not readable or not clickable: letters run together or spread apart, drawn as discs, drawn in a
+# blend or a filter that takes their colour to the background's, stroked over, or not reachable by the pointer.
+_OBSCURING_PROPERTIES = frozenset({"pointer-events", "letter-spacing", "word-spacing", "-webkit-text-security",
+                                   "mix-blend-mode", "filter", "-webkit-filter", "font-size-adjust",
+                                   "-webkit-text-stroke", "-webkit-text-stroke-width"})
+_SQUEEZED_LETTERS = -3  # px: 12px letters (~6.5px wide) this much closer overlap into a smudge
+_SPREAD_LETTERS = 100  # px: a word so spread runs off the page, letter by letter
+_SQUEEZED_WORDS = -10  # px: the footer's words written over each other
+_SPREAD_WORDS = 600  # px: an email's whole width
+_BRIGHTENED = 2.0  # filter:brightness(): the footer's grey (#555) doubled is pale, tripled white
+_FLATTENED = 0.2  # filter:contrast(): text and its background the same grey
+_THICK_STROKE = 2  # px: a stroke this wide over 12px letters fills them in
+_FILTER_FUNCTION = re.compile(r"(brightness|contrast)\(\s*([^)]*)\)")
+# Where a value screening cannot work out would be refused (`_unreadable`): the properties that can hide.
+_SCREENED_PROPERTIES = frozenset({*_CONCEALING_PROPERTIES, *_OBSCURING_PROPERTIES, "visibility", "font", "font-size",
+                                  "color", "-webkit-text-fill-color", "position", "line-height", "height",
+                                  "max-height", "min-height", "width", "max-width", "min-width", "block-size",
+                                  "max-block-size", "inline-size", "max-inline-size", "-webkit-line-clamp",
+                                  "line-clamp", "content", "z-index", "inset-inline", "inset-block"})
+# Functions screening reads in those properties (math ones it works out: `_MATH_FUNCTIONS`); any other (attr(),
+# env(), if(), a var() it could not resolve, round()...) makes the value unreadable.
+_KNOWN_FUNCTIONS = frozenset({
+    "rgb", "rgba", "hsl", "hsla", "hwb", "lab", "lch", "oklab", "oklch", "color", "color-mix", "light-dark", "url",
+    "translate", "translatex", "translatey", "translatez", "translate3d", "scale", "scalex", "scaley", "scalez",
+    "scale3d", "rotate", "rotatex", "rotatey", "rotatez", "rotate3d", "skew", "skewx", "skewy", "matrix", "matrix3d",
+    "perspective", "blur", "brightness", "contrast", "drop-shadow", "grayscale", "hue-rotate", "invert", "opacity",
+    "saturate", "sepia", "inset", "circle", "ellipse", "polygon", "path", "rect", "xywh", "linear-gradient",
+    "radial-gradient", "conic-gradient", "repeating-linear-gradient", "repeating-radial-gradient",
+    "repeating-conic-gradient", "-webkit-linear-gradient", "-webkit-radial-gradient", "image-set",
+    "-webkit-image-set", "fit-content", "alpha", "gradient", "ray"})
+_FUNCTION_START = re.compile(r"(?<![a-z0-9-])(-?[a-z][a-z0-9-]*+)\(")  # from a word's start: linear on a long one
 _NUMBER = re.compile(r"-?\d*\.?\d+")
 _FILTER_OPACITY = re.compile(r"opacity\(\s*([^)]*)\)|alpha\(\s*opacity\s*=\s*(-?\d*\.?\d+)")
 _BLUR = re.compile(r"blur\(\s*([^)]*)\)")
-_TRANSFORM_FUNCTION = re.compile(r"([a-z][a-z0-9]*)\(([^)]*)\)")
 _ANGLE = re.compile(r"^(-?(?:\d+\.?\d*|\.\d+))(deg|rad|grad|turn)?$")
 _DEGREES_PER_UNIT = {"": 1.0, "deg": 1.0, "rad": 180 / math.pi, "grad": 0.9, "turn": 360.0}
 # Drawn at a fifth of its size or less (a scale, a zoom, a turn nearly edge-on to the reader), 16px text is under
@@ -886,8 +1125,10 @@ def _far_off(length: str) -> bool:
 
 
 def _factor(value: str) -> float | None:
-    """A scale factor as written: a number or a percentage."""
+    """A scale factor as written: a number or a percentage (in calc() and the like too)."""
     value = value.strip()
+    if _MATH_CALL.fullmatch(value):
+        return _MathReader(value, 0.01).value()
     number = _NUMBER.fullmatch(value[:-1] if value.endswith("%") else value)
     if number is None:
         return None
@@ -922,7 +1163,7 @@ def _collapsed(a: float, b: float, c: float, d: float, tx: float, ty: float) -> 
 
 
 def _transform_hides(function: str, arguments: str) -> bool:
-    values = arguments.split(",")
+    values = _arguments(arguments)
     if function in ("scale", "scalex", "scaley", "scale3d"):
         return _shrunk(values[:2])
     if function in ("translate", "translatex", "translatey", "translate3d"):
@@ -945,11 +1186,11 @@ def _transformed_away(declarations: dict[str, str]) -> str | None:
     none of these)."""
     for name in _TRANSFORMS:
         transform = declarations.get(name, "")
-        if any(_transform_hides(*function) for function in _TRANSFORM_FUNCTION.findall(transform)):
+        if any(_transform_hides(*function) for function in _functions(transform)):
             return f"{name}:{transform}"
-    if "translate" in declarations and any(_far_off(length) for length in declarations["translate"].split()):
+    if "translate" in declarations and any(_far_off(length) for length in _words(declarations["translate"])):
         return f"translate:{declarations['translate']}"
-    if "scale" in declarations and _shrunk(declarations["scale"].split()[:2]):
+    if "scale" in declarations and _shrunk(_words(declarations["scale"])[:2]):
         return f"scale:{declarations['scale']}"
     rotate = declarations.get("rotate", "").split()
     if (len(rotate) == 2 and rotate[0] in ("x", "y") and _edge_on(rotate[1])) or (
@@ -971,8 +1212,18 @@ def _clipped(declarations: dict[str, str], across: bool) -> str | None:
     return None
 
 
-def _concealing(declarations: dict[str, str]) -> str | None:
-    """What hides an element with all its content, whatever the content's own style says (None: nothing)."""
+def _concealing(declarations: dict[str, str], obscuring: bool = True) -> str | None:
+    """What hides an element with all its content, whatever the content's own style says (None: nothing); with
+    `obscuring`, what leaves its text unreadable or unclickable too (`_obscuring`)."""
+    if declarations.keys().isdisjoint(_SCREENED_PROPERTIES):
+        return None
+    unreadable = _unreadable(declarations)
+    if unreadable:
+        return unreadable
+    if obscuring and not declarations.keys().isdisjoint(_OBSCURING_PROPERTIES):
+        obscured = _obscuring(declarations)
+        if obscured:
+            return obscured
     if declarations.keys().isdisjoint(_CONCEALING_PROPERTIES):
         return None
     get = declarations.get
@@ -1020,8 +1271,165 @@ def _concealing(declarations: dict[str, str]) -> str | None:
             return f"{name}:{get(name)}"
     for name in _OFFSETS:
         value = get(name, "")
-        if value and any((px := _px(token)) is not None and (px <= -100 or px >= _FAR) for token in value.split()):
+        if value and any((px := _px(token)) is not None and (px <= -100 or px >= _FAR) for token in _words(value)):
             return f"{name}:{value}"
+    for name in _OFFSET_PATH:
+        if get(name, "none") not in _NO_VALUE:
+            return f"{name}:{get(name)}"  # moved along a path, anywhere
+    if get("backface-visibility") == "hidden" and any(
+            get(name, "none") not in _NO_VALUE for name in (*_TRANSFORMS, "rotate")):
+        return f"backface-visibility:hidden with {next(n for n in (*_TRANSFORMS, 'rotate') if n in declarations)}"
+    return None
+
+
+def _obscuring(declarations: dict[str, str]) -> str | None:
+    """What leaves an element's text drawn but unreadable or unclickable (None: nothing)."""
+    get = declarations.get
+    if get("pointer-events") == "none":
+        return "pointer-events:none (nothing in it can be clicked)"
+    if get("-webkit-text-security", "none") not in _NO_VALUE:
+        return f"-webkit-text-security:{get('-webkit-text-security')}"
+    for name, squeezed, spread in (("letter-spacing", _SQUEEZED_LETTERS, _SPREAD_LETTERS),
+                                   ("word-spacing", _SQUEEZED_WORDS, _SPREAD_WORDS)):
+        spacing = _px(get(name, "normal"))
+        if spacing is not None and (spacing <= squeezed or spacing >= spread):
+            return f"{name}:{get(name)}"
+    if get("mix-blend-mode", "normal") not in _NO_VALUE | {"normal"}:
+        return f"mix-blend-mode:{get('mix-blend-mode')}"  # screen, lighten...: over a white page, white
+    for name in ("filter", "-webkit-filter"):
+        value = get(name, "")
+        if "url(" in value:
+            return f"{name}:{value}"  # an SVG filter can paint anything over the element
+        for function, amount in _FILTER_FUNCTION.findall(value):
+            level = _factor(amount or "1")
+            if level is not None and (level >= _BRIGHTENED if function == "brightness" else level <= _FLATTENED):
+                return f"{name}:{value}"
+    adjust = get("font-size-adjust", "none")
+    if any(float(number) < _SHRUNK for number in _NUMBER.findall(adjust)):
+        return f"font-size-adjust:{adjust}"  # letters drawn a fraction of their size
+    stroke = get("-webkit-text-stroke-width") or get("-webkit-text-stroke", "")
+    if any((px := _px(token)) is not None and px >= _THICK_STROKE for token in _words(stroke)):
+        return f"-webkit-text-stroke:{stroke}"
+    return None
+
+
+def _arguments(arguments: str) -> list[str]:
+    """A function's comma-separated arguments, those of a function inside (`calc(min(1px, 2px))`) kept whole."""
+    parts = [""]
+    depth = 0
+    for char in arguments:
+        if char == "," and depth == 0:
+            parts.append("")
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        parts[-1] += char
+    return parts
+
+
+def _words(value: str) -> list[str]:
+    """A value's space-separated parts, a function call (`calc(1px + 2px)`) one part."""
+    parts: list[str] = []
+    depth = 0
+    for word in value.split():
+        if depth > 0 and parts:
+            parts[-1] += f" {word}"
+        else:
+            parts.append(word)
+        depth = max(0, depth + word.count("(") - word.count(")"))
+    return parts
+
+
+# Custom properties (`--x: none`) wherever the message sets them, and var() read as each value it could take.
+# Only where a name starts, and without backtracking: linear on a long run of dashes.
+_CUSTOM_PROPERTY = re.compile(r"(?<![\w-])(--[\w-]++)\s*+:\s*+([^;{}\"'<>]*+)")
+_VARIANTS = 32  # readings of one rule's declarations with var(); more: unreadable
+_VAR_DEPTH = 8  # var() in a custom property's value in another's...: deeper, unreadable
+_UNRESOLVED = "var(unresolved)"  # what `_unreadable` refuses
+
+
+def _custom_properties(html_body: str) -> dict[str, set[str]]:
+    """Every value each custom property is given anywhere in the message (style sheets and style attributes,
+    escapes and character references undone): which elements get which is not worked out, so a var() is read as
+    any of them."""
+    custom: dict[str, set[str]] = {}
+    if "--" not in html_body:
+        return custom
+    for name, value in _CUSTOM_PROPERTY.findall(_css_unescape(html_unescape(html_body)).lower()):
+        value = _IMPORTANT.sub("", value).strip()
+        if value:
+            custom.setdefault(name, set()).add(value)
+    return custom
+
+
+def _substituted(value: str, custom: dict[str, set[str]], depth: int = 0) -> list[str] | None:
+    """The values a declaration's value could take with its var()s substituted: each value set for the property,
+    else its fallback (None: too many or too deep to read)."""
+    at = value.find("var(")
+    if at < 0:
+        return [value]
+    if depth > _VAR_DEPTH:
+        return None
+    level, end = 1, at + 4
+    while end < len(value) and level:
+        level += {"(": 1, ")": -1}.get(value[end], 0)
+        end += 1
+    name, comma, fallback = value[at + 4:end - 1 if level == 0 else end].partition(",")
+    options = sorted(custom.get(name.strip(), ()))
+    if comma:
+        options.append(fallback.strip())
+    if not options:
+        return ["unset"]  # no value anywhere and no fallback: the declaration is ignored
+    readings: list[str] = []
+    for option in options:
+        deeper = _substituted(value[:at] + option + value[end:], custom, depth + 1)
+        if deeper is None or len(readings) + len(deeper) > _VARIANTS:
+            return None
+        readings.extend(deeper)
+    return readings
+
+
+def _variants(declarations: dict[str, str], custom: dict[str, set[str]]) -> list[dict[str, str]]:
+    """The declarations as each combination of their var()s' values reads them; one that cannot be read has
+    `_UNRESOLVED` for its var() values, refused where it could hide the footer."""
+    if not any("var(" in value for value in declarations.values()):
+        return [declarations]
+    variants: list[dict[str, str]] = [{}]
+    for name, value in declarations.items():
+        options = _substituted(value, custom) if "var(" in value and not name.startswith("--") else [value]
+        if options is None or len(variants) * len(options) > _VARIANTS:
+            return [{name: _UNRESOLVED if "var(" in value else value for name, value in declarations.items()}]
+        variants = [{**variant, name: option} for variant in variants for option in options]
+    return variants
+
+
+def _functions(value: str) -> Iterator[tuple[str, str]]:
+    """The function calls in a value, outer ones before those in their arguments, but none inside a url():
+    (name, arguments); a call left unclosed runs to the end."""
+    url_end = 0
+    for found in _FUNCTION_START.finditer(value):
+        if found.start() < url_end:
+            continue
+        depth, at = 1, found.end()
+        while at < len(value) and depth:
+            depth += {"(": 1, ")": -1}.get(value[at], 0)
+            at += 1
+        if found.group(1) == "url":
+            url_end = at
+        yield found.group(1), value[found.end():at - 1 if depth == 0 else at]
+
+
+def _unreadable(declarations: dict[str, str]) -> str | None:
+    """A property that can hide whose value screening cannot work out: a function it does not know (attr(),
+    env(), if(), var() of a property never set...) or math it cannot (None: none)."""
+    for name, value in declarations.items():
+        if "(" not in value or name not in _SCREENED_PROPERTIES:
+            continue
+        for function, arguments in _functions(value):
+            if function in _MATH_FUNCTIONS:
+                if _MathReader(f"{function}({arguments})", _PX_PER_UNIT["%"]).value() is None:
+                    return f"{name}:{value} (screening cannot work it out)"
+            elif function not in _KNOWN_FUNCTIONS:
+                return f"{name}:{value} (screening cannot work it out)"
     return None
 
 
@@ -1138,7 +1546,7 @@ def _huge_paint(declarations: dict[str, str]) -> str | None:
     for name in ("box-shadow", "-webkit-box-shadow"):
         for shadow in re.split(r",(?![^(]*\))", declarations.get(name, "")):
             colour = _colour(shadow)
-            if "inset" in shadow.split() or (colour is not None and colour[3] <= 0.05):
+            if "inset" in shadow.split() or (colour is not None and 0 <= colour[3] <= 0.05):
                 continue  # drawn inside the element, or transparent
             if any(abs(number) * _PX_PER_UNIT.get(unit, 0) >= _HUGE
                    for number, unit in _lengths(_CSS_FUNCTION.sub(" ", shadow))):
@@ -1146,7 +1554,7 @@ def _huge_paint(declarations: dict[str, str]) -> str | None:
     outline = declarations.get("outline", "").split()
     style = declarations.get("outline-style") or next((word for word in outline if word in _OUTLINE_STYLES), None)
     colour = _colour(declarations.get("outline-color") or " ".join(outline))
-    if style in _OUTLINE_STYLES and not (colour is not None and colour[3] <= 0.05):
+    if style in _OUTLINE_STYLES and not (colour is not None and 0 <= colour[3] <= 0.05):
         widths = _CSS_FUNCTION.sub(" ", declarations.get("outline-width") or " ".join(outline))
         if any(number * _PX_PER_UNIT.get(unit, 0) >= _HUGE for number, unit in _lengths(widths)):
             return f"outline:{declarations.get('outline') or declarations['outline-width']}"
@@ -1202,34 +1610,121 @@ def _invisible_text(text: _Colour | None, background: _Colour | None) -> bool:
 
 
 def _hiding(declarations: dict[str, str]) -> str | None:
-    """What in these declarations (of one style rule) hides content, as written (None: nothing)."""
-    found = _concealing(declarations) or _invisible(declarations) or _tiny_font(declarations)
+    """What in these declarations (of one style rule) hides content, as written (None: nothing); what only
+    obscures text is `_obscuring`'s."""
+    found = _concealing(declarations, obscuring=False) or _invisible(declarations) or _tiny_font(declarations)
     if found:
         return found
     if "-webkit-text-fill-color" in declarations and _invisible_text(
-            _colour(declarations["-webkit-text-fill-color"]), None):
+            _text_colour(declarations["-webkit-text-fill-color"]), None):
         return f"-webkit-text-fill-color:{declarations['-webkit-text-fill-color']}"
-    if "color" in declarations and _invisible_text(_colour(declarations["color"]), _background(declarations)):
+    if "color" in declarations and _invisible_text(_text_colour(declarations["color"]), _background(declarations)):
         return f"color:{declarations['color']}" + ("" if _background(declarations) is None else
                                                    " on the same background")
     return None
 
 
+_IMAGE_CONTENT = re.compile(r"(?:url|image-set|-webkit-image-set|image|cross-fade|-webkit-cross-fade|element"
+                            r"|[\w-]*gradient)\(")
+
+
+def _replaced(declarations: dict[str, str]) -> str | None:
+    """`content` with an image on an element itself (not its ::before or ::after): browsers draw the image
+    instead of everything the element holds (None: no such content)."""
+    content = declarations.get("content", "")
+    return f"content:{content}" if _IMAGE_CONTENT.search(content) else None
+
+
+def _worst(variants: list[dict[str, str]]) -> dict[str, str]:
+    """Of an element's style read with each value of its var()s, a reading that hides, if one does."""
+    for declarations in variants:
+        if (_concealing(declarations) or _invisible(declarations) or _tiny_font(declarations)
+                or _clipping(declarations) or _overlay(declarations) or _replaced(declarations)
+                or _invisible_text(_text_colour(declarations.get("color")), None)):
+            return declarations
+    return variants[0]
+
+
+# What is no structure of a style sheet: comments (dropped), strings and escaped characters (their braces and
+# semicolons blanked: `content:"}"` does not end a rule).
+_CSS_STRUCTURE = re.compile(r"/\*.*?(?:\*/|$)|\"(?:[^\"\\\n]|\\.)*\"?|'(?:[^'\\\n]|\\.)*'?|\\[{};]", re.DOTALL)
+_NESTED_SELECTORS = 64  # a nested rule's selectors, one per parent selector: more than this reads as `*`
+
+
+def _css_structure(css: str) -> str:
+    def blank(found: re.Match[str]) -> str:
+        text = found.group()
+        if text.startswith("/*"):
+            return ""
+        return text[0] + re.sub(r"[{};]", " ", text[1:])
+    return _CSS_STRUCTURE.sub(blank, css)
+
+
+@dataclass(slots=True)
+class _CssBlock:
+    selector: str | None  # a style rule's selector (with its parents': CSS nesting); None: not a style rule
+    grouping: bool  # @media, @supports and the like: its rules, and its declarations inside a style rule, apply
+    dark_mode: bool
+    on_some_screens: bool  # inside @media or the like
+    declarations: list[str] = field(default_factory=list)
+
+
 def _css_rules(css: str) -> Iterator[tuple[str, str, bool, bool]]:
     """(selector, declarations, for dark mode only, inside @media or the like: on some screens only) of the style
-    rules of a style sheet, in @media and the like too."""
-    css = _CSS_COMMENT.sub("", css)
-    preludes: list[str] = []
+    rules of a style sheet, in @media and the like too, and nested in other style rules (CSS nesting: `body { &
+    div {...} }` is `body div`; declarations in a nested @media are the enclosing rule's)."""
+    css = _css_structure(css)
+    stack: list[_CssBlock] = []
     start = 0
     for brace in re.finditer(r"[{}]", css):
-        if brace.group() == "{":
-            preludes.append(css[start:brace.start()].rpartition(";")[2].strip())
-        elif preludes:
-            prelude = preludes.pop()
-            outer = [p.lower() for p in preludes]
-            if prelude and not prelude.startswith("@") and all(p.startswith(_GROUPING_AT_RULES) for p in outer):
-                yield prelude, css[start:brace.start()], any(_DARK_MODE.search(p) for p in outer), bool(outer)
+        text = css[start:brace.start()]
         start = brace.end()
+        if brace.group() == "}":
+            if stack:
+                block = stack.pop()
+                block.declarations.append(text)
+                if block.selector is not None:
+                    yield block.selector, ";".join(block.declarations), block.dark_mode, block.on_some_screens
+            continue
+        declarations, _, prelude = text.rpartition(";")
+        prelude = prelude.strip()
+        parent = stack[-1] if stack else None
+        if parent is not None:
+            parent.declarations.append(declarations)
+        if parent is not None and not parent.grouping and parent.selector is None:
+            stack.append(_CssBlock(None, False, False, False))  # inside @font-face, @keyframes...: no rules
+        elif prelude.startswith("@"):
+            lower = prelude.lower()
+            grouping = lower.startswith(_GROUPING_AT_RULES)
+            stack.append(_CssBlock(parent.selector if parent is not None and grouping else None, grouping,
+                                   (parent is not None and parent.dark_mode) or _DARK_MODE.search(lower) is not None,
+                                   True))
+        else:
+            selector = prelude if parent is None or parent.selector is None else _nested(parent.selector, prelude)
+            stack.append(_CssBlock(selector, False, parent is not None and parent.dark_mode,
+                                   parent is not None and parent.on_some_screens))
+
+
+def _nested(parent: str, nested: str) -> str:
+    """A nested style rule's selector as a plain one: `&` is the parent rule's selector (as `:is(...)`, any element
+    to screening, where the parent's is not a compound at the start), a selector without `&` is inside it."""
+    parents = [one.strip() for one in _SELECTOR_LIST.split(parent) if one.strip()]
+    selectors: list[str] = []
+    for one in _SELECTOR_LIST.split(nested):
+        one = one.strip()
+        if not one:
+            continue
+        for outer in parents:
+            if "&" not in one:
+                selectors.append(f"{outer} {one}")
+            elif one.startswith("&") and not re.match(r"&[\w-]", one) and (
+                    _COMBINATOR.search(outer) is None or one.count("&") == 1):
+                selectors.append(outer + one[1:].replace("&", f":is({outer})"))
+            else:
+                selectors.append(one.replace("&", f":is({outer})"))
+        if len(selectors) > _NESTED_SELECTORS:
+            return "*"
+    return ", ".join(selectors) or parent
 
 
 # A comment, an at-keyword (1), a string (3 or 4, 2: inside url()), an unquoted url() (5), escapes as written.
@@ -1324,6 +1819,8 @@ _TABLE_SCOPE = frozenset({"table"})
 # The footer delivery appends: <div style=...><a href=...>Unsubscribe</a><br>Email marketing by Herald</div><img>
 _FOOTER_TAGS = frozenset({"div", "a", "br", "img"})
 _DOCUMENT = frozenset({"html", "body"})
+_IN_HEAD = frozenset({"base", "basefont", "bgsound", "link", "meta", "noscript", "script", "style", "template",
+                      "title", "head"})
 _CLIPPED_FOOTER_TAGS = frozenset({"div", "a"})  # those of them whose text a height could cut off
 # Attributes naming what a client loads or a reader follows (srcset: a list of them).
 _LINK_ATTRIBUTES = ("href", "src", "srcset", "action", "formaction", "background", "poster")
@@ -1347,6 +1844,12 @@ _R_HIDDEN = ("The unsubscribe link or wording is inside an element that hides it
              "stay visible: remove the hiding style.")
 _R_SAME_COLOUR = ("The unsubscribe link or wording is written in the colour of its background ({what}). "
                   "Unsubscribing must stay visible: use a contrasting colour.")
+_R_FOOTER_BACKGROUND = ("The background where Herald adds the footer ({colour}) is the colour of its text (#555555) "
+                        "or of its unsubscribe link (#0000ee), so they would not be seen. Use a lighter background "
+                        "there, or close the element that sets it before the end of the body.")
+# The colours delivery draws the footer's text and link in (render.py, its style attribute).
+_FOOTER_TEXT: _Colour = (0x55, 0x55, 0x55, 1.0)
+_FOOTER_LINK: _Colour = (0x00, 0x00, 0xEE, 1.0)
 _R_FAKE = ("A link that reads as an unsubscribe link goes to {href!r} instead of {{{{ unsubscribe_url }}}}. Link "
            "it to {{{{ unsubscribe_url }}}} (Herald also adds its own unsubscribe link to every message).")
 _R_OVERLAY = ("This element is drawn over the page ({what}): it could cover the unsubscribe link and footer Herald "
@@ -1487,7 +1990,7 @@ class _NodeIndex:
         yield from (node for node in self.any_name if compound.fits(node))
 
 
-def _positioning(style_sheets: Iterable[str]) -> tuple[set[_Compound], set[_Compound]]:
+def _positioning(style_sheets: Iterable[str], custom: dict[str, set[str]]) -> tuple[set[_Compound], set[_Compound]]:
     """The compounds whose elements a style sheet surely positions (a rule for them alone, on every screen) and
     those it may leave static (position:static and the like, on some screen): a block that contains what is
     absolutely positioned inside it only when positioned for sure."""
@@ -1495,15 +1998,16 @@ def _positioning(style_sheets: Iterable[str]) -> tuple[set[_Compound], set[_Comp
     statics: set[_Compound] = set()
     for css in style_sheets:
         for selector, body, _, nested in _css_rules(css):
-            position = _declarations(body).get("position")
-            if position is None:
-                continue
-            for one in selector.split(","):
-                compounds, _combinators = _selector(one)
-                if position not in _POSITIONED:
-                    statics.add(compounds[-1])
-                elif len(compounds) == 1 and compounds[0].plain and not nested:
-                    positions.add(compounds[0])
+            for declarations in _variants(_declarations(body), custom):
+                position = declarations.get("position")
+                if position is None:
+                    continue
+                for one in selector.split(","):
+                    compounds, _combinators = _selector(one)
+                    if position not in _POSITIONED:
+                        statics.add(compounds[-1])
+                    elif len(compounds) == 1 and compounds[0].plain and not nested:
+                        positions.add(compounds[0])
     return positions, statics
 
 
@@ -1574,8 +2078,10 @@ class _HtmlReader(HTMLParser):
         # A body without <body> tags is one all the same; what is before it (a <head>, written or not) is unknown.
         self.document = [html, _Node("body", _NONE, _NONE, html, None, None)]
         self.footer: list[_Node] = []
+        self.custom: dict[str, set[str]] = {}
 
     def read(self, html_body: str) -> None:
+        self.custom = _custom_properties(html_body)
         end = _BODY_END.search(html_body)
         footer_at = end.start() if end else len(html_body)
         self.feed(html_body[:footer_at])
@@ -1623,6 +2129,8 @@ class _HtmlReader(HTMLParser):
             return
         if top == "script":
             return
+        if top == "head" and data.strip():
+            self._pop_to(len(self.stack) - 1)
         self.text.append(data)
         for link in self.open_links:
             link.text.append(data)
@@ -1635,6 +2143,8 @@ class _HtmlReader(HTMLParser):
         values: dict[str, str] = {}
         for name, value in attrs:
             values.setdefault(name, value or "")
+        if self.stack and self.stack[-1].tag == "head" and tag not in _IN_HEAD:
+            self._pop_to(len(self.stack) - 1)  # as in a browser: the body starts, and a later </head> is nothing
         if tag in _IMPLIES_END:
             self._close_implied(tag)
         elif tag == "a":
@@ -1656,7 +2166,7 @@ class _HtmlReader(HTMLParser):
         declarations: dict[str, str] = {}
         if values.get("style"):
             self._read_css(values["style"])
-            declarations = _declarations(values["style"])
+            declarations = _worst(_variants(_declarations(values["style"]), self.custom))
         if tag == "template":
             attribute = next((name for name in _SHADOW_ROOT_ATTRIBUTES if name in values), None)
             if attribute is not None:
@@ -1711,7 +2221,9 @@ class _HtmlReader(HTMLParser):
     def _push(self, tag: str, values: dict[str, str], declarations: dict[str, str], node: _Node) -> None:
         fg = bg = None
         if declarations:
-            fg, bg = _colour(declarations.get("color")), _background(declarations)
+            fg, bg = _text_colour(declarations.get("color")), _background(declarations)
+            if _text_colour(declarations.get("-webkit-text-fill-color")) is not None:
+                fg = _text_colour(declarations["-webkit-text-fill-color"])  # what is drawn, whatever `color` says
         if tag == "font" and fg is None:
             fg = _colour(values.get("color"))
         if bg is None and "bgcolor" in values:
@@ -1721,7 +2233,8 @@ class _HtmlReader(HTMLParser):
         classes = frozenset(values["class"].split()) if "class" in values else _NONE
         if bg is None and self.class_bg and classes:
             bg = next((self.class_bg[name] for name in classes if name in self.class_bg), None)
-        concealing = (_concealing(declarations) if declarations else None) or self._hidden_by_markup(tag, values)
+        concealing = ((_concealing(declarations) or _replaced(declarations) if declarations else None)
+                      or self._hidden_by_markup(tag, values))
         tiny_font = _tiny_font(declarations) if declarations else None
         invisible = _invisible(declarations) if declarations else None
         parent = self.stack[-1] if self.stack else None
@@ -1841,11 +2354,18 @@ class _HtmlReader(HTMLParser):
                 # Conservative: the footer must not depend on setting again what an unclosed element changed, nor
                 # on fitting in what is left of a height that cuts off the rest.
                 self._refuse(_R_UNCLOSED.format(what=element.hides or element.clips, tag=element.tag), element.start)
+        background = (self.at_footer[-1].background if self.at_footer else None) or self.page_bg
+        for drawn in (_FOOTER_TEXT, _FOOTER_LINK):
+            if _same_colour(drawn, background):
+                source = next((e for e in reversed(self.at_footer) if e.bg is not None), None)
+                self._refuse(_R_FOOTER_BACKGROUND.format(colour=_css_colour(background)),
+                             source.start if source is not None else f"background {_css_colour(background)}")
+                break
 
     def _place(self) -> None:
         """Which elements are surely positioned (by their style attribute, or a style sheet's rule for them alone
         that nothing may undo), and so the block each absolutely positioned element is placed in."""
-        positions, statics = _positioning(self.style_sheets)
+        positions, statics = _positioning(self.style_sheets, self.custom)
         positioning, static = _NodeIndex(()), _NodeIndex(())
         if positions:
             positioning = _NodeIndex(self.nodes)
@@ -1876,24 +2396,43 @@ class _HtmlReader(HTMLParser):
         clipped_reach = _FooterReach([node for node in self.footer if node.tag in _CLIPPED_FOOTER_TAGS],
                                      ancestors + self.document)
         for selector, body, dark_mode, _ in _css_rules(css):
-            declarations = _declarations(body)
-            overlay = _overlay(declarations)
-            if overlay:
-                kind, drawn = overlay
-                if kind == "page" or self._could_cover(selector, kind, _escapes(declarations)):
-                    self._refuse(_R_STYLE_OVERLAY.format(selector=_snippet(selector)[:80], what=drawn),
-                                 f"{selector} {{{_snippet(body)}}}")
-                    continue
-            what = _hiding(declarations)
-            if what is None and (clips := _clipping(declarations)) and clipped_reach.reaches(selector):
-                what = clips
-            # Light text on the page's background is what dark mode is for: the client darkens the page itself.
-            if what is None and not dark_mode and _same_colour(_colour(declarations.get("color")),
-                                                               _background(declarations) or footer_bg):
-                what = f"color:{declarations['color']} on the page's background"
-            if what and reach.reaches(selector):
-                self._refuse(_R_STYLE.format(selector=_snippet(selector)[:80], what=what),
+            for declarations in _variants(_declarations(body), self.custom):
+                if self._check_rule(selector, body, declarations, dark_mode, (reach, clipped_reach, footer_bg)):
+                    break
+
+    def _check_rule(self, selector: str, body: str, declarations: dict[str, str], dark_mode: bool,
+                    footer: tuple[_FooterReach, _FooterReach, _Colour]) -> bool:
+        """Refuse a style rule (one reading of its var()s) that hides or covers the footer; whether it did."""
+        reach, clipped_reach, footer_bg = footer
+        overlay = _overlay(declarations)
+        if overlay:
+            kind, drawn = overlay
+            if kind == "page" or self._could_cover(selector, kind, _escapes(declarations)):
+                self._refuse(_R_STYLE_OVERLAY.format(selector=_snippet(selector)[:80], what=drawn),
                              f"{selector} {{{_snippet(body)}}}")
+                return True
+        what = _hiding(declarations)
+        if what is None and (clips := _clipping(declarations)) and clipped_reach.reaches(selector):
+            what = clips
+        # Only the footer's text and link can be obscured (not its 1px image).
+        if (what is None and not declarations.keys().isdisjoint(_OBSCURING_PROPERTIES)
+                and (obscured := _obscuring(declarations)) and clipped_reach.reaches(selector)):
+            what = obscured
+        if what is None and (replaced := _replaced(declarations)):
+            # on the elements themselves: a ::before's or ::after's content is drawn beside theirs
+            own = ",".join(one for one in _SELECTOR_LIST.split(selector)
+                           if "::" not in one and not _GENERATED.search(one))
+            if own and clipped_reach.reaches(own):
+                what = replaced
+        # Light text on the page's background is what dark mode is for: the client darkens the page itself.
+        if what is None and not dark_mode and _same_colour(_text_colour(declarations.get("color")),
+                                                           _background(declarations) or footer_bg):
+            what = f"color:{declarations['color']} on the page's background"
+        if what and reach.reaches(selector):
+            self._refuse(_R_STYLE.format(selector=_snippet(selector)[:80], what=what),
+                         f"{selector} {{{_snippet(body)}}}")
+            return True
+        return False
 
     def _could_cover(self, selector: str, kind: str, escapes: bool) -> bool:
         """Whether a rule drawing what it selects over others (`_overlay`'s kind) could select an element whose
@@ -1930,19 +2469,20 @@ class _HtmlReader(HTMLParser):
     def _note_style_sheet(self, css: str) -> None:
         """The page's and classes' backgrounds a style sheet sets, for the colour checks of the elements after it."""
         for selector, body, dark_mode, _ in _css_rules(css):
-            background = _background(_declarations(body))
-            if background is None or dark_mode:
-                continue
-            for one in selector.lower().split(","):
-                one = one.strip()
-                if one in ("body", "html", ":root"):
-                    self.page_bg = background
-                elif re.fullmatch(r"[a-z0-9]*\.[\w\-]+", one):
-                    self.class_bg[one.partition(".")[2]] = background
+            for declarations in _variants(_declarations(body), self.custom):
+                background = _background(declarations)
+                if background is None or dark_mode:
+                    continue
+                for one in selector.lower().split(","):
+                    one = one.strip()
+                    if one in ("body", "html", ":root"):
+                        self.page_bg = background
+                    elif re.fullmatch(r"[a-z0-9]*\.[\w\-]+", one):
+                        self.class_bg[one.partition(".")[2]] = background
 
 
 def _css_colour(colour: _Colour | None) -> str:
-    if colour is None:
+    if colour is None or colour[3] < 0:
         return "?"
     return "#{:02x}{:02x}{:02x}".format(*colour[:3])
 

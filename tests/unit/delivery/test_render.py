@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from herald_delivery.dkim_signing import canonical_body
 from herald_delivery.domain import Member, ascii_address
 from herald_delivery.render import (
+    FOOTER_LINK_STYLE,
+    FOOTER_STYLE,
     IDENTIFICATION_FOOTER,
     DkimKey,
     MessageTokens,
@@ -118,7 +120,7 @@ def test_the_unsubscribe_link_is_in_every_message_even_when_the_content_has_none
     text, html = bodies(message)
     unsubscribe = str(message["List-Unsubscribe"]).split(",")[0].strip(" <>")
     assert f"Unsubscribe with one click: {unsubscribe}" in text
-    assert f'<a href="{unsubscribe}">Unsubscribe</a>' in html
+    assert f'<a href="{unsubscribe}" style="{FOOTER_LINK_STYLE}">Unsubscribe</a>' in html.replace("\r\n", "\n")
 
 
 def test_the_identification_footer_is_there_unless_the_plan_is_pro() -> None:
@@ -542,8 +544,8 @@ def test_a_message_whose_parts_go_quoted_printable_decodes_to_what_was_rendered(
     assert "Ziema Cēsis</div><p>Sveiki, Jānis &amp; co! " + long_line + "</p>" in rest
     footer_at = rest.index('<div style="margin-top:24px')
     assert rest[:footer_at].endswith(">Veikals</a>")  # the footer comes right before </body>
-    assert rest[footer_at:].startswith(f'<div style="margin-top:24px;font-size:12px;color:#555"><a href="'
-                                       f'{unsubscribe}">Unsubscribe</a><br>{IDENTIFICATION_FOOTER}</div>'
+    assert rest[footer_at:].startswith(f'<div style="{FOOTER_STYLE}"><a href="{unsubscribe}" '
+                                       f'style="{FOOTER_LINK_STYLE}">Unsubscribe</a><br>{IDENTIFICATION_FOOTER}</div>'
                                        '<img src="https://t.herald.example/t/o/')
     assert rest.endswith('" width="1" height="1" alt=""></body></html>')
 
