@@ -542,10 +542,13 @@ def erase(account_id: str, members: list[MemberState],
 Document = dict[str, Any]
 
 
-def evolve_member(doc: Document | None, event: Event) -> Document | None:
+def evolve_member(doc: Document | None, event: Event, *, address: Document | None = None) -> Document | None:
     """The subscriber (list membership) document after one event; the store keys it by account and
     subscriber id. A subscriber id is unique within its account only (a producer such as a CRM chooses it), so
-    an event of another account never changes the document."""
+    an event of another account never changes the document. `address`: the address's document
+    (`evolve_address`), for a SubscriberAdded: a membership added after the account suppressed the address
+    starts suppressed, so that another producer adding it under a new id or list cannot make it sendable; only
+    the person's double opt-in does (as `decide` asks of the API and the forms)."""
     if doc is not None and doc.get("account_id") != event.account_id:
         return doc
     match event:
@@ -565,6 +568,9 @@ def evolve_member(doc: Document | None, event: Event) -> Document | None:
                 new["opted_out"] = opted_out
             if new["status"] == "unsubscribed":  # coming back after unsubscribing starts again as pending
                 new["status"] = "pending"
+            if new["status"] == "pending" and address is not None and address.get("suppressed_at") is not None:
+                new.update(status="suppressed", suppressed_reason=address.get("suppressed_reason"),
+                           suppressed_at=address["suppressed_at"])
             return new
         case ConfirmationRequested() if doc is not None:
             return {**doc, "awaiting_confirmation": True, "confirmation_requested_at": event.occurred_at}
@@ -614,14 +620,22 @@ def address_hash(event: Event) -> str | None:
 
 
 def evolve_address(doc: Document | None, event: Event) -> Document | None:
-    """Per account and address (by hash): which memberships it has, so a suppression finds them by _id, and the
-    last confirmations sent to it. The store keys the document."""
+    """Per account and address (by hash): which memberships it has, so a suppression finds them by _id, the
+    last confirmations sent to it, and whether the account suppressed it. The store keys the document."""
     if isinstance(event, SubscriberAdded):
         p = event.payload
         members = list(doc["members"]) if doc else []
         if p.subscriber_id not in members:
             members.append(p.subscriber_id)
         return {**(doc or {}), "account_id": event.account_id, "email_sha256": p.email_sha256, "members": members}
+    if isinstance(event, SubscriberSuppressed):
+        # The account suppressed the address: memberships added later start suppressed (`evolve_member`). Never
+        # lifted here; the first suppression's reason and time are kept.
+        p_suppressed = event.payload
+        base = doc or {"account_id": event.account_id, "email_sha256": p_suppressed.email_sha256, "members": []}
+        if base.get("suppressed_at") is not None:
+            return doc
+        return {**base, "suppressed_at": event.occurred_at, "suppressed_reason": p_suppressed.reason}
     if isinstance(event, ConfirmationRequested) and doc is not None:
         # The last few confirmations to this address, for the daily cap across the account's lists.
         # The store keeps milliseconds: a redelivered copy is recognised at that precision, and the newest few are

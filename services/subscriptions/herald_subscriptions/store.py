@@ -72,7 +72,8 @@ def listing_key(doc: Document) -> str | None:
 # The read model's format, marked beside it (not a projection collection: a rebuild leaves the mark). 2: memberships
 # keyed by account and subscriber id (`member_key`); a read model of members without a mark is of the format before,
 # keyed by subscriber id alone, and is rebuilt from the topics (`herald_subscriptions.rebuild`).
-FORMAT, FORMATS = 2, "read_model_format"
+# 3: addresses carry the account's suppression (2026-12-06), so memberships added after it start suppressed.
+FORMAT, FORMATS = 3, "read_model_format"
 
 
 class ReadModelOutdated(SystemExit):
@@ -193,11 +194,13 @@ class SubscriptionsProjection(FoldingProjection):
                 old = members.get(target)
                 if applied(old, event):
                     continue  # a redelivery, or a copy published again long after
-                folded = domain.evolve_member(old, event)
+                address_doc = addresses.get(compose(event.account_id, event.payload.email_sha256)) \
+                    if isinstance(event, SubscriberAdded) else None
+                folded = domain.evolve_member(old, event, address=address_doc)
                 if folded is not None:
                     states.set(target, {**marked(folded, old, event), "_id": target})
                     self._count(event, old, folded)
-            if isinstance(event, SubscriberAdded | ConfirmationRequested):
+            if isinstance(event, SubscriberAdded | ConfirmationRequested | SubscriberSuppressed):
                 key = compose(event.account_id, domain.address_hash(event) or "")
                 address = domain.evolve_address(addresses.get(key), event)
                 if address is not None:

@@ -23,6 +23,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberSuppressed,
     SubscriberUnsubscribed,
 )
+from herald_subscriptions.domain import evolve_address as subscriptions_address
 from herald_subscriptions.domain import evolve_member
 
 BOB = "bob@example.org"
@@ -161,3 +162,40 @@ def test_a_new_membership_of_a_suppressed_address_after_an_erasure_of_the_same_i
     for event in (added(), confirmed("single_opt_in")):
         doc = evolve_audience_member(doc, event, address_suppressed=True)
     assert doc is not None and doc["status"] == "suppressed"
+
+
+def statuses_of_a_suppressed_address(names: list[str]) -> tuple[list[str | None], list[str | None]]:
+    """As `statuses`, for a membership added after the account suppressed its address (a CRM's new id)."""
+    suppression = subscriptions_address(None, suppressed("s-old"))
+    ours: dict[str, Any] | None = None
+    theirs: dict[str, Any] | None = None
+    seen: tuple[list[str | None], list[str | None]] = ([], [])
+    for name in names:
+        event: Event = EVENTS[name]()
+        ours = evolve_audience_member(ours, event, address_suppressed=True)
+        theirs = evolve_member(theirs, event, address=suppression if isinstance(event, SubscriberAdded) else None)
+        seen[0].append(ours["status"] if ours else None)
+        seen[1].append(theirs["status"] if theirs else None)
+    return seen
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(sorted(EVENTS)), max_size=10))
+def test_a_membership_of_a_suppressed_address_folds_to_the_same_status_in_both(names: list[str]) -> None:
+    ours, theirs = statuses_of_a_suppressed_address(["added", *names])
+    assert ours == theirs
+    assert ours[0] == "suppressed"  # never sendable before the person's double opt-in
+
+
+def test_subscriptions_keeps_the_account_s_suppression_on_the_address_and_a_new_membership_starts_suppressed() -> None:
+    address = subscriptions_address(None, suppressed("s-old"))
+    assert address is not None and address["suppressed_reason"] == "complaint" and address["members"] == []
+    again = subscriptions_address(address, added("crm-bob", "crm"))
+    assert again is not None and again["suppressed_at"] == address["suppressed_at"] and again["members"] == ["crm-bob"]
+    crm = evolve_member(None, added("crm-bob", "crm"), address=again)
+    assert crm is not None and (crm["status"], crm["suppressed_reason"]) == ("suppressed", "complaint")
+    single = evolve_member(crm, confirmed("single_opt_in", "crm-bob", "crm"))
+    assert single is not None and single["status"] == "suppressed"
+    asked = evolve_member(crm, requested("crm-bob", "crm"))
+    opted_in = evolve_member(asked, confirmed("double_opt_in", "crm-bob", "crm"))
+    assert opted_in is not None and opted_in["status"] == "active"
