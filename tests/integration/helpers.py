@@ -1,20 +1,23 @@
 """Shared by the integration tests of every service: schemathesis against the live service, what a service's
-database still holds (retention), and a Kafka broker of a test module's own."""
+database still holds (retention), a Kafka broker of a test module's own, and headless Chromium."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
+from playwright.async_api import Browser, async_playwright
 
 from herald_shared.http import make_server
 from herald_subscriptions.forms import FormTokens
@@ -25,6 +28,24 @@ SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 # strict production limits (HERALD_AUTH_FAILURES_*) the service would answer 429 after a few. The contract tests
 # construct their services with these instead (settings by field name).
 UNTHROTTLED_API_KEYS = {"auth_failures_per_ip": 1_000_000, "auth_failures_per_key": 1_000_000}
+
+
+CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's headless Chromium, driven by Playwright (scripts/test installs the package)."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("chromium is not installed; scripts/test installs Debian's package (apt-get install chromium)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
 
 
 def _toml(value: Any) -> str:

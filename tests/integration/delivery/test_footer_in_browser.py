@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import email
 import email.policy
-import shutil
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from herald_delivery.domain import Member
 from herald_delivery.render import IDENTIFICATION_FOOTER, MessageTokens, Renderer, RenderSettings, compile_campaign
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner
+from tests.integration.helpers import chromium
 
 SECRET = "browser-test-secret-0123456789"
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # The reviewer's six (each passed screening and hid or disabled the link), and other rules on the footer's
 # elements: !important, in a layer, an image as the link's content, a motion path, a blend over white.
@@ -65,13 +63,8 @@ HIDE_FOOTER = """() => [...document.querySelectorAll('a')].filter(a => a.textCon
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("chromium is not installed; scripts/test installs Debian's package (apt-get install chromium)")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+    async with chromium() as launched:
         yield launched
-        await launched.close()
 
 
 def delivered_html(style_sheet: str) -> str:
