@@ -503,9 +503,13 @@ class ControlHandler:
             "content": p.content.model_dump(mode="json"), "sample": p.sample, "requested_by": p.requested_by,
             "requested_at": event.occurred_at})
         recipients = {str(address).lower(): str(address) for address in p.recipients}
+        # A person the account suppressed or who unsubscribed is not mailed by a test either (PRODUCT.md: only
+        # confirmed, non-suppressed subscribers): the job is recorded skipped with why, as a refused test is.
+        refused = await self._store.refused_test_recipients(event.account_id, recipients)
         await self._add_jobs([new_job(domain.message_id_for_test(event.account_id, p.test_id, lowered),
                                       event.account_id, "test", event.occurred_at, campaign_id=p.campaign_id,
-                                      test_id=p.test_id, test_key=key, recipient=address)
+                                      test_id=p.test_id, test_key=key, recipient=address,
+                                      **({"refused": refused[lowered]} if lowered in refused else {}))
                               for lowered, address in recipients.items()])
         log.info("test send requested", extra={"campaign": p.campaign_id, "test": p.test_id,
                                                "recipients": len(recipients)})

@@ -286,11 +286,12 @@ class Sender:
                 self._slot_freed.set()
                 self._queue.task_done()
 
-    def _test_refused(self, job: Document) -> Gate | None:
-        """A test send is refused, not held, while the account is suspended or blocked (domain)."""
+    def _test_refused(self, job: Document) -> str | None:
+        """A test send is refused, not held, while the account is suspended or blocked (domain), and to an
+        address the account suppressed or that unsubscribed (`refused`, decided when the test was requested)."""
         if job["kind"] != "test":
             return None
-        return domain.gate_refusing_test(self._gates.account(job["account_id"]))
+        return job.get("refused") or domain.gate_refusing_test(self._gates.account(job["account_id"]))
 
     def _stop(self, job: Document) -> tuple[str, str] | None:
         """Why the job may not go now, as (outcome, reason), or None. A campaign cancelled or rejected is

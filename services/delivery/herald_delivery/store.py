@@ -528,6 +528,28 @@ class DeliveryStore:
         found = await load(self.db[MEMBERS], [scoped(account_id, s) for s in ids], _MEMBERSHIP_FIELDS)
         return sorted(found.values(), key=lambda doc: str(doc["subscriber_id"]))
 
+    async def refused_test_recipients(self, account_id: str, addresses: Collection[str]) -> dict[str, str]:
+        """Of these addresses (as the contract hashes them: lower-cased), those a test send may not go to, with
+        why: `address_suppressed` (the account suppressed it: a hard bounce or a complaint) or
+        `address_unsubscribed` (every membership of it ended by the person's unsubscribe). An address the account
+        holds no membership of (a colleague's) may be sent tests. Read by keys: the addresses, then their
+        memberships."""
+        keys = {compose(account_id, hashlib.sha256(a.lower().encode()).hexdigest()): a for a in addresses}
+        found = await load(self.db[ADDRESSES], keys)
+        member_ids = {scoped(account_id, m) for doc in found.values() for m in doc.get("members", ())}
+        members = await load(self.db[MEMBERS], member_ids, {"status": 1, "opted_out": 1}) if member_ids else {}
+        refused: dict[str, str] = {}
+        for key, doc in found.items():
+            held = [members[m] for m in (scoped(account_id, m) for m in doc.get("members", ())) if m in members]
+            # An erased membership counts only by the opt-out it keeps (the person is otherwise forgotten).
+            statuses = [("unsubscribed" if m.get("opted_out") else None) if m["status"] == "erased" else m["status"]
+                        for m in held]
+            if doc.get("suppressed") or "suppressed" in statuses:
+                refused[keys[key]] = "address_suppressed"
+            elif "unsubscribed" in statuses and all(s in ("unsubscribed", None) for s in statuses):
+                refused[keys[key]] = "address_unsubscribed"
+        return refused
+
     async def queued_campaigns(self, account_id: str) -> list[QueuedCampaign]:
         """Every campaign of the account that was queued (only those have messages): an `_id` range, without
         their content."""

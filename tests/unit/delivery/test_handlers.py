@@ -57,6 +57,9 @@ class RecordingStore:
         self.jobs = docs
         return docs
 
+    async def refused_test_recipients(self, account_id: str, addresses: Any) -> dict[str, str]:
+        return {}  # the refusals themselves: tests/integration/delivery/test_test_sends_refused.py
+
     async def save_test_send(self, doc: dict[str, Any]) -> None:
         self.calls.append(("save_test_send", doc["_id"]))
 
