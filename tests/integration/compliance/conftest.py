@@ -3,8 +3,9 @@ producing the contract's JSON, keyed by account), the processor's output read ba
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from herald_compliance.main import Compliance, ComplianceSettings
 from herald_shared.apikeys import hash_secret
 from herald_shared.contract import Event, serialize_event
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, MessageSent
+from herald_shared.contract.subscriptions import ListCreated, SubscriberAdded
 from herald_shared.kafka import read_from_start
 from herald_shared.settings import HeraldSettings
 
@@ -47,6 +49,21 @@ def hard_bounce(account_id: str, campaign: str, i: int) -> MessageBounced:
 def complaint(account_id: str, campaign: str, i: int) -> ComplaintReceived:
     return ComplaintReceived(**env_of(account_id), payload={**ref(campaign, i), "feedback_type": "abuse",
                                                             "reporting_domain": "isp.example"})
+
+
+def new_list(account_id: str, list_id: str, people: Iterable[int], at: datetime | None = None, *,
+             create: bool = True) -> list[Event]:
+    """A list created (unless `create` is false) and filled with person<i>@example.com for each i of `people`, as
+    subscriptions publishes it, at `at` (or now)."""
+    events: list[Event] = [ListCreated(**env_of(account_id, "subscriptions", at),  # type: ignore[arg-type]
+                                       payload={"list_id": list_id, "name": list_id, "opt_in": "single"})]
+    for i in people:
+        address = f"person{i}@example.com"
+        events.append(SubscriberAdded(**env_of(account_id, "subscriptions", at), payload={  # type: ignore[arg-type]
+            "list_id": list_id, "subscriber_id": f"{list_id}-s{i}", "email": address,
+            "email_sha256": hashlib.sha256(address.encode()).hexdigest(), "opt_in": "single",
+            "consent": {"source": "import", "collected_at": "2026-11-01T00:00:00Z", "method": "test"}}))
+    return events if create else events[1:]
 
 
 def counts_of(rates: dict[str, Any], campaign: str) -> dict[str, int] | None:

@@ -6,31 +6,19 @@ the order in which it reads the two input topics cannot change the reason."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import MessageSent
-from herald_shared.contract.subscriptions import ListCreated, ListDeleted, ListRenamed, SubscriberAdded
+from herald_shared.contract.subscriptions import ListDeleted, ListRenamed
 from tests.conftest import eventually
 
-from .conftest import Bus, Running, counts_of, env_of
+from .conftest import Bus, Running, counts_of, env_of, new_list
 
 EVERYONE = range(100)
 
-
-def new_list(account_id: str, list_id: str, people: Iterable[int], at: datetime) -> list[Event]:
-    events: list[Event] = [ListCreated(**env_of(account_id, "subscriptions", at),  # type: ignore[arg-type]
-                                       payload={"list_id": list_id, "name": list_id, "opt_in": "single"})]
-    for i in people:
-        address = f"person{i}@example.com"
-        events.append(SubscriberAdded(**env_of(account_id, "subscriptions", at), payload={  # type: ignore[arg-type]
-            "list_id": list_id, "subscriber_id": f"{list_id}-s{i}", "email": address,
-            "email_sha256": hashlib.sha256(address.encode()).hexdigest(), "opt_in": "single",
-            "consent": {"source": "import", "collected_at": "2026-11-01T00:00:00Z", "method": "test"}}))
-    return events
 
 
 def blast(account_id: str, list_id: str, campaign: str, people: Iterable[int], at: datetime) -> list[Event]:

@@ -5,17 +5,16 @@ delivery services publish them."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from herald_compliance.domain import ListRecord
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import MessageSent
-from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded, SubscriberUnsubscribed
+from herald_shared.contract.subscriptions import ListDeleted, SubscriberUnsubscribed
 from tests.conftest import eventually
 
-from .conftest import Bus, counts_of, env_of, sent
+from .conftest import Bus, counts_of, env_of, new_list, sent
 
 
 def unsubscribed(account_id: str, i: int, source: str = "one_click") -> SubscriberUnsubscribed:
@@ -44,19 +43,6 @@ async def test_unsubscribe_rate_above_1_percent_suspends_and_complaint_unsubscri
     assert payload["metric"] == "unsubscribe_rate" and payload["value"] == 0.015 and payload["threshold"] == 0.01
     assert payload["counts"] == {"sent": 200, "hard_bounces": 0, "complaints": 0, "unsubscribes": 3, "blocks": 0}
 
-
-def new_list(account_id: str, list_id: str, addresses: range, at: datetime | None = None, *,
-             create: bool = True) -> list[Event]:
-    """A list created (unless `create` is false) and filled, as subscriptions publishes it, at `at` (or now)."""
-    events: list[Event] = [ListCreated(**env_of(account_id, "subscriptions", at),  # type: ignore[arg-type]
-                                       payload={"list_id": list_id, "name": list_id, "opt_in": "single"})]
-    for i in addresses:
-        address = f"person{i}@example.com"
-        events.append(SubscriberAdded(**env_of(account_id, "subscriptions", at), payload={  # type: ignore[arg-type]
-            "list_id": list_id, "subscriber_id": f"{list_id}-s{i}", "email": address,
-            "email_sha256": hashlib.sha256(address.encode()).hexdigest(), "opt_in": "single",
-            "consent": {"source": "import", "collected_at": "2026-11-01T00:00:00Z", "method": "test"}}))
-    return events if create else events[1:]
 
 
 async def test_list_deleted_after_a_send_then_recreated_is_flagged_as_one_off_sending(start_compliance: Any,
