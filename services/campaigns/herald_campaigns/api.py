@@ -171,6 +171,13 @@ class Engagement(Out):
     total: int = Field(description="Opens (clicks) by readers, however often.")
     automated: int = Field(description="Opens (clicks) made by mail scanners, not readers (the event is marked "
                                        "`automated`): counted here, in none of the others.")
+    by_country: dict[str, int] = Field(description=(
+        "`unique` by where the reader was at the message's first open (click): ISO 3166 country code (from "
+        "delivery's GeoIP database), `unknown` where it could not be placed; most first. Counted since "
+        "2026-12-06: earlier first opens (clicks) are in `unique` only."))
+    by_device: dict[str, int] = Field(description=(
+        "`unique` by the reader's device at the first open (click): desktop, mobile, tablet, bot, other, or "
+        "unknown; most first. Counted since 2026-12-06, as `by_country`."))
 
 
 class LinkClicks(Out):

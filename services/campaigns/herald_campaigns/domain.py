@@ -1003,14 +1003,34 @@ def report_counts(event: Event) -> dict[str, int]:
     return {}
 
 
-def engagement(event: Event) -> tuple[str, str] | None:
-    """(counter, marker) of a first open or click of a message: counted once per message, however often. A mail
-    scanner's (`automated`) is not the reader's: it neither counts nor takes the message's first."""
-    if isinstance(event, MessageOpened) and not event.payload.automated:
-        return "opens_unique", f"o:{event.payload.message_id}"
-    if isinstance(event, LinkClicked) and not event.payload.automated:
-        return "clicks_unique", f"c:{event.payload.message_id}"
+def engagement(event: Event) -> tuple[dict[str, int], str] | None:
+    """(counters, marker) of a first open or click of a message: counted once per message, however often, with
+    where the reader was (`opens_unique_country_LV`, `unknown` where delivery could not place the client) and on
+    what (`opens_unique_device_mobile`). A mail scanner's (`automated`) is not the reader's: it neither counts nor
+    takes the message's first."""
+    if isinstance(event, MessageOpened | LinkClicked) and not event.payload.automated:
+        name, tag = ("opens", "o") if isinstance(event, MessageOpened) else ("clicks", "c")
+        client = event.payload.client
+        return ({f"{name}_unique": 1, f"{name}_unique_country_{country_of(client.country)}": 1,
+                 f"{name}_unique_device_{client.device or UNKNOWN_PLACE}": 1}, f"{tag}:{event.payload.message_id}")
     return None
+
+
+UNKNOWN_PLACE = "unknown"
+
+
+def country_of(code: str | None) -> str:
+    """A country code as a counter names it, `unknown` for none (an address the GeoIP database does not place, or
+    no database configured) or anything but two capital letters: nothing else of the event reaches a field name."""
+    if code is not None and len(code) == 2 and code.isascii() and code.isalpha() and code.isupper():
+        return code
+    return UNKNOWN_PLACE
+
+
+def _by(counts: dict[str, int], prefix: str) -> dict[str, int]:
+    """The counters named `<prefix><value>`, by value, most first (ties by value)."""
+    found = {k.removeprefix(prefix): v for k, v in counts.items() if k.startswith(prefix) and v}
+    return dict(sorted(found.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 BOUNCE_CLASSES = ("hard", "soft", "block", "undetermined")
@@ -1032,9 +1052,12 @@ def report(counts: dict[str, int], html_body: str | None) -> dict[str, object]:
     return {
         "sent": sent, "delivered": counts.get("accepted", 0) - counts.get("failed_later", 0), "bounces": bounces,
         "opens": {"unique": counts.get("opens_unique", 0), "total": counts.get("opens_total", 0),
-                  "automated": counts.get("opens_automated", 0)},
+                  "automated": counts.get("opens_automated", 0),
+                  "by_country": _by(counts, "opens_unique_country_"), "by_device": _by(counts, "opens_unique_device_")},
         "clicks": {"unique": counts.get("clicks_unique", 0), "total": counts.get("clicks_total", 0),
                    "automated": counts.get("clicks_automated", 0),
+                   "by_country": _by(counts, "clicks_unique_country_"),
+                   "by_device": _by(counts, "clicks_unique_device_"),
                    "per_link": [{"link_index": i, "url": links[i] if i < len(links) else None, "clicks": n}
                                 for i, n in per_link]},
         "complaints": counts.get("complaints", 0), "unsubscribes": counts.get("unsubscribes", 0),

@@ -250,12 +250,12 @@ MARKER_LOOKUP = 500  # engagement markers looked up at a time while a batch is h
 
 class Counted(NamedTuple):
     """One event as a report counts it: the counter document, the event's offset (`Counters.add_at`), the
-    increments, and for a first open or click of a message (counted once) its counter and marker."""
+    increments, and for a first open or click of a message (counted once) its counters and marker."""
 
     key: str
     offset: int | None
     counts: dict[str, int]
-    first: tuple[str, str] | None
+    first: tuple[dict[str, int], str] | None
 
 
 class ReportsProjection(Projection):
@@ -342,7 +342,7 @@ class ReportsProjection(Projection):
             if c.first is not None and (marker := c.first[1]) not in seen:
                 seen.add(marker)
                 new.append(marker)
-                counts = {**counts, c.first[0]: 1}
+                counts = {**counts, **c.first[0]}
             self._counts.add_at(c.key, c.offset, counts)
         # Counters first: a replay after a crash skips what they counted, then inserts the markers again.
         await self._counts.write()

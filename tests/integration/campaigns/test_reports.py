@@ -25,7 +25,9 @@ from tests.conftest import eventually
 
 from .conftest import Platform, draft
 
-CLIENT = {"ip": "198.51.100.7", "user_agent": "Mozilla/5.0"}
+CLIENT = {"ip": "198.51.100.7", "user_agent": "Mozilla/5.0"}  # not placed: no country, no device
+IN_RIGA = {"ip": "203.0.113.9", "user_agent": "Mozilla/5.0 (iPhone)", "device": "mobile", "browser": "Mobile Safari",
+           "country": "LV", "city": "Riga"}
 SCANNER = {"client": {"ip": "203.0.113.5", "user_agent": "Barracuda Sentinel (EE)"}, "automated": True,
            "automated_reason": "scanner:barracuda"}
 COMPLAINER = "s5"
@@ -49,10 +51,10 @@ def delivery_events() -> list[Event]:
                                        "source": "dsn"}),
         MessageOpened(**env, payload={**ref(0), "client": CLIENT}),
         MessageOpened(**env, payload={**ref(0), "client": CLIENT}),
-        MessageOpened(**env, payload={**ref(1), "client": CLIENT}),
+        MessageOpened(**env, payload={**ref(1), "client": IN_RIGA}),
         LinkClicked(**env, payload={**ref(0), "url": "https://acme.example/a", "link_index": 0, "client": CLIENT}),
         LinkClicked(**env, payload={**ref(0), "url": "https://acme.example/a", "link_index": 0, "client": CLIENT}),
-        LinkClicked(**env, payload={**ref(4), "url": "https://acme.example/b", "link_index": 1, "client": CLIENT}),
+        LinkClicked(**env, payload={**ref(4), "url": "https://acme.example/b", "link_index": 1, "client": IN_RIGA}),
         # A mail scanner's (delivery marked them automated): counted apart, and message 2 stays unopened.
         MessageOpened(**env, payload={**ref(2), **SCANNER}),
         LinkClicked(**env, payload={**ref(2), "url": "https://acme.example/b", "link_index": 1, **SCANNER}),
@@ -72,8 +74,10 @@ def delivery_events() -> list[Event]:
 
 EXPECTED = {"campaign_id": "c1", "status": "draft", "sent": 11, "delivered": 8,
             "bounces": {"hard": 1, "soft": 1, "block": 1, "undetermined": 1},
-            "opens": {"unique": 2, "total": 3, "automated": 1},
-            "clicks": {"unique": 2, "total": 3, "automated": 1,
+            "opens": {"unique": 2, "total": 3, "automated": 1, "by_country": {"LV": 1, "unknown": 1},
+                      "by_device": {"mobile": 1, "unknown": 1}},
+            "clicks": {"unique": 2, "total": 3, "automated": 1, "by_country": {"LV": 1, "unknown": 1},
+                       "by_device": {"mobile": 1, "unknown": 1},
                        "per_link": [{"link_index": 0, "url": "https://acme.example/a", "clicks": 2},
                                     {"link_index": 1, "url": "https://acme.example/b", "clicks": 1}]},
             "complaints": 1, "unsubscribes": 1,

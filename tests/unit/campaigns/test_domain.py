@@ -162,7 +162,9 @@ def test_what_each_event_adds_to_its_campaigns_report() -> None:
     assert domain.report_counts(never_left) == {"bounced_undetermined": 1}  # neither sent nor failed later
     assert domain.report_counts(opened) == {"opens_total": 1}
     assert domain.report_counts(clicked) == {"clicks_total": 1, "clicks_link_0": 1}
-    assert domain.engagement(opened) == ("opens_unique", f"o:{opened.payload.message_id}")  # type: ignore[attr-defined]
+    assert domain.engagement(opened) == (  # the sample's reader: a phone in Riga
+        {"opens_unique": 1, "opens_unique_country_LV": 1, "opens_unique_device_mobile": 1},
+        f"o:{opened.payload.message_id}")  # type: ignore[attr-defined]
     notice = sent.model_copy(update={"payload": sent.payload.model_copy(update={  # type: ignore[attr-defined]
         "kind": "account_notice", "campaign_id": None})})
     assert domain.report_campaign(sent) == "c1" and domain.report_campaign(notice) is None
@@ -179,11 +181,11 @@ def test_a_mail_scanners_open_or_click_is_counted_apart_and_never_as_the_readers
     assert domain.report_counts(scanner_open) == {"opens_automated": 1}
     assert domain.report_counts(scanner_click) == {"clicks_automated": 1}
     assert domain.engagement(scanner_open) is None and domain.engagement(scanner_click) is None
-    assert domain.engagement(clicked) == ("clicks_unique", f"c:{clicked.payload.message_id}")  # type: ignore[attr-defined]
+    assert domain.engagement(clicked)[1] == f"c:{clicked.payload.message_id}"  # type: ignore[attr-defined,index]
     out = domain.report({"opens_automated": 3, "clicks_automated": 2, "clicks_total": 1, "clicks_unique": 1,
                          "clicks_link_0": 1}, '<a href="https://shop.example/">Shop</a>')
-    assert out["opens"] == {"unique": 0, "total": 0, "automated": 3}
-    assert out["clicks"] == {"unique": 1, "total": 1, "automated": 2,
+    assert out["opens"] == {"unique": 0, "total": 0, "automated": 3, "by_country": {}, "by_device": {}}
+    assert out["clicks"] == {"unique": 1, "total": 1, "automated": 2, "by_country": {}, "by_device": {},
                              "per_link": [{"link_index": 0, "url": "https://shop.example/", "clicks": 1}]}
 
 
@@ -193,7 +195,7 @@ def test_a_report_gives_counts_and_rates_of_what_was_handed_over_and_never_who()
               "clicks_link_0": 20, "complaints": 1, "unsubscribes": 2}
     out = domain.report(counts, None)
     assert (out["sent"], out["delivered"]) == (200, 186)
-    assert out["clicks"] == {"unique": 20, "total": 30, "automated": 0,
+    assert out["clicks"] == {"unique": 20, "total": 30, "automated": 0, "by_country": {}, "by_device": {},
                              "per_link": [{"link_index": 0, "url": None, "clicks": 20},
                                           {"link_index": 1, "url": None, "clicks": 10}]}
     assert out["rates"] == {"hard_bounce_rate": 0.05, "block_rate": 0.02, "abuse_rate": 0.005,
@@ -307,3 +309,29 @@ def test_merge_values_no_member_could_hold_are_refused_for_previews_and_tests(va
     assert domain.preview(state, "c1", lst, fine)["html_body"]  # type: ignore[arg-type]
     assert domain.test_send(state, "c1", lst, ["me@acme.example"], fine, "ada", "t1",  # type: ignore[arg-type]
                             domain.screening_of(state, "c1", lst, None), senders=ACME)
+
+
+def test_a_readers_first_open_or_click_is_counted_by_country_and_device_and_nothing_else_names_a_counter() -> None:
+    """Where readers were and on what, from the client delivery recorded (GeoIP, user agent): unique, so a
+    reader opening ten times counts once; a client delivery could not place is `unknown`; only a two-letter
+    code becomes part of a counter's name."""
+    from tests.samples import sample
+
+    opened = sample("MessageOpened")
+
+    def at(**client: object) -> object:
+        return opened.model_copy(update={"payload": opened.payload.model_copy(update={  # type: ignore[attr-defined]
+            "client": opened.payload.client.model_copy(update=client)})})  # type: ignore[attr-defined]
+
+    assert domain.engagement(at(country=None, device=None))[0] == {  # type: ignore[arg-type,index]
+        "opens_unique": 1, "opens_unique_country_unknown": 1, "opens_unique_device_unknown": 1}
+    for odd in ("lv", "L.", "$x", "ÄÖ"):
+        assert "opens_unique_country_unknown" in domain.engagement(at(country=odd))[0]  # type: ignore[arg-type,index]
+    counts = {"opens_unique": 6, "opens_unique_country_LV": 3, "opens_unique_country_EE": 1,
+              "opens_unique_country_unknown": 2, "opens_unique_device_mobile": 4, "opens_unique_device_desktop": 2,
+              "clicks_unique": 1, "clicks_unique_country_LV": 1, "clicks_unique_device_tablet": 1}
+    out = domain.report(counts, None)
+    assert out["opens"]["by_country"] == {"LV": 3, "unknown": 2, "EE": 1}  # type: ignore[index]
+    assert list(out["opens"]["by_country"]) == ["LV", "unknown", "EE"]  # type: ignore[index]
+    assert out["opens"]["by_device"] == {"mobile": 4, "desktop": 2}  # type: ignore[index]
+    assert (out["clicks"]["by_country"], out["clicks"]["by_device"]) == ({"LV": 1}, {"tablet": 1})  # type: ignore[index]
