@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -28,7 +29,7 @@ from starlette.routing import BaseRoute, Match
 from .apikeys import KeyHolder, key_id_of
 from .contract import Event
 from .contract.envelope import ApiKeyRefusal, ApiKeyRefusedPayload
-from .metrics import API_KEY_REFUSALS
+from .metrics import API_KEY_REFUSALS, HTTP_REQUESTS, HTTP_SECONDS
 from .rules import RuleRefused
 from .throttle import PREFIX_REMEMBERED, CredentialAttempts, Reason, Refusal, Throttle
 
@@ -405,17 +406,75 @@ class TargetLimit:
         await self.app(scope, receive, send)
 
 
+UNMATCHED = "unmatched"  # the route label of a request no route took (a 404 of an unknown path, a 414)
+# Methods by name; any other a client makes up is `other`, so no request adds a series of its own choosing.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RequestMetrics:
+    """ASGI middleware, outermost: every HTTP request counted in `herald_http_requests_total` by its route's
+    template (never the path itself: ids would make a series per customer), method and status, and timed to its
+    response's last byte. A request whose handler raised, answered 500 by Starlette outside this middleware, counts
+    as 500; one whose client left before any answer counts as 499, as proxies log it."""
+
+    def __init__(self, app: Any, routes: Sequence[BaseRoute] = ()) -> None:
+        self.app, self.routes = app, routes
+        self._children: dict[tuple[str, str, int], Any] = {}  # label look-ups cost more than the increment
+
+    def template(self, scope: dict[str, Any]) -> str:
+        """The template of the route that took the request; for one refused before routing (413, 414), of the
+        route that would have taken it."""
+        route = scope.get("route")
+        if route is None:
+            route = next((r for r in self.routes if r.matches(scope)[0] == Match.FULL), None)
+        return getattr(route, "path", None) or UNMATCHED
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 0
+
+        async def noted_send(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noted_send)
+        except Exception:
+            status = status or 500
+            raise
+        except BaseException:  # cancelled: the client went away, or the server stops
+            status = status or 499
+            raise
+        finally:
+            template = self.template(scope)
+            method = scope.get("method", "")
+            method = method if method in METHODS else "other"
+            key = (template, method, status)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = (HTTP_REQUESTS.labels(template, method, str(status)),
+                                               HTTP_SECONDS.labels(template, method))
+            child[0].inc()
+            child[1].observe(time.perf_counter() - started)
+
+
 def api_app(title: str, description: str, version: str = "1.0.0",
             larger_bodies: Mapping[str, int] | None = None) -> FastAPI:
     """A service's FastAPI app: errors are problem documents (invalid requests, unknown routes, refused
     credentials), and its OpenAPI document says so for every error status its routes declare. Request bodies
     are limited to MAX_BODY_BYTES, or for paths matching a `larger_bodies` pattern (a regular expression over the
     whole path) to its limit; a larger body is refused 413. A request target (path and query) longer than
-    MAX_TARGET_BYTES is refused 414."""
+    MAX_TARGET_BYTES is refused 414. Every request is counted and timed (`RequestMetrics`)."""
     app = FastAPI(title=title, version=version, description=description)
     app.add_middleware(BodyLimit, default=MAX_BODY_BYTES,
                        larger=[(re.compile(pattern), limit) for pattern, limit in (larger_bodies or {}).items()])
-    app.add_middleware(TargetLimit, limit=MAX_TARGET_BYTES)  # added last: runs first
+    app.add_middleware(TargetLimit, limit=MAX_TARGET_BYTES)
+    # Added last: runs first, so the 413s and 414s are counted too.
+    app.add_middleware(RequestMetrics, routes=app.router.routes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

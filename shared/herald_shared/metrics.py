@@ -1,4 +1,5 @@
-"""Prometheus metrics every service exposes (served on /metrics): its Kafka traffic, and refused API keys."""
+"""Prometheus metrics every service exposes (served on /metrics): its Kafka traffic, its HTTP requests, and refused
+API keys."""
 
 from __future__ import annotations
 
@@ -26,3 +27,10 @@ API_KEY_REFUSALS = Counter("herald_api_key_refusals_total",
                            "secret: 401), throttled_ip, throttled_key (429, not checked).", ["reason"])
 for _reason in ("bad_key", "throttled_ip", "throttled_key"):
     API_KEY_REFUSALS.labels(_reason)  # every series exported from the start, at 0
+# Every HTTP request a service's app answers (`http.RequestMetrics`), by its route's template (`unmatched` for a path no
+# route takes), method and status: the availability SLI of the 99.5% target (PRODUCT.md) and its latency.
+HTTP_REQUESTS = Counter("herald_http_requests_total", "HTTP requests answered, by route template, method and "
+                        "status (a request whose handler raised counts as 500).", ["route", "method", "status"])
+HTTP_SECONDS = Histogram("herald_http_request_seconds", "Time from a request's arrival to its response's last "
+                         "byte, by route template and method.", ["route", "method"],
+                         buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

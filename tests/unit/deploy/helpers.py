@@ -63,7 +63,11 @@ def promtool() -> str:
 
 
 def alerts() -> dict[str, dict[str, Any]]:
-    return {rule["alert"]: rule for group in RULE["spec"]["groups"] for rule in group["rules"]}
+    return {rule["alert"]: rule for group in RULE["spec"]["groups"] for rule in group["rules"] if "alert" in rule}
+
+
+def recording_rules() -> dict[str, dict[str, Any]]:
+    return {rule["record"]: rule for group in RULE["spec"]["groups"] for rule in group["rules"] if "record" in rule}
 
 
 def exported_metrics() -> set[str]:

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import yaml
 
-from tests.unit.deploy.helpers import MONITORING, ROOT, RULE, alerts, exported_metrics, promtool, series_known
+from tests.unit.deploy.helpers import (
+    MONITORING,
+    ROOT,
+    RULE,
+    alerts,
+    exported_metrics,
+    promtool,
+    recording_rules,
+    series_known,
+)
 
 
 def test_the_rules_pass_promtool_check(tmp_path: Path) -> None:
@@ -18,7 +27,7 @@ def test_the_rules_pass_promtool_check(tmp_path: Path) -> None:
     rules.write_text(yaml.safe_dump(RULE["spec"]))
     done = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"SUCCESS: {len(alerts())} rules found" in done.stdout
+    assert f"SUCCESS: {len(alerts()) + len(recording_rules())} rules found" in done.stdout
 
 
 def test_every_alert_fires_when_it_should_and_not_before(tmp_path: Path) -> None:
@@ -52,11 +61,14 @@ def test_every_alert_has_a_severity_a_summary_and_a_static_runbook() -> None:
 def test_every_metric_the_alerts_use_is_one_a_service_exports() -> None:
     exported = exported_metrics()
     assert "herald_delivery_messages_total" in exported and "herald_consumer_lag" in exported
-    for name, rule in alerts().items():
+    recorded = set(recording_rules())
+    for name, rule in {**alerts(), **recording_rules()}.items():
         used = set(re.findall(r"\b(herald_[a-z_]+)", rule["expr"]))
-        assert used or re.match(r"up\{", rule["expr"]), name  # `up`: Prometheus' own, per scraped target
+        records = set(re.findall(r"\b(herald:[a-z_:0-9]+)", rule["expr"]))
+        assert used or records or re.match(r"up\{", rule["expr"]), name  # `up`: Prometheus' own, per target
         unknown = {metric for metric in used if not series_known(metric, exported)}
         assert not unknown, f"{name} uses metrics no service exports: {sorted(unknown)}"
+        assert records <= recorded, f"{name} uses recording rules that are not written: {sorted(records - recorded)}"
 
 
 def test_the_rules_are_part_of_the_base() -> None:

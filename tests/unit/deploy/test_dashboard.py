@@ -35,7 +35,8 @@ def test_every_query_uses_only_metrics_the_services_export() -> None:
 def test_the_panels_operators_need_are_there() -> None:
     titles = " | ".join(panel["title"].lower() for panel in DASHBOARD["panels"])
     for wanted in ("sending rate", "outcome mix", "suspensions and warnings", "held messages by gate",
-                   "consumer lag", "dead letters", "smtp transaction time", "compliance throughput"):
+                   "consumer lag", "dead letters", "smtp transaction time", "compliance throughput",
+                   "http availability", "http errors by route", "http latency by route"):
         assert wanted in titles, wanted
     ids = [panel["id"] for panel in DASHBOARD["panels"]]
     assert len(ids) == len(set(ids)) and DASHBOARD["uid"] == "herald-overview"
