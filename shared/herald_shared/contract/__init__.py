@@ -81,7 +81,13 @@ class Contract:
                     _holds_nul(json.loads(raw))
         except ValidationError as exc:
             if any(error["type"] == UNKNOWN_VERSION for error in exc.errors()):
-                return self._earlier_version(raw, exc)
+                try:
+                    return self._earlier_version(raw, exc)
+                except InvalidEvent:
+                    raise
+                except Exception as unread:  # whatever the record lacks: a reason, never a crash of the consumer
+                    raise InvalidEvent(f"{_summarise(exc)}; cannot be read as an earlier version: "
+                                       f"{type(unread).__name__}: {unread}") from None
             raise _invalid(exc) from None
         except (OverflowError, RecursionError) as exc:  # what pydantic does not turn into a ValidationError
             raise InvalidEvent(f"cannot be read: {type(exc).__name__}: {exc}") from None
@@ -93,7 +99,8 @@ class Contract:
         """An event whose schema_version is not its type's: one of an earlier version, through its upcasters;
         any other (a later version, a gap in the chain) is refused as it was."""
         data = raw if isinstance(raw, dict) else json.loads(raw)
-        cls, version, payload = self.types[data["type"]], _version_number(data["schema_version"]), data["payload"]
+        cls = self.types[data["type"]]  # the discriminator matched: the type is known
+        version, payload = _version_number(data.get("schema_version")), data.get("payload")
         if version is None or not 1 <= version < cls.version or not isinstance(payload, dict):
             raise _invalid(refused) from None
         try:

@@ -50,14 +50,15 @@ CONSUMERS: dict[str, dict[tuple[str, str], list[str]]] = {
 
 def poison(topic: str) -> list[bytes]:
     """The invalid records of a topic, as a careless or future producer would write them (no headers): not
-    JSON, an unknown type, an unknown schema version, a time that has no UTC equivalent, and a NUL character in
-    a text (valid JSON and schema, but no read model can store it)."""
+    JSON, an unknown type, an unknown schema version (with its payload, and without any), a time that has no UTC
+    equivalent, and a NUL character in a text (valid JSON and schema, but no read model can store it)."""
     valid = json.loads(serialize_event(sample(events_of(topic)[0].model_fields["type"].default, GHOST)))
     future = {**valid, "schema_version": 99}
+    future_bare = {k: v for k, v in future.items() if k != "payload"}  # once stopped every service, for good
     unknown = {**valid, "type": "InvoiceExploded"}
     no_utc = {**valid, "occurred_at": "0001-01-01T00:00:00+01:00"}
     nul = {**valid, "producer": "rogue\u0000"}
-    return [b"{this is not json", *(json.dumps(v).encode() for v in (unknown, future, no_utc, nul))]
+    return [b"{this is not json", *(json.dumps(v).encode() for v in (unknown, future, future_bare, no_utc, nul))]
 
 
 POISON = len(poison("herald.billing"))
@@ -118,8 +119,9 @@ async def test_poison_on_every_topic_is_dead_lettered_and_every_valid_event_is_p
             assert reasons[1].startswith("invalid ") and "occurred_at: Value error, out of the range" in reasons[1], \
                 reasons
             assert reasons[2].startswith("invalid ") and "unsupported schema_version 99" in reasons[2], reasons
-            assert reasons[3].startswith("not JSON"), reasons
-            assert reasons[4] == "unknown event type 'InvoiceExploded'", reasons
+            assert "unsupported schema_version 99" in reasons[3] and "payload: Field required" in reasons[3], reasons
+            assert reasons[4].startswith("not JSON"), reasons
+            assert reasons[5] == "unknown event type 'InvoiceExploded'", reasons
     assert process.alive, process.tail()
     await process.ready(within=5)
     print(f"{service}: past the poison {time.monotonic() - started:.1f}s after start")

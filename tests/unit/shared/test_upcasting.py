@@ -75,6 +75,14 @@ def recorded(version: int, payload: dict[str, Any]) -> bytes:
                        "producer": "depot", "payload": payload}).encode()
 
 
+def without_payload(version: object) -> bytes:
+    """What a careless producer wrote: a version this contract does not know, and no payload at all (a KeyError
+    that stopped every consumer, restart after restart, before the reading of earlier versions took care)."""
+    event = json.loads(recorded(1, {}))
+    del event["payload"]
+    return json.dumps({**event, "schema_version": version}).encode()
+
+
 @pytest.mark.parametrize(("version", "payload"), [
     (1, {"name": "Anna", "weight": 1.25}),
     ("1", {"name": "Anna", "weight": 1.25}),  # the envelope's lax reading of a version in a string
@@ -101,6 +109,9 @@ def test_an_event_of_an_earlier_version_is_read_as_todays_through_each_step(vers
     (recorded(2, {"recipient_name": "Anna\u0000", "weight_grams": 1}), r"NUL character"),
     (recorded(1, []), r"invalid ParcelShipped"),  # type: ignore[arg-type]
     (recorded(-1, {"name": "Anna", "weight": 1}), r"unsupported schema_version -1"),
+    (without_payload(4), r"unsupported schema_version 4 .*payload: Field required"),
+    (without_payload(1), r"invalid ParcelShipped: .*payload: Field required"),
+    (without_payload("x"), r"invalid ParcelShipped"),
 ])
 def test_what_no_upcaster_can_read_is_refused_with_the_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(InvalidEvent, match=reason):
