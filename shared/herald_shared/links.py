@@ -43,6 +43,7 @@ class UnsubscribeClaim:
     subscriber_id: str
     campaign_id: str | None
     message_id: str | None
+    test: bool = False  # a test send's link: it names no subscriber, and unsubscribes no one
 
 
 # Compact JSON as itsdangerous writes it (`json.dumps` with these arguments builds an encoder per call).
@@ -99,14 +100,16 @@ class LinkSigner:
         return ConfirmClaim(str(data["a"]), str(data["s"]))
 
     def unsubscribe_url(self, account_id: str, subscriber_id: str, campaign_id: str | None = None,
-                        message_id: str | None = None) -> str:
-        token = self._write_unsubscribe.dumps({"a": account_id, "s": subscriber_id, "c": campaign_id,
-                                               "m": message_id})
+                        message_id: str | None = None, *, test: bool = False) -> str:
+        claim: dict[str, Any] = {"a": account_id, "s": subscriber_id, "c": campaign_id, "m": message_id}
+        if test:
+            claim["t"] = 1  # marked in the signed claim: no subscriber id, whatever it reads, can pass for a test's
+        token = self._write_unsubscribe.dumps(claim)
         return f"{self.base_url}/unsubscribe/{token}"
 
     def read_unsubscribe(self, token: str) -> UnsubscribeClaim:
         data = self._load(self._unsubscribe, token, max_age=None)
-        return UnsubscribeClaim(str(data["a"]), str(data["s"]), data.get("c"), data.get("m"))
+        return UnsubscribeClaim(str(data["a"]), str(data["s"]), data.get("c"), data.get("m"), data.get("t") == 1)
 
     @staticmethod
     def _load(serializer: URLSafeTimedSerializer, token: str, max_age: int | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.contract.campaigns import CampaignContent, ScreeningMatch
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import FieldName, FieldValue
-from herald_shared.http import RefusedKeys, answers, api_key_account, problem, problems
+from herald_shared.http import PROBLEM_STATUSES, Problem, RefusedKeys, answers, api_key_account, problem, problems
 from herald_shared.request_fields import (
     NO_NUL,
     Body,
@@ -28,6 +28,7 @@ from .domain import (
     STATUSES,
     DnsUnavailable,
     Draft,
+    TestRecipientNotAllowed,
     VerificationFailed,
     display_state,
     report,
@@ -134,8 +135,21 @@ class PreviewOut(Out):
 
 
 class TestIn(Body):
-    recipients: list[EmailAddress] = Field(min_length=1, max_length=5)
+    recipients: list[EmailAddress] = Field(
+        min_length=1, max_length=5,
+        description="While staff review the account (not approved yet, or on trial), only its registered address "
+                    "and addresses at a sending domain it verified (or a subdomain of one); anyone once approved "
+                    "on a paid plan.")
     values: Values | None = Field(default=None, description="Merge values; a sample member's when absent.")
+
+
+class TestRefused(Problem):
+    """A test's 422: what any route's 422 holds, and for `test_recipient_not_allowed` the addresses refused."""
+
+    refused: list[str] | None = Field(
+        default=None, description="test_recipient_not_allowed: the addresses that are not the account's own (while "
+                                  "staff review it, a test goes only to its registered address and its verified "
+                                  "domains).")
 
 
 class TestOut(Out):
@@ -361,13 +375,24 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
 
     @router.post("/campaigns/{campaign_id}/tests", status_code=202, response_model=None,
                  responses={**answers(202, TestOut, "Delivery sends it, marked as a test."),
-                            **problems(404, 409, 422, 429, 503)})
+                            **problems(404, 409, 429, 503),
+                            422: {"model": TestRefused, "description": PROBLEM_STATUSES[422] + " Or "
+                                  "`test_recipient_not_allowed`: the account is under review and an address is "
+                                  "not its own (`refused`)."}})
     async def test_send(campaign_id: Identifier, body: TestIn, account_id: Account) -> JSONResponse:
         """Send the campaign as it is now to up to 5 addresses, subject marked [Test]; never counted in reports,
         rates or quotas, but the trial's 100 emails (billing). Tests are not reviewed, so an account sends at most
-        HERALD_CAMPAIGNS_TEST_SENDS_PER_DAY (50) test messages in 24 hours; more is refused 429."""
+        HERALD_CAMPAIGNS_TEST_SENDS_PER_DAY (50) test messages in 24 hours; more is refused 429. While staff
+        review the account (not approved yet, or on trial), a test goes only to the account's own addresses: its
+        registered address and addresses at a sending domain it verified, or a subdomain of one (not the
+        platform's shared sending domains); any other address refuses the whole test, 422
+        `test_recipient_not_allowed`, naming them in `refused`."""
         recipients = list(dict.fromkeys(body.recipients))
-        test_id = await service.test_send(account_id, campaign_id, recipients, body.values, "api")
+        try:
+            test_id = await service.test_send(account_id, campaign_id, recipients, body.values, "api")
+        except TestRecipientNotAllowed as refused:
+            return problem(refused.http_status, refused.code, refused.detail, refused=refused.refused,
+                           errors=[{"location": where, "message": message} for where, message in refused.errors or ()])
         return JSONResponse({"test_id": test_id, "recipients": recipients}, status_code=202)
 
     @router.post("/campaigns/{campaign_id}/submission", response_model=None,

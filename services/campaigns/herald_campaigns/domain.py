@@ -137,6 +137,18 @@ class TestSendsExhausted(CampaignError):
     code, http_status = "test_sends_exhausted", 429
 
 
+class TestRecipientNotAllowed(CampaignError):
+    """A test of an account still under review (not approved, or on trial) to an address the account has not
+    shown to be its own: tests are not reviewed, so until staff have reviewed the account they would carry
+    unreviewed content to strangers (PRODUCT.md, "Review"). `refused` names those addresses."""
+
+    code, http_status = "test_recipient_not_allowed", 422
+
+    def __init__(self, detail: str, refused: list[str], errors: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(detail, errors)
+        self.refused = refused
+
+
 class InvalidTemplate(CampaignError):
     """A subject, preheader or body that does not compile, uses what the sandbox refuses, or names a field the
     list does not have: refused with the part, the line and the reason."""
@@ -227,6 +239,8 @@ class AccountInfo:
     plan: str | None = None  # trial, monthly, pay_as_you_go; None before any PlanChanged
     suspended: bool = False
     blocked: tuple[str, ...] = ()
+    # AccountOpened's; None for an account folded before campaigns kept it (until a rebuild) or not opened yet.
+    registered_email: str | None = None
 
     @property
     def on_trial(self) -> bool:
@@ -715,13 +729,19 @@ def _refuse(screening: Screening) -> None:
 def review_reasons(account: AccountInfo | None, screening: Screening) -> list[ReviewReason]:
     """PRODUCT.md "Review": a new account's campaigns until staff approve the account, every campaign during
     the trial, and every campaign screening flagged go to staff first."""
+    reasons = account_review_reasons(account)
+    if screening.flagged:
+        reasons.append("flagged")
+    return reasons
+
+
+def account_review_reasons(account: AccountInfo | None) -> list[ReviewReason]:
+    """Why staff review every campaign of this account whatever it says: not approved yet, or on trial."""
     reasons: list[ReviewReason] = []
     if account is None or not account.approved:
         reasons.append("account_not_approved")
     if account is not None and account.on_trial:
         reasons.append("trial")
-    if screening.flagged:
-        reasons.append("flagged")
     return reasons
 
 
@@ -853,6 +873,64 @@ def test_send(current: CampaignState | None, campaign_id: str, lst: ListInfo | N
         requested_by=requested_by))]
 
 
+# Test recipients of an account under review (PRODUCT.md, "Review"): tests are not reviewed, so until staff have
+# reviewed the account (and while it is on trial) they go only to addresses the account has shown are its own.
+
+_UNDER_REVIEW = {"account_not_approved": "staff have not approved the account yet",
+                 "trial": "the account is on trial (until a paid plan)"}
+
+
+def _address_key(address: str) -> str:
+    """An address as test recipients are compared: in lower case (as a test is sent), its domain in A-labels."""
+    local = address.rpartition("@")[0]
+    return f"{local.lower()}@{from_domain(address)}"
+
+
+def test_recipient_domains(recipients: Iterable[str]) -> list[str]:
+    """The sending domains that could make these addresses the account's own: each one's domain and parents (read
+    by key)."""
+    return sorted({candidate for address in recipients for candidate in sender_candidates(address)})
+
+
+def refused_test_recipients(account: AccountInfo | None, recipients: Iterable[str], senders: Senders) -> list[str]:
+    """Of a test's addresses, those the account may not test to. An account under review (not approved, or on
+    trial: `account_review_reasons`, what sends its every campaign to staff) may test only to its registered
+    address (AccountOpened's: an account campaigns folded before it kept that address has none until a rebuild)
+    and to addresses at a sending domain it verified itself, or at a subdomain of one (verifying proves control
+    of the domain's DNS, its subdomains' included, as for a From; never by the name's end alone). The operator's
+    shared domains (`senders.shared`) do not count: every account may send From them, none owns their mailboxes.
+    Any other account (approved, on a paid plan) may test to anyone. Compared in lower case."""
+    if not account_review_reasons(account):
+        return []
+    registered = account.registered_email if account is not None else None
+    own = _address_key(registered) if registered else None
+    return [address for address in recipients
+            if _address_key(address) != own and covering_domain(from_domain(address), senders.verified) is None]
+
+
+def check_test_recipients(account: AccountInfo | None, recipients: Iterable[str], senders: Senders) -> None:
+    """Refuse the whole test (TestRecipientNotAllowed, 422) when any address is one the account may not test to
+    (`refused_test_recipients`), saying which are refused, which would be allowed, and why."""
+    refused = list(dict.fromkeys(refused_test_recipients(account, recipients, senders)))
+    if not refused:
+        return
+    why = " and ".join(_UNDER_REVIEW[reason] for reason in account_review_reasons(account))
+    registered = account.registered_email if account is not None else None
+    own = (f"the account's registered address {registered}" if registered else
+           "the account's registered address (campaigns holds none for this account yet)")
+    pending = sorted({found for address in refused
+                      if (found := covering_domain(from_domain(address), senders.pending)) is not None})
+    verify = (f" ({', '.join(pending)}: added, not verified yet)" if pending else "")
+    detail = (f"not sent: a test may not go to {', '.join(refused)}. Tests are not reviewed, and {why}, so until "
+              f"staff review allows it (PRODUCT.md, \"Review\") a test goes only to addresses that are the "
+              f"account's own: {own}, and addresses at a sending domain the account verified, or a subdomain of "
+              f"one{verify} (POST /v1/sending-domains; the platform's shared sending domains are no account's "
+              "own). Once the account is approved and on a paid plan, a test may go to any address")
+    raise TestRecipientNotAllowed(detail, refused, errors=[
+        ("body.recipients", f"{address}: not the account's registered address nor at a domain it verified")
+        for address in refused])
+
+
 def evolve(doc: dict[str, Any] | None, event: Event, at: datetime) -> dict[str, Any] | None:
     """The campaign document after one event (the read model's fold). Events that do not fit the state are
     ignored: a replay, or an approval of a campaign cancelled meanwhile."""
@@ -921,12 +999,13 @@ def display_state(doc: Mapping[str, Any], account: AccountInfo | None, sent: int
 
 def evolve_account(doc: dict[str, Any] | None, event: Event) -> dict[str, Any] | None:
     """What campaigns keeps of an account: approved, plan (trial), suspended (and by which AccountSuspended: a
-    reinstatement naming another, stale or sent twice, changes nothing), blocked."""
+    reinstatement naming another, stale or sent twice, changes nothing), blocked, and the registered address
+    (where its tests may go while it is under review)."""
     base: dict[str, Any] = doc or {"account_id": event.account_id, "opened": False, "approved": False,
                                    "plan": None, "suspended": False, "blocked": []}
     match event:
-        case AccountOpened():
-            return {**base, "opened": True}
+        case AccountOpened(payload=p):
+            return {**base, "opened": True, "registered_email": p.registered_email}
         case AccountApproved():
             return {**base, "approved": True}
         case PlanChanged(payload=p):
@@ -956,7 +1035,8 @@ def account_info(doc: Mapping[str, Any] | None) -> AccountInfo | None:
         return None
     return AccountInfo(account_id=doc["account_id"], opened=bool(doc.get("opened")),
                        approved=bool(doc.get("approved")), plan=doc.get("plan"),
-                       suspended=bool(doc.get("suspended")), blocked=tuple(doc.get("blocked", ())))
+                       suspended=bool(doc.get("suspended")), blocked=tuple(doc.get("blocked", ())),
+                       registered_email=doc.get("registered_email"))
 
 
 # Reports (issue 14, "Reports"): what each delivery or subscriptions event adds to its campaign's counts.

@@ -131,6 +131,7 @@ class CampaignsService:
         test_id = "t" + uuid.uuid4().hex[:12]
         now = datetime.now(UTC)
         state = domain.testable(current, campaign_id, lst, senders=senders)
+        await self._check_test_recipients(account_id, recipients)
         verdict = self._screen(state, campaign_id, lst, values)
         async with self.recorder.serialised(f"tests:{account_id}"):
             events = domain.test_send(state, campaign_id, lst, list(recipients), values, requested_by, test_id,
@@ -139,6 +140,15 @@ class CampaignsService:
             self.test_sends.count(account_id, now, sum(len(e.payload.recipients) for e in events
                                                        if isinstance(e, CampaignTestRequested)))
         return test_id
+
+    async def _check_test_recipients(self, account_id: str, recipients: Sequence[str]) -> None:
+        """Refuse a test of an account under review to an address not its own (`domain.check_test_recipients`);
+        its sending domains are read, by key, only for such an account."""
+        account = await self.store.account(account_id)
+        if not domain.account_review_reasons(account):
+            return
+        docs = await self.store.sending_domains_named(account_id, domain.test_recipient_domains(recipients))
+        domain.check_test_recipients(account, recipients, domain.senders_of(docs, self.shared_sending_domains))
 
     async def preview(self, account_id: str, campaign_id: str,
                       values: dict[str, FieldValue] | None) -> dict[str, str | None]:

@@ -785,7 +785,8 @@ class Renderer:
                      message_id: str, test_id: str, now: datetime | None = None) -> Rendered:
         """A test send of the campaign: rendered with the sample values, `[Test] ` before the subject and
         `X-Herald-Test: yes`. Its links are left as written and it has no open pixel (a test's engagement is
-        nobody's statistic); its unsubscribe link names no subscriber, so it unsubscribes no one."""
+        nobody's statistic); its unsubscribe link names no subscriber and is marked a test's, so it unsubscribes
+        no one."""
         values: dict[str, object] = {name: "" if value is None else value for name, value in sample.items()}
         return self._campaign(template, recipient, values, message_id, f"test:{test_id}", test=True, now=now)
 
@@ -793,7 +794,7 @@ class Renderer:
                   subscriber_id: str, *, test: bool, now: datetime | None) -> Rendered:
         claim = {"a": template.account_id, "m": message_id, "c": template.campaign_id, "s": subscriber_id}
         unsubscribe = self.links.unsubscribe_url(template.account_id, subscriber_id, template.campaign_id,
-                                                 message_id)
+                                                 message_id, test=test)
         values["unsubscribe_url"] = unsubscribe
         for index, url in enumerate(template.links):
             values[f"{LINK_FIELD}{index}"] = url if test else (

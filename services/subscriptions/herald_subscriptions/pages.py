@@ -113,6 +113,16 @@ def form_refusal(refused: SubscriptionError) -> str:
     return FORM_REFUSALS.get(refused.code, FORM_REFUSED)
 
 
+# Delivery's test messages (render.test_message) carry an unsubscribe link marked a test's, naming no subscriber.
+TEST_MESSAGE = "This was a test message: its link belongs to no subscription, so no subscription changed."
+
+
+def _test_message() -> HTMLResponse:
+    return page("This was a test message", "<p>The sender sent you this email to test a campaign before sending "
+                "it. Its unsubscribe link belongs to no subscription, so no subscription changed. To stop a list's "
+                "emails, use the link in an email of that list.</p>")
+
+
 def _check_inbox() -> HTMLResponse:
     return page("Check your inbox", "<p>We sent you an email with a link. Open it to confirm your subscription; "
                                     "until then you will receive nothing.</p>")
@@ -249,10 +259,12 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
     @router.get("/unsubscribe/{token}")
     async def unsubscribe_page(token: LinkToken) -> HTMLResponse:
         try:
-            service.links.read_unsubscribe(token)
+            claim = service.links.read_unsubscribe(token)
         except (LinkInvalid, LinkExpired):
             return page("This link is not valid", "<p>Check that you opened the whole link from the email.</p>",
                         400)
+        if claim.test:
+            return _test_message()
         return page("Unsubscribe", f"""<p>Do you want to stop receiving these emails?</p>
 <form method="post">{guard.token_field(f"/unsubscribe/{token}")}
 <button type="submit" name="confirm" value="yes">Unsubscribe</button></form>
@@ -269,6 +281,9 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
             return PlainTextResponse("This unsubscribe link is not valid.", status_code=400)
         form = await request.form()
         one_click = form.get("List-Unsubscribe") == "One-Click"
+        if claim.test:
+            # A mail provider's one-click POST gets its 2xx as for any message; nobody is unsubscribed.
+            return PlainTextResponse(TEST_MESSAGE) if one_click else _test_message()
         if not one_click and (verdict := guard.screen(request, form)) != "accept":
             return _forged(verdict)
         try:
