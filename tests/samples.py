@@ -100,6 +100,8 @@ PAYLOADS: dict[str, dict[str, Any]] = {
                   "password_hash": "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"},
     "PasswordChanged": {"username": "anna",
                         "password_hash": "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$bmV3aGFzaG5ld2hhc2g"},
+    "PasswordResetRequested": {"request_id": "pr0123456789abcdef0123456789abcdef", "username": "anna",
+                               "expires_at": "2026-12-06T22:00:00Z"},
     "UserDisabled": {"username": "ben", "disabled_by": "anna"},
     "LoggedOut": {"username": "anna", "session_id": "s0123456789abcdef01234567"},
     "StaffAccessed": {"staff": "rita", "what": "account"},

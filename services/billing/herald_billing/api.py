@@ -64,6 +64,21 @@ class PasswordIn(Body):
     new_password: Password
 
 
+class PasswordResetIn(Body):
+    username: LoginName
+
+
+class PasswordResetCompletionIn(Body):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_\-]+$")] = Field(
+        description="The `token` of the link mailed to the account's registered address.")
+    new_password: Password
+
+
+class PasswordResetOut(Out):
+    status: Literal["requested"]
+    detail: str
+
+
 class UserIn(Body):
     username: Username
     password: Password
@@ -234,9 +249,13 @@ class KeysOut(Out):
 
 class AuditEntryOut(Out):
     at: datetime
-    kind: Literal["login", "password_change", "staff_access", "api_key", "cancellation", "billing_details"] = Field(
+    kind: Literal["login", "password_change", "password_reset_requested", "password_reset_completed", "staff_access",
+                  "api_key", "cancellation", "billing_details"] = Field(
         description="login: a login or a failed attempt (a wrong current password at a password change too); "
-                    "password_change: a user changed their password; staff_access: staff looked or acted; "
+                    "password_change: a user changed their password; password_reset_requested: someone asked for "
+                    "a reset link for the user (mailed to the registered address; `request_id`); "
+                    "password_reset_completed: the password was set by that link (`request_id`); "
+                    "staff_access: staff looked or acted; "
                     "api_key: a service refused an API key of the account (a failed attempt: `key_id`, `service`, "
                     "`path`, `reason`); cancellation: the plan was cancelled or the cancellation withdrawn (`what`: "
                     "requested, withdrawn; by `username`, or by `staff` recording the customer's request); "
@@ -272,6 +291,7 @@ class AuditEntryOut(Out):
                                                                 "messages), when named by the membership's id.")
     email_sha256: str | None = Field(default=None, description="Whose delivery record staff looked up, when named by "
                                                                "the hash of the address (never the address).")
+    request_id: str | None = Field(default=None, description="The password reset asked for, or used.")
 
 
 class AuditOut(Out):
@@ -450,6 +470,10 @@ def client_of(request: Request) -> Client:
     return Client(client_host(request), request.headers.get("user-agent"))
 
 
+RESET_REQUESTED = ("If this user exists and may log in, a link to set a new password was mailed to the registered "
+                   "address of the user's account. It works once, for one hour.")
+
+
 def too_many_attempts(exc: TooManyAttempts) -> JSONResponse:
     response = problem(429, "too_many_attempts", str(exc))
     response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
@@ -486,7 +510,7 @@ async def login_body(request: Request) -> object:
 
 def audit_out(doc: dict[str, Any]) -> dict[str, Any]:
     fields = ("result", "reason", "username", "method", "ip", "user_agent", "session_id", "staff", "what", "service",
-              "campaign_id", "key_id", "path", "subscriber_id", "email_sha256")
+              "campaign_id", "key_id", "path", "subscriber_id", "email_sha256", "request_id")
     return {"at": doc["at"].isoformat(), "kind": doc["kind"], **{f: doc.get(f) for f in fields}}
 
 
@@ -533,6 +557,53 @@ def build_api(service: BillingService) -> APIRouter:
                          tags=["sessions"], responses={**answers(201, SessionOut, "Logged in."),
                                                        **problems(401, 422, 429, 503)},
                          route_class_override=failed_validation_too(malformed_login))
+
+    @router.post("/password-resets", status_code=202, response_model=None, tags=["sessions"],
+                 responses={**answers(202, PasswordResetOut, "Taken: the same answer whether the user exists or "
+                                                             "not."),
+                            **problems(422, 429, 503),
+                            429: {"model": Problem, "description": (
+                                "too_many_attempts: too many resets asked for this username or from this address "
+                                "(Retry-After).")},
+                            503: {"model": Problem, "description": (
+                                "password_reset_not_configured: the platform has no HERALD_PASSWORD_RESET_KEY; or "
+                                "the infrastructure is unavailable.")}})
+    async def request_password_reset(body: PasswordResetIn, request: Request) -> JSONResponse:
+        """A forgotten password (no credentials): if the user exists, is enabled and the account open, a link is
+        mailed to the account's registered address (the owner's mailbox, for every user of the account, members
+        too). It works once, for an hour, and only while the password stays as it was. In the account's audit
+        log."""
+        try:
+            await service.request_password_reset(body.username, client_of(request))
+        except TooManyAttempts as exc:
+            return too_many_attempts(exc)
+        return JSONResponse({"status": "requested", "detail": RESET_REQUESTED}, status_code=202)
+
+    @router.post("/password-resets/{request_id}/completion", status_code=204, response_model=None,
+                 tags=["sessions"],
+                 responses={**problems(404, 422, 429, 503),
+                            404: {"model": Problem, "description": (
+                                "password_reset_not_found: no such request, or the token is not its own (one "
+                                "answer for both). A few wrong tokens use the request up.")},
+                            410: {"model": Problem, "description": (
+                                "password_reset_used: used already, or too many wrong tokens were tried; "
+                                "password_reset_expired: asked for more than an hour ago; password_reset_void: "
+                                "the user was disabled, the account closed or the password changed since.")},
+                            422: {"model": Problem, "description": (
+                                "invalid_request, or weak_password: the new password breaks the password rules "
+                                "(12 to 256 characters, not containing the username, not one character "
+                                "repeated).")},
+                            429: {"model": Problem, "description": (
+                                "too_many_attempts: too many failed attempts from this address (Retry-After).")}})
+    async def complete_password_reset(request_id: Identifier, body: PasswordResetCompletionIn,
+                                      request: Request) -> Response:
+        """Set a new password with a reset link's request id and token: every session of the user ends; log in
+        with the new password."""
+        try:
+            await service.complete_password_reset(request_id, body.token, body.new_password, client_of(request))
+        except TooManyAttempts as exc:
+            return too_many_attempts(exc)
+        return Response(status_code=204)
 
     @router.delete("/sessions/current", status_code=204, tags=["sessions"], responses={**signed_in,
                                                                                        **problems(503)})

@@ -5,6 +5,7 @@ decision records. PRODUCT.md: "Accounts, users, access", "Review", "Plans and bi
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import uuid
@@ -52,6 +53,8 @@ from herald_shared.contract.billing import (
     LoginSucceeded,
     PasswordChanged,
     PasswordChangedPayload,
+    PasswordResetRequested,
+    PasswordResetRequestedPayload,
     PaymentFailed,
     PaymentFailedPayload,
     PaymentMethodSet,
@@ -104,6 +107,8 @@ ReviewStatus = Literal["in_review", "approved", "rejected"]
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{2,99}$")
 PASSWORD_MIN = 12
 PASSWORD_MAX = 256
+PASSWORD_RESET_VALIDITY = timedelta(hours=1)
+PASSWORD_RESET_TRIES = 5  # wrong tokens a reset request takes before it is burnt
 
 
 # Errors: each a rule, answered as an RFC 9457 problem by herald_shared.http
@@ -266,6 +271,30 @@ class PaymentMethodInvalid(RuleRefused):
     code, http_status = "payment_method_invalid", 422
 
 
+class PasswordResetNotConfigured(RuleRefused):
+    code, http_status = "password_reset_not_configured", 503
+
+
+class PasswordResetNotFound(RuleRefused):
+    """No such request, or not its token: one answer, so a guess learns nothing."""
+
+    code, http_status = "password_reset_not_found", 404
+
+
+class PasswordResetExpired(RuleRefused):
+    code, http_status = "password_reset_expired", 410
+
+
+class PasswordResetUsed(RuleRefused):
+    code, http_status = "password_reset_used", 410
+
+
+class PasswordResetVoid(RuleRefused):
+    """The user was disabled, the account closed, or the password changed since the request."""
+
+    code, http_status = "password_reset_void", 410
+
+
 @dataclass(frozen=True)
 class User:
     username: str
@@ -275,6 +304,22 @@ class User:
     disabled: bool = False
     # Sessions issued before this instant are over (a password change ends them).
     sessions_valid_from: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PasswordReset:
+    """A request to reset a forgotten password, kept by billing (not folded: it is no account state) until it is
+    used, burnt by wrong tokens, or expired."""
+
+    request_id: str
+    account_id: str
+    username: str
+    requested_at: datetime
+    expires_at: datetime
+    # The user's password hash as it was, hashed again: a password changed since voids the request.
+    password_marker: str
+    used: bool = False
+    wrong_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -553,6 +598,59 @@ def change_password(user: User, current_matches: bool, new_hash: str, ip: str | 
         raise WrongPassword("the current password is not right")
     return [_event(PasswordChanged, user.account_id, PasswordChangedPayload(
         username=user.username, password_hash=new_hash, ip=ip, user_agent=user_agent, session_id=session_id))]
+
+
+def password_marker(password_hash: str) -> str:
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
+
+
+def new_password_reset_id() -> str:
+    return "pr" + secrets.token_hex(16)
+
+
+def request_password_reset(user: User | None, account: Account | None, request_id: str, now: datetime,
+                           ip: str | None = None, user_agent: str | None = None) -> tuple[PasswordReset | None,
+                                                                                          list[Event]]:
+    """PRODUCT.md: users can change their password at any time, a forgotten one too. A request for an existing,
+    enabled user of an open account is kept and announced (delivery mails the link to the account's registered
+    address); any other is nothing, and the asker is told the same."""
+    if user is None or account is None or user.disabled or account.deleted_at is not None \
+            or user.account_id != account.account_id:
+        return None, []
+    # Whole seconds: the link's token signs the expiry as both services read it back.
+    expires_at = (now + PASSWORD_RESET_VALIDITY).replace(microsecond=0)
+    reset = PasswordReset(request_id, user.account_id, user.username, now, expires_at,
+                          password_marker(user.password_hash))
+    return reset, [_event(PasswordResetRequested, user.account_id, PasswordResetRequestedPayload(
+        request_id=request_id, username=user.username, expires_at=expires_at, ip=ip, user_agent=user_agent),
+        at=now)]
+
+
+def check_password_reset(reset: PasswordReset | None, token_matches: bool, user: User | None,
+                         account: Account | None, now: datetime) -> PasswordReset:
+    """Whether a reset link may set a new password now: its token right, unused (a few wrong tokens burn it),
+    within its hour, its user still enabled in an open account and the password unchanged since the request."""
+    if reset is None or not token_matches:
+        raise PasswordResetNotFound("no such password reset, or not its token")
+    if reset.used or reset.wrong_tokens >= PASSWORD_RESET_TRIES:
+        raise PasswordResetUsed("this password reset link was used already (or too many wrong tokens were tried "
+                                "with it); ask for a new one")
+    if now >= reset.expires_at:
+        raise PasswordResetExpired("this password reset link has expired (it works for an hour); ask for a new one")
+    if user is None or user.disabled or account is None or account.deleted_at is not None \
+            or user.account_id != reset.account_id:
+        raise PasswordResetVoid("the user was disabled or the account closed since the reset was asked for")
+    if password_marker(user.password_hash) != reset.password_marker:
+        raise PasswordResetVoid("the password was changed since the reset was asked for")
+    return reset
+
+
+def complete_password_reset(reset: PasswordReset, user: User, new_hash: str, ip: str | None = None,
+                            user_agent: str | None = None) -> list[Event]:
+    """The new password (checked by `check_password_reset` first): every session of the user ends with it."""
+    return [_event(PasswordChanged, user.account_id, PasswordChangedPayload(
+        username=user.username, password_hash=new_hash, ip=ip, user_agent=user_agent,
+        reset_request_id=reset.request_id))]
 
 
 def log_out(user: User, session_id: str) -> list[Event]:

@@ -32,6 +32,7 @@ from herald_shared.contract.billing import (
 from herald_shared.http import Unauthorised
 from herald_shared.lifecycle import every
 from herald_shared.mongo import Document
+from herald_shared.password_reset import token_matches
 from herald_shared.rules import RuleRefused
 from herald_shared.throttle import Throttle
 
@@ -100,7 +101,7 @@ class BillingService:
                  session_validity: timedelta, plans: Plans, payments: PaymentProvider,
                  clock: Callable[[], datetime] = domain.utcnow,
                  user_throttle: Throttle | None = None, address_throttle: Throttle | None = None,
-                 calendar: BillingCalendar = domain.PLATFORM_CALENDAR) -> None:
+                 calendar: BillingCalendar = domain.PLATFORM_CALENDAR, password_reset_key: str | None = None) -> None:
         self.store = store
         self.plans = plans
         self.calendar = calendar
@@ -119,6 +120,12 @@ class BillingService:
         # PRODUCT.md: failed logins are throttled per user and per address.
         self.user_throttle = user_throttle or Throttle(limit=5, window=timedelta(minutes=15))
         self.address_throttle = address_throttle or Throttle(limit=30, window=timedelta(minutes=15))
+        # Reset requests are counted whether the user exists or not (each one may mail the account): a few an hour
+        # per username, and as many per address as failed logins.
+        self.password_reset_key = password_reset_key
+        self.reset_user_throttle = Throttle(limit=3, window=timedelta(hours=1))
+        self.reset_address_throttle = Throttle(limit=30, window=timedelta(minutes=15))
+        self._reset_requests: set[asyncio.Task[None]] = set()
 
     # Sign-up and sessions
 
@@ -262,6 +269,90 @@ class BillingService:
         async with self.recorder.serialised(f"user:{user.username}"):
             await self.recorder.commit(domain.change_password(user, matches, new_hash, client.ip,
                                                               self._user_agent(client), session.session_id))
+
+    # A forgotten password
+
+    async def request_password_reset(self, username: str, client: Client) -> None:
+        """Asked without credentials: the answer is the same whether the user exists or not, and is given before
+        the user is even looked up (the lookup, the record and the event run after it, `_reset_requested`), so
+        neither its body nor its time tells a user that exists from one that does not."""
+        if self.password_reset_key is None:
+            raise domain.PasswordResetNotConfigured("password resets are not configured on this platform "
+                                                    "(HERALD_PASSWORD_RESET_KEY); ask your account's owner or support")
+        now = self.clock()
+        name = username.strip().lower()
+        wait = max(self.reset_user_throttle.retry_after(name, now),
+                   self.reset_address_throttle.retry_after(client.ip, now) if client.ip else 0.0)
+        if wait > 0:
+            raise TooManyAttempts(wait)
+        self.reset_user_throttle.count(name, now)
+        if client.ip:
+            self.reset_address_throttle.count(client.ip, now)
+        task = asyncio.create_task(self._reset_requested(name, client, now), name="password-reset-request")
+        self._reset_requests.add(task)
+        task.add_done_callback(self._reset_requests.discard)
+
+    async def _reset_requested(self, name: str, client: Client, now: datetime) -> None:
+        try:
+            user = await self.store.user(name)
+            account = await self.store.account(user.account_id) if user is not None else None
+            reset, events = domain.request_password_reset(user, account, domain.new_password_reset_id(), now,
+                                                          client.ip, self._user_agent(client))
+            if reset is None:
+                log.warning("password reset not sent" if user is not None else "password reset for an unknown user",
+                            extra={"username": name[:100], "ip": client.ip, "user_agent": self._user_agent(client),
+                                   "reason": "unknown_user" if user is None else "disabled_user_or_closed_account"})
+                return
+            # Kept before it is announced: the link delivery mails for it always finds it.
+            await self.store.add_password_reset(reset)
+            await self.recorder.publish_only(events)
+            log.info("password reset requested", extra={"account_id": reset.account_id,
+                                                        "request_id": reset.request_id})
+        except Exception:
+            log.exception("a password reset request was not recorded", extra={"username": name[:100]})
+
+    async def reset_requests_settled(self) -> None:
+        """Wait until the reset requests answered so far are recorded (at the service's stop; in tests)."""
+        while self._reset_requests:
+            await asyncio.gather(*self._reset_requests, return_exceptions=True)
+
+    async def reset_request(self, request_id: str, token: str, client: Client) -> domain.PasswordReset:
+        """The request a link names, when the link's token is its own and it may still set a password; a wrong
+        token is counted on the request (a few burn it) and toward the address's login throttle."""
+        key = self.password_reset_key
+        if key is None:
+            raise domain.PasswordResetNotConfigured("password resets are not configured on this platform")
+        now = self.clock()
+        if client.ip and (wait := self.address_throttle.retry_after(client.ip, now)) > 0:
+            raise TooManyAttempts(wait)
+        reset = await self.store.password_reset(request_id)
+        matches = reset is not None and token_matches(key, reset.request_id, reset.username, reset.expires_at,
+                                                      token)
+        if not matches:
+            if reset is not None:
+                await self.store.wrong_reset_token(request_id)
+            if client.ip:
+                self.address_throttle.failed(client.ip, now)
+        user = await self.store.user(reset.username) if reset is not None else None
+        account = await self.store.account(reset.account_id) if reset is not None else None
+        return domain.check_password_reset(reset, matches, user, account, now)
+
+    async def complete_password_reset(self, request_id: str, token: str, new_password: str, client: Client) -> None:
+        """A new password by a reset link: as a password change, every session of the user ends; the link is
+        used up, even should the change then fail to be recorded (ask again), rather than work twice."""
+        reset = await self.reset_request(request_id, token, client)
+        domain.check_password(new_password, reset.username, "body.new_password")
+        new_hash = await self.passwords.hash(new_password)
+        async with self.recorder.serialised(f"user:{reset.username}"):
+            user = await self.store.user(reset.username)
+            account = await self.store.account(reset.account_id)
+            current = domain.check_password_reset(await self.store.password_reset(request_id), True, user, account,
+                                                  self.clock())
+            if user is None or not await self.store.use_password_reset(request_id):
+                raise domain.PasswordResetUsed("this password reset link was used already; ask for a new one")
+            await self.recorder.commit(domain.complete_password_reset(current, user, new_hash, client.ip,
+                                                                      self._user_agent(client)))
+        log.info("password reset", extra={"account_id": reset.account_id, "request_id": request_id})
 
     # Users and keys of the account
 

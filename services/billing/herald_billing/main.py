@@ -20,6 +20,7 @@ from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher
 from herald_shared.lifecycle import run_service
 from herald_shared.mongo import Checkpoints, MongoDeduplicator
+from herald_shared.password_reset import ResetKey
 from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import HeraldSettings
 from herald_shared.staff import StaffTokens
@@ -28,6 +29,7 @@ from .api import build_api, build_staff_api
 from .handlers import BillingService, Passwords, PlanClock, UsageGuard
 from .payments import PaymentProvider, SimulatedProvider
 from .plans import DEFAULT_TIME_ZONE, BillingCalendar, load_plans
+from .reset_page import build_reset_page
 from .store import (
     CAMPAIGN_AUDIT_EVENTS,
     COMPLIANCE_AUDIT_EVENTS,
@@ -63,6 +65,10 @@ class BillingSettings(HeraldSettings):
                            description="The platform's time zone (an IANA name): billing days, billing dates, "
                                        "calendar months and business days are taken on its wall clock; times are "
                                        "kept in UTC.")
+
+    password_reset_key: ResetKey = Field(default="", alias="HERALD_PASSWORD_RESET_KEY",
+                                    description="Signs password-reset links (HMAC-SHA256); delivery, which mails "
+                                                "them, needs the same. Empty: resets are refused (503).")
 
     seller_name: str = Field(default="", max_length=200, alias="HERALD_BILLING_SELLER_NAME",
                              description="The platform's company, as every invoice names it: its legal name.")
@@ -128,7 +134,10 @@ class Billing(ConsumingService):
         plans = replace(load_plans(settings.plans_file), seller=seller)
         self.service = BillingService(self.store, recorder, passwords or Passwords(), secret,
                                       timedelta(minutes=settings.session_minutes), plans,
-                                      payments or SimulatedProvider(), calendar=calendar)
+                                      payments or SimulatedProvider(), calendar=calendar,
+                                      password_reset_key=settings.password_reset_key or None)
+        if not settings.password_reset_key:
+            log.warning("HERALD_PASSWORD_RESET_KEY is not set: password resets are refused (503)")
         self.clock = PlanClock(self.service, settings.clock_interval)
         self.projection = BillingProjection(self.db, calendar)
         self.guard = UsageGuard(self.projection, self.service, ApiKeyProjection(self.db))
@@ -149,6 +158,7 @@ class Billing(ConsumingService):
         self.app.include_router(build_api(self.service))
         staff_tokens = StaffTokens.from_setting(settings.staff_tokens, settings.address_attempts())
         self.app.include_router(build_staff_api(self.service, staff_tokens))
+        self.app.include_router(build_reset_page(self.service))
         add_health_routes(self.app, self.ready_checks())
         self.consumers = [self.projector]
         self._ticking: asyncio.Task[None] | None = None
@@ -165,6 +175,7 @@ class Billing(ConsumingService):
         self.request_stop()
         if self._ticking is not None:
             await asyncio.gather(self._ticking, return_exceptions=True)
+        await self.service.reset_requests_settled()
         await super().stop()
 
 

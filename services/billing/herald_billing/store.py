@@ -45,6 +45,7 @@ from herald_shared.contract.billing import (
     LoginFailed,
     LoginSucceeded,
     PasswordChanged,
+    PasswordResetRequested,
     PaymentFailed,
     PaymentMethodSet,
     PaymentSucceeded,
@@ -82,7 +83,18 @@ from herald_shared.readmodel import (
 )
 
 from . import domain
-from .domain import PAYG_PREFIX, Account, CreditBatch, OpenInvoice, PlanSince, Usage, User, payg_key, period_key
+from .domain import (
+    PAYG_PREFIX,
+    Account,
+    CreditBatch,
+    OpenInvoice,
+    PasswordReset,
+    PlanSince,
+    Usage,
+    User,
+    payg_key,
+    period_key,
+)
 from .plans import BillingCalendar
 from .vat import Party
 
@@ -90,6 +102,8 @@ ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "ke
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
 RENEWALS, INVOICES, INVOICE_NUMBERS = "renewals", "invoices", "invoice_numbers"
 CREDIT_EXPIRY, RETENTION, PURCHASES = "credit_expiry", "retention", "purchases"
+# Written by the handlers, not folded: a rebuild keeps them (an hour's worth), a purge deletes the account's.
+PASSWORD_RESETS = "password_resets"
 # Everything of an account under an `account/...` key.
 ACCOUNT_PREFIXED = (ENDED, KEYS, AUDIT, MEMBERS, LISTS, USAGE, INVOICES)
 INVOICE_NUMBER = re.compile(r"^(\d{4})-(\d{6})$")
@@ -382,6 +396,7 @@ class BillingProjection(Projection):
         if key_ids:
             await self.db["api_keys"].delete_many({"_id": {"$in": key_ids}})
         await delete_by_account_prefix(self.db, account_id, ACCOUNT_PREFIXED)
+        await self.db[PASSWORD_RESETS].delete_many({"account_id": account_id})
         await self.db[ACCOUNTS].delete_one({"_id": account_id})
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
@@ -404,8 +419,14 @@ class BillingProjection(Projection):
                          "method": p.method, "ip": p.ip, "user_agent": p.user_agent, "session_id": p.session_id}
                 return [self._audit(event, entry)]
             case PasswordChanged(payload=p):
-                return [self._audit(event, {"kind": "password_change", "result": "success", "username": p.username,
-                                            "ip": p.ip, "user_agent": p.user_agent, "session_id": p.session_id})]
+                kind = "password_change" if p.reset_request_id is None else "password_reset_completed"
+                return [self._audit(event, {"kind": kind, "result": "success", "username": p.username,
+                                            "ip": p.ip, "user_agent": p.user_agent, "session_id": p.session_id,
+                                            "request_id": p.reset_request_id})]
+            case PasswordResetRequested(payload=p):
+                return [self._audit(event, {"kind": "password_reset_requested", "result": "success",
+                                            "username": p.username, "ip": p.ip, "user_agent": p.user_agent,
+                                            "request_id": p.request_id})]
             case CancellationRequested(payload=p):
                 return [self._audit(event, {"kind": "cancellation", "result": "success", "what": "requested",
                                             **_by(p.channel, p.requested_by)})]
@@ -518,6 +539,22 @@ class BillingStore:
 
     async def usage(self, account_id: str) -> Usage:
         return (await self.usages([account_id]))[account_id]
+
+    async def add_password_reset(self, reset: PasswordReset) -> None:
+        await self.db[PASSWORD_RESETS].insert_one({"_id": reset.request_id, **asdict(reset)})
+
+    async def password_reset(self, request_id: str) -> PasswordReset | None:
+        doc = await self.db[PASSWORD_RESETS].find_one({"_id": request_id})
+        return PasswordReset(**{k: v for k, v in doc.items() if k != "_id"}) if doc else None
+
+    async def wrong_reset_token(self, request_id: str) -> None:
+        await self.db[PASSWORD_RESETS].update_one({"_id": request_id}, {"$inc": {"wrong_tokens": 1}})
+
+    async def use_password_reset(self, request_id: str) -> bool:
+        """Mark it used; False when it was already (two completions at once: one wins)."""
+        done = await self.db[PASSWORD_RESETS].update_one({"_id": request_id, "used": False},
+                                                         {"$set": {"used": True}})
+        return done.modified_count == 1
 
     async def usages(self, account_ids: Iterable[str]) -> dict[str, Usage]:
         """Each account's usage, its counters loaded together (`$in`)."""

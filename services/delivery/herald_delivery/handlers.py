@@ -17,6 +17,7 @@ from typing import Any
 from herald_shared.campaign_links import tracked_links
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
+    PasswordResetRequested,
     PaymentFailed,
     SendingBlocked,
 )
@@ -31,6 +32,7 @@ from herald_shared.contract.compliance import AccountSuspended
 from herald_shared.contract.subscriptions import ConfirmationRequested, MembershipNoticeRequested, SubscriberErased
 from herald_shared.kafka import TRANSIENT_ERRORS, Reject
 from herald_shared.mongo import Document
+from herald_shared.password_reset import ResetLinks
 
 from . import domain, metrics
 from .completion import CampaignCompletion
@@ -345,8 +347,9 @@ class ControlHandler:
 
     def __init__(self, store: DeliveryStore, gates: GateBook, jobs: JobQueue,
                  audience_caught_up: Callable[[], Awaitable[None]],
-                 completion: CampaignCompletion | None = None) -> None:
+                 completion: CampaignCompletion | None = None, reset_links: ResetLinks | None = None) -> None:
         self._store = store
+        self._reset_links = reset_links or ResetLinks(None, "")  # without a key no reset link is mailed
         self._completion = completion
         self._gates = gates
         self._queue = jobs
@@ -532,8 +535,11 @@ class ControlHandler:
         self._queue.push(await self._store.add_jobs(jobs))
 
     async def _notice_for(self, event: Event, account: AccountState) -> None:
-        """PRODUCT.md: a suspension, a block and a failed payment are emailed to the registered address."""
-        subject, text = notice_text(event, account)
+        """PRODUCT.md: a suspension, a block and a failed payment are emailed to the registered address; so is the
+        link of a password reset (a member's too: users have no address of their own)."""
+        if isinstance(event, PasswordResetRequested) and not self._reset_link_due(event):
+            return
+        subject, text = notice_text(event, account, self._reset_links)
         if subject is None or text is None:
             return
         if not account.registered_email:
@@ -548,6 +554,18 @@ class ControlHandler:
         self._jobs.append(new_job(domain.transactional_message_id("account_notice", str(event.event_id)),
                                   event.account_id, "account_notice", event.occurred_at,
                                   recipient=account.registered_email, subject=subject, text=text))
+
+    def _reset_link_due(self, event: PasswordResetRequested) -> bool:
+        """A reset link is mailed only when it can work: with the key configured, and before it expires (a
+        backlog may reach it late). Else it is no fault of the event's: logged and counted, not dead-lettered."""
+        reason = ("password_reset_not_configured" if self._reset_links.key is None else
+                  "password_reset_expired" if datetime.now(UTC) >= event.payload.expires_at else None)
+        if reason is None:
+            return True
+        log.warning("password reset link not mailed", extra={"account_id": event.account_id, "reason": reason,
+                                                             "request_id": event.payload.request_id})
+        metrics.SKIPPED.labels(reason).inc()
+        return False
 
     async def flush(self) -> None:
         """Write what handle() staged; each part takes effect in memory once written (gates open, jobs are
@@ -619,8 +637,19 @@ def membership_notice_text(event: MembershipNoticeRequested) -> tuple[str, str]:
             f"(PUT /v1/lists/{p.list_id}/notifications turns them off).\n")
 
 
-def notice_text(event: Event, account: AccountState) -> tuple[str | None, str | None]:
+def notice_text(event: Event, account: AccountState,
+                reset_links: ResetLinks | None = None) -> tuple[str | None, str | None]:
     company = account.company_name or event.account_id
+    if isinstance(event, PasswordResetRequested) and reset_links is not None:
+        reset = event.payload
+        link = reset_links.link(reset.request_id, reset.username, reset.expires_at)
+        if link is None:
+            return None, None
+        return ("Herald: a password reset for " + reset.username,
+                f"Hello,\n\nA password reset was asked for user {reset.username} of {company}.\n\nLink: {link}\n\n"
+                "It works once, for one hour. If you did not ask, ignore this mail: the password stays as it "
+                "is.\n\nThis mail goes to the account's registered address whichever of its users the reset is "
+                "for.\n")
     if isinstance(event, AccountSuspended) and event.payload.notify_account:
         p = event.payload
         detail = ""

@@ -20,6 +20,7 @@ from herald_shared.kafka import BrokerProbe, EventConsumer, EventPublisher, ensu
 from herald_shared.lifecycle import WatchedTasks, run_service
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
+from herald_shared.password_reset import ResetKey, ResetLinks
 from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import EdgeSettings
 from herald_shared.staff import StaffTokens
@@ -50,6 +51,11 @@ class DeliverySettings(EdgeSettings):
                                    description="Base URL of the tracking endpoints; default http://host:port.")
     subscriptions_url: str = Field(default="http://127.0.0.1:8085", alias="HERALD_SUBSCRIPTIONS_URL",
                                    description="Public base URL of the subscriptions pages (unsubscribe links).")
+    password_reset_key: ResetKey = Field(default="", alias="HERALD_PASSWORD_RESET_KEY",
+                                         description="Billing's key of password-reset links (the same); empty: "
+                                                     "no reset link is mailed (logged, counted as skipped).")
+    billing_public_url: str = Field(default="http://127.0.0.1:8081", alias="HERALD_BILLING_PUBLIC_URL",
+                                    description="Public base URL of billing's pages (password-reset links).")
     smtp_host: str = Field(default="127.0.0.1", alias="HERALD_SMTP_HOST", description="The relay.")
     smtp_port: int = Field(default=25, alias="HERALD_SMTP_PORT")
     smtp_starttls: bool = Field(
@@ -235,8 +241,9 @@ class Delivery(WatchedTasks):
             handler=PurgingHandler(AudienceJobs(self.store, self.jobs, self.gates, self.gates_caught_up),
                                    self.purged, self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "confirmations"))
-        self.control_handler = ControlHandler(self.store, self.gates, self.jobs, self.audience_caught_up,
-                                              self.completion)
+        self.control_handler = ControlHandler(
+            self.store, self.gates, self.jobs, self.audience_caught_up, self.completion,
+            ResetLinks(settings.password_reset_key or None, settings.billing_public_url.rstrip("/")))
         self.control_checkpoints = Checkpoints(self.db, "control")
         self.control = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.control",

@@ -118,6 +118,9 @@ class PasswordChangedPayload(Payload):
     ip: str | None = personal_data("Where the change came from (audit log).", default=None)
     user_agent: ShortText | None = None
     session_id: Identifier | None = Field(default=None, description="The session the change was made in.")
+    reset_request_id: Identifier | None = Field(
+        default=None, description="Set when the password was reset by the link mailed for this "
+                                  "PasswordResetRequested (no session: the user had forgotten the password).")
 
 
 class PasswordChanged(BillingEvent):
@@ -125,6 +128,24 @@ class PasswordChanged(BillingEvent):
 
     type: Literal["PasswordChanged"] = "PasswordChanged"
     payload: PasswordChangedPayload
+
+
+class PasswordResetRequestedPayload(Payload):
+    request_id: Identifier = Field(description="The request, as the reset link names it. Not a secret: the link's "
+                                               "token (an HMAC of the request under a key only billing and delivery "
+                                               "hold) is in no event.")
+    username: Username = Field(description="The user whose password the link resets.")
+    expires_at: Instant = Field(description="The link works once, until then (an hour after the request).")
+    ip: str | None = personal_data("Where the request came from (audit log).", default=None)
+    user_agent: ShortText | None = None
+
+
+class PasswordResetRequested(BillingEvent):
+    """Someone asked to reset a user's password (an existing, enabled user of an open account): delivery mails a
+    link to the account's registered address; in the account's audit log."""
+
+    type: Literal["PasswordResetRequested"] = "PasswordResetRequested"
+    payload: PasswordResetRequestedPayload
 
 
 class UserDisabledPayload(Payload):

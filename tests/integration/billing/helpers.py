@@ -30,6 +30,7 @@ CLIENT = ("203.0.113.7", 4711)
 def billing_settings(settings: HeraldSettings, **overrides: Any) -> BillingSettings:
     return BillingSettings(**{**settings.model_dump(), "HERALD_STAFF_TOKENS": f"rita={hash_secret(STAFF_TOKEN)}",
                               "HERALD_SESSION_SECRET": "test-session-secret-0123456789",
+                              "HERALD_PASSWORD_RESET_KEY": "test-password-reset-key-0123456789",
                               "HERALD_BILLING_CLOCK_INTERVAL_SECONDS": 3600, **overrides})
 
 
