@@ -35,12 +35,16 @@ from .queue import JobQueue
 from .render import DkimKey, MessageTokens, Renderer, RenderSettings
 from .sender import Sender, SenderConfig
 from .smtp import RelayConfig
-from .store import MEMBER_EVENTS, AudienceProjection, DeliveryStore
+from .store import AUDIENCE, MEMBER_EVENTS, AudienceProjection, DeliveryStore
 from .tracking import build_tracking
 
 SERVICE = "delivery"
 log = logging.getLogger(__name__)
 AUDIENCE_CATCH_UP_TIMEOUT = 60.0
+# What the audience consumer reads (and `herald_delivery.rebuild` folds again): herald.subscriptions, and of
+# herald.billing only AccountPurged.
+AUDIENCE_TOPICS = ["herald.subscriptions", "herald.billing"]
+PURGES: dict[str, list[type[Event]]] = {"herald.billing": [AccountPurged]}
 
 
 class DeliverySettings(EdgeSettings):
@@ -225,8 +229,7 @@ class Delivery(WatchedTasks):
         # Retention: each consumer reads billing's AccountPurged (and nothing else of herald.billing, but the
         # control consumer), purges the account and drops its later events; one set of tombstones for all.
         self.purged = PurgedAccounts(self.db)
-        purges: dict[str, list[type[Event]]] = {"herald.billing": [AccountPurged]}
-        audience_topics = ["herald.subscriptions", "herald.billing"]
+        purges, audience_topics = PURGES, AUDIENCE_TOPICS
         self.audience = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.audience", topics=audience_topics, only=purges,
             handler=PurgingHandler(ProjectionGroup(AudienceProjection(self.db)), self.purged, self.purge),
@@ -311,6 +314,8 @@ class Delivery(WatchedTasks):
         """Everything, or with HERALD_RUN_CONSUMERS=false the edge only: tracking (HTTP) and inbound SMTP, which
         read the store and publish, and need none of the consumers' or the sender's state (README,
         "Processes")."""
+        # An audience of an earlier format is refused, not sent from: it is folded again first (README, "Upgrading").
+        await AUDIENCE.check(self.db)
         await ensure_topics(self.settings)
         await self.store.ensure_indexes()
         await self.producer.start()

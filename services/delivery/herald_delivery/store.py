@@ -45,6 +45,7 @@ from herald_shared.readmodel import (
     prefix_range,
     write_changes,
 )
+from herald_shared.rebuilding import ReadModelFormat
 
 from . import domain
 from .domain import AccountState, CampaignState, FinalResult, Member, QueuedCampaign
@@ -112,6 +113,13 @@ def active_key(doc: Document) -> str | None:
 MEMBER_EVENTS = (SubscriberAdded, SubscriberConfirmed, SubscriberUnsubscribed, SubscriberSuppressed,
                  SubscriberErased)
 
+# The audience's format, marked beside it (`herald_shared.rebuilding`). 2 (2026-12-06): a suppressed address stays
+# suppressed when another producer re-adds it, and a later membership of it starts suppressed. Members without the
+# mark were folded by the version before, which made such a re-added membership active: it is folded again
+# (`herald_delivery.rebuild`) before this version serves or sends from it.
+AUDIENCE_FORMAT = 2
+AUDIENCE = ReadModelFormat("delivery", "audience", AUDIENCE_FORMAT, MEMBERS, "audience")
+
 
 class AudienceProjection(FoldingProjection):
     """Delivery's own view of herald.subscriptions: who is on which list, in which status, with merge data.
@@ -128,13 +136,26 @@ class AudienceProjection(FoldingProjection):
     # ConfirmationRequested's id is still stored by the consumer, as before it was folded.
     folded = (*MEMBER_EVENTS, ConfirmationRequested)
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], *, rebuilding: bool = False) -> None:
         super().__init__(db)
         # Written ahead of the members: a batch the store refuses is listed again as it holds them (an active
         # member whose refused change had removed its key would be left out of every campaign).
         self._active = self.ahead(SecondaryIndex(db[ACTIVE_MEMBERS], active_key, documents=db[MEMBERS]))
+        # A rebuild marks the format once it is done (`herald_delivery.rebuild`), not at its first fold.
+        self._format_checked = rebuilding
+
+    async def purge(self, account_id: str) -> None:
+        """Retention, of the audience alone (the rebuild's; the service's `DeliveryStore.purge` deletes it too)."""
+        for name in (MEMBERS, LISTS):
+            await self.db[name].delete_many({"_id": scoped_range(account_id)})
+        await delete_by_account_prefix(self.db, account_id, (ACTIVE_MEMBERS, ADDRESSES))
 
     async def fold(self, events: list[Event]) -> None:
+        if not self._format_checked:
+            # Members folded into an empty audience are of this format: marked before the first of them is written,
+            # so a process started on them later finds it (one folded by this projection outside the service too).
+            await AUDIENCE.mark_if_empty(self.db)
+            self._format_checked = True
         address_ids = {compose(e.account_id, e.payload.email_sha256) for e in events
                        if isinstance(e, SubscriberAdded | SubscriberSuppressed)}
         addresses = await load(self.db[ADDRESSES], address_ids)

@@ -43,6 +43,9 @@ from herald_shared.readmodel import (
     prefix_range,
     write_changes,
 )
+from herald_shared.rebuilding import FORMATS as FORMATS
+from herald_shared.rebuilding import ReadModelFormat
+from herald_shared.rebuilding import ReadModelOutdated as ReadModelOutdated
 
 from . import domain
 from .domain import ListState, MemberState
@@ -69,34 +72,21 @@ def listing_key(doc: Document) -> str | None:
     return compose(doc["account_id"], doc["list_id"], doc["status"], doc["subscriber_id"])
 
 
-# The read model's format, marked beside it (not a projection collection: a rebuild leaves the mark). 2: memberships
-# keyed by account and subscriber id (`member_key`); a read model of members without a mark is of the format before,
-# keyed by subscriber id alone, and is rebuilt from the topics (`herald_subscriptions.rebuild`).
+# The read model's format, marked beside it (`herald_shared.rebuilding`). 2: memberships keyed by account and
+# subscriber id (`member_key`); a read model of members without a mark is of the format before, keyed by subscriber
+# id alone, and is rebuilt from the topics (`herald_subscriptions.rebuild`).
 # 3: addresses carry the account's suppression (2026-12-06), so memberships added after it start suppressed.
-FORMAT, FORMATS = 3, "read_model_format"
-
-
-class ReadModelOutdated(SystemExit):
-    """The read model in the database is of an earlier format; the process cannot serve or fold it."""
+FORMAT = 3
+READ_MODEL = ReadModelFormat("subscriptions", "subscriptions", FORMAT, SUBSCRIBERS, "read model")
 
 
 async def check_format(db: AsyncDatabase[Document]) -> None:
-    """Refuse a read model of an earlier format (`ReadModelOutdated`); one holding no membership yet has nothing
-    to convert and is marked now. Two reads by `_id`, once at start."""
-    mark = await db[FORMATS].find_one({"_id": "subscriptions"})
-    if mark is not None and mark["format"] == FORMAT:
-        return
-    if mark is None and await db[SUBSCRIBERS].find_one({"_id": {"$gt": ""}}, {"_id": 1}) is None:
-        await mark_format(db)
-        return
-    raise ReadModelOutdated(
-        f"herald-subscriptions: the read model in {db.name!r} is of format {mark['format'] if mark else 1} "
-        f"(an earlier one when unmarked), this version reads {FORMAT}; stop every subscriptions process and run "
-        "`python -m herald_subscriptions.rebuild` once (README, \"Upgrading\")")
+    """Refuse a read model of an earlier format (`ReadModelOutdated`); one holding no membership yet is marked."""
+    await READ_MODEL.check(db)
 
 
 async def mark_format(db: AsyncDatabase[Document]) -> None:
-    await db[FORMATS].update_one({"_id": "subscriptions"}, {"$set": {"format": FORMAT}}, upsert=True)
+    await READ_MODEL.mark(db)
 
 
 # Events folded in Python over the documents they touch (loaded by _id once per batch). Each membership keeps

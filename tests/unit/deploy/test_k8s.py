@@ -5,20 +5,25 @@ health routes, partitions and replica limits, and the restricted Pod Security St
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import Any
 
 import pytest
 
+from herald_delivery import rebuild as delivery_rebuild
 from herald_shared.settings import HeraldSettings
 from herald_shared.topics import EVENT_TOPICS
-from herald_subscriptions import rebuild
-from tests.unit.deploy.helpers import OVERLAYS, UPGRADES, objects, rendered_upgrade
+from herald_subscriptions import rebuild as subscriptions_rebuild
+from tests.unit.deploy.helpers import OVERLAYS, ROOT, UPGRADES, objects, rendered_upgrade
 
 SERVICES = ("subscriptions", "campaigns", "delivery", "billing", "compliance")
 SINGLE_REPLICA = {"campaigns", "billing", "delivery"}  # each service's README says why
 # Every Deployment, with the service whose image and settings it runs: delivery's edge and subscriptions' API run
 # with HERALD_RUN_CONSUMERS=false (HTTP, and delivery's inbound SMTP, only; their READMEs, "Processes").
 DEPLOYMENTS = {**{s: s for s in SERVICES}, "delivery-edge": "delivery", "subscriptions-api": "subscriptions"}
+# Every upgrade Job (deploy/k8s/upgrade) rebuilds a read model: the service it runs as, and its rebuild's module.
+REBUILDS: dict[str, tuple[str, ModuleType]] = {"subscriptions-rebuild": ("subscriptions", subscriptions_rebuild),
+                                               "delivery-rebuild": ("delivery", delivery_rebuild)}
 SETTINGS = {"subscriptions": "SubscriptionsSettings", "campaigns": "CampaignsSettings", "delivery": "DeliverySettings",
             "billing": "BillingSettings", "compliance": "ComplianceSettings"}
 
@@ -210,21 +215,24 @@ def test_the_upgrade_jobs_are_in_no_overlay_and_render_alone() -> None:
     """An operator applies an upgrade on purpose (deploy/k8s/README.md): never with the base or an overlay."""
     for overlay in OVERLAYS:
         assert not objects(overlay, "Job"), overlay
-    for name in UPGRADES:
+    assert sorted(p.name for p in (ROOT / "deploy/k8s/upgrade").iterdir()) == sorted(REBUILDS)
+    for name in sorted({*UPGRADES, *REBUILDS}):
         assert [o["kind"] for o in rendered_upgrade(name)] == ["Job"], name
         assert upgrade_job(name)["metadata"]["namespace"] == "herald", name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_rebuild_job_runs_like_the_service_beside_the_overlay(overlay: str) -> None:
-    """The Job's pod meets the restricted standard, runs as subscriptions' service account with settings and
+@pytest.mark.parametrize("upgrade", REBUILDS)
+def test_the_rebuild_job_runs_like_the_service_beside_the_overlay(upgrade: str, overlay: str) -> None:
+    """The Job's pod meets the restricted standard, runs as its service's service account with settings and
     Secrets the overlay has (and the rebuild reads), reaches Kafka and MongoDB through the overlay's network
-    policies, and is taken for none of the service's pods."""
-    job = upgrade_job("subscriptions-rebuild")
+    policies (and no SMTP relay), and is taken for none of the service's pods."""
+    service = REBUILDS[upgrade][0]
+    job = upgrade_job(upgrade)
     pod_labels = job["spec"]["template"]["metadata"]["labels"]
     pod = job["spec"]["template"]["spec"]
-    assert_restricted("subscriptions-rebuild", pod)
-    assert pod["serviceAccountName"] == "subscriptions" and "subscriptions" in objects(overlay, "ServiceAccount")
+    assert_restricted(upgrade, pod)
+    assert pod["serviceAccountName"] == service and service in objects(overlay, "ServiceAccount")
     [container] = pod["containers"]
     given = set()
     for source in container["envFrom"]:  # by the name the overlay renders: no kustomize hash to follow
@@ -235,7 +243,7 @@ def test_the_rebuild_job_runs_like_the_service_beside_the_overlay(overlay: str) 
     for variable in container["env"]:
         given.add(variable["name"])
         assert variable["valueFrom"]["secretKeyRef"]["name"] in secrets, variable
-    # `python -m herald_subscriptions.rebuild` reads the shared settings (HeraldSettings), nothing of its service's
+    # `python -m herald_<service>.rebuild` reads the shared settings (HeraldSettings), nothing of its service's
     assert given <= env_names(HeraldSettings), sorted(given - env_names(HeraldSettings))
     assert {"MONGODB_URL", "KAFKA_BOOTSTRAP_SERVERS"} <= given
     policies = objects(overlay, "NetworkPolicy")
@@ -249,12 +257,14 @@ def test_the_rebuild_job_runs_like_the_service_beside_the_overlay(overlay: str) 
             assert not selects(selector.get("matchLabels", selector), pod_labels), f"{kind} {name} selects the Job"
 
 
-def test_the_rebuild_job_runs_the_rebuild_once_with_the_prod_image() -> None:
-    job = upgrade_job("subscriptions-rebuild")
+@pytest.mark.parametrize("upgrade", REBUILDS)
+def test_the_rebuild_job_runs_the_rebuild_once_with_the_prod_image(upgrade: str) -> None:
+    service, rebuild = REBUILDS[upgrade]
+    job = upgrade_job(upgrade)
     spec, pod = job["spec"], job["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["command"] == ["python", "-m", rebuild.__name__]
-    [prod] = objects("prod", "Deployment")["subscriptions"]["spec"]["template"]["spec"]["containers"]
+    [prod] = objects("prod", "Deployment")[service]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == prod["image"], "the upgrade runs the version overlays/prod deploys"
     assert container["imagePullPolicy"] == "Always"
     for kind in ("requests", "limits"):

@@ -1,0 +1,162 @@
+"""The upgrade of a service's read model to a new format, shared by `herald_<service>.rebuild`: the format's mark
+beside the read model, which a process of the new version checks at start, and the rebuild's run, which refuses
+while a process consumes in the service's groups, folds the read model again from offset 0 and marks it last."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .consumer_groups import GroupMember, live_members
+from .contract import Event
+from .mongo import Document, MongoDeduplicator, Rebuildable, make_client, rebuild
+from .settings import HeraldSettings
+from .topics import topic_of
+
+log = logging.getLogger(__name__)
+
+# The marks, one document per read model (`_id` its name). Not a projection collection: a rebuild leaves it.
+FORMATS = "read_model_format"
+# The exit status of a rebuild refused because processes consume (deploy/k8s/upgrade: the Job is not retried).
+REFUSED = 3
+
+
+class ReadModelOutdated(SystemExit):
+    """The read model in the database is of an earlier format; the process cannot serve or fold it."""
+
+
+@dataclass(frozen=True)
+class ReadModelFormat:
+    """A read model's format: `version` is what this version folds; `folded` is the collection whose documents
+    show that something was folded (a read model without them has nothing to convert)."""
+
+    service: str
+    name: str  # the mark's `_id` in FORMATS
+    version: int
+    folded: str
+    what: str  # how the refusal names it: "read model", "audience"
+
+    async def check(self, db: AsyncDatabase[Document]) -> None:
+        """Refuse a read model of an earlier format (`ReadModelOutdated`); one holding nothing folded yet is marked
+        now. Two reads by `_id`, once at start."""
+        mark = await db[FORMATS].find_one({"_id": self.name})
+        if mark is not None and mark["format"] == self.version:
+            return
+        if mark is None and await self.empty(db):
+            await self.mark(db)
+            return
+        raise ReadModelOutdated(
+            f"herald-{self.service}: the {self.what} in {db.name!r} is of format {mark['format'] if mark else 1} "
+            f"(an earlier one when unmarked), this version reads {self.version}; stop every {self.service} process "
+            f"and run `python -m herald_{self.service}.rebuild` once (README, \"Upgrading\")")
+
+    async def mark_if_empty(self, db: AsyncDatabase[Document]) -> None:
+        """Mark a read model nothing was folded into yet, left as it is otherwise (`check` judges it)."""
+        if await db[FORMATS].find_one({"_id": self.name}) is None and await self.empty(db):
+            await self.mark(db)
+
+    async def empty(self, db: AsyncDatabase[Document]) -> bool:
+        return await db[self.folded].find_one({"_id": {"$gt": ""}}, {"_id": 1}) is None
+
+    async def mark(self, db: AsyncDatabase[Document]) -> None:
+        await db[FORMATS].update_one({"_id": self.name}, {"$set": {"format": self.version}}, upsert=True)
+
+    async def unmark(self, db: AsyncDatabase[Document]) -> None:
+        await db[FORMATS].delete_one({"_id": self.name})
+
+
+class _SelfDeduplicatedNotRemembered(MongoDeduplicator):
+    """A consumer's deduplicator as the service leaves it when the documents keep the ids of some event types
+    (`EventConsumer(self_deduplicated=...)`): theirs are not stored, only the others'. It also spares the rebuild a
+    stored document per such event."""
+
+    def __init__(self, db: AsyncDatabase[Document], consumer_name: str,
+                 self_deduplicated: tuple[type[Event], ...]) -> None:
+        super().__init__(db, consumer_name)
+        self.self_deduplicated = self_deduplicated
+        self.left_to_documents: set[str] = set()  # ids handled since the last `remember`
+
+    async def remember(self, event_ids: Sequence[str]) -> None:
+        left, self.left_to_documents = self.left_to_documents, set()
+        await super().remember([i for i in event_ids if i not in left])
+
+
+class _NotingSelfDeduplicated:
+    """The rebuild's handler, noting the ids the documents keep for `_SelfDeduplicatedNotRemembered`, and passing
+    over, unremembered, what the consumer does not read (`EventConsumer(only=...)`)."""
+
+    def __init__(self, inner: Rebuildable, deduplicator: _SelfDeduplicatedNotRemembered,
+                 only: Mapping[str, Collection[type[Event]]]) -> None:
+        self.inner, self.deduplicator = inner, deduplicator
+        self.only = {topic: tuple(types) for topic, types in only.items()}
+
+    async def drop(self) -> None:
+        await self.inner.drop()
+
+    async def ensure_indexes(self) -> None:
+        await self.inner.ensure_indexes()
+
+    async def handle(self, event: Event) -> None:
+        wanted = self.only.get(topic_of(event))
+        passed_over = wanted is not None and not isinstance(event, wanted)
+        if passed_over or isinstance(event, self.deduplicator.self_deduplicated):
+            self.deduplicator.left_to_documents.add(str(event.event_id))
+        if not passed_over:
+            await self.inner.handle(event)
+
+    async def flush(self) -> None:
+        await self.inner.flush()
+
+
+async def fold_again(handler: Rebuildable, settings: HeraldSettings, db: AsyncDatabase[Document],
+                     topics: Sequence[str], consumer_name: str,
+                     self_deduplicated: tuple[type[Event], ...] = (),
+                     only: Mapping[str, Collection[type[Event]]] | None = None) -> int:
+    """`mongo.rebuild` of what the consumer `consumer_name` folds (its `topics`, and of them `only` its types, as
+    `EventConsumer`'s arguments), remembering the ids it folded in that consumer's deduplicator as the consumer does
+    (not those of `self_deduplicated`, which the documents keep), so that the consumer, resuming from its committed
+    offsets, passes over what it reads again. Returns the events read (those passed over included)."""
+    deduplicator = _SelfDeduplicatedNotRemembered(db, consumer_name, self_deduplicated)
+    return await rebuild(_NotingSelfDeduplicated(handler, deduplicator, only or {}), settings, topics,
+                         deduplicator=deduplicator)
+
+
+def refusal(service: str, members: Sequence[GroupMember], outcome: str, stop: str) -> str:
+    """What the operator reads when processes consume beside the rebuild: which, where, and what to do (`stop`:
+    which processes to stop)."""
+    return "\n".join([
+        f"herald-{service} rebuild refused ({outcome}): these processes consume in the {service} consumer groups, "
+        "and a rebuild beside them leaves a corrupt read model (they fold into what it drops and refills):",
+        *(f"  {member}" for member in members),
+        f"{stop}, then run the rebuild again. A process killed rather than stopped stays a member until its session "
+        "times out (HERALD_KAFKA_SESSION_TIMEOUT_SECONDS, 10 s by default)."])
+
+
+async def run_rebuild(settings: HeraldSettings, read_model: ReadModelFormat, groups: Sequence[str], stop: str,
+                      fold: Callable[[HeraldSettings, AsyncDatabase[Document]], Awaitable[int]]) -> int:
+    """The rebuild's command: refused (REFUSED) while the service's `groups` have a member; otherwise `fold` (which
+    removes the mark first), then the mark, unless a process joined meanwhile. Returns the exit status."""
+    service = read_model.service
+    if members := await live_members(settings, groups):
+        print(refusal(service, members, "nothing was dropped", stop), file=sys.stderr, flush=True)
+        return REFUSED
+    mongo = make_client(settings, f"{service}-rebuild")
+    try:
+        db = mongo[settings.database_name(service)]
+        applied = await fold(settings, db)
+        # A process that started meanwhile folded beside the rebuild: the format stays unmarked (a process of this
+        # version refuses the read model), and the rebuild is run again once it is stopped.
+        if members := await live_members(settings, groups):
+            print(refusal(service, members, f"they joined while it ran: the {read_model.what} is folded again but "
+                                            "left unmarked, refused by this version", stop),
+                  file=sys.stderr, flush=True)
+            return REFUSED
+        await read_model.mark(db)
+        log.info("%s %s rebuilt", service, read_model.what, extra={"events": applied})
+        return 0
+    finally:
+        await mongo.close()
