@@ -104,6 +104,17 @@ What is refused (the footer Herald appends just before `</body>`, or at the end)
   footer's). Rules nested in style rules (CSS nesting) are read as the selectors they make, and var() as every
   value the message gives the property anywhere (or its fallback). A background where the footer goes in its
   text's colour (#555) or its link's (#0000ee) is refused too.
+* An animation, at each of its moments that lasts, read as a style of the element it animates and refused as one
+  (`_animated`): the frame it ends on when kept (animation-fill-mode forwards or both: a 0.001s animation to
+  opacity:0, or one after an hour's delay), every frame when held (paused, or driven by scrolling: the footer is
+  where scrolling ends), repeated forever or shown 5s or more; a fade-in passes. The @keyframes come from every
+  <style> of the message (-webkit- ones too), without the !important declarations browsers ignore there. In
+  Chromium the footer's own <div> and link keep their inline !important over any animation; what animates an
+  element around the footer hides it. A transition is not read: both its ends are styles screened already.
+* A transform list judged whole, in 3D, on the footer's box (`_composed`): (partly) behind the reader, where
+  nothing is drawn (perspective() then translateZ past it, a matrix3d with w of 0 or less, a translateZ in the
+  smallest `perspective` the message gives any element, as a parent's), or its functions together shrinking it
+  to a fifth or moving it far off the page (rotateX(60deg) rotateX(30deg), scale(.5) scale(.3)).
 * A second, fake unsubscribe link: a link that reads as unsubscribing but does not go to
   `{{ unsubscribe_url }}`.
 * Template code that decides it per member (`template_refusals`): an element or an HTML comment begun in one
@@ -1085,7 +1096,10 @@ _SCREENED_PROPERTIES = frozenset({*_CONCEALING_PROPERTIES, *_OBSCURING_PROPERTIE
                                   "color", "-webkit-text-fill-color", "position", "line-height", "height",
                                   "max-height", "min-height", "width", "max-width", "min-width", "block-size",
                                   "max-block-size", "inline-size", "max-inline-size", "-webkit-line-clamp",
-                                  "line-clamp", "content", "z-index", "inset-inline", "inset-block"})
+                                  "line-clamp", "content", "z-index", "inset-inline", "inset-block",
+                                  *(f"{prefix}animation{longhand}" for prefix in ("", "-webkit-", "-moz-", "-o-")
+                                    for longhand in ("", "-name", "-duration", "-delay", "-iteration-count",
+                                                     "-direction", "-fill-mode", "-play-state", "-timeline"))})
 # Functions screening reads in those properties (math ones it works out: `_MATH_FUNCTIONS`); any other (attr(),
 # env(), if(), a var() it could not resolve, round()...) makes the value unreadable.
 _KNOWN_FUNCTIONS = frozenset({
@@ -1096,7 +1110,8 @@ _KNOWN_FUNCTIONS = frozenset({
     "saturate", "sepia", "inset", "circle", "ellipse", "polygon", "path", "rect", "xywh", "linear-gradient",
     "radial-gradient", "conic-gradient", "repeating-linear-gradient", "repeating-radial-gradient",
     "repeating-conic-gradient", "-webkit-linear-gradient", "-webkit-radial-gradient", "image-set",
-    "-webkit-image-set", "fit-content", "alpha", "gradient", "ray"})
+    "-webkit-image-set", "fit-content", "alpha", "gradient", "ray", "cubic-bezier", "steps", "linear", "scroll",
+    "view"})
 _FUNCTION_START = re.compile(r"(?<![a-z0-9-])(-?[a-z][a-z0-9-]*+)\(")  # from a word's start: linear on a long one
 _NUMBER = re.compile(r"-?\d*\.?\d+")
 _FILTER_OPACITY = re.compile(r"opacity\(\s*([^)]*)\)|alpha\(\s*opacity\s*=\s*(-?\d*\.?\d+)")
@@ -1182,8 +1197,8 @@ def _transform_hides(function: str, arguments: str) -> bool:
 
 
 def _transformed_away(declarations: dict[str, str]) -> str | None:
-    """A transform that moves an element off the page, shrinks it to a fifth or less, or turns it edge-on (None:
-    none of these)."""
+    """A transform that moves an element off the page, shrinks it to a fifth or less, or turns it edge-on, by one
+    of its functions or all of them together in 3D (`_composed`) (None: none of these)."""
     for name in _TRANSFORMS:
         transform = declarations.get(name, "")
         if any(_transform_hides(*function) for function in _functions(transform)):
@@ -1196,6 +1211,238 @@ def _transformed_away(declarations: dict[str, str]) -> str | None:
     if (len(rotate) == 2 and rotate[0] in ("x", "y") and _edge_on(rotate[1])) or (
             len(rotate) == 4 and _turned_edge_on(rotate[:3], rotate[3])):
         return f"rotate:{declarations['rotate']}"
+    individual = [] if declarations.keys().isdisjoint(_INDIVIDUAL) else _individual_transforms(declarations)
+    seen_in = declarations.get(_SEEN_IN_PERSPECTIVE)
+    perspective = float(seen_in) if seen_in else None
+    transforms: list[str | None] = [name for name in _TRANSFORMS if declarations.get(name, "none") not in _NO_VALUE]
+    for transform_name in transforms or [None]:
+        listed = _top_functions(declarations[transform_name]) if transform_name is not None else []
+        if listed is None:
+            continue  # what it cannot read, `_unreadable` refuses
+        functions = individual + listed
+        if functions and (len(functions) > 1 or perspective is not None
+                          or any(function in _PROJECTING for function, _ in functions)):
+            how = _composed(functions, perspective)
+            if how:
+                written = "; ".join(f"{n}:{declarations[n]}" for n in ("translate", "rotate", "scale", transform_name)
+                                    if n is not None and n in declarations)
+                seen = f", in a parent's perspective:{perspective:g}px" if perspective is not None else ""
+                return f"{written} ({how}{seen})"
+    return None
+
+
+_FUNCTION_CALL = re.compile(r"([a-z0-9-]+)\((.*)\)", re.DOTALL)
+
+
+def _top_functions(value: str) -> list[tuple[str, str]] | None:
+    """A transform list's functions, (name, arguments), in order (None: something else written in it)."""
+    functions = []
+    for word in _words(value):
+        found = _FUNCTION_CALL.fullmatch(word)
+        if found is None:
+            return None
+        functions.append((found.group(1), found.group(2)))
+    return functions
+
+
+def _individual_transforms(declarations: dict[str, str]) -> list[tuple[str, str]]:
+    """`translate`, `rotate` and `scale` as the functions they apply, in the order they apply (before `transform`)."""
+    functions: list[tuple[str, str]] = []
+    translate = _words(declarations.get("translate", "none"))
+    if translate and translate[0] not in _NO_VALUE:
+        functions.append(("translate3d", ",".join(translate)))
+    rotate = declarations.get("rotate", "none").split()
+    if rotate and rotate[0] not in _NO_VALUE:
+        if len(rotate) == 2 and rotate[0] in ("x", "y", "z"):
+            functions.append((f"rotate{rotate[0]}", rotate[1]))
+        elif len(rotate) == 4:
+            functions.append(("rotate3d", ",".join(rotate)))
+        else:
+            functions.append(("rotate", rotate[-1]))
+    scale = _words(declarations.get("scale", "none"))
+    if scale and scale[0] not in _NO_VALUE:
+        functions.append(("scale3d" if len(scale) == 3 else "scale", ",".join(scale)))
+    return functions
+
+
+# The box a whole transform list is judged on in 3D (`_composed`): the footer's, an email's 600px wide and two 12px
+# lines high, turned about its centre (transform-origin's default).
+_BOX_WIDTH, _BOX_HEIGHT = 600.0, 40.0
+# What the element is seen in besides its own perspective(): the smallest `perspective` the message gives any element
+# (its parent's applies to its 3D transform), a key of a reading of its declarations no property name can be.
+_SEEN_IN_PERSPECTIVE = "(perspective of a parent)"
+_PERSPECTIVE = re.compile(r"(?<![\w-])(?:-webkit-|-moz-)?perspective\s*+:\s*+([^;{}\"'<>!]*+)")
+_INDIVIDUAL = ("translate", "rotate", "scale")
+_TRANSFORMED = frozenset({*_TRANSFORMS, *_INDIVIDUAL})
+# The functions judged whole even alone: any other alone, in no parent's perspective, hides only as
+# `_transform_hides` reads it (a move towards the reader changes nothing drawn).
+_PROJECTING = frozenset({"matrix3d", "perspective"})
+_Matrix = list[list[float]]
+
+
+_OUT_OF_PLANE = re.compile(r"(?:3d|z|rotate[xy])\(")
+
+
+def _out_of_plane(declarations: dict[str, str]) -> bool:
+    """A transform that could take part of the element out of the page's plane, where a perspective changes it (a
+    2D one leaves every point in the plane, drawn as it is in any perspective)."""
+    rotate = declarations.get("rotate", "").split()
+    return (any(_OUT_OF_PLANE.search(declarations.get(name, "")) for name in _TRANSFORMS)
+            or len(declarations.get("translate", "").split()) == 3 or (len(rotate) > 1 and rotate[0] != "z"))
+
+
+def _perspective(html_body: str) -> float | None:
+    """The smallest perspective (px) the message gives any element, as an element's parent could have it (None:
+    none); below 1px it is 1px, as browsers draw it."""
+    if "perspective" not in html_body.lower():
+        return None
+    depths = [_px(value) for value in _PERSPECTIVE.findall(_css_unescape(html_unescape(html_body)).lower())]
+    return min((max(depth, 1.0) for depth in depths if depth is not None), default=None)
+
+
+def _degrees(angle: str) -> float | None:
+    found = _ANGLE.match(angle.strip())
+    return None if found is None else float(found.group(1)) * _DEGREES_PER_UNIT[found.group(2) or ""]
+
+
+def _shift(length: str, size: float) -> float | None:
+    """A translation in px, a percentage of the element's own size (`size`)."""
+    length = length.strip()
+    if length.endswith("%"):
+        amount = _NUMBER.fullmatch(length[:-1])
+        return None if amount is None else float(amount.group()) * size / 100
+    return _px(length)
+
+
+def _turn(axis: list[float], degrees: float) -> _Matrix:
+    """A turn about an axis (x, y, z), as CSS rotate3d() draws it."""
+    norm = math.hypot(*axis)
+    if norm == 0:
+        return _identity()
+    x, y, z = (part / norm for part in axis)
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    t = 1 - c
+    return [[t * x * x + c, t * x * y - s * z, t * x * z + s * y, 0.0],
+            [t * x * y + s * z, t * y * y + c, t * y * z - s * x, 0.0],
+            [t * x * z - s * y, t * y * z + s * x, t * z * z + c, 0.0], [0.0, 0.0, 0.0, 1.0]]
+
+
+def _identity() -> _Matrix:
+    return [[1.0 if row == column else 0.0 for column in range(4)] for row in range(4)]
+
+
+def _known(values: Iterable[float | None]) -> list[float] | None:
+    """The values, if screening could read every one."""
+    read = list(values)
+    known = [value for value in read if value is not None]
+    return known if len(known) == len(read) else None
+
+
+_AXES = {"translate": (0, 1), "translatex": (0,), "translatey": (1,), "translatez": (2,), "translate3d": (0, 1, 2),
+         "scale": (0, 1), "scalex": (0,), "scaley": (1,), "scalez": (2,), "scale3d": (0, 1, 2)}
+_TURNS = {"rotate": [0.0, 0.0, 1.0], "rotatez": [0.0, 0.0, 1.0], "rotatex": [1.0, 0.0, 0.0],
+          "rotatey": [0.0, 1.0, 0.0]}
+
+
+def _matrix(function: str, arguments: str) -> _Matrix | None:
+    """A transform function as a 4x4 matrix acting on column vectors (None: one screening cannot read)."""
+    values = [value.strip() for value in _arguments(arguments)]
+    m = _identity()
+    if function.startswith("translate") and function in _AXES:
+        shifts = _known(_shift(value, (_BOX_WIDTH, _BOX_HEIGHT, 0.0)[axis])
+                        for axis, value in zip(_AXES[function], values, strict=False))
+        if shifts is None:
+            return None
+        for axis, shift in zip(_AXES[function], shifts, strict=False):
+            m[axis][3] = shift
+        return m
+    if function in _AXES:
+        factors = _known([_factor(value) for value in values])
+        if not factors:
+            return None
+        if function == "scale" and len(factors) == 1:
+            factors.append(factors[0])
+        for axis, factor in zip(_AXES[function], factors, strict=False):
+            m[axis][axis] = factor
+        return m
+    if function in _TURNS or function == "rotate3d":
+        turned_about = _TURNS.get(function) or _known([_factor(value) for value in values[:3]])
+        degrees = _degrees(values[-1])
+        if turned_about is None or len(turned_about) != 3 or degrees is None:
+            return None
+        return _turn(turned_about, degrees)
+    if function in ("skew", "skewx", "skewy"):
+        angles = _known([_degrees(value) for value in values])
+        if not angles:
+            return None
+        x, y = {"skew": (angles[0], angles[-1] if len(angles) > 1 else 0.0), "skewx": (angles[0], 0.0),
+                "skewy": (0.0, angles[0])}[function]
+        m[0][1], m[1][0] = math.tan(math.radians(x)), math.tan(math.radians(y))
+        return m
+    if function == "perspective":
+        if values[0] == "none":
+            return m
+        depth = _px(values[0])
+        if depth is None:
+            return None
+        m[3][2] = -1 / max(depth, 1.0)
+        return m
+    numbers = [float(n) for n in _NUMBER.findall(arguments)]
+    if function == "matrix" and len(numbers) == 6:
+        a, b, c, d, e, f = numbers
+        return [[a, c, 0.0, e], [b, d, 0.0, f], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    if function == "matrix3d" and len(numbers) == 16:  # by columns
+        return [[numbers[column * 4 + row] for column in range(4)] for row in range(4)]
+    return None
+
+
+_FLAT_Z = [0.0, 0.0, 1.0, 0.0]  # a matrix's third row, when it moves nothing towards the reader
+_NO_PROJECTION = [0.0, 0.0, 0.0, 1.0]  # its fourth, when it has no perspective
+
+
+def _times(a: _Matrix, b: _Matrix) -> _Matrix:
+    return [[r0 * b[0][column] + r1 * b[1][column] + r2 * b[2][column] + r3 * b[3][column] for column in range(4)]
+            for r0, r1, r2, r3 in a]
+
+
+def _composed(functions: list[tuple[str, str]], perspective: float | None) -> str | None:
+    """What a whole transform list (seen in a parent's `perspective`) does to the footer's box: drawn (partly)
+    behind the reader, where nothing is drawn (a translateZ past the perspective, a matrix3d whose w is 0 or less),
+    at a fifth of its size or less, or far off the page (None: none of these, or a function it cannot read)."""
+    read = [_matrix(*function) for function in functions]
+    steps = [step for step in read if step is not None]
+    if len(steps) < len(read):
+        return None
+    if perspective is None and all(step[3] == _NO_PROJECTION and step[2] == _FLAT_Z and step[0][2] == step[1][2] == 0
+                                   for step in steps):
+        # All in the page's plane: 2D, six numbers (a b c d e f, as matrix()) each.
+        a, b, c, d, e, f = 1.0, 0.0, 0.0, 1.0, 0.0, 0.0
+        for step in steps:
+            (a2, c2, _, e2), (b2, d2, _, f2) = step[0], step[1]
+            a, b, c, d, e, f = (a * a2 + c * b2, b * a2 + d * b2, a * c2 + c * d2, b * c2 + d * d2,
+                                a * e2 + c * f2 + e, b * e2 + d * f2 + f)
+        return "drawn at a fifth of its size or less, or off the page" if _collapsed(a, b, c, d, e, f) else None
+    m = _identity()
+    if perspective is not None:
+        m[3][2] = -1 / perspective
+    for step in steps:
+        m = _times(m, step)
+    half_width, half_height = _BOX_WIDTH / 2, _BOX_HEIGHT / 2
+    corners: list[tuple[float, float]] = []
+    for x, y in ((-half_width, -half_height), (half_width, -half_height), (half_width, half_height),
+                 (-half_width, half_height), (0.0, 0.0)):
+        w = m[3][0] * x + m[3][1] * y + m[3][3]
+        if w <= 1e-6:
+            return "(partly) behind the reader, where nothing is drawn"
+        corners.append(((m[0][0] * x + m[0][1] * y + m[0][3]) / w, (m[1][0] * x + m[1][1] * y + m[1][3]) / w))
+    top, right, bottom, left = (math.dist(corners[i], corners[(i + 1) % 4]) for i in range(4))
+    area = abs(sum(corners[i][0] * corners[(i + 1) % 4][1] - corners[(i + 1) % 4][0] * corners[i][1]
+                   for i in range(4))) / 2
+    if (max(top, bottom) < _SHRUNK * _BOX_WIDTH or max(left, right) < _SHRUNK * _BOX_HEIGHT
+            or area < _SHRUNK ** 2 * _BOX_WIDTH * _BOX_HEIGHT):
+        return "drawn at a fifth of its size or less"
+    if any(n <= -100 or n >= _FAR for n in corners[4]):
+        return "moved off the page"
     return None
 
 
@@ -1315,6 +1562,8 @@ def _obscuring(declarations: dict[str, str]) -> str | None:
 
 def _arguments(arguments: str) -> list[str]:
     """A function's comma-separated arguments, those of a function inside (`calc(min(1px, 2px))`) kept whole."""
+    if "(" not in arguments:
+        return arguments.split(",")
     parts = [""]
     depth = 0
     for char in arguments:
@@ -1635,14 +1884,221 @@ def _replaced(declarations: dict[str, str]) -> str | None:
     return f"content:{content}" if _IMAGE_CONTENT.search(content) else None
 
 
-def _worst(variants: list[dict[str, str]]) -> dict[str, str]:
-    """Of an element's style read with each value of its var()s, a reading that hides, if one does."""
-    for declarations in variants:
+def _worst(readings: list[tuple[dict[str, str], str]]) -> tuple[dict[str, str], str]:
+    """Of an element's style read with each value of its var()s and at each lasting moment of its animations, a
+    reading that hides, if one does (with when, for an animation)."""
+    for declarations, when in readings:
         if (_concealing(declarations) or _invisible(declarations) or _tiny_font(declarations)
                 or _clipping(declarations) or _overlay(declarations) or _replaced(declarations)
                 or _invisible_text(_text_colour(declarations.get("color")), None)):
-            return declarations
-    return variants[0]
+            return declarations, when
+    return readings[0]
+
+
+# Animations: an element is drawn as its @keyframes say while one runs, over its own style (not over !important).
+# A moment of one that lasts is read as a style of the element: the frame it ends on when it is kept
+# (animation-fill-mode forwards or both: a 0.001s animation to opacity:0 hides for good), and every frame when it
+# is held (paused, or driven by scrolling: the reader scrolls to the footer at the bottom), repeats forever, or runs
+# (with the delay its first frame fills) for `_BRIEF` or more. A banner fading in over a second or two is not a
+# hidden footer. @keyframes are read from every <style> in the message, and a name as any of its definitions.
+_KEYFRAMES_RULE = re.compile(r"@(?:-webkit-|-moz-|-o-)?keyframes\s++([^\s{;]++)\s*+\{", re.IGNORECASE)
+_BRACE = re.compile(r"[{}]")
+_STYLE_ELEMENT = re.compile(r"<style\b[^>]*>(.*?)(?:</style\s*>|$)", re.IGNORECASE | re.DOTALL)
+_ANIMATION_PREFIXES = ("", "-webkit-", "-moz-", "-o-")
+_LONGHANDS = ("duration", "delay", "iteration-count", "direction", "fill-mode", "play-state", "timeline")
+_ANIMATION_NAMES = frozenset(f"{prefix}animation{name}" for prefix in _ANIMATION_PREFIXES for name in ("", "-name"))
+_TIME = re.compile(r"^(-?(?:\d+\.?\d*|\.\d+))(m?s)$")
+_DIRECTIONS = frozenset({"normal", "reverse", "alternate", "alternate-reverse"})
+_FILL_MODES = frozenset({"none", "forwards", "backwards", "both"})
+_PLAY_STATES = frozenset({"running", "paused"})
+_EASINGS = frozenset({"linear", "ease", "ease-in", "ease-out", "ease-in-out", "step-start", "step-end"})
+_BRIEF = 5.0  # s: a frame that hides shown for less, as the message opens, is a fade-in, not a hidden footer
+
+
+@dataclass(frozen=True, slots=True)
+class _Keyframe:
+    offsets: frozenset[float] | None  # 0 (from) to 1 (to); None: one screening does not place ("entry 0%")
+    declarations: dict[str, str]
+
+
+@dataclass(slots=True)
+class _Animation:
+    name: str
+    duration: float | None = 0.0  # s; None: a value screening cannot read
+    delay: float | None = 0.0
+    count: float | None = 1.0  # math.inf: forever
+    direction: str = "normal"
+    fill: str = "none"
+    paused: bool = False
+    timeline: str = "auto"
+
+
+def _keyframes(html_body: str) -> dict[str, list[_Keyframe]]:
+    """The frames of every @keyframes (and its vendor-prefixed forms) in the message's style sheets, by name."""
+    found: dict[str, list[_Keyframe]] = {}
+    if re.search("keyframes", html_body, re.IGNORECASE) is None:
+        return found
+    for style in _STYLE_ELEMENT.finditer(html_body):
+        css = _css_structure(style.group(1))
+        at = 0
+        while (rule := _KEYFRAMES_RULE.search(css, at)) is not None:
+            frames = found.setdefault(_css_unescape(rule.group(1)).strip("\"'").lower(), [])
+            depth, at, selector = 1, rule.end(), ""
+            for brace in _BRACE.finditer(css, rule.end()):
+                text, at = css[at:brace.start()], brace.end()
+                if brace.group() == "{":
+                    depth, selector = depth + 1, text
+                    continue
+                if depth == 2:
+                    kept = ";".join(part for part in text.split(";") if not _IMPORTANT.search(part))  # ignored there
+                    frames.append(_Keyframe(_offsets(selector), _declarations(kept)))
+                depth -= 1
+                if depth == 0:
+                    break
+    return found
+
+
+def _offsets(selector: str) -> frozenset[float] | None:
+    offsets: set[float] = set()
+    for one in selector.split(","):
+        one = one.strip().lower()
+        percent = _NUMBER.fullmatch(one[:-1]) if one.endswith("%") else None
+        if one in ("from", "to"):
+            offsets.add(0.0 if one == "from" else 1.0)
+        elif percent is not None:
+            offsets.add(float(percent.group()) / 100)
+        else:
+            return None
+    return frozenset(offsets)
+
+
+def _seconds(value: str) -> float | None:
+    found = _TIME.match(value.strip())
+    return None if found is None else float(found.group(1)) / (1000 if found.group(2) == "ms" else 1)
+
+
+def _animations(declarations: dict[str, str]) -> list[_Animation]:
+    """The animations a style runs: its `animation` shorthands, with their longhands (each a comma-separated list,
+    repeated to the number of names) over them."""
+    animations: list[_Animation] = []
+    for prefix in _ANIMATION_PREFIXES:
+        shorthand, names = declarations.get(f"{prefix}animation"), declarations.get(f"{prefix}animation-name")
+        if shorthand is None and names is None:
+            continue
+        listed = [_shorthand(part) for part in _arguments(shorthand)] if shorthand is not None else []
+        if names is not None:
+            listed = [listed[i] if i < len(listed) else _Animation("") for i in range(len(_arguments(names)))]
+            for animation, name in zip(listed, _arguments(names), strict=True):
+                animation.name = name.strip().strip("\"'")
+        for i, animation in enumerate(listed):
+            written = {name: _longhand(declarations.get(f"{prefix}animation-{name}"), i) for name in _LONGHANDS}
+            if (duration := written["duration"]) is not None:
+                animation.duration = _seconds(duration)
+            if (delay := written["delay"]) is not None:
+                animation.delay = _seconds(delay)
+            if (count := written["iteration-count"]) is not None:
+                animation.count = _count(count)
+            if (state := written["play-state"]) is not None:
+                animation.paused = state == "paused"
+            animation.direction = written["direction"] or animation.direction
+            animation.fill = written["fill-mode"] or animation.fill
+            animation.timeline = written["timeline"] or animation.timeline
+        animations.extend(animation for animation in listed if animation.name not in _NO_VALUE)
+    return animations
+
+
+def _longhand(values: str | None, i: int) -> str | None:
+    """The i-th animation's value of a longhand's list (repeated as often as there are animations)."""
+    if values is None:
+        return None
+    parts = _arguments(values)
+    return parts[i % len(parts)].strip()
+
+
+def _count(value: str) -> float | None:
+    value = value.strip()
+    if value == "infinite":
+        return math.inf
+    return float(value) if _NUMBER.fullmatch(value) else None
+
+
+def _shorthand(value: str) -> _Animation:
+    """One animation of an `animation` shorthand: its first time is the duration, the second the delay; keywords
+    for the longhands before the name."""
+    animation = _Animation("")
+    times = 0
+    for word in _words(value):
+        time = _seconds(word)
+        if time is not None and times < 2:
+            if times == 0:
+                animation.duration = time
+            else:
+                animation.delay = time
+            times += 1
+        elif word == "infinite" or _NUMBER.fullmatch(word):
+            animation.count = _count(word)
+        elif word in _DIRECTIONS and animation.direction == "normal":
+            animation.direction = word
+        elif word in _FILL_MODES and animation.fill == "none":
+            animation.fill = word
+        elif word in _PLAY_STATES:
+            animation.paused = word == "paused"
+        elif word in _EASINGS or "(" in word:
+            continue
+        elif not animation.name:
+            animation.name = word.strip("\"'")
+        else:
+            animation.duration = None  # something screening does not read: any frame may last
+    return animation
+
+
+def _lasting(animation: _Animation, frames: list[_Keyframe]) -> tuple[list[_Keyframe], str]:
+    """The frames of an animation that last (`_BRIEF` or more, or for good), and why."""
+    duration, delay, count = animation.duration, animation.delay, animation.count
+    if animation.paused:
+        return frames, "held (animation-play-state:paused)"
+    if animation.timeline not in ("auto", ""):
+        return frames, f"as the reader scrolls (animation-timeline:{animation.timeline})"
+    if count == math.inf:
+        return frames, "repeated forever"
+    filled_before = animation.fill in ("backwards", "both")
+    if duration is None or delay is None or count is None or (
+            duration * count + (max(delay, 0) if filled_before else 0) >= _BRIEF):
+        return frames, f"shown for {_BRIEF:g}s or more"
+    if animation.fill not in ("forwards", "both"):
+        return [], ""
+    if count != int(count):
+        return frames, f"kept when it ends midway (animation-fill-mode:{animation.fill})"
+    # The frame it ends on: the last iteration's end (or, none run, the first's start), in its direction.
+    backwards = animation.direction in ("reverse", "alternate-reverse")
+    if animation.direction.startswith("alternate") and count >= 2 and count % 2 == 0:
+        backwards = not backwards
+    end = (1.0 if count > 0 else 0.0) if not backwards else (0.0 if count > 0 else 1.0)
+    return ([frame for frame in frames if frame.offsets is None or end in frame.offsets],
+            f"kept when it ends (animation-fill-mode:{animation.fill})")
+
+
+def _animated(declarations: dict[str, str],
+              keyframes: dict[str, list[_Keyframe]]) -> Iterator[tuple[dict[str, str], str]]:
+    """The style at each lasting moment of its animations (`_lasting`): its own with the frame's over it, and
+    when that is."""
+    if declarations.keys().isdisjoint(_ANIMATION_NAMES):
+        return
+    read: set[tuple[int, str]] = set()
+    for animation in _animations(declarations):
+        frames = keyframes.get(animation.name.lower())
+        if not frames:
+            continue
+        lasting, why = _lasting(animation, frames)
+        for frame in lasting:
+            if (id(frame), why) in read:
+                continue
+            if len(read) == _VARIANTS:
+                yield ({**declarations, "animation": "unread()"},  # refused as a value it cannot work out
+                       f"(more than {_VARIANTS} lasting frames of animations: screening reads no more)")
+                return
+            read.add((id(frame), why))
+            yield {**declarations, **frame.declarations}, f"in @keyframes {animation.name}, {why}"
 
 
 # What is no structure of a style sheet: comments (dropped), strings and escaped characters (their braces and
@@ -2079,9 +2535,13 @@ class _HtmlReader(HTMLParser):
         self.document = [html, _Node("body", _NONE, _NONE, html, None, None)]
         self.footer: list[_Node] = []
         self.custom: dict[str, set[str]] = {}
+        self.keyframes: dict[str, list[_Keyframe]] = {}
+        self.perspective: float | None = None  # the smallest the message gives an element (`_perspective`)
 
     def read(self, html_body: str) -> None:
         self.custom = _custom_properties(html_body)
+        self.keyframes = _keyframes(html_body)
+        self.perspective = _perspective(html_body)
         end = _BODY_END.search(html_body)
         footer_at = end.start() if end else len(html_body)
         self.feed(html_body[:footer_at])
@@ -2164,9 +2624,10 @@ class _HtmlReader(HTMLParser):
             if values.get(name):
                 self.links.extend(_srcset_urls(values[name]) if name == "srcset" else (values[name],))
         declarations: dict[str, str] = {}
+        when = ""  # the moment of an animation the style is read at
         if values.get("style"):
             self._read_css(values["style"])
-            declarations = _worst(_variants(_declarations(values["style"]), self.custom))
+            declarations, when = _worst(self._readings(values["style"]))
         if tag == "template":
             attribute = next((name for name in _SHADOW_ROOT_ATTRIBUTES if name in values), None)
             if attribute is not None:
@@ -2175,13 +2636,17 @@ class _HtmlReader(HTMLParser):
         if declarations:
             overlay = _overlay(declarations, drawn_itself=tag in _DRAWN_ITSELF)
             if overlay:
-                self.overlays.append((node, *overlay, self.get_starttag_text() or f"<{tag}>", _escapes(declarations)))
+                kind, what = overlay
+                self.overlays.append((node, kind, f"{what} {when}".rstrip(), self.get_starttag_text() or f"<{tag}>",
+                                      _escapes(declarations)))
         if tag == "link" and "stylesheet" in values.get("rel", "").lower().split() and not _font_css(
                 values.get("href", "")):
             self._refuse(_R_EXTERNAL_CSS.format(what="<link rel=stylesheet>"), self.get_starttag_text() or "<link>")
         if void:
             return
         self._push(tag, values, declarations, node)
+        if when and self.stack[-1].hides:
+            self.stack[-1].hides += f" {when}"
         if tag == "style":
             self.style_sheets.append("")
         elif tag == "a":
@@ -2396,19 +2861,36 @@ class _HtmlReader(HTMLParser):
         clipped_reach = _FooterReach([node for node in self.footer if node.tag in _CLIPPED_FOOTER_TAGS],
                                      ancestors + self.document)
         for selector, body, dark_mode, _ in _css_rules(css):
-            for declarations in _variants(_declarations(body), self.custom):
-                if self._check_rule(selector, body, declarations, dark_mode, (reach, clipped_reach, footer_bg)):
+            for declarations, when in self._readings(body):
+                if self._check_rule(selector, body, declarations, dark_mode, (reach, clipped_reach, footer_bg),
+                                    when):
                     break
 
+    def _readings(self, style: str, transforms: bool = True) -> list[tuple[dict[str, str], str]]:
+        """A style's declarations as screening reads them, each with the moment of an animation it is ("": none):
+        with each value of its var()s, at each lasting moment of its animations (`_animated`), and its transforms
+        seen in a parent's perspective too, when the message gives an element one (with `transforms`)."""
+        readings = [(declarations, "") for declarations in _variants(_declarations(style), self.custom)]
+        if self.keyframes:
+            readings += [(frame, when) for declarations, _ in readings
+                         for animated, when in _animated(declarations, self.keyframes)
+                         for frame in _variants(animated, self.custom)]
+        if self.perspective is not None and transforms:
+            seen_in = str(self.perspective)
+            readings += [({**declarations, _SEEN_IN_PERSPECTIVE: seen_in}, when) for declarations, when in readings
+                         if not declarations.keys().isdisjoint(_TRANSFORMED) and _out_of_plane(declarations)]
+        return readings
+
     def _check_rule(self, selector: str, body: str, declarations: dict[str, str], dark_mode: bool,
-                    footer: tuple[_FooterReach, _FooterReach, _Colour]) -> bool:
-        """Refuse a style rule (one reading of its var()s) that hides or covers the footer; whether it did."""
+                    footer: tuple[_FooterReach, _FooterReach, _Colour], when: str = "") -> bool:
+        """Refuse a style rule (one reading of its var()s, or a moment of its animation: `when`) that hides or
+        covers the footer; whether it did."""
         reach, clipped_reach, footer_bg = footer
         overlay = _overlay(declarations)
         if overlay:
             kind, drawn = overlay
             if kind == "page" or self._could_cover(selector, kind, _escapes(declarations)):
-                self._refuse(_R_STYLE_OVERLAY.format(selector=_snippet(selector)[:80], what=drawn),
+                self._refuse(_R_STYLE_OVERLAY.format(selector=_snippet(selector)[:80], what=f"{drawn} {when}".rstrip()),
                              f"{selector} {{{_snippet(body)}}}")
                 return True
         what = _hiding(declarations)
@@ -2429,7 +2911,7 @@ class _HtmlReader(HTMLParser):
                                                            _background(declarations) or footer_bg):
             what = f"color:{declarations['color']} on the page's background"
         if what and reach.reaches(selector):
-            self._refuse(_R_STYLE.format(selector=_snippet(selector)[:80], what=what),
+            self._refuse(_R_STYLE.format(selector=_snippet(selector)[:80], what=f"{what} {when}".rstrip()),
                          f"{selector} {{{_snippet(body)}}}")
             return True
         return False
@@ -2469,7 +2951,7 @@ class _HtmlReader(HTMLParser):
     def _note_style_sheet(self, css: str) -> None:
         """The page's and classes' backgrounds a style sheet sets, for the colour checks of the elements after it."""
         for selector, body, dark_mode, _ in _css_rules(css):
-            for declarations in _variants(_declarations(body), self.custom):
+            for declarations, _ in self._readings(body, transforms=False):
                 background = _background(declarations)
                 if background is None or dark_mode:
                     continue

@@ -38,6 +38,25 @@ HIDING_STYLE_SHEETS = {
     "offset-path": "<style>div{offset-path:path('M-9999,0 L-9999,1')!important}</style>",
     "white on white, filled": "<style>a,div{-webkit-text-fill-color:#fff!important;background:#fff}</style>",
     "position far off": "<style>div,a{position:absolute!important;left:-9999px!important}</style>",
+    # Animations rank below an element's own !important, and transform:none leaves no 3D for a perspective to use.
+    "animation to opacity:0, kept": "<style>@keyframes h{to{opacity:0;visibility:hidden}}"
+                                    "div,a{animation:h .001s forwards}</style>",
+    "animation off the page, kept": "<style>@keyframes h{to{transform:translateX(-9999px) scale(0)}}"
+                                    "div,a{animation:h 1s both}</style>",
+    "animation to font-size:0 and white": "<style>@keyframes h{to{font-size:0;color:#fff;-webkit-text-fill-color:#fff}}"
+                                          "div,a{animation:h 1s forwards}</style>",
+    "animation to display:none and clip-path": "<style>@keyframes h{to{display:none;clip-path:inset(50%)}}"
+                                               "div,a{animation:h 1s forwards}</style>",
+    "animation far off, position absolute": "<style>@keyframes h{to{position:absolute;left:-9999px;top:-9999px}}"
+                                            "div,a{animation:h 1s forwards}</style>",
+    "animation paused on opacity:0": "<style>@keyframes h{from{opacity:0}} div,a{animation:h 1s paused}</style>",
+    "animation blinking forever": "<style>@keyframes h{0%,100%{opacity:0}} div,a{animation:h 1s infinite}</style>",
+    "-webkit-keyframes": "<style>@-webkit-keyframes h{to{opacity:0}} div,a{-webkit-animation:h .001s forwards}</style>",
+    "transition from @starting-style": "<style>@starting-style{div,a{opacity:0}} div,a{transition:opacity 3600s}"
+                                       "</style>",
+    "perspective() translateZ behind": "<style>div,a{transform:perspective(10px) translateZ(20px)!important}</style>",
+    "matrix3d w<0": "<style>div,a{transform:matrix3d(1,0,0,0,0,1,0,0,0,0,1,0,0,0,0,-1)!important}</style>",
+    "parent's perspective": "<style>body{perspective:10px}div,a{transform:translateZ(20px)!important}</style>",
 }
 
 PROBE = """() => {
@@ -55,6 +74,12 @@ PROBE = """() => {
           text: footer.innerText, colour: style.color, font_size: style.fontSize, opacity: style.opacity,
           display: style.display};
 }"""
+# Animations as they are when they last: a finite one at its end (past any delay), one repeating forever at its
+# start; a paused one where it is held.
+SETTLE = """() => document.getAnimations().forEach(a => {
+  if (a.playState === 'paused') return;
+  if (a.effect.getComputedTiming().iterations === Infinity) { a.pause(); a.currentTime = 0; } else a.finish();
+})"""
 HIDE_LINK = """() => [...document.querySelectorAll('a')].filter(a => a.textContent.trim() === 'Unsubscribe')
   .forEach(a => a.style.setProperty('visibility', 'hidden', 'important'))"""
 HIDE_FOOTER = """() => [...document.querySelectorAll('a')].filter(a => a.textContent.trim() === 'Unsubscribe')
@@ -86,6 +111,7 @@ def delivered_html(style_sheet: str) -> str:
 
 async def footer_as_drawn(page: Page, html: str) -> dict[str, Any]:
     await page.set_content(html)
+    await page.evaluate(SETTLE)
     found: dict[str, Any] = await page.evaluate(PROBE)
     assert found["found"], html
     # Drawn: its pixels change when it is hidden (the link; then the rest of the footer, its identification).
@@ -122,3 +148,59 @@ async def test_a_style_sheet_on_the_footers_elements_leaves_the_link_drawn_click
     for looks in ("colour", "link_colour", "font_size", "opacity", "display"):
         assert styled[looks] == control[looks], (looks, styled)
     assert styled["text"] == control["text"] == f"Unsubscribe\n{IDENTIFICATION_FOOTER}"
+
+
+# What animates or turns the elements around the footer (here <body>) hides it in Chromium: no reset reaches them.
+HIDING_THE_BODY = {
+    "animation to opacity:0, kept": "<style>@keyframes h{to{opacity:0}} body{animation:h .001s forwards}</style>",
+    "animation paused on opacity:0": "<style>@keyframes h{from{opacity:0}} body{animation:h 1s paused}</style>",
+    "animation blinking forever": "<style>@keyframes h{0%,100%{opacity:0}} body{animation:h 1s infinite}</style>",
+    "animation after an hour, kept": "<style>@keyframes h{to{opacity:0}} body{animation:h 1s 3600s forwards}</style>",
+    "animation edge-on, kept": "<style>@keyframes h{to{transform:rotateX(90deg)}}"
+                               "body{animation:h 1s forwards}</style>",
+    "perspective() translateZ behind": "<style>body{transform:perspective(100px) translateZ(200px)}</style>",
+    "perspective() translateZ far": "<style>body{transform:perspective(100px) translateZ(-10000px)}</style>",
+    "parent's perspective": "<style>html{perspective:10px} body{transform:translateZ(20px)}</style>",
+    "matrix3d w<0": "<style>body{transform:matrix3d(1,0,0,0,0,1,0,0,0,0,1,0,0,0,0,-1)}</style>",
+    "rotateX twice": "<style>body{transform:rotateX(60deg) rotateX(30deg)}</style>",
+}
+# Delivery's resets win over these, and screening refuses them all the same (as it does `div{display:none}`).
+BEATEN_BY_THE_RESETS = [name for name in HIDING_STYLE_SHEETS if "animation" in name or "keyframes" in name
+                        or "perspective" in name or "matrix3d" in name]
+
+
+def screening_refuses(style_sheet: str) -> bool:
+    from herald_campaigns.screening import screen
+    html_body = f"<html><head>{style_sheet}</head><body><h1>Sale</h1><p>News.</p></body></html>"
+    return screen(subject="Sale", preheader=None, html_body=html_body, text_body="Sale. News.").refused
+
+
+@pytest.mark.parametrize("name", BEATEN_BY_THE_RESETS)
+def test_screening_refuses_an_animation_or_3d_transform_of_the_footers_elements_though_their_resets_win(
+        name: str) -> None:
+    """Defence in depth: the same rule on a <div> left open around the footer would hide it."""
+    assert screening_refuses(HIDING_STYLE_SHEETS[name])
+
+
+@pytest.mark.parametrize("style_sheet", list(HIDING_THE_BODY.values()), ids=list(HIDING_THE_BODY))
+async def test_an_animation_or_3d_transform_of_the_body_hides_the_footer_and_screening_refuses_it(
+        browser: Browser, style_sheet: str) -> None:
+    """PRODUCT.md, "Every message": what would hide the footer in a reader's browser is refused at screening."""
+    page = await browser.new_page(viewport={"width": 800, "height": 600})
+    try:
+        styled = await footer_as_drawn(page, delivered_html(style_sheet))
+    finally:
+        await page.close()
+    assert not (styled["drawn"] and styled["clickable"]), styled
+    assert screening_refuses(style_sheet)
+
+
+async def test_a_body_fading_in_leaves_the_footer_drawn_and_passes_screening(browser: Browser) -> None:
+    style_sheet = "<style>@keyframes h{from{opacity:0}to{opacity:1}} body{animation:h 1s both}</style>"
+    page = await browser.new_page(viewport={"width": 800, "height": 600})
+    try:
+        styled = await footer_as_drawn(page, delivered_html(style_sheet))
+    finally:
+        await page.close()
+    assert styled["drawn"] and styled["identification_drawn"] and styled["clickable"], styled
+    assert not screening_refuses(style_sheet)
