@@ -32,9 +32,13 @@ class ScopeRates(Out):
     scope: Literal["campaign", "rolling_window"]
     name: str = Field(description="The campaign id, or the window: '24h', '7d'.")
     counts: RateCounts = Field(description="Since the latest reinstatement: what the rules judge.")
-    rates: dict[str, float | None] = Field(description="Per metric; null before anything was sent.")
+    rates: dict[str, float | None] = Field(description="Per metric, of what was sent; null before anything was.")
     raw_counts: RateCounts
-    decides: bool = Field(description="Whether the scope has the minimum volume for its rates to decide.")
+    judged_sent: int | None = Field(description=(
+        "What the rules divide by: the messages sent, or the minimum volume (minimum_sent) when fewer were sent. "
+        "A rule compares count / judged_sent with its threshold, so below the minimum volume the rates shown are "
+        "higher than the ones judged. Null: not judged, a rolling window below the minimum volume of an account "
+        "whose longest window holds more (its complaints and unsubscribes may be about earlier mail)."))
 
 
 class RatesOut(Out):
@@ -42,7 +46,7 @@ class RatesOut(Out):
     suspended: bool
     suspension: dict[str, Any] | None
     reinstatements: int
-    minimum_sent: int
+    minimum_sent: int = Field(description="The least volume a scope's rates are judged against (judged_sent).")
     thresholds: dict[str, float]
     stream_time: str | None
     forgotten_until: str | None = Field(default=None, description=(

@@ -277,19 +277,20 @@ class Rule:
     inclusive: bool
     warnings: tuple[Fraction, ...] = ()
 
-    def rate(self, counts: Counts) -> Fraction:
-        return Fraction(getattr(counts, self.counted), counts.sent) if counts.sent else Fraction(0)
+    def rate(self, counts: Counts, judged_sent: int) -> Fraction:
+        """The counted facts' share of `judged_sent` messages (Policy.judged_sent: at least the minimum volume)."""
+        return Fraction(getattr(counts, self.counted), judged_sent)
 
-    def breached(self, counts: Counts) -> bool:
-        # counted / sent against numerator / denominator, in integers (exact, and no Fraction per scope and rule)
-        counted, sent = (getattr(counts, self.counted), counts.sent) if counts.sent else (0, 1)
-        lhs, rhs = counted * self.threshold.denominator, self.threshold.numerator * sent
+    def breached(self, counts: Counts, judged_sent: int) -> bool:
+        # counted / judged_sent against the threshold in integers: exact, and no Fraction per scope and rule
+        counted: int = getattr(counts, self.counted)
+        lhs, rhs = counted * self.threshold.denominator, self.threshold.numerator * judged_sent
         return lhs >= rhs if self.inclusive else lhs > rhs
 
-    def warning_reached(self, counts: Counts) -> Fraction | None:
+    def warning_reached(self, counts: Counts, judged_sent: int) -> Fraction | None:
         """The highest warning level the rate has reached, if any."""
-        counted, sent = (getattr(counts, self.counted), counts.sent) if counts.sent else (0, 1)
-        reached = [level for level in self.warnings if counted * level.denominator >= level.numerator * sent]
+        counted: int = getattr(counts, self.counted)
+        reached = [level for level in self.warnings if counted * level.denominator >= level.numerator * judged_sent]
         return max(reached) if reached else None
 
 
@@ -316,6 +317,11 @@ class Policy:
     one_off_check_members: int = 50
 
     def __post_init__(self) -> None:
+        if self.minimum_sent < 1:
+            raise ValueError("the minimum volume is at least one message (it is every rate's least denominator)")
+        # evaluate() skips a scope with nothing counted against it, which a level of 0 would reach
+        if any(level <= 0 for rule in self.rules for level in (rule.threshold, *rule.warnings)):
+            raise ValueError("thresholds and warning levels must lie above 0")
         if not 1 <= self.one_off_maximum_sends < CAMPAIGNS_KEPT:
             raise ValueError(f"one-off sending looks at lists sent 1 to {CAMPAIGNS_KEPT - 1} campaigns")
         if not 0 < self.one_off_send_reach <= 1:
@@ -327,6 +333,20 @@ class Policy:
         for rule in self.rules:
             if rule.metric == "hard_bounce_rate" and not HARD_BOUNCE_BAND[0] <= rule.threshold <= HARD_BOUNCE_BAND[1]:
                 raise ValueError("the hard-bounce threshold must lie in the 8-15% band the terms allow")
+
+    def judged_sent(self, scope: Scope, counts: Counts, account_sent: int) -> int | None:
+        """The volume a scope's rates are judged against: what it sent, or the minimum volume if it sent less.
+        Padding instead of skipping: a small account is judged on strong absolute evidence (40 hard bounces,
+        3 complaints at 500) rather than never, and one angry recipient still cannot suspend it.
+        None (not judged): a rolling window below the minimum while the account's longest window holds more
+        (`account_sent`). A fact is timed when it happens, not when its message was sent, so a quiet day's
+        window holds complaints and unsubscribes about earlier mail (a weekly newsletter's tail): against the
+        minimum instead of the sends they are about, 6 unsubscribes would suspend the day after 10,000 sends."""
+        if counts.sent >= self.minimum_sent:
+            return counts.sent
+        if scope.kind == "rolling_window" and account_sent >= self.minimum_sent:
+            return None
+        return self.minimum_sent
 
     @property
     def longest_window_seconds(self) -> int:
@@ -516,10 +536,11 @@ class Breach:
     rule: Rule
     scope: Scope
     counts: Counts
+    judged_sent: int  # the rate's denominator: counts.sent, or the minimum volume when fewer were sent
 
     @property
     def value(self) -> Fraction:
-        return self.rule.rate(self.counts)
+        return self.rule.rate(self.counts, self.judged_sent)
 
 
 @dataclass(frozen=True)
@@ -529,6 +550,11 @@ class Warning:
     level: Fraction
     scope: Scope
     counts: Counts
+    judged_sent: int
+
+    @property
+    def value(self) -> Fraction:
+        return self.rule.rate(self.counts, self.judged_sent)
 
 
 def window_name(hours: int) -> str:
@@ -541,6 +567,11 @@ def scopes_of(state: AccountState, policy: Policy) -> list[tuple[Scope, Counts]]
     return scopes
 
 
+def account_window_sent(scopes: list[tuple[Scope, Counts]]) -> int:
+    """What the account sent in its longest window (the windows nest: the longest holds the most)."""
+    return max((counts.sent for scope, counts in scopes if scope.kind == "rolling_window"), default=0)
+
+
 @functools.lru_cache(maxsize=65536)  # asked for every account in every batch
 def suspension_id(account_id: str, epoch: int) -> str:
     return decision_id("suspended", account_id, epoch)
@@ -549,22 +580,30 @@ def suspension_id(account_id: str, epoch: int) -> str:
 def evaluate(account_id: str, state: AccountState, policy: Policy,
              already_suspended: bool) -> tuple[Breach | None, list[Warning]]:
     """The breach that suspends the account (at most one per epoch: the first rule, campaigns before windows),
-    and the warnings not announced yet. A scope below the minimum volume decides nothing."""
+    and the warnings not announced yet. A scope below the minimum volume is judged as if it had sent the minimum,
+    but for the rolling windows of an account that sent more (Policy.judged_sent)."""
     breach: Breach | None = None
     warnings: list[Warning] = []
-    for scope, counts in scopes_of(state, policy):
-        if counts.sent < policy.minimum_sent:
+    scopes = scopes_of(state, policy)
+    account_sent: int | None = None
+    for scope, counts in scopes:
+        if not (counts.hard_bounce or counts.complaint or counts.unsubscribe or counts.block):
+            continue  # every level is above 0 (Policy): nothing to judge, as in most scopes of a batch of sends
+        if account_sent is None:
+            account_sent = account_window_sent(scopes)
+        judged_sent = policy.judged_sent(scope, counts, account_sent)
+        if judged_sent is None:
             continue
         for rule in policy.rules:
-            if rule.breached(counts):
+            if rule.breached(counts, judged_sent):
                 if breach is None and not already_suspended:
-                    breach = Breach(suspension_id(account_id, state.epoch), rule, scope, counts)
+                    breach = Breach(suspension_id(account_id, state.epoch), rule, scope, counts, judged_sent)
                 continue
-            level = rule.warning_reached(counts)
+            level = rule.warning_reached(counts, judged_sent)
             announced = state.warned.get(f"{rule.metric}|{scope.key}")
             if level is not None and (announced is None or level > Fraction(announced)):
                 warnings.append(Warning(decision_id("warned", account_id, state.epoch, rule.metric, scope.key,
-                                                    level), rule, level, scope, counts))
+                                                    level), rule, level, scope, counts, judged_sent))
     if breach is not None or already_suspended:
         return breach, []  # a suspended account is not warned: the suspension says more
     return None, warnings
@@ -886,7 +925,8 @@ def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts:
         value = float(breach.value)
         state.suspension = {"event_id": breach.event_id, "metric": breach.rule.metric, "value": value,
                             "threshold": float(breach.rule.threshold), "scope": breach.scope.key,
-                            "counts": breach.counts.evidence(), "at": now.isoformat()}
+                            "counts": breach.counts.evidence(), "judged_sent": breach.judged_sent,
+                            "at": now.isoformat()}
     for warning in warnings:
         decision.announcements.append(warning_event(account_id, warning))
         state.warned[f"{warning.rule.metric}|{warning.scope.key}"] = str(warning.level)
@@ -1021,11 +1061,21 @@ def _update_list(state: AccountState, list_id: str, lists: ListRecords, policy: 
 # --- what is announced -----------------------------------------------------------------------------------------
 
 
+COUNTED_NAMES: dict[FactKind, str] = {"hard_bounce": "hard bounce", "complaint": "complaint",
+                                      "unsubscribe": "unsubscribe", "block": "block"}
+
+
 def suspension_event(account_id: str, breach: Breach) -> AccountSuspended:
+    """`value` is the rate the rule compared with `threshold`; below the minimum volume its denominator is that
+    minimum, which the reason says with the counts behind it."""
     value = float(breach.value)
     comparison = "≥" if breach.rule.inclusive else ">"
+    sent, counted = breach.counts.sent, getattr(breach.counts, breach.rule.counted)
+    volume = (f"{sent} sent" if breach.judged_sent == sent else
+              f"{counted} {COUNTED_NAMES[breach.rule.counted]}{'' if counted == 1 else 's'} of {sent} sent, "
+              f"judged against the minimum volume of {breach.judged_sent}")
     reason = (f"{breach.rule.metric.replace('_', ' ')} {value:.2%} {comparison} {float(breach.rule.threshold):.2%}"
-              f" ({breach.scope.kind.replace('_', ' ')} {breach.scope.name}: {breach.counts.sent} sent)")
+              f" ({breach.scope.kind.replace('_', ' ')} {breach.scope.name}: {volume})")
     return AccountSuspended(
         event_id=breach.event_id, account_id=account_id, producer=PRODUCER,
         payload=AccountSuspendedPayload(metric=breach.rule.metric, value=min(1.0, value),
@@ -1036,9 +1086,11 @@ def suspension_event(account_id: str, breach: Breach) -> AccountSuspended:
 def warning_event(account_id: str, warning: Warning) -> AccountWarned:
     return AccountWarned(
         event_id=warning.event_id, account_id=account_id, producer=PRODUCER,
-        payload=AccountWarnedPayload(metric=warning.rule.metric, value=float(warning.rule.rate(warning.counts)),
+        payload=AccountWarnedPayload(metric=warning.rule.metric, value=min(1.0, float(warning.value)),
                                      warning_level=float(warning.level), threshold=float(warning.rule.threshold),
-                                     scope=rate_scope(warning.scope), counts=rate_counts(warning.counts)))
+                                     scope=rate_scope(warning.scope), counts=rate_counts(warning.counts),
+                                     evidence=({} if warning.judged_sent == warning.counts.sent
+                                               else {"judged_sent": warning.judged_sent})))
 
 
 def one_off_event(account_id: str, finding: OneOffSending) -> AccountWarned:
@@ -1076,15 +1128,17 @@ def _iso(at: int | None) -> str:
 def rate_report(state: AccountState, policy: Policy) -> dict[str, Any]:
     """What staff see for one account: each scope's counts (since the last reinstatement, and raw) and rates."""
     def rates(counts: Counts) -> dict[str, float | None]:
-        return {rule.metric: (float(rule.rate(counts)) if counts.sent else None) for rule in policy.rules}
+        return {rule.metric: (float(rule.rate(counts, counts.sent)) if counts.sent else None) for rule in policy.rules}
 
     scopes = []
-    for scope, counts in scopes_of(state, policy):
+    judged = scopes_of(state, policy)
+    account_sent = account_window_sent(judged)
+    for scope, counts in judged:
         raw = (state.campaign_counts(scope.name, raw=True) if scope.kind == "campaign"
                else state.window_counts(next(h for h in policy.windows_hours if window_name(h) == scope.name), policy,
                                         raw=True))
         scopes.append({"scope": scope.kind, "name": scope.name, "counts": counts.evidence(), "rates": rates(counts),
-                       "raw_counts": raw.evidence(), "decides": counts.sent >= policy.minimum_sent})
+                       "raw_counts": raw.evidence(), "judged_sent": policy.judged_sent(scope, counts, account_sent)})
     return {"suspended": state.suspension is not None, "suspension": state.suspension,
             "reinstatements": state.epoch, "minimum_sent": policy.minimum_sent,
             "thresholds": {r.metric: float(r.threshold) for r in policy.rules},

@@ -80,7 +80,8 @@ class ComplianceSettings(HeraldSettings):
                                                "spam, blocklists) of this or more.")
     block_warnings: list[float] = Field(default=[2.0], alias="HERALD_BLOCK_WARNINGS_PERCENT")
     minimum_sent: int = Field(default=500, ge=1, alias="HERALD_RATE_MINIMUM_SENT",
-                              description="Messages a campaign or window needs before its rates decide anything.")
+                              description="The volume a rate is judged against at least: below it, counts are "
+                                          "divided by it (40 hard bounces of 100 sent are 8% of 500).")
     windows_hours: list[int] = Field(default=[24, 168], alias="HERALD_RATE_WINDOWS_HOURS",
                                      description="Rolling windows of the account, in hours.")
     campaign_retention_days: int = Field(default=30, ge=1, alias="HERALD_CAMPAIGN_RETENTION_DAYS")

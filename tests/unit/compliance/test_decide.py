@@ -365,8 +365,8 @@ def test_after_a_reinstatement_the_same_facts_in_any_order_and_batches_give_the_
     breached = hard >= 8 or complaints >= 1 or unsubscribes >= 2
     assert len(found) == (1 if breached else 0)
     assert (account.state.suspension is not None) == breached
-    if breached:
-        assert found[0].payload.counts.sent == 100  # no scope decides before all 100 are in
+    if breached:  # judged against the minimum volume (100) until then, it may come before all 100 are in
+        assert found[0].payload.counts.sent <= 100
 
 
 def test_a_list_counts_as_sent_to_at_its_campaigns_first_accepted_message_and_tests_do_not() -> None:

@@ -16,12 +16,16 @@ from herald_compliance.domain import (
     Counts,
     Fact,
     Policy,
+    Scope,
     claim,
     default_rules,
     evaluate,
     facts_of,
+    rate_report,
     sent_before,
+    suspension_event,
     suspension_id,
+    warning_event,
 )
 from herald_shared.contract.delivery import ComplaintReceived, MessageBounced, MessageSent
 from herald_shared.contract.subscriptions import SubscriberUnsubscribed, SubscriberUnsubscribedPayload
@@ -76,11 +80,110 @@ def test_unsubscribe_rate_above_1_percent_suspends_and_1_percent_does_not() -> N
     assert breach is not None and breach.rule.metric == "unsubscribe_rate"
 
 
-def test_below_minimum_volume_nothing_fires() -> None:
-    breach, warnings = decide(state_with(499, hard=400, complaints=100, unsubscribes=100))
-    assert breach is None and warnings == []
-    breach, _ = decide(state_with(500, hard=400))
-    assert breach is not None
+@pytest.mark.parametrize(("sent", "counted", "suspends", "warned_at"), [
+    (100, {"hard": 40}, True, None), (100, {"hard": 39}, False, Fraction(5, 100)),
+    (100, {"complaints": 3}, True, None), (100, {"complaints": 2}, False, Fraction(3, 1000)),
+    (10, {"unsubscribes": 6}, True, None), (10, {"unsubscribes": 5}, False, Fraction(5, 1000)),
+    (100, {"blocks": 25}, True, None), (100, {"blocks": 24}, False, Fraction(2, 100)),
+    (499, {"hard": 40}, True, None), (499, {"hard": 39}, False, Fraction(5, 100))])
+def test_below_the_minimum_volume_a_rate_is_judged_against_the_minimum(
+        sent: int, counted: dict[str, int], suspends: bool, warned_at: Fraction | None) -> None:
+    """A trial account (at most 100 emails) is suspended on the evidence that would suspend one sending 500:
+    40 hard bounces (8% of 500), 3 complaints (0.6%), 6 unsubscribes (1.2%), 25 blocks (5%)."""
+    breach, warnings = decide(state_with(sent, **counted))
+    assert (breach is not None) == suspends
+    if breach is not None:
+        assert breach.scope.kind == "campaign" and breach.judged_sent == 500
+        assert breach.value == Fraction(getattr(breach.counts, breach.rule.counted), 500)
+    else:
+        assert {w.level for w in warnings if w.scope.kind == "campaign"} == {warned_at}
+        assert all(w.judged_sent == 500 and w.value <= w.rule.threshold for w in warnings)  # 1% is not > 1%
+
+
+def test_one_complaint_cannot_suspend_a_small_account() -> None:
+    """The minimum volume's purpose: one angry recipient is 0.2% of 500, however little the account sent."""
+    breach, warnings = decide(state_with(1, complaints=1))
+    assert breach is None
+    assert {(w.rule.metric, w.level) for w in warnings} == {("abuse_rate", Fraction(1, 1000))}
+
+
+@pytest.mark.parametrize(("hard", "suspends"), [(40, True), (39, False)])
+def test_a_rolling_window_below_the_minimum_volume_is_judged_against_it(hard: int, suspends: bool) -> None:
+    breach, _ = decide(state_with(100, hard=hard, campaign=None))
+    assert (breach is not None) == suspends
+    if breach is not None:
+        assert breach.scope.kind == "rolling_window" and breach.scope.name == "24h" and breach.judged_sent == 500
+
+
+def test_small_campaigns_count_in_no_scope_but_their_own_and_the_windows() -> None:
+    """Five campaigns of 20 sends with 8 hard bounces each: 8 of 500 is no campaign's breach, but the windows
+    hold 40 of 100."""
+    state = AccountState()
+    for c in range(5):
+        for i in range(20):
+            state.count(Fact("sent", f"s{c}:{i}", AT, f"c{c}"), POLICY)
+        for i in range(8):
+            state.count(Fact("hard_bounce", f"b{c}:{i}", AT, f"c{c}"), POLICY)
+    breach, _ = decide(state)
+    assert breach is not None and breach.scope == Scope("rolling_window", "24h")
+    assert breach.counts == Counts(sent=100, hard_bounce=40)
+
+
+@pytest.mark.parametrize(("kind", "n"), [("unsubscribe", 6), ("complaint", 3), ("hard_bounce", 40)])
+def test_a_quiet_day_after_a_large_send_is_not_judged_against_the_minimum(kind: str, n: int) -> None:
+    """A fact is timed when it happens, not when its message was sent: the day after 10,000 sends, the 24 h window
+    holds their late reports and no sends. Against the minimum they would suspend; the account's longest window
+    holds the sends they are about, and that window and the campaign judge them (6 of 10,000)."""
+    state = state_with(10_000)
+    for i in range(n):
+        state.count(Fact(kind, f"late:{i}", AT + 30 * 3600, "c1"), POLICY)  # type: ignore[arg-type]
+    assert state.window_counts(24, POLICY).sent == 0
+    assert decide(state)[0] is None
+    day = next(s for s in rate_report(state, POLICY)["scopes"] if s["name"] == "24h")
+    assert day["judged_sent"] is None
+
+
+@pytest.mark.parametrize(("sent", "counted", "suspends"), [
+    (500, {"hard": 40}, True), (500, {"hard": 39}, False), (1000, {"complaints": 6}, True),
+    (1000, {"complaints": 5}, False), (1000, {"unsubscribes": 11}, True), (1000, {"unsubscribes": 10}, False)])
+def test_at_or_above_the_minimum_volume_the_rate_is_of_what_was_sent(
+        sent: int, counted: dict[str, int], suspends: bool) -> None:
+    breach, _ = decide(state_with(sent, **counted))
+    assert (breach is not None) == suspends
+    if breach is not None:
+        assert breach.judged_sent == sent
+
+
+def test_a_suspension_below_the_minimum_volume_says_what_it_was_judged_against() -> None:
+    """`value` is the rate compared with `threshold`; the reason gives the counts behind it and the minimum."""
+    breach, _ = decide(state_with(100, hard=40))
+    payload = suspension_event("acc-1", breach).payload
+    assert payload.metric == "hard_bounce_rate" and payload.value == 0.08 and payload.threshold == 0.08
+    assert payload.counts is not None and (payload.counts.sent, payload.counts.hard_bounces) == (100, 40)
+    assert payload.reason == ("hard bounce rate 8.00% ≥ 8.00% (campaign c1: 40 hard bounces of 100 sent, judged "
+                              "against the minimum volume of 500)")
+    one, _ = decide(state_with(100, complaints=3), Policy(default_rules(), minimum_sent=200))
+    assert suspension_event("acc-1", one).payload.reason == (
+        "abuse rate 1.50% > 0.50% (campaign c1: 3 complaints of 100 sent, judged against the minimum volume of 200)")
+    at_minimum, _ = decide(state_with(500, hard=40))
+    assert suspension_event("acc-1", at_minimum).payload.reason == (
+        "hard bounce rate 8.00% ≥ 8.00% (campaign c1: 500 sent)")
+
+
+def test_a_warning_below_the_minimum_volume_carries_the_volume_it_was_judged_against() -> None:
+    _, warnings = decide(state_with(100, complaints=2))
+    payload = warning_event("acc-1", next(w for w in warnings if w.scope.kind == "campaign")).payload
+    assert payload.value == 0.004 and payload.warning_level == 0.003 and payload.threshold == 0.005
+    assert payload.evidence == {"judged_sent": 500}
+    _, warnings = decide(state_with(1000, complaints=3))
+    assert warning_event("acc-1", warnings[0]).payload.evidence == {}
+
+
+def test_the_staff_report_shows_what_each_scope_is_judged_against() -> None:
+    report = rate_report(state_with(100, hard=39), POLICY)
+    campaign = next(s for s in report["scopes"] if s["scope"] == "campaign")
+    assert campaign["judged_sent"] == 500 and campaign["rates"]["hard_bounce_rate"] == 0.39
+    assert next(s for s in rate_report(state_with(800, hard=1), POLICY)["scopes"])["judged_sent"] == 800
 
 
 def test_gmail_and_yahoo_spam_rate_levels_warn_before_the_threshold() -> None:
@@ -331,6 +434,10 @@ def test_policy_refuses_a_hard_bounce_threshold_outside_the_terms_band() -> None
     Policy(default_rules(hard_bounce=Fraction(12, 100)))
     with pytest.raises(ValueError, match="below"):
         default_rules(abuse_warnings=(Fraction(6, 1000),))
+    with pytest.raises(ValueError, match="above 0"):
+        Policy(default_rules(abuse_warnings=(Fraction(0), Fraction(1, 1000))))
+    with pytest.raises(ValueError, match="minimum volume"):
+        Policy(default_rules(), minimum_sent=0)
 
 
 def test_state_survives_its_json_form() -> None:
