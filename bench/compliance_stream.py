@@ -66,7 +66,7 @@ async def publish_sends(producer: Any, settings: HeraldSettings, count: int, acc
 async def plain_consumer_rate(settings: HeraldSettings, total: int) -> float:
     """The baseline: read the topic from the start and decode every JSON value."""
     topic = settings.topics("herald.delivery")
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=None,
                                 enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
     await consumer.start()
     try:
@@ -238,7 +238,7 @@ async def main(events: int, breaches: int, account_count: int) -> None:
         produced[f"breach-{k}"] = meta.timestamp / 1000
         await asyncio.sleep(0.1)
     topic = base.topics("herald.compliance")
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=base.kafka_bootstrap_servers, group_id=None,
+    reader = AIOKafkaConsumer(topic, **base.kafka_client_options(), group_id=None,
                               auto_offset_reset="earliest")
     await reader.start()
     suspended: dict[str, float] = {}
@@ -263,7 +263,7 @@ async def main(events: int, breaches: int, account_count: int) -> None:
     print(f"faust's ceiling: its stream hands over {ceiling:,.0f} events/s = {ceiling / baseline:.3f} x of the plain "
           f"consumer when handling a batch costs nothing; the processor reached {steady / ceiling:.0%} of it")
     await producer.stop()
-    admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**base.kafka_client_options())
     await admin.start()
     await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(base.topic_prefix)])
     await admin.close()

@@ -88,7 +88,7 @@ async def run(workers: int, events: int, accounts: int, standby: int | None = No
     finally:
         for process in processes:
             process.stop()
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        admin = AIOKafkaAdminClient(**settings.kafka_client_options())
         await admin.start()
         await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)])
         await admin.close()

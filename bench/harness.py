@@ -353,7 +353,7 @@ async def cleanup(settings: HeraldSettings, services: Sequence[str], prefixes: S
             await mongo.drop_database(settings.database_name(service))
     finally:
         await mongo.close()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="bench-cleanup")
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options(), client_id="bench-cleanup")
     await admin.start()
     try:
         wanted = (settings.topic_prefix, *prefixes)

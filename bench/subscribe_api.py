@@ -51,7 +51,7 @@ async def topic_end(settings: HeraldSettings, base_topic: str) -> harness.Positi
     """The last offset of every non-empty partition of a topic now, as `wait_checkpoint` takes them."""
     topic = settings.topics(base_topic)
     ids = await partition_ids(settings, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=None,
                                 isolation_level="read_committed", client_id="bench-offsets")
     await consumer.start()
     try:

@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from .contract import Event
 from .contract.billing import ApiKeyIssued, ApiKeyRevoked
+from .kafka import Reject
 from .mongo import Document, Projection, UpdateOne, WriteOp
 from .readmodel import KeyedReader
 from .throttle import CredentialAttempts
@@ -24,6 +25,22 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 # Keys verified by scrypt are remembered (SHA-256 of the secret, per key id and stored hash) so a client's
 # every request does not pay tens of milliseconds of CPU; bounded, least recently used first out.
 VERIFIED_KEYS_REMEMBERED = 10_000
+# The one producer whose ApiKeyIssued / ApiKeyRevoked are folded: billing, which mints keys (herald_billing's
+# PRODUCER). Other services publish events too, and so may third parties (a CRM, an inbound relay): a key issued in
+# anyone else's name would open another account's data. The envelope's `producer` is only what the writer put
+# there, though: on a broker without ACLs whoever can write herald.billing can write "billing" as well. This check
+# holds together with the brokers' ACLs (deploy/k8s/overlays/prod: only billing's KafkaUser writes herald.billing),
+# not without them.
+KEY_ISSUER = "billing"
+
+
+def key_event_refusal(event: Event) -> str | None:
+    """Why a key event may not be folded (from a producer other than `KEY_ISSUER`); None when it may, and for
+    any other event."""
+    if isinstance(event, ApiKeyIssued | ApiKeyRevoked) and event.producer != KEY_ISSUER:
+        return (f"{event.type} from producer {event.producer!r}: only {KEY_ISSUER!r} issues and revokes API keys "
+                f"(key {event.payload.key_id!r} of account {event.account_id!r} not projected)")
+    return None
 
 
 def _b64(data: bytes) -> str:
@@ -102,7 +119,17 @@ class ApiKeyProjection(Projection):
         self._verified: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._keys = KeyedReader(db["api_keys"])  # requests' look-ups share queries
 
+    async def handle(self, event: Event) -> None:
+        """Refuses a key event of another producer than billing (`key_event_refusal`): the consumer dead-letters
+        it with the reason (never dropped unsaid: a forgery attempt is something to see)."""
+        refusal = key_event_refusal(event)
+        if refusal is not None:
+            raise Reject(refusal)
+        await super().handle(event)
+
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
+        if key_event_refusal(event) is not None:  # what folds without `handle` (a rebuild) never takes it either
+            return []
         if isinstance(event, ApiKeyIssued):
             issued = event.payload
             # Failures on a key id before its key was projected here were its owner's, using it a moment too soon

@@ -194,7 +194,7 @@ async def cmd_dlq_list(settings: HeraldSettings, args: argparse.Namespace) -> No
 
 
 async def _fetch_one(settings: HeraldSettings, topic: str, partition: int, offset: int) -> Any:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=None,
                                 enable_auto_commit=False, client_id="herald-cli")
     await consumer.start()
     try:

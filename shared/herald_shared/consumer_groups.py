@@ -68,7 +68,7 @@ def members_described(groups: Sequence[dict[str, Any]]) -> list[GroupMember]:
 async def live_members(settings: HeraldSettings, groups: Sequence[str]) -> list[GroupMember]:
     """Every member the coordinators of these groups count now. A process that stopped cleanly has left its group;
     one that was killed stays a member until its session times out (HERALD_KAFKA_SESSION_TIMEOUT_SECONDS)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="herald-admin")
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options(), client_id="herald-admin")
     await admin.start()
     try:
         deadline = time.monotonic() + COORDINATOR_WAIT_SECONDS

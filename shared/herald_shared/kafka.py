@@ -75,7 +75,7 @@ async def ensure_topics(settings: HeraldSettings, specs: Iterable[TopicSpec] = A
     """Create every missing topic of the registry; idempotent. Returns topic → 'created' | 'exists'."""
     names = settings.topics
     wanted = {names(spec.name): spec for spec in specs}
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="herald-admin")
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options(), client_id="herald-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -125,7 +125,7 @@ BULK_BATCH_BYTES = 512 * 1024
 
 def make_producer(settings: HeraldSettings, client_id: str, *, batch_bytes: int = BATCH_BYTES) -> AIOKafkaProducer:
     """Idempotent (no duplicates from retries), acks from all in-sync replicas."""
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, client_id=client_id,
+    return AIOKafkaProducer(**settings.kafka_client_options(), client_id=client_id,
                             enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=batch_bytes)
 
 
@@ -428,7 +428,7 @@ class EventConsumer:
         # past the batch as soon as it is polled, and a consumer stuck in it would report it as done.
         self._in_hand: dict[TopicPartition, int] = {}
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **settings.kafka_client_options(),
             group_id=name,
             client_id=name,
             enable_auto_commit=False,
@@ -772,7 +772,7 @@ async def read_from_start(
     """
     # The fetch for idle partitions is held FETCH_MAX_WAIT_MS, not aiokafka's 500 ms: while the caller handles a
     # batch, a busy partition's next records wait behind that fetch (see EventConsumer).
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False,
                                 group_id=None, isolation_level="read_committed", client_id="herald-reader",
                                 fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     await consumer.start()
@@ -799,7 +799,7 @@ async def read_from_start(
 
 async def partition_ids(settings: HeraldSettings, topics: Sequence[str]) -> dict[str, list[int]]:
     """Partition ids of each real topic name; raises KafkaError for a topic that does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, client_id="herald-admin")
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options(), client_id="herald-admin")
     await admin.start()
     try:
         described = {t["topic"]: t for t in await admin.describe_topics(list(topics))}
@@ -817,7 +817,7 @@ async def partition_ids(settings: HeraldSettings, topics: Sequence[str]) -> dict
 async def end_offsets(settings: HeraldSettings, topic: str) -> dict[int, int]:
     """The next offset to be written in each partition of a real topic name (what is there right now)."""
     ids = await partition_ids(settings, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False,
                                 group_id=None, isolation_level="read_committed", client_id="herald-reader")
     await consumer.start()
     try:

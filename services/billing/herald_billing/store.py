@@ -26,6 +26,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from herald_shared.apikeys import key_event_refusal
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
     AccountApproved,
@@ -401,6 +402,8 @@ class BillingProjection(Projection):
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         a = event.account_id
+        if key_event_refusal(event) is not None:
+            return []  # a key "issued" by another producer is in no listing either (ApiKeyProjection dead-letters it)
         match event:
             case LoggedOut(payload=p):
                 return [(ENDED, UpdateOne({"_id": compose(a, p.session_id)}, {"$setOnInsert": {

@@ -79,7 +79,7 @@ class Continuity:
     async def _consumer(self) -> AIOKafkaConsumer:
         async with self._starting:
             if self._reader is None:
-                reader = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                reader = AIOKafkaConsumer(**self._settings.kafka_client_options(),
                                           group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
                                           client_id="herald-compliance-continuity")
                 try:
@@ -101,7 +101,7 @@ class Continuity:
         wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
         if not wanted:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap_servers,
+        admin = AIOKafkaAdminClient(**self._settings.kafka_client_options(),
                                     client_id="herald-compliance-continuity")
         await admin.start()
         try:

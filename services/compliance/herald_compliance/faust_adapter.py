@@ -320,6 +320,7 @@ class PreloadedStore(memory.Store[str, bytes]):
             self._written.pop(partition, None)
         brokers = ",".join(f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker)
         consumer = AIOKafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False,
+                                    **aiokafka_driver.credentials_to_aiokafka_auth(self.app.conf.broker_credentials),
                                     auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                                     retry_backoff_ms=READER_RETRY_BACKOFF_MS, max_partition_fetch_bytes=8 << 20,
                                     client_id=f"{topic}-preload")

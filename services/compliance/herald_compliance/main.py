@@ -161,6 +161,17 @@ class ComplianceSettings(HeraldSettings):
 
 
 
+def broker_credentials(settings: HeraldSettings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """What faust's own clients authenticate with: the same as every aiokafka client's
+    (`HeraldSettings.kafka_client_options`)."""
+    protocol, context = settings.kafka_security_protocol, settings.kafka_ssl_context()
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(username=settings.kafka_username, ssl_context=context,
+                                     password=settings.kafka_password.get_secret_value(),
+                                     mechanism=settings.kafka_sasl_mechanism)
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 class Compliance:
     """The wired service: `start()` creates the topics and starts the faust app in this event loop."""
 
@@ -179,6 +190,7 @@ class Compliance:
             # No faust web server: `canonical_url` is the service's own HTTP API, which the group's assignment
             # tells every worker (app.router), so that staff requests reach the worker holding the account.
             app_id, broker=brokers, store=STORE_URL, web_enabled=False, canonical_url=settings.worker_url(),
+            broker_credentials=broker_credentials(settings),
             datadir=os.path.join(tempfile.gettempdir(), f"{app_id}-data"),
             topic_partitions=PARTITIONS, topic_replication_factor=settings.kafka_replication_factor,
             processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest", producer_acks=-1,

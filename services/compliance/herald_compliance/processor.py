@@ -171,7 +171,7 @@ class Announcements:
     async def _holding_records(self, topic: str, partitions: list[int]) -> list[int]:
         """The partitions that hold any record. `read_from_start` asks for the end offsets after its first fetch,
         which the broker holds for half a second on an empty partition; an empty one needs no reading at all."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._settings.kafka_bootstrap_servers, group_id=None,
+        consumer = AIOKafkaConsumer(**self._settings.kafka_client_options(), group_id=None,
                                     enable_auto_commit=False, retry_backoff_ms=READER_RETRY_BACKOFF_MS,
                                     client_id="herald-compliance-announcements")
         await consumer.start()

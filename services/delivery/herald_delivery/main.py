@@ -338,7 +338,7 @@ class Delivery(WatchedTasks):
     async def _start_consuming(self) -> None:
         """What the consumers and the sender need before they run: the offsets client, the campaigns' progress,
         the gates, and the expansions a stop or crash interrupted."""
-        self._offsets = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
+        self._offsets = AIOKafkaConsumer(**self.settings.kafka_client_options(), group_id=None,
                                          client_id=f"{SERVICE}-offsets", isolation_level="read_committed")
         await self._offsets.start()
         await self.completion.load()

@@ -242,7 +242,22 @@ def test_the_rebuild_job_runs_like_the_service_beside_the_overlay(upgrade: str, 
                if "secretKeyRef" in v.get("valueFrom", {})}
     for variable in container["env"]:
         given.add(variable["name"])
-        assert variable["valueFrom"]["secretKeyRef"]["name"] in secrets, variable
+        reference = variable.get("valueFrom", {}).get("secretKeyRef")
+        if reference is None:  # the one plain value: the Kafka user it runs as, its service's
+            assert variable == {"name": "HERALD_KAFKA_USERNAME", "value": service}, variable
+        elif not reference.get("optional"):
+            assert reference["name"] in secrets, variable
+    # Where the overlay's brokers want a user, the Job authenticates as its service's Deployment does.
+    deployment_env = {v["name"]: v for v in objects(overlay, "Deployment")[service]["spec"]["template"]["spec"][
+        "containers"][0].get("env", [])}
+    job_env = {v["name"]: v for v in container["env"]}
+    for name in ("HERALD_KAFKA_USERNAME", "HERALD_KAFKA_PASSWORD"):
+        if name in deployment_env:
+            wanted = deployment_env[name]
+            assert job_env[name].get("value") == wanted.get("value"), name
+            if "valueFrom" in wanted:
+                assert job_env[name]["valueFrom"]["secretKeyRef"]["name"] == wanted["valueFrom"]["secretKeyRef"][
+                    "name"], name
     # `python -m herald_<service>.rebuild` reads the shared settings (HeraldSettings), nothing of its service's
     assert given <= env_names(HeraldSettings), sorted(given - env_names(HeraldSettings))
     assert {"MONGODB_URL", "KAFKA_BOOTSTRAP_SERVERS"} <= given

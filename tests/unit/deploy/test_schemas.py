@@ -20,7 +20,7 @@ from tests.unit.deploy.helpers import OVERLAYS, UPGRADES, rendered, rendered_upg
 
 KUBERNETES_VERSION = "1.32"  # what the manifests target (deploy/README.md)
 OPERATOR_KINDS = {"ServiceMonitor": "servicemonitors", "PrometheusRule": "prometheusrules"}
-STRIMZI_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic"}
+STRIMZI_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"}  # their structure: test_kafka_users.py
 
 
 @cache
