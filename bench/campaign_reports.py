@@ -77,6 +77,13 @@ CLIENTS = ({"ip": "198.51.100.7", "user_agent": "Mozilla/5.0 (iPhone)", "device"
            {"ip": "203.0.113.40", "user_agent": "Mozilla/5.0 (Windows NT 10.0)", "device": "desktop",
             "browser": "Chrome", "country": "DE"},
            {"ip": "192.0.2.18", "user_agent": "Mozilla/5.0 (compatible; GoogleImageProxy)", "device": "bot"})
+
+def placed(kind: str, client: dict[str, str]) -> dict[str, int]:
+    """A reader's first open or click by where and on what (`domain.engagement`'s counters)."""
+    return {f"{kind}_unique_country_{domain.country_of(client.get('country'))}": 1,
+            f"{kind}_unique_device_{client.get('device') or domain.UNKNOWN_PLACE}": 1}
+
+
 SMTP_REFUSALS = {"hard": (550, "5.1.1", "user unknown"), "block": (554, "5.7.1", "rejected by policy: spam")}
 DSN_BOUNCES = {"hard": (550, "5.1.1", "mailbox does not exist"), "soft": (452, "4.2.2", "mailbox full"),
                "block": (550, "5.7.1", "message refused as spam")}
@@ -146,16 +153,20 @@ class Plan:
         if rng.random() < 0.25:
             times = rng.choices((1, 2, 3), weights=(67, 23, 10))[0]
             for n in range(times):
-                self._add(opened_at + n * rng.expovariate(1 / 1800), "MessageOpened", account, campaign, k,
-                          rng.randrange(len(CLIENTS)))
+                client = rng.randrange(len(CLIENTS))
+                self._add(opened_at + n * rng.expovariate(1 / 1800), "MessageOpened", account, campaign, k, client)
+                if n == 0:  # the first open (the earliest) places the reader
+                    counts.update(placed("opens", CLIENTS[client]))
             counts.update({"opens_unique": 1, "opens_total": times})
         if rng.random() < 0.05:
             clicks = rng.choices((1, 2, 3), weights=(70, 20, 10))[0]
             for n in range(clicks):
-                link = rng.randrange(5)
+                link, client = rng.randrange(5), rng.randrange(len(CLIENTS))
                 self._add(opened_at + 20 + n * rng.expovariate(1 / 600), "LinkClicked", account, campaign, k,
-                          (link, rng.randrange(len(CLIENTS))))
+                          (link, client))
                 counts.update({"clicks_total": 1, f"clicks_link_{link}": 1})
+                if n == 0:
+                    counts.update(placed("clicks", CLIENTS[client]))
             counts["clicks_unique"] += 1
         if rng.random() < 0.001:
             complained_at = opened_at + rng.uniform(60, 86400)

@@ -99,7 +99,7 @@ async def test_sigkill_mid_campaign_then_restart_counts_each_message_once_and_eq
     clicked = sum(1 for i in range(MESSAGES) if i % 10 == 0)
     assert (final["sent"], final["delivered"]) == (MESSAGES, MESSAGES)
     assert final["opens"] == {"unique": opened, "total": opened + sum(1 for i in range(MESSAGES) if i % 6 == 0),
-                              "automated": 0}
+                              "automated": 0, "by_country": {"unknown": opened}, "by_device": {"unknown": opened}}
     assert (final["clicks"]["unique"], final["clicks"]["total"]) == (clicked, clicked)
 
     db = mongo[settings.database_name("rebuilt")]
