@@ -33,7 +33,7 @@ from .domain import (
 )
 from .handlers import BillingService, Client, Session, TooManyAttempts
 from .invoice_page import INVOICE_HEADERS, invoice_html
-from .plans import MONTHLY_SEND_FACTOR, BillingCalendar, Plans
+from .plans import BillingCalendar, Plans
 from .vat import Party
 
 Password = Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=NO_NUL)]
@@ -140,7 +140,9 @@ class BillingDetailsIn(Body):
 
 
 class UsageOut(Out):
-    subscribers: int = Field(description="Stored in the account's lists (any status).")
+    subscribers: int = Field(description=(
+        "Stored in the account's lists, counted from when each is active (added with single opt-in, or a pending "
+        "double opt-in member once confirmed), then in any status until erased."))
     trial_emails: int = Field(description="Emails sent during the trial: campaign emails and test sends (those "
                                           "the receiving server refused when sent included).")
     period_emails: int | None = Field(description="Monthly plan: campaign emails sent in the current period.")
@@ -163,7 +165,9 @@ class MonthlyOut(Out):
     subscriber_limit: int
     edition: Literal["standard", "pro"]
     monthly_fee_cents: int = Field(description="EUR cents, VAT excluded.")
-    monthly_send_cap: int = Field(description="109 x the subscriber limit, per billing period.")
+    monthly_send_cap: int = Field(description=(
+        "This billing period's cap: 109 x the subscriber limit; in a period the tier was raised in, 109 x each "
+        "limit for the part of the period it held, rounded up (a raise is charged for the rest of the period)."))
     billing_day: int = Field(description="The first payment's day of the month in the platform's time zone "
                                          "(HERALD_BILLING_TIME_ZONE); the month's last day when it is shorter.")
     period_start: datetime
@@ -387,7 +391,7 @@ def account_out(account: Account, usage: Usage, now: datetime, calendar: Billing
         start, end = account.period(now, calendar)
         period_emails = usage.period_emails(start)
         monthly = {"subscriber_limit": account.tier, "edition": account.edition,
-                   "monthly_fee_cents": account.fee_cents, "monthly_send_cap": MONTHLY_SEND_FACTOR * account.tier,
+                   "monthly_fee_cents": account.fee_cents, "monthly_send_cap": account.send_cap(start, end),
                    "billing_day": account.billing_day, "period_start": start.isoformat(),
                    "period_end": end.isoformat(), "paid_until": _iso(account.paid_until),
                    "cancel_at": _iso(account.cancel_at)}

@@ -79,6 +79,7 @@ from herald_shared.contract.billing import (
     VatTreatment,
 )
 from herald_shared.contract.delivery import MessageBounced, MessageSent
+from herald_shared.contract.subscriptions import SubscriberAdded, SubscriberConfirmed, SubscriberErased
 from herald_shared.readmodel import time_key
 from herald_shared.rules import RuleRefused
 
@@ -342,6 +343,9 @@ class OpenInvoice:
 class PlanSince:
     since: datetime
     plan: str
+    # A monthly plan's subscriber limit from then (a raise is an entry of its own): what the period's send cap is
+    # prorated by. None in an entry folded before it was kept: the account's current tier stands for it.
+    tier: int | None = None
 
 
 @dataclass(frozen=True)
@@ -413,6 +417,15 @@ class Account:
         assert self.billing_day is not None and self.anchor is not None
         return calendar.period_containing(self.billing_day, self.anchor, at)
 
+    def send_cap(self, start: datetime, end: datetime) -> int:
+        """The monthly plan's send cap for the period [start, end): 109 x its subscriber limit, prorated by time
+        over each limit it held in the period when the tier was raised during it (`plans.period_send_cap`), as
+        the raise was charged: a raise an hour before the period ends buys an hour's worth of the higher cap."""
+        assert self.tier is not None
+        limits = [(e.since, e.tier if e.tier is not None else self.tier) for e in self.plan_history
+                  if e.plan == "monthly"]
+        return plans.period_send_cap(limits or [(start, self.tier)], start, end)
+
     @property
     def agreement_ends_at(self) -> datetime | None:
         """When the monthly plan ends: a cancellation's effective time, or the end of the paid period of an account
@@ -425,7 +438,9 @@ class Account:
 class Usage:
     """What an account holds and has sent, counted from herald.subscriptions and herald.delivery."""
 
-    subscribers: int = 0  # stored in its lists (every status; erased members and deleted lists do not count)
+    # Stored in its lists from when active (`member_counting`), then in every status; a pending double opt-in
+    # member nobody confirmed, erased members and deleted lists do not count.
+    subscribers: int = 0
     # The most subscribers stored at once while on the trial: deleting them afterwards does not save it.
     trial_peak_subscribers: int = 0
     trial_emails: int = 0  # emails sent during the trial, test sends included (counts_as_sent)
@@ -440,6 +455,31 @@ class Usage:
     @property
     def payg_emails(self) -> int:
         return sum(self.payg_sent.values())
+
+
+def member_counting(counted: bool | None, event: Event, list_deleted: bool) -> tuple[bool | None, int]:
+    """How billing counts a list membership toward the trial's 20 and the tier's limit, after one event of it:
+    whether it is stored and counted (None: not stored, never added or erased; False: stored, not counted; True:
+    counted), and the change to the subscribers counted (+1, -1 or 0).
+
+    It counts from when it is active: added with single opt-in (the API, an import, a single opt-in list's form:
+    active at once), or, added pending with double opt-in, once its person confirmed (SubscriberConfirmed).
+    Anyone may post an address to a list's public form; a stranger's posts nobody confirmed must not end a trial
+    or block a paid account. Once counted it stays counted, unsubscribed or suppressed (still stored), until it
+    is erased (or its list deleted, which takes its counted members off at once). A pending one erased never
+    counted, so takes nothing back."""
+    if isinstance(event, SubscriberAdded):
+        if counted is not None:
+            return counted, 0  # added again (after an unsubscribe, or a copy): stored once
+        active = event.payload.opt_in == "single"
+        return active, 1 if active else 0
+    if isinstance(event, SubscriberConfirmed):
+        if counted is False and not list_deleted:
+            return True, 1
+        return counted, 0
+    if isinstance(event, SubscriberErased):
+        return None, -1 if counted and not list_deleted else 0
+    return counted, 0
 
 
 def period_key(start: datetime) -> str:
@@ -728,7 +768,8 @@ def enforce(account: Account, usage: Usage, now: datetime,
     Trial: it ends at day 30 or as soon as more than 20 subscribers are stored (at any moment: their peak, so
     subscribers deleted in the same batch do not save it), and stays ended; 100 campaign emails exhaust it.
     Monthly: more subscribers stored than the tier allows, or 109 x the tier's limit of emails sent in the
-    billing period, block sending until an upgrade, a reduction or the next period."""
+    billing period (prorated over the limits it held when the tier was raised in the period: `Account.send_cap`),
+    block sending until an upgrade, a reduction or the next period."""
     a = account.account_id
     if account.on_trial:
         peak = max(usage.subscribers, usage.trial_peak_subscribers)
@@ -760,8 +801,8 @@ def enforce(account: Account, usage: Usage, now: datetime,
         over_tier = usage.subscribers > account.tier
         tier_detail = (f"{usage.subscribers} subscribers stored; the tier allows {account.tier}: upgrade or remove "
                        "subscribers")
-        start, _ = account.period(now, calendar)
-        cap, sent = plans.MONTHLY_SEND_FACTOR * account.tier, usage.period_emails(start)
+        start, end = account.period(now, calendar)
+        cap, sent = account.send_cap(start, end), usage.period_emails(start)
         quota_reached = sent >= cap
         quota_detail = f"{sent} of this period's {cap} emails sent: upgrade, or wait for the next period"
         exhausted = monthly_exhausted(start, cap)
@@ -1312,7 +1353,8 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
         return state if state.review == "approved" else replace(state, review="rejected")
     if isinstance(event, PlanChanged):
         changed = _plan(state, event)
-        return _history(changed, event.payload.effective_at, changed.plan) if changed is not state else state
+        return _history(changed, event.payload.effective_at, changed.plan,
+                        changed.tier if changed.plan == "monthly" else None) if changed is not state else state
     if isinstance(event, TrialEnded):
         if state.plan != "trial":
             return replace(state, trial_ended_reason=event.payload.reason)
@@ -1397,11 +1439,13 @@ def _stored_terms(terms: PurchaseTerms | None) -> dict[str, Any] | None:
             for k, v in terms.model_dump(mode="python", exclude_none=True).items()}
 
 
-def _history(state: Account, since: datetime, plan: str) -> Account:
-    entry = PlanSince(to_stored_precision(since), plan)
+def _history(state: Account, since: datetime, plan: str, tier: int | None = None) -> Account:
+    entry = PlanSince(to_stored_precision(since), plan, tier)
     if entry in state.plan_history:
         return state
-    return replace(state, plan_history=tuple(sorted((*state.plan_history, entry), key=lambda e: e.since)))
+    # The same change folded again after its entry was kept without its tier (before tiers were): the tier now.
+    kept = tuple(e for e in state.plan_history if (e.since, e.plan, e.tier) != (entry.since, plan, None))
+    return replace(state, plan_history=tuple(sorted((*kept, entry), key=lambda e: e.since)))
 
 
 def _plan(state: Account, event: PlanChanged) -> Account:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import calendar
 import itertools
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import MINYEAR, UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -117,6 +118,27 @@ def prorated(difference_cents: int, start: datetime, end: datetime, now: datetim
     left = (end - max(now, start)) / timedelta(microseconds=1)
     whole = (end - start) / timedelta(microseconds=1)
     return cents(Decimal(difference_cents) * Decimal(int(left)) / Decimal(int(whole)))
+
+
+def period_send_cap(limits: Sequence[tuple[datetime, int]], start: datetime, end: datetime) -> int:
+    """A billing period's monthly send cap when its tier was raised during it: 109 x each subscriber limit for the
+    part of [start, end) it held, summed, rounded up to a whole email (in the customer's favour), as a raise is
+    charged the difference prorated to the time left. `limits`: (from when, limit) in time order; the one in force
+    at `start` is the last from at or before it (the first one's, if none is). One limit over the whole period
+    gives 109 x it exactly; a raise at the period's first instant, the new limit's whole cap. Never below the cap
+    of the limit at `start` (tiers are never lowered; a history saying otherwise is not held against the
+    customer)."""
+    if not limits:
+        raise ValueError("no subscriber limit to take the cap from")
+    whole = (end - start) // timedelta(microseconds=1)
+    if whole <= 0:
+        return MONTHLY_SEND_FACTOR * limits[-1][1]
+    at_start = next((limit for since, limit in reversed(limits) if since <= start), limits[0][1])
+    held = [(start, at_start), *((since, limit) for since, limit in limits if start < since < end)]
+    weighted = sum(limit * ((until - since) // timedelta(microseconds=1))
+                   for (since, limit), until in zip(held, [*(s for s, _ in held[1:]), end], strict=True))
+    cap = -(-MONTHLY_SEND_FACTOR * weighted // whole)
+    return max(cap, MONTHLY_SEND_FACTOR * at_start)
 
 
 # Billing periods: the billing day is the day of the month of the first payment (PRODUCT.md), or the month's

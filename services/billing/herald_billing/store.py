@@ -10,7 +10,8 @@ the clock reads up to now, each `due time/account`: `trials` (trial end), `renew
 `credit_expiry`, `retention` (purge), `purchases` (a purchase recorded and not settled).
 
 Usage, from herald.subscriptions and herald.delivery: `members` (`account/subscriber`: each stored
-subscriber once, with its list), `lists` (`account/list`: deleted or not), and `usage` (`Counters`: per
+subscriber once, with its list, and whether it counted: a pending double opt-in member counts once confirmed),
+`lists` (`account/list`: deleted or not), and `usage` (`Counters`: per
 account its stored subscribers, their peak while on the trial and, per list, its members, from
 herald.subscriptions; its emails sent, from herald.delivery; exact under replay).
 """
@@ -67,6 +68,7 @@ from herald_shared.contract.subscriptions import (
     ApiKeyRefusedBySubscriptions,
     ListDeleted,
     SubscriberAdded,
+    SubscriberConfirmed,
     SubscriberErased,
 )
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
@@ -116,7 +118,7 @@ ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, 
                   PaymentFailed, CreditsPurchased, CreditsExpired, AccountDeleted, LoginSucceeded)
 USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
 # What billing counts of the other services' topics.
-SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberErased, ListDeleted)
+SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberConfirmed, SubscriberErased, ListDeleted)
 DELIVERY_EVENTS = (MessageSent, MessageBounced)  # the emails sent among them: domain.counts_as_sent
 # Staff looks and actions, and refused API keys, the other services record: the account's one audit log shows
 # them all.
@@ -300,14 +302,18 @@ class BillingProjection(Projection):
         await write_changes(self.db[USERS], before, {k: v for k, v in after.items() if v != before.get(k)})
 
     async def _count(self, events: list[Event], folded: Mapping[str, Account]) -> None:
-        """Stored subscribers (and their peak while on the trial) and emails sent. A subscriber added again
-        (after an unsubscribe, or by a copy of the event) is stored once; an erased one, or a deleted list's
-        members, no longer count."""
+        """Stored subscribers (and their peak while on the trial) and emails sent. A membership counts from when it
+        is active (`domain.member_counting`: added with single opt-in; a pending double opt-in one once
+        SubscriberConfirmed), so addresses anyone may post to a list's form count only once their owners
+        confirm; then it stays counted, unsubscribed or suppressed (still stored), until it is erased or its list
+        deleted. Each member document says whether it counted (`counted`; a document from before the mark did,
+        as every member was counted then), so an erased pending one takes nothing back. A subscriber added again
+        (after an unsubscribe, or by a copy of the event) is stored once."""
         if not events:
             return
         accounts = {e.account_id for e in events}
         member_keys = {compose(e.account_id, e.payload.subscriber_id) for e in events
-                       if isinstance(e, (SubscriberAdded, SubscriberErased))}
+                       if isinstance(e, (SubscriberAdded, SubscriberConfirmed, SubscriberErased))}
         members = await load(self.db[MEMBERS], member_keys)
         list_ids = {compose(e.account_id, e.payload.list_id) for e in events
                     if isinstance(e, (SubscriberAdded, ListDeleted))}
@@ -326,23 +332,28 @@ class BillingProjection(Projection):
             offset = position.offset if position is not None else None
             a = event.account_id
             match event:
-                case SubscriberAdded(payload=p):
-                    key = compose(a, p.subscriber_id)
-                    if member_after.get(key) is None:
-                        member_after[key] = {"_id": key, "account_id": a, "list_id": p.list_id}
+                case SubscriberAdded() | SubscriberConfirmed() | SubscriberErased():
+                    key = compose(a, event.payload.subscriber_id)
+                    member = member_after.get(key)
+                    list_id = str(member["list_id"]) if member is not None else event.payload.list_id
+                    deleted = bool((lists_after.get(compose(a, str(list_id))) or {}).get("deleted"))
+                    # A member document from before the mark was counted, as every member was then.
+                    before = None if member is None else bool(member.get("counted", True))
+                    counted, change = domain.member_counting(before, event, deleted)
+                    if counted is None:
+                        member_after[key] = None
+                    elif counted is not before:
+                        member_after[key] = {**(member or {"_id": key, "account_id": a, "list_id": list_id}),
+                                             "counted": counted}
+                    if change > 0:
                         self._counts.add_at(subscriptions_usage(a), offset,
                                             self._one_more_subscriber(a, known.get(a), event.occurred_at))
-                        self._counts.add_at(list_usage(a, p.list_id), offset, {"members": 1})
-                    lists_after.setdefault(compose(a, p.list_id), None)
-                case SubscriberErased(payload=p):
-                    key = compose(a, p.subscriber_id)
-                    member = member_after.get(key)
-                    if member is not None:
-                        member_after[key] = None
-                        list_key = compose(a, str(member["list_id"]))
-                        if not (lists_after.get(list_key) or {}).get("deleted"):
-                            self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": -1})
-                            self._counts.add_at(list_usage(a, str(member["list_id"])), offset, {"members": -1})
+                    elif change < 0:
+                        self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": -1})
+                    if change:
+                        self._counts.add_at(list_usage(a, str(list_id)), offset, {"members": change})
+                    if isinstance(event, SubscriberAdded):
+                        lists_after.setdefault(compose(a, event.payload.list_id), None)
                 case ListDeleted(payload=p):
                     list_key = compose(a, p.list_id)
                     if not (lists_after.get(list_key) or {}).get("deleted"):

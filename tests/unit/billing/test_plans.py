@@ -245,7 +245,8 @@ def test_exactly_109_times_the_tier_exhausts_the_period_and_the_next_period_reop
 
 def test_a_tier_raised_in_the_period_announces_its_own_cap_when_reached() -> None:
     """PRODUCT.md: 109 x the tier's limit a month, visible in events: the 500 tier's cap (54,500) and, after a raise
-    to 1,000 in the same period, the new cap (109,000) each get their QuotaExhausted."""
+    to 1,000 five days into the 30-day period, its prorated cap (109 x (500 x 5 + 1,000 x 25) / 30, rounded up:
+    99,917) each get their QuotaExhausted."""
     account = monthly(at("2026-11-01"))
     period = domain.period_key(at("2026-11-01"))
     first = domain.enforce(account, Usage(emails_by_period={period: 54_500}), at("2026-11-05"))
@@ -256,9 +257,9 @@ def test_a_tier_raised_in_the_period_announces_its_own_cap_when_reached() -> Non
     account = domain.evolve_all(account, domain.enforce(account, Usage(emails_by_period={period: 54_500}),
                                                         at("2026-11-06")))
     assert "monthly_quota_reached" not in account.blocked
-    second = domain.enforce(account, Usage(emails_by_period={period: 109_000}), at("2026-11-20"))
+    second = domain.enforce(account, Usage(emails_by_period={period: 99_917}), at("2026-11-20"))
     assert [type(e) for e in second] == [QuotaExhausted, SendingBlocked]
-    assert (second[0].payload.limit, second[0].payload.used) == (109_000, 109_000)  # type: ignore[attr-defined]
+    assert (second[0].payload.limit, second[0].payload.used) == (99_917, 99_917)  # type: ignore[attr-defined]
     assert second[0].event_id != first[0].event_id
     account = domain.evolve_all(account, second)
     assert domain.enforce(account, Usage(emails_by_period={period: 109_500}), at("2026-11-25")) == []  # once
