@@ -401,6 +401,9 @@ class AccountState:
     suspension: dict[str, Any] | None = None
     warned: dict[str, str] = field(default_factory=dict)  # "metric|scope" → highest level announced
     deleted_lists: dict[str, list[int]] = field(default_factory=dict)  # list → [deleted_at, last_sent_at]
+    # deleted list → {later list that got some of its members in the window: that list's own share}: the lists whose
+    # union is judged, so a re-creation split into several lists is seen (at most REUSERS_KEPT per deleted list).
+    reusing: dict[str, dict[str, float]] = field(default_factory=dict)
     # list → when a campaign last began sending to it: the lists a new one may re-create without a deletion.
     sent_lists: dict[str, int] = field(default_factory=dict)
     # campaign → [messages, latest time] of its sends too late to count: no rate holds them, but they tell how much
@@ -490,6 +493,8 @@ class AccountState:
         follow = self.stream_time - policy.one_off_followed_within_seconds
         for list_id in [k for k, (deleted_at, _) in self.deleted_lists.items() if deleted_at < follow]:
             del self.deleted_lists[list_id]
+        for list_id in [k for k in self.reusing if k not in self.deleted_lists]:
+            del self.reusing[list_id]
         for list_id in [k for k, sent_at in self.sent_lists.items() if sent_at < follow]:
             del self.sent_lists[list_id]
         for campaign in [c for c, (_, at) in self.late_sends.items() if at < horizon]:
@@ -501,7 +506,7 @@ class AccountState:
                 "w": self.watermarks, "e": self.epoch, "bl": {k: v.to_list() for k, v in self.baseline.items()},
                 "s": self.suspension, "wn": self.warned, "dl": self.deleted_lists,
                 "cl": self.campaign_lists, "ra": self.reinstated_at, "fu": self.forgotten_until,
-                "sl": self.sent_lists, "ls": self.late_sends}
+                "sl": self.sent_lists, "ls": self.late_sends, "ru": self.reusing}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> AccountState:
@@ -514,7 +519,8 @@ class AccountState:
                    warned=dict(data["wn"]), deleted_lists={k: list(v) for k, v in data["dl"].items()},
                    campaign_lists=dict(data.get("cl", {})), reinstated_at=data.get("ra"),
                    forgotten_until=data.get("fu"), sent_lists=dict(data.get("sl", {})),
-                   late_sends={k: list(v) for k, v in data.get("ls", {}).items()})
+                   late_sends={k: list(v) for k, v in data.get("ls", {}).items()},
+                   reusing={k: dict(v) for k, v in data.get("ru", {}).items()})
 
 
 # --- decisions -------------------------------------------------------------------------------------------------
@@ -614,6 +620,9 @@ def evaluate(account_id: str, state: AccountState, policy: Policy,
 SKETCH_SIZE = 256
 COMPARE_AGAIN_GROWTH = 17 / 16  # a list already compared is compared again once it grew by this factor
 MINIMUM_SAMPLE = 8  # sampled old-list members a comparison needs: new lists up to ~30 times larger compare
+# Later lists remembered per deleted list as holding some of its members: a re-creation split into more lists than
+# this, each with a smaller share than the ones kept, is judged on the largest REUSERS_KEPT parts only.
+REUSERS_KEPT = 16
 _HASH_SPACE = 1 << 64
 
 
@@ -767,19 +776,31 @@ def shared_fraction(old: ListRecord, new: ListRecord, added_between: tuple[int, 
     values are a uniform sample of it whose presence in the new list, and when it got there, are known exactly
     (a bottom-k sketch never drops a value below its largest); fewer than MINIMUM_SAMPLE of them (a new list far
     larger than the old one) tell nothing."""
-    if not old.sketch or not new.sketch:
+    return shared_with_any(old, [new], added_between)
+
+
+def shared_with_any(old: ListRecord, news: list[ListRecord],
+                    added_between: tuple[int, int] | None = None) -> float | None:
+    """Estimated share of the old list's members found in at least one of the new lists (their union), as
+    `shared_fraction` does for one: the sample is the old list's members hashed below every sketch's largest value,
+    so each one's presence in every new list is known; the more (and larger) the lists, the smaller the sample."""
+    sketches = [old.sketch, *(new.sketch for new in news)]
+    if not all(sketches):
         return None
-    limit = min(s[-1] if len(s) >= SKETCH_SIZE else _HASH_SPACE for s in (old.sketch, new.sketch))
+    limit = min(s[-1] if len(s) >= SKETCH_SIZE else _HASH_SPACE for s in sketches)
     sample = [v for v in old.sketch if v <= limit]
-    exact = len(old.sketch) < SKETCH_SIZE and len(new.sketch) < SKETCH_SIZE
+    exact = all(len(s) < SKETCH_SIZE for s in sketches)
     if not sample or (not exact and len(sample) < MINIMUM_SAMPLE):
         return None
-    if added_between is None:
-        in_new = set(new.sketch)
-    else:
-        since, until = added_between
-        in_new = {v for v, at in zip(new.sketch, new.added, strict=True) if at is None or since <= at <= until}
-    return sum(1 for v in sample if v in in_new) / len(sample)
+    in_any: set[int] = set()
+    for new in news:
+        if added_between is None:
+            in_any.update(new.sketch)
+        else:
+            since, until = added_between
+            in_any.update(v for v, at in zip(new.sketch, new.added, strict=True)
+                          if at is None or since <= at <= until)
+    return sum(1 for v in sample if v in in_any) / len(sample)
 
 
 OneOffReason = Literal["list_deleted", "list_recreated"]
@@ -795,6 +816,8 @@ class OneOffSending:
     new: ListRecord
     reason: OneOffReason
     sends: int  # campaigns to the earlier list that counted as sends
+    # The other later lists that, with the new one, hold `shared` of the earlier list's members (a split re-creation).
+    together_with: tuple[tuple[str, ListRecord], ...] = ()
 
     @property
     def deleted_list_id(self) -> str:
@@ -803,11 +826,15 @@ class OneOffSending:
 
 def one_off_sending(account_id: str, new_list_id: str, new: ListRecord, candidates: dict[str, list[int]],
                     load: Callable[[str], ListRecord], policy: Policy,
-                    messages: MessagesOf = lambda _: None) -> list[OneOffSending]:
+                    messages: MessagesOf = lambda _: None,
+                    reusing: dict[str, dict[str, float]] | None = None) -> list[OneOffSending]:
     """A list deleted soon after it was sent to, followed by a new list that got mostly the same addresses after
     that send (and within the follow-up time after the deletion). When the new list got them decides, not when it
     was created: a list made empty beforehand and filled after the send is a re-creation all the same, while one
-    that already held them before the send is a second list."""
+    that already held them before the send is a second list.
+
+    With `reusing` (the account state's), a new list holding only part of the deleted list is remembered, and the
+    deleted list is judged against it together with the other lists remembered so (re-created as two halves)."""
     found: list[OneOffSending] = []
     if new.deleted_at is not None:
         return found
@@ -818,11 +845,44 @@ def one_off_sending(account_id: str, new_list_id: str, new: ListRecord, candidat
         if old.members() < policy.one_off_minimum_members or not deleted_soon_after_send(old, policy, messages):
             continue
         sends = sends_that_count(old, messages, policy)
-        shared = shared_fraction(old, new, (max(sends), deleted_at + policy.one_off_followed_within_seconds))
+        window = (max(sends), deleted_at + policy.one_off_followed_within_seconds)
+        shared = shared_fraction(old, new, window)
         if shared is not None and shared >= policy.one_off_overlap:
             found.append(OneOffSending(decision_id("one-off", account_id, old_id, new_list_id), old_id,
                                        new_list_id, shared, old, new, "list_deleted", len(sends)))
+        elif reusing is not None and shared:
+            split = _split_re_creation(old_id, old, new_list_id, new, shared, window, reusing, load, policy)
+            if split is not None:
+                union, others = split
+                ids = sorted([new_list_id, *(other_id for other_id, _ in others)])
+                found.append(OneOffSending(decision_id("one-off", account_id, old_id, *ids), old_id, new_list_id,
+                                           union, old, new, "list_deleted", len(sends), tuple(others)))
     return found
+
+
+def _split_re_creation(old_id: str, old: ListRecord, new_list_id: str, new: ListRecord, shared: float,
+                       window: tuple[int, int], reusing: dict[str, dict[str, float]],
+                       load: Callable[[str], ListRecord], policy: Policy,
+                       ) -> tuple[float, list[tuple[str, ListRecord]]] | None:
+    """Remember that `new` holds `shared` of the deleted list, then judge the union of the lists remembered: the
+    new one, then the others from the largest share down, each kept when the union can still be measured with it,
+    until the union reaches the overlap. Returns that union and the other lists in it."""
+    parts = reusing.setdefault(old_id, {})
+    parts[new_list_id] = shared
+    if len(parts) > REUSERS_KEPT:
+        del parts[min(parts, key=lambda list_id: (parts[list_id], list_id))]
+    chosen: list[tuple[str, ListRecord]] = []
+    for other_id in sorted((k for k in parts if k != new_list_id), key=lambda k: (-parts[k], k)):
+        other = load(other_id)
+        if other.deleted_at is not None or old_id in other.flagged:
+            continue
+        union = shared_with_any(old, [new, *(record for _, record in chosen), other], window)
+        if union is None:
+            continue  # too large to measure alongside the others: left out
+        chosen.append((other_id, other))
+        if union >= policy.one_off_overlap:
+            return union, chosen
+    return None
 
 
 def recreated_list(account_id: str, new_list_id: str, new: ListRecord, sent_lists: Mapping[str, int],
@@ -935,9 +995,16 @@ def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts:
         if not state.deleted_lists and list_id not in fresh:
             continue
         record = lists.get(list_id)
-        found = one_off_sending(account_id, list_id, record, state.deleted_lists, lists.get, policy, messages) \
-            if state.deleted_lists and list_id in touched else []
+        found = one_off_sending(account_id, list_id, record, state.deleted_lists, lists.get, policy, messages,
+                                state.reusing) if state.deleted_lists and list_id in touched else []
         record.flagged.extend(finding.earlier_list_id for finding in found)
+        for finding in found:
+            if finding.together_with:
+                state.reusing.pop(finding.earlier_list_id, None)
+            for other_id, _ in finding.together_with:
+                other = lists.get(other_id)
+                other.flagged.append(finding.earlier_list_id)
+                lists.put(other_id, other)
         if list_id in fresh:
             recreated = recreated_list(account_id, list_id, record, state.sent_lists, lists.get, policy, messages)
             if recreated is not None:
@@ -1015,6 +1082,8 @@ def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers
                 fresh.add(p.list_id)
         case ListDeleted(payload=p):
             _update_list(state, p.list_id, lists, policy, deleted_at=at, members=p.members_at_deletion)
+            for parts in state.reusing.values():
+                parts.pop(p.list_id, None)
         case _:
             return "ignored"
     return "counted"
@@ -1054,6 +1123,7 @@ def _update_list(state: AccountState, list_id: str, lists: ListRecords, policy: 
         state.deleted_lists[list_id] = [record.deleted_at, record.last_sent_at]
     else:
         state.deleted_lists.pop(list_id, None)
+        state.reusing.pop(list_id, None)
     lists.put(list_id, record)
     return first
 
@@ -1105,6 +1175,12 @@ def one_off_event(account_id: str, finding: OneOffSending) -> AccountWarned:
         f"{name}_sends_counted": finding.sends, "new_list_created_at": _iso(new.created_at)}
     if finding.reason == "list_deleted":
         evidence["deleted_at"] = _iso(earlier.deleted_at)
+    if finding.together_with:
+        # Split across lists: the share is of their union; each list's own evidence is its id and size.
+        ids = sorted([finding.new_list_id, *(other_id for other_id, _ in finding.together_with)])
+        evidence["new_list_ids"] = ",".join(ids)
+        evidence["new_lists"] = len(ids)
+        evidence["new_list_members"] = round(new.members() + sum(r.members() for _, r in finding.together_with))
     return AccountWarned(
         event_id=finding.event_id, account_id=account_id, producer=PRODUCER,
         payload=AccountWarnedPayload(metric="one_off_sending", value=round(finding.shared, 4), evidence=evidence))

@@ -662,10 +662,13 @@ def automated_reason(user_agent: str | None) -> str | None:
 
 # What mail clients turn into a link, or what reads as an offer, in a name the customer chose (read in its
 # NFKC form, so fullwidth "www." is "www."; a scheme's slashes may be backslashes, as browsers read them).
-_NOT_A_LABEL = re.compile(r"[a-z][a-z0-9+.\-]*:[/\\]|www\.|[/@?=%$€£]|\d+ ?%", re.IGNORECASE)
-# A bare domain ("shoedeals.example", "Booking.com", "bücher.de"): a dot between letters, then a top-level
-# domain's run of letters; mail clients make it a link. "Acme & Co.", "J.P. Morgan" and "Web 2.0" are none.
-_BARE_DOMAIN = re.compile(r"(?<=[^\W\d_])\.(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)\b", re.IGNORECASE)
+_NOT_A_LABEL = re.compile(r"[a-z][a-z0-9+.\-]*:[/\\]|www[.。｡]|[/@?=%$€£]|\d+ ?%", re.IGNORECASE)
+# A bare domain ("shoedeals.example", "Booking.com", "bücher.de", "Shop24.com", "220.lv", "xn--80ak6aa92e.com"):
+# a letter or digit, a dot (or an ideographic one, which IDNA reads as a dot), then a top-level domain's run of two
+# letters or more, or a punycode label; mail clients make it a link whatever the labels before the dot are.
+# "Acme & Co.", "J.P. Morgan", "No.5", "v1.2" and "Web 2.0" are none (nothing, one letter or digits after the dot);
+# "St.Petersburg" is taken for one (it only loses its mention).
+_BARE_DOMAIN = re.compile(r"(?<=[^\W_])[.。｡](?:[^\W\d_]{2,}|xn--[a-z0-9-]+)\b", re.IGNORECASE)
 # A telephone number: seven digits or more, as people write them ("555 0100", "+371 2000 0000", "(555) 010-0100").
 _PHONE_NUMBER = re.compile(r"\d(?:[ \-.()]{0,3}\d){6,}")
 # Words that make a name an offer, English and Latvian, matched as whole words without case or diacritics
@@ -682,6 +685,14 @@ OFFER_WORDS: tuple[str, ...] = (
     "leti",  # lēti: cheaply
     "tikai sodien",  # tikai šodien: today only
     "puscen\\w*",  # puscenā: at half price
+    # Calls to action (PRODUCT.md allows the confirmation no other): imperatives to buy, order, call or visit, in
+    # forms that do not name a subject ("Shop news", "Order of Malta" stay).
+    "buy", "buy now", "shop now", "order (?:now|today)", "call (?:now|us|today)", "visit us", "click", "hurry",
+    "(?:best|lowest) prices?",
+    "perc(?:iet)?",  # pērc, pērciet: buy
+    "pasuti(?:et)?",  # pasūti, pasūtiet: order
+    "zvan(?:i|iet)",  # zvani, zvaniet: call
+    "apmekle(?:jiet)?",  # apmeklē, apmeklējiet: visit
 )
 _OFFER = re.compile(r"\b(?:" + "|".join(OFFER_WORDS) + r")\b|\b\d+ ?(?:for|par) ?\d+\b")
 

@@ -154,10 +154,24 @@ def consent_evidence(*, source: str, collected_at: datetime, method: str, ip: st
         raise InvalidConsent(f"consent collected at {collected_at.isoformat()}: {problem['msg']}") from None
 
 
+# Consent methods that say nothing of how the person opted in: what a spreadsheet or a CRM holds when the evidence
+# is missing. Compared without case, spaces and punctuation, so "N/A", "n.a.", "(none)", "-", "?" are among them.
+PLACEHOLDER_CONSENT_METHODS = frozenset({
+    "", "na", "none", "null", "nil", "nan", "undefined", "unknown", "unk", "notknown", "notapplicable",
+    "notavailable", "missing", "empty", "tbd", "todo", "x", "xx", "xxx", "no", "0"})
+
+
+def check_consent_method(method: str) -> None:
+    if "".join(char for char in method.casefold() if char.isalnum()) in PLACEHOLDER_CONSENT_METHODS:
+        raise ConsentMissing(f"consent method {method[:100]!r} is a placeholder, not how the person opted in "
+                             "(e.g. 'signup form on example.com', 'checkout checkbox')")
+
+
 def check_consent(consent: ConsentEvidence, now: datetime) -> None:
-    """Evidence of an opt-in that happened (PRODUCT.md: each imported row carries its consent evidence): not
-    collected in the future (beyond clock skew) nor before EARLIEST_CONSENT, and its IP, where given, an IPv4 or
-    IPv6 address."""
+    """Evidence of an opt-in that happened (PRODUCT.md: each imported row carries its consent evidence): a method
+    that is not a placeholder (else it is missing), not collected in the future (beyond clock skew) nor before
+    EARLIEST_CONSENT, and its IP, where given, an IPv4 or IPv6 address."""
+    check_consent_method(consent.method)
     if consent.collected_at > now + CONSENT_CLOCK_SKEW:
         raise InvalidConsent(f"consent collected at {consent.collected_at.isoformat()} is in the future")
     if consent.collected_at < EARLIEST_CONSENT:

@@ -19,7 +19,7 @@ from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import IO, Any
 
@@ -322,6 +322,17 @@ def _field_value(kind: str, raw: str) -> FieldValue:
     return raw
 
 
+DATE_ONLY_MARK = "(consent date only, time unknown)"
+
+
+def _date_only(consent_at: str) -> bool:
+    try:
+        date.fromisoformat(consent_at)
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_row(header: list[str], values: list[str], lst: ListState) -> SubscribeRequest:
     if len(values) > len(header):
         raise domain.InvalidCustomField("the row has more values than the header has columns")
@@ -329,8 +340,10 @@ def _parse_row(header: list[str], values: list[str], lst: ListState) -> Subscrib
         raise domain.InvalidCustomField("a value under a column that has no name in the header")
     row = dict(zip(header, values, strict=False))
     consent_at = (row.get("consent_at") or "").strip()
-    if not row.get("consent_method") or not consent_at:
+    method = (row.get("consent_method") or "").strip()
+    if not method or not consent_at:
         raise domain.ConsentMissing("consent_method and consent_at are required")
+    domain.check_consent_method(method)  # before the mark below, which a placeholder must not hide behind
     try:
         collected = datetime.fromisoformat(consent_at)
     except ValueError:  # given, but not a time anyone can read: evidence that is not valid, not missing
@@ -338,6 +351,10 @@ def _parse_row(header: list[str], values: list[str], lst: ListState) -> Subscrib
                                     "(e.g. 2026-11-01T10:00:00Z)") from None
     if collected.tzinfo is None:
         collected = collected.replace(tzinfo=UTC)
+    if _date_only(consent_at):
+        # Weaker evidence than a time, yet what many CRMs export: taken as the day's start in UTC, and the
+        # evidence says so wherever it is shown (the GDPR export, the member's consent).
+        method = f"{method} {DATE_ONLY_MARK}"
     fields: dict[str, FieldValue] = {}
     for name, kind in lst.custom_fields.items():
         if name in row:
@@ -345,7 +362,7 @@ def _parse_row(header: list[str], values: list[str], lst: ListState) -> Subscrib
                 fields[name] = _field_value(kind, row[name])
             except ValueError as exc:
                 raise domain.InvalidCustomField(f"custom field {name!r}: {exc}") from None
-    consent = domain.consent_evidence(source="import", collected_at=collected, method=row["consent_method"],
+    consent = domain.consent_evidence(source="import", collected_at=collected, method=method,
                               ip=row.get("consent_ip") or None)
     return SubscribeRequest(email=domain.normalise_email(row.get("email", "")), consent=consent, channel="import",
                             first_name=row.get("first_name") or None, last_name=row.get("last_name") or None,
