@@ -97,7 +97,8 @@ class CampaignsService:
             senders = await self.senders(account_id, current.content.from_email)
             # before screening: a draft that compiles, From a domain the account may use
             domain.submittable(current, campaign_id, lst, senders=senders)
-            verdict = self._screen(current, campaign_id, lst, None)
+            # off the event loop: screening a body of the largest allowed size takes seconds (README, Limits)
+            verdict = await asyncio.to_thread(self._screen, current, campaign_id, lst, None)
             try:
                 events = domain.submit(current, campaign_id, lst, account, verdict, send_at, time_zone,
                                        datetime.now(UTC), submitted_by, senders=senders)

@@ -129,7 +129,7 @@ import math
 import re
 import unicodedata
 from bisect import bisect_left, bisect_right
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from html import unescape as html_unescape
 from html.parser import HTMLParser
@@ -954,6 +954,7 @@ _MATH_CALL = re.compile(r"(?:-webkit-|-moz-)?(?:calc|min|max|clamp|abs)\(.*\)", 
 _MATH_TOKEN = re.compile(r"\s*(?:(-?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)([a-z%]*)|([a-z-]+)\(|([-+*/(),])|([a-z-]+))")
 _MATH_CONSTANTS = {"pi": math.pi, "e": math.e, "infinity": 1e9, "-infinity": -1e9}
 _MATH_DEPTH = 32
+_MATH_LENGTH = 10_000  # characters of one expression: longer, it has no value (as too deep has none)
 
 
 class _MathReader:
@@ -962,6 +963,8 @@ class _MathReader:
     either). Anything else makes the whole value unknown (None)."""
 
     def __init__(self, text: str, percent: float) -> None:
+        if len(text) > _MATH_LENGTH:
+            text = ""  # no value: tokens of a longer one would be read only to find it too deep
         self.tokens = [found.groups() for found in _MATH_TOKEN.finditer(text)]
         self.percent = percent
         self.at = 0
@@ -1113,6 +1116,7 @@ _KNOWN_FUNCTIONS = frozenset({
     "-webkit-image-set", "fit-content", "alpha", "gradient", "ray", "cubic-bezier", "steps", "linear", "scroll",
     "view"})
 _FUNCTION_START = re.compile(r"(?<![a-z0-9-])(-?[a-z][a-z0-9-]*+)\(")  # from a word's start: linear on a long one
+_PARENTHESIS = re.compile(r"[()]")
 _NUMBER = re.compile(r"-?\d*\.?\d+")
 _FILTER_OPACITY = re.compile(r"opacity\(\s*([^)]*)\)|alpha\(\s*opacity\s*=\s*(-?\d*\.?\d+)")
 _BLUR = re.compile(r"blur\(\s*([^)]*)\)")
@@ -1642,11 +1646,24 @@ def _variants(declarations: dict[str, str], custom: dict[str, set[str]]) -> list
     `_UNRESOLVED` for its var() values, refused where it could hide the footer."""
     if not any("var(" in value for value in declarations.values()):
         return [declarations]
-    variants: list[dict[str, str]] = [{}]
+    # Declarations with one reading are set once in a common base: copying every variant for each declaration
+    # would cost the number of declarations squared in a rule of thousands.
+    base = dict(declarations)
+    choices: list[tuple[str, list[str]]] = []
+    count = 1
     for name, value in declarations.items():
-        options = _substituted(value, custom) if "var(" in value and not name.startswith("--") else [value]
-        if options is None or len(variants) * len(options) > _VARIANTS:
+        if "var(" not in value or name.startswith("--"):
+            continue
+        options = _substituted(value, custom)
+        if options is None or count * len(options) > _VARIANTS:
             return [{name: _UNRESOLVED if "var(" in value else value for name, value in declarations.items()}]
+        if len(options) == 1:
+            base[name] = options[0]
+        else:
+            count *= len(options)
+            choices.append((name, options))
+    variants = [base]
+    for name, options in choices:
         variants = [{**variant, name: option} for variant in variants for option in options]
     return variants
 
@@ -1655,16 +1672,35 @@ def _functions(value: str) -> Iterator[tuple[str, str]]:
     """The function calls in a value, outer ones before those in their arguments, but none inside a url():
     (name, arguments); a call left unclosed runs to the end."""
     url_end = 0
+    ends: dict[int, int] | None = None
     for found in _FUNCTION_START.finditer(value):
         if found.start() < url_end:
             continue
-        depth, at = 1, found.end()
-        while at < len(value) and depth:
-            depth += {"(": 1, ")": -1}.get(value[at], 0)
-            at += 1
+        if ends is None:
+            ends, depth = _closing_parentheses(value)
+            if depth > _MATH_DEPTH:  # each call's arguments are copied out: calls in calls cost their depth squared
+                yield "(calls nested too deep)", ""
+                return
+        at = ends.get(found.end() - 1)
+        end = len(value) if at is None else at
         if found.group(1) == "url":
-            url_end = at
-        yield found.group(1), value[found.end():at - 1 if depth == 0 else at]
+            url_end = end
+        yield found.group(1), value[found.end():end - 1 if at is not None else end]
+
+
+def _closing_parentheses(value: str) -> tuple[dict[int, int], int]:
+    """Where each "(" of a value is closed (just after its ")"; one left open is not there), and how deep they nest,
+    in one pass: reading on from each function to its end would read a value of nested calls once per call."""
+    ends: dict[int, int] = {}
+    opened: list[int] = []
+    deepest = 0
+    for parenthesis in _PARENTHESIS.finditer(value):
+        if parenthesis.group() == "(":
+            opened.append(parenthesis.start())
+            deepest = max(deepest, len(opened))
+        elif opened:
+            ends[opened.pop()] = parenthesis.end()
+    return ends, deepest
 
 
 def _unreadable(declarations: dict[str, str]) -> str | None:
@@ -1745,6 +1781,43 @@ def _clipping(declarations: dict[str, str]) -> str | None:
                     _too_narrow(value) or get("white-space", "") in _UNWRAPPED):
                 return f"{name}:{value} with {across}"
     return None
+
+
+# Presentational width and height attributes, as a browser reads them (HTML's rendering section): the CSS width and
+# height of these elements, below any CSS of theirs; on other elements nothing (`<div width=1>`). A number is pixels
+# ("1px" reads as 1) or a percentage; a table's or cell's zero is ignored. In Chromium a cell's or table's width cuts
+# the footer off when the table's layout is fixed (`table-layout:fixed` with a width): it is judged as the same CSS
+# width is, whatever the layout. Their height is only the least they are (content makes a table taller) unless their
+# display makes them blocks.
+_SIZED_BY_ATTRIBUTES = {"table": True, "td": True, "th": True, "marquee": False}  # whether it is a table's part
+_DIMENSION = re.compile(r"[ \t\n\f\r]*+(\d++(?:\.\d++)?)(%?)")
+# Displays that leave a table's part one (`table-cell`, `table-row-group`...), whose height is then only the least.
+_TABLE_DISPLAYS = frozenset({"table", "cell", "row", "group", "inherit", "initial", "unset", "revert", "layer"})
+
+
+def _attribute_sizes(tag: str, values: dict[str, str]) -> dict[str, str] | None:
+    """The CSS width and height an element's attributes give it (None: none)."""
+    table_part = _SIZED_BY_ATTRIBUTES.get(tag)
+    if table_part is None:
+        return None
+    sizes = {}
+    for name in ("width", "height"):
+        found = _DIMENSION.match(values.get(name, ""))
+        if found and not (table_part and float(found.group(1)) == 0):
+            size = f"{found.group(1)}{found.group(2) or 'px'}"
+            sizes["min-height" if table_part and name == "height" else name] = size
+    return sizes or None
+
+
+def _attribute_clipping(sizes: dict[str, str] | None, declarations: dict[str, str]) -> str | None:
+    """What cuts off the footer in an element sized by its attributes (`_attribute_sizes`) and clipped by CSS (its
+    style attribute or a rule's), judged as `_clipping` judges the same CSS size (None: nothing)."""
+    if not sizes or _clipping(declarations) is not None:
+        return None
+    if "min-height" in sizes and declarations.get("display", "table").split("-")[-1] not in _TABLE_DISPLAYS:
+        sizes = {"height": sizes["min-height"], **sizes}  # a block now, as tall as the attribute says
+    clips = _clipping({**sizes, **declarations})
+    return clips.replace(":", "=", 1) if clips else None  # as the attribute is written: width=1px
 
 
 # An element drawn over other content. Fixed to the window, or painting a shadow or outline 1000px wide, it covers
@@ -1903,7 +1976,6 @@ def _worst(readings: list[tuple[dict[str, str], str]]) -> tuple[dict[str, str], 
 # hidden footer. @keyframes are read from every <style> in the message, and a name as any of its definitions.
 _KEYFRAMES_RULE = re.compile(r"@(?:-webkit-|-moz-|-o-)?keyframes\s++([^\s{;]++)\s*+\{", re.IGNORECASE)
 _BRACE = re.compile(r"[{}]")
-_STYLE_ELEMENT = re.compile(r"<style\b[^>]*>(.*?)(?:</style\s*>|$)", re.IGNORECASE | re.DOTALL)
 _ANIMATION_PREFIXES = ("", "-webkit-", "-moz-", "-o-")
 _LONGHANDS = ("duration", "delay", "iteration-count", "direction", "fill-mode", "play-state", "timeline")
 _ANIMATION_NAMES = frozenset(f"{prefix}animation{name}" for prefix in _ANIMATION_PREFIXES for name in ("", "-name"))
@@ -1938,8 +2010,8 @@ def _keyframes(html_body: str) -> dict[str, list[_Keyframe]]:
     found: dict[str, list[_Keyframe]] = {}
     if re.search("keyframes", html_body, re.IGNORECASE) is None:
         return found
-    for style in _STYLE_ELEMENT.finditer(html_body):
-        css = _css_structure(style.group(1))
+    for _, _, content in _style_elements(html_body):
+        css = _css_structure(content)
         at = 0
         while (rule := _KEYFRAMES_RULE.search(css, at)) is not None:
             frames = found.setdefault(_css_unescape(rule.group(1)).strip("\"'").lower(), [])
@@ -2105,6 +2177,7 @@ def _animated(declarations: dict[str, str],
 # semicolons blanked: `content:"}"` does not end a rule).
 _CSS_STRUCTURE = re.compile(r"/\*.*?(?:\*/|$)|\"(?:[^\"\\\n]|\\.)*\"?|'(?:[^'\\\n]|\\.)*'?|\\[{};]", re.DOTALL)
 _NESTED_SELECTORS = 64  # a nested rule's selectors, one per parent selector: more than this reads as `*`
+_CSS_DEPTH = 32  # blocks in blocks (@media, nested rules): deeper is unreadable (each level's selector is longer)
 
 
 def _css_structure(css: str) -> str:
@@ -2144,6 +2217,8 @@ def _css_rules(css: str) -> Iterator[tuple[str, str, bool, bool]]:
             continue
         declarations, _, prelude = text.rpartition(";")
         prelude = prelude.strip()
+        if len(stack) >= _CSS_DEPTH:
+            raise _Unreadable(f"CSS blocks nested more than {_CSS_DEPTH} deep", prelude)
         parent = stack[-1] if stack else None
         if parent is not None:
             parent.declarations.append(declarations)
@@ -2371,6 +2446,7 @@ _SELECTOR_ARGUMENT = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _COMBINATOR = re.compile(r"\s*([>+~])\s*|\s+")
 _GENERATED = re.compile(r"::?(?:before|after)\b", re.IGNORECASE)
 _SIBLINGS_READ = 1000  # previous siblings a `~` looks through before it is taken to match
+_SELECTOR_DEPTH = 16  # `:not(:is(...))` and `[...]` in each other: deeper is unreadable
 
 
 # An attribute selector on the class or id, as builders write them (Stripo's `*[class="gmail-fix"]`): it selects
@@ -2393,8 +2469,13 @@ def _selector(selector: str) -> tuple[list[_Compound], list[str]]:
     """One selector (no commas) as its compounds and the combinators between them (" ", ">", "+", "~"). What is in
     brackets or parentheses (attributes, `:not(...)`) only narrows what a compound selects and is left out."""
     text = _ATTRIBUTE_NAME.sub(_as_class_or_id, selector.strip())
-    while (narrower := _SELECTOR_ARGUMENT.sub(lambda m: ":" if m.group().startswith("[") else "", text)) != text:
+    for _ in range(_SELECTOR_DEPTH + 1):  # a pass for each level of brackets in brackets, from the innermost
+        narrower = _SELECTOR_ARGUMENT.sub(lambda m: ":" if m.group().startswith("[") else "", text)
+        if narrower == text:
+            break
         text = narrower
+    else:
+        raise _Unreadable(f"a selector with brackets nested more than {_SELECTOR_DEPTH} deep", selector[:200])
     parts = _COMBINATOR.split(text)
     compounds = []
     for part in parts[0::2]:
@@ -2500,6 +2581,28 @@ class _Element:
     node: _Node
     link: _Link | None = None
     clips: str | None = None  # what of its own cuts off content that does not fit (a height with overflow:hidden)
+    sizes: dict[str, str] | None = None  # the width and height its attributes give it (`_attribute_sizes`)
+
+
+# Limits no email builder's output comes near (a long newsletter has a few thousand elements and a few hundred
+# style rules): past them a body is refused as unreadable, and screening stops reading it. How deep elements nest
+# costs nothing more (`_innermost`).
+_ELEMENTS = 20_000
+_STYLE_RULES = 5_000
+_UNFINISHED_LENGTH = 64_000  # characters after an unfinished comment or tag at the end (`_HtmlReader._finish`)
+_UNFINISHED_MARKUP = 100  # "<" after it
+_SCOPE_IN_CELL = _SCOPE - {"td", "th", "caption"}  # what a table part's end tag does not close across
+_R_UNREADABLE = ("Screening cannot read this body ({what}), so it cannot tell whether the unsubscribe link and "
+                 "footer Herald adds would show. No email builder writes such a body: simplify it.")
+
+
+class _Unreadable(Exception):
+    """A body past one of screening's limits: it is refused, and read no further."""
+
+    def __init__(self, what: str, matched: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.matched = matched
 
 
 class _HtmlReader(HTMLParser):
@@ -2516,7 +2619,9 @@ class _HtmlReader(HTMLParser):
         self.refusals: list[Refusal] = []
         self.style_sheets: list[str] = []
         self.stack: list[_Element] = []
-        self.open_tags: dict[str, int] = {}
+        self.open_tags: dict[str, list[int]] = {}  # by tag: the depths its open elements are at, innermost last
+        self.elements = 0
+        self.rules = 0
         self.open_links: list[_Link] = []
         self.page_bg: _Colour = _WHITE
         self.class_bg: dict[str, _Colour] = {}
@@ -2537,8 +2642,15 @@ class _HtmlReader(HTMLParser):
         self.custom: dict[str, set[str]] = {}
         self.keyframes: dict[str, list[_Keyframe]] = {}
         self.perspective: float | None = None  # the smallest the message gives an element (`_perspective`)
+        self.sized: list[tuple[_ElementReach, dict[str, str]]] | None = None  # `_sized_at_footer`, once read
 
     def read(self, html_body: str) -> None:
+        try:
+            self._read(html_body)
+        except _Unreadable as exc:
+            self._refuse(_R_UNREADABLE.format(what=exc.what), exc.matched)
+
+    def _read(self, html_body: str) -> None:
         self.custom = _custom_properties(html_body)
         self.keyframes = _keyframes(html_body)
         self.perspective = _perspective(html_body)
@@ -2552,13 +2664,28 @@ class _HtmlReader(HTMLParser):
         # HTMLParser keeps what it cannot finish yet (an open comment or tag) until more input comes.
         self.unfinished = str(getattr(self, "rawdata", ""))
         self.feed(html_body[footer_at:])
-        self.close()
+        self._finish()
         self._pop_to(0)
         self._place()
         self._check_footer()
         self._check_overlays()
+        ancestors = [element.node for element in self.at_footer] + self.document
+        reach = (_FooterReach(self.footer, ancestors),
+                 _FooterReach([node for node in self.footer if node.tag in _CLIPPED_FOOTER_TAGS], ancestors))
         for css in self.style_sheets:
-            self._check_style_sheet(css)
+            self._check_style_sheet(css, reach)
+
+    def _finish(self) -> None:
+        """Read what is left at the end: what the parser could not finish (a comment, or a tag with no ">") is then
+        read on as text, from each later "<" on. HTMLParser looks for the end of each such construct to the end of
+        the text again, so a long unfinished rest with many "<" is refused as unreadable instead."""
+        rest = str(getattr(self, "rawdata", ""))
+        if rest.startswith("<") and not self.cdata_elem and (
+                len(rest) > _UNFINISHED_LENGTH or rest.count("<", 1) > _UNFINISHED_MARKUP):
+            self.rawdata = ""
+            raise _Unreadable(f"markup left unfinished at the end with more than {_UNFINISHED_MARKUP} \"<\" or "
+                              f"{_UNFINISHED_LENGTH // 1000} KB after it", rest)
+        self.close()
 
     # Parser events
 
@@ -2572,15 +2699,10 @@ class _HtmlReader(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in _BLOCK:
             self.text.append("\n")
-        if not self.open_tags.get(tag):
-            return
-        for depth in range(len(self.stack) - 1, -1, -1):
-            open_tag = self.stack[depth].tag
-            if open_tag == tag:
-                self._pop_to(depth)
-                return
-            if open_tag in _SCOPE and not (tag in _TABLE_PARTS and open_tag in ("td", "th", "caption")):
-                return  # like a browser, an end tag does not close what is outside the table cell it is in
+        # like a browser, an end tag does not close what is outside the table cell it is in
+        depth = self._innermost(tag, _SCOPE_IN_CELL if tag in _TABLE_PARTS else _SCOPE)
+        if depth is not None:
+            self._pop_to(depth)
 
     def handle_data(self, data: str) -> None:
         top = self.stack[-1].tag if self.stack else ""
@@ -2659,6 +2781,9 @@ class _HtmlReader(HTMLParser):
 
     def _add_node(self, tag: str, values: dict[str, str], declarations: dict[str, str], void: bool) -> _Node:
         """The element as a node of the document, after the last element in its parent."""
+        self.elements += 1
+        if self.elements > _ELEMENTS:
+            raise _Unreadable(f"more than {_ELEMENTS} elements", self.get_starttag_text() or f"<{tag}>")
         depth = len(self.stack)
         names = values.get("class", "") + values.get("id", "")
         node = _Node(tag, frozenset(values["class"].split()) if "class" in values else _NONE,
@@ -2703,6 +2828,7 @@ class _HtmlReader(HTMLParser):
         tiny_font = _tiny_font(declarations) if declarations else None
         invisible = _invisible(declarations) if declarations else None
         parent = self.stack[-1] if self.stack else None
+        sizes = _attribute_sizes(tag, values) if tag in _SIZED_BY_ATTRIBUTES else None
         element = _Element(
             tag, self.get_starttag_text() or f"<{tag}>", concealing or invisible or tiny_font, bg, classes,
             frozenset(values["id"].split()) if "id" in values else _NONE,
@@ -2713,7 +2839,8 @@ class _HtmlReader(HTMLParser):
             text_colour=fg if fg is not None or tag == "a" else parent.text_colour if parent else None,
             background=bg if bg is not None else parent.background if parent else None,
             coloured_by=parent.coloured_by if parent else None,
-            node=node, clips=_clipping(declarations) if declarations else None)
+            node=node, sizes=sizes,
+            clips=(_clipping(declarations) or _attribute_clipping(sizes, declarations)) if declarations else None)
         if concealing:
             element.concealed_by = element
         if declarations:
@@ -2725,8 +2852,8 @@ class _HtmlReader(HTMLParser):
             element.coloured_by = element
             if element.hides is None and _invisible_text(element.text_colour, element.background or self.page_bg):
                 element.hides = f"text colour {_css_colour(element.text_colour)} on the same background"
+        self.open_tags.setdefault(tag, []).append(len(self.stack))
         self.stack.append(element)
-        self.open_tags[tag] = self.open_tags.get(tag, 0) + 1
 
     @staticmethod
     def _hidden_by_markup(tag: str, values: dict[str, str]) -> str | None:
@@ -2738,6 +2865,8 @@ class _HtmlReader(HTMLParser):
             return "the inert attribute: nothing in it can be clicked"
         if tag in ("details", "dialog") and "open" not in values:
             return f"a closed <{tag}>"
+        if tag == "marquee":  # what it holds moves on, cut off at its edges: a link in it cannot be read or clicked
+            return "a <marquee> moves its content through a box that cuts it off"
         if tag in _NOT_DISPLAYED:
             return f"<{tag}> content is not displayed"
         return None
@@ -2763,21 +2892,26 @@ class _HtmlReader(HTMLParser):
             self._pop_to(len(self.stack) - 1)
 
     def _close_open(self, tag: str, stop: Collection[str]) -> None:
-        if not self.open_tags.get(tag):
-            return
-        for depth in range(len(self.stack) - 1, -1, -1):
-            if self.stack[depth].tag == tag:
-                self._pop_to(depth)
-                return
-            if self.stack[depth].tag in stop:
-                return
+        depth = self._innermost(tag, stop)
+        if depth is not None:
+            self._pop_to(depth)
+
+    def _innermost(self, tag: str, stop: Collection[str]) -> int | None:
+        """The depth of the innermost open `tag`, unless an element of `stop` is open inside it (None): what a
+        browser's "has an element in scope" reads, from the depths of each tag's open elements, not the stack."""
+        depths = self.open_tags.get(tag)
+        if not depths:
+            return None
+        inside = max((self.open_tags[name][-1] for name in stop if name != tag and self.open_tags.get(name)),
+                     default=-1)
+        return depths[-1] if inside < depths[-1] else None
 
     def _pop_to(self, depth: int) -> None:
         while len(self.stack) > depth:
             self._closed(self.stack.pop())
 
     def _closed(self, element: _Element) -> None:
-        self.open_tags[element.tag] -= 1
+        self.open_tags[element.tag].pop()
         if element.tag == "style":
             self._note_style_sheet(self.style_sheets[-1])
             self._read_css(self.style_sheets[-1])
@@ -2854,17 +2988,43 @@ class _HtmlReader(HTMLParser):
             if kind == "page" or _covers_footer(node, kind, False, escapes):
                 self._refuse(_R_OVERLAY.format(what=what), start)
 
-    def _check_style_sheet(self, css: str) -> None:
-        ancestors = [element.node for element in self.at_footer]
+    def _check_style_sheet(self, css: str, footer: tuple[_FooterReach, _FooterReach]) -> None:
         footer_bg = (self.at_footer[-1].background if self.at_footer else None) or self.page_bg
-        reach = _FooterReach(self.footer, ancestors + self.document)
-        clipped_reach = _FooterReach([node for node in self.footer if node.tag in _CLIPPED_FOOTER_TAGS],
-                                     ancestors + self.document)
+        reach, clipped_reach = footer
         for selector, body, dark_mode, _ in _css_rules(css):
             for declarations, when in self._readings(body):
                 if self._check_rule(selector, body, declarations, dark_mode, (reach, clipped_reach, footer_bg),
-                                    when):
+                                    when) or self._check_sized(selector, body, declarations, when):
                     break
+
+    def _sized_at_footer(self) -> list[tuple[_ElementReach, dict[str, str]]]:
+        """The elements open where the footer goes that their attributes size, by what of that size a rule's
+        overflow could cut the footer off at (a height; a width narrow, wide or whole), each group with the sizes of
+        its first: a rule is judged once a group, however many elements there are."""
+        groups: dict[tuple[frozenset[str], str], tuple[list[_Node], dict[str, str]]] = {}
+        for element in self.at_footer:
+            if element.sizes:
+                width = element.sizes.get("width", "")
+                kind = ("" if not width else "whole" if _full_width(width) else
+                        "narrow" if _too_narrow(width) else "wide")
+                groups.setdefault((frozenset(element.sizes), kind), ([], element.sizes))[0].append(element.node)
+        if not groups:
+            return []
+        outer = _Names([*(element.node for element in self.at_footer), *self.document])
+        return [(_ElementReach(nodes, outer), sizes) for nodes, sizes in groups.values()]
+
+    def _check_sized(self, selector: str, body: str, declarations: dict[str, str], when: str) -> bool:
+        """Refuse a rule that clips an element open where the footer goes to the size its attributes give it
+        (`_attribute_clipping`); whether it did."""
+        if self.sized is None:
+            self.sized = self._sized_at_footer()
+        for reach, sizes in self.sized:
+            what = _attribute_clipping(sizes, declarations)
+            if what and reach.reaches(selector):
+                self._refuse(_R_STYLE.format(selector=_snippet(selector)[:80], what=f"{what} {when}".rstrip()),
+                             f"{selector} {{{_snippet(body)}}}")
+                return True
+        return False
 
     def _readings(self, style: str, transforms: bool = True) -> list[tuple[dict[str, str], str]]:
         """A style's declarations as screening reads them, each with the moment of an animation it is ("": none):
@@ -2951,6 +3111,9 @@ class _HtmlReader(HTMLParser):
     def _note_style_sheet(self, css: str) -> None:
         """The page's and classes' backgrounds a style sheet sets, for the colour checks of the elements after it."""
         for selector, body, dark_mode, _ in _css_rules(css):
+            self.rules += 1 + selector.count(",")  # each selector of a list is read as a rule of its own
+            if self.rules > _STYLE_RULES:
+                raise _Unreadable(f"more than {_STYLE_RULES} style rules", f"{selector} {{{_snippet(body)}}}")
             for declarations, _ in self._readings(body, transforms=False):
                 background = _background(declarations)
                 if background is None or dark_mode:
@@ -2969,7 +3132,31 @@ def _css_colour(colour: _Colour | None) -> str:
     return "#{:02x}{:02x}{:02x}".format(*colour[:3])
 
 
-_SELECTOR_LIST = re.compile(r",(?![^()]*\))")  # the commas between selectors, not those in :is(a, b)
+class _SelectorList:
+    """Splits a selector list at the commas between its selectors, not those in :is(a, b): at each comma whose next
+    parenthesis, if any, is a "(". Found in one pass from the end: a pattern looking ahead from each comma would read
+    a list of thousands of selectors once per comma."""
+
+    @staticmethod
+    def split(selectors: str) -> list[str]:
+        marks = list(_COMMA_OR_PARENTHESIS.finditer(selectors))
+        ends: list[int] = []
+        next_parenthesis = "("
+        for mark in reversed(marks):
+            if mark.group() != ",":
+                next_parenthesis = mark.group()
+            elif next_parenthesis == "(":
+                ends.append(mark.start())
+        parts, start = [], 0
+        for end in reversed(ends):
+            parts.append(selectors[start:end])
+            start = end + 1
+        parts.append(selectors[start:])
+        return parts
+
+
+_COMMA_OR_PARENTHESIS = re.compile(r"[,()]")
+_SELECTOR_LIST = _SelectorList()
 
 
 class _FooterReach:
@@ -3023,12 +3210,19 @@ def _follows(node: _Node, compound: _Compound, combinator: str) -> bool:
     return True
 
 
+class _ElementReach(_FooterReach):
+    """Whether a selector could select one of some elements the footer ends up inside (`nodes`), inside those of
+    `outer`."""
+
+    def __init__(self, nodes: list[_Node], outer: _Names) -> None:
+        super().__init__(nodes, [])
+        self.outer = outer
+
+
 # --- the screening -----------------------------------------------------------------------------------------------
 
 
 # Template code in an HTML body (herald_shared.templating: Jinja2 syntax).
-_TEMPLATE_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
-_TEMPLATE_CODE = re.compile(r"\{%-?\s*(\w*).*?%\}|\{\{.*?\}\}", re.DOTALL)
 _TEMPLATE_TAG = re.compile(r"\{%-?\s*(\w*)")
 _BLOCK_STARTS = frozenset({"if", "for", "macro", "call", "filter", "with", "block", "raw"})
 _BRANCHES = frozenset({"elif", "else"})
@@ -3041,7 +3235,8 @@ _RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", 
 # are whole (empty) comments.
 _COMMENT_END = re.compile(r"--!?>")
 _HTML_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)([^>]*)>")
-_QUOTED_VALUE = re.compile(r"""(\w[\w-]*)\s*=\s*("[^"]*"|'[^']*')""")
+# From a name's start (after its leading dashes) and without backtracking: linear on a long unquoted word.
+_QUOTED_VALUE = re.compile(r"""(?<![\w-])(-*+)(\w[\w-]*+)\s*+=\s*+("[^"]*+"|'[^']*+')""")
 _CODE_MARK = "\x01"  # stands for one piece of template code once it is out of the way
 # Elements whose end tag HTML lets a document leave out (the next sibling or the parent's end closes them).
 _OPTIONAL_END = frozenset({"p", "li", "dt", "dd", "rt", "rp", "optgroup", "option", "colgroup", "caption", "thead",
@@ -3070,28 +3265,45 @@ def template_refusals(html_body: str) -> list[Refusal]:
     refusals: list[Refusal] = []
     codes: list[str] = []
 
-    def mark(match: re.Match[str]) -> str:
-        codes.append(match.group(0))
+    def mark(code: str) -> str:
+        codes.append(code)
         return f"{_CODE_MARK}{len(codes) - 1}{_CODE_MARK}"
 
-    marked = _TEMPLATE_CODE.sub(mark, _TEMPLATE_COMMENT.sub("", html_body))
+    # A mark written in the body itself would read as the code of another piece (or of none, an error).
+    marked = _template_code(_without_template_comments(html_body.replace(_CODE_MARK, " ")), mark)
     uncommented = _HTML_COMMENT.sub(lambda m: "".join(re.findall(f"{_CODE_MARK}\\d+{_CODE_MARK}", m.group(0))),
                                     marked)
-    for style in re.finditer(r"<style\b[^>]*>(.*?)(?:</style\s*>|$)", uncommented, re.IGNORECASE | re.DOTALL):
-        if _CODE_MARK in style.group(1):
+    for start, stop, content in _style_elements(uncommented):
+        if _CODE_MARK in content:
             refusals.append(Refusal(_R_CODE_IN_CSS.format(what="a <style> element"), "html_body",
-                                    _restore(style.group(0), codes)[:200]))
+                                    _restore(uncommented[start:stop], codes)[:200]))
     # Each piece of markup with the branch of the template it sits in: (kind, tag or keyword, branch, text).
     branch, next_branch = 0, 1
     blocks: list[tuple[int, int]] = []  # (branch outside the block, elements open when it began)
-    elements: list[tuple[str, int]] = []
+    elements = _OpenElements()
     position = 0
     # An HTML comment open: the branch it began in, where it began, and where it ends (len(marked): never).
     comment: tuple[int, int, int] | None = None
     raw_text: str | None = None  # an element open whose content is text up to its end tag
     pieces = re.compile(f"{_CODE_MARK}(\\d+){_CODE_MARK}|(<!--)|" + _HTML_TAG.pattern)
+    # No tag begins after the last ">": looking for one there from every "<" would read the rest each time.
+    last_tag_end = marked.rfind(">") + 1
+    no_tag = re.compile(f"{_CODE_MARK}(\\d+){_CODE_MARK}|(<!--)")
+    # In a comment a "<!--" is text, changing nothing: not stopping at each saves a step per "<!--" of a long one.
+    in_comment = re.compile(f"{_CODE_MARK}(\\d+){_CODE_MARK}|((?!))|" + _HTML_TAG.pattern)  # (2): never
+    code_only = re.compile(f"{_CODE_MARK}(\\d+){_CODE_MARK}|((?!))")
     at = 0
-    while (piece := pieces.search(marked, at)) is not None:
+    while True:
+        piece = None
+        if comment is not None:  # what is found in it ends in it: a tag ends at a ">" by the comment's last
+            piece = (in_comment.search(marked, at, min(comment[2], last_tag_end))
+                     or code_only.search(marked, at, comment[2]))
+            if piece is None:
+                at = comment[2]
+        if piece is None:
+            piece = pieces.search(marked, at, last_tag_end) or no_tag.search(marked, at)
+        if piece is None:
+            break
         at = piece.end()
         if comment is not None and piece.start() >= comment[2]:  # the comment has ended before this piece
             if comment[0] != branch:
@@ -3111,10 +3323,12 @@ def template_refusals(html_body: str) -> list[Refusal]:
             starts = keyword in _BLOCK_STARTS or (keyword == "set" and "=" not in code)
             if starts or keyword in _BRANCHES or keyword.startswith("end"):
                 if keyword in _BRANCHES or keyword.startswith("end"):
-                    refusals.extend(_left_open(elements, branch, keyword, codes))
-                    elements = [e for e in elements if e[1] != branch]
+                    left_open = elements.opened_in(branch)
+                    if left_open:
+                        refusals.append(_left_open(left_open[0], keyword))
+                        elements.close(len(elements.open) - len(left_open))
                 if starts:
-                    blocks.append((branch, len(elements)))
+                    blocks.append((branch, len(elements.open)))
                 elif keyword.startswith("end") and blocks:
                     branch = blocks.pop()[0]
                     continue
@@ -3124,7 +3338,7 @@ def template_refusals(html_body: str) -> list[Refusal]:
         if comment is not None or (raw_text is not None and not (closing and tag == raw_text)):
             continue  # text to HTML, not a tag
         raw_text = tag if tag in _RAW_TEXT and not closing else None
-        unquoted = _QUOTED_VALUE.sub(lambda m: "" if m.group(1).lower() != "style" else m.group(0), inside)
+        unquoted = _QUOTED_VALUE.sub(lambda m: m.group(1) if m.group(2).lower() != "style" else m.group(0), inside)
         if _CODE_MARK in unquoted:
             what = _R_CODE_IN_CSS.format(what="a style attribute") if re.search(r"\bstyle\s*=", unquoted,
                                                                                re.IGNORECASE) else _R_CODE_IN_TAG
@@ -3134,15 +3348,15 @@ def template_refusals(html_body: str) -> list[Refusal]:
         if tag in _VOID or tag in _OPTIONAL_END:
             continue
         if not closing:
-            elements.append((tag, branch))
+            elements.push(tag, branch)
             continue
-        opened = next((i for i in range(len(elements) - 1, -1, -1) if elements[i][0] == tag), None)
+        opened = elements.last(tag)
         if opened is None:
             continue  # a browser ignores an end tag with nothing to close
-        if elements[opened][1] != branch:
+        if elements.open[opened][1] != branch:
             refusals.append(Refusal(_R_SPLIT.format(tag=tag, keyword="if"), "html_body",
                                     _restore(marked[max(position, piece.start() - 120):piece.end()], codes)[-200:]))
-        del elements[opened:]
+        elements.close(opened)
         position = piece.end()
     if comment is not None and comment[0] != branch:  # begun in a branch, ended (or open to the end) outside it
         refusals.append(Refusal(_R_COMMENT_SPLIT, "html_body",
@@ -3150,9 +3364,101 @@ def template_refusals(html_body: str) -> list[Refusal]:
     return refusals
 
 
-def _left_open(elements: list[tuple[str, int]], branch: int, keyword: str, codes: list[str]) -> list[Refusal]:
-    return [Refusal(_R_SPLIT.format(tag=tag, keyword=keyword), "html_body", f"<{tag}> … {{% {keyword} %}}")
-            for tag, opened_in in elements if opened_in == branch][:1]
+def _without_template_comments(text: str) -> str:
+    """The text without its template comments (`{# ... #}`). Found by position, not by a pattern: a comment
+    left open would make a pattern read the rest of the text again from every later "{#"."""
+    if "{#" not in text:
+        return text
+    kept: list[str] = []
+    at = 0
+    while (start := text.find("{#", at)) >= 0 and (end := text.find("#}", start + 2)) >= 0:
+        kept.append(text[at:start])
+        at = end + 2
+    kept.append(text[at:])
+    return "".join(kept)
+
+
+_CODE_START = re.compile(r"(?=\{[%{])")
+
+
+def _template_code(text: str, replace: Callable[[str], str]) -> str:
+    """The text with each piece of template code (`{% ... %}`, `{{ ... }}`: from its start to the first end after
+    it) replaced. A start with no end after it has none after any later start either: that is remembered, so a
+    text of unclosed starts is read once."""
+    kept: list[str] = []
+    at = 0
+    no_end = {"%": False, "{": False}
+    for found in _CODE_START.finditer(text):
+        start = found.start()
+        kind = text[start + 1]
+        if start < at or no_end[kind]:
+            continue
+        end = text.find("%}" if kind == "%" else "}}", start + 2)
+        if end < 0:
+            no_end[kind] = True
+            continue
+        kept.append(text[at:start])
+        kept.append(replace(text[start:end + 2]))
+        at = end + 2
+    kept.append(text[at:])
+    return "".join(kept)
+
+
+_STYLE_START = re.compile(r"<style\b", re.IGNORECASE)
+_STYLE_END = re.compile(r"</style\s*>", re.IGNORECASE)
+
+
+def _style_elements(html: str) -> Iterator[tuple[int, int, str]]:
+    """Each <style> element's start, end and content (to the end of the text when it is not closed), found by
+    position: a "<style" with no ">" after it, or a <style> with no end tag after it, ends the search rather
+    than being looked for again from every later "<style"."""
+    at = 0
+    while (found := _STYLE_START.search(html, at)) is not None:
+        opened = html.find(">", found.end())
+        if opened < 0:
+            return
+        closing = _STYLE_END.search(html, opened + 1)
+        if closing is None:  # to the end, as a pattern's `$` reads it: before a last line break
+            end = len(html) - 1 if html.endswith("\n") and len(html) - 1 > opened else len(html)
+            yield found.start(), end, html[opened + 1:end]
+            return
+        yield found.start(), closing.end(), html[opened + 1:closing.start()]
+        at = closing.end()
+
+
+class _OpenElements:
+    """The elements open in a template's markup, each with the branch it was opened in: those of the branch the
+    reading is in are the last ones (a branch ends before its block's parent continues), and each tag's are kept
+    by position, so ending a branch or an element costs what it closes, not what is open."""
+
+    def __init__(self) -> None:
+        self.open: list[tuple[str, int]] = []  # (tag, branch), outermost first
+        self.by_tag: dict[str, list[int]] = {}
+
+    def push(self, tag: str, branch: int) -> None:
+        self.by_tag.setdefault(tag, []).append(len(self.open))
+        self.open.append((tag, branch))
+
+    def last(self, tag: str) -> int | None:
+        positions = self.by_tag.get(tag)
+        return positions[-1] if positions else None
+
+    def opened_in(self, branch: int) -> list[tuple[str, int]]:
+        start = len(self.open)
+        while start and self.open[start - 1][1] == branch:
+            start -= 1
+        return self.open[start:]
+
+    def close(self, depth: int) -> None:
+        """Close the elements from `depth` on."""
+        for tag, _ in self.open[depth:]:
+            self.by_tag[tag].pop()
+        del self.open[depth:]
+
+
+def _left_open(element: tuple[str, int], keyword: str) -> Refusal:
+    tag = element[0]
+    return Refusal(_R_SPLIT.format(tag=tag, keyword=keyword), "html_body", f"<{tag}> … {{% {keyword} %}}")
 
 
 def _restore(text: str, codes: list[str]) -> str:
@@ -3193,14 +3499,14 @@ def _matches(parts: Iterable[tuple[str, str | None, bool]]) -> tuple[tuple[Match
             continue
         if is_html:
             reader = _HtmlReader()
-            reader.read(_TEMPLATE_COMMENT.sub("", text))
+            reader.read(_without_template_comments(text))
             text = "".join(reader.text)
             urls.extend(reader.links)
             refusals.extend(reader.refusals)
         clean = _INVISIBLE.sub("", text)
         found.extend(_text_matches(_Folded(clean), where))
         urls.extend(_text_urls(clean))
-    for url in urls:  # after the texts': a stable order, parts first
+    for url in dict.fromkeys(urls):  # after the texts': a stable order, parts first; each URL once
         found.extend(_link_matches(url))
     matches: list[Match] = []
     seen: set[tuple[str, str, str]] = set()

@@ -92,13 +92,14 @@ async def browser() -> AsyncIterator[Browser]:
         yield launched
 
 
-def delivered_html(style_sheet: str) -> str:
-    """The HTML part delivery sends for a campaign with this style sheet in its head."""
+def delivered_html(style_sheet: str, ending: str = "") -> str:
+    """The HTML part delivery sends for a campaign with this style sheet in its head, whose body ends with
+    `ending` (where the footer goes)."""
     renderer = Renderer(RenderSettings("https://t.herald.example", "bounces.herald.example"),
                         MessageTokens(SECRET), LinkSigner(SECRET, "https://lists.herald.example"), {})
     content = CampaignContent.model_validate({
         "subject": "Sale", "from_name": "Acme", "from_email": "news@acme.example", "text_body": "Sale. News.",
-        "html_body": f"<html><head>{style_sheet}</head><body><h1>Sale</h1><p>News.</p></body></html>"})
+        "html_body": f"<html><head>{style_sheet}</head><body><h1>Sale</h1><p>News.</p>{ending}</body></html>"})
     template = compile_campaign("acme", "c1", content, footer=True, settings=renderer.settings)
     member = Member("s1", "news", "ann@example.org", "active")
     rendered = renderer.campaign_message(template, member, "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11")
@@ -204,3 +205,114 @@ async def test_a_body_fading_in_leaves_the_footer_drawn_and_passes_screening(bro
         await page.close()
     assert styled["drawn"] and styled["identification_drawn"] and styled["clickable"], styled
     assert not screening_refuses(style_sheet)
+
+
+# Bodies ending inside an element that HTML's width/height attributes size (review R2), or a <marquee>.
+CLIPPING_ENDINGS = {
+    "td width=1, overflow:hidden, fixed layout": "<table width=1 style='table-layout:fixed'><tr>"
+                                                 "<td width=1 style='overflow:hidden'>",
+    "th width=1px, overflow:clip": "<table width=1 style='table-layout:fixed'><tr>"
+                                   "<th width='1px' style='overflow:clip'>",
+    "table width=1, overflow:hidden": "<table width=1 style='table-layout:fixed;overflow:hidden'><tr><td>",
+    "a rule's overflow:hidden on td width=1": "<style>td{overflow:hidden}</style>"
+                                              "<table width=1 style='table-layout:fixed'><tr><td width=1>",
+    "td height=1 made a block": "<table><tr><td height=1 style='overflow:hidden;display:block'>",
+    "marquee width=1": "<marquee width=1>",
+    "marquee style width:1px": "<marquee style='width:1px'>",
+    "marquee height=1 up": "<marquee height=1 direction=up>",
+}
+MARQUEES = {"marquee": "<marquee>", "marquee width=600": "<marquee width=600>",
+            **{name: ending for name, ending in CLIPPING_ENDINGS.items() if ending.startswith("<marquee")}}
+# Drawn whole in Chromium, and screening passes them: builders' 600px and 100% tables, sizes that clip nothing.
+PASSING_ENDINGS = {
+    "table and td width=600": "<table width='600' align='center'><tr><td width='600'>",
+    "table width=100%": "<table width='100%'><tr><td>",
+    "td width=600 overflow:hidden, fixed": "<table width=600 style='table-layout:fixed'><tr>"
+                                           "<td width=600 style='overflow:hidden'>",
+    "td width=1, no overflow, fixed": "<table width=1 style='table-layout:fixed'><tr><td width=1>",
+    "td height=1 overflow:hidden": "<table><tr><td height=1 style='overflow:hidden'>",
+    "table height=1 overflow:hidden": "<table height=1 style='overflow:hidden'><tr><td>",
+    "td width=0 overflow:hidden": "<table><tr><td width=0 style='overflow:hidden'>",
+    "div width=1 overflow:hidden": "<div width=1 style='overflow:hidden'>",
+    "marquee closed before": "<marquee>Sale today!</marquee><p>Hello</p>",
+    "blink": "<blink>",
+}
+# Drawn whole in Chromium's automatic table layout, refused all the same, as the same CSS width is: a table's
+# layout is one `table-layout:fixed` from cutting the footer off.
+REFUSED_THOUGH_DRAWN = {
+    "td width=1 overflow:hidden, automatic layout": "<table><tr><td width=1 style='overflow:hidden'>",
+    "table width=1 overflow:hidden, automatic layout": "<table width=1 style='overflow:hidden'><tr><td>",
+}
+# How much of the link a click can reach: of 15 x 14 points across its box, those where the link is on top.
+LINK_POINTS = """() => {
+  const link = [...document.querySelectorAll('a')].find(a => a.textContent.trim() === 'Unsubscribe');
+  link.scrollIntoView();
+  const box = link.getBoundingClientRect();
+  let reached = 0;
+  for (let i = 0; i < 15; i++) for (let j = 0; j < 14; j++) {
+    const at = document.elementFromPoint(box.left + (i + .5) * box.width / 15, box.top + (j + .5) * box.height / 14);
+    if (at === link || link.contains(at)) reached++;
+  }
+  return reached;
+}"""
+LINK_PLACE = """() => {
+  const box = [...document.querySelectorAll('a')].find(a => a.textContent.trim() === 'Unsubscribe')
+    .getBoundingClientRect();
+  return `${box.left},${box.top}`;
+}"""
+ALL_POINTS = 15 * 14
+
+
+def screening_refuses_ending(ending: str) -> bool:
+    from herald_campaigns.screening import screen
+    html_body = f"<html><head></head><body><h1>Sale</h1><p>News.</p>{ending}</body></html>"
+    return screen(subject="Sale", preheader=None, html_body=html_body, text_body="Sale. News.").refused
+
+
+async def link_points(browser: Browser, ending: str) -> int:
+    page = await browser.new_page(viewport={"width": 800, "height": 600})
+    try:
+        await page.set_content(delivered_html("", ending))
+        reached: int = await page.evaluate(LINK_POINTS)
+        return reached
+    finally:
+        await page.close()
+
+
+@pytest.mark.parametrize("ending", list(CLIPPING_ENDINGS.values()), ids=list(CLIPPING_ENDINGS))
+async def test_a_body_ending_in_an_element_sized_by_attributes_and_clipped_cuts_the_link_off_and_is_refused(
+        browser: Browser, ending: str) -> None:
+    """PRODUCT.md, "Every message": the footer's inline resets cannot undo what an ancestor clips."""
+    assert await link_points(browser, "") == ALL_POINTS
+    assert await link_points(browser, ending) < ALL_POINTS / 2
+    assert screening_refuses_ending(ending)
+
+
+@pytest.mark.parametrize("ending", list(MARQUEES.values()), ids=list(MARQUEES))
+async def test_a_body_ending_in_a_marquee_keeps_the_link_moving_and_is_refused(browser: Browser,
+                                                                              ending: str) -> None:
+    page = await browser.new_page(viewport={"width": 800, "height": 600})
+    try:
+        await page.set_content(delivered_html("", ending))
+        place = await page.evaluate(LINK_PLACE)
+        await page.wait_for_function(f"place => ({LINK_PLACE})() !== place", arg=place, timeout=10_000)
+    finally:
+        await page.close()
+    assert screening_refuses_ending(ending)
+
+
+@pytest.mark.parametrize("ending", list(PASSING_ENDINGS.values()), ids=list(PASSING_ENDINGS))
+async def test_builders_table_sizes_and_what_clips_nothing_leave_the_link_whole_and_pass(
+        browser: Browser, ending: str) -> None:
+    assert await link_points(browser, ending) == ALL_POINTS
+    assert not screening_refuses_ending(ending)
+
+
+@pytest.mark.parametrize("ending", list(REFUSED_THOUGH_DRAWN.values()), ids=list(REFUSED_THOUGH_DRAWN))
+async def test_a_narrow_clipping_cell_in_an_automatic_table_is_drawn_whole_yet_refused_as_its_css_is(
+        browser: Browser, ending: str) -> None:
+    assert await link_points(browser, ending) == ALL_POINTS
+    assert screening_refuses_ending(ending)
+    css = ending.replace("width=1 style='", "style='width:1px;")
+    assert await link_points(browser, css) == ALL_POINTS
+    assert screening_refuses_ending(css)
