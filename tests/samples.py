@@ -38,6 +38,8 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "SubscriberSuppressed": {"subscriber_id": "s1", "email_sha256": HASH, "reason": "hard_bounce",
                              "message_id": "msg-c1-s1", "campaign_id": "c1"},
     "SubscriberErased": {"subscriber_id": "s1", "email_sha256": HASH, "requested_by": "subscriber"},
+    "RecipientOptedOutOfTests": {"email_sha256": HASH, "source": "one_click", "campaign_id": "c1",
+                              "message_id": "2f1c7d1e-8a53-5b0e-9d3f-6c1b0a7e4d21"},
     "ListNotificationsConfigured": {"list_id": "l1", "subscribes": True, "unsubscribes": False},
     "MembershipNoticeRequested": {"list_id": "l1", "list_name": "Newsletter", "subscriber_id": "s1",
                                   "email": "anna@example.com", "change": "subscribed", "how": "double_opt_in"},

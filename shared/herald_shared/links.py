@@ -1,7 +1,8 @@
 """Signed links in emails and pages: double opt-in confirmation (expiring) and per-message unsubscribe.
 
 Subscriptions reads both; delivery mints unsubscribe links when it renders a message. Both use the same
-secret (HERALD_LINK_SECRET). Tokens are signed, not encrypted: they carry ids, never an address.
+secret (HERALD_LINK_SECRET). Tokens are signed, not encrypted: they carry ids, never an address (a test message's
+link carries the sha256 of the address it went to, as the event contract does).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,11 +46,15 @@ class UnsubscribeClaim:
     campaign_id: str | None
     message_id: str | None
     test: bool = False  # a test send's link: it names no subscriber, and unsubscribes no one
+    # A test link's recipient: sha256 of the address lower-cased, so using the link stops the account's tests to
+    # it. None in test links written before it was added (and in every other link).
+    recipient_sha256: str | None = None
 
 
 # Compact JSON as itsdangerous writes it (`json.dumps` with these arguments builds an encoder per call).
 _COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _base64(value: bytes) -> bytes:
@@ -100,16 +106,22 @@ class LinkSigner:
         return ConfirmClaim(str(data["a"]), str(data["s"]))
 
     def unsubscribe_url(self, account_id: str, subscriber_id: str, campaign_id: str | None = None,
-                        message_id: str | None = None, *, test: bool = False) -> str:
+                        message_id: str | None = None, *, test: bool = False,
+                        recipient_sha256: str | None = None) -> str:
         claim: dict[str, Any] = {"a": account_id, "s": subscriber_id, "c": campaign_id, "m": message_id}
         if test:
             claim["t"] = 1  # marked in the signed claim: no subscriber id, whatever it reads, can pass for a test's
+            if recipient_sha256 is not None:
+                claim["r"] = recipient_sha256
         token = self._write_unsubscribe.dumps(claim)
         return f"{self.base_url}/unsubscribe/{token}"
 
     def read_unsubscribe(self, token: str) -> UnsubscribeClaim:
         data = self._load(self._unsubscribe, token, max_age=None)
-        return UnsubscribeClaim(str(data["a"]), str(data["s"]), data.get("c"), data.get("m"), data.get("t") == 1)
+        test = data.get("t") == 1
+        recipient = data.get("r") if test else None
+        return UnsubscribeClaim(str(data["a"]), str(data["s"]), data.get("c"), data.get("m"), test,
+                                recipient if isinstance(recipient, str) and _SHA256.fullmatch(recipient) else None)
 
     @staticmethod
     def _load(serializer: URLSafeTimedSerializer, token: str, max_age: int | None) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from .domain import (
     STATUSES,
     DnsUnavailable,
     Draft,
-    TestRecipientNotAllowed,
+    TestRecipientsRefused,
+    TestSendsExhausted,
     VerificationFailed,
     display_state,
     report,
@@ -149,7 +150,8 @@ class TestRefused(Problem):
     refused: list[str] | None = Field(
         default=None, description="test_recipient_not_allowed: the addresses that are not the account's own (while "
                                   "staff review it, a test goes only to its registered address and its verified "
-                                  "domains).")
+                                  "domains); test_recipient_opted_out: the addresses that asked for no more tests "
+                                  "of the account.")
 
 
 class TestOut(Out):
@@ -383,7 +385,8 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
                             **problems(404, 409, 429, 503),
                             422: {"model": TestRefused, "description": PROBLEM_STATUSES[422] + " Or "
                                   "`test_recipient_not_allowed`: the account is under review and an address is "
-                                  "not its own (`refused`)."}})
+                                  "not its own (`refused`); or `test_recipient_opted_out`: an address used the "
+                                  "unsubscribe link of an earlier test of the account (`refused`)."}})
     async def test_send(campaign_id: Identifier, body: TestIn, account_id: Account) -> JSONResponse:
         """Send the campaign as it is now to up to 5 addresses, subject marked [Test]; never counted in reports,
         rates or quotas, but the trial's 100 emails (billing). Tests are not reviewed, so an account sends at most
@@ -391,13 +394,20 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
         review the account (not approved yet, or on trial), a test goes only to the account's own addresses: its
         registered address and addresses at a sending domain it verified, or a subdomain of one (not the
         platform's shared sending domains); any other address refuses the whole test, 422
-        `test_recipient_not_allowed`, naming them in `refused`."""
+        `test_recipient_not_allowed`, naming them in `refused`. An address that used the unsubscribe link of an
+        earlier test of the account gets no more: a test to it is refused whole, 422 `test_recipient_opted_out`,
+        naming it in `refused` (nothing is sent; send again without it). The 429 says in Retry-After when enough
+        of the day's tests leave the 24 hours."""
         recipients = list(dict.fromkeys(body.recipients))
         try:
             test_id = await service.test_send(account_id, campaign_id, recipients, body.values, "api")
-        except TestRecipientNotAllowed as refused:
+        except TestRecipientsRefused as refused:
             return problem(refused.http_status, refused.code, refused.detail, refused=refused.refused,
                            errors=[{"location": where, "message": message} for where, message in refused.errors or ()])
+        except TestSendsExhausted as exhausted:
+            response = problem(exhausted.http_status, exhausted.code, exhausted.detail)
+            response.headers["Retry-After"] = str(exhausted.retry_after)
+            return response
         return JSONResponse({"test_id": test_id, "recipients": recipients}, status_code=202)
 
     @router.post("/campaigns/{campaign_id}/submission", response_model=None,

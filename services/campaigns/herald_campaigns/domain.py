@@ -7,6 +7,8 @@ list's custom fields), from the account's sender, with a text part (derived from
 from __future__ import annotations
 
 import base64
+import hashlib
+import math
 import re
 import secrets
 import uuid
@@ -134,19 +136,37 @@ class InvalidLink(CampaignError):
 
 
 class TestSendsExhausted(CampaignError):
+    """More test messages than the account has left in the last 24 hours; `retry_after`: seconds until enough of
+    them leave the window (a full day when the request alone is more than the limit)."""
+
     code, http_status = "test_sends_exhausted", 429
 
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
-class TestRecipientNotAllowed(CampaignError):
+
+class TestRecipientsRefused(CampaignError):
+    """A test refused whole because of some of its addresses, which `refused` names."""
+
+    def __init__(self, detail: str, refused: list[str], errors: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(detail, errors)
+        self.refused = refused
+
+
+class TestRecipientNotAllowed(TestRecipientsRefused):
     """A test of an account still under review (not approved, or on trial) to an address the account has not
     shown to be its own: tests are not reviewed, so until staff have reviewed the account they would carry
     unreviewed content to strangers (PRODUCT.md, "Review"). `refused` names those addresses."""
 
     code, http_status = "test_recipient_not_allowed", 422
 
-    def __init__(self, detail: str, refused: list[str], errors: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(detail, errors)
-        self.refused = refused
+
+class TestRecipientOptedOut(TestRecipientsRefused):
+    """A test to an address that used the unsubscribe link of an earlier test of the account
+    (RecipientOptedOutOfTests): it asked for no more, and a test belongs to no subscription it could leave instead."""
+
+    code, http_status = "test_recipient_opted_out", 422
 
 
 class InvalidTemplate(CampaignError):
@@ -852,22 +872,18 @@ def testable(current: CampaignState | None, campaign_id: str, lst: ListInfo | No
 
 
 def test_send(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, recipients: list[str],
-              sample: dict[str, FieldValue], requested_by: str, test_id: str, screening: Screening,
-              room: int | None = None, *, senders: Senders) -> list[Event]:
+              sample: dict[str, FieldValue], requested_by: str, test_id: str, screening: Screening, *,
+              senders: Senders) -> list[Event]:
     """A test of the campaign as it is now to at most 5 addresses, rendered with `sample` values. Content
     screening refuses (422) what it refuses at submission, content that hides the footer or the unsubscribe
     link (PRODUCT.md, "Every message": tests are messages too); its flags do not hold a test. Tests are not
-    reviewed, so they are capped per account and day: `room` is how many more test messages the account may
-    send now (None: no cap)."""
+    reviewed, so they are capped per account and day (`check_test_room`)."""
     state = testable(current, campaign_id, lst, senders=senders)
     checked_values(lst, sample)
     _refuse(screening)
     unique = list(dict.fromkeys(address.lower() for address in recipients))
     if not 1 <= len(unique) <= TEST_RECIPIENTS_MAX:
         raise WrongState(f"a test goes to 1 to {TEST_RECIPIENTS_MAX} addresses")
-    if room is not None and len(unique) > room:
-        raise TestSendsExhausted(f"{len(unique)} test message(s) asked, {room} left for today: tests are not "
-                                 "reviewed, so an account sends a limited number a day")
     return [_event(CampaignTestRequested, state.account_id, CampaignTestRequestedPayload(
         campaign_id=campaign_id, test_id=test_id, recipients=unique, content=state.content, sample=sample,
         requested_by=requested_by))]
@@ -929,6 +945,57 @@ def check_test_recipients(account: AccountInfo | None, recipients: Iterable[str]
     raise TestRecipientNotAllowed(detail, refused, errors=[
         ("body.recipients", f"{address}: not the account's registered address nor at a domain it verified")
         for address in refused])
+
+
+# Whoever received a test may stop the account's next ones: its unsubscribe link names the address by hash
+# (herald_shared.links), subscriptions publishes RecipientOptedOutOfTests, the read model keeps it by account and hash.
+
+def recipient_sha256(address: str) -> str:
+    """An address as a test's unsubscribe link and RecipientOptedOutOfTests name it: sha256 of it lower-cased (as
+    delivery sends a test, and as the contract hashes every address)."""
+    return hashlib.sha256(address.lower().encode()).hexdigest()
+
+
+def check_test_opt_outs(recipients: Iterable[str], opted_out: Collection[str]) -> None:
+    """Refuse the whole test (422 `test_recipient_opted_out`, nothing sent) when an address asked for no more tests
+    from the account (`opted_out`: the hashes of those who did, among these addresses), naming them: the caller
+    drops them and sends again. A whole refusal, not a silent skip, so that the author knows who will not see it."""
+    refused = list(dict.fromkeys(a for a in recipients if recipient_sha256(a) in opted_out))
+    if not refused:
+        return
+    raise TestRecipientOptedOut(
+        f"not sent: {', '.join(refused)} used the unsubscribe link of an earlier test message of this account and "
+        "get no more test messages from it; send the test to other addresses", refused,
+        errors=[("body.recipients", f"{address}: asked for no more test messages from this account")
+                for address in refused])
+
+
+# Tests are not reviewed, so an account sends at most HERALD_CAMPAIGNS_TEST_SENDS_PER_DAY test messages in any 24
+# hours: each request is kept in the read model with its time and count, and those of the window are summed.
+TEST_SENDS_WINDOW = timedelta(days=1)
+
+
+def check_test_room(earlier: Iterable[tuple[datetime, int]], asked: int, limit: int, now: datetime) -> None:
+    """Refuse (429 `test_sends_exhausted`) a test of `asked` messages when, with the account's `earlier` tests
+    (time, messages) of the last 24 hours, it would pass `limit`; `retry_after` is when enough of those leave the
+    window for it to fit (a day when it could never fit)."""
+    # (a time after `now`, another replica's clock a little ahead, is counted all the same)
+    recent = sorted((at, count) for at, count in earlier if now - at < TEST_SENDS_WINDOW)
+    used = sum(count for _, count in recent)
+    if used + asked <= limit:
+        return
+    wait = TEST_SENDS_WINDOW
+    excess = used + asked - limit
+    if asked <= limit:
+        for at, count in recent:
+            excess -= count
+            if excess <= 0:
+                wait = at + TEST_SENDS_WINDOW - now
+                break
+    left = max(0, limit - used)
+    raise TestSendsExhausted(f"{asked} test message(s) asked, {left} left of {limit} in 24 hours: tests are not "
+                             "reviewed, so an account sends a limited number a day",
+                             retry_after=max(1, math.ceil(wait.total_seconds())))
 
 
 def evolve(doc: dict[str, Any] | None, event: Event, at: datetime) -> dict[str, Any] | None:

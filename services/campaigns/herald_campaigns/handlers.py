@@ -7,7 +7,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 from herald_shared.commands import Recorder
@@ -24,7 +24,6 @@ from herald_shared.lifecycle import every
 from herald_shared.mongo import Document
 from herald_shared.rules import RuleRefused
 from herald_shared.settings import HeraldSettings
-from herald_shared.throttle import Throttle
 
 from . import domain, metrics, screening
 from .domain import Draft
@@ -55,9 +54,8 @@ class CampaignsService:
         self.dns = dns
         # The operator's own domains, usable by every account without verification (HERALD_CAMPAIGNS_SHARED_...).
         self.shared_sending_domains = shared_sending_domains
-        # Test messages per account in the last 24 hours, in this process (a restart or a second replica starts
-        # its own count: the cap bounds abuse, it is not a quota).
-        self.test_sends = Throttle(test_sends_per_day, timedelta(days=1))
+        # Test messages an account may send in 24 hours, counted in the store (`count_test_send`).
+        self.test_sends_per_day = test_sends_per_day
 
     async def create(self, account_id: str, campaign_id: str | None, draft: Draft) -> Document:
         campaign_id = campaign_id or domain.new_campaign_id()
@@ -133,13 +131,24 @@ class CampaignsService:
         now = datetime.now(UTC)
         state = domain.testable(current, campaign_id, lst, senders=senders)
         await self._check_test_recipients(account_id, recipients)
-        verdict = self._screen(state, campaign_id, lst, values)
+        domain.check_test_opt_outs(recipients, await self.store.test_opt_outs(
+            account_id, {domain.recipient_sha256(address) for address in recipients}))
+        verdict = await asyncio.to_thread(self._screen, state, campaign_id, lst, values)
+        events = domain.test_send(state, campaign_id, lst, list(recipients), values, requested_by, test_id,
+                                  verdict, senders=senders)
+        messages = sum(len(e.payload.recipients) for e in events if isinstance(e, CampaignTestRequested))
+        # Counted in the store before it is decided, so the count outlives the process and a request decided at
+        # the same time by another replica sees this one (both may then be refused; neither passes the limit).
+        # The account's lock keeps one process's requests in turn.
         async with self.recorder.serialised(f"tests:{account_id}"):
-            events = domain.test_send(state, campaign_id, lst, list(recipients), values, requested_by, test_id,
-                                      verdict, room=self.test_sends.room(account_id, now), senders=senders)
-            await self.recorder.publish_only(events)
-            self.test_sends.count(account_id, now, sum(len(e.payload.recipients) for e in events
-                                                       if isinstance(e, CampaignTestRequested)))
+            counted = await self.store.count_test_send(account_id, test_id, now, messages)
+            try:
+                earlier = await self.store.test_sends_since(account_id, now - domain.TEST_SENDS_WINDOW, counted)
+                domain.check_test_room(earlier, messages, self.test_sends_per_day, now)
+                await self.recorder.publish_only(events)
+            except BaseException:
+                await self.store.uncount_test_send(counted)
+                raise
         return test_id
 
     async def _check_test_recipients(self, account_id: str, recipients: Sequence[str]) -> None:

@@ -47,7 +47,8 @@ class CampaignsSettings(HeraldSettings):
                                           "(hashes from herald_shared.apikeys.hash_secret).")
     test_sends_per_day: int = Field(default=50, ge=1, alias="HERALD_CAMPAIGNS_TEST_SENDS_PER_DAY",
                                     description="Test messages an account may send in 24 hours (tests are not "
-                                                "reviewed); more is refused 429, per process.")
+                                                "reviewed; counted in MongoDB, across restarts and replicas); "
+                                                "more is refused 429.")
     schedule_interval: float = Field(default=0.5, gt=0, le=60, alias="HERALD_CAMPAIGNS_SCHEDULE_INTERVAL_SECONDS",
                                      description="How often the scheduler looks for campaigns whose time came.")
     shared_sending_domains: str = Field(

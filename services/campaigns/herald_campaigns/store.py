@@ -6,7 +6,9 @@ touches, loaded by `_id`; `lists` (`account/list`): the account's lists and thei
 herald.subscriptions, so a draft's target and segment are checked without asking that service; `accounts`
 (`account`): approval, plan, suspension and blocks, from herald.billing and herald.compliance;
 `sending_domains` (`account/domain`): the account's sending domains, pending or verified
-(`domain.evolve_sending_domain`).
+(`domain.evolve_sending_domain`); `test_opt_outs` (`account/address sha256`): who asked for no more test messages
+of the account (RecipientOptedOutOfTests, from herald.subscriptions). `test_sends` (`account/time/test`, written by
+the API, not folded): the account's test requests of the last 24 hours and their message counts.
 Two listings kept as the campaigns fold (`SecondaryIndex`): `schedule` (`due time/account/campaign`, what the
 scheduler reads as an `_id` range up to now) and `review` (`submitted time/account/campaign`, the staff
 queue, oldest first). `stats` counts campaigns by status per partition of herald.campaigns (`Counters`).
@@ -15,7 +17,7 @@ queue, oldest first). `stats` counts campaigns by status per partition of herald
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -37,7 +39,7 @@ from herald_shared.contract.campaigns import (
 )
 from herald_shared.contract.delivery import CampaignDeliveryFinished, DeliveryHeld
 from herald_shared.contract.envelope import position_of
-from herald_shared.contract.subscriptions import ListCreated, ListDeleted
+from herald_shared.contract.subscriptions import ListCreated, ListDeleted, RecipientOptedOutOfTests
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
@@ -59,6 +61,7 @@ from .domain import AccountInfo, CampaignState, ListInfo
 CAMPAIGNS, LISTS, REPORTS, ENGAGED = "campaigns", "lists", "reports", "engaged"
 ACCOUNTS, SCHEDULE, REVIEW, STATS, AUDIT = "accounts", "schedule", "review", "stats", "audit"
 COMPLETING, SENDING_DOMAINS = "completing", "sending_domains"
+TEST_OPT_OUTS, TEST_SENDS = "test_opt_outs", "test_sends"
 CAMPAIGN_EVENTS = (CampaignCreated, CampaignEdited, CampaignDeleted, CampaignSubmitted, CampaignApproved,
                    CampaignRejected, CampaignQueued, CampaignCancelled, CampaignCompleted, CampaignReturned)
 # What the campaigns read model takes from herald.delivery (the reports have their own consumer).
@@ -113,7 +116,8 @@ def _campaign_of(event: Event) -> str | None:
 
 
 class CampaignsProjection(Projection):
-    collections = (CAMPAIGNS, LISTS, ACCOUNTS, SCHEDULE, REVIEW, COMPLETING, STATS, AUDIT, SENDING_DOMAINS)
+    collections = (CAMPAIGNS, LISTS, ACCOUNTS, SCHEDULE, REVIEW, COMPLETING, STATS, AUDIT, SENDING_DOMAINS,
+                   TEST_OPT_OUTS)
 
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         super().__init__(db)
@@ -128,13 +132,14 @@ class CampaignsProjection(Projection):
     async def purge(self, account_id: str) -> None:
         """Delete everything of a purged account (`herald_shared.purging`): its campaigns and their places in
         the schedule and the review queue (keyed by time first: found from the campaigns), its lists, account,
-        staff audit log and sending domains. The campaigns-by-status counters (per partition, no account in
-        them) keep counting its campaigns until the read model is rebuilt."""
+        staff audit log, sending domains, test opt-outs and test counts. The campaigns-by-status counters (per
+        partition, no account in them) keep counting its campaigns until the read model is rebuilt."""
         before = {d["_id"]: d async for d in self.db[CAMPAIGNS].find({"_id": prefix_range(account_id)})}
         gone: dict[str, Document | None] = dict.fromkeys(before)
         for index in (self._schedule, self._review, self._completing):
             await index.write(before, gone)
-        await delete_by_account_prefix(self.db, account_id, (CAMPAIGNS, LISTS, AUDIT, SENDING_DOMAINS))
+        await delete_by_account_prefix(self.db, account_id, (CAMPAIGNS, LISTS, AUDIT, SENDING_DOMAINS,
+                                                             TEST_OPT_OUTS, TEST_SENDS))
         await self.db[ACCOUNTS].delete_one({"_id": account_id})
 
     async def handle(self, event: Event) -> None:
@@ -236,6 +241,12 @@ class CampaignsProjection(Projection):
             case ListDeleted(payload=p):
                 return [(LISTS, UpdateOne({"_id": compose(event.account_id, p.list_id)},
                                           {"$set": {"deleted": True}}))]
+            case RecipientOptedOutOfTests(payload=p):
+                # The first time counts; asking again changes nothing. Only the hash is kept (an erasure of a
+                # subscriber with the same address need not touch it: it holds no address).
+                return [(TEST_OPT_OUTS, UpdateOne({"_id": compose(event.account_id, p.email_sha256)}, {
+                    "$setOnInsert": {"account_id": event.account_id, "email_sha256": p.email_sha256,
+                                     "campaign_id": p.campaign_id, "at": event.occurred_at}}, upsert=True))]
         return []
 
 
@@ -436,6 +447,32 @@ class CampaignsStore:
             bounds = {"$gt": sending_domain_key(account_id, after), "$lt": bounds["$lt"]}
         found = [doc async for doc in self.db[SENDING_DOMAINS].find({"_id": bounds}).sort("_id", 1).limit(limit)]
         return found, str(found[-1]["domain"]) if len(found) == limit else None
+
+    async def test_opt_outs(self, account_id: str, hashes: Collection[str]) -> set[str]:
+        """Of these address hashes, those that asked for no more test messages of the account (read by key)."""
+        found = await load(self.db[TEST_OPT_OUTS], [compose(account_id, h) for h in hashes])
+        return {str(doc["email_sha256"]) for doc in found.values()}
+
+    async def count_test_send(self, account_id: str, test_id: str, at: datetime, messages: int) -> str:
+        """Record a test request of `messages` messages before it is decided, so that a request another replica
+        decides at the same time sees it (`test_sends_since`); its key, to take it back if refused. Requests
+        older than the window are deleted here, one `_id` range."""
+        key = compose(account_id, time_key(at), test_id)
+        await self.db[TEST_SENDS].insert_one({"_id": key, "account_id": account_id, "at": at, "count": messages})
+        await self.db[TEST_SENDS].delete_many({"_id": {"$gte": prefix_range(account_id)["$gte"],
+                                                       "$lt": compose(account_id, time_key(
+                                                           at - domain.TEST_SENDS_WINDOW))}})
+        return key
+
+    async def test_sends_since(self, account_id: str, since: datetime,
+                               leaving_out: str) -> list[tuple[datetime, int]]:
+        """The account's test requests from `since` on, but `leaving_out` (a key): (time, messages)."""
+        bounds = {"$gte": compose(account_id, time_key(since)), "$lt": prefix_range(account_id)["$lt"]}
+        return [(doc["at"], int(doc["count"]))
+                async for doc in self.db[TEST_SENDS].find({"_id": bounds}) if doc["_id"] != leaving_out]
+
+    async def uncount_test_send(self, key: str) -> None:
+        await self.db[TEST_SENDS].delete_one({"_id": key})
 
     async def list_info(self, account_id: str, list_id: str) -> ListInfo | None:
         doc = await self.db[LISTS].find_one({"_id": compose(account_id, list_id)})

@@ -786,15 +786,17 @@ class Renderer:
         """A test send of the campaign: rendered with the sample values, `[Test] ` before the subject and
         `X-Herald-Test: yes`. Its links are left as written and it has no open pixel (a test's engagement is
         nobody's statistic); its unsubscribe link names no subscriber and is marked a test's, so it unsubscribes
-        no one."""
+        no one, and names the recipient by hash: using it stops the account's tests to that address."""
         values: dict[str, object] = {name: "" if value is None else value for name, value in sample.items()}
-        return self._campaign(template, recipient, values, message_id, f"test:{test_id}", test=True, now=now)
+        return self._campaign(template, recipient, values, message_id, f"test:{test_id}", test=True, now=now,
+                              recipient_sha256=hashlib.sha256(recipient.lower().encode()).hexdigest())
 
     def _campaign(self, template: CampaignTemplate, recipient: str, values: dict[str, object], message_id: str,
-                  subscriber_id: str, *, test: bool, now: datetime | None) -> Rendered:
+                  subscriber_id: str, *, test: bool, now: datetime | None,
+                  recipient_sha256: str | None = None) -> Rendered:
         claim = {"a": template.account_id, "m": message_id, "c": template.campaign_id, "s": subscriber_id}
         unsubscribe = self.links.unsubscribe_url(template.account_id, subscriber_id, template.campaign_id,
-                                                 message_id, test=test)
+                                                 message_id, test=test, recipient_sha256=recipient_sha256)
         values["unsubscribe_url"] = unsubscribe
         for index, url in enumerate(template.links):
             values[f"{LINK_FIELD}{index}"] = url if test else (

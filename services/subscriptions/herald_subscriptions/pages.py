@@ -20,8 +20,9 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 
 from herald_shared.contract.envelope import Identifier
+from herald_shared.contract.subscriptions import RecipientOptedOutOfTests, RecipientOptedOutOfTestsPayload
 from herald_shared.http import client_host
-from herald_shared.links import ConfirmClaim, LinkExpired, LinkInvalid
+from herald_shared.links import ConfirmClaim, LinkExpired, LinkInvalid, UnsubscribeClaim
 from herald_shared.request_fields import is_ip_address
 
 from . import domain, metrics
@@ -113,14 +114,29 @@ def form_refusal(refused: SubscriptionError) -> str:
     return FORM_REFUSALS.get(refused.code, FORM_REFUSED)
 
 
-# Delivery's test messages (render.test_message) carry an unsubscribe link marked a test's, naming no subscriber.
+# Delivery's test messages (render.test_message) carry an unsubscribe link marked a test's, naming no subscriber;
+# since RecipientOptedOutOfTests, also the hash of the address it went to, so the link stops that sender's tests.
 TEST_MESSAGE = "This was a test message: its link belongs to no subscription, so no subscription changed."
+NO_MORE_TESTS = "You will get no more test messages from this sender."
 
 
 def _test_message() -> HTMLResponse:
     return page("This was a test message", "<p>The sender sent you this email to test a campaign before sending "
                 "it. Its unsubscribe link belongs to no subscription, so no subscription changed. To stop a list's "
                 "emails, use the link in an email of that list.</p>")
+
+
+def _no_more_tests() -> HTMLResponse:
+    return page("No more test messages", f"<p>{NO_MORE_TESTS} This was a test message: it belongs to no "
+                "subscription, so no subscription changed.</p>")
+
+
+def _test_opt_out(claim: UnsubscribeClaim, recipient_sha256: str, one_click: bool) -> RecipientOptedOutOfTests:
+    return RecipientOptedOutOfTests(account_id=claim.account_id, producer=domain.PRODUCER,
+                                    payload=RecipientOptedOutOfTestsPayload(
+                                        email_sha256=recipient_sha256,
+                                        source="one_click" if one_click else "unsubscribe_page",
+                                        campaign_id=claim.campaign_id, message_id=claim.message_id))
 
 
 def _check_inbox() -> HTMLResponse:
@@ -264,7 +280,12 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
             return page("This link is not valid", "<p>Check that you opened the whole link from the email.</p>",
                         400)
         if claim.test:
-            return _test_message()
+            if claim.recipient_sha256 is None:  # a test link written before it named its recipient
+                return _test_message()
+            return page("This was a test message", f"""<p>The sender sent you this email to test a campaign before
+sending it. It belongs to no subscription. Do you want to stop test messages from this sender?</p>
+<form method="post">{guard.token_field(f"/unsubscribe/{token}")}
+<button type="submit" name="confirm" value="yes">Stop test messages</button></form>""")
         return page("Unsubscribe", f"""<p>Do you want to stop receiving these emails?</p>
 <form method="post">{guard.token_field(f"/unsubscribe/{token}")}
 <button type="submit" name="confirm" value="yes">Unsubscribe</button></form>
@@ -282,8 +303,14 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
         form = await request.form()
         one_click = form.get("List-Unsubscribe") == "One-Click"
         if claim.test:
-            # A mail provider's one-click POST gets its 2xx as for any message; nobody is unsubscribed.
-            return PlainTextResponse(TEST_MESSAGE) if one_click else _test_message()
+            # No subscriber is unsubscribed. A link naming its recipient records that this address wants no more
+            # tests from the account (campaigns refuses them); twice is the same as once.
+            if claim.recipient_sha256 is None:
+                return PlainTextResponse(TEST_MESSAGE) if one_click else _test_message()
+            if not one_click and (verdict := guard.screen(request, form)) != "accept":
+                return _forged(verdict)
+            await service.publish_only([_test_opt_out(claim, claim.recipient_sha256, one_click)])
+            return PlainTextResponse(NO_MORE_TESTS) if one_click else _no_more_tests()
         if not one_click and (verdict := guard.screen(request, form)) != "accept":
             return _forged(verdict)
         try:

@@ -263,6 +263,22 @@ class MembershipNoticeRequested(SubscriptionsEvent):
     payload: MembershipNoticeRequestedPayload
 
 
+class RecipientOptedOutOfTestsPayload(Payload):
+    email_sha256: EmailHash = Field(description="sha256 of the address the test went to, lower-cased (the address "
+                                                "itself is not kept).")
+    source: Literal["one_click", "unsubscribe_page"]
+    campaign_id: Identifier | None = Field(default=None, description="The campaign the test was of.")
+    message_id: Identifier | None = Field(default=None, description="The test message whose link was used.")
+
+
+class RecipientOptedOutOfTests(SubscriptionsEvent):
+    """Whoever received a test message of the account used its unsubscribe link: that address wants no more test
+    messages from this account (campaigns refuses them). No subscription changes: a test names no subscriber."""
+
+    type: Literal["RecipientOptedOutOfTests"] = "RecipientOptedOutOfTests"
+    payload: RecipientOptedOutOfTestsPayload
+
+
 class ApiKeyRefusedBySubscriptions(SubscriptionsEvent):
     """Audit: the subscriptions API refused an API key of the account (billing's audit log shows it to the
     account's owner as a failed attempt)."""
