@@ -4,87 +4,30 @@ is judged against their union, not against each part alone."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from herald_compliance.domain import (
     REUSERS_KEPT,
     AccountState,
-    Input,
     ListRecord,
-    Policy,
-    decide,
-    default_rules,
     shared_fraction,
     shared_with_any,
 )
 from herald_shared.contract import Event
 from herald_shared.contract.compliance import AccountWarned
-from herald_shared.contract.delivery import MessageSent
-from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded
+from tests.unit.compliance.helpers import (
+    DAY,
+    HOUR,
+    T0,
+    Account,
+    address,
+    blast,
+    deleted,
+    new_list,
+)
 
-T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-HOUR, DAY = timedelta(hours=1), timedelta(days=1)
-POLICY = Policy(default_rules(), minimum_sent=100)
-ACCOUNT = "acc-split"
 EVERYONE = range(100)
-
-
-class Lists(dict[str, ListRecord]):
-    def get(self, list_id: str, default: Any = None) -> ListRecord:  # type: ignore[override]
-        return ListRecord.from_json(super().get(list_id, ListRecord()).to_json())  # a copy, as the table gives
-
-    def put(self, list_id: str, record: ListRecord) -> None:
-        self[list_id] = record
-
-
-class Account:
-    def __init__(self) -> None:
-        self.state, self.facts, self.lists = AccountState(), dict[str, Any](), Lists()
-        self.offsets: dict[str, int] = {}
-
-    def run(self, *steps: Iterable[Event]) -> list[AccountWarned]:
-        """Each step a batch, as the processor may read them."""
-        warnings: list[AccountWarned] = []
-        for step in steps:
-            items = []
-            for event in step:
-                source = f"{event.topic}:0"
-                offset = self.offsets[source] = self.offsets.get(source, -1) + 1
-                items.append(Input(event, source, offset, int(event.occurred_at.timestamp())))
-            decision = decide(ACCOUNT, self.state, items, self.facts, self.lists, POLICY, set(), T0)
-            warnings += [e for e in decision.announcements if isinstance(e, AccountWarned)]
-        return warnings
-
-
-def env(at: datetime) -> dict[str, Any]:
-    return {"account_id": ACCOUNT, "producer": "test", "occurred_at": at}
-
-
-def address(i: int) -> str:
-    return hashlib.sha256(f"person{i}@example.com".encode()).hexdigest()
-
-
-def new_list(list_id: str, people: Iterable[int], at: datetime) -> list[Event]:
-    events: list[Event] = [ListCreated(**env(at), payload={"list_id": list_id, "name": list_id, "opt_in": "single"})]
-    for i in people:
-        events.append(SubscriberAdded(**env(at), payload={
-            "list_id": list_id, "subscriber_id": f"{list_id}-s{i}", "email": f"person{i}@example.com",
-            "email_sha256": address(i), "opt_in": "single",
-            "consent": {"source": "import", "collected_at": "2026-11-01T00:00:00Z", "method": "test"}}))
-    return events
-
-
-def blast(list_id: str, campaign: str, people: Iterable[int], at: datetime) -> list[Event]:
-    return [MessageSent(**env(at), payload={"message_id": f"{campaign}-m{i}", "campaign_id": campaign,
-                                            "subscriber_id": f"{list_id}-s{i}", "list_id": list_id,
-                                            "recipient_domain": "example.com", "smtp_code": 250}) for i in people]
-
-
-def deleted(list_id: str, at: datetime, members: int = 100) -> list[Event]:
-    return [ListDeleted(**env(at), payload={"list_id": list_id, "members_at_deletion": members})]
 
 
 def one_offs(warnings: list[AccountWarned]) -> list[dict[str, Any]]:
