@@ -12,11 +12,13 @@ the rebuild's (1.0 = as fast as reading and parsing alone).
 Target (issue): >= 0.3 x.
 
     eval "$(scripts/stack env)"; PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m bench.projection_rebuild \
-        [--members 1000000] [--keep]
+        [--members 1000000] [--keep] [--via service|rebuild] [--service subscriptions|delivery]
 
 `--via rebuild` times the upgrade's command instead (`python -m herald_subscriptions.rebuild`, README
 "Upgrading": the read model dropped and folded again from offset 0, then marked), from its start to its exit,
-and reads the list's counts from the read model it leaves.
+reads the list's counts from the read model it leaves, and prints the command's peak RSS (its VmHWM, from the
+kernel's rusage of the child). `--service delivery` (with `--via rebuild`) times delivery's instead
+(`python -m herald_delivery.rebuild`: its audience folded from the same events) and counts its members by status.
 
 Needs the local stack. Publishing the events is not measured (its rate is printed).
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import sys
 import time
 
@@ -39,7 +42,7 @@ from .harness import ServiceProcess, verdict
 TARGET_RATIO = 0.3
 
 
-async def run(members: int, keep: bool, via: str) -> None:
+async def run(members: int, keep: bool, via: str, service: str = "subscriptions") -> None:
     prefix = harness.new_prefix()
     settings = harness.settings_for(prefix)
     events = 2 * members + 1
@@ -59,8 +62,10 @@ async def run(members: int, keep: bool, via: str) -> None:
     tune_gc()
     raw_before = await harness.raw_read(settings, events)
 
+    peak_kib = 0
     if via == "rebuild":
-        ready, rebuild_seconds, counts = await rebuild_command(settings)
+        ready, rebuild_seconds, counts = await rebuild_command(settings, service)
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the only child: the command
         log_path = "(the command's output above)"
     else:
         ready, rebuild_seconds, counts, log_path = await service_from_offset_0(settings, key, positions, events)
@@ -68,8 +73,10 @@ async def run(members: int, keep: bool, via: str) -> None:
     print(f"raw read {events / raw_before:,.0f} events/s before the rebuild, {events / raw_after:,.0f} after",
           flush=True)
     if not keep:
-        await harness.cleanup(settings, ["subscriptions"])
-    report(members, events, (raw_before + raw_after) / 2, ready, rebuild_seconds, counts, via)
+        await harness.cleanup(settings, [service])
+    report(members, events, (raw_before + raw_after) / 2, ready, rebuild_seconds, counts, via, service)
+    if peak_kib:
+        print(f"peak RSS of the command (VmHWM): {peak_kib / 1024:,.0f} MiB")
     if keep:
         print(f"kept: topics {prefix}.*, databases {prefix}_* (log {log_path})")
 
@@ -99,39 +106,43 @@ async def service_from_offset_0(settings: HeraldSettings, key: str, positions: h
     return ready, rebuild_seconds, counts, str(service.log_path)
 
 
-async def rebuild_command(settings: HeraldSettings) -> tuple[float, float, dict[str, int]]:
-    """`python -m herald_subscriptions.rebuild` run to its exit; the list's counts as the read model holds them."""
-    print("rebuild: python -m herald_subscriptions.rebuild", flush=True)
-    env = ServiceProcess("subscriptions", settings).env
+async def rebuild_command(settings: HeraldSettings, service: str) -> tuple[float, float, dict[str, int]]:
+    """`python -m herald_<service>.rebuild` run to its exit; the list's counts as the read model holds them."""
+    print(f"rebuild: python -m herald_{service}.rebuild", flush=True)
+    env = ServiceProcess(service, settings).env
     started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "herald_subscriptions.rebuild", env=env,
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", f"herald_{service}.rebuild", env=env,
                                                    cwd=harness.ROOT)
     code = await process.wait()
     rebuild_seconds = time.perf_counter() - started
     if code != 0:
         raise RuntimeError(f"the rebuild exited with {code}")
+    statuses = ("pending", "active", "unsubscribed", "suppressed")
     mongo = make_client(settings, "bench")
     try:
-        doc = await mongo[settings.database_name("subscriptions")]["list_counts"].find_one(
-            {"_id": f"{harness.ACCOUNT}/{harness.LIST}"})
+        db = mongo[settings.database_name(service)]
+        if service == "delivery":
+            counts = {status: await db["members"].count_documents({"status": status}) for status in statuses}
+        else:
+            doc = await db["list_counts"].find_one({"_id": f"{harness.ACCOUNT}/{harness.LIST}"})
+            counts = {status: int((doc or {}).get("counts", {}).get(status, 0)) for status in statuses}
     finally:
         await mongo.close()
-    counts = {status: int((doc or {}).get("counts", {}).get(status, 0))
-              for status in ("pending", "active", "unsubscribed", "suppressed")}
     return 0.0, rebuild_seconds, counts
 
 
 def report(members: int, events: int, raw_seconds: float, ready: float, rebuild_seconds: float,
-           counts: dict[str, int], via: str = "service") -> None:
+           counts: dict[str, int], via: str = "service", service: str = "subscriptions") -> None:
     ratio = raw_seconds / rebuild_seconds
+    what = "delivery audience" if service == "delivery" else "subscriptions read model"
     print()
-    print(f"== projection_rebuild: {events:,} events ({members:,} members) into an empty subscriptions read model, "
+    print(f"== projection_rebuild: {events:,} events ({members:,} members) into an empty {what}, "
           f"via {via} ==")
     print(f"baseline, reading them raw (read_from_start + parse_event), mean of before and after: "
           f"{raw_seconds:7.1f} s = "
           f"{events / raw_seconds:10,.0f} events/s")
     if via == "rebuild":
-        print(f"rebuild, `python -m herald_subscriptions.rebuild` from its start to its exit: "
+        print(f"rebuild, `python -m herald_{service}.rebuild` from its start to its exit: "
               f"{rebuild_seconds:7.1f} s = {events / rebuild_seconds:10,.0f} events/s")
     else:
         print(f"rebuild, from the process's start to the checkpoint past the last event: {rebuild_seconds:7.1f} s = "
@@ -149,8 +160,12 @@ def main() -> None:
     parser.add_argument("--via", choices=("service", "rebuild"), default="service",
                         help="service: herald-subscriptions started on the empty database (default); rebuild: the "
                              "upgrade's command, python -m herald_subscriptions.rebuild")
+    parser.add_argument("--service", choices=("subscriptions", "delivery"), default="subscriptions",
+                        help="whose rebuild command --via rebuild runs (delivery: its audience)")
     args = parser.parse_args()
-    asyncio.run(run(args.members, args.keep, args.via))
+    if args.service == "delivery" and args.via != "rebuild":
+        parser.error("--service delivery needs --via rebuild")
+    asyncio.run(run(args.members, args.keep, args.via, args.service))
 
 
 if __name__ == "__main__":

@@ -69,27 +69,24 @@ class ReadModelFormat:
         await db[FORMATS].delete_one({"_id": self.name})
 
 
-class _SelfDeduplicatedNotRemembered(MongoDeduplicator):
-    """A consumer's deduplicator as the service leaves it when the documents keep the ids of some event types
-    (`EventConsumer(self_deduplicated=...)`): theirs are not stored, only the others'. It also spares the rebuild a
-    stored document per such event."""
+class _PassedOverNotRemembered(MongoDeduplicator):
+    """A consumer's deduplicator as the service leaves it when the consumer reads only some types of a topic
+    (`EventConsumer(only=...)`): the ids of the others, passed over, are not stored."""
 
-    def __init__(self, db: AsyncDatabase[Document], consumer_name: str,
-                 self_deduplicated: tuple[type[Event], ...]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], consumer_name: str) -> None:
         super().__init__(db, consumer_name)
-        self.self_deduplicated = self_deduplicated
-        self.left_to_documents: set[str] = set()  # ids handled since the last `remember`
+        self.passed_over: set[str] = set()  # ids passed over since the last `remember`: one batch's at most
 
     async def remember(self, event_ids: Sequence[str]) -> None:
-        left, self.left_to_documents = self.left_to_documents, set()
-        await super().remember([i for i in event_ids if i not in left])
+        passed, self.passed_over = self.passed_over, set()
+        await super().remember([i for i in event_ids if i not in passed])
 
 
-class _NotingSelfDeduplicated:
-    """The rebuild's handler, noting the ids the documents keep for `_SelfDeduplicatedNotRemembered`, and passing
-    over, unremembered, what the consumer does not read (`EventConsumer(only=...)`)."""
+class _NotingPassedOver:
+    """The rebuild's handler, passing over, unremembered, what the consumer does not read
+    (`EventConsumer(only=...)`)."""
 
-    def __init__(self, inner: Rebuildable, deduplicator: _SelfDeduplicatedNotRemembered,
+    def __init__(self, inner: Rebuildable, deduplicator: _PassedOverNotRemembered,
                  only: Mapping[str, Collection[type[Event]]]) -> None:
         self.inner, self.deduplicator = inner, deduplicator
         self.only = {topic: tuple(types) for topic, types in only.items()}
@@ -102,11 +99,10 @@ class _NotingSelfDeduplicated:
 
     async def handle(self, event: Event) -> None:
         wanted = self.only.get(topic_of(event))
-        passed_over = wanted is not None and not isinstance(event, wanted)
-        if passed_over or isinstance(event, self.deduplicator.self_deduplicated):
-            self.deduplicator.left_to_documents.add(str(event.event_id))
-        if not passed_over:
-            await self.inner.handle(event)
+        if wanted is not None and not isinstance(event, wanted):
+            self.deduplicator.passed_over.add(str(event.event_id))
+            return
+        await self.inner.handle(event)
 
     async def flush(self) -> None:
         await self.inner.flush()
@@ -117,12 +113,13 @@ async def fold_again(handler: Rebuildable, settings: HeraldSettings, db: AsyncDa
                      self_deduplicated: tuple[type[Event], ...] = (),
                      only: Mapping[str, Collection[type[Event]]] | None = None) -> int:
     """`mongo.rebuild` of what the consumer `consumer_name` folds (its `topics`, and of them `only` its types, as
-    `EventConsumer`'s arguments), remembering the ids it folded in that consumer's deduplicator as the consumer does
-    (not those of `self_deduplicated`, which the documents keep), so that the consumer, resuming from its committed
-    offsets, passes over what it reads again. Returns the events read (those passed over included)."""
-    deduplicator = _SelfDeduplicatedNotRemembered(db, consumer_name, self_deduplicated)
-    return await rebuild(_NotingSelfDeduplicated(handler, deduplicator, only or {}), settings, topics,
-                         deduplicator=deduplicator)
+    `EventConsumer`'s arguments), with that consumer's deduplicator emptied and refilled as the consumer fills it
+    (not with the ids of `self_deduplicated`, which the documents keep), so that the consumer, resuming from its
+    committed offsets, passes over what it reads again. The rebuild finds there the copies of what it folded
+    (`mongo.RunCopies`). Returns the events read (those passed over included)."""
+    deduplicator = _PassedOverNotRemembered(db, consumer_name)
+    return await rebuild(_NotingPassedOver(handler, deduplicator, only or {}), settings, topics,
+                         deduplicator=deduplicator, self_deduplicated=self_deduplicated)
 
 
 def refusal(service: str, members: Sequence[GroupMember], outcome: str, stop: str) -> str:

@@ -31,7 +31,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberUnsubscribed,
 )
 from herald_shared.kafka import MAX_REASON_CHARS
-from herald_shared.mongo import Document, FoldingProjection, ReplaceOne, UpdateOne, WriteOp, bulk_write
+from herald_shared.mongo import Document, FoldingProjection, ReplaceOne, UpdateOne, WriteOp, WrittenKeys, bulk_write
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
     LOAD_CHUNK,
@@ -129,7 +129,12 @@ class AudienceProjection(FoldingProjection):
     as a range when a campaign is expanded); `addresses` finds every membership of an address, which a
     suppression reaches across lists, and remembers that the account suppressed it, so a membership added later
     starts suppressed (see herald_shared.readmodel). ConfirmationRequested is folded too: only a confirmation
-    after it (the person's double opt-in) makes a suppressed member active, as in subscriptions."""
+    after it (the person's double opt-in) makes a suppressed member active, as in subscriptions.
+
+    `rebuilding`: folded by `herald_delivery.rebuild` into collections it dropped, as their only writer, and run
+    again from the start if it stops midway. Members and addresses it never wrote are not loaded (`WrittenKeys`),
+    and a batch's listing and documents are written at once: the order that makes a crashed batch's replay exact
+    does not matter when nothing is replayed."""
 
     collections = (MEMBERS, ACTIVE_MEMBERS, ADDRESSES, LISTS)
     # Not in MEMBER_EVENTS, the events whose ids the audience consumer leaves to the members (main.py): a
@@ -143,6 +148,7 @@ class AudienceProjection(FoldingProjection):
         self._active = self.ahead(SecondaryIndex(db[ACTIVE_MEMBERS], active_key, documents=db[MEMBERS]))
         # A rebuild marks the format once it is done (`herald_delivery.rebuild`), not at its first fold.
         self._format_checked = rebuilding
+        self._written = WrittenKeys() if rebuilding else None
 
     async def purge(self, account_id: str) -> None:
         """Retention, of the audience alone (the rebuild's; the service's `DeliveryStore.purge` deletes it too)."""
@@ -158,11 +164,11 @@ class AudienceProjection(FoldingProjection):
             self._format_checked = True
         address_ids = {compose(e.account_id, e.payload.email_sha256) for e in events
                        if isinstance(e, SubscriberAdded | SubscriberSuppressed)}
-        addresses = await load(self.db[ADDRESSES], address_ids)
+        addresses = await load(self.db[ADDRESSES], self._stored(address_ids))
         member_ids = {scoped(e.account_id, e.payload.subscriber_id) for e in events}  # type: ignore[attr-defined]
         for doc in addresses.values():
             member_ids.update(scoped(doc["account_id"], s) for s in doc["members"])
-        members: dict[str, Document] = await load(self.db[MEMBERS], member_ids)
+        members: dict[str, Document] = await load(self.db[MEMBERS], self._stored(member_ids))
         before_members, before_addresses = dict(members), dict(addresses)
         states = States(members)
         for event in events:
@@ -190,10 +196,21 @@ class AudienceProjection(FoldingProjection):
             if address_key is not None and isinstance(event, SubscriberAdded | SubscriberSuppressed):  # for mypy
                 addresses[address_key] = {"_id": address_key, **domain.evolve_audience_address(address, event)}
         changed = {k: v for k, v in members.items() if v is not before_members.get(k)}
+        changed_addresses = {k: v for k, v in addresses.items() if v is not before_addresses.get(k)}
+        if self._written is not None:
+            self._written.add(changed)
+            self._written.add(changed_addresses)
+            await asyncio.gather(self._active.write(before_members, changed, states.passed),
+                                 write_changes(self.db[MEMBERS], before_members, changed),
+                                 write_changes(self.db[ADDRESSES], before_addresses, changed_addresses))
+            return
         await self._active.write(before_members, changed, states.passed)  # the listing before its documents
         await write_changes(self.db[MEMBERS], before_members, changed)
-        await write_changes(self.db[ADDRESSES], before_addresses,
-                            {k: v for k, v in addresses.items() if v is not before_addresses.get(k)})
+        await write_changes(self.db[ADDRESSES], before_addresses, changed_addresses)
+
+    def _stored(self, keys: set[str]) -> set[str]:
+        """Of these keys, those that may be stored (all of them unless rebuilding)."""
+        return keys if self._written is None or not keys else self._written.maybe(keys)
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         account = event.account_id

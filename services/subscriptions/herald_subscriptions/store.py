@@ -7,7 +7,7 @@ by account_id.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberUnsubscribed,
 )
 from herald_shared.mongo import Document, FoldingProjection, UpdateOne, WriteOp
+from herald_shared.mongo import WrittenKeys as WrittenKeys
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
     Counters,
@@ -93,37 +94,6 @@ async def mark_format(db: AsyncDatabase[Document]) -> None:
 # the ids of the events folded into it (`readmodel.applied`), so its consumer stores none of theirs.
 MEMBER_EVENTS = (SubscriberAdded, ConfirmationRequested, SubscriberConfirmed, SubscriberUnsubscribed,
                  SubscriberSuppressed, SubscriberErased)
-
-
-class WrittenKeys:
-    """The `_id`s a rebuild has written, as a Bloom filter: the rebuild folds into collections it dropped and is
-    their only writer (`rebuild` refuses to run beside the service's consumers), so a key it never wrote cannot
-    be stored and need not be loaded. A false positive only costs a load. Bounded whatever the size: 2**26 bits
-    (8 MiB) and 4 probes, ~0.02% false positives at 2,000,000 keys (a million members and their addresses), ~23%
-    at 20,000,000."""
-
-    BITS, PROBES = 1 << 26, 4
-
-    def __init__(self) -> None:
-        self._bits = bytearray(self.BITS // 8)
-
-    def _positions(self, key: str) -> list[int]:
-        # Python's str hash (64 bits, of this process: the filter is never stored) split into two for double hashing.
-        h = hash(key) & 0xFFFF_FFFF_FFFF_FFFF
-        first, step = h & 0xFFFF_FFFF, (h >> 32) | 1
-        return [(first + i * step) & (self.BITS - 1) for i in range(self.PROBES)]
-
-    def add(self, keys: Iterable[str]) -> None:
-        bits = self._bits
-        for key in keys:
-            for position in self._positions(key):
-                bits[position >> 3] |= 1 << (position & 7)
-
-    def maybe(self, keys: Iterable[str]) -> set[str]:
-        """The keys that may have been written (every one that was, perhaps a few others)."""
-        bits = self._bits
-        return {key for key in keys
-                if all(bits[position >> 3] >> (position & 7) & 1 for position in self._positions(key))}
 
 
 class SubscriptionsProjection(FoldingProjection):
