@@ -838,16 +838,24 @@ class Renderer:
 
     def transactional_message(self, *, message_id: str, kind: str, account_id: str, recipient: str,
                               from_name: str, from_email: str, subject: str, text: str, feedback_group: str,
-                              now: datetime | None = None) -> Rendered:
+                              subscriber_id: str | None = None, now: datetime | None = None) -> Rendered:
         """A confirmation request or an account notice: plain text, no tracking, no other link or offer.
         `feedback_group`: Feedback-ID's first field, what complaints are to be counted by in a feedback loop
         (a list's confirmations), in the place a campaign's id takes in campaign mail; never a per-message value,
-        which would make every group one message."""
+        which would make every group one message. `subscriber_id`: a confirmation's membership; the message then
+        carries List-Unsubscribe and List-Unsubscribe-Post (RFC 8058, signed) with a campaign's claim naming no
+        campaign, so the person whose address someone else signed up stops it with their mail client's button
+        ("I did not ask for this"). Headers only: the body stays the request to confirm alone."""
         from_email = ascii_address(from_email)  # the platform's: an international domain as its A-labels
+        list_headers = ""
+        if subscriber_id is not None:
+            unsubscribe = self.links.unsubscribe_url(account_id, subscriber_id, None, message_id)
+            list_headers = (f"{_list_unsubscribe(unsubscribe, self.unsubscribe_mailto(message_id))}"
+                            f"List-Unsubscribe-Post: List-Unsubscribe=One-Click{CRLF}")
         headers = (f"{_from_header(from_name, from_email)}{_subject_header(subject)}MIME-Version: 1.0{CRLF}"
                    f"Date: {self.date(now)}{CRLF}"
                    f"Message-ID: {self.message_id_header(message_id)}{CRLF}To: {ascii_address(recipient)}{CRLF}"
-                   f"Auto-Submitted: auto-generated{CRLF}"
+                   f"Auto-Submitted: auto-generated{CRLF}{list_headers}"
                    f"Feedback-ID: {_one_line(f'{feedback_group}:{account_id}:{kind}:{self.settings.sender_id}')}{CRLF}"
                    f"Content-Type: text/plain; charset=utf-8{CRLF}")
         part = body_part(text)

@@ -447,7 +447,7 @@ class Sender:
                 message_id=job["_id"], kind=kind, account_id=job["account_id"], recipient=recipient,
                 from_name=domain.plain_label(job["company_name"]) or "Herald",
                 from_email=self._config.platform_from_email, subject=confirmation_subject(job),
-                text=confirmation_text(job), feedback_group=job["list_id"])
+                text=confirmation_text(job), feedback_group=job["list_id"], subscriber_id=job.get("subscriber_id"))
         return self._renderer.transactional_message(
             message_id=job["_id"], kind=kind, account_id=job["account_id"], recipient=recipient,
             from_name=self._config.platform_from_name, from_email=self._config.platform_from_email,

@@ -267,6 +267,12 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
             outcome = await service.confirm(claim.account_id, claim.subscriber_id,
                                             client_host(request))
         except SubscriptionError as exc:
+            member = await service.store.member_state(claim.account_id, claim.subscriber_id)
+            if member is not None and member.status == "unsubscribed":
+                # Both audience folds take a confirmation after an unsubscribe as a race and ignore it, so the
+                # "do not subscribe me" of the confirmation email's List-Unsubscribe ends its confirm link too.
+                return page("This link is no longer valid", "<p>You asked not to be subscribed, or unsubscribed, "
+                            "with this address. To subscribe, use the list's subscribe form again.</p>", 410)
             return page("This link is no longer valid", f"<p>{escape(exc.detail)}.</p>", 410)
         if outcome == "already_confirmed":
             return page("Already confirmed", "<p>Your subscription was confirmed before. Nothing changed.</p>")
@@ -286,10 +292,26 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
 sending it. It belongs to no subscription. Do you want to stop test messages from this sender?</p>
 <form method="post">{guard.token_field(f"/unsubscribe/{token}")}
 <button type="submit" name="confirm" value="yes">Stop test messages</button></form>""")
+        pending = await _pending_list(claim)
+        if pending is not None:
+            return page("You are not subscribed", f"""<p>Someone asked to subscribe this address to
+{escape(pending)}, and it is waiting for a confirmation. If you did not ask for it, you will not be subscribed
+unless you confirm. Do you want us to record that you do not want these emails?</p>
+<form method="post">{guard.token_field(f"/unsubscribe/{token}")}
+<button type="submit" name="confirm" value="yes">Do not subscribe me</button></form>""")
         return page("Unsubscribe", f"""<p>Do you want to stop receiving these emails?</p>
 <form method="post">{guard.token_field(f"/unsubscribe/{token}")}
 <button type="submit" name="confirm" value="yes">Unsubscribe</button></form>
 <p><a href="/preferences/{escape(token)}">Choose which lists you stay on</a></p>""")
+
+    async def _pending_list(claim: UnsubscribeClaim) -> str | None:
+        """The list's name when the link's membership is pending (a confirmation email's List-Unsubscribe: the
+        person never confirmed), for the page's wording; None otherwise."""
+        member = await service.store.member_state(claim.account_id, claim.subscriber_id)
+        if member is None or member.status != "pending":
+            return None
+        lst = await service.store.list_doc(claim.account_id, member.list_id)
+        return str(lst["name"]) if lst is not None else "this list"
 
     @router.post("/unsubscribe/{token}")
     async def unsubscribe(token: LinkToken, request: Request) -> Response:
@@ -313,6 +335,9 @@ sending it. It belongs to no subscription. Do you want to stop test messages fro
             return PlainTextResponse(NO_MORE_TESTS) if one_click else _no_more_tests()
         if not one_click and (verdict := guard.screen(request, form)) != "accept":
             return _forged(verdict)
+        # A pending membership (the link of a confirmation email) is unsubscribed as an active one is: an opt-out
+        # the customer cannot undo, which only the person's own double opt-in through the form ends.
+        pending = None if one_click else await _pending_list(claim)
         try:
             await service.unsubscribe(claim.account_id, claim.subscriber_id,
                                       "one_click" if one_click else "unsubscribe_page",
@@ -321,6 +346,9 @@ sending it. It belongs to no subscription. Do you want to stop test messages fro
             pass  # erased or unknown: nobody to unsubscribe, and the answer must not tell who exists
         if one_click:
             return PlainTextResponse("Unsubscribed.")
+        if pending is not None:
+            return page("You will not be subscribed", f"<p>You will not be subscribed to {escape(pending)}. The "
+                        "sender cannot add this address again; only you can, by subscribing and confirming.</p>")
         return page("You are unsubscribed", "<p>You will not receive these emails any more.</p>")
 
     @router.get("/preferences/{token}")
