@@ -76,10 +76,10 @@ def event(type_name: str, **payload: Any) -> Event:
     return made.model_copy(update={"payload": made.payload.model_copy(update=payload)})
 
 
-def added(subscriber_id: str, list_id: str = "l1", city: str = "Riga") -> Event:
+def added(subscriber_id: str, list_id: str = "l1", city: str = "Riga", opt_in: str = "double") -> Event:
     email = f"{subscriber_id}@example.com"
     return event("SubscriberAdded", subscriber_id=subscriber_id, list_id=list_id, custom_fields={"city": city},
-                 email=email, email_sha256=hashlib.sha256(email.encode()).hexdigest())
+                 email=email, email_sha256=hashlib.sha256(email.encode()).hexdigest(), opt_in=opt_in)
 
 
 async def dead_letters(settings: HeraldSettings, topics: Sequence[str]) -> list[dict[str, str]]:
@@ -208,8 +208,9 @@ async def test_billing_counts_the_subscribers_around_an_audit_entry_the_store_re
     db = database(settings, mongo)
     projection, decisions = BillingProjection(db), Decisions()
     guard = UsageGuard(projection, decisions, ApiKeyProjection(db))  # type: ignore[arg-type]
-    events = [event("AccountOpened"), added("s1"), event("LoginSucceeded", user_agent="curl"), added("s2"),
-              event("LoginSucceeded", user_agent=REFUSED), added("s3")]
+    # single opt-in: active at once, so each counts as stored (a pending double opt-in one counts once confirmed)
+    events = [event("AccountOpened"), added("s1", opt_in="single"), event("LoginSucceeded", user_agent="curl"),
+              added("s2", opt_in="single"), event("LoginSucceeded", user_agent=REFUSED), added("s3", opt_in="single")]
 
     async def done() -> bool:
         usage = await db["usage"].find_one({"_id": subscriptions_usage(ACCOUNT)})
