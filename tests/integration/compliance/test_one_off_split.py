@@ -69,7 +69,9 @@ async def test_a_list_re_created_as_two_halves_is_flagged_and_other_people_are_n
                                   what="split: one-off sending flagged")
     assert evidence["reason"] == "list_deleted" and evidence["deleted_list_id"] == "jan"
     assert evidence["new_list_ids"] == "feb-a,feb-b" and evidence["new_lists"] == 2
-    assert evidence["shared_fraction"] == 1.0 and evidence["new_list_members"] == 100
+    # Judged as the second half's members arrive, in whatever batches the consumer reads: warned once, at the batch
+    # whose union first reaches 80% (all of it when the half came in one batch).
+    assert evidence["shared_fraction"] >= 0.8 and 80 <= evidence["new_list_members"] <= 100
     # The other account's lists all read and judged (its campaigns counted come after their members' batches).
     await list_read(running, "other", "feb-b", members=50)
     await sent_counted(running, "other", {"c-jan": 100, "c-a": 50, "c-b": 50})
