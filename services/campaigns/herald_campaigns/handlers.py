@@ -7,6 +7,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -38,6 +39,20 @@ def _lock(account_id: str, campaign_id: str) -> str:
 
 def _domain_lock(account_id: str, domain_name: str) -> str:
     return f"sending-domain:{account_id}:{domain_name}"
+
+
+# Screening's own threads: a body of the largest allowed size takes seconds (README, Limits), and on the default
+# pool many such submissions at once would keep the API-key checks (`asyncio.to_thread`) waiting behind them.
+SCREENING_THREADS = 2
+_SCREENING = ThreadPoolExecutor(max_workers=SCREENING_THREADS, thread_name_prefix="herald-screening")
+
+
+async def screened(current: domain.CampaignState, campaign_id: str, lst: domain.ListInfo | None,
+                   values: dict[str, FieldValue] | None) -> screening.Screening:
+    """The content as written, as its template code writes it for these values (the sample's), and with every
+    branch of that code written out (`domain.screening_of`): off the event loop, on screening's own threads."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _SCREENING, domain.screening_of, current, campaign_id, lst, values)
 
 
 class TxtLookup(Protocol):
@@ -95,8 +110,7 @@ class CampaignsService:
             senders = await self.senders(account_id, current.content.from_email)
             # before screening: a draft that compiles, From a domain the account may use
             domain.submittable(current, campaign_id, lst, senders=senders)
-            # off the event loop: screening a body of the largest allowed size takes seconds (README, Limits)
-            verdict = await asyncio.to_thread(self._screen, current, campaign_id, lst, None)
+            verdict = await screened(current, campaign_id, lst, None)
             try:
                 events = domain.submit(current, campaign_id, lst, account, verdict, send_at, time_zone,
                                        datetime.now(UTC), submitted_by, senders=senders)
@@ -107,13 +121,6 @@ class CampaignsService:
                 metrics.SCREENING.labels(category).inc()
             await self.recorder.commit(events)
         return await self._campaign(account_id, campaign_id)
-
-    @staticmethod
-    def _screen(current: domain.CampaignState, campaign_id: str, lst: domain.ListInfo | None,
-                values: dict[str, FieldValue] | None) -> screening.Screening:
-        """The content as written, as its template code writes it for these values (the sample's), and with
-        every branch of that code written out (`domain.screening_of`)."""
-        return domain.screening_of(current, campaign_id, lst, values)
 
     async def cancel(self, account_id: str, campaign_id: str, by: str, reason: str | None) -> Document:
         async with self.recorder.serialised(_lock(account_id, campaign_id)):
@@ -133,7 +140,7 @@ class CampaignsService:
         await self._check_test_recipients(account_id, recipients)
         domain.check_test_opt_outs(recipients, await self.store.test_opt_outs(
             account_id, {domain.recipient_sha256(address) for address in recipients}))
-        verdict = await asyncio.to_thread(self._screen, state, campaign_id, lst, values)
+        verdict = await screened(state, campaign_id, lst, values)
         events = domain.test_send(state, campaign_id, lst, list(recipients), values, requested_by, test_id,
                                   verdict, senders=senders)
         messages = sum(len(e.payload.recipients) for e in events if isinstance(e, CampaignTestRequested))

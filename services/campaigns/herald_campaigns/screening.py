@@ -276,6 +276,17 @@ def _snippet(text: str) -> str:
     return " ".join(text.split())[:SNIPPET]
 
 
+REASON_PART = 160  # characters of a value quoted in a refusal's reason
+
+
+def _reason(template: str, **parts: object) -> str:
+    """A refusal's sentence with the values it quotes cut short: a declaration or link of a megabyte would
+    otherwise come back whole in the answer, the event and the review queue."""
+    texts = {name: str(value) for name, value in parts.items()}
+    return template.format(**{name: text if len(text) <= REASON_PART else text[:REASON_PART - 1] + "…"
+                              for name, text in texts.items()})
+
+
 # --- phrase lists ------------------------------------------------------------------------------------------------
 # English first, then Latvian. Notation: see the module docstring.
 
@@ -2648,7 +2659,7 @@ class _HtmlReader(HTMLParser):
         try:
             self._read(html_body)
         except _Unreadable as exc:
-            self._refuse(_R_UNREADABLE.format(what=exc.what), exc.matched)
+            self._refuse(_reason(_R_UNREADABLE, what=exc.what), exc.matched)
 
     def _read(self, html_body: str) -> None:
         self.custom = _custom_properties(html_body)
@@ -2753,7 +2764,7 @@ class _HtmlReader(HTMLParser):
         if tag == "template":
             attribute = next((name for name in _SHADOW_ROOT_ATTRIBUTES if name in values), None)
             if attribute is not None:
-                self._refuse(_R_SHADOW_ROOT.format(attribute=attribute), self.get_starttag_text() or "<template>")
+                self._refuse(_reason(_R_SHADOW_ROOT, attribute=attribute), self.get_starttag_text() or "<template>")
         node = self._add_node(tag, values, declarations, void)
         if declarations:
             overlay = _overlay(declarations, drawn_itself=tag in _DRAWN_ITSELF)
@@ -2763,7 +2774,7 @@ class _HtmlReader(HTMLParser):
                                       _escapes(declarations)))
         if tag == "link" and "stylesheet" in values.get("rel", "").lower().split() and not _font_css(
                 values.get("href", "")):
-            self._refuse(_R_EXTERNAL_CSS.format(what="<link rel=stylesheet>"), self.get_starttag_text() or "<link>")
+            self._refuse(_reason(_R_EXTERNAL_CSS, what="<link rel=stylesheet>"), self.get_starttag_text() or "<link>")
         if void:
             return
         self._push(tag, values, declarations, node)
@@ -2921,7 +2932,7 @@ class _HtmlReader(HTMLParser):
         self.open_links.remove(link)
         words = " ".join(" ".join(link.text).split())
         if not link.unsubscribe and _says_unsubscribe(words):
-            self._refuse(_R_FAKE.format(href=link.href or ""), f"{link.start}{words}</a>")
+            self._refuse(_reason(_R_FAKE, href=link.href or ""), f"{link.start}{words}</a>")
 
     # Checks
 
@@ -2932,13 +2943,13 @@ class _HtmlReader(HTMLParser):
         top = self.stack[-1]
         culprit = top.concealed_by or top.invisible_by or top.tiny_font_by
         if culprit is not None:
-            self._refuse(_R_HIDDEN.format(what=culprit.hides), culprit.start)
+            self._refuse(_reason(_R_HIDDEN, what=culprit.hides), culprit.start)
         elif _invisible_text(top.text_colour, top.background or self.page_bg):
             source = top.coloured_by or top
             if source.hides:
-                self._refuse(_R_HIDDEN.format(what=source.hides), source.start)
+                self._refuse(_reason(_R_HIDDEN, what=source.hides), source.start)
             else:
-                self._refuse(_R_SAME_COLOUR.format(what=_css_colour(top.text_colour)), source.start)
+                self._refuse(_reason(_R_SAME_COLOUR, what=_css_colour(top.text_colour)), source.start)
 
     def _check_footer(self) -> None:
         """What the footer delivery appends where the body ends would be inside."""
@@ -2948,16 +2959,16 @@ class _HtmlReader(HTMLParser):
             self._refuse(_R_TAG, self.unfinished)
         for element in self.at_footer:
             if element.tag in _NOT_DISPLAYED:
-                self._refuse(_R_NOT_DISPLAYED.format(tag=element.tag), element.start)
+                self._refuse(_reason(_R_NOT_DISPLAYED, tag=element.tag), element.start)
             elif element.hides or element.clips:
                 # Conservative: the footer must not depend on setting again what an unclosed element changed, nor
                 # on fitting in what is left of a height that cuts off the rest.
-                self._refuse(_R_UNCLOSED.format(what=element.hides or element.clips, tag=element.tag), element.start)
+                self._refuse(_reason(_R_UNCLOSED, what=element.hides or element.clips, tag=element.tag), element.start)
         background = (self.at_footer[-1].background if self.at_footer else None) or self.page_bg
         for drawn in (_FOOTER_TEXT, _FOOTER_LINK):
             if _same_colour(drawn, background):
                 source = next((e for e in reversed(self.at_footer) if e.bg is not None), None)
-                self._refuse(_R_FOOTER_BACKGROUND.format(colour=_css_colour(background)),
+                self._refuse(_reason(_R_FOOTER_BACKGROUND, colour=_css_colour(background)),
                              source.start if source is not None else f"background {_css_colour(background)}")
                 break
 
@@ -2986,7 +2997,7 @@ class _HtmlReader(HTMLParser):
         """Elements drawn over others by their style attribute: refused when they cover the footer."""
         for node, kind, what, start, escapes in self.overlays:
             if kind == "page" or _covers_footer(node, kind, False, escapes):
-                self._refuse(_R_OVERLAY.format(what=what), start)
+                self._refuse(_reason(_R_OVERLAY, what=what), start)
 
     def _check_style_sheet(self, css: str, footer: tuple[_FooterReach, _FooterReach]) -> None:
         footer_bg = (self.at_footer[-1].background if self.at_footer else None) or self.page_bg
@@ -3021,7 +3032,7 @@ class _HtmlReader(HTMLParser):
         for reach, sizes in self.sized:
             what = _attribute_clipping(sizes, declarations)
             if what and reach.reaches(selector):
-                self._refuse(_R_STYLE.format(selector=_snippet(selector)[:80], what=f"{what} {when}".rstrip()),
+                self._refuse(_reason(_R_STYLE, selector=_snippet(selector)[:80], what=f"{what} {when}".rstrip()),
                              f"{selector} {{{_snippet(body)}}}")
                 return True
         return False
@@ -3050,8 +3061,8 @@ class _HtmlReader(HTMLParser):
         if overlay:
             kind, drawn = overlay
             if kind == "page" or self._could_cover(selector, kind, _escapes(declarations)):
-                self._refuse(_R_STYLE_OVERLAY.format(selector=_snippet(selector)[:80], what=f"{drawn} {when}".rstrip()),
-                             f"{selector} {{{_snippet(body)}}}")
+                self._refuse(_reason(_R_STYLE_OVERLAY, selector=_snippet(selector)[:80],
+                                     what=f"{drawn} {when}".rstrip()), f"{selector} {{{_snippet(body)}}}")
                 return True
         what = _hiding(declarations)
         if what is None and (clips := _clipping(declarations)) and clipped_reach.reaches(selector):
@@ -3071,7 +3082,7 @@ class _HtmlReader(HTMLParser):
                                                            _background(declarations) or footer_bg):
             what = f"color:{declarations['color']} on the page's background"
         if what and reach.reaches(selector):
-            self._refuse(_R_STYLE.format(selector=_snippet(selector)[:80], what=f"{what} {when}".rstrip()),
+            self._refuse(_reason(_R_STYLE, selector=_snippet(selector)[:80], what=f"{what} {when}".rstrip()),
                          f"{selector} {{{_snippet(body)}}}")
             return True
         return False
@@ -3101,7 +3112,7 @@ class _HtmlReader(HTMLParser):
         self.links.extend(urls)
         for url in imports:
             if not _font_css(url):
-                self._refuse(_R_EXTERNAL_CSS.format(what="@import"), f"@import {url}")
+                self._refuse(_reason(_R_EXTERNAL_CSS, what="@import"), f"@import {url}")
 
     def _refuse(self, reason: str, matched: str) -> None:
         refusal = Refusal(reason=reason, where="html_body", matched=_snippet(matched))
@@ -3275,7 +3286,7 @@ def template_refusals(html_body: str) -> list[Refusal]:
                                     marked)
     for start, stop, content in _style_elements(uncommented):
         if _CODE_MARK in content:
-            refusals.append(Refusal(_R_CODE_IN_CSS.format(what="a <style> element"), "html_body",
+            refusals.append(Refusal(_reason(_R_CODE_IN_CSS, what="a <style> element"), "html_body",
                                     _restore(uncommented[start:stop], codes)[:200]))
     # Each piece of markup with the branch of the template it sits in: (kind, tag or keyword, branch, text).
     branch, next_branch = 0, 1
@@ -3340,11 +3351,11 @@ def template_refusals(html_body: str) -> list[Refusal]:
         raw_text = tag if tag in _RAW_TEXT and not closing else None
         unquoted = _QUOTED_VALUE.sub(lambda m: m.group(1) if m.group(2).lower() != "style" else m.group(0), inside)
         if _CODE_MARK in unquoted:
-            what = _R_CODE_IN_CSS.format(what="a style attribute") if re.search(r"\bstyle\s*=", unquoted,
+            what = _reason(_R_CODE_IN_CSS, what="a style attribute") if re.search(r"\bstyle\s*=", unquoted,
                                                                                re.IGNORECASE) else _R_CODE_IN_TAG
             refusals.append(Refusal(what, "html_body", _restore(piece.group(0), codes)[:200]))
         if tag in ("body", "html") and branch:
-            refusals.append(Refusal(_R_BODY_IN_BRANCH.format(tag=tag), "html_body", _restore(piece.group(0), codes)))
+            refusals.append(Refusal(_reason(_R_BODY_IN_BRANCH, tag=tag), "html_body", _restore(piece.group(0), codes)))
         if tag in _VOID or tag in _OPTIONAL_END:
             continue
         if not closing:
@@ -3354,7 +3365,7 @@ def template_refusals(html_body: str) -> list[Refusal]:
         if opened is None:
             continue  # a browser ignores an end tag with nothing to close
         if elements.open[opened][1] != branch:
-            refusals.append(Refusal(_R_SPLIT.format(tag=tag, keyword="if"), "html_body",
+            refusals.append(Refusal(_reason(_R_SPLIT, tag=tag, keyword="if"), "html_body",
                                     _restore(marked[max(position, piece.start() - 120):piece.end()], codes)[-200:]))
         elements.close(opened)
         position = piece.end()
@@ -3458,7 +3469,7 @@ class _OpenElements:
 
 def _left_open(element: tuple[str, int], keyword: str) -> Refusal:
     tag = element[0]
-    return Refusal(_R_SPLIT.format(tag=tag, keyword=keyword), "html_body", f"<{tag}> … {{% {keyword} %}}")
+    return Refusal(_reason(_R_SPLIT, tag=tag, keyword=keyword), "html_body", f"<{tag}> … {{% {keyword} %}}")
 
 
 def _restore(text: str, codes: list[str]) -> str:

@@ -280,11 +280,13 @@ def test_a_personalised_campaign_with_conditions_is_not_flagged() -> None:
 
 def test_submission_and_test_sends_screen_the_same_way() -> None:
     """A test send is screened as a submission is (README "Test sends"): both go through `screening_of`."""
-    from herald_campaigns.handlers import CampaignsService
+    import asyncio
+
+    from herald_campaigns.handlers import screened
 
     state = content_with(html_body='<p>{% if first_name != "Anna" %}{{ "online ca" ~ "sino" }}{% endif %}</p>')
-    assert CampaignsService._screen(state, "c1", NEWS, None) == domain.screening_of(state, "c1", NEWS, None)
-    assert CampaignsService._screen(state, "c1", NEWS, {"first_name": "Anna"}).flagged
+    assert asyncio.run(screened(state, "c1", NEWS, None)) == domain.screening_of(state, "c1", NEWS, None)
+    assert asyncio.run(screened(state, "c1", NEWS, {"first_name": "Anna"})).flagged
 
 
 @pytest.mark.parametrize(("values", "field"), [

@@ -232,6 +232,7 @@ def test_a_submission_is_screened_while_the_event_loop_answers_other_requests(
 
     def slow_screening(*_: object) -> screening.Screening:
         seen["loop ran meanwhile"] = other_request_served.wait(timeout=30)  # the signal, or the deadline
+        seen["on screening's own threads"] = threading.current_thread().name.startswith("herald-screening")
         return screening.Screening(matches=(), refusals=())
 
     class Store:
@@ -258,7 +259,7 @@ def test_a_submission_is_screened_while_the_event_loop_answers_other_requests(
     async def senders(*_: object) -> domain.Senders:
         return domain.senders_of([], frozenset())
 
-    monkeypatch.setattr(handlers.CampaignsService, "_screen", staticmethod(slow_screening))
+    monkeypatch.setattr(domain, "screening_of", slow_screening)
     monkeypatch.setattr(domain, "submittable", lambda *_, **__: None)
     monkeypatch.setattr(domain, "submit", lambda *_, **__: [])
     service = handlers.CampaignsService(Store(), Recorder(), dns=None)  # type: ignore[arg-type]
@@ -274,4 +275,17 @@ def test_a_submission_is_screened_while_the_event_loop_answers_other_requests(
         await submission
 
     asyncio.run(both())
-    assert seen == {"loop ran meanwhile": True}
+    assert seen == {"loop ran meanwhile": True, "on screening's own threads": True}
+
+
+@pytest.mark.parametrize("body", [
+    '<div style="height:calc(1px + {}attr(x));overflow:hidden"><a href="{{{{ unsubscribe_url }}}}">u</a></div>',
+    '<style>.f{{height:calc(1px + {}attr(x));overflow:hidden}}</style><div class=f><p>Left open: the footer goes in it',
+    '<a href="https://example.com/{}">Unsubscribe</a>',
+])
+def test_a_refusal_quotes_a_long_value_cut_short_not_whole(body: str) -> None:
+    found = refusals(body.format("1px + " * 20_000))
+    assert found, "the body hides the link: refused"
+    for reason in found:
+        assert len(reason) < 1_000, reason[:300]
+        assert "…" in reason
