@@ -1128,7 +1128,7 @@ def report_counts(event: Event) -> dict[str, int]:
     """Counter increments. `sent` is every message handed to a receiving server (accepted, or refused at SMTP
     time or given up after retries), the denominator of the rates, as compliance has it; `failed_later` are
     accepted messages a report later said failed for good. An open or click delivery marked `automated` (a mail
-    scanner's) is counted apart, never as the reader's."""
+    scanner's) is counted apart, never as the reader's. Complaints are counted once per message (`engagement`)."""
     match event:
         case MessageSent():
             return {"sent": 1, "accepted": 1}
@@ -1139,8 +1139,6 @@ def report_counts(event: Event) -> dict[str, int]:
             elif p.source == "dsn" and p.bounce_class != "soft":
                 counts["failed_later"] = 1  # (a `local` one never left Herald: neither sent nor failed later)
             return counts
-        case ComplaintReceived(payload=p) if p.feedback_type != "not-spam":
-            return {"complaints": 1}
         case MessageOpened(payload=p):
             return {"opens_automated": 1} if p.automated else {"opens_total": 1}
         case LinkClicked(payload=p):
@@ -1154,7 +1152,12 @@ def engagement(event: Event) -> tuple[dict[str, int], str] | None:
     """(counters, marker) of a first open or click of a message: counted once per message, however often, with
     where the reader was (`opens_unique_country_LV`, `unknown` where delivery could not place the client) and on
     what (`opens_unique_device_mobile`). A mail scanner's (`automated`) is not the reader's: it neither counts nor
-    takes the message's first."""
+    takes the message's first. And a message's first complaint: one person complaining twice (two reports of one
+    message, from a feedback loop and a relay) is one complaint, as compliance counts the abuse rate."""
+    if isinstance(event, ComplaintReceived):
+        if event.payload.feedback_type == "not-spam":
+            return None
+        return {"complaints": 1}, f"x:{event.payload.message_id}"
     if isinstance(event, MessageOpened | LinkClicked) and not event.payload.automated:
         name, tag = ("opens", "o") if isinstance(event, MessageOpened) else ("clicks", "c")
         client = event.payload.client

@@ -59,6 +59,8 @@ def delivery_events() -> list[Event]:
         MessageOpened(**env, payload={**ref(2), **SCANNER}),
         LinkClicked(**env, payload={**ref(2), "url": "https://acme.example/b", "link_index": 1, **SCANNER}),
         ComplaintReceived(**env, payload={**ref(5), "feedback_type": "abuse", "reporting_domain": "isp.example"}),
+        # The same message reported again (a relay's event after the provider's report): one complaint.
+        ComplaintReceived(**env, payload={**ref(5), "feedback_type": "abuse", "reporting_domain": "relay.example"}),
         # Not this campaign's: a confirmation email, and another campaign's message.
         MessageSent(**env, payload={**ref(20, kind="confirmation"), "recipient_domain": "example.org",
                                     "smtp_code": 250}),

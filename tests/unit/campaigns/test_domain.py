@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -187,6 +188,20 @@ def test_a_mail_scanners_open_or_click_is_counted_apart_and_never_as_the_readers
     assert out["opens"] == {"unique": 0, "total": 0, "automated": 3, "by_country": {}, "by_device": {}}
     assert out["clicks"] == {"unique": 1, "total": 1, "automated": 2, "by_country": {}, "by_device": {},
                              "per_link": [{"link_index": 0, "url": "https://shop.example/", "clicks": 1}]}
+
+
+def test_a_message_complained_about_twice_is_one_complaint_and_not_spam_none() -> None:
+    """As compliance counts the abuse rate (a fact per message): two reports of one message are one complaint."""
+    from tests.samples import sample
+
+    complaint = sample("ComplaintReceived")
+    again = complaint.model_copy(update={"event_id": uuid.uuid4()})
+    assert domain.report_counts(complaint) == {}
+    assert domain.engagement(complaint) == domain.engagement(again) == (
+        {"complaints": 1}, f"x:{complaint.payload.message_id}")  # type: ignore[attr-defined]
+    not_spam = complaint.model_copy(update={"payload": complaint.payload.model_copy(  # type: ignore[attr-defined]
+        update={"feedback_type": "not-spam"})})
+    assert domain.report_counts(not_spam) == {} and domain.engagement(not_spam) is None
 
 
 def test_a_report_gives_counts_and_rates_of_what_was_handed_over_and_never_who() -> None:
