@@ -47,7 +47,8 @@ LOAD_CHUNK = 1000
 PARTS, PART_MIN = 3, 200
 
 __all__ = ["APPLIED", "Counters", "KeyedReader", "SecondaryIndex", "States", "applied", "compose", "in_parts",
-           "insert_new", "keys_due", "load", "marked", "prefix_range", "relisted", "time_key", "write_changes"]
+           "insert_new", "keys_due", "load", "marked", "prefix_range", "relisted", "stored_time_key", "time_key",
+           "write_changes"]
 
 
 # The ids of the events folded into a document, kept in it: a fold that skips an event already there
@@ -76,6 +77,15 @@ def compose(*parts: str) -> str:
 def time_key(at: datetime) -> str:
     """A UTC instant as a fixed-width key part that sorts as time does (microseconds included)."""
     return at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def stored_time_key(at: datetime) -> str:
+    """`time_key` to the millisecond, for a key worked out again from a document's date: MongoDB stores a date to
+    the millisecond, so the key a listing wrote from an event's time must be the one worked out from the stored
+    document when the listing is left (campaigns' schedule kept keys of the microsecond nothing removed, and
+    stopped queueing once 100 of them were due). Same width and order as `time_key`'s keys."""
+    at = at.astimezone(UTC)
+    return time_key(at.replace(microsecond=at.microsecond - at.microsecond % 1000))
 
 
 async def keys_due(collection: AsyncCollection[Document], now: datetime, limit: int | None = None) -> list[str]:

@@ -28,7 +28,7 @@ from herald_shared.settings import HeraldSettings
 
 from . import domain, metrics, screening
 from .domain import Draft
-from .store import CampaignsStore
+from .store import CampaignsStore, key_parts
 
 log = logging.getLogger("herald.campaigns")
 
@@ -228,11 +228,15 @@ class CampaignsService:
         """Queue every scheduled campaign whose time has come; each decided under its lock against the state
         the projection holds, and waited for, so it is queued once."""
         queued = 0
-        for send_at, account_id, campaign_id in await self.store.due(now):
+        for key in await self.store.due(now):
+            send_at, account_id, campaign_id = key_parts(key)
             async with self.recorder.serialised(_lock(account_id, campaign_id)):
                 current = await self.store.campaign_state(account_id, campaign_id)
                 events = domain.queue(current, now, senders=await self._senders_of(account_id, current))
                 if not events:
+                    # Nothing to queue: a key its campaign no longer gives would stay due for good, ahead of
+                    # every campaign due after it, so it goes (safe under the lock: `store.relist`).
+                    await self.store.relist(key)
                     continue
                 await self.recorder.commit(events)
             if any(isinstance(e, CampaignReturned) for e in events):

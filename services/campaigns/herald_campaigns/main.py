@@ -4,10 +4,12 @@ reports'), the scheduler, the HTTP server, shutdown."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiokafka import AIOKafkaProducer
 from pydantic import Field, field_validator
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.commands import Recorder
@@ -28,6 +30,8 @@ from .api import LARGER_BODIES, build_api, build_staff_api
 from .handlers import CampaignsService, Scheduler
 from .resolver import DnsResolver, parse_nameservers
 from .store import DELIVERY_EVENTS, CampaignsProjection, CampaignsStore, ReportsProjection
+
+log = logging.getLogger("herald.campaigns")
 
 SERVICE = "campaigns"
 REPORTS = "reports"  # the report read model's consumer: its group, checkpoints and remembered event ids
@@ -126,6 +130,16 @@ class Campaigns(ConsumingService):
         return self.scheduler.caught_up
 
     async def start(self) -> None:
+        # Before the consumers start no fold is writing a campaign, so listings an earlier version left go now
+        # (`store.mend_listings`). Best effort: the scheduler mends a due one anyway, and the review queue does
+        # not show one; a store not answering yet does not hold the start up for longer than its timeout.
+        try:
+            stale = await self.service.store.mend_listings()
+        except PyMongoError:
+            log.warning("stale listings not looked for: the store did not answer", exc_info=True)
+        else:
+            if stale:
+                log.warning("stale schedule and review listings removed", extra={"listings": stale})
         await super().start()
         self._scheduling = self.watched(asyncio.create_task(self.scheduler.run(), name="scheduler"))
 

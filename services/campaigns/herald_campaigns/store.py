@@ -51,6 +51,7 @@ from herald_shared.readmodel import (
     keys_due,
     load,
     prefix_range,
+    stored_time_key,
     time_key,
     write_changes,
 )
@@ -80,13 +81,13 @@ def schedule_key(doc: Mapping[str, Any]) -> str | None:
     """Where a scheduled campaign waits: at its send time (or its submission or approval, sent now)."""
     if doc.get("status") != "scheduled":
         return None
-    return compose(time_key(doc.get("send_at") or doc["updated_at"]), doc["account_id"], doc["campaign_id"])
+    return compose(stored_time_key(doc.get("send_at") or doc["updated_at"]), doc["account_id"], doc["campaign_id"])
 
 
 def review_key(doc: Mapping[str, Any]) -> str | None:
     if doc.get("status") != "in_review":
         return None
-    return compose(time_key(doc["submitted_at"]), doc["account_id"], doc["campaign_id"])
+    return compose(stored_time_key(doc["submitted_at"]), doc["account_id"], doc["campaign_id"])
 
 
 def completing_key(doc: Mapping[str, Any]) -> str | None:
@@ -375,18 +376,62 @@ class CampaignsStore:
     async def account(self, account_id: str) -> AccountInfo | None:
         return domain.account_info(await self.db[ACCOUNTS].find_one({"_id": account_id}))
 
-    async def due(self, now: datetime, limit: int = 100) -> list[tuple[datetime, str, str]]:
-        """Scheduled campaigns whose time has come, earliest first: (send time, account, campaign)."""
-        return [key_parts(key) for key in await keys_due(self.db[SCHEDULE], now, limit)]
+    async def due(self, now: datetime, limit: int = 100) -> list[str]:
+        """The `schedule` keys of the campaigns whose time has come, earliest first (`key_parts` reads them)."""
+        return await keys_due(self.db[SCHEDULE], now, limit)
+
+    async def relist(self, key: str) -> None:
+        """Put a `schedule` key right by the campaign it names, as the store holds it: where `schedule_key` of
+        the stored campaign is not `key`, `key` goes and the campaign's own key is written. Only where no fold
+        can be writing that campaign meanwhile: under its lock (a command commits and waits for its fold under
+        it, and only this service's commands move a campaign in or out of these listings), or before the
+        consumers start. A key written before 2026-12-07 kept the microseconds, a time the stored campaign does
+        not give, so its campaign left the listing with the key still there: due for good, it held a place among
+        the first 100 the scheduler reads, and enough of them stopped all queueing."""
+        collection = self.db[SCHEDULE]
+        _, account_id, campaign_id = key_parts(key)
+        doc = await self.db[CAMPAIGNS].find_one({"_id": campaign_key(account_id, campaign_id)})
+        right = schedule_key(doc) if doc is not None else None
+        if right == key:
+            return
+        if right is not None:
+            await insert_new(collection, [{"_id": right}])
+        await collection.delete_one({"_id": key})
+
+    async def mend_listings(self, batch: int = 1000) -> int:
+        """`relist` every key of the schedule and the review queue whose campaign lists it elsewhere or not at
+        all; before the consumers start. Returns how many were stale."""
+        stale = 0
+        for name, key_of in ((SCHEDULE, schedule_key), (REVIEW, review_key)):
+            after = ""
+            while True:
+                keys = [d["_id"] async for d in self.db[name].find({"_id": {"$gt": after}}, {"_id": 1})
+                        .sort("_id", 1).limit(batch)]
+                if not keys:
+                    break
+                after = keys[-1]
+                wanted = {key: campaign_key(*key_parts(key)[1:]) for key in keys}
+                found = await load(self.db[CAMPAIGNS], list(set(wanted.values())))
+                wrong = [key for key in keys if (found.get(wanted[key]) is None
+                                                 or key_of(found[wanted[key]]) != key)]
+                right = [{"_id": k} for k in {key_of(found[wanted[key]]) for key in wrong
+                                              if found.get(wanted[key]) is not None} if k is not None]
+                await insert_new(self.db[name], right)
+                if wrong:
+                    await self.db[name].delete_many({"_id": {"$in": wrong}})
+                stale += len(wrong)
+        return stale
 
     async def review_queue(self, after: str | None, limit: int) -> tuple[list[Document], str | None]:
         """A page of the staff review queue, oldest submission first, and the cursor of the next page."""
         bounds: dict[str, Any] = {"$gt": after} if after is not None else {"$gte": ""}
         keys = [doc["_id"] async for doc in self.db[REVIEW].find({"_id": bounds}, {"_id": 1})
                 .sort("_id", 1).limit(limit)]
-        wanted = [campaign_key(a, c) for _, a, c in map(key_parts, keys)]
-        found = await load(self.db[CAMPAIGNS], wanted)
-        docs = [found[k] for k in wanted if k in found]
+        wanted = [(key, campaign_key(a, c)) for key, (_, a, c) in zip(keys, map(key_parts, keys), strict=True)]
+        found = await load(self.db[CAMPAIGNS], [k for _, k in wanted])
+        # A campaign listed where it is not in review any more (a key written in the instant before its document
+        # moved, or one left by a mending still to come) is not shown.
+        docs = [found[k] for key, k in wanted if k in found and review_key(found[k]) == key]
         return docs, keys[-1] if len(keys) == limit else None
 
     async def completing(self, limit: int = 100) -> list[tuple[str, str]]:

@@ -38,3 +38,18 @@ async def test_a_failed_part_is_raised_only_once_no_part_is_still_running() -> N
         await readmodel._gather_parts(work)
     assert sorted(finished) == list(range(1, PARTS))
     assert await readmodel._gather_parts(work[1:]) == list(range(1, PARTS))
+
+
+def test_a_listing_key_is_the_same_from_an_events_time_and_from_the_stored_date() -> None:
+    """MongoDB keeps a date to the millisecond: the key of a listing worked out from the event's time when it is
+    written and from the stored document when it is removed must be the same key (campaigns' schedule kept keys
+    of the microsecond that nothing removed, and stopped queueing once 100 of them were due)."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from herald_shared.readmodel import stored_time_key, time_key
+
+    at = datetime(2026, 12, 7, 2, 34, 39, 605012, tzinfo=UTC)
+    stored = at.replace(microsecond=605000)
+    assert stored_time_key(at) == stored_time_key(stored) == time_key(stored) == "20261207T023439605000Z"
+    assert stored_time_key(at.astimezone(timezone(timedelta(hours=2)))) == stored_time_key(at)
+    assert stored_time_key(stored) < stored_time_key(stored + timedelta(milliseconds=1))

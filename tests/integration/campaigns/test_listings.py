@@ -1,0 +1,92 @@
+"""The schedule and the staff review queue list a campaign while it is scheduled or in review, and not after: on the
+real stack (MongoDB keeps a date to the millisecond, so a key worked out from an event's time must be the one worked
+out again from the stored campaign), and listings an earlier version left behind are mended, never followed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from herald_campaigns.store import REVIEW, SCHEDULE
+from tests.conftest import eventually
+
+from .conftest import Platform, draft
+
+
+async def listed(platform: Platform, collection: str, account_id: str) -> list[str]:
+    db = platform.service.service.store.db
+    return [d["_id"] async for d in db[collection].find({}, {"_id": 1}) if f"/{account_id}/" in d["_id"]]
+
+
+async def status(platform: Platform, account_id: str, campaign_id: str) -> str | None:
+    state = await platform.service.service.store.campaign_state(account_id, campaign_id)
+    return state.status if state is not None else None
+
+
+async def test_a_campaign_sent_now_or_approved_leaves_no_listing_behind(platform: Platform) -> None:
+    paid = await platform.tenant("acc-now", "news", account="paid")
+    for campaign_id in ("c1", "c2", "c3"):
+        assert (await paid.http.post("/v1/campaigns", json={**draft(), "campaign_id": campaign_id})).status_code == 201
+        submitted = await paid.http.post(f"/v1/campaigns/{campaign_id}/submission", json={})
+        assert submitted.json()["status"] == "scheduled", submitted.text
+    for campaign_id in ("c1", "c2", "c3"):
+        await eventually(lambda c=campaign_id: status(platform, "acc-now", c), lambda s: s == "queued",  # type: ignore[misc]
+                         within=30, what=f"{campaign_id} queued")
+    assert await listed(platform, SCHEDULE, "acc-now") == []
+
+    trial = await platform.tenant("acc-rev", "news", account="trial")
+    await trial.http.post("/v1/campaigns", json={**draft(), "campaign_id": "t1"})
+    assert (await trial.http.post("/v1/campaigns/t1/submission", json={})).json()["status"] == "in_review"
+    assert len(await listed(platform, REVIEW, "acc-rev")) == 1
+    async with platform.staff() as staff:
+        approved = await staff.post("/v1/staff/campaigns/acc-rev/t1/approval", json={"note": "fine"})
+        assert approved.json()["status"] == "scheduled", approved.text
+        await eventually(lambda: status(platform, "acc-rev", "t1"), lambda s: s == "queued", within=30,
+                         what="approved campaign queued")
+        assert await listed(platform, REVIEW, "acc-rev") == []
+        assert await listed(platform, SCHEDULE, "acc-rev") == []
+        queue = (await staff.get("/v1/staff/review-queue?limit=200")).json()["items"]
+        assert [i for i in queue if i["account_id"] == "acc-rev"] == []
+
+
+async def test_listings_an_earlier_version_left_are_mended_and_never_hold_the_schedule_up(platform: Platform) -> None:
+    """Keys of the microsecond (as written before 2026-12-07) of campaigns long queued: more than the 100 the
+    scheduler reads at a time, all due before any other. A campaign sent now still goes; the stale keys go; a
+    scheduled campaign listed only under such a key stays listed, under its own key."""
+    store = platform.service.service.store
+    db = store.db
+    acme = await platform.tenant("acc-old", "news", account="paid")
+    await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "gone"})
+    await acme.http.post("/v1/campaigns/gone/submission", json={})
+    await eventually(lambda: status(platform, "acc-old", "gone"), lambda s: s == "queued", within=30,
+                     what="first campaign queued")
+    long_ago = datetime(2026, 1, 1, tzinfo=UTC)
+    stale = [f"{(long_ago + timedelta(seconds=i)).strftime('%Y%m%dT%H%M%S')}{i:06d}Z/acc-old/gone"
+             for i in range(1, 151)]
+    await db[SCHEDULE].insert_many([{"_id": key} for key in stale])
+    await db[REVIEW].insert_one({"_id": stale[0]})
+
+    # A scheduled campaign whose only listing is a key of the microsecond: the mending lists it under its own.
+    later = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "later"})
+    body = (await acme.http.post("/v1/campaigns/later/submission",
+                                 json={"send_at": later.replace(tzinfo=None).isoformat(), "time_zone": "UTC"})).json()
+    assert body["status"] == "scheduled", body
+    [own] = [k for k in await listed(platform, SCHEDULE, "acc-old") if k.endswith("/later")]
+    await db[SCHEDULE].delete_one({"_id": own})
+    old_style = own.replace("000Z/", "123Z/")
+    await db[SCHEDULE].insert_one({"_id": old_style})
+
+    # The scheduler may meet some of the due ones first; the review key and the one of a campaign not due yet are
+    # the mending's alone.
+    assert await store.mend_listings() >= 2
+    assert await listed(platform, SCHEDULE, "acc-old") == [own]
+    assert await listed(platform, REVIEW, "acc-old") == []
+
+    # What the scheduler meets between two starts is mended as it goes.
+    await db[SCHEDULE].insert_many([{"_id": key} for key in stale])
+    await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "now"})
+    assert (await acme.http.post("/v1/campaigns/now/submission", json={})).json()["status"] == "scheduled"
+    await eventually(lambda: status(platform, "acc-old", "now"), lambda s: s == "queued", within=60,
+                     what="a campaign sent now queued past 150 stale keys")
+    await eventually(lambda: listed(platform, SCHEDULE, "acc-old"), lambda keys: keys == [own], within=30,
+                     what="the stale keys gone, the scheduled campaign still listed")
