@@ -23,12 +23,13 @@ from herald_shared.contract.subscriptions import FieldValue
 from herald_shared.kafka import end_offsets
 from herald_shared.lifecycle import every
 from herald_shared.mongo import Document
+from herald_shared.readmodel import compose
 from herald_shared.rules import RuleRefused
 from herald_shared.settings import HeraldSettings
 
 from . import domain, metrics, screening
 from .domain import Draft
-from .store import CampaignsStore, key_parts
+from .store import COMPLETING, CampaignsStore, key_parts
 
 log = logging.getLogger("herald.campaigns")
 
@@ -256,6 +257,8 @@ class CampaignsService:
             async with self.recorder.serialised(_lock(account_id, campaign_id)):
                 events = domain.complete(await self.store.campaign(account_id, campaign_id))
                 if not events:
+                    # A key its campaign no longer gives would stay among the first read for good (`queue_due`).
+                    await self.store.relist(compose(account_id, campaign_id), COMPLETING)
                     continue
                 await self.recorder.commit(events)
             log.info("campaign completed", extra={"account_id": account_id, "campaign": campaign_id})

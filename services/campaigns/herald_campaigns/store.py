@@ -17,7 +17,7 @@ queue, oldest first). `stats` counts campaigns by status per partition of herald
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -97,10 +97,21 @@ def completing_key(doc: Mapping[str, Any]) -> str | None:
     return compose(doc["account_id"], doc["campaign_id"])
 
 
+def _campaign_of_key(key: str) -> tuple[str, str]:
+    """(account, campaign) of a key of one of the listings: `time/account/campaign` or `account/campaign`."""
+    account_id, campaign_id = key.split("/")[-2:]
+    return account_id, campaign_id
+
+
 def key_parts(key: str) -> tuple[datetime, str, str]:
     """(time, account, campaign) of a `schedule` or `review` key."""
     at, account_id, campaign_id = key.split("/")
     return datetime.strptime(at, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC), account_id, campaign_id
+
+
+# The listings a campaign is in by its state, each with its key function (`store.relist`, `mend_listings`).
+_LISTINGS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
+    SCHEDULE: schedule_key, REVIEW: review_key, COMPLETING: completing_key}
 
 
 def stats_key(event: Event) -> str:
@@ -380,29 +391,32 @@ class CampaignsStore:
         """The `schedule` keys of the campaigns whose time has come, earliest first (`key_parts` reads them)."""
         return await keys_due(self.db[SCHEDULE], now, limit)
 
-    async def relist(self, key: str) -> None:
-        """Put a `schedule` key right by the campaign it names, as the store holds it: where `schedule_key` of
-        the stored campaign is not `key`, `key` goes and the campaign's own key is written. Only where no fold
-        can be writing that campaign meanwhile: under its lock (a command commits and waits for its fold under
-        it, and only this service's commands move a campaign in or out of these listings), or before the
-        consumers start. A key written before 2026-12-07 kept the microseconds, a time the stored campaign does
-        not give, so its campaign left the listing with the key still there: due for good, it held a place among
-        the first 100 the scheduler reads, and enough of them stopped all queueing."""
-        collection = self.db[SCHEDULE]
-        _, account_id, campaign_id = key_parts(key)
+    async def relist(self, key: str, listing: str = SCHEDULE) -> None:
+        """Put a key of `listing` (the schedule, or the campaigns to complete) right by the campaign it names, as
+        the store holds it: where the stored campaign's key there is not `key`, `key` goes and the campaign's own
+        key is written. Only where no fold can be writing that campaign meanwhile: under its lock (a command
+        commits and waits for its fold under it, and only this service's commands move a campaign in or out of
+        the schedule), or before the consumers start. A key written before 2026-12-07 kept the microseconds, a
+        time the stored campaign does not give, so its campaign left the listing with the key still there: due
+        for good, it held a place among the first 100 the scheduler reads, and enough of them stopped all
+        queueing; a key a failed fold left among those to complete would hold up completion the same way.
+        Delivery's CampaignDeliveryFinished lists a queued campaign to complete, which no lock orders: such a key
+        of a campaign still queued stays (`mend_listings` at the start takes it if its campaign does not give
+        it)."""
+        key_of, (account_id, campaign_id) = _LISTINGS[listing], _campaign_of_key(key)
         doc = await self.db[CAMPAIGNS].find_one({"_id": campaign_key(account_id, campaign_id)})
-        right = schedule_key(doc) if doc is not None else None
-        if right == key:
-            return
+        right = key_of(doc) if doc is not None else None
+        if right == key or (listing == COMPLETING and doc is not None and doc.get("status") == "queued"):
+            return  # a queued campaign's key to complete may be one written just before its document shows why
         if right is not None:
-            await insert_new(collection, [{"_id": right}])
-        await collection.delete_one({"_id": key})
+            await insert_new(self.db[listing], [{"_id": right}])
+        await self.db[listing].delete_one({"_id": key})
 
     async def mend_listings(self, batch: int = 1000) -> int:
-        """`relist` every key of the schedule and the review queue whose campaign lists it elsewhere or not at
-        all; before the consumers start. Returns how many were stale."""
+        """`relist` every key of the schedule, the review queue and the campaigns to complete whose campaign
+        lists it elsewhere or not at all; before the consumers start. Returns how many were stale."""
         stale = 0
-        for name, key_of in ((SCHEDULE, schedule_key), (REVIEW, review_key)):
+        for name, key_of in _LISTINGS.items():
             after = ""
             while True:
                 keys = [d["_id"] async for d in self.db[name].find({"_id": {"$gt": after}}, {"_id": 1})
@@ -410,7 +424,7 @@ class CampaignsStore:
                 if not keys:
                     break
                 after = keys[-1]
-                wanted = {key: campaign_key(*key_parts(key)[1:]) for key in keys}
+                wanted = {key: campaign_key(*_campaign_of_key(key)) for key in keys}
                 found = await load(self.db[CAMPAIGNS], list(set(wanted.values())))
                 wrong = [key for key in keys if (found.get(wanted[key]) is None
                                                  or key_of(found[wanted[key]]) != key)]

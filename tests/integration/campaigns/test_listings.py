@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from herald_campaigns.store import REVIEW, SCHEDULE
+from herald_campaigns.store import COMPLETING, REVIEW, SCHEDULE
+from herald_shared.contract.delivery import CampaignDeliveryFinished
 from tests.conftest import eventually
 
 from .conftest import Platform, draft
@@ -14,7 +15,7 @@ from .conftest import Platform, draft
 
 async def listed(platform: Platform, collection: str, account_id: str) -> list[str]:
     db = platform.service.service.store.db
-    return [d["_id"] async for d in db[collection].find({}, {"_id": 1}) if f"/{account_id}/" in d["_id"]]
+    return [d["_id"] async for d in db[collection].find({}, {"_id": 1}) if f"/{account_id}/" in f"/{d['_id']}"]
 
 
 async def status(platform: Platform, account_id: str, campaign_id: str) -> str | None:
@@ -90,3 +91,22 @@ async def test_listings_an_earlier_version_left_are_mended_and_never_hold_the_sc
                      what="a campaign sent now queued past 150 stale keys")
     await eventually(lambda: listed(platform, SCHEDULE, "acc-old"), lambda keys: keys == [own], within=30,
                      what="the stale keys gone, the scheduled campaign still listed")
+
+
+async def test_keys_to_complete_whose_campaign_is_gone_never_hold_completion_up(platform: Platform) -> None:
+    """Completion reads 100 keys at a time too: keys of campaigns that are not there (a failed fold's, a purge
+    interrupted) all sorting first go as it meets them, and the campaign after them is completed."""
+    db = platform.service.service.store.db
+    acme = await platform.tenant("acc-z", "news", account="paid")
+    await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})
+    assert (await acme.http.post("/v1/campaigns/c1/submission", json={})).json()["status"] == "scheduled"
+    await eventually(lambda: status(platform, "acc-z", "c1"), lambda s: s == "queued", within=30, what="queued")
+    await db[COMPLETING].insert_many([{"_id": f"acc-a/old{i:03d}"} for i in range(150)])
+    await platform.publisher.publish(CampaignDeliveryFinished(account_id="acc-z", producer="delivery", payload={  # type: ignore[arg-type]
+        "campaign_id": "c1", "recipients": 0, "sent": 0, "bounced": 0, "skipped": 0, "failed": 0, "cancelled": 0}))
+    await eventually(lambda: status(platform, "acc-z", "c1"), lambda s: s == "done", within=60,
+                     what="the campaign completed past 150 stale keys")
+    assert await listed(platform, COMPLETING, "acc-a") == []
+    # and what is left at a start goes before the consumers run
+    await db[COMPLETING].insert_many([{"_id": f"acc-a/old{i:03d}"} for i in range(3)])
+    assert await platform.service.service.store.mend_listings() == 3
