@@ -144,6 +144,8 @@ PAYLOADS: dict[str, dict[str, Any]] = {
                       "vat_treatment": "reverse_charge", "vat_note": "Reverse charge"},
     "SendingBlocked": {"reason": "payment_failed", "detail": "invoice inv1"},
     "SendingUnblocked": {"reason": "payment_failed"},
+    "SendAllowanceChanged": {"remaining": 60, "counts": ["campaign", "test"], "as_of": {"campaign": 38, "test": 2},
+                             "sequence": 3},
 }
 
 

@@ -66,10 +66,14 @@ from herald_shared.contract.billing import (
     PurchaseTerms,
     QuotaExhausted,
     QuotaExhaustedPayload,
+    SendAllowanceChanged,
+    SendAllowanceChangedPayload,
     SendingBlocked,
     SendingBlockedPayload,
     SendingUnblocked,
     SendingUnblockedPayload,
+    SentCounts,
+    SentKind,
     TrialEnded,
     TrialEndedPayload,
     UserAdded,
@@ -362,6 +366,32 @@ class CreditBatch:
 
 
 @dataclass(frozen=True)
+class SendAllowance:
+    """What billing last told delivery the account may still send (SendAllowanceChanged): `remaining` emails of
+    the `counts` kinds (None: no limit), reckoned at the lifetime counts `as_of_campaign` and `as_of_test`."""
+
+    remaining: int | None
+    counts: tuple[str, ...]
+    as_of_campaign: int
+    as_of_test: int
+    sequence: int
+
+    @property
+    def ceiling(self) -> int | None:
+        """The lifetime count of the counted kinds at which sending stops: the same while sends are counted (each
+        takes one from `remaining` and adds one to `as_of`), so only a change of the quota itself changes it."""
+        if self.remaining is None:
+            return None
+        as_of = {"campaign": self.as_of_campaign, "test": self.as_of_test}
+        return self.remaining + sum(as_of.get(kind, 0) for kind in self.counts)
+
+    def same_terms(self, other: SendAllowance | None) -> bool:
+        """Whether a sender counting its own sends since `other` would allow the same: then nothing is published
+        (the trial's 100th email changes no allowance, an expiry or a new period does)."""
+        return other is not None and set(self.counts) == set(other.counts) and self.ceiling == other.ceiling
+
+
+@dataclass(frozen=True)
 class Account:
     """An account as billing folds it from herald.billing."""
 
@@ -394,6 +424,7 @@ class Account:
     deleted_at: datetime | None = None
     last_login_at: datetime | None = None
     billing_details: Party | None = None  # who its invoices are made out to (BillingDetailsChanged)
+    allowance: SendAllowance | None = None  # the last SendAllowanceChanged (the highest sequence)
 
     def plan_at(self, at: datetime) -> str | None:
         """The plan in force at `at` (None before the account was opened)."""
@@ -448,6 +479,8 @@ class Usage:
     # Campaign emails sent on pay-as-you-go, each taking a credit, by the credit window they were sent in
     # (`credit_window`: "" before any batch).
     payg_sent: Mapping[str, int] = field(default_factory=dict)
+    # Every email `email_sent` accepts, by kind, whatever the plan: what an allowance is reckoned at (`as_of`).
+    lifetime_sent: Mapping[str, int] = field(default_factory=dict)
 
     def period_emails(self, start: datetime) -> int:
         return self.emails_by_period.get(period_key(start), 0)
@@ -494,7 +527,8 @@ def payg_key(window: str) -> str:
     return PAYG_PREFIX + window
 
 
-SENT_KINDS = ("campaign", "test")  # what a plan may count; confirmations and account notices never
+# What a plan may count; confirmations and account notices never.
+SENT_KINDS: tuple[SentKind, ...] = ("campaign", "test")
 
 
 def email_sent(event: Event) -> bool:
@@ -842,6 +876,57 @@ def gate(account: Account, reason: BlockReason, closed: bool, detail: str | None
         return [_event(SendingUnblocked, a, SendingUnblockedPayload(reason=reason),
                        fixed_id("unblocked", reason, a, episode), at=now)]
     return []
+
+
+# The send allowance: what delivery may still send, so a quota is kept before each email rather than announced
+# after the one that reached it (README, "The bound on messages past a quota")
+
+ALLOWANCE_NAMESPACE = "send-allowance"
+
+
+def send_allowance(account: Account, usage: Usage, now: datetime,
+                   calendar: BillingCalendar = PLATFORM_CALENDAR) -> tuple[int | None, tuple[SentKind, ...]]:
+    """How many more emails the account may send under its plan now, and which kinds count toward them
+    (`counts_as_sent`): the trial's 100 less what it sent (tests included), the credits left (valid now, earliest
+    expiry first: `credits_left`), the monthly cap of the current period less what the period sent (prorated over
+    a raise: `Account.send_cap`). Nothing may be sent without a plan (its trial ended, cancelled, closed: blocked
+    anyway, SendingBlocked says why); None where billing's quotas set no limit (a monthly plan folded without its
+    tier or billing day)."""
+    if account.deleted_at is not None or account.plan in ("trial_ended", "none"):
+        return 0, ("campaign",)
+    if account.plan == "trial":
+        return max(0, TRIAL_EMAILS - usage.trial_emails), SENT_KINDS
+    if account.plan == "pay_as_you_go":
+        return max(0, credits_left(account, usage, now)), ("campaign",)
+    if account.plan == "monthly" and account.tier is not None and account.billing_day is not None:
+        start, end = account.period(now, calendar)
+        return max(0, account.send_cap(start, end) - usage.period_emails(start)), ("campaign",)
+    return None, ("campaign",)
+
+
+def allowance_changed(account: Account, usage: Usage, now: datetime, calendar: BillingCalendar = PLATFORM_CALENDAR,
+                      last: SendAllowance | None = None) -> Event | None:
+    """SendAllowanceChanged when what the account may send differs from what was told last (`same_terms`: not
+    for each send counted; `last`: the newer of the account's folded one and one published since, not folded
+    yet), else None. Its sequence is one past the last's and its id fixed by the account, sequence and terms:
+    decided again (a crash before the fold), it is the same event."""
+    told = max((a for a in (account.allowance, last) if a is not None), key=lambda a: a.sequence, default=None)
+    remaining, counts = send_allowance(account, usage, now, calendar)
+    as_of = {kind: usage.lifetime_sent.get(kind, 0) for kind in SENT_KINDS}
+    wanted = SendAllowance(remaining, counts, as_of["campaign"], as_of["test"], told.sequence + 1 if told else 1)
+    if wanted.same_terms(told):
+        return None
+    a = account.account_id
+    return _event(SendAllowanceChanged, a, SendAllowanceChangedPayload(
+        remaining=remaining, counts=[k for k in SENT_KINDS if k in counts],
+        as_of=SentCounts(campaign=as_of["campaign"], test=as_of["test"]), sequence=wanted.sequence),
+        fixed_id(ALLOWANCE_NAMESPACE, a, str(wanted.sequence), str(remaining), ",".join(counts),
+                 str(as_of["campaign"]), str(as_of["test"])), at=now)
+
+
+def told_allowance(event: SendAllowanceChanged) -> SendAllowance:
+    p = event.payload
+    return SendAllowance(p.remaining, tuple(p.counts), p.as_of.campaign, p.as_of.test, p.sequence)
 
 
 # Buying: a monthly plan, an upgrade, credits, a renewal. Each is an invoice, recorded first, then charged; what a
@@ -1400,6 +1485,11 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
         # Only the cancellation it names: a later one stays.
         withdrawn = to_stored_precision(event.payload.cancel_at) == state.cancel_at
         return replace(state, cancel_at=None) if withdrawn else state
+    if isinstance(event, SendAllowanceChanged):
+        told = told_allowance(event)
+        if state.allowance is not None and state.allowance.sequence > told.sequence:
+            return state  # an older one read after a newer
+        return replace(state, allowance=told)
     if isinstance(event, BillingDetailsChanged):
         given = event.payload
         return replace(state, billing_details=Party(given.legal_name, tuple(given.address), given.country,

@@ -26,6 +26,7 @@ from herald_shared.contract.billing import (
     LoginFailed,
     LoginFailedPayload,
     LoginSucceeded,
+    SendAllowanceChanged,
     StaffAccessed,
     StaffAccessedPayload,
 )
@@ -109,6 +110,10 @@ class BillingService:
         # Invoice numbers are sequential per year without gaps: one invoice is decided, paid and recorded at a
         # time in this process (billing runs one replica; see its README).
         self._invoicing = asyncio.Lock()
+        self._enforcing = asyncio.Lock()
+        # The last SendAllowanceChanged published per account by this process: the projection folds it a batch
+        # later, and the next one must follow its sequence meanwhile (one replica: README, "One replica").
+        self._allowances: dict[str, domain.SendAllowance] = {}
         # The last number issued per year by this process: the read model may not have folded it yet (a commit
         # that timed out), and a number must never be given twice.
         self._last_numbers: dict[int, int] = {}
@@ -739,26 +744,41 @@ class BillingService:
     # The plan, without a request
 
     async def enforce(self, account_ids: Sequence[str], failed: set[str] | None = None) -> int:
-        """Publish what each account's plan calls for (fixed event ids: a repeat is the same event). With
-        `failed`, an account whose rule raises (a defect, not the infrastructure) is logged and added to it, and
-        the others are decided all the same: one account's failure holds back no other's decision."""
-        decided: list[Event] = []
-        now = self.clock()
-        for account, usage in (await self.store.touched_usage(account_ids)).values():
-            try:
-                decided += domain.enforce(account, usage, now, self.calendar)
-            except Exception:
-                if failed is None:
-                    raise
-                log.exception("deciding what an account's plan calls for failed; decided again later",
-                              extra={"account_id": account.account_id})
-                failed.add(account.account_id)
-        if decided:
-            await self.recorder.publish_only(decided)
-            for event in decided:
-                metrics.ENFORCED.labels(event.type).inc()
-                log.info("plan enforced", extra={"account_id": event.account_id, "event": event.type})
-        return len(decided)
+        """Publish what each account's plan calls for (fixed event ids: a repeat is the same event), and what it
+        may still send when that changed (SendAllowanceChanged, after the decisions, reckoned on the account as
+        they leave it). With `failed`, an account whose rule raises (a defect, not the infrastructure) is logged
+        and added to it, and the others are decided all the same: one account's failure holds back no other's
+        decision. One call at a time (the usage guard, the clock, a renewal), so two allowances reckoned from
+        different counts never share a sequence."""
+        async with self._enforcing:
+            decided: list[Event] = []
+            allowances: list[Event] = []
+            now = self.clock()
+            for account, usage in (await self.store.touched_usage(account_ids)).values():
+                try:
+                    events = domain.enforce(account, usage, now, self.calendar)
+                    after = domain.evolve_all(account, events)
+                    allowance = domain.allowance_changed(after, usage, now, self.calendar,
+                                                         self._allowances.get(account.account_id))
+                except Exception:
+                    if failed is None:
+                        raise
+                    log.exception("deciding what an account's plan calls for failed; decided again later",
+                                  extra={"account_id": account.account_id})
+                    failed.add(account.account_id)
+                    continue
+                decided += events
+                if allowance is not None:
+                    allowances.append(allowance)
+            if decided or allowances:
+                await self.recorder.publish_only([*decided, *allowances])
+                for event in decided:
+                    metrics.ENFORCED.labels(event.type).inc()
+                    log.info("plan enforced", extra={"account_id": event.account_id, "event": event.type})
+                for event in allowances:
+                    assert isinstance(event, SendAllowanceChanged)
+                    self._allowances[event.account_id] = domain.told_allowance(event)
+            return len(decided)
 
     async def _account(self, account_id: str) -> Account:
         account = await self.store.account(account_id)

@@ -53,6 +53,7 @@ from herald_shared.contract.billing import (
     PaymentSucceeded,
     PlanChanged,
     QuotaExhausted,
+    SendAllowanceChanged,
     SendingBlocked,
     SendingUnblocked,
     StaffAccessed,
@@ -93,6 +94,7 @@ from .domain import (
     OpenInvoice,
     PasswordReset,
     PlanSince,
+    SendAllowance,
     Usage,
     User,
     payg_key,
@@ -115,7 +117,7 @@ LEGACY_PAYG = "payg_emails"
 ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, TrialEnded, QuotaExhausted,
                   SendingBlocked, SendingUnblocked, UserAdded, PaymentMethodSet, CancellationRequested,
                   CancellationWithdrawn, BillingDetailsChanged, InvoiceIssued, InvoiceVoided, PaymentSucceeded,
-                  PaymentFailed, CreditsPurchased, CreditsExpired, AccountDeleted, LoginSucceeded)
+                  PaymentFailed, CreditsPurchased, CreditsExpired, AccountDeleted, LoginSucceeded, SendAllowanceChanged)
 USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
 # What billing counts of the other services' topics.
 SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberConfirmed, SubscriberErased, ListDeleted)
@@ -180,6 +182,14 @@ def delivery_usage(account_id: str) -> str:
     return compose(account_id, "delivery")
 
 
+LIFETIME_PREFIX = "lifetime:"
+
+
+def lifetime_key(kind: str) -> str:
+    """The name an account's emails of one kind are counted under over its life (`Usage.lifetime_sent`)."""
+    return LIFETIME_PREFIX + kind
+
+
 def account_doc(account: Account) -> Document:
     return {"_id": account.account_id, **asdict(account)}
 
@@ -192,6 +202,8 @@ def account_of(doc: Mapping[str, Any]) -> Account:
     fields["unblocks"] = dict(fields.get("unblocks", {}))
     fields["credit_batches"] = tuple(CreditBatch(**b) for b in fields.get("credit_batches", ()))
     fields["plan_history"] = tuple(PlanSince(**entry) for entry in fields.get("plan_history", ()))
+    allowance = fields.get("allowance")
+    fields["allowance"] = SendAllowance(**{**allowance, "counts": tuple(allowance["counts"])}) if allowance else None
     details = fields.get("billing_details")
     fields["billing_details"] = Party(**{**details, "address": tuple(details["address"])}) if details else None
     return Account(**fields)
@@ -361,21 +373,23 @@ class BillingProjection(Projection):
                         held = self._counts.get(list_usage(a, p.list_id)).get("members", 0)
                         self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": -held})
                 case MessageSent() | MessageBounced():
-                    # An email sent (only those were kept: domain.email_sent), under the plan in force when it went
-                    # out, whenever it is counted; a test send on the trial only (domain.counts_as_sent).
+                    # One count per event and counter (`Counters.add_at`): every one by kind, whatever the plan (what
+                    # a send allowance is reckoned at: domain.allowance_changed), and an email sent (only those were
+                    # kept: domain.email_sent) under the plan in force when it went out, whenever it is counted; a
+                    # test send on the trial only (domain.counts_as_sent).
+                    deltas = {lifetime_key(event.payload.kind): 1}
                     account = known.get(a)
                     plan = account.plan_at(event.occurred_at) if account is not None else None
-                    if account is None or plan is None or not domain.counts_as_sent(event, plan):
-                        continue
-                    if plan == "trial":
-                        self._counts.add_at(delivery_usage(a), offset, {"trial_emails": 1})
-                    elif plan == "pay_as_you_go":
+                    counted = account is not None and plan is not None and domain.counts_as_sent(event, plan)
+                    if counted and plan == "trial":
+                        deltas["trial_emails"] = 1
+                    elif counted and plan == "pay_as_you_go" and account is not None:
                         # In the credit window it was sent in: it takes a credit of the batches valid then.
-                        window = domain.credit_window(account, event.occurred_at)
-                        self._counts.add_at(delivery_usage(a), offset, {payg_key(window): 1})
-                    elif plan == "monthly" and account.billing_day is not None:
+                        deltas[payg_key(domain.credit_window(account, event.occurred_at))] = 1
+                    elif counted and plan == "monthly" and account is not None and account.billing_day is not None:
                         start, _ = account.period(event.occurred_at, self.calendar)
-                        self._counts.add_at(delivery_usage(a), offset, {period_key(start): 1})
+                        deltas[period_key(start)] = 1
+                    self._counts.add_at(delivery_usage(a), offset, deltas)
         # Counters before the documents they count: a replay after a crash repeats the documents' changes.
         await self._counts.write()
         await write_changes(self.db[MEMBERS], members,
@@ -588,7 +602,9 @@ class BillingStore:
                              trial_peak_subscribers=subscriptions.get("trial_peak_subscribers", 0),
                              trial_emails=delivery.get("trial_emails", 0),
                              emails_by_period={k: v for k, v in delivery.items() if k.startswith("sent:")},
-                             payg_sent=payg)
+                             payg_sent=payg,
+                             lifetime_sent={k.removeprefix(LIFETIME_PREFIX): v for k, v in delivery.items()
+                                            if k.startswith(LIFETIME_PREFIX)})
         return found
 
     async def last_invoice_number(self, year: int) -> int:

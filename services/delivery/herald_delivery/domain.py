@@ -12,7 +12,7 @@ import random
 import re
 import unicodedata
 import uuid
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -24,6 +24,7 @@ from herald_shared.contract.billing import (
     AccountApproved,
     AccountOpened,
     PlanChanged,
+    SendAllowanceChanged,
     SendingBlocked,
     SendingUnblocked,
 )
@@ -34,7 +35,12 @@ from herald_shared.contract.campaigns import (
     CampaignRejected,
 )
 from herald_shared.contract.compliance import AccountReinstated, AccountSuspended
-from herald_shared.contract.delivery import CampaignDeliveryFinished, CampaignDeliveryFinishedPayload
+from herald_shared.contract.delivery import (
+    CampaignDeliveryFinished,
+    CampaignDeliveryFinishedPayload,
+    MessageBounced,
+    MessageSent,
+)
 from herald_shared.contract.subscriptions import (
     ConfirmationRequested,
     FieldValue,
@@ -48,8 +54,9 @@ from herald_shared.contract.subscriptions import (
 # Fixed namespace: message ids and derived event ids are the same in every process and every replay.
 HERALD_DELIVERY_NAMESPACE = uuid.UUID("5b1c2f7e-8f0b-4d55-9a43-2f6f4f1a7d10")
 
-Gate = Literal["account_suspended", "sending_blocked", "account_review", "campaign_review"]
-GATES: tuple[Gate, ...] = ("account_suspended", "sending_blocked", "account_review", "campaign_review")
+Gate = Literal["account_suspended", "sending_blocked", "account_review", "campaign_review", "send_allowance"]
+GATES: tuple[Gate, ...] = ("account_suspended", "sending_blocked", "account_review", "campaign_review",
+                           "send_allowance")
 MessageKind = Literal["campaign", "confirmation", "account_notice", "test"]
 PRODUCER = "delivery"
 
@@ -84,6 +91,22 @@ def inbound_bounce_event_id(message_id: str, bounce_class: str) -> uuid.UUID:
 
 
 @dataclass(frozen=True)
+class SendAllowance:
+    """What billing last said the account may still send (SendAllowanceChanged): `remaining` emails of the
+    `counts` kinds (None: no limit), reckoned when billing had counted `as_of_campaign` and `as_of_test` of its
+    sends (lifetime counts of the outcomes billing counts as sent, `counted_as_sent`)."""
+
+    remaining: int | None
+    counts: tuple[str, ...]
+    as_of_campaign: int = 0
+    as_of_test: int = 0
+    sequence: int = 0
+
+    def as_of(self, kind: str) -> int:
+        return self.as_of_campaign if kind == "campaign" else self.as_of_test if kind == "test" else 0
+
+
+@dataclass(frozen=True)
 class AccountState:
     """What delivery knows of an account, folded from herald.billing and herald.compliance."""
 
@@ -96,6 +119,7 @@ class AccountState:
     edition: Literal["standard", "pro"] = "standard"
     registered_email: str | None = None
     company_name: str | None = None
+    allowance: SendAllowance | None = None  # None: billing said nothing yet, and nothing limits the account here
 
 
 def evolve_account(state: AccountState, event: Event) -> AccountState:
@@ -107,6 +131,12 @@ def evolve_account(state: AccountState, event: Event) -> AccountState:
         return replace(state, approved=True)
     if isinstance(event, PlanChanged):
         return replace(state, edition=event.payload.edition)
+    if isinstance(event, SendAllowanceChanged):
+        p = event.payload
+        if state.allowance is not None and state.allowance.sequence > p.sequence:
+            return state  # an older one read after a newer
+        return replace(state, allowance=SendAllowance(p.remaining, tuple(p.counts), p.as_of.campaign, p.as_of.test,
+                                                      p.sequence))
     if isinstance(event, SendingBlocked):
         return replace(state, blocked_reasons=state.blocked_reasons | {event.payload.reason})
     if isinstance(event, SendingUnblocked):
@@ -176,6 +206,60 @@ def gate_refusing_test(account: AccountState) -> Gate | None:
     return None
 
 
+# The send allowance: a quota kept before each SMTP transaction (README, "Gates")
+
+ALLOWANCE_KINDS = ("campaign", "test")  # the kinds billing may count as sent; confirmations and notices never
+
+
+def counted_as_sent(event: Event | None) -> bool:
+    """Whether billing counts this outcome as an email sent (its `email_sent`): a campaign or test message the
+    relay accepted, or one the receiving server refused when it was sent (MessageBounced `smtp_reply`). Not a
+    deferral, nor one given up after retrying, nor a refusal that never left Herald (`local`)."""
+    if isinstance(event, MessageSent):
+        return event.payload.kind in ALLOWANCE_KINDS
+    if isinstance(event, MessageBounced):
+        return event.payload.kind in ALLOWANCE_KINDS and event.payload.source == "smtp_reply"
+    return False
+
+
+def allowance_room(allowance: SendAllowance | None, sent: Mapping[str, int],
+                   in_flight: Mapping[str, int]) -> int | None:
+    """How many more messages of a counted kind may start their SMTP transaction: what billing allowed, less what
+    this sender sent of the counted kinds since billing's count (`sent`: its own lifetime counts, never taken
+    below billing's), less those in flight (each may yet count). None: nothing limits the account."""
+    if allowance is None or allowance.remaining is None:
+        return None
+    used = sum(max(0, sent.get(kind, 0) - allowance.as_of(kind)) + in_flight.get(kind, 0)
+               for kind in allowance.counts)
+    return allowance.remaining - used
+
+
+def allowance_holds(allowance: SendAllowance | None, kind: str, sent: Mapping[str, int],
+                    in_flight: Mapping[str, int]) -> bool:
+    """Whether a message of `kind` must wait for a larger allowance: its kind counts and no room is left."""
+    if allowance is None or kind not in allowance.counts:
+        return False
+    room = allowance_room(allowance, sent, in_flight)
+    return room is not None and room < 1
+
+
+def tighter_allowance(current: SendAllowance | None, staged: SendAllowance | None,
+                      sent: Mapping[str, int]) -> SendAllowance | None:
+    """Of an allowance in force and one waiting to be stored, the one to keep meanwhile: a smaller one at once, a
+    larger only once stored (as a gate closes at once and opens once stored). None is no limit, the largest."""
+    if current is None or staged is None:
+        return staged if current is None else current
+    if staged.remaining is None or current.remaining is None:
+        return current if staged.remaining is None else staged
+    if set(staged.counts) != set(current.counts):
+        return staged if set(staged.counts) > set(current.counts) else current
+    no_flight: dict[str, int] = {}
+    staged_room = allowance_room(staged, sent, no_flight)
+    current_room = allowance_room(current, sent, no_flight)
+    assert staged_room is not None and current_room is not None
+    return staged if staged_room < current_room else current
+
+
 def gate_reason(gate: Gate, account: AccountState) -> str:
     if gate == "account_suspended":
         return f"account suspended: {account.suspension_reason or 'by compliance'}"
@@ -183,6 +267,10 @@ def gate_reason(gate: Gate, account: AccountState) -> str:
         return "sending blocked by billing: " + ", ".join(sorted(account.blocked_reasons))
     if gate == "account_review":
         return "the account has not passed staff review yet"
+    if gate == "send_allowance":
+        allowed = account.allowance.remaining if account.allowance is not None else None
+        return (f"the account's emails allowed by billing are sent ({allowed} when it last counted): held until "
+                "more are allowed (a plan, credits, the next period)")
     return "the campaign waits for staff approval (trial: every campaign is reviewed)"
 
 

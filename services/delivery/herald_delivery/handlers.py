@@ -9,7 +9,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -51,12 +51,19 @@ class GateBook:
     message. The control consumer closes a gate as it handles the event, before anything is written, so a
     suspension takes effect at once; it opens one only once the store holds what opens it
     (`account_until_stored`), so an event the store refuses, then dead-lettered, never lets a message out.
-    `changed` wakes the sender when a gate opens or new jobs exist."""
+    `changed` wakes the sender when a gate opens or new jobs exist.
+
+    The send allowance is a gate with a counter: per account, the lifetime counts of the sender's messages that
+    billing counts as sent (`sent`, by kind: loaded at start, one more with each such outcome) and the messages
+    that started their SMTP transaction and have no outcome yet (`in_flight`). A worker reserves its message
+    (`reserve`) immediately before its transaction, and `settle`s it with the outcome: counted, or given back."""
 
     def __init__(self) -> None:
         self.accounts: dict[str, AccountState] = {}
         self.campaigns: dict[str, CampaignState] = {}
         self.changed = asyncio.Event()
+        self.sent: dict[str, dict[str, int]] = {}
+        self.in_flight: dict[str, dict[str, int]] = {}
 
     def account(self, account_id: str) -> AccountState:
         return self.accounts.get(account_id) or AccountState(account_id)
@@ -70,20 +77,86 @@ class GateBook:
         self.accounts.pop(account_id, None)
         for key in [k for k in self.campaigns if k.startswith(account_id + ":")]:
             del self.campaigns[key]
+        self.sent.pop(account_id, None)
 
     def gate_for(self, account_id: str, campaign_id: str | None) -> Gate | None:
         campaign = self.campaign(account_id, campaign_id) if campaign_id else None
-        return domain.closed_gate(self.account(account_id), campaign)
+        account = self.account(account_id)
+        gate = domain.closed_gate(account, campaign)
+        if gate is None and self.allowance_holds(account_id, "campaign"):
+            return "send_allowance"
+        return gate
+
+    def _sent(self, account_id: str) -> dict[str, int]:
+        """The account's own counts, never below what billing counted (a count lost with a crash, or a ledger
+        older than the counts, would otherwise let its next sends go uncounted against the allowance)."""
+        sent = self.sent.setdefault(account_id, {})
+        allowance = self.account(account_id).allowance
+        if allowance is not None:
+            for kind in domain.ALLOWANCE_KINDS:
+                if allowance.as_of(kind) > sent.get(kind, 0):
+                    sent[kind] = allowance.as_of(kind)
+        return sent
+
+    def room(self, account_id: str) -> int | None:
+        """How many more messages of a counted kind may start now (None: no limit)."""
+        return domain.allowance_room(self.account(account_id).allowance, self._sent(account_id),
+                                     self.in_flight.get(account_id, {}))
+
+    def allowance_holds(self, account_id: str, kind: str) -> bool:
+        return domain.allowance_holds(self.account(account_id).allowance, kind, self._sent(account_id),
+                                      self.in_flight.get(account_id, {}))
+
+    def reserve(self, account_id: str, kind: str) -> bool | None:
+        """Immediately before a message's SMTP transaction: True when reserved (its kind counts here), None when
+        its kind takes nothing from an allowance, False when no room is left (it must not start)."""
+        allowance = self.account(account_id).allowance
+        if allowance is None or allowance.remaining is None or kind not in allowance.counts:
+            return None
+        if self.allowance_holds(account_id, kind):
+            return False
+        flying = self.in_flight.setdefault(account_id, {})
+        flying[kind] = flying.get(kind, 0) + 1
+        return True
+
+    def settle(self, account_id: str, kind: str, reserved: bool | None, counted: bool) -> int | None:
+        """The outcome of a message is known: its reservation ends, and when billing counts it as sent, the account's
+        count of its kind grows by one; returns that count (None when not counted). A reservation given back (a
+        deferral, a failure before the relay answered) may open the gate: the sender is woken."""
+        if reserved:
+            flying = self.in_flight.get(account_id, {})
+            left = flying.get(kind, 0) - 1
+            if left > 0:
+                flying[kind] = left
+            else:
+                flying.pop(kind, None)
+                if not flying:
+                    self.in_flight.pop(account_id, None)
+            if not counted:
+                self.changed.set()
+        if not counted:
+            return None
+        sent = self._sent(account_id)
+        sent[kind] = sent.get(kind, 0) + 1
+        return sent[kind]
+
+    def note_sent(self, account_id: str, kind: str, count: int) -> None:
+        """A count read back (at start: the stored counts, and outcomes recorded after them); never lowers one."""
+        sent = self.sent.setdefault(account_id, {})
+        sent[kind] = max(sent.get(kind, 0), count)
 
 
-def account_until_stored(current: AccountState, staged: AccountState) -> AccountState:
+def account_until_stored(current: AccountState, staged: AccountState,
+                         sent: Mapping[str, int] | None = None) -> AccountState:
     """What the gate book shows of an account while its `staged` state waits for the flush: each gate closed
-    in either closed (a suspension or a block at once), none opened yet, everything else as `current`."""
+    in either closed (a suspension or a block at once; the smaller send allowance, `sent` being the account's
+    own counts), none opened yet, everything else as `current`."""
     suspended_by = staged if staged.suspended else current
     return replace(current, approved=current.approved and staged.approved,
                    suspended=suspended_by.suspended, suspension_reason=suspended_by.suspension_reason,
                    suspension_event_id=suspended_by.suspension_event_id,
-                   blocked_reasons=current.blocked_reasons | staged.blocked_reasons)
+                   blocked_reasons=current.blocked_reasons | staged.blocked_reasons,
+                   allowance=domain.tighter_allowance(current.allowance, staged.allowance, sent or {}))
 
 
 def campaign_until_stored(current: CampaignState, staged: CampaignState) -> CampaignState:
@@ -377,7 +450,8 @@ class ControlHandler:
         after = domain.evolve_account(before, event)
         if after != before:
             self._dirty_accounts[account_id] = after
-            self._gates.accounts[account_id] = account_until_stored(self._gates.account(account_id), after)
+            self._gates.accounts[account_id] = account_until_stored(self._gates.account(account_id), after,
+                                                                    self._gates.sent.get(account_id))
         if isinstance(event, CampaignTestRequested):
             await self._test_requested(event)
         elif isinstance(event, CampaignsEvent):

@@ -150,6 +150,7 @@ class Sender:
             await self._store.mark_in_doubt([str(job["_id"]) for job in ledger.in_doubt])
             log.warning("messages in doubt after a restart are sent again", extra={"count": len(ledger.in_doubt)})
         await self._store.forget_claims(started_at)
+        await self._load_sent_counts(ledger.republish)
         self._jobs.push(ledger.pending, compacted=True)
         ledger.pending, ledger.in_doubt = [], []  # queued; the lists would live as long as run()
         await self._republish(ledger.republish)
@@ -173,6 +174,24 @@ class Sender:
             for connection in connections:
                 await connection.close(quit_politely=True)
             await self._save_watermark()
+
+    async def _load_sent_counts(self, recent: list[Document]) -> None:
+        """The send allowance's counts as stored, raised by the outcomes recorded since the published-watermark
+        (each counted one carries the count it made): a crash between an outcome's insert and its count's write
+        is recounted here, and the result stored before anything is sent."""
+        stored = await self._store.sent_counts()
+        for (account_id, kind), count in stored.items():
+            self._gates.note_sent(account_id, kind, count)
+        raised: dict[tuple[str, str], int] = {}
+        for doc in recent:
+            if (counted := doc.get("counted_kind")) is not None:
+                key = (str(doc["account_id"]), str(counted))
+                if int(doc["counted_total"]) > max(stored.get(key, 0), raised.get(key, 0)):
+                    raised[key] = int(doc["counted_total"])
+                    self._gates.note_sent(*key, int(doc["counted_total"]))
+        if raised:
+            await self._store.save_sent_counts(raised)
+            log.info("send counts recounted from outcomes recorded before a restart", extra={"accounts": len(raised)})
 
     async def _wait_until_ready(self) -> bool:
         """The gates must be current before anything is sent (a suspension published while this process was
@@ -291,7 +310,10 @@ class Sender:
         address the account suppressed or that unsubscribed (`refused`, decided when the test was requested)."""
         if job["kind"] != "test":
             return None
-        return job.get("refused") or domain.gate_refusing_test(self._gates.account(job["account_id"]))
+        refused = job.get("refused") or domain.gate_refusing_test(self._gates.account(job["account_id"]))
+        if refused is None and self._gates.allowance_holds(job["account_id"], "test"):
+            return "send_allowance"
+        return refused
 
     def _stop(self, job: Document) -> tuple[str, str] | None:
         """Why the job may not go now, as (outcome, reason), or None. A campaign cancelled or rejected is
@@ -340,18 +362,33 @@ class Sender:
                 return
         if await self._stopped(job):  # cancelled, suspended... during the rate-limit or the signing wait
             return
-        reply = await connection.send(rendered.mail_from, rendered.recipient, rendered.data)
-        answered = time.perf_counter()
-        job["_answered"] = True  # from here on, a failure never hands the job to a worker again
+        # The send allowance: no await between the check just made and the reservation, so no other worker takes
+        # the same room. The reservation lasts until the outcome is known (`settle`, below or in `finally`).
+        account_id, kind = job["account_id"], job["kind"]
+        reserved = self._gates.reserve(account_id, kind)
+        if reserved is False:  # not reached: `_stopped` asked the same an instant before
+            self._jobs.retry_at(job["_id"], job["next_attempt_at"])
+            return
+        settled = False
         try:
-            outcome, event = self._outcome(job, rendered, reply)
-        except Exception as exc:
-            # No known reply gets here (each cause found was fixed); should one, the message is still recorded
-            # as the relay answered, so it is neither sent again after a restart nor left unfinished, and what
-            # its event could not say goes to the dead-letter topic with why.
-            log.exception("the outcome of a message could not become its event; recorded without it",
-                          extra={"message_id": job["_id"]})
-            outcome, event = unannounced_outcome(job, reply, f"{type(exc).__name__}: {exc}"), None
+            reply = await connection.send(rendered.mail_from, rendered.recipient, rendered.data)
+            answered = time.perf_counter()
+            job["_answered"] = True  # from here on, a failure never hands the job to a worker again
+            try:
+                outcome, event = self._outcome(job, rendered, reply)
+            except Exception as exc:
+                # No known reply gets here (each cause found was fixed); should one, the message is still recorded
+                # as the relay answered, so it is neither sent again after a restart nor left unfinished, and what
+                # its event could not say goes to the dead-letter topic with why (billing counts no such send).
+                log.exception("the outcome of a message could not become its event; recorded without it",
+                              extra={"message_id": job["_id"]})
+                outcome, event = unannounced_outcome(job, reply, f"{type(exc).__name__}: {exc}"), None
+            settled = True
+            if (count := self._gates.settle(account_id, kind, reserved, domain.counted_as_sent(event))) is not None:
+                outcome.update(counted_kind=kind, counted_total=count)
+        finally:
+            if not settled:
+                self._gates.settle(account_id, kind, reserved, counted=False)
         self._unpublished[job["_id"]] = outcome["recorded_at"]
         # The relay has answered: from here on the message is never handed to a worker again. Recording and
         # publishing are retried until they pass (MongoDB or Kafka away); only a crash leaves it in doubt.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -48,7 +48,7 @@ from herald_shared.readmodel import (
 from herald_shared.rebuilding import ReadModelFormat
 
 from . import domain
-from .domain import AccountState, CampaignState, FinalResult, Member, QueuedCampaign
+from .domain import AccountState, CampaignState, FinalResult, Member, QueuedCampaign, SendAllowance
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,11 @@ RECIPIENT_JOBS = "recipient_jobs"
 # written before the lists existed, or none yet), the next start folds the whole ledger once and lists what is
 # open in it, and the jobs holding an address; until then an erasure scans the jobs.
 LEDGER_LISTED = "ledger_listed"
+# Per account (`_id`), by kind, how many of its messages billing counts as sent (`domain.counted_as_sent`), over
+# its life: what the send allowance is counted against. Written by the sender alone, with the outcomes' group
+# commit, as absolute values (`$set`; FerretDB 1.24 loses concurrent `$inc`). Each counted outcome carries the
+# count it made (`counted_kind`, `counted_total`), so a start recounts what a crash left unwritten here.
+SENT_COUNTS = "sent_counts"
 SENT, BOUNCED, DEFERRED, SKIPPED, CANCELLED = "sent", "bounced", "deferred", "skipped", "cancelled"
 FINAL_STATES = (SENT, BOUNCED, SKIPPED, CANCELLED)
 
@@ -242,7 +247,10 @@ def member_from(doc: Document) -> Member:
 
 def account_from(doc: Document) -> AccountState:
     fields = {key: value for key, value in doc.items() if key != "_id"}
-    return AccountState(**{**fields, "blocked_reasons": frozenset(doc.get("blocked_reasons") or ())})
+    allowance = fields.pop("allowance", None)
+    return AccountState(**{**fields, "blocked_reasons": frozenset(doc.get("blocked_reasons") or ())},
+                        allowance=SendAllowance(**{**allowance, "counts": tuple(allowance["counts"])})
+                        if allowance else None)
 
 
 class GroupCommit:
@@ -250,8 +258,11 @@ class GroupCommit:
     goes into the next one, so the window between the relay's answer and the ledger stays short under
     load (one command per round instead of one per message)."""
 
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
+    def __init__(self, collection: AsyncCollection[Document],
+                 then: Callable[[list[Document]], Awaitable[None]] | None = None) -> None:
+        """`then`: written after each round's insert, before its waiters learn it is done (the send counts)."""
         self._collection = collection
+        self._then = then
         self._pending: list[tuple[Document, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -266,7 +277,10 @@ class GroupCommit:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await insert_new(self._collection, [doc for doc, _ in batch])
+                docs = [doc for doc, _ in batch]
+                await insert_new(self._collection, docs)
+                if self._then is not None:
+                    await self._then(docs)
             except Exception as exc:  # every waiter learns it; none is left hanging
                 for _, future in batch:
                     if not future.done():
@@ -280,6 +294,7 @@ class GroupCommit:
 # What the start-up fold keeps of a message's last outcome: (attempt, True, how it ended) when final, else
 # (attempt, False, first attempt at, next attempt at, recorded at).
 _LastOutcome = tuple[Any, ...]
+_COUNTED_FIELDS = {"account_id": 1, "counted_kind": 1, "counted_total": 1}  # what a start recounts the sends from
 _OUTCOME_FIELDS = {"message_id": 1, "attempt": 1, "final": 1, "outcome": 1, "reason": 1, "first_attempt_at": 1,
                    "next_attempt_at": 1, "recorded_at": 1}
 
@@ -419,7 +434,8 @@ class DeliveryStore:
         self.db = db
         self.jobs = db[JOBS]
         self._active = SecondaryIndex(db[ACTIVE_MEMBERS], active_key)
-        self._group_commit = GroupCommit(db[OUTCOMES])
+        self._group_commit = GroupCommit(db[OUTCOMES], self._write_sent_counts)
+        self._sent_written: dict[tuple[str, str], int] = {}  # the counts as last written (never lowered)
         self._buckets: set[str] = set()  # campaigns whose `job_buckets` document is written
         self._listed = False  # LEDGER_LISTED seen (it is never unset)
 
@@ -481,6 +497,8 @@ class DeliveryStore:
         for state in states:
             doc: dict[str, Any] = asdict(state)
             doc["blocked_reasons"] = sorted(state.blocked_reasons)
+            if state.allowance is not None:
+                doc["allowance"]["counts"] = list(state.allowance.counts)
             ops.append(ReplaceOne({"_id": state.account_id}, doc, upsert=True))
         await bulk_write(self.db[ACCOUNTS], ops)
 
@@ -690,6 +708,38 @@ class DeliveryStore:
         """Append one attempt's outcome (`_id` = message id and attempt, so a repeat is a no-op)."""
         await self._group_commit.insert(outcome)
 
+    async def _write_sent_counts(self, outcomes: list[Document]) -> None:
+        """The counts the round's counted outcomes made, each account's highest per kind (a round retried after
+        a failure may hold lower ones than a later round wrote: never written back over them)."""
+        highest: dict[tuple[str, str], int] = {}
+        for doc in outcomes:
+            if (kind := doc.get("counted_kind")) is not None:
+                key = (str(doc["account_id"]), str(kind))
+                highest[key] = max(highest.get(key, 0), int(doc["counted_total"]))
+        await self.save_sent_counts({key: count for key, count in highest.items()
+                                     if count > self._sent_written.get(key, -1)})
+
+    async def save_sent_counts(self, counts: dict[tuple[str, str], int]) -> None:
+        by_account: dict[str, dict[str, int]] = {}
+        for (account_id, kind), count in counts.items():
+            by_account.setdefault(account_id, {})[kind] = count
+        if not by_account:
+            return
+        await bulk_write(self.db[SENT_COUNTS], [UpdateOne({"_id": account_id}, {"$set": kinds}, upsert=True)
+                                                for account_id, kinds in sorted(by_account.items())])
+        for key, count in counts.items():
+            self._sent_written[key] = max(self._sent_written.get(key, 0), count)
+
+    async def sent_counts(self) -> dict[tuple[str, str], int]:
+        """Every account's counts as stored (one small document per account that ever sent)."""
+        counts: dict[tuple[str, str], int] = {}
+        async for doc in self.db[SENT_COUNTS].find({}):
+            for kind, count in doc.items():
+                if kind != "_id":
+                    counts[(str(doc["_id"]), kind)] = int(count)
+        self._sent_written.update(counts)
+        return counts
+
     async def load_pending(self, keep: Callable[[Document], Document] | None = None) -> LedgerFold:
         """The ledger folded at start-up: jobs without a final outcome (with their attempt count and next
         attempt time), and among them those in doubt: claimed after their last recorded outcome, i.e. the
@@ -737,7 +787,7 @@ class DeliveryStore:
                 fold.closed.append(message_id)
             else:
                 unfinished.append((message_id, last))
-        found = await load(self.db[OUTCOMES], recent, {"outcome_event": 1, "recorded_at": 1})
+        found = await load(self.db[OUTCOMES], recent, {"outcome_event": 1, "recorded_at": 1, **_COUNTED_FIELDS})
         fold.republish = sorted((doc for doc in found.values() if "outcome_event" in doc),
                                 key=lambda doc: (doc["recorded_at"], doc["_id"]))
         return fold, unfinished
@@ -883,7 +933,7 @@ class DeliveryStore:
         query: Document = {"outcome_event": {"$exists": True}}
         if doc is not None:
             query["recorded_at"] = {"$gte": doc["before"]}
-        return [d async for d in self.db[OUTCOMES].find(query, {"outcome_event": 1})]
+        return [d async for d in self.db[OUTCOMES].find(query, {"outcome_event": 1, **_COUNTED_FIELDS})]
 
     async def purge(self, account_id: str) -> None:
         """Retention: everything of the account. Members, lists, campaigns, test sends and finished campaigns
@@ -896,6 +946,8 @@ class DeliveryStore:
         await self.db[OPEN_JOBS].delete_many({"account_id": account_id})
         await delete_by_account_prefix(self.db, account_id, (ACTIVE_MEMBERS, ADDRESSES))
         await self.db[ACCOUNTS].delete_one({"_id": account_id})
+        await self.db[SENT_COUNTS].delete_one({"_id": account_id})
+        self._sent_written = {key: count for key, count in self._sent_written.items() if key[0] != account_id}
         await self.db[JOBS].delete_many({"account_id": account_id})
         await self.db[OUTCOMES].delete_many({"account_id": account_id})
 

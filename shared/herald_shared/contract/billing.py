@@ -483,3 +483,40 @@ class SendingUnblockedPayload(Payload):
 class SendingUnblocked(BillingEvent):
     type: Literal["SendingUnblocked"] = "SendingUnblocked"
     payload: SendingUnblockedPayload
+
+
+SentKind = Literal["campaign", "test"]
+
+
+class SentCounts(Payload):
+    """Per kind, how many of the account's emails billing counts as sent (`MessageSent`, and `MessageBounced` with
+    source `smtp_reply`, of campaign and test messages), over the account's life, whatever the plan."""
+
+    campaign: Count = 0
+    test: Count = 0
+
+
+class SendAllowanceChangedPayload(Payload):
+    remaining: Count | None = Field(description=(
+        "How many more emails of the kinds in `counts` the account may send, reckoned when billing had counted "
+        "`as_of`; null: billing's quotas set no limit."))
+    counts: list[SentKind] = Field(max_length=2, description=(
+        "The kinds of email that take from `remaining` now: campaign and test on the trial, campaign on a paid "
+        "plan."))
+    as_of: SentCounts = Field(description=(
+        "What billing had counted as sent when it reckoned `remaining`: a sender subtracts only what it sent "
+        "since."))
+    sequence: Positive = Field(description=(
+        "Per account, higher for each newer allowance: a copy or an older one read later changes nothing."))
+
+
+class SendAllowanceChanged(BillingEvent):
+    """What an account may still send under its trial, credits or monthly cap, as of a count of its sends.
+
+    `remaining` as of `as_of`: a sender subtracts only what it sent since. Published when the quota itself changes
+    (the trial's start, credits bought or expired, a plan chosen or raised, a new period, a send past the bound),
+    not for each send counted (which changes `remaining` and `as_of` alike). Delivery counts its own sends against
+    it before each SMTP transaction, so a quota is a bound, not a block announced after the send that reached it."""
+
+    type: Literal["SendAllowanceChanged"] = "SendAllowanceChanged"
+    payload: SendAllowanceChangedPayload

@@ -151,7 +151,7 @@ class LinkClicked(DeliveryEvent):
 
 class DeliveryHeldPayload(Payload):
     campaign_id: Identifier | None = None
-    gate: Literal["account_suspended", "sending_blocked", "account_review", "campaign_review"]
+    gate: Literal["account_suspended", "sending_blocked", "account_review", "campaign_review", "send_allowance"]
     reason: ShortText
     messages_held: Count
 

@@ -111,6 +111,8 @@ async def test_an_account_whose_rule_raises_holds_back_no_other_and_is_tried_aga
         return [SimpleNamespace(type="QuotaExceeded", account_id=account.account_id)]
 
     monkeypatch.setattr(domain, "enforce", enforce)
+    monkeypatch.setattr(domain, "evolve_all", lambda account, events: account)
+    monkeypatch.setattr(domain, "allowance_changed", lambda *args: None)
     published: list[Any] = []
 
     async def touched_usage(ids: list[str]) -> dict[str, Any]:
@@ -120,7 +122,8 @@ async def test_an_account_whose_rule_raises_holds_back_no_other_and_is_tried_aga
         published.extend(events)
 
     service: Any = SimpleNamespace(clock=lambda: datetime.now(UTC), store=SimpleNamespace(touched_usage=touched_usage),
-                                   recorder=SimpleNamespace(publish_only=publish_only), calendar=None)
+                                   recorder=SimpleNamespace(publish_only=publish_only), calendar=None,
+                                   _enforcing=asyncio.Lock(), _allowances={})
     service.enforce = lambda ids, failed=None: BillingService.enforce(service, ids, failed)
     guard = UsageGuard(Projection(), service)  # type: ignore[arg-type]
     for account_id in ("bad", "a1"):
