@@ -1055,8 +1055,11 @@ def display_state(doc: Mapping[str, Any], account: AccountInfo | None, sent: int
     if account is not None and account.suspended:
         return "suspended"
     gate = doc.get("held_gate")
+    # Delivery holds a message at the send allowance an instant before billing blocks the account for the quota
+    # that allowance kept (the trial's emails, the credits, the period's cap): held while that block stands.
     still_closed = {"account_suspended": account is not None and account.suspended,
                     "sending_blocked": account is not None and bool(account.blocked),
+                    "send_allowance": account is not None and bool(account.blocked),
                     "account_review": account is None or not account.approved,
                     "campaign_review": False}
     if gate is not None and still_closed.get(str(gate), False):

@@ -276,6 +276,11 @@ def test_a_report_shows_held_suspended_sending_or_queued_once_queued() -> None:
     assert domain.display_state(doc, PAID, 0) == "queued"  # approved since: the gate is open again
     assert domain.display_state(doc, AccountInfo("acme", approved=True, suspended=True), 5) == "suspended"
     assert domain.display_state(draft_doc(), PAID, 0) == "draft"
+    # Held at the send allowance (the trial's 100 sent): held while billing's block for that quota stands.
+    at_quota = fold(DeliveryHeld(account_id="acme", producer="delivery", payload={  # type: ignore[arg-type]
+        "campaign_id": "c1", "gate": "send_allowance", "reason": "allowance sent", "messages_held": 3}), doc=doc)
+    assert domain.display_state(at_quota, AccountInfo("acme", approved=True, blocked=("trial_emails",)), 100) == "held"
+    assert domain.display_state(at_quota, PAID, 100) == "sending"  # credits bought or a plan chosen since
 
 
 def test_a_report_counts_no_test_message() -> None:
