@@ -712,6 +712,22 @@ class TokenBucket:
         self.tokens -= 1
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
+    def full(self, now: float) -> bool:
+        """Whether it has refilled to its burst by `now`: it then answers exactly as a new one would."""
+        if self.rate <= 0 or self.updated is None:
+            return True
+        return self.tokens + (now - self.updated) * self.rate >= self.burst
+
+
+def forget_full(buckets: dict[str, TokenBucket], now: float) -> int:
+    """Drop the buckets refilled to their burst (a new one is made at the next message, the same): the per
+    recipient domain and per account buckets would otherwise keep one for every domain and account ever sent
+    to. Returns how many went."""
+    full = [key for key, bucket in buckets.items() if bucket.full(now)]
+    for key in full:
+        del buckets[key]
+    return len(full)
+
 
 # Tracking hits made by machines (issue 20, "Tracking"): mail scanners fetch a message's images and follow its
 # links before, or instead of, the reader. Such a hit gets the same image or redirect as any other; its event is

@@ -3,11 +3,12 @@ the outcome in the ledger, then publishes it.
 
 Effectively once: each batch of jobs handed to the workers is listed in a claim document before any of
 them is sent; each outcome is recorded (with its event) the moment the relay answers; the claim is
-deleted when the batch is done. Outcome events are published after recording and, after a crash,
-published again from the last published-watermark on (their ids are deterministic, so consumers drop
-copies). Jobs of a claim left open by a crash, without an outcome, are in doubt and are sent again: the
-one window where that repeats a message is between the relay's 250 and the ledger write, measured by
-herald_delivery_unrecorded_window_seconds (README, "Effectively once").
+deleted once every job of the batch is done with (its outcome recorded, or put back unsent), in the
+once-a-second round that also saves the published-watermark. Outcome events are published after recording
+and, after a crash, published again from the last published-watermark on (their ids are deterministic, so
+consumers drop copies). Jobs of a claim left open by a crash, without an outcome, are in doubt and are sent
+again: the one window where that repeats a message is between the relay's 250 and the ledger write, measured
+by herald_delivery_unrecorded_window_seconds (README, "Effectively once").
 
 Gates bound: every worker asks the in-memory GateBook (gates, and whether the campaign was cancelled or
 rejected) immediately before its SMTP transaction, after the rate-limit and the signing waits, and the control
@@ -66,6 +67,7 @@ LIST_RECHECK_SECONDS = 1.0  # how stale the hand-out's knowledge that a list is 
 MEMBER_RECHECK_SECONDS = 1.0
 HELD = "held"  # no outcome: the job waits behind a closed gate (`_stop`)
 TEMPLATES_KEPT = 256  # compiled campaigns kept (the most recently used); one evicted is compiled again if needed
+BUCKETS_PRUNE_SECONDS = 60.0  # how often the rate limits' buckets refilled to their burst are dropped
 # Threads that make DKIM signatures (`Rendered.signatures`): OpenSSL releases the GIL while it signs (~0.2 ms
 # an RSA-2048 signature), so the event loop goes on rendering and sending other messages meanwhile.
 SIGNING_THREADS = 2
@@ -98,7 +100,11 @@ class Sender:
         self._config = config
         self._rng = rng or random.Random()
         # A job handed out, its member (campaign jobs) and when the member was read (time.monotonic()).
-        self._queue: asyncio.Queue[tuple[Document, Member | None, float]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Document, Member | None, float, str]] = asyncio.Queue()
+        # Each claim's jobs not done with yet, and the claims all done with, to delete (`_close_claims`): a claim
+        # kept until the next start made that start read one id per message sent since the last one.
+        self._claimed: dict[str, int] = {}
+        self._settled_claims: list[str] = []
         # Jobs handed out and not finished: up to four per worker, refilled when half are done, so one
         # claim (and one member look-up) serves many messages and workers never wait for them.
         self._capacity = 4 * config.concurrency
@@ -117,6 +123,7 @@ class Sender:
         self._unpublished: dict[str, datetime] = {}
         self._closing: list[str] = []  # jobs (not a campaign's) finished and published, to close (`_close_jobs`)
         self._watermark_saved = 0.0
+        self._buckets_pruned = 0.0
         self._held_announced: set[tuple[str, str | None, str]] = set()
         self._stopping = asyncio.Event()
         self._busy = 0
@@ -254,11 +261,13 @@ class Sender:
     async def _hand_out(self, due: list[Document]) -> None:
         claim = uuid.uuid4().hex
         await self._store.open_claim(claim, [d["_id"] for d in due], datetime.now(UTC))
+        self._claimed[claim] = len(due)
         members = await self._members([job for job in due if job["kind"] == "campaign"])
         read_at = time.monotonic()
         for job in due:
             self._outstanding += 1
-            self._queue.put_nowait((job, members.get((job["account_id"], job.get("subscriber_id") or "")), read_at))
+            self._queue.put_nowait((job, members.get((job["account_id"], job.get("subscriber_id") or "")), read_at,
+                                    claim))
 
     async def _members(self, jobs: list[Document]) -> dict[tuple[str, str], Member]:
         """The members of these campaign jobs as the audience holds them now, by (account, subscriber); those
@@ -287,18 +296,25 @@ class Sender:
 
     async def _worker(self, connection: RelayConnection) -> None:
         while True:
-            job, member, member_read_at = await self._queue.get()
+            job, member, member_read_at, claim = await self._queue.get()
             self._busy += 1
             metrics.POOL_CONNECTIONS.labels("busy").set(self._busy)
+            done = False
             try:
                 await self._deliver(job, member, connection, member_read_at)
+                done = True
             except Exception:
                 # Infrastructure trouble while recording: the job is tried again in a while (and after a
                 # crash it is in doubt); logged loudly, never lost silently.
                 log.exception("delivering a message failed", extra={"message_id": job["_id"]})
                 if job["_id"] in self._jobs and not job.get("_answered"):
                     self._jobs.retry_at(job["_id"], datetime.now(UTC) + timedelta(seconds=5))
+                    done = True  # put back unsent: nothing of it is in doubt
             finally:
+                # A job the relay answered whose outcome was not recorded (stopping meanwhile) keeps its claim:
+                # the next start finds it in doubt.
+                if done:
+                    self._done_with(claim)
                 self._busy -= 1
                 metrics.POOL_CONNECTIONS.labels("busy").set(self._busy)
                 self._outstanding -= 1
@@ -625,9 +641,32 @@ class Sender:
     async def _save_watermark(self) -> None:
         """Everything recorded before the oldest unacknowledged outcome has been published; and the jobs
         finished since the last time closed."""
-        self._watermark_saved = time.monotonic()
+        self._watermark_saved = now = time.monotonic()
         await self._store.save_published_watermark(min(self._unpublished.values(), default=datetime.now(UTC)))
         await self._close_jobs()
+        await self._close_claims()
+        if now - self._buckets_pruned >= BUCKETS_PRUNE_SECONDS:
+            self._buckets_pruned = now
+            domain.forget_full(self._account_buckets, now)
+            domain.forget_full(self._domain_buckets, now)
+
+    def _done_with(self, claim: str) -> None:
+        left = self._claimed.get(claim, 0) - 1
+        if left > 0:
+            self._claimed[claim] = left
+        else:
+            self._claimed.pop(claim, None)
+            self._settled_claims.append(claim)
+
+    async def _close_claims(self) -> None:
+        """Claims whose jobs are all done with: deleted together (one statement a second). Should it fail, they
+        stay: the next start reads them and finds their jobs finished or pending, and deletes them."""
+        settled, self._settled_claims = self._settled_claims, []
+        try:
+            await self._store.close_claims(settled)
+        except BaseException:
+            self._settled_claims.extend(settled)
+            raise
 
     async def _close_jobs(self) -> None:
         """Jobs other than a campaign's, finished and published: a start need not read them (a second a

@@ -919,6 +919,11 @@ class DeliveryStore:
             await self.jobs.update_many({"_id": {"$in": list(message_ids[start:start + 500])}},
                                         {"$set": {"in_doubt": True}})
 
+    async def close_claims(self, claims: Sequence[str]) -> None:
+        """Claims whose jobs are all done with (outcome recorded, or put back unsent): nothing of them is in doubt."""
+        for start in range(0, len(claims), 1000):
+            await self.db[CLAIMS].delete_many({"_id": {"$in": list(claims[start:start + 1000])}})
+
     async def forget_claims(self, before: datetime) -> None:
         """Claims older than the start-up fold are settled (their jobs are pending or finished)."""
         await self.db[CLAIMS].delete_many({"at": {"$lt": before}})

@@ -88,6 +88,9 @@ async def test_sigkill_mid_campaign_and_restart_sends_everyone_exactly_once(
                                       "CampaignDeliveryFinished")
         end, = [e for e in events if isinstance(e, CampaignDeliveryFinished)]
         assert (end.payload.recipients, end.payload.sent) == (AUDIENCE, AUDIENCE)
+        # Every claim goes once its jobs are done with, not at the next start (which would read them all).
+        await eventually(lambda: db["claims"].count_documents({}), lambda n: n == 0, within=30,
+                         what="the claims closed as their jobs were done with")
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

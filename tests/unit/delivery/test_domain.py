@@ -220,6 +220,25 @@ def test_token_bucket_paces_to_the_rate_after_the_burst() -> None:
     assert TokenBucket(rate=0, burst=1).reserve(0.0) == 0
 
 
+@given(st.lists(st.floats(0, 5, allow_nan=False), min_size=1, max_size=30), st.floats(0, 30, allow_nan=False))
+def test_a_bucket_refilled_to_its_burst_is_forgotten_and_a_new_one_answers_the_same(gaps: list[float],
+                                                                                      later: float) -> None:
+    """The sender drops full buckets (`forget_full`), so it keeps none for every domain ever sent to: lossless."""
+    now, kept = 0.0, TokenBucket(rate=2, burst=3)
+    for gap in gaps:
+        now += gap
+        kept.reserve(now)
+    now += later
+    buckets = {"example.org": kept}
+    forgotten = domain.forget_full(buckets, now)
+    assert forgotten == (1 if kept.full(now) else 0)
+    fresh = buckets.get("example.org", TokenBucket(rate=2, burst=3))
+    shadow = TokenBucket(kept.rate, kept.burst, kept.tokens, kept.updated)
+    for step in (0.0, 0.1, 0.1, 0.7):
+        now += step
+        assert fresh.reserve(now) == pytest.approx(shadow.reserve(now))
+
+
 @pytest.mark.parametrize("address", ["bob@example.org", "हिन्दी@example.org", "ติดต่อ@example.th", "user@मराठी.भारत",
                                      "o'neil+x@mail.example.co.uk"])
 def test_a_diagnostic_quotes_no_address_in_any_script(address: str) -> None:
