@@ -109,6 +109,17 @@ def key_parts(key: str) -> tuple[datetime, str, str]:
     return datetime.strptime(at, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC), account_id, campaign_id
 
 
+# The states a campaign is in just before it enters a listing: a fold writes the key before the document, and a
+# command whose commit timed out (`Recorder.commit`) has released its lock by then, so `relist` leaves such a key
+# (of this version's format, for the schedule) to the fold; `mend_listings`, before any fold, takes it.
+_BECOMING: dict[str, tuple[str, ...]] = {SCHEDULE: ("draft", "in_review", "rejected"), COMPLETING: ("queued",)}
+
+
+def _written_now(key: str) -> bool:
+    """Whether a time-first key is of this version's format (milliseconds: `stored_time_key`)."""
+    return key.split("/", 1)[0].endswith("000Z")
+
+
 # The listings a campaign is in by its state, each with its key function (`store.relist`, `mend_listings`).
 _LISTINGS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     SCHEDULE: schedule_key, REVIEW: review_key, COMPLETING: completing_key}
@@ -394,20 +405,20 @@ class CampaignsStore:
     async def relist(self, key: str, listing: str = SCHEDULE) -> None:
         """Put a key of `listing` (the schedule, or the campaigns to complete) right by the campaign it names, as
         the store holds it: where the stored campaign's key there is not `key`, `key` goes and the campaign's own
-        key is written. Only where no fold can be writing that campaign meanwhile: under its lock (a command
-        commits and waits for its fold under it, and only this service's commands move a campaign in or out of
-        the schedule), or before the consumers start. A key written before 2026-12-07 kept the microseconds, a
-        time the stored campaign does not give, so its campaign left the listing with the key still there: due
-        for good, it held a place among the first 100 the scheduler reads, and enough of them stopped all
-        queueing; a key a failed fold left among those to complete would hold up completion the same way.
-        Delivery's CampaignDeliveryFinished lists a queued campaign to complete, which no lock orders: such a key
-        of a campaign still queued stays (`mend_listings` at the start takes it if its campaign does not give
-        it)."""
+        key is written; called under the campaign's lock. A fold writes a key before its document, and no lock
+        orders it with this (a command whose commit timed out released the lock; delivery's
+        CampaignDeliveryFinished takes none), so a key of a campaign in a state just before that listing stays
+        (`_BECOMING`; `mend_listings`, before any fold, takes it if it is stale). A key written before 2026-12-07
+        kept the microseconds, a time the stored campaign does not give, so its campaign left the listing with the
+        key still there: due for good, it held a place among the first 100 the scheduler reads, and enough of them
+        stopped all queueing; a key a failed fold left among those to complete would hold up completion the same
+        way."""
         key_of, (account_id, campaign_id) = _LISTINGS[listing], _campaign_of_key(key)
         doc = await self.db[CAMPAIGNS].find_one({"_id": campaign_key(account_id, campaign_id)})
         right = key_of(doc) if doc is not None else None
-        if right == key or (listing == COMPLETING and doc is not None and doc.get("status") == "queued"):
-            return  # a queued campaign's key to complete may be one written just before its document shows why
+        if right == key or (doc is not None and doc.get("status") in _BECOMING.get(listing, ()) and (
+                listing == COMPLETING or _written_now(key))):
+            return  # the key may be one a fold wrote just before the document shows why (its commit timed out)
         if right is not None:
             await insert_new(self.db[listing], [{"_id": right}])
         await self.db[listing].delete_one({"_id": key})

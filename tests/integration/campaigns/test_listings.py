@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from herald_campaigns.store import COMPLETING, REVIEW, SCHEDULE
 from herald_shared.contract.delivery import CampaignDeliveryFinished
+from herald_shared.readmodel import stored_time_key
 from tests.conftest import eventually
 
 from .conftest import Platform, draft
@@ -82,6 +83,15 @@ async def test_listings_an_earlier_version_left_are_mended_and_never_hold_the_sc
     assert await store.mend_listings() >= 2
     assert await listed(platform, SCHEDULE, "acc-old") == [own]
     assert await listed(platform, REVIEW, "acc-old") == []
+
+    # A key of this version's format for a campaign still a draft is one a fold wrote an instant before the
+    # document shows it scheduled (its command's commit timed out, the lock released): the scheduler leaves it.
+    await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "becoming"})
+    becoming = f"{stored_time_key(datetime.now(UTC))}/acc-old/becoming"
+    await db[SCHEDULE].insert_one({"_id": becoming})
+    await store.relist(becoming)
+    assert becoming in await listed(platform, SCHEDULE, "acc-old")
+    await db[SCHEDULE].delete_one({"_id": becoming})
 
     # What the scheduler meets between two starts is mended as it goes.
     await db[SCHEDULE].insert_many([{"_id": key} for key in stale])
