@@ -251,9 +251,7 @@ def tighter_allowance(current: SendAllowance | None, staged: SendAllowance | Non
         return staged if current is None else current
     if staged.remaining is None or current.remaining is None:
         return current if staged.remaining is None else staged
-    if set(staged.counts) != set(current.counts):
-        return staged if set(staged.counts) > set(current.counts) else current
-    no_flight: dict[str, int] = {}
+    no_flight: dict[str, int] = {}  # each judged by the kinds it counts: the one leaving less room is kept
     staged_room = allowance_room(staged, sent, no_flight)
     current_room = allowance_room(current, sent, no_flight)
     assert staged_room is not None and current_room is not None

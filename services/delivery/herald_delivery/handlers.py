@@ -104,8 +104,10 @@ class GateBook:
                                      self.in_flight.get(account_id, {}))
 
     def allowance_holds(self, account_id: str, kind: str) -> bool:
-        return domain.allowance_holds(self.account(account_id).allowance, kind, self._sent(account_id),
-                                      self.in_flight.get(account_id, {}))
+        allowance = self.account(account_id).allowance
+        if allowance is None or kind not in allowance.counts:
+            return False  # asked before every message: no counts looked at where nothing limits
+        return domain.allowance_holds(allowance, kind, self._sent(account_id), self.in_flight.get(account_id, {}))
 
     def reserve(self, account_id: str, kind: str) -> bool | None:
         """Immediately before a message's SMTP transaction: True when reserved (its kind counts here), None when

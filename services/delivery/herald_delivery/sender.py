@@ -261,9 +261,9 @@ class Sender:
     async def _hand_out(self, due: list[Document]) -> None:
         claim = uuid.uuid4().hex
         await self._store.open_claim(claim, [d["_id"] for d in due], datetime.now(UTC))
-        self._claimed[claim] = len(due)
         members = await self._members([job for job in due if job["kind"] == "campaign"])
         read_at = time.monotonic()
+        self._claimed[claim] = len(due)  # handed out now (should the read above fail, the claim waits for a start)
         for job in due:
             self._outstanding += 1
             self._queue.put_nowait((job, members.get((job["account_id"], job.get("subscriber_id") or "")), read_at,
@@ -307,9 +307,10 @@ class Sender:
                 # Infrastructure trouble while recording: the job is tried again in a while (and after a
                 # crash it is in doubt); logged loudly, never lost silently.
                 log.exception("delivering a message failed", extra={"message_id": job["_id"]})
-                if job["_id"] in self._jobs and not job.get("_answered"):
-                    self._jobs.retry_at(job["_id"], datetime.now(UTC) + timedelta(seconds=5))
-                    done = True  # put back unsent: nothing of it is in doubt
+                if not job.get("_answered"):
+                    done = True  # not sent (put back, or gone from the queue): nothing of it is in doubt
+                    if job["_id"] in self._jobs:
+                        self._jobs.retry_at(job["_id"], datetime.now(UTC) + timedelta(seconds=5))
             finally:
                 # A job the relay answered whose outcome was not recorded (stopping meanwhile) keeps its claim:
                 # the next start finds it in doubt.

@@ -116,6 +116,14 @@ def test_a_smaller_allowance_holds_at_once_a_larger_one_once_stored_and_an_older
     assert domain.evolve_account(current, newer).allowance == SendAllowance(9_999, PAID, 0, 0, 6)
 
 
+def test_of_two_allowances_counting_different_kinds_the_one_leaving_less_room_holds_until_stored() -> None:
+    """A trial with 50 left becoming pay-as-you-go with 10 credits: the 10 hold at once, whatever kinds count."""
+    trial = AccountState("acme", approved=True, allowance=SendAllowance(50, TRIAL, sequence=4))
+    credits = AccountState("acme", approved=True, allowance=SendAllowance(10, PAID, sequence=5))
+    assert account_until_stored(trial, credits, {}).allowance == credits.allowance
+    assert account_until_stored(credits, trial, {}).allowance == credits.allowance
+
+
 async def test_the_sender_sends_exactly_the_allowance_and_holds_the_rest() -> None:
     send, store, publisher = sender(AccountState("acme", approved=True, allowance=SendAllowance(2, TRIAL, 10, 0, 1)))
     relay = Relay()
