@@ -86,6 +86,7 @@ from herald_shared.contract.delivery import MessageBounced, MessageSent
 from herald_shared.contract.subscriptions import SubscriberAdded, SubscriberConfirmed, SubscriberErased
 from herald_shared.readmodel import time_key
 from herald_shared.rules import RuleRefused
+from herald_shared.sent import SENT_KINDS, email_sent
 
 from . import plans, vat
 from .plans import BillingCalendar, Edition, Plans
@@ -527,31 +528,12 @@ def payg_key(window: str) -> str:
     return PAYG_PREFIX + window
 
 
-# What a plan may count; confirmations and account notices never.
-SENT_KINDS: tuple[SentKind, ...] = ("campaign", "test")
-
-
-def email_sent(event: Event) -> bool:
-    """Whether a delivery outcome is a campaign email or a test send of one that was sent, which a plan may count
-    (`counts_as_sent`). PRODUCT.md: "every email sent consumes a credit, even if the receiving server blocks it":
-    a message the relay accepted (MessageSent), and one the receiving server refused when it was sent
-    (MessageBounced `smtp_reply`, a 5xx to RCPT TO or DATA; delivery publishes no MessageSent for it). Not a
-    bounce reported later (`dsn`): its message was accepted and its MessageSent counted. Not one given up after
-    retrying (`retry_expired`): no server took or refused it for good (temporary refusals, no connection, or a
-    refusal of our sender at MAIL FROM, which delivery retries), so it was never sent. Confirmations and account
-    notices are never counted."""
-    if isinstance(event, MessageSent):
-        return event.payload.kind in SENT_KINDS
-    if isinstance(event, MessageBounced):
-        return event.payload.kind in SENT_KINDS and event.payload.source == "smtp_reply"
-    return False
-
-
 def counts_as_sent(event: Event, plan: str | None) -> bool:
     """Whether an outcome is an email the plan in force when it was sent counts (the trial's 100, the monthly cap,
-    credits): a campaign email sent (`email_sent`), and on the trial a test send too. PRODUCT.md gives the trial "at
-    most ... 100 emails", and a test send is an email: otherwise an account could send tests without end on a
-    trial nobody paid for. A paid plan's quota and credits count campaign emails only (tests are free there)."""
+    credits): a campaign email sent (`herald_shared.sent.email_sent`), and on the trial a test send too.
+    PRODUCT.md gives the trial "at most ... 100 emails", and a test send is an email: otherwise an account could
+    send tests without end on a trial nobody paid for. A paid plan's quota and credits count campaign emails only
+    (tests are free there)."""
     if not email_sent(event) or not isinstance(event, (MessageSent, MessageBounced)):
         return False
     kind = event.payload.kind

@@ -85,6 +85,7 @@ from herald_shared.readmodel import (
     time_key,
     write_changes,
 )
+from herald_shared.sent import email_sent
 
 from . import domain
 from .domain import (
@@ -248,7 +249,7 @@ class BillingProjection(Projection):
             self._accounts.append(event)
         if isinstance(event, USER_EVENTS):
             self._users.append(event)
-        if isinstance(event, SUBSCRIPTION_EVENTS) or domain.email_sent(event):
+        if isinstance(event, SUBSCRIPTION_EVENTS) or email_sent(event):
             self._usage.append(event)
         await super().handle(event)
 
@@ -375,7 +376,7 @@ class BillingProjection(Projection):
                 case MessageSent() | MessageBounced():
                     # One count per event and counter (`Counters.add_at`): every one by kind, whatever the plan (what
                     # a send allowance is reckoned at: domain.allowance_changed), and an email sent (only those were
-                    # kept: domain.email_sent) under the plan in force when it went out, whenever it is counted; a
+                    # kept: email_sent) under the plan in force when it went out, whenever it is counted; a
                     # test send on the trial only (domain.counts_as_sent).
                     deltas = {lifetime_key(event.payload.kind): 1}
                     account = known.get(a)

@@ -38,8 +38,6 @@ from herald_shared.contract.compliance import AccountReinstated, AccountSuspende
 from herald_shared.contract.delivery import (
     CampaignDeliveryFinished,
     CampaignDeliveryFinishedPayload,
-    MessageBounced,
-    MessageSent,
 )
 from herald_shared.contract.subscriptions import (
     ConfirmationRequested,
@@ -94,7 +92,7 @@ def inbound_bounce_event_id(message_id: str, bounce_class: str) -> uuid.UUID:
 class SendAllowance:
     """What billing last said the account may still send (SendAllowanceChanged): `remaining` emails of the
     `counts` kinds (None: no limit), reckoned when billing had counted `as_of_campaign` and `as_of_test` of its
-    sends (lifetime counts of the outcomes billing counts as sent, `counted_as_sent`)."""
+    sends (lifetime counts of the outcomes billing counts as sent, `herald_shared.sent.email_sent`)."""
 
     remaining: int | None
     counts: tuple[str, ...]
@@ -207,20 +205,6 @@ def gate_refusing_test(account: AccountState) -> Gate | None:
 
 
 # The send allowance: a quota kept before each SMTP transaction (README, "Gates")
-
-ALLOWANCE_KINDS = ("campaign", "test")  # the kinds billing may count as sent; confirmations and notices never
-
-
-def counted_as_sent(event: Event | None) -> bool:
-    """Whether billing counts this outcome as an email sent (its `email_sent`): a campaign or test message the
-    relay accepted, or one the receiving server refused when it was sent (MessageBounced `smtp_reply`). Not a
-    deferral, nor one given up after retrying, nor a refusal that never left Herald (`local`)."""
-    if isinstance(event, MessageSent):
-        return event.payload.kind in ALLOWANCE_KINDS
-    if isinstance(event, MessageBounced):
-        return event.payload.kind in ALLOWANCE_KINDS and event.payload.source == "smtp_reply"
-    return False
-
 
 def allowance_room(allowance: SendAllowance | None, sent: Mapping[str, int],
                    in_flight: Mapping[str, int]) -> int | None:

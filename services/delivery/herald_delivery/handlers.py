@@ -33,6 +33,7 @@ from herald_shared.contract.subscriptions import ConfirmationRequested, Membersh
 from herald_shared.kafka import TRANSIENT_ERRORS, Reject
 from herald_shared.mongo import Document
 from herald_shared.password_reset import ResetLinks
+from herald_shared.sent import SENT_KINDS
 
 from . import domain, metrics
 from .completion import CampaignCompletion
@@ -93,7 +94,7 @@ class GateBook:
         sent = self.sent.setdefault(account_id, {})
         allowance = self.account(account_id).allowance
         if allowance is not None:
-            for kind in domain.ALLOWANCE_KINDS:
+            for kind in SENT_KINDS:
                 if allowance.as_of(kind) > sent.get(kind, 0):
                     sent[kind] = allowance.as_of(kind)
         return sent

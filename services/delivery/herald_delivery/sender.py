@@ -45,6 +45,7 @@ from herald_shared.contract.delivery import (
 )
 from herald_shared.kafka import MAX_REASON_CHARS, TRANSIENT_ERRORS, EventPublisher, expect_dead_letters
 from herald_shared.mongo import Document
+from herald_shared.sent import email_sent
 from herald_shared.templating import RenderError, TemplateProblem
 
 from . import domain, metrics
@@ -401,7 +402,7 @@ class Sender:
                               extra={"message_id": job["_id"]})
                 outcome, event = unannounced_outcome(job, reply, f"{type(exc).__name__}: {exc}"), None
             settled = True
-            if (count := self._gates.settle(account_id, kind, reserved, domain.counted_as_sent(event))) is not None:
+            if (count := self._gates.settle(account_id, kind, reserved, email_sent(event))) is not None:
                 outcome.update(counted_kind=kind, counted_total=count)
         finally:
             if not settled:

@@ -89,7 +89,7 @@ RECIPIENT_JOBS = "recipient_jobs"
 # written before the lists existed, or none yet), the next start folds the whole ledger once and lists what is
 # open in it, and the jobs holding an address; until then an erasure scans the jobs.
 LEDGER_LISTED = "ledger_listed"
-# Per account (`_id`), by kind, how many of its messages billing counts as sent (`domain.counted_as_sent`), over
+# Per account (`_id`), by kind, how many of its messages billing counts as sent (`herald_shared.sent.email_sent`), over
 # its life: what the send allowance is counted against. Written by the sender alone, with the outcomes' group
 # commit, as absolute values (`$set`; FerretDB 1.24 loses concurrent `$inc`). Each counted outcome carries the
 # count it made (`counted_kind`, `counted_total`), so a start recounts what a crash left unwritten here.

@@ -26,6 +26,7 @@ from herald_shared.contract.billing import (
     UserDisabled,
 )
 from herald_shared.contract.delivery import MessageBounced, MessageSent
+from herald_shared.sent import email_sent
 
 NOW = datetime(2026, 12, 3, 9, 0, 0, 123456, tzinfo=UTC)
 HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
@@ -296,6 +297,6 @@ def test_test_sends_count_toward_the_trials_100_emails_and_no_paid_plans_quota()
     """PRODUCT.md: the trial allows "at most 20 subscribers and 100 emails"; a test send is an email (campaigns
     lets an account send tests unreviewed). A paid plan's cap and credits count campaign emails only."""
     for test in (outcome("test"), outcome("test", "smtp_reply")):
-        assert domain.email_sent(test) and domain.counts_as_sent(test, "trial")
+        assert email_sent(test) and domain.counts_as_sent(test, "trial")
         assert not domain.counts_as_sent(test, "monthly") and not domain.counts_as_sent(test, "pay_as_you_go")
     assert not domain.counts_as_sent(outcome("test", "dsn"), "trial")  # its MessageSent counted it

@@ -11,6 +11,7 @@ from herald_delivery.domain import AccountState, Member, SendAllowance, SmtpRepl
 from herald_delivery.handlers import GateBook, account_until_stored
 from herald_shared.contract.billing import SendAllowanceChanged
 from herald_shared.contract.delivery import MessageBounced, MessageDeferred, MessageSent
+from herald_shared.sent import email_sent
 from tests.unit.delivery.helpers import T0, Relay, job_of_test_send, sender
 
 TRIAL = ("campaign", "test")
@@ -60,6 +61,7 @@ def test_only_the_kinds_billing_counts_take_from_it() -> None:
 
 
 def test_what_billing_counts_as_sent_is_what_the_allowance_counts() -> None:
+    """One definition for both (`herald_shared.sent`): billing's quotas and delivery's allowance cannot drift."""
     ref = {"message_id": "m1", "kind": "campaign", "campaign_id": "c1", "subscriber_id": "s1"}
     envelope: dict[str, Any] = {"account_id": "acme", "producer": "delivery"}
     sent = MessageSent(**envelope, payload={**ref, "recipient_domain": "example.org", "smtp_code": 250})
@@ -73,7 +75,7 @@ def test_what_billing_counts_as_sent_is_what_the_allowance_counts() -> None:
                                                     "diagnostic": "451 try later"})
     notice = MessageSent(**envelope, payload={"message_id": "n1", "kind": "account_notice",
                                               "recipient_domain": "acme.example", "smtp_code": 250})
-    assert [domain.counted_as_sent(e) for e in (sent, refused, local, given_up, deferred, notice, None)] == [
+    assert [email_sent(e) for e in (sent, refused, local, given_up, deferred, notice, None)] == [
         True, True, False, False, False, False, False]
 
 
