@@ -72,9 +72,10 @@ async def run_schemathesis(app: FastAPI, tmp_path: Path, *, headers: dict[str, s
     serving = asyncio.create_task(server.serve())
     # Every service answers a request target over 8 KB with 414 (herald_shared.http), as schemathesis' longest
     # generated queries get: a rejection like its defaults'.
-    rejections = {"checks.negative_data_rejection.expected-statuses": [
-        "400", "401", "403", "404", "405", "406", "409", "414", "415", "422", "428", "429", "5xx"]}
-    lines = [f"{key} = {_toml(value)}" for key, value in {**rejections, **config}.items()]
+    rejections = {"negative_data_rejection": {"expected-statuses": [
+        "400", "401", "403", "404", "405", "406", "409", "414", "415", "422", "428", "429", "5xx"]}}
+    config = {**config, "checks": {**rejections, **config.get("checks", {})}}
+    lines = [f"{key} = {_toml(value)}" for key, value in config.items()]
     for operation in operations:
         lines.append("[[operations]]")
         lines += [f"{key} = {_toml(value)}" for key, value in operation.items()]
