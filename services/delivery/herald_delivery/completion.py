@@ -10,7 +10,9 @@ was in flight, and no counter can be off by a write that a crash interrupted.
 
 The announcement is written to `finished_campaigns` before it is published and marked published after; at
 start-up one not marked is published again, with the same deterministic event id (README, "Effectively
-once").
+once"). Once published, the campaign leaves the open listing (`store.OPEN_CAMPAIGNS`), which is all a start
+reads: no key of the campaigns announced is held, here or anywhere, and one that comes up again (a redelivered
+CampaignQueued) is looked up by `_id` in `finished_campaigns` before it could be announced a second time.
 """
 
 from __future__ import annotations
@@ -44,31 +46,45 @@ class CompletionStore(Protocol):
 
     async def mark_finished_published(self, key: str) -> None: ...
 
+    async def announcement(self, key: str) -> bool | None: ...
+
+    async def close_campaign(self, key: str) -> None: ...
+
 
 class Publisher(Protocol):
     async def publish(self, event: Event) -> Any: ...
 
 
 class CampaignCompletion:
-    def __init__(self, store: CompletionStore, jobs: JobQueue, publisher: Publisher) -> None:
+    def __init__(self, store: CompletionStore, jobs: JobQueue, publisher: Publisher,
+                 closed: Callable[[str], object] = lambda key: None) -> None:
+        """`closed`: told each campaign (`account:campaign`) this process closed, whose gates need not be held."""
         self._store = store
+        self._closed = closed
         self._jobs = jobs
         self._publisher = publisher
         self._progress: dict[str, CampaignProgress] = {}
-        self._finished: set[str] = set()  # announced (or being announced): never again
+        # Being announced by this process, or found announced and unpublished at start: never again. Dropped once
+        # published (from then on `finished_campaigns`, read by `_id`, says so).
+        self._finished: set[str] = set()
         self._to_announce: dict[str, Event] = {}  # decided, not yet recorded and published
         self._announcing = asyncio.Lock()
         self._ledger_loaded = False
 
     async def load(self) -> None:
-        """At start-up, before the consumers: the campaigns announced already (those not published yet are
-        published with the ledger), and those whose expansion wrote every job."""
+        """At start-up, before the consumers, of the open campaigns: those announced already (those not published
+        yet are published with the ledger; those published are closed, a stop or crash having come between),
+        and those whose expansion wrote every job."""
+        announced: set[str] = set()
         for doc in await self._store.finished_campaigns():
-            self._finished.add(doc["_id"])
-            if not doc.get("published"):
+            announced.add(doc["_id"])
+            if doc.get("published"):
+                await self._close(doc["_id"])
+            else:
+                self._finished.add(doc["_id"])
                 self._to_announce[doc["_id"]] = parse_event(doc["event"])
         for key, jobs in (await self._store.expansions()).items():
-            if key not in self._finished:
+            if key not in announced:
                 self._progress[key] = CampaignProgress(expanded_jobs=jobs)
 
     def forget_account(self, account_id: str) -> None:
@@ -93,6 +109,12 @@ class CampaignCompletion:
         await self._store.mark_expanded(account_id, campaign_id, jobs, token)
         key = scoped(account_id, campaign_id)
         if key in self._finished or not still_latest():
+            return
+        if (published := await self._store.announcement(key)) is not None:
+            # Queued again after its end was announced (a redelivered CampaignQueued): announced once, ever.
+            self._progress.pop(key, None)
+            if published:
+                await self._close(key)  # listed open again by that CampaignQueued
             return
         self._progress[key] = replace(self._progress.get(key, CampaignProgress()), expanded_jobs=jobs)
         if self._ledger_loaded:
@@ -146,6 +168,10 @@ class CampaignCompletion:
         self._to_announce[key] = event
         await self.announce_pending()
 
+    async def _close(self, key: str) -> None:
+        await self._store.close_campaign(key)
+        self._closed(key)
+
     async def announce_pending(self) -> None:
         """Record and publish every end decided and not yet published; what fails (MongoDB or Kafka away)
         stays for the next call (the service calls it periodically)."""
@@ -166,7 +192,10 @@ class CampaignCompletion:
                 del self._to_announce[key]
                 log.info("delivery finished a campaign", extra={"campaign": key,
                                                                 "counts": event.payload.model_dump()})
+                self._finished.discard(key)  # `finished_campaigns` holds it: a later look-up finds it there
                 try:
                     await self._store.mark_finished_published(key)
+                    await self._close(key)  # only after: a start reads what is still listed
                 except Exception:  # published: the next start publishes it again, and consumers drop the copy
-                    log.exception("could not mark the end of a campaign published", extra={"campaign": key})
+                    log.exception("could not mark the end of a campaign published and close it",
+                                  extra={"campaign": key})

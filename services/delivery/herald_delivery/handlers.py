@@ -438,7 +438,8 @@ class ControlHandler:
         metrics.EXPANSIONS.set_function(lambda: len(self.expansions))
 
     async def load(self) -> None:
-        """At start-up: the gates, and the expansions a stop or crash interrupted, taken up again."""
+        """At start-up: the gates (of the open campaigns: any other is read when an event names it), and the
+        expansions a stop or crash interrupted, taken up again."""
         self._gates.accounts = {s.account_id: s for s in await self._store.all_accounts()}
         self._gates.campaigns, pending = await self._store.campaigns_at_start()
         for doc in pending:

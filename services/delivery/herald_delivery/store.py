@@ -89,6 +89,15 @@ RECIPIENT_JOBS = "recipient_jobs"
 # written before the lists existed, or none yet), the next start folds the whole ledger once and lists what is
 # open in it, and the jobs holding an address; until then an erasure scans the jobs.
 LEDGER_LISTED = "ledger_listed"
+# The campaigns delivery is not done with (`_id` = account:campaign): queued and not yet announced finished, or
+# announced and not yet published. Every start-up read of campaigns, their expansions, announcements and job lists
+# goes through it by `_id`, so a start costs the open campaigns, not every campaign ever queued. Written before
+# what it names (the campaign document of a CampaignQueued, a campaign's first job list), deleted only once its
+# CampaignDeliveryFinished is published (`close_campaign`), and by the purge (README, "The end of a campaign").
+OPEN_CAMPAIGNS = "open_campaigns"
+# In `sender_state`: the open campaigns are listed. Missing (a database written before the listing), the first
+# start lists them once from what the version before read at every start (README, "Upgrading").
+CAMPAIGNS_LISTED = "campaigns_listed"
 # Per account (`_id`), by kind, how many of its messages billing counts as sent (`herald_shared.sent.email_sent`), over
 # its life: what the send allowance is counted against. Written by the sender alone, with the outcomes' group
 # commit, as absolute values (`$set`; FerretDB 1.24 loses concurrent `$inc`). Each counted outcome carries the
@@ -436,8 +445,11 @@ class DeliveryStore:
         self._active = SecondaryIndex(db[ACTIVE_MEMBERS], active_key)
         self._group_commit = GroupCommit(db[OUTCOMES], self._write_sent_counts)
         self._sent_written: dict[tuple[str, str], int] = {}  # the counts as last written (never lowered)
-        self._buckets: set[str] = set()  # campaigns whose `job_buckets` document is written
+        # Open campaigns whose `job_buckets` and OPEN_CAMPAIGNS documents this process wrote (dropped when closed).
+        self._buckets: set[str] = set()
         self._listed = False  # LEDGER_LISTED seen (it is never unset)
+        self._campaigns_listed = False  # CAMPAIGNS_LISTED seen (never unset)
+        self._listing_campaigns = asyncio.Lock()
 
     async def ensure_indexes(self) -> None:
         await self.db[OUTCOMES].create_index([("message_id", ASCENDING)])
@@ -506,6 +518,9 @@ class DeliveryStore:
         return await self.db[CAMPAIGNS].find_one({"_id": scoped(account_id, campaign_id)})
 
     async def save_campaigns(self, docs: Sequence[Document]) -> None:
+        """Listed open first when queued: a crash before the document leaves a listed key a start passes over."""
+        if queued := [{"_id": d["_id"]} for d in docs if d.get("queued_at") is not None]:
+            await insert_new(self.db[OPEN_CAMPAIGNS], queued)
         await bulk_write(self.db[CAMPAIGNS], [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs])
 
     async def campaign_states(self, keys: Collection[str]) -> dict[str, CampaignState]:
@@ -538,14 +553,60 @@ class DeliveryStore:
                                             {"$set": {"expansion_failed": stored}})
 
     async def expansions(self) -> dict[str, int]:
-        """The campaigns whose expansion wrote every job, with how many (read once, at start-up)."""
-        return {doc["_id"]: int(doc["expanded_jobs"]) async for doc in self.db[CAMPAIGNS].find(
-            {"expanded_jobs": {"$exists": True}}, {"expanded_jobs": 1})}
+        """The open campaigns whose expansion wrote every job, with how many (read once, at start-up, by `_id`)."""
+        found = await load(self.db[CAMPAIGNS], await self.open_campaigns(), {"expanded_jobs": 1})
+        return {key: int(doc["expanded_jobs"]) for key, doc in found.items() if "expanded_jobs" in doc}
 
     async def finished_campaigns(self) -> list[Document]:
-        """Every campaign delivery announced as finished: its key and whether the event was published
-        (read once, at start-up; one small document per campaign)."""
-        return [doc async for doc in self.db[FINISHED_CAMPAIGNS].find({})]
+        """The announcements of the open campaigns: recorded, and not published or not yet closed (a stop or
+        crash in between); read once, at start-up, by `_id`."""
+        return list((await load(self.db[FINISHED_CAMPAIGNS], await self.open_campaigns())).values())
+
+    async def announcement(self, key: str) -> bool | None:
+        """Whether the campaign's end was announced: None if never, else whether its event was published."""
+        doc = await self.db[FINISHED_CAMPAIGNS].find_one({"_id": key}, {"published": 1})
+        return None if doc is None else bool(doc.get("published"))
+
+    async def close_campaign(self, key: str) -> None:
+        """Its CampaignDeliveryFinished is published: no start needs to read anything of it again."""
+        await self.db[OPEN_CAMPAIGNS].delete_one({"_id": key})
+        self._buckets.discard(key)
+
+    async def open_campaigns(self) -> list[str]:
+        """The open campaigns' keys (a database written before the listing is listed first, once)."""
+        if not self._campaigns_listed:
+            async with self._listing_campaigns:
+                if not self._campaigns_listed:
+                    if await self.db[SENDER_STATE].find_one({"_id": CAMPAIGNS_LISTED}) is None:
+                        await self._list_open_campaigns()
+                    self._campaigns_listed = True
+        return [str(doc["_id"]) async for doc in self.db[OPEN_CAMPAIGNS].find({}, {"_id": 1})]
+
+    async def _list_open_campaigns(self) -> None:
+        """Once, on a database of a version before the listing: what that version read at every start (every
+        campaign queued, every campaign with jobs), less the campaigns whose end is published, listed a thousand
+        at a time (announcements looked up by `_id`), then marked listed. Interrupted, it is done again."""
+        candidates: list[str] = []
+
+        async def list_part() -> None:
+            published = await load(self.db[FINISHED_CAMPAIGNS], candidates, {"published": 1})
+            if part := [{"_id": key} for key in candidates if not published.get(key, {}).get("published")]:
+                await insert_new(self.db[OPEN_CAMPAIGNS], part)
+            candidates.clear()
+
+        listed = 0
+        for name, fields in ((CAMPAIGNS, {"queued_at": 1}), (JOB_BUCKETS, {"_id": 1})):
+            async for doc in self.db[name].find({}, fields):
+                if name == CAMPAIGNS and doc.get("queued_at") is None:
+                    continue  # never queued: no message, nothing to end
+                candidates.append(str(doc["_id"]))
+                listed += 1
+                if len(candidates) >= LOAD_CHUNK:
+                    await list_part()
+        await list_part()
+        await self.db[SENDER_STATE].update_one({"_id": CAMPAIGNS_LISTED}, {"$set": {"at": datetime.now(UTC)}},
+                                               upsert=True)
+        log.info("the open campaigns were listed once", extra={"campaigns_read": listed})
 
     async def record_finished(self, doc: Document) -> Document:
         """Write the announcement of a campaign's end before it is published; returns the one stored (the
@@ -560,11 +621,12 @@ class DeliveryStore:
         await self.db[FINISHED_CAMPAIGNS].update_one({"_id": key}, {"$set": {"published": True}})
 
     async def campaigns_at_start(self) -> tuple[dict[str, CampaignState], list[Document]]:
-        """Every campaign's state, and the campaigns whose expansion a stop or crash interrupted (oldest
-        first): one read at start-up, without their content."""
+        """The open campaigns' states, and those whose expansion a stop or crash interrupted (oldest first):
+        one read by `_id` at start-up, without their content. Any other campaign is read when an event names it."""
         states: dict[str, CampaignState] = {}
         pending: list[Document] = []
-        async for doc in self.db[CAMPAIGNS].find({}, {"content": 0, "links": 0}):
+        found = await load(self.db[CAMPAIGNS], await self.open_campaigns(), {"content": 0, "links": 0})
+        for doc in found.values():  # a key listed by a CampaignQueued whose document a crash kept out: passed over
             states[doc["_id"]] = CampaignState(**doc["state"])
             if "expansion_pending" in doc:
                 pending.append(doc)
@@ -676,6 +738,8 @@ class DeliveryStore:
         writes = []
         if buckets:
             writes.append(insert_new(self.db[JOB_BUCKETS], [{"_id": key} for key in buckets]))
+            # A campaign with jobs is open (already listed by its CampaignQueued, but for jobs written otherwise).
+            writes.append(insert_new(self.db[OPEN_CAMPAIGNS], [{"_id": key} for key in buckets]))
         lists = [{"_id": compose(key, _digest(part)), "ids": part} for key, ids in by_campaign.items()
                  for part in (ids[start:start + LOAD_CHUNK] for start in range(0, len(ids), LOAD_CHUNK))]
         if lists:
@@ -755,26 +819,25 @@ class DeliveryStore:
         async for claim in self.db[CLAIMS].find({}):
             for message_id in claim["message_ids"]:
                 claimed_at[message_id] = max(claim["at"], claimed_at.get(message_id, claim["at"]))
-        announced = {str(doc["_id"]) async for doc in self.db[FINISHED_CAMPAIGNS].find({}, {"_id": 1})}
         if await self.db[SENDER_STATE].find_one({"_id": LEDGER_LISTED}) is None:
+            announced = {str(doc["_id"]) async for doc in self.db[FINISHED_CAMPAIGNS].find({}, {"_id": 1})}
             return await self._fold_whole_ledger(announced, claimed_at, keep)
-        fold, unfinished = await self._fold_open_work(announced)
+        open_keys = await self.open_campaigns()
+        announced = set(await load(self.db[FINISHED_CAMPAIGNS], open_keys, {"_id": 1}))
+        fold, unfinished = await self._fold_open_work([key for key in open_keys if key not in announced])
         await self._take_unfinished(fold, unfinished, claimed_at, keep)
         return fold
 
-    async def _fold_open_work(self, announced: set[str]) -> tuple[LedgerFold, list[tuple[str, _LastOutcome | None]]]:
-        """The listed jobs of the campaigns not announced finished, and the open other jobs, judged by their
-        outcomes (read by `_id`: message id and attempt)."""
+    async def _fold_open_work(self, campaigns: Sequence[str]) -> tuple[LedgerFold,
+                                                                       list[tuple[str, _LastOutcome | None]]]:
+        """The listed jobs of these campaigns (open, not announced finished), and the open other jobs, judged by
+        their outcomes (read by `_id`: message id and attempt)."""
         published = await self.db[SENDER_STATE].find_one({"_id": "published"})
         since = published["before"] if published is not None else None
         fold = LedgerFold()
         unfinished: list[tuple[str, _LastOutcome | None]] = []
         recent: list[str] = []
-        buckets = [str(doc["_id"]) async for doc in self.db[JOB_BUCKETS].find({})]
-        self._buckets.update(buckets)
-        for key in buckets:
-            if key in announced:
-                continue
+        for key in campaigns:
             account_id, _, campaign_id = key.partition(":")
             ids = {message_id async for doc in self.db[JOB_INDEX].find({"_id": prefix_range(key)})
                    for message_id in doc["ids"]}
@@ -945,7 +1008,8 @@ class DeliveryStore:
         are keyed `account:...`, the active members and addresses `account/...`; the ledger (jobs, outcomes) is
         keyed by message and found by its `account_id` field, a scan of both collections (and of the open jobs),
         once per purge."""
-        for name in (MEMBERS, LISTS, CAMPAIGNS, TESTS, FINISHED_CAMPAIGNS, JOB_BUCKETS, JOB_INDEX, RECIPIENT_JOBS):
+        for name in (MEMBERS, LISTS, CAMPAIGNS, TESTS, FINISHED_CAMPAIGNS, JOB_BUCKETS, JOB_INDEX, RECIPIENT_JOBS,
+                     OPEN_CAMPAIGNS):
             await self.db[name].delete_many({"_id": scoped_range(account_id)})
         self._buckets = {key for key in self._buckets if not key.startswith(account_id + ":")}
         await self.db[OPEN_JOBS].delete_many({"account_id": account_id})

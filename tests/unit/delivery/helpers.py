@@ -86,6 +86,12 @@ class Announcements:
     async def mark_finished_published(self, key: str) -> None:
         self.finished[key]["published"] = True
 
+    async def announcement(self, key: str) -> bool | None:
+        return None if key not in self.finished else bool(self.finished[key].get("published"))
+
+    async def close_campaign(self, key: str) -> None:
+        return None
+
 
 def sender(account: AccountState, completion: bool = False) -> tuple[Sender, Store, Publisher]:
     gates = GateBook()

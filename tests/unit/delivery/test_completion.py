@@ -69,9 +69,12 @@ def test_the_end_counts_every_message_once_and_has_one_event_id_per_campaign() -
 
 
 class Store:
+    """`finished_campaigns` gives the announcements of the open campaigns only: those not closed."""
+
     def __init__(self) -> None:
         self.expanded: dict[str, int] = {}
         self.finished: dict[str, dict[str, Any]] = {}
+        self.closed: list[str] = []
         self.fail_records = 0
 
     async def mark_expanded(self, account_id: str, campaign_id: str, jobs: int, token: str) -> None:
@@ -81,7 +84,13 @@ class Store:
         return dict(self.expanded)
 
     async def finished_campaigns(self) -> list[dict[str, Any]]:
-        return [dict(doc) for doc in self.finished.values()]
+        return [dict(doc) for key, doc in self.finished.items() if key not in self.closed]
+
+    async def announcement(self, key: str) -> bool | None:
+        return None if key not in self.finished else bool(self.finished[key].get("published"))
+
+    async def close_campaign(self, key: str) -> None:
+        self.closed.append(key)
 
     async def record_finished(self, doc: dict[str, Any]) -> dict[str, Any]:
         if self.fail_records:
@@ -130,6 +139,22 @@ async def test_the_last_message_of_a_campaign_announces_its_end_once() -> None:
     assert (end.payload.recipients, end.payload.sent, end.payload.bounced) == (3, 2, 1)
     assert store.finished["acme:c1"]["published"] is True
     assert parse_event(store.finished["acme:c1"]["event"]) == end
+    assert store.closed == ["acme:c1"]  # once published, not before
+
+
+async def test_a_campaign_queued_again_after_its_end_is_not_announced_again_nor_kept_in_memory() -> None:
+    """A redelivered CampaignQueued in the same process: its end is found in the store by key, not in memory."""
+    completion, _, store, publisher = tracker()
+    await completion.ledger_loaded({})
+    completion.expanding("acme", "c1")
+    await completion.expanded("acme", "c1", 0, "t")
+    assert len(ends(publisher)) == 1 and store.closed == ["acme:c1"]
+    assert "acme:c1" not in completion._finished  # what grew with every campaign ever announced
+    completion.expanding("acme", "c1")  # listed open again by the redelivered event
+    await completion.expanded("acme", "c1", 0, "t")
+    assert len(ends(publisher)) == 1
+    assert store.closed == ["acme:c1", "acme:c1"]  # closed again
+    assert "acme:c1" not in completion._progress
 
 
 async def test_test_sends_and_other_campaigns_do_not_hold_up_or_count_toward_a_campaign() -> None:
@@ -188,6 +213,7 @@ async def test_an_end_recorded_but_not_published_before_a_crash_is_published_at_
     await completion.expanded("acme", "c1", 0, "t")
     first, = ends(publisher)
     store.finished["acme:c1"]["published"] = False  # the process died before marking it
+    store.closed.clear()  # and so before closing it
     completion, _, _, publisher = tracker(store)
     await completion.load()
     assert publisher.events == []
