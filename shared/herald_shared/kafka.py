@@ -1,18 +1,21 @@
 """Kafka adapters on aiokafka: topic creation, an idempotent event publisher, and the consumer loop.
 
 The consumer loop is at-least-once in, effectively-once out: offsets are committed only after a batch
-was handled and flushed; events already seen (by event_id) are skipped; anything that cannot be parsed,
-validated or handled goes to the topic's dead-letter topic, byte for byte, with the reason in headers.
+was handled and flushed; events already seen (by event_id) are skipped, but for another event under an id
+already seen (`content_digest`); anything that cannot be parsed, validated or handled goes to the topic's
+dead-letter topic, byte for byte, with the reason in headers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -25,7 +28,7 @@ from . import metrics
 from .contract import Event, InvalidEvent, parse_event, serialize_event
 from .contract.envelope import RecordPosition
 from .settings import HeraldSettings
-from .topics import ALL_TOPICS, DLQ_SUFFIX, TopicNames, TopicSpec
+from .topics import ALL_TOPICS, DLQ_SUFFIX, EVENT_TOPICS, TopicNames, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +216,38 @@ def has_type(record: Any, wanted: frozenset[bytes]) -> bool:
     return b'"type":"' + found + b'"' not in value and b'"type": "' + found + b'"' not in value
 
 
+# The producer each topic's own events name: the service that owns it.
+_OWNERS = {spec.name: spec.owner for spec in EVENT_TOPICS}
+# One encoder for every digest: `json.dumps` with options builds one a call (half the digest's time).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
+
+
+def content_digest(event: Event) -> str | None:
+    """What tells a copy of an event from another event under the same id, for an event of another producer than
+    the topic's owner (a CRM's); None for the owner's own. Another producer's id names one event: a copy of it
+    (a redelivery, an outbox replayed, a retry that serialised it again) says the same, but for `occurred_at`,
+    which a producer remaking the event stamps anew. So the digest is of the parsed event (lax spellings read,
+    maps in any key order, fields at their default left out, so an optional field added later changes nothing)
+    less its id and time, prefixed with its schema version (a digest made under another is not compared). The
+    owners' events are left out: their fixed ids name a decision (billing's TrialEnded, delivery's bounce per
+    message and class), and a decision taken again after a crash may carry fresher figures yet is the same one."""
+    if _OWNERS.get(event.topic) == event.producer:
+        return None
+    content = event.model_dump(mode="json", exclude={"event_id", "occurred_at"}, exclude_defaults=True)
+    content["type"] = event.type  # a default, so left out above
+    text = _CANONICAL_JSON.encode(content)
+    return f"{event.schema_version}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+def reused_id(first: str | None, digest: str | None) -> bool:
+    """Whether an event of `digest` (`content_digest`) is another event than the one handled under its id, whose
+    digest was `first`. Not when `first` is None (an owner's event, or remembered before digests were kept: a plain
+    copy, as then) nor when it was made under another schema version."""
+    if first is None or first == digest:
+        return False
+    return digest is None or first.partition(":")[0] == digest.partition(":")[0]
+
+
 def type_name(cls: type[Event]) -> str:
     """The `type` an event class writes (its field's fixed default), as in the record's `type` header."""
     return str(cls.model_fields["type"].default)
@@ -301,6 +336,17 @@ class Deduplicator(Protocol):
     async def remember(self, event_ids: Sequence[str]) -> None: ...
 
 
+@runtime_checkable
+class DigestDeduplicator(Deduplicator, Protocol):
+    """A deduplicator that keeps each id's `content_digest`, so that the consumer tells a copy from another event
+    under a handled id (`mongo.MongoDeduplicator`)."""
+
+    async def seen_digests(self, event_ids: Sequence[str]) -> dict[str, str | None]:
+        """The ids of these remembered, each with its digest (None: remembered without one)."""
+
+    async def remember_digests(self, digests: Mapping[str, str | None]) -> None: ...
+
+
 class CheckpointStore(Protocol):
     def flushed(self, next_offsets: dict[tuple[str, int], int]) -> None:
         """The batch up to these offsets is in the read model (not yet stored as a checkpoint)."""
@@ -351,6 +397,12 @@ class EventConsumer:
     apart (a read model that keeps the ids of the events applied to each document, in that document): the
     deduplicator neither looks their ids up nor remembers them, which spares a stored id per event. Copies
     within one batch are still skipped here.
+
+    With a deduplicator that keeps digests (`DigestDeduplicator`), an event under an id handled before (by the
+    store, in this batch or the one before) that is not a copy of it (`content_digest`, `reused_id`: another
+    producer than the topic's owner reused an id for another event) is dead-lettered as `invalid`, with the reason
+    `event_id ... reused with a different body`, rather than passed over as a copy: the first is handled, the other
+    is bad input. Not for the `self_deduplicated` types, which the deduplicator never sees.
 
     `lead` names base topics read to their end before the others, after every assignment (the other topics'
     partitions are paused until then): a fold whose events of one topic need what another says (billing
@@ -412,6 +464,7 @@ class EventConsumer:
         self._handler = handler
         self._forget: Callable[[], Awaitable[None]] | None = getattr(handler, "forget", None)
         self._dedupe = deduplicator
+        self._digests = deduplicator if isinstance(deduplicator, DigestDeduplicator) else None
         self._checkpoints = checkpoints
         self._dead_letters = DeadLetters(producer, name)
         expect_dead_letters(name, self._topics)
@@ -423,7 +476,7 @@ class EventConsumer:
         self._retry_delay = retry_delay
         self._stopping = asyncio.Event()
         self._finishing: asyncio.Task[None] | None = None  # the last batch's `_finish`
-        self._remembering: set[str] = set()  # the ids it remembers
+        self._remembering: dict[str, str | None] = {}  # the ids it remembers, with their digests
         # The first offset of each partition of the batch in hand, until it is flushed: the client's position is
         # past the batch as soon as it is polled, and a consumer stuck in it would report it as done.
         self._in_hand: dict[TopicPartition, int] = {}
@@ -506,7 +559,7 @@ class EventConsumer:
         starts once the one before is done."""
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
         self._in_hand = {tp: records[0].offset for tp, records in batches.items()}
-        handled: list[str] = []
+        handled: dict[str, str | None] = {}  # the ids to remember, with their digests
         passed: list[ConsumerRecord[bytes, bytes]] = []  # the records whose events the handler took, in order
         seen: set[str] = set()  # the batch's handled ids, for copies within it
         for records in self._slices(batches):
@@ -519,7 +572,7 @@ class EventConsumer:
             self._checkpoints.flushed({(tp.topic, tp.partition): o for tp, o in offsets.items()})
         self._in_hand = {}
         await self._finished()
-        self._remembering = set(handled)
+        self._remembering = handled
         self._finishing = asyncio.create_task(self._finish(offsets, handled), name=f"{self.name}: finish batch")
 
     async def _finished(self) -> None:
@@ -527,15 +580,18 @@ class EventConsumer:
         if self._finishing is not None:
             await self._finishing
             self._finishing = None
-            self._remembering = set()
+            self._remembering = {}
 
-    async def _finish(self, offsets: dict[TopicPartition, int], handled: list[str]) -> None:
+    async def _finish(self, offsets: dict[TopicPartition, int], handled: dict[str, str | None]) -> None:
         # Once flushed, remembering the ids and saving the checkpoint are independent: a crash between or
         # during them replays the batch, which the projection's idempotence and the ids remembered absorb.
         after_flush = []
-        dedupe = self._dedupe
-        if dedupe and handled:
-            after_flush.append(self._with_retry("remember handled events", lambda: dedupe.remember(handled)))
+        dedupe, digests = self._dedupe, self._digests
+        if digests and handled:
+            after_flush.append(self._with_retry("remember handled events",
+                                                lambda: digests.remember_digests(handled)))
+        elif dedupe and handled:
+            after_flush.append(self._with_retry("remember handled events", lambda: dedupe.remember(list(handled))))
         if self._checkpoints:
             store, positions = self._checkpoints, {(tp.topic, tp.partition): o for tp, o in offsets.items()}
             after_flush.append(self._with_retry("save checkpoints", lambda: store.save(positions)))
@@ -564,7 +620,7 @@ class EventConsumer:
             yield chunk
 
     async def _handle_slice(self, records: list[ConsumerRecord[bytes, bytes]], seen: set[str],
-                            handled: list[str], passed: list[ConsumerRecord[bytes, bytes]]) -> None:
+                            handled: dict[str, str | None], passed: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Parse (the invalid dead-lettered), deduplicate and handle some records of the batch."""
         staged: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
         for record in records:
@@ -578,20 +634,32 @@ class EventConsumer:
                 staged.append((record, event))
         ids = [str(event.event_id) for _, event in staged]
         itself = self._self_deduplicated
-        dedupe = self._dedupe
+        dedupe, digests = self._dedupe, self._digests
+        stored: dict[str, str | None] = {}  # the store's digests of this slice's ids it remembers
         if dedupe:
             asked = [i for i, (_, event) in zip(ids, staged, strict=True) if not isinstance(event, itself)]
-            seen.update(await self._with_retry("look up handled events", lambda: dedupe.seen(asked)))
+            if digests:
+                stored = await self._with_retry("look up handled events", lambda: digests.seen_digests(asked))
+                seen.update(stored)
+            else:
+                seen.update(await self._with_retry("look up handled events", lambda: dedupe.seen(asked)))
         remembering = self._remembering  # the batch before's ids, handed to the deduplicator in the background
         for (record, event), event_id in zip(staged, ids, strict=True):
             if event_id in seen or event_id in remembering:
+                if digests and not isinstance(event, itself):
+                    first = (handled[event_id] if event_id in handled else remembering[event_id]
+                             if event_id in remembering else stored.get(event_id))
+                    if first is not None and reused_id(first, content_digest(event)):
+                        await self._dead_letter(record, f"event_id {event_id} reused with a different body (an "
+                                                        "event under this id was handled before)", "invalid")
+                        continue
                 metrics.EVENTS_DUPLICATE.labels(self.name, record.topic).inc()
                 continue
             seen.add(event_id)
             if await self._handle(record, event):
                 passed.append(record)
                 if not isinstance(event, itself):
-                    handled.append(event_id)
+                    handled[event_id] = content_digest(event) if digests else None
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes], event: Event, *, again: bool = False) -> bool:
         """True when handled. A refusal or a handler that keeps failing dead-letters the event; an
@@ -648,7 +716,7 @@ class EventConsumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _set_aside(self, passed: list[ConsumerRecord[bytes, bytes]], handled: list[str],
+    async def _set_aside(self, passed: list[ConsumerRecord[bytes, bytes]], handled: dict[str, str | None],
                          refusal: Exception) -> None:
         """The store keeps refusing the batch's flush (`refusal`): the handler forgets it and takes its events
         again one at a time, each flushed alone; an event whose flush is refused is forgotten and dead-lettered
@@ -670,7 +738,8 @@ class EventConsumer:
                     record, f"not stored after {self._attempts} attempts: {type(error).__name__}: {error}",
                     "handler_failed")
             refused.add(str(event.event_id))
-        handled[:] = [event_id for event_id in handled if event_id not in refused]
+        for event_id in refused:
+            handled.pop(event_id, None)
 
     def _metrics_of(self, topic: str, event_type: str) -> tuple[Histogram, Counter]:
         """The handler-seconds and consumed children of (topic, type), looked up once (labels() per event

@@ -14,7 +14,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -54,21 +54,32 @@ def make_client(settings: HeraldSettings, app_name: str) -> AsyncMongoClient[Doc
 
 
 class MongoDeduplicator:
-    """Remembers which event ids a consumer has handled, in its own collection (`_id` = event id)."""
+    """Remembers which event ids a consumer has handled, in its own collection (`_id` = event id), with the digest
+    of the event's content where `EventConsumer` gives one (`kafka.content_digest`: another producer's events),
+    so that an id reused for another event is told from a copy."""
 
     def __init__(self, db: AsyncDatabase[Document], consumer_name: str) -> None:
         self._collection = db[f"processed_events.{consumer_name}"]
 
     async def seen(self, event_ids: Sequence[str]) -> set[str]:
+        return set(await self.seen_digests(event_ids))
+
+    async def seen_digests(self, event_ids: Sequence[str]) -> dict[str, str | None]:
+        """The ids of these remembered, each with its digest (None: remembered without one)."""
         if not event_ids:
-            return set()
-        cursor = self._collection.find({"_id": {"$in": list(event_ids)}}, {"_id": 1})
-        return {doc["_id"] async for doc in cursor}
+            return {}
+        cursor = self._collection.find({"_id": {"$in": list(event_ids)}}, {"_id": 1, "digest": 1})
+        return {doc["_id"]: doc.get("digest") async for doc in cursor}
 
     async def remember(self, event_ids: Sequence[str]) -> None:
+        await self.remember_digests(dict.fromkeys(event_ids))
+
+    async def remember_digests(self, digests: Mapping[str, str | None]) -> None:
+        """Remember each id, with its digest when it has one."""
         # Ids remembered before a crash are fine (insert_new leaves them); anything else is a real failure.
         now = datetime.now(UTC)
-        await insert_new(self._collection, [{"_id": i, "at": now} for i in event_ids])
+        await insert_new(self._collection, [{"_id": i, "at": now} if d is None else {"_id": i, "at": now, "digest": d}
+                                            for i, d in digests.items()])
 
     async def drop(self) -> None:
         """Forget every id (a rebuild refills them as it folds the events again)."""

@@ -4,13 +4,17 @@ keeps consuming the good events after it. An operator can list and replay dead l
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY
+from pymongo import AsyncMongoClient
 
 from herald_shared.contract import serialize_event
 from herald_shared.kafka import (
@@ -21,6 +25,7 @@ from herald_shared.kafka import (
     EventPublisher,
     read_from_start,
 )
+from herald_shared.mongo import Document, MongoDeduplicator
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually, subprocess_env
 from tests.integration.shared.helpers import RecordingHandler, running_consumer
@@ -168,3 +173,81 @@ async def test_an_infrastructure_error_is_waited_out_not_dead_lettered(
         await eventually(lambda: _types(handler), lambda t: t == ["CreditsPurchased", "CreditsExpired"],
                          what="both handled after the outage")
     assert await _dead_letters(settings, "herald.billing") == []
+
+
+def _crm_added(event_id: str, email: str) -> dict[str, Any]:
+    """A SubscriberAdded as a CRM publishes it (another producer than the topic's owner), under `event_id`."""
+    added = json.loads(serialize_event(sample("SubscriberAdded")))
+    added.update(event_id=event_id, producer="crm")
+    added["payload"].update(email=email, subscriber_id=f"crm-{email.partition('@')[0]}",
+                            email_sha256=hashlib.sha256(email.encode()).hexdigest())
+    return added
+
+
+async def _send(producer: AIOKafkaProducer, settings: HeraldSettings, value: dict[str, Any] | bytes) -> None:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    await producer.send_and_wait(settings.topics("herald.subscriptions"), value=raw, key=b"acc-1")
+
+
+async def _emails(handler: RecordingHandler) -> list[str | None]:
+    return [getattr(e.payload, "email", None) for e in handler.events]
+
+
+async def test_an_event_id_reused_for_another_event_is_dead_lettered_and_its_copies_are_skipped(
+        settings: HeraldSettings, producer: AIOKafkaProducer, mongo: AsyncMongoClient[Document]) -> None:
+    """PRODUCT.md: bad input gets a dead-letter entry with the reason, never a silent drop; a copy is no input."""
+    reused = str(uuid.uuid4())
+    first = _crm_added(reused, "first@example.com")
+    # The same event as its producer may write it again after a crash: serialised anew (its id without hyphens, as
+    # the contract reads it too), stamped anew.
+    copy = {key: first[key] for key in reversed(first)} | {"occurred_at": "2026-11-03T10:00:00+00:00",
+                                                           "event_id": reused.replace("-", "")}
+    other = _crm_added(reused, "second@example.com")
+    # The topic's owner gives an id to a decision, which may be taken again with fresher figures: a copy.
+    decided = sample("SubscriberConfirmed", producer="subscriptions")
+    decided_again = json.loads(serialize_event(decided))
+    decided_again["payload"]["ip"] = "203.0.113.10"
+    for value in (first, json.dumps(copy, indent=1).encode(), other, serialize_event(decided), decided_again):
+        await _send(producer, settings, value)
+    await EventPublisher(producer, settings.topics).publish(sample("SubscriberUnsubscribed"))
+
+    handler = RecordingHandler()
+    dedupe = MongoDeduplicator(mongo[settings.database_name("tests")], "reused-ids")
+    async with running_consumer(settings, producer, handler, ["herald.subscriptions"], deduplicator=dedupe):
+        await eventually(lambda: _types(handler), lambda t: "SubscriberUnsubscribed" in t, what="the marker")
+    entries = await _dead_letters(settings, "herald.subscriptions")
+
+    assert await _types(handler) == ["SubscriberAdded", "SubscriberConfirmed", "SubscriberUnsubscribed"]
+    assert (await _emails(handler))[0] == "first@example.com"
+    assert [e[DLQ_REASON] for e in entries] == [
+        f"event_id {reused} reused with a different body (an event under this id was handled before)"]
+    assert json.loads(entries[0]["value"]) == other
+    duplicates = {"consumer": settings.topic_prefix + "test-consumer", "topic": settings.topics("herald.subscriptions")}
+    assert REGISTRY.get_sample_value("herald_events_duplicate_total", duplicates) == 2
+
+
+async def test_after_a_restart_the_remembered_id_tells_a_redelivery_from_another_event(
+        settings: HeraldSettings, producer: AIOKafkaProducer, mongo: AsyncMongoClient[Document]) -> None:
+    reused, remembered_before = str(uuid.uuid4()), str(uuid.uuid4())
+    first = _crm_added(reused, "first@example.com")
+    await _send(producer, settings, first)
+    dedupe = MongoDeduplicator(mongo[settings.database_name("tests")], "restarted")
+    handler = RecordingHandler()
+    async with running_consumer(settings, producer, handler, ["herald.subscriptions"], deduplicator=dedupe):
+        await eventually(lambda: _types(handler), lambda t: t == ["SubscriberAdded"], what="the first run")
+    assert (await dedupe.seen_digests([reused]))[reused] is not None  # stopped: its batch's ids are remembered
+    # An id remembered before digests were kept: whatever comes under it is a copy, as it was then.
+    await dedupe.remember([remembered_before])
+
+    for value in (first, _crm_added(reused, "second@example.com"), _crm_added(remembered_before, "x@example.com")):
+        await _send(producer, settings, value)
+    await EventPublisher(producer, settings.topics).publish(sample("SubscriberUnsubscribed"))
+    again = RecordingHandler()
+    async with running_consumer(settings, producer, again, ["herald.subscriptions"], deduplicator=dedupe):
+        await eventually(lambda: _types(again), lambda t: "SubscriberUnsubscribed" in t, what="the marker")
+    entries = await _dead_letters(settings, "herald.subscriptions")
+
+    assert await _types(again) == ["SubscriberUnsubscribed"]
+    assert [(e[DLQ_REASON], json.loads(e["value"])["payload"]["email"]) for e in entries] == [
+        (f"event_id {reused} reused with a different body (an event under this id was handled before)",
+         "second@example.com")]

@@ -1,0 +1,43 @@
+"""Which events under one id are the same event (`kafka.content_digest`, `kafka.reused_id`)."""
+
+from __future__ import annotations
+
+import json
+
+from herald_shared.contract import parse_event, serialize_event
+from herald_shared.kafka import content_digest, reused_id
+from tests.samples import sample
+
+
+def _as(value: dict[str, object]) -> str | None:
+    return content_digest(parse_event(json.dumps(value).encode()))
+
+
+def test_a_copy_serialised_again_and_stamped_anew_has_the_same_digest() -> None:
+    event = json.loads(serialize_event(sample("SubscriberAdded", producer="crm")))
+    again = {key: event[key] for key in reversed(event)} | {"occurred_at": "2026-12-01 08:00Z",
+                                                            "event_id": event["event_id"].replace("-", "")}
+    again["payload"] = {key: event["payload"][key] for key in reversed(event["payload"])}
+    assert _as(event) is not None
+    assert _as(again) == _as(event)
+    assert not reused_id(_as(event), _as(again))
+
+
+def test_another_body_under_the_id_is_another_event() -> None:
+    event = json.loads(serialize_event(sample("SubscriberAdded", producer="crm")))
+    other = {**event, "payload": {**event["payload"], "first_name": "Berta"}}
+    assert reused_id(_as(event), _as(other))
+    assert reused_id(_as(event), _as({**event, "producer": "another-crm"}))
+
+
+def test_the_topic_owners_events_have_no_digest_and_are_copies() -> None:
+    owners = sample("SubscriberConfirmed", producer="subscriptions")
+    assert content_digest(owners) is None
+    assert not reused_id(None, content_digest(sample("SubscriberConfirmed", producer="crm")))
+
+
+def test_a_digest_of_another_schema_version_or_none_kept_is_not_compared() -> None:
+    digest = content_digest(sample("SubscriberAdded", producer="crm"))
+    assert digest is not None and digest.startswith("1:")
+    assert not reused_id("2:" + digest.partition(":")[2][::-1], digest)
+    assert not reused_id(None, digest)
