@@ -39,6 +39,7 @@ from .store import (
     SUBSCRIPTION_EVENTS,
     BillingProjection,
     BillingStore,
+    learn_created_lists,
 )
 from .vat import SELLER_COUNTRY, Party, VatNumberInvalid, check_vat_number
 
@@ -164,6 +165,9 @@ class Billing(ConsumingService):
         self._ticking: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # Before the consumer: it counts members only on lists known to be created (store.learn_created_lists).
+        if marked := await learn_created_lists(self.settings, self.db):
+            log.info("lists created before this version learnt from herald.subscriptions", extra={"lists": marked})
         await super().start()
         self._ticking = self.watched(asyncio.create_task(self.clock.run(), name="trial-clock"))
 

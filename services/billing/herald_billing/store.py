@@ -11,7 +11,7 @@ the clock reads up to now, each `due time/account`: `trials` (trial end), `renew
 
 Usage, from herald.subscriptions and herald.delivery: `members` (`account/subscriber`: each stored
 subscriber once, with its list, and whether it counted: a pending double opt-in member counts once confirmed),
-`lists` (`account/list`: deleted or not), and `usage` (`Counters`: per
+`lists` (`account/list`: created, deleted), and `usage` (`Counters`: per
 account its stored subscribers, their peak while on the trial and, per list, its members, from
 herald.subscriptions; its emails sent, from herald.delivery; exact under replay).
 """
@@ -28,7 +28,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from herald_shared.apikeys import key_event_refusal
-from herald_shared.contract import Event
+from herald_shared.contract import Event, InvalidEvent
 from herald_shared.contract.billing import (
     AccountApproved,
     AccountDeleted,
@@ -67,13 +67,15 @@ from herald_shared.contract.delivery import MessageBounced, MessageSent, StaffVi
 from herald_shared.contract.envelope import ApiKeyRefusedPayload, position_of
 from herald_shared.contract.subscriptions import (
     ApiKeyRefusedBySubscriptions,
+    ListCreated,
     ListDeleted,
     SubscriberAdded,
     SubscriberConfirmed,
     SubscriberErased,
 )
+from herald_shared.kafka import has_type, read_from_start, validate_record
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
-from herald_shared.purging import delete_by_account_prefix
+from herald_shared.purging import PurgedAccounts, delete_by_account_prefix
 from herald_shared.readmodel import (
     Counters,
     SecondaryIndex,
@@ -85,7 +87,9 @@ from herald_shared.readmodel import (
     time_key,
     write_changes,
 )
+from herald_shared.rebuilding import FORMATS
 from herald_shared.sent import email_sent
+from herald_shared.settings import HeraldSettings
 
 from . import domain
 from .domain import (
@@ -121,7 +125,7 @@ ACCOUNT_EVENTS = (AccountOpened, AccountApproved, AccountRejected, PlanChanged, 
                   PaymentFailed, CreditsPurchased, CreditsExpired, AccountDeleted, LoginSucceeded, SendAllowanceChanged)
 USER_EVENTS = (UserAdded, PasswordChanged, UserDisabled)
 # What billing counts of the other services' topics.
-SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberConfirmed, SubscriberErased, ListDeleted)
+SUBSCRIPTION_EVENTS = (SubscriberAdded, SubscriberConfirmed, SubscriberErased, ListCreated, ListDeleted)
 DELIVERY_EVENTS = (MessageSent, MessageBounced)  # the emails sent among them: domain.counts_as_sent
 # Staff looks and actions, and refused API keys, the other services record: the account's one audit log shows
 # them all.
@@ -321,7 +325,9 @@ class BillingProjection(Projection):
         confirm; then it stays counted, unsubscribed or suppressed (still stored), until it is erased or its list
         deleted. Each member document says whether it counted (`counted`; a document from before the mark did,
         as every member was counted then), so an erased pending one takes nothing back. A subscriber added again
-        (after an unsubscribe, or by a copy of the event) is stored once."""
+        (after an unsubscribe, or by a copy of the event) is stored once. A member added to a list never created
+        (no ListCreated before it: another producer's typo) or deleted is not stored nor counted, as subscriptions
+        dead-letters it."""
         if not events:
             return
         accounts = {e.account_id for e in events}
@@ -329,7 +335,7 @@ class BillingProjection(Projection):
                        if isinstance(e, (SubscriberAdded, SubscriberConfirmed, SubscriberErased))}
         members = await load(self.db[MEMBERS], member_keys)
         list_ids = {compose(e.account_id, e.payload.list_id) for e in events
-                    if isinstance(e, (SubscriberAdded, ListDeleted))}
+                    if isinstance(e, (SubscriberAdded, ListCreated, ListDeleted))}
         list_ids |= {compose(str(d["account_id"]), str(d["list_id"])) for d in members.values()}
         lists = await load(self.db[LISTS], list_ids)
         member_after: dict[str, Document | None] = dict(members)
@@ -349,7 +355,14 @@ class BillingProjection(Projection):
                     key = compose(a, event.payload.subscriber_id)
                     member = member_after.get(key)
                     list_id = str(member["list_id"]) if member is not None else event.payload.list_id
-                    deleted = bool((lists_after.get(compose(a, str(list_id))) or {}).get("deleted"))
+                    listed = lists_after.get(compose(a, str(list_id))) or {}
+                    deleted = bool(listed.get("deleted"))
+                    if isinstance(event, SubscriberAdded) and member is None and (deleted or not listed.get("created")):
+                        # A member of a list never created (another producer's typo'd list id) or deleted is no
+                        # subscriber: subscriptions dead-letters it, and it moves no trial or tier count here.
+                        continue
+                    if isinstance(event, SubscriberConfirmed) and not listed.get("created"):
+                        deleted = True  # pending on a list never created (stored before this rule): not counted
                     # A member document from before the mark was counted, as every member was then.
                     before = None if member is None else bool(member.get("counted", True))
                     counted, change = domain.member_counting(before, event, deleted)
@@ -367,10 +380,15 @@ class BillingProjection(Projection):
                         self._counts.add_at(list_usage(a, str(list_id)), offset, {"members": change})
                     if isinstance(event, SubscriberAdded):
                         lists_after.setdefault(compose(a, event.payload.list_id), None)
+                case ListCreated(payload=p):
+                    list_key = compose(a, p.list_id)
+                    if lists_after.get(list_key) is None:  # once: a deleted list is not brought back
+                        lists_after[list_key] = {"_id": list_key, "created": True}
                 case ListDeleted(payload=p):
                     list_key = compose(a, p.list_id)
-                    if not (lists_after.get(list_key) or {}).get("deleted"):
-                        lists_after[list_key] = {"_id": list_key, "deleted": True}
+                    listed = lists_after.get(list_key) or {}
+                    if listed.get("created") and not listed.get("deleted"):  # as subscriptions: a list never
+                        lists_after[list_key] = {**listed, "deleted": True}  # created is not deleted either
                         held = self._counts.get(list_usage(a, p.list_id)).get("members", 0)
                         self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": -held})
                 case MessageSent() | MessageBounced():
@@ -663,3 +681,39 @@ class BillingStore:
         docs = await load(self.db[ACCOUNTS], accounts)
         usages = await self.usages(docs)
         return {account_id: (account_of(doc), usages[account_id]) for account_id, doc in sorted(docs.items())}
+
+
+# The mark, beside the other services' read-model formats, that `learn_created_lists` ran on this database.
+CREATED_LISTS_MARK = "billing.lists_created"
+
+
+async def learn_created_lists(settings: HeraldSettings, db: AsyncDatabase[Document]) -> int:
+    """Once per database, before the consumer starts: the lists created before billing folded ListCreated (it
+    counts a member only on a list it saw created, 2026-12-07), read from offset 0 of herald.subscriptions (the
+    ListCreated records only; the rest passed over by their type header), so their later members still count. A
+    database nothing was folded into (no account) needs none: its consumer reads the topic from the start. Purged
+    accounts' lists are left out. Run again after an interruption (the mark is written last): it writes the same.
+    Returns the lists marked."""
+    if await db[FORMATS].find_one({"_id": CREATED_LISTS_MARK}) is not None:
+        return 0
+    marked = 0
+    if await db[ACCOUNTS].find_one({"_id": {"$gt": ""}}, {"_id": 1}) is not None:
+        purged = await PurgedAccounts(db).load()
+        wanted = frozenset({b"ListCreated"})
+        async for records in read_from_start(settings, [settings.topics("herald.subscriptions")]):
+            ops: list[WriteOp] = []
+            for record in records:
+                if not has_type(record, wanted):
+                    continue
+                try:
+                    event = validate_record(record, settings.topics)
+                except InvalidEvent:
+                    continue  # dead-lettered by the consumer when it was read
+                if isinstance(event, ListCreated) and event.account_id not in purged:
+                    ops.append(UpdateOne({"_id": compose(event.account_id, event.payload.list_id)},
+                                         {"$set": {"created": True}}, upsert=True))
+            if ops:
+                await db[LISTS].bulk_write(ops, ordered=False)
+                marked += len(ops)
+    await db[FORMATS].update_one({"_id": CREATED_LISTS_MARK}, {"$set": {"marked": True}}, upsert=True)
+    return marked

@@ -421,7 +421,7 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection, refused_
         rows (line, reason); the members show in queries as the read model folds them in. A file whose header
         is not UTF-8 CSV with those columns is refused with 422; a row further down that cannot be read (a
         quote left open over the next lines, a field over 131,072 characters, bytes that are not UTF-8) is a
-        rejected row."""
+        rejected row, and so is a line of separators and empty cells (`empty_row`); a blank line is no row."""
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "text/csv":
             return problem(415, "unsupported_media_type", "send the file as text/csv")  # type: ignore[return-value]
         raw = await spool(request.stream())

@@ -26,6 +26,7 @@ from herald_shared.contract.subscriptions import (
 from herald_shared.kafka import EventPublisher, Reject
 from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, Document
+from herald_shared.readmodel import applied
 
 from . import domain, metrics
 from .activity import Activity, ActivityPage
@@ -175,6 +176,12 @@ class SubscriptionsService:
                 if decision.confirmation_withheld:
                     metrics.REFUSED.labels("confirmation_cap").inc()
         doc = await self.store.member(account_id, subscriber_id)
+        if decision.events and not applied(doc, decision.events[0]):
+            # The list was deleted after it was read here and before these events were folded: the projection
+            # dead-lettered them ("list deleted"), and the request is answered as one for the list gone.
+            now_list = await self.store.list_state(account_id, list_id)
+            if now_list is None or now_list.deleted:
+                raise domain.ListNotFound("no such list: it was deleted while this subscribe was recorded")
         assert doc is not None, "the projection holds what was just committed"
         return decision, doc
 

@@ -258,6 +258,8 @@ def _rows(raw: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, list[str] | Un
                                                          "none of them was imported")
             elif any(v.strip() for v in values):
                 yield start, [v.strip() for v in values]
+            elif len(values) > 1:  # separators and nothing else: a row that lost its values, not a blank line
+                yield start, Unreadable("empty_row", f"line {start} has {len(values)} cells, all empty; not imported")
 
     return header, rows()
 

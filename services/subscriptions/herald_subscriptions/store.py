@@ -29,6 +29,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberSuppressed,
     SubscriberUnsubscribed,
 )
+from herald_shared.kafka import Reject
 from herald_shared.mongo import Document, FoldingProjection, UpdateOne, WriteOp
 from herald_shared.mongo import WrittenKeys as WrittenKeys
 from herald_shared.purging import delete_by_account_prefix
@@ -94,6 +95,14 @@ async def mark_format(db: AsyncDatabase[Document]) -> None:
 # the ids of the events folded into it (`readmodel.applied`), so its consumer stores none of theirs.
 MEMBER_EVENTS = (SubscriberAdded, ConfirmationRequested, SubscriberConfirmed, SubscriberUnsubscribed,
                  SubscriberSuppressed, SubscriberErased)
+# Of these, those that put a person on a list or make them a member of it: refused (dead-lettered) for a list never
+# created or deleted. Another producer (a CRM) may publish them for a list id nobody created (a typo), and
+# billing must not count such members either. An unsubscribe is refused only for a list never created: one from
+# a deleted list's member (a link in a message sent before the deletion) is the person's, and its membership is
+# still stored. A suppression and an erasure are the person's or the address's, whatever the list: never refused.
+JOINING = (SubscriberAdded, ConfirmationRequested, SubscriberConfirmed)
+# A rebuild is the lists' only writer, so what it has folded of them holds across batches: up to this many.
+REBUILD_LISTS_KEPT = 100_000
 
 
 class SubscriptionsProjection(FoldingProjection):
@@ -114,6 +123,10 @@ class SubscriptionsProjection(FoldingProjection):
     def __init__(self, db: AsyncDatabase[Document], *, rebuilding: bool = False) -> None:
         super().__init__(db)
         self._written = WrittenKeys() if rebuilding else None
+        # Each list's state as the events handled so far leave it ("live", "deleted", None: never created), read by
+        # `_id` once per batch (replicas fold other partitions and take them over: a state read before may be
+        # another's by now); a rebuild keeps it across batches.
+        self._lists: dict[str, str | None] = {}
         # Both written ahead of the members: a batch the store refuses is counted and listed as it holds them.
         self._listing = self.ahead(SecondaryIndex(db[LIST_MEMBERS], listing_key, documents=db[SUBSCRIBERS]))
         self._counts = self.ahead(Counters(db[LIST_COUNTS]))
@@ -124,6 +137,56 @@ class SubscriptionsProjection(FoldingProjection):
         await delete_by_account_prefix(self.db, account_id, (LISTS, SUBSCRIBERS, LIST_MEMBERS, LIST_COUNTS,
                                                              ADDRESSES, SUPPRESSIONS, "imports"))
         await self.db["accounts"].delete_one({"_id": account_id})
+
+    async def handle(self, event: Event) -> None:
+        await self._check_list(event)
+        await super().handle(event)
+
+    async def flush(self) -> None:
+        await super().flush()
+        if self._written is None or len(self._lists) > REBUILD_LISTS_KEPT:
+            self._lists.clear()
+
+    async def forget(self) -> None:
+        self._lists.clear()
+        await super().forget()
+
+    async def _check_list(self, event: Event) -> None:
+        """Follow the lists' states as `apply` writes them, and refuse (`Reject`) a membership event of a list that
+        is not there to take it (`JOINING`; an unsubscribe only of a list never created). ListCreated comes before
+        its members on the account's partition, so a rebuild from offset 0 refuses the same events. One already
+        folded into its membership (a redelivery after a crash, a copy published again after the list was deleted)
+        passes: the fold ignores it."""
+        match event:
+            case ListCreated(payload=p):
+                key = list_key(event.account_id, p.list_id)
+                if await self._list_status(key) is None:  # $setOnInsert: a deleted list stays deleted
+                    self._lists[key] = "live"
+                    if self._written is not None:
+                        self._written.add((key,))
+            case ListDeleted(payload=p):
+                key = list_key(event.account_id, p.list_id)
+                if await self._list_status(key) == "live":  # no upsert: a list never created stays so
+                    self._lists[key] = "deleted"
+            case SubscriberAdded() | ConfirmationRequested() | SubscriberConfirmed() | SubscriberUnsubscribed():
+                member = event.payload
+                status = await self._list_status(list_key(event.account_id, member.list_id))
+                if status == "live" or (status == "deleted" and not isinstance(event, JOINING)):
+                    return
+                key = member_key(event.account_id, member.subscriber_id)
+                if applied((await load(self.db[SUBSCRIBERS], self._stored({key}))).get(key), event):
+                    return
+                why = "list deleted" if status == "deleted" else "list never created (no ListCreated before it)"
+                raise Reject(f"{event.type} of subscriber {member.subscriber_id!r} to list {member.list_id!r} of "
+                             f"account {event.account_id!r}: {why}")
+
+    async def _list_status(self, key: str) -> str | None:
+        if key not in self._lists:
+            doc = None
+            if self._stored({key}):
+                doc = await self.db[LISTS].find_one({"_id": key}, {"deleted_at": 1})
+            self._lists[key] = None if doc is None else "deleted" if "deleted_at" in doc else "live"
+        return self._lists[key]
 
     async def fold(self, events: list[Event]) -> None:
         address_ids = {compose(e.account_id, h) for e in events if (h := domain.address_hash(e)) is not None}

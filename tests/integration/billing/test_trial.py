@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from herald_billing.store import BillingProjection
 from herald_shared.contract.billing import QuotaExhausted, SendingBlocked, TrialEnded
 from herald_shared.contract.delivery import MessageBounced, MessageSent
-from herald_shared.contract.subscriptions import ListDeleted, SubscriberAdded
+from herald_shared.contract.subscriptions import ListCreated, ListDeleted, SubscriberAdded
 from herald_shared.kafka import EventPublisher
 from herald_shared.mongo import rebuild
 from herald_shared.settings import HeraldSettings
@@ -93,9 +93,11 @@ async def test_subscribers_deleted_before_billing_looked_do_not_save_the_trial(s
         "list_id": "news", "subscriber_id": f"s{n}", "email": f"p{n}@example.com",
         "email_sha256": hashlib.sha256(f"p{n}@example.com".encode()).hexdigest(),
         "opt_in": "single", "consent": consent}) for n in range(25)]
+    created = ListCreated(account_id=ada.account_id, producer="subscriptions",
+                          payload={"list_id": "news", "name": "News", "opt_in": "single"})  # type: ignore[arg-type]
     deleted = ListDeleted(account_id=ada.account_id, producer="subscriptions",
                           payload={"list_id": "news", "members_at_deletion": 25})  # type: ignore[arg-type]
-    await EventPublisher(producer, settings.topics).publish_many([*added, deleted])
+    await EventPublisher(producer, settings.topics).publish_many([created, *added, deleted])
     async with running_billing(settings) as platform:
         ada = await platform.log_in("ada", ada.account_id)
         ended = await eventually(lambda: account(ada), lambda a: a["plan"] == "trial_ended", what="trial ended")

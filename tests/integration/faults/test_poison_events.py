@@ -10,6 +10,7 @@ running and ready."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from typing import Any
@@ -17,10 +18,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from herald_shared.contract import EVENT_TYPES, serialize_event
-from herald_shared.kafka import event_headers
+from herald_shared.contract import EVENT_TYPES, Event, serialize_event
+from herald_shared.kafka import EventPublisher, event_headers
 from herald_shared.settings import HeraldSettings
 from herald_shared.topics import EVENT_TOPICS, events_of
+from herald_subscriptions.domain import subscriber_id_for
 from tests.conftest import eventually
 from tests.samples import sample
 
@@ -125,3 +127,44 @@ async def test_poison_on_every_topic_is_dead_lettered_and_every_valid_event_is_p
     assert process.alive, process.tail()
     await process.ready(within=5)
     print(f"{service}: past the poison {time.monotonic() - started:.1f}s after start")
+
+
+async def test_members_of_a_list_not_there_are_dead_lettered_by_the_subscriptions_process(
+        settings: HeraldSettings, producer: AIOKafkaProducer, services: Any, mongo: Any) -> None:
+    """Valid events, wrong for the state they meet: another producer's (a CRM's) members of a list the account
+    never created (a typo'd list id), and of one it deleted, are dead-lettered by the projection with a reason
+    naming the list, and the partition goes on past them (the member after them is taken)."""
+    account = "acc-crm"
+
+    def member(list_id: str, n: int) -> Event:
+        added = sample("SubscriberAdded", account)
+        email = f"p{n}@example.com"
+        return added.model_copy(update={"producer": "crm", "payload": added.payload.model_copy(update={  # type: ignore[attr-defined]
+            "list_id": list_id, "email": email, "email_sha256": hashlib.sha256(email.encode()).hexdigest(),
+            "subscriber_id": subscriber_id_for(account, list_id, email)})})
+
+    def list_event(name: str, list_id: str) -> Event:
+        event = sample(name, account)
+        return event.model_copy(update={"payload": event.payload.model_copy(update={"list_id": list_id})})
+
+    taken = member("news", 22)
+    events = [*(member("newsletter-typo", n) for n in range(21)), list_event("ListCreated", "old"),
+              list_event("ListDeleted", "old"), member("old", 21), list_event("ListCreated", "news"), taken]
+    await EventPublisher(producer, settings.topics).publish_many(events)
+    process: ServiceProcess = services["subscriptions"]
+    process.start()
+    await process.ready()
+    group = settings.topic_prefix + "subscriptions.projection"
+    await eventually(lambda: behind(settings, group, ["herald.subscriptions"]), lambda gaps: not gaps, within=60,
+                     what="the projection past the members", every=0.3)
+
+    letters = [d for d in await dead_letters(settings, "herald.subscriptions") if d.consumer == group]
+    assert len(letters) == 22, letters
+    assert all(d.reason.startswith("rejected: SubscriberAdded") for d in letters), letters
+    assert sum("list 'newsletter-typo'" in d.reason and d.reason.endswith("list never created (no ListCreated "
+                                                                            "before it)") for d in letters) == 21
+    assert sum("list 'old'" in d.reason and d.reason.endswith("list deleted") for d in letters) == 1
+    stored = mongo[settings.database_name("subscriptions")]["subscribers"]
+    assert [d["subscriber_id"] async for d in stored.find({"_id": {"$gte": f"{account}/", "$lt": f"{account}0"}})] \
+        == [taken.payload.subscriber_id]  # type: ignore[attr-defined]
+    assert process.alive, process.tail()

@@ -127,7 +127,8 @@ async def test_subscriptions_folds_the_members_around_one_the_store_refuses_once
     db = database(settings, mongo)
     projection = SubscriptionsProjection(db)
     # The refused member is on a list of its own: its count is written before the member (see the report).
-    events = [event("ListCreated"), added("s1"), added("s2", "l2", REFUSED), added("s3"),
+    events = [event("ListCreated"), event("ListCreated", list_id="l2"), added("s1"), added("s2", "l2", REFUSED),
+              added("s3"),
               event("ListRenamed", list_id="l1", name="Renamed")]
 
     async def done() -> bool:
@@ -135,7 +136,7 @@ async def test_subscriptions_folds_the_members_around_one_the_store_refuses_once
             await db["lists"].find_one({"name": "Renamed"}))
 
     await fold_around_refusal(settings, producer, mongo, ProjectionGroup(projection, ApiKeyProjection(db)), events,
-                              2, done)
+                              3, done)
     members = {d["subscriber_id"]: d async for d in db[SUBSCRIBERS].find({})}
     assert sorted(members) == ["s1", "s3"]
     assert all(len(d[APPLIED].split()) == 1 for d in members.values()), "each folded once"
@@ -209,15 +210,16 @@ async def test_billing_counts_the_subscribers_around_an_audit_entry_the_store_re
     projection, decisions = BillingProjection(db), Decisions()
     guard = UsageGuard(projection, decisions, ApiKeyProjection(db))  # type: ignore[arg-type]
     # single opt-in: active at once, so each counts as stored (a pending double opt-in one counts once confirmed)
-    events = [event("AccountOpened"), added("s1", opt_in="single"), event("LoginSucceeded", user_agent="curl"),
-              added("s2", opt_in="single"), event("LoginSucceeded", user_agent=REFUSED), added("s3", opt_in="single")]
+    events = [event("AccountOpened"), event("ListCreated"), added("s1", opt_in="single"),
+              event("LoginSucceeded", user_agent="curl"), added("s2", opt_in="single"),
+              event("LoginSucceeded", user_agent=REFUSED), added("s3", opt_in="single")]
 
     async def done() -> bool:
         usage = await db["usage"].find_one({"_id": subscriptions_usage(ACCOUNT)})
         return usage is not None and await db[AUDIT].count_documents({}) == 1 and \
             usage["counts"].get("subscribers") == 3
 
-    await fold_around_refusal(settings, producer, mongo, guard, events, 4, done, lead=["herald.billing"])
+    await fold_around_refusal(settings, producer, mongo, guard, events, 5, done, lead=["herald.billing"])
     usage = await db["usage"].find_one({"_id": subscriptions_usage(ACCOUNT)})
     assert usage is not None and usage["counts"]["subscribers"] == 3, usage
     assert [d["user_agent"] async for d in db[AUDIT].find({})] == ["curl"]

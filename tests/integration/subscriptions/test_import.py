@@ -44,20 +44,21 @@ async def test_a_file_with_every_kind_of_bad_row(platform: Platform) -> None:
         f"extra@example.com;Hal;webinar signup;{T};Riga;40;surplus",  # 10 invalid_custom_field
         "when@example.com;Ida;webinar signup;01/11/2026;Riga;41",     # 11 invalid_consent (not an ISO time)
         "",                                                           # 12 blank line, skipped
-        f'"quoted@example.com";"Jo; ""JJ"" Jones";webinar signup;{T};"Tartu\nold town";42',  # 13-14 ok
-        f"good2@example.com;Kim;checkout;{T};Riga;",                  # 15 ok
+        " ; ;;;;",                                                    # 13 empty_row: cells, all empty
+        f'"quoted@example.com";"Jo; ""JJ"" Jones";webinar signup;{T};"Tartu\nold town";42',  # 14-15 ok
+        f"good2@example.com;Kim;checkout;{T};Riga;",                  # 16 ok
     ]
     status, report = await _import(acme, "\ufeff".encode() + "\n".join(rows).encode())
     assert status == 202, report
-    assert (report["rows_total"], report["rows_imported"], report["rows_rejected"]) == (12, 3, 9)
+    assert (report["rows_total"], report["rows_imported"], report["rows_rejected"]) == (13, 3, 10)
     assert report["rejected_by_reason"] == {"invalid_email": 1, "missing_consent": 1, "invalid_consent": 1,
                                             "duplicate": 1, "suppressed": 1, "previously_unsubscribed": 1,
-                                            "already_subscribed": 1, "invalid_custom_field": 2}
+                                            "already_subscribed": 1, "invalid_custom_field": 2, "empty_row": 1}
     lines = {r["line"]: r["reason"] for r in report["rejections"]}  # type: ignore[attr-defined]
     assert list(lines) == sorted(lines)  # in line order, though rows are refused when read or when decided
     assert lines == {3: "invalid_email", 4: "missing_consent", 5: "duplicate", 6: "suppressed",
                      7: "previously_unsubscribed", 8: "already_subscribed", 9: "invalid_custom_field",
-                     10: "invalid_custom_field", 11: "invalid_consent"}
+                     10: "invalid_custom_field", 11: "invalid_consent", 13: "empty_row"}
 
     events = await platform.events()
     added = [e for e in events if isinstance(e, SubscriberAdded) and e.payload.consent.source == "import"]
@@ -68,7 +69,7 @@ async def test_a_file_with_every_kind_of_bad_row(platform: Platform) -> None:
     assert quoted.payload.custom_fields == {"city": "Tartu\nold town", "age": 42}  # a custom text may run over lines
     assert quoted.payload.consent.method == "webinar signup"
     completed = next(e for e in events if isinstance(e, ImportCompleted))
-    assert (completed.payload.rows_imported, completed.payload.rows_rejected) == (3, 9)
+    assert (completed.payload.rows_imported, completed.payload.rows_rejected) == (3, 10)
     counts = await eventually(lambda: _counts(acme), lambda c: c["active"] == 4, what="imported rows visible")
     assert counts["unsubscribed"] == 1 and counts["suppressed"] == 1  # keeper + three imported are active
 

@@ -118,8 +118,9 @@ async def test_members_pages_run_across_members_whose_ids_a_crm_chose(platform: 
 async def test_an_upgrade_rebuilds_a_read_model_keyed_by_subscriber_id_alone(platform: Platform) -> None:
     """The read model of the earlier format (memberships by subscriber id alone, with one account's member
     folded over the other's) is refused at start and rebuilt from the topics, each account's member its own."""
-    acme = await platform.tenant("acme")
+    acme, rival = await platform.tenant("acme"), await platform.tenant("rival")
     await acme.create_list("news")
+    await rival.create_list("news")
     anna = (await acme.subscribe("anna@example.com")).json()["subscriber_id"]
     await platform.publisher.publish_many(crm_member("rival", anna, BOB))
     await eventually(lambda: platform.service.db[store.SUBSCRIBERS].find_one({"_id": f"rival/{anna}"}),

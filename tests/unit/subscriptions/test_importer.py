@@ -92,6 +92,18 @@ def test_a_value_running_over_lines_that_holds_a_row_of_its_own_rejects_the_line
                     4: ["bob@example.com", "form", "2024-01-02", ""]}
 
 
+def test_a_row_of_empty_cells_is_rejected_and_only_a_blank_line_skipped() -> None:
+    """Every line is accounted for: `,,,` (a row whose values were lost, e.g. cleared in a spreadsheet) is a
+    rejected row with its line; an empty line, or one of spaces alone, is no row."""
+    rows = read(HEAD + b"\n,,,\n   \n , ,\t,\nanna@example.com,form,2024-01-01,\n")
+    assert list(rows) == [3, 5, 6]
+    for line, cells in ((3, 4), (5, 4)):
+        row = rows[line]
+        assert isinstance(row, Unreadable) and row.reason == "empty_row"
+        assert row.detail == f"line {line} has {cells} cells, all empty; not imported"
+    assert rows[6] == ["anna@example.com", "form", "2024-01-01", ""]
+
+
 def test_a_field_over_the_csv_limit_takes_its_whole_quoted_value_with_it() -> None:
     """The csv module goes on at the next line after a field over its limit: inside the quoted value, whose
     lines must not be read as rows (here, one with an address)."""
