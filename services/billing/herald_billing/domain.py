@@ -376,6 +376,7 @@ class SendAllowance:
     as_of_campaign: int
     as_of_test: int
     sequence: int
+    until: datetime | None = None
 
     @property
     def ceiling(self) -> int | None:
@@ -389,7 +390,8 @@ class SendAllowance:
     def same_terms(self, other: SendAllowance | None) -> bool:
         """Whether a sender counting its own sends since `other` would allow the same: then nothing is published
         (the trial's 100th email changes no allowance, an expiry or a new period does)."""
-        return other is not None and set(self.counts) == set(other.counts) and self.ceiling == other.ceiling
+        return other is not None and set(self.counts) == set(other.counts) and self.ceiling == other.ceiling and \
+            self.until == other.until
 
 
 @dataclass(frozen=True)
@@ -886,6 +888,21 @@ def send_allowance(account: Account, usage: Usage, now: datetime,
     return None, ("campaign",)
 
 
+def allowance_until(account: Account, usage: Usage, now: datetime) -> datetime | None:
+    """When the allowance reckoned now stops holding other than by sends: the trial's end; the expiry of the
+    earliest batch of credits with some left (those expiring unused leave less; a sender stops then until billing
+    reckons again). None where only sends lower it: a monthly cap (the next period only raises it), no plan."""
+    if account.deleted_at is not None:
+        return None
+    if account.plan == "trial":
+        return account.trial_ends_at
+    if account.plan == "pay_as_you_go":
+        used, _ = credit_use(account, usage)
+        return min((b.expires_at for b in account.credit_batches
+                    if b.expired is None and b.expires_at > now and b.credits - used[b.batch_id] > 0), default=None)
+    return None
+
+
 def allowance_changed(account: Account, usage: Usage, now: datetime, calendar: BillingCalendar = PLATFORM_CALENDAR,
                       last: SendAllowance | None = None) -> Event | None:
     """SendAllowanceChanged when what the account may send differs from what was told last (`same_terms`: not
@@ -894,21 +911,24 @@ def allowance_changed(account: Account, usage: Usage, now: datetime, calendar: B
     decided again (a crash before the fold), it is the same event."""
     told = max((a for a in (account.allowance, last) if a is not None), key=lambda a: a.sequence, default=None)
     remaining, counts = send_allowance(account, usage, now, calendar)
+    until = allowance_until(account, usage, now) if remaining else None  # nothing left: no end to tell
     as_of = {kind: usage.lifetime_sent.get(kind, 0) for kind in SENT_KINDS}
-    wanted = SendAllowance(remaining, counts, as_of["campaign"], as_of["test"], told.sequence + 1 if told else 1)
+    wanted = SendAllowance(remaining, counts, as_of["campaign"], as_of["test"], told.sequence + 1 if told else 1,
+                           until)
     if wanted.same_terms(told):
         return None
     a = account.account_id
+    terms = [str(remaining), ",".join(counts), str(as_of["campaign"]), str(as_of["test"])]
     return _event(SendAllowanceChanged, a, SendAllowanceChangedPayload(
         remaining=remaining, counts=[k for k in SENT_KINDS if k in counts],
-        as_of=SentCounts(campaign=as_of["campaign"], test=as_of["test"]), sequence=wanted.sequence),
-        fixed_id(ALLOWANCE_NAMESPACE, a, str(wanted.sequence), str(remaining), ",".join(counts),
-                 str(as_of["campaign"]), str(as_of["test"])), at=now)
+        as_of=SentCounts(campaign=as_of["campaign"], test=as_of["test"]), sequence=wanted.sequence, until=until),
+        fixed_id(ALLOWANCE_NAMESPACE, a, str(wanted.sequence), *terms, *([until.isoformat()] if until else [])),
+        at=now)
 
 
 def told_allowance(event: SendAllowanceChanged) -> SendAllowance:
     p = event.payload
-    return SendAllowance(p.remaining, tuple(p.counts), p.as_of.campaign, p.as_of.test, p.sequence)
+    return SendAllowance(p.remaining, tuple(p.counts), p.as_of.campaign, p.as_of.test, p.sequence, p.until)
 
 
 # Buying: a monthly plan, an upgrade, credits, a renewal. Each is an invoice, recorded first, then charged; what a

@@ -92,13 +92,15 @@ def inbound_bounce_event_id(message_id: str, bounce_class: str) -> uuid.UUID:
 class SendAllowance:
     """What billing last said the account may still send (SendAllowanceChanged): `remaining` emails of the
     `counts` kinds (None: no limit), reckoned when billing had counted `as_of_campaign` and `as_of_test` of its
-    sends (lifetime counts of the outcomes billing counts as sent, `herald_shared.sent.email_sent`)."""
+    sends (lifetime counts of the outcomes billing counts as sent, `herald_shared.sent.email_sent`), and holding
+    until `until` at the latest (a trial's end, credits expiring; None: only sends lower it)."""
 
     remaining: int | None
     counts: tuple[str, ...]
     as_of_campaign: int = 0
     as_of_test: int = 0
     sequence: int = 0
+    until: datetime | None = None
 
     def as_of(self, kind: str) -> int:
         return self.as_of_campaign if kind == "campaign" else self.as_of_test if kind == "test" else 0
@@ -134,7 +136,7 @@ def evolve_account(state: AccountState, event: Event) -> AccountState:
         if state.allowance is not None and state.allowance.sequence > p.sequence:
             return state  # an older one read after a newer
         return replace(state, allowance=SendAllowance(p.remaining, tuple(p.counts), p.as_of.campaign, p.as_of.test,
-                                                      p.sequence))
+                                                      p.sequence, p.until))
     if isinstance(event, SendingBlocked):
         return replace(state, blocked_reasons=state.blocked_reasons | {event.payload.reason})
     if isinstance(event, SendingUnblocked):
@@ -206,24 +208,32 @@ def gate_refusing_test(account: AccountState) -> Gate | None:
 
 # The send allowance: a quota kept before each SMTP transaction (README, "Gates")
 
-def allowance_room(allowance: SendAllowance | None, sent: Mapping[str, int],
-                   in_flight: Mapping[str, int]) -> int | None:
+def allowance_room(allowance: SendAllowance | None, sent: Mapping[str, int], in_flight: Mapping[str, int],
+                   now: datetime | None) -> int | None:
     """How many more messages of a counted kind may start their SMTP transaction: what billing allowed, less what
     this sender sent of the counted kinds since billing's count (`sent`: its own lifetime counts, never taken
-    below billing's), less those in flight (each may yet count). None: nothing limits the account."""
+    below billing's), less those in flight (each may yet count); none from its `until` on (`now`; None: the
+    counts alone are compared). None: nothing limits the account."""
     if allowance is None or allowance.remaining is None:
         return None
     used = sum(max(0, sent.get(kind, 0) - allowance.as_of(kind)) + in_flight.get(kind, 0)
                for kind in allowance.counts)
-    return allowance.remaining - used
+    room = allowance.remaining - used
+    return min(room, 0) if allowance_ended(allowance, now) else room
+
+
+def allowance_ended(allowance: SendAllowance | None, now: datetime | None) -> bool:
+    """Whether the allowance's `until` has come: nothing counted is sent until billing tells a newer one."""
+    return allowance is not None and allowance.until is not None and now is not None and now >= allowance.until
 
 
 def allowance_holds(allowance: SendAllowance | None, kind: str, sent: Mapping[str, int],
-                    in_flight: Mapping[str, int]) -> bool:
-    """Whether a message of `kind` must wait for a larger allowance: its kind counts and no room is left."""
+                    in_flight: Mapping[str, int], now: datetime | None) -> bool:
+    """Whether a message of `kind` must wait for a newer allowance: its kind counts and no room is left (the
+    counts used, or its `until` come)."""
     if allowance is None or kind not in allowance.counts:
         return False
-    room = allowance_room(allowance, sent, in_flight)
+    room = allowance_room(allowance, sent, in_flight, now)
     return room is not None and room < 1
 
 
@@ -236,10 +246,13 @@ def tighter_allowance(current: SendAllowance | None, staged: SendAllowance | Non
     if staged.remaining is None or current.remaining is None:
         return current if staged.remaining is None else staged
     no_flight: dict[str, int] = {}  # each judged by the kinds it counts: the one leaving less room is kept
-    staged_room = allowance_room(staged, sent, no_flight)
-    current_room = allowance_room(current, sent, no_flight)
+    staged_room = allowance_room(staged, sent, no_flight, None)
+    current_room = allowance_room(current, sent, no_flight, None)
     assert staged_room is not None and current_room is not None
-    return staged if staged_room < current_room else current
+    kept = staged if staged_room < current_room else current
+    # ... and it ends at the earlier of their ends
+    ends = [a.until for a in (current, staged) if a.until is not None]
+    return replace(kept, until=min(ends)) if ends else kept
 
 
 def gate_reason(gate: Gate, account: AccountState) -> str:
@@ -251,8 +264,10 @@ def gate_reason(gate: Gate, account: AccountState) -> str:
         return "the account has not passed staff review yet"
     if gate == "send_allowance":
         allowed = account.allowance.remaining if account.allowance is not None else None
-        return (f"the account's emails allowed by billing are sent ({allowed} when it last counted): held until "
-                "more are allowed (a plan, credits, the next period)")
+        until = account.allowance.until if account.allowance is not None else None
+        ends = f", allowed until {until.isoformat()}" if until is not None else ""
+        return (f"the account's emails allowed by billing are sent or their time is up ({allowed} when it last "
+                f"counted{ends}): held until more are allowed (a plan, credits, the next period)")
     return "the campaign waits for staff approval (trial: every campaign is reviewed)"
 
 

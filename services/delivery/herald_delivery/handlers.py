@@ -57,9 +57,11 @@ class GateBook:
     The send allowance is a gate with a counter: per account, the lifetime counts of the sender's messages that
     billing counts as sent (`sent`, by kind: loaded at start, one more with each such outcome) and the messages
     that started their SMTP transaction and have no outcome yet (`in_flight`). A worker reserves its message
-    (`reserve`) immediately before its transaction, and `settle`s it with the outcome: counted, or given back."""
+    (`reserve`) immediately before its transaction, and `settle`s it with the outcome: counted, or given back.
+    From the allowance's `until` on (by `clock`), nothing counted starts until billing tells a newer one."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clock = clock
         self.accounts: dict[str, AccountState] = {}
         self.campaigns: dict[str, CampaignState] = {}
         self.changed = asyncio.Event()
@@ -102,13 +104,14 @@ class GateBook:
     def room(self, account_id: str) -> int | None:
         """How many more messages of a counted kind may start now (None: no limit)."""
         return domain.allowance_room(self.account(account_id).allowance, self._sent(account_id),
-                                     self.in_flight.get(account_id, {}))
+                                     self.in_flight.get(account_id, {}), self.clock())
 
     def allowance_holds(self, account_id: str, kind: str) -> bool:
         allowance = self.account(account_id).allowance
         if allowance is None or kind not in allowance.counts:
             return False  # asked before every message: no counts looked at where nothing limits
-        return domain.allowance_holds(allowance, kind, self._sent(account_id), self.in_flight.get(account_id, {}))
+        return domain.allowance_holds(allowance, kind, self._sent(account_id), self.in_flight.get(account_id, {}),
+                                      self.clock())
 
     def reserve(self, account_id: str, kind: str) -> bool | None:
         """Immediately before a message's SMTP transaction: True when reserved (its kind counts here), None when

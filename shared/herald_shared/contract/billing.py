@@ -508,15 +508,21 @@ class SendAllowanceChangedPayload(Payload):
         "since."))
     sequence: Positive = Field(description=(
         "Per account, higher for each newer allowance: a copy or an older one read later changes nothing."))
+    until: Instant | None = Field(default=None, description=(
+        "The allowance holds until then at the latest (the trial's end, the expiry of the earliest batch of "
+        "credits with some left); from then on a sender sends nothing more of the kinds in `counts` until a newer "
+        "allowance comes. Null: only sends lower it (a monthly cap: a new period only raises it)."))
 
 
 class SendAllowanceChanged(BillingEvent):
     """What an account may still send under its trial, credits or monthly cap, as of a count of its sends.
 
-    `remaining` as of `as_of`: a sender subtracts only what it sent since. Published when the quota itself changes
-    (the trial's start, credits bought or expired, a plan chosen or raised, a new period, a send past the bound),
-    not for each send counted (which changes `remaining` and `as_of` alike). Delivery counts its own sends against
-    it before each SMTP transaction, so a quota is a bound, not a block announced after the send that reached it."""
+    `remaining` as of `as_of`: a sender subtracts only what it sent since, and sends nothing counted from `until` on.
+    Published when the quota itself changes (the trial's start, credits bought or expired, a plan chosen or raised,
+    a new period, a send past the bound, `until` moving as the earliest batch of credits is used up), not for each
+    send counted (which changes `remaining` and `as_of` alike). Delivery counts its own sends against it before each
+    SMTP transaction, so a quota is a bound, not a block announced after the send that reached it, and an expiry
+    stops sending when it falls due, not at billing's next look at the clock."""
 
     type: Literal["SendAllowanceChanged"] = "SendAllowanceChanged"
     payload: SendAllowanceChangedPayload

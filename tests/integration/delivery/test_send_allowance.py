@@ -151,3 +151,28 @@ async def test_a_start_recounts_what_a_crash_left_between_an_outcomes_insert_and
     assert await db[SENT_COUNTS].find_one({"_id": "acme"}) == {"_id": "acme", "test": 7}
     await world.wait_for(lambda es: any(isinstance(e, MessageSent) and e.payload.message_id == "tm7" for e in es),
                          "its outcome published again")
+
+
+def told(account_id: str, sequence: int, remaining: int, until: datetime | None) -> SendAllowanceChanged:
+    return SendAllowanceChanged(account_id=account_id, producer="billing", payload={  # type: ignore[arg-type]
+        "remaining": remaining, "counts": ["campaign"], "as_of": {"campaign": 0, "test": 0}, "sequence": sequence,
+        "until": until})
+
+
+async def test_nothing_is_sent_from_the_allowances_until_on_until_billing_tells_a_newer_one(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """Credits expired (or a trial ended) a moment ago and billing has not looked at its clock since: its
+    allowance, with 1,000 left, says until when it holds, so delivery holds the campaign at once, announced as
+    held by the allowance; the newer allowance billing tells next sends it."""
+    running = await start_delivery()
+    await world.open_account("acme")
+    await world.publish(told("acme", 1, 1_000, datetime.now(UTC) - timedelta(seconds=1)))
+    await world.add_list("acme", "news", [(f"s{i}", f"r{i}@example.org") for i in range(5)])
+    await world.publish(campaign_queued("acme", "c1"))
+    await world.wait_for(lambda es: any(isinstance(e, DeliveryHeld) and e.payload.gate == "send_allowance"
+                                        for e in es), "the campaign held by the allowance's end")
+    assert running.service.jobs.unfinished("acme", "c1") == 5 and relay.received == []
+    await world.publish(told("acme", 2, 1_000, None))
+    sends = await world.wait_for(lambda es: len([e for e in es if isinstance(e, MessageSent)]) == 5,
+                                 "the campaign sent under the newer allowance")
+    assert len({e.payload.message_id for e in sends if isinstance(e, MessageSent)}) == 5

@@ -83,7 +83,7 @@ def test_sends_counted_change_no_allowance_a_quota_change_does_with_the_next_seq
     first = told(trial(), Usage(lifetime_sent={"campaign": 0}))
     assert first.payload.sequence == 1 and first.payload.remaining == 100
     account = domain.evolve_all(trial(), [first])
-    assert account.allowance == SendAllowance(100, ("campaign", "test"), 0, 0, 1)
+    assert account.allowance == SendAllowance(100, ("campaign", "test"), 0, 0, 1, trial().trial_ends_at)
     assert domain.allowance_changed(account, Usage(trial_emails=40, lifetime_sent={"campaign": 38, "test": 2}),
                                     NOW) is None
     credits = replace(account, plan="pay_as_you_go", credit_batches=(
@@ -122,3 +122,21 @@ def test_a_send_past_the_bound_is_told_as_nothing_left() -> None:
                                                                lifetime_sent={"campaign": 10}))])
     past = told(at_bound, Usage(payg_sent={window: 12}, lifetime_sent={"campaign": 12}), NOW + timedelta(seconds=1))
     assert (past.payload.remaining, past.payload.as_of.campaign) == (0, 12)
+
+
+def test_an_allowance_ends_when_the_trial_does_or_the_earliest_batch_with_credits_left_expires() -> None:
+    """Delivery stops at `until` itself rather than at billing's next look at its clock; a monthly cap has none
+    (the next period only raises it), nor has an allowance with nothing left."""
+    assert told(trial(), Usage()).payload.until == trial().trial_ends_at
+    account = opened_account(plan="pay_as_you_go", blocked=(), credit_batches=(
+        CreditBatch("late", 100, at("2026-12-20"), bought_at=at("2026-11-02")),
+        CreditBatch("soon", 10, at("2026-11-20"), bought_at=at("2026-11-02"))))
+    assert told(account, Usage()).payload.until == at("2026-11-20")
+    # The batch expiring first used up: the allowance now lasts until the other's expiry, and is told again.
+    window = domain.credit_window(account, NOW)
+    used_up = Usage(payg_sent={window: 10}, lifetime_sent={"campaign": 10})
+    first = domain.told_allowance(told(account, Usage()))
+    again = domain.allowance_changed(account, used_up, NOW, last=first)
+    assert again is not None and again.payload.until == at("2026-12-20") and again.payload.remaining == 100
+    assert told(account, Usage(), at("2026-12-21")).payload.until is None  # none left: no end to tell
+    assert told(monthly(at("2026-11-01")), Usage()).payload.until is None

@@ -4,6 +4,8 @@ in flight, must leave room for one before a message starts its SMTP transaction;
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from herald_delivery import domain
@@ -41,23 +43,58 @@ class ScriptedRelay(Relay):
 
 def test_room_is_billings_remaining_less_own_sends_since_its_count_less_those_in_flight() -> None:
     allowance = SendAllowance(10, TRIAL, as_of_campaign=40, as_of_test=2, sequence=3)
-    assert domain.allowance_room(allowance, {"campaign": 40, "test": 2}, {}) == 10
-    assert domain.allowance_room(allowance, {"campaign": 45, "test": 3}, {"campaign": 2}) == 2
+    assert domain.allowance_room(allowance, {"campaign": 40, "test": 2}, {}, None) == 10
+    assert domain.allowance_room(allowance, {"campaign": 45, "test": 3}, {"campaign": 2}, None) == 2
     # Sends billing counted already but this sender does not know of (a count lost) take nothing twice.
-    assert domain.allowance_room(allowance, {"campaign": 30}, {}) == 10
-    assert domain.allowance_room(None, {"campaign": 500}, {}) is None  # no allowance yet: not limited here
-    assert domain.allowance_room(SendAllowance(None, PAID), {"campaign": 500}, {}) is None
+    assert domain.allowance_room(allowance, {"campaign": 30}, {}, None) == 10
+    assert domain.allowance_room(None, {"campaign": 500}, {}, None) is None  # no allowance yet: not limited here
+    assert domain.allowance_room(SendAllowance(None, PAID), {"campaign": 500}, {}, None) is None
 
 
 def test_only_the_kinds_billing_counts_take_from_it() -> None:
     """On the trial a test send counts toward the 100; on a paid plan tests are free, and never held by it."""
     spent_trial = SendAllowance(5, TRIAL, as_of_campaign=0, as_of_test=0, sequence=1)
-    assert domain.allowance_room(spent_trial, {"campaign": 3, "test": 2}, {}) == 0
-    assert domain.allowance_holds(spent_trial, "test", {"campaign": 3, "test": 2}, {})
+    assert domain.allowance_room(spent_trial, {"campaign": 3, "test": 2}, {}, None) == 0
+    assert domain.allowance_holds(spent_trial, "test", {"campaign": 3, "test": 2}, {}, None)
     paid = SendAllowance(5, PAID, sequence=2)
-    assert domain.allowance_room(paid, {"campaign": 3, "test": 200}, {}) == 2
-    assert not domain.allowance_holds(SendAllowance(0, PAID), "test", {}, {})
-    assert domain.allowance_holds(SendAllowance(0, PAID), "campaign", {}, {})
+    assert domain.allowance_room(paid, {"campaign": 3, "test": 200}, {}, None) == 2
+    assert not domain.allowance_holds(SendAllowance(0, PAID), "test", {}, {}, None)
+    assert domain.allowance_holds(SendAllowance(0, PAID), "campaign", {}, {}, None)
+
+
+def test_nothing_counted_starts_from_the_allowances_until_on() -> None:
+    """Credits expiring or a trial ending stop sending when they fall due, not at billing's next look at its clock:
+    from `until` on no room is left, whatever the counts say, until billing tells a newer allowance."""
+    expiring = SendAllowance(50, PAID, sequence=2, until=T0 + timedelta(hours=1))
+    assert domain.allowance_room(expiring, {}, {}, T0) == 50
+    assert domain.allowance_room(expiring, {}, {}, T0 + timedelta(minutes=59, seconds=59)) == 50
+    assert domain.allowance_room(expiring, {}, {}, T0 + timedelta(hours=1)) == 0
+    assert domain.allowance_holds(expiring, "campaign", {}, {}, T0 + timedelta(hours=1))
+    assert not domain.allowance_holds(expiring, "test", {}, {}, T0 + timedelta(hours=2))  # tests are free here
+    assert domain.allowance_room(SendAllowance(None, PAID, until=T0), {}, {}, T0 + timedelta(days=1)) is None
+    now = [T0]
+    gates = GateBook(clock=lambda: now[0])
+    gates.accounts["acme"] = AccountState("acme", approved=True, allowance=expiring)
+    assert gates.gate_for("acme", "c1") is None and gates.reserve("acme", "campaign") is True
+    now[0] = T0 + timedelta(hours=1)
+    assert gates.gate_for("acme", "c1") == "send_allowance" and gates.reserve("acme", "campaign") is False
+    assert "allowed until" in domain.gate_reason("send_allowance", gates.account("acme"))
+
+
+def test_an_allowance_waiting_to_be_stored_keeps_the_earlier_end() -> None:
+    """A larger allowance ending later holds only once stored; meanwhile the one in force ends when it ends, and a
+    staged one ending sooner ends it sooner."""
+    current = AccountState("acme", approved=True, allowance=SendAllowance(50, PAID, sequence=4, until=T0))
+    later = AccountState("acme", approved=True, allowance=SendAllowance(500, PAID, sequence=5,
+                                                                          until=T0 + timedelta(days=30)))
+    assert account_until_stored(current, later, {}).allowance == current.allowance
+    sooner = AccountState("acme", approved=True, allowance=SendAllowance(500, PAID, sequence=5,
+                                                                           until=T0 - timedelta(hours=1)))
+    assert current.allowance is not None
+    assert account_until_stored(current, sooner, {}).allowance == replace(current.allowance,
+                                                                          until=T0 - timedelta(hours=1))
+    unlimited = AccountState("acme", approved=True, allowance=SendAllowance(None, PAID, sequence=5))
+    assert account_until_stored(current, unlimited, {}).allowance == current.allowance
 
 
 def test_what_billing_counts_as_sent_is_what_the_allowance_counts() -> None:
