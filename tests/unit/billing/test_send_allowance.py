@@ -137,6 +137,7 @@ def test_an_allowance_ends_when_the_trial_does_or_the_earliest_batch_with_credit
     used_up = Usage(payg_sent={window: 10}, lifetime_sent={"campaign": 10})
     first = domain.told_allowance(told(account, Usage()))
     again = domain.allowance_changed(account, used_up, NOW, last=first)
-    assert again is not None and again.payload.until == at("2026-12-20") and again.payload.remaining == 100
+    assert isinstance(again, SendAllowanceChanged)
+    assert again.payload.until == at("2026-12-20") and again.payload.remaining == 100
     assert told(account, Usage(), at("2026-12-21")).payload.until is None  # none left: no end to tell
     assert told(monthly(at("2026-11-01")), Usage()).payload.until is None
