@@ -503,8 +503,10 @@ class BillingService:
         return await self._account(account_id)
 
     async def _next_invoice_number(self, now: datetime) -> str:
-        last = max(await self.store.last_invoice_number(now.year), self._last_numbers.get(now.year, 0))
-        return domain.invoice_number(now.year, last)
+        """The next number of the year the invoice is dated in: the platform's calendar year, as its date."""
+        year = self.calendar.day(now).year
+        last = max(await self.store.last_invoice_number(year), self._last_numbers.get(year, 0))
+        return domain.invoice_number(year, last)
 
     async def _record_invoice(self, number: str, events: list[Event]) -> None:
         """Publish events that issue invoice `number`, remember the number as given, then wait for the fold."""

@@ -726,16 +726,34 @@ async def test_the_billing_day_and_periods_are_taken_in_the_platforms_time_zone(
 
 
 async def test_two_business_days_leave_out_latvian_public_holidays(small: Platform) -> None:
-    """The terms are Latvian ("divu darba dienu"): a request received on Monday 2025-12-22 for the payment on
-    Friday 2025-12-26 leaves one business day (24 and 25 December are public holidays): too late, it takes effect
-    a period later."""
+    """The terms are Latvian ("divu darba dienu"): a request received on Tuesday 2025-12-23 for the payment on
+    Friday 2025-12-26 leaves one business day, the 23rd itself (24 and 25 December are public holidays; a Monday
+    request would have been in time): too late, it takes effect a period later."""
     clock = Clock(small, "2025-11-26T10:00:00+00:00")
     ada = await small.sign_up("ada")
     await pay_with(ada, "sim-card-ok")
     assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
-    clock.now = datetime.fromisoformat("2025-12-22T15:00:00+00:00")
+    clock.now = datetime.fromisoformat("2025-12-23T15:00:00+00:00")
     async with small.staff() as staff:
         cancelled = await staff.post(f"/v1/staff/accounts/{ada.account_id}/cancellation",
-                                     json={"received_at": "2025-12-22T09:00:00Z"})
+                                     json={"received_at": "2025-12-23T09:00:00Z"})
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["monthly"]["cancel_at"] == "2026-01-26T10:00:00+00:00"
+
+
+async def test_invoices_are_numbered_in_the_year_they_are_dated_in(small: Platform) -> None:
+    """An invoice issued at 00:30 on 1 January in Riga (22:30 UTC the day before) is dated 2027-01-01 and numbered
+    in 2027's series; it went into 2026's while the year was taken from UTC (review, 2026-12-07)."""
+    now = datetime.fromisoformat("2026-12-31T21:30:00+00:00")  # 23:30 in Riga: still 2026
+    small.set_clock(lambda: now)
+    ada = await small.sign_up("ada")
+    await pay_with(ada, "sim-card-declined")
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 402
+    now = datetime.fromisoformat("2026-12-31T22:30:00+00:00")  # 00:30 on 1 January in Riga
+    ada = await small.log_in("ada", ada.account_id)
+    await pay_with(ada, "sim-card-ok")
+    assert (await ada.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
+    invoices = (await ada.http.get("/v1/account/invoices")).json()["items"]
+    assert [(i["invoice_id"], i["status"]) for i in invoices] == [("2026-000001", "void"), ("2027-000001", "paid")]
+    page = await ada.http.get("/v1/account/invoices/2027-000001/document")
+    assert page.status_code == 200 and "2027-01-01" in page.text
