@@ -1304,7 +1304,7 @@ def cancel(account: Account, channel: Literal["self_service", "request"], receiv
         # The payment date that was next when the request arrived (the first one after the plan began).
         _, due = account.period(account.anchor if received_at <= account.anchor else received_at.astimezone(UTC),
                                 calendar)
-        in_time = calendar.business_days_between(received_at, due) >= 2
+        in_time = calendar.business_days_before(received_at, due) >= 2
         effective = due if in_time else calendar.next_billing_date(account.billing_day, account.anchor, due)
         if effective < account.paid_until:
             _refuse_paid_period(received_at, due, in_time, effective, paid)

@@ -210,6 +210,17 @@ class BillingCalendar:
         month = local.month - 1 + months
         return self.billing_date(local.year + month // 12, month % 12 + 1, local.day, at)
 
+    def business_days_before(self, start: datetime, end: datetime) -> int:
+        """Business days from `start`'s day (itself, when one) up to and including the day before `end`'s day: a
+        request "at least 2 business days before" a payment date is one made on or before the second business
+        day before it (on a Thursday, for a Monday's payment; "ne vēlāk kā divu darba dienu laikā līdz").
+        Days on the platform's calendar."""
+        first = self.day(start)
+        return self.business_days_between(start, end) + (1 if first < self.day(end) and self._business(first) else 0)
+
+    def _business(self, day: date) -> bool:
+        return day.weekday() < 5 and day not in latvian_public_holidays(day.year)
+
     def business_days_between(self, start: datetime, end: datetime) -> int:
         """Whole business days from the day after `start` up to and including the day before `end`'s day: what "at
         least 2 business days before" counts ("divu darba dienu": Monday to Friday, not a Latvian public holiday).

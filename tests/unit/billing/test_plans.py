@@ -104,9 +104,18 @@ def test_invoice_numbers_run_per_year_without_gaps() -> None:
 
 
 def test_business_days_before_the_payment_date() -> None:
-    # Thursday 2026-12-03 to a payment on Monday 2026-12-07: Friday only.
+    # Thursday 2026-12-03 to a payment on Monday 2026-12-07: Friday only between them; Thursday and Friday before
+    # it, so a request on Thursday is "at least 2 business days before" (Friday 1, Thursday 2), one on Friday not.
     assert RIGA.business_days_between(at("2026-12-03"), at("2026-12-07")) == 1
     assert RIGA.business_days_between(at("2026-12-02"), at("2026-12-07")) == 2
+    assert RIGA.business_days_before(at("2026-12-03", "21:59"), at("2026-12-07")) == 2
+    assert RIGA.business_days_before(at("2026-12-04"), at("2026-12-07")) == 1
+    assert RIGA.business_days_before(at("2026-12-05"), at("2026-12-07")) == 0  # a Saturday counts for nothing
+    assert RIGA.business_days_before(at("2026-12-07"), at("2026-12-07")) == 0
+    # Christmas: 24 to 26 December are holidays; for Monday 2025-12-29, Monday 22 is the last day in time.
+    assert RIGA.business_days_before(at("2025-12-22"), at("2025-12-29")) == 2
+    assert RIGA.business_days_before(at("2025-12-23"), at("2025-12-29")) == 1
+    assert RIGA.business_days_before(at("2025-12-24"), at("2025-12-29")) == 0
 
 
 def test_latvian_public_holidays_are_not_business_days() -> None:
@@ -298,10 +307,12 @@ def test_cancelling_takes_effect_at_the_end_of_the_paid_period() -> None:
     account = monthly(at("2026-11-01"))  # paid until Tuesday 2026-12-01
     (own,) = domain.cancel(account, "self_service", at("2026-11-30"), "ada", now=at("2026-11-30"))
     assert isinstance(own, CancellationRequested) and own.payload.effective_at == at("2026-12-01")
-    # By request: Thursday 2026-11-26 leaves Friday and Monday: 2 business days, in time.
-    (timely,) = domain.cancel(account, "request", at("2026-11-26"), "rita", now=at("2026-11-30"))
-    assert timely.payload.effective_at == at("2026-12-01")  # type: ignore[attr-defined]
-    (late,) = domain.cancel(account, "request", at("2026-11-27"), "rita", now=at("2026-11-30"))
+    # By request: "at least 2 business days before" Tuesday 2026-12-01 is Friday 2026-11-27 (Monday 1, Friday 2) at
+    # the latest; Saturday leaves Monday only.
+    for in_time in ("2026-11-26", "2026-11-27"):
+        (timely,) = domain.cancel(account, "request", at(in_time, "21:59"), "rita", now=at("2026-11-30"))
+        assert timely.payload.effective_at == at("2026-12-01"), in_time  # type: ignore[attr-defined]
+    (late,) = domain.cancel(account, "request", at("2026-11-28"), "rita", now=at("2026-11-30"))
     assert late.payload.effective_at == at("2027-01-01")  # type: ignore[attr-defined]
     cancelled = domain.evolve_all(account, [own])
     with pytest.raises(domain.AlreadyCancelled):
@@ -319,8 +330,8 @@ def test_cancelling_takes_effect_at_the_end_of_the_paid_period() -> None:
     with pytest.raises(domain.ReceivedInTheFuture):
         end_of_time = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(-timedelta(hours=23, minutes=59)))
         domain.cancel(account, "request", end_of_time, "rita", now=at("2026-11-30"))
-    # The same instant written with another offset is the same request: its days are UTC's, as the payment's.
-    for written in ("2026-11-27T01:30:00+00:00", "2026-11-26T23:30:00-02:00", "2026-11-27T03:30:00+02:00"):
+    # The same instant written with another offset is the same request: Saturday 00:30 in Riga, late for Tuesday.
+    for written in ("2026-11-27T22:30:00+00:00", "2026-11-27T20:30:00-02:00", "2026-11-28T00:30:00+02:00"):
         (same,) = domain.cancel(account, "request", datetime.fromisoformat(written), "rita", now=at("2026-11-30"))
         assert same.payload.effective_at == at("2027-01-01"), written  # type: ignore[attr-defined]
     (skewed,) = domain.cancel(account, "request", at("2026-11-30", "10:04"), "rita", now=at("2026-11-30"))
@@ -349,8 +360,8 @@ def test_a_request_in_time_recorded_after_its_payment_was_charged_is_refused_nam
     assert refused.value.http_status == 409 and "2026-12-01T10:00:00+00:00" in refused.value.detail
     assert refused.value.errors is not None and [where for where, _ in refused.value.errors] == [
         "body.received_at", "invoices.2026-000002"]
-    # Late for 12-01 (received Friday 11-27), it ends on 2027-01-01: the paid period is the one it ends with.
-    (late,) = domain.cancel(account, "request", at("2026-11-27"), "rita", now=at("2026-12-03"), paid=paid)
+    # Late for 12-01 (received Saturday 11-28), it ends on 2027-01-01: the paid period is the one it ends with.
+    (late,) = domain.cancel(account, "request", at("2026-11-28"), "rita", now=at("2026-12-03"), paid=paid)
     assert late.payload.effective_at == at("2027-01-01")  # type: ignore[attr-defined]
     # Received after the 12-01 payment: the end of the period paid then.
     (after,) = domain.cancel(account, "request", at("2026-12-02"), "rita", now=at("2026-12-03"), paid=paid)
