@@ -7,7 +7,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -42,18 +42,22 @@ def _domain_lock(account_id: str, domain_name: str) -> str:
     return f"sending-domain:{account_id}:{domain_name}"
 
 
-# Screening's own threads: a body of the largest allowed size takes seconds (README, Limits), and on the default
-# pool many such submissions at once would keep the API-key checks (`asyncio.to_thread`) waiting behind them.
+# Screening's own threads (made in main.py): a body of the largest allowed size takes seconds (README, Limits),
+# and on the default pool many such submissions at once would keep the API-key checks (`asyncio.to_thread`)
+# waiting behind them.
 SCREENING_THREADS = 2
-_SCREENING = ThreadPoolExecutor(max_workers=SCREENING_THREADS, thread_name_prefix="herald-screening")
 
 
-async def screened(current: domain.CampaignState, campaign_id: str, lst: domain.ListInfo | None,
+def screening_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=SCREENING_THREADS, thread_name_prefix="herald-screening")
+
+
+async def screened(pool: Executor, current: domain.CampaignState, campaign_id: str, lst: domain.ListInfo | None,
                    values: dict[str, FieldValue] | None) -> screening.Screening:
     """The content as written, as its template code writes it for these values (the sample's), and with every
     branch of that code written out (`domain.screening_of`): off the event loop, on screening's own threads."""
     return await asyncio.get_running_loop().run_in_executor(
-        _SCREENING, domain.screening_of, current, campaign_id, lst, values)
+        pool, domain.screening_of, current, campaign_id, lst, values)
 
 
 class TxtLookup(Protocol):
@@ -64,10 +68,11 @@ class TxtLookup(Protocol):
 
 class CampaignsService:
     def __init__(self, store: CampaignsStore, recorder: Recorder, test_sends_per_day: int = 50, *,
-                 dns: TxtLookup, shared_sending_domains: frozenset[str] = frozenset()) -> None:
+                 dns: TxtLookup, screening: Executor, shared_sending_domains: frozenset[str] = frozenset()) -> None:
         self.store = store
         self.recorder = recorder
         self.dns = dns
+        self.screening = screening
         # The operator's own domains, usable by every account without verification (HERALD_CAMPAIGNS_SHARED_...).
         self.shared_sending_domains = shared_sending_domains
         # Test messages an account may send in 24 hours, counted in the store (`count_test_send`).
@@ -111,7 +116,7 @@ class CampaignsService:
             senders = await self.senders(account_id, current.content.from_email)
             # before screening: a draft that compiles, From a domain the account may use
             domain.submittable(current, campaign_id, lst, senders=senders)
-            verdict = await screened(current, campaign_id, lst, None)
+            verdict = await screened(self.screening, current, campaign_id, lst, None)
             try:
                 events = domain.submit(current, campaign_id, lst, account, verdict, send_at, time_zone,
                                        datetime.now(UTC), submitted_by, senders=senders)
@@ -141,7 +146,7 @@ class CampaignsService:
         await self._check_test_recipients(account_id, recipients)
         domain.check_test_opt_outs(recipients, await self.store.test_opt_outs(
             account_id, {domain.recipient_sha256(address) for address in recipients}))
-        verdict = await screened(state, campaign_id, lst, values)
+        verdict = await screened(self.screening, state, campaign_id, lst, values)
         events = domain.test_send(state, campaign_id, lst, list(recipients), values, requested_by, test_id,
                                   verdict, senders=senders)
         messages = sum(len(e.payload.recipients) for e in events if isinstance(e, CampaignTestRequested))

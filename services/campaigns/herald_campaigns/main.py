@@ -27,7 +27,7 @@ from herald_shared.staff import StaffTokens
 
 from . import domain
 from .api import LARGER_BODIES, build_api, build_staff_api
-from .handlers import CampaignsService, Scheduler
+from .handlers import CampaignsService, Scheduler, screening_pool
 from .resolver import DnsResolver, parse_nameservers
 from .store import DELIVERY_EVENTS, CampaignsProjection, CampaignsStore, ReportsProjection
 
@@ -91,10 +91,11 @@ class Campaigns(ConsumingService):
         recorder = Recorder(publisher, checkpoints, settings.topics("herald.campaigns"))
         # A refused key of an account goes to its audit log (billing's), as this service's event.
         self.refused_keys = RefusedKeys(self.apikeys, publisher, ApiKeyRefusedByCampaigns, SERVICE)
+        self.screening = screening_pool()
         self.service = CampaignsService(
             CampaignsStore(self.db), recorder, settings.test_sends_per_day,
             dns=DnsResolver(parse_nameservers(settings.dns_nameservers), settings.dns_timeout),
-            shared_sending_domains=domain.shared_domains(settings.shared_sending_domains))
+            screening=self.screening, shared_sending_domains=domain.shared_domains(settings.shared_sending_domains))
         self.scheduler = Scheduler(self.service, settings, settings.schedule_interval)
         # Drafts, lists, accounts, a campaign's DeliveryHeld, API keys: small batches, as an API call waits
         # for its own event here (read-your-writes).
@@ -153,6 +154,7 @@ class Campaigns(ConsumingService):
             await asyncio.gather(self._scheduling, return_exceptions=True)
         await self.refused_keys.close()  # before the producer closes
         await super().stop()
+        self.screening.shutdown(wait=False, cancel_futures=True)
 
 
 def reports_consumer(settings: HeraldSettings, db: AsyncDatabase[Document], producer: AIOKafkaProducer,

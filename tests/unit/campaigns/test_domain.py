@@ -297,11 +297,12 @@ def test_submission_and_test_sends_screen_the_same_way() -> None:
     """A test send is screened as a submission is (README "Test sends"): both go through `screening_of`."""
     import asyncio
 
-    from herald_campaigns.handlers import screened
+    from herald_campaigns.handlers import screened, screening_pool
 
     state = content_with(html_body='<p>{% if first_name != "Anna" %}{{ "online ca" ~ "sino" }}{% endif %}</p>')
-    assert asyncio.run(screened(state, "c1", NEWS, None)) == domain.screening_of(state, "c1", NEWS, None)
-    assert asyncio.run(screened(state, "c1", NEWS, {"first_name": "Anna"})).flagged
+    with screening_pool() as pool:
+        assert asyncio.run(screened(pool, state, "c1", NEWS, None)) == domain.screening_of(state, "c1", NEWS, None)
+        assert asyncio.run(screened(pool, state, "c1", NEWS, {"first_name": "Anna"})).flagged
 
 
 @pytest.mark.parametrize(("values", "field"), [

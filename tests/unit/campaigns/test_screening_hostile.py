@@ -262,7 +262,8 @@ def test_a_submission_is_screened_while_the_event_loop_answers_other_requests(
     monkeypatch.setattr(domain, "screening_of", slow_screening)
     monkeypatch.setattr(domain, "submittable", lambda *_, **__: None)
     monkeypatch.setattr(domain, "submit", lambda *_, **__: [])
-    service = handlers.CampaignsService(Store(), Recorder(), dns=None)  # type: ignore[arg-type]
+    service = handlers.CampaignsService(Store(), Recorder(), dns=None,  # type: ignore[arg-type]
+                                        screening=handlers.screening_pool())
     monkeypatch.setattr(service, "senders", senders)
 
     async def other_request() -> None:
