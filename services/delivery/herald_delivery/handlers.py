@@ -740,6 +740,12 @@ def notice_text(event: Event, account: AccountState,
                 f"Hello,\n\nSending for the account {company} has been suspended.\n\nReason: {p.reason}\n{detail}\n"
                 "Messages not yet sent are held, not dropped; they go out if staff reinstate the account.\n"
                 "Reply to this email or contact support to ask for a review.\n")
+    if isinstance(event, SendingBlocked) and event.payload.reason == "account_deleted":
+        # Final: nothing held goes out later (the generic notice below would promise it does).
+        return ("Herald: the account " + company + " is deleted",
+                f"Hello,\n\nThe account {company} was deleted: nothing more is sent from it, and messages not yet "
+                "sent will not go out. Its data is deleted 3 months from now.\n\nIf you did not ask for this, "
+                "reply to this email or contact support at once.\n")
     if isinstance(event, SendingBlocked) and event.payload.reason != "payment_failed":
         # (A failed payment's notice is PaymentFailed's, below: one email, not two.)
         reason = event.payload.reason.replace("_", " ")
