@@ -4,7 +4,7 @@
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Staff` is local.
 import logging
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, Query
@@ -115,6 +115,8 @@ class StaffReads(Protocol):
 
     async def confirmation_jobs(self, account_id: str, subscriber_ids: Sequence[str], most: int) -> list[Document]: ...
 
+    async def account_sent_counts(self, account_id: str) -> dict[str, int]: ...
+
 
 class Publisher(Protocol):
     async def publish(self, event: Event) -> object: ...
@@ -156,10 +158,12 @@ async def look_up(reads: StaffReads, account: AccountState, subscriber_ids: Sequ
     attempts = await reads.attempts(message_ids)
     accepted = [m for m in message_ids if any(a["outcome"] == "sent" for a in attempts.get(m, ()))]
     reported = await reads.reported_bounces(accepted) if accepted else {}
+    allowance = domain.AllowanceAsStored(await reads.account_sent_counts(account.account_id), datetime.now(UTC)) \
+        if account.allowance is not None else None
 
     def answer(job: Document, campaign: QueuedCampaign | None) -> dict[str, Any]:
         return domain.message_answer(job, attempts.get(job["_id"], []), account, campaign,
-                                     reported.get(job["_id"], []))
+                                     reported.get(job["_id"], []), allowance)
 
     return {"messages": [answer(job, campaign) for campaign, job in page],
             "confirmations": None if cursor is not None else [answer(job, None) for job in confirmations],

@@ -883,8 +883,17 @@ def still_to_come(campaign: QueuedCampaign, message_ids: list[str], cursor: Look
     return [m for m in ordered if m > cursor.message_id]
 
 
+@dataclass(frozen=True)
+class AllowanceAsStored:
+    """What a look-up judges the send allowance by: the account's counts as the sender last stored them, at `now`
+    (no messages in flight are known outside the sending process)."""
+
+    sent: Mapping[str, int]
+    now: datetime
+
+
 def message_state(kind: str, attempts: list[dict[str, Any]], account: AccountState, campaign: CampaignState | None,
-                  due: datetime | None = None) -> dict[str, Any]:
+                  due: datetime | None = None, allowance: AllowanceAsStored | None = None) -> dict[str, Any]:
     """Where one message stands, from its recorded attempts (in order) and, while it has no final outcome, the
     stored account and campaign states: `state`, whether the ledger holds it as final, and why
     (`bounce_class`, `reason`, `held_by`, `next_attempt_at`: the next attempt of a deferred one, the first of one
@@ -892,9 +901,10 @@ def message_state(kind: str, attempts: list[dict[str, Any]], account: AccountSta
 
     A final outcome is what the ledger says. Otherwise the message is pending, and the sender would do what
     `closed_gate` says: a campaign cancelled or rejected records it cancelled when the sender comes to it; a
-    closed gate holds a campaign message (transactional mail is never held); else it waits for its (next)
-    attempt. The stored states are the control consumer's at its last flush (milliseconds behind the sender's
-    gate book, which lives only in the sending process)."""
+    closed gate holds a campaign message (transactional mail is never held), and so does a send allowance with
+    no room left by the stored counts (`allowance`); else it waits for its (next) attempt. The stored states are
+    the control consumer's at its last flush and the sender's last group commit (milliseconds behind the
+    sender's gate book, which lives only in the sending process)."""
     answer: dict[str, Any] = {"state": "queued", "final": False, "bounce_class": None, "reason": None,
                               "held_by": None, "next_attempt_at": None}
     last = attempts[-1] if attempts else None
@@ -906,6 +916,9 @@ def message_state(kind: str, attempts: list[dict[str, Any]], account: AccountSta
         return {**answer, "state": "cancelled",
                 "reason": "campaign_cancelled" if campaign.cancelled else "campaign_rejected"}
     gate = closed_gate(account, campaign) if kind == "campaign" else None
+    if gate is None and kind == "campaign" and allowance is not None and \
+            allowance_holds(account.allowance, kind, allowance.sent, {}, allowance.now):
+        gate = "send_allowance"
     if gate is not None:
         return {**answer, "state": "held", "held_by": gate, "reason": gate_reason(gate, account)}
     if last is not None:
@@ -923,7 +936,8 @@ def attempt_answer(outcome: dict[str, Any]) -> dict[str, Any]:
 
 
 def message_answer(job: dict[str, Any], attempts: list[dict[str, Any]], account: AccountState,
-                   campaign: QueuedCampaign | None, reported_bounces: list[str]) -> dict[str, Any]:
+                   campaign: QueuedCampaign | None, reported_bounces: list[str],
+                   allowance: AllowanceAsStored | None = None) -> dict[str, Any]:
     """One message of the person, as a staff look-up answers it: the job (never its recipient or content), its
     state (`message_state`), every attempt, and the bounce classes reports to the inbound server gave it after
     the relay had accepted it (no time is kept of those)."""
@@ -933,6 +947,6 @@ def message_answer(job: dict[str, Any], attempts: list[dict[str, Any]], account:
             "subscriber_id": job.get("subscriber_id"), "list_id": job.get("list_id"),
             "created_at": job.get("created_at"), "in_doubt": bool(job.get("in_doubt")),
             **message_state(job["kind"], ordered, account, campaign.state if campaign is not None else None,
-                            job.get("next_attempt_at")),
+                            job.get("next_attempt_at"), allowance),
             "attempts": [attempt_answer(a) for a in ordered],
             "reported_bounces": [c for c in BOUNCE_CLASSES if c in reported_bounces]}

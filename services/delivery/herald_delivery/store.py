@@ -794,6 +794,11 @@ class DeliveryStore:
         for key, count in counts.items():
             self._sent_written[key] = max(self._sent_written.get(key, 0), count)
 
+    async def account_sent_counts(self, account_id: str) -> dict[str, int]:
+        """One account's counts as stored (by `_id`), for a look-up."""
+        doc = await self.db[SENT_COUNTS].find_one({"_id": account_id})
+        return {kind: int(count) for kind, count in (doc or {}).items() if kind != "_id"}
+
     async def sent_counts(self) -> dict[tuple[str, str], int]:
         """Every account's counts as stored (one small document per account that ever sent)."""
         counts: dict[tuple[str, str], int] = {}

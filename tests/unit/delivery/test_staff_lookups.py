@@ -86,6 +86,21 @@ def test_a_message_never_tried_is_queued_until_its_send_time_and_a_confirmation_
     assert domain.message_state("confirmation", [], suspended, None)["state"] == "queued"
 
 
+def test_a_message_the_send_allowance_holds_is_shown_held_by_it_not_queued() -> None:
+    """Support's "why blocked": an allowance of 10 with 10 sent since billing counted, by the counts the sender
+    stored, or one whose `until` has come, holds a campaign message (never a confirmation)."""
+    account = AccountState("acme", approved=True, allowance=domain.SendAllowance(10, ("campaign",), 40, 0, 3,
+                                                                                 until=T0 + timedelta(days=1)))
+    room = domain.AllowanceAsStored({"campaign": 49}, T0)
+    assert domain.message_state("campaign", [], account, QUEUED, allowance=room)["state"] == "queued"
+    spent = domain.message_state("campaign", [], account, QUEUED, allowance=domain.AllowanceAsStored(
+        {"campaign": 50}, T0))
+    assert (spent["state"], spent["held_by"]) == ("held", "send_allowance") and "allowed by billing" in spent["reason"]
+    ended = domain.AllowanceAsStored({"campaign": 40}, T0 + timedelta(days=1))
+    assert domain.message_state("campaign", [], account, QUEUED, allowance=ended)["held_by"] == "send_allowance"
+    assert domain.message_state("confirmation", [], account, None, allowance=ended)["state"] == "queued"
+
+
 def test_a_message_answer_lists_every_attempt_in_order_and_never_the_address_the_job_keeps() -> None:
     job = {"_id": "m1", "kind": "confirmation", "account_id": "acme", "subscriber_id": "s1", "list_id": "news",
            "created_at": T0, "next_attempt_at": T0, "recipient": "anna@example.org", "confirm_url": "https://x/y"}
