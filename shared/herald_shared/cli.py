@@ -26,6 +26,7 @@ from .kafka import (
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_PARTITION,
     DLQ_SOURCE_TOPIC,
+    REPLAYED_FROM,
     EventPublisher,
     ensure_topics,
     event_headers,
@@ -234,7 +235,7 @@ async def cmd_dlq_replay(settings: HeraldSettings, args: argparse.Namespace) -> 
     if args.value_file:
         value = await asyncio.to_thread(Path(args.value_file).read_bytes)
     headers = [(k, v) for k, v in record.headers or () if not k.startswith("herald.dlq.")]
-    headers.append(("herald.replayed_from", f"{topic}:{partition}:{offset}".encode()))
+    headers.append((REPLAYED_FROM, f"{topic}:{partition}:{offset}".encode()))
     key = record.key
     try:
         event = parse_event(value)

@@ -218,25 +218,44 @@ def has_type(record: Any, wanted: frozenset[bytes]) -> bool:
 
 # The producer each topic's own events name: the service that owns it.
 _OWNERS = {spec.name: spec.owner for spec in EVENT_TOPICS}
+
+
+def _canonical(value: Any) -> str:
+    """A value `json` cannot write, as a digest reads it: a time as its instant in UTC (the same time written with
+    another offset is the same), anything else (ids, addresses, urls) as its text."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat() if value.tzinfo is not None else value.isoformat()
+    return str(value)
+
+
 # One encoder for every digest: `json.dumps` with options builds one a call (half the digest's time).
-_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False, default=_canonical)
+# What a producer stamps anew when it sends an event again: not part of what the event says.
+_NOT_CONTENT = frozenset({"event_id", "occurred_at", "correlation_id", "causation_id"})
+# The header `herald dlq replay` puts on a record it publishes again (cli.py).
+REPLAYED_FROM = "herald.replayed_from"
 
 
 def content_digest(event: Event) -> str | None:
     """What tells a copy of an event from another event under the same id, for an event of another producer than
     the topic's owner (a CRM's); None for the owner's own. Another producer's id names one event: a copy of it
-    (a redelivery, an outbox replayed, a retry that serialised it again) says the same, but for `occurred_at`,
-    which a producer remaking the event stamps anew. So the digest is of the parsed event (lax spellings read,
-    maps in any key order, fields at their default left out, so an optional field added later changes nothing)
-    less its id and time, prefixed with its schema version (a digest made under another is not compared). The
+    (a redelivery, an outbox replayed, a retry that serialised it again) says the same, but for `occurred_at` and
+    the correlation and causation ids, which a producer remaking the event may stamp anew. So the digest is of the
+    parsed event (lax spellings read, maps in any key order, times as their UTC instants, fields at their default
+    left out, so an optional field added later changes nothing) less those, prefixed with its schema version (a
+    digest made under another is not compared). The
     owners' events are left out: their fixed ids name a decision (billing's TrialEnded, delivery's bounce per
     message and class), and a decision taken again after a crash may carry fresher figures yet is the same one."""
     if _OWNERS.get(event.topic) == event.producer:
         return None
-    content = event.model_dump(mode="json", exclude={"event_id", "occurred_at"}, exclude_defaults=True)
+    content = event.model_dump(exclude=set(_NOT_CONTENT), exclude_defaults=True)
     content["type"] = event.type  # a default, so left out above
     text = _CANONICAL_JSON.encode(content)
     return f"{event.schema_version}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+def _replayed(record: Any) -> bool:
+    return any(key == REPLAYED_FROM for key, _ in record.headers or ())
 
 
 def reused_id(first: str | None, digest: str | None) -> bool:
@@ -646,7 +665,9 @@ class EventConsumer:
         remembering = self._remembering  # the batch before's ids, handed to the deduplicator in the background
         for (record, event), event_id in zip(staged, ids, strict=True):
             if event_id in seen or event_id in remembering:
-                if digests and not isinstance(event, itself):
+                # A record `herald dlq replay` published again is for the consumers that refused it: to those that
+                # handled the original it is a copy, whatever the fix changed in it.
+                if digests and not isinstance(event, itself) and not _replayed(record):
                     first = (handled[event_id] if event_id in handled else remembering[event_id]
                              if event_id in remembering else stored.get(event_id))
                     if first is not None and reused_id(first, content_digest(event)):

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from herald_shared.kafka import (
     DLQ_REASON,
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_TOPIC,
+    REPLAYED_FROM,
     EventPublisher,
     read_from_start,
 )
@@ -184,9 +186,10 @@ def _crm_added(event_id: str, email: str) -> dict[str, Any]:
     return added
 
 
-async def _send(producer: AIOKafkaProducer, settings: HeraldSettings, value: dict[str, Any] | bytes) -> None:
+async def _send(producer: AIOKafkaProducer, settings: HeraldSettings, value: dict[str, Any] | bytes,
+                headers: list[tuple[str, bytes]] | None = None) -> None:
     raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-    await producer.send_and_wait(settings.topics("herald.subscriptions"), value=raw, key=b"acc-1")
+    await producer.send_and_wait(settings.topics("herald.subscriptions"), value=raw, key=b"acc-1", headers=headers)
 
 
 async def _emails(handler: RecordingHandler) -> list[str | None]:
@@ -199,16 +202,23 @@ async def test_an_event_id_reused_for_another_event_is_dead_lettered_and_its_cop
     reused = str(uuid.uuid4())
     first = _crm_added(reused, "first@example.com")
     # The same event as its producer may write it again after a crash: serialised anew (its id without hyphens, as
-    # the contract reads it too), stamped anew.
+    # the contract reads it too, its times with another offset), stamped anew (time, correlation).
     copy = {key: first[key] for key in reversed(first)} | {"occurred_at": "2026-11-03T10:00:00+00:00",
-                                                           "event_id": reused.replace("-", "")}
+                                                           "event_id": reused.replace("-", ""),
+                                                           "correlation_id": str(uuid.uuid4())}
+    collected = datetime.fromisoformat(first["payload"]["consent"]["collected_at"])
+    copy["payload"] = {**first["payload"], "consent": {
+        **first["payload"]["consent"], "collected_at": collected.astimezone(timezone(timedelta(hours=2))).isoformat()}}
     other = _crm_added(reused, "second@example.com")
+    # `herald dlq replay` of a fixed value, for a consumer that refused the original: a copy to this one.
+    replayed = _crm_added(reused, "fixed@example.com")
     # The topic's owner gives an id to a decision, which may be taken again with fresher figures: a copy.
     decided = sample("SubscriberConfirmed", producer="subscriptions")
     decided_again = json.loads(serialize_event(decided))
     decided_again["payload"]["ip"] = "203.0.113.10"
     for value in (first, json.dumps(copy, indent=1).encode(), other, serialize_event(decided), decided_again):
         await _send(producer, settings, value)
+    await _send(producer, settings, replayed, [(REPLAYED_FROM, b"herald.subscriptions.dlq:0:0")])
     await EventPublisher(producer, settings.topics).publish(sample("SubscriberUnsubscribed"))
 
     handler = RecordingHandler()
@@ -223,7 +233,7 @@ async def test_an_event_id_reused_for_another_event_is_dead_lettered_and_its_cop
         f"event_id {reused} reused with a different body (an event under this id was handled before)"]
     assert json.loads(entries[0]["value"]) == other
     duplicates = {"consumer": settings.topic_prefix + "test-consumer", "topic": settings.topics("herald.subscriptions")}
-    assert REGISTRY.get_sample_value("herald_events_duplicate_total", duplicates) == 2
+    assert REGISTRY.get_sample_value("herald_events_duplicate_total", duplicates) == 3
 
 
 async def test_after_a_restart_the_remembered_id_tells_a_redelivery_from_another_event(

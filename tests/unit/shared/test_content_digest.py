@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import datetime, timedelta, timezone
 
 from herald_shared.contract import parse_event, serialize_event
 from herald_shared.kafka import content_digest, reused_id
@@ -41,3 +43,18 @@ def test_a_digest_of_another_schema_version_or_none_kept_is_not_compared() -> No
     assert digest is not None and digest.startswith("1:")
     assert not reused_id("2:" + digest.partition(":")[2][::-1], digest)
     assert not reused_id(None, digest)
+
+
+def test_times_are_compared_as_instants_and_correlation_and_causation_ids_are_not_content() -> None:
+    """A producer sending again may write a time with another offset and give the retry another correlation (or
+    causation) id: still the same event (review, 2026-12-07: each was dead-lettered as another)."""
+    event = json.loads(serialize_event(sample("SubscriberAdded", producer="crm")))
+    collected = datetime.fromisoformat(event["payload"]["consent"]["collected_at"])
+    shifted = collected.astimezone(timezone(timedelta(hours=2))).isoformat()
+    again = {**event, "correlation_id": str(uuid.uuid4()), "causation_id": str(uuid.uuid4()),
+             "payload": {**event["payload"], "consent": {**event["payload"]["consent"], "collected_at": shifted}}}
+    assert _as(again) == _as(event)
+    later = (collected + timedelta(seconds=1)).isoformat()
+    consent = {**event["payload"]["consent"], "collected_at": later}
+    moved = {**event, "payload": {**event["payload"], "consent": consent}}
+    assert reused_id(_as(event), _as(moved))
