@@ -178,9 +178,14 @@ class Rendered:
     signatures: Signatures | None = None
 
 
+# C0 and C1 control characters and DEL: no header may carry one (RFC 5322 3.2.5: printable characters and spaces),
+# though a subscriber's own name may hold one (an ESC or a BEL typed into a form).
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _one_line(value: str) -> str:
-    """Header values never carry a line break (header injection)."""
-    return " ".join(value.split())
+    """Header values never carry a line break (header injection), nor any other control character."""
+    return _CONTROLS.sub("", " ".join(value.split()))
 
 
 def _folded(name: str, words: Sequence[str]) -> str | None:

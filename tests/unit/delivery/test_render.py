@@ -351,6 +351,12 @@ def test_a_personalised_subject_is_rendered_per_recipient_on_one_line() -> None:
     injected = Member("s3", "news", "c@example.org", "active", first_name="Eve\r\nBcc: victim@example.org")
     _, message = render(subject="Hi {{ first_name }}", member=injected)
     assert message["Bcc"] is None and message["Subject"] == "Hi Eve Bcc: victim@example.org"
+    # A name typed into a form with an ESC, a BEL or a DEL in it (review, 2026-12-07): no header carries a control.
+    controlled = Member("s4", "news", "d@example.org", "active", first_name="Bob\x1b[2J\x07\x7f\x85")
+    data, message = render(subject="Hi {{ first_name }}", member=controlled, from_name="Shop\x1b")
+    assert message["Subject"] == "Hi Bob[2J" and message["From"].addresses[0].display_name == "Shop"
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert not any((c < 0x20 and c not in (0x0d, 0x0a, 0x09)) or c == 0x7f for c in head)
 
 
 def test_a_link_with_a_merge_tag_stays_personalised_and_untracked() -> None:
