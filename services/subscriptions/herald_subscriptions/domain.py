@@ -223,6 +223,7 @@ class ListState:
     form_challenge: FormChallenge = "none"
     notify_subscribes: bool = False
     notify_unsubscribes: bool = False
+    account_deleted: bool = False  # billing's AccountDeleted of the list's account (`takes_members`)
 
     def notifies(self, change: Literal["subscribed", "unsubscribed"]) -> bool:
         """Whether the customer asked to be emailed about this kind of membership change."""
@@ -363,7 +364,7 @@ def membership_notice(lst: ListState | None, subscriber_id: str, email: str | No
     """The customer's notice of one membership change, when the list asks for it (`configure_notifications`)
     and the change came about in a way that notifies (NOTICE_HOWS). `cause`: the event it follows from, which
     fixes its id (decided again after a redelivery, it is the same notice)."""
-    if lst is None or lst.deleted or not email or how not in NOTICE_HOWS[change]:
+    if lst is None or not takes_members(lst) or not email or how not in NOTICE_HOWS[change]:
         return []
     if not lst.notifies(change):
         return []
@@ -379,8 +380,17 @@ def delete_list(current: ListState | None, members: int) -> list[Event]:
                                                                    members_at_deletion=members))]
 
 
+def takes_members(lst: ListState | None) -> bool:
+    """Whether a list is there to take people: created, not deleted, and its account not deleted. A deleted
+    account's lists are gone with it (PRODUCT.md: "Herald processes subscriber data only for the customer's
+    purposes", and billing's deletion: "every key is revoked, sending is blocked"): no form, subscribe or
+    confirmation adds anyone in its name, nor sends a confirmation email for it. Its members' unsubscribes are
+    still taken (`unsubscribe`): the person's right, whatever became of the sender."""
+    return lst is not None and not lst.deleted and not lst.account_deleted
+
+
 def _live_list(current: ListState | None) -> ListState:
-    if current is None or current.deleted:
+    if current is None or not takes_members(current):
         raise ListNotFound("no such list")
     return current
 
@@ -504,9 +514,9 @@ ConfirmOutcome = Literal["confirmed", "already_confirmed"]
 
 def confirm(account_id: str, lst: ListState | None, member: MemberState | None,
             ip: str | None) -> tuple[list[Event], ConfirmOutcome]:
-    """The person opened a valid confirmation link. `lst`: the membership's list; a deleted one takes no one (it
-    no longer shows nor takes subscribers), so its links are dead like an erased membership's."""
-    if member is None or member.status == "erased" or lst is None or lst.deleted:
+    """The person opened a valid confirmation link. `lst`: the membership's list; a deleted one, or one of a
+    deleted account, takes no one (`takes_members`), so its links are dead like an erased membership's."""
+    if member is None or member.status == "erased" or not takes_members(lst):
         raise LinkNoLongerValid("this confirmation link is no longer valid")
     if member.status == "active":
         return [], "already_confirmed"

@@ -373,7 +373,7 @@ def _parse_row(header: list[str], values: list[str], lst: ListState) -> Subscrib
 
 async def run_import(service: SubscriptionsService, account_id: str, list_id: str, raw: IO[bytes]) -> ImportReport:
     lst = await service.store.list_state(account_id, list_id)
-    if lst is None or lst.deleted:
+    if lst is None or not domain.takes_members(lst):
         raise domain.ListNotFound("no such list")
     started = datetime.now(UTC)
     header, rows = _rows(raw)

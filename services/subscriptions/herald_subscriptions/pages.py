@@ -8,7 +8,6 @@ challenge a list can switch on (`forms.py`, `domain.screen_form`; SECURITY.md)."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
 from math import ceil
@@ -152,22 +151,27 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
         return Response(CHALLENGE_SCRIPT, media_type="text/javascript",
                         headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
-    def form_headers(doc: dict[str, object]) -> dict[str, str]:
-        ancestors = doc.get("form_frame_ancestors") or ()
-        return page_headers(ancestors if isinstance(ancestors, Sequence) else (), script=_challenged(doc))
+    def form_headers(lst: domain.ListState) -> dict[str, str]:
+        return page_headers(lst.frame_ancestors, script=_challenged(lst))
 
     def not_found() -> HTMLResponse:
         return page("List not found", "<p>This subscription form does not exist any more.</p>", 404)
 
+    async def form_list(account_id: str, list_id: str) -> domain.ListState | None:
+        """The list whose form this is, if it takes people (`domain.takes_members`: not one deleted, nor one of
+        a deleted account)."""
+        lst = await service.store.list_state(account_id, list_id)
+        return lst if domain.takes_members(lst) else None
+
     @router.get("/subscribe/{account_id}/{list_id}")
     async def subscribe_form(account_id: Identifier, list_id: Identifier, request: Request) -> HTMLResponse:
-        doc = await service.store.list_doc(account_id, list_id)
-        if doc is None or doc.get("deleted_at"):
+        lst = await form_list(account_id, list_id)
+        if lst is None:
             return not_found()
         challenge = ""
-        if _challenged(doc):
+        if _challenged(lst):
             challenge = guard.proof_of_work.fields() + f'<script src="{CHALLENGE_PATH}" defer></script>'
-        return page(f"Subscribe to {doc['name']}", f"""
+        return page(f"Subscribe to {lst.name}", f"""
 <form method="post"{' data-challenge' if challenge else ''}>
   {guard.token_field(request.url.path)}{challenge}
   <label for="email">Email address</label>
@@ -177,26 +181,26 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
   <div class="hp" aria-hidden="true"><label for="website">Leave this empty</label>
   <input id="website" name="website" tabindex="-1" autocomplete="off"></div>
   <p><label><input type="checkbox" name="consent" value="yes" required>
-  I want to receive emails from {escape(doc['name'])}.</label></p>
+  I want to receive emails from {escape(lst.name)}.</label></p>
   <button type="submit">Subscribe</button>
-</form>""", headers=form_headers(doc))
+</form>""", headers=form_headers(lst))
 
     @router.post("/subscribe/{account_id}/{list_id}")
     async def subscribe_submit(account_id: Identifier, list_id: Identifier, request: Request) -> HTMLResponse:
-        doc = await service.store.list_doc(account_id, list_id)
-        if doc is None or doc.get("deleted_at"):
+        lst = await form_list(account_id, list_id)
+        if lst is None:
             return not_found()
-        response = await subscribe_post(account_id, list_id, request, doc)
+        response = await subscribe_post(account_id, list_id, request, lst)
         # Whatever the answer, it shows where the form was: framed by a site the list allows.
-        for name, value in form_headers(doc).items():
+        for name, value in form_headers(lst).items():
             response.headers[name] = value
-        if "X-Frame-Options" not in form_headers(doc):
+        if "X-Frame-Options" not in form_headers(lst):
             del response.headers["X-Frame-Options"]
         return response
 
-    async def subscribe_post(account_id: str, list_id: str, request: Request, doc: dict[str, object]) -> HTMLResponse:
+    async def subscribe_post(account_id: str, list_id: str, request: Request, lst: domain.ListState) -> HTMLResponse:
         form = await request.form()
-        verdict = guard.screen(request, form, subscribe=True, challenge=_challenged(doc))
+        verdict = guard.screen(request, form, subscribe=True, challenge=_challenged(lst))
         if verdict in ("cross_site", "no_token"):
             return _forged(verdict)
         now = datetime.now(UTC)
@@ -221,7 +225,7 @@ def build_pages(service: SubscriptionsService, guard: FormGuard) -> APIRouter:
             return _too_many("address_rate", wait)
         try:
             consent = domain.consent_evidence(source="form", collected_at=datetime.now(UTC),
-                                      method=f"Herald hosted subscribe form of list '{doc['name']}'"[:1000],
+                                      method=f"Herald hosted subscribe form of list '{lst.name}'"[:1000],
                                       ip=client if is_ip_address(client) else None,
                                       user_agent=(request.headers.get("user-agent") or "")[:1000] or None)
             decision, _ = await service.subscribe(account_id, list_id, SubscribeRequest(
@@ -401,5 +405,5 @@ unless you confirm. Do you want us to record that you do not want these emails?<
     return router
 
 
-def _challenged(doc: dict[str, object]) -> bool:
-    return doc.get("form_challenge") == "proof_of_work"
+def _challenged(lst: domain.ListState) -> bool:
+    return lst.form_challenge == "proof_of_work"

@@ -14,7 +14,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from herald_shared.contract import Event
-from herald_shared.contract.billing import AccountOpened
+from herald_shared.contract.billing import AccountDeleted, AccountOpened
 from herald_shared.contract.subscriptions import (
     ConfirmationRequested,
     ImportCompleted,
@@ -291,6 +291,9 @@ class SubscriptionsProjection(FoldingProjection):
             case AccountOpened(payload=p):
                 return [("accounts", UpdateOne({"_id": event.account_id}, {"$set": {
                     "company_name": p.company_name}}, upsert=True))]
+            case AccountDeleted():  # its lists take no one from now on (`domain.takes_members`)
+                return [("accounts", UpdateOne({"_id": event.account_id}, {"$set": {
+                    "deleted_at": event.occurred_at}}, upsert=True))]
         return []
 
 
@@ -306,8 +309,10 @@ class SubscriptionsStore:
         self._counts = Counters(db[LIST_COUNTS])
 
     async def list_state(self, account_id: str, list_id: str) -> ListState | None:
-        doc = await self._by_id[LISTS].get(list_key(account_id, list_id))
-        return _list_state(doc) if doc else None
+        """The list as the rules see it, its account's deletion included."""
+        doc, account = await asyncio.gather(self._by_id[LISTS].get(list_key(account_id, list_id)),
+                                            self._by_id["accounts"].get(account_id))
+        return _list_state(doc, account) if doc else None
 
     async def list_doc(self, account_id: str, list_id: str) -> Document | None:
         doc = await self._by_id[LISTS].get(list_key(account_id, list_id))
@@ -357,7 +362,7 @@ class SubscriptionsStore:
 
     async def company_name(self, account_id: str) -> str | None:
         doc = await self._by_id["accounts"].get(account_id)
-        return str(doc["company_name"]) if doc else None
+        return str(doc["company_name"]) if doc and "company_name" in doc else None
 
     async def members_page(self, account_id: str, list_id: str, *, status: str | None,
                            field_equals: dict[str, Any], after: str | None,
@@ -400,13 +405,14 @@ def _same_value(stored: Any, wanted: Any) -> bool:
     return bool(stored == wanted)
 
 
-def _list_state(doc: Document) -> ListState:
+def _list_state(doc: Document, account: Document | None) -> ListState:
     return ListState(account_id=doc["account_id"], list_id=doc["list_id"], name=doc["name"], opt_in=doc["opt_in"],
                      custom_fields=dict(doc.get("custom_fields", {})), deleted="deleted_at" in doc,
                      frame_ancestors=tuple(doc.get("form_frame_ancestors", ())),
                      form_challenge=doc.get("form_challenge", "none"),
                      notify_subscribes=bool(doc.get("notify_subscribes")),
-                     notify_unsubscribes=bool(doc.get("notify_unsubscribes")))
+                     notify_unsubscribes=bool(doc.get("notify_unsubscribes")),
+                     account_deleted=account is not None and account.get("deleted_at") is not None)
 
 
 def _member_state(doc: Document) -> MemberState:

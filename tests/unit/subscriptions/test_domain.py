@@ -203,6 +203,49 @@ def test_a_confirmation_link_of_a_deleted_or_missing_list_is_no_longer_valid() -
             domain.confirm("acc", lst, member("suppressed", awaiting=True), ip=None)
 
 
+def a_deleted_accounts_list(opt_in: str = "double") -> ListState:
+    return ListState("acc", "l1", "News", opt_in, {}, account_deleted=True)  # type: ignore[arg-type]
+
+
+def test_only_a_live_list_of_a_live_account_takes_members() -> None:
+    assert domain.takes_members(a_list())
+    assert not domain.takes_members(None)
+    assert not domain.takes_members(ListState("acc", "l1", "News", "single", {}, deleted=True))
+    assert not domain.takes_members(a_deleted_accounts_list())
+
+
+def test_a_deleted_accounts_lists_take_no_subscriber_on_any_channel_and_send_no_confirmation() -> None:
+    """PRODUCT.md: "Herald processes subscriber data only for the customer's purposes"; a deleted account has none."""
+    for opt_in in ("single", "double"):
+        for channel in ("api", "form", "import"):
+            for m, suppressed in ((None, False), (member("pending"), False), (member("unsubscribed"), False),
+                                  (None, True)):
+                with pytest.raises(domain.ListNotFound):
+                    subscribe(a_deleted_accounts_list(opt_in), m, suppressed, request(channel))
+    with pytest.raises(domain.ListNotFound):
+        domain.rename_list(a_deleted_accounts_list(), "Weekly")
+    with pytest.raises(domain.ListNotFound):
+        domain.delete_list(a_deleted_accounts_list(), 3)
+
+
+def test_a_confirmation_link_of_a_deleted_accounts_list_is_no_longer_valid() -> None:
+    """A link mailed before the account was deleted confirms nobody after it."""
+    for m in (member("pending"), member("active"), member("suppressed", awaiting=True),
+              member("unsubscribed", awaiting=True)):
+        with pytest.raises(domain.LinkNoLongerValid):
+            domain.confirm("acc", a_deleted_accounts_list(), m, ip="203.0.113.9")
+
+
+def test_a_deleted_accounts_member_still_unsubscribes_and_nobody_is_notified() -> None:
+    """The person's opt-out is recorded whatever became of the sender; its owner is mailed no notice of it."""
+    from dataclasses import replace
+
+    assert types(domain.unsubscribe("acc", member("active"), "one_click")) == ["SubscriberUnsubscribed"]
+    assert types(domain.unsubscribe("acc", member("pending"), "unsubscribe_page")) == ["SubscriberUnsubscribed"]
+    notifying = replace(a_deleted_accounts_list(), notify_subscribes=True, notify_unsubscribes=True)
+    assert domain.membership_notice(notifying, "s1", "a@example.org", "unsubscribed", "one_click") == []
+
+
 def test_unsubscribe_records_its_campaign_and_is_idempotent() -> None:
     events = domain.unsubscribe("acc", member("active"), "one_click", campaign_id="c1", message_id="m1")
     assert isinstance(events[0], SubscriberUnsubscribed)
