@@ -3,7 +3,7 @@
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Account` is local.
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, Field, StringConstraints
 
@@ -25,7 +25,9 @@ from herald_shared.request_fields import (
 from herald_shared.staff import StaffTokens, staff_member
 
 from .domain import (
+    MAX_EVENT_BYTES,
     STATUSES,
+    CampaignTooLarge,
     DnsUnavailable,
     Draft,
     TestRecipientsRefused,
@@ -43,13 +45,19 @@ TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern
 StatusName = Literal[STATUSES]  # type: ignore[valid-type]
 Values = Annotated[dict[FieldName, FieldValueIn], Field(json_schema_extra={"additionalProperties": False})]
 
-# A campaign's content may hold a subject, a preheader and two bodies of up to 2,000,000 characters each (the
-# contract's limit): its routes take 16 MiB of JSON. Other routes take api_app's default (1 MiB).
-LARGER_BODIES = {r"/v1/campaigns(/.*)?": 16 << 20}
+# A campaign's content travels whole in its events, none larger than `MAX_EVENT_BYTES` (1,000,000 bytes) encoded,
+# so no body can be longer in characters; what fits of both bodies together is checked on the event itself (413
+# `campaign_too_large`). Its routes take 8 MiB of JSON: a request whose content fits may still write every
+# character as an escape (`\u0061`: 6 bytes for one). Other routes take api_app's default (1 MiB).
+LARGER_BODIES = {r"/v1/campaigns(/.*)?": 8 << 20}
+_BODY_LIMIT = (f"At most {MAX_EVENT_BYTES:,} characters; html_body and text_body (derived from the HTML when "
+               f"absent) and the rest of the campaign must fit in one event of {MAX_EVENT_BYTES:,} bytes, as JSON "
+               "in UTF-8 (an ASCII character 1 byte, others 2 to 4, a quote or a line break 2): else 413 "
+               "campaign_too_large, with the sizes.")
 
-
-HtmlBody = Annotated[str, StringConstraints(min_length=1, max_length=2_000_000, pattern=NO_NUL)]
-TextBody = Annotated[str, StringConstraints(min_length=1, max_length=2_000_000, pattern=NO_NUL)]
+HtmlBody = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_BYTES, pattern=NO_NUL),
+                     Field(description=_BODY_LIMIT)]
+TextBody = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_BYTES, pattern=NO_NUL)]
 
 
 class DraftIn(Body):
@@ -68,7 +76,7 @@ class DraftIn(Body):
     from_email: EmailAddress
     reply_to: EmailAddress | None = None
     html_body: HtmlBody
-    text_body: TextBody | None = Field(default=None, description="Derived from the HTML when absent.")
+    text_body: TextBody | None = Field(default=None, description="Derived from the HTML when absent. " + _BODY_LIMIT)
 
     def draft(self) -> Draft:
         return Draft(name=self.name, list_id=self.list_id, subject=self.subject, from_name=self.from_name,
@@ -152,6 +160,31 @@ class TestRefused(Problem):
                                   "staff review it, a test goes only to its registered address and its verified "
                                   "domains); test_recipient_opted_out: the addresses that asked for no more tests "
                                   "of the account.")
+
+
+class TooLarge(Problem):
+    """A 413 `campaign_too_large`: what any problem holds, and the sizes."""
+
+    event: str = Field(description="The event that would be too large: CampaignCreated, CampaignEdited, "
+                                   "CampaignQueued or CampaignTestRequested.")
+    encoded_bytes: int = Field(description="Its size, encoded (JSON in UTF-8).")
+    limit_bytes: int = Field(description=f"The most an event may hold: {MAX_EVENT_BYTES:,} bytes.")
+
+
+TOO_LARGE: dict[int | str, dict[str, Any]] = {413: {"model": TooLarge, "description": (
+    "The request body is larger than this route takes (`body_too_large`), or `campaign_too_large`: an event of "
+    f"the campaign (its draft, its CampaignQueued, a test with its values) would be over {MAX_EVENT_BYTES:,} bytes "
+    "encoded, more than Kafka carries; `encoded_bytes` and `limit_bytes` say by how much. Nothing was recorded.")}}
+
+
+async def too_large(_: Request, exc: Exception) -> JSONResponse:
+    """The app's handler of CampaignTooLarge: its problem document with the sizes (api_app's handler of its base
+    class, RuleRefused, has none)."""
+    assert isinstance(exc, CampaignTooLarge)
+    extra: dict[str, Any] = {"event": exc.event, "encoded_bytes": exc.encoded_bytes, "limit_bytes": exc.limit_bytes}
+    if exc.errors:
+        extra["errors"] = [{"location": where, "message": message} for where, message in exc.errors]
+    return problem(exc.http_status, exc.code, exc.detail, **extra)
 
 
 class TestOut(Out):
@@ -318,7 +351,7 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
     Account = Annotated[str, Depends(api_key_account(apikeys, refusals=refused_keys))]
 
     @router.post("/campaigns", status_code=201, response_model=None,
-                 responses={**answers(201, CampaignOut, "The draft."), **problems(409, 422, 503)})
+                 responses={**answers(201, CampaignOut, "The draft."), **problems(409, 422, 503), **TOO_LARGE})
     async def create(body: CampaignIn, account_id: Account) -> JSONResponse:
         """A draft for one of the account's lists; 409 when the list, a segment field or its value's kind does not fit
         the account's list; 422 when a template does not compile or names a field the list does not have, or the
@@ -356,13 +389,15 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
                 **report(counts, doc["content"].get("html_body"))}
 
     @router.put("/campaigns/{campaign_id}", response_model=None,
-                responses={**answers(200, CampaignOut, "The draft as edited."), **problems(404, 409, 422, 503)})
+                responses={**answers(200, CampaignOut, "The draft as edited."), **problems(404, 409, 422, 503),
+                           **TOO_LARGE})
     async def edit(campaign_id: Identifier, body: DraftIn, account_id: Account) -> dict[str, Any]:
         """Replace the draft's name, target and content."""
         return campaign_out(await service.edit(account_id, campaign_id, body.draft()))
 
     @router.post("/campaigns/{campaign_id}/duplicate", status_code=201, response_model=None,
-                 responses={**answers(201, CampaignOut, "The copy, a new draft."), **problems(404, 422, 503)})
+                 responses={**answers(201, CampaignOut, "The copy, a new draft."), **problems(404, 422, 503),
+                            **TOO_LARGE})
     async def duplicate(campaign_id: Identifier, account_id: Account) -> JSONResponse:
         return JSONResponse(campaign_out(await service.duplicate(account_id, campaign_id)), status_code=201)
 
@@ -382,7 +417,7 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
 
     @router.post("/campaigns/{campaign_id}/tests", status_code=202, response_model=None,
                  responses={**answers(202, TestOut, "Delivery sends it, marked as a test."),
-                            **problems(404, 409, 429, 503),
+                            **problems(404, 409, 429, 503), **TOO_LARGE,
                             422: {"model": TestRefused, "description": PROBLEM_STATUSES[422] + " Or "
                                   "`test_recipient_not_allowed`: the account is under review and an address is "
                                   "not its own (`refused`); or `test_recipient_opted_out`: an address used the "
@@ -412,7 +447,7 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
 
     @router.post("/campaigns/{campaign_id}/submission", response_model=None,
                  responses={**answers(200, CampaignOut, "Submitted: in_review (staff first) or scheduled."),
-                            **problems(404, 409, 422, 503)})
+                            **problems(404, 409, 422, 503), **TOO_LARGE})
     async def submit(campaign_id: Identifier, body: SubmitIn, account_id: Account) -> dict[str, Any]:
         """Screen the draft and send it at `send_at`. It goes to staff review first when the account is not
         approved yet, is on trial, or screening matched prohibited content (the matches are in `screening`);

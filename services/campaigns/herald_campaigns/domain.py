@@ -25,7 +25,7 @@ from inscriptis.model.tag import CustomHtmlTagHandlerMapping
 
 from herald_shared import templating
 from herald_shared.campaign_links import broken_links, text_link, tracked_links
-from herald_shared.contract import Event
+from herald_shared.contract import Event, serialize_event
 from herald_shared.contract.billing import (
     AccountApproved,
     AccountOpened,
@@ -96,6 +96,14 @@ CANCELLABLE: tuple[Status, ...] = ("in_review", "scheduled", "queued")  # not do
 # A send time this far in the past is a mistake, not "now".
 PAST_TOLERANCE = timedelta(minutes=5)
 TEST_RECIPIENTS_MAX = 5
+# The largest event campaigns publishes, as encoded (JSON, UTF-8). Each event is one Kafka record, which the
+# producer (aiokafka's max_request_size, left at 1,048,576 bytes by `herald_shared.kafka.make_producer`) and the
+# broker (message.max.bytes, 1,048,588 by default) take only up to 1 MiB with its key, headers and batch overhead.
+# A campaign's content travels whole in CampaignCreated/Edited, CampaignQueued and CampaignTestRequested, so a
+# draft is held to what its largest one can carry. The 48,576 bytes left cover the key and headers (a few hundred
+# bytes) and a dead-letter copy's headers (its reason: up to 2,000 characters), should a consumer dead-letter it.
+# Before this bound a draft could be stored whose CampaignQueued never could be published (README, Decisions).
+MAX_EVENT_BYTES = 1_000_000
 
 
 class CampaignError(RuleRefused):
@@ -241,6 +249,21 @@ class WrongState(CampaignError):
     """The campaign is not in a state that allows this (e.g. editing a scheduled campaign)."""
 
     code, http_status = "wrong_state", 409
+
+
+class CampaignTooLarge(CampaignError):
+    """A campaign (or a test of it, with its merge values) one of whose events would be larger than Kafka takes
+    (`MAX_EVENT_BYTES`): the event could never be published, so nothing is recorded. 413, with the sizes in
+    bytes, so the author knows how much to cut."""
+
+    code, http_status = "campaign_too_large", 413
+
+    def __init__(self, detail: str, event: str, encoded_bytes: int, errors: list[tuple[str, str]] | None = None
+                 ) -> None:
+        super().__init__(detail, errors)
+        self.event = event
+        self.encoded_bytes = encoded_bytes
+        self.limit_bytes = MAX_EVENT_BYTES
 
 
 class InvalidSchedule(CampaignError):
@@ -654,14 +677,61 @@ def _event(cls: type[Event], account_id: str, payload: object) -> Event:
     return cls(account_id=account_id, producer=PRODUCER, payload=payload)  # type: ignore[call-arg]
 
 
+# Event sizes (`MAX_EVENT_BYTES`). What a draft does not set yet is taken at its longest: a send time with
+# microseconds, a test to five addresses of the longest kind (254 characters) with the list's sample values.
+_LONGEST_SEND_AT = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+_LONGEST_ADDRESSES = [f"{n}{'x' * 63}@{'y' * 63}.{'y' * 63}.{'y' * 61}" for n in range(TEST_RECIPIENTS_MAX)]
+_STAND_IN_TEST_ID = "t" + "0" * 12
+_BYTES_COUNTED = ("as JSON in UTF-8: a character outside ASCII takes 2 to 4 bytes, a quote, a backslash or a line "
+                  "break 2; the text part counts too, derived from html_body when text_body is not given")
+
+
+def encoded_bytes(event: Event) -> int:
+    """An event's size as it is published: its record's value (`herald_shared.kafka.EventPublisher`)."""
+    return len(serialize_event(event))
+
+
+def check_fits(events: Iterable[Event], cut: str, fields: Iterable[str] = ()) -> None:
+    """Refuse (CampaignTooLarge) when the largest of `events` is over MAX_EVENT_BYTES: it could never be
+    published. `cut`: what the author makes smaller; `fields`: where the request holds it."""
+    size, largest = max(((encoded_bytes(e), e) for e in events), key=lambda sized: sized[0])
+    if size <= MAX_EVENT_BYTES:
+        return
+    over = size - MAX_EVENT_BYTES
+    raise CampaignTooLarge(
+        f"the campaign's {largest.type} event would be {size:,} bytes, over the {MAX_EVENT_BYTES:,} bytes an event "
+        f"may hold: make {cut} {over:,} bytes smaller or more ({_BYTES_COUNTED})", largest.type, size,
+        errors=[(where, f"the campaign is {over:,} bytes over the {MAX_EVENT_BYTES:,} an event may hold")
+                for where in fields] or None)
+
+
+def _drafted(account_id: str, campaign_id: str, draft: Draft, content: CampaignContent) -> CampaignState:
+    return CampaignState(account_id=account_id, campaign_id=campaign_id, status="draft", name=draft.name,
+                         list_id=draft.list_id, segment=dict(draft.segment), content=content)
+
+
+def _content_events(state: CampaignState, lst: ListInfo | None) -> list[Event]:
+    """The later events a draft's content travels in, at their longest: its CampaignQueued, and a test."""
+    return [_queued(state, _LONGEST_SEND_AT, review_required=False),
+            _test_requested(state, _STAND_IN_TEST_ID, _LONGEST_ADDRESSES, sample_values(lst), "api")]
+
+
+def _check_draft_fits(events: list[Event], state: CampaignState, lst: ListInfo | None, draft: Draft) -> None:
+    check_fits([*events, *_content_events(state, lst)], "html_body and text_body",
+               ["body.html_body", *(["body.text_body"] if draft.text_body else [])])
+
+
 def create(account_id: str, campaign_id: str, draft: Draft, lst: ListInfo | None,
            existing: CampaignState | None, *, senders: Senders) -> list[Event]:
+    """A new draft; refused when any event its content travels in would be too large (`check_fits`)."""
     if existing is not None:
         raise CampaignExists(f"campaign {campaign_id!r} already exists")
     content = _checked(draft, lst, senders)
-    return [_event(CampaignCreated, account_id, CampaignCreatedPayload(
+    events = [_event(CampaignCreated, account_id, CampaignCreatedPayload(
         campaign_id=campaign_id, name=draft.name, list_id=draft.list_id,
         segment=Segment(field_equals=draft.segment), content=content))]
+    _check_draft_fits(events, _drafted(account_id, campaign_id, draft, content), lst, draft)
+    return events
 
 
 def existing(current: CampaignState | None, campaign_id: str) -> CampaignState:
@@ -685,20 +755,30 @@ def edit(current: CampaignState | None, campaign_id: str, draft: Draft, lst: Lis
          senders: Senders) -> list[Event]:
     state = _draft_of(current, campaign_id, "edited")
     content = _checked(draft, lst, senders)
+    events = [_event(CampaignEdited, state.account_id, CampaignEditedPayload(
+        campaign_id=campaign_id, name=draft.name, list_id=draft.list_id,
+        segment=Segment(field_equals=draft.segment), content=content))]
+    # Before the same edit is let pass: a draft stored before the size rule is told it is too large.
+    _check_draft_fits(events, _drafted(state.account_id, campaign_id, draft, content), lst, draft)
     if state.status == "draft" and (state.name, state.list_id, state.segment, state.content) == (
             draft.name, draft.list_id, draft.segment, content):
         return []  # the same edit again
-    return [_event(CampaignEdited, state.account_id, CampaignEditedPayload(
-        campaign_id=campaign_id, name=draft.name, list_id=draft.list_id,
-        segment=Segment(field_equals=draft.segment), content=content))]
+    return events
 
 
-def duplicate(current: CampaignState | None, campaign_id: str, new_id: str) -> list[Event]:
+def duplicate(current: CampaignState | None, campaign_id: str, new_id: str,
+              lst: ListInfo | None = None) -> list[Event]:
     state = existing(current, campaign_id)  # any campaign can be the start of a new draft
     name = f"{state.name} (copy)"[:200]
-    return [_event(CampaignCreated, state.account_id, CampaignCreatedPayload(
+    events = [_event(CampaignCreated, state.account_id, CampaignCreatedPayload(
         campaign_id=new_id, name=name, list_id=state.list_id, segment=Segment(field_equals=state.segment),
         content=state.content))]
+    # A campaign stored before the size rule may be too large, and its copy with it (or one at the bound whose id
+    # was shorter than the copy's).
+    copy = CampaignState(account_id=state.account_id, campaign_id=new_id, status="draft", name=name,
+                         list_id=state.list_id, segment=state.segment, content=state.content)
+    check_fits([*events, *_content_events(copy, lst)], "the html_body and text_body of a new draft")
+    return events
 
 
 def delete(current: CampaignState | None, campaign_id: str) -> list[Event]:
@@ -770,6 +850,9 @@ def submittable(current: CampaignState | None, campaign_id: str, lst: ListInfo |
     """A draft From a domain the account may send From, whose templates compile against its live list: what
     may be screened and submitted."""
     state = _in(existing(current, campaign_id), ("draft",), "submitted")
+    # A draft stored before the size rule could never be queued: refused here, not at its time.
+    check_fits([_queued(state, _LONGEST_SEND_AT, review_required=False)],
+               "the draft's html_body and text_body (edit it)")
     check_sender(state.content, senders)
     check_templates(state.content, _live_list(state.list_id, lst))
     broken = broken_links(state.content.html_body)
@@ -837,12 +920,15 @@ def queue(current: CampaignState | None, now: datetime, *, senders: Senders) -> 
         return [_event(CampaignReturned, state.account_id, CampaignReturnedPayload(
             campaign_id=state.campaign_id, reason="sender_unverified",
             detail=f"not sent at its time: {unverified}; then submit it again"[:1000]))]
-    event = CampaignQueued(event_id=queued_event_id(state.account_id, state.campaign_id),
-                           account_id=state.account_id, producer=PRODUCER, payload=CampaignQueuedPayload(
-                               campaign_id=state.campaign_id, list_id=state.list_id,
-                               segment=Segment(field_equals=state.segment), content=state.content,
-                               send_at=state.send_at, review_required=bool(state.review_reasons)))
-    return [event]
+    return [_queued(state, state.send_at, review_required=bool(state.review_reasons))]
+
+
+def _queued(state: CampaignState, send_at: datetime | None, *, review_required: bool) -> CampaignQueued:
+    return CampaignQueued(event_id=queued_event_id(state.account_id, state.campaign_id),
+                          account_id=state.account_id, producer=PRODUCER, payload=CampaignQueuedPayload(
+                              campaign_id=state.campaign_id, list_id=state.list_id,
+                              segment=Segment(field_equals=state.segment), content=state.content,
+                              send_at=send_at, review_required=review_required))
 
 
 def completed_event_id(account_id: str, campaign_id: str) -> uuid.UUID:
@@ -884,9 +970,16 @@ def test_send(current: CampaignState | None, campaign_id: str, lst: ListInfo | N
     unique = list(dict.fromkeys(address.lower() for address in recipients))
     if not 1 <= len(unique) <= TEST_RECIPIENTS_MAX:
         raise WrongState(f"a test goes to 1 to {TEST_RECIPIENTS_MAX} addresses")
-    return [_event(CampaignTestRequested, state.account_id, CampaignTestRequestedPayload(
-        campaign_id=campaign_id, test_id=test_id, recipients=unique, content=state.content, sample=sample,
-        requested_by=requested_by))]
+    events: list[Event] = [_test_requested(state, test_id, unique, sample, requested_by)]
+    check_fits(events, "the test's values, or the campaign's html_body and text_body,")
+    return events
+
+
+def _test_requested(state: CampaignState, test_id: str, recipients: list[str], sample: dict[str, FieldValue],
+                    requested_by: str) -> CampaignTestRequested:
+    return CampaignTestRequested(account_id=state.account_id, producer=PRODUCER, payload=CampaignTestRequestedPayload(
+        campaign_id=state.campaign_id, test_id=test_id, recipients=recipients, content=state.content, sample=sample,
+        requested_by=requested_by))
 
 
 # Test recipients of an account under review (PRODUCT.md, "Review"): tests are not reviewed, so until staff have

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Protocol
+
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from herald_shared.commands import Recorder
 from herald_shared.contract import Event
@@ -20,7 +23,7 @@ from herald_shared.contract.campaigns import (
     StaffViewedPayload,
 )
 from herald_shared.contract.subscriptions import FieldValue
-from herald_shared.kafka import end_offsets
+from herald_shared.kafka import end_offsets, is_transient
 from herald_shared.lifecycle import every
 from herald_shared.mongo import Document
 from herald_shared.readmodel import compose
@@ -60,6 +63,46 @@ async def screened(pool: Executor, current: domain.CampaignState, campaign_id: s
         pool, domain.screening_of, current, campaign_id, lst, values)
 
 
+# Due campaigns (and finished ones to complete) tried in one scheduling round; more wait for the next round.
+SCHEDULER_BATCH = 100
+# Kafka's client errors that refuse the record for what it is (its size), not a broker away: no retry changes them
+# (`is_transient` counts every KafkaError as the broker's).
+REFUSED_RECORDS: tuple[type[Exception], ...] = (MessageSizeTooLargeError, RecordTooLargeError,
+                                                RecordListTooLargeError)
+
+
+class HeldBack:
+    """Campaigns (listing keys) whose last try failed for a reason of their own, each tried again after `first`
+    seconds, then twice as long each time, `longest` at most: a campaign that can never pass (one no event can
+    carry, stored before the size rule) costs a try and a log line every 15 minutes, and delays no other. Held in
+    memory: a restart tries each once more."""
+
+    def __init__(self, first: float = 1.0, longest: float = 900.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.first, self.longest, self._clock = first, longest, clock
+        self._failing: dict[str, tuple[int, float]] = {}  # key -> (failures in a row, when to try again)
+
+    def __len__(self) -> int:
+        return len(self._failing)
+
+    def waiting(self, key: str) -> bool:
+        failing = self._failing.get(key)
+        return failing is not None and self._clock() < failing[1]
+
+    def failed(self, key: str) -> tuple[int, float]:
+        """Count a failure of `key`: how many in a row, and the seconds until it is tried again."""
+        failures = self._failing.get(key, (0, 0.0))[0] + 1
+        delay = min(self.first * 2 ** min(failures - 1, 30), self.longest)
+        self._failing[key] = (failures, self._clock() + delay)
+        return failures, delay
+
+    def passed(self, key: str) -> None:
+        self._failing.pop(key, None)
+
+    def keep_only(self, keys: Collection[str]) -> None:
+        self._failing = {key: failing for key, failing in self._failing.items() if key in keys}
+
+
 class TxtLookup(Protocol):
     """DNS as the sending domains' verification asks it (`resolver.DnsResolver`)."""
 
@@ -77,6 +120,8 @@ class CampaignsService:
         self.shared_sending_domains = shared_sending_domains
         # Test messages an account may send in 24 hours, counted in the store (`count_test_send`).
         self.test_sends_per_day = test_sends_per_day
+        # The scheduler's campaigns that failed for a reason of their own (`_each`).
+        self.queueing, self.completing = HeldBack(), HeldBack()
 
     async def create(self, account_id: str, campaign_id: str | None, draft: Draft) -> Document:
         campaign_id = campaign_id or domain.new_campaign_id()
@@ -98,7 +143,8 @@ class CampaignsService:
     async def duplicate(self, account_id: str, campaign_id: str) -> Document:
         new_id = domain.new_campaign_id()
         current = await self.store.campaign_state(account_id, campaign_id)
-        await self.recorder.commit(domain.duplicate(current, campaign_id, new_id))
+        lst = await self.store.list_info(account_id, current.list_id) if current is not None else None
+        await self.recorder.commit(domain.duplicate(current, campaign_id, new_id, lst))
         return await self._campaign(account_id, new_id)
 
     async def delete(self, account_id: str, campaign_id: str) -> None:
@@ -228,47 +274,91 @@ class CampaignsService:
             log.info("staff looked at a campaign", extra={"staff": staff, "account_id": doc["account_id"],
                                                           "campaign": doc["campaign_id"], "what": action})
 
-    # The scheduler
+    # The scheduler: each campaign on its own. Kafka or MongoDB away fails the round (`every` tries it again, as it
+    # does while they are away); any other failure is the campaign's, so it is logged, counted and held back
+    # (`HeldBack`) while the round goes on with the next: one campaign no event can carry (stored before the size
+    # rule, `domain.MAX_EVENT_BYTES`) or whose document no code reads any more delays no other account's.
 
     async def queue_due(self, now: datetime) -> int:
-        """Queue every scheduled campaign whose time has come; each decided under its lock against the state
-        the projection holds, and waited for, so it is queued once."""
-        queued = 0
-        for key in await self.store.due(now):
-            send_at, account_id, campaign_id = key_parts(key)
-            async with self.recorder.serialised(_lock(account_id, campaign_id)):
-                current = await self.store.campaign_state(account_id, campaign_id)
-                events = domain.queue(current, now, senders=await self._senders_of(account_id, current))
-                if not events:
-                    # Nothing to queue: a key its campaign no longer gives would stay due for good, ahead of
-                    # every campaign due after it, so it goes (safe under the lock: `store.relist`).
-                    await self.store.relist(key)
-                    continue
-                await self.recorder.commit(events)
-            if any(isinstance(e, CampaignReturned) for e in events):
-                log.warning("campaign returned to its author, not queued: its From domain is not verified any "
-                            "more", extra={"account_id": account_id, "campaign": campaign_id})
-                continue
-            metrics.SCHEDULE_LAG.observe(max(0.0, (datetime.now(UTC) - send_at).total_seconds()))
-            log.info("campaign queued", extra={"account_id": account_id, "campaign": campaign_id,
-                                               "send_at": send_at.isoformat()})
-            queued += 1
-        return queued
+        """Queue the scheduled campaigns whose time has come, earliest first; each decided under its lock against
+        the state the projection holds, and waited for, so it is queued once."""
+        return await self._each(self.queueing, "queue", lambda after: self.store.due(now, after, SCHEDULER_BATCH),
+                                lambda key: self._queue(key, now))
+
+    async def _queue(self, key: str, now: datetime) -> int:
+        send_at, account_id, campaign_id = key_parts(key)
+        async with self.recorder.serialised(_lock(account_id, campaign_id)):
+            current = await self.store.campaign_state(account_id, campaign_id)
+            events = domain.queue(current, now, senders=await self._senders_of(account_id, current))
+            if not events:
+                # Nothing to queue: a key its campaign no longer gives would stay due for good, ahead of
+                # every campaign due after it, so it goes (safe under the lock: `store.relist`).
+                await self.store.relist(key)
+                return 0
+            await self.recorder.commit(events)
+        if any(isinstance(e, CampaignReturned) for e in events):
+            log.warning("campaign returned to its author, not queued: its From domain is not verified any "
+                        "more", extra={"account_id": account_id, "campaign": campaign_id})
+            return 0
+        metrics.SCHEDULE_LAG.observe(max(0.0, (datetime.now(UTC) - send_at).total_seconds()))
+        log.info("campaign queued", extra={"account_id": account_id, "campaign": campaign_id,
+                                           "send_at": send_at.isoformat()})
+        return 1
 
     async def complete_finished(self) -> int:
         """CampaignCompleted for every queued campaign delivery has finished with."""
-        completed = 0
-        for account_id, campaign_id in await self.store.completing():
-            async with self.recorder.serialised(_lock(account_id, campaign_id)):
-                events = domain.complete(await self.store.campaign(account_id, campaign_id))
-                if not events:
-                    # A key its campaign no longer gives would stay among the first read for good (`queue_due`).
-                    await self.store.relist(compose(account_id, campaign_id), COMPLETING)
+        return await self._each(self.completing, "complete",
+                                lambda after: self.store.completing(after, SCHEDULER_BATCH), self._complete)
+
+    async def _complete(self, key: str) -> int:
+        account_id, campaign_id = key.split("/")
+        async with self.recorder.serialised(_lock(account_id, campaign_id)):
+            events = domain.complete(await self.store.campaign(account_id, campaign_id))
+            if not events:
+                # A key its campaign no longer gives would stay among the first read for good (`queue_due`).
+                await self.store.relist(compose(account_id, campaign_id), COMPLETING)
+                return 0
+            await self.recorder.commit(events)
+        log.info("campaign completed", extra={"account_id": account_id, "campaign": campaign_id})
+        return 1
+
+    @staticmethod
+    async def _each(held: HeldBack, step: str, page: Callable[[str | None], Awaitable[list[str]]],
+                    attempt: Callable[[str], Awaitable[int]]) -> int:
+        """`attempt` each key of a listing in order, SCHEDULER_BATCH a round (the rest next round), reading pages
+        past the keys held back so that a page of them does not stop the line; how many it did. Once a round has
+        read the listing to its end, what is held back of a key gone from it (a campaign cancelled) is forgotten."""
+        done = tried = 0
+        seen: set[str] = set()
+        after: str | None = None
+        while True:
+            keys = await page(after)
+            for key in keys:
+                seen.add(key)
+                if held.waiting(key):
                     continue
-                await self.recorder.commit(events)
-            log.info("campaign completed", extra={"account_id": account_id, "campaign": campaign_id})
-            completed += 1
-        return completed
+                if tried == SCHEDULER_BATCH:
+                    return done
+                tried += 1
+                try:
+                    done += await attempt(key)
+                except Exception as exc:
+                    if is_transient(exc) and not isinstance(exc, REFUSED_RECORDS):
+                        raise  # Kafka or MongoDB away: the round fails, and the next one tries again
+                    failures, delay = held.failed(key)
+                    metrics.SCHEDULER_FAILURES.labels(step).inc()
+                    # The traceback the first time; then a line per try, at most every HeldBack.longest seconds.
+                    log.error("a campaign failed to %s for a reason of its own; the others go on, it is tried "
+                              "again later", step, extra={"key": key, "failures": failures,
+                                                          "retry_in_seconds": delay, "error": repr(exc)[:500]},
+                              exc_info=exc if failures == 1 else None)
+                else:
+                    held.passed(key)
+            if len(keys) < SCHEDULER_BATCH:
+                break
+            after = keys[-1]
+        held.keep_only(seen)
+        return done
 
     # Sending domains
 
@@ -365,6 +455,11 @@ class Scheduler:
         await self._gauges()
 
     async def _gauges(self) -> None:
+        metrics.SCHEDULER_HELD_BACK.labels("queue").set(len(self.service.queueing))
+        metrics.SCHEDULER_HELD_BACK.labels("complete").set(len(self.service.completing))
+        await self._read_model_gauges()
+
+    async def _read_model_gauges(self) -> None:
         store = self.service.store
         counts = await store.status_counts()
         for status in domain.STATUSES:

@@ -14,3 +14,10 @@ REVIEW_AGE = Gauge("herald_campaigns_review_queue_oldest_seconds",
 SCHEDULE_LAG = Histogram("herald_campaigns_schedule_lag_seconds",
                          "From a campaign's send time to its CampaignQueued being recorded.",
                          buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+SCHEDULER_FAILURES = Counter("herald_campaigns_scheduler_failures_total",
+                             "Campaigns the scheduler failed to queue or complete for a reason of their own (not "
+                             "Kafka or MongoDB being away): each is logged with the campaign and tried again later.",
+                             ["step"])
+SCHEDULER_HELD_BACK = Gauge("herald_campaigns_scheduler_held_back",
+                            "Campaigns whose last try failed for a reason of their own, waiting for their next try.",
+                            ["step"])

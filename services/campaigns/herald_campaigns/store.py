@@ -398,9 +398,13 @@ class CampaignsStore:
     async def account(self, account_id: str) -> AccountInfo | None:
         return domain.account_info(await self.db[ACCOUNTS].find_one({"_id": account_id}))
 
-    async def due(self, now: datetime, limit: int = 100) -> list[str]:
-        """The `schedule` keys of the campaigns whose time has come, earliest first (`key_parts` reads them)."""
-        return await keys_due(self.db[SCHEDULE], now, limit)
+    async def due(self, now: datetime, after: str | None = None, limit: int = 100) -> list[str]:
+        """The `schedule` keys of the campaigns whose time has come, earliest first (`key_parts` reads them); from
+        after the key `after` (the next page: past campaigns the scheduler is holding back)."""
+        if after is None:
+            return await keys_due(self.db[SCHEDULE], now, limit)
+        cursor = self.db[SCHEDULE].find({"_id": {"$gt": after, "$lt": time_key(now) + "0"}}, {"_id": 1})
+        return [str(doc["_id"]) async for doc in cursor.sort("_id", 1).limit(limit)]
 
     async def relist(self, key: str, listing: str = SCHEDULE) -> None:
         """Put a key of `listing` (the schedule, or the campaigns to complete) right by the campaign it names, as
@@ -459,10 +463,12 @@ class CampaignsStore:
         docs = [found[k] for key, k in wanted if k in found and review_key(found[k]) == key]
         return docs, keys[-1] if len(keys) == limit else None
 
-    async def completing(self, limit: int = 100) -> list[tuple[str, str]]:
-        """(account, campaign) of queued campaigns delivery has finished with, not completed yet."""
-        cursor = self.db[COMPLETING].find({"_id": {"$gte": ""}}, {"_id": 1}).sort("_id", 1).limit(limit)
-        return [tuple(doc["_id"].split("/")) async for doc in cursor]
+    async def completing(self, after: str | None = None, limit: int = 100) -> list[str]:
+        """The `completing` keys (`account/campaign`) of queued campaigns delivery has finished with, not completed
+        yet; from after the key `after`."""
+        bounds = {"$gt": after} if after is not None else {"$gte": ""}
+        cursor = self.db[COMPLETING].find({"_id": bounds}, {"_id": 1}).sort("_id", 1).limit(limit)
+        return [str(doc["_id"]) async for doc in cursor]
 
     async def oldest_in_review(self) -> datetime | None:
         doc = await self.db[REVIEW].find_one({"_id": {"$gte": ""}}, {"_id": 1}, sort=[("_id", 1)])
