@@ -51,6 +51,8 @@ ActivityCursor = Annotated[str, StringConstraints(max_length=len("20261102T09300
 ActivityCursorParam = Annotated[ActivityCursor | None, Query(description=(
     "`next_cursor` of the page before: the activity continues after it (a cursor that is none is refused with "
     "422)."))]
+# The most lists one page of `GET /v1/lists` holds: each up to MAX_CUSTOM_FIELDS fields, a few MB at most.
+MAX_LISTS_PAGE = 500
 # A `field.<name>=<value>` filter of the members' listing: no longer than a custom field's value may be.
 MAX_FILTER_CHARS = 1000
 
@@ -64,7 +66,9 @@ class ListIn(Body):
     list_id: Identifier | None = None
     name: NameText
     opt_in: OptInMode = "double"
-    custom_fields: list[CustomFieldDefinition] = Field(default_factory=list)
+    custom_fields: list[CustomFieldDefinition] = Field(
+        default_factory=list, max_length=domain.MAX_CUSTOM_FIELDS,
+        description=f"At most {domain.MAX_CUSTOM_FIELDS} (more: 422).")
 
 
 class RenameIn(Body):
@@ -158,6 +162,7 @@ class ListWithCounts(ListOut):
 
 class ListsOut(Out):
     items: list[ListOut]
+    next_cursor: Identifier | None = Field(description="Pass as `cursor` for the next page; null on the last.")
 
 
 class SubscriberOut(Out):
@@ -347,13 +352,22 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection, refused_
         """Create a list (`list_id` optional: one is made). The same request again answers the list; 409
         `list_already_exists` when a list of that id has other settings, 409 `list_id_of_deleted_list` when the
         id belonged to a deleted list: its id is never used again, as the deleted list's members, counts and
-        campaigns stay recorded under it and would mix into a new one."""
+        campaigns stay recorded under it and would mix into a new one. A list has at most 100 custom fields
+        (more: 422, naming `body.custom_fields`); an account at most 1,000 lists not deleted (409
+        `too_many_lists`: delete one first)."""
         doc = await service.create_list(account_id, body.list_id, body.name, body.opt_in, body.custom_fields)
         return list_out(doc)
 
-    @router.get("/lists", response_model=None, responses=answers(200, ListsOut, "The account's lists."))
-    async def lists(account_id: Account) -> dict[str, Any]:
-        return {"items": [list_out(d) for d in await service.store.lists(account_id)]}
+    @router.get("/lists", response_model=None,
+                responses={**answers(200, ListsOut, "One page of the account's lists, in id order."),
+                           **problems(422)})
+    async def lists(account_id: Account, cursor: Annotated[Identifier | None, Query(description=(
+                        "`next_cursor` of the previous page: the lists after it."))] = None,
+                    limit: Annotated[int, Query(ge=1, le=MAX_LISTS_PAGE)] = 100) -> dict[str, Any]:
+        """The account's lists not deleted, `limit` a page (at most 500); follow `next_cursor` for
+        the rest."""
+        docs, last = await service.store.lists_page(account_id, after=cursor, limit=limit)
+        return {"items": [list_out(d) for d in docs], "next_cursor": last}
 
     @router.get("/lists/{list_id}", response_model=None,
                 responses={**answers(200, ListWithCounts, "The list and its members by status."),

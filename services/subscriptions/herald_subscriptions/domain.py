@@ -99,6 +99,24 @@ class DeletedListId(SubscriptionError):
     code, http_status = "list_id_of_deleted_list", 409
 
 
+# What one account may make this service hold through its lists. 100 custom fields is what comparable ESPs allow
+# a list or audience (their merge fields); a list's document, every page listing it and every member's fields
+# check are sized by it. 1,000 live lists is far beyond what a sender uses (one per newsletter, product or
+# language) and keeps `GET /v1/lists` a few pages and the count read at creation small.
+MAX_CUSTOM_FIELDS = 100
+MAX_LIVE_LISTS = 1000
+
+
+class TooManyCustomFields(SubscriptionError):
+    code, http_status = "too_many_custom_fields", 422
+
+
+class TooManyLists(SubscriptionError):
+    """The account has MAX_LIVE_LISTS lists not deleted: a conflict with its state, as a list id in use is."""
+
+    code, http_status = "too_many_lists", 409
+
+
 class SubscriberNotFound(SubscriptionError):
     code, http_status = "subscriber_not_found", 404
 
@@ -305,8 +323,13 @@ def _event(cls: type[Event], account_id: str, payload: object, causation: Event 
 
 
 def create_list(account_id: str, list_id: str, name: str, opt_in: OptInMode,
-                custom_fields: list[CustomFieldDefinition], existing: ListState | None) -> list[Event]:
+                custom_fields: list[CustomFieldDefinition], existing: ListState | None, *,
+                live_lists: int) -> list[Event]:
+    """`live_lists`: how many lists of the account are not deleted (counted up to MAX_LIVE_LISTS)."""
     check_text(name=name)
+    if len(custom_fields) > MAX_CUSTOM_FIELDS:
+        raise TooManyCustomFields(f"a list has at most {MAX_CUSTOM_FIELDS:,} custom fields; this one asks for "
+                                  f"{len(custom_fields):,}")
     if existing is not None and existing.deleted:
         raise DeletedListId(f"list id {list_id!r} belonged to a list that was deleted; a deleted list's id cannot "
                             "be used again: choose another id")
@@ -316,6 +339,9 @@ def create_list(account_id: str, list_id: str, name: str, opt_in: OptInMode,
         if same:
             return []  # the same request again
         raise ListAlreadyExists(f"list {list_id!r} already exists")
+    if live_lists >= MAX_LIVE_LISTS:
+        raise TooManyLists(f"an account has at most {MAX_LIVE_LISTS:,} lists (deleted ones do not count); delete "
+                           "one to create another")
     payload = ListCreatedPayload(list_id=list_id, name=name, opt_in=opt_in, custom_fields=custom_fields)
     return [_event(ListCreated, account_id, payload)]
 

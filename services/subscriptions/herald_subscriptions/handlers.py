@@ -90,9 +90,13 @@ class SubscriptionsService:
     async def create_list(self, account_id: str, list_id: str | None, name: str, opt_in: OptInMode,
                           custom_fields: list[CustomFieldDefinition]) -> Document:
         list_id = list_id or "l" + secrets.token_hex(6)
-        async with self._serialised(f"list:{account_id}:{list_id}"):
+        # One creation per account at a time in this process, so concurrent ones cannot all pass the count of
+        # live lists (replicas each take their own: a few over the cap at most, never without limit).
+        async with self._serialised(f"lists:{account_id}"), self._serialised(f"list:{account_id}:{list_id}"):
             existing = await self.store.list_state(account_id, list_id)
-            await self.commit(domain.create_list(account_id, list_id, name, opt_in, custom_fields, existing))
+            live = 0 if existing is not None else await self.store.live_lists(account_id, most=domain.MAX_LIVE_LISTS)
+            await self.commit(domain.create_list(account_id, list_id, name, opt_in, custom_fields, existing,
+                                                 live_lists=live))
         return await self._list(account_id, list_id)
 
     async def rename_list(self, account_id: str, list_id: str, name: str) -> Document:

@@ -30,7 +30,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberUnsubscribed,
 )
 from herald_shared.kafka import Reject
-from herald_shared.mongo import Document, FoldingProjection, UpdateOne, WriteOp
+from herald_shared.mongo import DeleteOne, Document, FoldingProjection, UpdateOne, WriteOp
 from herald_shared.mongo import WrittenKeys as WrittenKeys
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
@@ -55,6 +55,9 @@ from .domain import ListState, MemberState
 STATUSES = ("pending", "active", "unsubscribed", "suppressed")
 LISTS, SUBSCRIBERS, LIST_MEMBERS, LIST_COUNTS = "lists", "subscribers", "list_members", "list_counts"
 ADDRESSES, SUPPRESSIONS = "addresses", "suppressions"
+# The account's lists not deleted, `account/list` with nothing else: counted by an `_id` range when a list is
+# created (`domain.MAX_LIVE_LISTS`), a few bytes a list where the lists' own documents are up to ~10 KB.
+LIVE_LISTS = "live_lists"
 
 
 def list_key(account_id: str, list_id: str) -> str:
@@ -117,7 +120,8 @@ class SubscriptionsProjection(FoldingProjection):
     counts, listing and documents are written at once: the order that makes a crashed batch's replay exact does
     not matter when nothing is replayed."""
 
-    collections = (LISTS, SUBSCRIBERS, LIST_MEMBERS, LIST_COUNTS, ADDRESSES, SUPPRESSIONS, "imports", "accounts")
+    collections = (LISTS, LIVE_LISTS, SUBSCRIBERS, LIST_MEMBERS, LIST_COUNTS, ADDRESSES, SUPPRESSIONS, "imports",
+                   "accounts")
     folded = MEMBER_EVENTS
 
     def __init__(self, db: AsyncDatabase[Document], *, rebuilding: bool = False) -> None:
@@ -134,8 +138,8 @@ class SubscriptionsProjection(FoldingProjection):
     async def purge(self, account_id: str) -> None:
         """Delete everything of a purged account (`herald_shared.purging`): every key starts with the account,
         so an `_id` range per collection reaches its documents and no other account's."""
-        await delete_by_account_prefix(self.db, account_id, (LISTS, SUBSCRIBERS, LIST_MEMBERS, LIST_COUNTS,
-                                                             ADDRESSES, SUPPRESSIONS, "imports"))
+        await delete_by_account_prefix(self.db, account_id, (LISTS, LIVE_LISTS, SUBSCRIBERS, LIST_MEMBERS,
+                                                             LIST_COUNTS, ADDRESSES, SUPPRESSIONS, "imports"))
         await self.db["accounts"].delete_one({"_id": account_id})
 
     async def handle(self, event: Event) -> None:
@@ -261,13 +265,21 @@ class SubscriptionsProjection(FoldingProjection):
             deltas[new["status"]] = deltas.get(new["status"], 0) + 1
         self._counts.add(list_key(new["account_id"], new["list_id"]), event, deltas)
 
+    def _live_listing(self, account_id: str, list_id: str) -> tuple[str, WriteOp]:
+        """`live_lists` set to the list's state as `_check_list` left it for this event: written whether or not
+        the event changed it, so the replay of a batch whose lists were written and this not mends it."""
+        key = list_key(account_id, list_id)
+        if self._lists.get(key) == "live":
+            return LIVE_LISTS, UpdateOne({"_id": key}, {"$setOnInsert": {"list_id": list_id}}, upsert=True)
+        return LIVE_LISTS, DeleteOne({"_id": key})
+
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         match event:
             case ListCreated(payload=p):
                 return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)}, {"$setOnInsert": {
                     "account_id": event.account_id, "list_id": p.list_id, "name": p.name, "opt_in": p.opt_in,
                     "custom_fields": {f.name: f.kind for f in p.custom_fields}, "created_at": event.occurred_at}},
-                    upsert=True))]
+                    upsert=True)), self._live_listing(event.account_id, p.list_id)]
             case ListRenamed(payload=p):
                 return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)},
                                           {"$set": {"name": p.name}}))]
@@ -279,7 +291,8 @@ class SubscriptionsProjection(FoldingProjection):
                     "notify_subscribes": p.subscribes, "notify_unsubscribes": p.unsubscribes}}))]
             case ListDeleted(payload=p):
                 return [(LISTS, UpdateOne({"_id": list_key(event.account_id, p.list_id)},
-                                          {"$set": {"deleted_at": event.occurred_at}}))]
+                                          {"$set": {"deleted_at": event.occurred_at}})),
+                        self._live_listing(event.account_id, p.list_id)]
             case SubscriberSuppressed(payload=p):
                 return [(SUPPRESSIONS, UpdateOne({"_id": compose(event.account_id, p.email_sha256)}, {"$setOnInsert": {
                     "account_id": event.account_id, "email_sha256": p.email_sha256, "reason": p.reason,
@@ -318,9 +331,31 @@ class SubscriptionsStore:
         doc = await self._by_id[LISTS].get(list_key(account_id, list_id))
         return doc if doc is not None and "deleted_at" not in doc else None
 
-    async def lists(self, account_id: str) -> list[Document]:
-        cursor = self.db[LISTS].find({"_id": prefix_range(account_id)}).sort("_id", 1)
-        return [doc async for doc in cursor if "deleted_at" not in doc]
+    async def lists_page(self, account_id: str, *, after: str | None,
+                         limit: int) -> tuple[list[Document], str | None]:
+        """One page of the account's lists not deleted, in id order, after the list id `after`, and the list id to
+        continue after (None at the end). Read as an `_id` range in chunks of the page's size, so the deleted lists
+        between live ones cost reads, never memory."""
+        bounds = prefix_range(account_id)
+        if after is not None:
+            bounds = {"$gt": list_key(account_id, after), "$lt": bounds["$lt"]}
+        page: list[Document] = []
+        while True:
+            chunk = [doc async for doc in self.db[LISTS].find({"_id": bounds}).sort("_id", 1).limit(limit)]
+            for doc in chunk:
+                if "deleted_at" not in doc:
+                    page.append(doc)
+                    if len(page) == limit:
+                        return page, str(doc["list_id"])
+            if len(chunk) < limit:
+                return page, None
+            bounds = {"$gt": chunk[-1]["_id"], "$lt": bounds["$lt"]}
+
+    async def live_lists(self, account_id: str, *, most: int) -> int:
+        """How many of the account's lists are not deleted, counted up to `most` (an `_id` range of `live_lists`).
+        A read model folded before `live_lists` existed counts only the lists created since (the rebuild: all)."""
+        found = self.db[LIVE_LISTS].find({"_id": prefix_range(account_id)}, {"_id": 1}).limit(most)
+        return len([doc async for doc in found])
 
     async def member(self, account_id: str, subscriber_id: str) -> Document | None:
         doc = await self._by_id[SUBSCRIBERS].get(member_key(account_id, subscriber_id))

@@ -20,7 +20,7 @@ async def test_one_account_cannot_see_or_change_another_accounts_data(platform: 
     await acme.create_list("news")
     anna = (await acme.subscribe("anna@example.com")).json()["subscriber_id"]
 
-    assert (await rival.http.get("/v1/lists")).json() == {"items": []}
+    assert (await rival.http.get("/v1/lists")).json() == {"items": [], "next_cursor": None}
     assert (await rival.http.get("/v1/lists/news")).status_code == 404
     assert (await rival.http.get("/v1/lists/news/subscribers")).status_code == 404
     assert (await rival.http.get(f"/v1/subscribers/{anna}")).status_code == 404

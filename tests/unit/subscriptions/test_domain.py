@@ -276,11 +276,11 @@ def test_erasure_covers_every_membership_not_yet_erased() -> None:
 
 def test_list_creation_rename_and_delete() -> None:
     fields = [CustomFieldDefinition(name="city")]
-    assert types(domain.create_list("acc", "l1", "News", "double", fields, None)) == ["ListCreated"]
+    assert types(domain.create_list("acc", "l1", "News", "double", fields, None, live_lists=0)) == ["ListCreated"]
     existing = ListState("acc", "l1", "News", "double", {"city": "text"})
-    assert domain.create_list("acc", "l1", "News", "double", fields, existing) == []
+    assert domain.create_list("acc", "l1", "News", "double", fields, existing, live_lists=1) == []
     with pytest.raises(domain.ListAlreadyExists):
-        domain.create_list("acc", "l1", "Other", "double", fields, existing)
+        domain.create_list("acc", "l1", "Other", "double", fields, existing, live_lists=1)
     assert domain.rename_list(existing, "News") == []
     assert types(domain.rename_list(existing, "Weekly")) == ["ListRenamed"]
     deleted = domain.delete_list(existing, members=12)
@@ -295,7 +295,7 @@ def test_a_deleted_lists_id_is_not_used_again_and_the_refusal_says_so() -> None:
     deleted = ListState("acc", "news", "News", "double", {"city": "text"}, deleted=True)
     for name in ("News", "Other"):  # the deleted list's own settings again too: it does not come back
         with pytest.raises(domain.DeletedListId, match="'news' belonged to a list that was deleted") as refused:
-            domain.create_list("acc", "news", name, "double", fields, deleted)
+            domain.create_list("acc", "news", name, "double", fields, deleted, live_lists=0)
         assert (refused.value.code, refused.value.http_status) == ("list_id_of_deleted_list", 409)
         assert not isinstance(refused.value, domain.ListAlreadyExists)
 
