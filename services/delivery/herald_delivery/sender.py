@@ -498,6 +498,10 @@ class Sender:
         if kind == "confirmation":
             if job["expires_at"] <= datetime.now(UTC):
                 raise Skip("confirmation_expired")
+            if "account_deleted" in self._gates.account(job["account_id"]).blocked_reasons:
+                # Nothing more is sent in a deleted account's name (another producer's ConfirmationRequested, or one
+                # queued before the deletion); its closure notice is an account notice, not this.
+                raise Skip("account_deleted")
             return self._renderer.transactional_message(
                 message_id=job["_id"], kind=kind, account_id=job["account_id"], recipient=recipient,
                 from_name=domain.plain_label(job["company_name"]) or "Herald",

@@ -77,3 +77,15 @@ async def test_plain_names_are_still_named_in_the_from_name_subject_and_body() -
     assert message["From"].addresses[0].display_name == "AS Latvenergo"
     assert message["Subject"] == "Please confirm your subscription to Riga Bakery news"
     assert "emails from AS Latvenergo (list: Riga Bakery news)." in message.get_content()
+
+
+async def test_a_deleted_accounts_confirmation_is_skipped_not_mailed() -> None:
+    """A confirmation queued before the deletion, or another producer's after it: nothing more goes out in a deleted
+    account's name (review, 2026-12-07)."""
+    send, store, _ = sender(AccountState("acme", approved=True, blocked_reasons=frozenset({"account_deleted"})))
+    relay = Relay()
+    job = confirmation_job("Acme", "News")
+    send._jobs.push([job])
+    await send._deliver(job, None, relay)  # type: ignore[arg-type]
+    assert relay.sent == []
+    assert [(o["outcome"], o.get("reason")) for o in store.recorded] == [("skipped", "account_deleted")]
