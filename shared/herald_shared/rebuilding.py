@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .consumer_groups import GroupMember, live_members
-from .contract import Event
+from .contract import Event, InvalidEvent
+from .kafka import has_type, read_from_start, type_name, validate_record
 from .mongo import Document, MongoDeduplicator, Rebuildable, make_client, rebuild
+from .purging import PurgedAccounts
 from .settings import HeraldSettings
 from .topics import topic_of
 
@@ -67,6 +69,44 @@ class ReadModelFormat:
 
     async def unmark(self, db: AsyncDatabase[Document]) -> None:
         await db[FORMATS].delete_one({"_id": self.name})
+
+
+async def once_per_database(db: AsyncDatabase[Document], mark: str, step: Callable[[], Awaitable[int]]) -> int | None:
+    """A one-time upgrade step of a read model: `step` runs unless its `mark` is in FORMATS, and the mark is
+    written after it, so an interrupted step runs again at the next start (each step writes the same when
+    repeated, also when two processes start at once). Returns what `step` returned, None when it had run before."""
+    if await db[FORMATS].find_one({"_id": mark}) is not None:
+        return None
+    done = await step()
+    await db[FORMATS].update_one({"_id": mark}, {"$set": {"marked": True}}, upsert=True)
+    return done
+
+
+async def learn_from_start(settings: HeraldSettings, db: AsyncDatabase[Document], topic: str,
+                           types: Collection[type[Event]], fold: Callable[[list[Event]], Awaitable[None]]) -> int:
+    """The events of `types` on `topic` from offset 0 to its end now, handed to `fold` a fetched batch at a time:
+    what a consumer that passed them over before it folded them has to learn once (`once_per_database`). The
+    other records are passed over by their type header; an invalid one is left out (the consumer dead-lettered it
+    when it read it), and so are the purged accounts' events. Returns the events folded."""
+    purged = await PurgedAccounts(db).load()
+    wanted = frozenset(type_name(t).encode() for t in types)
+    kinds = tuple(types)
+    learnt = 0
+    async for records in read_from_start(settings, [settings.topics(topic)]):
+        events: list[Event] = []
+        for record in records:
+            if not has_type(record, wanted):
+                continue
+            try:
+                event = validate_record(record, settings.topics)
+            except InvalidEvent:
+                continue
+            if isinstance(event, kinds) and event.account_id not in purged:
+                events.append(event)
+        if events:
+            await fold(events)
+            learnt += len(events)
+    return learnt
 
 
 class _PassedOverNotRemembered(MongoDeduplicator):

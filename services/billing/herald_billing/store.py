@@ -28,7 +28,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from herald_shared.apikeys import key_event_refusal
-from herald_shared.contract import Event, InvalidEvent
+from herald_shared.contract import Event
 from herald_shared.contract.billing import (
     AccountApproved,
     AccountDeleted,
@@ -73,9 +73,8 @@ from herald_shared.contract.subscriptions import (
     SubscriberConfirmed,
     SubscriberErased,
 )
-from herald_shared.kafka import has_type, read_from_start, validate_record
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
-from herald_shared.purging import PurgedAccounts, delete_by_account_prefix
+from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
     Counters,
     SecondaryIndex,
@@ -87,7 +86,7 @@ from herald_shared.readmodel import (
     time_key,
     write_changes,
 )
-from herald_shared.rebuilding import FORMATS
+from herald_shared.rebuilding import learn_from_start, once_per_database
 from herald_shared.sent import email_sent
 from herald_shared.settings import HeraldSettings
 
@@ -687,33 +686,20 @@ class BillingStore:
 CREATED_LISTS_MARK = "billing.lists_created"
 
 
-async def learn_created_lists(settings: HeraldSettings, db: AsyncDatabase[Document]) -> int:
+async def learn_created_lists(settings: HeraldSettings, db: AsyncDatabase[Document]) -> int | None:
     """Once per database, before the consumer starts: the lists created before billing folded ListCreated (it
-    counts a member only on a list it saw created, 2026-12-07), read from offset 0 of herald.subscriptions (the
-    ListCreated records only; the rest passed over by their type header), so their later members still count. A
-    database nothing was folded into (no account) needs none: its consumer reads the topic from the start. Purged
-    accounts' lists are left out. Run again after an interruption (the mark is written last): it writes the same.
-    Returns the lists marked."""
-    if await db[FORMATS].find_one({"_id": CREATED_LISTS_MARK}) is not None:
-        return 0
-    marked = 0
-    if await db[ACCOUNTS].find_one({"_id": {"$gt": ""}}, {"_id": 1}) is not None:
-        purged = await PurgedAccounts(db).load()
-        wanted = frozenset({b"ListCreated"})
-        async for records in read_from_start(settings, [settings.topics("herald.subscriptions")]):
-            ops: list[WriteOp] = []
-            for record in records:
-                if not has_type(record, wanted):
-                    continue
-                try:
-                    event = validate_record(record, settings.topics)
-                except InvalidEvent:
-                    continue  # dead-lettered by the consumer when it was read
-                if isinstance(event, ListCreated) and event.account_id not in purged:
-                    ops.append(UpdateOne({"_id": compose(event.account_id, event.payload.list_id)},
-                                         {"$set": {"created": True}}, upsert=True))
-            if ops:
-                await db[LISTS].bulk_write(ops, ordered=False)
-                marked += len(ops)
-    await db[FORMATS].update_one({"_id": CREATED_LISTS_MARK}, {"$set": {"marked": True}}, upsert=True)
-    return marked
+    counts a member only on a list it saw created, 2026-12-07), read from offset 0 of herald.subscriptions, so
+    their later members still count. A database nothing was folded into (no account) needs none: its consumer
+    reads the topic from the start. Returns the lists marked (None: learnt before)."""
+
+    async def mark(events: list[Event]) -> None:
+        await db[LISTS].bulk_write([UpdateOne({"_id": compose(e.account_id, e.payload.list_id)},  # type: ignore[attr-defined]
+                                              {"$set": {"created": True}}, upsert=True) for e in events],
+                                   ordered=False)
+
+    async def learn() -> int:
+        if await db[ACCOUNTS].find_one({"_id": {"$gt": ""}}, {"_id": 1}) is None:
+            return 0
+        return await learn_from_start(settings, db, "herald.subscriptions", [ListCreated], mark)
+
+    return await once_per_database(db, CREATED_LISTS_MARK, learn)

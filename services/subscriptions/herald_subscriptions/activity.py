@@ -51,9 +51,10 @@ from herald_shared.contract.subscriptions import SubscriberErased
 from herald_shared.mongo import Projection, WriteOp
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import SEPARATOR, compose, insert_new, load, prefix_range, time_key
+from herald_shared.rebuilding import once_per_database
 
 from . import domain
-from .store import FORMATS, SUBSCRIBERS, member_key
+from .store import SUBSCRIBERS, member_key
 
 Document = dict[str, Any]
 ACTIVITY, ERASED = "activity", "activity_erased"
@@ -170,17 +171,19 @@ class ActivityErasures(Projection):
 async def mark_erasures(db: AsyncDatabase[Document]) -> None:
     """Once per database: the tombstones of the memberships erased before tombstones were written. The activity
     consumer's group starts from offset 0 of herald.delivery when first deployed, and must not store an erased
-    person's opens then. One scan of the memberships (FerretDB reads them all), then a mark beside the read
-    model's format; repeating it (two processes starting at once) writes the same tombstones."""
-    if await db[FORMATS].find_one({"_id": ERASED}) is not None:
-        return
-    erased = db[SUBSCRIBERS].find({"status": "erased"}, {"account_id": 1, "subscriber_id": 1, "erased_at": 1})
-    ops = [UpdateOne({"_id": member_key(d["account_id"], d["subscriber_id"])}, {
-        "$set": {"account_id": d["account_id"], "subscriber_id": d["subscriber_id"]},
-        "$max": {"erased_at": d["erased_at"]}}, upsert=True) async for d in erased]
-    for start in range(0, len(ops), 1000):
-        await db[ERASED].bulk_write(ops[start:start + 1000], ordered=False)
-    await db[FORMATS].update_one({"_id": ERASED}, {"$set": {"marked": True}}, upsert=True)
+    person's opens then. One scan of the memberships (FerretDB reads them all); repeating it (two processes
+    starting at once) writes the same tombstones."""
+
+    async def mark() -> int:
+        erased = db[SUBSCRIBERS].find({"status": "erased"}, {"account_id": 1, "subscriber_id": 1, "erased_at": 1})
+        ops = [UpdateOne({"_id": member_key(d["account_id"], d["subscriber_id"])}, {
+            "$set": {"account_id": d["account_id"], "subscriber_id": d["subscriber_id"]},
+            "$max": {"erased_at": d["erased_at"]}}, upsert=True) async for d in erased]
+        for start in range(0, len(ops), 1000):
+            await db[ERASED].bulk_write(ops[start:start + 1000], ordered=False)
+        return len(ops)
+
+    await once_per_database(db, ERASED, mark)
 
 
 class Activity:

@@ -23,7 +23,7 @@ from .api import LARGER_BODIES, build_api
 from .forms import Limits
 from .handlers import SubscriptionsService, SuppressionHandler
 from .pages import FormGuard, build_pages
-from .store import MEMBER_EVENTS, SubscriptionsProjection, SubscriptionsStore, check_format
+from .store import MEMBER_EVENTS, SubscriptionsProjection, SubscriptionsStore, check_format, learn_deleted_accounts
 
 SERVICE = "subscriptions"
 # The projection folds a batch with a fixed number of store round trips (loads by `_id`, bulk inserts), so
@@ -115,6 +115,8 @@ class Subscriptions(ConsumingService):
         await check_format(self.db)
         if self.consumers:  # the erasures from before their tombstones, before the activity consumer reads
             await mark_erasures(self.db)
+            if learnt := await learn_deleted_accounts(self.settings, self.db):  # before the projection goes on
+                log.info("accounts deleted before this version learnt from herald.billing", extra={"accounts": learnt})
         await super().start()
 
     async def stop(self) -> None:

@@ -46,8 +46,9 @@ from herald_shared.readmodel import (
     write_changes,
 )
 from herald_shared.rebuilding import FORMATS as FORMATS
-from herald_shared.rebuilding import ReadModelFormat
+from herald_shared.rebuilding import ReadModelFormat, learn_from_start, once_per_database
 from herald_shared.rebuilding import ReadModelOutdated as ReadModelOutdated
+from herald_shared.settings import HeraldSettings
 
 from . import domain
 from .domain import ListState, MemberState
@@ -92,6 +93,28 @@ async def check_format(db: AsyncDatabase[Document]) -> None:
 
 async def mark_format(db: AsyncDatabase[Document]) -> None:
     await READ_MODEL.mark(db)
+
+
+# The mark, beside the read model's format, that `learn_deleted_accounts` ran on this database.
+DELETED_ACCOUNTS_MARK = "subscriptions.accounts_deleted"
+
+
+async def learn_deleted_accounts(settings: HeraldSettings, db: AsyncDatabase[Document]) -> int | None:
+    """Once per database, before the consumers start: the accounts deleted before this service folded billing's
+    AccountDeleted (2026-12-07; its consumer had passed them over), read from offset 0 of herald.billing, so their
+    forms and links take no one (`domain.takes_members`) without waiting for a rebuild. A read model nothing was
+    folded into (no account, no list) needs none. Returns the deletions learnt (None: learnt before)."""
+
+    async def note(events: list[Event]) -> None:
+        await db["accounts"].bulk_write([UpdateOne({"_id": e.account_id}, {"$set": {"deleted_at": e.occurred_at}},
+                                                   upsert=True) for e in events], ordered=False)
+
+    async def learn() -> int:
+        if all([await db[name].find_one({"_id": {"$gt": ""}}, {"_id": 1}) is None for name in ("accounts", LISTS)]):
+            return 0
+        return await learn_from_start(settings, db, "herald.billing", [AccountDeleted], note)
+
+    return await once_per_database(db, DELETED_ACCOUNTS_MARK, learn)
 
 
 # Events folded in Python over the documents they touch (loaded by _id once per batch). Each membership keeps

@@ -7,14 +7,16 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from herald_shared.apikeys import key_id_of
-from herald_shared.contract.billing import AccountDeleted, ApiKeyRevoked, SendingBlocked
+from herald_shared.contract.billing import AccountDeleted, AccountPurged, ApiKeyRevoked, SendingBlocked
 from herald_shared.contract.subscriptions import (
     ConfirmationRequested,
     SubscriberAdded,
     SubscriberConfirmed,
 )
+from herald_shared.purging import PURGED
+from herald_shared.rebuilding import FORMATS
 from herald_subscriptions.rebuild import fold_read_model
-from herald_subscriptions.store import SubscriptionsStore
+from herald_subscriptions.store import DELETED_ACCOUNTS_MARK, SubscriptionsStore, learn_deleted_accounts
 from tests.conftest import eventually
 from tests.integration.subscriptions.conftest import Platform, Tenant
 
@@ -98,3 +100,31 @@ async def test_a_rebuild_knows_the_account_was_deleted(platform: Platform) -> No
         assert lst is not None and lst.account_deleted
     finally:
         await platform.service.mongo.drop_database(name)
+
+
+async def test_accounts_deleted_before_the_deletion_was_folded_are_learnt_once_from_herald_billing(
+        platform: Platform) -> None:
+    """The upgrade: a read model of the version before holds the account without its deletion (its consumer passed
+    AccountDeleted over); at the next start the deletion is learnt from herald.billing once, so the form takes no
+    one without a rebuild. A purged account is left out."""
+    acme, gone = await platform.tenant("acme"), await platform.tenant("gone")
+    await acme.create_list(opt_in="double")
+    await gone.create_list()
+    deleted = await _delete_account_as_billing_does(platform, gone)
+    await platform.publisher.publish(AccountPurged(account_id="gone", producer="billing", payload={
+        "reason": "deleted", "since": deleted.occurred_at}))  # type: ignore[arg-type]
+    db = platform.service.projection.db
+    await eventually(lambda: db[PURGED].find_one({"_id": "gone"}), lambda doc: doc is not None,
+                     what="the purge folded")
+    await _delete_account_as_billing_does(platform, acme)
+    await db["accounts"].update_one({"_id": "acme"}, {"$unset": {"deleted_at": ""}})  # as the version before left it
+    await db[FORMATS].delete_one({"_id": DELETED_ACCOUNTS_MARK})
+    assert (await platform.pages.get("/subscribe/acme/news")).status_code == 200
+
+    assert await learn_deleted_accounts(platform.settings, db) == 1
+    account = await db["accounts"].find_one({"_id": "acme"})
+    assert account is not None and account["deleted_at"] is not None
+    assert await db["accounts"].find_one({"_id": "gone"}) is None  # purged: not brought back
+    form = await platform.pages.get("/subscribe/acme/news")
+    assert form.status_code == 404 and "does not exist any more" in form.text
+    assert await learn_deleted_accounts(platform.settings, db) is None  # once: the mark is there
