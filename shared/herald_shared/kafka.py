@@ -26,6 +26,7 @@ from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError, Write
 
 from . import metrics
 from .contract import Event, InvalidEvent, parse_event, serialize_event
+from .contract.envelope import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES  # defined with the contract, which bounds by it
 from .contract.envelope import RecordPosition
 from .settings import HeraldSettings
 from .topics import ALL_TOPICS, DLQ_SUFFIX, EVENT_TOPICS, TopicNames, TopicSpec
@@ -127,9 +128,12 @@ BULK_BATCH_BYTES = 512 * 1024
 
 
 def make_producer(settings: HeraldSettings, client_id: str, *, batch_bytes: int = BATCH_BYTES) -> AIOKafkaProducer:
-    """Idempotent (no duplicates from retries), acks from all in-sync replicas."""
+    """Idempotent (no duplicates from retries), acks from all in-sync replicas; a record of at most
+    MAX_REQUEST_BYTES (what campaigns' `MAX_EVENT_BYTES` and the contract's longest texts are bounded by), named
+    rather than left to aiokafka's default."""
     return AIOKafkaProducer(**settings.kafka_client_options(), client_id=client_id,
-                            enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=batch_bytes)
+                            enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=batch_bytes,
+                            max_request_size=MAX_REQUEST_BYTES)
 
 
 # How long readiness waits for a broker's answer (below /readyz's 2 s per check), and how long an answer is kept:

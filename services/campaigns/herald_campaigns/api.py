@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, Field, StringConstraints
 
 from herald_shared.apikeys import ApiKeyProjection
-from herald_shared.contract.campaigns import CampaignContent, ScreeningMatch
+from herald_shared.contract.campaigns import CampaignContent, ReturnReason, ScreeningMatch
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import FieldName, FieldValue
 from herald_shared.http import PROBLEM_STATUSES, Problem, RefusedKeys, answers, api_key_account, problem, problems
@@ -89,7 +89,9 @@ class CampaignIn(DraftIn):
 
 
 class Returned(Out):
-    reason: Literal["sender_unverified"]
+    reason: ReturnReason = Field(description="sender_unverified: its From domain is no verified one any more; "
+                                             "content_too_large: a draft saved before the size limit, too large to "
+                                             "queue (the detail says by how many bytes).")
     detail: str
     at: AwareDatetime
 
@@ -99,7 +101,8 @@ class CampaignOut(Out):
     status: StatusName = Field(description="draft → (submit) in_review (staff review) or scheduled → queued "
                                            "(handed to delivery at its time); rejected (edit it into a draft "
                                            "again), cancelled. A scheduled campaign whose From is at no verified "
-                                           "sending domain at its time goes back to draft (`returned`).")
+                                           "sending domain at its time, or too large to queue, goes back to draft "
+                                           "(`returned`).")
     name: str
     list_id: Identifier
     segment: dict[str, FieldValue]

@@ -58,6 +58,7 @@ from herald_shared.contract.campaigns import (
     CampaignSubmittedPayload,
     CampaignTestRequested,
     CampaignTestRequestedPayload,
+    ReturnReason,
     ReviewReason,
     ScreeningMatch,
     Segment,
@@ -79,6 +80,7 @@ from herald_shared.contract.delivery import (
     MessageOpened,
     MessageSent,
 )
+from herald_shared.contract.envelope import MAX_REQUEST_BYTES
 from herald_shared.contract.subscriptions import FieldValue, SubscriberUnsubscribed
 from herald_shared.fields import fits
 from herald_shared.rules import RuleRefused
@@ -97,13 +99,15 @@ CANCELLABLE: tuple[Status, ...] = ("in_review", "scheduled", "queued")  # not do
 PAST_TOLERANCE = timedelta(minutes=5)
 TEST_RECIPIENTS_MAX = 5
 # The largest event campaigns publishes, as encoded (JSON, UTF-8). Each event is one Kafka record, which the
-# producer (aiokafka's max_request_size, left at 1,048,576 bytes by `herald_shared.kafka.make_producer`) and the
-# broker (message.max.bytes, 1,048,588 by default) take only up to 1 MiB with its key, headers and batch overhead.
-# A campaign's content travels whole in CampaignCreated/Edited, CampaignQueued and CampaignTestRequested, so a
-# draft is held to what its largest one can carry. The 48,576 bytes left cover the key and headers (a few hundred
-# bytes) and a dead-letter copy's headers (its reason: up to 2,000 characters), should a consumer dead-letter it.
-# Before this bound a draft could be stored whose CampaignQueued never could be published (README, Decisions).
-MAX_EVENT_BYTES = 1_000_000
+# producer (`MAX_REQUEST_BYTES`, passed by `herald_shared.kafka.make_producer`) and the broker (message.max.bytes,
+# 1,048,588 by default) take only up to 1 MiB with its key, headers and batch overhead. A campaign's content travels
+# whole in CampaignCreated/Edited, CampaignQueued and CampaignTestRequested, so a draft is held to what its largest
+# one can carry. The headroom covers the key and headers (a few hundred bytes) and a dead-letter copy's headers
+# (its reason: up to 2,000 characters, 8,000 bytes at most), should a consumer dead-letter it; the round figure it
+# leaves, 1,000,000, is what the API documents. Before this bound a draft could be stored whose CampaignQueued never
+# could be published (README, Decisions): the scheduler returns such a campaign to its author (`queue`).
+RECORD_HEADROOM_BYTES = 48_576
+MAX_EVENT_BYTES = MAX_REQUEST_BYTES - RECORD_HEADROOM_BYTES
 
 
 class CampaignError(RuleRefused):
@@ -909,18 +913,32 @@ def due(state: CampaignState, now: datetime) -> bool:
 
 def queue(current: CampaignState | None, now: datetime, *, senders: Senders) -> list[Event]:
     """The CampaignQueued of a scheduled campaign whose time has come, with everything delivery needs to send
-    it; nothing if it is not (any more) scheduled and due. Its event id is fixed per campaign. A campaign whose
-    From is at no domain the account may send From any more (its sending domain removed since the submission)
-    is not queued: CampaignReturned sends it back to its author as a draft, with the reason."""
+    it; nothing if it is not (any more) scheduled and due. Its event id is fixed per campaign. A campaign that
+    cannot be queued is sent back to its author as a draft by CampaignReturned, with the reason: its From is at no
+    domain the account may send From any more (its sending domain removed since the submission), or its
+    CampaignQueued is larger than an event may be (a draft stored before the size rule: no retry could ever
+    publish it)."""
     if current is None or not due(current, now):
         return []
     state = current
     unverified = unverified_sender(state.content.from_email, senders)
     if unverified is not None:
-        return [_event(CampaignReturned, state.account_id, CampaignReturnedPayload(
-            campaign_id=state.campaign_id, reason="sender_unverified",
-            detail=f"not sent at its time: {unverified}; then submit it again"[:1000]))]
-    return [_queued(state, state.send_at, review_required=bool(state.review_reasons))]
+        return [_returned(state, "sender_unverified", f"not sent at its time: {unverified}; then submit it again")]
+    queued = _queued(state, state.send_at, review_required=bool(state.review_reasons))
+    try:
+        check_fits([queued], "the draft's html_body and text_body")
+    except CampaignTooLarge as too_large:
+        return [_returned(state, "content_too_large", (
+            f"not sent at its time: its CampaignQueued would be {too_large.encoded_bytes:,} bytes encoded, over the "
+            f"{too_large.limit_bytes:,} bytes an event may hold (a draft saved before that limit); make html_body "
+            f"and text_body {too_large.encoded_bytes - too_large.limit_bytes:,} bytes smaller or more ("
+            f"{_BYTES_COUNTED}), then submit it again"))]
+    return [queued]
+
+
+def _returned(state: CampaignState, reason: ReturnReason, detail: str) -> Event:
+    return _event(CampaignReturned, state.account_id, CampaignReturnedPayload(
+        campaign_id=state.campaign_id, reason=reason, detail=detail[:1000]))
 
 
 def _queued(state: CampaignState, send_at: datetime | None, *, review_required: bool) -> CampaignQueued:

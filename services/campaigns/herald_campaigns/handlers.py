@@ -73,9 +73,8 @@ REFUSED_RECORDS: tuple[type[Exception], ...] = (MessageSizeTooLargeError, Record
 
 class HeldBack:
     """Campaigns (listing keys) whose last try failed for a reason of their own, each tried again after `first`
-    seconds, then twice as long each time, `longest` at most: a campaign that can never pass (one no event can
-    carry, stored before the size rule) costs a try and a log line every 15 minutes, and delays no other. Held in
-    memory: a restart tries each once more."""
+    seconds, then twice as long each time, `longest` at most: a campaign that can never pass costs a try and a log
+    line every 15 minutes, and delays no other. Held in memory: a restart tries each once more."""
 
     def __init__(self, first: float = 1.0, longest: float = 900.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -276,8 +275,9 @@ class CampaignsService:
 
     # The scheduler: each campaign on its own. Kafka or MongoDB away fails the round (`every` tries it again, as it
     # does while they are away); any other failure is the campaign's, so it is logged, counted and held back
-    # (`HeldBack`) while the round goes on with the next: one campaign no event can carry (stored before the size
-    # rule, `domain.MAX_EVENT_BYTES`) or whose document no code reads any more delays no other account's.
+    # (`HeldBack`) while the round goes on with the next: one whose document no code reads any more, or whose
+    # record Kafka refuses all the same, delays no other account's. (One no event can carry, stored before the size
+    # rule, is known before publishing and returned to its author: `domain.queue`.)
 
     async def queue_due(self, now: datetime) -> int:
         """Queue the scheduled campaigns whose time has come, earliest first; each decided under its lock against
@@ -296,9 +296,11 @@ class CampaignsService:
                 await self.store.relist(key)
                 return 0
             await self.recorder.commit(events)
-        if any(isinstance(e, CampaignReturned) for e in events):
-            log.warning("campaign returned to its author, not queued: its From domain is not verified any "
-                        "more", extra={"account_id": account_id, "campaign": campaign_id})
+        returned = [e.payload for e in events if isinstance(e, CampaignReturned)]
+        if returned:
+            log.warning("campaign returned to its author, not queued", extra={
+                "account_id": account_id, "campaign": campaign_id, "reason": returned[0].reason,
+                "detail": returned[0].detail})
             return 0
         metrics.SCHEDULE_LAG.observe(max(0.0, (datetime.now(UTC) - send_at).total_seconds()))
         log.info("campaign queued", extra={"account_id": account_id, "campaign": campaign_id,

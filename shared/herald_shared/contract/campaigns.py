@@ -6,12 +6,28 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
-from .envelope import ApiKeyRefusedPayload, Count, Email, Event, Identifier, Instant, Name, Payload, ShortText
+from .envelope import (
+    MAX_REQUEST_BYTES,
+    ApiKeyRefusedPayload,
+    Count,
+    Email,
+    Event,
+    Identifier,
+    Instant,
+    Name,
+    Payload,
+    ShortText,
+)
 from .subscriptions import FieldName, FieldValue
 
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=998)]
 Preheader = Annotated[str, StringConstraints(max_length=255)]
-Body = Annotated[str, StringConstraints(max_length=2_000_000)]
+# A body travels whole in one event, one Kafka record, so no body is longer in characters than a record holds in
+# bytes (a character is at least one byte of JSON). Until 2026-12-07 the bound was 2,000,000, more than any record
+# carries; no event with a longer body than this could ever be published, so the tighter bound refuses none that
+# was (`compat.RECORD_BOUND_LENGTH`). Not campaigns' 1,000,000 bytes an event (`MAX_EVENT_BYTES`): drafts with
+# bodies of up to ~1,048,000 characters were published before that rule, and a rebuild would dead-letter them.
+Body = Annotated[str, StringConstraints(max_length=MAX_REQUEST_BYTES)]
 TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
@@ -202,12 +218,21 @@ class CampaignCompleted(CampaignsEvent):
     payload: CampaignCompletedPayload
 
 
+# Why a scheduled campaign went back to draft. A value added here is a compatible change (no new version), but a
+# consumer running the contract of before refuses an event carrying it (dead-lettered, replayable once upgraded):
+# deploy the consumers of herald.campaigns (campaigns, delivery) before the producer (README, "The event contract").
+ReturnReason = Literal["sender_unverified", "content_too_large"]
+
+
 class CampaignReturnedPayload(Payload):
     campaign_id: Identifier
-    reason: Literal["sender_unverified"] = Field(
+    reason: ReturnReason = Field(
         description="sender_unverified: at its send time, the From address was at no verified sending domain of "
-                    "the account any more (removed after the submission).")
-    detail: ShortText = Field(description="What the author reads: which domain, and how to send it again.")
+                    "the account any more (removed after the submission). content_too_large: its CampaignQueued "
+                    "would be larger than one event may be (a draft stored before campaigns' size rule of "
+                    "2026-12-07); the author makes the content smaller and submits it again.")
+    detail: ShortText = Field(description="What the author reads: which domain, or the event's encoded size and "
+                                          "the limit, and how to send it again.")
 
 
 class CampaignReturned(CampaignsEvent):

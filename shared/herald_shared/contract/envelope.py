@@ -31,6 +31,12 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue, WithJsonSchema
 from pydantic_core import CoreSchema, PydanticCustomError
 
+# The most one Kafka record may hold as Herald's producers send it (aiokafka's max_request_size, counted on the
+# record's key, value, headers and batch overhead before any compression; its default, and the broker's
+# message.max.bytes of 1,048,588 leaves no more): `herald_shared.kafka.make_producer` passes it. Named here, not in
+# the Kafka adapter, because the contract bounds its longest texts by it and imports no adapter.
+MAX_REQUEST_BYTES = 1_048_576
+
 # Identifiers are opaque strings chosen by the owning service (ULIDs, UUIDs, slugs).
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
 AccountId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]

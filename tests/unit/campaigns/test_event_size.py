@@ -10,12 +10,25 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from herald_campaigns import domain
 from herald_campaigns.domain import MAX_EVENT_BYTES, CampaignState, CampaignTooLarge, Draft, ListInfo
 from herald_campaigns.handlers import SCHEDULER_BATCH, CampaignsService, HeldBack
 from herald_campaigns.screening import Screening
-from herald_shared.contract.campaigns import CampaignContent
+from herald_shared.contract import serialize_event
+from herald_shared.contract.campaigns import CampaignContent, CampaignReturned
+from herald_shared.kafka import (
+    DLQ_CONSUMER,
+    DLQ_FAILED_AT,
+    DLQ_REASON,
+    DLQ_SOURCE_OFFSET,
+    DLQ_SOURCE_PARTITION,
+    DLQ_SOURCE_TOPIC,
+    MAX_REASON_CHARS,
+    MAX_REQUEST_BYTES,
+    event_headers,
+)
 
 NEWS = ListInfo("news", {"city": "text"})
 ACME = domain.Senders(verified=frozenset({"acme.example"}))
@@ -94,6 +107,44 @@ def test_a_draft_stored_before_the_rule_is_refused_at_submission_edit_and_duplic
         domain.duplicate(old, "c1", "c2", NEWS)
     # ...and edited smaller, it goes on
     assert domain.edit(old, "c1", draft(1000), NEWS, senders=ACME)
+
+
+def test_a_scheduled_campaign_stored_before_the_rule_goes_back_to_its_author_at_its_time_with_its_size() -> None:
+    """Its CampaignQueued could never be published: sent back to draft (content_too_large), not retried for ever."""
+    old = stored(draft(MAX_EVENT_BYTES), status="scheduled", send_at=NOW)
+    due = NOW + timedelta(seconds=1)
+    [returned] = domain.queue(old, due, senders=ACME)
+    assert isinstance(returned, CampaignReturned) and returned.payload.reason == "content_too_large"
+    size = domain.encoded_bytes(domain._queued(old, NOW, review_required=False))
+    assert size > MAX_EVENT_BYTES
+    detail = returned.payload.detail
+    assert f"{size:,} bytes encoded" in detail and f"over the {MAX_EVENT_BYTES:,} bytes" in detail, detail
+    assert f"{size - MAX_EVENT_BYTES:,} bytes smaller" in detail and "submit it again" in detail
+    doc = {**dataclasses.asdict(old), "content": old.content.model_dump(mode="json")}
+    back = domain.evolve(doc, returned, due)
+    assert back is not None and (back["status"], back["send_at"]) == ("draft", None)
+    assert back["returned"] == {"reason": "content_too_large", "detail": detail, "at": due}
+    assert domain.queue(domain.state_of(back), due, senders=ACME) == []  # once: a draft is not due
+    # the sender is checked first: a campaign both too large and From a removed domain says the latter
+    [unverified] = domain.queue(old, due, senders=domain.Senders())
+    assert unverified.payload.reason == "sender_unverified"  # type: ignore[attr-defined]
+
+
+def test_an_event_at_the_bound_fits_a_record_with_a_dead_letter_copys_headers() -> None:
+    """Why MAX_EVENT_BYTES is RECORD_HEADROOM_BYTES below the producer's MAX_REQUEST_BYTES: the key, the headers the
+    publisher writes, and those of a dead-letter copy (a reason of MAX_REASON_CHARS characters of 4 bytes each) fit
+    with an event of MAX_EVENT_BYTES, as aiokafka measures a record."""
+    state = stored(draft(at_the_bound()), status="scheduled", send_at=NOW)
+    [queued] = domain.queue(state, NOW + timedelta(seconds=1), senders=ACME)
+    value = serialize_event(queued) + b" " * (MAX_EVENT_BYTES - domain.encoded_bytes(queued))
+    headers = [*event_headers(queued), (DLQ_REASON, ("\U0001f600" * MAX_REASON_CHARS).encode()),
+               (DLQ_SOURCE_TOPIC, b"herald.campaigns"), (DLQ_SOURCE_PARTITION, b"5"),
+               (DLQ_SOURCE_OFFSET, b"9223372036854775807"), (DLQ_CONSUMER, b"x" * 200),
+               (DLQ_FAILED_AT, b"2026-12-07T09:00:00.000000+00:00")]
+    key = b"k" * 64  # the longest account id
+    assert len(value) == MAX_EVENT_BYTES
+    assert DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers) <= MAX_REQUEST_BYTES
+    assert MAX_EVENT_BYTES == MAX_REQUEST_BYTES - domain.RECORD_HEADROOM_BYTES == 1_000_000
 
 
 def test_a_test_whose_values_make_its_event_too_large_is_refused() -> None:

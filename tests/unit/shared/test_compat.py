@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from herald_shared.contract.compat import incompatibilities
-from herald_shared.contract.envelope import EMAIL_PATTERN, HTTP_URL_PATTERN
+from herald_shared.contract.envelope import EMAIL_PATTERN, HTTP_URL_PATTERN, MAX_REQUEST_BYTES
 
 
 def schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -261,3 +261,14 @@ def test_items_or_values_constrained_where_none_were_are_incompatible() -> None:
     assert incompatibilities({"type": "object"}, {"type": "object", "additionalProperties": {"type": "string"}}) == [
         "{*}: type 'any' is no longer accepted (narrowed)"]
     assert incompatibilities({"type": "array", "items": {"type": "string"}}, {"type": "array"}) == []
+
+
+def test_a_texts_length_bounded_by_what_one_record_holds_is_compatible_and_below_it_is_not() -> None:
+    """No event with a text longer than MAX_REQUEST_BYTES characters was ever published (each character is a byte
+    of the record at least), so such a bound refuses none; a lower one could refuse a published event."""
+    body = {"type": "string", "maxLength": 2_000_000}
+    assert incompatibilities(body, {**body, "maxLength": MAX_REQUEST_BYTES}) == []
+    assert incompatibilities({"type": "string"}, {"type": "string", "maxLength": MAX_REQUEST_BYTES}) == []
+    assert incompatibilities(body, {**body, "maxLength": 1_000_000}) == ["(root): maxLength tightened to 1000000"]
+    assert incompatibilities(body, {**body, "maxLength": MAX_REQUEST_BYTES - 1})
+    assert incompatibilities({"type": "array"}, {"type": "array", "maxItems": MAX_REQUEST_BYTES})  # texts only
