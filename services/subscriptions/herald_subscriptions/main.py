@@ -23,7 +23,14 @@ from .api import LARGER_BODIES, build_api
 from .forms import Limits
 from .handlers import SubscriptionsService, SuppressionHandler
 from .pages import FormGuard, build_pages
-from .store import MEMBER_EVENTS, SubscriptionsProjection, SubscriptionsStore, check_format, learn_deleted_accounts
+from .store import (
+    MEMBER_EVENTS,
+    SubscriptionsProjection,
+    SubscriptionsStore,
+    check_format,
+    learn_deleted_accounts,
+    list_live_lists,
+)
 
 SERVICE = "subscriptions"
 # The projection folds a batch with a fixed number of store round trips (loads by `_id`, bulk inserts), so
@@ -117,6 +124,8 @@ class Subscriptions(ConsumingService):
             await mark_erasures(self.db)
             if learnt := await learn_deleted_accounts(self.settings, self.db):  # before the projection goes on
                 log.info("accounts deleted before this version learnt from herald.billing", extra={"accounts": learnt})
+            if listed := await list_live_lists(self.db):
+                log.info("lists folded before live_lists was kept listed in it", extra={"lists": listed})
         await super().start()
 
     async def stop(self) -> None:

@@ -117,6 +117,27 @@ async def learn_deleted_accounts(settings: HeraldSettings, db: AsyncDatabase[Doc
     return await once_per_database(db, DELETED_ACCOUNTS_MARK, learn)
 
 
+# The mark that `list_live_lists` ran on this database.
+LIVE_LISTS_MARK = "subscriptions.live_lists"
+
+
+async def list_live_lists(db: AsyncDatabase[Document]) -> int | None:
+    """Once per database, before the consumers start: `live_lists` for the lists folded before it was kept
+    (2026-12-07), so the cap of `domain.MAX_LIVE_LISTS` counts them without a rebuild. One read of every list
+    (FerretDB reads each whole), once. Returns the lists listed (None: listed before)."""
+
+    async def listed() -> int:
+        ops: list[WriteOp] = []
+        async for doc in db[LISTS].find({}, {"list_id": 1, "deleted_at": 1}):
+            if "deleted_at" not in doc:
+                ops.append(UpdateOne({"_id": doc["_id"]}, {"$setOnInsert": {"list_id": doc["list_id"]}}, upsert=True))
+        for start in range(0, len(ops), 1000):
+            await db[LIVE_LISTS].bulk_write(ops[start:start + 1000], ordered=False)
+        return len(ops)
+
+    return await once_per_database(db, LIVE_LISTS_MARK, listed)
+
+
 # Events folded in Python over the documents they touch (loaded by _id once per batch). Each membership keeps
 # the ids of the events folded into it (`readmodel.applied`), so its consumer stores none of theirs.
 MEMBER_EVENTS = (SubscriberAdded, ConfirmationRequested, SubscriberConfirmed, SubscriberUnsubscribed,
@@ -376,7 +397,7 @@ class SubscriptionsStore:
 
     async def live_lists(self, account_id: str, *, most: int) -> int:
         """How many of the account's lists are not deleted, counted up to `most` (an `_id` range of `live_lists`).
-        A read model folded before `live_lists` existed counts only the lists created since (the rebuild: all)."""
+        A read model folded before `live_lists` existed has them listed once at start (`list_live_lists`)."""
         found = self.db[LIVE_LISTS].find({"_id": prefix_range(account_id)}, {"_id": 1}).limit(most)
         return len([doc async for doc in found])
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from herald_shared.contract.subscriptions import ListCreated
+from herald_shared.rebuilding import FORMATS
 from herald_subscriptions import domain
+from herald_subscriptions.store import LIVE_LISTS, LIVE_LISTS_MARK, list_live_lists
 from tests.integration.subscriptions.conftest import Platform, Tenant
 
 
@@ -85,3 +87,23 @@ async def test_pages_of_the_lists_walk_every_live_list_exactly_once(platform: Pl
     assert await walk(other) == ["l05", "zz"]
     for bad in ({"limit": 0}, {"limit": 501}, {"cursor": "a/b"}):
         assert (await acme.http.get("/v1/lists", params=bad)).status_code == 422, bad
+
+
+async def test_lists_folded_before_live_lists_was_kept_count_after_the_upgrade(platform: Platform) -> None:
+    """The upgrade: a read model of the version before has no `live_lists`; at the next start the lists not
+    deleted are listed once, so the cap counts them (without it the 1,001st list would pass here)."""
+    acme = await platform.tenant("acme")
+    await created_by_events(platform, "acme", [f"l{i:04d}" for i in range(domain.MAX_LIVE_LISTS - 1)])
+    assert (await acme.http.delete("/v1/lists/l0007")).status_code == 204
+    await acme.create_list("news")
+    db = platform.service.projection.db
+    await db[LIVE_LISTS].delete_many({})  # as the version before left it
+    await db[FORMATS].delete_one({"_id": LIVE_LISTS_MARK})
+    assert (await acme.http.post("/v1/lists", json={"list_id": "early", "name": "Early"})).status_code == 201
+    await db[LIVE_LISTS].delete_one({"_id": "acme/early"})  # and that one too
+
+    assert await list_live_lists(db) == domain.MAX_LIVE_LISTS  # l0000..l0998 less l0007, news, early
+    refused = await acme.http.post("/v1/lists", json={"list_id": "late", "name": "Late"})
+    assert refused.status_code == 409 and refused.json()["type"].endswith("/too_many_lists"), refused.text
+    assert await db[LIVE_LISTS].find_one({"_id": "acme/l0007"}) is None
+    assert await list_live_lists(db) is None  # once: the mark is there
