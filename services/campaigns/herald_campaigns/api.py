@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, Field, StringConstraints
 
 from herald_shared.apikeys import ApiKeyProjection
+from herald_shared.campaign_links import MAX_TRACKED_LINKS
 from herald_shared.contract.campaigns import CampaignContent, ReturnReason, ScreeningMatch
 from herald_shared.contract.envelope import Identifier
 from herald_shared.contract.subscriptions import FieldName, FieldValue
@@ -32,6 +33,7 @@ from .domain import (
     Draft,
     TestRecipientsRefused,
     TestSendsExhausted,
+    TooManyLinks,
     VerificationFailed,
     display_state,
     report,
@@ -114,6 +116,9 @@ class CampaignOut(Out):
                                       "account_not_approved, trial, flagged.")
     screening: list[ScreeningMatch] = Field(default_factory=list, description="What content screening matched.")
     rejection: list[str] | None = Field(default=None, description="Staff's reasons, when rejected.")
+    review_note: str | None = Field(default=None, description="Staff's note with their approval, if they wrote "
+                                                              "one (null until approved, and after a new "
+                                                              "submission).")
     returned: Returned | None = Field(default=None, description="Why it went back to draft instead of being "
                                                                 "queued at its time (null since it was submitted "
                                                                 "again).")
@@ -149,9 +154,9 @@ class PreviewOut(Out):
 class TestIn(Body):
     recipients: list[EmailAddress] = Field(
         min_length=1, max_length=5,
-        description="While staff review the account (not approved yet, or on trial), only its registered address "
-                    "and addresses at a sending domain it verified (or a subdomain of one); anyone once approved "
-                    "on a paid plan.")
+        description="While staff review the account (not approved yet, or on trial), or when screening flags the "
+                    "content, only its registered address and addresses at a sending domain it verified (or a "
+                    "subdomain of one); otherwise anyone once approved on a paid plan.")
     values: Values | None = Field(default=None, description="Merge values; a sample member's when absent.")
 
 
@@ -163,6 +168,26 @@ class TestRefused(Problem):
                                   "staff review it, a test goes only to its registered address and its verified "
                                   "domains); test_recipient_opted_out: the addresses that asked for no more tests "
                                   "of the account.")
+
+
+class LinksRefused(Problem):
+    """A 422: what any problem holds, and for `too_many_links` the count and the limit."""
+
+    links: int | None = Field(default=None, description="too_many_links: the tracked links of html_body.")
+    limit: int | None = Field(default=None, description=f"too_many_links: the most a campaign may hold "
+                                                        f"({MAX_TRACKED_LINKS}).")
+
+
+LINKS_REFUSED: dict[int | str, dict[str, Any]] = {422: {"model": LinksRefused, "description": (
+    PROBLEM_STATUSES[422] + " Or `content_refused` naming a link whose scheme or host a merge tag or template code "
+    f"writes; or `too_many_links`: html_body holds more than {MAX_TRACKED_LINKS} tracked links (`links`, `limit`).")}}
+
+
+async def too_many_links(_: Request, exc: Exception) -> JSONResponse:
+    """The app's handler of TooManyLinks: its problem document with the count and the limit."""
+    assert isinstance(exc, TooManyLinks)
+    return problem(exc.http_status, exc.code, exc.detail, links=exc.links, limit=exc.limit,
+                   errors=[{"location": where, "message": message} for where, message in exc.errors or ()])
 
 
 class TooLarge(Problem):
@@ -318,7 +343,7 @@ def campaign_out(doc: dict[str, Any]) -> dict[str, Any]:
             "list_id": doc["list_id"], "segment": doc.get("segment", {}), "content": doc["content"],
             "send_at": send_at.isoformat() if send_at else None, "time_zone": doc.get("time_zone"),
             "review_reasons": doc.get("review_reasons", []), "screening": doc.get("screening", []),
-            "rejection": doc.get("rejection"),
+            "rejection": doc.get("rejection"), "review_note": doc.get("review_note"),
             "returned": {**returned, "at": returned["at"].isoformat()} if returned else None,
             "created_at": doc["created_at"].isoformat(), "updated_at": doc["updated_at"].isoformat()}
 
@@ -354,7 +379,8 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
     Account = Annotated[str, Depends(api_key_account(apikeys, refusals=refused_keys))]
 
     @router.post("/campaigns", status_code=201, response_model=None,
-                 responses={**answers(201, CampaignOut, "The draft."), **problems(409, 422, 503), **TOO_LARGE})
+                 responses={**answers(201, CampaignOut, "The draft."), **problems(409, 422, 503), **TOO_LARGE,
+                            **LINKS_REFUSED})
     async def create(body: CampaignIn, account_id: Account) -> JSONResponse:
         """A draft for one of the account's lists; 409 when the list, a segment field or its value's kind does not fit
         the account's list; 422 when a template does not compile or names a field the list does not have, or the
@@ -393,7 +419,7 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
 
     @router.put("/campaigns/{campaign_id}", response_model=None,
                 responses={**answers(200, CampaignOut, "The draft as edited."), **problems(404, 409, 422, 503),
-                           **TOO_LARGE})
+                           **TOO_LARGE, **LINKS_REFUSED})
     async def edit(campaign_id: Identifier, body: DraftIn, account_id: Account) -> dict[str, Any]:
         """Replace the draft's name, target and content."""
         return campaign_out(await service.edit(account_id, campaign_id, body.draft()))
@@ -422,16 +448,18 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
                  responses={**answers(202, TestOut, "Delivery sends it, marked as a test."),
                             **problems(404, 409, 429, 503), **TOO_LARGE,
                             422: {"model": TestRefused, "description": PROBLEM_STATUSES[422] + " Or "
-                                  "`test_recipient_not_allowed`: the account is under review and an address is "
-                                  "not its own (`refused`); or `test_recipient_opted_out`: an address used the "
-                                  "unsubscribe link of an earlier test of the account (`refused`)."}})
+                                  "`test_recipient_not_allowed`: the account is under review, or screening flags "
+                                  "the content (named in `detail`), and an address is not its own (`refused`); "
+                                  "or `test_recipient_opted_out`: an address used the unsubscribe link of an "
+                                  "earlier test of the account (`refused`)."}})
     async def test_send(campaign_id: Identifier, body: TestIn, account_id: Account) -> JSONResponse:
         """Send the campaign as it is now to up to 5 addresses, subject marked [Test]; never counted in reports,
         rates or quotas, but the trial's 100 emails (billing). Tests are not reviewed, so an account sends at most
         HERALD_CAMPAIGNS_TEST_SENDS_PER_DAY (50) test messages in 24 hours; more is refused 429. While staff
         review the account (not approved yet, or on trial), a test goes only to the account's own addresses: its
         registered address and addresses at a sending domain it verified, or a subdomain of one (not the
-        platform's shared sending domains); any other address refuses the whole test, 422
+        platform's shared sending domains); so does content screening flags, whatever the account (a submission
+        of it would go to staff first). Any other address refuses the whole test, 422
         `test_recipient_not_allowed`, naming them in `refused`. An address that used the unsubscribe link of an
         earlier test of the account gets no more: a test to it is refused whole, 422 `test_recipient_opted_out`,
         naming it in `refused` (nothing is sent; send again without it). The 429 says in Retry-After when enough
@@ -450,7 +478,7 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
 
     @router.post("/campaigns/{campaign_id}/submission", response_model=None,
                  responses={**answers(200, CampaignOut, "Submitted: in_review (staff first) or scheduled."),
-                            **problems(404, 409, 422, 503), **TOO_LARGE})
+                            **problems(404, 409, 422, 503), **TOO_LARGE, **LINKS_REFUSED})
     async def submit(campaign_id: Identifier, body: SubmitIn, account_id: Account) -> dict[str, Any]:
         """Screen the draft and send it at `send_at`. It goes to staff review first when the account is not
         approved yet, is on trial, or screening matched prohibited content (the matches are in `screening`);

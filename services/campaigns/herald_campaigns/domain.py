@@ -12,7 +12,7 @@ import math
 import re
 import secrets
 import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -24,7 +24,7 @@ from inscriptis.model.config import ParserConfig
 from inscriptis.model.tag import CustomHtmlTagHandlerMapping
 
 from herald_shared import templating
-from herald_shared.campaign_links import broken_links, text_link, tracked_links
+from herald_shared.campaign_links import MAX_TRACKED_LINKS, broken_links, text_link, tracked_links
 from herald_shared.contract import Event, serialize_event
 from herald_shared.contract.billing import (
     AccountApproved,
@@ -85,7 +85,7 @@ from herald_shared.contract.subscriptions import FieldValue, SubscriberUnsubscri
 from herald_shared.fields import fits
 from herald_shared.rules import RuleRefused
 
-from .screening import Screening, screen, screen_readings
+from .screening import Match, Screening, screen, screen_readings, templated_link_targets
 
 PRODUCER = "campaigns"
 # Fixed: the CampaignQueued of a campaign has the same event id in every process, before and after a crash.
@@ -145,6 +145,18 @@ class InvalidSegment(CampaignError):
 
 class InvalidLink(CampaignError):
     code = "invalid_link"
+
+
+class TooManyLinks(CampaignError):
+    """More tracked links than delivery rewrites for every message at a cost the other accounts can bear
+    (`herald_shared.campaign_links.MAX_TRACKED_LINKS`)."""
+
+    code = "too_many_links"
+
+    def __init__(self, detail: str, links: int, limit: int) -> None:
+        super().__init__(detail, errors=[("body.html_body", detail)])
+        self.links = links
+        self.limit = limit
 
 
 class TestSendsExhausted(CampaignError):
@@ -651,6 +663,28 @@ def check_templates(content: CampaignContent, lst: ListInfo) -> None:
                               errors=problems)
 
 
+def check_links(content: CampaignContent) -> None:
+    """At save and submission: no link whose scheme or host template code writes (ContentRefused: a member's
+    value would choose where it goes, unscreened), and at most MAX_TRACKED_LINKS tracked links (TooManyLinks)."""
+    templated = templated_link_targets(content.html_body, content.text_body)
+    if any(where == "html_body" for where, _ in templated):
+        # A text part derived from that HTML repeats its links: the HTML is what the author writes.
+        templated = [(where, link) for where, link in templated if where == "html_body"]
+    if templated:
+        raise ContentRefused(
+            "a merge tag or template code writes the scheme or host of a link, so each member's value would choose "
+            "where it goes and what it says, and no screening reads those values: " +
+            ", ".join(link for _, link in templated) + ". Write the site yourself and put a merge tag in the path "
+            "or query only (https://shop.example/{{ city }})",
+            errors=[(f"body.{where}", f"the link {link} takes its scheme or host from template code")
+                    for where, link in templated])
+    links = len(tracked_links(content.html_body))
+    if links > MAX_TRACKED_LINKS:
+        raise TooManyLinks(f"html_body holds {links:,} tracked links, more than the {MAX_TRACKED_LINKS} a campaign may "
+                           "hold: delivery rewrites each one for every message it sends. Link to a page that lists "
+                           "the rest", links, MAX_TRACKED_LINKS)
+
+
 def _checked(draft: Draft, lst: ListInfo | None, senders: Senders) -> CampaignContent:
     lst = _live_list(draft.list_id, lst)
     unknown = sorted(set(draft.segment) - set(lst.custom_fields))
@@ -674,6 +708,7 @@ def _checked(draft: Draft, lst: ListInfo | None, senders: Senders) -> CampaignCo
         raise InvalidTemplate(str(exc), errors=[
             ("body.html_body", f"the text part Herald derives from it: {message} (give text_body yourself)")
             if where == "body.text_body" else (where, message) for where, message in exc.errors]) from None
+    check_links(content)
     return content
 
 
@@ -859,6 +894,7 @@ def submittable(current: CampaignState | None, campaign_id: str, lst: ListInfo |
                "the draft's html_body and text_body (edit it)")
     check_sender(state.content, senders)
     check_templates(state.content, _live_list(state.list_id, lst))
+    check_links(state.content)  # a draft saved before these rules
     broken = broken_links(state.content.html_body)
     if broken:
         raise InvalidLink("; ".join(f"{url}: {why}" for url, why in broken),
@@ -1019,15 +1055,27 @@ def test_recipient_domains(recipients: Iterable[str]) -> list[str]:
     return sorted({candidate for address in recipients for candidate in sender_candidates(address)})
 
 
-def refused_test_recipients(account: AccountInfo | None, recipients: Iterable[str], senders: Senders) -> list[str]:
+def test_review_reasons(account: AccountInfo | None, flags: Sequence[Match] = ()) -> list[ReviewReason]:
+    """Why a test may go only to the account's own addresses: the account is under review
+    (`account_review_reasons`), or screening flagged the content tested (a submission would go to staff first, so
+    a test must not take it to strangers unreviewed)."""
+    reasons = account_review_reasons(account)
+    if flags:
+        reasons.append("flagged")
+    return reasons
+
+
+def refused_test_recipients(account: AccountInfo | None, recipients: Iterable[str], senders: Senders,
+                            flags: Sequence[Match] = ()) -> list[str]:
     """Of a test's addresses, those the account may not test to. An account under review (not approved, or on
     trial: `account_review_reasons`, what sends its every campaign to staff) may test only to its registered
     address (AccountOpened's: an account campaigns folded before it kept that address has none until a rebuild)
     and to addresses at a sending domain it verified itself, or at a subdomain of one (verifying proves control
     of the domain's DNS, its subdomains' included, as for a From; never by the name's end alone). The operator's
     shared domains (`senders.shared`) do not count: every account may send From them, none owns their mailboxes.
-    Any other account (approved, on a paid plan) may test to anyone. Compared in lower case."""
-    if not account_review_reasons(account):
+    The same holds for content screening flagged (`flags`), whatever the account. Any other test of an approved
+    account on a paid plan may go to anyone. Compared in lower case."""
+    if not test_review_reasons(account, flags):
         return []
     registered = account.registered_email if account is not None else None
     own = _address_key(registered) if registered else None
@@ -1035,13 +1083,16 @@ def refused_test_recipients(account: AccountInfo | None, recipients: Iterable[st
             if _address_key(address) != own and covering_domain(from_domain(address), senders.verified) is None]
 
 
-def check_test_recipients(account: AccountInfo | None, recipients: Iterable[str], senders: Senders) -> None:
+def check_test_recipients(account: AccountInfo | None, recipients: Iterable[str], senders: Senders,
+                          flags: Sequence[Match] = ()) -> None:
     """Refuse the whole test (TestRecipientNotAllowed, 422) when any address is one the account may not test to
-    (`refused_test_recipients`), saying which are refused, which would be allowed, and why."""
-    refused = list(dict.fromkeys(refused_test_recipients(account, recipients, senders)))
+    (`refused_test_recipients`), saying which are refused, which would be allowed, and why (naming what screening
+    flagged, when it did)."""
+    refused = list(dict.fromkeys(refused_test_recipients(account, recipients, senders, flags)))
     if not refused:
         return
-    why = " and ".join(_UNDER_REVIEW[reason] for reason in account_review_reasons(account))
+    why = " and ".join(_UNDER_REVIEW[reason] if reason != "flagged" else _flagged(flags)
+                       for reason in test_review_reasons(account, flags))
     registered = account.registered_email if account is not None else None
     own = (f"the account's registered address {registered}" if registered else
            "the account's registered address (campaigns holds none for this account yet)")
@@ -1052,10 +1103,17 @@ def check_test_recipients(account: AccountInfo | None, recipients: Iterable[str]
               f"staff review allows it (PRODUCT.md, \"Review\") a test goes only to addresses that are the "
               f"account's own: {own}, and addresses at a sending domain the account verified, or a subdomain of "
               f"one{verify} (POST /v1/sending-domains; the platform's shared sending domains are no account's "
-              "own). Once the account is approved and on a paid plan, a test may go to any address")
+              "own). Once the account is approved and on a paid plan, a test of content screening does not flag "
+              "may go to any address")
     raise TestRecipientNotAllowed(detail, refused, errors=[
         ("body.recipients", f"{address}: not the account's registered address nor at a domain it verified")
         for address in refused])
+
+
+def _flagged(flags: Sequence[Match]) -> str:
+    named = "; ".join(f"{m.category}: {m.matched!r} in {m.where}" for m in list(dict.fromkeys(flags))[:5])
+    more = f" and {len(flags) - 5} more" if len(flags) > 5 else ""
+    return f"screening flagged its content for staff review ({named}{more})"
 
 
 # Whoever received a test may stop the account's next ones: its unsubscribe link names the address by hash
@@ -1132,9 +1190,10 @@ def evolve(doc: dict[str, Any] | None, event: Event, at: datetime) -> dict[str, 
                     "send_at": submitted.send_at, "time_zone": submitted.time_zone,
                     "review_reasons": list(submitted.review_reasons),
                     "screening": [m.model_dump() for m in submitted.screening], "submitted_at": at,
-                    "updated_at": at, "rejection": None, "returned": None}
+                    "updated_at": at, "rejection": None, "review_note": None, "returned": None}
         case CampaignApproved(payload=approved) if status == "in_review":
-            return {**doc, "status": "scheduled", "reviewed_by": approved.reviewer, "updated_at": at}
+            return {**doc, "status": "scheduled", "reviewed_by": approved.reviewer, "review_note": approved.note,
+                    "updated_at": at}
         case CampaignRejected(payload=rejected) if status == "in_review":
             return {**doc, "status": "rejected", "reviewed_by": rejected.reviewer, "rejection": list(rejected.reasons),
                     "updated_at": at}

@@ -188,10 +188,14 @@ class CampaignsService:
         test_id = "t" + uuid.uuid4().hex[:12]
         now = datetime.now(UTC)
         state = domain.testable(current, campaign_id, lst, senders=senders)
-        await self._check_test_recipients(account_id, recipients)
+        account = await self.store.account(account_id)
+        await self._check_test_recipients(account_id, account, recipients)
         domain.check_test_opt_outs(recipients, await self.store.test_opt_outs(
             account_id, {domain.recipient_sha256(address) for address in recipients}))
         verdict = await screened(self.screening, state, campaign_id, lst, values)
+        if verdict.flagged and not domain.account_review_reasons(account):
+            # What a submission would send to staff first goes, as a test, only to the account's own people.
+            await self._check_test_recipients(account_id, account, recipients, verdict.matches)
         events = domain.test_send(state, campaign_id, lst, list(recipients), values, requested_by, test_id,
                                   verdict, senders=senders)
         messages = sum(len(e.payload.recipients) for e in events if isinstance(e, CampaignTestRequested))
@@ -209,14 +213,14 @@ class CampaignsService:
                 raise
         return test_id
 
-    async def _check_test_recipients(self, account_id: str, recipients: Sequence[str]) -> None:
-        """Refuse a test of an account under review to an address not its own (`domain.check_test_recipients`);
-        its sending domains are read, by key, only for such an account."""
-        account = await self.store.account(account_id)
-        if not domain.account_review_reasons(account):
+    async def _check_test_recipients(self, account_id: str, account: domain.AccountInfo | None,
+                                     recipients: Sequence[str], flags: Sequence[screening.Match] = ()) -> None:
+        """Refuse a test of an account under review, or of content screening flagged, to an address not the
+        account's own (`domain.check_test_recipients`); its sending domains are read, by key, only then."""
+        if not domain.test_review_reasons(account, flags):
             return
         docs = await self.store.sending_domains_named(account_id, domain.test_recipient_domains(recipients))
-        domain.check_test_recipients(account, recipients, domain.senders_of(docs, self.shared_sending_domains))
+        domain.check_test_recipients(account, recipients, domain.senders_of(docs, self.shared_sending_domains), flags)
 
     async def preview(self, account_id: str, campaign_id: str,
                       values: dict[str, FieldValue] | None) -> dict[str, str | None]:

@@ -26,7 +26,7 @@ from herald_shared.settings import HeraldSettings
 from herald_shared.staff import StaffTokens
 
 from . import domain
-from .api import LARGER_BODIES, build_api, build_staff_api, too_large
+from .api import LARGER_BODIES, build_api, build_staff_api, too_large, too_many_links
 from .handlers import CampaignsService, Scheduler, screening_pool
 from .resolver import DnsResolver, parse_nameservers
 from .store import DELIVERY_EVENTS, CampaignsProjection, CampaignsStore, ReportsProjection
@@ -116,6 +116,7 @@ class Campaigns(ConsumingService):
                            larger_bodies=LARGER_BODIES)
         self.app.include_router(build_api(self.service, self.apikeys, self.refused_keys))
         self.app.add_exception_handler(domain.CampaignTooLarge, too_large)
+        self.app.add_exception_handler(domain.TooManyLinks, too_many_links)
         staff_tokens = StaffTokens.from_setting(settings.staff_tokens, settings.address_attempts())
         self.app.include_router(build_staff_api(self.service, staff_tokens))
         add_health_routes(self.app, {**self.ready_checks(), "scheduler": self._scheduler_ready})

@@ -55,8 +55,15 @@ How matching works
   `bit.ly.evil.example` and `notbit.ly` are not). Udemy links count as affiliate links only with a coupon or
   affiliate code, Amazon links only with an Associates `tag=`; a link to an executable file (.exe, .scr...) is
   flagged as malware.
-* Not screened by phrases: children's data without consent, defamation, products illegal only in some
-  countries and copyrighted images (staff judge these in review); "hate" lists unambiguous slurs and threats.
+* Children's data and defamation or harassment are screened only by how such requests and accusations are
+  usually phrased ("send us your children's names and birthdays", "exposed as a fraud", "you will regret
+  this"): whether consent was given, or an accusation is true, is for staff in review. Not screened: products
+  illegal only in some countries and copyrighted images; "hate" lists unambiguous slurs, threats and
+  dehumanising sentences about a group.
+* Text whose letters are drawn in another order than they are stored (the bidi overrides U+202D/U+202E,
+  `<bdo>`, CSS `unicode-bidi: bidi-override|isolate-override`) is refused (`_R_REVERSED`): screening reads text
+  in stored order, and no newsletter, in a right-to-left language either, needs letters reversed. Embeddings,
+  isolates, marks and `dir=rtl` draw a Latin word as stored and are read as nothing.
 
 What is refused (the footer Herald appends just before `</body>`, or at the end)
 -------------------------------------------------------------------------------
@@ -145,6 +152,7 @@ import unicodedata
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from html import unescape as html_unescape
 from html.parser import HTMLParser
 from itertools import accumulate
@@ -175,6 +183,8 @@ CATEGORIES: tuple[str, ...] = (
     "mlm",                    # pyramid schemes and multi-level marketing
     "copyright",              # pirated films, music and books
     "link_shortener",         # a link through a URL shortener hides its target
+    "children_data",          # collecting children's personal data (names, birthdays, photos) without consent
+    "defamation_harassment",  # public accusations against a person, threats and abuse aimed at one
 )
 
 # --- folding -------------------------------------------------------------------------------------------------
@@ -403,7 +413,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "porn*", "xxx {video*|movie*|site*|cam*}", "sex {video*|cam*|chat*|dating|tape*|toy*}", "live sex",
         "adult {dating|video*|movie*|content|site*|webcam*}", "nude cam*", "webcam girl*", "cam girl*",
         "camgirl*", "escort {service*|agenc*|girl*|lad*}", "call girl*", "erotic massage*",
-        "happy ending massage*", "hot singles", "horny", "nsfw", "hentai", "onlyfans leak*",
+        "happy ending massage*", "hot singles", "hot local {girls|singles|women|babes|moms}",
+        "{girls|babes|ladies} {visit|come to} your {hotel*|room|place}", "horny", "nsfw", "hentai", "onlyfans leak*",
         "eskorta {pakalpojum*|meiten*|aģentūr*|dienest*}", "intīm* {pakalpojum*|iepazīšan*}",
         "seksa {video*|čat*|kamer*|rotaļliet*|pakalpojum*|iepazīšan*}", "erotisk* {masāž*|pakalpojum*}",
         "pieaugušo {video*|filmas|filmu|filmām|saturs|saturu|vietn*|iepazīšan*}", "kailbild*",
@@ -413,7 +424,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "lsd tab*", "buy lsd", "ecstasy {pill*|tablet*}", "magic mushroom*", "psilocybin",
         "{buy|order} {weed|cannabis|marijuana|drugs}", "{weed|cannabis|marijuana} delivery",
         "{weed|cannabis|marijuana|drugs} for sale",
-        "thc {vape*|cart*}", "{party|recreational} drug*", "drugs delivered", "narcotics",
+        "thc {vape*|cart*}", "{party|recreational} drug*", "{drugs|weed|cannabis|marijuana|coke} delivered",
+        "colombian {blow|coke|snow}", "narcotics",
         "synthetic cannabinoid*", "research chemicals", "legal high*", "{darknet|dark web} market*",
         "narkotik*", "{narkotisk*|psihotrop*} viel*", "kokaīn*", "heroīn{s|u|a|am|ā}", "amfetamīn*",
         "metamfetamīn*", "fentanil*", "mefedron*", "ketamīn{s|u|a}", "ekstazī",
@@ -424,7 +436,9 @@ _PHRASES: dict[str, tuple[str, ...]] = {
     "pirated_software": (
         "warez", "keygen*", "{serial|license|licence|product|cd} key generator*", "crack download*",
         "download crack*", "cracked {software|version*|apps}",
-        "full version crack*", "serial crack*", "crack and serial", "nulled", "pirated {software|windows|games}",
+        "full version crack*", "full version {free|for free}", "free full version*",
+        "{patch|crack|keygen|activator|serial} included", "serial crack*", "crack and serial", "nulled",
+        "pirated {software|windows|games}",
         "{kms|windows|office} activator", "activation bypass",
         "uzlauzt* {programm*|versij*|spēl*}", "pirātisk* {programm*|programmatūr*|datorprogramm*|spēl*}",
         "nelicencēt* programm*", "{licences|licenču} atslēg* ģenerator*", "atslēgu ģenerator*",
@@ -434,7 +448,10 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "{how to make|make|build|making} a bomb", "bomb making", "pipe bomb*", "homemade {explosive*|bomb*}",
         "{make|making|build|building} explosives", "molotov cocktail*", "3d printed {gun*|firearm*|weapon*}",
         "{ghost|untraceable} {gun*|firearm*}", "auto sear*", "full auto conversion", "buy grenade*", "tatp",
-        "c4 explosive*", "napalm recipe*", "buy guns online",
+        "c4 explosive*", "napalm recipe*", "buy guns online", "{build|building|make|making} an ied",
+        "{ied|ieds} {guide*|instructions|recipe*}",
+        "{convert|converting} {your |an |a |}{ar-15|ar15|ak-47|ak47|rifle|glock|pistol|gun|semi-auto} to full auto",
+        "full auto {kit*|conversion kit*|switch*}", "glock switch*",
         "{guns|firearms|weapons} without {a licen*|licen*|background check*}",
         "{assault rifle*|silencer*|suppressor*} for sale",
         "kā {izgatavot|pagatavot|uztaisīt} {bumbu|spridzekli|sprāgstvielas|sprāgstvielu|ieroci|granātu}",
@@ -444,13 +461,16 @@ _PHRASES: dict[str, tuple[str, ...]] = {
     ),
     "minors": (
         "child porn*", "kiddie porn*", "underage {porn*|nude*|sex*}", "preteen {nude*|model*|sex*}",
-        "teen nude*", "jailbait", "lolicon", "shotacon", "pedophil*", "paedophil*",
+        "teen nude*", "{teen|underage} {girl*|boy*} {pic*|pix|photo*|video*|cam*}", "jailbait", "lolicon",
+        "shotacon", "pedophil*", "paedophil*",
         "bērnu porn*", "nepilngadīg* {porn*|kail*|erotik*}", "seks* ar nepilngadīg*", "pedofil*",
     ),
     "mailing_lists": (
         "{buy|purchase} {email|e-mail} {list*|database*|address*|leads}", "buy an email list",
         "{email|mailing} {list*|database*|address*|leads} for sale", "{bulk|targeted|b2b|verified} email list*",
         "fresh email lead*", "email {extractor*|harvester*|scraper*}", "email list rental",
+        "{b2b|business|consumer} {contact|email|lead|leads} {database*|list*|data}",
+        "{sell|selling|buy} {b2b |business |}contact {database*|list*|data}", "verified decision makers",
         "{pērc*|pirkt|nopērc*|nopirkt|iegādāj*|pārdod*|pārdodam} e-past* {adres*|adrešu|sarakst*|datubāz*|kontakt*}",
         "e-past* {adres*|adrešu|sarakst*|datubāz*|kontakt*} pārdošanā",
         "{pērc*|pirkt|nopērc*|iegādāj*|pārdod*|pārdodam} adresātu sarakst*",
@@ -461,7 +481,9 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "valium*", "diazepam*", "alprazolam*", "tramadol*", "oxycodone", "oxycontin", "hydrocodone", "vicodin",
         "percocet", "adderall*", "ambien", "zolpidem*", "phentermine", "modafinil*", "clonazepam*",
         "lorazepam*", "{online|internet|canadian|mexican} pharmac*", "online drugstore*", "pharmacy online",
-        "no prescription {needed|required}",
+        "no prescription {needed|required}", "ozempic*", "wegovy*", "mounjaro*", "semaglutide*", "tirzepatide*",
+        "without a doctor's {visit|prescription|appointment|consultation}", "without seeing a doctor",
+        "no doctor's {visit|prescription|appointment} {needed|required}", "generic {meds|viagra|cialis}",
         "{meds|medication*|medicine*|pills|drugs|tablets|antibiotic*|painkiller*} without {a |}prescription",
         "{buy|cheap|discount|order} {meds|pills} online", "cheap {meds|pills}", "rx meds",
         "{prescription|erectile dysfunction|ed} {pills|drugs|meds} online", "ed pills",
@@ -474,6 +496,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "{weight loss|diet|slimming|keto|keto diet|fat burning|miracle} pill*", "slimming tea*", "fat burner*",
         "appetite suppressant*", "detox tea*", "testosterone booster*", "male enhancement",
         "hgh supplement*", "colon cleanse*", "lose weight fast",
+        "{keto|slimming|weight loss|diet|fat burning} gumm*", "{melt*|burn*} {belly|stubborn|body} fat",
+        "lose weight while you sleep",
         "uztura bagātinātāj*", "{augu|vitamīnu} piedev*",
         "{tievēšanas|diētas|svara zaudēšanas|tauku dedzināšanas} {tablet*|līdzekļ*|tēj*|kapsul*|preparāt*}",
         "tauku dedzinātāj*", "{detoksikācijas|detoks} tēj*",
@@ -481,7 +505,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
     ),
     "horoscopes": (  # "numerolog*" and "astrolog*" are also the Latvian numeroloģija, astroloģija (folded)
         "horoscope*", "numerolog*", "astrolog*", "tarot", "psychic {reading*|hotline*}", "love spell*",
-        "zodiac sign*", "birth chart*", "fortune {telling|teller*}", "life path number*",
+        "zodiac sign*", "birth chart*", "fortune {telling|teller*}", "life path number*", "angel number*",
+        "what the universe is telling you",
         "horoskop*", "zodiaka zīm*", "taro {kārt*|lasījum*}", "zīlēšan*",
         "zīlniek*", "zīlniec*", "mīlestības burvestīb*", "natāl* kart*", "{likteņa|dzīves ceļa} skaitl*",
     ),
@@ -503,7 +528,7 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "mortgage {refinanc*|offer*|approval}", "lower your mortgage", "reverse mortgage*",
         "home equity loan*", "cash advance*", "loan offer*", "apply for a loan", "get a loan",
         "{credit|credit card} offer*", "increase your credit limit", "instant credit",
-        "consumer credit", "quick cash",
+        "consumer credit", "quick cash", "need cash fast", "even with bad credit",
         "ātr* {kredīt*|aizdevum*}", "{kredīt*|aizdevum*} bez {ķīlas|galvotāj*|izziņ*}",
         "{patēriņa|sms|hipotekār*|mājokļa} kredīt*", "kredīt* ar sliktu kredītvēstur*",
         "slikt* kredītvēstur*", "{kredīt*|parād*} {konsolidācij*|apvienošan*|refinansēšan*}",
@@ -514,16 +539,21 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "clickbank", "jvzoo", "warriorplus", "warrior plus", "digistore24", "hoplink*",
         "affiliate {link*|commission*|marketing|program*|offer*|network*}", "as an affiliate",
         "i {may|might} earn a commission", "{earn|earning} commission*", "commission on every sale",
+        "{my|our} {referral|partner} link*", "{and|then} i get paid",
         "cpa {offer*|network*}", "udemy coupon*", "free udemy course*",
         "{filiāļu|partneru|affiliate|afiliēt*} mārketing*", "{partneru|affiliate} {saite*|saiti|saitēm}",
         "komisij* no katr* pārdošan*",
     ),
     "day_trading": (
         # Not "stock alerts" or "stock picking" (inventory), nor "guaranteed returns" (of goods).
-        "day {trading|trader*}", "daytrad*", "forex*", "binary option*", "penny stock*", "stock {tips|picks}",
+        "day {trading|trader*}", "daytrad*", "binary option*",
+        # Not "forex" alone: a bank's "forex exchange rates" and bureaux de change are no offer.
+        "forex {trading|trader*|trade*|signal*|robot*|bot*|tip*|course*|mentor*|broker*|profit*|strateg*}",
+        "{trade|trading|learn} forex", "forex and {crypto|cfd*|binary option*}", "penny stock*", "stock {tips|picks}",
         "{trading|crypto} signal*", "trading {bot*|robot*}", "copy trading", "cfd trading", "guaranteed profit*",
         "guaranteed {investment|monthly|weekly|daily} return*", "pump and dump", "next big stock",
         "insider trading tip*", "stock market {tip*|advice}",
+        "buy now before it {explodes|moons|skyrockets|takes off}",
         "dienas tirdzniecīb*", "binār* opcij*", "{tirdzniecības|kriptovalūt*} signāl*",
         "tirdzniecības {robot*|bot*}", "garantēt* {peļņ*|ienesīg*|atdev*}", "kopēšanas tirdzniecīb*",
         "penny akcij*", "akciju tirg* {padom*|ieteikum*|prognoz*}", "biržas {padom*|ieteikum*}",
@@ -532,6 +562,7 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "faggot*", "kike", "kikes", "white power", "sieg heil", "heil hitler", "gas the jews",
         "death to {the |}{jews|muslims|gays|blacks|immigrants|refugees}", "subhuman*", "untermensch*",
         "kill yourself", "we know where you live", "you deserve to die", "race traitor*", "white genocide",
+        "great replacement",
         "nēģer*", "pidar*", "pider*", "pederast*", "žīd{s|i|u|iem|us|a}", "zemcilvēk*",
         "nāvi {žīdiem|krieviem|latviešiem|geijiem|musulmaņiem|imigrantiem|bēgļiem}", "nogalini sevi",
         "nogalinies", "ej pakārties", "mēs zinām, kur tu dzīvo",
@@ -540,7 +571,9 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         # Security notices talk about stolen cards, hacked accounts and counterfeit money too: offers only.
         "fake {passport*|id|ids|id card*|driver's licen*|diploma*}", "buy a diploma", "buy diploma*",
         "{buy|order|undetectable} {counterfeit|fake} {money|bill*|banknote*|note*}",
-        "counterfeit {money|bill*|banknote*} for sale", "{replica|designer replica} {watch*|handbag*|bag*}",
+        "counterfeit {money|bill*|banknote*} for sale",
+        "{real|undetectable|high quality|quality|buy|order} counterfeit {euro*|dollar*|pound*|cash|currency}",
+        "counterfeit {euro*|dollar*|pound*|currency} for sale", "{replica|designer replica} {watch*|handbag*|bag*}",
         "designer replica*", "{cvv|cc} dump*", "fullz", "{buy|fresh} stolen {credit card*|card*}",
         "stolen {credit card*|card*} for sale", "{buy|selling} {hacked|cloned} {account*|card*}",
         "{hacked|cloned} {accounts|cards} for sale", "{buy|selling} card skimmer*", "hire a hacker",
@@ -574,7 +607,7 @@ _PHRASES: dict[str, tuple[str, ...]] = {
     ),
     "mlm": (
         "mlm", "multi-level marketing", "pyramid scheme*", "ponzi", "downline*", "binary compensation plan*",
-        "cash gifting", "gifting circle*",
+        "cash gifting", "gifting circle*", "earn from everyone {they|you} {bring*|recruit*|sign*}",
         "piramīd* {shēm*|spēl*}", "finanšu piramīd*", "{daudzpakāpju|daudzlīmeņu} mārketing*",
         "tīkla mārketing*", "piesaisti {draugus|cilvēkus} un {pelni|nopelni}",
     ),
@@ -587,6 +620,22 @@ _PHRASES: dict[str, tuple[str, ...]] = {
         "lejupielād* {film*|mūzik*|albom*} bez maksas", "bezmaksas {film*|mūzik*|albom*} lejupielād*",
         "pirātisk* {film*|mūzik*|grāmat*|satur*}",
         "torrent* lejupielād*", "lejupielād* torrent*", "torentu", "torrentu", "nopludināt* {film*|albom*}",
+    ),
+    "children_data": (  # asking parents for their children's data: consent is for staff to judge
+        "{name|names} and {birthday*|date of birth|age*} of your {child*|kid*|son|daughter}",
+        "school photos of your {child*|kid*}", "{photo*|picture*} of your {child*|kid*} in {swimwear|the bath}",
+        "{atsūti*|nosūti*|iesūti*|augšupielādē*} {mums |}{sava |savu |savus |}bērn{a|u} {vārd*|dzimšanas dat*|"
+        "dzimšanas dien*|personas kod*|foto*|bild*}",
+    ),
+    "defamation_harassment": (  # accusations against a person and threats aimed at one, as they are phrased
+        "exposed as a {fraud*|scammer|liar|thief|cheat|pedophile|paedophile|rapist|criminal|predator|con artist}",
+        "the truth about {my|our} ex", "{my|our} ex is a {liar|cheat|thief|psycho|criminal|whore|slut}",
+        "{he|she|they} {is|are} a {known |convicted |}{pedophile|paedophile|rapist|child molester}",
+        "you will pay for this", "{we|i} will {find|hunt} you down", "{we|i}'ll {find|hunt} you down",
+        "{the whole town|your employer|your boss|your family} will know what you",
+        "{stupid|dirty|fat|ugly} {bitch|whore|slut}", "name and shame {him|her|them}",
+        "tu to vēl nožēlosi", "{mēs tevi atradīsim|es tevi atradīšu} un",
+        "atmaskot* kā {krāpniek*|meli*|zagl*|pedofil*}",
     ),
 }
 
@@ -606,6 +655,12 @@ _ESCORT_HINT = r"(?:discreet\w*|discrete\w*|in-?calls?|out-?calls?)(?!\w)"
 _ESCORTS_HINT = r"(?:24/7|24h|vip|independent|call\s+(?:now|me))(?!\w)"
 _ESKORT = r"(?<!policijas )eskort\w*"
 _ESKORT_HINT = r"(?:diskret\w*|24/7|vip|neatkarig\w*)(?!\w)"
+# Groups a dehumanising sentence names (the hate patterns): people, not ideas.
+_GROUPS = (r"(?:immigrants|migrants|refugees|foreigners|jews|muslims|christians|gays|lesbians|blacks|roma|gypsies|"
+           r"arabs|africans|asians|mexicans|russians|latvians|ukrainians|women|trans\s+people)")
+_GROUP_KEYS = ("imm", "mig", "ref", "for", "jew", "mus", "chr", "gay", "les", "bla", "rom", "gyp", "ara", "afr", "asi",
+               "mex", "rus", "lat", "ukr", "wom", "tra")
+_CHILDREN = r"(?:child|children|kid|kids|son|daughter)(?:'s|s'|')?"
 _PATTERNS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     "work_from_home": (
         ("work from home + earnings in the same sentence",
@@ -618,6 +673,9 @@ _PATTERNS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
          r"(?:darb\w*|strad\w*)\s+(?:no\s+majam|majas)" + _IN_SENTENCE +
          r"(?:pelni\w*|nopelni\w*|pelnit\w*|nopelnit\w*|pelna\w*|ienakum\w*)",
          ("dar", "str")),
+        ("earn money from your kitchen table, couch or phone",
+         r"(?:earn|make|making|earning)\s+(?:up\s+to\s+)?" + _MONEY + _IN_SENTENCE +
+         r"from\s+(?:your\s+)?(?:kitchen\s+table|couch|sofa|bed|phone|laptop)\b", ("ear", "mak")),
         ("nopelni N € dienā/nedēļā",
          r"(?:nopelni\w*|pelni\w*)\s+(?:lidz\s+)?" + _MONEY + r"\s*(?:/\s*)?(?:dien\w*|nedel\w*)",
          ("nop", "pel")),
@@ -626,6 +684,15 @@ _PATTERNS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
         ("a loan or credit up to a sum of money",
          r"(?:borrow|loans?|credit|kredit(?:s|u|i|us)|aizdevum(?:s|u|i|us)|aiznemies)\s+(?:of\s+)?"
          r"(?:up\s+to|lidz)\s+" + _MONEY, ("bor", "loa", "cre", "kre", "aiz")),
+        ("borrow a sum of money today or now",
+         r"borrow\s+" + _MONEY + r"\s+(?:today|now|tonight|instantly|in\s+minutes)\b", ("bor",)),
+        ("approved in N minutes or seconds",
+         r"approved\s+(?:with)?in\s+(?:\d+|one|five|ten)\s+(?:minutes?|mins?|seconds?)\b", ("app",)),
+    ),
+    "day_trading": (
+        ("a stock or coin will multiply or explode",
+         r"(?:stock|shares?|coin|token|crypto)\s+(?:will|could|is\s+going\s+to|is\s+set\s+to|set\s+to)\s+"
+         r"(?:\d+x|moon|skyrocket|explode)\b", ("sto", "sha", "coi", "tok", "cry")),
     ),
     "mailing_lists": (
         ("millions of email addresses",
@@ -640,6 +707,18 @@ _PATTERNS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     ),
     "hate": (
         ("n-word", r"n[i1]gg(?:er|a|az|ers|as)(?!\w)", ("nig", "n1g")),
+        ("a group called vermin, animals or a disease",
+         _GROUPS + r"\s+are\s+(?:nothing\s+but\s+)?(?:vermin|rats|cockroaches|parasites|animals|a\s+plague|a\s+disease|"
+         r"an\s+infestation|filth|scum|subhuman)\b", _GROUP_KEYS),
+        ("a group to be driven out or wiped out",
+         _GROUPS + _IN_SENTENCE + r"(?:must|should|will)\s+be\s+(?:driven\s+out|exterminated|wiped\s+out|gassed|"
+         r"eradicated|hanged|shot)\b", _GROUP_KEYS),
+    ),
+    "children_data": (
+        ("send us your children's names, birthdays or photos",
+         r"(?:send|share|upload|give|tell|submit|email)\s+(?:us\s+(?:your\s+)?|your\s+)" + _CHILDREN +
+         r"\s+(?:full\s+)?(?:names?|birthdays?|dates?\s+of\s+birth|photos?|pictures?|school\w*|address\w*|ages?|"
+         r"details|data|passports?)\b", ("sen", "sha", "upl", "giv", "tel", "sub", "ema")),
     ),
     "gambling": (
         ("casino and a bonus, a deposit or spins in the same sentence",
@@ -665,6 +744,14 @@ _PATTERNS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     ),
     "mlm": (
         ("network marketing (not social)", r"(?<!social )(?<!social-)network[\s-]+marketing(?!\w)", ("net",)),
+        ("recruit friends and earn from them",
+         r"recruit\w*\s+(?:\d+|two|three|four|five|your)\s+(?:friends|people|others|members)" + _IN_SENTENCE +
+         r"(?:earn\w*|paid|income|commission\w*|money)\b", ("rec",)),
+    ),
+    "copyright": (
+        ("stream or watch a new film free",
+         r"(?:stream|watch)\s+(?:the\s+)?(?:new\s+|latest\s+)?(?:[\w'-]+\s+){0,3}?(?:movie|film|series|episode)s?\s+"
+         r"(?:online\s+)?(?:for\s+)?free\b", ("str", "wat")),
     ),
 }
 
@@ -678,11 +765,20 @@ _AFFILIATE_DOMAINS = (
     "tqlkg.com", "awin1.com", "zenaps.com", "impact.com", "sjv.io", "pxf.io", "7eer.net", "evyy.net",
     "prf.hn", "tradedoubler.com", "go2cloud.org", "avantlink.com", "pepperjamnetwork.com", "flexlinkspro.com",
 )
+# Public shorteners anyone can put any target behind, kept here by hand (a new one is a line). Brands' own short
+# domains (nyti.ms, youtu.be, go.nasa.gov) lead only to their owner's site and are not listed: public lists that
+# mix both in would flag every newsletter linking to them.
 _SHORTENER_DOMAINS = (
-    "bit.ly", "bitly.com", "bit.do", "tinyurl.com", "t.co", "goo.gl", "ow.ly", "is.gd", "v.gd", "buff.ly",
-    "rebrand.ly", "cutt.ly", "shorturl.at", "tiny.cc", "rb.gy", "t.ly", "s.id", "shorte.st", "adf.ly", "bl.ink",
-    "lnkd.in", "soo.gd", "clck.ru", "amzn.to", "tiny.one", "shorturl.com", "qrco.de", "short.gy", "urlz.fr",
-    "trib.al", "dlvr.it", "ift.tt", "1url.com", "hyperurl.co",
+    "bit.ly", "bitly.com", "bitly.is", "ibit.ly", "j.mp", "bit.do", "tinyurl.com", "tinyurl.mobi", "t.co", "goo.gl",
+    "goo.su", "ow.ly", "ht.ly", "is.gd", "v.gd", "da.gd", "x.gd", "buff.ly", "rebrand.ly", "cutt.ly", "cutt.us",
+    "shorturl.at", "shorturl.me", "shorturl.gg", "shorturl.asia", "shorturl.ae", "tiny.cc", "tiny.pl", "tiny.ee",
+    "tny.im", "tny.so", "rb.gy", "t.ly", "s.id", "shorte.st", "adf.ly", "adfoc.us", "bc.vc", "ouo.io", "ouo.press",
+    "bl.ink", "lnkd.in", "soo.gd", "clck.ru", "vk.cc", "u.to", "qr.ae", "kutt.it", "dub.sh", "snip.ly", "zpr.io",
+    "t2m.io", "surl.li", "urlzs.com", "alturl.com", "budurl.com", "notlong.com", "lc.cx", "q.gs", "href.li",
+    "anon.to", "amzn.to", "tiny.one", "shorturl.com", "qrco.de", "short.gy", "urlz.fr", "trib.al", "dlvr.it",
+    "ift.tt", "1url.com", "hyperurl.co",
+    # IP loggers: a shortener that also records who clicked
+    "iplogger.org", "iplogger.com", "grabify.link",
 )
 # Betting, casino and online-pharmacy brands: a link to one needs no telling words. (The host's labels are read
 # as words too, so a brand in the gambling phrases, "bet365", "unibet", is found under any top-level domain.)
@@ -949,7 +1045,8 @@ def _link_matches(url: str) -> Iterator[Match]:
             break
     if _AMAZON.search(host) and _AMAZON_TAG.search(parts.query):
         yield Match("affiliate", matched, "link", "amazon with an Associates tag=")
-    executable = _EXECUTABLE.search(parts.path)
+    # "invoice.exe" written in a text reads as a host name to `_text_urls`: no top-level domain is an executable's.
+    executable = _EXECUTABLE.search(parts.path) or _EXECUTABLE.search(host)
     if executable:
         yield Match("malware", matched, "link", f"link to an executable file ({executable.group().lower()})")
     # Its path, query and fragment as words (a derived text part shows a link's path, not what its escapes say):
@@ -964,6 +1061,56 @@ def _link_matches(url: str) -> Iterator[Match]:
         for found in _text_matches(_Folded(words), "link", starts_before=words.rfind(" ") + 1):
             if found.category != listed:
                 yield Match(found.category, matched, "link", found.rule)
+    # A label written as one word ("onlinecasino") read as two where its first part is a phrase's first word.
+    for label in labels[:-1]:
+        for category, rule in _compound_matches(label):
+            if category != listed:
+                yield Match(category, matched, "link", rule)
+
+
+def _first_words() -> frozenset[str]:
+    """The first words of the phrases of more than one word, as folded (a stem's letters without its `*`)."""
+    words: set[str] = set()
+    for phrases in _PHRASES.values():
+        for phrase in phrases:
+            for variant in _variants_of(_fold(phrase)):
+                first, space, _ = variant.partition(" ")
+                if space and first.rstrip("*").isalpha():
+                    words.add(first.rstrip("*"))
+    return frozenset(words)
+
+
+def _variants_of(phrase: str) -> list[str]:
+    """A phrase with its first `{...}` group written out as each alternative (enough to reach its first words)."""
+    if not phrase.startswith("{"):
+        return [phrase]
+    end = phrase.index("}")
+    inner = phrase[1:end]
+    while inner.count("{") > inner.count("}"):
+        end = phrase.index("}", end + 1)
+        inner = phrase[1:end]
+    return [alternative + phrase[end + 1:] for alternative in _split_alternatives(inner)]
+
+
+_FIRST_WORDS = _first_words()
+_LONGEST_FIRST_WORD = max(map(len, _FIRST_WORDS))
+
+
+@lru_cache(maxsize=4096)
+def _compound_matches(label: str) -> tuple[tuple[str, str], ...]:
+    """The phrases a host label written as one word forms when split after a phrase's first word, only those
+    made across that split (so "sporno" does not read as "s porno": "porn*" is one word). At most one split per
+    first word it starts with: a label costs a few readings, not one per letter."""
+    if not label.isalpha() or len(label) < 6:
+        return ()
+    found: dict[tuple[str, str], None] = {}
+    for size in range(2, min(len(label) - 1, _LONGEST_FIRST_WORD + 1)):
+        if label[:size] not in _FIRST_WORDS:
+            continue
+        for match in _text_matches(_Folded(f"{label[:size]} {label[size:]}"), "link"):
+            if " " in match.matched:
+                found[(match.category, match.rule)] = None
+    return tuple(found)
 
 
 def _host_words(host: str) -> list[str]:
@@ -2598,6 +2745,12 @@ _R_STYLE_OVERLAY = ("A <style> rule ({selector}) draws an element over the page 
                     "unsubscribe link and footer Herald adds at the end of the message. Remove its fixed or sticky "
                     "position (or its shadow or outline); put what it positions absolutely inside an element of its "
                     "own with position:relative, closed before the end of the body.")
+_R_REVERSED = ("Text drawn in another order than it is written ({what}): a reader sees the letters reversed, "
+               "screening reads them as stored. Write the text in the order it is read; right-to-left languages "
+               "need no override (dir=\"rtl\", direction:rtl and the isolates are fine).")
+_OVERRIDES = re.compile("[\u202d\u202e]")  # LEFT-TO-RIGHT and RIGHT-TO-LEFT OVERRIDE
+_OVERRIDE_NAMES = {"\u202d": "U+202D LEFT-TO-RIGHT OVERRIDE", "\u202e": "U+202E RIGHT-TO-LEFT OVERRIDE"}
+_CSS_OVERRIDE = re.compile(r"(?:bidi|isolate)-override")  # unicode-bidi's values that draw letters reversed
 _R_EXTERNAL_CSS = ("An external style sheet ({what}) cannot be screened: its rules could hide the unsubscribe link "
                    "and footer Herald adds at the end of the message. Write the styles into the message (a <style> "
                    "element or style attributes).")
@@ -2957,6 +3110,9 @@ class _HtmlReader(HTMLParser):
         if values.get("style"):
             self._read_css(values["style"])
             declarations, when = _worst(self._readings(values["style"]))
+        if tag == "bdo" or _CSS_OVERRIDE.search(values.get("unicode-bidi", "").lower()):  # SVG's attribute too
+            self._refuse(_reason(_R_REVERSED, what=f"<{tag}>" if tag == "bdo" else "unicode-bidi override"),
+                         self.get_starttag_text() or f"<{tag}>")
         if tag == "template":
             attribute = next((name for name in _SHADOW_ROOT_ATTRIBUTES if name in values), None)
             if attribute is not None:
@@ -3302,6 +3458,9 @@ class _HtmlReader(HTMLParser):
         return False
 
     def _read_css(self, css: str) -> None:
+        plain = _CSS_COMMENT.sub("", css)
+        if _CSS_OVERRIDE.search((_css_unescape(plain) if "\\" in plain else plain).lower()):
+            self._refuse(_reason(_R_REVERSED, what="CSS unicode-bidi override"), css)
         """CSS shows text (`content:"..."`), loads what its URLs name, and may import a style sheet from elsewhere."""
         texts, urls, imports = _css_reading(css)
         self.text.extend(f"\n{text}\n" for text in texts)
@@ -3571,6 +3730,67 @@ def template_refusals(html_body: str) -> list[Refusal]:
     return refusals
 
 
+# A link's target in HTML (every attribute a client loads or a reader follows) and in a text part (`<URL>`, as
+# `campaign_links` writes one), read once template code is marked (`_CODE_MARK`), so a ">" in it ends nothing.
+_LINK_TARGET = re.compile(r"""(?<![\w-])(?:href|src|srcset|action|formaction|background|poster)\s*+=\s*+"""
+                          r"""(?:"([^"]*+)"|'([^']*+)'|([^\s"'>]++))""", re.IGNORECASE)
+_TEXT_TARGET = re.compile(r"<([^\s<>]++)>")
+_URL_START = re.compile(r"[\x00-\x20]*+([^:/?#]*+):")  # a scheme, after what browsers strip before a URL
+_AUTHORITY = re.compile(r"[^/?#]*+")
+
+
+def templated_link_targets(html_body: str | None, text_body: str | None) -> list[tuple[str, str]]:
+    """(part, link) for each link whose scheme or host template code writes (`https://{{ city }}/`,
+    `{{ website }}`, `https://{{ shop }}.example/`): a member's value would choose where the link goes and what
+    its address says, and no screening reads a member's values. A merge tag in the path, query or fragment
+    (`https://shop.example/{{ id }}`) is personal, not a destination; `{{ unsubscribe_url }}` is Herald's own."""
+    found: list[tuple[str, str]] = []
+    for where, text, pattern in (("html_body", html_body, _LINK_TARGET), ("text_body", text_body, _TEXT_TARGET)):
+        if not text or ("{{" not in text and "{%" not in text):
+            continue
+        codes: list[str] = []
+        marked = _template_code(_without_template_comments(text.replace(_CODE_MARK, " ")), _marker(codes))
+        for target in pattern.finditer(marked):
+            value = next(group for group in target.groups() if group is not None)
+            if _CODE_MARK not in value:
+                continue
+            link = _restore(value, codes)
+            if where == "text_body" and "://" not in value and not value.startswith(_CODE_MARK):
+                continue  # "<{{ first_name }}>" reads as no link
+            if _UNSUBSCRIBE_HREF.fullmatch(link) is None and _chooses_destination(value):
+                found.append((where, link[:REASON_PART]))
+    return found
+
+
+def _marker(codes: list[str]) -> Callable[[str], str]:
+    """What stands for each piece of template code, `_CODE_MARK`s around its index in `codes`."""
+    def mark(code: str) -> str:
+        codes.append(code)
+        return f"{_CODE_MARK}{len(codes) - 1}{_CODE_MARK}"
+    return mark
+
+
+def _chooses_destination(marked: str) -> bool:
+    """Whether template code (marked) is in a link's scheme or host, as a browser reads the link: entities
+    decoded, tabs and line breaks dropped, backslashes as slashes."""
+    url = _URL_JUNK.sub("", html_unescape(marked)).replace("\\", "/")
+    scheme = _URL_START.match(url)
+    if scheme is not None:
+        if _CODE_MARK in scheme.group(1):
+            return True
+        rest = url[scheme.end():]
+        if not rest.startswith("//"):
+            return False  # mailto:, tel:: an address, not a place the reader is taken to
+    else:
+        rest = url.lstrip("\x00 \t\n\f\r")
+        if rest.startswith(_CODE_MARK):
+            return True  # the whole target is the member's
+        if not rest.startswith("//"):
+            return False  # a path, a fragment
+    authority = _AUTHORITY.match(rest, 2)
+    return authority is not None and _CODE_MARK in authority.group()
+
+
 def _without_template_comments(text: str) -> str:
     """The text without its template comments (`{# ... #}`). Found by position, not by a pattern: a comment
     left open would make a pattern read the rest of the text again from every later "{#"."""
@@ -3730,6 +3950,10 @@ def _matches(parts: Iterable[tuple[str, str | None, bool]]) -> tuple[tuple[Match
             text = _BLOCK_BREAKS.sub(_block_break, "".join(reader.text))
             urls.extend(reader.links)
             refusals.extend(reader.refusals)
+        override = _OVERRIDES.search(text)
+        if override:
+            refusals.append(Refusal(_reason(_R_REVERSED, what=_OVERRIDE_NAMES[override.group()]), where,
+                                    _snippet(text[max(0, override.start() - 40):override.end() + 80])))
         clean = _INVISIBLE.sub("", text)
         found.extend(_text_matches(_Folded(clean), where))
         urls.extend(_text_urls(clean))

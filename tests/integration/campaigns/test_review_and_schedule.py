@@ -242,3 +242,57 @@ async def test_what_template_code_writes_is_screened_at_submission(platform: Pla
         refused = await acme.http.post(f"/v1/campaigns/{campaign_id}/submission", json={})
         assert refused.status_code == 422 and refused.json()["type"].endswith(f"/{problem}"), refused.text
         assert (await acme.http.get(f"/v1/campaigns/{campaign_id}")).json()["status"] == "draft"
+
+
+async def test_staffs_approval_note_reaches_the_customer(platform: Platform) -> None:
+    """R3 #5: the note staff write with an approval (a condition of it) is the customer's to read."""
+    acme = await platform.tenant("acc-note", "news", account="paid")
+    html = "<p>Order your repeat prescription from our online pharmacy.</p>"
+    await acme.http.post("/v1/campaigns", json={**draft(html_body=html), "campaign_id": "c1"})
+    body = (await acme.http.post("/v1/campaigns/c1/submission", json={})).json()
+    assert (body["status"], body["review_reasons"], body["review_note"]) == ("in_review", ["flagged"], None)
+    note = "licensed pharmacy, repeat prescriptions only; do not advertise POM"
+    async with platform.staff() as staff:
+        approved = await staff.post("/v1/staff/campaigns/acc-note/c1/approval", json={"note": note})
+        assert approved.status_code == 200 and approved.json()["review_note"] == note
+    seen = await acme.http.get("/v1/campaigns/c1")
+    assert seen.json()["review_note"] == note
+    listed = await acme.http.get("/v1/campaigns")
+    assert [i["review_note"] for i in listed.json()["items"] if i["campaign_id"] == "c1"] == [note]
+
+
+async def test_phrasings_past_the_old_lists_go_to_review(platform: Platform) -> None:
+    """R3 #1: an approved paid account's campaign in words the lists did not hold was scheduled unreviewed."""
+    acme = await platform.tenant("acc-phrase", "news", account="paid")
+    html = "<p>Send us your children's names, birthdays and school photos to enter the draw.</p>"
+    await acme.http.post("/v1/campaigns", json={**draft(html_body=html), "campaign_id": "c1"})
+    body = (await acme.http.post("/v1/campaigns/c1/submission", json={})).json()
+    assert (body["status"], body["review_reasons"]) == ("in_review", ["flagged"])
+    assert {m["category"] for m in body["screening"]} == {"children_data"}
+
+
+async def test_a_link_a_member_value_would_send_elsewhere_and_too_many_links_are_refused_at_save_and_submit(
+        platform: Platform) -> None:
+    """R3 #2: `href="https://{{ city }}/"` let each member's value choose the link's destination, unscreened.
+    And a campaign's tracked links are bounded (campaign_links.MAX_TRACKED_LINKS): delivery rewrites each one."""
+    acme = await platform.tenant("acc-links", "news", account="paid")
+    hosted = draft(html_body='<p>{{ city }}</p><a href="https://{{ city }}/">Shop</a>')
+    refused = await acme.http.post("/v1/campaigns", json={**hosted, "campaign_id": "c1"})
+    assert refused.status_code == 422 and refused.json()["type"].endswith("/content_refused"), refused.text
+    assert "https://{{ city }}/" in refused.json()["detail"]
+    assert [e["location"] for e in refused.json()["errors"]] == ["body.html_body"]
+    text = draft(html_body='<a href="https://acme.example/">Shop</a>', text_body="Shop <https://{{ city }}/>")
+    assert (await acme.http.post("/v1/campaigns", json={**text, "campaign_id": "c1"})).status_code == 422
+    pathed = draft(html_body='<a href="https://acme.example/{{ city }}?who={{ email }}">Yours</a>')
+    assert (await acme.http.post("/v1/campaigns", json={**pathed, "campaign_id": "c1"})).status_code == 201
+    assert (await acme.http.put("/v1/campaigns/c1", json=hosted)).status_code == 422
+
+    many = "".join(f'<a href="https://acme.example/p/{i}">{i}</a>' for i in range(251))
+    over = await acme.http.put("/v1/campaigns/c1", json=draft(html_body=many))
+    assert over.status_code == 422, over.text
+    assert (over.json()["type"].rsplit("/", 1)[1], over.json()["links"], over.json()["limit"]) == (
+        "too_many_links", 251, 250)
+    at_bound = "".join(f'<a href="https://acme.example/p/{i}">{i}</a>' for i in range(250))
+    assert (await acme.http.put("/v1/campaigns/c1", json=draft(html_body=at_bound))).status_code == 200
+    submitted = await acme.http.post("/v1/campaigns/c1/submission", json={})
+    assert submitted.status_code == 200 and submitted.json()["status"] == "scheduled", submitted.text

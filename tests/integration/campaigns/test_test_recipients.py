@@ -66,5 +66,33 @@ async def test_an_account_under_review_tests_only_to_its_own_addresses_until_app
                                                            ["stranger@elsewhere.example"]]
 
 
-def sent(events: list[Event]) -> list[CampaignTestRequested]:
-    return [e for e in events if isinstance(e, CampaignTestRequested) and e.account_id == "acc-tr"]
+def sent(events: list[Event], account_id: str = "acc-tr") -> list[CampaignTestRequested]:
+    return [e for e in events if isinstance(e, CampaignTestRequested) and e.account_id == account_id]
+
+
+async def test_flagged_content_is_tested_only_to_the_accounts_own_addresses_even_when_approved_on_a_paid_plan(
+        platform: Platform) -> None:
+    """R3 #3: a never-submitted draft screening flags went to 50 strangers a day as tests. A submission would go
+    to staff first, so its test goes only to the account's registered address and verified domains, with the
+    flag named in the 422; nothing is published. Clean content still tests to anyone."""
+    paid = await platform.tenant("acc-trf", "news", account="paid")  # registered owner@acc-trf.example
+    flagged = draft(html_body="<p>Cheap viagra, online casino bonus</p>")
+    assert (await paid.http.post("/v1/campaigns", json={**flagged, "campaign_id": "c1"})).status_code == 201
+    assert (await paid.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c2"})).status_code == 201
+
+    stranger = await paid.http.post("/v1/campaigns/c1/tests", json={"recipients": ["me@acme.example",
+                                                                                   "a@victims.example"]})
+    assert stranger.status_code == 422, stranger.text
+    problem = stranger.json()
+    assert problem["type"].endswith("/test_recipient_not_allowed") and problem["refused"] == ["a@victims.example"]
+    assert "screening flagged" in problem["detail"] and "pharmacy" in problem["detail"]
+    own = await paid.http.post("/v1/campaigns/c1/tests", json={"recipients": ["owner@acc-trf.example",
+                                                                              "me@acme.example"]})
+    assert own.status_code == 202, own.text
+    clean = await paid.http.post("/v1/campaigns/c2/tests", json={"recipients": ["a@victims.example"]})
+    assert clean.status_code == 202, clean.text
+
+    tests = await eventually(platform.events, lambda events: len(sent(events, "acc-trf")) == 2,
+                             what="the two tests sent")
+    assert [(e.payload.campaign_id, e.payload.recipients) for e in sent(tests, "acc-trf")] == [
+        ("c1", ["owner@acc-trf.example", "me@acme.example"]), ("c2", ["a@victims.example"])]

@@ -9,7 +9,7 @@ import pytest
 
 from herald_campaigns import domain
 from herald_campaigns.domain import CampaignState, Draft, ListInfo
-from herald_shared.campaign_links import text_links, tracked_links
+from herald_shared.campaign_links import MAX_TRACKED_LINKS, text_links, tracked_links
 from herald_shared.contract.campaigns import CampaignCreated, CampaignDeleted, CampaignEdited
 
 NEWS = ListInfo("news", {"city": "text"})
@@ -353,3 +353,62 @@ def test_a_readers_first_open_or_click_is_counted_by_country_and_device_and_noth
     assert list(out["opens"]["by_country"]) == ["LV", "unknown", "EE"]  # type: ignore[index]
     assert out["opens"]["by_device"] == {"mobile": 4, "desktop": 2}  # type: ignore[index]
     assert (out["clicks"]["by_country"], out["clicks"]["by_device"]) == ({"LV": 1}, {"tablet": 1})  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("html_body", "text_body", "where"), [
+    ('<p>{{ city }}</p><a href="https://{{ city }}/">Shop</a>', None, "body.html_body"),
+    ('<a href="{{ city }}">Shop</a>', None, "body.html_body"),
+    ("<a href='https://{{ city }}.shop.example/'>Shop</a>", None, "body.html_body"),
+    ('<a href="https&#58;//{{ city }}/x">Shop</a>', None, "body.html_body"),
+    ('<img src="//{{ city }}/banner.png">', None, "body.html_body"),
+    ('<a href="https://shop.example/">Shop</a>', "Shop <https://{{ city }}/>", "body.text_body"),
+])
+def test_a_merge_tag_in_a_links_scheme_or_host_is_refused_at_save_and_at_submission(
+        html_body: str, text_body: str | None, where: str) -> None:
+    """R3 #2: a member's value would choose where the link goes and what its address says, unscreened."""
+    draft = Draft(**{**DRAFT.__dict__, "html_body": html_body, "text_body": text_body})
+    with pytest.raises(domain.ContentRefused, match="scheme or host") as refusal:
+        domain.create("acme", "c1", draft, NEWS, None, senders=ACME)
+    assert [location for location, _ in refusal.value.errors or ()] == [where]
+    [created] = domain.create("acme", "c1", DRAFT, NEWS, None, senders=ACME)
+    with pytest.raises(domain.ContentRefused, match="scheme or host"):
+        domain.edit(state_after(created), "c1", draft, NEWS, senders=ACME)
+    stored_before = state_after(created, CampaignEdited(account_id="acme", producer="campaigns", payload={  # type: ignore[arg-type]
+        "campaign_id": "c1", "name": "November", "list_id": "news", "segment": {"field_equals": {}},
+        "content": {**created.payload.content.model_dump(), "html_body": html_body,  # type: ignore[attr-defined]
+                    "text_body": text_body or "Shop"}}))
+    with pytest.raises(domain.ContentRefused, match="scheme or host"):
+        domain.submittable(stored_before, "c1", NEWS, senders=ACME)
+
+
+@pytest.mark.parametrize("html_body", [
+    '<a href="https://shop.example/{{ city }}?who={{ email }}#{{ first_name }}">Yours</a>',
+    '<a href="{{ unsubscribe_url }}">Unsubscribe</a> <a href="mailto:{{ email }}">Write</a>',
+    '<a href="#{{ city }}">Down</a> <a href="/{{ city }}">Relative</a>',
+])
+def test_a_merge_tag_in_a_links_path_query_or_an_address_stays_allowed(html_body: str) -> None:
+    domain.create("acme", "c1", Draft(**{**DRAFT.__dict__, "html_body": html_body}), NEWS, None, senders=ACME)
+
+
+def test_more_tracked_links_than_the_bound_are_refused_at_save_and_submission_with_the_count() -> None:
+    """Delivery rewrites every tracked link of every message (~17 us each): a bound keeps one campaign from
+    taking the sender's CPU from every other account (campaign_links.MAX_TRACKED_LINKS)."""
+    def links(n: int) -> str:
+        return "".join(f'<a href="https://shop.example/p/{i}">{i}</a>' for i in range(n))
+
+    at_bound = Draft(**{**DRAFT.__dict__, "html_body": links(MAX_TRACKED_LINKS)})
+    [created] = domain.create("acme", "c1", at_bound, NEWS, None, senders=ACME)
+    over = Draft(**{**DRAFT.__dict__, "html_body": links(MAX_TRACKED_LINKS + 1)})
+    with pytest.raises(domain.TooManyLinks) as refusal:
+        domain.create("acme", "c2", over, NEWS, None, senders=ACME)
+    assert (refusal.value.code, refusal.value.links, refusal.value.limit) == ("too_many_links", 251, 250)
+    assert "251 tracked links" in refusal.value.detail and "250" in refusal.value.detail
+    with pytest.raises(domain.TooManyLinks):
+        domain.edit(state_after(created), "c1", over, NEWS, senders=ACME)
+    untracked = "".join(f'<a href="https://shop.example/{{{{ city }}}}/{i}">{i}</a>' for i in range(300))
+    domain.create("acme", "c3", Draft(**{**DRAFT.__dict__, "html_body": untracked}), NEWS, None, senders=ACME)
+    stored_before = state_after(created, CampaignEdited(account_id="acme", producer="campaigns", payload={  # type: ignore[arg-type]
+        "campaign_id": "c1", "name": "November", "list_id": "news", "segment": {"field_equals": {}},
+        "content": {**created.payload.content.model_dump(), "html_body": over.html_body}}))  # type: ignore[attr-defined]
+    with pytest.raises(domain.TooManyLinks):
+        domain.submittable(stored_before, "c1", NEWS, senders=ACME)

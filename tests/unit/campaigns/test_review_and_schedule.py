@@ -124,6 +124,19 @@ def test_staff_approve_into_the_schedule_or_reject_back_to_an_editable_campaign(
     assert fold(again, doc=doc)["status"] == "scheduled"
 
 
+def test_staffs_approval_note_is_kept_for_the_customer_until_the_next_submission() -> None:
+    """R3 #5: staff's note with an approval (a condition, a limit) reaches the author with the campaign."""
+    _, in_review = submitted(None)
+    assert in_review["review_note"] is None
+    [approved] = domain.approve(domain.state_of(in_review), "c1", "rita", "licensed pharmacy: no POM adverts")
+    doc = fold(approved, doc=dict(in_review))
+    assert (doc["status"], doc["review_note"]) == ("scheduled", "licensed pharmacy: no POM adverts")
+    [cancelled] = domain.cancel(domain.state_of(doc), "c1", "api", None)
+    assert fold(cancelled, doc=dict(doc))["review_note"] == "licensed pharmacy: no POM adverts"
+    [without] = domain.approve(domain.state_of(in_review), "c1", "rita", None)
+    assert fold(without, doc=dict(in_review))["review_note"] is None
+
+
 @pytest.mark.parametrize(("local", "zone", "utc"), [
     (datetime(2026, 12, 24, 9, 0), "Europe/Riga", datetime(2026, 12, 24, 7, 0, tzinfo=UTC)),  # EET, +2
     (datetime(2027, 6, 1, 9, 0), "Europe/Riga", datetime(2027, 6, 1, 6, 0, tzinfo=UTC)),  # EEST, +3
@@ -207,7 +220,8 @@ def test_a_test_send_goes_to_at_most_five_distinct_addresses() -> None:
 
 def test_a_test_send_is_refused_what_a_submission_is_refused_but_not_held_for_what_it_flags() -> None:
     """Tests are messages too: content hiding the footer is refused (422) as at submission; a flag for staff
-    review (gambling) holds no test (tests are how a campaign is prepared for review)."""
+    review (gambling) holds no test to the account's own addresses (tests are how a campaign is prepared for
+    review; who else may get one: `domain.check_test_recipients`, test_test_recipients.py)."""
     state = domain.state_of(draft_doc())
     hidden = Screening(matches=(), refusals=(Refusal(reason="This element hides its content (display:none)",
                                                      matched="display:none", where="html_body"),))

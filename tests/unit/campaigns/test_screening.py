@@ -81,6 +81,10 @@ CAMPAIGNS = [
     ("lv", "Lasi vairāk: https://tinyurl.com/rudens-akcija", {"link_shortener"}),
     ("en", "Get it here: https://hop.clickbank.net/?affiliate=me&vendor=x", {"affiliate"}),
     ("lv", "Kurss ar atlaidi: https://www.udemy.com/course/python/?couponCode=RUDENS", {"affiliate"}),
+    ("en", "Send us your children's names, birthdays and school photos to enter the draw.", {"children_data"}),
+    ("lv", "Atsūtiet bērnu vārdus un dzimšanas datus, lai piedalītos izlozē.", {"children_data"}),
+    ("en", "Our former partner Jānis, exposed as a fraud: you will pay for this.", {"defamation_harassment"}),
+    ("lv", "Tu to vēl nožēlosi. Mēs tevi atradīsim un visi uzzinās.", {"defamation_harassment"}),
 ]
 
 

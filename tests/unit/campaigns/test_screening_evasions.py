@@ -181,3 +181,49 @@ def test_the_respelled_reading_is_tried_only_near_what_it_changed() -> None:
     everywhere = screening._Folded("V1agra bread, c.a.k.e. " * 5000).respelled()
     assert everywhere is not None and everywhere.windows == [(0, len(everywhere.folded))]
     assert screening._Folded(text).respelled() is None
+
+
+# --- text drawn reversed ------------------------------------------------------------------------------------------
+
+# Stored reversed, drawn forwards (Chromium: "online casino", "VIAGRa", "cheap viagra"), while screening reads the
+# stored order: refused, so the author writes it in the order it is read.
+@pytest.mark.parametrize(("part", "body"), [
+    ("html_body", "<p>Today only: \u202eonisac enilno\u202c \u202eaRGAIV\u202c</p>"),
+    ("html_body", "<p>&#x202E;argaiv paehc&#x202C;</p>"),
+    ("html_body", '<p style="direction:rtl;unicode-bidi:bidi-override;text-align:left">argaiv paehc</p>'),
+    ("html_body", '<p style="direction:rtl;unicode-bidi:isolate-override">argaiv paehc</p>'),
+    ("html_body", "<style>.r{direction:rtl;unicode-bidi:bidi-/**/overrid\\65}</style><p class=r>argaiv paehc</p>"),
+    ("html_body", '<p><bdo dir="rtl">argaiv paehc</bdo></p>'),
+    ("html_body", '<svg><text unicode-bidi="bidi-override" direction="rtl">argaiv</text></svg>'),
+    ("html_body", '<img src="x.png" alt="\u202eargaiv paehc">'),
+    ("text_body", "Today only: \u202eonisac enilno\u202c"),
+    ("subject", "\u202dargaiv paehc"),
+])
+def test_text_whose_letters_are_drawn_reversed_is_refused(part: str, body: str) -> None:
+    content = {"subject": "News", "html_body": None, "text_body": None, part: body}
+    result = screen(subject=content["subject"] or "", preheader=None, html_body=content["html_body"],
+                    text_body=content["text_body"])
+    assert [(r.where, r.reason.startswith("Text drawn in another order")) for r in result.refusals] == [(part, True)]
+
+
+# Right-to-left newsletters as builders write them: dir and direction:rtl, unicode-bidi embed/isolate/plaintext,
+# the isolates (U+2066-U+2069), embeddings and marks, a Latin brand and number inside. None of these reverses a
+# Latin word (Chromium draws it as stored), so none is refused.
+HEBREW = ('<html dir="rtl" lang="he"><body style="direction:rtl;unicode-bidi:embed;font-family:Arial">'
+          '<h1>\u05d7\u05d3\u05e9\u05d5\u05ea \u05d4\u05d7\u05d5\u05d3\u05e9</h1>'
+          '<p>\u05de\u05d1\u05e6\u05e2 \u05de\u05d9\u05d5\u05d7\u05d3: \u2066Herald Mail\u2069 '
+          '\u05d1-\u200e20%\u200e \u05d4\u05e0\u05d7\u05d4 \u05e2\u05d3 \u2068\u202b31.12\u202c\u2069</p>'
+          '<p style="unicode-bidi:isolate;text-align:right"><span dir="ltr">www.acme.example</span></p>'
+          '<p style="unicode-bidi:plaintext">\u05dc\u05d4\u05e1\u05e8\u05d4 \u05de\u05d4\u05e8\u05e9\u05d9\u05de\u05d4 '
+          '<a href="{{ unsubscribe_url }}">\u05dc\u05d7\u05e6\u05d5 \u05db\u05d0\u05df</a></p></body></html>')
+ARABIC = ('<div dir="rtl" style="direction:rtl;text-align:right">'
+          '<h2>\u0639\u0631\u0648\u0636 \u0627\u0644\u0634\u062a\u0627\u0621</h2>'
+          '<p>\u062e\u0635\u0645 \u2067\u0663\u0660\u066a\u2069 \u0639\u0644\u0649 \u2066iPhone 16\u2069 '
+          '\u0641\u064a \u0645\u062a\u062c\u0631\u0646\u0627 \u200f<a href="https://shop.example/ar">'
+          '\u062a\u0633\u0648\u0642 \u0627\u0644\u0622\u0646</a></p></div>')
+
+
+@pytest.mark.parametrize("body", [HEBREW, ARABIC], ids=["hebrew", "arabic"])
+def test_right_to_left_newsletters_pass(body: str) -> None:
+    result = scan("\u05d7\u05d3\u05e9\u05d5\u05ea \u2066Herald\u2069", html_body=body)
+    assert result.refusals == () and result.matches == ()

@@ -10,6 +10,7 @@ import pytest
 
 from herald_campaigns import domain
 from herald_campaigns.domain import AccountInfo, Senders
+from herald_campaigns.screening import Match
 from herald_shared.contract.billing import AccountApproved, AccountOpened, PlanChanged
 from herald_shared.contract.envelope import Event
 
@@ -119,3 +120,29 @@ def test_the_account_fold_keeps_the_registered_address_and_its_rule_follows_appr
     assert refused(info, "x@elsewhere.example") == []
     older = {k: v for k, v in (doc or {}).items() if k != "registered_email"}  # folded before it was kept
     assert domain.account_info(older) is not None and domain.account_info(older).registered_email is None  # type: ignore[union-attr]
+
+
+GAMBLING = (Match(category="gambling", matched="online casino bonus", where="html_body", rule="online casino*"),)
+
+
+def test_content_screening_flags_is_tested_only_to_the_accounts_own_addresses_whatever_the_account() -> None:
+    """A flagged submission goes to staff first (PRODUCT.md, "Content and industries"): as a test it must not reach
+    strangers unreviewed, even from an approved account on a paid plan (R3 #3: 50 a day did)."""
+    assert refused(PAID, "stranger@victims.example") == []  # clean content: anyone
+    assert domain.refused_test_recipients(PAID, ["stranger@victims.example", "me@acme.example",
+                                                 "owner@acme-corp.example"], ACME, GAMBLING) == [
+        "stranger@victims.example"]
+    with pytest.raises(domain.TestRecipientNotAllowed) as refusal:
+        domain.check_test_recipients(PAID, ["stranger@victims.example"], ACME, GAMBLING)
+    assert refusal.value.refused == ["stranger@victims.example"]
+    assert "screening flagged its content" in refusal.value.detail
+    assert "gambling: 'online casino bonus' in html_body" in refusal.value.detail
+    domain.check_test_recipients(PAID, ["me@acme.example", "OWNER@acme-corp.example"], ACME, GAMBLING)
+
+
+def test_an_account_under_review_testing_flagged_content_is_told_both_reasons() -> None:
+    with pytest.raises(domain.TestRecipientNotAllowed) as refusal:
+        domain.check_test_recipients(TRIAL, ["stranger@victims.example"], ACME, GAMBLING)
+    assert "on trial" in refusal.value.detail and "screening flagged" in refusal.value.detail
+    assert domain.test_review_reasons(TRIAL, GAMBLING) == ["trial", "flagged"]
+    assert domain.test_review_reasons(PAID) == []
