@@ -2,6 +2,7 @@
 review of new accounts; parse, authorise, call a handler, map errors to RFC 9457."""
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Current` is local.
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -11,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StringConstraints, WithJsonSchema
 
 from herald_shared.contract.envelope import Identifier, has_utc_time
 from herald_shared.http import Problem, answers, client_host, problem, problems
@@ -41,6 +42,19 @@ Username = Annotated[str, StringConstraints(min_length=3, max_length=100, patter
 LoginName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NO_NUL)]
 Cursor = Annotated[str, StringConstraints(max_length=300, pattern=r"^[A-Za-z0-9._:/\-]*$")]
 Limit = Annotated[int, Query(ge=1, le=200)]
+RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+
+
+def _rfc3339(value: object) -> datetime:
+    """A query's time as RFC 3339 text with its offset (pydantic alone would take '0.5' as Unix time)."""
+    if not isinstance(value, str) or not re.fullmatch(RFC3339, value):
+        raise ValueError("a time is RFC 3339 text with its offset, e.g. 2026-12-07T00:00:00Z")
+    return datetime.fromisoformat(value)
+
+
+Since = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(has_utc_time),
+                  WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339}),
+                  Query(description="From this time on (with its offset).")]
 SESSION = HTTPBearer(auto_error=False, scheme_name="SessionToken",
                      description="A session token from POST /v1/sessions: `Authorization: Bearer hs_...`.")
 
@@ -380,6 +394,70 @@ class InvoicesOut(Out):
     next_cursor: str | None
 
 
+class KeptInvoiceOut(Out):
+    """An invoice as issued, kept past its account's purge for its legal period, with nothing else of the account."""
+
+    invoice_id: str
+    issued_at: datetime
+    status: Literal["open", "paid", "void"] = Field(description="As it stood at the purge.")
+    paid_at: datetime | None
+    voided_at: datetime | None
+    void_reason: Literal["agreement_ended", "payment_declined", "account_deleted"] | None
+    kind: Literal["plan", "renewal", "upgrade", "credits"] | None
+    amount_cents: int
+    net_cents: int | None
+    vat_cents: int | None
+    vat_percent: str | None
+    vat_treatment: Literal["domestic", "reverse_charge", "outside_eu", "eu_consumer"] | None
+    vat_note: str | None
+    seller: InvoicePartyOut | None
+    customer: InvoicePartyOut | None = Field(description="The billing details it was issued to.")
+    customer_name: str | None = Field(description="Without billing details: the account's company name, as the "
+                                                  "invoice named its buyer.")
+    currency: Literal["EUR"]
+    period_start: datetime
+    period_end: datetime
+    due_at: datetime | None
+    lines: list[InvoiceLineOut]
+    kept_until: datetime = Field(description="When it is deleted: HERALD_BILLING_INVOICE_RETENTION_YEARS after the "
+                                             "end of the calendar year it was issued in.")
+
+
+class PlatformAuditEntryOut(Out):
+    id: str = Field(description="Its key: time, then a random part; a page's last is its `next_cursor`.")
+    at: datetime
+    kind: Literal["login", "staff_access"] = Field(
+        description="login: a failed attempt naming no user of any account (`reason` unknown_user; malformed, "
+                    "a request that was not valid; locked is only counted, in the hours); staff_access: staff "
+                    "read a kept invoice (`invoice_id`) or this log (`what`).")
+    result: Literal["failure"] | None = None
+    reason: str | None = None
+    username: str | None = Field(default=None, description="As typed, its first 100 characters.")
+    ip: str | None = None
+    user_agent: str | None = Field(default=None, description="Its first 256 characters.")
+    staff: str | None = None
+    what: Literal["kept_invoice", "platform_audit_log", "platform_audit_hours"] | None = None
+    invoice_id: str | None = None
+
+
+class PlatformAuditOut(Out):
+    items: list[PlatformAuditEntryOut]
+    next_cursor: str | None
+
+
+class PlatformAuditHourOut(Out):
+    id: str
+    hour: datetime = Field(description="The hour's start (UTC).")
+    attempts: int = Field(description="Login attempts naming no user in the hour, every one.")
+    itemised: int = Field(description="Of them, written one by one in the log.")
+    reasons: dict[str, int] = Field(description="The attempts by reason (unknown_user, malformed, locked).")
+
+
+class PlatformAuditHoursOut(Out):
+    items: list[PlatformAuditHourOut]
+    next_cursor: str | None
+
+
 class QueueOut(Out):
     items: list[AccountOut]
     next_cursor: str | None
@@ -450,6 +528,35 @@ def invoice_out(doc: dict[str, Any]) -> dict[str, Any]:
                       for line in doc["lines"]],
             "attempts": doc.get("attempts", 0), "last_failure": doc.get("last_failure"),
             "void_reason": doc.get("void_reason")}
+
+
+def kept_invoice_out(doc: dict[str, Any]) -> dict[str, Any]:
+    def iso(name: str) -> str | None:
+        return doc[name].isoformat() if doc.get(name) is not None else None
+
+    return {"invoice_id": doc["invoice_id"], "issued_at": doc["issued_at"].isoformat(), "status": doc["status"],
+            "paid_at": iso("paid_at"), "voided_at": iso("voided_at"), "void_reason": doc.get("void_reason"),
+            "kind": doc.get("kind"), "amount_cents": doc["amount_cents"], "net_cents": doc.get("net_cents"),
+            "vat_cents": doc.get("vat_cents"), "vat_percent": doc.get("vat_percent"),
+            "vat_treatment": doc.get("vat_treatment"), "vat_note": doc.get("vat_note"),
+            "seller": _party_out(doc.get("seller")), "customer": _party_out(doc.get("customer")),
+            "customer_name": doc.get("customer_name"), "currency": doc.get("currency", "EUR"),
+            "period_start": doc["period_start"].isoformat(), "period_end": doc["period_end"].isoformat(),
+            "due_at": iso("due_at"),
+            "lines": [{"description": line["description"], "amount_cents": line["amount_cents"]}
+                      for line in doc["lines"]],
+            "kept_until": doc["kept_until"].isoformat()}
+
+
+def platform_audit_out(doc: dict[str, Any]) -> dict[str, Any]:
+    fields = ("result", "reason", "username", "ip", "user_agent", "staff", "what", "invoice_id")
+    return {"id": doc["_id"], "at": doc["at"].isoformat(), "kind": doc["kind"], **{f: doc.get(f) for f in fields}}
+
+
+def platform_audit_hour_out(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"id": doc["_id"], "hour": doc["hour"].isoformat(), "attempts": doc.get("attempts", 0),
+            "itemised": doc.get("itemised", 0),
+            "reasons": {k: int(v) for k, v in doc.get("reasons", {}).items()}}
 
 
 def _party_out(party: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -542,12 +649,15 @@ def build_api(service: BillingService) -> APIRouter:
         return account_out(account, Usage(), service.clock(), service.calendar)
 
     async def malformed_login(request: Request) -> None:
-        await service.malformed_login(attempted_username(await login_body(request)), client_of(request))
+        body = await login_body(request)
+        typed = body.get("username") if isinstance(body, dict) else None
+        await service.malformed_login(attempted_username(body), client_of(request),
+                                      typed if isinstance(typed, str) else None)
 
     async def log_in(body: LoginIn, request: Request) -> JSONResponse:
         """Log in with a username and password. Every attempt is in the account's audit log, one that is not valid
-        (422) too; after repeated failures for a user or from an address, attempts are refused for a while (429,
-        Retry-After)."""
+        (422) too (an attempt naming no user: in the platform's, GET /v1/staff/platform-audit-log); after repeated
+        failures for a user or from an address, attempts are refused for a while (429, Retry-After)."""
         try:
             session = await service.log_in(body.username, body.password, client_of(request))
         except TooManyAttempts as exc:
@@ -882,6 +992,37 @@ def build_staff_api(service: BillingService, staff_tokens: StaffTokens) -> APIRo
     async def approve(account_id: Identifier, body: ApproveIn, staff: Staff) -> dict[str, Any]:
         await service.approve(staff, account_id, body.note)
         return account_out(*await service.overview(account_id), service.clock(), service.calendar)
+
+    @router.get("/kept-invoices/{invoice_id}", response_model=None,
+                responses={**answers(200, KeptInvoiceOut, "The invoice, as issued."),
+                           **problems(404, 422, 503),
+                           404: {"model": Problem, "description": (
+                               "invoice_not_found: no invoice of a purged account is kept under this number (never "
+                               "issued, still its account's, or its legal period is over).")}})
+    async def kept_invoice(invoice_id: Identifier, staff: Staff) -> dict[str, Any]:
+        """An invoice of a purged account, kept for the period accounting law sets with the buyer's details it
+        names and nothing else of the account (HERALD_BILLING_INVOICE_RETENTION_YEARS). Every look, found or not,
+        is in the platform audit log."""
+        return kept_invoice_out(await service.kept_invoice(staff, invoice_id))
+
+    @router.get("/platform-audit-log", response_model=None,
+                responses={**answers(200, PlatformAuditOut, "Oldest first."), **problems(422, 503)})
+    async def platform_audit_log(staff: Staff, cursor: Cursor | None = None, since: Since | None = None,
+                                 limit: Limit = 50) -> dict[str, Any]:
+        """What belongs to no account: login attempts naming no user (within the hourly bound; every one is
+        counted in `/platform-audit-log/hours`), and staff looks at kept invoices and at this log (this one too).
+        From after `cursor` (a page's `next_cursor`) or from `since`."""
+        docs = await service.platform_audit_log(staff, cursor, since, limit)
+        return page([platform_audit_out(d) for d in docs], docs, limit)
+
+    @router.get("/platform-audit-log/hours", response_model=None,
+                responses={**answers(200, PlatformAuditHoursOut, "Oldest first: each hour with an attempt."),
+                           **problems(422, 503)})
+    async def platform_audit_hours(staff: Staff, cursor: Cursor | None = None, since: Since | None = None,
+                                   limit: Limit = 50) -> dict[str, Any]:
+        """Every login attempt naming no user, counted per hour and reason, those not written one by one too."""
+        docs = await service.platform_audit_hours(staff, cursor, since, limit)
+        return page([platform_audit_hour_out(d) for d in docs], docs, limit)
 
     @router.post("/accounts/{account_id}/rejection", response_model=None,
                  responses={**answers(200, AccountOut, "Rejected: sending stays held."),

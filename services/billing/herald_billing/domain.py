@@ -107,6 +107,10 @@ CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of this clock a time given to
 # neither the main user nor any sub-user has logged in for 2 years.
 RETENTION_AFTER_DELETION_MONTHS = 3
 RETENTION_WITHOUT_LOGIN_YEARS = 2
+# Issued invoices outlive their account's purge (GDPR art. 17(3)(b): a legal obligation) for this many whole
+# calendar years after the year they were issued in: Latvia's accounting law keeps source documents 5 years
+# (HERALD_BILLING_INVOICE_RETENTION_YEARS; the operator checks their own jurisdiction).
+INVOICE_RETENTION_YEARS = 5
 
 Role = Literal["owner", "member"]
 ReviewStatus = Literal["in_review", "approved", "rejected"]
@@ -1410,6 +1414,13 @@ def retention_due(account: Account, calendar: BillingCalendar = PLATFORM_CALENDA
                 account.deleted_at)
     since = account.last_login_at or account.opened_at
     return calendar.add_months(since, 12 * RETENTION_WITHOUT_LOGIN_YEARS), "inactive", since
+
+
+def invoice_kept_until(issued_at: datetime, years: int = INVOICE_RETENTION_YEARS,
+                       calendar: BillingCalendar = PLATFORM_CALENDAR) -> datetime:
+    """When an invoice kept past its account's purge is deleted: `years` after the end of the calendar year it was
+    issued in, on the platform's calendar (the year its number and its date carry)."""
+    return datetime(calendar.day(issued_at).year + 1 + years, 1, 1, tzinfo=calendar.zone).astimezone(UTC)
 
 
 def purge(account: Account, now: datetime, calendar: BillingCalendar = PLATFORM_CALENDAR) -> list[Event]:

@@ -41,6 +41,7 @@ from . import domain, metrics
 from .domain import Account, Role, Usage, User
 from .payments import PaymentProvider
 from .plans import BillingCalendar, Edition, Plans
+from .platform_audit import PlatformAudit
 from .store import BillingProjection, BillingStore
 
 log = logging.getLogger("herald.billing")
@@ -102,8 +103,11 @@ class BillingService:
                  session_validity: timedelta, plans: Plans, payments: PaymentProvider,
                  clock: Callable[[], datetime] = domain.utcnow,
                  user_throttle: Throttle | None = None, address_throttle: Throttle | None = None,
-                 calendar: BillingCalendar = domain.PLATFORM_CALENDAR, password_reset_key: str | None = None) -> None:
+                 calendar: BillingCalendar = domain.PLATFORM_CALENDAR, password_reset_key: str | None = None,
+                 platform_audit: PlatformAudit | None = None) -> None:
         self.store = store
+        # What names no account: attempts for users nobody is, staff looks at kept invoices and at this log.
+        self.platform_audit = platform_audit or PlatformAudit(store.db)
         self.plans = plans
         self.calendar = calendar
         self.payments = payments
@@ -155,7 +159,7 @@ class BillingService:
                    self.address_throttle.retry_after(client.ip or "", now) if client.ip else 0.0)
         user = await self.store.user(name)
         if wait > 0:
-            await self._failed(user, name, client, "locked")
+            await self._failed(user, name, client, "locked", typed=username)
             raise TooManyAttempts(wait)
         matches = await self.passwords.matches(password, user.password_hash if user is not None else None)
         account = await self.store.account(user.account_id) if user is not None else None
@@ -166,7 +170,7 @@ class BillingService:
             self.user_throttle.failed(name, now)
             if client.ip:
                 self.address_throttle.failed(client.ip, now)
-            await self._failed(user, name, client, reason or "unknown_user")
+            await self._failed(user, name, client, reason or "unknown_user", typed=username)
             raise Unauthorised("the username or the password is not right")
         self.user_throttle.succeeded(name)
         session_id = "s" + secrets.token_hex(12)
@@ -180,12 +184,13 @@ class BillingService:
         metrics.LOGINS.labels("success").inc()
         return Session(token, session_id, user, expires_at)
 
-    async def malformed_login(self, username: str | None, client: Client) -> None:
+    async def malformed_login(self, username: str | None, client: Client, typed: str | None = None) -> None:
         """A login request that is not valid (answered 422: a password longer than any Herald takes, empty, missing,
         not a string) is a failed attempt all the same (PRODUCT.md: every login attempt is audited): LoginFailed
-        (`malformed`) in the log of the user it names (`domain.attempted_username`), or the service's log, and
+        (`malformed`) in the log of the user it names (`domain.attempted_username`), or the platform's, and
         counted by the user's and the address's throttles as a wrong password is. While they refuse, it is not
-        counted again, as a well-formed attempt is not: the answer stays the 422."""
+        counted again, as a well-formed attempt is not: the answer stays the 422. `typed`: the username as the
+        body gave it, for the platform's audit log when it names nobody."""
         now = self.clock()
         wait = max(self.user_throttle.retry_after(username, now) if username else 0.0,
                    self.address_throttle.retry_after(client.ip, now) if client.ip else 0.0)
@@ -198,16 +203,18 @@ class BillingService:
             if client.ip:
                 self.address_throttle.failed(client.ip, now)
         await self._failed(await self.store.user(username) if username else None, username or "", client,
-                           "malformed")
+                           "malformed", typed=typed)
 
     async def _failed(self, user: User | None, name: str, client: Client, reason: FailureReason,
-                      session_id: str | None = None) -> None:
+                      session_id: str | None = None, typed: str | None = None) -> None:
         metrics.LOGINS.labels(reason).inc()
         if user is None or reason == "unknown_user":
-            # No account to write it to: the service's log keeps it (and the address throttle counts it).
+            # No account to write it to: the platform's audit log keeps it, within its bounds (platform_audit).
             log.warning("login for an unknown user", extra={"username": name[:100] or None, "ip": client.ip,
                                                             "user_agent": self._user_agent(client),
                                                             "reason": reason})
+            await self.platform_audit.login_attempt(self.clock(), typed if typed is not None else name, client.ip,
+                                                    client.user_agent, reason)
             return
         # Published, not waited for: an attempt on a known user costs what one on an unknown user does, give or
         # take the publish (no fold to wait for), so timing does not tell them apart.
@@ -637,8 +644,13 @@ class BillingService:
                 await self._settle_pending(await self._account(account_id))
 
     async def purge_due(self) -> int:
-        """AccountPurged for every account whose retention ran out (each once: a fixed id)."""
+        """AccountPurged for every account whose retention ran out (each once: a fixed id); and what is kept past
+        an account, once its own period ran out, deleted: kept invoices, the platform audit log's old entries."""
         now = self.clock()
+        if dropped := await self.store.drop_kept_invoices(now):
+            log.info("kept invoices deleted at the end of their legal period", extra={"invoices": dropped})
+        if expired := await self.platform_audit.expire(now):
+            log.info("platform audit entries deleted at the end of their retention", extra={"entries": expired})
         purged = 0
         for account_id in await self.store.purges_due(now):
             account = await self.store.account(account_id)
@@ -651,6 +663,26 @@ class BillingService:
                 log.info("account purge decided", extra={"account_id": account_id,
                                                          "reason": event.payload.reason})  # type: ignore[attr-defined]
         return purged
+
+    async def kept_invoice(self, staff: str, invoice_id: str) -> Document:
+        """An invoice kept past its account's purge, looked at by staff: each look in the platform's audit log
+        (the account's is gone), found or not."""
+        await self.platform_audit.staff_access(self.clock(), staff, "kept_invoice", invoice_id=invoice_id)
+        doc = await self.store.kept_invoice(invoice_id)
+        if doc is None:
+            raise domain.InvoiceNotFound("no invoice of a purged account is kept under this number (never issued, "
+                                         "still its account's, or its legal period is over)")
+        return doc
+
+    async def platform_audit_log(self, staff: str, after: str | None, since: datetime | None,
+                                 limit: int) -> list[Document]:
+        await self.platform_audit.staff_access(self.clock(), staff, "platform_audit_log")
+        return await self.platform_audit.entries(after, since, limit)
+
+    async def platform_audit_hours(self, staff: str, after: str | None, since: datetime | None,
+                                   limit: int) -> list[Document]:
+        await self.platform_audit.staff_access(self.clock(), staff, "platform_audit_hours")
+        return await self.platform_audit.hours(after, since, limit)
 
     async def invoice(self, session: Session, invoice_id: str) -> Document:
         doc = await self.store.invoice(session.user.account_id, invoice_id)

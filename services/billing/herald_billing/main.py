@@ -26,9 +26,11 @@ from herald_shared.settings import HeraldSettings
 from herald_shared.staff import StaffTokens
 
 from .api import build_api, build_staff_api
+from .domain import INVOICE_RETENTION_YEARS
 from .handlers import BillingService, Passwords, PlanClock, UsageGuard
 from .payments import PaymentProvider, SimulatedProvider
 from .plans import DEFAULT_TIME_ZONE, BillingCalendar, load_plans
+from .platform_audit import AuditBounds, PlatformAudit
 from .reset_page import build_reset_page
 from .store import (
     CAMPAIGN_AUDIT_EVENTS,
@@ -77,6 +79,17 @@ class BillingSettings(HeraldSettings):
                                 description="Its registered address, on one line (the country is Latvia).")
     seller_vat_number: str = Field(default="", max_length=40, alias="HERALD_BILLING_SELLER_VAT_NUMBER",
                                    description="Its Latvian VAT number: LV and 11 digits.")
+
+    invoice_retention_years: int = Field(
+        default=INVOICE_RETENTION_YEARS, ge=1, le=30, alias="HERALD_BILLING_INVOICE_RETENTION_YEARS",
+        description="How many calendar years after the year of its issue a purged account's invoice is kept "
+                    "(Latvia's accounting law: 5; check your jurisdiction's).")
+    platform_audit_days: int = Field(default=90, ge=1, le=3650, alias="HERALD_BILLING_PLATFORM_AUDIT_DAYS",
+                                     description="How long the platform audit log keeps an entry.")
+    platform_audit_attempts_per_hour: int = Field(
+        default=100, ge=0, le=100_000, alias="HERALD_BILLING_PLATFORM_AUDIT_ATTEMPTS_PER_HOUR",
+        description="Login attempts for unknown usernames written one by one per hour, platform-wide (10 at "
+                    "most from one address); the rest are only counted in their hour.")
 
     @field_validator("time_zone")
     @classmethod
@@ -136,11 +149,14 @@ class Billing(ConsumingService):
         self.service = BillingService(self.store, recorder, passwords or Passwords(), secret,
                                       timedelta(minutes=settings.session_minutes), plans,
                                       payments or SimulatedProvider(), calendar=calendar,
-                                      password_reset_key=settings.password_reset_key or None)
+                                      password_reset_key=settings.password_reset_key or None,
+                                      platform_audit=PlatformAudit(self.db, AuditBounds(
+                                          settings.platform_audit_attempts_per_hour,
+                                          timedelta(days=settings.platform_audit_days))))
         if not settings.password_reset_key:
             log.warning("HERALD_PASSWORD_RESET_KEY is not set: password resets are refused (503)")
         self.clock = PlanClock(self.service, settings.clock_interval)
-        self.projection = BillingProjection(self.db, calendar)
+        self.projection = BillingProjection(self.db, calendar, settings.invoice_retention_years)
         self.guard = UsageGuard(self.projection, self.service, ApiKeyProjection(self.db))
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",

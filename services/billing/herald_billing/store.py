@@ -9,6 +9,10 @@ as the accounts fold (`SecondaryIndex`): `review` (`opened time/account`, the st
 the clock reads up to now, each `due time/account`: `trials` (trial end), `renewals` (paid period's end),
 `credit_expiry`, `retention` (purge), `purchases` (a purchase recorded and not settled).
 
+Outside the fold, so a rebuild keeps them: `invoice_numbers` (the last of each year), `kept_invoices` (a purged
+account's invoices for their legal period, `invoice number`) with `kept_invoices_until` (`kept until/invoice
+number`), `password_resets`.
+
 Usage, from herald.subscriptions and herald.delivery: `members` (`account/subscriber`: each stored
 subscriber once, with its list, and whether it counted: a pending double opt-in member counts once confirmed),
 `lists` (`account/list`: created, deleted), and `usage` (`Counters`: per
@@ -113,6 +117,11 @@ RENEWALS, INVOICES, INVOICE_NUMBERS = "renewals", "invoices", "invoice_numbers"
 CREDIT_EXPIRY, RETENTION, PURCHASES = "credit_expiry", "retention", "purchases"
 # Written by the handlers, not folded: a rebuild keeps them (an hour's worth), a purge deletes the account's.
 PASSWORD_RESETS = "password_resets"
+# A purged account's invoices, kept for their legal period (`invoice number`) and listed by when that ends
+# (`kept until/invoice number`): written at the purge, not folded, so a rebuild neither drops nor revives them.
+KEPT_INVOICES, KEPT_UNTIL = "kept_invoices", "kept_invoices_until"
+# What an invoice document holds beyond what the invoice says: the account it links to and its payment attempts.
+NOT_ON_THE_INVOICE = ("_id", "account_id", "attempts", "last_failure", "last_attempt_at")
 # Everything of an account under an `account/...` key.
 ACCOUNT_PREFIXED = (ENDED, KEYS, AUDIT, MEMBERS, LISTS, USAGE, INVOICES)
 INVOICE_NUMBER = re.compile(r"^(\d{4})-(\d{6})$")
@@ -213,6 +222,16 @@ def account_of(doc: Mapping[str, Any]) -> Account:
     return Account(**fields)
 
 
+def kept_invoice(invoice: Mapping[str, Any], company_name: str | None, kept_until: datetime) -> Document:
+    """An invoice as kept past its account's purge: what it was issued with and its status (paid, void), the buyer
+    as it names them (its billing details; without them, the company name its page showed), and nothing else of
+    the account: not its id, registered address or payment attempts."""
+    kept = {k: v for k, v in invoice.items() if k not in NOT_ON_THE_INVOICE}
+    if kept.get("customer") is None:
+        kept["customer_name"] = company_name
+    return {"_id": invoice["invoice_id"], **kept, "kept_until": kept_until}
+
+
 def user_doc(user: User) -> Document:
     return {"_id": user.username, **asdict(user)}
 
@@ -230,9 +249,11 @@ class BillingProjection(Projection):
     collections = (ACCOUNTS, USERS, ENDED, KEYS, AUDIT, REVIEW, TRIALS, MEMBERS, LISTS, USAGE, RENEWALS, INVOICES,
                    CREDIT_EXPIRY, RETENTION, PURCHASES)
 
-    def __init__(self, db: AsyncDatabase[Document], calendar: BillingCalendar = domain.PLATFORM_CALENDAR) -> None:
+    def __init__(self, db: AsyncDatabase[Document], calendar: BillingCalendar = domain.PLATFORM_CALENDAR,
+                 invoice_retention_years: int = domain.INVOICE_RETENTION_YEARS) -> None:
         super().__init__(db)
         self.calendar = calendar  # the billing periods sends are counted in, and retention's calendar months
+        self.invoice_retention_years = invoice_retention_years
         self._accounts: list[Event] = []
         self._users: list[Event] = []
         self._usage: list[Event] = []
@@ -427,8 +448,10 @@ class BillingProjection(Projection):
 
     async def purge(self, account_id: str) -> None:
         """Delete the account's data (`purging.PurgingHandler` calls this on AccountPurged): the account, its
-        users, sessions, keys, audit log, usage, invoices and its places in the listings."""
+        users, sessions, keys, audit log, usage, invoices and its places in the listings; its invoices are kept
+        first, apart, for their legal period (`keep_invoices`)."""
         doc = await self.db[ACCOUNTS].find_one({"_id": account_id})
+        await self.keep_invoices(account_id, doc.get("company_name") if doc is not None else None)
         if doc is not None:
             gone: dict[str, Document | None] = {account_id: None}
             for index in self._listings:
@@ -442,6 +465,23 @@ class BillingProjection(Projection):
         await delete_by_account_prefix(self.db, account_id, ACCOUNT_PREFIXED)
         await self.db[PASSWORD_RESETS].delete_many({"account_id": account_id})
         await self.db[ACCOUNTS].delete_one({"_id": account_id})
+
+    async def keep_invoices(self, account_id: str, company_name: str | None) -> int:
+        """Copy the account's invoices to `kept_invoices` (`kept_invoice`) until their legal period ends. Listed
+        before they are written, and both before the account's are deleted: a purge stopped half-way and done
+        again keeps each once, and nothing is kept that the clock would not find to delete."""
+        invoices = [doc async for doc in self.db[INVOICES].find({"_id": prefix_range(account_id)})]
+        if not invoices:
+            return 0
+        kept = [kept_invoice(doc, company_name, domain.invoice_kept_until(
+            doc["issued_at"], self.invoice_retention_years, self.calendar)) for doc in invoices]
+        await self.db[KEPT_UNTIL].bulk_write(
+            [UpdateOne({"_id": compose(time_key(k["kept_until"]), k["_id"])},
+                       {"$setOnInsert": {"invoice_id": k["_id"]}}, upsert=True) for k in kept], ordered=False)
+        await self.db[KEPT_INVOICES].bulk_write(
+            [UpdateOne({"_id": k["_id"]}, {"$setOnInsert": {f: v for f, v in k.items() if f != "_id"}}, upsert=True)
+             for k in kept], ordered=False)
+        return len(kept)
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         a = event.account_id
@@ -634,6 +674,19 @@ class BillingStore:
 
     async def invoices(self, account_id: str, after: str | None, limit: int) -> list[Document]:
         return await self._page(INVOICES, account_id, after, limit)
+
+    async def kept_invoice(self, invoice_id: str) -> Document | None:
+        """An invoice kept past its account's purge, while its legal period lasts."""
+        return await self.db[KEPT_INVOICES].find_one({"_id": invoice_id})
+
+    async def drop_kept_invoices(self, now: datetime) -> int:
+        """Delete the kept invoices whose legal period ended at or before `now` (an `_id` range of the listing)."""
+        due = await keys_due(self.db[KEPT_UNTIL], now)
+        if not due:
+            return 0
+        await self.db[KEPT_INVOICES].delete_many({"_id": {"$in": [key.rsplit("/", 1)[1] for key in due]}})
+        await self.db[KEPT_UNTIL].delete_many({"_id": {"$in": due}})
+        return len(due)
 
     async def paid_periods(self, account_id: str) -> list[tuple[str, datetime]]:
         """The account's paid invoices that paid a period (a plan's first, a renewal): number and period start."""

@@ -108,3 +108,14 @@ async def running_billing(settings: HeraldSettings, payments: PaymentProvider | 
         yield platform
     finally:
         await service.stop()
+
+
+async def on_a_monthly_plan(platform: Platform, username: str, company: str = "Acme Ltd") -> Customer:
+    """A new account with a working card on the 500-subscriber monthly plan (its first invoice issued)."""
+    customer = await platform.sign_up(username, company=company)
+    method = await customer.http.put("/v1/account/payment-method", json={"provider": "simulated",
+                                                                        "reference": "sim-card-ok"})
+    assert method.status_code == 204, method.text
+    chosen = await customer.http.put("/v1/account/plan", json={"subscribers": 500})
+    assert chosen.status_code == 200, chosen.text
+    return customer

@@ -17,7 +17,7 @@ from herald_shared.contract.billing import CancellationWithdrawn, InvoiceIssued
 from herald_shared.mongo import rebuild
 from herald_shared.settings import HeraldSettings
 
-from .helpers import Customer, Platform, account, running_billing
+from .helpers import Platform, account, on_a_monthly_plan, running_billing
 
 SELLER = {"HERALD_BILLING_SELLER_NAME": "Herald SIA", "HERALD_BILLING_SELLER_ADDRESS": "Brīvības iela 1, Rīga, LV-1010",
           "HERALD_BILLING_SELLER_VAT_NUMBER": "LV40003000001"}
@@ -29,16 +29,6 @@ GERMAN_BUSINESS = {"legal_name": "Acme GmbH", "address": ["Hauptstraße 1", "101
 async def selling(settings: HeraldSettings) -> AsyncIterator[Platform]:
     async with running_billing(settings, **SELLER) as running:
         yield running
-
-
-async def on_a_monthly_plan(platform: Platform, username: str) -> Customer:
-    customer = await platform.sign_up(username)
-    method = await customer.http.put("/v1/account/payment-method", json={"provider": "simulated",
-                                                                        "reference": "sim-card-ok"})
-    assert method.status_code == 204, method.text
-    chosen = await customer.http.put("/v1/account/plan", json={"subscribers": 500})
-    assert chosen.status_code == 200, chosen.text
-    return customer
 
 
 def problem_type(response: Any) -> str:
