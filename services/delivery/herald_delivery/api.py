@@ -3,7 +3,7 @@
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Staff` is local.
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
@@ -75,21 +75,30 @@ class MembershipOut(Out):
     list_id: str | None
     status: str = Field(description="As delivery's audience holds it now: pending, active, unsubscribed, "
                                     "suppressed or erased. A campaign reaches the active members of its list.")
+    erased_at: datetime | None = Field(description=(
+        "Erased: when (none of its messages or confirmations is shown). Any other status: when an earlier "
+        "membership under this subscriber id was erased (its messages, made before then, are not shown). Null when "
+        "none was, or it was erased before delivery kept the time."))
 
 
 class LookedUpOut(Out):
     subscriber_id: str | None
     email_sha256: str | None
+    erased_at: datetime | None = Field(description=(
+        "By address: when memberships of it were last erased. An erased membership is no longer tied to the "
+        "address, so it is not listed under `memberships`; null when none was (or by subscriber id)."))
 
 
 class MessagesOut(Out):
     account_id: str
     looked_up: LookedUpOut
     memberships: list[MembershipOut] = Field(description="The memberships looked at: the subscriber's, or every "
-                                                         "membership of the address in the account.")
+                                                         "membership of the address in the account that is not "
+                                                         "erased.")
     messages: list[MessageOut] = Field(description=(
-        "Campaign messages of these memberships, newest campaign first. A campaign that has none was not sent to "
-        "them: they were not active members of its list (or its segment) when it was expanded."))
+        "Campaign messages of these memberships, newest campaign first; none of an erased membership, nor any made "
+        "before the erasure of an earlier membership under the same subscriber id. A campaign that has none was "
+        "not sent to them: they were not active members of its list (or its segment) when it was expanded."))
     confirmations: list[MessageOut] | None = Field(description=(
         f"First page only (null after): the newest {CONFIRMATIONS_SHOWN} confirmation emails of these "
         "memberships that are keyed under them (not after an erasure). Account notices go to the customer, not "
@@ -103,7 +112,7 @@ class StaffReads(Protocol):
     async def accounts(self, account_ids: Collection[str]) -> dict[str, AccountState]: ...
 
     async def memberships(self, account_id: str, *, subscriber_id: str | None = None,
-                          email_sha256: str | None = None) -> list[Document]: ...
+                          email_sha256: str | None = None) -> tuple[list[Document], datetime | None]: ...
 
     async def queued_campaigns(self, account_id: str) -> list[QueuedCampaign]: ...
 
@@ -124,12 +133,14 @@ class Publisher(Protocol):
 
 async def campaign_messages(reads: StaffReads, account_id: str, subscriber_ids: Sequence[str],
                             cursor: LookupCursor | None, limit: int,
+                            erased_before: Mapping[str, datetime] | None = None,
                             ) -> tuple[list[tuple[QueuedCampaign, Document]], LookupCursor | None]:
     """A page of the memberships' campaign messages in answer order, and the cursor after it (None: the last).
     No index lists a person's messages, but each one's id is known: `message_id_for(account, campaign,
     subscriber)`. So the account's queued campaigns are read (an `_id` range), and the ids of each with each
     membership asked of the ledger by `_id`, CAMPAIGNS_PER_READ campaigns at a time, until one more than `limit`
-    is found (there is a next page) or no campaign is left."""
+    is found (there is a next page) or no campaign is left. `erased_before`: of a subscriber id whose earlier
+    membership was erased, when: its messages made before then are that person's, not this one's, and left out."""
     campaigns = domain.newest_first(await reads.queued_campaigns(account_id), cursor)
     found: list[tuple[QueuedCampaign, Document]] = []
     for start in range(0, len(campaigns), CAMPAIGNS_PER_READ):
@@ -138,7 +149,8 @@ async def campaign_messages(reads: StaffReads, account_id: str, subscriber_ids: 
                for c in part}
         jobs = await reads.ledger_jobs([message_id for of_one in ids.values() for message_id in of_one])
         for campaign in part:
-            present = [message_id for message_id in ids[campaign.campaign_id] if message_id in jobs]
+            present = [message_id for message_id in ids[campaign.campaign_id]
+                       if message_id in jobs and not domain.made_before_erasure(jobs[message_id], erased_before)]
             found += [(campaign, jobs[m]) for m in domain.still_to_come(campaign, present, cursor)]
         if len(found) > limit:
             break
@@ -149,11 +161,15 @@ async def campaign_messages(reads: StaffReads, account_id: str, subscriber_ids: 
 
 
 async def look_up(reads: StaffReads, account: AccountState, subscriber_ids: Sequence[str],
-                  cursor: LookupCursor | None, limit: int) -> dict[str, Any]:
+                  cursor: LookupCursor | None, limit: int,
+                  erased_before: Mapping[str, datetime] | None = None) -> dict[str, Any]:
     """The messages, confirmations (first page) and next cursor of a look-up, each message with its attempts."""
-    page, after = await campaign_messages(reads, account.account_id, subscriber_ids, cursor, limit)
-    confirmations = [] if cursor is not None else await reads.confirmation_jobs(account.account_id, subscriber_ids,
-                                                                              CONFIRMATIONS_SHOWN)
+    if not subscriber_ids:  # every membership looked at is erased: nothing of theirs is read
+        return {"messages": [], "confirmations": None if cursor is not None else [], "next_cursor": None}
+    page, after = await campaign_messages(reads, account.account_id, subscriber_ids, cursor, limit, erased_before)
+    confirmations = [] if cursor is not None else [
+        job for job in await reads.confirmation_jobs(account.account_id, subscriber_ids, CONFIRMATIONS_SHOWN)
+        if not domain.made_before_erasure(job, erased_before)]
     message_ids = [str(job["_id"]) for _, job in page] + [str(job["_id"]) for job in confirmations]
     attempts = await reads.attempts(message_ids)
     accepted = [m for m in message_ids if any(a["outcome"] == "sent" for a in attempts.get(m, ()))]
@@ -215,15 +231,21 @@ def build_staff_api(reads: StaffReads, publisher: Publisher, staff_tokens: Staff
         except TRANSIENT_ERRORS:
             return problem(503, "audit_unavailable", "The look-up could not be recorded in the audit log; retry.")
         log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": "messages"})
-        memberships = await reads.memberships(account_id, subscriber_id=subscriber_id, email_sha256=email_sha256)
-        if not memberships:
+        memberships, address_erased_at = await reads.memberships(account_id, subscriber_id=subscriber_id,
+                                                                 email_sha256=email_sha256)
+        if not memberships and address_erased_at is None:
             return problem(404, "unknown_subscriber", "The account has no such subscriber, nor any membership of "
                                                       "this address.")
-        found = await look_up(reads, account, [str(m["subscriber_id"]) for m in memberships], after, limit)
+        # An erased membership is shown as erased and when, and nothing of it is read: its messages are no longer
+        # the person's to look up (PRODUCT.md, "Subject rights"); the ledger keeps them for the counts alone.
+        live = [m for m in memberships if m["status"] != "erased"]
+        found = await look_up(reads, account, [str(m["subscriber_id"]) for m in live], after, limit,
+                              {str(m["subscriber_id"]): m["erased_at"] for m in live if m.get("erased_at")})
         body = MessagesOut.model_validate({
-            "account_id": account_id, "looked_up": {"subscriber_id": subscriber_id, "email_sha256": email_sha256},
+            "account_id": account_id,
+            "looked_up": {"subscriber_id": subscriber_id, "email_sha256": email_sha256, "erased_at": address_erased_at},
             "memberships": [{"subscriber_id": m["subscriber_id"], "list_id": m.get("list_id"),
-                             "status": m["status"]} for m in memberships], **found})
+                             "status": m["status"], "erased_at": m.get("erased_at")} for m in memberships], **found})
         return JSONResponse(body.model_dump(mode="json"))
 
     return router

@@ -631,13 +631,23 @@ def evolve_audience_member(doc: AudienceDoc | None, event: Event, *,
                      "status": status}
             if base.get("awaiting_confirmation"):
                 added["awaiting_confirmation"] = True
+            if (doc or {}).get("erased_at"):
+                # The id came back (a CRM re-adds it): the messages of the membership erased under it stay out of
+                # staff look-ups of the new one (their ids are made of the subscriber id, so a look-up finds them).
+                added["erased_at"] = (doc or {})["erased_at"]
             if (doc or {}).get("opted_out") or (doc or {}).get("status") == "unsubscribed":
                 added["opted_out"] = True  # outlives the re-add and an erasure, as in subscriptions
             return added
         case SubscriberErased(payload=p):
+            # Kept: the id (the key: the erasure is final for it, and a late copy of an earlier event must not bring
+            # the member back), its list (the customer's, not the person's), when (a staff look-up answers that it
+            # was erased, and shows no message of it) and the opt-out below. Not the address's hash: anyone who
+            # knows the address makes it, and it led staff look-ups to the person's messages. No rule needs it
+            # here: the account's suppression of the address is on the address's document, which SubscriberErased
+            # and SubscriberSuppressed find by the hash they carry (`evolve_audience_address`).
             list_id = p.list_id or (doc or {}).get("list_id")
             erased = {"account_id": account, "subscriber_id": p.subscriber_id,
-                      "list_id": list_id, "email": None, "email_sha256": p.email_sha256, "status": "erased"}
+                      "list_id": list_id, "email": None, "status": "erased", "erased_at": event.occurred_at}
             if doc is not None and (doc.get("opted_out") or doc["status"] in ("unsubscribed", "suppressed")):
                 erased["opted_out"] = True  # the person's opt-out or suppression outlives their erasure
             return erased
@@ -665,16 +675,30 @@ def evolve_audience_member(doc: AudienceDoc | None, event: Event, *,
     return doc
 
 
-def evolve_audience_address(doc: AudienceDoc | None, event: SubscriberAdded | SubscriberSuppressed) -> AudienceDoc:
+def evolve_audience_address(doc: AudienceDoc | None, event: SubscriberAdded | SubscriberSuppressed | SubscriberErased,
+                            erased: AudienceDoc | None = None) -> AudienceDoc:
     """Every membership of one address in an account, so a suppression reaches them, and whether the account
     suppressed the address (PRODUCT.md: a suppression is of the address, account-wide; like subscriptions'
-    suppression record it is never lifted, and outlives the erasure of the memberships). The store keys it."""
+    suppression record it is never lifted, and outlives the erasure of the memberships). The store keys it.
+
+    An erased membership (`erased`: the member as its erasure left it) leaves the list: the hash of the address
+    must lead nowhere near its messages. What of it a rule still needs stays, naming no membership: that it had
+    opted out (`opted_out`: a test send to the address is refused as unsubscribed, `refused_test_recipients`) and
+    when the last erasure was (`erased_at`: a staff look-up by the address answers that it was erased)."""
     members = list(doc["members"]) if doc else []
     if isinstance(event, SubscriberAdded) and event.payload.subscriber_id not in members:
         members.append(event.payload.subscriber_id)
+    if isinstance(event, SubscriberErased) and event.payload.subscriber_id in members:
+        members.remove(event.payload.subscriber_id)
     folded: AudienceDoc = {"account_id": event.account_id, "members": members}
     if isinstance(event, SubscriberSuppressed) or (doc and doc.get("suppressed")):
         folded["suppressed"] = True
+    if (doc and doc.get("opted_out")) or (erased or {}).get("opted_out"):
+        folded["opted_out"] = True
+    if isinstance(event, SubscriberErased):
+        folded["erased_at"] = event.occurred_at
+    elif doc and doc.get("erased_at"):
+        folded["erased_at"] = doc["erased_at"]
     return folded
 
 
@@ -933,6 +957,14 @@ def attempt_answer(outcome: dict[str, Any]) -> dict[str, Any]:
             "smtp_code": outcome.get("smtp_code"), "smtp_reply": outcome.get("smtp_reply"),
             "bounce_class": outcome.get("bounce_class"), "reason": outcome.get("reason"),
             "next_attempt_at": outcome.get("next_attempt_at")}
+
+
+def made_before_erasure(job: dict[str, Any], erased_before: Mapping[str, datetime] | None) -> bool:
+    """A job made for an earlier membership under its subscriber id, erased since (`erased_before`: when, by
+    subscriber id): a look-up of the id's new membership must not show the erased person's messages."""
+    erased_at = (erased_before or {}).get(str(job.get("subscriber_id")))
+    created_at = job.get("created_at")
+    return erased_at is not None and (created_at is None or created_at <= erased_at)
 
 
 def message_answer(job: dict[str, Any], attempts: list[dict[str, Any]], account: AccountState,

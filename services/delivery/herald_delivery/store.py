@@ -130,8 +130,10 @@ MEMBER_EVENTS = (SubscriberAdded, SubscriberConfirmed, SubscriberUnsubscribed, S
 # The audience's format, marked beside it (`herald_shared.rebuilding`). 2 (2026-12-06): a suppressed address stays
 # suppressed when another producer re-adds it, and a later membership of it starts suppressed. Members without the
 # mark were folded by the version before, which made such a re-added membership active: it is folded again
-# (`herald_delivery.rebuild`) before this version serves or sends from it.
-AUDIENCE_FORMAT = 2
+# (`herald_delivery.rebuild`) before this version serves or sends from it. 3 (2026-12-07): an erased membership
+# keeps no hash of its address and leaves its address's document, so no staff look-up by the address leads to it;
+# one folded before still does, until the audience is folded again.
+AUDIENCE_FORMAT = 3
 AUDIENCE = ReadModelFormat("delivery", "audience", AUDIENCE_FORMAT, MEMBERS, "audience")
 
 
@@ -177,7 +179,7 @@ class AudienceProjection(FoldingProjection):
             await AUDIENCE.mark_if_empty(self.db)
             self._format_checked = True
         address_ids = {compose(e.account_id, e.payload.email_sha256) for e in events
-                       if isinstance(e, SubscriberAdded | SubscriberSuppressed)}
+                       if isinstance(e, SubscriberAdded | SubscriberSuppressed | SubscriberErased)}
         addresses = await load(self.db[ADDRESSES], self._stored(address_ids))
         member_ids = {scoped(e.account_id, e.payload.subscriber_id) for e in events}  # type: ignore[attr-defined]
         for doc in addresses.values():
@@ -189,7 +191,7 @@ class AudienceProjection(FoldingProjection):
             # Each member keeps the ids of the events folded into it: a copy, however late, changes nothing.
             key = scoped(event.account_id, event.payload.subscriber_id)  # type: ignore[attr-defined]
             address_key = compose(event.account_id, event.payload.email_sha256) if isinstance(
-                event, SubscriberAdded | SubscriberSuppressed) else None
+                event, SubscriberAdded | SubscriberSuppressed | SubscriberErased) else None
             address = addresses.get(address_key) if address_key else None
             old = members.get(key)
             if not applied(old, event):
@@ -197,6 +199,10 @@ class AudienceProjection(FoldingProjection):
                     address, members, event.account_id))
                 if folded is not None:
                     states.set(key, marked({**folded, "_id": key}, old, event))
+                if address_key is not None and isinstance(event, SubscriberErased):
+                    # Only when the member took it: a late copy of an old erasure must not drop a re-added id.
+                    addresses[address_key] = {"_id": address_key,
+                                              **domain.evolve_audience_address(address, event, folded)}
             if isinstance(event, SubscriberSuppressed):
                 # Suppression is of the address for the whole account (PRODUCT.md), whichever list.
                 for other in address["members"] if address else ():
@@ -325,7 +331,7 @@ class LedgerFold:
 
 
 # What a staff look-up reads of a membership and of a job: no address, name, merge value or content.
-_MEMBERSHIP_FIELDS = {"subscriber_id": 1, "list_id": 1, "status": 1}
+_MEMBERSHIP_FIELDS = {"subscriber_id": 1, "list_id": 1, "status": 1, "erased_at": 1}
 _LOOKUP_JOB_FIELDS = {"kind": 1, "account_id": 1, "campaign_id": 1, "subscriber_id": 1, "list_id": 1, "created_at": 1,
                       "next_attempt_at": 1, "in_doubt": 1}
 _JOB_FIELDS = {"kind": 1, "account_id": 1, "campaign_id": 1, "subscriber_id": 1, "recipient": 1}
@@ -635,16 +641,19 @@ class DeliveryStore:
     # Staff look-ups (README, "Staff look-ups"): one person's messages, found by keys alone
 
     async def memberships(self, account_id: str, *, subscriber_id: str | None = None,
-                          email_sha256: str | None = None) -> list[Document]:
+                          email_sha256: str | None = None) -> tuple[list[Document], datetime | None]:
         """The memberships a look-up names, by subscriber id or by every membership of the address (`addresses`,
-        by account and hash): their ids, lists and statuses, never their address or merge values."""
+        by account and hash): their ids, lists, statuses and erasure times, never their address or merge values;
+        and, by the address, when memberships of it were last erased (an erased one is no longer listed there)."""
+        erased_at = None
         if subscriber_id is not None:
             ids = [subscriber_id]
         else:
             doc = await self.db[ADDRESSES].find_one({"_id": compose(account_id, str(email_sha256))})
             ids = list(doc["members"]) if doc else []
+            erased_at = doc.get("erased_at") if doc else None
         found = await load(self.db[MEMBERS], [scoped(account_id, s) for s in ids], _MEMBERSHIP_FIELDS)
-        return sorted(found.values(), key=lambda doc: str(doc["subscriber_id"]))
+        return sorted(found.values(), key=lambda doc: str(doc["subscriber_id"])), erased_at
 
     async def refused_test_recipients(self, account_id: str, addresses: Collection[str]) -> dict[str, str]:
         """Of these addresses (as the contract hashes them: lower-cased), those a test send may not go to, with
@@ -661,7 +670,7 @@ class DeliveryStore:
             held = [members[m] for m in (scoped(account_id, m) for m in doc.get("members", ())) if m in members]
             # An erased membership counts only by the opt-out it keeps (the person is otherwise forgotten).
             statuses = [("unsubscribed" if m.get("opted_out") else None) if m["status"] == "erased" else m["status"]
-                        for m in held]
+                        for m in held] + (["unsubscribed"] if doc.get("opted_out") else [])
             if doc.get("suppressed") or "suppressed" in statuses:
                 refused[keys[key]] = "address_suppressed"
             elif "unsubscribed" in statuses and all(s in ("unsubscribed", None) for s in statuses):

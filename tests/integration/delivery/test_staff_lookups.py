@@ -65,7 +65,8 @@ async def test_a_look_up_says_of_each_message_whether_it_was_sent_when_and_why_n
                      what="an outcome of each of c1's four messages")
 
     sent = await look_up(http, "acme", email_sha256=sha256("sent@example.org"))
-    assert sent["memberships"] == [{"subscriber_id": "s-sent", "list_id": "news", "status": "active"}]
+    assert sent["memberships"] == [{"subscriber_id": "s-sent", "list_id": "news", "status": "active",
+                                    "erased_at": None}]
     message, = sent["messages"]
     assert (message["campaign_id"], message["state"], message["final"]) == ("c1", "sent", True)
     assert [(a["outcome"], a["smtp_code"]) for a in message["attempts"]] == [("sent", 250)]

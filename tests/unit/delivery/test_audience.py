@@ -4,6 +4,7 @@ only confirmed, non-suppressed members receive campaigns; a suppression covers t
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from typing import Any
 
 from herald_delivery.domain import evolve_audience_address, evolve_audience_member
@@ -16,6 +17,7 @@ from herald_shared.contract.subscriptions import (
 )
 
 HASH = hashlib.sha256(b"ann@example.com").hexdigest()
+T_ERASED = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
 
 def added(subscriber_id: str = "s1", list_id: str = "news") -> SubscriberAdded:
@@ -85,12 +87,37 @@ def test_a_suppression_reaches_every_membership_but_an_erased_one() -> None:
     assert evolve_audience_member(gone, suppressed()) is gone
 
 
+def erased(subscriber_id: str = "s1") -> SubscriberErased:
+    return SubscriberErased(account_id="acme", producer="subscriptions", occurred_at=T_ERASED,
+                            payload={"subscriber_id": subscriber_id, "email_sha256": HASH,  # type: ignore[arg-type]
+                                     "requested_by": "subscriber"})
+
+
 def test_erasure_is_final_and_keeps_nothing_personal() -> None:
-    erased = SubscriberErased(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
-        "subscriber_id": "s1", "email_sha256": HASH, "requested_by": "subscriber"})
-    doc = member_after(added(), confirmed(), erased, confirmed())
+    """Not even the address's hash: anyone who knows the address makes it, and it led to the person's messages."""
+    doc = member_after(added(), confirmed(), erased(), confirmed())
     assert doc == {"account_id": "acme", "subscriber_id": "s1", "list_id": "news", "email": None,
-                   "email_sha256": HASH, "status": "erased"}
+                   "status": "erased", "erased_at": T_ERASED}
+
+
+def test_an_erased_membership_leaves_its_address_which_keeps_only_its_opt_out_and_when() -> None:
+    """PRODUCT.md "Subject rights": nothing keyed by the address's hash names the erased membership any more; a
+    suppression of the address and the person's opt-out (a test send is refused) outlive the erasure."""
+    unsubscribed = SubscriberUnsubscribed(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+        "list_id": "news", "subscriber_id": "s1", "source": "one_click"})
+    member = member_after(added(), confirmed(), unsubscribed, erased())
+    address = evolve_audience_address(evolve_audience_address(None, added("s1")), added("s2", "offers"))
+    address = evolve_audience_address(address, erased(), member)
+    assert address == {"account_id": "acme", "members": ["s2"], "opted_out": True, "erased_at": T_ERASED}
+    address = evolve_audience_address(address, suppressed())
+    assert address == {"account_id": "acme", "members": ["s2"], "suppressed": True, "opted_out": True,
+                       "erased_at": T_ERASED}
+    assert evolve_audience_address(address, added("s1")) == {**address, "members": ["s2", "s1"]}
+
+
+def test_an_id_added_again_after_its_erasure_remembers_when_so_the_old_messages_stay_out_of_its_look_ups() -> None:
+    doc = member_after(added(), confirmed(), erased(), added(), confirmed())
+    assert doc is not None and doc["status"] == "active" and doc["erased_at"] == T_ERASED
 
 
 def test_an_address_remembers_each_of_its_memberships_once() -> None:

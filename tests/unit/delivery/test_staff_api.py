@@ -35,8 +35,11 @@ class Reads:
 
     def __init__(self) -> None:
         self.log: list[str] = []
-        self.members = {"s1": {"subscriber_id": "s1", "list_id": "news", "status": "active"},
-                        "s2": {"subscriber_id": "s2", "list_id": "offers", "status": "unsubscribed"}}
+        self.members: dict[str, dict[str, Any]] = {
+            "s1": {"subscriber_id": "s1", "list_id": "news", "status": "active"},
+            "s2": {"subscriber_id": "s2", "list_id": "offers", "status": "unsubscribed"}}
+        self.address_members = ["s1", "s2"]
+        self.address_erased_at: datetime | None = None
         self.campaigns = [QueuedCampaign(f"c{i}", T0 + timedelta(minutes=i), CampaignState(f"c{i}", queued=True))
                           for i in range(3)]
         pairs = [("c1", "s1"), ("c2", "s1"), ("c2", "s2")]
@@ -55,10 +58,10 @@ class Reads:
         return {a: AccountState(a, approved=True) for a in account_ids if a == "acme"}
 
     async def memberships(self, account_id: str, *, subscriber_id: str | None = None,
-                          email_sha256: str | None = None) -> list[dict[str, Any]]:
+                          email_sha256: str | None = None) -> tuple[list[dict[str, Any]], datetime | None]:
         self.log.append("memberships")
-        ids = [subscriber_id] if subscriber_id else (["s1", "s2"] if email_sha256 == HASH else [])
-        return [self.members[s] for s in ids if s in self.members]
+        ids = [subscriber_id] if subscriber_id else (self.address_members if email_sha256 == HASH else [])
+        return [self.members[s] for s in ids if s in self.members], self.address_erased_at if email_sha256 else None
 
     async def queued_campaigns(self, account_id: str) -> list[QueuedCampaign]:
         self.log.append("campaigns")
@@ -187,8 +190,9 @@ async def test_pages_go_newest_campaign_first_to_the_last_and_confirmations_come
                     ("c2", max(("s1", "s2"), key=lambda s: domain.message_id_for("acme", "c2", s))), ("c1", "s1")]
     assert len(pages) == 2 and [len(p["messages"]) for p in pages] == [2, 1]
     assert [c["message_id"] for c in pages[0]["confirmations"]] == ["conf-1"] and pages[1]["confirmations"] is None
-    assert pages[0]["memberships"] == [{"subscriber_id": "s1", "list_id": "news", "status": "active"},
-                                       {"subscriber_id": "s2", "list_id": "offers", "status": "unsubscribed"}]
+    assert pages[0]["memberships"] == [
+        {"subscriber_id": "s1", "list_id": "news", "status": "active", "erased_at": None},
+        {"subscriber_id": "s2", "list_id": "offers", "status": "unsubscribed", "erased_at": None}]
     assert all(m["state"] == "sent" and m["attempts"][0]["smtp_code"] == 250 for p in pages for m in p["messages"])
 
 
@@ -202,3 +206,41 @@ async def test_a_person_with_few_messages_among_many_campaigns_is_found_in_reads
     answer = await http.get(PATH, params={"subscriber_id": "s1"}, headers=STAFF)
     assert [m["campaign_id"] for m in answer.json()["messages"]] == ["c2", "c1"]
     assert reads.log.count("jobs") == 3  # 453 campaigns, 200 a read
+
+
+async def test_an_erased_membership_is_shown_erased_and_when_with_nothing_of_its_messages(service: Service) -> None:
+    """PRODUCT.md "Subject rights": after an erasure no look-up leads to the person's messages, by the subscriber
+    id (its membership says erased, and when) or by the address (it no longer names the membership)."""
+    http, reads, _ = service
+    erased_at = T0 + timedelta(hours=1)
+    reads.members["s1"] = {"subscriber_id": "s1", "list_id": "news", "status": "erased", "erased_at": erased_at}
+    answer = await http.get(PATH, params={"subscriber_id": "s1"}, headers=STAFF)
+    assert answer.status_code == 200
+    assert answer.json()["memberships"] == [{"subscriber_id": "s1", "list_id": "news", "status": "erased",
+                                             "erased_at": "2026-11-25T13:00:00Z"}]
+    assert (answer.json()["messages"], answer.json()["confirmations"]) == ([], [])
+    assert "jobs" not in reads.log and "attempts" not in reads.log, "an erased membership's ledger was read"
+
+    reads.address_members, reads.address_erased_at = ["s2"], erased_at
+    answer = await http.get(PATH, params={"email_sha256": HASH}, headers=STAFF)
+    assert answer.status_code == 200 and answer.json()["looked_up"]["erased_at"] == "2026-11-25T13:00:00Z"
+    assert [m["subscriber_id"] for m in answer.json()["memberships"]] == ["s2"]
+    assert [(m["campaign_id"], m["subscriber_id"]) for m in answer.json()["messages"]] == [("c2", "s2")]
+    assert answer.json()["confirmations"] == []
+
+    reads.address_members = []
+    answer = await http.get(PATH, params={"email_sha256": HASH}, headers=STAFF)
+    assert answer.status_code == 200 and answer.json()["memberships"] == [] and answer.json()["messages"] == []
+
+
+async def test_an_id_added_again_after_its_erasure_shows_only_the_messages_made_since(service: Service) -> None:
+    """The message ids are made of the subscriber id, so the new membership's look-up would find the erased
+    person's messages: those made before the erasure are left out."""
+    http, reads, _ = service
+    reads.members["s1"] = {"subscriber_id": "s1", "list_id": "news", "status": "active",
+                           "erased_at": T0 + timedelta(seconds=30)}
+    reads.jobs[domain.message_id_for("acme", "c2", "s1")]["created_at"] = T0 + timedelta(minutes=2)
+    answer = await http.get(PATH, params={"subscriber_id": "s1"}, headers=STAFF)
+    assert answer.status_code == 200
+    assert [m["campaign_id"] for m in answer.json()["messages"]] == ["c2"]
+    assert answer.json()["confirmations"] == []
