@@ -416,7 +416,14 @@ async def _decide_batch(service: SubscriptionsService, lst: ListState, company: 
                         seen: SeenAddresses) -> None:
     """Each row decided in file order; a row whose address an earlier row of the file already took is a
     duplicate. An address counts as taken once a row of it was decided, not when one was read: a row refused
-    for itself (a value too long, consent in the future) leaves its address to a later, valid row."""
+    for itself (a value too long, consent in the future) leaves its address to a later, valid row. The list is
+    read again first (by `_id`): deleted meanwhile (or its account), the batch's rows are rejected as
+    `list_deleted`, not published to be dead-lettered by the projection while the report counted them imported."""
+    now_list = await service.store.list_state(lst.account_id, lst.list_id)
+    if now_list is None or not domain.takes_members(now_list):
+        for line, _ in batch:
+            report.reject(line, "list_deleted", "the list (or its account) was deleted during the import")
+        return
     ids = {req.email: domain.subscriber_id_for(lst.account_id, lst.list_id, req.email) for _, req in batch}
     hashes = {req.email: domain.email_sha256(req.email) for _, req in batch}
     members = await service.store.member_states(lst.account_id, list(ids.values()))

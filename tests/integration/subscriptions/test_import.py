@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from herald_shared.contract.delivery import MessageBounced
 from herald_shared.contract.subscriptions import ImportCompleted, SubscriberAdded
 from herald_subscriptions.importer import BATCH
@@ -246,3 +248,32 @@ async def test_consent_the_api_is_given_must_have_happened_and_name_an_address(p
     fine = await acme.http.post("/v1/lists/news/subscribers", json={
         "email": "p@example.com", "consent": {"method": "checkout", "ip": "198.51.100.4"}})
     assert fine.status_code == 201, fine.text
+
+
+async def test_rows_after_the_list_is_deleted_mid_import_are_rejected_not_counted_imported(
+        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list is read again before each batch: deleted while the file is read, the rows after are rejected
+    (`list_deleted`) rather than published, dead-lettered by the projection and reported as imported."""
+    acme = await platform.tenant("acme")
+    await acme.create_list()
+    store = platform.service.service.store
+    read = store.list_state
+    reads = 0
+
+    async def deleted_before_the_second_batch(account_id: str, list_id: str) -> object:
+        nonlocal reads
+        reads += 1
+        if reads == 3:  # the import's own read, the first batch's, then the second batch's
+            assert (await acme.http.delete("/v1/lists/news")).status_code == 204
+            await eventually(lambda: read(account_id, list_id), lambda lst: lst is not None and lst.deleted,
+                             what="the deletion folded")
+        return await read(account_id, list_id)
+
+    monkeypatch.setattr(store, "list_state", deleted_before_the_second_batch)
+    rows = "".join(f"p{i}@example.com,shop checkbox,{T}\n" for i in range(BATCH + 5))
+    status, report = await _import(acme, f"email,consent_method,consent_at\n{rows}".encode())
+    assert status == 202, report
+    assert (report["rows_total"], report["rows_imported"], report["rows_rejected"]) == (BATCH + 5, BATCH, 5)
+    assert report["rejected_by_reason"] == {"list_deleted": 5}
+    added = [e for e in await platform.events() if isinstance(e, SubscriberAdded)]
+    assert len(added) == BATCH
