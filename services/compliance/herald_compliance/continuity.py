@@ -74,27 +74,40 @@ class Continuity:
         self.expected: dict[TopicPartition, int] = {}
         self.progress: dict[TopicPartition, float] = {}  # monotonic time the expected offset last moved
         self._reader: AIOKafkaConsumer | None = None
-        self._starting = asyncio.Lock()  # the lag report and the batches may both ask for it first
+        # End offsets are asked on a consumer of their own that is never assigned anything: the reader keeps
+        # fetching the partition it last read, and the broker answers a connection's requests in order, so an
+        # end-offset request would wait behind a fetch it holds (up to 0.5 s on a partition with nothing new).
+        self._ends: AIOKafkaConsumer | None = None
+        self._starting = asyncio.Lock()  # the lag report and the batches may both ask for one first
 
     async def _consumer(self) -> AIOKafkaConsumer:
         async with self._starting:
             if self._reader is None:
-                reader = AIOKafkaConsumer(**self._settings.kafka_client_options(),
-                                          group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                          client_id="herald-compliance-continuity")
-                try:
-                    await reader.start()
-                except BaseException:  # the broker away, or the caller gave up: the next call starts one afresh
-                    with contextlib.suppress(Exception):
-                        await reader.stop()
-                    raise
-                self._reader = reader
+                self._reader = await self._started("herald-compliance-continuity")
             return self._reader
 
+    async def _offsets(self) -> AIOKafkaConsumer:
+        async with self._starting:
+            if self._ends is None:
+                self._ends = await self._started("herald-compliance-offsets")
+            return self._ends
+
+    async def _started(self, client_id: str) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(**self._settings.kafka_client_options(), group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest", client_id=client_id)
+        try:
+            await consumer.start()
+        except BaseException:  # the broker away, or the caller gave up: the next call starts one afresh
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
+        return consumer
+
     async def stop(self) -> None:
-        if self._reader is not None:
-            await self._reader.stop()
-            self._reader = None
+        for consumer in (self._reader, self._ends):
+            if consumer is not None:
+                await consumer.stop()
+        self._reader = self._ends = None
 
     async def assign(self, tps: Iterable[TopicPartition]) -> None:
         """Start expecting the group's committed offset (or the partition's first offset) on these partitions."""
@@ -111,7 +124,7 @@ class Continuity:
         offsets = {tp: meta.offset for tp, meta in committed.items() if meta is not None and meta.offset >= 0}
         uncommitted = [tp for tp in wanted if tp not in offsets]
         if uncommitted:
-            offsets.update(await (await self._consumer()).beginning_offsets(uncommitted))
+            offsets.update(await (await self._offsets()).beginning_offsets(uncommitted))
         now = time.monotonic()
         for tp in wanted:
             self.expected[tp] = offsets[tp]
@@ -144,7 +157,7 @@ class Continuity:
         return records
 
     async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        return dict(await (await self._consumer()).end_offsets(list(tps)))
+        return dict(await (await self._offsets()).end_offsets(list(tps)))
 
     async def stalled(self, after_seconds: float) -> dict[TopicPartition, tuple[int, int]]:
         """Owned partitions with records past the expected offset and no progress for `after_seconds`."""

@@ -46,6 +46,9 @@ _IDS = uuid.UUID("6f1d3c52-4b8e-4a57-9d0e-2f6c1b7a9e13")
 ACTED_ON: tuple[type[Event], ...] = (MessageSent, MessageBounced, ComplaintReceived, SubscriberUnsubscribed,
                                      AccountSuspended, AccountReinstated, ListCreated, SubscriberAdded, ListDeleted,
                                      AccountPurged)
+# The topic that carries the sends, and with them bounces and complaints (one partition per account, in the order
+# they happened). An unsubscribe travels on herald.subscriptions, read in no set order with it.
+SENDS_TOPIC = "herald.delivery"
 
 
 def decision_id(*parts: object) -> str:
@@ -414,6 +417,10 @@ class AccountState:
     # The newest event time whose facts the index forgot early (it was full); facts of that time or older that it
     # does not remember are late (`forgotten`).
     forgotten_until: int | None = None
+    # Unsubscribes counted before the partition carrying their sends had been read as far as it reached when they
+    # were (`SendsRead`): [sends' "topic:partition", offset to read up to, bucket or None, campaign or None, n].
+    # Counted like any, but kept out of what the rules judge until that offset is read (`release`).
+    awaiting_sends: list[list[Any]] = field(default_factory=list)
 
     def applied(self, source: str, offset: int) -> bool:
         return self.watermarks.get(source, -1) >= offset
@@ -448,6 +455,47 @@ class AccountState:
             if counts is not None and getattr(counts, kind) > 0:
                 counts.add(kind, -1)
 
+    def await_sends(self, fact: Fact, source: str, offset: int, policy: Policy) -> None:
+        """Keep a fact just counted out of the rules until `source` is read up to `offset`: the sends it is about
+        may lie before that, not read yet. Grouped by offset and scope: one entry a batch, bucket and campaign."""
+        in_window = fact.at > self.stream_time - policy.longest_window_seconds  # as `count` files it
+        key = [source, offset, policy.bucket(fact.at) if in_window else None, fact.campaign_id]
+        for entry in self.awaiting_sends:
+            if entry[:4] == key:
+                entry[4] += 1
+                return
+        self.awaiting_sends.append([*key, 1])
+
+    def release(self, sends: SendsRead | None) -> None:
+        """Let the rules judge the awaiting facts whose sends' partition has been read up to the offset they wait
+        for; all of them when how far is not known (`sends` None, or a partition it does not name)."""
+        if not self.awaiting_sends:
+            return
+        read_to = sends.read_to if sends is not None else {}
+        self.awaiting_sends = [entry for entry in self.awaiting_sends
+                               if entry[0] in read_to and read_to[entry[0]] < entry[1]]
+
+    def awaited(self) -> dict[str, int]:
+        """Per sends' partition, the least offset an awaiting fact waits for: when the account must be judged again."""
+        least: dict[str, int] = {}
+        for source, offset, *_ in self.awaiting_sends:
+            least[source] = min(offset, least.get(source, offset))
+        return least
+
+    def awaiting(self, policy: Policy) -> dict[str, int]:
+        """Unsubscribes kept out of the rules, per scope key (`Scope.key`)."""
+        held: dict[str, int] = {}
+        newest = policy.bucket(self.stream_time)
+        for _, _, bucket, campaign_id, n in self.awaiting_sends:
+            if campaign_id:
+                held[f"campaign:{campaign_id}"] = held.get(f"campaign:{campaign_id}", 0) + n
+            if bucket is not None:
+                for hours in policy.windows_hours:
+                    if newest - hours * 3600 // policy.bucket_seconds < bucket <= newest:
+                        key = f"window:{window_name(hours)}"
+                        held[key] = held.get(key, 0) + n
+        return held
+
     def window_counts(self, hours: int, policy: Policy, *, raw: bool = False) -> Counts:
         newest = policy.bucket(self.stream_time)
         oldest = newest - hours * 3600 // policy.bucket_seconds
@@ -475,6 +523,7 @@ class AccountState:
         self.warned = {}
         self.baseline = {f"b:{b}": Counts(*c.to_list()) for b, c in self.buckets.items()}
         self.baseline.update({f"c:{c}": Counts(*n.to_list()) for c, n in self.campaigns.items()})
+        self.awaiting_sends = []  # in the baseline now: never judged
 
     def prune(self, policy: Policy) -> None:
         """Forget what no window or campaign can need any more; keeps an account's state bounded."""
@@ -501,12 +550,15 @@ class AccountState:
             del self.late_sends[campaign]
 
     def to_json(self) -> dict[str, Any]:
-        return {"t": self.stream_time, "b": {str(k): v.to_list() for k, v in self.buckets.items()},
+        data = {"t": self.stream_time, "b": {str(k): v.to_list() for k, v in self.buckets.items()},
                 "c": {k: v.to_list() for k, v in self.campaigns.items()}, "cs": self.campaign_seen,
                 "w": self.watermarks, "e": self.epoch, "bl": {k: v.to_list() for k, v in self.baseline.items()},
                 "s": self.suspension, "wn": self.warned, "dl": self.deleted_lists,
                 "cl": self.campaign_lists, "ra": self.reinstated_at, "fu": self.forgotten_until,
                 "sl": self.sent_lists, "ls": self.late_sends, "ru": self.reusing}
+        if self.awaiting_sends:  # mostly empty: not written then (and the processor looks for accounts with some)
+            data["as"] = self.awaiting_sends
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> AccountState:
@@ -520,7 +572,8 @@ class AccountState:
                    campaign_lists=dict(data.get("cl", {})), reinstated_at=data.get("ra"),
                    forgotten_until=data.get("fu"), sent_lists=dict(data.get("sl", {})),
                    late_sends={k: list(v) for k, v in data.get("ls", {}).items()},
-                   reusing={k: dict(v) for k, v in data.get("ru", {}).items()})
+                   reusing={k: dict(v) for k, v in data.get("ru", {}).items()},
+                   awaiting_sends=[list(entry) for entry in data.get("as", ())])
 
 
 # --- decisions -------------------------------------------------------------------------------------------------
@@ -573,6 +626,16 @@ def scopes_of(state: AccountState, policy: Policy) -> list[tuple[Scope, Counts]]
     return scopes
 
 
+def judged_scopes(state: AccountState, policy: Policy) -> list[tuple[Scope, Counts]]:
+    """Each scope's counts as the rules judge them: without the unsubscribes still awaiting their sends."""
+    scopes = scopes_of(state, policy)
+    if not state.awaiting_sends:
+        return scopes
+    held = state.awaiting(policy)
+    return [(scope, counts - Counts(unsubscribe=held[scope.key]) if scope.key in held else counts)
+            for scope, counts in scopes]
+
+
 def account_window_sent(scopes: list[tuple[Scope, Counts]]) -> int:
     """What the account sent in its longest window (the windows nest: the longest holds the most)."""
     return max((counts.sent for scope, counts in scopes if scope.kind == "rolling_window"), default=0)
@@ -590,7 +653,7 @@ def evaluate(account_id: str, state: AccountState, policy: Policy,
     but for the rolling windows of an account that sent more (Policy.judged_sent)."""
     breach: Breach | None = None
     warnings: list[Warning] = []
-    scopes = scopes_of(state, policy)
+    scopes = judged_scopes(state, policy)
     account_sent: int | None = None
     for scope, counts in scopes:
         if not (counts.hard_bounce or counts.complaint or counts.unsubscribe or counts.block):
@@ -937,6 +1000,26 @@ class Input:
         return event_time(self.event, self.produced_at)
 
 
+@dataclass(frozen=True)
+class SendsRead:
+    """How far the partitions that carry sends (SENDS_TOPIC) have been read, for a batch, per "topic:partition":
+    `read_to`, the next offset the worker will process once the batch is applied; `ends`, the partition's end
+    offset, asked of the broker after the batch's records were read (only for partitions an unsubscribe of the
+    batch waits on)."""
+
+    read_to: Mapping[str, int]
+    ends: Mapping[str, int] = field(default_factory=dict)
+
+
+def sends_source(item: Input) -> str | None:
+    """The partition carrying the sends an input's facts are about, when the input is read apart from it: an
+    unsubscribe, on the partition of herald.subscriptions of the same number (input topics are co-partitioned by
+    account). None for the sends' own topic, read in order with its bounces and complaints."""
+    if not isinstance(item.event, SubscriberUnsubscribed):
+        return None
+    return f"{SENDS_TOPIC}:{item.source.rpartition(':')[2]}"
+
+
 class ListRecords(Protocol):
     """The account's list records: a dict in tests, the `lists` table in the processor."""
 
@@ -963,11 +1046,16 @@ class Decision:
 
 
 def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts: FactMarkers, lists: ListRecords,
-           policy: Policy, announced: Container[str], now: datetime) -> Decision:
+           policy: Policy, announced: Container[str], now: datetime, sends: SendsRead | None = None) -> Decision:
     """Apply an account's inputs, in order, to its state, facts and lists (`evolve`), then judge the result: the
     suspension a breach calls for (one per epoch; not when `announced` holds it already, as after a crash),
     warnings not announced yet, and one-off sending on the lists the inputs touched. The state records what
-    is announced; the decision lists the events."""
+    is announced; the decision lists the events.
+
+    The rates are judged at a consistent cut: an unsubscribe is read in no set order with the sends it is about,
+    so one counted while its sends' partition had not been read to where it ended then (`sends`) is kept out of
+    the rules until it has (`AccountState.awaiting_sends`); with no inputs, `decide` judges the account again
+    once it has. Without `sends`, every fact is judged at once."""
     decision = Decision()
     touched: set[str] = set()
     fresh: set[str] = set()
@@ -975,9 +1063,10 @@ def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts:
         if state.applied(item.source, item.offset):
             decision.note(item, "replayed")
             continue
-        decision.note(item, evolve(account_id, state, item, facts, lists, policy, touched, fresh))
+        decision.note(item, evolve(account_id, state, item, facts, lists, policy, touched, fresh, sends))
         state.mark_applied(item.source, item.offset)
     state.prune(policy)
+    state.release(sends)
     already = state.suspension is not None or suspension_id(account_id, state.epoch) in announced
     breach, warnings = evaluate(account_id, state, policy, already)
     if breach is not None:
@@ -1029,7 +1118,7 @@ def campaign_messages(state: AccountState) -> MessagesOf:
 
 
 def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers, lists: ListRecords,
-           policy: Policy, touched: set[str], fresh: set[str]) -> Outcome:
+           policy: Policy, touched: set[str], fresh: set[str], sends: SendsRead | None = None) -> Outcome:
     """Apply one input: count its facts once each (a fact seen before is a duplicate, one published more than
     the longest window after it happened is late), note a list's first send per campaign, lift the suspension
     a reinstatement names, and keep lists' creation, members and deletion. The lists it changed join `touched`;
@@ -1050,6 +1139,10 @@ def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers
             elif claim(facts, fact, item.source, item.offset, sent_in_epoch(fact, state)):
                 before = sent_before(facts, fact, state, policy)
                 state.count(fact, policy, before_reinstatement=before)
+                if not before and sends is not None and (source := sends_source(item)) is not None:
+                    end, read_to = sends.ends.get(source), sends.read_to.get(source)
+                    if end is not None and read_to is not None and read_to < end:
+                        state.await_sends(fact, source, end, policy)
                 # Which of a message's facts is processed first is no sign of when it was sent (topics are read in
                 # no set order, a MessageSent may be republished after its DSN): a fact set aside for want of its
                 # send counts as soon as the send comes, so the same facts in any order are judged alike.

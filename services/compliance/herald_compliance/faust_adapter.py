@@ -147,6 +147,11 @@ class ChangelogTable(_Changelog):
     def keys(self) -> list[str]:
         return list(self.data)
 
+    def keys_with(self, fragment: bytes) -> list[str]:
+        """The keys whose stored JSON holds `fragment` (a superset of those with a field of that name): a scan of
+        the raw values, without decoding each."""
+        return [key for key, raw in self.data.items() if raw is not None and fragment in raw]
+
     def put(self, partition: int, key: str, value: Any) -> None:
         raw = json.dumps(value, separators=(",", ":")).encode()
         self.data[key] = raw

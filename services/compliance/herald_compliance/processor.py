@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,7 +45,18 @@ from herald_shared.topics import TopicNames
 
 from . import metrics
 from .continuity import Continuity, Fetch, lag, reconcile
-from .domain import ACTED_ON, AccountState, Input, ListRecord, Policy, decide, plan_forgetting
+from .domain import (
+    ACTED_ON,
+    SENDS_TOPIC,
+    AccountState,
+    Input,
+    ListRecord,
+    Policy,
+    SendsRead,
+    decide,
+    plan_forgetting,
+    sends_source,
+)
 from .faust_adapter import READER_RETRY_BACKOFF_MS, Acknowledgements, ChangelogTable, FactTable, durable
 from .packed_facts import BUCKETS
 
@@ -226,6 +237,10 @@ class Processor:
         self.owned: set[int] = set()  # input partitions this worker holds (the tables also hold standby copies)
         self._lock = asyncio.Lock()  # batches, catch-ups, sweeps, assignments and revocations never interleave
         self._next_limit_check = 0  # fact count under which limit_facts does not try again (it could not cut)
+        # Accounts with unsubscribes awaiting their sends (`AccountState.awaiting_sends`), per owned partition:
+        # account → the least offset of the sends' partition they wait for, when they are judged again. Learnt
+        # from the accounts table at a partition's first batch here (`_find_awaiting`), then from each decision.
+        self._awaiting: dict[int, dict[str, int]] = {}
 
     async def handle(self, events: Sequence[Any]) -> None:
         """One batch of faust events, from any input partitions; each partition's share is applied with that
@@ -281,6 +296,8 @@ class Processor:
                 # its new owner reports it; the last value left here would keep HeraldComplianceLagging firing
                 metrics.LAG_MESSAGES.remove(tp.topic, str(tp.partition))
             self.announcements.forget(sorted({tp.partition for tp in tps if tp.topic in self._base}))
+            for partition in {tp.partition for tp in tps if tp.topic in self._base} - self.owned:
+                self._awaiting.pop(partition, None)  # its next owner finds them in the table
 
     async def catch_up(self, stalled_after: float) -> int:
         """Read straight from Kafka what an owned partition holds past the expected offset when nothing has come
@@ -332,10 +349,13 @@ class Processor:
                 by_partition[record.partition][parsed.event.account_id].append(parsed)
         for (topic, type_), n in passed_over.items():
             metrics.EVENTS.labels(topic, type_, "ignored").inc(n)
+        self._find_awaiting()
+        sends = await self._sends_read(by_partition)
         for partition, by_account in by_partition.items():
             announced = await self.announcements.ready(partition)
             for account_id, items in by_account.items():
-                await self._apply_account(account_id, partition, items, announced)
+                await self._apply_account(account_id, partition, items, announced, sends)
+        await self._judge_awaiting(sends)
         await durable(self.facts, self.lists, self.accounts)  # before faust may acknowledge (and commit) this batch
         for tp, offsets in self._to_acknowledge.items():
             self.acknowledgements.acknowledge(tp, offsets)  # faust never saw them: it would never commit past them
@@ -349,6 +369,63 @@ class Processor:
                 metrics.LAG_MESSAGES.labels(tp.topic, str(tp.partition)).set(max(0, highwater - share[-1].offset - 1))
         metrics.DEDUPE_ENTRIES.set(len(self.facts))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _sends_read(self, by_partition: Mapping[int, Mapping[str, list[Input]]]) -> SendsRead:
+        """How far this worker has read the partitions that carry sends once this batch is applied, and, for those
+        an unsubscribe of the batch is about, where they end now (asked of the broker: the consumer's high
+        watermark is only as new as the partition's last fetch, which a paused or buffered partition skips)."""
+        sends_topic = self.topics(SENDS_TOPIC)
+        read_to = {f"{SENDS_TOPIC}:{tp.partition}": offset
+                   for tp, offset in self.continuity.expected.items() if tp.topic == sends_topic}
+        wanted = {source for by_account in by_partition.values() for items in by_account.values() for item in items
+                  if (source := sends_source(item)) is not None and source in read_to}
+        if not wanted:
+            return SendsRead(read_to)
+        tps = [TopicPartition(sends_topic, int(source.rpartition(":")[2])) for source in sorted(wanted)]
+        delay = 0.1
+        while True:
+            try:
+                ends = await self.continuity.end_offsets(tps)
+                break
+            except TRANSIENT_ERRORS as exc:  # the broker is briefly away: the batch waits, as its announcements would
+                log.warning("reading the sends' end offsets failed, retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return SendsRead(read_to, {f"{SENDS_TOPIC}:{tp.partition}": end for tp, end in ends.items()})
+
+    def _find_awaiting(self) -> None:
+        """The accounts of partitions newly held here whose unsubscribes await their sends (written by the
+        partition's previous owner, or before a restart): read from the accounts table once per assignment."""
+        new = self.owned - set(self._awaiting)
+        if not new:
+            return
+        for partition in new:
+            self._awaiting[partition] = {}
+        for account_id in self.accounts.keys_with(b'"as":'):
+            partition = account_partition(account_id)
+            stored = self.accounts.get(account_id)
+            if partition in new and not is_purged(stored):
+                self._note_awaiting(account_id, partition, AccountState.from_json(stored))
+
+    def _note_awaiting(self, account_id: str, partition: int, state: AccountState) -> None:
+        awaited = state.awaited()
+        accounts = self._awaiting.setdefault(partition, {})
+        if awaited:
+            accounts[account_id] = min(awaited.values())
+        else:
+            accounts.pop(account_id, None)
+
+    async def _judge_awaiting(self, sends: SendsRead) -> None:
+        """Judge again the accounts whose awaited sends this worker has now read, though this batch held none of
+        their events: their unsubscribes join the rates now, never later than the sends they wait for."""
+        for partition, accounts in list(self._awaiting.items()):  # judging one updates its entry
+            read_to = sends.read_to.get(f"{SENDS_TOPIC}:{partition}")
+            due = [account_id for account_id, offset in accounts.items() if read_to is None or read_to >= offset]
+            if not due:
+                continue
+            announced = await self.announcements.ready(partition)
+            for account_id in due:
+                await self._apply_account(account_id, partition, [], announced, sends)
 
     async def _contiguous(self, tp: TopicPartition, share: list[Any]) -> list[Any]:
         """The partition's records in order with nothing skipped: holes are read from Kafka, and what was
@@ -386,17 +463,22 @@ class Processor:
         self._event_age[base].observe(max(0.0, time.time() - event.occurred_at.timestamp()))
         return Input(event, f"{base}:{message.partition}", message.offset, produced_at(message))
 
-    async def _apply_account(self, account_id: str, partition: int, items: list[Input], announced: set[str]) -> None:
+    async def _apply_account(self, account_id: str, partition: int, items: list[Input], announced: set[str],
+                             sends: SendsRead) -> None:
         stored = self.accounts.get(account_id)
         if is_purged(stored) or any(isinstance(item.event, AccountPurged) for item in items):
             if not is_purged(stored):
                 self._purge(account_id, partition)
             for item in items:
                 metrics.EVENTS.labels(item.topic, item.event.type, "purged").inc()
+            self._awaiting.get(partition, {}).pop(account_id, None)
             return
         state = AccountState.from_json(stored)
         decision = decide(account_id, state, items, FactIndex(self.facts, account_id, partition),
-                          ListTable(self.lists, account_id, partition), self.policy, announced, datetime.now(UTC))
+                          ListTable(self.lists, account_id, partition), self.policy, announced, datetime.now(UTC),
+                          sends)
+        if state.awaiting_sends or account_id in self._awaiting.get(partition, {}):
+            self._note_awaiting(account_id, partition, state)
         for labels, n in decision.outcomes.items():  # counted into Prometheus once per account and batch
             metrics.EVENTS.labels(*labels).inc(n)
         for event in decision.announcements:
