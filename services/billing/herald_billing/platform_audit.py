@@ -12,6 +12,7 @@ hide the others' attempts. Entries and hours older than `retention` are deleted 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
 from dataclasses import dataclass
@@ -67,6 +68,10 @@ class PlatformAudit:
         self._per_address = Throttle(limit=max(1, self.bounds.per_address), window=timedelta(hours=1))
         # Entries of one instant (a coarse clock, a test's fixed one) keep the order they were written in.
         self._sequence = itertools.count()
+        # The hours' counts are written one at a time: FerretDB applies an `$inc` by reading and writing the document
+        # back, so concurrent ones lost counts (and handed several attempts the same place in the hour), and
+        # concurrent upserts of a new hour failed on its `_id` (a 500 to the login). Billing runs one replica.
+        self._counting = asyncio.Lock()
 
     async def login_attempt(self, at: datetime, username: str | None, ip: str | None, user_agent: str | None,
                             reason: str) -> bool:
@@ -78,14 +83,15 @@ class PlatformAudit:
         if itemised:
             counts["itemised_tried"] = 1
         key = time_key(hour_of(at))
-        # One atomic count, so concurrent attempts each learn their own place in the hour.
-        hour = await self.db[HOURS].find_one_and_update(
-            {"_id": key}, {"$inc": counts, "$setOnInsert": {"hour": hour_of(at)}}, upsert=True,
-            return_document=ReturnDocument.AFTER)
+        async with self._counting:  # each attempt learns its own place in the hour
+            hour = await self.db[HOURS].find_one_and_update(
+                {"_id": key}, {"$inc": counts, "$setOnInsert": {"hour": hour_of(at)}}, upsert=True,
+                return_document=ReturnDocument.AFTER)
         if not itemised or int((hour or {}).get("itemised_tried", 0)) > self.bounds.attempts_per_hour:
             return False
         await self._write(login_entry(at, username, ip, user_agent, reason))
-        await self.db[HOURS].update_one({"_id": key}, {"$inc": {"itemised": 1}})
+        async with self._counting:
+            await self.db[HOURS].update_one({"_id": key}, {"$inc": {"itemised": 1}})
         return True
 
     async def staff_access(self, at: datetime, staff: str, what: str, **about: str | None) -> None:

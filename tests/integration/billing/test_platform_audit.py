@@ -4,6 +4,7 @@ read audited), bounded against a flood of made-up usernames (per address and per
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,3 +84,28 @@ async def test_a_flood_of_made_up_usernames_is_counted_and_written_only_up_to_th
         await platform.service.service.purge_due()
         assert [doc async for doc in platform.service.db["platform_audit"].find({})] == []
         assert (await staff_read(platform, "/v1/staff/platform-audit-log/hours"))["items"] == []
+
+
+async def test_concurrent_attempts_opening_an_hour_are_each_counted_and_the_hours_bound_holds(
+        settings: HeraldSettings) -> None:
+    """30 attempts at once, from 30 addresses, in a new hour: each answered 401 (two upserts of the hour had failed
+    on its `_id`, a 500), each counted (concurrent `$inc`s had lost counts), and exactly the bound written."""
+    now = [datetime.fromisoformat("2026-12-07T10:15:00+00:00")]
+    async with running_billing(settings, clock=lambda: now[0],
+                               HERALD_BILLING_PLATFORM_AUDIT_ATTEMPTS_PER_HOUR=5) as platform:
+        for hour in range(2):
+            now[0] += timedelta(hours=1)
+
+            async def attempt(n: int, hour: int = hour) -> int:
+                client = platform.client(address=(f"203.0.{hour}.{n}", 1))
+                answer = await client.post("/v1/sessions", json={"username": f"ghost-{hour}-{n}",
+                                                                 "password": "guess guess guess"})
+                return answer.status_code
+
+            assert await asyncio.gather(*(attempt(n) for n in range(30))) == [401] * 30
+            counted = (await staff_read(platform, "/v1/staff/platform-audit-log/hours",
+                                        since=now[0].replace(minute=0).isoformat()))["items"]
+            assert [(h["attempts"], h["itemised"]) for h in counted] == [(30, 5)], counted
+            written = [e for e in (await staff_read(platform, since=now[0].replace(minute=0).isoformat()))["items"]
+                       if e["kind"] == "login"]
+            assert len(written) == 5
