@@ -3737,6 +3737,8 @@ _LINK_TARGET = re.compile(r"""(?<![\w-])(?:href|src|srcset|action|formaction|bac
 _TEXT_TARGET = re.compile(r"<([^\s<>]++)>")
 _URL_START = re.compile(r"[\x00-\x20]*+([^:/?#]*+):")  # a scheme, after what browsers strip before a URL
 _AUTHORITY = re.compile(r"[^/?#]*+")
+# The schemes whose URLs always have a host, read after any run of slashes (WHATWG URL: "special schemes").
+_SPECIAL_SCHEMES = frozenset({"http", "https", "ws", "wss", "ftp", "file"})
 
 
 def templated_link_targets(html_body: str | None, text_body: str | None) -> list[tuple[str, str]]:
@@ -3779,7 +3781,11 @@ def _chooses_destination(marked: str) -> bool:
         if _CODE_MARK in scheme.group(1):
             return True
         rest = url[scheme.end():]
-        if not rest.startswith("//"):
+        if scheme.group(1).lower() in _SPECIAL_SCHEMES:
+            # WHATWG URL parsing: after a special scheme the host follows however many slashes come, none
+            # included (`https:{{ x }}/a` and `https:/{{ x }}` go to the host x names).
+            rest = "//" + rest.lstrip("/")
+        elif not rest.startswith("//"):
             return False  # mailto:, tel:: an address, not a place the reader is taken to
     else:
         rest = url.lstrip("\x00 \t\n\f\r")
@@ -3787,6 +3793,7 @@ def _chooses_destination(marked: str) -> bool:
             return True  # the whole target is the member's
         if not rest.startswith("//"):
             return False  # a path, a fragment
+        rest = "//" + rest.lstrip("/")  # `///x` is scheme-relative too: the host is x
     authority = _AUTHORITY.match(rest, 2)
     return authority is not None and _CODE_MARK in authority.group()
 

@@ -361,6 +361,13 @@ def test_a_readers_first_open_or_click_is_counted_by_country_and_device_and_noth
     ("<a href='https://{{ city }}.shop.example/'>Shop</a>", None, "body.html_body"),
     ('<a href="https&#58;//{{ city }}/x">Shop</a>', None, "body.html_body"),
     ('<img src="//{{ city }}/banner.png">', None, "body.html_body"),
+    # WHATWG URL parsing: after http(s) the host follows however many slashes (or backslashes) come, none too
+    ('<a href="https:{{ city }}/offer">Shop</a>', None, "body.html_body"),
+    ('<a href="https:/{{ city }}/offer">Shop</a>', None, "body.html_body"),
+    ('<a href="HTTPS:{{ city }}">Shop</a>', None, "body.html_body"),
+    ('<a href="https:\\{{ city }}/">Shop</a>', None, "body.html_body"),
+    ('<img src="https:{{ city }}/p.png">', None, "body.html_body"),
+    ('<a href="///{{ city }}/offer">Shop</a>', None, "body.html_body"),
     ('<a href="https://shop.example/">Shop</a>', "Shop <https://{{ city }}/>", "body.text_body"),
 ])
 def test_a_merge_tag_in_a_links_scheme_or_host_is_refused_at_save_and_at_submission(
