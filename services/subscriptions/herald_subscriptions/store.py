@@ -127,13 +127,21 @@ async def list_live_lists(db: AsyncDatabase[Document]) -> int | None:
     (FerretDB reads each whole), once. Returns the lists listed (None: listed before)."""
 
     async def listed() -> int:
-        ops: list[WriteOp] = []
+        live: dict[str, str] = {}
         async for doc in db[LISTS].find({}, {"list_id": 1, "deleted_at": 1}):
             if "deleted_at" not in doc:
-                ops.append(UpdateOne({"_id": doc["_id"]}, {"$setOnInsert": {"list_id": doc["list_id"]}}, upsert=True))
-        for start in range(0, len(ops), 1000):
-            await db[LIVE_LISTS].bulk_write(ops[start:start + 1000], ordered=False)
-        return len(ops)
+                live[str(doc["_id"])] = str(doc["list_id"])
+        keys = list(live)
+        for start in range(0, len(keys), 1000):
+            await db[LIVE_LISTS].bulk_write([UpdateOne({"_id": key}, {"$setOnInsert": {"list_id": live[key]}},
+                                                       upsert=True) for key in keys[start:start + 1000]],
+                                            ordered=False)
+        # A list another process's fold deleted after it was read above: its entry goes again (the fold's
+        # DeleteOne came before this step's write).
+        deleted = [key for key, doc in (await load(db[LISTS], keys, {"deleted_at": 1})).items() if "deleted_at" in doc]
+        if deleted:
+            await db[LIVE_LISTS].delete_many({"_id": {"$in": deleted}})
+        return len(keys) - len(deleted)
 
     return await once_per_database(db, LIVE_LISTS_MARK, listed)
 

@@ -6,10 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from herald_shared.contract.subscriptions import ListCreated
+import pytest
+from pymongo.asynchronous.collection import AsyncCollection
+
+from herald_shared.contract.subscriptions import ListCreated, ListDeleted
 from herald_shared.rebuilding import FORMATS
 from herald_subscriptions import domain
-from herald_subscriptions.store import LIVE_LISTS, LIVE_LISTS_MARK, list_live_lists
+from herald_subscriptions.store import (
+    LIVE_LISTS,
+    LIVE_LISTS_MARK,
+    SubscriptionsProjection,
+    SubscriptionsStore,
+    list_live_lists,
+)
 from tests.integration.subscriptions.conftest import Platform, Tenant
 
 
@@ -107,3 +116,35 @@ async def test_lists_folded_before_live_lists_was_kept_count_after_the_upgrade(p
     assert refused.status_code == 409 and refused.json()["type"].endswith("/too_many_lists"), refused.text
     assert await db[LIVE_LISTS].find_one({"_id": "acme/l0007"}) is None
     assert await list_live_lists(db) is None  # once: the mark is there
+
+
+async def test_a_list_deleted_by_another_process_while_the_lists_are_listed_does_not_count(
+        platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes starting at once: one folds a ListDeleted after the other's `list_live_lists` read the lists
+    and before it wrote them; the deleted list must not come back into `live_lists`."""
+    db = platform.service.mongo[platform.settings.database_name("race")]
+    try:
+        folder = SubscriptionsProjection(db)
+        for i in range(3):
+            await folder.handle(ListCreated(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+                "list_id": f"l{i}", "name": f"l{i}", "opt_in": "single"}))
+        await folder.flush()
+        await db[LIVE_LISTS].delete_many({})  # as the version before left it
+        write = AsyncCollection.bulk_write
+        folded: list[bool] = []
+
+        async def the_other_process_folds_first(self: Any, ops: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.name == LIVE_LISTS and not folded:
+                folded.append(True)
+                other = SubscriptionsProjection(db)
+                await other.handle(ListDeleted(account_id="acme", producer="subscriptions", payload={  # type: ignore[arg-type]
+                    "list_id": "l0", "members_at_deletion": 0}))
+                await other.flush()
+            return await write(self, ops, *args, **kwargs)
+
+        monkeypatch.setattr(AsyncCollection, "bulk_write", the_other_process_folds_first)
+        assert await list_live_lists(db) == 2
+        assert folded and sorted([doc["_id"] async for doc in db[LIVE_LISTS].find({})]) == ["acme/l1", "acme/l2"]
+        assert await SubscriptionsStore(db).live_lists("acme", most=domain.MAX_LIVE_LISTS) == 2
+    finally:
+        await platform.service.mongo.drop_database(db.name)
