@@ -414,11 +414,68 @@ class SmtpReply:
 Outcome = Literal["sent", "deferred", "bounced"]
 
 
+# Our relay refusing Herald, not a receiver refusing the mail (services/delivery/README.md, "The relay refusing
+# us"). Postfix answers its relay and sender restrictions at RCPT TO (smtpd_delay_reject), so the stage does not
+# tell; the codes and words do. Codes that say it alone: RFC 4954's AUTH replies (530 required, 534 too weak,
+# 535 invalid, 538 encryption required), X.1.7/X.1.8 (our sender's address or domain: Herald's own return path,
+# never the customer's address), X.7.8 (RFC 4954 credentials invalid), and Exchange Online's X.7.54 (unable to
+# relay), X.7.57 (client not authenticated), X.7.60 (not allowed to send as this sender), X.7.64 (tenant
+# attribution: relay access denied).
+RELAY_REFUSAL_CODES = frozenset({530, 534, 535, 538})
+RELAY_REFUSAL_STATUS = frozenset({"1.7", "1.8", "7.8", "7.54", "7.57", "7.60", "7.64"})
+# Statuses too generic to decide (X.0.0, X.1.0, X.7.0, X.7.1: a relay's denial and a receiver's spam refusal
+# both use 5.7.1): their words do. Any other status (5.1.1 user unknown, 5.7.26 DMARC...) is the receiver's.
+GENERIC_STATUS = frozenset({"0.0", "1.0", "7.0", "7.1"})
+# The words relays write when they refuse us: Postfix (reject_unauth_destination, reject_sender_login_mismatch,
+# reject_unknown_sender_domain), Sendmail and Exim (relaying denied, not permitted, prohibited), qmail (not in
+# my list of allowed rcpthosts: a smarthost says it, never the recipient's server), Exchange (unable to relay,
+# client not authenticated), Gmail's SMTP relay (mail relay denied, invalid credentials for relay), Amazon SES
+# (address not verified, sending paused, IAM not authorized to perform), SendGrid (verified sender identity,
+# unauthenticated senders). Never "unauthenticated" or "access denied" alone: Gmail refuses unauthenticated
+# mail under DMARC and Microsoft 365 answers an unknown recipient "Recipient address rejected: Access denied",
+# both receivers.
+RELAY_REFUSAL = re.compile(
+    r"\brelay(ing)?\b[^;\n]{0,120}?\b(denied|not (permitted|allowed)|prohibited|refused)|unable to relay"
+    r"|(not permitted|not allowed|not authori[sz]ed) to relay|we do not relay|relay not permitted"
+    r"|sender address rejected|not owned by (the )?user|authentication (is )?required|must authenticate"
+    r"|must issue a starttls|(client|sender|you) (was |were |are |is )?not authenticated"
+    r"|unauthenticated (senders?|relay|clients?)( are)? not (allowed|permitted)|invalid credentials"
+    r"|(email )?address(es)? (is |are )?not verified|verified sender identity|sending (is )?paused"
+    r"|not authori[sz]ed to perform|does not have permissions? to send as|in my list of allowed rcpthosts",
+    re.IGNORECASE)
+
+
+def relay_refused(reply: SmtpReply) -> bool:
+    """Whether a 5xx from the relay refuses Herald itself (its access, credentials or sender), not the
+    recipient or the mail: the platform's configuration, which no customer is counted for."""
+    if reply.code is None or not 500 <= reply.code < 600 or reply.local:
+        return False
+    if reply.code in RELAY_REFUSAL_CODES:
+        return True
+    status = reply.enhanced_status
+    subject_detail = status.partition(".")[2] if status else None
+    if subject_detail in RELAY_REFUSAL_STATUS:
+        return True
+    if subject_detail is not None and subject_detail not in GENERIC_STATUS:
+        return False
+    return RELAY_REFUSAL.search(reply.text) is not None
+
+
+def refuses_us(reply: SmtpReply) -> bool:
+    """A relay's 5xx about Herald rather than the recipient: to our MAIL FROM, or `relay_refused`."""
+    if reply.code is None or not 500 <= reply.code < 600 or reply.local:
+        return False
+    return reply.stage == "mail" or relay_refused(reply)
+
+
 def classify(reply: SmtpReply) -> Outcome:
     """2xx sent; 4xx or no reply (connection trouble) deferred; 5xx to RCPT or DATA a hard bounce (RFC 5321
-    4.2.1). A 5xx to MAIL FROM refuses our sender, not the address: deferred, so no subscriber is suppressed
-    for the platform's own configuration (it soft-bounces at the give-up age if never fixed)."""
+    4.2.1). A 5xx to MAIL FROM refuses our sender, not the address, and so does our relay refusing to relay
+    for us at any stage (`relay_refused`): deferred, so no subscriber is suppressed and no account counted for
+    the platform's own configuration (it soft-bounces at the give-up age if never fixed)."""
     if reply.code is None or 400 <= reply.code < 500 or reply.stage in ("connect", "mail"):
+        return "deferred"
+    if relay_refused(reply):
         return "deferred"
     if 200 <= reply.code < 300:
         return "sent"

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.errors
+import email.header
 import email.message
 import email.parser
 import hashlib
@@ -23,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, syntax
 from flufl.bounce import all_failures
 
 from herald_shared.contract import Event
@@ -41,6 +43,13 @@ from .store import DeliveryStore
 log = logging.getLogger(__name__)
 PRODUCER = "delivery"
 MAX_INBOUND_BYTES = 900_000  # below Kafka's default message size, so a dead-letter entry always fits
+# The largest mail taken at all; only its first MAX_INBOUND_BYTES are kept, read and dead-lettered (a report's
+# head: its explanation and status part come before the original it returns). Exchange and Gmail return the
+# whole original, and a campaign message may be 1 MiB of body before the encoding of the report wraps it again:
+# 10 MB takes any report of a message of ours with room for a forwarder's wrapping, while memory stays bounded
+# by what is kept (HERALD_INBOUND_MAX_SESSIONS x MAX_INBOUND_BYTES), not by this. A larger mail is answered 552,
+# counted (`too_large`) and logged with its envelope: it is no report of a message Herald sent.
+MAX_INBOUND_ACCEPTED_BYTES = 10_000_000
 # A report names one return path; a few more recipients are tolerated (forwarders), never a mailing list's worth.
 MAX_INBOUND_RECIPIENTS = 10
 SIGNED_MESSAGE_ID = re.compile(r"<([0-9a-fA-F-]{36}\.[a-z2-7]{16})@", re.IGNORECASE)
@@ -311,10 +320,42 @@ def _failure_code_in(text: str) -> bool:
     return REFUSAL_CODE.search(text) is not None
 
 
+# Headers auto-responders write besides RFC 3834's Auto-Submitted: vacation(1) and procmail's `Precedence: junk`
+# or `bulk` (RFC 2076), Outlook's rules and Exchange's OOF `X-Auto-Response-Suppress`, cPanel's and others'
+# X-Autoreply / X-Autorespond.
+AUTO_REPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Response-Suppress")
+AUTO_REPLY_PRECEDENCE = {"auto_reply", "bulk", "junk", "list"}
+# Subjects auto-responders start with (Outlook writes "Automatic reply:" in the reader's language, Gmail and
+# Apple Mail the user's own text, often "Out of office").
+AUTO_REPLY_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?[ -]?(reply|response|answer)\b|auto:|autoreply|out of (the )?office|\bOOO\b|away from"
+    r"|abwesenheitsnotiz|automatische antwort|r[ée]ponse automatique|absence du bureau"
+    r"|respuesta autom[áa]tica|fuera de la oficina|risposta automatica|fuori sede|automatisch antwoord"
+    r"|afwezig|resposta autom[áa]tica|odpowied[źz] automatyczna|automatick[áa] odpov[ěe][ďd]"
+    r"|automat(isk|iskt) svar|automaattinen vastaus|autom[āa]tisk[āa] atbilde|automatinis atsakymas"
+    r"|automaatne vastus|автоматический ответ|автоматична відповідь|otomatik yan[\u0131i]t)",
+    re.IGNORECASE)
+
+
+def _subject(msg: email.message.Message) -> str:
+    raw = msg.get("Subject")
+    if raw is None:
+        return ""
+    try:
+        return str(email.header.make_header(email.header.decode_header(str(raw))))
+    except (LookupError, ValueError, UnicodeError, email.errors.HeaderParseError):
+        return str(raw)
+
+
 def _auto_reply(msg: email.message.Message) -> bool:
+    """Whether the mail calls itself an automatic reply. A report (multipart/report) never is: a DSN also
+    says Auto-Submitted (RFC 3834 5), and its failure is what it reports."""
+    if msg.get_content_type() == "multipart/report":
+        return False
     auto = str(msg.get("Auto-Submitted", "no")).strip().lower()
-    return (auto != "no" or msg.get("X-Autoreply") is not None or msg.get("X-Autorespond") is not None
-            or str(msg.get("Precedence", "")).strip().lower() == "auto_reply")
+    return (auto != "no" or any(msg.get(name) is not None for name in AUTO_REPLY_HEADERS)
+            or str(msg.get("Precedence", "")).strip().lower() in AUTO_REPLY_PRECEDENCE
+            or AUTO_REPLY_SUBJECT.match(_subject(msg)) is not None)
 
 
 def _arf_finding(msg: email.message.Message) -> Finding:
@@ -388,14 +429,19 @@ class InboundHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data: bytes = envelope.original_content or envelope.content
         recipients = list(envelope.rcpt_tos)
+        received = max(int(getattr(server, "received_bytes", 0)), len(data))
+        if received > len(data):
+            metrics.INBOUND.labels("truncated").inc()
+            log.info("an inbound mail of %d bytes is read by its first %d", received, len(data),
+                     extra={"recipients": ",".join(recipients)[:1000]})
         try:
             try:
-                result = await self.receive(recipients, data, str(envelope.mail_from or ""))
+                result = await self.receive(recipients, data, str(envelope.mail_from or ""), received)
             except TRANSIENT_ERRORS:
                 raise
             except Exception as exc:  # a mail we could not read: kept with the reason, never lost
                 log.exception("inbound mail could not be read; dead-lettering it")
-                await self._dead_letter(data, f"unreadable: {type(exc).__name__}: {exc}", recipients)
+                await self._dead_letter(data, f"unreadable: {type(exc).__name__}: {exc}", recipients, received)
                 result = "dead_lettered"
         except Exception:
             log.exception("inbound report could not be recorded; asking the sender to retry")
@@ -404,10 +450,11 @@ class InboundHandler:
         metrics.INBOUND.labels(result).inc()
         return "250 OK"
 
-    async def receive(self, recipients: list[str], data: bytes, mail_from: str) -> str:
+    async def receive(self, recipients: list[str], data: bytes, mail_from: str, received: int | None = None) -> str:
         """'recorded', 'unsubscribe', 'auto_reply' or 'dead_lettered'. Infrastructure errors propagate (the
         remote retries). A report tied to a message of ours is recorded whatever its format; a message gets
-        at most one bounce event per class, however many reports (or mentions in one) name it."""
+        at most one bounce event per class, however many reports (or mentions in one) name it. `data` may be
+        the head of a larger mail of `received` bytes (MAX_INBOUND_BYTES)."""
         try:
             msg = email.message_from_bytes(data)
         except RecursionError:  # parts nested thousands deep (email's parser recurses): its head still ties it
@@ -415,7 +462,7 @@ class InboundHandler:
         unsubscribes = [found for rcpt in recipients
                         if (found := self._reader.tokens.message_from_local_part(rcpt.rpartition("@")[0], "u"))]
         if unsubscribes:
-            return await self._unsubscribe(unsubscribes, data, recipients)
+            return await self._unsubscribe(unsubscribes, data, recipients, received)
         try:
             ids = self._reader.message_ids(recipients, msg)
             if not ids:
@@ -426,7 +473,7 @@ class InboundHandler:
                 raise NotTied(f"no message with id {', '.join(ids)} in the ledger")
             findings = self._reader.findings(msg)
         except NotTied as exc:
-            await self._dead_letter(data, str(exc), recipients)
+            await self._dead_letter(data, str(exc), recipients, received)
             return "dead_lettered"
         except NotABounce as exc:
             log.info("inbound mail to a return path is not a report", extra={"reason": str(exc)})
@@ -452,12 +499,13 @@ class InboundHandler:
         await self._store.mark_bounces_reported([k for k in bounces if k not in seen])
         return "recorded" if fresh else "duplicate"
 
-    async def _unsubscribe(self, message_ids: list[str], data: bytes, recipients: list[str]) -> str:
+    async def _unsubscribe(self, message_ids: list[str], data: bytes, recipients: list[str],
+                           received: int | None = None) -> str:
         """A mail to a message's List-Unsubscribe mailto address (signed, so it names its message)."""
         jobs = [job for message_id in message_ids if (job := await self._store.jobs.find_one({"_id": message_id}))]
         if not jobs:
             await self._dead_letter(data, f"mailto unsubscribe for unknown message {', '.join(message_ids)}",
-                                    recipients)
+                                    recipients, received)
             return "dead_lettered"
         report = hashlib.sha256(data).hexdigest()
         await self._publisher.publish_many([UnsubscribeRequested(
@@ -483,9 +531,11 @@ class InboundHandler:
                                                    "diagnostic": finding.diagnostic or "bounce report",
                                                    "source": "dsn", "reporting_mta": finding.reporting})
 
-    async def _dead_letter(self, data: bytes, reason: str, recipients: list[str]) -> None:
+    async def _dead_letter(self, data: bytes, reason: str, recipients: list[str], received: int | None = None) -> None:
         # Bounded, and written whatever the text holds (a recipient can carry undecodable bytes), so the entry
         # always fits and always encodes: a failure here would answer 451, and the same mail would fail again.
+        if received is not None and received > len(data):
+            reason = f"{reason} (only its first {len(data)} of {received} bytes are kept)"
         await self._publisher.dead_letter(
             "herald.delivery", data, reason, origin="inbound-smtp", consumer=INBOUND_CONSUMER, key=b"inbound",
             headers=[("herald.inbound.recipients", ",".join(recipients).encode("utf-8", "backslashreplace")[:1000])])
@@ -507,6 +557,7 @@ class _CountedSMTP(SMTP):
     def __init__(self, *args: Any, ended: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._ended = ended
+        self.received_bytes = 0  # the size of the mail of the last DATA, of which the handler gets the head
 
     def connection_lost(self, error: Exception | None) -> None:
         try:
@@ -521,12 +572,76 @@ class _CountedSMTP(SMTP):
         self._reset_timeout()
         super().data_received(data)
 
+    async def push(self, status: AnyStr) -> None:
+        """Every reply; a 552 (too large: at the end of DATA, or at MAIL FROM when its SIZE is over
+        MAX_INBOUND_ACCEPTED_BYTES, which aiosmtpd answers itself) is counted."""
+        if isinstance(status, str) and status.startswith("552"):
+            metrics.INBOUND.labels("too_large").inc()
+            if self.envelope is None or not self.envelope.rcpt_tos:
+                log.warning("an inbound mail announced over %d bytes was refused (552) at MAIL FROM",
+                            MAX_INBOUND_ACCEPTED_BYTES, extra={"peer": str(self.session.peer)[:100]
+                                                               if self.session is not None else None})
+        await super().push(status)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA (1.4.6: its replies, its refusal of a line over `line_length_limit`, dot
+        transparency), except for size: a mail of up to MAX_INBOUND_ACCEPTED_BYTES is taken and only its first
+        MAX_INBOUND_BYTES are kept (whole lines), the size received going to the handler as
+        `received_bytes`; a larger one is read to its end, answered 552 and counted. aiosmtpd's own
+        limit keeps nothing of a mail over it and answers 552 before any handler sees it: no trace at all.
+        Its private `_reader`, `_call_handler_hook` and `_set_post_data_state` are used here only; the inbound
+        integration tests run every mail through this."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        head = bytearray()
+        received, keeping, too_long, mid_line = 0, True, False, False
+        while self.transport is not None:
+            try:
+                line: bytes = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                too_long, keeping = True, False
+                line = await self._reader.read(exc.consumed)
+            if not mid_line and line == b".\r\n":
+                break
+            received += len(line)
+            starts_line, mid_line = not mid_line, not line.endswith(b"\r\n")
+            if keeping and starts_line and not mid_line:
+                if len(head) + len(line) > MAX_INBOUND_BYTES:
+                    keeping = False
+                else:
+                    head += line[1:] if line.startswith(b".") else line
+        envelope = self.envelope
+        if too_long or received > MAX_INBOUND_ACCEPTED_BYTES:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            if too_long:
+                await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+                return
+            log.warning("an inbound mail over %d bytes was refused (552)", MAX_INBOUND_ACCEPTED_BYTES,
+                        extra={"mail_from": str(envelope.mail_from)[:200], "bytes": received,
+                               "recipients": ",".join(envelope.rcpt_tos)[:1000]})
+            await self.push("552 5.3.4 Error: Too much mail data")
+            return
+        envelope.content = envelope.original_content = bytes(head)
+        self.received_bytes = received
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status if isinstance(status, str) else "250 OK")
+
 
 class InboundSessions:
     """The inbound server's protocol factory: at most `limit` sessions at once (one more is answered 421 and
     closed), each closed after `idle_seconds` in which nothing came (aiosmtpd's timeout) or once it sent a command
-    more often than COMMAND_LIMITS allow (421), messages of at most MAX_INBOUND_BYTES (552) and
-    MAX_INBOUND_RECIPIENTS (452, InboundHandler)."""
+    more often than COMMAND_LIMITS allow (421), messages of at most MAX_INBOUND_ACCEPTED_BYTES (552; their first
+    MAX_INBOUND_BYTES are read) and MAX_INBOUND_RECIPIENTS (452, InboundHandler)."""
 
     def __init__(self, handler: InboundHandler, hostname: str, limit: int, idle_seconds: float) -> None:
         self._handler, self._hostname, self._limit, self._idle = handler, hostname, limit, idle_seconds
@@ -540,6 +655,6 @@ class InboundSessions:
             metrics.INBOUND.labels("refused_busy").inc()
             return _Busy()
         self.live += 1
-        return _CountedSMTP(self._handler, data_size_limit=MAX_INBOUND_BYTES, enable_SMTPUTF8=True,
+        return _CountedSMTP(self._handler, data_size_limit=MAX_INBOUND_ACCEPTED_BYTES, enable_SMTPUTF8=True,
                             hostname=self._hostname, timeout=self._idle, ended=self._ended,
                             command_call_limit=COMMAND_LIMITS)

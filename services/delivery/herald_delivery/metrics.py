@@ -33,6 +33,15 @@ UNRECORDED_WINDOW = Histogram(
 UNANSWERED = Counter("herald_delivery_unanswered_total", "Messages whose end of DATA the relay did not answer in "
                      "time (HERALD_SMTP_DATA_TIMEOUT) or answered by closing the connection: sent again, so "
                      "each is a possible second copy.")
+RELAY_REFUSED = Counter("herald_delivery_relay_refused_total",
+                        "Transactions our relay refused for Herald itself (relaying denied, AUTH, our sender), by "
+                        "stage: deferred and retried, never a bounce; the platform's configuration to fix.",
+                        ["stage"])
+for _stage in ("mail", "rcpt", "data"):
+    RELAY_REFUSED.labels(_stage)
+STALE_SESSIONS = Counter("herald_delivery_smtp_stale_sessions_total",
+                         "Pooled relay sessions found closed by the relay (idle timeout, a NAT drop, a limit of "
+                         "messages) at a message's first command: the message went at once on a new session.")
 IN_DOUBT = Counter("herald_delivery_in_doubt_total", "Messages found claimed but unrecorded after a restart.")
 QUEUE_DEPTH = Gauge("herald_delivery_queue_depth", "Messages waiting to be sent (due or not), by kind of gate.",
                     ["held_by"])

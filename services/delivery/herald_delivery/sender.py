@@ -69,6 +69,7 @@ MEMBER_RECHECK_SECONDS = 1.0
 HELD = "held"  # no outcome: the job waits behind a closed gate (`_stop`)
 TEMPLATES_KEPT = 256  # compiled campaigns kept (the most recently used); one evicted is compiled again if needed
 BUCKETS_PRUNE_SECONDS = 60.0  # how often the rate limits' buckets refilled to their burst are dropped
+RELAY_REFUSAL_LOG_SECONDS = 60.0  # a relay refusing Herald is logged at most this often (every refusal is counted)
 # Threads that make DKIM signatures (`Rendered.signatures`): OpenSSL releases the GIL while it signs (~0.2 ms
 # an RSA-2048 signature), so the event loop goes on rendering and sending other messages meanwhile.
 SIGNING_THREADS = 2
@@ -128,6 +129,8 @@ class Sender:
         self._held_announced: set[tuple[str, str | None, str]] = set()
         self._stopping = asyncio.Event()
         self._busy = 0
+        self._relay_refusal_logged_at = -RELAY_REFUSAL_LOG_SECONDS
+        self._relay_refusals_unlogged = 0
         self.started = False
         self.dispatch_passes = 0  # looks at the ledger so far (tests wait on it to see that nothing is due)
         self._signing: ThreadPoolExecutor | None = None  # while running
@@ -634,6 +637,8 @@ class Sender:
                 metrics.MESSAGES.labels(job["kind"], "bounced").inc()
                 metrics.record_report(event)
             else:
+                if domain.refuses_us(reply):
+                    self._relay_refused(job, reply)
                 outcome.update(outcome=DEFERRED, final=False, next_attempt_at=next_attempt)
                 event = MessageDeferred(event_id=domain.outcome_event_id(job["_id"], "deferred", attempt),
                                         **envelope, payload={**ref, "smtp_code": reply.code,
@@ -643,6 +648,19 @@ class Sender:
                 metrics.MESSAGES.labels(job["kind"], "deferred").inc()
         outcome["outcome_event"] = serialize_event(event).decode()
         return outcome, event
+
+    def _relay_refused(self, job: Document, reply: SmtpReply) -> None:
+        """Counted every time; logged once a minute (with how many since), as a refusing relay refuses every
+        message: no customer can fix it, no retry gets through until the platform does."""
+        metrics.RELAY_REFUSED.labels(reply.stage).inc()
+        self._relay_refusals_unlogged += 1
+        now = time.monotonic()
+        if now - self._relay_refusal_logged_at < RELAY_REFUSAL_LOG_SECONDS:
+            return
+        log.error("the relay refuses Herald itself at %s (relaying, AUTH or our sender): %s; %d message(s) deferred "
+                  "since the last such log, none bounced", reply.stage, reply.diagnostic,
+                  self._relay_refusals_unlogged, extra={"message_id": job["_id"], "account_id": job["account_id"]})
+        self._relay_refusal_logged_at, self._relay_refusals_unlogged = now, 0
 
     async def _save_watermark(self) -> None:
         """Everything recorded before the oldest unacknowledged outcome has been published; and the jobs

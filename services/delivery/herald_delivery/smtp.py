@@ -40,9 +40,12 @@ from .domain import SmtpReply, ascii_address, without_addresses
 log = logging.getLogger(__name__)
 
 CRLF = b"\r\n"
-# The longest reply line accepted (RFC 5321 allows 512 octets; relays write longer texts now and then).
+# The longest reply line kept (RFC 5321 allows 512 octets; relays write longer texts now and then), and the
+# lines of a reply kept: the rest of a longer one is read and set aside, its code kept (a refusal stays one).
 MAX_REPLY_LINE = 8192
 MAX_REPLY_LINES = 100
+# What is read and set aside before a reply is taken for a broken connection rather than a long text.
+MAX_REPLY_BYTES = 1_000_000
 Stage = Literal["connect", "mail", "rcpt", "data"]
 LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 STAGES: tuple[Stage, Stage, Stage] = ("mail", "rcpt", "data")
@@ -119,14 +122,16 @@ class _Session:
         itself."""
         lines: list[str] = []
         first = b""
+        skipped = 0
         async with asyncio.timeout((within or self.timeout) if timed else None):
             while True:
                 try:
                     raw = await self.reader.readuntil(b"\n")
                 except asyncio.IncompleteReadError:
                     raise RelayUnusable("the relay closed the connection") from None
-                except asyncio.LimitOverrunError:
-                    raise RelayUnusable(f"the relay sent a reply line longer than {MAX_REPLY_LINE} octets") from None
+                except asyncio.LimitOverrunError as exc:
+                    raw, set_aside = await self._long_line(exc.consumed)
+                    skipped += set_aside
                 line = raw.rstrip(b"\r\n")
                 code, sep = line[:3], line[3:4]
                 # RFC 5321 4.2: 2yz to 5yz (no 1yz reply exists in SMTP), one code for all lines of a reply
@@ -136,12 +141,31 @@ class _Session:
                     raise RelayUnusable(f"the relay's reply changed its code from {first.decode()} to "
                                         f"{code.decode()} mid-reply")
                 first = code
-                # Control characters (a NUL above all: the ledger's store cannot keep one) become spaces.
-                lines.append(line[4:].decode("utf-8", "replace").translate(_CONTROLS))
-                if len(lines) > MAX_REPLY_LINES:
-                    raise RelayUnusable(f"the relay sent a reply of more than {MAX_REPLY_LINES} lines")
+                if len(lines) < MAX_REPLY_LINES:
+                    # Control characters (a NUL above all: the ledger's store cannot keep one) become spaces.
+                    lines.append(line[4:].decode("utf-8", "replace").translate(_CONTROLS))
+                else:
+                    skipped += len(raw)
+                if skipped > MAX_REPLY_BYTES:
+                    raise RelayUnusable(f"the relay sent a reply of more than {MAX_REPLY_BYTES} octets")
                 if sep != b"-":
                     return _Reply(int(code), lines)
+
+    async def _long_line(self, buffered: int) -> tuple[bytes, int]:
+        """A reply line longer than MAX_REPLY_LINE: its first MAX_REPLY_LINE octets, and how many more were read
+        to its end and set aside (at most MAX_REPLY_BYTES)."""
+        kept = await self.reader.readexactly(buffered)
+        set_aside = 0
+        while True:
+            try:
+                rest = await self.reader.readuntil(b"\n")
+                return kept[:MAX_REPLY_LINE] + b"\r\n", set_aside + len(rest) + len(kept) - MAX_REPLY_LINE
+            except asyncio.LimitOverrunError as exc:
+                set_aside += len(await self.reader.readexactly(exc.consumed))
+            except asyncio.IncompleteReadError:
+                raise RelayUnusable("the relay closed the connection") from None
+            if set_aside > MAX_REPLY_BYTES:
+                raise RelayUnusable(f"the relay sent a reply line of more than {MAX_REPLY_BYTES} octets")
 
     def buffered(self) -> bool:
         """Whether the relay sent anything not read yet. asyncio's StreamReader keeps what it received in
@@ -205,6 +229,7 @@ class RelayConnection:
         self._session: _Session | None = None
         self._sent_on_connection = 0
         self._awaiting_data_reply = False  # the whole message went out; the relay's verdict on it has not come
+        self._replies_read = 0  # of the transaction under way
 
     async def _connect(self) -> _Session:
         c = self._config
@@ -287,9 +312,8 @@ class RelayConnection:
 
     async def send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
         started = time.perf_counter()
-        self._awaiting_data_reply = False
         try:
-            reply = await self._send(mail_from, recipient, data)
+            reply = await self._send_reconnecting_once(mail_from, recipient, data)
         except (RelayUnusable, OSError, TimeoutError, ssl.SSLError, UnicodeEncodeError) as exc:
             # Refused TLS or AUTH is our relay's configuration, never the recipient's fault: the message is
             # deferred (and retried), not bounced.
@@ -309,6 +333,33 @@ class RelayConnection:
         if "@" in reply.text:  # a relay's reply often quotes the recipient: kept out of the ledger and events
             reply = replace(reply, text=without_addresses(reply.text, recipient))
         return reply
+
+    async def _send_reconnecting_once(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
+        """A pooled session the relay has closed since its last message (Postfix's 421 after smtpd_timeout, a
+        NAT or load balancer dropping it silently, a relay's limit of messages a session) fails this message's
+        first command. Nothing of it reached the relay then, so it goes at once on a new session rather than
+        waiting for a retry; once a reply of this transaction was read, or after DATA, never (exactly once)."""
+        reused = self._session is not None
+        self._awaiting_data_reply = False
+        self._replies_read = 0
+        try:
+            reply = await self._send(mail_from, recipient, data)
+        except (RelayUnusable, OSError, TimeoutError, ssl.SSLError) as exc:
+            if not reused or self._replies_read or self._awaiting_data_reply:
+                raise
+            stale = f"{type(exc).__name__}: {exc}"
+        else:
+            # A 421 to MAIL FROM, the first reply: the relay is closing the session, the message untouched.
+            if not (reused and reply.code == 421 and self._replies_read == 1):
+                return reply
+            stale = f"421 {reply.text[:100]}"
+        log.info("relay %s:%s closed a pooled session (%s): the message goes on a new one", self._config.host,
+                 self._config.port, stale)
+        metrics.STALE_SESSIONS.inc()
+        await self.close()
+        self._awaiting_data_reply = False
+        self._replies_read = 0
+        return await self._send(mail_from, recipient, data)
 
     async def _send(self, mail_from: str, recipient: str, data: bytes) -> SmtpReply:
         if refusal := _unsendable(mail_from, "mail") or _unsendable(recipient, "rcpt"):
@@ -339,6 +390,7 @@ class RelayConnection:
         async with asyncio.timeout(session.timeout if pipelined else None):
             for line, stage, expected in zip(commands, STAGES, EXPECTED, strict=True):
                 reply = await (session.reply(timed=False) if pipelined else session.command(line))
+                self._replies_read += 1
                 if reply.code == 421:  # the relay is closing the session: nothing more is read from it
                     break
                 if reply.code not in expected and reply.code < 400:

@@ -11,7 +11,7 @@ import aiosmtplib
 import pytest
 from prometheus_client import REGISTRY
 
-from herald_delivery.inbound import MAX_INBOUND_BYTES
+from herald_delivery.inbound import MAX_INBOUND_ACCEPTED_BYTES
 from herald_shared.contract.delivery import ComplaintReceived, LinkClicked, MessageBounced, MessageOpened, MessageSent
 from herald_shared.kafka import DLQ_REASON, read_from_start
 from tests.conftest import eventually
@@ -233,8 +233,8 @@ async def test_the_inbound_server_bounds_sessions_recipients_size_and_idle_time(
     finally:
         await client.quit()
 
-    # A message over MAX_INBOUND_BYTES is refused 552 (at MAIL FROM's SIZE, or at the end of DATA), unread.
-    too_big = b"Subject: report\r\n\r\n" + (b"x" * 998 + b"\r\n") * (MAX_INBOUND_BYTES // 1000 + 10)
+    # A message over MAX_INBOUND_ACCEPTED_BYTES is refused 552 (at MAIL FROM's SIZE, or at the end of DATA).
+    too_big = b"Subject: report\r\n\r\n" + (b"x" * 998 + b"\r\n") * (MAX_INBOUND_ACCEPTED_BYTES // 1000 + 10)
     with pytest.raises(aiosmtplib.SMTPResponseException) as refused_size:
         await aiosmtplib.send(too_big, sender="MAILER-DAEMON@mx.example.org", recipients=[f"b+m1@{BOUNCE_DOMAIN}"],
                               hostname="127.0.0.1", port=port, timeout=10)
