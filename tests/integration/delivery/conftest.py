@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,3 +350,32 @@ def tls_relay(tmp_path: Path) -> Any:
     handler.port = controller.port  # type: ignore[attr-defined]
     yield handler
     controller.stop()
+
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Callable[[Script], Awaitable[int]]]:
+    """A relay on a free port that runs the test's coroutine for each connection; gives its port."""
+    servers: list[asyncio.Server] = []
+    sessions: list[asyncio.Task[None]] = []
+
+    async def start(script: Script) -> int:
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sessions.append(asyncio.current_task())  # type: ignore[arg-type]
+            try:
+                await script(reader, writer)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(session, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    yield start
+    for server in servers:
+        server.close()
+    for task in sessions:
+        task.cancel()
+    await asyncio.gather(*sessions, return_exceptions=True)

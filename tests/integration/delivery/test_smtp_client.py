@@ -5,14 +5,14 @@ refused, multi-line and malformed replies, a relay that never answers, one that 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from herald_delivery.smtp import RelayConfig, RelayConnection, _transparent
 
-from .conftest import RelayHandler
+from .conftest import RelayHandler, Script
 
 MESSAGE = (b"From: a@herald.example\r\nTo: r@example.org\r\nSubject: dots\r\n\r\n"
            b".leading dot\r\nmiddle\r\n..two dots\r\n.\r\nend\r\n")
@@ -55,35 +55,6 @@ async def test_a_dropped_connection_is_a_failure_and_the_next_message_reconnects
     # aiosmtpd writes its 421 before closing, or the close arrives first: either way not accepted.
     assert dropped.code in (None, 421) and dropped.stage in ("connect", "data")
     assert after.code == 250 and relay.recipients() == ["flaky@example.org"]
-
-
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@pytest.fixture
-async def scripted() -> AsyncIterator[Callable[[Script], Awaitable[int]]]:
-    """A relay on a free port that runs the test's coroutine for each connection; gives its port."""
-    servers: list[asyncio.Server] = []
-    sessions: list[asyncio.Task[None]] = []
-
-    async def start(script: Script) -> int:
-        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            sessions.append(asyncio.current_task())  # type: ignore[arg-type]
-            try:
-                await script(reader, writer)
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(session, "127.0.0.1", 0)
-        servers.append(server)
-        return int(server.sockets[0].getsockname()[1])
-
-    yield start
-    for server in servers:
-        server.close()
-    for task in sessions:
-        task.cancel()
-    await asyncio.gather(*sessions, return_exceptions=True)
 
 
 async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -5,41 +5,15 @@ again, and the session goes on."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from herald_delivery.smtp import MAX_REPLY_LINE, MAX_REPLY_LINES, RelayConfig, RelayConnection
 
+from .conftest import Script
+
 MESSAGE = b"From: a@herald.example\r\nTo: r@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@pytest.fixture
-async def scripted() -> AsyncIterator[Callable[[Script], Awaitable[int]]]:
-    servers: list[asyncio.Server] = []
-    tasks: list[asyncio.Task[None]] = []
-
-    async def start(script: Script) -> int:
-        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            tasks.append(asyncio.current_task())  # type: ignore[arg-type]
-            try:
-                await script(reader, writer)
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(session, "127.0.0.1", 0)
-        servers.append(server)
-        return int(server.sockets[0].getsockname()[1])
-
-    yield start
-    for server in servers:
-        server.close()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def lines(reader: asyncio.StreamReader, n: int) -> list[bytes]:
     return [(await reader.readuntil(b"\n")).rstrip(b"\r\n") for _ in range(n)]
 
