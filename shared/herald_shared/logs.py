@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,12 +27,57 @@ class JsonFormatter(logging.Formatter):
 
 
 QUIETED_LOGGERS = ("aiokafka", "pymongo", "mail.log")
+# aiokafka logs every failed reconnect, metadata refresh and fetch at ERROR, so a broker outage wrote ~880 lines a
+# second from 5 processes and buried Herald's own (review R6, finding 2). Its loggers are rate-limited instead of
+# silenced: the first line of each kind still tells what went wrong.
+RATE_LIMITED_LOGGERS = ("aiokafka",)
+REPEAT_INTERVAL_SECONDS = 30.0
+
+
+class RepeatLimit(logging.Filter):
+    """Passes the first record of each kind (logger, level, message template) of the loggers under `prefixes`,
+    then at most one per `interval` seconds of that kind, carrying `suppressed`: how many were dropped since the
+    last one passed. Other loggers' records all pass. What is dropped after the last line of a kind is not
+    reported: the line of its next occurrence counts it."""
+
+    MAX_KINDS = 1_000  # templates are few; a message formatted before logging makes each one a kind of its own
+
+    def __init__(self, prefixes: tuple[str, ...] = RATE_LIMITED_LOGGERS,
+                 interval: float = REPEAT_INTERVAL_SECONDS) -> None:
+        super().__init__()
+        self.prefixes, self.interval = prefixes, interval
+        self._kinds: dict[tuple[str, int, str], tuple[float, int]] = {}  # kind -> (last passed at, dropped since)
+        self._lock = threading.Lock()  # a handler's filters run outside its lock; libraries log from threads too
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        kind = (record.name, record.levelno, str(record.msg))
+        with self._lock:
+            passed_at, dropped = self._kinds.get(kind, (None, 0))
+            if passed_at is not None and record.created - passed_at < self.interval:
+                self._kinds[kind] = (passed_at, dropped + 1)
+                return False
+            if passed_at is None and len(self._kinds) >= self.MAX_KINDS:
+                self._forget_before(record.created - self.interval)
+            self._kinds[kind] = (record.created, 0)
+        if dropped:
+            record.suppressed = dropped
+        return True
+
+    def _forget_before(self, moment: float) -> None:
+        """Forgets the kinds last passed before `moment` (their next record passes anyway), or all of them when
+        every one is recent: the memory stays bounded and a flood's kinds come back at worst once more."""
+        kept = {kind: state for kind, state in self._kinds.items() if state[0] >= moment}
+        self._kinds = kept if len(kept) < self.MAX_KINDS else {}
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    # On the handler: a logger's own filters never see what its children (aiokafka.conn, ...) log.
+    handler.addFilter(RepeatLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

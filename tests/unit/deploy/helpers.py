@@ -51,7 +51,8 @@ def objects(overlay: str, kind: str) -> dict[str, dict[str, Any]]:
 MONITORING = ROOT / "deploy/k8s/base/monitoring"
 RULE = yaml.safe_load((MONITORING / "alerts.yaml").read_text())
 METRIC_DEFINITION = re.compile(r'(?:Counter|Gauge|Histogram|Summary)\(\s*"(herald_[a-z_]+)"')
-SERIES_SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
+# No `_created`: the pods do not serve them (PROMETHEUS_DISABLE_CREATED_SERIES in herald-common).
+SERIES_SUFFIXES = ("_total", "_bucket", "_sum", "_count")
 DASHBOARD = json.loads((MONITORING / "herald-dashboard.json").read_text())
 QUERIES = [(panel["title"], target["expr"]) for panel in DASHBOARD["panels"] for target in panel["targets"]]
 
