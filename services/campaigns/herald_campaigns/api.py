@@ -93,7 +93,9 @@ class CampaignIn(DraftIn):
 class Returned(Out):
     reason: ReturnReason = Field(description="sender_unverified: its From domain is no verified one any more; "
                                              "content_too_large: a draft saved before the size limit, too large to "
-                                             "queue (the detail says by how many bytes).")
+                                             "queue (the detail says by how many bytes); content_refused / "
+                                             "too_many_links: scheduled before the link rules, it breaks one "
+                                             "(the detail says which links).")
     detail: str
     at: AwareDatetime
 

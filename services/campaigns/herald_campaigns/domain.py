@@ -951,8 +951,9 @@ def queue(current: CampaignState | None, now: datetime, *, senders: Senders) -> 
     """The CampaignQueued of a scheduled campaign whose time has come, with everything delivery needs to send
     it; nothing if it is not (any more) scheduled and due. Its event id is fixed per campaign. A campaign that
     cannot be queued is sent back to its author as a draft by CampaignReturned, with the reason: its From is at no
-    domain the account may send From any more (its sending domain removed since the submission), or its
-    CampaignQueued is larger than an event may be (a draft stored before the size rule: no retry could ever
+    domain the account may send From any more (its sending domain removed since the submission), a link rule
+    of 2026-12-07 it breaks (scheduled before it: a templated link host, more than MAX_TRACKED_LINKS links), or
+    its CampaignQueued is larger than an event may be (a draft stored before the size rule: no retry could ever
     publish it)."""
     if current is None or not due(current, now):
         return []
@@ -960,6 +961,12 @@ def queue(current: CampaignState | None, now: datetime, *, senders: Senders) -> 
     unverified = unverified_sender(state.content.from_email, senders)
     if unverified is not None:
         return [_returned(state, "sender_unverified", f"not sent at its time: {unverified}; then submit it again")]
+    try:
+        check_links(state.content)  # scheduled before the link rules: checked at submission since, not then
+    except ContentRefused as refused:
+        return [_returned(state, "content_refused", f"not sent at its time: {refused}; then submit it again")]
+    except TooManyLinks as too_many:
+        return [_returned(state, "too_many_links", f"not sent at its time: {too_many}; then submit it again")]
     queued = _queued(state, state.send_at, review_required=bool(state.review_reasons))
     try:
         check_fits([queued], "the draft's html_body and text_body")

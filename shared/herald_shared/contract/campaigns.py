@@ -221,7 +221,7 @@ class CampaignCompleted(CampaignsEvent):
 # Why a scheduled campaign went back to draft. A value added here is a compatible change (no new version), but a
 # consumer running the contract of before refuses an event carrying it (dead-lettered, replayable once upgraded):
 # deploy the consumers of herald.campaigns (campaigns, delivery) before the producer (README, "The event contract").
-ReturnReason = Literal["sender_unverified", "content_too_large"]
+ReturnReason = Literal["sender_unverified", "content_too_large", "content_refused", "too_many_links"]
 
 
 class CampaignReturnedPayload(Payload):
@@ -230,7 +230,10 @@ class CampaignReturnedPayload(Payload):
         description="sender_unverified: at its send time, the From address was at no verified sending domain of "
                     "the account any more (removed after the submission). content_too_large: its CampaignQueued "
                     "would be larger than one event may be (a draft stored before campaigns' size rule of "
-                    "2026-12-07); the author makes the content smaller and submits it again.")
+                    "2026-12-07); the author makes the content smaller and submits it again. content_refused: a "
+                    "link takes its scheme or host from template code, and too_many_links: the HTML holds more "
+                    "tracked links than a campaign may (both refused at save and submission since 2026-12-07; "
+                    "the campaign was scheduled before); the author edits it and submits it again.")
     detail: ShortText = Field(description="What the author reads: which domain, or the event's encoded size and "
                                           "the limit, and how to send it again.")
 

@@ -142,3 +142,27 @@ async def test_the_derived_text_part_and_a_tests_values_count_413_not_500(platfo
     assert tested.status_code == 413, tested.text
     assert tested.json()["event"] == "CampaignTestRequested"
     assert (await acme.http.post("/v1/campaigns/c1/tests", json={"recipients": ["me@acme.example"]})).status_code == 202
+
+
+async def test_a_campaign_scheduled_before_the_link_rules_goes_back_to_its_author_naming_the_link(
+        platform: Platform) -> None:
+    """Published as the API took it before 2026-12-07 (a link host a member's value writes) and scheduled: it went
+    out so. It goes back to draft at its time (content_refused, the link named), never queued."""
+    acme = await platform.tenant("acme-links", "news", account="paid")
+    campaign_id = "ctemplatedhost"
+    await platform.publisher.publish(CampaignCreated(account_id=acme.account_id, producer="campaigns", payload={  # type: ignore[arg-type]
+        "campaign_id": campaign_id, "name": "N", "list_id": "news",
+        "content": {"subject": "News", "from_name": "Acme", "from_email": "news@acme.example",
+                    "html_body": '<p><a href="https://{{ city }}/offer">Offer</a></p>', "text_body": "b"}}))
+    await eventually(lambda: status(acme, campaign_id), lambda s: s == "draft", what="the old draft projected")
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    await platform.publisher.publish(CampaignSubmitted(account_id=acme.account_id, producer="campaigns", payload={  # type: ignore[arg-type]
+        "campaign_id": campaign_id, "submitted_by": "api", "review_required": False, "send_at": due}))
+    back = await eventually(lambda: acme.http.get(f"/v1/campaigns/{campaign_id}"),
+                            lambda r: r.json()["status"] == "draft" and r.json()["returned"] is not None,
+                            within=30, what="the campaign back to draft at its time")
+    assert back.json()["returned"]["reason"] == "content_refused"
+    assert "https://{{ city }}/offer" in back.json()["returned"]["detail"]
+    events = await platform.events()
+    assert not [e for e in events if isinstance(e, CampaignQueued) and e.account_id == acme.account_id]
+    assert len([e for e in events if isinstance(e, CampaignReturned) and e.account_id == acme.account_id]) == 1

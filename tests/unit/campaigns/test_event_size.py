@@ -130,6 +130,27 @@ def test_a_scheduled_campaign_stored_before_the_rule_goes_back_to_its_author_at_
     assert unverified.payload.reason == "sender_unverified"  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(("html", "reason", "said"), [
+    ('<a href="https://{{ city }}/">x</a>', "content_refused", "https://{{ city }}/"),
+    ("".join(f'<a href="https://acme.example/{n}">{n}</a>' for n in range(251)), "too_many_links", "251"),
+])
+def test_a_campaign_scheduled_before_the_link_rules_goes_back_to_its_author_at_its_time(
+        html: str, reason: str, said: str) -> None:
+    """Scheduled before 2026-12-07, it went out with a host each member's value chose, or with more links than
+    delivery rewrites at a bearable cost: sent back to draft with the reason instead, once."""
+    old = stored(dataclasses.replace(draft(1), html_body=html), status="scheduled", send_at=NOW)
+    due = NOW + timedelta(seconds=1)
+    [returned] = domain.queue(old, due, senders=ACME)
+    assert isinstance(returned, CampaignReturned) and returned.payload.reason == reason
+    assert said in returned.payload.detail and "submit it again" in returned.payload.detail
+    doc = {**dataclasses.asdict(old), "content": old.content.model_dump(mode="json")}
+    back = domain.evolve(doc, returned, due)
+    assert back is not None and (back["status"], back["returned"]["reason"]) == ("draft", reason)
+    fine = stored(dataclasses.replace(draft(1), html_body=html.replace("{{ city }}", "acme.example")[:2000]),
+                  status="scheduled", send_at=NOW)
+    assert [type(e).__name__ for e in domain.queue(fine, due, senders=ACME)] == ["CampaignQueued"]
+
+
 def test_an_event_at_the_bound_fits_a_record_with_a_dead_letter_copys_headers() -> None:
     """Why MAX_EVENT_BYTES is RECORD_HEADROOM_BYTES below the producer's MAX_REQUEST_BYTES: the key, the headers the
     publisher writes, and those of a dead-letter copy (a reason of MAX_REASON_CHARS characters of 4 bytes each) fit
