@@ -39,6 +39,9 @@ class ScopeRates(Out):
         "A rule compares count / judged_sent with its threshold, so below the minimum volume the rates shown are "
         "higher than the ones judged. Null: not judged, a rolling window below the minimum volume of an account "
         "whose longest window holds more (its complaints and unsubscribes may be about earlier mail)."))
+    awaiting_unsubscribes: int = Field(description=(
+        "Of counts.unsubscribe, those the rules do not judge yet: counted while the account's sends were read "
+        "short of where they had been published, each waits until they are (so it is never divided by too few)."))
 
 
 class RatesOut(Out):

@@ -1302,12 +1302,14 @@ def rate_report(state: AccountState, policy: Policy) -> dict[str, Any]:
     scopes = []
     judged = scopes_of(state, policy)
     account_sent = account_window_sent(judged)
+    awaiting = state.awaiting(policy) if state.awaiting_sends else {}
     for scope, counts in judged:
         raw = (state.campaign_counts(scope.name, raw=True) if scope.kind == "campaign"
                else state.window_counts(next(h for h in policy.windows_hours if window_name(h) == scope.name), policy,
                                         raw=True))
         scopes.append({"scope": scope.kind, "name": scope.name, "counts": counts.evidence(), "rates": rates(counts),
-                       "raw_counts": raw.evidence(), "judged_sent": policy.judged_sent(scope, counts, account_sent)})
+                       "raw_counts": raw.evidence(), "judged_sent": policy.judged_sent(scope, counts, account_sent),
+                       "awaiting_unsubscribes": awaiting.get(scope.key, 0)})
     return {"suspended": state.suspension is not None, "suspension": state.suspension,
             "reinstatements": state.epoch, "minimum_sent": policy.minimum_sent,
             "thresholds": {r.metric: float(r.threshold) for r in policy.rules},

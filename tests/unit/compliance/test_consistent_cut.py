@@ -19,6 +19,7 @@ from herald_compliance.domain import (
     SendsRead,
     decide,
     default_rules,
+    rate_report,
     sends_source,
 )
 from herald_shared.contract import Event
@@ -115,11 +116,15 @@ def test_ten_unsubscribes_of_1000_read_before_most_sends_do_not_suspend_and_an_e
     counts = account.state.campaign_counts("c1")
     assert (counts.sent, counts.unsubscribe) == (100, 10)  # counted as ever
     assert account.state.awaited() == {SENDS: 1000}
+    shown = {s["name"]: (s["counts"]["unsubscribes"], s["awaiting_unsubscribes"])
+             for s in rate_report(account.state, POLICY)["scopes"]}
+    assert shown == {"c1": (10, 10), "24h": (10, 10), "7d": (10, 10)}  # staff see why nothing was judged yet
     assert account.read(sends=899) == []
     warned = account.read(sends=1)  # the last send published before them: judged now, 1.0%
     assert [(w.payload.metric, w.payload.warning_level, judged_counts(w).sent) for w in warned
             if isinstance(w, AccountWarned)] == [("unsubscribe_rate", 0.005, 1000)] * 3  # campaign, 24 h, 7 d
     assert account.state.awaiting_sends == []
+    assert {s["awaiting_unsubscribes"] for s in rate_report(account.state, POLICY)["scopes"]} == {0}
 
     account.publish(unsubscribed(10))
     [suspension] = suspended(account.read(unsubscribes=1))
