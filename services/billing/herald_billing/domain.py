@@ -534,6 +534,23 @@ def payg_key(window: str) -> str:
     return PAYG_PREFIX + window
 
 
+# The plans under which an email sent is counted: the trial's 100, credits, the monthly cap.
+COUNTING_PLANS = frozenset({"trial", "pay_as_you_go", "monthly"})
+
+
+def send_counted_at(account: Account, sent_at: datetime) -> datetime:
+    """When an email sent at `sent_at` (the sender's clock) is counted: then, or, when no plan that counts sends was
+    in force then, the start of one that began at most CLOCK_SKEW later. Delivery sends only once it has read the
+    purchase; with its clock behind billing's, its sends are dated before the plan began, and counted at their
+    date they would take no credit and count toward no monthly cap. None is sent before the account opened: one
+    dated before is counted at the opening (on the trial)."""
+    sent_at = max(sent_at, account.opened_at)
+    if account.plan_at(sent_at) in COUNTING_PLANS:
+        return sent_at
+    return next((e.since for e in account.plan_history
+                 if sent_at < e.since <= sent_at + CLOCK_SKEW and e.plan in COUNTING_PLANS), sent_at)
+
+
 def counts_as_sent(event: Event, plan: str | None) -> bool:
     """Whether an outcome is an email the plan in force when it was sent counts (the trial's 100, the monthly cap,
     credits): a campaign email sent (`herald_shared.sent.email_sent`), and on the trial a test send too.
@@ -1173,6 +1190,8 @@ def renewal(account: Account, config: Plans, number: str, now: datetime,
     ends = account.agreement_ends_at
     if account.deleted_at is not None or (ends is not None and ends <= account.paid_until):
         return None
+    if purge_is_due(account, now, calendar):
+        return None  # purged now: a period it would never have is not charged
     if any(i.period_start == account.paid_until for i in account.open_invoices):
         return None  # issued already; its payment is retried
     start = account.paid_until
@@ -1416,6 +1435,10 @@ def retention_due(account: Account, calendar: BillingCalendar = PLATFORM_CALENDA
     return calendar.add_months(since, 12 * RETENTION_WITHOUT_LOGIN_YEARS), "inactive", since
 
 
+def purge_is_due(account: Account, now: datetime, calendar: BillingCalendar = PLATFORM_CALENDAR) -> bool:
+    return retention_due(account, calendar)[0] <= now
+
+
 def invoice_kept_until(issued_at: datetime, years: int = INVOICE_RETENTION_YEARS,
                        calendar: BillingCalendar = PLATFORM_CALENDAR) -> datetime:
     """When an invoice kept past its account's purge is deleted: `years` after the end of the calendar year it was
@@ -1475,7 +1498,8 @@ def evolve_account(state: Account | None, event: Event) -> Account | None:
     if isinstance(event, UserAdded):
         return replace(state, users=tuple(sorted({*state.users, event.payload.username})))
     if isinstance(event, LoginSucceeded):
-        at = to_stored_precision(event.occurred_at)
+        # Rounded up: retention reckoned from a login cut to the millisecond would purge up to 999 us early.
+        at = stored_precision_up(event.occurred_at)
         return replace(state, last_login_at=at if state.last_login_at is None else max(at, state.last_login_at))
     if isinstance(event, AccountDeleted):
         return state if state.deleted_at else replace(state, deleted_at=to_stored_precision(event.occurred_at))
@@ -1588,7 +1612,7 @@ def evolve_user(state: User | None, event: Event) -> User | None:
         # Rounded up to the millisecond MongoDB keeps: a session issued in the change's millisecond, just before
         # it, must not pass once the user is read back (a new one issued in it after the change ends too).
         return replace(state, password_hash=event.payload.password_hash,
-                       sessions_valid_from=to_stored_precision(event.occurred_at + timedelta(microseconds=999)))
+                       sessions_valid_from=stored_precision_up(event.occurred_at))
     if isinstance(event, UserDisabled):
         return replace(state, disabled=True)
     return state
@@ -1597,6 +1621,11 @@ def evolve_user(state: User | None, event: Event) -> User | None:
 def to_stored_precision(at: datetime) -> datetime:
     """MongoDB keeps times to the millisecond: what is folded is what is read back."""
     return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+def stored_precision_up(at: datetime) -> datetime:
+    """`at` rounded up to the millisecond MongoDB keeps: never before it once read back."""
+    return to_stored_precision(at + timedelta(microseconds=999))
 
 
 def utcnow() -> datetime:

@@ -180,6 +180,7 @@ class BillingService:
         token = SESSION_PREFIX + self._sessions.dumps({"a": user.account_id, "u": user.username, "s": session_id,
                                                        "t": now.timestamp(), "e": expires_at.timestamp()})
         await self.recorder.commit([LoginSucceeded(account_id=user.account_id, producer=domain.PRODUCER,
+                                                   occurred_at=now,
                                                    payload=self._attempt(user.username, client, session_id))])
         metrics.LOGINS.labels("success").inc()
         return Session(token, session_id, user, expires_at)
@@ -219,7 +220,7 @@ class BillingService:
         # Published, not waited for: an attempt on a known user costs what one on an unknown user does, give or
         # take the publish (no fold to wait for), so timing does not tell them apart.
         await self.recorder.publish_only([LoginFailed(account_id=user.account_id, producer=domain.PRODUCER,
-                                                      payload=LoginFailedPayload(
+                                                      occurred_at=self.clock(), payload=LoginFailedPayload(
                                                           **self._attempt(user.username, client,
                                                                           session_id).model_dump(),
                                                           reason=reason))])
@@ -759,6 +760,8 @@ class BillingService:
             account = await self.store.account(account_id)
             if account is None or account.deleted_at is not None:
                 return  # a deleted account is not charged again
+            if domain.purge_is_due(account, now, self.calendar):
+                return  # nor one purged now (the clock decided it first; its AccountPurged may not be folded yet)
             ended = domain.end_of_agreement(account, now)
             if ended:
                 await self.recorder.commit(ended)
@@ -892,10 +895,11 @@ class PlanClock:
         for account_id in await self.service.store.purchases_due(now):
             with contextlib.suppress(domain.ProviderUnavailable):  # logged by the charge; the next round asks again
                 await self.service.settle_purchases(account_id)
+        # Purges first: an account whose purge is due is not charged for a period it will not have (`renew`).
+        await self.service.purge_due()
         for account_id in await self.service.store.renewals_due(now):
             with contextlib.suppress(domain.ProviderUnavailable):  # the same
                 await self.service.renew(account_id)
-        await self.service.purge_due()
         due = await self.service.store.trials_ending(now) + await self.service.store.credits_expiring(now)
         return await self.service.enforce(due) if due else 0
 

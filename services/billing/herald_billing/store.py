@@ -415,18 +415,22 @@ class BillingProjection(Projection):
                     # One count per event and counter (`Counters.add_at`): every one by kind, whatever the plan (what
                     # a send allowance is reckoned at: domain.allowance_changed), and an email sent (only those were
                     # kept: email_sent) under the plan in force when it went out, whenever it is counted; a
-                    # test send on the trial only (domain.counts_as_sent).
+                    # test send on the trial only (domain.counts_as_sent). Dated by the sender's clock up to
+                    # CLOCK_SKEW before a plan began, under no plan that counts: under that plan, at its start
+                    # (domain.send_counted_at).
                     deltas = {lifetime_key(event.payload.kind): 1}
                     account = known.get(a)
-                    plan = account.plan_at(event.occurred_at) if account is not None else None
+                    sent_at = event.occurred_at if account is None else domain.send_counted_at(account,
+                                                                                               event.occurred_at)
+                    plan = account.plan_at(sent_at) if account is not None else None
                     counted = account is not None and plan is not None and domain.counts_as_sent(event, plan)
                     if counted and plan == "trial":
                         deltas["trial_emails"] = 1
                     elif counted and plan == "pay_as_you_go" and account is not None:
                         # In the credit window it was sent in: it takes a credit of the batches valid then.
-                        deltas[payg_key(domain.credit_window(account, event.occurred_at))] = 1
+                        deltas[payg_key(domain.credit_window(account, sent_at))] = 1
                     elif counted and plan == "monthly" and account is not None and account.billing_day is not None:
-                        start, _ = account.period(event.occurred_at, self.calendar)
+                        start, _ = account.period(sent_at, self.calendar)
                         deltas[period_key(start)] = 1
                     self._counts.add_at(delivery_usage(a), offset, deltas)
         # Counters before the documents they count: a replay after a crash repeats the documents' changes.
@@ -439,10 +443,12 @@ class BillingProjection(Projection):
     def _one_more_subscriber(self, account_id: str, account: Account | None, at: datetime) -> dict[str, int]:
         """The counts of one more subscriber stored: while on the trial, a new peak too (PRODUCT.md: the trial
         ends as soon as its limit is exceeded, even if subscribers are deleted afterwards, in the same batch
-        too). Counted with the subscriber at its offset, so exact under replay."""
+        too). Counted with the subscriber at its offset, so exact under replay. One dated before the account opened
+        (another producer's clock, or a CRM giving when the person subscribed) is stored on the trial: on no plan,
+        it would raise no peak."""
         counts = self._counts.get(subscriptions_usage(account_id))
         stored, peak = counts.get("subscribers", 0) + 1, counts.get("trial_peak_subscribers", 0)
-        if account is None or account.plan_at(at) != "trial" or stored <= peak:
+        if account is None or account.plan_at(max(at, account.opened_at)) != "trial" or stored <= peak:
             return {"subscribers": 1}
         return {"subscribers": 1, "trial_peak_subscribers": stored - peak}
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -71,7 +72,10 @@ async def test_every_login_and_failed_attempt_is_in_the_audit_log(platform: Plat
 
 async def test_repeated_failures_are_throttled_per_user_and_per_address(platform: Platform) -> None:
     now = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
-    platform.set_clock(lambda: now)
+    reads = itertools.count()
+    # A millisecond further at each read: attempts dated by billing's clock, all at one frozen instant, would
+    # have no order in the audit log.
+    platform.set_clock(lambda: now + timedelta(milliseconds=next(reads)))
     acme = await platform.sign_up("ada")
     for _ in range(5):
         assert (await platform.http.post("/v1/sessions", json={"username": "ada", "password": "guess-guess-guess"}
@@ -98,7 +102,10 @@ async def test_a_wrong_current_password_is_a_failed_attempt_logged_and_throttled
     current password is a LoginFailed in the audit log, with the session it came from, and counts toward the
     user's login throttle, which then refuses the change (and logins) unchecked with 429."""
     now = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
-    platform.set_clock(lambda: now)
+    reads = itertools.count()
+    # A millisecond further at each read: attempts dated by billing's clock, all at one frozen instant, would
+    # have no order in the audit log.
+    platform.set_clock(lambda: now + timedelta(milliseconds=next(reads)))
     acme = await platform.sign_up("ada")
     change = {"current_password": "guess-guess-guess", "new_password": "a new long password"}
     for _ in range(5):

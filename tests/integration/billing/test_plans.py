@@ -757,3 +757,43 @@ async def test_invoices_are_numbered_in_the_year_they_are_dated_in(small: Platfo
     assert [(i["invoice_id"], i["status"]) for i in invoices] == [("2026-000001", "void"), ("2027-000001", "paid")]
     page = await ada.http.get("/v1/account/invoices/2027-000001/document")
     assert page.status_code == 200 and "2027-01-01" in page.text
+
+
+async def test_sends_dated_by_a_clock_behind_billings_just_before_a_purchase_count_under_it(small: Platform) -> None:
+    """PRODUCT.md: every email sent consumes a credit; emails sent in a month may not exceed 109 x the tier's
+    limit. Delivery sends once it read the purchase; with its clock a minute behind billing's, its sends are dated
+    before the plan began, and they count under it up to domain.CLOCK_SKEW (5 min) before; earlier, not."""
+    bought_at = datetime.fromisoformat("2026-12-05T10:00:00+00:00")
+    now = bought_at - timedelta(days=31)
+    small.set_clock(lambda: now)
+    ada, bob = await small.sign_up("ada"), await small.sign_up("bob", company="Bob Ltd")
+    now += timedelta(days=30)
+    await small.service.clock.tick()
+    now = bought_at
+    ada, bob = await small.log_in("ada", ada.account_id), await small.log_in("bob", bob.account_id)
+    for customer in (ada, bob):
+        await eventually(lambda c=customer: account(c), lambda a: a["plan"] == "trial_ended",
+                         what="the trial ended")
+    await pay_with(ada, "sim-card-ok")
+    await pay_with(bob, "sim-card-ok")
+    assert (await ada.http.post("/v1/account/credits", json={"credits": 5})).status_code == 200
+    assert (await bob.http.put("/v1/account/plan", json={"subscribers": 2})).status_code == 200
+    edge = bought_at - timedelta(minutes=5)
+    for customer in (ada, bob):
+        beyond = [sent(customer.account_id, n, at=edge - timedelta(milliseconds=1)) for n in range(2)]
+        await small.publisher.publish_many([*beyond, sent(customer.account_id, 2, at=edge)])
+    store = small.service.service.store
+    for customer in (ada, bob):
+        await eventually(lambda c=customer: store.usage(c.account_id), lambda u: sum(u.lifetime_sent.values()) == 3,
+                         what="the 3 sends folded")
+    assert (await account(ada))["credits"]["left"] == 4
+    assert (await account(bob))["usage"]["period_emails"] == 1
+    late = bought_at - timedelta(seconds=60)
+    for customer in (ada, bob):
+        await small.publisher.publish_many([sent(customer.account_id, n, at=late) for n in range(3, 303)])
+    await eventually(lambda: account(ada), lambda a: a["credits"]["left"] == 0
+                     and a["sending_blocked"] == ["credits_exhausted"],
+                     what="the credits spent by sends dated before the purchase")
+    await eventually(lambda: account(bob), lambda a: a["usage"]["period_emails"] == 301
+                     and a["sending_blocked"] == ["monthly_quota_reached"],
+                     what="the sends dated before the plan counted in its first period, and its cap reached")

@@ -7,14 +7,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from herald_billing import domain
 from herald_billing.store import BillingProjection
 from herald_shared.apikeys import ApiKeyProjection
-from herald_shared.contract.billing import AccountPurged, ApiKeyRevoked, LoginSucceeded
+from herald_shared.contract.billing import AccountPurged, ApiKeyRevoked, InvoiceIssued, LoginSucceeded, PaymentSucceeded
 from herald_shared.mongo import rebuild
 from herald_shared.purging import PurgedAccounts, PurgingHandler
 from tests.conftest import eventually
 
-from .helpers import PASSWORD, Platform
+from .helpers import PASSWORD, Platform, on_a_monthly_plan
 
 
 async def everything(platform: Platform) -> str:
@@ -91,3 +92,36 @@ async def test_no_login_for_two_years_purges_the_account_and_a_rebuild_brings_no
                   platform.service.settings, ["herald.billing", "herald.subscriptions", "herald.delivery"])
     assert await traces(rebuilt_db, ada.account_id) == []
     assert await traces(platform.service.db, ada.account_id) == []  # the late copy was dropped live too
+
+
+async def test_an_account_purged_when_its_period_ends_is_not_charged_for_the_next(platform: Platform) -> None:
+    """PRODUCT.md: an account nobody logged in to for 2 years is deleted; fees are not refunded. Used through its
+    API key only and paying every month, it is purged when its period ends exactly 2 years after the last login,
+    and not charged for the next period; a login a millisecond later keeps it one more period, paid (README,
+    "Retention"). Logins are dated by billing's clock."""
+    start = datetime.fromisoformat("2026-12-03T10:00:00+00:00")
+    now = start
+    platform.set_clock(lambda: now)
+    ada = await on_a_monthly_plan(platform, "ada")
+    assert (await ada.http.post("/v1/account/api-keys", json={"label": "crm"})).status_code == 201
+    bob = await on_a_monthly_plan(platform, "bob", company="Bob Ltd")
+    now = start + timedelta(milliseconds=1)
+    await platform.log_in("bob", bob.account_id)
+    logins = {(e.account_id, e.occurred_at) for e in await platform.events() if isinstance(e, LoginSucceeded)}
+    assert logins == {(ada.account_id, start), (bob.account_id, start), (bob.account_id, now)}
+    store = platform.service.service.store
+    for month in range(1, 25):
+        now = domain.PLATFORM_CALENDAR.add_months(start, month)
+        await platform.service.clock.tick()
+        paid = domain.PLATFORM_CALENDAR.add_months(start, month + 1)
+        await eventually(lambda: store.account(bob.account_id),
+                         lambda a, paid=paid: a is not None and a.paid_until == paid,
+                         what=f"bob's period {month + 1} paid")
+    await eventually(lambda: store.account(ada.account_id), lambda a: a is None, what="ada purged")
+    events = await platform.events()
+    purged = [(e.account_id, e.occurred_at) for e in events if isinstance(e, AccountPurged)]
+    assert purged == [(ada.account_id, now)]
+    for customer, periods in ((ada, 24), (bob, 25)):
+        invoices = [e for e in events if isinstance(e, InvoiceIssued) and e.account_id == customer.account_id]
+        payments = [e for e in events if isinstance(e, PaymentSucceeded) and e.account_id == customer.account_id]
+        assert (len(invoices), len(payments)) == (periods, periods), customer.username

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from herald_billing.store import BillingProjection
@@ -81,15 +82,19 @@ async def test_the_21st_stored_subscriber_ends_the_trial_for_good(platform: Plat
     assert after["plan"] == "trial_ended" and after["sending_blocked"] == ["trial_ended"]
 
 
-async def test_subscribers_deleted_before_billing_looked_do_not_save_the_trial(settings: HeraldSettings,
-                                                                              producer: AIOKafkaProducer) -> None:
+@pytest.mark.parametrize("dated", [None, datetime.fromisoformat("2019-06-01T10:00:00+00:00")],
+                         ids=["now", "before-the-account-opened"])
+async def test_subscribers_deleted_before_billing_looked_do_not_save_the_trial(
+        settings: HeraldSettings, producer: AIOKafkaProducer, dated: datetime | None) -> None:
     """PRODUCT.md: the trial ends "as soon as the subscriber limit is exceeded, even if subscribers are deleted
     afterwards": 25 imported and their list deleted while billing was stopped end it once billing caught up
-    (its guard decides then, from what it folded: 0 stored, 25 at the most)."""
+    (its guard decides then, from what it folded: 0 stored, 25 at the most). Dated before the account opened (a
+    CRM giving when each person subscribed, or a clock behind), they are stored on the trial all the same."""
     async with running_billing(settings) as platform:
         ada = await platform.sign_up("ada")
     consent = {"source": "import", "collected_at": T, "method": "shop checkbox"}
-    added = [SubscriberAdded(account_id=ada.account_id, producer="subscriptions", payload={  # type: ignore[arg-type]
+    added = [SubscriberAdded(account_id=ada.account_id, producer="subscriptions",
+                             **({"occurred_at": dated} if dated else {}), payload={  # type: ignore[arg-type]
         "list_id": "news", "subscriber_id": f"s{n}", "email": f"p{n}@example.com",
         "email_sha256": hashlib.sha256(f"p{n}@example.com".encode()).hexdigest(),
         "opt_in": "single", "consent": consent}) for n in range(25)]
