@@ -67,6 +67,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "CampaignCompleted": {"campaign_id": "c1", "recipients": 100, "sent": 97, "bounced": 3},
     "CampaignReturned": {"campaign_id": "c1", "reason": "sender_unverified",
                          "detail": "acme.example is not a verified sending domain of this account any more"},
+    "CampaignUnscheduled": {"campaign_id": "c1", "unscheduled_by": "api", "reason": "wrong date"},
     "SendingDomainAdded": {"domain": "acme.example", "token": "k2n7q4x8r5t3w6y9z2b4c6d8f3"},
     "SendingDomainVerified": {"domain": "acme.example", "record": {
         "type": "TXT", "name": "_herald-verification.acme.example",

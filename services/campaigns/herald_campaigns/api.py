@@ -27,6 +27,7 @@ from herald_shared.staff import StaffTokens, staff_member
 
 from .domain import (
     MAX_EVENT_BYTES,
+    SCHEDULE_HORIZON,
     STATUSES,
     CampaignTooLarge,
     DnsUnavailable,
@@ -95,18 +96,23 @@ class Returned(Out):
                                              "content_too_large: a draft saved before the size limit, too large to "
                                              "queue (the detail says by how many bytes); content_refused / "
                                              "too_many_links: scheduled before the link rules, it breaks one "
-                                             "(the detail says which links).")
+                                             "(the detail says which links); list_deleted: its list was deleted "
+                                             "after the submission.")
     detail: str
     at: AwareDatetime
 
 
 class CampaignOut(Out):
     campaign_id: Identifier
-    status: StatusName = Field(description="draft → (submit) in_review (staff review) or scheduled → queued "
-                                           "(handed to delivery at its time); rejected (edit it into a draft "
-                                           "again), cancelled. A scheduled campaign whose From is at no verified "
-                                           "sending domain at its time, or too large to queue, goes back to draft "
-                                           "(`returned`).")
+    status: StatusName = Field(description=(
+        "draft: being written (edit, test, submit or delete it). in_review: submitted, waiting for staff "
+        "(approved: scheduled; rejected: rejected); unschedule it to edit it. scheduled: waiting for its send "
+        "time; unschedule it to edit or reschedule it. queued: handed to delivery, being sent; only cancelled "
+        "from here. done: delivery finished with every message (the report has the counts). rejected: staff "
+        "refused it (`rejection`); edit it into a draft again. cancelled: stopped for good (duplicate it to "
+        "send it anyway). deleted: a deleted draft (never shown: 404). A scheduled campaign that cannot be "
+        "queued at its time (its list deleted, its From at no verified sending domain, too large, a link rule "
+        "broken) goes back to draft (`returned`)."))
     name: str
     list_id: Identifier
     segment: dict[str, FieldValue]
@@ -132,13 +138,18 @@ class SubmitIn(Body):
     send_at: LocalOrAwareTime | None = Field(
         default=None, description="When to send: a local time in `time_zone` (2026-12-24T09:00:00; a time "
                                   "the zone skips when clocks go forward is refused, one it has twice is the "
-                                  "first), or a time with an offset; now when absent.")
-    time_zone: TimeZone | None = Field(default=None, description="An IANA zone, e.g. Europe/Riga (UTC when "
-                                                                 "absent).")
+                                  "first), or a time with an offset and no `time_zone` (both: 422); now when "
+                                  f"absent. At most {SCHEDULE_HORIZON.days} days ahead (422 `invalid_schedule`).")
+    time_zone: TimeZone | None = Field(default=None, description="An IANA zone, e.g. Europe/Riga, of a local "
+                                                                 "`send_at` (UTC when absent).")
 
 
 class CancelIn(Body):
     reason: Text | None = None
+
+
+class UnscheduleIn(Body):
+    reason: Text | None = Field(default=None, description="Why, for the campaign's record (CampaignUnscheduled).")
 
 
 class PreviewIn(Body):
@@ -279,15 +290,39 @@ class ReportRates(Out):
     unsubscribe_rate: float | None
 
 
+ReportStatus = Literal[(*STATUSES, "suspended", "held", "sending")]  # type: ignore[valid-type]
+
+
 class ReportOut(Out):
-    """How a campaign went. Complaints are a count: who complained is never disclosed (PRODUCT.md)."""
+    """How a campaign went. Complaints are a count: who complained is never disclosed (PRODUCT.md). Once
+    delivery finished, recipients = sent + skipped + failed + cancelled + the bounces never handed to a server
+    (`local`), and delivered + the messages a later report said failed = sent - the bounces refused when sent
+    or given up (CampaignCompleted's `sent` is `delivered` plus those failed later)."""
 
     campaign_id: Identifier
-    status: str = Field(description="The campaign's status; once queued: suspended (the account is), held "
-                                    "(delivery holds it behind a closed gate), sending, or queued.")
-    sent: int = Field(description="Handed to a receiving server: accepted, or refused at SMTP time.")
-    delivered: int = Field(description="Accepted, less those a report later said failed for good.")
-    bounces: Bounces = Field(description="By class: hard, soft, block (refused by policy), undetermined.")
+    status: ReportStatus = Field(description="The campaign's status (see the campaign's); while queued: "
+                                             "suspended (the account is), held (delivery holds it behind a closed "
+                                             "gate), sending (messages went out), or queued (none yet).")
+    recipients: int | None = Field(description="Messages the campaign was expanded into (its audience when "
+                                               "queued); null until delivery finished with it.")
+    sent: int = Field(description="Handed to a receiving server: accepted, or refused at SMTP time, or given up "
+                                  "after retries.")
+    delivered: int = Field(description="Accepted, less those a report later said failed for good (each message "
+                                       "once, however many reports say so).")
+    deferred: int = Field(description="Messages being retried now: a receiving server asked to try again later "
+                                      "and they have not been accepted, refused or given up yet (each message "
+                                      "once, however many tries); 0 once delivery finished.")
+    skipped: int | None = Field(description="Not sent: the member left the audience (unsubscribed, suppressed, "
+                                            "erased, the list deleted) after the campaign was queued; null until "
+                                            "delivery finished.")
+    failed: int | None = Field(description="Not sent: the message could not be made (a member's values broke a "
+                                           "render limit); null until delivery finished.")
+    cancelled: int | None = Field(description="Not sent: the campaign was cancelled first (held or waiting "
+                                              "messages included); null until delivery finished.")
+    bounces: Bounces = Field(description="Messages by class of bounce: hard, soft, block (refused by policy), "
+                                         "undetermined; refused when sent or given up, and those a report (DSN) "
+                                         "said failed later, each message once, in the class of its first "
+                                         "report.")
     opens: Engagement
     clicks: Clicks
     complaints: int
@@ -417,7 +452,7 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
         counts = await service.store.report_counts(account_id, campaign_id)
         account = await service.store.account(account_id)
         return {"campaign_id": campaign_id, "status": display_state(doc, account, counts.get("sent", 0)),
-                **report(counts, doc["content"].get("html_body"))}
+                **report(counts, doc["content"].get("html_body"), doc.get("delivery"))}
 
     @router.put("/campaigns/{campaign_id}", response_model=None,
                 responses={**answers(200, CampaignOut, "The draft as edited."), **problems(404, 409, 422, 503),
@@ -496,6 +531,16 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
     async def cancel(campaign_id: Identifier, body: CancelIn, account_id: Account) -> dict[str, Any]:
         """Cancel a submitted campaign: in review, scheduled, or sending (delivery stops); a draft is deleted."""
         return campaign_out(await service.cancel(account_id, campaign_id, "api", body.reason))
+
+    @router.post("/campaigns/{campaign_id}/unscheduling", response_model=None,
+                 responses={**answers(200, CampaignOut, "A draft again (or already one)."),
+                            **problems(404, 409, 422, 503)})
+    async def unschedule(campaign_id: Identifier, body: UnscheduleIn, account_id: Account) -> dict[str, Any]:
+        """Take a campaign in review or scheduled back to a draft, to edit it or change its send time, then
+        submit it again: that submission is screened, and reviewed by staff where the account's rules say so,
+        as any other (an approval does not carry over; it leaves the staff queue at once). A draft answers as it
+        is. A queued campaign is being sent: 409, cancel it instead; so is a done, rejected or cancelled one."""
+        return campaign_out(await service.unschedule(account_id, campaign_id, "api", body.reason))
 
     @router.get("/staff-access", response_model=None,
                 responses={**answers(200, StaffAccessPage, "Newest first: who of the platform's staff looked "

@@ -58,6 +58,8 @@ from herald_shared.contract.campaigns import (
     CampaignSubmittedPayload,
     CampaignTestRequested,
     CampaignTestRequestedPayload,
+    CampaignUnscheduled,
+    CampaignUnscheduledPayload,
     ReturnReason,
     ReviewReason,
     ScreeningMatch,
@@ -77,6 +79,7 @@ from herald_shared.contract.delivery import (
     DeliveryHeld,
     LinkClicked,
     MessageBounced,
+    MessageDeferred,
     MessageOpened,
     MessageSent,
 )
@@ -95,8 +98,13 @@ STATUSES: tuple[Status, ...] = ("draft", "in_review", "rejected", "scheduled", "
                                 "deleted")
 EDITABLE: tuple[Status, ...] = ("draft", "rejected")  # a rejected campaign is edited back into a draft
 CANCELLABLE: tuple[Status, ...] = ("in_review", "scheduled", "queued")  # not done: nothing is left to stop
+# Not queued: delivery has nothing of it yet, so it can go back to a draft. Once queued it is only cancelled.
+UNSCHEDULABLE: tuple[Status, ...] = ("in_review", "scheduled")
 # A send time this far in the past is a mistake, not "now".
 PAST_TOLERANCE = timedelta(minutes=5)
+# The furthest ahead a campaign may be scheduled: a later time is a typo (the year 2999), and a campaign waiting
+# longer would go out from a list, a sending domain and a review that have long changed.
+SCHEDULE_HORIZON = timedelta(days=365)
 TEST_RECIPIENTS_MAX = 5
 # The largest event campaigns publishes, as encoded (JSON, UTF-8). Each event is one Kafka record, which the
 # producer (`MAX_REQUEST_BYTES`, passed by `herald_shared.kafka.make_producer`) and the broker (message.max.bytes,
@@ -283,7 +291,8 @@ class CampaignTooLarge(CampaignError):
 
 
 class InvalidSchedule(CampaignError):
-    """An unknown time zone, a local time that does not exist there (DST), or a time in the past."""
+    """An unknown time zone, a local time that does not exist there (DST), a time in the past or more than
+    SCHEDULE_HORIZON ahead, or a time with an offset given with a zone as well."""
 
     code, http_status = "invalid_schedule", 422
 
@@ -831,9 +840,17 @@ def delete(current: CampaignState | None, campaign_id: str) -> list[Event]:
 def send_time(send_at: datetime | None, time_zone: str | None, now: datetime) -> datetime | None:
     """The UTC instant of a send time: an aware time as given, a local (naive) time in `time_zone` (UTC when
     absent). A local time that does not exist in the zone (the hour skipped when clocks go forward) is
-    refused; one that happens twice (clocks go back) is the first of the two. None: now."""
+    refused; one that happens twice (clocks go back) is the first of the two. A time with an offset and a zone
+    too is refused: which of the two the author meant is unknown (until 2026-12-07 the zone was dropped). So is
+    a time more than SCHEDULE_HORIZON ahead. None: now."""
     if send_at is None:
         return None
+    if send_at.tzinfo is not None and time_zone is not None:
+        raise InvalidSchedule(
+            f"send_at {send_at.isoformat()} has an offset and time_zone {time_zone!r} is given too: give a local "
+            "send_at (no offset) with time_zone, or a send_at with an offset and no time_zone",
+            errors=[("body.send_at", "has an offset while time_zone is given"),
+                    ("body.time_zone", "given with a send_at that has an offset")])
     if send_at.tzinfo is None:
         try:
             zone = ZoneInfo(time_zone or "UTC")
@@ -846,7 +863,12 @@ def send_time(send_at: datetime | None, time_zone: str | None, now: datetime) ->
     else:
         instant = _in_utc(send_at)
     if instant < now - PAST_TOLERANCE:
-        raise InvalidSchedule(f"{instant.isoformat()} is in the past")
+        raise InvalidSchedule(f"{instant.isoformat()} is in the past", errors=[("body.send_at", "in the past")])
+    if instant > now + SCHEDULE_HORIZON:
+        latest = (now + SCHEDULE_HORIZON).isoformat(timespec="seconds")
+        raise InvalidSchedule(f"{instant.isoformat()} is more than {SCHEDULE_HORIZON.days} days ahead: a campaign is "
+                              f"scheduled at most {SCHEDULE_HORIZON.days} days ahead (now: until {latest})",
+                              errors=[("body.send_at", f"at most {SCHEDULE_HORIZON.days} days ahead ({latest})")])
     return instant
 
 
@@ -939,6 +961,19 @@ def cancel(current: CampaignState | None, campaign_id: str, by: str, reason: str
         campaign_id=campaign_id, cancelled_by=by, reason=reason))]
 
 
+def unschedule(current: CampaignState | None, campaign_id: str, by: str, reason: str | None) -> list[Event]:
+    """A campaign in review or scheduled back to a draft, by its author, to be edited (or rescheduled) and
+    submitted again: that submission is screened and reviewed as any other, so an approval of the content before
+    it does not carry over. Nothing to do for a draft (the same request again). A queued campaign is delivery's:
+    only cancelled."""
+    state = existing(current, campaign_id)
+    if state.status == "draft":
+        return []
+    _in(state, UNSCHEDULABLE, "unscheduled (a queued campaign is being sent: cancel it instead)")
+    return [_event(CampaignUnscheduled, state.account_id, CampaignUnscheduledPayload(
+        campaign_id=campaign_id, unscheduled_by=by, reason=reason))]
+
+
 def queued_event_id(account_id: str, campaign_id: str) -> uuid.UUID:
     return uuid.uuid5(HERALD_CAMPAIGNS_NAMESPACE, f"queued:{account_id}:{campaign_id}")
 
@@ -947,10 +982,11 @@ def due(state: CampaignState, now: datetime) -> bool:
     return state.status == "scheduled" and (state.send_at is None or state.send_at <= now)
 
 
-def queue(current: CampaignState | None, now: datetime, *, senders: Senders) -> list[Event]:
+def queue(current: CampaignState | None, now: datetime, *, senders: Senders, lst: ListInfo | None) -> list[Event]:
     """The CampaignQueued of a scheduled campaign whose time has come, with everything delivery needs to send
     it; nothing if it is not (any more) scheduled and due. Its event id is fixed per campaign. A campaign that
-    cannot be queued is sent back to its author as a draft by CampaignReturned, with the reason: its From is at no
+    cannot be queued is sent back to its author as a draft by CampaignReturned, with the reason: its list (`lst`)
+    was deleted since the submission (it would reach nobody, and end `done` with nothing said), its From is at no
     domain the account may send From any more (its sending domain removed since the submission), a link rule
     of 2026-12-07 it breaks (scheduled before it: a templated link host, more than MAX_TRACKED_LINKS links), or
     its CampaignQueued is larger than an event may be (a draft stored before the size rule: no retry could ever
@@ -958,6 +994,9 @@ def queue(current: CampaignState | None, now: datetime, *, senders: Senders) -> 
     if current is None or not due(current, now):
         return []
     state = current
+    if lst is None or lst.deleted:
+        return [_returned(state, "list_deleted", f"not sent at its time: its list {state.list_id!r} was deleted "
+                                                 "after the submission; choose another list, then submit it again")]
     unverified = unverified_sender(state.content.from_email, senders)
     if unverified is not None:
         return [_returned(state, "sender_unverified", f"not sent at its time: {unverified}; then submit it again")]
@@ -998,15 +1037,16 @@ def completed_event_id(account_id: str, campaign_id: str) -> uuid.UUID:
 
 def complete(doc: Mapping[str, Any] | None) -> list[Event]:
     """CampaignCompleted of a queued campaign delivery has finished with (CampaignDeliveryFinished), once: a
-    fixed event id per campaign. A cancelled campaign stays cancelled."""
+    fixed event id per campaign, with delivery's counts as delivery gives them. A cancelled campaign stays
+    cancelled."""
     if doc is None or doc.get("status") != "queued" or not doc.get("delivery"):
         return []
     counts = doc["delivery"]
     return [CampaignCompleted(event_id=completed_event_id(doc["account_id"], doc["campaign_id"]),
                               account_id=doc["account_id"], producer=PRODUCER, payload=CampaignCompletedPayload(
                                   campaign_id=doc["campaign_id"], recipients=counts["recipients"],
-                                  sent=counts["sent"], bounced=counts["bounced"],
-                                  failed=counts["failed"] + counts["skipped"] + counts["cancelled"]))]
+                                  sent=counts["sent"], bounced=counts["bounced"], failed=counts["failed"],
+                                  skipped=counts["skipped"], cancelled=counts["cancelled"]))]
 
 
 def testable(current: CampaignState | None, campaign_id: str, lst: ListInfo | None, *,
@@ -1209,6 +1249,8 @@ def evolve(doc: dict[str, Any] | None, event: Event, at: datetime) -> dict[str, 
         case CampaignReturned(payload=returned) if status == "scheduled":
             return {**doc, "status": "draft", "send_at": None, "time_zone": None, "updated_at": at,
                     "returned": {"reason": returned.reason, "detail": returned.detail, "at": at}}
+        case CampaignUnscheduled() if status in UNSCHEDULABLE:
+            return {**doc, "status": "draft", "send_at": None, "time_zone": None, "updated_at": at}
         case CampaignCancelled(payload=cancelled) if status in CANCELLABLE:
             return {**doc, "status": "cancelled", "cancelled_by": cancelled.cancelled_by, "updated_at": at}
         case DeliveryHeld(payload=held) if status == "queued":
@@ -1291,7 +1333,8 @@ def account_info(doc: Mapping[str, Any] | None) -> AccountInfo | None:
 # Unsubscribes the recipient made (as compliance counts them): not the customer's own through the API, nor
 # those a complaint caused (counted as the complaint).
 RECIPIENT_UNSUBSCRIBES = frozenset({"one_click", "unsubscribe_page", "preference_page", "mailto"})
-REPORT_EVENTS = (MessageSent, MessageBounced, ComplaintReceived, MessageOpened, LinkClicked, SubscriberUnsubscribed)
+REPORT_EVENTS = (MessageSent, MessageBounced, MessageDeferred, ComplaintReceived, MessageOpened, LinkClicked,
+                 SubscriberUnsubscribed)
 
 
 def report_campaign(event: Event) -> str | None:
@@ -1306,18 +1349,16 @@ def report_campaign(event: Event) -> str | None:
 
 def report_counts(event: Event) -> dict[str, int]:
     """Counter increments. `sent` is every message handed to a receiving server (accepted, or refused at SMTP
-    time or given up after retries), the denominator of the rates, as compliance has it; `failed_later` are
-    accepted messages a report later said failed for good. An open or click delivery marked `automated` (a mail
-    scanner's) is counted apart, never as the reader's. Complaints are counted once per message (`engagement`)."""
+    time or given up after retries), the denominator of the rates, as compliance has it. An open or click
+    delivery marked `automated` (a mail scanner's) is counted apart, never as the reader's. What is counted once
+    per message (complaints, a report's bounce, a deferral) is `firsts`'."""
     match event:
         case MessageSent():
             return {"sent": 1, "accepted": 1}
-        case MessageBounced(payload=p):
+        case MessageBounced(payload=p) if p.source != "dsn":
             counts = {f"bounced_{p.bounce_class}": 1}
             if p.source in ("smtp_reply", "retry_expired"):
-                counts["sent"] = 1
-            elif p.source == "dsn" and p.bounce_class != "soft":
-                counts["failed_later"] = 1  # (a `local` one never left Herald: neither sent nor failed later)
+                counts["sent"] = 1  # (a `local` one never left Herald: not sent)
             return counts
         case MessageOpened(payload=p):
             return {"opens_automated": 1} if p.automated else {"opens_total": 1}
@@ -1328,22 +1369,53 @@ def report_counts(event: Event) -> dict[str, int]:
     return {}
 
 
-def engagement(event: Event) -> tuple[dict[str, int], str] | None:
-    """(counters, marker) of a first open or click of a message: counted once per message, however often, with
-    where the reader was (`opens_unique_country_LV`, `unknown` where delivery could not place the client) and on
-    what (`opens_unique_device_mobile`). A mail scanner's (`automated`) is not the reader's: it neither counts nor
-    takes the message's first. And a message's first complaint: one person complaining twice (two reports of one
-    message, from a feedback loop and a relay) is one complaint, as compliance counts the abuse rate."""
-    if isinstance(event, ComplaintReceived):
-        if event.payload.feedback_type == "not-spam":
-            return None
-        return {"complaints": 1}, f"x:{event.payload.message_id}"
-    if isinstance(event, MessageOpened | LinkClicked) and not event.payload.automated:
-        name, tag = ("opens", "o") if isinstance(event, MessageOpened) else ("clicks", "c")
-        client = event.payload.client
-        return ({f"{name}_unique": 1, f"{name}_unique_country_{country_of(client.country)}": 1,
-                 f"{name}_unique_device_{client.device or UNKNOWN_PLACE}": 1}, f"{tag}:{event.payload.message_id}")
-    return None
+@dataclass(frozen=True)
+class First:
+    """Counters an event adds only the first time its `marker` (per message) is met, and, when `after` is set,
+    only once that marker was met before: a message counted once however many events say the same of it."""
+
+    counts: dict[str, int]
+    marker: str
+    after: str | None = None
+
+
+def firsts(event: Event) -> list[First]:
+    """What an event counts once per message (the report's consumer keeps a marker per message and kind):
+    - a first open or click, with where the reader was (`opens_unique_country_LV`, `unknown` where delivery could
+      not place the client) and on what (`opens_unique_device_mobile`); a mail scanner's (`automated`) is not the
+      reader's: it neither counts nor takes the message's first;
+    - a first complaint: one person complaining twice (two reports of one message, from a feedback loop and a
+      relay) is one complaint, as compliance counts the abuse rate;
+    - a first report (DSN) that an accepted message failed (`failed_later`, taken off `delivered`), in the class
+      of that first report: a relay and its backup MX reporting the same message as hard and as block is one
+      bounce, in the class that came first (until 2026-12-07 each report counted: one message taken twice off
+      delivered, shown as two bounces). A first delay report (a soft DSN) likewise, apart from a failure;
+    - a first deferral (`deferred_messages`), and once the message settles after one (accepted, refused, given
+      up: `deferred_settled`), so that the report shows how many messages are being retried now."""
+    match event:
+        case ComplaintReceived(payload=complaint) if complaint.feedback_type != "not-spam":
+            return [First({"complaints": 1}, f"x:{complaint.message_id}")]
+        case MessageOpened(payload=engaged) | LinkClicked(payload=engaged) if not engaged.automated:
+            name, tag = ("opens", "o") if isinstance(event, MessageOpened) else ("clicks", "c")
+            place, device = country_of(engaged.client.country), engaged.client.device or UNKNOWN_PLACE
+            return [First({f"{name}_unique": 1, f"{name}_unique_country_{place}": 1,
+                           f"{name}_unique_device_{device}": 1}, f"{tag}:{engaged.message_id}")]
+        case MessageBounced(payload=bounced) if bounced.source == "dsn":
+            if bounced.bounce_class == "soft":
+                return [First({"bounced_soft": 1}, f"w:{bounced.message_id}")]
+            return [First({"failed_later": 1, f"bounced_{bounced.bounce_class}": 1}, f"f:{bounced.message_id}")]
+        case MessageDeferred(payload=deferred):
+            return [First({"deferred_messages": 1}, f"d:{deferred.message_id}")]
+        case MessageBounced(payload=bounced):
+            return [_settled(bounced.message_id)]
+        case MessageSent(payload=sent) if sent.attempt > 1:
+            # A first attempt's send settles no deferral: no marker is looked up for the many sends.
+            return [_settled(sent.message_id)]
+    return []
+
+
+def _settled(message_id: str) -> First:
+    return First({"deferred_settled": 1}, f"r:{message_id}", after=f"d:{message_id}")
 
 
 UNKNOWN_PLACE = "unknown"
@@ -1366,10 +1438,14 @@ def _by(counts: dict[str, int], prefix: str) -> dict[str, int]:
 BOUNCE_CLASSES = ("hard", "soft", "block", "undetermined")
 
 
-def report(counts: dict[str, int], html_body: str | None) -> dict[str, object]:
+def report(counts: dict[str, int], html_body: str | None,
+           delivery: Mapping[str, int] | None = None) -> dict[str, object]:
     """The report of a campaign from its counts: never who complained, only how many. Each link's clicks name
     its URL as the campaign's HTML part writes it (`campaign_links.tracked_links`: what a click's link index
-    names for delivery; the content cannot change once queued)."""
+    names for delivery; the content cannot change once queued). `delivery`: delivery's counts once it finished
+    with the campaign (CampaignDeliveryFinished), which give the recipients and those not sent (skipped, failed,
+    cancelled); until then they are null. Nothing is being retried once delivery finished (a deferred message of
+    a cancelled campaign ends cancelled, with no event of its own)."""
     links = tracked_links(html_body)
     sent = counts.get("sent", 0)
     bounces = {c: counts.get(f"bounced_{c}", 0) for c in BOUNCE_CLASSES}
@@ -1379,8 +1455,12 @@ def report(counts: dict[str, int], html_body: str | None) -> dict[str, object]:
     def rate(n: int) -> float | None:
         return n / sent if sent else None
 
+    deferred = 0 if delivery else max(0, counts.get("deferred_messages", 0) - counts.get("deferred_settled", 0))
     return {
+        "recipients": delivery["recipients"] if delivery else None,
         "sent": sent, "delivered": counts.get("accepted", 0) - counts.get("failed_later", 0), "bounces": bounces,
+        "deferred": deferred,
+        **{name: delivery[name] if delivery else None for name in ("skipped", "failed", "cancelled")},
         "opens": {"unique": counts.get("opens_unique", 0), "total": counts.get("opens_total", 0),
                   "automated": counts.get("opens_automated", 0),
                   "by_country": _by(counts, "opens_unique_country_"), "by_device": _by(counts, "opens_unique_device_")},

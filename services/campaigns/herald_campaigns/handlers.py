@@ -179,6 +179,14 @@ class CampaignsService:
             await self.recorder.commit(domain.cancel(current, campaign_id, by, reason))
         return await self._campaign(account_id, campaign_id)
 
+    async def unschedule(self, account_id: str, campaign_id: str, by: str, reason: str | None) -> Document:
+        """Back to a draft, under the campaign's lock: the scheduler queues it under the same lock, so either it
+        was queued first (409: cancel it) or it never will be from this submission."""
+        async with self.recorder.serialised(_lock(account_id, campaign_id)):
+            current = await self.store.campaign_state(account_id, campaign_id)
+            await self.recorder.commit(domain.unschedule(current, campaign_id, by, reason))
+        return await self._campaign(account_id, campaign_id)
+
     async def test_send(self, account_id: str, campaign_id: str, recipients: Sequence[str],
                         sample: dict[str, FieldValue] | None, requested_by: str) -> str:
         current = await self.store.campaign_state(account_id, campaign_id)
@@ -293,7 +301,8 @@ class CampaignsService:
         send_at, account_id, campaign_id = key_parts(key)
         async with self.recorder.serialised(_lock(account_id, campaign_id)):
             current = await self.store.campaign_state(account_id, campaign_id)
-            events = domain.queue(current, now, senders=await self._senders_of(account_id, current))
+            lst = await self.store.list_info(account_id, current.list_id) if current is not None else None
+            events = domain.queue(current, now, senders=await self._senders_of(account_id, current), lst=lst)
             if not events:
                 # Nothing to queue: a key its campaign no longer gives would stay due for good, ahead of
                 # every campaign due after it, so it goes (safe under the lock: `store.relist`).

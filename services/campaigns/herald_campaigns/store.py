@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -35,6 +36,7 @@ from herald_shared.contract.campaigns import (
     CampaignRejected,
     CampaignReturned,
     CampaignSubmitted,
+    CampaignUnscheduled,
     StaffViewed,
 )
 from herald_shared.contract.delivery import CampaignDeliveryFinished, DeliveryHeld
@@ -64,7 +66,8 @@ ACCOUNTS, SCHEDULE, REVIEW, STATS, AUDIT = "accounts", "schedule", "review", "st
 COMPLETING, SENDING_DOMAINS = "completing", "sending_domains"
 TEST_OPT_OUTS, TEST_SENDS = "test_opt_outs", "test_sends"
 CAMPAIGN_EVENTS = (CampaignCreated, CampaignEdited, CampaignDeleted, CampaignSubmitted, CampaignApproved,
-                   CampaignRejected, CampaignQueued, CampaignCancelled, CampaignCompleted, CampaignReturned)
+                   CampaignRejected, CampaignQueued, CampaignCancelled, CampaignCompleted, CampaignReturned,
+                   CampaignUnscheduled)
 # What the campaigns read model takes from herald.delivery (the reports have their own consumer).
 DELIVERY_EVENTS = (DeliveryHeld, CampaignDeliveryFinished)
 
@@ -284,18 +287,23 @@ MARKER_LOOKUP = 500  # engagement markers looked up at a time while a batch is h
 
 class Counted(NamedTuple):
     """One event as a report counts it: the counter document, the event's offset (`Counters.add_at`), the
-    increments, and for a first open or click of a message (counted once) its counters and marker."""
+    increments, and what it counts once per message (`domain.firsts`), with its markers as stored."""
 
     key: str
     offset: int | None
     counts: dict[str, int]
-    first: tuple[dict[str, int], str] | None
+    firsts: tuple[domain.First, ...]
+
+    def markers(self) -> list[str]:
+        """The markers to look up for it: each first's own, and the one it comes after."""
+        return [m for first in self.firsts for m in (first.marker, first.after) if m is not None]
 
 
 class ReportsProjection(Projection):
     """Per campaign, counters folded from herald.delivery and herald.subscriptions (`reports`, exact under
-    replay: see herald_shared.readmodel.Counters), and a marker per message opened or clicked (`engaged`,
-    inserted in bulk once counted) so unique opens and clicks count each message once."""
+    replay: see herald_shared.readmodel.Counters), and a marker per message and kind (`engaged`, inserted in bulk
+    once counted: opened, clicked, complained of, reported failed, deferred, settled after a deferral) so that
+    what `domain.firsts` names counts each message once."""
 
     collections = (REPORTS, ENGAGED)
 
@@ -323,12 +331,13 @@ class ReportsProjection(Projection):
         # What the fold needs of the event, not the event (the consumer hands it over in slices, to release).
         key = report_key(event.account_id, campaign, event.topic)
         position = position_of(event)
-        first = domain.engagement(event)
-        marker = (first[0], compose(key, first[1])) if first is not None else None
-        self._counted.append(Counted(key, position.offset if position is not None else None,
-                                     domain.report_counts(event), marker))
-        if marker is not None:
-            self._unchecked.append(marker[1])
+        firsts = tuple(replace(first, marker=compose(key, first.marker),
+                               after=compose(key, first.after) if first.after is not None else None)
+                       for first in domain.firsts(event))
+        counted = Counted(key, position.offset if position is not None else None, domain.report_counts(event), firsts)
+        self._counted.append(counted)
+        if firsts:
+            self._unchecked.extend(counted.markers())
             if len(self._unchecked) >= MARKER_LOOKUP:
                 self._look_up()
 
@@ -348,7 +357,7 @@ class ReportsProjection(Projection):
                 lookup.cancel()
             await asyncio.gather(*lookups, return_exceptions=True)
             self._counted = counted + self._counted
-            self._unchecked = [c.first[1] for c in counted if c.first is not None] + self._unchecked
+            self._unchecked = [m for c in counted for m in c.markers()] + self._unchecked
             self._counts.discard()
             raise
         self._counts.settle()
@@ -373,10 +382,12 @@ class ReportsProjection(Projection):
         new: list[str] = []
         for c in counted:
             counts = c.counts
-            if c.first is not None and (marker := c.first[1]) not in seen:
-                seen.add(marker)
-                new.append(marker)
-                counts = {**counts, **c.first[0]}
+            for first in c.firsts:
+                if first.marker in seen or (first.after is not None and first.after not in seen):
+                    continue
+                seen.add(first.marker)
+                new.append(first.marker)
+                counts = {**counts, **{k: counts.get(k, 0) + v for k, v in first.counts.items()}}
             self._counts.add_at(c.key, c.offset, counts)
         # Counters first: a replay after a crash skips what they counted, then inserts the markers again.
         await self._counts.write()

@@ -206,11 +206,27 @@ class CampaignCancelled(CampaignsEvent):
 
 
 class CampaignCompletedPayload(Payload):
+    """How each message of the campaign ended, as delivery's CampaignDeliveryFinished counts them: recipients =
+    sent + bounced + failed + skipped + cancelled. Not the report's figures: the report's `sent` is every message
+    handed to a receiving server (`sent` here plus the bounces here but those never handed over), its `delivered`
+    is `sent` here less the messages a later report (DSN) said failed, and its bounces count those DSNs too."""
+
     campaign_id: Identifier
-    recipients: Count
-    sent: Count
-    bounced: Count
-    failed: Count = 0
+    recipients: Count = Field(description="Messages the campaign was expanded into: one per member of its audience "
+                                          "when it was queued.")
+    sent: Count = Field(description="Accepted by the receiving server (MessageSent); a bounce reported later about "
+                                    "one of them stays counted here.")
+    bounced: Count = Field(description="Refused when sent, given up after the retry period, or never handed to the "
+                                       "relay (MessageBounced with source smtp_reply, retry_expired or local).")
+    failed: Count = Field(default=0, description=(
+        "Not sent: the message could not be made (a member's values broke a render limit, the stored content no "
+        "longer compiles). Until 2026-12-07 it also counted `skipped` and `cancelled`, which had no field of "
+        "their own: an event without those two fields says failed + skipped + cancelled here."))
+    skipped: Count = Field(default=0, description="Not sent: the member left the audience (unsubscribed, suppressed, "
+                                                  "erased, the list deleted) after the campaign was queued.")
+    cancelled: Count = Field(default=0, description="Not sent: the campaign was cancelled or rejected first (a "
+                                                    "completed campaign has none today: one cancelled is never "
+                                                    "completed).")
 
 
 class CampaignCompleted(CampaignsEvent):
@@ -221,7 +237,8 @@ class CampaignCompleted(CampaignsEvent):
 # Why a scheduled campaign went back to draft. A value added here is a compatible change (no new version), but a
 # consumer running the contract of before refuses an event carrying it (dead-lettered, replayable once upgraded):
 # deploy the consumers of herald.campaigns (campaigns, delivery) before the producer (README, "The event contract").
-ReturnReason = Literal["sender_unverified", "content_too_large", "content_refused", "too_many_links"]
+ReturnReason = Literal["sender_unverified", "content_too_large", "content_refused", "too_many_links",
+                       "list_deleted"]
 
 
 class CampaignReturnedPayload(Payload):
@@ -233,7 +250,9 @@ class CampaignReturnedPayload(Payload):
                     "2026-12-07); the author makes the content smaller and submits it again. content_refused: a "
                     "link takes its scheme or host from template code, and too_many_links: the HTML holds more "
                     "tracked links than a campaign may (both refused at save and submission since 2026-12-07; "
-                    "the campaign was scheduled before); the author edits it and submits it again.")
+                    "the campaign was scheduled before); the author edits it and submits it again. list_deleted: "
+                    "the list it goes to was deleted after the submission; the author chooses another list and "
+                    "submits it again.")
     detail: ShortText = Field(description="What the author reads: which domain, or the event's encoded size and "
                                           "the limit, and how to send it again.")
 
@@ -244,6 +263,21 @@ class CampaignReturned(CampaignsEvent):
 
     type: Literal["CampaignReturned"] = "CampaignReturned"
     payload: CampaignReturnedPayload
+
+
+class CampaignUnscheduledPayload(Payload):
+    campaign_id: Identifier
+    unscheduled_by: Name
+    reason: ShortText | None = None
+
+
+class CampaignUnscheduled(CampaignsEvent):
+    """Its author took a campaign in review or scheduled back to a draft, before it was queued (delivery never had
+    it): it is edited and submitted again, reviewed again where the account's rules say so. A queued campaign is
+    only ever cancelled."""
+
+    type: Literal["CampaignUnscheduled"] = "CampaignUnscheduled"
+    payload: CampaignUnscheduledPayload
 
 
 # Sending domains: an account sends From a domain it proved it controls (a DNS TXT record), or a subdomain of one.

@@ -12,10 +12,12 @@ from herald_campaigns.store import CampaignsProjection, CampaignsStore, ReportsP
 from herald_shared.contract import Event
 from herald_shared.contract.billing import SendingBlocked
 from herald_shared.contract.delivery import (
+    CampaignDeliveryFinished,
     ComplaintReceived,
     DeliveryHeld,
     LinkClicked,
     MessageBounced,
+    MessageDeferred,
     MessageOpened,
     MessageSent,
 )
@@ -74,7 +76,8 @@ def delivery_events() -> list[Event]:
     return events
 
 
-EXPECTED = {"campaign_id": "c1", "status": "draft", "sent": 11, "delivered": 8,
+EXPECTED = {"campaign_id": "c1", "status": "draft", "recipients": None, "sent": 11, "delivered": 8, "deferred": 0,
+            "skipped": None, "failed": None, "cancelled": None,
             "bounces": {"hard": 1, "soft": 1, "block": 1, "undetermined": 1},
             "opens": {"unique": 2, "total": 3, "automated": 1, "by_country": {"LV": 1, "unknown": 1},
                       "by_device": {"mobile": 1, "unknown": 1}},
@@ -151,3 +154,60 @@ async def test_reports_have_their_own_consumer_and_the_campaign_still_sees_its_d
                                                           "reason": "monthly quota reached", "messages_held": 9})])
     held = await eventually(report, lambda r: r["status"] == "held" and r["sent"] == 1, what="held, one sent")
     assert held["delivered"] == 1
+
+
+async def test_one_message_reported_failed_twice_is_one_bounce_and_a_deferral_counts_until_it_settles(
+        platform: Platform) -> None:
+    """R5 #1 and #2: a 5.1.1 and a 5.7.1 report of one accepted message (a relay and its backup MX) took it twice
+    off `delivered` and showed two bounces; a message being retried showed nowhere. Each report event is
+    published twice as well (a publisher's retry)."""
+    acme = await platform.tenant("acc-twice", "news")
+    assert (await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})).status_code == 201
+    env: dict[str, Any] = {"account_id": "acc-twice", "producer": "delivery"}
+    sent = [MessageSent(**env, payload={**ref(i), "recipient_domain": "example.org", "smtp_code": 250})
+            for i in range(4)]
+    reports = [MessageBounced(**env, payload={**ref(1), "bounce_class": bounce_class, "diagnostic": diagnostic,
+                                              "source": "dsn"})
+               for bounce_class, diagnostic in (("hard", "550 5.1.1 no such user"), ("block", "550 5.7.1 listed"),
+                                                ("soft", "4.2.2 mailbox full"), ("soft", "4.2.2 still full"))]
+    deferrals = [MessageDeferred(**env, payload={**ref(4), "smtp_code": 451, "diagnostic": "try later",
+                                                 "attempt": attempt, "next_attempt_at": "2026-12-08T00:00:00Z"})
+                 for attempt in (1, 2, 3)]
+    await platform.publisher.publish_many([*sent, *reports, *reports, *deferrals, *deferrals])
+
+    async def report() -> dict[str, Any]:
+        return (await acme.http.get("/v1/campaigns/c1/report")).json()  # type: ignore[no-any-return]
+
+    during = await eventually(report, lambda r: r["deferred"] == 1 and r["bounces"]["soft"] == 1,
+                              what="the deferral and the reports counted")
+    assert (during["sent"], during["delivered"]) == (4, 3)
+    assert during["bounces"] == {"hard": 1, "soft": 1, "block": 0, "undetermined": 0}  # the first class
+    assert during["rates"]["hard_bounce_rate"] == 1 / 4 and during["rates"]["block_rate"] == 0
+    # The deferred message accepted at its fourth try; another first-try send (no deferral to take back).
+    await platform.publisher.publish_many([
+        MessageSent(**env, payload={**ref(4), "recipient_domain": "example.org", "smtp_code": 250, "attempt": 4}),
+        MessageSent(**env, payload={**ref(5), "recipient_domain": "example.org", "smtp_code": 250})])
+    settled = await eventually(report, lambda r: r["sent"] == 6, what="the deferred message sent")
+    assert (settled["deferred"], settled["delivered"], settled["recipients"]) == (0, 5, None)
+
+
+async def test_a_finished_campaigns_report_shows_its_recipients_and_what_was_not_sent(platform: Platform) -> None:
+    """R5 #2: the recipients, the skipped and the cancelled were only in delivery's CampaignDeliveryFinished."""
+    acme = await platform.tenant("acc-finished", "news", account="paid")
+    assert (await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})).status_code == 201
+    assert (await acme.http.post("/v1/campaigns/c1/submission", json={})).status_code == 200
+    await eventually(lambda: acme.http.get("/v1/campaigns/c1"), lambda r: r.json()["status"] == "queued",
+                     within=30, what="queued")
+    env: dict[str, Any] = {"account_id": "acc-finished", "producer": "delivery"}
+    await platform.publisher.publish_many([
+        *(MessageSent(**env, payload={**ref(i), "recipient_domain": "example.org", "smtp_code": 250})
+          for i in range(3)),
+        MessageDeferred(**env, payload={**ref(3), "smtp_code": 451, "diagnostic": "try later", "attempt": 1,
+                                        "next_attempt_at": "2026-12-08T00:00:00Z"}),
+        CampaignDeliveryFinished(**env, payload={"campaign_id": "c1", "recipients": 7, "sent": 3, "bounced": 0,
+                                                 "skipped": 2, "failed": 1, "cancelled": 1})])
+    done = await eventually(lambda: acme.http.get("/v1/campaigns/c1/report"),
+                            lambda r: r.json()["status"] == "done" and r.json()["sent"] == 3, within=30,
+                            what="done, its sends counted")
+    assert {k: done.json()[k] for k in ("recipients", "sent", "deferred", "skipped", "failed", "cancelled")} == {
+        "recipients": 7, "sent": 3, "deferred": 0, "skipped": 2, "failed": 1, "cancelled": 1}

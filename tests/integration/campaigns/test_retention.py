@@ -5,6 +5,7 @@ dropped by both consumers."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from herald_shared.contract.billing import AccountPurged
 from herald_shared.contract.delivery import MessageSent
@@ -28,7 +29,8 @@ async def test_a_purged_account_leaves_nothing_in_campaigns(platform: Platform) 
     other = await platform.tenant("other", "news", account="paid")
     await platform.tenant("acme-trial", "news", account="trial")  # an id that starts like acme's
     assert (await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})).status_code == 201
-    scheduled = await acme.http.post("/v1/campaigns/c1/submission", json={"send_at": "2099-01-01T09:00:00Z"})
+    later = (datetime.now(UTC) + timedelta(days=300)).replace(microsecond=0)  # a campaign is scheduled a year ahead
+    scheduled = await acme.http.post("/v1/campaigns/c1/submission", json={"send_at": later.isoformat()})
     assert scheduled.json()["status"] == "scheduled"
     assert (await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c2"})).status_code == 201
     assert (await other.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})).status_code == 201

@@ -59,8 +59,12 @@ async def test_a_campaign_from_the_api_is_sent_reported_and_cancelled_mid_send(
         lambda es: len([e for e in es if isinstance(e, MessageSent)]) == delivered, "a MessageSent per message")
     assert {e.payload.campaign_id for e in sent_events if isinstance(e, MessageSent)} == {"c1"}
     report = await eventually(lambda: acme.http.get("/v1/campaigns/c1/report"),
-                              lambda r: r.json()["sent"] == delivered, what="report counts every send")
+                              lambda r: r.json()["sent"] == delivered and r.json()["recipients"] is not None,
+                              within=30, what="report counts every send, and delivery's end")
     assert report.json()["status"] == "cancelled" and report.json()["delivered"] == delivered
+    # R5 #2: the messages not sent were only in delivery's event.
+    assert {k: report.json()[k] for k in ("recipients", "deferred", "skipped", "failed", "cancelled")} == {
+        "recipients": MEMBERS, "deferred": 0, "skipped": 0, "failed": 0, "cancelled": MEMBERS - delivered}
     # A campaign delivery finishes is done, with its counts on CampaignCompleted.
     await acme.http.post("/v1/campaigns", json={**draft(subject="Second"), "campaign_id": "c2",
                                                 "segment": {}})
@@ -70,7 +74,9 @@ async def test_a_campaign_from_the_api_is_sent_reported_and_cancelled_mid_send(
     assert done.json()["sent"] == MEMBERS
     [completed] = [e for e in await platform.events() if isinstance(e, CampaignCompleted)]
     assert completed.model_dump()["payload"] == {"campaign_id": "c2", "recipients": MEMBERS, "sent": MEMBERS,
-                                                 "bounced": 0, "failed": 0}
+                                                 "bounced": 0, "failed": 0, "skipped": 0, "cancelled": 0}
+    assert {k: done.json()[k] for k in ("recipients", "skipped", "failed", "cancelled")} == {
+        "recipients": MEMBERS, "skipped": 0, "failed": 0, "cancelled": 0}
     assert (await acme.http.get("/v1/campaigns/c1")).json()["status"] == "cancelled"
 
 

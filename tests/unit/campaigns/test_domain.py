@@ -11,6 +11,7 @@ from herald_campaigns import domain
 from herald_campaigns.domain import CampaignState, Draft, ListInfo
 from herald_shared.campaign_links import MAX_TRACKED_LINKS, text_links, tracked_links
 from herald_shared.contract.campaigns import CampaignCreated, CampaignDeleted, CampaignEdited
+from herald_shared.contract.envelope import Event
 
 NEWS = ListInfo("news", {"city": "text"})
 # The sending domains these drafts go From, verified.
@@ -157,15 +158,17 @@ def test_what_each_event_adds_to_its_campaigns_report() -> None:
         "bounce_class": "block", "source": "dsn"})})
     assert domain.report_counts(sent) == {"sent": 1, "accepted": 1}
     assert domain.report_counts(bounced) == {"bounced_hard": 1, "sent": 1}  # refused at SMTP time: handed over
-    assert domain.report_counts(dsn_block) == {"bounced_block": 1, "failed_later": 1}
+    assert domain.report_counts(dsn_block) == {}  # once per message: `firsts`
+    assert domain.firsts(dsn_block) == [domain.First({"failed_later": 1, "bounced_block": 1},
+                                                     f"f:{dsn_block.payload.message_id}")]  # type: ignore[attr-defined]
     never_left = bounced.model_copy(update={"payload": bounced.payload.model_copy(update={  # type: ignore[attr-defined]
         "bounce_class": "undetermined", "source": "local"})})
     assert domain.report_counts(never_left) == {"bounced_undetermined": 1}  # neither sent nor failed later
     assert domain.report_counts(opened) == {"opens_total": 1}
     assert domain.report_counts(clicked) == {"clicks_total": 1, "clicks_link_0": 1}
-    assert domain.engagement(opened) == (  # the sample's reader: a phone in Riga
+    assert domain.firsts(opened) == [domain.First(  # the sample's reader: a phone in Riga
         {"opens_unique": 1, "opens_unique_country_LV": 1, "opens_unique_device_mobile": 1},
-        f"o:{opened.payload.message_id}")  # type: ignore[attr-defined]
+        f"o:{opened.payload.message_id}")]  # type: ignore[attr-defined]
     notice = sent.model_copy(update={"payload": sent.payload.model_copy(update={  # type: ignore[attr-defined]
         "kind": "account_notice", "campaign_id": None})})
     assert domain.report_campaign(sent) == "c1" and domain.report_campaign(notice) is None
@@ -181,8 +184,8 @@ def test_a_mail_scanners_open_or_click_is_counted_apart_and_never_as_the_readers
                                    for e in (opened, clicked))
     assert domain.report_counts(scanner_open) == {"opens_automated": 1}
     assert domain.report_counts(scanner_click) == {"clicks_automated": 1}
-    assert domain.engagement(scanner_open) is None and domain.engagement(scanner_click) is None
-    assert domain.engagement(clicked)[1] == f"c:{clicked.payload.message_id}"  # type: ignore[attr-defined,index]
+    assert domain.firsts(scanner_open) == [] and domain.firsts(scanner_click) == []
+    assert domain.firsts(clicked)[0].marker == f"c:{clicked.payload.message_id}"  # type: ignore[attr-defined]
     out = domain.report({"opens_automated": 3, "clicks_automated": 2, "clicks_total": 1, "clicks_unique": 1,
                          "clicks_link_0": 1}, '<a href="https://shop.example/">Shop</a>')
     assert out["opens"] == {"unique": 0, "total": 0, "automated": 3, "by_country": {}, "by_device": {}}
@@ -197,11 +200,11 @@ def test_a_message_complained_about_twice_is_one_complaint_and_not_spam_none() -
     complaint = sample("ComplaintReceived")
     again = complaint.model_copy(update={"event_id": uuid.uuid4()})
     assert domain.report_counts(complaint) == {}
-    assert domain.engagement(complaint) == domain.engagement(again) == (
-        {"complaints": 1}, f"x:{complaint.payload.message_id}")  # type: ignore[attr-defined]
+    assert domain.firsts(complaint) == domain.firsts(again) == [domain.First(
+        {"complaints": 1}, f"x:{complaint.payload.message_id}")]  # type: ignore[attr-defined]
     not_spam = complaint.model_copy(update={"payload": complaint.payload.model_copy(  # type: ignore[attr-defined]
         update={"feedback_type": "not-spam"})})
-    assert domain.report_counts(not_spam) == {} and domain.engagement(not_spam) is None
+    assert domain.report_counts(not_spam) == {} and domain.firsts(not_spam) == []
 
 
 def test_a_report_gives_counts_and_rates_of_what_was_handed_over_and_never_who() -> None:
@@ -217,6 +220,63 @@ def test_a_report_gives_counts_and_rates_of_what_was_handed_over_and_never_who()
                             "unsubscribe_rate": 0.01}
     assert domain.report({}, None)["rates"] == {"hard_bounce_rate": None, "block_rate": None, "abuse_rate": None,
                                                 "unsubscribe_rate": None}
+
+
+def test_reports_of_one_failed_message_in_two_classes_are_one_failure_in_the_class_of_the_first() -> None:
+    """R5 #1: a relay and its backup MX reporting one accepted message as 5.1.1 (hard) and 5.7.1 (block) took it
+    twice off `delivered` and showed two bounces. Now both reports carry the message's one failure marker: the
+    report's consumer counts the first (its class) and passes over the second, as it does a second complaint."""
+    from tests.samples import sample
+
+    bounced = sample("MessageBounced")
+
+    def dsn(bounce_class: str) -> Event:
+        return bounced.model_copy(update={"event_id": uuid.uuid4(), "payload": bounced.payload.model_copy(
+            update={"bounce_class": bounce_class, "source": "dsn"})})  # type: ignore[attr-defined]
+
+    hard, block, undetermined = dsn("hard"), dsn("block"), dsn("undetermined")
+    [first], [second], [third] = (domain.firsts(e) for e in (hard, block, undetermined))
+    assert first.marker == second.marker == third.marker == f"f:{bounced.payload.message_id}"  # type: ignore[attr-defined]
+    assert (first.counts, second.counts) == ({"failed_later": 1, "bounced_hard": 1},
+                                             {"failed_later": 1, "bounced_block": 1})
+    assert all(domain.report_counts(e) == {} for e in (hard, block, undetermined))
+    # A delay report (soft) is no failure: once per message too, under a marker of its own.
+    [delay] = domain.firsts(dsn("soft"))
+    assert delay == domain.First({"bounced_soft": 1}, f"w:{bounced.payload.message_id}")  # type: ignore[attr-defined]
+
+
+def test_a_deferral_counts_its_message_once_and_is_taken_back_when_the_message_settles() -> None:
+    """R5 #2: nothing said a message was being retried (up to 72 hours). A message's deferrals are one
+    `deferred_messages`; its send, refusal or giving up after one is one `deferred_settled`, counted only after
+    its deferral's marker (a first attempt's send looks nothing up)."""
+    from tests.samples import sample
+
+    deferred, sent, bounced = sample("MessageDeferred"), sample("MessageSent"), sample("MessageBounced")
+    message = sent.payload.message_id  # type: ignore[attr-defined]
+    assert domain.report_campaign(deferred) == "c1" and domain.report_counts(deferred) == {}
+    assert domain.firsts(deferred) == [domain.First({"deferred_messages": 1}, f"d:{message}")]
+    settled = domain.First({"deferred_settled": 1}, f"r:{message}", after=f"d:{message}")
+    later = sent.model_copy(update={"payload": sent.payload.model_copy(update={"attempt": 3})})  # type: ignore[attr-defined]
+    assert domain.firsts(sent) == [] and domain.firsts(later) == [settled]
+    expired = bounced.model_copy(update={"payload": bounced.payload.model_copy(  # type: ignore[attr-defined]
+        update={"bounce_class": "soft", "source": "retry_expired"})})
+    assert domain.firsts(bounced) == domain.firsts(expired) == [settled]
+    out = domain.report({"sent": 5, "accepted": 5, "deferred_messages": 3, "deferred_settled": 1}, None)
+    assert out["deferred"] == 2
+
+
+def test_a_report_shows_recipients_and_what_was_not_sent_once_delivery_finished() -> None:
+    """R5 #2: the recipients, the skipped and the cancelled were only in delivery's event. They come from
+    delivery's CampaignDeliveryFinished (null until then); and nothing is being retried once it finished (a
+    deferred message of a cancelled campaign ends cancelled, with no event of its own)."""
+    counts = {"sent": 4, "accepted": 4, "deferred_messages": 1}
+    during = domain.report(counts, None)
+    assert [during[k] for k in ("recipients", "deferred", "skipped", "failed", "cancelled")] == [
+        None, 1, None, None, None]
+    finished = {"recipients": 20, "sent": 4, "bounced": 0, "skipped": 1, "failed": 0, "cancelled": 15}
+    after = domain.report(counts, None, finished)
+    assert [after[k] for k in ("recipients", "sent", "deferred", "skipped", "failed", "cancelled")] == [
+        20, 4, 0, 1, 0, 15]
 
 
 def test_a_reports_clicks_per_link_name_each_links_url_as_written_in_the_campaign() -> None:
@@ -341,10 +401,10 @@ def test_a_readers_first_open_or_click_is_counted_by_country_and_device_and_noth
         return opened.model_copy(update={"payload": opened.payload.model_copy(update={  # type: ignore[attr-defined]
             "client": opened.payload.client.model_copy(update=client)})})  # type: ignore[attr-defined]
 
-    assert domain.engagement(at(country=None, device=None))[0] == {  # type: ignore[arg-type,index]
+    assert domain.firsts(at(country=None, device=None))[0].counts == {  # type: ignore[arg-type]
         "opens_unique": 1, "opens_unique_country_unknown": 1, "opens_unique_device_unknown": 1}
     for odd in ("lv", "L.", "$x", "ÄÖ"):
-        assert "opens_unique_country_unknown" in domain.engagement(at(country=odd))[0]  # type: ignore[arg-type,index]
+        assert "opens_unique_country_unknown" in domain.firsts(at(country=odd))[0].counts  # type: ignore[arg-type]
     counts = {"opens_unique": 6, "opens_unique_country_LV": 3, "opens_unique_country_EE": 1,
               "opens_unique_country_unknown": 2, "opens_unique_device_mobile": 4, "opens_unique_device_desktop": 2,
               "clicks_unique": 1, "clicks_unique_country_LV": 1, "clicks_unique_device_tablet": 1}

@@ -83,7 +83,7 @@ def test_the_text_part_derived_from_the_html_counts_too() -> None:
 def test_the_drafts_queued_event_is_within_the_bound_with_the_longest_send_time() -> None:
     chars = at_the_bound()
     state = stored(draft(chars), status="scheduled", send_at=NOW)
-    [queued] = domain.queue(state, NOW + timedelta(seconds=1), senders=ACME)
+    [queued] = domain.queue(state, NOW + timedelta(seconds=1), senders=ACME, lst=NEWS)
     assert domain.encoded_bytes(queued) <= MAX_EVENT_BYTES
 
 
@@ -113,7 +113,7 @@ def test_a_scheduled_campaign_stored_before_the_rule_goes_back_to_its_author_at_
     """Its CampaignQueued could never be published: sent back to draft (content_too_large), not retried for ever."""
     old = stored(draft(MAX_EVENT_BYTES), status="scheduled", send_at=NOW)
     due = NOW + timedelta(seconds=1)
-    [returned] = domain.queue(old, due, senders=ACME)
+    [returned] = domain.queue(old, due, senders=ACME, lst=NEWS)
     assert isinstance(returned, CampaignReturned) and returned.payload.reason == "content_too_large"
     size = domain.encoded_bytes(domain._queued(old, NOW, review_required=False))
     assert size > MAX_EVENT_BYTES
@@ -124,9 +124,9 @@ def test_a_scheduled_campaign_stored_before_the_rule_goes_back_to_its_author_at_
     back = domain.evolve(doc, returned, due)
     assert back is not None and (back["status"], back["send_at"]) == ("draft", None)
     assert back["returned"] == {"reason": "content_too_large", "detail": detail, "at": due}
-    assert domain.queue(domain.state_of(back), due, senders=ACME) == []  # once: a draft is not due
+    assert domain.queue(domain.state_of(back), due, senders=ACME, lst=NEWS) == []  # once: a draft is not due
     # the sender is checked first: a campaign both too large and From a removed domain says the latter
-    [unverified] = domain.queue(old, due, senders=domain.Senders())
+    [unverified] = domain.queue(old, due, senders=domain.Senders(), lst=NEWS)
     assert unverified.payload.reason == "sender_unverified"  # type: ignore[attr-defined]
 
 
@@ -140,7 +140,7 @@ def test_a_campaign_scheduled_before_the_link_rules_goes_back_to_its_author_at_i
     delivery rewrites at a bearable cost: sent back to draft with the reason instead, once."""
     old = stored(dataclasses.replace(draft(1), html_body=html), status="scheduled", send_at=NOW)
     due = NOW + timedelta(seconds=1)
-    [returned] = domain.queue(old, due, senders=ACME)
+    [returned] = domain.queue(old, due, senders=ACME, lst=NEWS)
     assert isinstance(returned, CampaignReturned) and returned.payload.reason == reason
     assert said in returned.payload.detail and "submit it again" in returned.payload.detail
     doc = {**dataclasses.asdict(old), "content": old.content.model_dump(mode="json")}
@@ -148,7 +148,7 @@ def test_a_campaign_scheduled_before_the_link_rules_goes_back_to_its_author_at_i
     assert back is not None and (back["status"], back["returned"]["reason"]) == ("draft", reason)
     fine = stored(dataclasses.replace(draft(1), html_body=html.replace("{{ city }}", "acme.example")[:2000]),
                   status="scheduled", send_at=NOW)
-    assert [type(e).__name__ for e in domain.queue(fine, due, senders=ACME)] == ["CampaignQueued"]
+    assert [type(e).__name__ for e in domain.queue(fine, due, senders=ACME, lst=NEWS)] == ["CampaignQueued"]
 
 
 def test_an_event_at_the_bound_fits_a_record_with_a_dead_letter_copys_headers() -> None:
@@ -156,7 +156,7 @@ def test_an_event_at_the_bound_fits_a_record_with_a_dead_letter_copys_headers() 
     publisher writes, and those of a dead-letter copy (a reason of MAX_REASON_CHARS characters of 4 bytes each) fit
     with an event of MAX_EVENT_BYTES, as aiokafka measures a record."""
     state = stored(draft(at_the_bound()), status="scheduled", send_at=NOW)
-    [queued] = domain.queue(state, NOW + timedelta(seconds=1), senders=ACME)
+    [queued] = domain.queue(state, NOW + timedelta(seconds=1), senders=ACME, lst=NEWS)
     value = serialize_event(queued) + b" " * (MAX_EVENT_BYTES - domain.encoded_bytes(queued))
     headers = [*event_headers(queued), (DLQ_REASON, ("\U0001f600" * MAX_REASON_CHARS).encode()),
                (DLQ_SOURCE_TOPIC, b"herald.campaigns"), (DLQ_SOURCE_PARTITION, b"5"),

@@ -249,16 +249,16 @@ def scheduled() -> dict[str, Any]:
 def test_a_campaign_whose_domain_was_removed_goes_back_to_its_author_at_its_time_not_to_delivery() -> None:
     doc = scheduled()
     state, due = domain.state_of(doc), NOW + timedelta(hours=1)
-    [queued] = domain.queue(state, due, senders=Senders(verified=frozenset({"acme.example"})))
+    [queued] = domain.queue(state, due, senders=Senders(verified=frozenset({"acme.example"})), lst=NEWS)
     assert isinstance(queued, CampaignQueued)
-    assert domain.queue(state, due, senders=Senders(shared=frozenset({"acme.example"}))) != []
-    [returned] = domain.queue(state, due, senders=Senders())
+    assert domain.queue(state, due, senders=Senders(shared=frozenset({"acme.example"})), lst=NEWS) != []
+    [returned] = domain.queue(state, due, senders=Senders(), lst=NEWS)
     assert isinstance(returned, CampaignReturned) and returned.payload.reason == "sender_unverified"
     assert "acme.example" in returned.payload.detail and "submit it again" in returned.payload.detail
     back = domain.evolve(doc, returned, due)
     assert back is not None and (back["status"], back["send_at"]) == ("draft", None)
     assert back["returned"] == {"reason": "sender_unverified", "detail": returned.payload.detail, "at": due}
-    assert domain.queue(domain.state_of(back), due, senders=Senders()) == []  # a draft is not due
+    assert domain.queue(domain.state_of(back), due, senders=Senders(), lst=NEWS) == []  # a draft is not due
     assert domain.evolve(back, returned, due) is back  # only a scheduled campaign goes back
 
 
