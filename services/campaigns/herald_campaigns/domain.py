@@ -1364,8 +1364,6 @@ def report_counts(event: Event) -> dict[str, int]:
             return {"opens_automated": 1} if p.automated else {"opens_total": 1}
         case LinkClicked(payload=p):
             return {"clicks_automated": 1} if p.automated else {"clicks_total": 1, f"clicks_link_{p.link_index}": 1}
-        case SubscriberUnsubscribed():
-            return {"unsubscribes": 1}
     return {}
 
 
@@ -1390,6 +1388,9 @@ def firsts(event: Event) -> list[First]:
       of that first report: a relay and its backup MX reporting the same message as hard and as block is one
       bounce, in the class that came first (until 2026-12-07 each report counted: one message taken twice off
       delivered, shown as two bounces). A first delay report (a soft DSN) likewise, apart from a failure;
+    - a recipient's first unsubscribe from the list through the campaign: one who came back (double opt-in) and
+      pressed the old message's link again is one unsubscribe, as compliance counts the unsubscribe rate (until
+      2026-12-07 the report counted two);
     - a first deferral (`deferred_messages`), and once the message settles after one (accepted, refused, given
       up: `deferred_settled`), so that the report shows how many messages are being retried now."""
     match event:
@@ -1404,6 +1405,8 @@ def firsts(event: Event) -> list[First]:
             if bounced.bounce_class == "soft":
                 return [First({"bounced_soft": 1}, f"w:{bounced.message_id}")]
             return [First({"failed_later": 1, f"bounced_{bounced.bounce_class}": 1}, f"f:{bounced.message_id}")]
+        case SubscriberUnsubscribed(payload=left):
+            return [First({"unsubscribes": 1}, f"u:{left.list_id}:{left.subscriber_id}")]
         case MessageDeferred(payload=deferred):
             return [First({"deferred_messages": 1}, f"d:{deferred.message_id}")]
         case MessageBounced(payload=bounced):

@@ -207,6 +207,19 @@ def test_a_message_complained_about_twice_is_one_complaint_and_not_spam_none() -
     assert domain.report_counts(not_spam) == {} and domain.firsts(not_spam) == []
 
 
+def test_a_recipient_unsubscribing_again_after_coming_back_is_one_unsubscribe_of_the_campaign() -> None:
+    """R3 #3: unsubscribed, back by double opt-in, then the old message's link pressed again: compliance counts one
+    unsubscribe (a fact per list and member); the report counted two. Now both carry one marker."""
+    from tests.samples import sample
+
+    left = sample("SubscriberUnsubscribed")
+    again = left.model_copy(update={"event_id": uuid.uuid4()})
+    payload = left.payload  # type: ignore[attr-defined]
+    assert domain.report_counts(left) == {}
+    assert domain.firsts(left) == domain.firsts(again) == [domain.First(
+        {"unsubscribes": 1}, f"u:{payload.list_id}:{payload.subscriber_id}")]
+
+
 def test_a_report_gives_counts_and_rates_of_what_was_handed_over_and_never_who() -> None:
     counts = {"sent": 200, "accepted": 190, "failed_later": 4, "bounced_hard": 10, "bounced_block": 4,
               "opens_unique": 50, "opens_total": 80, "clicks_unique": 20, "clicks_total": 30, "clicks_link_1": 10,
