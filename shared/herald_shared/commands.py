@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import RecordMetadata
 
 from .contract import Event
@@ -14,6 +15,12 @@ from .kafka import EventPublisher
 from .mongo import Checkpoints
 
 READ_YOUR_WRITES_TIMEOUT = 15.0
+# How long a decision waits for the broker to acknowledge its events. With idempotence aiokafka retries a batch
+# while the broker is away and never gives up: a request waited unanswered for as long (a review: no answer in
+# 120 s with the broker away 200 s). After it, KafkaTimeoutError: 503 to a request (`herald_shared.http`), the
+# usual transient failure to a loop. The events may still be published once the broker is back (the producer
+# keeps them), so what answers 503 may be recorded: a retry of the same command says so, as after any 503.
+PUBLISH_TIMEOUT = 15.0
 
 
 class KeyedLocks:
@@ -82,7 +89,12 @@ class Recorder:
         """Publish without waiting for the projection (bulk work that commits once at its end)."""
         if not events:
             return []
-        results = await self._publisher.publish_many(events)
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                results = await self._publisher.publish_many(events)
+        except TimeoutError as exc:  # not the projection's lag (`lagging`): the broker's silence
+            raise KafkaTimeoutError(f"the broker acknowledged {len(events)} events in no "
+                                    f"{PUBLISH_TIMEOUT:.0f} s") from exc
         for event in events:
             self._on_published(event)
         return results

@@ -22,13 +22,14 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure, PyMongoError, WTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 
 from .apikeys import KeyHolder, key_id_of
 from .contract import Event
 from .contract.envelope import ApiKeyRefusal, ApiKeyRefusedPayload
+from .kafka import TRANSIENT_CODES
 from .metrics import API_KEY_REFUSALS, HTTP_REQUESTS, HTTP_SECONDS
 from .rules import RuleRefused
 from .throttle import PREFIX_REMEMBERED, CredentialAttempts, Reason, Refusal, Throttle
@@ -542,6 +543,10 @@ def dependency_away(exc: BaseException) -> bool:
     """Whether an error of MongoDB's driver or Kafka's client says the dependency is out of reach for now (a
     request may be retried: 503), rather than that the request itself failed."""
     if isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError):
+        return True
+    if isinstance(exc, OperationFailure) and exc.code in TRANSIENT_CODES:
+        # As the consumers judge it (`herald_shared.kafka.is_transient`): FerretDB answers 1 (InternalError) while
+        # PostgreSQL under it is away, which answered 500 to every request (a review).
         return True
     if isinstance(exc, PyMongoError):
         return exc.has_error_label("RetryableWriteError") or exc.has_error_label("TransientTransactionError")

@@ -257,3 +257,44 @@ def test_the_refusals_counter_is_exported_with_every_reason() -> None:
     exported = generate_latest().decode()
     for reason in ("bad_key", "throttled_ip", "throttled_key"):
         assert f'herald_api_key_refusals_total{{reason="{reason}"}}' in exported
+
+
+async def test_a_store_whose_database_is_away_and_a_broker_that_never_acknowledges_answer_503_not_500_or_never(
+        monkeypatch: Any) -> None:
+    """A review (R1): with PostgreSQL stopped under FerretDB every request answered 500 (FerretDB's code 1, which
+    the consumers wait out), and with the broker away a request waited unanswered for minutes (aiokafka retries an
+    idempotent batch for ever). Both are the dependency away: 503, retry. A refused write stays the request's own."""
+    import asyncio
+
+    from pymongo.errors import DuplicateKeyError, OperationFailure
+
+    from herald_shared import commands
+    from herald_shared.commands import Recorder
+
+    class SilentBroker:
+        async def publish_many(self, events: Any) -> list[Any]:
+            await asyncio.Event().wait()  # acknowledged never
+            return []
+
+    monkeypatch.setattr(commands, "PUBLISH_TIMEOUT", 0.05)
+    recorder = Recorder(SilentBroker(), None, "herald.things")  # type: ignore[arg-type]
+    app = api_app("t", "t")
+
+    @app.get("/postgres-away")
+    async def postgres_away() -> None:
+        raise OperationFailure("PostgreSQL is not reachable", code=1)
+
+    @app.get("/duplicate")
+    async def duplicate() -> None:
+        raise DuplicateKeyError("E11000 duplicate key", code=11000)
+
+    @app.post("/decide")
+    async def decide() -> None:
+        from tests.samples import sample
+        await recorder.commit([sample("ListCreated")])
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc") as http:
+        for answer in (await http.get("/postgres-away"), await asyncio.wait_for(http.post("/decide"), 5)):
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["type"].endswith("/dependency_unavailable") and answer.headers["Retry-After"] == "1"
+        assert (await http.get("/duplicate")).status_code == 500
