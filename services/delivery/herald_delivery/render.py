@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import hmac
 import html
+import itertools
 import re
 import time
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.header import Header
 from email.utils import format_datetime, formataddr
 from typing import Any, NamedTuple
 
@@ -76,9 +78,13 @@ FOOTER_LINK_STYLE = _important("display:inline", "margin:0", "font-size:inherit"
                                "-webkit-text-fill-color:#0000ee", "box-shadow:none", *_FOOTER_RESETS)
 SIGNING_DOMAINS_REMEMBERED = 10_000  # sending domains whose signers (a parent's, the platform's) are kept
 TRACKING_SALT = "herald.tracking.v1"
-# Headers the DKIM signature covers; RFC 8058 section 3.2 requires List-Unsubscribe and -Post among them.
-SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
-                  b"content-type", b"list-unsubscribe", b"list-unsubscribe-post", b"feedback-id")
+# Headers the DKIM signature covers, each over-signed (`dkim_signing.prepare`: one more than the message has, so
+# none can be added, nor one it lacks, such as a Reply-To or a Cc); RFC 8058 section 3.2 requires
+# List-Unsubscribe and -Post among them. The MIME headers too: a single-part message's Content-Transfer-Encoding
+# changed would have a reader decode the signed body differently.
+SIGNED_HEADERS = (b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
+                  b"content-type", b"content-transfer-encoding", b"list-unsubscribe", b"list-unsubscribe-post",
+                  b"feedback-id")
 # The value a tracked link of the HTML body becomes (`{{ __link_0 }}`...): no custom field starts with "_".
 LINK_FIELD = "__link_"
 MAX_SUBJECT_CHARS = 2_000  # a rendered subject or preheader; bodies have the shared renderer's limit
@@ -205,18 +211,96 @@ def _folded(name: str, words: Sequence[str]) -> str | None:
     return CRLF.join(lines) + CRLF
 
 
+MAX_ENCODED_WORD = 75  # characters (RFC 2047 2)
+_Q_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")  # 5(3): in a phrase too
+_Q_BYTE = [chr(byte) if byte in _Q_PLAIN else "_" if byte == 0x20 else f"={byte:02X}" for byte in range(256)]
+_Q_LENGTH = [len(encoded) for encoded in _Q_BYTE]
+_ZWJ = "\u200d"
+
+
+def _shows_literally(value: str) -> bool:
+    """ASCII without "=?": no reader can take any of it for an RFC 2047 encoded word."""
+    return value.isascii() and "=?" not in value
+
+
+def encoded_words(text: str, first: int = MAX_ENCODED_WORD) -> list[str]:
+    """`text` as RFC 2047 encoded words in UTF-8 of at most 75 characters each (the first at most `first`),
+    each holding whole characters, so each decodes alone (RFC 2047 2 and 5); Q or B, whichever is shorter for
+    the whole text. Python's `Header.encode` made words of 76 and 77 characters (it leaves the folding space
+    out of its line length)."""
+    data = text.encode()
+    q_length = list(itertools.accumulate(map(_Q_LENGTH.__getitem__, data), initial=0))  # of data[:i] in Q
+    q = q_length[-1] <= 4 * -(-len(data) // 3)
+    prefix = "=?utf-8?q?" if q else "=?utf-8?b?"
+    words: list[str] = []
+    room = min(first, MAX_ENCODED_WORD) - len(prefix) - 2
+    start = 0
+    while start < len(data):
+        if q:
+            end = bisect.bisect_right(q_length, q_length[start] + room) - 1
+        else:
+            end = start + room // 4 * 3
+        if end < len(data):
+            end = _word_end(data, start, end)
+        piece = data[start:end]
+        words.append(prefix + ("".join([_Q_BYTE[byte] for byte in piece]) if q else base64.b64encode(piece).decode())
+                     + "?=")
+        start = end
+        room = MAX_ENCODED_WORD - len(prefix) - 2
+    return words
+
+
+def _word_end(data: bytes, start: int, end: int) -> int:
+    """Where a word of `data[start:]` that may reach `end` ends: on a character boundary, and, where one is
+    found after `start`, not inside a character with its combining marks, variation selectors, emoji
+    modifiers and tags, a ZWJ sequence or a flag, so a reader that shows each word apart shows them whole."""
+    while end > start and 0x80 <= data[end] < 0xC0:  # a UTF-8 continuation byte: inside a character
+        end -= 1
+    if end == start:  # no whole character fits (not reached with words of 75): at least one, for progress
+        end += 1
+        while end < len(data) and 0x80 <= data[end] < 0xC0:
+            end += 1
+        return end
+    at = end
+    while at > start and _joined(data, at):
+        at -= 1
+        while 0x80 <= data[at] < 0xC0:
+            at -= 1
+    return at if at > start else end
+
+
+def _joined(data: bytes, at: int) -> bool:
+    """Whether the characters before and after the boundary `at` belong to one grapheme (as far as the cases of
+    `_word_end` go)."""
+    after = data[at:at + 4].decode("utf-8", "ignore")[:1]
+    before_start = at - 1
+    while 0x80 <= data[before_start] < 0xC0:
+        before_start -= 1
+    before = data[before_start:at].decode()
+    code = ord(after)
+    if (unicodedata.category(after) in ("Mn", "Me", "Mc") or after == _ZWJ or before == _ZWJ
+            or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F):
+        return True
+    if 0x1F1E6 <= code <= 0x1F1FF and 0x1F1E6 <= ord(before) <= 0x1F1FF:  # regional indicators pair up
+        preceding = data[:at].decode("utf-8", "ignore")
+        run = len(preceding) - len(preceding.rstrip("".join(map(chr, range(0x1F1E6, 0x1F200)))))
+        return run % 2 == 1
+    return False
+
+
 def _text_header(name: str, value: str) -> str:
     """An unstructured header (a Subject) on one line, folded at its spaces when longer than 78 characters;
-    in RFC 2047 encoded words (folded between them) when it is not ASCII or a run without a space would make a
-    line longer than 998 octets, which no folding can break."""
+    in RFC 2047 encoded words, one a line, when it is not ASCII, holds "=?" (which readers would decode:
+    `=?utf-8?q?=41?=` showing as "A") or a run without a space would make a line longer than 998 octets, which
+    no folding can break."""
     value = _one_line(value)
-    if value.isascii():
+    if _shows_literally(value):
         if len(name) + 2 + len(value) <= MAX_HEADER_LINE:
             return f"{name}: {value}{CRLF}"
         folded = _folded(name, value.split(" "))
         if folded is not None:
             return folded
-    return f"{name}: {Header(value, 'utf-8', header_name=name).encode(linesep=CRLF)}{CRLF}"
+    return f"{name}: {(CRLF + ' ').join(encoded_words(value, MAX_HEADER_LINE - len(name) - 2))}{CRLF}"
 
 
 def _header_address(address: str, where: str) -> str:
@@ -237,14 +321,15 @@ def _from_header(name: str, address: str) -> str:
     when the line passes 78 characters (a long name: 200 characters of UTF-8 make one encoded word of ~1,000)."""
     display = _one_line(name)
     formatted = formataddr((display, address), charset="utf-8")  # also refuses a non-ASCII address, as it did
-    if len(formatted) <= MAX_HEADER_LINE - len("From: "):
-        return f"From: {formatted}{CRLF}"
-    if display.isascii():  # a space in formataddr's output is one between words (or in a quoted string): FWS
+    if _shows_literally(display):
+        if len(formatted) <= MAX_HEADER_LINE - len("From: "):
+            return f"From: {formatted}{CRLF}"
+        # A space in formataddr's output is one between words (or in a quoted string): FWS.
         folded = _folded("From", formatted.split(" "))
         if folded is not None:
             return folded
-    encoded = Header(display, "utf-8", header_name="From").encode(linesep=CRLF)
-    return _folded("From", [*encoded.replace(CRLF, "").split(" "), f"<{address}>"]) or f"From: {formatted}{CRLF}"
+    words = encoded_words(display, MAX_HEADER_LINE - len("From: "))
+    return _folded("From", [*words, f"<{address}>"]) or f"From: {formatted}{CRLF}"
 
 
 class BodyPart(NamedTuple):

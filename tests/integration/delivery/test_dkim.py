@@ -50,6 +50,11 @@ def verifications(message: bytes, records: dict[bytes, bytes]) -> list[tuple[byt
     return results
 
 
+def above(added: bytes) -> Callable[[bytes], bytes]:
+    """The header put above the message's own (below its signatures)."""
+    return lambda message: message.replace(b"\r\nFrom:", b"\r\n" + added + b"\r\nFrom:", 1)
+
+
 async def test_every_message_sent_is_signed_and_verifies(start_delivery: Any, relay: Any, world: World,
                                                          tmp_path: Path) -> None:
     records = {b"ed1._domainkey.acme.example": write_key(tmp_path, "ed1", "acme.example",
@@ -78,9 +83,15 @@ async def test_every_message_sent_is_signed_and_verifies(start_delivery: Any, re
     assert verifications(received["new@example.org"], records) == [(b"herald.test", True)]
     assert b"a=ed25519-sha256" in received["reader0@example.org"].split(b"DKIM-Signature")[1]
 
+    # Headers added above the signed ones (R4's replay): over-signing (RFC 6376 8.15) breaks both signatures.
     tamper: list[Callable[[bytes], bytes]] = [lambda m: m.replace(b"Hi ", b"Hey ", 1),
-                                              lambda m: m.replace(b"To: reader0@", b"To: reader9@", 1)]
+                                              lambda m: m.replace(b"To: reader0@", b"To: reader9@", 1),
+                                              above(b"Subject: Pay now"), above(b"Reply-To: x@evil.example")]
     for change in tamper:
         tampered = change(received["reader0@example.org"])
         assert tampered != received["reader0@example.org"]
         assert verifications(tampered, records) == [(b"acme.example", False), (b"acme.example", False)]
+    confirmation = received["new@example.org"]
+    for added in (b"Reply-To: x@evil.example", b"Subject: Pay now", b"Content-Transfer-Encoding: base64"):
+        tampered = above(added)(confirmation)
+        assert verifications(tampered, records) == [(b"herald.test", False)]

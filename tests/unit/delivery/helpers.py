@@ -3,15 +3,20 @@ relay, broker and store), and a sender built on them for account "acme"."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from herald_delivery.completion import CampaignCompletion
 from herald_delivery.domain import AccountState, RetryPolicy, SmtpReply
 from herald_delivery.handlers import GateBook
 from herald_delivery.queue import JobQueue
-from herald_delivery.render import MessageTokens, Renderer, RenderSettings
+from herald_delivery.render import DkimKey, MessageTokens, Renderer, RenderSettings
 from herald_delivery.sender import Sender, SenderConfig
 from herald_delivery.smtp import RelayConfig
 from herald_shared.contract import Event
@@ -108,3 +113,37 @@ def sender(account: AccountState, completion: bool = False) -> tuple[Sender, Sto
 def job_of_test_send(message_id: str, recipient: str) -> dict[str, Any]:
     return {"_id": message_id, "account_id": "acme", "kind": "test", "campaign_id": "c1", "test_id": "t1",
             "recipient": recipient, "attempts": 0, "next_attempt_at": T0}
+
+
+def pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def acme_dkim_keys() -> tuple[dict[str, DkimKey], Callable[..., bytes]]:
+    """An RSA and an Ed25519 key of acme.example (by selector), and the DNS lookup that answers for both."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    records = {
+        "rsa1": b"v=DKIM1; k=rsa; p=" + base64.b64encode(rsa_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)),
+        "ed1": b"v=DKIM1; k=ed25519; p=" + base64.b64encode(ed_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw))}
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes:
+        return records[name.decode().split("._domainkey.")[0]]
+
+    return {"rsa1": DkimKey("acme.example", "rsa1", pem(rsa_key)),
+            "ed1": DkimKey("acme.example", "ed1", pem(ed_key))}, lookup
+
+
+def dkim_verified(message: bytes, lookup: Callable[..., bytes]) -> list[bool]:
+    """Each DKIM-Signature's result by dkimpy, the independent verifier, top first."""
+    count = sum(line.lower().startswith(b"dkim-signature:") for line in message.split(b"\r\n\r\n")[0].split(b"\r\n"))
+    results = []
+    for index in range(count):
+        try:
+            results.append(bool(dkim.DKIM(message).verify(idx=index, dnsfunc=lookup)))
+        except dkim.ValidationError:  # a body hash that does not match is raised, not answered False
+            results.append(False)
+    return results

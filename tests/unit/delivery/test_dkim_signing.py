@@ -20,7 +20,6 @@ from herald_delivery.dkim_signing import (
     DkimKeyInvalid,
     DkimSigner,
     _parse_headers,
-    _pick,
     canonical_body,
     canonical_header,
     prepare,
@@ -95,16 +94,43 @@ def test_dual_signing_gives_two_signatures_each_verifying(keys: dict[str, tuple[
     assert verified(signed.replace(b"anna@", b"eve@"), keys, 2) == [False, False]
 
 
-def test_only_headers_the_message_has_are_signed_and_the_last_of_a_repeated_one(
+def test_every_instance_is_signed_and_each_name_once_more_than_it_occurs(
         keys: dict[str, tuple[DkimSigner, bytes]]) -> None:
-    """RFC 6376 5.4.2: h= names what is signed; a header named once but present twice signs its last instance."""
+    """RFC 6376 8.15, over-signing: h= names each wanted header once more than the message has it (absent ones
+    once, 5.4.2: an absent instance hashes as nothing), so no header of those names can be added."""
     message = b"To: first@example.org\r\n" + MESSAGE
     signed = sign(message, [keys["rsa1"][0]], [*SIGNED, b"reply-to", b"x-absent"])
     header = email.message_from_bytes(signed)["DKIM-Signature"]
-    assert "h=from:to:subject:date:message-id:list-unsubscribe:list-unsubscribe-post;" in "".join(header.split())
+    assert ("h=from:from:to:to:to:subject:subject:date:date:message-id:message-id:list-unsubscribe:list-unsubscribe:"
+            "list-unsubscribe-post:list-unsubscribe-post:reply-to:x-absent;") in "".join(header.split())
     assert verified(signed, keys, 1) == [True]
     assert verified(signed.replace(b"To: anna@", b"To: eve@"), keys, 1) == [False]
-    assert verified(signed.replace(b"To: first@", b"To: other@"), keys, 1) == [True]  # not the instance signed
+    assert verified(signed.replace(b"To: first@", b"To: other@"), keys, 1) == [False]  # every instance signed
+    assert all(len(line) <= 78 for line in signed.split(b"\r\n\r\n")[0].split(b"\r\n")[:4])  # folded
+
+
+def test_a_name_wanted_twice_is_signed_as_if_once(keys: dict[str, tuple[DkimSigner, bytes]]) -> None:
+    signed = sign(MESSAGE, [keys["ed1"][0]], [*SIGNED, b"subject", b"from"])
+    assert signed == sign(MESSAGE, [keys["ed1"][0]], SIGNED, now=int(signed.split(b"t=")[1].split(b";")[0]))
+    assert verified(signed, keys, 1) == [True]
+
+
+@pytest.mark.parametrize("added", [b"From: Acme Billing <billing@acme.example>\r\n",
+                                   b"Subject: Your invoice is overdue\r\n", b"To: everyone@acme.example\r\n",
+                                   b"Date: Mon, 01 Jan 2035 00:00:00 +0000\r\n",
+                                   b"Reply-To: attacker@evil.example\r\n", b"Cc: x@evil.example\r\n"])
+@pytest.mark.parametrize("at", ["top", "bottom"])
+def test_a_header_added_to_a_signed_message_breaks_it(keys: dict[str, tuple[DkimSigner, bytes]], added: bytes,
+                                                       at: str) -> None:
+    """Whether added above the signed instance or below it (where a verifier picks first)."""
+    signed = sign(MESSAGE, [keys["rsa1"][0], keys["ed1"][0]], [*SIGNED, b"reply-to", b"cc"])
+    assert verified(signed, keys, 2) == [True, True]
+    head, _, body = signed.partition(b"\r\n\r\n")
+    if at == "top":
+        tampered = signed.replace(b"From: Acme", added + b"From: Acme", 1)
+    else:
+        tampered = head + b"\r\n" + added.removesuffix(b"\r\n") + b"\r\n\r\n" + body
+    assert verified(tampered, keys, 2) == [False, False]
 
 
 @pytest.mark.parametrize(("body", "canonical"), [
@@ -151,7 +177,25 @@ def test_the_head_is_canonicalized_alike_with_and_without_the_plain_head_shortcu
     whatever the head, its signed headers are what `canonical_header` makes of each (RFC 6376 3.4.2)."""
     head = "".join(f"{name}:{value}\r\n" for name, value in headers).encode()
     wanted = [b"from", b"to", b"subject", b"subject", b"x-absent"]
-    picked = _pick(_parse_headers(head), wanted)
     prepared = prepare(head + b"\r\nbody\r\n", wanted)
+    picked = as_verifiers_pick(_parse_headers(head), prepared.names.encode().split(b":"))
     assert prepared.headers == b"".join(canonical_header(name, value) for name, value in picked)
-    assert prepared.names == ":".join(name.strip().lower().decode() for name, _ in picked)
+    for name in (b"from", b"to", b"subject", b"x-absent"):  # over-signed: one more than there are
+        present = sum(header.strip().lower() == name for header, _ in _parse_headers(head))
+        assert prepared.names.encode().split(b":").count(name) == present + 1
+
+
+def as_verifiers_pick(headers: list[tuple[bytes, bytes]], names: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """RFC 6376 5.4.2: for a name listed n times in h=, the last n instances from the bottom up; one listed
+    more often than it occurs hashes nothing for the rest."""
+    instances: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for header in headers:
+        instances.setdefault(header[0].strip().lower(), []).append(header)
+    taken: dict[bytes, int] = {}
+    picked = []
+    for name in names:
+        found, index = instances.get(name, []), taken.get(name, 0)
+        if index < len(found):
+            picked.append(found[len(found) - 1 - index])
+        taken[name] = index + 1
+    return picked

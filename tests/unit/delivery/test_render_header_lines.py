@@ -4,23 +4,20 @@ a run too long for a line, or not ASCII, in RFC 2047 encoded words. DKIM signs t
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 from collections.abc import Callable
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 
-import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from herald_delivery.domain import Member
 from herald_delivery.render import DkimKey, MessageTokens, Renderer, RenderSettings, compile_campaign
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner
 from herald_shared.templating import RenderError
+from tests.unit.delivery.helpers import acme_dkim_keys, dkim_verified
 
 SECRET = "unit-test-secret-0123456789"
 MESSAGE_ID = "0e6f3f0a-7f4f-5a59-9d8d-2b8f7c0c4b11"
@@ -143,36 +140,15 @@ def test_list_unsubscribe_is_folded_before_its_mailto_only_when_its_line_would_p
         campaign_message(renderer(lists_url="https://lists.herald.example/" + "p" * 1000))
 
 
-def pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
 @pytest.fixture(scope="module")
 def keys() -> tuple[list[DkimKey], Callable[..., bytes]]:
-    """An RSA and an Ed25519 key of acme.example (dual signing), and the DNS that answers for both."""
-    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ed_key = ed25519.Ed25519PrivateKey.generate()
-    records = {
-        "rsa1": b"v=DKIM1; k=rsa; p=" + base64.b64encode(rsa_key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)),
-        "ed1": b"v=DKIM1; k=ed25519; p=" + base64.b64encode(ed_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw))}
-
-    def lookup(name: bytes, timeout: int = 5) -> bytes:
-        return records[name.decode().split("._domainkey.")[0]]
-
-    return [DkimKey("acme.example", "ed1", pem(ed_key)), DkimKey("acme.example", "rsa1", pem(rsa_key))], lookup
+    """acme.example's Ed25519 and RSA keys (dual signing), and the DNS that answers for both."""
+    by_selector, lookup = acme_dkim_keys()
+    return [by_selector["ed1"], by_selector["rsa1"]], lookup
 
 
 def verified(message: bytes, lookup: Callable[..., bytes]) -> list[bool]:
-    results = []
-    for index in range(2):
-        try:
-            results.append(bool(dkim.DKIM(message).verify(idx=index, dnsfunc=lookup)))
-        except dkim.ValidationError:
-            results.append(False)
-    return results
+    return dkim_verified(message, lookup)
 
 
 def test_a_folded_head_is_signed_and_each_signature_verifies(keys: tuple[list[DkimKey], Callable[..., bytes]]
