@@ -87,6 +87,7 @@ TAMPERING: dict[str, Callable[[bytes], bytes]] = {
     "a top-level Content-Transfer-Encoding added": below(b"Content-Transfer-Encoding: base64"),
     "a second Content-Type above": above(b"Content-Type: text/html; charset=utf-8"),
     "a second MIME-Version above": above(b"MIME-Version: 2.0"),
+    "an Auto-Submitted added": above(b"Auto-Submitted: auto-replied"),
 }
 
 
