@@ -443,12 +443,19 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
         return campaign_out(doc)
 
     @router.get("/campaigns/{campaign_id}/report", response_model=None,
-                responses={**answers(200, ReportOut, "The campaign's counts and rates."), **problems(404, 422)})
+                responses={**answers(200, ReportOut, "The campaign's counts and rates."), **problems(404, 422, 503)})
     async def campaign_report(campaign_id: Identifier, account_id: Account) -> dict[str, Any]:
-        """Counted from delivery's and subscriptions' events as they arrive, exact under redelivery."""
+        """Counted from delivery's and subscriptions' events as they arrive, exact under redelivery. 503 with
+        Retry-After (`reports_recounting`) while an upgrade counts every report again from the start."""
         doc = await service.store.campaign(account_id, campaign_id)
         if doc is None:
             return problem(404, "campaign_not_found", f"no campaign {campaign_id!r}")  # type: ignore[return-value]
+        if service.reports_recounting:
+            # Half-recounted counters would read as a drop in every rate: none rather than wrong ones.
+            recounting = problem(503, "reports_recounting", "the platform is counting every campaign's report "
+                                 "again after an upgrade; ask again in a few minutes")
+            recounting.headers["Retry-After"] = "60"
+            return recounting  # type: ignore[return-value]
         counts = await service.store.report_counts(account_id, campaign_id)
         account = await service.store.account(account_id)
         return {"campaign_id": campaign_id, "status": display_state(doc, account, counts.get("sent", 0)),

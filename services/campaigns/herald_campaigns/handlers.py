@@ -121,6 +121,8 @@ class CampaignsService:
         self.test_sends_per_day = test_sends_per_day
         # The scheduler's campaigns that failed for a reason of their own (`_each`).
         self.queueing, self.completing = HeldBack(), HeldBack()
+        # Reports counted by an earlier format's rules are being counted again (`rebuild`): none is served meanwhile.
+        self.reports_recounting = False
 
     async def create(self, account_id: str, campaign_id: str | None, draft: Draft) -> Document:
         campaign_id = campaign_id or domain.new_campaign_id()

@@ -14,13 +14,11 @@ from pymongo.errors import PyMongoError
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.commands import Recorder
 from herald_shared.consuming import ConsumingService
-from herald_shared.contract import Event
-from herald_shared.contract.billing import AccountPurged
 from herald_shared.contract.campaigns import ApiKeyRefusedByCampaigns
 from herald_shared.http import RefusedKeys, add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher
 from herald_shared.lifecycle import run_service
-from herald_shared.mongo import Checkpoints, Document, MongoDeduplicator, ProjectionGroup, WindowDeduplicator
+from herald_shared.mongo import Checkpoints, Document, MongoDeduplicator, ProjectionGroup
 from herald_shared.purging import PurgedAccounts, PurgingHandler
 from herald_shared.settings import HeraldSettings
 from herald_shared.staff import StaffTokens
@@ -28,21 +26,17 @@ from herald_shared.staff import StaffTokens
 from . import domain
 from .api import LARGER_BODIES, build_api, build_staff_api, too_large, too_many_links
 from .handlers import CampaignsService, Scheduler, screening_pool
+from .rebuild import CONSUMER, SERVICE, deduplicator, refold_reports, report_events, reports_current
 from .resolver import DnsResolver, parse_nameservers
 from .store import DELIVERY_EVENTS, CampaignsProjection, CampaignsStore, ReportsProjection
 
 log = logging.getLogger("herald.campaigns")
 
-SERVICE = "campaigns"
-REPORTS = "reports"  # the report read model's consumer: its group, checkpoints and remembered event ids
-REPORT_TOPICS = ("herald.delivery", "herald.subscriptions")
+REPORTS = CONSUMER  # the report read model's consumer: its group, checkpoints and remembered event ids
 # Every send, bounce, open and click is counted: large batches spread a batch's round trips over many events
 # (nobody waits for a report to include their own write, as they do for a draft).
 REPORTS_BATCH = 5000
 REPORTS_SLICE = 250  # parsed, looked up and handled at a time (EventConsumer: `slice_records`)
-# Copies of delivery's events come close behind the originals (republished from its watermark right after
-# a restart); a copy further back than this many handled events would be counted again (WindowDeduplicator).
-REPORTS_DEDUPLICATION_WINDOW = 200_000
 
 
 class CampaignsSettings(HeraldSettings):
@@ -119,9 +113,14 @@ class Campaigns(ConsumingService):
         self.app.add_exception_handler(domain.TooManyLinks, too_many_links)
         staff_tokens = StaffTokens.from_setting(settings.staff_tokens, settings.address_attempts())
         self.app.include_router(build_staff_api(self.service, staff_tokens))
-        add_health_routes(self.app, {**self.ready_checks(), "scheduler": self._scheduler_ready})
-        self.consumers = [self.projector, self.reports]
+        add_health_routes(self.app, {**self.ready_checks(), "scheduler": self._scheduler_ready,
+                                     "reports": self._reports_ready})
+        # The report consumer starts once the reports are of this version's format (`_reporting`), not with the
+        # rest: drafts, review and the scheduler do not wait for a refold.
+        self.consumers = [self.projector]
+        self.service.reports_recounting = True
         self._scheduling: asyncio.Task[None] | None = None
+        self._reporting: asyncio.Task[None] | None = None
 
     async def purge(self, account_id: str) -> None:
         """Retention: the account's campaigns, lists, account, audit log and keys (its reports: the reports
@@ -131,6 +130,10 @@ class Campaigns(ConsumingService):
 
     async def _scheduler_ready(self) -> bool:
         return self.scheduler.caught_up
+
+    async def _reports_ready(self) -> bool:
+        # A refold is no reason to take the pod out of service: everything but the reports is served meanwhile.
+        return self.service.reports_recounting or self.reports.started
 
     async def start(self) -> None:
         # Before the consumers start no fold is writing a campaign, so listings an earlier version left go now
@@ -143,17 +146,31 @@ class Campaigns(ConsumingService):
         else:
             if stale:
                 log.warning("stale schedule and review listings removed", extra={"listings": stale})
+        current = await reports_current(self.db)
         await super().start()
         self._scheduling = self.watched(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        self._reporting = self.watched(asyncio.create_task(self._reports(current), name=REPORTS))
+
+    async def _reports(self, current: bool) -> None:
+        """The report consumer, after a refold of reports counted by an earlier format's rules (`rebuild`). One
+        process (one replica, Recreate) folds them; the refold waits while another consumes in the reports' group."""
+        if not current:
+            log.warning("campaign reports of an earlier format: recounted from offset 0 before they are served")
+            await refold_reports(self.settings, self.db)
+        self.service.reports_recounting = False
+        await self.reports.run()
 
     def request_stop(self) -> None:
         super().request_stop()
         self.scheduler.request_stop()
+        self.reports.request_stop()
+        if self._reporting is not None and self.service.reports_recounting:
+            self._reporting.cancel()  # a refold cut short is done again from the start at the next start
 
     async def stop(self) -> None:
         self.request_stop()
-        if self._scheduling is not None:
-            await asyncio.gather(self._scheduling, return_exceptions=True)
+        await asyncio.gather(*(t for t in (self._scheduling, self._reporting) if t is not None),
+                             return_exceptions=True)
         await self.refused_keys.close()  # before the producer closes
         await super().stop()
         self.screening.shutdown(wait=False, cancel_futures=True)
@@ -167,14 +184,12 @@ def reports_consumer(settings: HeraldSettings, db: AsyncDatabase[Document], prod
     folded by the projection consumer before, this group starts from offset 0 once: the counters skip, by
     offset, what was counted then, so the catch-up costs the reading only."""
     reports = ReportsProjection(db)
-    topics = [*REPORT_TOPICS, "herald.billing"]
-    only: dict[str, list[type[Event]]] = {topic: [cls for cls in domain.REPORT_EVENTS if cls.topic == topic]
-                                          for topic in REPORT_TOPICS}
-    only["herald.billing"] = [AccountPurged]
+    only = report_events()
+    topics = list(only)
     return EventConsumer(
         settings, name=f"{settings.topic_prefix}{SERVICE}.{REPORTS}", topics=topics, only=only,
         handler=PurgingHandler(reports, purged if purged is not None else PurgedAccounts(db), reports.purge),
-        producer=producer, deduplicator=WindowDeduplicator(db, REPORTS, window=REPORTS_DEDUPLICATION_WINDOW),
+        producer=producer, deduplicator=deduplicator(db),
         checkpoints=checkpoints if checkpoints is not None else Checkpoints(db, REPORTS), max_records=REPORTS_BATCH,
         slice_records=REPORTS_SLICE)
 

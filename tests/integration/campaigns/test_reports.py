@@ -133,7 +133,8 @@ async def test_reports_have_their_own_consumer_and_the_campaign_still_sees_its_d
     the reports' consumer counts the sends, each with its own group, checkpoints and readiness."""
     service = platform.service
     prefix = service.settings.topic_prefix
-    assert sorted(c.name for c in service.consumers) == [f"{prefix}campaigns.projection", f"{prefix}campaigns.reports"]
+    assert sorted(c.name for c in [*service.consumers, service.reports]) == [f"{prefix}campaigns.projection",
+                                                                            f"{prefix}campaigns.reports"]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://campaigns") as http:
         await eventually(lambda: http.get("/readyz"), lambda r: r.status_code == 200, what="both consumers ready")
 
