@@ -42,6 +42,10 @@ class ScopeRates(Out):
     awaiting_unsubscribes: int = Field(description=(
         "Of counts.unsubscribe, those the rules do not judge yet: counted while the account's sends were read "
         "short of where they had been published, each waits until they are (so it is never divided by too few)."))
+    awaiting_their_sends: int = Field(default=0, description=(
+        "Bounces, complaints and unsubscribes in raw_counts but not in counts because their own message's send "
+        "has not been read yet (a MessageSent republished after its DSN): each is judged once its send is read, "
+        "or without it once no send that counts can come (clock skew plus the longest window after it)."))
 
 
 class RatesOut(Out):

@@ -91,6 +91,8 @@ def facts_of(event: Event, produced_at: int | None = None) -> list[Fact]:
     match event:
         case MessageSent(payload=p):
             return [Fact("sent", f"s:{p.message_id}", at, p.campaign_id)]
+        case MessageBounced(payload=p) if p.source == "local":
+            return []  # never handed to a receiving server: neither sent nor refused by one, whatever its class
         case MessageBounced(payload=p):
             facts = []
             if p.source in ("smtp_reply", "retry_expired"):
@@ -173,7 +175,8 @@ def plan_forgetting(own_per_hour: Mapping[int, int], held: int, max_facts: int, 
 
 def sent_before(index: FactMarkers, fact: Fact, state: AccountState, policy: Policy) -> bool:
     """Whether the message a bounce, complaint or unsubscribe is about was sent before the account's latest
-    reinstatement: such a fact stays in the raw totals but never counts towards a new suspension."""
+    reinstatement: such a fact stays in the raw totals but never counts towards a new suspension. (Before any
+    reinstatement, one whose send is not read yet waits for it: `awaits_its_send`.)"""
     if fact.sent_key is None or state.epoch == 0:
         return False
     marker = index.get(fact.sent_key)
@@ -205,6 +208,40 @@ ABOUT_A_MESSAGE: tuple[FactKind, ...] = ("hard_bounce", "block", "complaint", "u
 # How far a fact's time may lie before its own send's (different producers' clocks): a send later than this
 # after the reinstatement's horizon can have no fact set aside waiting for it.
 CLOCK_SKEW_SECONDS = 3600
+# Reports receiving systems make about a delivery, within days of it: a DSN (relays give up retrying after about
+# five days), a refusal, a feedback-loop complaint (sent when the recipient marks the message, nearly always soon
+# after it arrived). Their send, if it was read, is still in the index (it remembers the longest window). Not an
+# unsubscribe: people unsubscribe from mail of months ago, and its order with the sends is the consistent cut's.
+PROMPT_REPORTS: tuple[FactKind, ...] = ("hard_bounce", "block", "complaint")
+
+
+def awaits_its_send(index: FactMarkers, fact: Fact, state: AccountState, policy: Policy) -> bool:
+    """Whether a bounce, complaint or unsubscribe whose send is not in the index is kept out of the rules until
+    that send is read (`AccountState.await_send`): which of a message's events is processed first says nothing
+    of what was sent (a MessageSent republished after its DSN), and judged before its send, a bounce weighs
+    against the minimum volume instead of the campaign's sends. Only when the send, had it been read, would still
+    be remembered: its campaign began sending within the longest window before the fact, or, for a campaign
+    whose sends this account has not counted (or no campaign), the fact is a prompt report (`PROMPT_REPORTS`). An
+    unsubscribe about such a campaign may be about mail sent long ago (a campaign's counts are forgotten 30 days
+    after its last event): judged at once, as its send may be forgotten."""
+    if fact.sent_key is None or index.get(fact.sent_key) is not None:
+        return False
+    if state.forgotten_until is not None and fact.at - policy.longest_window_seconds <= state.forgotten_until:
+        # The index was full and forgot this account's facts of that time early: the send may be one of them,
+        # and would never come (waiting would delay a real breach by the whole bound).
+        return False
+    started = state.campaign_started.get(fact.campaign_id) if fact.campaign_id else None
+    if started is not None:
+        return started > fact.at - policy.longest_window_seconds
+    return fact.kind in PROMPT_REPORTS
+
+
+def awaited_until(at: int, policy: Policy) -> int:
+    """The time after which a fact of time `at` waiting for its send is judged without it: its send is no later
+    than `at` plus the clock skew, and a send published more than the longest window after it happened is late,
+    never counted; so past that, no send that counts can come, and waiting longer would hide the fact for good
+    while judging it sooner could still judge it before its send (the order-dependence the wait is for)."""
+    return at + CLOCK_SKEW_SECONDS + policy.longest_window_seconds
 
 
 def set_aside_key(kind: FactKind, campaign_id: str | None, sent_key: str) -> str:
@@ -215,24 +252,32 @@ def set_aside_key(kind: FactKind, campaign_id: str | None, sent_key: str) -> str
 
 def set_aside(index: FactMarkers, fact: Fact, source: str, offset: int, epoch: int) -> None:
     """Note a fact excluded from the rules because its send was not in the index: if the send comes in this
-    epoch, the fact was about mail sent after the reinstatement, and counts after all (`awaited_by`)."""
+    epoch, the fact was about mail sent after the reinstatement (or is no longer waiting for its send), and
+    counts after all (`awaited_by`)."""
     assert fact.sent_key is not None
     index[set_aside_key(fact.kind, fact.campaign_id, fact.sent_key)] = [source, offset, fact.at, epoch]
 
 
 def awaited_by(index: FactMarkers, send: Fact, state: AccountState,
                policy: Policy) -> list[tuple[FactKind, str | None, int]]:
-    """The facts (kind, campaign, time) set aside in this epoch until `send`, claimed now, came. Their campaign is
-    the send's (an unsubscribe may name none)."""
-    if state.epoch == 0 or state.reinstated_at is None or send.at < state.reinstated_at or \
-            send.at > state.reinstated_at + policy.longest_window_seconds + CLOCK_SKEW_SECONDS:
+    """The facts (kind, campaign, time) set aside in this epoch until `send`, claimed now, came: about mail sent
+    after the reinstatement, or waiting for their send (`awaits_its_send`) and not judged without it yet. Their
+    campaign is the send's (an unsubscribe may name none)."""
+    reinstated_at = state.reinstated_at if state.epoch > 0 else None
+    if reinstated_at is not None and send.at < reinstated_at:
         return []  # a send from before the reinstatement, read after it, leaves its facts out as they were
+    after_reinstatement = reinstated_at is not None and \
+        send.at <= reinstated_at + policy.longest_window_seconds + CLOCK_SKEW_SECONDS
+    if not after_reinstatement and not state.awaiting_facts:
+        return []  # nothing can be waiting for it: the common send costs no look-up
     campaigns = (send.campaign_id, None) if send.campaign_id else (None,)
     found: list[tuple[FactKind, str | None, int]] = []
     for kind in ABOUT_A_MESSAGE:
         for campaign in campaigns if kind == "unsubscribe" else campaigns[:1]:
             note = index.get(set_aside_key(kind, campaign, send.key))
-            if note is not None and len(note) > 3 and note[3] == state.epoch:
+            if note is None or len(note) <= 3 or note[3] != state.epoch:
+                continue
+            if state.awaits(kind, campaign, note[2], policy) or after_reinstatement:
                 found.append((kind, campaign, note[2]))
     return found
 
@@ -421,6 +466,12 @@ class AccountState:
     # were (`SendsRead`): [sends' "topic:partition", offset to read up to, bucket or None, campaign or None, n].
     # Counted like any, but kept out of what the rules judge until that offset is read (`release`).
     awaiting_sends: list[list[Any]] = field(default_factory=list)
+    # Facts counted before their own send was read (`awaits_its_send`): [kind, hour (bucket), campaign or None, n].
+    # In the baseline, as facts about mail before a reinstatement are, until their send is read or the account's
+    # time passes `awaited_until` (`release_awaiting_facts`).
+    awaiting_facts: list[list[Any]] = field(default_factory=list)
+    # campaign → the time of its first counted send: whether a fact's send, if read, would still be remembered.
+    campaign_started: dict[str, int] = field(default_factory=dict)
 
     def applied(self, source: str, offset: int) -> bool:
         return self.watermarks.get(source, -1) >= offset
@@ -444,27 +495,86 @@ class AccountState:
         if fact.campaign_id:
             self.campaigns.setdefault(fact.campaign_id, Counts()).add(fact.kind)
             self.campaign_seen[fact.campaign_id] = max(fact.at, self.campaign_seen.get(fact.campaign_id, 0))
+            if fact.kind == "sent" and fact.at < self.campaign_started.get(fact.campaign_id, fact.at + 1):
+                self.campaign_started[fact.campaign_id] = fact.at
             if before_reinstatement:
                 self.baseline.setdefault(f"c:{fact.campaign_id}", Counts()).add(fact.kind)
 
-    def count_set_aside(self, kind: FactKind, campaign_id: str | None, at: int, policy: Policy) -> None:
+    def count_set_aside(self, kind: FactKind, campaign_id: str | None, at: int, policy: Policy, n: int = 1) -> None:
         """A fact counted as before the reinstatement only because its send had not been seen turned out to be
-        about mail sent after it (the send came in this epoch): out of the baseline, so the rules judge it."""
-        for key in (f"b:{policy.bucket(at)}", f"c:{campaign_id}" if campaign_id else None):
-            counts = self.baseline.get(key) if key else None
+        about mail sent after it (the send came in this epoch), or one waiting for its send saw it come or waited
+        long enough: out of the baseline, so the rules judge it."""
+        bucket = policy.bucket(at)
+        for entry in self.awaiting_facts:
+            if entry[0] == kind and entry[1] == bucket and entry[2] == campaign_id:
+                entry[3] -= n
+                if entry[3] <= 0:
+                    self.awaiting_facts.remove(entry)
+                break
+        for key in (f"b:{bucket}", f"c:{campaign_id}") if campaign_id else (f"b:{bucket}",):
+            counts = self.baseline.get(key)
             if counts is not None and getattr(counts, kind) > 0:
-                counts.add(kind, -1)
+                counts.add(kind, -min(n, getattr(counts, kind)))
+                if not any(counts.to_list()):
+                    del self.baseline[key]  # before any reinstatement the baseline is empty again: the fast path
+
+    def await_send(self, fact: Fact, policy: Policy) -> None:
+        """Keep a fact just counted (into the baseline) out of the rules until its send is read, or until
+        `awaited_until`. Grouped by kind, hour and campaign."""
+        key = [fact.kind, policy.bucket(fact.at), fact.campaign_id]
+        for entry in self.awaiting_facts:
+            if entry[:3] == key:
+                entry[3] += 1
+                return
+        self.awaiting_facts.append([*key, 1])
+
+    def awaits(self, kind: FactKind, campaign_id: str | None, at: int, policy: Policy) -> bool:
+        """Whether a fact of this kind, campaign and time still waits for its send."""
+        bucket = policy.bucket(at)
+        return any(entry[0] == kind and entry[1] == bucket and entry[2] == campaign_id
+                   for entry in self.awaiting_facts)
+
+    def release_awaiting_facts(self, policy: Policy, clock: int | None = None) -> None:
+        """Judge the facts that waited for their send past `awaited_until` (of the latest time in their hour)
+        without it, by the account's time or `clock` (how far its sends' partition was read, in record time): a
+        send that never comes (never published, published too late to count, forgotten) hides none of them for
+        good, even in an account with no later event."""
+        now = max(self.stream_time, clock or 0)
+        for kind, bucket, campaign_id, n in list(self.awaiting_facts):
+            if awaited_until((bucket + 1) * policy.bucket_seconds - 1, policy) < now:
+                self.count_set_aside(kind, campaign_id, bucket * policy.bucket_seconds, policy, n)
+
+    def awaiting_facts_until(self, policy: Policy) -> int | None:
+        """When the first of the facts waiting for their send is judged without it (None: none waits)."""
+        if not self.awaiting_facts:
+            return None
+        return awaited_until((min(entry[1] for entry in self.awaiting_facts) + 1) * policy.bucket_seconds - 1, policy)
+
+    def awaiting_their_sends(self, policy: Policy) -> dict[str, int]:
+        """Facts kept out of the rules until their send is read, per scope key (`Scope.key`)."""
+        held: dict[str, int] = {}
+        newest = policy.bucket(self.stream_time)
+        for _, bucket, campaign_id, n in self.awaiting_facts:
+            if campaign_id:
+                held[f"campaign:{campaign_id}"] = held.get(f"campaign:{campaign_id}", 0) + n
+            for hours in policy.windows_hours:
+                if newest - hours * 3600 // policy.bucket_seconds < bucket <= newest:
+                    key = f"window:{window_name(hours)}"
+                    held[key] = held.get(key, 0) + n
+        return held
 
     def await_sends(self, fact: Fact, source: str, offset: int, policy: Policy) -> None:
         """Keep a fact just counted out of the rules until `source` is read up to `offset`: the sends it is about
-        may lie before that, not read yet. Grouped by offset and scope: one entry a batch, bucket and campaign."""
+        may lie before that, not read yet. Grouped by offset and scope: one entry a batch, bucket and campaign (and
+        kind: an unsubscribe's entry names none, as entries did before other kinds waited at a cut)."""
         in_window = fact.at > self.stream_time - policy.longest_window_seconds  # as `count` files it
         key = [source, offset, policy.bucket(fact.at) if in_window else None, fact.campaign_id]
+        kind = [] if fact.kind == "unsubscribe" else [fact.kind]
         for entry in self.awaiting_sends:
-            if entry[:4] == key:
+            if entry[:4] == key and entry[5:] == kind:
                 entry[4] += 1
                 return
-        self.awaiting_sends.append([*key, 1])
+        self.awaiting_sends.append([*key, 1, *kind])
 
     def release(self, sends: SendsRead | None) -> None:
         """Let the rules judge the awaiting facts whose sends' partition has been read up to the offset they wait
@@ -483,17 +593,21 @@ class AccountState:
         return least
 
     def awaiting(self, policy: Policy) -> dict[str, int]:
-        """Unsubscribes kept out of the rules, per scope key (`Scope.key`)."""
-        held: dict[str, int] = {}
+        """Unsubscribes kept out of the rules at the cut, per scope key (`Scope.key`)."""
+        return {key: counts.unsubscribe for key, counts in self.awaiting_counts(policy).items() if counts.unsubscribe}
+
+    def awaiting_counts(self, policy: Policy) -> dict[str, Counts]:
+        """Facts kept out of the rules at the cut (`await_sends`), per scope key (`Scope.key`)."""
+        held: dict[str, Counts] = {}
         newest = policy.bucket(self.stream_time)
-        for _, _, bucket, campaign_id, n in self.awaiting_sends:
-            if campaign_id:
-                held[f"campaign:{campaign_id}"] = held.get(f"campaign:{campaign_id}", 0) + n
+        for _, _, bucket, campaign_id, n, *kind in self.awaiting_sends:
+            counted: FactKind = kind[0] if kind else "unsubscribe"
+            keys = [f"campaign:{campaign_id}"] if campaign_id else []
             if bucket is not None:
-                for hours in policy.windows_hours:
-                    if newest - hours * 3600 // policy.bucket_seconds < bucket <= newest:
-                        key = f"window:{window_name(hours)}"
-                        held[key] = held.get(key, 0) + n
+                keys += [f"window:{window_name(hours)}" for hours in policy.windows_hours
+                         if newest - hours * 3600 // policy.bucket_seconds < bucket <= newest]
+            for key in keys:
+                held.setdefault(key, Counts()).add(counted, n)
         return held
 
     def window_counts(self, hours: int, policy: Policy, *, raw: bool = False) -> Counts:
@@ -524,6 +638,7 @@ class AccountState:
         self.baseline = {f"b:{b}": Counts(*c.to_list()) for b, c in self.buckets.items()}
         self.baseline.update({f"c:{c}": Counts(*n.to_list()) for c, n in self.campaigns.items()})
         self.awaiting_sends = []  # in the baseline now: never judged
+        self.awaiting_facts = []  # the same
 
     def prune(self, policy: Policy) -> None:
         """Forget what no window or campaign can need any more; keeps an account's state bounded."""
@@ -535,6 +650,7 @@ class AccountState:
         for campaign in [c for c, at in self.campaign_seen.items() if at < horizon]:
             self.campaigns.pop(campaign, None)
             self.campaign_lists.pop(campaign, None)
+            self.campaign_started.pop(campaign, None)
             del self.campaign_seen[campaign]
             self.baseline.pop(f"c:{campaign}", None)
             for key in [k for k in self.warned if k.endswith(f"|campaign:{campaign}")]:
@@ -558,6 +674,10 @@ class AccountState:
                 "sl": self.sent_lists, "ls": self.late_sends, "ru": self.reusing}
         if self.awaiting_sends:  # mostly empty: not written then (and the processor looks for accounts with some)
             data["as"] = self.awaiting_sends
+        if self.awaiting_facts:
+            data["af"] = self.awaiting_facts
+        if self.campaign_started:
+            data["cf"] = self.campaign_started
         return data
 
     @classmethod
@@ -573,7 +693,9 @@ class AccountState:
                    forgotten_until=data.get("fu"), sent_lists=dict(data.get("sl", {})),
                    late_sends={k: list(v) for k, v in data.get("ls", {}).items()},
                    reusing={k: dict(v) for k, v in data.get("ru", {}).items()},
-                   awaiting_sends=[list(entry) for entry in data.get("as", ())])
+                   awaiting_sends=[list(entry) for entry in data.get("as", ())],
+                   awaiting_facts=[list(entry) for entry in data.get("af", ())],
+                   campaign_started=dict(data.get("cf", {})))
 
 
 # --- decisions -------------------------------------------------------------------------------------------------
@@ -627,13 +749,12 @@ def scopes_of(state: AccountState, policy: Policy) -> list[tuple[Scope, Counts]]
 
 
 def judged_scopes(state: AccountState, policy: Policy) -> list[tuple[Scope, Counts]]:
-    """Each scope's counts as the rules judge them: without the unsubscribes still awaiting their sends."""
+    """Each scope's counts as the rules judge them: without the facts still awaiting their sends at the cut."""
     scopes = scopes_of(state, policy)
     if not state.awaiting_sends:
         return scopes
-    held = state.awaiting(policy)
-    return [(scope, counts - Counts(unsubscribe=held[scope.key]) if scope.key in held else counts)
-            for scope, counts in scopes]
+    held = state.awaiting_counts(policy)
+    return [(scope, counts - held[scope.key] if scope.key in held else counts) for scope, counts in scopes]
 
 
 def account_window_sent(scopes: list[tuple[Scope, Counts]]) -> int:
@@ -1011,6 +1132,29 @@ class SendsRead:
     ends: Mapping[str, int] = field(default_factory=dict)
 
 
+def sends_cut(source: str, sends: SendsRead | None) -> tuple[str, int] | None:
+    """Where a fact read now waits at the cut: the sends' partition `source` and its end offset, while the worker
+    has not read it that far; None when it has, or when how far is not known (judged at once)."""
+    if sends is None:
+        return None
+    end, read_to = sends.ends.get(source), sends.read_to.get(source)
+    return (source, end) if end is not None and read_to is not None and read_to < end else None
+
+
+def send_after_its_report(items: Iterable[Input]) -> bool:
+    """Whether, among one account's inputs, a MessageSent comes after a bounce or complaint about its message: the
+    report then waits for it, and, once it is read, for where the sends' partition ends (`sends_cut`)."""
+    reported: set[str] = set()
+    for item in items:
+        event = item.event
+        if isinstance(event, MessageSent):
+            if event.payload.message_id in reported:
+                return True
+        elif isinstance(event, MessageBounced | ComplaintReceived):
+            reported.add(event.payload.message_id)
+    return False
+
+
 def sends_source(item: Input) -> str | None:
     """The partition carrying the sends an input's facts are about, when the input is read apart from it: an
     unsubscribe, on the partition of herald.subscriptions of the same number (input topics are co-partitioned by
@@ -1046,7 +1190,8 @@ class Decision:
 
 
 def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts: FactMarkers, lists: ListRecords,
-           policy: Policy, announced: Container[str], now: datetime, sends: SendsRead | None = None) -> Decision:
+           policy: Policy, announced: Container[str], now: datetime, sends: SendsRead | None = None,
+           clock: int | None = None) -> Decision:
     """Apply an account's inputs, in order, to its state, facts and lists (`evolve`), then judge the result: the
     suspension a breach calls for (one per epoch; not when `announced` holds it already, as after a crash),
     warnings not announced yet, and one-off sending on the lists the inputs touched. The state records what
@@ -1055,7 +1200,8 @@ def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts:
     The rates are judged at a consistent cut: an unsubscribe is read in no set order with the sends it is about,
     so one counted while its sends' partition had not been read to where it ended then (`sends`) is kept out of
     the rules until it has (`AccountState.awaiting_sends`); with no inputs, `decide` judges the account again
-    once it has. Without `sends`, every fact is judged at once."""
+    once it has. Without `sends`, every fact is judged at once. A fact read before its own send waits for it, at
+    most until the account's time, or `clock`, passes `awaited_until`."""
     decision = Decision()
     touched: set[str] = set()
     fresh: set[str] = set()
@@ -1067,6 +1213,8 @@ def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts:
         state.mark_applied(item.source, item.offset)
     state.prune(policy)
     state.release(sends)
+    if state.awaiting_facts:
+        state.release_awaiting_facts(policy, clock)
     already = state.suspension is not None or suspension_id(account_id, state.epoch) in announced
     breach, warnings = evaluate(account_id, state, policy, already)
     if breach is not None:
@@ -1138,19 +1286,33 @@ def evolve(account_id: str, state: AccountState, item: Input, facts: FactMarkers
                     state.note_late_send(fact.campaign_id, fact.at)
             elif claim(facts, fact, item.source, item.offset, sent_in_epoch(fact, state)):
                 before = sent_before(facts, fact, state, policy)
-                state.count(fact, policy, before_reinstatement=before)
-                if not before and sends is not None and (source := sends_source(item)) is not None:
-                    end, read_to = sends.ends.get(source), sends.read_to.get(source)
-                    if end is not None and read_to is not None and read_to < end:
-                        state.await_sends(fact, source, end, policy)
+                source = None if before else sends_source(item)
+                cut = sends_cut(source, sends) if source is not None else None
+                # An unsubscribe waiting at the cut waits for every send published before it was read, its own
+                # among them unless that one is republished later still: one wait, not two (nor counted out twice).
+                waits = not before and cut is None and awaits_its_send(facts, fact, state, policy) and \
+                    awaited_until(fact.at, policy) >= state.stream_time
+                state.count(fact, policy, before_reinstatement=before or waits)
+                if cut is not None:
+                    state.await_sends(fact, *cut, policy)
                 # Which of a message's facts is processed first is no sign of when it was sent (topics are read in
                 # no set order, a MessageSent may be republished after its DSN): a fact set aside for want of its
                 # send counts as soon as the send comes, so the same facts in any order are judged alike.
-                if before and fact.sent_key is not None and facts.get(fact.sent_key) is None:
+                if waits:
+                    state.await_send(fact, policy)
+                    set_aside(facts, fact, item.source, item.offset, state.epoch)
+                elif before and fact.sent_key is not None and facts.get(fact.sent_key) is None:
                     set_aside(facts, fact, item.source, item.offset, state.epoch)
                 elif fact.kind == "sent":
                     for kind, campaign_id, at in awaited_by(facts, fact, state, policy):
+                        waited = state.awaits(kind, campaign_id, at, policy)
                         state.count_set_aside(kind, campaign_id, at, policy)
+                        # Read before its send, it is judged, like an unsubscribe, against every send published
+                        # before that send was read (republished together after a crash): not against the few
+                        # of them that happen to come in the batch with it.
+                        cut = sends_cut(item.source, sends) if waited else None
+                        if cut is not None:
+                            state.await_sends(Fact(kind, "", at, campaign_id), *cut, policy)
                 outcome = "counted"
         return outcome
     at = item.at
@@ -1303,13 +1465,15 @@ def rate_report(state: AccountState, policy: Policy) -> dict[str, Any]:
     judged = scopes_of(state, policy)
     account_sent = account_window_sent(judged)
     awaiting = state.awaiting(policy) if state.awaiting_sends else {}
+    waiting = state.awaiting_their_sends(policy) if state.awaiting_facts else {}
     for scope, counts in judged:
         raw = (state.campaign_counts(scope.name, raw=True) if scope.kind == "campaign"
                else state.window_counts(next(h for h in policy.windows_hours if window_name(h) == scope.name), policy,
                                         raw=True))
         scopes.append({"scope": scope.kind, "name": scope.name, "counts": counts.evidence(), "rates": rates(counts),
                        "raw_counts": raw.evidence(), "judged_sent": policy.judged_sent(scope, counts, account_sent),
-                       "awaiting_unsubscribes": awaiting.get(scope.key, 0)})
+                       "awaiting_unsubscribes": awaiting.get(scope.key, 0),
+                       "awaiting_their_sends": waiting.get(scope.key, 0)})
     return {"suspended": state.suspension is not None, "suspension": state.suspension,
             "reinstatements": state.epoch, "minimum_sent": policy.minimum_sent,
             "thresholds": {r.metric: float(r.threshold) for r in policy.rules},

@@ -152,6 +152,11 @@ class ChangelogTable(_Changelog):
         the raw values, without decoding each."""
         return [key for key, raw in self.data.items() if raw is not None and fragment in raw]
 
+    def holds(self, key: str, fragment: bytes) -> bool:
+        """Whether the stored JSON of `key` holds `fragment`, without decoding it."""
+        raw = self.data.get(key)
+        return raw is not None and fragment in raw
+
     def put(self, partition: int, key: str, value: Any) -> None:
         raw = json.dumps(value, separators=(",", ":")).encode()
         self.data[key] = raw

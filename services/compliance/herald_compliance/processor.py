@@ -55,6 +55,7 @@ from .domain import (
     SendsRead,
     decide,
     plan_forgetting,
+    send_after_its_report,
     sends_source,
 )
 from .faust_adapter import READER_RETRY_BACKOFF_MS, Acknowledgements, ChangelogTable, FactTable, durable
@@ -241,6 +242,10 @@ class Processor:
         # account → the least offset of the sends' partition they wait for, when they are judged again. Learnt
         # from the accounts table at a partition's first batch here (`_find_awaiting`), then from each decision.
         self._awaiting: dict[int, dict[str, int]] = {}
+        # Accounts with facts waiting for their own send (`AccountState.awaiting_facts`), per owned partition:
+        # account → when the first is judged without it (`awaiting_facts_until`), by the sends' partition's log
+        # time, so that an account with no later event is judged then too. Learnt as `_awaiting` is.
+        self._waiting: dict[int, dict[str, int]] = {}
 
     async def handle(self, events: Sequence[Any]) -> None:
         """One batch of faust events, from any input partitions; each partition's share is applied with that
@@ -298,6 +303,7 @@ class Processor:
             self.announcements.forget(sorted({tp.partition for tp in tps if tp.topic in self._base}))
             for partition in {tp.partition for tp in tps if tp.topic in self._base} - self.owned:
                 self._awaiting.pop(partition, None)  # its next owner finds them in the table
+                self._waiting.pop(partition, None)
 
     async def catch_up(self, stalled_after: float) -> int:
         """Read straight from Kafka what an owned partition holds past the expected offset when nothing has come
@@ -379,6 +385,14 @@ class Processor:
                    for tp, offset in self.continuity.expected.items() if tp.topic == sends_topic}
         wanted = {source for by_account in by_partition.values() for items in by_account.values() for item in items
                   if (source := sends_source(item)) is not None and source in read_to}
+        # and the sends' partitions of accounts with facts read before their own send (`awaiting_facts`, or a send
+        # after its report in this batch): a send may be the one they wait for, and they then wait for where the
+        # partition ends (a republished run of sends is judged whole, not by the part of it in this batch)
+        wanted |= {source for partition, by_account in by_partition.items()
+                   if (source := f"{SENDS_TOPIC}:{partition}") in read_to and source not in wanted
+                   for account_id, items in by_account.items()
+                   if (self.accounts.holds(account_id, b'"af":') and any(i.topic == SENDS_TOPIC for i in items))
+                   or send_after_its_report(items)}
         if not wanted:
             return SendsRead(read_to)
         tps = [TopicPartition(sends_topic, int(source.rpartition(":")[2])) for source in sorted(wanted)]
@@ -401,7 +415,8 @@ class Processor:
             return
         for partition in new:
             self._awaiting[partition] = {}
-        for account_id in self.accounts.keys_with(b'"as":'):
+            self._waiting[partition] = {}
+        for account_id in {*self.accounts.keys_with(b'"as":'), *self.accounts.keys_with(b'"af":')}:
             partition = account_partition(account_id)
             stored = self.accounts.get(account_id)
             if partition in new and not is_purged(stored):
@@ -414,13 +429,23 @@ class Processor:
             accounts[account_id] = min(awaited.values())
         else:
             accounts.pop(account_id, None)
+        until = state.awaiting_facts_until(self.policy)
+        if until is not None:
+            self._waiting.setdefault(partition, {})[account_id] = until
+        else:
+            self._waiting.get(partition, {}).pop(account_id, None)
 
     async def _judge_awaiting(self, sends: SendsRead) -> None:
         """Judge again the accounts whose awaited sends this worker has now read, though this batch held none of
         their events: their unsubscribes join the rates now, never later than the sends they wait for."""
+        now = time.time()
         for partition, accounts in list(self._awaiting.items()):  # judging one updates its entry
             read_to = sends.read_to.get(f"{SENDS_TOPIC}:{partition}")
             due = [account_id for account_id, offset in accounts.items() if read_to is None or read_to >= offset]
+            clock = self._log_now(f"{SENDS_TOPIC}:{partition}", now)
+            if clock is not None:
+                due += [account_id for account_id, until in self._waiting.get(partition, {}).items()
+                        if until < int(clock) and account_id not in due]
             if not due:
                 continue
             announced = await self.announcements.ready(partition)
@@ -472,12 +497,15 @@ class Processor:
             for item in items:
                 metrics.EVENTS.labels(item.topic, item.event.type, "purged").inc()
             self._awaiting.get(partition, {}).pop(account_id, None)
+            self._waiting.get(partition, {}).pop(account_id, None)
             return
         state = AccountState.from_json(stored)
+        clock = self._log_now(f"{SENDS_TOPIC}:{partition}", time.time()) if state.awaiting_facts else None
         decision = decide(account_id, state, items, FactIndex(self.facts, account_id, partition),
                           ListTable(self.lists, account_id, partition), self.policy, announced, datetime.now(UTC),
-                          sends)
-        if state.awaiting_sends or account_id in self._awaiting.get(partition, {}):
+                          sends, None if clock is None else int(clock))
+        if state.awaiting_sends or state.awaiting_facts or account_id in self._awaiting.get(partition, {}) or \
+                account_id in self._waiting.get(partition, {}):
             self._note_awaiting(account_id, partition, state)
         for labels, n in decision.outcomes.items():  # counted into Prometheus once per account and batch
             metrics.EVENTS.labels(*labels).inc(n)
