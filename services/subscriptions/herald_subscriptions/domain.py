@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -489,6 +489,13 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
     confirmed = _event(SubscriberConfirmed, live.account_id, SubscriberConfirmedPayload(
         list_id=live.list_id, subscriber_id=subscriber_id, method="single_opt_in"))
     return Decision([added, confirmed], "active", subscriber_id)
+
+
+def without_confirmation(decision: Decision) -> Decision:
+    """The decision less its confirmation email, which the address had no share of the day left for (another
+    process claimed it first: `claims.py`)."""
+    return replace(decision, events=[e for e in decision.events if not isinstance(e, ConfirmationRequested)],
+                   confirmation_withheld=True)
 
 
 FormVerdict = Literal["accept", "cross_site", "no_token", "honeypot", "too_fast", "challenge"]

@@ -21,6 +21,7 @@ from herald_shared.contract.subscriptions import (
     ConfirmationRequested,
     CustomFieldDefinition,
     FormChallenge,
+    MembershipNoticeRequested,
     OptInMode,
 )
 from herald_shared.kafka import EventPublisher, Reject
@@ -30,6 +31,7 @@ from herald_shared.readmodel import applied
 
 from . import domain, metrics
 from .activity import Activity, ActivityPage
+from .claims import Claims
 from .domain import ConfirmLink, Decision, SubscribeRequest
 from .store import SubscriptionsStore
 
@@ -37,7 +39,8 @@ from .store import SubscriptionsStore
 class RecentConfirmations:
     """The confirmations this process decided in the last day, per account and address: merged with what the
     read model holds, so a decision not folded yet (its request timed out waiting, or an import's batch) still
-    counts against the daily caps. Bounded: the least recently used addresses are forgotten first."""
+    counts against the rolling 24 hours of the daily caps. Bounded: the least recently used addresses are forgotten
+    first. Other processes' decisions not folded yet are held by the day's claims (`claims.py`)."""
 
     def __init__(self, max_addresses: int = 100_000) -> None:
         self._sent: OrderedDict[tuple[str, str], list[datetime]] = OrderedDict()
@@ -72,14 +75,17 @@ class PersonalData:
 
 class SubscriptionsService:
     def __init__(self, store: SubscriptionsStore, publisher: EventPublisher, checkpoints: Checkpoints,
-                 links: LinkSigner, topic: str, activity: Activity) -> None:
+                 links: LinkSigner, topic: str, activity: Activity, claims: Claims) -> None:
         self.store = store
+        self.claims = claims
         self.activity = activity
         self.links = links
         self.recorder = Recorder(publisher, checkpoints, topic, on_published=metrics.record)
         self.checkpoints = checkpoints
         self._serialised = self.recorder.serialised
-        self._addresses = KeyedLocks()  # taken inside a subscriber's lock, never the other way round
+        # Taken inside a subscriber's lock, never the other way round. Both locks order this process's requests;
+        # across processes, what a decision sends is claimed on the store (`_claimed`).
+        self._addresses = KeyedLocks()
         self.recent_confirmations = RecentConfirmations()
         self.commit = self.recorder.commit
         self.publish_only = self.recorder.publish_only
@@ -155,15 +161,16 @@ class SubscriptionsService:
         request = SubscribeRequest(**{**request.__dict__, "email": email})
         subscriber_id = domain.subscriber_id_for(account_id, list_id, email)
         async with self._serialised(f"subscriber:{account_id}:{subscriber_id}"):
-            lst, member, suppressed_hashes, company_name = await asyncio.gather(
-                self.store.list_state(account_id, list_id), self.store.member_state(account_id, subscriber_id),
+            lst, (member, version), suppressed_hashes, company_name = await asyncio.gather(
+                self.store.list_state(account_id, list_id), self.store.member_and_version(account_id, subscriber_id),
                 self.store.suppressed(account_id, [domain.email_sha256(email)]), self.store.company_name(account_id))
             suppressed = bool(suppressed_hashes)
             company = company_name or (lst.name if lst else list_id)
             link = partial(self.confirm_link, account_id, subscriber_id)
             if not domain.needs_confirmation_history(lst, member, suppressed):
                 decision = domain.subscribe(lst, member, suppressed, request, company, link)
-                await self.commit([*decision.events, *self._subscribed_notice(lst, decision, request)])
+                await self._commit_claimed(account_id, subscriber_id, version,
+                                           [*decision.events, *self._subscribed_notice(lst, decision, request)])
             else:
                 # The address's confirmations across the account's lists: read, decided on and recorded by one
                 # request at a time, so concurrent requests for one address cannot all pass the daily cap.
@@ -175,8 +182,14 @@ class SubscriptionsService:
                         member.confirmation_requested_at if member else None,
                         self.recent_confirmations.merged(account_id, email_hash, stored, now))
                     decision = domain.subscribe(lst, member, suppressed, request, company, link, sent, now)
-                    self.recent_confirmations.add_decided(account_id, email_hash, decision.events)
-                    await self.commit([*decision.events, *self._subscribed_notice(lst, decision, request)])
+                    events, claims = await self._claimed(account_id, subscriber_id, version,
+                                                         [*decision.events, *self._subscribed_notice(lst, decision,
+                                                                                                     request)])
+                    if _confirmations(decision.events) and not _confirmations(events):
+                        decision = domain.without_confirmation(decision)
+                    published = await self._publish_claimed(events, claims)
+                    self.recent_confirmations.add_decided(account_id, email_hash, events)
+                    await self.wait_until_applied(published)
                 if decision.confirmation_withheld:
                     metrics.REFUSED.labels("confirmation_cap").inc()
         doc = await self.store.member(account_id, subscriber_id)
@@ -189,6 +202,42 @@ class SubscriptionsService:
         assert doc is not None, "the projection holds what was just committed"
         return decision, doc
 
+    async def _claimed(self, account_id: str, subscriber_id: str, version: str,
+                       events: list[Event]) -> tuple[list[Event], list[str]]:
+        """`events` less the confirmation email and the customer's notice that another process claimed first
+        (`claims.py`: the replicas all decide subscribes), and the claims taken for the rest. `version`: the
+        membership's, as it was decided on."""
+        kept: list[Event] = []
+        taken: list[str] = []
+        now = datetime.now(UTC)
+        for event in events:
+            if isinstance(event, ConfirmationRequested):
+                email_hash = domain.email_sha256(str(event.payload.email))
+                [claim] = await self.claims.confirmations(account_id, [(event.payload.list_id, email_hash)], now)
+            elif isinstance(event, MembershipNoticeRequested):
+                notice = await self.claims.notice(account_id, subscriber_id, version, now)
+                claim = [notice] if notice else None
+            else:
+                kept.append(event)
+                continue
+            if claim is not None:
+                kept.append(event)
+                taken += claim
+        return kept, taken
+
+    async def _commit_claimed(self, account_id: str, subscriber_id: str, version: str, events: list[Event]) -> None:
+        """`commit`, of what is left once claimed."""
+        events, claims = await self._claimed(account_id, subscriber_id, version, events)
+        await self.wait_until_applied(await self._publish_claimed(events, claims))
+
+    async def _publish_claimed(self, events: list[Event], claims: list[str]) -> list[RecordMetadata]:
+        """Publish; when that fails, the claims go back, so the request's retry can send what they held."""
+        try:
+            return await self.publish_only(events)
+        except Exception:
+            await self.claims.release(claims)
+            raise
+
     @staticmethod
     def _subscribed_notice(lst: domain.ListState | None, decision: Decision,
                            request: SubscribeRequest) -> list[Event]:
@@ -198,25 +247,25 @@ class SubscriptionsService:
 
     async def confirm(self, token_account: str, subscriber_id: str, ip: str | None) -> domain.ConfirmOutcome:
         async with self._serialised(f"subscriber:{token_account}:{subscriber_id}"):
-            member = await self.store.member_state(token_account, subscriber_id)
+            member, version = await self.store.member_and_version(token_account, subscriber_id)
             lst = await self.store.list_state(token_account, member.list_id) if member is not None else None
             events, outcome = domain.confirm(token_account, lst, member, ip)
             if events and member is not None:
                 events += await self.notice(token_account, member.list_id, subscriber_id, "subscribed",
                                             "double_opt_in")
-            await self.commit(events)
+            await self._commit_claimed(token_account, subscriber_id, version, events)
         return outcome
 
     async def unsubscribe(self, account_id: str, subscriber_id: str, source: domain.UnsubscribeSource,
                           campaign_id: str | None = None, message_id: str | None = None) -> Document:
         async with self._serialised(f"subscriber:{account_id}:{subscriber_id}"):
-            member = await self.store.member_state(account_id, subscriber_id)
+            member, version = await self.store.member_and_version(account_id, subscriber_id)
             if member is None:
                 raise domain.SubscriberNotFound("no such subscriber")
             events = domain.unsubscribe(account_id, member, source, campaign_id, message_id)
             if events:
                 events += await self.notice(account_id, member.list_id, subscriber_id, "unsubscribed", source)
-            await self.commit(events)
+            await self._commit_claimed(account_id, subscriber_id, version, events)
         doc = await self.store.member(account_id, subscriber_id)
         assert doc is not None
         return doc
@@ -249,6 +298,10 @@ class SubscriptionsService:
         state = await self.store.member_state(account_id, subscriber_id)
         assert state is not None
         return state
+
+
+def _confirmations(events: list[Event]) -> bool:
+    return any(isinstance(e, ConfirmationRequested) for e in events)
 
 
 class SuppressionHandler:

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from herald_shared.contract import Event
 from herald_shared.contract.subscriptions import (
+    ConfirmationRequested,
     FieldValue,
     ImportCompleted,
     ImportCompletedPayload,
@@ -454,9 +455,33 @@ async def _decide_batch(service: SubscriptionsService, lst: ListState, company: 
         if decision.outcome in ("already_active", "already_pending"):
             report.reject(line, "already_subscribed", f"already on the list ({decision.outcome.split('_')[1]})")
             continue
-        recent.add_decided(lst.account_id, email_hash, decision.events)
         if decision.confirmation_withheld:
             metrics.REFUSED.labels("confirmation_cap").inc()
         events += decision.events
         report.rows_imported += 1
-    await service.publish_only(events)
+    events, claims = await _claimed(service, lst.account_id, events, now)
+    for event in events:
+        if isinstance(event, ConfirmationRequested):
+            recent.add(lst.account_id, domain.email_sha256(str(event.payload.email)), event.occurred_at)
+    try:
+        await service.publish_only(events)
+    except Exception:
+        await service.claims.release(claims)
+        raise
+
+
+async def _claimed(service: SubscriptionsService, account_id: str, events: list[Event],
+                   now: datetime) -> tuple[list[Event], list[str]]:
+    """The batch's events less the confirmation emails other processes claimed the day's share of first (the
+    address, for the list or across the account's lists: `claims.py`), and the claims taken for the rest: one
+    insert of the batch's lists' claims, then one per slot number (1 to 3) while an address still needs one. A row
+    whose email is left out is imported all the same, pending, like one the caps withheld."""
+    confirmations = [e for e in events if isinstance(e, ConfirmationRequested)]
+    if not confirmations:
+        return events, []
+    granted = await service.claims.confirmations(
+        account_id, [(e.payload.list_id, domain.email_sha256(str(e.payload.email))) for e in confirmations], now)
+    refused = {id(e) for e, claim in zip(confirmations, granted, strict=True) if claim is None}
+    if refused:
+        metrics.REFUSED.labels("confirmation_cap").inc(len(refused))
+    return [e for e in events if id(e) not in refused], [c for claim in granted if claim for c in claim]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import Field
 
@@ -20,6 +20,7 @@ from herald_shared.settings import EdgeSettings
 
 from .activity import ACTIVITY_EVENTS, ACTIVITY_GROUP, Activity, ActivityErasures, mark_erasures
 from .api import LARGER_BODIES, build_api
+from .claims import ClaimDocuments, Claims
 from .forms import Limits
 from .handlers import SubscriptionsService, SuppressionHandler
 from .pages import FormGuard, build_pages
@@ -79,13 +80,14 @@ class Subscriptions(ConsumingService):
         base_url = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
         # One instance for the consumer that saves and the requests that wait: a save wakes them at once.
         checkpoints = Checkpoints(self.db, "projection")
+        self.claims = ClaimDocuments(self.db)
         publisher = EventPublisher(self.producer, settings.topics)
         # A refused key of an account goes to its audit log (billing's), as this service's event.
         self.refused_keys = RefusedKeys(self.apikeys, publisher, ApiKeyRefusedBySubscriptions, SERVICE)
         self.service = SubscriptionsService(
             SubscriptionsStore(self.db), publisher,
             checkpoints, LinkSigner(settings.link_secret, base_url),
-            settings.topics("herald.subscriptions"), self.activity)
+            settings.topics("herald.subscriptions"), self.activity, Claims(self.claims))
         self.projector = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
             topics=PROJECTION_TOPICS,
@@ -133,10 +135,11 @@ class Subscriptions(ConsumingService):
         await super().stop()
 
     async def purge(self, account_id: str) -> None:
-        """Retention: the account's lists, members, addresses, suppressions, imports and keys, and its activity and
-        erasure tombstones (which the activity consumer, reading AccountPurged too, also deletes: either may write
-        them after the other purged)."""
+        """Retention: the account's lists, members, addresses, suppressions, imports and keys, its claims
+        (`claims.py`), and its activity and erasure tombstones (which the activity consumer, reading AccountPurged
+        too, also deletes: either may write them after the other purged)."""
         await self.projection.purge(account_id)
+        await self.claims.purge(account_id, datetime.now(UTC))
         await self.apikeys.purge(account_id)
         await self.activity.purge(account_id)
 

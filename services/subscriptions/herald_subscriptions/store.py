@@ -34,6 +34,7 @@ from herald_shared.mongo import DeleteOne, Document, FoldingProjection, UpdateOn
 from herald_shared.mongo import WrittenKeys as WrittenKeys
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
+    APPLIED,
     Counters,
     KeyedReader,
     SecondaryIndex,
@@ -416,6 +417,14 @@ class SubscriptionsStore:
     async def member_state(self, account_id: str, subscriber_id: str) -> MemberState | None:
         doc = await self.member(account_id, subscriber_id)
         return _member_state(doc) if doc else None
+
+    async def member_and_version(self, account_id: str, subscriber_id: str) -> tuple[MemberState | None, str]:
+        """The membership, and the last event folded into it (`new` when there is none): what a change decided on
+        it is claimed by (`claims.Claims.notice`)."""
+        doc = await self.member(account_id, subscriber_id)
+        if doc is None:
+            return None, "new"
+        return _member_state(doc), str(doc.get(APPLIED, "")).rsplit(" ", 1)[-1] or "new"
 
     async def members_by_hash(self, account_id: str, email_hash: str) -> list[Document]:
         """Every membership of one address in the account (through its addresses document, by _id)."""
