@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import RecordMetadata
@@ -60,6 +61,10 @@ class _Held:
         self.users = 0
 
 
+# The aggregate a decision is serialised on (`Recorder.serialised`), for a commit that times out to name it.
+_DECIDING: ContextVar[str | None] = ContextVar("herald_deciding", default=None)
+
+
 class Recorder:
     def __init__(self, publisher: EventPublisher, checkpoints: Checkpoints, topic: str,
                  on_published: Callable[[Event], None] = lambda _: None) -> None:
@@ -68,12 +73,28 @@ class Recorder:
         self._topic = topic
         self._on_published = on_published
         self._locks = KeyedLocks()
+        # Per aggregate, what a decision published and the projection had not applied when it gave up waiting
+        # (503 projection_lagging). The next decision on that aggregate waits for it first: it would decide on the
+        # state of before (a campaign unscheduled but still `scheduled` in the read model was queued by the
+        # scheduler, and sent). In this process: each aggregate is decided in one process (a single replica, or
+        # keyed to one).
+        self._unapplied: dict[str, list[tuple[str, int, int]]] = {}
 
     @asynccontextmanager
     async def serialised(self, key: str) -> AsyncIterator[None]:
-        """Decide, publish and wait without another request for the same aggregate in between."""
+        """Decide, publish and wait without another request for the same aggregate in between, and on the state
+        every earlier decision on it wrote (TimeoutError while one is still not applied)."""
         async with self._locks.hold(key):
-            yield
+            earlier = self._unapplied.get(key)
+            if earlier is not None:
+                async with asyncio.timeout(READ_YOUR_WRITES_TIMEOUT):
+                    await self.checkpoints.wait_until_applied(earlier)
+                del self._unapplied[key]
+            deciding = _DECIDING.set(key)
+            try:
+                yield
+            finally:
+                _DECIDING.reset(deciding)
 
     async def commit(self, events: Sequence[Event]) -> None:
         """Publish, then wait until this service's projection has applied every event (TimeoutError after
@@ -82,8 +103,13 @@ class Recorder:
 
     async def wait_until_applied(self, published: Sequence[RecordMetadata]) -> None:
         positions = [(r.topic, r.partition, r.offset) for r in published if r.topic == self._topic]
-        async with asyncio.timeout(READ_YOUR_WRITES_TIMEOUT):
-            await self.checkpoints.wait_until_applied(positions)
+        try:
+            async with asyncio.timeout(READ_YOUR_WRITES_TIMEOUT):
+                await self.checkpoints.wait_until_applied(positions)
+        except TimeoutError:
+            if (key := _DECIDING.get()) is not None:
+                self._unapplied.setdefault(key, []).extend(positions)
+            raise
 
     async def publish_only(self, events: Sequence[Event]) -> list[RecordMetadata]:
         """Publish without waiting for the projection (bulk work that commits once at its end)."""
