@@ -1045,7 +1045,8 @@ def complete(doc: Mapping[str, Any] | None) -> list[Event]:
     return [CampaignCompleted(event_id=completed_event_id(doc["account_id"], doc["campaign_id"]),
                               account_id=doc["account_id"], producer=PRODUCER, payload=CampaignCompletedPayload(
                                   campaign_id=doc["campaign_id"], recipients=counts["recipients"],
-                                  sent=counts["sent"], bounced=counts["bounced"], failed=counts["failed"],
+                                  sent=counts["sent"], bounced=counts["bounced"],
+                                  failed=counts["failed"] + counts["skipped"] + counts["cancelled"],
                                   skipped=counts["skipped"], cancelled=counts["cancelled"]))]
 
 

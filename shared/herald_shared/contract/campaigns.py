@@ -207,9 +207,11 @@ class CampaignCancelled(CampaignsEvent):
 
 class CampaignCompletedPayload(Payload):
     """How each message of the campaign ended, as delivery's CampaignDeliveryFinished counts them: recipients =
-    sent + bounced + failed + skipped + cancelled. Not the report's figures: the report's `sent` is every message
-    handed to a receiving server (`sent` here plus the bounces here but those never handed over), its `delivered`
-    is `sent` here less the messages a later report (DSN) said failed, and its bounces count those DSNs too."""
+    sent + bounced + failed, and `skipped` and `cancelled` say how many of `failed` were not made for those
+    reasons (v1's meaning of `failed` is kept: every message neither sent nor bounced). Not the report's figures:
+    the report's `sent` is every message handed to a receiving server (`sent` here plus the bounces here but those
+    never handed over), its `delivered` is `sent` here less the messages a later report (DSN) said failed, and its
+    bounces count those DSNs too."""
 
     campaign_id: Identifier
     recipients: Count = Field(description="Messages the campaign was expanded into: one per member of its audience "
@@ -219,14 +221,15 @@ class CampaignCompletedPayload(Payload):
     bounced: Count = Field(description="Refused when sent, given up after the retry period, or never handed to the "
                                        "relay (MessageBounced with source smtp_reply, retry_expired or local).")
     failed: Count = Field(default=0, description=(
-        "Not sent: the message could not be made (a member's values broke a render limit, the stored content no "
-        "longer compiles). Until 2026-12-07 it also counted `skipped` and `cancelled`, which had no field of "
-        "their own: an event without those two fields says failed + skipped + cancelled here."))
-    skipped: Count = Field(default=0, description="Not sent: the member left the audience (unsubscribed, suppressed, "
-                                                  "erased, the list deleted) after the campaign was queued.")
-    cancelled: Count = Field(default=0, description="Not sent: the campaign was cancelled or rejected first (a "
-                                                    "completed campaign has none today: one cancelled is never "
-                                                    "completed).")
+        "Neither sent nor bounced: the message could not be made (a member's values broke a render limit, the "
+        "stored content no longer compiles), or was skipped or cancelled (the two fields below, parts of this "
+        "one; failed - skipped - cancelled could not be made)."))
+    skipped: Count = Field(default=0, description=(
+        "Of `failed`: the member left the audience (unsubscribed, suppressed, erased, the list deleted) after the "
+        "campaign was queued. 0 in events published before 2026-12-07, which had no such field."))
+    cancelled: Count = Field(default=0, description=(
+        "Of `failed`: the campaign was cancelled or rejected first (a completed campaign has none today: one "
+        "cancelled is never completed). 0 in events published before 2026-12-07."))
 
 
 class CampaignCompleted(CampaignsEvent):
