@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Sequence
 
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from herald_shared.consumer_groups import live_members
 from herald_shared.contract import Event, InvalidEvent
@@ -32,8 +35,15 @@ DEDUPLICATION_WINDOW = 200_000
 # recipient's repeated unsubscribe: 2026-12-07). The mark of a database of format 1 is written as 1 before its
 # collections are dropped, so a refold cut short is never taken for a new install's empty read model.
 REPORTS_FORMAT = ReadModelFormat(SERVICE, "reports", 2, REPORTS, "reports")
-# How long the refold waits before looking again while another process consumes in the reports' group.
+# How long the refold waits before looking again while another process consumes in the reports' group, or
+# holds the refold's lease.
 MEMBERS_RETRY_SECONDS = 15.0
+# The refold's lease (a document in FORMATS): one process at a time empties and folds the reports. A process that
+# refolds is not in the reports' group yet (its consumer starts after), so the group alone could not tell a second
+# one: it emptied the counters under the first (a review: 18,047 of 30,000 sends counted, the second process never
+# serving). Renewed every LEASE_SECONDS / 4 while folding; one not renewed for LEASE_SECONDS is a dead process's.
+REFOLD_LEASE = "reports_refold"
+LEASE_SECONDS = 60.0
 
 log = logging.getLogger("herald.campaigns")
 
@@ -89,15 +99,51 @@ async def refold_reports(settings: HeraldSettings, db: AsyncDatabase[Document]) 
     The report consumer, started after it, resumes from its committed offsets: what it reads again was counted here
     (`readmodel.Counters` skips by offset, markers and the window are there). Returns the events folded."""
     group = f"{settings.topic_prefix}{SERVICE}.{CONSUMER}"
-    await db[FORMATS].update_one({"_id": REPORTS_FORMAT.name}, {"$set": {"format": 1}}, upsert=True)
+    owner = uuid.uuid4().hex
+    while not await _take_lease(db, owner):
+        if await reports_current(db):
+            return 0  # another process refolded them meanwhile
+        log.warning("another campaigns process is recounting the reports: waiting for it")
+        await asyncio.sleep(MEMBERS_RETRY_SECONDS)
+    renewing = asyncio.create_task(_renew_lease(db, owner), name="reports refold lease")
+    try:
+        if await reports_current(db):
+            return 0  # refolded by the holder before this one
+        await db[FORMATS].update_one({"_id": REPORTS_FORMAT.name}, {"$set": {"format": 1}}, upsert=True)
+        while True:
+            await _alone(settings, group)
+            folded = await _fold(settings, db)
+            if not await live_members(settings, [group]):
+                break
+            log.error("a process joined the reports' consumer group during their refold: folded again")
+        await REPORTS_FORMAT.mark(db)
+        return folded
+    finally:
+        renewing.cancel()
+        await asyncio.gather(renewing, return_exceptions=True)
+        await db[FORMATS].delete_one({"_id": REFOLD_LEASE, "owner": owner})
+
+
+async def _take_lease(db: AsyncDatabase[Document], owner: str) -> bool:
+    """The refold's lease for `owner`: taken when none is held, or the one held was not renewed for LEASE_SECONDS
+    (its process died). An insert by `_id`, the one write two processes cannot both win on FerretDB."""
+    for _ in range(2):
+        try:
+            await db[FORMATS].insert_one({"_id": REFOLD_LEASE, "owner": owner, "renewed": time.time()})
+            return True
+        except DuplicateKeyError:
+            held = await db[FORMATS].find_one({"_id": REFOLD_LEASE})
+            if held is not None and held.get("renewed", 0) > time.time() - LEASE_SECONDS:
+                return False
+            if held is not None:
+                await db[FORMATS].delete_one({"_id": REFOLD_LEASE, "owner": held.get("owner")})
+    return False
+
+
+async def _renew_lease(db: AsyncDatabase[Document], owner: str) -> None:
     while True:
-        await _alone(settings, group)
-        folded = await _fold(settings, db)
-        if not await live_members(settings, [group]):
-            break
-        log.error("a process joined the reports' consumer group during their refold: folded again")
-    await REPORTS_FORMAT.mark(db)
-    return folded
+        await asyncio.sleep(LEASE_SECONDS / 4)
+        await db[FORMATS].update_one({"_id": REFOLD_LEASE, "owner": owner}, {"$set": {"renewed": time.time()}})
 
 
 async def _alone(settings: HeraldSettings, group: str) -> None:
