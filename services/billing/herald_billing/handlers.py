@@ -60,6 +60,91 @@ class TooManyAttempts(Exception):
         self.retry_after = retry_after
 
 
+class LoginThrottles:
+    """The failed-login throttles per username and per address (PRODUCT.md), with the password checks under way
+    counted beside the failures: a check waits tens of milliseconds on argon2, and attempts that arrived meanwhile
+    were each let through against the failures counted before them (30 guesses at once: 30 checked against a limit
+    of 5, review R2 of 2026-12-07). So an attempt takes a place in each throttle before its check and gives it back
+    after, counted as a failure or not. One that finds the places held by failures is refused unchecked; one that
+    finds them held by checks under way waits until one of those ends (their outcome decides it), so at most the
+    limit's number of checks are ever under way for a key and no right password is refused for others' checks. In
+    the process's memory: billing runs one replica (README, "One replica")."""
+
+    def __init__(self, per_user: Throttle, per_address: Throttle) -> None:
+        self.per_user, self.per_address = per_user, per_address
+        # Only keys with a check under way are here: bounded by the requests in flight.
+        self._checking: dict[tuple[str, str], int] = {}
+        self._check_ended: dict[tuple[str, str], asyncio.Event] = {}
+
+    def __len__(self) -> int:
+        """Keys with a check under way now."""
+        return len(self._checking)
+
+    async def take(self, username: str | None, address: str | None, now: datetime) -> ThrottledAttempt:
+        """The attempt's places, or TooManyAttempts (nothing taken)."""
+        places: list[tuple[Throttle, tuple[str, str]]] = []
+        for throttle, kind, key in ((self.per_user, "user", username), (self.per_address, "address", address)):
+            if key:
+                places.append((throttle, (kind, key)))
+        while True:
+            wait, full = 0.0, None
+            for throttle, place in places:
+                if (failures_wait := throttle.retry_after(place[1], now)) > 0:
+                    wait = max(wait, failures_wait)
+                elif throttle.room(place[1], now) <= self._checking.get(place, 0):
+                    full = place
+            if wait > 0:
+                raise TooManyAttempts(wait)
+            if full is None:
+                break
+            await self._check_ended[full].wait()
+        # Taken with no await since the places were counted: no other attempt comes in between.
+        for _, place in places:
+            if place not in self._checking:
+                self._checking[place], self._check_ended[place] = 0, asyncio.Event()
+            self._checking[place] += 1
+        return ThrottledAttempt(self, places, username, now)
+
+    def give_back(self, place: tuple[str, str]) -> None:
+        self._checking[place] -= 1
+        self._check_ended[place].set()  # wakes who waits on it; later waiters wait on the next one
+        if self._checking[place]:
+            self._check_ended[place] = asyncio.Event()
+        else:
+            del self._checking[place], self._check_ended[place]
+
+
+class ThrottledAttempt:
+    """One attempt's places in the login throttles (`LoginThrottles.take`), given back when it is settled: as a
+    failure (counted in each), a success (the user's failures forgotten) or, leaving its `with` block unsettled,
+    nothing counted."""
+
+    def __init__(self, throttles: LoginThrottles, places: list[tuple[Throttle, tuple[str, str]]],
+                 username: str | None, at: datetime) -> None:
+        self._throttles, self._places, self._username, self._at = throttles, places, username, at
+
+    def __enter__(self) -> ThrottledAttempt:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._settle()
+
+    def failed(self) -> None:
+        for throttle, (_, key) in self._places:
+            throttle.failed(key, self._at)
+        self._settle()
+
+    def succeeded(self) -> None:
+        if self._places and self._username:
+            self._throttles.per_user.succeeded(self._username)
+        self._settle()
+
+    def _settle(self) -> None:
+        places, self._places = self._places, []
+        for _, place in places:
+            self._throttles.give_back(place)
+
+
 @dataclass(frozen=True)
 class Session:
     token: str
@@ -129,6 +214,7 @@ class BillingService:
         # PRODUCT.md: failed logins are throttled per user and per address.
         self.user_throttle = user_throttle or Throttle(limit=5, window=timedelta(minutes=15))
         self.address_throttle = address_throttle or Throttle(limit=30, window=timedelta(minutes=15))
+        self.logins = LoginThrottles(self.user_throttle, self.address_throttle)
         # Reset requests are counted whether the user exists or not (each one may mail the account): a few an hour
         # per username, and as many per address as failed logins.
         self.password_reset_key = password_reset_key
@@ -155,32 +241,39 @@ class BillingService:
     async def log_in(self, username: str, password: str, client: Client) -> Session:
         now = self.clock()
         name = username.strip().lower()
-        wait = max(self.user_throttle.retry_after(name, now),
-                   self.address_throttle.retry_after(client.ip or "", now) if client.ip else 0.0)
-        user = await self.store.user(name)
-        if wait > 0:
-            await self._failed(user, name, client, "locked", typed=username)
-            raise TooManyAttempts(wait)
-        matches = await self.passwords.matches(password, user.password_hash if user is not None else None)
-        account = await self.store.account(user.account_id) if user is not None else None
-        reason: Literal["unknown_user", "wrong_password", "disabled_user", "account_deleted"] | None = (
-            "unknown_user" if user is None or account is None else "wrong_password" if not matches else
-            "disabled_user" if user.disabled else "account_deleted" if account.deleted_at is not None else None)
+        try:
+            attempt = await self.logins.take(name, client.ip, now)
+        except TooManyAttempts:
+            await self._failed(await self.store.user(name), name, client, "locked", typed=username)
+            raise
+        with attempt:
+            # The user is read and checked, and the session's time taken, under the user's lock, which a password
+            # change (or reset, or disabling) holds until it is folded: a login that checked the password the change
+            # replaced has a session issued before the change, which the change ends; one after it reads the new
+            # password. Unknown users take it too, so a known one is not told by the time.
+            async with self.recorder.serialised(f"user:{name}"):
+                user = await self.store.user(name)
+                matches = await self.passwords.matches(password, user.password_hash if user is not None else None)
+                account = await self.store.account(user.account_id) if user is not None else None
+                issued_at = self.clock()
+            reason: Literal["unknown_user", "wrong_password", "disabled_user", "account_deleted"] | None = (
+                "unknown_user" if user is None or account is None else "wrong_password" if not matches else
+                "disabled_user" if user.disabled else "account_deleted" if account.deleted_at is not None else None)
+            if reason is not None or user is None:
+                attempt.failed()
+            else:
+                attempt.succeeded()
         if reason is not None or user is None:
-            self.user_throttle.failed(name, now)
-            if client.ip:
-                self.address_throttle.failed(client.ip, now)
             await self._failed(user, name, client, reason or "unknown_user", typed=username)
             raise Unauthorised("the username or the password is not right")
-        self.user_throttle.succeeded(name)
         session_id = "s" + secrets.token_hex(12)
         # Issued and expiry times to the microsecond, by the service's clock: a session opened right after a
         # password change is after it.
-        expires_at = now + self._validity
+        expires_at = issued_at + self._validity
         token = SESSION_PREFIX + self._sessions.dumps({"a": user.account_id, "u": user.username, "s": session_id,
-                                                       "t": now.timestamp(), "e": expires_at.timestamp()})
+                                                       "t": issued_at.timestamp(), "e": expires_at.timestamp()})
         await self.recorder.commit([LoginSucceeded(account_id=user.account_id, producer=domain.PRODUCER,
-                                                   occurred_at=now,
+                                                   occurred_at=issued_at,
                                                    payload=self._attempt(user.username, client, session_id))])
         metrics.LOGINS.labels("success").inc()
         return Session(token, session_id, user, expires_at)
@@ -193,16 +286,12 @@ class BillingService:
         counted again, as a well-formed attempt is not: the answer stays the 422. `typed`: the username as the
         body gave it, for the platform's audit log when it names nobody."""
         now = self.clock()
-        wait = max(self.user_throttle.retry_after(username, now) if username else 0.0,
-                   self.address_throttle.retry_after(client.ip, now) if client.ip else 0.0)
-        if wait <= 0:
-            # As slow as a checked password, as a well-formed attempt is: the time of the 422 tells no known
-            # username from an unknown one.
-            await self.passwords.matches("", None)
-            if username:
-                self.user_throttle.failed(username, now)
-            if client.ip:
-                self.address_throttle.failed(client.ip, now)
+        with contextlib.suppress(TooManyAttempts):  # while the throttles refuse, not counted again
+            with await self.logins.take(username, client.ip, now) as attempt:
+                # As slow as a checked password, as a well-formed attempt is: the time of the 422 tells no known
+                # username from an unknown one.
+                await self.passwords.matches("", None)
+                attempt.failed()
         await self._failed(await self.store.user(username) if username else None, username or "", client,
                            "malformed", typed=typed)
 
@@ -267,16 +356,16 @@ class BillingService:
         user = session.user
         domain.check_password(new, user.username, "body.new_password")
         now = self.clock()
-        wait = max(self.user_throttle.retry_after(user.username, now),
-                   self.address_throttle.retry_after(client.ip, now) if client.ip else 0.0)
-        if wait > 0:
+        try:
+            attempt = await self.logins.take(user.username, client.ip, now)
+        except TooManyAttempts:
             await self._failed(user, user.username, client, "locked", session.session_id)
-            raise TooManyAttempts(wait)
-        matches = await self.passwords.matches(current, user.password_hash)
+            raise
+        with attempt:
+            matches = await self.passwords.matches(current, user.password_hash)
+            if not matches:
+                attempt.failed()
         if not matches:
-            self.user_throttle.failed(user.username, now)
-            if client.ip:
-                self.address_throttle.failed(client.ip, now)
             await self._failed(user, user.username, client, "wrong_password", session.session_id)
         new_hash = await self.passwords.hash(new)
         async with self.recorder.serialised(f"user:{user.username}"):
@@ -336,16 +425,14 @@ class BillingService:
         if key is None:
             raise domain.PasswordResetNotConfigured("password resets are not configured on this platform")
         now = self.clock()
-        if client.ip and (wait := self.address_throttle.retry_after(client.ip, now)) > 0:
-            raise TooManyAttempts(wait)
-        reset = await self.store.password_reset(request_id)
-        matches = reset is not None and token_matches(key, reset.request_id, reset.username, reset.expires_at,
-                                                      token)
-        if not matches:
-            if reset is not None:
-                await self.store.wrong_reset_token(request_id)
-            if client.ip:
-                self.address_throttle.failed(client.ip, now)
+        with await self.logins.take(None, client.ip, now) as attempt:
+            reset = await self.store.password_reset(request_id)
+            matches = reset is not None and token_matches(key, reset.request_id, reset.username,
+                                                          reset.expires_at, token)
+            if not matches:
+                attempt.failed()
+        if not matches and reset is not None:
+            await self.store.wrong_reset_token(request_id)
         user = await self.store.user(reset.username) if reset is not None else None
         account = await self.store.account(reset.account_id) if reset is not None else None
         return domain.check_password_reset(reset, matches, user, account, now)
