@@ -369,6 +369,11 @@ class BillingService:
             await self._failed(user, user.username, client, "wrong_password", session.session_id)
         new_hash = await self.passwords.hash(new)
         async with self.recorder.serialised(f"user:{user.username}"):
+            # Checked against the password the session was read with: another change folded meanwhile (two at
+            # once, both with the right password) replaced it, and ended this session; the later one is refused.
+            current = await self.store.user(user.username)
+            if current is None or current.password_hash != user.password_hash:
+                matches = False
             await self.recorder.commit(domain.change_password(user, matches, new_hash, client.ip,
                                                               self._user_agent(client), session.session_id))
 

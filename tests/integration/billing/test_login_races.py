@@ -42,6 +42,15 @@ async def test_thirty_password_changes_at_once_with_wrong_current_passwords_chec
     assert Counter(a.status_code for a in answers) == {403: 5, 429: 25}
 
 
+async def test_two_password_changes_at_once_with_the_right_password_change_it_once(platform: Platform) -> None:
+    """Both checked the current password before either was folded: the second would replace the first's new
+    password with a session the first had ended."""
+    ada = await platform.sign_up("ada@acme.example")
+    answers = await asyncio.gather(*[ada.http.put("/v1/account/password", json={
+        "current_password": PASSWORD, "new_password": f"{NEW_PASSWORD} {n}"}) for n in range(2)])
+    assert sorted(a.status_code for a in answers) == [204, 403], [a.text for a in answers]
+
+
 async def test_right_passwords_at_once_all_log_in(platform: Platform) -> None:
     """Checks under way hold places in the throttles until they end; right passwords wait for them, unrefused."""
     await platform.sign_up("ada@acme.example")
