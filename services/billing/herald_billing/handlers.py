@@ -371,8 +371,8 @@ class BillingService:
         async with self.recorder.serialised(f"user:{user.username}"):
             # Checked against the password the session was read with: another change folded meanwhile (two at
             # once, both with the right password) replaced it, and ended this session; the later one is refused.
-            current = await self.store.user(user.username)
-            if current is None or current.password_hash != user.password_hash:
+            stored = await self.store.user(user.username)
+            if stored is None or stored.password_hash != user.password_hash:
                 matches = False
             await self.recorder.commit(domain.change_password(user, matches, new_hash, client.ip,
                                                               self._user_agent(client), session.session_id))
