@@ -88,6 +88,7 @@ TAMPERING: dict[str, Callable[[bytes], bytes]] = {
     "a second Content-Type above": above(b"Content-Type: text/html; charset=utf-8"),
     "a second MIME-Version above": above(b"MIME-Version: 2.0"),
     "an Auto-Submitted added": above(b"Auto-Submitted: auto-replied"),
+    "a test's mark added": above(b"X-Herald-Test: yes"),
 }
 
 
