@@ -59,6 +59,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, KafkaError, O
 TRANSIENT_CODES = frozenset({1, 6, 7, 50, 64, 89, 91, 112, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 
 
+class EventsRefused(Exception):
+    """A handler's flush found events of the batch that a rule of its own refuses (not the store): the consumer
+    sets the batch aside at once, without retrying it or logging a traceback, and takes its events again one at a
+    time, so that the handler refuses those (dead-lettered with its reason) and folds the rest."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether an error is the infrastructure's (MongoDB or the broker away, a time limit: waited out) rather
     than a refusal of what was written, which no retry changes: a value the store cannot keep (OverflowError,
@@ -733,6 +739,8 @@ class EventConsumer:
             except Exception as exc:
                 if self._stopping.is_set():
                     raise
+                if isinstance(exc, EventsRefused) and self._forget is not None:
+                    return exc  # a rule's refusal, the same at every attempt: set aside at once, no traceback
                 if not is_transient(exc) and self._forget is not None:
                     failures += 1
                     if failures >= self._attempts:

@@ -19,6 +19,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from herald_shared import membership
 from herald_shared.contract import Event
 from herald_shared.contract.subscriptions import (
     ConfirmationRequested,
@@ -133,7 +134,10 @@ MEMBER_EVENTS = (SubscriberAdded, SubscriberConfirmed, SubscriberUnsubscribed, S
 # (`herald_delivery.rebuild`) before this version serves or sends from it. 3 (2026-12-07): an erased membership
 # keeps no hash of its address and leaves its address's document, so no staff look-up by the address leads to it;
 # one folded before still does, until the audience is folded again.
-AUDIENCE_FORMAT = 3
+# 4 (2026-12-07): one membership per address and list (`herald_shared.membership`): an add of an address already
+# on the list under another id is none; an audience folded before holds such duplicates (one campaign mailed the
+# person once per id) until folded again.
+AUDIENCE_FORMAT = 4
 AUDIENCE = ReadModelFormat("delivery", "audience", AUDIENCE_FORMAT, MEMBERS, "audience")
 
 
@@ -194,6 +198,9 @@ class AudienceProjection(FoldingProjection):
                 event, SubscriberAdded | SubscriberSuppressed | SubscriberErased) else None
             address = addresses.get(address_key) if address_key else None
             old = members.get(key)
+            if isinstance(event, SubscriberAdded) and not applied(old, event) and self._duplicate(
+                    event, address, members):
+                continue
             if not applied(old, event):
                 folded = domain.evolve_audience_member(old, event, address_suppressed=suppressed_address(
                     address, members, event.account_id))
@@ -231,6 +238,23 @@ class AudienceProjection(FoldingProjection):
     def _stored(self, keys: set[str]) -> set[str]:
         """Of these keys, those that may be stored (all of them unless rebuilding)."""
         return keys if self._written is None or not keys else self._written.maybe(keys)
+
+    @staticmethod
+    def _duplicate(event: SubscriberAdded, address: Document | None, members: dict[str, Document]) -> bool:
+        """Whether the add is of an address already a member of the list under another id: no membership
+        (`herald_shared.membership`, as subscriptions, which dead-letters it, and billing decide), so nobody is
+        mailed twice by one campaign, and every later event of that id finds no member here. Logged, to be seen.
+        The fold has every membership of the address loaded (through its document)."""
+        p = event.payload
+        existing = membership.holder((members.get(scoped(event.account_id, m)) for m in (address or {}).get(
+            "members", ())), list_id=p.list_id, email_sha256=p.email_sha256, subscriber_id=p.subscriber_id)
+        if existing is None:
+            return False
+        log.warning("audience: a SubscriberAdded left out: %s", membership.duplicate_reason(
+            subscriber_id=p.subscriber_id, list_id=p.list_id, account_id=event.account_id, existing=existing),
+            extra={"event_id": str(event.event_id), "account_id": event.account_id,
+                   "subscriber_id": p.subscriber_id, "existing_subscriber_id": existing})
+        return True
 
     def apply(self, event: Event) -> list[tuple[str, WriteOp]]:
         account = event.account_id

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from herald_shared import membership
 from herald_shared.contract import Event
 from herald_shared.contract.delivery import (
     ComplaintReceived,
@@ -229,6 +230,15 @@ def subscriber_id_for(account_id: str, list_id: str, email: str) -> str:
     return "s" + hashlib.sha256(f"{account_id}\0{list_id}\0{email}".encode()).hexdigest()[:24]
 
 
+def member_id_for(memberships: Iterable[Mapping[str, Any]], account_id: str, list_id: str, email: str) -> str:
+    """The membership a subscribe of this address to this list is decided on: the one that already holds the
+    address on the list under another id (a CRM's: `herald_shared.membership`, one membership per address and
+    list), else the deterministic one (`subscriber_id_for`). `memberships`: the address's, as stored."""
+    own = subscriber_id_for(account_id, list_id, email)
+    return membership.holder(memberships, list_id=list_id, email_sha256=email_sha256(email),
+                             subscriber_id=own) or own
+
+
 @dataclass(frozen=True)
 class ListState:
     account_id: str
@@ -259,6 +269,8 @@ class MemberState:
     # Whether the person had unsubscribed or been suppressed and not confirmed a double opt-in since: kept by an
     # erased membership (nothing personal) and by one re-added, pending, since the opt-out.
     opted_out: Literal["unsubscribed", "suppressed"] | None = None
+    opt_in: OptInMode | None = None  # as its add recorded it
+    added_at: datetime | None = None
 
 
 def standing(member: MemberState | None) -> Status | None:
@@ -313,7 +325,10 @@ class Decision:
     confirmation_withheld: bool = False  # one was due, but the address had its share for the day
 
 
-def _event(cls: type[Event], account_id: str, payload: object, causation: Event | None = None) -> Event:
+def _event(cls: type[Event], account_id: str, payload: object, causation: Event | None = None, *,
+           event_id: uuid.UUID | None = None) -> Event:
+    if event_id is not None:
+        return cls(producer=PRODUCER, payload=payload, account_id=account_id, event_id=event_id)  # type: ignore[call-arg]
     if causation is None:
         return cls(producer=PRODUCER, payload=payload, account_id=account_id)  # type: ignore[call-arg]  # `type` is each subclass's default
     # Derived from another event: the same cause always gives the same event id, so deciding again after a
@@ -454,7 +469,9 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
     if request.consent is None:
         raise ConsentMissing("consent evidence is required for every subscriber")
     check_consent(request.consent, now or datetime.now(UTC))
-    subscriber_id = subscriber_id_for(live.account_id, live.list_id, request.email)
+    # `member`: the address's membership of the list (`member_id_for`), which may be another producer's id.
+    subscriber_id = member.subscriber_id if member is not None else subscriber_id_for(
+        live.account_id, live.list_id, request.email)
     status = standing(member)
     double = live.opt_in == "double"
     if status == "active":
@@ -474,6 +491,18 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
                 return Decision([], "already_pending", subscriber_id, confirmation_withheld=True)
             return Decision([_confirmation(live, subscriber_id, request, company_name, confirm_link)],
                             "already_pending", subscriber_id)
+        assert member is not None
+        if member.opt_in == "single" and _half_recorded(member) and member.added_at is not None:
+            return Decision([_event(SubscriberConfirmed, live.account_id, SubscriberConfirmedPayload(
+                list_id=live.list_id, subscriber_id=subscriber_id, method="single_opt_in"),
+                event_id=completion_id(live.account_id, subscriber_id, member.added_at, SubscriberConfirmed))],
+                "active", subscriber_id)
+        if member.opt_in == "double" and _half_recorded(member) and member.added_at is not None:
+            if not (sent or ConfirmationsSent()).allow(now or datetime.now(UTC)):
+                return Decision([], "already_pending", subscriber_id, confirmation_withheld=True)
+            return Decision([_confirmation(live, subscriber_id, request, company_name, confirm_link, event_id=(
+                completion_id(live.account_id, subscriber_id, member.added_at, ConfirmationRequested)))],
+                "already_pending", subscriber_id)
         return Decision([], "already_pending", subscriber_id)
 
     added = _event(SubscriberAdded, live.account_id, SubscriberAddedPayload(
@@ -487,8 +516,27 @@ def subscribe(lst: ListState | None, member: MemberState | None, address_suppres
         return Decision([added, _confirmation(live, subscriber_id, request, company_name, confirm_link)],
                         "pending", subscriber_id)
     confirmed = _event(SubscriberConfirmed, live.account_id, SubscriberConfirmedPayload(
-        list_id=live.list_id, subscriber_id=subscriber_id, method="single_opt_in"))
+        list_id=live.list_id, subscriber_id=subscriber_id, method="single_opt_in"),
+        event_id=completion_id(live.account_id, subscriber_id, added.occurred_at, SubscriberConfirmed))
     return Decision([added, confirmed], "active", subscriber_id)
+
+
+def _half_recorded(member: MemberState) -> bool:
+    """A pending membership whose add was recorded without what completes it: a publish cut off mid-decision (the
+    broker away: a batch's events are not published all or nothing) left its SubscriberAdded and lost the
+    SubscriberConfirmed (single opt-in) or the ConfirmationRequested (double opt-in, or withheld by the daily
+    caps). Not one that opted out before: only the person's own double opt-in brings them back."""
+    return (member.status == "pending" and member.opted_out is None and not member.awaiting_confirmation
+            and member.confirmation_requested_at is None)
+
+
+def completion_id(account_id: str, subscriber_id: str, added_at: datetime, kind: type[Event]) -> uuid.UUID:
+    """The event id of what completes the add made at `added_at` (its confirmation, or its confirmation email):
+    the decision and any retry that issues it again give the same id, so consumers keep one of them. `added_at`
+    is taken at the store's precision (milliseconds), as the membership keeps it."""
+    at = added_at if added_at.tzinfo is not None else added_at.replace(tzinfo=UTC)
+    millis = int(stored_time(at).timestamp() * 1000)
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"herald:{account_id}/{subscriber_id}/{millis}/{kind.__name__}")
 
 
 def without_confirmation(decision: Decision) -> Decision:
@@ -534,12 +582,12 @@ def needs_confirmation_history(lst: ListState | None, member: MemberState | None
 
 
 def _confirmation(live: ListState, subscriber_id: str, request: SubscribeRequest, company_name: str,
-                  link: Callable[[], ConfirmLink]) -> Event:
+                  link: Callable[[], ConfirmLink], *, event_id: uuid.UUID | None = None) -> Event:
     made = link()
     return _event(ConfirmationRequested, live.account_id, ConfirmationRequestedPayload(
         list_id=live.list_id, subscriber_id=subscriber_id, email=request.email, greeting_name=request.first_name,
         list_name=live.name, company_name=company_name, confirm_url=made.url,
-        expires_at=made.expires_at))
+        expires_at=made.expires_at), event_id=event_id)
 
 
 ConfirmOutcome = Literal["confirmed", "already_confirmed"]
@@ -616,6 +664,10 @@ def evolve_member(doc: Document | None, event: Event, *, address: Document | Non
                    "email_sha256": p.email_sha256, "first_name": p.first_name, "last_name": p.last_name,
                    "phone": p.phone, "custom_fields": p.custom_fields, "opt_in": p.opt_in,
                    "consent": p.consent.model_dump(mode="json"), "added_at": event.occurred_at}
+            if doc is not None and doc["status"] in ("pending", "active"):
+                # The same person added again (a CRM sending its contact once more): the opt-in's proof and when it
+                # was made stay those of the add that made the membership; only the profile follows the event.
+                new.update(consent=doc.get("consent", new["consent"]), added_at=doc.get("added_at", event.occurred_at))
             # An opt-out outlives a re-subscription nobody confirmed yet (anyone can post the hosted form with an
             # address) and an erasure of it: the customer may not add the person while it stands (`standing`).
             # Only the person's own double opt-in (SubscriberConfirmed) clears it.

@@ -159,7 +159,10 @@ class SubscriptionsService:
     async def subscribe(self, account_id: str, list_id: str, request: SubscribeRequest) -> tuple[Decision, Document]:
         email = domain.normalise_email(request.email)
         request = SubscribeRequest(**{**request.__dict__, "email": email})
-        subscriber_id = domain.subscriber_id_for(account_id, list_id, email)
+        # The address's membership of the list, under whichever id holds it (a CRM's too: one membership per
+        # address and list), else the deterministic id.
+        subscriber_id = domain.member_id_for(await self.store.members_by_hash(account_id, domain.email_sha256(email)),
+                                             account_id, list_id, email)
         async with self._serialised(f"subscriber:{account_id}:{subscriber_id}"):
             lst, (member, version), suppressed_hashes, company_name = await asyncio.gather(
                 self.store.list_state(account_id, list_id), self.store.member_and_version(account_id, subscriber_id),
@@ -258,6 +261,7 @@ class SubscriptionsService:
 
     async def unsubscribe(self, account_id: str, subscriber_id: str, source: domain.UnsubscribeSource,
                           campaign_id: str | None = None, message_id: str | None = None) -> Document:
+        subscriber_id = await self.store.member_id(account_id, subscriber_id)
         async with self._serialised(f"subscriber:{account_id}:{subscriber_id}"):
             member, version = await self.store.member_and_version(account_id, subscriber_id)
             if member is None:
@@ -330,7 +334,7 @@ class SuppressionHandler:
         ref = event.payload
         if ref.subscriber_id is None or ref.kind not in ("campaign", "confirmation"):
             return  # not a message to a subscriber's address (an account notice, a test)
-        member = await self._service.store.member_state(event.account_id, ref.subscriber_id)
+        member = await self._service.store.member_state_of_id(event.account_id, ref.subscriber_id)
         if member is None:
             raise Reject(f"{event.type} for unknown subscriber {ref.subscriber_id!r} of account {event.account_id!r}")
         key = (event.account_id, member.email_sha256)
@@ -356,7 +360,7 @@ class SuppressionHandler:
         ref = event.payload
         if ref.subscriber_id is None:
             raise Reject(f"UnsubscribeRequested for message {ref.message_id!r}, which was not to a subscriber")
-        member = await self._service.store.member_state(event.account_id, ref.subscriber_id)
+        member = await self._service.store.member_state_of_id(event.account_id, ref.subscriber_id)
         if member is None:
             raise Reject(f"UnsubscribeRequested for unknown subscriber {ref.subscriber_id!r} of account "
                          f"{event.account_id!r}")

@@ -425,9 +425,13 @@ async def _decide_batch(service: SubscriptionsService, lst: ListState, company: 
         for line, _ in batch:
             report.reject(line, "list_deleted", "the list (or its account) was deleted during the import")
         return
-    ids = {req.email: domain.subscriber_id_for(lst.account_id, lst.list_id, req.email) for _, req in batch}
     hashes = {req.email: domain.email_sha256(req.email) for _, req in batch}
-    members = await service.store.member_states(lst.account_id, list(ids.values()))
+    # Each address's membership of the list, under whichever id holds it (one membership per address and list).
+    memberships = await service.store.memberships_of(lst.account_id, list(hashes.values()))
+    ids = {email: domain.member_id_for(memberships.get(h, ()), lst.account_id, lst.list_id, email)
+           for email, h in hashes.items()}
+    members = {doc["subscriber_id"]: state for docs in memberships.values() for doc in docs
+               if (state := service.store.member_state_of(doc)) is not None}
     suppressed = await service.store.suppressed(lst.account_id, list(hashes.values()))
     # The daily confirmation caps hold for imports too: the addresses' history, read once for the batch.
     history = {} if lst.opt_in == "single" and not suppressed else \
@@ -454,6 +458,7 @@ async def _decide_batch(service: SubscriptionsService, lst: ListState, company: 
             continue
         if decision.outcome in ("already_active", "already_pending"):
             report.reject(line, "already_subscribed", f"already on the list ({decision.outcome.split('_')[1]})")
+            events += decision.events  # a confirmation email a publish cut off before it lost (`domain.subscribe`)
             continue
         if decision.confirmation_withheld:
             metrics.REFUSED.labels("confirmation_cap").inc()

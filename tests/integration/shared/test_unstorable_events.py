@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.collection import AsyncCollection
@@ -16,7 +17,15 @@ from pymongo.errors import AutoReconnect
 from herald_shared.contract import Event
 from herald_shared.contract.envelope import INT64_MAX
 from herald_shared.contract.subscriptions import ImportCompleted
-from herald_shared.kafka import DLQ_REASON, DLQ_SOURCE_OFFSET, EventConsumer, EventPublisher, read_from_start
+from herald_shared.kafka import (
+    DLQ_REASON,
+    DLQ_SOURCE_OFFSET,
+    EventConsumer,
+    EventPublisher,
+    EventsRefused,
+    Reject,
+    read_from_start,
+)
 from herald_shared.mongo import Document, MongoDeduplicator
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually
@@ -136,3 +145,55 @@ async def test_a_flush_that_meets_the_database_away_waits_and_dead_letters_nothi
     assert (done["rows"], projection.handled) == (12, 2), "handled once, never set aside"
     assert await dead_letters(settings) == []
 
+
+
+class RuledTotals(ImportTotals):
+    """Totals whose fold refuses an import named `i2` by a rule of its own, found only at the flush of a batch (as
+    subscriptions finds an address's second membership of a list): alone, `handle` rejects it."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        super().__init__(collection)
+        self.refused_flushes = 0
+        self._batch: list[str] = []
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, ImportCompleted) and event.payload.import_id == "i2" and not self._batch:
+            raise Reject("i2 is refused by the rule")
+        if isinstance(event, ImportCompleted):
+            self._batch.append(event.payload.import_id)
+        await super().handle(event)
+
+    async def flush(self) -> None:
+        if "i2" in self._batch:
+            self.refused_flushes += 1
+            raise EventsRefused("i2 is refused by the rule")
+        await super().flush()
+        self._batch.clear()
+
+    async def forget(self) -> None:
+        await super().forget()
+        self._batch.clear()
+
+
+async def test_a_batch_a_rule_refuses_at_its_flush_is_set_aside_at_once_and_the_refused_event_dead_lettered(
+        settings: HeraldSettings, producer: AIOKafkaProducer, mongo: AsyncMongoClient[Document],
+        caplog: Any) -> None:
+    """Not retried as if the store were refusing it (three flushes, each logged at ERROR with a traceback):
+    handed over again one at a time at once, so that the handler refuses the one its rule refuses."""
+    collection = mongo[settings.database_name("tests")]["ruled_totals"]
+    await EventPublisher(producer, settings.topics).publish_many([imported("i1", 5), imported("i2", 1),
+                                                                  imported("i3", 7)])
+    projection = RuledTotals(collection)
+    consumer = consumer_of(settings, producer, projection, mongo)
+    task = asyncio.create_task(consumer.run())
+    try:
+        letters = await eventually(lambda: dead_letters(settings), lambda e: len(e) == 1, what="one dead letter")
+        done = await eventually(lambda: totals(collection), lambda t: t is not None and len(t["imports"]) == 2,
+                                what="the other two folded")
+        assert (done["rows"], done["imports"]) == (12, ["i1", "i3"])
+        assert letters[0][DLQ_REASON] == "rejected: i2 is refused by the rule"
+        assert projection.refused_flushes == 1  # the batch's, not retried
+        assert not [r for r in caplog.records if "flush failed" in r.getMessage()]
+    finally:
+        consumer.request_stop()
+        await asyncio.wait_for(task, timeout=30)
