@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -82,17 +82,14 @@ async def once_per_database(db: AsyncDatabase[Document], mark: str, step: Callab
     return done
 
 
-async def learn_from_start(settings: HeraldSettings, db: AsyncDatabase[Document], topic: str,
-                           types: Collection[type[Event]], fold: Callable[[list[Event]], Awaitable[None]]) -> int:
-    """The events of `types` on `topic` from offset 0 to its end now, handed to `fold` a fetched batch at a time:
-    what a consumer that passed them over before it folded them has to learn once (`once_per_database`). The
-    other records are passed over by their type header; an invalid one is left out (the consumer dead-lettered it
-    when it read it), and so are the purged accounts' events. Returns the events folded."""
-    purged = await PurgedAccounts(db).load()
-    wanted = frozenset(type_name(t).encode() for t in types)
-    kinds = tuple(types)
-    learnt = 0
-    async for records in read_from_start(settings, [settings.topics(topic)]):
+async def events_from_start(settings: HeraldSettings, only: Mapping[str, Collection[type[Event]]], *,
+                            batch_size: int = 1000) -> AsyncIterator[list[Event]]:
+    """The events of the given types on the given topics (by their names in the contract) from offset 0 to their
+    ends now, a fetched batch at a time. The other records are passed over by their type header, unparsed; an
+    invalid one is left out (the consumer dead-lettered it when it read it)."""
+    kinds = {settings.topics(topic): tuple(types) for topic, types in only.items()}
+    wanted = frozenset(type_name(t).encode() for types in kinds.values() for t in types)
+    async for records in read_from_start(settings, list(kinds), batch_size=batch_size):
         events: list[Event] = []
         for record in records:
             if not has_type(record, wanted):
@@ -101,8 +98,20 @@ async def learn_from_start(settings: HeraldSettings, db: AsyncDatabase[Document]
                 event = validate_record(record, settings.topics)
             except InvalidEvent:
                 continue
-            if isinstance(event, kinds) and event.account_id not in purged:
+            if isinstance(event, kinds[record.topic]):
                 events.append(event)
+        yield events
+
+
+async def learn_from_start(settings: HeraldSettings, db: AsyncDatabase[Document], topic: str,
+                           types: Collection[type[Event]], fold: Callable[[list[Event]], Awaitable[None]]) -> int:
+    """The events of `types` on `topic` from offset 0 to its end now, handed to `fold` a fetched batch at a time:
+    what a consumer that passed them over before it folded them has to learn once (`once_per_database`); the
+    purged accounts' events left out. Returns the events folded."""
+    purged = await PurgedAccounts(db).load()
+    learnt = 0
+    async for batch in events_from_start(settings, {topic: types}):
+        events = [event for event in batch if event.account_id not in purged]
         if events:
             await fold(events)
             learnt += len(events)

@@ -14,12 +14,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from herald_shared.consumer_groups import live_members
-from herald_shared.contract import Event, InvalidEvent
+from herald_shared.contract import Event
 from herald_shared.contract.billing import AccountPurged
-from herald_shared.kafka import has_type, read_from_start, type_name, validate_record
 from herald_shared.mongo import Document, RunCopies, WindowDeduplicator
 from herald_shared.purging import PurgedAccounts, PurgingHandler
-from herald_shared.rebuilding import FORMATS, ReadModelFormat, refusal
+from herald_shared.rebuilding import FORMATS, ReadModelFormat, events_from_start, refusal
 from herald_shared.settings import HeraldSettings
 
 from . import domain
@@ -159,21 +158,8 @@ async def _fold(settings: HeraldSettings, db: AsyncDatabase[Document]) -> int:
     await handler.ensure_indexes()
     copies = RunCopies(_Window(db))
     await copies.start()
-    only = {settings.topics(topic): tuple(types) for topic, types in report_events().items()}
-    wanted = frozenset(type_name(t).encode() for types in only.values() for t in types)
     folded = 0
-    async for records in read_from_start(settings, list(only), batch_size=5000):
-        events: list[Event] = []
-        for record in records:
-            # What the consumer passes over unparsed, by its type header (and does not remember).
-            if not has_type(record, wanted):
-                continue
-            try:
-                event = validate_record(record, settings.topics)
-            except InvalidEvent:
-                continue  # dead-lettered when the consumer read it
-            if isinstance(event, only[record.topic]):
-                events.append(event)
+    async for events in events_from_start(settings, report_events(), batch_size=5000):
         handled = await copies.firsts(events)
         for event in handled:
             await handler.handle(event)
