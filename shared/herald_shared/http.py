@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Match
 from .apikeys import KeyHolder, key_id_of
 from .contract import Event
 from .contract.envelope import ApiKeyRefusal, ApiKeyRefusedPayload
+from .correlation import RequestCorrelation
 from .kafka import TRANSIENT_CODES
 from .metrics import API_KEY_REFUSALS, HTTP_REQUESTS, HTTP_SECONDS
 from .rules import RuleRefused
@@ -476,6 +477,8 @@ def api_app(title: str, description: str, version: str = "1.0.0",
     app.add_middleware(TargetLimit, limit=MAX_TARGET_BYTES)
     # Added last: runs first, so the 413s and 414s are counted too.
     app.add_middleware(RequestMetrics, routes=app.router.routes)
+    # Outermost: every answer says its request's id, and whatever the request logs or publishes carries it.
+    app.add_middleware(RequestCorrelation)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

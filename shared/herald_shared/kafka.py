@@ -24,7 +24,7 @@ from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter, Histogram
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError, WriteConcernError
 
-from . import metrics
+from . import correlation, metrics
 from .contract import Event, InvalidEvent, parse_event, serialize_event
 from .contract.envelope import MAX_REQUEST_BYTES as MAX_REQUEST_BYTES  # defined with the contract, which bounds by it
 from .contract.envelope import RecordPosition
@@ -700,7 +700,8 @@ class EventConsumer:
         while True:
             started = time.perf_counter()
             try:
-                await self._handler.handle(event)
+                with correlation.flow(event.correlation_id or event.event_id):  # what it makes and logs is its flow
+                    await self._handler.handle(event)
             except Reject as exc:
                 await self._dead_letter(record, f"rejected: {exc.reason}", "rejected")
                 return False

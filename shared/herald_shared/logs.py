@@ -9,6 +9,8 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from .correlation import CorrelationFilter
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -78,6 +80,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     # On the handler: a logger's own filters never see what its children (aiokafka.conn, ...) log.
     handler.addFilter(RepeatLimit())
+    handler.addFilter(CorrelationFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

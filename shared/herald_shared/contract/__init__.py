@@ -55,6 +55,11 @@ def _summarise(error: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+# The validation context of an event read (from a record, a file, a store): its fields as written, none filled in
+# from the work reading it (the envelope's `correlation_id`).
+READ: dict[str, bool] = {"read": True}
+
+
 class Contract:
     """Parsing raw values into events of a set of types, with the upcasters that read their earlier versions.
     `parse_event` is the contract's own (`EVENT_TYPES`, `upcasting.UPCASTERS`)."""
@@ -73,10 +78,10 @@ class Contract:
         could never be folded and would hold its partition back for good."""
         try:
             if isinstance(raw, dict):
-                event = self._any.validate_python(raw)
+                event = self._any.validate_python(raw, context=READ)
                 escaped_nul = _holds_nul(raw)
             else:
-                event = self._any.validate_json(raw)
+                event = self._any.validate_json(raw, context=READ)
                 escaped_nul = (b"\\u0000" in raw if isinstance(raw, bytes) else "\\u0000" in raw) and \
                     _holds_nul(json.loads(raw))
         except ValidationError as exc:
@@ -110,7 +115,7 @@ class Contract:
         except Exception as exc:  # an upcaster that cannot read this payload: a reason, never a crash
             raise InvalidEvent(f"upcasting {data['type']} v{version}: {type(exc).__name__}: {exc}") from None
         try:
-            event = self._any.validate_python(upcast)
+            event = self._any.validate_python(upcast, context=READ)
         except ValidationError as exc:
             raise InvalidEvent(f"{data['type']} v{version} upcast to v{cls.version}: {_summarise(exc)}") from None
         if _holds_nul(upcast):

@@ -25,11 +25,14 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue, WithJsonSchema
 from pydantic_core import CoreSchema, PydanticCustomError
+
+from .. import correlation
 
 # The most one Kafka record may hold as Herald's producers send it (aiokafka's max_request_size, counted on the
 # record's key, value, headers and batch overhead before any compression; its default, and the broker's
@@ -282,9 +285,14 @@ class Event(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_schema_version(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("schema_version") in (None, 0):
-            data = {**data, "schema_version": cls.version}
+    def _default_schema_version(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict):
+            if data.get("schema_version") in (None, 0):
+                data = {**data, "schema_version": cls.version}
+            if info.context is None and "correlation_id" not in data and (flow := correlation.current()) is not None:
+                # An event made during a request, or while an event is handled, belongs to that flow; one read
+                # (`Contract.parse` passes a context) is as its producer wrote it.
+                data = {**data, "correlation_id": flow}
         return data
 
     @field_validator("schema_version")
