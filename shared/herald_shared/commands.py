@@ -79,12 +79,19 @@ class Recorder:
         # scheduler, and sent). In this process: each aggregate is decided in one process (a single replica, or
         # keyed to one).
         self._unapplied: dict[str, list[tuple[str, int, int]]] = {}
+        # Per aggregate, the publishing of a decision the broker had not acknowledged within PUBLISH_TIMEOUT (503):
+        # the producer keeps its records and sends them once the broker is back, so a decision taken again before
+        # then would add a copy of every event (the scheduler, deciding every round of a broker outage, wrote 8
+        # copies of one campaign's CampaignQueued in 2 minutes: a review). The next decision waits for it instead.
+        self._unacknowledged: dict[str, asyncio.Future[list[RecordMetadata]]] = {}
+        self._publishing: set[asyncio.Future[list[RecordMetadata]]] = set()  # held, so none is collected unfinished
 
     @asynccontextmanager
     async def serialised(self, key: str) -> AsyncIterator[None]:
         """Decide, publish and wait without another request for the same aggregate in between, and on the state
         every earlier decision on it wrote (TimeoutError while one is still not applied)."""
         async with self._locks.hold(key):
+            await self._acknowledged(key)
             earlier = self._unapplied.get(key)
             if earlier is not None:
                 async with asyncio.timeout(READ_YOUR_WRITES_TIMEOUT):
@@ -95,6 +102,25 @@ class Recorder:
                 yield
             finally:
                 _DECIDING.reset(deciding)
+
+    async def _acknowledged(self, key: str) -> None:
+        """Waits (PUBLISH_TIMEOUT, then KafkaTimeoutError) for what an earlier decision on the aggregate left
+        unacknowledged; once acknowledged, its events are waited for as applied like any decision's."""
+        publishing = self._unacknowledged.get(key)
+        if publishing is None:
+            return
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                published = await asyncio.shield(publishing)
+        except TimeoutError as exc:
+            raise KafkaTimeoutError(f"the broker has not acknowledged an earlier decision's events on {key!r}; "
+                                    "it is not decided again until then") from exc
+        except Exception:  # its publishing failed: the decision is taken again, as after any failed publish
+            published = []
+        del self._unacknowledged[key]
+        positions = [(r.topic, r.partition, r.offset) for r in published if r.topic == self._topic]
+        if positions:
+            self._unapplied.setdefault(key, []).extend(positions)
 
     async def commit(self, events: Sequence[Event]) -> None:
         """Publish, then wait until this service's projection has applied every event (TimeoutError after
@@ -115,12 +141,32 @@ class Recorder:
         """Publish without waiting for the projection (bulk work that commits once at its end)."""
         if not events:
             return []
+        publishing = asyncio.ensure_future(self._publisher.publish_many(events))
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                results = await self._publisher.publish_many(events)
+                results = await asyncio.shield(publishing)
         except TimeoutError as exc:  # not the projection's lag (`lagging`): the broker's silence
+            self._left_publishing(publishing, events)
             raise KafkaTimeoutError(f"the broker acknowledged {len(events)} events in no "
                                     f"{PUBLISH_TIMEOUT:.0f} s") from exc
+        except asyncio.CancelledError:  # the request went away: its events are in the producer all the same
+            self._left_publishing(publishing, events)
+            raise
         for event in events:
             self._on_published(event)
         return results
+
+    def _left_publishing(self, publishing: asyncio.Future[list[RecordMetadata]], events: Sequence[Event]) -> None:
+        """A publishing given up on goes on (the producer holds its records); the aggregate being decided waits
+        for it before its next decision (`_acknowledged`)."""
+        if (key := _DECIDING.get()) is not None:
+            self._unacknowledged[key] = publishing
+        self._publishing.add(publishing)
+
+        def done(finished: asyncio.Future[list[RecordMetadata]]) -> None:
+            self._publishing.discard(finished)
+            if not finished.cancelled() and finished.exception() is None:
+                for event in events:
+                    self._on_published(event)
+
+        publishing.add_done_callback(done)
