@@ -160,15 +160,16 @@ class _NotingPassedOver:
 async def fold_again(handler: Rebuildable, settings: HeraldSettings, db: AsyncDatabase[Document],
                      topics: Sequence[str], consumer_name: str,
                      self_deduplicated: tuple[type[Event], ...] = (),
-                     only: Mapping[str, Collection[type[Event]]] | None = None) -> int:
+                     only: Mapping[str, Collection[type[Event]]] | None = None, lead: Sequence[str] = ()) -> int:
     """`mongo.rebuild` of what the consumer `consumer_name` folds (its `topics`, and of them `only` its types, as
-    `EventConsumer`'s arguments), with that consumer's deduplicator emptied and refilled as the consumer fills it
-    (not with the ids of `self_deduplicated`, which the documents keep), so that the consumer, resuming from its
-    committed offsets, passes over what it reads again. The rebuild finds there the copies of what it folded
-    (`mongo.RunCopies`). Returns the events read (those passed over included)."""
+    `EventConsumer`'s arguments; `lead`: those read to their end first, as `mongo.rebuild` takes them), with that
+    consumer's deduplicator emptied and refilled as the consumer fills it (not with the ids of `self_deduplicated`,
+    which the documents keep), so that the consumer, resuming from its committed offsets, passes over what it reads
+    again. The rebuild finds there the copies of what it folded (`mongo.RunCopies`). Returns the events read (those
+    passed over included)."""
     deduplicator = _PassedOverNotRemembered(db, consumer_name)
     return await rebuild(_NotingPassedOver(handler, deduplicator, only or {}), settings, topics,
-                         deduplicator=deduplicator, self_deduplicated=self_deduplicated)
+                         deduplicator=deduplicator, self_deduplicated=self_deduplicated, lead=lead)
 
 
 def refusal(service: str, members: Sequence[GroupMember], outcome: str, stop: str) -> str:

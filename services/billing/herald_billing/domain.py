@@ -84,6 +84,7 @@ from herald_shared.contract.billing import (
 )
 from herald_shared.contract.delivery import MessageBounced, MessageSent
 from herald_shared.contract.subscriptions import SubscriberAdded, SubscriberConfirmed, SubscriberErased
+from herald_shared.membership import holder
 from herald_shared.readmodel import time_key
 from herald_shared.rules import RuleRefused
 from herald_shared.sent import SENT_KINDS, email_sent
@@ -520,6 +521,91 @@ def member_counting(counted: bool | None, event: Event, list_deleted: bool) -> t
     if isinstance(event, SubscriberErased):
         return None, -1 if counted and not list_deleted else 0
     return counted, 0
+
+
+# One membership per address and list (`herald_shared.membership`), as billing folds it: per account, list and
+# address (its hash), which subscriber id holds it, kept as its changes, each {"at": offset, "by": id} (the offset on
+# the account's partition of the event that made it; the id None when nobody holds it since, ERASED when the id that
+# held it was erased: no id of an erased person is kept). A decision is taken on the holder just before the event's
+# offset, so an event folded again after a crash (the store holding what the fold wrote after it, in part or all)
+# decides as it did the first time, and counts nothing twice nor takes back what it never counted.
+HOLDER_CHANGES_KEPT = 32  # exact under the replay of up to this many changes of one address on one list
+ERASED = ""
+Changes = Sequence[Mapping[str, Any]]
+
+
+def holder_before(changes: Changes, offset: int | None) -> str | None:
+    """The id holding the address on the list just before the event at `offset` (None for an event read from no
+    record: the last); None when nobody does, ERASED when an id erased since did."""
+    held: str | None = None
+    for change in changes:
+        if offset is not None and change["at"] is not None and change["at"] >= offset:
+            break
+        held = change["by"]
+    return held
+
+
+def held_from(changes: Changes, offset: int | None, who: str | None) -> list[dict[str, Any]]:
+    """The changes with the address held by `who` (None: by nobody) from the event at `offset`: that event's change
+    written again (a replay writes the same), those of later events kept (a replay after a crash finds them
+    written; each decides the events after it), the oldest beyond HOLDER_CHANGES_KEPT left out."""
+    this = {"at": offset, "by": who}
+    if offset is None:
+        kept = [*(dict(c) for c in changes), this]
+    else:
+        kept = [*(dict(c) for c in changes if c["at"] is not None and c["at"] < offset), this,
+                *(dict(c) for c in changes if c["at"] is None or c["at"] > offset)]
+    return kept[-HOLDER_CHANGES_KEPT:]
+
+
+def other_holder(changes: Changes, offset: int | None, event: SubscriberAdded) -> str | None:
+    """The id that holds the add's address on its list just before it, when another than the add's
+    (`membership.holder`, the rule subscriptions dead-letters such an add by and delivery's audience leaves it out
+    by): the add is no membership, and counts nothing. None: it is one (the address is free, or this id's)."""
+    p = event.payload
+    held = holder_before(changes, offset)
+    memberships = [] if held is None else [{"subscriber_id": held, "list_id": p.list_id,
+                                            "email_sha256": p.email_sha256, "status": "active"}]
+    return holder(memberships, list_id=p.list_id, email_sha256=p.email_sha256, subscriber_id=p.subscriber_id)
+
+
+def released(changes: Changes, offset: int | None, subscriber_id: str, erased: bool) -> list[dict[str, Any]] | None:
+    """The changes once `subscriber_id` let the address go at `offset` (its membership erased, or added again with
+    another address or list); None when it did not hold it then (nothing changes). Erased, its id is kept
+    nowhere: the changes before that named it name ERASED."""
+    if holder_before(changes, offset) != subscriber_id:
+        return None
+    if erased:
+        changes = [{**c, "by": ERASED} if c["by"] == subscriber_id and (
+            offset is None or c["at"] is None or c["at"] < offset) else c for c in changes]
+    return held_from(changes, offset, None)
+
+
+def add_membership(addresses: dict[str, Any], key: str, held: str | None, event: SubscriberAdded,
+                   offset: int | None) -> str | None:
+    """Fold an add (at `offset`) into the address documents (`_id` -> {"changes": ...}): when another id holds its
+    address on its list (`other_holder`), nothing changes and that id is returned (ERASED: an erased one); else
+    None, and the address (`key`) is the add's id from the add on, the one it held before (`held`, when another:
+    added again with another address or list) free."""
+    changes = addresses.get(key, {}).get("changes", [])
+    existing = other_holder(changes, offset, event)
+    if existing is not None:
+        return existing
+    if held is not None and held != key:
+        leave_address(addresses, held, offset, event.payload.subscriber_id, erased=False)
+    if holder_before(changes, offset) != event.payload.subscriber_id:
+        addresses[key] = {"_id": key, "account_id": event.account_id, "subscriber_id": event.payload.subscriber_id,
+                          "changes": held_from(changes, offset, event.payload.subscriber_id)}
+    return None
+
+
+def leave_address(addresses: dict[str, Any], key: str, offset: int | None, subscriber_id: str, erased: bool) -> None:
+    """The address document `key` once `subscriber_id` let it go at `offset` (`released`); unchanged when it did not
+    hold it then."""
+    doc = addresses.get(key)
+    changes = released(doc["changes"], offset, subscriber_id, erased) if doc is not None else None
+    if doc is not None and changes is not None:
+        addresses[key] = {**doc, "subscriber_id": holder_before(changes, None) or None, "changes": changes}
 
 
 def period_key(start: datetime) -> str:

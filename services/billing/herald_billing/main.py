@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.commands import Recorder
 from herald_shared.consuming import ConsumingService
+from herald_shared.contract import Event
 from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher
 from herald_shared.lifecycle import run_service
@@ -37,6 +38,7 @@ from .store import (
     COMPLIANCE_AUDIT_EVENTS,
     DELIVERY_AUDIT_EVENTS,
     DELIVERY_EVENTS,
+    READ_MODEL,
     SUBSCRIPTION_AUDIT_EVENTS,
     SUBSCRIPTION_EVENTS,
     BillingProjection,
@@ -47,6 +49,16 @@ from .vat import SELLER_COUNTRY, Party, VatNumberInvalid, check_vat_number
 
 SERVICE = "billing"
 log = logging.getLogger("herald.billing")
+# What the projection consumer reads (and `herald_billing.rebuild` folds again): of the other services' topics, only
+# what billing counts or shows in the audit log; herald.billing first, each account's history before its usage: a
+# send counts under its plan.
+PROJECTION_TOPICS = ("herald.billing", "herald.subscriptions", "herald.delivery", "herald.campaigns",
+                     "herald.compliance")
+PROJECTION_ONLY: dict[str, list[type[Event]]] = {
+    "herald.subscriptions": [*SUBSCRIPTION_EVENTS, *SUBSCRIPTION_AUDIT_EVENTS],
+    "herald.delivery": [*DELIVERY_EVENTS, *DELIVERY_AUDIT_EVENTS],
+    "herald.campaigns": list(CAMPAIGN_AUDIT_EVENTS), "herald.compliance": list(COMPLIANCE_AUDIT_EVENTS)}
+PROJECTION_LEAD = ("herald.billing",)
 
 
 class BillingSettings(HeraldSettings):
@@ -159,15 +171,11 @@ class Billing(ConsumingService):
         self.projection = BillingProjection(self.db, calendar, settings.invoice_retention_years)
         self.guard = UsageGuard(self.projection, self.service, ApiKeyProjection(self.db))
         self.projector = EventConsumer(
-            settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
-            topics=["herald.billing", "herald.subscriptions", "herald.delivery", "herald.campaigns",
-                    "herald.compliance"],
-            only={"herald.subscriptions": [*SUBSCRIPTION_EVENTS, *SUBSCRIPTION_AUDIT_EVENTS],
-                  "herald.delivery": [*DELIVERY_EVENTS, *DELIVERY_AUDIT_EVENTS],
-                  "herald.campaigns": list(CAMPAIGN_AUDIT_EVENTS), "herald.compliance": list(COMPLIANCE_AUDIT_EVENTS)},
+            settings, name=f"{settings.topic_prefix}{SERVICE}.projection", topics=list(PROJECTION_TOPICS),
+            only=PROJECTION_ONLY,
             handler=PurgingHandler(self.guard, PurgedAccounts(self.db), self.projection.purge), producer=self.producer,
             deduplicator=MongoDeduplicator(self.db, "projection"), checkpoints=checkpoints,
-            lead=["herald.billing"])  # each account's history before its usage: a send counts under its plan
+            lead=list(PROJECTION_LEAD))
         self.guard.caught_up = self.clock.ready = self.projector.caught_up
         self.app = api_app("Herald billing", "Accounts and access: sign-up, sessions, the account's users, API keys "
                            "and audit log; the plan and its usage; and the staff review of new accounts. Errors are "
@@ -181,6 +189,9 @@ class Billing(ConsumingService):
         self._ticking: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # A read model of an earlier format is refused, not answered nor folded into: it is folded again first
+        # (`python -m herald_billing.rebuild`, README, "Upgrading").
+        await READ_MODEL.check(self.db)
         # Before the consumer: it counts members only on lists known to be created (store.learn_created_lists).
         if marked := await learn_created_lists(self.settings, self.db):
             log.info("lists created before this version learnt from herald.subscriptions", extra={"lists": marked})

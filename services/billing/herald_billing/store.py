@@ -14,8 +14,10 @@ account's invoices for their legal period, `invoice number`) with `kept_invoices
 number`), `password_resets`.
 
 Usage, from herald.subscriptions and herald.delivery: `members` (`account/subscriber`: each stored
-subscriber once, with its list, and whether it counted: a pending double opt-in member counts once confirmed),
-`lists` (`account/list`: created, deleted), and `usage` (`Counters`: per
+subscriber once, with its list, its address (hash) and whether it counted: a pending double opt-in member counts
+once confirmed), `addresses` (`account/list/address hash`: which subscriber id holds the address on the list, one
+membership per address and list, `herald_shared.membership`), `lists` (`account/list`: created, deleted), and
+`usage` (`Counters`: per
 account its stored subscribers, their peak while on the trial and, per list, its members, from
 herald.subscriptions; its emails sent, from herald.delivery; exact under replay).
 """
@@ -23,6 +25,7 @@ herald.subscriptions; its emails sent, from herald.delivery; exact under replay)
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
@@ -77,6 +80,7 @@ from herald_shared.contract.subscriptions import (
     SubscriberConfirmed,
     SubscriberErased,
 )
+from herald_shared.membership import duplicate_reason
 from herald_shared.mongo import Document, Projection, UpdateOne, WriteOp
 from herald_shared.purging import delete_by_account_prefix
 from herald_shared.readmodel import (
@@ -90,7 +94,7 @@ from herald_shared.readmodel import (
     time_key,
     write_changes,
 )
-from herald_shared.rebuilding import learn_from_start, once_per_database
+from herald_shared.rebuilding import ReadModelFormat, learn_from_start, once_per_database
 from herald_shared.sent import email_sent
 from herald_shared.settings import HeraldSettings
 
@@ -113,6 +117,7 @@ from .vat import Party
 
 ACCOUNTS, USERS, ENDED, KEYS, AUDIT = "accounts", "users", "ended_sessions", "keys", "audit"
 REVIEW, TRIALS, MEMBERS, LISTS, USAGE = "review", "trials", "members", "lists", "usage"
+ADDRESSES = "addresses"
 RENEWALS, INVOICES, INVOICE_NUMBERS = "renewals", "invoices", "invoice_numbers"
 CREDIT_EXPIRY, RETENTION, PURCHASES = "credit_expiry", "retention", "purchases"
 # Written by the handlers, not folded: a rebuild keeps them (an hour's worth), a purge deletes the account's.
@@ -123,7 +128,7 @@ KEPT_INVOICES, KEPT_UNTIL = "kept_invoices", "kept_invoices_until"
 # What an invoice document holds beyond what the invoice says: the account it links to and its payment attempts.
 NOT_ON_THE_INVOICE = ("_id", "account_id", "attempts", "last_failure", "last_attempt_at")
 # Everything of an account under an `account/...` key.
-ACCOUNT_PREFIXED = (ENDED, KEYS, AUDIT, MEMBERS, LISTS, USAGE, INVOICES)
+ACCOUNT_PREFIXED = (ENDED, KEYS, AUDIT, MEMBERS, LISTS, USAGE, INVOICES, ADDRESSES)
 INVOICE_NUMBER = re.compile(r"^(\d{4})-(\d{6})$")
 # Pay-as-you-go emails as a read model from before the credit windows counted them (no time kept).
 LEGACY_PAYG = "payg_emails"
@@ -141,6 +146,14 @@ SUBSCRIPTION_AUDIT_EVENTS = (ApiKeyRefusedBySubscriptions,)
 CAMPAIGN_AUDIT_EVENTS = (StaffViewed, ApiKeyRefusedByCampaigns)
 COMPLIANCE_AUDIT_EVENTS = (StaffViewedRates, AccountReinstated)
 DELIVERY_AUDIT_EVENTS = (StaffViewedMessages,)
+# The read model's format, marked beside it (`herald_shared.rebuilding`); unmarked, 1. 2 (2026-12-07): one
+# membership per address and list (`herald_shared.membership`): a read model folded before counted an address added
+# to a list under several subscriber ids (a CRM's) once per id, and its members keep no address; it is folded again
+# (`python -m herald_billing.rebuild`) before this version serves or folds it.
+FORMAT = 2
+READ_MODEL = ReadModelFormat("billing", "billing", FORMAT, MEMBERS, "read model")
+
+log = logging.getLogger(__name__)
 
 
 def renewal_key(doc: Mapping[str, Any]) -> str | None:
@@ -181,6 +194,11 @@ def review_key(doc: Mapping[str, Any]) -> str | None:
 
 def trial_key(doc: Mapping[str, Any]) -> str | None:
     return compose(time_key(account_of(doc).trial_ends_at), doc["account_id"]) if doc.get("plan") == "trial" else None
+
+
+def address_key(account_id: str, list_id: str, email_sha256: str) -> str:
+    """The `addresses` document of an address (by hash) on a list: which subscriber id holds it."""
+    return compose(account_id, list_id, email_sha256)
 
 
 def subscriptions_usage(account_id: str) -> str:
@@ -247,7 +265,7 @@ class BillingProjection(Projection):
     # Not `invoice_numbers`: the last number of each year outlives a rebuild (a purged account's invoices are
     # not folded again, and their numbers must never be given twice).
     collections = (ACCOUNTS, USERS, ENDED, KEYS, AUDIT, REVIEW, TRIALS, MEMBERS, LISTS, USAGE, RENEWALS, INVOICES,
-                   CREDIT_EXPIRY, RETENTION, PURCHASES)
+                   CREDIT_EXPIRY, RETENTION, PURCHASES, ADDRESSES)
 
     def __init__(self, db: AsyncDatabase[Document], calendar: BillingCalendar = domain.PLATFORM_CALENDAR,
                  invoice_retention_years: int = domain.INVOICE_RETENTION_YEARS) -> None:
@@ -347,19 +365,29 @@ class BillingProjection(Projection):
         as every member was counted then), so an erased pending one takes nothing back. A subscriber added again
         (after an unsubscribe, or by a copy of the event) is stored once. A member added to a list never created
         (no ListCreated before it: another producer's typo) or deleted is not stored nor counted, as subscriptions
-        dead-letters it."""
+        dead-letters it; nor is one whose address is on the list under another subscriber id (a CRM's ids: one
+        membership per address and list, `domain.other_holder`), so every later event of that id finds no member
+        and moves nothing."""
         if not events:
             return
         accounts = {e.account_id for e in events}
         member_keys = {compose(e.account_id, e.payload.subscriber_id) for e in events
                        if isinstance(e, (SubscriberAdded, SubscriberConfirmed, SubscriberErased))}
-        members = await load(self.db[MEMBERS], member_keys)
+        address_keys = {address_key(e.account_id, e.payload.list_id, e.payload.email_sha256) for e in events
+                        if isinstance(e, SubscriberAdded)}
+        members, addresses = await asyncio.gather(load(self.db[MEMBERS], member_keys),
+                                                  load(self.db[ADDRESSES], address_keys))
         list_ids = {compose(e.account_id, e.payload.list_id) for e in events
                     if isinstance(e, (SubscriberAdded, ListCreated, ListDeleted))}
         list_ids |= {compose(str(d["account_id"]), str(d["list_id"])) for d in members.values()}
-        lists = await load(self.db[LISTS], list_ids)
+        # The addresses the members hold, which an erasure or an add of another address lets go: mostly those of
+        # the batch's adds, loaded already.
+        holding = {str(d["address"]) for d in members.values() if d.get("address")} - set(addresses)
+        lists, more = await asyncio.gather(load(self.db[LISTS], list_ids), load(self.db[ADDRESSES], holding))
+        addresses |= more
         member_after: dict[str, Document | None] = dict(members)
         lists_after: dict[str, Document | None] = dict(lists)
+        addresses_after: dict[str, Document] = dict(addresses)
         known = dict(folded)
         missing = accounts - set(known)
         if missing:
@@ -374,23 +402,29 @@ class BillingProjection(Projection):
                 case SubscriberAdded() | SubscriberConfirmed() | SubscriberErased():
                     key = compose(a, event.payload.subscriber_id)
                     member = member_after.get(key)
+                    if isinstance(event, SubscriberAdded) and not self._holds(event, offset, member,
+                                                                              lists_after, addresses_after):
+                        continue
                     list_id = str(member["list_id"]) if member is not None else event.payload.list_id
                     listed = lists_after.get(compose(a, str(list_id))) or {}
                     deleted = bool(listed.get("deleted"))
-                    if isinstance(event, SubscriberAdded) and member is None and (deleted or not listed.get("created")):
-                        # A member of a list never created (another producer's typo'd list id) or deleted is no
-                        # subscriber: subscriptions dead-letters it, and it moves no trial or tier count here.
-                        continue
                     if isinstance(event, SubscriberConfirmed) and not listed.get("created"):
                         deleted = True  # pending on a list never created (stored before this rule): not counted
                     # A member document from before the mark was counted, as every member was then.
                     before = None if member is None else bool(member.get("counted", True))
                     counted, change = domain.member_counting(before, event, deleted)
                     if counted is None:
+                        if member is not None and member.get("address"):  # erased: its address is free again
+                            domain.leave_address(addresses_after, str(member["address"]), offset,
+                                                 event.payload.subscriber_id, erased=True)
                         member_after[key] = None
-                    elif counted is not before:
-                        member_after[key] = {**(member or {"_id": key, "account_id": a, "list_id": list_id}),
-                                             "counted": counted}
+                    elif isinstance(event, SubscriberAdded) or counted is not before:
+                        updated = {**(member or {"_id": key, "account_id": a, "list_id": list_id}),
+                                   "counted": counted}
+                        if isinstance(event, SubscriberAdded):  # the address it holds (`_holds`)
+                            updated |= {"email_sha256": event.payload.email_sha256,
+                                        "address": address_key(a, event.payload.list_id, event.payload.email_sha256)}
+                        member_after[key] = updated
                     if change > 0:
                         self._counts.add_at(subscriptions_usage(a), offset,
                                             self._one_more_subscriber(a, known.get(a), event.occurred_at))
@@ -398,8 +432,6 @@ class BillingProjection(Projection):
                         self._counts.add_at(subscriptions_usage(a), offset, {"subscribers": -1})
                     if change:
                         self._counts.add_at(list_usage(a, str(list_id)), offset, {"members": change})
-                    if isinstance(event, SubscriberAdded):
-                        lists_after.setdefault(compose(a, event.payload.list_id), None)
                 case ListCreated(payload=p):
                     list_key = compose(a, p.list_id)
                     if lists_after.get(list_key) is None:  # once: a deleted list is not brought back
@@ -433,12 +465,37 @@ class BillingProjection(Projection):
                         start, _ = account.period(sent_at, self.calendar)
                         deltas[period_key(start)] = 1
                     self._counts.add_at(delivery_usage(a), offset, deltas)
-        # Counters before the documents they count: a replay after a crash repeats the documents' changes.
+        # Counters before the documents they count: a replay after a crash repeats the documents' changes. The
+        # addresses before the members: a replay decides on an address's holder at each event's offset
+        # (`domain.holder_before`), whatever of the batch's changes it finds written.
         await self._counts.write()
+        await write_changes(self.db[ADDRESSES], addresses,
+                            {k: v for k, v in addresses_after.items() if v != addresses.get(k)})
         await write_changes(self.db[MEMBERS], members,
                             {k: v for k, v in member_after.items() if v != members.get(k)})
         await write_changes(self.db[LISTS], lists,
                             {k: v for k, v in lists_after.items() if v is not None and v != lists.get(k)})
+
+    @staticmethod
+    def _holds(event: SubscriberAdded, offset: int | None, member: Document | None,
+               lists: Mapping[str, Document | None], addresses: dict[str, Document]) -> bool:
+        """Whether an add is a membership, as subscriptions takes it: of a list created and not deleted, and of an
+        address no other subscriber id holds on that list (`domain.add_membership`, at the add's offset, which
+        makes the address this id's). If not, nothing changes."""
+        a, p = event.account_id, event.payload
+        listed = lists.get(compose(a, p.list_id)) or {}
+        if listed.get("deleted") or not listed.get("created"):
+            # A member of a list never created (another producer's typo'd list id) or deleted is no subscriber:
+            # subscriptions dead-letters it, and it moves no trial or tier count here.
+            return False
+        held = str(member["address"]) if member is not None and member.get("address") else None
+        existing = domain.add_membership(addresses, address_key(a, p.list_id, p.email_sha256), held, event, offset)
+        if existing is None:
+            return True
+        log.info("a SubscriberAdded counts nothing: %s", duplicate_reason(
+            subscriber_id=p.subscriber_id, list_id=p.list_id, account_id=a, existing=existing or "an erased id"),
+            extra={"event_id": str(event.event_id), "account_id": a, "subscriber_id": p.subscriber_id})
+        return False
 
     def _one_more_subscriber(self, account_id: str, account: Account | None, at: datetime) -> dict[str, int]:
         """The counts of one more subscriber stored: while on the trial, a new peak too (PRODUCT.md: the trial

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[3]
 # The manifests (deploy/k8s), rendered by kustomize (built by scripts/lib.sh with `go install`: HERALD_KUSTOMIZE).
 OVERLAYS = ("dev", "prod")
 # deploy/k8s/upgrade: kustomizations an operator applies on purpose beside an overlay (a Job each), in no overlay.
-UPGRADES = ("subscriptions-rebuild", "delivery-rebuild")
+UPGRADES = ("subscriptions-rebuild", "delivery-rebuild", "billing-rebuild")
 
 
 def build(path: Path) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from herald_billing import rebuild as billing_rebuild
 from herald_delivery import rebuild as delivery_rebuild
 from herald_shared.settings import HeraldSettings
 from herald_shared.topics import EVENT_TOPICS
@@ -26,7 +27,8 @@ SINGLE_REPLICA = {"campaigns", "billing", "delivery"}  # each service's README s
 DEPLOYMENTS = {**{s: s for s in SERVICES}, "delivery-edge": "delivery", "subscriptions-api": "subscriptions"}
 # Every upgrade Job (deploy/k8s/upgrade) rebuilds a read model: the service it runs as, and its rebuild's module.
 REBUILDS: dict[str, tuple[str, ModuleType]] = {"subscriptions-rebuild": ("subscriptions", subscriptions_rebuild),
-                                               "delivery-rebuild": ("delivery", delivery_rebuild)}
+                                               "delivery-rebuild": ("delivery", delivery_rebuild),
+                                               "billing-rebuild": ("billing", billing_rebuild)}
 # Settings a library reads from the environment rather than a service's settings class.
 LIBRARY_SETTINGS = {"PROMETHEUS_DISABLE_CREATED_SERIES"}  # prometheus_client, at import
 # A deleted pod is still sent requests until the ingress and kube-proxy learn of it, and SIGTERM closes its listener
