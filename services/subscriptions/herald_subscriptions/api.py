@@ -482,6 +482,22 @@ def build_api(service: SubscriptionsService, apikeys: ApiKeyProjection, refused_
         return {"items": [subscriber_out(d) for d in docs], "next_cursor": encode_cursor(last) if last else None,
                 "counts": await service.store.status_counts(account_id, list_id)}
 
+    @router.delete("/lists/{list_id}/subscribers/{subscriber_id}", status_code=204, responses={
+        204: {"description": "Removed: the membership is erased (also when it already was: a retry answers the "
+                             "same)."}, **problems(404, 422, 503)})
+    async def remove_member(list_id: Identifier, subscriber_id: Identifier, account_id: Account) -> Response:
+        """Remove one member from the list, e.g. to get back under the plan's subscriber limit (PRODUCT.md: an
+        account over it is restricted "until it upgrades or removes subscribers"). The membership is erased
+        (SubscriberErased, `requested_by: account`): its personal data is deleted, billing no longer counts it,
+        campaigns no longer mail it; the address's memberships of other lists stay. What the person decided
+        stays too: someone who unsubscribed, or an address suppressed by a hard bounce or complaint, cannot be
+        added back by the account afterwards (409, as before the removal); someone who was active or pending
+        can be added again, with new consent. 404 `list_not_found` for a list not there (or deleted),
+        `subscriber_not_found` for a member not on that list; a member already removed or erased answers 204
+        again, recording nothing. To erase a person from every list, `POST /v1/gdpr/erase`."""
+        await service.remove_member(account_id, list_id, subscriber_id)
+        return Response(status_code=204)
+
     @router.get("/subscribers/{subscriber_id}", response_model=None,
                 responses={**answers(200, SubscriberOut, "The membership."), **problems(404, 422)})
     async def get_subscriber(subscriber_id: Identifier, account_id: Account) -> dict[str, Any]:

@@ -641,6 +641,22 @@ def erase(account_id: str, members: list[MemberState],
         for m in members if m.status != "erased"]
 
 
+def remove_member(account_id: str, lst: ListState | None, member: MemberState | None) -> list[Event]:
+    """The account removes one membership from its list (PRODUCT.md: an account over its tier is restricted
+    "until it upgrades or removes subscribers"): that membership is erased (SubscriberErased, `requested_by:
+    account`), the address's other memberships untouched. Every service already drops an erased membership: billing
+    stops counting it, delivery's audience leaves it out. Erasure forgets the person, not their opt-out
+    (`standing`), and the account's suppression of the address stays on the address: a member who unsubscribed
+    or was suppressed cannot be added back by removing them first. A list not there (never created, deleted, or
+    another account's) or a member not on it: 404. A membership already erased (removed before, or erased by the
+    person's request): nothing to record, the removal is done (a retry after a 503 answers as the first did)."""
+    if lst is None or lst.deleted:
+        raise ListNotFound("no such list")
+    if member is None or member.list_id != lst.list_id:
+        raise SubscriberNotFound("no such subscriber on this list")
+    return erase(account_id, [member], "account")
+
+
 # Folding events into the read model: pure functions over plain documents. Applying the same event
 # twice gives the same document, so a redelivery after a crash changes nothing.
 

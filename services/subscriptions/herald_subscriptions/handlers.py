@@ -7,6 +7,7 @@ import asyncio
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -291,12 +292,29 @@ class SubscriptionsService:
     async def erase(self, account_id: str, email_hash: str,
                     requested_by: Literal["subscriber", "account", "retention_policy"]) -> int:
         """Erase every membership of the address named by its hash (as `export`)."""
-        async with self._serialised(f"erase:{account_id}:{email_hash}"):
+        async with self._erasing(account_id, email_hash):
             docs = await self.store.members_by_hash(account_id, email_hash)
             states = [await self._state(account_id, d["subscriber_id"]) for d in docs]
             events = domain.erase(account_id, states, requested_by)
             await self.commit(events)
         return len(events)
+
+    async def remove_member(self, account_id: str, list_id: str, subscriber_id: str) -> None:
+        """The account removes one membership from its list: that membership erased (`domain.remove_member`),
+        under its address's erasure lock and its own lock (innermost: a removal still not folded when its answer
+        gave up waiting is waited for by the membership's next subscribe or unsubscribe), so it is decided after a
+        GDPR erasure of the address, or a subscribe or unsubscribe of the membership, this process is recording."""
+        subscriber_id = await self.store.member_id(account_id, subscriber_id)
+        found = await self.store.member_state(account_id, subscriber_id)
+        async with (self._erasing(account_id, found.email_sha256 if found else ""),
+                    self._serialised(f"subscriber:{account_id}:{subscriber_id}")):
+            lst, member = await asyncio.gather(self.store.list_state(account_id, list_id),
+                                               self.store.member_state(account_id, subscriber_id))
+            await self.commit(domain.remove_member(account_id, lst, member))
+
+    def _erasing(self, account_id: str, email_hash: str) -> AbstractAsyncContextManager[None]:
+        """One erasure of an address at a time in this process (by the person's request or a removal)."""
+        return self._serialised(f"erase:{account_id}:{email_hash}")
 
     async def _state(self, account_id: str, subscriber_id: str) -> domain.MemberState:
         state = await self.store.member_state(account_id, subscriber_id)
