@@ -16,10 +16,19 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from .http import make_server
-from .logs import configure_logging
+from .kafka import is_transient
+from .logs import RepeatLimit, configure_logging
 from .settings import HeraldSettings
 
 log = logging.getLogger(__name__)
+# A periodic round that fails while Kafka or MongoDB is away fails the same way every round until it is back: a
+# traceback each time made a stream of identical ones (a review: ~40 lines every 15 s with the broker away, ~75
+# every 10 s with MongoDB away). So such a failure (`kafka.is_transient`, as the consumers judge it) is one line, a
+# loop's first, then at most one per `logs.REPEAT_INTERVAL_SECONDS` carrying `suppressed` (how many were left
+# out), as aiokafka's own lines are limited (`logs.RepeatLimit`); and one line when the loop works again.
+_away = logging.getLogger(f"{__name__}.away")
+_away.addFilter(RepeatLimit((_away.name,)))
+ERROR_SHOWN = 500  # characters of the error on such a line (a server-selection timeout describes the topology)
 
 
 def on_shutdown_signal(*callbacks: Callable[[], None]) -> asyncio.Event:
@@ -67,12 +76,24 @@ def _awaiting(coro: object) -> list[str]:
 
 async def every(interval: float, stopping: asyncio.Event, work: Callable[[], Awaitable[object]], what: str) -> None:
     """Do `work` every `interval` seconds until `stopping` is set (a scheduler, a clock). A round that fails is
-    logged and the next one retries: the loop outlives it."""
+    logged and the next one retries: the loop outlives it. A dependency away is a rate-limited line (`_away`);
+    anything else, a bug, its traceback every time."""
+    away = 0  # rounds failed in a row on a dependency away
     while not stopping.is_set():
         try:
             await work()
-        except Exception:
-            log.exception("%s failed; retrying", what)
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("%s failed; retrying", what)
+            else:
+                away += 1
+                # the loop's name in the template: RepeatLimit limits each loop's lines on their own
+                _away.warning(what.replace("%", "%%") + " failed, a dependency is away; retrying",
+                              extra={"error": f"{type(exc).__name__}: {exc}"[:ERROR_SHOWN], "failed_rounds": away})
+        else:
+            if away:
+                log.info("%s works again", what, extra={"failed_rounds": away})
+            away = 0
         try:
             async with asyncio.timeout(interval):
                 await stopping.wait()

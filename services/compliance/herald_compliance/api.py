@@ -3,13 +3,17 @@ answer from the worker holding the account (a request for an account held elsewh
 map errors to RFC 9457."""
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations, and `Staff` is local.
+import asyncio
 import logging
 from typing import Annotated, Any, Literal, Protocol
 
+from aiokafka.errors import KafkaTimeoutError
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 
+from herald_shared.commands import PUBLISH_TIMEOUT
+from herald_shared.contract import Event
 from herald_shared.contract.compliance import (
     AccountReinstated,
     AccountReinstatedPayload,
@@ -19,7 +23,7 @@ from herald_shared.contract.compliance import (
 )
 from herald_shared.contract.envelope import Identifier, ShortText
 from herald_shared.http import answers, problem, problems
-from herald_shared.kafka import TRANSIENT_ERRORS, EventPublisher
+from herald_shared.kafka import EventPublisher
 from herald_shared.request_fields import Body, Out
 from herald_shared.staff import StaffTokens, staff_member
 
@@ -142,6 +146,19 @@ async def held_elsewhere(accounts: Accounts, account_id: str, request: Request) 
     return Response(body, status_code=status, headers={**kept, ANSWERED_BY: holder})
 
 
+async def recorded(accounts: Accounts, event: Event) -> None:
+    """Publish a staff route's event within the shared deadline (`herald_shared.commands.PUBLISH_TIMEOUT`): the
+    producer retries for as long as the broker is away, and held the request unanswered for the whole outage (a
+    review: no answer in 120 s). After it, KafkaTimeoutError: 503 `dependency_unavailable` with Retry-After
+    (`herald_shared.http`). The producer keeps the event, so it may still be recorded once the broker is back
+    (README, "HTTP": what a 503 leaves behind)."""
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            await accounts.publisher.publish(event)
+    except TimeoutError as exc:
+        raise KafkaTimeoutError(f"the broker acknowledged {event.type} in no {PUBLISH_TIMEOUT:.0f} s") from exc
+
+
 def build_staff_api(accounts: Accounts, staff_tokens: StaffTokens) -> APIRouter:
     """Platform staff only (a staff token); every look at an account's rates is audit-logged."""
     router = APIRouter(prefix="/v1/accounts", responses=problems(401, 429), tags=["staff"])
@@ -158,20 +175,15 @@ def build_staff_api(accounts: Accounts, staff_tokens: StaffTokens) -> APIRouter:
         state = accounts.account(account_id)
         if state is None:
             return problem(404, "unknown_account", "No sending outcomes of this account on this worker.")
-        if (unrecorded := await audited(account_id, staff, "rates")) is not None:
-            return unrecorded
+        await audited(account_id, staff, "rates")
         return JSONResponse({"account_id": account_id, **rate_report(state, accounts.policy)})
 
-    async def audited(account_id: str, staff: str, what: str) -> Response | None:
+    async def audited(account_id: str, staff: str, what: str) -> None:
         """Record a staff look at the account's data before the answer that shows it leaves (the account's audit
-        log, in billing, shows every one); a 503 to answer instead when it cannot be recorded."""
-        try:
-            await accounts.publisher.publish(StaffViewedRates(account_id=account_id, producer=PRODUCER,
-                                                              payload=StaffViewedRatesPayload(staff=staff)))
-        except TRANSIENT_ERRORS:
-            return problem(503, "audit_unavailable", "The look could not be recorded in the audit log; retry.")
+        log, in billing, shows every one); when it cannot be recorded, the error (`recorded`) answers 503."""
+        await recorded(accounts, StaffViewedRates(account_id=account_id, producer=PRODUCER,
+                                                  payload=StaffViewedRatesPayload(staff=staff)))
         log.info("staff read account data", extra={"staff": staff, "account_id": account_id, "what": what})
-        return None
 
     @router.post("/{account_id}/reinstatement", status_code=202, response_model=None,
                  responses={**answers(202, ReinstatedOut, "AccountReinstated is recorded."),
@@ -186,19 +198,19 @@ def build_staff_api(accounts: Accounts, staff_tokens: StaffTokens) -> APIRouter:
             return problem(409, "not_suspended", "The account is not suspended.")
         # A refusal shows the account's suspension state (whether suspended, which suspension): a look, recorded.
         if state.suspension is None:
-            return await audited(account_id, staff, "suspension") or problem(
-                409, "not_suspended", "The account is not suspended.")
+            await audited(account_id, staff, "suspension")
+            return problem(409, "not_suspended", "The account is not suspended.")
         suspension_id = str(state.suspension["event_id"])
         if body.suspension_event_id is not None and body.suspension_event_id != suspension_id:
-            return await audited(account_id, staff, "suspension") or problem(
-                409, "suspension_mismatch", f"The account's current suspension is {suspension_id}, "
-                f"not {body.suspension_event_id}: it was lifted, or suspended again since.")
+            await audited(account_id, staff, "suspension")
+            return problem(409, "suspension_mismatch", f"The account's current suspension is {suspension_id}, "
+                           f"not {body.suspension_event_id}: it was lifted, or suspended again since.")
         # one id per suspension: a repeated request (a double click, a client's retry) is the same event
         event = AccountReinstated(
             event_id=decision_id("reinstated", account_id, suspension_id), account_id=account_id,
             producer=PRODUCER, payload=AccountReinstatedPayload(reinstated_by=staff, reason=body.reason,
                                                                 suspension_event_id=suspension_id))
-        await accounts.publisher.publish(event)
+        await recorded(accounts, event)
         log.warning("account reinstated", extra={"staff": staff, "account_id": account_id, "reason": body.reason})
         return JSONResponse({"event_id": str(event.event_id), "reinstated_by": staff,
                              "suspension_event_id": suspension_id}, status_code=202)

@@ -16,6 +16,7 @@ import aiohttp
 import faust
 from pydantic import AnyHttpUrl, Field, field_validator
 
+from herald_shared.commands import PUBLISH_TIMEOUT
 from herald_shared.consuming import broker_readiness
 from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import (
@@ -398,7 +399,10 @@ def recovery_running(since: float | None, now: float) -> float:
 class WorkerClient:
     """Requests to another worker, over faust's own aiohttp session."""
 
-    TIMEOUT = aiohttp.ClientTimeout(total=10)
+    # Longer than the holder's own deadline for recording the look (PUBLISH_TIMEOUT, 15 s): with the broker away
+    # the holder answers 503 dependency_unavailable then, and that answer, Retry-After included, comes back
+    # rather than this worker's holder_unreachable for a holder that did answer.
+    TIMEOUT = aiohttp.ClientTimeout(total=PUBLISH_TIMEOUT + 5)
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
