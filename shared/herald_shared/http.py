@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
 import re
@@ -33,6 +32,7 @@ from .correlation import RequestCorrelation
 from .kafka import TRANSIENT_CODES
 from .metrics import API_KEY_REFUSALS, HTTP_REQUESTS, HTTP_SECONDS
 from .rules import RuleRefused
+from .serving import ServerLimits, serve_guarded
 from .throttle import PREFIX_REMEMBERED, CredentialAttempts, Reason, Refusal, Throttle
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -616,13 +616,11 @@ def add_health_routes(app: FastAPI, readiness: Mapping[str, ReadinessCheck]) -> 
     return app
 
 
-def make_server(app: FastAPI, host: str, port: int, forwarded_allow_ips: str = "127.0.0.1") -> uvicorn.Server:
+def make_server(app: FastAPI, host: str, port: int, forwarded_allow_ips: str = "127.0.0.1",
+                limits: ServerLimits | None = None) -> uvicorn.Server:
     """A uvicorn server to run inside the service's own event loop (`await server.serve()`). A request from one of
     `forwarded_allow_ips` (addresses or networks, comma-separated) is taken to come from the client its
-    `X-Forwarded-For` names (HERALD_FORWARDED_ALLOW_IPS)."""
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                            proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips)
-    server = uvicorn.Server(config)
-    # main.py owns SIGTERM/SIGINT (see lifecycle.py), so uvicorn must not capture them.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    return server
+    `X-Forwarded-For` names (HERALD_FORWARDED_ALLOW_IPS). What one connection and one client address may hold of
+    it (the time a request may take to arrive, connections at once) is `limits`, by default the environment's
+    (HERALD_HTTP_*; `herald_shared.serving`)."""
+    return serve_guarded(app, host, port, forwarded_allow_ips, limits)
