@@ -37,6 +37,7 @@ from .domain import (
     TooManyLinks,
     VerificationFailed,
     display_state,
+    dkim_record,
     report,
     verification_record,
 )
@@ -351,6 +352,23 @@ class VerificationRecordOut(Out):
     value: str = Field(description="herald-verification=<token>: the record's whole text.")
 
 
+class DkimRecordOut(Out):
+    type: Literal["TXT"]
+    name: str = Field(description="Where to publish it: <selector>._domainkey.<domain>.")
+    value: str = Field(description="v=DKIM1; k=rsa; p=<the public key>: the record's whole text (~420 characters: "
+                                   "DNS tools split it into strings of 255, which receivers join).")
+
+
+class DkimOut(Out):
+    status: Literal["pending", "verified"] = Field(
+        description="pending: publish `record`, then ask for verification (which looks for both records); "
+                    "verified: the account's mail From the domain and its subdomains is DKIM-signed d=<domain>, "
+                    "aligned with the From for DMARC.")
+    selector: str
+    record: DkimRecordOut = Field(description="The DNS record of the domain's DKIM key (its public half).")
+    verified_at: AwareDatetime | None
+
+
 class SendingDomainOut(Out):
     domain: str = Field(description="Lower case, international labels as A-labels (IDNA), no trailing dot.")
     status: Literal["pending", "verified"] = Field(description="pending: publish `record` in the domain's DNS, "
@@ -359,6 +377,9 @@ class SendingDomainOut(Out):
     record: VerificationRecordOut = Field(description="The DNS record that proves the account controls the domain.")
     added_at: AwareDatetime
     verified_at: AwareDatetime | None
+    dkim: DkimOut | None = Field(description=(
+        "The DKIM key delivery made for the domain; null until it has (a moment after the domain is added), and "
+        "for good when the platform makes none (no key set up for it by the operator, or a domain added before)."))
 
 
 class SendingDomainsPage(Out):
@@ -368,9 +389,14 @@ class SendingDomainsPage(Out):
 
 def sending_domain_out(doc: dict[str, Any]) -> dict[str, Any]:
     verified_at = doc.get("verified_at")
+    dkim = doc.get("dkim")
     return {"domain": doc["domain"], "status": doc["status"],
             "record": verification_record(doc["domain"], doc["token"]).model_dump(),
-            "added_at": doc["added_at"].isoformat(), "verified_at": verified_at.isoformat() if verified_at else None}
+            "added_at": doc["added_at"].isoformat(), "verified_at": verified_at.isoformat() if verified_at else None,
+            "dkim": None if dkim is None else {
+                "status": dkim["status"], "selector": dkim["selector"],
+                "record": dkim_record(doc["domain"], dkim["selector"], dkim["public_key"]).model_dump(),
+                "verified_at": dkim["verified_at"].isoformat() if dkim["verified_at"] else None}}
 
 
 def campaign_out(doc: dict[str, Any]) -> dict[str, Any]:
@@ -587,13 +613,17 @@ def build_api(service: CampaignsService, apikeys: ApiKeyProjection, refused_keys
         return sending_domain_out(await service.sending_domain(account_id, domain))
 
     @router.post("/sending-domains/{domain}/verification", response_model=None,
-                 responses={**answers(200, SendingDomainOut, "Verified (now, or before)."),
+                 responses={**answers(200, SendingDomainOut, "Verified (now, or before); `dkim.status` says whether "
+                                                             "the DKIM record was found too."),
                             **problems(404, 409, 422, 503)})
     async def verify_sending_domain(domain: DomainInPath, account_id: Account) -> Response:
-        """Look the domain's TXT record up in DNS now. 409 `verification_failed` when DNS does not hold it, with
-        what it holds (`found`: the TXT records at that name; `record`: the one expected): the name does not
-        exist, has no TXT record, holds other values, or the domain's name servers failed (SERVFAIL). 503
-        `dns_unavailable` when the name servers Herald asks could not be reached or did not answer in time."""
+        """Look the domain's TXT record up in DNS now, and its DKIM record (`dkim.record`) when it has one not found
+        yet. 409 `verification_failed` when DNS does not hold the first (or, the domain verified already, the DKIM
+        record), with what it holds (`found`: the TXT records at that name; `record`: the one expected): the name
+        does not exist, has no TXT record, holds other values, or the domain's name servers failed (SERVFAIL).
+        A domain verified by this call whose DKIM record is not there yet is 200, `dkim.status` pending: mail From
+        it is signed by the platform's domain until a later verification finds the record. 503 `dns_unavailable`
+        when the name servers Herald asks could not be reached or did not answer in time."""
         try:
             doc = await service.verify_sending_domain(account_id, domain)
         except VerificationFailed as failed:

@@ -60,12 +60,15 @@ from herald_shared.contract.campaigns import (
     CampaignTestRequestedPayload,
     CampaignUnscheduled,
     CampaignUnscheduledPayload,
+    DkimRecord,
     ReturnReason,
     ReviewReason,
     ScreeningMatch,
     Segment,
     SendingDomainAdded,
     SendingDomainAddedPayload,
+    SendingDomainDkimVerified,
+    SendingDomainDkimVerifiedPayload,
     SendingDomainRemoved,
     SendingDomainRemovedPayload,
     SendingDomainVerified,
@@ -77,6 +80,7 @@ from herald_shared.contract.delivery import (
     CampaignDeliveryFinished,
     ComplaintReceived,
     DeliveryHeld,
+    DkimKeyCreated,
     LinkClicked,
     MessageBounced,
     MessageDeferred,
@@ -256,7 +260,7 @@ class VerificationFailed(CampaignError):
 
     code, http_status = "verification_failed", 409
 
-    def __init__(self, detail: str, record: VerificationRecord, found: tuple[str, ...]) -> None:
+    def __init__(self, detail: str, record: VerificationRecord | DkimRecord, found: tuple[str, ...]) -> None:
         super().__init__(detail)
         self.record = record
         self.found = found
@@ -580,30 +584,79 @@ def add_sending_domain(account_id: str, domain: str, existing: Mapping[str, Any]
 
 
 def awaiting_verification(doc: Mapping[str, Any] | None) -> bool:
-    """Whether verifying this sending domain needs DNS to be asked (it exists and is pending)."""
+    """Whether verifying this sending domain needs DNS to be asked for its verification record (it exists and
+    is pending)."""
     return doc is not None and doc["status"] == "pending"
 
 
-def verify_sending_domain(doc: Mapping[str, Any] | None, domain: str, answer: DnsAnswer | None) -> list[Event]:
+def awaiting_dkim(doc: Mapping[str, Any] | None) -> DkimRecord | None:
+    """The DKIM record DNS is to be asked for when the domain is verified (delivery made its key, and the record
+    was not found yet); None when there is none to look for."""
+    if doc is None or doc.get("dkim") is None or doc["dkim"]["status"] != "pending":
+        return None
+    return dkim_record(doc["domain"], doc["dkim"]["selector"], doc["dkim"]["public_key"])
+
+
+def dkim_record(domain: str, selector: str, public_key: str) -> DkimRecord:
+    return DkimRecord(name=f"{selector}._domainkey.{domain}", value=f"v=DKIM1; k=rsa; p={public_key}")
+
+
+def dkim_record_found(texts: Iterable[str], public_key: str) -> bool:
+    """Whether one of the TXT records is a DKIM record of this RSA key (RFC 6376 3.6.1: tags in any order, white
+    space around and inside the base64 of p= allowed, v= optional but first, k= rsa by default)."""
+    for text in texts:
+        tags: dict[str, str] = {}
+        for item in text.split(";"):
+            name, equals, value = item.partition("=")
+            if equals:
+                tags.setdefault(name.strip().lower(), value.strip())
+        if (tags.get("v", "DKIM1") == "DKIM1" and tags.get("k", "rsa").lower() == "rsa"
+                and "".join(tags.get("p", "").split()) == public_key):
+            return True
+    return False
+
+
+def verify_sending_domain(doc: Mapping[str, Any] | None, domain: str, answer: DnsAnswer | None,
+                          dkim_answer: DnsAnswer | None = None) -> list[Event]:
     """SendingDomainVerified when DNS holds the domain's verification record (`answer`, asked when
-    `awaiting_verification`); nothing when it is verified already. VerificationFailed (409) says what DNS held
-    instead; DnsUnavailable (503) when DNS could not be asked."""
+    `awaiting_verification`); SendingDomainDkimVerified when it holds the record of the DKIM key delivery made for
+    it (`dkim_answer`, asked when `awaiting_dkim`); nothing when there is nothing left to verify. VerificationFailed
+    (409) says what DNS held instead (of the DKIM record: only when the domain was verified before, or a domain
+    verified now waits for it: DKIM stays pending); DnsUnavailable (503) when DNS could not be asked."""
     if doc is None:
         raise SendingDomainNotFound(f"{domain} is not a sending domain of this account")
-    if doc["status"] == "verified":
-        return []
+    events = [] if doc["status"] == "verified" else [_verified_domain(doc, domain, answer)]
+    expected = awaiting_dkim(doc)
+    if expected is None:
+        return events
+    if dkim_answer is None:
+        raise ValueError("a pending DKIM record is verified against a DNS answer")
+    if dkim_answer.outcome == "answered" and dkim_record_found(dkim_answer.texts, doc["dkim"]["public_key"]):
+        return [*events, _event(SendingDomainDkimVerified, doc["account_id"], SendingDomainDkimVerifiedPayload(
+            domain=domain, selector=doc["dkim"]["selector"], public_key=doc["dkim"]["public_key"], record=expected))]
+    if events:
+        return events  # the domain is verified; its DKIM record is asked for again at the next verification
+    raise _not_found(expected, dkim_answer, "the DKIM record")
+
+
+def _verified_domain(doc: Mapping[str, Any], domain: str, answer: DnsAnswer | None) -> Event:
     if answer is None:
         raise ValueError("a pending domain is verified against a DNS answer")
     record = verification_record(domain, doc["token"])
-    publish = (f"publish the TXT record {record.name} with the value \"{record.value}\" and try again (a new "
+    if answer.outcome == "answered" and any(text.strip().lower() == record.value for text in answer.texts):
+        return _event(SendingDomainVerified, doc["account_id"], SendingDomainVerifiedPayload(domain=domain,
+                                                                                             record=record))
+    raise _not_found(record, answer, "the TXT record")
+
+
+def _not_found(record: VerificationRecord | DkimRecord, answer: DnsAnswer, what: str) -> CampaignError:
+    """Why DNS did not verify `record`: VerificationFailed with what it held, DnsUnavailable when not asked."""
+    publish = (f"publish {what} {record.name} with the value \"{record.value}\" and try again (a new "
                "record can take minutes to reach every name server)")
     match answer.outcome:
         case "unreachable":
-            raise DnsUnavailable(f"DNS could not be asked about {record.name} ({answer.detail}): nothing changed; "
-                                 "try again")
-        case "answered" if any(text.strip().lower() == record.value for text in answer.texts):
-            return [_event(SendingDomainVerified, doc["account_id"], SendingDomainVerifiedPayload(
-                domain=domain, record=record))]
+            return DnsUnavailable(f"DNS could not be asked about {record.name} ({answer.detail}): nothing changed; "
+                                  "try again")
         case "answered":
             found = ", ".join(f"\"{text[:300]}\"" for text in answer.texts[:10])
             detail = f"the TXT records at {record.name} are {found}, and none is \"{record.value}\": {publish}"
@@ -614,7 +667,7 @@ def verify_sending_domain(doc: Mapping[str, Any] | None, domain: str, answer: Dn
         case _:
             detail = (f"DNS could not answer for {record.name} ({answer.detail}): check the domain's name servers, "
                       "then try again")
-    raise VerificationFailed(detail, record, answer.texts)
+    return VerificationFailed(detail, record, answer.texts)
 
 
 def remove_sending_domain(doc: Mapping[str, Any] | None, domain: str) -> list[Event]:
@@ -623,7 +676,8 @@ def remove_sending_domain(doc: Mapping[str, Any] | None, domain: str) -> list[Ev
     return [_event(SendingDomainRemoved, doc["account_id"], SendingDomainRemovedPayload(domain=domain))]
 
 
-SENDING_DOMAIN_EVENTS = (SendingDomainAdded, SendingDomainVerified, SendingDomainRemoved)
+SENDING_DOMAIN_EVENTS = (SendingDomainAdded, SendingDomainVerified, SendingDomainRemoved, DkimKeyCreated,
+                         SendingDomainDkimVerified)
 
 
 def sending_domain_of(event: Event) -> str | None:
@@ -638,7 +692,16 @@ def evolve_sending_domain(doc: dict[str, Any] | None, event: Event) -> dict[str,
     match event:
         case SendingDomainAdded(payload=p) if doc is None:
             return {"account_id": event.account_id, "domain": p.domain, "token": p.token, "status": "pending",
-                    "added_at": event.occurred_at, "verified_at": None}
+                    "added_at": event.occurred_at, "verified_at": None, "added_event_id": str(event.event_id)}
+        case DkimKeyCreated(payload=p) if (doc is not None and doc.get("dkim") is None
+                                           and doc.get("added_event_id") == p.sending_domain_added_id):
+            # The first key made for this addition (a key of an earlier addition of the domain is not its own).
+            return {**doc, "dkim": {"selector": p.selector, "public_key": p.public_key, "status": "pending",
+                                    "verified_at": None}}
+        case SendingDomainDkimVerified(payload=p) if (
+                doc is not None and doc.get("dkim") is not None and doc["dkim"]["status"] == "pending"
+                and (doc["dkim"]["selector"], doc["dkim"]["public_key"]) == (p.selector, p.public_key)):
+            return {**doc, "dkim": {**doc["dkim"], "status": "verified", "verified_at": event.occurred_at}}
         case SendingDomainVerified(payload=p) if (doc is not None and doc["status"] == "pending"
                                                   and p.record == verification_record(doc["domain"], doc["token"])):
             return {**doc, "status": "verified", "verified_at": event.occurred_at}

@@ -399,18 +399,25 @@ class CampaignsService:
         return await self.sending_domain(account_id, name)
 
     async def verify_sending_domain(self, account_id: str, text: str) -> Document:
-        """Ask DNS now for the domain's verification record (a pending domain only); verified, or refused with
-        what DNS held instead."""
+        """Ask DNS now for the domain's verification record (a pending domain only) and its DKIM key's record (one
+        delivery made and DNS did not hold yet); verified, or refused with what DNS held instead."""
         name = self._named(text)
         async with self.recorder.serialised(_domain_lock(account_id, name)):
             doc = await self.store.sending_domain(account_id, name)
-            answer = None
+            answer = dkim_answer = None
             if doc is not None and domain.awaiting_verification(doc):
-                answer = await self.dns.txt(domain.verification_record(name, doc["token"]).name)
-                log.info("sending domain looked up", extra={"account_id": account_id, "domain": name,
-                                                            "dns": answer.outcome})
-            await self.recorder.commit(domain.verify_sending_domain(doc, name, answer))
+                answer = await self._looked_up(account_id, name, domain.verification_record(name, doc["token"]).name)
+            dkim = domain.awaiting_dkim(doc)
+            if dkim is not None:
+                dkim_answer = await self._looked_up(account_id, name, dkim.name)
+            await self.recorder.commit(domain.verify_sending_domain(doc, name, answer, dkim_answer))
         return await self.sending_domain(account_id, name)
+
+    async def _looked_up(self, account_id: str, name: str, record_name: str) -> domain.DnsAnswer:
+        answer = await self.dns.txt(record_name)
+        log.info("sending domain looked up", extra={"account_id": account_id, "domain": name, "record": record_name,
+                                                    "dns": answer.outcome})
+        return answer
 
     async def remove_sending_domain(self, account_id: str, text: str) -> None:
         name = self._named(text)

@@ -15,6 +15,7 @@ from herald_shared.apikeys import ApiKeyProjection
 from herald_shared.commands import Recorder
 from herald_shared.consuming import ConsumingService
 from herald_shared.contract.campaigns import ApiKeyRefusedByCampaigns
+from herald_shared.contract.delivery import DkimKeyCreated
 from herald_shared.http import RefusedKeys, add_health_routes, api_app
 from herald_shared.kafka import EventConsumer, EventPublisher
 from herald_shared.lifecycle import run_service
@@ -100,7 +101,7 @@ class Campaigns(ConsumingService):
             settings, name=f"{settings.topic_prefix}{SERVICE}.projection",
             topics=["herald.campaigns", "herald.subscriptions", "herald.delivery", "herald.billing",
                     "herald.compliance"],
-            only={"herald.delivery": list(DELIVERY_EVENTS)},
+            only={"herald.delivery": [*DELIVERY_EVENTS, DkimKeyCreated]},
             handler=PurgingHandler(ProjectionGroup(self.projection, self.apikeys), self.purged, self.purge),
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "projection"), checkpoints=checkpoints)
         self.reports = reports_consumer(settings, self.db, self.producer, purged=self.purged)

@@ -16,7 +16,7 @@ import functools
 import hashlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -54,10 +54,19 @@ class DkimSigner:
 
     @classmethod
     def from_pem(cls, domain: str, selector: str, pem: bytes) -> DkimSigner:
+        return cls._loaded(domain, selector, pem, serialization.load_pem_private_key, "PEM")
+
+    @classmethod
+    def from_der(cls, domain: str, selector: str, der: bytes) -> DkimSigner:
+        """A key in PKCS #8 DER (a customer's key, `customer_dkim`)."""
+        return cls._loaded(domain, selector, der, serialization.load_der_private_key, "DER")
+
+    @classmethod
+    def _loaded(cls, domain: str, selector: str, data: bytes, load: Callable[..., object], form: str) -> DkimSigner:
         try:
-            key = serialization.load_pem_private_key(pem, password=None)
+            key = load(data, password=None)
         except (ValueError, TypeError) as exc:
-            raise DkimKeyInvalid(f"{selector}._domainkey.{domain}: not a private key in PEM ({exc})") from None
+            raise DkimKeyInvalid(f"{selector}._domainkey.{domain}: not a private key in {form} ({exc})") from None
         if isinstance(key, RSAPrivateKey):
             if key.key_size < 1024:
                 raise DkimKeyInvalid(f"{selector}._domainkey.{domain}: RSA keys of {key.key_size} bits are refused "

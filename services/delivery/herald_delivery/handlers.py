@@ -37,6 +37,7 @@ from herald_shared.sent import SENT_KINDS
 
 from . import domain, metrics
 from .completion import CampaignCompletion
+from .customer_dkim import CUSTOMER_DKIM_EVENTS, CustomerDkim
 from .domain import AccountState, CampaignState, Gate
 from .queue import JobQueue
 from .store import DeliveryStore, scoped
@@ -426,8 +427,10 @@ class ControlHandler:
 
     def __init__(self, store: DeliveryStore, gates: GateBook, jobs: JobQueue,
                  audience_caught_up: Callable[[], Awaitable[None]],
-                 completion: CampaignCompletion | None = None, reset_links: ResetLinks | None = None) -> None:
+                 completion: CampaignCompletion | None = None, reset_links: ResetLinks | None = None,
+                 customer_dkim: CustomerDkim | None = None) -> None:
         self._store = store
+        self._customer_dkim = customer_dkim  # None: customers' DKIM keys are off (no HERALD_DKIM_ENCRYPTION_KEY)
         self._reset_links = reset_links or ResetLinks(None, "")  # without a key no reset link is mailed
         self._completion = completion
         self._gates = gates
@@ -459,6 +462,8 @@ class ControlHandler:
             self._dirty_accounts[account_id] = after
             self._gates.accounts[account_id] = account_until_stored(self._gates.account(account_id), after,
                                                                     self._gates.sent.get(account_id))
+        if self._customer_dkim is not None and isinstance(event, CUSTOMER_DKIM_EVENTS):
+            await self._customer_dkim.handle(event)  # written at once: nothing staged for `flush` or `forget`
         if isinstance(event, CampaignTestRequested):
             await self._test_requested(event)
         elif isinstance(event, CampaignsEvent):

@@ -9,11 +9,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from herald_shared.consuming import broker_readiness
 from herald_shared.contract import Event
 from herald_shared.contract.billing import AccountPurged
+from herald_shared.contract.campaigns import SendingDomainDkimVerified, SendingDomainRemoved
+from herald_shared.contract.delivery import DkimKeyCreated
 from herald_shared.contract.subscriptions import ConfirmationRequested, MembershipNoticeRequested, SubscriberErased
 from herald_shared.http import add_health_routes, api_app
 from herald_shared.kafka import BrokerProbe, EventConsumer, EventPublisher, ensure_topics, make_producer, partition_ids
@@ -22,11 +24,14 @@ from herald_shared.links import LinkSigner
 from herald_shared.mongo import Checkpoints, MongoDeduplicator, ProjectionGroup, make_client
 from herald_shared.password_reset import ResetKey, ResetLinks
 from herald_shared.purging import PurgedAccounts, PurgingHandler
+from herald_shared.rebuilding import events_from_start, once_per_database
 from herald_shared.settings import EdgeSettings
 from herald_shared.staff import StaffTokens
 
 from .api import build_staff_api
 from .completion import CampaignCompletion
+from .customer_dkim import SELECTOR, CustomerDkim, CustomerSigners, EncryptionKeyInvalid, SealingKey
+from .customer_dkim import restore as restore_customer_keys
 from .domain import RetryPolicy, ascii_domain
 from .geoip import GeoLocator, GeoSettingInvalid
 from .handlers import AudienceJobs, ControlHandler, GateBook
@@ -35,7 +40,7 @@ from .queue import JobQueue
 from .render import DkimKey, MessageTokens, Renderer, RenderSettings
 from .sender import Sender, SenderConfig
 from .smtp import RelayConfig
-from .store import AUDIENCE, MEMBER_EVENTS, AudienceProjection, DeliveryStore
+from .store import AUDIENCE, MEMBER_EVENTS, AudienceProjection, CustomerKeyStore, DeliveryStore
 from .tracking import build_tracking
 
 SERVICE = "delivery"
@@ -45,6 +50,10 @@ AUDIENCE_CATCH_UP_TIMEOUT = 60.0
 # herald.billing only AccountPurged.
 AUDIENCE_TOPICS = ["herald.subscriptions", "herald.billing"]
 PURGES: dict[str, list[type[Event]]] = {"herald.billing": [AccountPurged]}
+# What a new store learns the customers' DKIM keys from (`customer_dkim.restore`), once (the mark's name).
+RESTORED_FROM: dict[str, list[type[Event]]] = {"herald.delivery": [DkimKeyCreated], "herald.campaigns": [
+    SendingDomainDkimVerified, SendingDomainRemoved]}
+CUSTOMER_KEYS_RESTORED = "delivery.customer_dkim_keys"
 
 
 class DeliverySettings(EdgeSettings):
@@ -102,6 +111,10 @@ class DeliverySettings(EdgeSettings):
     dkim_default_domain: str | None = Field(default=None, alias="HERALD_DKIM_DEFAULT_DOMAIN",
                                             description="Sign with this domain's key when the sender's "
                                                         "domain has none.")
+    dkim_encryption_key: SecretStr = Field(
+        default=SecretStr(""), alias="HERALD_DKIM_ENCRYPTION_KEY",
+        description="32 bytes in base64 (`openssl rand -base64 32`): seals the DKIM keys delivery makes for "
+                    "customers' sending domains (AES-256-GCM); empty: no such keys are made (one INFO line).")
     platform_from: str = Field(default="no-reply@herald.localhost", alias="HERALD_PLATFORM_FROM",
                                description="From address of confirmations and account notices.")
     staff_tokens: str = Field(default="", alias="HERALD_STAFF_TOKENS",
@@ -189,8 +202,9 @@ class Delivery(WatchedTasks):
         self.settings = settings
         try:  # first: a bad setting stops the process before anything connects
             keys, default_keys = dkim_keys_of(settings)
+            sealing = SealingKey.from_setting(settings.dkim_encryption_key.get_secret_value())
             self.places = GeoLocator.from_setting(settings.geoip_databases)
-        except (DkimSettingInvalid, GeoSettingInvalid) as exc:
+        except (DkimSettingInvalid, GeoSettingInvalid, EncryptionKeyInvalid) as exc:
             log.critical("%s", exc)
             raise SystemExit(f"herald-{SERVICE}: {exc}") from None
         self.mongo = make_client(settings, SERVICE)
@@ -201,10 +215,19 @@ class Delivery(WatchedTasks):
         self.gates = GateBook()
         self.tokens = MessageTokens(settings.link_secret)
         base_url = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
+        self.customer_signers = CustomerSigners()
+        self.customer_dkim = None if sealing is None else CustomerDkim(
+            CustomerKeyStore(self.db), self.publisher.publish, sealing, self.customer_signers)
         renderer = Renderer(RenderSettings(base_url, settings.bounce_domain), self.tokens,
                             LinkSigner(settings.link_secret, settings.subscriptions_url), keys, default_keys,
-                            defer_signing=True)
+                            defer_signing=True, customer_signers=self.customer_signers)
         announce_dkim(renderer)
+        if sealing is None:
+            log.info("DKIM: no HERALD_DKIM_ENCRYPTION_KEY: no keys are made for customers' sending domains (their "
+                     "mail is signed as above)")
+        else:
+            log.info("DKIM: customers' sending domains get keys of their own (selector %s), sealed with the key %s",
+                     SELECTOR, sealing.key_id)
         if self.places.enabled:
             log.info("GeoIP: opens and clicks are placed by %s", settings.geoip_databases)
         else:
@@ -247,7 +270,8 @@ class Delivery(WatchedTasks):
             producer=self.producer, deduplicator=MongoDeduplicator(self.db, "confirmations"))
         self.control_handler = ControlHandler(
             self.store, self.gates, self.jobs, self.audience_caught_up, self.completion,
-            ResetLinks(settings.password_reset_key or None, settings.billing_public_url.rstrip("/")))
+            ResetLinks(settings.password_reset_key or None, settings.billing_public_url.rstrip("/")),
+            customer_dkim=self.customer_dkim)
         self.control_checkpoints = Checkpoints(self.db, "control")
         self.control = EventConsumer(
             settings, name=f"{settings.topic_prefix}{SERVICE}.control",
@@ -278,6 +302,7 @@ class Delivery(WatchedTasks):
         self.gates.forget_account(account_id)
         self.completion.forget_account(account_id)
         self.sender.forget_account(account_id)
+        self.customer_signers.forget_account(account_id)
         await self.store.purge(account_id)
 
     async def _mongo_ready(self) -> bool:
@@ -344,6 +369,23 @@ class Delivery(WatchedTasks):
         await self._offsets.start()
         await self.completion.load()
         await self.control_handler.load()  # takes up interrupted expansions: after the completion's state
+        if self.customer_dkim is not None:
+            restored = await once_per_database(self.db, CUSTOMER_KEYS_RESTORED, self._restore_customer_keys)
+            if restored is not None:
+                log.info("DKIM: customers' keys learnt from the topics (a new store): %d events", restored)
+            await self.customer_dkim.load()
+
+    async def _restore_customer_keys(self) -> int:
+        """Once per database: the customers' keys and their signing from DkimKeyCreated (herald.delivery) and the
+        campaigns' verifications and removals, from offset 0 (a store lost or rebuilt keeps its keys; at the first
+        start of a version with customer keys, herald.delivery is read once, its other records passed over by their
+        type header)."""
+        purged = await self.purged.load()
+        folded = 0
+        async for batch in events_from_start(self.settings, RESTORED_FROM):
+            folded += await restore_customer_keys(CustomerKeyStore(self.db),
+                                                  [e for e in batch if e.account_id not in purged])
+        return folded
 
     async def _announce_held(self) -> None:
         """Held messages, and the end of campaigns whose announcement failed (MongoDB or Kafka away)."""

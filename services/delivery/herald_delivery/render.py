@@ -33,6 +33,7 @@ from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.links import LinkSigner, TokenWriter
 from herald_shared.templating import MAX_TOKENS, RenderError, Template, TemplateProblem, compile_template
 
+from .customer_dkim import CustomerSigners
 from .dkim_signing import DkimSigner, Signatures, sign, signatures
 from .domain import Member, ascii_address, ascii_domain, signing_domain
 
@@ -810,9 +811,11 @@ def _preheader_html(text: str) -> str:
 class Renderer:
     def __init__(self, settings: RenderSettings, tokens: MessageTokens, links: LinkSigner,
                  dkim_keys: Mapping[str, Sequence[DkimKey]], default_dkim: Sequence[DkimKey] = (), *,
-                 defer_signing: bool = False) -> None:
+                 defer_signing: bool = False, customer_signers: CustomerSigners | None = None) -> None:
         """`dkim_keys`: per sending domain, the keys that sign its mail (one signature each: Ed25519 and RSA
         side by side is dual signing); `default_dkim`: those of the platform's domain, for other domains.
+        `customer_signers`: the accounts' own keys of their sending domains (`customer_dkim`), asked for a domain
+        without the operator's keys, before the default.
         `defer_signing`: messages with an RSA signature to make come back prepared for signing but unsigned
         (`Rendered.signatures`), for a caller that signs them on another thread."""
         self._defer_signing = defer_signing
@@ -828,7 +831,9 @@ class Renderer:
                 DkimSigner.from_pem(ascii_domain(k.domain), k.selector, k.private_key_pem) for k in keys)
         self._default_signers = [DkimSigner.from_pem(ascii_domain(k.domain), k.selector, k.private_key_pem)
                                  for k in default_dkim]
-        self._signers_of: dict[str, list[DkimSigner]] = {}  # sending domains without keys of their own
+        # Sending domains without keys of their own: the operator's keys of their parent ([] when none).
+        self._signers_of: dict[str, list[DkimSigner]] = {}
+        self.customer_signers = customer_signers
         self._base = settings.tracking_base_url.rstrip("/")
         self._date = (-1, "")  # the last second a Date header was written for, and the header's value
 
@@ -924,7 +929,7 @@ class Renderer:
             headers += template.subject_header or _subject_header(template.subject.render(values))
         headers += self._per_message_headers(recipient, message_id, feedback_id, unsubscribe, now)
         return self._finish(message_id, recipient, headers, text, html_body, sender_domain=template.sender_domain,
-                            encoded=template.encoded)
+                            encoded=template.encoded, account_id=template.account_id)
 
     def transactional_message(self, *, message_id: str, kind: str, account_id: str, recipient: str,
                               from_name: str, from_email: str, subject: str, text: str, feedback_group: str,
@@ -952,7 +957,8 @@ class Renderer:
         # UTF-8: an internationalised local part (RFC 6532) goes in the To header as it is, as in campaign mail,
         # and the client then asks the relay for SMTPUTF8; an international domain alone goes as its A-labels.
         data = (f"{headers}Content-Transfer-Encoding: {part.encoding}{CRLF}{CRLF}").encode() + part.content
-        return self._rendered(message_id, recipient, data, from_email.rpartition("@")[2].lower(), part.relaxed)
+        return self._rendered(message_id, recipient, data, from_email.rpartition("@")[2].lower(), part.relaxed,
+                              account_id)
 
     def _per_message_headers(self, recipient: str, message_id: str, feedback_id: str, unsubscribe: str,
                              now: datetime | None) -> str:
@@ -963,7 +969,7 @@ class Renderer:
                 f"Feedback-ID: {feedback_id}{CRLF}")
 
     def _finish(self, message_id: str, recipient: str, headers: str, text: list[str], html_body: list[str] | None,
-                sender_domain: str, encoded: dict[str, EncodedPiece]) -> Rendered:
+                sender_domain: str, encoded: dict[str, EncodedPiece], account_id: str) -> Rendered:
         boundary = f"=_herald_{message_id.replace('-', '')}"
         text_part = body_part(text, boundary, encoded)
         # The MIME lines around the parts hold no tab, no two spaces and no space at a line end: the body is
@@ -981,24 +987,30 @@ class Renderer:
                 f"{CRLF}--{boundary}{CRLF}Content-Type: text/html; charset=utf-8{CRLF}"
                 f"Content-Transfer-Encoding: {html_part.encoding}{CRLF}{CRLF}").encode() + html_part.content + (
                 f"{CRLF}--{boundary}--{CRLF}").encode()
-        return self._rendered(message_id, recipient, headers.encode("utf-8") + body, sender_domain, relaxed)
+        return self._rendered(message_id, recipient, headers.encode("utf-8") + body, sender_domain, relaxed,
+                              account_id)
 
     def _rendered(self, message_id: str, recipient: str, data: bytes, sender_domain: str,
-                  body_relaxed: bool) -> Rendered:
+                  body_relaxed: bool, account_id: str) -> Rendered:
         """The message DKIM-signed (OpenSSL, `dkim_signing`) with the sending domain's keys, else those of its
-        nearest parent domain with keys (`signing_domain`), else the platform's default keys, else unsigned;
-        or prepared for signing (`defer_signing`). `body_relaxed`: the body is known to be relaxed-canonical
-        already."""
+        nearest parent domain with keys (`signing_domain`), else the account's own key of the domain or a parent
+        (`customer_signers`), else the platform's default keys, else unsigned; or prepared for signing
+        (`defer_signing`). `body_relaxed`: the body is known to be relaxed-canonical already."""
         mail_from = self.return_path(message_id)
-        signers = self._signers.get(sender_domain)
-        if signers is None:  # a subdomain signs with its parent's keys (aligned), else the platform's
-            signers = self._signers_of.get(sender_domain)
-            if signers is None:  # worked out once per domain, not per message
+        signers: Sequence[DkimSigner] | None = self._signers.get(sender_domain)
+        if signers is None:  # a subdomain signs with its parent's keys (aligned), else the account's, the platform's
+            operators = self._signers_of.get(sender_domain)
+            if operators is None:  # worked out once per domain, not per message
                 parent = signing_domain(sender_domain, self._signers)
-                signers = self._default_signers if parent is None else self._signers[parent]
+                operators = [] if parent is None else self._signers[parent]
                 if len(self._signers_of) >= SIGNING_DOMAINS_REMEMBERED:
                     self._signers_of.clear()
-                self._signers_of[sender_domain] = signers
+                self._signers_of[sender_domain] = operators
+            signers = operators
+            if not signers:
+                own = None if self.customer_signers is None else self.customer_signers.signers(account_id,
+                                                                                                sender_domain)
+                signers = own or self._default_signers
         if not signers:
             return Rendered(message_id, mail_from, recipient, data)
         if self._defer_signing and any(signer.costly for signer in signers):

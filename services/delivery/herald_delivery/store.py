@@ -104,6 +104,9 @@ CAMPAIGNS_LISTED = "campaigns_listed"
 # commit, as absolute values (`$set`; FerretDB 1.24 loses concurrent `$inc`). Each counted outcome carries the
 # count it made (`counted_kind`, `counted_total`), so a start recounts what a crash left unwritten here.
 SENT_COUNTS = "sent_counts"
+# Customer DKIM (`customer_dkim`): the keys made for sending domains (`account/domain/SendingDomainAdded id`, the
+# first written wins), and the key each domain signs with once campaigns found its record (`account/domain`).
+DKIM_KEYS, DKIM_SIGNING = "dkim_keys", "dkim_signing"
 SENT, BOUNCED, DEFERRED, SKIPPED, CANCELLED = "sent", "bounced", "deferred", "skipped", "cancelled"
 FINAL_STATES = (SENT, BOUNCED, SKIPPED, CANCELLED)
 
@@ -1051,7 +1054,7 @@ class DeliveryStore:
             await self.db[name].delete_many({"_id": scoped_range(account_id)})
         self._buckets = {key for key in self._buckets if not key.startswith(account_id + ":")}
         await self.db[OPEN_JOBS].delete_many({"account_id": account_id})
-        await delete_by_account_prefix(self.db, account_id, (ACTIVE_MEMBERS, ADDRESSES))
+        await delete_by_account_prefix(self.db, account_id, (ACTIVE_MEMBERS, ADDRESSES, DKIM_KEYS, DKIM_SIGNING))
         await self.db[ACCOUNTS].delete_one({"_id": account_id})
         await self.db[SENT_COUNTS].delete_one({"_id": account_id})
         self._sent_written = {key: count for key, count in self._sent_written.items() if key[0] != account_id}
@@ -1082,3 +1085,36 @@ class DeliveryStore:
         for start in range(0, len(ids), LOAD_CHUNK):
             await self.jobs.update_many({"_id": {"$in": ids[start:start + LOAD_CHUNK]}}, unset)
         await self.db[RECIPIENT_JOBS].delete_many({"_id": keys})
+
+
+class CustomerKeyStore:
+    """The customer DKIM keys (sealed, as DkimKeyCreated carries them) and which of them signs (`customer_dkim`)."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.db = db
+
+    async def key(self, account_id: str, domain: str, added_id: str) -> Document | None:
+        return await self.db[DKIM_KEYS].find_one({"_id": compose(account_id, domain, added_id)})
+
+    async def add_key(self, doc: Document) -> Document:
+        """The key of `doc` unless one is stored for its addition already: the stored one, first come, is returned."""
+        key = compose(doc["account_id"], doc["domain"], doc["sending_domain_added_id"])
+        await self.db[DKIM_KEYS].update_one({"_id": key}, {"$setOnInsert": doc}, upsert=True)
+        stored = await self.db[DKIM_KEYS].find_one({"_id": key})
+        assert stored is not None
+        return stored
+
+    async def keys_of(self, account_id: str, domain: str) -> list[Document]:
+        return [d async for d in self.db[DKIM_KEYS].find({"_id": prefix_range(account_id, domain)})]
+
+    async def sign_with(self, account_id: str, domain: str, selector: str, public_key: str, at: datetime) -> None:
+        await self.db[DKIM_SIGNING].update_one({"_id": compose(account_id, domain)}, {"$set": {
+            "account_id": account_id, "domain": domain, "selector": selector, "public_key": public_key,
+            "verified_at": at}}, upsert=True)
+
+    async def stop_signing(self, account_id: str, domain: str) -> None:
+        await self.db[DKIM_SIGNING].delete_one({"_id": compose(account_id, domain)})
+
+    async def signing(self) -> list[Document]:
+        """Every domain signed with a customer key: read once, at start (one small document per domain)."""
+        return [d async for d in self.db[DKIM_SIGNING].find({})]

@@ -337,3 +337,37 @@ class SendingDomainRemoved(CampaignsEvent):
 
     type: Literal["SendingDomainRemoved"] = "SendingDomainRemoved"
     payload: SendingDomainRemovedPayload
+
+
+# Per-customer DKIM keys: delivery makes a key pair for each sending domain added (DkimKeyCreated, on
+# herald.delivery), campaigns shows its public half as a DNS record to publish and checks DNS for it.
+
+# A DKIM selector as Herald names its own (`herald1`): one DNS label, lower case.
+DkimSelector = Annotated[str, StringConstraints(min_length=1, max_length=63,
+                                                pattern=r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")]
+# A public key as DKIM's p= tag carries it: base64 of its DER (SubjectPublicKeyInfo, for RSA).
+DkimPublicKey = Annotated[str, StringConstraints(min_length=16, max_length=2048, pattern=r"^[A-Za-z0-9+/]+={0,2}$")]
+
+
+class DkimRecord(Payload):
+    """The DNS record of a sending domain's DKIM key: TXT `v=DKIM1; k=rsa; p=<public key>` at
+    `<selector>._domainkey.<domain>`."""
+
+    type: Literal["TXT"] = "TXT"
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    value: Annotated[str, StringConstraints(min_length=1, max_length=2100)]
+
+
+class SendingDomainDkimVerifiedPayload(Payload):
+    domain: DomainName
+    selector: DkimSelector
+    public_key: DkimPublicKey = Field(description="The key (delivery's DkimKeyCreated) whose record was found.")
+    record: DkimRecord = Field(description="The record found in DNS when it was verified.")
+
+
+class SendingDomainDkimVerified(CampaignsEvent):
+    """The DKIM record of a sending domain's key was found in its DNS: delivery signs the account's mail From the
+    domain (and its subdomains) with that key, `d=<domain>`, which DMARC aligns with the From."""
+
+    type: Literal["SendingDomainDkimVerified"] = "SendingDomainDkimVerified"
+    payload: SendingDomainDkimVerifiedPayload

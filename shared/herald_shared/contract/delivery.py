@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
+from .campaigns import DkimPublicKey, DkimSelector, DomainName
 from .envelope import (
     Count,
     EmailHash,
@@ -223,3 +224,31 @@ class StaffViewedMessages(DeliveryEvent):
 
     type: Literal["StaffViewedMessages"] = "StaffViewedMessages"
     payload: StaffViewedMessagesPayload
+
+
+class DkimKeyCreatedPayload(Payload):
+    domain: DomainName = Field(description="The account's sending domain (SendingDomainAdded) the key signs for.")
+    selector: DkimSelector = Field(description="The key's DNS name is `<selector>._domainkey.<domain>`.")
+    algorithm: Literal["rsa-sha256"] = "rsa-sha256"
+    public_key: DkimPublicKey = Field(description="RSA (2,048 bits): base64 of the DER SubjectPublicKeyInfo, the "
+                                                  "DKIM record's p= tag.")
+    encrypted_private_key: Annotated[str, StringConstraints(min_length=16, max_length=8192,
+                                                            pattern=r"^[A-Za-z0-9+/]+={0,2}$")] = Field(
+        description="The private key (PKCS #8 DER) sealed with AES-256-GCM under a key only delivery holds "
+                    "(HERALD_DKIM_ENCRYPTION_KEY), base64 of the 12-byte nonce followed by the ciphertext and tag; "
+                    "associated data `<account_id> <domain> <selector>` (one space each), so a sealed key moved "
+                    "to another account or domain does not open. Useless without that key: a rebuild of "
+                    "delivery's store takes its keys from these events.")
+    encryption_key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] = Field(
+        description="The first 8 bytes of the SHA-256 of the key that sealed it, in hex: which key opens it.")
+    sending_domain_added_id: Identifier = Field(
+        description="event_id of the SendingDomainAdded the key was made for: a domain removed and added again "
+                    "gets a new key, and the earlier one is folded by nobody.")
+
+
+class DkimKeyCreated(DeliveryEvent):
+    """Delivery made a DKIM key pair for an account's sending domain. Its event_id is derived from the
+    SendingDomainAdded's: the first such event folded is the key (a redelivery may publish again)."""
+
+    type: Literal["DkimKeyCreated"] = "DkimKeyCreated"
+    payload: DkimKeyCreatedPayload

@@ -35,6 +35,12 @@ def campaigns_settings(settings: HeraldSettings, **overrides: Any) -> CampaignsS
                                 "HERALD_CAMPAIGNS_SCHEDULE_INTERVAL_SECONDS": 0.2, **overrides})
 
 
+def strings(value: str) -> str:
+    """A TXT record's text as its character-strings of at most 255 (a DKIM key's record is ~420 characters, split
+    as DNS consoles split it; a resolver joins them)."""
+    return " ".join(f'"{value[at:at + 255]}"' for at in range(0, max(len(value), 1), 255))
+
+
 @dataclass
 class DnsServer(asyncio.DatagramProtocol):
     """A DNS server on 127.0.0.1 (UDP) answering from what the test fills in: TXT records by name (`txt`),
@@ -65,7 +71,7 @@ class DnsServer(asyncio.DatagramProtocol):
         elif name in self.txt:
             if question.rdtype == dns.rdatatype.TXT and self.txt[name]:
                 response.answer.append(dns.rrset.from_text(question.name, 60, "IN", "TXT",
-                                                           *(f'"{value}"' for value in self.txt[name])))
+                                                           *(strings(value) for value in self.txt[name])))
         elif not any(other.endswith("." + name) for other in self.txt):
             response.set_rcode(dns.rcode.NXDOMAIN)
         self.transport.sendto(response.to_wire(), addr)
