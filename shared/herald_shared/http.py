@@ -70,6 +70,7 @@ PROBLEM_STATUSES = {
     402: "A payment was needed and was declined; nothing changed.",
     403: "The credentials are valid but may not do this.",
     404: "No such resource in this account.",
+    408: "The request's head or body did not arrive in time (`herald_shared.serving`); the connection is closed.",
     409: "The request conflicts with the resource's current state.",
     413: "The request body is larger than this route takes.",
     414: "The request target (path and query) is longer than any route takes.",
@@ -559,8 +560,8 @@ def dependency_away(exc: BaseException) -> bool:
 
 def _problem_content(schema: dict[str, Any]) -> None:
     """Every error response is `application/problem+json` with the Problem schema, FastAPI's own 422 too; every
-    operation may answer 414 (TargetLimit) and 503 (a dependency away), and one with a body 400 and 413
-    (BodyLimit)."""
+    operation may answer 408 (a head or body too slow to arrive: `serving`), 414 (TargetLimit) and 503 (a
+    dependency away), and one with a body 400 and 413 (BodyLimit)."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     if "Problem" not in components:
         components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -568,6 +569,7 @@ def _problem_content(schema: dict[str, Any]) -> None:
     reference = {"schema": {"$ref": "#/components/schemas/Problem"}}
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
+            operation["responses"].setdefault("408", {"description": PROBLEM_STATUSES[408]})
             operation["responses"].setdefault("414", {"description": PROBLEM_STATUSES[414]})
             operation["responses"].setdefault("503", {"description": PROBLEM_STATUSES[503]})
             if "requestBody" in operation:

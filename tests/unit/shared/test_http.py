@@ -47,8 +47,9 @@ async def test_every_error_response_in_the_document_is_a_problem_document() -> N
                            ("/things/{thing_id}", "get", "422"), ("/things", "get", "414"),
                            ("/things", "post", "400"), ("/things", "post", "409"), ("/things", "post", "413"),
                            ("/things", "post", "414"), ("/things", "post", "422"),
-                           *((path, method, "503") for path, method in  # a dependency away: every operation
-                             (("/things/{thing_id}", "get"), ("/things", "get"), ("/things", "post")))}
+                           *((path, method, code) for path, method in  # every operation: too slow, or away
+                             (("/things/{thing_id}", "get"), ("/things", "get"), ("/things", "post"))
+                             for code in ("408", "503"))}
     for response in errors.values():
         assert response["content"] == {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     schemas = document["components"]["schemas"]
@@ -140,6 +141,16 @@ async def test_every_operation_documents_414() -> None:
     operations = [op for path in document["paths"].values() for op in path.values()]
     assert operations and all("414" in op["responses"] for op in operations)
     assert 414 in PROBLEM_STATUSES
+
+
+async def test_every_operation_documents_the_408_of_a_request_too_slow_to_arrive() -> None:
+    """`herald_shared.serving` answers 408 (a problem document) to a head or body that does not arrive in time,
+    before any route: every operation may answer it."""
+    async with app_with_routes() as client:
+        document = (await client.get("/openapi.json")).json()
+    operations = [op for path in document["paths"].values() for op in path.values()]
+    assert operations and all(op["responses"]["408"]["content"] == {
+        PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}} for op in operations)
 
 
 GOOD_KEY = "hk_0123456789abcdef.right"  # the one key of account acme
