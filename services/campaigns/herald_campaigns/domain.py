@@ -551,10 +551,12 @@ def unverified_sender(address: str, senders: Senders) -> str | None:
         record = verification_record(pending, senders.pending[pending])
         return (f"{domain} is not verified yet: publish the TXT record {record.name} with the value "
                 f"\"{record.value}\" in its DNS, then verify it (POST /v1/sending-domains/{pending}/verification)")
+    shared = (f"; or send From the platform's shared domain{'s' if len(senders.shared) > 1 else ''} "
+              f"{', '.join(sorted(senders.shared))}" if senders.shared else "")
     return (f"{domain} is not a verified sending domain of this account: add it (POST /v1/sending-domains with "
             f"{{\"domain\": \"{domain}\"}}), publish the TXT record the answer names in the domain's DNS, then "
             f"verify it (POST /v1/sending-domains/{domain}/verification); a verified domain's subdomains may be "
-            "used too")
+            f"used too{shared}")
 
 
 def senders_of(docs: Iterable[Mapping[str, Any]], shared: frozenset[str]) -> Senders:

@@ -109,6 +109,17 @@ def test_a_shared_domain_is_any_accounts_and_a_pending_one_is_named_with_its_rec
     assert "/v1/sending-domains/acme.example/verification" in reason
 
 
+def test_an_unverified_from_names_the_platforms_shared_domains_as_the_way_that_needs_no_dns() -> None:
+    """A new user's first campaign From their own domain is refused; the answer names what works at once (a
+    review: the README's first example failed 422 and nothing said example.com, which scripts/run shares, would do)."""
+    reason = domain.unverified_sender("news@acme.example", Senders(shared=frozenset({"b.example", "a.example"})))
+    assert reason is not None and reason.endswith("; or send From the platform's shared domains a.example, b.example")
+    one = domain.unverified_sender("news@acme.example", Senders(shared=frozenset({"a.example"})))
+    assert one is not None and one.endswith("shared domain a.example")
+    none = domain.unverified_sender("news@acme.example", Senders())
+    assert none is not None and "shared" not in none
+
+
 def test_every_check_of_a_campaign_refuses_an_unverified_from_and_the_provider_rule_comes_first() -> None:
     verified = Senders(verified=frozenset({"acme.example"}))
     [created] = domain.create("acme", "c1", DRAFT, NEWS, None, senders=verified)
