@@ -31,6 +31,7 @@ from .kafka import (
     ensure_topics,
     event_headers,
     make_producer,
+    partition_ids,
     read_from_start,
 )
 from .settings import HeraldSettings
@@ -158,15 +159,72 @@ def _summary(value: bytes | None) -> str:
             f"id={event.event_id} {payload[:300]}")
 
 
+def _tail_line(record: Any) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset} {_summary(record.value)}"
+
+
 async def cmd_tail(settings: HeraldSettings, args: argparse.Namespace) -> None:
     topic = settings.topics(args.topic)
-    shown = 0
+    if args.lines is not None:
+        await _tail_latest(settings, topic, args.lines, follow=args.follow)
+        return
     async for records in read_from_start(settings, [topic], follow=args.follow):
         for record in records:
-            _out(f"{record.topic}[{record.partition}]@{record.offset} {_summary(record.value)}")
-            shown += 1
-            if args.limit and shown >= args.limit:
-                return
+            _out(_tail_line(record))
+
+
+async def _tail_latest(settings: HeraldSettings, topic: str, count: int, *, follow: bool) -> None:
+    """The latest `count` events of `topic`, as `tail -n` prints a file's last lines: the last ones written of all
+    its partitions together (by the time their producer wrote them, oldest first); with `follow`, then every one
+    written after. Reads only the end of each partition, however long the topic's history."""
+    tps = [TopicPartition(topic, p) for p in (await partition_ids(settings, [topic]))[topic]]
+    consumer = AIOKafkaConsumer(**settings.kafka_client_options(), group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed", client_id="herald-cli")
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        latest: list[Any] = []
+        for tp in tps:
+            latest += await _last_records(consumer, tp, starts[tp], ends[tp], count)
+        latest.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
+        for record in latest[len(latest) - count:]:
+            _out(_tail_line(record))
+        if not follow:
+            return
+        for tp in tps:
+            consumer.seek(tp, ends[tp])
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for tp in sorted(batches, key=lambda t: t.partition):
+                for record in batches[tp]:
+                    _out(_tail_line(record))
+    finally:
+        await consumer.stop()
+
+
+async def _last_records(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int, count: int,
+                        ) -> list[Any]:
+    """The last `count` records of one partition before offset `end`. An offset is not a record: a transaction's
+    commit marker takes one too, and aborted records are never read, so it reads back from the end in windows that
+    double until it has `count` or reaches `start`."""
+    found: list[Any] = []
+    stop, window = end, max(count, 1)
+    while len(found) < count and stop > start:
+        begin = max(start, stop - window)
+        found = await _read_between(consumer, tp, begin, stop) + found
+        stop, window = begin, window * 2
+    return found[len(found) - count:] if count else []
+
+
+async def _read_between(consumer: AIOKafkaConsumer, tp: TopicPartition, begin: int, stop: int) -> list[Any]:
+    """The records of offsets `begin` to `stop` (excluded) of one partition."""
+    consumer.seek(tp, begin)
+    records: list[Any] = []
+    while await consumer.position(tp) < stop:
+        batch = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
+        records += [record for record in batch if record.offset < stop]
+    return records
 
 
 def _dlq_topic(settings: HeraldSettings, base: str) -> str:
@@ -283,6 +341,12 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of events, 0 or more")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="herald", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -299,10 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--producer", default="herald-cli", help="producer name when the event has none")
     pub.set_defaults(run=cmd_publish)
 
-    tail = sub.add_parser("tail", help="print a topic's events as readable lines, from the beginning")
+    tail = sub.add_parser("tail", help="print a topic's events as readable lines: all from the beginning, or the "
+                                       "latest N (-n)")
     tail.add_argument("topic", help="base topic name, e.g. herald.delivery or herald.delivery.dlq")
     tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events")
-    tail.add_argument("--limit", "-n", type=int, default=0, help="stop after N lines")
+    tail.add_argument("--lines", "-n", type=_count, default=None, metavar="N",
+                      help="only the latest N events of the topic (all its partitions, by the time each was "
+                           "written; 0: none), as tail -n does; with -f, then every new one")
     tail.set_defaults(run=cmd_tail)
 
     dlq = sub.add_parser("dlq", help="dead-letter entries: list them, replay one")

@@ -12,6 +12,9 @@ from typing import Any
 from .correlation import CorrelationFilter
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# Extra attributes a library sets for its own console output, not for a JSON line: uvicorn's `color_message` is
+# its message with ANSI colour escapes ("Started server process [\x1b[36m%d\x1b[0m]").
+_NOT_CARRIED = {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,13 +25,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and k not in _NOT_CARRIED})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
-QUIETED_LOGGERS = ("aiokafka", "pymongo", "mail.log")
+QUIETED_LOGGERS = ("aiokafka", "pymongo", "mail.log", "faust", "mode")
 # aiokafka logs every failed reconnect, metadata refresh and fetch at ERROR, so a broker outage wrote ~880 lines a
 # second from 5 processes and buried Herald's own (review R6, finding 2). Its loggers are rate-limited instead of
 # silenced: the first line of each kind still tells what went wrong.
@@ -74,18 +77,32 @@ class RepeatLimit(logging.Filter):
         self._kinds = kept if len(kept) < self.MAX_KINDS else {}
 
 
+class ModeServiceChatter(logging.Filter):
+    """Drops the INFO (and DEBUG) lines mode's services log about themselves ("[^--Conductor]: Starting...",
+    "[^-Consumer]: Stopping..."): about 45 a start and 25 a stop of compliance. Quieting the `faust` and `mode`
+    loggers does not reach them all: a service logs under the module of its class, and compliance's subclasses of
+    faust's consumer and stores live in `herald_compliance.faust_adapter`. mode prefixes each such message with
+    the service's label, `[^`; its warnings and errors ("[^--ConsumerThread]: Thread keepalive is not
+    responding...") pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not str(record.msg).startswith("[^")
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     # On the handler: a logger's own filters never see what its children (aiokafka.conn, ...) log.
     handler.addFilter(RepeatLimit())
+    handler.addFilter(ModeServiceChatter())
     handler.addFilter(CorrelationFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Libraries that say at INFO what Herald does not want in its logs: chatter, and in aiosmtpd's "mail.log"
-    # every command of a session, the sender's address included (an unsubscribe by mail, a bounce): logs are kept
-    # where no erasure reaches (PRODUCT.md, "Data protection").
+    # Libraries that say at INFO what Herald does not want in its logs: chatter (faust's and mode's: each part's
+    # start and stop, recovery tables, timers that woke late; Herald logs its own "service started"), and in
+    # aiosmtpd's "mail.log" every command of a session, the sender's address included (an unsubscribe by mail, a
+    # bounce): logs are kept where no erasure reaches (PRODUCT.md, "Data protection").
     for noisy in QUIETED_LOGGERS:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

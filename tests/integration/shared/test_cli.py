@@ -7,7 +7,10 @@ import json
 import subprocess
 import sys
 
+from aiokafka import AIOKafkaProducer
+
 from herald_shared.contract import serialize_event
+from herald_shared.kafka import event_headers
 from herald_shared.settings import HeraldSettings
 from tests.conftest import subprocess_env
 from tests.samples import sample
@@ -38,10 +41,61 @@ async def test_publish_validates_then_tail_shows_the_event(settings: HeraldSetti
     assert published.returncode == 0, published.stderr
     assert f"-> {settings.topics('herald.billing')}[" in published.stdout
 
-    tail = await run(settings, "tail", "herald.billing", "--limit", "1")
+    tail = await run(settings, "tail", "herald.billing", "-n", "1")
     assert tail.returncode == 0, tail.stderr
     assert "ApiKeyIssued account=acc-cli" in tail.stdout
     assert '"issued_by":"anna"' in tail.stdout
+
+
+def _ids(tail: subprocess.CompletedProcess[str]) -> list[str]:
+    """The event ids `herald tail` printed, in its order."""
+    return [part.removeprefix("id=") for line in tail.stdout.splitlines() for part in line.split()
+            if part.startswith("id=")]
+
+
+async def test_tail_n_prints_the_latest_events_of_every_partition_oldest_first(settings: HeraldSettings) -> None:
+    """As `tail -n` prints a file's last lines (it printed the topic's first N): events of accounts on every
+    partition, published in two rounds; `-n 3` is the second round, `-n 0` nothing, a larger N all of them."""
+    first = [sample("ApiKeyIssued", f"acc-old-{i}") for i in range(12)]
+    last = [sample("ApiKeyIssued", f"acc-new-{i}") for i in range(3)]
+    for events in (first, last):
+        published = await run(settings, "publish", "-", stdin=json.dumps(
+            [json.loads(serialize_event(event)) for event in events]))
+        assert published.returncode == 0, published.stderr
+    assert len({line.split("[")[1] for line in published.stdout.splitlines()}) > 1  # several partitions
+    latest = await run(settings, "tail", "herald.billing", "-n", "3")
+    assert latest.returncode == 0, latest.stderr
+    assert sorted(_ids(latest)) == sorted(str(event.event_id) for event in last)
+    everything = await run(settings, "tail", "herald.billing", "--lines", "100")
+    assert len(_ids(everything)) == 15
+    assert set(_ids(everything)[:12]) == {str(event.event_id) for event in first}  # oldest first
+    assert (await run(settings, "tail", "herald.billing", "-n", "0")).stdout == ""
+    refused = await run(settings, "tail", "herald.billing", "-n", "-2")
+    assert refused.returncode == 2 and "give a number of events" in refused.stderr
+
+
+async def test_tail_n_counts_events_not_offsets_of_a_topic_written_in_transactions(settings: HeraldSettings) -> None:
+    """Each transaction's commit marker takes an offset and an aborted transaction's records are never read: the
+    latest 4 events are the last 4 committed, not what the last 4 offsets hold."""
+    topic = settings.topics("herald.billing")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                transactional_id=f"{topic}-tail-test")
+    await producer.start()
+    events = [sample("ApiKeyIssued", "acc-tx") for _ in range(10)]
+    try:
+        for index, event in enumerate(events):
+            async with producer.transaction():
+                await producer.send_and_wait(topic, serialize_event(event), key=b"acc-tx",
+                                             headers=event_headers(event))
+            if index == 8:  # an aborted one just before the last
+                await producer.begin_transaction()
+                await producer.send_and_wait(topic, serialize_event(sample("ApiKeyIssued", "acc-tx")), key=b"acc-tx")
+                await producer.abort_transaction()
+    finally:
+        await producer.stop()
+    latest = await run(settings, "tail", "herald.billing", "-n", "4")
+    assert latest.returncode == 0, latest.stderr
+    assert _ids(latest) == [str(event.event_id) for event in events[-4:]]
 
 
 async def test_publish_refuses_an_invalid_event_and_publishes_nothing(settings: HeraldSettings) -> None:

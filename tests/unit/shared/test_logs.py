@@ -89,3 +89,40 @@ def test_the_kinds_remembered_stay_bounded_when_every_message_is_formatted_befor
     for i in range(5 * RepeatLimit.MAX_KINDS):
         assert limit.filter(aiokafka_record(created=i / 100, msg=f"Unexpected error on node {i}"))
     assert len(limit._kinds) <= RepeatLimit.MAX_KINDS
+
+
+def test_uvicorns_colour_copy_of_a_message_is_not_carried_into_the_json_line() -> None:
+    """uvicorn logs each line with `extra={"color_message": ...}`: the same text with ANSI escapes, for a terminal."""
+    record = logging.makeLogRecord({"name": "uvicorn.error", "levelname": "INFO", "msg": "Started server process [%d]",
+                                    "args": (42,), "color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
+    line = JsonFormatter().format(record)
+    assert "\\u001b" not in line and "color_message" not in line
+    assert json.loads(line)["msg"] == "Started server process [42]"
+
+
+def test_faust_and_mode_say_only_warnings_and_herald_keeps_its_info_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """Compliance's start and stop wrote ~70 INFO lines of faust's and mode's ("[^--Conductor]: Starting...",
+    "Timer commit woke up too late"), some under Herald's own module name: mode logs a service under the module
+    of its class, and compliance's subclasses of faust's consumer and stores live in herald_compliance."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in ("faust", "mode")}
+    try:
+        configure_logging("INFO")
+        logging.getLogger("faust.transport.conductor").info("[^--Conductor]: Waiting for agents to start...")
+        logging.getLogger("mode.timers").info("Timer %s woke up too late, with a drift of +%r", "commit", 1.07)
+        logging.getLogger("herald_compliance.faust_adapter").info("[^-Consumer]: Starting...")
+        logging.getLogger("herald_compliance.faust_adapter").error(
+            "[^--ConsumerThread]: Thread keepalive is not responding...")
+        logging.getLogger("faust.tables.recovery").warning("[^--Recovery]: No progress in 60 s")
+        logging.getLogger("herald_shared.lifecycle").info("service started")
+        logging.getLogger("herald_compliance.processor").info("[not mode's] a line of Herald's own")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)
+    assert [(entry["logger"], entry["msg"]) for entry in lines] == [
+        ("herald_compliance.faust_adapter", "[^--ConsumerThread]: Thread keepalive is not responding..."),
+        ("faust.tables.recovery", "[^--Recovery]: No progress in 60 s"),
+        ("herald_shared.lifecycle", "service started"),
+        ("herald_compliance.processor", "[not mode's] a line of Herald's own")]
