@@ -170,7 +170,9 @@ class LoggedOut(BillingEvent):
 
 class StaffAccessedPayload(Payload):
     staff: Name = Field(description="The staff member (their credential's name).")
-    what: Literal["review_queue", "account", "audit_log", "approve", "reject", "cancel", "withdraw_cancellation"]
+    what: Literal["review_queue", "account", "audit_log", "approve", "reject", "cancel", "withdraw_cancellation",
+                  "event_log"] = Field(description="event_log: the account's events read from the topics with "
+                                                   "their personal data shown (`herald tail --reveal`).")
 
 
 class StaffAccessed(BillingEvent):
@@ -220,9 +222,10 @@ class LoginSucceeded(BillingEvent):
 
 class LoginFailedPayload(LoginAttempt):
     reason: Literal["unknown_user", "wrong_password", "revoked_key", "locked", "disabled_user",
-                    "account_deleted", "malformed"] = Field(
+                    "account_deleted", "malformed", "wrong_reset_token"] = Field(
         description="locked: refused unchecked, too many failed attempts for this user or address. malformed: "
-                    "the request was not a valid login (422), e.g. a password longer than any Herald takes.")
+                    "the request was not a valid login (422), e.g. a password longer than any Herald takes. "
+                    "wrong_reset_token: a password reset was tried with a token that is not its own.")
 
 
 class LoginFailed(BillingEvent):
