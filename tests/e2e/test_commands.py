@@ -151,9 +151,7 @@ async def test_run_command_brings_up_the_topics_and_services_prints_where_and_st
     env = local_env(HERALD_TOPIC_PREFIX=run_prefix, HERALD_DATABASE_PREFIX=run_prefix.replace(".", "_"),
                     HERALD_RUN_BASE_PORT=str(port), HERALD_DEV_SMTP_PORT=str(dev_smtp),
                     HERALD_INBOUND_SMTP_PORT=str(inbound), HERALD_STAFF_TOKENS=f"rita={hash_secret(STAFF_TOKEN)}")
-    process = await asyncio.create_subprocess_exec(  # its own process group: nothing it starts outlives the test
-        ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True)
+    process = await _start_run(env, sink)
     sink.close()
     try:
         await eventually(lambda: _read(output), lambda text: "Herald is running" in text, within=180,
@@ -274,9 +272,7 @@ async def test_ctrl_c_in_a_terminal_leaves_the_stack_scripts_run_started_running
                     HERALD_INBOUND_SMTP_PORT=str(inbound), HERALD_STAFF_TOKENS=f"rita={hash_secret(STAFF_TOKEN)}")
     output = tmp_path / "run.log"
     sink = await asyncio.to_thread(output.open, "w")
-    process = await asyncio.create_subprocess_exec(  # the session a terminal gives it; its group is the foreground
-        ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True)
+    process = await _start_run(env, sink)
     sink.close()
     try:
         try:
@@ -332,12 +328,23 @@ async def test_ctrl_c_in_a_terminal_leaves_the_stack_scripts_run_started_running
     assert not any(_port_open(p) for p in (kafka, controller, mongodb))
 
 
+async def _start_run(env: dict[str, str], sink: Any) -> asyncio.subprocess.Process:
+    """scripts/run as a terminal starts it: in a session of its own (its group the foreground one, so nothing it
+    starts outlives the test), stdin closed, SIGINT at its default. A shell starting a background job without job
+    control (nohup, `cmd &` in a script, some CI runners) has it ignored, and a child inherits an ignored signal:
+    bash could not trap the test's Ctrl-C then."""
+    def sigint_as_a_terminal_gives_it() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    return await asyncio.create_subprocess_exec(
+        ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, preexec_fn=sigint_as_a_terminal_gives_it)
+
+
 async def _run_until_it_exits(env: dict[str, str], output: Path, within: float) -> int | None:
     """scripts/run in a session of its own, its output in `output`, until it exits; then nothing of it is left."""
     sink = await asyncio.to_thread(output.open, "w")
-    process = await asyncio.create_subprocess_exec(
-        ROOT / "scripts" / "run", env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True)
+    process = await _start_run(env, sink)
     sink.close()
     try:
         return await asyncio.wait_for(process.wait(), timeout=within)
