@@ -269,7 +269,8 @@ class AuditEntryOut(Out):
     at: datetime
     kind: Literal["login", "password_change", "password_reset_requested", "password_reset_completed", "staff_access",
                   "api_key", "cancellation", "billing_details"] = Field(
-        description="login: a login or a failed attempt (a wrong current password at a password change too); "
+        description="login: a login or a failed attempt (a wrong current password at a password change too, "
+                    "and a password reset link tried with a token not its own: `reason` wrong_reset_token); "
                     "password_change: a user changed their password; password_reset_requested: someone asked for "
                     "a reset link for the user (mailed to the registered address; `request_id`); "
                     "password_reset_completed: the password was set by that link (`request_id`); "
@@ -279,7 +280,11 @@ class AuditEntryOut(Out):
                     "requested, withdrawn; by `username`, or by `staff` recording the customer's request); "
                     "billing_details: a user changed the billing details.")
     result: Literal["success", "failure"] | None = None
-    reason: str | None = Field(default=None, description="Why an attempt failed; for an API key revoked_key, "
+    reason: str | None = Field(default=None, description="Why an attempt failed; for a login "
+                                                          "wrong_password, disabled_user, account_deleted, locked "
+                                                          "(refused unchecked), malformed (not a valid request) or "
+                                                          "wrong_reset_token (a password reset link tried with a "
+                                                          "token not its own); for an API key revoked_key, "
                                                           "wrong_secret, throttled_key or throttled_ip (refused "
                                                           "unchecked: too many failed attempts on the key id, or "
                                                           "from the address).")
@@ -294,7 +299,9 @@ class AuditEntryOut(Out):
     staff: str | None = None
     what: str | None = Field(default=None, description="What staff looked at or did (billing: review_queue, "
                                                        "account, audit_log, approve, reject, cancel, "
-                                                       "withdraw_cancellation; campaigns: "
+                                                       "withdraw_cancellation; event_log: the account's events read "
+                                                       "from the topics with their personal data shown, `herald tail "
+                                                       "--reveal`; campaigns: "
                                                        "review_queue, campaign, approve, reject; compliance: rates, "
                                                        "reinstate; delivery: messages, a person's delivery record).")
     service: str | None = Field(default=None, description="Where staff looked (billing, campaigns, compliance or "
@@ -428,7 +435,8 @@ class PlatformAuditEntryOut(Out):
     at: datetime
     kind: Literal["login", "staff_access"] = Field(
         description="login: a failed attempt naming no user of any account (`reason` unknown_user; malformed, "
-                    "a request that was not valid; locked is only counted, in the hours); staff_access: staff "
+                    "a request that was not valid; wrong_reset_token, a password reset link of no request; locked "
+                    "is only counted, in the hours); staff_access: staff "
                     "read a kept invoice (`invoice_id`) or this log (`what`).")
     result: Literal["failure"] | None = None
     reason: str | None = None
@@ -450,7 +458,8 @@ class PlatformAuditHourOut(Out):
     hour: datetime = Field(description="The hour's start (UTC).")
     attempts: int = Field(description="Login attempts naming no user in the hour, every one.")
     itemised: int = Field(description="Of them, written one by one in the log.")
-    reasons: dict[str, int] = Field(description="The attempts by reason (unknown_user, malformed, locked).")
+    reasons: dict[str, int] = Field(description="The attempts by reason (unknown_user, malformed, "
+                                                "wrong_reset_token, locked).")
 
 
 class PlatformAuditHoursOut(Out):
@@ -698,7 +707,8 @@ def build_api(service: BillingService) -> APIRouter:
                  responses={**problems(404, 422, 429, 503),
                             404: {"model": Problem, "description": (
                                 "password_reset_not_found: no such request, or the token is not its own (one "
-                                "answer for both). A few wrong tokens use the request up.")},
+                                "answer for both). A few wrong tokens use the request up; each is a failed "
+                                "attempt in the account's audit log (`wrong_reset_token`).")},
                             410: {"model": Problem, "description": (
                                 "password_reset_used: used already, or too many wrong tokens were tried; "
                                 "password_reset_expired: asked for more than an hour ago; password_reset_void: "

@@ -48,7 +48,8 @@ log = logging.getLogger("herald.billing")
 T = TypeVar("T")
 SESSION_PREFIX = "hs_"
 SESSION_SALT = "herald.session.v1"
-FailureReason = Literal["unknown_user", "wrong_password", "locked", "disabled_user", "account_deleted", "malformed"]
+FailureReason = Literal["unknown_user", "wrong_password", "locked", "disabled_user", "account_deleted", "malformed",
+                        "wrong_reset_token"]
 StaffWhat = Literal["review_queue", "account", "audit_log", "approve", "reject", "cancel", "withdraw_cancellation"]
 
 
@@ -306,12 +307,15 @@ class BillingService:
             await self.platform_audit.login_attempt(self.clock(), typed if typed is not None else name, client.ip,
                                                     client.user_agent, reason)
             return
+        await self._audit_failure(user.account_id, user.username, client, reason, session_id)
+
+    async def _audit_failure(self, account_id: str, username: str, client: Client, reason: FailureReason,
+                             session_id: str | None = None) -> None:
         # Published, not waited for: an attempt on a known user costs what one on an unknown user does, give or
         # take the publish (no fold to wait for), so timing does not tell them apart.
-        await self.recorder.publish_only([LoginFailed(account_id=user.account_id, producer=domain.PRODUCER,
+        await self.recorder.publish_only([LoginFailed(account_id=account_id, producer=domain.PRODUCER,
                                                       occurred_at=self.clock(), payload=LoginFailedPayload(
-                                                          **self._attempt(user.username, client,
-                                                                          session_id).model_dump(),
+                                                          **self._attempt(username, client, session_id).model_dump(),
                                                           reason=reason))])
 
     @classmethod
@@ -424,23 +428,49 @@ class BillingService:
             await asyncio.gather(*self._reset_requests, return_exceptions=True)
 
     async def reset_request(self, request_id: str, token: str, client: Client) -> domain.PasswordReset:
-        """The request a link names, when the link's token is its own and it may still set a password; a wrong
-        token is counted on the request (a few burn it) and toward the address's login throttle."""
+        """The request a link names, when the link's token is its own and it may still set a password. A wrong
+        token is an attempt to get into the account (PRODUCT.md: every login attempt is audited): counted on the
+        request (a few burn it) and toward the address's login throttle, not the user's (README, "A forgotten
+        password"), and LoginFailed (`wrong_reset_token`) in the log of the account the request is of; one the
+        address's throttle refuses unchecked is LoginFailed (`locked`) there, as a login is. A request id no
+        request has names no account: the platform's audit log keeps the attempt."""
         key = self.password_reset_key
         if key is None:
             raise domain.PasswordResetNotConfigured("password resets are not configured on this platform")
         now = self.clock()
-        with await self.logins.take(None, client.ip, now) as attempt:
+        try:
+            attempt = await self.logins.take(None, client.ip, now)
+        except TooManyAttempts:
+            await self._failed_reset(await self.store.password_reset(request_id), client, "locked")
+            raise
+        with attempt:
             reset = await self.store.password_reset(request_id)
             matches = reset is not None and token_matches(key, reset.request_id, reset.username,
                                                           reset.expires_at, token)
             if not matches:
                 attempt.failed()
-        if not matches and reset is not None:
-            await self.store.wrong_reset_token(request_id)
+        if not matches:
+            if reset is not None:
+                await self.store.wrong_reset_token(request_id)
+            await self._failed_reset(reset, client, "wrong_reset_token")
         user = await self.store.user(reset.username) if reset is not None else None
         account = await self.store.account(reset.account_id) if reset is not None else None
         return domain.check_password_reset(reset, matches, user, account, now)
+
+    async def _failed_reset(self, reset: domain.PasswordReset | None, client: Client,
+                            reason: Literal["wrong_reset_token", "locked"]) -> None:
+        """A reset link's attempt that failed, in the log of the account the request is of (with the username of
+        the request's user, as the request knows it: whether it still exists or not), or the platform's for a
+        request nobody made (or one of an account purged since: its log is gone)."""
+        metrics.LOGINS.labels(reason).inc()
+        if reset is not None and await self.store.account(reset.account_id) is not None:
+            await self._audit_failure(reset.account_id, reset.username, client, reason)
+            return
+        log.warning("password reset tried for no request", extra={
+            "request_id": None if reset is None else reset.request_id, "ip": client.ip,
+            "user_agent": self._user_agent(client), "reason": reason})
+        await self.platform_audit.login_attempt(self.clock(), None if reset is None else reset.username, client.ip,
+                                                client.user_agent, reason)
 
     async def complete_password_reset(self, request_id: str, token: str, new_password: str, client: Client) -> None:
         """A new password by a reset link: as a password change, every session of the user ends; the link is

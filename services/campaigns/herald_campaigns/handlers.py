@@ -365,8 +365,11 @@ class CampaignsService:
                     failures, delay = held.failed(key)
                     metrics.SCHEDULER_FAILURES.labels(step).inc()
                     # The traceback the first time; then a line per try, at most every HeldBack.longest seconds.
+                    # Named as every other line of the campaign is (a key ends `account/campaign`).
+                    *_, account_id, campaign_id = ["", *key.split("/")]
                     log.error("a campaign failed to %s for a reason of its own; the others go on, it is tried "
-                              "again later", step, extra={"key": key, "failures": failures,
+                              "again later", step, extra={"account_id": account_id or None, "campaign": campaign_id,
+                                                          "key": key, "failures": failures,
                                                           "retry_in_seconds": delay, "error": repr(exc)[:500]},
                               exc_info=exc if failures == 1 else None)
                 else:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from herald_shared.contract.billing import PasswordChanged, PasswordResetRequested
+from herald_shared.contract.billing import LoginFailed, PasswordChanged, PasswordResetRequested
 from herald_shared.password_reset import reset_token
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually
@@ -105,6 +105,40 @@ async def test_a_wrong_token_is_an_unknown_request_and_a_few_burn_it(settings: H
             assert (await complete(platform, event.payload.request_id, "B" * 43)).status_code == 404
         burnt = await complete(platform, event.payload.request_id, token_of(event))
         assert burnt.status_code == 410 and burnt.json()["type"].endswith("password_reset_used")
+        # each wrong token an attempt in ada's audit log; the unknown request's in the platform's
+        events = await eventually(platform.events, lambda es: sum(isinstance(e, LoginFailed) for e in es) == 5,
+                                  what="five failed attempts")
+        assert [e.payload.reason for e in events if isinstance(e, LoginFailed)] == ["wrong_reset_token"] * 5
+
+
+async def test_a_wrong_token_is_a_failed_attempt_in_the_accounts_audit_log(settings: HeraldSettings) -> None:
+    """PRODUCT.md: "Every login and login attempt is written to an audit log (who, when, from where, success or
+    not)": a reset link tried with a token not its own is LoginFailed (wrong_reset_token) of the request's user."""
+    async with running_billing(settings, HERALD_PASSWORD_RESET_KEY=KEY) as platform:
+        ada = await platform.sign_up("ada")
+        event = await requested(platform, "ada")
+        wrong = await platform.http.post(f"/v1/password-resets/{event.payload.request_id}/completion",
+                                         json={"token": "A" * 43, "new_password": NEW_PASSWORD},
+                                         headers={"User-Agent": "guessing-browser/1.0"})
+        assert wrong.status_code == 404 and wrong.json()["type"].endswith("password_reset_not_found")
+        events = await eventually(platform.events, lambda es: any(isinstance(e, LoginFailed) for e in es),
+                                  what="the failed attempt on herald.billing")
+        failed, = [e for e in events if isinstance(e, LoginFailed)]
+        assert failed.account_id == ada.account_id
+        assert (failed.payload.reason, failed.payload.username, failed.payload.ip, failed.payload.user_agent) == (
+            "wrong_reset_token", "ada", "203.0.113.7", "guessing-browser/1.0")
+
+        async def failures() -> list[dict[str, Any]]:
+            items = (await ada.http.get("/v1/account/audit-log")).json()["items"]
+            return [e for e in items if e["kind"] == "login" and e["result"] == "failure"]
+
+        entry, = await eventually(failures, bool, what="the audit entry")
+        assert (entry["reason"], entry["username"], entry["ip"], entry["user_agent"], entry["method"]) == (
+            "wrong_reset_token", "ada", "203.0.113.7", "guessing-browser/1.0", "password")
+        # one wrong token does not burn the link: the right one still sets the password
+        done = await complete(platform, event.payload.request_id, token_of(event))
+        assert done.status_code == 204, done.text
+        await platform.log_in("ada", ada.account_id, NEW_PASSWORD)
 
 
 async def test_a_password_changed_since_the_request_voids_the_link(settings: HeraldSettings) -> None:
