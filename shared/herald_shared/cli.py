@@ -6,20 +6,24 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from . import masking
 from .contract import Event, InvalidEvent, parse_event, serialize_event
 from .contract import publish as contract_files
+from .contract.billing import StaffAccessed, StaffAccessedPayload
 from .kafka import (
     DLQ_ORIGIN,
     DLQ_REASON,
@@ -139,7 +143,7 @@ async def cmd_publish(settings: HeraldSettings, args: argparse.Namespace) -> Non
             events.append(parse_event(item))
         except InvalidEvent as exc:
             raise CliError(f"event #{index + 1} refused, nothing published: {exc.reason}") from None
-    producer = make_producer(settings, "herald-cli")
+    producer = make_producer(settings, CLI_PRODUCER)
     await producer.start()
     try:
         results = await EventPublisher(producer, settings.topics).publish_many(events)
@@ -149,31 +153,117 @@ async def cmd_publish(settings: HeraldSettings, args: argparse.Namespace) -> Non
         _out(f"published {event.type} {event.event_id} -> {meta.topic}[{meta.partition}]@{meta.offset}")
 
 
-def _summary(value: bytes | None) -> str:
-    try:
-        event = parse_event(value or b"")
-    except InvalidEvent as exc:
-        return f"INVALID ({exc.reason}) {(value or b'')[:120]!r}"
-    payload = json.dumps(event.payload.model_dump(mode="json"), separators=(",", ":"))
+# What the CLI's own events name as their producer (`herald publish` too, when an event names none).
+CLI_PRODUCER = "herald-cli"
+# How long recording a staff access may take before the CLI gives up (and shows nothing of the account).
+ACCESS_RECORD_SECONDS = 30.0
+
+
+ACCOUNT_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # the envelope's AccountId: a record's key names its account
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One record as the CLI reads it: its event (None when the contract refuses its value, `refused` says why)
+    and the account it belongs to (the event's; else the record's key, if it can name one)."""
+
+    record: Any
+    event: Event | None
+    refused: str | None
+    account: str | None
+
+    @classmethod
+    def of(cls, record: Any) -> Shown:
+        try:
+            event = parse_event(record.value or b"")
+        except InvalidEvent as exc:
+            key = bytes(record.key or b"").decode(errors="replace")
+            return cls(record, None, exc.reason, key if ACCOUNT_KEY.match(key) else None)
+        return cls(record, event, None, event.account_id)
+
+
+class Viewer:
+    """How `herald tail` and `herald dlq list` show what they read: personal data masked (`masking`), or, with
+    --reveal --staff NAME, as it is, once the look is in the account's audit log: one billing StaffAccessed
+    (what=event_log) per account per command, published before anything of that account is printed. A record
+    that names no account is shown masked either way (there is no account to record the look in)."""
+
+    def __init__(self, settings: HeraldSettings, staff: str | None) -> None:
+        self.settings, self.staff = settings, staff
+        self.recorded: set[str] = set()
+        self._producer: AIOKafkaProducer | None = None
+
+    def revealed(self, shown: Shown) -> bool:
+        return shown.account is not None and shown.account in self.recorded
+
+    async def record_access(self, batch: Sequence[Shown]) -> None:
+        """With --reveal: the look at every account of `batch` not yet recorded, recorded (all or none printed
+        unmasked: a refusal raises CliError before any line of the batch)."""
+        if self.staff is None:
+            return
+        accounts = sorted({s.account for s in batch if s.account is not None} - self.recorded)
+        if not accounts:
+            return
+        events = [StaffAccessed(account_id=account, producer=CLI_PRODUCER,
+                                payload=StaffAccessedPayload(staff=self.staff, what="event_log"))
+                  for account in accounts]
+        try:
+            if self._producer is None:
+                self._producer = make_producer(self.settings, CLI_PRODUCER)
+                await asyncio.wait_for(self._producer.start(), ACCESS_RECORD_SECONDS)
+            await asyncio.wait_for(EventPublisher(self._producer, self.settings.topics).publish_many(events),
+                                   ACCESS_RECORD_SECONDS)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise CliError(f"could not record the staff access (StaffAccessed, event_log) of account(s) "
+                           f"{', '.join(accounts)}: {type(exc).__name__}: {exc}; nothing of them was printed "
+                           f"unmasked") from None
+        self.recorded.update(accounts)
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def print_lines(self, records: Sequence[Any], lines: Callable[[Shown, bool], list[str]]) -> None:
+        batch = [Shown.of(record) for record in records]
+        await self.record_access(batch)
+        for shown in batch:
+            for line in lines(shown, self.revealed(shown)):
+                _out(line)
+
+
+def _summary(shown: Shown, revealed: bool) -> str:
+    value: bytes = shown.record.value or b""
+    if shown.event is None:
+        if revealed:
+            return f"INVALID ({shown.refused}) {value[:120]!r}"
+        return f"INVALID ({masking.mask_addresses_in(shown.refused or '')}) {masking.mask_raw(value)[:120]}"
+    event = shown.event
+    data = event.model_dump(mode="json")
+    payload = json.dumps(data["payload"] if revealed else masking.mask_event(data)["payload"], separators=(",", ":"),
+                         ensure_ascii=False)
     return (f"{event.occurred_at.isoformat(timespec='seconds')} {event.type} account={event.account_id} "
             f"id={event.event_id} {payload[:300]}")
 
 
-def _tail_line(record: Any) -> str:
-    return f"{record.topic}[{record.partition}]@{record.offset} {_summary(record.value)}"
+def _tail_lines(shown: Shown, revealed: bool) -> list[str]:
+    record = shown.record
+    return [f"{record.topic}[{record.partition}]@{record.offset} {_summary(shown, revealed)}"]
 
 
 async def cmd_tail(settings: HeraldSettings, args: argparse.Namespace) -> None:
     topic = settings.topics(args.topic)
-    if args.lines is not None:
-        await _tail_latest(settings, topic, args.lines, follow=args.follow)
-        return
-    async for records in read_from_start(settings, [topic], follow=args.follow):
-        for record in records:
-            _out(_tail_line(record))
+    viewer = Viewer(settings, args.staff if args.reveal else None)
+    try:
+        if args.lines is not None:
+            await _tail_latest(settings, viewer, topic, args.lines, follow=args.follow)
+            return
+        async for records in read_from_start(settings, [topic], follow=args.follow):
+            await viewer.print_lines(records, _tail_lines)
+    finally:
+        await viewer.close()
 
 
-async def _tail_latest(settings: HeraldSettings, topic: str, count: int, *, follow: bool) -> None:
+async def _tail_latest(settings: HeraldSettings, viewer: Viewer, topic: str, count: int, *, follow: bool) -> None:
     """The latest `count` events of `topic`, as `tail -n` prints a file's last lines: the last ones written of all
     its partitions together (by the time their producer wrote them, oldest first); with `follow`, then every one
     written after. Reads only the end of each partition, however long the topic's history."""
@@ -188,17 +278,15 @@ async def _tail_latest(settings: HeraldSettings, topic: str, count: int, *, foll
         for tp in tps:
             latest += await _last_records(consumer, tp, starts[tp], ends[tp], count)
         latest.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
-        for record in latest[len(latest) - count:]:
-            _out(_tail_line(record))
+        await viewer.print_lines(latest[len(latest) - count:], _tail_lines)
         if not follow:
             return
         for tp in tps:
             consumer.seek(tp, ends[tp])
         while True:
             batches = await consumer.getmany(timeout_ms=1000)
-            for tp in sorted(batches, key=lambda t: t.partition):
-                for record in batches[tp]:
-                    _out(_tail_line(record))
+            await viewer.print_lines([r for tp in sorted(batches, key=lambda t: t.partition) for r in batches[tp]],
+                                     _tail_lines)
     finally:
         await consumer.stop()
 
@@ -238,17 +326,28 @@ def _header(record: Any, name: str) -> str:
     return ""
 
 
+def _dlq_lines(shown: Shown, revealed: bool) -> list[str]:
+    r = shown.record
+    origin = (f"{_header(r, DLQ_SOURCE_TOPIC)}[{_header(r, DLQ_SOURCE_PARTITION)}]"
+              f"@{_header(r, DLQ_SOURCE_OFFSET)}" if _header(r, DLQ_SOURCE_PARTITION)
+              else _header(r, DLQ_ORIGIN) or _header(r, DLQ_SOURCE_TOPIC))
+    reason, value = _header(r, DLQ_REASON), bytes(r.value or b"")
+    if revealed:
+        return [f"{r.partition}:{r.offset} from {origin} reason: {reason}", f"    value: {value[:200]!r}"]
+    return [f"{r.partition}:{r.offset} from {origin} reason: {masking.mask_addresses_in(reason)}",
+            f"    value: {masking.mask_raw(value)[:200]}"]
+
+
 async def cmd_dlq_list(settings: HeraldSettings, args: argparse.Namespace) -> None:
     topic = _dlq_topic(settings, args.topic)
     count = 0
-    async for records in read_from_start(settings, [topic]):
-        for r in records:
-            count += 1
-            origin = (f"{_header(r, DLQ_SOURCE_TOPIC)}[{_header(r, DLQ_SOURCE_PARTITION)}]"
-                      f"@{_header(r, DLQ_SOURCE_OFFSET)}" if _header(r, DLQ_SOURCE_PARTITION)
-                      else _header(r, DLQ_ORIGIN) or _header(r, DLQ_SOURCE_TOPIC))
-            _out(f"{r.partition}:{r.offset} from {origin} reason: {_header(r, DLQ_REASON)}")
-            _out(f"    value: {(r.value or b'')[:200]!r}")
+    viewer = Viewer(settings, args.staff if args.reveal else None)
+    try:
+        async for records in read_from_start(settings, [topic]):
+            count += len(records)
+            await viewer.print_lines(records, _dlq_lines)
+    finally:
+        await viewer.close()
     _out(f"{count} dead-letter entr{'y' if count == 1 else 'ies'} in {topic}")
 
 
@@ -347,6 +446,28 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _staff_name(text: str) -> str:
+    if not text.strip() or len(text) > 200:
+        raise argparse.ArgumentTypeError(f"{text!r}: give your name as staff (1 to 200 characters)")
+    return text
+
+
+def _add_reveal(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--reveal", action="store_true",
+                         help="show personal data (masked by default); needs --staff, and each account's first "
+                              "event shown is recorded in its audit log first (StaffAccessed, what=event_log)")
+    command.add_argument("--staff", type=_staff_name, metavar="NAME",
+                         help="who reveals (with --reveal): the name the audit log records")
+
+
+def _check_reveal(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    reveal, staff = getattr(args, "reveal", False), getattr(args, "staff", None)
+    if reveal and staff is None:
+        parser.error("--reveal needs --staff NAME: who looks at the personal data is recorded in the audit log")
+    if staff is not None and not reveal:
+        parser.error("--staff goes with --reveal (without it, personal data is masked and nothing is recorded)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="herald", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -360,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pub = sub.add_parser("publish", help="validate an event (or a JSON list of them) and publish it")
     pub.add_argument("file", help="JSON file, or - for standard input")
-    pub.add_argument("--producer", default="herald-cli", help="producer name when the event has none")
+    pub.add_argument("--producer", default=CLI_PRODUCER, help="producer name when the event has none")
     pub.set_defaults(run=cmd_publish)
 
     tail = sub.add_parser("tail", help="print a topic's events as readable lines: all from the beginning, or the "
@@ -370,12 +491,14 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--lines", "-n", type=_count, default=None, metavar="N",
                       help="only the latest N events of the topic (all its partitions, by the time each was "
                            "written; 0: none), as tail -n does; with -f, then every new one")
+    _add_reveal(tail)
     tail.set_defaults(run=cmd_tail)
 
     dlq = sub.add_parser("dlq", help="dead-letter entries: list them, replay one")
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
     dlq_list = dlq_sub.add_parser("list", help="entries of a topic's dead-letter topic with their reasons")
     dlq_list.add_argument("topic", help="base topic, e.g. herald.delivery")
+    _add_reveal(dlq_list)
     dlq_list.set_defaults(run=cmd_dlq_list)
     replay = dlq_sub.add_parser("replay", help="send one entry back to its topic, after a fix")
     replay.add_argument("topic", help="base topic, e.g. herald.delivery")
@@ -400,7 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_reveal(parser, args)
     try:
         if hasattr(args, "sync"):
             return int(args.sync(args))
