@@ -37,7 +37,7 @@ class BillingEvent(Event):
 
 class AccountOpenedPayload(Payload):
     company_name: Name
-    registered_email: Email = Field(description="Where account notices (suspension, payment) go.")
+    registered_email: Email = personal_data("Where account notices (suspension, payment) go.")
     main_username: Username
     terms_accepted_at: Instant = Field(description="Starts the 30-day trial.")
 
@@ -211,7 +211,7 @@ class LoginAttempt(Payload):
     actor: Literal["user", "staff"] = "user"
     method: Literal["password", "api_key"]
     ip: str | None = personal_data("Where the attempt came from (audit log).", default=None)
-    user_agent: ShortText | None = None
+    user_agent: ShortText | None = personal_data("The client's User-Agent (audit log).", default=None)
     session_id: Identifier | None = Field(default=None, description="The session a password login opened.")
 
 

@@ -17,6 +17,7 @@ from .envelope import (
     Name,
     Payload,
     ShortText,
+    personal_data,
 )
 from .subscriptions import FieldName, FieldValue
 
@@ -166,7 +167,8 @@ class CampaignTestRequestedPayload(Payload):
 
     campaign_id: Identifier
     test_id: Identifier
-    recipients: list[Email] = Field(min_length=1, max_length=5)
+    recipients: list[Email] = personal_data("Where the test goes (the customer's own addresses, as a rule).",
+                                            min_length=1, max_length=5)
     content: CampaignContent
     sample: dict[FieldName, FieldValue] = Field(
         default_factory=dict, description="The values merge tags render with (a chosen member or a sample).")
