@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import functools
 import uuid
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -1205,11 +1205,15 @@ def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts:
     decision = Decision()
     touched: set[str] = set()
     fresh: set[str] = set()
+    counted: list[Input] = []  # what an announcement can be caused by (`cause_of`)
     for item in inputs:
         if state.applied(item.source, item.offset):
             decision.note(item, "replayed")
             continue
-        decision.note(item, evolve(account_id, state, item, facts, lists, policy, touched, fresh, sends))
+        outcome = evolve(account_id, state, item, facts, lists, policy, touched, fresh, sends)
+        decision.note(item, outcome)
+        if outcome == "counted":
+            counted.append(item)
         state.mark_applied(item.source, item.offset)
     state.prune(policy)
     state.release(sends)
@@ -1218,14 +1222,14 @@ def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts:
     already = state.suspension is not None or suspension_id(account_id, state.epoch) in announced
     breach, warnings = evaluate(account_id, state, policy, already)
     if breach is not None:
-        decision.announcements.append(suspension_event(account_id, breach))
+        decision.announcements.append(suspension_event(account_id, breach, cause_of(counted, breach)))
         value = float(breach.value)
         state.suspension = {"event_id": breach.event_id, "metric": breach.rule.metric, "value": value,
                             "threshold": float(breach.rule.threshold), "scope": breach.scope.key,
                             "counts": breach.counts.evidence(), "judged_sent": breach.judged_sent,
                             "at": now.isoformat()}
     for warning in warnings:
-        decision.announcements.append(warning_event(account_id, warning))
+        decision.announcements.append(warning_event(account_id, warning, cause_of(counted, warning)))
         state.warned[f"{warning.rule.metric}|{warning.scope.key}"] = str(warning.level)
     messages = campaign_messages(state)
     for list_id in sorted(touched | fresh):
@@ -1249,10 +1253,44 @@ def decide(account_id: str, state: AccountState, inputs: Iterable[Input], facts:
                 record.flagged.append(recreated.earlier_list_id)
             record.compared_at_members = record.members_added()
         for finding in found:
-            decision.announcements.append(one_off_event(account_id, finding))
+            decision.announcements.append(one_off_event(account_id, finding, list_cause(counted, finding)))
         if found or list_id in fresh:
             lists.put(list_id, record)
     return decision
+
+
+def cause_of(counted: Sequence[Input], judged: Breach | Warning) -> Event | None:
+    """The event an announcement of a rate is caused by: of the inputs this judgement counted, the last with a fact
+    of the rule's kind (of the scope's campaign, for a campaign's rate: the bounce or complaint that reached the
+    threshold), else the last with a fact of that kind, else the last counted; None when it counted none (an
+    account judged again once the sends its unsubscribes waited for are read). Looked for only when there is an
+    announcement, so the inputs' path costs one append."""
+    kind, campaign = judged.rule.counted, judged.scope.name if judged.scope.kind == "campaign" else None
+    of_kind: Event | None = None
+    for item in reversed(counted):
+        for fact in facts_of(item.event, item.produced_at):
+            if fact.kind == kind:
+                if campaign is None or fact.campaign_id == campaign:
+                    return item.event
+                of_kind = of_kind or item.event
+    return of_kind or (counted[-1].event if counted else None)
+
+
+def list_cause(counted: Sequence[Input], finding: OneOffSending) -> Event | None:
+    """The event one-off sending is found on: the last counted input about the new list (its member added, its
+    first campaign's message sent), else the last counted."""
+    for item in reversed(counted):
+        if getattr(item.event.payload, "list_id", None) == finding.new_list_id:
+            return item.event
+    return counted[-1].event if counted else None
+
+
+def caused_by(cause: Event | None) -> dict[str, uuid.UUID]:
+    """The envelope fields of an announcement caused by `cause` (`Event.caused`: its flow, and it as the cause);
+    nothing without one."""
+    if cause is None:
+        return {}
+    return {"correlation_id": cause.correlation_id or cause.event_id, "causation_id": cause.event_id}
 
 
 def campaign_messages(state: AccountState) -> MessagesOf:
@@ -1390,7 +1428,7 @@ COUNTED_NAMES: dict[FactKind, str] = {"hard_bounce": "hard bounce", "complaint":
                                       "unsubscribe": "unsubscribe", "block": "block"}
 
 
-def suspension_event(account_id: str, breach: Breach) -> AccountSuspended:
+def suspension_event(account_id: str, breach: Breach, cause: Event | None = None) -> AccountSuspended:
     """`value` is the rate the rule compared with `threshold`; below the minimum volume its denominator is that
     minimum, which the reason says with the counts behind it."""
     value = float(breach.value)
@@ -1402,15 +1440,15 @@ def suspension_event(account_id: str, breach: Breach) -> AccountSuspended:
     reason = (f"{breach.rule.metric.replace('_', ' ')} {value:.2%} {comparison} {float(breach.rule.threshold):.2%}"
               f" ({breach.scope.kind.replace('_', ' ')} {breach.scope.name}: {volume})")
     return AccountSuspended(
-        event_id=breach.event_id, account_id=account_id, producer=PRODUCER,
+        event_id=breach.event_id, account_id=account_id, producer=PRODUCER, **caused_by(cause),
         payload=AccountSuspendedPayload(metric=breach.rule.metric, value=min(1.0, value),
                                         threshold=float(breach.rule.threshold), scope=rate_scope(breach.scope),
                                         counts=rate_counts(breach.counts), reason=reason, notify_account=True))
 
 
-def warning_event(account_id: str, warning: Warning) -> AccountWarned:
+def warning_event(account_id: str, warning: Warning, cause: Event | None = None) -> AccountWarned:
     return AccountWarned(
-        event_id=warning.event_id, account_id=account_id, producer=PRODUCER,
+        event_id=warning.event_id, account_id=account_id, producer=PRODUCER, **caused_by(cause),
         payload=AccountWarnedPayload(metric=warning.rule.metric, value=min(1.0, float(warning.value)),
                                      warning_level=float(warning.level), threshold=float(warning.rule.threshold),
                                      scope=rate_scope(warning.scope), counts=rate_counts(warning.counts),
@@ -1418,7 +1456,7 @@ def warning_event(account_id: str, warning: Warning) -> AccountWarned:
                                                else {"judged_sent": warning.judged_sent})))
 
 
-def one_off_event(account_id: str, finding: OneOffSending) -> AccountWarned:
+def one_off_event(account_id: str, finding: OneOffSending, cause: Event | None = None) -> AccountWarned:
     earlier, new = finding.earlier, finding.new
     # A deleted list keeps the evidence's names it had before re-creations without a deletion were flagged.
     name = "deleted_list" if finding.reason == "list_deleted" else "earlier_list"
@@ -1437,7 +1475,7 @@ def one_off_event(account_id: str, finding: OneOffSending) -> AccountWarned:
         evidence["new_lists"] = len(ids)
         evidence["new_list_members"] = round(new.members() + sum(r.members() for _, r in finding.together_with))
     return AccountWarned(
-        event_id=finding.event_id, account_id=account_id, producer=PRODUCER,
+        event_id=finding.event_id, account_id=account_id, producer=PRODUCER, **caused_by(cause),
         payload=AccountWarnedPayload(metric="one_off_sending", value=round(finding.shared, 4), evidence=evidence))
 
 

@@ -28,7 +28,7 @@ from herald_shared.contract import Event, parse_event, serialize_event
 from herald_shared.mongo import Document
 
 from . import domain
-from .domain import CampaignProgress, FinalResult
+from .domain import CampaignFlow, CampaignProgress, FinalResult
 from .queue import JobQueue
 from .store import scoped
 
@@ -57,10 +57,13 @@ class Publisher(Protocol):
 
 class CampaignCompletion:
     def __init__(self, store: CompletionStore, jobs: JobQueue, publisher: Publisher,
-                 closed: Callable[[str], object] = lambda key: None) -> None:
-        """`closed`: told each campaign (`account:campaign`) this process closed, whose gates need not be held."""
+                 closed: Callable[[str], object] = lambda key: None,
+                 flow: Callable[[str, str], CampaignFlow | None] = lambda account_id, campaign_id: None) -> None:
+        """`closed`: told each campaign (`account:campaign`) this process closed, whose gates need not be held.
+        `flow`: a campaign's flow (`GateBook.flow`), which its CampaignDeliveryFinished carries."""
         self._store = store
         self._closed = closed
+        self._flow = flow
         self._jobs = jobs
         self._publisher = publisher
         self._progress: dict[str, CampaignProgress] = {}
@@ -154,7 +157,7 @@ class CampaignCompletion:
             return
         event = domain.delivery_finished(account_id, campaign_id, progress, self._jobs.unfinished(account_id,
                                                                                                   campaign_id),
-                                         datetime.now(UTC))
+                                         datetime.now(UTC), self._flow(account_id, campaign_id))
         if event is None:
             return
         if progress.expanded_jobs != progress.finished_messages:

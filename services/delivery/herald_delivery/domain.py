@@ -59,6 +59,43 @@ MessageKind = Literal["campaign", "confirmation", "account_notice", "test"]
 PRODUCER = "delivery"
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignFlow:
+    """The flow a campaign's messages belong to: that of the CampaignQueued that made their jobs (its correlation,
+    or its own id when it has none, as `Event.caused` says), which caused them. Kept once per campaign (its
+    document's `flow`, the gate book in memory), not per job; a campaign queued before 2026-12-07 has none."""
+
+    correlation_id: uuid.UUID
+    queued_event_id: uuid.UUID
+
+    @classmethod
+    def of(cls, queued: Event) -> CampaignFlow:
+        return cls(queued.correlation_id or queued.event_id, queued.event_id)
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> CampaignFlow | None:
+        """The flow a campaign document keeps (`stored`), or None (queued before it was kept)."""
+        stored = doc.get("flow")
+        if not isinstance(stored, Mapping):
+            return None
+        try:
+            return cls(uuid.UUID(str(stored["correlation_id"])), uuid.UUID(str(stored["queued_event_id"])))
+        except (KeyError, ValueError):
+            return None
+
+    def stored(self) -> dict[str, str]:
+        return {"correlation_id": str(self.correlation_id), "queued_event_id": str(self.queued_event_id)}
+
+    def caused(self) -> dict[str, uuid.UUID]:
+        """Envelope fields of an event about one of the campaign's messages: its flow, caused by the queueing."""
+        return {"correlation_id": self.correlation_id, "causation_id": self.queued_event_id}
+
+
+def caused_by(flow: CampaignFlow | None) -> dict[str, uuid.UUID]:
+    """`flow.caused()`, or nothing (the event carries no flow but the one under way, if any)."""
+    return flow.caused() if flow is not None else {}
+
+
 def message_id_for(account_id: str, campaign_id: str, subscriber_id: str) -> str:
     """Deterministic: the same campaign and subscriber always give the same message id."""
     return str(uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"campaign:{account_id}:{campaign_id}:{subscriber_id}"))
@@ -319,7 +356,7 @@ def delivery_finished_event_id(account_id: str, campaign_id: str) -> uuid.UUID:
 
 
 def delivery_finished(account_id: str, campaign_id: str, progress: CampaignProgress, unfinished: int,
-                      now: datetime) -> CampaignDeliveryFinished | None:
+                      now: datetime, flow: CampaignFlow | None = None) -> CampaignDeliveryFinished | None:
     """The end of a campaign, or None: it has ended when its expansion has written every job and none of its
     messages is unfinished (pending, held behind a closed gate, or deferred for a retry). A campaign nobody
     receives ends right after its expansion; a cancelled one once its remaining messages are recorded
@@ -329,7 +366,7 @@ def delivery_finished(account_id: str, campaign_id: str, progress: CampaignProgr
         return None
     return CampaignDeliveryFinished(
         event_id=delivery_finished_event_id(account_id, campaign_id), account_id=account_id, producer=PRODUCER,
-        occurred_at=now, payload=CampaignDeliveryFinishedPayload(
+        occurred_at=now, **caused_by(flow), payload=CampaignDeliveryFinishedPayload(
             campaign_id=campaign_id, recipients=progress.finished_messages, sent=progress.sent,
             bounced=progress.bounced, skipped=progress.skipped, failed=progress.failed,
             cancelled=progress.cancelled))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from herald_shared import correlation
 from herald_shared.campaign_links import tracked_links
 from herald_shared.contract import Event
 from herald_shared.contract.billing import (
@@ -38,7 +39,7 @@ from herald_shared.sent import SENT_KINDS
 from . import domain, metrics
 from .completion import CampaignCompletion
 from .customer_dkim import CUSTOMER_DKIM_EVENTS, CustomerDkim
-from .domain import AccountState, CampaignState, Gate
+from .domain import AccountState, CampaignFlow, CampaignState, Gate
 from .queue import JobQueue
 from .store import DeliveryStore, scoped
 
@@ -65,6 +66,9 @@ class GateBook:
         self.clock = clock
         self.accounts: dict[str, AccountState] = {}
         self.campaigns: dict[str, CampaignState] = {}
+        # The flow of each campaign known here (`CampaignFlow`: its CampaignQueued's), by `account:campaign`: the
+        # sender's events about its messages carry it, and its log lines name it.
+        self.flows: dict[str, CampaignFlow] = {}
         self.changed = asyncio.Event()
         self.sent: dict[str, dict[str, int]] = {}
         self.in_flight: dict[str, dict[str, int]] = {}
@@ -75,12 +79,23 @@ class GateBook:
     def campaign(self, account_id: str, campaign_id: str) -> CampaignState:
         return self.campaigns.get(scoped(account_id, campaign_id)) or CampaignState(campaign_id)
 
+    def closed(self, key: str) -> None:
+        """A campaign (`account:campaign`) closed: every message of it has ended, and its end is announced."""
+        self.campaigns.pop(key, None)
+        self.flows.pop(key, None)
+
+    def flow(self, account_id: str, campaign_id: str | None) -> CampaignFlow | None:
+        """The campaign's flow, if it has one (None for a message of no campaign)."""
+        return self.flows.get(scoped(account_id, campaign_id)) if campaign_id else None
+
     def forget_account(self, account_id: str) -> None:
         """Retention: what is known of the account and its campaigns. Its gates are closed from then on (an
         unknown account is not approved), for any message still on its way."""
         self.accounts.pop(account_id, None)
         for key in [k for k in self.campaigns if k.startswith(account_id + ":")]:
             del self.campaigns[key]
+        for key in [k for k in self.flows if k.startswith(account_id + ":")]:
+            del self.flows[key]
         self.sent.pop(account_id, None)
 
     def gate_for(self, account_id: str, campaign_id: str | None) -> Gate | None:
@@ -253,17 +268,19 @@ class Expansion:
     not_before: datetime
     token: str  # the campaign document's `expansion_pending`: only this expansion's end may clear it
     generation: int = 0
+    flow: CampaignFlow | None = None  # the campaign's: what the expansion logs (and announces) is of it
 
     @classmethod
     def of(cls, event: CampaignQueued) -> Expansion:
         p = event.payload
         return cls(event.account_id, p.campaign_id, p.list_id, dict(p.segment.field_equals),
-                   p.send_at or event.occurred_at, str(event.event_id))
+                   p.send_at or event.occurred_at, str(event.event_id), flow=CampaignFlow.of(event))
 
     @classmethod
     def of_document(cls, doc: Document) -> Expansion:
         return cls(doc["account_id"], doc["state"]["campaign_id"], doc["list_id"], dict(doc.get("segment") or {}),
-                   doc.get("send_at") or doc["queued_at"], str(doc["expansion_pending"]))
+                   doc.get("send_at") or doc["queued_at"], str(doc["expansion_pending"]),
+                   flow=CampaignFlow.from_document(doc))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -358,28 +375,30 @@ class Expansions:
         try:
             while self._pending:
                 expansion = self._current = self._pending.popleft()
-                try:
-                    await self._expand(expansion)
-                    self._done(expansion, failures)
-                except TRANSIENT_ERRORS:
-                    metrics.EXPANSION_FAILURES.inc()
-                    log.warning("expanding a campaign hit an infrastructure error; trying again", exc_info=True,
-                                extra={"account": expansion.account_id, "campaign": expansion.campaign_id})
-                    self._retry(expansion)
-                    await asyncio.sleep(self._retry_seconds)
-                except Exception as exc:
-                    metrics.EXPANSION_FAILURES.inc()
-                    failed = failures[expansion.generation] = failures.get(expansion.generation, 0) + 1
-                    log.exception("expanding a campaign failed", extra={
-                        "account": expansion.account_id, "campaign": expansion.campaign_id, "attempt": failed})
-                    if failed < self._attempts:
+                # Its own flow: this task runs in the flow of the CampaignQueued that started it, not of the others.
+                with correlation.flow(expansion.flow.correlation_id if expansion.flow is not None else None):
+                    try:
+                        await self._expand(expansion)
+                        self._done(expansion, failures)
+                    except TRANSIENT_ERRORS:
+                        metrics.EXPANSION_FAILURES.inc()
+                        log.warning("expanding a campaign hit an infrastructure error; trying again", exc_info=True,
+                                    extra={"account": expansion.account_id, "campaign": expansion.campaign_id})
                         self._retry(expansion)
                         await asyncio.sleep(self._retry_seconds)
-                        continue
-                    self._done(expansion, failures)
-                    await self._given_up(expansion, f"{type(exc).__name__}: {exc}")
-                finally:
-                    self._current = None
+                    except Exception as exc:
+                        metrics.EXPANSION_FAILURES.inc()
+                        failed = failures[expansion.generation] = failures.get(expansion.generation, 0) + 1
+                        log.exception("expanding a campaign failed", extra={
+                            "account": expansion.account_id, "campaign": expansion.campaign_id, "attempt": failed})
+                        if failed < self._attempts:
+                            self._retry(expansion)
+                            await asyncio.sleep(self._retry_seconds)
+                            continue
+                        self._done(expansion, failures)
+                        await self._given_up(expansion, f"{type(exc).__name__}: {exc}")
+                    finally:
+                        self._current = None
         finally:
             if asyncio.current_task() is self._task:
                 self._task = None
@@ -447,7 +466,8 @@ class ControlHandler:
         """At start-up: the gates (of the open campaigns: any other is read when an event names it), and the
         expansions a stop or crash interrupted, taken up again."""
         self._gates.accounts = {s.account_id: s for s in await self._store.all_accounts()}
-        self._gates.campaigns, pending = await self._store.campaigns_at_start()
+        self._gates.flows = {}
+        self._gates.campaigns, pending = await self._store.campaigns_at_start(flows=self._gates.flows)
         for doc in pending:
             expansion = Expansion.of_document(doc)
             if self._completion is not None:
@@ -484,10 +504,13 @@ class ControlHandler:
                        send_at=p.send_at, queued_at=event.occurred_at)
             doc.pop("expanded_jobs", None)  # written again when this expansion has written every job
             doc["expansion_pending"] = str(event.event_id)  # cleared by this expansion's end only
+            flow = CampaignFlow.of(event)
+            doc["flow"] = flow.stored()  # an additive field: a document without it is a campaign of no flow
             # Written before its jobs exist: the sender renders from this document as soon as they do.
             await self._store.save_campaigns([doc])
             self._dirty_campaigns.pop(key, None)
             self._gates.campaigns[key] = state
+            self._gates.flows[key] = flow
             if self._completion is not None:
                 self._completion.expanding(event.account_id, campaign_id)
             self.expansions.submit(Expansion.of(event))

@@ -481,13 +481,14 @@ class InboundHandler:
         report = hashlib.sha256(data).hexdigest()
         events: list[Event] = []
         for job in known:
+            flow = await self._flow(job)
             for index, finding in enumerate(findings):
                 # Deterministic ids: the same report delivered again (our 250 lost on the way) or another
                 # report of the same bounce class gives the same event.
                 event_id = (domain.inbound_bounce_event_id(job["_id"], str(finding.bounce_class))
                             if finding.kind == "bounce"
                             else uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"inbound:{job['_id']}:{report}:{index}"))
-                events.append(self._event(job, finding, mail_from).model_copy(update={"event_id": event_id}))
+                events.append(self._event(job, finding, mail_from, flow).model_copy(update={"event_id": event_id}))
         bounces = {str(e.event_id): e for e in events if isinstance(e, MessageBounced)}
         seen = await self._store.bounces_reported(list(bounces))
         fresh = [e for e in events if str(e.event_id) not in seen]
@@ -510,16 +511,23 @@ class InboundHandler:
         report = hashlib.sha256(data).hexdigest()
         await self._publisher.publish_many([UnsubscribeRequested(
             event_id=uuid.uuid5(HERALD_DELIVERY_NAMESPACE, f"inbound:{job['_id']}:{report}:unsubscribe"),
-            account_id=job["account_id"], producer=PRODUCER,
+            account_id=job["account_id"], producer=PRODUCER, **domain.caused_by(await self._flow(job)),
             payload={"message_id": job["_id"], "kind": job["kind"], "campaign_id": job.get("campaign_id"),
                      "subscriber_id": job.get("subscriber_id"), "list_id": job.get("list_id"),
                      "channel": "mailto"}) for job in jobs])
         return "unsubscribe"
 
-    def _event(self, job: Document, finding: Finding, mail_from: str) -> Event:
+    async def _flow(self, job: Document) -> domain.CampaignFlow | None:
+        """A campaign message's flow (its campaign document's): a report about it is of the same flow."""
+        if job["kind"] != "campaign" or not job.get("campaign_id"):
+            return None
+        return await self._store.campaign_flow(job["account_id"], job["campaign_id"])
+
+    def _event(self, job: Document, finding: Finding, mail_from: str,
+               flow: domain.CampaignFlow | None = None) -> Event:
         ref = {"message_id": job["_id"], "kind": job["kind"], "campaign_id": job.get("campaign_id"),
                "subscriber_id": job.get("subscriber_id"), "list_id": job.get("list_id")}
-        envelope = {"account_id": job["account_id"], "producer": PRODUCER}
+        envelope = {"account_id": job["account_id"], "producer": PRODUCER, **domain.caused_by(flow)}
         if finding.kind == "complaint":
             reporter = finding.reporting or _host_name(mail_from.rpartition("@")[2]) or "unknown"
             return ComplaintReceived(**envelope, payload={**ref, "feedback_type": finding.feedback_type,

@@ -242,8 +242,8 @@ class Delivery(WatchedTasks):
                              max_delay=timedelta(seconds=max(settings.retry_max_delay, settings.retry_first_delay)),
                              give_up_after=timedelta(seconds=settings.retry_give_up))
         self.jobs = JobQueue(self.gates.changed)
-        self.completion = CampaignCompletion(self.store, self.jobs, self.publisher,
-                                             closed=lambda key: self.gates.campaigns.pop(key, None))
+        self.completion = CampaignCompletion(self.store, self.jobs, self.publisher, closed=self.gates.closed,
+                                             flow=self.gates.flow)
         self.sender = Sender(self.store, self.gates, self.jobs, renderer, relay, self.publisher, policy,
                              SenderConfig(concurrency=settings.concurrency, account_rate=settings.account_rate,
                                           domain_rate=settings.domain_rate, poll_interval=settings.poll_interval,

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from herald_shared import correlation
 from herald_shared.contract import Event, parse_event, serialize_event
 from herald_shared.contract.campaigns import CampaignContent
 from herald_shared.contract.delivery import (
@@ -50,7 +51,7 @@ from herald_shared.templating import RenderError, TemplateProblem
 
 from . import domain, metrics
 from .completion import CampaignCompletion
-from .domain import Gate, Member, RetryPolicy, SmtpReply, TokenBucket
+from .domain import CampaignFlow, Gate, Member, RetryPolicy, SmtpReply, TokenBucket, caused_by
 from .handlers import GateBook
 from .queue import JobQueue
 from .render import CampaignTemplate, Rendered, Renderer, TemplateError, compile_campaign
@@ -298,33 +299,40 @@ class Sender:
             self._deleted_lists |= await self._store.deleted_lists(due)
             self._lists_checked.update(dict.fromkeys(due, now))
 
+    def _flow(self, job: Document) -> CampaignFlow | None:
+        """The flow of a campaign message (its campaign's: `GateBook.flows`); None for any other message."""
+        return self._gates.flow(job["account_id"], job.get("campaign_id")) if job["kind"] == "campaign" else None
+
     async def _worker(self, connection: RelayConnection) -> None:
         while True:
             job, member, member_read_at, claim = await self._queue.get()
-            self._busy += 1
-            metrics.POOL_CONNECTIONS.labels("busy").set(self._busy)
-            done = False
-            try:
-                await self._deliver(job, member, connection, member_read_at)
-                done = True
-            except Exception:
-                # Infrastructure trouble while recording: the job is tried again in a while (and after a
-                # crash it is in doubt); logged loudly, never lost silently.
-                log.exception("delivering a message failed", extra={"message_id": job["_id"]})
-                if not job.get("_answered"):
-                    done = True  # not sent (put back, or gone from the queue): nothing of it is in doubt
-                    if job["_id"] in self._jobs:
-                        self._jobs.retry_at(job["_id"], datetime.now(UTC) + timedelta(seconds=5))
-            finally:
-                # A job the relay answered whose outcome was not recorded (stopping meanwhile) keeps its claim:
-                # the next start finds it in doubt.
-                if done:
-                    self._done_with(claim)
-                self._busy -= 1
+            flow = self._flow(job)
+            # In its campaign's flow, as a consumer handles an event in the event's: its log lines name it.
+            with correlation.flow(flow.correlation_id if flow is not None else None):
+                self._busy += 1
                 metrics.POOL_CONNECTIONS.labels("busy").set(self._busy)
-                self._outstanding -= 1
-                self._slot_freed.set()
-                self._queue.task_done()
+                done = False
+                try:
+                    await self._deliver(job, member, connection, member_read_at)
+                    done = True
+                except Exception:
+                    # Infrastructure trouble while recording: the job is tried again in a while (and after a
+                    # crash it is in doubt); logged loudly, never lost silently.
+                    log.exception("delivering a message failed", extra={"message_id": job["_id"]})
+                    if not job.get("_answered"):
+                        done = True  # not sent (put back, or gone from the queue): nothing of it is in doubt
+                        if job["_id"] in self._jobs:
+                            self._jobs.retry_at(job["_id"], datetime.now(UTC) + timedelta(seconds=5))
+                finally:
+                    # A job the relay answered whose outcome was not recorded (stopping meanwhile) keeps its claim:
+                    # the next start finds it in doubt.
+                    if done:
+                        self._done_with(claim)
+                    self._busy -= 1
+                    metrics.POOL_CONNECTIONS.labels("busy").set(self._busy)
+                    self._outstanding -= 1
+                    self._slot_freed.set()
+                    self._queue.task_done()
 
     def _test_refused(self, job: Document) -> str | None:
         """A test send is refused, not held, while the account is suspended or blocked (domain), and to an
@@ -598,7 +606,8 @@ class Sender:
         first = job.get("first_attempt_at") or now
         ref: dict[str, Any] = {"message_id": job["_id"], "kind": job["kind"], "campaign_id": job.get("campaign_id"),
                                "subscriber_id": job.get("subscriber_id"), "list_id": job.get("list_id")}
-        envelope: dict[str, Any] = {"account_id": job["account_id"], "producer": PRODUCER}
+        envelope: dict[str, Any] = {"account_id": job["account_id"], "producer": PRODUCER,
+                                    **caused_by(self._flow(job))}
         outcome: Document = {"_id": f"{job['_id']}:{attempt}", "message_id": job["_id"],
                              "account_id": job["account_id"], "campaign_id": job.get("campaign_id"),
                              "attempt": attempt, "first_attempt_at": first, "recorded_at": now, "final": True,
@@ -720,7 +729,7 @@ class Sender:
             if (account_id, campaign_id, gate) in self._held_announced:
                 continue
             await self._publisher.publish(DeliveryHeld(
-                account_id=account_id, producer=PRODUCER,
+                account_id=account_id, producer=PRODUCER, **caused_by(self._gates.flow(account_id, campaign_id)),
                 payload={"campaign_id": campaign_id, "gate": gate,
                          "reason": domain.gate_reason(gate, self._gates.account(account_id)),
                          "messages_held": count}))

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from herald_campaigns.main import Campaigns, CampaignsSettings
 from herald_delivery.main import Delivery, DeliverySettings
 from herald_shared.apikeys import new_api_key
 from herald_shared.contract import Event, parse_event
@@ -312,6 +314,23 @@ async def subscriptions(settings: HeraldSettings, world: World) -> AsyncIterator
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=service.app), base_url="http://subs.test",
                                      headers={"Authorization": f"Bearer {key}"}) as api:
             yield SubscriptionsBeside(service, api)
+    finally:
+        await service.stop()
+
+
+@asynccontextmanager
+async def campaigns_running(settings: HeraldSettings, key: str) -> AsyncIterator[Campaigns]:
+    """The campaigns service beside delivery, acme.example a shared sending domain (no DNS here), once it holds acme
+    on a paid plan (tests to any address, no trial review) and acme's API key `key`."""
+    service = Campaigns(CampaignsSettings(**{**settings.model_dump(),
+                                             "HERALD_CAMPAIGNS_SHARED_SENDING_DOMAINS": "acme.example"}))
+    await service.start()
+    try:
+        store = service.service.store
+        await eventually(lambda: store.account("acme"), lambda a: a is not None and a.plan == "monthly",
+                         what="acme on a paid plan")
+        await eventually(lambda: service.apikeys.authenticate(key), lambda a: a == "acme", what="the key in campaigns")
+        yield service
     finally:
         await service.stop()
 

@@ -17,14 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
-from herald_campaigns.main import Campaigns, CampaignsSettings
+from herald_campaigns.main import Campaigns
 from herald_shared.contract.billing import PlanChanged
 from herald_shared.contract.subscriptions import RecipientOptedOutOfTests, SubscriberUnsubscribed
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually
 from tests.integration.helpers import form_token
 
-from .conftest import SECRET, SubscriptionsBeside, World
+from .conftest import SECRET, SubscriptionsBeside, World, campaigns_running
 
 STRANGER, OWN = "stranger@example.net", "me@acme.example"
 DRAFT = {"campaign_id": "c1", "name": "November", "list_id": "news", "subject": "November news",
@@ -53,16 +53,9 @@ async def campaigns(settings: HeraldSettings, world: World,
     API key subscriptions' fixture issued."""
     await world.publish(PlanChanged(account_id="acme", producer="billing", payload={  # type: ignore[arg-type]
         "plan": "monthly", "tier_subscriber_limit": 1000, "effective_at": "2026-11-02T00:00:00Z"}))
-    service = Campaigns(CampaignsSettings(**{**settings.model_dump(),
-                                             "HERALD_CAMPAIGNS_SHARED_SENDING_DOMAINS": "acme.example"}))
-    await service.start()
-    try:
+    key = subscriptions.api.headers["Authorization"]
+    async with campaigns_running(settings, key.removeprefix("Bearer ")) as service:
         store = service.service.store
-        await eventually(lambda: store.account("acme"), lambda a: a is not None and a.plan == "monthly",
-                         what="acme on a paid plan")
-        key = subscriptions.api.headers["Authorization"]
-        await eventually(lambda: service.apikeys.authenticate(key.removeprefix("Bearer ")),
-                         lambda a: a == "acme", what="the key in campaigns")
         assert (await subscriptions.api.post("/v1/lists", json={"list_id": "news", "name": "News"})).status_code \
             in (200, 201)
         await eventually(lambda: store.list_info("acme", "news"), lambda info: info is not None, what="the list")
@@ -71,8 +64,6 @@ async def campaigns(settings: HeraldSettings, world: World,
             created = await api.post("/v1/campaigns", json=DRAFT)
             assert created.status_code == 201, created.text
             yield CampaignsBeside(service, api)
-    finally:
-        await service.stop()
 
 
 def unsubscribe_path(relay: Any, recipient: str) -> str:

@@ -151,7 +151,8 @@ class StalledStore(RecordingStore):
     async def all_accounts(self) -> list[Any]:
         return []
 
-    async def campaigns_at_start(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def campaigns_at_start(self, flows: dict[str, Any] | None = None,
+                                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         return {}, self.pending
 
 
