@@ -202,7 +202,8 @@ class AudienceJobs:
         self._jobs = jobs
         self._gates = gates
         self._gates_caught_up = gates_caught_up
-        self._staged: list[Callable[[], Awaitable[None]]] = []
+        # What the batch asks for, in order: a job to add (a document), or another write (an erasure).
+        self._staged: list[Document | Callable[[], Awaitable[None]]] = []
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, ConfirmationRequested):
@@ -212,7 +213,7 @@ class AudienceJobs:
                           recipient=str(p.email), list_name=p.list_name, company_name=p.company_name,
                           confirm_url=str(p.confirm_url), expires_at=p.expires_at)
             # p.greeting_name is not kept: the confirmation greets no one by name (sender.confirmation_text).
-            self._staged.append(lambda: self._add(job))
+            self._staged.append(job)
         elif isinstance(event, MembershipNoticeRequested):
             owner = self._gates.account(event.account_id)
             if not owner.registered_email and self._gates_caught_up is not None:
@@ -233,22 +234,33 @@ class AudienceJobs:
                              # and its outcome events name no subscriber (a bounce of the customer's mailbox
                              # must not suppress the member).
                              about_subscriber_id=event.payload.subscriber_id)
-            self._staged.append(lambda: self._add(notice))
+            self._staged.append(notice)
         elif isinstance(event, SubscriberErased):
             account, subscriber = event.account_id, event.payload.subscriber_id
             self._staged.append(lambda: self._forget(account, subscriber))
-
-    async def _add(self, job: Document) -> None:
-        self._jobs.push(await self._store.add_jobs([job]))
 
     async def _forget(self, account_id: str, subscriber_id: str) -> None:
         await self._store.forget_recipient(account_id, subscriber_id)
         self._jobs.forget_recipient(account_id, subscriber_id)
 
     async def flush(self) -> None:
+        """What the batch staged, in its order; each run of new jobs in one insert (a job at a time took three
+        writes each: an import's 2,000 confirmations were written at 137 a second on FerretDB under load, 5,941 a
+        second in runs of 500). An erasure between two runs still comes after the first and before the second."""
         while self._staged:
-            await self._staged[0]()
-            self._staged.pop(0)
+            run: list[Document] = []
+            for staged in self._staged:
+                if not isinstance(staged, dict):
+                    break
+                run.append(staged)
+            if run:
+                self._jobs.push(await self._store.add_jobs(run))
+                del self._staged[:len(run)]
+            else:
+                write = self._staged[0]
+                assert not isinstance(write, dict)
+                await write()
+                self._staged.pop(0)
 
     async def forget(self) -> None:
         """What the batch staged and did not write yet (a job is queued only once written: nothing else to
