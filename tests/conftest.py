@@ -37,15 +37,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.path) or "/e2e/" in str(item.path):
             item.add_marker(pytest.mark.integration)
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        # On workers (scripts/test: whole files to each, in this order) the longest files start first and the
-        # many short unit tests fill the end, so no worker is left with a long file after the others are done.
-        items.sort(key=_longest_first)
-
-
-def _longest_first(item: pytest.Item) -> int:
-    path = str(item.path)
-    return 0 if "/e2e/" in path else 1 if "/integration/" in path else 2
 
 
 @pytest.fixture(scope="session")
