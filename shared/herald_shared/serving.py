@@ -10,6 +10,7 @@ import functools
 import ipaddress
 import json
 import logging
+import math
 import resource
 import socket
 from collections import Counter
@@ -383,6 +384,11 @@ class HeraldServer(uvicorn.Server):
             asyncio.get_running_loop().set_exception_handler(self.previous_handler)
 
 
+def keep_alive_seconds(limits: ServerLimits) -> int:
+    """uvicorn's idle timeout: past the head deadline, so that deadline is what closes an idle connection."""
+    return math.ceil(limits.head_timeout) + 1
+
+
 def serve_guarded(app: Any, host: str, port: int, forwarded_allow_ips: str,
                   limits: ServerLimits | None = None) -> uvicorn.Server:
     """`herald_shared.http.make_server`'s server: uvicorn with Herald's per-connection limits (`ServerLimits`,
@@ -397,7 +403,11 @@ def serve_guarded(app: Any, host: str, port: int, forwarded_allow_ips: str,
     caps = ConnectionCaps(limits, TrustedProxies(forwarded_allow_ips), max_connections)
     # uvicorn calls `http` as it would its own protocol class (config, server_state, app_state, _loop).
     protocol = functools.partial(GuardedConnection, caps=caps, limits=limits)
+    # An idle kept-alive connection is closed by the head deadline (HERALD_HTTP_HEAD_TIMEOUT_SECONDS, as documented),
+    # not by uvicorn's own 5 s: that equalled httpx's keep-alive expiry, and a request sent on a connection in the
+    # moment uvicorn closed it was lost (ReadError, "Server disconnected"; the demo hit it under load).
     config = uvicorn.Config(QuietDisconnects(app), host=host, port=port, log_config=None, access_log=False,
                             lifespan="off", proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips,
-                            http=cast(type[asyncio.Protocol], protocol))
+                            http=cast(type[asyncio.Protocol], protocol),
+                            timeout_keep_alive=keep_alive_seconds(limits))
     return HeraldServer(config)

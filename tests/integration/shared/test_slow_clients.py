@@ -103,6 +103,34 @@ async def test_a_connection_that_sends_half_a_head_is_answered_408_and_closed_at
     assert nothing == b"" and 0.9 <= silent_after < 3.0, silent_after  # nothing to answer: closed
 
 
+async def _answer(reader: asyncio.StreamReader) -> bytes:
+    """One whole answer read off a kept-alive connection (head, then its Content-Length of body)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return head + await reader.readexactly(length)
+
+
+async def test_an_idle_kept_alive_connection_lasts_until_the_head_deadline_not_5_s() -> None:
+    """Idle between requests, a connection is closed by HERALD_HTTP_HEAD_TIMEOUT_SECONDS (README), not by uvicorn's
+    own 5 s, which equalled httpx's keep-alive expiry: a request sent as uvicorn closed it was lost."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: svc\r\n\r\n"
+    async with serving(head_timeout=6.5) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(request)
+            assert (await _answer(reader)).startswith(b"HTTP/1.1 200 ")
+            with pytest.raises(TimeoutError):  # still open 5.5 s later: nothing read, no end of stream
+                async with asyncio.timeout(5.5):
+                    await reader.read(1)
+            writer.write(request)
+            assert (await _answer(reader)).startswith(b"HTTP/1.1 200 ")
+            nothing, after = await _answer_and_close(reader, within=10)
+        finally:
+            writer.close()
+    assert nothing == b"" and 6.0 <= after < 8.5, after  # then closed at the deadline, with nothing to answer
+
+
 async def test_a_trickled_body_is_cut_with_408_and_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
     """1 byte every 0.2 s of a declared 1,000: far below 1 KB/s once the body's 1 s have passed."""
     async with serving(body_timeout=1.0, body_min_rate=1024) as port:
