@@ -180,19 +180,22 @@ async def test_run_command_brings_up_the_topics_and_services_prints_where_and_st
         # opt-in list filled through the hosted form, the API and an import, every confirmation link followed, a
         # campaign delivered into the mailbox, opened and clicked, bounces and complaints mailed in, the account
         # suspended, its next campaign held, reinstated, sent; then the reports and the events of every topic.
+        # Its import is 600 rows, not the default 2,000: the story is the same (a campaign over compliance's
+        # minimum of 500 judged), and the 2,000 took five minutes of the suite on its 2-core CI machine. The
+        # platform's rates are the benchmarks' business (bench/).
         demo = await asyncio.create_subprocess_exec(
-            ROOT / "scripts" / "demo", env={**env, "HERALD_DEMO_STAFF_TOKEN": STAFF_TOKEN}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            ROOT / "scripts" / "demo", "--rows", "600", env={**env, "HERALD_DEMO_STAFF_TOKEN": STAFF_TOKEN},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         told = (await asyncio.wait_for(demo.communicate(), timeout=900))[0].decode()
         assert demo.returncode == 0, told
-        for said in ("2,000 imported, 0 rejected", "2,000 confirmed", "suspended: abuse_rate",
+        for said in ("600 imported, 0 rejected", "600 confirmed", "suspended: abuse_rate",
                      "The next campaign 'Weekend pastries' is held", "== Campaign reports", "herald.compliance: "):
             assert said in told, f"{said!r} not in the demo's output:\n{told}"
         reports = {line.split()[0]: line.split() for line in told.splitlines()
                    if line.split()[:1] in (["welcome"], ["weekend"])}
         # campaign, sent, delivered, hard bounces, opens, clicks, scanner, complaints, unsubscribes, status
-        assert reports["welcome"][1] == "2,004" and int(reports["welcome"][3]) == 40, told
-        assert int(reports["weekend"][1].replace(",", "")) == 2004 - 40 - int(reports["welcome"][7]), told
+        assert reports["welcome"][1] == "604" and int(reports["welcome"][3]) == 604 // 50, told
+        assert int(reports["weekend"][1].replace(",", "")) == 604 - 604 // 50 - int(reports["welcome"][7]), told
         assert printed_table(await _read(output), port) == readme_table()
         # Metric hygiene on what the running services serve, the demo having exercised them: every exposition
         # passes `promtool check metrics`, and every metric an alert or a dashboard panel uses is served.
