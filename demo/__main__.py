@@ -156,8 +156,8 @@ def expect(response: httpx.Response, *statuses: int) -> Any:
 @dataclass
 class Mail:
     """One message of the mailbox: its envelope recipient and subject read once when it arrives (the demo looks
-    for mail every few seconds among thousands of messages: parsing them all again each time made the demo, not
-    the platform, the slow part of its confirmations), the whole message parsed only when it is read."""
+    for mail every few seconds among thousands of messages, and reading every message's headers again at each look
+    took most of its CPU while it waited for the confirmations), the whole message parsed only when it is read."""
 
     rcpt_to: str  # lower-cased
     subject: str
