@@ -37,6 +37,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.path) or "/e2e/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+        if "/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.alone)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # On workers (scripts/test gives each whole files, in this order) the integration files start first and
+        # the many short unit tests fill the end, so no worker is left with a long file after the other is done.
+        items.sort(key=lambda item: 0 if "/integration/" in str(item.path) else 1)
 
 
 @pytest.fixture(scope="session")
