@@ -304,10 +304,10 @@ class AuditEntryOut(Out):
                                                        "--reveal`; campaigns: "
                                                        "review_queue, campaign, approve, reject; compliance: rates, "
                                                        "reinstate; delivery: messages, a person's delivery record).")
-    service: str | None = Field(default=None, description="Where staff looked (billing, campaigns, compliance or "
-                                                           "delivery), "
-                                                           "or which service refused an API key (subscriptions, "
-                                                           "campaigns).")
+    service: str | None = Field(default=None, description="Where staff looked (billing, campaigns, compliance, "
+                                                           "delivery, or herald-cli: the event log, `herald tail "
+                                                           "--reveal`), or which service refused an API key "
+                                                           "(subscriptions, campaigns).")
     campaign_id: str | None = None
     key_id: str | None = Field(default=None, description="The id of the API key a service refused (never its "
                                                          "secret).")

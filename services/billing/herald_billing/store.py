@@ -586,8 +586,9 @@ class BillingProjection(Projection):
                 return [self._audit(event, {"kind": "billing_details", "result": "success",
                                             "username": p.changed_by})]
             case StaffAccessed(payload=p):
+                # billing's own, or the `herald` CLI's (herald-cli: the event log read with --reveal)
                 return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": p.what,
-                                            "service": "billing"})]
+                                            "service": event.producer})]
             case StaffViewed(payload=p):
                 return [self._audit(event, {"kind": "staff_access", "staff": p.staff, "what": p.action,
                                             "service": "campaigns", "campaign_id": p.campaign_id})]

@@ -128,4 +128,4 @@ async def test_a_revealed_look_is_in_the_accounts_audit_log_through_billings_api
         log = await eventually(audit, lambda items: any(e["kind"] == "staff_access" for e in items),
                                what="the staff access in the audit log")
     assert [(e["staff"], e["what"], e["service"]) for e in log if e["kind"] == "staff_access"] == [
-        ("rita", "event_log", "billing")]
+        ("rita", "event_log", "herald-cli")]  # where the look was: the topics, through the CLI
