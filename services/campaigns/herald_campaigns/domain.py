@@ -357,6 +357,11 @@ class CampaignState:
     send_at: datetime | None = None
     review_reasons: tuple[str, ...] = ()
     screening: tuple[dict[str, str], ...] = ()
+    # The flow of the submission (its request's id) and the event that scheduled the campaign (the submission, or
+    # staff's approval): its CampaignQueued, made later by the scheduler out of any request, carries them.
+    # None for a campaign scheduled before they were kept.
+    flow: uuid.UUID | None = None
+    scheduled_by: uuid.UUID | None = None
 
 
 def state_of(doc: Mapping[str, Any]) -> CampaignState:
@@ -364,7 +369,12 @@ def state_of(doc: Mapping[str, Any]) -> CampaignState:
                          name=doc["name"], list_id=doc["list_id"], segment=dict(doc.get("segment", {})),
                          content=CampaignContent.model_validate(doc["content"]), send_at=doc.get("send_at"),
                          review_reasons=tuple(doc.get("review_reasons", ())),
-                         screening=tuple(doc.get("screening", ())))
+                         screening=tuple(doc.get("screening", ())),
+                         flow=_uuid_or_none(doc.get("flow")), scheduled_by=_uuid_or_none(doc.get("scheduled_by")))
+
+
+def _uuid_or_none(value: str | None) -> uuid.UUID | None:
+    return uuid.UUID(value) if value else None
 
 
 def new_campaign_id() -> str:
@@ -1083,13 +1093,22 @@ def queue(current: CampaignState | None, now: datetime, *, senders: Senders, lst
     return [queued]
 
 
+def _submission_flow(state: CampaignState) -> dict[str, Any]:
+    """The envelope fields of an event the scheduler makes about a campaign: in its submission's flow, caused by
+    the event that scheduled it. Nothing for a campaign scheduled before they were kept (the flow under way)."""
+    if state.flow is None:
+        return {}
+    return {"correlation_id": state.flow, "causation_id": state.scheduled_by}
+
+
 def _returned(state: CampaignState, reason: ReturnReason, detail: str) -> Event:
-    return _event(CampaignReturned, state.account_id, CampaignReturnedPayload(
-        campaign_id=state.campaign_id, reason=reason, detail=detail[:1000]))
+    return CampaignReturned(account_id=state.account_id, producer=PRODUCER, **_submission_flow(state),
+                            payload=CampaignReturnedPayload(campaign_id=state.campaign_id, reason=reason,
+                                                            detail=detail[:1000]))
 
 
 def _queued(state: CampaignState, send_at: datetime | None, *, review_required: bool) -> CampaignQueued:
-    return CampaignQueued(event_id=queued_event_id(state.account_id, state.campaign_id),
+    return CampaignQueued(event_id=queued_event_id(state.account_id, state.campaign_id), **_submission_flow(state),
                           account_id=state.account_id, producer=PRODUCER, payload=CampaignQueuedPayload(
                               campaign_id=state.campaign_id, list_id=state.list_id,
                               segment=Segment(field_equals=state.segment), content=state.content,
@@ -1303,10 +1322,11 @@ def evolve(doc: dict[str, Any] | None, event: Event, at: datetime) -> dict[str, 
                     "send_at": submitted.send_at, "time_zone": submitted.time_zone,
                     "review_reasons": list(submitted.review_reasons),
                     "screening": [m.model_dump() for m in submitted.screening], "submitted_at": at,
-                    "updated_at": at, "rejection": None, "review_note": None, "returned": None}
+                    "updated_at": at, "rejection": None, "review_note": None, "returned": None,
+                    "flow": str(event.correlation_id or event.event_id), "scheduled_by": str(event.event_id)}
         case CampaignApproved(payload=approved) if status == "in_review":
             return {**doc, "status": "scheduled", "reviewed_by": approved.reviewer, "review_note": approved.note,
-                    "updated_at": at}
+                    "updated_at": at, "scheduled_by": str(event.event_id)}
         case CampaignRejected(payload=rejected) if status == "in_review":
             return {**doc, "status": "rejected", "reviewed_by": rejected.reviewer, "rejection": list(rejected.reasons),
                     "updated_at": at}

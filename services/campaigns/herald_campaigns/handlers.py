@@ -14,6 +14,7 @@ from typing import Protocol
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
+from herald_shared import correlation
 from herald_shared.commands import Recorder
 from herald_shared.contract import Event
 from herald_shared.contract.campaigns import (
@@ -311,6 +312,12 @@ class CampaignsService:
                 await self.store.relist(key)
                 return 0
             await self.recorder.commit(events)
+        # What is logged of it is in the submission's flow, as its CampaignQueued is (domain.queue).
+        with correlation.flow(events[0].correlation_id):
+            return self._queued_or_returned(events, send_at, account_id, campaign_id)
+
+    @staticmethod
+    def _queued_or_returned(events: list[Event], send_at: datetime, account_id: str, campaign_id: str) -> int:
         returned = [e.payload for e in events if isinstance(e, CampaignReturned)]
         if returned:
             log.warning("campaign returned to its author, not queued", extra={

@@ -28,7 +28,7 @@ from herald_shared.contract import Event, parse_event, serialize_event
 from herald_shared.mongo import Document
 
 from . import domain
-from .domain import CampaignFlow, CampaignProgress, FinalResult
+from .domain import CampaignProgress, FinalResult, MessageFlow
 from .queue import JobQueue
 from .store import scoped
 
@@ -58,7 +58,7 @@ class Publisher(Protocol):
 class CampaignCompletion:
     def __init__(self, store: CompletionStore, jobs: JobQueue, publisher: Publisher,
                  closed: Callable[[str], object] = lambda key: None,
-                 flow: Callable[[str, str], CampaignFlow | None] = lambda account_id, campaign_id: None) -> None:
+                 flow: Callable[[str, str], MessageFlow | None] = lambda account_id, campaign_id: None) -> None:
         """`closed`: told each campaign (`account:campaign`) this process closed, whose gates need not be held.
         `flow`: a campaign's flow (`GateBook.flow`), which its CampaignDeliveryFinished carries."""
         self._store = store

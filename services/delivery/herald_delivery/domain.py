@@ -60,21 +60,23 @@ PRODUCER = "delivery"
 
 
 @dataclass(frozen=True, slots=True)
-class CampaignFlow:
-    """The flow a campaign's messages belong to: that of the CampaignQueued that made their jobs (its correlation,
-    or its own id when it has none, as `Event.caused` says), which caused them. Kept once per campaign (its
-    document's `flow`, the gate book in memory), not per job; a campaign queued before 2026-12-07 has none."""
+class MessageFlow:
+    """The flow a message belongs to: that of the event that asked for it (its correlation, or its own id when it
+    has none, as `Event.caused` says), which caused it. A campaign's messages: its CampaignQueued's, kept once per
+    campaign (its document's `flow`, the gate book in memory), not per job; a campaign queued before 2026-12-07 has
+    none. A confirmation, an account notice or a test send: its ConfirmationRequested's, MembershipNoticeRequested's,
+    AccountNoticeRequested's or CampaignTestRequested's, kept on its job (`flow`); none on a job before 2026-12-08."""
 
     correlation_id: uuid.UUID
-    queued_event_id: uuid.UUID
+    cause: uuid.UUID
 
     @classmethod
-    def of(cls, queued: Event) -> CampaignFlow:
-        return cls(queued.correlation_id or queued.event_id, queued.event_id)
+    def of(cls, asking: Event) -> MessageFlow:
+        return cls(asking.correlation_id or asking.event_id, asking.event_id)
 
     @classmethod
-    def from_document(cls, doc: Mapping[str, Any]) -> CampaignFlow | None:
-        """The flow a campaign document keeps (`stored`), or None (queued before it was kept)."""
+    def from_document(cls, doc: Mapping[str, Any]) -> MessageFlow | None:
+        """The flow a campaign or job document keeps (`stored`), or None (written before it was kept)."""
         stored = doc.get("flow")
         if not isinstance(stored, Mapping):
             return None
@@ -84,14 +86,16 @@ class CampaignFlow:
             return None
 
     def stored(self) -> dict[str, str]:
-        return {"correlation_id": str(self.correlation_id), "queued_event_id": str(self.queued_event_id)}
+        # "queued_event_id": the name campaign documents have had since 2026-12-07 (the cause of a campaign's
+        # messages is its CampaignQueued); a job's says the same of the event that asked for it.
+        return {"correlation_id": str(self.correlation_id), "queued_event_id": str(self.cause)}
 
     def caused(self) -> dict[str, uuid.UUID]:
-        """Envelope fields of an event about one of the campaign's messages: its flow, caused by the queueing."""
-        return {"correlation_id": self.correlation_id, "causation_id": self.queued_event_id}
+        """Envelope fields of an event about one of its messages: its flow, caused by the event that asked."""
+        return {"correlation_id": self.correlation_id, "causation_id": self.cause}
 
 
-def caused_by(flow: CampaignFlow | None) -> dict[str, uuid.UUID]:
+def caused_by(flow: MessageFlow | None) -> dict[str, uuid.UUID]:
     """`flow.caused()`, or nothing (the event carries no flow but the one under way, if any)."""
     return flow.caused() if flow is not None else {}
 
@@ -356,7 +360,7 @@ def delivery_finished_event_id(account_id: str, campaign_id: str) -> uuid.UUID:
 
 
 def delivery_finished(account_id: str, campaign_id: str, progress: CampaignProgress, unfinished: int,
-                      now: datetime, flow: CampaignFlow | None = None) -> CampaignDeliveryFinished | None:
+                      now: datetime, flow: MessageFlow | None = None) -> CampaignDeliveryFinished | None:
     """The end of a campaign, or None: it has ended when its expansion has written every job and none of its
     messages is unfinished (pending, held behind a closed gate, or deferred for a retry). A campaign nobody
     receives ends right after its expansion; a cancelled one once its remaining messages are recorded

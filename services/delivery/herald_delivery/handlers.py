@@ -39,7 +39,7 @@ from herald_shared.sent import SENT_KINDS
 from . import domain, metrics
 from .completion import CampaignCompletion
 from .customer_dkim import CUSTOMER_DKIM_EVENTS, CustomerDkim
-from .domain import AccountState, CampaignFlow, CampaignState, Gate
+from .domain import AccountState, CampaignState, Gate, MessageFlow
 from .queue import JobQueue
 from .store import DeliveryStore, scoped
 
@@ -66,9 +66,9 @@ class GateBook:
         self.clock = clock
         self.accounts: dict[str, AccountState] = {}
         self.campaigns: dict[str, CampaignState] = {}
-        # The flow of each campaign known here (`CampaignFlow`: its CampaignQueued's), by `account:campaign`: the
+        # The flow of each campaign known here (`MessageFlow`: its CampaignQueued's), by `account:campaign`: the
         # sender's events about its messages carry it, and its log lines name it.
-        self.flows: dict[str, CampaignFlow] = {}
+        self.flows: dict[str, MessageFlow] = {}
         self.changed = asyncio.Event()
         self.sent: dict[str, dict[str, int]] = {}
         self.in_flight: dict[str, dict[str, int]] = {}
@@ -84,7 +84,7 @@ class GateBook:
         self.campaigns.pop(key, None)
         self.flows.pop(key, None)
 
-    def flow(self, account_id: str, campaign_id: str | None) -> CampaignFlow | None:
+    def flow(self, account_id: str, campaign_id: str | None) -> MessageFlow | None:
         """The campaign's flow, if it has one (None for a message of no campaign)."""
         return self.flows.get(scoped(account_id, campaign_id)) if campaign_id else None
 
@@ -211,7 +211,7 @@ class AudienceJobs:
             job = new_job(domain.transactional_message_id("confirmation", str(event.event_id)), event.account_id,
                           "confirmation", event.occurred_at, subscriber_id=p.subscriber_id, list_id=p.list_id,
                           recipient=str(p.email), list_name=p.list_name, company_name=p.company_name,
-                          confirm_url=str(p.confirm_url), expires_at=p.expires_at)
+                          confirm_url=str(p.confirm_url), expires_at=p.expires_at, flow=MessageFlow.of(event).stored())
             # p.greeting_name is not kept: the confirmation greets no one by name (sender.confirmation_text).
             self._staged.append(job)
         elif isinstance(event, MembershipNoticeRequested):
@@ -233,7 +233,7 @@ class AudienceJobs:
                              # Named, not mailed: an erasure of the member reaches it (`store.erasable_by`),
                              # and its outcome events name no subscriber (a bounce of the customer's mailbox
                              # must not suppress the member).
-                             about_subscriber_id=event.payload.subscriber_id)
+                             about_subscriber_id=event.payload.subscriber_id, flow=MessageFlow.of(event).stored())
             self._staged.append(notice)
         elif isinstance(event, SubscriberErased):
             account, subscriber = event.account_id, event.payload.subscriber_id
@@ -280,19 +280,19 @@ class Expansion:
     not_before: datetime
     token: str  # the campaign document's `expansion_pending`: only this expansion's end may clear it
     generation: int = 0
-    flow: CampaignFlow | None = None  # the campaign's: what the expansion logs (and announces) is of it
+    flow: MessageFlow | None = None  # the campaign's: what the expansion logs (and announces) is of it
 
     @classmethod
     def of(cls, event: CampaignQueued) -> Expansion:
         p = event.payload
         return cls(event.account_id, p.campaign_id, p.list_id, dict(p.segment.field_equals),
-                   p.send_at or event.occurred_at, str(event.event_id), flow=CampaignFlow.of(event))
+                   p.send_at or event.occurred_at, str(event.event_id), flow=MessageFlow.of(event))
 
     @classmethod
     def of_document(cls, doc: Document) -> Expansion:
         return cls(doc["account_id"], doc["state"]["campaign_id"], doc["list_id"], dict(doc.get("segment") or {}),
                    doc.get("send_at") or doc["queued_at"], str(doc["expansion_pending"]),
-                   flow=CampaignFlow.from_document(doc))
+                   flow=MessageFlow.from_document(doc))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -516,7 +516,7 @@ class ControlHandler:
                        send_at=p.send_at, queued_at=event.occurred_at)
             doc.pop("expanded_jobs", None)  # written again when this expansion has written every job
             doc["expansion_pending"] = str(event.event_id)  # cleared by this expansion's end only
-            flow = CampaignFlow.of(event)
+            flow = MessageFlow.of(event)
             doc["flow"] = flow.stored()  # an additive field: a document without it is a campaign of no flow
             # Written before its jobs exist: the sender renders from this document as soon as they do.
             await self._store.save_campaigns([doc])
@@ -633,6 +633,7 @@ class ControlHandler:
         await self._add_jobs([new_job(domain.message_id_for_test(event.account_id, p.test_id, lowered),
                                       event.account_id, "test", event.occurred_at, campaign_id=p.campaign_id,
                                       test_id=p.test_id, test_key=key, recipient=address,
+                                      flow=MessageFlow.of(event).stored(),
                                       **({"refused": refused[lowered]} if lowered in refused else {}))
                               for lowered, address in recipients.items()])
         log.info("test send requested", extra={"campaign": p.campaign_id, "test": p.test_id,
@@ -674,7 +675,8 @@ class ControlHandler:
                          f"{event.account_id!r} a registered address")
         self._jobs.append(new_job(domain.transactional_message_id("account_notice", str(event.event_id)),
                                   event.account_id, "account_notice", event.occurred_at,
-                                  recipient=account.registered_email, subject=subject, text=text))
+                                  recipient=account.registered_email, subject=subject, text=text,
+                                  flow=MessageFlow.of(event).stored()))
 
     def _reset_link_due(self, event: PasswordResetRequested) -> bool:
         """A reset link is mailed only when it can work: with the key configured, and before it expires (a

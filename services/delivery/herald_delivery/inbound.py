@@ -517,14 +517,17 @@ class InboundHandler:
                      "channel": "mailto"}) for job in jobs])
         return "unsubscribe"
 
-    async def _flow(self, job: Document) -> domain.CampaignFlow | None:
-        """A campaign message's flow (its campaign document's): a report about it is of the same flow."""
-        if job["kind"] != "campaign" or not job.get("campaign_id"):
+    async def _flow(self, job: Document) -> domain.MessageFlow | None:
+        """The message's flow (a campaign message's is its campaign document's, any other's on its job): a report
+        about it is of the same flow."""
+        if job["kind"] != "campaign":
+            return domain.MessageFlow.from_document(job)
+        if not job.get("campaign_id"):
             return None
         return await self._store.campaign_flow(job["account_id"], job["campaign_id"])
 
     def _event(self, job: Document, finding: Finding, mail_from: str,
-               flow: domain.CampaignFlow | None = None) -> Event:
+               flow: domain.MessageFlow | None = None) -> Event:
         ref = {"message_id": job["_id"], "kind": job["kind"], "campaign_id": job.get("campaign_id"),
                "subscriber_id": job.get("subscriber_id"), "list_id": job.get("list_id")}
         envelope = {"account_id": job["account_id"], "producer": PRODUCER, **domain.caused_by(flow)}

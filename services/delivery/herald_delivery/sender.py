@@ -51,7 +51,7 @@ from herald_shared.templating import RenderError, TemplateProblem
 
 from . import domain, metrics
 from .completion import CampaignCompletion
-from .domain import CampaignFlow, Gate, Member, RetryPolicy, SmtpReply, TokenBucket, caused_by
+from .domain import Gate, Member, MessageFlow, RetryPolicy, SmtpReply, TokenBucket, caused_by
 from .handlers import GateBook
 from .queue import JobQueue
 from .render import CampaignTemplate, Rendered, Renderer, TemplateError, compile_campaign
@@ -299,9 +299,11 @@ class Sender:
             self._deleted_lists |= await self._store.deleted_lists(due)
             self._lists_checked.update(dict.fromkeys(due, now))
 
-    def _flow(self, job: Document) -> CampaignFlow | None:
-        """The flow of a campaign message (its campaign's: `GateBook.flows`); None for any other message."""
-        return self._gates.flow(job["account_id"], job.get("campaign_id")) if job["kind"] == "campaign" else None
+    def _flow(self, job: Document) -> MessageFlow | None:
+        """The flow of a message: a campaign message's is its campaign's (`GateBook.flows`), any other's on its job."""
+        if job["kind"] == "campaign":
+            return self._gates.flow(job["account_id"], job.get("campaign_id"))
+        return MessageFlow.from_document(job)
 
     async def _worker(self, connection: RelayConnection) -> None:
         while True:

@@ -49,7 +49,7 @@ from herald_shared.readmodel import (
 from herald_shared.rebuilding import ReadModelFormat
 
 from . import domain
-from .domain import AccountState, CampaignFlow, CampaignState, FinalResult, Member, QueuedCampaign, SendAllowance
+from .domain import AccountState, CampaignState, FinalResult, Member, MessageFlow, QueuedCampaign, SendAllowance
 
 log = logging.getLogger(__name__)
 
@@ -550,10 +550,10 @@ class DeliveryStore:
     async def campaign(self, account_id: str, campaign_id: str) -> Document | None:
         return await self.db[CAMPAIGNS].find_one({"_id": scoped(account_id, campaign_id)})
 
-    async def campaign_flow(self, account_id: str, campaign_id: str) -> CampaignFlow | None:
-        """The campaign's flow (`CampaignFlow`), or None (unknown, or queued before its flow was kept)."""
+    async def campaign_flow(self, account_id: str, campaign_id: str) -> MessageFlow | None:
+        """The campaign's flow (`MessageFlow`), or None (unknown, or queued before its flow was kept)."""
         doc = await self.db[CAMPAIGNS].find_one({"_id": scoped(account_id, campaign_id)}, {"flow": 1})
-        return CampaignFlow.from_document(doc) if doc is not None else None
+        return MessageFlow.from_document(doc) if doc is not None else None
 
     async def save_campaigns(self, docs: Sequence[Document]) -> None:
         """Listed open first when queued: a crash before the document leaves a listed key a start passes over."""
@@ -658,17 +658,17 @@ class DeliveryStore:
     async def mark_finished_published(self, key: str) -> None:
         await self.db[FINISHED_CAMPAIGNS].update_one({"_id": key}, {"$set": {"published": True}})
 
-    async def campaigns_at_start(self, flows: dict[str, CampaignFlow] | None = None,
+    async def campaigns_at_start(self, flows: dict[str, MessageFlow] | None = None,
                                  ) -> tuple[dict[str, CampaignState], list[Document]]:
         """The open campaigns' states, and those whose expansion a stop or crash interrupted (oldest first):
         one read by `_id` at start-up, without their content. Any other campaign is read when an event names it.
-        `flows`, when given, gets the flow of each open campaign that keeps one (`CampaignFlow`)."""
+        `flows`, when given, gets the flow of each open campaign that keeps one (`MessageFlow`)."""
         states: dict[str, CampaignState] = {}
         pending: list[Document] = []
         found = await load(self.db[CAMPAIGNS], await self.open_campaigns(), {"content": 0, "links": 0})
         for doc in found.values():  # a key listed by a CampaignQueued whose document a crash kept out: passed over
             states[doc["_id"]] = CampaignState(**doc["state"])
-            if flows is not None and (flow := CampaignFlow.from_document(doc)) is not None:
+            if flows is not None and (flow := MessageFlow.from_document(doc)) is not None:
                 flows[doc["_id"]] = flow
             if "expansion_pending" in doc:
                 pending.append(doc)

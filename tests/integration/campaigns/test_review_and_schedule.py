@@ -3,6 +3,7 @@ review with separate credentials, every staff look audit-logged; tenants never s
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,7 +31,8 @@ async def test_a_paid_approved_account_schedules_in_its_zone_and_the_campaign_is
     assert (await acme.http.post("/v1/campaigns", json={**draft(), "campaign_id": "c1"})).status_code == 201
     at = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
     local = at.astimezone(ZoneInfo("Europe/Riga")).replace(tzinfo=None)
-    response = await acme.http.post("/v1/campaigns/c1/submission",
+    request = uuid.uuid4()
+    response = await acme.http.post("/v1/campaigns/c1/submission", headers={"X-Request-ID": str(request)},
                                     json={"send_at": local.isoformat(), "time_zone": "Europe/Riga"})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -42,6 +44,10 @@ async def test_a_paid_approved_account_schedules_in_its_zone_and_the_campaign_is
                               what="CampaignQueued")
     [queued] = of(events, CampaignQueued, "c1")
     assert queued.occurred_at >= due and queued.payload.send_at == due
+    # Queued by the scheduler seconds later, out of any request: in the submission's flow, caused by it.
+    [submission] = of(events, CampaignSubmitted, "c1")
+    assert (submission.correlation_id, queued.correlation_id, queued.causation_id) == (
+        request, request, submission.event_id)
     assert queued.payload.content.subject == "Our November news" and queued.payload.review_required is False
     # The event is in Kafka a moment before the read model has folded it.
     await eventually(lambda: acme.http.get("/v1/campaigns/c1"), lambda r: r.json()["status"] == "queued",
@@ -76,6 +82,11 @@ async def test_a_trial_campaign_waits_in_the_staff_queue_and_is_queued_once_appr
         "CampaignSubmitted", "CampaignApproved", "CampaignQueued"]
     [queued] = of(mine, CampaignQueued, "c1")
     assert queued.payload.review_required is True  # delivery also sees the approval before it
+    # In the customer's flow (the submission's request), caused by staff's approval, which has its own flow.
+    [submission], [approval] = of(mine, CampaignSubmitted, "c1"), of(mine, CampaignApproved, "c1")
+    assert (queued.correlation_id, queued.causation_id) == (submission.correlation_id, approval.event_id)
+    assert None not in (submission.correlation_id, approval.correlation_id)
+    assert approval.correlation_id != submission.correlation_id
     # Every staff look is in the account's audit log: the queue listing, the campaign, the approval.
     looks = [(e.payload.staff, e.payload.action) for e in of(mine, StaffViewed, "c1")]
     assert ("rita", "review_queue") in looks and ("rita", "campaign") in looks and ("rita", "approve") in looks

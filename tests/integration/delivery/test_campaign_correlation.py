@@ -1,7 +1,7 @@
 """One campaign's flow on the real stack (README, "Every answer names its request"): every event delivery makes
 about a campaign's message carries the `correlation_id` of the CampaignQueued that made its job and names that
 event as its cause, and the suspension its bounces bring carries the breaching bounce's, so one id follows a
-campaign from its queueing to its messages and to what they caused. Real Kafka, FerretDB and SMTP relay."""
+campaign from its submission's request to its messages and to what they caused. Real Kafka, FerretDB and SMTP relay."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from herald_shared.contract.delivery import CampaignDeliveryFinished, MessageBou
 from herald_shared.settings import HeraldSettings
 from tests.conftest import eventually
 from tests.integration.compliance.conftest import compliance_settings
-from tests.samples import campaign_queued
+from tests.samples import PAYLOADS, campaign_queued, sample
 
 from .conftest import World, campaigns_running, held
 
@@ -50,7 +50,7 @@ async def campaigns_api(settings: HeraldSettings, world: World) -> AsyncIterator
             yield api
 
 
-async def test_a_campaign_submitted_through_the_api_has_its_messages_carry_its_queueings_flow(
+async def test_a_campaign_submitted_through_the_api_has_its_messages_carry_its_submissions_request_id(
         start_delivery: Any, relay: Any, world: World, campaigns_api: httpx.AsyncClient) -> None:
     await start_delivery()
     assert (await campaigns_api.post("/v1/campaigns", json=DRAFT)).status_code == 201
@@ -64,12 +64,14 @@ async def test_a_campaign_submitted_through_the_api_has_its_messages_carry_its_q
     [submission] = [e for e in await world.events("herald.campaigns") if isinstance(e, CampaignSubmitted)]
     [queued] = [e for e in await world.events("herald.campaigns") if isinstance(e, CampaignQueued)]
     assert submission.correlation_id == mine  # the request's own event (herald_shared.correlation)
-    flow = queued.correlation_id or queued.event_id  # campaigns' scheduler queues it (README: in no flow yet)
+    # Queued later by campaigns' scheduler, out of any request, in the submission's flow: so the customer's
+    # request id is on every message the campaign sent.
+    assert (queued.correlation_id, queued.causation_id) == (mine, submission.event_id)
     sent = [e for e in events if isinstance(e, MessageSent)]
     assert sorted(e.payload.subscriber_id or "" for e in sent) == sorted(s for s, _ in AUDIENCE)
-    assert {(e.correlation_id, e.causation_id) for e in sent} == {(flow, queued.event_id)}
+    assert {(e.correlation_id, e.causation_id) for e in sent} == {(mine, queued.event_id)}
     [finished] = [e for e in events if isinstance(e, CampaignDeliveryFinished)]
-    assert (finished.correlation_id, finished.causation_id) == (flow, queued.event_id)
+    assert (finished.correlation_id, finished.causation_id) == (mine, queued.event_id)
 
 
 async def test_a_breach_by_a_campaigns_bounces_suspends_in_the_campaigns_flow(
@@ -104,3 +106,20 @@ async def test_a_breach_by_a_campaigns_bounces_suspends_in_the_campaigns_flow(
             (flow, queued.event_id)}
     finally:
         await compliance.stop()
+
+
+async def test_a_confirmation_and_a_test_send_carry_the_flow_of_the_event_that_asked_for_them(
+        start_delivery: Any, relay: Any, world: World) -> None:
+    """Not of a campaign, yet of a request: a subscribe's confirmation and a test send's MessageSent carry the
+    correlation of their ConfirmationRequested and CampaignTestRequested and name them as their cause."""
+    await start_delivery()
+    await world.open_account("acme")
+    subscribe, testing = uuid.uuid4(), uuid.uuid4()
+    confirmation = sample("ConfirmationRequested", account_id="acme", correlation_id=subscribe,
+                          payload={**PAYLOADS["ConfirmationRequested"], "expires_at": "2099-01-01T00:00:00Z"})
+    test = sample("CampaignTestRequested", account_id="acme", correlation_id=testing)
+    await world.publish(confirmation, test)
+    events = await world.wait_for(lambda es: len([e for e in es if isinstance(e, MessageSent)]) == 2,
+                                  "the confirmation and the test send sent")
+    assert {e.payload.kind: (e.correlation_id, e.causation_id) for e in events if isinstance(e, MessageSent)} == {
+        "confirmation": (subscribe, confirmation.event_id), "test": (testing, test.event_id)}

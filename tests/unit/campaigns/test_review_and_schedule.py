@@ -3,6 +3,7 @@ times in named zones across DST, queueing once at the due time, cancellation, an
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -11,12 +12,14 @@ import pytest
 from herald_campaigns import domain
 from herald_campaigns.domain import AccountInfo, CampaignState, Draft, ListInfo
 from herald_campaigns.screening import Match, Refusal, Screening
+from herald_shared import correlation
 from herald_shared.contract.billing import AccountApproved, AccountOpened, PlanChanged, SendingBlocked
 from herald_shared.contract.campaigns import (
     CampaignApproved,
     CampaignCancelled,
     CampaignQueued,
     CampaignRejected,
+    CampaignReturned,
     CampaignSubmitted,
     CampaignTestRequested,
 )
@@ -283,6 +286,35 @@ def test_a_scheduled_campaign_is_queued_once_at_its_time_with_all_delivery_needs
     assert p.content.subject == DRAFT.subject
     doc = fold(queued, doc=doc)
     assert doc["status"] == "queued" and domain.queue(domain.state_of(doc), at, senders=ACME, lst=NEWS) == []
+
+
+def test_the_scheduler_queues_or_returns_a_campaign_in_its_submissions_flow_caused_by_what_scheduled_it() -> None:
+    """README "Every answer names its request": the scheduler queues out of any request, yet a CampaignQueued (or
+    the CampaignReturned of one that can no longer go) carries the submission request's id, the customer's handle
+    on the whole campaign, and names as its cause the submission, or staff's approval when it went to review."""
+    request, review = uuid.uuid4(), uuid.uuid4()
+    with correlation.flow(request):
+        direct, doc = submitted()
+    [queued] = domain.queue(domain.state_of(doc), NOW, senders=ACME, lst=NEWS)
+    assert (queued.correlation_id, queued.causation_id) == (request, direct.event_id)
+    [returned] = domain.queue(domain.state_of(doc), NOW, senders=ACME, lst=None)
+    assert isinstance(returned, CampaignReturned)
+    assert (returned.correlation_id, returned.causation_id) == (request, direct.event_id)
+
+    with correlation.flow(request):
+        to_review, doc = submitted(screening=FLAGGED)
+    with correlation.flow(review):
+        [approved] = domain.approve(domain.state_of(doc), "c1", "rita", None)
+    assert approved.correlation_id == review
+    [queued] = domain.queue(domain.state_of(fold(approved, doc=doc)), NOW, senders=ACME, lst=NEWS)
+    assert (queued.correlation_id, queued.causation_id) == (request, approved.event_id) != (request, to_review.event_id)
+
+
+def test_a_campaign_scheduled_before_its_flow_was_kept_is_queued_in_none() -> None:
+    _, doc = submitted()
+    older = {k: v for k, v in doc.items() if k not in ("flow", "scheduled_by")}
+    [queued] = domain.queue(domain.state_of(older), NOW, senders=ACME, lst=NEWS)
+    assert (queued.correlation_id, queued.causation_id) == (None, None)
 
 
 def test_cancel_before_or_during_sending_not_a_draft() -> None:

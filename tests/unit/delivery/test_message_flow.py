@@ -1,7 +1,8 @@
-"""A campaign's messages belong to the flow of the CampaignQueued that made their jobs (README, "Every answer
-names its request"): the sender's events about them carry its correlation and name it as their cause, and what is
-logged while one is sent or while the campaign is expanded names the correlation. In-memory ports; the real
-stack's test is tests/integration/delivery/test_campaign_correlation.py."""
+"""A message belongs to the flow of the event that asked for it (README, "Every answer names its request"): a
+campaign's messages to the CampaignQueued's that made their jobs, a confirmation, notice or test send to its
+request's. The sender's events about them carry that correlation and name the event as their cause, and what is
+logged while one is sent or while a campaign is expanded names the correlation. In-memory ports; the real stack's
+test is tests/integration/delivery/test_campaign_correlation.py."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typing import Any
 import pytest
 
 from herald_delivery.completion import CampaignCompletion
-from herald_delivery.domain import AccountState, CampaignFlow, Member
-from herald_delivery.handlers import Expansion, Expansions
+from herald_delivery.domain import AccountState, Member, MessageFlow
+from herald_delivery.handlers import AudienceJobs, Expansion, Expansions, GateBook
+from herald_delivery.queue import JobQueue
 from herald_shared import correlation
 from herald_shared.contract.campaigns import CampaignQueued
 from herald_shared.contract.delivery import CampaignDeliveryFinished, DeliveryHeld, MessageSent
@@ -24,19 +26,19 @@ from tests.unit.delivery.helpers import T0, Announcements, Relay, job_of_test_se
 from tests.unit.delivery.test_sender import campaign_job
 
 QUEUED = uuid.uuid4()
-FLOW = CampaignFlow(uuid.uuid4(), QUEUED)
+FLOW = MessageFlow(uuid.uuid4(), QUEUED)
 
 
 def test_a_campaigns_flow_is_its_queueings_correlation_or_its_id_and_survives_its_document() -> None:
     queued = sample("CampaignQueued", correlation_id=FLOW.correlation_id)
     assert isinstance(queued, CampaignQueued)
-    assert CampaignFlow.of(queued) == CampaignFlow(FLOW.correlation_id, queued.event_id)
+    assert MessageFlow.of(queued) == MessageFlow(FLOW.correlation_id, queued.event_id)
     first = sample("CampaignQueued")
-    assert CampaignFlow.of(first) == CampaignFlow(first.event_id, first.event_id)  # the first of its flow
-    assert CampaignFlow.from_document({"flow": FLOW.stored()}) == FLOW
+    assert MessageFlow.of(first) == MessageFlow(first.event_id, first.event_id)  # the first of its flow
+    assert MessageFlow.from_document({"flow": FLOW.stored()}) == FLOW
     # A campaign queued before flows were kept, or a document gone bad: no flow, never a failure.
-    assert CampaignFlow.from_document({}) is None
-    assert CampaignFlow.from_document({"flow": {"correlation_id": "x", "queued_event_id": "y"}}) is None
+    assert MessageFlow.from_document({}) is None
+    assert MessageFlow.from_document({"flow": {"correlation_id": "x", "queued_event_id": "y"}}) is None
 
 
 async def test_a_campaign_messages_events_carry_its_flow_and_name_its_queueing_as_their_cause() -> None:
@@ -50,15 +52,46 @@ async def test_a_campaign_messages_events_carry_its_flow_and_name_its_queueing_a
     assert (event.correlation_id, event.causation_id) == (FLOW.correlation_id, QUEUED)
 
 
-async def test_a_test_sends_message_takes_no_campaigns_flow() -> None:
-    """A test send is its CampaignTestRequested's, not the campaign's queueing (it may come before it)."""
+async def test_a_test_sends_message_is_in_its_requests_flow_not_the_campaigns() -> None:
+    """A test send is its CampaignTestRequested's (the test request's id), not the campaign's queueing (which may
+    come after it, or never); a job written before jobs kept their flow is in none."""
     send, _, publisher = sender(AccountState("acme", approved=True))
     send._gates.flows["acme:c1"] = FLOW
-    job = job_of_test_send("tm1", "owner@acme.example")
-    send._jobs.push([job])
+    asked = MessageFlow(uuid.uuid4(), uuid.uuid4())
+    job, older = {**job_of_test_send("tm1", "owner@acme.example"), "flow": asked.stored()}, job_of_test_send(
+        "tm2", "owner@acme.example")
+    send._jobs.push([job, older])
     await send._deliver(job, None, Relay())  # type: ignore[arg-type]
-    [event] = publisher.events
-    assert event.correlation_id != FLOW.correlation_id and event.causation_id is None
+    await send._deliver(older, None, Relay())  # type: ignore[arg-type]
+    of_request, of_none = publisher.events
+    assert (of_request.correlation_id, of_request.causation_id) == (asked.correlation_id, asked.cause)
+    assert of_none.correlation_id != FLOW.correlation_id and of_none.causation_id is None
+
+
+async def test_a_confirmations_and_a_members_notices_jobs_keep_the_flow_of_the_event_that_asked() -> None:
+    """So the subscribe request's id is on the MessageSent of its confirmation: a support look-up by request id
+    ("was it sent, when, why not") finds the email too."""
+    store = KeptJobs()
+    gates = GateBook()
+    gates.accounts["acme"] = AccountState("acme", registered_email="owner@acme.example")
+    audience = AudienceJobs(store, JobQueue(asyncio.Event()), gates)  # type: ignore[arg-type]  # fakes of the ports
+    request = uuid.uuid4()
+    with correlation.flow(request):
+        asked = [sample("ConfirmationRequested", account_id="acme"),
+                 sample("MembershipNoticeRequested", account_id="acme")]
+    for event in asked:
+        await audience.handle(event)
+    await audience.flush()
+    assert [MessageFlow.from_document(job) for job in store.jobs] == [MessageFlow(request, e.event_id) for e in asked]
+
+
+class KeptJobs:
+    def __init__(self) -> None:
+        self.jobs: list[dict[str, Any]] = []
+
+    async def add_jobs(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.jobs += docs
+        return list(docs)
 
 
 async def test_a_message_is_sent_in_its_campaigns_flow_so_its_log_lines_name_it(
@@ -114,7 +147,7 @@ async def test_each_expansion_runs_in_its_own_campaigns_flow() -> None:
         seen[expansion.campaign_id] = correlation.current()
 
     expansions = Expansions(expand)
-    other = CampaignFlow(uuid.uuid4(), uuid.uuid4())
+    other = MessageFlow(uuid.uuid4(), uuid.uuid4())
     with correlation.flow(FLOW.correlation_id):
         for campaign_id, flow in (("c1", FLOW), ("c2", other), ("c3", None)):
             expansions.submit(Expansion("acme", campaign_id, "news", {}, T0, "t", flow=flow))
