@@ -64,8 +64,9 @@ class MessageFlow:
     """The flow a message belongs to: that of the event that asked for it (its correlation, or its own id when it
     has none, as `Event.caused` says), which caused it. A campaign's messages: its CampaignQueued's, kept once per
     campaign (its document's `flow`, the gate book in memory), not per job; a campaign queued before 2026-12-07 has
-    none. A confirmation, an account notice or a test send: its ConfirmationRequested's, MembershipNoticeRequested's,
-    AccountNoticeRequested's or CampaignTestRequested's, kept on its job (`flow`); none on a job before 2026-12-08."""
+    none. A confirmation, an account notice or a test send: its ConfirmationRequested's, MembershipNoticeRequested's
+    (or the suspension's, block's, failed payment's, password reset's) or CampaignTestRequested's, kept on its job
+    (`flow`); none on a job written before 2026-12-08."""
 
     correlation_id: uuid.UUID
     cause: uuid.UUID
