@@ -63,12 +63,13 @@ async def test_sigkill_mid_campaign_and_restart_sends_everyone_exactly_once(
 
         accepted = len(relay.recipients())
         await eventually(sent_in_ledger, lambda n: n == accepted, what="ledger to catch up with the relay")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        # What it left in flight, read once it is dead: until the kill it may claim another batch.
         claimed = {i async for c in db["claims"].find({}) for i in c["message_ids"]}
         finished = {o["message_id"] async for o in outcomes.find({"final": True})}
         in_flight = len(claimed - finished)
         assert in_flight >= 1, "the kill must land with transactions in flight"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
         relay.behaviour.frozen.clear()
         assert len(relay.recipients()) == accepted  # frozen transactions died unanswered: not delivered
 
