@@ -238,7 +238,7 @@ async def test_kafka_or_mongodb_away_fails_the_round_as_before() -> None:
 
 
 async def test_a_page_of_campaigns_held_back_does_not_stop_the_line() -> None:
-    held, done, reads = HeldBack(), [], []  # type: ignore[var-annotated]
+    held, done, reads = HeldBack(clock=Clock()), [], []  # type: ignore[var-annotated]
     bad = [f"1/acme/c{n:03}" for n in range(SCHEDULER_BATCH + 5)]
     keys = [*bad, "2/other/good"]
     failing: dict[str, Exception] = {key: ValueError("a document no code reads") for key in bad}
