@@ -37,6 +37,11 @@ RESERVED_DESCRIPTORS = 256
 # How often a connection's clock is read, at most (a deadline is met to within this).
 MAX_TICK_SECONDS = 1.0
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# After a 408 the connection is shut for writing, and what the client goes on sending is read and dropped for up
+# to this long before the socket is closed ("lingering close", RFC 9112 9.6). Closing at once with its bytes
+# unread, or with more on the way, makes the kernel reset the connection, and a client that had not yet read the
+# 408 loses it (seen in CI: ECONNRESET instead of the answer).
+LINGER_SECONDS = 2.0
 
 
 class ServerLimits(BaseSettings):
@@ -231,6 +236,7 @@ class GuardedConnection(asyncio.Protocol):
         self.admitted = False
         self.cycle: Any = None  # the request being read or answered, uvicorn's
         self.timer: asyncio.TimerHandle | None = None
+        self.lingering: asyncio.TimerHandle | None = None  # the close of a connection answered 408
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -246,12 +252,16 @@ class GuardedConnection(asyncio.Protocol):
         self.timer = self.loop.call_later(self.tick_seconds, self._tick)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering is not None:
+            return  # the rest of a request already answered 408
         self._follow()  # an answer sent since the last tick: these bytes start the next head
         self.clock.got(len(data), self.loop.time())
         self.http.data_received(data)
         self._follow()
 
     def eof_received(self) -> bool | None:
+        if self.lingering is not None:
+            return None  # the client read the 408 and left: the transport closes
         return cast(bool | None, self.http.eof_received())
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -259,8 +269,9 @@ class GuardedConnection(asyncio.Protocol):
             return
         self.admitted = False
         self.caps.release(self.host)
-        if self.timer is not None:
-            self.timer.cancel()
+        for timer in (self.timer, self.lingering):
+            if timer is not None:
+                timer.cancel()
         self.http.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -312,6 +323,10 @@ class GuardedConnection(asyncio.Protocol):
             self.transport.write(timeout_response(detail))
         if self.transport.get_write_buffer_size():
             self.transport.abort()  # the client does not read either
+        elif answer and self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.transport.resume_reading()  # uvicorn may have paused it: the unread bytes are what resets
+            self.lingering = self.loop.call_later(LINGER_SECONDS, self.transport.close)
         else:
             self.transport.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -152,6 +153,35 @@ async def test_a_trickled_body_is_cut_with_408_and_no_traceback(caplog: pytest.L
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert 0.9 <= after < 4.0, after
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+
+
+async def test_a_client_still_sending_after_its_408_is_not_reset_so_it_can_read_the_answer() -> None:
+    """Lingering close (RFC 9112 9.6): once answered 408 the connection is shut for writing, and the bytes the
+    client goes on sending are read and dropped for a while. Closed at once, the server's kernel answers them with
+    a reset, and a client that has not read the 408 yet loses it (a CI run's ECONNRESET)."""
+    async with serving(body_timeout=1.0) as port:
+        loop = asyncio.get_running_loop()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setblocking(False)
+            await loop.sock_sendall(sock, f"POST {UPLOAD} HTTP/1.1\r\nHost: svc\r\nContent-Length: 1000\r\n\r\n"
+                                          f"{'a' * 10}".encode())
+            answer = b""
+            async with asyncio.timeout(10):  # the 408, whole: its head and the body its content-length names
+                while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
+                    chunk = await loop.sock_recv(sock, 4096)
+                    assert chunk, answer
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            for _ in range(3):  # more of the body, as a client that has not read its answer yet sends it
+                await loop.sock_sendall(sock, b"a" * 10)
+                await asyncio.sleep(0.2)
+            async with asyncio.timeout(10):
+                assert await loop.sock_recv(sock, 4096) == b""  # the end of the answer, not a reset
+
+
+def _length(answer: bytes) -> int:
+    head = answer.partition(b"\r\n\r\n")[0].decode().lower()
+    return int(head.split("content-length:")[1].split("\r\n")[0])
 
 
 async def test_a_legitimate_client_is_answered_while_one_address_holds_its_maximum_of_half_open_connections(
