@@ -102,9 +102,42 @@ async def ensure_topics(settings: HeraldSettings, specs: Iterable[TopicSpec] = A
                     raise KafkaError(f"creating topic {name} failed: error {code} {message or ''}".strip())
                 else:
                     result[name] = "created"
+        await until_led(admin.describe_topics, {name: spec.partitions for name, spec in wanted.items()})
         return dict(sorted(result.items()))
     finally:
         await admin.close()
+
+
+# How long a topic just created (here, or by another process) may take to be served: a leader for each partition.
+TOPICS_LED_TIMEOUT = 30.0
+
+
+async def until_led(describe: Callable[[list[str]], Awaitable[list[Any]]], partitions: Mapping[str, int],
+                    within: float = TOPICS_LED_TIMEOUT) -> None:
+    """Returns once the broker's metadata shows every topic with its partitions, each led; KafkaError naming
+    those that are not after `within` s. The controller answers CreateTopics before the brokers' metadata holds
+    the new topic: a consumer subscribing in between is assigned none of its partitions, and waits for the next
+    metadata refresh (5 minutes) to see them (a CI run's service folded nothing for 15 s and answered 503)."""
+    loop = asyncio.get_running_loop()
+    give_up, pause = loop.time() + within, 0.02
+    while True:
+        served = {topic["topic"]: topic for topic in await describe(sorted(partitions))}
+        unled = [why for name, count in sorted(partitions.items())
+                 if (why := _not_served(name, served.get(name), count)) is not None]
+        if not unled:
+            return
+        if loop.time() >= give_up:
+            raise KafkaError(f"topics not served within {within:g} s: {'; '.join(unled)}")
+        await asyncio.sleep(min(pause, max(0.0, give_up - loop.time())))
+        pause = min(pause * 2, 1.0)
+
+
+def _not_served(name: str, topic: Mapping[str, Any] | None, partitions: int) -> str | None:
+    """Why a topic's metadata (describe_topics' entry) is not yet what consumers need, or None."""
+    if topic is None or topic["error_code"]:
+        return f"{name}: error {topic['error_code'] if topic else 'no answer'}"
+    led = sum(1 for p in topic["partitions"] if p["error_code"] == 0 and p["leader"] >= 0)
+    return None if led >= partitions else f"{name}: {led} of {partitions} partitions led"
 
 
 def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
