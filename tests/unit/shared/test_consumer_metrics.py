@@ -49,6 +49,15 @@ class Producer:
         return None
 
 
+class StandInFetcher:
+    def __init__(self) -> None:
+        self._records: dict[TopicPartition, object] = {}
+        self._fetch_max_wait_ms = 50
+
+    def _get_actions_per_node(self, assignment: object) -> object:
+        return None
+
+
 class FakeKafka:
     """What EventConsumer asks of aiokafka's consumer: partitions, their ends and the consumer's positions."""
 
@@ -57,6 +66,7 @@ class FakeKafka:
         self.ends: dict[TopicPartition, int] = {tp: 0 for tp in assigned}
         self.positions: dict[TopicPartition, int] = {tp: 0 for tp in assigned}
         self.batches: list[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = []
+        self._fetcher = StandInFetcher()  # what herald_shared.aiokafka_adapter sets its fetch waits on
 
     async def start(self) -> None:
         return None
