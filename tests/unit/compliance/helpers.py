@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from herald_compliance.domain import AccountState, Input, ListRecord, Policy, decide, default_rules
+from herald_compliance.domain import AccountState, Decision, Input, ListRecord, Policy, decide, default_rules
 from herald_shared.contract import Event
 from herald_shared.contract.compliance import AccountWarned
 from herald_shared.contract.delivery import MessageSent
@@ -39,13 +39,17 @@ class Account:
         self.offsets: dict[str, int] = {}
 
     def decide(self, *events: Event, published_at: datetime | None = None) -> list[AccountWarned]:
+        return [e for e in self.decision(*events, published_at=published_at).announcements
+                if isinstance(e, AccountWarned)]
+
+    def decision(self, *events: Event, published_at: datetime | None = None) -> Decision:
+        """The events as one batch read from their topics (one partition each), and what the domain made of it."""
         items = []
         for event in events:
             source = f"{event.topic}:0"
             offset = self.offsets[source] = self.offsets.get(source, -1) + 1
             items.append(Input(event, source, offset, int((published_at or event.occurred_at).timestamp())))
-        decision = decide(ACCOUNT, self.state, items, self.facts, self.lists, self.policy, set(), T0)
-        return [e for e in decision.announcements if isinstance(e, AccountWarned)]
+        return decide(ACCOUNT, self.state, items, self.facts, self.lists, self.policy, set(), T0)
 
     def run(self, *steps: Iterable[Event]) -> list[AccountWarned]:
         """Each step a batch, as the processor may read them."""

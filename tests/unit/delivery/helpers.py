@@ -110,6 +110,11 @@ def sender(account: AccountState, completion: bool = False) -> tuple[Sender, Sto
                   publisher, RetryPolicy(), SenderConfig(), completion=ends), store, publisher  # type: ignore[arg-type]
 
 
+def campaign_job(message_id: str, subscriber_id: str) -> dict[str, Any]:
+    return {"_id": message_id, "account_id": "acme", "kind": "campaign", "campaign_id": "c1",
+            "subscriber_id": subscriber_id, "list_id": "news", "attempts": 0, "next_attempt_at": T0}
+
+
 def job_of_test_send(message_id: str, recipient: str) -> dict[str, Any]:
     return {"_id": message_id, "account_id": "acme", "kind": "test", "campaign_id": "c1", "test_id": "t1",
             "recipient": recipient, "attempts": 0, "next_attempt_at": T0}

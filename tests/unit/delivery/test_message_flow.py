@@ -22,8 +22,7 @@ from herald_shared import correlation
 from herald_shared.contract.campaigns import CampaignQueued
 from herald_shared.contract.delivery import CampaignDeliveryFinished, DeliveryHeld, MessageSent
 from tests.samples import sample
-from tests.unit.delivery.helpers import T0, Announcements, Relay, job_of_test_send, sender
-from tests.unit.delivery.test_sender import campaign_job
+from tests.unit.delivery.helpers import T0, Announcements, Relay, campaign_job, job_of_test_send, sender
 
 QUEUED = uuid.uuid4()
 FLOW = MessageFlow(uuid.uuid4(), QUEUED)

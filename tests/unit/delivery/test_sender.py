@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import email
 import email.policy
-from typing import Any
 
 import pytest
 
 from herald_delivery.domain import AccountState, Member, SmtpReply
 from herald_shared.contract.delivery import CampaignDeliveryFinished, MessageSent
-from tests.unit.delivery.helpers import CONTENT, T0, Relay, job_of_test_send, sender
-
-
-def campaign_job(message_id: str, subscriber_id: str) -> dict[str, Any]:
-    return {"_id": message_id, "account_id": "acme", "kind": "campaign", "campaign_id": "c1",
-            "subscriber_id": subscriber_id, "list_id": "news", "attempts": 0, "next_attempt_at": T0}
+from tests.unit.delivery.helpers import CONTENT, T0, Relay, campaign_job, job_of_test_send, sender
 
 
 async def test_a_render_limit_hit_by_one_member_is_recorded_for_that_member_and_the_rest_are_sent() -> None:
