@@ -152,7 +152,9 @@ async def test_a_trickled_body_is_cut_with_408_and_no_traceback(caplog: pytest.L
         writer.close()
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert 0.9 <= after < 4.0, after
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    # (aiokafka's records aside: on a pytest-xdist worker, an earlier test's client may still log its topics gone)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and not r.name.startswith("aiokafka")], \
+        [r.getMessage() for r in caplog.records]
 
 
 async def test_a_client_still_sending_after_its_408_is_not_reset_so_it_can_read_the_answer() -> None:
