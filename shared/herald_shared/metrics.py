@@ -34,3 +34,23 @@ HTTP_REQUESTS = Counter("herald_http_requests_total", "HTTP requests answered, b
 HTTP_SECONDS = Histogram("herald_http_request_seconds", "Time from a request's arrival to its response's last "
                          "byte, by route template and method.", ["route", "method"],
                          buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+# What every service's HTTP server bounds itself (`herald_shared.serving`, SECURITY.md): connections refused as they
+# are accepted, and cut for a request that arrives too slowly or an answer its client does not read. A slowloris, a
+# client that does not read, or a NAT'd integration at the per-address cap shows here (HeraldHttpConnectionsRefused).
+HTTP_CONNECTIONS = Gauge("herald_http_connections", "HTTP connections the process holds open (at most "
+                         "HERALD_HTTP_MAX_CONNECTIONS).")
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "herald_http_connections_refused_total",
+    "HTTP connections closed as they were accepted, by reason: too_many_from_client (the client address holds "
+    "HERALD_HTTP_MAX_CONNECTIONS_PER_CLIENT), too_many_connections (the process holds HERALD_HTTP_MAX_CONNECTIONS); "
+    "out_of_descriptors counts accept() failing for want of file descriptors (retried a second later, connections "
+    "waiting meanwhile).", ["reason"])
+HTTP_CONNECTIONS_CUT = Counter(
+    "herald_http_connections_cut_total",
+    "HTTP connections closed for taking too long, by reason: head_timeout (a request's head, or a first request, "
+    "not arrived), body_timeout (a request body arriving too slowly), send_timeout (an answer its client did not "
+    "read).", ["reason"])
+for _reason in ("too_many_from_client", "too_many_connections", "out_of_descriptors"):
+    HTTP_CONNECTIONS_REFUSED.labels(_reason)
+for _reason in ("head_timeout", "body_timeout", "send_timeout"):
+    HTTP_CONNECTIONS_CUT.labels(_reason)

@@ -1,11 +1,14 @@
 """The uvicorn server every service runs, and what it bounds per connection: the time a request's head and body
-may take to arrive, the connections one client address and all of them may hold, and the log lines a process
-out of file descriptors writes. The one module that relies on uvicorn's internals (`UVICORN_SEAM`)."""
+may take to arrive, the time an answer may wait for its client to read it, the connections one client address and
+all of them may hold, and the log lines a process out of file descriptors writes; each connection refused or cut
+is counted (`herald_http_connections_refused_total`, `herald_http_connections_cut_total`). The one module that
+relies on uvicorn's internals (`UVICORN_SEAM`)."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import functools
 import ipaddress
 import json
@@ -13,6 +16,8 @@ import logging
 import math
 import resource
 import socket
+import struct
+import termios
 from collections import Counter
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
@@ -26,6 +31,7 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from .logs import REPEAT_INTERVAL_SECONDS, RepeatLimit
+from .metrics import HTTP_CONNECTIONS, HTTP_CONNECTIONS_CUT, HTTP_CONNECTIONS_REFUSED
 
 log = logging.getLogger(__name__)
 # A flood makes these lines by the thousand (one per refused or cut connection): the first of each kind, then one
@@ -42,6 +48,9 @@ OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 # unread, or with more on the way, makes the kernel reset the connection, and a client that had not yet read the
 # 408 loses it (seen in CI: ECONNRESET instead of the answer).
 LINGER_SECONDS = 2.0
+# The ioctl that says how many bytes a TCP socket's send queue holds, not yet sent or not yet acknowledged (Linux's
+# SIOCOUTQ); None where there is none.
+SEND_QUEUE_IOCTL: int | None = getattr(termios, "TIOCOUTQ", None)
 
 
 class ServerLimits(BaseSettings):
@@ -70,6 +79,11 @@ class ServerLimits(BaseSettings):
         description="Connections one client address holds at once; one more is closed as it is accepted. A "
                     "trusted proxy's (HERALD_FORWARDED_ALLOW_IPS) carry many clients: only the overall cap "
                     "holds them, and the proxy must bound each client itself (SECURITY.md).")
+    send_timeout: float = Field(
+        default=30.0, gt=0, alias="HERALD_HTTP_SEND_TIMEOUT_SECONDS",
+        description="An answer the client does not read (what the socket's send buffer cannot take waits in the "
+                    "process) is cut when none of it has been taken this long, as nginx's send_timeout: the "
+                    "connection is closed. While it waits, the next request's head deadline does not run.")
 
     @classmethod
     def from_environment(cls) -> ServerLimits:
@@ -102,7 +116,7 @@ def raise_open_files_limit(wanted: int) -> int:
 
 
 Phase = Literal["head", "body", "app"]
-Overdue = Literal["head", "body"]
+Overdue = Literal["head", "body", "send"]
 
 
 @dataclass
@@ -132,7 +146,7 @@ class RequestClock:
         self.received += size
         self.since_bytes = 0.0
 
-    def tick(self, now: float, *, reading: bool) -> Overdue | None:
+    def tick(self, now: float, *, reading: bool) -> Literal["head", "body"] | None:
         """Reads the clock: the time since its last reading counts when the server was `reading` (not holding
         the connection back). Answers which deadline has passed, if one has."""
         if reading and self._at is not None:
@@ -146,6 +160,44 @@ class RequestClock:
                                      self.waited >= self.body_timeout + self.received / self.body_min_rate):
             return "body"
         return None
+
+
+@dataclass
+class SendClock:
+    """Pure: how long the answer being written on one connection has waited for its client to read any of it.
+    `unsent` is what the process holds of it (the transport's buffer: only once the socket's send buffer is full)
+    plus what the kernel holds unacknowledged; the clock runs from when some was first seen held, or last seen to
+    shrink, and stops when the process holds none."""
+
+    timeout: float
+    unsent: int = 0
+    since: float | None = None  # when the client was last seen taking some, while some is held
+
+    def tick(self, unsent: int, now: float) -> bool:
+        """Reads the clock, given what is held now: whether the client has taken nothing for `timeout`."""
+        if unsent == 0:
+            self.since = None
+        elif self.since is None or unsent < self.unsent:
+            self.since = now
+        self.unsent = unsent
+        return self.since is not None and now - self.since >= self.timeout
+
+    def taken(self, now: float) -> None:
+        """The client took some (the transport's buffer fell below its low-water mark), whatever was written
+        since."""
+        if self.since is not None:
+            self.since = now
+
+
+def send_queue_bytes(sock: Any) -> int:
+    """What the kernel holds of what was written to `sock` and its client has not acknowledged (0 where it cannot
+    tell): it shrinks as the client reads, long before the socket has room enough to be written again."""
+    if sock is None or SEND_QUEUE_IOCTL is None:
+        return 0
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), SEND_QUEUE_IOCTL, b"\0" * 4))[0])
+    except (OSError, ValueError):  # not a socket's, or closed (its descriptor -1)
+        return 0
 
 
 class TrustedProxies:
@@ -216,12 +268,14 @@ UVICORN_SEAM = {"protocol": ("cycle", "flow"), "cycle": ("more_body", "response_
 
 
 SLOW_REQUEST = {"head": "request head not received in time: connection closed",
-                "body": "request body arriving too slowly: connection closed"}
+                "body": "request body arriving too slowly: connection closed",
+                "send": "answer not read by its client in time: connection closed"}
 
 
 class GuardedConnection(asyncio.Protocol):
     """One connection: uvicorn's own HTTP protocol does the HTTP; this one stands in front of it, refusing a
-    connection over the caps as it is made and closing one whose request takes too long to arrive."""
+    connection over the caps as it is made and closing one whose request takes too long to arrive or whose
+    answer its client does not read."""
 
     def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None, *, caps: ConnectionCaps,
@@ -230,8 +284,11 @@ class GuardedConnection(asyncio.Protocol):
         self.http: Any = AutoHTTPProtocol(config=config, server_state=server_state,  # type: ignore[call-arg]
                                           app_state=app_state, _loop=self.loop)
         self.caps, self.clock = caps, RequestClock.of(limits, self.loop.time())
-        self.tick_seconds = min(MAX_TICK_SECONDS, limits.head_timeout / 4, limits.body_timeout / 4)
+        self.sending = SendClock(limits.send_timeout)
+        self.tick_seconds = min(MAX_TICK_SECONDS, limits.head_timeout / 4, limits.body_timeout / 4,
+                                limits.send_timeout / 4)
         self.transport: asyncio.Transport | None = None
+        self.socket: Any = None
         self.host: str | None = None
         self.admitted = False
         self.cycle: Any = None  # the request being read or answered, uvicorn's
@@ -240,14 +297,17 @@ class GuardedConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.socket = transport.get_extra_info("socket")
         peer = transport.get_extra_info("peername")
         self.host = peer[0] if isinstance(peer, tuple) and peer else None
         refusal = self.caps.admit(self.host)
         if refusal is not None:
             log.warning(f"connection refused: {refusal}", extra={"client": self.host})  # a kind per reason
+            HTTP_CONNECTIONS_REFUSED.labels(refusal).inc()
             self.transport.abort()  # nothing read, nothing to say: its descriptor is freed at once
             return
         self.admitted = True
+        HTTP_CONNECTIONS.inc()
         self.http.connection_made(transport)
         self.timer = self.loop.call_later(self.tick_seconds, self._tick)
 
@@ -269,6 +329,7 @@ class GuardedConnection(asyncio.Protocol):
             return
         self.admitted = False
         self.caps.release(self.host)
+        HTTP_CONNECTIONS.dec()
         for timer in (self.timer, self.lingering):
             if timer is not None:
                 timer.cancel()
@@ -278,6 +339,7 @@ class GuardedConnection(asyncio.Protocol):
         self.http.pause_writing()
 
     def resume_writing(self) -> None:
+        self.sending.taken(self.loop.time())
         self.http.resume_writing()
 
     def _follow(self) -> None:
@@ -297,10 +359,21 @@ class GuardedConnection(asyncio.Protocol):
 
     def _tick(self) -> None:
         self.timer = None
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None:
             return
-        self._follow()
-        overdue = self.clock.tick(self.loop.time(), reading=not self.http.flow.read_paused)
+        now, unsent = self.loop.time(), self.transport.get_write_buffer_size()
+        if unsent:  # the socket's buffer is full: how much of it the client has taken shows in the kernel's count
+            unsent += send_queue_bytes(self.socket)
+        overdue: Overdue | None = "send" if self.sending.tick(unsent, now) else None
+        if overdue is None and self.transport.is_closing():
+            if not unsent:
+                return
+            # Closed by uvicorn (keep-alive's end, `connection: close`) with an answer still held: the transport
+            # holds the connection until its client reads it, so only the send deadline is left to end it.
+        elif overdue is None:
+            self._follow()
+            # The next head's time runs once the answer is sent (a client that does not read it sends nothing).
+            overdue = self.clock.tick(now, reading=not self.http.flow.read_paused and not unsent)
         if overdue is None:
             self.timer = self.loop.call_later(self.tick_seconds, self._tick)
             return
@@ -308,6 +381,11 @@ class GuardedConnection(asyncio.Protocol):
 
     def _close_overdue(self, overdue: Overdue) -> None:
         assert self.transport is not None
+        HTTP_CONNECTIONS_CUT.labels(f"{overdue}_timeout").inc()
+        log.warning(SLOW_REQUEST[overdue], extra={"client": self.host})
+        if overdue == "send":
+            self.transport.abort()  # half an answer is on its way: nothing more can be said
+            return
         cycle = self.cycle
         if overdue == "head":
             # 408 when part of a new head came; not to an idle connection, nor after an answer whose request body
@@ -318,7 +396,6 @@ class GuardedConnection(asyncio.Protocol):
             answer = not cycle.response_started
             detail = (f"the request body arrived too slowly (a pause of {self.clock.body_timeout:g} s, or less "
                       f"than {self.clock.body_min_rate:,} bytes a second past {self.clock.body_timeout:g} s)")
-        log.warning(SLOW_REQUEST[overdue], extra={"client": self.host})
         if answer:
             self.transport.write(timeout_response(detail))
         if self.transport.get_write_buffer_size():
@@ -362,6 +439,7 @@ def accept_errors_logged_once(previous: ExceptionHandler | None) -> ExceptionHan
 
     def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if out_of_descriptors(context):
+            HTTP_CONNECTIONS_REFUSED.labels("out_of_descriptors").inc()
             log.error("cannot accept connections: out of file descriptors",
                       extra={"error": str(context.get("exception"))})
         elif previous is not None:
