@@ -4,7 +4,9 @@ KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL given); each test gets its own topic prefi
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import signal
 import socket
 import time
 import uuid
@@ -124,6 +126,18 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+PR_SET_PDEATHSIG = 1  # Linux's prctl(2) option
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def dies_with_the_tests() -> None:
+    """`preexec_fn` of a service, broker or command a test starts: the kernel SIGKILLs it when the process that
+    started it dies, however that dies (a CI job's time limit, a pytest-xdist worker crashing, SIGKILL), so that
+    none is left holding its ports and a core for the runs after. Tied to the starting thread: the tests start
+    them from the thread that runs them, which lives as long as the process."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def subprocess_env(settings: HeraldSettings, **extra: Any) -> dict[str, str]:

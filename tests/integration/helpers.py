@@ -21,7 +21,7 @@ from playwright.async_api import Browser, async_playwright
 
 from herald_shared.http import make_server
 from herald_subscriptions.forms import FormTokens
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, dies_with_the_tests, free_port
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 # Schemathesis' `ignored_auth` check sends wrong API keys to every operation and expects 401 each time; with the
@@ -95,7 +95,7 @@ async def run_schemathesis(app: FastAPI, tmp_path: Path, *, headers: dict[str, s
         with log.open("wb") as out:
             # In tmp_path: schemathesis keeps its cache and hypothesis database in its working folder.
             process = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                                                           cwd=tmp_path)
+                                                           cwd=tmp_path, preexec_fn=dies_with_the_tests)
             await process.wait()
     finally:
         server.should_exit = True

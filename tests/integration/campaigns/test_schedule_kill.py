@@ -20,7 +20,7 @@ from herald_shared.contract.campaigns import CampaignQueued
 from herald_shared.contract.subscriptions import ListCreated
 from herald_shared.kafka import EventPublisher
 from herald_shared.settings import HeraldSettings
-from tests.conftest import eventually, free_port, subprocess_env
+from tests.conftest import dies_with_the_tests, eventually, free_port, subprocess_env
 
 from .conftest import billing_history, campaigns_settings, draft
 
@@ -41,7 +41,8 @@ def start(settings: HeraldSettings, port: int, log: Any) -> subprocess.Popen[byt
     env = subprocess_env(settings, HERALD_HTTP_PORT=port, HERALD_LOG_FORMAT="text",
                          HERALD_CAMPAIGNS_SCHEDULE_INTERVAL_SECONDS=0.1,
                          HERALD_CAMPAIGNS_SHARED_SENDING_DOMAINS="acme.example")
-    return subprocess.Popen(["herald-campaigns"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(["herald-campaigns"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=dies_with_the_tests)
 
 
 @pytest.mark.parametrize("kill_at", ["before_due", "first_queued"])

@@ -10,7 +10,7 @@ from typing import Any
 
 from herald_shared.contract import Event
 from herald_shared.settings import HeraldSettings
-from tests.conftest import subprocess_env
+from tests.conftest import dies_with_the_tests, subprocess_env
 
 from .conftest import STAFF_HASH, Bus, complaint, hard_bounce, sent
 
@@ -42,7 +42,8 @@ def start(settings: HeraldSettings, port: int, log: Any) -> subprocess.Popen[byt
     env = subprocess_env(settings, HERALD_HTTP_PORT=port, HERALD_RATE_MINIMUM_SENT=500,
                          HERALD_STAFF_TOKENS=f"rita={STAFF_HASH}", HERALD_COMPLIANCE_BATCH_SIZE=200,
                          HERALD_LOG_FORMAT="text")
-    return subprocess.Popen(["herald-compliance"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(["herald-compliance"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=dies_with_the_tests)
 
 
 async def ground_truth(bus: Bus) -> dict[str, dict[str, int]]:

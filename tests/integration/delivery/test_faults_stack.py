@@ -24,7 +24,7 @@ import pytest
 from herald_shared.contract.delivery import CampaignDeliveryFinished, MessageSent
 from herald_shared.kafka import EventPublisher, ensure_topics, make_producer
 from herald_shared.settings import HeraldSettings
-from tests.conftest import ROOT, eventually, free_port, subprocess_env
+from tests.conftest import ROOT, dies_with_the_tests, eventually, free_port, subprocess_env
 from tests.samples import campaign_queued
 
 from .conftest import BOUNCE_DOMAIN, SECRET, World
@@ -81,7 +81,8 @@ def start_delivery(settings: HeraldSettings, relay_port: int, http_port: int, lo
                          HERALD_INBOUND_SMTP_PORT=free_port(), HERALD_BOUNCE_DOMAIN=BOUNCE_DOMAIN,
                          HERALD_SEND_CONCURRENCY=4, HERALD_SEND_POLL_SECONDS=0.2, HERALD_LOG_FORMAT="text")
     with log.open("ab") as out:
-        return subprocess.Popen(["herald-delivery"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(["herald-delivery"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=dies_with_the_tests)
 
 
 @pytest.mark.parametrize("outage", ["kafka", "mongodb"])

@@ -15,7 +15,7 @@ from pymongo import AsyncMongoClient
 
 from herald_shared.contract.delivery import CampaignDeliveryFinished, MessageSent
 from herald_shared.mongo import Document
-from tests.conftest import eventually, free_port, subprocess_env
+from tests.conftest import dies_with_the_tests, eventually, free_port, subprocess_env
 from tests.samples import campaign_queued
 
 from .conftest import BOUNCE_DOMAIN, SECRET, World
@@ -30,7 +30,8 @@ def start_process(settings: Any, relay_port: int, log: Path) -> subprocess.Popen
                          HERALD_INBOUND_SMTP_PORT=free_port(), HERALD_BOUNCE_DOMAIN=BOUNCE_DOMAIN,
                          HERALD_SEND_CONCURRENCY=4, HERALD_SEND_POLL_SECONDS=0.2, HERALD_LOG_FORMAT="text")
     with log.open("ab") as out:
-        return subprocess.Popen(["herald-delivery"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(["herald-delivery"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=dies_with_the_tests)
 
 
 async def test_sigkill_mid_campaign_and_restart_sends_everyone_exactly_once(

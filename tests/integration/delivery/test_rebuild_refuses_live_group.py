@@ -20,7 +20,7 @@ from herald_shared.consumer_groups import live_members
 from herald_shared.mongo import Document
 from herald_shared.rebuilding import FORMATS, ReadModelOutdated
 from herald_shared.settings import HeraldSettings
-from tests.conftest import eventually, subprocess_env
+from tests.conftest import dies_with_the_tests, eventually, subprocess_env
 
 from .conftest import World, delivery_settings
 
@@ -28,7 +28,7 @@ from .conftest import World, delivery_settings
 async def run_rebuild(settings: HeraldSettings) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "herald_delivery.rebuild", env=subprocess_env(settings),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=dies_with_the_tests)
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode is not None
     return process.returncode, stderr.decode()

@@ -34,7 +34,7 @@ from herald_shared.mongo import Document
 from herald_shared.settings import HeraldSettings
 from herald_subscriptions.domain import subscriber_id_for
 from herald_subscriptions.store import SubscriptionsProjection
-from tests.conftest import eventually, free_port, subprocess_env
+from tests.conftest import dies_with_the_tests, eventually, free_port, subprocess_env
 
 LINK_SECRET = "fault-tests-link-secret-0123456789"
 
@@ -75,7 +75,8 @@ class ServiceProcess:
             env.setdefault("HERALD_INBOUND_SMTP_PORT", free_port())
         with self.log.open("ab") as out:
             self.process = subprocess.Popen([f"herald-{self.name}"], stdout=out, stderr=subprocess.STDOUT,
-                                            env=subprocess_env(self.settings, HERALD_HTTP_PORT=self.port, **env))
+                                            env=subprocess_env(self.settings, HERALD_HTTP_PORT=self.port, **env),
+                                            preexec_fn=dies_with_the_tests)
 
     @property
     def alive(self) -> bool:

@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.admin import CreateAclsRequest
 
 from herald_shared.settings import HeraldSettings
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, dies_with_the_tests, free_port
 
 SERVICES = ("billing", "campaigns", "compliance", "delivery", "subscriptions")
 # The users the broker knows, created when its storage is formatted (SCRAM credentials live in the cluster's
@@ -164,7 +164,8 @@ def secured_kafka_started() -> Iterator[SecuredKafka]:
         log = folder / "stdout.log"
         with log.open("wb") as out:
             broker = subprocess.Popen(_java(libs, logs, "-Xms128m", "-Xmx512m", "kafka.Kafka", str(props)),
-                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=dies_with_the_tests)
         try:
             _wait_for_port(port, broker, log)
             yield SecuredKafka(f"127.0.0.1:{port}", passwords)

@@ -17,7 +17,7 @@ import pytest
 from herald_shared.apikeys import new_api_key
 from herald_shared.contract.billing import ApiKeyIssued
 from herald_shared.kafka import EventPublisher, make_producer
-from tests.conftest import eventually, free_port
+from tests.conftest import dies_with_the_tests, eventually, free_port
 from tests.integration.kafka_auth.helpers import SERVICES, SecuredKafka
 from tests.samples import sample
 
@@ -51,7 +51,7 @@ def services(authorized_kafka: SecuredKafka, stack_env: dict[str, str],
                 env.update(HERALD_SMTP_PORT=str(free_port()), HERALD_INBOUND_SMTP_PORT=str(free_port()))
             with log.open("wb") as out:
                 processes.append(subprocess.Popen([f"herald-{service}"], stdout=out, stderr=subprocess.STDOUT,
-                                                  env=env))
+                                                  env=env, preexec_fn=dies_with_the_tests))
             started[service] = (f"http://127.0.0.1:{port}", log)
         yield started
     finally:

@@ -17,7 +17,7 @@ from herald_shared.contract import parse_event, serialize_event
 from herald_shared.contract.billing import StaffAccessed
 from herald_shared.kafka import EventPublisher, read_from_start
 from herald_shared.settings import HeraldSettings
-from tests.conftest import eventually, subprocess_env
+from tests.conftest import dies_with_the_tests, eventually, subprocess_env
 from tests.integration.billing.helpers import running_billing
 from tests.samples import confirmation_request, sample
 
@@ -71,7 +71,8 @@ async def test_follow_records_each_account_seen_later_once(
     await publisher.publish(sample("SubscriberAdded", "acc-f1"))
     follow = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "herald_shared.cli", "tail", "-f", "herald.subscriptions", "--reveal", "--staff", "rita",
-        env=subprocess_env(settings), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        env=subprocess_env(settings), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=dies_with_the_tests)
     out = follow.stdout
     assert out is not None
 

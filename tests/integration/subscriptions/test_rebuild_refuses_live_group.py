@@ -18,14 +18,14 @@ from herald_subscriptions import store
 from herald_subscriptions.main import Subscriptions
 from herald_subscriptions.rebuild import REFUSED, consumer_groups, fold_read_model, rebuild_read_model
 from herald_subscriptions.store import ReadModelOutdated, check_format
-from tests.conftest import eventually, subprocess_env
+from tests.conftest import dies_with_the_tests, eventually, subprocess_env
 from tests.integration.subscriptions.conftest import Platform
 
 
 async def run_rebuild(settings: HeraldSettings) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "herald_subscriptions.rebuild", env=subprocess_env(settings),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=dies_with_the_tests)
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode is not None
     return process.returncode, stderr.decode()
