@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Request, Response
-from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from herald_shared.http import add_health_routes, api_app, make_server
+from herald_shared.metrics import HTTP_CONNECTIONS, HTTP_CONNECTIONS_CUT, HTTP_CONNECTIONS_REFUSED
 from herald_shared.serving import ServerLimits
 from herald_subscriptions.api import MAX_IMPORT_BYTES
 from tests.conftest import eventually, free_port
@@ -69,14 +69,17 @@ async def _served_metrics(port: int) -> dict[str, float]:
 
 
 async def _counted() -> dict[str, float]:
-    """The same metrics read from the process's registry (the server runs in this process): a probe polled
-    every 50 ms opens no connection of its own and does not make the server's loop render the whole registry
-    (the tests' process holds every earlier test's series) while the tests wait on that loop's ticks."""
-    def sample(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(name, labels) or 0.0
-    return {"open": sample("herald_http_connections"),
-            **{f"refused {r}": sample("herald_http_connections_refused_total", reason=r) for r in REFUSED},
-            **{f"cut {c}": sample("herald_http_connections_cut_total", reason=c) for c in CUT}}
+    """The same metrics read from their collectors in this process (the server runs in it), not from the whole
+    registry: late in a test run the registry holds every earlier test's series (consumers named after each test's
+    topic prefix), and collecting it all blocked the loop for seconds a probe, the server's ticks with it (the send
+    deadline was met after the 5 s the test waits)."""
+    def sample(metric: Any, name: str, **labels: str) -> float:
+        return next((s.value for family in metric.collect() for s in family.samples
+                     if s.name == name and s.labels == labels), 0.0)
+    return {"open": sample(HTTP_CONNECTIONS, "herald_http_connections"),
+            **{f"refused {r}": sample(HTTP_CONNECTIONS_REFUSED, "herald_http_connections_refused_total", reason=r)
+               for r in REFUSED},
+            **{f"cut {c}": sample(HTTP_CONNECTIONS_CUT, "herald_http_connections_cut_total", reason=c) for c in CUT}}
 
 
 async def _rise(before: dict[str, float]) -> dict[str, float]:
