@@ -103,22 +103,26 @@ async def ensure_topics(settings: HeraldSettings, specs: Iterable[TopicSpec] = A
                     raise KafkaError(f"creating topic {name} failed: error {code} {message or ''}".strip())
                 else:
                     result[name] = "created"
-        await until_led(admin.describe_topics, {name: spec.partitions for name, spec in wanted.items()})
+        # A topic created here must be served whole; one that existed, known (however its partitions stand:
+        # one without a leader while a broker is away is no reason not to start).
+        await until_led(admin.describe_topics, {name: spec.partitions if result[name] == "created" else 0
+                                                for name, spec in wanted.items()})
         return dict(sorted(result.items()))
     finally:
         await admin.close()
 
 
-# How long a topic just created (here, or by another process) may take to be served: a leader for each partition.
+# How long a topic created here may take to be served (a leader for each partition), or one that existed to be known.
 TOPICS_LED_TIMEOUT = 30.0
 
 
 async def until_led(describe: Callable[[list[str]], Awaitable[list[Any]]], partitions: Mapping[str, int],
                     within: float = TOPICS_LED_TIMEOUT) -> None:
-    """Returns once the broker's metadata shows every topic with its partitions, each led; KafkaError naming
-    those that are not after `within` s. The controller answers CreateTopics before the brokers' metadata holds
-    the new topic: a consumer subscribing in between is assigned none of its partitions, and waits for the next
-    metadata refresh (5 minutes) to see them (a CI run's service folded nothing for 15 s and answered 503)."""
+    """Returns once the broker's metadata shows every topic, with at least as many partitions led as `partitions`
+    gives it (0: known will do); KafkaError naming those that are not after `within` s. The controller answers
+    CreateTopics before the brokers' metadata holds the new topic: a consumer subscribing in between is assigned
+    none of its partitions, and waits for the next metadata refresh (5 minutes) to see them (a CI run's service
+    folded nothing for 15 s and answered 503)."""
     loop = asyncio.get_running_loop()
     give_up, pause = loop.time() + within, 0.02
     while True:

@@ -48,3 +48,11 @@ async def test_a_topic_never_served_is_named_when_the_time_is_up() -> None:
         await until_led(metadata, {"t.a": 1, "t.b": 2, "t.c": 1}, within=0.1)
     assert "t.b: 1 of 2 partitions led" in str(refused.value) and "t.c: error 3" in str(refused.value)
     assert "t.a" not in str(refused.value) and metadata.asked > 1
+
+
+async def test_a_topic_that_existed_needs_only_to_be_known_not_every_partition_led() -> None:
+    """A topic another process created (or an operator, with other partitions), or one with a partition whose
+    leader is away: the service starts on it as before."""
+    metadata = Metadata([topic("t.a", [], error_code=3)], [topic("t.a", [1, -1, 1, 1])])
+    await until_led(metadata, {"t.a": 0}, within=10)
+    assert metadata.asked == 2
